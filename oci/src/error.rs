@@ -1,0 +1,151 @@
+//! The one error type of the `oci` crate.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::digest::Digest;
+
+/// What went wrong, in one word: lets callers (the CLI, the registry) choose an exit code
+/// or an HTTP status without matching on every variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The caller gave something malformed: a digest, a reference, an archive.
+    InvalidInput,
+    /// The thing asked for is not there.
+    NotFound,
+    /// Stored or received data does not match what describes it (digest, size).
+    Corrupt,
+    /// The operating system failed us.
+    Io,
+}
+
+/// Every failure the `oci` crate reports; messages are lowercase and carry their context.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A string that should have been a digest was not.
+    #[error("invalid digest {input:?}: {reason}")]
+    InvalidDigest {
+        /// The text as given.
+        input: String,
+        /// Which rule it broke.
+        reason: &'static str,
+    },
+    /// A string that should have been an image reference was not.
+    #[error("invalid reference {input:?}: {reason}")]
+    InvalidReference {
+        /// The text as given.
+        input: String,
+        /// Which rule it broke.
+        reason: &'static str,
+    },
+    /// Content hashed to something other than the digest that names it.
+    #[error("digest mismatch: expected {expected}, got {actual}")]
+    DigestMismatch {
+        /// The digest the content was supposed to have.
+        expected: Digest,
+        /// The digest it has.
+        actual: Digest,
+    },
+    /// Content had another length than its descriptor says.
+    #[error("size mismatch for {digest}: expected {expected} bytes, got {actual}")]
+    SizeMismatch {
+        /// The blob in question.
+        digest: Digest,
+        /// The size the descriptor gives.
+        expected: u64,
+        /// The size received.
+        actual: u64,
+    },
+    /// A decompressed layer grew past the configured cap.
+    #[error("layer too large: more than {limit} bytes after decompression")]
+    LayerTooLarge {
+        /// The cap in bytes.
+        limit: u64,
+    },
+    /// A blob is not in the content store.
+    #[error("blob {0} not found")]
+    BlobNotFound(Digest),
+    /// No image is known under that name or ID.
+    #[error("no such image: {0}")]
+    ImageNotFound(String),
+    /// A JSON document (manifest, index, config, archive metadata) did not parse.
+    #[error("invalid {what}: {source}")]
+    InvalidJson {
+        /// Which document.
+        what: &'static str,
+        /// The parser's complaint.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A manifest, index or config parsed but breaks the spec.
+    #[error("invalid {what}: {reason}")]
+    InvalidDocument {
+        /// Which document.
+        what: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An archive (OCI layout tar, docker-archive, rootfs tarball) is malformed.
+    #[error("invalid archive {path}: {reason}")]
+    InvalidArchive {
+        /// Where the archive came from.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An I/O operation failed; `context` says which and on what.
+    #[error("{context}: {source}")]
+    Io {
+        /// What we were doing, with the path.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The rocksdb image index failed.
+    #[error("image index at {path}: {source}")]
+    Index {
+        /// Where the index lives.
+        path: PathBuf,
+        /// The database error.
+        #[source]
+        source: rocksdb::Error,
+    },
+}
+
+impl Error {
+    /// Classifies the error for exit codes and HTTP statuses.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidDigest { .. }
+            | Error::InvalidReference { .. }
+            | Error::InvalidJson { .. }
+            | Error::InvalidDocument { .. }
+            | Error::InvalidArchive { .. }
+            | Error::LayerTooLarge { .. } => ErrorKind::InvalidInput,
+            Error::BlobNotFound(_) | Error::ImageNotFound(_) => ErrorKind::NotFound,
+            Error::DigestMismatch { .. } | Error::SizeMismatch { .. } => ErrorKind::Corrupt,
+            Error::Io { .. } | Error::Index { .. } => ErrorKind::Io,
+        }
+    }
+
+    /// Wraps an I/O error with what we were doing.
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Error::Io { context: context.into(), source }
+    }
+}
+
+/// `Result` with the crate's error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Adds context to `io::Result`s in one call: `fs::read(p).ctx(|| format!("read {p}"))`.
+pub trait IoContext<T> {
+    /// Turns an `io::Error` into [`Error::Io`] with the context the closure returns.
+    fn ctx<C: Into<String>>(self, context: impl FnOnce() -> C) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn ctx<C: Into<String>>(self, context: impl FnOnce() -> C) -> Result<T> {
+        self.map_err(|source| Error::Io { context: context().into(), source })
+    }
+}

@@ -1,0 +1,322 @@
+//! Layers: tar streams, compressed or not, and the two digests that name them.
+//!
+//! A layer has a diffID (the sha256 of its uncompressed tar) and a digest (the sha256 of
+//! the bytes stored and pushed). [`LayerWriter`] computes both in one streaming pass:
+//!
+//! ```text
+//! tar bytes -> sha256 (diffID) -> gzip | zstd | none -> sha256 + count (digest, size) -> sink
+//! ```
+//!
+//! gzip and zstd both compress on all cores. [`tar_directory`] writes a directory as a
+//! tar with sorted entries and, when `SOURCE_DATE_EPOCH` is set, clamped timestamps, so the
+//! same tree gives the same bytes. [`LayerReader`] reverses the pipe for reading, checking
+//! sizes and digests as it goes.
+
+mod pgzip;
+mod tarball;
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+
+pub use pgzip::ParGzEncoder;
+pub use tarball::{tar_directory, TarOptions};
+
+use crate::digest::{Algorithm, Digest, HashingReader, HashingWriter};
+use crate::error::{Error, Result};
+use crate::media;
+
+/// How a layer's tar stream is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// A plain tar.
+    None,
+    /// gzip, the format every registry and runtime understands.
+    #[default]
+    Gzip,
+    /// zstd: smaller and much faster, understood by containerd 1.5+, podman, BuildKit.
+    Zstd,
+}
+
+impl Compression {
+    /// Reads the first bytes of a stream to tell its compression (magic numbers).
+    pub fn detect(head: &[u8]) -> Compression {
+        match head {
+            [0x1f, 0x8b, ..] => Compression::Gzip,
+            [0x28, 0xb5, 0x2f, 0xfd, ..] => Compression::Zstd,
+            _ => Compression::None,
+        }
+    }
+
+    /// The OCI media type of a layer with this compression.
+    pub fn oci_media_type(self) -> &'static str {
+        match self {
+            Compression::None => media::OCI_LAYER,
+            Compression::Gzip => media::OCI_LAYER_GZIP,
+            Compression::Zstd => media::OCI_LAYER_ZSTD,
+        }
+    }
+
+    /// The Docker schema 2 media type of a layer with this compression; docker has none for zstd.
+    pub fn docker_media_type(self) -> Option<&'static str> {
+        match self {
+            Compression::None => Some(media::DOCKER_LAYER),
+            Compression::Gzip => Some(media::DOCKER_LAYER_GZIP),
+            Compression::Zstd => None,
+        }
+    }
+
+    /// The compression a layer media type declares, OCI or Docker; `None` for non-layers.
+    pub fn from_media_type(media_type: &str) -> Option<Compression> {
+        match media_type {
+            media::OCI_LAYER | media::DOCKER_LAYER | media::OCI_LAYER_NONDIST => Some(Compression::None),
+            media::OCI_LAYER_GZIP | media::DOCKER_LAYER_GZIP | media::DOCKER_LAYER_FOREIGN_GZIP
+            | media::OCI_LAYER_NONDIST_GZIP => Some(Compression::Gzip),
+            media::OCI_LAYER_ZSTD | media::OCI_LAYER_NONDIST_ZSTD => Some(Compression::Zstd),
+            _ => None,
+        }
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "gzip" => Ok(Compression::Gzip),
+            "zstd" => Ok(Compression::Zstd),
+            "uncompressed" | "none" => Ok(Compression::None),
+            _ => Err(format!("unknown compression {s:?} (gzip, zstd, uncompressed)")),
+        }
+    }
+}
+
+/// What a finished layer is: enough to write its descriptor and its config entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerInfo {
+    /// The digest of the stored (compressed) bytes.
+    pub digest: Digest,
+    /// The stored size in bytes.
+    pub size: u64,
+    /// The digest of the uncompressed tar.
+    pub diff_id: Digest,
+    /// The uncompressed size in bytes.
+    pub uncompressed_size: u64,
+    /// How it is compressed.
+    pub compression: Compression,
+}
+
+/// The number of threads compression uses by default: every core.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+enum Compressor<W: Write> {
+    None(W),
+    Gzip(ParGzEncoder<W>),
+    Zstd(zstd::Encoder<'static, W>),
+}
+
+impl<W: Write> Write for Compressor<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Compressor::None(w) => w.write(buf),
+            Compressor::Gzip(w) => w.write(buf),
+            Compressor::Zstd(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Compressor::None(w) => w.flush(),
+            Compressor::Gzip(w) => w.flush(),
+            Compressor::Zstd(w) => w.flush(),
+        }
+    }
+}
+
+/// Turns tar bytes written into it into a compressed layer on `sink`, computing the
+/// diffID, the digest and both sizes in the same pass.
+pub struct LayerWriter<W: Write> {
+    inner: HashingWriter<Compressor<HashingWriter<W>>>,
+    compression: Compression,
+}
+
+impl<W: Write> LayerWriter<W> {
+    /// A writer with the default level and all cores.
+    pub fn new(sink: W, compression: Compression) -> Result<Self> {
+        Self::with_threads(sink, compression, default_threads())
+    }
+
+    /// A writer with an explicit number of compression threads.
+    pub fn with_threads(sink: W, compression: Compression, threads: usize) -> Result<Self> {
+        let counted = HashingWriter::new(sink, Algorithm::Sha256);
+        let compressor = match compression {
+            Compression::None => Compressor::None(counted),
+            Compression::Gzip => Compressor::Gzip(
+                ParGzEncoder::new(counted, 6, threads).map_err(|e| Error::io("start gzip workers", e))?,
+            ),
+            Compression::Zstd => {
+                let mut enc = zstd::Encoder::new(counted, 3).map_err(|e| Error::io("start zstd", e))?;
+                if threads > 1 {
+                    enc.multithread(threads as u32).map_err(|e| Error::io("start zstd workers", e))?;
+                }
+                Compressor::Zstd(enc)
+            }
+        };
+        Ok(LayerWriter { inner: HashingWriter::new(compressor, Algorithm::Sha256), compression })
+    }
+
+    /// Finishes compression and returns the sink with what the layer is.
+    pub fn finish(self) -> Result<(W, LayerInfo)> {
+        let (compressor, diff_id, uncompressed_size) = self.inner.finish();
+        let counted = match compressor {
+            Compressor::None(w) => w,
+            Compressor::Gzip(w) => w.finish().map_err(|e| Error::io("finish gzip stream", e))?,
+            Compressor::Zstd(w) => w.finish().map_err(|e| Error::io("finish zstd stream", e))?,
+        };
+        let (mut sink, digest, size) = counted.finish();
+        sink.flush().map_err(|e| Error::io("flush layer", e))?;
+        let info = LayerInfo { digest, size, diff_id, uncompressed_size, compression: self.compression };
+        Ok((sink, info))
+    }
+}
+
+impl<W: Write> Write for LayerWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The decompressed side of a layer being read, hashing both sides.
+enum Decompressor<R: BufRead> {
+    None(R),
+    Gzip(Box<flate2::bufread::MultiGzDecoder<R>>),
+    Zstd(zstd::Decoder<'static, R>),
+}
+
+impl<R: BufRead> Read for Decompressor<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Decompressor::None(r) => r.read(buf),
+            Decompressor::Gzip(r) => r.read(buf),
+            Decompressor::Zstd(r) => r.read(buf),
+        }
+    }
+}
+
+/// Reads a stored layer as its uncompressed tar stream, whatever its compression
+/// (detected from the first bytes), computing the diffID as the tar is read and refusing
+/// to grow past `limit` uncompressed bytes.
+pub struct LayerReader<R: Read> {
+    inner: HashingReader<Decompressor<BufReader<R>>>,
+    limit: u64,
+    compression: Compression,
+}
+
+impl<R: Read> LayerReader<R> {
+    /// Opens `raw` (a compressed or plain layer), with a cap on the uncompressed size.
+    pub fn new(raw: R, limit: u64) -> Result<Self> {
+        let mut buffered = BufReader::with_capacity(256 * 1024, raw);
+        let head = buffered.fill_buf().map_err(|e| Error::io("read layer header", e))?;
+        let compression = Compression::detect(head);
+        let dec = match compression {
+            Compression::None => Decompressor::None(buffered),
+            Compression::Gzip => Decompressor::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(buffered))),
+            Compression::Zstd => Decompressor::Zstd(
+                zstd::Decoder::with_buffer(buffered).map_err(|e| Error::io("start zstd decoder", e))?,
+            ),
+        };
+        Ok(LayerReader { inner: HashingReader::new(dec, Algorithm::Sha256), limit, compression })
+    }
+
+    /// The compression found in the stream.
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
+    /// Reads to the end (trailing tar padding included) and returns the diffID and size.
+    pub fn finish(mut self) -> Result<(Digest, u64)> {
+        io::copy(&mut self, &mut io::sink()).map_err(|e| Error::io("read layer", e))?;
+        let (_, diff_id, size) = self.inner.finish();
+        Ok((diff_id, size))
+    }
+}
+
+impl<R: Read> Read for LayerReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if self.inner.count() > self.limit {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                Error::LayerTooLarge { limit: self.limit },
+            ));
+        }
+        Ok(n)
+    }
+}
+
+/// Computes a stored layer's diffID by decompressing it.
+pub fn diff_id_of(raw: impl Read) -> Result<Digest> {
+    Ok(LayerReader::new(raw, u64::MAX)?.finish()?.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in files {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, name, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn one_pass_gives_both_digests_for_every_compression() {
+        let tar = tar_of(&[("a", b"hello"), ("b/c", &[7u8; 300_000])]);
+        for c in [Compression::None, Compression::Gzip, Compression::Zstd] {
+            let mut w = LayerWriter::with_threads(Vec::new(), c, 2).unwrap();
+            w.write_all(&tar).unwrap();
+            let (blob, info) = w.finish().unwrap();
+            assert_eq!(info.diff_id, Digest::of(&tar), "{c:?}");
+            assert_eq!(info.uncompressed_size, tar.len() as u64);
+            assert_eq!(info.digest, Digest::of(&blob));
+            assert_eq!(info.size, blob.len() as u64);
+            assert_eq!(Compression::detect(&blob), c);
+            let mut r = LayerReader::new(&blob[..], u64::MAX).unwrap();
+            let mut back = Vec::new();
+            r.read_to_end(&mut back).unwrap();
+            assert!(back == tar);
+            assert_eq!(diff_id_of(&blob[..]).unwrap(), info.diff_id);
+        }
+    }
+
+    #[test]
+    fn reader_refuses_a_layer_past_its_cap() {
+        let tar = tar_of(&[("big", &[0u8; 100_000])]);
+        let mut w = LayerWriter::with_threads(Vec::new(), Compression::Gzip, 1).unwrap();
+        w.write_all(&tar).unwrap();
+        let (blob, _) = w.finish().unwrap();
+        let err = LayerReader::new(&blob[..], 50_000).unwrap().finish().unwrap_err();
+        assert!(err.to_string().contains("layer too large"), "{err}");
+    }
+
+    #[test]
+    fn media_types_map_both_ways() {
+        for c in [Compression::None, Compression::Gzip, Compression::Zstd] {
+            assert_eq!(Compression::from_media_type(c.oci_media_type()), Some(c));
+            if let Some(d) = c.docker_media_type() {
+                assert_eq!(Compression::from_media_type(d), Some(c));
+            }
+        }
+        assert_eq!(Compression::from_media_type(media::OCI_CONFIG), None);
+    }
+}
