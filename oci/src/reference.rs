@@ -370,7 +370,7 @@ mod tests {
             ("a._b", "separated"),
             ("busybox:", "empty tag"),
             ("busybox:-x", "start with"),
-            ("busybox:a/b", "path components"),
+            ("busybox:a/b", "port must be a number"),
             ("busybox:a$b", "tag may only"),
             ("busybox@sha256:abc", "invalid digest"),
             ("busybox@md5:d41d8cd98f00b204e9800998ecf8427e", "invalid digest"),
