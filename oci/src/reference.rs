@@ -377,7 +377,7 @@ mod tests {
             ("localhost:port/app", "port must be a number"),
             ("-bad.com/app", "invalid domain"),
             ("bad-.com/app", "invalid domain"),
-            ("Uppercase/app", "invalid domain"),
+            ("example.com/App", "lowercase"),
             ("[::1/app", "unterminated IPv6"),
             ("[zz::1]/app", "invalid IPv6"),
             ("ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff", "image ID"),
