@@ -29,9 +29,11 @@ pub mod layer;
 pub mod manifest;
 pub mod media;
 pub mod reference;
+pub mod store;
 
 pub use digest::{Algorithm, Digest};
 pub use error::{Error, ErrorKind, Result};
 pub use manifest::Manifest;
 pub use oci_spec::image as spec;
 pub use reference::Reference;
+pub use store::{Image, ImageRecord, ImageStore, Target};

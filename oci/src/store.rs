@@ -1,0 +1,627 @@
+//! The local image store under `$BERTH_ROOT`: the content store plus an index of names.
+//!
+//! ```text
+//! $BERTH_ROOT/
+//!   content/blobs/sha256/<hex>   every manifest, config and layer, by digest (LocalStore)
+//!   content/ingest/              blobs being written; renamed into blobs/ once verified
+//!   index/                       rocksdb: "name/<reference>" and "dangling/<digest>" -> Target
+//!   index.lock                   flock held while the index is open
+//!   tmp/                         scratch space (decompressed layers for docker archives)
+//! ```
+//!
+//! The index is opened for each operation under an exclusive `flock`, so any number of
+//! berth processes can share one root: they take turns for the few milliseconds an index
+//! operation lasts, and blobs are written without any lock at all (they are atomic).
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use oci_spec::image::{
+    DescriptorBuilder, HistoryBuilder, ImageConfiguration, ImageConfigurationBuilder, ImageManifest,
+    ImageManifestBuilder, RootFsBuilder,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::content::{ContentStore, Expected, LocalStore};
+use crate::digest::{Algorithm, Digest};
+use crate::error::{Error, IoContext, Result};
+use crate::layer::{Compression, LayerInfo, LayerWriter};
+use crate::manifest::{descriptor_digest, host_platform, parse_config, Manifest, MAX_MANIFEST_SIZE};
+use crate::media;
+use crate::reference::Reference;
+
+/// The largest image config berth reads (configs are small JSON documents).
+pub const MAX_CONFIG_SIZE: u64 = 8 * 1024 * 1024;
+
+/// What a name points at: a manifest or index, as a descriptor would give it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    /// Digest of the manifest or index.
+    pub digest: Digest,
+    /// Its media type.
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// One entry of the index: a name (or none, for an untagged image) and its target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRecord {
+    /// The reference the image is stored under; `None` for a dangling image.
+    pub name: Option<Reference>,
+    /// The manifest it points at.
+    pub target: Target,
+}
+
+/// A single-platform image, resolved and read: what `inspect`, `history` and `run` need.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// The manifest (for an index, the host platform's child).
+    pub manifest: ImageManifest,
+    /// Digest of that manifest.
+    pub manifest_digest: Digest,
+    /// The config document.
+    pub config: ImageConfiguration,
+    /// The config as stored (what its digest covers).
+    pub config_bytes: Vec<u8>,
+    /// The config's digest: the image ID, as docker shows it.
+    pub id: Digest,
+}
+
+impl Image {
+    /// Bytes of content the image occupies: config plus its (stored) layers.
+    pub fn size(&self) -> u64 {
+        self.manifest.config().size() + self.manifest.layers().iter().map(|l| l.size()).sum::<u64>()
+    }
+
+    /// When the image was created, from its config.
+    pub fn created(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.config.created().as_deref().and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok()).map(|t| t.to_utc())
+    }
+}
+
+/// What `prune` removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Untagged images dropped from the index.
+    pub images: Vec<Digest>,
+    /// Blobs deleted.
+    pub blobs: usize,
+    /// Bytes reclaimed.
+    pub bytes: u64,
+}
+
+/// The local image store; see the module docs for the layout and the locking.
+#[derive(Debug, Clone)]
+pub struct ImageStore {
+    root: PathBuf,
+    content: LocalStore,
+}
+
+const NAME_PREFIX: &str = "name/";
+const DANGLING_PREFIX: &str = "dangling/";
+
+impl ImageStore {
+    /// Where the store lives unless told otherwise: `$BERTH_ROOT`, else `/var/lib/berth`
+    /// for root, else `$XDG_DATA_HOME/berth` or `~/.local/share/berth`.
+    pub fn default_root() -> PathBuf {
+        if let Some(r) = std::env::var_os("BERTH_ROOT").filter(|r| !r.is_empty()) {
+            return PathBuf::from(r);
+        }
+        if rustix::process::geteuid().is_root() {
+            return PathBuf::from("/var/lib/berth");
+        }
+        if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+            return PathBuf::from(x).join("berth");
+        }
+        let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
+        PathBuf::from(home).join(".local/share/berth")
+    }
+
+    /// Opens (creating if needed) the store at `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        for d in ["index", "tmp"] {
+            let p = root.join(d);
+            fs::create_dir_all(&p).ctx(|| format!("create {}", p.display()))?;
+        }
+        let content = LocalStore::open(root.join("content"))?;
+        Ok(ImageStore { root, content })
+    }
+
+    /// The store's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The blobs.
+    pub fn content(&self) -> &LocalStore {
+        &self.content
+    }
+
+    /// A scratch directory on the same filesystem as the store.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    fn with_index<T>(&self, f: impl FnOnce(&rocksdb::DB) -> Result<T>) -> Result<T> {
+        let lock_path = self.root.join("index.lock");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .ctx(|| format!("open {}", lock_path.display()))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| Error::io(format!("lock {}", lock_path.display()), e.into()))?;
+        let path = self.root.join("index");
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        opts.set_keep_log_file_num(2);
+        opts.set_max_open_files(64);
+        let db = rocksdb::DB::open(&opts, &path).map_err(|source| Error::Index { path: path.clone(), source })?;
+        let out = f(&db);
+        drop(db);
+        drop(lock);
+        out
+    }
+
+    fn index_err(&self) -> impl Fn(rocksdb::Error) -> Error + '_ {
+        move |source| Error::Index { path: self.root.join("index"), source }
+    }
+
+    /// Points `name` at `target`, replacing what it pointed at before.
+    pub fn set_name(&self, name: &Reference, target: &Target) -> Result<()> {
+        let value = serde_json::to_vec(target).map_err(|source| Error::InvalidJson { what: "index entry", source })?;
+        self.with_index(|db| {
+            let mut batch = rocksdb::WriteBatch::default();
+            batch.put(format!("{NAME_PREFIX}{name}"), &value);
+            // A name makes the image no longer dangling.
+            batch.delete(format!("{DANGLING_PREFIX}{}", target.digest));
+            db.write(batch).map_err(self.index_err())
+        })
+    }
+
+    /// Records an image that has no name (docker's `<none>:<none>`).
+    pub fn add_dangling(&self, target: &Target) -> Result<()> {
+        let value = serde_json::to_vec(target).map_err(|source| Error::InvalidJson { what: "index entry", source })?;
+        self.with_index(|db| db.put(format!("{DANGLING_PREFIX}{}", target.digest), &value).map_err(self.index_err()))
+    }
+
+    /// Removes a name; returns what it pointed at.
+    pub fn remove_name(&self, name: &Reference) -> Result<Option<Target>> {
+        self.with_index(|db| {
+            let key = format!("{NAME_PREFIX}{name}");
+            let old = db.get(&key).map_err(self.index_err())?;
+            db.delete(&key).map_err(self.index_err())?;
+            old.map(|v| parse_target(&v)).transpose()
+        })
+    }
+
+    /// Removes an untagged image record.
+    pub fn remove_dangling(&self, digest: &Digest) -> Result<bool> {
+        self.with_index(|db| {
+            let key = format!("{DANGLING_PREFIX}{digest}");
+            let existed = db.get(&key).map_err(self.index_err())?.is_some();
+            db.delete(&key).map_err(self.index_err())?;
+            Ok(existed)
+        })
+    }
+
+    /// What `name` points at, if anything.
+    pub fn get(&self, name: &Reference) -> Result<Option<Target>> {
+        self.with_index(|db| {
+            db.get(format!("{NAME_PREFIX}{name}")).map_err(self.index_err())?.map(|v| parse_target(&v)).transpose()
+        })
+    }
+
+    /// Every record, named ones first in name order, then the dangling ones.
+    pub fn list(&self) -> Result<Vec<ImageRecord>> {
+        self.with_index(|db| {
+            let mut out = Vec::new();
+            for item in db.iterator(rocksdb::IteratorMode::Start) {
+                let (k, v) = item.map_err(self.index_err())?;
+                let key = String::from_utf8_lossy(&k);
+                let target = parse_target(&v)?;
+                let name = if let Some(n) = key.strip_prefix(NAME_PREFIX) {
+                    Some(n.parse()?)
+                } else if key.starts_with(DANGLING_PREFIX) {
+                    None
+                } else {
+                    continue;
+                };
+                out.push(ImageRecord { name, target });
+            }
+            Ok(out)
+        })
+    }
+
+    /// Finds an image by name, by image ID (config digest, full or a prefix of at least
+    /// four hex characters, with or without `sha256:`), or by manifest digest.
+    pub fn resolve(&self, what: &str) -> Result<ImageRecord> {
+        let hexish = what.strip_prefix("sha256:").unwrap_or(what);
+        let looks_like_id = hexish.len() >= 4 && hexish.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if looks_like_id {
+            let mut found: Vec<ImageRecord> = Vec::new();
+            for rec in self.list()? {
+                let id_matches = self.image(&rec.target).map(|img| img.id.hex().starts_with(hexish)).unwrap_or(false);
+                if id_matches || rec.target.digest.hex().starts_with(hexish) {
+                    found.push(rec);
+                }
+            }
+            let mut digests: Vec<_> = found.iter().map(|r| &r.target.digest).collect();
+            digests.dedup();
+            match digests.len() {
+                0 => {}
+                1 => return Ok(found.remove(0)),
+                _ => return Err(Error::ImageNotFound(format!("{what} (ambiguous: matches several images)"))),
+            }
+        }
+        let name: Reference = what.parse()?;
+        if let Some(digest) = name.digest() {
+            // name@digest: any record of that repository with that manifest will do.
+            let repo = name.repository();
+            if let Some(rec) = self.list()?.into_iter().find(|r| {
+                &r.target.digest == digest && r.name.as_ref().is_none_or(|n| n.repository() == repo)
+            }) {
+                return Ok(ImageRecord { name: Some(name.clone()), target: rec.target });
+            }
+            return Err(Error::ImageNotFound(what.to_owned()));
+        }
+        match self.get(&name)? {
+            Some(target) => Ok(ImageRecord { name: Some(name), target }),
+            None => Err(Error::ImageNotFound(what.to_owned())),
+        }
+    }
+
+    /// Reads a manifest or index blob.
+    pub fn manifest(&self, digest: &Digest, media_type: Option<&str>) -> Result<Manifest> {
+        let bytes = self.content.read_small(digest, MAX_MANIFEST_SIZE as u64)?;
+        Manifest::parse(&bytes, media_type)
+    }
+
+    /// Resolves `target` to the host platform's image and reads its manifest and config.
+    pub fn image(&self, target: &Target) -> Result<Image> {
+        let (os, arch) = host_platform();
+        let mut digest = target.digest.clone();
+        let mut media_type = target.media_type.clone();
+        for _ in 0..4 {
+            match self.manifest(&digest, Some(&media_type))? {
+                Manifest::Image(manifest) => {
+                    let id = descriptor_digest(manifest.config())?;
+                    let config_bytes = self.content.read_small(&id, MAX_CONFIG_SIZE)?;
+                    let config = parse_config(&config_bytes)?;
+                    return Ok(Image { manifest, manifest_digest: digest, config, config_bytes, id });
+                }
+                Manifest::Index(index) => {
+                    let pick = index
+                        .manifests()
+                        .iter()
+                        .find(|d| {
+                            d.platform().as_ref().is_some_and(|p| {
+                                p.os().to_string() == os && p.architecture().to_string() == arch
+                            })
+                        })
+                        .or_else(|| (index.manifests().len() == 1).then(|| &index.manifests()[0]))
+                        .ok_or_else(|| {
+                            Error::ImageNotFound(format!("{} has no image for {os}/{arch}", target.digest))
+                        })?;
+                    digest = descriptor_digest(pick)?;
+                    media_type = pick.media_type().to_string();
+                }
+            }
+        }
+        Err(Error::InvalidDocument { what: "index", reason: "indexes nested more than 4 deep".into() })
+    }
+
+    /// Every blob reachable from `target`: the manifest or index, children, configs, layers.
+    /// Children that are absent (a partial multi-platform pull) are skipped.
+    pub fn reachable(&self, target: &Target, out: &mut std::collections::BTreeSet<Digest>) -> Result<()> {
+        if !out.insert(target.digest.clone()) {
+            return Ok(());
+        }
+        match self.manifest(&target.digest, Some(&target.media_type))? {
+            Manifest::Image(m) => {
+                out.insert(descriptor_digest(m.config())?);
+                for l in m.layers() {
+                    out.insert(descriptor_digest(l)?);
+                }
+            }
+            Manifest::Index(i) => {
+                for d in i.manifests() {
+                    let child = Target { digest: descriptor_digest(d)?, media_type: d.media_type().to_string(), size: d.size() };
+                    if self.content.contains(&child.digest)? {
+                        self.reachable(&child, out)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops untagged images and deletes blobs no image reaches, sparing blobs (and
+    /// ingests) younger than `grace` so that a concurrent build or pull is never robbed.
+    pub fn prune(&self, grace: Duration) -> Result<PruneReport> {
+        let mut report = PruneReport::default();
+        for rec in self.list()? {
+            if rec.name.is_none() && self.remove_dangling(&rec.target.digest)? {
+                report.images.push(rec.target.digest.clone());
+            }
+        }
+        let mut live = std::collections::BTreeSet::new();
+        for rec in self.list()? {
+            self.reachable(&rec.target, &mut live)?;
+        }
+        let cutoff = SystemTime::now().checked_sub(grace).unwrap_or(SystemTime::UNIX_EPOCH);
+        let mut doomed = Vec::new();
+        self.content.walk(&mut |info| {
+            if !live.contains(&info.digest) && info.committed < cutoff {
+                doomed.push(info);
+            }
+            Ok(())
+        })?;
+        for info in doomed {
+            if self.content.delete(&info.digest)? {
+                report.blobs += 1;
+                report.bytes += info.size;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Stores a manifest document and returns its target.
+    pub fn put_manifest(&self, bytes: &[u8], media_type: &str) -> Result<Target> {
+        let digest = self.content.put(bytes)?;
+        Ok(Target { digest, media_type: media_type.to_owned(), size: bytes.len() as u64 })
+    }
+
+    /// `docker import`: turns a rootfs tarball (plain, gzip or zstd) into a one-layer image
+    /// named `name` (or untagged). The tar is checked entry by entry as it streams through.
+    pub fn import_rootfs(&self, tarball: impl Read, name: Option<&Reference>, opts: &ImportOptions) -> Result<ImageRecord> {
+        let mut reader = crate::layer::LayerReader::new(tarball, u64::MAX)?;
+        let ingest = self.content.writer(Algorithm::Sha256)?;
+        let mut layer = LayerWriter::new(ingest, opts.compression)?;
+        copy_checking_tar(&mut reader, &mut layer)?;
+        let (ingest, info) = layer.finish()?;
+        ingest.commit(Expected::exactly(&info.digest, info.size))?;
+        let record = self.commit_image(&[info], &opts.history_line(), name)?;
+        Ok(record)
+    }
+
+    /// Writes config and manifest for `layers` with one history entry per layer, and names it.
+    fn commit_image(&self, layers: &[LayerInfo], created_by: &HistoryEntry, name: Option<&Reference>) -> Result<ImageRecord> {
+        let (os, arch) = host_platform();
+        let created = created_by.created.clone();
+        let history = layers
+            .iter()
+            .map(|_| {
+                HistoryBuilder::default()
+                    .created(created.clone())
+                    .created_by(created_by.created_by.clone())
+                    .comment(created_by.comment.clone())
+                    .build()
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(doc_err("image config"))?;
+        let rootfs = RootFsBuilder::default()
+            .typ("layers")
+            .diff_ids(layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>())
+            .build()
+            .map_err(doc_err("image config"))?;
+        let config = ImageConfigurationBuilder::default()
+            .created(created)
+            .architecture(arch)
+            .os(os)
+            .rootfs(rootfs)
+            .history(history)
+            .config(oci_spec::image::ConfigBuilder::default().build().map_err(doc_err("image config"))?)
+            .build()
+            .map_err(doc_err("image config"))?;
+        let config_bytes = serde_json::to_vec(&config).map_err(|source| Error::InvalidJson { what: "image config", source })?;
+        let config_digest = self.content.put(&config_bytes)?;
+        let layer_descs = layers
+            .iter()
+            .map(|l| {
+                DescriptorBuilder::default()
+                    .media_type(l.compression.oci_media_type())
+                    .digest(&l.digest)
+                    .size(l.size)
+                    .build()
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(doc_err("manifest"))?;
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(media::OCI_MANIFEST)
+            .config(
+                DescriptorBuilder::default()
+                    .media_type(media::OCI_CONFIG)
+                    .digest(&config_digest)
+                    .size(config_bytes.len() as u64)
+                    .build()
+                    .map_err(doc_err("manifest"))?,
+            )
+            .layers(layer_descs)
+            .build()
+            .map_err(doc_err("manifest"))?;
+        let bytes = serde_json::to_vec(&manifest).map_err(|source| Error::InvalidJson { what: "manifest", source })?;
+        let target = self.put_manifest(&bytes, media::OCI_MANIFEST)?;
+        self.name_or_dangle(name, &target)?;
+        Ok(ImageRecord { name: name.cloned(), target })
+    }
+
+    /// Names `target`, or records it as dangling when there is no name.
+    pub fn name_or_dangle(&self, name: Option<&Reference>, target: &Target) -> Result<()> {
+        match name {
+            Some(n) => self.set_name(n, target),
+            None => self.add_dangling(target),
+        }
+    }
+}
+
+fn doc_err<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> Error {
+    move |e| Error::InvalidDocument { what, reason: e.to_string() }
+}
+
+fn parse_target(v: &[u8]) -> Result<Target> {
+    serde_json::from_slice(v).map_err(|source| Error::InvalidJson { what: "index entry", source })
+}
+
+/// Copies a tar stream into `out`, parsing it as it goes so that a file that is not a
+/// tar (or is truncated) is refused rather than stored.
+fn copy_checking_tar(input: &mut impl Read, out: &mut impl Write) -> Result<()> {
+    struct Tee<'a, R, W> {
+        r: &'a mut R,
+        w: &'a mut W,
+    }
+    impl<R: Read, W: Write> Read for Tee<'_, R, W> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.r.read(buf)?;
+            self.w.write_all(&buf[..n])?;
+            Ok(n)
+        }
+    }
+    let bad = |reason: String| Error::InvalidArchive { path: "rootfs tarball".into(), reason };
+    let mut tee = Tee { r: input, w: out };
+    let mut entries = 0usize;
+    {
+        let mut archive = tar::Archive::new(&mut tee);
+        for entry in archive.entries().map_err(|e| bad(e.to_string()))? {
+            let mut entry = entry.map_err(|e| bad(e.to_string()))?;
+            std::io::copy(&mut entry, &mut std::io::sink()).map_err(|e| bad(format!("truncated entry: {e}")))?;
+            entries += 1;
+        }
+    }
+    if entries == 0 {
+        return Err(bad("no tar entries (is it a tar file?)".into()));
+    }
+    // Keep the end-of-archive blocks and any padding, so the diffID covers the whole input.
+    std::io::copy(&mut tee, &mut std::io::sink()).map_err(|e| Error::io("read rootfs tarball", e))?;
+    Ok(())
+}
+
+/// What `import_rootfs` writes into the new image.
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// Layer compression.
+    pub compression: Compression,
+    /// The commit message (`docker import -m`).
+    pub message: Option<String>,
+    /// Where the tarball came from, for the history entry.
+    pub source: String,
+}
+
+struct HistoryEntry {
+    created: String,
+    created_by: String,
+    comment: String,
+}
+
+impl ImportOptions {
+    fn history_line(&self) -> HistoryEntry {
+        HistoryEntry {
+            created: created_now(),
+            created_by: format!("berth import {}", self.source),
+            comment: self.message.clone().unwrap_or_else(|| format!("Imported from {}", self.source)),
+        }
+    }
+}
+
+/// Now as RFC 3339, or `SOURCE_DATE_EPOCH` when it is set, so that images are reproducible.
+pub fn created_now() -> String {
+    let epoch = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.trim().parse::<i64>().ok());
+    let t = epoch.and_then(|s| chrono::DateTime::from_timestamp(s, 0)).unwrap_or_else(chrono::Utc::now);
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rootfs_tar() -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(5);
+        h.set_mode(0o755);
+        h.set_cksum();
+        b.append_data(&mut h, "bin/hello", &b"hello"[..]).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    fn store() -> (ImageStore, tempfile::TempDir) {
+        let d = tempfile::tempdir().unwrap();
+        (ImageStore::open(d.path()).unwrap(), d)
+    }
+
+    fn opts() -> ImportOptions {
+        ImportOptions { compression: Compression::Gzip, message: None, source: "-".into() }
+    }
+
+    #[test]
+    fn import_makes_a_one_layer_image_with_the_right_diff_id() {
+        let (s, _d) = store();
+        let name: Reference = "app:v1".parse().unwrap();
+        let tar = rootfs_tar();
+        let rec = s.import_rootfs(&tar[..], Some(&name), &opts()).unwrap();
+        let img = s.image(&rec.target).unwrap();
+        assert_eq!(img.manifest.layers().len(), 1);
+        assert_eq!(img.config.rootfs().diff_ids(), &vec![Digest::of(&tar).to_string()]);
+        assert_eq!(s.resolve("app:v1").unwrap().target, rec.target);
+        assert_eq!(s.resolve(img.id.short()).unwrap().target, rec.target);
+        assert_eq!(s.resolve(&img.id.to_string()).unwrap().target, rec.target);
+    }
+
+    #[test]
+    fn import_refuses_what_is_not_a_tar() {
+        let (s, _d) = store();
+        let err = s.import_rootfs(&b"definitely not a tarball, just some text"[..], None, &opts()).unwrap_err();
+        assert!(err.to_string().contains("rootfs tarball"), "{err}");
+        let mut truncated = rootfs_tar();
+        truncated.truncate(600);
+        assert!(s.import_rootfs(&truncated[..], None, &opts()).is_err());
+        assert!(s.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn names_move_and_prune_spares_named_and_young_blobs() {
+        let (s, _d) = store();
+        let a: Reference = "a".parse().unwrap();
+        let b: Reference = "b:2".parse().unwrap();
+        let rec = s.import_rootfs(&rootfs_tar()[..], Some(&a), &opts()).unwrap();
+        s.set_name(&b, &rec.target).unwrap();
+        assert_eq!(s.list().unwrap().len(), 2);
+        assert_eq!(s.remove_name(&a).unwrap(), Some(rec.target.clone()));
+        assert!(s.get(&a).unwrap().is_none());
+        let stray = s.content().put(b"unreferenced").unwrap();
+        // Young blobs are spared.
+        assert_eq!(s.prune(Duration::from_secs(3600)).unwrap().blobs, 0);
+        let report = s.prune(Duration::ZERO).unwrap();
+        assert_eq!(report.blobs, 1);
+        assert!(!s.content().contains(&stray).unwrap());
+        assert!(s.image(&rec.target).is_ok(), "named image must survive prune");
+        s.remove_name(&b).unwrap();
+        assert_eq!(s.prune(Duration::ZERO).unwrap().blobs, 3);
+    }
+
+    #[test]
+    fn two_processes_worth_of_writers_share_one_index() {
+        let (s, _d) = store();
+        let rec = s.import_rootfs(&rootfs_tar()[..], None, &opts()).unwrap();
+        std::thread::scope(|sc| {
+            for t in 0..4 {
+                let s = s.clone();
+                let target = rec.target.clone();
+                sc.spawn(move || {
+                    for i in 0..25 {
+                        let name: Reference = format!("img{t}:{i}").parse().unwrap();
+                        s.set_name(&name, &target).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(s.list().unwrap().iter().filter(|r| r.name.is_some()).count(), 100);
+    }
+}
