@@ -26,6 +26,7 @@ pub mod content;
 pub mod digest;
 pub mod error;
 pub mod layer;
+pub mod layout;
 pub mod manifest;
 pub mod media;
 pub mod reference;

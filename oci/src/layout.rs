@@ -1,0 +1,605 @@
+//! OCI image layouts (directory or tar) and docker archives (`docker save`), written from
+//! and read into the local image store.
+//!
+//! Writing streams every blob from the content store into a [`Sink`] (a directory or a
+//! tar stream). Reading goes the other way in two steps: every file of the archive is
+//! streamed into the content store (verified against its name where the name is a
+//! digest), then the small metadata files (`index.json`, `manifest.json`) are interpreted
+//! and the images named. No blob is ever held in memory.
+//!
+//! ```text
+//! OCI layout                       docker archive (as berth writes it)
+//!   oci-layout                       blobs/sha256/<config hex>
+//!   index.json                       blobs/sha256/<diffID hex>   (uncompressed layers)
+//!   blobs/sha256/<hex>               manifest.json, repositories
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, Write};
+use std::path::{Component, Path, PathBuf};
+
+use oci_spec::image::{DescriptorBuilder, ImageIndexBuilder, ImageManifestBuilder};
+use serde::{Deserialize, Serialize};
+
+use crate::content::{ContentStore, Expected};
+use crate::digest::{Algorithm, Digest};
+use crate::error::{Error, IoContext, Result};
+use crate::layer::{Compression, LayerReader};
+use crate::manifest::{descriptor_digest, parse_config, Manifest};
+use crate::media;
+use crate::reference::Reference;
+use crate::store::{ImageRecord, ImageStore, Target, MAX_CONFIG_SIZE};
+
+/// The annotation OCI layouts use for an image's name (skopeo writes a bare tag or a name).
+pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// The annotation containerd and docker use for an image's full name.
+pub const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
+const METADATA_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// Where archive files go: a directory or a tar stream.
+pub trait Sink {
+    /// Writes one file of `size` bytes read from `data`.
+    fn file(&mut self, path: &str, size: u64, data: &mut dyn Read) -> Result<()>;
+}
+
+/// A [`Sink`] that writes files under a directory.
+pub struct DirSink(pub PathBuf);
+
+impl Sink for DirSink {
+    fn file(&mut self, path: &str, _size: u64, data: &mut dyn Read) -> Result<()> {
+        let dest = self.0.join(path);
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent).ctx(|| format!("create {}", parent.display()))?;
+        }
+        let mut f = File::create(&dest).ctx(|| format!("create {}", dest.display()))?;
+        io::copy(data, &mut f).ctx(|| format!("write {}", dest.display()))?;
+        Ok(())
+    }
+}
+
+/// A [`Sink`] that appends files to a tar stream with fixed metadata (mode 0644, owner 0,
+/// mtime 0), so the same images give the same archive bytes.
+pub struct TarSink<W: Write> {
+    builder: tar::Builder<W>,
+    dirs: BTreeSet<String>,
+}
+
+impl<W: Write> TarSink<W> {
+    /// Starts a tar stream on `out`.
+    pub fn new(out: W) -> Self {
+        TarSink { builder: tar::Builder::new(out), dirs: BTreeSet::new() }
+    }
+
+    /// Writes the end-of-archive blocks and returns the writer.
+    pub fn finish(self) -> Result<W> {
+        self.builder.into_inner().ctx(|| "finish archive")
+    }
+
+    fn header(kind: tar::EntryType, size: u64, mode: u32) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_mode(mode);
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        h
+    }
+}
+
+impl<W: Write> Sink for TarSink<W> {
+    fn file(&mut self, path: &str, size: u64, data: &mut dyn Read) -> Result<()> {
+        // Parent directories first, once each, as tools like umoci expect.
+        let mut prefix = String::new();
+        for part in path.split('/').collect::<Vec<_>>().iter().rev().skip(1).rev() {
+            prefix.push_str(part);
+            prefix.push('/');
+            if self.dirs.insert(prefix.clone()) {
+                let mut h = Self::header(tar::EntryType::Directory, 0, 0o755);
+                self.builder.append_data(&mut h, &prefix, io::empty()).ctx(|| format!("archive {prefix}"))?;
+            }
+        }
+        let mut h = Self::header(tar::EntryType::Regular, size, 0o644);
+        let mut limited = data.take(size);
+        self.builder.append_data(&mut h, path, &mut limited).ctx(|| format!("archive {path}"))?;
+        if limited.limit() != 0 {
+            return Err(Error::io(format!("archive {path}"), io::ErrorKind::UnexpectedEof.into()));
+        }
+        Ok(())
+    }
+}
+
+fn blob_path(d: &Digest) -> String {
+    format!("blobs/{}/{}", d.algorithm().as_str(), d.hex())
+}
+
+fn copy_blob(store: &ImageStore, d: &Digest, sink: &mut dyn Sink, path: &str) -> Result<()> {
+    let info = store.content().info(d)?.ok_or_else(|| Error::BlobNotFound(d.clone()))?;
+    let mut r = store.content().reader(d)?;
+    sink.file(path, info.size, &mut r)
+}
+
+/// Writes `images` as an OCI image layout: every reachable blob once, then `index.json`
+/// naming each image with both the OCI and the containerd annotation.
+pub fn write_oci(store: &ImageStore, images: &[ImageRecord], sink: &mut dyn Sink) -> Result<()> {
+    let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
+    sink.file("oci-layout", layout.len() as u64, &mut &layout[..])?;
+    let mut blobs = BTreeSet::new();
+    for rec in images {
+        store.reachable(&rec.target, &mut blobs)?;
+    }
+    for d in &blobs {
+        copy_blob(store, d, sink, &blob_path(d))?;
+    }
+    let mut descs = Vec::new();
+    for rec in images {
+        let mut b = DescriptorBuilder::default()
+            .media_type(rec.target.media_type.as_str())
+            .digest(&rec.target.digest)
+            .size(rec.target.size);
+        if let Some(name) = &rec.name {
+            let mut ann = HashMap::new();
+            ann.insert(ANNOTATION_IMAGE_NAME.to_owned(), name.to_string());
+            if let Some(tag) = name.tag() {
+                ann.insert(ANNOTATION_REF_NAME.to_owned(), tag.to_owned());
+            }
+            b = b.annotations(ann);
+        }
+        descs.push(b.build().map_err(|e| Error::InvalidDocument { what: "index", reason: e.to_string() })?);
+    }
+    let index = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(media::OCI_INDEX)
+        .manifests(descs)
+        .build()
+        .map_err(|e| Error::InvalidDocument { what: "index", reason: e.to_string() })?;
+    let bytes = serde_json::to_vec(&index).map_err(|source| Error::InvalidJson { what: "index", source })?;
+    sink.file("index.json", bytes.len() as u64, &mut &bytes[..])
+}
+
+/// One entry of a docker archive's `manifest.json`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerEntry {
+    config: String,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
+    layers: Vec<String>,
+}
+
+/// Writes `images` as a docker archive (`docker save`): configs and uncompressed layers
+/// under `blobs/sha256/`, with `manifest.json` and `repositories`. Compressed layers are
+/// decompressed through a temporary file (tar needs each size up front) and their diffIDs
+/// checked against the config.
+pub fn write_docker(store: &ImageStore, images: &[ImageRecord], sink: &mut dyn Sink) -> Result<()> {
+    let mut written = BTreeSet::new();
+    let mut entries = Vec::new();
+    let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for rec in images {
+        let img = store.image(&rec.target)?;
+        let config_path = blob_path(&img.id);
+        if written.insert(config_path.clone()) {
+            sink.file(&config_path, img.config_bytes.len() as u64, &mut &img.config_bytes[..])?;
+        }
+        let diff_ids = img.config.rootfs().diff_ids();
+        if diff_ids.len() != img.manifest.layers().len() {
+            return Err(Error::InvalidDocument {
+                what: "image config",
+                reason: format!("{} diff_ids for {} layers", diff_ids.len(), img.manifest.layers().len()),
+            });
+        }
+        let mut layers = Vec::new();
+        for (desc, diff_id) in img.manifest.layers().iter().zip(diff_ids) {
+            let diff_id: Digest = diff_id.parse()?;
+            let path = blob_path(&diff_id);
+            if written.insert(path.clone()) {
+                let digest = descriptor_digest(desc)?;
+                if digest == diff_id {
+                    copy_blob(store, &digest, sink, &path)?;
+                } else {
+                    let mut tmp = tempfile::tempfile_in(store.tmp_dir()).ctx(|| "create temporary layer file")?;
+                    let mut reader = LayerReader::new(store.content().reader(&digest)?, u64::MAX)?;
+                    let size = io::copy(&mut reader, &mut tmp).ctx(|| format!("decompress layer {digest}"))?;
+                    let (actual, _) = reader.finish()?;
+                    if actual != diff_id {
+                        return Err(Error::DigestMismatch { expected: diff_id, actual });
+                    }
+                    tmp.rewind().ctx(|| "rewind temporary layer file")?;
+                    sink.file(&path, size, &mut tmp)?;
+                }
+            }
+            layers.push(path);
+        }
+        let repo_tags = rec.name.as_ref().and_then(|n| n.tag().map(|_| vec![n.familiar()]));
+        if let Some(n) = rec.name.as_ref() {
+            if let Some(tag) = n.tag() {
+                repositories.entry(n.familiar_name()).or_default().insert(tag.to_owned(), img.id.hex().to_owned());
+            }
+        }
+        entries.push(DockerEntry { config: config_path, repo_tags, layers });
+    }
+    let manifest = serde_json::to_vec(&entries).map_err(|source| Error::InvalidJson { what: "manifest.json", source })?;
+    sink.file("manifest.json", manifest.len() as u64, &mut &manifest[..])?;
+    let repos = serde_json::to_vec(&repositories).map_err(|source| Error::InvalidJson { what: "repositories", source })?;
+    sink.file("repositories", repos.len() as u64, &mut &repos[..])
+}
+
+/// The files of an archive once staged: blobs in the content store, metadata in memory.
+#[derive(Default)]
+struct Staged {
+    /// Archive path -> digest of its content (now in the content store).
+    blobs: HashMap<String, Digest>,
+    /// Archive path -> content, for the few metadata files.
+    metadata: HashMap<String, Vec<u8>>,
+    /// Link path -> target path, resolved after staging.
+    links: HashMap<String, String>,
+}
+
+impl Staged {
+    fn digest_of(&self, path: &str, archive: &str) -> Result<Digest> {
+        let mut p = clean(path).ok_or_else(|| bad(archive, format!("path {path:?} leaves the archive")))?;
+        for _ in 0..16 {
+            if let Some(d) = self.blobs.get(&p) {
+                return Ok(d.clone());
+            }
+            match self.links.get(&p) {
+                Some(t) => p = t.clone(),
+                None => break,
+            }
+        }
+        Err(bad(archive, format!("{path} is listed but not in the archive")))
+    }
+}
+
+fn bad(archive: &str, reason: String) -> Error {
+    Error::InvalidArchive { path: archive.to_owned(), reason }
+}
+
+/// Normalises an archive path (`./a/b` -> `a/b`); `None` if it climbs out with `..`.
+fn clean(path: &str) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in Path::new(path).components() {
+        match c {
+            Component::Normal(s) => parts.push(s.to_str()?),
+            Component::CurDir | Component::RootDir => {}
+            Component::ParentDir => {
+                parts.pop()?;
+            }
+            Component::Prefix(_) => return None,
+        }
+    }
+    Some(parts.join("/"))
+}
+
+fn is_metadata(path: &str) -> bool {
+    matches!(path, "oci-layout" | "index.json" | "manifest.json" | "repositories")
+}
+
+fn stage_file(store: &ImageStore, staged: &mut Staged, path: String, data: &mut dyn Read, archive: &str) -> Result<()> {
+    if is_metadata(&path) {
+        let mut buf = Vec::new();
+        data.take(METADATA_LIMIT + 1).read_to_end(&mut buf).ctx(|| format!("read {path} in {archive}"))?;
+        if buf.len() as u64 > METADATA_LIMIT {
+            return Err(bad(archive, format!("{path} is larger than 16 MiB")));
+        }
+        staged.metadata.insert(path, buf);
+        return Ok(());
+    }
+    // A file named like a blob must hash to its name.
+    let named: Option<Digest> = path.strip_prefix("blobs/").and_then(|p| p.replacen('/', ":", 1).parse().ok());
+    let alg = named.as_ref().map_or(Algorithm::Sha256, Digest::algorithm);
+    let mut w = store.content().writer(alg)?;
+    io::copy(data, &mut w).ctx(|| format!("read {path} in {archive}"))?;
+    let digest = w.commit(Expected { digest: named.as_ref(), size: None }).map_err(|e| match e {
+        Error::DigestMismatch { .. } => bad(archive, format!("{path}: {e}")),
+        other => other,
+    })?;
+    staged.blobs.insert(path, digest);
+    Ok(())
+}
+
+/// Loads a tar archive (OCI layout or docker archive, detected from its files) into the
+/// store and names its images. `archive` names the source in errors.
+pub fn load_tar(store: &ImageStore, input: impl Read, archive: &str) -> Result<Vec<ImageRecord>> {
+    let mut staged = Staged::default();
+    let mut tar = tar::Archive::new(input);
+    for entry in tar.entries().map_err(|e| bad(archive, e.to_string()))? {
+        let mut entry = entry.map_err(|e| bad(archive, e.to_string()))?;
+        let raw = entry.path().map_err(|e| bad(archive, e.to_string()))?.to_string_lossy().into_owned();
+        let path = clean(&raw).ok_or_else(|| bad(archive, format!("entry {raw:?} leaves the archive")))?;
+        match entry.header().entry_type() {
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                stage_file(store, &mut staged, path, &mut entry, archive)?
+            }
+            tar::EntryType::Symlink | tar::EntryType::Link => {
+                let target = entry.link_name().map_err(|e| bad(archive, e.to_string()))?.unwrap_or_default();
+                let target = target.to_string_lossy();
+                // Hardlinks name a path from the archive root; symlinks are relative to their directory.
+                let joined = if entry.header().entry_type() == tar::EntryType::Link {
+                    target.into_owned()
+                } else {
+                    let dir = Path::new(&path).parent().unwrap_or(Path::new(""));
+                    dir.join(&*target).to_string_lossy().into_owned()
+                };
+                let resolved = clean(&joined).ok_or_else(|| bad(archive, format!("link {raw:?} leaves the archive")))?;
+                staged.links.insert(path, resolved);
+            }
+            _ => {}
+        }
+    }
+    interpret(store, &staged, archive)
+}
+
+/// Loads an OCI image layout directory into the store.
+pub fn load_oci_dir(store: &ImageStore, dir: &Path) -> Result<Vec<ImageRecord>> {
+    let archive = dir.display().to_string();
+    let mut staged = Staged::default();
+    for name in ["oci-layout", "index.json"] {
+        let p = dir.join(name);
+        let mut f = File::open(&p).ctx(|| format!("open {}", p.display()))?;
+        stage_file(store, &mut staged, name.to_owned(), &mut f, &archive)?;
+    }
+    let blobs = dir.join("blobs");
+    for alg in fs::read_dir(&blobs).ctx(|| format!("read {}", blobs.display()))? {
+        let alg = alg.ctx(|| format!("read {}", blobs.display()))?;
+        for blob in fs::read_dir(alg.path()).ctx(|| format!("read {}", alg.path().display()))? {
+            let blob = blob.ctx(|| format!("read {}", alg.path().display()))?;
+            let rel = format!("blobs/{}/{}", alg.file_name().to_string_lossy(), blob.file_name().to_string_lossy());
+            let mut f = File::open(blob.path()).ctx(|| format!("open {}", blob.path().display()))?;
+            stage_file(store, &mut staged, rel, &mut f, &archive)?;
+        }
+    }
+    interpret(store, &staged, &archive)
+}
+
+fn interpret(store: &ImageStore, staged: &Staged, archive: &str) -> Result<Vec<ImageRecord>> {
+    if let Some(index) = staged.metadata.get("index.json") {
+        return interpret_oci(store, staged, index, archive);
+    }
+    if let Some(manifest) = staged.metadata.get("manifest.json") {
+        return interpret_docker(store, staged, manifest, archive);
+    }
+    Err(bad(archive, "neither index.json (OCI layout) nor manifest.json (docker archive) found".into()))
+}
+
+/// The name an index.json entry carries: the full containerd name, else the OCI ref name
+/// when it is a whole reference (a bare tag names no repository, so the image is untagged).
+fn oci_entry_name(d: &oci_spec::image::Descriptor) -> Option<Reference> {
+    let ann = d.annotations().as_ref()?;
+    if let Some(n) = ann.get(ANNOTATION_IMAGE_NAME) {
+        return n.parse().ok();
+    }
+    let r = ann.get(ANNOTATION_REF_NAME)?;
+    if r.contains(['/', ':']) {
+        r.parse().ok()
+    } else {
+        None
+    }
+}
+
+fn interpret_oci(store: &ImageStore, staged: &Staged, index: &[u8], archive: &str) -> Result<Vec<ImageRecord>> {
+    if let Some(layout) = staged.metadata.get("oci-layout") {
+        #[derive(Deserialize)]
+        struct Layout {
+            #[serde(rename = "imageLayoutVersion")]
+            version: String,
+        }
+        let l: Layout = serde_json::from_slice(layout).map_err(|source| Error::InvalidJson { what: "oci-layout", source })?;
+        if l.version != media::OCI_LAYOUT_VERSION {
+            return Err(bad(archive, format!("unsupported imageLayoutVersion {}", l.version)));
+        }
+    }
+    let Manifest::Index(index) = Manifest::parse(index, Some(media::OCI_INDEX))? else {
+        return Err(bad(archive, "index.json is not an image index".into()));
+    };
+    let mut out = Vec::new();
+    for d in index.manifests() {
+        let target = Target { digest: descriptor_digest(d)?, media_type: d.media_type().to_string(), size: d.size() };
+        check_complete(store, &target, archive)?;
+        let name = oci_entry_name(d);
+        store.name_or_dangle(name.as_ref(), &target)?;
+        out.push(ImageRecord { name, target });
+    }
+    Ok(out)
+}
+
+/// Refuses an image whose blobs are not all in the store (the archive lacked them).
+fn check_complete(store: &ImageStore, target: &Target, archive: &str) -> Result<()> {
+    let present = |d: &Digest| store.content().contains(d);
+    if !present(&target.digest)? {
+        return Err(bad(archive, format!("manifest {} is listed but not in the archive", target.digest)));
+    }
+    let mut all = BTreeSet::new();
+    store.reachable(target, &mut all)?;
+    if let Manifest::Image(_) = store.manifest(&target.digest, Some(&target.media_type))? {
+        for d in &all {
+            if !present(d)? {
+                return Err(bad(archive, format!("blob {d} is referenced but not in the archive")));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn interpret_docker(store: &ImageStore, staged: &Staged, manifest: &[u8], archive: &str) -> Result<Vec<ImageRecord>> {
+    let entries: Vec<DockerEntry> =
+        serde_json::from_slice(manifest).map_err(|source| Error::InvalidJson { what: "manifest.json", source })?;
+    let mut out = Vec::new();
+    for e in entries {
+        let config_digest = staged.digest_of(&e.config, archive)?;
+        let config_bytes = store.content().read_small(&config_digest, MAX_CONFIG_SIZE)?;
+        let config = parse_config(&config_bytes)?;
+        let diff_ids = config.rootfs().diff_ids();
+        if diff_ids.len() != e.layers.len() {
+            return Err(bad(archive, format!("{} lists {} layers, its config {}", e.config, e.layers.len(), diff_ids.len())));
+        }
+        let mut layers = Vec::new();
+        for (path, diff_id) in e.layers.iter().zip(diff_ids) {
+            let digest = staged.digest_of(path, archive)?;
+            let mut reader = LayerReader::new(store.content().reader(&digest)?, u64::MAX)?;
+            let compression = reader.compression();
+            let actual = if compression == Compression::None {
+                digest.clone()
+            } else {
+                io::copy(&mut reader, &mut io::sink()).ctx(|| format!("read layer {path}"))?;
+                reader.finish()?.0
+            };
+            if actual.to_string() != *diff_id {
+                return Err(bad(archive, format!("layer {path} has diffID {actual}, its config says {diff_id}")));
+            }
+            let size = store.content().info(&digest)?.map_or(0, |i| i.size);
+            layers.push(
+                DescriptorBuilder::default()
+                    .media_type(compression.oci_media_type())
+                    .digest(&digest)
+                    .size(size)
+                    .build()
+                    .map_err(|e| Error::InvalidDocument { what: "manifest", reason: e.to_string() })?,
+            );
+        }
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(media::OCI_MANIFEST)
+            .config(
+                DescriptorBuilder::default()
+                    .media_type(media::OCI_CONFIG)
+                    .digest(&config_digest)
+                    .size(config_bytes.len() as u64)
+                    .build()
+                    .map_err(|e| Error::InvalidDocument { what: "manifest", reason: e.to_string() })?,
+            )
+            .layers(layers)
+            .build()
+            .map_err(|e| Error::InvalidDocument { what: "manifest", reason: e.to_string() })?;
+        let bytes = serde_json::to_vec(&manifest).map_err(|source| Error::InvalidJson { what: "manifest", source })?;
+        let target = store.put_manifest(&bytes, media::OCI_MANIFEST)?;
+        let tags = e.repo_tags.unwrap_or_default();
+        if tags.is_empty() {
+            store.add_dangling(&target)?;
+            out.push(ImageRecord { name: None, target: target.clone() });
+        }
+        for t in tags {
+            let name: Reference = t.parse()?;
+            store.set_name(&name, &target)?;
+            out.push(ImageRecord { name: Some(name), target: target.clone() });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ImportOptions;
+
+    fn rootfs() -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(3);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "etc/motd", &b"hi\n"[..]).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    fn store_with_image(name: &str) -> (ImageStore, tempfile::TempDir, ImageRecord) {
+        let d = tempfile::tempdir().unwrap();
+        let s = ImageStore::open(d.path()).unwrap();
+        let opts = ImportOptions { compression: Compression::Gzip, message: None, source: "-".into() };
+        let rec = s.import_rootfs(&rootfs()[..], Some(&name.parse().unwrap()), &opts).unwrap();
+        (s, d, rec)
+    }
+
+    type RoundTrip = (ImageRecord, Vec<ImageRecord>, ImageStore, ImageStore, [tempfile::TempDir; 2]);
+
+    fn round_trip(write: fn(&ImageStore, &[ImageRecord], &mut dyn Sink) -> Result<()>) -> RoundTrip {
+        let (a, da, rec) = store_with_image("example.com/app:v1");
+        let mut sink = TarSink::new(Vec::new());
+        write(&a, std::slice::from_ref(&rec), &mut sink).unwrap();
+        let tar = sink.finish().unwrap();
+        let db = tempfile::tempdir().unwrap();
+        let b = ImageStore::open(db.path()).unwrap();
+        let loaded = load_tar(&b, &tar[..], "test.tar").unwrap();
+        (rec, loaded, a, b, [da, db])
+    }
+
+    #[test]
+    fn oci_archive_round_trips_the_same_manifest() {
+        let (rec, loaded, _, b, _dirs) = round_trip(write_oci);
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(loaded[0].target, rec.target);
+        assert_eq!(loaded[0].name.as_ref().unwrap().to_string(), "example.com/app:v1");
+        assert!(b.image(&loaded[0].target).is_ok());
+    }
+
+    #[test]
+    fn docker_archive_round_trips_the_same_image_id() {
+        let (rec, loaded, a, b, _dirs) = round_trip(write_docker);
+        assert_eq!(loaded[0].name.as_ref().unwrap().to_string(), "example.com/app:v1");
+        let before = a.image(&rec.target).unwrap();
+        let after = b.image(&loaded[0].target).unwrap();
+        assert_eq!(before.id, after.id, "the config, and so the image ID, must survive");
+        // Layers come back uncompressed, so their digest is their diffID.
+        assert_eq!(after.manifest.layers()[0].digest().to_string(), after.config.rootfs().diff_ids()[0]);
+    }
+
+    #[test]
+    fn oci_dir_round_trips() {
+        let (a, _da, rec) = store_with_image("app");
+        let out = tempfile::tempdir().unwrap();
+        write_oci(&a, std::slice::from_ref(&rec), &mut DirSink(out.path().to_owned())).unwrap();
+        let db = tempfile::tempdir().unwrap();
+        let b = ImageStore::open(db.path()).unwrap();
+        let loaded = load_oci_dir(&b, out.path()).unwrap();
+        assert_eq!(loaded[0].target, rec.target);
+    }
+
+    #[test]
+    fn a_blob_that_does_not_match_its_name_is_refused() {
+        let mut sink = TarSink::new(Vec::new());
+        let fake = Digest::of(b"claimed");
+        sink.file(&blob_path(&fake), 6, &mut &b"actual"[..]).unwrap();
+        let tar = sink.finish().unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let s = ImageStore::open(d.path()).unwrap();
+        let err = load_tar(&s, &tar[..], "evil.tar").unwrap_err();
+        assert!(err.to_string().contains("digest mismatch"), "{err}");
+        assert!(!s.content().contains(&fake).unwrap());
+    }
+
+    #[test]
+    fn paths_that_climb_out_are_refused() {
+        assert_eq!(clean("./a/./b"), Some("a/b".into()));
+        assert_eq!(clean("a/../b"), Some("b".into()));
+        assert_eq!(clean("../x"), None);
+        assert_eq!(clean("a/../../x"), None);
+    }
+
+    #[test]
+    fn archive_missing_a_layer_is_refused() {
+        let (a, _da, rec) = store_with_image("app");
+        let img = a.image(&rec.target).unwrap();
+        let mut sink = TarSink::new(Vec::new());
+        write_oci(&a, std::slice::from_ref(&rec), &mut sink).unwrap();
+        let tar = sink.finish().unwrap();
+        // Rebuild the archive without the layer blob.
+        let layer = blob_path(&descriptor_digest(&img.manifest.layers()[0]).unwrap());
+        let mut out = tar::Builder::new(Vec::new());
+        let mut src = tar::Archive::new(&tar[..]);
+        for e in src.entries().unwrap() {
+            let mut e = e.unwrap();
+            if e.path().unwrap().to_string_lossy() != layer {
+                let mut h = e.header().clone();
+                let p = e.path().unwrap().into_owned();
+                out.append_data(&mut h, p, &mut e).unwrap();
+            }
+        }
+        let tar = out.into_inner().unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let s = ImageStore::open(d.path()).unwrap();
+        let err = load_tar(&s, &tar[..], "partial.tar").unwrap_err();
+        assert!(err.to_string().contains("not in the archive"), "{err}");
+        assert!(s.list().unwrap().is_empty());
+    }
+}
