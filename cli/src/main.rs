@@ -1,1 +1,67 @@
-fn main() {}
+//! `berth`: build, store, push and run OCI images without a daemon.
+//!
+//! This crate is only the command line: clap parses arguments into the structs in
+//! [`commands`], each of which calls into the library crates (`oci`, `builder`,
+//! `registry`, `runner`) and prints. Errors travel up as `anyhow` and are printed as one
+//! line: `berth: <what failed>: <why>`, exit status 1.
+
+mod commands;
+mod format;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Global options every command shares.
+#[derive(Debug, Parser)]
+#[command(name = "berth", version, about = "Build, store and run OCI images: a daemonless builder, a registry and a runner")]
+#[command(after_help = "Examples:\n  berth import rootfs.tar busybox:latest\n  berth images\n  berth save -o app.tar --format oci app:latest")]
+struct Cli {
+    /// The local image store [default: /var/lib/berth as root, ~/.local/share/berth otherwise]
+    #[arg(long, global = true, env = "BERTH_ROOT", value_name = "DIR")]
+    root: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Images(commands::images::Images),
+    Tag(commands::images::Tag),
+    Rmi(commands::images::Rmi),
+    Inspect(commands::images::Inspect),
+    History(commands::images::History),
+    Prune(commands::images::Prune),
+    Save(commands::archive::Save),
+    Load(commands::archive::Load),
+    Import(commands::archive::Import),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let root = cli.root.clone().unwrap_or_else(oci::ImageStore::default_root);
+    let result = match cli.command {
+        Command::Images(c) => c.run(&root),
+        Command::Tag(c) => c.run(&root),
+        Command::Rmi(c) => c.run(&root),
+        Command::Inspect(c) => c.run(&root),
+        Command::History(c) => c.run(&root),
+        Command::Prune(c) => c.run(&root),
+        Command::Save(c) => c.run(&root),
+        Command::Load(c) => c.run(&root),
+        Command::Import(c) => c.run(&root),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // A closed pipe (`berth images | head`) is not a failure worth a message.
+            if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("berth: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

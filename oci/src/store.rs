@@ -372,6 +372,21 @@ impl ImageStore {
         Ok(report)
     }
 
+    /// Deletes those of `candidates` that no remaining image reaches (what `rmi` frees).
+    pub fn delete_unreferenced(&self, candidates: &std::collections::BTreeSet<Digest>) -> Result<Vec<Digest>> {
+        let mut live = std::collections::BTreeSet::new();
+        for rec in self.list()? {
+            self.reachable(&rec.target, &mut live)?;
+        }
+        let mut deleted = Vec::new();
+        for d in candidates.difference(&live) {
+            if self.content.delete(d)? {
+                deleted.push(d.clone());
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Stores a manifest document and returns its target.
     pub fn put_manifest(&self, bytes: &[u8], media_type: &str) -> Result<Target> {
         let digest = self.content.put(bytes)?;

@@ -1,0 +1,376 @@
+//! Commands over the local image store: images, tag, rmi, inspect, history, prune.
+
+use std::collections::BTreeSet;
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde_json::json;
+
+use super::open_store;
+use crate::format;
+use oci::{ImageRecord, ImageStore, Reference};
+
+/// List images
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  berth images\n  berth images busybox\n  berth images --format json\n  berth images -q")]
+pub struct Images {
+    /// Show only images of this repository (and tag)
+    #[arg(value_name = "REPOSITORY[:TAG]")]
+    filter: Option<String>,
+    /// Only show image IDs
+    #[arg(short, long)]
+    quiet: bool,
+    /// Don't truncate image IDs
+    #[arg(long)]
+    no_trunc: bool,
+    /// Show manifest digests
+    #[arg(long)]
+    digests: bool,
+    /// Output format: table, or json (one object per line, as docker prints it)
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    format: String,
+}
+
+struct Row {
+    repository: String,
+    tag: String,
+    id: oci::Digest,
+    digest: oci::Digest,
+    created: Option<chrono::DateTime<chrono::Utc>>,
+    size: u64,
+}
+
+impl Images {
+    /// Lists the store's images, newest first.
+    pub fn run(self, root: &Path) -> Result<()> {
+        let store = open_store(root)?;
+        let filter = self.filter.as_deref().map(parse_filter).transpose()?;
+        let mut rows = Vec::new();
+        for rec in store.list()? {
+            let img = store.image(&rec.target).with_context(|| format!("read image {}", rec.target.digest))?;
+            let (repository, tag) = match &rec.name {
+                Some(n) => (n.familiar_name(), n.tag().unwrap_or("<none>").to_owned()),
+                None => ("<none>".to_owned(), "<none>".to_owned()),
+            };
+            if let Some((repo, want_tag)) = &filter {
+                let same_repo = rec.name.as_ref().is_some_and(|n| n.repository() == *repo);
+                if !same_repo || want_tag.as_ref().is_some_and(|t| Some(t.as_str()) != rec.name.as_ref().and_then(|n| n.tag())) {
+                    continue;
+                }
+            }
+            rows.push(Row { repository, tag, id: img.id.clone(), digest: rec.target.digest, created: img.created(), size: img.size() });
+        }
+        rows.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.repository.cmp(&b.repository)).then_with(|| a.tag.cmp(&b.tag)));
+        let id = |d: &oci::Digest| if self.no_trunc { d.to_string() } else { d.short().to_owned() };
+        let mut out = std::io::stdout().lock();
+        if self.quiet {
+            let mut seen = BTreeSet::new();
+            for r in &rows {
+                if seen.insert(r.id.clone()) {
+                    writeln!(out, "{}", id(&r.id))?;
+                }
+            }
+            return Ok(());
+        }
+        if self.format == "json" {
+            for r in &rows {
+                let obj = json!({
+                    "Repository": r.repository,
+                    "Tag": r.tag,
+                    "ID": id(&r.id),
+                    "Digest": r.digest.to_string(),
+                    "CreatedAt": r.created.map(|c| c.to_rfc3339()),
+                    "CreatedSince": format::since(r.created),
+                    "Size": format::size(r.size),
+                });
+                writeln!(out, "{obj}")?;
+            }
+            return Ok(());
+        }
+        let mut table = vec![];
+        let mut header = vec!["REPOSITORY", "TAG"];
+        if self.digests {
+            header.push("DIGEST");
+        }
+        header.extend(["IMAGE ID", "CREATED", "SIZE"]);
+        table.push(header.into_iter().map(String::from).collect());
+        for r in &rows {
+            let mut row = vec![r.repository.clone(), r.tag.clone()];
+            if self.digests {
+                row.push(r.digest.to_string());
+            }
+            row.extend([id(&r.id), format::since(r.created), format::size(r.size)]);
+            table.push(row);
+        }
+        write!(out, "{}", format::table(&table))?;
+        Ok(())
+    }
+}
+
+/// `busybox` -> (docker.io/library/busybox, None); `busybox:1` -> (…, Some("1")).
+fn parse_filter(s: &str) -> Result<(String, Option<String>)> {
+    let r: Reference = s.parse()?;
+    let has_tag = s.rsplit('/').next().is_some_and(|last| last.contains(':'));
+    Ok((r.repository(), if has_tag { r.tag().map(String::from) } else { None }))
+}
+
+/// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  berth tag busybox:latest localhost:5000/busybox:1.36\n  berth tag 3f57d9401f8d app:ci")]
+pub struct Tag {
+    /// The image to tag: a name or an image ID
+    #[arg(value_name = "SOURCE_IMAGE[:TAG]")]
+    source: String,
+    /// The new name
+    #[arg(value_name = "TARGET_IMAGE[:TAG]")]
+    target: String,
+}
+
+impl Tag {
+    /// Points the new name at the source image's manifest.
+    pub fn run(self, root: &Path) -> Result<()> {
+        let store = open_store(root)?;
+        let target: Reference = self.target.parse()?;
+        if target.digest().is_some() {
+            bail!("refusing to create a tag with a digest reference: {}", self.target);
+        }
+        let source = store.resolve(&self.source)?;
+        store.set_name(&target, &source.target)?;
+        Ok(())
+    }
+}
+
+/// Remove one or more images
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  berth rmi app:ci\n  berth rmi -f 3f57d9401f8d")]
+pub struct Rmi {
+    /// Images to remove: names or image IDs
+    #[arg(required = true, value_name = "IMAGE")]
+    images: Vec<String>,
+    /// Remove an image by ID even when several names refer to it
+    #[arg(short, long)]
+    force: bool,
+}
+
+impl Rmi {
+    /// Untags names; removing by ID drops every name of that image. Blobs no image
+    /// needs any more are deleted.
+    pub fn run(self, root: &Path) -> Result<()> {
+        let store = open_store(root)?;
+        if let [one] = self.images.as_slice() {
+            return rmi_one(&store, one, self.force);
+        }
+        let mut failed = 0;
+        for what in &self.images {
+            if let Err(e) = rmi_one(&store, what, self.force) {
+                eprintln!("berth: {e:#}");
+                failed += 1;
+            }
+        }
+        if failed > 0 {
+            bail!("{failed} of {} images could not be removed", self.images.len());
+        }
+        Ok(())
+    }
+}
+
+fn rmi_one(store: &ImageStore, what: &str, force: bool) -> Result<()> {
+    let rec = store.resolve(what)?;
+    let all = store.list()?;
+    let same: Vec<&ImageRecord> = all.iter().filter(|r| r.target.digest == rec.target.digest).collect();
+    // By name: untag only that name, unless it was the last one.
+    let by_name = what.parse::<Reference>().ok().is_some_and(|n| store.get(&n).ok().flatten().is_some());
+    let to_untag: Vec<&ImageRecord> = if by_name {
+        same.iter().copied().filter(|r| r.name == rec.name).collect()
+    } else {
+        let names = same.iter().filter(|r| r.name.is_some()).count();
+        if names > 1 && !force {
+            bail!("unable to delete {what} (must be forced): image is referenced in {names} names");
+        }
+        same.clone()
+    };
+    let mut out = std::io::stdout().lock();
+    for r in &to_untag {
+        match &r.name {
+            Some(n) => {
+                store.remove_name(n)?;
+                writeln!(out, "Untagged: {}", n.familiar())?;
+            }
+            None => {
+                store.remove_dangling(&r.target.digest)?;
+            }
+        }
+    }
+    if to_untag.len() == same.len() {
+        let mut blobs = BTreeSet::new();
+        store.reachable(&rec.target, &mut blobs)?;
+        let img = store.image(&rec.target)?;
+        let deleted = store.delete_unreferenced(&blobs)?;
+        if deleted.contains(&img.id) || deleted.contains(&rec.target.digest) {
+            writeln!(out, "Deleted: {}", img.id)?;
+        }
+    }
+    Ok(())
+}
+
+/// Display detailed information on one or more images, as JSON
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  berth inspect busybox\n  berth inspect app:ci | jq '.[0].Config.Env'")]
+pub struct Inspect {
+    /// Images: names or image IDs
+    #[arg(required = true, value_name = "IMAGE")]
+    images: Vec<String>,
+}
+
+impl Inspect {
+    /// Prints a JSON array with one object per image, in docker's field names.
+    pub fn run(self, root: &Path) -> Result<()> {
+        let store = open_store(root)?;
+        let all = store.list()?;
+        let mut out = Vec::new();
+        for what in &self.images {
+            let rec = store.resolve(what)?;
+            let img = store.image(&rec.target)?;
+            let names: Vec<&Reference> =
+                all.iter().filter(|r| r.target.digest == rec.target.digest).filter_map(|r| r.name.as_ref()).collect();
+            let repo_tags: Vec<String> = names.iter().filter(|n| n.tag().is_some()).map(|n| n.familiar()).collect();
+            let mut repo_digests: Vec<String> =
+                names.iter().map(|n| format!("{}@{}", n.familiar_name(), rec.target.digest)).collect();
+            repo_digests.dedup();
+            let config: serde_json::Value = serde_json::from_slice(&img.config_bytes)?;
+            out.push(json!({
+                "Id": img.id.to_string(),
+                "RepoTags": repo_tags,
+                "RepoDigests": repo_digests,
+                "Created": config.get("created"),
+                "Author": config.get("author"),
+                "Architecture": config.get("architecture"),
+                "Variant": config.get("variant"),
+                "Os": config.get("os"),
+                "Config": config.get("config"),
+                "Size": img.size(),
+                "RootFS": config.get("rootfs"),
+                "History": config.get("history"),
+                "Descriptor": {
+                    "mediaType": rec.target.media_type,
+                    "digest": rec.target.digest.to_string(),
+                    "size": rec.target.size,
+                },
+                "Manifest": { "digest": img.manifest_digest.to_string(), "layers": img.manifest.layers() },
+            }));
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        Ok(())
+    }
+}
+
+/// Show the history of an image
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  berth history busybox\n  berth history --no-trunc app:ci")]
+pub struct History {
+    /// The image: a name or an image ID
+    image: String,
+    /// Don't truncate output
+    #[arg(long)]
+    no_trunc: bool,
+    /// Output format: table, or json (one object per line)
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    format: String,
+}
+
+impl History {
+    /// One row per history entry, newest first; entries that made a layer show its size.
+    pub fn run(self, root: &Path) -> Result<()> {
+        let store = open_store(root)?;
+        let rec = store.resolve(&self.image)?;
+        let img = store.image(&rec.target)?;
+        let mut layers = img.manifest.layers().iter();
+        let history = img.config.history().clone().unwrap_or_default();
+        let mut rows = Vec::new();
+        for (i, h) in history.iter().enumerate() {
+            let size = if h.empty_layer().unwrap_or(false) { 0 } else { layers.next().map_or(0, |l| l.size()) };
+            let created = h.created().as_deref().and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok()).map(|t| t.to_utc());
+            let id = if i + 1 == history.len() { img.id.short().to_owned() } else { "<missing>".to_owned() };
+            let mut by = h.created_by().clone().unwrap_or_default();
+            if !self.no_trunc && by.chars().count() > 45 {
+                by = by.chars().take(44).collect::<String>() + "…";
+            }
+            rows.push((id, created, by, size, h.comment().clone().unwrap_or_default()));
+        }
+        rows.reverse();
+        let mut out = std::io::stdout().lock();
+        if self.format == "json" {
+            for (id, created, by, size, comment) in rows {
+                let obj = json!({"ID": id, "CreatedAt": created.map(|c| c.to_rfc3339()), "CreatedSince": format::since(created),
+                                  "CreatedBy": by, "Size": format::size(size), "Comment": comment});
+                writeln!(out, "{obj}")?;
+            }
+            return Ok(());
+        }
+        let mut table = vec![["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"].map(String::from).to_vec()];
+        for (id, created, by, size, comment) in rows {
+            table.push(vec![id, format::since(created), by, format::size(size), comment]);
+        }
+        write!(out, "{}", format::table(&table))?;
+        Ok(())
+    }
+}
+
+/// Remove untagged images and blobs no image uses
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  berth prune -f\n  berth prune -f --grace 0s   # also blobs written in the last hour")]
+pub struct Prune {
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    force: bool,
+    /// Spare blobs younger than this, so a build or pull running now keeps its blobs
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    grace: Duration,
+}
+
+impl Prune {
+    /// Drops dangling images, then sweeps unreachable blobs older than the grace period.
+    pub fn run(self, root: &Path) -> Result<()> {
+        if !self.force {
+            if !std::io::stdin().is_terminal() {
+                bail!("refusing to prune without confirmation: pass -f");
+            }
+            eprint!("WARNING! This will remove all untagged images and unused blobs.\nAre you sure you want to continue? [y/N] ");
+            let mut answer = String::new();
+            std::io::stdin().read_line(&mut answer)?;
+            if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                return Ok(());
+            }
+        }
+        let store = open_store(root)?;
+        let report = store.prune(self.grace)?;
+        let mut out = std::io::stdout().lock();
+        if !report.images.is_empty() {
+            writeln!(out, "Deleted Images:")?;
+            for d in &report.images {
+                writeln!(out, "deleted: {d}")?;
+            }
+            writeln!(out)?;
+        }
+        writeln!(out, "Deleted blobs: {}", report.blobs)?;
+        writeln!(out, "Total reclaimed space: {}", format::size(report.bytes))?;
+        Ok(())
+    }
+}
+
+/// Parses `90s`, `10m`, `1h`, `2d` (or a bare number of seconds).
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?} (try 30s, 10m, 1h)"))?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("invalid duration unit in {s:?} (s, m, h, d)")),
+    };
+    Ok(Duration::from_secs(n * mult))
+}

@@ -1,0 +1,13 @@
+//! One module per group of commands; each command is a clap struct with a `run`.
+
+pub mod archive;
+pub mod images;
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+/// Opens the local image store, saying where when it fails.
+pub fn open_store(root: &Path) -> Result<oci::ImageStore> {
+    oci::ImageStore::open(root).with_context(|| format!("open image store {}", root.display()))
+}

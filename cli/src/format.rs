@@ -1,0 +1,99 @@
+//! Human-readable sizes and durations, spelled as docker spells them.
+
+use chrono::{DateTime, Utc};
+
+/// A size in decimal units with three significant digits: `4.86kB`, `1.23MB`, `812B`.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i < UNITS.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    let digits = if v >= 100.0 { 0 } else if v >= 10.0 { 1 } else { 2 };
+    let s = format!("{v:.digits$}");
+    let s = if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_owned() } else { s };
+    format!("{s}{}", UNITS[i])
+}
+
+/// How long ago `t` was: `Less than a second ago`, `3 minutes ago`, `2 weeks ago`.
+pub fn since(t: Option<DateTime<Utc>>) -> String {
+    let Some(t) = t else { return "N/A".into() };
+    let secs = (Utc::now() - t).num_seconds();
+    if secs < 0 {
+        return "In the future".into();
+    }
+    format!("{} ago", duration(secs as u64))
+}
+
+fn duration(secs: u64) -> String {
+    let plural = |n: u64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
+    let (min, hour, day) = (60, 3600, 86400);
+    match secs {
+        0 => "Less than a second".into(),
+        1..=59 => plural(secs, "second"),
+        60..=119 => "About a minute".into(),
+        _ if secs < 46 * min => plural(secs / min, "minute"),
+        _ if secs < 90 * min => "About an hour".into(),
+        _ if secs < 48 * hour => plural(secs / hour, "hour"),
+        _ if secs < 14 * day => plural(secs / day, "day"),
+        _ if secs < 60 * day => plural(secs / (7 * day), "week"),
+        _ if secs < 2 * 365 * day => plural(secs / (30 * day), "month"),
+        _ => plural(secs / (365 * day), "year"),
+    }
+}
+
+/// Pads columns to a table, docker style: three spaces between columns.
+pub fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> =
+        (0..cols).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            line.push_str(cell);
+            if c + 1 < row.len() {
+                line.push_str(&" ".repeat(widths[c] - cell.chars().count() + 3));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_like_dockers() {
+        assert_eq!(size(0), "0B");
+        assert_eq!(size(812), "812B");
+        assert_eq!(size(4_860), "4.86kB");
+        assert_eq!(size(1_234_567), "1.23MB");
+        assert_eq!(size(12_300_000), "12.3MB");
+        assert_eq!(size(123_000_000), "123MB");
+        assert_eq!(size(2_000_000_000), "2GB");
+    }
+
+    #[test]
+    fn durations_read_like_dockers() {
+        assert_eq!(duration(0), "Less than a second");
+        assert_eq!(duration(1), "1 second");
+        assert_eq!(duration(90), "About a minute");
+        assert_eq!(duration(600), "10 minutes");
+        assert_eq!(duration(7200), "2 hours");
+        assert_eq!(duration(3 * 86400), "3 days");
+        assert_eq!(duration(21 * 86400), "3 weeks");
+        assert_eq!(duration(400 * 86400), "13 months");
+    }
+
+    #[test]
+    fn table_pads_columns() {
+        let t = table(&[vec!["A".into(), "BB".into()], vec!["CCC".into(), "D".into()]]);
+        assert_eq!(t, "A     BB\nCCC   D\n");
+    }
+}

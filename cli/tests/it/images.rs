@@ -1,0 +1,214 @@
+//! The local image store through the CLI: import, images, tag, rmi, inspect, history, prune.
+
+use crate::util::Berth;
+
+#[test]
+fn import_then_images_shows_docker_columns() {
+    let b = Berth::new();
+    let id = b.import_tiny("app:v1", "hello");
+    assert!(id.starts_with("sha256:") && id.len() == 71, "{id}");
+    let out = b.ok(&["images"]);
+    let mut lines = out.lines();
+    let header: Vec<&str> = lines.next().unwrap().split("   ").map(str::trim).filter(|s| !s.is_empty()).collect();
+    assert_eq!(header, ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]);
+    let row = lines.next().unwrap();
+    assert!(row.starts_with("app "), "{row}");
+    assert!(row.contains(" v1 ") && row.contains(&id[7..19]), "{row}");
+    assert!(row.contains("ago"), "{row}");
+    assert_eq!(b.ok(&["images", "-q"]).trim(), &id[7..19]);
+}
+
+#[test]
+fn images_format_json_is_one_object_per_line() {
+    let b = Berth::new();
+    b.import_tiny("one", "1");
+    b.import_tiny("registry.example.com/team/two:2", "2");
+    let out = b.ok(&["images", "--format", "json"]);
+    let objs: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(objs.len(), 2);
+    let repos: Vec<&str> = objs.iter().map(|o| o["Repository"].as_str().unwrap()).collect();
+    assert!(repos.contains(&"one") && repos.contains(&"registry.example.com/team/two"), "{repos:?}");
+    assert!(objs.iter().all(|o| o["Digest"].as_str().unwrap().starts_with("sha256:")));
+}
+
+#[test]
+fn images_filters_by_repository_and_tag() {
+    let b = Berth::new();
+    b.import_tiny("app:1", "1");
+    b.import_tiny("app:2", "2");
+    b.import_tiny("other", "3");
+    assert_eq!(b.ok(&["images", "app"]).lines().count(), 3);
+    assert_eq!(b.ok(&["images", "app:2"]).lines().count(), 2);
+    assert_eq!(b.ok(&["images", "nothing"]).lines().count(), 1);
+}
+
+#[test]
+fn tag_adds_a_name_and_rmi_removes_only_that_name() {
+    let b = Berth::new();
+    let id = b.import_tiny("app", "x");
+    b.ok(&["tag", "app", "localhost:5000/app:ci"]);
+    b.ok(&["tag", &id[7..19], "app:by-id"]);
+    assert_eq!(b.ok(&["images", "-q"]).lines().count(), 1, "three names, one image");
+    assert_eq!(b.ok(&["images"]).lines().count(), 4);
+    let out = b.ok(&["rmi", "localhost:5000/app:ci"]);
+    assert_eq!(out.trim(), "Untagged: localhost:5000/app:ci");
+    assert!(b.ok(&["inspect", "app"]).contains(&id), "the image itself stays");
+}
+
+#[test]
+fn rmi_by_id_needs_force_when_several_names_and_then_frees_blobs() {
+    let b = Berth::new();
+    let id = b.import_tiny("app", "x");
+    b.ok(&["tag", "app", "app:two"]);
+    let err = b.fails(&["rmi", &id[7..19]]);
+    assert!(err.contains("must be forced"), "{err}");
+    let out = b.ok(&["rmi", "-f", &id[7..19]]);
+    assert!(out.contains("Untagged: app:latest") && out.contains("Untagged: app:two"), "{out}");
+    assert!(out.contains(&format!("Deleted: {id}")), "{out}");
+    assert_eq!(b.ok(&["images", "-q"]), "");
+    let blobs = std::fs::read_dir(b.root.path().join("content/blobs/sha256")).unwrap().count();
+    assert_eq!(blobs, 0, "rmi of the last name deletes the image's blobs");
+}
+
+#[test]
+fn rmi_keeps_layers_another_image_shares() {
+    let b = Berth::new();
+    b.import_tiny("a", "same");
+    b.import_tiny("b", "same");
+    b.ok(&["rmi", "a"]);
+    b.ok(&["history", "b"]);
+    b.ok(&["save", "-o", &b.root.path().join("b.tar").to_string_lossy(), "b"]);
+}
+
+#[test]
+fn inspect_prints_docker_fields() {
+    let b = Berth::new();
+    let id = b.import_tiny("app:v1", "x");
+    let out = b.ok(&["inspect", "app:v1"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let img = &v[0];
+    assert_eq!(img["Id"], id);
+    assert_eq!(img["RepoTags"][0], "app:v1");
+    assert_eq!(img["Os"], "linux");
+    assert_eq!(img["RootFS"]["type"], "layers");
+    assert_eq!(img["RootFS"]["diff_ids"].as_array().unwrap().len(), 1);
+    assert!(img["RepoDigests"][0].as_str().unwrap().starts_with("app@sha256:"));
+}
+
+#[test]
+fn history_shows_the_import_with_its_message() {
+    let b = Berth::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f"), "x").unwrap();
+    let tar = dir.path().join("r.tar");
+    assert!(std::process::Command::new("tar").args(["-C", &dir.path().to_string_lossy(), "-cf", &tar.to_string_lossy(), "f"]).status().unwrap().success());
+    b.ok(&["import", "-m", "base for CI", &tar.to_string_lossy(), "app"]);
+    let out = b.ok(&["history", "app"]);
+    assert!(out.starts_with("IMAGE"), "{out}");
+    assert!(out.contains("berth import") && out.contains("base for CI"), "{out}");
+}
+
+#[test]
+fn import_reads_stdin_and_compressed_tarballs() {
+    let b = Berth::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f"), "x").unwrap();
+    let tgz = dir.path().join("r.tar.gz");
+    assert!(std::process::Command::new("tar").args(["-C", &dir.path().to_string_lossy(), "-czf", &tgz.to_string_lossy(), "f"]).status().unwrap().success());
+    let id = b.ok(&["import", &tgz.to_string_lossy(), "gz"]);
+    let mut child = b.cmd(&["import", "--compression", "zstd", "-", "zst"]).stdin(std::fs::File::open(&tgz).unwrap()).output().unwrap();
+    assert!(child.status.success(), "{}", String::from_utf8_lossy(&child.stderr));
+    child.stdout.pop();
+    // Same rootfs, same diffID: the configs differ only in layer media type, not in content.
+    let inspect: serde_json::Value = serde_json::from_str(&b.ok(&["inspect", "gz", "zst"])).unwrap();
+    assert_eq!(inspect[0]["RootFS"]["diff_ids"], inspect[1]["RootFS"]["diff_ids"]);
+    assert_eq!(inspect[0]["Id"].as_str().unwrap(), id.trim());
+}
+
+#[test]
+fn same_tarball_and_source_date_epoch_give_the_same_image_id() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f"), "x").unwrap();
+    let tar = dir.path().join("r.tar");
+    assert!(std::process::Command::new("tar").args(["-C", &dir.path().to_string_lossy(), "-cf", &tar.to_string_lossy(), "f"]).status().unwrap().success());
+    let ids: Vec<String> = (0..2)
+        .map(|_| {
+            let b = Berth::new();
+            let out = b.cmd(&["import", &tar.to_string_lossy(), "app"]).env("SOURCE_DATE_EPOCH", "1700000000").output().unwrap();
+            assert!(out.status.success());
+            let inspect: serde_json::Value = serde_json::from_str(&b.ok(&["inspect", "app"])).unwrap();
+            format!("{} {}", String::from_utf8(out.stdout).unwrap().trim(), inspect[0]["Descriptor"]["digest"])
+        })
+        .collect();
+    assert_eq!(ids[0], ids[1]);
+}
+
+#[test]
+fn bad_input_gets_one_clear_line_and_changes_nothing() {
+    let b = Berth::new();
+    b.import_tiny("app", "x");
+    let before = b.ok(&["images"]);
+    let err = b.fails(&["tag", "app", "Bad Name"]);
+    assert!(err.contains("invalid reference"), "{err}");
+    let err = b.fails(&["inspect", "nosuch:image"]);
+    assert!(err.contains("no such image"), "{err}");
+    let junk = b.root.path().join("junk.tar");
+    std::fs::write(&junk, "this is not a tarball at all, not even close to one").unwrap();
+    let err = b.fails(&["import", &junk.to_string_lossy(), "junk"]);
+    assert!(err.contains("rootfs tarball"), "{err}");
+    let err = b.fails(&["rmi", "nosuch"]);
+    assert!(err.contains("no such image: nosuch"), "{err}");
+    let out = b.output(&["rmi", "nosuch", "app:other"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2 of 2 images could not be removed"));
+    assert_eq!(b.ok(&["images"]), before);
+}
+
+#[test]
+fn prune_removes_untagged_images_and_unused_blobs() {
+    let b = Berth::new();
+    b.import_tiny("keep", "k");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f"), "gone").unwrap();
+    let tar = dir.path().join("r.tar");
+    assert!(std::process::Command::new("tar").args(["-C", &dir.path().to_string_lossy(), "-cf", &tar.to_string_lossy(), "f"]).status().unwrap().success());
+    let untagged = b.ok(&["import", &tar.to_string_lossy()]);
+    assert!(b.ok(&["images"]).contains("<none>"));
+    let err = b.fails(&["prune"]);
+    assert!(err.contains("pass -f"), "{err}");
+    // Within the grace period the blobs stay; the dangling image goes.
+    let out = b.ok(&["prune", "-f"]);
+    assert!(out.contains(untagged.trim()) || out.contains("deleted: sha256:"), "{out}");
+    assert!(out.contains("Deleted blobs: 0"), "{out}");
+    let out = b.ok(&["prune", "-f", "--grace", "0s"]);
+    assert!(out.contains("Deleted blobs: 3"), "{out}");
+    b.ok(&["history", "keep"]);
+}
+
+#[test]
+fn concurrent_berth_processes_share_one_store() {
+    let b = Berth::new();
+    b.import_tiny("base", "x");
+    let children: Vec<_> = (0..12)
+        .map(|i| {
+            if i % 3 == 0 {
+                b.cmd(&["images"]).stdout(std::process::Stdio::null()).spawn().unwrap()
+            } else {
+                b.cmd(&["tag", "base", &format!("copy:{i}")]).spawn().unwrap()
+            }
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    assert_eq!(b.ok(&["images"]).lines().count(), 1 + 1 + 8);
+}
+
+#[test]
+fn every_command_has_an_example_in_its_help() {
+    let b = Berth::new();
+    for cmd in ["images", "tag", "rmi", "inspect", "history", "prune", "save", "load", "import"] {
+        let help = b.ok(&[cmd, "--help"]);
+        assert!(help.contains("Examples:\n  berth "), "{cmd} --help has no example:\n{help}");
+    }
+}

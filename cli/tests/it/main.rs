@@ -1,0 +1,9 @@
+//! berth's integration tests: the real binary against real tools, one module per topic.
+//!
+//! Tests that need root or a system tool (skopeo, umoci, oci-image-tool, busybox-static)
+//! skip with a message when it is missing, unless `BERTH_TEST_STRICT=1` (as CI sets),
+//! under which a missing tool fails the test.
+
+mod archives;
+mod images;
+mod util;

@@ -1,0 +1,123 @@
+//! Helpers shared by the integration tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// True when CI asked for every test to run: missing tools are failures, not skips.
+pub fn strict() -> bool {
+    std::env::var("BERTH_TEST_STRICT").is_ok_and(|v| v == "1")
+}
+
+/// Returns whether `tool` is on PATH; without it, skips (or, when strict, fails) the test.
+pub fn require_tool(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(!strict(), "{tool} is required (BERTH_TEST_STRICT=1): run ./setup --deps");
+        eprintln!("skipping: {tool} is not installed (run ./setup --deps)");
+    }
+    found
+}
+
+/// The repository root (fixtures/ and friends live there).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("cli/ has a parent").to_owned()
+}
+
+/// A berth with its own empty image store, removed when dropped.
+pub struct Berth {
+    pub root: tempfile::TempDir,
+}
+
+impl Berth {
+    pub fn new() -> Self {
+        Berth { root: tempfile::tempdir().expect("temp dir") }
+    }
+
+    /// A `berth` command on this store.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
+        c.env("BERTH_ROOT", self.root.path()).env_remove("SOURCE_DATE_EPOCH").args(args);
+        c
+    }
+
+    /// Runs berth and returns its output, whatever the exit status.
+    pub fn output(&self, args: &[&str]) -> Output {
+        self.cmd(args).stdin(Stdio::null()).output().expect("run berth")
+    }
+
+    /// Runs berth, asserts success, and returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.output(args);
+        assert!(
+            out.status.success(),
+            "berth {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    /// Runs berth, asserts failure with one line on stderr, and returns that line.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.output(args);
+        assert!(!out.status.success(), "berth {args:?} should have failed");
+        let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        assert_eq!(err.lines().count(), 1, "one clear line expected, got: {err}");
+        assert!(err.starts_with("berth: "), "{err}");
+        err
+    }
+
+    /// Imports a small rootfs (one file) as `name`; returns the image ID line.
+    pub fn import_tiny(&self, name: &str, content: &str) -> String {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("etc")).expect("mkdir");
+        std::fs::write(dir.path().join("etc/motd"), content).expect("write");
+        let tar = dir.path().join("rootfs.tar");
+        let status = Command::new("tar")
+            .args(["-C", &dir.path().to_string_lossy(), "-cf", &tar.to_string_lossy(), "etc"])
+            .status()
+            .expect("run tar");
+        assert!(status.success());
+        self.ok(&["import", &tar.to_string_lossy(), name]).trim().to_owned()
+    }
+
+    /// Makes the busybox base image with the fixture script, if busybox-static is there.
+    pub fn busybox(&self, name: &str) -> bool {
+        if !Path::new("/bin/busybox").exists() || !is_static("/bin/busybox") {
+            assert!(!strict(), "busybox-static is required (BERTH_TEST_STRICT=1): run ./setup --deps");
+            eprintln!("skipping: busybox-static is not installed (run ./setup --deps)");
+            return false;
+        }
+        let out = Command::new(repo_root().join("fixtures/make-busybox-image"))
+            .arg(name)
+            .env("BERTH", env!("CARGO_BIN_EXE_berth"))
+            .env("BERTH_ROOT", self.root.path())
+            .output()
+            .expect("run fixtures/make-busybox-image");
+        assert!(out.status.success(), "make-busybox-image: {}", String::from_utf8_lossy(&out.stderr));
+        true
+    }
+}
+
+fn is_static(path: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("file -b {path} 2>/dev/null | grep -q static || ! ldd {path} >/dev/null 2>&1")])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Runs an external tool and asserts it succeeded; returns stdout.
+pub fn run_tool(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
