@@ -11,6 +11,8 @@ use crate::media;
 pub const MAX_MANIFEST_SIZE: usize = 4 * 1024 * 1024;
 
 /// A parsed manifest document: either one image or an index of them.
+// Manifests are parsed a handful at a time; boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Manifest {
     /// A single-platform image manifest (OCI or Docker schema 2).
