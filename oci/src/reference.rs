@@ -192,6 +192,16 @@ impl FromStr for Reference {
     }
 }
 
+/// Checks a repository path (no domain) against the distribution grammar: lowercase
+/// components separated by `/`, at most 255 characters. Registries use it on every
+/// `<name>` in a URL, which also rules out `..` and empty components.
+pub fn check_repository_path(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > NAME_MAX {
+        return Err(Error::InvalidReference { input: name.to_owned(), reason: "repository name must be 1 to 255 characters" });
+    }
+    name.split('/').try_for_each(|c| check_path_component(name, c))
+}
+
 /// Splits off the domain as docker decides it: only a first component with `.` or `:`, or
 /// `localhost`, is a domain (an uppercase first component is also one, so that it is refused
 /// as a bad domain rather than a bad path).
@@ -401,6 +411,16 @@ mod tests {
         assert_eq!(long.len(), 256);
         assert!(long.parse::<Reference>().is_err());
         assert!(format!("example.com/{}", "a".repeat(243)).parse::<Reference>().is_ok());
+    }
+
+    #[test]
+    fn repository_paths_follow_the_grammar() {
+        for ok in ["a", "library/busybox", "a-b/c__d/e.f", "x1/y2/z3"] {
+            check_repository_path(ok).unwrap();
+        }
+        for bad in ["", "A", "a/../b", "../a", "a//b", "/a", "a/", "a..b", "a:b", &"a".repeat(256)] {
+            assert!(check_repository_path(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -1,8 +1,36 @@
 //! The berth registry: an OCI distribution-spec server.
 //!
-//! A request flows from an HTTP handler named after its spec endpoint, through a domain
-//! layer (blobs, uploads, manifests, tags, one `paths` module that owns the storage
-//! layout), down to a `StorageDriver` that sees only paths and bytes (fs, s3, memory).
+//! A request flows from [`api`] (one router; handlers named after the spec's endpoints,
+//! auth checked before each), through the [`domain`] layer (blobs, uploads, manifests,
+//! tags; [`paths`] owns and draws the storage layout), down to a
+//! [`driver::StorageDriver`] that sees only paths and bytes (filesystem, memory, S3).
+//! Storage is the only source of truth, upload sessions included, so several registry
+//! processes over one directory or bucket serve each other's pushes.
 //!
-//! Nothing is served yet: the registry lands with its own issue, reusing the `oci`
-//! crate's `Digest`, `Reference` grammar and manifest types.
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! let driver = Arc::new(registry::driver::FsDriver::new("/var/lib/berth-registry")?);
+//! let state = registry::api::AppState {
+//!     registry: registry::domain::Registry::new(driver),
+//!     auth: Arc::new(registry::auth::Auth::none()),
+//!     metrics: Arc::default(),
+//!     read_only: false,
+//! };
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:5000").await?;
+//! registry::server::serve(listener, registry::api::app(state), None, std::future::pending()).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod domain;
+pub mod driver;
+pub mod error;
+pub mod gc;
+pub mod metrics;
+pub mod paths;
+pub mod server;
+
+pub use error::{ErrorCode, RegistryError};

@@ -1,0 +1,137 @@
+//! The registry's configuration: a TOML file, overridden by flags and `BERTH_REGISTRY_*`
+//! variables (the CLI maps those onto this struct).
+//!
+//! ```toml
+//! addr = "0.0.0.0:5000"
+//! read_only = false
+//!
+//! [storage]
+//! driver = "filesystem"          # or "s3"
+//! root = "/var/lib/berth-registry"
+//!
+//! [tls]
+//! cert = "/etc/berth/registry.crt"
+//! key = "/etc/berth/registry.key"
+//!
+//! [auth]
+//! mode = "token"                 # none | htpasswd | token
+//! htpasswd = "/etc/berth/htpasswd"
+//! service = "berth-registry"
+//! secret_file = "/etc/berth/token.key"   # share it between replicas
+//!
+//! [[auth.grants]]
+//! account = "ci"
+//! repository = "team/*"
+//! actions = ["pull", "push"]
+//! ```
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::auth::{Grant, Mode};
+
+/// Everything `berth registry serve` and `berth registry gc` need.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where to listen (`HOST:PORT`).
+    pub addr: Option<String>,
+    /// Refuse all writes.
+    #[serde(default)]
+    pub read_only: bool,
+    /// Where content lives.
+    #[serde(default)]
+    pub storage: StorageConfig,
+    /// Serve HTTPS with this certificate and key.
+    pub tls: Option<TlsConfig>,
+    /// Authentication and grants.
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+/// Which storage driver, and its settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `filesystem` (default) or `s3`.
+    #[serde(default)]
+    pub driver: DriverKind,
+    /// The directory for the filesystem driver.
+    pub root: Option<PathBuf>,
+}
+
+/// The storage drivers a config can name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriverKind {
+    /// Files under `root`.
+    #[default]
+    Filesystem,
+    /// An S3 bucket.
+    S3,
+}
+
+/// A PEM certificate chain and private key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain (PEM).
+    pub cert: PathBuf,
+    /// The private key (PEM).
+    pub key: PathBuf,
+}
+
+/// How clients authenticate, and what each may do.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// none, htpasswd or token.
+    #[serde(default)]
+    pub mode: Mode,
+    /// The htpasswd file (bcrypt entries).
+    pub htpasswd: Option<PathBuf>,
+    /// The token realm URL; by default `http(s)://<Host header>/token`.
+    pub realm: Option<String>,
+    /// The service name in challenges and tokens.
+    pub service: Option<String>,
+    /// A file whose bytes sign tokens; replicas must share it.
+    pub secret_file: Option<PathBuf>,
+    /// Who may do what; empty means any authenticated user may do anything.
+    #[serde(default)]
+    pub grants: Vec<Grant>,
+}
+
+impl Config {
+    /// Parses a TOML config file's text.
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_example() {
+        let doc = include_str!("config.rs");
+        let example: String = doc
+            .lines()
+            .skip_while(|l| !l.starts_with("//! ```toml"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("//! ```"))
+            .map(|l| l.trim_start_matches("//!").trim_start())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c = Config::from_toml(&example).unwrap();
+        assert_eq!(c.auth.mode, Mode::Token);
+        assert_eq!(c.auth.grants.len(), 1);
+        assert_eq!(c.storage.driver, DriverKind::Filesystem);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(Config::from_toml("adr = \"x\"").unwrap_err().contains("unknown field"));
+    }
+}

@@ -1,0 +1,57 @@
+//! Blobs: content shared by every repository, linked into the ones that have it.
+
+use oci::Digest;
+
+use super::{BodyStream, Registry, RepoName};
+use crate::error::{ErrorCode, RegistryError, Result};
+use crate::paths;
+
+impl Registry {
+    /// The size of a blob this repository has; BLOB_UNKNOWN otherwise.
+    pub async fn blob_size(&self, name: &RepoName, digest: &Digest) -> Result<u64> {
+        let unknown = || RegistryError::new(ErrorCode::BlobUnknown, format!("blob {digest} unknown to repository {name}"));
+        if self.read_link(&paths::layer_link(name.as_str(), digest)).await?.is_none() {
+            return Err(unknown());
+        }
+        match self.driver.stat(&paths::blob_data(digest)).await {
+            Ok(info) => Ok(info.size),
+            Err(e) if e.is_not_found() => Err(unknown()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Streams a blob from `offset`.
+    pub async fn blob_stream(&self, digest: &Digest, offset: u64) -> Result<BodyStream> {
+        Ok(self.driver.read(&paths::blob_data(digest), offset).await?)
+    }
+
+    /// Removes a blob from a repository (the bytes stay until garbage collection).
+    pub async fn delete_blob(&self, name: &RepoName, digest: &Digest) -> Result<()> {
+        self.blob_size(name, digest).await?;
+        let link = paths::layer_link(name.as_str(), digest);
+        Ok(self.driver.delete(link.trim_end_matches("/link")).await?)
+    }
+
+    /// True when the registry holds the blob's bytes, in whatever repository.
+    pub async fn blob_stored(&self, digest: &Digest) -> Result<bool> {
+        self.exists(&paths::blob_data(digest)).await
+    }
+
+    /// Makes a stored blob part of a repository.
+    pub async fn link_blob(&self, name: &RepoName, digest: &Digest) -> Result<()> {
+        self.write_link(&paths::layer_link(name.as_str(), digest), digest).await
+    }
+
+    /// Cross-repository mount: links the blob into `name` if `from` has it (or, without
+    /// `from`, if the registry stores it at all). Returns false when it cannot.
+    pub async fn mount_blob(&self, name: &RepoName, digest: &Digest, from: Option<&RepoName>) -> Result<bool> {
+        let available = match from {
+            Some(from) => self.blob_size(from, digest).await.is_ok(),
+            None => self.blob_stored(digest).await?,
+        };
+        if available {
+            self.link_blob(name, digest).await?;
+        }
+        Ok(available)
+    }
+}

@@ -1,0 +1,225 @@
+//! Manifests: stored as blobs, linked as revisions, named by tags, indexed by subject.
+
+use bytes::Bytes;
+use oci::manifest::MAX_MANIFEST_SIZE;
+use oci::{Digest, Manifest};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{parse_digest, Registry, RepoName};
+use crate::error::{ErrorCode, RegistryError, Result};
+use crate::paths;
+
+/// A manifest as served: its bytes, media type and digest.
+#[derive(Debug, Clone)]
+pub struct StoredManifest {
+    /// The exact bytes pushed.
+    pub bytes: Bytes,
+    /// The media type to serve it with.
+    pub media_type: String,
+    /// Its digest.
+    pub digest: Digest,
+}
+
+/// The fields berth reads beyond what `oci::Manifest` types: subject and artifact type.
+#[derive(Deserialize)]
+struct Extras {
+    subject: Option<DescriptorRef>,
+    #[serde(rename = "artifactType")]
+    artifact_type: Option<String>,
+    config: Option<DescriptorRef>,
+    annotations: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Deserialize)]
+struct DescriptorRef {
+    digest: String,
+    #[serde(rename = "mediaType")]
+    media_type: Option<String>,
+}
+
+/// What a manifest reference in a URL is: a tag or a digest.
+enum ManifestRef {
+    Tag(String),
+    Digest(Digest),
+}
+
+fn parse_reference(reference: &str) -> Result<ManifestRef> {
+    if reference.contains(':') {
+        return Ok(ManifestRef::Digest(parse_digest(reference)?));
+    }
+    let ok = !reference.is_empty()
+        && reference.len() <= 128
+        && reference.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && reference.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(ManifestRef::Tag(reference.to_owned()))
+    } else {
+        Err(RegistryError::new(ErrorCode::ManifestInvalid, format!("invalid tag {reference:?}")))
+    }
+}
+
+fn unknown(name: &RepoName, reference: &str) -> RegistryError {
+    RegistryError::new(ErrorCode::ManifestUnknown, format!("manifest {reference} unknown to repository {name}"))
+}
+
+impl Registry {
+    /// The digest a tag or digest reference names in this repository.
+    pub async fn resolve_manifest(&self, name: &RepoName, reference: &str) -> Result<Digest> {
+        let digest = match parse_reference(reference)? {
+            ManifestRef::Digest(d) => d,
+            ManifestRef::Tag(t) => match self.read_link(&paths::tag_link(name.as_str(), &t)).await? {
+                Some(d) => d,
+                None => return Err(unknown(name, reference)),
+            },
+        };
+        if self.read_link(&paths::revision_link(name.as_str(), &digest)).await?.is_none() {
+            return Err(unknown(name, reference));
+        }
+        Ok(digest)
+    }
+
+    /// Reads a manifest by tag or digest.
+    pub async fn get_manifest(&self, name: &RepoName, reference: &str) -> Result<StoredManifest> {
+        let digest = self.resolve_manifest(name, reference).await?;
+        let bytes = match self.driver.get(&paths::blob_data(&digest)).await {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => return Err(unknown(name, reference)),
+            Err(e) => return Err(e.into()),
+        };
+        let media_type = Manifest::parse(&bytes, None).map(|m| m.media_type()).unwrap_or_else(|_| oci::media::OCI_MANIFEST.to_owned());
+        Ok(StoredManifest { bytes, media_type, digest })
+    }
+
+    /// Stores a manifest under a tag or digest after checking it: size, syntax, digest,
+    /// and that everything it references is in the repository. Returns its digest and,
+    /// when it has one, its subject.
+    pub async fn put_manifest(
+        &self,
+        name: &RepoName,
+        reference: &str,
+        content_type: Option<&str>,
+        bytes: Bytes,
+    ) -> Result<(Digest, Option<Digest>)> {
+        if bytes.len() > MAX_MANIFEST_SIZE {
+            return Err(RegistryError::new(ErrorCode::TooLarge, "manifest larger than 4 MiB"));
+        }
+        let target = parse_reference(reference)?;
+        let algorithm = match &target {
+            ManifestRef::Digest(d) => d.algorithm(),
+            ManifestRef::Tag(_) => oci::Algorithm::Sha256,
+        };
+        let digest = {
+            let mut h = algorithm.hasher();
+            h.update(&bytes);
+            h.finish()
+        };
+        if let ManifestRef::Digest(d) = &target {
+            if *d != digest {
+                return Err(RegistryError::new(ErrorCode::DigestInvalid, format!("manifest has digest {digest}, not {d}")));
+            }
+        }
+        let content_type = content_type.filter(|t| oci::media::is_manifest(t) || oci::media::is_index(t));
+        let manifest = Manifest::parse(&bytes, content_type)
+            .map_err(|e| RegistryError::new(ErrorCode::ManifestInvalid, e.to_string()))?;
+        let extras: Extras =
+            serde_json::from_slice(&bytes).map_err(|e| RegistryError::new(ErrorCode::ManifestInvalid, e.to_string()))?;
+        self.check_references(name, &manifest).await?;
+        let subject = extras.subject.as_ref().map(|s| parse_digest(&s.digest)).transpose()?;
+
+        if !self.blob_stored(&digest).await? {
+            self.driver.put(&paths::blob_data(&digest), bytes).await?;
+        }
+        self.write_link(&paths::revision_link(name.as_str(), &digest), &digest).await?;
+        if let Some(s) = &subject {
+            self.write_link(&paths::referrer_link(name.as_str(), s, &digest), &digest).await?;
+        }
+        if let ManifestRef::Tag(t) = &target {
+            self.write_link(&paths::tag_link(name.as_str(), t), &digest).await?;
+        }
+        Ok((digest, subject))
+    }
+
+    async fn check_references(&self, name: &RepoName, manifest: &Manifest) -> Result<()> {
+        let missing = |d: &Digest| RegistryError::new(ErrorCode::ManifestBlobUnknown, format!("{d} is not in repository {name}"));
+        match manifest {
+            Manifest::Image(m) => {
+                let layers = m.layers().iter().filter(|l| l.urls().as_ref().is_none_or(|u| u.is_empty()));
+                for desc in std::iter::once(m.config()).chain(layers) {
+                    let d = oci::manifest::descriptor_digest(desc).map_err(|e| RegistryError::new(ErrorCode::ManifestInvalid, e.to_string()))?;
+                    if self.blob_size(name, &d).await.is_err() {
+                        return Err(missing(&d));
+                    }
+                }
+            }
+            Manifest::Index(i) => {
+                for desc in i.manifests() {
+                    let d = oci::manifest::descriptor_digest(desc).map_err(|e| RegistryError::new(ErrorCode::ManifestInvalid, e.to_string()))?;
+                    if self.read_link(&paths::revision_link(name.as_str(), &d)).await?.is_none() {
+                        return Err(missing(&d));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes a tag, or a manifest by digest together with the tags that point at it.
+    pub async fn delete_manifest(&self, name: &RepoName, reference: &str) -> Result<()> {
+        match parse_reference(reference)? {
+            ManifestRef::Tag(t) => {
+                if self.read_link(&paths::tag_link(name.as_str(), &t)).await?.is_none() {
+                    return Err(unknown(name, reference));
+                }
+                Ok(self.driver.delete(&paths::tag_dir(name.as_str(), &t)).await?)
+            }
+            ManifestRef::Digest(d) => {
+                let link = paths::revision_link(name.as_str(), &d);
+                if self.read_link(&link).await?.is_none() {
+                    return Err(unknown(name, reference));
+                }
+                if let Ok(bytes) = self.driver.get(&paths::blob_data(&d)).await {
+                    if let Ok(Extras { subject: Some(s), .. }) = serde_json::from_slice::<Extras>(&bytes) {
+                        if let Ok(s) = s.digest.parse::<Digest>() {
+                            let l = paths::referrer_link(name.as_str(), &s, &d);
+                            let _gone = self.driver.delete(l.trim_end_matches("/link")).await;
+                        }
+                    }
+                }
+                for tag in self.list_or_empty(&paths::tags_dir(name.as_str())).await? {
+                    if self.read_link(&paths::tag_link(name.as_str(), &tag)).await?.as_ref() == Some(&d) {
+                        self.driver.delete(&paths::tag_dir(name.as_str(), &tag)).await?;
+                    }
+                }
+                Ok(self.driver.delete(link.trim_end_matches("/link")).await?)
+            }
+        }
+    }
+
+    /// The referrers of `subject` as an OCI index, optionally only those of one artifact type.
+    pub async fn referrers(&self, name: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<serde_json::Value> {
+        let dir = paths::referrers_dir(name.as_str(), subject);
+        let mut manifests = Vec::new();
+        for alg in self.list_or_empty(&dir).await? {
+            for hex in self.list_or_empty(&format!("{dir}/{alg}")).await? {
+                let Ok(d) = format!("{alg}:{hex}").parse::<Digest>() else { continue };
+                let Ok(bytes) = self.driver.get(&paths::blob_data(&d)).await else { continue };
+                let Ok(extras) = serde_json::from_slice::<Extras>(&bytes) else { continue };
+                let media_type = Manifest::parse(&bytes, None).map(|m| m.media_type()).unwrap_or_default();
+                let at = extras.artifact_type.or_else(|| extras.config.and_then(|c| c.media_type));
+                if artifact_type.is_some_and(|want| at.as_deref() != Some(want)) {
+                    continue;
+                }
+                let mut desc = json!({ "mediaType": media_type, "digest": d.to_string(), "size": bytes.len() });
+                if let Some(at) = at {
+                    desc["artifactType"] = json!(at);
+                }
+                if let Some(a) = extras.annotations {
+                    desc["annotations"] = serde_json::Value::Object(a);
+                }
+                manifests.push(desc);
+            }
+        }
+        Ok(json!({ "schemaVersion": 2, "mediaType": oci::media::OCI_INDEX, "manifests": manifests }))
+    }
+}
