@@ -11,9 +11,19 @@ pub fn size(bytes: u64) -> String {
         v /= 1000.0;
         i += 1;
     }
-    let digits = if v >= 100.0 { 0 } else if v >= 10.0 { 1 } else { 2 };
+    let digits = if v >= 100.0 {
+        0
+    } else if v >= 10.0 {
+        1
+    } else {
+        2
+    };
     let s = format!("{v:.digits$}");
-    let s = if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_owned() } else { s };
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        s
+    };
     format!("{s}{}", UNITS[i])
 }
 
@@ -47,8 +57,15 @@ fn duration(secs: u64) -> String {
 /// Pads columns to a table, docker style: three spaces between columns.
 pub fn table(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> =
-        (0..cols).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
     let mut out = String::new();
     for row in rows {
         let mut line = String::new();
@@ -93,7 +110,10 @@ mod tests {
 
     #[test]
     fn table_pads_columns() {
-        let t = table(&[vec!["A".into(), "BB".into()], vec!["CCC".into(), "D".into()]]);
+        let t = table(&[
+            vec!["A".into(), "BB".into()],
+            vec!["CCC".into(), "D".into()],
+        ]);
         assert_eq!(t, "A     BB\nCCC   D\n");
     }
 }

@@ -15,11 +15,17 @@ use clap::{Parser, Subcommand};
 
 /// Global options every command shares.
 #[derive(Debug, Parser)]
-#[command(name = "berth", version, about = "Build, store and run OCI images: a daemonless builder, a registry and a runner")]
-#[command(after_help = "Examples:\n  berth import rootfs.tar busybox:latest\n  berth images\n  berth save -o app.tar --format oci app:latest")]
+#[command(
+    name = "berth",
+    version,
+    about = "Build, store and run OCI images: a daemonless builder, a registry and a runner"
+)]
+#[command(
+    after_help = "Examples:\n  berth import rootfs.tar busybox:latest\n  berth images\n  berth save -o app.tar --format oci app:latest\n  berth registry serve --addr 127.0.0.1:5000"
+)]
 struct Cli {
-    /// The local image store [default: /var/lib/berth as root, ~/.local/share/berth otherwise]
-    #[arg(long, global = true, env = "BERTH_ROOT", value_name = "DIR")]
+    /// The local image store [env: BERTH_ROOT] [default: /var/lib/berth as root, else $XDG_DATA_HOME/berth or ~/.local/share/berth]
+    #[arg(long, value_name = "DIR")]
     root: Option<PathBuf>,
 
     #[command(subcommand)]
@@ -37,11 +43,17 @@ enum Command {
     Save(commands::archive::Save),
     Load(commands::archive::Load),
     Import(commands::archive::Import),
+    Registry(commands::registry::RegistryCmd),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let root = cli.root.clone().unwrap_or_else(oci::ImageStore::default_root);
+    // default_root reads BERTH_ROOT (an empty value counts as unset).
+    let root = cli
+        .root
+        .clone()
+        .filter(|r| !r.as_os_str().is_empty())
+        .unwrap_or_else(oci::ImageStore::default_root);
     let result = match cli.command {
         Command::Images(c) => c.run(&root),
         Command::Tag(c) => c.run(&root),
@@ -52,12 +64,16 @@ fn main() -> ExitCode {
         Command::Save(c) => c.run(&root),
         Command::Load(c) => c.run(&root),
         Command::Import(c) => c.run(&root),
+        Command::Registry(c) => c.run(&root),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // A closed pipe (`berth images | head`) is not a failure worth a message.
-            if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) {
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
                 return ExitCode::SUCCESS;
             }
             eprintln!("berth: {e:#}");

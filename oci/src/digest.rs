@@ -68,12 +68,21 @@ impl Digest {
     pub fn new(algorithm: Algorithm, hex: &str) -> Result<Digest> {
         let input = || format!("{}:{hex}", algorithm.as_str());
         if hex.len() != algorithm.hex_len() {
-            return Err(Error::InvalidDigest { input: input(), reason: "wrong length for its algorithm" });
+            return Err(Error::InvalidDigest {
+                input: input(),
+                reason: "wrong length for its algorithm",
+            });
         }
         if !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            return Err(Error::InvalidDigest { input: input(), reason: "hex must be lowercase 0-9a-f" });
+            return Err(Error::InvalidDigest {
+                input: input(),
+                reason: "hex must be lowercase 0-9a-f",
+            });
         }
-        Ok(Digest { algorithm, hex: hex.to_owned() })
+        Ok(Digest {
+            algorithm,
+            hex: hex.to_owned(),
+        })
     }
 
     /// The hash function.
@@ -97,15 +106,26 @@ impl FromStr for Digest {
 
     fn from_str(s: &str) -> Result<Digest> {
         let Some((alg, hex)) = s.split_once(':') else {
-            return Err(Error::InvalidDigest { input: s.to_owned(), reason: "missing ':' between algorithm and hex" });
+            return Err(Error::InvalidDigest {
+                input: s.to_owned(),
+                reason: "missing ':' between algorithm and hex",
+            });
         };
         let algorithm = match alg {
             "sha256" => Algorithm::Sha256,
             "sha512" => Algorithm::Sha512,
-            _ => return Err(Error::InvalidDigest { input: s.to_owned(), reason: "unsupported algorithm (sha256, sha512)" }),
+            _ => {
+                return Err(Error::InvalidDigest {
+                    input: s.to_owned(),
+                    reason: "unsupported algorithm (sha256, sha512)",
+                })
+            }
         };
         Digest::new(algorithm, hex).map_err(|e| match e {
-            Error::InvalidDigest { reason, .. } => Error::InvalidDigest { input: s.to_owned(), reason },
+            Error::InvalidDigest { reason, .. } => Error::InvalidDigest {
+                input: s.to_owned(),
+                reason,
+            },
             other => other,
         })
     }
@@ -140,7 +160,9 @@ impl From<&Digest> for oci_spec::image::Digest {
     fn from(d: &Digest) -> Self {
         // Our digests are a strict subset of what oci-spec accepts.
         #[allow(clippy::expect_used)]
-        d.to_string().parse().expect("a validated digest is a valid oci-spec digest")
+        d.to_string()
+            .parse()
+            .expect("a validated digest is a valid oci-spec digest")
     }
 }
 
@@ -196,7 +218,11 @@ pub struct HashingWriter<W> {
 impl<W: Write> HashingWriter<W> {
     /// Wraps `inner`, hashing with `algorithm`.
     pub fn new(inner: W, algorithm: Algorithm) -> Self {
-        HashingWriter { inner, hasher: algorithm.hasher(), count: 0 }
+        HashingWriter {
+            inner,
+            hasher: algorithm.hasher(),
+            count: 0,
+        }
     }
 
     /// Bytes written so far.
@@ -212,6 +238,11 @@ impl<W: Write> HashingWriter<W> {
     /// Returns the inner writer, the digest and the byte count.
     pub fn finish(self) -> (W, Digest, u64) {
         (self.inner, self.hasher.finish(), self.count)
+    }
+
+    /// The digest of what was written so far, without finishing.
+    pub fn digest(&self) -> Digest {
+        self.hasher.clone().finish()
     }
 }
 
@@ -238,7 +269,11 @@ pub struct HashingReader<R> {
 impl<R: Read> HashingReader<R> {
     /// Wraps `inner`, hashing with `algorithm`.
     pub fn new(inner: R, algorithm: Algorithm) -> Self {
-        HashingReader { inner, hasher: algorithm.hasher(), count: 0 }
+        HashingReader {
+            inner,
+            hasher: algorithm.hasher(),
+            count: 0,
+        }
     }
 
     /// Bytes read so far.
@@ -298,7 +333,10 @@ mod tests {
             "sha512:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
         ] {
             let err = bad.parse::<Digest>().unwrap_err();
-            assert!(matches!(err, Error::InvalidDigest { .. }), "{bad:?} gave {err}");
+            assert!(
+                matches!(err, Error::InvalidDigest { .. }),
+                "{bad:?} gave {err}"
+            );
         }
     }
 

@@ -68,8 +68,11 @@ pub enum Error {
     /// No image is known under that name or ID.
     #[error("no such image: {0}")]
     ImageNotFound(String),
+    /// An ID prefix that several images share.
+    #[error("{0} is ambiguous: it matches several images; give more of the ID or a name")]
+    AmbiguousImage(String),
     /// A JSON document (manifest, index, config, archive metadata) did not parse.
-    #[error("invalid {what}: {source}")]
+    #[error("invalid {what}")]
     InvalidJson {
         /// Which document.
         what: &'static str,
@@ -94,7 +97,7 @@ pub enum Error {
         reason: String,
     },
     /// An I/O operation failed; `context` says which and on what.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What we were doing, with the path.
         context: String,
@@ -103,7 +106,7 @@ pub enum Error {
         source: io::Error,
     },
     /// The rocksdb image index failed.
-    #[error("image index at {path}: {source}")]
+    #[error("image index at {path}")]
     Index {
         /// Where the index lives.
         path: PathBuf,
@@ -122,7 +125,8 @@ impl Error {
             | Error::InvalidJson { .. }
             | Error::InvalidDocument { .. }
             | Error::InvalidArchive { .. }
-            | Error::LayerTooLarge { .. } => ErrorKind::InvalidInput,
+            | Error::LayerTooLarge { .. }
+            | Error::AmbiguousImage(_) => ErrorKind::InvalidInput,
             Error::BlobNotFound(_) | Error::ImageNotFound(_) => ErrorKind::NotFound,
             Error::DigestMismatch { .. } | Error::SizeMismatch { .. } => ErrorKind::Corrupt,
             Error::Io { .. } | Error::Index { .. } => ErrorKind::Io,
@@ -131,8 +135,39 @@ impl Error {
 
     /// Wraps an I/O error with what we were doing.
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
-        Error::Io { context: context.into(), source }
+        Error::Io {
+            context: context.into(),
+            source,
+        }
     }
+}
+
+/// The error and its causes on one line, `a: b: c`, for messages and tests.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// A parser's complaint cut to one short printable line: tar errors quote the bytes
+/// they choke on, which for a text file is the file itself.
+pub(crate) fn one_line(e: &dyn std::fmt::Display) -> String {
+    let s = e.to_string();
+    let first = s.lines().next().unwrap_or("");
+    let mut out: String = first
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .take(80)
+        .collect();
+    if first.chars().count() > 80 || s.lines().count() > 1 {
+        out.push('…');
+    }
+    out
 }
 
 /// `Result` with the crate's error.
@@ -146,6 +181,9 @@ pub trait IoContext<T> {
 
 impl<T> IoContext<T> for io::Result<T> {
     fn ctx<C: Into<String>>(self, context: impl FnOnce() -> C) -> Result<T> {
-        self.map_err(|source| Error::Io { context: context().into(), source })
+        self.map_err(|source| Error::Io {
+            context: context().into(),
+            source,
+        })
     }
 }

@@ -26,7 +26,10 @@ impl Manifest {
     /// the document does not carry its own, and checks what berth relies on.
     pub fn parse(bytes: &[u8], media_type: Option<&str>) -> Result<Manifest> {
         if bytes.len() > MAX_MANIFEST_SIZE {
-            return Err(Error::InvalidDocument { what: "manifest", reason: "larger than 4 MiB".into() });
+            return Err(Error::InvalidDocument {
+                what: "manifest",
+                reason: "larger than 4 MiB".into(),
+            });
         }
         #[derive(serde::Deserialize)]
         struct Probe {
@@ -37,11 +40,17 @@ impl Manifest {
             manifests: Option<serde_json::Value>,
             config: Option<serde_json::Value>,
         }
-        let probe: Probe = serde_json::from_slice(bytes).map_err(|source| Error::InvalidJson { what: "manifest", source })?;
+        let probe: Probe = serde_json::from_slice(bytes).map_err(|source| Error::InvalidJson {
+            what: "manifest",
+            source,
+        })?;
         if probe.schema_version != Some(2) {
             return Err(Error::InvalidDocument {
                 what: "manifest",
-                reason: format!("schemaVersion must be 2, got {:?} (schema 1 is not supported)", probe.schema_version),
+                reason: format!(
+                    "schemaVersion must be 2, got {:?} (schema 1 is not supported)",
+                    probe.schema_version
+                ),
             });
         }
         let mt = probe.media_type.as_deref().or(media_type);
@@ -49,21 +58,36 @@ impl Manifest {
             Some(t) if media::is_index(t) => true,
             Some(t) if media::is_manifest(t) => false,
             Some(t) => {
-                return Err(Error::InvalidDocument { what: "manifest", reason: format!("unsupported media type {t}") })
+                return Err(Error::InvalidDocument {
+                    what: "manifest",
+                    reason: format!("unsupported media type {t}"),
+                })
             }
             None if probe.manifests.is_some() => true,
             None if probe.config.is_some() => false,
-            None => return Err(Error::InvalidDocument { what: "manifest", reason: "neither config nor manifests".into() }),
+            None => {
+                return Err(Error::InvalidDocument {
+                    what: "manifest",
+                    reason: "neither config nor manifests".into(),
+                })
+            }
         };
         let m = if index {
-            let idx: ImageIndex = serde_json::from_slice(bytes).map_err(|source| Error::InvalidJson { what: "index", source })?;
+            let idx: ImageIndex =
+                serde_json::from_slice(bytes).map_err(|source| Error::InvalidJson {
+                    what: "index",
+                    source,
+                })?;
             for d in idx.manifests() {
                 descriptor_digest(d)?;
             }
             Manifest::Index(idx)
         } else {
             let m: ImageManifest =
-                serde_json::from_slice(bytes).map_err(|source| Error::InvalidJson { what: "manifest", source })?;
+                serde_json::from_slice(bytes).map_err(|source| Error::InvalidJson {
+                    what: "manifest",
+                    source,
+                })?;
             descriptor_digest(m.config())?;
             for d in m.layers() {
                 descriptor_digest(d)?;
@@ -102,7 +126,10 @@ pub fn descriptor_digest(d: &Descriptor) -> Result<Digest> {
 
 /// Parses an image config (OCI or Docker; docker's extra fields are ignored).
 pub fn parse_config(bytes: &[u8]) -> Result<ImageConfiguration> {
-    serde_json::from_slice(bytes).map_err(|source| Error::InvalidJson { what: "image config", source })
+    serde_json::from_slice(bytes).map_err(|source| Error::InvalidJson {
+        what: "image config",
+        source,
+    })
 }
 
 /// The host's platform as OCI names it: (`linux`, `amd64` | `arm64` | ...).
@@ -136,7 +163,10 @@ mod tests {
         );
         let m = Manifest::parse(doc.as_bytes(), None).unwrap();
         assert_eq!(m.media_type(), media::DOCKER_MANIFEST);
-        assert_eq!(m.references().unwrap(), vec![D1.parse().unwrap(), D2.parse().unwrap()]);
+        assert_eq!(
+            m.references().unwrap(),
+            vec![D1.parse().unwrap(), D2.parse().unwrap()]
+        );
     }
 
     #[test]
@@ -156,7 +186,10 @@ mod tests {
 
     #[test]
     fn media_type_comes_from_the_hint_when_the_document_has_none() {
-        let doc = format!(r#"{{"schemaVersion":2,"config":{{"mediaType":"{}","size":1,"digest":"{D1}"}},"layers":[]}}"#, media::OCI_CONFIG);
+        let doc = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"{}","size":1,"digest":"{D1}"}},"layers":[]}}"#,
+            media::OCI_CONFIG
+        );
         let m = Manifest::parse(doc.as_bytes(), Some(media::OCI_MANIFEST)).unwrap();
         assert_eq!(m.media_type(), media::OCI_MANIFEST);
     }

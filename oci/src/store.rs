@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use oci_spec::image::{
-    DescriptorBuilder, HistoryBuilder, ImageConfiguration, ImageConfigurationBuilder, ImageManifest,
-    ImageManifestBuilder, RootFsBuilder,
+    DescriptorBuilder, HistoryBuilder, ImageConfiguration, ImageConfigurationBuilder,
+    ImageManifest, ImageManifestBuilder, RootFsBuilder,
 };
 use serde::{Deserialize, Serialize};
 
@@ -28,7 +28,9 @@ use crate::content::{ContentStore, Expected, LocalStore};
 use crate::digest::{Algorithm, Digest};
 use crate::error::{Error, IoContext, Result};
 use crate::layer::{Compression, LayerInfo, LayerWriter};
-use crate::manifest::{descriptor_digest, host_platform, parse_config, Manifest, MAX_MANIFEST_SIZE};
+use crate::manifest::{
+    descriptor_digest, host_platform, parse_config, Manifest, MAX_MANIFEST_SIZE,
+};
 use crate::media;
 use crate::reference::Reference;
 
@@ -79,14 +81,18 @@ impl Image {
 
     /// When the image was created, from its config.
     pub fn created(&self) -> Option<chrono::DateTime<chrono::Utc>> {
-        self.config.created().as_deref().and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok()).map(|t| t.to_utc())
+        self.config
+            .created()
+            .as_deref()
+            .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+            .map(|t| t.to_utc())
     }
 }
 
 /// What `prune` removed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PruneReport {
-    /// Untagged images dropped from the index.
+    /// Image IDs (config digests) of the untagged images dropped from the index.
     pub images: Vec<Digest>,
     /// Blobs deleted.
     pub blobs: usize,
@@ -129,7 +135,11 @@ impl ImageStore {
             fs::create_dir_all(&p).ctx(|| format!("create {}", p.display()))?;
         }
         let content = LocalStore::open(root.join("content"))?;
-        Ok(ImageStore { root, content })
+        let store = ImageStore { root, content };
+        if !store.root.join("index/CURRENT").exists() {
+            store.with_index(|_| Ok(()))?;
+        }
+        Ok(store)
     }
 
     /// The store's root directory.
@@ -147,7 +157,21 @@ impl ImageStore {
         self.root.join("tmp")
     }
 
+    /// Runs `f` on the index opened read-write, under the exclusive lock.
     fn with_index<T>(&self, f: impl FnOnce(&rocksdb::DB) -> Result<T>) -> Result<T> {
+        self.open_index(false, f)
+    }
+
+    /// Runs `f` on the index opened read-only (no write-ahead log is created), under the lock.
+    fn read_index<T>(&self, f: impl FnOnce(&rocksdb::DB) -> Result<T>) -> Result<T> {
+        self.open_index(true, f)
+    }
+
+    fn open_index<T>(
+        &self,
+        read_only: bool,
+        f: impl FnOnce(&rocksdb::DB) -> Result<T>,
+    ) -> Result<T> {
         let lock_path = self.root.join("index.lock");
         let lock = fs::OpenOptions::new()
             .create(true)
@@ -162,7 +186,15 @@ impl ImageStore {
         opts.create_if_missing(true);
         opts.set_keep_log_file_num(2);
         opts.set_max_open_files(64);
-        let db = rocksdb::DB::open(&opts, &path).map_err(|source| Error::Index { path: path.clone(), source })?;
+        let db = if read_only {
+            rocksdb::DB::open_for_read_only(&opts, &path, false)
+        } else {
+            rocksdb::DB::open(&opts, &path)
+        }
+        .map_err(|source| Error::Index {
+            path: path.clone(),
+            source,
+        })?;
         let out = f(&db);
         drop(db);
         drop(lock);
@@ -170,15 +202,36 @@ impl ImageStore {
     }
 
     fn index_err(&self) -> impl Fn(rocksdb::Error) -> Error + '_ {
-        move |source| Error::Index { path: self.root.join("index"), source }
+        move |source| Error::Index {
+            path: self.root.join("index"),
+            source,
+        }
     }
 
     /// Points `name` at `target`, replacing what it pointed at before.
     pub fn set_name(&self, name: &Reference, target: &Target) -> Result<()> {
-        let value = serde_json::to_vec(target).map_err(|source| Error::InvalidJson { what: "index entry", source })?;
+        let value = serde_json::to_vec(target).map_err(|source| Error::InvalidJson {
+            what: "index entry",
+            source,
+        })?;
         self.with_index(|db| {
+            let key = format!("{NAME_PREFIX}{name}");
             let mut batch = rocksdb::WriteBatch::default();
-            batch.put(format!("{NAME_PREFIX}{name}"), &value);
+            // The image this name leaves stays, untagged, unless another name keeps it.
+            if let Some(old) = db
+                .get(&key)
+                .map_err(self.index_err())?
+                .map(|v| parse_target(&v))
+                .transpose()?
+            {
+                if old.digest != target.digest && !named_elsewhere(db, &key, &old.digest)? {
+                    batch.put(
+                        format!("{DANGLING_PREFIX}{}", old.digest),
+                        serde_json::to_vec(&old).unwrap_or_default(),
+                    );
+                }
+            }
+            batch.put(&key, &value);
             // A name makes the image no longer dangling.
             batch.delete(format!("{DANGLING_PREFIX}{}", target.digest));
             db.write(batch).map_err(self.index_err())
@@ -187,8 +240,18 @@ impl ImageStore {
 
     /// Records an image that has no name (docker's `<none>:<none>`).
     pub fn add_dangling(&self, target: &Target) -> Result<()> {
-        let value = serde_json::to_vec(target).map_err(|source| Error::InvalidJson { what: "index entry", source })?;
-        self.with_index(|db| db.put(format!("{DANGLING_PREFIX}{}", target.digest), &value).map_err(self.index_err()))
+        let value = serde_json::to_vec(target).map_err(|source| Error::InvalidJson {
+            what: "index entry",
+            source,
+        })?;
+        self.with_index(|db| {
+            // An image that has a name is not dangling.
+            if named_elsewhere(db, "", &target.digest)? {
+                return Ok(());
+            }
+            db.put(format!("{DANGLING_PREFIX}{}", target.digest), &value)
+                .map_err(self.index_err())
+        })
     }
 
     /// Removes a name; returns what it pointed at.
@@ -213,14 +276,17 @@ impl ImageStore {
 
     /// What `name` points at, if anything.
     pub fn get(&self, name: &Reference) -> Result<Option<Target>> {
-        self.with_index(|db| {
-            db.get(format!("{NAME_PREFIX}{name}")).map_err(self.index_err())?.map(|v| parse_target(&v)).transpose()
+        self.read_index(|db| {
+            db.get(format!("{NAME_PREFIX}{name}"))
+                .map_err(self.index_err())?
+                .map(|v| parse_target(&v))
+                .transpose()
         })
     }
 
     /// Every record, named ones first in name order, then the dangling ones.
     pub fn list(&self) -> Result<Vec<ImageRecord>> {
-        self.with_index(|db| {
+        self.read_index(|db| {
             let mut out = Vec::new();
             for item in db.iterator(rocksdb::IteratorMode::Start) {
                 let (k, v) = item.map_err(self.index_err())?;
@@ -242,12 +308,29 @@ impl ImageStore {
     /// Finds an image by name, by image ID (config digest, full or a prefix of at least
     /// four hex characters, with or without `sha256:`), or by manifest digest.
     pub fn resolve(&self, what: &str) -> Result<ImageRecord> {
+        // A name wins over an ID prefix, as in docker: `ff4c` may be a repository.
+        if let Ok(name) = what.parse::<Reference>() {
+            if name.digest().is_none() {
+                if let Some(target) = self.get(&name)? {
+                    return Ok(ImageRecord {
+                        name: Some(name),
+                        target,
+                    });
+                }
+            }
+        }
         let hexish = what.strip_prefix("sha256:").unwrap_or(what);
-        let looks_like_id = hexish.len() >= 4 && hexish.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        let looks_like_id = hexish.len() >= 4
+            && hexish
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
         if looks_like_id {
             let mut found: Vec<ImageRecord> = Vec::new();
             for rec in self.list()? {
-                let id_matches = self.image(&rec.target).map(|img| img.id.hex().starts_with(hexish)).unwrap_or(false);
+                let id_matches = self
+                    .image(&rec.target)
+                    .map(|img| img.id.hex().starts_with(hexish))
+                    .unwrap_or(false);
                 if id_matches || rec.target.digest.hex().starts_with(hexish) {
                     found.push(rec);
                 }
@@ -257,7 +340,7 @@ impl ImageStore {
             match digests.len() {
                 0 => {}
                 1 => return Ok(found.remove(0)),
-                _ => return Err(Error::ImageNotFound(format!("{what} (ambiguous: matches several images)"))),
+                _ => return Err(Error::AmbiguousImage(what.to_owned())),
             }
         }
         let name: Reference = what.parse()?;
@@ -267,14 +350,14 @@ impl ImageStore {
             if let Some(rec) = self.list()?.into_iter().find(|r| {
                 &r.target.digest == digest && r.name.as_ref().is_none_or(|n| n.repository() == repo)
             }) {
-                return Ok(ImageRecord { name: Some(name.clone()), target: rec.target });
+                return Ok(ImageRecord {
+                    name: Some(name.clone()),
+                    target: rec.target,
+                });
             }
             return Err(Error::ImageNotFound(what.to_owned()));
         }
-        match self.get(&name)? {
-            Some(target) => Ok(ImageRecord { name: Some(name), target }),
-            None => Err(Error::ImageNotFound(what.to_owned())),
-        }
+        Err(Error::ImageNotFound(what.to_owned()))
     }
 
     /// Reads a manifest or index blob.
@@ -294,7 +377,13 @@ impl ImageStore {
                     let id = descriptor_digest(manifest.config())?;
                     let config_bytes = self.content.read_small(&id, MAX_CONFIG_SIZE)?;
                     let config = parse_config(&config_bytes)?;
-                    return Ok(Image { manifest, manifest_digest: digest, config, config_bytes, id });
+                    return Ok(Image {
+                        manifest,
+                        manifest_digest: digest,
+                        config,
+                        config_bytes,
+                        id,
+                    });
                 }
                 Manifest::Index(index) => {
                     let pick = index
@@ -307,19 +396,29 @@ impl ImageStore {
                         })
                         .or_else(|| (index.manifests().len() == 1).then(|| &index.manifests()[0]))
                         .ok_or_else(|| {
-                            Error::ImageNotFound(format!("{} has no image for {os}/{arch}", target.digest))
+                            Error::ImageNotFound(format!(
+                                "{} has no image for {os}/{arch}",
+                                target.digest
+                            ))
                         })?;
                     digest = descriptor_digest(pick)?;
                     media_type = pick.media_type().to_string();
                 }
             }
         }
-        Err(Error::InvalidDocument { what: "index", reason: "indexes nested more than 4 deep".into() })
+        Err(Error::InvalidDocument {
+            what: "index",
+            reason: "indexes nested more than 4 deep".into(),
+        })
     }
 
     /// Every blob reachable from `target`: the manifest or index, children, configs, layers.
     /// Children that are absent (a partial multi-platform pull) are skipped.
-    pub fn reachable(&self, target: &Target, out: &mut std::collections::BTreeSet<Digest>) -> Result<()> {
+    pub fn reachable(
+        &self,
+        target: &Target,
+        out: &mut std::collections::BTreeSet<Digest>,
+    ) -> Result<()> {
         if !out.insert(target.digest.clone()) {
             return Ok(());
         }
@@ -332,7 +431,11 @@ impl ImageStore {
             }
             Manifest::Index(i) => {
                 for d in i.manifests() {
-                    let child = Target { digest: descriptor_digest(d)?, media_type: d.media_type().to_string(), size: d.size() };
+                    let child = Target {
+                        digest: descriptor_digest(d)?,
+                        media_type: d.media_type().to_string(),
+                        size: d.size(),
+                    };
                     if self.content.contains(&child.digest)? {
                         self.reachable(&child, out)?;
                     }
@@ -347,15 +450,23 @@ impl ImageStore {
     pub fn prune(&self, grace: Duration) -> Result<PruneReport> {
         let mut report = PruneReport::default();
         for rec in self.list()? {
-            if rec.name.is_none() && self.remove_dangling(&rec.target.digest)? {
-                report.images.push(rec.target.digest.clone());
+            if rec.name.is_none() {
+                let id = self
+                    .image(&rec.target)
+                    .map(|i| i.id)
+                    .unwrap_or_else(|_| rec.target.digest.clone());
+                if self.remove_dangling(&rec.target.digest)? {
+                    report.images.push(id);
+                }
             }
         }
         let mut live = std::collections::BTreeSet::new();
         for rec in self.list()? {
             self.reachable(&rec.target, &mut live)?;
         }
-        let cutoff = SystemTime::now().checked_sub(grace).unwrap_or(SystemTime::UNIX_EPOCH);
+        let cutoff = SystemTime::now()
+            .checked_sub(grace)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
         let mut doomed = Vec::new();
         self.content.walk(&mut |info| {
             if !live.contains(&info.digest) && info.committed < cutoff {
@@ -369,11 +480,15 @@ impl ImageStore {
                 report.bytes += info.size;
             }
         }
+        report.bytes += self.content.remove_stale_ingests(cutoff)?;
         Ok(report)
     }
 
     /// Deletes those of `candidates` that no remaining image reaches (what `rmi` frees).
-    pub fn delete_unreferenced(&self, candidates: &std::collections::BTreeSet<Digest>) -> Result<Vec<Digest>> {
+    pub fn delete_unreferenced(
+        &self,
+        candidates: &std::collections::BTreeSet<Digest>,
+    ) -> Result<Vec<Digest>> {
         let mut live = std::collections::BTreeSet::new();
         for rec in self.list()? {
             self.reachable(&rec.target, &mut live)?;
@@ -390,12 +505,21 @@ impl ImageStore {
     /// Stores a manifest document and returns its target.
     pub fn put_manifest(&self, bytes: &[u8], media_type: &str) -> Result<Target> {
         let digest = self.content.put(bytes)?;
-        Ok(Target { digest, media_type: media_type.to_owned(), size: bytes.len() as u64 })
+        Ok(Target {
+            digest,
+            media_type: media_type.to_owned(),
+            size: bytes.len() as u64,
+        })
     }
 
     /// `docker import`: turns a rootfs tarball (plain, gzip or zstd) into a one-layer image
     /// named `name` (or untagged). The tar is checked entry by entry as it streams through.
-    pub fn import_rootfs(&self, tarball: impl Read, name: Option<&Reference>, opts: &ImportOptions) -> Result<ImageRecord> {
+    pub fn import_rootfs(
+        &self,
+        tarball: impl Read,
+        name: Option<&Reference>,
+        opts: &ImportOptions,
+    ) -> Result<ImageRecord> {
         let mut reader = crate::layer::LayerReader::new(tarball, u64::MAX)?;
         let ingest = self.content.writer(Algorithm::Sha256)?;
         let mut layer = LayerWriter::new(ingest, opts.compression)?;
@@ -407,7 +531,12 @@ impl ImageStore {
     }
 
     /// Writes config and manifest for `layers` with one history entry per layer, and names it.
-    fn commit_image(&self, layers: &[LayerInfo], created_by: &HistoryEntry, name: Option<&Reference>) -> Result<ImageRecord> {
+    fn commit_image(
+        &self,
+        layers: &[LayerInfo],
+        created_by: &HistoryEntry,
+        name: Option<&Reference>,
+    ) -> Result<ImageRecord> {
         let (os, arch) = host_platform();
         let created = created_by.created.clone();
         let history = layers
@@ -423,7 +552,12 @@ impl ImageStore {
             .map_err(doc_err("image config"))?;
         let rootfs = RootFsBuilder::default()
             .typ("layers")
-            .diff_ids(layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>())
+            .diff_ids(
+                layers
+                    .iter()
+                    .map(|l| l.diff_id.to_string())
+                    .collect::<Vec<_>>(),
+            )
             .build()
             .map_err(doc_err("image config"))?;
         let config = ImageConfigurationBuilder::default()
@@ -432,10 +566,17 @@ impl ImageStore {
             .os(os)
             .rootfs(rootfs)
             .history(history)
-            .config(oci_spec::image::ConfigBuilder::default().build().map_err(doc_err("image config"))?)
+            .config(
+                oci_spec::image::ConfigBuilder::default()
+                    .build()
+                    .map_err(doc_err("image config"))?,
+            )
             .build()
             .map_err(doc_err("image config"))?;
-        let config_bytes = serde_json::to_vec(&config).map_err(|source| Error::InvalidJson { what: "image config", source })?;
+        let config_bytes = serde_json::to_vec(&config).map_err(|source| Error::InvalidJson {
+            what: "image config",
+            source,
+        })?;
         let config_digest = self.content.put(&config_bytes)?;
         let layer_descs = layers
             .iter()
@@ -462,10 +603,16 @@ impl ImageStore {
             .layers(layer_descs)
             .build()
             .map_err(doc_err("manifest"))?;
-        let bytes = serde_json::to_vec(&manifest).map_err(|source| Error::InvalidJson { what: "manifest", source })?;
+        let bytes = serde_json::to_vec(&manifest).map_err(|source| Error::InvalidJson {
+            what: "manifest",
+            source,
+        })?;
         let target = self.put_manifest(&bytes, media::OCI_MANIFEST)?;
         self.name_or_dangle(name, &target)?;
-        Ok(ImageRecord { name: name.cloned(), target })
+        Ok(ImageRecord {
+            name: name.cloned(),
+            target,
+        })
     }
 
     /// Names `target`, or records it as dangling when there is no name.
@@ -477,12 +624,35 @@ impl ImageStore {
     }
 }
 
+/// True when a name other than `except_key` points at `digest`.
+fn named_elsewhere(db: &rocksdb::DB, except_key: &str, digest: &Digest) -> Result<bool> {
+    for item in db.prefix_iterator(NAME_PREFIX) {
+        let (k, v) = item.map_err(|source| Error::Index {
+            path: PathBuf::from("index"),
+            source,
+        })?;
+        if !k.starts_with(NAME_PREFIX.as_bytes()) {
+            break;
+        }
+        if k.as_ref() != except_key.as_bytes() && parse_target(&v)?.digest == *digest {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 fn doc_err<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> Error {
-    move |e| Error::InvalidDocument { what, reason: e.to_string() }
+    move |e| Error::InvalidDocument {
+        what,
+        reason: e.to_string(),
+    }
 }
 
 fn parse_target(v: &[u8]) -> Result<Target> {
-    serde_json::from_slice(v).map_err(|source| Error::InvalidJson { what: "index entry", source })
+    serde_json::from_slice(v).map_err(|source| Error::InvalidJson {
+        what: "index entry",
+        source,
+    })
 }
 
 /// Copies a tar stream into `out`, parsing it as it goes so that a file that is not a
@@ -499,14 +669,20 @@ fn copy_checking_tar(input: &mut impl Read, out: &mut impl Write) -> Result<()> 
             Ok(n)
         }
     }
-    let bad = |reason: String| Error::InvalidArchive { path: "rootfs tarball".into(), reason };
+    let bad = |reason: String| Error::InvalidArchive {
+        path: "rootfs tarball".into(),
+        reason,
+    };
     let mut tee = Tee { r: input, w: out };
     let mut entries = 0usize;
     {
         let mut archive = tar::Archive::new(&mut tee);
-        for entry in archive.entries().map_err(|e| bad(e.to_string()))? {
-            let mut entry = entry.map_err(|e| bad(e.to_string()))?;
-            std::io::copy(&mut entry, &mut std::io::sink()).map_err(|e| bad(format!("truncated entry: {e}")))?;
+        let not_tar =
+            |e: std::io::Error| bad(format!("not a tar stream ({})", crate::error::one_line(&e)));
+        for entry in archive.entries().map_err(not_tar)? {
+            let mut entry = entry.map_err(not_tar)?;
+            std::io::copy(&mut entry, &mut std::io::sink())
+                .map_err(|e| bad(format!("truncated entry ({})", crate::error::one_line(&e))))?;
             entries += 1;
         }
     }
@@ -514,7 +690,8 @@ fn copy_checking_tar(input: &mut impl Read, out: &mut impl Write) -> Result<()> 
         return Err(bad("no tar entries (is it a tar file?)".into()));
     }
     // Keep the end-of-archive blocks and any padding, so the diffID covers the whole input.
-    std::io::copy(&mut tee, &mut std::io::sink()).map_err(|e| Error::io("read rootfs tarball", e))?;
+    std::io::copy(&mut tee, &mut std::io::sink())
+        .map_err(|e| Error::io("read rootfs tarball", e))?;
     Ok(())
 }
 
@@ -540,15 +717,22 @@ impl ImportOptions {
         HistoryEntry {
             created: created_now(),
             created_by: format!("berth import {}", self.source),
-            comment: self.message.clone().unwrap_or_else(|| format!("Imported from {}", self.source)),
+            comment: self
+                .message
+                .clone()
+                .unwrap_or_else(|| format!("Imported from {}", self.source)),
         }
     }
 }
 
 /// Now as RFC 3339, or `SOURCE_DATE_EPOCH` when it is set, so that images are reproducible.
 pub fn created_now() -> String {
-    let epoch = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.trim().parse::<i64>().ok());
-    let t = epoch.and_then(|s| chrono::DateTime::from_timestamp(s, 0)).unwrap_or_else(chrono::Utc::now);
+    let epoch = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok());
+    let t = epoch
+        .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+        .unwrap_or_else(chrono::Utc::now);
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
@@ -572,7 +756,11 @@ mod tests {
     }
 
     fn opts() -> ImportOptions {
-        ImportOptions { compression: Compression::Gzip, message: None, source: "-".into() }
+        ImportOptions {
+            compression: Compression::Gzip,
+            message: None,
+            source: "-".into(),
+        }
     }
 
     #[test]
@@ -583,7 +771,10 @@ mod tests {
         let rec = s.import_rootfs(&tar[..], Some(&name), &opts()).unwrap();
         let img = s.image(&rec.target).unwrap();
         assert_eq!(img.manifest.layers().len(), 1);
-        assert_eq!(img.config.rootfs().diff_ids(), &vec![Digest::of(&tar).to_string()]);
+        assert_eq!(
+            img.config.rootfs().diff_ids(),
+            &vec![Digest::of(&tar).to_string()]
+        );
         assert_eq!(s.resolve("app:v1").unwrap().target, rec.target);
         assert_eq!(s.resolve(img.id.short()).unwrap().target, rec.target);
         assert_eq!(s.resolve(&img.id.to_string()).unwrap().target, rec.target);
@@ -592,7 +783,13 @@ mod tests {
     #[test]
     fn import_refuses_what_is_not_a_tar() {
         let (s, _d) = store();
-        let err = s.import_rootfs(&b"definitely not a tarball, just some text"[..], None, &opts()).unwrap_err();
+        let err = s
+            .import_rootfs(
+                &b"definitely not a tarball, just some text"[..],
+                None,
+                &opts(),
+            )
+            .unwrap_err();
         assert!(err.to_string().contains("rootfs tarball"), "{err}");
         let mut truncated = rootfs_tar();
         truncated.truncate(600);
@@ -605,7 +802,9 @@ mod tests {
         let (s, _d) = store();
         let a: Reference = "a".parse().unwrap();
         let b: Reference = "b:2".parse().unwrap();
-        let rec = s.import_rootfs(&rootfs_tar()[..], Some(&a), &opts()).unwrap();
+        let rec = s
+            .import_rootfs(&rootfs_tar()[..], Some(&a), &opts())
+            .unwrap();
         s.set_name(&b, &rec.target).unwrap();
         assert_eq!(s.list().unwrap().len(), 2);
         assert_eq!(s.remove_name(&a).unwrap(), Some(rec.target.clone()));
@@ -616,7 +815,10 @@ mod tests {
         let report = s.prune(Duration::ZERO).unwrap();
         assert_eq!(report.blobs, 1);
         assert!(!s.content().contains(&stray).unwrap());
-        assert!(s.image(&rec.target).is_ok(), "named image must survive prune");
+        assert!(
+            s.image(&rec.target).is_ok(),
+            "named image must survive prune"
+        );
         s.remove_name(&b).unwrap();
         assert_eq!(s.prune(Duration::ZERO).unwrap().blobs, 3);
     }
@@ -637,6 +839,13 @@ mod tests {
                 });
             }
         });
-        assert_eq!(s.list().unwrap().iter().filter(|r| r.name.is_some()).count(), 100);
+        assert_eq!(
+            s.list()
+                .unwrap()
+                .iter()
+                .filter(|r| r.name.is_some())
+                .count(),
+            100
+        );
     }
 }

@@ -36,7 +36,9 @@ async fn young(registry: &Registry, path: &str, cutoff: SystemTime) -> Result<bo
 
 /// Runs one mark-and-sweep; with `dry_run` it only reports.
 pub async fn collect(registry: &Registry, dry_run: bool, grace: Duration) -> Result<GcReport> {
-    let cutoff = SystemTime::now().checked_sub(grace).unwrap_or(SystemTime::UNIX_EPOCH);
+    let cutoff = SystemTime::now()
+        .checked_sub(grace)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
     let driver = registry.driver().clone();
     let mut report = GcReport::default();
     let mut marked: BTreeSet<Digest> = BTreeSet::new();
@@ -54,7 +56,9 @@ pub async fn collect(registry: &Registry, dry_run: bool, grace: Duration) -> Res
         let mut parsed: HashMap<Digest, Manifest> = HashMap::new();
         let mut subjects: HashMap<Digest, Vec<Digest>> = HashMap::new();
         for d in &all {
-            let Ok(bytes) = driver.get(&paths::blob_data(d)).await else { continue };
+            let Ok(bytes) = driver.get(&paths::blob_data(d)).await else {
+                continue;
+            };
             if let Ok(m) = Manifest::parse(&bytes, None) {
                 parsed.insert(d.clone(), m);
             }
@@ -63,7 +67,11 @@ pub async fn collect(registry: &Registry, dry_run: bool, grace: Duration) -> Res
                 subject: Option<serde_json::Value>,
             }
             if let Ok(Subject { subject: Some(s) }) = serde_json::from_slice::<Subject>(&bytes) {
-                if let Some(sd) = s.get("digest").and_then(|v| v.as_str()).and_then(|v| v.parse::<Digest>().ok()) {
+                if let Some(sd) = s
+                    .get("digest")
+                    .and_then(|v| v.as_str())
+                    .and_then(|v| v.parse::<Digest>().ok())
+                {
                     subjects.entry(sd).or_default().push(d.clone());
                 }
             }
@@ -87,7 +95,11 @@ pub async fn collect(registry: &Registry, dry_run: bool, grace: Duration) -> Res
                 continue;
             }
             if let Some(Manifest::Index(i)) = parsed.get(&d) {
-                work.extend(i.manifests().iter().filter_map(|c| oci::manifest::descriptor_digest(c).ok()));
+                work.extend(
+                    i.manifests()
+                        .iter()
+                        .filter_map(|c| oci::manifest::descriptor_digest(c).ok()),
+                );
             }
             work.extend(subjects.get(&d).cloned().unwrap_or_default());
         }
@@ -110,7 +122,9 @@ pub async fn collect(registry: &Registry, dry_run: bool, grace: Duration) -> Res
         let base = paths::blobs_dir(alg);
         for prefix in list(registry, &base).await? {
             for hex in list(registry, &format!("{base}/{prefix}")).await? {
-                let Ok(d) = oci::Digest::new(alg, &hex) else { continue };
+                let Ok(d) = oci::Digest::new(alg, &hex) else {
+                    continue;
+                };
                 if marked.contains(&d) {
                     continue;
                 }

@@ -25,9 +25,19 @@ struct Inner {
 
 impl Metrics {
     /// Counts one request.
-    pub fn record(&self, route: &'static str, method: &str, status: u16, bytes_in: u64, bytes_out: u64, _took: Duration) {
+    pub fn record(
+        &self,
+        route: &'static str,
+        method: &str,
+        status: u16,
+        bytes_in: u64,
+        bytes_out: u64,
+        _took: Duration,
+    ) {
         let mut m = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        *m.requests.entry((route, method.to_owned(), status)).or_default() += 1;
+        *m.requests
+            .entry((route, method.to_owned(), status))
+            .or_default() += 1;
         *m.bytes_in.entry(route).or_default() += bytes_in;
         *m.bytes_out.entry(route).or_default() += bytes_out;
     }
@@ -49,14 +59,25 @@ impl Metrics {
     pub fn render(&self) -> String {
         let m = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let mut out = String::new();
-        let _ = writeln!(out, "# HELP berth_registry_requests_total HTTP requests by route, method and status.");
+        let _ = writeln!(
+            out,
+            "# HELP berth_registry_requests_total HTTP requests by route, method and status."
+        );
         let _ = writeln!(out, "# TYPE berth_registry_requests_total counter");
         for ((route, method, status), n) in &m.requests {
             let _ = writeln!(out, "berth_registry_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {n}");
         }
         for (name, help, map) in [
-            ("berth_registry_bytes_received_total", "Request body bytes by route.", &m.bytes_in),
-            ("berth_registry_bytes_sent_total", "Response body bytes by route.", &m.bytes_out),
+            (
+                "berth_registry_bytes_received_total",
+                "Request body bytes by route.",
+                &m.bytes_in,
+            ),
+            (
+                "berth_registry_bytes_sent_total",
+                "Response body bytes by route.",
+                &m.bytes_out,
+            ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             for (route, n) in map {
@@ -69,7 +90,11 @@ impl Metrics {
             let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {n}");
         }
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", m.upload_count);
-        let _ = writeln!(out, "{name}_sum {}\n{name}_count {}", m.upload_sum, m.upload_count);
+        let _ = writeln!(
+            out,
+            "{name}_sum {}\n{name}_count {}",
+            m.upload_sum, m.upload_count
+        );
         out
     }
 }
@@ -85,7 +110,12 @@ mod tests {
         m.record("blob", "GET", 200, 0, 6, Duration::ZERO);
         m.record_upload(Duration::from_millis(70));
         let text = m.render();
-        assert!(text.contains("berth_registry_requests_total{route=\"blob\",method=\"GET\",status=\"200\"} 2"), "{text}");
+        assert!(
+            text.contains(
+                "berth_registry_requests_total{route=\"blob\",method=\"GET\",status=\"200\"} 2"
+            ),
+            "{text}"
+        );
         assert!(text.contains("berth_registry_bytes_sent_total{route=\"blob\"} 1240"));
         assert!(text.contains("berth_registry_upload_finish_seconds_bucket{le=\"0.05\"} 0"));
         assert!(text.contains("berth_registry_upload_finish_seconds_bucket{le=\"0.1\"} 1"));

@@ -15,7 +15,9 @@ use oci::{ImageRecord, Reference};
 
 /// Save one or more images to a tar archive (streamed to STDOUT by default)
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  berth save -o busybox.tar busybox\n  berth save --format oci -o app.tar app:ci app:latest\n  berth save app | gzip > app.tar.gz")]
+#[command(
+    after_help = "Examples:\n  berth save -o busybox.tar busybox\n  berth save --format oci -o app.tar app:ci app:latest\n  berth save app | gzip > app.tar.gz"
+)]
 pub struct Save {
     /// Write to a file, instead of STDOUT
     #[arg(short, long, value_name = "FILE")]
@@ -33,7 +35,11 @@ impl Save {
     /// name and renamed when complete, so a failed save leaves no partial archive.
     pub fn run(self, root: &Path) -> Result<()> {
         let store = open_store(root)?;
-        let images = self.images.iter().map(|i| store.resolve(i)).collect::<oci::Result<Vec<ImageRecord>>>()?;
+        let images = self
+            .images
+            .iter()
+            .map(|i| store.resolve(i))
+            .collect::<oci::Result<Vec<ImageRecord>>>()?;
         let write = |out: &mut dyn Write| -> Result<()> {
             let mut sink = TarSink::new(out);
             match self.format.as_str() {
@@ -45,7 +51,10 @@ impl Save {
         };
         match &self.output {
             Some(path) => {
-                let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                let dir = path
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
                 let tmp = tempfile::Builder::new()
                     .prefix(".berth-save-")
                     .tempfile_in(dir)
@@ -55,8 +64,10 @@ impl Save {
                 let tmp = out.into_inner().map_err(|e| e.into_error())?;
                 tmp.as_file().sync_all()?;
                 // Temporary files are private (0600); an archive is an ordinary file.
-                tmp.as_file().set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
-                tmp.persist(path).with_context(|| format!("write {}", path.display()))?;
+                tmp.as_file()
+                    .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+                tmp.persist(path)
+                    .with_context(|| format!("write {}", path.display()))?;
             }
             None => {
                 if io::stdout().is_terminal() {
@@ -71,7 +82,9 @@ impl Save {
 
 /// Load images from a tar archive (docker or OCI, plain or compressed) or an OCI layout directory
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  berth load -i busybox.tar\n  gunzip -c app.tar.gz | berth load\n  berth load -i ./oci-layout-dir")]
+#[command(
+    after_help = "Examples:\n  berth load -i busybox.tar\n  gunzip -c app.tar.gz | berth load\n  berth load -i ./oci-layout-dir"
+)]
 pub struct Load {
     /// Read from this archive (or OCI layout directory) instead of STDIN
     #[arg(short, long, value_name = "FILE")]
@@ -94,7 +107,9 @@ impl Load {
             }
             None => {
                 if io::stdin().is_terminal() {
-                    bail!("requested load from STDIN, but STDIN is a terminal: use -i FILE or a pipe");
+                    bail!(
+                        "requested load from STDIN, but STDIN is a terminal: use -i FILE or a pipe"
+                    );
                 }
                 load_any(&store, io::stdin().lock(), "STDIN")?
             }
@@ -120,7 +135,9 @@ fn load_any(store: &oci::ImageStore, input: impl Read, name: &str) -> Result<Vec
 
 /// Import the contents from a tarball to create a filesystem image
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  berth import rootfs.tar busybox:latest\n  tar -C rootfs -c . | berth import - app:base")]
+#[command(
+    after_help = "Examples:\n  berth import rootfs.tar busybox:latest\n  tar -C rootfs -c . | berth import - app:base"
+)]
 pub struct Import {
     /// A rootfs tarball (plain, gzip or zstd), or - for STDIN
     file: String,
@@ -138,12 +155,23 @@ pub struct Import {
 impl Import {
     /// Streams the tarball into one compressed layer and prints the new image ID.
     pub fn run(self, root: &Path) -> Result<()> {
-        let name = self.reference.as_deref().map(str::parse::<Reference>).transpose()?;
+        let name = self
+            .reference
+            .as_deref()
+            .map(str::parse::<Reference>)
+            .transpose()?;
         if name.as_ref().is_some_and(|n| n.digest().is_some()) {
             bail!("an imported image cannot be named by digest");
         }
         let store = open_store(root)?;
-        let opts = ImportOptions { compression: self.compression, message: self.message.clone(), source: self.file.clone() };
+        let opts = ImportOptions {
+            compression: self.compression,
+            message: self.message.clone(),
+            source: self.file.clone(),
+        };
+        if self.file == "-" && io::stdin().is_terminal() {
+            bail!("requested import from STDIN, but STDIN is a terminal: give a file or a pipe");
+        }
         let rec = if self.file == "-" {
             store.import_rootfs(io::stdin().lock(), name.as_ref(), &opts)
         } else {

@@ -15,7 +15,9 @@ use oci::{ImageRecord, ImageStore, Reference};
 
 /// List images
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  berth images\n  berth images busybox\n  berth images --format json\n  berth images -q")]
+#[command(
+    after_help = "Examples:\n  berth images\n  berth images busybox\n  berth images --format json\n  berth images -q"
+)]
 pub struct Images {
     /// Show only images of this repository (and tag)
     #[arg(value_name = "REPOSITORY[:TAG]")]
@@ -50,21 +52,45 @@ impl Images {
         let filter = self.filter.as_deref().map(parse_filter).transpose()?;
         let mut rows = Vec::new();
         for rec in store.list()? {
-            let img = store.image(&rec.target).with_context(|| format!("read image {}", rec.target.digest))?;
+            let img = store
+                .image(&rec.target)
+                .with_context(|| format!("read image {}", rec.target.digest))?;
             let (repository, tag) = match &rec.name {
                 Some(n) => (n.familiar_name(), n.tag().unwrap_or("<none>").to_owned()),
                 None => ("<none>".to_owned(), "<none>".to_owned()),
             };
             if let Some((repo, want_tag)) = &filter {
                 let same_repo = rec.name.as_ref().is_some_and(|n| n.repository() == *repo);
-                if !same_repo || want_tag.as_ref().is_some_and(|t| Some(t.as_str()) != rec.name.as_ref().and_then(|n| n.tag())) {
+                if !same_repo
+                    || want_tag.as_ref().is_some_and(|t| {
+                        Some(t.as_str()) != rec.name.as_ref().and_then(|n| n.tag())
+                    })
+                {
                     continue;
                 }
             }
-            rows.push(Row { repository, tag, id: img.id.clone(), digest: rec.target.digest, created: img.created(), size: img.size() });
+            rows.push(Row {
+                repository,
+                tag,
+                id: img.id.clone(),
+                digest: rec.target.digest,
+                created: img.created(),
+                size: img.size(),
+            });
         }
-        rows.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.repository.cmp(&b.repository)).then_with(|| a.tag.cmp(&b.tag)));
-        let id = |d: &oci::Digest| if self.no_trunc { d.to_string() } else { d.short().to_owned() };
+        rows.sort_by(|a, b| {
+            b.created
+                .cmp(&a.created)
+                .then_with(|| a.repository.cmp(&b.repository))
+                .then_with(|| a.tag.cmp(&b.tag))
+        });
+        let id = |d: &oci::Digest| {
+            if self.no_trunc {
+                d.to_string()
+            } else {
+                d.short().to_owned()
+            }
+        };
         let mut out = std::io::stdout().lock();
         if self.quiet {
             let mut seen = BTreeSet::new();
@@ -82,7 +108,7 @@ impl Images {
                     "Tag": r.tag,
                     "ID": id(&r.id),
                     "Digest": r.digest.to_string(),
-                    "CreatedAt": r.created.map(|c| c.to_rfc3339()),
+                    "CreatedAt": r.created.map(|c| c.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
                     "CreatedSince": format::since(r.created),
                     "Size": format::size(r.size),
                 });
@@ -114,12 +140,21 @@ impl Images {
 fn parse_filter(s: &str) -> Result<(String, Option<String>)> {
     let r: Reference = s.parse()?;
     let has_tag = s.rsplit('/').next().is_some_and(|last| last.contains(':'));
-    Ok((r.repository(), if has_tag { r.tag().map(String::from) } else { None }))
+    Ok((
+        r.repository(),
+        if has_tag {
+            r.tag().map(String::from)
+        } else {
+            None
+        },
+    ))
 }
 
 /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  berth tag busybox:latest localhost:5000/busybox:1.36\n  berth tag 3f57d9401f8d app:ci")]
+#[command(
+    after_help = "Examples:\n  berth tag busybox:latest localhost:5000/busybox:1.36\n  berth tag 3f57d9401f8d app:ci"
+)]
 pub struct Tag {
     /// The image to tag: a name or an image ID
     #[arg(value_name = "SOURCE_IMAGE[:TAG]")]
@@ -135,7 +170,10 @@ impl Tag {
         let store = open_store(root)?;
         let target: Reference = self.target.parse()?;
         if target.digest().is_some() {
-            bail!("refusing to create a tag with a digest reference: {}", self.target);
+            bail!(
+                "refusing to create a tag with a digest reference: {}",
+                self.target
+            );
         }
         let source = store.resolve(&self.source)?;
         store.set_name(&target, &source.target)?;
@@ -171,7 +209,10 @@ impl Rmi {
             }
         }
         if failed > 0 {
-            bail!("{failed} of {} images could not be removed", self.images.len());
+            bail!(
+                "{failed} of {} images could not be removed",
+                self.images.len()
+            );
         }
         Ok(())
     }
@@ -180,11 +221,36 @@ impl Rmi {
 fn rmi_one(store: &ImageStore, what: &str, force: bool) -> Result<()> {
     let rec = store.resolve(what)?;
     let all = store.list()?;
-    let same: Vec<&ImageRecord> = all.iter().filter(|r| r.target.digest == rec.target.digest).collect();
-    // By name: untag only that name, unless it was the last one.
-    let by_name = what.parse::<Reference>().ok().is_some_and(|n| store.get(&n).ok().flatten().is_some());
+    let same: Vec<&ImageRecord> = all
+        .iter()
+        .filter(|r| r.target.digest == rec.target.digest)
+        .collect();
+    // By name: untag only that name. By name@digest: the names of that repository that
+    // point at the digest. By ID: every name, which takes -f when there are several.
+    let parsed = what.parse::<Reference>().ok();
+    let by_name = parsed
+        .as_ref()
+        .is_some_and(|n| n.digest().is_none() && store.get(n).ok().flatten().is_some());
+    let pinned = parsed.as_ref().filter(|n| n.digest().is_some());
     let to_untag: Vec<&ImageRecord> = if by_name {
-        same.iter().copied().filter(|r| r.name == rec.name).collect()
+        same.iter()
+            .copied()
+            .filter(|r| r.name == rec.name)
+            .collect()
+    } else if let Some(pinned) = pinned {
+        let repo = pinned.repository();
+        let names: Vec<&ImageRecord> = same
+            .iter()
+            .copied()
+            .filter(|r| r.name.as_ref().is_some_and(|n| n.repository() == repo))
+            .collect();
+        if names.len() > 1 && !force {
+            bail!(
+                "unable to delete {what} (must be forced): {} names of that repository refer to it",
+                names.len()
+            );
+        }
+        names
     } else {
         let names = same.iter().filter(|r| r.name.is_some()).count();
         if names > 1 && !force {
@@ -218,7 +284,9 @@ fn rmi_one(store: &ImageStore, what: &str, force: bool) -> Result<()> {
 
 /// Display detailed information on one or more images, as JSON
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  berth inspect busybox\n  berth inspect app:ci | jq '.[0].Config.Env'")]
+#[command(
+    after_help = "Examples:\n  berth inspect busybox\n  berth inspect app:ci | jq '.[0].Config.Env'"
+)]
 pub struct Inspect {
     /// Images: names or image IDs
     #[arg(required = true, value_name = "IMAGE")]
@@ -234,17 +302,22 @@ impl Inspect {
         for what in &self.images {
             let rec = store.resolve(what)?;
             let img = store.image(&rec.target)?;
-            let names: Vec<&Reference> =
-                all.iter().filter(|r| r.target.digest == rec.target.digest).filter_map(|r| r.name.as_ref()).collect();
-            let repo_tags: Vec<String> = names.iter().filter(|n| n.tag().is_some()).map(|n| n.familiar()).collect();
-            let mut repo_digests: Vec<String> =
-                names.iter().map(|n| format!("{}@{}", n.familiar_name(), rec.target.digest)).collect();
-            repo_digests.dedup();
+            let names: Vec<&Reference> = all
+                .iter()
+                .filter(|r| r.target.digest == rec.target.digest)
+                .filter_map(|r| r.name.as_ref())
+                .collect();
+            let repo_tags: Vec<String> = names
+                .iter()
+                .filter(|n| n.tag().is_some())
+                .map(|n| n.familiar())
+                .collect();
             let config: serde_json::Value = serde_json::from_slice(&img.config_bytes)?;
-            out.push(json!({
+            let mut obj = json!({
                 "Id": img.id.to_string(),
                 "RepoTags": repo_tags,
-                "RepoDigests": repo_digests,
+                // Registry digests are recorded by pull and push, which land with the client.
+                "RepoDigests": [],
                 "Created": config.get("created"),
                 "Author": config.get("author"),
                 "Architecture": config.get("architecture"),
@@ -260,7 +333,12 @@ impl Inspect {
                     "size": rec.target.size,
                 },
                 "Manifest": { "digest": img.manifest_digest.to_string(), "layers": img.manifest.layers() },
-            }));
+            });
+            // Fields the config does not have are left out rather than shown as null.
+            if let Some(map) = obj.as_object_mut() {
+                map.retain(|_, v| !v.is_null());
+            }
+            out.push(obj);
         }
         println!("{}", serde_json::to_string_pretty(&out)?);
         Ok(())
@@ -291,28 +369,54 @@ impl History {
         let history = img.config.history().clone().unwrap_or_default();
         let mut rows = Vec::new();
         for (i, h) in history.iter().enumerate() {
-            let size = if h.empty_layer().unwrap_or(false) { 0 } else { layers.next().map_or(0, |l| l.size()) };
-            let created = h.created().as_deref().and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok()).map(|t| t.to_utc());
-            let id = if i + 1 == history.len() { img.id.short().to_owned() } else { "<missing>".to_owned() };
+            let size = if h.empty_layer().unwrap_or(false) {
+                0
+            } else {
+                layers.next().map_or(0, |l| l.size())
+            };
+            let created = h
+                .created()
+                .as_deref()
+                .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+                .map(|t| t.to_utc());
+            let id = match (i + 1 == history.len(), self.no_trunc) {
+                (true, true) => img.id.to_string(),
+                (true, false) => img.id.short().to_owned(),
+                (false, _) => "<missing>".to_owned(),
+            };
             let mut by = h.created_by().clone().unwrap_or_default();
             if !self.no_trunc && by.chars().count() > 45 {
                 by = by.chars().take(44).collect::<String>() + "…";
             }
-            rows.push((id, created, by, size, h.comment().clone().unwrap_or_default()));
+            rows.push((
+                id,
+                created,
+                by,
+                size,
+                h.comment().clone().unwrap_or_default(),
+            ));
         }
         rows.reverse();
         let mut out = std::io::stdout().lock();
         if self.format == "json" {
             for (id, created, by, size, comment) in rows {
-                let obj = json!({"ID": id, "CreatedAt": created.map(|c| c.to_rfc3339()), "CreatedSince": format::since(created),
+                let obj = json!({"ID": id, "CreatedAt": created.map(|c| c.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)), "CreatedSince": format::since(created),
                                   "CreatedBy": by, "Size": format::size(size), "Comment": comment});
                 writeln!(out, "{obj}")?;
             }
             return Ok(());
         }
-        let mut table = vec![["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"].map(String::from).to_vec()];
+        let mut table = vec![["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]
+            .map(String::from)
+            .to_vec()];
         for (id, created, by, size, comment) in rows {
-            table.push(vec![id, format::since(created), by, format::size(size), comment]);
+            table.push(vec![
+                id,
+                format::since(created),
+                by,
+                format::size(size),
+                comment,
+            ]);
         }
         write!(out, "{}", format::table(&table))?;
         Ok(())
@@ -321,7 +425,9 @@ impl History {
 
 /// Remove untagged images and blobs no image uses
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  berth prune -f\n  berth prune -f --grace 0s   # also blobs written in the last hour")]
+#[command(
+    after_help = "Examples:\n  berth prune -f\n  berth prune -f --grace 0s   # also blobs written in the last hour"
+)]
 pub struct Prune {
     /// Do not prompt for confirmation
     #[arg(short, long)]
@@ -363,8 +469,12 @@ impl Prune {
 
 /// Parses `90s`, `10m`, `1h`, `2d` (or a bare number of seconds).
 pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, "s"), |i| s.split_at(i));
-    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?} (try 30s, 10m, 1h)"))?;
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (try 30s, 10m, 1h)"))?;
     let mult = match unit {
         "s" => 1,
         "m" => 60,

@@ -2,6 +2,7 @@
 
 pub mod archive;
 pub mod images;
+pub mod registry;
 
 use std::path::Path;
 

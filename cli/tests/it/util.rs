@@ -16,7 +16,10 @@ pub fn require_tool(tool: &str) -> bool {
         .status()
         .is_ok_and(|s| s.success());
     if !found {
-        assert!(!strict(), "{tool} is required (BERTH_TEST_STRICT=1): run ./setup --deps");
+        assert!(
+            !strict(),
+            "{tool} is required (BERTH_TEST_STRICT=1): run ./setup --deps"
+        );
         eprintln!("skipping: {tool} is not installed (run ./setup --deps)");
     }
     found
@@ -24,7 +27,10 @@ pub fn require_tool(tool: &str) -> bool {
 
 /// The repository root (fixtures/ and friends live there).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("cli/ has a parent").to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("cli/ has a parent")
+        .to_owned()
 }
 
 /// A berth with its own empty image store, removed when dropped.
@@ -34,19 +40,26 @@ pub struct Berth {
 
 impl Berth {
     pub fn new() -> Self {
-        Berth { root: tempfile::tempdir().expect("temp dir") }
+        Berth {
+            root: tempfile::tempdir().expect("temp dir"),
+        }
     }
 
     /// A `berth` command on this store.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
-        c.env("BERTH_ROOT", self.root.path()).env_remove("SOURCE_DATE_EPOCH").args(args);
+        c.env("BERTH_ROOT", self.root.path())
+            .env_remove("SOURCE_DATE_EPOCH")
+            .args(args);
         c
     }
 
     /// Runs berth and returns its output, whatever the exit status.
     pub fn output(&self, args: &[&str]) -> Output {
-        self.cmd(args).stdin(Stdio::null()).output().expect("run berth")
+        self.cmd(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run berth")
     }
 
     /// Runs berth, asserts success, and returns stdout.
@@ -66,7 +79,11 @@ impl Berth {
         let out = self.output(args);
         assert!(!out.status.success(), "berth {args:?} should have failed");
         let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-        assert_eq!(err.lines().count(), 1, "one clear line expected, got: {err}");
+        assert_eq!(
+            err.lines().count(),
+            1,
+            "one clear line expected, got: {err}"
+        );
         assert!(err.starts_with("berth: "), "{err}");
         err
     }
@@ -78,17 +95,28 @@ impl Berth {
         std::fs::write(dir.path().join("etc/motd"), content).expect("write");
         let tar = dir.path().join("rootfs.tar");
         let status = Command::new("tar")
-            .args(["-C", &dir.path().to_string_lossy(), "-cf", &tar.to_string_lossy(), "etc"])
+            .args([
+                "-C",
+                &dir.path().to_string_lossy(),
+                "-cf",
+                &tar.to_string_lossy(),
+                "etc",
+            ])
             .status()
             .expect("run tar");
         assert!(status.success());
-        self.ok(&["import", &tar.to_string_lossy(), name]).trim().to_owned()
+        self.ok(&["import", &tar.to_string_lossy(), name])
+            .trim()
+            .to_owned()
     }
 
     /// Makes the busybox base image with the fixture script, if busybox-static is there.
     pub fn busybox(&self, name: &str) -> bool {
         if !Path::new("/bin/busybox").exists() || !is_static("/bin/busybox") {
-            assert!(!strict(), "busybox-static is required (BERTH_TEST_STRICT=1): run ./setup --deps");
+            assert!(
+                !strict(),
+                "busybox-static is required (BERTH_TEST_STRICT=1): run ./setup --deps"
+            );
             eprintln!("skipping: busybox-static is not installed (run ./setup --deps)");
             return false;
         }
@@ -98,14 +126,21 @@ impl Berth {
             .env("BERTH_ROOT", self.root.path())
             .output()
             .expect("run fixtures/make-busybox-image");
-        assert!(out.status.success(), "make-busybox-image: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "make-busybox-image: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         true
     }
 }
 
 fn is_static(path: &str) -> bool {
     Command::new("sh")
-        .args(["-c", &format!("file -b {path} 2>/dev/null | grep -q static || ! ldd {path} >/dev/null 2>&1")])
+        .args([
+            "-c",
+            &format!("file -b {path} 2>/dev/null | grep -q static || ! ldd {path} >/dev/null 2>&1"),
+        ])
         .status()
         .is_ok_and(|s| s.success())
 }

@@ -5,7 +5,8 @@
 //! given, makes the data durable, and only then makes it visible under its digest.
 //! [`BlobWriter::abort`] (or dropping the writer) discards it. A blob that is visible is
 //! therefore always whole and always matches its name. Two writers of the same blob may
-//! run at once: both verify, and the second commit finds the blob already there.
+//! run at once: both verify, and the second commit atomically replaces the first's
+//! identical bytes.
 
 mod local;
 mod memory;
@@ -43,11 +44,17 @@ pub struct Expected<'a> {
 
 impl<'a> Expected<'a> {
     /// Nothing expected: commit under the computed digest.
-    pub const ANY: Expected<'static> = Expected { digest: None, size: None };
+    pub const ANY: Expected<'static> = Expected {
+        digest: None,
+        size: None,
+    };
 
     /// Expect exactly this digest and size, as a descriptor gives them.
     pub fn exactly(digest: &'a Digest, size: u64) -> Self {
-        Expected { digest: Some(digest), size: Some(size) }
+        Expected {
+            digest: Some(digest),
+            size: Some(size),
+        }
     }
 
     /// Checks computed values against the expectation.
@@ -55,12 +62,19 @@ impl<'a> Expected<'a> {
         if let Some(size) = self.size {
             if size != actual_size {
                 let digest = self.digest.unwrap_or(actual).clone();
-                return Err(Error::SizeMismatch { digest, expected: size, actual: actual_size });
+                return Err(Error::SizeMismatch {
+                    digest,
+                    expected: size,
+                    actual: actual_size,
+                });
             }
         }
         if let Some(d) = self.digest {
             if d != actual {
-                return Err(Error::DigestMismatch { expected: d.clone(), actual: actual.clone() });
+                return Err(Error::DigestMismatch {
+                    expected: d.clone(),
+                    actual: actual.clone(),
+                });
             }
         }
         Ok(())
@@ -78,6 +92,9 @@ pub trait BlobWriter: Write + Send {
 
     /// Bytes written so far.
     fn written(&self) -> u64;
+
+    /// The digest of what was written so far (the blob's digest once all is written).
+    fn digest(&self) -> Digest;
 }
 
 /// Blobs by digest; see the module docs for the lifecycle.
@@ -101,7 +118,10 @@ pub trait ContentStore: Send + Sync {
     fn put(&self, bytes: &[u8]) -> Result<Digest> {
         let mut w = self.writer(Algorithm::Sha256)?;
         w.write_all(bytes).map_err(|e| Error::io("write blob", e))?;
-        w.commit(Expected { digest: None, size: Some(bytes.len() as u64) })
+        w.commit(Expected {
+            digest: None,
+            size: Some(bytes.len() as u64),
+        })
     }
 
     /// Reads a small blob whole, refusing one larger than `limit` bytes.
@@ -112,7 +132,10 @@ pub trait ContentStore: Send + Sync {
             .read_to_end(&mut buf)
             .map_err(|e| Error::io(format!("read blob {digest}"), e))?;
         if buf.len() as u64 > limit {
-            return Err(Error::InvalidDocument { what: "blob", reason: format!("{digest} is larger than {limit} bytes") });
+            return Err(Error::InvalidDocument {
+                what: "blob",
+                reason: format!("{digest} is larger than {limit} bytes"),
+            });
         }
         let actual = {
             let mut h = digest.algorithm().hasher();
@@ -120,7 +143,10 @@ pub trait ContentStore: Send + Sync {
             h.finish()
         };
         if &actual != digest {
-            return Err(Error::DigestMismatch { expected: digest.clone(), actual });
+            return Err(Error::DigestMismatch {
+                expected: digest.clone(),
+                actual,
+            });
         }
         Ok(buf)
     }

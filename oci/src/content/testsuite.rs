@@ -29,7 +29,12 @@ pub fn wrong_digest_is_refused_and_invisible(store: &dyn ContentStore) {
     let mut w = store.writer(Algorithm::Sha256).unwrap();
     w.write_all(b"actual").unwrap();
     let claimed = Digest::of(b"claimed");
-    let err = w.commit(Expected { digest: Some(&claimed), size: None }).unwrap_err();
+    let err = w
+        .commit(Expected {
+            digest: Some(&claimed),
+            size: None,
+        })
+        .unwrap_err();
     assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
     assert!(store.info(&claimed).unwrap().is_none());
     assert!(store.info(&Digest::of(b"actual")).unwrap().is_none());
@@ -40,7 +45,17 @@ pub fn wrong_size_is_refused(store: &dyn ContentStore) {
     w.write_all(b"12345").unwrap();
     let d = Digest::of(b"12345");
     let err = w.commit(Expected::exactly(&d, 4)).unwrap_err();
-    assert!(matches!(err, Error::SizeMismatch { expected: 4, actual: 5, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::SizeMismatch {
+                expected: 4,
+                actual: 5,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(store.info(&d).unwrap().is_none());
 }
 
@@ -50,7 +65,12 @@ pub fn aborted_writer_leaves_nothing(store: &dyn ContentStore) {
     assert_eq!(w.written(), 11);
     w.abort().unwrap();
     let mut n = 0;
-    store.walk(&mut |_| { n += 1; Ok(()) }).unwrap();
+    store
+        .walk(&mut |_| {
+            n += 1;
+            Ok(())
+        })
+        .unwrap();
     assert_eq!(n, 0);
 }
 
@@ -63,8 +83,14 @@ pub fn two_writers_of_one_blob(store: &dyn ContentStore) {
         a.write_all(chunk).unwrap();
         b.write_all(chunk).unwrap();
     }
-    assert_eq!(a.commit(Expected::exactly(&d, data.len() as u64)).unwrap(), d);
-    assert_eq!(b.commit(Expected::exactly(&d, data.len() as u64)).unwrap(), d);
+    assert_eq!(
+        a.commit(Expected::exactly(&d, data.len() as u64)).unwrap(),
+        d
+    );
+    assert_eq!(
+        b.commit(Expected::exactly(&d, data.len() as u64)).unwrap(),
+        d
+    );
     assert_eq!(store.read_small(&d, 1 << 21).unwrap(), data);
 }
 
@@ -81,7 +107,13 @@ pub fn concurrent_writers_from_threads(store: &(dyn ContentStore + Sync)) {
         }
     });
     let mut n = 0;
-    store.walk(&mut |info| { assert_eq!(info.size, 300_000); n += 1; Ok(()) }).unwrap();
+    store
+        .walk(&mut |info| {
+            assert_eq!(info.size, 300_000);
+            n += 1;
+            Ok(())
+        })
+        .unwrap();
     assert_eq!(n, 2);
 }
 
@@ -97,7 +129,12 @@ pub fn delete_and_walk(store: &dyn ContentStore) {
     let a = blob(store, b"a");
     let b = blob(store, b"b");
     let mut seen = Vec::new();
-    store.walk(&mut |i| { seen.push(i.digest); Ok(()) }).unwrap();
+    store
+        .walk(&mut |i| {
+            seen.push(i.digest);
+            Ok(())
+        })
+        .unwrap();
     seen.sort();
     let mut want = vec![a.clone(), b.clone()];
     want.sort();
@@ -148,7 +185,17 @@ fn local_store_leaves_no_ingest_files_behind() {
     let mut w = store.writer(Algorithm::Sha256).unwrap();
     w.write_all(b"x").unwrap();
     let bad = Digest::of(b"y");
-    assert!(w.commit(Expected { digest: Some(&bad), size: None }).is_err());
+    assert!(w
+        .commit(Expected {
+            digest: Some(&bad),
+            size: None
+        })
+        .is_err());
     store.put(b"z").unwrap();
-    assert_eq!(std::fs::read_dir(dir.path().join("ingest")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("ingest"))
+            .unwrap()
+            .count(),
+        0
+    );
 }

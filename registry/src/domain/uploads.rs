@@ -43,7 +43,12 @@ impl FromStr for UploadId {
     fn from_str(s: &str) -> Result<Self> {
         uuid::Uuid::try_parse(s)
             .map(|u| UploadId(u.hyphenated().to_string()))
-            .map_err(|_| RegistryError::new(ErrorCode::BlobUploadUnknown, format!("upload {s:?} unknown")))
+            .map_err(|_| {
+                RegistryError::new(
+                    ErrorCode::BlobUploadUnknown,
+                    format!("upload {s:?} unknown"),
+                )
+            })
     }
 }
 
@@ -63,22 +68,45 @@ impl Registry {
     pub async fn start_upload(&self, name: &RepoName) -> Result<UploadId> {
         let id = UploadId::new();
         let started = chrono::Utc::now().to_rfc3339();
-        self.driver.put(&paths::upload_started(name.as_str(), id.as_str()), Bytes::from(started)).await?;
-        let w = self.driver.writer(&paths::upload_data(name.as_str(), id.as_str()), false).await?;
+        self.driver
+            .put(
+                &paths::upload_started(name.as_str(), id.as_str()),
+                Bytes::from(started),
+            )
+            .await?;
+        let w = self
+            .driver
+            .writer(&paths::upload_data(name.as_str(), id.as_str()), false)
+            .await?;
         w.close().await?;
-        self.lock_hashes().insert(id.0.clone(), (0, oci::Algorithm::Sha256.hasher()));
+        self.lock_hashes()
+            .insert(id.0.clone(), (0, oci::Algorithm::Sha256.hasher()));
         Ok(id)
     }
 
-    fn lock_hashes(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (u64, oci::digest::Hasher)>> {
-        self.hashes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock_hashes(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (u64, oci::digest::Hasher)>>
+    {
+        self.hashes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     async fn open_upload(&self, name: &RepoName, id: &UploadId) -> Result<Box<dyn FileWriter>> {
-        if !self.exists(&paths::upload_started(name.as_str(), id.as_str())).await? {
-            return Err(RegistryError::new(ErrorCode::BlobUploadUnknown, format!("upload {id} unknown to repository {name}")));
+        if !self
+            .exists(&paths::upload_started(name.as_str(), id.as_str()))
+            .await?
+        {
+            return Err(RegistryError::new(
+                ErrorCode::BlobUploadUnknown,
+                format!("upload {id} unknown to repository {name}"),
+            ));
         }
-        Ok(self.driver.writer(&paths::upload_data(name.as_str(), id.as_str()), true).await?)
+        Ok(self
+            .driver
+            .writer(&paths::upload_data(name.as_str(), id.as_str()), true)
+            .await?)
     }
 
     /// Bytes received so far.
@@ -90,14 +118,23 @@ impl Registry {
     /// Appends a chunk. `start`, from Content-Range, must be where the upload ends now.
     /// Returns the new size. A body cut short keeps what arrived: the client resumes
     /// from the offset that `upload_size` reports.
-    pub async fn append_upload(&self, name: &RepoName, id: &UploadId, start: Option<u64>, body: BodyStream) -> Result<u64> {
+    pub async fn append_upload(
+        &self,
+        name: &RepoName,
+        id: &UploadId,
+        start: Option<u64>,
+        body: BodyStream,
+    ) -> Result<u64> {
         let mut w = self.open_upload(name, id).await?;
         let size = w.size();
         if let Some(start) = start {
             if start != size {
-                return Err(RegistryError::new(ErrorCode::RangeInvalid, format!("chunk starts at {start}, upload is at {size}"))
-                    .with_header("Range", range_header(size))
-                    .with_header("Location", format!("/v2/{name}/blobs/uploads/{id}")));
+                return Err(RegistryError::new(
+                    ErrorCode::RangeInvalid,
+                    format!("chunk starts at {start}, upload is at {size}"),
+                )
+                .with_header("Range", range_header(size))
+                .with_header("Location", format!("/v2/{name}/blobs/uploads/{id}")));
             }
         }
         let result = self.write_body(&mut w, id, body).await;
@@ -106,9 +143,17 @@ impl Registry {
         Ok(self.upload_size(name, id).await?)
     }
 
-    async fn write_body(&self, w: &mut Box<dyn FileWriter>, id: &UploadId, mut body: BodyStream) -> Result<()> {
+    async fn write_body(
+        &self,
+        w: &mut Box<dyn FileWriter>,
+        id: &UploadId,
+        mut body: BodyStream,
+    ) -> Result<()> {
         let size = w.size();
-        let mut hash = self.lock_hashes().remove(id.as_str()).filter(|(n, _)| *n == size);
+        let mut hash = self
+            .lock_hashes()
+            .remove(id.as_str())
+            .filter(|(n, _)| *n == size);
         while let Some(chunk) = body.next().await {
             let chunk = match chunk {
                 Ok(c) => c,
@@ -116,7 +161,10 @@ impl Registry {
                     if let Some(h) = hash {
                         self.lock_hashes().insert(id.0.clone(), h);
                     }
-                    return Err(RegistryError::new(ErrorCode::BlobUploadInvalid, format!("upload body interrupted: {e}")));
+                    return Err(RegistryError::new(
+                        ErrorCode::BlobUploadInvalid,
+                        format!("upload body interrupted: {e}"),
+                    ));
                 }
             };
             if let Some((n, h)) = hash.as_mut() {
@@ -133,7 +181,13 @@ impl Registry {
 
     /// Appends a last chunk (if any), verifies the whole upload against `digest`, and
     /// makes it the blob `digest` of `name`. A mismatch cancels the session.
-    pub async fn finish_upload(&self, name: &RepoName, id: &UploadId, digest: &Digest, body: Option<BodyStream>) -> Result<()> {
+    pub async fn finish_upload(
+        &self,
+        name: &RepoName,
+        id: &UploadId,
+        digest: &Digest,
+        body: Option<BodyStream>,
+    ) -> Result<()> {
         let mut w = self.open_upload(name, id).await?;
         if let Some(body) = body {
             self.write_body(&mut w, id, body).await?;
@@ -163,7 +217,10 @@ impl Registry {
         let dir = paths::upload_dir(name.as_str(), id.as_str());
         if &actual != digest {
             self.driver.delete(&dir).await?;
-            return Err(RegistryError::new(ErrorCode::DigestInvalid, format!("upload has digest {actual}, not {digest}")));
+            return Err(RegistryError::new(
+                ErrorCode::DigestInvalid,
+                format!("upload has digest {actual}, not {digest}"),
+            ));
         }
         if !self.blob_stored(digest).await? {
             self.driver.rename(&data, &paths::blob_data(digest)).await?;
@@ -178,7 +235,11 @@ impl Registry {
         let w = self.open_upload(name, id).await?;
         w.cancel().await?;
         self.lock_hashes().remove(id.as_str());
-        match self.driver.delete(&paths::upload_dir(name.as_str(), id.as_str())).await {
+        match self
+            .driver
+            .delete(&paths::upload_dir(name.as_str(), id.as_str()))
+            .await
+        {
             Err(e) if !e.is_not_found() => Err(e.into()),
             _ => Ok(()),
         }

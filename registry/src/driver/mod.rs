@@ -135,7 +135,9 @@ pub trait FileWriter: Send {
 pub fn check_path(path: &str) -> Result<()> {
     let ok = path.starts_with('/')
         && path.len() > 1
-        && path[1..].split('/').all(|c| !c.is_empty() && c != "." && c != "..");
+        && path[1..]
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..");
     if ok {
         Ok(())
     } else {

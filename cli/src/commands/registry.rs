@@ -1,0 +1,283 @@
+//! `berth registry serve` and `berth registry gc`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+
+use registry::api::{app, AppState};
+use registry::auth::{parse_htpasswd, Auth, Mode};
+use registry::config::{Config, DriverKind, TlsConfig};
+use registry::domain::Registry;
+use registry::driver::{FsDriver, StorageDriver};
+
+/// Run and maintain an OCI distribution registry
+#[derive(Debug, Args)]
+pub struct RegistryCmd {
+    #[command(subcommand)]
+    command: RegistrySub,
+}
+
+#[derive(Debug, Subcommand)]
+enum RegistrySub {
+    Serve(Serve),
+    Gc(Gc),
+}
+
+/// Options shared by serve and gc: where the config and the content are.
+#[derive(Debug, Args)]
+struct Common {
+    /// A TOML config file (see docs/registry/config.md); flags override it
+    #[arg(long, short = 'c', env = "BERTH_REGISTRY_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Store content in this directory (filesystem driver) [default: /var/lib/berth-registry]
+    #[arg(long, env = "BERTH_REGISTRY_ROOT", value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// The storage driver: filesystem or s3
+    #[arg(long, env = "BERTH_REGISTRY_STORAGE", value_parser = ["filesystem", "s3"])]
+    storage: Option<String>,
+}
+
+impl Common {
+    fn load(&self) -> Result<Config> {
+        let mut cfg = match &self.config {
+            Some(p) => {
+                let text =
+                    std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?;
+                Config::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
+            }
+            None => Config::default(),
+        };
+        if let Some(r) = &self.root {
+            cfg.storage.root = Some(r.clone());
+        }
+        if let Some(s) = &self.storage {
+            cfg.storage.driver = if s == "s3" {
+                DriverKind::S3
+            } else {
+                DriverKind::Filesystem
+            };
+        }
+        Ok(cfg)
+    }
+}
+
+fn open_driver(cfg: &Config) -> Result<Arc<dyn StorageDriver>> {
+    match cfg.storage.driver {
+        DriverKind::Filesystem => {
+            let root = cfg
+                .storage
+                .root
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/var/lib/berth-registry"));
+            Ok(Arc::new(FsDriver::new(&root).with_context(|| {
+                format!("open storage {}", root.display())
+            })?))
+        }
+        DriverKind::S3 => bail!("the s3 storage driver is not built in yet"),
+    }
+}
+
+/// Serve an OCI distribution registry (push, pull, delete, referrers)
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  berth registry serve --addr 127.0.0.1:5000 --root /srv/registry\n  berth registry serve -c /etc/berth/registry.toml\n  berth registry serve --auth htpasswd --htpasswd /etc/berth/htpasswd --tls-cert crt.pem --tls-key key.pem"
+)]
+struct Serve {
+    #[command(flatten)]
+    common: Common,
+    /// Listen on HOST:PORT [default: 0.0.0.0:5000]
+    #[arg(long, env = "BERTH_REGISTRY_ADDR", value_name = "HOST:PORT")]
+    addr: Option<String>,
+    /// Refuse every write (pushes and deletes)
+    #[arg(long, env = "BERTH_REGISTRY_READ_ONLY")]
+    read_only: bool,
+    /// Serve HTTPS with this certificate chain (PEM)
+    #[arg(
+        long,
+        env = "BERTH_REGISTRY_TLS_CERT",
+        requires = "tls_key",
+        value_name = "FILE"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The private key for --tls-cert (PEM)
+    #[arg(
+        long,
+        env = "BERTH_REGISTRY_TLS_KEY",
+        requires = "tls_cert",
+        value_name = "FILE"
+    )]
+    tls_key: Option<PathBuf>,
+    /// Authentication: none, htpasswd (basic auth) or token (bearer tokens from /token)
+    #[arg(long, env = "BERTH_REGISTRY_AUTH", value_parser = ["none", "htpasswd", "token"])]
+    auth: Option<String>,
+    /// The htpasswd file (bcrypt entries, as `htpasswd -B` writes them)
+    #[arg(long, env = "BERTH_REGISTRY_HTPASSWD", value_name = "FILE")]
+    htpasswd: Option<PathBuf>,
+    /// A file whose content signs tokens; replicas behind one address must share it
+    #[arg(long, env = "BERTH_REGISTRY_TOKEN_SECRET_FILE", value_name = "FILE")]
+    token_secret_file: Option<PathBuf>,
+}
+
+impl Serve {
+    fn run(self) -> Result<()> {
+        let mut cfg = self.common.load()?;
+        if let Some(a) = self.addr {
+            cfg.addr = Some(a);
+        }
+        cfg.read_only |= self.read_only;
+        if let (Some(cert), Some(key)) = (self.tls_cert, self.tls_key) {
+            cfg.tls = Some(TlsConfig { cert, key });
+        }
+        if let Some(a) = self.auth {
+            cfg.auth.mode = match a.as_str() {
+                "htpasswd" => Mode::Htpasswd,
+                "token" => Mode::Token,
+                _ => Mode::None,
+            };
+        }
+        if let Some(h) = self.htpasswd {
+            cfg.auth.htpasswd = Some(h);
+        }
+        if let Some(s) = self.token_secret_file {
+            cfg.auth.secret_file = Some(s);
+        }
+        let auth = build_auth(&cfg)?;
+        let driver = open_driver(&cfg)?;
+        let tls = cfg
+            .tls
+            .as_ref()
+            .map(|t| registry::server::tls_config(&t.cert, &t.key))
+            .transpose()?;
+        let addr = cfg.addr.clone().unwrap_or_else(|| "0.0.0.0:5000".into());
+        let state = AppState {
+            registry: Registry::new(driver),
+            auth: Arc::new(auth),
+            metrics: Arc::default(),
+            read_only: cfg.read_only,
+        };
+        let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("listen on {addr}"))?;
+            let local = listener.local_addr()?;
+            tracing::info!(addr = %local, tls = cfg.tls.is_some(), read_only = cfg.read_only, "registry listening");
+            // Tests and scripts read the bound address (useful with port 0) from stdout.
+            println!("listening on {local}");
+            registry::server::serve(listener, app(state), tls, shutdown_signal()).await?;
+            Ok(())
+        })
+    }
+}
+
+fn build_auth(cfg: &Config) -> Result<Auth> {
+    let a = &cfg.auth;
+    if a.mode == Mode::None {
+        return Ok(Auth::none());
+    }
+    let path = a
+        .htpasswd
+        .as_ref()
+        .context("--auth htpasswd and token need --htpasswd FILE")?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    let users = parse_htpasswd(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let key = match &a.secret_file {
+        Some(p) => std::fs::read(p).with_context(|| format!("read {}", p.display()))?,
+        None => Vec::new(),
+    };
+    let service = a.service.clone().unwrap_or_else(|| "berth-registry".into());
+    Ok(Auth::new(
+        a.mode,
+        users,
+        a.grants.clone(),
+        key,
+        a.realm.clone(),
+        service,
+        cfg.tls.is_some(),
+    ))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Delete untagged manifests and blobs no manifest uses
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  berth registry gc --root /srv/registry --dry-run\n  berth registry gc -c /etc/berth/registry.toml"
+)]
+struct Gc {
+    #[command(flatten)]
+    common: Common,
+    /// Only report what would be deleted
+    #[arg(long, short = 'd')]
+    dry_run: bool,
+    /// Spare anything written within this long (pushes running now stay safe)
+    #[arg(long, default_value = "1h", value_parser = super::images::parse_duration)]
+    grace: Duration,
+}
+
+impl Gc {
+    fn run(self) -> Result<()> {
+        let cfg = self.common.load()?;
+        let driver = open_driver(&cfg)?;
+        let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
+        let report = rt.block_on(registry::gc::collect(
+            &Registry::new(driver),
+            self.dry_run,
+            self.grace,
+        ))?;
+        let verb = if self.dry_run {
+            "would delete"
+        } else {
+            "deleted"
+        };
+        for (repo, d) in &report.manifests {
+            println!("{verb} manifest {repo}@{d}");
+        }
+        for d in &report.blobs {
+            println!("{verb} blob {d}");
+        }
+        println!(
+            "{} manifests and {} blobs ({}) {verb}",
+            report.manifests.len(),
+            report.blobs.len(),
+            crate::format::size(report.bytes)
+        );
+        Ok(())
+    }
+}
+
+impl RegistryCmd {
+    /// Runs the chosen registry subcommand.
+    pub fn run(self, _root: &Path) -> Result<()> {
+        init_logging();
+        match self.command {
+            RegistrySub::Serve(s) => s.run(),
+            RegistrySub::Gc(g) => g.run(),
+        }
+    }
+}
+
+fn init_logging() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| "info".into());
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _already = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
