@@ -1,0 +1,12 @@
+//! The distribution-spec conformance checks, mirrored in Rust and run in-process against
+//! the router (`tower::ServiceExt::oneshot`), one module per area of the Go suite
+//! (opencontainers/distribution-spec, conformance/): pull, push, content discovery,
+//! content management, plus auth and operations.
+
+mod auth;
+mod discovery;
+mod management;
+mod ops;
+mod pull;
+mod push;
+mod util;
