@@ -6,4 +6,5 @@
 
 mod archives;
 mod images;
+mod registry;
 mod util;

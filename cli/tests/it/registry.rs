@@ -1,0 +1,587 @@
+//! `berth registry serve` with real clients: skopeo over plain HTTP, basic auth, bearer
+//! tokens and TLS; multi-arch indexes; two processes on one root; a killed server.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::util::{require_tool, run_tool, Berth};
+
+/// A `berth registry serve` process on 127.0.0.1 and an ephemeral port; killed on drop.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(root: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args([
+                "registry",
+                "serve",
+                "--addr",
+                "127.0.0.1:0",
+                "--root",
+                &root.to_string_lossy(),
+            ])
+            .args(extra)
+            .env("BERTH_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start berth registry serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read address");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected: {line:?}"))
+            .to_owned();
+        Server { child, addr }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection; returns status, headers (lowercase) and body.
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    read_response(&mut s)
+}
+
+fn read_response(s: &mut TcpStream) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read response");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers, raw[split + 4..].to_vec())
+}
+
+fn header<'a>(h: &'a [(String, String)], name: &str) -> &'a str {
+    h.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("")
+}
+
+fn p(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+/// A busybox image saved as an OCI archive, and its image ID.
+fn busybox_archive(b: &Berth, dir: &Path) -> Option<(PathBuf, String)> {
+    if !b.busybox("busybox:latest") {
+        return None;
+    }
+    let tar = dir.join("bb.tar");
+    b.ok(&["save", "--format", "oci", "-o", &p(&tar), "busybox"]);
+    let id = serde_json::from_str::<serde_json::Value>(&b.ok(&["inspect", "busybox"])).unwrap()[0]
+        ["Id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    Some((tar, id))
+}
+
+fn skopeo(args: &[&str]) -> String {
+    run_tool(Command::new("skopeo").args(args))
+}
+
+/// Pulls `image` back with skopeo into a fresh store and returns the loaded image's ID.
+fn pull_back(image: &str, tls: &[&str], dir: &Path) -> String {
+    let out = dir.join(format!("pulled-{}", uuid_like()));
+    let mut args = vec!["copy"];
+    args.extend_from_slice(tls);
+    let dest = format!("oci:{}:x", p(&out));
+    args.extend([image, dest.as_str()]);
+    skopeo(&args);
+    let c = Berth::new();
+    c.ok(&["load", "-i", &p(&out)]);
+    c.ok(&["images", "-q", "--no-trunc"]).trim().to_owned()
+}
+
+fn uuid_like() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+#[test]
+fn skopeo_pushes_and_pulls_over_plain_http() {
+    if !require_tool("skopeo") {
+        return;
+    }
+    let b = Berth::new();
+    let dir = tempfile::tempdir().unwrap();
+    let Some((tar, id)) = busybox_archive(&b, dir.path()) else {
+        return;
+    };
+    let server = Server::start(&dir.path().join("registry"), &[]);
+    let image = format!("docker://{}/library/busybox:1.35", server.addr);
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci-archive:{}", p(&tar)),
+        &image,
+    ]);
+    let inspect: serde_json::Value =
+        serde_json::from_str(&skopeo(&["inspect", "--tls-verify=false", &image])).unwrap();
+    assert_eq!(inspect["RepoTags"], serde_json::json!(["1.35"]));
+    assert_eq!(
+        pull_back(&image, &["--src-tls-verify=false"], dir.path()),
+        id
+    );
+    let (status, _, body) = http(&server.addr, "GET", "/v2/_catalog", &[], b"");
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()["repositories"],
+        serde_json::json!(["library/busybox"])
+    );
+}
+
+fn htpasswd_file(dir: &Path) -> Option<PathBuf> {
+    if !require_tool("htpasswd") {
+        return None;
+    }
+    let out = run_tool(Command::new("htpasswd").args(["-Bbn", "alice", "s3cret"]));
+    let path = dir.join("htpasswd");
+    std::fs::write(&path, out).unwrap();
+    Some(path)
+}
+
+#[test]
+fn skopeo_with_basic_auth_and_a_wrong_password() {
+    if !require_tool("skopeo") {
+        return;
+    }
+    let b = Berth::new();
+    let dir = tempfile::tempdir().unwrap();
+    let Some(htpasswd) = htpasswd_file(dir.path()) else {
+        return;
+    };
+    let Some((tar, id)) = busybox_archive(&b, dir.path()) else {
+        return;
+    };
+    let server = Server::start(
+        &dir.path().join("registry"),
+        &["--auth", "htpasswd", "--htpasswd", &p(&htpasswd)],
+    );
+    let image = format!("docker://{}/team/busybox:1", server.addr);
+    let src = format!("oci-archive:{}", p(&tar));
+    let wrong = Command::new("skopeo")
+        .args([
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            "alice:wrong",
+            &src,
+            &image,
+        ])
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+    let err = String::from_utf8_lossy(&wrong.stderr).to_lowercase();
+    assert!(
+        err.contains("unauthorized") || err.contains("invalid username or password"),
+        "{err}"
+    );
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        "alice:s3cret",
+        &src,
+        &image,
+    ]);
+    assert_eq!(
+        pull_back(
+            &image,
+            &["--src-tls-verify=false", "--src-creds", "alice:s3cret"],
+            dir.path()
+        ),
+        id
+    );
+}
+
+#[test]
+fn skopeo_with_bearer_tokens() {
+    if !require_tool("skopeo") {
+        return;
+    }
+    let b = Berth::new();
+    let dir = tempfile::tempdir().unwrap();
+    let Some(htpasswd) = htpasswd_file(dir.path()) else {
+        return;
+    };
+    let Some((tar, id)) = busybox_archive(&b, dir.path()) else {
+        return;
+    };
+    let server = Server::start(
+        &dir.path().join("registry"),
+        &["--auth", "token", "--htpasswd", &p(&htpasswd)],
+    );
+    let (status, headers, _) = http(&server.addr, "GET", "/v2/", &[], b"");
+    assert_eq!(status, 401);
+    assert!(header(&headers, "www-authenticate")
+        .starts_with(&format!("Bearer realm=\"http://{}/token\"", server.addr)));
+    let image = format!("docker://{}/team/busybox:1", server.addr);
+    let src = format!("oci-archive:{}", p(&tar));
+    let wrong = Command::new("skopeo")
+        .args([
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            "alice:nope",
+            &src,
+            &image,
+        ])
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        "alice:s3cret",
+        &src,
+        &image,
+    ]);
+    assert_eq!(
+        pull_back(
+            &image,
+            &["--src-tls-verify=false", "--src-creds", "alice:s3cret"],
+            dir.path()
+        ),
+        id
+    );
+}
+
+#[test]
+fn skopeo_over_tls_with_a_verified_certificate() {
+    if !require_tool("skopeo") || !require_tool("openssl") {
+        return;
+    }
+    let b = Berth::new();
+    let dir = tempfile::tempdir().unwrap();
+    let Some((tar, id)) = busybox_archive(&b, dir.path()) else {
+        return;
+    };
+    let certs = dir.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    let (crt, key) = (certs.join("ca.crt"), dir.path().join("tls.key"));
+    run_tool(Command::new("openssl").args([
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+        "-keyout",
+        &p(&key),
+        "-out",
+        &p(&crt),
+    ]));
+    let server = Server::start(
+        &dir.path().join("registry"),
+        &["--tls-cert", &p(&crt), "--tls-key", &p(&key)],
+    );
+    let image = format!("docker://{}/secure/busybox:1", server.addr);
+    let cert_dir = format!("--dest-cert-dir={}", p(&certs));
+    skopeo(&[
+        "copy",
+        &cert_dir,
+        &format!("oci-archive:{}", p(&tar)),
+        &image,
+    ]);
+    let src_cert_dir = format!("--src-cert-dir={}", p(&certs));
+    assert_eq!(pull_back(&image, &[&src_cert_dir], dir.path()), id);
+    // Without the CA, verification fails: the server really speaks TLS with that certificate.
+    let unverified = Command::new("skopeo")
+        .args(["inspect", &image])
+        .output()
+        .unwrap();
+    assert!(!unverified.status.success());
+}
+
+#[test]
+fn skopeo_copies_a_multi_arch_index() {
+    if !require_tool("skopeo") {
+        return;
+    }
+    let b = Berth::new();
+    let dir = tempfile::tempdir().unwrap();
+    let Some((tar, _)) = busybox_archive(&b, dir.path()) else {
+        return;
+    };
+    let layout = dir.path().join("layout");
+    std::fs::create_dir(&layout).unwrap();
+    run_tool(Command::new("tar").args(["-C", &p(&layout), "-xf", &p(&tar)]));
+    make_multi_arch(&layout);
+    let server = Server::start(&dir.path().join("registry"), &[]);
+    let image = format!("docker://{}/multi/busybox:all", server.addr);
+    skopeo(&[
+        "copy",
+        "--all",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:multi", p(&layout)),
+        &image,
+    ]);
+    let raw: serde_json::Value =
+        serde_json::from_str(&skopeo(&["inspect", "--raw", "--tls-verify=false", &image])).unwrap();
+    let archs: Vec<&str> = raw["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap())
+        .collect();
+    assert_eq!(archs, ["amd64", "arm64"]);
+    let out = dir.path().join("back");
+    skopeo(&[
+        "copy",
+        "--all",
+        "--src-tls-verify=false",
+        &image,
+        &format!("oci:{}:back", p(&out)),
+    ]);
+    // Each platform's manifest is served by digest too.
+    for m in raw["manifests"].as_array().unwrap() {
+        let d = m["digest"].as_str().unwrap();
+        let (status, _, _) = http(
+            &server.addr,
+            "GET",
+            &format!("/v2/multi/busybox/manifests/{d}"),
+            &[],
+            b"",
+        );
+        assert_eq!(status, 200);
+    }
+}
+
+/// Adds an arm64 twin of the layout's image and an index of both, tagged `multi`.
+fn make_multi_arch(layout: &Path) {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let desc = index["manifests"][0].clone();
+    let blob = |d: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let put = |bytes: &[u8]| {
+        let d = oci::Digest::of(bytes);
+        std::fs::write(layout.join("blobs/sha256").join(d.hex()), bytes).unwrap();
+        d.to_string()
+    };
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob(desc["digest"].as_str().unwrap())).unwrap())
+            .unwrap();
+    let mut config: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(blob(manifest["config"]["digest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    config["architecture"] = "arm64".into();
+    let config = serde_json::to_vec(&config).unwrap();
+    manifest["config"]["digest"] = put(&config).into();
+    manifest["config"]["size"] = config.len().into();
+    let arm = serde_json::to_vec(&manifest).unwrap();
+    let arm_d = put(&arm);
+    let idx = serde_json::json!({"schemaVersion": 2, "mediaType": oci::media::OCI_INDEX, "manifests": [
+        {"mediaType": oci::media::OCI_MANIFEST, "digest": desc["digest"], "size": desc["size"], "platform": {"architecture": "amd64", "os": "linux"}},
+        {"mediaType": oci::media::OCI_MANIFEST, "digest": arm_d, "size": arm.len(), "platform": {"architecture": "arm64", "os": "linux"}},
+    ]});
+    let idx = serde_json::to_vec(&idx).unwrap();
+    let idx_d = put(&idx);
+    let top = serde_json::json!({"schemaVersion": 2, "mediaType": oci::media::OCI_INDEX, "manifests": [
+        {"mediaType": oci::media::OCI_INDEX, "digest": idx_d, "size": idx.len(), "annotations": {"org.opencontainers.image.ref.name": "multi"}},
+    ]});
+    std::fs::write(layout.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+}
+
+#[test]
+fn two_processes_on_one_root_serve_each_others_pushes() {
+    if !require_tool("skopeo") {
+        return;
+    }
+    let b = Berth::new();
+    let dir = tempfile::tempdir().unwrap();
+    let Some((tar, id)) = busybox_archive(&b, dir.path()) else {
+        return;
+    };
+    let root = dir.path().join("registry");
+    let (a, c) = (Server::start(&root, &[]), Server::start(&root, &[]));
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci-archive:{}", p(&tar)),
+        &format!("docker://{}/shared/bb:1", a.addr),
+    ]);
+    assert_eq!(
+        pull_back(
+            &format!("docker://{}/shared/bb:1", c.addr),
+            &["--src-tls-verify=false"],
+            dir.path()
+        ),
+        id
+    );
+}
+
+#[test]
+fn upload_resumes_after_the_server_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("registry");
+    let data: Vec<u8> = (0..2_000_000u32).map(|i| (i % 253) as u8).collect();
+    let (first, rest) = data.split_at(1_234_567);
+    let server = Server::start(&root, &[]);
+    let (status, h, _) = http(&server.addr, "POST", "/v2/resume/blobs/uploads/", &[], b"");
+    assert_eq!(status, 202);
+    let loc = header(&h, "location").to_owned();
+    let range = format!("0-{}", first.len() - 1);
+    let (status, _, _) = http(
+        &server.addr,
+        "PATCH",
+        &loc,
+        &[("Content-Range", &range)],
+        first,
+    );
+    assert_eq!(status, 202);
+    server.signal("KILL");
+    drop(server);
+    let server = Server::start(&root, &[]);
+    let (status, h, _) = http(&server.addr, "GET", &loc, &[], b"");
+    assert_eq!((status, header(&h, "range")), (204, range.as_str()));
+    let next = format!("{}-{}", first.len(), data.len() - 1);
+    let (status, _, _) = http(
+        &server.addr,
+        "PATCH",
+        &loc,
+        &[("Content-Range", &next)],
+        rest,
+    );
+    assert_eq!(status, 202);
+    let d = oci::Digest::of(&data);
+    let (status, _, body) = http(&server.addr, "PUT", &format!("{loc}?digest={d}"), &[], b"");
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let (status, _, body) = http(
+        &server.addr,
+        "GET",
+        &format!("/v2/resume/blobs/{d}"),
+        &[],
+        b"",
+    );
+    assert_eq!(status, 200);
+    assert!(body == data, "the blob is whole and exact");
+}
+
+#[test]
+fn sigterm_finishes_the_request_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("registry"), &[]);
+    let (_, h, _) = http(&server.addr, "POST", "/v2/g/blobs/uploads/", &[], b"");
+    let loc = header(&h, "location").to_owned();
+    let mut s = TcpStream::connect(&server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "PATCH {loc} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 10\r\n\r\nhello"
+    )
+    .unwrap();
+    s.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    server.signal("TERM");
+    std::thread::sleep(Duration::from_millis(200));
+    s.write_all(b"world").unwrap();
+    let (status, h, _) = read_response(&mut s);
+    assert_eq!((status, header(&h, "range")), (202, "0-9"));
+    let mut server = server;
+    let exit = server.child.wait().unwrap();
+    assert!(exit.success(), "graceful shutdown exits 0, got {exit:?}");
+}
+
+#[test]
+fn registry_gc_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("registry");
+    let server = Server::start(&root, &[]);
+    let d = oci::Digest::of(b"orphan");
+    let (status, _, _) = http(
+        &server.addr,
+        "POST",
+        &format!("/v2/o/blobs/uploads/?digest={d}"),
+        &[],
+        b"orphan",
+    );
+    assert_eq!(status, 201);
+    drop(server);
+    let b = Berth::new();
+    let out = b.ok(&[
+        "registry",
+        "gc",
+        "--root",
+        &p(&root),
+        "--dry-run",
+        "--grace",
+        "0s",
+    ]);
+    assert!(out.contains(&format!("would delete blob {d}")), "{out}");
+    let out = b.ok(&["registry", "gc", "--root", &p(&root), "--grace", "0s"]);
+    assert!(out.contains("0 manifests and 1 blobs"), "{out}");
+    let out = b.ok(&["registry", "gc", "--root", &p(&root), "--grace", "0s"]);
+    assert!(out.contains("0 manifests and 0 blobs"), "{out}");
+}
