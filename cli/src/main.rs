@@ -7,6 +7,7 @@
 
 mod commands;
 mod format;
+mod progress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +44,10 @@ enum Command {
     Save(commands::archive::Save),
     Load(commands::archive::Load),
     Import(commands::archive::Import),
+    Pull(commands::transfer::Pull),
+    Push(commands::transfer::Push),
+    Login(commands::transfer::Login),
+    Logout(commands::transfer::Logout),
     Registry(commands::registry::RegistryCmd),
 }
 
@@ -64,6 +69,10 @@ fn main() -> ExitCode {
         Command::Save(c) => c.run(&root),
         Command::Load(c) => c.run(&root),
         Command::Import(c) => c.run(&root),
+        Command::Pull(c) => c.run(&root),
+        Command::Push(c) => c.run(&root),
+        Command::Login(c) => c.run(&root),
+        Command::Logout(c) => c.run(&root),
         Command::Registry(c) => c.run(&root),
     };
     match result {

@@ -17,6 +17,10 @@ pub enum ErrorKind {
     Corrupt,
     /// The operating system failed us.
     Io,
+    /// A registry could not be reached or failed.
+    Network,
+    /// Credentials were missing or wrong.
+    Auth,
 }
 
 /// Every failure the `oci` crate reports; messages are lowercase and carry their context.
@@ -105,6 +109,39 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A registry answered with an error (the spec's JSON error, or just a status).
+    #[error("{method} {url}: {status}{}{}", code.as_deref().map(|c| format!(" {c}")).unwrap_or_default(), if message.is_empty() { String::new() } else { format!(": {message}") })]
+    Registry {
+        /// The request method.
+        method: String,
+        /// The URL asked.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// The spec error code, when the body had one.
+        code: Option<String>,
+        /// The registry's message.
+        message: String,
+    },
+    /// The registry refused our credentials (or wants some we do not have).
+    #[error("authentication to {registry} failed: {reason}")]
+    Unauthorized {
+        /// The registry host.
+        registry: String,
+        /// What the registry said, or what is missing.
+        reason: String,
+    },
+    /// The connection to a registry failed.
+    #[error("{method} {url}")]
+    Http {
+        /// The request method.
+        method: String,
+        /// The URL asked.
+        url: String,
+        /// The transport error.
+        #[source]
+        source: reqwest::Error,
+    },
     /// The rocksdb image index failed.
     #[error("image index at {path}")]
     Index {
@@ -130,6 +167,12 @@ impl Error {
             Error::BlobNotFound(_) | Error::ImageNotFound(_) => ErrorKind::NotFound,
             Error::DigestMismatch { .. } | Error::SizeMismatch { .. } => ErrorKind::Corrupt,
             Error::Io { .. } | Error::Index { .. } => ErrorKind::Io,
+            Error::Registry { status: 404, .. } => ErrorKind::NotFound,
+            Error::Registry {
+                status: 401 | 403, ..
+            }
+            | Error::Unauthorized { .. } => ErrorKind::Auth,
+            Error::Registry { .. } | Error::Http { .. } => ErrorKind::Network,
         }
     }
 

@@ -9,6 +9,8 @@
 //!   archives, both ways.
 //! - [`store`]: the local image store under `$BERTH_ROOT`: the content store plus an index
 //!   of image names.
+//! - [`client`]: the distribution client: pull and push against any registry, with
+//!   docker's auth flows and credential files.
 //!
 //! Data flows from a tar stream or a registry, through the content store, to a named
 //! image in the local store, and back out as an archive:
@@ -22,6 +24,7 @@
 //! assert_eq!(r.domain(), "localhost:5000");
 //! ```
 
+pub mod client;
 pub mod content;
 pub mod digest;
 pub mod error;

@@ -109,6 +109,7 @@ pub struct ImageStore {
 
 const NAME_PREFIX: &str = "name/";
 const DANGLING_PREFIX: &str = "dangling/";
+const SOURCE_PREFIX: &str = "source/";
 
 impl ImageStore {
     /// Where the store lives unless told otherwise: `$BERTH_ROOT`, else `/var/lib/berth`
@@ -500,6 +501,34 @@ impl ImageStore {
             }
         }
         Ok(deleted)
+    }
+
+    /// Records that `repository` (`domain/path`) of a registry has the blob `digest`, so a
+    /// later push to another repository there can mount it instead of uploading.
+    pub fn add_source(&self, digest: &Digest, repository: &str) -> Result<()> {
+        self.with_index(|db| {
+            db.put(format!("{SOURCE_PREFIX}{digest}/{repository}"), b"")
+                .map_err(self.index_err())
+        })
+    }
+
+    /// The repositories known to have `digest`.
+    pub fn sources(&self, digest: &Digest) -> Result<Vec<String>> {
+        self.read_index(|db| {
+            let prefix = format!("{SOURCE_PREFIX}{digest}/");
+            let mut out = Vec::new();
+            for item in db.prefix_iterator(prefix.as_bytes()) {
+                let (k, _) = item.map_err(self.index_err())?;
+                match std::str::from_utf8(&k)
+                    .ok()
+                    .and_then(|k| k.strip_prefix(&prefix))
+                {
+                    Some(repo) => out.push(repo.to_owned()),
+                    None => break,
+                }
+            }
+            Ok(out)
+        })
     }
 
     /// Stores a manifest document and returns its target.

@@ -1,0 +1,310 @@
+//! Commands that talk to registries: pull, push, login, logout.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use super::open_store;
+use crate::progress::{Display, Mode};
+use oci::client::credentials::{self, Credential};
+use oci::client::{Client, ClientOptions, ManifestFormat, PullOptions, PushOptions};
+use oci::Reference;
+
+/// Options every registry command shares.
+#[derive(Debug, Args)]
+pub struct Remote {
+    /// Allow plain HTTP and unverified TLS to every registry (localhost and 127.0.0.0/8 always are)
+    #[arg(long)]
+    insecure: bool,
+}
+
+/// berth's own settings file: `$BERTH_CONFIG`, else `~/.config/berth/config.toml`.
+fn config_file() -> PathBuf {
+    if let Some(p) = std::env::var_os("BERTH_CONFIG").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into())).join(".config")
+        });
+    base.join("berth/config.toml")
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct Settings {
+    /// Registries reached over plain HTTP or unverified TLS, as docker's daemon.json has them.
+    #[serde(default)]
+    insecure_registries: Vec<String>,
+}
+
+impl Remote {
+    fn client(&self) -> Result<Client> {
+        let path = config_file();
+        let settings: Settings = match std::fs::read_to_string(&path) {
+            Ok(t) => toml::from_str(&t).with_context(|| format!("parse {}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Settings::default(),
+            Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+        };
+        let opts = ClientOptions {
+            insecure: settings.insecure_registries,
+            insecure_all: self.insecure,
+            ..Default::default()
+        };
+        Ok(Client::new(opts)?)
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")
+}
+
+/// Download an image from a registry
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  berth pull busybox\n  berth pull --platform linux/arm64 ghcr.io/org/app:1.2\n  berth pull localhost:5000/app@sha256:3f57..."
+)]
+pub struct Pull {
+    /// The image: NAME[:TAG|@DIGEST]
+    image: String,
+    /// Pick this platform from a multi-platform image: os/arch[/variant]
+    #[arg(long)]
+    platform: Option<String>,
+    /// Print only the image name
+    #[arg(short, long)]
+    quiet: bool,
+    /// Progress output: auto, tty, plain or quiet
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: Mode,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+impl Pull {
+    /// Pulls into the local store and names the image.
+    pub fn run(self, root: &Path) -> Result<()> {
+        let reference: Reference = self.image.parse()?;
+        let store = open_store(root)?;
+        let client = self.remote.client()?;
+        let display = Display::new(self.progress, self.quiet, "Downloading");
+        if !self.quiet {
+            println!(
+                "{}: Pulling from {}",
+                reference.tag().unwrap_or("digest"),
+                reference.familiar_name()
+            );
+        }
+        let opts = PullOptions {
+            platform: self.platform.clone(),
+            ..Default::default()
+        };
+        let rec = runtime()?.block_on(oci::client::pull(
+            &client, &store, &reference, &opts, &display,
+        ));
+        display.finish();
+        let rec = rec.with_context(|| format!("pull {}", reference.familiar()))?;
+        if self.quiet {
+            println!("{reference}");
+        } else {
+            println!(
+                "Digest: {}\nStatus: Downloaded image for {}\n{reference}",
+                rec.target.digest,
+                reference.familiar()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Upload an image to a registry
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  berth tag app:ci localhost:5000/team/app:1.0 && berth push localhost:5000/team/app:1.0\n  berth push localhost:5000/team/app:1.0 localhost:5000/team/app:latest\n  berth push --format docker registry.example.com/app:1"
+)]
+pub struct Push {
+    /// Local images to push, each to the name it has: NAME[:TAG] or NAME@DIGEST
+    #[arg(required = true, value_name = "NAME[:TAG]")]
+    images: Vec<String>,
+    /// Manifest media types: oci (as stored) or docker (schema 2)
+    #[arg(long, default_value = "oci", value_parser = ["oci", "docker"])]
+    format: String,
+    /// Print only the pushed digests
+    #[arg(short, long)]
+    quiet: bool,
+    /// Progress output: auto, tty, plain or quiet
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: Mode,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+impl Push {
+    /// Pushes each named image to its registry.
+    pub fn run(self, root: &Path) -> Result<()> {
+        let store = open_store(root)?;
+        let client = self.remote.client()?;
+        let rt = runtime()?;
+        let format = if self.format == "docker" {
+            ManifestFormat::Docker
+        } else {
+            ManifestFormat::Oci
+        };
+        let opts = PushOptions {
+            format,
+            ..Default::default()
+        };
+        for image in &self.images {
+            let rec = store.resolve(image)?;
+            let dest = rec
+                .name
+                .clone()
+                .with_context(|| format!("{image} has no name to push to: berth tag it first"))?;
+            if !self.quiet {
+                println!("The push refers to repository [{}]", dest.repository());
+            }
+            let display = Display::new(self.progress, self.quiet, "Pushing");
+            let pushed = rt.block_on(oci::client::push(
+                &client,
+                &store,
+                &rec.target,
+                std::slice::from_ref(&dest),
+                &opts,
+                &display,
+            ));
+            display.finish();
+            let digest = pushed.with_context(|| format!("push {}", dest.familiar()))?;
+            if self.quiet {
+                println!("{digest}");
+            } else {
+                println!("{}: digest: {digest}", dest.tag().unwrap_or("(digest)"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Log in to a registry
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  berth login localhost:5000 -u ci\n  echo \"$TOKEN\" | berth login ghcr.io -u bot --password-stdin"
+)]
+pub struct Login {
+    /// The registry [default: docker.io]
+    server: Option<String>,
+    /// Username
+    #[arg(short, long)]
+    username: Option<String>,
+    /// Password (prefer --password-stdin: arguments are visible to other users)
+    #[arg(short, long)]
+    password: Option<String>,
+    /// Take the password from stdin
+    #[arg(long)]
+    password_stdin: bool,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+/// The registry domain a `login`/`logout` argument names (`https://ghcr.io/` -> `ghcr.io`).
+fn server_domain(s: Option<&str>) -> String {
+    let s = s.unwrap_or("docker.io");
+    let s = s
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    let s = s.split('/').next().unwrap_or(s);
+    match s {
+        "index.docker.io" | "registry-1.docker.io" => "docker.io".into(),
+        other => other.to_owned(),
+    }
+}
+
+fn prompt(label: &str, echo: bool) -> Result<String> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        bail!("cannot prompt for {label}: stdin is not a terminal (use --password-stdin)");
+    }
+    eprint!("{label}: ");
+    std::io::stderr().flush()?;
+    let saved = if echo {
+        None
+    } else {
+        let t = rustix::termios::tcgetattr(&stdin).context("read terminal settings")?;
+        let mut quiet = t.clone();
+        quiet.local_modes.remove(rustix::termios::LocalModes::ECHO);
+        rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &quiet)
+            .context("turn off echo")?;
+        Some(t)
+    };
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    if let Some(t) = saved {
+        rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &t)
+            .context("restore the terminal")?;
+        eprintln!();
+    }
+    read?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+impl Login {
+    /// Checks the credentials against the registry, then saves them as docker does.
+    pub fn run(self, _root: &Path) -> Result<()> {
+        let domain = server_domain(self.server.as_deref());
+        let username = match self.username {
+            Some(u) => u,
+            None => prompt("Username", true)?,
+        };
+        let password = match (self.password, self.password_stdin) {
+            (Some(_), true) => bail!("--password and --password-stdin are mutually exclusive"),
+            (Some(p), false) => p,
+            (None, true) => {
+                let mut s = String::new();
+                std::io::stdin()
+                    .read_line(&mut s)
+                    .context("read the password from stdin")?;
+                s.trim_end_matches(['\n', '\r']).to_owned()
+            }
+            (None, false) => prompt("Password", false)?,
+        };
+        if username.is_empty() || password.is_empty() {
+            bail!("username and password must not be empty");
+        }
+        let cred = Credential {
+            username,
+            secret: password,
+        };
+        let client = self.remote.client()?;
+        runtime()?
+            .block_on(client.check_login(&domain, cred.clone()))
+            .with_context(|| format!("login to {domain}"))?;
+        credentials::store(&domain, &cred)?;
+        println!("Login Succeeded");
+        Ok(())
+    }
+}
+
+/// Log out from a registry
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  berth logout localhost:5000")]
+pub struct Logout {
+    /// The registry [default: docker.io]
+    server: Option<String>,
+}
+
+impl Logout {
+    /// Removes the saved credentials.
+    pub fn run(self, _root: &Path) -> Result<()> {
+        let domain = server_domain(self.server.as_deref());
+        if credentials::erase(&domain)? {
+            println!("Removing login credentials for {domain}");
+        } else {
+            println!("Not logged in to {domain}");
+        }
+        Ok(())
+    }
+}

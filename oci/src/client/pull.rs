@@ -1,0 +1,324 @@
+//! Pull: manifest (resolving an index to one platform), config and layers into the store.
+
+use std::io::Write;
+
+use futures_util::{StreamExt, TryStreamExt};
+use reqwest::{Method, StatusCode};
+
+use super::transport::{check, Client};
+use super::{registry_host, Event, Progress};
+use crate::content::{ContentStore, Expected};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::manifest::{descriptor_digest, host_platform, Manifest, MAX_MANIFEST_SIZE};
+use crate::media;
+use crate::reference::Reference;
+use crate::store::{ImageRecord, ImageStore, Target};
+
+/// The media types a pull accepts, most preferred first.
+pub(crate) const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// What to pull.
+#[derive(Debug, Clone)]
+pub struct PullOptions {
+    /// `os/arch[/variant]` to pick from an index; the host's when `None`.
+    pub platform: Option<String>,
+    /// Layers downloaded at once.
+    pub concurrency: usize,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        PullOptions {
+            platform: None,
+            concurrency: 3,
+        }
+    }
+}
+
+/// Where a repository is: what every request of a pull or push needs.
+pub(crate) struct Repo<'a> {
+    pub client: &'a Client,
+    pub host: String,
+    pub domain: String,
+    pub path: String,
+    pub scope: String,
+}
+
+impl Repo<'_> {
+    pub(crate) fn new<'a>(client: &'a Client, r: &Reference, actions: &str) -> Repo<'a> {
+        Repo {
+            client,
+            host: registry_host(r.domain()).to_owned(),
+            domain: r.domain().to_owned(),
+            path: r.path().to_owned(),
+            scope: format!("repository:{}:{actions}", r.path()),
+        }
+    }
+
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        make: &(dyn Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder + Sync),
+        progress: &dyn Progress,
+    ) -> Result<reqwest::Response> {
+        self.client
+            .send(
+                &self.host,
+                &self.domain,
+                &self.scope,
+                method,
+                path,
+                make,
+                progress,
+            )
+            .await
+    }
+}
+
+/// Pulls `reference` into `store` and names it; returns the stored record.
+pub async fn pull(
+    client: &Client,
+    store: &ImageStore,
+    reference: &Reference,
+    opts: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<ImageRecord> {
+    let repo = Repo::new(client, reference, "pull");
+    let wanted = reference
+        .digest()
+        .map(ToString::to_string)
+        .or_else(|| reference.tag().map(str::to_owned))
+        .unwrap_or_default();
+    let (mut target, mut manifest) =
+        fetch_manifest(&repo, store, &wanted, reference.digest(), progress).await?;
+    for _ in 0..4 {
+        let Manifest::Index(index) = &manifest else {
+            break;
+        };
+        let child = pick_platform(index, opts.platform.as_deref())?;
+        let d = descriptor_digest(child)?;
+        (target, manifest) =
+            fetch_manifest(&repo, store, &d.to_string(), Some(&d), progress).await?;
+    }
+    let Manifest::Image(image) = &manifest else {
+        return Err(Error::InvalidDocument {
+            what: "index",
+            reason: "indexes nested too deep".into(),
+        });
+    };
+    let blobs: Vec<(Digest, u64)> = std::iter::once(image.config())
+        .chain(image.layers())
+        .map(|d| Ok((descriptor_digest(d)?, d.size())))
+        .collect::<Result<_>>()?;
+    futures_util::stream::iter(blobs.into_iter().map(|(d, size)| {
+        let repo = &repo;
+        async move { fetch_blob(repo, store, &d, size, progress).await }
+    }))
+    .buffer_unordered(opts.concurrency.max(1))
+    .try_collect::<Vec<()>>()
+    .await?;
+    store.set_name(reference, &target)?;
+    Ok(ImageRecord {
+        name: Some(reference.clone()),
+        target,
+    })
+}
+
+/// GETs a manifest, checks its digest (when pinned) and size, and stores it.
+async fn fetch_manifest(
+    repo: &Repo<'_>,
+    store: &ImageStore,
+    reference: &str,
+    pinned: Option<&Digest>,
+    progress: &dyn Progress,
+) -> Result<(Target, Manifest)> {
+    let path = format!("/v2/{}/manifests/{reference}", repo.path);
+    let resp = check(
+        "GET",
+        repo.send(
+            Method::GET,
+            &path,
+            &|r| r.header("accept", ACCEPT),
+            progress,
+        )
+        .await?,
+    )
+    .await?;
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.split(';').next().unwrap_or(s).trim().to_owned());
+    if resp
+        .content_length()
+        .is_some_and(|n| n > MAX_MANIFEST_SIZE as u64)
+    {
+        return Err(Error::InvalidDocument {
+            what: "manifest",
+            reason: "larger than 4 MiB".into(),
+        });
+    }
+    let bytes = resp.bytes().await.map_err(|source| Error::Http {
+        method: "GET".into(),
+        url: path.clone(),
+        source,
+    })?;
+    let algorithm = pinned.map_or(crate::Algorithm::Sha256, Digest::algorithm);
+    let mut h = algorithm.hasher();
+    h.update(&bytes);
+    let actual = h.finish();
+    if let Some(p) = pinned {
+        if &actual != p {
+            return Err(Error::DigestMismatch {
+                expected: p.clone(),
+                actual,
+            });
+        }
+    }
+    let manifest = Manifest::parse(
+        &bytes,
+        content_type
+            .as_deref()
+            .filter(|t| media::is_manifest(t) || media::is_index(t)),
+    )?;
+    let mut w = store.content().writer(algorithm)?;
+    w.write_all(&bytes)
+        .map_err(|e| Error::io("store manifest", e))?;
+    w.commit(Expected::exactly(&actual, bytes.len() as u64))?;
+    progress.event(Event::Manifest {
+        reference: reference.to_owned(),
+        digest: actual.clone(),
+    });
+    Ok((
+        Target {
+            digest: actual,
+            media_type: manifest.media_type(),
+            size: bytes.len() as u64,
+        },
+        manifest,
+    ))
+}
+
+fn pick_platform<'a>(
+    index: &'a oci_spec::image::ImageIndex,
+    wanted: Option<&str>,
+) -> Result<&'a oci_spec::image::Descriptor> {
+    let (host_os, host_arch) = host_platform();
+    let wanted = wanted
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{host_os}/{host_arch}"));
+    let mut parts = wanted.split('/');
+    let (os, arch, variant) = (
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+        parts.next(),
+    );
+    index
+        .manifests()
+        .iter()
+        .find(|d| {
+            d.platform().as_ref().is_some_and(|p| {
+                p.os().to_string() == os
+                    && p.architecture().to_string() == arch
+                    && variant.is_none_or(|v| p.variant().as_deref() == Some(v))
+            })
+        })
+        .ok_or_else(|| Error::ImageNotFound(format!("no image for platform {wanted} in the index")))
+}
+
+/// Downloads one blob into the store, verifying as it streams, resuming with `Range`
+/// after a dropped connection. Does nothing when the store has it.
+pub(crate) async fn fetch_blob(
+    repo: &Repo<'_>,
+    store: &ImageStore,
+    digest: &Digest,
+    size: u64,
+    progress: &dyn Progress,
+) -> Result<()> {
+    if store.content().contains(digest)? {
+        progress.event(Event::Skipped {
+            digest: digest.clone(),
+            reason: "already exists".into(),
+        });
+        return Ok(());
+    }
+    let path = format!("/v2/{}/blobs/{digest}", repo.path);
+    let mut w = store.content().writer(digest.algorithm())?;
+    progress.event(Event::Start {
+        digest: digest.clone(),
+        size,
+        offset: 0,
+    });
+    let mut attempts = 0;
+    loop {
+        let offset = w.written();
+        let range = format!("bytes={offset}-");
+        let resp = repo
+            .send(
+                Method::GET,
+                &path,
+                &|r| {
+                    if offset > 0 {
+                        r.header("range", range.as_str())
+                    } else {
+                        r
+                    }
+                },
+                progress,
+            )
+            .await?;
+        let resp = check("GET", resp).await?;
+        if offset > 0 && resp.status() != StatusCode::PARTIAL_CONTENT {
+            // The server ignored the range: start over.
+            w.abort()?;
+            w = store.content().writer(digest.algorithm())?;
+        }
+        let mut stream = resp.bytes_stream();
+        let mut failed = None;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(c) => {
+                    w.write_all(&c)
+                        .map_err(|e| Error::io(format!("write blob {digest}"), e))?;
+                    progress.event(Event::Bytes {
+                        digest: digest.clone(),
+                        n: c.len() as u64,
+                    });
+                    if w.written() > size {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        match failed {
+            Some(e) if attempts < 5 && w.written() < size => {
+                attempts += 1;
+                progress.event(Event::Retry {
+                    what: format!("download {digest}: {e}"),
+                    attempt: attempts,
+                });
+                tokio::time::sleep(std::time::Duration::from_millis(200 * 2u64.pow(attempts)))
+                    .await;
+            }
+            Some(source) => {
+                return Err(Error::Http {
+                    method: "GET".into(),
+                    url: path,
+                    source,
+                })
+            }
+            None => break,
+        }
+    }
+    w.commit(Expected::exactly(digest, size))?;
+    progress.event(Event::Done {
+        digest: digest.clone(),
+    });
+    Ok(())
+}

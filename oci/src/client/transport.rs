@@ -1,0 +1,465 @@
+//! HTTP to registries: scheme choice, the auth handshake, retries.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+
+use super::credentials::{self, Credential};
+use super::is_loopback;
+use crate::error::{Error, Result};
+
+/// How the client reaches registries.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Hosts (`host:port`) to reach over plain HTTP or unverified TLS, besides loopback ones.
+    pub insecure: Vec<String>,
+    /// Treat every registry as insecure (`--insecure`).
+    pub insecure_all: bool,
+    /// Directories of `<host>/*.crt` CA certificates to trust, as docker's certs.d.
+    pub certs_dirs: Vec<PathBuf>,
+    /// Attempts for a request that fails with a 5xx or a dropped connection.
+    pub retries: u32,
+    /// First backoff; doubles per attempt.
+    pub backoff: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            insecure: Vec::new(),
+            insecure_all: false,
+            certs_dirs: vec![
+                "/etc/docker/certs.d".into(),
+                "/etc/containers/certs.d".into(),
+            ],
+            retries: 5,
+            backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+/// How a host wants to be authenticated, learned from its `WWW-Authenticate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Challenge {
+    Basic,
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
+}
+
+/// A registry client; cheap to share between tasks (`&Client` is all they need).
+pub struct Client {
+    http: reqwest::Client,
+    unverified: reqwest::Client,
+    opts: ClientOptions,
+    schemes: Mutex<HashMap<String, &'static str>>,
+    challenges: Mutex<HashMap<String, Challenge>>,
+    tokens: Mutex<HashMap<(String, String), String>>,
+    /// Credentials given on the command line (`berth login`), before config.json.
+    explicit: Mutex<HashMap<String, Credential>>,
+}
+
+fn builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(15))
+        .read_timeout(Duration::from_secs(120))
+        .pool_max_idle_per_host(16)
+}
+
+impl Client {
+    /// A client with `opts`.
+    pub fn new(opts: ClientOptions) -> Result<Client> {
+        let mut b = builder();
+        for dir in &opts.certs_dirs {
+            for host in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                for f in std::fs::read_dir(host.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    let p = f.path();
+                    if p.extension().is_some_and(|e| e == "crt") {
+                        let pem = std::fs::read(&p)
+                            .map_err(|e| Error::io(format!("read {}", p.display()), e))?;
+                        let cert =
+                            reqwest::Certificate::from_pem(&pem).map_err(|e| Error::Http {
+                                method: "LOAD".into(),
+                                url: p.display().to_string(),
+                                source: e,
+                            })?;
+                        b = b.add_root_certificate(cert);
+                    }
+                }
+            }
+        }
+        let build = |b: reqwest::ClientBuilder| {
+            b.build().map_err(|source| Error::Http {
+                method: "INIT".into(),
+                url: String::new(),
+                source,
+            })
+        };
+        Ok(Client {
+            http: build(b)?,
+            unverified: build(builder().danger_accept_invalid_certs(true))?,
+            opts,
+            schemes: Mutex::default(),
+            challenges: Mutex::default(),
+            tokens: Mutex::default(),
+            explicit: Mutex::default(),
+        })
+    }
+
+    /// Uses `cred` for `host` instead of what config.json holds.
+    pub fn set_credential(&self, host: &str, cred: Credential) {
+        lock(&self.explicit).insert(host.to_owned(), cred);
+    }
+
+    /// Checks `cred` against a registry (`GET /v2/` through the auth handshake).
+    pub async fn check_login(&self, domain: &str, cred: Credential) -> Result<()> {
+        self.set_credential(domain, cred);
+        let host = super::registry_host(domain).to_owned();
+        let resp = self
+            .send(
+                &host,
+                domain,
+                "",
+                Method::GET,
+                "/v2/",
+                &|r| r,
+                &super::NoProgress,
+            )
+            .await?;
+        check("GET", resp).await.map(|_| ())
+    }
+
+    fn insecure(&self, host: &str) -> bool {
+        self.opts.insecure_all || is_loopback(host) || self.opts.insecure.iter().any(|h| h == host)
+    }
+
+    fn http_for(&self, host: &str) -> &reqwest::Client {
+        if self.insecure(host) {
+            &self.unverified
+        } else {
+            &self.http
+        }
+    }
+
+    fn credential(&self, domain: &str) -> Result<Option<Credential>> {
+        if let Some(c) = lock(&self.explicit).get(domain) {
+            return Ok(Some(c.clone()));
+        }
+        credentials::lookup(domain)
+    }
+
+    /// `https://host` or, for insecure hosts that do not speak TLS, `http://host`; asks
+    /// `/v2/` once per host and remembers the answer.
+    async fn base(&self, host: &str) -> Result<String> {
+        if let Some(s) = lock(&self.schemes).get(host) {
+            return Ok(format!("{s}://{host}"));
+        }
+        let scheme = if !self.insecure(host) {
+            "https"
+        } else {
+            match self
+                .unverified
+                .get(format!("https://{host}/v2/"))
+                .send()
+                .await
+            {
+                Ok(_) => "https",
+                Err(_) => "http",
+            }
+        };
+        lock(&self.schemes).insert(host.to_owned(), scheme);
+        Ok(format!("{scheme}://{host}"))
+    }
+
+    /// Sends a request to `host` for `scope` (`repository:<name>:pull,push`), handling the
+    /// auth challenge and retrying 5xx, 429 and dropped connections with backoff.
+    /// `make` builds the request afresh for every attempt.
+    pub(crate) async fn send(
+        &self,
+        host: &str,
+        domain: &str,
+        scope: &str,
+        method: Method,
+        path_and_query: &str,
+        make: &(dyn Fn(RequestBuilder) -> RequestBuilder + Sync),
+        progress: &dyn super::Progress,
+    ) -> Result<Response> {
+        let url = if path_and_query.starts_with("http://") || path_and_query.starts_with("https://")
+        {
+            path_and_query.to_owned()
+        } else {
+            format!("{}{path_and_query}", self.base(host).await?)
+        };
+        let mut attempt = 0;
+        let mut authenticated_once = false;
+        loop {
+            let mut req = make(self.http_for(host).request(method.clone(), &url));
+            if let Some(h) = self.auth_header(host, domain, scope)? {
+                req = req.header("authorization", h);
+            }
+            let result = req.send().await;
+            let retryable = match &result {
+                Ok(r) => {
+                    r.status().is_server_error() || r.status() == StatusCode::TOO_MANY_REQUESTS
+                }
+                Err(e) => e.is_connect() || e.is_timeout() || e.is_request() || e.is_body(),
+            };
+            if retryable && attempt + 1 < self.opts.retries {
+                attempt += 1;
+                progress.event(super::Event::Retry {
+                    what: format!("{method} {url}"),
+                    attempt,
+                });
+                tokio::time::sleep(self.opts.backoff * 2u32.pow(attempt - 1)).await;
+                continue;
+            }
+            let resp = result.map_err(|source| Error::Http {
+                method: method.to_string(),
+                url: url.clone(),
+                source,
+            })?;
+            if resp.status() == StatusCode::UNAUTHORIZED && !authenticated_once {
+                authenticated_once = true;
+                self.authenticate(host, domain, scope, &resp).await?;
+                continue;
+            }
+            if resp.status() == StatusCode::UNAUTHORIZED {
+                let reason = match self.credential(domain)? {
+                    Some(_) => error_message(resp).await,
+                    None => format!(
+                        "{} (no credentials: run berth login {domain})",
+                        error_message(resp).await
+                    ),
+                };
+                return Err(Error::Unauthorized {
+                    registry: domain.to_owned(),
+                    reason,
+                });
+            }
+            return Ok(resp);
+        }
+    }
+
+    fn auth_header(&self, host: &str, domain: &str, scope: &str) -> Result<Option<String>> {
+        let challenge = lock(&self.challenges).get(host).cloned();
+        match challenge {
+            None => Ok(None),
+            Some(Challenge::Basic) => Ok(self.credential(domain)?.map(|c| basic(&c))),
+            Some(Challenge::Bearer { .. }) => Ok(lock(&self.tokens)
+                .get(&(host.to_owned(), scope.to_owned()))
+                .map(|t| format!("Bearer {t}"))),
+        }
+    }
+
+    async fn authenticate(
+        &self,
+        host: &str,
+        domain: &str,
+        scope: &str,
+        resp: &Response,
+    ) -> Result<()> {
+        let header = resp
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let challenge = parse_challenge(header).ok_or_else(|| Error::Unauthorized {
+            registry: domain.to_owned(),
+            reason: format!("unsupported challenge {header:?}"),
+        })?;
+        lock(&self.challenges).insert(host.to_owned(), challenge.clone());
+        let Challenge::Bearer { realm, service } = challenge else {
+            return Ok(());
+        };
+        let mut req = self.http_for(host).get(&realm);
+        let mut query: Vec<(&str, &str)> = Vec::new();
+        if let Some(s) = &service {
+            query.push(("service", s));
+        }
+        for s in scope.split(' ').filter(|s| !s.is_empty()) {
+            query.push(("scope", s));
+        }
+        req = req.query(&query);
+        if let Some(c) = self.credential(domain)? {
+            req = req.header("authorization", basic(&c));
+        }
+        let r = req.send().await.map_err(|source| Error::Http {
+            method: "GET".into(),
+            url: realm.clone(),
+            source,
+        })?;
+        if !r.status().is_success() {
+            let status = r.status();
+            let msg = error_message(r).await;
+            return Err(Error::Unauthorized {
+                registry: domain.to_owned(),
+                reason: format!("token request: {status}: {msg}"),
+            });
+        }
+        #[derive(serde::Deserialize)]
+        struct Token {
+            token: Option<String>,
+            access_token: Option<String>,
+        }
+        let body = r.bytes().await.map_err(|source| Error::Http {
+            method: "GET".into(),
+            url: realm.clone(),
+            source,
+        })?;
+        let t: Token = serde_json::from_slice(&body).map_err(|source| Error::InvalidJson {
+            what: "token response",
+            source,
+        })?;
+        let token = t
+            .token
+            .or(t.access_token)
+            .ok_or_else(|| Error::Unauthorized {
+                registry: domain.to_owned(),
+                reason: "token endpoint returned no token".into(),
+            })?;
+        lock(&self.tokens).insert((host.to_owned(), scope.to_owned()), token);
+        Ok(())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn basic(c: &Credential) -> String {
+    format!(
+        "Basic {}",
+        STANDARD.encode(format!("{}:{}", c.username, c.secret))
+    )
+}
+
+/// Parses `Bearer realm="...",service="...",scope="..."` or `Basic realm="..."`.
+fn parse_challenge(h: &str) -> Option<Challenge> {
+    let (scheme, rest) = h.trim().split_once(' ').unwrap_or((h.trim(), ""));
+    let mut params = HashMap::new();
+    let mut rest = rest.trim();
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once('=')?;
+        let after = after.trim_start();
+        let (value, tail) = if let Some(q) = after.strip_prefix('"') {
+            let end = q.find('"')?;
+            (&q[..end], &q[end + 1..])
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (&after[..end], &after[end..])
+        };
+        params.insert(key.trim().to_ascii_lowercase(), value.to_owned());
+        rest = tail.trim_start_matches([',', ' ']);
+    }
+    match scheme.to_ascii_lowercase().as_str() {
+        "basic" => Some(Challenge::Basic),
+        "bearer" => Some(Challenge::Bearer {
+            realm: params.get("realm")?.clone(),
+            service: params.get("service").cloned(),
+        }),
+        _ => None,
+    }
+}
+
+/// The registry's error message from a failed response (the spec's JSON, or the status).
+pub(crate) async fn error_message(resp: Response) -> String {
+    let status = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        errors: Vec<ErrorBody>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ErrorBody {
+        code: Option<String>,
+        message: Option<String>,
+    }
+    match serde_json::from_str::<Errors>(&body) {
+        Ok(e) if !e.errors.is_empty() => e
+            .errors
+            .iter()
+            .map(|x| {
+                format!(
+                    "{}: {}",
+                    x.code.as_deref().unwrap_or("?"),
+                    x.message.as_deref().unwrap_or("")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        _ => status.canonical_reason().unwrap_or("error").to_lowercase(),
+    }
+}
+
+/// Turns a non-success response into [`Error::Registry`].
+pub(crate) async fn check(method: &str, resp: Response) -> Result<Response> {
+    if resp.status().is_success() {
+        return Ok(resp);
+    }
+    let status = resp.status().as_u16();
+    let url = resp.url().to_string();
+    let body = resp.text().await.unwrap_or_default();
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        errors: Vec<ErrorBody>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ErrorBody {
+        code: Option<String>,
+        message: Option<String>,
+    }
+    let (code, message) = match serde_json::from_str::<Errors>(&body) {
+        Ok(e) if !e.errors.is_empty() => (
+            e.errors[0].code.clone(),
+            e.errors[0].message.clone().unwrap_or_default(),
+        ),
+        _ => (None, String::new()),
+    };
+    Err(Error::Registry {
+        method: method.to_owned(),
+        url,
+        status,
+        code,
+        message,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_challenges() {
+        let c = parse_challenge(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull""#,
+        );
+        assert_eq!(
+            c,
+            Some(Challenge::Bearer {
+                realm: "https://auth.docker.io/token".into(),
+                service: Some("registry.docker.io".into())
+            })
+        );
+        assert_eq!(
+            parse_challenge(r#"Basic realm="Registry Realm""#),
+            Some(Challenge::Basic)
+        );
+        assert_eq!(parse_challenge("Negotiate"), None);
+        assert_eq!(
+            parse_challenge(r#"Bearer service="x""#),
+            None,
+            "a bearer challenge needs a realm"
+        );
+    }
+}
