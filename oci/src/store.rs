@@ -292,15 +292,18 @@ impl ImageStore {
             for item in db.iterator(rocksdb::IteratorMode::Start) {
                 let (k, v) = item.map_err(self.index_err())?;
                 let key = String::from_utf8_lossy(&k);
-                let target = parse_target(&v)?;
                 let name = if let Some(n) = key.strip_prefix(NAME_PREFIX) {
                     Some(n.parse()?)
                 } else if key.starts_with(DANGLING_PREFIX) {
                     None
                 } else {
+                    // Other records (blob sources) share the index.
                     continue;
                 };
-                out.push(ImageRecord { name, target });
+                out.push(ImageRecord {
+                    name,
+                    target: parse_target(&v)?,
+                });
             }
             Ok(out)
         })
@@ -850,6 +853,23 @@ mod tests {
         );
         s.remove_name(&b).unwrap();
         assert_eq!(s.prune(Duration::ZERO).unwrap().blobs, 3);
+    }
+
+    #[test]
+    fn blob_sources_do_not_show_up_as_images() {
+        let (s, _d) = store();
+        let rec = s
+            .import_rootfs(&rootfs_tar()[..], Some(&"app".parse().unwrap()), &opts())
+            .unwrap();
+        s.add_source(&rec.target.digest, "localhost:5000/app")
+            .unwrap();
+        s.add_source(&rec.target.digest, "localhost:5000/other")
+            .unwrap();
+        assert_eq!(s.list().unwrap().len(), 1);
+        assert_eq!(
+            s.sources(&rec.target.digest).unwrap(),
+            ["localhost:5000/app", "localhost:5000/other"]
+        );
     }
 
     #[test]

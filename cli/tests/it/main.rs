@@ -5,6 +5,7 @@
 //! under which a missing tool fails the test.
 
 mod archives;
+mod client;
 mod images;
 mod registry;
 mod util;

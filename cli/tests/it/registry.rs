@@ -1,126 +1,16 @@
 //! `berth registry serve` with real clients: skopeo over plain HTTP, basic auth, bearer
 //! tokens and TLS; multi-arch indexes; two processes on one root; a killed server.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use crate::util::{require_tool, run_tool, Berth};
-
-/// A `berth registry serve` process on 127.0.0.1 and an ephemeral port; killed on drop.
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Server {
-    fn start(root: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args([
-                "registry",
-                "serve",
-                "--addr",
-                "127.0.0.1:0",
-                "--root",
-                &root.to_string_lossy(),
-            ])
-            .args(extra)
-            .env("BERTH_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start berth registry serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read address");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected: {line:?}"))
-            .to_owned();
-        Server { child, addr }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One HTTP/1.1 request over a fresh connection; returns status, headers (lowercase) and body.
-fn http(
-    addr: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    read_response(&mut s)
-}
-
-fn read_response(s: &mut TcpStream) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read response");
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("end of headers");
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    (status, headers, raw[split + 4..].to_vec())
-}
-
-fn header<'a>(h: &'a [(String, String)], name: &str) -> &'a str {
-    h.iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-        .unwrap_or("")
-}
-
-fn p(path: &Path) -> String {
-    path.to_string_lossy().into_owned()
-}
+use crate::util::{header, http, p, read_response, require_tool, run_tool, Berth, Server};
 
 /// A busybox image saved as an OCI archive, and its image ID.
-fn busybox_archive(b: &Berth, dir: &Path) -> Option<(PathBuf, String)> {
+pub(crate) fn busybox_archive(b: &Berth, dir: &Path) -> Option<(PathBuf, String)> {
     if !b.busybox("busybox:latest") {
         return None;
     }
@@ -134,7 +24,7 @@ fn busybox_archive(b: &Berth, dir: &Path) -> Option<(PathBuf, String)> {
     Some((tar, id))
 }
 
-fn skopeo(args: &[&str]) -> String {
+pub(crate) fn skopeo(args: &[&str]) -> String {
     run_tool(Command::new("skopeo").args(args))
 }
 
@@ -191,7 +81,7 @@ fn skopeo_pushes_and_pulls_over_plain_http() {
     );
 }
 
-fn htpasswd_file(dir: &Path) -> Option<PathBuf> {
+pub(crate) fn htpasswd_file(dir: &Path) -> Option<PathBuf> {
     if !require_tool("htpasswd") {
         return None;
     }
@@ -415,7 +305,7 @@ fn skopeo_copies_a_multi_arch_index() {
 }
 
 /// Adds an arm64 twin of the layout's image and an index of both, tagged `multi`.
-fn make_multi_arch(layout: &Path) {
+pub(crate) fn make_multi_arch(layout: &Path) {
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
     let desc = index["manifests"][0].clone();

@@ -172,22 +172,23 @@ fn convert(bytes: &[u8], format: ManifestFormat, index: bool) -> Result<(Vec<u8>
         return Ok((bytes.to_vec(), own.unwrap_or_else(|| oci_type.to_owned())));
     }
     let mut doc = parsed;
-    let to_docker =
-        |t: &str| -> Result<&'static str> {
-            Ok(match t {
-                media::OCI_MANIFEST | media::DOCKER_MANIFEST => media::DOCKER_MANIFEST,
-                media::OCI_INDEX | media::DOCKER_MANIFEST_LIST => media::DOCKER_MANIFEST_LIST,
-                media::OCI_CONFIG | media::DOCKER_CONFIG => media::DOCKER_CONFIG,
-                media::OCI_LAYER_GZIP | media::DOCKER_LAYER_GZIP => media::DOCKER_LAYER_GZIP,
-                media::OCI_LAYER | media::DOCKER_LAYER => media::DOCKER_LAYER,
-                other => return Err(Error::InvalidDocument {
+    let to_docker = |t: &str| -> Result<&'static str> {
+        Ok(match t {
+            media::OCI_MANIFEST | media::DOCKER_MANIFEST => media::DOCKER_MANIFEST,
+            media::OCI_INDEX | media::DOCKER_MANIFEST_LIST => media::DOCKER_MANIFEST_LIST,
+            media::OCI_CONFIG | media::DOCKER_CONFIG => media::DOCKER_CONFIG,
+            media::OCI_LAYER_GZIP | media::DOCKER_LAYER_GZIP => media::DOCKER_LAYER_GZIP,
+            media::OCI_LAYER | media::DOCKER_LAYER => media::DOCKER_LAYER,
+            other => {
+                return Err(Error::InvalidDocument {
                     what: "manifest",
                     reason: format!(
                         "{other} has no Docker schema 2 equivalent (zstd layers need --format oci)"
                     ),
-                }),
-            })
-        };
+                })
+            }
+        })
+    };
     let top = if index {
         media::DOCKER_MANIFEST_LIST
     } else {

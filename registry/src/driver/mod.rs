@@ -12,6 +12,7 @@
 
 mod fs;
 mod memory;
+mod s3;
 #[cfg(test)]
 pub(crate) mod testsuite;
 
@@ -24,6 +25,7 @@ use futures_util::Stream;
 
 pub use fs::FsDriver;
 pub use memory::MemoryDriver;
+pub use s3::{S3Config, S3Driver};
 
 /// A stream of file content.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;

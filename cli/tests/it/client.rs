@@ -1,0 +1,534 @@
+//! berth pull, push, login and logout against berth's registry (plain, token auth) and
+//! CNCF distribution (htpasswd), including interrupted transfers through a flaky proxy.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::registry::{busybox_archive, htpasswd_file, make_multi_arch, skopeo};
+use crate::util::{http, p, require_tool, run_tool, Berth, Server};
+
+fn inspect_id(b: &Berth, image: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(&b.ok(&["inspect", image])).unwrap()[0]["Id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A store with the busybox image tagged `name`; `None` (skip) without busybox-static.
+fn with_busybox(name: &str) -> Option<Berth> {
+    let b = Berth::new();
+    if !b.busybox("busybox:latest") {
+        return None;
+    }
+    b.ok(&["tag", "busybox", name]);
+    Some(b)
+}
+
+/// Runs berth with stderr captured; returns (stdout, stderr).
+fn run(b: &Berth, args: &[&str]) -> (String, String) {
+    let out = b.output(args);
+    assert!(
+        out.status.success(),
+        "berth {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn push_then_pull_keeps_the_image_id_and_skips_what_is_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("reg"), &[]);
+    let name = format!("{}/team/busybox:1", server.addr);
+    let Some(a) = with_busybox(&name) else { return };
+    let (out, _) = run(&a, &["push", "--progress", "plain", &name]);
+    assert!(out.contains("1: digest: sha256:"), "{out}");
+    let b = Berth::new();
+    let (out, err) = run(&b, &["pull", "--progress", "plain", &name]);
+    assert!(out.contains("Status: Downloaded image"), "{out}");
+    assert!(err.contains("Complete"), "{err}");
+    assert_eq!(inspect_id(&b, &name), inspect_id(&a, "busybox"));
+    let (_, err) = run(&b, &["pull", "--progress", "plain", &name]);
+    assert!(
+        err.matches("Already exists").count() == 2,
+        "a second pull downloads nothing: {err}"
+    );
+    let (_, err) = run(&a, &["push", "--progress", "plain", &name]);
+    assert!(
+        err.matches("Already exists").count() == 2,
+        "a second push uploads nothing: {err}"
+    );
+}
+
+#[test]
+fn push_mounts_blobs_from_another_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("reg"), &[]);
+    let first = format!("{}/one/busybox:1", server.addr);
+    let second = format!("{}/two/busybox:1", server.addr);
+    let Some(a) = with_busybox(&first) else {
+        return;
+    };
+    a.ok(&["tag", "busybox", &second]);
+    run(&a, &["push", "--progress", "plain", &first]);
+    let (_, err) = run(&a, &["push", "--progress", "plain", &second]);
+    assert_eq!(err.matches("Mounted from one/busybox").count(), 2, "{err}");
+}
+
+#[test]
+fn push_several_tags_by_digest_and_in_docker_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("reg"), &[]);
+    let (t1, t2) = (
+        format!("{}/app:1", server.addr),
+        format!("{}/app:2", server.addr),
+    );
+    let Some(a) = with_busybox(&t1) else { return };
+    a.ok(&["tag", "busybox", &t2]);
+    let out = a.ok(&["push", "-q", &t1, &t2]);
+    let digests: Vec<&str> = out.lines().collect();
+    assert_eq!(digests.len(), 2);
+    assert_eq!(digests[0], digests[1]);
+    let (_, _, body) = http(&server.addr, "GET", "/v2/app/tags/list", &[], b"");
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()["tags"],
+        serde_json::json!(["1", "2"])
+    );
+    // By digest: the local name@digest resolves to the same image.
+    let by_digest = format!("{}/app@{}", server.addr, digests[0]);
+    assert_eq!(a.ok(&["push", "-q", &by_digest]).trim(), digests[0]);
+    // Docker schema 2: another document, served with docker's media type.
+    let t3 = format!("{}/app:docker", server.addr);
+    a.ok(&["tag", "busybox", &t3]);
+    let d = a.ok(&["push", "-q", "--format", "docker", &t3]);
+    assert_ne!(d.trim(), digests[0]);
+    let (status, h, _) = http(
+        &server.addr,
+        "GET",
+        "/v2/app/manifests/docker",
+        &[("Accept", oci::media::DOCKER_MANIFEST)],
+        b"",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        crate::util::header(&h, "content-type"),
+        oci::media::DOCKER_MANIFEST
+    );
+    let b = Berth::new();
+    b.ok(&["pull", "-q", &t3]);
+    assert_eq!(
+        inspect_id(&b, &t3),
+        inspect_id(&a, "busybox"),
+        "the docker manifest names the same config"
+    );
+}
+
+#[test]
+fn pull_picks_a_platform_from_an_index_and_pulls_by_digest() {
+    if !require_tool("skopeo") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let a = Berth::new();
+    let Some((tar, _)) = busybox_archive(&a, dir.path()) else {
+        return;
+    };
+    let layout = dir.path().join("layout");
+    std::fs::create_dir(&layout).unwrap();
+    run_tool(Command::new("tar").args(["-C", &p(&layout), "-xf", &p(&tar)]));
+    make_multi_arch(&layout);
+    let server = Server::start(&dir.path().join("reg"), &[]);
+    skopeo(&[
+        "copy",
+        "--all",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:multi", p(&layout)),
+        &format!("docker://{}/multi:all", server.addr),
+    ]);
+    let b = Berth::new();
+    let arm = format!("{}/multi:all", server.addr);
+    b.ok(&["pull", "-q", "--platform", "linux/arm64", &arm]);
+    let v: serde_json::Value = serde_json::from_str(&b.ok(&["inspect", &arm])).unwrap();
+    assert_eq!(v[0]["Architecture"], "arm64");
+    let err = b.fails(&["pull", "-q", "--platform", "linux/s390x", &arm]);
+    assert!(err.contains("no image for platform linux/s390x"), "{err}");
+    let digest = v[0]["Descriptor"]["digest"].as_str().unwrap().to_owned();
+    let c = Berth::new();
+    let pinned = format!("{}/multi@{digest}", server.addr);
+    c.ok(&["pull", "-q", &pinned]);
+    assert_eq!(inspect_id(&c, &pinned), v[0]["Id"].as_str().unwrap());
+}
+
+/// CNCF distribution (Debian's docker-registry) with htpasswd auth, on a free port.
+struct Distribution {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Distribution {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn distribution(dir: &Path, htpasswd: &Path) -> Option<Distribution> {
+    if !require_tool("docker-registry") {
+        return None;
+    }
+    let addr = format!("127.0.0.1:{}", free_port());
+    let config = dir.join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\nauth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+            p(&dir.join("data")),
+            p(htpasswd)
+        ),
+    )
+    .unwrap();
+    let child = Command::new("docker-registry")
+        .args(["serve", &p(&config)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if TcpStream::connect(&addr).is_ok() {
+            return Some(Distribution { child, addr });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("docker-registry did not start on {addr}");
+}
+
+fn login(
+    b: &Berth,
+    config: &Path,
+    server: &str,
+    user: &str,
+    password: &str,
+) -> std::process::Output {
+    let mut child = b
+        .cmd(&["login", server, "-u", user, "--password-stdin"])
+        .env("DOCKER_CONFIG", config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn with_docker_config(b: &Berth, config: &Path, args: &[&str]) -> std::process::Output {
+    b.cmd(args)
+        .env("DOCKER_CONFIG", config)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn login_push_pull_against_cncf_distribution_with_htpasswd() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(htpasswd) = htpasswd_file(dir.path()) else {
+        return;
+    };
+    let Some(dist) = distribution(dir.path(), &htpasswd) else {
+        return;
+    };
+    let name = format!("{}/team/busybox:1", dist.addr);
+    let Some(a) = with_busybox(&name) else { return };
+    let config = dir.path().join("docker");
+    let out = login(&a, &config, &dist.addr, "alice", "wrong");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("authentication to") && err.contains("failed"),
+        "{err}"
+    );
+    assert!(
+        !config.join("config.json").exists(),
+        "a failed login saves nothing"
+    );
+    let out = login(&a, &config, &dist.addr, "alice", "s3cret");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "Login Succeeded"
+    );
+    let saved = std::fs::read_to_string(config.join("config.json")).unwrap();
+    assert!(
+        saved.contains(&dist.addr) && saved.contains("\"auth\""),
+        "{saved}"
+    );
+    let out = with_docker_config(&a, &config, &["push", "-q", &name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b = Berth::new();
+    let out = with_docker_config(&b, &config, &["pull", "-q", &name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(inspect_id(&b, &name), inspect_id(&a, "busybox"));
+    let out = with_docker_config(&b, &config, &["logout", &dist.addr]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("Removing login credentials for {}", dist.addr)
+    );
+    let out = with_docker_config(&b, &config, &["pull", "-q", &name]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("berth login"),
+        "tells the user what to do: {err}"
+    );
+}
+
+#[test]
+fn login_push_pull_with_berth_bearer_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(htpasswd) = htpasswd_file(dir.path()) else {
+        return;
+    };
+    let server = Server::start(
+        &dir.path().join("reg"),
+        &["--auth", "token", "--htpasswd", &p(&htpasswd)],
+    );
+    let name = format!("{}/team/busybox:1", server.addr);
+    let Some(a) = with_busybox(&name) else { return };
+    let config = dir.path().join("docker");
+    assert!(!login(&a, &config, &server.addr, "alice", "nope")
+        .status
+        .success());
+    assert!(login(&a, &config, &server.addr, "alice", "s3cret")
+        .status
+        .success());
+    let out = with_docker_config(&a, &config, &["push", "-q", &name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b = Berth::new();
+    let out = with_docker_config(&b, &config, &["pull", "-q", &name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(inspect_id(&b, &name), inspect_id(&a, "busybox"));
+}
+
+/// A TCP proxy that cuts one connection once: an upload after `after` bytes of a PATCH,
+/// or a download after `after` bytes of a blob GET response; `always` cuts every one.
+struct Flaky {
+    addr: String,
+    cuts: Arc<AtomicUsize>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Cut {
+    Upload,
+    Download,
+}
+
+fn flaky(upstream: String, cut: Cut, after: usize, always: bool) -> Flaky {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let cuts = Arc::new(AtomicUsize::new(0));
+    let fired = Arc::new(AtomicBool::new(false));
+    let c2 = cuts.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(500) {
+            let Ok(client) = conn else { break };
+            let Ok(server) = TcpStream::connect(&upstream) else {
+                break;
+            };
+            let (cuts, fired) = (c2.clone(), fired.clone());
+            let armed = Arc::new(AtomicBool::new(false));
+            let (mut c_read, mut s_write) =
+                (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (mut s_read, mut c_write) = (server, client);
+            let (armed_up, cuts_up, fired_up) = (armed.clone(), cuts.clone(), fired.clone());
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                let mut sent = 0;
+                while let Ok(n) = c_read.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let head = &buf[..n.min(64)];
+                    if head.starts_with(b"PATCH ") || head.starts_with(b"GET ") {
+                        let is_blob_get = head.starts_with(b"GET ")
+                            && String::from_utf8_lossy(head).contains("/blobs/sha256");
+                        armed_up.store(
+                            (cut == Cut::Upload && head.starts_with(b"PATCH "))
+                                || (cut == Cut::Download && is_blob_get),
+                            Ordering::SeqCst,
+                        );
+                        sent = 0;
+                    }
+                    if cut == Cut::Upload
+                        && armed_up.load(Ordering::SeqCst)
+                        && (always || !fired_up.load(Ordering::SeqCst))
+                    {
+                        sent += n;
+                        if sent > after {
+                            fired_up.store(true, Ordering::SeqCst);
+                            cuts_up.fetch_add(1, Ordering::SeqCst);
+                            let _ = s_write.write_all(&buf[..n / 2]);
+                            let _ = c_read.shutdown(Shutdown::Both);
+                            let _ = s_write.shutdown(Shutdown::Both);
+                            return;
+                        }
+                    }
+                    if s_write.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = s_write.shutdown(Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                let mut got = 0;
+                while let Ok(n) = s_read.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    if cut == Cut::Download
+                        && armed.load(Ordering::SeqCst)
+                        && (always || !fired.load(Ordering::SeqCst))
+                    {
+                        got += n;
+                        if got > after {
+                            fired.store(true, Ordering::SeqCst);
+                            cuts.fetch_add(1, Ordering::SeqCst);
+                            let _ = c_write.write_all(&buf[..n / 2]);
+                            let _ = c_write.shutdown(Shutdown::Both);
+                            let _ = s_read.shutdown(Shutdown::Both);
+                            return;
+                        }
+                    }
+                    if c_write.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = c_write.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    Flaky { addr, cuts }
+}
+
+/// A store holding a 30 MB single-layer image named `name` (big enough for chunked pushes).
+fn big_image(name: &str) -> Berth {
+    let b = Berth::new();
+    let dir = tempfile::tempdir().unwrap();
+    let mut data = vec![0u8; 30_000_000];
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for chunk in data.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    std::fs::write(dir.path().join("noise"), &data).unwrap();
+    let tar = dir.path().join("r.tar");
+    run_tool(Command::new("tar").args(["-C", &p(dir.path()), "-cf", &p(&tar), "noise"]));
+    b.ok(&["import", &p(&tar), name]);
+    b
+}
+
+#[test]
+fn an_interrupted_push_resumes_from_the_servers_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("reg"), &[]);
+    let proxy = flaky(server.addr.clone(), Cut::Upload, 4_000_000, false);
+    let name = format!("{}/big:1", proxy.addr);
+    let a = big_image(&name);
+    let (_, err) = run(&a, &["push", "--progress", "plain", &name]);
+    assert_eq!(
+        proxy.cuts.load(Ordering::SeqCst),
+        1,
+        "the proxy cut the upload once"
+    );
+    assert!(err.contains("retrying"), "{err}");
+    let b = Berth::new();
+    let direct = format!("{}/big:1", server.addr);
+    b.ok(&["pull", "-q", &direct]);
+    assert_eq!(
+        inspect_id(&b, &direct),
+        inspect_id(&a, &name),
+        "the resumed blob is whole and verified"
+    );
+}
+
+#[test]
+fn an_interrupted_pull_resumes_and_a_failed_one_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("reg"), &[]);
+    let direct = format!("{}/big:1", server.addr);
+    let a = big_image(&direct);
+    a.ok(&["push", "-q", &direct]);
+    let proxy = flaky(server.addr.clone(), Cut::Download, 5_000_000, false);
+    let via = format!("{}/big:1", proxy.addr);
+    let b = Berth::new();
+    let (_, err) = run(&b, &["pull", "--progress", "plain", &via]);
+    assert!(proxy.cuts.load(Ordering::SeqCst) >= 1);
+    assert!(err.contains("retrying"), "{err}");
+    assert_eq!(inspect_id(&b, &via), inspect_id(&a, &direct));
+
+    let dead = flaky(server.addr.clone(), Cut::Download, 1_000_000, true);
+    let c = Berth::new();
+    let err = c.fails(&["pull", "-q", &format!("{}/big:1", dead.addr)]);
+    assert!(err.contains("pull"), "{err}");
+    assert_eq!(c.ok(&["images", "-q"]), "", "no image is named");
+    let layers: Vec<_> = std::fs::read_dir(c.root.path().join("content/blobs/sha256"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().metadata().unwrap().len() > 1_000_000)
+        .collect();
+    assert!(
+        layers.is_empty(),
+        "no partial layer is stored under a digest"
+    );
+    assert_eq!(
+        std::fs::read_dir(c.root.path().join("content/ingest"))
+            .unwrap()
+            .count(),
+        0,
+        "no ingest left behind"
+    );
+}
