@@ -9,6 +9,13 @@
 //! driver = "filesystem"          # or "s3"
 //! root = "/var/lib/berth-registry"
 //!
+//! [storage.s3]                   # used when driver = "s3"
+//! bucket = "registry"
+//! prefix = "prod"
+//! region = "us-east-1"
+//! endpoint = "https://s3.example.com"
+//! path_style = true
+//!
 //! [tls]
 //! cert = "/etc/berth/registry.crt"
 //! key = "/etc/berth/registry.key"
@@ -59,6 +66,8 @@ pub struct StorageConfig {
     pub driver: DriverKind,
     /// The directory for the filesystem driver.
     pub root: Option<PathBuf>,
+    /// The bucket and connection for the s3 driver.
+    pub s3: Option<crate::driver::S3Config>,
 }
 
 /// The storage drivers a config can name.

@@ -11,7 +11,7 @@ use registry::api::{app, AppState};
 use registry::auth::{parse_htpasswd, Auth, Mode};
 use registry::config::{Config, DriverKind, TlsConfig};
 use registry::domain::Registry;
-use registry::driver::{FsDriver, StorageDriver};
+use registry::driver::{FsDriver, S3Driver, StorageDriver};
 
 /// Run and maintain an OCI distribution registry
 #[derive(Debug, Args)]
@@ -64,7 +64,7 @@ impl Common {
     }
 }
 
-fn open_driver(cfg: &Config) -> Result<Arc<dyn StorageDriver>> {
+async fn open_driver(cfg: &Config) -> Result<Arc<dyn StorageDriver>> {
     match cfg.storage.driver {
         DriverKind::Filesystem => {
             let root = cfg
@@ -76,7 +76,17 @@ fn open_driver(cfg: &Config) -> Result<Arc<dyn StorageDriver>> {
                 format!("open storage {}", root.display())
             })?))
         }
-        DriverKind::S3 => bail!("the s3 storage driver is not built in yet"),
+        DriverKind::S3 => {
+            let Some(s3) = cfg.storage.s3.clone() else {
+                bail!("storage driver s3 needs a [storage.s3] section in the config file")
+            };
+            let bucket = s3.bucket.clone();
+            Ok(Arc::new(
+                S3Driver::new(s3)
+                    .await
+                    .with_context(|| format!("open s3 bucket {bucket}"))?,
+            ))
+        }
     }
 }
 
@@ -145,21 +155,21 @@ impl Serve {
             cfg.auth.secret_file = Some(s);
         }
         let auth = build_auth(&cfg)?;
-        let driver = open_driver(&cfg)?;
         let tls = cfg
             .tls
             .as_ref()
             .map(|t| registry::server::tls_config(&t.cert, &t.key))
             .transpose()?;
         let addr = cfg.addr.clone().unwrap_or_else(|| "0.0.0.0:5000".into());
-        let state = AppState {
-            registry: Registry::new(driver),
-            auth: Arc::new(auth),
-            metrics: Arc::default(),
-            read_only: cfg.read_only,
-        };
         let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
         rt.block_on(async move {
+            let driver = open_driver(&cfg).await?;
+            let state = AppState {
+                registry: Registry::new(driver),
+                auth: Arc::new(auth),
+                metrics: Arc::default(),
+                read_only: cfg.read_only,
+            };
             let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("listen on {addr}"))?;
             let local = listener.local_addr()?;
             tracing::info!(addr = %local, tls = cfg.tls.is_some(), read_only = cfg.read_only, "registry listening");
@@ -232,13 +242,13 @@ struct Gc {
 impl Gc {
     fn run(self) -> Result<()> {
         let cfg = self.common.load()?;
-        let driver = open_driver(&cfg)?;
         let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
-        let report = rt.block_on(registry::gc::collect(
-            &Registry::new(driver),
-            self.dry_run,
-            self.grace,
-        ))?;
+        let report = rt.block_on(async {
+            let driver = open_driver(&cfg).await?;
+            anyhow::Ok(
+                registry::gc::collect(&Registry::new(driver), self.dry_run, self.grace).await?,
+            )
+        })?;
         let verb = if self.dry_run {
             "would delete"
         } else {

@@ -15,7 +15,9 @@
 //!
 //! The `.multipart` object is the commit point of [`FileWriter::close`]: a writer reopened
 //! with `append` (by any process) continues from exactly what it records. Parts uploaded
-//! after the last close are simply uploaded again under the same part numbers. `list`
+//! after the last close are simply uploaded again under the same part numbers. A reopened
+//! writer fetches the tail only once it writes or commits, so asking an upload's size
+//! reads just the state, and closing a writer that wrote nothing changes nothing. `list`
 //! hides both helper objects. Until commit, `stat`/`get`/`read` of the path say NotFound
 //! (unlike the fs driver, which shows the partial file): ask a reopened writer's `size()`.
 //!
@@ -222,15 +224,17 @@ impl S3Driver {
             parts: Vec::new(),
             uploaded: 0,
             buf: BytesMut::new(),
+            tail_loaded: true,
+            changed: !append,
             failed: false,
             #[cfg(test)]
             peak_buffered: 0,
         };
         match state {
             Some(state) if append => {
-                if state.pending_size > 0 {
-                    w.buf = self.load_pending(path, &w.key, &state).await?;
-                }
+                // The tail is fetched only when bytes are written or committed: asking the
+                // size, or cancelling, reads just the small state object.
+                w.tail_loaded = state.pending_size == 0;
                 w.parts.clone_from(&state.parts);
                 w.uploaded = state.parts.iter().map(|p| p.size).sum();
                 w.durable = state;
@@ -240,6 +244,8 @@ impl S3Driver {
                 if let Some(id) = &stale.upload_id {
                     self.abort_upload(path, &w.key, id).await?;
                 }
+                w.delete_helpers().await?;
+                w.state_exists = false;
             }
             None if append => {
                 let committed = self.probe("append", path, &w.key).await?.is_some();
@@ -783,6 +789,10 @@ struct S3Writer {
     uploaded: u64,
     /// Bytes not yet in a part: always less than one part between calls.
     buf: BytesMut,
+    /// False while the durable tail (`durable.pending_size` bytes) is still only in storage.
+    tail_loaded: bool,
+    /// Whether close has anything new to record.
+    changed: bool,
     /// A failed write lost data: closing or committing now would store a wrong file.
     failed: bool,
     #[cfg(test)]
@@ -812,6 +822,19 @@ impl S3Writer {
 
     fn pending_key(&self) -> String {
         format!("{}{PENDING_SUFFIX}", self.key)
+    }
+
+    /// Brings the tail recorded at the last close into the buffer, before it grows.
+    async fn load_tail(&mut self) -> Result<()> {
+        if !self.tail_loaded {
+            self.buf = self
+                .driver
+                .load_pending(&self.path, &self.key, &self.durable)
+                .await?;
+            self.tail_loaded = true;
+            self.note_buffer();
+        }
+        Ok(())
     }
 
     fn check_usable(&self) -> Result<()> {
@@ -936,17 +959,31 @@ impl S3Writer {
 impl FileWriter for S3Writer {
     async fn write(&mut self, data: Bytes) -> Result<()> {
         self.check_usable()?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.load_tail().await?;
+        self.changed = true;
         let res = self.write_inner(data).await;
         self.failed = res.is_err();
         res
     }
 
     fn size(&self) -> u64 {
-        self.uploaded + self.buf.len() as u64
+        let tail = if self.tail_loaded {
+            self.buf.len() as u64
+        } else {
+            self.durable.pending_size
+        };
+        self.uploaded + tail
     }
 
     async fn close(mut self: Box<Self>) -> Result<()> {
         self.check_usable()?;
+        if !self.changed {
+            // Reopened and nothing written: what the last close recorded still holds.
+            return Ok(());
+        }
         let mut state = UploadState {
             upload_id: self.durable.upload_id.clone(),
             parts: self.parts.clone(),
@@ -966,6 +1003,7 @@ impl FileWriter for S3Writer {
 
     async fn commit(mut self: Box<Self>) -> Result<()> {
         self.check_usable()?;
+        self.load_tail().await?;
         let tail = std::mem::take(&mut self.buf).freeze();
         match self.durable.upload_id.clone() {
             // Smaller than one part: a plain PutObject (an empty one for an empty file).
@@ -1192,6 +1230,58 @@ mod tests {
 
     crate::driver_suite!(suite, s3_driver().await);
 
+    /// Two registry processes over one bucket: an upload begun on one is finished on the
+    /// other, and what one stores the other serves.
+    #[tokio::test]
+    async fn two_registries_over_one_bucket_share_uploads_and_blobs() {
+        use crate::domain::{Registry, RepoName};
+        let server = TestS3::start();
+        let a = Registry::new(std::sync::Arc::new(small_parts(&server).await));
+        let b = Registry::new(std::sync::Arc::new(small_parts(&server).await));
+        let name: RepoName = "team/app".parse().unwrap();
+        let data = pattern(12 * MIB as usize + 333, 7);
+        let (first, rest) = data.split_at(7 * MIB as usize);
+        let body = |bytes: &[u8]| -> crate::domain::BodyStream {
+            let chunk = Bytes::copy_from_slice(bytes);
+            Box::pin(futures_util::stream::once(async move { Ok(chunk) }))
+        };
+        let id = a.start_upload(&name).await.unwrap();
+        assert_eq!(
+            a.append_upload(&name, &id, Some(0), body(first))
+                .await
+                .unwrap(),
+            first.len() as u64
+        );
+        assert_eq!(b.upload_size(&name, &id).await.unwrap(), first.len() as u64);
+        let digest = oci::Digest::of(&data);
+        b.finish_upload(&name, &id, &digest, Some(body(rest)))
+            .await
+            .unwrap();
+        assert_eq!(
+            a.blob_size(&name, &digest).await.unwrap(),
+            data.len() as u64
+        );
+        let got: Vec<Bytes> = a
+            .blob_stream(&digest, 0)
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert!(
+            got.concat() == data,
+            "the blob reads back whole from the other registry"
+        );
+        let wrong = oci::Digest::of(b"something else");
+        let id = b.start_upload(&name).await.unwrap();
+        let err = a
+            .finish_upload(&name, &id, &wrong, Some(body(b"abc")))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, crate::ErrorCode::DigestInvalid);
+        assert!(!a.blob_stored(&wrong).await.unwrap());
+    }
+
     /// Bytes that differ at every offset, so a misplaced chunk cannot go unnoticed.
     fn pattern(len: usize, seed: u32) -> Vec<u8> {
         let mut x = seed.wrapping_mul(2_654_435_761).max(1);
@@ -1274,6 +1364,47 @@ mod tests {
             matches!(err, DriverError::Backend { op: "append", .. }),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn reopening_without_writing_changes_nothing() {
+        let server = TestS3::start();
+        let d = small_parts(&server).await;
+        let data = pattern(6 * MIB as usize + 10, 6);
+        let mut w = d.writer("/n/data", false).await.unwrap();
+        w.write(Bytes::copy_from_slice(&data)).await.unwrap();
+        w.close().await.unwrap();
+        for _ in 0..2 {
+            // What the registry does to report an upload's progress.
+            let w = d.writer("/n/data", true).await.unwrap();
+            assert_eq!(w.size(), data.len() as u64);
+            w.close().await.unwrap();
+        }
+        let w = d.writer("/n/data", true).await.unwrap();
+        drop(w);
+        d.writer("/n/data", true)
+            .await
+            .unwrap()
+            .commit()
+            .await
+            .unwrap();
+        assert!(d.get("/n/data").await.unwrap() == data);
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_refuses_to_close() {
+        let server = TestS3::start();
+        let d = small_parts(&server).await;
+        let mut w = d.writer("/f/data", false).await.unwrap();
+        w.write(Bytes::from(vec![1u8; MIB as usize])).await.unwrap();
+        drop(server);
+        let err = w
+            .write(Bytes::from(vec![2u8; 5 * MIB as usize]))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DriverError::Backend { .. }), "{err}");
+        let err = w.close().await.unwrap_err();
+        assert!(err.to_string().contains("earlier write failed"), "{err}");
     }
 
     #[tokio::test]
