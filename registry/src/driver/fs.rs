@@ -169,7 +169,7 @@ impl StorageDriver for FsDriver {
         let file = opts.open(&full).await.map_err(io_err("open", path))?;
         let size = file.metadata().await.map_err(io_err("stat", path))?.len();
         Ok(Box::new(FsWriter {
-            file,
+            file: tokio::io::BufWriter::with_capacity(1 << 20, file),
             size,
             path: path.to_owned(),
             full,
@@ -182,7 +182,8 @@ impl StorageDriver for FsDriver {
 }
 
 struct FsWriter {
-    file: tokio::fs::File,
+    /// Buffered so that a stream of small body chunks becomes few large writes.
+    file: tokio::io::BufWriter<tokio::fs::File>,
     size: u64,
     path: String,
     full: PathBuf,
@@ -215,6 +216,7 @@ impl FileWriter for FsWriter {
             .await
             .map_err(io_err("flush", &self.path))?;
         self.file
+            .get_ref()
             .sync_all()
             .await
             .map_err(io_err("fsync", &self.path))
