@@ -1,124 +1,148 @@
 #!/usr/bin/env bash
 # Registry: berth's registry against CNCF distribution 2.8 (Debian's docker-registry), in the
-# same run on the same ~1 GiB image, both on the filesystem driver. Push and pull with skopeo,
-# manifest GETs with wrk, peak RSS from /proc. Prints one table; see bench/README.md.
+# same run on the same ~1 GiB image, first both on the filesystem driver, then both on the S3
+# driver against one local s3s-fs server. Push and pull with skopeo, manifest GETs with wrk,
+# peak RSS from /proc. Prints one table per storage driver; see bench/README.md.
 #
 #   bench/registry.sh
 #
-# Environment: BENCH_DIR (default /var/tmp/berth-bench) holds the test image, made once and
-# reused; RUNS (default 3) pushes and pulls that many times per registry and reports the
-# fastest; BERTH (default target/release/berth) is the binary under test; KEEP_RUN=1 keeps the
-# run directory (server logs, roots) instead of removing it.
+# Environment: BENCH_DIR (default /var/tmp/berth-bench) holds the test image and the s3s-fs
+# binary, made once and reused; RUNS (default 3) pushes and pulls that many times per registry
+# and reports the fastest; BERTH (default target/release/berth) is the binary under test; S3=0
+# skips the S3 part; S3FS (default $BENCH_DIR/tools/bin/s3s-fs, installed with cargo when
+# missing) is the S3 server; KEEP_RUN=1 keeps the run directory (server logs, roots) instead of
+# removing it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+PROG=registry.sh
 BENCH_DIR=${BENCH_DIR:-/var/tmp/berth-bench}
 RUNS=${RUNS:-3}
 BERTH=${BERTH:-target/release/berth}
+S3=${S3:-1}
+S3FS=${S3FS:-$BENCH_DIR/tools/bin/s3s-fs}
+S3FS_VERSION=0.14.1
 DISTRIBUTION=/usr/bin/docker-registry
-IMG=$BENCH_DIR/registry-image
-IMG_VERSION="berth registry bench image v1" # change it whenever the generator changes
 REPO=bench/image
 TAG=1
 MANIFEST_TYPE=application/vnd.oci.image.manifest.v1+json
-
-die() {
-  echo "registry.sh: $*" >&2
-  exit 1
-}
-say() { echo "registry.sh: $*" >&2; }
+# Credentials of the local S3 server: it listens on 127.0.0.1 only and lives for one run.
+S3_ACCESS_KEY=berthbench
+S3_SECRET_KEY=berthbench-secret
+. bench/lib.sh
 
 [ $# -eq 0 ] || die "usage: bench/registry.sh (no arguments; see the environment in its header)"
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer"
+[[ $S3 =~ ^[01]$ ]] || die "S3 must be 0 or 1"
 [ -x "$BERTH" ] || die "$BERTH is missing: run ./setup (or set BERTH)"
 for tool in "$DISTRIBUTION" skopeo wrk curl python3 jq; do
   command -v "$tool" >/dev/null || die "$tool is missing: run ./setup --deps"
 done
 
-[ "$(cat "$IMG/.complete" 2>/dev/null)" = "$IMG_VERSION" ] || make_image
+# s3s-fs (an S3 server that maps buckets to directories and objects to files), built once
+# into $BENCH_DIR/tools with its own target directory.
+if [ "$S3" = 1 ] && [ ! -x "$S3FS" ]; then
+  command -v cargo >/dev/null || die "cargo is missing: it installs s3s-fs (or set S3=0)"
+  say "installing s3s-fs $S3FS_VERSION under $BENCH_DIR/tools (once, a few minutes)"
+  mkdir -p "$BENCH_DIR"
+  (cd / && CARGO_TARGET_DIR="$BENCH_DIR/tools-target" cargo install s3s-fs --version "$S3FS_VERSION" \
+    --features binary --locked --root "$BENCH_DIR/tools") >"$BENCH_DIR/tools-install.log" 2>&1 ||
+    die "installing s3s-fs failed (see $BENCH_DIR/tools-install.log)"
+  [ -x "$S3FS" ] || die "$S3FS is missing after the install"
+fi
 
-# The manifest's digest, and the bytes a push or pull moves: the config and the layers.
-manifest_digest=$(jq -r '.manifests[0].digest' "$IMG/index.json")
-manifest_file=$IMG/blobs/sha256/${manifest_digest#sha256:}
-bytes=$(jq '.config.size + ([.layers[].size] | add)' "$manifest_file")
+ensure_image
 
 RUN=$(mktemp -d "$BENCH_DIR/run-XXXXXX")
-pid="" # the registry server running now, if any
+pid=""    # the registry server running now, if any
+s3_pid="" # the S3 server, if any
 cleanup() {
-  [ -z "$pid" ] || halt
+  [ -z "$pid" ] || halt "$pid"
+  [ -z "$s3_pid" ] || halt "$s3_pid"
   if [ "${KEEP_RUN:-}" = 1 ]; then say "kept $RUN"; else rm -rf "$RUN"; fi
 }
 trap cleanup EXIT
 
 say "$IMG: $bytes blob bytes, best of $RUNS run(s)"
 
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
-min() { awk -v a="$1" -v b="$2" 'BEGIN { print (b == "" || a < b) ? a : b }'; }
-max() { awk -v a="$1" -v b="$2" 'BEGIN { print (b == "" || a > b) ? a : b }'; }
-
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+# data DRIVER KEY: where the content of one registry run lives: a directory (fs), or the
+# directory s3s-fs keeps the bucket KEY in (s3).
+data() {
+  case $1 in
+    fs) echo "$RUN/root-$2" ;;
+    s3) echo "$RUN/s3/$2" ;;
+  esac
 }
 
-# start NAME ROOT: starts registry NAME (berth or distribution) on a fresh root and a free port,
-# sets pid and port, and waits (at most 10 s) until /v2/ answers.
+# start NAME DRIVER KEY: starts registry NAME (berth or distribution) with DRIVER (fs or s3) on
+# fresh storage (a root directory, or a bucket, named after KEY) and a free port; sets pid and
+# port, and waits (at most 10 s) until /v2/ answers.
 start() {
-  local name=$1 root=$2 log
+  local name=$1 driver=$2 key=$3 log=$RUN/$1-$3 conf
+  conf=$RUN/$key.conf
   port=$(free_port)
-  log=$RUN/$name-$(basename "$root")
-  mkdir -p "$root"
-  case $name in
-    berth)
-      "$BERTH" registry serve --addr "127.0.0.1:$port" --root "$root" >"$log.out" 2>"$log.err" &
+  mkdir -p "$(data "$driver" "$key")" # s3s-fs: a bucket is a directory of its root
+  case $name/$driver in
+    berth/fs)
+      "$BERTH" registry serve --addr "127.0.0.1:$port" --root "$(data fs "$key")" \
+        >"$log.out" 2>"$log.err" &
       ;;
-    distribution)
-      # Minimal config, plus the in-memory blob descriptor cache that Debian's and the
-      # registry:2 image's default configs turn on (the peer as people run it).
-      cat >"$root.yml" <<EOF
-version: 0.1
-storage:
-  filesystem:
-    rootdirectory: $root
-  cache:
-    blobdescriptor: inmemory
-http:
-  addr: 127.0.0.1:$port
+    berth/s3)
+      cat >"$conf" <<EOF
+[storage]
+driver = "s3"
+
+[storage.s3]
+bucket = "$key"
+endpoint = "http://127.0.0.1:$s3_port"
+path_style = true
+region = "us-east-1"
+access_key = "$S3_ACCESS_KEY"
+secret_key = "$S3_SECRET_KEY"
 EOF
-      "$DISTRIBUTION" serve "$root.yml" >"$log.out" 2>"$log.err" &
+      "$BERTH" registry serve -c "$conf" --addr "127.0.0.1:$port" >"$log.out" 2>"$log.err" &
+      ;;
+    distribution/*)
+      # Minimal config, plus the in-memory blob descriptor cache that Debian's and the
+      # registry:2 image's default configs turn on (the peer as people run it). On S3,
+      # redirects are off: berth serves blobs itself, so both carry the bytes (distribution
+      # would otherwise send clients to presigned S3 URLs). The s3 driver forces path-style
+      # addressing whenever regionendpoint is set; chunksize stays at its default (10 MiB).
+      {
+        echo "version: 0.1"
+        echo "storage:"
+        if [ "$driver" = fs ]; then
+          echo "  filesystem:"
+          echo "    rootdirectory: $(data fs "$key")"
+        else
+          echo "  s3:"
+          echo "    accesskey: $S3_ACCESS_KEY"
+          echo "    secretkey: $S3_SECRET_KEY"
+          echo "    region: us-east-1"
+          echo "    regionendpoint: http://127.0.0.1:$s3_port"
+          echo "    bucket: $key"
+          echo "    secure: false"
+          echo "    v4auth: true"
+          echo "  redirect:"
+          echo "    disable: true"
+        fi
+        echo "  cache:"
+        echo "    blobdescriptor: inmemory"
+        echo "http:"
+        echo "  addr: 127.0.0.1:$port"
+      } >"$conf"
+      "$DISTRIBUTION" serve "$conf" >"$log.out" 2>"$log.err" &
       ;;
   esac
   pid=$!
-  for ((i = 0; i < 100; i++)); do
-    curl -fsS --max-time 2 -o /dev/null "http://127.0.0.1:$port/v2/" 2>/dev/null && return 0
-    alive || break
-    sleep 0.1
-  done
-  tail -n 20 "$log.err" >&2 || true
-  die "$name did not come up on 127.0.0.1:$port (log: $log.err)"
+  await "$name" "$pid" "http://127.0.0.1:$port/v2/" "$log.err"
 }
 
-# alive: whether the server still runs (our own child stays a zombie, State: Z, until waited for).
-alive() {
-  [ -e "/proc/$pid" ] && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null
-}
-
-# halt: stops the server (SIGTERM, and SIGKILL if it is still there after 10 s).
-halt() {
-  kill "$pid" 2>/dev/null || true
-  for ((i = 0; i < 100; i++)); do
-    alive || break
-    sleep 0.1
-  done
-  kill -9 "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  pid=""
-}
-
-# stop: reads the server's peak RSS (VmHWM, KiB) into hwm_kib, then halts it.
+# stop: reads the server's peak RSS (VmHWM, KiB) into hwm, then halts it.
 stop() {
-  hwm_kib=$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status")
-  halt
+  hwm=$(hwm_kib "$pid")
+  halt "$pid"
+  pid=""
 }
 
 # to_ms VALUE: a wrk duration (850.00us, 1.20ms, 2.00s, 1.00m) in milliseconds.
@@ -131,44 +155,50 @@ to_ms() {
   }'
 }
 
-# bench NAME LABEL: RUNS pushes (each to a restarted server on a fresh root, so every blob is
-# really uploaded), then RUNS pulls and the wrk run against the last one; prints one row.
+# skopeo_copy NAME WHAT SRC DEST: one timed skopeo copy (at most 10 minutes); sets secs. Dies
+# with skopeo's last message when it fails.
+skopeo_copy() {
+  local name=$1 what=$2 t0 t1 log=$RUN/$1-skopeo.log
+  sync # so that writeback of the previous step does not land in this one
+  t0=$(now)
+  timeout 600 skopeo copy -q --src-tls-verify=false --dest-tls-verify=false "$3" "$4" \
+    >>"$log" 2>&1 || die "$name: $what failed: $(tail -n 1 "$log")"
+  t1=$(now)
+  secs=$(elapsed "$t0" "$t1")
+}
+
+# bench NAME LABEL DRIVER: RUNS pushes (each to a restarted server on fresh storage, so every
+# blob is really uploaded), then RUNS pulls and the wrk run against the last one; appends one
+# row to $RUN/rows-DRIVER.
 bench() {
-  local name=$1 label=$2 push="" pull="" peak="" t0 t1 r out rps p50 p99
-  local src=oci:$IMG:bench
+  local name=$1 label=$2 driver=$3 push="" pull="" peak="" r out rps p50 p99 got
   for ((r = 1; r <= RUNS; r++)); do
-    [ -z "$pid" ] || { stop; peak=$(max "$hwm_kib" "$peak"); rm -rf "$RUN/$name-root-$((r - 1))"; }
-    start "$name" "$RUN/$name-root-$r"
-    sync
-    t0=$(now)
-    timeout 600 skopeo copy -q --dest-tls-verify=false "$src" "docker://127.0.0.1:$port/$REPO:$TAG" \
-      >>"$RUN/$name-skopeo.log" 2>&1 || die "$name: push failed (see $RUN/$name-skopeo.log)"
-    t1=$(now)
-    push=$(min "$(elapsed "$t0" "$t1")" "$push")
-    say "$name: push $r: $(elapsed "$t0" "$t1") s"
+    if [ -n "$pid" ]; then
+      stop
+      peak=$(max "$hwm" "$peak")
+      rm -rf "$(data "$driver" "$name-$((r - 1))")"
+    fi
+    start "$name" "$driver" "$name-$r"
+    skopeo_copy "$name" push "oci:$IMG:bench" "docker://127.0.0.1:$port/$REPO:$TAG"
+    push=$(min "$secs" "$push")
+    say "$name ($driver): push $r: $secs s"
   done
 
   # The pushed manifest must come back byte for byte, under its own digest.
-  local got
   got=$(curl -fsS --max-time 10 -H "Accept: $MANIFEST_TYPE" "http://127.0.0.1:$port/v2/$REPO/manifests/$TAG" |
     sha256sum | cut -d' ' -f1)
   [ "sha256:$got" = "$manifest_digest" ] || die "$name: manifest GET returned sha256:$got"
 
   for ((r = 1; r <= RUNS; r++)); do
-    sync
-    t0=$(now)
-    timeout 600 skopeo copy -q --src-tls-verify=false "docker://127.0.0.1:$port/$REPO:$TAG" \
-      "oci:$RUN/pull-$r:x" >>"$RUN/$name-skopeo.log" 2>&1 ||
-      die "$name: pull failed (see $RUN/$name-skopeo.log)"
-    t1=$(now)
+    skopeo_copy "$name" pull "docker://127.0.0.1:$port/$REPO:$TAG" "oci:$RUN/pull-$r:x"
     rm -rf "$RUN/pull-$r"
-    pull=$(min "$(elapsed "$t0" "$t1")" "$pull")
-    say "$name: pull $r: $(elapsed "$t0" "$t1") s"
+    pull=$(min "$secs" "$pull")
+    say "$name ($driver): pull $r: $secs s"
   done
 
   out=$(timeout 60 wrk -t4 -c64 -d10s --latency -H "Accept: $MANIFEST_TYPE" \
     "http://127.0.0.1:$port/v2/$REPO/manifests/$TAG")
-  echo "$out" >"$RUN/$name-wrk.log"
+  echo "$out" >"$RUN/$name-$driver-wrk.log"
   ! grep -qE 'Non-2xx|Socket errors' <<<"$out" || {
     echo "$out" >&2
     die "$name: wrk saw errors"
@@ -176,34 +206,65 @@ bench() {
   rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
   p50=$(to_ms "$(awk '/Latency Distribution/ { d = 1 } d && $1 == "50%" { print $2; exit }' <<<"$out")")
   p99=$(to_ms "$(awk '/Latency Distribution/ { d = 1 } d && $1 == "99%" { print $2; exit }' <<<"$out")")
-  say "$name: wrk: $rps req/s, p50 $p50 ms, p99 $p99 ms"
+  say "$name ($driver): wrk: $rps req/s, p50 $p50 ms, p99 $p99 ms"
 
   stop
-  peak=$(max "$hwm_kib" "$peak")
-  rm -rf "$RUN/$name-root-$RUNS"
+  peak=$(max "$hwm" "$peak")
+  rm -rf "$(data "$driver" "$name-$RUNS")"
   # 1 MB = 10^6 bytes, for throughput and RSS alike.
   awk -v l="$label" -v b="$bytes" -v push="$push" -v pull="$pull" -v rps="$rps" \
     -v p50="$p50" -v p99="$p99" -v kib="$peak" 'BEGIN {
     printf "%-22s%11.1f%11.1f%11.0f%12.2f%12.2f%13.1f\n",
       l, b / 1e6 / push, b / 1e6 / pull, rps, p50, p99, kib * 1024 / 1e6
-  }' >>"$RUN/rows"
+  }' >>"$RUN/rows-$driver"
 }
 
-# The S3 driver is being written. TODO: an S3 section that runs both registries against one
-# local s3s-fs server on 127.0.0.1 (berth with --storage s3, distribution with its s3 driver
-# and a regionendpoint pointing at it), with the same push, pull, wrk and RSS measurements and
-# its own table, "registry (s3)".
+# bench_or_na NAME LABEL DRIVER: bench in a subshell; if it fails, its error is reported and
+# the row reads n/a instead of the script stopping there.
+bench_or_na() {
+  local status
+  set +e
+  (
+    set -e
+    trap '[ -z "$pid" ] || halt "$pid"' EXIT
+    bench "$@"
+  )
+  status=$?
+  set -e
+  [ "$status" = 0 ] && return 0
+  say "$1 ($3): failed (status $status); its row reads n/a"
+  printf '%-22s%11s%11s%11s%12s%12s%13s\n' "$2" n/a n/a n/a n/a n/a n/a >>"$RUN/rows-$3"
+}
 
-bench berth berth
-bench distribution "distribution 2.8"
+# table DRIVER TITLE: the table of one storage driver, with the ratios berth / distribution
+# taken from its rows (columns from the right, as the labels hold spaces).
+table() {
+  echo
+  printf '%-22s%11s%11s%11s%12s%12s%13s\n' "$2" "push MB/s" "pull MB/s" \
+    "GET req/s" "GET p50 ms" "GET p99 ms" "peak RSS MB"
+  cat "$RUN/rows-$1"
+  awk 'NR == 1 { bpush = $(NF-5); bpull = $(NF-4); bp99 = $(NF-1) }
+       NR == 2 && $NF == "n/a" { print "berth/distribution: n/a (distribution failed)" }
+       NR == 2 && $NF != "n/a" {
+         printf "berth/distribution: push %.2fx, pull %.2fx, GET p99 %.2fx\n",
+                bpush / $(NF-5), bpull / $(NF-4), bp99 / $(NF-1) }' "$RUN/rows-$1"
+  echo "targets: push and pull >= 1.5x distribution; GET p99 <= 0.5x; peak RSS <= distribution's"
+}
 
-echo
-printf '%-22s%11s%11s%11s%12s%12s%13s\n' "registry (filesystem)" "push MB/s" "pull MB/s" \
-  "GET req/s" "GET p50 ms" "GET p99 ms" "peak RSS MB"
-cat "$RUN/rows"
-# Ratios berth / distribution, from the table's rows (columns from the right, as the
-# labels hold spaces).
-awk 'NR == 1 { bpush = $(NF-5); bpull = $(NF-4); bp99 = $(NF-1) }
-     NR == 2 { printf "berth/distribution: push %.2fx, pull %.2fx, GET p99 %.2fx\n",
-               bpush / $(NF-5), bpull / $(NF-4), bp99 / $(NF-1) }' "$RUN/rows"
-echo "targets: push and pull >= 1.5x distribution; GET p99 <= 0.5x; peak RSS <= distribution's"
+bench berth berth fs
+bench distribution "distribution 2.8" fs
+
+if [ "$S3" = 1 ]; then
+  # One S3 server for the whole part; every registry run gets a bucket of its own.
+  s3_port=$(free_port)
+  mkdir -p "$RUN/s3"
+  "$S3FS" --host 127.0.0.1 --port "$s3_port" --access-key "$S3_ACCESS_KEY" \
+    --secret-key "$S3_SECRET_KEY" "$RUN/s3" >"$RUN/s3s-fs.out" 2>"$RUN/s3s-fs.err" &
+  s3_pid=$!
+  await s3s-fs "$s3_pid" "http://127.0.0.1:$s3_port/" "$RUN/s3s-fs.err"
+  bench berth berth s3
+  bench_or_na distribution "distribution 2.8" s3
+fi
+
+table fs "registry (filesystem)"
+[ "$S3" = 0 ] || table s3 "registry (s3)"

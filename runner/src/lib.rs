@@ -1,7 +1,15 @@
-//! The berth runner: runs one process in an image, in Linux namespaces.
+//! The berth runner: layers into root filesystems, and (next) one process run in them.
 //!
-//! An image's layers are unpacked once per diffID into snapshots (overlay, or a copy
-//! fallback), mounted as a rootfs, and a process is started in fresh namespaces with the
-//! image's config applied; the builder's RUN and `berth run` share this engine.
+//! Today it holds [`unpack`]: applying an image layer's tar stream to a directory by the
+//! rules learned from runc, umoci and their CVEs: every path resolved inside the root,
+//! no symlink followed at the last component, hardlinks confined, whiteouts written in
+//! the form the snapshot needs. Snapshotters (overlay and copy) and the namespace sandbox
+//! behind `berth run` and the builder's RUN build on it next; see the runner issue.
 //!
-//! Nothing runs yet: the runner lands with its own issue.
+//! ```no_run
+//! let layer = std::fs::File::open("layer.tar")?;
+//! runner::unpack::unpack(layer, std::path::Path::new("/tmp/rootfs"), &Default::default())?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod unpack;

@@ -1,0 +1,840 @@
+//! Applying a layer's tar stream to a directory without ever writing outside it.
+//!
+//! Every path is resolved inside the root with `openat2(RESOLVE_IN_ROOT |
+//! RESOLVE_NO_MAGICLINKS)`: a symlink in the layer (`etc -> /host/etc`, `up -> ../../..`)
+//! is followed as if the root were `/`, so it can only lead somewhere under the root.
+//! Entries are then created relative to their parent's fd with the `*at` calls, never
+//! following a symlink at the last component: an existing path is unlinked and created
+//! afresh (`O_EXCL | O_NOFOLLOW`), metadata is set on the new fd or with
+//! `AT_SYMLINK_NOFOLLOW`. Symlink targets are stored as written. A hardlink's target must
+//! resolve inside the root to an existing non-directory. `..` is refused; a leading `/`
+//! is confined (as docker does). Device nodes need real root and the policy's consent;
+//! `*.overlay.*` xattrs are dropped.
+//!
+//! Whiteouts (`.wh.name`, `.wh..wh..opq`) become what the snapshotter needs:
+//! [`Whiteouts::Overlay`] writes overlayfs's own form (a 0/0 character device, the
+//! `trusted.overlay.opaque` xattr) into a layer's own directory; [`Whiteouts::Apply`]
+//! deletes from a merged tree, as the copy snapshotter needs. An opaque whiteout hides
+//! lower layers only, never what the same layer put there.
+
+use std::collections::HashSet;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
+
+/// What a bad layer or a failed syscall is.
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    /// The tar stream itself is broken.
+    #[error("layer is not a valid tar stream")]
+    Tar(#[source] io::Error),
+    /// An entry that could only land outside the root, or is malformed.
+    #[error("refused entry {path:?}: {reason}")]
+    Refused {
+        /// The entry's path as written in the layer.
+        path: String,
+        /// Which rule it broke.
+        reason: &'static str,
+    },
+    /// A syscall failed for an entry.
+    #[error("{op} {path:?}")]
+    Io {
+        /// What we were doing.
+        op: &'static str,
+        /// The entry.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// `Result` for unpacking.
+pub type Result<T, E = UnpackError> = std::result::Result<T, E>;
+
+/// How whiteouts are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Whiteouts {
+    /// As overlayfs wants them in a lower directory (needs root for the device nodes).
+    Overlay,
+    /// Deleting from the tree being unpacked into.
+    Apply,
+}
+
+/// The unpack policy.
+#[derive(Debug, Clone)]
+pub struct UnpackOptions {
+    /// How whiteouts are written.
+    pub whiteouts: Whiteouts,
+    /// Create device nodes (only honoured for real root); otherwise they are skipped.
+    pub allow_devices: bool,
+    /// Set owners from the layer (only honoured for real root).
+    pub preserve_owners: bool,
+}
+
+impl Default for UnpackOptions {
+    fn default() -> Self {
+        let root = rustix::process::geteuid().is_root();
+        UnpackOptions {
+            whiteouts: Whiteouts::Apply,
+            allow_devices: false,
+            preserve_owners: root,
+        }
+    }
+}
+
+/// What an unpack did, beyond creating files.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct UnpackStats {
+    /// Entries written.
+    pub entries: u64,
+    /// Device nodes skipped by policy.
+    pub skipped_devices: u64,
+    /// xattrs dropped (overlay-internal ones).
+    pub dropped_xattrs: u64,
+}
+
+const WHITEOUT: &str = ".wh.";
+const OPAQUE: &str = ".wh..wh..opq";
+const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+
+/// Applies the uncompressed layer `tar` to the directory `root`.
+pub fn unpack(tar: impl Read, root: &Path, opts: &UnpackOptions) -> Result<UnpackStats> {
+    let root_fd = rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| UnpackError::Io {
+        op: "open root",
+        path: root.display().to_string(),
+        source: e.into(),
+    })?;
+    let is_root = rustix::process::geteuid().is_root();
+    let mut u = Unpacker {
+        root: root_fd,
+        opts: opts.clone(),
+        is_root,
+        stats: UnpackStats::default(),
+        written: HashSet::new(),
+    };
+    let mut archive = tar::Archive::new(tar);
+    for entry in archive.entries().map_err(UnpackError::Tar)? {
+        let mut entry = entry.map_err(UnpackError::Tar)?;
+        u.entry(&mut entry)?;
+    }
+    Ok(u.stats)
+}
+
+struct Unpacker {
+    root: OwnedFd,
+    opts: UnpackOptions,
+    is_root: bool,
+    stats: UnpackStats,
+    /// Paths this layer wrote, which its own opaque whiteouts must not hide.
+    written: HashSet<PathBuf>,
+}
+
+/// Normalises an entry path: drops `.` and a leading `/`, refuses `..`.
+fn clean(raw: &Path) -> std::result::Result<PathBuf, &'static str> {
+    let mut out = PathBuf::new();
+    for c in raw.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::CurDir | Component::RootDir => {}
+            Component::ParentDir => return Err("'..' in an entry path"),
+            Component::Prefix(_) => return Err("path prefix"),
+        }
+    }
+    Ok(out)
+}
+
+fn io_err<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(rustix::io::Errno) -> UnpackError + 'a {
+    move |e| UnpackError::Io {
+        op,
+        path: path.display().to_string(),
+        source: e.into(),
+    }
+}
+
+impl Unpacker {
+    /// Opens (creating as needed) the directory `dir`, resolved inside the root.
+    fn dir(&self, dir: &Path) -> Result<OwnedFd> {
+        let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let target = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        match rustix::fs::openat2(&self.root, target, flags, Mode::empty(), resolve) {
+            Ok(fd) => Ok(fd),
+            Err(rustix::io::Errno::NOENT) => {
+                let parent = dir.parent().unwrap_or(Path::new(""));
+                let pfd = self.dir(parent)?;
+                let name = dir.file_name().unwrap_or_default();
+                match rustix::fs::mkdirat(&pfd, name, Mode::from_raw_mode(0o755)) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Err(e) => return Err(io_err("create directory", dir)(e)),
+                }
+                match rustix::fs::openat2(&self.root, target, flags, Mode::empty(), resolve) {
+                    Err(rustix::io::Errno::NOENT) => Err(UnpackError::Refused {
+                        path: dir.display().to_string(),
+                        reason: "a parent is a symlink whose target is missing inside the root",
+                    }),
+                    other => other.map_err(io_err("open directory", dir)),
+                }
+            }
+            Err(e) => Err(io_err("open directory", dir)(e)),
+        }
+    }
+
+    /// Removes whatever is at `name` in `parent` (a file, a link, or a whole tree).
+    fn remove(&self, parent: &OwnedFd, name: &std::ffi::OsStr, path: &Path) -> Result<()> {
+        match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Err(rustix::io::Errno::NOENT) => Ok(()),
+            Err(e) => Err(io_err("stat", path)(e)),
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+                // std's remove_dir_all never follows symlinks; the parent fd pins the location.
+                let p = PathBuf::from(format!(
+                    "/proc/self/fd/{}",
+                    std::os::fd::AsRawFd::as_raw_fd(parent)
+                ))
+                .join(name);
+                std::fs::remove_dir_all(&p).map_err(|e| UnpackError::Io {
+                    op: "remove",
+                    path: path.display().to_string(),
+                    source: e,
+                })
+            }
+            Ok(_) => {
+                rustix::fs::unlinkat(parent, name, AtFlags::empty()).map_err(io_err("remove", path))
+            }
+        }
+    }
+
+    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
+        let raw = entry.path().map_err(UnpackError::Tar)?.into_owned();
+        let shown = raw.display().to_string();
+        let path = clean(&raw).map_err(|reason| UnpackError::Refused {
+            path: shown.clone(),
+            reason,
+        })?;
+        let kind = entry.header().entry_type();
+        let Some(name) = path.file_name().map(|n| n.to_owned()) else {
+            // The root itself: metadata only.
+            if kind.is_dir() {
+                let fd = self.dir(Path::new(""))?;
+                return self.metadata_fd(&fd, entry, &path);
+            }
+            return Err(UnpackError::Refused {
+                path: shown,
+                reason: "only a directory may name the root",
+            });
+        };
+        let parent_path = path.parent().unwrap_or(Path::new("")).to_owned();
+        let name_str = name.to_string_lossy().into_owned();
+
+        if let Some(hidden) = name_str.strip_prefix(WHITEOUT) {
+            let parent = self.dir(&parent_path)?;
+            if name_str == OPAQUE {
+                return self.opaque(&parent, &parent_path);
+            }
+            if hidden.is_empty() || hidden == "." || hidden == ".." || hidden.starts_with(WHITEOUT)
+            {
+                return Err(UnpackError::Refused {
+                    path: shown,
+                    reason: "whiteout of an empty, '.' or '..' name",
+                });
+            }
+            let target = parent_path.join(hidden);
+            self.remove(&parent, std::ffi::OsStr::new(hidden), &target)?;
+            if self.opts.whiteouts == Whiteouts::Overlay {
+                rustix::fs::mknodat(
+                    &parent,
+                    hidden,
+                    FileType::CharacterDevice,
+                    Mode::empty(),
+                    rustix::fs::makedev(0, 0),
+                )
+                .map_err(io_err("create whiteout", &target))?;
+            }
+            self.stats.entries += 1;
+            return Ok(());
+        }
+
+        let parent = self.dir(&parent_path)?;
+        let mode = Mode::from_raw_mode(entry.header().mode().map_err(UnpackError::Tar)? & 0o7777);
+        match kind {
+            tar::EntryType::Directory => {
+                let existing = rustix::fs::statat(&parent, &name, AtFlags::SYMLINK_NOFOLLOW);
+                if !matches!(existing, Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory)
+                {
+                    self.remove(&parent, &name, &path)?;
+                    rustix::fs::mkdirat(&parent, &name, mode)
+                        .map_err(io_err("create directory", &path))?;
+                }
+                let fd = rustix::fs::openat(
+                    &parent,
+                    &name,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(io_err("open directory", &path))?;
+                rustix::fs::fchmod(&fd, mode).map_err(io_err("chmod", &path))?;
+                self.metadata_fd(&fd, entry, &path)?;
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                self.remove(&parent, &name, &path)?;
+                let fd = rustix::fs::openat(
+                    &parent,
+                    &name,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(io_err("create file", &path))?;
+                let mut file = std::fs::File::from(fd);
+                io::copy(entry, &mut file).map_err(|e| UnpackError::Io {
+                    op: "write",
+                    path: shown.clone(),
+                    source: e,
+                })?;
+                rustix::fs::fchmod(&file, mode).map_err(io_err("chmod", &path))?;
+                let fd = OwnedFd::from(file);
+                self.metadata_fd(&fd, entry, &path)?;
+            }
+            tar::EntryType::Symlink => {
+                let target =
+                    entry
+                        .link_name()
+                        .map_err(UnpackError::Tar)?
+                        .ok_or(UnpackError::Refused {
+                            path: shown.clone(),
+                            reason: "symlink without a target",
+                        })?;
+                self.remove(&parent, &name, &path)?;
+                rustix::fs::symlinkat(target.as_ref(), &parent, &name)
+                    .map_err(io_err("create symlink", &path))?;
+                self.owner_at(&parent, &name, entry, &path)?;
+                let t = mtime(entry)?;
+                rustix::fs::utimensat(
+                    &parent,
+                    &name,
+                    &Timestamps {
+                        last_access: t,
+                        last_modification: t,
+                    },
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(io_err("set times", &path))?;
+            }
+            tar::EntryType::Link => {
+                let raw_target =
+                    entry
+                        .link_name()
+                        .map_err(UnpackError::Tar)?
+                        .ok_or(UnpackError::Refused {
+                            path: shown.clone(),
+                            reason: "hardlink without a target",
+                        })?;
+                let target = clean(&raw_target).map_err(|reason| UnpackError::Refused {
+                    path: shown.clone(),
+                    reason,
+                })?;
+                let tname = target.file_name().ok_or(UnpackError::Refused {
+                    path: shown.clone(),
+                    reason: "hardlink to the root",
+                })?;
+                let tparent = self.dir(target.parent().unwrap_or(Path::new("")))?;
+                match rustix::fs::statat(&tparent, tname, AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+                        return Err(UnpackError::Refused {
+                            path: shown,
+                            reason: "hardlink to a directory",
+                        })
+                    }
+                    Ok(_) => {}
+                    Err(_) => {
+                        return Err(UnpackError::Refused {
+                            path: shown,
+                            reason: "hardlink target is not in the layer's tree",
+                        })
+                    }
+                }
+                self.remove(&parent, &name, &path)?;
+                rustix::fs::linkat(&tparent, tname, &parent, &name, AtFlags::empty())
+                    .map_err(io_err("create hardlink", &path))?;
+            }
+            tar::EntryType::Fifo | tar::EntryType::Char | tar::EntryType::Block => {
+                let ft = match kind {
+                    tar::EntryType::Fifo => FileType::Fifo,
+                    tar::EntryType::Char => FileType::CharacterDevice,
+                    _ => FileType::BlockDevice,
+                };
+                if ft != FileType::Fifo && !(self.is_root && self.opts.allow_devices) {
+                    self.stats.skipped_devices += 1;
+                    return Ok(());
+                }
+                let dev = rustix::fs::makedev(
+                    entry.header().device_major().ok().flatten().unwrap_or(0),
+                    entry.header().device_minor().ok().flatten().unwrap_or(0),
+                );
+                self.remove(&parent, &name, &path)?;
+                rustix::fs::mknodat(&parent, &name, ft, mode, dev)
+                    .map_err(io_err("create node", &path))?;
+                self.owner_at(&parent, &name, entry, &path)?;
+            }
+            // PAX and GNU extension headers are consumed by the tar reader; anything else
+            // (sockets, unknown types) has nothing to write.
+            _ => return Ok(()),
+        }
+        self.written.insert(path);
+        self.stats.entries += 1;
+        Ok(())
+    }
+
+    /// An opaque whiteout: hide what lower layers put in `dir`.
+    fn opaque(&mut self, dir_fd: &OwnedFd, dir: &Path) -> Result<()> {
+        self.stats.entries += 1;
+        match self.opts.whiteouts {
+            Whiteouts::Overlay => {
+                let fd = rustix::fs::openat(
+                    dir_fd,
+                    ".",
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(io_err("open directory", dir))?;
+                rustix::fs::fsetxattr(
+                    &fd,
+                    OVERLAY_OPAQUE_XATTR,
+                    b"y",
+                    rustix::fs::XattrFlags::empty(),
+                )
+                .map_err(io_err("mark opaque", dir))
+            }
+            Whiteouts::Apply => {
+                let p = PathBuf::from(format!(
+                    "/proc/self/fd/{}",
+                    std::os::fd::AsRawFd::as_raw_fd(dir_fd)
+                ));
+                let children = std::fs::read_dir(&p).map_err(|e| UnpackError::Io {
+                    op: "list",
+                    path: dir.display().to_string(),
+                    source: e,
+                })?;
+                for child in children {
+                    let child = child.map_err(|e| UnpackError::Io {
+                        op: "list",
+                        path: dir.display().to_string(),
+                        source: e,
+                    })?;
+                    let rel = dir.join(child.file_name());
+                    if !self.written.contains(&rel) {
+                        self.remove(dir_fd, &child.file_name(), &rel)?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn owner_at<R: Read>(
+        &self,
+        parent: &OwnedFd,
+        name: &std::ffi::OsStr,
+        entry: &tar::Entry<'_, R>,
+        path: &Path,
+    ) -> Result<()> {
+        if !(self.is_root && self.opts.preserve_owners) {
+            return Ok(());
+        }
+        let (uid, gid) = ids(entry)?;
+        rustix::fs::chownat(
+            parent,
+            name,
+            Some(uid),
+            Some(gid),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(io_err("chown", path))
+    }
+
+    /// Owner, times and xattrs on an open file or directory.
+    fn metadata_fd<R: Read>(
+        &mut self,
+        fd: &OwnedFd,
+        entry: &mut tar::Entry<'_, R>,
+        path: &Path,
+    ) -> Result<()> {
+        if self.is_root && self.opts.preserve_owners {
+            let (uid, gid) = ids(entry)?;
+            rustix::fs::fchown(fd, Some(uid), Some(gid)).map_err(io_err("chown", path))?;
+            // chown clears set-id bits; put the mode back.
+            let mode = entry.header().mode().map_err(UnpackError::Tar)? & 0o7777;
+            rustix::fs::fchmod(fd, Mode::from_raw_mode(mode)).map_err(io_err("chmod", path))?;
+        }
+        if let Ok(Some(exts)) = entry.pax_extensions() {
+            for ext in exts.flatten() {
+                let Some(name) = ext.key().ok().and_then(|k| k.strip_prefix("SCHILY.xattr."))
+                else {
+                    continue;
+                };
+                if name.contains(".overlay.") {
+                    self.stats.dropped_xattrs += 1;
+                    continue;
+                }
+                if name.starts_with("trusted.") && !self.is_root {
+                    continue;
+                }
+                rustix::fs::fsetxattr(
+                    fd.as_fd(),
+                    name,
+                    ext.value_bytes(),
+                    rustix::fs::XattrFlags::empty(),
+                )
+                .map_err(io_err("set xattr", path))?;
+            }
+        }
+        let t = mtime(entry)?;
+        rustix::fs::futimens(
+            fd,
+            &Timestamps {
+                last_access: t,
+                last_modification: t,
+            },
+        )
+        .map_err(io_err("set times", path))
+    }
+}
+
+fn ids<R: Read>(entry: &tar::Entry<'_, R>) -> Result<(rustix::fs::Uid, rustix::fs::Gid)> {
+    let h = entry.header();
+    let uid = u32::try_from(h.uid().map_err(UnpackError::Tar)?).unwrap_or(u32::MAX);
+    let gid = u32::try_from(h.gid().map_err(UnpackError::Tar)?).unwrap_or(u32::MAX);
+    Ok((
+        rustix::fs::Uid::from_raw(uid),
+        rustix::fs::Gid::from_raw(gid),
+    ))
+}
+
+fn mtime<R: Read>(entry: &tar::Entry<'_, R>) -> Result<Timespec> {
+    let secs = entry.header().mtime().map_err(UnpackError::Tar)?;
+    Ok(Timespec {
+        tv_sec: i64::try_from(secs).unwrap_or(0),
+        tv_nsec: 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    /// A tar entry written byte for byte, so that names `tar::Builder` would refuse
+    /// (`..`, absolute paths) can be crafted.
+    fn raw(
+        b: &mut tar::Builder<Vec<u8>>,
+        name: &str,
+        kind: tar::EntryType,
+        data: &[u8],
+        link: &str,
+    ) {
+        let mut h = tar::Header::new_gnu();
+        {
+            let g = h.as_gnu_mut().unwrap();
+            g.name[..name.len()].copy_from_slice(name.as_bytes());
+            g.linkname[..link.len()].copy_from_slice(link.as_bytes());
+        }
+        h.set_entry_type(kind);
+        h.set_size(data.len() as u64);
+        h.set_mode(if kind.is_dir() { 0o755 } else { 0o644 });
+        h.set_mtime(1_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_cksum();
+        b.append(&h, data).unwrap();
+    }
+
+    fn layer(entries: &[(&str, tar::EntryType, &[u8], &str)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, kind, data, link) in entries {
+            raw(&mut b, name, *kind, data, link);
+        }
+        b.into_inner().unwrap()
+    }
+
+    use tar::EntryType::{Directory as D, Link as L, Regular as F, Symlink as S};
+
+    /// A root dir inside a sandbox dir, so anything escaping lands in the sandbox where
+    /// the test can see it.
+    fn sandbox() -> (tempfile::TempDir, PathBuf) {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        (t, root)
+    }
+
+    fn apply(tar: &[u8], root: &Path) -> Result<UnpackStats> {
+        unpack(
+            tar,
+            root,
+            &UnpackOptions {
+                whiteouts: Whiteouts::Apply,
+                ..Default::default()
+            },
+        )
+    }
+
+    #[test]
+    fn unpacks_files_dirs_links_with_modes_and_times() {
+        let (_t, root) = sandbox();
+        let tar = layer(&[
+            ("bin/", D, b"", ""),
+            ("bin/tool", F, b"#!/bin/sh\n", ""),
+            ("bin/alias", S, b"", "tool"),
+            ("bin/hard", L, b"", "bin/tool"),
+        ]);
+        let stats = apply(&tar, &root).unwrap();
+        assert_eq!(stats.entries, 4);
+        assert_eq!(
+            std::fs::read(root.join("bin/tool")).unwrap(),
+            b"#!/bin/sh\n"
+        );
+        assert_eq!(
+            std::fs::read_link(root.join("bin/alias")).unwrap(),
+            Path::new("tool")
+        );
+        let (a, b) = (
+            std::fs::metadata(root.join("bin/tool")).unwrap(),
+            std::fs::metadata(root.join("bin/hard")).unwrap(),
+        );
+        assert_eq!(a.ino(), b.ino(), "hardlink shares the inode");
+        assert_eq!(a.permissions().mode() & 0o777, 0o644);
+        assert_eq!(a.mtime(), 1_000_000);
+    }
+
+    #[test]
+    fn dot_dot_is_refused() {
+        let (t, root) = sandbox();
+        let err = apply(&layer(&[("../evil", F, b"x", "")]), &root).unwrap_err();
+        assert!(matches!(err, UnpackError::Refused { .. }), "{err}");
+        assert!(!t.path().join("evil").exists());
+        let err = apply(&layer(&[("a/../../evil", F, b"x", "")]), &root).unwrap_err();
+        assert!(matches!(err, UnpackError::Refused { .. }), "{err}");
+    }
+
+    #[test]
+    fn absolute_paths_are_confined() {
+        let (t, root) = sandbox();
+        let target = t.path().join("outside");
+        let name = format!("{}", target.display());
+        apply(&layer(&[(&name, F, b"x", "")]), &root).unwrap();
+        assert!(
+            !target.exists(),
+            "nothing written at the absolute host path"
+        );
+        assert!(
+            root.join(name.trim_start_matches('/')).exists(),
+            "written under the root instead"
+        );
+    }
+
+    #[test]
+    fn absolute_symlink_cannot_lead_out() {
+        let (t, root) = sandbox();
+        let outside = t.path().join("host-etc");
+        std::fs::create_dir(&outside).unwrap();
+        let tar = layer(&[
+            ("etc", S, b"", &outside.display().to_string()),
+            ("etc/passwd", F, b"owned", ""),
+        ]);
+        let err = apply(&tar, &root).unwrap_err();
+        assert!(matches!(err, UnpackError::Refused { .. }), "{err}");
+        assert!(
+            !outside.join("passwd").exists(),
+            "the write followed the symlink out of the root"
+        );
+        // Where the link's target exists inside the root, the write lands there.
+        let inside = root.join(outside.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(&inside).unwrap();
+        apply(&tar, &root).unwrap();
+        assert!(inside.join("passwd").exists(), "it lands inside the root");
+        assert!(!outside.join("passwd").exists());
+    }
+
+    #[test]
+    fn relative_symlink_climbing_out_is_confined() {
+        let (t, root) = sandbox();
+        let tar = layer(&[
+            ("up", S, b"", "../../../../.."),
+            ("up/escaped", F, b"x", ""),
+        ]);
+        apply(&tar, &root).unwrap();
+        assert!(!t.path().join("escaped").exists());
+        assert!(
+            root.join("escaped").exists(),
+            "'..' from the root stays at the root"
+        );
+    }
+
+    #[test]
+    fn a_file_over_an_existing_symlink_replaces_the_link() {
+        let (t, root) = sandbox();
+        let victim = t.path().join("victim");
+        std::fs::write(&victim, "original").unwrap();
+        let tar = layer(&[
+            ("x", S, b"", &victim.display().to_string()),
+            ("x", F, b"new", ""),
+        ]);
+        apply(&tar, &root).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "original");
+        assert_eq!(std::fs::read_to_string(root.join("x")).unwrap(), "new");
+    }
+
+    #[test]
+    fn hardlinks_must_stay_inside() {
+        let (t, root) = sandbox();
+        std::fs::write(t.path().join("secret"), "s").unwrap();
+        for target in ["../secret", "/../secret"] {
+            let err = apply(&layer(&[("leak", L, b"", target)]), &root).unwrap_err();
+            assert!(
+                matches!(err, UnpackError::Refused { .. }),
+                "{target}: {err}"
+            );
+        }
+        // An absolute target resolves inside the root, where there is no such file.
+        let abs = t.path().join("secret").display().to_string();
+        assert!(apply(&layer(&[("leak", L, b"", &abs)]), &root).is_err());
+        // Through a symlinked directory that points out: still resolved inside.
+        let tar = layer(&[
+            ("d", S, b"", &t.path().display().to_string()),
+            ("leak", L, b"", "d/secret"),
+        ]);
+        assert!(apply(&tar, &root).is_err());
+        assert!(!root.join("leak").exists());
+        let tar = layer(&[("dir/", D, b"", ""), ("dirlink", L, b"", "dir")]);
+        assert!(matches!(
+            apply(&tar, &root).unwrap_err(),
+            UnpackError::Refused {
+                reason: "hardlink to a directory",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn devices_are_skipped_by_default() {
+        let (_t, root) = sandbox();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Char);
+        h.set_device_major(1).unwrap();
+        h.set_device_minor(1).unwrap();
+        h.set_mode(0o666);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_size(0);
+        h.set_cksum();
+        b.append_data(&mut h, "dev/mem", io::empty()).unwrap();
+        let stats = apply(&b.into_inner().unwrap(), &root).unwrap();
+        assert_eq!(stats.skipped_devices, 1);
+        assert!(!root.join("dev/mem").exists());
+    }
+
+    #[test]
+    fn whiteouts_delete_in_apply_mode() {
+        let (_t, root) = sandbox();
+        apply(
+            &layer(&[
+                ("a/", D, b"", ""),
+                ("a/gone", F, b"x", ""),
+                ("a/keep", F, b"x", ""),
+                ("b/", D, b"", ""),
+                ("b/sub/", D, b"", ""),
+                ("b/old", F, b"x", ""),
+            ]),
+            &root,
+        )
+        .unwrap();
+        // The upper layer deletes a/gone, makes b opaque, and adds b/new (before and after the marker).
+        apply(
+            &layer(&[
+                ("a/.wh.gone", F, b"", ""),
+                ("b/new", F, b"n", ""),
+                ("b/.wh..wh..opq", F, b"", ""),
+                ("b/later", F, b"l", ""),
+            ]),
+            &root,
+        )
+        .unwrap();
+        assert!(!root.join("a/gone").exists());
+        assert!(root.join("a/keep").exists());
+        assert!(
+            !root.join("b/old").exists() && !root.join("b/sub").exists(),
+            "opaque hides lower content"
+        );
+        assert!(
+            root.join("b/new").exists() && root.join("b/later").exists(),
+            "but not this layer's own"
+        );
+        assert!(
+            !root.join("a/.wh.gone").exists(),
+            "whiteout files are never written"
+        );
+    }
+
+    #[test]
+    fn malformed_whiteouts_are_refused() {
+        let (_t, root) = sandbox();
+        for name in [".wh.", "a/.wh..", "a/.wh..wh.x"] {
+            let err = apply(&layer(&[(name, F, b"", "")]), &root).unwrap_err();
+            assert!(matches!(err, UnpackError::Refused { .. }), "{name}: {err}");
+        }
+    }
+
+    #[test]
+    fn overlay_whiteouts_are_device_nodes_and_xattrs() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipping: overlay whiteouts need root (mknod, trusted.* xattrs)");
+            return;
+        }
+        let (_t, root) = sandbox();
+        let opts = UnpackOptions {
+            whiteouts: Whiteouts::Overlay,
+            ..Default::default()
+        };
+        unpack(
+            &layer(&[("a/.wh.gone", F, b"", ""), ("b/.wh..wh..opq", F, b"", "")])[..],
+            &root,
+            &opts,
+        )
+        .unwrap();
+        let st = std::fs::symlink_metadata(root.join("a/gone")).unwrap();
+        assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+            &st.file_type()
+        ));
+        assert_eq!(st.rdev(), 0);
+        let mut buf = [0u8; 4];
+        let n = rustix::fs::getxattr(root.join("b"), OVERLAY_OPAQUE_XATTR, &mut buf[..]).unwrap();
+        assert_eq!(&buf[..n], b"y");
+    }
+
+    #[test]
+    fn truncated_layers_are_errors() {
+        let (_t, root) = sandbox();
+        let mut tar = layer(&[("big", F, &[7u8; 5000], "")]);
+        tar.truncate(1500);
+        assert!(apply(&tar, &root).is_err());
+    }
+}
