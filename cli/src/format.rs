@@ -19,11 +19,7 @@ pub fn size(bytes: u64) -> String {
         2
     };
     let s = format!("{v:.digits$}");
-    let s = if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.').to_owned()
-    } else {
-        s
-    };
+    let s = if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_owned() } else { s };
     format!("{s}{}", UNITS[i])
 }
 
@@ -57,15 +53,8 @@ fn duration(secs: u64) -> String {
 /// Pads columns to a table, docker style: three spaces between columns.
 pub fn table(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
+    let widths: Vec<usize> =
+        (0..cols).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for row in rows {
         let mut line = String::new();
@@ -110,10 +99,7 @@ mod tests {
 
     #[test]
     fn table_pads_columns() {
-        let t = table(&[
-            vec!["A".into(), "BB".into()],
-            vec!["CCC".into(), "D".into()],
-        ]);
+        let t = table(&[vec!["A".into(), "BB".into()], vec!["CCC".into(), "D".into()]]);
         assert_eq!(t, "A     BB\nCCC   D\n");
     }
 }

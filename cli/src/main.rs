@@ -54,11 +54,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // default_root reads BERTH_ROOT (an empty value counts as unset).
-    let root = cli
-        .root
-        .clone()
-        .filter(|r| !r.as_os_str().is_empty())
-        .unwrap_or_else(oci::ImageStore::default_root);
+    let root = cli.root.clone().filter(|r| !r.as_os_str().is_empty()).unwrap_or_else(oci::ImageStore::default_root);
     let result = match cli.command {
         Command::Images(c) => c.run(&root),
         Command::Tag(c) => c.run(&root),
@@ -80,8 +76,7 @@ fn main() -> ExitCode {
         Err(e) => {
             // A closed pipe (`berth images | head`) is not a failure worth a message.
             if e.chain().any(|c| {
-                c.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+                c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
             }) {
                 return ExitCode::SUCCESS;
             }

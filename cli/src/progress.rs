@@ -60,18 +60,11 @@ impl Display {
             drawn: 0,
             last_draw: Instant::now() - Duration::from_secs(1),
         };
-        Display {
-            live,
-            quiet: mode == Mode::Quiet,
-            verb,
-            state: Mutex::new(state),
-        }
+        Display { live, quiet: mode == Mode::Quiet, verb, state: Mutex::new(state) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Draws the final state of the live display.
@@ -139,21 +132,12 @@ impl Progress for Display {
         }
         let mut s = self.lock();
         let plain = match e {
-            Event::Start {
-                digest,
-                size,
-                offset,
-            } => {
+            Event::Start { digest, size, offset } => {
                 let r = Self::row(&mut s, digest.short());
                 r.status = self.verb.to_owned();
                 r.size = size;
                 r.done = offset;
-                Some(format!(
-                    "{}: {} {}",
-                    digest.short(),
-                    self.verb,
-                    format::size(size)
-                ))
+                Some(format!("{}: {} {}", digest.short(), self.verb, format::size(size)))
             }
             Event::Bytes { digest, n } => {
                 Self::row(&mut s, digest.short()).done += n;
@@ -166,11 +150,7 @@ impl Progress for Display {
                 Some(format!("{}: Complete", digest.short()))
             }
             Event::Skipped { digest, reason } => {
-                let status = if reason == "already exists" {
-                    "Already exists".to_owned()
-                } else {
-                    capitalize(&reason)
-                };
+                let status = if reason == "already exists" { "Already exists".to_owned() } else { capitalize(&reason) };
                 Self::row(&mut s, digest.short()).status = status.clone();
                 Some(format!("{}: {status}", digest.short()))
             }
@@ -189,7 +169,5 @@ impl Progress for Display {
 
 fn capitalize(s: &str) -> String {
     let mut c = s.chars();
-    c.next()
-        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
-        .unwrap_or_default()
+    c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
 }

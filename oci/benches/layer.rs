@@ -20,10 +20,7 @@ const MODES: [(&str, &str); 4] = [
 ];
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     match args.as_slice() {
         [mode, tree] if MODES.iter().any(|(m, _)| m == mode) => child(mode, Path::new(tree)),
         [tree] => parent(tree),
@@ -36,38 +33,21 @@ fn main() {
 
 fn parent(tree: &str) {
     let exe = std::env::current_exe().expect("current exe");
-    let runs: usize = std::env::var("RUNS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(1);
+    let runs: usize = std::env::var("RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(1);
     for (mode, label) in MODES {
         let mut best: Option<(f64, f64, f64)> = None;
         for _ in 0..runs {
-            let out = Command::new(&exe)
-                .args([mode, tree])
-                .output()
-                .expect("run bench child");
-            assert!(
-                out.status.success(),
-                "{mode}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let out = Command::new(&exe).args([mode, tree]).output().expect("run bench child");
+            assert!(out.status.success(), "{mode}: {}", String::from_utf8_lossy(&out.stderr));
             let line = String::from_utf8_lossy(&out.stdout);
-            let v: Vec<f64> = line
-                .split_whitespace()
-                .map(|x| x.parse().expect("number"))
-                .collect();
+            let v: Vec<f64> = line.split_whitespace().map(|x| x.parse().expect("number")).collect();
             let (secs, bytes, rss) = (v[0], v[1], v[2]);
             if best.is_none_or(|b| secs < b.0) {
                 best = Some((secs, bytes, rss));
             }
         }
         let (secs, bytes, rss) = best.expect("at least one run");
-        println!(
-            "{label:<30}{secs:7.2}{:9.1}{:13.1}",
-            bytes / 1e6 / secs,
-            rss / 1e6
-        );
+        println!("{label:<30}{secs:7.2}{:9.1}{:13.1}", bytes / 1e6 / secs, rss / 1e6);
     }
 }
 

@@ -68,21 +68,12 @@ impl Digest {
     pub fn new(algorithm: Algorithm, hex: &str) -> Result<Digest> {
         let input = || format!("{}:{hex}", algorithm.as_str());
         if hex.len() != algorithm.hex_len() {
-            return Err(Error::InvalidDigest {
-                input: input(),
-                reason: "wrong length for its algorithm",
-            });
+            return Err(Error::InvalidDigest { input: input(), reason: "wrong length for its algorithm" });
         }
         if !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            return Err(Error::InvalidDigest {
-                input: input(),
-                reason: "hex must be lowercase 0-9a-f",
-            });
+            return Err(Error::InvalidDigest { input: input(), reason: "hex must be lowercase 0-9a-f" });
         }
-        Ok(Digest {
-            algorithm,
-            hex: hex.to_owned(),
-        })
+        Ok(Digest { algorithm, hex: hex.to_owned() })
     }
 
     /// The hash function.
@@ -106,10 +97,7 @@ impl FromStr for Digest {
 
     fn from_str(s: &str) -> Result<Digest> {
         let Some((alg, hex)) = s.split_once(':') else {
-            return Err(Error::InvalidDigest {
-                input: s.to_owned(),
-                reason: "missing ':' between algorithm and hex",
-            });
+            return Err(Error::InvalidDigest { input: s.to_owned(), reason: "missing ':' between algorithm and hex" });
         };
         let algorithm = match alg {
             "sha256" => Algorithm::Sha256,
@@ -122,10 +110,7 @@ impl FromStr for Digest {
             }
         };
         Digest::new(algorithm, hex).map_err(|e| match e {
-            Error::InvalidDigest { reason, .. } => Error::InvalidDigest {
-                input: s.to_owned(),
-                reason,
-            },
+            Error::InvalidDigest { reason, .. } => Error::InvalidDigest { input: s.to_owned(), reason },
             other => other,
         })
     }
@@ -160,9 +145,7 @@ impl From<&Digest> for oci_spec::image::Digest {
     fn from(d: &Digest) -> Self {
         // Our digests are a strict subset of what oci-spec accepts.
         #[allow(clippy::expect_used)]
-        d.to_string()
-            .parse()
-            .expect("a validated digest is a valid oci-spec digest")
+        d.to_string().parse().expect("a validated digest is a valid oci-spec digest")
     }
 }
 
@@ -218,11 +201,7 @@ pub struct HashingWriter<W> {
 impl<W: Write> HashingWriter<W> {
     /// Wraps `inner`, hashing with `algorithm`.
     pub fn new(inner: W, algorithm: Algorithm) -> Self {
-        HashingWriter {
-            inner,
-            hasher: algorithm.hasher(),
-            count: 0,
-        }
+        HashingWriter { inner, hasher: algorithm.hasher(), count: 0 }
     }
 
     /// Bytes written so far.
@@ -269,11 +248,7 @@ pub struct HashingReader<R> {
 impl<R: Read> HashingReader<R> {
     /// Wraps `inner`, hashing with `algorithm`.
     pub fn new(inner: R, algorithm: Algorithm) -> Self {
-        HashingReader {
-            inner,
-            hasher: algorithm.hasher(),
-            count: 0,
-        }
+        HashingReader { inner, hasher: algorithm.hasher(), count: 0 }
     }
 
     /// Bytes read so far.
@@ -333,10 +308,7 @@ mod tests {
             "sha512:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
         ] {
             let err = bad.parse::<Digest>().unwrap_err();
-            assert!(
-                matches!(err, Error::InvalidDigest { .. }),
-                "{bad:?} gave {err}"
-            );
+            assert!(matches!(err, Error::InvalidDigest { .. }), "{bad:?} gave {err}");
         }
     }
 

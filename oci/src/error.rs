@@ -168,20 +168,14 @@ impl Error {
             Error::DigestMismatch { .. } | Error::SizeMismatch { .. } => ErrorKind::Corrupt,
             Error::Io { .. } | Error::Index { .. } => ErrorKind::Io,
             Error::Registry { status: 404, .. } => ErrorKind::NotFound,
-            Error::Registry {
-                status: 401 | 403, ..
-            }
-            | Error::Unauthorized { .. } => ErrorKind::Auth,
+            Error::Registry { status: 401 | 403, .. } | Error::Unauthorized { .. } => ErrorKind::Auth,
             Error::Registry { .. } | Error::Http { .. } => ErrorKind::Network,
         }
     }
 
     /// Wraps an I/O error with what we were doing.
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
-        Error::Io {
-            context: context.into(),
-            source,
-        }
+        Error::Io { context: context.into(), source }
     }
 }
 
@@ -202,11 +196,7 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 pub(crate) fn one_line(e: &dyn std::fmt::Display) -> String {
     let s = e.to_string();
     let first = s.lines().next().unwrap_or("");
-    let mut out: String = first
-        .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .take(80)
-        .collect();
+    let mut out: String = first.chars().map(|c| if c.is_control() { '?' } else { c }).take(80).collect();
     if first.chars().count() > 80 || s.lines().count() > 1 {
         out.push('…');
     }
@@ -224,9 +214,6 @@ pub trait IoContext<T> {
 
 impl<T> IoContext<T> for io::Result<T> {
     fn ctx<C: Into<String>>(self, context: impl FnOnce() -> C) -> Result<T> {
-        self.map_err(|source| Error::Io {
-            context: context().into(),
-            source,
-        })
+        self.map_err(|source| Error::Io { context: context().into(), source })
     }
 }

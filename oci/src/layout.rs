@@ -68,10 +68,7 @@ pub struct TarSink<W: Write> {
 impl<W: Write> TarSink<W> {
     /// Starts a tar stream on `out`.
     pub fn new(out: W) -> Self {
-        TarSink {
-            builder: tar::Builder::new(out),
-            dirs: BTreeSet::new(),
-        }
+        TarSink { builder: tar::Builder::new(out), dirs: BTreeSet::new() }
     }
 
     /// Writes the end-of-archive blocks and returns the writer.
@@ -95,33 +92,19 @@ impl<W: Write> Sink for TarSink<W> {
     fn file(&mut self, path: &str, size: u64, data: &mut dyn Read) -> Result<()> {
         // Parent directories first, once each, as tools like umoci expect.
         let mut prefix = String::new();
-        for part in path
-            .split('/')
-            .collect::<Vec<_>>()
-            .iter()
-            .rev()
-            .skip(1)
-            .rev()
-        {
+        for part in path.split('/').collect::<Vec<_>>().iter().rev().skip(1).rev() {
             prefix.push_str(part);
             prefix.push('/');
             if self.dirs.insert(prefix.clone()) {
                 let mut h = Self::header(tar::EntryType::Directory, 0, 0o755);
-                self.builder
-                    .append_data(&mut h, &prefix, io::empty())
-                    .ctx(|| format!("archive {prefix}"))?;
+                self.builder.append_data(&mut h, &prefix, io::empty()).ctx(|| format!("archive {prefix}"))?;
             }
         }
         let mut h = Self::header(tar::EntryType::Regular, size, 0o644);
         let mut limited = data.take(size);
-        self.builder
-            .append_data(&mut h, path, &mut limited)
-            .ctx(|| format!("archive {path}"))?;
+        self.builder.append_data(&mut h, path, &mut limited).ctx(|| format!("archive {path}"))?;
         if limited.limit() != 0 {
-            return Err(Error::io(
-                format!("archive {path}"),
-                io::ErrorKind::UnexpectedEof.into(),
-            ));
+            return Err(Error::io(format!("archive {path}"), io::ErrorKind::UnexpectedEof.into()));
         }
         Ok(())
     }
@@ -132,10 +115,7 @@ fn blob_path(d: &Digest) -> String {
 }
 
 fn copy_blob(store: &ImageStore, d: &Digest, sink: &mut dyn Sink, path: &str) -> Result<()> {
-    let info = store
-        .content()
-        .info(d)?
-        .ok_or_else(|| Error::BlobNotFound(d.clone()))?;
+    let info = store.content().info(d)?.ok_or_else(|| Error::BlobNotFound(d.clone()))?;
     let mut r = store.content().reader(d)?;
     sink.file(path, info.size, &mut r)
 }
@@ -174,10 +154,7 @@ pub fn write_oci(store: &ImageStore, images: &[ImageRecord], sink: &mut dyn Sink
         })
         .collect();
     let index = serde_json::json!({ "schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": manifests });
-    let bytes = serde_json::to_vec(&index).map_err(|source| Error::InvalidJson {
-        what: "index",
-        source,
-    })?;
+    let bytes = serde_json::to_vec(&index).map_err(|source| Error::InvalidJson { what: "index", source })?;
     sink.file("index.json", bytes.len() as u64, &mut &bytes[..])
 }
 
@@ -203,21 +180,13 @@ pub fn write_docker(store: &ImageStore, images: &[ImageRecord], sink: &mut dyn S
         let img = store.image(&rec.target)?;
         let config_path = blob_path(&img.id);
         if written.insert(config_path.clone()) {
-            sink.file(
-                &config_path,
-                img.config_bytes.len() as u64,
-                &mut &img.config_bytes[..],
-            )?;
+            sink.file(&config_path, img.config_bytes.len() as u64, &mut &img.config_bytes[..])?;
         }
         let diff_ids = img.config.rootfs().diff_ids();
         if diff_ids.len() != img.manifest.layers().len() {
             return Err(Error::InvalidDocument {
                 what: "image config",
-                reason: format!(
-                    "{} diff_ids for {} layers",
-                    diff_ids.len(),
-                    img.manifest.layers().len()
-                ),
+                reason: format!("{} diff_ids for {} layers", diff_ids.len(), img.manifest.layers().len()),
             });
         }
         let mut layers = Vec::new();
@@ -229,17 +198,12 @@ pub fn write_docker(store: &ImageStore, images: &[ImageRecord], sink: &mut dyn S
                 if digest == diff_id {
                     copy_blob(store, &digest, sink, &path)?;
                 } else {
-                    let mut tmp = tempfile::tempfile_in(store.tmp_dir())
-                        .ctx(|| "create temporary layer file")?;
+                    let mut tmp = tempfile::tempfile_in(store.tmp_dir()).ctx(|| "create temporary layer file")?;
                     let mut reader = LayerReader::new(store.content().reader(&digest)?, u64::MAX)?;
-                    let size = io::copy(&mut reader, &mut tmp)
-                        .ctx(|| format!("decompress layer {digest}"))?;
+                    let size = io::copy(&mut reader, &mut tmp).ctx(|| format!("decompress layer {digest}"))?;
                     let (actual, _) = reader.finish()?;
                     if actual != diff_id {
-                        return Err(Error::DigestMismatch {
-                            expected: diff_id,
-                            actual,
-                        });
+                        return Err(Error::DigestMismatch { expected: diff_id, actual });
                     }
                     tmp.rewind().ctx(|| "rewind temporary layer file")?;
                     sink.file(&path, size, &mut tmp)?;
@@ -247,33 +211,19 @@ pub fn write_docker(store: &ImageStore, images: &[ImageRecord], sink: &mut dyn S
             }
             layers.push(path);
         }
-        let repo_tags = rec
-            .name
-            .as_ref()
-            .and_then(|n| n.tag().map(|_| vec![n.familiar()]));
+        let repo_tags = rec.name.as_ref().and_then(|n| n.tag().map(|_| vec![n.familiar()]));
         if let Some(n) = rec.name.as_ref() {
             if let Some(tag) = n.tag() {
-                repositories
-                    .entry(n.familiar_name())
-                    .or_default()
-                    .insert(tag.to_owned(), img.id.hex().to_owned());
+                repositories.entry(n.familiar_name()).or_default().insert(tag.to_owned(), img.id.hex().to_owned());
             }
         }
-        entries.push(DockerEntry {
-            config: config_path,
-            repo_tags,
-            layers,
-        });
+        entries.push(DockerEntry { config: config_path, repo_tags, layers });
     }
-    let manifest = serde_json::to_vec(&entries).map_err(|source| Error::InvalidJson {
-        what: "manifest.json",
-        source,
-    })?;
+    let manifest =
+        serde_json::to_vec(&entries).map_err(|source| Error::InvalidJson { what: "manifest.json", source })?;
     sink.file("manifest.json", manifest.len() as u64, &mut &manifest[..])?;
-    let repos = serde_json::to_vec(&repositories).map_err(|source| Error::InvalidJson {
-        what: "repositories",
-        source,
-    })?;
+    let repos =
+        serde_json::to_vec(&repositories).map_err(|source| Error::InvalidJson { what: "repositories", source })?;
     sink.file("repositories", repos.len() as u64, &mut &repos[..])
 }
 
@@ -304,8 +254,7 @@ impl Staged {
 
 impl Staged {
     fn digest_of(&self, path: &str, archive: &str) -> Result<Digest> {
-        let mut p =
-            clean(path).ok_or_else(|| bad(archive, format!("path {path:?} leaves the archive")))?;
+        let mut p = clean(path).ok_or_else(|| bad(archive, format!("path {path:?} leaves the archive")))?;
         for _ in 0..16 {
             if let Some(d) = self.blobs.get(&p) {
                 return Ok(d.clone());
@@ -315,18 +264,12 @@ impl Staged {
                 None => break,
             }
         }
-        Err(bad(
-            archive,
-            format!("{path} is listed but not in the archive"),
-        ))
+        Err(bad(archive, format!("{path} is listed but not in the archive")))
     }
 }
 
 fn bad(archive: &str, reason: String) -> Error {
-    Error::InvalidArchive {
-        path: archive.to_owned(),
-        reason,
-    }
+    Error::InvalidArchive { path: archive.to_owned(), reason }
 }
 
 /// Normalises an archive path (`./a/b` -> `a/b`); `None` if it climbs out with `..`.
@@ -346,24 +289,13 @@ fn clean(path: &str) -> Option<String> {
 }
 
 fn is_metadata(path: &str) -> bool {
-    matches!(
-        path,
-        "oci-layout" | "index.json" | "manifest.json" | "repositories"
-    )
+    matches!(path, "oci-layout" | "index.json" | "manifest.json" | "repositories")
 }
 
-fn stage_file(
-    store: &ImageStore,
-    staged: &mut Staged,
-    path: String,
-    data: &mut dyn Read,
-    archive: &str,
-) -> Result<()> {
+fn stage_file(store: &ImageStore, staged: &mut Staged, path: String, data: &mut dyn Read, archive: &str) -> Result<()> {
     if is_metadata(&path) {
         let mut buf = Vec::new();
-        data.take(METADATA_LIMIT + 1)
-            .read_to_end(&mut buf)
-            .ctx(|| format!("read {path} in {archive}"))?;
+        data.take(METADATA_LIMIT + 1).read_to_end(&mut buf).ctx(|| format!("read {path} in {archive}"))?;
         if buf.len() as u64 > METADATA_LIMIT {
             return Err(bad(archive, format!("{path} is larger than 16 MiB")));
         }
@@ -371,22 +303,15 @@ fn stage_file(
         return Ok(());
     }
     // A file named like a blob must hash to its name.
-    let named: Option<Digest> = path
-        .strip_prefix("blobs/")
-        .and_then(|p| p.replacen('/', ":", 1).parse().ok());
+    let named: Option<Digest> = path.strip_prefix("blobs/").and_then(|p| p.replacen('/', ":", 1).parse().ok());
     let alg = named.as_ref().map_or(Algorithm::Sha256, Digest::algorithm);
     let mut w = store.content().writer(alg)?;
     io::copy(data, &mut w).ctx(|| format!("read {path} in {archive}"))?;
     let existed = store.content().contains(&w.digest())?;
-    let digest = w
-        .commit(Expected {
-            digest: named.as_ref(),
-            size: None,
-        })
-        .map_err(|e| match e {
-            Error::DigestMismatch { .. } => bad(archive, format!("{path}: {e}")),
-            other => other,
-        })?;
+    let digest = w.commit(Expected { digest: named.as_ref(), size: None }).map_err(|e| match e {
+        Error::DigestMismatch { .. } => bad(archive, format!("{path}: {e}")),
+        other => other,
+    })?;
     if !existed {
         staged.added.push(digest.clone());
     }
@@ -398,39 +323,25 @@ fn stage_file(
 /// store and names its images. `archive` names the source in errors.
 pub fn load_tar(store: &ImageStore, input: impl Read, archive: &str) -> Result<Vec<ImageRecord>> {
     let mut staged = Staged::default();
-    let result = stage_tar(store, &mut staged, input, archive)
-        .and_then(|()| interpret(store, &staged, archive));
+    let result = stage_tar(store, &mut staged, input, archive).and_then(|()| interpret(store, &staged, archive));
     if result.is_err() {
         staged.undo(store);
     }
     result
 }
 
-fn stage_tar(
-    store: &ImageStore,
-    staged: &mut Staged,
-    input: impl Read,
-    archive: &str,
-) -> Result<()> {
+fn stage_tar(store: &ImageStore, staged: &mut Staged, input: impl Read, archive: &str) -> Result<()> {
     let mut tar = tar::Archive::new(input);
     for entry in tar.entries().map_err(|e| bad(archive, e.to_string()))? {
         let mut entry = entry.map_err(|e| bad(archive, e.to_string()))?;
-        let raw = entry
-            .path()
-            .map_err(|e| bad(archive, e.to_string()))?
-            .to_string_lossy()
-            .into_owned();
-        let path =
-            clean(&raw).ok_or_else(|| bad(archive, format!("entry {raw:?} leaves the archive")))?;
+        let raw = entry.path().map_err(|e| bad(archive, e.to_string()))?.to_string_lossy().into_owned();
+        let path = clean(&raw).ok_or_else(|| bad(archive, format!("entry {raw:?} leaves the archive")))?;
         match entry.header().entry_type() {
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 stage_file(store, staged, path, &mut entry, archive)?
             }
             tar::EntryType::Symlink | tar::EntryType::Link => {
-                let target = entry
-                    .link_name()
-                    .map_err(|e| bad(archive, e.to_string()))?
-                    .unwrap_or_default();
+                let target = entry.link_name().map_err(|e| bad(archive, e.to_string()))?.unwrap_or_default();
                 let target = target.to_string_lossy();
                 // Hardlinks name a path from the archive root; symlinks are relative to their directory.
                 let joined = if entry.header().entry_type() == tar::EntryType::Link {
@@ -439,8 +350,8 @@ fn stage_tar(
                     let dir = Path::new(&path).parent().unwrap_or(Path::new(""));
                     dir.join(&*target).to_string_lossy().into_owned()
                 };
-                let resolved = clean(&joined)
-                    .ok_or_else(|| bad(archive, format!("link {raw:?} leaves the archive")))?;
+                let resolved =
+                    clean(&joined).ok_or_else(|| bad(archive, format!("link {raw:?} leaves the archive")))?;
                 staged.links.insert(path, resolved);
             }
             _ => {}
@@ -453,8 +364,7 @@ fn stage_tar(
 pub fn load_oci_dir(store: &ImageStore, dir: &Path) -> Result<Vec<ImageRecord>> {
     let archive = dir.display().to_string();
     let mut staged = Staged::default();
-    let result = stage_dir(store, &mut staged, dir, &archive)
-        .and_then(|()| interpret(store, &staged, &archive));
+    let result = stage_dir(store, &mut staged, dir, &archive).and_then(|()| interpret(store, &staged, &archive));
     if result.is_err() {
         staged.undo(store);
     }
@@ -472,13 +382,8 @@ fn stage_dir(store: &ImageStore, staged: &mut Staged, dir: &Path, archive: &str)
         let alg = alg.ctx(|| format!("read {}", blobs.display()))?;
         for blob in fs::read_dir(alg.path()).ctx(|| format!("read {}", alg.path().display()))? {
             let blob = blob.ctx(|| format!("read {}", alg.path().display()))?;
-            let rel = format!(
-                "blobs/{}/{}",
-                alg.file_name().to_string_lossy(),
-                blob.file_name().to_string_lossy()
-            );
-            let mut f =
-                File::open(blob.path()).ctx(|| format!("open {}", blob.path().display()))?;
+            let rel = format!("blobs/{}/{}", alg.file_name().to_string_lossy(), blob.file_name().to_string_lossy());
+            let mut f = File::open(blob.path()).ctx(|| format!("open {}", blob.path().display()))?;
             stage_file(store, staged, rel, &mut f, archive)?;
         }
     }
@@ -492,10 +397,7 @@ fn interpret(store: &ImageStore, staged: &Staged, archive: &str) -> Result<Vec<I
     if let Some(manifest) = staged.metadata.get("manifest.json") {
         return interpret_docker(store, staged, manifest, archive);
     }
-    Err(bad(
-        archive,
-        "neither index.json (OCI layout) nor manifest.json (docker archive) found".into(),
-    ))
+    Err(bad(archive, "neither index.json (OCI layout) nor manifest.json (docker archive) found".into()))
 }
 
 /// The name an index.json entry carries: the full containerd name, else the OCI ref name
@@ -513,27 +415,17 @@ fn oci_entry_name(d: &oci_spec::image::Descriptor) -> Option<Reference> {
     }
 }
 
-fn interpret_oci(
-    store: &ImageStore,
-    staged: &Staged,
-    index: &[u8],
-    archive: &str,
-) -> Result<Vec<ImageRecord>> {
+fn interpret_oci(store: &ImageStore, staged: &Staged, index: &[u8], archive: &str) -> Result<Vec<ImageRecord>> {
     if let Some(layout) = staged.metadata.get("oci-layout") {
         #[derive(Deserialize)]
         struct Layout {
             #[serde(rename = "imageLayoutVersion")]
             version: String,
         }
-        let l: Layout = serde_json::from_slice(layout).map_err(|source| Error::InvalidJson {
-            what: "oci-layout",
-            source,
-        })?;
+        let l: Layout =
+            serde_json::from_slice(layout).map_err(|source| Error::InvalidJson { what: "oci-layout", source })?;
         if l.version != media::OCI_LAYOUT_VERSION {
-            return Err(bad(
-                archive,
-                format!("unsupported imageLayoutVersion {}", l.version),
-            ));
+            return Err(bad(archive, format!("unsupported imageLayoutVersion {}", l.version)));
         }
     }
     let Manifest::Index(index) = Manifest::parse(index, Some(media::OCI_INDEX))? else {
@@ -541,11 +433,7 @@ fn interpret_oci(
     };
     let mut out = Vec::new();
     for d in index.manifests() {
-        let target = Target {
-            digest: descriptor_digest(d)?,
-            media_type: d.media_type().to_string(),
-            size: d.size(),
-        };
+        let target = Target { digest: descriptor_digest(d)?, media_type: d.media_type().to_string(), size: d.size() };
         check_complete(store, &target, archive)?;
         let name = oci_entry_name(d);
         store.name_or_dangle(name.as_ref(), &target)?;
@@ -558,57 +446,33 @@ fn interpret_oci(
 fn check_complete(store: &ImageStore, target: &Target, archive: &str) -> Result<()> {
     let present = |d: &Digest| store.content().contains(d);
     if !present(&target.digest)? {
-        return Err(bad(
-            archive,
-            format!(
-                "manifest {} is listed but not in the archive",
-                target.digest
-            ),
-        ));
+        return Err(bad(archive, format!("manifest {} is listed but not in the archive", target.digest)));
     }
     let mut all = BTreeSet::new();
     store.reachable(target, &mut all)?;
     if let Manifest::Image(_) = store.manifest(&target.digest, Some(&target.media_type))? {
         for d in &all {
             if !present(d)? {
-                return Err(bad(
-                    archive,
-                    format!("blob {d} is referenced but not in the archive"),
-                ));
+                return Err(bad(archive, format!("blob {d} is referenced but not in the archive")));
             }
         }
     }
     Ok(())
 }
 
-fn interpret_docker(
-    store: &ImageStore,
-    staged: &Staged,
-    manifest: &[u8],
-    archive: &str,
-) -> Result<Vec<ImageRecord>> {
+fn interpret_docker(store: &ImageStore, staged: &Staged, manifest: &[u8], archive: &str) -> Result<Vec<ImageRecord>> {
     let entries: Vec<DockerEntry> =
-        serde_json::from_slice(manifest).map_err(|source| Error::InvalidJson {
-            what: "manifest.json",
-            source,
-        })?;
+        serde_json::from_slice(manifest).map_err(|source| Error::InvalidJson { what: "manifest.json", source })?;
     let mut out = Vec::new();
     for e in entries {
         let config_digest = staged.digest_of(&e.config, archive)?;
-        let config_bytes = store
-            .content()
-            .read_small(&config_digest, MAX_CONFIG_SIZE)?;
+        let config_bytes = store.content().read_small(&config_digest, MAX_CONFIG_SIZE)?;
         let config = parse_config(&config_bytes)?;
         let diff_ids = config.rootfs().diff_ids();
         if diff_ids.len() != e.layers.len() {
             return Err(bad(
                 archive,
-                format!(
-                    "{} lists {} layers, its config {}",
-                    e.config,
-                    e.layers.len(),
-                    diff_ids.len()
-                ),
+                format!("{} lists {} layers, its config {}", e.config, e.layers.len(), diff_ids.len()),
             ));
         }
         let mut layers = Vec::new();
@@ -623,10 +487,7 @@ fn interpret_docker(
                 reader.finish()?.0
             };
             if actual.to_string() != *diff_id {
-                return Err(bad(
-                    archive,
-                    format!("layer {path} has diffID {actual}, its config says {diff_id}"),
-                ));
+                return Err(bad(archive, format!("layer {path} has diffID {actual}, its config says {diff_id}")));
             }
             let size = store.content().info(&digest)?.map_or(0, |i| i.size);
             layers.push(
@@ -635,10 +496,7 @@ fn interpret_docker(
                     .digest(&digest)
                     .size(size)
                     .build()
-                    .map_err(|e| Error::InvalidDocument {
-                        what: "manifest",
-                        reason: e.to_string(),
-                    })?,
+                    .map_err(|e| Error::InvalidDocument { what: "manifest", reason: e.to_string() })?,
             );
         }
         let manifest = ImageManifestBuilder::default()
@@ -650,37 +508,22 @@ fn interpret_docker(
                     .digest(&config_digest)
                     .size(config_bytes.len() as u64)
                     .build()
-                    .map_err(|e| Error::InvalidDocument {
-                        what: "manifest",
-                        reason: e.to_string(),
-                    })?,
+                    .map_err(|e| Error::InvalidDocument { what: "manifest", reason: e.to_string() })?,
             )
             .layers(layers)
             .build()
-            .map_err(|e| Error::InvalidDocument {
-                what: "manifest",
-                reason: e.to_string(),
-            })?;
-        let bytes = serde_json::to_vec(&manifest).map_err(|source| Error::InvalidJson {
-            what: "manifest",
-            source,
-        })?;
+            .map_err(|e| Error::InvalidDocument { what: "manifest", reason: e.to_string() })?;
+        let bytes = serde_json::to_vec(&manifest).map_err(|source| Error::InvalidJson { what: "manifest", source })?;
         let target = store.put_manifest(&bytes, media::OCI_MANIFEST)?;
         let tags = e.repo_tags.unwrap_or_default();
         if tags.is_empty() {
             store.add_dangling(&target)?;
-            out.push(ImageRecord {
-                name: None,
-                target: target.clone(),
-            });
+            out.push(ImageRecord { name: None, target: target.clone() });
         }
         for t in tags {
             let name: Reference = t.parse()?;
             store.set_name(&name, &target)?;
-            out.push(ImageRecord {
-                name: Some(name),
-                target: target.clone(),
-            });
+            out.push(ImageRecord { name: Some(name), target: target.clone() });
         }
     }
     Ok(out)
@@ -704,28 +547,14 @@ mod tests {
     fn store_with_image(name: &str) -> (ImageStore, tempfile::TempDir, ImageRecord) {
         let d = tempfile::tempdir().unwrap();
         let s = ImageStore::open(d.path()).unwrap();
-        let opts = ImportOptions {
-            compression: Compression::Gzip,
-            message: None,
-            source: "-".into(),
-        };
-        let rec = s
-            .import_rootfs(&rootfs()[..], Some(&name.parse().unwrap()), &opts)
-            .unwrap();
+        let opts = ImportOptions { compression: Compression::Gzip, message: None, source: "-".into() };
+        let rec = s.import_rootfs(&rootfs()[..], Some(&name.parse().unwrap()), &opts).unwrap();
         (s, d, rec)
     }
 
-    type RoundTrip = (
-        ImageRecord,
-        Vec<ImageRecord>,
-        ImageStore,
-        ImageStore,
-        [tempfile::TempDir; 2],
-    );
+    type RoundTrip = (ImageRecord, Vec<ImageRecord>, ImageStore, ImageStore, [tempfile::TempDir; 2]);
 
-    fn round_trip(
-        write: fn(&ImageStore, &[ImageRecord], &mut dyn Sink) -> Result<()>,
-    ) -> RoundTrip {
+    fn round_trip(write: fn(&ImageStore, &[ImageRecord], &mut dyn Sink) -> Result<()>) -> RoundTrip {
         let (a, da, rec) = store_with_image("example.com/app:v1");
         let mut sink = TarSink::new(Vec::new());
         write(&a, std::slice::from_ref(&rec), &mut sink).unwrap();
@@ -741,31 +570,19 @@ mod tests {
         let (rec, loaded, _, b, _dirs) = round_trip(write_oci);
         assert_eq!(loaded.len(), 1);
         assert_eq!(loaded[0].target, rec.target);
-        assert_eq!(
-            loaded[0].name.as_ref().unwrap().to_string(),
-            "example.com/app:v1"
-        );
+        assert_eq!(loaded[0].name.as_ref().unwrap().to_string(), "example.com/app:v1");
         assert!(b.image(&loaded[0].target).is_ok());
     }
 
     #[test]
     fn docker_archive_round_trips_the_same_image_id() {
         let (rec, loaded, a, b, _dirs) = round_trip(write_docker);
-        assert_eq!(
-            loaded[0].name.as_ref().unwrap().to_string(),
-            "example.com/app:v1"
-        );
+        assert_eq!(loaded[0].name.as_ref().unwrap().to_string(), "example.com/app:v1");
         let before = a.image(&rec.target).unwrap();
         let after = b.image(&loaded[0].target).unwrap();
-        assert_eq!(
-            before.id, after.id,
-            "the config, and so the image ID, must survive"
-        );
+        assert_eq!(before.id, after.id, "the config, and so the image ID, must survive");
         // Layers come back uncompressed, so their digest is their diffID.
-        assert_eq!(
-            after.manifest.layers()[0].digest().to_string(),
-            after.config.rootfs().diff_ids()[0]
-        );
+        assert_eq!(after.manifest.layers()[0].digest().to_string(), after.config.rootfs().diff_ids()[0]);
     }
 
     #[test]
@@ -785,12 +602,7 @@ mod tests {
     fn oci_dir_round_trips() {
         let (a, _da, rec) = store_with_image("app");
         let out = tempfile::tempdir().unwrap();
-        write_oci(
-            &a,
-            std::slice::from_ref(&rec),
-            &mut DirSink(out.path().to_owned()),
-        )
-        .unwrap();
+        write_oci(&a, std::slice::from_ref(&rec), &mut DirSink(out.path().to_owned())).unwrap();
         let db = tempfile::tempdir().unwrap();
         let b = ImageStore::open(db.path()).unwrap();
         let loaded = load_oci_dir(&b, out.path()).unwrap();
@@ -801,8 +613,7 @@ mod tests {
     fn a_blob_that_does_not_match_its_name_is_refused() {
         let mut sink = TarSink::new(Vec::new());
         let fake = Digest::of(b"claimed");
-        sink.file(&blob_path(&fake), 6, &mut &b"actual"[..])
-            .unwrap();
+        sink.file(&blob_path(&fake), 6, &mut &b"actual"[..]).unwrap();
         let tar = sink.finish().unwrap();
         let d = tempfile::tempdir().unwrap();
         let s = ImageStore::open(d.path()).unwrap();

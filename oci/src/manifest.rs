@@ -26,10 +26,7 @@ impl Manifest {
     /// the document does not carry its own, and checks what berth relies on.
     pub fn parse(bytes: &[u8], media_type: Option<&str>) -> Result<Manifest> {
         if bytes.len() > MAX_MANIFEST_SIZE {
-            return Err(Error::InvalidDocument {
-                what: "manifest",
-                reason: "larger than 4 MiB".into(),
-            });
+            return Err(Error::InvalidDocument { what: "manifest", reason: "larger than 4 MiB".into() });
         }
         #[derive(serde::Deserialize)]
         struct Probe {
@@ -40,17 +37,12 @@ impl Manifest {
             manifests: Option<serde_json::Value>,
             config: Option<serde_json::Value>,
         }
-        let probe: Probe = serde_json::from_slice(bytes).map_err(|source| Error::InvalidJson {
-            what: "manifest",
-            source,
-        })?;
+        let probe: Probe =
+            serde_json::from_slice(bytes).map_err(|source| Error::InvalidJson { what: "manifest", source })?;
         if probe.schema_version != Some(2) {
             return Err(Error::InvalidDocument {
                 what: "manifest",
-                reason: format!(
-                    "schemaVersion must be 2, got {:?} (schema 1 is not supported)",
-                    probe.schema_version
-                ),
+                reason: format!("schemaVersion must be 2, got {:?} (schema 1 is not supported)", probe.schema_version),
             });
         }
         let mt = probe.media_type.as_deref().or(media_type);
@@ -58,36 +50,24 @@ impl Manifest {
             Some(t) if media::is_index(t) => true,
             Some(t) if media::is_manifest(t) => false,
             Some(t) => {
-                return Err(Error::InvalidDocument {
-                    what: "manifest",
-                    reason: format!("unsupported media type {t}"),
-                })
+                return Err(Error::InvalidDocument { what: "manifest", reason: format!("unsupported media type {t}") })
             }
             None if probe.manifests.is_some() => true,
             None if probe.config.is_some() => false,
             None => {
-                return Err(Error::InvalidDocument {
-                    what: "manifest",
-                    reason: "neither config nor manifests".into(),
-                })
+                return Err(Error::InvalidDocument { what: "manifest", reason: "neither config nor manifests".into() })
             }
         };
         let m = if index {
             let idx: ImageIndex =
-                serde_json::from_slice(bytes).map_err(|source| Error::InvalidJson {
-                    what: "index",
-                    source,
-                })?;
+                serde_json::from_slice(bytes).map_err(|source| Error::InvalidJson { what: "index", source })?;
             for d in idx.manifests() {
                 descriptor_digest(d)?;
             }
             Manifest::Index(idx)
         } else {
             let m: ImageManifest =
-                serde_json::from_slice(bytes).map_err(|source| Error::InvalidJson {
-                    what: "manifest",
-                    source,
-                })?;
+                serde_json::from_slice(bytes).map_err(|source| Error::InvalidJson { what: "manifest", source })?;
             descriptor_digest(m.config())?;
             for d in m.layers() {
                 descriptor_digest(d)?;
@@ -126,10 +106,7 @@ pub fn descriptor_digest(d: &Descriptor) -> Result<Digest> {
 
 /// Parses an image config (OCI or Docker; docker's extra fields are ignored).
 pub fn parse_config(bytes: &[u8]) -> Result<ImageConfiguration> {
-    serde_json::from_slice(bytes).map_err(|source| Error::InvalidJson {
-        what: "image config",
-        source,
-    })
+    serde_json::from_slice(bytes).map_err(|source| Error::InvalidJson { what: "image config", source })
 }
 
 /// The host's platform as OCI names it: (`linux`, `amd64` | `arm64` | ...).
@@ -163,10 +140,7 @@ mod tests {
         );
         let m = Manifest::parse(doc.as_bytes(), None).unwrap();
         assert_eq!(m.media_type(), media::DOCKER_MANIFEST);
-        assert_eq!(
-            m.references().unwrap(),
-            vec![D1.parse().unwrap(), D2.parse().unwrap()]
-        );
+        assert_eq!(m.references().unwrap(), vec![D1.parse().unwrap(), D2.parse().unwrap()]);
     }
 
     #[test]
@@ -201,7 +175,8 @@ mod tests {
             ("not json".to_owned(), "invalid manifest"),
             (r#"{"schemaVersion":2,"mediaType":"text/plain"}"#.to_owned(), "unsupported media type"),
             (
-                r#"{"schemaVersion":2,"config":{"mediaType":"a","size":1,"digest":"sha256:abc"},"layers":[]}"#.to_owned(),
+                r#"{"schemaVersion":2,"config":{"mediaType":"a","size":1,"digest":"sha256:abc"},"layers":[]}"#
+                    .to_owned(),
                 "invalid",
             ),
             (format!(r#"{{"schemaVersion":2,"x":"{}"}}"#, "a".repeat(MAX_MANIFEST_SIZE)), "4 MiB"),

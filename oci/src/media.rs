@@ -15,11 +15,9 @@ pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 /// OCI non-distributable layer, plain tar (deprecated, still read).
 pub const OCI_LAYER_NONDIST: &str = "application/vnd.oci.image.layer.nondistributable.v1.tar";
 /// OCI non-distributable layer, gzip (deprecated, still read).
-pub const OCI_LAYER_NONDIST_GZIP: &str =
-    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
+pub const OCI_LAYER_NONDIST_GZIP: &str = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
 /// OCI non-distributable layer, zstd (deprecated, still read).
-pub const OCI_LAYER_NONDIST_ZSTD: &str =
-    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd";
+pub const OCI_LAYER_NONDIST_ZSTD: &str = "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd";
 /// The `oci-layout` file's content type.
 pub const OCI_LAYOUT_VERSION: &str = "1.0.0";
 
@@ -34,8 +32,7 @@ pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.ta
 /// Docker layer, plain tar.
 pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
 /// Docker foreign (Windows base) layer, gzip.
-pub const DOCKER_LAYER_FOREIGN_GZIP: &str =
-    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+pub const DOCKER_LAYER_FOREIGN_GZIP: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
 
 /// True for the media types of single-image manifests (OCI or Docker).
 pub fn is_manifest(media_type: &str) -> bool {

@@ -81,30 +81,18 @@ impl Reference {
     /// The same repository with another tag (and no digest).
     pub fn with_tag(&self, tag: &str) -> Result<Reference> {
         check_tag(tag, tag)?;
-        Ok(Reference {
-            tag: Some(tag.to_owned()),
-            digest: None,
-            ..self.clone()
-        })
+        Ok(Reference { tag: Some(tag.to_owned()), digest: None, ..self.clone() })
     }
 
     /// The same repository pinned to a digest (and no tag).
     pub fn with_digest(&self, digest: Digest) -> Reference {
-        Reference {
-            tag: None,
-            digest: Some(digest),
-            ..self.clone()
-        }
+        Reference { tag: None, digest: Some(digest), ..self.clone() }
     }
 
     /// The repository as docker shows it: `busybox`, `user/app`, `localhost:5000/app`.
     pub fn familiar_name(&self) -> String {
         if self.domain == DEFAULT_DOMAIN {
-            self.path
-                .strip_prefix(OFFICIAL_PREFIX)
-                .filter(|p| !p.contains('/'))
-                .unwrap_or(&self.path)
-                .to_owned()
+            self.path.strip_prefix(OFFICIAL_PREFIX).filter(|p| !p.contains('/')).unwrap_or(&self.path).to_owned()
         } else {
             self.repository()
         }
@@ -147,18 +135,13 @@ impl FromStr for Reference {
     type Err = Error;
 
     fn from_str(input: &str) -> Result<Reference> {
-        let bad = |reason| Error::InvalidReference {
-            input: input.to_owned(),
-            reason,
-        };
+        let bad = |reason| Error::InvalidReference { input: input.to_owned(), reason };
         if input.is_empty() {
             return Err(bad("empty reference"));
         }
         let (rest, digest) = match input.split_once('@') {
             Some((rest, d)) => {
-                let digest = d
-                    .parse::<Digest>()
-                    .map_err(|_| bad("invalid digest after '@'"))?;
+                let digest = d.parse::<Digest>().map_err(|_| bad("invalid digest after '@'"))?;
                 (rest, Some(digest))
             }
             None => (input, None),
@@ -178,9 +161,7 @@ impl FromStr for Reference {
             return Err(bad("repository name longer than 255 characters"));
         }
         if digest.is_none() && is_full_hex_id(name) {
-            return Err(bad(
-                "repository name cannot be a 64-character hex string (that is an image ID)",
-            ));
+            return Err(bad("repository name cannot be a 64-character hex string (that is an image ID)"));
         }
         let (domain, path) = split_domain(name);
         if let Some(d) = domain {
@@ -194,11 +175,7 @@ impl FromStr for Reference {
         }
         let (domain, path) = match domain {
             None | Some(LEGACY_DOMAIN) | Some(DEFAULT_DOMAIN) => {
-                let path = if path.contains('/') {
-                    path.to_owned()
-                } else {
-                    format!("{OFFICIAL_PREFIX}{path}")
-                };
+                let path = if path.contains('/') { path.to_owned() } else { format!("{OFFICIAL_PREFIX}{path}") };
                 (DEFAULT_DOMAIN.to_owned(), path)
             }
             Some(d) => (d.to_owned(), path.to_owned()),
@@ -211,12 +188,7 @@ impl FromStr for Reference {
             (None, Some(_)) => None,
             (None, None) => Some(DEFAULT_TAG.to_owned()),
         };
-        Ok(Reference {
-            domain,
-            path,
-            tag,
-            digest,
-        })
+        Ok(Reference { domain, path, tag, digest })
     }
 }
 
@@ -230,8 +202,7 @@ pub fn check_repository_path(name: &str) -> Result<()> {
             reason: "repository name must be 1 to 255 characters",
         });
     }
-    name.split('/')
-        .try_for_each(|c| check_path_component(name, c))
+    name.split('/').try_for_each(|c| check_path_component(name, c))
 }
 
 /// Splits off the domain as docker decides it: only a first component with `.` or `:`, or
@@ -240,9 +211,7 @@ pub fn check_repository_path(name: &str) -> Result<()> {
 fn split_domain(name: &str) -> (Option<&str>, &str) {
     match name.split_once('/') {
         Some((first, rest))
-            if first.contains(['.', ':'])
-                || first == "localhost"
-                || first.bytes().any(|b| b.is_ascii_uppercase()) =>
+            if first.contains(['.', ':']) || first == "localhost" || first.bytes().any(|b| b.is_ascii_uppercase()) =>
         {
             (Some(first), rest)
         }
@@ -255,10 +224,7 @@ fn is_full_hex_id(name: &str) -> bool {
 }
 
 fn check_tag(input: &str, tag: &str) -> Result<()> {
-    let bad = |reason| Error::InvalidReference {
-        input: input.to_owned(),
-        reason,
-    };
+    let bad = |reason| Error::InvalidReference { input: input.to_owned(), reason };
     let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
     match tag.as_bytes() {
         [] => Err(bad("empty tag")),
@@ -272,26 +238,15 @@ fn check_tag(input: &str, tag: &str) -> Result<()> {
 }
 
 fn check_domain(input: &str, domain: &str) -> Result<()> {
-    let bad = |reason| Error::InvalidReference {
-        input: input.to_owned(),
-        reason,
-    };
+    let bad = |reason| Error::InvalidReference { input: input.to_owned(), reason };
     let (host, port) = if let Some(v6) = domain.strip_prefix('[') {
-        let (addr, after) = v6
-            .split_once(']')
-            .ok_or_else(|| bad("unterminated IPv6 address in domain"))?;
+        let (addr, after) = v6.split_once(']').ok_or_else(|| bad("unterminated IPv6 address in domain"))?;
         if addr.parse::<std::net::Ipv6Addr>().is_err() {
             return Err(bad("invalid IPv6 address in domain"));
         }
         match after {
             "" => return Ok(()),
-            p => (
-                None,
-                Some(
-                    p.strip_prefix(':')
-                        .ok_or_else(|| bad("junk after IPv6 address in domain"))?,
-                ),
-            ),
+            p => (None, Some(p.strip_prefix(':').ok_or_else(|| bad("junk after IPv6 address in domain"))?)),
         }
     } else {
         match domain.split_once(':') {
@@ -320,19 +275,14 @@ fn check_domain(input: &str, domain: &str) -> Result<()> {
 }
 
 fn check_path_component(input: &str, component: &str) -> Result<()> {
-    let bad = |reason| Error::InvalidReference {
-        input: input.to_owned(),
-        reason,
-    };
+    let bad = |reason| Error::InvalidReference { input: input.to_owned(), reason };
     let b = component.as_bytes();
     let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
     if b.is_empty() {
         return Err(bad("empty path component"));
     }
     if !alnum(b[0]) || !alnum(b[b.len() - 1]) {
-        return Err(bad(
-            "path components must start and end with a lowercase letter or digit",
-        ));
+        return Err(bad("path components must start and end with a lowercase letter or digit"));
     }
     let mut i = 0;
     while i < b.len() {
@@ -347,9 +297,7 @@ fn check_path_component(input: &str, component: &str) -> Result<()> {
         let sep = &component[start..i];
         let ok = matches!(sep, "." | "_" | "__") || sep.bytes().all(|x| x == b'-');
         if !ok {
-            return Err(bad(
-                "path components are separated by '.', '_', '__' or dashes only",
-            ));
+            return Err(bad("path components are separated by '.', '_', '__' or dashes only"));
         }
     }
     Ok(())
@@ -362,9 +310,7 @@ mod tests {
     const D: &str = "sha256:ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff";
 
     fn norm(s: &str) -> String {
-        s.parse::<Reference>()
-            .unwrap_or_else(|e| panic!("{s:?}: {e}"))
-            .to_string()
+        s.parse::<Reference>().unwrap_or_else(|e| panic!("{s:?}: {e}")).to_string()
     }
 
     #[test]
@@ -374,10 +320,7 @@ mod tests {
             ("busybox:1.36", "docker.io/library/busybox:1.36"),
             ("library/busybox", "docker.io/library/busybox:latest"),
             ("docker.io/busybox", "docker.io/library/busybox:latest"),
-            (
-                "index.docker.io/busybox",
-                "docker.io/library/busybox:latest",
-            ),
+            ("index.docker.io/busybox", "docker.io/library/busybox:latest"),
             ("user/app", "docker.io/user/app:latest"),
             ("user/app/sub", "docker.io/user/app/sub:latest"),
             ("localhost/app", "localhost/app:latest"),
@@ -385,10 +328,7 @@ mod tests {
             ("127.0.0.1:5000/app:v1", "127.0.0.1:5000/app:v1"),
             ("[::1]:5000/app:v1", "[::1]:5000/app:v1"),
             ("ghcr.io/org/app:1.0.0-rc.1", "ghcr.io/org/app:1.0.0-rc.1"),
-            (
-                "example.com/a__b/c-d/e.f/g---h:T_a.g-9",
-                "example.com/a__b/c-d/e.f/g---h:T_a.g-9",
-            ),
+            ("example.com/a__b/c-d/e.f/g---h:T_a.g-9", "example.com/a__b/c-d/e.f/g---h:T_a.g-9"),
         ];
         for (input, want) in cases.iter().filter(|(_, w)| !w.is_empty()) {
             assert_eq!(norm(input), *want, "{input}");
@@ -446,28 +386,19 @@ mod tests {
             ("busybox:a/b", "port must be a number"),
             ("busybox:a$b", "tag may only"),
             ("busybox@sha256:abc", "invalid digest"),
-            (
-                "busybox@md5:d41d8cd98f00b204e9800998ecf8427e",
-                "invalid digest",
-            ),
+            ("busybox@md5:d41d8cd98f00b204e9800998ecf8427e", "invalid digest"),
             ("localhost:port/app", "port must be a number"),
             ("-bad.com/app", "invalid domain"),
             ("bad-.com/app", "invalid domain"),
             ("example.com/App", "lowercase"),
             ("[::1/app", "unterminated IPv6"),
             ("[zz::1]/app", "invalid IPv6"),
-            (
-                "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
-                "image ID",
-            ),
+            ("ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff", "image ID"),
         ];
         for (input, reason) in cases {
             match input.parse::<Reference>() {
                 Err(Error::InvalidReference { reason: r, .. }) => {
-                    assert!(
-                        r.contains(reason),
-                        "{input:?}: reason {r:?} does not mention {reason:?}"
-                    )
+                    assert!(r.contains(reason), "{input:?}: reason {r:?} does not mention {reason:?}")
                 }
                 other => panic!("{input:?} should be refused, got {other:?}"),
             }
@@ -482,9 +413,7 @@ mod tests {
         let long = format!("example.com/{}", "a".repeat(244));
         assert_eq!(long.len(), 256);
         assert!(long.parse::<Reference>().is_err());
-        assert!(format!("example.com/{}", "a".repeat(243))
-            .parse::<Reference>()
-            .is_ok());
+        assert!(format!("example.com/{}", "a".repeat(243)).parse::<Reference>().is_ok());
     }
 
     #[test]
@@ -492,18 +421,7 @@ mod tests {
         for ok in ["a", "library/busybox", "a-b/c__d/e.f", "x1/y2/z3"] {
             check_repository_path(ok).unwrap();
         }
-        for bad in [
-            "",
-            "A",
-            "a/../b",
-            "../a",
-            "a//b",
-            "/a",
-            "a/",
-            "a..b",
-            "a:b",
-            &"a".repeat(256),
-        ] {
+        for bad in ["", "A", "a/../b", "../a", "a//b", "/a", "a/", "a..b", "a:b", &"a".repeat(256)] {
             assert!(check_repository_path(bad).is_err(), "{bad:?}");
         }
     }
@@ -511,14 +429,8 @@ mod tests {
     #[test]
     fn with_tag_and_digest() {
         let r: Reference = "busybox".parse().unwrap();
-        assert_eq!(
-            r.with_tag("v1").unwrap().to_string(),
-            "docker.io/library/busybox:v1"
-        );
+        assert_eq!(r.with_tag("v1").unwrap().to_string(), "docker.io/library/busybox:v1");
         assert!(r.with_tag("bad tag").is_err());
-        assert_eq!(
-            r.with_digest(D.parse().unwrap()).to_string(),
-            format!("docker.io/library/busybox@{D}")
-        );
+        assert_eq!(r.with_digest(D.parse().unwrap()).to_string(), format!("docker.io/library/busybox@{D}"));
     }
 }

@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use oci_spec::image::{
-    DescriptorBuilder, HistoryBuilder, ImageConfiguration, ImageConfigurationBuilder,
-    ImageManifest, ImageManifestBuilder, RootFsBuilder,
+    DescriptorBuilder, HistoryBuilder, ImageConfiguration, ImageConfigurationBuilder, ImageManifest,
+    ImageManifestBuilder, RootFsBuilder,
 };
 use serde::{Deserialize, Serialize};
 
@@ -28,9 +28,7 @@ use crate::content::{ContentStore, Expected, LocalStore};
 use crate::digest::{Algorithm, Digest};
 use crate::error::{Error, IoContext, Result};
 use crate::layer::{Compression, LayerInfo, LayerWriter};
-use crate::manifest::{
-    descriptor_digest, host_platform, parse_config, Manifest, MAX_MANIFEST_SIZE,
-};
+use crate::manifest::{descriptor_digest, host_platform, parse_config, Manifest, MAX_MANIFEST_SIZE};
 use crate::media;
 use crate::reference::Reference;
 
@@ -81,11 +79,7 @@ impl Image {
 
     /// When the image was created, from its config.
     pub fn created(&self) -> Option<chrono::DateTime<chrono::Utc>> {
-        self.config
-            .created()
-            .as_deref()
-            .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
-            .map(|t| t.to_utc())
+        self.config.created().as_deref().and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok()).map(|t| t.to_utc())
     }
 }
 
@@ -168,11 +162,7 @@ impl ImageStore {
         self.open_index(true, f)
     }
 
-    fn open_index<T>(
-        &self,
-        read_only: bool,
-        f: impl FnOnce(&rocksdb::DB) -> Result<T>,
-    ) -> Result<T> {
+    fn open_index<T>(&self, read_only: bool, f: impl FnOnce(&rocksdb::DB) -> Result<T>) -> Result<T> {
         let lock_path = self.root.join("index.lock");
         let lock = fs::OpenOptions::new()
             .create(true)
@@ -192,10 +182,7 @@ impl ImageStore {
         } else {
             rocksdb::DB::open(&opts, &path)
         }
-        .map_err(|source| Error::Index {
-            path: path.clone(),
-            source,
-        })?;
+        .map_err(|source| Error::Index { path: path.clone(), source })?;
         let out = f(&db);
         drop(db);
         drop(lock);
@@ -203,33 +190,19 @@ impl ImageStore {
     }
 
     fn index_err(&self) -> impl Fn(rocksdb::Error) -> Error + '_ {
-        move |source| Error::Index {
-            path: self.root.join("index"),
-            source,
-        }
+        move |source| Error::Index { path: self.root.join("index"), source }
     }
 
     /// Points `name` at `target`, replacing what it pointed at before.
     pub fn set_name(&self, name: &Reference, target: &Target) -> Result<()> {
-        let value = serde_json::to_vec(target).map_err(|source| Error::InvalidJson {
-            what: "index entry",
-            source,
-        })?;
+        let value = serde_json::to_vec(target).map_err(|source| Error::InvalidJson { what: "index entry", source })?;
         self.with_index(|db| {
             let key = format!("{NAME_PREFIX}{name}");
             let mut batch = rocksdb::WriteBatch::default();
             // The image this name leaves stays, untagged, unless another name keeps it.
-            if let Some(old) = db
-                .get(&key)
-                .map_err(self.index_err())?
-                .map(|v| parse_target(&v))
-                .transpose()?
-            {
+            if let Some(old) = db.get(&key).map_err(self.index_err())?.map(|v| parse_target(&v)).transpose()? {
                 if old.digest != target.digest && !named_elsewhere(db, &key, &old.digest)? {
-                    batch.put(
-                        format!("{DANGLING_PREFIX}{}", old.digest),
-                        serde_json::to_vec(&old).unwrap_or_default(),
-                    );
+                    batch.put(format!("{DANGLING_PREFIX}{}", old.digest), serde_json::to_vec(&old).unwrap_or_default());
                 }
             }
             batch.put(&key, &value);
@@ -241,17 +214,13 @@ impl ImageStore {
 
     /// Records an image that has no name (docker's `<none>:<none>`).
     pub fn add_dangling(&self, target: &Target) -> Result<()> {
-        let value = serde_json::to_vec(target).map_err(|source| Error::InvalidJson {
-            what: "index entry",
-            source,
-        })?;
+        let value = serde_json::to_vec(target).map_err(|source| Error::InvalidJson { what: "index entry", source })?;
         self.with_index(|db| {
             // An image that has a name is not dangling.
             if named_elsewhere(db, "", &target.digest)? {
                 return Ok(());
             }
-            db.put(format!("{DANGLING_PREFIX}{}", target.digest), &value)
-                .map_err(self.index_err())
+            db.put(format!("{DANGLING_PREFIX}{}", target.digest), &value).map_err(self.index_err())
         })
     }
 
@@ -278,10 +247,7 @@ impl ImageStore {
     /// What `name` points at, if anything.
     pub fn get(&self, name: &Reference) -> Result<Option<Target>> {
         self.read_index(|db| {
-            db.get(format!("{NAME_PREFIX}{name}"))
-                .map_err(self.index_err())?
-                .map(|v| parse_target(&v))
-                .transpose()
+            db.get(format!("{NAME_PREFIX}{name}")).map_err(self.index_err())?.map(|v| parse_target(&v)).transpose()
         })
     }
 
@@ -300,10 +266,7 @@ impl ImageStore {
                     // Other records (blob sources) share the index.
                     continue;
                 };
-                out.push(ImageRecord {
-                    name,
-                    target: parse_target(&v)?,
-                });
+                out.push(ImageRecord { name, target: parse_target(&v)? });
             }
             Ok(out)
         })
@@ -316,25 +279,16 @@ impl ImageStore {
         if let Ok(name) = what.parse::<Reference>() {
             if name.digest().is_none() {
                 if let Some(target) = self.get(&name)? {
-                    return Ok(ImageRecord {
-                        name: Some(name),
-                        target,
-                    });
+                    return Ok(ImageRecord { name: Some(name), target });
                 }
             }
         }
         let hexish = what.strip_prefix("sha256:").unwrap_or(what);
-        let looks_like_id = hexish.len() >= 4
-            && hexish
-                .bytes()
-                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        let looks_like_id = hexish.len() >= 4 && hexish.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
         if looks_like_id {
             let mut found: Vec<ImageRecord> = Vec::new();
             for rec in self.list()? {
-                let id_matches = self
-                    .image(&rec.target)
-                    .map(|img| img.id.hex().starts_with(hexish))
-                    .unwrap_or(false);
+                let id_matches = self.image(&rec.target).map(|img| img.id.hex().starts_with(hexish)).unwrap_or(false);
                 if id_matches || rec.target.digest.hex().starts_with(hexish) {
                     found.push(rec);
                 }
@@ -351,13 +305,12 @@ impl ImageStore {
         if let Some(digest) = name.digest() {
             // name@digest: any record of that repository with that manifest will do.
             let repo = name.repository();
-            if let Some(rec) = self.list()?.into_iter().find(|r| {
-                &r.target.digest == digest && r.name.as_ref().is_none_or(|n| n.repository() == repo)
-            }) {
-                return Ok(ImageRecord {
-                    name: Some(name.clone()),
-                    target: rec.target,
-                });
+            if let Some(rec) = self
+                .list()?
+                .into_iter()
+                .find(|r| &r.target.digest == digest && r.name.as_ref().is_none_or(|n| n.repository() == repo))
+            {
+                return Ok(ImageRecord { name: Some(name.clone()), target: rec.target });
             }
             return Err(Error::ImageNotFound(what.to_owned()));
         }
@@ -381,48 +334,32 @@ impl ImageStore {
                     let id = descriptor_digest(manifest.config())?;
                     let config_bytes = self.content.read_small(&id, MAX_CONFIG_SIZE)?;
                     let config = parse_config(&config_bytes)?;
-                    return Ok(Image {
-                        manifest,
-                        manifest_digest: digest,
-                        config,
-                        config_bytes,
-                        id,
-                    });
+                    return Ok(Image { manifest, manifest_digest: digest, config, config_bytes, id });
                 }
                 Manifest::Index(index) => {
                     let pick = index
                         .manifests()
                         .iter()
                         .find(|d| {
-                            d.platform().as_ref().is_some_and(|p| {
-                                p.os().to_string() == os && p.architecture().to_string() == arch
-                            })
+                            d.platform()
+                                .as_ref()
+                                .is_some_and(|p| p.os().to_string() == os && p.architecture().to_string() == arch)
                         })
                         .or_else(|| (index.manifests().len() == 1).then(|| &index.manifests()[0]))
                         .ok_or_else(|| {
-                            Error::ImageNotFound(format!(
-                                "{} has no image for {os}/{arch}",
-                                target.digest
-                            ))
+                            Error::ImageNotFound(format!("{} has no image for {os}/{arch}", target.digest))
                         })?;
                     digest = descriptor_digest(pick)?;
                     media_type = pick.media_type().to_string();
                 }
             }
         }
-        Err(Error::InvalidDocument {
-            what: "index",
-            reason: "indexes nested more than 4 deep".into(),
-        })
+        Err(Error::InvalidDocument { what: "index", reason: "indexes nested more than 4 deep".into() })
     }
 
     /// Every blob reachable from `target`: the manifest or index, children, configs, layers.
     /// Children that are absent (a partial multi-platform pull) are skipped.
-    pub fn reachable(
-        &self,
-        target: &Target,
-        out: &mut std::collections::BTreeSet<Digest>,
-    ) -> Result<()> {
+    pub fn reachable(&self, target: &Target, out: &mut std::collections::BTreeSet<Digest>) -> Result<()> {
         if !out.insert(target.digest.clone()) {
             return Ok(());
         }
@@ -455,10 +392,7 @@ impl ImageStore {
         let mut report = PruneReport::default();
         for rec in self.list()? {
             if rec.name.is_none() {
-                let id = self
-                    .image(&rec.target)
-                    .map(|i| i.id)
-                    .unwrap_or_else(|_| rec.target.digest.clone());
+                let id = self.image(&rec.target).map(|i| i.id).unwrap_or_else(|_| rec.target.digest.clone());
                 if self.remove_dangling(&rec.target.digest)? {
                     report.images.push(id);
                 }
@@ -468,9 +402,7 @@ impl ImageStore {
         for rec in self.list()? {
             self.reachable(&rec.target, &mut live)?;
         }
-        let cutoff = SystemTime::now()
-            .checked_sub(grace)
-            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let cutoff = SystemTime::now().checked_sub(grace).unwrap_or(SystemTime::UNIX_EPOCH);
         let mut doomed = Vec::new();
         self.content.walk(&mut |info| {
             if !live.contains(&info.digest) && info.committed < cutoff {
@@ -489,10 +421,7 @@ impl ImageStore {
     }
 
     /// Deletes those of `candidates` that no remaining image reaches (what `rmi` frees).
-    pub fn delete_unreferenced(
-        &self,
-        candidates: &std::collections::BTreeSet<Digest>,
-    ) -> Result<Vec<Digest>> {
+    pub fn delete_unreferenced(&self, candidates: &std::collections::BTreeSet<Digest>) -> Result<Vec<Digest>> {
         let mut live = std::collections::BTreeSet::new();
         for rec in self.list()? {
             self.reachable(&rec.target, &mut live)?;
@@ -509,10 +438,7 @@ impl ImageStore {
     /// Records that `repository` (`domain/path`) of a registry has the blob `digest`, so a
     /// later push to another repository there can mount it instead of uploading.
     pub fn add_source(&self, digest: &Digest, repository: &str) -> Result<()> {
-        self.with_index(|db| {
-            db.put(format!("{SOURCE_PREFIX}{digest}/{repository}"), b"")
-                .map_err(self.index_err())
-        })
+        self.with_index(|db| db.put(format!("{SOURCE_PREFIX}{digest}/{repository}"), b"").map_err(self.index_err()))
     }
 
     /// The repositories known to have `digest`.
@@ -522,10 +448,7 @@ impl ImageStore {
             let mut out = Vec::new();
             for item in db.prefix_iterator(prefix.as_bytes()) {
                 let (k, _) = item.map_err(self.index_err())?;
-                match std::str::from_utf8(&k)
-                    .ok()
-                    .and_then(|k| k.strip_prefix(&prefix))
-                {
+                match std::str::from_utf8(&k).ok().and_then(|k| k.strip_prefix(&prefix)) {
                     Some(repo) => out.push(repo.to_owned()),
                     None => break,
                 }
@@ -537,11 +460,7 @@ impl ImageStore {
     /// Stores a manifest document and returns its target.
     pub fn put_manifest(&self, bytes: &[u8], media_type: &str) -> Result<Target> {
         let digest = self.content.put(bytes)?;
-        Ok(Target {
-            digest,
-            media_type: media_type.to_owned(),
-            size: bytes.len() as u64,
-        })
+        Ok(Target { digest, media_type: media_type.to_owned(), size: bytes.len() as u64 })
     }
 
     /// `docker import`: turns a rootfs tarball (plain, gzip or zstd) into a one-layer image
@@ -584,12 +503,7 @@ impl ImageStore {
             .map_err(doc_err("image config"))?;
         let rootfs = RootFsBuilder::default()
             .typ("layers")
-            .diff_ids(
-                layers
-                    .iter()
-                    .map(|l| l.diff_id.to_string())
-                    .collect::<Vec<_>>(),
-            )
+            .diff_ids(layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>())
             .build()
             .map_err(doc_err("image config"))?;
         let config = ImageConfigurationBuilder::default()
@@ -598,17 +512,11 @@ impl ImageStore {
             .os(os)
             .rootfs(rootfs)
             .history(history)
-            .config(
-                oci_spec::image::ConfigBuilder::default()
-                    .build()
-                    .map_err(doc_err("image config"))?,
-            )
+            .config(oci_spec::image::ConfigBuilder::default().build().map_err(doc_err("image config"))?)
             .build()
             .map_err(doc_err("image config"))?;
-        let config_bytes = serde_json::to_vec(&config).map_err(|source| Error::InvalidJson {
-            what: "image config",
-            source,
-        })?;
+        let config_bytes =
+            serde_json::to_vec(&config).map_err(|source| Error::InvalidJson { what: "image config", source })?;
         let config_digest = self.content.put(&config_bytes)?;
         let layer_descs = layers
             .iter()
@@ -635,16 +543,10 @@ impl ImageStore {
             .layers(layer_descs)
             .build()
             .map_err(doc_err("manifest"))?;
-        let bytes = serde_json::to_vec(&manifest).map_err(|source| Error::InvalidJson {
-            what: "manifest",
-            source,
-        })?;
+        let bytes = serde_json::to_vec(&manifest).map_err(|source| Error::InvalidJson { what: "manifest", source })?;
         let target = self.put_manifest(&bytes, media::OCI_MANIFEST)?;
         self.name_or_dangle(name, &target)?;
-        Ok(ImageRecord {
-            name: name.cloned(),
-            target,
-        })
+        Ok(ImageRecord { name: name.cloned(), target })
     }
 
     /// Names `target`, or records it as dangling when there is no name.
@@ -659,10 +561,7 @@ impl ImageStore {
 /// True when a name other than `except_key` points at `digest`.
 fn named_elsewhere(db: &rocksdb::DB, except_key: &str, digest: &Digest) -> Result<bool> {
     for item in db.prefix_iterator(NAME_PREFIX) {
-        let (k, v) = item.map_err(|source| Error::Index {
-            path: PathBuf::from("index"),
-            source,
-        })?;
+        let (k, v) = item.map_err(|source| Error::Index { path: PathBuf::from("index"), source })?;
         if !k.starts_with(NAME_PREFIX.as_bytes()) {
             break;
         }
@@ -674,17 +573,11 @@ fn named_elsewhere(db: &rocksdb::DB, except_key: &str, digest: &Digest) -> Resul
 }
 
 fn doc_err<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> Error {
-    move |e| Error::InvalidDocument {
-        what,
-        reason: e.to_string(),
-    }
+    move |e| Error::InvalidDocument { what, reason: e.to_string() }
 }
 
 fn parse_target(v: &[u8]) -> Result<Target> {
-    serde_json::from_slice(v).map_err(|source| Error::InvalidJson {
-        what: "index entry",
-        source,
-    })
+    serde_json::from_slice(v).map_err(|source| Error::InvalidJson { what: "index entry", source })
 }
 
 /// Copies a tar stream into `out`, parsing it as it goes so that a file that is not a
@@ -701,16 +594,12 @@ fn copy_checking_tar(input: &mut impl Read, out: &mut impl Write) -> Result<()> 
             Ok(n)
         }
     }
-    let bad = |reason: String| Error::InvalidArchive {
-        path: "rootfs tarball".into(),
-        reason,
-    };
+    let bad = |reason: String| Error::InvalidArchive { path: "rootfs tarball".into(), reason };
     let mut tee = Tee { r: input, w: out };
     let mut entries = 0usize;
     {
         let mut archive = tar::Archive::new(&mut tee);
-        let not_tar =
-            |e: std::io::Error| bad(format!("not a tar stream ({})", crate::error::one_line(&e)));
+        let not_tar = |e: std::io::Error| bad(format!("not a tar stream ({})", crate::error::one_line(&e)));
         for entry in archive.entries().map_err(not_tar)? {
             let mut entry = entry.map_err(not_tar)?;
             std::io::copy(&mut entry, &mut std::io::sink())
@@ -722,8 +611,7 @@ fn copy_checking_tar(input: &mut impl Read, out: &mut impl Write) -> Result<()> 
         return Err(bad("no tar entries (is it a tar file?)".into()));
     }
     // Keep the end-of-archive blocks and any padding, so the diffID covers the whole input.
-    std::io::copy(&mut tee, &mut std::io::sink())
-        .map_err(|e| Error::io("read rootfs tarball", e))?;
+    std::io::copy(&mut tee, &mut std::io::sink()).map_err(|e| Error::io("read rootfs tarball", e))?;
     Ok(())
 }
 
@@ -749,22 +637,15 @@ impl ImportOptions {
         HistoryEntry {
             created: created_now(),
             created_by: format!("berth import {}", self.source),
-            comment: self
-                .message
-                .clone()
-                .unwrap_or_else(|| format!("Imported from {}", self.source)),
+            comment: self.message.clone().unwrap_or_else(|| format!("Imported from {}", self.source)),
         }
     }
 }
 
 /// Now as RFC 3339, or `SOURCE_DATE_EPOCH` when it is set, so that images are reproducible.
 pub fn created_now() -> String {
-    let epoch = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|s| s.trim().parse::<i64>().ok());
-    let t = epoch
-        .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
-        .unwrap_or_else(chrono::Utc::now);
+    let epoch = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.trim().parse::<i64>().ok());
+    let t = epoch.and_then(|s| chrono::DateTime::from_timestamp(s, 0)).unwrap_or_else(chrono::Utc::now);
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
@@ -788,11 +669,7 @@ mod tests {
     }
 
     fn opts() -> ImportOptions {
-        ImportOptions {
-            compression: Compression::Gzip,
-            message: None,
-            source: "-".into(),
-        }
+        ImportOptions { compression: Compression::Gzip, message: None, source: "-".into() }
     }
 
     #[test]
@@ -803,10 +680,7 @@ mod tests {
         let rec = s.import_rootfs(&tar[..], Some(&name), &opts()).unwrap();
         let img = s.image(&rec.target).unwrap();
         assert_eq!(img.manifest.layers().len(), 1);
-        assert_eq!(
-            img.config.rootfs().diff_ids(),
-            &vec![Digest::of(&tar).to_string()]
-        );
+        assert_eq!(img.config.rootfs().diff_ids(), &vec![Digest::of(&tar).to_string()]);
         assert_eq!(s.resolve("app:v1").unwrap().target, rec.target);
         assert_eq!(s.resolve(img.id.short()).unwrap().target, rec.target);
         assert_eq!(s.resolve(&img.id.to_string()).unwrap().target, rec.target);
@@ -815,13 +689,7 @@ mod tests {
     #[test]
     fn import_refuses_what_is_not_a_tar() {
         let (s, _d) = store();
-        let err = s
-            .import_rootfs(
-                &b"definitely not a tarball, just some text"[..],
-                None,
-                &opts(),
-            )
-            .unwrap_err();
+        let err = s.import_rootfs(&b"definitely not a tarball, just some text"[..], None, &opts()).unwrap_err();
         assert!(err.to_string().contains("rootfs tarball"), "{err}");
         let mut truncated = rootfs_tar();
         truncated.truncate(600);
@@ -834,9 +702,7 @@ mod tests {
         let (s, _d) = store();
         let a: Reference = "a".parse().unwrap();
         let b: Reference = "b:2".parse().unwrap();
-        let rec = s
-            .import_rootfs(&rootfs_tar()[..], Some(&a), &opts())
-            .unwrap();
+        let rec = s.import_rootfs(&rootfs_tar()[..], Some(&a), &opts()).unwrap();
         s.set_name(&b, &rec.target).unwrap();
         assert_eq!(s.list().unwrap().len(), 2);
         assert_eq!(s.remove_name(&a).unwrap(), Some(rec.target.clone()));
@@ -847,10 +713,7 @@ mod tests {
         let report = s.prune(Duration::ZERO).unwrap();
         assert_eq!(report.blobs, 1);
         assert!(!s.content().contains(&stray).unwrap());
-        assert!(
-            s.image(&rec.target).is_ok(),
-            "named image must survive prune"
-        );
+        assert!(s.image(&rec.target).is_ok(), "named image must survive prune");
         s.remove_name(&b).unwrap();
         assert_eq!(s.prune(Duration::ZERO).unwrap().blobs, 3);
     }
@@ -858,18 +721,11 @@ mod tests {
     #[test]
     fn blob_sources_do_not_show_up_as_images() {
         let (s, _d) = store();
-        let rec = s
-            .import_rootfs(&rootfs_tar()[..], Some(&"app".parse().unwrap()), &opts())
-            .unwrap();
-        s.add_source(&rec.target.digest, "localhost:5000/app")
-            .unwrap();
-        s.add_source(&rec.target.digest, "localhost:5000/other")
-            .unwrap();
+        let rec = s.import_rootfs(&rootfs_tar()[..], Some(&"app".parse().unwrap()), &opts()).unwrap();
+        s.add_source(&rec.target.digest, "localhost:5000/app").unwrap();
+        s.add_source(&rec.target.digest, "localhost:5000/other").unwrap();
         assert_eq!(s.list().unwrap().len(), 1);
-        assert_eq!(
-            s.sources(&rec.target.digest).unwrap(),
-            ["localhost:5000/app", "localhost:5000/other"]
-        );
+        assert_eq!(s.sources(&rec.target.digest).unwrap(), ["localhost:5000/app", "localhost:5000/other"]);
     }
 
     #[test]
@@ -888,13 +744,6 @@ mod tests {
                 });
             }
         });
-        assert_eq!(
-            s.list()
-                .unwrap()
-                .iter()
-                .filter(|r| r.name.is_some())
-                .count(),
-            100
-        );
+        assert_eq!(s.list().unwrap().iter().filter(|r| r.name.is_some()).count(), 100);
     }
 }

@@ -100,10 +100,7 @@ pub struct Auth {
 
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Auth")
-            .field("mode", &self.mode)
-            .field("users", &self.users.len())
-            .finish_non_exhaustive()
+        f.debug_struct("Auth").field("mode", &self.mode).field("users", &self.users.len()).finish_non_exhaustive()
     }
 }
 
@@ -115,14 +112,9 @@ pub fn parse_htpasswd(text: &str) -> std::result::Result<HashMap<String, String>
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let (user, hash) = line
-            .split_once(':')
-            .ok_or_else(|| format!("line {}: expected user:hash", n + 1))?;
+        let (user, hash) = line.split_once(':').ok_or_else(|| format!("line {}: expected user:hash", n + 1))?;
         if !hash.starts_with("$2") {
-            return Err(format!(
-                "line {}: user {user:?} has a non-bcrypt hash (use htpasswd -B)",
-                n + 1
-            ));
+            return Err(format!("line {}: user {user:?} has a non-bcrypt hash (use htpasswd -B)", n + 1));
         }
         users.insert(user.to_owned(), hash.to_owned());
     }
@@ -132,15 +124,7 @@ pub fn parse_htpasswd(text: &str) -> std::result::Result<HashMap<String, String>
 impl Auth {
     /// No authentication.
     pub fn none() -> Self {
-        Self::new(
-            Mode::None,
-            HashMap::new(),
-            Vec::new(),
-            Vec::new(),
-            None,
-            "berth-registry".into(),
-            false,
-        )
+        Self::new(Mode::None, HashMap::new(), Vec::new(), Vec::new(), None, "berth-registry".into(), false)
     }
 
     /// A policy. An empty `key` picks a random one (tokens then die with the process).
@@ -156,16 +140,7 @@ impl Auth {
         if key.is_empty() {
             key = (0..32).map(|_| rand_byte()).collect();
         }
-        Auth {
-            mode,
-            users,
-            grants,
-            key,
-            realm,
-            service,
-            tls,
-            verified: Mutex::default(),
-        }
+        Auth { mode, users, grants, key, realm, service, tls, verified: Mutex::default() }
     }
 
     fn check_password(&self, user: &str, password: &str) -> bool {
@@ -174,23 +149,14 @@ impl Auth {
         };
         let key = (user.to_owned(), Sha256::digest(password.as_bytes()).into());
         {
-            let cache = self
-                .verified
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if cache
-                .get(&key)
-                .is_some_and(|t| t.elapsed() < Duration::from_secs(300))
-            {
+            let cache = self.verified.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if cache.get(&key).is_some_and(|t| t.elapsed() < Duration::from_secs(300)) {
                 return true;
             }
         }
         let ok = bcrypt::verify(password, hash).unwrap_or(false);
         if ok {
-            self.verified
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(key, Instant::now());
+            self.verified.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, Instant::now());
         }
         ok
     }
@@ -201,10 +167,7 @@ impl Auth {
         let Some(v) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
             return Ok(None);
         };
-        let Some(b64) = v
-            .strip_prefix("Basic ")
-            .or_else(|| v.strip_prefix("basic "))
-        else {
+        let Some(b64) = v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")) else {
             return Ok(None);
         };
         let wrong = || RegistryError::new(ErrorCode::Unauthorized, "invalid username or password");
@@ -222,11 +185,7 @@ impl Auth {
     /// configured, any authenticated account may do everything.
     pub fn allowed(&self, account: &str, repo: &str, wanted: &[Action]) -> Vec<Action> {
         if self.grants.is_empty() {
-            return if account == ANONYMOUS {
-                Vec::new()
-            } else {
-                wanted.to_vec()
-            };
+            return if account == ANONYMOUS { Vec::new() } else { wanted.to_vec() };
         }
         wanted
             .iter()
@@ -241,32 +200,21 @@ impl Auth {
     }
 
     /// Checks a request that needs `needs` (and the catalog, if `catalog`).
-    pub fn authorize(
-        &self,
-        headers: &HeaderMap,
-        needs: &[(RepoName, Action)],
-        catalog: bool,
-    ) -> Result<()> {
+    pub fn authorize(&self, headers: &HeaderMap, needs: &[(RepoName, Action)], catalog: bool) -> Result<()> {
         match self.mode {
             Mode::None => Ok(()),
             Mode::Htpasswd => {
-                let challenge = |e: RegistryError| {
-                    e.with_header("WWW-Authenticate", "Basic realm=\"berth-registry\"".into())
-                };
+                let challenge =
+                    |e: RegistryError| e.with_header("WWW-Authenticate", "Basic realm=\"berth-registry\"".into());
                 let account = match self.basic_account(headers).map_err(challenge)? {
                     Some(a) => a,
-                    None if needs
-                        .iter()
-                        .all(|(r, a)| !self.allowed(ANONYMOUS, r.as_str(), &[*a]).is_empty())
+                    None if needs.iter().all(|(r, a)| !self.allowed(ANONYMOUS, r.as_str(), &[*a]).is_empty())
                         && !needs.is_empty() =>
                     {
                         ANONYMOUS.to_owned()
                     }
                     None => {
-                        return Err(challenge(RegistryError::new(
-                            ErrorCode::Unauthorized,
-                            "authentication required",
-                        )))
+                        return Err(challenge(RegistryError::new(ErrorCode::Unauthorized, "authentication required")))
                     }
                 };
                 for (repo, action) in needs {
@@ -278,21 +226,14 @@ impl Auth {
                     }
                 }
                 if catalog && account == ANONYMOUS {
-                    return Err(challenge(RegistryError::new(
-                        ErrorCode::Unauthorized,
-                        "authentication required",
-                    )));
+                    return Err(challenge(RegistryError::new(ErrorCode::Unauthorized, "authentication required")));
                 }
                 Ok(())
             }
             Mode::Token => {
                 let scope = scopes(needs, catalog);
                 let challenge = |headers: &HeaderMap, err: Option<&str>| {
-                    let mut c = format!(
-                        "Bearer realm=\"{}\",service=\"{}\"",
-                        self.realm(headers),
-                        self.service
-                    );
+                    let mut c = format!("Bearer realm=\"{}\",service=\"{}\"", self.realm(headers), self.service);
                     if !scope.is_empty() {
                         c.push_str(&format!(",scope=\"{scope}\""));
                     }
@@ -304,39 +245,23 @@ impl Auth {
                 let token = headers
                     .get("authorization")
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| {
-                        v.strip_prefix("Bearer ")
-                            .or_else(|| v.strip_prefix("bearer "))
-                    });
+                    .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
                 let Some(token) = token else {
-                    return Err(RegistryError::new(
-                        ErrorCode::Unauthorized,
-                        "authentication required",
-                    )
-                    .with_header("WWW-Authenticate", challenge(headers, None)));
+                    return Err(RegistryError::new(ErrorCode::Unauthorized, "authentication required")
+                        .with_header("WWW-Authenticate", challenge(headers, None)));
                 };
                 let claims = self.verify_token(token.trim()).map_err(|msg| {
-                    RegistryError::new(ErrorCode::Unauthorized, msg).with_header(
-                        "WWW-Authenticate",
-                        challenge(headers, Some("invalid_token")),
-                    )
+                    RegistryError::new(ErrorCode::Unauthorized, msg)
+                        .with_header("WWW-Authenticate", challenge(headers, Some("invalid_token")))
                 })?;
                 let granted = |name: &str, action: &str| {
-                    claims.access.iter().any(|a| {
-                        a.name == name && a.actions.iter().any(|x| x == action || x == "*")
-                    })
+                    claims.access.iter().any(|a| a.name == name && a.actions.iter().any(|x| x == action || x == "*"))
                 };
-                let ok = needs.iter().all(|(r, a)| granted(r.as_str(), a.as_str()))
-                    && (!catalog || granted("catalog", "*"));
+                let ok =
+                    needs.iter().all(|(r, a)| granted(r.as_str(), a.as_str())) && (!catalog || granted("catalog", "*"));
                 if !ok {
-                    return Err(RegistryError::new(
-                        ErrorCode::Unauthorized,
-                        "token does not grant this access",
-                    )
-                    .with_header(
-                        "WWW-Authenticate",
-                        challenge(headers, Some("insufficient_scope")),
-                    ));
+                    return Err(RegistryError::new(ErrorCode::Unauthorized, "token does not grant this access")
+                        .with_header("WWW-Authenticate", challenge(headers, Some("insufficient_scope"))));
                 }
                 Ok(())
             }
@@ -347,10 +272,7 @@ impl Auth {
         if let Some(r) = &self.realm {
             return r.clone();
         }
-        let host = headers
-            .get("host")
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("localhost");
+        let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("localhost");
         format!("{}://{host}/token", if self.tls { "https" } else { "http" })
     }
 
@@ -363,8 +285,7 @@ impl Auth {
     }
 
     fn mac(&self, input: &[u8]) -> Vec<u8> {
-        let mut m =
-            <Hmac<Sha256> as Mac>::new_from_slice(&self.key).unwrap_or_else(|_| unreachable_hmac());
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).unwrap_or_else(|_| unreachable_hmac());
         m.update(input);
         m.finalize().into_bytes().to_vec()
     }
@@ -375,14 +296,9 @@ impl Auth {
         let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| "malformed token")?;
         let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).map_err(|_| "bad key")?;
         m.update(input.as_bytes());
-        m.verify_slice(&sig)
-            .map_err(|_| "token signature is invalid")?;
-        let claims: Claims = serde_json::from_slice(
-            &URL_SAFE_NO_PAD
-                .decode(payload)
-                .map_err(|_| "malformed token")?,
-        )
-        .map_err(|_| "malformed token")?;
+        m.verify_slice(&sig).map_err(|_| "token signature is invalid")?;
+        let claims: Claims = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).map_err(|_| "malformed token")?)
+            .map_err(|_| "malformed token")?;
         let now = unix_now();
         if claims.exp < now || claims.nbf > now + 60 {
             return Err("token expired");
@@ -404,10 +320,7 @@ fn rand_byte() -> u8 {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// `*` matches any run of characters, including `/`.
@@ -430,10 +343,7 @@ fn scopes(needs: &[(RepoName, Action)], catalog: bool) -> String {
             None => by_repo.push((r.as_str().to_owned(), vec![a.as_str()])),
         }
     }
-    let mut parts: Vec<String> = by_repo
-        .into_iter()
-        .map(|(r, a)| format!("repository:{r}:{}", a.join(",")))
-        .collect();
+    let mut parts: Vec<String> = by_repo.into_iter().map(|(r, a)| format!("repository:{r}:{}", a.join(","))).collect();
     if catalog {
         parts.push("registry:catalog:*".into());
     }
@@ -465,8 +375,7 @@ struct Access {
 pub async fn token_endpoint(State(state): State<AppState>, req: Request) -> Response {
     let auth = &state.auth;
     if auth.mode != Mode::Token {
-        return RegistryError::new(ErrorCode::Unsupported, "token auth is not enabled")
-            .into_response();
+        return RegistryError::new(ErrorCode::Unsupported, "token auth is not enabled").into_response();
     }
     let account = match auth.basic_account(req.headers()) {
         Ok(Some(a)) => a,
@@ -482,15 +391,12 @@ pub async fn token_endpoint(State(state): State<AppState>, req: Request) -> Resp
         let v = crate::api::decode_query(v);
         for scope in v.split(' ') {
             let mut parts = scope.splitn(3, ':');
-            let (Some(kind), Some(name), Some(actions)) =
-                (parts.next(), parts.next(), parts.next())
-            else {
+            let (Some(kind), Some(name), Some(actions)) = (parts.next(), parts.next(), parts.next()) else {
                 continue;
             };
             match kind {
                 "repository" => {
-                    let wanted: Vec<Action> =
-                        actions.split(',').filter_map(Action::parse).collect();
+                    let wanted: Vec<Action> = actions.split(',').filter_map(Action::parse).collect();
                     let got = auth.allowed(&account, name, &wanted);
                     access.push(Access {
                         kind: "repository".into(),
@@ -499,11 +405,7 @@ pub async fn token_endpoint(State(state): State<AppState>, req: Request) -> Resp
                     });
                 }
                 "registry" if name == "catalog" && account != ANONYMOUS => {
-                    access.push(Access {
-                        kind: "registry".into(),
-                        name: "catalog".into(),
-                        actions: vec!["*".into()],
-                    });
+                    access.push(Access { kind: "registry".into(), name: "catalog".into(), actions: vec!["*".into()] });
                 }
                 _ => {}
             }
@@ -522,8 +424,10 @@ pub async fn token_endpoint(State(state): State<AppState>, req: Request) -> Resp
     };
     let token = auth.sign(&claims);
     let issued = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    axum::Json(serde_json::json!({ "token": token, "access_token": token, "expires_in": TOKEN_TTL, "issued_at": issued }))
-        .into_response()
+    axum::Json(
+        serde_json::json!({ "token": token, "access_token": token, "expires_in": TOKEN_TTL, "issued_at": issued }),
+    )
+    .into_response()
 }
 
 #[cfg(test)]
@@ -544,36 +448,13 @@ mod tests {
     #[test]
     fn grants_decide_actions_per_account() {
         let grants = vec![
-            Grant {
-                account: "alice".into(),
-                repository: "team/*".into(),
-                actions: vec![Action::Pull, Action::Push],
-            },
-            Grant {
-                account: "*".into(),
-                repository: "public/*".into(),
-                actions: vec![Action::Pull],
-            },
-            Grant {
-                account: ANONYMOUS.into(),
-                repository: "open".into(),
-                actions: vec![Action::Pull],
-            },
+            Grant { account: "alice".into(), repository: "team/*".into(), actions: vec![Action::Pull, Action::Push] },
+            Grant { account: "*".into(), repository: "public/*".into(), actions: vec![Action::Pull] },
+            Grant { account: ANONYMOUS.into(), repository: "open".into(), actions: vec![Action::Pull] },
         ];
-        let a = Auth::new(
-            Mode::Token,
-            HashMap::new(),
-            grants,
-            vec![1; 32],
-            None,
-            "s".into(),
-            false,
-        );
+        let a = Auth::new(Mode::Token, HashMap::new(), grants, vec![1; 32], None, "s".into(), false);
         let all = [Action::Pull, Action::Push, Action::Delete];
-        assert_eq!(
-            a.allowed("alice", "team/app", &all),
-            [Action::Pull, Action::Push]
-        );
+        assert_eq!(a.allowed("alice", "team/app", &all), [Action::Pull, Action::Push]);
         assert_eq!(a.allowed("bob", "team/app", &all), []);
         assert_eq!(a.allowed("bob", "public/x", &all), [Action::Pull]);
         assert_eq!(a.allowed(ANONYMOUS, "public/x", &all), []);
@@ -582,15 +463,7 @@ mod tests {
 
     #[test]
     fn tokens_round_trip_and_tampering_is_caught() {
-        let a = Auth::new(
-            Mode::Token,
-            HashMap::new(),
-            Vec::new(),
-            vec![7; 32],
-            None,
-            "svc".into(),
-            false,
-        );
+        let a = Auth::new(Mode::Token, HashMap::new(), Vec::new(), vec![7; 32], None, "svc".into(), false);
         let now = unix_now();
         let claims = Claims {
             iss: "i".into(),
@@ -600,59 +473,28 @@ mod tests {
             nbf: now,
             iat: now,
             jti: "j".into(),
-            access: vec![Access {
-                kind: "repository".into(),
-                name: "a".into(),
-                actions: vec!["pull".into()],
-            }],
+            access: vec![Access { kind: "repository".into(), name: "a".into(), actions: vec!["pull".into()] }],
         };
         let t = a.sign(&claims);
         assert_eq!(a.verify_token(&t).unwrap().sub, "alice");
-        let other = Auth::new(
-            Mode::Token,
-            HashMap::new(),
-            Vec::new(),
-            vec![8; 32],
-            None,
-            "svc".into(),
-            false,
-        );
-        assert!(
-            other.verify_token(&t).is_err(),
-            "another key must not verify"
-        );
+        let other = Auth::new(Mode::Token, HashMap::new(), Vec::new(), vec![8; 32], None, "svc".into(), false);
+        assert!(other.verify_token(&t).is_err(), "another key must not verify");
         let mut forged = t.clone();
         forged.insert(forged.find('.').unwrap() + 2, 'x');
         assert!(a.verify_token(&forged).is_err());
-        let expired = Claims {
-            exp: now - 1,
-            ..claims
-        };
-        assert_eq!(
-            a.verify_token(&a.sign(&expired)).unwrap_err(),
-            "token expired"
-        );
+        let expired = Claims { exp: now - 1, ..claims };
+        assert_eq!(a.verify_token(&a.sign(&expired)).unwrap_err(), "token expired");
     }
 
     #[test]
     fn htpasswd_accepts_bcrypt_only() {
         let hash = bcrypt::hash("secret", 4).unwrap();
         let users = parse_htpasswd(&format!("# comment\nalice:{hash}\n")).unwrap();
-        let a = Auth::new(
-            Mode::Htpasswd,
-            users,
-            Vec::new(),
-            Vec::new(),
-            None,
-            "s".into(),
-            false,
-        );
+        let a = Auth::new(Mode::Htpasswd, users, Vec::new(), Vec::new(), None, "s".into(), false);
         assert!(a.check_password("alice", "secret"));
         assert!(a.check_password("alice", "secret"), "cached");
         assert!(!a.check_password("alice", "wrong"));
         assert!(!a.check_password("mallory", "secret"));
-        assert!(parse_htpasswd("bob:{SHA}abc")
-            .unwrap_err()
-            .contains("non-bcrypt"));
+        assert!(parse_htpasswd("bob:{SHA}abc").unwrap_err().contains("non-bcrypt"));
     }
 }

@@ -141,8 +141,6 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused() {
-        assert!(Config::from_toml("adr = \"x\"")
-            .unwrap_err()
-            .contains("unknown field"));
+        assert!(Config::from_toml("adr = \"x\"").unwrap_err().contains("unknown field"));
     }
 }

@@ -108,11 +108,7 @@ pub struct RegistryError {
 impl RegistryError {
     /// An error with a code and a message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        RegistryError {
-            code,
-            message: message.into(),
-            headers: Vec::new(),
-        }
+        RegistryError { code, message: message.into(), headers: Vec::new() }
     }
 
     /// Adds a response header.

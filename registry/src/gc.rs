@@ -36,9 +36,7 @@ async fn young(registry: &Registry, path: &str, cutoff: SystemTime) -> Result<bo
 
 /// Runs one mark-and-sweep; with `dry_run` it only reports.
 pub async fn collect(registry: &Registry, dry_run: bool, grace: Duration) -> Result<GcReport> {
-    let cutoff = SystemTime::now()
-        .checked_sub(grace)
-        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let cutoff = SystemTime::now().checked_sub(grace).unwrap_or(SystemTime::UNIX_EPOCH);
     let driver = registry.driver().clone();
     let mut report = GcReport::default();
     let mut marked: BTreeSet<Digest> = BTreeSet::new();
@@ -67,11 +65,7 @@ pub async fn collect(registry: &Registry, dry_run: bool, grace: Duration) -> Res
                 subject: Option<serde_json::Value>,
             }
             if let Ok(Subject { subject: Some(s) }) = serde_json::from_slice::<Subject>(&bytes) {
-                if let Some(sd) = s
-                    .get("digest")
-                    .and_then(|v| v.as_str())
-                    .and_then(|v| v.parse::<Digest>().ok())
-                {
+                if let Some(sd) = s.get("digest").and_then(|v| v.as_str()).and_then(|v| v.parse::<Digest>().ok()) {
                     subjects.entry(sd).or_default().push(d.clone());
                 }
             }
@@ -95,11 +89,7 @@ pub async fn collect(registry: &Registry, dry_run: bool, grace: Duration) -> Res
                 continue;
             }
             if let Some(Manifest::Index(i)) = parsed.get(&d) {
-                work.extend(
-                    i.manifests()
-                        .iter()
-                        .filter_map(|c| oci::manifest::descriptor_digest(c).ok()),
-                );
+                work.extend(i.manifests().iter().filter_map(|c| oci::manifest::descriptor_digest(c).ok()));
             }
             work.extend(subjects.get(&d).cloned().unwrap_or_default());
         }

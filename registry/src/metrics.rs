@@ -35,9 +35,7 @@ impl Metrics {
         _took: Duration,
     ) {
         let mut m = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        *m.requests
-            .entry((route, method.to_owned(), status))
-            .or_default() += 1;
+        *m.requests.entry((route, method.to_owned(), status)).or_default() += 1;
         *m.bytes_in.entry(route).or_default() += bytes_in;
         *m.bytes_out.entry(route).or_default() += bytes_out;
     }
@@ -59,25 +57,17 @@ impl Metrics {
     pub fn render(&self) -> String {
         let m = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP berth_registry_requests_total HTTP requests by route, method and status."
-        );
+        let _ = writeln!(out, "# HELP berth_registry_requests_total HTTP requests by route, method and status.");
         let _ = writeln!(out, "# TYPE berth_registry_requests_total counter");
         for ((route, method, status), n) in &m.requests {
-            let _ = writeln!(out, "berth_registry_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "berth_registry_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {n}"
+            );
         }
         for (name, help, map) in [
-            (
-                "berth_registry_bytes_received_total",
-                "Request body bytes by route.",
-                &m.bytes_in,
-            ),
-            (
-                "berth_registry_bytes_sent_total",
-                "Response body bytes by route.",
-                &m.bytes_out,
-            ),
+            ("berth_registry_bytes_received_total", "Request body bytes by route.", &m.bytes_in),
+            ("berth_registry_bytes_sent_total", "Response body bytes by route.", &m.bytes_out),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             for (route, n) in map {
@@ -85,16 +75,15 @@ impl Metrics {
             }
         }
         let name = "berth_registry_upload_finish_seconds";
-        let _ = writeln!(out, "# HELP {name} Duration of the request that completes a blob upload.\n# TYPE {name} histogram");
+        let _ = writeln!(
+            out,
+            "# HELP {name} Duration of the request that completes a blob upload.\n# TYPE {name} histogram"
+        );
         for (b, n) in BUCKETS.iter().zip(m.upload_buckets) {
             let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {n}");
         }
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", m.upload_count);
-        let _ = writeln!(
-            out,
-            "{name}_sum {}\n{name}_count {}",
-            m.upload_sum, m.upload_count
-        );
+        let _ = writeln!(out, "{name}_sum {}\n{name}_count {}", m.upload_sum, m.upload_count);
         out
     }
 }
@@ -111,9 +100,7 @@ mod tests {
         m.record_upload(Duration::from_millis(70));
         let text = m.render();
         assert!(
-            text.contains(
-                "berth_registry_requests_total{route=\"blob\",method=\"GET\",status=\"200\"} 2"
-            ),
+            text.contains("berth_registry_requests_total{route=\"blob\",method=\"GET\",status=\"200\"} 2"),
             "{text}"
         );
         assert!(text.contains("berth_registry_bytes_sent_total{route=\"blob\"} 1240"));

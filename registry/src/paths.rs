@@ -22,12 +22,7 @@ const ROOT: &str = "/v2";
 
 /// Where a blob's bytes live.
 pub fn blob_data(d: &Digest) -> String {
-    format!(
-        "{ROOT}/blobs/{}/{}/{}/data",
-        d.algorithm().as_str(),
-        &d.hex()[..2],
-        d.hex()
-    )
+    format!("{ROOT}/blobs/{}/{}/{}/data", d.algorithm().as_str(), &d.hex()[..2], d.hex())
 }
 
 /// The directory holding every blob of one algorithm (for garbage collection).
@@ -47,28 +42,17 @@ pub fn repository(name: &str) -> String {
 
 /// The link that puts a blob into a repository.
 pub fn layer_link(name: &str, d: &Digest) -> String {
-    format!(
-        "{ROOT}/repositories/{name}/_layers/{}/{}/link",
-        d.algorithm().as_str(),
-        d.hex()
-    )
+    format!("{ROOT}/repositories/{name}/_layers/{}/{}/link", d.algorithm().as_str(), d.hex())
 }
 
 /// The link that puts a manifest into a repository.
 pub fn revision_link(name: &str, d: &Digest) -> String {
-    format!(
-        "{ROOT}/repositories/{name}/_manifests/revisions/{}/{}/link",
-        d.algorithm().as_str(),
-        d.hex()
-    )
+    format!("{ROOT}/repositories/{name}/_manifests/revisions/{}/{}/link", d.algorithm().as_str(), d.hex())
 }
 
 /// The directory of a repository's manifest revisions of one algorithm.
 pub fn revisions_dir(name: &str, alg: oci::Algorithm) -> String {
-    format!(
-        "{ROOT}/repositories/{name}/_manifests/revisions/{}",
-        alg.as_str()
-    )
+    format!("{ROOT}/repositories/{name}/_manifests/revisions/{}", alg.as_str())
 }
 
 /// The directory of a repository's tags.
@@ -88,21 +72,12 @@ pub fn tag_link(name: &str, tag: &str) -> String {
 
 /// The directory listing the referrers of `subject`.
 pub fn referrers_dir(name: &str, subject: &Digest) -> String {
-    format!(
-        "{ROOT}/repositories/{name}/_referrers/{}/{}",
-        subject.algorithm().as_str(),
-        subject.hex()
-    )
+    format!("{ROOT}/repositories/{name}/_referrers/{}/{}", subject.algorithm().as_str(), subject.hex())
 }
 
 /// The link recording that `manifest` refers to `subject`.
 pub fn referrer_link(name: &str, subject: &Digest, manifest: &Digest) -> String {
-    format!(
-        "{}/{}/{}/link",
-        referrers_dir(name, subject),
-        manifest.algorithm().as_str(),
-        manifest.hex()
-    )
+    format!("{}/{}/{}/link", referrers_dir(name, subject), manifest.algorithm().as_str(), manifest.hex())
 }
 
 /// An upload session's directory.
@@ -126,20 +101,9 @@ mod tests {
 
     #[test]
     fn layout_matches_the_drawing() {
-        let d: Digest = "sha256:abcdef0000000000000000000000000000000000000000000000000000000000"
-            .parse()
-            .unwrap();
-        assert_eq!(
-            blob_data(&d),
-            format!("/v2/blobs/sha256/ab/{}/data", d.hex())
-        );
-        assert_eq!(
-            tag_link("a/b", "v1"),
-            "/v2/repositories/a/b/_manifests/tags/v1/current/link"
-        );
-        assert_eq!(
-            layer_link("a", &d),
-            format!("/v2/repositories/a/_layers/sha256/{}/link", d.hex())
-        );
+        let d: Digest = "sha256:abcdef0000000000000000000000000000000000000000000000000000000000".parse().unwrap();
+        assert_eq!(blob_data(&d), format!("/v2/blobs/sha256/ab/{}/data", d.hex()));
+        assert_eq!(tag_link("a/b", "v1"), "/v2/repositories/a/b/_manifests/tags/v1/current/link");
+        assert_eq!(layer_link("a", &d), format!("/v2/repositories/a/_layers/sha256/{}/link", d.hex()));
     }
 }

@@ -33,13 +33,9 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, 
         .collect::<Result<_, _>>()
         .map_err(|e| ServeError::Tls(format!("{}: {e}", cert.display())))?;
     if certs.is_empty() {
-        return Err(ServeError::Tls(format!(
-            "{}: no certificate found",
-            cert.display()
-        )));
+        return Err(ServeError::Tls(format!("{}: no certificate found", cert.display())));
     }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| ServeError::Tls(format!("{}: {e}", key.display())))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| ServeError::Tls(format!("{}: {e}", key.display())))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -85,9 +81,7 @@ pub async fn serve(
                 tokio::spawn(async move {
                     match acceptor.accept(stream).await {
                         Ok(tls) => {
-                            let conn = builder
-                                .serve_connection_with_upgrades(TokioIo::new(tls), service)
-                                .into_owned();
+                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).into_owned();
                             if let Err(e) = watcher.watch(conn).await {
                                 tracing::debug!(%peer, error = %e, "connection ended");
                             }
@@ -97,9 +91,7 @@ pub async fn serve(
                 });
             }
             None => {
-                let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .into_owned();
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
                 let fut = graceful.watch(conn);
                 tokio::spawn(async move {
                     if let Err(e) = fut.await {

@@ -77,11 +77,7 @@ pub struct UnpackOptions {
 impl Default for UnpackOptions {
     fn default() -> Self {
         let root = rustix::process::geteuid().is_root();
-        UnpackOptions {
-            whiteouts: Whiteouts::Apply,
-            allow_devices: false,
-            preserve_owners: root,
-        }
+        UnpackOptions { whiteouts: Whiteouts::Apply, allow_devices: false, preserve_owners: root }
     }
 }
 
@@ -102,24 +98,11 @@ const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 
 /// Applies the uncompressed layer `tar` to the directory `root`.
 pub fn unpack(tar: impl Read, root: &Path, opts: &UnpackOptions) -> Result<UnpackStats> {
-    let root_fd = rustix::fs::open(
-        root,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| UnpackError::Io {
-        op: "open root",
-        path: root.display().to_string(),
-        source: e.into(),
-    })?;
+    let root_fd = rustix::fs::open(root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| UnpackError::Io { op: "open root", path: root.display().to_string(), source: e.into() })?;
     let is_root = rustix::process::geteuid().is_root();
-    let mut u = Unpacker {
-        root: root_fd,
-        opts: opts.clone(),
-        is_root,
-        stats: UnpackStats::default(),
-        written: HashSet::new(),
-    };
+    let mut u =
+        Unpacker { root: root_fd, opts: opts.clone(), is_root, stats: UnpackStats::default(), written: HashSet::new() };
     let mut archive = tar::Archive::new(tar);
     for entry in archive.entries().map_err(UnpackError::Tar)? {
         let mut entry = entry.map_err(UnpackError::Tar)?;
@@ -151,15 +134,8 @@ fn clean(raw: &Path) -> std::result::Result<PathBuf, &'static str> {
     Ok(out)
 }
 
-fn io_err<'a>(
-    op: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(rustix::io::Errno) -> UnpackError + 'a {
-    move |e| UnpackError::Io {
-        op,
-        path: path.display().to_string(),
-        source: e.into(),
-    }
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(rustix::io::Errno) -> UnpackError + 'a {
+    move |e| UnpackError::Io { op, path: path.display().to_string(), source: e.into() }
 }
 
 impl Unpacker {
@@ -167,11 +143,7 @@ impl Unpacker {
     fn dir(&self, dir: &Path) -> Result<OwnedFd> {
         let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
         let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        let target = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
+        let target = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
         match rustix::fs::openat2(&self.root, target, flags, Mode::empty(), resolve) {
             Ok(fd) => Ok(fd),
             Err(rustix::io::Errno::NOENT) => {
@@ -201,30 +173,21 @@ impl Unpacker {
             Err(e) => Err(io_err("stat", path)(e)),
             Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
                 // std's remove_dir_all never follows symlinks; the parent fd pins the location.
-                let p = PathBuf::from(format!(
-                    "/proc/self/fd/{}",
-                    std::os::fd::AsRawFd::as_raw_fd(parent)
-                ))
-                .join(name);
+                let p = PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(parent))).join(name);
                 std::fs::remove_dir_all(&p).map_err(|e| UnpackError::Io {
                     op: "remove",
                     path: path.display().to_string(),
                     source: e,
                 })
             }
-            Ok(_) => {
-                rustix::fs::unlinkat(parent, name, AtFlags::empty()).map_err(io_err("remove", path))
-            }
+            Ok(_) => rustix::fs::unlinkat(parent, name, AtFlags::empty()).map_err(io_err("remove", path)),
         }
     }
 
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
         let raw = entry.path().map_err(UnpackError::Tar)?.into_owned();
         let shown = raw.display().to_string();
-        let path = clean(&raw).map_err(|reason| UnpackError::Refused {
-            path: shown.clone(),
-            reason,
-        })?;
+        let path = clean(&raw).map_err(|reason| UnpackError::Refused { path: shown.clone(), reason })?;
         let kind = entry.header().entry_type();
         let Some(name) = path.file_name().map(|n| n.to_owned()) else {
             // The root itself: metadata only.
@@ -232,10 +195,7 @@ impl Unpacker {
                 let fd = self.dir(Path::new(""))?;
                 return self.metadata_fd(&fd, entry, &path);
             }
-            return Err(UnpackError::Refused {
-                path: shown,
-                reason: "only a directory may name the root",
-            });
+            return Err(UnpackError::Refused { path: shown, reason: "only a directory may name the root" });
         };
         let parent_path = path.parent().unwrap_or(Path::new("")).to_owned();
         let name_str = name.to_string_lossy().into_owned();
@@ -245,12 +205,8 @@ impl Unpacker {
             if name_str == OPAQUE {
                 return self.opaque(&parent, &parent_path);
             }
-            if hidden.is_empty() || hidden == "." || hidden == ".." || hidden.starts_with(WHITEOUT)
-            {
-                return Err(UnpackError::Refused {
-                    path: shown,
-                    reason: "whiteout of an empty, '.' or '..' name",
-                });
+            if hidden.is_empty() || hidden == "." || hidden == ".." || hidden.starts_with(WHITEOUT) {
+                return Err(UnpackError::Refused { path: shown, reason: "whiteout of an empty, '.' or '..' name" });
             }
             let target = parent_path.join(hidden);
             self.remove(&parent, std::ffi::OsStr::new(hidden), &target)?;
@@ -273,11 +229,9 @@ impl Unpacker {
         match kind {
             tar::EntryType::Directory => {
                 let existing = rustix::fs::statat(&parent, &name, AtFlags::SYMLINK_NOFOLLOW);
-                if !matches!(existing, Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory)
-                {
+                if !matches!(existing, Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory) {
                     self.remove(&parent, &name, &path)?;
-                    rustix::fs::mkdirat(&parent, &name, mode)
-                        .map_err(io_err("create directory", &path))?;
+                    rustix::fs::mkdirat(&parent, &name, mode).map_err(io_err("create directory", &path))?;
                 }
                 let fd = rustix::fs::openat(
                     &parent,
@@ -294,11 +248,7 @@ impl Unpacker {
                 let fd = rustix::fs::openat(
                     &parent,
                     &name,
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
+                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
                 )
                 .map_err(io_err("create file", &path))?;
@@ -313,54 +263,36 @@ impl Unpacker {
                 self.metadata_fd(&fd, entry, &path)?;
             }
             tar::EntryType::Symlink => {
-                let target =
-                    entry
-                        .link_name()
-                        .map_err(UnpackError::Tar)?
-                        .ok_or(UnpackError::Refused {
-                            path: shown.clone(),
-                            reason: "symlink without a target",
-                        })?;
+                let target = entry
+                    .link_name()
+                    .map_err(UnpackError::Tar)?
+                    .ok_or(UnpackError::Refused { path: shown.clone(), reason: "symlink without a target" })?;
                 self.remove(&parent, &name, &path)?;
-                rustix::fs::symlinkat(target.as_ref(), &parent, &name)
-                    .map_err(io_err("create symlink", &path))?;
+                rustix::fs::symlinkat(target.as_ref(), &parent, &name).map_err(io_err("create symlink", &path))?;
                 self.owner_at(&parent, &name, entry, &path)?;
                 let t = mtime(entry)?;
                 rustix::fs::utimensat(
                     &parent,
                     &name,
-                    &Timestamps {
-                        last_access: t,
-                        last_modification: t,
-                    },
+                    &Timestamps { last_access: t, last_modification: t },
                     AtFlags::SYMLINK_NOFOLLOW,
                 )
                 .map_err(io_err("set times", &path))?;
             }
             tar::EntryType::Link => {
-                let raw_target =
-                    entry
-                        .link_name()
-                        .map_err(UnpackError::Tar)?
-                        .ok_or(UnpackError::Refused {
-                            path: shown.clone(),
-                            reason: "hardlink without a target",
-                        })?;
-                let target = clean(&raw_target).map_err(|reason| UnpackError::Refused {
-                    path: shown.clone(),
-                    reason,
-                })?;
-                let tname = target.file_name().ok_or(UnpackError::Refused {
-                    path: shown.clone(),
-                    reason: "hardlink to the root",
-                })?;
+                let raw_target = entry
+                    .link_name()
+                    .map_err(UnpackError::Tar)?
+                    .ok_or(UnpackError::Refused { path: shown.clone(), reason: "hardlink without a target" })?;
+                let target =
+                    clean(&raw_target).map_err(|reason| UnpackError::Refused { path: shown.clone(), reason })?;
+                let tname = target
+                    .file_name()
+                    .ok_or(UnpackError::Refused { path: shown.clone(), reason: "hardlink to the root" })?;
                 let tparent = self.dir(target.parent().unwrap_or(Path::new("")))?;
                 match rustix::fs::statat(&tparent, tname, AtFlags::SYMLINK_NOFOLLOW) {
                     Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
-                        return Err(UnpackError::Refused {
-                            path: shown,
-                            reason: "hardlink to a directory",
-                        })
+                        return Err(UnpackError::Refused { path: shown, reason: "hardlink to a directory" })
                     }
                     Ok(_) => {}
                     Err(_) => {
@@ -389,8 +321,7 @@ impl Unpacker {
                     entry.header().device_minor().ok().flatten().unwrap_or(0),
                 );
                 self.remove(&parent, &name, &path)?;
-                rustix::fs::mknodat(&parent, &name, ft, mode, dev)
-                    .map_err(io_err("create node", &path))?;
+                rustix::fs::mknodat(&parent, &name, ft, mode, dev).map_err(io_err("create node", &path))?;
                 self.owner_at(&parent, &name, entry, &path)?;
             }
             // PAX and GNU extension headers are consumed by the tar reader; anything else
@@ -414,19 +345,11 @@ impl Unpacker {
                     Mode::empty(),
                 )
                 .map_err(io_err("open directory", dir))?;
-                rustix::fs::fsetxattr(
-                    &fd,
-                    OVERLAY_OPAQUE_XATTR,
-                    b"y",
-                    rustix::fs::XattrFlags::empty(),
-                )
-                .map_err(io_err("mark opaque", dir))
+                rustix::fs::fsetxattr(&fd, OVERLAY_OPAQUE_XATTR, b"y", rustix::fs::XattrFlags::empty())
+                    .map_err(io_err("mark opaque", dir))
             }
             Whiteouts::Apply => {
-                let p = PathBuf::from(format!(
-                    "/proc/self/fd/{}",
-                    std::os::fd::AsRawFd::as_raw_fd(dir_fd)
-                ));
+                let p = PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(dir_fd)));
                 let children = std::fs::read_dir(&p).map_err(|e| UnpackError::Io {
                     op: "list",
                     path: dir.display().to_string(),
@@ -459,23 +382,12 @@ impl Unpacker {
             return Ok(());
         }
         let (uid, gid) = ids(entry)?;
-        rustix::fs::chownat(
-            parent,
-            name,
-            Some(uid),
-            Some(gid),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(io_err("chown", path))
+        rustix::fs::chownat(parent, name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(io_err("chown", path))
     }
 
     /// Owner, times and xattrs on an open file or directory.
-    fn metadata_fd<R: Read>(
-        &mut self,
-        fd: &OwnedFd,
-        entry: &mut tar::Entry<'_, R>,
-        path: &Path,
-    ) -> Result<()> {
+    fn metadata_fd<R: Read>(&mut self, fd: &OwnedFd, entry: &mut tar::Entry<'_, R>, path: &Path) -> Result<()> {
         if self.is_root && self.opts.preserve_owners {
             let (uid, gid) = ids(entry)?;
             rustix::fs::fchown(fd, Some(uid), Some(gid)).map_err(io_err("chown", path))?;
@@ -485,8 +397,7 @@ impl Unpacker {
         }
         if let Ok(Some(exts)) = entry.pax_extensions() {
             for ext in exts.flatten() {
-                let Some(name) = ext.key().ok().and_then(|k| k.strip_prefix("SCHILY.xattr."))
-                else {
+                let Some(name) = ext.key().ok().and_then(|k| k.strip_prefix("SCHILY.xattr.")) else {
                     continue;
                 };
                 if name.contains(".overlay.") {
@@ -496,24 +407,13 @@ impl Unpacker {
                 if name.starts_with("trusted.") && !self.is_root {
                     continue;
                 }
-                rustix::fs::fsetxattr(
-                    fd.as_fd(),
-                    name,
-                    ext.value_bytes(),
-                    rustix::fs::XattrFlags::empty(),
-                )
-                .map_err(io_err("set xattr", path))?;
+                rustix::fs::fsetxattr(fd.as_fd(), name, ext.value_bytes(), rustix::fs::XattrFlags::empty())
+                    .map_err(io_err("set xattr", path))?;
             }
         }
         let t = mtime(entry)?;
-        rustix::fs::futimens(
-            fd,
-            &Timestamps {
-                last_access: t,
-                last_modification: t,
-            },
-        )
-        .map_err(io_err("set times", path))
+        rustix::fs::futimens(fd, &Timestamps { last_access: t, last_modification: t })
+            .map_err(io_err("set times", path))
     }
 }
 
@@ -521,18 +421,12 @@ fn ids<R: Read>(entry: &tar::Entry<'_, R>) -> Result<(rustix::fs::Uid, rustix::f
     let h = entry.header();
     let uid = u32::try_from(h.uid().map_err(UnpackError::Tar)?).unwrap_or(u32::MAX);
     let gid = u32::try_from(h.gid().map_err(UnpackError::Tar)?).unwrap_or(u32::MAX);
-    Ok((
-        rustix::fs::Uid::from_raw(uid),
-        rustix::fs::Gid::from_raw(gid),
-    ))
+    Ok((rustix::fs::Uid::from_raw(uid), rustix::fs::Gid::from_raw(gid)))
 }
 
 fn mtime<R: Read>(entry: &tar::Entry<'_, R>) -> Result<Timespec> {
     let secs = entry.header().mtime().map_err(UnpackError::Tar)?;
-    Ok(Timespec {
-        tv_sec: i64::try_from(secs).unwrap_or(0),
-        tv_nsec: 0,
-    })
+    Ok(Timespec { tv_sec: i64::try_from(secs).unwrap_or(0), tv_nsec: 0 })
 }
 
 #[cfg(test)]
@@ -542,13 +436,7 @@ mod tests {
 
     /// A tar entry written byte for byte, so that names `tar::Builder` would refuse
     /// (`..`, absolute paths) can be crafted.
-    fn raw(
-        b: &mut tar::Builder<Vec<u8>>,
-        name: &str,
-        kind: tar::EntryType,
-        data: &[u8],
-        link: &str,
-    ) {
+    fn raw(b: &mut tar::Builder<Vec<u8>>, name: &str, kind: tar::EntryType, data: &[u8], link: &str) {
         let mut h = tar::Header::new_gnu();
         {
             let g = h.as_gnu_mut().unwrap();
@@ -585,14 +473,7 @@ mod tests {
     }
 
     fn apply(tar: &[u8], root: &Path) -> Result<UnpackStats> {
-        unpack(
-            tar,
-            root,
-            &UnpackOptions {
-                whiteouts: Whiteouts::Apply,
-                ..Default::default()
-            },
-        )
+        unpack(tar, root, &UnpackOptions { whiteouts: Whiteouts::Apply, ..Default::default() })
     }
 
     #[test]
@@ -606,18 +487,10 @@ mod tests {
         ]);
         let stats = apply(&tar, &root).unwrap();
         assert_eq!(stats.entries, 4);
-        assert_eq!(
-            std::fs::read(root.join("bin/tool")).unwrap(),
-            b"#!/bin/sh\n"
-        );
-        assert_eq!(
-            std::fs::read_link(root.join("bin/alias")).unwrap(),
-            Path::new("tool")
-        );
-        let (a, b) = (
-            std::fs::metadata(root.join("bin/tool")).unwrap(),
-            std::fs::metadata(root.join("bin/hard")).unwrap(),
-        );
+        assert_eq!(std::fs::read(root.join("bin/tool")).unwrap(), b"#!/bin/sh\n");
+        assert_eq!(std::fs::read_link(root.join("bin/alias")).unwrap(), Path::new("tool"));
+        let (a, b) =
+            (std::fs::metadata(root.join("bin/tool")).unwrap(), std::fs::metadata(root.join("bin/hard")).unwrap());
         assert_eq!(a.ino(), b.ino(), "hardlink shares the inode");
         assert_eq!(a.permissions().mode() & 0o777, 0o644);
         assert_eq!(a.mtime(), 1_000_000);
@@ -639,14 +512,8 @@ mod tests {
         let target = t.path().join("outside");
         let name = format!("{}", target.display());
         apply(&layer(&[(&name, F, b"x", "")]), &root).unwrap();
-        assert!(
-            !target.exists(),
-            "nothing written at the absolute host path"
-        );
-        assert!(
-            root.join(name.trim_start_matches('/')).exists(),
-            "written under the root instead"
-        );
+        assert!(!target.exists(), "nothing written at the absolute host path");
+        assert!(root.join(name.trim_start_matches('/')).exists(), "written under the root instead");
     }
 
     #[test]
@@ -654,16 +521,10 @@ mod tests {
         let (t, root) = sandbox();
         let outside = t.path().join("host-etc");
         std::fs::create_dir(&outside).unwrap();
-        let tar = layer(&[
-            ("etc", S, b"", &outside.display().to_string()),
-            ("etc/passwd", F, b"owned", ""),
-        ]);
+        let tar = layer(&[("etc", S, b"", &outside.display().to_string()), ("etc/passwd", F, b"owned", "")]);
         let err = apply(&tar, &root).unwrap_err();
         assert!(matches!(err, UnpackError::Refused { .. }), "{err}");
-        assert!(
-            !outside.join("passwd").exists(),
-            "the write followed the symlink out of the root"
-        );
+        assert!(!outside.join("passwd").exists(), "the write followed the symlink out of the root");
         // Where the link's target exists inside the root, the write lands there.
         let inside = root.join(outside.strip_prefix("/").unwrap());
         std::fs::create_dir_all(&inside).unwrap();
@@ -675,16 +536,10 @@ mod tests {
     #[test]
     fn relative_symlink_climbing_out_is_confined() {
         let (t, root) = sandbox();
-        let tar = layer(&[
-            ("up", S, b"", "../../../../.."),
-            ("up/escaped", F, b"x", ""),
-        ]);
+        let tar = layer(&[("up", S, b"", "../../../../.."), ("up/escaped", F, b"x", "")]);
         apply(&tar, &root).unwrap();
         assert!(!t.path().join("escaped").exists());
-        assert!(
-            root.join("escaped").exists(),
-            "'..' from the root stays at the root"
-        );
+        assert!(root.join("escaped").exists(), "'..' from the root stays at the root");
     }
 
     #[test]
@@ -692,10 +547,7 @@ mod tests {
         let (t, root) = sandbox();
         let victim = t.path().join("victim");
         std::fs::write(&victim, "original").unwrap();
-        let tar = layer(&[
-            ("x", S, b"", &victim.display().to_string()),
-            ("x", F, b"new", ""),
-        ]);
+        let tar = layer(&[("x", S, b"", &victim.display().to_string()), ("x", F, b"new", "")]);
         apply(&tar, &root).unwrap();
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "original");
         assert_eq!(std::fs::read_to_string(root.join("x")).unwrap(), "new");
@@ -707,28 +559,19 @@ mod tests {
         std::fs::write(t.path().join("secret"), "s").unwrap();
         for target in ["../secret", "/../secret"] {
             let err = apply(&layer(&[("leak", L, b"", target)]), &root).unwrap_err();
-            assert!(
-                matches!(err, UnpackError::Refused { .. }),
-                "{target}: {err}"
-            );
+            assert!(matches!(err, UnpackError::Refused { .. }), "{target}: {err}");
         }
         // An absolute target resolves inside the root, where there is no such file.
         let abs = t.path().join("secret").display().to_string();
         assert!(apply(&layer(&[("leak", L, b"", &abs)]), &root).is_err());
         // Through a symlinked directory that points out: still resolved inside.
-        let tar = layer(&[
-            ("d", S, b"", &t.path().display().to_string()),
-            ("leak", L, b"", "d/secret"),
-        ]);
+        let tar = layer(&[("d", S, b"", &t.path().display().to_string()), ("leak", L, b"", "d/secret")]);
         assert!(apply(&tar, &root).is_err());
         assert!(!root.join("leak").exists());
         let tar = layer(&[("dir/", D, b"", ""), ("dirlink", L, b"", "dir")]);
         assert!(matches!(
             apply(&tar, &root).unwrap_err(),
-            UnpackError::Refused {
-                reason: "hardlink to a directory",
-                ..
-            }
+            UnpackError::Refused { reason: "hardlink to a directory", .. }
         ));
     }
 
@@ -780,18 +623,9 @@ mod tests {
         .unwrap();
         assert!(!root.join("a/gone").exists());
         assert!(root.join("a/keep").exists());
-        assert!(
-            !root.join("b/old").exists() && !root.join("b/sub").exists(),
-            "opaque hides lower content"
-        );
-        assert!(
-            root.join("b/new").exists() && root.join("b/later").exists(),
-            "but not this layer's own"
-        );
-        assert!(
-            !root.join("a/.wh.gone").exists(),
-            "whiteout files are never written"
-        );
+        assert!(!root.join("b/old").exists() && !root.join("b/sub").exists(), "opaque hides lower content");
+        assert!(root.join("b/new").exists() && root.join("b/later").exists(), "but not this layer's own");
+        assert!(!root.join("a/.wh.gone").exists(), "whiteout files are never written");
     }
 
     #[test]
@@ -810,20 +644,10 @@ mod tests {
             return;
         }
         let (_t, root) = sandbox();
-        let opts = UnpackOptions {
-            whiteouts: Whiteouts::Overlay,
-            ..Default::default()
-        };
-        unpack(
-            &layer(&[("a/.wh.gone", F, b"", ""), ("b/.wh..wh..opq", F, b"", "")])[..],
-            &root,
-            &opts,
-        )
-        .unwrap();
+        let opts = UnpackOptions { whiteouts: Whiteouts::Overlay, ..Default::default() };
+        unpack(&layer(&[("a/.wh.gone", F, b"", ""), ("b/.wh..wh..opq", F, b"", "")])[..], &root, &opts).unwrap();
         let st = std::fs::symlink_metadata(root.join("a/gone")).unwrap();
-        assert!(std::os::unix::fs::FileTypeExt::is_char_device(
-            &st.file_type()
-        ));
+        assert!(std::os::unix::fs::FileTypeExt::is_char_device(&st.file_type()));
         assert_eq!(st.rdev(), 0);
         let mut buf = [0u8; 4];
         let n = rustix::fs::getxattr(root.join("b"), OVERLAY_OPAQUE_XATTR, &mut buf[..]).unwrap();

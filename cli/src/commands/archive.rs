@@ -35,11 +35,7 @@ impl Save {
     /// name and renamed when complete, so a failed save leaves no partial archive.
     pub fn run(self, root: &Path) -> Result<()> {
         let store = open_store(root)?;
-        let images = self
-            .images
-            .iter()
-            .map(|i| store.resolve(i))
-            .collect::<oci::Result<Vec<ImageRecord>>>()?;
+        let images = self.images.iter().map(|i| store.resolve(i)).collect::<oci::Result<Vec<ImageRecord>>>()?;
         let write = |out: &mut dyn Write| -> Result<()> {
             let mut sink = TarSink::new(out);
             match self.format.as_str() {
@@ -51,10 +47,7 @@ impl Save {
         };
         match &self.output {
             Some(path) => {
-                let dir = path
-                    .parent()
-                    .filter(|p| !p.as_os_str().is_empty())
-                    .unwrap_or(Path::new("."));
+                let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
                 let tmp = tempfile::Builder::new()
                     .prefix(".berth-save-")
                     .tempfile_in(dir)
@@ -64,10 +57,8 @@ impl Save {
                 let tmp = out.into_inner().map_err(|e| e.into_error())?;
                 tmp.as_file().sync_all()?;
                 // Temporary files are private (0600); an archive is an ordinary file.
-                tmp.as_file()
-                    .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
-                tmp.persist(path)
-                    .with_context(|| format!("write {}", path.display()))?;
+                tmp.as_file().set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+                tmp.persist(path).with_context(|| format!("write {}", path.display()))?;
             }
             None => {
                 if io::stdout().is_terminal() {
@@ -107,9 +98,7 @@ impl Load {
             }
             None => {
                 if io::stdin().is_terminal() {
-                    bail!(
-                        "requested load from STDIN, but STDIN is a terminal: use -i FILE or a pipe"
-                    );
+                    bail!("requested load from STDIN, but STDIN is a terminal: use -i FILE or a pipe");
                 }
                 load_any(&store, io::stdin().lock(), "STDIN")?
             }
@@ -155,20 +144,13 @@ pub struct Import {
 impl Import {
     /// Streams the tarball into one compressed layer and prints the new image ID.
     pub fn run(self, root: &Path) -> Result<()> {
-        let name = self
-            .reference
-            .as_deref()
-            .map(str::parse::<Reference>)
-            .transpose()?;
+        let name = self.reference.as_deref().map(str::parse::<Reference>).transpose()?;
         if name.as_ref().is_some_and(|n| n.digest().is_some()) {
             bail!("an imported image cannot be named by digest");
         }
         let store = open_store(root)?;
-        let opts = ImportOptions {
-            compression: self.compression,
-            message: self.message.clone(),
-            source: self.file.clone(),
-        };
+        let opts =
+            ImportOptions { compression: self.compression, message: self.message.clone(), source: self.file.clone() };
         if self.file == "-" && io::stdin().is_terminal() {
             bail!("requested import from STDIN, but STDIN is a terminal: give a file or a pipe");
         }

@@ -52,9 +52,7 @@ impl Images {
         let filter = self.filter.as_deref().map(parse_filter).transpose()?;
         let mut rows = Vec::new();
         for rec in store.list()? {
-            let img = store
-                .image(&rec.target)
-                .with_context(|| format!("read image {}", rec.target.digest))?;
+            let img = store.image(&rec.target).with_context(|| format!("read image {}", rec.target.digest))?;
             let (repository, tag) = match &rec.name {
                 Some(n) => (n.familiar_name(), n.tag().unwrap_or("<none>").to_owned()),
                 None => ("<none>".to_owned(), "<none>".to_owned()),
@@ -62,9 +60,7 @@ impl Images {
             if let Some((repo, want_tag)) = &filter {
                 let same_repo = rec.name.as_ref().is_some_and(|n| n.repository() == *repo);
                 if !same_repo
-                    || want_tag.as_ref().is_some_and(|t| {
-                        Some(t.as_str()) != rec.name.as_ref().and_then(|n| n.tag())
-                    })
+                    || want_tag.as_ref().is_some_and(|t| Some(t.as_str()) != rec.name.as_ref().and_then(|n| n.tag()))
                 {
                     continue;
                 }
@@ -79,10 +75,7 @@ impl Images {
             });
         }
         rows.sort_by(|a, b| {
-            b.created
-                .cmp(&a.created)
-                .then_with(|| a.repository.cmp(&b.repository))
-                .then_with(|| a.tag.cmp(&b.tag))
+            b.created.cmp(&a.created).then_with(|| a.repository.cmp(&b.repository)).then_with(|| a.tag.cmp(&b.tag))
         });
         let id = |d: &oci::Digest| {
             if self.no_trunc {
@@ -140,14 +133,7 @@ impl Images {
 fn parse_filter(s: &str) -> Result<(String, Option<String>)> {
     let r: Reference = s.parse()?;
     let has_tag = s.rsplit('/').next().is_some_and(|last| last.contains(':'));
-    Ok((
-        r.repository(),
-        if has_tag {
-            r.tag().map(String::from)
-        } else {
-            None
-        },
-    ))
+    Ok((r.repository(), if has_tag { r.tag().map(String::from) } else { None }))
 }
 
 /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
@@ -170,10 +156,7 @@ impl Tag {
         let store = open_store(root)?;
         let target: Reference = self.target.parse()?;
         if target.digest().is_some() {
-            bail!(
-                "refusing to create a tag with a digest reference: {}",
-                self.target
-            );
+            bail!("refusing to create a tag with a digest reference: {}", self.target);
         }
         let source = store.resolve(&self.source)?;
         store.set_name(&target, &source.target)?;
@@ -209,10 +192,7 @@ impl Rmi {
             }
         }
         if failed > 0 {
-            bail!(
-                "{failed} of {} images could not be removed",
-                self.images.len()
-            );
+            bail!("{failed} of {} images could not be removed", self.images.len());
         }
         Ok(())
     }
@@ -221,34 +201,20 @@ impl Rmi {
 fn rmi_one(store: &ImageStore, what: &str, force: bool) -> Result<()> {
     let rec = store.resolve(what)?;
     let all = store.list()?;
-    let same: Vec<&ImageRecord> = all
-        .iter()
-        .filter(|r| r.target.digest == rec.target.digest)
-        .collect();
+    let same: Vec<&ImageRecord> = all.iter().filter(|r| r.target.digest == rec.target.digest).collect();
     // By name: untag only that name. By name@digest: the names of that repository that
     // point at the digest. By ID: every name, which takes -f when there are several.
     let parsed = what.parse::<Reference>().ok();
-    let by_name = parsed
-        .as_ref()
-        .is_some_and(|n| n.digest().is_none() && store.get(n).ok().flatten().is_some());
+    let by_name = parsed.as_ref().is_some_and(|n| n.digest().is_none() && store.get(n).ok().flatten().is_some());
     let pinned = parsed.as_ref().filter(|n| n.digest().is_some());
     let to_untag: Vec<&ImageRecord> = if by_name {
-        same.iter()
-            .copied()
-            .filter(|r| r.name == rec.name)
-            .collect()
+        same.iter().copied().filter(|r| r.name == rec.name).collect()
     } else if let Some(pinned) = pinned {
         let repo = pinned.repository();
-        let names: Vec<&ImageRecord> = same
-            .iter()
-            .copied()
-            .filter(|r| r.name.as_ref().is_some_and(|n| n.repository() == repo))
-            .collect();
+        let names: Vec<&ImageRecord> =
+            same.iter().copied().filter(|r| r.name.as_ref().is_some_and(|n| n.repository() == repo)).collect();
         if names.len() > 1 && !force {
-            bail!(
-                "unable to delete {what} (must be forced): {} names of that repository refer to it",
-                names.len()
-            );
+            bail!("unable to delete {what} (must be forced): {} names of that repository refer to it", names.len());
         }
         names
     } else {
@@ -284,9 +250,7 @@ fn rmi_one(store: &ImageStore, what: &str, force: bool) -> Result<()> {
 
 /// Display detailed information on one or more images, as JSON
 #[derive(Debug, Args)]
-#[command(
-    after_help = "Examples:\n  berth inspect busybox\n  berth inspect app:ci | jq '.[0].Config.Env'"
-)]
+#[command(after_help = "Examples:\n  berth inspect busybox\n  berth inspect app:ci | jq '.[0].Config.Env'")]
 pub struct Inspect {
     /// Images: names or image IDs
     #[arg(required = true, value_name = "IMAGE")]
@@ -302,16 +266,9 @@ impl Inspect {
         for what in &self.images {
             let rec = store.resolve(what)?;
             let img = store.image(&rec.target)?;
-            let names: Vec<&Reference> = all
-                .iter()
-                .filter(|r| r.target.digest == rec.target.digest)
-                .filter_map(|r| r.name.as_ref())
-                .collect();
-            let repo_tags: Vec<String> = names
-                .iter()
-                .filter(|n| n.tag().is_some())
-                .map(|n| n.familiar())
-                .collect();
+            let names: Vec<&Reference> =
+                all.iter().filter(|r| r.target.digest == rec.target.digest).filter_map(|r| r.name.as_ref()).collect();
+            let repo_tags: Vec<String> = names.iter().filter(|n| n.tag().is_some()).map(|n| n.familiar()).collect();
             let config: serde_json::Value = serde_json::from_slice(&img.config_bytes)?;
             let mut obj = json!({
                 "Id": img.id.to_string(),
@@ -369,16 +326,9 @@ impl History {
         let history = img.config.history().clone().unwrap_or_default();
         let mut rows = Vec::new();
         for (i, h) in history.iter().enumerate() {
-            let size = if h.empty_layer().unwrap_or(false) {
-                0
-            } else {
-                layers.next().map_or(0, |l| l.size())
-            };
-            let created = h
-                .created()
-                .as_deref()
-                .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
-                .map(|t| t.to_utc());
+            let size = if h.empty_layer().unwrap_or(false) { 0 } else { layers.next().map_or(0, |l| l.size()) };
+            let created =
+                h.created().as_deref().and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok()).map(|t| t.to_utc());
             let id = match (i + 1 == history.len(), self.no_trunc) {
                 (true, true) => img.id.to_string(),
                 (true, false) => img.id.short().to_owned(),
@@ -388,13 +338,7 @@ impl History {
             if !self.no_trunc && by.chars().count() > 45 {
                 by = by.chars().take(44).collect::<String>() + "…";
             }
-            rows.push((
-                id,
-                created,
-                by,
-                size,
-                h.comment().clone().unwrap_or_default(),
-            ));
+            rows.push((id, created, by, size, h.comment().clone().unwrap_or_default()));
         }
         rows.reverse();
         let mut out = std::io::stdout().lock();
@@ -406,17 +350,9 @@ impl History {
             }
             return Ok(());
         }
-        let mut table = vec![["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]
-            .map(String::from)
-            .to_vec()];
+        let mut table = vec![["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"].map(String::from).to_vec()];
         for (id, created, by, size, comment) in rows {
-            table.push(vec![
-                id,
-                format::since(created),
-                by,
-                format::size(size),
-                comment,
-            ]);
+            table.push(vec![id, format::since(created), by, format::size(size), comment]);
         }
         write!(out, "{}", format::table(&table))?;
         Ok(())
@@ -469,12 +405,8 @@ impl Prune {
 
 /// Parses `90s`, `10m`, `1h`, `2d` (or a bare number of seconds).
 pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((s, "s"), |i| s.split_at(i));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?} (try 30s, 10m, 1h)"))?;
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?} (try 30s, 10m, 1h)"))?;
     let mult = match unit {
         "s" => 1,
         "m" => 60,

@@ -44,8 +44,7 @@ impl Common {
     fn load(&self) -> Result<Config> {
         let mut cfg = match &self.config {
             Some(p) => {
-                let text =
-                    std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?;
+                let text = std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?;
                 Config::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
             }
             None => Config::default(),
@@ -54,11 +53,7 @@ impl Common {
             cfg.storage.root = Some(r.clone());
         }
         if let Some(s) = &self.storage {
-            cfg.storage.driver = if s == "s3" {
-                DriverKind::S3
-            } else {
-                DriverKind::Filesystem
-            };
+            cfg.storage.driver = if s == "s3" { DriverKind::S3 } else { DriverKind::Filesystem };
         }
         Ok(cfg)
     }
@@ -67,25 +62,15 @@ impl Common {
 async fn open_driver(cfg: &Config) -> Result<Arc<dyn StorageDriver>> {
     match cfg.storage.driver {
         DriverKind::Filesystem => {
-            let root = cfg
-                .storage
-                .root
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("/var/lib/berth-registry"));
-            Ok(Arc::new(FsDriver::new(&root).with_context(|| {
-                format!("open storage {}", root.display())
-            })?))
+            let root = cfg.storage.root.clone().unwrap_or_else(|| PathBuf::from("/var/lib/berth-registry"));
+            Ok(Arc::new(FsDriver::new(&root).with_context(|| format!("open storage {}", root.display()))?))
         }
         DriverKind::S3 => {
             let Some(s3) = cfg.storage.s3.clone() else {
                 bail!("storage driver s3 needs a [storage.s3] section in the config file")
             };
             let bucket = s3.bucket.clone();
-            Ok(Arc::new(
-                S3Driver::new(s3)
-                    .await
-                    .with_context(|| format!("open s3 bucket {bucket}"))?,
-            ))
+            Ok(Arc::new(S3Driver::new(s3).await.with_context(|| format!("open s3 bucket {bucket}"))?))
         }
     }
 }
@@ -105,20 +90,10 @@ struct Serve {
     #[arg(long, env = "BERTH_REGISTRY_READ_ONLY")]
     read_only: bool,
     /// Serve HTTPS with this certificate chain (PEM)
-    #[arg(
-        long,
-        env = "BERTH_REGISTRY_TLS_CERT",
-        requires = "tls_key",
-        value_name = "FILE"
-    )]
+    #[arg(long, env = "BERTH_REGISTRY_TLS_CERT", requires = "tls_key", value_name = "FILE")]
     tls_cert: Option<PathBuf>,
     /// The private key for --tls-cert (PEM)
-    #[arg(
-        long,
-        env = "BERTH_REGISTRY_TLS_KEY",
-        requires = "tls_cert",
-        value_name = "FILE"
-    )]
+    #[arg(long, env = "BERTH_REGISTRY_TLS_KEY", requires = "tls_cert", value_name = "FILE")]
     tls_key: Option<PathBuf>,
     /// Authentication: none, htpasswd (basic auth) or token (bearer tokens from /token)
     #[arg(long, env = "BERTH_REGISTRY_AUTH", value_parser = ["none", "htpasswd", "token"])]
@@ -155,11 +130,7 @@ impl Serve {
             cfg.auth.secret_file = Some(s);
         }
         let auth = build_auth(&cfg)?;
-        let tls = cfg
-            .tls
-            .as_ref()
-            .map(|t| registry::server::tls_config(&t.cert, &t.key))
-            .transpose()?;
+        let tls = cfg.tls.as_ref().map(|t| registry::server::tls_config(&t.cert, &t.key)).transpose()?;
         let addr = cfg.addr.clone().unwrap_or_else(|| "0.0.0.0:5000".into());
         let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
         rt.block_on(async move {
@@ -186,10 +157,7 @@ fn build_auth(cfg: &Config) -> Result<Auth> {
     if a.mode == Mode::None {
         return Ok(Auth::none());
     }
-    let path = a
-        .htpasswd
-        .as_ref()
-        .context("--auth htpasswd and token need --htpasswd FILE")?;
+    let path = a.htpasswd.as_ref().context("--auth htpasswd and token need --htpasswd FILE")?;
     let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
     let users = parse_htpasswd(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let key = match &a.secret_file {
@@ -197,15 +165,7 @@ fn build_auth(cfg: &Config) -> Result<Auth> {
         None => Vec::new(),
     };
     let service = a.service.clone().unwrap_or_else(|| "berth-registry".into());
-    Ok(Auth::new(
-        a.mode,
-        users,
-        a.grants.clone(),
-        key,
-        a.realm.clone(),
-        service,
-        cfg.tls.is_some(),
-    ))
+    Ok(Auth::new(a.mode, users, a.grants.clone(), key, a.realm.clone(), service, cfg.tls.is_some()))
 }
 
 async fn shutdown_signal() {
@@ -245,15 +205,9 @@ impl Gc {
         let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
         let report = rt.block_on(async {
             let driver = open_driver(&cfg).await?;
-            anyhow::Ok(
-                registry::gc::collect(&Registry::new(driver), self.dry_run, self.grace).await?,
-            )
+            anyhow::Ok(registry::gc::collect(&Registry::new(driver), self.dry_run, self.grace).await?)
         })?;
-        let verb = if self.dry_run {
-            "would delete"
-        } else {
-            "deleted"
-        };
+        let verb = if self.dry_run { "would delete" } else { "deleted" };
         for (repo, d) in &report.manifests {
             println!("{verb} manifest {repo}@{d}");
         }
@@ -282,12 +236,8 @@ impl RegistryCmd {
 }
 
 fn init_logging() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| "info".into());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _already = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _already =
+        tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
 }

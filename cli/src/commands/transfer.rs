@@ -28,9 +28,7 @@ fn config_file() -> PathBuf {
     let base = std::env::var_os("XDG_CONFIG_HOME")
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into())).join(".config")
-        });
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into())).join(".config"));
     base.join("berth/config.toml")
 }
 
@@ -49,20 +47,14 @@ impl Remote {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Settings::default(),
             Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
         };
-        let opts = ClientOptions {
-            insecure: settings.insecure_registries,
-            insecure_all: self.insecure,
-            ..Default::default()
-        };
+        let opts =
+            ClientOptions { insecure: settings.insecure_registries, insecure_all: self.insecure, ..Default::default() };
         Ok(Client::new(opts)?)
     }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("start the async runtime")
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start the async runtime")
 }
 
 /// Download an image from a registry
@@ -94,19 +86,10 @@ impl Pull {
         let client = self.remote.client()?;
         let display = Display::new(self.progress, self.quiet, "Downloading");
         if !self.quiet {
-            println!(
-                "{}: Pulling from {}",
-                reference.tag().unwrap_or("digest"),
-                reference.familiar_name()
-            );
+            println!("{}: Pulling from {}", reference.tag().unwrap_or("digest"), reference.familiar_name());
         }
-        let opts = PullOptions {
-            platform: self.platform.clone(),
-            ..Default::default()
-        };
-        let rec = runtime()?.block_on(oci::client::pull(
-            &client, &store, &reference, &opts, &display,
-        ));
+        let opts = PullOptions { platform: self.platform.clone(), ..Default::default() };
+        let rec = runtime()?.block_on(oci::client::pull(&client, &store, &reference, &opts, &display));
         display.finish();
         let rec = rec.with_context(|| format!("pull {}", reference.familiar()))?;
         if self.quiet {
@@ -150,21 +133,12 @@ impl Push {
         let store = open_store(root)?;
         let client = self.remote.client()?;
         let rt = runtime()?;
-        let format = if self.format == "docker" {
-            ManifestFormat::Docker
-        } else {
-            ManifestFormat::Oci
-        };
-        let opts = PushOptions {
-            format,
-            ..Default::default()
-        };
+        let format = if self.format == "docker" { ManifestFormat::Docker } else { ManifestFormat::Oci };
+        let opts = PushOptions { format, ..Default::default() };
         for image in &self.images {
             let rec = store.resolve(image)?;
-            let dest = rec
-                .name
-                .clone()
-                .with_context(|| format!("{image} has no name to push to: berth tag it first"))?;
+            let dest =
+                rec.name.clone().with_context(|| format!("{image} has no name to push to: berth tag it first"))?;
             if !self.quiet {
                 println!("The push refers to repository [{}]", dest.repository());
             }
@@ -213,9 +187,7 @@ pub struct Login {
 /// The registry domain a `login`/`logout` argument names (`https://ghcr.io/` -> `ghcr.io`).
 fn server_domain(s: Option<&str>) -> String {
     let s = s.unwrap_or("docker.io");
-    let s = s
-        .trim_start_matches("https://")
-        .trim_start_matches("http://");
+    let s = s.trim_start_matches("https://").trim_start_matches("http://");
     let s = s.split('/').next().unwrap_or(s);
     match s {
         "index.docker.io" | "registry-1.docker.io" => "docker.io".into(),
@@ -236,8 +208,7 @@ fn prompt(label: &str, echo: bool) -> Result<String> {
         let t = rustix::termios::tcgetattr(&stdin).context("read terminal settings")?;
         let mut quiet = t.clone();
         quiet.local_modes.remove(rustix::termios::LocalModes::ECHO);
-        rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &quiet)
-            .context("turn off echo")?;
+        rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &quiet).context("turn off echo")?;
         Some(t)
     };
     let mut line = String::new();
@@ -264,9 +235,7 @@ impl Login {
             (Some(p), false) => p,
             (None, true) => {
                 let mut s = String::new();
-                std::io::stdin()
-                    .read_line(&mut s)
-                    .context("read the password from stdin")?;
+                std::io::stdin().read_line(&mut s).context("read the password from stdin")?;
                 s.trim_end_matches(['\n', '\r']).to_owned()
             }
             (None, false) => prompt("Password", false)?,
@@ -274,14 +243,9 @@ impl Login {
         if username.is_empty() || password.is_empty() {
             bail!("username and password must not be empty");
         }
-        let cred = Credential {
-            username,
-            secret: password,
-        };
+        let cred = Credential { username, secret: password };
         let client = self.remote.client()?;
-        runtime()?
-            .block_on(client.check_login(&domain, cred.clone()))
-            .with_context(|| format!("login to {domain}"))?;
+        runtime()?.block_on(client.check_login(&domain, cred.clone())).with_context(|| format!("login to {domain}"))?;
         credentials::store(&domain, &cred)?;
         println!("Login Succeeded");
         Ok(())

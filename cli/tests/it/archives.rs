@@ -14,19 +14,11 @@ fn save_and_load_round_trip_in_both_formats() {
     let id = a.import_tiny("example.com/app:v1", "hello");
     for format in ["docker", "oci"] {
         let tar = a.root.path().join(format!("{format}.tar"));
-        a.ok(&[
-            "save",
-            "--format",
-            format,
-            "-o",
-            &p(&tar),
-            "example.com/app:v1",
-        ]);
+        a.ok(&["save", "--format", format, "-o", &p(&tar), "example.com/app:v1"]);
         let b = Berth::new();
         let out = b.ok(&["load", "-i", &p(&tar)]);
         assert_eq!(out.trim(), "Loaded image: example.com/app:v1", "{format}");
-        let inspect: serde_json::Value =
-            serde_json::from_str(&b.ok(&["inspect", "example.com/app:v1"])).unwrap();
+        let inspect: serde_json::Value = serde_json::from_str(&b.ok(&["inspect", "example.com/app:v1"])).unwrap();
         assert_eq!(inspect[0]["Id"], id, "{format}: the image ID survives");
     }
 }
@@ -39,20 +31,9 @@ fn load_reads_compressed_archives_from_stdin() {
     a.ok(&["save", "-o", &p(&tar), "app"]);
     assert!(Command::new("gzip").arg(&tar).status().unwrap().success());
     let b = Berth::new();
-    let out = b
-        .cmd(&["load"])
-        .stdin(std::fs::File::open(a.root.path().join("app.tar.gz")).unwrap())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "Loaded image: app:latest"
-    );
+    let out = b.cmd(&["load"]).stdin(std::fs::File::open(a.root.path().join("app.tar.gz")).unwrap()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "Loaded image: app:latest");
 }
 
 #[test]
@@ -64,11 +45,7 @@ fn load_refuses_a_tampered_archive_and_names_nothing() {
     a.ok(&["save", "--format", "oci", "-o", &p(&tar), "app"]);
     let unpacked = dir.path().join("x");
     std::fs::create_dir(&unpacked).unwrap();
-    assert!(Command::new("tar")
-        .args(["-C", &p(&unpacked), "-xf", &p(&tar)])
-        .status()
-        .unwrap()
-        .success());
+    assert!(Command::new("tar").args(["-C", &p(&unpacked), "-xf", &p(&tar)]).status().unwrap().success());
     // Overwrite the largest blob (the layer) with other bytes of the same length.
     let blobs = unpacked.join("blobs/sha256");
     let layer = std::fs::read_dir(&blobs)
@@ -79,11 +56,7 @@ fn load_refuses_a_tampered_archive_and_names_nothing() {
     let len = layer.metadata().unwrap().len() as usize;
     std::fs::write(&layer, vec![b'x'; len]).unwrap();
     let bad = dir.path().join("bad.tar");
-    assert!(Command::new("tar")
-        .args(["-C", &p(&unpacked), "-cf", &p(&bad), "."])
-        .status()
-        .unwrap()
-        .success());
+    assert!(Command::new("tar").args(["-C", &p(&unpacked), "-cf", &p(&bad), "."]).status().unwrap().success());
     let b = Berth::new();
     let err = b.fails(&["load", "-i", &p(&bad)]);
     assert!(err.contains("digest mismatch"), "{err}");
@@ -115,8 +88,7 @@ fn oci_archive_passes_oci_image_tool_validate() {
     std::fs::create_dir(&layout).unwrap();
     run_tool(Command::new("tar").args(["-C", &p(&layout), "-xf", &p(&tar)]));
     // Debian's oci-image-tool (1.0.0-rc1) calls an image layout `--type image`.
-    let out =
-        run_tool(Command::new("oci-image-tool").args(["validate", "--type", "image", &p(&layout)]));
+    let out = run_tool(Command::new("oci-image-tool").args(["validate", "--type", "image", &p(&layout)]));
     assert!(out.contains("Validation succeeded"), "{out}");
 }
 
@@ -136,18 +108,10 @@ fn oci_archive_unpacks_with_umoci() {
     std::fs::create_dir(&layout).unwrap();
     run_tool(Command::new("tar").args(["-C", &p(&layout), "-xf", &p(&tar)]));
     let bundle = dir.path().join("bundle");
-    run_tool(Command::new("umoci").args([
-        "unpack",
-        "--image",
-        &format!("{}:latest", p(&layout)),
-        &p(&bundle),
-    ]));
+    run_tool(Command::new("umoci").args(["unpack", "--image", &format!("{}:latest", p(&layout)), &p(&bundle)]));
     let busybox = bundle.join("rootfs/bin/busybox");
     assert!(busybox.is_file(), "umoci unpacked no /bin/busybox");
-    assert_eq!(
-        std::fs::read_link(bundle.join("rootfs/bin/sh")).unwrap(),
-        std::path::Path::new("/bin/busybox")
-    );
+    assert_eq!(std::fs::read_link(bundle.join("rootfs/bin/sh")).unwrap(), std::path::Path::new("/bin/busybox"));
     assert!(bundle.join("rootfs/etc/passwd").is_file());
 }
 
@@ -165,8 +129,7 @@ fn skopeo_reads_our_archives() {
     let docker = dir.path().join("docker.tar");
     b.ok(&["save", "--format", "oci", "-o", &p(&oci), "busybox"]);
     b.ok(&["save", "--format", "docker", "-o", &p(&docker), "busybox"]);
-    let inspect =
-        run_tool(Command::new("skopeo").args(["inspect", &format!("oci-archive:{}", p(&oci))]));
+    let inspect = run_tool(Command::new("skopeo").args(["inspect", &format!("oci-archive:{}", p(&oci))]));
     let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
     assert_eq!(v["Os"], "linux");
     assert_eq!(v["Layers"].as_array().unwrap().len(), 1);
@@ -197,33 +160,16 @@ fn load_reads_archives_skopeo_writes() {
     let dir = tempfile::tempdir().unwrap();
     let ours = dir.path().join("ours.tar");
     b.ok(&["save", "--format", "oci", "-o", &p(&ours), "busybox"]);
-    let id = serde_json::from_str::<serde_json::Value>(&b.ok(&["inspect", "busybox"])).unwrap()[0]
-        ["Id"]
-        .clone();
+    let id = serde_json::from_str::<serde_json::Value>(&b.ok(&["inspect", "busybox"])).unwrap()[0]["Id"].clone();
     let docker = dir.path().join("sk-docker.tar");
     let oci = dir.path().join("sk-oci.tar");
     let src = format!("oci-archive:{}", p(&ours));
-    run_tool(Command::new("skopeo").args([
-        "copy",
-        &src,
-        &format!("docker-archive:{}:sk/docker:1", p(&docker)),
-    ]));
-    run_tool(Command::new("skopeo").args([
-        "copy",
-        &src,
-        &format!("oci-archive:{}:localhost/sk/oci:2", p(&oci)),
-    ]));
+    run_tool(Command::new("skopeo").args(["copy", &src, &format!("docker-archive:{}:sk/docker:1", p(&docker))]));
+    run_tool(Command::new("skopeo").args(["copy", &src, &format!("oci-archive:{}:localhost/sk/oci:2", p(&oci))]));
     let c = Berth::new();
-    assert_eq!(
-        c.ok(&["load", "-i", &p(&docker)]).trim(),
-        "Loaded image: sk/docker:1"
-    );
-    assert_eq!(
-        c.ok(&["load", "-i", &p(&oci)]).trim(),
-        "Loaded image: localhost/sk/oci:2"
-    );
-    let v: serde_json::Value =
-        serde_json::from_str(&c.ok(&["inspect", "sk/docker:1", "localhost/sk/oci:2"])).unwrap();
+    assert_eq!(c.ok(&["load", "-i", &p(&docker)]).trim(), "Loaded image: sk/docker:1");
+    assert_eq!(c.ok(&["load", "-i", &p(&oci)]).trim(), "Loaded image: localhost/sk/oci:2");
+    let v: serde_json::Value = serde_json::from_str(&c.ok(&["inspect", "sk/docker:1", "localhost/sk/oci:2"])).unwrap();
     assert_eq!(v[0]["Id"], id);
     assert_eq!(v[1]["Id"], id);
 }

@@ -13,10 +13,7 @@ use crate::registry::{busybox_archive, htpasswd_file, make_multi_arch, skopeo};
 use crate::util::{http, p, require_tool, run_tool, Berth, Server};
 
 fn inspect_id(b: &Berth, image: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(&b.ok(&["inspect", image])).unwrap()[0]["Id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    serde_json::from_str::<serde_json::Value>(&b.ok(&["inspect", image])).unwrap()[0]["Id"].as_str().unwrap().to_owned()
 }
 
 /// A store with the busybox image tagged `name`; `None` (skip) without busybox-static.
@@ -32,15 +29,8 @@ fn with_busybox(name: &str) -> Option<Berth> {
 /// Runs berth with stderr captured; returns (stdout, stderr).
 fn run(b: &Berth, args: &[&str]) -> (String, String) {
     let out = b.output(args);
-    assert!(
-        out.status.success(),
-        "berth {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    assert!(out.status.success(), "berth {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[test]
@@ -57,15 +47,9 @@ fn push_then_pull_keeps_the_image_id_and_skips_what_is_there() {
     assert!(err.contains("Complete"), "{err}");
     assert_eq!(inspect_id(&b, &name), inspect_id(&a, "busybox"));
     let (_, err) = run(&b, &["pull", "--progress", "plain", &name]);
-    assert!(
-        err.matches("Already exists").count() == 2,
-        "a second pull downloads nothing: {err}"
-    );
+    assert!(err.matches("Already exists").count() == 2, "a second pull downloads nothing: {err}");
     let (_, err) = run(&a, &["push", "--progress", "plain", &name]);
-    assert!(
-        err.matches("Already exists").count() == 2,
-        "a second push uploads nothing: {err}"
-    );
+    assert!(err.matches("Already exists").count() == 2, "a second push uploads nothing: {err}");
 }
 
 #[test]
@@ -87,10 +71,7 @@ fn push_mounts_blobs_from_another_repository() {
 fn push_several_tags_by_digest_and_in_docker_format() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("reg"), &[]);
-    let (t1, t2) = (
-        format!("{}/app:1", server.addr),
-        format!("{}/app:2", server.addr),
-    );
+    let (t1, t2) = (format!("{}/app:1", server.addr), format!("{}/app:2", server.addr));
     let Some(a) = with_busybox(&t1) else { return };
     a.ok(&["tag", "busybox", &t2]);
     let out = a.ok(&["push", "-q", &t1, &t2]);
@@ -98,10 +79,7 @@ fn push_several_tags_by_digest_and_in_docker_format() {
     assert_eq!(digests.len(), 2);
     assert_eq!(digests[0], digests[1]);
     let (_, _, body) = http(&server.addr, "GET", "/v2/app/tags/list", &[], b"");
-    assert_eq!(
-        serde_json::from_slice::<serde_json::Value>(&body).unwrap()["tags"],
-        serde_json::json!(["1", "2"])
-    );
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&body).unwrap()["tags"], serde_json::json!(["1", "2"]));
     // By digest: the local name@digest resolves to the same image.
     let by_digest = format!("{}/app@{}", server.addr, digests[0]);
     assert_eq!(a.ok(&["push", "-q", &by_digest]).trim(), digests[0]);
@@ -110,25 +88,13 @@ fn push_several_tags_by_digest_and_in_docker_format() {
     a.ok(&["tag", "busybox", &t3]);
     let d = a.ok(&["push", "-q", "--format", "docker", &t3]);
     assert_ne!(d.trim(), digests[0]);
-    let (status, h, _) = http(
-        &server.addr,
-        "GET",
-        "/v2/app/manifests/docker",
-        &[("Accept", oci::media::DOCKER_MANIFEST)],
-        b"",
-    );
+    let (status, h, _) =
+        http(&server.addr, "GET", "/v2/app/manifests/docker", &[("Accept", oci::media::DOCKER_MANIFEST)], b"");
     assert_eq!(status, 200);
-    assert_eq!(
-        crate::util::header(&h, "content-type"),
-        oci::media::DOCKER_MANIFEST
-    );
+    assert_eq!(crate::util::header(&h, "content-type"), oci::media::DOCKER_MANIFEST);
     let b = Berth::new();
     b.ok(&["pull", "-q", &t3]);
-    assert_eq!(
-        inspect_id(&b, &t3),
-        inspect_id(&a, "busybox"),
-        "the docker manifest names the same config"
-    );
+    assert_eq!(inspect_id(&b, &t3), inspect_id(&a, "busybox"), "the docker manifest names the same config");
 }
 
 #[test]
@@ -181,11 +147,7 @@ impl Drop for Distribution {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn distribution(dir: &Path, htpasswd: &Path) -> Option<Distribution> {
@@ -218,13 +180,7 @@ fn distribution(dir: &Path, htpasswd: &Path) -> Option<Distribution> {
     panic!("docker-registry did not start on {addr}");
 }
 
-fn login(
-    b: &Berth,
-    config: &Path,
-    server: &str,
-    user: &str,
-    password: &str,
-) -> std::process::Output {
+fn login(b: &Berth, config: &Path, server: &str, user: &str, password: &str) -> std::process::Output {
     let mut child = b
         .cmd(&["login", server, "-u", user, "--password-stdin"])
         .env("DOCKER_CONFIG", config)
@@ -233,21 +189,12 @@ fn login(
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
     child.wait_with_output().unwrap()
 }
 
 fn with_docker_config(b: &Berth, config: &Path, args: &[&str]) -> std::process::Output {
-    b.cmd(args)
-        .env("DOCKER_CONFIG", config)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    b.cmd(args).env("DOCKER_CONFIG", config).stdin(Stdio::null()).output().unwrap()
 }
 
 #[test]
@@ -266,55 +213,25 @@ fn login_push_pull_against_cncf_distribution_with_htpasswd() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(
-        err.contains("authentication to") && err.contains("failed"),
-        "{err}"
-    );
-    assert!(
-        !config.join("config.json").exists(),
-        "a failed login saves nothing"
-    );
+    assert!(err.contains("authentication to") && err.contains("failed"), "{err}");
+    assert!(!config.join("config.json").exists(), "a failed login saves nothing");
     let out = login(&a, &config, &dist.addr, "alice", "s3cret");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "Login Succeeded"
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "Login Succeeded");
     let saved = std::fs::read_to_string(config.join("config.json")).unwrap();
-    assert!(
-        saved.contains(&dist.addr) && saved.contains("\"auth\""),
-        "{saved}"
-    );
+    assert!(saved.contains(&dist.addr) && saved.contains("\"auth\""), "{saved}");
     let out = with_docker_config(&a, &config, &["push", "-q", &name]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let b = Berth::new();
     let out = with_docker_config(&b, &config, &["pull", "-q", &name]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(inspect_id(&b, &name), inspect_id(&a, "busybox"));
     let out = with_docker_config(&b, &config, &["logout", &dist.addr]);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        format!("Removing login credentials for {}", dist.addr)
-    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("Removing login credentials for {}", dist.addr));
     let out = with_docker_config(&b, &config, &["pull", "-q", &name]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("berth login"),
-        "tells the user what to do: {err}"
-    );
+    assert!(err.contains("berth login"), "tells the user what to do: {err}");
 }
 
 #[test]
@@ -323,32 +240,17 @@ fn login_push_pull_with_berth_bearer_tokens() {
     let Some(htpasswd) = htpasswd_file(dir.path()) else {
         return;
     };
-    let server = Server::start(
-        &dir.path().join("reg"),
-        &["--auth", "token", "--htpasswd", &p(&htpasswd)],
-    );
+    let server = Server::start(&dir.path().join("reg"), &["--auth", "token", "--htpasswd", &p(&htpasswd)]);
     let name = format!("{}/team/busybox:1", server.addr);
     let Some(a) = with_busybox(&name) else { return };
     let config = dir.path().join("docker");
-    assert!(!login(&a, &config, &server.addr, "alice", "nope")
-        .status
-        .success());
-    assert!(login(&a, &config, &server.addr, "alice", "s3cret")
-        .status
-        .success());
+    assert!(!login(&a, &config, &server.addr, "alice", "nope").status.success());
+    assert!(login(&a, &config, &server.addr, "alice", "s3cret").status.success());
     let out = with_docker_config(&a, &config, &["push", "-q", &name]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let b = Berth::new();
     let out = with_docker_config(&b, &config, &["pull", "-q", &name]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(inspect_id(&b, &name), inspect_id(&a, "busybox"));
 }
 
@@ -379,8 +281,7 @@ fn flaky(upstream: String, cut: Cut, after: usize, always: bool) -> Flaky {
             };
             let (cuts, fired) = (c2.clone(), fired.clone());
             let armed = Arc::new(AtomicBool::new(false));
-            let (mut c_read, mut s_write) =
-                (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
             let (mut s_read, mut c_write) = (server, client);
             let (armed_up, cuts_up, fired_up) = (armed.clone(), cuts.clone(), fired.clone());
             std::thread::spawn(move || {
@@ -392,8 +293,8 @@ fn flaky(upstream: String, cut: Cut, after: usize, always: bool) -> Flaky {
                     }
                     let head = &buf[..n.min(64)];
                     if head.starts_with(b"PATCH ") || head.starts_with(b"GET ") {
-                        let is_blob_get = head.starts_with(b"GET ")
-                            && String::from_utf8_lossy(head).contains("/blobs/sha256");
+                        let is_blob_get =
+                            head.starts_with(b"GET ") && String::from_utf8_lossy(head).contains("/blobs/sha256");
                         armed_up.store(
                             (cut == Cut::Upload && head.starts_with(b"PATCH "))
                                 || (cut == Cut::Download && is_blob_get),
@@ -428,9 +329,7 @@ fn flaky(upstream: String, cut: Cut, after: usize, always: bool) -> Flaky {
                     if n == 0 {
                         break;
                     }
-                    if cut == Cut::Download
-                        && armed.load(Ordering::SeqCst)
-                        && (always || !fired.load(Ordering::SeqCst))
+                    if cut == Cut::Download && armed.load(Ordering::SeqCst) && (always || !fired.load(Ordering::SeqCst))
                     {
                         got += n;
                         if got > after {
@@ -480,20 +379,12 @@ fn an_interrupted_push_resumes_from_the_servers_offset() {
     let name = format!("{}/big:1", proxy.addr);
     let a = big_image(&name);
     let (_, err) = run(&a, &["push", "--progress", "plain", &name]);
-    assert_eq!(
-        proxy.cuts.load(Ordering::SeqCst),
-        1,
-        "the proxy cut the upload once"
-    );
+    assert_eq!(proxy.cuts.load(Ordering::SeqCst), 1, "the proxy cut the upload once");
     assert!(err.contains("retrying"), "{err}");
     let b = Berth::new();
     let direct = format!("{}/big:1", server.addr);
     b.ok(&["pull", "-q", &direct]);
-    assert_eq!(
-        inspect_id(&b, &direct),
-        inspect_id(&a, &name),
-        "the resumed blob is whole and verified"
-    );
+    assert_eq!(inspect_id(&b, &direct), inspect_id(&a, &name), "the resumed blob is whole and verified");
 }
 
 #[test]
@@ -520,15 +411,6 @@ fn an_interrupted_pull_resumes_and_a_failed_one_leaves_nothing() {
         .unwrap()
         .filter(|e| e.as_ref().unwrap().metadata().unwrap().len() > 1_000_000)
         .collect();
-    assert!(
-        layers.is_empty(),
-        "no partial layer is stored under a digest"
-    );
-    assert_eq!(
-        std::fs::read_dir(c.root.path().join("content/ingest"))
-            .unwrap()
-            .count(),
-        0,
-        "no ingest left behind"
-    );
+    assert!(layers.is_empty(), "no partial layer is stored under a digest");
+    assert_eq!(std::fs::read_dir(c.root.path().join("content/ingest")).unwrap().count(), 0, "no ingest left behind");
 }

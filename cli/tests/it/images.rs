@@ -9,13 +9,7 @@ fn import_then_images_shows_docker_columns() {
     assert!(id.starts_with("sha256:") && id.len() == 71, "{id}");
     let out = b.ok(&["images"]);
     let mut lines = out.lines();
-    let header: Vec<&str> = lines
-        .next()
-        .unwrap()
-        .split("   ")
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect();
+    let header: Vec<&str> = lines.next().unwrap().split("   ").map(str::trim).filter(|s| !s.is_empty()).collect();
     assert_eq!(header, ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]);
     let row = lines.next().unwrap();
     assert!(row.starts_with("app "), "{row}");
@@ -30,22 +24,11 @@ fn images_format_json_is_one_object_per_line() {
     b.import_tiny("one", "1");
     b.import_tiny("registry.example.com/team/two:2", "2");
     let out = b.ok(&["images", "--format", "json"]);
-    let objs: Vec<serde_json::Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let objs: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(objs.len(), 2);
-    let repos: Vec<&str> = objs
-        .iter()
-        .map(|o| o["Repository"].as_str().unwrap())
-        .collect();
-    assert!(
-        repos.contains(&"one") && repos.contains(&"registry.example.com/team/two"),
-        "{repos:?}"
-    );
-    assert!(objs
-        .iter()
-        .all(|o| o["Digest"].as_str().unwrap().starts_with("sha256:")));
+    let repos: Vec<&str> = objs.iter().map(|o| o["Repository"].as_str().unwrap()).collect();
+    assert!(repos.contains(&"one") && repos.contains(&"registry.example.com/team/two"), "{repos:?}");
+    assert!(objs.iter().all(|o| o["Digest"].as_str().unwrap().starts_with("sha256:")));
 }
 
 #[test]
@@ -65,18 +48,11 @@ fn tag_adds_a_name_and_rmi_removes_only_that_name() {
     let id = b.import_tiny("app", "x");
     b.ok(&["tag", "app", "localhost:5000/app:ci"]);
     b.ok(&["tag", &id[7..19], "app:by-id"]);
-    assert_eq!(
-        b.ok(&["images", "-q"]).lines().count(),
-        1,
-        "three names, one image"
-    );
+    assert_eq!(b.ok(&["images", "-q"]).lines().count(), 1, "three names, one image");
     assert_eq!(b.ok(&["images"]).lines().count(), 4);
     let out = b.ok(&["rmi", "localhost:5000/app:ci"]);
     assert_eq!(out.trim(), "Untagged: localhost:5000/app:ci");
-    assert!(
-        b.ok(&["inspect", "app"]).contains(&id),
-        "the image itself stays"
-    );
+    assert!(b.ok(&["inspect", "app"]).contains(&id), "the image itself stays");
 }
 
 #[test]
@@ -87,15 +63,10 @@ fn rmi_by_id_needs_force_when_several_names_and_then_frees_blobs() {
     let err = b.fails(&["rmi", &id[7..19]]);
     assert!(err.contains("must be forced"), "{err}");
     let out = b.ok(&["rmi", "-f", &id[7..19]]);
-    assert!(
-        out.contains("Untagged: app:latest") && out.contains("Untagged: app:two"),
-        "{out}"
-    );
+    assert!(out.contains("Untagged: app:latest") && out.contains("Untagged: app:two"), "{out}");
     assert!(out.contains(&format!("Deleted: {id}")), "{out}");
     assert_eq!(b.ok(&["images", "-q"]), "");
-    let blobs = std::fs::read_dir(b.root.path().join("content/blobs/sha256"))
-        .unwrap()
-        .count();
+    let blobs = std::fs::read_dir(b.root.path().join("content/blobs/sha256")).unwrap().count();
     assert_eq!(blobs, 0, "rmi of the last name deletes the image's blobs");
 }
 
@@ -116,15 +87,8 @@ fn moving_a_name_keeps_the_old_image_untagged() {
     let old = b.import_tiny("app", "v1");
     b.import_tiny("app", "v2");
     let out = b.ok(&["images", "--no-trunc"]);
-    assert!(
-        out.lines()
-            .any(|l| l.starts_with("<none>") && l.contains(&old)),
-        "{out}"
-    );
-    let err = b.fails(&[
-        "rmi",
-        "app@sha256:0000000000000000000000000000000000000000000000000000000000000000",
-    ]);
+    assert!(out.lines().any(|l| l.starts_with("<none>") && l.contains(&old)), "{out}");
+    let err = b.fails(&["rmi", "app@sha256:0000000000000000000000000000000000000000000000000000000000000000"]);
     assert!(err.contains("no such image"), "{err}");
 }
 
@@ -135,12 +99,7 @@ fn rmi_keeps_layers_another_image_shares() {
     b.import_tiny("b", "same");
     b.ok(&["rmi", "a"]);
     b.ok(&["history", "b"]);
-    b.ok(&[
-        "save",
-        "-o",
-        &b.root.path().join("b.tar").to_string_lossy(),
-        "b",
-    ]);
+    b.ok(&["save", "-o", &b.root.path().join("b.tar").to_string_lossy(), "b"]);
 }
 
 #[test]
@@ -165,23 +124,14 @@ fn history_shows_the_import_with_its_message() {
     std::fs::write(dir.path().join("f"), "x").unwrap();
     let tar = dir.path().join("r.tar");
     assert!(std::process::Command::new("tar")
-        .args([
-            "-C",
-            &dir.path().to_string_lossy(),
-            "-cf",
-            &tar.to_string_lossy(),
-            "f"
-        ])
+        .args(["-C", &dir.path().to_string_lossy(), "-cf", &tar.to_string_lossy(), "f"])
         .status()
         .unwrap()
         .success());
     b.ok(&["import", "-m", "base for CI", &tar.to_string_lossy(), "app"]);
     let out = b.ok(&["history", "app"]);
     assert!(out.starts_with("IMAGE"), "{out}");
-    assert!(
-        out.contains("berth import") && out.contains("base for CI"),
-        "{out}"
-    );
+    assert!(out.contains("berth import") && out.contains("base for CI"), "{out}");
 }
 
 #[test]
@@ -191,13 +141,7 @@ fn import_reads_stdin_and_compressed_tarballs() {
     std::fs::write(dir.path().join("f"), "x").unwrap();
     let tgz = dir.path().join("r.tar.gz");
     assert!(std::process::Command::new("tar")
-        .args([
-            "-C",
-            &dir.path().to_string_lossy(),
-            "-czf",
-            &tgz.to_string_lossy(),
-            "f"
-        ])
+        .args(["-C", &dir.path().to_string_lossy(), "-czf", &tgz.to_string_lossy(), "f"])
         .status()
         .unwrap()
         .success());
@@ -207,19 +151,11 @@ fn import_reads_stdin_and_compressed_tarballs() {
         .stdin(std::fs::File::open(&tgz).unwrap())
         .output()
         .unwrap();
-    assert!(
-        child.status.success(),
-        "{}",
-        String::from_utf8_lossy(&child.stderr)
-    );
+    assert!(child.status.success(), "{}", String::from_utf8_lossy(&child.stderr));
     child.stdout.pop();
     // Same rootfs, same diffID: the configs differ only in layer media type, not in content.
-    let inspect: serde_json::Value =
-        serde_json::from_str(&b.ok(&["inspect", "gz", "zst"])).unwrap();
-    assert_eq!(
-        inspect[0]["RootFS"]["diff_ids"],
-        inspect[1]["RootFS"]["diff_ids"]
-    );
+    let inspect: serde_json::Value = serde_json::from_str(&b.ok(&["inspect", "gz", "zst"])).unwrap();
+    assert_eq!(inspect[0]["RootFS"]["diff_ids"], inspect[1]["RootFS"]["diff_ids"]);
     assert_eq!(inspect[0]["Id"].as_str().unwrap(), id.trim());
 }
 
@@ -229,13 +165,7 @@ fn same_tarball_and_source_date_epoch_give_the_same_image_id() {
     std::fs::write(dir.path().join("f"), "x").unwrap();
     let tar = dir.path().join("r.tar");
     assert!(std::process::Command::new("tar")
-        .args([
-            "-C",
-            &dir.path().to_string_lossy(),
-            "-cf",
-            &tar.to_string_lossy(),
-            "f"
-        ])
+        .args(["-C", &dir.path().to_string_lossy(), "-cf", &tar.to_string_lossy(), "f"])
         .status()
         .unwrap()
         .success());
@@ -248,13 +178,8 @@ fn same_tarball_and_source_date_epoch_give_the_same_image_id() {
                 .output()
                 .unwrap();
             assert!(out.status.success());
-            let inspect: serde_json::Value =
-                serde_json::from_str(&b.ok(&["inspect", "app"])).unwrap();
-            format!(
-                "{} {}",
-                String::from_utf8(out.stdout).unwrap().trim(),
-                inspect[0]["Descriptor"]["digest"]
-            )
+            let inspect: serde_json::Value = serde_json::from_str(&b.ok(&["inspect", "app"])).unwrap();
+            format!("{} {}", String::from_utf8(out.stdout).unwrap().trim(), inspect[0]["Descriptor"]["digest"])
         })
         .collect();
     assert_eq!(ids[0], ids[1]);
@@ -289,13 +214,7 @@ fn prune_removes_untagged_images_and_unused_blobs() {
     std::fs::write(dir.path().join("f"), "gone").unwrap();
     let tar = dir.path().join("r.tar");
     assert!(std::process::Command::new("tar")
-        .args([
-            "-C",
-            &dir.path().to_string_lossy(),
-            "-cf",
-            &tar.to_string_lossy(),
-            "f"
-        ])
+        .args(["-C", &dir.path().to_string_lossy(), "-cf", &tar.to_string_lossy(), "f"])
         .status()
         .unwrap()
         .success());
@@ -305,10 +224,7 @@ fn prune_removes_untagged_images_and_unused_blobs() {
     assert!(err.contains("pass -f"), "{err}");
     // Within the grace period the blobs stay; the dangling image goes.
     let out = b.ok(&["prune", "-f"]);
-    assert!(
-        out.contains(untagged.trim()) || out.contains("deleted: sha256:"),
-        "{out}"
-    );
+    assert!(out.contains(untagged.trim()) || out.contains("deleted: sha256:"), "{out}");
     assert!(out.contains("Deleted blobs: 0"), "{out}");
     let out = b.ok(&["prune", "-f", "--grace", "0s"]);
     assert!(out.contains("Deleted blobs: 3"), "{out}");
@@ -322,14 +238,9 @@ fn concurrent_berth_processes_share_one_store() {
     let children: Vec<_> = (0..12)
         .map(|i| {
             if i % 3 == 0 {
-                b.cmd(&["images"])
-                    .stdout(std::process::Stdio::null())
-                    .spawn()
-                    .unwrap()
+                b.cmd(&["images"]).stdout(std::process::Stdio::null()).spawn().unwrap()
             } else {
-                b.cmd(&["tag", "base", &format!("copy:{i}")])
-                    .spawn()
-                    .unwrap()
+                b.cmd(&["tag", "base", &format!("copy:{i}")]).spawn().unwrap()
             }
         })
         .collect();
@@ -342,13 +253,8 @@ fn concurrent_berth_processes_share_one_store() {
 #[test]
 fn every_command_has_an_example_in_its_help() {
     let b = Berth::new();
-    for cmd in [
-        "images", "tag", "rmi", "inspect", "history", "prune", "save", "load", "import",
-    ] {
+    for cmd in ["images", "tag", "rmi", "inspect", "history", "prune", "save", "load", "import"] {
         let help = b.ok(&[cmd, "--help"]);
-        assert!(
-            help.contains("Examples:\n  berth "),
-            "{cmd} --help has no example:\n{help}"
-        );
+        assert!(help.contains("Examples:\n  berth "), "{cmd} --help has no example:\n{help}");
     }
 }

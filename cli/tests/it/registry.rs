@@ -16,8 +16,7 @@ pub(crate) fn busybox_archive(b: &Berth, dir: &Path) -> Option<(PathBuf, String)
     }
     let tar = dir.join("bb.tar");
     b.ok(&["save", "--format", "oci", "-o", &p(&tar), "busybox"]);
-    let id = serde_json::from_str::<serde_json::Value>(&b.ok(&["inspect", "busybox"])).unwrap()[0]
-        ["Id"]
+    let id = serde_json::from_str::<serde_json::Value>(&b.ok(&["inspect", "busybox"])).unwrap()[0]["Id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -42,10 +41,7 @@ fn pull_back(image: &str, tls: &[&str], dir: &Path) -> String {
 }
 
 fn uuid_like() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
 }
 
 #[test]
@@ -60,19 +56,10 @@ fn skopeo_pushes_and_pulls_over_plain_http() {
     };
     let server = Server::start(&dir.path().join("registry"), &[]);
     let image = format!("docker://{}/library/busybox:1.35", server.addr);
-    skopeo(&[
-        "copy",
-        "--dest-tls-verify=false",
-        &format!("oci-archive:{}", p(&tar)),
-        &image,
-    ]);
-    let inspect: serde_json::Value =
-        serde_json::from_str(&skopeo(&["inspect", "--tls-verify=false", &image])).unwrap();
+    skopeo(&["copy", "--dest-tls-verify=false", &format!("oci-archive:{}", p(&tar)), &image]);
+    let inspect: serde_json::Value = serde_json::from_str(&skopeo(&["inspect", "--tls-verify=false", &image])).unwrap();
     assert_eq!(inspect["RepoTags"], serde_json::json!(["1.35"]));
-    assert_eq!(
-        pull_back(&image, &["--src-tls-verify=false"], dir.path()),
-        id
-    );
+    assert_eq!(pull_back(&image, &["--src-tls-verify=false"], dir.path()), id);
     let (status, _, body) = http(&server.addr, "GET", "/v2/_catalog", &[], b"");
     assert_eq!(status, 200);
     assert_eq!(
@@ -104,45 +91,18 @@ fn skopeo_with_basic_auth_and_a_wrong_password() {
     let Some((tar, id)) = busybox_archive(&b, dir.path()) else {
         return;
     };
-    let server = Server::start(
-        &dir.path().join("registry"),
-        &["--auth", "htpasswd", "--htpasswd", &p(&htpasswd)],
-    );
+    let server = Server::start(&dir.path().join("registry"), &["--auth", "htpasswd", "--htpasswd", &p(&htpasswd)]);
     let image = format!("docker://{}/team/busybox:1", server.addr);
     let src = format!("oci-archive:{}", p(&tar));
     let wrong = Command::new("skopeo")
-        .args([
-            "copy",
-            "--dest-tls-verify=false",
-            "--dest-creds",
-            "alice:wrong",
-            &src,
-            &image,
-        ])
+        .args(["copy", "--dest-tls-verify=false", "--dest-creds", "alice:wrong", &src, &image])
         .output()
         .unwrap();
     assert!(!wrong.status.success());
     let err = String::from_utf8_lossy(&wrong.stderr).to_lowercase();
-    assert!(
-        err.contains("unauthorized") || err.contains("invalid username or password"),
-        "{err}"
-    );
-    skopeo(&[
-        "copy",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        "alice:s3cret",
-        &src,
-        &image,
-    ]);
-    assert_eq!(
-        pull_back(
-            &image,
-            &["--src-tls-verify=false", "--src-creds", "alice:s3cret"],
-            dir.path()
-        ),
-        id
-    );
+    assert!(err.contains("unauthorized") || err.contains("invalid username or password"), "{err}");
+    skopeo(&["copy", "--dest-tls-verify=false", "--dest-creds", "alice:s3cret", &src, &image]);
+    assert_eq!(pull_back(&image, &["--src-tls-verify=false", "--src-creds", "alice:s3cret"], dir.path()), id);
 }
 
 #[test]
@@ -158,44 +118,19 @@ fn skopeo_with_bearer_tokens() {
     let Some((tar, id)) = busybox_archive(&b, dir.path()) else {
         return;
     };
-    let server = Server::start(
-        &dir.path().join("registry"),
-        &["--auth", "token", "--htpasswd", &p(&htpasswd)],
-    );
+    let server = Server::start(&dir.path().join("registry"), &["--auth", "token", "--htpasswd", &p(&htpasswd)]);
     let (status, headers, _) = http(&server.addr, "GET", "/v2/", &[], b"");
     assert_eq!(status, 401);
-    assert!(header(&headers, "www-authenticate")
-        .starts_with(&format!("Bearer realm=\"http://{}/token\"", server.addr)));
+    assert!(header(&headers, "www-authenticate").starts_with(&format!("Bearer realm=\"http://{}/token\"", server.addr)));
     let image = format!("docker://{}/team/busybox:1", server.addr);
     let src = format!("oci-archive:{}", p(&tar));
     let wrong = Command::new("skopeo")
-        .args([
-            "copy",
-            "--dest-tls-verify=false",
-            "--dest-creds",
-            "alice:nope",
-            &src,
-            &image,
-        ])
+        .args(["copy", "--dest-tls-verify=false", "--dest-creds", "alice:nope", &src, &image])
         .output()
         .unwrap();
     assert!(!wrong.status.success());
-    skopeo(&[
-        "copy",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        "alice:s3cret",
-        &src,
-        &image,
-    ]);
-    assert_eq!(
-        pull_back(
-            &image,
-            &["--src-tls-verify=false", "--src-creds", "alice:s3cret"],
-            dir.path()
-        ),
-        id
-    );
+    skopeo(&["copy", "--dest-tls-verify=false", "--dest-creds", "alice:s3cret", &src, &image]);
+    assert_eq!(pull_back(&image, &["--src-tls-verify=false", "--src-creds", "alice:s3cret"], dir.path()), id);
 }
 
 #[test]
@@ -228,25 +163,14 @@ fn skopeo_over_tls_with_a_verified_certificate() {
         "-out",
         &p(&crt),
     ]));
-    let server = Server::start(
-        &dir.path().join("registry"),
-        &["--tls-cert", &p(&crt), "--tls-key", &p(&key)],
-    );
+    let server = Server::start(&dir.path().join("registry"), &["--tls-cert", &p(&crt), "--tls-key", &p(&key)]);
     let image = format!("docker://{}/secure/busybox:1", server.addr);
     let cert_dir = format!("--dest-cert-dir={}", p(&certs));
-    skopeo(&[
-        "copy",
-        &cert_dir,
-        &format!("oci-archive:{}", p(&tar)),
-        &image,
-    ]);
+    skopeo(&["copy", &cert_dir, &format!("oci-archive:{}", p(&tar)), &image]);
     let src_cert_dir = format!("--src-cert-dir={}", p(&certs));
     assert_eq!(pull_back(&image, &[&src_cert_dir], dir.path()), id);
     // Without the CA, verification fails: the server really speaks TLS with that certificate.
-    let unverified = Command::new("skopeo")
-        .args(["inspect", &image])
-        .output()
-        .unwrap();
+    let unverified = Command::new("skopeo").args(["inspect", &image]).output().unwrap();
     assert!(!unverified.status.success());
 }
 
@@ -266,66 +190,36 @@ fn skopeo_copies_a_multi_arch_index() {
     make_multi_arch(&layout);
     let server = Server::start(&dir.path().join("registry"), &[]);
     let image = format!("docker://{}/multi/busybox:all", server.addr);
-    skopeo(&[
-        "copy",
-        "--all",
-        "--dest-tls-verify=false",
-        &format!("oci:{}:multi", p(&layout)),
-        &image,
-    ]);
+    skopeo(&["copy", "--all", "--dest-tls-verify=false", &format!("oci:{}:multi", p(&layout)), &image]);
     let raw: serde_json::Value =
         serde_json::from_str(&skopeo(&["inspect", "--raw", "--tls-verify=false", &image])).unwrap();
-    let archs: Vec<&str> = raw["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["platform"]["architecture"].as_str().unwrap())
-        .collect();
+    let archs: Vec<&str> =
+        raw["manifests"].as_array().unwrap().iter().map(|m| m["platform"]["architecture"].as_str().unwrap()).collect();
     assert_eq!(archs, ["amd64", "arm64"]);
     let out = dir.path().join("back");
-    skopeo(&[
-        "copy",
-        "--all",
-        "--src-tls-verify=false",
-        &image,
-        &format!("oci:{}:back", p(&out)),
-    ]);
+    skopeo(&["copy", "--all", "--src-tls-verify=false", &image, &format!("oci:{}:back", p(&out))]);
     // Each platform's manifest is served by digest too.
     for m in raw["manifests"].as_array().unwrap() {
         let d = m["digest"].as_str().unwrap();
-        let (status, _, _) = http(
-            &server.addr,
-            "GET",
-            &format!("/v2/multi/busybox/manifests/{d}"),
-            &[],
-            b"",
-        );
+        let (status, _, _) = http(&server.addr, "GET", &format!("/v2/multi/busybox/manifests/{d}"), &[], b"");
         assert_eq!(status, 200);
     }
 }
 
 /// Adds an arm64 twin of the layout's image and an index of both, tagged `multi`.
 pub(crate) fn make_multi_arch(layout: &Path) {
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
     let desc = index["manifests"][0].clone();
-    let blob = |d: &str| {
-        layout
-            .join("blobs/sha256")
-            .join(d.trim_start_matches("sha256:"))
-    };
+    let blob = |d: &str| layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
     let put = |bytes: &[u8]| {
         let d = oci::Digest::of(bytes);
         std::fs::write(layout.join("blobs/sha256").join(d.hex()), bytes).unwrap();
         d.to_string()
     };
     let mut manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(blob(desc["digest"].as_str().unwrap())).unwrap())
-            .unwrap();
-    let mut config: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(blob(manifest["config"]["digest"].as_str().unwrap())).unwrap(),
-    )
-    .unwrap();
+        serde_json::from_slice(&std::fs::read(blob(desc["digest"].as_str().unwrap())).unwrap()).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob(manifest["config"]["digest"].as_str().unwrap())).unwrap()).unwrap();
     config["architecture"] = "arm64".into();
     let config = serde_json::to_vec(&config).unwrap();
     manifest["config"]["digest"] = put(&config).into();
@@ -362,14 +256,7 @@ fn two_processes_on_one_root_serve_each_others_pushes() {
         &format!("oci-archive:{}", p(&tar)),
         &format!("docker://{}/shared/bb:1", a.addr),
     ]);
-    assert_eq!(
-        pull_back(
-            &format!("docker://{}/shared/bb:1", c.addr),
-            &["--src-tls-verify=false"],
-            dir.path()
-        ),
-        id
-    );
+    assert_eq!(pull_back(&format!("docker://{}/shared/bb:1", c.addr), &["--src-tls-verify=false"], dir.path()), id);
 }
 
 #[test]
@@ -383,13 +270,7 @@ fn upload_resumes_after_the_server_is_killed() {
     assert_eq!(status, 202);
     let loc = header(&h, "location").to_owned();
     let range = format!("0-{}", first.len() - 1);
-    let (status, _, _) = http(
-        &server.addr,
-        "PATCH",
-        &loc,
-        &[("Content-Range", &range)],
-        first,
-    );
+    let (status, _, _) = http(&server.addr, "PATCH", &loc, &[("Content-Range", &range)], first);
     assert_eq!(status, 202);
     server.signal("KILL");
     drop(server);
@@ -397,24 +278,12 @@ fn upload_resumes_after_the_server_is_killed() {
     let (status, h, _) = http(&server.addr, "GET", &loc, &[], b"");
     assert_eq!((status, header(&h, "range")), (204, range.as_str()));
     let next = format!("{}-{}", first.len(), data.len() - 1);
-    let (status, _, _) = http(
-        &server.addr,
-        "PATCH",
-        &loc,
-        &[("Content-Range", &next)],
-        rest,
-    );
+    let (status, _, _) = http(&server.addr, "PATCH", &loc, &[("Content-Range", &next)], rest);
     assert_eq!(status, 202);
     let d = oci::Digest::of(&data);
     let (status, _, body) = http(&server.addr, "PUT", &format!("{loc}?digest={d}"), &[], b"");
     assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
-    let (status, _, body) = http(
-        &server.addr,
-        "GET",
-        &format!("/v2/resume/blobs/{d}"),
-        &[],
-        b"",
-    );
+    let (status, _, body) = http(&server.addr, "GET", &format!("/v2/resume/blobs/{d}"), &[], b"");
     assert_eq!(status, 200);
     assert!(body == data, "the blob is whole and exact");
 }
@@ -427,11 +296,7 @@ fn sigterm_finishes_the_request_in_flight() {
     let loc = header(&h, "location").to_owned();
     let mut s = TcpStream::connect(&server.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "PATCH {loc} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 10\r\n\r\nhello"
-    )
-    .unwrap();
+    write!(s, "PATCH {loc} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 10\r\n\r\nhello").unwrap();
     s.flush().unwrap();
     std::thread::sleep(Duration::from_millis(200));
     server.signal("TERM");
@@ -450,25 +315,11 @@ fn registry_gc_from_the_command_line() {
     let root = dir.path().join("registry");
     let server = Server::start(&root, &[]);
     let d = oci::Digest::of(b"orphan");
-    let (status, _, _) = http(
-        &server.addr,
-        "POST",
-        &format!("/v2/o/blobs/uploads/?digest={d}"),
-        &[],
-        b"orphan",
-    );
+    let (status, _, _) = http(&server.addr, "POST", &format!("/v2/o/blobs/uploads/?digest={d}"), &[], b"orphan");
     assert_eq!(status, 201);
     drop(server);
     let b = Berth::new();
-    let out = b.ok(&[
-        "registry",
-        "gc",
-        "--root",
-        &p(&root),
-        "--dry-run",
-        "--grace",
-        "0s",
-    ]);
+    let out = b.ok(&["registry", "gc", "--root", &p(&root), "--dry-run", "--grace", "0s"]);
     assert!(out.contains(&format!("would delete blob {d}")), "{out}");
     let out = b.ok(&["registry", "gc", "--root", &p(&root), "--grace", "0s"]);
     assert!(out.contains("0 manifests and 1 blobs"), "{out}");

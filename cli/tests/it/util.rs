@@ -19,10 +19,7 @@ pub fn require_tool(tool: &str) -> bool {
         .status()
         .is_ok_and(|s| s.success());
     if !found {
-        assert!(
-            !strict(),
-            "{tool} is required (BERTH_TEST_STRICT=1): run ./setup --deps"
-        );
+        assert!(!strict(), "{tool} is required (BERTH_TEST_STRICT=1): run ./setup --deps");
         eprintln!("skipping: {tool} is not installed (run ./setup --deps)");
     }
     found
@@ -30,10 +27,7 @@ pub fn require_tool(tool: &str) -> bool {
 
 /// The repository root (fixtures/ and friends live there).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("cli/ has a parent")
-        .to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("cli/ has a parent").to_owned()
 }
 
 /// A berth with its own empty image store, removed when dropped.
@@ -43,26 +37,19 @@ pub struct Berth {
 
 impl Berth {
     pub fn new() -> Self {
-        Berth {
-            root: tempfile::tempdir().expect("temp dir"),
-        }
+        Berth { root: tempfile::tempdir().expect("temp dir") }
     }
 
     /// A `berth` command on this store.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
-        c.env("BERTH_ROOT", self.root.path())
-            .env_remove("SOURCE_DATE_EPOCH")
-            .args(args);
+        c.env("BERTH_ROOT", self.root.path()).env_remove("SOURCE_DATE_EPOCH").args(args);
         c
     }
 
     /// Runs berth and returns its output, whatever the exit status.
     pub fn output(&self, args: &[&str]) -> Output {
-        self.cmd(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run berth")
+        self.cmd(args).stdin(Stdio::null()).output().expect("run berth")
     }
 
     /// Runs berth, asserts success, and returns stdout.
@@ -82,11 +69,7 @@ impl Berth {
         let out = self.output(args);
         assert!(!out.status.success(), "berth {args:?} should have failed");
         let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-        assert_eq!(
-            err.lines().count(),
-            1,
-            "one clear line expected, got: {err}"
-        );
+        assert_eq!(err.lines().count(), 1, "one clear line expected, got: {err}");
         assert!(err.starts_with("berth: "), "{err}");
         err
     }
@@ -98,28 +81,17 @@ impl Berth {
         std::fs::write(dir.path().join("etc/motd"), content).expect("write");
         let tar = dir.path().join("rootfs.tar");
         let status = Command::new("tar")
-            .args([
-                "-C",
-                &dir.path().to_string_lossy(),
-                "-cf",
-                &tar.to_string_lossy(),
-                "etc",
-            ])
+            .args(["-C", &dir.path().to_string_lossy(), "-cf", &tar.to_string_lossy(), "etc"])
             .status()
             .expect("run tar");
         assert!(status.success());
-        self.ok(&["import", &tar.to_string_lossy(), name])
-            .trim()
-            .to_owned()
+        self.ok(&["import", &tar.to_string_lossy(), name]).trim().to_owned()
     }
 
     /// Makes the busybox base image with the fixture script, if busybox-static is there.
     pub fn busybox(&self, name: &str) -> bool {
         if !Path::new("/bin/busybox").exists() || !is_static("/bin/busybox") {
-            assert!(
-                !strict(),
-                "busybox-static is required (BERTH_TEST_STRICT=1): run ./setup --deps"
-            );
+            assert!(!strict(), "busybox-static is required (BERTH_TEST_STRICT=1): run ./setup --deps");
             eprintln!("skipping: busybox-static is not installed (run ./setup --deps)");
             return false;
         }
@@ -129,21 +101,14 @@ impl Berth {
             .env("BERTH_ROOT", self.root.path())
             .output()
             .expect("run fixtures/make-busybox-image");
-        assert!(
-            out.status.success(),
-            "make-busybox-image: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "make-busybox-image: {}", String::from_utf8_lossy(&out.stderr));
         true
     }
 }
 
 fn is_static(path: &str) -> bool {
     Command::new("sh")
-        .args([
-            "-c",
-            &format!("file -b {path} 2>/dev/null | grep -q static || ! ldd {path} >/dev/null 2>&1"),
-        ])
+        .args(["-c", &format!("file -b {path} 2>/dev/null | grep -q static || ! ldd {path} >/dev/null 2>&1")])
         .status()
         .is_ok_and(|s| s.success())
 }
@@ -169,14 +134,7 @@ pub struct Server {
 impl Server {
     pub fn start(root: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args([
-                "registry",
-                "serve",
-                "--addr",
-                "127.0.0.1:0",
-                "--root",
-                &root.to_string_lossy(),
-            ])
+            .args(["registry", "serve", "--addr", "127.0.0.1:0", "--root", &root.to_string_lossy()])
             .args(extra)
             .env("BERTH_LOG", "warn")
             .stdout(Stdio::piped())
@@ -184,23 +142,15 @@ impl Server {
             .spawn()
             .expect("start berth registry serve");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read address");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected: {line:?}"))
-            .to_owned();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read address");
+        let addr =
+            line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected: {line:?}")).to_owned();
         Server { child, addr }
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
+        let ok =
+            Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap().success();
         assert!(ok);
     }
 }
@@ -222,10 +172,8 @@ pub fn http(
 ) -> (u16, Vec<(String, String)>, Vec<u8>) {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -238,20 +186,10 @@ pub fn http(
 pub fn read_response(s: &mut TcpStream) -> (u16, Vec<(String, String)>, Vec<u8>) {
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).expect("read response");
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("end of headers");
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("end of headers");
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.lines();
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
@@ -260,10 +198,7 @@ pub fn read_response(s: &mut TcpStream) -> (u16, Vec<(String, String)>, Vec<u8>)
 }
 
 pub fn header<'a>(h: &'a [(String, String)], name: &str) -> &'a str {
-    h.iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-        .unwrap_or("")
+    h.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or("")
 }
 
 pub fn p(path: &Path) -> String {

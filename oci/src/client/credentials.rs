@@ -26,18 +26,14 @@ pub struct Credential {
 
 impl std::fmt::Debug for Credential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credential")
-            .field("username", &self.username)
-            .finish_non_exhaustive()
+        f.debug_struct("Credential").field("username", &self.username).finish_non_exhaustive()
     }
 }
 
 /// The key docker uses for a registry host in `auths`: Docker Hub has a legacy URL.
 pub fn auth_key(domain: &str) -> String {
     match domain {
-        "docker.io" | "index.docker.io" | "registry-1.docker.io" => {
-            "https://index.docker.io/v1/".to_owned()
-        }
+        "docker.io" | "index.docker.io" | "registry-1.docker.io" => "https://index.docker.io/v1/".to_owned(),
         d => d.to_owned(),
     }
 }
@@ -58,17 +54,9 @@ pub fn config_path() -> PathBuf {
 struct ConfigFile {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     auths: BTreeMap<String, AuthEntry>,
-    #[serde(
-        default,
-        rename = "credHelpers",
-        skip_serializing_if = "BTreeMap::is_empty"
-    )]
+    #[serde(default, rename = "credHelpers", skip_serializing_if = "BTreeMap::is_empty")]
     cred_helpers: BTreeMap<String, String>,
-    #[serde(
-        default,
-        rename = "credsStore",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "credsStore", skip_serializing_if = "Option::is_none")]
     creds_store: Option<String>,
     /// Everything else docker keeps there (proxies, aliases, ...) survives a login.
     #[serde(flatten)]
@@ -89,10 +77,7 @@ fn read_config() -> Result<ConfigFile> {
     let path = config_path();
     match std::fs::read(&path) {
         Ok(b) if b.iter().all(u8::is_ascii_whitespace) => Ok(ConfigFile::default()),
-        Ok(b) => serde_json::from_slice(&b).map_err(|source| Error::InvalidJson {
-            what: "docker config.json",
-            source,
-        }),
+        Ok(b) => serde_json::from_slice(&b).map_err(|source| Error::InvalidJson { what: "docker config.json", source }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ConfigFile::default()),
         Err(e) => Err(Error::io(format!("read {}", path.display()), e)),
     }
@@ -100,30 +85,18 @@ fn read_config() -> Result<ConfigFile> {
 
 fn write_config(cfg: &ConfigFile) -> Result<()> {
     let path = config_path();
-    let dir = path
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
+    let dir = path.parent().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
     std::fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir)
-        .ctx(|| format!("create a file in {}", dir.display()))?;
-    let bytes = serde_json::to_vec_pretty(cfg).map_err(|source| Error::InvalidJson {
-        what: "docker config.json",
-        source,
-    })?;
-    tmp.write_all(&bytes)
-        .ctx(|| format!("write {}", path.display()))?;
-    tmp.persist(&path)
-        .map_err(|e| Error::io(format!("write {}", path.display()), e.error))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(&dir).ctx(|| format!("create a file in {}", dir.display()))?;
+    let bytes =
+        serde_json::to_vec_pretty(cfg).map_err(|source| Error::InvalidJson { what: "docker config.json", source })?;
+    tmp.write_all(&bytes).ctx(|| format!("write {}", path.display()))?;
+    tmp.persist(&path).map_err(|e| Error::io(format!("write {}", path.display()), e.error))?;
     Ok(())
 }
 
 fn helper_for(cfg: &ConfigFile, domain: &str) -> Option<String> {
-    cfg.cred_helpers
-        .get(domain)
-        .or(cfg.cred_helpers.get(&auth_key(domain)))
-        .or(cfg.creds_store.as_ref())
-        .cloned()
+    cfg.cred_helpers.get(domain).or(cfg.cred_helpers.get(&auth_key(domain))).or(cfg.creds_store.as_ref()).cloned()
 }
 
 /// Runs `docker-credential-<helper> <verb>` with `input` on stdin.
@@ -137,17 +110,12 @@ fn run_helper(helper: &str, verb: &str, input: &str) -> Result<Vec<u8>> {
         .spawn()
         .ctx(|| format!("run {program}"))?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(input.as_bytes())
-            .ctx(|| format!("write to {program}"))?;
+        stdin.write_all(input.as_bytes()).ctx(|| format!("write to {program}"))?;
     }
     let out = child.wait_with_output().ctx(|| format!("run {program}"))?;
     if !out.status.success() {
         let msg = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        return Err(Error::io(
-            format!("{program} {verb}"),
-            std::io::Error::other(msg),
-        ));
+        return Err(Error::io(format!("{program} {verb}"), std::io::Error::other(msg)));
     }
     Ok(out.stdout)
 }
@@ -165,15 +133,9 @@ pub fn lookup(domain: &str) -> Result<Option<Credential>> {
         }
         return match run_helper(&helper, "get", &auth_key(domain)) {
             Ok(out) => {
-                let c: HelperCred =
-                    serde_json::from_slice(&out).map_err(|source| Error::InvalidJson {
-                        what: "credential helper output",
-                        source,
-                    })?;
-                Ok(Some(Credential {
-                    username: c.username,
-                    secret: c.secret,
-                }))
+                let c: HelperCred = serde_json::from_slice(&out)
+                    .map_err(|source| Error::InvalidJson { what: "credential helper output", source })?;
+                Ok(Some(Credential { username: c.username, secret: c.secret }))
             }
             // Helpers answer "credentials not found" with a failure: that is no credential.
             Err(Error::Io { source, .. }) if source.to_string().contains("not found") => Ok(None),
@@ -187,33 +149,26 @@ pub fn lookup(domain: &str) -> Result<Option<Credential>> {
         .or_else(|| cfg.auths.get(domain));
     let Some(entry) = entry else { return Ok(None) };
     if let Some(auth) = &entry.auth {
-        let raw = STANDARD
-            .decode(auth.trim())
-            .map_err(|_| Error::InvalidDocument {
-                what: "docker config.json",
-                reason: format!("auth for {domain} is not base64"),
-            })?;
+        let raw = STANDARD.decode(auth.trim()).map_err(|_| Error::InvalidDocument {
+            what: "docker config.json",
+            reason: format!("auth for {domain} is not base64"),
+        })?;
         let text = String::from_utf8_lossy(&raw);
         let (u, p) = text.split_once(':').ok_or_else(|| Error::InvalidDocument {
             what: "docker config.json",
             reason: format!("auth for {domain} is not user:password"),
         })?;
-        return Ok(Some(Credential {
-            username: u.to_owned(),
-            secret: p.to_owned(),
-        }));
+        return Ok(Some(Credential { username: u.to_owned(), secret: p.to_owned() }));
     }
-    Ok(entry.identitytoken.clone().map(|t| Credential {
-        username: "<token>".into(),
-        secret: t,
-    }))
+    Ok(entry.identitytoken.clone().map(|t| Credential { username: "<token>".into(), secret: t }))
 }
 
 /// Saves a credential (through the configured helper, or base64 in `auths`).
 pub fn store(domain: &str, cred: &Credential) -> Result<()> {
     let mut cfg = read_config()?;
     if let Some(helper) = helper_for(&cfg, domain) {
-        let input = serde_json::json!({"ServerURL": auth_key(domain), "Username": cred.username, "Secret": cred.secret});
+        let input =
+            serde_json::json!({"ServerURL": auth_key(domain), "Username": cred.username, "Secret": cred.secret});
         run_helper(&helper, "store", &input.to_string())?;
         return Ok(());
     }
@@ -246,33 +201,18 @@ mod tests {
 
     #[test]
     fn store_lookup_erase_round_trip_and_keep_other_keys() {
-        let _g = ENV
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _g = ENV.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("auth.json");
-        std::fs::write(
-            &file,
-            r#"{"proxies":{"default":{"httpProxy":"x"}},"auths":{"other.io":{"auth":"dTpw"}}}"#,
-        )
-        .unwrap();
+        std::fs::write(&file, r#"{"proxies":{"default":{"httpProxy":"x"}},"auths":{"other.io":{"auth":"dTpw"}}}"#)
+            .unwrap();
         std::env::set_var("REGISTRY_AUTH_FILE", &file);
-        store(
-            "localhost:5000",
-            &Credential {
-                username: "alice".into(),
-                secret: "pa:ss".into(),
-            },
-        )
-        .unwrap();
+        store("localhost:5000", &Credential { username: "alice".into(), secret: "pa:ss".into() }).unwrap();
         let c = lookup("localhost:5000").unwrap().unwrap();
         assert_eq!((c.username.as_str(), c.secret.as_str()), ("alice", "pa:ss"));
         assert_eq!(lookup("other.io").unwrap().unwrap().username, "u");
         let text = std::fs::read_to_string(&file).unwrap();
-        assert!(
-            text.contains("proxies") && text.contains("YWxpY2U6cGE6c3M="),
-            "{text}"
-        );
+        assert!(text.contains("proxies") && text.contains("YWxpY2U6cGE6c3M="), "{text}");
         assert!(erase("localhost:5000").unwrap());
         assert!(lookup("localhost:5000").unwrap().is_none());
         std::env::remove_var("REGISTRY_AUTH_FILE");
@@ -286,14 +226,11 @@ mod tests {
 
     #[test]
     fn credential_helpers_are_asked() {
-        let _g = ENV
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _g = ENV.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let dir = tempfile::tempdir().unwrap();
         let helper = dir.path().join("docker-credential-fake");
         std::fs::write(&helper, "#!/bin/sh\nread server\n[ \"$1\" = get ] && echo \"{\\\"ServerURL\\\":\\\"$server\\\",\\\"Username\\\":\\\"bot\\\",\\\"Secret\\\":\\\"tok\\\"}\"\n").unwrap();
-        std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
+        std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         let file = dir.path().join("config.json");
         std::fs::write(&file, r#"{"credHelpers":{"ghcr.io":"fake"}}"#).unwrap();
         std::env::set_var("REGISTRY_AUTH_FILE", &file);

@@ -28,14 +28,9 @@ pub fn registry_host(domain: &str) -> &str {
 
 /// True for hosts docker talks plain HTTP to without being told: localhost and 127.0.0.0/8.
 pub fn is_loopback(host: &str) -> bool {
-    let h = host
-        .rsplit_once(':')
-        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
-        .map_or(host, |(h, _)| h);
+    let h = host.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
     let h = h.trim_start_matches('[').trim_end_matches(']');
-    h == "localhost"
-        || h.parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
@@ -44,13 +39,7 @@ mod tests {
 
     #[test]
     fn loopback_hosts() {
-        for h in [
-            "localhost",
-            "localhost:5000",
-            "127.0.0.1:5000",
-            "127.3.4.5",
-            "[::1]:5000",
-        ] {
+        for h in ["localhost", "localhost:5000", "127.0.0.1:5000", "127.3.4.5", "[::1]:5000"] {
             assert!(is_loopback(h), "{h}");
         }
         for h in ["ghcr.io", "10.0.0.1:5000", "registry.local"] {

@@ -29,10 +29,7 @@ pub struct PullOptions {
 
 impl Default for PullOptions {
     fn default() -> Self {
-        PullOptions {
-            platform: None,
-            concurrency: 3,
-        }
+        PullOptions { platform: None, concurrency: 3 }
     }
 }
 
@@ -63,17 +60,7 @@ impl Repo<'_> {
         make: &(dyn Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder + Sync),
         progress: &dyn Progress,
     ) -> Result<reqwest::Response> {
-        self.client
-            .send(
-                &self.host,
-                &self.domain,
-                &self.scope,
-                method,
-                path,
-                make,
-                progress,
-            )
-            .await
+        self.client.send(&self.host, &self.domain, &self.scope, method, path, make, progress).await
     }
 }
 
@@ -86,27 +73,19 @@ pub async fn pull(
     progress: &dyn Progress,
 ) -> Result<ImageRecord> {
     let repo = Repo::new(client, reference, "pull");
-    let wanted = reference
-        .digest()
-        .map(ToString::to_string)
-        .or_else(|| reference.tag().map(str::to_owned))
-        .unwrap_or_default();
-    let (mut target, mut manifest) =
-        fetch_manifest(&repo, store, &wanted, reference.digest(), progress).await?;
+    let wanted =
+        reference.digest().map(ToString::to_string).or_else(|| reference.tag().map(str::to_owned)).unwrap_or_default();
+    let (mut target, mut manifest) = fetch_manifest(&repo, store, &wanted, reference.digest(), progress).await?;
     for _ in 0..4 {
         let Manifest::Index(index) = &manifest else {
             break;
         };
         let child = pick_platform(index, opts.platform.as_deref())?;
         let d = descriptor_digest(child)?;
-        (target, manifest) =
-            fetch_manifest(&repo, store, &d.to_string(), Some(&d), progress).await?;
+        (target, manifest) = fetch_manifest(&repo, store, &d.to_string(), Some(&d), progress).await?;
     }
     let Manifest::Image(image) = &manifest else {
-        return Err(Error::InvalidDocument {
-            what: "index",
-            reason: "indexes nested too deep".into(),
-        });
+        return Err(Error::InvalidDocument { what: "index", reason: "indexes nested too deep".into() });
     };
     let blobs: Vec<(Digest, u64)> = std::iter::once(image.config())
         .chain(image.layers())
@@ -120,10 +99,7 @@ pub async fn pull(
     .try_collect::<Vec<()>>()
     .await?;
     store.set_name(reference, &target)?;
-    Ok(ImageRecord {
-        name: Some(reference.clone()),
-        target,
-    })
+    Ok(ImageRecord { name: Some(reference.clone()), target })
 }
 
 /// GETs a manifest, checks its digest (when pinned) and size, and stores it.
@@ -135,70 +111,32 @@ async fn fetch_manifest(
     progress: &dyn Progress,
 ) -> Result<(Target, Manifest)> {
     let path = format!("/v2/{}/manifests/{reference}", repo.path);
-    let resp = check(
-        "GET",
-        repo.send(
-            Method::GET,
-            &path,
-            &|r| r.header("accept", ACCEPT),
-            progress,
-        )
-        .await?,
-    )
-    .await?;
+    let resp = check("GET", repo.send(Method::GET, &path, &|r| r.header("accept", ACCEPT), progress).await?).await?;
     let content_type = resp
         .headers()
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .map(|s| s.split(';').next().unwrap_or(s).trim().to_owned());
-    if resp
-        .content_length()
-        .is_some_and(|n| n > MAX_MANIFEST_SIZE as u64)
-    {
-        return Err(Error::InvalidDocument {
-            what: "manifest",
-            reason: "larger than 4 MiB".into(),
-        });
+    if resp.content_length().is_some_and(|n| n > MAX_MANIFEST_SIZE as u64) {
+        return Err(Error::InvalidDocument { what: "manifest", reason: "larger than 4 MiB".into() });
     }
-    let bytes = resp.bytes().await.map_err(|source| Error::Http {
-        method: "GET".into(),
-        url: path.clone(),
-        source,
-    })?;
+    let bytes = resp.bytes().await.map_err(|source| Error::Http { method: "GET".into(), url: path.clone(), source })?;
     let algorithm = pinned.map_or(crate::Algorithm::Sha256, Digest::algorithm);
     let mut h = algorithm.hasher();
     h.update(&bytes);
     let actual = h.finish();
     if let Some(p) = pinned {
         if &actual != p {
-            return Err(Error::DigestMismatch {
-                expected: p.clone(),
-                actual,
-            });
+            return Err(Error::DigestMismatch { expected: p.clone(), actual });
         }
     }
-    let manifest = Manifest::parse(
-        &bytes,
-        content_type
-            .as_deref()
-            .filter(|t| media::is_manifest(t) || media::is_index(t)),
-    )?;
+    let manifest =
+        Manifest::parse(&bytes, content_type.as_deref().filter(|t| media::is_manifest(t) || media::is_index(t)))?;
     let mut w = store.content().writer(algorithm)?;
-    w.write_all(&bytes)
-        .map_err(|e| Error::io("store manifest", e))?;
+    w.write_all(&bytes).map_err(|e| Error::io("store manifest", e))?;
     w.commit(Expected::exactly(&actual, bytes.len() as u64))?;
-    progress.event(Event::Manifest {
-        reference: reference.to_owned(),
-        digest: actual.clone(),
-    });
-    Ok((
-        Target {
-            digest: actual,
-            media_type: manifest.media_type(),
-            size: bytes.len() as u64,
-        },
-        manifest,
-    ))
+    progress.event(Event::Manifest { reference: reference.to_owned(), digest: actual.clone() });
+    Ok((Target { digest: actual, media_type: manifest.media_type(), size: bytes.len() as u64 }, manifest))
 }
 
 fn pick_platform<'a>(
@@ -206,15 +144,9 @@ fn pick_platform<'a>(
     wanted: Option<&str>,
 ) -> Result<&'a oci_spec::image::Descriptor> {
     let (host_os, host_arch) = host_platform();
-    let wanted = wanted
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("{host_os}/{host_arch}"));
+    let wanted = wanted.map(str::to_owned).unwrap_or_else(|| format!("{host_os}/{host_arch}"));
     let mut parts = wanted.split('/');
-    let (os, arch, variant) = (
-        parts.next().unwrap_or(""),
-        parts.next().unwrap_or(""),
-        parts.next(),
-    );
+    let (os, arch, variant) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next());
     index
         .manifests()
         .iter()
@@ -238,19 +170,12 @@ pub(crate) async fn fetch_blob(
     progress: &dyn Progress,
 ) -> Result<()> {
     if store.content().contains(digest)? {
-        progress.event(Event::Skipped {
-            digest: digest.clone(),
-            reason: "already exists".into(),
-        });
+        progress.event(Event::Skipped { digest: digest.clone(), reason: "already exists".into() });
         return Ok(());
     }
     let path = format!("/v2/{}/blobs/{digest}", repo.path);
     let mut w = store.content().writer(digest.algorithm())?;
-    progress.event(Event::Start {
-        digest: digest.clone(),
-        size,
-        offset: 0,
-    });
+    progress.event(Event::Start { digest: digest.clone(), size, offset: 0 });
     let mut attempts = 0;
     loop {
         let offset = w.written();
@@ -280,12 +205,8 @@ pub(crate) async fn fetch_blob(
         while let Some(chunk) = stream.next().await {
             match chunk {
                 Ok(c) => {
-                    w.write_all(&c)
-                        .map_err(|e| Error::io(format!("write blob {digest}"), e))?;
-                    progress.event(Event::Bytes {
-                        digest: digest.clone(),
-                        n: c.len() as u64,
-                    });
+                    w.write_all(&c).map_err(|e| Error::io(format!("write blob {digest}"), e))?;
+                    progress.event(Event::Bytes { digest: digest.clone(), n: c.len() as u64 });
                     if w.written() > size {
                         break;
                     }
@@ -299,26 +220,14 @@ pub(crate) async fn fetch_blob(
         match failed {
             Some(e) if attempts < 5 && w.written() < size => {
                 attempts += 1;
-                progress.event(Event::Retry {
-                    what: format!("download {digest}: {e}"),
-                    attempt: attempts,
-                });
-                tokio::time::sleep(std::time::Duration::from_millis(200 * 2u64.pow(attempts)))
-                    .await;
+                progress.event(Event::Retry { what: format!("download {digest}: {e}"), attempt: attempts });
+                tokio::time::sleep(std::time::Duration::from_millis(200 * 2u64.pow(attempts))).await;
             }
-            Some(source) => {
-                return Err(Error::Http {
-                    method: "GET".into(),
-                    url: path,
-                    source,
-                })
-            }
+            Some(source) => return Err(Error::Http { method: "GET".into(), url: path, source }),
             None => break,
         }
     }
     w.commit(Expected::exactly(digest, size))?;
-    progress.event(Event::Done {
-        digest: digest.clone(),
-    });
+    progress.event(Event::Done { digest: digest.clone() });
     Ok(())
 }

@@ -41,11 +41,7 @@ pub struct PushOptions {
 
 impl Default for PushOptions {
     fn default() -> Self {
-        PushOptions {
-            format: ManifestFormat::Oci,
-            concurrency: 3,
-            chunk_size: 8 * 1024 * 1024,
-        }
+        PushOptions { format: ManifestFormat::Oci, concurrency: 3, chunk_size: 8 * 1024 * 1024 }
     }
 }
 
@@ -63,26 +59,17 @@ pub async fn push(
     for dest in to {
         let repo = Repo::new(client, dest, "pull,push");
         let (bytes, media_type) = push_manifest_tree(&repo, store, target, opts, progress).await?;
-        let reference = dest
-            .tag()
-            .map(str::to_owned)
-            .unwrap_or_else(|| Digest::of(&bytes).to_string());
+        let reference = dest.tag().map(str::to_owned).unwrap_or_else(|| Digest::of(&bytes).to_string());
         let d = put_manifest(&repo, &reference, &bytes, &media_type, progress).await?;
         if let Some(pinned) = dest.digest() {
             if pinned != &d {
-                return Err(Error::DigestMismatch {
-                    expected: pinned.clone(),
-                    actual: d,
-                });
+                return Err(Error::DigestMismatch { expected: pinned.clone(), actual: d });
             }
         }
         store.add_source(&d, &dest.repository())?;
         pushed = Some(d);
     }
-    pushed.ok_or_else(|| Error::InvalidReference {
-        input: String::new(),
-        reason: "nothing to push to",
-    })
+    pushed.ok_or_else(|| Error::InvalidReference { input: String::new(), reason: "nothing to push to" })
 }
 
 /// Pushes everything `target` needs (blobs, child manifests) and returns its manifest
@@ -95,18 +82,18 @@ fn push_manifest_tree<'a>(
     progress: &'a dyn Progress,
 ) -> futures_util::future::BoxFuture<'a, Result<(Vec<u8>, String)>> {
     Box::pin(async move {
-        let bytes = store
-            .content()
-            .read_small(&target.digest, crate::manifest::MAX_MANIFEST_SIZE as u64)?;
+        let bytes = store.content().read_small(&target.digest, crate::manifest::MAX_MANIFEST_SIZE as u64)?;
         match Manifest::parse(&bytes, Some(&target.media_type))? {
             Manifest::Image(m) => {
                 let blobs: Vec<(Digest, u64)> = std::iter::once(m.config())
                     .chain(m.layers())
                     .map(|d| Ok((descriptor_digest(d)?, d.size())))
                     .collect::<Result<_>>()?;
-                futures_util::stream::iter(blobs.into_iter().map(|(d, size)| async move {
-                    push_blob(repo, store, &d, size, opts, progress).await
-                }))
+                futures_util::stream::iter(
+                    blobs
+                        .into_iter()
+                        .map(|(d, size)| async move { push_blob(repo, store, &d, size, opts, progress).await }),
+                )
                 .buffer_unordered(opts.concurrency.max(1))
                 .try_collect::<Vec<()>>()
                 .await?;
@@ -114,10 +101,7 @@ fn push_manifest_tree<'a>(
             }
             Manifest::Index(index) => {
                 let mut doc: serde_json::Value =
-                    serde_json::from_slice(&bytes).map_err(|source| Error::InvalidJson {
-                        what: "index",
-                        source,
-                    })?;
+                    serde_json::from_slice(&bytes).map_err(|source| Error::InvalidJson { what: "index", source })?;
                 for (i, child) in index.manifests().iter().enumerate() {
                     let t = Target {
                         digest: descriptor_digest(child)?,
@@ -128,24 +112,15 @@ fn push_manifest_tree<'a>(
                         // Platforms that were never pulled cannot be pushed: say which.
                         return Err(Error::BlobNotFound(t.digest));
                     }
-                    let (child_bytes, child_type) =
-                        push_manifest_tree(repo, store, &t, opts, progress).await?;
-                    let d = put_manifest(
-                        repo,
-                        &Digest::of(&child_bytes).to_string(),
-                        &child_bytes,
-                        &child_type,
-                        progress,
-                    )
-                    .await?;
+                    let (child_bytes, child_type) = push_manifest_tree(repo, store, &t, opts, progress).await?;
+                    let d =
+                        put_manifest(repo, &Digest::of(&child_bytes).to_string(), &child_bytes, &child_type, progress)
+                            .await?;
                     doc["manifests"][i]["digest"] = d.to_string().into();
                     doc["manifests"][i]["size"] = child_bytes.len().into();
                     doc["manifests"][i]["mediaType"] = child_type.into();
                 }
-                let bytes = serde_json::to_vec(&doc).map_err(|source| Error::InvalidJson {
-                    what: "index",
-                    source,
-                })?;
+                let bytes = serde_json::to_vec(&doc).map_err(|source| Error::InvalidJson { what: "index", source })?;
                 convert(&bytes, opts.format, true)
             }
         }
@@ -155,19 +130,9 @@ fn push_manifest_tree<'a>(
 /// Rewrites media types for `format`; OCI documents stay byte-identical.
 fn convert(bytes: &[u8], format: ManifestFormat, index: bool) -> Result<(Vec<u8>, String)> {
     let parsed: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|source| Error::InvalidJson {
-            what: "manifest",
-            source,
-        })?;
-    let own = parsed
-        .get("mediaType")
-        .and_then(|v| v.as_str())
-        .map(str::to_owned);
-    let oci_type = if index {
-        media::OCI_INDEX
-    } else {
-        media::OCI_MANIFEST
-    };
+        serde_json::from_slice(bytes).map_err(|source| Error::InvalidJson { what: "manifest", source })?;
+    let own = parsed.get("mediaType").and_then(|v| v.as_str()).map(str::to_owned);
+    let oci_type = if index { media::OCI_INDEX } else { media::OCI_MANIFEST };
     if format == ManifestFormat::Oci {
         return Ok((bytes.to_vec(), own.unwrap_or_else(|| oci_type.to_owned())));
     }
@@ -182,24 +147,15 @@ fn convert(bytes: &[u8], format: ManifestFormat, index: bool) -> Result<(Vec<u8>
             other => {
                 return Err(Error::InvalidDocument {
                     what: "manifest",
-                    reason: format!(
-                        "{other} has no Docker schema 2 equivalent (zstd layers need --format oci)"
-                    ),
+                    reason: format!("{other} has no Docker schema 2 equivalent (zstd layers need --format oci)"),
                 })
             }
         })
     };
-    let top = if index {
-        media::DOCKER_MANIFEST_LIST
-    } else {
-        media::DOCKER_MANIFEST
-    };
+    let top = if index { media::DOCKER_MANIFEST_LIST } else { media::DOCKER_MANIFEST };
     doc["mediaType"] = top.into();
     if let Some(c) = doc.get_mut("config") {
-        let t = c["mediaType"]
-            .as_str()
-            .unwrap_or(media::OCI_CONFIG)
-            .to_owned();
+        let t = c["mediaType"].as_str().unwrap_or(media::OCI_CONFIG).to_owned();
         c["mediaType"] = to_docker(&t)?.into();
     }
     for key in ["layers", "manifests"] {
@@ -210,10 +166,7 @@ fn convert(bytes: &[u8], format: ManifestFormat, index: bool) -> Result<(Vec<u8>
             }
         }
     }
-    let bytes = serde_json::to_vec(&doc).map_err(|source| Error::InvalidJson {
-        what: "manifest",
-        source,
-    })?;
+    let bytes = serde_json::to_vec(&doc).map_err(|source| Error::InvalidJson { what: "manifest", source })?;
     Ok((bytes, top.to_owned()))
 }
 
@@ -226,31 +179,21 @@ async fn put_manifest(
 ) -> Result<Digest> {
     let path = format!("/v2/{}/manifests/{reference}", repo.path);
     let body = Bytes::copy_from_slice(bytes);
-    let resp = repo
-        .send(
-            Method::PUT,
-            &path,
-            &|r| r.header("content-type", media_type).body(body.clone()),
-            progress,
-        )
-        .await?;
+    let resp =
+        repo.send(Method::PUT, &path, &|r| r.header("content-type", media_type).body(body.clone()), progress).await?;
     check("PUT", resp).await?;
     let d = Digest::of(bytes);
-    progress.event(Event::Manifest {
-        reference: reference.to_owned(),
-        digest: d.clone(),
-    });
+    progress.event(Event::Manifest { reference: reference.to_owned(), digest: d.clone() });
     Ok(d)
 }
 
 /// An upload URL from a `Location` header, with extra query parameters.
 fn location(base_path: &str, loc: &str, extra: &str) -> String {
-    let mut url =
-        if loc.starts_with("http://") || loc.starts_with("https://") || loc.starts_with('/') {
-            loc.to_owned()
-        } else {
-            format!("{base_path}/{loc}")
-        };
+    let mut url = if loc.starts_with("http://") || loc.starts_with("https://") || loc.starts_with('/') {
+        loc.to_owned()
+    } else {
+        format!("{base_path}/{loc}")
+    };
     if !extra.is_empty() {
         url.push(if url.contains('?') { '&' } else { '?' });
         url.push_str(extra);
@@ -259,17 +202,13 @@ fn location(base_path: &str, loc: &str, extra: &str) -> String {
 }
 
 fn location_of(resp: &reqwest::Response) -> Result<String> {
-    resp.headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .ok_or_else(|| Error::Registry {
-            method: "POST".into(),
-            url: resp.url().to_string(),
-            status: resp.status().as_u16(),
-            code: None,
-            message: "no Location header for the upload".into(),
-        })
+    resp.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_owned).ok_or_else(|| Error::Registry {
+        method: "POST".into(),
+        url: resp.url().to_string(),
+        status: resp.status().as_u16(),
+        code: None,
+        message: "no Location header for the upload".into(),
+    })
 }
 
 /// Pushes one blob unless the registry has it.
@@ -282,14 +221,9 @@ async fn push_blob(
     progress: &dyn Progress,
 ) -> Result<()> {
     let blob_path = format!("/v2/{}/blobs/{digest}", repo.path);
-    let head = repo
-        .send(Method::HEAD, &blob_path, &|r| r, progress)
-        .await?;
+    let head = repo.send(Method::HEAD, &blob_path, &|r| r, progress).await?;
     if head.status().is_success() {
-        progress.event(Event::Skipped {
-            digest: digest.clone(),
-            reason: "already exists".into(),
-        });
+        progress.event(Event::Skipped { digest: digest.clone(), reason: "already exists".into() });
         return Ok(());
     }
     let uploads = format!("/v2/{}/blobs/uploads/", repo.path);
@@ -304,20 +238,10 @@ async fn push_blob(
             continue;
         }
         let path = format!("{uploads}?mount={digest}&from={from}");
-        let resp = repo
-            .send(
-                Method::POST,
-                &path,
-                &|r| r.header("content-length", "0"),
-                progress,
-            )
-            .await?;
+        let resp = repo.send(Method::POST, &path, &|r| r.header("content-length", "0"), progress).await?;
         match resp.status() {
             StatusCode::CREATED => {
-                progress.event(Event::Skipped {
-                    digest: digest.clone(),
-                    reason: format!("mounted from {from}"),
-                });
+                progress.event(Event::Skipped { digest: digest.clone(), reason: format!("mounted from {from}") });
                 store.add_source(digest, &me)?;
                 return Ok(());
             }
@@ -331,24 +255,11 @@ async fn push_blob(
     let loc = match session {
         Some(l) => l,
         None => location_of(
-            &check(
-                "POST",
-                repo.send(
-                    Method::POST,
-                    &uploads,
-                    &|r| r.header("content-length", "0"),
-                    progress,
-                )
+            &check("POST", repo.send(Method::POST, &uploads, &|r| r.header("content-length", "0"), progress).await?)
                 .await?,
-            )
-            .await?,
         )?,
     };
-    progress.event(Event::Start {
-        digest: digest.clone(),
-        size,
-        offset: 0,
-    });
+    progress.event(Event::Start { digest: digest.clone(), size, offset: 0 });
     let base = format!("/v2/{}/blobs/uploads", repo.path);
     if size <= opts.chunk_size {
         let mut buf = Vec::with_capacity(size as usize);
@@ -363,37 +274,19 @@ async fn push_blob(
             .send(
                 Method::PUT,
                 &url,
-                &|r| {
-                    r.header("content-type", "application/octet-stream")
-                        .body(body.clone())
-                },
+                &|r| r.header("content-type", "application/octet-stream").body(body.clone()),
                 progress,
             )
             .await?;
         check("PUT", resp).await?;
-        progress.event(Event::Bytes {
-            digest: digest.clone(),
-            n: size,
-        });
+        progress.event(Event::Bytes { digest: digest.clone(), n: size });
     } else {
         let loc = upload_chunks(repo, store, digest, size, &base, loc, opts, progress).await?;
         let url = location(&base, &loc, &format!("digest={digest}"));
-        check(
-            "PUT",
-            repo.send(
-                Method::PUT,
-                &url,
-                &|r| r.header("content-length", "0"),
-                progress,
-            )
-            .await?,
-        )
-        .await?;
+        check("PUT", repo.send(Method::PUT, &url, &|r| r.header("content-length", "0"), progress).await?).await?;
     }
     store.add_source(digest, &me)?;
-    progress.event(Event::Done {
-        digest: digest.clone(),
-    });
+    progress.event(Event::Done { digest: digest.clone() });
     Ok(())
 }
 
@@ -417,8 +310,7 @@ async fn upload_chunks(
     while offset < size {
         let len = opts.chunk_size.min(size - offset);
         let mut buf = vec![0u8; len as usize];
-        file.read_exact(&mut buf)
-            .map_err(|e| Error::io(format!("read blob {digest}"), e))?;
+        file.read_exact(&mut buf).map_err(|e| Error::io(format!("read blob {digest}"), e))?;
         let body = Bytes::from(buf);
         let range = format!("{offset}-{}", offset + len - 1);
         let url = location(base, &loc, "");
@@ -438,10 +330,7 @@ async fn upload_chunks(
             Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
                 loc = location_of(&resp).unwrap_or(loc);
                 offset += len;
-                progress.event(Event::Bytes {
-                    digest: digest.clone(),
-                    n: len,
-                });
+                progress.event(Event::Bytes { digest: digest.clone(), n: len });
             }
             failed if failures < 5 => {
                 failures += 1;
@@ -449,16 +338,10 @@ async fn upload_chunks(
                     Ok(r) => format!("PATCH {}", r.status()),
                     Err(e) => e.to_string(),
                 };
-                progress.event(Event::Retry {
-                    what: format!("upload {digest}: {what}"),
-                    attempt: failures,
-                });
-                tokio::time::sleep(std::time::Duration::from_millis(200 * 2u64.pow(failures)))
-                    .await;
+                progress.event(Event::Retry { what: format!("upload {digest}: {what}"), attempt: failures });
+                tokio::time::sleep(std::time::Duration::from_millis(200 * 2u64.pow(failures))).await;
                 // Where does the server say we are?
-                let status = repo
-                    .send(Method::GET, &location(base, &loc, ""), &|r| r, progress)
-                    .await?;
+                let status = repo.send(Method::GET, &location(base, &loc, ""), &|r| r, progress).await?;
                 let status = check("GET", status).await?;
                 loc = location_of(&status).unwrap_or(loc);
                 let server_at = status
@@ -467,16 +350,10 @@ async fn upload_chunks(
                     .and_then(|v| v.to_str().ok())
                     .and_then(|r| r.rsplit('-').next()?.parse::<u64>().ok())
                     .map_or(0, |end| if end == 0 && offset == 0 { 0 } else { end + 1 });
-                progress.event(Event::Start {
-                    digest: digest.clone(),
-                    size,
-                    offset: server_at,
-                });
+                progress.event(Event::Start { digest: digest.clone(), size, offset: server_at });
                 offset = server_at;
-                let mut f = std::fs::File::open(&path)
-                    .map_err(|e| Error::io(format!("open blob {digest}"), e))?;
-                f.seek(SeekFrom::Start(offset))
-                    .map_err(|e| Error::io(format!("seek blob {digest}"), e))?;
+                let mut f = std::fs::File::open(&path).map_err(|e| Error::io(format!("open blob {digest}"), e))?;
+                f.seek(SeekFrom::Start(offset)).map_err(|e| Error::io(format!("seek blob {digest}"), e))?;
                 file = Box::new(f);
             }
             Ok(resp) => {
@@ -490,10 +367,7 @@ async fn upload_chunks(
 }
 
 fn unreachable_status() -> Result<()> {
-    Err(Error::InvalidDocument {
-        what: "upload",
-        reason: "the registry refused a chunk".into(),
-    })
+    Err(Error::InvalidDocument { what: "upload", reason: "the registry refused a chunk".into() })
 }
 
 #[cfg(test)]
@@ -505,30 +379,15 @@ mod tests {
         let oci = serde_json::json!({"schemaVersion": 2, "mediaType": media::OCI_MANIFEST,
             "config": {"mediaType": media::OCI_CONFIG, "digest": "sha256:00", "size": 1},
             "layers": [{"mediaType": media::OCI_LAYER_GZIP, "digest": "sha256:11", "size": 2}]});
-        let (bytes, t) = convert(
-            &serde_json::to_vec(&oci).unwrap(),
-            ManifestFormat::Docker,
-            false,
-        )
-        .unwrap();
+        let (bytes, t) = convert(&serde_json::to_vec(&oci).unwrap(), ManifestFormat::Docker, false).unwrap();
         assert_eq!(t, media::DOCKER_MANIFEST);
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(v["config"]["mediaType"], media::DOCKER_CONFIG);
         assert_eq!(v["layers"][0]["mediaType"], media::DOCKER_LAYER_GZIP);
         let zstd = serde_json::json!({"schemaVersion": 2, "config": {"mediaType": media::OCI_CONFIG},
             "layers": [{"mediaType": media::OCI_LAYER_ZSTD}]});
-        assert!(convert(
-            &serde_json::to_vec(&zstd).unwrap(),
-            ManifestFormat::Docker,
-            false
-        )
-        .is_err());
-        let (same, _) = convert(
-            &serde_json::to_vec(&oci).unwrap(),
-            ManifestFormat::Oci,
-            false,
-        )
-        .unwrap();
+        assert!(convert(&serde_json::to_vec(&zstd).unwrap(), ManifestFormat::Docker, false).is_err());
+        let (same, _) = convert(&serde_json::to_vec(&oci).unwrap(), ManifestFormat::Oci, false).unwrap();
         assert_eq!(same, serde_json::to_vec(&oci).unwrap());
     }
 
@@ -538,9 +397,6 @@ mod tests {
             location("/v2/a/blobs/uploads", "/v2/a/blobs/uploads/x", "digest=d"),
             "/v2/a/blobs/uploads/x?digest=d"
         );
-        assert_eq!(
-            location("/v2/a/blobs/uploads", "http://h/u?_state=1", "digest=d"),
-            "http://h/u?_state=1&digest=d"
-        );
+        assert_eq!(location("/v2/a/blobs/uploads", "http://h/u?_state=1", "digest=d"), "http://h/u?_state=1&digest=d");
     }
 }

@@ -33,10 +33,7 @@ impl Default for ClientOptions {
         ClientOptions {
             insecure: Vec::new(),
             insecure_all: false,
-            certs_dirs: vec![
-                "/etc/docker/certs.d".into(),
-                "/etc/containers/certs.d".into(),
-            ],
+            certs_dirs: vec!["/etc/docker/certs.d".into(), "/etc/containers/certs.d".into()],
             retries: 5,
             backoff: Duration::from_millis(200),
         }
@@ -47,10 +44,7 @@ impl Default for ClientOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Challenge {
     Basic,
-    Bearer {
-        realm: String,
-        service: Option<String>,
-    },
+    Bearer { realm: String, service: Option<String> },
 }
 
 /// A registry client; cheap to share between tasks (`&Client` is all they need).
@@ -79,32 +73,22 @@ impl Client {
         let mut b = builder();
         for dir in &opts.certs_dirs {
             for host in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-                for f in std::fs::read_dir(host.path())
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                {
+                for f in std::fs::read_dir(host.path()).into_iter().flatten().flatten() {
                     let p = f.path();
                     if p.extension().is_some_and(|e| e == "crt") {
-                        let pem = std::fs::read(&p)
-                            .map_err(|e| Error::io(format!("read {}", p.display()), e))?;
-                        let cert =
-                            reqwest::Certificate::from_pem(&pem).map_err(|e| Error::Http {
-                                method: "LOAD".into(),
-                                url: p.display().to_string(),
-                                source: e,
-                            })?;
+                        let pem = std::fs::read(&p).map_err(|e| Error::io(format!("read {}", p.display()), e))?;
+                        let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| Error::Http {
+                            method: "LOAD".into(),
+                            url: p.display().to_string(),
+                            source: e,
+                        })?;
                         b = b.add_root_certificate(cert);
                     }
                 }
             }
         }
         let build = |b: reqwest::ClientBuilder| {
-            b.build().map_err(|source| Error::Http {
-                method: "INIT".into(),
-                url: String::new(),
-                source,
-            })
+            b.build().map_err(|source| Error::Http { method: "INIT".into(), url: String::new(), source })
         };
         Ok(Client {
             http: build(b)?,
@@ -126,17 +110,7 @@ impl Client {
     pub async fn check_login(&self, domain: &str, cred: Credential) -> Result<()> {
         self.set_credential(domain, cred);
         let host = super::registry_host(domain).to_owned();
-        let resp = self
-            .send(
-                &host,
-                domain,
-                "",
-                Method::GET,
-                "/v2/",
-                &|r| r,
-                &super::NoProgress,
-            )
-            .await?;
+        let resp = self.send(&host, domain, "", Method::GET, "/v2/", &|r| r, &super::NoProgress).await?;
         check("GET", resp).await.map(|_| ())
     }
 
@@ -168,12 +142,7 @@ impl Client {
         let scheme = if !self.insecure(host) {
             "https"
         } else {
-            match self
-                .unverified
-                .get(format!("https://{host}/v2/"))
-                .send()
-                .await
-            {
+            match self.unverified.get(format!("https://{host}/v2/")).send().await {
                 Ok(_) => "https",
                 Err(_) => "http",
             }
@@ -195,8 +164,7 @@ impl Client {
         make: &(dyn Fn(RequestBuilder) -> RequestBuilder + Sync),
         progress: &dyn super::Progress,
     ) -> Result<Response> {
-        let url = if path_and_query.starts_with("http://") || path_and_query.starts_with("https://")
-        {
+        let url = if path_and_query.starts_with("http://") || path_and_query.starts_with("https://") {
             path_and_query.to_owned()
         } else {
             format!("{}{path_and_query}", self.base(host).await?)
@@ -210,25 +178,16 @@ impl Client {
             }
             let result = req.send().await;
             let retryable = match &result {
-                Ok(r) => {
-                    r.status().is_server_error() || r.status() == StatusCode::TOO_MANY_REQUESTS
-                }
+                Ok(r) => r.status().is_server_error() || r.status() == StatusCode::TOO_MANY_REQUESTS,
                 Err(e) => e.is_connect() || e.is_timeout() || e.is_request() || e.is_body(),
             };
             if retryable && attempt + 1 < self.opts.retries {
                 attempt += 1;
-                progress.event(super::Event::Retry {
-                    what: format!("{method} {url}"),
-                    attempt,
-                });
+                progress.event(super::Event::Retry { what: format!("{method} {url}"), attempt });
                 tokio::time::sleep(self.opts.backoff * 2u32.pow(attempt - 1)).await;
                 continue;
             }
-            let resp = result.map_err(|source| Error::Http {
-                method: method.to_string(),
-                url: url.clone(),
-                source,
-            })?;
+            let resp = result.map_err(|source| Error::Http { method: method.to_string(), url: url.clone(), source })?;
             if resp.status() == StatusCode::UNAUTHORIZED && !authenticated_once {
                 authenticated_once = true;
                 self.authenticate(host, domain, scope, &resp).await?;
@@ -237,15 +196,9 @@ impl Client {
             if resp.status() == StatusCode::UNAUTHORIZED {
                 let reason = match self.credential(domain)? {
                     Some(_) => error_message(resp).await,
-                    None => format!(
-                        "{} (no credentials: run berth login {domain})",
-                        error_message(resp).await
-                    ),
+                    None => format!("{} (no credentials: run berth login {domain})", error_message(resp).await),
                 };
-                return Err(Error::Unauthorized {
-                    registry: domain.to_owned(),
-                    reason,
-                });
+                return Err(Error::Unauthorized { registry: domain.to_owned(), reason });
             }
             return Ok(resp);
         }
@@ -256,24 +209,14 @@ impl Client {
         match challenge {
             None => Ok(None),
             Some(Challenge::Basic) => Ok(self.credential(domain)?.map(|c| basic(&c))),
-            Some(Challenge::Bearer { .. }) => Ok(lock(&self.tokens)
-                .get(&(host.to_owned(), scope.to_owned()))
-                .map(|t| format!("Bearer {t}"))),
+            Some(Challenge::Bearer { .. }) => {
+                Ok(lock(&self.tokens).get(&(host.to_owned(), scope.to_owned())).map(|t| format!("Bearer {t}")))
+            }
         }
     }
 
-    async fn authenticate(
-        &self,
-        host: &str,
-        domain: &str,
-        scope: &str,
-        resp: &Response,
-    ) -> Result<()> {
-        let header = resp
-            .headers()
-            .get("www-authenticate")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
+    async fn authenticate(&self, host: &str, domain: &str, scope: &str, resp: &Response) -> Result<()> {
+        let header = resp.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or("");
         let challenge = parse_challenge(header).ok_or_else(|| Error::Unauthorized {
             registry: domain.to_owned(),
             reason: format!("unsupported challenge {header:?}"),
@@ -294,11 +237,7 @@ impl Client {
         if let Some(c) = self.credential(domain)? {
             req = req.header("authorization", basic(&c));
         }
-        let r = req.send().await.map_err(|source| Error::Http {
-            method: "GET".into(),
-            url: realm.clone(),
-            source,
-        })?;
+        let r = req.send().await.map_err(|source| Error::Http { method: "GET".into(), url: realm.clone(), source })?;
         if !r.status().is_success() {
             let status = r.status();
             let msg = error_message(r).await;
@@ -312,22 +251,14 @@ impl Client {
             token: Option<String>,
             access_token: Option<String>,
         }
-        let body = r.bytes().await.map_err(|source| Error::Http {
-            method: "GET".into(),
-            url: realm.clone(),
-            source,
+        let body =
+            r.bytes().await.map_err(|source| Error::Http { method: "GET".into(), url: realm.clone(), source })?;
+        let t: Token =
+            serde_json::from_slice(&body).map_err(|source| Error::InvalidJson { what: "token response", source })?;
+        let token = t.token.or(t.access_token).ok_or_else(|| Error::Unauthorized {
+            registry: domain.to_owned(),
+            reason: "token endpoint returned no token".into(),
         })?;
-        let t: Token = serde_json::from_slice(&body).map_err(|source| Error::InvalidJson {
-            what: "token response",
-            source,
-        })?;
-        let token = t
-            .token
-            .or(t.access_token)
-            .ok_or_else(|| Error::Unauthorized {
-                registry: domain.to_owned(),
-                reason: "token endpoint returned no token".into(),
-            })?;
         lock(&self.tokens).insert((host.to_owned(), scope.to_owned()), token);
         Ok(())
     }
@@ -338,10 +269,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn basic(c: &Credential) -> String {
-    format!(
-        "Basic {}",
-        STANDARD.encode(format!("{}:{}", c.username, c.secret))
-    )
+    format!("Basic {}", STANDARD.encode(format!("{}:{}", c.username, c.secret)))
 }
 
 /// Parses `Bearer realm="...",service="...",scope="..."` or `Basic realm="..."`.
@@ -364,10 +292,9 @@ fn parse_challenge(h: &str) -> Option<Challenge> {
     }
     match scheme.to_ascii_lowercase().as_str() {
         "basic" => Some(Challenge::Basic),
-        "bearer" => Some(Challenge::Bearer {
-            realm: params.get("realm")?.clone(),
-            service: params.get("service").cloned(),
-        }),
+        "bearer" => {
+            Some(Challenge::Bearer { realm: params.get("realm")?.clone(), service: params.get("service").cloned() })
+        }
         _ => None,
     }
 }
@@ -389,13 +316,7 @@ pub(crate) async fn error_message(resp: Response) -> String {
         Ok(e) if !e.errors.is_empty() => e
             .errors
             .iter()
-            .map(|x| {
-                format!(
-                    "{}: {}",
-                    x.code.as_deref().unwrap_or("?"),
-                    x.message.as_deref().unwrap_or("")
-                )
-            })
+            .map(|x| format!("{}: {}", x.code.as_deref().unwrap_or("?"), x.message.as_deref().unwrap_or("")))
             .collect::<Vec<_>>()
             .join("; "),
         _ => status.canonical_reason().unwrap_or("error").to_lowercase(),
@@ -420,19 +341,10 @@ pub(crate) async fn check(method: &str, resp: Response) -> Result<Response> {
         message: Option<String>,
     }
     let (code, message) = match serde_json::from_str::<Errors>(&body) {
-        Ok(e) if !e.errors.is_empty() => (
-            e.errors[0].code.clone(),
-            e.errors[0].message.clone().unwrap_or_default(),
-        ),
+        Ok(e) if !e.errors.is_empty() => (e.errors[0].code.clone(), e.errors[0].message.clone().unwrap_or_default()),
         _ => (None, String::new()),
     };
-    Err(Error::Registry {
-        method: method.to_owned(),
-        url,
-        status,
-        code,
-        message,
-    })
+    Err(Error::Registry { method: method.to_owned(), url, status, code, message })
 }
 
 #[cfg(test)]
@@ -451,15 +363,8 @@ mod tests {
                 service: Some("registry.docker.io".into())
             })
         );
-        assert_eq!(
-            parse_challenge(r#"Basic realm="Registry Realm""#),
-            Some(Challenge::Basic)
-        );
+        assert_eq!(parse_challenge(r#"Basic realm="Registry Realm""#), Some(Challenge::Basic));
         assert_eq!(parse_challenge("Negotiate"), None);
-        assert_eq!(
-            parse_challenge(r#"Bearer service="x""#),
-            None,
-            "a bearer challenge needs a realm"
-        );
+        assert_eq!(parse_challenge(r#"Bearer service="x""#), None, "a bearer challenge needs a realm");
     }
 }

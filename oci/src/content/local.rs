@@ -29,10 +29,7 @@ impl LocalStore {
 
     /// The path a blob lives at (whether or not it is present).
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.root
-            .join("blobs")
-            .join(digest.algorithm().as_str())
-            .join(digest.hex())
+        self.root.join("blobs").join(digest.algorithm().as_str()).join(digest.hex())
     }
 
     /// The store's root directory.
@@ -47,16 +44,12 @@ impl LocalStore {
         let mut freed = 0;
         for entry in fs::read_dir(&dir).ctx(|| format!("read {}", dir.display()))? {
             let entry = entry.ctx(|| format!("read {}", dir.display()))?;
-            let meta = entry
-                .metadata()
-                .ctx(|| format!("stat {}", entry.path().display()))?;
+            let meta = entry.metadata().ctx(|| format!("stat {}", entry.path().display()))?;
             if meta.modified().is_ok_and(|m| m < cutoff) {
                 match fs::remove_file(entry.path()) {
                     Ok(()) => freed += meta.len(),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        return Err(Error::io(format!("remove {}", entry.path().display()), e))
-                    }
+                    Err(e) => return Err(Error::io(format!("remove {}", entry.path().display()), e)),
                 }
             }
         }
@@ -81,9 +74,7 @@ impl ContentStore for LocalStore {
     fn reader(&self, digest: &Digest) -> Result<Box<dyn Read + Send>> {
         match File::open(self.blob_path(digest)) {
             Ok(f) => Ok(Box::new(f)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                Err(Error::BlobNotFound(digest.clone()))
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::BlobNotFound(digest.clone())),
             Err(e) => Err(Error::io(format!("open blob {digest}"), e)),
         }
     }
@@ -114,11 +105,7 @@ impl ContentStore for LocalStore {
             for entry in fs::read_dir(&dir).ctx(|| format!("read {}", dir.display()))? {
                 let entry = entry.ctx(|| format!("read {}", dir.display()))?;
                 // Anything that is not a well-formed digest name is not a blob.
-                let Some(digest) = entry
-                    .file_name()
-                    .to_str()
-                    .and_then(|h| Digest::new(alg, h).ok())
-                else {
+                let Some(digest) = entry.file_name().to_str().and_then(|h| Digest::new(alg, h).ok()) else {
                     continue;
                 };
                 if let Some(info) = self.info(&digest)? {
@@ -149,30 +136,21 @@ impl BlobWriter for LocalWriter {
     fn commit(self: Box<Self>, expected: Expected<'_>) -> Result<Digest> {
         let (buf, digest, size) = self.out.finish();
         expected.check(&digest, size)?;
-        let file = buf
-            .into_inner()
-            .map_err(|e| Error::io("flush ingest file", e.into_error()))?;
+        let file = buf.into_inner().map_err(|e| Error::io("flush ingest file", e.into_error()))?;
         let target = self.store.blob_path(&digest);
-        file.as_file()
-            .sync_all()
-            .ctx(|| format!("fsync ingest for {digest}"))?;
+        file.as_file().sync_all().ctx(|| format!("fsync ingest for {digest}"))?;
         // A concurrent writer of the same blob may have won; the content is identical,
         // so replacing it atomically is harmless.
-        file.persist(&target)
-            .map_err(|e| Error::io(format!("commit blob {digest}"), e.error))?;
+        file.persist(&target).map_err(|e| Error::io(format!("commit blob {digest}"), e.error))?;
         if let Some(dir) = target.parent() {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .ctx(|| format!("fsync {}", dir.display()))?;
+            File::open(dir).and_then(|d| d.sync_all()).ctx(|| format!("fsync {}", dir.display()))?;
         }
         Ok(digest)
     }
 
     fn abort(self: Box<Self>) -> Result<()> {
         let (buf, _, _) = self.out.finish();
-        let file = buf
-            .into_inner()
-            .map_err(|e| Error::io("flush ingest file", e.into_error()))?;
+        let file = buf.into_inner().map_err(|e| Error::io("flush ingest file", e.into_error()))?;
         file.close().ctx(|| "remove ingest file")
     }
 

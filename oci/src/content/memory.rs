@@ -27,48 +27,27 @@ impl MemoryStore {
 impl ContentStore for MemoryStore {
     fn info(&self, digest: &Digest) -> Result<Option<Info>> {
         let blobs = self.blobs.lock().unwrap_or_else(PoisonError::into_inner);
-        Ok(blobs.get(digest).map(|(b, t)| Info {
-            digest: digest.clone(),
-            size: b.len() as u64,
-            committed: *t,
-        }))
+        Ok(blobs.get(digest).map(|(b, t)| Info { digest: digest.clone(), size: b.len() as u64, committed: *t }))
     }
 
     fn reader(&self, digest: &Digest) -> Result<Box<dyn Read + Send>> {
         let blobs = self.blobs.lock().unwrap_or_else(PoisonError::into_inner);
-        let (b, _) = blobs
-            .get(digest)
-            .ok_or_else(|| crate::Error::BlobNotFound(digest.clone()))?;
+        let (b, _) = blobs.get(digest).ok_or_else(|| crate::Error::BlobNotFound(digest.clone()))?;
         Ok(Box::new(Cursor::new(Arc::clone(b))))
     }
 
     fn writer(&self, algorithm: Algorithm) -> Result<Box<dyn BlobWriter>> {
-        Ok(Box::new(MemoryWriter {
-            out: HashingWriter::new(Vec::new(), algorithm),
-            blobs: Arc::clone(&self.blobs),
-        }))
+        Ok(Box::new(MemoryWriter { out: HashingWriter::new(Vec::new(), algorithm), blobs: Arc::clone(&self.blobs) }))
     }
 
     fn delete(&self, digest: &Digest) -> Result<bool> {
-        Ok(self
-            .blobs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(digest)
-            .is_some())
+        Ok(self.blobs.lock().unwrap_or_else(PoisonError::into_inner).remove(digest).is_some())
     }
 
     fn walk(&self, f: &mut dyn FnMut(Info) -> Result<()>) -> Result<()> {
         let snapshot: Vec<Info> = {
             let blobs = self.blobs.lock().unwrap_or_else(PoisonError::into_inner);
-            blobs
-                .iter()
-                .map(|(d, (b, t))| Info {
-                    digest: d.clone(),
-                    size: b.len() as u64,
-                    committed: *t,
-                })
-                .collect()
+            blobs.iter().map(|(d, (b, t))| Info { digest: d.clone(), size: b.len() as u64, committed: *t }).collect()
         };
         snapshot.into_iter().try_for_each(f)
     }

@@ -44,17 +44,11 @@ pub struct Expected<'a> {
 
 impl<'a> Expected<'a> {
     /// Nothing expected: commit under the computed digest.
-    pub const ANY: Expected<'static> = Expected {
-        digest: None,
-        size: None,
-    };
+    pub const ANY: Expected<'static> = Expected { digest: None, size: None };
 
     /// Expect exactly this digest and size, as a descriptor gives them.
     pub fn exactly(digest: &'a Digest, size: u64) -> Self {
-        Expected {
-            digest: Some(digest),
-            size: Some(size),
-        }
+        Expected { digest: Some(digest), size: Some(size) }
     }
 
     /// Checks computed values against the expectation.
@@ -62,19 +56,12 @@ impl<'a> Expected<'a> {
         if let Some(size) = self.size {
             if size != actual_size {
                 let digest = self.digest.unwrap_or(actual).clone();
-                return Err(Error::SizeMismatch {
-                    digest,
-                    expected: size,
-                    actual: actual_size,
-                });
+                return Err(Error::SizeMismatch { digest, expected: size, actual: actual_size });
             }
         }
         if let Some(d) = self.digest {
             if d != actual {
-                return Err(Error::DigestMismatch {
-                    expected: d.clone(),
-                    actual: actual.clone(),
-                });
+                return Err(Error::DigestMismatch { expected: d.clone(), actual: actual.clone() });
             }
         }
         Ok(())
@@ -118,10 +105,7 @@ pub trait ContentStore: Send + Sync {
     fn put(&self, bytes: &[u8]) -> Result<Digest> {
         let mut w = self.writer(Algorithm::Sha256)?;
         w.write_all(bytes).map_err(|e| Error::io("write blob", e))?;
-        w.commit(Expected {
-            digest: None,
-            size: Some(bytes.len() as u64),
-        })
+        w.commit(Expected { digest: None, size: Some(bytes.len() as u64) })
     }
 
     /// Reads a small blob whole, refusing one larger than `limit` bytes.
@@ -143,10 +127,7 @@ pub trait ContentStore: Send + Sync {
             h.finish()
         };
         if &actual != digest {
-            return Err(Error::DigestMismatch {
-                expected: digest.clone(),
-                actual,
-            });
+            return Err(Error::DigestMismatch { expected: digest.clone(), actual });
         }
         Ok(buf)
     }

@@ -29,12 +29,7 @@ pub fn wrong_digest_is_refused_and_invisible(store: &dyn ContentStore) {
     let mut w = store.writer(Algorithm::Sha256).unwrap();
     w.write_all(b"actual").unwrap();
     let claimed = Digest::of(b"claimed");
-    let err = w
-        .commit(Expected {
-            digest: Some(&claimed),
-            size: None,
-        })
-        .unwrap_err();
+    let err = w.commit(Expected { digest: Some(&claimed), size: None }).unwrap_err();
     assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
     assert!(store.info(&claimed).unwrap().is_none());
     assert!(store.info(&Digest::of(b"actual")).unwrap().is_none());
@@ -45,17 +40,7 @@ pub fn wrong_size_is_refused(store: &dyn ContentStore) {
     w.write_all(b"12345").unwrap();
     let d = Digest::of(b"12345");
     let err = w.commit(Expected::exactly(&d, 4)).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::SizeMismatch {
-                expected: 4,
-                actual: 5,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, Error::SizeMismatch { expected: 4, actual: 5, .. }), "{err}");
     assert!(store.info(&d).unwrap().is_none());
 }
 
@@ -83,14 +68,8 @@ pub fn two_writers_of_one_blob(store: &dyn ContentStore) {
         a.write_all(chunk).unwrap();
         b.write_all(chunk).unwrap();
     }
-    assert_eq!(
-        a.commit(Expected::exactly(&d, data.len() as u64)).unwrap(),
-        d
-    );
-    assert_eq!(
-        b.commit(Expected::exactly(&d, data.len() as u64)).unwrap(),
-        d
-    );
+    assert_eq!(a.commit(Expected::exactly(&d, data.len() as u64)).unwrap(), d);
+    assert_eq!(b.commit(Expected::exactly(&d, data.len() as u64)).unwrap(), d);
     assert_eq!(store.read_small(&d, 1 << 21).unwrap(), data);
 }
 
@@ -185,17 +164,7 @@ fn local_store_leaves_no_ingest_files_behind() {
     let mut w = store.writer(Algorithm::Sha256).unwrap();
     w.write_all(b"x").unwrap();
     let bad = Digest::of(b"y");
-    assert!(w
-        .commit(Expected {
-            digest: Some(&bad),
-            size: None
-        })
-        .is_err());
+    assert!(w.commit(Expected { digest: Some(&bad), size: None }).is_err());
     store.put(b"z").unwrap();
-    assert_eq!(
-        std::fs::read_dir(dir.path().join("ingest"))
-            .unwrap()
-            .count(),
-        0
-    );
+    assert_eq!(std::fs::read_dir(dir.path().join("ingest")).unwrap().count(), 0);
 }

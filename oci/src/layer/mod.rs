@@ -67,9 +67,7 @@ impl Compression {
     /// The compression a layer media type declares, OCI or Docker; `None` for non-layers.
     pub fn from_media_type(media_type: &str) -> Option<Compression> {
         match media_type {
-            media::OCI_LAYER | media::DOCKER_LAYER | media::OCI_LAYER_NONDIST => {
-                Some(Compression::None)
-            }
+            media::OCI_LAYER | media::DOCKER_LAYER | media::OCI_LAYER_NONDIST => Some(Compression::None),
             media::OCI_LAYER_GZIP
             | media::DOCKER_LAYER_GZIP
             | media::DOCKER_LAYER_FOREIGN_GZIP
@@ -88,9 +86,7 @@ impl std::str::FromStr for Compression {
             "gzip" => Ok(Compression::Gzip),
             "zstd" => Ok(Compression::Zstd),
             "uncompressed" | "none" => Ok(Compression::None),
-            _ => Err(format!(
-                "unknown compression {s:?} (gzip, zstd, uncompressed)"
-            )),
+            _ => Err(format!("unknown compression {s:?} (gzip, zstd, uncompressed)")),
         }
     }
 }
@@ -112,9 +108,7 @@ pub struct LayerInfo {
 
 /// The number of threads compression uses by default: every core.
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 enum Compressor<W: Write> {
@@ -160,24 +154,18 @@ impl<W: Write> LayerWriter<W> {
         let compressor = match compression {
             Compression::None => Compressor::None(counted),
             Compression::Gzip => Compressor::Gzip(
-                ParGzEncoder::new(counted, 6, threads)
-                    .map_err(|e| Error::io("start gzip workers", e))?,
+                ParGzEncoder::new(counted, 6, threads).map_err(|e| Error::io("start gzip workers", e))?,
             ),
             Compression::Zstd => {
-                let mut enc =
-                    zstd::Encoder::new(counted, 3).map_err(|e| Error::io("start zstd", e))?;
+                let mut enc = zstd::Encoder::new(counted, 3).map_err(|e| Error::io("start zstd", e))?;
                 // Always the multithreaded format: its output is the same for any number of
                 // workers, but differs from single-threaded mode, and digests must not
                 // depend on the machine's core count.
-                enc.multithread(threads.max(1) as u32)
-                    .map_err(|e| Error::io("start zstd workers", e))?;
+                enc.multithread(threads.max(1) as u32).map_err(|e| Error::io("start zstd workers", e))?;
                 Compressor::Zstd(enc)
             }
         };
-        Ok(LayerWriter {
-            inner: HashingWriter::new(compressor, Algorithm::Sha256),
-            compression,
-        })
+        Ok(LayerWriter { inner: HashingWriter::new(compressor, Algorithm::Sha256), compression })
     }
 
     /// Finishes compression and returns the sink with what the layer is.
@@ -190,13 +178,7 @@ impl<W: Write> LayerWriter<W> {
         };
         let (mut sink, digest, size) = counted.finish();
         sink.flush().map_err(|e| Error::io("flush layer", e))?;
-        let info = LayerInfo {
-            digest,
-            size,
-            diff_id,
-            uncompressed_size,
-            compression: self.compression,
-        };
+        let info = LayerInfo { digest, size, diff_id, uncompressed_size, compression: self.compression };
         Ok((sink, info))
     }
 }
@@ -241,25 +223,16 @@ impl<R: Read> LayerReader<R> {
     /// Opens `raw` (a compressed or plain layer), with a cap on the uncompressed size.
     pub fn new(raw: R, limit: u64) -> Result<Self> {
         let mut buffered = BufReader::with_capacity(256 * 1024, raw);
-        let head = buffered
-            .fill_buf()
-            .map_err(|e| Error::io("read layer header", e))?;
+        let head = buffered.fill_buf().map_err(|e| Error::io("read layer header", e))?;
         let compression = Compression::detect(head);
         let dec = match compression {
             Compression::None => Decompressor::None(buffered),
-            Compression::Gzip => {
-                Decompressor::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(buffered)))
-            }
+            Compression::Gzip => Decompressor::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(buffered))),
             Compression::Zstd => Decompressor::Zstd(
-                zstd::Decoder::with_buffer(buffered)
-                    .map_err(|e| Error::io("start zstd decoder", e))?,
+                zstd::Decoder::with_buffer(buffered).map_err(|e| Error::io("start zstd decoder", e))?,
             ),
         };
-        Ok(LayerReader {
-            inner: HashingReader::new(dec, Algorithm::Sha256),
-            limit,
-            compression,
-        })
+        Ok(LayerReader { inner: HashingReader::new(dec, Algorithm::Sha256), limit, compression })
     }
 
     /// The compression found in the stream.
@@ -279,10 +252,7 @@ impl<R: Read> Read for LayerReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         if self.inner.count() > self.limit {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                Error::LayerTooLarge { limit: self.limit },
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidData, Error::LayerTooLarge { limit: self.limit }));
         }
         Ok(n)
     }
@@ -335,10 +305,7 @@ mod tests {
         let mut w = LayerWriter::with_threads(Vec::new(), Compression::Gzip, 1).unwrap();
         w.write_all(&tar).unwrap();
         let (blob, _) = w.finish().unwrap();
-        let err = LayerReader::new(&blob[..], 50_000)
-            .unwrap()
-            .finish()
-            .unwrap_err();
+        let err = LayerReader::new(&blob[..], 50_000).unwrap().finish().unwrap_err();
         let msg = crate::error::chain(&err);
         assert!(msg.contains("layer too large"), "{msg}");
     }
@@ -349,8 +316,7 @@ mod tests {
         let digests: Vec<Digest> = [1, 2, 4]
             .iter()
             .map(|&threads| {
-                let mut w =
-                    LayerWriter::with_threads(Vec::new(), Compression::Zstd, threads).unwrap();
+                let mut w = LayerWriter::with_threads(Vec::new(), Compression::Zstd, threads).unwrap();
                 w.write_all(&tar).unwrap();
                 w.finish().unwrap().1.digest
             })

@@ -61,9 +61,7 @@ impl<W: Write> ParGzEncoder<W> {
         for i in 0..threads {
             let rx = Arc::clone(&job_rx);
             let tx = done_tx.clone();
-            let handle = std::thread::Builder::new()
-                .name(format!("gzip-{i}"))
-                .spawn(move || worker(rx, tx, level))?;
+            let handle = std::thread::Builder::new().name(format!("gzip-{i}")).spawn(move || worker(rx, tx, level))?;
             workers.push(handle);
         }
         let mut enc = ParGzEncoder {
@@ -82,51 +80,32 @@ impl<W: Write> ParGzEncoder<W> {
             total_in: 0,
         };
         // Fixed header: no name, no mtime (reproducible), OS = unix.
-        enc.inner_mut()?
-            .write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3])?;
+        enc.inner_mut()?.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3])?;
         Ok(enc)
     }
 
     fn inner_mut(&mut self) -> io::Result<&mut W> {
-        self.inner
-            .as_mut()
-            .ok_or_else(|| io::Error::other("gzip encoder already finished"))
+        self.inner.as_mut().ok_or_else(|| io::Error::other("gzip encoder already finished"))
     }
 
     fn submit(&mut self, last: bool) -> io::Result<()> {
-        let data = std::mem::replace(
-            &mut self.buf,
-            Vec::with_capacity(if last { 0 } else { BLOCK }),
-        );
-        let tail: Option<Arc<[u8]>> =
-            (data.len() >= DICT).then(|| Arc::from(&data[data.len() - DICT..]));
+        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(if last { 0 } else { BLOCK }));
+        let tail: Option<Arc<[u8]>> = (data.len() >= DICT).then(|| Arc::from(&data[data.len() - DICT..]));
         let dict = std::mem::replace(&mut self.prev_tail, tail);
-        let job = Job {
-            seq: self.next_seq,
-            data,
-            dict,
-            last,
-        };
+        let job = Job { seq: self.next_seq, data, dict, last };
         self.next_seq += 1;
         while self.in_flight >= self.max_in_flight {
             self.drain_one()?;
         }
-        let jobs = self
-            .jobs
-            .as_ref()
-            .ok_or_else(|| io::Error::other("gzip encoder already finished"))?;
-        jobs.send(job)
-            .map_err(|_| io::Error::other("gzip worker thread died"))?;
+        let jobs = self.jobs.as_ref().ok_or_else(|| io::Error::other("gzip encoder already finished"))?;
+        jobs.send(job).map_err(|_| io::Error::other("gzip worker thread died"))?;
         self.in_flight += 1;
         Ok(())
     }
 
     /// Waits for one finished block and writes out whatever is now in order.
     fn drain_one(&mut self) -> io::Result<()> {
-        let done = self
-            .done
-            .recv()
-            .map_err(|_| io::Error::other("gzip worker thread died"))?;
+        let done = self.done.recv().map_err(|_| io::Error::other("gzip worker thread died"))?;
         self.pending.insert(done.seq, done);
         while let Some(done) = self.pending.remove(&self.next_out) {
             let out = done.out?;
@@ -145,10 +124,7 @@ impl<W: Write> ParGzEncoder<W> {
             self.drain_one()?;
         }
         let crc = std::mem::replace(&mut self.crc, crc32fast::Hasher::new()).finalize();
-        let mut inner = self
-            .inner
-            .take()
-            .ok_or_else(|| io::Error::other("gzip encoder already finished"))?;
+        let mut inner = self.inner.take().ok_or_else(|| io::Error::other("gzip encoder already finished"))?;
         inner.write_all(&crc.to_le_bytes())?;
         // ISIZE is the input length modulo 2^32 (RFC 1952).
         inner.write_all(&(self.total_in as u32).to_le_bytes())?;
@@ -200,14 +176,7 @@ fn worker(jobs: Arc<Mutex<Receiver<Job>>>, done: mpsc::Sender<Done>, level: u32)
         let mut crc = crc32fast::Hasher::new();
         crc.update(&job.data);
         let out = deflate_block(&job.data, job.dict.as_deref(), job.last, level);
-        if done
-            .send(Done {
-                seq: job.seq,
-                out,
-                crc,
-            })
-            .is_err()
-        {
+        if done.send(Done { seq: job.seq, out, crc }).is_err() {
             return;
         }
     }
@@ -221,29 +190,19 @@ fn deflate_block(data: &[u8], dict: Option<&[u8]>, last: bool, level: u32) -> io
         c.set_dictionary(d).map_err(io::Error::other)?;
     }
     let mut out = Vec::with_capacity(data.len() / 2 + 64);
-    let flush = if last {
-        FlushCompress::Finish
-    } else {
-        FlushCompress::Sync
-    };
+    let flush = if last { FlushCompress::Finish } else { FlushCompress::Sync };
     let mut input = data;
     loop {
         if out.capacity() - out.len() < 64 {
             out.reserve(out.capacity().max(4096));
         }
         let before = c.total_in();
-        let status = c
-            .compress_vec(input, &mut out, flush)
-            .map_err(io::Error::other)?;
+        let status = c.compress_vec(input, &mut out, flush).map_err(io::Error::other)?;
         input = &input[(c.total_in() - before) as usize..];
         match status {
             Status::StreamEnd => break,
             // A sync flush is complete once all input is consumed and zlib left spare room.
-            Status::Ok | Status::BufError
-                if !last && input.is_empty() && out.len() < out.capacity() =>
-            {
-                break
-            }
+            Status::Ok | Status::BufError if !last && input.is_empty() && out.len() < out.capacity() => break,
             Status::Ok | Status::BufError => {}
         }
     }
@@ -263,23 +222,13 @@ mod tests {
         }
         let gz = enc.finish().unwrap();
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&gz[..])
-            .read_to_end(&mut out)
-            .unwrap();
+        flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut out).unwrap();
         assert_eq!(out.len(), data.len());
         assert!(out == data, "round trip changed the data");
     }
 
     fn sample(len: usize) -> Vec<u8> {
-        let words = [
-            "layer ",
-            "digest ",
-            "manifest ",
-            "blob ",
-            "\n",
-            "sha256 ",
-            "0123 ",
-        ];
+        let words = ["layer ", "digest ", "manifest ", "blob ", "\n", "sha256 ", "0123 "];
         let mut x: u32 = 7;
         let mut v = Vec::with_capacity(len);
         while v.len() < len {
@@ -311,9 +260,6 @@ mod tests {
         let mut single = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
         single.write_all(&data).unwrap();
         let single = single.finish().unwrap().len();
-        assert!(
-            (par as f64) < single as f64 * 1.05,
-            "parallel {par} vs single {single}"
-        );
+        assert!((par as f64) < single as f64 * 1.05, "parallel {par} vs single {single}");
     }
 }

@@ -18,9 +18,7 @@ pub struct TarOptions {
 impl TarOptions {
     /// Options taken from the environment: `SOURCE_DATE_EPOCH` when it is a number.
     pub fn from_env() -> Self {
-        let source_date_epoch = std::env::var("SOURCE_DATE_EPOCH")
-            .ok()
-            .and_then(|s| s.trim().parse().ok());
+        let source_date_epoch = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.trim().parse().ok());
         TarOptions { source_date_epoch }
     }
 }
@@ -29,16 +27,10 @@ impl TarOptions {
 /// byte order of their paths, parents before children, numeric owners, no user or group
 /// names, hardlinks kept as links, symlinks stored as written and never followed.
 pub fn tar_directory(root: &Path, out: impl Write, opts: &TarOptions) -> Result<()> {
-    let mut w = TreeWriter {
-        builder: tar::Builder::new(out),
-        opts,
-        links: HashMap::new(),
-    };
+    let mut w = TreeWriter { builder: tar::Builder::new(out), opts, links: HashMap::new() };
     w.builder.follow_symlinks(false);
     w.dir(root, Path::new(""))?;
-    w.builder
-        .into_inner()
-        .map_err(|e| Error::io("finish tar stream", e))?;
+    w.builder.into_inner().map_err(|e| Error::io("finish tar stream", e))?;
     Ok(())
 }
 
@@ -102,20 +94,12 @@ impl<W: Write> TreeWriter<'_, W> {
             h.set_entry_type(tar::EntryType::Regular);
             h.set_size(meta.len());
             let file = File::open(path).ctx(|| format!("open {}", path.display()))?;
-            let mut counted = Counted {
-                inner: file.take(meta.len()),
-                n: 0,
-            };
-            self.builder
-                .append_data(&mut h, rel, &mut counted)
-                .ctx(ctx)?;
+            let mut counted = Counted { inner: file.take(meta.len()), n: 0 };
+            self.builder.append_data(&mut h, rel, &mut counted).ctx(ctx)?;
             if counted.n != meta.len() {
                 return Err(Error::io(
                     format!("archive {}", path.display()),
-                    io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "file shrank while it was being archived",
-                    ),
+                    io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while it was being archived"),
                 ));
             }
             return Ok(());
@@ -203,10 +187,7 @@ mod tests {
             let e = e.unwrap();
             let path = e.path().unwrap().into_owned();
             if path == Path::new("b/link") {
-                assert_eq!(
-                    e.link_name().unwrap().unwrap(),
-                    Path::new("../../etc/passwd")
-                );
+                assert_eq!(e.link_name().unwrap().unwrap(), Path::new("../../etc/passwd"));
             }
             if path == Path::new("c") {
                 assert_eq!(e.header().mode().unwrap(), 0o4755);
@@ -217,17 +198,12 @@ mod tests {
     #[test]
     fn source_date_epoch_makes_output_reproducible() {
         let d = tree();
-        let opts = TarOptions {
-            source_date_epoch: Some(1_000),
-        };
+        let opts = TarOptions { source_date_epoch: Some(1_000) };
         let mut first = Vec::new();
         tar_directory(d.path(), &mut first, &opts).unwrap();
         assert!(entries(&first).iter().all(|(_, _, m)| *m == 1_000));
         // Touch a file: with the epoch clamp the bytes do not change.
-        let f = File::options()
-            .write(true)
-            .open(d.path().join("a"))
-            .unwrap();
+        let f = File::options().write(true).open(d.path().join("a")).unwrap();
         f.set_modified(std::time::SystemTime::now()).unwrap();
         let mut second = Vec::new();
         tar_directory(d.path(), &mut second, &opts).unwrap();

@@ -13,10 +13,7 @@ use crate::error::{ErrorCode, RegistryError, Result};
 
 /// Reads one query parameter, percent-decoded.
 pub fn query_param(uri: &Uri, key: &str) -> Option<String> {
-    query_params(uri)
-        .into_iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v)
+    query_params(uri).into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
 }
 
 fn query_params(uri: &Uri) -> Vec<(String, String)> {
@@ -40,9 +37,7 @@ pub fn decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(b) => {
                         out.push(b);
@@ -75,10 +70,7 @@ fn response(status: StatusCode, headers: &[(&'static str, String)], body: Body) 
 pub fn api_version_check() -> Response {
     response(
         StatusCode::OK,
-        &[
-            ("Docker-Distribution-API-Version", "registry/2.0".into()),
-            ("Content-Type", "application/json".into()),
-        ],
+        &[("Docker-Distribution-API-Version", "registry/2.0".into()), ("Content-Type", "application/json".into())],
         Body::from("{}"),
     )
 }
@@ -89,11 +81,8 @@ fn parse_range(h: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>> {
         return Ok(None);
     };
     let bad = || {
-        RegistryError::new(
-            ErrorCode::RangeInvalid,
-            format!("unsatisfiable range {v:?}"),
-        )
-        .with_header("Content-Range", format!("bytes */{size}"))
+        RegistryError::new(ErrorCode::RangeInvalid, format!("unsatisfiable range {v:?}"))
+            .with_header("Content-Range", format!("bytes */{size}"))
     };
     let spec = v.strip_prefix("bytes=").ok_or_else(bad)?;
     let (a, b) = spec.split_once('-').ok_or_else(bad)?;
@@ -103,12 +92,7 @@ fn parse_range(h: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>> {
             (size.saturating_sub(n), size.saturating_sub(1))
         }
         (a, "") => (a.parse().map_err(|_| bad())?, size.saturating_sub(1)),
-        (a, b) => (
-            a.parse().map_err(|_| bad())?,
-            b.parse::<u64>()
-                .map_err(|_| bad())?
-                .min(size.saturating_sub(1)),
-        ),
+        (a, b) => (a.parse().map_err(|_| bad())?, b.parse::<u64>().map_err(|_| bad())?.min(size.saturating_sub(1))),
     };
     if start > end || start >= size {
         return Err(bad());
@@ -140,10 +124,7 @@ pub async fn get_blob(
         ("Cache-Control", "max-age=31536000".into()),
     ];
     if range.is_some() {
-        headers.push((
-            "Content-Range",
-            format!("bytes {start}-{}/{size}", start + len - 1),
-        ));
+        headers.push(("Content-Range", format!("bytes {start}-{}/{size}", start + len - 1)));
     }
     if head {
         return Ok(response(status, &headers, Body::empty()));
@@ -169,11 +150,7 @@ pub async fn get_blob(
 /// `DELETE /v2/<name>/blobs/<digest>`.
 pub async fn delete_blob(state: &AppState, name: &RepoName, digest: &Digest) -> Result<Response> {
     state.registry.delete_blob(name, digest).await?;
-    Ok(response(
-        StatusCode::ACCEPTED,
-        &[("Content-Length", "0".into())],
-        Body::empty(),
-    ))
+    Ok(response(StatusCode::ACCEPTED, &[("Content-Length", "0".into())], Body::empty()))
 }
 
 fn upload_headers(name: &RepoName, id: &UploadId, size: u64) -> Vec<(&'static str, String)> {
@@ -203,30 +180,17 @@ pub async fn start_upload(state: &AppState, name: &RepoName, req: Request) -> Re
     let uri = req.uri().clone();
     if let Some(mount) = query_param(&uri, "mount") {
         let digest = parse_digest(&mount)?;
-        let from = query_param(&uri, "from")
-            .map(|f| f.parse::<RepoName>())
-            .transpose()?;
-        if state
-            .registry
-            .mount_blob(name, &digest, from.as_ref())
-            .await?
-        {
+        let from = query_param(&uri, "from").map(|f| f.parse::<RepoName>()).transpose()?;
+        if state.registry.mount_blob(name, &digest, from.as_ref()).await? {
             return Ok(blob_created(name, &digest));
         }
     } else if let Some(d) = query_param(&uri, "digest") {
         let digest = parse_digest(&d)?;
-        state
-            .registry
-            .put_blob(name, &digest, body_stream(req.into_body()))
-            .await?;
+        state.registry.put_blob(name, &digest, body_stream(req.into_body())).await?;
         return Ok(blob_created(name, &digest));
     }
     let id = state.registry.start_upload(name).await?;
-    Ok(response(
-        StatusCode::ACCEPTED,
-        &upload_headers(name, &id, 0),
-        Body::empty(),
-    ))
+    Ok(response(StatusCode::ACCEPTED, &upload_headers(name, &id, 0), Body::empty()))
 }
 
 /// Parses `Content-Range: <start>-<end>` (with or without `bytes=`).
@@ -234,23 +198,11 @@ fn content_range(h: &HeaderMap) -> Result<Option<(u64, u64)>> {
     let Some(v) = h.get(header::CONTENT_RANGE).and_then(|v| v.to_str().ok()) else {
         return Ok(None);
     };
-    let bad = || {
-        RegistryError::new(
-            ErrorCode::RangeInvalid,
-            format!("invalid Content-Range {v:?}"),
-        )
-    };
+    let bad = || RegistryError::new(ErrorCode::RangeInvalid, format!("invalid Content-Range {v:?}"));
     let v2 = v.trim_start_matches("bytes=").trim_start_matches("bytes ");
     let (a, b) = v2.split_once('-').ok_or_else(bad)?;
-    let (a, b): (u64, u64) = (
-        a.trim().parse().map_err(|_| bad())?,
-        b.trim()
-            .split('/')
-            .next()
-            .unwrap_or("")
-            .parse()
-            .map_err(|_| bad())?,
-    );
+    let (a, b): (u64, u64) =
+        (a.trim().parse().map_err(|_| bad())?, b.trim().split('/').next().unwrap_or("").parse().map_err(|_| bad())?);
     if b < a {
         return Err(bad());
     }
@@ -258,19 +210,11 @@ fn content_range(h: &HeaderMap) -> Result<Option<(u64, u64)>> {
 }
 
 /// `PATCH /v2/<name>/blobs/uploads/<id>`: a chunk, in order (416 otherwise), or a stream.
-pub async fn patch_upload(
-    state: &AppState,
-    name: &RepoName,
-    id: &UploadId,
-    req: Request,
-) -> Result<Response> {
+pub async fn patch_upload(state: &AppState, name: &RepoName, id: &UploadId, req: Request) -> Result<Response> {
     let range = content_range(req.headers())?;
-    if let (Some((a, b)), Some(len)) = (
-        range,
-        req.headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok()),
-    ) {
+    if let (Some((a, b)), Some(len)) =
+        (range, req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()))
+    {
         if b - a + 1 != len {
             return Err(RegistryError::new(
                 ErrorCode::RangeInvalid,
@@ -278,30 +222,14 @@ pub async fn patch_upload(
             ));
         }
     }
-    let size = state
-        .registry
-        .append_upload(name, id, range.map(|r| r.0), body_stream(req.into_body()))
-        .await?;
-    Ok(response(
-        StatusCode::ACCEPTED,
-        &upload_headers(name, id, size),
-        Body::empty(),
-    ))
+    let size = state.registry.append_upload(name, id, range.map(|r| r.0), body_stream(req.into_body())).await?;
+    Ok(response(StatusCode::ACCEPTED, &upload_headers(name, id, size), Body::empty()))
 }
 
 /// `PUT /v2/<name>/blobs/uploads/<id>?digest=`: the last chunk (maybe empty) and the digest.
-pub async fn put_upload(
-    state: &AppState,
-    name: &RepoName,
-    id: &UploadId,
-    req: Request,
-) -> Result<Response> {
-    let digest = query_param(req.uri(), "digest").ok_or_else(|| {
-        RegistryError::new(
-            ErrorCode::DigestInvalid,
-            "digest query parameter is required",
-        )
-    })?;
+pub async fn put_upload(state: &AppState, name: &RepoName, id: &UploadId, req: Request) -> Result<Response> {
+    let digest = query_param(req.uri(), "digest")
+        .ok_or_else(|| RegistryError::new(ErrorCode::DigestInvalid, "digest query parameter is required"))?;
     let digest = parse_digest(&digest)?;
     if let Some((start, _)) = content_range(req.headers())? {
         let size = state.registry.upload_size(name, id).await?;
@@ -312,44 +240,24 @@ pub async fn put_upload(
             ));
         }
     }
-    state
-        .registry
-        .finish_upload(name, id, &digest, Some(body_stream(req.into_body())))
-        .await?;
+    state.registry.finish_upload(name, id, &digest, Some(body_stream(req.into_body()))).await?;
     Ok(blob_created(name, &digest))
 }
 
 /// `GET /v2/<name>/blobs/uploads/<id>`: how far the upload got.
-pub async fn get_upload_status(
-    state: &AppState,
-    name: &RepoName,
-    id: &UploadId,
-) -> Result<Response> {
+pub async fn get_upload_status(state: &AppState, name: &RepoName, id: &UploadId) -> Result<Response> {
     let size = state.registry.upload_size(name, id).await?;
-    Ok(response(
-        StatusCode::NO_CONTENT,
-        &upload_headers(name, id, size),
-        Body::empty(),
-    ))
+    Ok(response(StatusCode::NO_CONTENT, &upload_headers(name, id, size), Body::empty()))
 }
 
 /// `DELETE /v2/<name>/blobs/uploads/<id>`.
 pub async fn delete_upload(state: &AppState, name: &RepoName, id: &UploadId) -> Result<Response> {
     state.registry.cancel_upload(name, id).await?;
-    Ok(response(
-        StatusCode::NO_CONTENT,
-        &[("Content-Length", "0".into())],
-        Body::empty(),
-    ))
+    Ok(response(StatusCode::NO_CONTENT, &[("Content-Length", "0".into())], Body::empty()))
 }
 
 /// `GET`/`HEAD /v2/<name>/manifests/<reference>`.
-pub async fn get_manifest(
-    state: &AppState,
-    name: &RepoName,
-    reference: &str,
-    head: bool,
-) -> Result<Response> {
+pub async fn get_manifest(state: &AppState, name: &RepoName, reference: &str, head: bool) -> Result<Response> {
     let m = state.registry.get_manifest(name, reference).await?;
     let headers = [
         ("Content-Type", m.media_type.clone()),
@@ -357,34 +265,18 @@ pub async fn get_manifest(
         ("Content-Length", m.bytes.len().to_string()),
         ("ETag", format!("\"{}\"", m.digest)),
     ];
-    let body = if head {
-        Body::empty()
-    } else {
-        Body::from(m.bytes)
-    };
+    let body = if head { Body::empty() } else { Body::from(m.bytes) };
     Ok(response(StatusCode::OK, &headers, body))
 }
 
 /// `PUT /v2/<name>/manifests/<reference>`.
-pub async fn put_manifest(
-    state: &AppState,
-    name: &RepoName,
-    reference: &str,
-    req: Request,
-) -> Result<Response> {
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+pub async fn put_manifest(state: &AppState, name: &RepoName, reference: &str, req: Request) -> Result<Response> {
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let limit = oci::manifest::MAX_MANIFEST_SIZE;
     let bytes = axum::body::to_bytes(req.into_body(), limit)
         .await
         .map_err(|_| RegistryError::new(ErrorCode::TooLarge, "manifest larger than 4 MiB"))?;
-    let (digest, subject) = state
-        .registry
-        .put_manifest(name, reference, content_type.as_deref(), bytes)
-        .await?;
+    let (digest, subject) = state.registry.put_manifest(name, reference, content_type.as_deref(), bytes).await?;
     let mut headers = vec![
         ("Location", format!("/v2/{name}/manifests/{digest}")),
         ("Docker-Content-Digest", digest.to_string()),
@@ -397,34 +289,19 @@ pub async fn put_manifest(
 }
 
 /// `DELETE /v2/<name>/manifests/<reference>`: a tag, or a manifest by digest.
-pub async fn delete_manifest(
-    state: &AppState,
-    name: &RepoName,
-    reference: &str,
-) -> Result<Response> {
+pub async fn delete_manifest(state: &AppState, name: &RepoName, reference: &str) -> Result<Response> {
     state.registry.delete_manifest(name, reference).await?;
-    Ok(response(
-        StatusCode::ACCEPTED,
-        &[("Content-Length", "0".into())],
-        Body::empty(),
-    ))
+    Ok(response(StatusCode::ACCEPTED, &[("Content-Length", "0".into())], Body::empty()))
 }
 
 fn page_params(uri: &Uri) -> Result<(Option<usize>, Option<String>)> {
     let n = query_param(uri, "n")
-        .map(|n| {
-            n.parse::<usize>()
-                .map_err(|_| RegistryError::new(ErrorCode::Unsupported, format!("invalid n {n:?}")))
-        })
+        .map(|n| n.parse::<usize>().map_err(|_| RegistryError::new(ErrorCode::Unsupported, format!("invalid n {n:?}"))))
         .transpose()?;
     Ok((n, query_param(uri, "last")))
 }
 
-fn link_header(
-    path: &str,
-    n: Option<usize>,
-    last: Option<&String>,
-) -> Option<(&'static str, String)> {
+fn link_header(path: &str, n: Option<usize>, last: Option<&String>) -> Option<(&'static str, String)> {
     let (n, last) = (n?, last?);
     Some(("Link", format!("<{path}?n={n}&last={last}>; rel=\"next\"")))
 }
@@ -435,18 +312,10 @@ pub async fn list_tags(state: &AppState, name: &RepoName, uri: &Uri) -> Result<R
     let (tags, more) = paginate(state.registry.tags(name).await?, n, last.as_deref());
     let mut headers = vec![("Content-Type", "application/json".to_owned())];
     if more {
-        headers.extend(link_header(
-            &format!("/v2/{name}/tags/list"),
-            n,
-            tags.last(),
-        ));
+        headers.extend(link_header(&format!("/v2/{name}/tags/list"), n, tags.last()));
     }
     let body = json!({ "name": name.as_str(), "tags": tags });
-    Ok(response(
-        StatusCode::OK,
-        &headers,
-        Body::from(body.to_string()),
-    ))
+    Ok(response(StatusCode::OK, &headers, Body::from(body.to_string())))
 }
 
 /// `GET /v2/_catalog` with `n` and `last`.
@@ -457,34 +326,18 @@ pub async fn catalog(state: &AppState, uri: &Uri) -> Result<Response> {
     if more {
         headers.extend(link_header("/v2/_catalog", n, repos.last()));
     }
-    Ok(response(
-        StatusCode::OK,
-        &headers,
-        Body::from(json!({ "repositories": repos }).to_string()),
-    ))
+    Ok(response(StatusCode::OK, &headers, Body::from(json!({ "repositories": repos }).to_string())))
 }
 
 /// `GET /v2/<name>/referrers/<digest>`, optionally filtered by `artifactType`.
-pub async fn list_referrers(
-    state: &AppState,
-    name: &RepoName,
-    digest: &Digest,
-    uri: &Uri,
-) -> Result<Response> {
+pub async fn list_referrers(state: &AppState, name: &RepoName, digest: &Digest, uri: &Uri) -> Result<Response> {
     let filter = query_param(uri, "artifactType");
-    let index = state
-        .registry
-        .referrers(name, digest, filter.as_deref())
-        .await?;
+    let index = state.registry.referrers(name, digest, filter.as_deref()).await?;
     let mut headers = vec![("Content-Type", oci::media::OCI_INDEX.to_owned())];
     if filter.is_some() {
         headers.push(("OCI-Filters-Applied", "artifactType".to_owned()));
     }
-    Ok(response(
-        StatusCode::OK,
-        &headers,
-        Body::from(index.to_string()),
-    ))
+    Ok(response(StatusCode::OK, &headers, Body::from(index.to_string())))
 }
 
 #[cfg(test)]
@@ -510,9 +363,6 @@ mod tests {
         h.insert(header::RANGE, "bytes=8-".parse().unwrap());
         assert_eq!(parse_range(&h, 10).unwrap(), Some((8, 9)));
         h.insert(header::RANGE, "bytes=10-12".parse().unwrap());
-        assert_eq!(
-            parse_range(&h, 10).unwrap_err().code,
-            ErrorCode::RangeInvalid
-        );
+        assert_eq!(parse_range(&h, 10).unwrap_err().code, ErrorCode::RangeInvalid);
     }
 }

@@ -84,10 +84,7 @@ impl Endpoint {
         if let Some(name) = rest.strip_suffix("/tags/list") {
             return Ok(Endpoint::Tags(name.parse()?));
         }
-        if let Some(name) = rest
-            .strip_suffix("/blobs/uploads/")
-            .or_else(|| rest.strip_suffix("/blobs/uploads"))
-        {
+        if let Some(name) = rest.strip_suffix("/blobs/uploads/").or_else(|| rest.strip_suffix("/blobs/uploads")) {
             return Ok(Endpoint::Uploads(name.parse()?));
         }
         if let Some((name, id)) = rest.rsplit_once("/blobs/uploads/") {
@@ -145,33 +142,23 @@ fn action_for(method: &Method, endpoint: &Endpoint) -> Action {
 }
 
 async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
-    let rest = req
-        .uri()
-        .path()
-        .strip_prefix("/v2")
-        .unwrap_or("")
-        .to_owned();
+    let rest = req.uri().path().strip_prefix("/v2").unwrap_or("").to_owned();
     let endpoint = match Endpoint::parse(&rest) {
         Ok(e) => e,
         Err(e) => return e.into_response(),
     };
-    req.extensions()
-        .get::<RouteLabel>()
-        .map(|l| l.set(endpoint.route()));
+    req.extensions().get::<RouteLabel>().map(|l| l.set(endpoint.route()));
     let method = req.method().clone();
     let writes = !matches!(method, Method::GET | Method::HEAD);
     if writes && state.read_only {
-        return RegistryError::new(ErrorCode::Unsupported, "registry is in read-only mode")
-            .into_response();
+        return RegistryError::new(ErrorCode::Unsupported, "registry is in read-only mode").into_response();
     }
     let action = action_for(&method, &endpoint);
     let mut needs = vec![];
     if let Some(repo) = endpoint.repository() {
         needs.push((repo.clone(), action));
         // A mount reads from the source repository too.
-        if let (Endpoint::Uploads(_), Some(from)) =
-            (&endpoint, handlers::query_param(req.uri(), "from"))
-        {
+        if let (Endpoint::Uploads(_), Some(from)) = (&endpoint, handlers::query_param(req.uri(), "from")) {
             if let Ok(from) = from.parse::<RepoName>() {
                 needs.push((from, Action::Pull));
             }
@@ -184,42 +171,21 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     let result = match (method, endpoint) {
         (Method::GET, Endpoint::Base) => Ok(handlers::api_version_check()),
         (Method::GET, Endpoint::Catalog) => handlers::catalog(&state, req.uri()).await,
-        (Method::GET, Endpoint::Blob(n, d)) => {
-            handlers::get_blob(&state, &n, &d, req.headers(), false).await
-        }
-        (Method::HEAD, Endpoint::Blob(n, d)) => {
-            handlers::get_blob(&state, &n, &d, req.headers(), true).await
-        }
+        (Method::GET, Endpoint::Blob(n, d)) => handlers::get_blob(&state, &n, &d, req.headers(), false).await,
+        (Method::HEAD, Endpoint::Blob(n, d)) => handlers::get_blob(&state, &n, &d, req.headers(), true).await,
         (Method::DELETE, Endpoint::Blob(n, d)) => handlers::delete_blob(&state, &n, &d).await,
         (Method::POST, Endpoint::Uploads(n)) => handlers::start_upload(&state, &n, req).await,
-        (Method::PATCH, Endpoint::Upload(n, id)) => {
-            handlers::patch_upload(&state, &n, &id, req).await
-        }
+        (Method::PATCH, Endpoint::Upload(n, id)) => handlers::patch_upload(&state, &n, &id, req).await,
         (Method::PUT, Endpoint::Upload(n, id)) => handlers::put_upload(&state, &n, &id, req).await,
-        (Method::GET, Endpoint::Upload(n, id)) => {
-            handlers::get_upload_status(&state, &n, &id).await
-        }
+        (Method::GET, Endpoint::Upload(n, id)) => handlers::get_upload_status(&state, &n, &id).await,
         (Method::DELETE, Endpoint::Upload(n, id)) => handlers::delete_upload(&state, &n, &id).await,
-        (Method::GET, Endpoint::Manifest(n, r)) => {
-            handlers::get_manifest(&state, &n, &r, false).await
-        }
-        (Method::HEAD, Endpoint::Manifest(n, r)) => {
-            handlers::get_manifest(&state, &n, &r, true).await
-        }
-        (Method::PUT, Endpoint::Manifest(n, r)) => {
-            handlers::put_manifest(&state, &n, &r, req).await
-        }
-        (Method::DELETE, Endpoint::Manifest(n, r)) => {
-            handlers::delete_manifest(&state, &n, &r).await
-        }
+        (Method::GET, Endpoint::Manifest(n, r)) => handlers::get_manifest(&state, &n, &r, false).await,
+        (Method::HEAD, Endpoint::Manifest(n, r)) => handlers::get_manifest(&state, &n, &r, true).await,
+        (Method::PUT, Endpoint::Manifest(n, r)) => handlers::put_manifest(&state, &n, &r, req).await,
+        (Method::DELETE, Endpoint::Manifest(n, r)) => handlers::delete_manifest(&state, &n, &r).await,
         (Method::GET, Endpoint::Tags(n)) => handlers::list_tags(&state, &n, req.uri()).await,
-        (Method::GET, Endpoint::Referrers(n, d)) => {
-            handlers::list_referrers(&state, &n, &d, req.uri()).await
-        }
-        _ => Err(RegistryError::new(
-            ErrorCode::Unsupported,
-            "method not allowed on this endpoint",
-        )),
+        (Method::GET, Endpoint::Referrers(n, d)) => handlers::list_referrers(&state, &n, &d, req.uri()).await,
+        _ => Err(RegistryError::new(ErrorCode::Unsupported, "method not allowed on this endpoint")),
     };
     result.unwrap_or_else(IntoResponse::into_response)
 }
@@ -230,26 +196,16 @@ struct RouteLabel(Arc<std::sync::Mutex<&'static str>>);
 
 impl RouteLabel {
     fn set(&self, route: &'static str) {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = route;
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = route;
     }
 
     fn get(&self) -> &'static str {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
 /// Gives each request an id (echoed as `X-Request-Id`), logs it, and counts it.
-async fn observe(
-    State(state): State<AppState>,
-    mut req: Request,
-    next: axum::middleware::Next,
-) -> Response {
+async fn observe(State(state): State<AppState>, mut req: Request, next: axum::middleware::Next) -> Response {
     let id = req
         .headers()
         .get("x-request-id")
@@ -276,21 +232,9 @@ async fn observe(
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-request-id", v);
     }
-    let bytes_out = if method == Method::HEAD {
-        0
-    } else {
-        content_length(resp.headers())
-    };
-    state.metrics.record(
-        label.get(),
-        method.as_str(),
-        status.as_u16(),
-        bytes_in,
-        bytes_out,
-        elapsed,
-    );
-    let upload_done =
-        label.get() == "upload" && method == Method::PUT && status == StatusCode::CREATED;
+    let bytes_out = if method == Method::HEAD { 0 } else { content_length(resp.headers()) };
+    state.metrics.record(label.get(), method.as_str(), status.as_u16(), bytes_in, bytes_out, elapsed);
+    let upload_done = label.get() == "upload" && method == Method::PUT && status == StatusCode::CREATED;
     if upload_done {
         state.metrics.record_upload(elapsed);
     }
@@ -299,39 +243,22 @@ async fn observe(
 }
 
 fn content_length(h: &axum::http::HeaderMap) -> u64 {
-    h.get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    h.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
     let mut resp = state.metrics.render().into_response();
-    resp.headers_mut().insert(
-        "content-type",
-        HeaderValue::from_static("text/plain; version=0.0.4"),
-    );
+    resp.headers_mut().insert("content-type", HeaderValue::from_static("text/plain; version=0.0.4"));
     resp
 }
 
 async fn health(State(state): State<AppState>) -> Response {
     match state.registry.driver().stat("/v2").await {
-        Ok(_) => (
-            StatusCode::OK,
-            axum::Json(serde_json::json!({"status": "ok"})),
-        )
-            .into_response(),
-        Err(e) if e.is_not_found() => (
-            StatusCode::OK,
-            axum::Json(serde_json::json!({"status": "ok"})),
-        )
-            .into_response(),
+        Ok(_) => (StatusCode::OK, axum::Json(serde_json::json!({"status": "ok"}))).into_response(),
+        Err(e) if e.is_not_found() => (StatusCode::OK, axum::Json(serde_json::json!({"status": "ok"}))).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "health check: storage unavailable");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                axum::Json(serde_json::json!({"status": "storage unavailable"})),
-            )
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"status": "storage unavailable"})))
                 .into_response()
         }
     }
@@ -357,18 +284,9 @@ mod tests {
             Endpoint::parse(&format!("/a/blobs/b/blobs/{d}")).unwrap(),
             Endpoint::Blob(name("a/blobs/b"), d.parse().unwrap())
         );
-        assert_eq!(
-            Endpoint::parse("/x/y/manifests/v1").unwrap(),
-            Endpoint::Manifest(name("x/y"), "v1".into())
-        );
-        assert_eq!(
-            Endpoint::parse("/x/tags/list").unwrap(),
-            Endpoint::Tags(name("x"))
-        );
-        assert_eq!(
-            Endpoint::parse("/x/blobs/uploads/").unwrap(),
-            Endpoint::Uploads(name("x"))
-        );
+        assert_eq!(Endpoint::parse("/x/y/manifests/v1").unwrap(), Endpoint::Manifest(name("x/y"), "v1".into()));
+        assert_eq!(Endpoint::parse("/x/tags/list").unwrap(), Endpoint::Tags(name("x")));
+        assert_eq!(Endpoint::parse("/x/blobs/uploads/").unwrap(), Endpoint::Uploads(name("x")));
         assert!(matches!(
             Endpoint::parse("/x/blobs/uploads/6a1b8c1e-1111-4222-8333-444455556666").unwrap(),
             Endpoint::Upload(..)
@@ -381,13 +299,7 @@ mod tests {
         assert_eq!(code("/../etc/manifests/latest"), ErrorCode::NameInvalid);
         assert_eq!(code("/UPPER/manifests/latest"), ErrorCode::NameInvalid);
         assert_eq!(code("/a/blobs/sha256:nothex"), ErrorCode::DigestInvalid);
-        assert_eq!(
-            code("/a/blobs/uploads/../../x"),
-            ErrorCode::BlobUploadUnknown
-        );
-        assert_eq!(
-            code("/a/blobs/uploads/not-a-uuid"),
-            ErrorCode::BlobUploadUnknown
-        );
+        assert_eq!(code("/a/blobs/uploads/../../x"), ErrorCode::BlobUploadUnknown);
+        assert_eq!(code("/a/blobs/uploads/not-a-uuid"), ErrorCode::BlobUploadUnknown);
     }
 }

@@ -9,17 +9,9 @@ use crate::paths;
 impl Registry {
     /// The size of a blob this repository has; BLOB_UNKNOWN otherwise.
     pub async fn blob_size(&self, name: &RepoName, digest: &Digest) -> Result<u64> {
-        let unknown = || {
-            RegistryError::new(
-                ErrorCode::BlobUnknown,
-                format!("blob {digest} unknown to repository {name}"),
-            )
-        };
-        if self
-            .read_link(&paths::layer_link(name.as_str(), digest))
-            .await?
-            .is_none()
-        {
+        let unknown =
+            || RegistryError::new(ErrorCode::BlobUnknown, format!("blob {digest} unknown to repository {name}"));
+        if self.read_link(&paths::layer_link(name.as_str(), digest)).await?.is_none() {
             return Err(unknown());
         }
         match self.driver.stat(&paths::blob_data(digest)).await {
@@ -48,18 +40,12 @@ impl Registry {
 
     /// Makes a stored blob part of a repository.
     pub async fn link_blob(&self, name: &RepoName, digest: &Digest) -> Result<()> {
-        self.write_link(&paths::layer_link(name.as_str(), digest), digest)
-            .await
+        self.write_link(&paths::layer_link(name.as_str(), digest), digest).await
     }
 
     /// Cross-repository mount: links the blob into `name` if `from` has it (or, without
     /// `from`, if the registry stores it at all). Returns false when it cannot.
-    pub async fn mount_blob(
-        &self,
-        name: &RepoName,
-        digest: &Digest,
-        from: Option<&RepoName>,
-    ) -> Result<bool> {
+    pub async fn mount_blob(&self, name: &RepoName, digest: &Digest, from: Option<&RepoName>) -> Result<bool> {
         let available = match from {
             Some(from) => self.blob_size(from, digest).await.is_ok(),
             None => self.blob_stored(digest).await?,

@@ -50,28 +50,17 @@ fn parse_reference(reference: &str) -> Result<ManifestRef> {
     }
     let ok = !reference.is_empty()
         && reference.len() <= 128
-        && reference
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && reference
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        && reference.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && reference.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
     if ok {
         Ok(ManifestRef::Tag(reference.to_owned()))
     } else {
-        Err(RegistryError::new(
-            ErrorCode::ManifestInvalid,
-            format!("invalid tag {reference:?}"),
-        ))
+        Err(RegistryError::new(ErrorCode::ManifestInvalid, format!("invalid tag {reference:?}")))
     }
 }
 
 fn unknown(name: &RepoName, reference: &str) -> RegistryError {
-    RegistryError::new(
-        ErrorCode::ManifestUnknown,
-        format!("manifest {reference} unknown to repository {name}"),
-    )
+    RegistryError::new(ErrorCode::ManifestUnknown, format!("manifest {reference} unknown to repository {name}"))
 }
 
 impl Registry {
@@ -79,17 +68,12 @@ impl Registry {
     pub async fn resolve_manifest(&self, name: &RepoName, reference: &str) -> Result<Digest> {
         let digest = match parse_reference(reference)? {
             ManifestRef::Digest(d) => d,
-            ManifestRef::Tag(t) => match self.read_link(&paths::tag_link(name.as_str(), &t)).await?
-            {
+            ManifestRef::Tag(t) => match self.read_link(&paths::tag_link(name.as_str(), &t)).await? {
                 Some(d) => d,
                 None => return Err(unknown(name, reference)),
             },
         };
-        if self
-            .read_link(&paths::revision_link(name.as_str(), &digest))
-            .await?
-            .is_none()
-        {
+        if self.read_link(&paths::revision_link(name.as_str(), &digest)).await?.is_none() {
             return Err(unknown(name, reference));
         }
         Ok(digest)
@@ -106,11 +90,7 @@ impl Registry {
         let media_type = Manifest::parse(&bytes, None)
             .map(|m| m.media_type())
             .unwrap_or_else(|_| oci::media::OCI_MANIFEST.to_owned());
-        Ok(StoredManifest {
-            bytes,
-            media_type,
-            digest,
-        })
+        Ok(StoredManifest { bytes, media_type, digest })
     }
 
     /// Stores a manifest under a tag or digest after checking it: size, syntax, digest,
@@ -124,10 +104,7 @@ impl Registry {
         bytes: Bytes,
     ) -> Result<(Digest, Option<Digest>)> {
         if bytes.len() > MAX_MANIFEST_SIZE {
-            return Err(RegistryError::new(
-                ErrorCode::TooLarge,
-                "manifest larger than 4 MiB",
-            ));
+            return Err(RegistryError::new(ErrorCode::TooLarge, "manifest larger than 4 MiB"));
         }
         let target = parse_reference(reference)?;
         let algorithm = match &target {
@@ -147,52 +124,36 @@ impl Registry {
                 ));
             }
         }
-        let content_type =
-            content_type.filter(|t| oci::media::is_manifest(t) || oci::media::is_index(t));
+        let content_type = content_type.filter(|t| oci::media::is_manifest(t) || oci::media::is_index(t));
         let manifest = Manifest::parse(&bytes, content_type)
             .map_err(|e| RegistryError::new(ErrorCode::ManifestInvalid, e.to_string()))?;
         let extras: Extras = serde_json::from_slice(&bytes)
             .map_err(|e| RegistryError::new(ErrorCode::ManifestInvalid, e.to_string()))?;
         self.check_references(name, &manifest).await?;
-        let subject = extras
-            .subject
-            .as_ref()
-            .map(|s| parse_digest(&s.digest))
-            .transpose()?;
+        let subject = extras.subject.as_ref().map(|s| parse_digest(&s.digest)).transpose()?;
 
         if !self.blob_stored(&digest).await? {
             self.driver.put(&paths::blob_data(&digest), bytes).await?;
         }
-        self.write_link(&paths::revision_link(name.as_str(), &digest), &digest)
-            .await?;
+        self.write_link(&paths::revision_link(name.as_str(), &digest), &digest).await?;
         if let Some(s) = &subject {
-            self.write_link(&paths::referrer_link(name.as_str(), s, &digest), &digest)
-                .await?;
+            self.write_link(&paths::referrer_link(name.as_str(), s, &digest), &digest).await?;
         }
         if let ManifestRef::Tag(t) = &target {
-            self.write_link(&paths::tag_link(name.as_str(), t), &digest)
-                .await?;
+            self.write_link(&paths::tag_link(name.as_str(), t), &digest).await?;
         }
         Ok((digest, subject))
     }
 
     async fn check_references(&self, name: &RepoName, manifest: &Manifest) -> Result<()> {
-        let missing = |d: &Digest| {
-            RegistryError::new(
-                ErrorCode::ManifestBlobUnknown,
-                format!("{d} is not in repository {name}"),
-            )
-        };
+        let missing =
+            |d: &Digest| RegistryError::new(ErrorCode::ManifestBlobUnknown, format!("{d} is not in repository {name}"));
         match manifest {
             Manifest::Image(m) => {
-                let layers = m
-                    .layers()
-                    .iter()
-                    .filter(|l| l.urls().as_ref().is_none_or(|u| u.is_empty()));
+                let layers = m.layers().iter().filter(|l| l.urls().as_ref().is_none_or(|u| u.is_empty()));
                 for desc in std::iter::once(m.config()).chain(layers) {
-                    let d = oci::manifest::descriptor_digest(desc).map_err(|e| {
-                        RegistryError::new(ErrorCode::ManifestInvalid, e.to_string())
-                    })?;
+                    let d = oci::manifest::descriptor_digest(desc)
+                        .map_err(|e| RegistryError::new(ErrorCode::ManifestInvalid, e.to_string()))?;
                     if self.blob_size(name, &d).await.is_err() {
                         return Err(missing(&d));
                     }
@@ -200,14 +161,9 @@ impl Registry {
             }
             Manifest::Index(i) => {
                 for desc in i.manifests() {
-                    let d = oci::manifest::descriptor_digest(desc).map_err(|e| {
-                        RegistryError::new(ErrorCode::ManifestInvalid, e.to_string())
-                    })?;
-                    if self
-                        .read_link(&paths::revision_link(name.as_str(), &d))
-                        .await?
-                        .is_none()
-                    {
+                    let d = oci::manifest::descriptor_digest(desc)
+                        .map_err(|e| RegistryError::new(ErrorCode::ManifestInvalid, e.to_string()))?;
+                    if self.read_link(&paths::revision_link(name.as_str(), &d)).await?.is_none() {
                         return Err(missing(&d));
                     }
                 }
@@ -220,17 +176,10 @@ impl Registry {
     pub async fn delete_manifest(&self, name: &RepoName, reference: &str) -> Result<()> {
         match parse_reference(reference)? {
             ManifestRef::Tag(t) => {
-                if self
-                    .read_link(&paths::tag_link(name.as_str(), &t))
-                    .await?
-                    .is_none()
-                {
+                if self.read_link(&paths::tag_link(name.as_str(), &t)).await?.is_none() {
                     return Err(unknown(name, reference));
                 }
-                Ok(self
-                    .driver
-                    .delete(&paths::tag_dir(name.as_str(), &t))
-                    .await?)
+                Ok(self.driver.delete(&paths::tag_dir(name.as_str(), &t)).await?)
             }
             ManifestRef::Digest(d) => {
                 let link = paths::revision_link(name.as_str(), &d);
@@ -238,10 +187,7 @@ impl Registry {
                     return Err(unknown(name, reference));
                 }
                 if let Ok(bytes) = self.driver.get(&paths::blob_data(&d)).await {
-                    if let Ok(Extras {
-                        subject: Some(s), ..
-                    }) = serde_json::from_slice::<Extras>(&bytes)
-                    {
+                    if let Ok(Extras { subject: Some(s), .. }) = serde_json::from_slice::<Extras>(&bytes) {
                         if let Ok(s) = s.digest.parse::<Digest>() {
                             let l = paths::referrer_link(name.as_str(), &s, &d);
                             let _gone = self.driver.delete(l.trim_end_matches("/link")).await;
@@ -249,15 +195,8 @@ impl Registry {
                     }
                 }
                 for tag in self.list_or_empty(&paths::tags_dir(name.as_str())).await? {
-                    if self
-                        .read_link(&paths::tag_link(name.as_str(), &tag))
-                        .await?
-                        .as_ref()
-                        == Some(&d)
-                    {
-                        self.driver
-                            .delete(&paths::tag_dir(name.as_str(), &tag))
-                            .await?;
+                    if self.read_link(&paths::tag_link(name.as_str(), &tag)).await?.as_ref() == Some(&d) {
+                        self.driver.delete(&paths::tag_dir(name.as_str(), &tag)).await?;
                     }
                 }
                 Ok(self.driver.delete(link.trim_end_matches("/link")).await?)
@@ -285,12 +224,8 @@ impl Registry {
                 let Ok(extras) = serde_json::from_slice::<Extras>(&bytes) else {
                     continue;
                 };
-                let media_type = Manifest::parse(&bytes, None)
-                    .map(|m| m.media_type())
-                    .unwrap_or_default();
-                let at = extras
-                    .artifact_type
-                    .or_else(|| extras.config.and_then(|c| c.media_type));
+                let media_type = Manifest::parse(&bytes, None).map(|m| m.media_type()).unwrap_or_default();
+                let at = extras.artifact_type.or_else(|| extras.config.and_then(|c| c.media_type));
                 if artifact_type.is_some_and(|want| at.as_deref() != Some(want)) {
                     continue;
                 }
@@ -304,8 +239,6 @@ impl Registry {
                 manifests.push(desc);
             }
         }
-        Ok(
-            json!({ "schemaVersion": 2, "mediaType": oci::media::OCI_INDEX, "manifests": manifests }),
-        )
+        Ok(json!({ "schemaVersion": 2, "mediaType": oci::media::OCI_INDEX, "manifests": manifests }))
     }
 }

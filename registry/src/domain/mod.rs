@@ -35,12 +35,8 @@ impl FromStr for RepoName {
     type Err = RegistryError;
 
     fn from_str(s: &str) -> Result<Self> {
-        oci::reference::check_repository_path(s).map_err(|e| {
-            RegistryError::new(
-                ErrorCode::NameInvalid,
-                format!("invalid repository name: {e}"),
-            )
-        })?;
+        oci::reference::check_repository_path(s)
+            .map_err(|e| RegistryError::new(ErrorCode::NameInvalid, format!("invalid repository name: {e}")))?;
         Ok(RepoName(s.to_owned()))
     }
 }
@@ -60,8 +56,7 @@ impl std::fmt::Display for RepoName {
 
 /// Parses a digest from a URL or query, as the spec's DIGEST_INVALID.
 pub fn parse_digest(s: &str) -> Result<oci::Digest> {
-    s.parse()
-        .map_err(|e: oci::Error| RegistryError::new(ErrorCode::DigestInvalid, e.to_string()))
+    s.parse().map_err(|e: oci::Error| RegistryError::new(ErrorCode::DigestInvalid, e.to_string()))
 }
 
 /// The registry's content: cheap to clone, shared by all handlers.
@@ -75,10 +70,7 @@ pub struct Registry {
 impl Registry {
     /// A registry over `driver`.
     pub fn new(driver: Arc<dyn StorageDriver>) -> Self {
-        Registry {
-            driver,
-            hashes: Arc::default(),
-        }
+        Registry { driver, hashes: Arc::default() }
     }
 
     /// The storage driver (for garbage collection and health checks).
@@ -127,11 +119,7 @@ impl Registry {
 }
 
 /// Keeps the entries after `last` and at most `n` of them; says whether more remain.
-pub fn paginate(
-    mut items: Vec<String>,
-    n: Option<usize>,
-    last: Option<&str>,
-) -> (Vec<String>, bool) {
+pub fn paginate(mut items: Vec<String>, n: Option<usize>, last: Option<&str>) -> (Vec<String>, bool) {
     items.sort();
     if let Some(last) = last {
         items.retain(|i| i.as_str() > last);

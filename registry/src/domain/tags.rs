@@ -8,10 +8,7 @@ impl Registry {
     /// A repository's tags, sorted; NAME_UNKNOWN when the repository does not exist.
     pub async fn tags(&self, name: &RepoName) -> Result<Vec<String>> {
         if !self.repository_exists(name).await? {
-            return Err(RegistryError::new(
-                ErrorCode::NameUnknown,
-                format!("repository {name} not known to registry"),
-            ));
+            return Err(RegistryError::new(ErrorCode::NameUnknown, format!("repository {name} not known to registry")));
         }
         self.list_or_empty(&paths::tags_dir(name.as_str())).await
     }
@@ -22,21 +19,13 @@ impl Registry {
         let mut stack = vec![String::new()];
         let root = paths::repositories();
         while let Some(prefix) = stack.pop() {
-            let dir = if prefix.is_empty() {
-                root.clone()
-            } else {
-                format!("{root}/{prefix}")
-            };
+            let dir = if prefix.is_empty() { root.clone() } else { format!("{root}/{prefix}") };
             let children = self.list_or_empty(&dir).await?;
             if children.iter().any(|c| c == "_manifests") {
                 out.push(prefix.clone());
             }
             for c in children.into_iter().filter(|c| !c.starts_with('_')) {
-                stack.push(if prefix.is_empty() {
-                    c
-                } else {
-                    format!("{prefix}/{c}")
-                });
+                stack.push(if prefix.is_empty() { c } else { format!("{prefix}/{c}") });
             }
         }
         out.sort();

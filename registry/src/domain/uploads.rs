@@ -43,12 +43,7 @@ impl FromStr for UploadId {
     fn from_str(s: &str) -> Result<Self> {
         uuid::Uuid::try_parse(s)
             .map(|u| UploadId(u.hyphenated().to_string()))
-            .map_err(|_| {
-                RegistryError::new(
-                    ErrorCode::BlobUploadUnknown,
-                    format!("upload {s:?} unknown"),
-                )
-            })
+            .map_err(|_| RegistryError::new(ErrorCode::BlobUploadUnknown, format!("upload {s:?} unknown")))
     }
 }
 
@@ -68,45 +63,25 @@ impl Registry {
     pub async fn start_upload(&self, name: &RepoName) -> Result<UploadId> {
         let id = UploadId::new();
         let started = chrono::Utc::now().to_rfc3339();
-        self.driver
-            .put(
-                &paths::upload_started(name.as_str(), id.as_str()),
-                Bytes::from(started),
-            )
-            .await?;
-        let w = self
-            .driver
-            .writer(&paths::upload_data(name.as_str(), id.as_str()), false)
-            .await?;
+        self.driver.put(&paths::upload_started(name.as_str(), id.as_str()), Bytes::from(started)).await?;
+        let w = self.driver.writer(&paths::upload_data(name.as_str(), id.as_str()), false).await?;
         w.close().await?;
-        self.lock_hashes()
-            .insert(id.0.clone(), (0, oci::Algorithm::Sha256.hasher()));
+        self.lock_hashes().insert(id.0.clone(), (0, oci::Algorithm::Sha256.hasher()));
         Ok(id)
     }
 
-    fn lock_hashes(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (u64, oci::digest::Hasher)>>
-    {
-        self.hashes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock_hashes(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (u64, oci::digest::Hasher)>> {
+        self.hashes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     async fn open_upload(&self, name: &RepoName, id: &UploadId) -> Result<Box<dyn FileWriter>> {
-        if !self
-            .exists(&paths::upload_started(name.as_str(), id.as_str()))
-            .await?
-        {
+        if !self.exists(&paths::upload_started(name.as_str(), id.as_str())).await? {
             return Err(RegistryError::new(
                 ErrorCode::BlobUploadUnknown,
                 format!("upload {id} unknown to repository {name}"),
             ));
         }
-        Ok(self
-            .driver
-            .writer(&paths::upload_data(name.as_str(), id.as_str()), true)
-            .await?)
+        Ok(self.driver.writer(&paths::upload_data(name.as_str(), id.as_str()), true).await?)
     }
 
     /// Bytes received so far.
@@ -143,17 +118,9 @@ impl Registry {
         Ok(self.upload_size(name, id).await?)
     }
 
-    async fn write_body(
-        &self,
-        w: &mut Box<dyn FileWriter>,
-        id: &UploadId,
-        mut body: BodyStream,
-    ) -> Result<()> {
+    async fn write_body(&self, w: &mut Box<dyn FileWriter>, id: &UploadId, mut body: BodyStream) -> Result<()> {
         let size = w.size();
-        let mut hash = self
-            .lock_hashes()
-            .remove(id.as_str())
-            .filter(|(n, _)| *n == size);
+        let mut hash = self.lock_hashes().remove(id.as_str()).filter(|(n, _)| *n == size);
         while let Some(chunk) = body.next().await {
             let chunk = match chunk {
                 Ok(c) => c,
@@ -235,11 +202,7 @@ impl Registry {
         let w = self.open_upload(name, id).await?;
         w.cancel().await?;
         self.lock_hashes().remove(id.as_str());
-        match self
-            .driver
-            .delete(&paths::upload_dir(name.as_str(), id.as_str()))
-            .await
-        {
+        match self.driver.delete(&paths::upload_dir(name.as_str(), id.as_str())).await {
             Err(e) if !e.is_not_found() => Err(e.into()),
             _ => Ok(()),
         }

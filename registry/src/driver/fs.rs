@@ -39,20 +39,14 @@ fn io_err<'a>(op: &'static str, path: &'a str) -> impl FnOnce(io::Error) -> Driv
         if source.kind() == io::ErrorKind::NotFound {
             DriverError::NotFound(path.to_owned())
         } else {
-            DriverError::Io {
-                op,
-                path: path.to_owned(),
-                source,
-            }
+            DriverError::Io { op, path: path.to_owned(), source }
         }
     }
 }
 
 async fn make_parent(full: &Path, path: &str) -> Result<()> {
     if let Some(parent) = full.parent() {
-        tokio::fs::create_dir_all(parent)
-            .await
-            .map_err(io_err("create directory for", path))?;
+        tokio::fs::create_dir_all(parent).await.map_err(io_err("create directory for", path))?;
     }
     Ok(())
 }
@@ -61,9 +55,7 @@ async fn make_parent(full: &Path, path: &str) -> Result<()> {
 impl StorageDriver for FsDriver {
     async fn get(&self, path: &str) -> Result<Bytes> {
         let full = self.full(path)?;
-        Ok(Bytes::from(
-            tokio::fs::read(&full).await.map_err(io_err("read", path))?,
-        ))
+        Ok(Bytes::from(tokio::fs::read(&full).await.map_err(io_err("read", path))?))
     }
 
     async fn put(&self, path: &str, content: Bytes) -> Result<()> {
@@ -72,42 +64,29 @@ impl StorageDriver for FsDriver {
         let owned = path.to_owned();
         tokio::task::spawn_blocking(move || -> Result<()> {
             let dir = full.parent().unwrap_or(Path::new("/"));
-            let mut tmp = tempfile::Builder::new()
-                .prefix(".tmp-")
-                .tempfile_in(dir)
-                .map_err(io_err("create temp for", &owned))?;
+            let mut tmp =
+                tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir).map_err(io_err("create temp for", &owned))?;
             io::Write::write_all(&mut tmp, &content).map_err(io_err("write", &owned))?;
             tmp.as_file().sync_all().map_err(io_err("fsync", &owned))?;
-            tmp.persist(&full)
-                .map_err(|e| io_err("rename", &owned)(e.error))?;
+            tmp.persist(&full).map_err(|e| io_err("rename", &owned)(e.error))?;
             Ok(())
         })
         .await
-        .map_err(|e| DriverError::Io {
-            op: "put",
-            path: path.to_owned(),
-            source: io::Error::other(e),
-        })?
+        .map_err(|e| DriverError::Io { op: "put", path: path.to_owned(), source: io::Error::other(e) })?
     }
 
     async fn read(&self, path: &str, offset: u64) -> Result<ByteStream> {
         let full = self.full(path)?;
-        let mut f = tokio::fs::File::open(&full)
-            .await
-            .map_err(io_err("open", path))?;
+        let mut f = tokio::fs::File::open(&full).await.map_err(io_err("open", path))?;
         if offset > 0 {
-            f.seek(SeekFrom::Start(offset))
-                .await
-                .map_err(io_err("seek", path))?;
+            f.seek(SeekFrom::Start(offset)).await.map_err(io_err("seek", path))?;
         }
         Ok(Box::pin(ReaderStream::with_capacity(f, 256 * 1024)))
     }
 
     async fn stat(&self, path: &str) -> Result<FileInfo> {
         let full = self.full(path)?;
-        let m = tokio::fs::metadata(&full)
-            .await
-            .map_err(io_err("stat", path))?;
+        let m = tokio::fs::metadata(&full).await.map_err(io_err("stat", path))?;
         Ok(FileInfo {
             size: if m.is_dir() { 0 } else { m.len() },
             modified: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
@@ -117,9 +96,7 @@ impl StorageDriver for FsDriver {
 
     async fn list(&self, path: &str) -> Result<Vec<String>> {
         let full = self.full(path)?;
-        let mut rd = tokio::fs::read_dir(&full)
-            .await
-            .map_err(io_err("list", path))?;
+        let mut rd = tokio::fs::read_dir(&full).await.map_err(io_err("list", path))?;
         let mut names = Vec::new();
         while let Some(e) = rd.next_entry().await.map_err(io_err("list", path))? {
             if let Some(n) = e.file_name().to_str() {
@@ -134,26 +111,18 @@ impl StorageDriver for FsDriver {
 
     async fn delete(&self, path: &str) -> Result<()> {
         let full = self.full(path)?;
-        let m = tokio::fs::symlink_metadata(&full)
-            .await
-            .map_err(io_err("delete", path))?;
+        let m = tokio::fs::symlink_metadata(&full).await.map_err(io_err("delete", path))?;
         if m.is_dir() {
-            tokio::fs::remove_dir_all(&full)
-                .await
-                .map_err(io_err("delete", path))
+            tokio::fs::remove_dir_all(&full).await.map_err(io_err("delete", path))
         } else {
-            tokio::fs::remove_file(&full)
-                .await
-                .map_err(io_err("delete", path))
+            tokio::fs::remove_file(&full).await.map_err(io_err("delete", path))
         }
     }
 
     async fn rename(&self, from: &str, to: &str) -> Result<()> {
         let (f, t) = (self.full(from)?, self.full(to)?);
         make_parent(&t, to).await?;
-        tokio::fs::rename(&f, &t)
-            .await
-            .map_err(io_err("rename", from))
+        tokio::fs::rename(&f, &t).await.map_err(io_err("rename", from))
     }
 
     async fn writer(&self, path: &str, append: bool) -> Result<Box<dyn FileWriter>> {
@@ -192,10 +161,7 @@ struct FsWriter {
 #[async_trait::async_trait]
 impl FileWriter for FsWriter {
     async fn write(&mut self, data: Bytes) -> Result<()> {
-        self.file
-            .write_all(&data)
-            .await
-            .map_err(io_err("write", &self.path))?;
+        self.file.write_all(&data).await.map_err(io_err("write", &self.path))?;
         self.size += data.len() as u64;
         Ok(())
     }
@@ -211,21 +177,12 @@ impl FileWriter for FsWriter {
     }
 
     async fn commit(mut self: Box<Self>) -> Result<()> {
-        self.file
-            .flush()
-            .await
-            .map_err(io_err("flush", &self.path))?;
-        self.file
-            .get_ref()
-            .sync_all()
-            .await
-            .map_err(io_err("fsync", &self.path))
+        self.file.flush().await.map_err(io_err("flush", &self.path))?;
+        self.file.get_ref().sync_all().await.map_err(io_err("fsync", &self.path))
     }
 
     async fn cancel(self: Box<Self>) -> Result<()> {
         drop(self.file);
-        tokio::fs::remove_file(&self.full)
-            .await
-            .map_err(io_err("delete", &self.path))
+        tokio::fs::remove_file(&self.full).await.map_err(io_err("delete", &self.path))
     }
 }

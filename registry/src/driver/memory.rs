@@ -35,47 +35,31 @@ fn dir_prefix(path: &str) -> String {
 impl StorageDriver for MemoryDriver {
     async fn get(&self, path: &str) -> Result<Bytes> {
         check_path(path)?;
-        self.lock()
-            .get(path)
-            .map(|(b, _)| b.clone())
-            .ok_or_else(|| DriverError::NotFound(path.to_owned()))
+        self.lock().get(path).map(|(b, _)| b.clone()).ok_or_else(|| DriverError::NotFound(path.to_owned()))
     }
 
     async fn put(&self, path: &str, content: Bytes) -> Result<()> {
         check_path(path)?;
-        self.lock()
-            .insert(path.to_owned(), (content, SystemTime::now()));
+        self.lock().insert(path.to_owned(), (content, SystemTime::now()));
         Ok(())
     }
 
     async fn read(&self, path: &str, offset: u64) -> Result<ByteStream> {
         let content = self.get(path).await?;
-        let start = usize::try_from(offset)
-            .unwrap_or(usize::MAX)
-            .min(content.len());
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(content.len());
         let chunk = content.slice(start..);
-        Ok(Box::pin(futures_util::stream::once(
-            async move { Ok(chunk) },
-        )))
+        Ok(Box::pin(futures_util::stream::once(async move { Ok(chunk) })))
     }
 
     async fn stat(&self, path: &str) -> Result<FileInfo> {
         check_path(path)?;
         let files = self.lock();
         if let Some((b, t)) = files.get(path) {
-            return Ok(FileInfo {
-                size: b.len() as u64,
-                modified: *t,
-                is_dir: false,
-            });
+            return Ok(FileInfo { size: b.len() as u64, modified: *t, is_dir: false });
         }
         let prefix = dir_prefix(path);
         match files.range(prefix.clone()..).next() {
-            Some((k, (_, t))) if k.starts_with(&prefix) => Ok(FileInfo {
-                size: 0,
-                modified: *t,
-                is_dir: true,
-            }),
+            Some((k, (_, t))) if k.starts_with(&prefix) => Ok(FileInfo { size: 0, modified: *t, is_dir: true }),
             _ => Err(DriverError::NotFound(path.to_owned())),
         }
     }
@@ -119,17 +103,9 @@ impl StorageDriver for MemoryDriver {
 
     async fn writer(&self, path: &str, append: bool) -> Result<Box<dyn FileWriter>> {
         check_path(path)?;
-        let existing = if append {
-            self.get(path).await.ok()
-        } else {
-            None
-        };
+        let existing = if append { self.get(path).await.ok() } else { None };
         let buf = existing.map(|b| BytesMut::from(&b[..])).unwrap_or_default();
-        Ok(Box::new(MemoryWriter {
-            driver: self.clone(),
-            path: path.to_owned(),
-            buf,
-        }))
+        Ok(Box::new(MemoryWriter { driver: self.clone(), path: path.to_owned(), buf }))
     }
 
     fn name(&self) -> &'static str {

@@ -135,11 +135,8 @@ pub trait FileWriter: Send {
 
 /// Refuses paths the layout would never produce: relative, `..`, empty components.
 pub fn check_path(path: &str) -> Result<()> {
-    let ok = path.starts_with('/')
-        && path.len() > 1
-        && path[1..]
-            .split('/')
-            .all(|c| !c.is_empty() && c != "." && c != "..");
+    let ok =
+        path.starts_with('/') && path.len() > 1 && path[1..].split('/').all(|c| !c.is_empty() && c != "." && c != "..");
     if ok {
         Ok(())
     } else {

@@ -107,10 +107,7 @@ impl std::fmt::Debug for S3Config {
             .field("endpoint", &self.endpoint)
             .field("path_style", &self.path_style)
             .field("access_key", &self.access_key)
-            .field(
-                "secret_key",
-                &self.secret_key.as_ref().map(|_| "<redacted>"),
-            )
+            .field("secret_key", &self.secret_key.as_ref().map(|_| "<redacted>"))
             .field("part_size", &self.part_size)
             .finish()
     }
@@ -131,11 +128,7 @@ pub struct S3Driver {
 }
 
 fn config_error(cfg: &S3Config, message: impl Into<String>) -> DriverError {
-    DriverError::Backend {
-        op: "configure",
-        path: format!("s3://{}", cfg.bucket),
-        message: message.into(),
-    }
+    DriverError::Backend { op: "configure", path: format!("s3://{}", cfg.bucket), message: message.into() }
 }
 
 impl S3Driver {
@@ -146,39 +139,22 @@ impl S3Driver {
         }
         let part_size = cfg.part_size.unwrap_or(10 * MIB);
         if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&part_size) {
-            return Err(config_error(
-                &cfg,
-                format!("part_size {part_size} is outside S3's limits of 5 MiB to 5 GiB"),
-            ));
+            return Err(config_error(&cfg, format!("part_size {part_size} is outside S3's limits of 5 MiB to 5 GiB")));
         }
-        let part_size = usize::try_from(part_size)
-            .map_err(|_| config_error(&cfg, "part_size does not fit in memory"))?;
+        let part_size =
+            usize::try_from(part_size).map_err(|_| config_error(&cfg, "part_size does not fit in memory"))?;
 
         // One TLS stack for the whole binary: rustls with ring, as the registry server uses.
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(TlsProvider::Rustls(CryptoMode::Ring))
-            .build_https();
+        let http =
+            aws_smithy_http_client::Builder::new().tls_provider(TlsProvider::Rustls(CryptoMode::Ring)).build_https();
         let region = cfg.region.clone().unwrap_or_else(|| "us-east-1".to_owned());
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(region))
-            .http_client(http);
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region)).http_client(http);
         match (&cfg.access_key, &cfg.secret_key) {
             (Some(ak), Some(sk)) => {
-                loader = loader.credentials_provider(Credentials::new(
-                    ak,
-                    sk,
-                    None,
-                    None,
-                    "berth-config",
-                ))
+                loader = loader.credentials_provider(Credentials::new(ak, sk, None, None, "berth-config"))
             }
             (None, None) => {}
-            _ => {
-                return Err(config_error(
-                    &cfg,
-                    "access_key and secret_key must be given together",
-                ))
-            }
+            _ => return Err(config_error(&cfg, "access_key and secret_key must be given together")),
         }
         let shared = loader.load().await;
         // Checksums only where S3 requires them: several S3-compatible servers reject the
@@ -194,11 +170,7 @@ impl S3Driver {
         Ok(S3Driver {
             client: Client::from_conf(s3.build()),
             bucket: cfg.bucket,
-            prefix: if prefix.is_empty() {
-                String::new()
-            } else {
-                format!("{prefix}/")
-            },
+            prefix: if prefix.is_empty() { String::new() } else { format!("{prefix}/") },
             part_size,
             copy_limit: COPY_OBJECT_LIMIT,
             copy_part_size: COPY_PART_SIZE,
@@ -253,8 +225,7 @@ impl S3Driver {
                     return Err(DriverError::Backend {
                         op: "append",
                         path: path.to_owned(),
-                        message: "the file is committed; S3 objects cannot be appended to"
-                            .to_owned(),
+                        message: "the file is committed; S3 objects cannot be appended to".to_owned(),
                     });
                 }
             }
@@ -271,23 +242,20 @@ impl S3Driver {
             Err(e) if e.is_not_found() => return Ok(None),
             Err(e) => return Err(e),
         };
-        let state: UploadState =
-            serde_json::from_slice(&raw).map_err(|e| DriverError::Backend {
-                op: "read upload state of",
-                path: path.to_owned(),
-                message: format!("corrupt {STATE_SUFFIX} object: {e}"),
-            })?;
+        let state: UploadState = serde_json::from_slice(&raw).map_err(|e| DriverError::Backend {
+            op: "read upload state of",
+            path: path.to_owned(),
+            message: format!("corrupt {STATE_SUFFIX} object: {e}"),
+        })?;
         Ok(Some(state))
     }
 
     /// The tail recorded by `state`, checked to be the very object that state describes.
     async fn load_pending(&self, path: &str, key: &str, state: &UploadState) -> Result<BytesMut> {
-        let inconsistent = |what: &str| {
-            DriverError::Backend {
+        let inconsistent = |what: &str| DriverError::Backend {
             op: "resume",
             path: path.to_owned(),
             message: format!("upload state is inconsistent: {what} (a close was interrupted); the upload must restart"),
-        }
         };
         let (data, etag) = match self.get_key(path, &format!("{key}{PENDING_SUFFIX}")).await {
             Ok(found) => found,
@@ -295,16 +263,13 @@ impl S3Driver {
             Err(e) => return Err(e),
         };
         let unquoted = |e: &Option<String>| e.as_deref().map(|e| e.trim_matches('"').to_owned());
-        let etag_differs = state.pending_etag.is_some()
-            && etag.is_some()
-            && unquoted(&etag) != unquoted(&state.pending_etag);
+        let etag_differs =
+            state.pending_etag.is_some() && etag.is_some() && unquoted(&etag) != unquoted(&state.pending_etag);
         if data.len() as u64 != state.pending_size || etag_differs {
             return Err(inconsistent("the pending tail is not the one recorded"));
         }
         if data.len() >= self.part_size {
-            return Err(inconsistent(
-                "the pending tail is larger than one part (was part_size lowered?)",
-            ));
+            return Err(inconsistent("the pending tail is larger than one part (was part_size lowered?)"));
         }
         let mut buf = BytesMut::with_capacity(self.part_size);
         buf.extend_from_slice(&data);
@@ -313,20 +278,9 @@ impl S3Driver {
 
     /// A whole object with its ETag.
     async fn get_key(&self, path: &str, key: &str) -> Result<(Bytes, Option<String>)> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(sdk_err("get", path))?;
+        let out = self.client.get_object().bucket(&self.bucket).key(key).send().await.map_err(sdk_err("get", path))?;
         let etag = out.e_tag().map(str::to_owned);
-        let body = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| backend("get", path, DisplayErrorContext(&e)))?;
+        let body = out.body.collect().await.map_err(|e| backend("get", path, DisplayErrorContext(&e)))?;
         Ok((body.into_bytes(), etag))
     }
 
@@ -364,36 +318,18 @@ impl S3Driver {
             .map_err(sdk_err(op, path))?;
         Ok(out.contents().first().and_then(|o| {
             let size = u64::try_from(o.size().unwrap_or(0)).unwrap_or(0);
-            o.key()
-                .map(|k| (k.to_owned(), size, to_system_time(o.last_modified())))
+            o.key().map(|k| (k.to_owned(), size, to_system_time(o.last_modified())))
         }))
     }
 
     /// Size and time of the object at exactly `key`, if there is one.
-    async fn probe(
-        &self,
-        op: &'static str,
-        path: &str,
-        key: &str,
-    ) -> Result<Option<(u64, SystemTime)>> {
-        Ok(self
-            .first_under(op, path, key)
-            .await?
-            .filter(|(k, _, _)| k == key)
-            .map(|(_, size, t)| (size, t)))
+    async fn probe(&self, op: &'static str, path: &str, key: &str) -> Result<Option<(u64, SystemTime)>> {
+        Ok(self.first_under(op, path, key).await?.filter(|(k, _, _)| k == key).map(|(_, size, t)| (size, t)))
     }
 
     /// Deletes one object; a missing object is not an error (S3 does not say).
     async fn delete_key(&self, path: &str, key: &str) -> Result<()> {
-        match self
-            .client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(sdk_err("delete", path))
-        {
+        match self.client.delete_object().bucket(&self.bucket).key(key).send().await.map_err(sdk_err("delete", path)) {
             Err(e) if !e.is_not_found() => Err(e),
             _ => Ok(()),
         }
@@ -407,10 +343,7 @@ impl S3Driver {
         let ids = keys
             .into_iter()
             .map(|k| {
-                ObjectIdentifier::builder()
-                    .key(k)
-                    .build()
-                    .map_err(|e| backend("delete", path, DisplayErrorContext(&e)))
+                ObjectIdentifier::builder().key(k).build().map_err(|e| backend("delete", path, DisplayErrorContext(&e)))
             })
             .collect::<Result<Vec<_>>>()?;
         let delete = Delete::builder()
@@ -440,14 +373,7 @@ impl S3Driver {
     }
 
     async fn abort_upload(&self, path: &str, key: &str, upload_id: &str) -> Result<()> {
-        let res = self
-            .client
-            .abort_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .upload_id(upload_id)
-            .send()
-            .await;
+        let res = self.client.abort_multipart_upload().bucket(&self.bucket).key(key).upload_id(upload_id).send().await;
         match res.map_err(sdk_err("abort upload of", path)) {
             Err(e) if !e.is_not_found() => Err(e),
             _ => Ok(()),
@@ -462,25 +388,12 @@ impl S3Driver {
         if let Some(id) = &state.upload_id {
             self.abort_upload(path, key, id).await?;
         }
-        self.delete_keys(
-            path,
-            vec![
-                format!("{key}{STATE_SUFFIX}"),
-                format!("{key}{PENDING_SUFFIX}"),
-            ],
-        )
-        .await?;
+        self.delete_keys(path, vec![format!("{key}{STATE_SUFFIX}"), format!("{key}{PENDING_SUFFIX}")]).await?;
         Ok(true)
     }
 
     /// Copies an object too big for CopyObject with UploadPartCopy, part by part.
-    async fn multipart_copy(
-        &self,
-        from: &str,
-        source: &str,
-        to_key: &str,
-        size: u64,
-    ) -> Result<()> {
+    async fn multipart_copy(&self, from: &str, source: &str, to_key: &str, size: u64) -> Result<()> {
         let part = self.copy_part_size.max(size.div_ceil(MAX_PARTS as u64));
         let created = self
             .client
@@ -492,21 +405,14 @@ impl S3Driver {
             .map_err(sdk_err("rename", from))?;
         let upload_id = created
             .upload_id()
-            .ok_or_else(|| {
-                backend(
-                    "rename",
-                    from,
-                    "CreateMultipartUpload returned no upload id",
-                )
-            })?
+            .ok_or_else(|| backend("rename", from, "CreateMultipartUpload returned no upload id"))?
             .to_owned();
         let mut parts = Vec::new();
         let copied: Result<()> = async {
             let mut start = 0;
             while start < size {
                 let end = (start + part).min(size) - 1;
-                let number = i32::try_from(parts.len() + 1)
-                    .map_err(|_| backend("rename", from, "too many parts"))?;
+                let number = i32::try_from(parts.len() + 1).map_err(|_| backend("rename", from, "too many parts"))?;
                 let out = self
                     .client
                     .upload_part_copy()
@@ -519,16 +425,8 @@ impl S3Driver {
                     .send()
                     .await
                     .map_err(sdk_err("rename", from))?;
-                let etag = out
-                    .copy_part_result()
-                    .and_then(|r| r.e_tag())
-                    .unwrap_or_default();
-                parts.push(
-                    CompletedPart::builder()
-                        .part_number(number)
-                        .e_tag(etag)
-                        .build(),
-                );
+                let etag = out.copy_part_result().and_then(|r| r.e_tag()).unwrap_or_default();
+                parts.push(CompletedPart::builder().part_number(number).e_tag(etag).build());
                 start = end + 1;
             }
             self.client
@@ -536,11 +434,7 @@ impl S3Driver {
                 .bucket(&self.bucket)
                 .key(to_key)
                 .upload_id(&upload_id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
-                        .build(),
-                )
+                .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
                 .send()
                 .await
                 .map_err(sdk_err("rename", from))?;
@@ -576,15 +470,11 @@ impl StorageDriver for S3Driver {
         let out = match req.send().await {
             Ok(out) => out,
             // 416: the object exists but ends at or before `offset`: nothing left to read.
-            Err(e) if offset > 0 && http_status(&e) == Some(416) => {
-                return Ok(Box::pin(futures_util::stream::empty()))
-            }
+            Err(e) if offset > 0 && http_status(&e) == Some(416) => return Ok(Box::pin(futures_util::stream::empty())),
             Err(e) => return Err(sdk_err("read", path)(e)),
         };
         let stream = futures_util::stream::unfold(out.body, |mut body| async move {
-            body.next()
-                .await
-                .map(|chunk| (chunk.map_err(io::Error::other), body))
+            body.next().await.map(|chunk| (chunk.map_err(io::Error::other), body))
         });
         Ok(Box::pin(stream))
     }
@@ -594,26 +484,13 @@ impl StorageDriver for S3Driver {
         let dir = format!("{key}/");
         let first = match self.first_under("stat", path, &key).await? {
             None => return Err(DriverError::NotFound(path.to_owned())),
-            Some((k, size, modified)) if k == key => {
-                return Ok(FileInfo {
-                    size,
-                    modified,
-                    is_dir: false,
-                })
-            }
+            Some((k, size, modified)) if k == key => return Ok(FileInfo { size, modified, is_dir: false }),
             Some((k, _, modified)) if k.starts_with(&dir) => Some(modified),
             // A sibling such as `<key>.multipart` or `<key>-x` sorts before `<key>/`: look there.
-            Some(_) => self
-                .first_under("stat", path, &dir)
-                .await?
-                .map(|(_, _, modified)| modified),
+            Some(_) => self.first_under("stat", path, &dir).await?.map(|(_, _, modified)| modified),
         };
         match first {
-            Some(modified) => Ok(FileInfo {
-                size: 0,
-                modified,
-                is_dir: true,
-            }),
+            Some(modified) => Ok(FileInfo { size: 0, modified, is_dir: true }),
             None => Err(DriverError::NotFound(path.to_owned())),
         }
     }
@@ -640,10 +517,7 @@ impl StorageDriver for S3Driver {
                 };
                 found = true;
                 // Empty: a "folder marker" some tools create. Helpers: a writer's resumable state.
-                if !name.is_empty()
-                    && !name.ends_with(STATE_SUFFIX)
-                    && !name.ends_with(PENDING_SUFFIX)
-                {
+                if !name.is_empty() && !name.ends_with(STATE_SUFFIX) && !name.ends_with(PENDING_SUFFIX) {
                     names.push(name.to_owned());
                 }
             }
@@ -720,10 +594,8 @@ impl StorageDriver for S3Driver {
 
     async fn rename(&self, from: &str, to: &str) -> Result<()> {
         let (from_key, to_key) = (self.key(from)?, self.key(to)?);
-        let (size, _) = self
-            .probe("rename", from, &from_key)
-            .await?
-            .ok_or_else(|| DriverError::NotFound(from.to_owned()))?;
+        let (size, _) =
+            self.probe("rename", from, &from_key).await?.ok_or_else(|| DriverError::NotFound(from.to_owned()))?;
         if from_key == to_key {
             // Copy-then-delete onto itself would delete the file.
             return Ok(());
@@ -803,10 +675,7 @@ impl S3Writer {
     fn note_buffer(&mut self) {
         #[cfg(test)]
         {
-            self.peak_buffered = self
-                .peak_buffered
-                .max(self.buf.len())
-                .max(self.buf.capacity());
+            self.peak_buffered = self.peak_buffered.max(self.buf.len()).max(self.buf.capacity());
         }
     }
 
@@ -827,10 +696,7 @@ impl S3Writer {
     /// Brings the tail recorded at the last close into the buffer, before it grows.
     async fn load_tail(&mut self) -> Result<()> {
         if !self.tail_loaded {
-            self.buf = self
-                .driver
-                .load_pending(&self.path, &self.key, &self.durable)
-                .await?;
+            self.buf = self.driver.load_pending(&self.path, &self.key, &self.durable).await?;
             self.tail_loaded = true;
             self.note_buffer();
         }
@@ -851,18 +717,13 @@ impl S3Writer {
     /// Uploads one part, starting the multipart upload first if needed.
     async fn upload_part(&mut self, data: Bytes) -> Result<()> {
         if self.parts.len() >= MAX_PARTS {
-            return Err(backend(
-                "write",
-                &self.path,
-                format!("file exceeds {MAX_PARTS} parts; raise part_size"),
-            ));
+            return Err(backend("write", &self.path, format!("file exceeds {MAX_PARTS} parts; raise part_size")));
         }
         let upload_id = match &self.durable.upload_id {
             Some(id) => id.clone(),
             None => self.create_upload().await?,
         };
-        let number = i32::try_from(self.parts.len() + 1)
-            .map_err(|_| backend("write", &self.path, "too many parts"))?;
+        let number = i32::try_from(self.parts.len() + 1).map_err(|_| backend("write", &self.path, "too many parts"))?;
         let size = data.len() as u64;
         let out = self
             .driver
@@ -877,10 +738,7 @@ impl S3Writer {
             .send()
             .await
             .map_err(sdk_err("write", &self.path))?;
-        let etag = out
-            .e_tag()
-            .ok_or_else(|| backend("write", &self.path, "UploadPart returned no ETag"))?
-            .to_owned();
+        let etag = out.e_tag().ok_or_else(|| backend("write", &self.path, "UploadPart returned no ETag"))?.to_owned();
         self.parts.push(PartRecord { number, etag, size });
         self.uploaded += size;
         Ok(())
@@ -897,10 +755,8 @@ impl S3Writer {
             .send()
             .await
             .map_err(sdk_err("start upload of", &self.path))?;
-        let id = out
-            .upload_id()
-            .ok_or_else(|| backend("start upload of", &self.path, "no upload id returned"))?
-            .to_owned();
+        let id =
+            out.upload_id().ok_or_else(|| backend("start upload of", &self.path, "no upload id returned"))?.to_owned();
         // Same content as the last close (no parts yet, same tail), now naming the upload.
         let mut state = self.durable.clone();
         state.upload_id = Some(id.clone());
@@ -914,20 +770,15 @@ impl S3Writer {
     }
 
     async fn save_state(&mut self, state: &UploadState) -> Result<()> {
-        let json =
-            serde_json::to_vec(state).map_err(|e| backend("close", &self.path, e.to_string()))?;
-        self.driver
-            .put_key(&self.path, &self.state_key(), Bytes::from(json))
-            .await?;
+        let json = serde_json::to_vec(state).map_err(|e| backend("close", &self.path, e.to_string()))?;
+        self.driver.put_key(&self.path, &self.state_key(), Bytes::from(json)).await?;
         self.state_exists = true;
         Ok(())
     }
 
     async fn delete_helpers(&self) -> Result<()> {
         if self.state_exists {
-            self.driver
-                .delete_keys(&self.path, vec![self.state_key(), self.pending_key()])
-                .await?;
+            self.driver.delete_keys(&self.path, vec![self.state_key(), self.pending_key()]).await?;
         }
         Ok(())
     }
@@ -970,11 +821,7 @@ impl FileWriter for S3Writer {
     }
 
     fn size(&self) -> u64 {
-        let tail = if self.tail_loaded {
-            self.buf.len() as u64
-        } else {
-            self.durable.pending_size
-        };
+        let tail = if self.tail_loaded { self.buf.len() as u64 } else { self.durable.pending_size };
         self.uploaded + tail
     }
 
@@ -984,18 +831,12 @@ impl FileWriter for S3Writer {
             // Reopened and nothing written: what the last close recorded still holds.
             return Ok(());
         }
-        let mut state = UploadState {
-            upload_id: self.durable.upload_id.clone(),
-            parts: self.parts.clone(),
-            ..Default::default()
-        };
+        let mut state =
+            UploadState { upload_id: self.durable.upload_id.clone(), parts: self.parts.clone(), ..Default::default() };
         if !self.buf.is_empty() {
             let tail = std::mem::take(&mut self.buf).freeze();
             state.pending_size = tail.len() as u64;
-            state.pending_etag = self
-                .driver
-                .put_key(&self.path, &self.pending_key(), tail)
-                .await?;
+            state.pending_etag = self.driver.put_key(&self.path, &self.pending_key(), tail).await?;
         }
         // The commit point: until this write lands, the previous close's state stands.
         self.save_state(&state).await
@@ -1018,12 +859,7 @@ impl FileWriter for S3Writer {
                 let parts = self
                     .parts
                     .iter()
-                    .map(|p| {
-                        CompletedPart::builder()
-                            .part_number(p.number)
-                            .e_tag(&p.etag)
-                            .build()
-                    })
+                    .map(|p| CompletedPart::builder().part_number(p.number).e_tag(&p.etag).build())
                     .collect();
                 self.driver
                     .client
@@ -1031,11 +867,7 @@ impl FileWriter for S3Writer {
                     .bucket(&self.driver.bucket)
                     .key(&self.key)
                     .upload_id(upload_id)
-                    .multipart_upload(
-                        CompletedMultipartUpload::builder()
-                            .set_parts(Some(parts))
-                            .build(),
-                    )
+                    .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
                     .send()
                     .await
                     .map_err(sdk_err("commit", &self.path))?;
@@ -1054,11 +886,7 @@ impl FileWriter for S3Writer {
 }
 
 fn backend(op: &'static str, path: &str, message: impl std::fmt::Display) -> DriverError {
-    DriverError::Backend {
-        op,
-        path: path.to_owned(),
-        message: message.to_string(),
-    }
+    DriverError::Backend { op, path: path.to_owned(), message: message.to_string() }
 }
 
 fn http_status<E>(err: &SdkError<E>) -> Option<u16> {
@@ -1111,8 +939,7 @@ where
 }
 
 fn to_system_time(t: Option<&DateTime>) -> SystemTime {
-    t.and_then(|t| SystemTime::try_from(*t).ok())
-        .unwrap_or(SystemTime::UNIX_EPOCH)
+    t.and_then(|t| SystemTime::try_from(*t).ok()).unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
 /// URL-encodes a key for `x-amz-copy-source`, keeping `/` (RFC 3986 unreserved stay as is).
@@ -1166,11 +993,7 @@ mod tests {
             let addr = listener.local_addr().unwrap();
             let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
             let thread = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .unwrap();
+                let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
                 rt.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                     let http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
@@ -1179,7 +1002,8 @@ mod tests {
                             res = listener.accept() => match res { Ok((s, _)) => s, Err(_) => continue },
                             _ = &mut stopped => break,
                         };
-                        let conn = http.serve_connection(hyper_util::rt::TokioIo::new(socket), service.clone()).into_owned();
+                        let conn =
+                            http.serve_connection(hyper_util::rt::TokioIo::new(socket), service.clone()).into_owned();
                         tokio::spawn(async move {
                             let _ = conn.await;
                         });
@@ -1187,13 +1011,7 @@ mod tests {
                 });
                 rt.shutdown_timeout(Duration::from_secs(2));
             });
-            TestS3 {
-                addr,
-                bucket: bucket.to_owned(),
-                stop: Some(stop),
-                thread: Some(thread),
-                _dir: dir,
-            }
+            TestS3 { addr, bucket: bucket.to_owned(), stop: Some(stop), thread: Some(thread), _dir: dir }
         }
 
         fn config(&self) -> S3Config {
@@ -1246,38 +1064,16 @@ mod tests {
             Box::pin(futures_util::stream::once(async move { Ok(chunk) }))
         };
         let id = a.start_upload(&name).await.unwrap();
-        assert_eq!(
-            a.append_upload(&name, &id, Some(0), body(first))
-                .await
-                .unwrap(),
-            first.len() as u64
-        );
+        assert_eq!(a.append_upload(&name, &id, Some(0), body(first)).await.unwrap(), first.len() as u64);
         assert_eq!(b.upload_size(&name, &id).await.unwrap(), first.len() as u64);
         let digest = oci::Digest::of(&data);
-        b.finish_upload(&name, &id, &digest, Some(body(rest)))
-            .await
-            .unwrap();
-        assert_eq!(
-            a.blob_size(&name, &digest).await.unwrap(),
-            data.len() as u64
-        );
-        let got: Vec<Bytes> = a
-            .blob_stream(&digest, 0)
-            .await
-            .unwrap()
-            .try_collect()
-            .await
-            .unwrap();
-        assert!(
-            got.concat() == data,
-            "the blob reads back whole from the other registry"
-        );
+        b.finish_upload(&name, &id, &digest, Some(body(rest))).await.unwrap();
+        assert_eq!(a.blob_size(&name, &digest).await.unwrap(), data.len() as u64);
+        let got: Vec<Bytes> = a.blob_stream(&digest, 0).await.unwrap().try_collect().await.unwrap();
+        assert!(got.concat() == data, "the blob reads back whole from the other registry");
         let wrong = oci::Digest::of(b"something else");
         let id = b.start_upload(&name).await.unwrap();
-        let err = a
-            .finish_upload(&name, &id, &wrong, Some(body(b"abc")))
-            .await
-            .unwrap_err();
+        let err = a.finish_upload(&name, &id, &wrong, Some(body(b"abc"))).await.unwrap_err();
         assert_eq!(err.code, crate::ErrorCode::DigestInvalid);
         assert!(!a.blob_stored(&wrong).await.unwrap());
     }
@@ -1296,23 +1092,12 @@ mod tests {
     }
 
     async fn read_all(d: &S3Driver, path: &str, offset: u64) -> Vec<u8> {
-        let chunks: Vec<Bytes> = d
-            .read(path, offset)
-            .await
-            .unwrap()
-            .try_collect()
-            .await
-            .unwrap();
+        let chunks: Vec<Bytes> = d.read(path, offset).await.unwrap().try_collect().await.unwrap();
         chunks.concat()
     }
 
     async fn small_parts(server: &TestS3) -> S3Driver {
-        S3Driver::new(S3Config {
-            part_size: Some(5 * MIB),
-            ..server.config()
-        })
-        .await
-        .unwrap()
+        S3Driver::new(S3Config { part_size: Some(5 * MIB), ..server.config() }).await.unwrap()
     }
 
     #[tokio::test]
@@ -1327,14 +1112,8 @@ mod tests {
         }
         assert_eq!(w.size(), a.len() as u64);
         w.close().await.unwrap();
-        assert!(
-            first.stat("/up/data").await.unwrap_err().is_not_found(),
-            "uncommitted data is not readable"
-        );
-        assert!(
-            first.list("/up").await.unwrap().is_empty(),
-            "helpers are hidden"
-        );
+        assert!(first.stat("/up/data").await.unwrap_err().is_not_found(), "uncommitted data is not readable");
+        assert!(first.list("/up").await.unwrap().is_empty(), "helpers are hidden");
         drop(first);
 
         // A second driver, as another registry process on the same bucket would have.
@@ -1344,26 +1123,13 @@ mod tests {
         w.write(Bytes::copy_from_slice(rest)).await.unwrap();
         w.commit().await.unwrap();
 
-        assert_eq!(
-            second.stat("/up/data").await.unwrap().size,
-            data.len() as u64
-        );
-        assert!(
-            read_all(&second, "/up/data", 0).await == data,
-            "content differs"
-        );
+        assert_eq!(second.stat("/up/data").await.unwrap().size, data.len() as u64);
+        assert!(read_all(&second, "/up/data", 0).await == data, "content differs");
         let tail = read_all(&second, "/up/data", 9 * MIB).await;
         assert!(tail == data[9 * MIB as usize..], "ranged read differs");
-        assert_eq!(
-            second.list("/up").await.unwrap(),
-            ["data"],
-            "helpers are gone"
-        );
+        assert_eq!(second.list("/up").await.unwrap(), ["data"], "helpers are gone");
         let err = second.writer("/up/data", true).await.err().unwrap();
-        assert!(
-            matches!(err, DriverError::Backend { op: "append", .. }),
-            "{err}"
-        );
+        assert!(matches!(err, DriverError::Backend { op: "append", .. }), "{err}");
     }
 
     #[tokio::test]
@@ -1382,12 +1148,7 @@ mod tests {
         }
         let w = d.writer("/n/data", true).await.unwrap();
         drop(w);
-        d.writer("/n/data", true)
-            .await
-            .unwrap()
-            .commit()
-            .await
-            .unwrap();
+        d.writer("/n/data", true).await.unwrap().commit().await.unwrap();
         assert!(d.get("/n/data").await.unwrap() == data);
     }
 
@@ -1398,10 +1159,7 @@ mod tests {
         let mut w = d.writer("/f/data", false).await.unwrap();
         w.write(Bytes::from(vec![1u8; MIB as usize])).await.unwrap();
         drop(server);
-        let err = w
-            .write(Bytes::from(vec![2u8; 5 * MIB as usize]))
-            .await
-            .unwrap_err();
+        let err = w.write(Bytes::from(vec![2u8; 5 * MIB as usize])).await.unwrap_err();
         assert!(matches!(err, DriverError::Backend { .. }), "{err}");
         let err = w.close().await.unwrap_err();
         assert!(err.to_string().contains("earlier write failed"), "{err}");
@@ -1414,31 +1172,18 @@ mod tests {
         let data = pattern(40 * MIB as usize + 77, 2);
         let mut w = d.open_writer("/big/data", false).await.unwrap();
         let mut sent = 0;
-        for (i, size) in [1, 64 * 1024, 3 * MIB as usize, 12 * MIB as usize, 999_999]
-            .iter()
-            .cycle()
-            .enumerate()
-        {
+        for (i, size) in [1, 64 * 1024, 3 * MIB as usize, 12 * MIB as usize, 999_999].iter().cycle().enumerate() {
             let end = (sent + size).min(data.len());
-            w.write(Bytes::copy_from_slice(&data[sent..end]))
-                .await
-                .unwrap();
+            w.write(Bytes::copy_from_slice(&data[sent..end])).await.unwrap();
             sent = end;
-            assert!(
-                w.peak_buffered() <= 5 * MIB as usize,
-                "buffered {} after write {i}",
-                w.peak_buffered()
-            );
+            assert!(w.peak_buffered() <= 5 * MIB as usize, "buffered {} after write {i}", w.peak_buffered());
             if sent == data.len() {
                 break;
             }
         }
         assert_eq!(w.parts.len(), 8);
         Box::new(w).commit().await.unwrap();
-        assert!(
-            read_all(&d, "/big/data", 0).await == data,
-            "content differs"
-        );
+        assert!(read_all(&d, "/big/data", 0).await == data, "content differs");
     }
 
     #[tokio::test]
@@ -1446,22 +1191,11 @@ mod tests {
         let server = TestS3::start();
         let d = small_parts(&server).await;
         let mut w = d.writer("/x/data", false).await.unwrap();
-        w.write(Bytes::from(pattern(6 * MIB as usize, 3)))
-            .await
-            .unwrap();
+        w.write(Bytes::from(pattern(6 * MIB as usize, 3))).await.unwrap();
         w.close().await.unwrap();
         let other = small_parts(&server).await;
-        other
-            .writer("/x/data", true)
-            .await
-            .unwrap()
-            .cancel()
-            .await
-            .unwrap();
-        assert!(
-            other.stat("/x").await.unwrap_err().is_not_found(),
-            "helpers are gone"
-        );
+        other.writer("/x/data", true).await.unwrap().cancel().await.unwrap();
+        assert!(other.stat("/x").await.unwrap_err().is_not_found(), "helpers are gone");
         assert!(other.get("/x/data").await.unwrap_err().is_not_found());
     }
 
@@ -1470,9 +1204,7 @@ mod tests {
         let server = TestS3::start();
         let d = small_parts(&server).await;
         let mut w = d.writer("/t/u/data", false).await.unwrap();
-        w.write(Bytes::from(pattern(5 * MIB as usize + 1, 4)))
-            .await
-            .unwrap();
+        w.write(Bytes::from(pattern(5 * MIB as usize + 1, 4))).await.unwrap();
         w.close().await.unwrap();
         d.delete("/t").await.unwrap();
         assert!(d.stat("/t").await.unwrap_err().is_not_found());
@@ -1495,9 +1227,7 @@ mod tests {
         let data = pattern(12 * MIB as usize + 5, 5);
         d.put("/r/from", Bytes::from(data.clone())).await.unwrap();
         d.rename("/r/from", "/r/to with space").await.unwrap();
-        d.rename("/r/to with space", "/r/to with space")
-            .await
-            .unwrap();
+        d.rename("/r/to with space", "/r/to with space").await.unwrap();
         assert!(d.get("/r/to with space").await.unwrap() == data);
         assert!(d.get("/r/from").await.unwrap_err().is_not_found());
     }
@@ -1514,20 +1244,12 @@ mod tests {
     #[tokio::test]
     async fn wrong_credentials_are_a_clear_backend_error() {
         let server = TestS3::start();
-        for (ak, sk, expect) in [
-            (ACCESS_KEY, "wrong-secret", "SignatureDoesNotMatch"),
-            ("unknown-key", SECRET_KEY, ""),
-        ] {
-            let cfg = S3Config {
-                access_key: Some(ak.to_owned()),
-                secret_key: Some(sk.to_owned()),
-                ..server.config()
-            };
+        for (ak, sk, expect) in [(ACCESS_KEY, "wrong-secret", "SignatureDoesNotMatch"), ("unknown-key", SECRET_KEY, "")]
+        {
+            let cfg = S3Config { access_key: Some(ak.to_owned()), secret_key: Some(sk.to_owned()), ..server.config() };
             let d = S3Driver::new(cfg).await.unwrap();
             let err = d.put("/p", Bytes::from_static(b"x")).await.unwrap_err();
-            let DriverError::Backend { op, path, message } = &err else {
-                panic!("not a backend error: {err}")
-            };
+            let DriverError::Backend { op, path, message } = &err else { panic!("not a backend error: {err}") };
             assert_eq!((*op, path.as_str()), ("put", "/p"));
             assert!(message.contains(expect), "{message}");
             assert!(message.starts_with("HTTP 403"), "{message}");
@@ -1550,26 +1272,11 @@ mod tests {
     #[tokio::test]
     async fn bad_configs_are_refused() {
         let server = TestS3::start();
-        let too_small = S3Config {
-            part_size: Some(MIB),
-            ..server.config()
-        };
-        assert!(S3Driver::new(too_small)
-            .await
-            .unwrap_err()
-            .to_string()
-            .contains("part_size"));
-        let half = S3Config {
-            secret_key: None,
-            ..server.config()
-        };
-        assert!(S3Driver::new(half)
-            .await
-            .unwrap_err()
-            .to_string()
-            .contains("together"));
-        let toml_like: S3Config =
-            serde_json::from_str(r#"{"bucket":"b","path_style":true}"#).unwrap();
+        let too_small = S3Config { part_size: Some(MIB), ..server.config() };
+        assert!(S3Driver::new(too_small).await.unwrap_err().to_string().contains("part_size"));
+        let half = S3Config { secret_key: None, ..server.config() };
+        assert!(S3Driver::new(half).await.unwrap_err().to_string().contains("together"));
+        let toml_like: S3Config = serde_json::from_str(r#"{"bucket":"b","path_style":true}"#).unwrap();
         assert_eq!(toml_like.region.as_deref(), Some("us-east-1"));
         assert!(!format!("{:?}", server.config()).contains(SECRET_KEY));
     }

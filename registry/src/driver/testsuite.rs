@@ -7,13 +7,7 @@ use futures_util::TryStreamExt;
 use super::*;
 
 async fn read_all(d: &dyn StorageDriver, path: &str, offset: u64) -> Vec<u8> {
-    let chunks: Vec<Bytes> = d
-        .read(path, offset)
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let chunks: Vec<Bytes> = d.read(path, offset).await.unwrap().try_collect().await.unwrap();
     chunks.concat()
 }
 
@@ -23,9 +17,7 @@ pub async fn put_get_stat(d: &dyn StorageDriver) {
     let info = d.stat("/a/b/c").await.unwrap();
     assert_eq!((info.size, info.is_dir), (5, false));
     assert!(d.stat("/a/b").await.unwrap().is_dir);
-    d.put("/a/b/c", Bytes::from_static(b"replaced"))
-        .await
-        .unwrap();
+    d.put("/a/b/c", Bytes::from_static(b"replaced")).await.unwrap();
     assert_eq!(&d.get("/a/b/c").await.unwrap()[..], b"replaced");
 }
 
@@ -38,9 +30,7 @@ pub async fn missing_paths_are_not_found(d: &dyn StorageDriver) {
 }
 
 pub async fn read_from_an_offset(d: &dyn StorageDriver) {
-    d.put("/r", Bytes::from_static(b"0123456789"))
-        .await
-        .unwrap();
+    d.put("/r", Bytes::from_static(b"0123456789")).await.unwrap();
     assert_eq!(read_all(d, "/r", 0).await, b"0123456789");
     assert_eq!(read_all(d, "/r", 7).await, b"789");
 }
@@ -105,13 +95,7 @@ pub async fn empty_file_commits(d: &dyn StorageDriver) {
 
 pub async fn refuses_escaping_paths(d: &dyn StorageDriver) {
     for bad in ["relative", "/a/../b", "/a//b", "/", "/a/./b"] {
-        assert!(
-            matches!(
-                d.put(bad, Bytes::new()).await,
-                Err(DriverError::InvalidPath(_))
-            ),
-            "{bad}"
-        );
+        assert!(matches!(d.put(bad, Bytes::new()).await, Err(DriverError::InvalidPath(_))), "{bad}");
     }
 }
 

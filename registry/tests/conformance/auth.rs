@@ -25,50 +25,25 @@ fn grants() -> Vec<Grant> {
             repository: "*".into(),
             actions: vec![Action::Pull, Action::Push, Action::Delete],
         },
-        Grant {
-            account: "bob".into(),
-            repository: "team/*".into(),
-            actions: vec![Action::Pull],
-        },
-        Grant {
-            account: "anonymous".into(),
-            repository: "public/*".into(),
-            actions: vec![Action::Pull],
-        },
+        Grant { account: "bob".into(), repository: "team/*".into(), actions: vec![Action::Pull] },
+        Grant { account: "anonymous".into(), repository: "public/*".into(), actions: vec![Action::Pull] },
     ]
 }
 
 fn client(mode: Mode) -> Client {
-    let auth = Auth::new(
-        mode,
-        users(),
-        grants(),
-        vec![9; 32],
-        None,
-        "berth-test".into(),
-        false,
-    );
-    Client {
-        state: state_with(Arc::new(MemoryDriver::new()), auth, false),
-        auth_header: None,
-    }
+    let auth = Auth::new(mode, users(), grants(), vec![9; 32], None, "berth-test".into(), false);
+    Client { state: state_with(Arc::new(MemoryDriver::new()), auth, false), auth_header: None }
 }
 
 fn basic(user: &str, pw: &str) -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"))
-    )
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}")))
 }
 
 #[tokio::test]
 async fn htpasswd_challenges_and_checks_passwords() {
     let mut c = client(Mode::Htpasswd);
     let r = c.get("/v2/").await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (StatusCode::UNAUTHORIZED, "UNAUTHORIZED")
-    );
+    assert_eq!((r.status, r.code().as_str()), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"));
     assert!(r.header("www-authenticate").starts_with("Basic realm="));
     c.auth_header = Some(basic("alice", "wrong"));
     let r = c.get("/v2/").await;
@@ -85,59 +60,22 @@ async fn grants_limit_what_each_account_does() {
     c.push_image("team/app", "v1", b"l").await;
     c.push_image("public/tool", "v1", b"l").await;
     c.auth_header = Some(basic("bob", "bob-pw"));
-    assert_eq!(
-        c.get("/v2/team/app/manifests/v1").await.status,
-        StatusCode::OK
-    );
-    let r = c
-        .send(
-            Method::DELETE,
-            "/v2/team/app/manifests/v1",
-            &[],
-            Body::empty(),
-        )
-        .await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (StatusCode::FORBIDDEN, "DENIED")
-    );
-    let r = c
-        .send(
-            Method::POST,
-            "/v2/team/app/blobs/uploads/",
-            &[],
-            Body::empty(),
-        )
-        .await;
+    assert_eq!(c.get("/v2/team/app/manifests/v1").await.status, StatusCode::OK);
+    let r = c.send(Method::DELETE, "/v2/team/app/manifests/v1", &[], Body::empty()).await;
+    assert_eq!((r.status, r.code().as_str()), (StatusCode::FORBIDDEN, "DENIED"));
+    let r = c.send(Method::POST, "/v2/team/app/blobs/uploads/", &[], Body::empty()).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
-    assert_eq!(
-        c.get("/v2/other/manifests/v1").await.status,
-        StatusCode::FORBIDDEN
-    );
+    assert_eq!(c.get("/v2/other/manifests/v1").await.status, StatusCode::FORBIDDEN);
     c.auth_header = None;
-    assert_eq!(
-        c.get("/v2/public/tool/manifests/v1").await.status,
-        StatusCode::OK,
-        "anonymous pull grant"
-    );
-    assert_eq!(
-        c.get("/v2/team/app/manifests/v1").await.status,
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(c.get("/v2/public/tool/manifests/v1").await.status, StatusCode::OK, "anonymous pull grant");
+    assert_eq!(c.get("/v2/team/app/manifests/v1").await.status, StatusCode::UNAUTHORIZED);
 }
 
 async fn token(c: &Client, auth: Option<&str>, scope: &str) -> String {
     let mut t = c.clone();
     t.auth_header = auth.map(str::to_owned);
-    let r = t
-        .get(&format!("/token?service=berth-test&scope={scope}"))
-        .await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    let r = t.get(&format!("/token?service=berth-test&scope={scope}")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
     let j = r.json();
     assert_eq!(j["token"], j["access_token"]);
     assert!(j["expires_in"].as_u64().unwrap() > 0);
@@ -153,46 +91,25 @@ async fn bearer_token_flow() {
         r.header("www-authenticate"),
         "Bearer realm=\"http://registry.test/token\",service=\"berth-test\",scope=\"repository:team/app:pull\""
     );
-    let t = token(
-        &c,
-        Some(&basic("alice", "alice-pw")),
-        "repository:team/app:pull,push",
-    )
-    .await;
+    let t = token(&c, Some(&basic("alice", "alice-pw")), "repository:team/app:pull,push").await;
     c.auth_header = Some(format!("Bearer {t}"));
     c.push_image("team/app", "v1", b"layer").await;
     assert_eq!(c.get("/v2/team/app/tags/list").await.status, StatusCode::OK);
     // The token covers team/app only.
     let r = c.get("/v2/team/other/tags/list").await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert!(r
-        .header("www-authenticate")
-        .contains("error=\"insufficient_scope\""));
+    assert!(r.header("www-authenticate").contains("error=\"insufficient_scope\""));
 }
 
 #[tokio::test]
 async fn token_without_push_scope_cannot_push() {
     let mut c = client(Mode::Token);
     // bob asks for push but is granted pull only.
-    let t = token(
-        &c,
-        Some(&basic("bob", "bob-pw")),
-        "repository:team/app:pull,push",
-    )
-    .await;
+    let t = token(&c, Some(&basic("bob", "bob-pw")), "repository:team/app:pull,push").await;
     c.auth_header = Some(format!("Bearer {t}"));
-    let r = c
-        .send(
-            Method::POST,
-            "/v2/team/app/blobs/uploads/",
-            &[],
-            Body::empty(),
-        )
-        .await;
+    let r = c.send(Method::POST, "/v2/team/app/blobs/uploads/", &[], Body::empty()).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert!(r
-        .header("www-authenticate")
-        .contains("scope=\"repository:team/app:push\""));
+    assert!(r.header("www-authenticate").contains("scope=\"repository:team/app:push\""));
 }
 
 #[tokio::test]
@@ -200,30 +117,14 @@ async fn token_endpoint_refuses_a_wrong_password_and_forged_tokens_fail() {
     let mut c = client(Mode::Token);
     let mut t = c.clone();
     t.auth_header = Some(basic("alice", "nope"));
-    let r = t
-        .get("/token?service=berth-test&scope=repository:a:pull")
-        .await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (StatusCode::UNAUTHORIZED, "UNAUTHORIZED")
-    );
-    let other = Auth::new(
-        Mode::Token,
-        users(),
-        grants(),
-        vec![1; 32],
-        None,
-        "berth-test".into(),
-        false,
-    );
+    let r = t.get("/token?service=berth-test&scope=repository:a:pull").await;
+    assert_eq!((r.status, r.code().as_str()), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"));
+    let other = Auth::new(Mode::Token, users(), grants(), vec![1; 32], None, "berth-test".into(), false);
     let forger = Client {
         state: state_with(Arc::new(MemoryDriver::new()), other, false),
         auth_header: Some(basic("alice", "alice-pw")),
     };
-    let forged = forger
-        .get("/token?service=berth-test&scope=repository:a:pull")
-        .await
-        .json()["token"]
+    let forged = forger.get("/token?service=berth-test&scope=repository:a:pull").await.json()["token"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -239,31 +140,16 @@ async fn anonymous_token_for_public_repositories() {
     let t = token(&c, None, "repository:public/x:pull").await;
     c.auth_header = Some(format!("Bearer {t}"));
     let r = c.get("/v2/public/x/tags/list").await;
-    assert_eq!(
-        r.status,
-        StatusCode::NOT_FOUND,
-        "authorised; the repository is just empty"
-    );
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "authorised; the repository is just empty");
     let t = token(&c, None, "repository:team/x:pull").await;
     c.auth_header = Some(format!("Bearer {t}"));
-    assert_eq!(
-        c.get("/v2/team/x/tags/list").await.status,
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(c.get("/v2/team/x/tags/list").await.status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
 async fn read_only_refuses_writes() {
-    let c = Client {
-        state: state_with(Arc::new(MemoryDriver::new()), Auth::none(), true),
-        auth_header: None,
-    };
-    let r = c
-        .send(Method::POST, "/v2/a/blobs/uploads/", &[], Body::empty())
-        .await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED")
-    );
+    let c = Client { state: state_with(Arc::new(MemoryDriver::new()), Auth::none(), true), auth_header: None };
+    let r = c.send(Method::POST, "/v2/a/blobs/uploads/", &[], Body::empty()).await;
+    assert_eq!((r.status, r.code().as_str()), (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"));
     assert_eq!(c.get("/v2/").await.status, StatusCode::OK);
 }

@@ -19,14 +19,10 @@ async fn metrics_count_requests_and_bytes() {
     assert_eq!(r.status, StatusCode::OK);
     let text = String::from_utf8(r.body).unwrap();
     assert!(
-        text.contains(
-            "berth_registry_requests_total{route=\"manifest\",method=\"GET\",status=\"200\"} 1"
-        ),
+        text.contains("berth_registry_requests_total{route=\"manifest\",method=\"GET\",status=\"200\"} 1"),
         "{text}"
     );
-    assert!(text.contains(
-        "berth_registry_requests_total{route=\"manifest\",method=\"GET\",status=\"404\"} 1"
-    ));
+    assert!(text.contains("berth_registry_requests_total{route=\"manifest\",method=\"GET\",status=\"404\"} 1"));
     assert!(text.contains("berth_registry_bytes_received_total{route=\"upload\"}"));
     assert!(text.contains("berth_registry_upload_finish_seconds_count"));
 }
@@ -37,14 +33,7 @@ async fn health_and_request_ids() {
     let r = c.get("/health").await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.header("x-request-id").len(), 36);
-    let r = c
-        .send(
-            Method::GET,
-            "/v2/",
-            &[("x-request-id", "trace-me")],
-            Body::empty(),
-        )
-        .await;
+    let r = c.send(Method::GET, "/v2/", &[("x-request-id", "trace-me")], Body::empty()).await;
     assert_eq!(r.header("x-request-id"), "trace-me");
 }
 
@@ -54,140 +43,66 @@ async fn gc_sweeps_untagged_manifests_and_unreferenced_blobs() {
     let c = Client::over(driver.clone());
     let keep = c.push_image("gc", "keep", b"kept layer").await;
     let gone = c.push_image("gc", "gone", b"doomed layer").await;
-    c.send(Method::DELETE, "/v2/gc/manifests/gone", &[], Body::empty())
-        .await;
+    c.send(Method::DELETE, "/v2/gc/manifests/gone", &[], Body::empty()).await;
     let stray = c.push_blob("gc", b"never referenced").await;
     let registry = c.state.registry.clone();
 
     // Within the grace period nothing goes: a push might be running.
-    let r = registry::gc::collect(&registry, false, Duration::from_secs(3600))
-        .await
-        .unwrap();
+    let r = registry::gc::collect(&registry, false, Duration::from_secs(3600)).await.unwrap();
     assert!(r.blobs.is_empty() && r.manifests.is_empty());
     // A dry run reports without deleting.
-    let dry = registry::gc::collect(&registry, true, Duration::ZERO)
-        .await
-        .unwrap();
+    let dry = registry::gc::collect(&registry, true, Duration::ZERO).await.unwrap();
     assert_eq!(dry.manifests.len(), 1);
-    assert_eq!(
-        c.get(&format!("/v2/gc/manifests/{gone}")).await.status,
-        StatusCode::OK
-    );
+    assert_eq!(c.get(&format!("/v2/gc/manifests/{gone}")).await.status, StatusCode::OK);
 
-    let r = registry::gc::collect(&registry, false, Duration::ZERO)
-        .await
-        .unwrap();
+    let r = registry::gc::collect(&registry, false, Duration::ZERO).await.unwrap();
     assert_eq!(r.manifests, vec![("gc".to_owned(), gone.parse().unwrap())]);
     let swept: Vec<String> = r.blobs.iter().map(ToString::to_string).collect();
     assert!(swept.contains(&stray), "{swept:?}");
     assert!(swept.contains(&oci::Digest::of(b"doomed layer").to_string()));
     assert!(!swept.contains(&oci::Digest::of(b"kept layer").to_string()));
     assert_eq!(c.get("/v2/gc/manifests/keep").await.status, StatusCode::OK);
-    assert_eq!(
-        c.get(&format!("/v2/gc/manifests/{keep}")).await.status,
-        StatusCode::OK
-    );
+    assert_eq!(c.get(&format!("/v2/gc/manifests/{keep}")).await.status, StatusCode::OK);
     let layer = oci::Digest::of(b"kept layer");
-    assert_eq!(
-        c.get(&format!("/v2/gc/blobs/{layer}")).await.status,
-        StatusCode::OK
-    );
+    assert_eq!(c.get(&format!("/v2/gc/blobs/{layer}")).await.status, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn gc_keeps_children_of_tagged_indexes_and_referrers() {
     let c = Client::new();
     let child = c.image_manifest("gi", b"arm layer", None).await;
-    let child_d = c
-        .push_manifest("gi", &oci::Digest::of(&child).to_string(), &child)
-        .await;
+    let child_d = c.push_manifest("gi", &oci::Digest::of(&child).to_string(), &child).await;
     let idx = serde_json::json!({"schemaVersion": 2, "mediaType": oci::media::OCI_INDEX,
         "manifests": [{"mediaType": oci::media::OCI_MANIFEST, "size": child.len(), "digest": child_d}]});
     let idx = serde_json::to_vec(&idx).unwrap();
-    let r = c
-        .send(
-            Method::PUT,
-            "/v2/gi/manifests/multi",
-            &[("content-type", oci::media::OCI_INDEX)],
-            idx,
-        )
-        .await;
+    let r = c.send(Method::PUT, "/v2/gi/manifests/multi", &[("content-type", oci::media::OCI_INDEX)], idx).await;
     assert_eq!(r.status, StatusCode::CREATED);
-    let sig = c
-        .image_manifest("gi", b"sig", Some((&child_d, child.len())))
-        .await;
-    let sig_d = c
-        .push_manifest("gi", &oci::Digest::of(&sig).to_string(), &sig)
-        .await;
-    let r = registry::gc::collect(&c.state.registry, false, Duration::ZERO)
-        .await
-        .unwrap();
+    let sig = c.image_manifest("gi", b"sig", Some((&child_d, child.len()))).await;
+    let sig_d = c.push_manifest("gi", &oci::Digest::of(&sig).to_string(), &sig).await;
+    let r = registry::gc::collect(&c.state.registry, false, Duration::ZERO).await.unwrap();
     assert!(r.manifests.is_empty(), "{:?}", r.manifests);
-    assert_eq!(
-        c.get(&format!("/v2/gi/manifests/{child_d}")).await.status,
-        StatusCode::OK
-    );
-    assert_eq!(
-        c.get(&format!("/v2/gi/manifests/{sig_d}")).await.status,
-        StatusCode::OK
-    );
+    assert_eq!(c.get(&format!("/v2/gi/manifests/{child_d}")).await.status, StatusCode::OK);
+    assert_eq!(c.get(&format!("/v2/gi/manifests/{sig_d}")).await.status, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn resume_after_server_restart() {
     let dir = tempfile::tempdir().unwrap();
     let first = Client::over(Arc::new(FsDriver::new(dir.path()).unwrap()));
-    let r = first
-        .send(
-            Method::POST,
-            "/v2/resume/blobs/uploads/",
-            &[],
-            Body::empty(),
-        )
-        .await;
+    let r = first.send(Method::POST, "/v2/resume/blobs/uploads/", &[], Body::empty()).await;
     let loc = r.header("location").to_owned();
-    first
-        .send(
-            Method::PATCH,
-            &loc,
-            &[("content-range", "0-5"), ("content-length", "6")],
-            b"first ".to_vec(),
-        )
-        .await;
+    first.send(Method::PATCH, &loc, &[("content-range", "0-5"), ("content-length", "6")], b"first ".to_vec()).await;
     drop(first);
     // A new process over the same directory: the session and its bytes are there.
     let second = Client::over(Arc::new(FsDriver::new(dir.path()).unwrap()));
     let r = second.get(&loc).await;
-    assert_eq!(
-        (r.status, r.header("range")),
-        (StatusCode::NO_CONTENT, "0-5")
-    );
-    second
-        .send(
-            Method::PATCH,
-            &loc,
-            &[("content-range", "6-11"), ("content-length", "6")],
-            b"second".to_vec(),
-        )
-        .await;
+    assert_eq!((r.status, r.header("range")), (StatusCode::NO_CONTENT, "0-5"));
+    second.send(Method::PATCH, &loc, &[("content-range", "6-11"), ("content-length", "6")], b"second".to_vec()).await;
     let d = oci::Digest::of(b"first second");
-    let r = second
-        .send(
-            Method::PUT,
-            &format!("{loc}?digest={d}"),
-            &[],
-            Body::empty(),
-        )
-        .await;
+    let r = second.send(Method::PUT, &format!("{loc}?digest={d}"), &[], Body::empty()).await;
     assert_eq!(r.status, StatusCode::CREATED);
-    assert_eq!(
-        second.get(&format!("/v2/resume/blobs/{d}")).await.body,
-        b"first second"
-    );
+    assert_eq!(second.get(&format!("/v2/resume/blobs/{d}")).await.body, b"first second");
     // No upload directory is left behind.
     let uploads = dir.path().join("v2/repositories/resume/_uploads");
-    assert_eq!(
-        std::fs::read_dir(uploads).map(|d| d.count()).unwrap_or(0),
-        0
-    );
+    assert_eq!(std::fs::read_dir(uploads).map(|d| d.count()).unwrap_or(0), 0);
 }

@@ -21,14 +21,7 @@ async fn get_and_head_blob() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body, b"some blob content");
     assert_eq!(r.header("docker-content-digest"), d);
-    let r = c
-        .send(
-            Method::HEAD,
-            &format!("/v2/a/b/blobs/{d}"),
-            &[],
-            Body::empty(),
-        )
-        .await;
+    let r = c.send(Method::HEAD, &format!("/v2/a/b/blobs/{d}"), &[], Body::empty()).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.header("content-length"), "17");
     assert!(r.body.is_empty());
@@ -38,25 +31,11 @@ async fn get_and_head_blob() {
 async fn blob_range_requests() {
     let c = Client::new();
     let d = c.push_blob("r", b"0123456789").await;
-    let r = c
-        .send(
-            Method::GET,
-            &format!("/v2/r/blobs/{d}"),
-            &[("range", "bytes=2-5")],
-            Body::empty(),
-        )
-        .await;
+    let r = c.send(Method::GET, &format!("/v2/r/blobs/{d}"), &[("range", "bytes=2-5")], Body::empty()).await;
     assert_eq!(r.status, StatusCode::PARTIAL_CONTENT);
     assert_eq!(r.body, b"2345");
     assert_eq!(r.header("content-range"), "bytes 2-5/10");
-    let r = c
-        .send(
-            Method::GET,
-            &format!("/v2/r/blobs/{d}"),
-            &[("range", "bytes=20-30")],
-            Body::empty(),
-        )
-        .await;
+    let r = c.send(Method::GET, &format!("/v2/r/blobs/{d}"), &[("range", "bytes=20-30")], Body::empty()).await;
     assert_eq!(r.status, StatusCode::RANGE_NOT_SATISFIABLE);
 }
 
@@ -66,19 +45,9 @@ async fn unknown_blob_is_blob_unknown() {
     let d = c.push_blob("has", b"x").await;
     // Known to the registry, but not in this repository.
     let r = c.get(&format!("/v2/other/blobs/{d}")).await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (StatusCode::NOT_FOUND, "BLOB_UNKNOWN")
-    );
-    let r = c
-        .get(
-            "/v2/has/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000",
-        )
-        .await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (StatusCode::NOT_FOUND, "BLOB_UNKNOWN")
-    );
+    assert_eq!((r.status, r.code().as_str()), (StatusCode::NOT_FOUND, "BLOB_UNKNOWN"));
+    let r = c.get("/v2/has/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000").await;
+    assert_eq!((r.status, r.code().as_str()), (StatusCode::NOT_FOUND, "BLOB_UNKNOWN"));
 }
 
 #[tokio::test]
@@ -91,14 +60,7 @@ async fn get_manifest_by_tag_and_by_digest() {
         assert_eq!(r.header("content-type"), oci::media::OCI_MANIFEST);
         assert_eq!(r.header("docker-content-digest"), d);
         assert_eq!(oci::Digest::of(&r.body).to_string(), d);
-        let h = c
-            .send(
-                Method::HEAD,
-                &format!("/v2/app/manifests/{reference}"),
-                &[],
-                Body::empty(),
-            )
-            .await;
+        let h = c.send(Method::HEAD, &format!("/v2/app/manifests/{reference}"), &[], Body::empty()).await;
         assert_eq!(h.status, StatusCode::OK);
         assert_eq!(h.header("content-length"), r.body.len().to_string());
     }
@@ -108,15 +70,9 @@ async fn get_manifest_by_tag_and_by_digest() {
 async fn unknown_manifest_is_manifest_unknown() {
     let c = Client::new();
     c.push_image("app", "v1", b"layer").await;
-    for reference in [
-        "nope",
-        "sha256:0000000000000000000000000000000000000000000000000000000000000000",
-    ] {
+    for reference in ["nope", "sha256:0000000000000000000000000000000000000000000000000000000000000000"] {
         let r = c.get(&format!("/v2/app/manifests/{reference}")).await;
-        assert_eq!(
-            (r.status, r.code().as_str()),
-            (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN")
-        );
+        assert_eq!((r.status, r.code().as_str()), (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"));
     }
 }
 
@@ -124,15 +80,9 @@ async fn unknown_manifest_is_manifest_unknown() {
 async fn invalid_names_and_digests() {
     let c = Client::new();
     let r = c.get("/v2/Bad_Name/manifests/latest").await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (StatusCode::BAD_REQUEST, "NAME_INVALID")
-    );
+    assert_eq!((r.status, r.code().as_str()), (StatusCode::BAD_REQUEST, "NAME_INVALID"));
     let r = c.get("/v2/a/blobs/sha256:xyz").await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (StatusCode::BAD_REQUEST, "DIGEST_INVALID")
-    );
+    assert_eq!((r.status, r.code().as_str()), (StatusCode::BAD_REQUEST, "DIGEST_INVALID"));
     let r = c.get("/v2/a/..%2f../manifests/latest").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }

@@ -18,10 +18,7 @@ pub struct Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
     }
 
     pub fn json(&self) -> serde_json::Value {
@@ -31,10 +28,7 @@ impl Resp {
 
     /// The first error code of a spec error body.
     pub fn code(&self) -> String {
-        self.json()["errors"][0]["code"]
-            .as_str()
-            .unwrap_or("")
-            .to_owned()
+        self.json()["errors"][0]["code"].as_str().unwrap_or("").to_owned()
     }
 }
 
@@ -45,12 +39,7 @@ pub struct Client {
 }
 
 pub fn state_with(driver: Arc<dyn StorageDriver>, auth: Auth, read_only: bool) -> AppState {
-    AppState {
-        registry: Registry::new(driver),
-        auth: Arc::new(auth),
-        metrics: Arc::default(),
-        read_only,
-    }
+    AppState { registry: Registry::new(driver), auth: Arc::new(auth), metrics: Arc::default(), read_only }
 }
 
 impl Client {
@@ -59,44 +48,22 @@ impl Client {
     }
 
     pub fn over(driver: Arc<dyn StorageDriver>) -> Self {
-        Client {
-            state: state_with(driver, Auth::none(), false),
-            auth_header: None,
-        }
+        Client { state: state_with(driver, Auth::none(), false), auth_header: None }
     }
 
-    pub async fn send(
-        &self,
-        method: Method,
-        uri: &str,
-        headers: &[(&str, &str)],
-        body: impl Into<Body>,
-    ) -> Resp {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("host", "registry.test");
+    pub async fn send(&self, method: Method, uri: &str, headers: &[(&str, &str)], body: impl Into<Body>) -> Resp {
+        let mut req = Request::builder().method(method).uri(uri).header("host", "registry.test");
         if let Some(a) = &self.auth_header {
             req = req.header("authorization", a);
         }
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let resp = app(self.state.clone())
-            .oneshot(req.body(body.into()).unwrap())
-            .await
-            .unwrap();
+        let resp = app(self.state.clone()).oneshot(req.body(body.into()).unwrap()).await.unwrap();
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
-            .await
-            .unwrap()
-            .to_vec();
-        Resp {
-            status,
-            headers,
-            body,
-        }
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap().to_vec();
+        Resp { status, headers, body }
     }
 
     pub async fn get(&self, uri: &str) -> Resp {
@@ -114,12 +81,7 @@ impl Client {
                 data.to_vec(),
             )
             .await;
-        assert_eq!(
-            r.status,
-            StatusCode::CREATED,
-            "{}",
-            String::from_utf8_lossy(&r.body)
-        );
+        assert_eq!(r.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&r.body));
         d
     }
 
@@ -130,14 +92,8 @@ impl Client {
     }
 
     /// Pushes the blobs of a one-layer image and returns its manifest bytes (not pushed).
-    pub async fn image_manifest(
-        &self,
-        repo: &str,
-        layer: &[u8],
-        subject: Option<(&str, usize)>,
-    ) -> Vec<u8> {
-        let config =
-            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    pub async fn image_manifest(&self, repo: &str, layer: &[u8], subject: Option<(&str, usize)>) -> Vec<u8> {
+        let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
         let cd = self.push_blob(repo, config).await;
         let ld = self.push_blob(repo, layer).await;
         let mut m = serde_json::json!({
@@ -161,12 +117,7 @@ impl Client {
                 body.to_vec(),
             )
             .await;
-        assert_eq!(
-            r.status,
-            StatusCode::CREATED,
-            "{}",
-            String::from_utf8_lossy(&r.body)
-        );
+        assert_eq!(r.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&r.body));
         r.header("docker-content-digest").to_owned()
     }
 }
