@@ -13,13 +13,16 @@ use crate::error::{Error, IoContext, Result};
 pub struct TarOptions {
     /// Clamp every mtime to this many seconds since the epoch (`SOURCE_DATE_EPOCH`).
     pub source_date_epoch: Option<u64>,
+    /// The tree is an overlayfs upper directory: turn its whiteouts (0/0 character
+    /// devices, the `trusted.overlay.opaque` xattr) into OCI whiteout entries.
+    pub overlay_upper: bool,
 }
 
 impl TarOptions {
     /// Options taken from the environment: `SOURCE_DATE_EPOCH` when it is a number.
     pub fn from_env() -> Self {
         let source_date_epoch = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.trim().parse().ok());
-        TarOptions { source_date_epoch }
+        TarOptions { source_date_epoch, overlay_upper: false }
     }
 }
 
@@ -27,21 +30,66 @@ impl TarOptions {
 /// byte order of their paths, parents before children, numeric owners, no user or group
 /// names, hardlinks kept as links, symlinks stored as written and never followed.
 pub fn tar_directory(root: &Path, out: impl Write, opts: &TarOptions) -> Result<()> {
-    let mut w = TreeWriter { builder: tar::Builder::new(out), opts, links: HashMap::new() };
-    w.builder.follow_symlinks(false);
-    w.dir(root, Path::new(""))?;
-    w.builder.into_inner().map_err(|e| Error::io("finish tar stream", e))?;
+    let mut w = TarWriter::new(out, opts);
+    w.add_tree(root, Path::new(""))?;
+    w.finish()?;
     Ok(())
 }
 
-struct TreeWriter<'a, W: Write> {
+/// Writes layer entries one by one, by the rules of [`tar_directory`]: what a snapshot
+/// diff uses to emit exactly the changed paths and whiteouts.
+pub struct TarWriter<'a, W: Write> {
     builder: tar::Builder<W>,
     opts: &'a TarOptions,
     /// (dev, ino) of files with several links -> the first path written for them.
     links: HashMap<(u64, u64), PathBuf>,
 }
 
-impl<W: Write> TreeWriter<'_, W> {
+impl<'a, W: Write> TarWriter<'a, W> {
+    /// Starts a tar stream on `out`.
+    pub fn new(out: W, opts: &'a TarOptions) -> Self {
+        let mut builder = tar::Builder::new(out);
+        builder.follow_symlinks(false);
+        TarWriter { builder, opts, links: HashMap::new() }
+    }
+
+    /// Ends the stream and returns the writer.
+    pub fn finish(self) -> Result<W> {
+        self.builder.into_inner().map_err(|e| Error::io("finish tar stream", e))
+    }
+
+    /// Adds everything under `dir` (not `dir` itself) as `rel/...`, sorted.
+    pub fn add_tree(&mut self, dir: &Path, rel: &Path) -> Result<()> {
+        self.dir(dir, rel)
+    }
+
+    /// Adds the one path `path` (not what is under it) as `rel`.
+    pub fn add_path(&mut self, path: &Path, rel: &Path) -> Result<()> {
+        let meta = fs::symlink_metadata(path).ctx(|| format!("stat {}", path.display()))?;
+        self.entry(path, rel, &meta)
+    }
+
+    /// Adds a whiteout: `rel` was deleted.
+    pub fn add_whiteout(&mut self, rel: &Path) -> Result<()> {
+        let name = rel.file_name().map(|n| format!(".wh.{}", n.to_string_lossy())).unwrap_or_default();
+        let path = rel.parent().unwrap_or(Path::new("")).join(name);
+        self.marker(&path)
+    }
+
+    /// Adds an opaque whiteout: what lower layers had in the directory `rel` is gone.
+    pub fn add_opaque(&mut self, rel: &Path) -> Result<()> {
+        self.marker(&rel.join(".wh..wh..opq"))
+    }
+
+    fn marker(&mut self, path: &Path) -> Result<()> {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_size(0);
+        h.set_mtime(self.opts.source_date_epoch.unwrap_or(0));
+        self.builder.append_data(&mut h, path, io::empty()).ctx(|| format!("add {} to tar", path.display()))
+    }
+
     fn dir(&mut self, dir: &Path, rel: &Path) -> Result<()> {
         let mut names: Vec<_> = fs::read_dir(dir)
             .ctx(|| format!("read directory {}", dir.display()))?
@@ -53,8 +101,15 @@ impl<W: Write> TreeWriter<'_, W> {
             let path = dir.join(&name);
             let rel = rel.join(&name);
             let meta = fs::symlink_metadata(&path).ctx(|| format!("stat {}", path.display()))?;
+            if self.opts.overlay_upper && meta.file_type().is_char_device() && meta.rdev() == 0 {
+                self.add_whiteout(&rel)?;
+                continue;
+            }
             self.entry(&path, &rel, &meta)?;
             if meta.is_dir() {
+                if self.opts.overlay_upper && is_opaque(&path) {
+                    self.add_opaque(&rel)?;
+                }
                 self.dir(&path, &rel)?;
             }
         }
@@ -120,6 +175,12 @@ impl<W: Write> TreeWriter<'_, W> {
         h.set_device_minor(rustix::fs::minor(rdev)).ctx(ctx)?;
         self.builder.append_data(&mut h, rel, io::empty()).ctx(ctx)
     }
+}
+
+/// True when overlayfs marked the directory opaque.
+fn is_opaque(path: &Path) -> bool {
+    let mut buf = [0u8; 4];
+    matches!(rustix::fs::lgetxattr(path, "trusted.overlay.opaque", &mut buf[..]), Ok(1) if buf[0] == b'y')
 }
 
 struct Counted<R> {
@@ -198,7 +259,7 @@ mod tests {
     #[test]
     fn source_date_epoch_makes_output_reproducible() {
         let d = tree();
-        let opts = TarOptions { source_date_epoch: Some(1_000) };
+        let opts = TarOptions { source_date_epoch: Some(1_000), ..Default::default() };
         let mut first = Vec::new();
         tar_directory(d.path(), &mut first, &opts).unwrap();
         assert!(entries(&first).iter().all(|(_, _, m)| *m == 1_000));

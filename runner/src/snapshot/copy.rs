@@ -1,0 +1,208 @@
+//! The copy snapshotter: each snapshot is a full copy of its parent plus its own changes.
+//! It needs no overlayfs (nor root, but to keep owners); its diff walks both trees.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use super::{io_err, Dirs, Mount, Result, SnapshotError, Snapshotter};
+use crate::unpack::Whiteouts;
+
+/// Snapshots as full directory copies under one directory.
+#[derive(Debug, Clone)]
+pub struct CopySnapshotter {
+    dirs: Dirs,
+}
+
+impl CopySnapshotter {
+    /// Snapshots under `root`.
+    pub fn new(root: &Path) -> Result<Self> {
+        Ok(CopySnapshotter { dirs: Dirs::new(root)? })
+    }
+
+    fn make(&self, key: &str, parent: Option<&str>, kind: &str) -> Result<PathBuf> {
+        let dir = self.dirs.create(key, parent, kind, false)?;
+        if let Some(p) = parent {
+            let from = self.dirs.dir(p).join("fs");
+            if let Err(e) = copy_tree(&from, &dir.join("fs"), &mut HashMap::new()) {
+                let _ = fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        }
+        Ok(dir.join("fs"))
+    }
+}
+
+/// Copies the contents of `from` into the existing directory `to`: types, modes, owners
+/// (as root), times, symlinks as written, hardlinks as links, device nodes.
+fn copy_tree(from: &Path, to: &Path, links: &mut HashMap<(u64, u64), PathBuf>) -> Result<()> {
+    let mut names: Vec<_> = fs::read_dir(from)
+        .map_err(io_err("read", from))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()
+        .map_err(io_err("read", from))?;
+    names.sort();
+    for name in names {
+        let (src, dst) = (from.join(&name), to.join(&name));
+        let m = fs::symlink_metadata(&src).map_err(io_err("stat", &src))?;
+        let ft = m.file_type();
+        if ft.is_dir() {
+            fs::create_dir(&dst).map_err(io_err("create", &dst))?;
+            copy_tree(&src, &dst, links)?;
+        } else if ft.is_symlink() {
+            let target = fs::read_link(&src).map_err(io_err("read link", &src))?;
+            std::os::unix::fs::symlink(target, &dst).map_err(io_err("create", &dst))?;
+        } else if let Some(first) = links.get(&(m.dev(), m.ino())).filter(|_| m.nlink() > 1) {
+            fs::hard_link(first, &dst).map_err(io_err("link", &dst))?;
+            continue;
+        } else if ft.is_file() {
+            fs::copy(&src, &dst).map_err(io_err("copy", &src))?;
+            if m.nlink() > 1 {
+                links.insert((m.dev(), m.ino()), dst.clone());
+            }
+        } else {
+            let kind = if ft.is_char_device() {
+                rustix::fs::FileType::CharacterDevice
+            } else if ft.is_block_device() {
+                rustix::fs::FileType::BlockDevice
+            } else if ft.is_fifo() {
+                rustix::fs::FileType::Fifo
+            } else {
+                continue;
+            };
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                &dst,
+                kind,
+                rustix::fs::Mode::from_raw_mode(m.mode() & 0o7777),
+                m.rdev(),
+            )
+            .map_err(|e| SnapshotError::Io {
+                op: "create node",
+                path: dst.display().to_string(),
+                source: e.into(),
+            })?;
+        }
+        set_meta(&dst, &m)?;
+    }
+    set_meta(to, &fs::symlink_metadata(from).map_err(io_err("stat", from))?)
+}
+
+fn set_meta(path: &Path, m: &fs::Metadata) -> Result<()> {
+    use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
+    let err =
+        |op| move |e: rustix::io::Errno| SnapshotError::Io { op, path: path.display().to_string(), source: e.into() };
+    if rustix::process::geteuid().is_root() {
+        let (u, g) = (rustix::fs::Uid::from_raw(m.uid()), rustix::fs::Gid::from_raw(m.gid()));
+        rustix::fs::chownat(CWD, path, Some(u), Some(g), AtFlags::SYMLINK_NOFOLLOW).map_err(err("chown"))?;
+    }
+    if !m.file_type().is_symlink() {
+        rustix::fs::chmodat(CWD, path, rustix::fs::Mode::from_raw_mode(m.mode() & 0o7777), AtFlags::empty())
+            .map_err(err("chmod"))?;
+    }
+    let t = |s: i64, ns: i64| Timespec { tv_sec: s, tv_nsec: ns as _ };
+    let times =
+        Timestamps { last_access: t(m.atime(), m.atime_nsec()), last_modification: t(m.mtime(), m.mtime_nsec()) };
+    rustix::fs::utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW).map_err(err("set times"))
+}
+
+/// True when two entries differ in what a layer records (type, mode, owner, size, mtime,
+/// link target); contents are taken as equal when size and mtime are.
+fn changed(a: &fs::Metadata, b: &fs::Metadata, pa: &Path, pb: &Path) -> bool {
+    let kind = |m: &fs::Metadata| m.mode() & 0o170000;
+    if kind(a) != kind(b) || a.mode() != b.mode() || a.uid() != b.uid() || a.gid() != b.gid() {
+        return true;
+    }
+    if a.is_dir() {
+        return false;
+    }
+    if a.file_type().is_symlink() {
+        return fs::read_link(pa).ok() != fs::read_link(pb).ok();
+    }
+    a.len() != b.len() || a.mtime() != b.mtime() || a.mtime_nsec() != b.mtime_nsec() || a.rdev() != b.rdev()
+}
+
+/// Emits what changed from `old` (None: nothing) to `new` under `rel`, then whiteouts.
+fn double_walk(
+    old: Option<&Path>,
+    new: &Path,
+    rel: &Path,
+    w: &mut oci::layer::TarWriter<'_, &mut dyn Write>,
+) -> Result<()> {
+    let list = |d: &Path| -> Result<Vec<std::ffi::OsString>> {
+        let mut v: Vec<_> =
+            fs::read_dir(d).map_err(io_err("read", d))?.filter_map(|e| e.ok().map(|e| e.file_name())).collect();
+        v.sort();
+        Ok(v)
+    };
+    let diff_err = |e| SnapshotError::Diff(rel.display().to_string(), e);
+    for name in list(new)? {
+        let (pn, r) = (new.join(&name), rel.join(&name));
+        let mn = fs::symlink_metadata(&pn).map_err(io_err("stat", &pn))?;
+        let po = old.map(|o| o.join(&name));
+        let mo = po.as_ref().and_then(|p| fs::symlink_metadata(p).ok());
+        let differs = match (&mo, &po) {
+            (Some(mo), Some(po)) => changed(mo, &mn, po, &pn),
+            _ => true,
+        };
+        if differs {
+            w.add_path(&pn, &r).map_err(diff_err)?;
+        }
+        if mn.is_dir() {
+            let old_dir = po.filter(|_| mo.as_ref().is_some_and(fs::Metadata::is_dir));
+            double_walk(old_dir.as_deref(), &pn, &r, w)?;
+        }
+    }
+    if let Some(old) = old {
+        for name in list(old)? {
+            if fs::symlink_metadata(new.join(&name)).is_err() {
+                w.add_whiteout(&rel.join(&name)).map_err(diff_err)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Snapshotter for CopySnapshotter {
+    fn prepare(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>> {
+        let fs = self.make(key, parent, "active")?;
+        Ok(vec![Mount::Bind { source: fs, read_only: false }])
+    }
+
+    fn view(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>> {
+        let fs = self.make(key, parent, "view")?;
+        Ok(vec![Mount::Bind { source: fs, read_only: true }])
+    }
+
+    fn commit(&self, name: &str, key: &str) -> Result<()> {
+        self.dirs.commit(name, key)
+    }
+
+    fn remove(&self, key: &str) -> Result<()> {
+        self.dirs.remove(key)
+    }
+
+    fn diff(&self, key: &str, out: &mut dyn Write) -> Result<()> {
+        let new = self.upper(key)?;
+        let old = self.dirs.parent(key).map(|p| self.dirs.dir(&p).join("fs"));
+        let opts = oci::layer::TarOptions::from_env();
+        let mut w = oci::layer::TarWriter::new(out, &opts);
+        double_walk(old.as_deref(), &new, Path::new(""), &mut w)?;
+        w.finish().map_err(|e| SnapshotError::Diff(key.to_owned(), e))?;
+        Ok(())
+    }
+
+    fn upper(&self, key: &str) -> Result<PathBuf> {
+        Ok(self.dirs.require(key, "active")?.join("fs"))
+    }
+
+    fn whiteouts(&self) -> Whiteouts {
+        Whiteouts::Apply
+    }
+
+    fn exists(&self, name: &str) -> bool {
+        self.dirs.kind(name).as_deref() == Some("committed")
+    }
+}

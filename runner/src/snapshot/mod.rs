@@ -1,0 +1,256 @@
+//! Snapshots: the directories an image's layers are unpacked into, stacked into a rootfs.
+//!
+//! Vocabulary (containerd's): a **committed** snapshot has a *name* (berth uses a layer
+//! chain's chainID) and is read-only; an **active** snapshot has a *key*, is writable and
+//! has an optional *parent* (a committed name). [`Snapshotter::prepare`] makes an active
+//! snapshot on a parent; a layer is unpacked into its [`Snapshotter::upper`] directory (or
+//! a RUN step writes through its mounts); [`Snapshotter::commit`] freezes it under a name.
+//! [`Snapshotter::view`] is a read-only active snapshot, [`Snapshotter::diff`] turns an
+//! active snapshot's changes back into an OCI layer.
+//!
+//! ```text
+//! prepare("tmp-1", None)         -> unpack layer 1 into upper("tmp-1") -> commit("chain1", "tmp-1")
+//! prepare("tmp-2", Some(chain1)) -> unpack layer 2                     -> commit("chain2", "tmp-2")
+//! prepare("ctr", Some(chain2))   -> mount -> run -> diff("ctr") = the new layer
+//! ```
+//!
+//! Two implementations pass one test suite: [`OverlaySnapshotter`] (each snapshot holds
+//! only its own changes; overlayfs stacks them) and [`CopySnapshotter`] (each snapshot is
+//! a full copy of its parent plus its changes, for where overlayfs is missing).
+
+mod copy;
+mod overlay;
+#[cfg(test)]
+mod testsuite;
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+pub use copy::CopySnapshotter;
+pub use overlay::OverlaySnapshotter;
+
+use crate::unpack::Whiteouts;
+
+/// What went wrong with a snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// No snapshot under that key or name.
+    #[error("snapshot {0:?} does not exist")]
+    NotFound(String),
+    /// The key or name is taken.
+    #[error("snapshot {0:?} already exists")]
+    Exists(String),
+    /// The operation needs an active snapshot, or a committed one.
+    #[error("snapshot {key:?} is {is}, not {want}")]
+    WrongKind {
+        /// The snapshot.
+        key: String,
+        /// What it is.
+        is: &'static str,
+        /// What the operation needs.
+        want: &'static str,
+    },
+    /// A filesystem operation failed.
+    #[error("{op} {path}")]
+    Io {
+        /// What we were doing.
+        op: &'static str,
+        /// Where.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Writing the diff failed.
+    #[error("write diff of {0:?}")]
+    Diff(String, #[source] oci::Error),
+}
+
+/// `Result` for snapshot operations.
+pub type Result<T, E = SnapshotError> = std::result::Result<T, E>;
+
+pub(crate) fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> SnapshotError + 'a {
+    move |source| SnapshotError::Io { op, path: path.display().to_string(), source }
+}
+
+/// How to mount a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mount {
+    /// overlayfs: `lower` top first; no `upper` for a read-only view.
+    Overlay {
+        /// Lower directories, top first.
+        lower: Vec<PathBuf>,
+        /// The writable upper directory and its work directory.
+        upper: Option<(PathBuf, PathBuf)>,
+    },
+    /// A bind mount of one directory.
+    Bind {
+        /// The directory.
+        source: PathBuf,
+        /// Mounted read-only.
+        read_only: bool,
+    },
+}
+
+impl Mount {
+    /// Mounts at `target` (needs root).
+    pub fn mount(&self, target: &Path) -> Result<()> {
+        use rustix::mount::{mount, mount_bind, mount_remount, MountFlags};
+        let err = |e: rustix::io::Errno| SnapshotError::Io {
+            op: "mount",
+            path: target.display().to_string(),
+            source: e.into(),
+        };
+        match self {
+            Mount::Overlay { lower, upper } => {
+                let lowers: Vec<String> = lower.iter().map(|l| l.display().to_string()).collect();
+                let mut data = format!("lowerdir={}", lowers.join(":"));
+                if let Some((u, w)) = upper {
+                    data.push_str(&format!(",upperdir={},workdir={}", u.display(), w.display()));
+                }
+                let flags = if upper.is_none() { MountFlags::RDONLY } else { MountFlags::empty() };
+                let data = std::ffi::CString::new(data).map_err(|e| SnapshotError::Io {
+                    op: "mount",
+                    path: target.display().to_string(),
+                    source: io::Error::new(io::ErrorKind::InvalidInput, e),
+                })?;
+                mount("overlay", target, "overlay", flags, Some(data.as_c_str())).map_err(err)
+            }
+            Mount::Bind { source, read_only } => {
+                mount_bind(source, target).map_err(err)?;
+                if *read_only {
+                    mount_remount(target, MountFlags::BIND | MountFlags::RDONLY, "").map_err(err)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Unmounts what [`Mount::mount`] mounted.
+pub fn unmount(target: &Path) -> Result<()> {
+    rustix::mount::unmount(target, rustix::mount::UnmountFlags::DETACH).map_err(|e| SnapshotError::Io {
+        op: "unmount",
+        path: target.display().to_string(),
+        source: e.into(),
+    })
+}
+
+/// Snapshots by key and name; see the module docs for the lifecycle.
+pub trait Snapshotter: Send + Sync {
+    /// Makes an active (writable) snapshot `key` on `parent` and says how to mount it.
+    fn prepare(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>>;
+
+    /// Makes a read-only active snapshot `key` on `parent`.
+    fn view(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>>;
+
+    /// Freezes the active snapshot `key` as the committed snapshot `name`.
+    fn commit(&self, name: &str, key: &str) -> Result<()>;
+
+    /// Removes a snapshot (active or committed).
+    fn remove(&self, key: &str) -> Result<()>;
+
+    /// Writes the changes of the active snapshot `key` against its parent as an OCI layer
+    /// tar (whiteouts for deletions).
+    fn diff(&self, key: &str, out: &mut dyn Write) -> Result<()>;
+
+    /// The directory a layer is unpacked into for the active snapshot `key`.
+    fn upper(&self, key: &str) -> Result<PathBuf>;
+
+    /// How layers must be unpacked into [`Snapshotter::upper`].
+    fn whiteouts(&self) -> Whiteouts;
+
+    /// True when a committed snapshot `name` exists.
+    fn exists(&self, name: &str) -> bool;
+}
+
+/// Where snapshots live on disk, shared by both implementations:
+/// `<root>/<id>/{fs,work,parent,kind}`, `id` = sha256 of the key or name.
+#[derive(Debug, Clone)]
+pub(crate) struct Dirs {
+    root: PathBuf,
+}
+
+impl Dirs {
+    pub(crate) fn new(root: &Path) -> Result<Dirs> {
+        std::fs::create_dir_all(root).map_err(io_err("create", root))?;
+        Ok(Dirs { root: root.to_owned() })
+    }
+
+    pub(crate) fn dir(&self, key: &str) -> PathBuf {
+        self.root.join(oci::Digest::of(key.as_bytes()).hex())
+    }
+
+    pub(crate) fn kind(&self, key: &str) -> Option<String> {
+        std::fs::read_to_string(self.dir(key).join("kind")).ok()
+    }
+
+    pub(crate) fn parent(&self, key: &str) -> Option<String> {
+        std::fs::read_to_string(self.dir(key).join("parent")).ok().filter(|p| !p.is_empty())
+    }
+
+    /// Creates the directory of a new snapshot with its `fs` (and `work`, for overlay).
+    pub(crate) fn create(&self, key: &str, parent: Option<&str>, kind: &str, work: bool) -> Result<PathBuf> {
+        if let Some(p) = parent {
+            if self.kind(p).as_deref() != Some("committed") {
+                return Err(SnapshotError::NotFound(p.to_owned()));
+            }
+        }
+        let dir = self.dir(key);
+        if dir.exists() {
+            return Err(SnapshotError::Exists(key.to_owned()));
+        }
+        let tmp = self.root.join(format!(".new-{}", oci::Digest::of(key.as_bytes()).short()));
+        let _stale = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(tmp.join("fs")).map_err(io_err("create", &tmp))?;
+        if work {
+            std::fs::create_dir(tmp.join("work")).map_err(io_err("create", &tmp))?;
+        }
+        std::fs::write(tmp.join("parent"), parent.unwrap_or("")).map_err(io_err("write", &tmp))?;
+        std::fs::write(tmp.join("kind"), kind).map_err(io_err("write", &tmp))?;
+        std::fs::rename(&tmp, &dir).map_err(io_err("create", &dir))?;
+        Ok(dir)
+    }
+
+    /// The committed `fs` directories from `name` down to the base, top first.
+    pub(crate) fn chain(&self, name: Option<&str>) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut cur = name.map(str::to_owned);
+        while let Some(n) = cur {
+            out.push(self.dir(&n).join("fs"));
+            cur = self.parent(&n);
+        }
+        out
+    }
+
+    pub(crate) fn require(&self, key: &str, want: &'static str) -> Result<PathBuf> {
+        match self.kind(key) {
+            None => Err(SnapshotError::NotFound(key.to_owned())),
+            Some(k) if k == want || (want == "active" && k == "view") => Ok(self.dir(key)),
+            Some(k) => Err(SnapshotError::WrongKind {
+                key: key.to_owned(),
+                is: if k == "committed" { "committed" } else { "active" },
+                want,
+            }),
+        }
+    }
+
+    pub(crate) fn commit(&self, name: &str, key: &str) -> Result<()> {
+        let from = self.require(key, "active")?;
+        let to = self.dir(name);
+        if to.exists() {
+            return Err(SnapshotError::Exists(name.to_owned()));
+        }
+        std::fs::write(from.join("kind"), "committed").map_err(io_err("write", &from))?;
+        let _ = std::fs::remove_dir_all(from.join("work"));
+        std::fs::rename(&from, &to).map_err(io_err("commit", &to))
+    }
+
+    pub(crate) fn remove(&self, key: &str) -> Result<()> {
+        let dir = self.dir(key);
+        if !dir.exists() {
+            return Err(SnapshotError::NotFound(key.to_owned()));
+        }
+        std::fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))
+    }
+}

@@ -1,0 +1,168 @@
+//! The one test suite both snapshotters pass; `suite!` instantiates it per snapshotter.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use super::*;
+use crate::unpack::{unpack, UnpackOptions};
+
+fn layer(files: &[(&str, &str)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, content) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(content.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(1_000);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_cksum();
+        b.append_data(&mut h, name, content.as_bytes()).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+fn apply(s: &dyn Snapshotter, key: &str, parent: Option<&str>, files: &[(&str, &str)]) {
+    s.prepare(key, parent).unwrap();
+    let opts = UnpackOptions { whiteouts: s.whiteouts(), ..Default::default() };
+    unpack(&layer(files)[..], &s.upper(key).unwrap(), &opts).unwrap();
+}
+
+fn walk(dir: &Path, rel: &str, out: &mut BTreeMap<String, String>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let name = format!("{rel}{}", e.file_name().to_string_lossy());
+        if e.file_type().unwrap().is_dir() {
+            walk(&e.path(), &format!("{name}/"), out);
+        } else {
+            out.insert(name, std::fs::read_to_string(e.path()).unwrap_or_default());
+        }
+    }
+}
+
+/// What a process would see through `mounts`: mounted for real as root, else read from a
+/// lone bind source. `None` when that needs root and we are not.
+fn merged(mounts: &[Mount]) -> Option<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    if rustix::process::geteuid().is_root() {
+        let target = tempfile::tempdir().unwrap();
+        mounts[0].mount(target.path()).unwrap();
+        walk(target.path(), "", &mut out);
+        unmount(target.path()).unwrap();
+        return Some(out);
+    }
+    match mounts {
+        [Mount::Bind { source, .. }] => {
+            walk(source, "", &mut out);
+            Some(out)
+        }
+        _ => None,
+    }
+}
+
+fn root_or_skip(what: &str) -> bool {
+    let root = rustix::process::geteuid().is_root();
+    if !root {
+        assert!(std::env::var("BERTH_TEST_STRICT").as_deref() != Ok("1"), "{what} needs root (BERTH_TEST_STRICT=1)");
+        eprintln!("skipping: {what} needs root");
+    }
+    root
+}
+
+pub fn layers_stack_with_whiteouts(s: &dyn Snapshotter, needs_root: bool) {
+    if needs_root && !root_or_skip("overlay snapshots") {
+        return;
+    }
+    apply(s, "k1", None, &[("a/x", "x"), ("a/y", "y"), ("b/z", "z"), ("c/old", "old")]);
+    s.commit("l1", "k1").unwrap();
+    apply(s, "k2", Some("l1"), &[("a/.wh.x", ""), ("c/new", "new"), ("c/.wh..wh..opq", "")]);
+    s.commit("l2", "k2").unwrap();
+    assert!(s.exists("l1") && s.exists("l2") && !s.exists("k2"));
+    let Some(seen) = merged(&s.view("v", Some("l2")).unwrap()) else { return };
+    let want: BTreeMap<String, String> =
+        [("a/y", "y"), ("b/z", "z"), ("c/new", "new")].iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+    assert_eq!(seen, want);
+}
+
+pub fn diff_turns_changes_into_a_layer(s: &dyn Snapshotter, needs_root: bool) {
+    if needs_root && !root_or_skip("overlay snapshots") {
+        return;
+    }
+    apply(s, "k1", None, &[("a/x", "x"), ("a/y", "y"), ("b/z", "z")]);
+    s.commit("l1", "k1").unwrap();
+    let mounts = s.prepare("work", Some("l1")).unwrap();
+    let edit = |root: &Path| {
+        std::fs::remove_file(root.join("a/x")).unwrap();
+        std::fs::create_dir(root.join("d")).unwrap();
+        std::fs::write(root.join("d/new"), "new").unwrap();
+        std::fs::write(root.join("b/z"), "changed").unwrap();
+    };
+    if rustix::process::geteuid().is_root() {
+        let target = tempfile::tempdir().unwrap();
+        mounts[0].mount(target.path()).unwrap();
+        edit(target.path());
+        unmount(target.path()).unwrap();
+    } else {
+        // Without root only the copy snapshotter gets here: its upper is the whole tree.
+        edit(&s.upper("work").unwrap());
+    }
+    let mut tar = Vec::new();
+    s.diff("work", &mut tar).unwrap();
+    let mut names = Vec::new();
+    let mut archive = tar::Archive::new(&tar[..]);
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().into_owned();
+        let mut content = String::new();
+        e.read_to_string(&mut content).unwrap();
+        names.push((name, content));
+    }
+    let has = |n: &str| names.iter().any(|(x, _)| x.trim_end_matches('/') == n);
+    assert!(has("a/.wh.x"), "deletion becomes a whiteout: {names:?}");
+    assert!(has("d/new") && has("b/z"), "{names:?}");
+    assert!(names.iter().any(|(n, c)| n == "b/z" && c == "changed"));
+    assert!(!has("a/y"), "unchanged files are not in the diff: {names:?}");
+    // The diff applied to the parent gives what the snapshot holds.
+    apply(s, "replay", Some("l1"), &[]);
+    let opts = UnpackOptions { whiteouts: s.whiteouts(), ..Default::default() };
+    unpack(&tar[..], &s.upper("replay").unwrap(), &opts).unwrap();
+    s.commit("l2", "replay").unwrap();
+    if let Some(seen) = merged(&s.view("v", Some("l2")).unwrap()) {
+        assert_eq!(seen.get("b/z").map(String::as_str), Some("changed"));
+        assert!(!seen.contains_key("a/x") && seen.contains_key("d/new"));
+    }
+}
+
+pub fn lifecycle_errors(s: &dyn Snapshotter, _needs_root: bool) {
+    s.prepare("k", None).unwrap();
+    assert!(matches!(s.prepare("k", None), Err(SnapshotError::Exists(_))));
+    assert!(matches!(s.prepare("k2", Some("missing")), Err(SnapshotError::NotFound(_))));
+    assert!(matches!(s.commit("n", "missing"), Err(SnapshotError::NotFound(_))));
+    s.commit("n", "k").unwrap();
+    assert!(matches!(s.upper("n"), Err(SnapshotError::WrongKind { .. })));
+    assert!(matches!(s.commit("n", "n"), Err(SnapshotError::WrongKind { .. })));
+    s.remove("n").unwrap();
+    assert!(!s.exists("n"));
+    assert!(matches!(s.remove("n"), Err(SnapshotError::NotFound(_))));
+}
+
+macro_rules! suite {
+    ($modname:ident, $ty:ty, $needs_root:expr) => {
+        mod $modname {
+            use super::*;
+            suite!(@tests $ty, $needs_root; layers_stack_with_whiteouts, diff_turns_changes_into_a_layer, lifecycle_errors);
+        }
+    };
+    (@tests $ty:ty, $needs_root:expr; $($name:ident),*) => {
+        $(
+            #[test]
+            fn $name() {
+                let dir = tempfile::tempdir().unwrap();
+                let s = <$ty>::new(dir.path()).unwrap();
+                super::$name(&s, $needs_root);
+            }
+        )*
+    };
+}
+
+suite!(overlay, OverlaySnapshotter, true);
+suite!(copy, CopySnapshotter, false);
