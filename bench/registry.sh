@@ -78,8 +78,7 @@ data() {
 # fresh storage (a root directory, or a bucket, named after KEY) and a free port; sets pid and
 # port, and waits (at most 10 s) until /v2/ answers.
 start() {
-  local name=$1 driver=$2 key=$3 log=$RUN/$1-$3 conf
-  conf=$RUN/$key.conf
+  local name=$1 driver=$2 key=$3 log=$RUN/$2-$3 conf=$RUN/$2-$3.conf
   port=$(free_port)
   mkdir -p "$(data "$driver" "$key")" # s3s-fs: a bucket is a directory of its root
   case $name/$driver in
@@ -131,7 +130,10 @@ EOF
         echo "http:"
         echo "  addr: 127.0.0.1:$port"
       } >"$conf"
-      "$DISTRIBUTION" serve "$conf" >"$log.out" 2>"$log.err" &
+      # AWS_CA_BUNDLE (set on some machines, this one included) makes its S3 client panic at
+      # start-up ("LoadCustomCABundleError ... HTTPClient's transport unsupported type"); the
+      # endpoint is plain HTTP, so the bundle is dropped for it.
+      env -u AWS_CA_BUNDLE "$DISTRIBUTION" serve "$conf" >"$log.out" 2>"$log.err" &
       ;;
   esac
   pid=$!
@@ -155,14 +157,14 @@ to_ms() {
   }'
 }
 
-# skopeo_copy NAME WHAT SRC DEST: one timed skopeo copy (at most 10 minutes); sets secs. Dies
-# with skopeo's last message when it fails.
+# skopeo_copy NAME DRIVER WHAT SRC DEST: one timed skopeo copy (at most 10 minutes) for registry
+# NAME on DRIVER; sets secs. Dies with skopeo's last message when it fails.
 skopeo_copy() {
-  local name=$1 what=$2 t0 t1 log=$RUN/$1-skopeo.log
+  local t0 t1 log=$RUN/$2-$1-skopeo.log
   sync # so that writeback of the previous step does not land in this one
   t0=$(now)
-  timeout 600 skopeo copy -q --src-tls-verify=false --dest-tls-verify=false "$3" "$4" \
-    >>"$log" 2>&1 || die "$name: $what failed: $(tail -n 1 "$log")"
+  timeout 600 skopeo copy -q --src-tls-verify=false --dest-tls-verify=false "$4" "$5" \
+    >>"$log" 2>&1 || die "$1 ($2): $3 failed: $(tail -n 1 "$log")"
   t1=$(now)
   secs=$(elapsed "$t0" "$t1")
 }
@@ -179,7 +181,7 @@ bench() {
       rm -rf "$(data "$driver" "$name-$((r - 1))")"
     fi
     start "$name" "$driver" "$name-$r"
-    skopeo_copy "$name" push "oci:$IMG:bench" "docker://127.0.0.1:$port/$REPO:$TAG"
+    skopeo_copy "$name" "$driver" push "oci:$IMG:bench" "docker://127.0.0.1:$port/$REPO:$TAG"
     push=$(min "$secs" "$push")
     say "$name ($driver): push $r: $secs s"
   done
@@ -190,7 +192,7 @@ bench() {
   [ "sha256:$got" = "$manifest_digest" ] || die "$name: manifest GET returned sha256:$got"
 
   for ((r = 1; r <= RUNS; r++)); do
-    skopeo_copy "$name" pull "docker://127.0.0.1:$port/$REPO:$TAG" "oci:$RUN/pull-$r:x"
+    skopeo_copy "$name" "$driver" pull "docker://127.0.0.1:$port/$REPO:$TAG" "oci:$RUN/pull-$r:x"
     rm -rf "$RUN/pull-$r"
     pull=$(min "$secs" "$pull")
     say "$name ($driver): pull $r: $secs s"
@@ -198,7 +200,7 @@ bench() {
 
   out=$(timeout 60 wrk -t4 -c64 -d10s --latency -H "Accept: $MANIFEST_TYPE" \
     "http://127.0.0.1:$port/v2/$REPO/manifests/$TAG")
-  echo "$out" >"$RUN/$name-$driver-wrk.log"
+  echo "$out" >"$RUN/$driver-$name-wrk.log"
   ! grep -qE 'Non-2xx|Socket errors' <<<"$out" || {
     echo "$out" >&2
     die "$name: wrk saw errors"
@@ -232,7 +234,11 @@ bench_or_na() {
   status=$?
   set -e
   [ "$status" = 0 ] && return 0
-  say "$1 ($3): failed (status $status); its row reads n/a"
+  # The server's first error that is not a plain 404 (skopeo HEADs blobs before pushing).
+  local why
+  why=$(cat "$RUN/$3-$1"-*.err 2>/dev/null | grep -v 'blob unknown' |
+    grep -m 1 -E 'level=(error|fatal|panic)|^panic' | sed 's/.*msg="\([^"]*\)".*/\1/' | cut -c 1-300)
+  say "$1 ($3): failed; its row reads n/a${why:+. Its log says: $why}"
   printf '%-22s%11s%11s%11s%12s%12s%13s\n' "$2" n/a n/a n/a n/a n/a n/a >>"$RUN/rows-$3"
 }
 

@@ -49,6 +49,7 @@ enum Command {
     Login(commands::transfer::Login),
     Logout(commands::transfer::Logout),
     Registry(commands::registry::RegistryCmd),
+    Run(commands::run::Run),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +71,7 @@ fn main() -> ExitCode {
         Command::Login(c) => c.run(&root),
         Command::Logout(c) => c.run(&root),
         Command::Registry(c) => c.run(&root),
+        Command::Run(c) => c.run(&root),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

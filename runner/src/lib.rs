@@ -7,8 +7,9 @@
 //! - [`snapshot`]: snapshots keyed by chainID, stacked by overlayfs (or copied, where
 //!   overlayfs is missing), and diffed back into OCI layers.
 //!
-//! The namespace sandbox behind `berth run` and the builder's RUN builds on these next;
-//! see the runner issue.
+//! - [`rootfs`]: an image's layers into snapshots by chainID (each unpacked once, diffIDs
+//!   verified), plus a fresh active snapshot for a container.
+//! - [`sandbox`]: one process in new namespaces on that rootfs, as `berth run` uses it.
 //!
 //! ```no_run
 //! let layer = std::fs::File::open("layer.tar")?;
@@ -16,5 +17,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod rootfs;
+pub mod sandbox;
 pub mod snapshot;
 pub mod unpack;

@@ -192,7 +192,16 @@ impl Unpacker {
         let Some(name) = path.file_name().map(|n| n.to_owned()) else {
             // The root itself: metadata only.
             if kind.is_dir() {
-                let fd = self.dir(Path::new(""))?;
+                // Metadata needs a real descriptor, not the O_PATH one `dir` returns.
+                let fd = rustix::fs::openat(
+                    &self.root,
+                    ".",
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(io_err("open root", &path))?;
+                let mode = entry.header().mode().map_err(UnpackError::Tar)? & 0o7777;
+                rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(io_err("chmod", &path))?;
                 return self.metadata_fd(&fd, entry, &path);
             }
             return Err(UnpackError::Refused { path: shown, reason: "only a directory may name the root" });
@@ -480,13 +489,15 @@ mod tests {
     fn unpacks_files_dirs_links_with_modes_and_times() {
         let (_t, root) = sandbox();
         let tar = layer(&[
+            ("./", D, b"", ""),
             ("bin/", D, b"", ""),
             ("bin/tool", F, b"#!/bin/sh\n", ""),
             ("bin/alias", S, b"", "tool"),
             ("bin/hard", L, b"", "bin/tool"),
         ]);
         let stats = apply(&tar, &root).unwrap();
-        assert_eq!(stats.entries, 4);
+        assert_eq!(stats.entries, 4, "the root entry changes metadata only");
+        assert_eq!(std::fs::metadata(&root).unwrap().permissions().mode() & 0o777, 0o755);
         assert_eq!(std::fs::read(root.join("bin/tool")).unwrap(), b"#!/bin/sh\n");
         assert_eq!(std::fs::read_link(root.join("bin/alias")).unwrap(), Path::new("tool"));
         let (a, b) =

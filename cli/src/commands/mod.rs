@@ -3,6 +3,7 @@
 pub mod archive;
 pub mod images;
 pub mod registry;
+pub mod run;
 pub mod transfer;
 
 use std::path::Path;

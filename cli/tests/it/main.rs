@@ -8,4 +8,5 @@ mod archives;
 mod client;
 mod images;
 mod registry;
+mod run;
 mod util;

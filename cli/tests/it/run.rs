@@ -1,0 +1,130 @@
+//! `berth run` on the busybox image: exit codes, namespaces, user, env, network,
+//! hostile layers, and nothing left behind.
+
+use crate::util::{p, strict, Berth};
+
+/// A store with the busybox image, when running as root with busybox-static.
+fn setup() -> Option<Berth> {
+    if !rustix::process::geteuid().is_root() {
+        assert!(!strict(), "berth run tests need root (BERTH_TEST_STRICT=1)");
+        eprintln!("skipping: berth run needs root");
+        return None;
+    }
+    let b = Berth::new();
+    b.busybox("busybox:latest").then_some(b)
+}
+
+fn run(b: &Berth, args: &[&str]) -> (i32, String, String) {
+    let mut full = vec!["run"];
+    full.extend_from_slice(args);
+    let out = b.output(&full);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn exit_codes_pass_through() {
+    let Some(b) = setup() else { return };
+    assert_eq!(run(&b, &["busybox", "true"]).0, 0);
+    assert_eq!(run(&b, &["busybox", "sh", "-c", "exit 7"]).0, 7);
+    let (code, out, _) = run(&b, &["busybox", "sh", "-c", "sh -c 'kill -9 $$'; echo $?"]);
+    assert_eq!((code, out.trim()), (0, "137"), "a child killed by SIGKILL is 128+9");
+    let (code, _, err) = run(&b, &["busybox", "/no/such/program"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("No such file"), "{err}");
+}
+
+#[test]
+fn the_process_is_pid_1_in_its_own_namespaces() {
+    let Some(b) = setup() else { return };
+    let (_, out, _) =
+        run(&b, &["--hostname", "smoke", "busybox", "sh", "-c", "echo $$ $(hostname) $(ls /proc | grep -c '^[0-9]')"]);
+    let f: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(f[0], "1");
+    assert_eq!(f[1], "smoke");
+    assert!(f[2].parse::<u32>().unwrap() <= 5, "only the container's processes are visible: {out}");
+    let (_, out, _) = run(&b, &["busybox", "sh", "-c", "cat /proc/self/status | grep NoNewPrivs"]);
+    assert!(out.contains('1'), "{out}");
+    let (_, out, _) = run(&b, &["busybox", "sh", "-c", "echo hi > /dev/null && head -c 4 /dev/zero | wc -c"]);
+    assert_eq!(out.trim(), "4");
+}
+
+#[test]
+fn user_workdir_and_env_are_applied() {
+    let Some(b) = setup() else { return };
+    let (_, out, _) =
+        run(&b, &["-u", "berth", "-w", "/tmp", "-e", "FOO=bar", "busybox", "sh", "-c", "id; pwd; echo $FOO"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "uid=1000(berth) gid=1000(berth) groups=10(wheel),1000(berth)");
+    assert_eq!(lines[1], "/tmp");
+    assert_eq!(lines[2], "bar");
+    let (_, out, _) = run(&b, &["-u", "65534:65534", "busybox", "id", "-u"]);
+    assert_eq!(out.trim(), "65534");
+    let (code, _, err) = run(&b, &["-u", "nosuchuser", "busybox", "true"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("unable to find user nosuchuser"), "{err}");
+}
+
+#[test]
+fn network_none_has_only_loopback_and_host_has_more() {
+    let Some(b) = setup() else { return };
+    let ifaces = |net: &str| -> Vec<String> {
+        let (_, out, _) = run(&b, &["--network", net, "busybox", "cat", "/proc/net/dev"]);
+        out.lines().skip(2).filter_map(|l| l.split(':').next()).map(|s| s.trim().to_owned()).collect()
+    };
+    assert_eq!(ifaces("none"), ["lo"]);
+    let host = ifaces("host");
+    assert!(host.len() > 1 || host != ["lo"], "{host:?}");
+}
+
+#[test]
+fn a_hostile_layer_is_refused_and_writes_nothing_outside() {
+    let Some(b) = setup() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // A layer whose second entry climbs out with '..', crafted byte for byte.
+    let mut builder = tar::Builder::new(Vec::new());
+    for name in ["ok", "../../../../../../tmp/berth-escape-test"] {
+        let mut h = tar::Header::new_gnu();
+        h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(1);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        builder.append(&h, &b"x"[..]).unwrap();
+    }
+    let tar = dir.path().join("evil.tar");
+    std::fs::write(&tar, builder.into_inner().unwrap()).unwrap();
+    let _ = std::fs::remove_file("/tmp/berth-escape-test");
+    b.ok(&["import", &p(&tar), "evil"]);
+    let (code, _, err) = run(&b, &["evil", "/ok"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("refused entry") && err.contains(".."), "{err}");
+    assert!(!std::path::Path::new("/tmp/berth-escape-test").exists());
+}
+
+#[test]
+fn nothing_is_left_mounted_or_prepared() {
+    let Some(b) = setup() else { return };
+    assert_eq!(run(&b, &["busybox", "true"]).0, 0);
+    let root = p(b.root.path());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&root), "a mount of the store is left: {mounts}");
+    let containers = std::fs::read_dir(b.root.path().join("containers")).unwrap().count();
+    assert_eq!(containers, 0);
+    // One committed snapshot for the one layer; the container's own is gone.
+    let snaps = std::fs::read_dir(b.root.path().join("snapshots/overlay")).unwrap().count();
+    assert_eq!(snaps, 1);
+}
+
+#[test]
+fn an_image_without_a_command_says_so() {
+    let Some(b) = setup() else { return };
+    let err = b.fails(&["run", "busybox"]);
+    assert!(err.contains("no command specified"), "{err}");
+}

@@ -1,0 +1,272 @@
+//! Running one process in an image: new mount, PID, UTS, IPC (and network) namespaces,
+//! pivot_root into the rootfs, /proc and a minimal /dev, the image's user, no_new_privs,
+//! docker's default capabilities.
+//!
+//! The order follows runc and crun: namespaces; the mount namespace made private; the
+//! rootfs mounted; /proc and /dev; `pivot_root(".", ".")` and the old root lazily
+//! unmounted; hostname; working directory; groups, gid, uid; capabilities;
+//! no_new_privs; exec. berth's own binary is never re-executed inside the container:
+//! all of this runs in the forked child between `fork` and `exec`. Everything mounted
+//! lives in the child's mount namespace and vanishes with it, so a killed berth leaves
+//! no mounts behind.
+
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rustix::mount::{MountFlags, MountPropagationFlags};
+use rustix::thread::UnshareFlags;
+
+use crate::snapshot::Mount;
+
+/// The network a container gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    /// Its own network namespace: nothing but a loopback interface.
+    None,
+    /// The host's network.
+    Host,
+}
+
+/// Who the process runs as, as given: `name`, `uid`, `uid:gid`, `name:group`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User(pub String);
+
+/// Everything needed to start the process.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// How to mount the rootfs.
+    pub rootfs: Vec<Mount>,
+    /// Where to mount it on the host side (an empty directory).
+    pub mountpoint: PathBuf,
+    /// The program and its arguments.
+    pub args: Vec<String>,
+    /// `KEY=value` pairs.
+    pub env: Vec<String>,
+    /// The working directory inside the container.
+    pub cwd: String,
+    /// The user, as given; resolved through the image's /etc/passwd and /etc/group.
+    pub user: Option<User>,
+    /// The resolved (uid, gid, groups), filled in by [`run`] before the fork.
+    pub ids: Option<(u32, u32, Vec<u32>)>,
+    /// The UTS hostname.
+    pub hostname: String,
+    /// The network namespace.
+    pub network: Network,
+}
+
+/// Why the process could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The user or group is not in the image.
+    #[error("{0}")]
+    User(String),
+    /// Creating the PID namespace or forking failed.
+    #[error("start the container process ({what})")]
+    Start {
+        /// The step.
+        what: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Docker's default capability set.
+fn default_capabilities() -> rustix::thread::CapabilitySet {
+    use rustix::thread::CapabilitySet as C;
+    C::CHOWN
+        | C::DAC_OVERRIDE
+        | C::FSETID
+        | C::FOWNER
+        | C::MKNOD
+        | C::NET_RAW
+        | C::SETGID
+        | C::SETUID
+        | C::SETFCAP
+        | C::SETPCAP
+        | C::NET_BIND_SERVICE
+        | C::SYS_CHROOT
+        | C::KILL
+        | C::AUDIT_WRITE
+}
+
+/// Reads a file of the rootfs-to-be from its snapshot directories, top first, without
+/// mounting: each lookup is resolved inside its directory (`RESOLVE_IN_ROOT`).
+fn read_in_rootfs(mounts: &[Mount], path: &str) -> Option<String> {
+    let dirs: Vec<&PathBuf> = match mounts.first()? {
+        Mount::Overlay { lower, upper } => upper.iter().map(|(u, _)| u).chain(lower.iter()).collect(),
+        Mount::Bind { source, .. } => vec![source],
+    };
+    for dir in dirs {
+        let Ok(root) =
+            rustix::fs::open(dir, rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY, rustix::fs::Mode::empty())
+        else {
+            continue;
+        };
+        let resolve = rustix::fs::ResolveFlags::IN_ROOT | rustix::fs::ResolveFlags::NO_MAGICLINKS;
+        match rustix::fs::openat2(
+            &root,
+            path,
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+            resolve,
+        ) {
+            Ok(fd) => {
+                let mut s = String::new();
+                let mut f = std::fs::File::from(fd);
+                // An overlay whiteout (a character device) reads as an error: the file is gone.
+                return std::io::Read::read_to_string(&mut f, &mut s).ok().map(|_| s);
+            }
+            Err(rustix::io::Errno::NOENT) => continue,
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// Resolves `user` (`name`, `uid`, `uid:gid`, `name:group`) through the image's own
+/// /etc/passwd and /etc/group, never the host's: (uid, gid, all gids).
+pub fn resolve_user(mounts: &[Mount], user: &str) -> Result<(u32, u32, Vec<u32>), SandboxError> {
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let passwd = read_in_rootfs(mounts, "etc/passwd").unwrap_or_default();
+    let group = read_in_rootfs(mounts, "etc/group").unwrap_or_default();
+    let entry =
+        passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() > 3 && (f[0] == u || f[2] == u));
+    let uid: u32 = match (u.parse(), &entry) {
+        (Ok(n), _) => n,
+        (Err(_), Some(f)) => f[2].parse().unwrap_or(0),
+        (Err(_), None) => {
+            return Err(SandboxError::User(format!("unable to find user {u}: no matching entries in passwd file")))
+        }
+    };
+    let name = entry.as_ref().map(|f| f[0].to_owned());
+    let mut gid: u32 = entry.as_ref().and_then(|f| f[3].parse().ok()).unwrap_or(uid);
+    if let Some(g) = g {
+        gid = match g.parse() {
+            Ok(n) => n,
+            Err(_) => group
+                .lines()
+                .map(|l| l.split(':').collect::<Vec<_>>())
+                .find(|f| f.len() > 2 && f[0] == g)
+                .and_then(|f| f[2].parse().ok())
+                .ok_or_else(|| {
+                    SandboxError::User(format!("unable to find group {g}: no matching entries in group file"))
+                })?,
+        };
+    }
+    let mut groups = vec![gid];
+    if let Some(name) = name {
+        for f in group.lines().map(|l| l.split(':').collect::<Vec<_>>()).filter(|f| f.len() > 3) {
+            if f[3].split(',').any(|m| m == name) {
+                if let Ok(n) = f[2].parse() {
+                    groups.push(n);
+                }
+            }
+        }
+    }
+    Ok((uid, gid, groups))
+}
+
+fn errno(e: rustix::io::Errno) -> std::io::Error {
+    e.into()
+}
+
+/// The child's side, between fork and exec.
+fn enter(spec: &Spec) -> std::io::Result<()> {
+    let mut flags = UnshareFlags::NEWNS | UnshareFlags::NEWUTS | UnshareFlags::NEWIPC;
+    if spec.network == Network::None {
+        flags |= UnshareFlags::NEWNET;
+    }
+    // SAFETY: we are the only thread of the freshly forked child.
+    unsafe { rustix::thread::unshare_unsafe(flags) }.map_err(errno)?;
+    rustix::mount::mount_change(Path::new("/"), MountPropagationFlags::PRIVATE | MountPropagationFlags::REC)
+        .map_err(errno)?;
+    let root = &spec.mountpoint;
+    spec.rootfs[0].mount(root).map_err(std::io::Error::other)?;
+    let proc_dir = root.join("proc");
+    let _ = std::fs::create_dir_all(&proc_dir);
+    rustix::mount::mount("proc", &proc_dir, "proc", MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC, None)
+        .map_err(errno)?;
+    let dev = root.join("dev");
+    let _ = std::fs::create_dir_all(&dev);
+    rustix::mount::mount("tmpfs", &dev, "tmpfs", MountFlags::NOSUID, Some(c"mode=755,size=65536k")).map_err(errno)?;
+    for node in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let target = dev.join(node);
+        std::fs::write(&target, b"")?;
+        rustix::mount::mount_bind(Path::new("/dev").join(node), &target).map_err(errno)?;
+    }
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        std::os::unix::fs::symlink(target, dev.join(link))?;
+    }
+    std::fs::create_dir_all(dev.join("shm"))?;
+    rustix::process::chdir(root).map_err(errno)?;
+    rustix::process::pivot_root(".", ".").map_err(errno)?;
+    rustix::mount::unmount(".", rustix::mount::UnmountFlags::DETACH).map_err(errno)?;
+    rustix::process::chdir("/").map_err(errno)?;
+    rustix::system::sethostname(spec.hostname.as_bytes()).map_err(errno)?;
+    if let Some((uid, gid, groups)) = spec.ids.clone() {
+        let groups: Vec<_> = groups.into_iter().map(rustix::fs::Gid::from_raw).collect();
+        rustix::thread::set_thread_groups(&groups).map_err(errno)?;
+        rustix::thread::set_thread_res_gid(
+            rustix::fs::Gid::from_raw(gid),
+            rustix::fs::Gid::from_raw(gid),
+            rustix::fs::Gid::from_raw(gid),
+        )
+        .map_err(errno)?;
+        rustix::thread::set_thread_res_uid(
+            rustix::fs::Uid::from_raw(uid),
+            rustix::fs::Uid::from_raw(uid),
+            rustix::fs::Uid::from_raw(uid),
+        )
+        .map_err(errno)?;
+    }
+    rustix::process::chdir(spec.cwd.as_str())
+        .map_err(|e| std::io::Error::other(format!("working directory {}: {e}", spec.cwd)))?;
+    if rustix::process::geteuid().is_root() {
+        let caps = default_capabilities();
+        let sets = rustix::thread::CapabilitySets { effective: caps, permitted: caps, inheritable: caps };
+        rustix::thread::set_capabilities(None, sets).map_err(errno)?;
+    }
+    rustix::thread::set_no_new_privs(true).map_err(errno)?;
+    Ok(())
+}
+
+/// Runs the process and returns its exit code (128 + N when killed by signal N).
+pub fn run(spec: &Spec) -> Result<i32, SandboxError> {
+    // Resolve the user first: an error must be reported with its message, which an
+    // error in the forked child (only an errno crosses back) could not carry.
+    // The PID namespace applies to children: the container's first process is its PID 1.
+    // SAFETY: `berth run` is single-threaded here, and this namespace is only entered by
+    // the one child forked below.
+    unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWPID) }
+        .map_err(|e| SandboxError::Start { what: "new PID namespace", source: e.into() })?;
+    // A bare program name is looked up by execvp after pivot_root, on the PATH given in
+    // the container's environment.
+    let mut cmd = Command::new(&spec.args[0]);
+    cmd.args(&spec.args[1..]).env_clear();
+    for kv in &spec.env {
+        if let Some((k, v)) = kv.split_once('=') {
+            cmd.env(k, v);
+        }
+    }
+    let mut child_spec = spec.clone();
+    if let Some(User(u)) = &spec.user {
+        child_spec.ids = Some(resolve_user(&spec.rootfs, u)?);
+    }
+    // SAFETY: `enter` only makes syscalls and small allocations; the process is
+    // single-threaded at fork time.
+    unsafe {
+        cmd.pre_exec(move || enter(&child_spec));
+    }
+    let status = cmd.status().map_err(|e| SandboxError::Start { what: "fork and exec", source: e })?;
+    Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
