@@ -302,6 +302,10 @@ impl ImageStore {
             }
         }
         let name: Reference = what.parse()?;
+        if let Some(target) = self.get(&name)? {
+            // Stored under exactly this reference (a pull by digest).
+            return Ok(ImageRecord { name: Some(name), target });
+        }
         if let Some(digest) = name.digest() {
             // name@digest: any record of that repository with that manifest will do.
             let repo = name.repository();

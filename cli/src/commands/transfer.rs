@@ -33,6 +33,7 @@ fn config_file() -> PathBuf {
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Settings {
     /// Registries reached over plain HTTP or unverified TLS, as docker's daemon.json has them.
     #[serde(default)]
@@ -136,9 +137,13 @@ impl Push {
         let format = if self.format == "docker" { ManifestFormat::Docker } else { ManifestFormat::Oci };
         let opts = PushOptions { format, ..Default::default() };
         for image in &self.images {
+            // As docker: a push names its destination; an image ID is not one.
+            let named: Reference =
+                image.parse().with_context(|| format!("{image} is not a name to push to: berth tag it first"))?;
             let rec = store.resolve(image)?;
-            let dest =
-                rec.name.clone().with_context(|| format!("{image} has no name to push to: berth tag it first"))?;
+            let dest = rec.name.clone().filter(|n| n.repository() == named.repository()).with_context(|| {
+                format!("{image} is not a name to push to (it matches an image ID): berth tag the image first")
+            })?;
             if !self.quiet {
                 println!("The push refers to repository [{}]", dest.repository());
             }

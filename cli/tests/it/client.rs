@@ -252,6 +252,33 @@ fn login_push_pull_with_berth_bearer_tokens() {
     let out = with_docker_config(&b, &config, &["pull", "-q", &name]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(inspect_id(&b, &name), inspect_id(&a, "busybox"));
+    // A second repository: the mount needs a token for both repositories.
+    let second = format!("{}/team/copy:1", server.addr);
+    a.ok(&["tag", "busybox", &second]);
+    let out = with_docker_config(&a, &config, &["push", "--progress", "plain", &second]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Mounted from team/busybox"));
+}
+
+#[test]
+fn push_refuses_an_image_id_and_a_pulled_digest_name_resolves() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("reg"), &[]);
+    let name = format!("{}/app:1", server.addr);
+    let Some(a) = with_busybox(&name) else { return };
+    let id = inspect_id(&a, "busybox");
+    let err = a.fails(&["push", &id[7..19]]);
+    assert!(err.contains("not a name to push to"), "{err}");
+    let digest = a.ok(&["push", "-q", &name]);
+    let b = Berth::new();
+    let pinned = format!("{}/app@{}", server.addr, digest.trim());
+    b.ok(&["pull", "-q", &pinned]);
+    assert_eq!(inspect_id(&b, &pinned), id);
+    // What was pulled from app can be mounted into another repository.
+    let other = format!("{}/other:1", server.addr);
+    b.ok(&["tag", &pinned, &other]);
+    let (_, err) = run(&b, &["push", "--progress", "plain", &other]);
+    assert_eq!(err.matches("Mounted from app").count(), 2, "{err}");
 }
 
 /// A TCP proxy that cuts one connection once: an upload after `after` bytes of a PATCH,

@@ -62,6 +62,19 @@ impl Repo<'_> {
     ) -> Result<reqwest::Response> {
         self.client.send(&self.host, &self.domain, &self.scope, method, path, make, progress).await
     }
+
+    /// Like [`Repo::send`], with extra scopes (a mount also reads its source repository).
+    pub(crate) async fn send_with_scope(
+        &self,
+        extra: &str,
+        method: Method,
+        path: &str,
+        make: &(dyn Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder + Sync),
+        progress: &dyn Progress,
+    ) -> Result<reqwest::Response> {
+        let scope = format!("{} {extra}", self.scope);
+        self.client.send(&self.host, &self.domain, &scope, method, path, make, progress).await
+    }
 }
 
 /// Pulls `reference` into `store` and names it; returns the stored record.
@@ -98,6 +111,11 @@ pub async fn pull(
     .buffer_unordered(opts.concurrency.max(1))
     .try_collect::<Vec<()>>()
     .await?;
+    // Remember where these blobs live, so a push to another repository there can mount them.
+    let me = reference.repository();
+    for d in std::iter::once(image.config()).chain(image.layers()) {
+        store.add_source(&descriptor_digest(d)?, &me)?;
+    }
     store.set_name(reference, &target)?;
     Ok(ImageRecord { name: Some(reference.clone()), target })
 }

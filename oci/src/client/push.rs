@@ -222,14 +222,15 @@ async fn push_blob(
 ) -> Result<()> {
     let blob_path = format!("/v2/{}/blobs/{digest}", repo.path);
     let head = repo.send(Method::HEAD, &blob_path, &|r| r, progress).await?;
+    let me = format!("{}/{}", repo.domain, repo.path);
     if head.status().is_success() {
         progress.event(Event::Skipped { digest: digest.clone(), reason: "already exists".into() });
+        store.add_source(digest, &me)?;
         return Ok(());
     }
     let uploads = format!("/v2/{}/blobs/uploads/", repo.path);
     // Another repository of this registry may have it: ask for a mount.
     let mut session = None;
-    let me = format!("{}/{}", repo.domain, repo.path);
     for source in store.sources(digest)? {
         let Some(from) = source.strip_prefix(&format!("{}/", repo.domain)) else {
             continue;
@@ -238,7 +239,17 @@ async fn push_blob(
             continue;
         }
         let path = format!("{uploads}?mount={digest}&from={from}");
-        let resp = repo.send(Method::POST, &path, &|r| r.header("content-length", "0"), progress).await?;
+        // The token must also cover reading the source; a registry that still says no
+        // just means no mount: upload instead.
+        let scope = format!("repository:{from}:pull");
+        let resp = match repo
+            .send_with_scope(&scope, Method::POST, &path, &|r| r.header("content-length", "0"), progress)
+            .await
+        {
+            Ok(r) => r,
+            Err(Error::Unauthorized { .. }) => continue,
+            Err(e) => return Err(e),
+        };
         match resp.status() {
             StatusCode::CREATED => {
                 progress.event(Event::Skipped { digest: digest.clone(), reason: format!("mounted from {from}") });
