@@ -236,8 +236,8 @@ bench_or_na() {
   [ "$status" = 0 ] && return 0
   # The server's first error that is not a plain 404 (skopeo HEADs blobs before pushing).
   local why
-  why=$(cat "$RUN/$3-$1"-*.err 2>/dev/null | grep -v 'blob unknown' |
-    grep -m 1 -E 'level=(error|fatal|panic)|^panic' | sed 's/.*msg="\([^"]*\)".*/\1/' | cut -c 1-300)
+  why=$(awk '!/blob unknown/ && /level=(error|fatal|panic)|^panic/ { print; exit }' \
+    "$RUN/$3-$1"-*.err 2>/dev/null | sed 's/.*msg="\([^"]*\)".*/\1/; s/\\n.*//' | cut -c 1-300) || true
   say "$1 ($3): failed; its row reads n/a${why:+. Its log says: $why}"
   printf '%-22s%11s%11s%11s%12s%12s%13s\n' "$2" n/a n/a n/a n/a n/a n/a >>"$RUN/rows-$3"
 }
