@@ -19,7 +19,6 @@ use std::fs::{self, File};
 use std::io::{self, Read, Seek, Write};
 use std::path::{Component, Path, PathBuf};
 
-use oci_spec::image::{DescriptorBuilder, ImageManifestBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::content::{ContentStore, Expected};
@@ -490,30 +489,10 @@ fn interpret_docker(store: &ImageStore, staged: &Staged, manifest: &[u8], archiv
                 return Err(bad(archive, format!("layer {path} has diffID {actual}, its config says {diff_id}")));
             }
             let size = store.content().info(&digest)?.map_or(0, |i| i.size);
-            layers.push(
-                DescriptorBuilder::default()
-                    .media_type(compression.oci_media_type())
-                    .digest(&digest)
-                    .size(size)
-                    .build()
-                    .map_err(|e| Error::InvalidDocument { what: "manifest", reason: e.to_string() })?,
-            );
+            layers.push((compression.oci_media_type(), digest, size));
         }
-        let manifest = ImageManifestBuilder::default()
-            .schema_version(2u32)
-            .media_type(media::OCI_MANIFEST)
-            .config(
-                DescriptorBuilder::default()
-                    .media_type(media::OCI_CONFIG)
-                    .digest(&config_digest)
-                    .size(config_bytes.len() as u64)
-                    .build()
-                    .map_err(|e| Error::InvalidDocument { what: "manifest", reason: e.to_string() })?,
-            )
-            .layers(layers)
-            .build()
-            .map_err(|e| Error::InvalidDocument { what: "manifest", reason: e.to_string() })?;
-        let bytes = serde_json::to_vec(&manifest).map_err(|source| Error::InvalidJson { what: "manifest", source })?;
+        let descs: Vec<(&str, &Digest, u64)> = layers.iter().map(|(t, d, s)| (*t, d, *s)).collect();
+        let bytes = crate::manifest::oci_manifest((&config_digest, config_bytes.len() as u64), &descs)?;
         let target = store.put_manifest(&bytes, media::OCI_MANIFEST)?;
         let tags = e.repo_tags.unwrap_or_default();
         if tags.is_empty() {

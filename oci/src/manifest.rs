@@ -99,6 +99,25 @@ impl Manifest {
     }
 }
 
+/// The bytes of an OCI image manifest for a config and layers given as
+/// (media type, digest, size): what `import`, `load` and the builder all write.
+pub fn oci_manifest(config: (&Digest, u64), layers: &[(&str, &Digest, u64)]) -> Result<Vec<u8>> {
+    use oci_spec::image::{DescriptorBuilder, ImageManifestBuilder};
+    let bad = |e: oci_spec::OciSpecError| Error::InvalidDocument { what: "manifest", reason: e.to_string() };
+    let desc = |media_type: &str, digest: &Digest, size: u64| {
+        DescriptorBuilder::default().media_type(media_type).digest(digest).size(size).build().map_err(bad)
+    };
+    let layers = layers.iter().map(|(t, d, s)| desc(t, d, *s)).collect::<Result<Vec<_>>>()?;
+    let manifest = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(media::OCI_MANIFEST)
+        .config(desc(media::OCI_CONFIG, config.0, config.1)?)
+        .layers(layers)
+        .build()
+        .map_err(bad)?;
+    serde_json::to_vec(&manifest).map_err(|source| Error::InvalidJson { what: "manifest", source })
+}
+
 /// A descriptor's digest as berth's validated type (sha256 or sha512 only).
 pub fn descriptor_digest(d: &Descriptor) -> Result<Digest> {
     Digest::try_from(d.digest())

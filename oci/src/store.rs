@@ -18,10 +18,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use oci_spec::image::{
-    DescriptorBuilder, HistoryBuilder, ImageConfiguration, ImageConfigurationBuilder, ImageManifest,
-    ImageManifestBuilder, RootFsBuilder,
-};
+use oci_spec::image::{HistoryBuilder, ImageConfiguration, ImageConfigurationBuilder, ImageManifest, RootFsBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::content::{ContentStore, Expected, LocalStore};
@@ -522,32 +519,9 @@ impl ImageStore {
         let config_bytes =
             serde_json::to_vec(&config).map_err(|source| Error::InvalidJson { what: "image config", source })?;
         let config_digest = self.content.put(&config_bytes)?;
-        let layer_descs = layers
-            .iter()
-            .map(|l| {
-                DescriptorBuilder::default()
-                    .media_type(l.compression.oci_media_type())
-                    .digest(&l.digest)
-                    .size(l.size)
-                    .build()
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(doc_err("manifest"))?;
-        let manifest = ImageManifestBuilder::default()
-            .schema_version(2u32)
-            .media_type(media::OCI_MANIFEST)
-            .config(
-                DescriptorBuilder::default()
-                    .media_type(media::OCI_CONFIG)
-                    .digest(&config_digest)
-                    .size(config_bytes.len() as u64)
-                    .build()
-                    .map_err(doc_err("manifest"))?,
-            )
-            .layers(layer_descs)
-            .build()
-            .map_err(doc_err("manifest"))?;
-        let bytes = serde_json::to_vec(&manifest).map_err(|source| Error::InvalidJson { what: "manifest", source })?;
+        let layer_descs: Vec<(&str, &Digest, u64)> =
+            layers.iter().map(|l| (l.compression.oci_media_type(), &l.digest, l.size)).collect();
+        let bytes = crate::manifest::oci_manifest((&config_digest, config_bytes.len() as u64), &layer_descs)?;
         let target = self.put_manifest(&bytes, media::OCI_MANIFEST)?;
         self.name_or_dangle(name, &target)?;
         Ok(ImageRecord { name: name.cloned(), target })

@@ -165,7 +165,7 @@ fn distribution(dir: &Path, htpasswd: &Path) -> Option<Distribution> {
         ),
     )
     .unwrap();
-    let child = Command::new("docker-registry")
+    let mut child = Command::new("docker-registry")
         .args(["serve", &p(&config)])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -177,6 +177,8 @@ fn distribution(dir: &Path, htpasswd: &Path) -> Option<Distribution> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("docker-registry did not start on {addr}");
 }
 

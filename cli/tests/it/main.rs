@@ -4,6 +4,8 @@
 //! skip with a message when it is missing, unless `BERTH_TEST_STRICT=1` (as CI sets),
 //! under which a missing tool fails the test.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 mod archives;
 mod client;
 mod images;

@@ -154,6 +154,7 @@ impl Client {
     /// Sends a request to `host` for `scope` (`repository:<name>:pull,push`), handling the
     /// auth challenge and retrying 5xx, 429 and dropped connections with backoff.
     /// `make` builds the request afresh for every attempt.
+    #[allow(clippy::too_many_arguments)] // one call site per verb; a struct would only rename them
     pub(crate) async fn send(
         &self,
         host: &str,
@@ -299,10 +300,8 @@ fn parse_challenge(h: &str) -> Option<Challenge> {
     }
 }
 
-/// The registry's error message from a failed response (the spec's JSON, or the status).
-pub(crate) async fn error_message(resp: Response) -> String {
-    let status = resp.status();
-    let body = resp.text().await.unwrap_or_default();
+/// The errors of a spec error body (`{"errors":[{"code":..,"message":..}]}`), if it is one.
+fn spec_errors(body: &str) -> Vec<(Option<String>, String)> {
     #[derive(serde::Deserialize)]
     struct Errors {
         errors: Vec<ErrorBody>,
@@ -312,15 +311,19 @@ pub(crate) async fn error_message(resp: Response) -> String {
         code: Option<String>,
         message: Option<String>,
     }
-    match serde_json::from_str::<Errors>(&body) {
-        Ok(e) if !e.errors.is_empty() => e
-            .errors
-            .iter()
-            .map(|x| format!("{}: {}", x.code.as_deref().unwrap_or("?"), x.message.as_deref().unwrap_or("")))
-            .collect::<Vec<_>>()
-            .join("; "),
-        _ => status.canonical_reason().unwrap_or("error").to_lowercase(),
+    serde_json::from_str::<Errors>(body)
+        .map(|e| e.errors.into_iter().map(|x| (x.code, x.message.unwrap_or_default())).collect())
+        .unwrap_or_default()
+}
+
+/// The registry's error message from a failed response (the spec's JSON, or the status).
+pub(crate) async fn error_message(resp: Response) -> String {
+    let status = resp.status();
+    let errors = spec_errors(&resp.text().await.unwrap_or_default());
+    if errors.is_empty() {
+        return status.canonical_reason().unwrap_or("error").to_lowercase();
     }
+    errors.iter().map(|(c, m)| format!("{}: {m}", c.as_deref().unwrap_or("?"))).collect::<Vec<_>>().join("; ")
 }
 
 /// Turns a non-success response into [`Error::Registry`].
@@ -330,20 +333,8 @@ pub(crate) async fn check(method: &str, resp: Response) -> Result<Response> {
     }
     let status = resp.status().as_u16();
     let url = resp.url().to_string();
-    let body = resp.text().await.unwrap_or_default();
-    #[derive(serde::Deserialize)]
-    struct Errors {
-        errors: Vec<ErrorBody>,
-    }
-    #[derive(serde::Deserialize)]
-    struct ErrorBody {
-        code: Option<String>,
-        message: Option<String>,
-    }
-    let (code, message) = match serde_json::from_str::<Errors>(&body) {
-        Ok(e) if !e.errors.is_empty() => (e.errors[0].code.clone(), e.errors[0].message.clone().unwrap_or_default()),
-        _ => (None, String::new()),
-    };
+    let (code, message) =
+        spec_errors(&resp.text().await.unwrap_or_default()).into_iter().next().unwrap_or((None, String::new()));
     Err(Error::Registry { method: method.to_owned(), url, status, code, message })
 }
 

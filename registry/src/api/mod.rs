@@ -147,7 +147,9 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
         Ok(e) => e,
         Err(e) => return e.into_response(),
     };
-    req.extensions().get::<RouteLabel>().map(|l| l.set(endpoint.route()));
+    if let Some(label) = req.extensions().get::<RouteLabel>() {
+        label.set(endpoint.route());
+    }
     let method = req.method().clone();
     let writes = !matches!(method, Method::GET | Method::HEAD);
     if writes && state.read_only {

@@ -115,7 +115,7 @@ impl Registry {
         let result = self.write_body(&mut w, id, body).await;
         w.close().await?;
         result?;
-        Ok(self.upload_size(name, id).await?)
+        self.upload_size(name, id).await
     }
 
     async fn write_body(&self, w: &mut Box<dyn FileWriter>, id: &UploadId, mut body: BodyStream) -> Result<()> {

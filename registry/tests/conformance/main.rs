@@ -3,6 +3,8 @@
 //! (opencontainers/distribution-spec, conformance/): pull, push, content discovery,
 //! content management, plus auth and operations.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 mod auth;
 mod discovery;
 mod management;

@@ -137,7 +137,7 @@ fn double_walk(
         v.sort();
         Ok(v)
     };
-    let diff_err = |e| SnapshotError::Diff(rel.display().to_string(), e);
+    let diff_err = |e| SnapshotError::Diff(rel.display().to_string(), Box::new(e));
     for name in list(new)? {
         let (pn, r) = (new.join(&name), rel.join(&name));
         let mn = fs::symlink_metadata(&pn).map_err(io_err("stat", &pn))?;
@@ -190,7 +190,7 @@ impl Snapshotter for CopySnapshotter {
         let opts = oci::layer::TarOptions::from_env();
         let mut w = oci::layer::TarWriter::new(out, &opts);
         double_walk(old.as_deref(), &new, Path::new(""), &mut w)?;
-        w.finish().map_err(|e| SnapshotError::Diff(key.to_owned(), e))?;
+        w.finish().map_err(|e| SnapshotError::Diff(key.to_owned(), Box::new(e)))?;
         Ok(())
     }
 

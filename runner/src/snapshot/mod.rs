@@ -63,7 +63,7 @@ pub enum SnapshotError {
     },
     /// Writing the diff failed.
     #[error("write diff of {0:?}")]
-    Diff(String, #[source] oci::Error),
+    Diff(String, #[source] Box<oci::Error>),
 }
 
 /// `Result` for snapshot operations.

@@ -51,7 +51,7 @@ impl Snapshotter for OverlaySnapshotter {
         // The upper directory is the change set: no walk of the merged tree.
         let fs = self.upper(key)?;
         let opts = oci::layer::TarOptions { overlay_upper: true, ..oci::layer::TarOptions::from_env() };
-        oci::layer::tar_directory(&fs, out, &opts).map_err(|e| SnapshotError::Diff(key.to_owned(), e))
+        oci::layer::tar_directory(&fs, out, &opts).map_err(|e| SnapshotError::Diff(key.to_owned(), Box::new(e)))
     }
 
     fn upper(&self, key: &str) -> Result<PathBuf> {
