@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shell shared by the bench scripts that move the ~1 GiB registry test image (registry.sh,
 # client.sh): messages, timing arithmetic, free ports, background servers and the image itself.
 #
@@ -158,6 +159,7 @@ PY
 # ensure_image: makes the image if it is missing or stale, then sets manifest_digest, the
 # config's digest (config_digest, which is also the image ID) and bytes, the blob bytes a push
 # or pull moves (the config and the layers).
+# shellcheck disable=SC2034 # the variables are for the scripts that source this file
 ensure_image() {
   [ "$(cat "$IMG/.complete" 2>/dev/null)" = "$IMG_VERSION" ] || make_image
   manifest_digest=$(jq -r '.manifests[0].digest' "$IMG/index.json")
