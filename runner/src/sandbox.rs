@@ -53,6 +53,123 @@ pub struct Spec {
     pub hostname: String,
     /// The network namespace.
     pub network: Network,
+    /// Host directories or files bound into the container.
+    pub volumes: Vec<Volume>,
+    /// Container paths that get a fresh tmpfs.
+    pub tmpfs: Vec<String>,
+    /// Mount the rootfs read-only (volumes and tmpfs stay as given).
+    pub read_only: bool,
+    /// A host directory holding the container's `hosts`, `resolv.conf` and `hostname`.
+    pub etc_files: Option<PathBuf>,
+}
+
+/// A bind mount from the host: `-v HOST:CONTAINER[:ro]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    /// The host path (must exist).
+    pub host: PathBuf,
+    /// The absolute path inside the container.
+    pub container: String,
+    /// Mounted read-only.
+    pub read_only: bool,
+}
+
+impl std::str::FromStr for Volume {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Volume, String> {
+        let parts: Vec<&str> = s.split(':').collect();
+        let (host, container, ro) = match parts.as_slice() {
+            [h, c] => (*h, *c, false),
+            [h, c, "ro"] => (*h, *c, true),
+            [h, c, "rw"] => (*h, *c, false),
+            _ => return Err(format!("invalid volume {s:?}: expected HOST:CONTAINER[:ro|rw]")),
+        };
+        if !host.starts_with('/') || !container.starts_with('/') {
+            return Err(format!("invalid volume {s:?}: both paths must be absolute"));
+        }
+        Ok(Volume { host: host.into(), container: container.into(), read_only: ro })
+    }
+}
+
+/// Paths runc masks by default: files get /dev/null, directories an empty read-only tmpfs.
+const MASKED: [&str; 9] = [
+    "proc/acpi",
+    "proc/asound",
+    "proc/kcore",
+    "proc/keys",
+    "proc/latency_stats",
+    "proc/timer_list",
+    "proc/timer_stats",
+    "proc/sched_debug",
+    "proc/scsi",
+];
+
+/// Paths runc makes read-only by default.
+const READ_ONLY: [&str; 5] = ["proc/bus", "proc/fs", "proc/irq", "proc/sys", "proc/sysrq-trigger"];
+
+/// Opens (creating it as a directory or an empty file) `rel` inside `root`, resolving every
+/// component inside the root, and returns an `O_PATH` fd to mount on through
+/// `/proc/self/fd/N`: a symlink in the image cannot redirect a mount to the host.
+fn secure_target(root: &Path, rel: &str, dir: bool) -> std::io::Result<std::os::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let base =
+        rustix::fs::open(root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(errno)?;
+    let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+    let rel = rel.trim_start_matches('/');
+    let mut prefix = PathBuf::new();
+    let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    if comps.contains(&"..") {
+        return Err(std::io::Error::other(format!("mount target {rel:?} has '..'")));
+    }
+    for (i, c) in comps.iter().enumerate() {
+        let parent = if prefix.as_os_str().is_empty() { PathBuf::from(".") } else { prefix.clone() };
+        let pfd = rustix::fs::openat2(
+            &base,
+            &parent,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            resolve,
+        )
+        .map_err(errno)?;
+        prefix.push(c);
+        let last = i + 1 == comps.len();
+        if rustix::fs::openat2(&base, &prefix, OFlags::PATH | OFlags::CLOEXEC, Mode::empty(), resolve).is_err() {
+            if last && !dir {
+                rustix::fs::openat(
+                    &pfd,
+                    *c,
+                    OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                    Mode::from_raw_mode(0o644),
+                )
+                .map_err(errno)?;
+            } else {
+                match rustix::fs::mkdirat(&pfd, *c, Mode::from_raw_mode(0o755)) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Err(e) => return Err(errno(e)),
+                }
+            }
+        }
+    }
+    let target = if prefix.as_os_str().is_empty() { PathBuf::from(".") } else { prefix };
+    rustix::fs::openat2(&base, &target, OFlags::PATH | OFlags::CLOEXEC, Mode::empty(), resolve).map_err(errno)
+}
+
+fn fd_path(fd: &std::os::fd::OwnedFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(fd)))
+}
+
+/// Binds `source` onto `rel` inside `root` (read-only if asked).
+fn bind_into(root: &Path, source: &Path, rel: &str, read_only: bool) -> std::io::Result<()> {
+    let is_dir = std::fs::metadata(source)?.is_dir();
+    let target = secure_target(root, rel, is_dir)?;
+    rustix::mount::mount_bind_recursive(source, fd_path(&target)).map_err(errno)?;
+    if read_only {
+        // The old fd names the directory under the mount; open the mount itself.
+        let mounted = secure_target(root, rel, is_dir)?;
+        rustix::mount::mount_remount(fd_path(&mounted), MountFlags::BIND | MountFlags::RDONLY, "").map_err(errno)?;
+    }
+    Ok(())
 }
 
 /// Why the process could not be started.
@@ -177,6 +294,8 @@ fn errno(e: rustix::io::Errno) -> std::io::Error {
 
 /// The child's side, between fork and exec.
 fn enter(spec: &Spec) -> std::io::Result<()> {
+    // If berth dies, so does the container (and with it every mount of its namespace).
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL)).map_err(errno)?;
     let mut flags = UnshareFlags::NEWNS | UnshareFlags::NEWUTS | UnshareFlags::NEWIPC;
     if spec.network == Network::None {
         flags |= UnshareFlags::NEWNET;
@@ -208,6 +327,50 @@ fn enter(spec: &Spec) -> std::io::Result<()> {
         std::os::unix::fs::symlink(target, dev.join(link))?;
     }
     std::fs::create_dir_all(dev.join("shm"))?;
+    // Masked paths: /dev/null over files (checked to be the real 1:3), empty tmpfs over dirs.
+    let null = std::fs::metadata("/dev/null")?;
+    if std::os::unix::fs::MetadataExt::rdev(&null) != rustix::fs::makedev(1, 3) {
+        return Err(std::io::Error::other("/dev/null is not the null device"));
+    }
+    for m in MASKED {
+        let p = root.join(m);
+        match std::fs::symlink_metadata(&p) {
+            Ok(md) if md.is_dir() => {
+                rustix::mount::mount("tmpfs", &p, "tmpfs", MountFlags::RDONLY, Some(c"size=0")).map_err(errno)?
+            }
+            Ok(_) => rustix::mount::mount_bind("/dev/null", &p).map_err(errno)?,
+            Err(_) => {}
+        }
+    }
+    for r in READ_ONLY {
+        let p = root.join(r);
+        if p.exists() {
+            rustix::mount::mount_bind(&p, &p).map_err(errno)?;
+            rustix::mount::mount_remount(&p, MountFlags::BIND | MountFlags::RDONLY, "").map_err(errno)?;
+        }
+    }
+    if let Some(files) = &spec.etc_files {
+        for name in ["hosts", "resolv.conf", "hostname"] {
+            bind_into(root, &files.join(name), &format!("etc/{name}"), false)?;
+        }
+    }
+    for v in &spec.volumes {
+        bind_into(root, &v.host, &v.container, v.read_only)?;
+    }
+    for t in &spec.tmpfs {
+        let target = secure_target(root, t, true)?;
+        rustix::mount::mount(
+            "tmpfs",
+            fd_path(&target),
+            "tmpfs",
+            MountFlags::NOSUID | MountFlags::NODEV,
+            Some(c"mode=1777"),
+        )
+        .map_err(errno)?;
+    }
+    if spec.read_only {
+        rustix::mount::mount_remount(root, MountFlags::BIND | MountFlags::RDONLY, "").map_err(errno)?;
+    }
     rustix::process::chdir(root).map_err(errno)?;
     rustix::process::pivot_root(".", ".").map_err(errno)?;
     rustix::mount::unmount(".", rustix::mount::UnmountFlags::DETACH).map_err(errno)?;
@@ -240,8 +403,20 @@ fn enter(spec: &Spec) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Runs the process and returns its exit code (128 + N when killed by signal N).
+/// Runs the process to its end and returns its exit code (128 + N when killed by signal N).
 pub fn run(spec: &Spec) -> Result<i32, SandboxError> {
+    let mut child = spawn(spec)?;
+    let status = child.wait().map_err(|e| SandboxError::Start { what: "wait", source: e })?;
+    Ok(exit_code(status))
+}
+
+/// The exit code docker reports for a status: the code, or 128 + the signal.
+pub fn exit_code(status: std::process::ExitStatus) -> i32 {
+    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+/// Starts the process and returns it, for callers that forward signals or time it out.
+pub fn spawn(spec: &Spec) -> Result<std::process::Child, SandboxError> {
     // Resolve the user first: an error must be reported with its message, which an
     // error in the forked child (only an errno crosses back) could not carry.
     // The PID namespace applies to children: the container's first process is its PID 1.
@@ -267,6 +442,5 @@ pub fn run(spec: &Spec) -> Result<i32, SandboxError> {
     unsafe {
         cmd.pre_exec(move || enter(&child_spec));
     }
-    let status = cmd.status().map_err(|e| SandboxError::Start { what: "fork and exec", source: e })?;
-    Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+    cmd.spawn().map_err(|e| SandboxError::Start { what: "fork and exec", source: e })
 }

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use super::open_store;
-use runner::sandbox::{Network, Spec, User};
+use runner::sandbox::{Network, Spec, User, Volume};
 use runner::snapshot::{CopySnapshotter, OverlaySnapshotter, Snapshotter};
 
 /// Run a command in a new container
@@ -41,6 +41,24 @@ pub struct Run {
     /// Remove the container when it exits (containers are always ephemeral today)
     #[arg(long)]
     rm: bool,
+    /// Read environment variables from a file (KEY=VALUE lines, # comments)
+    #[arg(long, value_name = "FILE")]
+    env_file: Vec<std::path::PathBuf>,
+    /// Bind mount a host path: HOST:CONTAINER[:ro]
+    #[arg(short, long = "volume", value_name = "HOST:CONTAINER[:ro]")]
+    volume: Vec<Volume>,
+    /// Mount a fresh tmpfs at this container path
+    #[arg(long, value_name = "PATH")]
+    tmpfs: Vec<String>,
+    /// Mount the container's root filesystem read-only
+    #[arg(long)]
+    read_only: bool,
+    /// Seconds to wait after forwarding SIGTERM/SIGINT before SIGKILL
+    #[arg(long, default_value = "10", value_name = "SECONDS")]
+    stop_timeout: u64,
+    /// Stop the container after this many seconds and exit 124 (a hung smoke test fails)
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<u64>,
 }
 
 impl Run {
@@ -72,7 +90,14 @@ impl Run {
         if !env.iter().any(|e| e.starts_with("PATH=")) {
             env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
         }
-        for kv in &self.env {
+        let mut given = Vec::new();
+        for file in &self.env_file {
+            let text = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
+            given
+                .extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
+        }
+        given.extend(self.env.iter().cloned());
+        for kv in &given {
             let key = kv.split('=').next().unwrap_or(kv);
             env.retain(|e| e.split('=').next() != Some(key));
             env.push(if kv.contains('=') {
@@ -93,6 +118,9 @@ impl Run {
         let key = format!("container-{id}");
         let mountpoint = root.join("containers").join(&id);
         std::fs::create_dir_all(&mountpoint).with_context(|| format!("create {}", mountpoint.display()))?;
+        let etc = root.join("containers").join(format!("{id}.etc"));
+        std::fs::create_dir_all(&etc).with_context(|| format!("create {}", etc.display()))?;
+        write_etc_files(&etc, &self.hostname, self.network == "host")?;
         let result = (|| -> Result<i32> {
             let rootfs = runner::rootfs::prepare(&store, &image, snapshotter.as_ref(), &key)
                 .with_context(|| format!("prepare the rootfs of {}", self.image))?;
@@ -111,11 +139,17 @@ impl Run {
                 ids: None,
                 hostname: self.hostname.clone(),
                 network: if self.network == "host" { Network::Host } else { Network::None },
+                volumes: self.volume.clone(),
+                tmpfs: self.tmpfs.clone(),
+                read_only: self.read_only,
+                etc_files: Some(etc.clone()),
             };
-            Ok(runner::sandbox::run(&spec)?)
+            let child = runner::sandbox::spawn(&spec)?;
+            supervise(child, self.stop_timeout, self.timeout)
         })();
         let _ = snapshotter.remove(&key);
         let _ = std::fs::remove_dir(&mountpoint);
+        let _ = std::fs::remove_dir_all(&etc);
         let code = result?;
         std::process::exit(code);
     }
@@ -124,4 +158,67 @@ impl Run {
 fn rand_id() -> u64 {
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     (t as u64) ^ (u64::from(std::process::id()) << 32)
+}
+
+/// The container's /etc/hosts, /etc/resolv.conf and /etc/hostname, as docker writes them.
+fn write_etc_files(dir: &Path, hostname: &str, host_network: bool) -> Result<()> {
+    let hosts = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n");
+    let resolv = if host_network {
+        std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+    } else {
+        // No network: no name servers to reach.
+        String::new()
+    };
+    for (name, content) in [("hosts", hosts), ("resolv.conf", resolv), ("hostname", format!("{hostname}\n"))] {
+        std::fs::write(dir.join(name), content).with_context(|| format!("write {}", dir.join(name).display()))?;
+    }
+    Ok(())
+}
+
+/// Waits for the container, forwarding SIGTERM and SIGINT to it, then SIGKILL after
+/// `stop_timeout`; with `timeout`, stops it when time runs out and returns 124.
+fn supervise(mut child: std::process::Child, stop_timeout: u64, timeout: Option<u64>) -> Result<i32> {
+    use rustix::process::{kill_process, Pid, Signal};
+    use std::time::Duration;
+    use tokio::signal::unix::{signal, SignalKind};
+    let pid = Pid::from_child(&child);
+    // No waiter thread: after unshare(CLONE_NEWPID) this process may not create threads.
+    // A pidfd becomes readable when the child exits, and tokio can wait on it.
+    let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).context("open a pidfd")?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("start the async runtime")?;
+    rt.block_on(async move {
+        // SAFETY: the pidfd is owned by the AsyncFd and closed only when it is dropped.
+        let exited = unsafe { tokio::io::unix::AsyncFd::register(pidfd) }
+            .map_err(|e| anyhow::anyhow!("watch the container process: {e}"))?;
+        let mut term = signal(SignalKind::terminate()).context("listen for SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("listen for SIGINT")?;
+        let far = Duration::from_secs(u64::MAX / 4);
+        let deadline = tokio::time::sleep(timeout.map_or(far, Duration::from_secs));
+        let kill_at = tokio::time::sleep(far);
+        tokio::pin!(deadline, kill_at);
+        let mut timed_out = false;
+        loop {
+            let forward = tokio::select! {
+                _ready = exited.readable() => {
+                    let status = child.wait().context("wait for the container")?;
+                    if timed_out {
+                        eprintln!("berth: the container ran past --timeout {}s and was stopped", timeout.unwrap_or(0));
+                        return Ok(124);
+                    }
+                    return Ok(runner::sandbox::exit_code(status));
+                }
+                _ = term.recv() => Signal::TERM,
+                _ = int.recv() => Signal::INT,
+                () = &mut deadline, if !timed_out => {
+                    timed_out = true;
+                    Signal::TERM
+                }
+                () = &mut kill_at => Signal::KILL,
+            };
+            let _ = kill_process(pid, forward);
+            if forward != Signal::KILL {
+                kill_at.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(stop_timeout));
+            }
+        }
+    })
 }

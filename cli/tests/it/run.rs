@@ -128,3 +128,76 @@ fn an_image_without_a_command_says_so() {
     let err = b.fails(&["run", "busybox"]);
     assert!(err.contains("no command specified"), "{err}");
 }
+
+#[test]
+fn volumes_tmpfs_read_only_and_env_files() {
+    let Some(b) = setup() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("data"), "from the host\n").unwrap();
+    std::fs::write(dir.path().join("env"), "# comment\nA=1\nB=two\n").unwrap();
+    let ro = format!("{}:/in:ro", p(dir.path()));
+    let (code, out, _) =
+        run(&b, &["-v", &ro, "busybox", "sh", "-c", "cat /in/data; touch /in/x 2>/dev/null || echo refused"]);
+    assert_eq!((code, out.as_str()), (0, "from the host\nrefused\n"));
+    let rw = format!("{}:/out", p(dir.path()));
+    run(&b, &["-v", &rw, "busybox", "sh", "-c", "echo written > /out/result"]);
+    assert_eq!(std::fs::read_to_string(dir.path().join("result")).unwrap(), "written\n");
+    let envf = p(&dir.path().join("env"));
+    let (_, out, _) = run(
+        &b,
+        &[
+            "--read-only",
+            "--tmpfs",
+            "/scratch",
+            "--env-file",
+            &envf,
+            "busybox",
+            "sh",
+            "-c",
+            "touch /x 2>/dev/null || echo ro; touch /scratch/y && echo tmp; echo $A$B",
+        ],
+    );
+    assert_eq!(out, "ro\ntmp\n1two\n");
+    let out = b.output(&["run", "-v", "relative:/x", "busybox", "true"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must be absolute"));
+}
+
+#[test]
+fn etc_files_and_masked_paths() {
+    let Some(b) = setup() else { return };
+    let (_, out, _) = run(
+        &b,
+        &["--hostname", "box", "busybox", "sh", "-c", "cat /etc/hostname; grep -c box /etc/hosts; wc -c < /proc/keys"],
+    );
+    assert_eq!(out, "box\n1\n0\n", "hostname files written and /proc/keys masked");
+}
+
+#[test]
+fn signals_timeouts_and_a_killed_berth() {
+    let Some(b) = setup() else { return };
+    let (code, _, err) = run(&b, &["--timeout", "1", "--stop-timeout", "1", "busybox", "sleep", "30"]);
+    assert_eq!(code, 124);
+    assert!(err.contains("--timeout"), "{err}");
+    // SIGTERM is forwarded; a process that handles it exits its own way.
+    let child = b.cmd(&["run", "busybox", "sh", "-c", "trap 'exit 3' TERM; sleep 30 & wait"]).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    rustix::process::kill_process(rustix::process::Pid::from_child(&child), rustix::process::Signal::TERM).unwrap();
+    assert_eq!(child.wait_with_output().unwrap().status.code(), Some(3));
+    // One that ignores it (sleep as PID 1) is killed after --stop-timeout.
+    let child = b.cmd(&["run", "--stop-timeout", "1", "busybox", "sleep", "30"]).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    rustix::process::kill_process(rustix::process::Pid::from_child(&child), rustix::process::Signal::TERM).unwrap();
+    assert_eq!(child.wait_with_output().unwrap().status.code(), Some(137));
+    // berth killed outright: its container dies with it and no mount stays.
+    let marker = format!("sleep 31{}", std::process::id() % 10);
+    let child = b.cmd(&["run", "busybox", "sh", "-c", &marker]).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    rustix::process::kill_process(rustix::process::Pid::from_child(&child), rustix::process::Signal::KILL).unwrap();
+    let _ = child.wait_with_output();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let ps = std::process::Command::new("pgrep").args(["-f", &marker]).output().unwrap();
+    assert!(ps.stdout.is_empty(), "the container outlived berth");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&p(b.root.path())));
+}
