@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # Shell shared by the bench scripts that move the ~1 GiB registry test image (registry.sh,
 # client.sh): messages, timing arithmetic, free ports, background servers and the image itself.
+# run.sh uses only the messages (die, say).
 #
 # Source it from the repository root after setting PROG (the script's name, for messages) and
 # BENCH_DIR. It defines functions and the image's paths only; it starts nothing by itself.

@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Container start-to-exit latency: `berth run busybox /bin/true` beside `runc run` and
+# `crun run` on an OCI runtime bundle of the same busybox image, in the same run, timed by
+# hyperfine without a shell. Prints one table; see bench/README.md.
+#
+#   bench/run.sh
+#
+# Environment: BENCH_DIR (default /var/tmp/berth-bench) holds the run directory; RUNS (default
+# 50) timed runs per tool, after 5 warm-up runs; BERTH (default target/release/berth) is the
+# binary under test; KEEP_RUN=1 keeps the run directory (berth's root, the bundle, the JSON).
+# Needs root (runc and crun run rootful; so does berth run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PROG=run.sh
+BENCH_DIR=${BENCH_DIR:-/var/tmp/berth-bench}
+RUNS=${RUNS:-50}
+BERTH=${BERTH:-target/release/berth}
+WARMUP=5
+. bench/lib.sh
+
+[ $# -eq 0 ] || die "usage: bench/run.sh (no arguments; see the environment in its header)"
+[[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer"
+[ "$(id -u)" -eq 0 ] || die "run it as root: runc, crun and berth run start real containers"
+[ -x "$BERTH" ] || die "$BERTH is missing: run ./setup (or set BERTH)"
+BERTH=$(realpath "$BERTH")
+for tool in hyperfine runc crun umoci unshare python3; do
+  command -v "$tool" >/dev/null || die "$tool is missing: run ./setup --deps"
+done
+
+mkdir -p "$BENCH_DIR"
+RUN=$(mktemp -d "$BENCH_DIR/run-XXXXXX")
+cleanup() {
+  runc delete -f bench-runc >/dev/null 2>&1 || true
+  crun delete -f bench-crun >/dev/null 2>&1 || true
+  if [ "${KEEP_RUN:-}" = 1 ]; then say "kept $RUN"; else rm -rf "$RUN"; fi
+}
+trap cleanup EXIT
+
+# The image, in a fresh berth root; then the same image as an OCI runtime bundle for runc and
+# crun: berth's OCI archive, unpacked by umoci (rootfs/ plus its default config.json).
+export BERTH_ROOT=$RUN/root
+BUNDLE=$RUN/bundle
+say "making the busybox image in $BERTH_ROOT and the bundle $BUNDLE"
+BERTH=$BERTH fixtures/make-busybox-image >"$RUN/image.log" 2>&1 ||
+  die "fixtures/make-busybox-image failed (see $RUN/image.log)"
+"$BERTH" save --format oci -o "$RUN/busybox.tar" busybox >>"$RUN/image.log" 2>&1 ||
+  die "berth save failed (see $RUN/image.log)"
+mkdir "$RUN/layout"
+tar -xf "$RUN/busybox.tar" -C "$RUN/layout"
+umoci unpack --image "$RUN/layout:latest" "$BUNDLE" >>"$RUN/image.log" 2>&1 ||
+  die "umoci unpack failed (see $RUN/image.log)"
+
+# set_args ARG...: the bundle's process becomes ARG... with no terminal. The rest of umoci's
+# config stays: PID, network, IPC, UTS and mount namespaces (berth makes the same five),
+# /proc, /dev, /sys and the usual masked and read-only paths, three capabilities,
+# no_new_privs, no seccomp filter.
+set_args() {
+  python3 - "$BUNDLE/config.json" "$@" <<'PY'
+import json, sys
+
+path, args = sys.argv[1], sys.argv[2:]
+with open(path) as f:
+    config = json.load(f)
+config["process"]["args"] = args
+config["process"]["terminal"] = False
+with open(path, "w") as f:
+    json.dump(config, f, indent=2)
+PY
+}
+
+# crun 1.8 refuses every container on hybrid cgroups (v1 plus a cgroup2 mount at
+# /sys/fs/cgroup/unified) as soon as that cgroup2 tree has a controller, before it looks at
+# --cgroup-manager; on this VM it has hugetlb. So when that is the case, every measured command
+# (berth's and runc's too, for equal conditions) runs in a private mount namespace in which an
+# empty file is bound over /sys/fs/cgroup/unified/cgroup.controllers. Nothing outside changes.
+CONTROLLERS=/sys/fs/cgroup/unified/cgroup.controllers
+in_ns=()
+if [ -n "$(cat "$CONTROLLERS" 2>/dev/null)" ]; then
+  say "hybrid cgroups with controllers on cgroup2 ($(paste -sd' ' "$CONTROLLERS")): hiding them from crun"
+  : >"$RUN/no-controllers"
+  # shellcheck disable=SC2016 # expanded by the inner sh, not here
+  in_ns=(unshare --mount --propagation private --
+    sh -c 'mount --bind "$0" "$1" && shift && exec "$@"' "$RUN/no-controllers" "$CONTROLLERS")
+fi
+
+# Checks: each tool must really run the process in the container: /bin/false exits 1.
+set_args /bin/false
+check() {
+  local name=$1 rc=0
+  shift
+  "${in_ns[@]}" "$@" >"$RUN/check-$name.log" 2>&1 || rc=$?
+  [ "$rc" = 1 ] || die "$name: $* exited $rc, expected 1 (see $RUN/check-$name.log)"
+}
+check berth "$BERTH" run busybox /bin/false
+check runc runc run -b "$BUNDLE" bench-runc
+check crun crun --cgroup-manager=disabled run -b "$BUNDLE" bench-crun
+set_args /bin/true
+
+# Warm berth's snapshot cache (the first run unpacks the layer), then time all three in one
+# hyperfine run. runc and crun delete a container when `run` returns; the --prepare step (not
+# timed) removes one left over anyway, so the fixed IDs never clash. berth's is a no-op, for
+# the same rhythm.
+say "warming berth's snapshot cache"
+"${in_ns[@]}" "$BERTH" run busybox /bin/true >"$RUN/warm.log" 2>&1 ||
+  die "berth run busybox /bin/true failed (see $RUN/warm.log)"
+
+say "hyperfine: $WARMUP warm-up and $RUNS timed runs per tool"
+"${in_ns[@]}" hyperfine -N --style basic --warmup "$WARMUP" --runs "$RUNS" \
+  --export-json "$RUN/hyperfine.json" \
+  --command-name berth --prepare true "$BERTH run busybox /bin/true" \
+  --command-name runc --prepare "runc delete -f bench-runc" "runc run -b $BUNDLE bench-runc" \
+  --command-name crun --prepare "crun delete -f bench-crun" \
+  "crun --cgroup-manager=disabled run -b $BUNDLE bench-crun" >&2 ||
+  die "hyperfine failed (run it again with KEEP_RUN=1 and see $RUN)"
+
+runc_v=$(runc --version | awk 'NR == 1 { sub(/\+.*/, "", $3); print $3 }')
+crun_v=$(crun --version | awk 'NR == 1 { print $3 }')
+echo
+python3 - "$RUN/hyperfine.json" "runc $runc_v" "crun $crun_v" <<'PY'
+import json, statistics, sys
+
+results = {r["command"]: r["times"] for r in json.load(open(sys.argv[1]))["results"]}
+labels = {"berth": "berth", "runc": sys.argv[2], "crun": sys.argv[3]}
+
+
+def p95(times):
+    """The 95th percentile, interpolated between the two nearest ranks."""
+    s = sorted(times)
+    k = (len(s) - 1) * 0.95
+    i = int(k)
+    return s[i] if i + 1 == len(s) else s[i] + (s[i + 1] - s[i]) * (k - i)
+
+
+print(f"{'start-to-exit /bin/true':<24}{'median ms':>10}{'mean ms':>9}{'min ms':>8}{'p95 ms':>8}")
+median = {}
+for name, label in labels.items():
+    t = results[name]
+    median[name] = statistics.median(t) * 1e3
+    print(f"{label:<24}{median[name]:>10.2f}{statistics.mean(t) * 1e3:>9.2f}"
+          f"{min(t) * 1e3:>8.2f}{p95(t) * 1e3:>8.2f}")
+print(f"berth/crun: median {median['berth'] / median['crun']:.2f}x "
+      f"(berth/runc {median['berth'] / median['runc']:.2f}x), {len(results['berth'])} runs each")
+print("targets: berth's median below crun's; under 15 ms with a warm snapshot cache")
+PY
