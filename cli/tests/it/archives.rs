@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::util::{require_tool, run_tool, Berth};
+use crate::util::{busybox_layout, require_tool, run_tool, Berth};
 
 fn p(path: &std::path::Path) -> String {
     path.to_string_lossy().into_owned()
@@ -78,15 +78,8 @@ fn oci_archive_passes_oci_image_tool_validate() {
         return;
     }
     let b = Berth::new();
-    if !b.busybox("busybox:latest") {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
-    let tar = dir.path().join("bb.tar");
-    b.ok(&["save", "--format", "oci", "-o", &p(&tar), "busybox"]);
-    let layout = dir.path().join("layout");
-    std::fs::create_dir(&layout).unwrap();
-    run_tool(Command::new("tar").args(["-C", &p(&layout), "-xf", &p(&tar)]));
+    let Some(layout) = busybox_layout(&b, dir.path()) else { return };
     // Debian's oci-image-tool (1.0.0-rc1) calls an image layout `--type image`.
     let out = run_tool(Command::new("oci-image-tool").args(["validate", "--type", "image", &p(&layout)]));
     assert!(out.contains("Validation succeeded"), "{out}");
@@ -98,15 +91,8 @@ fn oci_archive_unpacks_with_umoci() {
         return;
     }
     let b = Berth::new();
-    if !b.busybox("busybox:latest") {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
-    let tar = dir.path().join("bb.tar");
-    b.ok(&["save", "--format", "oci", "-o", &p(&tar), "busybox"]);
-    let layout = dir.path().join("layout");
-    std::fs::create_dir(&layout).unwrap();
-    run_tool(Command::new("tar").args(["-C", &p(&layout), "-xf", &p(&tar)]));
+    let Some(layout) = busybox_layout(&b, dir.path()) else { return };
     let bundle = dir.path().join("bundle");
     run_tool(Command::new("umoci").args(["unpack", "--image", &format!("{}:latest", p(&layout)), &p(&bundle)]));
     let busybox = bundle.join("rootfs/bin/busybox");

@@ -121,13 +121,7 @@ fn inspect_prints_docker_fields() {
 fn history_shows_the_import_with_its_message() {
     let b = Berth::new();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("f"), "x").unwrap();
-    let tar = dir.path().join("r.tar");
-    assert!(std::process::Command::new("tar")
-        .args(["-C", &dir.path().to_string_lossy(), "-cf", &tar.to_string_lossy(), "f"])
-        .status()
-        .unwrap()
-        .success());
+    let tar = crate::util::tarball(dir.path(), "f", "x", "");
     b.ok(&["import", "-m", "base for CI", &tar.to_string_lossy(), "app"]);
     let out = b.ok(&["history", "app"]);
     assert!(out.starts_with("IMAGE"), "{out}");
@@ -138,13 +132,7 @@ fn history_shows_the_import_with_its_message() {
 fn import_reads_stdin_and_compressed_tarballs() {
     let b = Berth::new();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("f"), "x").unwrap();
-    let tgz = dir.path().join("r.tar.gz");
-    assert!(std::process::Command::new("tar")
-        .args(["-C", &dir.path().to_string_lossy(), "-czf", &tgz.to_string_lossy(), "f"])
-        .status()
-        .unwrap()
-        .success());
+    let tgz = crate::util::tarball(dir.path(), "f", "x", "z");
     let id = b.ok(&["import", &tgz.to_string_lossy(), "gz"]);
     let mut child = b
         .cmd(&["import", "--compression", "zstd", "-", "zst"])
@@ -162,13 +150,7 @@ fn import_reads_stdin_and_compressed_tarballs() {
 #[test]
 fn same_tarball_and_source_date_epoch_give_the_same_image_id() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("f"), "x").unwrap();
-    let tar = dir.path().join("r.tar");
-    assert!(std::process::Command::new("tar")
-        .args(["-C", &dir.path().to_string_lossy(), "-cf", &tar.to_string_lossy(), "f"])
-        .status()
-        .unwrap()
-        .success());
+    let tar = crate::util::tarball(dir.path(), "f", "x", "");
     let ids: Vec<String> = (0..2)
         .map(|_| {
             let b = Berth::new();
@@ -221,13 +203,7 @@ fn prune_removes_untagged_images_and_unused_blobs() {
     let b = Berth::new();
     b.import_tiny("keep", "k");
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("f"), "gone").unwrap();
-    let tar = dir.path().join("r.tar");
-    assert!(std::process::Command::new("tar")
-        .args(["-C", &dir.path().to_string_lossy(), "-cf", &tar.to_string_lossy(), "f"])
-        .status()
-        .unwrap()
-        .success());
+    let tar = crate::util::tarball(dir.path(), "f", "gone", "");
     let untagged = b.ok(&["import", &tar.to_string_lossy()]);
     assert!(b.ok(&["images"]).contains("<none>"));
     let err = b.fails(&["prune"]);

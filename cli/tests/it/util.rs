@@ -77,14 +77,7 @@ impl Berth {
     /// Imports a small rootfs (one file) as `name`; returns the image ID line.
     pub fn import_tiny(&self, name: &str, content: &str) -> String {
         let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::create_dir_all(dir.path().join("etc")).expect("mkdir");
-        std::fs::write(dir.path().join("etc/motd"), content).expect("write");
-        let tar = dir.path().join("rootfs.tar");
-        let status = Command::new("tar")
-            .args(["-C", &dir.path().to_string_lossy(), "-cf", &tar.to_string_lossy(), "etc"])
-            .status()
-            .expect("run tar");
-        assert!(status.success());
+        let tar = tarball(dir.path(), "etc/motd", content, "");
         self.ok(&["import", &tar.to_string_lossy(), name]).trim().to_owned()
     }
 
@@ -111,6 +104,32 @@ fn is_static(path: &str) -> bool {
         .args(["-c", &format!("file -b {path} 2>/dev/null | grep -q static || ! ldd {path} >/dev/null 2>&1")])
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// A tarball `dir/rootfs.tar` (with `tar` flags such as `z`) holding one file `path`.
+pub fn tarball(dir: &Path, path: &str, content: &str, flags: &str) -> PathBuf {
+    let tree = dir.join("tree");
+    let file = tree.join(path);
+    std::fs::create_dir_all(file.parent().expect("a parent")).expect("mkdir");
+    std::fs::write(&file, content).expect("write");
+    let tar = dir.join(if flags.contains('z') { "rootfs.tar.gz" } else { "rootfs.tar" });
+    let top = path.split('/').next().expect("a first component");
+    run_tool(Command::new("tar").args(["-C", &p(&tree), &format!("-c{flags}f"), &p(&tar), top]));
+    tar
+}
+
+/// The busybox image saved with `berth save --format oci` and extracted to `dir/layout`;
+/// `None` (the test skips) without busybox-static.
+pub fn busybox_layout(b: &Berth, dir: &Path) -> Option<PathBuf> {
+    if !b.busybox("busybox:latest") {
+        return None;
+    }
+    let tar = dir.join("busybox-oci.tar");
+    b.ok(&["save", "--format", "oci", "-o", &p(&tar), "busybox"]);
+    let layout = dir.join("layout");
+    std::fs::create_dir(&layout).expect("mkdir layout");
+    run_tool(Command::new("tar").args(["-C", &p(&layout), "-xf", &p(&tar)]));
+    Some(layout)
 }
 
 /// Runs an external tool and asserts it succeeded; returns stdout.
