@@ -61,6 +61,8 @@ pub struct Spec {
     pub read_only: bool,
     /// A host directory holding the container's `hosts`, `resolv.conf` and `hostname`.
     pub etc_files: Option<PathBuf>,
+    /// `cgroup.procs` files to join before exec (see [`crate::cgroup`]).
+    pub cgroups: Vec<PathBuf>,
 }
 
 /// A bind mount from the host: `-v HOST:CONTAINER[:ro]`.
@@ -294,6 +296,10 @@ fn errno(e: rustix::io::Errno) -> std::io::Error {
 
 /// The child's side, between fork and exec.
 fn enter(spec: &Spec) -> std::io::Result<()> {
+    // Join the limits first, so that nothing the container does escapes them.
+    for procs in &spec.cgroups {
+        std::fs::write(procs, "0")?;
+    }
     // If berth dies, so does the container (and with it every mount of its namespace).
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL)).map_err(errno)?;
     let mut flags = UnshareFlags::NEWNS | UnshareFlags::NEWUTS | UnshareFlags::NEWIPC;

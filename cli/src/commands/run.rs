@@ -59,6 +59,15 @@ pub struct Run {
     /// Stop the container after this many seconds and exit 124 (a hung smoke test fails)
     #[arg(long, value_name = "SECONDS")]
     timeout: Option<u64>,
+    /// Memory limit (e.g. 64m, 1g)
+    #[arg(short, long, value_parser = runner::cgroup::parse_size)]
+    memory: Option<u64>,
+    /// Maximum number of processes
+    #[arg(long, value_name = "N")]
+    pids_limit: Option<u64>,
+    /// Number of CPUs (e.g. 0.5)
+    #[arg(long)]
+    cpus: Option<f64>,
 }
 
 impl Run {
@@ -121,6 +130,13 @@ impl Run {
         let etc = root.join("containers").join(format!("{id}.etc"));
         std::fs::create_dir_all(&etc).with_context(|| format!("create {}", etc.display()))?;
         write_etc_files(&etc, &self.hostname, self.network == "host")?;
+        let limits = runner::cgroup::Limits { memory: self.memory, pids: self.pids_limit, cpus: self.cpus };
+        let cgroup = if limits.is_empty() {
+            None
+        } else {
+            Some(runner::cgroup::Cgroup::create(&id, &limits).context("set up cgroup limits")?)
+        };
+        let cgroups = cgroup.as_ref().map(runner::cgroup::Cgroup::procs_files).unwrap_or_default();
         let result = (|| -> Result<i32> {
             let rootfs = runner::rootfs::prepare(&store, &image, snapshotter.as_ref(), &key)
                 .with_context(|| format!("prepare the rootfs of {}", self.image))?;
@@ -143,10 +159,14 @@ impl Run {
                 tmpfs: self.tmpfs.clone(),
                 read_only: self.read_only,
                 etc_files: Some(etc.clone()),
+                cgroups,
             };
             let child = runner::sandbox::spawn(&spec)?;
             supervise(child, self.stop_timeout, self.timeout)
         })();
+        if let Some(cg) = cgroup {
+            cg.remove();
+        }
         let _ = snapshotter.remove(&key);
         let _ = std::fs::remove_dir(&mountpoint);
         let _ = std::fs::remove_dir_all(&etc);

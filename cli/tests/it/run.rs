@@ -201,3 +201,23 @@ fn signals_timeouts_and_a_killed_berth() {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&p(b.root.path())));
 }
+
+#[test]
+fn cgroup_limits_stop_a_fork_bomb_and_kill_a_memory_hog() {
+    let Some(b) = setup() else { return };
+    let (_, out, err) =
+        run(&b, &["--pids-limit", "8", "busybox", "sh", "-c", "for i in $(seq 20); do sleep 3 & done; echo tried"]);
+    assert!(err.contains("can't fork") || out.contains("can't fork"), "the pids limit held: {out} {err}");
+    let (code, _, _) =
+        run(&b, &["--memory", "32m", "busybox", "sh", "-c", "x=$(head -c 100m /dev/zero | tr '\\0' a); echo ${#x}"]);
+    assert_eq!(code, 137, "the hog is killed");
+    let (code, out, _) =
+        run(&b, &["--memory", "64m", "--cpus", "0.5", "busybox", "sh", "-c", "grep -c berth /proc/self/cgroup"]);
+    assert_eq!((code, out.trim()), (0, "2"), "joined the memory and cpu groups");
+    for ctrl in ["memory", "pids", "cpu"] {
+        let left = std::fs::read_dir(format!("/sys/fs/cgroup/{ctrl}/berth"))
+            .map(|d| d.filter(|e| e.as_ref().unwrap().path().is_dir()).count())
+            .unwrap_or(0);
+        assert_eq!(left, 0, "no {ctrl} cgroup is left behind");
+    }
+}

@@ -1,0 +1,171 @@
+//! Resource limits through cgroups: v2 where the controller is on the unified hierarchy,
+//! v1 otherwise (this machine mounts both, in hybrid mode: memory, pids and cpu are v1).
+//!
+//! A container gets `berth/<id>` under each controller it needs; the child joins them
+//! between fork and exec (writing `0` to `cgroup.procs`), and [`Cgroup::remove`] kills
+//! what is left, waits until the group is empty, and removes the directories.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Limits as `docker run` takes them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Limits {
+    /// `--memory`: bytes.
+    pub memory: Option<u64>,
+    /// `--pids-limit`: processes.
+    pub pids: Option<u64>,
+    /// `--cpus`: CPU time as a number of CPUs.
+    pub cpus: Option<f64>,
+}
+
+impl Limits {
+    /// True when no limit is set (no cgroup is needed).
+    pub fn is_empty(&self) -> bool {
+        self.memory.is_none() && self.pids.is_none() && self.cpus.is_none()
+    }
+}
+
+/// Parses docker's sizes: `512`, `64k`, `100m`, `2g` (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim().to_ascii_lowercase();
+    let (num, mult) = match s.chars().last() {
+        Some('b') => (&s[..s.len() - 1], 1),
+        Some('k') => (&s[..s.len() - 1], 1 << 10),
+        Some('m') => (&s[..s.len() - 1], 1 << 20),
+        Some('g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s.as_str(), 1),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("invalid size {s:?} (try 64m, 1g)"))?;
+    Ok(n * mult)
+}
+
+/// The cgroup directories of one container.
+#[derive(Debug)]
+pub struct Cgroup {
+    dirs: Vec<PathBuf>,
+}
+
+const ROOT: &str = "/sys/fs/cgroup";
+
+fn io(op: &str, path: &Path, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{op} {}: {e}", path.display()))
+}
+
+fn write(path: &Path, value: &str) -> std::io::Result<()> {
+    std::fs::write(path, value).map_err(|e| io("write", path, e))
+}
+
+/// Where a controller lives: the v2 directory when the unified hierarchy (pure or hybrid)
+/// offers it, else its v1 mount.
+fn controller_dir(name: &str, v1_mount: &str) -> Option<(PathBuf, bool)> {
+    for unified in [ROOT.to_owned(), format!("{ROOT}/unified")] {
+        let controllers = std::fs::read_to_string(format!("{unified}/cgroup.controllers")).unwrap_or_default();
+        if controllers.split_whitespace().any(|c| c == name) {
+            return Some((PathBuf::from(unified), true));
+        }
+    }
+    let v1 = PathBuf::from(format!("{ROOT}/{v1_mount}"));
+    v1.join("cgroup.procs").exists().then_some((v1, false))
+}
+
+impl Cgroup {
+    /// Creates `berth/<id>` with `limits` under each controller they need.
+    pub fn create(id: &str, limits: &Limits) -> std::io::Result<Cgroup> {
+        let mut cg = Cgroup { dirs: Vec::new() };
+        let result = cg.setup(id, limits);
+        if let Err(e) = result {
+            cg.remove();
+            return Err(e);
+        }
+        Ok(cg)
+    }
+
+    fn setup(&mut self, id: &str, limits: &Limits) -> std::io::Result<()> {
+        let mut make = |name: &str, v1: &str| -> std::io::Result<(PathBuf, bool)> {
+            let (base, v2) = controller_dir(name, v1)
+                .ok_or_else(|| std::io::Error::other(format!("the {name} cgroup controller is not available")))?;
+            let parent = base.join("berth");
+            if v2 && !parent.exists() {
+                std::fs::create_dir_all(&parent).map_err(|e| io("create", &parent, e))?;
+                write(&base.join("cgroup.subtree_control"), &format!("+{name}"))?;
+                write(&parent.join("cgroup.subtree_control"), &format!("+{name}"))?;
+            }
+            let dir = parent.join(id);
+            std::fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
+            if !self.dirs.contains(&dir) {
+                self.dirs.push(dir.clone());
+            }
+            Ok((dir, v2))
+        };
+        if let Some(m) = limits.memory {
+            let (dir, v2) = make("memory", "memory")?;
+            if v2 {
+                write(&dir.join("memory.max"), &m.to_string())?;
+                let _ = write(&dir.join("memory.swap.max"), "0");
+            } else {
+                write(&dir.join("memory.limit_in_bytes"), &m.to_string())?;
+                // Without this, a v1 hog swaps instead of being killed where swap accounting is on.
+                let _ = write(&dir.join("memory.memsw.limit_in_bytes"), &m.to_string());
+            }
+        }
+        if let Some(p) = limits.pids {
+            let (dir, _) = make("pids", "pids")?;
+            write(&dir.join("pids.max"), &p.to_string())?;
+        }
+        if let Some(c) = limits.cpus {
+            let period = 100_000u64;
+            let quota = ((c * period as f64).round() as u64).max(1000);
+            let (dir, v2) = make("cpu", "cpu")?;
+            if v2 {
+                write(&dir.join("cpu.max"), &format!("{quota} {period}"))?;
+            } else {
+                write(&dir.join("cpu.cfs_period_us"), &period.to_string())?;
+                write(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The `cgroup.procs` files the child writes `0` into to join, before exec.
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
+    }
+
+    /// Kills what is left in the groups, waits until they are empty (a second at most),
+    /// and removes them.
+    pub fn remove(self) {
+        for dir in &self.dirs {
+            if dir.join("cgroup.kill").exists() {
+                let _ = write(&dir.join("cgroup.kill"), "1");
+            } else if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+                for pid in procs.lines().filter_map(|p| p.parse::<i32>().ok()) {
+                    if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                    }
+                }
+            }
+            let start = Instant::now();
+            while std::fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty())
+                && start.elapsed() < Duration::from_secs(1)
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_as_docker_does() {
+        assert_eq!(parse_size("512").unwrap(), 512);
+        assert_eq!(parse_size("64k").unwrap(), 64 << 10);
+        assert_eq!(parse_size("100m").unwrap(), 100 << 20);
+        assert_eq!(parse_size("2G").unwrap(), 2 << 30);
+        assert!(parse_size("lots").is_err());
+    }
+}
