@@ -68,6 +68,8 @@ pub struct Run {
     /// Number of CPUs (e.g. 0.5)
     #[arg(long)]
     cpus: Option<f64>,
+    #[command(flatten)]
+    remote: super::transfer::Remote,
 }
 
 impl Run {
@@ -77,7 +79,11 @@ impl Run {
             bail!("berth run needs root (namespaces and mounts); rootless containers are not supported yet");
         }
         let store = open_store(root)?;
-        let rec = store.resolve(&self.image)?;
+        let rec = match store.resolve(&self.image) {
+            Ok(rec) => rec,
+            Err(oci::Error::ImageNotFound(_)) => self.pull(&store)?,
+            Err(e) => return Err(e.into()),
+        };
         let image = store.image(&rec.target)?;
         let cfg = image.config.config().clone().unwrap_or_default();
         let mut args: Vec<String> = match &self.entrypoint {
@@ -172,6 +178,25 @@ impl Run {
         let _ = std::fs::remove_dir_all(&etc);
         let code = result?;
         std::process::exit(code);
+    }
+}
+
+impl Run {
+    /// Pulls the image, as docker run does when it is not in the store. The runtime is
+    /// shut down (its threads joined) before any namespace is made: after
+    /// unshare(CLONE_NEWPID) no thread may be created, and the fork must be single-threaded.
+    fn pull(&self, store: &oci::ImageStore) -> Result<oci::ImageRecord> {
+        let reference: oci::Reference = self.image.parse()?;
+        eprintln!("Unable to find image '{}' locally", reference.familiar());
+        let client = self.remote.client()?;
+        let rt =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().context("start the async runtime")?;
+        let display = crate::progress::Display::new(crate::progress::Mode::Auto, false, "Downloading");
+        let pulled = rt.block_on(oci::client::pull(&client, store, &reference, &Default::default(), &display));
+        display.finish();
+        drop(client);
+        rt.shutdown_timeout(std::time::Duration::from_secs(5));
+        Ok(pulled.with_context(|| format!("pull {}", reference.familiar()))?)
     }
 }
 

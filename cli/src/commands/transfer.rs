@@ -41,7 +41,8 @@ struct Settings {
 }
 
 impl Remote {
-    fn client(&self) -> Result<Client> {
+    /// A registry client with berth's settings and these flags.
+    pub fn client(&self) -> Result<Client> {
         let path = config_file();
         let settings: Settings = match std::fs::read_to_string(&path) {
             Ok(t) => toml::from_str(&t).with_context(|| format!("parse {}", path.display()))?,

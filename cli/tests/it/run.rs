@@ -221,3 +221,18 @@ fn cgroup_limits_stop_a_fork_bomb_and_kill_a_memory_hog() {
         assert_eq!(left, 0, "no {ctrl} cgroup is left behind");
     }
 }
+
+#[test]
+fn run_pulls_an_image_that_is_not_in_the_store() {
+    let Some(a) = setup() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = crate::util::Server::start(&dir.path().join("reg"), &[]);
+    let name = format!("{}/smoke/busybox:1", server.addr);
+    a.ok(&["tag", "busybox", &name]);
+    a.ok(&["push", "-q", &name]);
+    let b = Berth::new();
+    let (code, out, err) = run(&b, &[&name, "echo", "pulled and ran"]);
+    assert_eq!((code, out.trim()), (0, "pulled and ran"), "{err}");
+    assert!(err.contains("Unable to find image"), "{err}");
+    assert!(b.ok(&["images"]).contains("smoke/busybox"));
+}
