@@ -290,6 +290,32 @@ pub fn resolve_user(mounts: &[Mount], user: &str) -> Result<(u32, u32, Vec<u32>)
     Ok((uid, gid, groups))
 }
 
+/// Brings up the loopback interface of a fresh network namespace (`ip link set lo up`).
+fn loopback_up() -> std::io::Result<()> {
+    use rustix::ioctl::{ioctl, Updater};
+    const SIOCGIFFLAGS: rustix::ioctl::Opcode = 0x8913;
+    const SIOCSIFFLAGS: rustix::ioctl::Opcode = 0x8914;
+    const IFF_UP: i16 = 0x1;
+    const IFF_RUNNING: i16 = 0x40;
+    /// `struct ifreq` with the flags member of its union.
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; 16],
+        flags: i16,
+        _pad: [u8; 22],
+    }
+    let sock =
+        rustix::net::socket(rustix::net::AddressFamily::INET, rustix::net::SocketType::DGRAM, None).map_err(errno)?;
+    let mut req = IfReq { name: [0; 16], flags: 0, _pad: [0; 22] };
+    req.name[..2].copy_from_slice(b"lo");
+    // SAFETY: both opcodes take a `struct ifreq`, which IfReq lays out.
+    unsafe { ioctl(&sock, Updater::<SIOCGIFFLAGS, IfReq>::new(&mut req)) }.map_err(errno)?;
+    req.flags |= IFF_UP | IFF_RUNNING;
+    // SAFETY: as above.
+    unsafe { ioctl(&sock, Updater::<SIOCSIFFLAGS, IfReq>::new(&mut req)) }.map_err(errno)?;
+    Ok(())
+}
+
 fn errno(e: rustix::io::Errno) -> std::io::Error {
     e.into()
 }
@@ -308,6 +334,9 @@ fn enter(spec: &Spec) -> std::io::Result<()> {
     }
     // SAFETY: we are the only thread of the freshly forked child.
     unsafe { rustix::thread::unshare_unsafe(flags) }.map_err(errno)?;
+    if spec.network == Network::None {
+        loopback_up()?;
+    }
     rustix::mount::mount_change(Path::new("/"), MountPropagationFlags::PRIVATE | MountPropagationFlags::REC)
         .map_err(errno)?;
     let root = &spec.mountpoint;

@@ -78,6 +78,17 @@ fn network_none_has_only_loopback_and_host_has_more() {
     assert_eq!(ifaces("none"), ["lo"]);
     let host = ifaces("host");
     assert!(host.len() > 1 || host != ["lo"], "{host:?}");
+    // No route out with none (checked from the routing table: no packet leaves the machine),
+    // while the loopback is up and answers.
+    let (_, routes, _) = run(&b, &["busybox", "ip", "route"]);
+    assert_eq!(routes.trim(), "", "network none has no route");
+    let (_, routes, _) = run(&b, &["--network", "host", "busybox", "ip", "route"]);
+    assert!(!routes.trim().is_empty(), "network host has the host's routes");
+    let (code, out, _) = run(
+        &b,
+        &["busybox", "sh", "-c", "ip link show lo | grep -c UP && ping -c1 -W1 127.0.0.1 >/dev/null && echo pong"],
+    );
+    assert_eq!((code, out.as_str()), (0, "1\npong\n"));
 }
 
 #[test]
