@@ -434,6 +434,15 @@ fn enter(spec: &Spec) -> std::io::Result<()> {
         let sets = rustix::thread::CapabilitySets { effective: caps, permitted: caps, inheritable: caps };
         rustix::thread::set_capabilities(None, sets).map_err(errno)?;
     }
+    // Open files: docker's 1048576, but never above the hard limit berth was given
+    // (raising it fails, and this machine's is 20000).
+    let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let hard = nofile.maximum.unwrap_or(u64::MAX).min(1_048_576);
+    rustix::process::setrlimit(
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit { current: Some(hard), maximum: Some(hard) },
+    )
+    .map_err(errno)?;
     rustix::thread::set_no_new_privs(true).map_err(errno)?;
     Ok(())
 }

@@ -247,3 +247,11 @@ fn run_pulls_an_image_that_is_not_in_the_store() {
     assert!(err.contains("Unable to find image"), "{err}");
     assert!(b.ok(&["images"]).contains("smoke/busybox"));
 }
+
+#[test]
+fn open_files_limit_is_dockers_but_never_above_the_hosts_hard_limit() {
+    let Some(b) = setup() else { return };
+    let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum.unwrap_or(u64::MAX).min(1_048_576);
+    let (_, out, _) = run(&b, &["busybox", "sh", "-c", "ulimit -n; ulimit -Hn"]);
+    assert_eq!(out, format!("{hard}\n{hard}\n"));
+}
