@@ -50,6 +50,9 @@ enum Command {
     Logout(commands::transfer::Logout),
     Registry(commands::registry::RegistryCmd),
     Run(commands::run::Run),
+    Ps(commands::container::Ps),
+    Rm(commands::container::Rm),
+    Commit(commands::container::Commit),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +75,9 @@ fn main() -> ExitCode {
         Command::Logout(c) => c.run(&root),
         Command::Registry(c) => c.run(&root),
         Command::Run(c) => c.run(&root),
+        Command::Ps(c) => c.run(&root),
+        Command::Rm(c) => c.run(&root),
+        Command::Commit(c) => c.run(&root),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -527,6 +527,47 @@ impl ImageStore {
         Ok(ImageRecord { name: name.cloned(), target })
     }
 
+    /// A new image: `base` plus one layer on top, with a history entry, as `docker commit`
+    /// and the builder's RUN make them. The base config's other fields are kept as they are.
+    pub fn add_layer(
+        &self,
+        base: &Image,
+        layer: &LayerInfo,
+        created_by: &str,
+        comment: &str,
+        name: Option<&Reference>,
+    ) -> Result<ImageRecord> {
+        let bad = |reason: &str| Error::InvalidDocument { what: "image config", reason: reason.to_owned() };
+        let mut config: serde_json::Value = serde_json::from_slice(&base.config_bytes)
+            .map_err(|source| Error::InvalidJson { what: "image config", source })?;
+        let created = created_now();
+        config["created"] = created.clone().into();
+        config["rootfs"]["diff_ids"]
+            .as_array_mut()
+            .ok_or_else(|| bad("no rootfs.diff_ids"))?
+            .push(layer.diff_id.to_string().into());
+        let entry = serde_json::json!({ "created": created, "created_by": created_by, "comment": comment });
+        match config.get_mut("history").and_then(|h| h.as_array_mut()) {
+            Some(h) => h.push(entry),
+            None => config["history"] = serde_json::json!([entry]),
+        }
+        let config_bytes =
+            serde_json::to_vec(&config).map_err(|source| Error::InvalidJson { what: "image config", source })?;
+        let config_digest = self.content.put(&config_bytes)?;
+        let mut layers: Vec<(String, Digest, u64)> = base
+            .manifest
+            .layers()
+            .iter()
+            .map(|d| Ok((d.media_type().to_string(), descriptor_digest(d)?, d.size())))
+            .collect::<Result<_>>()?;
+        layers.push((layer.compression.oci_media_type().to_owned(), layer.digest.clone(), layer.size));
+        let descs: Vec<(&str, &Digest, u64)> = layers.iter().map(|(t, d, s)| (t.as_str(), d, *s)).collect();
+        let bytes = crate::manifest::oci_manifest((&config_digest, config_bytes.len() as u64), &descs)?;
+        let target = self.put_manifest(&bytes, media::OCI_MANIFEST)?;
+        self.name_or_dangle(name, &target)?;
+        Ok(ImageRecord { name: name.cloned(), target })
+    }
+
     /// Names `target`, or records it as dangling when there is no name.
     pub fn name_or_dangle(&self, name: Option<&Reference>, target: &Target) -> Result<()> {
         match name {

@@ -7,7 +7,6 @@ use clap::Args;
 
 use super::open_store;
 use runner::sandbox::{Network, Spec, User, Volume};
-use runner::snapshot::{CopySnapshotter, OverlaySnapshotter, Snapshotter};
 
 /// Run a command in a new container
 #[derive(Debug, Args)]
@@ -38,9 +37,12 @@ pub struct Run {
     /// Container host name
     #[arg(long, default_value = "berth")]
     hostname: String,
-    /// Remove the container when it exits (containers are always ephemeral today)
+    /// Remove the container when it exits (unnamed containers always are)
     #[arg(long)]
     rm: bool,
+    /// Keep the container under this name after it exits (for `berth commit`, `berth rm`)
+    #[arg(long)]
+    name: Option<String>,
     /// Read environment variables from a file (KEY=VALUE lines, # comments)
     #[arg(long, value_name = "FILE")]
     env_file: Vec<std::path::PathBuf>,
@@ -122,15 +124,29 @@ impl Run {
             });
         }
         env.push(format!("HOSTNAME={}", self.hostname));
-        let overlay_ok = std::fs::read_to_string("/proc/filesystems").is_ok_and(|f| f.contains("overlay"));
-        let snapshots = root.join("snapshots");
-        let snapshotter: Box<dyn Snapshotter> = if overlay_ok {
-            Box::new(OverlaySnapshotter::new(&snapshots.join("overlay"))?)
-        } else {
-            Box::new(CopySnapshotter::new(&snapshots.join("copy"))?)
-        };
+        let snapshotter = super::container::snapshotter(root)?;
         let id = format!("{:x}", rand_id());
-        let key = format!("container-{id}");
+        let mut record = None;
+        let key = match &self.name {
+            Some(name) => {
+                super::container::check_name(name)?;
+                if super::container::load(root, name).is_ok() {
+                    bail!("the container name {name:?} is already in use: berth rm {name} first");
+                }
+                let r = super::container::Record {
+                    name: name.clone(),
+                    image: self.image.clone(),
+                    manifest: rec.target.digest.to_string(),
+                    command: args.clone(),
+                    created: oci::store::created_now(),
+                    exit_code: None,
+                };
+                super::container::save(root, &r)?;
+                record = Some(r);
+                super::container::key(name)
+            }
+            None => format!("container-{id}"),
+        };
         let mountpoint = root.join("containers").join(&id);
         std::fs::create_dir_all(&mountpoint).with_context(|| format!("create {}", mountpoint.display()))?;
         let etc = root.join("containers").join(format!("{id}.etc"));
@@ -173,7 +189,19 @@ impl Run {
         if let Some(cg) = cgroup {
             cg.remove();
         }
-        let _ = snapshotter.remove(&key);
+        match record {
+            Some(mut r) if !self.rm => {
+                r.exit_code = result.as_ref().ok().copied();
+                super::container::save(root, &r)?;
+            }
+            Some(r) => {
+                let _ = snapshotter.remove(&key);
+                let _ = std::fs::remove_file(root.join("containers").join(format!("{}.json", r.name)));
+            }
+            None => {
+                let _ = snapshotter.remove(&key);
+            }
+        }
         let _ = std::fs::remove_dir(&mountpoint);
         let _ = std::fs::remove_dir_all(&etc);
         let code = result?;

@@ -255,3 +255,25 @@ fn open_files_limit_is_dockers_but_never_above_the_hosts_hard_limit() {
     let (_, out, _) = run(&b, &["busybox", "sh", "-c", "ulimit -n; ulimit -Hn"]);
     assert_eq!(out, format!("{hard}\n{hard}\n"));
 }
+
+#[test]
+fn named_containers_are_kept_listed_committed_and_removed() {
+    let Some(b) = setup() else { return };
+    let (code, _, _) =
+        run(&b, &["--name", "setup", "busybox", "sh", "-c", "echo ready > /etc/motd; rm /bin/vi; exit 3"]);
+    assert_eq!(code, 3);
+    let ps = b.ok(&["ps", "-a"]);
+    assert!(ps.contains("setup") && ps.contains("Exited (3)"), "{ps}");
+    let err = b.fails(&["run", "--name", "setup", "busybox", "true"]);
+    assert!(err.contains("already in use"), "{err}");
+    let id = b.ok(&["commit", "-m", "add motd", "setup", "app:base"]);
+    assert!(id.starts_with("sha256:"));
+    let (_, out, _) = run(&b, &["app:base", "sh", "-c", "cat /etc/motd; test -e /bin/vi || echo vi-gone"]);
+    assert_eq!(out, "ready\nvi-gone\n", "the commit holds the new file and the deletion");
+    let history = b.ok(&["history", "app:base"]);
+    assert!(history.contains("add motd") && history.contains("berth commit setup"), "{history}");
+    assert_eq!(b.ok(&["rm", "setup"]).trim(), "setup");
+    assert_eq!(b.ok(&["ps", "-aq"]), "");
+    let err = b.fails(&["commit", "setup"]);
+    assert!(err.contains("no such container"), "{err}");
+}
