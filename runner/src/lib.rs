@@ -9,6 +9,7 @@
 //!
 //! - [`rootfs`]: an image's layers into snapshots by chainID (each unpacked once, diffIDs
 //!   verified), plus a fresh active snapshot for a container.
+//! - [`bundle`]: the same process as an OCI runtime bundle, for runc or crun.
 //! - [`cgroup`]: memory, pids and cpu limits, v2 where available, else v1.
 //! - [`sandbox`]: one process in new namespaces on that rootfs, as `berth run` uses it.
 //!
@@ -18,6 +19,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod bundle;
 pub mod cgroup;
 pub mod rootfs;
 pub mod sandbox;

@@ -70,6 +70,9 @@ pub struct Run {
     /// Number of CPUs (e.g. 0.5)
     #[arg(long)]
     cpus: Option<f64>,
+    /// Run with berth's own sandbox, or hand an OCI bundle to runc or crun
+    #[arg(long, default_value = "berth", value_parser = ["berth", "runc", "crun"])]
+    runtime: String,
     #[command(flatten)]
     remote: super::transfer::Remote,
 }
@@ -183,7 +186,15 @@ impl Run {
                 etc_files: Some(etc.clone()),
                 cgroups,
             };
-            let child = runner::sandbox::spawn(&spec)?;
+            let child = match self.runtime.as_str() {
+                "berth" => runner::sandbox::spawn(&spec)?,
+                runtime => {
+                    if !limits.is_empty() {
+                        bail!("--memory, --pids-limit and --cpus work with berth's own runtime only");
+                    }
+                    spawn_external(runtime, &spec, &mountpoint.with_extension("bundle"), &id)?
+                }
+            };
             supervise(child, self.stop_timeout, self.timeout)
         })();
         if let Some(cg) = cgroup {
@@ -204,9 +215,40 @@ impl Run {
         }
         let _ = std::fs::remove_dir(&mountpoint);
         let _ = std::fs::remove_dir_all(&etc);
+        let bundle = mountpoint.with_extension("bundle");
+        if bundle.exists() {
+            // Unmount the rootfs first: removing the bundle must never walk into it.
+            let _ = runner::snapshot::unmount(&bundle.join("rootfs"));
+            let _ = std::fs::remove_file(bundle.join("config.json"));
+            let _ = std::fs::remove_dir(bundle.join("rootfs"));
+            let _ = std::fs::remove_dir(&bundle);
+        }
         let code = result?;
         std::process::exit(code);
     }
+}
+
+/// Runs `spec` through an OCI runtime: a bundle with the same process and rootfs, in a
+/// private mount namespace of berth's, so the rootfs mount goes away with berth.
+fn spawn_external(runtime: &str, spec: &Spec, bundle: &Path, id: &str) -> Result<std::process::Child> {
+    // SAFETY: berth is single-threaded here (any pull runtime was shut down).
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }.context("new mount namespace")?;
+    rustix::mount::mount_change(
+        "/",
+        rustix::mount::MountPropagationFlags::PRIVATE | rustix::mount::MountPropagationFlags::REC,
+    )
+    .context("make mounts private")?;
+    let ids = match &spec.user {
+        Some(User(u)) => runner::sandbox::resolve_user(&spec.rootfs, u)?,
+        None => (0, 0, vec![0]),
+    };
+    runner::bundle::write(bundle, spec, ids).context("write the OCI bundle")?;
+    let mut cmd = std::process::Command::new(runtime);
+    if runtime == "crun" {
+        cmd.arg("--cgroup-manager=disabled");
+    }
+    cmd.args(["run", "--bundle"]).arg(bundle).arg(format!("berth-{id}"));
+    cmd.spawn().with_context(|| format!("start {runtime}"))
 }
 
 impl Run {

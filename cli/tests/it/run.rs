@@ -277,3 +277,46 @@ fn named_containers_are_kept_listed_committed_and_removed() {
     let err = b.fails(&["commit", "setup"]);
     assert!(err.contains("no such container"), "{err}");
 }
+
+#[test]
+fn the_same_smoke_tests_pass_under_runc() {
+    let Some(b) = setup() else { return };
+    if !crate::util::require_tool("runc") {
+        return;
+    }
+    let (code, out, err) = run(&b, &["--runtime", "runc", "busybox", "sh", "-c", "echo $$ $(hostname); exit 5"]);
+    assert_eq!((code, out.as_str()), (5, "1 berth\n"), "{err}");
+    let (_, out, _) = run(
+        &b,
+        &[
+            "--runtime",
+            "runc",
+            "-u",
+            "berth",
+            "-w",
+            "/tmp",
+            "-e",
+            "FOO=bar",
+            "busybox",
+            "sh",
+            "-c",
+            "id -u; pwd; echo $FOO",
+        ],
+    );
+    assert_eq!(out, "1000\n/tmp\nbar\n");
+    let (_, out, _) = run(
+        &b,
+        &[
+            "--runtime",
+            "runc",
+            "busybox",
+            "sh",
+            "-c",
+            "ls /proc/net/dev >/dev/null && tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '",
+        ],
+    );
+    assert_eq!(out, "lo\n", "network none under runc too");
+    assert_eq!(std::fs::read_dir(b.root.path().join("containers")).unwrap().count(), 0, "no bundle left");
+    let snaps = std::fs::read_dir(b.root.path().join("snapshots/overlay")).unwrap().count();
+    assert_eq!(snaps, 1, "the base layer snapshot survives the bundle's removal");
+}
