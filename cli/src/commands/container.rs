@@ -77,7 +77,7 @@ pub fn save(root: &Path, r: &Record) -> Result<()> {
 pub fn load(root: &Path, name: &str) -> Result<Record> {
     let path = record_path(root, name);
     let bytes = std::fs::read(&path).map_err(|_| anyhow::anyhow!("no such container: {name}"))?;
-    Ok(serde_json::from_slice(&bytes).with_context(|| format!("parse {}", path.display()))?)
+    serde_json::from_slice(&bytes).with_context(|| format!("parse {}", path.display()))
 }
 
 /// List containers

@@ -266,7 +266,7 @@ impl Run {
         display.finish();
         drop(client);
         rt.shutdown_timeout(std::time::Duration::from_secs(5));
-        Ok(pulled.with_context(|| format!("pull {}", reference.familiar()))?)
+        pulled.with_context(|| format!("pull {}", reference.familiar()))
     }
 }
 
