@@ -296,86 +296,83 @@ enum Cut {
     Download,
 }
 
+/// One connection's cutting rule, shared by its two directions.
+#[derive(Clone)]
+struct Cutter {
+    cut: Cut,
+    after: usize,
+    always: bool,
+    fired: Arc<AtomicBool>,
+    cuts: Arc<AtomicUsize>,
+    /// The request now on the connection is the kind being cut.
+    armed: Arc<AtomicBool>,
+}
+
+impl Cutter {
+    /// Copies `from` to `to`. The client-to-server side (`upstream`) watches request heads;
+    /// the side being cut forwards half of the chunk that crosses `after` and drops both.
+    fn pump(&self, mut from: TcpStream, mut to: TcpStream, upstream: bool) {
+        let mut buf = [0u8; 65536];
+        let mut moved = 0;
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            if upstream {
+                let head = &buf[..n.min(64)];
+                if head.starts_with(b"PATCH ") || head.starts_with(b"GET ") {
+                    let blob_get = head.starts_with(b"GET ") && String::from_utf8_lossy(head).contains("/blobs/sha256");
+                    let wanted = match self.cut {
+                        Cut::Upload => head.starts_with(b"PATCH "),
+                        Cut::Download => blob_get,
+                    };
+                    self.armed.store(wanted, Ordering::SeqCst);
+                    moved = 0;
+                }
+            }
+            let cutting_here = (self.cut == Cut::Upload) == upstream;
+            if cutting_here && self.armed.load(Ordering::SeqCst) && (self.always || !self.fired.load(Ordering::SeqCst))
+            {
+                moved += n;
+                if moved > self.after {
+                    self.fired.store(true, Ordering::SeqCst);
+                    self.cuts.fetch_add(1, Ordering::SeqCst);
+                    let _ = to.write_all(&buf[..n / 2]);
+                    let _ = from.shutdown(Shutdown::Both);
+                    let _ = to.shutdown(Shutdown::Both);
+                    return;
+                }
+            }
+            if to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(Shutdown::Write);
+    }
+}
+
 fn flaky(upstream: String, cut: Cut, after: usize, always: bool) -> Flaky {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let cuts = Arc::new(AtomicUsize::new(0));
     let fired = Arc::new(AtomicBool::new(false));
-    let c2 = cuts.clone();
+    let shared = cuts.clone();
     std::thread::spawn(move || {
         for conn in listener.incoming().take(500) {
             let Ok(client) = conn else { break };
-            let Ok(server) = TcpStream::connect(&upstream) else {
-                break;
+            let Ok(server) = TcpStream::connect(&upstream) else { break };
+            let cutter = Cutter {
+                cut,
+                after,
+                always,
+                fired: fired.clone(),
+                cuts: shared.clone(),
+                armed: Arc::new(AtomicBool::new(false)),
             };
-            let (cuts, fired) = (c2.clone(), fired.clone());
-            let armed = Arc::new(AtomicBool::new(false));
-            let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-            let (mut s_read, mut c_write) = (server, client);
-            let (armed_up, cuts_up, fired_up) = (armed.clone(), cuts.clone(), fired.clone());
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 65536];
-                let mut sent = 0;
-                while let Ok(n) = c_read.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    let head = &buf[..n.min(64)];
-                    if head.starts_with(b"PATCH ") || head.starts_with(b"GET ") {
-                        let is_blob_get =
-                            head.starts_with(b"GET ") && String::from_utf8_lossy(head).contains("/blobs/sha256");
-                        armed_up.store(
-                            (cut == Cut::Upload && head.starts_with(b"PATCH "))
-                                || (cut == Cut::Download && is_blob_get),
-                            Ordering::SeqCst,
-                        );
-                        sent = 0;
-                    }
-                    if cut == Cut::Upload
-                        && armed_up.load(Ordering::SeqCst)
-                        && (always || !fired_up.load(Ordering::SeqCst))
-                    {
-                        sent += n;
-                        if sent > after {
-                            fired_up.store(true, Ordering::SeqCst);
-                            cuts_up.fetch_add(1, Ordering::SeqCst);
-                            let _ = s_write.write_all(&buf[..n / 2]);
-                            let _ = c_read.shutdown(Shutdown::Both);
-                            let _ = s_write.shutdown(Shutdown::Both);
-                            return;
-                        }
-                    }
-                    if s_write.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-                let _ = s_write.shutdown(Shutdown::Write);
-            });
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 65536];
-                let mut got = 0;
-                while let Ok(n) = s_read.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    if cut == Cut::Download && armed.load(Ordering::SeqCst) && (always || !fired.load(Ordering::SeqCst))
-                    {
-                        got += n;
-                        if got > after {
-                            fired.store(true, Ordering::SeqCst);
-                            cuts.fetch_add(1, Ordering::SeqCst);
-                            let _ = c_write.write_all(&buf[..n / 2]);
-                            let _ = c_write.shutdown(Shutdown::Both);
-                            let _ = s_read.shutdown(Shutdown::Both);
-                            return;
-                        }
-                    }
-                    if c_write.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-                let _ = c_write.shutdown(Shutdown::Write);
-            });
+            let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let up = cutter.clone();
+            std::thread::spawn(move || up.pump(c2, s2, true));
+            std::thread::spawn(move || cutter.pump(server, client, false));
         }
     });
     Flaky { addr, cuts }
