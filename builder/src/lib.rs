@@ -1,9 +1,28 @@
 //! The berth builder: Dockerfile text in, OCI image out.
 //!
-//! Data flows one way: the Dockerfile is parsed into a syntax tree, typed into
-//! `Instruction`s with variables expanded, converted into a neutral graph of `Op`s,
-//! solved with a content-addressed cache (RUN executes through the runner on overlay
-//! snapshots), and handed to an exporter (local image store, registry, tarballs).
+//! Data flows one way, each step its own module:
+//! [`dockerfile`] (syntax via `parse-dockerfile`, typed instructions, variable expansion)
+//! -> [`convert`] (the only module that knows both Dockerfiles and the graph)
+//! -> [`graph`] (neutral vertices of ops) -> [`solver`] (cache keys from [`cache`],
+//! stages in parallel) -> [`ops`] (RUN through the runner's executor on overlay snapshots,
+//! COPY/ADD from the [`context`]) -> [`build`] (the image into the local store).
 //!
-//! Nothing is built here yet: the builder lands with its own issue, on top of the
-//! `oci` crate's content store and layer writer, which it will use unchanged.
+//! ```no_run
+//! let df = builder::dockerfile::parse("Dockerfile", "FROM busybox\nRUN echo hi\n")?;
+//! assert_eq!(df.stages.len(), 1);
+//! # Ok::<(), builder::Error>(())
+//! ```
+
+pub mod build;
+pub mod cache;
+pub mod context;
+pub mod convert;
+pub mod dockerfile;
+pub mod error;
+pub mod graph;
+pub mod ops;
+pub mod progress;
+pub mod solver;
+
+pub use build::{build, BuildOptions, Built, Machine};
+pub use error::{Error, ErrorKind, Result};

@@ -35,6 +35,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Build(commands::build::Build),
     Images(commands::images::Images),
     Tag(commands::images::Tag),
     Rmi(commands::images::Rmi),
@@ -60,6 +61,7 @@ fn main() -> ExitCode {
     // default_root reads BERTH_ROOT (an empty value counts as unset).
     let root = cli.root.clone().filter(|r| !r.as_os_str().is_empty()).unwrap_or_else(oci::ImageStore::default_root);
     let result = match cli.command {
+        Command::Build(c) => c.run(&root),
         Command::Images(c) => c.run(&root),
         Command::Tag(c) => c.run(&root),
         Command::Rmi(c) => c.run(&root),

@@ -193,7 +193,7 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// A parser's complaint cut to one short printable line: tar errors quote the bytes
 /// they choke on, which for a text file is the file itself.
-pub(crate) fn one_line(e: &dyn std::fmt::Display) -> String {
+pub fn one_line(e: &dyn std::fmt::Display) -> String {
     let s = e.to_string();
     let first = s.lines().next().unwrap_or("");
     let mut out: String = first.chars().map(|c| if c.is_control() { '?' } else { c }).take(80).collect();

@@ -1,4 +1,4 @@
-//! The berth runner: layers into root filesystems, and (next) one process run in them.
+//! The berth runner: layers into root filesystems, and one process run in them.
 //!
 //! - [`unpack`]: applying an image layer's tar stream to a directory by the rules learned
 //!   from runc, umoci and their CVEs: every path resolved inside the root, no symlink
@@ -12,6 +12,7 @@
 //! - [`bundle`]: the same process as an OCI runtime bundle, for runc or crun.
 //! - [`cgroup`]: memory, pids and cpu limits, v2 where available, else v1.
 //! - [`sandbox`]: one process in new namespaces on that rootfs, as `berth run` uses it.
+//! - [`exec`]: the [`exec::Executor`] trait over the sandbox, as `berth build` runs RUN steps.
 //!
 //! ```no_run
 //! let layer = std::fs::File::open("layer.tar")?;
@@ -21,6 +22,7 @@
 
 pub mod bundle;
 pub mod cgroup;
+pub mod exec;
 pub mod rootfs;
 pub mod sandbox;
 pub mod snapshot;

@@ -55,15 +55,33 @@ pub fn prepare(
     snapshotter: &dyn Snapshotter,
     key: &str,
 ) -> Result<Vec<Mount>, RootfsError> {
-    let diff_ids = image.config.rootfs().diff_ids();
-    let chains = chain_ids(diff_ids);
+    let layers = image
+        .manifest
+        .layers()
+        .iter()
+        .zip(image.config.rootfs().diff_ids())
+        .map(|(desc, diff_id)| Ok((oci::manifest::descriptor_digest(desc)?, diff_id.clone())))
+        .collect::<Result<Vec<_>, oci::Error>>()?;
+    let top = ensure_chain(store, &layers, snapshotter)?;
+    Ok(snapshotter.prepare(key, top.as_deref())?)
+}
+
+/// Makes sure the committed snapshot of every prefix of `layers` (blob digest, diffID)
+/// exists, unpacking the missing ones from the content store, and returns the name of
+/// the top one (None for no layers).
+pub fn ensure_chain(
+    store: &ImageStore,
+    layers: &[(Digest, String)],
+    snapshotter: &dyn Snapshotter,
+) -> Result<Option<String>, RootfsError> {
+    let diff_ids: Vec<String> = layers.iter().map(|(_, d)| d.clone()).collect();
+    let chains = chain_ids(&diff_ids);
     let mut parent: Option<&str> = None;
-    for ((desc, chain), diff_id) in image.manifest.layers().iter().zip(&chains).zip(diff_ids) {
+    for ((layer, diff_id), chain) in layers.iter().zip(&chains) {
         if !snapshotter.exists(chain) {
-            let layer = oci::manifest::descriptor_digest(desc)?;
-            let tmp = format!("extract-{}-{}", std::process::id(), layer.hex());
+            let tmp = format!("extract-{}-{}-{}", std::process::id(), thread_id(), layer.hex());
             snapshotter.prepare(&tmp, parent)?;
-            let result = unpack_one(store, &layer, diff_id, snapshotter, &tmp);
+            let result = unpack_one(store, layer, diff_id, snapshotter, &tmp);
             match result.and_then(|()| Ok(snapshotter.commit(chain, &tmp)?)) {
                 Ok(()) => {}
                 // Another process committed the same chain first: use theirs.
@@ -76,7 +94,15 @@ pub fn prepare(
         }
         parent = Some(chain);
     }
-    Ok(snapshotter.prepare(key, parent)?)
+    Ok(chains.last().cloned())
+}
+
+/// A number that tells this thread's temporary snapshots from another thread's.
+fn thread_id() -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::thread::current().id().hash(&mut h);
+    h.finish()
 }
 
 fn unpack_one(

@@ -461,11 +461,30 @@ pub fn exit_code(status: std::process::ExitStatus) -> i32 {
 
 /// Starts the process and returns it, for callers that forward signals or time it out.
 pub fn spawn(spec: &Spec) -> Result<std::process::Child, SandboxError> {
+    command(spec)?.spawn().map_err(|e| SandboxError::Start { what: "fork and exec", source: e })
+}
+
+/// The command that starts the process, for callers that choose its stdio before spawning.
+///
+/// The calling thread enters a new PID namespace for its children: it may spawn this one
+/// command and must create no threads afterwards (see [`crate::exec::NamespaceExecutor`]
+/// for a caller that runs each command on a thread of its own).
+pub fn command(spec: &Spec) -> Result<Command, SandboxError> {
     // Resolve the user first: an error must be reported with its message, which an
     // error in the forked child (only an errno crosses back) could not carry.
+    let mut child_spec = spec.clone();
+    if let Some(User(u)) = &spec.user {
+        child_spec.ids = Some(resolve_user(&spec.rootfs, u)?);
+    }
+    if spec.args.is_empty() {
+        return Err(SandboxError::Start {
+            what: "exec",
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "no command given"),
+        });
+    }
     // The PID namespace applies to children: the container's first process is its PID 1.
-    // SAFETY: `berth run` is single-threaded here, and this namespace is only entered by
-    // the one child forked below.
+    // SAFETY: the caller spawns only this command from this thread and creates no
+    // threads from it afterwards (documented above).
     unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWPID) }
         .map_err(|e| SandboxError::Start { what: "new PID namespace", source: e.into() })?;
     // A bare program name is looked up by execvp after pivot_root, on the PATH given in
@@ -477,14 +496,28 @@ pub fn spawn(spec: &Spec) -> Result<std::process::Child, SandboxError> {
             cmd.env(k, v);
         }
     }
-    let mut child_spec = spec.clone();
-    if let Some(User(u)) = &spec.user {
-        child_spec.ids = Some(resolve_user(&spec.rootfs, u)?);
-    }
-    // SAFETY: `enter` only makes syscalls and small allocations; the process is
-    // single-threaded at fork time.
+    // SAFETY: `enter` only makes syscalls and small allocations (glibc's fork keeps malloc
+    // usable in the child).
     unsafe {
         cmd.pre_exec(move || enter(&child_spec));
     }
-    cmd.spawn().map_err(|e| SandboxError::Start { what: "fork and exec", source: e })
+    Ok(cmd)
+}
+
+/// The container's /etc/hosts, /etc/resolv.conf and /etc/hostname, as docker writes them,
+/// into `dir` (which [`Spec::etc_files`] then names).
+pub fn write_etc_files(dir: &Path, hostname: &str, host_network: bool) -> std::io::Result<()> {
+    let hosts = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n");
+    let resolv = if host_network {
+        // A host without /etc/resolv.conf gives the container none either.
+        std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+    } else {
+        // No network: no name servers to reach.
+        String::new()
+    };
+    std::fs::create_dir_all(dir)?;
+    for (name, content) in [("hosts", hosts), ("resolv.conf", resolv), ("hostname", format!("{hostname}\n"))] {
+        std::fs::write(dir.join(name), content)?;
+    }
+    Ok(())
 }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::open_store;
 use crate::format;
-use runner::snapshot::{CopySnapshotter, OverlaySnapshotter, Snapshotter};
+use runner::snapshot::Snapshotter;
 
 /// What berth remembers about a named container.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,13 +34,7 @@ pub struct Record {
 
 /// The snapshotter `run` uses on this machine: overlay where the kernel has it, else copy.
 pub fn snapshotter(root: &Path) -> Result<Box<dyn Snapshotter>> {
-    let overlay_ok = std::fs::read_to_string("/proc/filesystems").is_ok_and(|f| f.contains("overlay"));
-    let dir = root.join("snapshots");
-    Ok(if overlay_ok {
-        Box::new(OverlaySnapshotter::new(&dir.join("overlay"))?)
-    } else {
-        Box::new(CopySnapshotter::new(&dir.join("copy"))?)
-    })
+    Ok(runner::snapshot::for_root(root)?)
 }
 
 /// The snapshot key of a named container.

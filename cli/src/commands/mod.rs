@@ -1,6 +1,7 @@
 //! One module per group of commands; each command is a clap struct with a `run`.
 
 pub mod archive;
+pub mod build;
 pub mod container;
 pub mod images;
 pub mod registry;

@@ -154,7 +154,8 @@ impl Run {
         std::fs::create_dir_all(&mountpoint).with_context(|| format!("create {}", mountpoint.display()))?;
         let etc = root.join("containers").join(format!("{id}.etc"));
         std::fs::create_dir_all(&etc).with_context(|| format!("create {}", etc.display()))?;
-        write_etc_files(&etc, &self.hostname, self.network == "host")?;
+        runner::sandbox::write_etc_files(&etc, &self.hostname, self.network == "host")
+            .with_context(|| format!("write {}", etc.display()))?;
         let limits = runner::cgroup::Limits { memory: self.memory, pids: self.pids_limit, cpus: self.cpus };
         let cgroup = if limits.is_empty() {
             None
@@ -273,21 +274,6 @@ impl Run {
 fn rand_id() -> u64 {
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     (t as u64) ^ (u64::from(std::process::id()) << 32)
-}
-
-/// The container's /etc/hosts, /etc/resolv.conf and /etc/hostname, as docker writes them.
-fn write_etc_files(dir: &Path, hostname: &str, host_network: bool) -> Result<()> {
-    let hosts = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n");
-    let resolv = if host_network {
-        std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
-    } else {
-        // No network: no name servers to reach.
-        String::new()
-    };
-    for (name, content) in [("hosts", hosts), ("resolv.conf", resolv), ("hostname", format!("{hostname}\n"))] {
-        std::fs::write(dir.join(name), content).with_context(|| format!("write {}", dir.join(name).display()))?;
-    }
-    Ok(())
 }
 
 /// Waits for the container, forwarding SIGTERM and SIGINT to it, then SIGKILL after

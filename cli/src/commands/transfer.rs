@@ -55,7 +55,8 @@ impl Remote {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+/// A runtime for the client's async calls.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start the async runtime")
 }
 

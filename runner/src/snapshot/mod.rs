@@ -136,6 +136,19 @@ pub fn unmount(target: &Path) -> Result<()> {
     })
 }
 
+/// The snapshotter for berth's root on this machine: overlay where the kernel has it and
+/// we are root, else copy. Both keep their snapshots under `<root>/snapshots/`.
+pub fn for_root(root: &Path) -> Result<Box<dyn Snapshotter>> {
+    let overlay_ok = std::fs::read_to_string("/proc/filesystems").is_ok_and(|f| f.contains("overlay"))
+        && rustix::process::geteuid().is_root();
+    let dir = root.join("snapshots");
+    Ok(if overlay_ok {
+        Box::new(OverlaySnapshotter::new(&dir.join("overlay"))?)
+    } else {
+        Box::new(CopySnapshotter::new(&dir.join("copy"))?)
+    })
+}
+
 /// Snapshots by key and name; see the module docs for the lifecycle.
 pub trait Snapshotter: Send + Sync {
     /// Makes an active (writable) snapshot `key` on `parent` and says how to mount it.

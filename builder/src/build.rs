@@ -1,0 +1,203 @@
+//! One build from start to image: convert, solve, and write the image into the store.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use oci::content::ContentStore;
+use oci::layer::Compression;
+use oci::{ImageStore, Target};
+use serde_json::{json, Value};
+
+use crate::cache::CacheStore;
+use crate::context::Context;
+use crate::convert::{self, BaseImage, Converted, Inputs};
+use crate::dockerfile::Dockerfile;
+use crate::error::{Error, Result};
+use crate::graph::Layer;
+use crate::ops::{LocalWorker, Secret};
+use crate::progress::{Event, Progress};
+use crate::solver::{Solver, State};
+
+/// Everything a build is asked to do, as `berth build`'s flags give it.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// The parsed Dockerfile.
+    pub dockerfile: Dockerfile,
+    /// The build context, with its ignore rules (None: a build without context).
+    pub context: Option<Context>,
+    /// `--target`.
+    pub target: Option<String>,
+    /// `--build-arg`.
+    pub build_args: BTreeMap<String, String>,
+    /// `--label`.
+    pub labels: BTreeMap<String, String>,
+    /// `--no-cache`.
+    pub no_cache: bool,
+    /// `--no-cache-filter`.
+    pub no_cache_filter: Vec<String>,
+    /// `--network`: RUN steps get the host's network (the default) or none.
+    pub host_network: bool,
+    /// `--secret`s by id.
+    pub secrets: HashMap<String, Secret>,
+    /// `--ssh` sockets by id.
+    pub ssh: HashMap<String, PathBuf>,
+    /// `--compression`.
+    pub compression: Compression,
+}
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub struct Built {
+    /// The image manifest in the local store.
+    pub manifest: Target,
+    /// The image config's digest (docker's image ID).
+    pub config: oci::Digest,
+}
+
+/// The machinery a build runs on.
+pub struct Machine<'a> {
+    /// The local image store (base images, new layers, the result).
+    pub store: &'a ImageStore,
+    /// `$BERTH_ROOT`.
+    pub root: PathBuf,
+    /// The build cache.
+    pub cache: &'a dyn CacheStore,
+    /// Snapshots.
+    pub snapshotter: &'a dyn runner::snapshot::Snapshotter,
+    /// RUN's executor.
+    pub executor: &'a dyn runner::exec::Executor,
+    /// Resolves a base image reference, pulling it when needed.
+    pub resolve: &'a (dyn Fn(&str) -> Result<BaseImage> + Sync),
+    /// Where events go.
+    pub progress: &'a dyn Progress,
+}
+
+/// Builds the target stage and stores the image (untagged; the caller names it).
+pub fn build(m: &Machine<'_>, opts: &BuildOptions) -> Result<Built> {
+    let (os, arch) = oci::manifest::host_platform();
+    let inputs = Inputs {
+        build_args: &opts.build_args,
+        target_platform: (os.to_string(), arch.to_string(), None),
+        no_cache: opts.no_cache,
+        no_cache_filter: &opts.no_cache_filter,
+        host_network: opts.host_network,
+        resolve: m.resolve,
+    };
+    let converted = convert::convert(&opts.dockerfile, opts.target.as_deref(), &inputs)?;
+    let worker = LocalWorker {
+        store: m.store,
+        snapshotter: m.snapshotter,
+        executor: m.executor,
+        context: opts.context.as_ref(),
+        cache: m.cache,
+        progress: m.progress,
+        compression: opts.compression,
+        root: m.root.clone(),
+        secrets: opts.secrets.clone(),
+        ssh: opts.ssh.clone(),
+        dockerfile: (&opts.dockerfile.file, &opts.dockerfile.text),
+    };
+    let solver = Solver::new(&converted.graph, &worker, m.cache, m.progress);
+    let stage = &converted.stages[&converted.target];
+    let states = solver.solve(&[stage.vertex])?;
+    let state = states.into_iter().next().ok_or_else(|| Error::Option("the build produced nothing".into()))?;
+    m.progress.event(Event::Note { text: "exporting layers".into() });
+    let built = write_image(m.store, &converted, &solver, &state, &opts.labels)?;
+    m.progress.event(Event::Note { text: format!("writing image {}", built.config) });
+    Ok(built)
+}
+
+/// The `created` time of everything a build writes: `SOURCE_DATE_EPOCH` when set, else now.
+pub fn created() -> String {
+    match std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.trim().parse::<i64>().ok()) {
+        Some(epoch) => chrono::DateTime::from_timestamp(epoch, 0)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_else(oci::store::created_now),
+        None => oci::store::created_now(),
+    }
+}
+
+/// The history of a stage: its base's, then one entry per step (empty_layer where the step made no layer).
+fn history(c: &Converted, solver: &Solver<'_>, stage: usize, when: &str) -> Vec<Value> {
+    let Some(out) = c.stages.get(&stage) else { return vec![] };
+    let mut hist = match out.from_stage {
+        Some(j) => history(c, solver, j, when),
+        None => out.base_history.clone(),
+    };
+    for (created_by, vertex) in &out.steps {
+        let made_layer = vertex.is_some_and(|v| {
+            let after = solver.state(v).map_or(0, |s| s.layers.len());
+            let before =
+                c.graph.vertices[v].inputs.first().and_then(|i| solver.state(*i)).map_or(0, |s| s.layers.len());
+            after > before
+        });
+        let mut e = json!({ "created": when, "created_by": created_by, "comment": "buildkit.dockerfile.v0" });
+        if !made_layer {
+            e["empty_layer"] = json!(true);
+        }
+        hist.push(e);
+    }
+    hist
+}
+
+fn write_image(
+    store: &ImageStore,
+    c: &Converted,
+    solver: &Solver<'_>,
+    state: &State,
+    labels: &BTreeMap<String, String>,
+) -> Result<Built> {
+    let stage = &c.stages[&c.target];
+    let when = created();
+    let mut config = stage.config.clone();
+    config["created"] = json!(when);
+    config["rootfs"] = json!({
+        "type": "layers",
+        "diff_ids": state.layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>(),
+    });
+    config["history"] = json!(history(c, solver, c.target, &when));
+    if !labels.is_empty() {
+        let l = &mut config["config"]["Labels"];
+        if !l.is_object() {
+            *l = json!({});
+        }
+        for (k, v) in labels {
+            l[k] = json!(v);
+        }
+    }
+    let bytes = serde_json::to_vec(&config).map_err(|e| Error::Option(format!("image config: {e}")))?;
+    let config_digest = store.content().put(&bytes).map_err(Error::image("store the image config"))?;
+    let descs: Vec<(&str, &oci::Digest, u64)> =
+        state.layers.iter().map(|l: &Layer| (l.media_type.as_str(), &l.digest, l.size)).collect();
+    let manifest = oci::manifest::oci_manifest((&config_digest, bytes.len() as u64), &descs)
+        .map_err(Error::image("write the manifest"))?;
+    let target = store.put_manifest(&manifest, oci::media::OCI_MANIFEST).map_err(Error::image("store the manifest"))?;
+    Ok(Built { manifest: target, config: config_digest })
+}
+
+/// A base image from the local store, as docker uses one: by name, else by ID.
+pub fn base_from_store(store: &ImageStore, reference: &str) -> Result<Option<BaseImage>> {
+    let rec = match store.resolve(reference) {
+        Ok(r) => r,
+        Err(e) if e.kind() == oci::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::image(format!("look up {reference}"))(e)),
+    };
+    let image = store.image(&rec.target).map_err(Error::image(format!("read {reference}")))?;
+    let config: Value = serde_json::from_slice(&image.config_bytes)
+        .map_err(|e| Error::Option(format!("{reference}: image config: {e}")))?;
+    let layers = image
+        .manifest
+        .layers()
+        .iter()
+        .zip(image.config.rootfs().diff_ids())
+        .map(|(d, diff)| {
+            Ok(Layer {
+                digest: oci::manifest::descriptor_digest(d).map_err(Error::image(format!("read {reference}")))?,
+                diff_id: diff.parse().map_err(|e: oci::Error| Error::image(format!("read {reference}"))(e))?,
+                size: d.size(),
+                media_type: d.media_type().to_string(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(BaseImage { manifest: image.manifest_digest.clone(), layers, config }))
+}

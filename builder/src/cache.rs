@@ -1,0 +1,195 @@
+//! The build cache: cache key -> result layers, and the context's stat cache.
+//!
+//! A [`CacheKey`] is the sha256 of one [`KeyRecipe`]. Records are small JSON values in a
+//! [`CacheStore`]: the rocksdb one under `$BERTH_ROOT/buildcache` persists between builds,
+//! the memory one serves tests. A hit is only used while its layer blobs are still in
+//! the content store (a prune may have taken them).
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::graph::Layer;
+
+/// A vertex's content-addressed identity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CacheKey(pub oci::Digest);
+
+impl std::fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Everything a cache key is made of, in one place (BuildKit keeps its recipe in one struct too).
+#[derive(Debug, Serialize)]
+pub struct KeyRecipe<'a> {
+    /// Bumped when the meaning of a key changes.
+    pub version: u32,
+    /// The op's canonical definition.
+    pub op: &'a crate::graph::Op,
+    /// The keys of its inputs, in order.
+    pub inputs: Vec<&'a CacheKey>,
+    /// The digest of exactly the selected source files (COPY/ADD from the context, bind mounts).
+    pub sources: Option<oci::Digest>,
+    /// The layer compression: the same files compressed otherwise are other blobs.
+    pub compression: &'a str,
+}
+
+impl KeyRecipe<'_> {
+    /// The key.
+    pub fn key(&self) -> CacheKey {
+        let bytes = serde_json::to_vec(self).unwrap_or_default();
+        CacheKey(oci::Digest::of(&bytes))
+    }
+}
+
+/// What a cache hit gives back: the whole layer chain of the result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheRecord {
+    /// The result's layers, base first.
+    pub layers: Vec<Layer>,
+}
+
+/// What the context stat cache remembers of a file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStat {
+    /// Device, inode, size, mtime and ctime (ns): if all match, the content has not changed.
+    pub stat: (u64, u64, u64, i64, i64),
+    /// The content's sha256.
+    pub digest: oci::Digest,
+}
+
+/// Cache records and file stats by key.
+///
+/// Vocabulary: `get`/`put` of raw bytes under a namespaced key; the typed helpers are
+/// provided methods. Implementations: [`RocksCache`], [`MemoryCache`].
+pub trait CacheStore: Send + Sync {
+    /// The value under `key`.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Stores `value` under `key`.
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<()>;
+
+    /// The result recorded for a vertex key.
+    fn record(&self, key: &CacheKey) -> Result<Option<CacheRecord>> {
+        let raw = self.get(format!("result/{key}").as_bytes())?;
+        // A record we cannot read is a miss, not an error: it will be rewritten.
+        Ok(raw.and_then(|r| serde_json::from_slice(&r).ok()))
+    }
+    /// Records the result of a vertex key.
+    fn set_record(&self, key: &CacheKey, rec: &CacheRecord) -> Result<()> {
+        self.put(format!("result/{key}").as_bytes(), &serde_json::to_vec(rec).unwrap_or_default())
+    }
+    /// What the stat cache knows of a context file.
+    fn file(&self, path: &Path) -> Result<Option<FileStat>> {
+        let raw = self.get(format!("file/{}", path.display()).as_bytes())?;
+        Ok(raw.and_then(|r| serde_json::from_slice(&r).ok()))
+    }
+    /// Remembers a context file's stat and digest.
+    fn set_file(&self, path: &Path, stat: &FileStat) -> Result<()> {
+        self.put(format!("file/{}", path.display()).as_bytes(), &serde_json::to_vec(stat).unwrap_or_default())
+    }
+}
+
+/// The persistent cache: rocksdb under `$BERTH_ROOT/buildcache`, held open for one build.
+pub struct RocksCache {
+    db: rocksdb::DB,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for RocksCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksCache").field("path", &self.path).finish()
+    }
+}
+
+impl RocksCache {
+    /// Opens (or creates) the cache under `root`; waits while another build holds it.
+    pub fn open(root: &Path) -> Result<RocksCache> {
+        let path = root.join("buildcache");
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        opts.set_keep_log_file_num(2);
+        let started = std::time::Instant::now();
+        loop {
+            match rocksdb::DB::open(&opts, &path) {
+                Ok(db) => return Ok(RocksCache { db, path }),
+                // Another build holds the LOCK: builds of one root take turns on the cache.
+                Err(e) if e.to_string().contains("lock") && started.elapsed().as_secs() < 600 => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(source) => return Err(Error::Cache { path: path.display().to_string(), source }),
+            }
+        }
+    }
+}
+
+impl CacheStore for RocksCache {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.db.get(key).map_err(|source| Error::Cache { path: self.path.display().to_string(), source })
+    }
+
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.db.put(key, value).map_err(|source| Error::Cache { path: self.path.display().to_string(), source })
+    }
+}
+
+/// A cache in memory, for tests and `--no-cache` runs that must not write.
+#[derive(Debug, Default)]
+pub struct MemoryCache {
+    map: Mutex<std::collections::HashMap<Vec<u8>, Vec<u8>>>,
+}
+
+impl CacheStore for MemoryCache {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.map.lock().map_or(None, |m| m.get(key).cloned()))
+    }
+
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        if let Ok(mut m) = self.map.lock() {
+            m.insert(key.to_vec(), value.to_vec());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod testsuite {
+    use super::*;
+
+    fn round_trips(c: &dyn CacheStore) {
+        let key = CacheKey(oci::Digest::of(b"k"));
+        assert_eq!(c.record(&key).unwrap(), None);
+        let layer = Layer {
+            digest: oci::Digest::of(b"blob"),
+            diff_id: oci::Digest::of(b"tar"),
+            size: 4,
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+        };
+        let rec = CacheRecord { layers: vec![layer] };
+        c.set_record(&key, &rec).unwrap();
+        assert_eq!(c.record(&key).unwrap(), Some(rec));
+        let p = Path::new("/ctx/a.txt");
+        let st = FileStat { stat: (1, 2, 3, 4, 5), digest: oci::Digest::of(b"a") };
+        assert_eq!(c.file(p).unwrap(), None);
+        c.set_file(p, &st).unwrap();
+        assert_eq!(c.file(p).unwrap(), Some(st));
+        c.put(b"result/garbage", b"not json").unwrap();
+        assert_eq!(c.get(b"result/garbage").unwrap().as_deref(), Some(&b"not json"[..]));
+    }
+
+    #[test]
+    fn memory_cache() {
+        round_trips(&MemoryCache::default());
+    }
+
+    #[test]
+    fn rocks_cache_persists_across_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        round_trips(&RocksCache::open(dir.path()).unwrap());
+        let again = RocksCache::open(dir.path()).unwrap();
+        assert!(again.file(Path::new("/ctx/a.txt")).unwrap().is_some());
+    }
+}

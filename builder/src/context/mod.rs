@@ -1,0 +1,354 @@
+//! The build context: the directory COPY and ADD read from.
+//!
+//! Only what a COPY selects is read; `.dockerignore` (or `<Dockerfile>.dockerignore`)
+//! hides files from every selection; a source can never leave the context (`..` and
+//! symlinks are resolved inside it). Selected files are hashed once and remembered by
+//! (dev, inode, size, mtime, ctime) in the cache's stat cache, so an unchanged context
+//! costs a stat walk, never a re-read.
+
+pub mod ignore;
+
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+
+use crate::cache::{CacheStore, FileStat};
+use crate::error::{Error, Result};
+
+pub use ignore::Ignore;
+
+/// A build context directory and its ignore rules.
+#[derive(Debug, Clone)]
+pub struct Context {
+    root: PathBuf,
+    ignore: Ignore,
+}
+
+/// One file or directory a COPY source selected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selected {
+    /// Where it is on the host.
+    pub path: PathBuf,
+    /// Its path relative to the context root, '/'-separated.
+    pub rel: String,
+}
+
+impl Context {
+    /// A context rooted at `root` with `ignore`'s rules.
+    pub fn new(root: &Path, ignore: Ignore) -> Result<Context> {
+        let root = root.canonicalize().map_err(Error::io(format!("build context {}", root.display())))?;
+        if !root.is_dir() {
+            return Err(Error::Context {
+                path: root.display().to_string(),
+                reason: "the build context is not a directory".into(),
+            });
+        }
+        Ok(Context { root, ignore })
+    }
+
+    /// The context directory (canonical).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The ignore rules.
+    pub fn ignore(&self) -> &Ignore {
+        &self.ignore
+    }
+
+    /// Expands one COPY source (a path or a glob) into what it selects. A source that
+    /// would leave the context, or selects nothing, is an error.
+    pub fn select(&self, source: &str) -> Result<Vec<Selected>> {
+        let clean = clean_rel(source).ok_or_else(|| Error::Context {
+            path: source.to_owned(),
+            reason: "forbidden path outside the build context".into(),
+        })?;
+        let mut found = vec![(self.root.clone(), String::new())];
+        for part in clean.split('/').filter(|p| !p.is_empty()) {
+            let mut next = Vec::new();
+            for (dir, rel) in found {
+                let join = |name: &str| if rel.is_empty() { name.to_owned() } else { format!("{rel}/{name}") };
+                if has_meta(part) {
+                    let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+                    let mut names: Vec<String> =
+                        entries.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()).collect();
+                    names.sort();
+                    for name in names.into_iter().filter(|n| glob_match(part, n)) {
+                        next.push((dir.join(&name), join(&name)));
+                    }
+                } else {
+                    next.push((dir.join(part), join(part)));
+                }
+            }
+            found = next;
+        }
+        let mut out = Vec::new();
+        for (path, rel) in found {
+            if rel.is_empty() {
+                out.push(Selected { path: self.root.clone(), rel });
+                continue;
+            }
+            // Resolve symlinks on the way, but never out of the context.
+            let real = match path.canonicalize() {
+                Ok(r) => r,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(format!("stat {}", path.display()))(e)),
+            };
+            if !real.starts_with(&self.root) {
+                return Err(Error::Context {
+                    path: source.to_owned(),
+                    reason: "a symlink points outside the build context".into(),
+                });
+            }
+            let real_rel = real.strip_prefix(&self.root).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+            if !real_rel.is_empty() && self.ignore.is_excluded(&real_rel) {
+                continue;
+            }
+            out.push(Selected { path: real, rel });
+        }
+        if out.is_empty() {
+            return Err(Error::Context {
+                path: source.to_owned(),
+                reason: "no such file or directory in the build context (or excluded by .dockerignore)".into(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Walks a selection: calls `visit(host path, path relative to the selected item, metadata)`
+    /// for the item and, for a directory, everything under it that the ignore rules and
+    /// `exclude` let through, in sorted order, not following symlinks.
+    pub fn walk(
+        &self,
+        sel: &Selected,
+        exclude: &Ignore,
+        visit: &mut dyn FnMut(&Path, &str, &std::fs::Metadata) -> Result<()>,
+    ) -> Result<()> {
+        let meta = std::fs::symlink_metadata(&sel.path).map_err(Error::io(format!("stat {}", sel.path.display())))?;
+        visit(&sel.path, "", &meta)?;
+        if meta.is_dir() {
+            self.walk_dir(&sel.path, &sel.rel, "", exclude, visit)?;
+        }
+        Ok(())
+    }
+
+    fn walk_dir(
+        &self,
+        dir: &Path,
+        ctx_rel: &str,
+        rel: &str,
+        exclude: &Ignore,
+        visit: &mut dyn FnMut(&Path, &str, &std::fs::Metadata) -> Result<()>,
+    ) -> Result<()> {
+        let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(dir)
+            .map_err(Error::io(format!("read {}", dir.display())))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<std::io::Result<_>>()
+            .map_err(Error::io(format!("read {}", dir.display())))?;
+        names.sort();
+        for name in names {
+            let name = name.to_string_lossy().into_owned();
+            let path = dir.join(&name);
+            let child_ctx = if ctx_rel.is_empty() { name.clone() } else { format!("{ctx_rel}/{name}") };
+            let child_rel = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
+            let meta = std::fs::symlink_metadata(&path).map_err(Error::io(format!("stat {}", path.display())))?;
+            let ignored = self.ignore.is_excluded(&child_ctx) || exclude.is_excluded(&child_rel);
+            if ignored {
+                if meta.is_dir() && !(self.ignore.can_skip_dir(&child_ctx) && exclude.can_skip_dir(&child_rel)) {
+                    // An exception may re-include something below: look inside, without the dir itself.
+                    self.walk_dir(&path, &child_ctx, &child_rel, exclude, visit)?;
+                }
+                continue;
+            }
+            visit(&path, &child_rel, &meta)?;
+            if meta.is_dir() {
+                self.walk_dir(&path, &child_ctx, &child_rel, exclude, visit)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The digest of exactly what `sources` select: names, content, mode, owner and link
+    /// targets, never times. Contents come from the stat cache when the file is unchanged.
+    pub fn digest(&self, sources: &[String], exclude: &Ignore, cache: &dyn CacheStore) -> Result<oci::Digest> {
+        let mut h = oci::Algorithm::Sha256.hasher();
+        for source in sources {
+            for sel in self.select(source)? {
+                h.update(format!("source {source} {}\n", sel.rel).as_bytes());
+                self.walk(&sel, exclude, &mut |path, rel, meta| {
+                    let kind = meta.file_type();
+                    let what = if kind.is_symlink() {
+                        let target =
+                            std::fs::read_link(path).map_err(Error::io(format!("readlink {}", path.display())))?;
+                        format!("link {}", target.display())
+                    } else if kind.is_file() {
+                        format!("file {}", file_digest(path, meta, cache)?)
+                    } else if kind.is_dir() {
+                        "dir".to_owned()
+                    } else {
+                        "special".to_owned()
+                    };
+                    h.update(format!("{rel:?} {:o} {} {} {what}\n", meta.mode(), meta.uid(), meta.gid()).as_bytes());
+                    Ok(())
+                })?;
+            }
+        }
+        Ok(h.finish())
+    }
+}
+
+/// A file's sha256, from the stat cache when its (dev, inode, size, mtime, ctime) match.
+pub fn file_digest(path: &Path, meta: &std::fs::Metadata, cache: &dyn CacheStore) -> Result<oci::Digest> {
+    let stat = (
+        meta.dev(),
+        meta.ino(),
+        meta.size(),
+        meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+        meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+    );
+    if let Some(known) = cache.file(path)? {
+        if known.stat == stat {
+            return Ok(known.digest);
+        }
+    }
+    let mut f = std::fs::File::open(path).map_err(Error::io(format!("open {}", path.display())))?;
+    let mut h = oci::Algorithm::Sha256.hasher();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf).map_err(Error::io(format!("read {}", path.display())))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    let digest = h.finish();
+    cache.set_file(path, &FileStat { stat, digest: digest.clone() })?;
+    Ok(digest)
+}
+
+/// Cleans a context-relative path: `.` and leading `/` dropped, `..` resolved; None when
+/// it would climb out of the root.
+pub fn clean_rel(p: &str) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in Path::new(p).components() {
+        match c {
+            Component::Normal(n) => parts.push(n.to_str()?),
+            Component::ParentDir => {
+                parts.pop()?;
+            }
+            Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+        }
+    }
+    Some(parts.join("/"))
+}
+
+fn has_meta(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+/// Go's `filepath.Match` for one path component: `*`, `?`, `[a-z]`, `[^a]`, `\x`.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    matches(&p, &n)
+}
+
+fn matches(p: &[char], n: &[char]) -> bool {
+    match p.first() {
+        None => n.is_empty(),
+        Some('*') => (0..=n.len()).any(|i| matches(&p[1..], &n[i..])),
+        Some('?') => !n.is_empty() && matches(&p[1..], &n[1..]),
+        Some('[') => {
+            let Some(end) = p.iter().skip(1).position(|c| *c == ']').map(|i| i + 1) else { return false };
+            let Some(c) = n.first() else { return false };
+            let class = &p[1..end];
+            let (negate, class) = match class.first() {
+                Some('^') | Some('!') => (true, &class[1..]),
+                _ => (false, class),
+            };
+            let mut hit = false;
+            let mut i = 0;
+            while i < class.len() {
+                if i + 2 < class.len() && class[i + 1] == '-' {
+                    hit |= class[i] <= *c && *c <= class[i + 2];
+                    i += 3;
+                } else {
+                    hit |= class[i] == *c;
+                    i += 1;
+                }
+            }
+            hit != negate && matches(&p[end + 1..], &n[1..])
+        }
+        Some('\\') if p.len() > 1 => n.first() == Some(&p[1]) && matches(&p[2..], &n[1..]),
+        Some(c) => n.first() == Some(c) && matches(&p[1..], &n[1..]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::MemoryCache;
+
+    fn ctx(files: &[(&str, &str)], ignore: &str) -> (tempfile::TempDir, Context) {
+        let dir = tempfile::tempdir().unwrap();
+        for (p, c) in files {
+            let path = dir.path().join(p);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, c).unwrap();
+        }
+        let c = Context::new(dir.path(), Ignore::parse(ignore).unwrap()).unwrap();
+        (dir, c)
+    }
+
+    #[test]
+    fn globs_select_and_ignore_hides() {
+        let (_d, c) = ctx(&[("a.txt", "a"), ("b.txt", "b"), ("c.md", "c"), ("secret.txt", "s")], "secret.txt\n");
+        let rels: Vec<String> = c.select("*.txt").unwrap().into_iter().map(|s| s.rel).collect();
+        assert_eq!(rels, ["a.txt", "b.txt"]);
+        assert!(c.select("secret.txt").is_err());
+        assert!(c.select("nothing*").is_err());
+    }
+
+    #[test]
+    fn sources_cannot_leave_the_context() {
+        let (d, c) = ctx(&[("a", "a")], "");
+        let e = c.select("../etc/passwd").unwrap_err().to_string();
+        assert!(e.contains("outside the build context"), "{e}");
+        std::os::unix::fs::symlink("/etc", d.path().join("out")).unwrap();
+        let e = c.select("out/passwd").unwrap_err().to_string();
+        assert!(e.contains("outside the build context"), "{e}");
+        // `..` that stays inside is fine.
+        assert_eq!(c.select("x/../a").unwrap()[0].rel, "a");
+    }
+
+    #[test]
+    fn digest_follows_content_and_mode_not_times() {
+        use std::os::unix::fs::PermissionsExt;
+        let (d, c) = ctx(&[("src/a", "one"), ("src/b", "two")], "");
+        let cache = MemoryCache::default();
+        let none = Ignore::default();
+        let first = c.digest(&["src".into()], &none, &cache).unwrap();
+        // Touch: same content, new mtime -> same digest (re-hashed once).
+        let f = std::fs::File::options().write(true).open(d.path().join("src/a")).unwrap();
+        f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5)).unwrap();
+        assert_eq!(c.digest(&["src".into()], &none, &cache).unwrap(), first);
+        std::fs::set_permissions(d.path().join("src/a"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let chmodded = c.digest(&["src".into()], &none, &cache).unwrap();
+        assert_ne!(chmodded, first);
+        std::fs::write(d.path().join("src/b"), "TWO").unwrap();
+        assert_ne!(c.digest(&["src".into()], &none, &cache).unwrap(), chmodded);
+        // --exclude changes what is selected.
+        let ex = Ignore::parse("b").unwrap();
+        assert_ne!(c.digest(&["src".into()], &ex, &cache).unwrap(), c.digest(&["src".into()], &none, &cache).unwrap());
+    }
+
+    #[test]
+    fn glob_matching_is_go_filepath_match() {
+        assert!(glob_match("*.txt", "a.txt"));
+        assert!(!glob_match("*.txt", "a.md"));
+        assert!(glob_match("file?", "file1"));
+        assert!(glob_match("[a-c]x", "bx"));
+        assert!(!glob_match("[^a-c]x", "bx"));
+        assert!(glob_match("\\*", "*"));
+    }
+}

@@ -1,0 +1,673 @@
+//! The Dockerfile front end: text to typed instructions.
+//!
+//! Syntax comes from the `parse-dockerfile` crate (heredocs, flags, directives); this
+//! module turns its tree into [`Instruction`]s whose flags are checked and typed, keeping
+//! every word raw (with its place in the file) because variables can only be expanded
+//! once the base image's environment is known: [`crate::convert`] expands them with
+//! [`expand`] and the scope it tracks.
+//!
+//! ```
+//! let df = builder::dockerfile::parse("Dockerfile", "FROM busybox AS base\nRUN echo hi\n").unwrap();
+//! assert_eq!(df.stages[0].name.as_deref(), Some("base"));
+//! ```
+
+pub mod expand;
+pub mod mount;
+
+use std::ops::Range;
+
+use parse_dockerfile as pd;
+
+use crate::error::{Error, Result};
+
+/// A word as written, with its byte offset in the Dockerfile, expanded later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Word {
+    /// The text, quotes and variables still in it.
+    pub raw: String,
+    /// Byte offset of the word in the Dockerfile.
+    pub at: usize,
+}
+
+impl Word {
+    fn of(s: &pd::UnescapedString<'_>) -> Word {
+        Word { raw: s.value.to_string(), at: s.span.start }
+    }
+}
+
+/// A parsed Dockerfile: directives, global ARGs and stages.
+#[derive(Debug, Clone)]
+pub struct Dockerfile {
+    /// The name errors use (the `-f` path as given, or `Dockerfile`).
+    pub file: String,
+    /// The whole text, for error excerpts.
+    pub text: String,
+    /// The escape character (`# escape=` directive; `\` by default).
+    pub escape: char,
+    /// The `# syntax=` directive, recorded but not acted on: berth has one front end.
+    pub syntax: Option<String>,
+    /// The `# check=` directive (`skip=...;error=true`), recorded for the lint rules.
+    pub check: Option<String>,
+    /// ARGs before the first FROM, usable in FROM lines.
+    pub global_args: Vec<ArgDecl>,
+    /// The stages, in order.
+    pub stages: Vec<Stage>,
+}
+
+impl Dockerfile {
+    /// An error at byte offset `at` of this Dockerfile.
+    pub fn error(&self, at: usize, message: impl Into<String>) -> Error {
+        Error::at(&self.file, &self.text, at, message)
+    }
+
+    /// The index of the stage called `name` (case-insensitive, as docker matches them).
+    pub fn stage_index(&self, name: &str) -> Option<usize> {
+        self.stages.iter().position(|s| s.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+    }
+}
+
+/// One `FROM` and the instructions up to the next.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    /// `AS name`, lowercased.
+    pub name: Option<String>,
+    /// The image or stage it starts from, raw.
+    pub base: Word,
+    /// `--platform`.
+    pub platform: Option<Word>,
+    /// Where the FROM line is.
+    pub span: Range<usize>,
+    /// Its instructions.
+    pub instructions: Vec<Instruction>,
+}
+
+/// One instruction after FROM, with its place in the file.
+#[derive(Debug, Clone)]
+pub struct Instruction {
+    /// What it says.
+    pub kind: Kind,
+    /// The instruction's span (keyword to end).
+    pub span: Range<usize>,
+    /// The instruction as written on one line, for history and progress.
+    pub text: String,
+}
+
+/// The instructions, each with its flags typed.
+#[derive(Debug, Clone)]
+pub enum Kind {
+    /// `RUN`.
+    Run(Run),
+    /// `CMD`.
+    Cmd(CommandForm),
+    /// `ENTRYPOINT`.
+    Entrypoint(CommandForm),
+    /// `LABEL k=v ...`, raw.
+    Label(Word),
+    /// `MAINTAINER name`.
+    Maintainer(Word),
+    /// `EXPOSE 80/tcp ...`.
+    Expose(Vec<Word>),
+    /// `ENV k=v ...` or `ENV k v`, raw.
+    Env(Word),
+    /// `ADD`.
+    Add(Copy),
+    /// `COPY`.
+    Copy(Copy),
+    /// `VOLUME`.
+    Volume(Vec<Word>),
+    /// `USER`.
+    User(Word),
+    /// `WORKDIR`.
+    Workdir(Word),
+    /// `ARG`.
+    Arg(Vec<ArgDecl>),
+    /// `ONBUILD <instruction>`: stored in the image config, run by builds that use it as a base.
+    Onbuild(String),
+    /// `STOPSIGNAL`.
+    Stopsignal(Word),
+    /// `HEALTHCHECK`; `None` for `HEALTHCHECK NONE`.
+    Healthcheck(Option<Healthcheck>),
+    /// `SHELL ["sh", "-c"]`.
+    Shell(Vec<String>),
+}
+
+/// The shell and exec forms of RUN, CMD, ENTRYPOINT and HEALTHCHECK.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandForm {
+    /// `["prog", "arg"]`: run as is.
+    Exec(Vec<String>),
+    /// `prog arg`: run through the SHELL.
+    Shell(String),
+}
+
+/// A RUN instruction.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// The command; for heredocs, the script the shell runs.
+    pub command: CommandForm,
+    /// `--mount=...`, raw (variables are expanded before [`mount::MountSpec::parse`]).
+    pub mounts: Vec<Word>,
+    /// `--network=default|none|host`.
+    pub network: Option<Word>,
+    /// `--security=sandbox|insecure`.
+    pub security: Option<Word>,
+}
+
+/// COPY and ADD, with every flag either takes.
+#[derive(Debug, Clone)]
+pub struct Copy {
+    /// The sources: context paths (globs), URLs (ADD), or heredocs.
+    pub sources: Vec<CopySource>,
+    /// The destination, raw.
+    pub dest: Word,
+    /// `--from=<stage|image|index>` (COPY).
+    pub from: Option<Word>,
+    /// `--chown=user[:group]`.
+    pub chown: Option<Word>,
+    /// `--chmod=mode`.
+    pub chmod: Option<Word>,
+    /// `--link`.
+    pub link: bool,
+    /// `--parents` (COPY).
+    pub parents: bool,
+    /// `--exclude=pattern`, repeatable.
+    pub exclude: Vec<Word>,
+    /// `--checksum=sha256:...` (ADD of a URL).
+    pub checksum: Option<Word>,
+    /// `--keep-git-dir` (ADD of a git URL).
+    pub keep_git_dir: bool,
+}
+
+/// One source of COPY or ADD.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopySource {
+    /// A path or glob (or, for ADD, a URL).
+    Path(Word),
+    /// A heredoc: a file with this content, named by its delimiter.
+    Heredoc {
+        /// The file name (the heredoc's delimiter).
+        name: String,
+        /// The content.
+        content: String,
+        /// Whether variables in it are expanded (unquoted delimiter).
+        expand: bool,
+    },
+}
+
+/// One `NAME[=default]` of an ARG.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArgDecl {
+    /// The name.
+    pub name: String,
+    /// The default, raw.
+    pub default: Option<Word>,
+    /// Where it is.
+    pub at: usize,
+}
+
+/// `HEALTHCHECK [options] CMD ...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Healthcheck {
+    /// The test command.
+    pub test: CommandForm,
+    /// `--interval`, `--timeout`, `--start-period`, `--start-interval` in nanoseconds.
+    pub durations: [Option<u64>; 4],
+    /// `--retries`.
+    pub retries: Option<u64>,
+}
+
+/// Parses a Dockerfile's text into typed instructions.
+pub fn parse(file: &str, text: &str) -> Result<Dockerfile> {
+    let tree = pd::parse(text).map_err(|e| {
+        let message = e.to_string();
+        let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
+        let at = offset_of(text, e.line(), e.column());
+        Error::at(file, text, at, lowercase_first(&message))
+    })?;
+    let escape = tree.parser_directives.escape.as_ref().map_or('\\', |d| d.value.value);
+    let mut df = Dockerfile {
+        file: file.to_owned(),
+        text: text.to_owned(),
+        escape,
+        syntax: tree.parser_directives.syntax.as_ref().map(|d| d.value.value.to_owned()),
+        check: tree.parser_directives.check.as_ref().map(|d| d.value.value.to_owned()),
+        global_args: Vec::new(),
+        stages: Vec::new(),
+    };
+    for ins in &tree.instructions {
+        match ins {
+            pd::Instruction::From(from) => {
+                let mut platform = None;
+                for flag in &from.options {
+                    match flag.name.value.as_ref() {
+                        "platform" => platform = Some(flag_value(&df, flag)?),
+                        _ => return Err(unknown_flag(&df, flag, "FROM")),
+                    }
+                }
+                let name = match &from.as_ {
+                    Some((_, n)) => {
+                        let lower = n.value.to_ascii_lowercase();
+                        check_stage_name(&df, &lower, n.span.start)?;
+                        if df.stage_index(&lower).is_some() {
+                            return Err(df.error(n.span.start, format!("duplicate stage name {lower:?}")));
+                        }
+                        Some(lower)
+                    }
+                    None => None,
+                };
+                let end = from.as_.as_ref().map_or(from.image.span.end, |(_, n)| n.span.end);
+                df.stages.push(Stage {
+                    name,
+                    base: Word::of(&from.image),
+                    platform,
+                    span: from.from.span.start..end,
+                    instructions: Vec::new(),
+                });
+            }
+            pd::Instruction::Arg(arg) if df.stages.is_empty() => {
+                let decls = arg_decls(&df, &arg.arguments)?;
+                df.global_args.extend(decls);
+            }
+            other => {
+                let typed = instruction(&df, other)?;
+                match df.stages.last_mut() {
+                    Some(stage) => stage.instructions.push(typed),
+                    None => {
+                        return Err(
+                            df.error(typed.span.start, "no FROM before this instruction (only ARG may come first)")
+                        )
+                    }
+                }
+            }
+        }
+    }
+    if df.stages.is_empty() {
+        return Err(df.error(text.len(), "the Dockerfile has no FROM instruction"));
+    }
+    Ok(df)
+}
+
+/// Converts one syntax-tree instruction (not FROM) into ours.
+fn instruction(df: &Dockerfile, ins: &pd::Instruction<'_>) -> Result<Instruction> {
+    use pd::Instruction as I;
+    let (start, kind) = match ins {
+        I::Run(r) => {
+            let mut run =
+                Run { command: CommandForm::Shell(String::new()), mounts: vec![], network: None, security: None };
+            for flag in &r.options {
+                match flag.name.value.as_ref() {
+                    "mount" => run.mounts.push(flag_value(df, flag)?),
+                    "network" => run.network = Some(flag_value(df, flag)?),
+                    "security" => run.security = Some(flag_value(df, flag)?),
+                    _ => return Err(unknown_flag(df, flag, "RUN")),
+                }
+            }
+            run.command = run_command(df, r);
+            (r.run.span.start, Kind::Run(run))
+        }
+        I::Cmd(c) => (c.cmd.span.start, Kind::Cmd(command(df, &c.arguments))),
+        I::Entrypoint(e) => (e.entrypoint.span.start, Kind::Entrypoint(command(df, &e.arguments))),
+        I::Label(l) => (l.label.span.start, Kind::Label(Word::of(&l.arguments))),
+        I::Maintainer(m) => (m.maintainer.span.start, Kind::Maintainer(Word::of(&m.name))),
+        I::Expose(e) => (e.expose.span.start, Kind::Expose(e.arguments.iter().map(Word::of).collect())),
+        I::Env(e) => (e.env.span.start, Kind::Env(Word::of(&e.arguments))),
+        I::Add(a) => {
+            let copy = copy_flags(df, &a.options, "ADD", &a.src, &a.dest)?;
+            (a.add.span.start, Kind::Add(copy))
+        }
+        I::Copy(c) => {
+            let copy = copy_flags(df, &c.options, "COPY", &c.src, &c.dest)?;
+            (c.copy.span.start, Kind::Copy(copy))
+        }
+        I::Volume(v) => {
+            let words = match &v.arguments {
+                pd::JsonOrStringArray::Json(a) => a.value.iter().map(Word::of).collect(),
+                pd::JsonOrStringArray::String(a) => a.iter().map(Word::of).collect(),
+            };
+            (v.volume.span.start, Kind::Volume(words))
+        }
+        I::User(u) => (u.user.span.start, Kind::User(Word::of(&u.arguments))),
+        I::Workdir(w) => (w.workdir.span.start, Kind::Workdir(Word::of(&w.arguments))),
+        I::Arg(a) => (a.arg.span.start, Kind::Arg(arg_decls(df, &a.arguments)?)),
+        I::Onbuild(o) => {
+            let inner = instruction(df, &o.instruction)?;
+            if let Kind::Onbuild(_) = inner.kind {
+                return Err(df.error(inner.span.start, "ONBUILD ONBUILD is not allowed"));
+            }
+            (o.onbuild.span.start, Kind::Onbuild(inner.text))
+        }
+        I::Stopsignal(s) => (s.stopsignal.span.start, Kind::Stopsignal(Word::of(&s.arguments))),
+        I::Healthcheck(h) => (h.healthcheck.span.start, Kind::Healthcheck(healthcheck(df, h)?)),
+        I::Shell(s) => (s.shell.span.start, Kind::Shell(s.arguments.iter().map(|a| a.value.to_string()).collect())),
+        I::From(f) => return Err(df.error(f.from.span.start, "FROM is not allowed here")),
+        _ => return Err(df.error(0, "an instruction this version of berth does not know")),
+    };
+    let end = instruction_end(df, ins);
+    let text = one_line(&df.text[start..end.max(start)], df.escape);
+    Ok(Instruction { kind, span: start..end, text })
+}
+
+/// The byte offset where an instruction's text ends (after its last heredoc, if any).
+fn instruction_end(df: &Dockerfile, ins: &pd::Instruction<'_>) -> usize {
+    let start = match ins {
+        pd::Instruction::Onbuild(o) => o.onbuild.span.start,
+        _ => 0,
+    };
+    let rest_end = |from: usize| df.text[from..].find('\n').map_or(df.text.len(), |i| from + i);
+    let mut end = match ins {
+        pd::Instruction::Run(r) => run_end(df, r),
+        pd::Instruction::Copy(c) => heredoc_end(&c.src).map_or(c.dest.span.end, rest_end),
+        pd::Instruction::Add(a) => heredoc_end(&a.src).map_or(a.dest.span.end, rest_end),
+        pd::Instruction::Onbuild(o) => instruction_end(df, &o.instruction),
+        _ => rest_end(keyword_start(ins)),
+    };
+    end = end.max(start).min(df.text.len());
+    end
+}
+
+fn run_end(df: &Dockerfile, r: &pd::RunInstruction<'_>) -> usize {
+    match r.here_docs.last() {
+        // The terminator line follows the body.
+        Some(h) => df.text[h.span.end..].find('\n').map_or(df.text.len(), |i| h.span.end + i),
+        None => match &r.arguments {
+            pd::Command::Exec(e) => e.span.end,
+            pd::Command::Shell(s) => s.span.end,
+            _ => r.run.span.end,
+        },
+    }
+}
+
+fn heredoc_end(src: &[pd::Source<'_>]) -> Option<usize> {
+    src.iter()
+        .filter_map(|s| match s {
+            pd::Source::HereDoc(h) => Some(h.span.end),
+            _ => None,
+        })
+        .max()
+}
+
+fn keyword_start(ins: &pd::Instruction<'_>) -> usize {
+    use pd::Instruction as I;
+    match ins {
+        I::Add(i) => i.add.span.start,
+        I::Arg(i) => i.arg.span.start,
+        I::Cmd(i) => i.cmd.span.start,
+        I::Copy(i) => i.copy.span.start,
+        I::Entrypoint(i) => i.entrypoint.span.start,
+        I::Env(i) => i.env.span.start,
+        I::Expose(i) => i.expose.span.start,
+        I::From(i) => i.from.span.start,
+        I::Healthcheck(i) => i.healthcheck.span.start,
+        I::Label(i) => i.label.span.start,
+        I::Maintainer(i) => i.maintainer.span.start,
+        I::Onbuild(i) => i.onbuild.span.start,
+        I::Run(i) => i.run.span.start,
+        I::Shell(i) => i.shell.span.start,
+        I::Stopsignal(i) => i.stopsignal.span.start,
+        I::User(i) => i.user.span.start,
+        I::Volume(i) => i.volume.span.start,
+        I::Workdir(i) => i.workdir.span.start,
+        _ => 0,
+    }
+}
+
+/// RUN's command: exec form as is; shell form with line continuations joined; heredocs
+/// turned into the script the shell runs, as BuildKit does.
+fn run_command(df: &Dockerfile, r: &pd::RunInstruction<'_>) -> CommandForm {
+    match &r.arguments {
+        pd::Command::Exec(e) => CommandForm::Exec(e.value.iter().map(|s| s.value.to_string()).collect()),
+        pd::Command::Shell(s) if r.here_docs.is_empty() => CommandForm::Shell(join_continuations(s.value, df.escape)),
+        pd::Command::Shell(_) => {
+            // The command line runs from after the flags to the end of the line; the
+            // heredoc bodies and terminators follow it.
+            let from = r.options.last().map_or(r.run.span.end, |f| f.span().end);
+            let line_end = df.text[from..].find('\n').map_or(df.text.len(), |i| from + i);
+            let line = df.text[from..line_end].trim();
+            let only_heredoc = r.here_docs.len() == 1
+                && line.starts_with("<<")
+                && !line[2..].trim_start_matches('-').contains(|c: char| c.is_whitespace());
+            if only_heredoc {
+                CommandForm::Shell(r.here_docs[0].value.to_string())
+            } else {
+                let end = run_end(df, r);
+                CommandForm::Shell(df.text[from..end].trim().to_owned())
+            }
+        }
+        _ => CommandForm::Shell(String::new()),
+    }
+}
+
+fn command(df: &Dockerfile, c: &pd::Command<'_>) -> CommandForm {
+    match c {
+        pd::Command::Exec(e) => CommandForm::Exec(e.value.iter().map(|s| s.value.to_string()).collect()),
+        pd::Command::Shell(s) => CommandForm::Shell(join_continuations(s.value, df.escape)),
+        _ => CommandForm::Shell(String::new()),
+    }
+}
+
+/// Joins `escape + newline` continuations and drops comment lines inside them, as the
+/// Dockerfile reference says; the shell sees one line.
+pub fn join_continuations(raw: &str, escape: char) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut lines = raw.split('\n').peekable();
+    let mut first = true;
+    while let Some(line) = lines.next() {
+        let trimmed = line.trim_start();
+        if !first && (trimmed.starts_with('#') || trimmed.is_empty()) && lines.peek().is_some() {
+            continue;
+        }
+        first = false;
+        let body = line.trim_end_matches('\r');
+        let stripped = body.trim_end();
+        match stripped.strip_suffix(escape) {
+            Some(before) if lines.peek().is_some() => out.push_str(before),
+            _ => {
+                out.push_str(body);
+                if lines.peek().is_some() {
+                    out.push('\n');
+                }
+            }
+        }
+    }
+    out
+}
+
+/// An instruction's text on one line, for history entries and progress.
+fn one_line(raw: &str, escape: char) -> String {
+    let first_heredoc_line = raw.split('\n').next().unwrap_or("");
+    let joined = if raw.contains("<<") { first_heredoc_line.to_owned() } else { join_continuations(raw, escape) };
+    joined.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn copy_flags(
+    df: &Dockerfile,
+    flags: &[pd::Flag<'_>],
+    what: &str,
+    src: &[pd::Source<'_>],
+    dest: &pd::UnescapedString<'_>,
+) -> Result<Copy> {
+    let is_copy = what == "COPY";
+    let mut c = Copy {
+        sources: Vec::new(),
+        dest: Word::of(dest),
+        from: None,
+        chown: None,
+        chmod: None,
+        link: false,
+        parents: false,
+        exclude: Vec::new(),
+        checksum: None,
+        keep_git_dir: false,
+    };
+    for flag in flags {
+        match (flag.name.value.as_ref(), is_copy) {
+            ("from", true) => c.from = Some(flag_value(df, flag)?),
+            ("chown", _) => c.chown = Some(flag_value(df, flag)?),
+            ("chmod", _) => c.chmod = Some(flag_value(df, flag)?),
+            ("link", _) => c.link = flag_bool(df, flag)?,
+            ("parents", true) => c.parents = flag_bool(df, flag)?,
+            ("exclude", _) => c.exclude.push(flag_value(df, flag)?),
+            ("checksum", false) => c.checksum = Some(flag_value(df, flag)?),
+            ("keep-git-dir", false) => c.keep_git_dir = flag_bool(df, flag)?,
+            _ => return Err(unknown_flag(df, flag, what)),
+        }
+    }
+    for s in src {
+        c.sources.push(match s {
+            pd::Source::Path(p) => CopySource::Path(Word::of(p)),
+            pd::Source::HereDoc(h) => CopySource::Heredoc {
+                name: heredoc_name(&df.text, h.span.start),
+                content: h.value.to_string(),
+                expand: h.expand,
+            },
+            _ => return Err(df.error(dest.span.start, format!("{what}: a source this version of berth does not know"))),
+        });
+    }
+    Ok(c)
+}
+
+/// The delimiter of the heredoc whose body starts at `body`: the word after `<<` on the
+/// instruction's line (the file name a COPY heredoc gets).
+fn heredoc_name(text: &str, body: usize) -> String {
+    let line_start = text[..body.saturating_sub(1)].rfind('\n').map_or(0, |i| i + 1);
+    let line = &text[line_start..body.saturating_sub(1).max(line_start)];
+    line.rfind("<<")
+        .map(|i| {
+            line[i + 2..]
+                .trim_start_matches('-')
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .trim_matches(|c| c == '"' || c == '\'')
+                .to_owned()
+        })
+        .unwrap_or_default()
+}
+
+fn healthcheck(df: &Dockerfile, h: &pd::HealthcheckInstruction<'_>) -> Result<Option<Healthcheck>> {
+    let mut durations = [None; 4];
+    let mut retries = None;
+    for flag in &h.options {
+        let slot = match flag.name.value.as_ref() {
+            "interval" => 0,
+            "timeout" => 1,
+            "start-period" => 2,
+            "start-interval" => 3,
+            "retries" => {
+                let v = flag_value(df, flag)?;
+                retries = Some(v.raw.parse().map_err(|_| df.error(v.at, format!("invalid --retries {:?}", v.raw)))?);
+                continue;
+            }
+            _ => return Err(unknown_flag(df, flag, "HEALTHCHECK")),
+        };
+        let v = flag_value(df, flag)?;
+        durations[slot] = Some(parse_duration(&v.raw).ok_or_else(|| {
+            df.error(v.at, format!("invalid duration {:?} for --{} (use 30s, 1m30s, 500ms)", v.raw, flag.name.value))
+        })?);
+    }
+    Ok(match &h.arguments {
+        pd::HealthcheckArguments::Cmd { arguments, .. } => {
+            Some(Healthcheck { test: command(df, arguments), durations, retries })
+        }
+        _ => None,
+    })
+}
+
+/// A Go duration (`1h2m3s`, `500ms`, `1.5s`) in nanoseconds.
+pub fn parse_duration(s: &str) -> Option<u64> {
+    if s == "0" {
+        return Some(0);
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let n: f64 = rest[..num_len].parse().ok()?;
+        rest = &rest[num_len..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += n * scale;
+    }
+    Some(total as u64)
+}
+
+/// Splits `NAME[=default] ...` of an ARG.
+fn arg_decls(df: &Dockerfile, args: &pd::UnescapedString<'_>) -> Result<Vec<ArgDecl>> {
+    let words =
+        expand::split_raw(&args.value, df.escape).map_err(|e| df.error(args.span.start + e.offset, e.message))?;
+    let mut out = Vec::new();
+    for (word, off) in words {
+        let at = args.span.start + off;
+        let (name, default) = match word.split_once('=') {
+            Some((n, d)) => (n.to_owned(), Some(Word { raw: d.to_owned(), at: at + n.len() + 1 })),
+            None => (word.clone(), None),
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(df.error(at, format!("invalid ARG name {name:?}")));
+        }
+        out.push(ArgDecl { name, default, at });
+    }
+    Ok(out)
+}
+
+fn check_stage_name(df: &Dockerfile, name: &str, at: usize) -> Result<()> {
+    let ok = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(df.error(
+            at,
+            format!("invalid stage name {name:?}: use letters, digits, '_', '.' and '-', starting with a letter"),
+        ))
+    }
+}
+
+fn flag_value(df: &Dockerfile, flag: &pd::Flag<'_>) -> Result<Word> {
+    match &flag.value {
+        Some(v) => Ok(Word::of(v)),
+        None => Err(df
+            .error(flag.flag_span().start, format!("--{} needs a value (--{}=...)", flag.name.value, flag.name.value))),
+    }
+}
+
+fn flag_bool(df: &Dockerfile, flag: &pd::Flag<'_>) -> Result<bool> {
+    match flag.value.as_ref().map(|v| v.value.as_ref()) {
+        None | Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(other) => {
+            Err(df.error(flag.flag_span().start, format!("--{} takes true or false, not {other:?}", flag.name.value)))
+        }
+    }
+}
+
+fn unknown_flag(df: &Dockerfile, flag: &pd::Flag<'_>, what: &str) -> Error {
+    df.error(flag.flag_span().start, format!("unknown flag for {what}: --{}", flag.name.value))
+}
+
+/// The byte offset of a 1-based line and column.
+fn offset_of(text: &str, line: usize, col: usize) -> usize {
+    let start: usize = text.split_inclusive('\n').take(line.saturating_sub(1)).map(str::len).sum();
+    let line_text = &text[start.min(text.len())..];
+    start + line_text.char_indices().nth(col.saturating_sub(1)).map_or(line_text.len(), |(i, _)| i)
+}
+
+fn lowercase_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        // Keep instruction names (all caps) as they are.
+        Some(f) if !s.split_whitespace().next().is_some_and(|w| w.len() > 1 && w.chars().all(|c| c.is_uppercase())) => {
+            f.to_lowercase().chain(c).collect()
+        }
+        _ => s.to_owned(),
+    }
+}

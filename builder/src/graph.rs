@@ -1,0 +1,176 @@
+//! The neutral build graph: vertices of [`Op`]s and their inputs, as the solver sees them.
+//!
+//! Nothing here knows Dockerfiles: [`crate::convert`] is the only place that maps
+//! instructions to ops. Every op serialises canonically; that serialisation, the keys
+//! of its inputs and the digests of its sources make its cache key.
+
+use serde::{Deserialize, Serialize};
+
+use crate::dockerfile::mount::MountSpec;
+
+/// An index into [`Graph::vertices`].
+pub type VertexId = usize;
+
+/// The DAG of a build: vertices refer only to earlier vertices.
+#[derive(Debug, Default, Clone)]
+pub struct Graph {
+    /// The vertices, inputs before the vertices that use them.
+    pub vertices: Vec<Vertex>,
+}
+
+impl Graph {
+    /// Adds a vertex and returns its id.
+    pub fn add(&mut self, v: Vertex) -> VertexId {
+        self.vertices.push(v);
+        self.vertices.len() - 1
+    }
+}
+
+/// One step of the build.
+#[derive(Debug, Clone)]
+pub struct Vertex {
+    /// What it does.
+    pub op: Op,
+    /// The vertices whose results it uses; `inputs[0]` is the filesystem it changes.
+    pub inputs: Vec<VertexId>,
+    /// How the progress names it (`[build 2/5] RUN make`).
+    pub name: String,
+    /// The stage it belongs to, for `--no-cache-filter`.
+    pub stage: Option<String>,
+    /// Byte offset of its instruction in the Dockerfile (for errors).
+    pub at: usize,
+    /// Never taken from the cache (`--no-cache`, `--no-cache-filter`).
+    pub no_cache: bool,
+}
+
+/// One layer of a result: what the image manifest and config need.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layer {
+    /// The blob's digest.
+    pub digest: oci::Digest,
+    /// The uncompressed tar's digest.
+    pub diff_id: oci::Digest,
+    /// The blob's size.
+    pub size: u64,
+    /// The blob's media type.
+    pub media_type: String,
+}
+
+/// What a vertex does.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    /// The empty filesystem (`FROM scratch`).
+    Scratch,
+    /// An image's layers (`FROM image`), already in the local store.
+    Image {
+        /// The manifest digest: the whole identity of the source.
+        manifest: oci::Digest,
+        /// Its layers.
+        #[serde(skip)]
+        layers: Vec<Layer>,
+    },
+    /// A process run on `inputs[0]` (RUN).
+    Exec(ExecOp),
+    /// Files copied onto `inputs[0]` (COPY, ADD, WORKDIR's mkdir).
+    Copy(CopyOp),
+}
+
+/// RUN: a process and its mounts.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExecOp {
+    /// The program and arguments.
+    pub args: Vec<String>,
+    /// `KEY=value` environment.
+    pub env: Vec<String>,
+    /// Working directory.
+    pub cwd: String,
+    /// User, as written.
+    pub user: Option<String>,
+    /// Host network (docker build's default) or none.
+    pub host_network: bool,
+    /// `--mount`s; bind and cache mounts with `from=` name the input that provides them.
+    pub mounts: Vec<ExecMount>,
+}
+
+/// One `RUN --mount`, resolved.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExecMount {
+    /// The parsed mount.
+    #[serde(serialize_with = "mount_key")]
+    pub spec: MountSpec,
+    /// The index in the vertex's inputs of the stage or image it comes from, if any.
+    pub input: Option<usize>,
+}
+
+/// What of a mount changes the result: secrets and caches do not enter the key.
+fn mount_key<S: serde::Serializer>(m: &MountSpec, s: S) -> Result<S::Ok, S::Error> {
+    use crate::dockerfile::mount::MountType;
+    let kind = format!("{:?}", m.kind);
+    let key = match m.kind {
+        MountType::Bind => format!("{kind} {} {:?} {:?} {}", m.target, m.source, m.from, m.read_only),
+        MountType::Tmpfs => format!("{kind} {}", m.target),
+        // Cache content, secret values and the ssh agent are outside the key by design.
+        MountType::Cache | MountType::Secret | MountType::Ssh => format!("{kind} {} {:?}", m.target, m.env),
+    };
+    s.serialize_str(&key)
+}
+
+/// COPY, ADD and WORKDIR's mkdir: files onto a filesystem.
+#[derive(Debug, Clone, Serialize)]
+pub struct CopyOp {
+    /// Where the sources come from.
+    pub from: CopyFrom,
+    /// What to copy.
+    pub sources: Vec<CopySrc>,
+    /// The destination (absolute).
+    pub dest: String,
+    /// The destination is a directory (ends in `/`, or several sources).
+    pub dest_is_dir: bool,
+    /// `--chown` as written (resolved in the destination's /etc/passwd).
+    pub chown: Option<String>,
+    /// `--chmod` (octal).
+    pub chmod: Option<u32>,
+    /// `--link`: the layer does not depend on the destination filesystem.
+    pub link: bool,
+    /// `--parents`: keep the source's parent directories.
+    pub parents: bool,
+    /// `--exclude` patterns.
+    pub exclude: Vec<String>,
+    /// ADD: unpack local tar archives.
+    pub unpack_archives: bool,
+}
+
+/// Where COPY reads from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CopyFrom {
+    /// The build context.
+    Context,
+    /// The filesystem of `inputs[1]` (a stage or image).
+    Input,
+    /// Nothing: heredocs, URLs or a mkdir.
+    Nothing,
+}
+
+/// One source of a copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CopySrc {
+    /// A path or glob in the source.
+    Path(String),
+    /// A file with this name and content.
+    Inline {
+        /// File name.
+        name: String,
+        /// Content.
+        content: String,
+    },
+    /// A file downloaded from a URL; `checksum` pins its content.
+    Url {
+        /// The URL.
+        url: String,
+        /// `--checksum=sha256:...`.
+        checksum: Option<oci::Digest>,
+    },
+}
