@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
 mod archives;
+mod build;
 mod client;
 mod images;
 mod registry;

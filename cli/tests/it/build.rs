@@ -1,0 +1,272 @@
+//! `berth build`: the fixtures under fixtures/build/ built, run, cached, exported and pushed.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use crate::util::{p, repo_root, require_tool, run_tool, strict, Berth};
+
+/// A store with the busybox base image, when running as root with busybox-static.
+fn setup() -> Option<Berth> {
+    if !rustix::process::geteuid().is_root() {
+        assert!(!strict(), "berth build tests need root (BERTH_TEST_STRICT=1)");
+        eprintln!("skipping: berth build runs RUN steps in namespaces and needs root");
+        return None;
+    }
+    let b = Berth::new();
+    b.busybox("busybox:latest").then_some(b)
+}
+
+fn fixture(name: &str) -> PathBuf {
+    repo_root().join("fixtures/build").join(name)
+}
+
+/// A copy of a fixture's context in a temp dir, for tests that change files.
+fn copy_fixture(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let status =
+        std::process::Command::new("cp").arg("-a").arg(fixture(name)).arg(dir.path().join("f")).status().unwrap();
+    assert!(status.success());
+    dir
+}
+
+fn build(b: &Berth, args: &[&str]) -> (bool, String) {
+    let mut full = vec!["build", "--progress", "plain"];
+    full.extend_from_slice(args);
+    let out = b.output(&full);
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout))
+}
+
+/// The names of the steps a plain-progress log shows as executed (`#N DONE`), not cached.
+fn steps_that_ran(log: &str) -> Vec<String> {
+    let mut names = std::collections::HashMap::new();
+    let mut ran = Vec::new();
+    for line in log.lines() {
+        let Some((num, rest)) = line.split_once(' ') else { continue };
+        if rest.starts_with('[') {
+            names.insert(num.to_owned(), rest.to_owned());
+        } else if rest.starts_with("DONE") {
+            ran.extend(names.get(num).cloned());
+        }
+    }
+    ran
+}
+
+fn full_build(b: &Berth, tag: &str, extra: &[&str]) -> String {
+    let token = b.root.path().join("token");
+    std::fs::write(&token, "s3cret").unwrap();
+    let secret = format!("id=token,src={}", p(&token));
+    let df = p(&fixture("full/Dockerfile"));
+    let ctx = p(&fixture("full/ctx"));
+    let mut args = vec!["-t", tag, "--secret", &secret, "-f", &df];
+    args.extend_from_slice(extra);
+    args.push(&ctx);
+    let (ok, out) = build(b, &args);
+    assert!(ok, "build failed:\n{out}");
+    out
+}
+
+#[test]
+fn every_instruction_builds_and_the_image_runs() {
+    let Some(b) = setup() else { return };
+    full_build(&b, "full:1", &[]);
+    let out = b.ok(&["run", "--rm", "full:1"]);
+    assert_eq!(
+        out, "one\ntwo\nversion 1.0 on amd64\nheredoc ran as 0\nberth demo 1.0\npackaged\none.txt\nskip.log\nsub\n",
+        "the image's CMD output"
+    );
+    // --exclude kept the log out; --chmod/--chown applied; --parents kept app/sub.
+    let ls = b.ok(&["run", "--rm", "--entrypoint", "ls", "full:1", "--", "-ln", "/app", "/parents/app/sub"]);
+    assert!(!ls.contains("skip.log"), "{ls}");
+    assert!(ls.lines().any(|l| l.starts_with("-rwxr-x---") && l.contains(" 1000 ") && l.ends_with("one.txt")), "{ls}");
+    assert!(ls.contains("two.txt"), "{ls}");
+    let inspect: serde_json::Value = serde_json::from_str(&b.ok(&["inspect", "full:1"])).unwrap();
+    let cfg = inspect
+        .pointer("/0/Config")
+        .or_else(|| inspect.pointer("/0/config/config"))
+        .cloned()
+        .unwrap_or(inspect.clone());
+    let text = cfg.to_string();
+    for want in [
+        "\"User\":\"1000:1000\"",
+        "\"8080/tcp\"",
+        "\"53/udp\"",
+        "\"/data\"",
+        "SIGTERM",
+        "\"Retries\":2",
+        "\"Entrypoint\":[\"/bin/sh\",\"-c\"]",
+    ] {
+        assert!(text.contains(want), "config lacks {want}: {text}");
+    }
+    let history = b.ok(&["history", "--no-trunc", "full:1"]);
+    assert!(history.contains("MAINTAINER berth team") && history.contains("buildkit.dockerfile.v0"), "{history}");
+}
+
+#[test]
+fn a_second_build_is_all_cached_and_only_what_changed_reruns() {
+    let Some(b) = setup() else { return };
+    let dir = copy_fixture("multistage");
+    let ctx = dir.path().join("f");
+    let (ok, first) = build(&b, &["-t", "ms:1", &p(&ctx)]);
+    assert!(ok, "{first}");
+    let (ok, again) = build(&b, &["-t", "ms:1", &p(&ctx)]);
+    assert!(ok, "{again}");
+    assert!(!again.contains(" DONE "), "a no-change rebuild ran a step:\n{again}");
+    // Touching a file without changing it is still a hit.
+    let f = std::fs::File::options().write(true).open(ctx.join("a/input.txt")).unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(3)).unwrap();
+    let (ok, touched) = build(&b, &["-t", "ms:1", &p(&ctx)]);
+    assert!(ok && !touched.contains(" DONE "), "touch made a miss:\n{touched}");
+    // A content change re-runs stage a's steps from the COPY on, not stage b's.
+    std::fs::write(ctx.join("a/input.txt"), "changed\n").unwrap();
+    let (ok, changed) = build(&b, &["-t", "ms:1", &p(&ctx)]);
+    assert!(ok, "{changed}");
+    let ran = steps_that_ran(&changed);
+    assert!(ran.iter().any(|l| l.contains("[a ") && l.contains("COPY")), "{changed}");
+    assert!(!ran.iter().any(|l| l.contains("[b ")), "stage b re-ran:\n{changed}");
+    assert!(changed.contains("cache miss"), "--progress plain says why a step missed:\n{changed}");
+    assert_eq!(b.ok(&["run", "--rm", "ms:1"]), "a: changed\nb: from b\n");
+    // A chmod is a miss.
+    std::fs::set_permissions(ctx.join("a/input.txt"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let (ok, chmodded) = build(&b, &["-t", "ms:1", &p(&ctx)]);
+    assert!(ok && chmodded.contains(" DONE "), "chmod was a hit:\n{chmodded}");
+    // --no-cache runs everything.
+    let (ok, nocache) = build(&b, &["--no-cache", "-t", "ms:1", &p(&ctx)]);
+    assert!(ok && nocache.matches(" DONE ").count() >= 5, "--no-cache used the cache:\n{nocache}");
+}
+
+#[test]
+fn independent_stages_run_in_parallel() {
+    let Some(b) = setup() else { return };
+    // Each stage waits for the other's marker in a shared cache mount: run one after
+    // the other, both would time out.
+    let (ok, out) = build(&b, &["-t", "par:1", &p(&fixture("parallel"))]);
+    assert!(ok, "stages did not run at the same time:\n{out}");
+    assert_eq!(b.ok(&["run", "--rm", "par:1"]), "a saw b\nb saw a\n");
+}
+
+#[test]
+fn dockerfile_prod_uses_its_own_dockerignore_and_stdin_works() {
+    let Some(b) = setup() else { return };
+    let ctx = fixture("prod");
+    let df = p(&ctx.join("Dockerfile.prod"));
+    let (ok, out) = build(&b, &["-f", &df, "-t", "prod:1", &p(&ctx)]);
+    assert!(ok, "{out}");
+    // Dockerfile.prod.dockerignore hides dev.env; the plain .dockerignore (which hides prod.env) is not read.
+    assert_eq!(b.ok(&["run", "--rm", "prod:1", "ls", "/cfg"]), "prod.env\n");
+    let mut cmd = b.cmd(&["build", "-q", "-f", "-", "-t", "stdin:1", &p(&ctx)]);
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"FROM busybox:latest\nCOPY dev.env /x\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(id.starts_with("sha256:"), "-q prints the image ID: {id}");
+}
+
+#[test]
+fn bad_dockerfiles_and_failing_steps_say_where() {
+    let Some(b) = setup() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let df = dir.path().join("Dockerfile.bad");
+    std::fs::write(&df, "FROM busybox:latest\nRUN --bogus true\n").unwrap();
+    let fails = |args: &[&str]| {
+        let o = b.output(args);
+        assert!(!o.status.success(), "berth {args:?} succeeded");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let out = fails(&["build", "-f", &p(&df), &p(dir.path())]);
+    assert!(out.contains(&format!("{}:2:5: unknown flag for RUN: --bogus", p(&df))), "{out}");
+    assert!(out.contains("RUN --bogus true"), "the offending line is shown: {out}");
+    std::fs::write(&df, "FROM busybox:latest\nCOPY ../../etc/passwd /x\n").unwrap();
+    let out = fails(&["build", "-f", &p(&df), &p(dir.path())]);
+    assert!(out.contains("outside the build context") && out.contains(":2:1"), "{out}");
+    std::fs::write(&df, "FROM busybox:latest\nRUN echo first-line && echo last words && exit 3\n").unwrap();
+    let out = b.output(&["build", "--progress", "plain", "-f", &p(&df), &p(dir.path())]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("exit code: 3") && err.contains("last words") && err.contains(":2:1"), "{err}");
+}
+
+#[test]
+fn builds_are_reproducible_with_source_date_epoch() {
+    let Some(one) = setup() else { return };
+    let Some(two) = setup() else { return };
+    let digest = |b: &Berth| {
+        let meta = b.root.path().join("meta.json");
+        let token = b.root.path().join("token");
+        std::fs::write(&token, "s3cret").unwrap();
+        let out = b
+            .cmd(&[
+                "build",
+                "-q",
+                "--metadata-file",
+                &p(&meta),
+                "--secret",
+                &format!("id=token,src={}", p(&token)),
+                "-f",
+                &p(&fixture("full/Dockerfile")),
+                &p(&fixture("full/ctx")),
+            ])
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let m: serde_json::Value = serde_json::from_slice(&std::fs::read(meta).unwrap()).unwrap();
+        m["containerimage.digest"].as_str().unwrap().to_owned()
+    };
+    let a = digest(&one);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let b = digest(&two);
+    assert_eq!(a, b, "two clean builds in different roots at different times differ");
+}
+
+#[test]
+fn outputs_are_valid_images_for_other_tools() {
+    let Some(b) = setup() else { return };
+    let out = tempfile::tempdir().unwrap();
+    let oci = out.path().join("app-oci.tar");
+    let docker = out.path().join("app-docker.tar");
+    let local = out.path().join("rootfs");
+    let iid = out.path().join("iid");
+    let ctx = fixture("multistage");
+    let (ok, log) = build(
+        &b,
+        &[
+            "-t",
+            "out:1",
+            "--iidfile",
+            &p(&iid),
+            "-o",
+            &format!("type=oci,dest={}", p(&oci)),
+            "-o",
+            &format!("type=docker,dest={}", p(&docker)),
+            "-o",
+            &format!("type=local,dest={}", p(&local)),
+            &p(&ctx),
+        ],
+    );
+    assert!(ok, "{log}");
+    assert!(std::fs::read_to_string(&iid).unwrap().starts_with("sha256:"));
+    assert_eq!(std::fs::read_to_string(local.join("out/a.txt")).unwrap(), "a: from a\n");
+    // zstd layers: the media type says so and the image still runs.
+    let (ok, log) = build(&b, &["-t", "zstd:1", "--compression", "zstd", &p(&ctx)]);
+    assert!(ok, "{log}");
+    assert!(b.ok(&["inspect", "zstd:1"]).contains("tar+zstd"));
+    assert_eq!(b.ok(&["run", "--rm", "zstd:1"]), "a: from a\nb: from b\n");
+    if require_tool("skopeo") {
+        let inspected =
+            run_tool(std::process::Command::new("skopeo").args(["inspect", &format!("oci-archive:{}", p(&oci))]));
+        assert!(inspected.contains("\"Layers\""), "{inspected}");
+        let inspected =
+            run_tool(std::process::Command::new("skopeo").args(["inspect", &format!("docker-archive:{}", p(&docker))]));
+        assert!(inspected.contains("\"Layers\""), "{inspected}");
+    }
+    if require_tool("oci-image-tool") {
+        let unpacked = out.path().join("layout");
+        std::fs::create_dir_all(&unpacked).unwrap();
+        run_tool(std::process::Command::new("tar").args(["-xf", &p(&oci), "-C", &p(&unpacked)]));
+        let v =
+            run_tool(std::process::Command::new("oci-image-tool").args(["validate", "--type", "image", &p(&unpacked)]));
+        assert!(v.contains("Validation succeeded"), "{v}");
+    }
+}
