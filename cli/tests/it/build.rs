@@ -270,3 +270,30 @@ fn outputs_are_valid_images_for_other_tools() {
         assert!(v.contains("Validation succeeded"), "{v}");
     }
 }
+
+#[test]
+fn push_sends_the_build_to_berths_registry_and_a_base_is_pulled_from_it() {
+    let Some(b) = setup() else { return };
+    if !require_tool("skopeo") {
+        return;
+    }
+    let reg = tempfile::tempdir().unwrap();
+    let server = crate::util::Server::start(reg.path(), &[]);
+    let name = format!("{}/team/ms:1", server.addr);
+    let (ok, log) = build(&b, &["-t", &name, "--push", &p(&fixture("multistage"))]);
+    assert!(ok, "{log}");
+    let inspected = run_tool(std::process::Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{name}"),
+    ]));
+    assert!(inspected.contains("\"Layers\""), "{inspected}");
+    // A second store without the base: FROM pulls it from the registry.
+    let other = Berth::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("Dockerfile"), format!("FROM {name}\nRUN cat /out/a.txt > /copy.txt\n")).unwrap();
+    let (ok, log) = build(&other, &["-t", "derived:1", &p(dir.path())]);
+    assert!(ok, "{log}");
+    assert!(log.contains("pulling"), "{log}");
+    assert_eq!(other.ok(&["run", "--rm", "derived:1", "cat", "/copy.txt"]), "a: from a\n");
+}

@@ -256,7 +256,19 @@ impl Dirs {
         }
         std::fs::write(from.join("kind"), "committed").map_err(io_err("write", &from))?;
         let _ = std::fs::remove_dir_all(from.join("work"));
-        std::fs::rename(&from, &to).map_err(io_err("commit", &to))
+        match std::fs::rename(&from, &to) {
+            Ok(()) => Ok(()),
+            // Another thread or process committed the same name between our check and the
+            // rename: the caller keeps theirs. Ours goes back to active so it can be removed.
+            Err(e)
+                if e.raw_os_error() == Some(rustix::io::Errno::NOTEMPTY.raw_os_error())
+                    || e.raw_os_error() == Some(rustix::io::Errno::EXIST.raw_os_error()) =>
+            {
+                std::fs::write(from.join("kind"), "active").map_err(io_err("write", &from))?;
+                Err(SnapshotError::Exists(name.to_owned()))
+            }
+            Err(e) => Err(io_err("commit", &to)(e)),
+        }
     }
 
     pub(crate) fn remove(&self, key: &str) -> Result<()> {
