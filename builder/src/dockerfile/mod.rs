@@ -21,7 +21,7 @@ use parse_dockerfile as pd;
 use crate::error::{Error, Result};
 
 /// A word as written, with its byte offset in the Dockerfile, expanded later.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Word {
     /// The text, quotes and variables still in it.
     pub raw: String,
@@ -36,11 +36,12 @@ impl Word {
 }
 
 /// A parsed Dockerfile: directives, global ARGs and stages.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Dockerfile {
     /// The name errors use (the `-f` path as given, or `Dockerfile`).
     pub file: String,
     /// The whole text, for error excerpts.
+    #[serde(skip)]
     pub text: String,
     /// The escape character (`# escape=` directive; `\` by default).
     pub escape: char,
@@ -52,6 +53,106 @@ pub struct Dockerfile {
     pub global_args: Vec<ArgDecl>,
     /// The stages, in order.
     pub stages: Vec<Stage>,
+    /// RUN heredocs by the byte offset of their RUN keyword: where the instruction ends.
+    #[serde(skip)]
+    run_heredocs: std::collections::HashMap<usize, RunHeredocs>,
+}
+
+/// The heredocs of one RUN, found by [`mask_run_heredocs`].
+#[derive(Debug, Clone)]
+struct RunHeredocs {
+    /// The body of each heredoc (tabs stripped for `<<-`).
+    bodies: Vec<String>,
+    /// The byte offset just past the last terminator line.
+    end: usize,
+}
+
+/// Finds RUN lines with heredoc markers; returns the text with those markers and bodies
+/// blanked (offsets unchanged) and the heredocs by RUN keyword offset.
+fn mask_run_heredocs(
+    text: &str,
+) -> std::result::Result<(String, std::collections::HashMap<usize, RunHeredocs>), (usize, String)> {
+    let mut masked = text.as_bytes().to_vec();
+    let mut found = std::collections::HashMap::new();
+    let mut lines: Vec<(usize, &str)> = Vec::new();
+    let mut off = 0;
+    for l in text.split_inclusive('\n') {
+        lines.push((off, l));
+        off += l.len();
+    }
+    let mut i = 0;
+    while i < lines.len() {
+        let (start, line) = lines[i];
+        i += 1;
+        let trimmed = line.trim_start();
+        let kw_at = start + (line.len() - trimmed.len());
+        let mut words = trimmed.split_whitespace();
+        let first = words.next().unwrap_or("");
+        let is_run = first.eq_ignore_ascii_case("RUN")
+            || (first.eq_ignore_ascii_case("ONBUILD") && words.next().is_some_and(|w| w.eq_ignore_ascii_case("RUN")));
+        if !is_run {
+            continue;
+        }
+        let markers = heredoc_markers(line);
+        if markers.is_empty() {
+            continue;
+        }
+        let mut bodies = Vec::new();
+        for (delim, strip_tabs) in &markers {
+            let mut body = String::new();
+            let mut closed = false;
+            while i < lines.len() {
+                let (bstart, bline) = lines[i];
+                i += 1;
+                for b in &mut masked[bstart..bstart + bline.trim_end_matches('\n').len()] {
+                    *b = b' ';
+                }
+                let content = bline.trim_end_matches('\n').trim_end_matches('\r');
+                let content = if *strip_tabs { content.trim_start_matches('\t') } else { content };
+                if content == delim {
+                    closed = true;
+                    break;
+                }
+                body.push_str(content);
+                body.push('\n');
+            }
+            if !closed {
+                return Err((kw_at, format!("unterminated heredoc: no line {delim:?} ends <<{delim}")));
+            }
+            bodies.push(body);
+        }
+        // Blank the `<<` of every marker so the parser sees a plain shell command.
+        let mut from = 0;
+        while let Some(p) = line[from..].find("<<") {
+            masked[start + from + p] = b' ';
+            masked[start + from + p + 1] = b' ';
+            from += p + 2;
+        }
+        let end = lines.get(i).map_or(text.len(), |(s, _)| *s);
+        found.insert(kw_at, RunHeredocs { bodies, end });
+    }
+    Ok((String::from_utf8(masked).unwrap_or_else(|_| text.to_owned()), found))
+}
+
+/// The heredoc markers of a line: (`delimiter`, strip tabs) for `<<EOF`, `<<-EOF`, `<<"EOF"`, `<<'EOF'`.
+fn heredoc_markers(line: &str) -> Vec<(String, bool)> {
+    let mut out = Vec::new();
+    let mut rest = line;
+    while let Some(p) = rest.find("<<") {
+        let mut after = &rest[p + 2..];
+        let strip = after.starts_with('-');
+        if strip {
+            after = &after[1..];
+        }
+        let quoted = after.starts_with('"') || after.starts_with('\'');
+        let body = if quoted { &after[1..] } else { after };
+        let word: String = body.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        if !word.is_empty() && (!quoted || body[word.len()..].starts_with(&after[..1])) {
+            out.push((word.clone(), strip));
+        }
+        rest = &rest[p + 2..];
+    }
+    out
 }
 
 impl Dockerfile {
@@ -67,7 +168,7 @@ impl Dockerfile {
 }
 
 /// One `FROM` and the instructions up to the next.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Stage {
     /// `AS name`, lowercased.
     pub name: Option<String>,
@@ -82,7 +183,7 @@ pub struct Stage {
 }
 
 /// One instruction after FROM, with its place in the file.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Instruction {
     /// What it says.
     pub kind: Kind,
@@ -93,7 +194,8 @@ pub struct Instruction {
 }
 
 /// The instructions, each with its flags typed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Kind {
     /// `RUN`.
     Run(Run),
@@ -132,7 +234,8 @@ pub enum Kind {
 }
 
 /// The shell and exec forms of RUN, CMD, ENTRYPOINT and HEALTHCHECK.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CommandForm {
     /// `["prog", "arg"]`: run as is.
     Exec(Vec<String>),
@@ -141,7 +244,7 @@ pub enum CommandForm {
 }
 
 /// A RUN instruction.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Run {
     /// The command; for heredocs, the script the shell runs.
     pub command: CommandForm,
@@ -154,7 +257,7 @@ pub struct Run {
 }
 
 /// COPY and ADD, with every flag either takes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Copy {
     /// The sources: context paths (globs), URLs (ADD), or heredocs.
     pub sources: Vec<CopySource>,
@@ -179,7 +282,8 @@ pub struct Copy {
 }
 
 /// One source of COPY or ADD.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CopySource {
     /// A path or glob (or, for ADD, a URL).
     Path(Word),
@@ -195,7 +299,7 @@ pub enum CopySource {
 }
 
 /// One `NAME[=default]` of an ARG.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ArgDecl {
     /// The name.
     pub name: String,
@@ -206,7 +310,7 @@ pub struct ArgDecl {
 }
 
 /// `HEALTHCHECK [options] CMD ...`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Healthcheck {
     /// The test command.
     pub test: CommandForm,
@@ -218,7 +322,11 @@ pub struct Healthcheck {
 
 /// Parses a Dockerfile's text into typed instructions.
 pub fn parse(file: &str, text: &str) -> Result<Dockerfile> {
-    let tree = pd::parse(text).map_err(|e| {
+    // parse-dockerfile 0.1 reads a RUN heredoc only when it opens the command and only one
+    // of them; BuildKit allows `RUN python3 <<EOF`, `RUN <<A <<B`. Mask RUN heredocs (same
+    // byte offsets, bodies blanked) and rebuild those commands from the real text.
+    let (masked, run_heredocs) = mask_run_heredocs(text).map_err(|(at, m)| Error::at(file, text, at, m))?;
+    let tree = pd::parse(&masked).map_err(|e| {
         let message = e.to_string();
         let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
         let at = offset_of(text, e.line(), e.column());
@@ -233,6 +341,7 @@ pub fn parse(file: &str, text: &str) -> Result<Dockerfile> {
         check: tree.parser_directives.check.as_ref().map(|d| d.value.value.to_owned()),
         global_args: Vec::new(),
         stages: Vec::new(),
+        run_heredocs,
     };
     for ins in &tree.instructions {
         match ins {
@@ -359,13 +468,16 @@ fn instruction_end(df: &Dockerfile, ins: &pd::Instruction<'_>) -> usize {
         pd::Instruction::Copy(c) => heredoc_end(&c.src).map_or(c.dest.span.end, rest_end),
         pd::Instruction::Add(a) => heredoc_end(&a.src).map_or(a.dest.span.end, rest_end),
         pd::Instruction::Onbuild(o) => instruction_end(df, &o.instruction),
-        _ => rest_end(keyword_start(ins)),
+        _ => logical_line_end(&df.text, keyword_start(ins), df.escape),
     };
     end = end.max(start).min(df.text.len());
     end
 }
 
 fn run_end(df: &Dockerfile, r: &pd::RunInstruction<'_>) -> usize {
+    if let Some(h) = df.run_heredocs.get(&r.run.span.start) {
+        return h.end.saturating_sub(1).max(r.run.span.end);
+    }
     match r.here_docs.last() {
         // The terminator line follows the body.
         Some(h) => df.text[h.span.end..].find('\n').map_or(df.text.len(), |i| h.span.end + i),
@@ -374,6 +486,22 @@ fn run_end(df: &Dockerfile, r: &pd::RunInstruction<'_>) -> usize {
             pd::Command::Shell(s) => s.span.end,
             _ => r.run.span.end,
         },
+    }
+}
+
+/// The end of the line at `start`, following `escape + newline` continuations (and the
+/// comment or blank lines inside them).
+fn logical_line_end(text: &str, start: usize, escape: char) -> usize {
+    let mut pos = start;
+    loop {
+        let end = text[pos..].find('\n').map_or(text.len(), |i| pos + i);
+        let line = text[pos..end].trim_end();
+        let continued =
+            line.ends_with(escape) || (pos != start && (line.trim_start().starts_with('#') || line.is_empty()));
+        if !continued || end >= text.len() {
+            return if line.is_empty() && pos != start { pos.saturating_sub(1) } else { end };
+        }
+        pos = end + 1;
     }
 }
 
@@ -414,25 +542,24 @@ fn keyword_start(ins: &pd::Instruction<'_>) -> usize {
 /// RUN's command: exec form as is; shell form with line continuations joined; heredocs
 /// turned into the script the shell runs, as BuildKit does.
 fn run_command(df: &Dockerfile, r: &pd::RunInstruction<'_>) -> CommandForm {
+    if let Some(h) = df.run_heredocs.get(&r.run.span.start) {
+        // The command line runs from after the flags to the end of the line; the heredoc
+        // bodies and terminators follow it.
+        let from = r.options.last().map_or(r.run.span.end, |f| f.span().end);
+        let line_end = df.text[from..].find('\n').map_or(df.text.len(), |i| from + i);
+        let line = df.text[from..line_end].trim();
+        let only_heredoc = h.bodies.len() == 1
+            && line.starts_with("<<")
+            && !line[2..].trim_start_matches('-').contains(|c: char| c.is_whitespace());
+        return if only_heredoc {
+            CommandForm::Shell(h.bodies[0].clone())
+        } else {
+            CommandForm::Shell(df.text[from..h.end].trim().to_owned())
+        };
+    }
     match &r.arguments {
         pd::Command::Exec(e) => CommandForm::Exec(e.value.iter().map(|s| s.value.to_string()).collect()),
-        pd::Command::Shell(s) if r.here_docs.is_empty() => CommandForm::Shell(join_continuations(s.value, df.escape)),
-        pd::Command::Shell(_) => {
-            // The command line runs from after the flags to the end of the line; the
-            // heredoc bodies and terminators follow it.
-            let from = r.options.last().map_or(r.run.span.end, |f| f.span().end);
-            let line_end = df.text[from..].find('\n').map_or(df.text.len(), |i| from + i);
-            let line = df.text[from..line_end].trim();
-            let only_heredoc = r.here_docs.len() == 1
-                && line.starts_with("<<")
-                && !line[2..].trim_start_matches('-').contains(|c: char| c.is_whitespace());
-            if only_heredoc {
-                CommandForm::Shell(r.here_docs[0].value.to_string())
-            } else {
-                let end = run_end(df, r);
-                CommandForm::Shell(df.text[from..end].trim().to_owned())
-            }
-        }
+        pd::Command::Shell(s) => CommandForm::Shell(join_continuations(s.value, df.escape)),
         _ => CommandForm::Shell(String::new()),
     }
 }
@@ -512,11 +639,14 @@ fn copy_flags(
             _ => return Err(unknown_flag(df, flag, what)),
         }
     }
+    let line_start = df.text[..dest.span.start].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = df.text[dest.span.start..].find('\n').map_or(df.text.len(), |i| dest.span.start + i);
+    let mut names = heredoc_markers(&df.text[line_start..line_end]).into_iter().map(|(n, _)| n);
     for s in src {
         c.sources.push(match s {
             pd::Source::Path(p) => CopySource::Path(Word::of(p)),
             pd::Source::HereDoc(h) => CopySource::Heredoc {
-                name: heredoc_name(&df.text, h.span.start),
+                name: names.next().unwrap_or_else(|| heredoc_name(&df.text, h.span.start)),
                 content: h.value.to_string(),
                 expand: h.expand,
             },
