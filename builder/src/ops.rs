@@ -99,8 +99,8 @@ impl Worker for LocalWorker<'_> {
         match &v.op {
             Op::Scratch => Ok(State { layers: vec![] }),
             Op::Image { layers, .. } => Ok(State { layers: layers.clone() }),
-            Op::Exec(e) => self.exec(id, v, e, inputs),
-            Op::Copy(c) => self.copy(v, c, inputs),
+            Op::Exec(e) => in_private_mounts(|| self.exec(id, v, e, inputs)),
+            Op::Copy(c) => in_private_mounts(|| self.copy(v, c, inputs)),
         }
     }
 
@@ -702,6 +702,36 @@ impl Drop for RemoveOnDrop {
 fn unreachable_ctx() -> &'static Context {
     static EMPTY: std::sync::OnceLock<Context> = std::sync::OnceLock::new();
     EMPTY.get_or_init(|| Context::new(Path::new("/"), Ignore::default()).unwrap_or_else(|_| std::process::abort()))
+}
+
+/// Runs `f` on a thread of its own in a private mount namespace (as root), so every
+/// mount a step makes (overlay roots, stage views) is gone when the step ends, even if
+/// berth dies half-way. Threads `f` starts, and their children, share that namespace.
+fn in_private_mounts<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    if !rustix::process::geteuid().is_root() {
+        return f();
+    }
+    std::thread::scope(|s| {
+        let worker = std::thread::Builder::new().name("berth-step".into()).spawn_scoped(s, || {
+            // SAFETY: unsharing the mount namespace and the fs struct changes only this
+            // thread's view of mounts and cwd; no other thread's state is touched, and this
+            // thread holds no paths relative to a cwd.
+            unsafe {
+                rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS | rustix::thread::UnshareFlags::FS)
+            }
+            .map_err(|e| Error::runner("private mount namespace")(std::io::Error::from(e)))?;
+            rustix::mount::mount_change(
+                "/",
+                rustix::mount::MountPropagationFlags::PRIVATE | rustix::mount::MountPropagationFlags::REC,
+            )
+            .map_err(|e| Error::runner("private mount namespace")(std::io::Error::from(e)))?;
+            f()
+        });
+        match worker {
+            Ok(h) => h.join().unwrap_or_else(|_| Err(Error::Option("a build step panicked".into()))),
+            Err(e) => Err(Error::io("start a step thread")(e)),
+        }
+    })
 }
 
 fn mount_all(mounts: &[Mount], dir: &Path) -> Result<()> {
