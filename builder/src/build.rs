@@ -70,6 +70,8 @@ pub struct Machine<'a> {
     pub resolve: &'a (dyn Fn(&str) -> Result<BaseImage> + Sync),
     /// Where events go.
     pub progress: &'a dyn Progress,
+    /// Downloads a URL into a file, for ADD.
+    pub fetch: &'a (dyn Fn(&str, &std::path::Path) -> Result<()> + Sync),
 }
 
 /// Builds the target stage and stores the image (untagged; the caller names it).
@@ -96,11 +98,15 @@ pub fn build(m: &Machine<'_>, opts: &BuildOptions) -> Result<Built> {
         secrets: opts.secrets.clone(),
         ssh: opts.ssh.clone(),
         dockerfile: (&opts.dockerfile.file, &opts.dockerfile.text),
+        fetch: m.fetch,
+        downloads: std::sync::Mutex::new(HashMap::new()),
     };
     let solver = Solver::new(&converted.graph, &worker, m.cache, m.progress);
     let stage = &converted.stages[&converted.target];
     let states = solver.solve(&[stage.vertex])?;
-    let state = states.into_iter().next().ok_or_else(|| Error::Option("the build produced nothing".into()))?;
+    let state = states.into_iter().next().ok_or_else(|| Error::Option("the build produced nothing".into()));
+    let _ = std::fs::remove_dir_all(m.root.join("tmp").join(format!("downloads-{}", std::process::id())));
+    let state = state?;
     m.progress.event(Event::Note { text: "exporting layers".into() });
     let built = write_image(m.store, &converted, &solver, &state, &opts.labels)?;
     m.progress.event(Event::Note { text: format!("writing image {}", built.config) });

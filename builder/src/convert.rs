@@ -196,7 +196,7 @@ impl<'a> Converter<'a> {
         } else {
             let base = (self.inputs.resolve)(reference).map_err(|e| match e {
                 Error::Dockerfile { .. } => e,
-                other => self.df.error(at, format!("base image {reference}: {}", oci::error::one_line(&other))),
+                other => self.df.error(at, format!("base image {reference}: {}", oci::error::chain(&other))),
             })?;
             let v = self.graph.add(Vertex {
                 op: Op::Image { manifest: base.manifest.clone(), layers: base.layers },

@@ -60,23 +60,41 @@ pub struct LocalWorker<'a> {
     pub ssh: HashMap<String, PathBuf>,
     /// The Dockerfile, for errors that point at a step.
     pub dockerfile: (&'a str, &'a str),
+    /// Downloads a URL to a file (ADD of a URL).
+    pub fetch: &'a (dyn Fn(&str, &Path) -> Result<()> + Sync),
+    /// URLs downloaded while computing keys, by URL, for the step that copies them.
+    pub downloads: std::sync::Mutex<HashMap<String, PathBuf>>,
 }
 
 impl Worker for LocalWorker<'_> {
     fn sources_digest(&self, v: &Vertex) -> Result<Option<oci::Digest>> {
         match &v.op {
-            Op::Copy(c) if c.from == CopyFrom::Context => {
-                let ctx = self
-                    .context
-                    .ok_or_else(|| Error::Option("COPY from the context, but the build has no context".into()))?;
+            Op::Copy(c)
+                if c.from != CopyFrom::Input && c.sources.iter().any(|s| !matches!(s, CopySrc::Inline { .. })) =>
+            {
+                let mut h = oci::Algorithm::Sha256.hasher();
                 let paths: Vec<String> = c
                     .sources
                     .iter()
                     .filter_map(|s| if let CopySrc::Path(p) = s { Some(p.clone()) } else { None })
                     .collect();
-                let exclude =
-                    Ignore::parse(&c.exclude.join("\n")).map_err(|e| Error::Option(format!("--exclude: {e}")))?;
-                ctx.digest(&paths, &exclude, self.cache).map(Some).map_err(|e| self.at(v, e))
+                if !paths.is_empty() {
+                    let ctx = self
+                        .context
+                        .ok_or_else(|| Error::Option("COPY from the context, but the build has no context".into()))?;
+                    let exclude =
+                        Ignore::parse(&c.exclude.join("\n")).map_err(|e| Error::Option(format!("--exclude: {e}")))?;
+                    h.update(
+                        ctx.digest(&paths, &exclude, self.cache).map_err(|e| self.at(v, e))?.to_string().as_bytes(),
+                    );
+                }
+                for s in &c.sources {
+                    if let CopySrc::Url { url, checksum } = s {
+                        // A URL is keyed by what it serves now; --checksum pins it.
+                        h.update(format!("\nurl {url} {}", self.download(v, url, checksum.as_ref())?).as_bytes());
+                    }
+                }
+                Ok(Some(h.finish()))
             }
             Op::Exec(e) => {
                 let binds: Vec<String> = e
@@ -125,6 +143,45 @@ fn unique(tag: &str, id: VertexId) -> String {
 }
 
 impl LocalWorker<'_> {
+    /// Downloads `url` once per build (kept for the copy) and returns its digest, checked
+    /// against `--checksum` when given.
+    fn download(&self, v: &Vertex, url: &str, checksum: Option<&oci::Digest>) -> Result<oci::Digest> {
+        let dir = self.root.join("tmp").join(format!("downloads-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
+        let file = dir.join(oci::Digest::of(url.as_bytes()).hex());
+        if !self.downloads.lock().is_ok_and(|d| d.contains_key(url)) {
+            (self.fetch)(url, &file).map_err(|e| {
+                Error::at(self.dockerfile.0, self.dockerfile.1, v.at, format!("ADD {url}: {}", oci::error::chain(&e)))
+            })?;
+            if let Ok(mut d) = self.downloads.lock() {
+                d.insert(url.to_owned(), file.clone());
+            }
+        }
+        let mut f = std::fs::File::open(&file).map_err(Error::io(format!("open {}", file.display())))?;
+        let algo = checksum.map_or(oci::Algorithm::Sha256, |c| c.algorithm());
+        let mut h = algo.hasher();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = f.read(&mut buf).map_err(Error::io(format!("read {}", file.display())))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        let got = h.finish();
+        if let Some(want) = checksum {
+            if &got != want {
+                return Err(Error::at(
+                    self.dockerfile.0,
+                    self.dockerfile.1,
+                    v.at,
+                    format!("ADD {url}: checksum mismatch: --checksum says {want}, the download is {got}"),
+                ));
+            }
+        }
+        Ok(got)
+    }
+
     fn at(&self, v: &Vertex, e: Error) -> Error {
         match e {
             Error::Context { path, reason } => {
@@ -551,13 +608,26 @@ impl LocalWorker<'_> {
                         if into_dir || c.sources.len() > 1 { join_rel(&dest_rel, name) } else { dest_rel.clone() };
                     append_data(tar, &path, e, &mut content.as_bytes())?;
                 }
-                CopySrc::Url { url, .. } => {
-                    return Err(Error::at(
-                        self.dockerfile.0,
-                        self.dockerfile.1,
-                        v.at,
-                        format!("ADD {url}: URL sources are not supported by berth yet"),
-                    ));
+                CopySrc::Url { url, checksum } => {
+                    let known = self.downloads.lock().ok().and_then(|d| d.get(url).cloned());
+                    let file = match known {
+                        Some(f) => f,
+                        None => {
+                            self.download(v, url, checksum.as_ref())?;
+                            self.downloads.lock().ok().and_then(|d| d.get(url).cloned()).unwrap_or_default()
+                        }
+                    };
+                    let size = std::fs::metadata(&file).map_err(Error::io(format!("stat {}", file.display())))?.len();
+                    let mut e = Entry::file(0o600, size);
+                    e.uid = owner.0;
+                    e.gid = owner.1;
+                    if let Some(m) = c.chmod {
+                        e.mode = m;
+                    }
+                    let name = url_file_name(url);
+                    let path = if into_dir || c.dest_is_dir { join_rel(&dest_rel, &name) } else { dest_rel.clone() };
+                    let mut f = std::fs::File::open(&file).map_err(Error::io(format!("open {}", file.display())))?;
+                    append_data(tar, &path, e, &mut f)?;
                 }
                 CopySrc::Path(_) => {}
             }
@@ -812,6 +882,16 @@ fn join_rel(base: &str, name: &str) -> String {
         (true, _) => name.to_owned(),
         (_, true) => base.to_owned(),
         _ => format!("{base}/{name}"),
+    }
+}
+
+/// The file name ADD gives a URL's content: its last path segment (`index.html` for none).
+fn url_file_name(url: &str) -> String {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    let after_scheme = path.split_once("://").map_or(path, |(_, r)| r);
+    match after_scheme.split_once('/') {
+        Some((_, p)) => p.rsplit('/').find(|s| !s.is_empty()).unwrap_or("index.html").to_owned(),
+        None => "index.html".to_owned(),
     }
 }
 

@@ -158,6 +158,23 @@ impl Build {
             builder::build::base_from_store(&store, &rec.target.digest.to_string())?
                 .ok_or_else(|| builder::Error::NotFound { what: format!("image {reference}") })
         };
+        let http = reqwest::Client::builder().build().context("start the HTTP client")?;
+        let fetch = |url: &str, dest: &Path| -> builder::Result<()> {
+            let download = async {
+                use tokio::io::AsyncWriteExt;
+                let mut resp = http.get(url).send().await?.error_for_status()?;
+                let mut f = tokio::fs::File::create(dest).await?;
+                while let Some(chunk) = resp.chunk().await? {
+                    f.write_all(&chunk).await?;
+                }
+                f.sync_all().await?;
+                Ok::<(), anyhow::Error>(())
+            };
+            rt.block_on(download).map_err(|e| builder::Error::Io {
+                what: format!("download {url}"),
+                source: std::io::Error::other(format!("{e:#}")),
+            })
+        };
         let machine = builder::Machine {
             store: &store,
             root: root.to_owned(),
@@ -166,6 +183,7 @@ impl Build {
             executor: &executor,
             resolve: &resolve,
             progress: &display,
+            fetch: &fetch,
         };
         let result = builder::build(&machine, &opts);
         let built = match result {

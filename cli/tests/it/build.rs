@@ -297,3 +297,47 @@ fn push_sends_the_build_to_berths_registry_and_a_base_is_pulled_from_it() {
     assert!(log.contains("pulling"), "{log}");
     assert_eq!(other.ok(&["run", "--rm", "derived:1", "cat", "/copy.txt"]), "a: from a\n");
 }
+
+/// Serves `body` to every GET on 127.0.0.1 (one thread, until the test ends); returns the address.
+fn serve(body: &'static str) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ =
+                write!(conn, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+        }
+    });
+    addr
+}
+
+#[test]
+fn add_downloads_urls_and_checks_their_checksum() {
+    let Some(b) = setup() else { return };
+    let body = "downloaded content\n";
+    let addr = serve(body);
+    let sum = oci::Digest::of(body.as_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!(
+            "FROM busybox:latest\nADD --checksum={sum} http://{addr}/files/data.txt /dl/\nADD http://{addr}/x/other.txt /other.txt\n"
+        ),
+    )
+    .unwrap();
+    let (ok, log) = build(&b, &["-t", "dl:1", &p(dir.path())]);
+    assert!(ok, "{log}");
+    assert_eq!(b.ok(&["run", "--rm", "dl:1", "cat", "/dl/data.txt", "/other.txt"]), format!("{body}{body}"));
+    let wrong = oci::Digest::of(b"something else");
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!("FROM busybox:latest\nADD --checksum={wrong} http://{addr}/f /f\n"),
+    )
+    .unwrap();
+    let (ok, log) = build(&b, &["-t", "dl:2", &p(dir.path())]);
+    assert!(!ok && log.contains("checksum mismatch") && log.contains("Dockerfile:2:1"), "{log}");
+}
