@@ -306,20 +306,28 @@ impl LocalWorker<'_> {
                             let dir = work.join(format!("mount-{i}"));
                             std::fs::create_dir_all(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
                             mount_all(&view, &dir)?;
-                            let sub =
-                                crate::context::clean_rel(spec.source.as_deref().unwrap_or("/")).unwrap_or_default();
-                            dir.join(sub)
+                            let sub = spec.source.as_deref().unwrap_or("/");
+                            crate::context::resolve_in_root(&dir, sub)
+                                .map_err(Error::io(format!("RUN --mount from={:?}: source {sub}", spec.from)))?
                         }
                     };
-                    if !spec.read_only {
-                        return Err(Error::at(
-                            self.dockerfile.0,
-                            self.dockerfile.1,
-                            v.at,
-                            "RUN --mount=type=bind,rw is not supported by berth yet: mount it read-only",
-                        ));
-                    }
-                    volumes.push(Volume { host, container: spec.target.clone(), read_only: true });
+                    let host = if spec.read_only {
+                        host
+                    } else {
+                        // rw: the step may write, but the writes are thrown away with a copy.
+                        let copy = work.join(format!("bind-rw-{i}"));
+                        std::fs::create_dir_all(&copy).map_err(Error::io(format!("create {}", copy.display())))?;
+                        if host.is_dir() {
+                            runner::snapshot::copy_dir(&host, &copy)
+                                .map_err(Error::runner("copy a writable bind mount"))?;
+                            copy
+                        } else {
+                            let file = copy.join("file");
+                            std::fs::copy(&host, &file).map_err(Error::io(format!("copy {}", host.display())))?;
+                            file
+                        }
+                    };
+                    volumes.push(Volume { host, container: spec.target.clone(), read_only: spec.read_only });
                 }
                 MountType::Cache => {
                     let id_key = oci::Digest::of(spec.id.clone().unwrap_or_default().as_bytes());
@@ -576,7 +584,7 @@ impl LocalWorker<'_> {
             _ => None,
         };
         let from_ctx = match &from_root {
-            Some(view) => Some(Context::new(&view.dir, Ignore::default())?),
+            Some(view) => Some(Context::rootfs(&view.dir)?),
             None => None,
         };
         let ctx = from_ctx.as_ref().or(self.context);

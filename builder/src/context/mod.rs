@@ -22,6 +22,8 @@ pub use ignore::Ignore;
 pub struct Context {
     root: PathBuf,
     ignore: Ignore,
+    /// A stage's or image's filesystem: absolute symlinks point inside it, not out of it.
+    rootfs: bool,
 }
 
 /// One file or directory a COPY source selected.
@@ -43,7 +45,13 @@ impl Context {
                 reason: "the build context is not a directory".into(),
             });
         }
-        Ok(Context { root, ignore })
+        Ok(Context { root, ignore, rootfs: false })
+    }
+
+    /// A stage's or image's filesystem mounted at `root` (COPY --from): symlinks resolve
+    /// inside it as they would in a container.
+    pub fn rootfs(root: &Path) -> Result<Context> {
+        Ok(Context { rootfs: true, ..Context::new(root, Ignore::default())? })
     }
 
     /// The context directory (canonical).
@@ -89,7 +97,8 @@ impl Context {
                 continue;
             }
             // Resolve symlinks on the way, but never out of the context.
-            let real = match path.canonicalize() {
+            let resolved = if self.rootfs { resolve_in_root(&self.root, &rel) } else { path.canonicalize() };
+            let real = match resolved {
                 Ok(r) => r,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(Error::io(format!("stat {}", path.display()))(e)),
@@ -195,6 +204,43 @@ impl Context {
         }
         Ok(h.finish())
     }
+}
+
+/// `rel` resolved inside `root` as the kernel would with `root` as `/`: absolute symlink
+/// targets start again at `root`, `..` stops at it. The result never leaves `root`.
+pub fn resolve_in_root(root: &Path, rel: &str) -> std::io::Result<PathBuf> {
+    let mut todo: Vec<String> = rel.split('/').filter(|c| !c.is_empty()).rev().map(str::to_owned).collect();
+    let mut done: Vec<String> = Vec::new();
+    let mut hops = 0;
+    while let Some(c) = todo.pop() {
+        match c.as_str() {
+            "." => continue,
+            ".." => {
+                done.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let here = done.iter().fold(root.to_path_buf(), |p, d| p.join(d)).join(&c);
+        match std::fs::symlink_metadata(&here) {
+            Ok(m) if m.file_type().is_symlink() => {
+                hops += 1;
+                if hops > 40 {
+                    return Err(std::io::Error::other(format!("too many symlinks resolving {rel}")));
+                }
+                let target = std::fs::read_link(&here)?;
+                let t = target.to_string_lossy().into_owned();
+                if t.starts_with('/') {
+                    done.clear();
+                }
+                todo.extend(t.split('/').filter(|c| !c.is_empty()).rev().map(str::to_owned));
+            }
+            Ok(_) => done.push(c),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done.iter().fold(root.to_path_buf(), |p, d| p.join(d)))
 }
 
 /// A file's sha256, from the stat cache when its (dev, inode, size, mtime, ctime) match.
@@ -340,6 +386,19 @@ mod tests {
         // --exclude changes what is selected.
         let ex = Ignore::parse("b").unwrap();
         assert_ne!(c.digest(&["src".into()], &ex, &cache).unwrap(), c.digest(&["src".into()], &none, &cache).unwrap());
+    }
+
+    #[test]
+    fn rootfs_symlinks_resolve_inside_the_root() {
+        let (d, _) = ctx(&[("usr/bin/tool", "t"), ("etc/real", "r")], "");
+        std::os::unix::fs::symlink("/usr/bin", d.path().join("bin")).unwrap();
+        std::os::unix::fs::symlink("../../../../etc", d.path().join("usr/up")).unwrap();
+        let root = d.path().canonicalize().unwrap();
+        assert_eq!(resolve_in_root(&root, "bin/tool").unwrap(), root.join("usr/bin/tool"));
+        // `..` past the top stays at the top: /etc of the image, never the host's.
+        assert_eq!(resolve_in_root(&root, "usr/up/real").unwrap(), root.join("etc/real"));
+        let c = Context::rootfs(&root).unwrap();
+        assert_eq!(c.select("/bin/tool").unwrap()[0].path, root.join("usr/bin/tool"));
     }
 
     #[test]

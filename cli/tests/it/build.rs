@@ -341,3 +341,27 @@ fn add_downloads_urls_and_checks_their_checksum() {
     let (ok, log) = build(&b, &["-t", "dl:2", &p(dir.path())]);
     assert!(!ok && log.contains("checksum mismatch") && log.contains("Dockerfile:2:1"), "{log}");
 }
+
+#[test]
+fn run_mounts_from_stages_stay_inside_them_and_rw_binds_are_discarded() {
+    let Some(b) = setup() else { return };
+    let dir = copy_fixture("mounts");
+    let ctx = dir.path().join("f");
+    let (ok, log) = build(&b, &["-t", "mounts:1", &p(&ctx)]);
+    assert!(ok, "{log}");
+    assert_eq!(b.ok(&["run", "--rm", "mounts:1"]), "tool-v1\ncontext file\n");
+    assert!(!ctx.join("new.txt").exists(), "a rw bind mount wrote into the build context");
+    let ls = b.ok(&["run", "--rm", "mounts:1", "ls", "/"]);
+    assert!(!ls.contains("new.txt"), "{ls}");
+}
+
+#[test]
+fn built_images_run_under_runc() {
+    let Some(b) = setup() else { return };
+    if !require_tool("runc") {
+        return;
+    }
+    let (ok, log) = build(&b, &["-t", "ms:runc", &p(&fixture("multistage"))]);
+    assert!(ok, "{log}");
+    assert_eq!(b.ok(&["run", "--rm", "--runtime", "runc", "ms:runc"]), "a: from a\nb: from b\n");
+}

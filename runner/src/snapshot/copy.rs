@@ -35,6 +35,12 @@ impl CopySnapshotter {
     }
 }
 
+/// Copies the contents of the directory `from` into the existing directory `to`, as
+/// [`CopySnapshotter`] copies a parent (the builder uses it for writable bind mounts).
+pub fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    copy_tree(from, to, &mut HashMap::new())
+}
+
 /// Copies the contents of `from` into the existing directory `to`: types, modes, owners
 /// (as root), times, symlinks as written, hardlinks as links, device nodes.
 fn copy_tree(from: &Path, to: &Path, links: &mut HashMap<(u64, u64), PathBuf>) -> Result<()> {

@@ -26,7 +26,7 @@ mod testsuite;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-pub use copy::CopySnapshotter;
+pub use copy::{copy_dir, CopySnapshotter};
 pub use overlay::OverlaySnapshotter;
 
 use crate::unpack::Whiteouts;
