@@ -185,7 +185,21 @@ impl Build {
             progress: &display,
             fetch: &fetch,
         };
-        let result = builder::build(&machine, &opts);
+        let finished = std::sync::atomic::AtomicBool::new(false);
+        let result = std::thread::scope(|s| {
+            if mode == Mode::Tty {
+                // Running steps' timers move even while they print nothing.
+                s.spawn(|| {
+                    while !finished.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::thread::sleep(std::time::Duration::from_millis(250));
+                        display.tick();
+                    }
+                });
+            }
+            let r = builder::build(&machine, &opts);
+            finished.store(true, std::sync::atomic::Ordering::Relaxed);
+            r
+        });
         let built = match result {
             Ok(b) => b,
             Err(e) => {
@@ -438,6 +452,25 @@ struct DisplayState {
     numbers: HashMap<usize, usize>,
     names: HashMap<usize, String>,
     partial: HashMap<usize, Vec<u8>>,
+    /// The tty view: steps in the order they appeared, and how many lines are on screen.
+    steps: Vec<TtyStep>,
+    drawn: usize,
+}
+
+/// One step as the live tty view shows it.
+struct TtyStep {
+    id: usize,
+    name: String,
+    started: Instant,
+    status: TtyStatus,
+    last_line: String,
+}
+
+enum TtyStatus {
+    Running,
+    Cached,
+    Done(std::time::Duration),
+    Failed,
 }
 
 impl BuildDisplay {
@@ -473,11 +506,117 @@ impl BuildDisplay {
         match self.mode {
             Mode::Quiet => {}
             Mode::RawJson => self.line(&serde_json::json!({ "done": true, "digest": built.manifest.digest.to_string(), "config": built.config.to_string(), "seconds": took.as_secs_f64() }).to_string()),
-            Mode::Plain | Mode::Tty => {
+            Mode::Tty => {
+                if let Ok(mut st) = self.state.lock() {
+                    self.redraw(&mut st, true);
+                }
+                self.line(&format!(" => writing image {} done", built.config));
+                self.line(&format!(" => manifest {} ({:.1}s)", built.manifest.digest, took.as_secs_f64()));
+            }
+            Mode::Plain => {
                 self.line(&format!("#0 writing image {} done", built.config));
                 self.line(&format!("#0 manifest {} ({:.1}s)", built.manifest.digest, took.as_secs_f64()));
             }
         }
+    }
+}
+
+impl BuildDisplay {
+    /// Redraws the live view (the tty ticker calls it).
+    fn tick(&self) {
+        if let Ok(mut st) = self.state.lock() {
+            if !st.steps.is_empty() {
+                self.redraw(&mut st, false);
+            }
+        }
+    }
+
+    /// The live view: a header and one line per step, redrawn in place (BuildKit's tty look).
+    fn redraw(&self, st: &mut DisplayState, last: bool) {
+        let mut out = String::new();
+        if st.drawn > 0 {
+            out.push_str(&format!("\x1b[{}A\x1b[J", st.drawn));
+        }
+        let done = st.steps.iter().filter(|s| !matches!(s.status, TtyStatus::Running)).count();
+        let width = terminal_width();
+        let mut lines = vec![format!(
+            "[+] Building {:.1}s ({done}/{}){}",
+            self.started.elapsed().as_secs_f64(),
+            st.steps.len(),
+            if last { " FINISHED" } else { "" }
+        )];
+        for step in &st.steps {
+            let (prefix, time) = match step.status {
+                TtyStatus::Running => ("", format!("{:.1}s", step.started.elapsed().as_secs_f64())),
+                TtyStatus::Cached => ("CACHED ", "0.0s".to_owned()),
+                TtyStatus::Done(t) => ("", format!("{:.1}s", t.as_secs_f64())),
+                TtyStatus::Failed => ("ERROR ", String::new()),
+            };
+            let mut line = format!(" => {prefix}{}", step.name);
+            truncate(&mut line, width.saturating_sub(time.len() + 2));
+            lines.push(format!("{line:<w$} {time}", w = width.saturating_sub(time.len() + 2)));
+            if matches!(step.status, TtyStatus::Running) && !step.last_line.is_empty() {
+                let mut l = format!(" => => {}", step.last_line);
+                truncate(&mut l, width);
+                lines.push(l);
+            }
+        }
+        for l in &lines {
+            out.push_str(l);
+            out.push('\n');
+        }
+        st.drawn = lines.len();
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(out.as_bytes());
+        let _ = err.flush();
+    }
+
+    fn tty_event(&self, st: &mut DisplayState, e: Event) {
+        match e {
+            Event::Started { id, name } => st.steps.push(TtyStep {
+                id,
+                name,
+                started: Instant::now(),
+                status: TtyStatus::Running,
+                last_line: String::new(),
+            }),
+            Event::Cached { id, name } => st.steps.push(TtyStep {
+                id,
+                name,
+                started: Instant::now(),
+                status: TtyStatus::Cached,
+                last_line: String::new(),
+            }),
+            Event::Output { id, data } => {
+                if let Some(step) = st.steps.iter_mut().find(|s| s.id == id) {
+                    let text = String::from_utf8_lossy(&data);
+                    if let Some(l) = text.lines().rev().find(|l| !l.trim().is_empty()) {
+                        step.last_line = l.trim_end().to_owned();
+                    }
+                }
+            }
+            Event::Done { id, took, error } => {
+                if let Some(step) = st.steps.iter_mut().find(|s| s.id == id) {
+                    step.status = if error.is_some() { TtyStatus::Failed } else { TtyStatus::Done(took) };
+                }
+            }
+            Event::Miss { .. } | Event::Note { .. } => {}
+        }
+        self.redraw(st, false);
+    }
+}
+
+fn terminal_width() -> usize {
+    rustix::termios::tcgetwinsize(std::io::stderr())
+        .map(|w| usize::from(w.ws_col))
+        .ok()
+        .filter(|w| *w >= 40)
+        .unwrap_or(100)
+}
+
+fn truncate(s: &mut String, max: usize) {
+    if s.chars().count() > max {
+        *s = s.chars().take(max.saturating_sub(1)).collect::<String>() + "…";
     }
 }
 
@@ -487,6 +626,10 @@ impl Progress for BuildDisplay {
             return;
         }
         let Ok(mut st) = self.state.lock() else { return };
+        if self.mode == Mode::Tty {
+            self.tty_event(&mut st, e);
+            return;
+        }
         if self.mode == Mode::RawJson {
             let v = match &e {
                 Event::Started { id, name } => serde_json::json!({ "vertex": id, "name": name, "started": true }),

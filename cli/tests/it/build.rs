@@ -365,3 +365,27 @@ fn built_images_run_under_runc() {
     assert!(ok, "{log}");
     assert_eq!(b.ok(&["run", "--rm", "--runtime", "runc", "ms:runc"]), "a: from a\nb: from b\n");
 }
+
+#[test]
+fn rawjson_progress_is_one_json_object_per_line_and_quiet_prints_only_the_id() {
+    let Some(b) = setup() else { return };
+    let ctx = p(&fixture("multistage"));
+    let out = b.output(&["build", "--progress", "rawjson", "-t", "raw:1", &ctx]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let events: Vec<serde_json::Value> = err.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    assert!(events.iter().any(|e| e["completed"] == true), "{err}");
+    assert!(
+        events
+            .last()
+            .is_some_and(|e| e["done"] == true && e["digest"].as_str().is_some_and(|d| d.starts_with("sha256:"))),
+        "{err}"
+    );
+    let out = b.output(&["build", "-q", "-t", "raw:1", &ctx]);
+    assert!(out.status.success() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        b.ok(&["images", "--no-trunc"]).contains(id.trim_start_matches("sha256:")) || id.starts_with("sha256:"),
+        "{id}"
+    );
+}
