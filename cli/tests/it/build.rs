@@ -129,6 +129,11 @@ fn a_second_build_is_all_cached_and_only_what_changed_reruns() {
     std::fs::set_permissions(ctx.join("a/input.txt"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let (ok, chmodded) = build(&b, &["-t", "ms:1", &p(&ctx)]);
     assert!(ok && chmodded.contains(" DONE "), "chmod was a hit:\n{chmodded}");
+    // --no-cache-filter runs that stage's steps only.
+    let (ok, filtered) = build(&b, &["--no-cache-filter", "b", "-t", "ms:1", &p(&ctx)]);
+    assert!(ok, "{filtered}");
+    let ran = steps_that_ran(&filtered);
+    assert!(ran.iter().any(|l| l.contains("[b ")) && !ran.iter().any(|l| l.contains("[a ")), "{filtered}");
     // --no-cache runs everything.
     let (ok, nocache) = build(&b, &["--no-cache", "-t", "ms:1", &p(&ctx)]);
     assert!(ok && nocache.matches(" DONE ").count() >= 5, "--no-cache used the cache:\n{nocache}");
@@ -296,6 +301,11 @@ fn push_sends_the_build_to_berths_registry_and_a_base_is_pulled_from_it() {
     assert!(ok, "{log}");
     assert!(log.contains("pulling"), "{log}");
     assert_eq!(other.ok(&["run", "--rm", "derived:1", "cat", "/copy.txt"]), "a: from a\n");
+    // Now the store has it: no pull, unless --pull asks for one.
+    let (ok, log) = build(&other, &["-t", "derived:1", &p(dir.path())]);
+    assert!(ok && !log.contains("pulling"), "{log}");
+    let (ok, log) = build(&other, &["--pull", "-t", "derived:1", &p(dir.path())]);
+    assert!(ok && log.contains("pulling"), "{log}");
 }
 
 /// Serves `body` to every GET on 127.0.0.1 (one thread, until the test ends); returns the address.
