@@ -233,6 +233,7 @@ fn outputs_are_valid_images_for_other_tools() {
     let docker = out.path().join("app-docker.tar");
     let local = out.path().join("rootfs");
     let iid = out.path().join("iid");
+    let rootfs_tar = out.path().join("rootfs.tar");
     let ctx = fixture("multistage");
     let (ok, log) = build(
         &b,
@@ -247,12 +248,16 @@ fn outputs_are_valid_images_for_other_tools() {
             &format!("type=docker,dest={}", p(&docker)),
             "-o",
             &format!("type=local,dest={}", p(&local)),
+            "-o",
+            &format!("type=tar,dest={}", p(&rootfs_tar)),
             &p(&ctx),
         ],
     );
     assert!(ok, "{log}");
     assert!(std::fs::read_to_string(&iid).unwrap().starts_with("sha256:"));
     assert_eq!(std::fs::read_to_string(local.join("out/a.txt")).unwrap(), "a: from a\n");
+    let listing = run_tool(std::process::Command::new("tar").args(["-tf", &p(&rootfs_tar)]));
+    assert!(listing.lines().any(|l| l.trim_start_matches("./") == "out/b.txt"), "{listing}");
     // zstd layers: the media type says so and the image still runs.
     let (ok, log) = build(&b, &["-t", "zstd:1", "--compression", "zstd", &p(&ctx)]);
     assert!(ok, "{log}");
