@@ -359,10 +359,33 @@ impl LocalWorker<'_> {
                             std::os::unix::fs::chown(&dir, spec.uid, spec.gid)
                                 .map_err(Error::io(format!("chown {}", dir.display())))?;
                         }
+                        // from=: a new cache starts as a copy of a stage's or image's directory.
+                        if let Some(input) = m.input {
+                            let chain = self.chain(&inputs[input].layers)?;
+                            let view_key = format!("{key}-seed-{i}");
+                            let view = self
+                                .snapshotter
+                                .view(&view_key, chain.as_deref())
+                                .map_err(Error::runner("view a stage"))?;
+                            let seed = work.join(format!("seed-{i}"));
+                            std::fs::create_dir_all(&seed).map_err(Error::io(format!("create {}", seed.display())))?;
+                            let copied = mount_all(&view, &seed).and_then(|()| {
+                                let src = spec.source.as_deref().unwrap_or("/");
+                                let from = crate::context::resolve_in_root(&seed, src)
+                                    .map_err(Error::io(format!("RUN --mount=type=cache,from: source {src}")))?;
+                                runner::snapshot::copy_dir(&from, &dir).map_err(Error::runner("seed a cache mount"))
+                            });
+                            let _ = runner::snapshot::unmount(&seed);
+                            let _ = self.snapshotter.remove(&view_key);
+                            copied?;
+                        }
                     }
                     volumes.push(Volume { host: dir, container: spec.target.clone(), read_only: spec.read_only });
                 }
-                MountType::Tmpfs => tmpfs.push(spec.target.clone()),
+                MountType::Tmpfs => tmpfs.push(match spec.size {
+                    Some(size) => format!("{}:mode=1777,size={size}", spec.target),
+                    None => spec.target.clone(),
+                }),
                 MountType::Secret => {
                     let sid = spec.id.clone().unwrap_or_default();
                     let Some(secret) = self.secrets.get(&sid) else {
@@ -425,7 +448,7 @@ impl LocalWorker<'_> {
         let scaffold: Vec<String> = volumes
             .iter()
             .map(|vol| vol.container.clone())
-            .chain(tmpfs.iter().cloned())
+            .chain(tmpfs.iter().map(|t| t.split(':').next().unwrap_or(t).to_owned()))
             .filter(|t| !exists_in(&lowers, &upper, t))
             .collect();
         let spec = Spec {

@@ -55,7 +55,7 @@ pub struct Spec {
     pub network: Network,
     /// Host directories or files bound into the container.
     pub volumes: Vec<Volume>,
-    /// Container paths that get a fresh tmpfs.
+    /// Container paths that get a fresh tmpfs, `PATH[:OPTIONS]` (default options `mode=1777`).
     pub tmpfs: Vec<String>,
     /// Mount the rootfs read-only (volumes and tmpfs stay as given).
     pub read_only: bool,
@@ -393,15 +393,12 @@ fn enter(spec: &Spec) -> std::io::Result<()> {
         bind_into(root, &v.host, &v.container, v.read_only)?;
     }
     for t in &spec.tmpfs {
-        let target = secure_target(root, t, true)?;
-        rustix::mount::mount(
-            "tmpfs",
-            fd_path(&target),
-            "tmpfs",
-            MountFlags::NOSUID | MountFlags::NODEV,
-            Some(c"mode=1777"),
-        )
-        .map_err(errno)?;
+        // `PATH[:OPTIONS]` as docker's --tmpfs takes it (`/run:size=64m,mode=755`).
+        let (path, opts) = t.split_once(':').unwrap_or((t.as_str(), "mode=1777"));
+        let target = secure_target(root, path, true)?;
+        let data = std::ffi::CString::new(opts).map_err(|_| rustix::io::Errno::INVAL).map_err(errno)?;
+        rustix::mount::mount("tmpfs", fd_path(&target), "tmpfs", MountFlags::NOSUID | MountFlags::NODEV, Some(data.as_c_str()))
+            .map_err(errno)?;
     }
     if spec.read_only {
         rustix::mount::mount_remount(root, MountFlags::BIND | MountFlags::RDONLY, "").map_err(errno)?;

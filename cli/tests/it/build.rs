@@ -364,7 +364,7 @@ fn run_mounts_from_stages_stay_inside_them_and_rw_binds_are_discarded() {
     let ctx = dir.path().join("f");
     let (ok, log) = build(&b, &["-t", "mounts:1", &p(&ctx)]);
     assert!(ok, "{log}");
-    assert_eq!(b.ok(&["run", "--rm", "mounts:1"]), "tool-v1\ncontext file\n");
+    assert_eq!(b.ok(&["run", "--rm", "mounts:1"]), "tool-v1\ncontext file\ntool-v1\n");
     assert!(!ctx.join("new.txt").exists(), "a rw bind mount wrote into the build context");
     let ls = b.ok(&["run", "--rm", "mounts:1", "ls", "/"]);
     assert!(!ls.contains("new.txt"), "{ls}");
