@@ -619,7 +619,7 @@ impl LocalWorker<'_> {
                     ctx.ok_or_else(|| Error::Option("COPY from the context, but the build has no context".into()))?;
                 let sel = ctx.select(p).map_err(|e| self.at(v, e))?;
                 count += sel.len();
-                selections.push((p.clone(), sel));
+                selections.push((ctx, sel));
             } else {
                 count += 1;
             }
@@ -663,8 +663,7 @@ impl LocalWorker<'_> {
                 CopySrc::Path(_) => {}
             }
         }
-        let ctx = ctx.unwrap_or_else(|| unreachable_ctx());
-        for (_, sel) in selections {
+        for (ctx, sel) in selections {
             for item in sel {
                 let top_meta =
                     std::fs::metadata(&item.path).map_err(Error::io(format!("stat {}", item.path.display())))?;
@@ -678,7 +677,7 @@ impl LocalWorker<'_> {
                 };
                 if c.unpack_archives && top_meta.is_file() {
                     if let Some(entries) = archive_entries(&item.path)? {
-                        self.unpack_archive(entries, &base_dir(&dest_rel, into_dir || c.dest_is_dir), tar)?;
+                        self.unpack_archive(entries, &dest_rel, tar)?;
                         continue;
                     }
                 }
@@ -800,11 +799,6 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-fn unreachable_ctx() -> &'static Context {
-    static EMPTY: std::sync::OnceLock<Context> = std::sync::OnceLock::new();
-    EMPTY.get_or_init(|| Context::new(Path::new("/"), Ignore::default()).unwrap_or_else(|_| std::process::abort()))
-}
-
 /// Runs `f` on a thread of its own in a private mount namespace (as root), so every
 /// mount a step makes (overlay roots, stage views) is gone when the step ends, even if
 /// berth dies half-way. Threads `f` starts, and their children, share that namespace.
@@ -924,10 +918,6 @@ fn url_file_name(url: &str) -> String {
         Some((_, p)) => p.rsplit('/').find(|s| !s.is_empty()).unwrap_or("index.html").to_owned(),
         None => "index.html".to_owned(),
     }
-}
-
-fn base_dir(dest: &str, _is_dir: bool) -> String {
-    dest.to_owned()
 }
 
 fn numeric_owner(s: &str) -> Option<(u32, u32)> {

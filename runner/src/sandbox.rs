@@ -397,8 +397,14 @@ fn enter(spec: &Spec) -> std::io::Result<()> {
         let (path, opts) = t.split_once(':').unwrap_or((t.as_str(), "mode=1777"));
         let target = secure_target(root, path, true)?;
         let data = std::ffi::CString::new(opts).map_err(|_| rustix::io::Errno::INVAL).map_err(errno)?;
-        rustix::mount::mount("tmpfs", fd_path(&target), "tmpfs", MountFlags::NOSUID | MountFlags::NODEV, Some(data.as_c_str()))
-            .map_err(errno)?;
+        rustix::mount::mount(
+            "tmpfs",
+            fd_path(&target),
+            "tmpfs",
+            MountFlags::NOSUID | MountFlags::NODEV,
+            Some(data.as_c_str()),
+        )
+        .map_err(errno)?;
     }
     if spec.read_only {
         rustix::mount::mount_remount(root, MountFlags::BIND | MountFlags::RDONLY, "").map_err(errno)?;
