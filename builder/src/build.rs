@@ -93,7 +93,6 @@ pub fn build(m: &Machine<'_>, opts: &BuildOptions) -> Result<Built> {
         context: opts.context.as_ref(),
         cache: m.cache,
         progress: m.progress,
-        compression: opts.compression,
         root: m.root.clone(),
         secrets: opts.secrets.clone(),
         ssh: opts.ssh.clone(),
@@ -108,9 +107,60 @@ pub fn build(m: &Machine<'_>, opts: &BuildOptions) -> Result<Built> {
     let _ = std::fs::remove_dir_all(m.root.join("tmp").join(format!("downloads-{}", std::process::id())));
     let state = state?;
     m.progress.event(Event::Note { text: "exporting layers".into() });
-    let built = write_image(m.store, &converted, &solver, &state, &opts.labels)?;
+    let layers = export_layers(m, &state.layers, opts.compression)?;
+    let built = write_image(m.store, &converted, &solver, &State { layers }, &opts.labels)?;
     m.progress.event(Event::Note { text: format!("writing image {}", built.config) });
     Ok(built)
+}
+
+/// The image's layers as `compression` wants them: build steps leave plain tars, which are
+/// compressed here, once per layer and compression (the twin is remembered in the cache).
+fn export_layers(m: &Machine<'_>, layers: &[Layer], compression: Compression) -> Result<Vec<Layer>> {
+    let name = match compression {
+        Compression::Gzip => "gzip",
+        Compression::Zstd => "zstd",
+        Compression::None => return Ok(layers.to_vec()),
+    };
+    let plain = Compression::None.oci_media_type();
+    let mut out = Vec::with_capacity(layers.len());
+    for l in layers {
+        if l.media_type != plain {
+            out.push(l.clone());
+            continue;
+        }
+        let known = m
+            .cache
+            .compressed(&l.diff_id, name)?
+            .filter(|c| m.store.content().info(&c.digest).is_ok_and(|i| i.is_some()));
+        let twin = match known {
+            Some(c) => c,
+            None => {
+                let blob =
+                    m.store.content().reader(&l.digest).map_err(Error::image(format!("read layer {}", l.digest)))?;
+                let ingest = m.store.content().writer(oci::Algorithm::Sha256).map_err(Error::image("start a layer"))?;
+                let mut w = oci::layer::LayerWriter::new(ingest, compression).map_err(Error::image("start a layer"))?;
+                let mut blob = blob;
+                std::io::copy(&mut blob, &mut w).map_err(Error::io(format!("compress layer {}", l.digest)))?;
+                let (ingest, info) = w.finish().map_err(Error::image("finish a layer"))?;
+                if info.diff_id != l.diff_id {
+                    return Err(Error::Option(format!("layer {} changed while it was compressed", l.digest)));
+                }
+                ingest
+                    .commit(oci::content::Expected::exactly(&info.digest, info.size))
+                    .map_err(Error::image("store a layer"))?;
+                let c = Layer {
+                    digest: info.digest,
+                    diff_id: info.diff_id,
+                    size: info.size,
+                    media_type: info.compression.oci_media_type().to_owned(),
+                };
+                m.cache.set_compressed(&l.diff_id, name, &c)?;
+                c
+            }
+        };
+        out.push(twin);
+    }
+    Ok(out)
 }
 
 /// The `created` time of everything a build writes: `SOURCE_DATE_EPOCH` when set, else now.

@@ -34,8 +34,6 @@ pub struct KeyRecipe<'a> {
     pub inputs: Vec<&'a CacheKey>,
     /// The digest of exactly the selected source files (COPY/ADD from the context, bind mounts).
     pub sources: Option<oci::Digest>,
-    /// The layer compression: the same files compressed otherwise are other blobs.
-    pub compression: &'a str,
 }
 
 impl KeyRecipe<'_> {
@@ -86,6 +84,16 @@ pub trait CacheStore: Send + Sync {
     fn file(&self, path: &Path) -> Result<Option<FileStat>> {
         let raw = self.get(format!("file/{}", path.display()).as_bytes())?;
         Ok(raw.and_then(|r| serde_json::from_slice(&r).ok()))
+    }
+    /// The compressed twin of an uncompressed layer, made when an image was exported.
+    fn compressed(&self, diff_id: &oci::Digest, compression: &str) -> Result<Option<Layer>> {
+        let raw = self.get(format!("compressed/{diff_id}/{compression}").as_bytes())?;
+        Ok(raw.and_then(|r| serde_json::from_slice(&r).ok()))
+    }
+    /// Remembers the compressed twin of an uncompressed layer.
+    fn set_compressed(&self, diff_id: &oci::Digest, compression: &str, layer: &Layer) -> Result<()> {
+        let key = format!("compressed/{diff_id}/{compression}");
+        self.put(key.as_bytes(), &serde_json::to_vec(layer).unwrap_or_default())
     }
     /// Remembers a context file's stat and digest.
     fn set_file(&self, path: &Path, stat: &FileStat) -> Result<()> {

@@ -50,8 +50,6 @@ pub struct LocalWorker<'a> {
     pub cache: &'a dyn CacheStore,
     /// Where step output goes.
     pub progress: &'a dyn Progress,
-    /// New layers' compression.
-    pub compression: Compression,
     /// Where temporary mountpoints and cache mounts live (`$BERTH_ROOT`).
     pub root: PathBuf,
     /// `--secret`s by id.
@@ -125,14 +123,6 @@ impl Worker for LocalWorker<'_> {
     fn usable(&self, rec: &CacheRecord) -> bool {
         rec.layers.iter().all(|l| self.store.content().info(&l.digest).is_ok_and(|i| i.is_some()))
     }
-
-    fn compression(&self) -> &str {
-        match self.compression {
-            Compression::Gzip => "gzip",
-            Compression::Zstd => "zstd",
-            Compression::None => "none",
-        }
-    }
 }
 
 /// A unique name for temporary snapshots and directories of this process.
@@ -202,7 +192,9 @@ impl LocalWorker<'_> {
     /// Writes a layer with `fill`; None when it holds no entries.
     fn write_layer(&self, fill: &mut dyn FnMut(&mut dyn Write) -> Result<()>) -> Result<Option<Layer>> {
         let ingest = self.store.content().writer(oci::Algorithm::Sha256).map_err(Error::image("start a layer"))?;
-        let mut w = LayerWriter::new(ingest, self.compression).map_err(Error::image("start a layer"))?;
+        // Steps write plain tars: most never reach an image (intermediate stages), and those
+        // that do are compressed once, at export (see `build::export_layers`).
+        let mut w = LayerWriter::new(ingest, Compression::None).map_err(Error::image("start a layer"))?;
         fill(&mut w)?;
         let (ingest, info) = w.finish().map_err(Error::image("finish a layer"))?;
         // Two 512-byte end blocks and nothing else: the step changed no file.

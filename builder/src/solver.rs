@@ -27,8 +27,6 @@ pub trait Worker: Sync {
     fn execute(&self, id: VertexId, v: &Vertex, inputs: &[State]) -> Result<State>;
     /// True while a cached result is still usable (its blobs exist).
     fn usable(&self, rec: &CacheRecord) -> bool;
-    /// The layer compression, part of every key.
-    fn compression(&self) -> &str;
 }
 
 /// Solves vertices of one graph; each is solved at most once, from any thread.
@@ -107,11 +105,10 @@ impl<'a> Solver<'a> {
         // `--link` copies do not depend on what they are copied onto.
         let link = matches!(&v.op, Op::Copy(c) if c.link);
         let recipe = KeyRecipe {
-            version: 1,
+            version: 2,
             op: &v.op,
             inputs: inputs.iter().enumerate().filter(|(i, _)| !(link && *i == 0)).map(|(_, (k, _))| k).collect(),
             sources: sources.clone(),
-            compression: self.worker.compression(),
         };
         let key = recipe.key();
         let base_layers =
