@@ -51,18 +51,35 @@ fn steps_that_ran(log: &str) -> Vec<String> {
     ran
 }
 
-fn full_build(b: &Berth, tag: &str, extra: &[&str]) -> String {
+/// The full fixture's build command, with what it asks for: a secret file, a secret from
+/// the environment and an ssh agent socket (the listener must live as long as the build).
+fn full_cmd(b: &Berth, extra: &[&str]) -> (std::process::Command, std::os::unix::net::UnixListener) {
     let token = b.root.path().join("token");
     std::fs::write(&token, "s3cret").unwrap();
-    let secret = format!("id=token,src={}", p(&token));
-    let df = p(&fixture("full/Dockerfile"));
-    let ctx = p(&fixture("full/ctx"));
-    let mut args = vec!["-t", tag, "--secret", &secret, "-f", &df];
+    let sock = b.root.path().join("agent.sock");
+    let _ = std::fs::remove_file(&sock);
+    let agent = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let mut args: Vec<String> = ["build", "--progress", "plain", "--secret"].map(String::from).to_vec();
+    args.push(format!("id=token,src={}", p(&token)));
+    args.extend(["--secret", "id=envtok,env=BERTH_TEST_TOKEN", "--ssh"].map(String::from));
+    args.push(format!("default={}", p(&sock)));
+    args.extend(["-f".to_owned(), p(&fixture("full/Dockerfile"))]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.push(p(&fixture("full/ctx")));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut cmd = b.cmd(&refs);
+    cmd.env("BERTH_TEST_TOKEN", "fromenv");
+    (cmd, agent)
+}
+
+fn full_build(b: &Berth, tag: &str, extra: &[&str]) -> String {
+    let mut args = vec!["-t", tag];
     args.extend_from_slice(extra);
-    args.push(&ctx);
-    let (ok, out) = build(b, &args);
-    assert!(ok, "build failed:\n{out}");
-    out
+    let (mut cmd, _agent) = full_cmd(b, &args);
+    let out = cmd.stdin(Stdio::null()).output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "build failed:\n{log}");
+    log
 }
 
 #[test]
@@ -71,7 +88,8 @@ fn every_instruction_builds_and_the_image_runs() {
     full_build(&b, "full:1", &[]);
     let out = b.ok(&["run", "--rm", "full:1"]);
     assert_eq!(
-        out, "one\ntwo\nversion 1.0 on amd64\nheredoc ran as 0\nberth demo 1.0\npackaged\none.txt\nskip.log\nsub\nfrom cat 1.0\nraw ${VERSION}\n",
+        out,
+        "one\ntwo\nversion 1.0 on amd64\nheredoc ran as 0\nberth demo 1.0\npackaged\none.txt\nskip.log\nsub\nfrom cat 1.0\nraw ${VERSION}\nadded by heredoc\nssh and env secret ok\n",
         "the image's CMD output"
     );
     // --exclude kept the log out; --chmod/--chown applied; --parents kept app/sub.
@@ -198,23 +216,8 @@ fn builds_are_reproducible_with_source_date_epoch() {
     let Some(two) = setup() else { return };
     let digest = |b: &Berth| {
         let meta = b.root.path().join("meta.json");
-        let token = b.root.path().join("token");
-        std::fs::write(&token, "s3cret").unwrap();
-        let out = b
-            .cmd(&[
-                "build",
-                "-q",
-                "--metadata-file",
-                &p(&meta),
-                "--secret",
-                &format!("id=token,src={}", p(&token)),
-                "-f",
-                &p(&fixture("full/Dockerfile")),
-                &p(&fixture("full/ctx")),
-            ])
-            .env("SOURCE_DATE_EPOCH", "1700000000")
-            .output()
-            .unwrap();
+        let (mut cmd, _agent) = full_cmd(b, &["-q", "--metadata-file", &p(&meta)]);
+        let out = cmd.env("SOURCE_DATE_EPOCH", "1700000000").stdin(Stdio::null()).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let m: serde_json::Value = serde_json::from_slice(&std::fs::read(meta).unwrap()).unwrap();
         m["containerimage.digest"].as_str().unwrap().to_owned()
