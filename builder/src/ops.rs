@@ -458,6 +458,7 @@ impl LocalWorker<'_> {
             read_only: false,
             etc_files: Some(work.join("etc")),
             cgroups: vec![],
+            init: false,
         };
         let mut tail = Tail::default();
         let code = self.executor.run(&spec, &mut |chunk| {

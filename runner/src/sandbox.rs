@@ -63,6 +63,9 @@ pub struct Spec {
     pub etc_files: Option<PathBuf>,
     /// `cgroup.procs` files to join before exec (see [`crate::cgroup`]).
     pub cgroups: Vec<PathBuf>,
+    /// `--init`: PID 1 is a small init that forwards signals to the command and reaps
+    /// orphaned processes, instead of the command itself.
+    pub init: bool,
 }
 
 /// A bind mount from the host: `-v HOST:CONTAINER[:ro]`.
@@ -447,7 +450,60 @@ fn enter(spec: &Spec) -> std::io::Result<()> {
     )
     .map_err(errno)?;
     rustix::thread::set_no_new_privs(true).map_err(errno)?;
+    if spec.init {
+        // SAFETY: this is the single-threaded child between fork and exec; the branch that
+        // stays behind only makes async-signal-safe calls and never returns.
+        match unsafe { libc::fork() } {
+            -1 => return Err(std::io::Error::last_os_error()),
+            0 => {}
+            command => init(command),
+        }
+    }
     Ok(())
+}
+
+/// The command's pid, for the init's signal handler.
+static INIT_CHILD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn forward_signal(sig: libc::c_int) {
+    let pid = INIT_CHILD.load(std::sync::atomic::Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// PID 1 of a container run with `--init`: forwards signals to the command, reaps every
+/// orphan that is reparented to it, and exits as the command did (128 + N for signal N).
+fn init(command: libc::pid_t) -> ! {
+    INIT_CHILD.store(command, std::sync::atomic::Ordering::Relaxed);
+    // SAFETY: only async-signal-safe calls from here on (close_range, sigaction, waitpid,
+    // _exit); the handler only reads an atomic and calls kill.
+    unsafe {
+        // The exec-status pipe of the spawn (and anything else) must not stay open here,
+        // or the parent would wait for this process to exec.
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        for sig in
+            [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2, libc::SIGWINCH]
+        {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = forward_signal as *const () as usize;
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigaction(sig, &action, std::ptr::null_mut());
+        }
+        loop {
+            let mut status = 0;
+            let pid = libc::waitpid(-1, &mut status, 0);
+            if pid == command {
+                let code =
+                    if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 + libc::WTERMSIG(status) };
+                libc::_exit(code);
+            }
+            if pid < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                libc::_exit(127);
+            }
+        }
+    }
 }
 
 /// Runs the process to its end and returns its exit code (128 + N when killed by signal N).

@@ -55,6 +55,9 @@ pub struct Run {
     /// Mount the container's root filesystem read-only
     #[arg(long)]
     read_only: bool,
+    /// Run an init as PID 1 that forwards signals and reaps zombies
+    #[arg(long)]
+    init: bool,
     /// Seconds to wait after forwarding SIGTERM/SIGINT before SIGKILL
     #[arg(long, default_value = "10", value_name = "SECONDS")]
     stop_timeout: u64,
@@ -186,12 +189,16 @@ impl Run {
                 read_only: self.read_only,
                 etc_files: Some(etc.clone()),
                 cgroups,
+                init: self.init,
             };
             let child = match self.runtime.as_str() {
                 "berth" => runner::sandbox::spawn(&spec)?,
                 runtime => {
                     if !limits.is_empty() {
                         bail!("--memory, --pids-limit and --cpus work with berth's own runtime only");
+                    }
+                    if self.init {
+                        bail!("--init works with berth's own runtime only");
                     }
                     spawn_external(runtime, &spec, &mountpoint.with_extension("bundle"), &id)?
                 }

@@ -214,6 +214,26 @@ fn signals_timeouts_and_a_killed_berth() {
 }
 
 #[test]
+fn init_reaps_orphans_and_forwards_signals_to_a_command_that_ignores_them_as_pid_1() {
+    let Some(b) = setup() else { return };
+    // An orphan is reparented to PID 1; `sleep` as PID 1 never reaps it, berth's init does.
+    let script = "(sleep 0.1 &); (sleep 0.6; ps -o stat,comm | grep -c '^Z') & exec sleep 1";
+    let (_, out, _) = run(&b, &["busybox", "sh", "-c", script]);
+    assert_eq!(out.trim(), "1", "without --init the orphan stays a zombie");
+    let (_, out, _) = run(&b, &["--init", "busybox", "sh", "-c", script]);
+    assert_eq!(out.trim(), "0", "--init reaped the orphan");
+    let (code, out, _) = run(&b, &["--init", "busybox", "sh", "-c", "echo $$; exit 7"]);
+    assert_eq!((code, out.trim()), (7, "2"), "the command is PID 2 and its exit code passes through");
+    // sleep as PID 1 ignores SIGTERM (it took --stop-timeout above); behind --init it dies at once.
+    let child = b.cmd(&["run", "--init", "--stop-timeout", "20", "busybox", "sleep", "30"]).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let sent = std::time::Instant::now();
+    rustix::process::kill_process(rustix::process::Pid::from_child(&child), rustix::process::Signal::TERM).unwrap();
+    assert_eq!(child.wait_with_output().unwrap().status.code(), Some(143));
+    assert!(sent.elapsed() < std::time::Duration::from_secs(10), "the signal reached the command");
+}
+
+#[test]
 fn cgroup_limits_stop_a_fork_bomb_and_kill_a_memory_hog() {
     let Some(b) = setup() else { return };
     let (_, out, err) =
