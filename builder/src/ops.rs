@@ -459,6 +459,7 @@ impl LocalWorker<'_> {
             etc_files: Some(work.join("etc")),
             cgroups: vec![],
             init: false,
+            console_socket: None,
         };
         let mut tail = Tail::default();
         let code = self.executor.run(&spec, &mut |chunk| {

@@ -66,6 +66,10 @@ pub struct Spec {
     /// `--init`: PID 1 is a small init that forwards signals to the command and reaps
     /// orphaned processes, instead of the command itself.
     pub init: bool,
+    /// `-t`: the command gets a pty of the container's own devpts as its stdio and
+    /// controlling terminal; the master is sent over this unix socket (fd number in the
+    /// parent, inherited by the child) with SCM_RIGHTS, as runc's console socket does.
+    pub console_socket: Option<i32>,
 }
 
 /// A bind mount from the host: `-v HOST:CONTAINER[:ro]`.
@@ -365,6 +369,18 @@ fn enter(spec: &Spec) -> std::io::Result<()> {
         std::os::unix::fs::symlink(target, dev.join(link))?;
     }
     std::fs::create_dir_all(dev.join("shm"))?;
+    // The container's own pty instance: /dev/pts and /dev/ptmx, as runc makes them.
+    let pts = dev.join("pts");
+    std::fs::create_dir_all(&pts)?;
+    rustix::mount::mount(
+        "devpts",
+        &pts,
+        "devpts",
+        MountFlags::NOSUID | MountFlags::NOEXEC,
+        Some(c"newinstance,ptmxmode=0666,mode=0620"),
+    )
+    .map_err(errno)?;
+    std::os::unix::fs::symlink("pts/ptmx", dev.join("ptmx"))?;
     // Masked paths: /dev/null over files (checked to be the real 1:3), empty tmpfs over dirs.
     let null = std::fs::metadata("/dev/null")?;
     if std::os::unix::fs::MetadataExt::rdev(&null) != rustix::fs::makedev(1, 3) {
@@ -459,6 +475,35 @@ fn enter(spec: &Spec) -> std::io::Result<()> {
             command => init(command),
         }
     }
+    if let Some(socket) = spec.console_socket {
+        attach_pty(socket)?;
+    }
+    Ok(())
+}
+
+/// Opens a pty in the container's devpts, makes its slave the command's stdio and
+/// controlling terminal, and sends the master to berth over `socket`.
+fn attach_pty(socket: i32) -> std::io::Result<()> {
+    use rustix::pty::{ioctl_tiocgptpeer, openpt, unlockpt, OpenptFlags};
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).map_err(errno)?;
+    unlockpt(&master).map_err(errno)?;
+    let slave = ioctl_tiocgptpeer(&master, OpenptFlags::RDWR | OpenptFlags::NOCTTY).map_err(errno)?;
+    rustix::process::setsid().map_err(errno)?;
+    rustix::process::ioctl_tiocsctty(&slave).map_err(errno)?;
+    for fd in 0..3 {
+        // SAFETY: dup2 onto the stdio numbers of this process, which the exec keeps.
+        if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&slave), fd) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    // SAFETY: the socket number was inherited from berth and stays open until exec.
+    let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(socket) };
+    let fds = [std::os::fd::AsFd::as_fd(&master)];
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = rustix::net::SendAncillaryBuffer::new(&mut space);
+    control.push(rustix::net::SendAncillaryMessage::ScmRights(&fds));
+    rustix::net::sendmsg(socket, &[std::io::IoSlice::new(b"t")], &mut control, rustix::net::SendFlags::empty())
+        .map_err(errno)?;
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 
 pub mod archive;
 pub mod build;
+pub mod console;
 pub mod container;
 pub mod images;
 pub mod registry;

@@ -58,6 +58,12 @@ pub struct Run {
     /// Run an init as PID 1 that forwards signals and reaps zombies
     #[arg(long)]
     init: bool,
+    /// Keep stdin open and attach it to the container (without it the container's stdin is empty)
+    #[arg(short, long)]
+    interactive: bool,
+    /// Give the container a pty (sized like berth's terminal) as its stdio
+    #[arg(short, long)]
+    tty: bool,
     /// Seconds to wait after forwarding SIGTERM/SIGINT before SIGKILL
     #[arg(long, default_value = "10", value_name = "SECONDS")]
     stop_timeout: u64,
@@ -169,6 +175,11 @@ impl Run {
         let result = (|| -> Result<i32> {
             let rootfs = runner::rootfs::prepare(&store, &image, snapshotter.as_ref(), &key)
                 .with_context(|| format!("prepare the rootfs of {}", self.image))?;
+            let mut console = if self.tty && self.runtime == "berth" {
+                Some(super::console::Console::start(self.interactive)?)
+            } else {
+                None
+            };
             let spec = Spec {
                 rootfs,
                 mountpoint: mountpoint.clone(),
@@ -190,20 +201,35 @@ impl Run {
                 etc_files: Some(etc.clone()),
                 cgroups,
                 init: self.init,
+                console_socket: console.as_ref().and_then(super::console::Console::child_fd),
             };
             let child = match self.runtime.as_str() {
-                "berth" => runner::sandbox::spawn(&spec)?,
+                "berth" => {
+                    let mut cmd = runner::sandbox::command(&spec)?;
+                    if !self.interactive {
+                        cmd.stdin(std::process::Stdio::null());
+                    }
+                    let child = cmd.spawn().context("start the container")?;
+                    if let Some(c) = console.as_mut() {
+                        c.spawned();
+                    }
+                    child
+                }
                 runtime => {
                     if !limits.is_empty() {
                         bail!("--memory, --pids-limit and --cpus work with berth's own runtime only");
                     }
-                    if self.init {
-                        bail!("--init works with berth's own runtime only");
+                    if self.init || self.tty {
+                        bail!("--init and -t work with berth's own runtime only");
                     }
                     spawn_external(runtime, &spec, &mountpoint.with_extension("bundle"), &id)?
                 }
             };
-            supervise(child, self.stop_timeout, self.timeout)
+            let code = supervise(child, self.stop_timeout, self.timeout, console.as_ref());
+            if let Some(c) = console {
+                c.finish();
+            }
+            code
         })();
         if let Some(cg) = cgroup {
             cg.remove();
@@ -285,7 +311,12 @@ fn rand_id() -> u64 {
 
 /// Waits for the container, forwarding SIGTERM and SIGINT to it, then SIGKILL after
 /// `stop_timeout`; with `timeout`, stops it when time runs out and returns 124.
-fn supervise(mut child: std::process::Child, stop_timeout: u64, timeout: Option<u64>) -> Result<i32> {
+fn supervise(
+    mut child: std::process::Child,
+    stop_timeout: u64,
+    timeout: Option<u64>,
+    console: Option<&super::console::Console>,
+) -> Result<i32> {
     use rustix::process::{kill_process, Pid, Signal};
     use std::time::Duration;
     use tokio::signal::unix::{signal, SignalKind};
@@ -300,6 +331,7 @@ fn supervise(mut child: std::process::Child, stop_timeout: u64, timeout: Option<
             .map_err(|e| anyhow::anyhow!("watch the container process: {e}"))?;
         let mut term = signal(SignalKind::terminate()).context("listen for SIGTERM")?;
         let mut int = signal(SignalKind::interrupt()).context("listen for SIGINT")?;
+        let mut winch = signal(SignalKind::window_change()).context("listen for SIGWINCH")?;
         let far = Duration::from_secs(u64::MAX / 4);
         let deadline = tokio::time::sleep(timeout.map_or(far, Duration::from_secs));
         let kill_at = tokio::time::sleep(far);
@@ -317,6 +349,13 @@ fn supervise(mut child: std::process::Child, stop_timeout: u64, timeout: Option<
                 }
                 _ = term.recv() => Signal::TERM,
                 _ = int.recv() => Signal::INT,
+                _ = winch.recv() => {
+                    // The pty follows berth's terminal; the kernel tells the command.
+                    if let Some(c) = console {
+                        c.resize();
+                    }
+                    continue;
+                }
                 () = &mut deadline, if !timed_out => {
                     timed_out = true;
                     Signal::TERM

@@ -234,6 +234,36 @@ fn init_reaps_orphans_and_forwards_signals_to_a_command_that_ignores_them_as_pid
 }
 
 #[test]
+fn tty_gives_a_real_pty_and_interactive_attaches_stdin() {
+    let Some(b) = setup() else { return };
+    let (code, out, _) = run(&b, &["-t", "busybox", "tty"]);
+    assert_eq!((code, out.as_str()), (0, "/dev/pts/0\r\n"), "a pty of the container's own devpts (onlcr on)");
+    let (code, out, _) = run(&b, &["busybox", "tty"]);
+    assert_eq!((code, out.trim()), (1, "not a tty"));
+    // Without a terminal of berth's, the pty is docker's default 24x80.
+    let (_, out, _) = run(&b, &["-t", "busybox", "stty", "size"]);
+    assert_eq!(out.trim(), "24 80");
+    let (code, out, _) = run(&b, &["-t", "--init", "busybox", "sh", "-c", "tty; exit 4"]);
+    assert_eq!((code, out.trim()), (4, "/dev/pts/0"), "--init keeps the pty for the command");
+    // -i streams stdin in; without it the container's stdin is empty.
+    let feed = |args: &[&str]| {
+        use std::io::Write;
+        let mut full = vec!["run"];
+        full.extend_from_slice(args);
+        let mut child =
+            b.cmd(&full).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(b"hello from stdin\n").unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    assert_eq!(feed(&["-i", "busybox", "cat"]), (Some(0), "hello from stdin\n".to_owned()));
+    assert_eq!(feed(&["busybox", "cat"]), (Some(0), String::new()));
+    let (code, out) = feed(&["-i", "-t", "busybox", "sh", "-c", "read line; echo got $line; exit 5"]);
+    assert_eq!(code, Some(5));
+    assert!(out.contains("got hello from stdin"), "{out:?}");
+}
+
+#[test]
 fn cgroup_limits_stop_a_fork_bomb_and_kill_a_memory_hog() {
     let Some(b) = setup() else { return };
     let (_, out, err) =
