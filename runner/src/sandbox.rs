@@ -335,7 +335,8 @@ fn enter(spec: &Spec) -> std::io::Result<()> {
     }
     // If berth dies, so does the container (and with it every mount of its namespace).
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL)).map_err(errno)?;
-    let mut flags = UnshareFlags::NEWNS | UnshareFlags::NEWUTS | UnshareFlags::NEWIPC;
+    // The cgroup namespace comes after joining the limits: its root is the container's group.
+    let mut flags = UnshareFlags::NEWNS | UnshareFlags::NEWUTS | UnshareFlags::NEWIPC | UnshareFlags::NEWCGROUP;
     if spec.network == Network::None {
         flags |= UnshareFlags::NEWNET;
     }

@@ -48,6 +48,14 @@ fn the_process_is_pid_1_in_its_own_namespaces() {
     assert!(f[2].parse::<u32>().unwrap() <= 5, "only the container's processes are visible: {out}");
     let (_, out, _) = run(&b, &["busybox", "sh", "-c", "cat /proc/self/status | grep NoNewPrivs"]);
     assert!(out.contains('1'), "{out}");
+    // Mount, UTS, IPC, PID and cgroup namespaces of its own (net: see the network test).
+    let (_, out, _) =
+        run(&b, &["busybox", "sh", "-c", "for n in mnt uts ipc pid cgroup; do readlink /proc/self/ns/$n; done"]);
+    for (line, ns) in out.lines().zip(["mnt", "uts", "ipc", "pid", "cgroup"]) {
+        let host = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+        assert_ne!(line, host.to_string_lossy(), "{ns} namespace is the host's");
+    }
+    assert_eq!(out.lines().count(), 5, "{out}");
     let (_, out, _) = run(&b, &["busybox", "sh", "-c", "echo hi > /dev/null && head -c 4 /dev/zero | wc -c"]);
     assert_eq!(out.trim(), "4");
 }
@@ -272,9 +280,18 @@ fn cgroup_limits_stop_a_fork_bomb_and_kill_a_memory_hog() {
     let (code, _, _) =
         run(&b, &["--memory", "32m", "busybox", "sh", "-c", "x=$(head -c 100m /dev/zero | tr '\\0' a); echo ${#x}"]);
     assert_eq!(code, 137, "the hog is killed");
+    // Inside, its own cgroup namespace: every group it is in is its root.
     let (code, out, _) =
         run(&b, &["--memory", "64m", "--cpus", "0.5", "busybox", "sh", "-c", "grep -c berth /proc/self/cgroup"]);
-    assert_eq!((code, out.trim()), (0, "2"), "joined the memory and cpu groups");
+    assert_eq!((code, out.trim()), (1, "0"), "the container sees its groups as /");
+    // From the host: the process joined berth's memory and cpu groups.
+    let child = b.cmd(&["run", "--memory", "64m", "--cpus", "0.5", "busybox", "sleep", "2"]).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let kids = std::process::Command::new("pgrep").args(["-P", &child.id().to_string()]).output().unwrap();
+    let pid = String::from_utf8_lossy(&kids.stdout).lines().next().unwrap_or("").trim().to_owned();
+    let groups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let _ = child.wait_with_output();
+    assert_eq!(groups.matches("/berth/").count(), 2, "joined the memory and cpu groups: {groups}");
     for ctrl in ["memory", "pids", "cpu"] {
         let left = std::fs::read_dir(format!("/sys/fs/cgroup/{ctrl}/berth"))
             .map(|d| d.filter(|e| e.as_ref().unwrap().path().is_dir()).count())
