@@ -147,18 +147,8 @@ impl LocalWorker<'_> {
                 d.insert(url.to_owned(), file.clone());
             }
         }
-        let mut f = std::fs::File::open(&file).map_err(Error::io(format!("open {}", file.display())))?;
         let algo = checksum.map_or(oci::Algorithm::Sha256, |c| c.algorithm());
-        let mut h = algo.hasher();
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = f.read(&mut buf).map_err(Error::io(format!("read {}", file.display())))?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
-        let got = h.finish();
+        let got = crate::context::digest_file(&file, algo)?;
         if let Some(want) = checksum {
             if &got != want {
                 return Err(Error::at(

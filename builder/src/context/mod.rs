@@ -8,7 +8,6 @@
 
 pub mod ignore;
 
-use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -257,19 +256,17 @@ pub fn file_digest(path: &Path, meta: &std::fs::Metadata, cache: &dyn CacheStore
             return Ok(known.digest);
         }
     }
-    let mut f = std::fs::File::open(path).map_err(Error::io(format!("open {}", path.display())))?;
-    let mut h = oci::Algorithm::Sha256.hasher();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = f.read(&mut buf).map_err(Error::io(format!("read {}", path.display())))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    let digest = h.finish();
+    let digest = digest_file(path, oci::Algorithm::Sha256)?;
     cache.set_file(path, &FileStat { stat, digest: digest.clone() })?;
     Ok(digest)
+}
+
+/// The digest of a file's content, read once in a stream.
+pub fn digest_file(path: &Path, algorithm: oci::Algorithm) -> Result<oci::Digest> {
+    let f = std::fs::File::open(path).map_err(Error::io(format!("open {}", path.display())))?;
+    let mut r = oci::digest::HashingReader::new(std::io::BufReader::with_capacity(256 * 1024, f), algorithm);
+    std::io::copy(&mut r, &mut std::io::sink()).map_err(Error::io(format!("read {}", path.display())))?;
+    Ok(r.finish().1)
 }
 
 /// Cleans a context-relative path: `.` and leading `/` dropped, `..` resolved; None when

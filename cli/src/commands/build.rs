@@ -495,7 +495,7 @@ impl BuildDisplay {
         if let builder::Error::StepFailed { step, tail, at, .. } = e {
             self.line(&format!("------\n > {step}:"));
             for l in tail {
-                self.line(&format!("{l}"));
+                self.line(l);
             }
             self.line("------");
             self.line(&format!("{at}\n{:>5} | {}\n", at.line, at.excerpt));
