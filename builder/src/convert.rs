@@ -151,6 +151,19 @@ impl Scope {
             .map_or_else(Vec::new, |a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
     }
 
+    /// What `$NAME` means at this point of the stage: ENV over ARG, as docker scopes them.
+    /// The closure owns a snapshot, so the scope can change while it is used.
+    fn lookup(&self) -> impl Fn(&str) -> Option<String> + 'static {
+        let args = self.args.clone();
+        let env = self.env();
+        move |n: &str| {
+            env.iter()
+                .rev()
+                .find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == n).map(|(_, v)| v.to_owned()))
+                .or_else(|| args.get(n).cloned().flatten())
+        }
+    }
+
     fn workdir(&self) -> String {
         self.config.get("WorkingDir").and_then(Value::as_str).filter(|s| !s.is_empty()).unwrap_or("/").to_owned()
     }
@@ -210,6 +223,22 @@ impl<'a> Converter<'a> {
         };
         self.images.insert(reference.to_owned(), (vertex, config.clone()));
         Ok((vertex, config))
+    }
+
+    /// Adds the vertex of one instruction of a stage, named as the progress shows it.
+    #[allow(clippy::too_many_arguments)]
+    fn add_step(
+        &mut self,
+        scope: &mut Scope,
+        text: &str,
+        op: Op,
+        inputs: Vec<VertexId>,
+        stage: Option<&str>,
+        at: usize,
+        no_cache: bool,
+    ) -> VertexId {
+        let name = scope.next_name(text);
+        self.graph.add(Vertex { op, inputs, name, stage: stage.map(str::to_owned), at, no_cache })
     }
 
     /// A `--from` / `from=` value: a stage name or index, else an image reference.
@@ -343,21 +372,11 @@ impl<'a> Converter<'a> {
     ) -> Result<()> {
         let esc = df.escape;
         let err = |w: &Word, e: crate::dockerfile::expand::ExpandError| df.error(w.at + e.offset, e.message);
-        let lookup_scope = |scope: &Scope| {
-            let s = scope.args.clone();
-            let env = scope.env();
-            move |n: &str| {
-                env.iter()
-                    .rev()
-                    .find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == n).map(|(_, v)| v.to_owned()))
-                    .or_else(|| s.get(n).cloned().flatten())
-            }
-        };
         let no_cache = self.no_cache(stage);
         let text = ins.text.clone();
         match &ins.kind {
             Kind::Run(run) => {
-                let look = lookup_scope(scope);
+                let look = scope.lookup();
                 let args = match &run.command {
                     CommandForm::Exec(a) => a.clone(),
                     CommandForm::Shell(s) => scope.shell.iter().cloned().chain([s.clone()]).collect(),
@@ -419,15 +438,7 @@ impl<'a> Converter<'a> {
                 let user =
                     scope.config.get("User").and_then(Value::as_str).filter(|u| !u.is_empty()).map(str::to_owned);
                 let op = Op::Exec(ExecOp { args: args.clone(), env, cwd: workdir, user, host_network, mounts });
-                let name = scope.next_name(&text);
-                let v = self.graph.add(Vertex {
-                    op,
-                    inputs,
-                    name,
-                    stage: stage.map(str::to_owned),
-                    at: ins.span.start,
-                    no_cache,
-                });
+                let v = self.add_step(scope, &text, op, inputs, stage, ins.span.start, no_cache);
                 out.vertex = v;
                 let created = match &run.command {
                     CommandForm::Shell(s) => format!("RUN {} {s} # buildkit", scope.shell.join(" ")),
@@ -437,7 +448,7 @@ impl<'a> Converter<'a> {
             }
             Kind::Copy(copy) | Kind::Add(copy) => {
                 let is_add = matches!(ins.kind, Kind::Add(_));
-                let look = lookup_scope(scope);
+                let look = scope.lookup();
                 let exp = |w: &Word| expand_word(&w.raw, esc, &look).map_err(|e| err(w, e));
                 let mut sources = Vec::new();
                 let mut from_context = false;
@@ -519,20 +530,12 @@ impl<'a> Converter<'a> {
                     exclude,
                     unpack_archives: is_add,
                 });
-                let name = scope.next_name(&text);
-                let v = self.graph.add(Vertex {
-                    op,
-                    inputs,
-                    name,
-                    stage: stage.map(str::to_owned),
-                    at: ins.span.start,
-                    no_cache,
-                });
+                let v = self.add_step(scope, &text, op, inputs, stage, ins.span.start, no_cache);
                 out.vertex = v;
                 out.steps.push((format!("{text} # buildkit"), Some(v)));
             }
             Kind::Workdir(w) => {
-                let look = lookup_scope(scope);
+                let look = scope.lookup();
                 let dir = expand_word(&w.raw, esc, &look).map_err(|e| err(w, e))?;
                 let dir = join_path(&scope.workdir(), &dir);
                 scope.config.insert("WorkingDir".into(), json!(dir));
@@ -548,15 +551,7 @@ impl<'a> Converter<'a> {
                     exclude: vec![],
                     unpack_archives: false,
                 });
-                let name = scope.next_name(&text);
-                let v = self.graph.add(Vertex {
-                    op,
-                    inputs: vec![out.vertex],
-                    name,
-                    stage: stage.map(str::to_owned),
-                    at: ins.span.start,
-                    no_cache,
-                });
+                let v = self.add_step(scope, &text, op, vec![out.vertex], stage, ins.span.start, no_cache);
                 out.vertex = v;
                 out.steps.push((text, Some(v)));
             }
@@ -579,16 +574,7 @@ impl<'a> Converter<'a> {
     /// Instructions that only change the image config.
     fn metadata(&mut self, df: &Dockerfile, kind: &Kind, scope: &mut Scope) -> Result<()> {
         let esc = df.escape;
-        let look = {
-            let args = scope.args.clone();
-            let env = scope.env();
-            move |n: &str| {
-                env.iter()
-                    .rev()
-                    .find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == n).map(|(_, v)| v.to_owned()))
-                    .or_else(|| args.get(n).cloned().flatten())
-            }
-        };
+        let look = scope.lookup();
         let exp = |w: &Word| expand_word(&w.raw, esc, &look).map_err(|e| df.error(w.at + e.offset, e.message));
         let pairs = |w: &Word| key_values(&w.raw, esc, &look).map_err(|e| df.error(w.at + e.offset, e.message));
         let command = |c: &CommandForm, shell: &[String]| match c {
