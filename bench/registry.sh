@@ -11,7 +11,8 @@
 # and reports the fastest; BERTH (default target/release/berth) is the binary under test; S3=0
 # skips the S3 part; S3FS (default $BENCH_DIR/tools/bin/s3s-fs, installed with cargo when
 # missing) is the S3 server; KEEP_RUN=1 keeps the run directory (server logs, roots) instead of
-# removing it.
+# removing it; CLIENT=berth pushes and pulls with `berth push`/`berth pull` instead of skopeo
+# (the same client for both registries: skopeo's own speed otherwise bounds the figures).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -169,6 +170,42 @@ skopeo_copy() {
   secs=$(elapsed "$t0" "$t1")
 }
 
+CLIENT=${CLIENT:-skopeo}
+[ "$CLIENT" = skopeo ] || [ "$CLIENT" = berth ] || die "CLIENT must be skopeo or berth"
+
+# client_copy NAME DRIVER WHAT SRC DEST: skopeo_copy, or the same transfer with berth's client:
+# a push from a store holding the image, a pull into a fresh store.
+client_copy() {
+  [ "$CLIENT" = berth ] || {
+    skopeo_copy "$@"
+    return
+  }
+  local t0 t1 log=$RUN/$2-$1-berth-client.log ref=${5#docker://}
+  local src_root=$RUN/berth-client-src
+  if [ "$3" = push ]; then
+    if [ ! -d "$src_root" ]; then
+      BERTH_ROOT=$src_root "$BERTH" load -q -i "$IMG" >>"$log" 2>&1 || die "berth load $IMG: $(tail -n 1 "$log")"
+    fi
+    # The layout's image loads untagged: name it by its ID for this server's port.
+    BERTH_ROOT=$src_root "$BERTH" tag "$(BERTH_ROOT=$src_root "$BERTH" images -q | head -n 1)" "$ref" >>"$log" 2>&1 ||
+      die "berth tag: $(tail -n 1 "$log")"
+    sync
+    t0=$(now)
+    BERTH_ROOT=$src_root timeout 600 "$BERTH" push -q "$ref" >>"$log" 2>&1 || die "$1 ($2): berth push failed: $(tail -n 1 "$log")"
+    t1=$(now)
+  else
+    ref=${4#docker://}
+    rm -rf "$RUN/berth-client-dst"
+    sync
+    t0=$(now)
+    BERTH_ROOT=$RUN/berth-client-dst timeout 600 "$BERTH" pull -q "$ref" >>"$log" 2>&1 ||
+      die "$1 ($2): berth pull failed: $(tail -n 1 "$log")"
+    t1=$(now)
+    rm -rf "$RUN/berth-client-dst"
+  fi
+  secs=$(elapsed "$t0" "$t1")
+}
+
 # bench NAME LABEL DRIVER: RUNS pushes (each to a restarted server on fresh storage, so every
 # blob is really uploaded), then RUNS pulls and the wrk run against the last one; appends one
 # row to $RUN/rows-DRIVER.
@@ -181,7 +218,7 @@ bench() {
       rm -rf "$(data "$driver" "$name-$((r - 1))")"
     fi
     start "$name" "$driver" "$name-$r"
-    skopeo_copy "$name" "$driver" push "oci:$IMG:bench" "docker://127.0.0.1:$port/$REPO:$TAG"
+    client_copy "$name" "$driver" push "oci:$IMG:bench" "docker://127.0.0.1:$port/$REPO:$TAG"
     push=$(min "$secs" "$push")
     say "$name ($driver): push $r: $secs s"
   done
@@ -192,7 +229,7 @@ bench() {
   [ "sha256:$got" = "$manifest_digest" ] || die "$name: manifest GET returned sha256:$got"
 
   for ((r = 1; r <= RUNS; r++)); do
-    skopeo_copy "$name" "$driver" pull "docker://127.0.0.1:$port/$REPO:$TAG" "oci:$RUN/pull-$r:x"
+    client_copy "$name" "$driver" pull "docker://127.0.0.1:$port/$REPO:$TAG" "oci:$RUN/pull-$r:x"
     rm -rf "$RUN/pull-$r"
     pull=$(min "$secs" "$pull")
     say "$name ($driver): pull $r: $secs s"
