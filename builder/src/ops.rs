@@ -450,6 +450,7 @@ impl LocalWorker<'_> {
             cgroups: vec![],
             init: false,
             console_socket: None,
+            console_size: (24, 80),
         };
         let mut tail = Tail::default();
         let code = self.executor.run(&spec, &mut |chunk| {

@@ -70,6 +70,8 @@ pub struct Spec {
     /// controlling terminal; the master is sent over this unix socket (fd number in the
     /// parent, inherited by the child) with SCM_RIGHTS, as runc's console socket does.
     pub console_socket: Option<i32>,
+    /// The pty's size (rows, columns), set before the command starts.
+    pub console_size: (u16, u16),
 }
 
 /// A bind mount from the host: `-v HOST:CONTAINER[:ro]`.
@@ -477,17 +479,20 @@ fn enter(spec: &Spec) -> std::io::Result<()> {
         }
     }
     if let Some(socket) = spec.console_socket {
-        attach_pty(socket)?;
+        attach_pty(socket, spec.console_size)?;
     }
     Ok(())
 }
 
 /// Opens a pty in the container's devpts, makes its slave the command's stdio and
 /// controlling terminal, and sends the master to berth over `socket`.
-fn attach_pty(socket: i32) -> std::io::Result<()> {
+fn attach_pty(socket: i32, (rows, cols): (u16, u16)) -> std::io::Result<()> {
     use rustix::pty::{ioctl_tiocgptpeer, openpt, unlockpt, OpenptFlags};
     let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).map_err(errno)?;
     unlockpt(&master).map_err(errno)?;
+    // Sized before the command runs: it must never see 0x0.
+    let size = rustix::termios::Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    rustix::termios::tcsetwinsize(&master, size).map_err(errno)?;
     let slave = ioctl_tiocgptpeer(&master, OpenptFlags::RDWR | OpenptFlags::NOCTTY).map_err(errno)?;
     rustix::process::setsid().map_err(errno)?;
     rustix::process::ioctl_tiocsctty(&slave).map_err(errno)?;

@@ -31,7 +31,6 @@ impl Console {
             .name("berth-console".into())
             .spawn(move || {
                 let Ok(fd) = receive_fd(&ours) else { return };
-                set_size(&fd);
                 if interactive {
                     if let Ok(mut to) = fd.try_clone().map(std::fs::File::from) {
                         // Not joined: it may sit in a read of stdin when the container ends.
@@ -119,14 +118,20 @@ fn raw_stdin() -> Option<rustix::termios::Termios> {
     Some(saved)
 }
 
-/// Gives the pty berth's terminal size (stdout's, else stdin's), or 24x80 without one.
-fn set_size(master: &OwnedFd) {
-    let size = rustix::termios::tcgetwinsize(std::io::stdout())
+/// berth's terminal size (stdout's, else stdin's) as (rows, columns), or 24x80 without one.
+pub fn terminal_size() -> (u16, u16) {
+    rustix::termios::tcgetwinsize(std::io::stdout())
         .or_else(|_| rustix::termios::tcgetwinsize(std::io::stdin()))
         .ok()
         .filter(|w| w.ws_row > 0 && w.ws_col > 0)
-        .unwrap_or(rustix::termios::Winsize { ws_row: 24, ws_col: 80, ws_xpixel: 0, ws_ypixel: 0 });
-    let _ = rustix::termios::tcsetwinsize(master, size);
+        .map_or((24, 80), |w| (w.ws_row, w.ws_col))
+}
+
+/// Gives the pty berth's terminal size (on SIGWINCH).
+fn set_size(master: &OwnedFd) {
+    let (ws_row, ws_col) = terminal_size();
+    let _ =
+        rustix::termios::tcsetwinsize(master, rustix::termios::Winsize { ws_row, ws_col, ws_xpixel: 0, ws_ypixel: 0 });
 }
 
 /// Receives one fd sent with SCM_RIGHTS.
@@ -134,12 +139,19 @@ fn receive_fd(socket: &UnixStream) -> std::io::Result<OwnedFd> {
     let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = rustix::net::RecvAncillaryBuffer::new(&mut space);
     let mut byte = [0u8; 1];
-    rustix::net::recvmsg(
-        socket,
-        &mut [std::io::IoSliceMut::new(&mut byte)],
-        &mut control,
-        rustix::net::RecvFlags::CMSG_CLOEXEC,
-    )?;
+    loop {
+        // A signal (SIGWINCH, SIGCHLD) may interrupt the wait; the message is still coming.
+        match rustix::net::recvmsg(
+            socket,
+            &mut [std::io::IoSliceMut::new(&mut byte)],
+            &mut control,
+            rustix::net::RecvFlags::CMSG_CLOEXEC,
+        ) {
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+            Ok(_) => break,
+        }
+    }
     for msg in control.drain() {
         if let rustix::net::RecvAncillaryMessage::ScmRights(mut fds) = msg {
             if let Some(fd) = fds.next() {

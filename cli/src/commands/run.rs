@@ -202,6 +202,7 @@ impl Run {
                 cgroups,
                 init: self.init,
                 console_socket: console.as_ref().and_then(super::console::Console::child_fd),
+                console_size: super::console::terminal_size(),
             };
             let child = match self.runtime.as_str() {
                 "berth" => {
