@@ -4,7 +4,9 @@
 //! of live manifests. Untagged manifests that are not live lose their revision link;
 //! blobs that no live manifest reaches are deleted. Anything written within the grace
 //! period (an hour by default) is spared, so a push running during collection, whose
-//! blobs and manifests are not tagged yet, keeps them all.
+//! blobs and manifests are not tagged yet, keeps them all. Upload sessions that have not
+//! been written to for the upload age (a week by default, distribution's `uploadpurging`
+//! age) are abandoned: they are purged, bytes and multipart state alike.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, SystemTime};
@@ -24,7 +26,23 @@ pub struct GcReport {
     pub blobs: Vec<Digest>,
     /// Bytes those blobs held.
     pub bytes: u64,
+    /// Abandoned upload sessions purged, as (repository, upload id).
+    pub uploads: Vec<(String, String)>,
 }
+
+/// How a collection runs.
+#[derive(Debug, Clone, Copy)]
+pub struct GcOptions {
+    /// Only report.
+    pub dry_run: bool,
+    /// Manifests and blobs younger than this are spared.
+    pub grace: Duration,
+    /// Upload sessions untouched for this long are purged.
+    pub upload_age: Duration,
+}
+
+/// distribution's default `uploadpurging` age.
+pub const DEFAULT_UPLOAD_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 async fn young(registry: &Registry, path: &str, cutoff: SystemTime) -> Result<bool> {
     match registry.driver().stat(path).await {
@@ -34,12 +52,42 @@ async fn young(registry: &Registry, path: &str, cutoff: SystemTime) -> Result<bo
     }
 }
 
-/// Runs one mark-and-sweep; with `dry_run` it only reports.
+/// Runs one mark-and-sweep; with `dry_run` it only reports. Uploads age as by default.
 pub async fn collect(registry: &Registry, dry_run: bool, grace: Duration) -> Result<GcReport> {
+    collect_with(registry, GcOptions { dry_run, grace, upload_age: DEFAULT_UPLOAD_AGE }).await
+}
+
+/// Runs one mark-and-sweep and purges abandoned uploads, as `opts` say.
+pub async fn collect_with(registry: &Registry, opts: GcOptions) -> Result<GcReport> {
+    let GcOptions { dry_run, grace, upload_age } = opts;
+    let upload_cutoff = SystemTime::now().checked_sub(upload_age).unwrap_or(SystemTime::UNIX_EPOCH);
     let cutoff = SystemTime::now().checked_sub(grace).unwrap_or(SystemTime::UNIX_EPOCH);
     let driver = registry.driver().clone();
     let mut report = GcReport::default();
     let mut marked: BTreeSet<Digest> = BTreeSet::new();
+
+    for repo in registry.repositories_with("_uploads").await? {
+        for id in list(registry, &paths::uploads_dir(&repo)).await? {
+            // The last write tells an abandoned session from a slow one.
+            let data = paths::upload_data(&repo, &id);
+            let last = match driver.stat(&data).await {
+                Ok(i) => i.modified,
+                Err(e) if e.is_not_found() => match driver.stat(&paths::upload_started(&repo, &id)).await {
+                    Ok(i) => i.modified,
+                    Err(e) if e.is_not_found() => continue,
+                    Err(e) => return Err(e.into()),
+                },
+                Err(e) => return Err(e.into()),
+            };
+            if last > upload_cutoff {
+                continue;
+            }
+            report.uploads.push((repo.clone(), id.clone()));
+            if !dry_run {
+                driver.delete(&paths::upload_dir(&repo, &id)).await?;
+            }
+        }
+    }
 
     for repo in registry.catalog().await? {
         let name = repo.parse()?;

@@ -80,6 +80,11 @@ pub fn referrer_link(name: &str, subject: &Digest, manifest: &Digest) -> String 
     format!("{}/{}/{}/link", referrers_dir(name, subject), manifest.algorithm().as_str(), manifest.hex())
 }
 
+/// A repository's upload sessions.
+pub fn uploads_dir(name: &str) -> String {
+    format!("{ROOT}/repositories/{name}/_uploads")
+}
+
 /// An upload session's directory.
 pub fn upload_dir(name: &str, id: &str) -> String {
     format!("{ROOT}/repositories/{name}/_uploads/{id}")

@@ -183,7 +183,7 @@ async fn shutdown_signal() {
     }
 }
 
-/// Delete untagged manifests and blobs no manifest uses
+/// Delete untagged manifests, blobs no manifest uses and abandoned uploads
 #[derive(Debug, Args)]
 #[command(
     after_help = "Examples:\n  berth registry gc --root /srv/registry --dry-run\n  berth registry gc -c /etc/berth/registry.toml"
@@ -197,6 +197,9 @@ struct Gc {
     /// Spare anything written within this long (pushes running now stay safe)
     #[arg(long, default_value = "1h", value_parser = super::images::parse_duration)]
     grace: Duration,
+    /// Purge upload sessions not written to for this long (distribution's uploadpurging age)
+    #[arg(long, default_value = "7d", value_parser = super::images::parse_duration)]
+    upload_age: Duration,
 }
 
 impl Gc {
@@ -205,7 +208,9 @@ impl Gc {
         let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
         let report = rt.block_on(async {
             let driver = open_driver(&cfg).await?;
-            anyhow::Ok(registry::gc::collect(&Registry::new(driver), self.dry_run, self.grace).await?)
+            let opts =
+                registry::gc::GcOptions { dry_run: self.dry_run, grace: self.grace, upload_age: self.upload_age };
+            anyhow::Ok(registry::gc::collect_with(&Registry::new(driver), opts).await?)
         })?;
         let verb = if self.dry_run { "would delete" } else { "deleted" };
         for (repo, d) in &report.manifests {
@@ -214,11 +219,15 @@ impl Gc {
         for d in &report.blobs {
             println!("{verb} blob {d}");
         }
+        for (repo, id) in &report.uploads {
+            println!("{verb} upload {repo}/{id}");
+        }
         println!(
-            "{} manifests and {} blobs ({}) {verb}",
+            "{} manifests, {} blobs ({}) and {} abandoned uploads {verb}",
             report.manifests.len(),
             report.blobs.len(),
-            crate::format::size(report.bytes)
+            crate::format::size(report.bytes),
+            report.uploads.len()
         );
         Ok(())
     }

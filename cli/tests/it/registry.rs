@@ -307,7 +307,16 @@ fn registry_gc_from_the_command_line() {
     let out = b.ok(&["registry", "gc", "--root", &p(&root), "--dry-run", "--grace", "0s"]);
     assert!(out.contains(&format!("would delete blob {d}")), "{out}");
     let out = b.ok(&["registry", "gc", "--root", &p(&root), "--grace", "0s"]);
-    assert!(out.contains("0 manifests and 1 blobs"), "{out}");
+    assert!(out.contains("0 manifests, 1 blobs"), "{out}");
     let out = b.ok(&["registry", "gc", "--root", &p(&root), "--grace", "0s"]);
-    assert!(out.contains("0 manifests and 0 blobs"), "{out}");
+    assert!(out.contains("0 manifests, 0 blobs"), "{out}");
+    // An upload left behind is purged once it is older than --upload-age.
+    let server = Server::start(&root, &[]);
+    let (status, _, _) = http(&server.addr, "POST", "/v2/o/blobs/uploads/", &[], b"");
+    assert_eq!(status, 202);
+    drop(server);
+    let out = b.ok(&["registry", "gc", "--root", &p(&root)]);
+    assert!(out.contains("and 0 abandoned uploads"), "a fresh upload is kept: {out}");
+    let out = b.ok(&["registry", "gc", "--root", &p(&root), "--upload-age", "0s"]);
+    assert!(out.contains("deleted upload o/") && out.contains("and 1 abandoned uploads"), "{out}");
 }

@@ -15,13 +15,19 @@ impl Registry {
 
     /// Every repository that holds a manifest, sorted.
     pub async fn catalog(&self) -> Result<Vec<String>> {
+        self.repositories_with("_manifests").await
+    }
+
+    /// Repository names whose directory holds `marker` (`_manifests`: those with content;
+    /// `_uploads`: those with upload sessions, which gc looks at), sorted.
+    pub async fn repositories_with(&self, marker: &str) -> Result<Vec<String>> {
         let mut out = Vec::new();
         let mut stack = vec![String::new()];
         let root = paths::repositories();
         while let Some(prefix) = stack.pop() {
             let dir = if prefix.is_empty() { root.clone() } else { format!("{root}/{prefix}") };
             let children = self.list_or_empty(&dir).await?;
-            if children.iter().any(|c| c == "_manifests") {
+            if children.iter().any(|c| c == marker) {
                 out.push(prefix.clone());
             }
             for c in children.into_iter().filter(|c| !c.starts_with('_')) {

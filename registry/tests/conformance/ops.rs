@@ -68,6 +68,27 @@ async fn gc_sweeps_untagged_manifests_and_unreferenced_blobs() {
 }
 
 #[tokio::test]
+async fn gc_purges_abandoned_uploads_and_keeps_recent_ones() {
+    let c = Client::new();
+    let r = c.send(Method::POST, "/v2/up/blobs/uploads/", &[], Body::empty()).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let location = r.headers.get("location").and_then(|v| v.to_str().ok()).unwrap().to_owned();
+    let registry = c.state.registry.clone();
+    let aged = |upload_age| registry::gc::GcOptions { dry_run: false, grace: Duration::ZERO, upload_age };
+    // A session written to just now is not abandoned.
+    let r = registry::gc::collect_with(&registry, aged(Duration::from_secs(3600))).await.unwrap();
+    assert!(r.uploads.is_empty(), "{:?}", r.uploads);
+    assert_eq!(c.get(&location).await.status, StatusCode::NO_CONTENT);
+    // Past the upload age it is purged, and the client is told it is unknown.
+    let r = registry::gc::collect_with(&registry, aged(Duration::ZERO)).await.unwrap();
+    assert_eq!(r.uploads.len(), 1, "{:?}", r.uploads);
+    assert_eq!(r.uploads[0].0, "up");
+    let gone = c.get(&location).await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    assert!(String::from_utf8_lossy(&gone.body).contains("BLOB_UPLOAD_UNKNOWN"));
+}
+
+#[tokio::test]
 async fn gc_keeps_children_of_tagged_indexes_and_referrers() {
     let c = Client::new();
     let child = c.image_manifest("gi", b"arm layer", None).await;
