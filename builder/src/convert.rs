@@ -440,9 +440,23 @@ impl<'a> Converter<'a> {
                 let op = Op::Exec(ExecOp { args: args.clone(), env, cwd: workdir, user, host_network, mounts });
                 let v = self.add_step(scope, &text, op, inputs, stage, ins.span.start, no_cache);
                 out.vertex = v;
+                // As docker writes it: `|N K=V ...` for the build args in scope (proxies excepted).
+                let args_in_scope: Vec<String> = scope
+                    .args
+                    .iter()
+                    .filter(|(k, v)| !k.starts_with('\u{0}') && v.is_some())
+                    .map(|(k, v)| format!("{k}={}", v.as_deref().unwrap_or("")))
+                    .collect();
+                let prefix = if args_in_scope.is_empty() {
+                    String::new()
+                } else {
+                    format!("|{} {} ", args_in_scope.len(), args_in_scope.join(" "))
+                };
                 let created = match &run.command {
-                    CommandForm::Shell(s) => format!("RUN {} {s} # buildkit", scope.shell.join(" ")),
-                    CommandForm::Exec(a) => format!("RUN {} # buildkit", serde_json::to_string(a).unwrap_or_default()),
+                    CommandForm::Shell(s) => format!("RUN {prefix}{} {s} # buildkit", scope.shell.join(" ")),
+                    CommandForm::Exec(a) => {
+                        format!("RUN {prefix}{} # buildkit", serde_json::to_string(a).unwrap_or_default())
+                    }
                 };
                 out.steps.push((created, Some(v)));
             }
@@ -558,14 +572,8 @@ impl<'a> Converter<'a> {
             meta => {
                 self.metadata(df, meta, scope)?;
                 scope.next_name(&text);
-                let created = match meta {
-                    // Build args stay out of the history, as docker keeps them.
-                    Kind::Arg(_) => None,
-                    _ => Some(text),
-                };
-                if let Some(c) = created {
-                    out.steps.push((c, None));
-                }
+                // As written (an ARG line shows its default, never the --build-arg value).
+                out.steps.push((text, None));
             }
         }
         Ok(())

@@ -427,10 +427,13 @@ impl LocalWorker<'_> {
             Some(Mount::Overlay { lower, .. }) => lower.clone(),
             _ => vec![],
         };
+        // The sandbox's own mount targets too: /etc/hosts and friends, /proc, /dev.
+        let sandbox_targets = ["/etc/hostname", "/etc/hosts", "/etc/resolv.conf", "/proc", "/dev"].map(String::from);
         let scaffold: Vec<String> = volumes
             .iter()
             .map(|vol| vol.container.clone())
             .chain(tmpfs.iter().map(|t| t.split(':').next().unwrap_or(t).to_owned()))
+            .chain(sandbox_targets)
             .filter(|t| !exists_in(&lowers, &upper, t))
             .collect();
         let spec = Spec {
@@ -467,8 +470,11 @@ impl LocalWorker<'_> {
         }
         drop(locks);
         let code = code.map_err(Error::runner(format!("{}: start the process", v.name)))?;
-        for t in scaffold {
-            remove_scaffold(&upper, &t);
+        for t in &scaffold {
+            remove_scaffold(&upper, t);
+        }
+        for t in &scaffold {
+            remove_copied_up_parents(&upper, &lowers, t);
         }
         if code != 0 {
             return Err(Error::StepFailed {
@@ -940,6 +946,27 @@ fn exists_in(lowers: &[PathBuf], upper: &Path, target: &str) -> bool {
 }
 
 /// Removes a mount target a RUN step's sandbox created (an empty file or directory).
+/// After the scaffolding is gone, its parent directories may be left in the upper directory
+/// as overlayfs copied them up: empty, not opaque, with the lower directory's mode and owner.
+/// Those are no change, and are removed so that they make no layer entry.
+fn remove_copied_up_parents(upper: &Path, lowers: &[PathBuf], target: &str) {
+    let mut rel = Path::new(target.trim_start_matches('/')).parent();
+    while let Some(dir) = rel.filter(|d| !d.as_os_str().is_empty()) {
+        let up = upper.join(dir);
+        let Ok(meta) = std::fs::symlink_metadata(&up) else { break };
+        let empty = std::fs::read_dir(&up).is_ok_and(|mut d| d.next().is_none());
+        let opaque = rustix::fs::getxattr(&up, "trusted.overlay.opaque", &mut [0u8; 4]).is_ok();
+        let same_as_lower = lowers
+            .iter()
+            .find_map(|l| std::fs::symlink_metadata(l.join(dir)).ok())
+            .is_some_and(|l| l.is_dir() && l.mode() == meta.mode() && l.uid() == meta.uid() && l.gid() == meta.gid());
+        if !(meta.is_dir() && empty && !opaque && same_as_lower) || std::fs::remove_dir(&up).is_err() {
+            break;
+        }
+        rel = dir.parent();
+    }
+}
+
 fn remove_scaffold(upper: &Path, target: &str) {
     let p = upper.join(target.trim_start_matches('/'));
     if let Ok(m) = std::fs::symlink_metadata(&p) {

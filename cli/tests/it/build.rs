@@ -407,3 +407,56 @@ fn rawjson_progress_is_one_json_object_per_line_and_quiet_prints_only_the_id() {
         "the -q ID is the image ID: {id}"
     );
 }
+
+#[test]
+fn build_args_scope_like_docker() {
+    let Some(b) = setup() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        r#"ARG GLOBAL=g1
+ARG BASE=busybox:latest
+FROM ${BASE}
+# A global ARG reaches a stage only through an ARG line; before it, it is unset.
+RUN test -z "$GLOBAL"
+ARG GLOBAL
+ARG LOCAL=l1
+ARG TARGETOS
+RUN echo "global=$GLOBAL local=$LOCAL os=$TARGETOS undeclared=$UNDECLARED proxy=$HTTP_PROXY" > /args.txt
+ENV LOCAL=from-env
+RUN echo "env wins: $LOCAL" >> /args.txt
+"#,
+    )
+    .unwrap();
+    let (ok, log) = build(
+        &b,
+        &[
+            "-t",
+            "args:1",
+            "--build-arg",
+            "GLOBAL=override",
+            "--build-arg",
+            "UNDECLARED=nope",
+            "--build-arg",
+            "HTTP_PROXY=http://proxy.invalid:3128",
+            &p(dir.path()),
+        ],
+    );
+    assert!(ok, "{log}");
+    assert_eq!(
+        b.ok(&["run", "--rm", "args:1", "cat", "/args.txt"]),
+        "global=override local=l1 os=linux undeclared= proxy=http://proxy.invalid:3128\nenv wins: from-env\n"
+    );
+    // The history names the build args a RUN saw, as docker's does; proxies stay out of it.
+    let history = b.ok(&["history", "--no-trunc", "args:1"]);
+    assert!(history.contains("RUN |3 GLOBAL=override LOCAL=l1 TARGETOS=linux"), "{history}");
+    assert!(!history.contains("proxy.invalid"), "{history}");
+    let inspect: serde_json::Value = serde_json::from_str(&b.ok(&["inspect", "args:1"])).unwrap();
+    assert!(!inspect.to_string().contains("proxy.invalid"));
+    // `RUN test ...` changed no file: no layer (the sandbox's mount targets are not content),
+    // and its history entry says so.
+    let diff_ids = inspect[0]["RootFS"]["diff_ids"].as_array().unwrap().len();
+    assert_eq!(diff_ids, 3, "busybox + the two RUNs that wrote /args.txt: {inspect}");
+    let empty = inspect[0]["History"].as_array().unwrap().iter().filter(|h| h["empty_layer"] == true).count();
+    assert!(empty >= 3, "ARG-free RUN test, ENV: {inspect}");
+}
