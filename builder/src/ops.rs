@@ -133,6 +133,11 @@ fn unique(tag: &str, id: VertexId) -> String {
 }
 
 impl LocalWorker<'_> {
+    /// An error at the Dockerfile line of step `v`.
+    fn err_at(&self, v: &Vertex, message: impl Into<String>) -> Error {
+        Error::at(self.dockerfile.0, self.dockerfile.1, v.at, message)
+    }
+
     /// Downloads `url` once per build (kept for the copy) and returns its digest, checked
     /// against `--checksum` when given.
     fn download(&self, v: &Vertex, url: &str, checksum: Option<&oci::Digest>) -> Result<oci::Digest> {
@@ -140,9 +145,7 @@ impl LocalWorker<'_> {
         std::fs::create_dir_all(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
         let file = dir.join(oci::Digest::of(url.as_bytes()).hex());
         if !self.downloads.lock().is_ok_and(|d| d.contains_key(url)) {
-            (self.fetch)(url, &file).map_err(|e| {
-                Error::at(self.dockerfile.0, self.dockerfile.1, v.at, format!("ADD {url}: {}", oci::error::chain(&e)))
-            })?;
+            (self.fetch)(url, &file).map_err(|e| self.err_at(v, format!("ADD {url}: {}", oci::error::chain(&e))))?;
             if let Ok(mut d) = self.downloads.lock() {
                 d.insert(url.to_owned(), file.clone());
             }
@@ -151,10 +154,8 @@ impl LocalWorker<'_> {
         let got = crate::context::digest_file(&file, algo)?;
         if let Some(want) = checksum {
             if &got != want {
-                return Err(Error::at(
-                    self.dockerfile.0,
-                    self.dockerfile.1,
-                    v.at,
+                return Err(self.err_at(
+                    v,
                     format!("ADD {url}: checksum mismatch: --checksum says {want}, the download is {got}"),
                 ));
             }
@@ -164,9 +165,7 @@ impl LocalWorker<'_> {
 
     fn at(&self, v: &Vertex, e: Error) -> Error {
         match e {
-            Error::Context { path, reason } => {
-                Error::at(self.dockerfile.0, self.dockerfile.1, v.at, format!("{path}: {reason}"))
-            }
+            Error::Context { path, reason } => self.err_at(v, format!("{path}: {reason}")),
             other => other,
         }
     }
@@ -278,19 +277,12 @@ impl LocalWorker<'_> {
                         }
                         Some(input) => {
                             // A stage's or image's filesystem, mounted read-only for this step.
-                            let chain = self.chain(&inputs[input].layers)?;
-                            let view_key = format!("{key}-view-{i}");
-                            let view = self
-                                .snapshotter
-                                .view(&view_key, chain.as_deref())
-                                .map_err(Error::runner("view a stage"))?;
-                            views.push(view_key);
-                            let dir = work.join(format!("mount-{i}"));
-                            std::fs::create_dir_all(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
-                            mount_all(&view, &dir)?;
+                            let view = self.view_of(&inputs[input].layers)?;
                             let sub = spec.source.as_deref().unwrap_or("/");
-                            crate::context::resolve_in_root(&dir, sub)
-                                .map_err(Error::io(format!("RUN --mount from={:?}: source {sub}", spec.from)))?
+                            let host = crate::context::resolve_in_root(&view.dir, sub)
+                                .map_err(Error::io(format!("RUN --mount from={:?}: source {sub}", spec.from)))?;
+                            views.push(view);
+                            host
                         }
                     };
                     let host = if spec.read_only {
@@ -343,23 +335,11 @@ impl LocalWorker<'_> {
                         }
                         // from=: a new cache starts as a copy of a stage's or image's directory.
                         if let Some(input) = m.input {
-                            let chain = self.chain(&inputs[input].layers)?;
-                            let view_key = format!("{key}-seed-{i}");
-                            let view = self
-                                .snapshotter
-                                .view(&view_key, chain.as_deref())
-                                .map_err(Error::runner("view a stage"))?;
-                            let seed = work.join(format!("seed-{i}"));
-                            std::fs::create_dir_all(&seed).map_err(Error::io(format!("create {}", seed.display())))?;
-                            let copied = mount_all(&view, &seed).and_then(|()| {
-                                let src = spec.source.as_deref().unwrap_or("/");
-                                let from = crate::context::resolve_in_root(&seed, src)
-                                    .map_err(Error::io(format!("RUN --mount=type=cache,from: source {src}")))?;
-                                runner::snapshot::copy_dir(&from, &dir).map_err(Error::runner("seed a cache mount"))
-                            });
-                            let _ = runner::snapshot::unmount(&seed);
-                            let _ = self.snapshotter.remove(&view_key);
-                            copied?;
+                            let view = self.view_of(&inputs[input].layers)?;
+                            let src = spec.source.as_deref().unwrap_or("/");
+                            let from = crate::context::resolve_in_root(&view.dir, src)
+                                .map_err(Error::io(format!("RUN --mount=type=cache,from: source {src}")))?;
+                            runner::snapshot::copy_dir(&from, &dir).map_err(Error::runner("seed a cache mount"))?;
                         }
                     }
                     volumes.push(Volume { host: dir, container: spec.target.clone(), read_only: spec.read_only });
@@ -460,14 +440,7 @@ impl LocalWorker<'_> {
             tail.push(chunk);
             self.progress.event(Event::Output { id, data: chunk.to_vec() });
         });
-        for dir in (0..e.mounts.len()).map(|i| work.join(format!("mount-{i}"))) {
-            if dir.exists() {
-                let _ = runner::snapshot::unmount(&dir);
-            }
-        }
-        for view in views {
-            let _ = self.snapshotter.remove(&view);
-        }
+        drop(views);
         drop(locks);
         let code = code.map_err(Error::runner(format!("{}: start the process", v.name)))?;
         for t in &scaffold {
@@ -516,9 +489,8 @@ impl LocalWorker<'_> {
         let result = with_rootfs(&mounts, &self.root.join("tmp").join(&key), &|root| {
             let chown = match &c.chown {
                 Some(u) => {
-                    let (uid, gid, _) = runner::sandbox::resolve_user(&mounts, u).map_err(|e| {
-                        Error::at(self.dockerfile.0, self.dockerfile.1, v.at, format!("--chown={u}: {e}"))
-                    })?;
+                    let (uid, gid, _) = runner::sandbox::resolve_user(&mounts, u)
+                        .map_err(|e| self.err_at(v, format!("--chown={u}: {e}")))?;
                     Some((uid, gid))
                 }
                 None => None,
@@ -566,9 +538,9 @@ impl LocalWorker<'_> {
     ) -> Result<()> {
         let owner = dest_root.and_then(|(_, o)| o).unwrap_or((0, 0));
         let owner = match (&c.chown, dest_root) {
-            (Some(u), None) => numeric_owner(u).ok_or_else(|| {
-                Error::at(self.dockerfile.0, self.dockerfile.1, v.at, "COPY --link --chown takes numeric ids (uid:gid)")
-            })?,
+            (Some(u), None) => {
+                numeric_owner(u).ok_or_else(|| self.err_at(v, "COPY --link --chown takes numeric ids (uid:gid)"))?
+            }
             _ => owner,
         };
         let dest_rel = c.dest.trim_start_matches('/').to_owned();
@@ -749,13 +721,13 @@ impl LocalWorker<'_> {
         let chain = self.chain(layers)?;
         let key = unique("from", 0);
         let mounts = self.snapshotter.view(&key, chain.as_deref()).map_err(Error::runner("view a stage"))?;
-        let dir = self.root.join("tmp").join(&key);
-        std::fs::create_dir_all(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
-        let view = View { snapshotter: self.snapshotter, key, dir, mounted: false };
-        let mut view = view;
+        let mut view =
+            View { snapshotter: self.snapshotter, dir: self.root.join("tmp").join(&key), key, mounted: false };
         match mounts.as_slice() {
+            // One layer: its directory is the view, nothing to mount.
             [Mount::Bind { source, .. }] => view.dir = source.clone(),
             _ => {
+                std::fs::create_dir_all(&view.dir).map_err(Error::io(format!("create {}", view.dir.display())))?;
                 mount_all(&mounts, &view.dir)?;
                 view.mounted = true;
             }
@@ -981,50 +953,30 @@ fn remove_scaffold(upper: &Path, target: &str) {
 }
 
 /// A local file ADD unpacks: a tar, plain or compressed (gzip, zstd); None for other files.
+/// The file is opened once; the bytes read to recognise it are put back in front.
 fn archive_entries(path: &Path) -> Result<Option<tar::Archive<Box<dyn Read>>>> {
-    let mut f = std::fs::File::open(path).map_err(Error::io(format!("open {}", path.display())))?;
-    let mut head = [0u8; 512];
-    let mut n = 0;
-    while n < head.len() {
-        match f.read(&mut head[n..]).map_err(Error::io(format!("read {}", path.display())))? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    let compression = Compression::detect(&head[..n]);
-    let is_tar_header = |b: &[u8]| b.len() >= 262 && &b[257..262] == b"ustar";
-    let plain_tar = compression == Compression::None && is_tar_header(&head[..n]);
-    if compression == Compression::None && !plain_tar {
-        return Ok(None);
-    }
-    let f = std::fs::File::open(path).map_err(Error::io(format!("open {}", path.display())))?;
-    let reader: Box<dyn Read> = match compression {
-        Compression::None => Box::new(f),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(f)),
-        Compression::Zstd => {
-            Box::new(zstd::stream::read::Decoder::new(f).map_err(Error::io(format!("read {}", path.display())))?)
-        }
+    let read_err = || Error::io(format!("read {}", path.display()));
+    let file = std::fs::File::open(path).map_err(Error::io(format!("open {}", path.display())))?;
+    let (head, file) = peek(Box::new(file), 512).map_err(read_err())?;
+    let decoded: Box<dyn Read> = match Compression::detect(&head) {
+        Compression::None => file,
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(file).map_err(read_err())?),
     };
     // A compressed file that is not a tar inside is copied as it is.
-    let mut probe: Box<dyn Read> = match compression {
-        Compression::None => return Ok(Some(tar::Archive::new(reader))),
-        Compression::Gzip => {
-            Box::new(flate2::read::MultiGzDecoder::new(std::fs::File::open(path).map_err(Error::io("open"))?))
-        }
-        Compression::Zstd => Box::new(
-            zstd::stream::read::Decoder::new(std::fs::File::open(path).map_err(Error::io("open"))?)
-                .map_err(Error::io("open"))?,
-        ),
+    let (inner, decoded) = match peek(decoded, 512) {
+        Ok(peeked) => peeked,
+        Err(_) => return Ok(None),
     };
-    let mut inner = [0u8; 512];
-    let mut k = 0;
-    while k < inner.len() {
-        match probe.read(&mut inner[k..]) {
-            Ok(0) | Err(_) => break,
-            Ok(m) => k += m,
-        }
-    }
-    Ok(if is_tar_header(&inner[..k]) { Some(tar::Archive::new(reader)) } else { None })
+    let is_tar = inner.len() >= 262 && &inner[257..262] == b"ustar";
+    Ok(is_tar.then(|| tar::Archive::new(decoded)))
+}
+
+/// Reads up to `n` bytes of `r` and returns them with a reader that yields them again first.
+fn peek(mut r: Box<dyn Read>, n: usize) -> std::io::Result<(Vec<u8>, Box<dyn Read>)> {
+    let mut head = Vec::with_capacity(n);
+    (&mut r).take(n as u64).read_to_end(&mut head)?;
+    Ok((head.clone(), Box::new(std::io::Cursor::new(head).chain(r))))
 }
 
 /// The last lines a step printed, for the error report.

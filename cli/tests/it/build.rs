@@ -460,3 +460,20 @@ RUN echo "env wins: $LOCAL" >> /args.txt
     let empty = inspect[0]["History"].as_array().unwrap().iter().filter(|h| h["empty_layer"] == true).count();
     assert!(empty >= 3, "ARG-free RUN test, ENV: {inspect}");
 }
+
+#[test]
+fn target_builds_only_that_stage_and_label_lands_in_the_config() {
+    let Some(b) = setup() else { return };
+    let (ok, log) =
+        build(&b, &["--target", "a", "--label", "org.example.ci=yes", "-t", "only-a:1", &p(&fixture("multistage"))]);
+    assert!(ok, "{log}");
+    let ran = steps_that_ran(&log);
+    assert!(ran.iter().all(|l| l.contains("[a ")), "stages a does not need ran: {ran:?}");
+    assert_eq!(b.ok(&["run", "--rm", "only-a:1", "cat", "/a.txt"]), "a: from a\n");
+    let b_file = b.output(&["run", "--rm", "only-a:1", "test", "-e", "/b.txt"]);
+    assert_eq!(b_file.status.code(), Some(1), "stage b's file is not in stage a");
+    let inspect: serde_json::Value = serde_json::from_str(&b.ok(&["inspect", "only-a:1"])).unwrap();
+    assert_eq!(inspect[0]["Config"]["Labels"]["org.example.ci"], "yes", "{inspect}");
+    let out = b.output(&["build", "--target", "nosuch", &p(&fixture("multistage"))]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("nosuch"));
+}
