@@ -255,8 +255,6 @@ impl LocalWorker<'_> {
         let work = self.root.join("tmp").join(key);
         std::fs::create_dir_all(work.join("rootfs")).map_err(Error::io(format!("create {}", work.display())))?;
         let _work_cleanup = RemoveOnDrop(work.clone());
-        runner::sandbox::write_etc_files(&work.join("etc"), "buildkitsandbox", e.host_network)
-            .map_err(Error::io(format!("write {}", work.display())))?;
         let mut env = e.env.clone();
         let mut volumes = Vec::new();
         let mut tmpfs = Vec::new();
@@ -407,8 +405,8 @@ impl LocalWorker<'_> {
             Some(Mount::Overlay { lower, .. }) => lower.clone(),
             _ => vec![],
         };
-        // The sandbox's own mount targets too: /etc/hosts and friends, /proc, /dev.
-        let sandbox_targets = ["/etc/hostname", "/etc/hosts", "/etc/resolv.conf", "/proc", "/dev"].map(String::from);
+        // The sandbox's own mount targets too: /etc/hosts and friends, /proc, /sys, /dev.
+        let sandbox_targets = runner::sandbox::MOUNTPOINTS.map(|(rel, _)| format!("/{rel}"));
         let scaffold: Vec<String> = volumes
             .iter()
             .map(|vol| vol.container.clone())
@@ -429,7 +427,7 @@ impl LocalWorker<'_> {
             volumes,
             tmpfs,
             read_only: false,
-            etc_files: Some(work.join("etc")),
+            etc: Some(runner::sandbox::EtcFiles::new("buildkitsandbox", e.host_network)),
             cgroups: vec![],
             init: false,
             console_socket: None,
@@ -766,30 +764,7 @@ impl Drop for RemoveOnDrop {
 /// mount a step makes (overlay roots, stage views) is gone when the step ends, even if
 /// berth dies half-way. Threads `f` starts, and their children, share that namespace.
 fn in_private_mounts<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
-    if !rustix::process::geteuid().is_root() {
-        return f();
-    }
-    std::thread::scope(|s| {
-        let worker = std::thread::Builder::new().name("berth-step".into()).spawn_scoped(s, || {
-            // SAFETY: unsharing the mount namespace and the fs struct changes only this
-            // thread's view of mounts and cwd; no other thread's state is touched, and this
-            // thread holds no paths relative to a cwd.
-            unsafe {
-                rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS | rustix::thread::UnshareFlags::FS)
-            }
-            .map_err(|e| Error::runner("private mount namespace")(std::io::Error::from(e)))?;
-            rustix::mount::mount_change(
-                "/",
-                rustix::mount::MountPropagationFlags::PRIVATE | rustix::mount::MountPropagationFlags::REC,
-            )
-            .map_err(|e| Error::runner("private mount namespace")(std::io::Error::from(e)))?;
-            f()
-        });
-        match worker {
-            Ok(h) => h.join().unwrap_or_else(|_| Err(Error::Option("a build step panicked".into()))),
-            Err(e) => Err(Error::io("start a step thread")(e)),
-        }
-    })
+    runner::sandbox::in_private_mounts(f).map_err(Error::runner("private mount namespace"))?
 }
 
 fn mount_all(mounts: &[Mount], dir: &Path) -> Result<()> {

@@ -2,6 +2,7 @@
 //! into a snapshot named by its chainID, then one fresh active snapshot on top.
 
 use std::io::Read;
+use std::path::Path;
 
 use oci::content::ContentStore;
 use oci::{Digest, Image, ImageStore};
@@ -31,6 +32,9 @@ pub enum RootfsError {
     /// A snapshot operation failed.
     #[error("snapshot")]
     Snapshot(#[from] SnapshotError),
+    /// The sandbox's mount points could not be made in the image's scaffold snapshot.
+    #[error("make the sandbox's mount points under {0}")]
+    Scaffold(std::path::PathBuf, #[source] std::io::Error),
 }
 
 /// The chainIDs of an image's layers: `chain(0) = diffID(0)`,
@@ -63,7 +67,50 @@ pub fn prepare(
         .map(|(desc, diff_id)| Ok((oci::manifest::descriptor_digest(desc)?, diff_id.clone())))
         .collect::<Result<Vec<_>, oci::Error>>()?;
     let top = ensure_chain(store, &layers, snapshotter)?;
-    Ok(snapshotter.prepare(key, top.as_deref())?)
+    let base = ensure_scaffold(snapshotter, top.as_deref(), &store.tmp_dir())?;
+    Ok(snapshotter.prepare(key, Some(&base))?)
+}
+
+/// The committed snapshot on top of the image's `top` that adds the sandbox's
+/// [`MOUNTPOINTS`](crate::sandbox::MOUNTPOINTS) the image lacks (/proc, /dev, /sys,
+/// /etc/hosts, ...), made once per image. A container's upper directory then starts empty:
+/// a run copies nothing up for its mounts and has nothing but its own writes to remove.
+///
+/// The entries are made through a real mount of the rootfs, so a directory the image has
+/// (say /etc) is copied up by the kernel with its own owner, mode and xattrs.
+pub fn ensure_scaffold(
+    snapshotter: &dyn Snapshotter,
+    top: Option<&str>,
+    scratch: &Path,
+) -> Result<String, RootfsError> {
+    let name = format!("scaffold-v1-{}", top.unwrap_or("empty"));
+    if snapshotter.exists(&name) {
+        return Ok(name);
+    }
+    let tmp = format!("scaffold-{}-{}", std::process::id(), thread_id());
+    let mounts = snapshotter.prepare(&tmp, top)?;
+    let mountpoint = scratch.join(&tmp);
+    let made = std::fs::create_dir_all(&mountpoint)
+        .and_then(|()| {
+            crate::sandbox::in_private_mounts(|| {
+                mounts[0].mount(&mountpoint).map_err(std::io::Error::other)?;
+                crate::sandbox::create_mountpoints(&mountpoint)
+            })?
+        })
+        .map_err(|e| RootfsError::Scaffold(mountpoint.clone(), e));
+    let _ = std::fs::remove_dir(&mountpoint);
+    match made.and_then(|()| Ok(snapshotter.commit(&name, &tmp)?)) {
+        Ok(()) => Ok(name),
+        // Another run made the same scaffold first: use theirs.
+        Err(RootfsError::Snapshot(SnapshotError::Exists(_))) => {
+            snapshotter.remove(&tmp)?;
+            Ok(name)
+        }
+        Err(e) => {
+            let _cleanup = snapshotter.remove(&tmp);
+            Err(e)
+        }
+    }
 }
 
 /// Makes sure the committed snapshot of every prefix of `layers` (blob digest, diffID)

@@ -59,8 +59,8 @@ pub struct Spec {
     pub tmpfs: Vec<String>,
     /// Mount the rootfs read-only (volumes and tmpfs stay as given).
     pub read_only: bool,
-    /// A host directory holding the container's `hosts`, `resolv.conf` and `hostname`.
-    pub etc_files: Option<PathBuf>,
+    /// The container's /etc/hosts, /etc/resolv.conf and /etc/hostname.
+    pub etc: Option<EtcFiles>,
     /// `cgroup.procs` files to join before exec (see [`crate::cgroup`]).
     pub cgroups: Vec<PathBuf>,
     /// `--init`: PID 1 is a small init that forwards signals to the command and reaps
@@ -103,36 +103,77 @@ impl std::str::FromStr for Volume {
     }
 }
 
-/// Paths runc masks by default: files get /dev/null, directories an empty read-only tmpfs.
-const MASKED: [&str; 9] = [
-    "proc/acpi",
-    "proc/asound",
-    "proc/kcore",
-    "proc/keys",
-    "proc/latency_stats",
-    "proc/timer_list",
-    "proc/timer_stats",
-    "proc/sched_debug",
-    "proc/scsi",
+/// What the sandbox mounts on, `(path, is a directory)`: created in the rootfs where the
+/// image lacks them, through [`secure_target`], so a symlink in the image never moves a
+/// mount onto the host. [`crate::rootfs::ensure_scaffold`] makes them once per image.
+pub const MOUNTPOINTS: [(&str, bool); 6] = [
+    ("proc", true),
+    ("dev", true),
+    ("sys", true),
+    ("etc/hosts", false),
+    ("etc/resolv.conf", false),
+    ("etc/hostname", false),
 ];
 
-/// Paths runc makes read-only by default.
-const READ_ONLY: [&str; 5] = ["proc/bus", "proc/fs", "proc/irq", "proc/sys", "proc/sysrq-trigger"];
+/// Creates every one of [`MOUNTPOINTS`] that `root` (a mounted rootfs) lacks.
+pub fn create_mountpoints(root: &Path) -> std::io::Result<()> {
+    for (rel, dir) in MOUNTPOINTS {
+        secure_target(root, rel, dir)?;
+    }
+    Ok(())
+}
+
+/// Runs `f` on a thread of its own in a private mount namespace (as root; otherwise on
+/// the calling thread), so that every mount `f` makes is gone when it returns, even if
+/// berth is killed half-way. The calling thread's own mounts and cwd are untouched.
+pub fn in_private_mounts<T: Send>(f: impl FnOnce() -> T + Send) -> std::io::Result<T> {
+    if !rustix::process::geteuid().is_root() {
+        return Ok(f());
+    }
+    std::thread::scope(|s| {
+        let worker = std::thread::Builder::new().name("berth-mounts".into()).spawn_scoped(s, || {
+            // SAFETY: unsharing the mount namespace and the fs struct changes only this
+            // thread's view of mounts and cwd; no other thread's state is touched.
+            unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWNS | UnshareFlags::FS) }.map_err(errno)?;
+            rustix::mount::mount_change(Path::new("/"), MountPropagationFlags::PRIVATE | MountPropagationFlags::REC)
+                .map_err(errno)?;
+            Ok(f())
+        })?;
+        worker.join().unwrap_or_else(|_| Err(std::io::Error::other("a thread in a private mount namespace panicked")))
+    })
+}
+
+/// Paths under /proc that runc masks by default: files get /dev/null, directories an
+/// empty read-only tmpfs.
+const MASKED: [&str; 9] =
+    ["acpi", "asound", "kcore", "keys", "latency_stats", "timer_list", "timer_stats", "sched_debug", "scsi"];
+
+/// Paths under /proc that runc makes read-only by default.
+const READ_ONLY: [&str; 5] = ["bus", "fs", "irq", "sys", "sysrq-trigger"];
 
 /// Opens (creating it as a directory or an empty file) `rel` inside `root`, resolving every
 /// component inside the root, and returns an `O_PATH` fd to mount on through
-/// `/proc/self/fd/N`: a symlink in the image cannot redirect a mount to the host.
+/// `/proc/self/fd/N`: a symlink in the image cannot redirect a mount to the host. A
+/// dangling symlink on the way has its target made inside the root, as runc's securejoin
+/// does.
 fn secure_target(root: &Path, rel: &str, dir: bool) -> std::io::Result<std::os::fd::OwnedFd> {
+    let rel = rel.trim_start_matches('/');
+    if rel.split('/').any(|c| c == "..") {
+        return Err(std::io::Error::other(format!("mount target {rel:?} has '..'")));
+    }
+    secure_target_at(root, rel, dir, 0)
+}
+
+fn secure_target_at(root: &Path, rel: &str, dir: bool, links: u32) -> std::io::Result<std::os::fd::OwnedFd> {
     use rustix::fs::{Mode, OFlags, ResolveFlags};
+    if links > 40 {
+        return Err(errno(rustix::io::Errno::LOOP));
+    }
     let base =
         rustix::fs::open(root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(errno)?;
     let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
-    let rel = rel.trim_start_matches('/');
     let mut prefix = PathBuf::new();
     let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
-    if comps.contains(&"..") {
-        return Err(std::io::Error::other(format!("mount target {rel:?} has '..'")));
-    }
     for (i, c) in comps.iter().enumerate() {
         let parent = if prefix.as_os_str().is_empty() { PathBuf::from(".") } else { prefix.clone() };
         let pfd = rustix::fs::openat2(
@@ -146,6 +187,13 @@ fn secure_target(root: &Path, rel: &str, dir: bool) -> std::io::Result<std::os::
         prefix.push(c);
         let last = i + 1 == comps.len();
         if rustix::fs::openat2(&base, &prefix, OFlags::PATH | OFlags::CLOEXEC, Mode::empty(), resolve).is_err() {
+            if let Ok(link) = rustix::fs::readlinkat(&pfd, *c, Vec::new()) {
+                // A dangling symlink: continue at its target, taken inside the root.
+                let link = link.to_string_lossy().into_owned();
+                let from = if link.starts_with('/') { String::new() } else { parent.to_string_lossy().into_owned() };
+                let next = lexical_in_root(&format!("{from}/{link}/{}", comps[i + 1..].join("/")));
+                return secure_target_at(root, &next, dir, links + 1);
+            }
             if last && !dir {
                 rustix::fs::openat(
                     &pfd,
@@ -164,6 +212,35 @@ fn secure_target(root: &Path, rel: &str, dir: bool) -> std::io::Result<std::os::
     }
     let target = if prefix.as_os_str().is_empty() { PathBuf::from(".") } else { prefix };
     rustix::fs::openat2(&base, &target, OFlags::PATH | OFlags::CLOEXEC, Mode::empty(), resolve).map_err(errno)
+}
+
+/// `path` with `.` and `..` applied by name, never climbing above the root.
+fn lexical_in_root(path: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out.join("/")
+}
+
+/// Mounts a new `fstype` on the directory `rel` inside `root` and returns an fd of the
+/// mounted filesystem's root.
+fn mount_in(
+    root: &Path,
+    rel: &str,
+    fstype: &str,
+    flags: MountFlags,
+    data: Option<&std::ffi::CStr>,
+) -> std::io::Result<std::os::fd::OwnedFd> {
+    rustix::mount::mount(fstype, fd_path(&secure_target(root, rel, true)?), fstype, flags, data).map_err(errno)?;
+    // The fd above names the directory under the mount; a fresh walk ends on the mount.
+    secure_target(root, rel, true)
 }
 
 fn fd_path(fd: &std::os::fd::OwnedFd) -> PathBuf {
@@ -351,13 +428,14 @@ fn enter(spec: &Spec) -> std::io::Result<()> {
         .map_err(errno)?;
     let root = &spec.mountpoint;
     spec.rootfs[0].mount(root).map_err(std::io::Error::other)?;
-    let proc_dir = root.join("proc");
-    let _ = std::fs::create_dir_all(&proc_dir);
-    rustix::mount::mount("proc", &proc_dir, "proc", MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC, None)
-        .map_err(errno)?;
-    let dev = root.join("dev");
-    let _ = std::fs::create_dir_all(&dev);
-    rustix::mount::mount("tmpfs", &dev, "tmpfs", MountFlags::NOSUID, Some(c"mode=755,size=65536k")).map_err(errno)?;
+    // Below each new mount berth works through an fd of the mount itself (its
+    // /proc/self/fd path), never through `root` joined with a path the image controls.
+    let hidden = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    let proc_fd = mount_in(root, "proc", "proc", hidden, None)?;
+    // /sys read-only, as runc mounts it: the container sees its own network devices.
+    mount_in(root, "sys", "sysfs", hidden | MountFlags::RDONLY, None)?;
+    let dev_fd = mount_in(root, "dev", "tmpfs", MountFlags::NOSUID, Some(c"mode=755,size=65536k"))?;
+    let (proc_dir, dev) = (fd_path(&proc_fd), fd_path(&dev_fd));
     for node in ["null", "zero", "full", "random", "urandom", "tty"] {
         let target = dev.join(node);
         std::fs::write(&target, b"")?;
@@ -390,7 +468,7 @@ fn enter(spec: &Spec) -> std::io::Result<()> {
         return Err(std::io::Error::other("/dev/null is not the null device"));
     }
     for m in MASKED {
-        let p = root.join(m);
+        let p = proc_dir.join(m);
         match std::fs::symlink_metadata(&p) {
             Ok(md) if md.is_dir() => {
                 rustix::mount::mount("tmpfs", &p, "tmpfs", MountFlags::RDONLY, Some(c"size=0")).map_err(errno)?
@@ -400,15 +478,20 @@ fn enter(spec: &Spec) -> std::io::Result<()> {
         }
     }
     for r in READ_ONLY {
-        let p = root.join(r);
+        let p = proc_dir.join(r);
         if p.exists() {
             rustix::mount::mount_bind(&p, &p).map_err(errno)?;
             rustix::mount::mount_remount(&p, MountFlags::BIND | MountFlags::RDONLY, "").map_err(errno)?;
         }
     }
-    if let Some(files) = &spec.etc_files {
-        for name in ["hosts", "resolv.conf", "hostname"] {
-            bind_into(root, &files.join(name), &format!("etc/{name}"), false)?;
+    if let Some(files) = &spec.etc {
+        for (name, content) in files.entries() {
+            // Written into the container's /dev tmpfs and unlinked once bound: the mount
+            // keeps the file, and nothing is left behind on disk or in /dev.
+            let staged = dev.join(format!(".berth-{name}"));
+            std::fs::write(&staged, content)?;
+            bind_into(root, &staged, &format!("etc/{name}"), false)?;
+            std::fs::remove_file(&staged)?;
         }
     }
     for v in &spec.volumes {
@@ -614,20 +697,76 @@ pub fn command(spec: &Spec) -> Result<Command, SandboxError> {
     Ok(cmd)
 }
 
-/// The container's /etc/hosts, /etc/resolv.conf and /etc/hostname, as docker writes them,
-/// into `dir` (which [`Spec::etc_files`] then names).
-pub fn write_etc_files(dir: &Path, hostname: &str, host_network: bool) -> std::io::Result<()> {
-    let hosts = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n");
-    let resolv = if host_network {
-        // A host without /etc/resolv.conf gives the container none either.
-        std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
-    } else {
-        // No network: no name servers to reach.
-        String::new()
-    };
-    std::fs::create_dir_all(dir)?;
-    for (name, content) in [("hosts", hosts), ("resolv.conf", resolv), ("hostname", format!("{hostname}\n"))] {
-        std::fs::write(dir.join(name), content)?;
+/// The container's /etc/hosts, /etc/resolv.conf and /etc/hostname, as docker writes them.
+///
+/// They are written into the container's own /dev tmpfs and bound from there, so a run
+/// writes nothing to disk for them and leaves nothing to clean up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcFiles {
+    /// /etc/hosts: localhost and the hostname.
+    pub hosts: String,
+    /// /etc/resolv.conf: the host's with the host network, empty without a network.
+    pub resolv_conf: String,
+    /// /etc/hostname.
+    pub hostname: String,
+}
+
+impl EtcFiles {
+    /// docker's files for a container called `hostname`.
+    pub fn new(hostname: &str, host_network: bool) -> EtcFiles {
+        EtcFiles {
+            hosts: format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"),
+            // A host without /etc/resolv.conf gives the container none either; without a
+            // network there are no name servers to reach.
+            resolv_conf: if host_network {
+                std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+            } else {
+                String::new()
+            },
+            hostname: format!("{hostname}\n"),
+        }
     }
-    Ok(())
+
+    fn entries(&self) -> [(&'static str, &str); 3] {
+        [("hosts", &self.hosts), ("resolv.conf", &self.resolv_conf), ("hostname", &self.hostname)]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_dot_never_climbs_above_the_root() {
+        assert_eq!(lexical_in_root("/a/./b/../c"), "a/c");
+        assert_eq!(lexical_in_root("../../../tmp/x/"), "tmp/x");
+        assert_eq!(lexical_in_root("/"), "");
+    }
+
+    #[test]
+    fn mount_targets_behind_dangling_symlinks_are_made_inside_the_root() {
+        let outside = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let escape = outside.path().join("made");
+        std::os::unix::fs::symlink(&escape, root.path().join("proc")).unwrap();
+        std::os::unix::fs::symlink("../../../../../../x/y", root.path().join("dev")).unwrap();
+        std::fs::create_dir(root.path().join("etc")).unwrap();
+        std::os::unix::fs::symlink("/etc/real-hosts", root.path().join("etc/hosts")).unwrap();
+        create_mountpoints(root.path()).unwrap();
+        assert!(!escape.exists(), "a mount point was made outside the root");
+        let inside = root.path().join(escape.strip_prefix("/").unwrap());
+        assert!(inside.is_dir(), "/proc's target is made inside the root");
+        assert!(root.path().join("x/y").is_dir(), "'..' stops at the root");
+        assert!(root.path().join("etc/real-hosts").is_file(), "a file target is a file");
+        assert!(root.path().join("sys").is_dir() && root.path().join("etc/hostname").is_file());
+    }
+
+    #[test]
+    fn a_symlink_loop_is_an_error_not_a_hang() {
+        let root = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/b", root.path().join("a")).unwrap();
+        std::os::unix::fs::symlink("/a", root.path().join("b")).unwrap();
+        let err = secure_target(root.path(), "a", true).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ELOOP), "{err}");
+    }
 }

@@ -161,10 +161,6 @@ impl Run {
         };
         let mountpoint = root.join("containers").join(&id);
         std::fs::create_dir_all(&mountpoint).with_context(|| format!("create {}", mountpoint.display()))?;
-        let etc = root.join("containers").join(format!("{id}.etc"));
-        std::fs::create_dir_all(&etc).with_context(|| format!("create {}", etc.display()))?;
-        runner::sandbox::write_etc_files(&etc, &self.hostname, self.network == "host")
-            .with_context(|| format!("write {}", etc.display()))?;
         let limits = runner::cgroup::Limits { memory: self.memory, pids: self.pids_limit, cpus: self.cpus };
         let cgroup = if limits.is_empty() {
             None
@@ -198,7 +194,7 @@ impl Run {
                 volumes: self.volume.clone(),
                 tmpfs: self.tmpfs.clone(),
                 read_only: self.read_only,
-                etc_files: Some(etc.clone()),
+                etc: Some(runner::sandbox::EtcFiles::new(&self.hostname, self.network == "host")),
                 cgroups,
                 init: self.init,
                 console_socket: console.as_ref().and_then(super::console::Console::child_fd),
@@ -249,7 +245,6 @@ impl Run {
             }
         }
         let _ = std::fs::remove_dir(&mountpoint);
-        let _ = std::fs::remove_dir_all(&etc);
         let bundle = mountpoint.with_extension("bundle");
         if bundle.exists() {
             // Unmount the rootfs first: removing the bundle must never walk into it.

@@ -136,9 +136,10 @@ fn nothing_is_left_mounted_or_prepared() {
     assert!(!mounts.contains(&root), "a mount of the store is left: {mounts}");
     let containers = std::fs::read_dir(b.root.path().join("containers")).unwrap().count();
     assert_eq!(containers, 0);
-    // One committed snapshot for the one layer; the container's own is gone.
+    // One committed snapshot for the one layer and one for the sandbox's mount points on
+    // top of it (kept for the next run); the container's own is gone.
     let snaps = std::fs::read_dir(b.root.path().join("snapshots/overlay")).unwrap().count();
-    assert_eq!(snaps, 1);
+    assert_eq!(snaps, 2);
 }
 
 #[test]
@@ -190,6 +191,36 @@ fn etc_files_and_masked_paths() {
         &["--hostname", "box", "busybox", "sh", "-c", "cat /etc/hostname; grep -c box /etc/hosts; wc -c < /proc/keys"],
     );
     assert_eq!(out, "box\n1\n0\n", "hostname files written and /proc/keys masked");
+    let (code, out, _) = run(&b, &["busybox", "sh", "-c", "ls /sys/class/net; touch /sys/x || echo read-only"]);
+    assert_eq!((code, out.as_str()), (0, "lo\nread-only\n"), "/sys is mounted read-only, with the container's devices");
+    let (_, out, _) = run(&b, &["busybox", "sh", "-c", "echo 10.0.0.9 db >> /etc/hosts && grep -c db /etc/hosts"]);
+    assert_eq!(out, "1\n", "/etc/hosts is writable, as docker's is");
+}
+
+#[test]
+fn mount_points_stay_inside_the_rootfs_and_keep_the_images_owners() {
+    let Some(b) = setup() else { return };
+    // An image whose /proc and /dev are symlinks out of the rootfs, and whose /etc has its
+    // own owner and mode: the sandbox must mount inside the rootfs and copy /etc up as is.
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir_all(ctx.join("tree")).unwrap();
+    std::os::unix::fs::symlink("/tmp/berth-proc-escape", ctx.join("tree/proc")).unwrap();
+    std::os::unix::fs::symlink("../../../../tmp/berth-dev-escape", ctx.join("tree/dev")).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox:latest\nRUN chmod 750 /etc && chown 7:7 /etc\nCOPY tree/ /\n")
+        .unwrap();
+    for host in ["/tmp/berth-proc-escape", "/tmp/berth-dev-escape"] {
+        let _ = std::fs::remove_dir_all(host);
+    }
+    b.ok(&["build", "-q", "-t", "links", &p(&ctx)]);
+    let (code, out, err) =
+        run(&b, &["links", "sh", "-c", "stat -c %a:%u /etc; head -c 5 /proc/self/status; ls /dev/null"]);
+    assert_eq!((code, out.as_str()), (0, "750:7\nName:/dev/null\n"), "{err}");
+    for host in ["/tmp/berth-proc-escape", "/tmp/berth-dev-escape"] {
+        assert!(!std::path::Path::new(host).exists(), "a mount point was made on the host at {host}");
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains("berth-proc-escape") && !mounts.contains("berth-dev-escape"), "{mounts}");
 }
 
 #[test]
@@ -385,5 +416,5 @@ fn the_same_smoke_tests_pass_under_runc() {
     assert_eq!(out, "lo\n", "network none under runc too");
     assert_eq!(std::fs::read_dir(b.root.path().join("containers")).unwrap().count(), 0, "no bundle left");
     let snaps = std::fs::read_dir(b.root.path().join("snapshots/overlay")).unwrap().count();
-    assert_eq!(snaps, 1, "the base layer snapshot survives the bundle's removal");
+    assert_eq!(snaps, 2, "the layer and scaffold snapshots survive the bundle's removal");
 }
