@@ -276,9 +276,27 @@ fn spawn_external(runtime: &str, spec: &Spec, bundle: &Path, id: &str) -> Result
     let mut cmd = std::process::Command::new(runtime);
     if runtime == "crun" {
         cmd.arg("--cgroup-manager=disabled");
+        hide_unified_controllers()?;
     }
     cmd.args(["run", "--bundle"]).arg(bundle).arg(format!("berth-{id}"));
     cmd.spawn().with_context(|| format!("start {runtime}"))
+}
+
+/// crun 1.8 refuses every container on hybrid cgroups (v1 plus cgroup2 at
+/// /sys/fs/cgroup/unified) once that cgroup2 tree has a controller, before it reads
+/// `--cgroup-manager=disabled`; on this kind of host the hierarchy has hugetlb. In berth's
+/// private mount namespace (see [`spawn_external`]) an empty file is bound over that list,
+/// so crun sees no controller there. Nothing outside berth changes.
+fn hide_unified_controllers() -> Result<()> {
+    let controllers = Path::new("/sys/fs/cgroup/unified/cgroup.controllers");
+    match std::fs::read_to_string(controllers) {
+        Ok(list) if !list.trim().is_empty() => {
+            rustix::mount::mount_bind("/dev/null", controllers)
+                .with_context(|| format!("hide {} from crun", controllers.display()))?;
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 impl Run {

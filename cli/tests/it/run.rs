@@ -376,19 +376,19 @@ fn named_containers_are_kept_listed_committed_and_removed() {
     assert!(err.contains("no such container"), "{err}");
 }
 
-#[test]
-fn the_same_smoke_tests_pass_under_runc() {
+/// The smoke tests berth's own sandbox passes, under an OCI runtime through a bundle.
+fn smoke_tests_under(runtime: &str) {
     let Some(b) = setup() else { return };
-    if !crate::util::require_tool("runc") {
+    if !crate::util::require_tool(runtime) {
         return;
     }
-    let (code, out, err) = run(&b, &["--runtime", "runc", "busybox", "sh", "-c", "echo $$ $(hostname); exit 5"]);
+    let (code, out, err) = run(&b, &["--runtime", runtime, "busybox", "sh", "-c", "echo $$ $(hostname); exit 5"]);
     assert_eq!((code, out.as_str()), (5, "1 berth\n"), "{err}");
-    let (_, out, _) = run(
+    let (_, out, err) = run(
         &b,
         &[
             "--runtime",
-            "runc",
+            runtime,
             "-u",
             "berth",
             "-w",
@@ -401,20 +401,45 @@ fn the_same_smoke_tests_pass_under_runc() {
             "id -u; pwd; echo $FOO",
         ],
     );
-    assert_eq!(out, "1000\n/tmp\nbar\n");
-    let (_, out, _) = run(
+    assert_eq!(out, "1000\n/tmp\nbar\n", "{err}");
+    let (_, out, err) = run(
         &b,
         &[
             "--runtime",
-            "runc",
+            runtime,
             "busybox",
             "sh",
             "-c",
             "ls /proc/net/dev >/dev/null && tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '",
         ],
     );
-    assert_eq!(out, "lo\n", "network none under runc too");
+    assert_eq!(out, "lo\n", "network none under {runtime} too: {err}");
     assert_eq!(std::fs::read_dir(b.root.path().join("containers")).unwrap().count(), 0, "no bundle left");
     let snaps = std::fs::read_dir(b.root.path().join("snapshots/overlay")).unwrap().count();
     assert_eq!(snaps, 2, "the layer and scaffold snapshots survive the bundle's removal");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&p(b.root.path())), "a mount of the store is left: {mounts}");
+}
+
+#[test]
+fn the_same_smoke_tests_pass_under_runc() {
+    smoke_tests_under("runc");
+}
+
+#[test]
+fn the_same_smoke_tests_pass_under_crun() {
+    smoke_tests_under("crun");
+}
+
+#[test]
+fn no_file_descriptor_of_berths_reaches_the_container() {
+    let Some(b) = setup() else { return };
+    // berth itself is started with an extra descriptor that is not close-on-exec.
+    let keep = std::fs::File::open("/dev/null").unwrap();
+    let flags = rustix::io::fcntl_getfd(&keep).unwrap();
+    rustix::io::fcntl_setfd(&keep, flags - rustix::io::FdFlags::CLOEXEC).unwrap();
+    let inherited = std::os::fd::AsRawFd::as_raw_fd(&keep);
+    let out = b.output(&["run", "busybox", "sh", "-c", "ls /proc/$$/fd | sort -n | tr '\\n' ' '"]);
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(listed.trim(), "0 1 2", "berth passed fd {inherited} or others on: {listed}");
 }
