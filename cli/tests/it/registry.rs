@@ -191,6 +191,84 @@ fn skopeo_copies_a_multi_arch_index() {
     }
 }
 
+#[test]
+fn skopeo_pushes_a_referrer_and_the_referrers_api_lists_it() {
+    if !require_tool("skopeo") {
+        return;
+    }
+    let b = Berth::new();
+    let dir = tempfile::tempdir().unwrap();
+    let Some((tar, _)) = busybox_archive(&b, dir.path()) else {
+        return;
+    };
+    let layout = dir.path().join("layout");
+    std::fs::create_dir(&layout).unwrap();
+    run_tool(Command::new("tar").args(["-C", &p(&layout), "-xf", &p(&tar)]));
+    let (subject, sbom) = add_sbom_referrer(&layout);
+    let server = Server::start(&dir.path().join("registry"), &[]);
+    let repo = format!("{}/app/busybox", server.addr);
+    skopeo(&["copy", "--dest-tls-verify=false", &format!("oci:{}:latest", p(&layout)), &format!("docker://{repo}:1")]);
+    // --preserve-digests: skopeo must push the artifact byte for byte, subject included.
+    skopeo(&[
+        "copy",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:sbom", p(&layout)),
+        &format!("docker://{repo}:sbom"),
+    ]);
+    let path = format!("/v2/app/busybox/referrers/{subject}");
+    let (status, headers, body) = http(&server.addr, "GET", &path, &[], b"");
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "content-type"), oci::media::OCI_INDEX);
+    let listed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(listed["manifests"][0]["digest"], sbom.as_str(), "{listed}");
+    assert_eq!(listed["manifests"][0]["artifactType"], "application/spdx+json");
+    let (_, _, body) = http(&server.addr, "GET", &format!("{path}?artifactType=application/vnd.example"), &[], b"");
+    let filtered: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(filtered["manifests"], serde_json::json!([]), "the artifactType filter applies");
+    // And skopeo pulls the referrer back unchanged.
+    let back = dir.path().join("back");
+    skopeo(&[
+        "copy",
+        "--preserve-digests",
+        "--src-tls-verify=false",
+        &format!("docker://{repo}@{sbom}"),
+        &format!("oci:{}:sbom", p(&back)),
+    ]);
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(back.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"][0]["digest"], sbom.as_str());
+}
+
+/// Adds an SBOM artifact (empty config, one JSON layer) whose subject is the layout's image,
+/// tagged `sbom`; returns the subject's digest and the artifact's.
+fn add_sbom_referrer(layout: &Path) -> (String, String) {
+    let index_path = layout.join("index.json");
+    let mut index: serde_json::Value = serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    let subject = index["manifests"][0].clone();
+    let put = |bytes: &[u8]| {
+        let d = oci::Digest::of(bytes);
+        std::fs::write(layout.join("blobs/sha256").join(d.hex()), bytes).unwrap();
+        d.to_string()
+    };
+    let sbom = br#"{"spdxVersion":"SPDX-2.3","name":"busybox"}"#;
+    let artifact = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": oci::media::OCI_MANIFEST,
+        "artifactType": "application/spdx+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": put(b"{}"), "size": 2},
+        "layers": [{"mediaType": "application/spdx+json", "digest": put(sbom), "size": sbom.len()}],
+        "subject": {"mediaType": subject["mediaType"], "digest": subject["digest"], "size": subject["size"]},
+    });
+    let bytes = serde_json::to_vec(&artifact).unwrap();
+    let digest = put(&bytes);
+    index["manifests"].as_array_mut().unwrap().push(serde_json::json!({
+        "mediaType": oci::media::OCI_MANIFEST, "digest": digest, "size": bytes.len(),
+        "annotations": {"org.opencontainers.image.ref.name": "sbom"},
+    }));
+    std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+    (subject["digest"].as_str().unwrap().to_owned(), digest)
+}
+
 /// Adds an arm64 twin of the layout's image and an index of both, tagged `multi`.
 pub(crate) fn make_multi_arch(layout: &Path) {
     let index: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
