@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Registry: berth's registry against CNCF distribution 2.8 (Debian's docker-registry), in the
 # same run on the same ~1 GiB image, first both on the filesystem driver, then both on the S3
-# driver against one local s3s-fs server. Push and pull with skopeo, manifest GETs with wrk,
+# driver against one local S3 server (s3s-fs plus ListMultipartUploads, registry/examples/
+# s3_server.rs). Push and pull with skopeo, manifest GETs with wrk,
 # peak RSS from /proc. Prints one table per storage driver; see bench/README.md.
 #
 #   bench/registry.sh
 #
-# Environment: BENCH_DIR (default /var/tmp/berth-bench) holds the test image and the s3s-fs
-# binary, made once and reused; RUNS (default 3) pushes and pulls that many times per registry
-# and reports the fastest; BERTH (default target/release/berth) is the binary under test; S3=0
-# skips the S3 part; S3FS (default $BENCH_DIR/tools/bin/s3s-fs, installed with cargo when
-# missing) is the S3 server; KEEP_RUN=1 keeps the run directory (server logs, roots) instead of
+# Environment: BENCH_DIR (default /var/tmp/berth-bench) holds the test image, made once and
+# reused; RUNS (default 3) pushes and pulls that many times per registry and reports the
+# fastest; BERTH (default target/release/berth) is the binary under test; S3=0 skips the S3
+# part; S3FS (default target/release/examples/s3_server, built with cargo when missing) is the
+# S3 server; KEEP_RUN=1 keeps the run directory (server logs, roots) instead of
 # removing it; CLIENT=berth pushes and pulls with `berth push`/`berth pull` instead of skopeo
 # (the same client for both registries: skopeo's own speed otherwise bounds the figures).
 set -euo pipefail
@@ -21,8 +22,7 @@ BENCH_DIR=${BENCH_DIR:-/var/tmp/berth-bench}
 RUNS=${RUNS:-3}
 BERTH=${BERTH:-target/release/berth}
 S3=${S3:-1}
-S3FS=${S3FS:-$BENCH_DIR/tools/bin/s3s-fs}
-S3FS_VERSION=0.14.1
+S3FS=${S3FS:-target/release/examples/s3_server}
 DISTRIBUTION=/usr/bin/docker-registry
 REPO=bench/image
 TAG=1
@@ -40,16 +40,14 @@ for tool in "$DISTRIBUTION" skopeo wrk curl python3 jq; do
   command -v "$tool" >/dev/null || die "$tool is missing: run ./setup --deps"
 done
 
-# s3s-fs (an S3 server that maps buckets to directories and objects to files), built once
-# into $BENCH_DIR/tools with its own target directory.
+# The S3 server: s3s-fs (buckets are directories, objects files, signatures checked) with the
+# ListMultipartUploads call that distribution's s3 driver needs and s3s-fs lacks.
 if [ "$S3" = 1 ] && [ ! -x "$S3FS" ]; then
-  command -v cargo >/dev/null || die "cargo is missing: it installs s3s-fs (or set S3=0)"
-  say "installing s3s-fs $S3FS_VERSION under $BENCH_DIR/tools (once, a few minutes)"
-  mkdir -p "$BENCH_DIR"
-  (cd / && CARGO_TARGET_DIR="$BENCH_DIR/tools-target" cargo install s3s-fs --version "$S3FS_VERSION" \
-    --features binary --locked --root "$BENCH_DIR/tools") >"$BENCH_DIR/tools-install.log" 2>&1 ||
-    die "installing s3s-fs failed (see $BENCH_DIR/tools-install.log)"
-  [ -x "$S3FS" ] || die "$S3FS is missing after the install"
+  command -v cargo >/dev/null || die "cargo is missing: it builds the S3 server (or set S3=0)"
+  say "building the S3 server (cargo build --release -p registry --example s3_server)"
+  cargo build --release -p registry --example s3_server >"$BENCH_DIR/s3-server-build.log" 2>&1 ||
+    die "building the S3 server failed (see $BENCH_DIR/s3-server-build.log)"
+  [ -x "$S3FS" ] || die "$S3FS is missing after the build"
 fi
 
 ensure_image
