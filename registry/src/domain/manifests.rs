@@ -82,6 +82,9 @@ impl Registry {
     /// Reads a manifest by tag or digest.
     pub async fn get_manifest(&self, name: &RepoName, reference: &str) -> Result<StoredManifest> {
         let digest = self.resolve_manifest(name, reference).await?;
+        if let Some((bytes, media_type)) = self.lock_manifests().get(&digest) {
+            return Ok(StoredManifest { bytes, media_type, digest });
+        }
         let bytes = match self.driver.get(&paths::blob_data(&digest)).await {
             Ok(b) => b,
             Err(e) if e.is_not_found() => return Err(unknown(name, reference)),
@@ -90,6 +93,7 @@ impl Registry {
         let media_type = Manifest::parse(&bytes, None)
             .map(|m| m.media_type())
             .unwrap_or_else(|_| oci::media::OCI_MANIFEST.to_owned());
+        self.lock_manifests().insert(digest.clone(), bytes.clone(), media_type.clone());
         Ok(StoredManifest { bytes, media_type, digest })
     }
 

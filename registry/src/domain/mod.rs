@@ -1,15 +1,18 @@
 //! The domain layer: repositories of blobs, uploads, manifests and tags, on top of a
 //! [`StorageDriver`]. Handlers call this; it calls [`crate::paths`] for every location.
 //!
-//! Nothing here holds state that storage does not: the one cache, the running hash of
-//! uploads this process is serving, only saves re-reading an upload to verify it.
+//! Nothing here holds state that storage does not. Two caches save storage round trips and
+//! can never be stale: the running hash of uploads this process is serving (it saves
+//! re-reading an upload to verify it), and manifest bodies by digest (content-addressed,
+//! so they never change; tags and links are still read from storage on every request,
+//! since another replica may move or delete them).
 
 mod blobs;
 mod manifests;
 mod tags;
 mod uploads;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::pin::Pin;
 use std::str::FromStr;
@@ -65,12 +68,19 @@ pub struct Registry {
     driver: Arc<dyn StorageDriver>,
     /// Running sha256 of uploads in progress on this process: upload id -> (bytes hashed, state).
     hashes: Arc<Mutex<HashMap<String, (u64, oci::digest::Hasher)>>>,
+    /// Manifest bodies read or written lately.
+    manifests: Arc<Mutex<ManifestCache>>,
 }
 
 impl Registry {
     /// A registry over `driver`.
     pub fn new(driver: Arc<dyn StorageDriver>) -> Self {
-        Registry { driver, hashes: Arc::default() }
+        Registry { driver, hashes: Arc::default(), manifests: Arc::default() }
+    }
+
+    fn lock_manifests(&self) -> std::sync::MutexGuard<'_, ManifestCache> {
+        // The cache holds whole entries only; a panic elsewhere cannot leave one half-made.
+        self.manifests.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The storage driver (for garbage collection and health checks).
@@ -130,5 +140,61 @@ pub fn paginate(mut items: Vec<String>, n: Option<usize>, last: Option<&str>) ->
             (items, true)
         }
         _ => (items, false),
+    }
+}
+
+/// How many bytes of manifest bodies a registry process keeps in memory.
+const MANIFEST_CACHE_BYTES: usize = 32 << 20;
+
+/// Manifest bodies and media types by digest, oldest out first once over
+/// [`MANIFEST_CACHE_BYTES`]. A digest names its bytes forever, so an entry is never wrong;
+/// whether a repository still has the manifest is checked in storage before it is used.
+#[derive(Default)]
+struct ManifestCache {
+    bytes: usize,
+    order: VecDeque<oci::Digest>,
+    entries: HashMap<oci::Digest, (Bytes, String)>,
+}
+
+impl ManifestCache {
+    fn get(&self, digest: &oci::Digest) -> Option<(Bytes, String)> {
+        self.entries.get(digest).cloned()
+    }
+
+    fn insert(&mut self, digest: oci::Digest, body: Bytes, media_type: String) {
+        if body.len() > MANIFEST_CACHE_BYTES / 8 || self.entries.contains_key(&digest) {
+            return;
+        }
+        self.bytes += body.len();
+        self.order.push_back(digest.clone());
+        self.entries.insert(digest, (body, media_type));
+        while self.bytes > MANIFEST_CACHE_BYTES {
+            let Some(old) = self.order.pop_front() else { break };
+            if let Some((b, _)) = self.entries.remove(&old) {
+                self.bytes -= b.len();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_manifest_cache_stays_under_its_byte_budget_dropping_the_oldest() {
+        let mut cache = ManifestCache::default();
+        let body = Bytes::from(vec![b'x'; MANIFEST_CACHE_BYTES / 10]);
+        let digests: Vec<oci::Digest> = (0..12u8).map(|i| oci::Digest::of(&[i])).collect();
+        for d in &digests {
+            cache.insert(d.clone(), body.clone(), "m".into());
+        }
+        assert!(cache.bytes <= MANIFEST_CACHE_BYTES);
+        assert_eq!(cache.entries.len(), 10);
+        assert!(cache.get(&digests[0]).is_none() && cache.get(&digests[1]).is_none(), "the oldest went first");
+        assert_eq!(cache.get(&digests[11]).map(|(b, _)| b.len()), Some(body.len()));
+        let huge = Bytes::from(vec![b'x'; MANIFEST_CACHE_BYTES / 4]);
+        cache.insert(oci::Digest::of(b"huge"), huge, "m".into());
+        assert!(cache.get(&oci::Digest::of(b"huge")).is_none(), "a body over an eighth of the budget is not kept");
     }
 }

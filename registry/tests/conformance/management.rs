@@ -21,6 +21,9 @@ async fn delete_tag_keeps_the_manifest() {
 async fn delete_manifest_by_digest_removes_its_tags() {
     let c = Client::new();
     let d = c.push_image("del", "v1", b"l").await;
+    // Read it first, so that its body is in the registry's cache: a deleted manifest must
+    // be unknown all the same.
+    assert_eq!(c.get("/v2/del/manifests/v1").await.status, StatusCode::OK);
     let r = c.send(Method::DELETE, &format!("/v2/del/manifests/{d}"), &[], Body::empty()).await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
     let r = c.get(&format!("/v2/del/manifests/{d}")).await;
