@@ -26,4 +26,5 @@ pub mod exec;
 pub mod rootfs;
 pub mod sandbox;
 pub mod snapshot;
+pub mod sys;
 pub mod unpack;

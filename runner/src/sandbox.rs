@@ -18,6 +18,7 @@ use rustix::mount::{MountFlags, MountPropagationFlags};
 use rustix::thread::UnshareFlags;
 
 use crate::snapshot::Mount;
+use crate::sys::{Sys, Target};
 
 /// The network a container gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,7 +157,7 @@ const READ_ONLY: [&str; 5] = ["bus", "fs", "irq", "sys", "sysrq-trigger"];
 /// `/proc/self/fd/N`: a symlink in the image cannot redirect a mount to the host. A
 /// dangling symlink on the way has its target made inside the root, as runc's securejoin
 /// does.
-fn secure_target(root: &Path, rel: &str, dir: bool) -> std::io::Result<std::os::fd::OwnedFd> {
+pub(crate) fn secure_target(root: &Path, rel: &str, dir: bool) -> std::io::Result<std::os::fd::OwnedFd> {
     let rel = rel.trim_start_matches('/');
     if rel.split('/').any(|c| c == "..") {
         return Err(std::io::Error::other(format!("mount target {rel:?} has '..'")));
@@ -229,33 +230,30 @@ fn lexical_in_root(path: &str) -> String {
     out.join("/")
 }
 
-/// Mounts a new `fstype` on the directory `rel` inside `root` and returns an fd of the
-/// mounted filesystem's root.
+/// Mounts a new `fstype` on the directory `rel` inside `root` and returns the mounted
+/// filesystem's root.
 fn mount_in(
+    sys: &dyn Sys,
     root: &Path,
     rel: &str,
     fstype: &str,
     flags: MountFlags,
     data: Option<&std::ffi::CStr>,
-) -> std::io::Result<std::os::fd::OwnedFd> {
-    rustix::mount::mount(fstype, fd_path(&secure_target(root, rel, true)?), fstype, flags, data).map_err(errno)?;
-    // The fd above names the directory under the mount; a fresh walk ends on the mount.
-    secure_target(root, rel, true)
-}
-
-fn fd_path(fd: &std::os::fd::OwnedFd) -> PathBuf {
-    PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(fd)))
+) -> std::io::Result<Target> {
+    sys.mount(fstype, sys.resolve(root, rel, true)?.path(), flags, data)?;
+    // The first target names the directory under the mount; a fresh walk ends on the mount.
+    sys.resolve(root, rel, true)
 }
 
 /// Binds `source` onto `rel` inside `root` (read-only if asked).
-fn bind_into(root: &Path, source: &Path, rel: &str, read_only: bool) -> std::io::Result<()> {
-    let is_dir = std::fs::metadata(source)?.is_dir();
-    let target = secure_target(root, rel, is_dir)?;
-    rustix::mount::mount_bind_recursive(source, fd_path(&target)).map_err(errno)?;
+fn bind_into(sys: &dyn Sys, root: &Path, source: &Path, rel: &str, read_only: bool) -> std::io::Result<()> {
+    let is_dir = sys.is_dir(source)?.ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::NotFound, format!("{} does not exist", source.display()))
+    })?;
+    sys.bind(source, sys.resolve(root, rel, is_dir)?.path())?;
     if read_only {
-        // The old fd names the directory under the mount; open the mount itself.
-        let mounted = secure_target(root, rel, is_dir)?;
-        rustix::mount::mount_remount(fd_path(&mounted), MountFlags::BIND | MountFlags::RDONLY, "").map_err(errno)?;
+        // The first target names what is under the bind; a fresh walk ends on the bind.
+        sys.remount_read_only(sys.resolve(root, rel, is_dir)?.path())?;
     }
     Ok(())
 }
@@ -407,6 +405,83 @@ fn errno(e: rustix::io::Errno) -> std::io::Error {
 }
 
 /// The child's side, between fork and exec.
+/// Builds the container's filesystem on `spec.mountpoint` and pivots into it: the rootfs,
+/// /proc, /sys (read-only), a small /dev, runc's masked and read-only paths, the /etc
+/// files, volumes and tmpfs, in runc's order. Every call goes through `sys`; below each new
+/// mount it works through the mount's own [`Target`](crate::sys::Target), never through
+/// `root` joined with a path the image controls.
+fn build_filesystem(sys: &dyn Sys, spec: &Spec) -> std::io::Result<()> {
+    let root = &spec.mountpoint;
+    let rootfs = spec.rootfs.first().ok_or_else(|| std::io::Error::other("no rootfs to mount"))?;
+    sys.mount_rootfs(rootfs, root)?;
+    let hidden = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    let proc_dir = mount_in(sys, root, "proc", "proc", hidden, None)?;
+    // /sys read-only, as runc mounts it: the container sees its own network devices.
+    mount_in(sys, root, "sys", "sysfs", hidden | MountFlags::RDONLY, None)?;
+    let dev_dir = mount_in(sys, root, "dev", "tmpfs", MountFlags::NOSUID, Some(c"mode=755,size=65536k"))?;
+    let (proc_dir, dev) = (proc_dir.path(), dev_dir.path());
+    for node in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let target = dev.join(node);
+        sys.write(&target, b"")?;
+        sys.bind(&Path::new("/dev").join(node), &target)?;
+    }
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        sys.symlink(target, &dev.join(link))?;
+    }
+    sys.mkdir(&dev.join("shm"))?;
+    // The container's own pty instance: /dev/pts and /dev/ptmx, as runc makes them.
+    let pts = dev.join("pts");
+    sys.mkdir(&pts)?;
+    sys.mount("devpts", &pts, MountFlags::NOSUID | MountFlags::NOEXEC, Some(c"newinstance,ptmxmode=0666,mode=0620"))?;
+    sys.symlink("pts/ptmx", &dev.join("ptmx"))?;
+    // Masked paths: /dev/null over files, an empty read-only tmpfs over directories.
+    for m in MASKED {
+        let p = proc_dir.join(m);
+        match sys.is_dir(&p)? {
+            Some(true) => sys.mount("tmpfs", &p, MountFlags::RDONLY, Some(c"size=0"))?,
+            Some(false) => sys.bind(Path::new("/dev/null"), &p)?,
+            None => {}
+        }
+    }
+    for r in READ_ONLY {
+        let p = proc_dir.join(r);
+        if sys.is_dir(&p)?.is_some() {
+            sys.bind(&p, &p)?;
+            sys.remount_read_only(&p)?;
+        }
+    }
+    if let Some(files) = &spec.etc {
+        for (name, content) in files.entries() {
+            // Written into the container's /dev tmpfs and unlinked once bound: the mount
+            // keeps the file, and nothing is left behind on disk or in /dev.
+            let staged = dev.join(format!(".berth-{name}"));
+            sys.write(&staged, content.as_bytes())?;
+            bind_into(sys, root, &staged, &format!("etc/{name}"), false)?;
+            sys.unlink(&staged)?;
+        }
+    }
+    for v in &spec.volumes {
+        bind_into(sys, root, &v.host, &v.container, v.read_only)?;
+    }
+    for t in &spec.tmpfs {
+        // `PATH[:OPTIONS]` as docker's --tmpfs takes it (`/run:size=64m,mode=755`).
+        let (path, opts) = t.split_once(':').unwrap_or((t.as_str(), "mode=1777"));
+        let target = sys.resolve(root, path, true)?;
+        let data = std::ffi::CString::new(opts)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("tmpfs options {opts:?}")))?;
+        sys.mount("tmpfs", target.path(), MountFlags::NOSUID | MountFlags::NODEV, Some(data.as_c_str()))?;
+    }
+    if spec.read_only {
+        sys.remount_read_only(root)?;
+    }
+    sys.pivot_root(root)
+}
+
 fn enter(spec: &Spec) -> std::io::Result<()> {
     // Join the limits first, so that nothing the container does escapes them.
     for procs in &spec.cgroups {
@@ -426,98 +501,12 @@ fn enter(spec: &Spec) -> std::io::Result<()> {
     }
     rustix::mount::mount_change(Path::new("/"), MountPropagationFlags::PRIVATE | MountPropagationFlags::REC)
         .map_err(errno)?;
-    let root = &spec.mountpoint;
-    spec.rootfs[0].mount(root).map_err(std::io::Error::other)?;
-    // Below each new mount berth works through an fd of the mount itself (its
-    // /proc/self/fd path), never through `root` joined with a path the image controls.
-    let hidden = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
-    let proc_fd = mount_in(root, "proc", "proc", hidden, None)?;
-    // /sys read-only, as runc mounts it: the container sees its own network devices.
-    mount_in(root, "sys", "sysfs", hidden | MountFlags::RDONLY, None)?;
-    let dev_fd = mount_in(root, "dev", "tmpfs", MountFlags::NOSUID, Some(c"mode=755,size=65536k"))?;
-    let (proc_dir, dev) = (fd_path(&proc_fd), fd_path(&dev_fd));
-    for node in ["null", "zero", "full", "random", "urandom", "tty"] {
-        let target = dev.join(node);
-        std::fs::write(&target, b"")?;
-        rustix::mount::mount_bind(Path::new("/dev").join(node), &target).map_err(errno)?;
-    }
-    for (link, target) in [
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-    ] {
-        std::os::unix::fs::symlink(target, dev.join(link))?;
-    }
-    std::fs::create_dir_all(dev.join("shm"))?;
-    // The container's own pty instance: /dev/pts and /dev/ptmx, as runc makes them.
-    let pts = dev.join("pts");
-    std::fs::create_dir_all(&pts)?;
-    rustix::mount::mount(
-        "devpts",
-        &pts,
-        "devpts",
-        MountFlags::NOSUID | MountFlags::NOEXEC,
-        Some(c"newinstance,ptmxmode=0666,mode=0620"),
-    )
-    .map_err(errno)?;
-    std::os::unix::fs::symlink("pts/ptmx", dev.join("ptmx"))?;
-    // Masked paths: /dev/null over files (checked to be the real 1:3), empty tmpfs over dirs.
+    // Masked files get /dev/null: check that it is the real one (1:3) first.
     let null = std::fs::metadata("/dev/null")?;
     if std::os::unix::fs::MetadataExt::rdev(&null) != rustix::fs::makedev(1, 3) {
         return Err(std::io::Error::other("/dev/null is not the null device"));
     }
-    for m in MASKED {
-        let p = proc_dir.join(m);
-        match std::fs::symlink_metadata(&p) {
-            Ok(md) if md.is_dir() => {
-                rustix::mount::mount("tmpfs", &p, "tmpfs", MountFlags::RDONLY, Some(c"size=0")).map_err(errno)?
-            }
-            Ok(_) => rustix::mount::mount_bind("/dev/null", &p).map_err(errno)?,
-            Err(_) => {}
-        }
-    }
-    for r in READ_ONLY {
-        let p = proc_dir.join(r);
-        if p.exists() {
-            rustix::mount::mount_bind(&p, &p).map_err(errno)?;
-            rustix::mount::mount_remount(&p, MountFlags::BIND | MountFlags::RDONLY, "").map_err(errno)?;
-        }
-    }
-    if let Some(files) = &spec.etc {
-        for (name, content) in files.entries() {
-            // Written into the container's /dev tmpfs and unlinked once bound: the mount
-            // keeps the file, and nothing is left behind on disk or in /dev.
-            let staged = dev.join(format!(".berth-{name}"));
-            std::fs::write(&staged, content)?;
-            bind_into(root, &staged, &format!("etc/{name}"), false)?;
-            std::fs::remove_file(&staged)?;
-        }
-    }
-    for v in &spec.volumes {
-        bind_into(root, &v.host, &v.container, v.read_only)?;
-    }
-    for t in &spec.tmpfs {
-        // `PATH[:OPTIONS]` as docker's --tmpfs takes it (`/run:size=64m,mode=755`).
-        let (path, opts) = t.split_once(':').unwrap_or((t.as_str(), "mode=1777"));
-        let target = secure_target(root, path, true)?;
-        let data = std::ffi::CString::new(opts).map_err(|_| rustix::io::Errno::INVAL).map_err(errno)?;
-        rustix::mount::mount(
-            "tmpfs",
-            fd_path(&target),
-            "tmpfs",
-            MountFlags::NOSUID | MountFlags::NODEV,
-            Some(data.as_c_str()),
-        )
-        .map_err(errno)?;
-    }
-    if spec.read_only {
-        rustix::mount::mount_remount(root, MountFlags::BIND | MountFlags::RDONLY, "").map_err(errno)?;
-    }
-    rustix::process::chdir(root).map_err(errno)?;
-    rustix::process::pivot_root(".", ".").map_err(errno)?;
-    rustix::mount::unmount(".", rustix::mount::UnmountFlags::DETACH).map_err(errno)?;
-    rustix::process::chdir("/").map_err(errno)?;
+    build_filesystem(&crate::sys::Linux, spec)?;
     rustix::system::sethostname(spec.hostname.as_bytes()).map_err(errno)?;
     if let Some((uid, gid, groups)) = spec.ids.clone() {
         let groups: Vec<_> = groups.into_iter().map(rustix::fs::Gid::from_raw).collect();
@@ -741,6 +730,148 @@ impl EtcFiles {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The recording double: every call as a line. In its /proc, acpi, asound, scsi, bus,
+    /// fs, irq and sys are directories, sysrq-trigger and timer_stats are missing, the rest
+    /// are files; /host/... (volume sources) are directories.
+    #[derive(Default)]
+    struct Recorder {
+        calls: std::cell::RefCell<Vec<String>>,
+    }
+
+    impl Recorder {
+        fn log(&self, line: String) -> std::io::Result<()> {
+            self.calls.borrow_mut().push(line);
+            Ok(())
+        }
+
+        fn position(&self, line: &str) -> usize {
+            let calls = self.calls.borrow();
+            calls.iter().position(|c| c == line).unwrap_or_else(|| panic!("no call {line:?} in {calls:#?}"))
+        }
+    }
+
+    impl Sys for Recorder {
+        fn mount_rootfs(&self, _: &Mount, target: &Path) -> std::io::Result<()> {
+            self.log(format!("rootfs {}", target.display()))
+        }
+        fn mount(
+            &self,
+            fstype: &str,
+            target: &Path,
+            flags: MountFlags,
+            _: Option<&std::ffi::CStr>,
+        ) -> std::io::Result<()> {
+            let ro = if flags.contains(MountFlags::RDONLY) { " ro" } else { "" };
+            self.log(format!("mount {fstype} {}{ro}", target.display()))
+        }
+        fn bind(&self, source: &Path, target: &Path) -> std::io::Result<()> {
+            self.log(format!("bind {} {}", source.display(), target.display()))
+        }
+        fn remount_read_only(&self, target: &Path) -> std::io::Result<()> {
+            self.log(format!("remount-ro {}", target.display()))
+        }
+        fn resolve(&self, root: &Path, rel: &str, _: bool) -> std::io::Result<Target> {
+            Ok(Target::plain(root.join(rel.trim_start_matches('/'))))
+        }
+        fn is_dir(&self, path: &Path) -> std::io::Result<Option<bool>> {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            Ok(if path.starts_with("/c/proc") {
+                // This /proc has no sysrq-trigger and no timer_stats.
+                (!["sysrq-trigger", "timer_stats"].contains(&name))
+                    .then(|| ["acpi", "asound", "scsi", "bus", "fs", "irq", "sys"].contains(&name))
+            } else if path.starts_with("/host") {
+                Some(true)
+            } else if path.to_string_lossy().starts_with("/c/dev/.berth-") {
+                Some(false)
+            } else {
+                None
+            })
+        }
+        fn write(&self, path: &Path, _: &[u8]) -> std::io::Result<()> {
+            self.log(format!("write {}", path.display()))
+        }
+        fn symlink(&self, target: &str, link: &Path) -> std::io::Result<()> {
+            self.log(format!("symlink {} -> {target}", link.display()))
+        }
+        fn mkdir(&self, path: &Path) -> std::io::Result<()> {
+            self.log(format!("mkdir {}", path.display()))
+        }
+        fn unlink(&self, path: &Path) -> std::io::Result<()> {
+            self.log(format!("unlink {}", path.display()))
+        }
+        fn pivot_root(&self, root: &Path) -> std::io::Result<()> {
+            self.log(format!("pivot_root {}", root.display()))
+        }
+    }
+
+    fn spec(read_only: bool) -> Spec {
+        Spec {
+            rootfs: vec![Mount::Bind { source: "/snap".into(), read_only: false }],
+            mountpoint: "/c".into(),
+            args: vec!["true".into()],
+            env: vec![],
+            cwd: "/".into(),
+            user: None,
+            ids: None,
+            hostname: "box".into(),
+            network: Network::None,
+            volumes: vec!["/host/data:/data:ro".parse().unwrap()],
+            tmpfs: vec!["/run:size=1m".into()],
+            read_only,
+            etc: Some(EtcFiles::new("box", false)),
+            cgroups: vec![],
+            init: false,
+            console_socket: None,
+            console_size: (24, 80),
+        }
+    }
+
+    #[test]
+    fn the_filesystem_is_built_in_runcs_order() {
+        let sys = Recorder::default();
+        build_filesystem(&sys, &spec(true)).unwrap();
+        let at = |line: &str| sys.position(line);
+        assert_eq!(at("rootfs /c"), 0, "the rootfs comes first");
+        let last = sys.calls.borrow().len() - 1;
+        assert_eq!(at("pivot_root /c"), last, "pivot_root comes last");
+        assert!(at("mount proc /c/proc") < at("bind /dev/null /c/proc/keys"), "masks go on the new /proc");
+        at("mount sysfs /c/sys ro");
+        at("mount tmpfs /c/proc/acpi ro");
+        assert!(at("bind /c/proc/sys /c/proc/sys") < at("remount-ro /c/proc/sys"));
+        assert!(at("mount tmpfs /c/dev") < at("bind /dev/null /c/dev/null"));
+        assert!(at("mkdir /c/dev/pts") < at("mount devpts /c/dev/pts"));
+        // /etc files: staged in /dev's tmpfs, bound, then unlinked.
+        let (w, b, u) = (
+            at("write /c/dev/.berth-hosts"),
+            at("bind /c/dev/.berth-hosts /c/etc/hosts"),
+            at("unlink /c/dev/.berth-hosts"),
+        );
+        assert!(w < b && b < u);
+        assert!(at("bind /host/data /c/data") < at("remount-ro /c/data"), "a :ro volume is bound, then made read-only");
+        at("mount tmpfs /c/run");
+        assert_eq!(at("remount-ro /c"), last - 1, "--read-only: the root is made read-only after every mount in it");
+    }
+
+    #[test]
+    fn without_read_only_the_root_stays_writable_and_missing_proc_entries_are_skipped() {
+        let sys = Recorder::default();
+        let mut s = spec(false);
+        s.volumes.clear();
+        build_filesystem(&sys, &s).unwrap();
+        let calls = sys.calls.borrow();
+        assert!(!calls.iter().any(|c| c == "remount-ro /c"), "{calls:#?}");
+        assert!(!calls.iter().any(|c| c.contains("sysrq-trigger")), "a path /proc lacks is not mounted on");
+    }
+
+    #[test]
+    fn a_volume_whose_source_is_missing_is_an_error() {
+        let sys = Recorder::default();
+        let mut s = spec(false);
+        s.volumes = vec!["/nowhere:/data".parse().unwrap()];
+        let err = build_filesystem(&sys, &s).unwrap_err();
+        assert!(err.to_string().contains("/nowhere does not exist"), "{err}");
+    }
 
     #[test]
     fn dot_dot_never_climbs_above_the_root() {

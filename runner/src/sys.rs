@@ -1,0 +1,120 @@
+//! The syscalls that build a container's filesystem, behind one trait ([`Sys`]), as youki
+//! does it: [`Linux`] makes them; the sandbox's unit tests pass a recording double and check
+//! the order and arguments of every mount without root.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use rustix::mount::MountFlags;
+
+use crate::snapshot::Mount;
+
+/// Where to mount or write: a path that no symlink in the image can redirect. For
+/// [`Linux`] it is `/proc/self/fd/N` of an `O_PATH` fd that this value keeps open.
+pub struct Target {
+    path: PathBuf,
+    _fd: Option<OwnedFd>,
+}
+
+impl Target {
+    /// The path to give to mount(2) and the file calls.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A target named by a plain path, for doubles that touch no filesystem.
+    pub fn plain(path: PathBuf) -> Target {
+        Target { path, _fd: None }
+    }
+}
+
+/// The calls the sandbox makes between mounting the rootfs and pivoting into it.
+pub trait Sys {
+    /// Mounts the rootfs (an overlay of snapshots, or a bind) on `target`.
+    fn mount_rootfs(&self, rootfs: &Mount, target: &Path) -> io::Result<()>;
+    /// Mounts a new filesystem of type `fstype` on `target`.
+    fn mount(&self, fstype: &str, target: &Path, flags: MountFlags, data: Option<&CStr>) -> io::Result<()>;
+    /// Binds `source` (recursively) onto `target`.
+    fn bind(&self, source: &Path, target: &Path) -> io::Result<()>;
+    /// Makes the mount on `target` read-only.
+    fn remount_read_only(&self, target: &Path) -> io::Result<()>;
+    /// Opens `rel` inside `root` (creating it, a directory if `dir`, where it is missing),
+    /// every component resolved inside the root.
+    fn resolve(&self, root: &Path, rel: &str, dir: bool) -> io::Result<Target>;
+    /// Whether `path` is a directory (symlinks followed); `None` when it does not exist.
+    fn is_dir(&self, path: &Path) -> io::Result<Option<bool>>;
+    /// Writes a file with `content`, creating or truncating it.
+    fn write(&self, path: &Path, content: &[u8]) -> io::Result<()>;
+    /// Makes a symlink `link` that points at `target`.
+    fn symlink(&self, target: &str, link: &Path) -> io::Result<()>;
+    /// Makes a directory.
+    fn mkdir(&self, path: &Path) -> io::Result<()>;
+    /// Removes a file.
+    fn unlink(&self, path: &Path) -> io::Result<()>;
+    /// Makes `root` the root directory (pivot_root, then the old root detached) and enters it.
+    fn pivot_root(&self, root: &Path) -> io::Result<()>;
+}
+
+/// The real calls, through rustix.
+pub struct Linux;
+
+fn errno(e: rustix::io::Errno) -> io::Error {
+    e.into()
+}
+
+impl Sys for Linux {
+    fn mount_rootfs(&self, rootfs: &Mount, target: &Path) -> io::Result<()> {
+        rootfs.mount(target).map_err(io::Error::other)
+    }
+
+    fn mount(&self, fstype: &str, target: &Path, flags: MountFlags, data: Option<&CStr>) -> io::Result<()> {
+        rustix::mount::mount(fstype, target, fstype, flags, data).map_err(errno)
+    }
+
+    fn bind(&self, source: &Path, target: &Path) -> io::Result<()> {
+        rustix::mount::mount_bind_recursive(source, target).map_err(errno)
+    }
+
+    fn remount_read_only(&self, target: &Path) -> io::Result<()> {
+        rustix::mount::mount_remount(target, MountFlags::BIND | MountFlags::RDONLY, "").map_err(errno)
+    }
+
+    fn resolve(&self, root: &Path, rel: &str, dir: bool) -> io::Result<Target> {
+        let fd = crate::sandbox::secure_target(root, rel, dir)?;
+        let path = PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)));
+        Ok(Target { path, _fd: Some(fd) })
+    }
+
+    fn is_dir(&self, path: &Path) -> io::Result<Option<bool>> {
+        match std::fs::metadata(path) {
+            Ok(m) => Ok(Some(m.is_dir())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn write(&self, path: &Path, content: &[u8]) -> io::Result<()> {
+        std::fs::write(path, content)
+    }
+
+    fn symlink(&self, target: &str, link: &Path) -> io::Result<()> {
+        std::os::unix::fs::symlink(target, link)
+    }
+
+    fn mkdir(&self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir(path)
+    }
+
+    fn unlink(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn pivot_root(&self, root: &Path) -> io::Result<()> {
+        rustix::process::chdir(root).map_err(errno)?;
+        rustix::process::pivot_root(".", ".").map_err(errno)?;
+        rustix::mount::unmount(".", rustix::mount::UnmountFlags::DETACH).map_err(errno)?;
+        rustix::process::chdir("/").map_err(errno)
+    }
+}
