@@ -87,14 +87,22 @@ pub fn ensure_scaffold(
     if snapshotter.exists(&name) {
         return Ok(name);
     }
-    let tmp = format!("scaffold-{}-{}", std::process::id(), thread_id());
+    // Unique even when a killed run left its temporary snapshot and the pid comes round.
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let tmp = format!("scaffold-{}-{}-{nanos}", std::process::id(), thread_id());
     let mounts = snapshotter.prepare(&tmp, top)?;
     let mountpoint = scratch.join(&tmp);
     let made = std::fs::create_dir_all(&mountpoint)
         .and_then(|()| {
             crate::sandbox::in_private_mounts(|| {
                 mounts[0].mount(&mountpoint).map_err(std::io::Error::other)?;
-                crate::sandbox::create_mountpoints(&mountpoint)
+                // This thread's own umask (its fs struct is unshared): docker's 022.
+                rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+                let made = crate::sandbox::create_mountpoints(&mountpoint);
+                // Unmounted here, not when the thread's namespace goes: the namespace may
+                // outlive the join for a moment, and the commit must find the overlay gone.
+                let unmounted = rustix::mount::unmount(&mountpoint, rustix::mount::UnmountFlags::empty());
+                made.and(unmounted.map_err(std::io::Error::from))
             })?
         })
         .map_err(|e| RootfsError::Scaffold(mountpoint.clone(), e));

@@ -149,6 +149,10 @@ pub fn in_private_mounts<T: Send>(f: impl FnOnce() -> T + Send) -> std::io::Resu
 const MASKED: [&str; 9] =
     ["acpi", "asound", "kcore", "keys", "latency_stats", "timer_list", "timer_stats", "sched_debug", "scsi"];
 
+/// Paths under /sys that runc and docker mask with an empty read-only tmpfs: firmware
+/// tables and EFI variables, and the RAPL energy counters (a power side channel).
+const MASKED_SYS: [&str; 2] = ["firmware", "devices/virtual/powercap"];
+
 /// Paths under /proc that runc makes read-only by default.
 const READ_ONLY: [&str; 5] = ["bus", "fs", "irq", "sys", "sysrq-trigger"];
 
@@ -166,53 +170,71 @@ pub(crate) fn secure_target(root: &Path, rel: &str, dir: bool) -> std::io::Resul
 }
 
 fn secure_target_at(root: &Path, rel: &str, dir: bool, links: u32) -> std::io::Result<std::os::fd::OwnedFd> {
-    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    use rustix::fs::{Mode, OFlags};
     if links > 40 {
         return Err(errno(rustix::io::Errno::LOOP));
     }
     let base =
         rustix::fs::open(root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(errno)?;
-    let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
     let mut prefix = PathBuf::new();
     let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
     for (i, c) in comps.iter().enumerate() {
         let parent = if prefix.as_os_str().is_empty() { PathBuf::from(".") } else { prefix.clone() };
-        let pfd = rustix::fs::openat2(
-            &base,
-            &parent,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-            resolve,
-        )
-        .map_err(errno)?;
+        let pfd = open_in_root(&base, &parent, OFlags::DIRECTORY).map_err(errno)?;
         prefix.push(c);
         let last = i + 1 == comps.len();
-        if rustix::fs::openat2(&base, &prefix, OFlags::PATH | OFlags::CLOEXEC, Mode::empty(), resolve).is_err() {
-            if let Ok(link) = rustix::fs::readlinkat(&pfd, *c, Vec::new()) {
-                // A dangling symlink: continue at its target, taken inside the root.
-                let link = link.to_string_lossy().into_owned();
-                let from = if link.starts_with('/') { String::new() } else { parent.to_string_lossy().into_owned() };
-                let next = lexical_in_root(&format!("{from}/{link}/{}", comps[i + 1..].join("/")));
-                return secure_target_at(root, &next, dir, links + 1);
-            }
-            if last && !dir {
-                rustix::fs::openat(
-                    &pfd,
-                    *c,
-                    OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-                    Mode::from_raw_mode(0o644),
-                )
-                .map_err(errno)?;
-            } else {
-                match rustix::fs::mkdirat(&pfd, *c, Mode::from_raw_mode(0o755)) {
-                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-                    Err(e) => return Err(errno(e)),
+        match open_in_root(&base, &prefix, OFlags::empty()) {
+            Ok(_) => {}
+            // Missing, or a dangling symlink; any other error (a magic link, a loop) stands.
+            Err(rustix::io::Errno::NOENT) => {
+                if let Ok(link) = rustix::fs::readlinkat(&pfd, *c, Vec::new()) {
+                    // A dangling symlink: continue at its target, taken inside the root.
+                    let link = link.to_string_lossy().into_owned();
+                    let from =
+                        if link.starts_with('/') { String::new() } else { parent.to_string_lossy().into_owned() };
+                    let next = lexical_in_root(&format!("{from}/{link}/{}", comps[i + 1..].join("/")));
+                    return secure_target_at(root, &next, dir, links + 1);
+                }
+                if last && !dir {
+                    rustix::fs::openat(
+                        &pfd,
+                        *c,
+                        OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                        Mode::from_raw_mode(0o644),
+                    )
+                    .map_err(errno)?;
+                } else {
+                    match rustix::fs::mkdirat(&pfd, *c, Mode::from_raw_mode(0o755)) {
+                        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                        Err(e) => return Err(errno(e)),
+                    }
                 }
             }
+            Err(e) => return Err(errno(e)),
         }
     }
     let target = if prefix.as_os_str().is_empty() { PathBuf::from(".") } else { prefix };
-    rustix::fs::openat2(&base, &target, OFlags::PATH | OFlags::CLOEXEC, Mode::empty(), resolve).map_err(errno)
+    open_in_root(&base, &target, OFlags::empty()).map_err(errno)
+}
+
+/// An `O_PATH` open of `path` under `base` with openat2 `RESOLVE_IN_ROOT |
+/// RESOLVE_NO_MAGICLINKS`. The kernel answers EAGAIN when a rename or a mount anywhere races a
+/// lookup that climbs with `..`; that is retried a few times, as runc's securejoin does.
+fn open_in_root(
+    base: &std::os::fd::OwnedFd,
+    path: &Path,
+    extra: rustix::fs::OFlags,
+) -> rustix::io::Result<std::os::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+    let flags = OFlags::PATH | OFlags::CLOEXEC | extra;
+    let mut tries = 0;
+    loop {
+        match rustix::fs::openat2(base, path, flags, Mode::empty(), resolve) {
+            Err(rustix::io::Errno::AGAIN) if tries < 32 => tries += 1,
+            other => return other,
+        }
+    }
 }
 
 /// `path` with `.` and `..` applied by name, never climbing above the root.
@@ -417,7 +439,13 @@ fn build_filesystem(sys: &dyn Sys, spec: &Spec) -> std::io::Result<()> {
     let hidden = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
     let proc_dir = mount_in(sys, root, "proc", "proc", hidden, None)?;
     // /sys read-only, as runc mounts it: the container sees its own network devices.
-    mount_in(sys, root, "sys", "sysfs", hidden | MountFlags::RDONLY, None)?;
+    let sys_dir = mount_in(sys, root, "sys", "sysfs", hidden | MountFlags::RDONLY, None)?;
+    for m in MASKED_SYS {
+        let p = sys_dir.path().join(m);
+        if sys.is_dir(&p)? == Some(true) {
+            sys.mount("tmpfs", &p, MountFlags::RDONLY, Some(c"size=0"))?;
+        }
+    }
     let dev_dir = mount_in(sys, root, "dev", "tmpfs", MountFlags::NOSUID, Some(c"mode=755,size=65536k"))?;
     let (proc_dir, dev) = (proc_dir.path(), dev_dir.path());
     for node in ["null", "zero", "full", "random", "urandom", "tty"] {
@@ -483,6 +511,9 @@ fn build_filesystem(sys: &dyn Sys, spec: &Spec) -> std::io::Result<()> {
 }
 
 fn enter(spec: &Spec) -> std::io::Result<()> {
+    // docker's umask, whatever berth was started with: the files and mount points made
+    // below, and the container's own, are readable by its other users.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
     // Join the limits first, so that nothing the container does escapes them.
     for procs in &spec.cgroups {
         std::fs::write(procs, "0")?;
@@ -780,6 +811,8 @@ mod tests {
                 // This /proc has no sysrq-trigger and no timer_stats.
                 (!["sysrq-trigger", "timer_stats"].contains(&name))
                     .then(|| ["acpi", "asound", "scsi", "bus", "fs", "irq", "sys"].contains(&name))
+            } else if path.starts_with("/c/sys") {
+                Some(true)
             } else if path.starts_with("/host") {
                 Some(true)
             } else if path.to_string_lossy().starts_with("/c/dev/.berth-") {
@@ -836,7 +869,8 @@ mod tests {
         let last = sys.calls.borrow().len() - 1;
         assert_eq!(at("pivot_root /c"), last, "pivot_root comes last");
         assert!(at("mount proc /c/proc") < at("bind /dev/null /c/proc/keys"), "masks go on the new /proc");
-        at("mount sysfs /c/sys ro");
+        assert!(at("mount sysfs /c/sys ro") < at("mount tmpfs /c/sys/firmware ro"));
+        at("mount tmpfs /c/sys/devices/virtual/powercap ro");
         at("mount tmpfs /c/proc/acpi ro");
         assert!(at("bind /c/proc/sys /c/proc/sys") < at("remount-ro /c/proc/sys"));
         assert!(at("mount tmpfs /c/dev") < at("bind /dev/null /c/dev/null"));

@@ -68,7 +68,7 @@ pub struct Registry {
     driver: Arc<dyn StorageDriver>,
     /// Running sha256 of uploads in progress on this process: upload id -> (bytes hashed, state).
     hashes: Arc<Mutex<HashMap<String, (u64, oci::digest::Hasher)>>>,
-    /// Manifest bodies read or written lately.
+    /// Manifest bodies served lately, by digest.
     manifests: Arc<Mutex<ManifestCache>>,
 }
 
