@@ -190,8 +190,13 @@ fn secure_target_at(root: &Path, rel: &str, dir: bool, links: u32) -> std::io::R
                 if let Ok(link) = rustix::fs::readlinkat(&pfd, *c, Vec::new()) {
                     // A dangling symlink: continue at its target, taken inside the root.
                     let link = link.to_string_lossy().into_owned();
-                    let from =
-                        if link.starts_with('/') { String::new() } else { parent.to_string_lossy().into_owned() };
+                    // A relative target counts from where the parent really is: the
+                    // parent path itself may have gone through symlinks.
+                    let from = if link.starts_with('/') {
+                        String::new()
+                    } else {
+                        path_in_root(&base, &pfd).unwrap_or_else(|| parent.to_string_lossy().into_owned())
+                    };
                     let next = lexical_in_root(&format!("{from}/{link}/{}", comps[i + 1..].join("/")));
                     return secure_target_at(root, &next, dir, links + 1);
                 }
@@ -215,6 +220,14 @@ fn secure_target_at(root: &Path, rel: &str, dir: bool, links: u32) -> std::io::R
     }
     let target = if prefix.as_os_str().is_empty() { PathBuf::from(".") } else { prefix };
     open_in_root(&base, &target, OFlags::empty()).map_err(errno)
+}
+
+/// Where the directory `dir` is inside the root `base`, both open fds, as the kernel sees it.
+fn path_in_root(base: &std::os::fd::OwnedFd, dir: &std::os::fd::OwnedFd) -> Option<String> {
+    let real = |fd: &std::os::fd::OwnedFd| {
+        std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(fd))).ok()
+    };
+    Some(real(dir)?.strip_prefix(real(base)?).ok()?.to_string_lossy().into_owned())
 }
 
 /// An `O_PATH` open of `path` under `base` with openat2 `RESOLVE_IN_ROOT |
@@ -930,6 +943,19 @@ mod tests {
         assert!(root.path().join("x/y").is_dir(), "'..' stops at the root");
         assert!(root.path().join("etc/real-hosts").is_file(), "a file target is a file");
         assert!(root.path().join("sys").is_dir() && root.path().join("etc/hostname").is_file());
+    }
+
+    #[test]
+    fn a_relative_dangling_link_counts_from_its_real_directory() {
+        // /etc -> private/etc, and /etc/hosts -> ../var/hosts: the kernel resolves that to
+        // /private/var/hosts, so that is where the mount point must be made.
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("private/etc")).unwrap();
+        std::os::unix::fs::symlink("private/etc", root.path().join("etc")).unwrap();
+        std::os::unix::fs::symlink("../var/hosts", root.path().join("private/etc/hosts")).unwrap();
+        secure_target(root.path(), "etc/hosts", false).unwrap();
+        assert!(root.path().join("private/var/hosts").is_file());
+        assert!(!root.path().join("var").exists(), "not next to the symlinked /etc");
     }
 
     #[test]
