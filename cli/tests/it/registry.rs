@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::util::{header, http, p, read_response, require_tool, run_tool, Berth, Server};
+use crate::util::{busybox_layout, header, http, p, read_response, require_tool, run_tool, Berth, Server};
 
 /// A busybox image saved as an OCI archive, and its image ID.
 pub(crate) fn busybox_archive(b: &Berth, dir: &Path) -> Option<(PathBuf, String)> {
@@ -166,12 +166,9 @@ fn skopeo_copies_a_multi_arch_index() {
     }
     let b = Berth::new();
     let dir = tempfile::tempdir().unwrap();
-    let Some((tar, _)) = busybox_archive(&b, dir.path()) else {
+    let Some(layout) = busybox_layout(&b, dir.path()) else {
         return;
     };
-    let layout = dir.path().join("layout");
-    std::fs::create_dir(&layout).unwrap();
-    run_tool(Command::new("tar").args(["-C", &p(&layout), "-xf", &p(&tar)]));
     make_multi_arch(&layout);
     let server = Server::start(&dir.path().join("registry"), &[]);
     let image = format!("docker://{}/multi/busybox:all", server.addr);
@@ -198,12 +195,9 @@ fn skopeo_pushes_a_referrer_and_the_referrers_api_lists_it() {
     }
     let b = Berth::new();
     let dir = tempfile::tempdir().unwrap();
-    let Some((tar, _)) = busybox_archive(&b, dir.path()) else {
+    let Some(layout) = busybox_layout(&b, dir.path()) else {
         return;
     };
-    let layout = dir.path().join("layout");
-    std::fs::create_dir(&layout).unwrap();
-    run_tool(Command::new("tar").args(["-C", &p(&layout), "-xf", &p(&tar)]));
     let (subject, sbom) = add_sbom_referrer(&layout);
     let server = Server::start(&dir.path().join("registry"), &[]);
     let repo = format!("{}/app/busybox", server.addr);
