@@ -166,7 +166,15 @@ pub(crate) fn secure_target(root: &Path, rel: &str, dir: bool) -> std::io::Resul
     if rel.split('/').any(|c| c == "..") {
         return Err(std::io::Error::other(format!("mount target {rel:?} has '..'")));
     }
-    secure_target_at(root, rel, dir, 0)
+    let target = secure_target_at(root, rel, dir, 0)?;
+    // A symlink in the image (`/dev -> /`) must not stack a mount on the rootfs itself.
+    if !rel.is_empty() {
+        let (t, r) = (rustix::fs::fstat(&target).map_err(errno)?, rustix::fs::stat(root).map_err(errno)?);
+        if (t.st_dev, t.st_ino) == (r.st_dev, r.st_ino) {
+            return Err(std::io::Error::other(format!("mount target /{rel} resolves to the root itself")));
+        }
+    }
+    Ok(target)
 }
 
 fn secure_target_at(root: &Path, rel: &str, dir: bool, links: u32) -> std::io::Result<std::os::fd::OwnedFd> {
@@ -956,6 +964,18 @@ mod tests {
         secure_target(root.path(), "etc/hosts", false).unwrap();
         assert!(root.path().join("private/var/hosts").is_file());
         assert!(!root.path().join("var").exists(), "not next to the symlinked /etc");
+    }
+
+    #[test]
+    fn a_mount_target_that_is_the_root_itself_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/", root.path().join("dev")).unwrap();
+        std::os::unix::fs::symlink("../..", root.path().join("proc")).unwrap();
+        for rel in ["dev", "proc"] {
+            let err = secure_target(root.path(), rel, true).unwrap_err();
+            assert!(err.to_string().contains("resolves to the root itself"), "{rel}: {err}");
+        }
+        secure_target(root.path(), "", true).unwrap();
     }
 
     #[test]
