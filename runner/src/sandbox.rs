@@ -785,7 +785,7 @@ mod tests {
 
     /// The recording double: every call as a line. In its /proc, acpi, asound, scsi, bus,
     /// fs, irq and sys are directories, sysrq-trigger and timer_stats are missing, the rest
-    /// are files; /host/... (volume sources) are directories.
+    /// are files; everything under /sys and /host (volume sources) is a directory.
     #[derive(Default)]
     struct Recorder {
         calls: std::cell::RefCell<Vec<String>>,
@@ -832,9 +832,7 @@ mod tests {
                 // This /proc has no sysrq-trigger and no timer_stats.
                 (!["sysrq-trigger", "timer_stats"].contains(&name))
                     .then(|| ["acpi", "asound", "scsi", "bus", "fs", "irq", "sys"].contains(&name))
-            } else if path.starts_with("/c/sys") {
-                Some(true)
-            } else if path.starts_with("/host") {
+            } else if path.starts_with("/c/sys") || path.starts_with("/host") {
                 Some(true)
             } else if path.to_string_lossy().starts_with("/c/dev/.berth-") {
                 Some(false)
