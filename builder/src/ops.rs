@@ -873,15 +873,7 @@ fn is_dir_in(root: &Path, rel: &str) -> bool {
     else {
         return false;
     };
-    let how = rustix::fs::ResolveFlags::IN_ROOT | rustix::fs::ResolveFlags::NO_MAGICLINKS;
-    rustix::fs::openat2(
-        &rootfd,
-        rel,
-        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
-        rustix::fs::Mode::empty(),
-        how,
-    )
-    .is_ok()
+    runner::sys::open_in_root(&rootfd, rel, rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY).is_ok()
 }
 
 /// True when `target` exists in the snapshot (its upper, then its lowers).

@@ -6,12 +6,20 @@
 //!   content/ingest/              blobs being written; renamed into blobs/ once verified
 //!   index/                       rocksdb: "name/<reference>" and "dangling/<digest>" -> Target
 //!   index.lock                   flock held while the index is open
+//!   index.gen                    a token every index write replaces first (see below)
+//!   index-cache/<sha256 of key>  name lookups answered without opening rocksdb
 //!   tmp/                         scratch space (decompressed layers for docker archives)
 //! ```
 //!
 //! The index is opened for each operation under an exclusive `flock`, so any number of
 //! berth processes can share one root: they take turns for the few milliseconds an index
 //! operation lasts, and blobs are written without any lock at all (they are atomic).
+//!
+//! Opening rocksdb costs about a millisecond, which is most of what `berth run` spends before
+//! its container starts. So a name lookup leaves its answer in `index-cache/`, stamped with the
+//! index's generation; every write to the index replaces the generation (under the lock, before
+//! it changes anything), so a stamped answer is current exactly while its stamp is. The cache is
+//! only ever a copy: deleting `index-cache/` loses nothing.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -101,6 +109,16 @@ pub struct ImageStore {
 const NAME_PREFIX: &str = "name/";
 const DANGLING_PREFIX: &str = "dangling/";
 const SOURCE_PREFIX: &str = "source/";
+const GENERATION: &str = "index.gen";
+const NAME_CACHE: &str = "index-cache";
+
+/// A remembered answer of [`ImageStore::get`]: valid while `generation` is the index's.
+#[derive(Serialize, Deserialize)]
+struct CachedName {
+    generation: String,
+    key: String,
+    target: Target,
+}
 
 impl ImageStore {
     /// Where the store lives unless told otherwise: `$BERTH_ROOT`, else `/var/lib/berth`
@@ -169,6 +187,10 @@ impl ImageStore {
             .ctx(|| format!("open {}", lock_path.display()))?;
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
             .map_err(|e| Error::io(format!("lock {}", lock_path.display()), e.into()))?;
+        if !read_only {
+            // Before anything changes: from here on no cached answer is taken as current.
+            self.new_generation()?;
+        }
         let path = self.root.join("index");
         let mut opts = rocksdb::Options::default();
         opts.create_if_missing(true);
@@ -247,11 +269,69 @@ impl ImageStore {
         })
     }
 
-    /// What `name` points at, if anything.
+    /// What `name` points at, if anything. Answered from `index-cache/` when the index has
+    /// not been written since the answer was cached (see the module docs).
     pub fn get(&self, name: &Reference) -> Result<Option<Target>> {
+        let key = format!("{NAME_PREFIX}{name}");
+        if let Some(target) = self.cached(&key) {
+            return Ok(Some(target));
+        }
         self.read_index(|db| {
-            db.get(format!("{NAME_PREFIX}{name}")).map_err(self.index_err())?.map(|v| parse_target(&v)).transpose()
+            let target = db.get(&key).map_err(self.index_err())?.map(|v| parse_target(&v)).transpose()?;
+            if let Some(t) = &target {
+                self.remember(&key, t);
+            }
+            Ok(target)
         })
+    }
+
+    /// The index's current generation; None before the first write that made one.
+    fn generation(&self) -> Option<String> {
+        fs::read_to_string(self.root.join(GENERATION)).ok()
+    }
+
+    /// Replaces the generation with a token no earlier write used. Called under the lock.
+    fn new_generation(&self) -> Result<()> {
+        let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let token = format!("{nanos:x}-{:x}", std::process::id());
+        let path = self.root.join(GENERATION);
+        let tmp = self.root.join(format!("{GENERATION}.{token}"));
+        fs::write(&tmp, &token).and_then(|()| fs::rename(&tmp, &path)).ctx(|| format!("write {}", path.display()))
+    }
+
+    fn cache_path(&self, key: &str) -> PathBuf {
+        self.root.join(NAME_CACHE).join(Digest::of(key.as_bytes()).hex())
+    }
+
+    /// The cached target of `key`, if it was cached at the current generation.
+    fn cached(&self, key: &str) -> Option<Target> {
+        let generation = self.generation()?;
+        let bytes = fs::read(self.cache_path(key)).ok()?;
+        let entry: CachedName = serde_json::from_slice(&bytes).ok()?;
+        (entry.generation == generation && entry.key == key).then_some(entry.target)
+    }
+
+    /// Caches `target` as the answer for `key` at the current generation. Called under the
+    /// lock, after reading the index. A cache that cannot be written (a read-only root) only
+    /// means the next lookup opens the index again, so failures here are not errors.
+    fn remember(&self, key: &str, target: &Target) {
+        let generation = match self.generation() {
+            Some(g) => g,
+            None => match self.new_generation().ok().and_then(|()| self.generation()) {
+                Some(g) => g,
+                None => return,
+            },
+        };
+        let entry = CachedName { generation, key: key.to_owned(), target: target.clone() };
+        let Ok(bytes) = serde_json::to_vec(&entry) else { return };
+        let path = self.cache_path(key);
+        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+        let written = fs::create_dir_all(self.root.join(NAME_CACHE))
+            .and_then(|()| fs::write(&tmp, bytes))
+            .and_then(|()| fs::rename(&tmp, &path));
+        if written.is_err() {
+            let _gone = fs::remove_file(&tmp);
+        }
     }
 
     /// Every record, named ones first in name order, then the dangling ones.
@@ -751,6 +831,58 @@ mod tests {
         s.add_source(&rec.target.digest, "localhost:5000/other").unwrap();
         assert_eq!(s.list().unwrap().len(), 1);
         assert_eq!(s.sources(&rec.target.digest).unwrap(), ["localhost:5000/app", "localhost:5000/other"]);
+    }
+
+    #[test]
+    fn a_name_lookup_is_answered_from_the_cache_until_the_index_changes() {
+        let (s, _d) = store();
+        let a = s.import_rootfs(&rootfs_tar()[..], None, &opts()).unwrap();
+        let other = ImportOptions { message: Some("other".into()), ..opts() };
+        let b = s.import_rootfs(&rootfs_tar()[..], None, &other).unwrap();
+        assert_ne!(a.target, b.target);
+        let name: Reference = "app:ci".parse().unwrap();
+        s.set_name(&name, &a.target).unwrap();
+        assert_eq!(s.get(&name).unwrap(), Some(a.target.clone()));
+
+        // With rocksdb out of reach, the cached answer still comes back: no index was opened.
+        let index = s.root().join("index");
+        let aside = s.root().join("index.aside");
+        fs::rename(&index, &aside).unwrap();
+        assert_eq!(s.get(&name).unwrap(), Some(a.target.clone()));
+        fs::rename(&aside, &index).unwrap();
+
+        // A write makes every cached answer stale at once: the name's new target shows.
+        s.set_name(&name, &b.target).unwrap();
+        assert_eq!(s.get(&name).unwrap(), Some(b.target.clone()));
+        s.remove_name(&name).unwrap();
+        assert_eq!(s.get(&name).unwrap(), None);
+
+        // The cache is only a copy: without it every answer is the same.
+        s.set_name(&name, &a.target).unwrap();
+        assert_eq!(s.get(&name).unwrap(), Some(a.target.clone()));
+        fs::remove_dir_all(s.root().join(NAME_CACHE)).unwrap();
+        assert_eq!(s.get(&name).unwrap(), Some(a.target));
+    }
+
+    #[test]
+    fn a_cached_answer_from_another_generation_or_for_another_key_is_not_used() {
+        let (s, _d) = store();
+        let a = s.import_rootfs(&rootfs_tar()[..], None, &opts()).unwrap();
+        let name: Reference = "app:ci".parse().unwrap();
+        s.set_name(&name, &a.target).unwrap();
+        let wrong = Target { digest: Digest::of(b"not the image"), ..a.target.clone() };
+        let key = format!("{NAME_PREFIX}{name}");
+        let forge = |generation: String, key: String| {
+            let entry = CachedName { generation, key, target: wrong.clone() };
+            fs::create_dir_all(s.root().join(NAME_CACHE)).unwrap();
+            fs::write(s.cache_path(&format!("{NAME_PREFIX}{name}")), serde_json::to_vec(&entry).unwrap()).unwrap();
+        };
+        forge("an old generation".into(), key.clone());
+        assert_eq!(s.get(&name).unwrap(), Some(a.target.clone()));
+        forge(s.generation().unwrap(), format!("{NAME_PREFIX}other:name"));
+        assert_eq!(s.get(&name).unwrap(), Some(a.target.clone()));
+        fs::write(s.cache_path(&key), b"{ torn").unwrap();
+        assert_eq!(s.get(&name).unwrap(), Some(a.target));
     }
 
     #[test]

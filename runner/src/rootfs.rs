@@ -59,6 +59,39 @@ pub fn prepare(
     snapshotter: &dyn Snapshotter,
     key: &str,
 ) -> Result<Vec<Mount>, RootfsError> {
+    let base = ensure_image(store, image, snapshotter)?;
+    Ok(snapshotter.prepare(key, Some(&base))?)
+}
+
+/// Like [`prepare`], for a container whose writes are thrown away: a
+/// [`Mount::Scratch`](crate::snapshot::Mount::Scratch) rootfs with its upper directory in
+/// memory where the snapshotter offers one (no snapshot to create now or remove later),
+/// else the active snapshot `key`.
+pub fn prepare_throwaway(
+    store: &ImageStore,
+    image: &Image,
+    snapshotter: &dyn Snapshotter,
+    key: &str,
+) -> Result<Throwaway, RootfsError> {
+    let base = ensure_image(store, image, snapshotter)?;
+    Ok(match snapshotter.scratch(&base)? {
+        Some(mounts) => Throwaway::Scratch(mounts),
+        None => Throwaway::Snapshot(snapshotter.prepare(key, Some(&base))?),
+    })
+}
+
+/// What [`prepare_throwaway`] made.
+#[derive(Debug)]
+pub enum Throwaway {
+    /// Mounts with nothing on disk behind their writes: nothing to remove afterwards.
+    Scratch(Vec<Mount>),
+    /// An active snapshot under the given key, removed by the caller afterwards.
+    Snapshot(Vec<Mount>),
+}
+
+/// The committed snapshot a container of `image` starts from: every layer unpacked (diffIDs
+/// verified), plus the sandbox's scaffold on top.
+fn ensure_image(store: &ImageStore, image: &Image, snapshotter: &dyn Snapshotter) -> Result<String, RootfsError> {
     let layers = image
         .manifest
         .layers()
@@ -67,8 +100,7 @@ pub fn prepare(
         .map(|(desc, diff_id)| Ok((oci::manifest::descriptor_digest(desc)?, diff_id.clone())))
         .collect::<Result<Vec<_>, oci::Error>>()?;
     let top = ensure_chain(store, &layers, snapshotter)?;
-    let base = ensure_scaffold(snapshotter, top.as_deref(), &store.tmp_dir())?;
-    Ok(snapshotter.prepare(key, Some(&base))?)
+    ensure_scaffold(snapshotter, top.as_deref(), &store.tmp_dir())
 }
 
 /// The committed snapshot on top of the image's `top` that adds the sandbox's

@@ -238,24 +238,13 @@ fn path_in_root(base: &std::os::fd::OwnedFd, dir: &std::os::fd::OwnedFd) -> Opti
     Some(real(dir)?.strip_prefix(real(base)?).ok()?.to_string_lossy().into_owned())
 }
 
-/// An `O_PATH` open of `path` under `base` with openat2 `RESOLVE_IN_ROOT |
-/// RESOLVE_NO_MAGICLINKS`. The kernel answers EAGAIN when a rename or a mount anywhere races a
-/// lookup that climbs with `..`; that is retried a few times, as runc's securejoin does.
+/// An `O_PATH` open of `path` under `base`, resolved inside it ([`crate::sys::open_in_root`]).
 fn open_in_root(
     base: &std::os::fd::OwnedFd,
     path: &Path,
     extra: rustix::fs::OFlags,
 ) -> rustix::io::Result<std::os::fd::OwnedFd> {
-    use rustix::fs::{Mode, OFlags, ResolveFlags};
-    let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
-    let flags = OFlags::PATH | OFlags::CLOEXEC | extra;
-    let mut tries = 0;
-    loop {
-        match rustix::fs::openat2(base, path, flags, Mode::empty(), resolve) {
-            Err(rustix::io::Errno::AGAIN) if tries < 32 => tries += 1,
-            other => return other,
-        }
-    }
+    crate::sys::open_in_root(base, path, rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC | extra)
 }
 
 /// `path` with `.` and `..` applied by name, never climbing above the root.
@@ -342,6 +331,7 @@ fn default_capabilities() -> rustix::thread::CapabilitySet {
 fn read_in_rootfs(mounts: &[Mount], path: &str) -> Option<String> {
     let dirs: Vec<&PathBuf> = match mounts.first()? {
         Mount::Overlay { lower, upper } => upper.iter().map(|(u, _)| u).chain(lower.iter()).collect(),
+        Mount::Scratch { lower } => lower.iter().collect(),
         Mount::Bind { source, .. } => vec![source],
     };
     for dir in dirs {
@@ -350,14 +340,7 @@ fn read_in_rootfs(mounts: &[Mount], path: &str) -> Option<String> {
         else {
             continue;
         };
-        let resolve = rustix::fs::ResolveFlags::IN_ROOT | rustix::fs::ResolveFlags::NO_MAGICLINKS;
-        match rustix::fs::openat2(
-            &root,
-            path,
-            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-            resolve,
-        ) {
+        match crate::sys::open_in_root(&root, path, rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC) {
             Ok(fd) => {
                 let mut s = String::new();
                 let mut f = std::fs::File::from(fd);

@@ -11,6 +11,26 @@ use rustix::mount::MountFlags;
 
 use crate::snapshot::Mount;
 
+/// Opens `path` under `base` with openat2 `RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS`: every
+/// symlink and `..` is resolved as if `base` were `/`. The kernel answers EAGAIN when a rename
+/// or a mount anywhere on the host races a lookup that climbs with `..`; that is retried a
+/// few times, as runc's securejoin does, so a busy host does not fail an unpack.
+pub fn open_in_root(
+    base: impl std::os::fd::AsFd,
+    path: impl AsRef<Path>,
+    flags: rustix::fs::OFlags,
+) -> rustix::io::Result<OwnedFd> {
+    use rustix::fs::{Mode, ResolveFlags};
+    let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+    let mut tries = 0;
+    loop {
+        match rustix::fs::openat2(base.as_fd(), path.as_ref(), flags, Mode::empty(), resolve) {
+            Err(rustix::io::Errno::AGAIN) if tries < 32 => tries += 1,
+            other => return other,
+        }
+    }
+}
+
 /// Where to mount or write: a path that no symlink in the image can redirect. For
 /// [`Linux`] it is `/proc/self/fd/N` of an `O_PATH` fd that this value keeps open.
 pub struct Target {

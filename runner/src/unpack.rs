@@ -22,7 +22,7 @@ use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 
 /// What a bad layer or a failed syscall is.
 #[derive(Debug, thiserror::Error)]
@@ -141,10 +141,9 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(rustix::io::Errno
 impl Unpacker {
     /// Opens (creating as needed) the directory `dir`, resolved inside the root.
     fn dir(&self, dir: &Path) -> Result<OwnedFd> {
-        let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
         let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
         let target = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
-        match rustix::fs::openat2(&self.root, target, flags, Mode::empty(), resolve) {
+        match crate::sys::open_in_root(&self.root, target, flags) {
             Ok(fd) => Ok(fd),
             Err(rustix::io::Errno::NOENT) => {
                 let parent = dir.parent().unwrap_or(Path::new(""));
@@ -154,7 +153,7 @@ impl Unpacker {
                     Ok(()) | Err(rustix::io::Errno::EXIST) => {}
                     Err(e) => return Err(io_err("create directory", dir)(e)),
                 }
-                match rustix::fs::openat2(&self.root, target, flags, Mode::empty(), resolve) {
+                match crate::sys::open_in_root(&self.root, target, flags) {
                     Err(rustix::io::Errno::NOENT) => Err(UnpackError::Refused {
                         path: dir.display().to_string(),
                         reason: "a parent is a symlink whose target is missing inside the root",

@@ -159,7 +159,10 @@ impl Run {
             }
             None => format!("container-{id}"),
         };
-        let mountpoint = root.join("containers").join(&id);
+        // berth's own sandbox mounts the rootfs in the container's private mount namespace, so
+        // every container can use one directory; runc and crun get a bundle of their own.
+        let own_runtime = self.runtime == "berth";
+        let mountpoint = root.join("containers").join(if own_runtime { ".rootfs" } else { id.as_str() });
         std::fs::create_dir_all(&mountpoint).with_context(|| format!("create {}", mountpoint.display()))?;
         let limits = runner::cgroup::Limits { memory: self.memory, pids: self.pids_limit, cpus: self.cpus };
         let cgroup = if limits.is_empty() {
@@ -168,9 +171,27 @@ impl Run {
             Some(runner::cgroup::Cgroup::create(&id, &limits).context("set up cgroup limits")?)
         };
         let cgroups = cgroup.as_ref().map(runner::cgroup::Cgroup::procs_files).unwrap_or_default();
+        // Whether the snapshot `key` was made, and so must be removed or kept afterwards.
+        let mut snapshot_made = false;
         let result = (|| -> Result<i32> {
-            let rootfs = runner::rootfs::prepare(&store, &image, snapshotter.as_ref(), &key)
-                .with_context(|| format!("prepare the rootfs of {}", self.image))?;
+            let context = || format!("prepare the rootfs of {}", self.image);
+            let rootfs = if record.is_none() && own_runtime {
+                // Nothing of an unnamed container is kept: its writes can live in memory.
+                match runner::rootfs::prepare_throwaway(&store, &image, snapshotter.as_ref(), &key)
+                    .with_context(context)?
+                {
+                    runner::rootfs::Throwaway::Scratch(mounts) => mounts,
+                    runner::rootfs::Throwaway::Snapshot(mounts) => {
+                        snapshot_made = true;
+                        mounts
+                    }
+                }
+            } else {
+                let mounts =
+                    runner::rootfs::prepare(&store, &image, snapshotter.as_ref(), &key).with_context(context)?;
+                snapshot_made = true;
+                mounts
+            };
             let mut console = if self.tty && self.runtime == "berth" {
                 Some(super::console::Console::start(self.interactive)?)
             } else {
@@ -237,14 +258,19 @@ impl Run {
                 super::container::save(root, &r)?;
             }
             Some(r) => {
-                let _ = snapshotter.remove(&key);
+                if snapshot_made {
+                    let _ = snapshotter.remove(&key);
+                }
                 let _ = std::fs::remove_file(root.join("containers").join(format!("{}.json", r.name)));
             }
-            None => {
+            None if snapshot_made => {
                 let _ = snapshotter.remove(&key);
             }
+            None => {}
         }
-        let _ = std::fs::remove_dir(&mountpoint);
+        if !own_runtime {
+            let _ = std::fs::remove_dir(&mountpoint);
+        }
         let bundle = mountpoint.with_extension("bundle");
         if bundle.exists() {
             // Unmount the rootfs first: removing the bundle must never walk into it.
@@ -254,8 +280,20 @@ impl Run {
             let _ = std::fs::remove_dir(&bundle);
         }
         let code = result?;
-        std::process::exit(code);
+        exit_with(code)
     }
+}
+
+/// Ends berth with the container's exit code, without the exit-time destructors that
+/// `std::process::exit` runs: tearing down rocksdb's C++ statics is a measurable part of a
+/// smoke test's start-to-exit time, and berth has nothing left to finish but its stdio.
+fn exit_with(code: i32) -> ! {
+    use std::io::Write;
+    // As with std::process::exit, a failed flush at exit has no one left to report to.
+    let _stdout = std::io::stdout().flush();
+    let _stderr = std::io::stderr().flush();
+    // SAFETY: _exit ends the process at once; no Rust state is touched afterwards.
+    unsafe { libc::_exit(code) }
 }
 
 /// Runs `spec` through an OCI runtime: a bundle with the same process and rootfs, in a

@@ -134,12 +134,35 @@ fn nothing_is_left_mounted_or_prepared() {
     let root = p(b.root.path());
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&root), "a mount of the store is left: {mounts}");
-    let containers = std::fs::read_dir(b.root.path().join("containers")).unwrap().count();
-    assert_eq!(containers, 0);
+    // Only the one empty directory every container's rootfs is mounted on, in its own namespace.
+    let containers: Vec<_> = std::fs::read_dir(b.root.path().join("containers")).unwrap().flatten().collect();
+    assert_eq!(containers.iter().map(|e| e.file_name()).collect::<Vec<_>>(), [".rootfs"]);
+    assert_eq!(std::fs::read_dir(containers[0].path()).unwrap().count(), 0, "nothing is left under the mount point");
     // One committed snapshot for the one layer and one for the sandbox's mount points on
     // top of it (kept for the next run); the container's own is gone.
     let snaps = std::fs::read_dir(b.root.path().join("snapshots/overlay")).unwrap().count();
     assert_eq!(snaps, 2);
+}
+
+#[test]
+fn an_unnamed_containers_writes_are_gone_when_it_exits() {
+    let Some(b) = setup() else { return };
+    let (code, out, _) = run(&b, &["busybox", "sh", "-c", "echo hi > /etc/new && rm /bin/ls && cat /etc/new"]);
+    assert_eq!((code, out.as_str()), (0, "hi\n"));
+    // Two containers at once each see only their own writes.
+    let first = b
+        .cmd(&["run", "busybox", "sh", "-c", "echo one > /mine; sleep 2; cat /mine"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (code, out, _) = run(&b, &["busybox", "sh", "-c", "echo two > /mine; cat /mine"]);
+    assert_eq!((code, out.as_str()), (0, "two\n"));
+    let first = first.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&first.stdout), "one\n");
+    let (code, out, _) = run(&b, &["busybox", "sh", "-c", "ls /etc/new /mine 2>&1; test -e /bin/ls && echo ls-back"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("ls-back") && !out.contains("hi") && out.matches("No such file").count() == 2, "{out}");
 }
 
 #[test]

@@ -83,6 +83,14 @@ pub enum Mount {
         /// The writable upper directory and its work directory.
         upper: Option<(PathBuf, PathBuf)>,
     },
+    /// overlayfs of `lower` (top first) with a fresh upper directory in memory: a tmpfs
+    /// mounted on the target first, then covered by the overlay. Made for a mount namespace
+    /// that dies with its container, where nothing needs unmounting or removing afterwards;
+    /// writes count against the writer's memory cgroup.
+    Scratch {
+        /// Lower directories, top first.
+        lower: Vec<PathBuf>,
+    },
     /// A bind mount of one directory.
     Bind {
         /// The directory.
@@ -115,6 +123,17 @@ impl Mount {
                     source: io::Error::new(io::ErrorKind::InvalidInput, e),
                 })?;
                 mount("overlay", target, "overlay", flags, Some(data.as_c_str())).map_err(err)
+            }
+            Mount::Scratch { lower } => {
+                mount("tmpfs", target, "tmpfs", MountFlags::empty(), Some(c"mode=755")).map_err(err)?;
+                let mut dirs = Vec::with_capacity(2);
+                for name in ["upper", "work"] {
+                    let dir = target.join(name);
+                    std::fs::create_dir(&dir).map_err(io_err("create", &dir))?;
+                    dirs.push(dir);
+                }
+                let upper = Some((dirs[0].clone(), dirs[1].clone()));
+                Mount::Overlay { lower: lower.clone(), upper }.mount(target)
             }
             Mount::Bind { source, read_only } => {
                 mount_bind(source, target).map_err(err)?;
@@ -175,6 +194,14 @@ pub trait Snapshotter: Send + Sync {
 
     /// True when a committed snapshot `name` exists.
     fn exists(&self, name: &str) -> bool;
+
+    /// How to mount a throwaway writable rootfs on the committed snapshot `parent` with
+    /// nothing on disk to create or remove ([`Mount::Scratch`]), where the snapshotter can;
+    /// `None` where a caller must [`prepare`](Snapshotter::prepare) an active snapshot.
+    fn scratch(&self, parent: &str) -> Result<Option<Vec<Mount>>> {
+        let _ = parent;
+        Ok(None)
+    }
 }
 
 /// Where snapshots live on disk, shared by both implementations:

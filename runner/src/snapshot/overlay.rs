@@ -65,4 +65,11 @@ impl Snapshotter for OverlaySnapshotter {
     fn exists(&self, name: &str) -> bool {
         self.dirs.kind(name).as_deref() == Some("committed")
     }
+
+    fn scratch(&self, parent: &str) -> Result<Option<Vec<Mount>>> {
+        if !self.exists(parent) {
+            return Err(SnapshotError::NotFound(parent.to_owned()));
+        }
+        Ok(Some(vec![Mount::Scratch { lower: self.dirs.chain(Some(parent)) }]))
+    }
 }

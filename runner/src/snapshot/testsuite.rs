@@ -59,6 +59,42 @@ fn merged(mounts: &[Mount]) -> Option<BTreeMap<String, String>> {
     }
 }
 
+/// A throwaway rootfs ([`Snapshotter::scratch`]) shows its parent, takes writes and
+/// deletions, and leaves the parent's snapshot exactly as it was; snapshotters without one
+/// say so with `None`.
+pub fn scratch_leaves_the_snapshots_untouched(s: &dyn Snapshotter, needs_root: bool) {
+    if needs_root && !root_or_skip("overlay snapshots") {
+        return;
+    }
+    apply(s, "k1", None, &[("a/x", "x"), ("b/y", "y")]);
+    s.commit("l1", "k1").unwrap();
+    let before = merged(&s.view("v1", Some("l1")).unwrap());
+    let Some(mounts) = s.scratch("l1").unwrap() else {
+        assert!(!needs_root, "the overlay snapshotter offers a scratch rootfs");
+        return;
+    };
+    assert!(matches!(s.scratch("missing"), Err(SnapshotError::NotFound(_))));
+    if !rustix::process::geteuid().is_root() {
+        return;
+    }
+    let target = tempfile::tempdir().unwrap();
+    let seen = crate::sandbox::in_private_mounts(|| {
+        mounts[0].mount(target.path()).unwrap();
+        std::fs::write(target.path().join("a/new"), "new").unwrap();
+        std::fs::remove_file(target.path().join("b/y")).unwrap();
+        let mut out = BTreeMap::new();
+        walk(target.path(), "", &mut out);
+        out
+    })
+    .unwrap();
+    let want: BTreeMap<String, String> =
+        [("a/x", "x"), ("a/new", "new")].iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+    assert_eq!(seen, want);
+    // The mounts went with the namespace, and the snapshot kept its own files.
+    assert_eq!(std::fs::read_dir(target.path()).unwrap().count(), 0);
+    assert_eq!(merged(&s.view("v2", Some("l1")).unwrap()), before);
+}
+
 fn root_or_skip(what: &str) -> bool {
     let root = rustix::process::geteuid().is_root();
     if !root {
@@ -149,7 +185,8 @@ macro_rules! suite {
     ($modname:ident, $ty:ty, $needs_root:expr) => {
         mod $modname {
             use super::*;
-            suite!(@tests $ty, $needs_root; layers_stack_with_whiteouts, diff_turns_changes_into_a_layer, lifecycle_errors);
+            suite!(@tests $ty, $needs_root; layers_stack_with_whiteouts, diff_turns_changes_into_a_layer, lifecycle_errors,
+                scratch_leaves_the_snapshots_untouched);
         }
     };
     (@tests $ty:ty, $needs_root:expr; $($name:ident),*) => {
