@@ -6,21 +6,26 @@
 #   bench/run.sh
 #
 # Environment: BENCH_DIR (default /var/tmp/berth-bench) holds the run directory; RUNS (default
-# 50) timed runs per tool, after 5 warm-up runs; BERTH (default target/release/berth) is the
-# binary under test; KEEP_RUN=1 keeps the run directory (berth's root, the bundle, the JSON).
+# 60) timed runs per tool, taken in ROUNDS (default 6) rounds that each time all three tools in
+# turn, after 5 warm-up runs each, so that a slow spell of the machine falls on every tool
+# alike; BERTH (default target/release/berth) is the binary under test; KEEP_RUN=1 keeps the
+# run directory (berth's root, the bundle, the JSON).
 # Needs root (runc and crun run rootful; so does berth run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PROG=run.sh
 BENCH_DIR=${BENCH_DIR:-/var/tmp/berth-bench}
-RUNS=${RUNS:-50}
+RUNS=${RUNS:-60}
+ROUNDS=${ROUNDS:-6}
 BERTH=${BERTH:-target/release/berth}
 WARMUP=5
 . bench/lib.sh
 
 [ $# -eq 0 ] || die "usage: bench/run.sh (no arguments; see the environment in its header)"
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer"
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
+[ "$RUNS" -ge "$ROUNDS" ] || die "RUNS ($RUNS) must be at least ROUNDS ($ROUNDS)"
 [ "$(id -u)" -eq 0 ] || die "run it as root: runc, crun and berth run start real containers"
 [ -x "$BERTH" ] || die "$BERTH is missing: run ./setup (or set BERTH)"
 BERTH=$(realpath "$BERTH")
@@ -105,23 +110,28 @@ say "warming berth's snapshot cache"
 "${in_ns[@]}" "$BERTH" run busybox /bin/true >"$RUN/warm.log" 2>&1 ||
   die "berth run busybox /bin/true failed (see $RUN/warm.log)"
 
-say "hyperfine: $WARMUP warm-up and $RUNS timed runs per tool"
-"${in_ns[@]}" hyperfine -N --style basic --warmup "$WARMUP" --runs "$RUNS" \
-  --export-json "$RUN/hyperfine.json" \
-  --command-name berth --prepare true "$BERTH run busybox /bin/true" \
-  --command-name runc --prepare "runc delete -f bench-runc" "runc run -b $BUNDLE bench-runc" \
-  --command-name crun --prepare "crun delete -f bench-crun" \
-  "crun --cgroup-manager=disabled run -b $BUNDLE bench-crun" >&2 ||
-  die "hyperfine failed (run it again with KEEP_RUN=1 and see $RUN)"
+say "hyperfine: $ROUNDS rounds of $WARMUP warm-up and $((RUNS / ROUNDS)) timed runs per tool"
+for round in $(seq "$ROUNDS"); do
+  "${in_ns[@]}" hyperfine -N --style none --warmup "$WARMUP" --runs "$((RUNS / ROUNDS))" \
+    --export-json "$RUN/hyperfine-$round.json" \
+    --command-name berth --prepare true "$BERTH run busybox /bin/true" \
+    --command-name runc --prepare "runc delete -f bench-runc" "runc run -b $BUNDLE bench-runc" \
+    --command-name crun --prepare "crun delete -f bench-crun" \
+    "crun --cgroup-manager=disabled run -b $BUNDLE bench-crun" >&2 ||
+    die "hyperfine failed (run it again with KEEP_RUN=1 and see $RUN)"
+done
 
 runc_v=$(runc --version | awk 'NR == 1 { sub(/\+.*/, "", $3); print $3 }')
 crun_v=$(crun --version | awk 'NR == 1 { print $3 }')
 echo
-python3 - "$RUN/hyperfine.json" "runc $runc_v" "crun $crun_v" <<'PY'
+python3 - "runc $runc_v" "crun $crun_v" "$RUN"/hyperfine-*.json <<'PY'
 import json, statistics, sys
 
-results = {r["command"]: r["times"] for r in json.load(open(sys.argv[1]))["results"]}
-labels = {"berth": "berth", "runc": sys.argv[2], "crun": sys.argv[3]}
+results = {}
+for path in sys.argv[3:]:
+    for r in json.load(open(path))["results"]:
+        results.setdefault(r["command"], []).extend(r["times"])
+labels = {"berth": "berth", "runc": sys.argv[1], "crun": sys.argv[2]}
 
 
 def p95(times):
@@ -140,6 +150,7 @@ for name, label in labels.items():
     print(f"{label:<24}{median[name]:>10.2f}{statistics.mean(t) * 1e3:>9.2f}"
           f"{min(t) * 1e3:>8.2f}{p95(t) * 1e3:>8.2f}")
 print(f"berth/crun: median {median['berth'] / median['crun']:.2f}x "
-      f"(berth/runc {median['berth'] / median['runc']:.2f}x), {len(results['berth'])} runs each")
+      f"(berth/runc {median['berth'] / median['runc']:.2f}x), {len(results['berth'])} runs each "
+      f"in {len(sys.argv) - 3} rounds")
 print("targets: berth's median below crun's; under 15 ms with a warm snapshot cache")
 PY

@@ -144,6 +144,11 @@ pub fn in_private_mounts<T: Send>(f: impl FnOnce() -> T + Send) -> std::io::Resu
     })
 }
 
+/// The device nodes of every container's /dev, with their numbers, as the OCI runtime
+/// spec's default devices.
+const DEVICES: [(&str, u32, u32); 6] =
+    [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)];
+
 /// Paths under /proc that runc masks by default: files get /dev/null, directories an
 /// empty read-only tmpfs.
 const MASKED: [&str; 9] =
@@ -452,10 +457,17 @@ fn build_filesystem(sys: &dyn Sys, spec: &Spec) -> std::io::Result<()> {
     }
     let dev_dir = mount_in(sys, root, "dev", "tmpfs", MountFlags::NOSUID, Some(c"mode=755,size=65536k"))?;
     let (proc_dir, dev) = (proc_dir.path(), dev_dir.path());
-    for node in ["null", "zero", "full", "random", "urandom", "tty"] {
+    for (node, major, minor) in DEVICES {
         let target = dev.join(node);
-        sys.write(&target, b"")?;
-        sys.bind(&Path::new("/dev").join(node), &target)?;
+        match sys.mknod_char(&target, major, minor) {
+            Ok(()) => {}
+            // Where device nodes cannot be made (a user namespace), the host's are bound.
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) => {
+                sys.write(&target, b"")?;
+                sys.bind(&Path::new("/dev").join(node), &target)?;
+            }
+            Err(e) => return Err(e),
+        }
     }
     for (link, target) in [
         ("fd", "/proc/self/fd"),
@@ -772,6 +784,8 @@ mod tests {
     #[derive(Default)]
     struct Recorder {
         calls: std::cell::RefCell<Vec<String>>,
+        /// Answer mknod with EPERM, as inside a user namespace.
+        no_mknod: bool,
     }
 
     impl Recorder {
@@ -826,6 +840,12 @@ mod tests {
         fn write(&self, path: &Path, _: &[u8]) -> std::io::Result<()> {
             self.log(format!("write {}", path.display()))
         }
+        fn mknod_char(&self, path: &Path, major: u32, minor: u32) -> std::io::Result<()> {
+            if self.no_mknod {
+                return Err(std::io::Error::from_raw_os_error(rustix::io::Errno::PERM.raw_os_error()));
+            }
+            self.log(format!("mknod {} {major}:{minor}", path.display()))
+        }
         fn symlink(&self, target: &str, link: &Path) -> std::io::Result<()> {
             self.log(format!("symlink {} -> {target}", link.display()))
         }
@@ -875,7 +895,9 @@ mod tests {
         at("mount tmpfs /c/sys/devices/virtual/powercap ro");
         at("mount tmpfs /c/proc/acpi ro");
         assert!(at("bind /c/proc/sys /c/proc/sys") < at("remount-ro /c/proc/sys"));
-        assert!(at("mount tmpfs /c/dev") < at("bind /dev/null /c/dev/null"));
+        assert!(at("mount tmpfs /c/dev") < at("mknod /c/dev/null 1:3"));
+        at("mknod /c/dev/urandom 1:9");
+        at("mknod /c/dev/tty 5:0");
         assert!(at("mkdir /c/dev/pts") < at("mount devpts /c/dev/pts"));
         // /etc files: staged in /dev's tmpfs, bound, then unlinked.
         let (w, b, u) = (
@@ -887,6 +909,18 @@ mod tests {
         assert!(at("bind /host/data /c/data") < at("remount-ro /c/data"), "a :ro volume is bound, then made read-only");
         at("mount tmpfs /c/run");
         assert_eq!(at("remount-ro /c"), last - 1, "--read-only: the root is made read-only after every mount in it");
+    }
+
+    #[test]
+    fn where_device_nodes_cannot_be_made_the_hosts_are_bound() {
+        let sys = Recorder { no_mknod: true, ..Recorder::default() };
+        build_filesystem(&sys, &spec(false)).unwrap();
+        for node in ["null", "zero", "full", "random", "urandom", "tty"] {
+            assert!(
+                sys.position(&format!("write /c/dev/{node}"))
+                    < sys.position(&format!("bind /dev/{node} /c/dev/{node}"))
+            );
+        }
     }
 
     #[test]

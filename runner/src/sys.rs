@@ -67,6 +67,9 @@ pub trait Sys {
     fn is_dir(&self, path: &Path) -> io::Result<Option<bool>>;
     /// Writes a file with `content`, creating or truncating it.
     fn write(&self, path: &Path, content: &[u8]) -> io::Result<()>;
+    /// Makes the character device `path` (`major:minor`, mode 0666), as runc does outside a
+    /// user namespace; EPERM where device nodes cannot be made.
+    fn mknod_char(&self, path: &Path, major: u32, minor: u32) -> io::Result<()>;
     /// Makes a symlink `link` that points at `target`.
     fn symlink(&self, target: &str, link: &Path) -> io::Result<()>;
     /// Makes a directory.
@@ -117,6 +120,15 @@ impl Sys for Linux {
 
     fn write(&self, path: &Path, content: &[u8]) -> io::Result<()> {
         std::fs::write(path, content)
+    }
+
+    fn mknod_char(&self, path: &Path, major: u32, minor: u32) -> io::Result<()> {
+        use rustix::fs::{FileType, Mode, CWD};
+        let mode = Mode::from_raw_mode(0o666);
+        rustix::fs::mknodat(CWD, path, FileType::CharacterDevice, mode, rustix::fs::makedev(major, minor))
+            .map_err(errno)?;
+        // mknod applies the umask (022 here); the devices are for everyone.
+        rustix::fs::chmod(path, mode).map_err(errno)
     }
 
     fn symlink(&self, target: &str, link: &Path) -> io::Result<()> {

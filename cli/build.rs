@@ -1,0 +1,42 @@
+//! Build script of the berth binary: links libstdc++ statically (see `static_libstdcxx`).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn main() {
+    static_libstdcxx();
+}
+
+/// librocksdb-sys asks for `-lstdc++`, which the linker resolves to the shared library, and
+/// every berth process then pays the dynamic loader for ~2,000 C++ symbol lookups before
+/// `main`: 0.6–0.8 ms of each `berth run` (bench/run.sh). A directory that holds only
+/// `libstdc++.a`, searched before the system's, makes that same `-lstdc++` link the archive.
+/// Where the compiler has no static libstdc++, berth links the shared one as before.
+fn static_libstdcxx() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=CXX");
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("linux") {
+        return;
+    }
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "g++".into());
+    let Ok(out) = Command::new(&cxx).arg("-print-file-name=libstdc++.a").output() else {
+        println!("cargo:warning=no {cxx} to find libstdc++.a: linking the shared libstdc++");
+        return;
+    };
+    let archive = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    // An unknown file name is echoed back as it was asked for, without a directory.
+    if !archive.is_absolute() || !archive.exists() {
+        println!("cargo:warning=no static libstdc++ with {cxx}: linking the shared one");
+        return;
+    }
+    let dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("static-cxx");
+    let link = dir.join("libstdc++.a");
+    std::fs::create_dir_all(&dir).expect("create the static-cxx directory");
+    match std::fs::remove_file(&link) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => panic!("remove {}: {e}", link.display()),
+    }
+    std::os::unix::fs::symlink(&archive, &link).expect("link libstdc++.a");
+    println!("cargo:rustc-link-search=native={}", dir.display());
+}
