@@ -189,6 +189,13 @@ fn secure_target_at(root: &Path, rel: &str, dir: bool, links: u32) -> std::io::R
     }
     let base =
         rustix::fs::open(root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(errno)?;
+    // Where the whole path already exists (the image's scaffold has every mount point), one
+    // lookup is enough; the walk below is for what must be made first.
+    match open_in_root(&base, Path::new(if rel.is_empty() { "." } else { rel }), OFlags::empty()) {
+        Ok(fd) => return Ok(fd),
+        Err(rustix::io::Errno::NOENT) => {}
+        Err(e) => return Err(errno(e)),
+    }
     let mut prefix = PathBuf::new();
     let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
     for (i, c) in comps.iter().enumerate() {
