@@ -426,6 +426,7 @@ impl LocalWorker<'_> {
             network: if e.host_network { Network::Host } else { Network::None },
             volumes,
             tmpfs,
+            ulimits: vec![],
             read_only: false,
             etc: Some(runner::sandbox::EtcFiles::new("buildkitsandbox", e.host_network)),
             cgroups: vec![],

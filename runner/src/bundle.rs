@@ -50,6 +50,14 @@ pub fn write(dir: &Path, spec: &Spec, ids: (u32, u32, Vec<u32>)) -> Result<(), B
     v["process"]["terminal"] = false.into();
     v["process"]["user"] = serde_json::json!({"uid": uid, "gid": gid, "additionalGids": groups});
     v["process"]["noNewPrivileges"] = true.into();
+    // The same limits berth's own sandbox sets; unlimited is RLIM_INFINITY.
+    let rlimits: Vec<serde_json::Value> = crate::rlimit::effective(&spec.ulimits)
+        .iter()
+        .map(|u| {
+            serde_json::json!({"type": u.oci_type(), "soft": u.soft.unwrap_or(u64::MAX), "hard": u.hard.unwrap_or(u64::MAX)})
+        })
+        .collect();
+    v["process"]["rlimits"] = serde_json::Value::Array(rlimits);
     v["root"] = serde_json::json!({"path": "rootfs", "readonly": spec.read_only});
     v["hostname"] = spec.hostname.clone().into();
     let mut namespaces = vec![

@@ -23,6 +23,7 @@
 pub mod bundle;
 pub mod cgroup;
 pub mod exec;
+pub mod rlimit;
 pub mod rootfs;
 pub mod sandbox;
 pub mod snapshot;

@@ -58,6 +58,8 @@ pub struct Spec {
     pub volumes: Vec<Volume>,
     /// Container paths that get a fresh tmpfs, `PATH[:OPTIONS]` (default options `mode=1777`).
     pub tmpfs: Vec<String>,
+    /// Resource limits (`--ulimit`), on top of docker's open-files default.
+    pub ulimits: Vec<crate::rlimit::Ulimit>,
     /// Mount the rootfs read-only (volumes and tmpfs stay as given).
     pub read_only: bool,
     /// The container's /etc/hosts, /etc/resolv.conf and /etc/hostname.
@@ -585,15 +587,9 @@ fn enter(spec: &Spec) -> std::io::Result<()> {
         let sets = rustix::thread::CapabilitySets { effective: caps, permitted: caps, inheritable: caps };
         rustix::thread::set_capabilities(None, sets).map_err(errno)?;
     }
-    // Open files: docker's 1048576, but never above the hard limit berth was given
-    // (raising it fails, and this machine's is 20000).
-    let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile);
-    let hard = nofile.maximum.unwrap_or(u64::MAX).min(1_048_576);
-    rustix::process::setrlimit(
-        rustix::process::Resource::Nofile,
-        rustix::process::Rlimit { current: Some(hard), maximum: Some(hard) },
-    )
-    .map_err(errno)?;
+    // Open files: docker's 1048576, then --ulimit; never above the hard limits berth was
+    // given (raising them fails, and this machine's open-files limit is 20000).
+    crate::rlimit::apply(&spec.ulimits)?;
     rustix::thread::set_no_new_privs(true).map_err(errno)?;
     if spec.init {
         // SAFETY: this is the single-threaded child between fork and exec; the branch that
@@ -880,6 +876,7 @@ mod tests {
             network: Network::None,
             volumes: vec!["/host/data:/data:ro".parse().unwrap()],
             tmpfs: vec!["/run:size=1m".into()],
+            ulimits: vec![],
             read_only,
             etc: Some(EtcFiles::new("box", false)),
             cgroups: vec![],

@@ -55,6 +55,10 @@ pub struct Run {
     /// Mount the container's root filesystem read-only
     #[arg(long)]
     read_only: bool,
+    /// Set a resource limit: NAME=SOFT[:HARD] (nofile, nproc, core, stack, ...; -1 is unlimited),
+    /// never above berth's own hard limit
+    #[arg(long, value_name = "NAME=SOFT[:HARD]")]
+    ulimit: Vec<runner::rlimit::Ulimit>,
     /// Run an init as PID 1 that forwards signals and reaps zombies
     #[arg(long)]
     init: bool,
@@ -136,6 +140,17 @@ impl Run {
             });
         }
         env.push(format!("HOSTNAME={}", self.hostname));
+        for u in &self.ulimit {
+            if let (capped, Some(host)) = u.capped() {
+                let shown = |v: Option<u64>| v.map_or("unlimited".to_owned(), |v| v.to_string());
+                eprintln!(
+                    "berth: --ulimit {}: the hard limit is capped at berth's own, {host} (soft {}, hard {})",
+                    u.name,
+                    shown(capped.soft),
+                    shown(capped.hard)
+                );
+            }
+        }
         let snapshotter = super::container::snapshotter(root)?;
         let id = format!("{:x}", rand_id());
         let mut record = None;
@@ -214,6 +229,7 @@ impl Run {
                 network: if self.network == "host" { Network::Host } else { Network::None },
                 volumes: self.volume.clone(),
                 tmpfs: self.tmpfs.clone(),
+                ulimits: self.ulimit.clone(),
                 read_only: self.read_only,
                 etc: Some(runner::sandbox::EtcFiles::new(&self.hostname, self.network == "host")),
                 cgroups,

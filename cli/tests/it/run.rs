@@ -378,6 +378,39 @@ fn open_files_limit_is_dockers_but_never_above_the_hosts_hard_limit() {
 }
 
 #[test]
+fn ulimits_are_set_and_capped_at_berths_own_hard_limit() {
+    let Some(b) = setup() else { return };
+    let script = "ulimit -u; ulimit -Hu; ulimit -c; ulimit -n";
+    let args = ["--ulimit", "nproc=100:200", "--ulimit", "core=0", "--ulimit", "nofile=64:128", "busybox", "sh", "-c"];
+    let mut full: Vec<&str> = args.to_vec();
+    full.push(script);
+    let (code, out, _) = run(&b, &full);
+    assert_eq!((code, out.as_str()), (0, "100\n200\n0\n64\n"));
+    // The same limits reach runc through the bundle's process.rlimits.
+    if crate::util::require_tool("runc") {
+        let mut with_runc = vec!["--runtime", "runc"];
+        with_runc.extend_from_slice(&full);
+        let (code, out, err) = run(&b, &with_runc);
+        assert_eq!((code, out.as_str()), (0, "100\n200\n0\n64\n"), "{err}");
+    }
+    // Asking for more than berth's own hard limit gets that limit and a warning, not a failure.
+    let host = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum;
+    let (code, out, err) = run(&b, &["--ulimit", "nofile=-1", "busybox", "sh", "-c", "ulimit -Hn"]);
+    assert_eq!(code, 0, "{err}");
+    match host {
+        Some(h) => {
+            assert_eq!(out, format!("{h}\n"));
+            assert!(err.contains("capped at berth's own"), "{err}");
+        }
+        None => assert_eq!(out, "unlimited\n"),
+    }
+    let out = b.output(&["run", "--ulimit", "nofile=10:5", "busybox", "true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "a usage error, as clap gives it: {err}");
+    assert!(err.contains("invalid ulimit \"nofile=10:5\": the soft limit is above the hard limit"), "{err}");
+}
+
+#[test]
 fn named_containers_are_kept_listed_committed_and_removed() {
     let Some(b) = setup() else { return };
     let (code, _, _) =
