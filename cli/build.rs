@@ -15,11 +15,17 @@ fn main() {
 fn static_libstdcxx() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=CXX");
-    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("linux") {
+    // Only for a native Linux build: the host's compiler would hand a cross build the
+    // wrong architecture's archive.
+    let native = std::env::var("TARGET").ok() == std::env::var("HOST").ok();
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("linux") || !native {
         return;
     }
+    // CXX may carry arguments (`ccache g++`).
     let cxx = std::env::var("CXX").unwrap_or_else(|_| "g++".into());
-    let Ok(out) = Command::new(&cxx).arg("-print-file-name=libstdc++.a").output() else {
+    let mut words = cxx.split_whitespace();
+    let Some(program) = words.next() else { return };
+    let Ok(out) = Command::new(program).args(words).arg("-print-file-name=libstdc++.a").output() else {
         println!("cargo:warning=no {cxx} to find libstdc++.a: linking the shared libstdc++");
         return;
     };
@@ -38,5 +44,7 @@ fn static_libstdcxx() {
         Err(e) => panic!("remove {}: {e}", link.display()),
     }
     std::os::unix::fs::symlink(&archive, &link).expect("link libstdc++.a");
+    // A compiler upgrade replaces the archive: link again then.
+    println!("cargo:rerun-if-changed={}", archive.display());
     println!("cargo:rustc-link-search=native={}", dir.display());
 }

@@ -253,6 +253,13 @@ impl ImageStore {
     pub fn remove_name(&self, name: &Reference) -> Result<Option<Target>> {
         self.with_index(|db| {
             let key = format!("{NAME_PREFIX}{name}");
+            // Stale already (the generation moved); removed so that gone names leave nothing.
+            match fs::remove_file(self.cache_path(&key)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).ctx(|| format!("remove the cached lookup of {name}"));
+                }
+                _ => {}
+            }
             let old = db.get(&key).map_err(self.index_err())?;
             db.delete(&key).map_err(self.index_err())?;
             old.map(|v| parse_target(&v)).transpose()
@@ -291,12 +298,41 @@ impl ImageStore {
     }
 
     /// Replaces the generation with a token no earlier write used. Called under the lock.
+    ///
+    /// The token must never repeat, or an answer cached before a write would pass for
+    /// current after it: a coarse or stepped clock can give one process the same time twice,
+    /// so 64 random bits (std's per-process random hash keys) come with the time and pid.
+    /// It is synced before it replaces the old one, and the directory after: rocksdb's
+    /// write may reach the disk, so after a power cut the old token must not come back.
     fn new_generation(&self) -> Result<()> {
+        use std::hash::BuildHasher;
         let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let token = format!("{nanos:x}-{:x}", std::process::id());
+        let random = std::collections::hash_map::RandomState::new().hash_one(nanos);
+        let token = format!("{nanos:x}-{:x}-{random:016x}", std::process::id());
         let path = self.root.join(GENERATION);
         let tmp = self.root.join(format!("{GENERATION}.{token}"));
-        fs::write(&tmp, &token).and_then(|()| fs::rename(&tmp, &path)).ctx(|| format!("write {}", path.display()))
+        let write = || -> std::io::Result<()> {
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(token.as_bytes())?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            fs::File::open(&self.root)?.sync_all()
+        };
+        write()
+            .map_err(|e| {
+                let _gone = fs::remove_file(&tmp);
+                e
+            })
+            .ctx(|| format!("write {}", path.display()))
+    }
+
+    /// Forgets every cached name lookup (they are only copies; the next lookups cache again).
+    fn clear_name_cache(&self) -> Result<()> {
+        let dir = self.root.join(NAME_CACHE);
+        match fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).ctx(|| format!("remove {}", dir.display())),
+            _ => Ok(()),
+        }
     }
 
     fn cache_path(&self, key: &str) -> PathBuf {
@@ -504,6 +540,8 @@ impl ImageStore {
             }
         }
         report.bytes += self.content.remove_stale_ingests(cutoff)?;
+        // Cached lookups of names that are gone would otherwise stay forever.
+        self.clear_name_cache()?;
         Ok(report)
     }
 
@@ -856,12 +894,34 @@ mod tests {
         assert_eq!(s.get(&name).unwrap(), Some(b.target.clone()));
         s.remove_name(&name).unwrap();
         assert_eq!(s.get(&name).unwrap(), None);
+        assert!(!s.cache_path(&format!("{NAME_PREFIX}{name}")).exists(), "a removed name leaves no cached lookup");
 
         // The cache is only a copy: without it every answer is the same.
         s.set_name(&name, &a.target).unwrap();
         assert_eq!(s.get(&name).unwrap(), Some(a.target.clone()));
         fs::remove_dir_all(s.root().join(NAME_CACHE)).unwrap();
+        assert_eq!(s.get(&name).unwrap(), Some(a.target.clone()));
+        // prune forgets every cached lookup; the names stay.
+        assert!(s.root().join(NAME_CACHE).exists());
+        s.prune(Duration::ZERO).unwrap();
+        assert!(!s.root().join(NAME_CACHE).exists());
         assert_eq!(s.get(&name).unwrap(), Some(a.target));
+    }
+
+    #[test]
+    fn every_write_makes_a_new_generation_even_in_the_same_instant() {
+        let (s, _d) = store();
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..50 {
+            s.new_generation().unwrap();
+            assert!(seen.insert(s.generation().unwrap()), "a generation token came round again");
+        }
+        let leftovers: Vec<_> = fs::read_dir(s.root())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&format!("{GENERATION}.")))
+            .collect();
+        assert!(leftovers.is_empty(), "temporary token files left behind");
     }
 
     #[test]

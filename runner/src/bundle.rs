@@ -52,6 +52,7 @@ pub fn write(dir: &Path, spec: &Spec, ids: (u32, u32, Vec<u32>)) -> Result<(), B
     v["process"]["noNewPrivileges"] = true.into();
     // The same limits berth's own sandbox sets; unlimited is RLIM_INFINITY.
     let rlimits: Vec<serde_json::Value> = crate::rlimit::effective(&spec.ulimits)
+        .map_err(|e| BundleError::Spec(e.to_string()))?
         .iter()
         .map(|u| {
             serde_json::json!({"type": u.oci_type(), "soft": u.soft.unwrap_or(u64::MAX), "hard": u.hard.unwrap_or(u64::MAX)})

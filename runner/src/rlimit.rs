@@ -93,15 +93,19 @@ impl std::str::FromStr for Ulimit {
 }
 
 impl Ulimit {
-    fn resource(&self) -> Resource {
-        // Checked when parsed; a hand-made Ulimit with another name limits nothing harmful.
-        resource(&self.name).unwrap_or(Resource::Nofile)
+    /// The kernel's resource; an error for a name docker does not know (a hand-made value).
+    fn resource(&self) -> std::io::Result<Resource> {
+        resource(&self.name).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("unknown ulimit resource {:?}", self.name))
+        })
     }
 
     /// The limit as it will be set: the hard limit at most berth's own, the soft limit at
     /// most the hard one. The second value is berth's hard limit when it cut the request.
+    /// A name docker does not know is not capped (setting it then fails with a message).
     pub fn capped(&self) -> (Ulimit, Option<u64>) {
-        let host = getrlimit(self.resource()).maximum;
+        let Ok(res) = self.resource() else { return (self.clone(), None) };
+        let host = getrlimit(res).maximum;
         let hard = lower(self.hard, host);
         let soft = lower(self.soft, hard);
         let cut = (hard != self.hard).then_some(host).flatten();
@@ -115,22 +119,23 @@ impl Ulimit {
 }
 
 /// Every limit the container gets, capped: docker's open-files default, then the `--ulimit`
-/// flags in order (a later one for the same resource wins).
-pub fn effective(ulimits: &[Ulimit]) -> Vec<Ulimit> {
+/// flags in order (a later one for the same resource wins). An unknown name is an error.
+pub fn effective(ulimits: &[Ulimit]) -> std::io::Result<Vec<Ulimit>> {
     let default = Ulimit { name: "nofile".into(), soft: Some(DEFAULT_NOFILE), hard: Some(DEFAULT_NOFILE) };
     let mut out: Vec<Ulimit> = Vec::new();
     for u in std::iter::once(&default).chain(ulimits) {
+        u.resource()?;
         let (capped, _) = u.capped();
         out.retain(|o| o.name != capped.name);
         out.push(capped);
     }
-    out
+    Ok(out)
 }
 
 /// Sets the limits of [`effective`] on the calling process (the container's, before exec).
 pub fn apply(ulimits: &[Ulimit]) -> std::io::Result<()> {
-    for u in effective(ulimits) {
-        setrlimit(u.resource(), Rlimit { current: u.soft, maximum: u.hard }).map_err(std::io::Error::from)?;
+    for u in effective(ulimits)? {
+        setrlimit(u.resource()?, Rlimit { current: u.soft, maximum: u.hard }).map_err(std::io::Error::from)?;
     }
     Ok(())
 }
@@ -178,12 +183,20 @@ mod tests {
 
     #[test]
     fn the_default_open_files_limit_comes_first_and_a_flag_replaces_it() {
-        let all = effective(&[parse("nproc=100:200").unwrap(), parse("nofile=64").unwrap()]);
+        let all = effective(&[parse("nproc=100:200").unwrap(), parse("nofile=64").unwrap()]).unwrap();
         let names: Vec<&str> = all.iter().map(|u| u.name.as_str()).collect();
         assert_eq!(names, ["nproc", "nofile"]);
         assert_eq!(all[1].hard, Some(64));
         let host = getrlimit(Resource::Nofile).maximum;
-        let default = effective(&[]);
+        let default = effective(&[]).unwrap();
         assert_eq!(default[0].hard, lower(Some(DEFAULT_NOFILE), host));
+    }
+
+    #[test]
+    fn a_hand_made_limit_with_an_unknown_name_is_an_error_not_another_limit() {
+        let typo = Ulimit { name: "nporc".into(), soft: Some(1), hard: Some(1) };
+        let err = effective(&[typo.clone()]).unwrap_err();
+        assert!(err.to_string().contains("unknown ulimit resource \"nporc\""), "{err}");
+        assert!(apply(&[typo]).is_err());
     }
 }

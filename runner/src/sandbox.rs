@@ -321,14 +321,17 @@ pub enum SandboxError {
     },
 }
 
-/// Docker's default capability set.
+/// Docker's default capability set, less CAP_MKNOD. docker keeps MKNOD because its device
+/// cgroup refuses to open any node outside an allow-list; berth sets no device cgroup (it would
+/// cost every run a cgroup), so with MKNOD a root process in the container could make a node
+/// for the host's disk (`mknod /tmp/sda b 8 0`) and read it. The sandbox makes its own /dev
+/// nodes before the capabilities are dropped.
 fn default_capabilities() -> rustix::thread::CapabilitySet {
     use rustix::thread::CapabilitySet as C;
     C::CHOWN
         | C::DAC_OVERRIDE
         | C::FSETID
         | C::FOWNER
-        | C::MKNOD
         | C::NET_RAW
         | C::SETGID
         | C::SETUID
@@ -470,8 +473,13 @@ fn build_filesystem(sys: &dyn Sys, spec: &Spec) -> std::io::Result<()> {
         let target = dev.join(node);
         match sys.mknod_char(&target, major, minor) {
             Ok(()) => {}
-            // Where device nodes cannot be made (a user namespace), the host's are bound.
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) => {
+            // Where device nodes cannot be made (a user namespace, a seccomp filter), the
+            // host's are bound.
+            Err(e)
+                if [rustix::io::Errno::PERM, rustix::io::Errno::ACCESS, rustix::io::Errno::NOSYS]
+                    .iter()
+                    .any(|n| e.raw_os_error() == Some(n.raw_os_error())) =>
+            {
                 sys.write(&target, b"")?;
                 sys.bind(&Path::new("/dev").join(node), &target)?;
             }

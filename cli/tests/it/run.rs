@@ -378,6 +378,20 @@ fn open_files_limit_is_dockers_but_never_above_the_hosts_hard_limit() {
 }
 
 #[test]
+fn root_in_the_container_cannot_make_device_nodes_for_the_hosts_disks() {
+    let Some(b) = setup() else { return };
+    // Without a device cgroup, a node made in the container would open the host's device.
+    let script = "mknod /tmp/disk b 8 0 2>&1 || echo refused; mknod /dev/disk b 8 0 2>&1 || echo refused; \
+                  grep CapEff /proc/self/status; echo ok > /dev/null && cat /dev/zero | head -c 3 | wc -c";
+    let (code, out, err) = run(&b, &["busybox", "sh", "-c", script]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.matches("refused").count(), 2, "{out}");
+    // docker's default set (0xa80425fb) without CAP_MKNOD (bit 27).
+    assert!(out.contains("CapEff:\t00000000a00425fb"), "{out}");
+    assert!(out.ends_with("3\n"), "the sandbox's own /dev nodes still work: {out}");
+}
+
+#[test]
 fn ulimits_are_set_and_capped_at_berths_own_hard_limit() {
     let Some(b) = setup() else { return };
     let script = "ulimit -u; ulimit -Hu; ulimit -c; ulimit -n";
