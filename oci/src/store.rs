@@ -319,9 +319,8 @@ impl ImageStore {
             fs::File::open(&self.root)?.sync_all()
         };
         write()
-            .map_err(|e| {
+            .inspect_err(|_| {
                 let _gone = fs::remove_file(&tmp);
-                e
             })
             .ctx(|| format!("write {}", path.display()))
     }

@@ -195,7 +195,7 @@ mod tests {
     #[test]
     fn a_hand_made_limit_with_an_unknown_name_is_an_error_not_another_limit() {
         let typo = Ulimit { name: "nporc".into(), soft: Some(1), hard: Some(1) };
-        let err = effective(&[typo.clone()]).unwrap_err();
+        let err = effective(std::slice::from_ref(&typo)).unwrap_err();
         assert!(err.to_string().contains("unknown ulimit resource \"nporc\""), "{err}");
         assert!(apply(&[typo]).is_err());
     }
