@@ -286,14 +286,14 @@ impl Run {
         }
         if !own_runtime {
             let _ = std::fs::remove_dir(&mountpoint);
-        }
-        let bundle = mountpoint.with_extension("bundle");
-        if bundle.exists() {
-            // Unmount the rootfs first: removing the bundle must never walk into it.
-            let _ = runner::snapshot::unmount(&bundle.join("rootfs"));
-            let _ = std::fs::remove_file(bundle.join("config.json"));
-            let _ = std::fs::remove_dir(bundle.join("rootfs"));
-            let _ = std::fs::remove_dir(&bundle);
+            let bundle = mountpoint.with_extension("bundle");
+            if bundle.exists() {
+                // Unmount the rootfs first: removing the bundle must never walk into it.
+                let _ = runner::snapshot::unmount(&bundle.join("rootfs"));
+                let _ = std::fs::remove_file(bundle.join("config.json"));
+                let _ = std::fs::remove_dir(bundle.join("rootfs"));
+                let _ = std::fs::remove_dir(&bundle);
+            }
         }
         let code = result?;
         exit_with(code)

@@ -126,14 +126,11 @@ impl Mount {
             }
             Mount::Scratch { lower } => {
                 mount("tmpfs", target, "tmpfs", MountFlags::empty(), Some(c"mode=755")).map_err(err)?;
-                let mut dirs = Vec::with_capacity(2);
-                for name in ["upper", "work"] {
-                    let dir = target.join(name);
-                    std::fs::create_dir(&dir).map_err(io_err("create", &dir))?;
-                    dirs.push(dir);
+                let (upper, work) = (target.join("upper"), target.join("work"));
+                for dir in [&upper, &work] {
+                    std::fs::create_dir(dir).map_err(io_err("create", dir))?;
                 }
-                let upper = Some((dirs[0].clone(), dirs[1].clone()));
-                Mount::Overlay { lower: lower.clone(), upper }.mount(target)
+                Mount::Overlay { lower: lower.clone(), upper: Some((upper, work)) }.mount(target)
             }
             Mount::Bind { source, read_only } => {
                 mount_bind(source, target).map_err(err)?;
