@@ -350,12 +350,11 @@ impl ImageStore {
     /// lock, after reading the index. A cache that cannot be written (a read-only root) only
     /// means the next lookup opens the index again, so failures here are not errors.
     fn remember(&self, key: &str, target: &Target) {
-        let generation = match self.generation() {
-            Some(g) => g,
-            None => match self.new_generation().ok().and_then(|()| self.generation()) {
-                Some(g) => g,
-                None => return,
-            },
+        // The first lookup in a store no write has stamped yet makes the first generation.
+        let Some(generation) =
+            self.generation().or_else(|| self.new_generation().ok().and_then(|()| self.generation()))
+        else {
+            return;
         };
         let entry = CachedName { generation, key: key.to_owned(), target: target.clone() };
         let Ok(bytes) = serde_json::to_vec(&entry) else { return };

@@ -68,7 +68,7 @@ pub trait Sys {
     /// Writes a file with `content`, creating or truncating it.
     fn write(&self, path: &Path, content: &[u8]) -> io::Result<()>;
     /// Makes the character device `path` (`major:minor`, mode 0666), as runc does outside a
-    /// user namespace; EPERM where device nodes cannot be made.
+    /// user namespace; EPERM, EACCES or ENOSYS where device nodes cannot be made.
     fn mknod_char(&self, path: &Path, major: u32, minor: u32) -> io::Result<()>;
     /// Makes a symlink `link` that points at `target`.
     fn symlink(&self, target: &str, link: &Path) -> io::Result<()>;
