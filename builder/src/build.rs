@@ -103,7 +103,7 @@ pub fn build(m: &Machine<'_>, opts: &BuildOptions) -> Result<Built> {
     let solver = Solver::new(&converted.graph, &worker, m.cache, m.progress);
     let stage = &converted.stages[&converted.target];
     let states = solver.solve(&[stage.vertex])?;
-    let state = states.into_iter().next().ok_or_else(|| Error::Option("the build produced nothing".into()));
+    let state = states.into_iter().next().ok_or_else(|| Error::Internal("the solver returned no state for the target".into()));
     let _ = std::fs::remove_dir_all(m.root.join("tmp").join(format!("downloads-{}", std::process::id())));
     let state = state?;
     m.progress.event(Event::Note { text: "exporting layers".into() });
@@ -143,7 +143,7 @@ fn export_layers(m: &Machine<'_>, layers: &[Layer], compression: Compression) ->
                 std::io::copy(&mut blob, &mut w).map_err(Error::io(format!("compress layer {}", l.digest)))?;
                 let (ingest, info) = w.finish().map_err(Error::image("finish a layer"))?;
                 if info.diff_id != l.diff_id {
-                    return Err(Error::Option(format!("layer {} changed while it was compressed", l.digest)));
+                    return Err(Error::Internal(format!("layer {} changed while it was compressed", l.digest)));
                 }
                 ingest
                     .commit(oci::content::Expected::exactly(&info.digest, info.size))
@@ -221,7 +221,7 @@ fn write_image(
             l[k] = json!(v);
         }
     }
-    let bytes = serde_json::to_vec(&config).map_err(|e| Error::Option(format!("image config: {e}")))?;
+    let bytes = serde_json::to_vec(&config).map_err(|source| Error::Json { what: "write the image config".into(), source })?;
     let config_digest = store.content().put(&bytes).map_err(Error::image("store the image config"))?;
     let descs: Vec<(&str, &oci::Digest, u64)> =
         state.layers.iter().map(|l: &Layer| (l.media_type.as_str(), &l.digest, l.size)).collect();
@@ -240,7 +240,7 @@ pub fn base_from_store(store: &ImageStore, reference: &str) -> Result<Option<Bas
     };
     let image = store.image(&rec.target).map_err(Error::image(format!("read {reference}")))?;
     let config: Value = serde_json::from_slice(&image.config_bytes)
-        .map_err(|e| Error::Option(format!("{reference}: image config: {e}")))?;
+        .map_err(|source| Error::Json { what: format!("{reference}: image config"), source })?;
     let layers = image
         .manifest
         .layers()

@@ -62,9 +62,19 @@ pub enum Error {
         /// What is wrong, lowercase.
         message: String,
     },
-    /// A bad command-line option (`--build-arg`, `--output`, `--secret`, ...).
-    #[error("{0}")]
-    Option(String),
+    /// Berth broke one of its own rules (a worker thread panicked, a layer changed while
+    /// it was read): not the user's doing, reported as a failure of the system.
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// An image's config or manifest cannot be read or written as JSON.
+    #[error("{what}: {source}")]
+    Json {
+        /// Which document, with its reference or digest.
+        what: String,
+        /// The parser's or writer's error.
+        #[source]
+        source: serde_json::Error,
+    },
     /// Something the build refers to does not exist.
     #[error("{what} not found")]
     NotFound {
@@ -135,7 +145,7 @@ impl Error {
     /// The class of the failure.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Dockerfile { .. } | Error::Option(_) | Error::Context { .. } => ErrorKind::InvalidInput,
+            Error::Dockerfile { .. } | Error::Context { .. } | Error::Json { .. } => ErrorKind::InvalidInput,
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::StepFailed { .. } => ErrorKind::StepFailed,
             Error::Image { source, .. } => match source.kind() {
@@ -143,7 +153,7 @@ impl Error {
                 oci::ErrorKind::InvalidInput => ErrorKind::InvalidInput,
                 _ => ErrorKind::System,
             },
-            Error::Io { .. } | Error::Runner { .. } | Error::Cache { .. } => ErrorKind::System,
+            Error::Io { .. } | Error::Runner { .. } | Error::Cache { .. } | Error::Internal(_) => ErrorKind::System,
         }
     }
 

@@ -63,7 +63,7 @@ impl<'a> Solver<'a> {
         {
             return Err(first);
         }
-        results.into_iter().map(|r| r.ok_or_else(|| Error::Option("a build step failed".into()))).collect()
+        results.into_iter().map(|r| r.ok_or_else(|| Error::Internal("a build step failed without an error".into()))).collect()
     }
 
     /// The key and state of one vertex, solving its inputs first (the others in parallel with the first).
