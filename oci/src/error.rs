@@ -142,6 +142,26 @@ pub enum Error {
         #[source]
         source: reqwest::Error,
     },
+    /// A plain download (`ADD <url>`) failed: unreachable, silent, refused or cut off.
+    #[error("download {url}: {reason}")]
+    Download {
+        /// The URL asked.
+        url: String,
+        /// What went wrong, and how many attempts were made.
+        reason: String,
+        /// The HTTP status, when the server answered.
+        status: Option<u16>,
+    },
+    /// A setting from the environment (`BERTH_ADD_IDLE_TIMEOUT=...`) that makes no sense.
+    #[error("invalid {name}={value:?}: {reason}")]
+    InvalidSetting {
+        /// The variable.
+        name: String,
+        /// Its value.
+        value: String,
+        /// What is expected.
+        reason: String,
+    },
     /// The rocksdb image index failed.
     #[error("image index at {path}")]
     Index {
@@ -163,13 +183,16 @@ impl Error {
             | Error::InvalidDocument { .. }
             | Error::InvalidArchive { .. }
             | Error::LayerTooLarge { .. }
+            | Error::InvalidSetting { .. }
             | Error::AmbiguousImage(_) => ErrorKind::InvalidInput,
             Error::BlobNotFound(_) | Error::ImageNotFound(_) => ErrorKind::NotFound,
             Error::DigestMismatch { .. } | Error::SizeMismatch { .. } => ErrorKind::Corrupt,
             Error::Io { .. } | Error::Index { .. } => ErrorKind::Io,
-            Error::Registry { status: 404, .. } => ErrorKind::NotFound,
+            Error::Registry { status: 404, .. } | Error::Download { status: Some(404 | 410), .. } => {
+                ErrorKind::NotFound
+            }
             Error::Registry { status: 401 | 403, .. } | Error::Unauthorized { .. } => ErrorKind::Auth,
-            Error::Registry { .. } | Error::Http { .. } => ErrorKind::Network,
+            Error::Registry { .. } | Error::Http { .. } | Error::Download { .. } => ErrorKind::Network,
         }
     }
 

@@ -6,13 +6,16 @@
 //! credentials from docker's `config.json`), and retries with backoff when a server fails
 //! or a connection drops. [`pull`] and [`push`] move images between a registry and the
 //! local [`ImageStore`](crate::store::ImageStore), reporting to a [`Progress`].
+//! [`Downloader`] fetches plain URLs (the builder's `ADD <url>`) with timeouts and retries.
 
 pub mod credentials;
+mod download;
 mod progress;
 mod pull;
 mod push;
 mod transport;
 
+pub use download::{DownloadOptions, Downloader};
 pub use progress::{Event, NoProgress, Progress};
 pub use pull::{pull, PullOptions};
 pub use push::{push, ManifestFormat, PushOptions};
