@@ -20,6 +20,7 @@ pub mod context;
 pub mod convert;
 pub mod dockerfile;
 pub mod error;
+pub mod export;
 pub mod graph;
 pub mod ops;
 pub mod progress;

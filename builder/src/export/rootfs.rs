@@ -1,0 +1,64 @@
+//! The image's filesystem: its layers applied in order into a directory (`type=local`), or
+//! into a scratch directory that is then archived as one tarball (`type=tar`).
+//!
+//! Layers are applied by the runner's unpacker, so the export follows the same rules as
+//! running the image: whiteouts delete, nothing lands outside the directory, owners are kept
+//! for root. Device nodes (`/dev/null` of a base image) are created when berth runs as real
+//! root; otherwise they are counted and the caller warns. Fifos need no privilege and are
+//! always kept.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use oci::{ImageRecord, ImageStore};
+use runner::unpack::{UnpackOptions, Whiteouts};
+
+use super::{temp_beside, Scratch};
+use crate::{Error, Result};
+
+/// Applies every layer of `image` to the directory `dest` (made if missing); returns how
+/// many device nodes were left out for want of root.
+pub fn write_dir(store: &ImageStore, image: &ImageRecord, dest: &Path) -> Result<u64> {
+    std::fs::create_dir_all(dest).map_err(Error::io(format!("create {}", dest.display())))?;
+    unpack_image(store, image, dest)
+}
+
+/// Writes the filesystem of `image` to `dest` as a tarball (numeric owners, entries sorted,
+/// `SOURCE_DATE_EPOCH` clamping mtimes); returns how many device nodes were left out.
+pub fn write_tar(store: &ImageStore, image: &ImageRecord, dest: &Path) -> Result<u64> {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let name = format!("export-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
+    let dir = Scratch::new(store.tmp_dir().join(name));
+    std::fs::create_dir(&dir.path).map_err(Error::io(format!("create {}", dir.path.display())))?;
+    let skipped = unpack_image(store, image, &dir.path)?;
+    let tmp = Scratch::new(temp_beside(dest));
+    let what = || format!("write {}", dest.display());
+    let f = std::fs::File::create(&tmp.path).map_err(Error::io(format!("create {}", tmp.path.display())))?;
+    let opts = oci::layer::TarOptions::from_env();
+    let w = std::io::BufWriter::new(f);
+    let mut tar = oci::layer::TarWriter::new(w, &opts);
+    tar.add_tree(&dir.path, Path::new("")).map_err(Error::image(what()))?;
+    let w = tar.finish().map_err(Error::image(what()))?;
+    let f = w.into_inner().map_err(|e| Error::Io { what: what(), source: e.into_error() })?;
+    f.sync_all().map_err(Error::io(what()))?;
+    std::fs::rename(&tmp.path, dest).map_err(Error::io(what()))?;
+    Ok(skipped)
+}
+
+/// Applies the layers of `image`, lowest first, to `dir`.
+fn unpack_image(store: &ImageStore, image: &ImageRecord, dir: &Path) -> Result<u64> {
+    let img = store.image(&image.target).map_err(Error::image(format!("read image {}", image.target.digest)))?;
+    let root = rustix::process::geteuid().is_root();
+    let opts = UnpackOptions { whiteouts: Whiteouts::Apply, allow_devices: root, preserve_owners: root };
+    let mut skipped = 0;
+    for desc in img.manifest.layers() {
+        let d = oci::manifest::descriptor_digest(desc).map_err(Error::image("read a layer descriptor"))?;
+        let blob =
+            oci::content::ContentStore::reader(store.content(), &d).map_err(Error::image(format!("read layer {d}")))?;
+        let reader = oci::layer::LayerReader::new(blob, u64::MAX).map_err(Error::image(format!("read layer {d}")))?;
+        let stats = runner::unpack::unpack(reader, dir, &opts)
+            .map_err(Error::runner(format!("unpack layer {d} into {}", dir.display())))?;
+        skipped += stats.skipped_devices;
+    }
+    Ok(skipped)
+}
