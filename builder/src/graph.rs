@@ -91,6 +91,17 @@ pub struct ExecOp {
     pub host_network: bool,
     /// `--mount`s; bind and cache mounts with `from=` name the input that provides them.
     pub mounts: Vec<ExecMount>,
+    /// `KEY=value` of the proxy build args (`HTTP_PROXY`, ...) given with `--build-arg` and not
+    /// declared by ARG: the process gets them, the cache key does not (as BuildKit does).
+    #[serde(skip)]
+    pub proxy_env: Vec<String>,
+}
+
+impl ExecOp {
+    /// The process's whole environment: `env`, then the proxies.
+    pub fn process_env(&self) -> Vec<String> {
+        self.env.iter().chain(&self.proxy_env).cloned().collect()
+    }
 }
 
 /// One `RUN --mount`, resolved.
@@ -127,7 +138,8 @@ pub struct CopyOp {
     pub dest: String,
     /// The destination is a directory (ends in `/`, or several sources).
     pub dest_is_dir: bool,
-    /// `--chown` as written (resolved in the destination's /etc/passwd).
+    /// `--chown` as written (resolved in the destination's /etc/passwd). For WORKDIR's mkdir
+    /// (no sources), the stage's USER at that point: the owner of the directories it creates.
     pub chown: Option<String>,
     /// `--chmod` (octal).
     pub chmod: Option<u32>,

@@ -1,0 +1,324 @@
+//! Conversion without root: a fake `resolve` gives base images with chosen configs, and
+//! the tests read the graph's ops, the step names, the config and the history.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use serde_json::{json, Value};
+
+use super::*;
+use crate::graph::{CopyOp, ExecOp};
+
+/// A base image `img` (any reference) with this config document.
+fn base(config: &Value) -> BaseImage {
+    BaseImage {
+        manifest: format!("sha256:{}", "a".repeat(64)).parse().unwrap(),
+        layers: vec![],
+        config: config.clone(),
+    }
+}
+
+/// Converts `text` for `target` with these build args, every base image having `config`;
+/// also returns the references resolved.
+fn convert_with(
+    text: &str,
+    target: Option<&str>,
+    args: &[(&str, &str)],
+    config: &Value,
+) -> (Result<Converted>, Vec<String>) {
+    let df = crate::dockerfile::parse("Dockerfile", text).unwrap();
+    let build_args: BTreeMap<String, String> = args.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let seen = Mutex::new(Vec::new());
+    let resolve = |r: &str| {
+        seen.lock().unwrap().push(r.to_owned());
+        Ok(base(config))
+    };
+    let inputs = Inputs {
+        build_args: &build_args,
+        target_platform: ("linux".into(), "arm64".into(), Some("v8".into())),
+        no_cache: false,
+        no_cache_filter: &[],
+        host_network: true,
+        resolve: &resolve,
+    };
+    let c = convert(&df, target, &inputs);
+    (c, seen.into_inner().unwrap())
+}
+
+fn conv(text: &str, args: &[(&str, &str)], config: &Value) -> Converted {
+    convert_with(text, None, args, config).0.unwrap()
+}
+
+/// The RUN vertices, in graph order.
+fn runs(c: &Converted) -> Vec<&ExecOp> {
+    c.graph
+        .vertices
+        .iter()
+        .filter_map(|v| match &v.op {
+            Op::Exec(e) => Some(e),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The COPY/ADD/WORKDIR vertices, in graph order.
+fn copies(c: &Converted) -> Vec<&CopyOp> {
+    c.graph
+        .vertices
+        .iter()
+        .filter_map(|v| match &v.op {
+            Op::Copy(op) => Some(op),
+            _ => None,
+        })
+        .collect()
+}
+
+fn names(c: &Converted) -> Vec<&str> {
+    c.graph.vertices.iter().map(|v| v.name.as_str()).collect()
+}
+
+/// The target stage's `created_by` texts.
+fn history(c: &Converted) -> Vec<&str> {
+    c.stages[&c.target].steps.iter().map(|(s, _)| s.as_str()).collect()
+}
+
+fn config(c: &Converted) -> &Value {
+    &c.stages[&c.target].config["config"]
+}
+
+fn has(env: &[String], kv: &str) -> bool {
+    env.iter().any(|e| e == kv)
+}
+
+fn var<'e>(env: &'e [String], name: &str) -> Option<&'e str> {
+    env.iter().find_map(|e| e.strip_prefix(name).and_then(|r| r.strip_prefix('=')))
+}
+
+#[test]
+fn args_are_scoped_like_docker() {
+    let (c, seen) = convert_with(
+        "ARG GLOBAL=g1\nARG KEPT=k1\nARG BASE=img:${KEPT}\nFROM ${BASE}\n\
+         ENV BEFORE=\"[$GLOBAL]\"\nRUN one\n\
+         ARG GLOBAL\nARG KEPT\nARG LOCAL=l1\nARG OVER=default\nRUN two\n\
+         ENV LOCAL=from-env\nRUN three\n",
+        None,
+        &[("GLOBAL", "override"), ("OVER", "cli"), ("UNDECLARED", "nope")],
+        &json!({}),
+    );
+    let c = c.unwrap();
+    assert_eq!(seen, ["img:k1"], "global ARGs expand in FROM");
+    let r = runs(&c);
+    // Before `ARG GLOBAL` the stage does not see the global.
+    assert_eq!(var(&r[0].env, "BEFORE"), Some("[]"));
+    assert_eq!(var(&r[0].env, "GLOBAL"), None);
+    // `ARG NAME` re-imports the global (with its --build-arg override); a --build-arg
+    // overrides a stage default; an undeclared build arg reaches nothing.
+    for kv in ["GLOBAL=override", "KEPT=k1", "LOCAL=l1", "OVER=cli"] {
+        assert!(has(&r[1].env, kv), "{kv} in {:?}", r[1].env);
+    }
+    assert!(r.iter().all(|e| var(&e.env, "UNDECLARED").is_none()));
+    // ENV wins over ARG.
+    assert_eq!(var(&r[2].env, "LOCAL"), Some("from-env"));
+    assert!(!has(&r[2].env, "LOCAL=l1"));
+}
+
+#[test]
+fn history_and_step_names_show_expanded_values_as_buildkit_records_them() {
+    let c = conv(
+        "FROM img\nARG VERSION=1.0\nENV APP_HOME=/srv/app NAME=\"berth demo\"\nWORKDIR ${APP_HOME}\n\
+         LABEL version=$VERSION\nCOPY --chown=1000 app-$VERSION/ ./\nRUN echo \"$VERSION\"\nUSER app\n\
+         EXPOSE 8080 53/udp\nVOLUME /data\nSTOPSIGNAL SIGTERM\nCMD echo \"hi\"\nMAINTAINER me\nWORKDIR sub\n",
+        &[("VERSION", "2.0")],
+        &json!({}),
+    );
+    assert_eq!(
+        history(&c),
+        [
+            "ARG VERSION=1.0",
+            "ENV APP_HOME=/srv/app NAME=berth demo",
+            "WORKDIR /srv/app",
+            "LABEL version=2.0",
+            "COPY app-2.0/ ./ # buildkit",
+            "RUN |1 VERSION=2.0 /bin/sh -c echo \"$VERSION\" # buildkit",
+            "USER app",
+            "EXPOSE map[53/udp:{} 8080/tcp:{}]",
+            "VOLUME [/data]",
+            "STOPSIGNAL SIGTERM",
+            "CMD [\"/bin/sh\" \"-c\" \"echo \\\"hi\\\"\"]",
+            "MAINTAINER me",
+            "WORKDIR /srv/app/sub",
+        ]
+    );
+    // Only FROM and the vertex steps are numbered; a one-stage file has no stage label.
+    assert_eq!(
+        names(&c),
+        [
+            "[1/5] FROM img",
+            "[2/5] WORKDIR /srv/app",
+            "[3/5] COPY --chown=1000 app-2.0/ ./",
+            "[4/5] RUN echo \"$VERSION\"",
+            "[5/5] WORKDIR sub",
+        ]
+    );
+    assert_eq!(c.stages[&0].config["author"], "me");
+    assert_eq!(config(&c)["WorkingDir"], "/srv/app/sub");
+    assert_eq!(config(&c)["Labels"]["version"], "2.0");
+}
+
+#[test]
+fn stages_are_labelled_and_numbers_padded_as_buildkit_does() {
+    let runs10: String = (0..10).map(|i| format!("RUN step{i}\n")).collect();
+    let text = format!("FROM img-build AS build\n{runs10}FROM img\nENV A=1\nCOPY --from=build /x /x\n");
+    let c = conv(&text, &[], &json!({}));
+    let names = names(&c);
+    assert!(names.contains(&"[build  1/11] FROM img-build"), "{names:?}");
+    assert!(names.contains(&"[stage-1 1/2] FROM img"), "{names:?}");
+    assert!(names.contains(&"[build  2/11] RUN step0"), "{names:?}");
+    assert!(names.contains(&"[build 11/11] RUN step9"), "{names:?}");
+    assert!(names.contains(&"[stage-1 2/2] COPY --from=build /x /x"), "{names:?}");
+}
+
+#[test]
+fn platform_args_are_defined_for_from_and_after_arg() {
+    let (c, seen) = convert_with(
+        "ARG TARGETARCH\nFROM --platform=$BUILDPLATFORM img-$TARGETARCH AS build\nARG TARGETOS TARGETPLATFORM\n\
+         RUN build\nFROM img-$TARGETARCH\nCOPY --from=build /out /out\nRUN check\n",
+        None,
+        &[],
+        &json!({}),
+    );
+    let c = c.unwrap();
+    assert_eq!(seen, ["img-arm64"]);
+    let r = runs(&c);
+    assert!(has(&r[0].env, "TARGETOS=linux") && has(&r[0].env, "TARGETPLATFORM=linux/arm64/v8"), "{:?}", r[0].env);
+    assert!(var(&r[1].env, "TARGETOS").is_none(), "platform ARGs need an ARG line in a stage");
+    let (err, _) = convert_with("FROM --platform=linux/s390x img\n", None, &[], &json!({}));
+    let err = err.err().unwrap().to_string();
+    assert!(err.contains("Dockerfile:1:1") && err.contains("linux/s390x"), "{err}");
+}
+
+#[test]
+fn onbuild_triggers_of_the_base_run_first_and_are_not_inherited() {
+    let base = json!({ "config": { "OnBuild": ["RUN echo triggered", "ENV T=1"] } });
+    let c = conv("FROM img\nRUN mine\nONBUILD RUN later\n", &[], &base);
+    assert_eq!(names(&c), ["[1/3] FROM img", "[2/3] RUN echo triggered", "[3/3] RUN mine"]);
+    let r = runs(&c);
+    assert_eq!(r[0].args, ["/bin/sh", "-c", "echo triggered"]);
+    assert!(has(&r[1].env, "T=1"), "a trigger's ENV holds for the stage");
+    assert_eq!(
+        history(&c),
+        ["RUN /bin/sh -c echo triggered # buildkit", "ENV T=1", "RUN /bin/sh -c mine # buildkit", "ONBUILD RUN later"]
+    );
+    assert_eq!(config(&c)["OnBuild"], json!(["RUN later"]), "the base's triggers are spent, the stage's own kept");
+}
+
+#[test]
+fn entrypoint_drops_an_inherited_cmd_but_keeps_one_set_in_the_stage() {
+    let base = json!({ "config": { "Cmd": ["base-cmd"] } });
+    let cfg = |text: &str| config(&conv(text, &[], &base)).clone();
+    assert!(cfg("FROM img\nENTRYPOINT [\"/app\"]\n").get("Cmd").is_none());
+    assert_eq!(cfg("FROM img\nCMD [\"x\"]\nENTRYPOINT [\"/app\"]\n")["Cmd"], json!(["x"]));
+    let c = cfg("FROM img\nENTRYPOINT [\"/app\"]\nCMD [\"y\"]\n");
+    assert_eq!((&c["Entrypoint"], &c["Cmd"]), (&json!(["/app"]), &json!(["y"])));
+    assert_eq!(cfg("FROM img\nRUN x\n")["Cmd"], json!(["base-cmd"]), "no ENTRYPOINT: the base's CMD stays");
+    let c = conv("FROM img\nSHELL [\"/bin/bash\", \"-c\"]\nENTRYPOINT run it\n", &[], &base);
+    assert_eq!(config(&c)["Entrypoint"], json!(["/bin/bash", "-c", "run it"]));
+    assert_eq!(config(&c)["Shell"], json!(["/bin/bash", "-c"]));
+    assert_eq!(history(&c), ["SHELL [/bin/bash -c]", "ENTRYPOINT [\"/bin/bash\" \"-c\" \"run it\"]"]);
+}
+
+#[test]
+fn a_base_without_path_gets_dockers_default_path() {
+    let c = conv("FROM scratch\nENV PATH=/opt/app/bin:$PATH\nRUN chmod\n", &[], &json!({}));
+    let want = format!("PATH=/opt/app/bin:{DEFAULT_PATH}");
+    assert_eq!(config(&c)["Env"], json!([want]));
+    assert_eq!(runs(&c)[0].env, std::slice::from_ref(&want));
+    assert_eq!(history(&c)[0], format!("ENV {want}"));
+    // An imported base: other variables, no PATH.
+    let c = conv("FROM img\nARG P=$PATH\nRUN x\n", &[], &json!({ "config": { "Env": ["A=1"] } }));
+    assert_eq!(config(&c)["Env"], json!(["A=1", format!("PATH={DEFAULT_PATH}")]));
+    assert!(has(&runs(&c)[0].env, &format!("P={DEFAULT_PATH}")));
+}
+
+#[test]
+fn env_redefined_keeps_its_place() {
+    let base = json!({ "config": { "Env": ["A=1", "PATH=/bin", "B=2"] } });
+    let c = conv("FROM img\nENV PATH=/x:$PATH A=3 C=4\n", &[], &base);
+    assert_eq!(config(&c)["Env"], json!(["A=3", "PATH=/x:/bin", "B=2", "C=4"]));
+}
+
+#[test]
+fn proxy_build_args_reach_run_but_not_its_key_or_history() {
+    let text = "FROM img\nRUN apt-get update\n";
+    let one = conv(text, &[("HTTP_PROXY", "http://one.invalid:3128"), ("no_proxy", "local")], &json!({}));
+    let two = conv(text, &[("HTTP_PROXY", "http://two.invalid:3128")], &json!({}));
+    let none = conv(text, &[], &json!({}));
+    let key = |c: &Converted| serde_json::to_string(&c.graph.vertices[1].op).unwrap();
+    assert_eq!(key(&one), key(&two), "the proxy is not part of the RUN's cache key");
+    assert_eq!(key(&one), key(&none));
+    let env = runs(&one)[0].process_env();
+    assert!(has(&env, "HTTP_PROXY=http://one.invalid:3128") && has(&env, "no_proxy=local"), "{env:?}");
+    assert!(history(&one).iter().all(|h| !h.contains("invalid") && !h.contains("no_proxy")), "{:?}", history(&one));
+    // Declared with ARG, a proxy is an ordinary build arg: in the key and the history.
+    let text = "FROM img\nARG HTTP_PROXY\nRUN apt-get update\n";
+    let one = conv(text, &[("HTTP_PROXY", "http://one.invalid:3128")], &json!({}));
+    let two = conv(text, &[("HTTP_PROXY", "http://two.invalid:3128")], &json!({}));
+    assert_ne!(key(&one), key(&two));
+    assert!(runs(&one)[0].proxy_env.is_empty());
+    assert_eq!(history(&one)[1], "RUN |1 HTTP_PROXY=http://one.invalid:3128 /bin/sh -c apt-get update # buildkit");
+}
+
+#[test]
+fn workdir_creates_its_directory_for_the_current_user() {
+    let c = conv("FROM img\nWORKDIR /a\nUSER app\nWORKDIR sub\n", &[], &json!({}));
+    let w = copies(&c);
+    assert_eq!((w[0].dest.as_str(), w[0].chown.as_deref()), ("/a", None));
+    assert_eq!((w[1].dest.as_str(), w[1].chown.as_deref()), ("/a/sub", Some("app")));
+    let c = conv("FROM img\nWORKDIR /w\nRUN id\n", &[], &json!({ "config": { "User": "1000:1000" } }));
+    assert_eq!(copies(&c)[0].chown.as_deref(), Some("1000:1000"), "the base's USER counts");
+    assert_eq!(runs(&c)[0].user.as_deref(), Some("1000:1000"));
+}
+
+#[test]
+fn an_unknown_target_and_an_empty_shell_are_dockerfile_errors_with_a_place() {
+    let (c, _) = convert_with("FROM img AS a\nRUN x\nFROM img AS b\n", Some("nosuch"), &[], &json!({}));
+    let err = c.err().unwrap();
+    assert_eq!(err.kind(), crate::ErrorKind::InvalidInput);
+    let text = err.to_string();
+    assert!(text.starts_with("Dockerfile:3:1: target stage \"nosuch\" could not be found"), "{text}");
+    assert!(text.contains("FROM img AS b"), "the line is shown: {text}");
+    // The parser refuses `SHELL []`; the converter refuses an empty SHELL however it comes.
+    let err = crate::dockerfile::parse("Dockerfile", "FROM img\nSHELL []\n").err().unwrap().to_string();
+    assert!(err.starts_with("Dockerfile:2:1: ") && err.contains("SHELL"), "{err}");
+    let mut df = crate::dockerfile::parse("Dockerfile", "FROM img\nSHELL [\"sh\"]\nRUN x\n").unwrap();
+    df.stages[0].instructions[0].kind = Kind::Shell(vec![]);
+    let build_args = BTreeMap::new();
+    let resolve = |_: &str| Ok(base(&json!({})));
+    let inputs = Inputs {
+        build_args: &build_args,
+        target_platform: ("linux".into(), "amd64".into(), None),
+        no_cache: false,
+        no_cache_filter: &[],
+        host_network: true,
+        resolve: &resolve,
+    };
+    let text = convert(&df, None, &inputs).err().unwrap().to_string();
+    assert!(text.starts_with("Dockerfile:2:1: SHELL needs at least one argument"), "{text}");
+}
+
+#[test]
+fn paths_join_like_workdir() {
+    assert_eq!(join_path("/", "app"), "/app");
+    assert_eq!(join_path("/app", "src/"), "/app/src");
+    assert_eq!(join_path("/app", "/opt"), "/opt");
+    assert_eq!(join_path("/app", "../x/./y"), "/x/y");
+}
+
+#[test]
+fn expose_normalises_ports() {
+    use super::dispatch::expose_ports;
+    assert_eq!(expose_ports("80").unwrap(), ["80/tcp"]);
+    assert_eq!(expose_ports("53/UDP").unwrap(), ["53/udp"]);
+    assert_eq!(expose_ports("8000-8002").unwrap(), ["8000/tcp", "8001/tcp", "8002/tcp"]);
+    assert!(expose_ports("http").is_err());
+}
