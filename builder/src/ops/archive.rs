@@ -1,0 +1,392 @@
+//! ADD of a local archive: its entries re-emitted under the destination, refused when they
+//! would leave it, and counted so that an archive bomb cannot fill the disk.
+//!
+//! Entries are written as fresh headers, so long names (GNU or PAX), PAX sizes and GNU
+//! sparse files come out as plain entries the runner's unpacker takes: a sparse file is
+//! expanded (its holes become zeros, as `docker build` writes them). As docker does, an
+//! entry path, a hardlink target or a relative symlink target that climbs out of the
+//! destination with `..` is refused, naming the entry; absolute symlink targets are kept
+//! as written (they point into the image). berth also refuses an entry written through a
+//! symlink of the same archive whose target leaves the destination (docker follows it).
+//!
+//! The expanded size of all archives of one ADD is capped by `BERTH_ADD_MAX_EXPANDED`
+//! (bytes, or with a `K`, `M`, `G`, `T` suffix, binary: `64G`, `512MiB`; default 64 GiB).
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+
+use crate::error::{Error, Result};
+
+/// The default cap on what the archives of one ADD expand to.
+pub const DEFAULT_MAX_EXPANDED: u64 = 64 << 30;
+
+/// How many bytes the archives of one ADD may still expand to.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    /// The cap, in bytes.
+    pub cap: u64,
+    /// What was written so far.
+    pub used: u64,
+}
+
+impl Budget {
+    /// The cap `BERTH_ADD_MAX_EXPANDED` sets, or [`DEFAULT_MAX_EXPANDED`].
+    pub fn from_env() -> Result<Budget> {
+        let cap = match std::env::var("BERTH_ADD_MAX_EXPANDED") {
+            Ok(v) => parse_size(&v).ok_or_else(|| Error::Image {
+                what: "the ADD archive size cap".into(),
+                source: Box::new(oci::Error::InvalidSetting {
+                    name: "BERTH_ADD_MAX_EXPANDED".into(),
+                    value: v.clone(),
+                    reason: "give a size in bytes, or with K, M, G or T (binary), like 64G".into(),
+                }),
+            })?,
+            Err(_) => DEFAULT_MAX_EXPANDED,
+        };
+        Ok(Budget { cap, used: 0 })
+    }
+
+    /// Takes `n` more bytes for `entry` of `archive`, or refuses.
+    fn take(&mut self, n: u64, archive: &str, entry: &str) -> Result<()> {
+        self.used = self.used.saturating_add(n);
+        if self.used > self.cap {
+            return Err(Error::Context {
+                path: archive.to_owned(),
+                reason: format!(
+                    "the archive expands to more than {} bytes (at entry {entry:?}); BERTH_ADD_MAX_EXPANDED raises the cap",
+                    self.cap
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// `1024`, `64G`, `64GiB`, `512M`, `512MB`, `10k`: binary multiples, case-insensitive.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let n: u64 = s[..digits].parse().ok()?;
+    let shift = match s[digits..].trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return None,
+    };
+    n.checked_mul(1u64 << shift)
+}
+
+/// Re-emits the entries of `archive` (named `name` in messages) under `dest` into `out`.
+pub fn unpack(
+    mut archive: tar::Archive<Box<dyn Read>>,
+    name: &str,
+    dest: &str,
+    out: &mut tar::Builder<impl Write>,
+    budget: &mut Budget,
+) -> Result<()> {
+    let read_err = || Error::io(format!("read the archive {name}"));
+    // Symlinks this archive made, by their path below `dest`, with their targets.
+    let mut links: HashMap<String, String> = HashMap::new();
+    for entry in archive.entries().map_err(read_err())? {
+        let mut entry = entry.map_err(read_err())?;
+        let raw = entry.path().map_err(read_err())?.to_string_lossy().into_owned();
+        let refuse = |why: String| Error::Context { path: name.to_owned(), reason: format!("entry {raw:?} {why}; refused") };
+        let kind = entry.header().entry_type();
+        if matches!(kind, tar::EntryType::XGlobalHeader | tar::EntryType::XHeader | tar::EntryType::GNULongName | tar::EntryType::GNULongLink) {
+            continue;
+        }
+        let Some(rel) = crate::context::clean_rel(&raw) else {
+            return Err(refuse("climbs out of the destination with '..'".into()));
+        };
+        through_links(&links, &rel).map_err(|link| {
+            refuse(format!("is written through the symlink {link:?} -> {:?}, which leaves the destination", links[&link]))
+        })?;
+        let h = entry.header();
+        let mut head = tar::Header::new_gnu();
+        head.set_mode(h.mode().map_err(read_err())?);
+        head.set_uid(h.uid().map_err(read_err())?);
+        head.set_gid(h.gid().map_err(read_err())?);
+        head.set_mtime(h.mtime().unwrap_or(0));
+        let target = join(dest, &rel);
+        let stream = |e: std::io::Error| Error::io(format!("stream {target}"))(e);
+        match kind {
+            tar::EntryType::Symlink | tar::EntryType::Link => {
+                let link = entry.link_name().map_err(read_err())?.unwrap_or_default().to_string_lossy().into_owned();
+                head.set_entry_type(kind);
+                head.set_size(0);
+                let written = if kind == tar::EntryType::Link {
+                    // A hardlink names another entry of the archive.
+                    let Some(to) = crate::context::clean_rel(&link).filter(|t| !t.is_empty()) else {
+                        return Err(refuse(format!("is a hardlink to {link:?}, outside the destination")));
+                    };
+                    join(dest, &to)
+                } else {
+                    if symlink_leaves(&rel, &link) {
+                        return Err(refuse(format!("is a symlink to {link:?}, which leaves the destination")));
+                    }
+                    links.insert(rel.clone(), link.clone());
+                    link
+                };
+                out.append_link(&mut head, &target, &written).map_err(stream)?;
+            }
+            tar::EntryType::Directory => {
+                head.set_entry_type(kind);
+                head.set_size(0);
+                out.append_data(&mut head, format!("{target}/"), std::io::empty()).map_err(stream)?;
+            }
+            k if k.is_file() || k.is_gnu_sparse() || k == tar::EntryType::Continuous => {
+                // A sparse file's size is what it expands to; the reader fills the holes.
+                let size = entry.size();
+                budget.take(size, name, &raw)?;
+                head.set_entry_type(tar::EntryType::Regular);
+                head.set_size(size);
+                out.append_data(&mut head, &target, (&mut entry).take(size)).map_err(stream)?;
+            }
+            tar::EntryType::Fifo | tar::EntryType::Char | tar::EntryType::Block => {
+                // Passed on; the unpacker's device policy decides.
+                head.set_entry_type(kind);
+                head.set_size(0);
+                let h = entry.header();
+                head.set_device_major(h.device_major().ok().flatten().unwrap_or(0)).map_err(stream)?;
+                head.set_device_minor(h.device_minor().ok().flatten().unwrap_or(0)).map_err(stream)?;
+                out.append_data(&mut head, &target, std::io::empty()).map_err(stream)?;
+            }
+            other => return Err(refuse(format!("has an entry type berth does not unpack ({other:?})"))),
+        }
+    }
+    Ok(())
+}
+
+/// True when a symlink at `rel` (below the destination) pointing to `target` climbs out of
+/// the destination: `..` past its top. Absolute targets point into the image, as docker keeps them.
+fn symlink_leaves(rel: &str, target: &str) -> bool {
+    if target.starts_with('/') {
+        return false;
+    }
+    let parent = rel.rsplit_once('/').map_or("", |(p, _)| p);
+    crate::context::clean_rel(&format!("{parent}/{target}")).is_none()
+}
+
+/// Err(the symlink) when `rel` passes, below its last component, through a symlink of this
+/// archive whose target leaves the destination (absolute, or climbing after resolution).
+fn through_links(links: &HashMap<String, String>, rel: &str) -> std::result::Result<(), String> {
+    let mut path: Vec<String> = rel.split('/').filter(|c| !c.is_empty()).map(str::to_owned).collect();
+    let mut hops = 0;
+    let mut i = 0;
+    while i + 1 < path.len() {
+        let prefix = path[..=i].join("/");
+        let Some(target) = links.get(&prefix) else {
+            i += 1;
+            continue;
+        };
+        hops += 1;
+        let parent = path[..i].join("/");
+        let resolved = if target.starts_with('/') || hops > 40 {
+            None
+        } else {
+            crate::context::clean_rel(&format!("{parent}/{target}"))
+        };
+        let Some(resolved) = resolved else { return Err(prefix) };
+        let mut next: Vec<String> = resolved.split('/').filter(|c| !c.is_empty()).map(str::to_owned).collect();
+        next.extend(path.drain(i + 1..));
+        path = next;
+        i = 0;
+    }
+    Ok(())
+}
+
+fn join(dest: &str, rel: &str) -> String {
+    let dest = dest.trim_matches('/');
+    match (dest.is_empty(), rel.is_empty()) {
+        (true, _) => rel.to_owned(),
+        (_, true) => dest.to_owned(),
+        _ => format!("{dest}/{rel}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An archive built by `fill`, re-emitted under `dest` with a `cap`; the entries written
+    /// (path, type, size, link target), or the error's text.
+    fn run(fill: impl FnOnce(&mut tar::Builder<Vec<u8>>), cap: u64) -> std::result::Result<Vec<(String, char, u64, String)>, String> {
+        let mut b = tar::Builder::new(Vec::new());
+        fill(&mut b);
+        let bytes = b.into_inner().unwrap();
+        let archive = tar::Archive::new(Box::new(std::io::Cursor::new(bytes)) as Box<dyn Read>);
+        let mut out = tar::Builder::new(Vec::new());
+        let mut budget = Budget { cap, used: 0 };
+        unpack(archive, "a.tar", "app", &mut out, &mut budget).map_err(|e| e.to_string())?;
+        let bytes = out.into_inner().unwrap();
+        let mut back = tar::Archive::new(std::io::Cursor::new(bytes));
+        Ok(back
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let link = e.link_name().unwrap().map(|l| l.to_string_lossy().into_owned()).unwrap_or_default();
+                let mut data = Vec::new();
+                e.read_to_end(&mut data).unwrap();
+                let kind = e.header().entry_type().as_byte() as char;
+                (e.path().unwrap().to_string_lossy().into_owned(), kind, data.len() as u64, link)
+            })
+            .collect())
+    }
+
+    fn file(b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, path, data).unwrap();
+    }
+
+    fn link(b: &mut tar::Builder<Vec<u8>>, kind: tar::EntryType, path: &str, target: &str) {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(0);
+        // Written raw, so that the tar crate cannot tidy hostile names away.
+        h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+        h.as_old_mut().linkname[..target.len()].copy_from_slice(target.as_bytes());
+        h.set_cksum();
+        b.append(&h, std::io::empty()).unwrap();
+    }
+
+    #[test]
+    fn files_links_and_dirs_land_under_the_destination() {
+        let got = run(
+            |b| {
+                file(b, "bin/tool", b"#!/bin/sh\n");
+                link(b, tar::EntryType::Symlink, "bin/t", "tool");
+                link(b, tar::EntryType::Symlink, "bin/sh", "/bin/busybox");
+                link(b, tar::EntryType::Link, "bin/hard", "bin/tool");
+            },
+            1 << 20,
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            [
+                ("app/bin/tool".into(), '0', 10, String::new()),
+                ("app/bin/t".into(), '2', 0, "tool".into()),
+                ("app/bin/sh".into(), '2', 0, "/bin/busybox".into()),
+                ("app/bin/hard".into(), '1', 0, "app/bin/tool".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn escaping_links_and_entries_are_refused_by_name() {
+        let cases: [(&str, fn(&mut tar::Builder<Vec<u8>>)); 4] = [
+            ("entry \"up\" is a symlink to \"../../etc\", which leaves the destination", |b| {
+                link(b, tar::EntryType::Symlink, "up", "../../etc")
+            }),
+            ("entry \"sub/h\" is a hardlink to \"../../etc/shadow\", outside the destination", |b| {
+                link(b, tar::EntryType::Link, "sub/h", "../../etc/shadow")
+            }),
+            ("entry \"../evil\" climbs out of the destination with '..'", |b| {
+                link(b, tar::EntryType::Symlink, "../evil", "x")
+            }),
+            ("entry \"etc/passwd\" is written through the symlink \"etc\" -> \"/etc\"", |b| {
+                link(b, tar::EntryType::Symlink, "etc", "/etc");
+                file(b, "etc/passwd", b"root::0:0::/:/bin/sh\n");
+            }),
+        ];
+        for (want, fill) in cases {
+            let e = run(fill, 1 << 20).unwrap_err();
+            assert!(e.starts_with("a.tar: ") && e.contains(want) && e.ends_with("; refused"), "{e}");
+        }
+        // Through an in-destination symlink is fine.
+        let ok = run(
+            |b| {
+                link(b, tar::EntryType::Symlink, "lib", "usr/lib");
+                file(b, "lib/x.so", b"elf");
+            },
+            1 << 20,
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn long_pax_names_survive() {
+        let long = format!("{}/{}.txt", "d".repeat(80), "n".repeat(90));
+        let got = run(
+            |b| {
+                // A PAX path record, as GNU tar --format=posix writes names over 100 bytes.
+                let rec = format!("path={long}\n");
+                let rec = format!("{} {rec}", rec.len() + 4);
+                let mut x = tar::Header::new_ustar();
+                x.set_entry_type(tar::EntryType::XHeader);
+                x.set_size(rec.len() as u64);
+                x.set_path("PaxHeaders/x").unwrap();
+                x.set_cksum();
+                b.append(&x, rec.as_bytes()).unwrap();
+                let mut h = tar::Header::new_ustar();
+                h.set_path("short").unwrap();
+                h.set_size(3);
+                h.set_mode(0o600);
+                h.set_cksum();
+                b.append(&h, &b"pax"[..]).unwrap();
+            },
+            1 << 20,
+        )
+        .unwrap();
+        assert_eq!(got, [(format!("app/{long}"), '0', 3, String::new())]);
+    }
+
+    #[test]
+    fn gnu_sparse_files_are_expanded() {
+        let got = run(
+            |b| {
+                // 4 KiB of data at offset 1 MiB of a 1 MiB + 4 KiB file.
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(tar::EntryType::GNUSparse);
+                h.set_path("sparse.img").unwrap();
+                h.set_mode(0o644);
+                h.set_size(4096);
+                let g = h.as_gnu_mut().unwrap();
+                g.sparse[0].offset = octal(1 << 20);
+                g.sparse[0].numbytes = octal(4096);
+                g.realsize = octal((1 << 20) + 4096);
+                h.set_cksum();
+                b.append(&h, &[7u8; 4096][..]).unwrap();
+            },
+            4 << 20,
+        )
+        .unwrap();
+        assert_eq!(got, [("app/sparse.img".into(), '0', (1 << 20) + 4096, String::new())]);
+    }
+
+    fn octal<const N: usize>(n: u64) -> [u8; N] {
+        let s = format!("{n:0w$o}", w = N - 1);
+        let mut out = [0u8; N];
+        out[..N - 1].copy_from_slice(s.as_bytes());
+        out
+    }
+
+    #[test]
+    fn the_expanded_size_is_capped() {
+        let e = run(
+            |b| {
+                file(b, "a", &[0u8; 600]);
+                file(b, "b", &[0u8; 600]);
+            },
+            1000,
+        )
+        .unwrap_err();
+        assert!(e.contains("expands to more than 1000 bytes (at entry \"b\")"), "{e}");
+        assert!(run(|b| file(b, "a", &[0u8; 600]), 1000).is_ok());
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_suffixes() {
+        assert_eq!(parse_size("1024"), Some(1024));
+        assert_eq!(parse_size("64G"), Some(64 << 30));
+        assert_eq!(parse_size("512MiB"), Some(512 << 20));
+        assert_eq!(parse_size("10k"), Some(10 << 10));
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_size("5X"), None);
+    }
+}

@@ -1,0 +1,270 @@
+//! The worker: how each op runs on this machine.
+//!
+//! RUN prepares an active snapshot on its parent's chain, runs the process through the
+//! runner's [`Executor`], and turns the snapshot's upper directory into the new layer
+//! (tar, compression and sha256 in one pass). COPY and ADD stream the selected files as a
+//! tar into the mounted snapshot through the runner's safe unpacker (every path resolved
+//! inside the root), then diff the same way; `--link` copies become a layer directly,
+//! without looking at the destination.
+
+mod copy;
+mod exec;
+mod mounts;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use oci::content::{ContentStore, Expected};
+use oci::layer::{Compression, LayerWriter};
+use oci::ImageStore;
+use runner::exec::Executor;
+use runner::snapshot::{Mount, Snapshotter};
+
+use crate::cache::{CacheRecord, CacheStore};
+use crate::context::{Context, Ignore};
+use crate::dockerfile::mount::MountType;
+use crate::error::{Error, Result};
+use crate::graph::{CopyFrom, CopySrc, Layer, Op, Vertex, VertexId};
+use crate::progress::Progress;
+use crate::solver::{State, Worker};
+
+/// A `--secret` given to the build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Secret {
+    /// `src=PATH`: a host file.
+    File(PathBuf),
+    /// `env=VAR`: a host environment variable's value.
+    Env(String),
+}
+
+/// Executes ops against the local store, snapshots and sandbox.
+pub struct LocalWorker<'a> {
+    /// Layers and images.
+    pub store: &'a ImageStore,
+    /// Snapshots of layer chains.
+    pub snapshotter: &'a dyn Snapshotter,
+    /// Runs RUN steps.
+    pub executor: &'a dyn Executor,
+    /// The build context, if the build has one.
+    pub context: Option<&'a Context>,
+    /// The stat cache for context hashing.
+    pub cache: &'a dyn CacheStore,
+    /// Where step output goes.
+    pub progress: &'a dyn Progress,
+    /// Where temporary mountpoints and cache mounts live (`$BERTH_ROOT`).
+    pub root: PathBuf,
+    /// `--secret`s by id.
+    pub secrets: HashMap<String, Secret>,
+    /// `--ssh` agent sockets by id.
+    pub ssh: HashMap<String, PathBuf>,
+    /// The Dockerfile, for errors that point at a step.
+    pub dockerfile: (&'a str, &'a str),
+    /// Downloads a URL to a file (ADD of a URL).
+    pub fetch: &'a (dyn Fn(&str, &Path) -> Result<()> + Sync),
+    /// URLs downloaded while computing keys, by URL, for the step that copies them.
+    pub downloads: std::sync::Mutex<HashMap<String, PathBuf>>,
+}
+
+impl Worker for LocalWorker<'_> {
+    fn sources_digest(&self, v: &Vertex, _inputs: &[State]) -> Result<Option<oci::Digest>> {
+        match &v.op {
+            Op::Copy(c)
+                if c.from != CopyFrom::Input && c.sources.iter().any(|s| !matches!(s, CopySrc::Inline { .. })) =>
+            {
+                let mut h = oci::Algorithm::Sha256.hasher();
+                let paths: Vec<String> = c
+                    .sources
+                    .iter()
+                    .filter_map(|s| if let CopySrc::Path(p) = s { Some(p.clone()) } else { None })
+                    .collect();
+                if !paths.is_empty() {
+                    let ctx = self
+                        .context
+                        .ok_or_else(|| self.err_at(v, "COPY from the context, but the build has no context"))?;
+                    let exclude =
+                        Ignore::parse(&c.exclude.join("\n")).map_err(|e| self.err_at(v, format!("--exclude: {e}")))?;
+                    h.update(
+                        ctx.digest(&paths, &exclude, self.cache).map_err(|e| self.at(v, e))?.to_string().as_bytes(),
+                    );
+                }
+                for s in &c.sources {
+                    if let CopySrc::Url { url, checksum } = s {
+                        // A URL is keyed by what it serves now; --checksum pins it.
+                        h.update(format!("\nurl {url} {}", self.download(v, url, checksum.as_ref())?).as_bytes());
+                    }
+                }
+                Ok(Some(h.finish()))
+            }
+            Op::Exec(e) => {
+                let binds: Vec<String> = e
+                    .mounts
+                    .iter()
+                    .filter(|m| m.spec.kind == MountType::Bind && m.input.is_none())
+                    .map(|m| m.spec.source.clone().unwrap_or_else(|| ".".into()))
+                    .collect();
+                match (binds.is_empty(), self.context) {
+                    (true, _) => Ok(None),
+                    (false, Some(ctx)) => ctx.digest(&binds, &Ignore::default(), self.cache).map(Some),
+                    (false, None) => Err(self.err_at(v, "RUN --mount=type=bind needs a build context")),
+                }
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn execute(&self, id: VertexId, v: &Vertex, inputs: &[State]) -> Result<State> {
+        match &v.op {
+            Op::Scratch => Ok(State { layers: vec![] }),
+            Op::Image { layers, .. } => Ok(State { layers: layers.clone() }),
+            Op::Exec(e) => in_private_mounts(|| self.exec(id, v, e, inputs)),
+            Op::Copy(c) => in_private_mounts(|| self.copy(v, c, inputs)),
+        }
+    }
+
+    fn usable(&self, rec: &CacheRecord) -> bool {
+        rec.layers.iter().all(|l| self.store.content().info(&l.digest).is_ok_and(|i| i.is_some()))
+    }
+}
+
+/// A unique name for temporary snapshots and directories of this process.
+fn unique(tag: &str, id: VertexId) -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("build-{tag}-{}-{id}-{n}", std::process::id())
+}
+
+impl LocalWorker<'_> {
+    /// An error at the Dockerfile line of step `v`.
+    fn err_at(&self, v: &Vertex, message: impl Into<String>) -> Error {
+        Error::at(self.dockerfile.0, self.dockerfile.1, v.at, message)
+    }
+
+    fn at(&self, v: &Vertex, e: Error) -> Error {
+        match e {
+            Error::Context { path, reason } => self.err_at(v, format!("{path}: {reason}")),
+            other => other,
+        }
+    }
+
+    /// The committed snapshot holding `layers` (unpacked now if it is missing).
+    fn chain(&self, layers: &[Layer]) -> Result<Option<String>> {
+        let pairs: Vec<(oci::Digest, String)> =
+            layers.iter().map(|l| (l.digest.clone(), l.diff_id.to_string())).collect();
+        runner::rootfs::ensure_chain(self.store, &pairs, self.snapshotter)
+            .map_err(Error::runner("unpack the parent layers"))
+    }
+
+    /// Writes a layer with `fill`; None when it holds no entries.
+    fn write_layer(&self, fill: &mut dyn FnMut(&mut dyn Write) -> Result<()>) -> Result<Option<Layer>> {
+        let ingest = self.store.content().writer(oci::Algorithm::Sha256).map_err(Error::image("start a layer"))?;
+        // Steps write plain tars: most never reach an image (intermediate stages), and those
+        // that do are compressed once, at export (see `build::export_layers`).
+        let mut w = LayerWriter::new(ingest, Compression::None).map_err(Error::image("start a layer"))?;
+        fill(&mut w)?;
+        let (ingest, info) = w.finish().map_err(Error::image("finish a layer"))?;
+        // Two 512-byte end blocks and nothing else: the step changed no file.
+        if info.uncompressed_size <= 1024 {
+            ingest.abort().map_err(Error::image("drop an empty layer"))?;
+            return Ok(None);
+        }
+        ingest.commit(Expected::exactly(&info.digest, info.size)).map_err(Error::image("store a layer"))?;
+        Ok(Some(Layer {
+            digest: info.digest,
+            diff_id: info.diff_id,
+            size: info.size,
+            media_type: info.compression.oci_media_type().to_owned(),
+        }))
+    }
+
+    /// Turns the active snapshot `key` on `parent` into the step's result.
+    fn finish_snapshot(&self, key: &str, mut layers: Vec<Layer>) -> Result<State> {
+        let layer =
+            self.write_layer(&mut |w| self.snapshotter.diff(key, w).map_err(Error::runner("diff the step's changes")));
+        let layer = match layer {
+            Ok(l) => l,
+            Err(e) => {
+                let _cleanup = self.snapshotter.remove(key);
+                return Err(e);
+            }
+        };
+        let Some(layer) = layer else {
+            self.snapshotter.remove(key).map_err(Error::runner("remove a snapshot"))?;
+            return Ok(State { layers });
+        };
+        layers.push(layer);
+        let diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.to_string()).collect();
+        let name = runner::rootfs::chain_ids(&diff_ids).pop().unwrap_or_default();
+        match self.snapshotter.commit(&name, key) {
+            Ok(()) => {}
+            // The same chain exists already (another stage made the same layer): keep that one.
+            Err(runner::snapshot::SnapshotError::Exists(_)) => {
+                self.snapshotter.remove(key).map_err(Error::runner("remove a snapshot"))?;
+            }
+            Err(e) => return Err(Error::runner("commit a snapshot")(e)),
+        }
+        Ok(State { layers })
+    }
+
+    /// A read-only mount of a layer chain for reading files (COPY --from).
+    fn view_of(&self, layers: &[Layer]) -> Result<View<'_>> {
+        let chain = self.chain(layers)?;
+        let key = unique("from", 0);
+        let mounts = self.snapshotter.view(&key, chain.as_deref()).map_err(Error::runner("view a stage"))?;
+        let mut view =
+            View { snapshotter: self.snapshotter, dir: self.root.join("tmp").join(&key), key, mounted: false };
+        match mounts.as_slice() {
+            // One layer: its directory is the view, nothing to mount.
+            [Mount::Bind { source, .. }] => view.dir = source.clone(),
+            _ => {
+                std::fs::create_dir_all(&view.dir).map_err(Error::io(format!("create {}", view.dir.display())))?;
+                mount_all(&mounts, &view.dir)?;
+                view.mounted = true;
+            }
+        }
+        Ok(view)
+    }
+}
+
+/// A mounted read-only view, unmounted and removed when dropped.
+struct View<'a> {
+    snapshotter: &'a dyn Snapshotter,
+    key: String,
+    dir: PathBuf,
+    mounted: bool,
+}
+
+impl Drop for View<'_> {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = runner::snapshot::unmount(&self.dir);
+            let _ = std::fs::remove_dir(&self.dir);
+        }
+        let _ = self.snapshotter.remove(&self.key);
+    }
+}
+
+/// A temporary file or directory tree, removed when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if std::fs::remove_dir_all(&self.0).is_err() {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+/// Runs `f` on a thread of its own in a private mount namespace (as root), so every
+/// mount a step makes (overlay roots, stage views) is gone when the step ends, even if
+/// berth dies half-way. Threads `f` starts, and their children, share that namespace.
+fn in_private_mounts<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    runner::sandbox::in_private_mounts(f).map_err(Error::runner("private mount namespace"))?
+}
+
+fn mount_all(mounts: &[Mount], dir: &Path) -> Result<()> {
+    for m in mounts {
+        m.mount(dir).map_err(Error::runner(format!("mount {}", dir.display())))?;
+    }
+    Ok(())
+}
