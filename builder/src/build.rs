@@ -163,23 +163,19 @@ fn export_layers(m: &Machine<'_>, layers: &[Layer], compression: Compression) ->
     Ok(out)
 }
 
-/// The `created` time of everything a build writes: `SOURCE_DATE_EPOCH` when set, else now.
-pub fn created() -> String {
-    match std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.trim().parse::<i64>().ok()) {
-        Some(epoch) => chrono::DateTime::from_timestamp(epoch, 0)
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-            .unwrap_or_else(oci::store::created_now),
-        None => oci::store::created_now(),
-    }
-}
-
 /// The history of a stage: its base's, then one entry per step (empty_layer where the step made no layer).
-fn history(c: &Converted, solver: &Solver<'_>, stage: usize, when: &str) -> Vec<Value> {
+///
+/// Each step is dated when its result was made (a cache hit keeps the first run's time, so a
+/// cached rebuild writes the same config and image ID); a step without a vertex (ENV, LABEL,
+/// ...) takes the time of the step before it. `SOURCE_DATE_EPOCH` dates them all.
+fn history(c: &Converted, solver: &Solver<'_>, stage: usize) -> Vec<Value> {
     let Some(out) = c.stages.get(&stage) else { return vec![] };
     let mut hist = match out.from_stage {
-        Some(j) => history(c, solver, j, when),
+        Some(j) => history(c, solver, j),
         None => out.base_history.clone(),
     };
+    let epoch = crate::cache::source_date_epoch().map(|_| oci::store::created_now());
+    let mut last = hist.last().and_then(|e| e["created"].as_str()).map(str::to_owned);
     for (created_by, vertex) in &out.steps {
         let made_layer = vertex.is_some_and(|v| {
             let after = solver.state(v).map_or(0, |s| s.layers.len());
@@ -187,14 +183,23 @@ fn history(c: &Converted, solver: &Solver<'_>, stage: usize, when: &str) -> Vec<
                 c.graph.vertices[v].inputs.first().and_then(|i| solver.state(*i)).map_or(0, |s| s.layers.len());
             after > before
         });
+        let when = epoch
+            .clone()
+            .or_else(|| vertex.and_then(|v| solver.created(v)))
+            .or_else(|| last.clone())
+            .unwrap_or_else(|| UNIX_EPOCH.to_owned());
         let mut e = json!({ "created": when, "created_by": created_by, "comment": "buildkit.dockerfile.v0" });
         if !made_layer {
             e["empty_layer"] = json!(true);
         }
+        last = Some(when);
         hist.push(e);
     }
     hist
 }
+
+/// The `created` of a history without any dated entry (a stage of metadata on `scratch`).
+const UNIX_EPOCH: &str = "1970-01-01T00:00:00Z";
 
 fn write_image(
     store: &ImageStore,
@@ -204,14 +209,16 @@ fn write_image(
     labels: &BTreeMap<String, String>,
 ) -> Result<Built> {
     let stage = &c.stages[&c.target];
-    let when = created();
+    let history = history(c, solver, c.target);
+    // The image is as old as its newest step: a cached rebuild keeps its ID.
+    let when = history.last().and_then(|e| e["created"].as_str()).unwrap_or(UNIX_EPOCH).to_owned();
     let mut config = stage.config.clone();
     config["created"] = json!(when);
     config["rootfs"] = json!({
         "type": "layers",
         "diff_ids": state.layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>(),
     });
-    config["history"] = json!(history(c, solver, c.target, &when));
+    config["history"] = json!(history);
     if !labels.is_empty() {
         let l = &mut config["config"]["Labels"];
         if !l.is_object() {

@@ -32,8 +32,13 @@ pub struct KeyRecipe<'a> {
     pub op: &'a crate::graph::Op,
     /// The keys of its inputs, in order.
     pub inputs: Vec<&'a CacheKey>,
-    /// The digest of exactly the selected source files (COPY/ADD from the context, bind mounts).
+    /// The digest of exactly the selected source files (COPY/ADD from the context or from
+    /// another stage, bind mounts).
     pub sources: Option<oci::Digest>,
+    /// `SOURCE_DATE_EPOCH`, which clamps the mtimes of every layer a step writes. Left out of
+    /// the serialisation when unset, so keys made without it stay what they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 impl KeyRecipe<'_> {
@@ -49,6 +54,16 @@ impl KeyRecipe<'_> {
 pub struct CacheRecord {
     /// The result's layers, base first.
     pub layers: Vec<Layer>,
+    /// When the step first ran (RFC 3339): the image history's `created` for this step, so a
+    /// cached rebuild writes the same config and gets the same image ID (as BuildKit does).
+    /// Absent in records written before berth kept it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+}
+
+/// `SOURCE_DATE_EPOCH` when it is set to a number: the time every build output claims.
+pub fn source_date_epoch() -> Option<u64> {
+    std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.trim().parse::<u64>().ok())
 }
 
 /// What the context stat cache remembers of a file.
@@ -176,7 +191,7 @@ mod testsuite {
             size: 4,
             media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
         };
-        let rec = CacheRecord { layers: vec![layer] };
+        let rec = CacheRecord { layers: vec![layer], created: Some("2024-01-01T00:00:00Z".into()) };
         c.set_record(&key, &rec).unwrap();
         assert_eq!(c.record(&key).unwrap(), Some(rec));
         let p = Path::new("/ctx/a.txt");
