@@ -1,6 +1,7 @@
 //! The Dockerfile front end: text to typed instructions.
 //!
-//! Syntax comes from the `parse-dockerfile` crate (heredocs, flags, directives); this
+//! Syntax comes from the `parse-dockerfile` crate (heredocs, flags, directives), fed a text
+//! prepared by `lines` so that it splits lines and flags exactly as BuildKit does; this
 //! module turns its tree into [`Instruction`]s whose flags are checked and typed, keeping
 //! every word raw (with its place in the file) because variables can only be expanded
 //! once the base image's environment is known: [`crate::convert`] expands them with
@@ -12,6 +13,7 @@
 //! ```
 
 pub mod expand;
+mod lines;
 pub mod mount;
 
 use std::ops::Range;
@@ -27,12 +29,6 @@ pub struct Word {
     pub raw: String,
     /// Byte offset of the word in the Dockerfile.
     pub at: usize,
-}
-
-impl Word {
-    fn of(s: &pd::UnescapedString<'_>) -> Word {
-        Word { raw: s.value.to_string(), at: s.span.start }
-    }
 }
 
 /// A parsed Dockerfile: directives, global ARGs and stages.
@@ -56,6 +52,9 @@ pub struct Dockerfile {
     /// RUN heredocs by the byte offset of their RUN keyword: where the instruction ends.
     #[serde(skip)]
     run_heredocs: std::collections::HashMap<usize, RunHeredocs>,
+    /// Undoes the masking `lines::prepare` did in the strings the crate returns.
+    #[serde(skip)]
+    restore: lines::Restore,
 }
 
 /// The heredocs of one RUN, found by [`mask_run_heredocs`].
@@ -164,6 +163,16 @@ impl Dockerfile {
     /// The index of the stage called `name` (case-insensitive, as docker matches them).
     pub fn stage_index(&self, name: &str) -> Option<usize> {
         self.stages.iter().position(|s| s.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+    }
+
+    /// A word of the crate's tree, with the characters `lines::prepare` masked put back.
+    fn word(&self, s: &pd::UnescapedString<'_>) -> Word {
+        Word { raw: self.unmask(&s.value), at: s.span.start }
+    }
+
+    /// A string of the crate's tree, with the masked characters put back.
+    fn unmask(&self, s: &str) -> String {
+        self.restore.apply(s).into_owned()
     }
 }
 
@@ -322,17 +331,36 @@ pub struct Healthcheck {
 
 /// Parses a Dockerfile's text into typed instructions.
 pub fn parse(file: &str, text: &str) -> Result<Dockerfile> {
+    // BuildKit ignores a UTF-8 byte order mark; offsets and columns count from after it.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     // parse-dockerfile 0.1 reads a RUN heredoc only when it opens the command and only one
     // of them; BuildKit allows `RUN python3 <<EOF`, `RUN <<A <<B`. Mask RUN heredocs (same
     // byte offsets, bodies blanked) and rebuild those commands from the real text.
     let (masked, run_heredocs) = mask_run_heredocs(text).map_err(|(at, m)| Error::at(file, text, at, m))?;
-    let tree = pd::parse(&masked).map_err(|e| {
+    parse_masked(file, text, &masked, run_heredocs, lines::escape_directive(text), true)
+}
+
+/// Parses with the crate after `lines::prepare`, for the escape character `escape`; when the
+/// crate reads another one from the directives (and `retry`), prepares again for that one.
+fn parse_masked(
+    file: &str,
+    text: &str,
+    masked: &str,
+    run_heredocs: std::collections::HashMap<usize, RunHeredocs>,
+    escape: char,
+    retry: bool,
+) -> Result<Dockerfile> {
+    let prepared = lines::prepare(masked, escape).map_err(|m| Error::at(file, text, 0, m))?;
+    let tree = pd::parse(&prepared.text).map_err(|e| {
         let message = e.to_string();
         let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
         let at = offset_of(text, e.line(), e.column());
         Error::at(file, text, at, lowercase_first(&message))
     })?;
-    let escape = tree.parser_directives.escape.as_ref().map_or('\\', |d| d.value.value);
+    let found = tree.parser_directives.escape.as_ref().map_or('\\', |d| d.value.value);
+    if found != escape && retry {
+        return parse_masked(file, text, masked, run_heredocs, found, false);
+    }
     let mut df = Dockerfile {
         file: file.to_owned(),
         text: text.to_owned(),
@@ -342,53 +370,11 @@ pub fn parse(file: &str, text: &str) -> Result<Dockerfile> {
         global_args: Vec::new(),
         stages: Vec::new(),
         run_heredocs,
+        restore: prepared.restore.clone(),
     };
-    for ins in &tree.instructions {
-        match ins {
-            pd::Instruction::From(from) => {
-                let mut platform = None;
-                for flag in &from.options {
-                    match flag.name.value.as_ref() {
-                        "platform" => platform = Some(flag_value(&df, flag)?),
-                        _ => return Err(unknown_flag(&df, flag, "FROM")),
-                    }
-                }
-                let name = match &from.as_ {
-                    Some((_, n)) => {
-                        let lower = n.value.to_ascii_lowercase();
-                        check_stage_name(&df, &lower, n.span.start)?;
-                        if df.stage_index(&lower).is_some() {
-                            return Err(df.error(n.span.start, format!("duplicate stage name {lower:?}")));
-                        }
-                        Some(lower)
-                    }
-                    None => None,
-                };
-                let end = from.as_.as_ref().map_or(from.image.span.end, |(_, n)| n.span.end);
-                df.stages.push(Stage {
-                    name,
-                    base: Word::of(&from.image),
-                    platform,
-                    span: from.from.span.start..end,
-                    instructions: Vec::new(),
-                });
-            }
-            pd::Instruction::Arg(arg) if df.stages.is_empty() => {
-                let decls = arg_decls(&df, &arg.arguments)?;
-                df.global_args.extend(decls);
-            }
-            other => {
-                let typed = instruction(&df, other)?;
-                match df.stages.last_mut() {
-                    Some(stage) => stage.instructions.push(typed),
-                    None => {
-                        return Err(
-                            df.error(typed.span.start, "no FROM before this instruction (only ARG may come first)")
-                        )
-                    }
-                }
-            }
-        }
+    check_starts(&df, &prepared.starts, &tree.instructions)?;
+    for (ins, &at) in tree.instructions.iter().zip(&prepared.starts) {
+        add_instruction(&mut df, ins, at)?;
     }
     if df.stages.is_empty() {
         return Err(df.error(text.len(), "the Dockerfile has no FROM instruction"));
@@ -396,30 +382,84 @@ pub fn parse(file: &str, text: &str) -> Result<Dockerfile> {
     Ok(df)
 }
 
-/// Converts one syntax-tree instruction (not FROM) into ours.
-fn instruction(df: &Dockerfile, ins: &pd::Instruction<'_>) -> Result<Instruction> {
-    use pd::Instruction as I;
-    let (start, kind) = match ins {
-        I::Run(r) => {
-            let mut run =
-                Run { command: CommandForm::Shell(String::new()), mounts: vec![], network: None, security: None };
-            for flag in &r.options {
-                match flag.name.value.as_ref() {
-                    "mount" => run.mounts.push(flag_value(df, flag)?),
-                    "network" => run.network = Some(flag_value(df, flag)?),
-                    "security" => run.security = Some(flag_value(df, flag)?),
-                    _ => return Err(unknown_flag(df, flag, "RUN")),
+/// Refuses a file where the crate's instructions do not begin exactly where BuildKit's do, so
+/// that no instruction is ever lost inside another (or made up) without a word.
+fn check_starts(df: &Dockerfile, starts: &[usize], found: &[pd::Instruction<'_>]) -> Result<()> {
+    let found: Vec<usize> = found.iter().map(keyword_start).collect();
+    if let Some(&at) = starts.iter().find(|s| found.binary_search(s).is_err()) {
+        return Err(df.error(
+            at,
+            "this line starts an instruction, but the parser read it as part of the one before (a berth bug: please report it)",
+        ));
+    }
+    if let Some(&at) = found.iter().find(|s| starts.binary_search(s).is_err()) {
+        return Err(df.error(
+            at,
+            "the parser read an instruction here where BuildKit reads none (a berth bug: please report it)",
+        ));
+    }
+    Ok(())
+}
+
+/// Adds one instruction of the crate's tree (keyword at `at`) to the stages being built.
+fn add_instruction(df: &mut Dockerfile, ins: &pd::Instruction<'_>, at: usize) -> Result<()> {
+    match ins {
+        pd::Instruction::From(from) => {
+            let stage = stage(df, from)?;
+            df.stages.push(stage);
+        }
+        pd::Instruction::Arg(arg) if df.stages.is_empty() => {
+            let decls = arg_decls(df, &arg.arguments)?;
+            df.global_args.extend(decls);
+        }
+        other => {
+            let typed = instruction(df, other, at)?;
+            match df.stages.last_mut() {
+                Some(stage) => stage.instructions.push(typed),
+                None => {
+                    return Err(df.error(typed.span.start, "no FROM before this instruction (only ARG may come first)"))
                 }
             }
-            run.command = run_command(df, r);
-            (r.run.span.start, Kind::Run(run))
         }
-        I::Cmd(c) => (c.cmd.span.start, Kind::Cmd(command(df, &c.arguments))),
-        I::Entrypoint(e) => (e.entrypoint.span.start, Kind::Entrypoint(command(df, &e.arguments))),
-        I::Label(l) => (l.label.span.start, Kind::Label(Word::of(&l.arguments))),
-        I::Maintainer(m) => (m.maintainer.span.start, Kind::Maintainer(Word::of(&m.name))),
-        I::Expose(e) => (e.expose.span.start, Kind::Expose(e.arguments.iter().map(Word::of).collect())),
-        I::Env(e) => (e.env.span.start, Kind::Env(Word::of(&e.arguments))),
+    }
+    Ok(())
+}
+
+/// A FROM line: its flags, base and stage name.
+fn stage(df: &Dockerfile, from: &pd::FromInstruction<'_>) -> Result<Stage> {
+    let mut platform = None;
+    for flag in &from.options {
+        match flag.name.value.as_ref() {
+            "platform" => platform = Some(flag_value(df, flag)?),
+            _ => return Err(unknown_flag(df, flag, "FROM")),
+        }
+    }
+    let name = match &from.as_ {
+        Some((_, n)) => {
+            let lower = df.unmask(&n.value).to_ascii_lowercase();
+            check_stage_name(df, &lower, n.span.start)?;
+            if df.stage_index(&lower).is_some() {
+                return Err(df.error(n.span.start, format!("duplicate stage name {lower:?}")));
+            }
+            Some(lower)
+        }
+        None => None,
+    };
+    let end = from.as_.as_ref().map_or(from.image.span.end, |(_, n)| n.span.end);
+    Ok(Stage { name, base: df.word(&from.image), platform, span: from.from.span.start..end, instructions: Vec::new() })
+}
+
+/// Converts one syntax-tree instruction (not FROM, keyword at `at`) into ours.
+fn instruction(df: &Dockerfile, ins: &pd::Instruction<'_>, at: usize) -> Result<Instruction> {
+    use pd::Instruction as I;
+    let (start, kind) = match ins {
+        I::Run(r) => (r.run.span.start, Kind::Run(run(df, r)?)),
+        I::Cmd(c) => (c.cmd.span.start, Kind::Cmd(command(df, &c.arguments)?)),
+        I::Entrypoint(e) => (e.entrypoint.span.start, Kind::Entrypoint(command(df, &e.arguments)?)),
+        I::Label(l) => (l.label.span.start, Kind::Label(key_values(df, &l.arguments, "LABEL")?)),
+        I::Maintainer(m) => (m.maintainer.span.start, Kind::Maintainer(df.word(&m.name))),
+        I::Expose(e) => (e.expose.span.start, Kind::Expose(e.arguments.iter().map(|w| df.word(w)).collect())),
+        I::Env(e) => (e.env.span.start, Kind::Env(key_values(df, &e.arguments, "ENV")?)),
         I::Add(a) => {
             let copy = copy_flags(df, &a.options, "ADD", &a.src, &a.dest)?;
             (a.add.span.start, Kind::Add(copy))
@@ -429,31 +469,87 @@ fn instruction(df: &Dockerfile, ins: &pd::Instruction<'_>) -> Result<Instruction
             (c.copy.span.start, Kind::Copy(copy))
         }
         I::Volume(v) => {
-            let words = match &v.arguments {
-                pd::JsonOrStringArray::Json(a) => a.value.iter().map(Word::of).collect(),
-                pd::JsonOrStringArray::String(a) => a.iter().map(Word::of).collect(),
+            let words: Vec<Word> = match &v.arguments {
+                pd::JsonOrStringArray::Json(a) => a.value.iter().map(|w| df.word(w)).collect(),
+                pd::JsonOrStringArray::String(a) => a.iter().map(|w| df.word(w)).collect(),
             };
+            if let pd::JsonOrStringArray::String(a) = &v.arguments {
+                if let (Some(first), Some(last)) = (a.first(), a.last()) {
+                    check_json_strings(df, first.span.start..last.span.end)?;
+                }
+            }
             (v.volume.span.start, Kind::Volume(words))
         }
-        I::User(u) => (u.user.span.start, Kind::User(Word::of(&u.arguments))),
-        I::Workdir(w) => (w.workdir.span.start, Kind::Workdir(Word::of(&w.arguments))),
+        I::User(u) => (u.user.span.start, Kind::User(df.word(&u.arguments))),
+        I::Workdir(w) => (w.workdir.span.start, Kind::Workdir(df.word(&w.arguments))),
         I::Arg(a) => (a.arg.span.start, Kind::Arg(arg_decls(df, &a.arguments)?)),
         I::Onbuild(o) => {
-            let inner = instruction(df, &o.instruction)?;
+            let inner = instruction(df, &o.instruction, at)?;
             if let Kind::Onbuild(_) = inner.kind {
                 return Err(df.error(inner.span.start, "ONBUILD ONBUILD is not allowed"));
             }
             (o.onbuild.span.start, Kind::Onbuild(inner.text))
         }
-        I::Stopsignal(s) => (s.stopsignal.span.start, Kind::Stopsignal(Word::of(&s.arguments))),
+        I::Stopsignal(s) => (s.stopsignal.span.start, Kind::Stopsignal(df.word(&s.arguments))),
         I::Healthcheck(h) => (h.healthcheck.span.start, Kind::Healthcheck(healthcheck(df, h)?)),
-        I::Shell(s) => (s.shell.span.start, Kind::Shell(s.arguments.iter().map(|a| a.value.to_string()).collect())),
+        I::Shell(s) => (s.shell.span.start, Kind::Shell(s.arguments.iter().map(|a| df.unmask(&a.value)).collect())),
         I::From(f) => return Err(df.error(f.from.span.start, "FROM is not allowed here")),
-        _ => return Err(df.error(0, "an instruction this version of berth does not know")),
+        _ => return Err(df.error(at, "an instruction this version of berth does not know")),
     };
     let end = instruction_end(df, ins);
     let text = one_line(&df.text[start..end.max(start)], df.escape);
     Ok(Instruction { kind, span: start..end, text })
+}
+
+/// RUN: its flags and command.
+fn run(df: &Dockerfile, r: &pd::RunInstruction<'_>) -> Result<Run> {
+    let mut run = Run { command: CommandForm::Shell(String::new()), mounts: vec![], network: None, security: None };
+    for flag in &r.options {
+        match flag.name.value.as_ref() {
+            "mount" => run.mounts.push(flag_value(df, flag)?),
+            "network" => run.network = Some(flag_value(df, flag)?),
+            "security" => run.security = Some(flag_value(df, flag)?),
+            _ => return Err(unknown_flag(df, flag, "RUN")),
+        }
+    }
+    if let pd::Command::Shell(s) = &r.arguments {
+        if !df.run_heredocs.contains_key(&r.run.span.start) {
+            check_json_strings(df, s.span.clone())?;
+        }
+    }
+    run.command = run_command(df, r);
+    Ok(run)
+}
+
+/// The raw `KEY=value ...` (or legacy `KEY value`) text of ENV and LABEL, its syntax checked now
+/// as BuildKit's instruction layer checks it: a name without a value, a word without `=` in the
+/// pairs form and a blank name are refused here, before any build. Values are expanded later.
+fn key_values(df: &Dockerfile, args: &pd::UnescapedString<'_>, what: &str) -> Result<Word> {
+    let w = df.word(args);
+    // Every variable counts as set and non-empty, so only the syntax can fail.
+    let set = |_: &str| Some("x".to_owned());
+    match expand::key_values(&w.raw, df.escape, &set) {
+        Ok(pairs) if pairs.is_empty() => Err(df.error(w.at, format!("{what} needs at least one NAME=value"))),
+        Ok(_) => Ok(w),
+        Err(e) => Err(df.error(w.at + e.offset, format!("{what}: {}", e.message))),
+    }
+}
+
+/// Refuses a JSON array that holds something other than strings (a nested array, a number), as
+/// BuildKit does; text that is not JSON at all is the shell form and is left alone.
+fn check_json_strings(df: &Dockerfile, span: Range<usize>) -> Result<()> {
+    let raw = join_continuations(&df.text[span.start..span.end.min(df.text.len())], df.escape);
+    let trimmed = raw.trim();
+    if !trimmed.starts_with('[') {
+        return Ok(());
+    }
+    match serde_json::from_str::<serde_json::Value>(trimmed) {
+        Ok(serde_json::Value::Array(items)) if items.iter().any(|v| !v.is_string()) => {
+            let at = span.start + (df.text[span.start..].len() - df.text[span.start..].trim_start().len());
+            Err(df.error(at, "when using JSON array syntax, arrays must be comprised of strings only"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The byte offset where an instruction's text ends (after its last heredoc, if any).
@@ -496,8 +592,8 @@ fn logical_line_end(text: &str, start: usize, escape: char) -> usize {
     loop {
         let end = text[pos..].find('\n').map_or(text.len(), |i| pos + i);
         let line = text[pos..end].trim_end();
-        let continued =
-            line.ends_with(escape) || (pos != start && (line.trim_start().starts_with('#') || line.is_empty()));
+        let continued = lines::is_continuation(line, escape)
+            || (pos != start && (line.trim_start().starts_with('#') || line.is_empty()));
         if !continued || end >= text.len() {
             return if line.is_empty() && pos != start { pos.saturating_sub(1) } else { end };
         }
@@ -558,42 +654,45 @@ fn run_command(df: &Dockerfile, r: &pd::RunInstruction<'_>) -> CommandForm {
         };
     }
     match &r.arguments {
-        pd::Command::Exec(e) => CommandForm::Exec(e.value.iter().map(|s| s.value.to_string()).collect()),
-        pd::Command::Shell(s) => CommandForm::Shell(join_continuations(s.value, df.escape)),
+        pd::Command::Exec(e) => CommandForm::Exec(e.value.iter().map(|s| df.unmask(&s.value)).collect()),
+        pd::Command::Shell(s) => CommandForm::Shell(join_continuations(&df.unmask(s.value), df.escape)),
         _ => CommandForm::Shell(String::new()),
     }
 }
 
-fn command(df: &Dockerfile, c: &pd::Command<'_>) -> CommandForm {
-    match c {
-        pd::Command::Exec(e) => CommandForm::Exec(e.value.iter().map(|s| s.value.to_string()).collect()),
-        pd::Command::Shell(s) => CommandForm::Shell(join_continuations(s.value, df.escape)),
+fn command(df: &Dockerfile, c: &pd::Command<'_>) -> Result<CommandForm> {
+    Ok(match c {
+        pd::Command::Exec(e) => CommandForm::Exec(e.value.iter().map(|s| df.unmask(&s.value)).collect()),
+        pd::Command::Shell(s) => {
+            check_json_strings(df, s.span.clone())?;
+            CommandForm::Shell(join_continuations(&df.unmask(s.value), df.escape))
+        }
         _ => CommandForm::Shell(String::new()),
-    }
+    })
 }
 
 /// Joins `escape + newline` continuations and drops comment lines inside them, as the
-/// Dockerfile reference says; the shell sees one line.
+/// Dockerfile reference says; the shell sees one line. A line continues by BuildKit's rule
+/// (`trailing\\` does not), and a continuation on the last line is dropped, as BuildKit drops it.
 pub fn join_continuations(raw: &str, escape: char) -> String {
     let mut out = String::with_capacity(raw.len());
     let mut lines = raw.split('\n').peekable();
-    let mut first = true;
+    let mut continuing = false;
     while let Some(line) = lines.next() {
         let trimmed = line.trim_start();
-        if !first && (trimmed.starts_with('#') || trimmed.is_empty()) && lines.peek().is_some() {
+        if continuing && (trimmed.starts_with('#') || trimmed.is_empty()) {
             continue;
         }
-        first = false;
         let body = line.trim_end_matches('\r');
-        let stripped = body.trim_end();
-        match stripped.strip_suffix(escape) {
-            Some(before) if lines.peek().is_some() => out.push_str(before),
-            _ => {
-                out.push_str(body);
-                if lines.peek().is_some() {
-                    out.push('\n');
-                }
-            }
+        continuing = lines::is_continuation(body, escape);
+        if continuing {
+            let stripped = body.trim_end_matches([' ', '\t']);
+            out.push_str(&stripped[..stripped.len() - escape.len_utf8()]);
+            continue;
+        }
+        out.push_str(body);
+        if lines.peek().is_some() {
+            out.push('\n');
         }
     }
     out
@@ -616,7 +715,7 @@ fn copy_flags(
     let is_copy = what == "COPY";
     let mut c = Copy {
         sources: Vec::new(),
-        dest: Word::of(dest),
+        dest: df.word(dest),
         from: None,
         chown: None,
         chmod: None,
@@ -633,7 +732,7 @@ fn copy_flags(
             ("chmod", _) => c.chmod = Some(flag_value(df, flag)?),
             ("link", _) => c.link = flag_bool(df, flag)?,
             ("parents", true) => c.parents = flag_bool(df, flag)?,
-            ("exclude", _) => c.exclude.push(flag_value(df, flag)?),
+            ("exclude", _) => c.exclude.push(exclude_pattern(df, flag)?),
             ("checksum", false) => c.checksum = Some(flag_value(df, flag)?),
             ("keep-git-dir", false) => c.keep_git_dir = flag_bool(df, flag)?,
             _ => return Err(unknown_flag(df, flag, what)),
@@ -644,16 +743,33 @@ fn copy_flags(
     let mut names = heredoc_markers(&df.text[line_start..line_end]).into_iter().map(|(n, _)| n);
     for s in src {
         c.sources.push(match s {
-            pd::Source::Path(p) => CopySource::Path(Word::of(p)),
+            pd::Source::Path(p) => CopySource::Path(df.word(p)),
             pd::Source::HereDoc(h) => CopySource::Heredoc {
                 name: names.next().unwrap_or_else(|| heredoc_name(&df.text, h.span.start)),
-                content: h.value.to_string(),
+                content: df.unmask(&h.value),
                 expand: h.expand,
             },
             _ => return Err(df.error(dest.span.start, format!("{what}: a source this version of berth does not know"))),
         });
     }
+    if let Some(pd::Source::Path(first)) = src.first() {
+        check_json_strings(df, first.span.start..dest.span.end)?;
+    }
     Ok(c)
+}
+
+/// An `--exclude` pattern; one without variables is checked now, as the build would refuse it.
+fn exclude_pattern(df: &Dockerfile, flag: &pd::Flag<'_>) -> Result<Word> {
+    let w = flag_value(df, flag)?;
+    if w.raw.contains('$') {
+        return Ok(w);
+    }
+    let pattern =
+        expand::expand_word(&w.raw, df.escape, &|_| None).map_err(|e| df.error(w.at + e.offset, e.message))?;
+    match crate::context::Ignore::parse(&pattern) {
+        Ok(_) => Ok(w),
+        Err(e) => Err(df.error(w.at, format!("--exclude: {}", e.message))),
+    }
 }
 
 /// The delimiter of the heredoc whose body starts at `body`: the word after `<<` on the
@@ -696,8 +812,16 @@ fn healthcheck(df: &Dockerfile, h: &pd::HealthcheckInstruction<'_>) -> Result<Op
         })?);
     }
     Ok(match &h.arguments {
-        pd::HealthcheckArguments::Cmd { arguments, .. } => {
-            Some(Healthcheck { test: command(df, arguments), durations, retries })
+        pd::HealthcheckArguments::Cmd { cmd, arguments, .. } => {
+            let test = command(df, arguments)?;
+            let empty = match &test {
+                CommandForm::Exec(a) => a.is_empty(),
+                CommandForm::Shell(s) => s.trim().is_empty(),
+            };
+            if empty {
+                return Err(df.error(cmd.span.start, "HEALTHCHECK CMD needs a command to run"));
+            }
+            Some(Healthcheck { test, durations, retries })
         }
         _ => None,
     })
@@ -764,7 +888,7 @@ fn check_stage_name(df: &Dockerfile, name: &str, at: usize) -> Result<()> {
 
 fn flag_value(df: &Dockerfile, flag: &pd::Flag<'_>) -> Result<Word> {
     match &flag.value {
-        Some(v) => Ok(Word::of(v)),
+        Some(v) => Ok(df.word(v)),
         None => Err(df
             .error(flag.flag_span().start, format!("--{} needs a value (--{}=...)", flag.name.value, flag.name.value))),
     }
@@ -799,5 +923,111 @@ fn lowercase_first(s: &str) -> String {
             f.to_lowercase().chain(c).collect()
         }
         _ => s.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        parse("Dockerfile", text).unwrap_err().to_string()
+    }
+
+    fn only(text: &str) -> Kind {
+        parse("Dockerfile", text).unwrap().stages.remove(0).instructions.remove(0).kind
+    }
+
+    #[test]
+    fn a_line_the_crate_would_swallow_is_refused_not_lost() {
+        // What parse-dockerfile alone makes of an escaped escape: two instructions where BuildKit sees three.
+        let text = "FROM a\nENV C x\\\\\nENV D y\n";
+        let prepared = lines::prepare(text, '\\').unwrap();
+        let raw_tree = pd::parse(text).unwrap();
+        assert_eq!(raw_tree.instructions.len(), 2);
+        let (masked, run_heredocs) = mask_run_heredocs(text).unwrap();
+        let df = parse_masked("Dockerfile", text, &masked, run_heredocs, '\\', false).unwrap();
+        let e = check_starts(&df, &prepared.starts, &raw_tree.instructions).unwrap_err().to_string();
+        assert!(e.starts_with("Dockerfile:3:1: this line starts an instruction"), "{e}");
+        // With the prepared text, both ENVs are there.
+        assert_eq!(df.stages[0].instructions.len(), 2);
+    }
+
+    #[test]
+    fn join_continuations_follows_buildkit() {
+        assert_eq!(join_continuations("a \\\n  # note\n\n  b", '\\'), "a   b");
+        assert_eq!(join_continuations("a\\\\", '\\'), "a\\\\");
+        assert_eq!(join_continuations("a \\", '\\'), "a ");
+        assert_eq!(join_continuations("a `\nb", '`'), "a b");
+    }
+
+    #[test]
+    fn continuation_at_end_of_file_is_dropped_for_every_instruction() {
+        match only("FROM a\nENV A=b \\") {
+            Kind::Env(w) => assert_eq!(w.raw, "A=b"),
+            other => panic!("{other:?}"),
+        }
+        match only("FROM a\nCMD echo hi \\\n# trailing comment\n") {
+            Kind::Cmd(c) => assert_eq!(c, CommandForm::Shell("echo hi".into())),
+            other => panic!("{other:?}"),
+        }
+        let df = parse("Dockerfile", "FROM a\nRUN make \\\n\n").unwrap();
+        assert_eq!(df.stages[0].instructions[0].text, "RUN make");
+    }
+
+    #[test]
+    fn nested_json_arrays_are_refused_in_every_exec_form() {
+        for (line, col) in [
+            ("RUN [\"sh\", [\"-c\"]]", 5),
+            ("ENTRYPOINT [\"a\", 1]", 12),
+            ("HEALTHCHECK CMD [\"a\", null]", 17),
+            ("VOLUME [\"/a\", [\"/b\"]]", 8),
+            ("COPY [\"a\", [\"b\"], \"/x\"]", 6),
+            ("ONBUILD CMD [[\"a\"]]", 13),
+        ] {
+            let e = err(&format!("FROM a\n{line}\n"));
+            assert!(e.starts_with(&format!("Dockerfile:2:{col}: when using JSON array syntax")), "{line}: {e}");
+        }
+        // Not JSON at all: the shell form, as BuildKit reads it.
+        assert_eq!(only("FROM a\nRUN [ -f x ] && echo y\n").text_command(), "[ -f x ] && echo y");
+    }
+
+    #[test]
+    fn empty_healthcheck_commands_are_refused() {
+        assert!(err("FROM a\nHEALTHCHECK CMD \\\n\n").starts_with("Dockerfile:2:13: HEALTHCHECK CMD needs a command"));
+        assert!(err("FROM a\nHEALTHCHECK CMD []\n").starts_with("Dockerfile:2:"));
+        assert!(matches!(only("FROM a\nHEALTHCHECK NONE\n"), Kind::Healthcheck(None)));
+    }
+
+    #[test]
+    fn env_and_label_syntax_is_checked_at_parse_time_only() {
+        assert!(err("FROM a\nENV A=1 B\n").starts_with("Dockerfile:2:9: ENV: Syntax error - can't find = in \"B\""));
+        assert!(err("FROM a\nLABEL =x\n").starts_with("Dockerfile:2:7: LABEL: names can not be blank"));
+        // Values depend on the build's variables: not judged here.
+        assert!(matches!(only("FROM a\nENV A=${UNSET:?required}\n"), Kind::Env(_)));
+        assert!(matches!(only("FROM a\nENV A value with spaces\n"), Kind::Env(_)));
+    }
+
+    #[test]
+    fn exclude_patterns_with_variables_wait_for_the_build() {
+        assert!(matches!(only("FROM a\nCOPY --exclude=$P[ . /x\n"), Kind::Copy(_)));
+        assert!(matches!(only("FROM a\nCOPY --exclude=\"*.md\" . /x\n"), Kind::Copy(_)));
+        assert!(err("FROM a\nADD --exclude=a[ . /x\n").starts_with("Dockerfile:2:15: --exclude: invalid pattern"));
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped() {
+        let df = parse("Dockerfile", "\u{feff}FROM a\nRUN x\n").unwrap();
+        assert_eq!(df.stages[0].instructions[0].span.start, 7);
+        assert!(err("\u{feff}FROM a\nRUNN x\n").starts_with("Dockerfile:2:1:"));
+    }
+
+    impl Kind {
+        fn text_command(&self) -> String {
+            match self {
+                Kind::Run(Run { command: CommandForm::Shell(s), .. }) => s.clone(),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 }
