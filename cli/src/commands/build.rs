@@ -97,7 +97,8 @@ impl Build {
             bail!("--push needs a name: give -t registry/repository:tag");
         }
         let outputs = self.outputs.iter().map(|o| flags::output(o)).collect::<Result<Vec<_>>>()?;
-        let mode = BuildMode::parse(&self.progress, self.quiet, std::io::stderr().is_terminal()).map_err(anyhow::Error::msg)?;
+        let mode = BuildMode::parse(&self.progress, self.quiet, std::io::stderr().is_terminal())
+            .map_err(anyhow::Error::msg)?;
         let session = Session {
             root,
             store: open_store(root)?,

@@ -1,4 +1,5 @@
-//! The transfer display: a live table on a terminal, plain lines otherwise, or nothing.
+//! The transfer display of pull, push and run's pull: a live table on a terminal, plain
+//! lines otherwise, or nothing.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
