@@ -17,7 +17,9 @@ use runner::sandbox::{Network, Spec, User, Volume};
 pub struct Run {
     /// The image
     image: String,
-    /// The command and its arguments (default: the image's entrypoint and cmd)
+    /// The command and its arguments (default: the image's entrypoint and cmd); everything
+    /// after the image is the container's, also words that start with `-`, as in docker
+    #[arg(allow_hyphen_values = true)]
     command: Vec<String>,
     /// Set environment variables
     #[arg(short, long = "env", value_name = "KEY=VALUE")]
@@ -436,4 +438,36 @@ fn supervise(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Run;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: Run,
+    }
+
+    fn parse(args: &[&str]) -> Run {
+        let argv = std::iter::once("run").chain(args.iter().copied());
+        Cli::try_parse_from(argv).map(|c| c.run).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    #[test]
+    fn words_after_the_image_belong_to_the_container_even_with_dashes() {
+        let r = parse(&["--rm", "-e", "A=1", "app", "--port", "9000", "-e", "x", "--rm"]);
+        assert!(r.rm);
+        assert_eq!(r.env, ["A=1"]);
+        assert_eq!(r.image, "app");
+        assert_eq!(r.command, ["--port", "9000", "-e", "x", "--rm"]);
+        let r = parse(&["app", "-c", "echo hi"]);
+        assert_eq!((r.image.as_str(), r.command.as_slice()), ("app", ["-c", "echo hi"].map(String::from).as_slice()));
+        // `--` still works, and is not passed on.
+        assert_eq!(parse(&["--network", "host", "app", "--", "ls", "-l"]).command, ["ls", "-l"]);
+        assert_eq!(parse(&["app"]).command, Vec::<String>::new());
+    }
 }

@@ -514,3 +514,14 @@ fn no_file_descriptor_of_berths_reaches_the_container() {
     let listed = String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<Vec<_>>().join(" ");
     assert_eq!(listed, "0 1 2", "berth passed fd {inherited} or others on");
 }
+
+#[test]
+fn words_after_the_image_go_to_the_container_even_when_they_start_with_a_dash() {
+    let Some(b) = setup() else { return };
+    // `--port` and `-e` after the image are the container's, not berth's flags.
+    let (code, out, err) = run(&b, &["--rm", "busybox", "echo", "--port", "9000", "-e", "x"]);
+    assert_eq!((code, out.as_str()), (0, "--port 9000 -e x\n"), "{err}");
+    // A command that is itself a flag of berth's (`--rm`) after the image is passed on too.
+    let (code, out, err) = run(&b, &["-e", "A=1", "busybox", "sh", "-c", "echo $A \"$@\"", "sh", "--rm", "-q"]);
+    assert_eq!((code, out.as_str()), (0, "1 --rm -q\n"), "{err}");
+}
