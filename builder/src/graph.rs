@@ -141,8 +141,8 @@ pub struct CopyOp {
     /// `--chown` as written (resolved in the destination's /etc/passwd). For WORKDIR's mkdir
     /// (no sources), the stage's USER at that point: the owner of the directories it creates.
     pub chown: Option<String>,
-    /// `--chmod` (octal).
-    pub chmod: Option<u32>,
+    /// `--chmod`, octal or symbolic, applied to each copied entry's own mode.
+    pub chmod: Option<crate::chmod::Chmod>,
     /// `--link`: the layer does not depend on the destination filesystem.
     pub link: bool,
     /// `--parents`: keep the source's parent directories.

@@ -173,16 +173,16 @@ impl Converter<'_> {
         let dest_raw = exp(&copy.dest)?;
         let dest_is_dir =
             dest_raw.ends_with('/') || dest_raw == "." || copy.sources.len() > 1 || dest_raw.ends_with("/.");
-        let chmod =
-            match &copy.chmod {
-                Some(w) => {
-                    let v = exp(w)?;
-                    Some(u32::from_str_radix(&v, 8).ok().filter(|m| *m <= 0o7777).ok_or_else(|| {
-                        ins.df.error(w.at, format!("invalid --chmod={v}: give an octal mode like 755"))
-                    })?)
-                }
-                None => None,
-            };
+        let chmod = match &copy.chmod {
+            Some(w) => {
+                let v = exp(w)?;
+                Some(
+                    v.parse::<crate::chmod::Chmod>()
+                        .map_err(|e| ins.df.error(w.at, format!("invalid --chmod={v}: {e}")))?,
+                )
+            }
+            None => None,
+        };
         let chown = copy.chown.as_ref().map(exp).transpose()?;
         let exclude = copy.exclude.iter().map(exp).collect::<Result<Vec<_>>>()?;
         let mut inputs = vec![out.vertex];

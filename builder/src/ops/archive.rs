@@ -14,6 +14,9 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
+use std::path::Path;
+
+use oci::layer::Compression;
 
 use crate::error::{Error, Result};
 
@@ -78,6 +81,33 @@ pub fn parse_size(s: &str) -> Option<u64> {
     n.checked_mul(1u64 << shift)
 }
 
+/// A local file ADD unpacks: a tar, plain or compressed (gzip, zstd); None for other files.
+/// The file is opened once; the bytes read to recognise it are put back in front.
+pub fn open(path: &Path) -> Result<Option<tar::Archive<Box<dyn Read>>>> {
+    let read_err = || Error::io(format!("read {}", path.display()));
+    let file = std::fs::File::open(path).map_err(Error::io(format!("open {}", path.display())))?;
+    let (head, file) = peek(Box::new(file), 512).map_err(read_err())?;
+    let decoded: Box<dyn Read> = match Compression::detect(&head) {
+        Compression::None => file,
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(file).map_err(read_err())?),
+    };
+    // A compressed file that is not a tar inside is copied as it is.
+    let (inner, decoded) = match peek(decoded, 512) {
+        Ok(peeked) => peeked,
+        Err(_) => return Ok(None),
+    };
+    let is_tar = inner.len() >= 262 && &inner[257..262] == b"ustar";
+    Ok(is_tar.then(|| tar::Archive::new(decoded)))
+}
+
+/// Reads up to `n` bytes of `r` and returns them with a reader that yields them again first.
+fn peek(mut r: Box<dyn Read>, n: usize) -> std::io::Result<(Vec<u8>, Box<dyn Read>)> {
+    let mut head = Vec::with_capacity(n);
+    (&mut r).take(n as u64).read_to_end(&mut head)?;
+    Ok((head.clone(), Box::new(std::io::Cursor::new(head).chain(r))))
+}
+
 /// Re-emits the entries of `archive` (named `name` in messages) under `dest` into `out`.
 pub fn unpack(
     mut archive: tar::Archive<Box<dyn Read>>,
@@ -92,22 +122,33 @@ pub fn unpack(
     for entry in archive.entries().map_err(read_err())? {
         let mut entry = entry.map_err(read_err())?;
         let raw = entry.path().map_err(read_err())?.to_string_lossy().into_owned();
-        let refuse = |why: String| Error::Context { path: name.to_owned(), reason: format!("entry {raw:?} {why}; refused") };
+        let refuse =
+            |why: String| Error::Context { path: name.to_owned(), reason: format!("entry {raw:?} {why}; refused") };
         let kind = entry.header().entry_type();
-        if matches!(kind, tar::EntryType::XGlobalHeader | tar::EntryType::XHeader | tar::EntryType::GNULongName | tar::EntryType::GNULongLink) {
+        if matches!(
+            kind,
+            tar::EntryType::XGlobalHeader
+                | tar::EntryType::XHeader
+                | tar::EntryType::GNULongName
+                | tar::EntryType::GNULongLink
+        ) {
             continue;
         }
         let Some(rel) = crate::context::clean_rel(&raw) else {
             return Err(refuse("climbs out of the destination with '..'".into()));
         };
         through_links(&links, &rel).map_err(|link| {
-            refuse(format!("is written through the symlink {link:?} -> {:?}, which leaves the destination", links[&link]))
+            refuse(format!(
+                "is written through the symlink {link:?} -> {:?}, which leaves the destination",
+                links[&link]
+            ))
         })?;
         let h = entry.header();
         let mut head = tar::Header::new_gnu();
-        head.set_mode(h.mode().map_err(read_err())?);
-        head.set_uid(h.uid().map_err(read_err())?);
-        head.set_gid(h.gid().map_err(read_err())?);
+        // Empty owner fields read as 0, as Go's archive/tar (docker's) reads them; no mode, 0644.
+        head.set_mode(h.mode().unwrap_or(0o644));
+        head.set_uid(h.uid().unwrap_or(0));
+        head.set_gid(h.gid().unwrap_or(0));
         head.set_mtime(h.mtime().unwrap_or(0));
         let target = join(dest, &rel);
         let stream = |e: std::io::Error| Error::io(format!("stream {target}"))(e);
@@ -212,14 +253,17 @@ mod tests {
 
     /// An archive built by `fill`, re-emitted under `dest` with a `cap`; the entries written
     /// (path, type, size, link target), or the error's text.
-    fn run(fill: impl FnOnce(&mut tar::Builder<Vec<u8>>), cap: u64) -> std::result::Result<Vec<(String, char, u64, String)>, String> {
+    fn run(
+        fill: impl FnOnce(&mut tar::Builder<Vec<u8>>),
+        cap: u64,
+    ) -> std::result::Result<Vec<(String, char, u64, String)>, String> {
         let mut b = tar::Builder::new(Vec::new());
         fill(&mut b);
         let bytes = b.into_inner().unwrap();
         let archive = tar::Archive::new(Box::new(std::io::Cursor::new(bytes)) as Box<dyn Read>);
         let mut out = tar::Builder::new(Vec::new());
         let mut budget = Budget { cap, used: 0 };
-        unpack(archive, "a.tar", "app", &mut out, &mut budget).map_err(|e| e.to_string())?;
+        unpack(archive, "a.tar", "app", &mut out, &mut budget).map_err(|e| oci::error::chain(&e))?;
         let bytes = out.into_inner().unwrap();
         let mut back = tar::Archive::new(std::io::Cursor::new(bytes));
         Ok(back

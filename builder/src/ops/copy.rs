@@ -4,13 +4,13 @@
 
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use oci::layer::Compression;
 use runner::snapshot::Mount;
 
-use super::{mount_all, unique, LocalWorker, RemoveOnDrop};
-use crate::context::{Context, Ignore};
+use super::{archive, mount_all, unique, LocalWorker, RemoveOnDrop};
+use crate::cache::{CacheStore, MemoryCache};
+use crate::context::{Context, Ignore, Selected};
 use crate::error::{Error, Result};
 use crate::graph::{CopyFrom, CopyOp, CopySrc, Layer, Vertex};
 use crate::solver::State;
@@ -23,7 +23,14 @@ impl LocalWorker<'_> {
         std::fs::create_dir_all(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
         let file = dir.join(oci::Digest::of(url.as_bytes()).hex());
         if !self.downloads.lock().is_ok_and(|d| d.contains_key(url)) {
-            (self.fetch)(url, &file).map_err(|e| self.err_at(v, format!("ADD {url}: {}", oci::error::chain(&e))))?;
+            (self.fetch)(url, &file).map_err(|e| {
+                // A download error names its URL already.
+                let why = match &e {
+                    Error::Image { source, .. } => oci::error::chain(source.as_ref()),
+                    other => format!("ADD {url}: {}", oci::error::chain(other)),
+                };
+                self.err_at(v, why)
+            })?;
             if let Ok(mut d) = self.downloads.lock() {
                 d.insert(url.to_owned(), file.clone());
             }
@@ -70,8 +77,10 @@ impl LocalWorker<'_> {
         let result = with_rootfs(&mounts, &self.root.join("tmp").join(&key), &|root| {
             let chown = match &c.chown {
                 Some(u) => {
-                    let (uid, gid, _) = runner::sandbox::resolve_user(&mounts, u)
-                        .map_err(|e| self.err_at(v, format!("--chown={u}: {e}")))?;
+                    let (uid, gid, _) = runner::sandbox::resolve_user(&mounts, u).map_err(|e| {
+                        let flag = if c.sources.is_empty() { format!("USER {u}") } else { format!("--chown={u}") };
+                        self.err_at(v, format!("{flag}: {e}"))
+                    })?;
                     Some((uid, gid))
                 }
                 None => None,
@@ -108,7 +117,7 @@ impl LocalWorker<'_> {
     }
 
     /// Streams the files a copy selects as tar entries at their destination paths.
-    /// `dest_root` is the mounted destination (to see whether the destination is a directory).
+    /// `dest_root` is the mounted destination with the resolved `--chown` (None for `--link`).
     fn emit(
         &self,
         v: &Vertex,
@@ -117,32 +126,18 @@ impl LocalWorker<'_> {
         dest_root: Option<(&Path, Option<(u32, u32)>)>,
         tar: &mut tar::Builder<impl Write>,
     ) -> Result<()> {
-        let owner = dest_root.and_then(|(_, o)| o).unwrap_or((0, 0));
         let owner = match (&c.chown, dest_root) {
             (Some(u), None) => {
                 numeric_owner(u).ok_or_else(|| self.err_at(v, "COPY --link --chown takes numeric ids (uid:gid)"))?
             }
-            _ => owner,
+            (_, Some((_, Some(o)))) => o,
+            _ => (0, 0),
         };
-        let dest_rel = c.dest.trim_start_matches('/').to_owned();
-        let dest_exists_dir = dest_root.is_some_and(|(root, _)| is_dir_in(root, &dest_rel));
-        let into_dir = c.dest_is_dir || dest_exists_dir;
-        let place = |name: &str| if into_dir { join_rel(&dest_rel, name) } else { dest_rel.clone() };
-        let entry_for = |meta: &std::fs::Metadata| {
-            let mut e = Entry::from_meta(meta);
-            e.uid = owner.0;
-            e.gid = owner.1;
-            if let Some(m) = c.chmod {
-                e.mode = m;
-            }
-            e
-        };
+        let rel = c.dest.trim_start_matches('/').to_owned();
+        let root = dest_root.map(|(r, _)| r);
+        let exists_dir = root.is_some_and(|r| is_dir_in(r, &rel));
         if c.from == CopyFrom::Nothing && c.sources.is_empty() {
-            // WORKDIR: the directory itself, when it is missing.
-            if !dest_exists_dir && !dest_rel.is_empty() {
-                append(tar, &format!("{dest_rel}/"), Entry::dir(0o755))?;
-            }
-            return Ok(());
+            return workdir(tar, root, &rel, owner);
         }
         let exclude = Ignore::parse(&c.exclude.join("\n")).map_err(|e| self.err_at(v, format!("--exclude: {e}")))?;
         // COPY --from: the source stage's files, mounted read-only while we read them.
@@ -167,20 +162,26 @@ impl LocalWorker<'_> {
                 count += 1;
             }
         }
-        let into_dir = into_dir || count > 1;
-        let place = |name: &str| if into_dir { join_rel(&dest_rel, name) } else { place(name) };
+        let dest = Dest { c, rel, into_dir: c.dest_is_dir || exists_dir || count > 1, owner, root };
+        self.emit_generated(v, &dest, tar)?;
+        let mut budget = if c.unpack_archives { Some(archive::Budget::from_env()?) } else { None };
+        for (ctx, sel) in selections {
+            for item in sel {
+                self.emit_selected(v, &dest, ctx, &item, &exclude, budget.as_mut(), tar)?;
+            }
+        }
+        drop(from_root);
+        Ok(())
+    }
+
+    /// Heredoc files and downloaded URLs.
+    fn emit_generated(&self, v: &Vertex, dest: &Dest<'_>, tar: &mut tar::Builder<impl Write>) -> Result<()> {
+        let c = dest.c;
         for s in &c.sources {
             match s {
                 CopySrc::Inline { name, content } => {
-                    let mut e = Entry::file(0o644, content.len() as u64);
-                    e.uid = owner.0;
-                    e.gid = owner.1;
-                    if let Some(m) = c.chmod {
-                        e.mode = m;
-                    }
-                    let path =
-                        if into_dir || c.sources.len() > 1 { join_rel(&dest_rel, name) } else { dest_rel.clone() };
-                    append_data(tar, &path, e, &mut content.as_bytes())?;
+                    let path = if dest.into_dir || c.sources.len() > 1 { dest.below(name) } else { dest.rel.clone() };
+                    append_data(tar, &path, dest.generated(0o644, content.len() as u64), &mut content.as_bytes())?;
                 }
                 CopySrc::Url { url, checksum } => {
                     let known = self.downloads.lock().ok().and_then(|d| d.get(url).cloned());
@@ -192,109 +193,141 @@ impl LocalWorker<'_> {
                         }
                     };
                     let size = std::fs::metadata(&file).map_err(Error::io(format!("stat {}", file.display())))?.len();
-                    let mut e = Entry::file(0o600, size);
-                    e.uid = owner.0;
-                    e.gid = owner.1;
-                    if let Some(m) = c.chmod {
-                        e.mode = m;
-                    }
-                    let name = url_file_name(url);
-                    let path = if into_dir || c.dest_is_dir { join_rel(&dest_rel, &name) } else { dest_rel.clone() };
+                    let path = if dest.into_dir { dest.below(&url_file_name(url)) } else { dest.rel.clone() };
                     let mut f = std::fs::File::open(&file).map_err(Error::io(format!("open {}", file.display())))?;
-                    append_data(tar, &path, e, &mut f)?;
+                    append_data(tar, &path, dest.generated(0o600, size), &mut f)?;
                 }
                 CopySrc::Path(_) => {}
             }
         }
-        for (ctx, sel) in selections {
-            for item in sel {
-                let top_meta =
-                    std::fs::metadata(&item.path).map_err(Error::io(format!("stat {}", item.path.display())))?;
-                let base = if c.parents {
-                    // --parents keeps the path below the context root (or below a `/./` pivot).
-                    join_rel(&dest_rel, &item.rel)
-                } else if top_meta.is_dir() {
-                    dest_rel.clone()
-                } else {
-                    place(item.path.file_name().and_then(|n| n.to_str()).unwrap_or(""))
-                };
-                if c.unpack_archives && top_meta.is_file() {
-                    if let Some(entries) = archive_entries(&item.path)? {
-                        self.unpack_archive(entries, &dest_rel, tar)?;
-                        continue;
-                    }
-                }
-                ctx.walk(&item, &exclude, &mut |path, rel, meta| {
-                    let target = if rel.is_empty() { base.clone() } else { join_rel(&base, rel) };
-                    if target.is_empty() {
-                        return Ok(());
-                    }
-                    // The top of a directory source is its contents: the directory itself
-                    // exists at the destination only when --parents asks for it.
-                    if rel.is_empty() && meta.is_dir() && !c.parents {
-                        if dest_root.is_none()
-                            || !is_dir_in(dest_root.map(|(r, _)| r).unwrap_or(Path::new("/")), &target)
-                        {
-                            append(tar, &format!("{target}/"), Entry { mode: 0o755, ..entry_for(meta) })?;
-                        }
-                        return Ok(());
-                    }
-                    let e = entry_for(meta);
-                    let ft = meta.file_type();
-                    if ft.is_dir() {
-                        append(tar, &format!("{target}/"), e)
-                    } else if ft.is_symlink() {
-                        let link =
-                            std::fs::read_link(path).map_err(Error::io(format!("readlink {}", path.display())))?;
-                        let mut h = e.header(tar::EntryType::Symlink, 0);
-                        tar.append_link(&mut h, &target, &link).map_err(Error::io(format!("stream {target}")))
-                    } else if ft.is_file() {
-                        let mut f = std::fs::File::open(path).map_err(Error::io(format!("open {}", path.display())))?;
-                        append_data(tar, &target, Entry { size: meta.len(), ..e }, &mut f)
-                    } else {
-                        // Sockets, fifos and devices are not copied, as docker skips them.
-                        Ok(())
-                    }
-                })?;
-            }
-        }
-        drop(from_root);
         Ok(())
     }
 
-    fn unpack_archive(
+    /// One selected file or directory tree (or, for ADD, a local archive's entries).
+    #[allow(clippy::too_many_arguments)] // the walk's state, each part used once
+    fn emit_selected(
         &self,
-        mut entries: tar::Archive<Box<dyn Read>>,
-        dest: &str,
-        out: &mut tar::Builder<impl Write>,
+        v: &Vertex,
+        dest: &Dest<'_>,
+        ctx: &Context,
+        item: &Selected,
+        exclude: &Ignore,
+        budget: Option<&mut archive::Budget>,
+        tar: &mut tar::Builder<impl Write>,
     ) -> Result<()> {
-        for entry in entries.entries().map_err(Error::io("read an archive"))? {
-            let mut entry = entry.map_err(Error::io("read an archive"))?;
-            let path = entry.path().map_err(Error::io("read an archive"))?.to_string_lossy().into_owned();
-            let Some(clean) = crate::context::clean_rel(&path) else {
-                return Err(Error::Context { path, reason: "an archive entry climbs out with '..'".into() });
-            };
-            let mut h = entry.header().clone();
-            let target = join_rel(dest, &clean);
-            match h.entry_type() {
-                tar::EntryType::Symlink | tar::EntryType::Link => {
-                    let link =
-                        entry.link_name().map_err(Error::io("read an archive"))?.unwrap_or_default().into_owned();
-                    let link = if h.entry_type() == tar::EntryType::Link {
-                        PathBuf::from(join_rel(
-                            dest,
-                            &crate::context::clean_rel(&link.to_string_lossy()).unwrap_or_default(),
-                        ))
-                    } else {
-                        link
-                    };
-                    out.append_link(&mut h, &target, &link).map_err(Error::io(format!("stream {target}")))?;
-                }
-                _ => out.append_data(&mut h, &target, &mut entry).map_err(Error::io(format!("stream {target}")))?,
+        let c = dest.c;
+        let top_meta = std::fs::metadata(&item.path).map_err(Error::io(format!("stat {}", item.path.display())))?;
+        let base = if c.parents {
+            // --parents keeps the path below the context root (or below a `/./` pivot).
+            dest.below(&item.rel)
+        } else if top_meta.is_dir() {
+            dest.rel.clone()
+        } else if dest.into_dir {
+            dest.below(item.path.file_name().and_then(|n| n.to_str()).unwrap_or(""))
+        } else {
+            dest.rel.clone()
+        };
+        if let (Some(budget), true) = (budget, top_meta.is_file()) {
+            if let Some(entries) = archive::open(&item.path)? {
+                return archive::unpack(entries, &item.rel, &dest.rel, tar, budget).map_err(|e| self.at(v, e));
             }
         }
-        Ok(())
+        ctx.walk(item, exclude, &mut |path, rel, meta| {
+            let target = if rel.is_empty() { base.clone() } else { join_rel(&base, rel) };
+            if target.is_empty() {
+                return Ok(());
+            }
+            // The top of a directory source is its contents: the directory itself
+            // exists at the destination only when --parents asks for it.
+            if rel.is_empty() && meta.is_dir() && !c.parents {
+                if dest.root.is_none_or(|r| !is_dir_in(r, &target)) {
+                    append(tar, &format!("{target}/"), Entry { mode: 0o755, ..dest.entry(meta) })?;
+                }
+                return Ok(());
+            }
+            let e = dest.entry(meta);
+            let ft = meta.file_type();
+            if ft.is_dir() {
+                append(tar, &format!("{target}/"), e)
+            } else if ft.is_symlink() {
+                let link = std::fs::read_link(path).map_err(Error::io(format!("readlink {}", path.display())))?;
+                let mut h = e.header(tar::EntryType::Symlink, 0);
+                tar.append_link(&mut h, &target, &link).map_err(Error::io(format!("stream {target}")))
+            } else if ft.is_file() {
+                let mut f = std::fs::File::open(path).map_err(Error::io(format!("open {}", path.display())))?;
+                append_data(tar, &target, Entry { size: meta.len(), ..e }, &mut f)
+            } else {
+                // Sockets, fifos and devices are not copied, as docker skips them.
+                Ok(())
+            }
+        })
     }
+
+    /// The digest of exactly the files a `COPY --from` selects in its source's filesystem:
+    /// names, content, mode, owner and link targets, never times. Equal digests make an
+    /// equal copy, whatever produced the source (BuildKit's content-based keys).
+    pub(super) fn input_digest(&self, v: &Vertex, c: &CopyOp, source: &State) -> Result<oci::Digest> {
+        let paths: Vec<String> =
+            c.sources.iter().filter_map(|s| if let CopySrc::Path(p) = s { Some(p.clone()) } else { None }).collect();
+        let exclude = Ignore::parse(&c.exclude.join("\n")).map_err(|e| self.err_at(v, format!("--exclude: {e}")))?;
+        super::in_private_mounts(|| {
+            let view = self.view_of(&source.layers)?;
+            let ctx = Context::rootfs(&view.dir)?;
+            // A view of several layers is a fresh mount at a temporary path: stat-cache entries
+            // for it would never hit again and only grow the cache, so it is hashed without one.
+            let scratch = MemoryCache::default();
+            let cache: &dyn CacheStore = if view.mounted { &scratch } else { self.cache };
+            let digest = ctx.digest(&paths, &exclude, cache).map_err(|e| self.at(v, e))?;
+            Ok(oci::Digest::of(format!("copy --from {digest}").as_bytes()))
+        })
+    }
+}
+
+/// Where a copy's entries go, and whose they become.
+struct Dest<'c> {
+    c: &'c CopyOp,
+    /// The destination below the root, without a leading `/`.
+    rel: String,
+    /// Sources go below `rel` (it is or must be a directory), not onto it.
+    into_dir: bool,
+    /// `--chown`, resolved (root when not given).
+    owner: (u32, u32),
+    /// The mounted destination filesystem (None for `--link`).
+    root: Option<&'c Path>,
+}
+
+impl Dest<'_> {
+    fn below(&self, name: &str) -> String {
+        join_rel(&self.rel, name)
+    }
+
+    /// A copied file's or directory's entry: its own mode through `--chmod`, the owner.
+    fn entry(&self, meta: &std::fs::Metadata) -> Entry {
+        let e = Entry::from_meta(meta);
+        let mode = self.c.chmod.as_ref().map_or(e.mode, |m| m.apply(e.mode, meta.is_dir()));
+        Entry { mode, uid: self.owner.0, gid: self.owner.1, ..e }
+    }
+
+    /// A heredoc's or download's entry: `mode` through `--chmod`, the owner.
+    fn generated(&self, mode: u32, size: u64) -> Entry {
+        let mode = self.c.chmod.as_ref().map_or(mode, |m| m.apply(mode, false));
+        Entry { mode, uid: self.owner.0, gid: self.owner.1, ..Entry::file(mode, size) }
+    }
+}
+
+/// WORKDIR: each missing directory of `rel`, top down, 0755 and owned by the stage's USER
+/// (resolved in the image), dated now (or SOURCE_DATE_EPOCH), as BuildKit creates them.
+fn workdir(tar: &mut tar::Builder<impl Write>, root: Option<&Path>, rel: &str, owner: (u32, u32)) -> Result<()> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let mtime = source_epoch().unwrap_or(now);
+    let mut prefix = String::new();
+    for part in rel.split('/').filter(|p| !p.is_empty()) {
+        prefix = join_rel(&prefix, part);
+        if root.is_none_or(|r| !is_dir_in(r, &prefix)) {
+            append(tar, &format!("{prefix}/"), Entry { mode: 0o755, uid: owner.0, gid: owner.1, mtime, size: 0 })?;
+        }
+    }
+    Ok(())
 }
 
 /// Runs `f` on the snapshot's filesystem: its directory when it is one, else mounted at `dir`.
@@ -397,31 +430,4 @@ fn is_dir_in(root: &Path, rel: &str) -> bool {
         return false;
     };
     runner::sys::open_in_root(&rootfd, rel, rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY).is_ok()
-}
-
-/// A local file ADD unpacks: a tar, plain or compressed (gzip, zstd); None for other files.
-/// The file is opened once; the bytes read to recognise it are put back in front.
-fn archive_entries(path: &Path) -> Result<Option<tar::Archive<Box<dyn Read>>>> {
-    let read_err = || Error::io(format!("read {}", path.display()));
-    let file = std::fs::File::open(path).map_err(Error::io(format!("open {}", path.display())))?;
-    let (head, file) = peek(Box::new(file), 512).map_err(read_err())?;
-    let decoded: Box<dyn Read> = match Compression::detect(&head) {
-        Compression::None => file,
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(file).map_err(read_err())?),
-    };
-    // A compressed file that is not a tar inside is copied as it is.
-    let (inner, decoded) = match peek(decoded, 512) {
-        Ok(peeked) => peeked,
-        Err(_) => return Ok(None),
-    };
-    let is_tar = inner.len() >= 262 && &inner[257..262] == b"ustar";
-    Ok(is_tar.then(|| tar::Archive::new(decoded)))
-}
-
-/// Reads up to `n` bytes of `r` and returns them with a reader that yields them again first.
-fn peek(mut r: Box<dyn Read>, n: usize) -> std::io::Result<(Vec<u8>, Box<dyn Read>)> {
-    let mut head = Vec::with_capacity(n);
-    (&mut r).take(n as u64).read_to_end(&mut head)?;
-    Ok((head.clone(), Box::new(std::io::Cursor::new(head).chain(r))))
 }

@@ -7,6 +7,7 @@
 //! inside the root), then diff the same way; `--link` copies become a layer directly,
 //! without looking at the destination.
 
+mod archive;
 mod copy;
 mod exec;
 mod mounts;
@@ -67,8 +68,9 @@ pub struct LocalWorker<'a> {
 }
 
 impl Worker for LocalWorker<'_> {
-    fn sources_digest(&self, v: &Vertex, _inputs: &[State]) -> Result<Option<oci::Digest>> {
+    fn sources_digest(&self, v: &Vertex, inputs: &[State]) -> Result<Option<oci::Digest>> {
         match &v.op {
+            Op::Copy(c) if c.from == CopyFrom::Input => inputs.get(1).map(|s| self.input_digest(v, c, s)).transpose(),
             Op::Copy(c)
                 if c.from != CopyFrom::Input && c.sources.iter().any(|s| !matches!(s, CopySrc::Inline { .. })) =>
             {
