@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
-# Image build: `berth build` against `buildah bud --layers`, in the same run, on the same
-# multi-stage Dockerfile and ~200 MB context (fixtures/make-build-context): a cold build, a
-# no-change rebuild, a one-file-changed rebuild, and a cold build of a context twice as big.
-# Elapsed time and peak RSS of the builder (/usr/bin/time). Prints one table; see
-# bench/README.md.
+# Image build: `berth build` against `buildah bud --layers` and BuildKit (Debian's docker.io
+# 20.10, DOCKER_BUILDKIT=1, on a private dockerd), in the same run, on the same multi-stage
+# Dockerfile and ~200 MB context (fixtures/make-build-context): a cold build, a no-change
+# rebuild, a one-file-changed rebuild, and a cold build of a context twice as big. Elapsed time
+# and peak RSS of the builder (/usr/bin/time; for BuildKit, dockerd's VmHWM during the build).
+# Prints one table; see bench/README.md. bench/build-real.sh is the same on real Dockerfiles.
 #
 #   bench/build.sh
 #
 # Environment: BENCH_DIR (default /var/tmp/berth-bench) holds the two contexts, made once and
 # reused, and the run directory; RUNS (default 2) builds each scenario that many times per tool
-# and reports the fastest; BENCH_ONLY=berth or BENCH_ONLY=buildah measures one tool only;
-# BUILDAH_X2=1 also builds the doubled context with buildah; BUILDAH_JOBS (default 1) is
-# buildah's --jobs (stages built in parallel); BERTH (default target/release/berth) is the binary
-# under test; KEEP_RUN=1 keeps the run directory (build logs, both tools' storage).
-# Needs root: buildah runs its RUN steps with runc, berth in its own containers.
+# and reports the fastest; BENCH_ONLY: a space-separated subset of "berth buildah buildkit"
+# (default all three); BUILDAH_X2=1 also builds the doubled context with buildah and BuildKit;
+# BUILDAH_JOBS (default 1) is buildah's --jobs (stages built in parallel); BERTH (default
+# target/release/berth) is the binary under test, copied into the run directory first;
+# KEEP_RUN=1 keeps the run directory (build logs, every tool's storage).
+# Needs root: buildah runs its RUN steps with runc, BuildKit in dockerd with runc, berth in its
+# own containers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,7 +24,7 @@ PROG=build.sh
 BENCH_DIR=${BENCH_DIR:-/var/tmp/berth-bench}
 RUNS=${RUNS:-2}
 BERTH=${BERTH:-target/release/berth}
-BENCH_ONLY=${BENCH_ONLY:-}
+BENCH_ONLY=${BENCH_ONLY:-berth buildah buildkit}
 BUILDAH_X2=${BUILDAH_X2:-0}
 BUILDAH_JOBS=${BUILDAH_JOBS:-1}
 CTX_VERSION="berth build bench context v1" # change it whenever fixtures/make-build-context changes
@@ -33,11 +36,10 @@ TAG=bench-app:latest
 [ $# -eq 0 ] || die "usage: bench/build.sh (no arguments; see the environment in its header)"
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer"
 [[ $BUILDAH_JOBS =~ ^[1-9][0-9]*$ ]] || die "BUILDAH_JOBS must be a positive integer"
-case $BENCH_ONLY in
-  "") tools=(berth buildah) ;;
-  berth | buildah) tools=("$BENCH_ONLY") ;;
-  *) die "BENCH_ONLY must be berth or buildah (or unset, for both)" ;;
-esac
+read -r -a tools <<<"$BENCH_ONLY"
+for tool in "${tools[@]}"; do
+  case $tool in berth | buildah | buildkit) ;; *) die "BENCH_ONLY: unknown tool '$tool'" ;; esac
+done
 measure() { [[ " ${tools[*]} " == *" $1 "* ]]; }
 [ "$(id -u)" -eq 0 ] || die "run it as root: both builders run containers for the RUN steps"
 # berth makes the base image (fixtures/make-busybox-image) even when only buildah is measured.
@@ -46,7 +48,7 @@ BERTH=$(realpath "$BERTH")
 if measure berth && ! "$BERTH" build --help >/dev/null 2>&1; then
   die "$BERTH has no build command yet ('berth build --help' fails): rebuild it, or measure buildah alone with BENCH_ONLY=buildah"
 fi
-for tool in buildah runc /usr/bin/time /bin/busybox unshare python3; do
+for tool in buildah runc /usr/bin/time /bin/busybox unshare python3 $(measure buildkit && echo dockerd); do
   command -v "$tool" >/dev/null || die "$tool is missing: run ./setup --deps"
 done
 
@@ -86,19 +88,17 @@ if measure berth || [ "$BUILDAH_X2" = 1 ]; then
 fi
 
 RUN=$(mktemp -d "$BENCH_DIR/run-XXXXXX")
-BAH=$RUN/buildah         # buildah's storage and state, made afresh for every cold build
-BROOT=$RUN/berth-root    # berth's, likewise
-edited=""                # the context whose $EDIT is edited now, if any
+# A copy of the binary, so that a rebuild of it during the run changes nothing.
+say "berth: copy of $BERTH ($(stat -c %y "$BERTH" | cut -d. -f1)) in $RUN/berth"
+cp "$BERTH" "$RUN/berth"
+BERTH=$RUN/berth
+buildah_init "$RUN/buildah" # buildah's storage and state (bench/lib.sh), afresh for every cold build
+BROOT=$RUN/berth-root       # berth's, likewise
+edited=""                   # the context whose $EDIT is edited now, if any
 
-# umount_under DIR: unmounts whatever is mounted below DIR in this mount namespace, deepest
-# first.
-umount_under() {
-  local m
-  awk -v d="$1/" 'substr($5, 1, length(d)) == d { print $5 }' /proc/self/mountinfo | sort -r |
-    while read -r m; do umount "$m" 2>/dev/null || umount -l "$m" || true; done
-}
 cleanup() {
   [ -z "$edited" ] || restore_edit
+  dockerd_stop
   [ ! -d "$BAH/root" ] || bah rm -a >/dev/null 2>&1 || true
   umount_under "$RUN"
   if [ "${KEEP_RUN:-}" = 1 ]; then say "kept $RUN"; else rm -rf "$RUN"; fi
@@ -108,48 +108,23 @@ trap 'exit 130' INT # so that the EXIT trap runs on Ctrl-C and kill too
 trap 'exit 143' TERM
 
 # The base image: busybox:latest made once by fixtures/make-busybox-image (reproducible: the same
-# image ID every time), and saved as an OCI archive for buildah.
+# image ID every time), and saved as an OCI archive for buildah and a docker archive for docker.
 say "making the busybox base image"
 BERTH_ROOT=$RUN/base BERTH=$BERTH fixtures/make-busybox-image busybox:latest >"$RUN/base.log" 2>&1 ||
   die "fixtures/make-busybox-image failed (see $RUN/base.log)"
 base_id=$(BERTH_ROOT=$RUN/base "$BERTH" images -q --no-trunc busybox:latest)
 BERTH_ROOT=$RUN/base "$BERTH" save --format oci -o "$RUN/busybox-oci.tar" busybox:latest >>"$RUN/base.log" 2>&1 ||
   die "berth save failed (see $RUN/base.log)"
+BERTH_ROOT=$RUN/base "$BERTH" save --format docker -o "$RUN/busybox-docker.tar" busybox:latest >>"$RUN/base.log" 2>&1 ||
+  die "berth save --format docker failed (see $RUN/base.log)"
 
 # --- buildah ---------------------------------------------------------------------------------
-# Every buildah command gets its own storage (--root, --runroot, overlay driver), short-name
-# alias cache, temporary directory and runc state directory (--runtime-flag root=...) under
-# $BAH, and runs in a private mount namespace: its overlay mounts never outlive it, and the
-# host's blob-info cache (/var/lib/containers/cache, which c/image writes on every commit and
-# has no option for) is hidden behind an empty directory of the run's.
-bah_ns=()
-if [ -d /var/lib/containers/cache ]; then
-  # shellcheck disable=SC2016 # expanded by the inner sh, not here
-  bah_ns=(unshare --mount --propagation private --
-    sh -c 'mount --bind "$0" /var/lib/containers/cache && exec "$@"' "$BAH/blob-info-cache")
-else
-  say "note: buildah will create its blob-info cache in /var/lib/containers/cache"
-fi
-BAH_CMD=(env "TMPDIR=$BAH/tmp" "${bah_ns[@]}" buildah --root "$BAH/root" --runroot "$BAH/runroot"
-  --storage-driver overlay --short-name-alias-conf "$BAH/short-name-aliases.conf")
-bah() { "${BAH_CMD[@]}" "$@"; }
-# The RUN steps: OCI isolation with runc (no network but loopback, as berth's default), never
-# a pull: busybox:latest must resolve to the local image.
-BAH_RUN=(--isolation oci --runtime runc --runtime-flag "root=$BAH/runc" --network none)
-fresh_buildah() {
-  reset_buildah
-  mkdir -p "$BAH"/{tmp,blob-info-cache}
-  bah pull -q "oci-archive:$RUN/busybox-oci.tar" >>"$RUN/buildah-setup.log" 2>&1 ||
-    die "buildah pull oci-archive: failed (see $RUN/buildah-setup.log)"
-  local id
-  id=$(bah images -q --no-trunc docker.io/library/busybox:latest)
-  [ "$id" = "$base_id" ] || die "buildah stored busybox:latest as '$id', expected $base_id"
-}
-reset_buildah() {
-  [ ! -d "$BAH/root" ] || bah rm -a >/dev/null
-  umount_under "$BAH"
-  rm -rf "$BAH"
-}
+# buildah_init (bench/lib.sh) isolates buildah's storage, state and mounts under $BAH. The RUN
+# steps: OCI isolation with runc, no network but loopback; never a pull: busybox:latest must
+# resolve to the local image.
+BAH_RUN=("${BAH_RUNTIME[@]}" --network none)
+fresh_buildah() { buildah_fresh "$RUN/busybox-oci.tar" docker.io/library/busybox:latest "$base_id"; }
+reset_buildah() { buildah_reset; }
 # build_buildah CTX: sets cmd, the build command (an executable, for /usr/bin/time).
 build_buildah() {
   cmd=("${BAH_CMD[@]}" bud --layers --pull=never "${BAH_RUN[@]}" --jobs "$BUILDAH_JOBS"
@@ -191,6 +166,34 @@ check_berth() {
   check_config berth
 }
 
+# --- BuildKit --------------------------------------------------------------------------------
+# One private dockerd for the whole run (bench/lib.sh), started at the first fresh_buildkit, with
+# busybox:latest loaded from berth's docker archive. A cold build empties BuildKit's cache
+# (`docker builder prune -af`) and removes the image, keeping the base. RUN steps get the host's
+# network (berth's default; no bridge here). The builder runs inside dockerd: secs is the
+# client's elapsed time, and kib becomes dockerd's peak RSS during the build (see one()).
+fresh_buildkit() {
+  if [ -z "$DOCKERD_PID" ]; then
+    dockerd_start "$RUN/docker"
+    dockerd_load "$RUN/busybox-docker.tar"
+    local id
+    id=$("${DOCKER[@]}" image inspect --format '{{.Id}}' busybox:latest)
+    [ "$id" = "$base_id" ] || die "docker stored busybox:latest as '$id', expected $base_id"
+  fi
+  dockerd_reset_cache "$TAG"
+}
+reset_buildkit() { dockerd_reset_cache "$TAG"; }
+build_buildkit() {
+  cmd=("${DOCKER[@]}" build --progress plain --network host -f "$1/Dockerfile" -t "$TAG" "$1")
+}
+check_buildkit() {
+  local got
+  got=$("${DOCKER[@]}" run --rm --network none "$TAG")
+  [ "$got" = "$1" ] || die "BuildKit's $TAG prints '$got', expected '$1'"
+  "${DOCKER[@]}" image inspect "$TAG" >"$RUN/inspect.json"
+  check_config BuildKit
+}
+
 # check_config TOOL: the ENV and LABEL of the final stage are in the image's config.
 check_config() {
   if ! grep -qF 'APP_MODE=bench' "$RUN/inspect.json" ||
@@ -214,21 +217,16 @@ restore_edit() {
 }
 
 # --- the measurements ------------------------------------------------------------------------
-# timed LABEL CMD...: runs CMD (at most 30 minutes) under /usr/bin/time after a sync; sets secs
-# (elapsed seconds, from the clock around it: /usr/bin/time's own has 10 ms steps) and kib (peak
-# RSS, KiB: the largest of CMD's process and of the children it waited for, such as runc, as
-# /usr/bin/time -v's "Maximum resident set size"). Its output goes to $RUN/LABEL.log.
-timed() {
-  local label=$1 t0 t1
-  shift
-  sync # so that writeback of the previous step does not land in this one
-  t0=$(now)
-  timeout 1800 /usr/bin/time -o "$RUN/time" -f '%M' "$@" >>"$RUN/$label.log" 2>&1 ||
-    die "$label failed: $* (see $RUN/$label.log)"
-  t1=$(now)
-  secs=$(elapsed "$t0" "$t1")
-  kib=$(tail -n 1 "$RUN/time")
-  say "$label: $secs s, $(awk -v k="$kib" 'BEGIN { printf "%.1f", k * 1024 / 1e6 }') MB"
+# one TOOL LABEL CTX: one timed build of CTX with TOOL (timed: bench/lib.sh); for BuildKit, kib
+# becomes dockerd's peak RSS during the build (VmHWM, reset before it).
+one() {
+  "build_$1" "$3"
+  [ "$1" != buildkit ] || hwm_reset "$DOCKERD_PID"
+  timed "$2" "${cmd[@]}"
+  if [ "$1" = buildkit ]; then
+    kib=$(hwm_kib "$DOCKERD_PID")
+    say "$2: dockerd's peak RSS $(awk -v k="$kib" 'BEGIN { printf "%.1f", k * 1024 / 1e6 }') MB"
+  fi
 }
 
 # Best (smallest) seconds per tool and scenario, and the largest peak RSS over its runs.
@@ -243,14 +241,12 @@ want1=$(expected "$CTX1")
 for tool in "${tools[@]}"; do
   for ((r = 1; r <= RUNS; r++)); do
     "fresh_$tool"
-    "build_$tool" "$CTX1"
-    timed "$tool-cold-$r" "${cmd[@]}"
+    one "$tool" "$tool-cold-$r" "$CTX1"
     record "${tool}_cold"
     "check_$tool" "$want1"
   done
   for ((r = 1; r <= RUNS; r++)); do
-    "build_$tool" "$CTX1"
-    timed "$tool-nochange-$r" "${cmd[@]}"
+    one "$tool" "$tool-nochange-$r" "$CTX1"
     record "${tool}_nochange"
     "check_$tool" "$want1"
   done
@@ -258,8 +254,7 @@ for tool in "${tools[@]}"; do
     edit "$CTX1" "$tool $r"
     want=$(expected "$CTX1")
     [ "$want" != "$want1" ] || die "editing $EDIT did not change the expected output"
-    "build_$tool" "$CTX1"
-    timed "$tool-edit-$r" "${cmd[@]}"
+    one "$tool" "$tool-edit-$r" "$CTX1"
     record "${tool}_edit"
     "check_$tool" "$want"
   done
@@ -270,14 +265,14 @@ done
 x2_tools=()
 measure berth && x2_tools+=(berth)
 measure buildah && [ "$BUILDAH_X2" = 1 ] && x2_tools+=(buildah)
+measure buildkit && [ "$BUILDAH_X2" = 1 ] && x2_tools+=(buildkit)
 if [ ${#x2_tools[@]} -gt 0 ]; then
   say "context $CTX2: $(ctx_size "$CTX2"); measuring ${x2_tools[*]}"
   want2=$(expected "$CTX2")
   for tool in "${x2_tools[@]}"; do
     for ((r = 1; r <= RUNS; r++)); do
       "fresh_$tool"
-      "build_$tool" "$CTX2"
-      timed "$tool-cold2x-$r" "${cmd[@]}"
+      one "$tool" "$tool-cold2x-$r" "$CTX2"
       record "${tool}_cold2x"
       "check_$tool" "$want2"
     done
@@ -286,8 +281,10 @@ if [ ${#x2_tools[@]} -gt 0 ]; then
 fi
 
 # The table: seconds (best of RUNS) and peak RSS (largest over RUNS, 1 MB = 10^6 bytes) per
-# tool; n/a for what was not measured. The ratio is berth's time over buildah's.
+# tool; n/a for what was not measured. The ratios are berth's time over buildah's and over
+# BuildKit's.
 buildah_v=$(buildah --version | awk '{ print $3 }')
+docker_v=$(/usr/bin/docker --version | awk '{ print $3 }' | tr -d ,)
 cell() { # cell KEY: "seconds MB" or "n/a n/a"
   if [ -n "${best[$1]:-}" ]; then
     awk -v s="${best[$1]}" -v k="${peak[$1]}" 'BEGIN { printf "%.3f %.1f", s, k * 1024 / 1e6 }'
@@ -295,15 +292,16 @@ cell() { # cell KEY: "seconds MB" or "n/a n/a"
     echo "n/a n/a"
   fi
 }
-row() {
-  local b h
-  b=$(cell "berth_$2")
-  h=$(cell "buildah_$2")
-  awk -v l="$1" -v b="$b" -v h="$h" 'BEGIN {
-    split(b, x, " "); split(h, y, " ")
-    ratio = (x[1] == "n/a" || y[1] == "n/a") ? "n/a" : sprintf("%.2fx", x[1] / y[1])
-    printf "%-34s%9s%10s%11s%12s%8s\n", l, x[1], x[2], y[1], y[2], ratio
-  }'
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { print (a == "n/a" || b == "n/a") ? "n/a" : sprintf("%.2fx", a / b) }'; }
+fmt='%-30s%9s%9s%11s%11s%12s%11s%10s%11s\n'
+row() { # row LABEL SCENARIO
+  local b h k
+  read -r -a b <<<"$(cell "berth_$2")"
+  read -r -a h <<<"$(cell "buildah_$2")"
+  read -r -a k <<<"$(cell "buildkit_$2")"
+  # shellcheck disable=SC2059 # the format is ours
+  printf "$fmt" "$1" "${b[0]}" "${b[1]}" "${h[0]}" "${h[1]}" "${k[0]}" "${k[1]}" \
+    "$(ratio "${b[0]}" "${h[0]}")" "$(ratio "${b[0]}" "${k[0]}")"
 }
 echo
 if [ -n "${CTX2:-}" ]; then
@@ -311,16 +309,21 @@ if [ -n "${CTX2:-}" ]; then
 else
   echo "context: $(ctx_size "$CTX1")"
 fi
-printf '%-34s%9s%10s%11s%12s%8s\n' "build (best of $RUNS)" "berth s" "berth MB" "buildah s" "buildah MB" ratio
+# shellcheck disable=SC2059
+printf "$fmt" "build (best of $RUNS)" "berth s" "berth MB" "buildah s" "buildah MB" "BuildKit s" \
+  "dockerd MB" "/buildah" "/BuildKit"
 row "cold (base image preloaded)" cold
 row "no-change rebuild" nochange
 row "one file changed (stage a)" edit
 row "cold, context doubled" cold2x
-echo "ratio: berth's seconds / buildah's (buildah $buildah_v bud --layers, runc, --jobs $BUILDAH_JOBS); MB: peak RSS"
-for tool in berth buildah; do
+echo "ratios: berth's seconds / the peer's (buildah $buildah_v bud --layers, runc, --jobs $BUILDAH_JOBS;"
+echo "  BuildKit in docker.io $docker_v, --network host, the client's seconds)"
+echo "MB: peak RSS of the builder and its children; dockerd MB: the daemon's VmHWM during the build"
+for tool in berth buildah buildkit; do
   if [ -n "${peak[${tool}_cold2x]:-}" ]; then
     awk -v t="$tool" -v a="${peak[${tool}_cold]}" -v b="${peak[${tool}_cold2x]}" \
       'BEGIN { printf "%s peak RSS, doubled context / first context: %.2fx\n", t, b / a }'
   fi
 done
 echo "targets: cold <= 0.5x buildah; no-change rebuild < 150 ms; one-file-changed <= 1/3 of buildah; peak RSS flat as the context grows"
+echo "targets: cold, no-change rebuild and one-file-changed <= 0.5x BuildKit"

@@ -1,6 +1,7 @@
 # shellcheck shell=bash
-# Shell shared by the bench scripts that move the ~1 GiB registry test image (registry.sh,
-# client.sh): messages, timing arithmetic, free ports, background servers and the image itself.
+# Shell shared by the bench scripts: messages, timing arithmetic, free ports, background servers,
+# the ~1 GiB registry test image (registry.sh, client.sh), and for the build benchmarks
+# (build.sh, build-real.sh) timed commands, unmounting, and a private dockerd for BuildKit.
 # run.sh uses only the messages (die, say).
 #
 # Source it from the repository root after setting PROG (the script's name, for messages) and
@@ -42,6 +43,9 @@ halt() {
 
 # hwm_kib PID: the process's peak RSS so far (VmHWM), in KiB.
 hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
+# hwm_reset PID: sets the process's VmHWM back to its current RSS (Linux >= 4.0), so that
+# hwm_kib afterwards is the peak of what it did since.
+hwm_reset() { echo 5 >"/proc/$1/clear_refs"; }
 
 # await NAME PID URL LOG: waits (at most 10 s) until URL answers at all, as long as PID runs;
 # dies with the tail of LOG if it does not.
@@ -167,4 +171,145 @@ ensure_image() {
   local manifest_file=$IMG/blobs/sha256/${manifest_digest#sha256:}
   config_digest=$(jq -r '.config.digest' "$manifest_file")
   bytes=$(jq '.config.size + ([.layers[].size] | add)' "$manifest_file")
+}
+
+# --- for the build benchmarks ------------------------------------------------------------------
+
+# umount_under DIR: unmounts whatever is mounted below DIR in this mount namespace, deepest
+# first.
+umount_under() {
+  local m
+  awk -v d="$1/" 'substr($5, 1, length(d)) == d { print $5 }' /proc/self/mountinfo | sort -r |
+    while read -r m; do umount "$m" 2>/dev/null || umount -l "$m" || true; done
+}
+
+# timed LABEL CMD...: runs CMD (at most 30 minutes) under /usr/bin/time after a sync; sets secs
+# (elapsed seconds, from the clock around it: /usr/bin/time's own has 10 ms steps) and kib (peak
+# RSS, KiB: the largest of CMD's process and of the children it waited for, such as runc, as
+# /usr/bin/time -v's "Maximum resident set size"). Its output goes to $RUN/LABEL.log.
+# (client.sh has its own, with a 10-minute cap.)
+timed() {
+  local label=$1 t0 t1
+  shift
+  sync # so that writeback of the previous step does not land in this one
+  t0=$(now)
+  timeout 1800 /usr/bin/time -o "$RUN/time" -f '%M' "$@" >>"$RUN/$label.log" 2>&1 ||
+    die "$label failed: $* (see $RUN/$label.log)"
+  t1=$(now)
+  secs=$(elapsed "$t0" "$t1")
+  kib=$(tail -n 1 "$RUN/time")
+  say "$label: $secs s, $(awk -v k="$kib" 'BEGIN { printf "%.1f", k * 1024 / 1e6 }') MB"
+}
+
+# A private dockerd, for BuildKit: Debian's docker.io 20.10 runs BuildKit inside the daemon
+# (DOCKER_BUILDKIT=1). dockerd_start DIR starts one with everything it keeps under DIR: its
+# socket, data root (images, BuildKit's cache, overlay2), exec root (with the containerd that
+# dockerd starts and manages itself, its state under DIR too, because no system containerd
+# listens on /run/containerd/containerd.sock: if one did, dockerd would use it, and
+# dockerd_start says so), pid file, trust key (deprecated-key-path, else /etc/docker/key.json)
+# and an empty daemon.json of its own (the host's /etc/docker/daemon.json is not read). No iptables, no bridge: builds use --network host
+# or none. The only thing outside DIR is /run/docker/plugins, an empty directory that dockerd
+# always makes; dockerd_stop removes it if dockerd_start made it. Sets DOCKERD_PID and DOCKER
+# (the client command: the 20.10 client by its path, since a newer one on PATH wants buildx,
+# with a config directory of its own and BuildKit on).
+DOCKERD_PID=""
+DOCKERD_DIR=""
+dockerd_made_run=0
+dockerd_start() {
+  local dir=$1 i
+  command -v dockerd >/dev/null || die "dockerd is missing: run ./setup --deps (docker.io)"
+  [ -x /usr/bin/docker ] || die "/usr/bin/docker is missing: run ./setup --deps (docker.io)"
+  DOCKERD_DIR=$dir
+  mkdir -p "$dir/client"
+  printf '{ "deprecated-key-path": "%s" }\n' "$dir/key.json" >"$dir/daemon.json"
+  [ -d /run/docker ] || dockerd_made_run=1
+  [ ! -S /run/containerd/containerd.sock ] ||
+    say "note: a system containerd runs; dockerd will use it (namespace moby) instead of its own"
+  dockerd --config-file "$dir/daemon.json" --iptables=false --ip6tables=false --ip-masq=false \
+    --bridge=none --host "unix://$dir/docker.sock" --data-root "$dir/data" \
+    --exec-root "$dir/exec" --pidfile "$dir/docker.pid" --storage-driver overlay2 \
+    >"$dir/dockerd.log" 2>&1 &
+  DOCKERD_PID=$!
+  DOCKER=(env "DOCKER_CONFIG=$dir/client" DOCKER_BUILDKIT=1 /usr/bin/docker -H "unix://$dir/docker.sock")
+  for ((i = 0; i < 300; i++)); do
+    "${DOCKER[@]}" version >/dev/null 2>&1 && return 0
+    alive "$DOCKERD_PID" || break
+    sleep 0.1
+  done
+  tail -n 20 "$dir/dockerd.log" >&2 || true
+  die "dockerd did not come up on $dir/docker.sock (log: $dir/dockerd.log)"
+}
+# dockerd_stop: stops the dockerd of dockerd_start (SIGTERM; it stops its containerd; SIGKILL
+# to both after 30 s), unmounts what is left under its directory. Safe to call twice.
+dockerd_stop() {
+  [ -n "$DOCKERD_PID" ] || return 0
+  local i cpid
+  cpid=$(cat "$DOCKERD_DIR/exec/containerd/containerd.pid" 2>/dev/null || true)
+  kill "$DOCKERD_PID" 2>/dev/null || true
+  for ((i = 0; i < 300; i++)); do
+    alive "$DOCKERD_PID" || break
+    sleep 0.1
+  done
+  kill -9 "$DOCKERD_PID" 2>/dev/null || true
+  wait "$DOCKERD_PID" 2>/dev/null || true
+  if [ -n "$cpid" ] && alive "$cpid" && grep -qF "$DOCKERD_DIR" "/proc/$cpid/cmdline" 2>/dev/null; then
+    kill -9 "$cpid" 2>/dev/null || true
+  fi
+  umount_under "$DOCKERD_DIR"
+  if [ "$dockerd_made_run" = 1 ]; then
+    rmdir /run/docker/plugins /run/docker 2>/dev/null || true
+  fi
+  DOCKERD_PID=""
+}
+# dockerd_load ARCHIVE: docker load of a docker-archive (as `berth save` writes it).
+dockerd_load() {
+  "${DOCKER[@]}" load -i "$1" >>"$DOCKERD_DIR/load.log" 2>&1 ||
+    die "docker load $1 failed (see $DOCKERD_DIR/load.log)"
+}
+# dockerd_reset_cache IMAGE: BuildKit's cache emptied and IMAGE removed, for a cold build with
+# the base images still loaded.
+dockerd_reset_cache() {
+  "${DOCKER[@]}" rmi -f "$1" >/dev/null 2>&1 || true
+  "${DOCKER[@]}" builder prune -af >/dev/null ||
+    die "docker builder prune failed"
+}
+
+# buildah, isolated: buildah_init DIR gives every buildah command its own storage (--root,
+# --runroot, overlay driver), short-name alias cache, temporary directory under DIR, and runs it
+# in a private mount namespace: its overlay mounts never outlive it, and the host's blob-info
+# cache (/var/lib/containers/cache, which c/image writes on every commit and has no option for)
+# is hidden behind an empty directory of DIR's. Sets BAH (DIR) and BAH_CMD; `bah ARGS` runs it.
+# The RUN steps' runc keeps its state under DIR too (--runtime-flag root=DIR/runc, in
+# BAH_RUNTIME).
+buildah_init() {
+  BAH=$1
+  local ns=()
+  if [ -d /var/lib/containers/cache ]; then
+    # shellcheck disable=SC2016 # expanded by the inner sh, not here
+    ns=(unshare --mount --propagation private --
+      sh -c 'mount --bind "$0" /var/lib/containers/cache && exec "$@"' "$BAH/blob-info-cache")
+  else
+    say "note: buildah will create its blob-info cache in /var/lib/containers/cache"
+  fi
+  BAH_CMD=(env "TMPDIR=$BAH/tmp" "${ns[@]}" buildah --root "$BAH/root" --runroot "$BAH/runroot"
+    --storage-driver overlay --short-name-alias-conf "$BAH/short-name-aliases.conf")
+  BAH_RUNTIME=(--isolation oci --runtime /usr/sbin/runc --runtime-flag "root=$BAH/runc")
+}
+bah() { "${BAH_CMD[@]}" "$@"; }
+# buildah_reset: removes buildah's containers, mounts and storage.
+buildah_reset() {
+  [ ! -d "$BAH/root" ] || bah rm -a >/dev/null
+  umount_under "$BAH"
+  rm -rf "$BAH"
+}
+# buildah_fresh ARCHIVE NAME ID: empty storage with the OCI archive ARCHIVE pulled into it; NAME
+# (as buildah names it, docker.io/library/...) must then have the image ID ID.
+buildah_fresh() {
+  buildah_reset
+  mkdir -p "$BAH"/{tmp,blob-info-cache}
+  bah pull -q "oci-archive:$1" >>"$BAH.setup.log" 2>&1 ||
+    die "buildah pull oci-archive:$1 failed (see $BAH.setup.log)"
+  local id
+  id=$(bah images -q --no-trunc "$2")
+  [ "$id" = "$3" ] || die "buildah stored $2 as '$id', expected $3"
 }
