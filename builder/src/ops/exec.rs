@@ -4,8 +4,7 @@
 //!
 //! [`Executor`]: runner::exec::Executor
 
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use runner::sandbox::{Network, Spec, User, Volume};
 use runner::snapshot::Mount;
@@ -51,21 +50,12 @@ impl LocalWorker<'_> {
         let tmpfs = mounts.tmpfs();
         let mut env = e.process_env();
         env.extend(mounts.env());
-        // Mount targets this step creates are scaffolding, not content: remember what existed.
-        let upper = self.snapshotter.upper(key).map_err(Error::runner("find the snapshot"))?;
-        let lowers: Vec<PathBuf> = match rootfs.first() {
-            Some(Mount::Overlay { lower, .. }) => lower.clone(),
-            _ => vec![],
-        };
-        // The sandbox's own mount targets too: /etc/hosts and friends, /proc, /sys, /dev.
-        let sandbox_targets = runner::sandbox::MOUNTPOINTS.map(|(rel, _)| format!("/{rel}"));
-        let scaffold: Vec<String> = volumes
-            .iter()
-            .map(|vol| vol.container.clone())
-            .chain(tmpfs.iter().map(|t| t.split(':').next().unwrap_or(t).to_owned()))
-            .chain(sandbox_targets)
-            .filter(|t| !exists_in(&lowers, &upper, t))
-            .collect();
+        // Mount targets the sandbox creates are scaffolding, not content: the snapshotter
+        // notes which are missing now and takes them out again after the run.
+        let scaffold = self
+            .snapshotter
+            .scaffold(key, &mount_targets(&volumes, &tmpfs))
+            .map_err(Error::runner("look at the snapshot"))?;
         let spec = sandbox_spec(e, rootfs, work.join("rootfs"), env, volumes, tmpfs);
         let mut tail = Tail::default();
         let code = self.executor.run(&spec, &mut |chunk| {
@@ -74,16 +64,12 @@ impl LocalWorker<'_> {
         });
         drop(mounts);
         let code = code.map_err(Error::runner(format!("{}: start the process", v.name)))?;
-        for t in &scaffold {
-            remove_scaffold(&upper, t);
-        }
-        for t in &scaffold {
-            remove_copied_up_parents(&upper, &lowers, t);
-        }
+        self.snapshotter.remove_scaffold(key, &scaffold).map_err(Error::runner("remove the mount targets"))?;
         if code != 0 {
             return Err(Error::StepFailed {
                 step: v.name.clone(),
-                command: e.args.last().cloned().unwrap_or_default(),
+                // The whole argv, shell included, as BuildKit names the failed process.
+                command: e.args.join(" "),
                 code,
                 tail: tail.lines(),
                 at: Box::new(Located::at(self.dockerfile.0, self.dockerfile.1, v.at)),
@@ -125,47 +111,16 @@ fn sandbox_spec(
     }
 }
 
-/// True when `target` exists in the snapshot (its upper, then its lowers).
-fn exists_in(lowers: &[PathBuf], upper: &Path, target: &str) -> bool {
-    let rel = target.trim_start_matches('/');
-    std::iter::once(upper)
-        .chain(lowers.iter().map(PathBuf::as_path))
-        .any(|d| std::fs::symlink_metadata(d.join(rel)).is_ok())
-}
-
-/// Removes a mount target a RUN step's sandbox created (an empty file or directory).
-/// After the scaffolding is gone, its parent directories may be left in the upper directory
-/// as overlayfs copied them up: empty, not opaque, with the lower directory's mode and owner.
-/// Those are no change, and are removed so that they make no layer entry.
-fn remove_copied_up_parents(upper: &Path, lowers: &[PathBuf], target: &str) {
-    let mut rel = Path::new(target.trim_start_matches('/')).parent();
-    while let Some(dir) = rel.filter(|d| !d.as_os_str().is_empty()) {
-        let up = upper.join(dir);
-        let Ok(meta) = std::fs::symlink_metadata(&up) else { break };
-        let empty = std::fs::read_dir(&up).is_ok_and(|mut d| d.next().is_none());
-        let opaque = rustix::fs::getxattr(&up, "trusted.overlay.opaque", &mut [0u8; 4]).is_ok();
-        let same_as_lower = lowers
-            .iter()
-            .find_map(|l| std::fs::symlink_metadata(l.join(dir)).ok())
-            .is_some_and(|l| l.is_dir() && l.mode() == meta.mode() && l.uid() == meta.uid() && l.gid() == meta.gid());
-        if !(meta.is_dir() && empty && !opaque && same_as_lower) || std::fs::remove_dir(&up).is_err() {
-            break;
-        }
-        rel = dir.parent();
-    }
-}
-
-fn remove_scaffold(upper: &Path, target: &str) {
-    let p = upper.join(target.trim_start_matches('/'));
-    if let Ok(m) = std::fs::symlink_metadata(&p) {
-        let _ = if m.is_dir() {
-            std::fs::remove_dir(&p)
-        } else if m.len() == 0 {
-            std::fs::remove_file(&p)
-        } else {
-            Ok(())
-        };
-    }
+/// Every path the sandbox mounts on: the step's volumes and tmpfs mounts, and its own
+/// (`/proc`, `/dev`, `/sys`, `/etc/hosts` and friends).
+fn mount_targets(volumes: &[Volume], tmpfs: &[String]) -> Vec<String> {
+    let sandbox = runner::sandbox::MOUNTPOINTS.map(|(rel, _)| format!("/{rel}"));
+    volumes
+        .iter()
+        .map(|vol| vol.container.clone())
+        .chain(tmpfs.iter().map(|t| t.split(':').next().unwrap_or(t).to_owned()))
+        .chain(sandbox)
+        .collect()
 }
 
 /// The last lines a step printed, for the error report.

@@ -7,6 +7,7 @@ use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use super::scaffold::{self, Scaffold};
 use super::{io_err, Dirs, Mount, Result, SnapshotError, Snapshotter};
 use crate::unpack::Whiteouts;
 
@@ -210,5 +211,14 @@ impl Snapshotter for CopySnapshotter {
 
     fn exists(&self, name: &str) -> bool {
         self.dirs.kind(name).as_deref() == Some("committed")
+    }
+
+    fn scaffold(&self, key: &str, targets: &[String]) -> Result<Scaffold> {
+        // The snapshot's directory is the whole tree: no copy-ups to undo later.
+        scaffold::missing(&[self.upper(key)?], targets)
+    }
+
+    fn remove_scaffold(&self, key: &str, scaffold: &Scaffold) -> Result<()> {
+        scaffold::remove_targets(&self.upper(key)?, scaffold)
     }
 }

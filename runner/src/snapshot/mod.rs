@@ -20,6 +20,7 @@
 
 mod copy;
 mod overlay;
+mod scaffold;
 #[cfg(test)]
 mod testsuite;
 
@@ -28,6 +29,7 @@ use std::path::{Path, PathBuf};
 
 pub use copy::{copy_dir, CopySnapshotter};
 pub use overlay::OverlaySnapshotter;
+pub use scaffold::Scaffold;
 
 use crate::unpack::Whiteouts;
 
@@ -191,6 +193,15 @@ pub trait Snapshotter: Send + Sync {
 
     /// True when a committed snapshot `name` exists.
     fn exists(&self, name: &str) -> bool;
+
+    /// Before a sandbox runs on the active snapshot `key`: which of `targets` (its mount
+    /// targets, absolute) the snapshot lacks, so the sandbox will create them as scaffolding.
+    fn scaffold(&self, key: &str, targets: &[String]) -> Result<Scaffold>;
+
+    /// After the sandbox ran: removes the scaffolding it made for `scaffold` (empty files and
+    /// directories, and parents copied up for them without change), so the diff has none of
+    /// it. What the process wrote there stays. See [`Scaffold`].
+    fn remove_scaffold(&self, key: &str, scaffold: &Scaffold) -> Result<()>;
 
     /// How to mount a throwaway writable rootfs on the committed snapshot `parent` with
     /// nothing on disk to create or remove ([`Mount::Scratch`]), where the snapshotter can;

@@ -1,8 +1,12 @@
 //! The overlay snapshotter: each snapshot holds only its own changes; overlayfs stacks them.
 
 use std::io::Write;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
+use rustix::fs::{AtFlags, FileType, OFlags};
+
+use super::scaffold::{self, open_beneath, open_dir, split, stat_beneath, Scaffold};
 use super::{Dirs, Mount, Result, SnapshotError, Snapshotter};
 use crate::unpack::Whiteouts;
 
@@ -66,10 +70,58 @@ impl Snapshotter for OverlaySnapshotter {
         self.dirs.kind(name).as_deref() == Some("committed")
     }
 
+    fn scaffold(&self, key: &str, targets: &[String]) -> Result<Scaffold> {
+        let mut layers = vec![self.upper(key)?];
+        layers.extend(self.dirs.chain(self.dirs.parent(key).as_deref()));
+        scaffold::missing(&layers, targets)
+    }
+
+    fn remove_scaffold(&self, key: &str, scaffold: &Scaffold) -> Result<()> {
+        let upper = self.upper(key)?;
+        scaffold::remove_targets(&upper, scaffold)?;
+        remove_copied_up_parents(&upper, &self.dirs.chain(self.dirs.parent(key).as_deref()), scaffold)
+    }
+
     fn scratch(&self, parent: &str) -> Result<Option<Vec<Mount>>> {
         if !self.exists(parent) {
             return Err(SnapshotError::NotFound(parent.to_owned()));
         }
         Ok(Some(vec![Mount::Scratch { lower: self.dirs.chain(Some(parent)) }]))
     }
+}
+
+/// After the scaffolding is gone, its parent directories may be left in the upper directory
+/// as overlayfs copied them up: empty, not opaque, with the lower directory's mode and owner.
+/// Those are no change, and are removed so that they make no layer entry.
+fn remove_copied_up_parents(upper: &Path, lowers: &[PathBuf], scaffold: &Scaffold) -> Result<()> {
+    let root = open_dir(upper)?;
+    let lowers: Vec<OwnedFd> = lowers.iter().map(|l| open_dir(l)).collect::<Result<_>>()?;
+    let parents = scaffold::deepest_first(scaffold.targets().iter().map(|t| split(t).0));
+    for rel in parents {
+        if copied_up_unchanged(&root, &lowers, rel) {
+            let (parent, name) = split(rel);
+            if let Ok(dir) = open_beneath(&root, parent, OFlags::PATH | OFlags::DIRECTORY) {
+                let _kept = rustix::fs::unlinkat(&dir, name, AtFlags::REMOVEDIR);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// True when the upper directory's `rel` is an empty, non-opaque directory with the mode and
+/// owner of the topmost lower directory at `rel`: a copy-up with no change of its own.
+fn copied_up_unchanged(upper: &OwnedFd, lowers: &[OwnedFd], rel: &str) -> bool {
+    let Ok(dir) = open_beneath(upper, rel, OFlags::RDONLY | OFlags::DIRECTORY) else { return false };
+    let Ok(st) = rustix::fs::fstat(&dir) else { return false };
+    let opaque = rustix::fs::fgetxattr_query(&dir, "trusted.overlay.opaque").is_ok();
+    let empty = rustix::fs::Dir::read_from(&dir)
+        .is_ok_and(|d| d.flatten().all(|e| matches!(e.file_name().to_bytes(), b"." | b"..")));
+    let lower = lowers.iter().find_map(|l| stat_beneath(l, rel).ok());
+    let same = lower.is_some_and(|l| {
+        FileType::from_raw_mode(l.st_mode) == FileType::Directory
+            && l.st_mode == st.st_mode
+            && l.st_uid == st.st_uid
+            && l.st_gid == st.st_gid
+    });
+    !opaque && empty && same
 }

@@ -168,6 +168,54 @@ pub fn diff_turns_changes_into_a_layer(s: &dyn Snapshotter, needs_root: bool) {
     }
 }
 
+/// What a sandbox creates to mount on (missing targets, and for overlay the parents it
+/// copied up for them) leaves no trace in the diff; what the process wrote stays, and so do
+/// targets that existed before.
+pub fn scaffold_leaves_no_trace_in_the_diff(s: &dyn Snapshotter, needs_root: bool) {
+    if needs_root && !root_or_skip("overlay snapshots") {
+        return;
+    }
+    apply(s, "k1", None, &[("etc/passwd", "root"), ("var/lib/keep", "k"), ("srv/data/file", "f")]);
+    s.commit("l1", "k1").unwrap();
+    let mounts = s.prepare("run", Some("l1")).unwrap();
+    let targets: Vec<String> = ["/proc", "/etc/hosts", "/var/lib/cache/deep", "/srv/data", "/run/secrets/x", "/out"]
+        .map(String::from)
+        .to_vec();
+    let scaffold = s.scaffold("run", &targets).unwrap();
+    let want =
+        ["proc", "etc/hosts", "var/lib/cache/deep", "var/lib/cache", "run/secrets/x", "run/secrets", "run", "out"];
+    assert_eq!(scaffold.targets(), want, "/srv/data exists in the parent");
+    let sandbox = |root: &Path| {
+        // What a sandbox does to mount on them, and what a step writes.
+        for d in ["proc", "var/lib/cache/deep", "run/secrets", "out"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        std::fs::write(root.join("etc/hosts"), "").unwrap();
+        std::fs::write(root.join("run/secrets/x"), "").unwrap();
+        std::fs::write(root.join("out/result"), "made by the step").unwrap();
+    };
+    if rustix::process::geteuid().is_root() {
+        let target = tempfile::tempdir().unwrap();
+        crate::sandbox::in_private_mounts(|| {
+            mounts[0].mount(target.path()).unwrap();
+            sandbox(target.path());
+        })
+        .unwrap();
+    } else {
+        // Without root only the copy snapshotter gets here: its upper is the whole tree.
+        sandbox(&s.upper("run").unwrap());
+    }
+    s.remove_scaffold("run", &scaffold).unwrap();
+    let mut tar = Vec::new();
+    s.diff("run", &mut tar).unwrap();
+    let mut names = Vec::new();
+    for e in tar::Archive::new(&tar[..]).entries().unwrap() {
+        names.push(e.unwrap().path().unwrap().to_string_lossy().trim_end_matches('/').to_owned());
+    }
+    names.sort();
+    assert_eq!(names, ["out", "out/result"], "only the step's own change is in the diff");
+}
+
 pub fn lifecycle_errors(s: &dyn Snapshotter, _needs_root: bool) {
     s.prepare("k", None).unwrap();
     assert!(matches!(s.prepare("k", None), Err(SnapshotError::Exists(_))));
@@ -186,7 +234,7 @@ macro_rules! suite {
         mod $modname {
             use super::*;
             suite!(@tests $ty, $needs_root; layers_stack_with_whiteouts, diff_turns_changes_into_a_layer, lifecycle_errors,
-                scratch_leaves_the_snapshots_untouched);
+                scratch_leaves_the_snapshots_untouched, scaffold_leaves_no_trace_in_the_diff);
         }
     };
     (@tests $ty:ty, $needs_root:expr; $($name:ident),*) => {
