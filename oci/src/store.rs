@@ -8,6 +8,7 @@
 //!   index.lock                   flock held while the index is open
 //!   index.gen                    a token every index write replaces first (see below)
 //!   index-cache/<sha256 of key>  name lookups answered without opening rocksdb
+//!   layer-sizes/<diffID hex>     a layer's unpacked (uncompressed tar) size, in decimal
 //!   tmp/                         scratch space (decompressed layers for docker archives)
 //! ```
 //!
@@ -20,6 +21,13 @@
 //! index's generation; every write to the index replaces the generation (under the lock, before
 //! it changes anything), so a stamped answer is current exactly while its stamp is. The cache is
 //! only ever a copy: deleting `index-cache/` loses nothing.
+//!
+//! `berth images` shows an image's unpacked size, as docker does: the sum of its layers'
+//! uncompressed sizes. Import and commit record a layer's size in `layer-sizes/` as they
+//! write it; for any other layer the size is found once (the builder keeps the uncompressed
+//! blob, whose size is a stat away; otherwise the layer is decompressed and counted) and
+//! recorded. A diffID's size never changes, so entries are never stale, and deleting the
+//! directory only costs finding the sizes again.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -111,6 +119,7 @@ const DANGLING_PREFIX: &str = "dangling/";
 const SOURCE_PREFIX: &str = "source/";
 const GENERATION: &str = "index.gen";
 const NAME_CACHE: &str = "index-cache";
+const LAYER_SIZES: &str = "layer-sizes";
 
 /// A remembered answer of [`ImageStore::get`]: valid while `generation` is the index's.
 #[derive(Serialize, Deserialize)]
@@ -600,6 +609,7 @@ impl ImageStore {
         copy_checking_tar(&mut reader, &mut layer)?;
         let (ingest, info) = layer.finish()?;
         ingest.commit(Expected::exactly(&info.digest, info.size))?;
+        self.record_unpacked_size(&info.diff_id, info.uncompressed_size);
         let record = self.commit_image(&[info], &opts.history_line(), name)?;
         Ok(record)
     }
@@ -660,6 +670,7 @@ impl ImageStore {
         name: Option<&Reference>,
     ) -> Result<ImageRecord> {
         let bad = |reason: &str| Error::InvalidDocument { what: "image config", reason: reason.to_owned() };
+        self.record_unpacked_size(&layer.diff_id, layer.uncompressed_size);
         let mut config: serde_json::Value = serde_json::from_slice(&base.config_bytes)
             .map_err(|source| Error::InvalidJson { what: "image config", source })?;
         let created = created_now();
@@ -688,6 +699,65 @@ impl ImageStore {
         let target = self.put_manifest(&bytes, media::OCI_MANIFEST)?;
         self.name_or_dangle(name, &target)?;
         Ok(ImageRecord { name: name.cloned(), target })
+    }
+
+    /// Remembers that the layer with diffID `diff_id` is `size` bytes uncompressed, so that
+    /// `images` need not decompress it. Best effort: a size that cannot be recorded (a
+    /// read-only root) is only found again next time.
+    pub fn record_unpacked_size(&self, diff_id: &Digest, size: u64) {
+        let dir = self.root.join(LAYER_SIZES);
+        let path = dir.join(diff_id.hex());
+        let tmp = dir.join(format!(".{}.tmp-{}", diff_id.hex(), std::process::id()));
+        let written = fs::create_dir_all(&dir)
+            .and_then(|()| fs::write(&tmp, size.to_string()))
+            .and_then(|()| fs::rename(&tmp, &path));
+        if written.is_err() {
+            let _gone = fs::remove_file(&tmp);
+        }
+    }
+
+    /// The unpacked size of each layer of `image`, lowest first: what `docker history` shows.
+    /// A layer whose blob is absent counts its stored size.
+    pub fn unpacked_sizes(&self, image: &Image) -> Result<Vec<u64>> {
+        let diff_ids = image.config.rootfs().diff_ids();
+        let mut out = Vec::with_capacity(image.manifest.layers().len());
+        for (i, desc) in image.manifest.layers().iter().enumerate() {
+            let digest = descriptor_digest(desc)?;
+            let diff_id = diff_ids.get(i).and_then(|d| d.parse::<Digest>().ok());
+            out.push(match diff_id {
+                Some(diff_id) => self.layer_unpacked_size(&digest, &diff_id, desc.size())?,
+                None => desc.size(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The unpacked size of `image`, as docker's `images` SIZE shows it: the sum of its
+    /// layers' uncompressed sizes.
+    pub fn unpacked_size(&self, image: &Image) -> Result<u64> {
+        Ok(self.unpacked_sizes(image)?.iter().sum())
+    }
+
+    /// One layer's uncompressed size: recorded, or the uncompressed blob's size, or counted
+    /// by decompressing it once (then recorded).
+    fn layer_unpacked_size(&self, digest: &Digest, diff_id: &Digest, stored: u64) -> Result<u64> {
+        if digest == diff_id {
+            return Ok(stored);
+        }
+        let path = self.root.join(LAYER_SIZES).join(diff_id.hex());
+        if let Some(size) = fs::read_to_string(&path).ok().and_then(|s| s.trim().parse().ok()) {
+            return Ok(size);
+        }
+        let size = if let Some(info) = self.content.info(diff_id)? {
+            info.size
+        } else if self.content.contains(digest)? {
+            let mut reader = crate::layer::LayerReader::new(self.content.reader(digest)?, u64::MAX)?;
+            std::io::copy(&mut reader, &mut std::io::sink()).ctx(|| format!("decompress layer {digest}"))?
+        } else {
+            return Ok(stored);
+        };
+        self.record_unpacked_size(diff_id, size);
+        Ok(size)
     }
 
     /// Names `target`, or records it as dangling when there is no name.
@@ -811,6 +881,40 @@ mod tests {
 
     fn opts() -> ImportOptions {
         ImportOptions { compression: Compression::Gzip, message: None, source: "-".into() }
+    }
+
+    /// A rootfs of one file of 1 MiB of zeros: a few KiB gzipped.
+    fn zeros_tar() -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(1 << 20);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "zeros", std::io::repeat(0).take(1 << 20)).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn unpacked_size_is_the_uncompressed_layers_recorded_or_counted_once() {
+        let (s, d) = store();
+        let tar = zeros_tar();
+        let rec = s.import_rootfs(&tar[..], None, &opts()).unwrap();
+        let img = s.image(&rec.target).unwrap();
+        assert!(img.size() < 64 * 1024, "the layer is stored compressed: {}", img.size());
+        assert_eq!(s.unpacked_size(&img).unwrap(), tar.len() as u64);
+        // Recorded at import: found without the blob.
+        let layer = descriptor_digest(&img.manifest.layers()[0]).unwrap();
+        let blob = d.path().join("content/blobs/sha256").join(layer.hex());
+        let saved = fs::read(&blob).unwrap();
+        fs::remove_file(&blob).unwrap();
+        assert_eq!(s.unpacked_sizes(&img).unwrap(), [tar.len() as u64]);
+        // Without the record, it is counted from the blob once and recorded again.
+        fs::write(&blob, saved).unwrap();
+        fs::remove_dir_all(d.path().join(LAYER_SIZES)).unwrap();
+        assert_eq!(s.unpacked_size(&img).unwrap(), tar.len() as u64);
+        let diff_id: Digest = img.config.rootfs().diff_ids()[0].parse().unwrap();
+        let recorded = fs::read_to_string(d.path().join(LAYER_SIZES).join(diff_id.hex())).unwrap();
+        assert_eq!(recorded, tar.len().to_string());
     }
 
     #[test]

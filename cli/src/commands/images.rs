@@ -71,7 +71,8 @@ impl Images {
                 id: img.id.clone(),
                 digest: rec.target.digest,
                 created: img.created(),
-                size: img.size(),
+                // As docker shows it: what the layers take unpacked, not their stored size.
+                size: store.unpacked_size(&img)?,
             });
         }
         rows.sort_by(|a, b| {
@@ -281,7 +282,7 @@ impl Inspect {
                 "Variant": config.get("variant"),
                 "Os": config.get("os"),
                 "Config": config.get("config"),
-                "Size": img.size(),
+                "Size": store.unpacked_size(&img)?,
                 "RootFS": config.get("rootfs"),
                 "History": config.get("history"),
                 "Descriptor": {
@@ -322,11 +323,11 @@ impl History {
         let store = open_store(root)?;
         let rec = store.resolve(&self.image)?;
         let img = store.image(&rec.target)?;
-        let mut layers = img.manifest.layers().iter();
+        let mut layers = store.unpacked_sizes(&img)?.into_iter();
         let history = img.config.history().clone().unwrap_or_default();
         let mut rows = Vec::new();
         for (i, h) in history.iter().enumerate() {
-            let size = if h.empty_layer().unwrap_or(false) { 0 } else { layers.next().map_or(0, |l| l.size()) };
+            let size = if h.empty_layer().unwrap_or(false) { 0 } else { layers.next().unwrap_or(0) };
             let created =
                 h.created().as_deref().and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok()).map(|t| t.to_utc());
             let id = match (i + 1 == history.len(), self.no_trunc) {

@@ -244,3 +244,42 @@ fn every_command_has_an_example_in_its_help() {
         assert!(help.contains("Examples:\n  berth "), "{cmd} --help has no example:\n{help}");
     }
 }
+
+#[test]
+fn size_is_what_the_layers_take_unpacked_not_their_compressed_size() {
+    let b = Berth::new();
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("zeros"), vec![0u8; 1 << 20]).unwrap();
+    let tgz = dir.path().join("rootfs.tar.gz");
+    let tgz_s = tgz.to_string_lossy().into_owned();
+    let tree_s = tree.to_string_lossy().into_owned();
+    crate::util::run_tool(std::process::Command::new("tar").args(["-C", &tree_s, "-czf", &tgz_s, "zeros"]));
+    let unpacked: u64 =
+        crate::util::run_tool(std::process::Command::new("sh").args(["-c", "gzip -dc \"$0\" | wc -c", &tgz_s]))
+            .trim()
+            .parse()
+            .unwrap();
+    assert!(std::fs::metadata(&tgz).unwrap().len() < 16 * 1024, "1 MiB of zeros compresses to a few kB");
+    b.ok(&["import", &tgz_s, "zeros:1"]);
+    let size_of = |b: &Berth| -> (u64, String, u64) {
+        let inspect: serde_json::Value = serde_json::from_str(&b.ok(&["inspect", "zeros:1"])).unwrap();
+        let row: serde_json::Value = serde_json::from_str(b.ok(&["images", "--format", "json"]).trim()).unwrap();
+        let history: serde_json::Value =
+            serde_json::from_str(b.ok(&["history", "--format", "json", "zeros:1"]).lines().next().unwrap()).unwrap();
+        let shown = |v: &serde_json::Value| v.as_str().unwrap().to_owned();
+        assert_eq!(shown(&row["Size"]), shown(&history["Size"]), "one layer: history's size is the image's");
+        (inspect[0]["Size"].as_u64().unwrap(), shown(&row["Size"]), unpacked)
+    };
+    let (inspected, shown, unpacked) = size_of(&b);
+    assert_eq!(inspected, unpacked);
+    assert_eq!(shown, "1.05MB", "docker shows 1048576+ bytes unpacked as 1.05MB");
+    // Loaded elsewhere, where no size was recorded: the same (counted once from the layer).
+    let saved = dir.path().join("saved.tar");
+    b.ok(&["save", "-o", &saved.to_string_lossy(), "zeros:1"]);
+    let other = Berth::new();
+    other.ok(&["load", "-i", &saved.to_string_lossy()]);
+    assert_eq!(size_of(&other).0, unpacked);
+    assert_eq!(size_of(&other).0, unpacked, "and again, from the record");
+}
