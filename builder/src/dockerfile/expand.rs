@@ -130,10 +130,7 @@ pub fn key_values(
     let mut pairs = Vec::with_capacity(words.len());
     for (word, at) in &words {
         let Some(eq) = word.find('=') else {
-            return Err(ExpandError::new(
-                format!("Syntax error - can't find = in {word:?}. Must be of the form: name=value"),
-                *at,
-            ));
+            return Err(no_equals(word, *at));
         };
         let key = expand_key(&word[..eq], *at, escape, lookup)?;
         let value = expand_word(&word[eq + 1..], escape, lookup).map_err(|e| e.shifted(at + eq + 1))?;
@@ -142,21 +139,56 @@ pub fn key_values(
     Ok(pairs)
 }
 
+/// Checks the shape of ENV or LABEL arguments without expanding anything, as BuildKit's parser does before any
+/// build: a name without a value, a word without '=' in the pairs form and a blank name are errors. Quoting and
+/// substitution mistakes are left to [`key_values`], which meets them when the build expands the text.
+pub fn check_key_values(input: &str, escape: char) -> Result<(), ExpandError> {
+    let Ok(words) = split_raw(input, escape) else {
+        return Ok(());
+    };
+    let Some((first, _)) = words.first() else {
+        return Err(ExpandError::new("needs at least one NAME=value", 0));
+    };
+    if !first.contains('=') {
+        let body = input.trim();
+        return match body.contains(is_separator) {
+            true => Ok(()),
+            false => Err(missing_value(body, input.len() - input.trim_start().len())),
+        };
+    }
+    for (word, at) in &words {
+        match word.find('=') {
+            None => return Err(no_equals(word, *at)),
+            Some(0) => return Err(ExpandError::new("names can not be blank", *at)),
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// BuildKit separates key and value of the legacy form with the regexp `[\t\v\f\r ]+`.
+fn is_separator(c: char) -> bool {
+    matches!(c, '\t' | '\u{b}' | '\u{c}' | '\r' | ' ')
+}
+
+fn missing_value(body: &str, at: usize) -> ExpandError {
+    ExpandError::new(format!("missing value for {body:?}: expected KEY VALUE or KEY=VALUE"), at)
+}
+
+fn no_equals(word: &str, at: usize) -> ExpandError {
+    ExpandError::new(format!("Syntax error - can't find = in {word:?}. Must be of the form: name=value"), at)
+}
+
 /// The legacy `KEY value with spaces` form: the key ends at the first blank, the value is the rest of the text.
 fn legacy_key_value(
     input: &str,
     escape: char,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(String, String), ExpandError> {
-    // BuildKit separates key and value with the regexp `[\t\v\f\r ]+` on the trimmed argument text.
-    let is_separator = |c: char| matches!(c, '\t' | '\u{b}' | '\u{c}' | '\r' | ' ');
     let body_start = input.len() - input.trim_start().len();
     let body = input.trim();
     let Some(key_end) = body.find(is_separator) else {
-        return Err(ExpandError::new(
-            format!("missing value for {body:?}: expected KEY VALUE or KEY=VALUE"),
-            body_start,
-        ));
+        return Err(missing_value(body, body_start));
     };
     let rest = &body[key_end..];
     let value_start = key_end + (rest.len() - rest.trim_start_matches(is_separator).len());
@@ -1201,6 +1233,19 @@ mod tests {
         assert_eq!(kv("K a=b c=d"), Ok(pairs(&[("K", "a=b c=d")])));
         assert_eq!(kv("K\t''"), Ok(pairs(&[("K", "")])));
         assert_eq!(kv("$x v"), Ok(pairs(&[("x", "v")])));
+    }
+
+    #[test]
+    fn check_key_values_judges_the_shape_only() {
+        let check = |s: &str| check_key_values(s, '\\');
+        assert_eq!(check("a=1 b c=2").expect_err("missing =").offset, 4);
+        assert_eq!(check("a=1 =2"), Err(ExpandError::new("names can not be blank", 4)));
+        assert_eq!(check("  ALONE ").expect_err("legacy without value").offset, 2);
+        assert_eq!(check(""), Err(ExpandError::new("needs at least one NAME=value", 0)));
+        // Expansion and quoting are for the build: `$unset=2` and an open quote pass here.
+        for fine in ["a=1 b=\"two words\"", "KEY value with spaces", "$unset=2", "a=1 b=\"x", "a=${v:?}"] {
+            assert_eq!(check(fine), Ok(()), "{fine}");
+        }
     }
 
     #[test]

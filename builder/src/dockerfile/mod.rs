@@ -521,16 +521,13 @@ fn run(df: &Dockerfile, r: &pd::RunInstruction<'_>) -> Result<Run> {
     Ok(run)
 }
 
-/// The raw `KEY=value ...` (or legacy `KEY value`) text of ENV and LABEL, its syntax checked now
-/// as BuildKit's instruction layer checks it: a name without a value, a word without `=` in the
-/// pairs form and a blank name are refused here, before any build. Values are expanded later.
+/// The raw `KEY=value ...` (or legacy `KEY value`) text of ENV and LABEL, its shape checked now
+/// as BuildKit's parser checks it: a name without a value, a word without `=` in the pairs form
+/// and a blank name are refused here, before any build. Values are expanded later.
 fn key_values(df: &Dockerfile, args: &pd::UnescapedString<'_>, what: &str) -> Result<Word> {
     let w = df.word(args);
-    // Every variable counts as set and non-empty, so only the syntax can fail.
-    let set = |_: &str| Some("x".to_owned());
-    match expand::key_values(&w.raw, df.escape, &set) {
-        Ok(pairs) if pairs.is_empty() => Err(df.error(w.at, format!("{what} needs at least one NAME=value"))),
-        Ok(_) => Ok(w),
+    match expand::check_key_values(&w.raw, df.escape) {
+        Ok(()) => Ok(w),
         Err(e) => Err(df.error(w.at + e.offset, format!("{what}: {}", e.message))),
     }
 }
@@ -641,7 +638,7 @@ fn run_command(df: &Dockerfile, r: &pd::RunInstruction<'_>) -> CommandForm {
     if let Some(h) = df.run_heredocs.get(&r.run.span.start) {
         // The command line runs from after the flags to the end of the line; the heredoc
         // bodies and terminators follow it.
-        let from = r.options.last().map_or(r.run.span.end, |f| f.span().end);
+        let from = skip_end_of_flags(&df.text, r.options.last().map_or(r.run.span.end, |f| f.span().end));
         let line_end = df.text[from..].find('\n').map_or(df.text.len(), |i| from + i);
         let line = df.text[from..line_end].trim();
         let only_heredoc = h.bodies.len() == 1
@@ -657,6 +654,16 @@ fn run_command(df: &Dockerfile, r: &pd::RunInstruction<'_>) -> CommandForm {
         pd::Command::Exec(e) => CommandForm::Exec(e.value.iter().map(|s| df.unmask(&s.value)).collect()),
         pd::Command::Shell(s) => CommandForm::Shell(join_continuations(&df.unmask(s.value), df.escape)),
         _ => CommandForm::Shell(String::new()),
+    }
+}
+
+/// The offset after a `--` word that ends the flags at `from` (blanks before it skipped), or `from`.
+fn skip_end_of_flags(text: &str, from: usize) -> usize {
+    let rest = &text[from..];
+    let word_at = from + rest.len() - rest.trim_start_matches([' ', '\t']).len();
+    match text[word_at..].strip_prefix("--") {
+        Some(after) if after.is_empty() || after.starts_with(char::is_whitespace) => word_at + 2,
+        _ => from,
     }
 }
 
@@ -993,6 +1000,12 @@ mod tests {
     }
 
     #[test]
+    fn double_dash_before_a_run_heredoc() {
+        assert_eq!(only("FROM a\nRUN --network=none -- <<EOF\necho hi\nEOF\n").text_command(), "echo hi\n");
+        assert_eq!(only("FROM a\nRUN -- sh <<EOF\necho hi\nEOF\n").text_command(), "sh <<EOF\necho hi\nEOF");
+    }
+
+    #[test]
     fn empty_healthcheck_commands_are_refused() {
         assert!(err("FROM a\nHEALTHCHECK CMD \\\n\n").starts_with("Dockerfile:2:13: HEALTHCHECK CMD needs a command"));
         assert!(err("FROM a\nHEALTHCHECK CMD []\n").starts_with("Dockerfile:2:"));
@@ -1003,8 +1016,9 @@ mod tests {
     fn env_and_label_syntax_is_checked_at_parse_time_only() {
         assert!(err("FROM a\nENV A=1 B\n").starts_with("Dockerfile:2:9: ENV: Syntax error - can't find = in \"B\""));
         assert!(err("FROM a\nLABEL =x\n").starts_with("Dockerfile:2:7: LABEL: names can not be blank"));
-        // Values depend on the build's variables: not judged here.
+        // Values depend on the build's variables, and quoting is the lexer's: both judged when expanded.
         assert!(matches!(only("FROM a\nENV A=${UNSET:?required}\n"), Kind::Env(_)));
+        assert!(matches!(only("FROM a\nENV name='a\\'b'\n"), Kind::Env(_)));
         assert!(matches!(only("FROM a\nENV A value with spaces\n"), Kind::Env(_)));
     }
 
