@@ -8,6 +8,7 @@
 
 mod archives;
 mod build;
+mod build_copy;
 mod build_real;
 mod client;
 mod images;

@@ -1,0 +1,337 @@
+//! `berth build` COPY, ADD and WORKDIR: symbolic `--chmod`, ADD of URLs (timeouts, retries)
+//! and of hostile archives, `COPY --from` keyed by content, WORKDIR owned by the USER.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::util::{p, strict, Berth};
+
+/// A store with the busybox base image, when running as root with busybox-static.
+fn setup() -> Option<Berth> {
+    if !rustix::process::geteuid().is_root() {
+        assert!(!strict(), "berth build tests need root (BERTH_TEST_STRICT=1)");
+        eprintln!("skipping: berth build runs RUN steps in namespaces and needs root");
+        return None;
+    }
+    let b = Berth::new();
+    b.busybox("busybox:latest").then_some(b)
+}
+
+/// Builds `ctx` with plain progress and `env`; returns success and the whole log.
+fn build(b: &Berth, ctx: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let mut full = vec!["build", "--progress", "plain"];
+    full.extend_from_slice(args);
+    let ctx = p(ctx);
+    full.push(&ctx);
+    let mut cmd = b.cmd(&full);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.stdin(std::process::Stdio::null()).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout))
+}
+
+/// True when the plain log shows the step whose header contains `step` as CACHED.
+fn cached(log: &str, step: &str) -> bool {
+    let Some(num) = log.lines().find(|l| l.contains(step) && l.contains(" [")).and_then(|l| l.split(' ').next()) else {
+        return false;
+    };
+    log.lines().any(|l| l == format!("{num} CACHED"))
+}
+
+fn write(dir: &Path, name: &str, content: &str, mode: u32) {
+    let path = dir.join(name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, content).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn chmod_takes_symbolic_modes_applied_to_each_entry_on_copy_and_add() {
+    let Some(b) = setup() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path();
+    write(ctx, "f600", "a\n", 0o600);
+    write(ctx, "f640", "b\n", 0o640);
+    write(ctx, "f664", "c\n", 0o664);
+    write(ctx, "tree/plain", "d\n", 0o600);
+    write(ctx, "tree/tool", "e\n", 0o700);
+    std::fs::set_permissions(ctx.join("tree"), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    write(
+        ctx,
+        "Dockerfile",
+        "FROM busybox:latest\n\
+         COPY --chmod=u=rwx,go=rx f600 /m/sym\n\
+         COPY --chmod=a+x f640 /m/ax\n\
+         COPY --chmod=g-w f664 /m/gw\n\
+         COPY --chmod=u=rwX,go=rX tree/ /m/tree/\n\
+         COPY --chmod=640 f600 /m/octal\n\
+         ADD --chmod=go+r,u+x f600 /m/added\n\
+         COPY --chmod=o=u <<EOF /m/heredoc\nhi\nEOF\n\
+         RUN cd /m && stat -c '%a %n' sym ax gw tree tree/plain tree/tool octal added heredoc > /modes\n",
+        0o644,
+    );
+    let (ok, log) = build(&b, ctx, &["-t", "chmod:1"], &[]);
+    assert!(ok, "{log}");
+    assert_eq!(
+        b.ok(&["run", "--rm", "chmod:1", "cat", "/modes"]),
+        "755 sym\n751 ax\n644 gw\n755 tree\n644 tree/plain\n755 tree/tool\n640 octal\n744 added\n646 heredoc\n",
+        "u=rwx,go=rx sets; a+x and g-w keep each file's other bits; X is for directories and executables"
+    );
+    // A bad mode is refused where it is written.
+    write(ctx, "Dockerfile", "FROM busybox:latest\nCOPY --chmod=u+z f600 /x\n", 0o644);
+    let (ok, log) = build(&b, ctx, &["-t", "chmod:2"], &[]);
+    assert!(!ok, "{log}");
+    assert!(log.contains("Dockerfile:2:14: invalid --chmod=u+z: 'z' at character 3 is not a permission"), "{log}");
+}
+
+/// A server on 127.0.0.1 answering the n-th request (from 0) with `answer(n)`, or holding
+/// the connection silent for `None`; returns its address and the request count.
+fn serve(answer: impl Fn(usize) -> Option<String> + Send + 'static) -> (String, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let _ = conn.read(&mut [0u8; 4096]);
+            match answer(seen.fetch_add(1, Ordering::SeqCst)) {
+                Some(resp) => {
+                    let _ = conn.write_all(resp.as_bytes());
+                }
+                None => held.push(conn),
+            }
+        }
+    });
+    (addr, count)
+}
+
+fn reply(status: &str, body: &str) -> Option<String> {
+    Some(format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()))
+}
+
+#[test]
+fn add_url_gives_up_on_a_silent_server_retries_failures_and_does_not_retry_a_404() {
+    let Some(b) = setup() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path();
+    // A server that never answers: the idle timeout ends it quickly, naming the URL.
+    let (addr, count) = serve(|_| None);
+    write(ctx, "Dockerfile", &format!("FROM busybox:latest\nADD http://{addr}/stall.bin /s\n"), 0o644);
+    let started = std::time::Instant::now();
+    let env = [("BERTH_ADD_IDLE_TIMEOUT", "1"), ("BERTH_ADD_RETRIES", "1"), ("BERTH_ADD_RETRY_BACKOFF", "0.1")];
+    let (ok, log) = build(&b, ctx, &["-t", "url:1"], &env);
+    assert!(!ok, "{log}");
+    assert!(
+        log.contains(&format!("Dockerfile:2:1: download http://{addr}/stall.bin: the server sent nothing for 1s"))
+            && log.contains("after 2 attempts"),
+        "{log}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "took {:?}", started.elapsed());
+    assert_eq!(count.load(Ordering::SeqCst), 2);
+    // Two failures, then the file: the build succeeds with it.
+    let (addr, count) =
+        serve(|n| if n < 2 { reply("503 Service Unavailable", "busy") } else { reply("200 OK", "third time\n") });
+    write(ctx, "Dockerfile", &format!("FROM busybox:latest\nADD http://{addr}/f.txt /f.txt\n"), 0o644);
+    let patient = [("BERTH_ADD_RETRIES", "3"), ("BERTH_ADD_RETRY_BACKOFF", "0.1")];
+    let (ok, log) = build(&b, ctx, &["-t", "url:2"], &patient);
+    assert!(ok, "{log}");
+    assert_eq!(b.ok(&["run", "--rm", "url:2", "cat", "/f.txt"]), "third time\n");
+    assert_eq!(count.load(Ordering::SeqCst), 3);
+    // A 404 fails at once.
+    let (addr, count) = serve(|_| reply("404 Not Found", "no"));
+    write(ctx, "Dockerfile", &format!("FROM busybox:latest\nADD http://{addr}/missing /m\n"), 0o644);
+    let (ok, log) = build(&b, ctx, &["-t", "url:3"], &[("BERTH_ADD_RETRIES", "5")]);
+    assert!(!ok, "{log}");
+    assert!(log.contains(&format!("download http://{addr}/missing: the server answered 404 Not Found")), "{log}");
+    assert_eq!(count.load(Ordering::SeqCst), 1, "a 404 is not retried");
+}
+
+/// A tar entry written raw, so that the tar crate cannot tidy hostile names away.
+fn raw_link(b: &mut tar::Builder<std::fs::File>, kind: tar::EntryType, path: &str, target: &str) {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_size(0);
+    h.set_mode(0o777);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+    h.as_old_mut().linkname[..target.len()].copy_from_slice(target.as_bytes());
+    h.set_cksum();
+    b.append(&h, std::io::empty()).unwrap();
+}
+
+fn file_header(size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h
+}
+
+fn archive(path: &Path, fill: impl FnOnce(&mut tar::Builder<std::fs::File>)) {
+    let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
+    fill(&mut b);
+    b.finish().unwrap();
+}
+
+/// An octal tar number field of width N.
+fn octal<const N: usize>(n: u64) -> [u8; N] {
+    let s = format!("{n:0w$o}", w = N - 1);
+    let mut out = [0u8; N];
+    out[..N - 1].copy_from_slice(s.as_bytes());
+    out
+}
+
+#[test]
+fn add_archives_refuse_escapes_keep_long_pax_and_sparse_entries_and_are_capped() {
+    let Some(b) = setup() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path();
+    let gnu_long = format!("{}/{}.txt", "g".repeat(70), "l".repeat(60));
+    let pax_long = format!("{}/{}.txt", "p".repeat(90), "x".repeat(80));
+    archive(&ctx.join("good.tar"), |a| {
+        a.append_data(&mut file_header(4), &gnu_long, &b"gnu\n"[..]).unwrap();
+        let rec = format!("path={pax_long}\n");
+        let rec = format!("{} {rec}", rec.len() + 4);
+        let mut x = tar::Header::new_ustar();
+        x.set_entry_type(tar::EntryType::XHeader);
+        x.set_size(rec.len() as u64);
+        x.set_path("PaxHeaders/long").unwrap();
+        x.set_cksum();
+        a.append(&x, rec.as_bytes()).unwrap();
+        a.append_data(&mut file_header(4), "short", &b"pax\n"[..]).unwrap();
+        // A GNU sparse file: 4 KiB of data after a 1 MiB hole.
+        let mut h = file_header(4096);
+        h.set_entry_type(tar::EntryType::GNUSparse);
+        h.set_path("sparse.img").unwrap();
+        let g = h.as_gnu_mut().unwrap();
+        g.sparse[0].offset = octal(1 << 20);
+        g.sparse[0].numbytes = octal(4096);
+        g.realsize = octal((1 << 20) + 4096);
+        h.set_cksum();
+        a.append(&h, &[7u8; 4096][..]).unwrap();
+        raw_link(a, tar::EntryType::Symlink, "inside", "sparse.img");
+        a.append_data(&mut file_header(6), "plain.txt", &b"plain\n"[..]).unwrap();
+        raw_link(a, tar::EntryType::Link, "hard", "plain.txt");
+    });
+    write(
+        ctx,
+        "Dockerfile",
+        &format!(
+            "FROM busybox:latest\nADD good.tar /x/\nRUN cd /x && cat {gnu_long} {pax_long} hard && stat -c '%s %F' sparse.img inside > /report\n"
+        ),
+        0o644,
+    );
+    let (ok, log) = build(&b, ctx, &["-t", "arch:1"], &[]);
+    assert!(ok, "{log}");
+    assert_eq!(b.ok(&["run", "--rm", "arch:1", "cat", "/report"]), "1052672 regular file\n10 symbolic link\n");
+    for (name, fill, want) in [
+        (
+            "symlink.tar",
+            (|a| raw_link(a, tar::EntryType::Symlink, "up", "../../etc")) as fn(&mut tar::Builder<std::fs::File>),
+            "entry \"up\" is a symlink to \"../../etc\", which leaves the destination; refused",
+        ),
+        (
+            "hardlink.tar",
+            |a| raw_link(a, tar::EntryType::Link, "h", "../../etc/shadow"),
+            "entry \"h\" is a hardlink to \"../../etc/shadow\", outside the destination; refused",
+        ),
+        (
+            "dotdot.tar",
+            |a| raw_link(a, tar::EntryType::Symlink, "../evil", "x"),
+            "entry \"../evil\" climbs out of the destination with '..'; refused",
+        ),
+    ] {
+        archive(&ctx.join(name), fill);
+        write(ctx, "Dockerfile", &format!("FROM busybox:latest\nADD {name} /x/\n"), 0o644);
+        let (ok, log) = build(&b, ctx, &["-t", "arch:bad"], &[]);
+        assert!(!ok, "{name}: {log}");
+        assert!(log.contains(&format!("Dockerfile:2:1: {name}: {want}")), "{name}: {log}");
+    }
+    // A bomb: 2 MiB of zeros, over a 1 MiB cap.
+    archive(&ctx.join("bomb.tar"), |a| {
+        a.append_data(&mut file_header(2 << 20), "zeros", std::io::repeat(0).take(2 << 20)).unwrap();
+    });
+    write(ctx, "Dockerfile", "FROM busybox:latest\nADD bomb.tar /x/\n", 0o644);
+    let (ok, log) = build(&b, ctx, &["-t", "arch:bomb"], &[("BERTH_ADD_MAX_EXPANDED", "1M")]);
+    assert!(!ok, "{log}");
+    assert!(log.contains("bomb.tar: the archive expands to more than 1048576 bytes (at entry \"zeros\")"), "{log}");
+    let (ok, log) = build(&b, ctx, &["-t", "arch:bomb"], &[("BERTH_ADD_MAX_EXPANDED", "4M")]);
+    assert!(ok, "under the cap it builds: {log}");
+}
+
+#[test]
+fn copy_from_a_stage_that_reran_with_the_same_output_is_cached() {
+    let Some(b) = setup() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path();
+    write(ctx, "input.txt", "b\na\nc\n", 0o644);
+    write(
+        ctx,
+        "Dockerfile",
+        "FROM busybox:latest AS gen\nCOPY input.txt /input.txt\nRUN sort /input.txt > /out.txt\n\
+         FROM busybox:latest\nCOPY --from=gen /out.txt /out.txt\n",
+        0o644,
+    );
+    let iid = ctx.join("iid");
+    let iid_arg = p(&iid);
+    let (ok, first) = build(&b, ctx, &["-t", "cf:1", "--iidfile", &iid_arg], &[]);
+    assert!(ok, "{first}");
+    let first_id = std::fs::read_to_string(&iid).unwrap();
+    // Lines reordered: the stage reruns, its output is byte-identical.
+    write(ctx, "input.txt", "c\nb\na\n", 0o644);
+    let (ok, second) = build(&b, ctx, &["-t", "cf:1", "--iidfile", &iid_arg], &[]);
+    assert!(ok, "{second}");
+    assert!(!cached(&second, "RUN sort"), "the source stage should have rerun:\n{second}");
+    assert!(cached(&second, "COPY --from=gen"), "COPY --from is keyed by content:\n{second}");
+    assert_eq!(std::fs::read_to_string(&iid).unwrap(), first_id, "the image ID changed");
+    // A real change to the copied file is a miss.
+    write(ctx, "input.txt", "c\nb\nz\n", 0o644);
+    let (ok, third) = build(&b, ctx, &["-t", "cf:1", "--iidfile", &iid_arg], &[]);
+    assert!(ok && !cached(&third, "COPY --from=gen"), "{third}");
+    assert_eq!(b.ok(&["run", "--rm", "cf:1", "cat", "/out.txt"]), "b\nc\nz\n");
+}
+
+#[test]
+fn workdir_under_user_is_created_owned_by_that_user_and_dated_now() {
+    let Some(b) = setup() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path();
+    write(
+        ctx,
+        "Dockerfile",
+        "FROM busybox:latest\n\
+         RUN echo 'app:x:1234:2345::/home/app:/bin/sh' >> /etc/passwd && echo 'app:x:2345:' >> /etc/group\n\
+         USER app\n\
+         WORKDIR /work/sub\n\
+         RUN touch x && stat -c '%u %g %a %Y %n' /work /work/sub /work/sub/x > /tmp/report\n\
+         USER root\n\
+         RUN mv /tmp/report /report\n",
+        0o644,
+    );
+    let (ok, log) = build(&b, ctx, &["-t", "wd:1"], &[]);
+    assert!(ok, "RUN touch under USER app in its WORKDIR: {log}");
+    let report = b.ok(&["run", "--rm", "wd:1", "cat", "/report"]);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let lines: Vec<Vec<&str>> = report.lines().map(|l| l.split(' ').collect()).collect();
+    assert_eq!(lines.len(), 3, "{report}");
+    for (l, name) in lines.iter().zip(["/work", "/work/sub", "/work/sub/x"]) {
+        assert_eq!((l[0], l[1], l[4]), ("1234", "2345", name), "{report}");
+        let mtime: i64 = l[3].parse().unwrap();
+        assert!((now - mtime).abs() < 600, "{name} is dated {mtime}, not near {now}: {report}");
+    }
+    assert_eq!(&lines[1][2], &"755", "{report}");
+    // SOURCE_DATE_EPOCH dates it instead.
+    write(ctx, "Dockerfile", "FROM busybox:latest\nWORKDIR /w\nRUN stat -c '%Y' /w > /when\n", 0o644);
+    let (ok, log) = build(&b, ctx, &["-t", "wd:2"], &[("SOURCE_DATE_EPOCH", "1700000000")]);
+    assert!(ok, "{log}");
+    assert_eq!(b.ok(&["run", "--rm", "wd:2", "cat", "/when"]), "1700000000\n");
+}
