@@ -1,0 +1,67 @@
+//! `berth build -o type=local` and `-o type=tar` on a base image with device nodes and fifos.
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::process::Command;
+
+use crate::util::{p, run_tool, strict, Berth};
+
+/// A base image whose rootfs has `/dev/null` (char 1:3), `/dev/zero` and a fifo, as a
+/// debootstrapped base has: made with mknod and imported.
+fn base_with_devices(b: &Berth, dir: &std::path::Path) {
+    let tree = dir.join("tree");
+    std::fs::create_dir_all(tree.join("dev")).unwrap();
+    std::fs::create_dir_all(tree.join("run")).unwrap();
+    std::fs::write(tree.join("motd"), "hi\n").unwrap();
+    run_tool(Command::new("mknod").args(["-m", "666", &p(&tree.join("dev/null")), "c", "1", "3"]));
+    run_tool(Command::new("mknod").args(["-m", "666", &p(&tree.join("dev/zero")), "c", "1", "5"]));
+    run_tool(Command::new("mkfifo").arg(tree.join("run/pipe")));
+    let tar = dir.join("base.tar");
+    run_tool(Command::new("tar").args(["-C", &p(&tree), "-cf", &p(&tar), "."]));
+    b.ok(&["import", &p(&tar), "devbase:1"]);
+}
+
+#[test]
+fn local_and_tar_outputs_keep_device_nodes_and_fifos_of_the_base() {
+    if !rustix::process::geteuid().is_root() {
+        assert!(!strict(), "berth build tests need root (BERTH_TEST_STRICT=1)");
+        eprintln!("skipping: device nodes need root");
+        return;
+    }
+    let b = Berth::new();
+    let dir = tempfile::tempdir().unwrap();
+    base_with_devices(&b, dir.path());
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM devbase:1\nCOPY hello /hello\n").unwrap();
+    std::fs::write(ctx.join("hello"), "hello\n").unwrap();
+    let local = dir.path().join("rootfs");
+    let tar = dir.path().join("rootfs.tar");
+    let out = b.output(&[
+        "build",
+        "--progress",
+        "plain",
+        "-o",
+        &format!("type=local,dest={}", p(&local)),
+        "-o",
+        &format!("type=tar,dest={}", p(&tar)),
+        &p(&ctx),
+    ]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(!log.contains("WARNING"), "nothing is left out as root:\n{log}");
+    assert_eq!(std::fs::read_to_string(local.join("hello")).unwrap(), "hello\n");
+    let null = std::fs::symlink_metadata(local.join("dev/null")).unwrap();
+    assert!(null.file_type().is_char_device(), "dev/null is not a char device in the local output");
+    assert_eq!((rustix::fs::major(null.rdev()), rustix::fs::minor(null.rdev())), (1, 3));
+    assert!(std::fs::symlink_metadata(local.join("run/pipe")).unwrap().file_type().is_fifo());
+    // GNU tar lists a device as `crw-rw-rw- 0/0 1,3 DATE dev/null`.
+    let listing = run_tool(Command::new("tar").args(["--numeric-owner", "-tvf", &p(&tar)]));
+    let entry = |name: &str| {
+        listing.lines().find(|l| l.trim_end().ends_with(name)).unwrap_or_else(|| panic!("{name} missing:\n{listing}"))
+    };
+    let null = entry("dev/null");
+    assert!(null.starts_with('c') && null.contains("1,3"), "{null}");
+    assert!(entry("dev/zero").starts_with('c') && entry("dev/zero").contains("1,5"), "{listing}");
+    assert!(entry("run/pipe").starts_with('p'), "{listing}");
+    assert!(entry("hello").starts_with('-'), "{listing}");
+}
