@@ -223,22 +223,9 @@ impl Session<'_> {
         let executor = runner::exec::NamespaceExecutor;
         let resolve = |reference: &str| self.base_image(reference, pull);
         let rt = &self.rt;
-        let http = reqwest::Client::builder().build().context("start the HTTP client")?;
-        let fetch = |url: &str, dest: &Path| -> builder::Result<()> {
-            let download = async {
-                use tokio::io::AsyncWriteExt;
-                let mut resp = http.get(url).send().await?.error_for_status()?;
-                let mut f = tokio::fs::File::create(dest).await?;
-                while let Some(chunk) = resp.chunk().await? {
-                    f.write_all(&chunk).await?;
-                }
-                f.sync_all().await?;
-                Ok::<(), anyhow::Error>(())
-            };
-            rt.block_on(download).map_err(|e| builder::Error::Io {
-                what: format!("download {url}"),
-                source: std::io::Error::other(format!("{e:#}")),
-            })
+        let downloads = oci::client::Downloader::from_env()?;
+        let fetch = |url: &str, dest: &Path| {
+            rt.block_on(downloads.fetch(url, dest)).map(drop).map_err(builder::Error::image("ADD"))
         };
         let machine = builder::Machine {
             store,
