@@ -347,7 +347,7 @@ fn default_capabilities() -> rustix::thread::CapabilitySet {
 /// mounting: each lookup is resolved inside its directory (`RESOLVE_IN_ROOT`).
 fn read_in_rootfs(mounts: &[Mount], path: &str) -> Option<String> {
     let dirs: Vec<&PathBuf> = match mounts.first()? {
-        Mount::Overlay { lower, upper } => upper.iter().map(|(u, _)| u).chain(lower.iter()).collect(),
+        Mount::Overlay { lower, upper, .. } => upper.iter().map(|(u, _)| u).chain(lower.iter()).collect(),
         Mount::Scratch { lower } => lower.iter().collect(),
         Mount::Bind { source, .. } => vec![source],
     };

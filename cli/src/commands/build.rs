@@ -219,7 +219,7 @@ impl Session<'_> {
     fn solve(&self, opts: &builder::BuildOptions, pull: bool) -> Result<builder::Built> {
         let store = &self.store;
         let cache = builder::cache::RocksCache::open(self.root)?;
-        let snapshotter = runner::snapshot::for_root(self.root)?;
+        let snapshotter = runner::snapshot::for_build(self.root)?;
         let executor = runner::exec::NamespaceExecutor;
         let resolve = |reference: &str| self.base_image(reference, pull);
         let rt = &self.rt;

@@ -84,6 +84,10 @@ pub enum Mount {
         lower: Vec<PathBuf>,
         /// The writable upper directory and its work directory.
         upper: Option<(PathBuf, PathBuf)>,
+        /// Mounted with overlayfs's `volatile`: fsync and syncfs inside are no-ops. For build
+        /// steps, whose writes count only once committed ([`Snapshotter::commit`] then syncs
+        /// the upper directory's filesystem once, instead of every fsync a package manager makes).
+        volatile: bool,
     },
     /// overlayfs of `lower` (top first) with a fresh upper directory in memory: a tmpfs
     /// mounted on the target first, then covered by the overlay. Made for a mount namespace
@@ -112,11 +116,14 @@ impl Mount {
             source: e.into(),
         };
         match self {
-            Mount::Overlay { lower, upper } => {
+            Mount::Overlay { lower, upper, volatile } => {
                 let lowers: Vec<String> = lower.iter().map(|l| l.display().to_string()).collect();
                 let mut data = format!("lowerdir={}", lowers.join(":"));
                 if let Some((u, w)) = upper {
                     data.push_str(&format!(",upperdir={},workdir={}", u.display(), w.display()));
+                    if *volatile {
+                        data.push_str(",volatile");
+                    }
                 }
                 let flags = if upper.is_none() { MountFlags::RDONLY } else { MountFlags::empty() };
                 let data = std::ffi::CString::new(data).map_err(|e| SnapshotError::Io {
@@ -132,7 +139,8 @@ impl Mount {
                 for dir in [&upper, &work] {
                     std::fs::create_dir(dir).map_err(io_err("create", dir))?;
                 }
-                Mount::Overlay { lower: lower.clone(), upper: Some((upper, work)) }.mount(target)
+                // In memory: syncs have nothing to reach.
+                Mount::Overlay { lower: lower.clone(), upper: Some((upper, work)), volatile: true }.mount(target)
             }
             Mount::Bind { source, read_only } => {
                 mount_bind(source, target).map_err(err)?;
@@ -157,11 +165,23 @@ pub fn unmount(target: &Path) -> Result<()> {
 /// The snapshotter for berth's root on this machine: overlay where the kernel has it and
 /// we are root, else copy. Both keep their snapshots under `<root>/snapshots/`.
 pub fn for_root(root: &Path) -> Result<Box<dyn Snapshotter>> {
+    open(root, false)
+}
+
+/// The snapshotter for build steps: as [`for_root`], with overlay's active snapshots mounted
+/// `volatile` (a step's fsyncs cost nothing; its commit syncs once). A step that dies before
+/// its commit is thrown away anyway, so no promise is weakened.
+pub fn for_build(root: &Path) -> Result<Box<dyn Snapshotter>> {
+    open(root, true)
+}
+
+fn open(root: &Path, volatile: bool) -> Result<Box<dyn Snapshotter>> {
     let overlay_ok = std::fs::read_to_string("/proc/filesystems").is_ok_and(|f| f.contains("overlay"))
         && rustix::process::geteuid().is_root();
     let dir = root.join("snapshots");
     Ok(if overlay_ok {
-        Box::new(OverlaySnapshotter::new(&dir.join("overlay"))?)
+        let overlay = OverlaySnapshotter::new(&dir.join("overlay"))?;
+        Box::new(if volatile { overlay.volatile() } else { overlay })
     } else {
         Box::new(CopySnapshotter::new(&dir.join("copy"))?)
     })
@@ -283,11 +303,23 @@ impl Dirs {
         }
     }
 
+    /// Commits `key` as `name`. A snapshot that was mounted `volatile` (the kernel leaves
+    /// `work/work/incompat/volatile` behind) had its fsyncs dropped: its files are made durable
+    /// first, with one syncfs of the filesystem holding it.
     pub(crate) fn commit(&self, name: &str, key: &str) -> Result<()> {
         let from = self.require(key, "active")?;
         let to = self.dir(name);
         if to.exists() {
             return Err(SnapshotError::Exists(name.to_owned()));
+        }
+        if from.join("work/work/incompat/volatile").exists() {
+            let dir = rustix::fs::open(
+                &from,
+                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+                rustix::fs::Mode::empty(),
+            )
+            .map_err(|e| io_err("open", &from)(e.into()))?;
+            rustix::fs::syncfs(&dir).map_err(|e| io_err("sync", &from)(e.into()))?;
         }
         std::fs::write(from.join("kind"), "committed").map_err(io_err("write", &from))?;
         let _ = std::fs::remove_dir_all(from.join("work"));

@@ -14,12 +14,20 @@ use crate::unpack::Whiteouts;
 #[derive(Debug, Clone)]
 pub struct OverlaySnapshotter {
     dirs: Dirs,
+    volatile: bool,
 }
 
 impl OverlaySnapshotter {
     /// Snapshots under `root`.
     pub fn new(root: &Path) -> Result<Self> {
-        Ok(OverlaySnapshotter { dirs: Dirs::new(root)? })
+        Ok(OverlaySnapshotter { dirs: Dirs::new(root)?, volatile: false })
+    }
+
+    /// Active snapshots mounted `volatile` (fsyncs inside are no-ops), made durable by one
+    /// syncfs at commit: for build steps, where a package manager's thousands of fsyncs
+    /// otherwise dominate (see [`super::for_build`]).
+    pub fn volatile(self) -> Self {
+        OverlaySnapshotter { volatile: true, ..self }
     }
 }
 
@@ -30,7 +38,7 @@ impl Snapshotter for OverlaySnapshotter {
         if lower.is_empty() {
             return Ok(vec![Mount::Bind { source: dir.join("fs"), read_only: false }]);
         }
-        Ok(vec![Mount::Overlay { lower, upper: Some((dir.join("fs"), dir.join("work"))) }])
+        Ok(vec![Mount::Overlay { lower, upper: Some((dir.join("fs"), dir.join("work"))), volatile: self.volatile }])
     }
 
     fn view(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>> {
@@ -39,7 +47,7 @@ impl Snapshotter for OverlaySnapshotter {
         Ok(match lower.len() {
             0 => vec![Mount::Bind { source: dir.join("fs"), read_only: true }],
             1 => vec![Mount::Bind { source: lower.remove(0), read_only: true }],
-            _ => vec![Mount::Overlay { lower, upper: None }],
+            _ => vec![Mount::Overlay { lower, upper: None, volatile: false }],
         })
     }
 

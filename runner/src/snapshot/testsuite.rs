@@ -230,24 +230,55 @@ pub fn lifecycle_errors(s: &dyn Snapshotter, _needs_root: bool) {
 }
 
 macro_rules! suite {
-    ($modname:ident, $ty:ty, $needs_root:expr) => {
+    ($modname:ident, $new:expr, $needs_root:expr) => {
         mod $modname {
             use super::*;
-            suite!(@tests $ty, $needs_root; layers_stack_with_whiteouts, diff_turns_changes_into_a_layer, lifecycle_errors,
+            suite!(@tests $new, $needs_root; layers_stack_with_whiteouts, diff_turns_changes_into_a_layer, lifecycle_errors,
                 scratch_leaves_the_snapshots_untouched, scaffold_leaves_no_trace_in_the_diff);
         }
     };
-    (@tests $ty:ty, $needs_root:expr; $($name:ident),*) => {
+    (@tests $new:expr, $needs_root:expr; $($name:ident),*) => {
         $(
             #[test]
             fn $name() {
                 let dir = tempfile::tempdir().unwrap();
-                let s = <$ty>::new(dir.path()).unwrap();
+                let s = ($new)(dir.path()).unwrap();
                 super::$name(&s, $needs_root);
             }
         )*
     };
 }
 
-suite!(overlay, OverlaySnapshotter, true);
-suite!(copy, CopySnapshotter, false);
+suite!(overlay, OverlaySnapshotter::new, true);
+suite!(overlay_volatile, |d: &Path| OverlaySnapshotter::new(d).map(OverlaySnapshotter::volatile), true);
+suite!(copy, CopySnapshotter::new, false);
+
+/// A build step's snapshot is mounted `volatile` (its fsyncs are no-ops), and what it wrote is
+/// in the committed snapshot, with the kernel's volatile marker gone with the work directory.
+#[test]
+fn volatile_overlay_mounts_volatile_and_commits_what_was_written() {
+    if !root_or_skip("overlay snapshots") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = OverlaySnapshotter::new(dir.path()).unwrap().volatile();
+    apply(&s, "k1", None, &[("etc/base", "base")]);
+    s.commit("l1", "k1").unwrap();
+    let mounts = s.prepare("step", Some("l1")).unwrap();
+    let target = tempfile::tempdir().unwrap();
+    mounts[0].mount(target.path()).unwrap();
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = info.lines().find(|l| l.contains(&*target.path().to_string_lossy())).unwrap().to_owned();
+    let mut f = std::fs::File::create(target.path().join("etc/new")).unwrap();
+    std::io::Write::write_all(&mut f, b"new").unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    unmount(target.path()).unwrap();
+    assert!(line.contains("volatile"), "{line}");
+    let upper = s.upper("step").unwrap();
+    assert!(upper.join("../work/work/incompat/volatile").exists(), "the kernel's marker");
+    s.commit("l2", "step").unwrap();
+    let seen = merged(&s.view("v", Some("l2")).unwrap()).unwrap();
+    assert_eq!(seen.get("etc/new").map(String::as_str), Some("new"));
+    assert_eq!(seen.get("etc/base").map(String::as_str), Some("base"));
+}
