@@ -65,3 +65,47 @@ fn local_and_tar_outputs_keep_device_nodes_and_fifos_of_the_base() {
     assert!(entry("run/pipe").starts_with('p'), "{listing}");
     assert!(entry("hello").starts_with('-'), "{listing}");
 }
+
+#[test]
+fn without_root_the_left_out_device_nodes_are_one_warning_line() {
+    if !rustix::process::geteuid().is_root() {
+        assert!(!strict(), "this test makes device nodes as root, then builds as nobody (BERTH_TEST_STRICT=1)");
+        eprintln!("skipping: needs root to make the base's device nodes");
+        return;
+    }
+    if !crate::util::require_tool("setpriv") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("dev")).unwrap();
+    run_tool(Command::new("mknod").args(["-m", "666", &p(&tree.join("dev/null")), "c", "1", "3"]));
+    let tar = dir.path().join("base.tar");
+    run_tool(Command::new("tar").args(["-C", &p(&tree), "-cf", &p(&tar), "."]));
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM devbase:1\nCOPY hello /hello\n").unwrap();
+    std::fs::write(ctx.join("hello"), "hello\n").unwrap();
+    let as_nobody = |args: &[&str]| {
+        let out = Command::new("setpriv")
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", env!("CARGO_BIN_EXE_berth")])
+            .args(args)
+            .env("BERTH_ROOT", dir.path().join("store"))
+            .env("HOME", dir.path())
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "berth {args:?} as nobody failed:\n{err}");
+        err
+    };
+    as_nobody(&["import", &p(&tar), "devbase:1"]);
+    let local = dir.path().join("out");
+    let log = as_nobody(&["build", "--progress", "plain", "-o", &format!("type=local,dest={}", p(&local)), &p(&ctx)]);
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("WARNING")).collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(warnings[0].contains("1 device node") && warnings[0].contains("needs root"), "{log}");
+    assert_eq!(std::fs::read_to_string(local.join("hello")).unwrap(), "hello\n");
+    assert!(!local.join("dev/null").exists());
+}
