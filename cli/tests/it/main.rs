@@ -9,6 +9,8 @@
 mod archives;
 mod build;
 mod build_copy;
+mod build_outputs;
+mod build_progress;
 mod build_real;
 mod client;
 mod images;
