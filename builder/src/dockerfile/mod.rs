@@ -383,20 +383,16 @@ fn parse_masked(
 }
 
 /// Refuses a file where the crate's instructions do not begin exactly where BuildKit's do, so
-/// that no instruction is ever lost inside another (or made up) without a word.
+/// that no instruction is ever lost inside another (or made up) without a word. That would be
+/// berth's failure, not the user's: an internal error, still at file:line:col with the line.
 fn check_starts(df: &Dockerfile, starts: &[usize], found: &[pd::Instruction<'_>]) -> Result<()> {
     let found: Vec<usize> = found.iter().map(keyword_start).collect();
+    let internal = |at: usize, what: &str| Error::Internal(format!("{} (please report it)", df.error(at, what)));
     if let Some(&at) = starts.iter().find(|s| found.binary_search(s).is_err()) {
-        return Err(df.error(
-            at,
-            "this line starts an instruction, but the parser read it as part of the one before (a berth bug: please report it)",
-        ));
+        return Err(internal(at, "this line starts an instruction, but the parser read it as part of the one before"));
     }
     if let Some(&at) = found.iter().find(|s| starts.binary_search(s).is_err()) {
-        return Err(df.error(
-            at,
-            "the parser read an instruction here where BuildKit reads none (a berth bug: please report it)",
-        ));
+        return Err(internal(at, "the parser read an instruction here where BuildKit reads none"));
     }
     Ok(())
 }
@@ -954,8 +950,11 @@ mod tests {
         assert_eq!(raw_tree.instructions.len(), 2);
         let (masked, run_heredocs) = mask_run_heredocs(text).unwrap();
         let df = parse_masked("Dockerfile", text, &masked, run_heredocs, '\\', false).unwrap();
-        let e = check_starts(&df, &prepared.starts, &raw_tree.instructions).unwrap_err().to_string();
-        assert!(e.starts_with("Dockerfile:3:1: this line starts an instruction"), "{e}");
+        let e = check_starts(&df, &prepared.starts, &raw_tree.instructions).unwrap_err();
+        assert!(matches!(e, Error::Internal(_)), "berth's failure, not the user's: {e:?}");
+        let e = e.to_string();
+        assert!(e.starts_with("internal error: Dockerfile:3:1: this line starts an instruction"), "{e}");
+        assert!(e.contains("ENV D y"), "the line is shown: {e}");
         // With the prepared text, both ENVs are there.
         assert_eq!(df.stages[0].instructions.len(), 2);
     }
