@@ -11,6 +11,8 @@ mod archive;
 mod copy;
 mod exec;
 mod mounts;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::io::Write;

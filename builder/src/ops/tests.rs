@@ -1,0 +1,303 @@
+//! RUN through [`LocalWorker`] without a sandbox: a fake [`Executor`] records the spec it is
+//! asked to run, looks at the host side of its mounts while "running", and writes files into
+//! the rootfs as a process would; the copy snapshotter keeps the snapshots in a tempdir.
+//! What is checked is what a user relies on: the mounts and environment a step gets, the
+//! secrets' mode and owner and that they leave no trace, the layer holding only what the
+//! step wrote, and how a failing step is reported.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use runner::exec::Executor;
+use runner::sandbox::{SandboxError, Spec};
+use runner::snapshot::{CopySnapshotter, Mount};
+
+use super::{LocalWorker, Secret};
+use crate::cache::MemoryCache;
+use crate::context::{Context, Ignore};
+use crate::dockerfile::mount::MountSpec;
+use crate::error::Error;
+use crate::graph::{ExecMount, ExecOp, Op, Vertex};
+use crate::progress::NoProgress;
+use crate::solver::{State, Worker};
+
+const SECRET: &str = "s3cr3t-value-4f1d";
+
+/// What the fake process does: it gets the spec and the rootfs directory.
+type Act = dyn Fn(&Spec, &Path) -> i32 + Send + Sync;
+
+/// An executor that runs nothing: it records each spec and calls `act` "inside" the step.
+struct FakeExecutor {
+    specs: Mutex<Vec<Spec>>,
+    act: Box<Act>,
+    output: &'static str,
+}
+
+impl FakeExecutor {
+    fn new(act: impl Fn(&Spec, &Path) -> i32 + Send + Sync + 'static) -> FakeExecutor {
+        FakeExecutor { specs: Mutex::new(vec![]), act: Box::new(act), output: "" }
+    }
+}
+
+impl Executor for FakeExecutor {
+    fn run(&self, spec: &Spec, output: &mut dyn FnMut(&[u8])) -> Result<i32, SandboxError> {
+        self.specs.lock().unwrap().push(spec.clone());
+        let [Mount::Bind { source, .. }] = spec.rootfs.as_slice() else { panic!("copy snapshots are binds") };
+        // What the sandbox does first: create the mount targets the rootfs lacks.
+        let targets = spec.volumes.iter().map(|v| v.container.clone()).chain(spec.tmpfs.iter().cloned());
+        for t in targets.chain(runner::sandbox::MOUNTPOINTS.map(|(rel, _)| rel.to_owned())) {
+            let p = source.join(t.trim_start_matches('/'));
+            if !p.exists() {
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                let is_file = spec.volumes.iter().any(|v| v.container == t && v.host.is_file());
+                if is_file || t.starts_with("etc/") {
+                    std::fs::write(&p, "").unwrap()
+                } else {
+                    std::fs::create_dir(&p).unwrap()
+                }
+            }
+        }
+        output(self.output.as_bytes());
+        Ok((self.act)(spec, source))
+    }
+}
+
+/// A worker on temp dirs, with the secret `tok` given as a file.
+struct Fixture {
+    root: tempfile::TempDir,
+    snapshots: CopySnapshotter,
+    store: oci::ImageStore,
+    secret_file: PathBuf,
+    context: Option<Context>,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let root = tempfile::tempdir().unwrap();
+        let snapshots = CopySnapshotter::new(&root.path().join("snapshots")).unwrap();
+        let store = oci::ImageStore::open(root.path().join("store")).unwrap();
+        let secret_file = root.path().join("user-secret");
+        std::fs::write(&secret_file, SECRET).unwrap();
+        std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        Fixture { root, snapshots, store, secret_file, context: None }
+    }
+
+    /// Runs `RUN /bin/sh -c make` with `mounts` on `parent` through `executor`.
+    fn run(&self, executor: &FakeExecutor, mounts: &[&str], parent: &State) -> crate::error::Result<State> {
+        let secrets = HashMap::from([("tok".to_owned(), Secret::File(self.secret_file.clone()))]);
+        let (cache, fetch) = (MemoryCache::default(), |_: &str, _: &Path| Ok(()));
+        let worker = LocalWorker {
+            store: &self.store,
+            snapshotter: &self.snapshots,
+            executor,
+            context: self.context.as_ref(),
+            cache: &cache,
+            progress: &NoProgress,
+            root: self.root.path().join("berth"),
+            secrets,
+            ssh: HashMap::new(),
+            dockerfile: ("Dockerfile", "FROM scratch\nRUN make\n"),
+            fetch: &fetch,
+            downloads: Mutex::new(HashMap::new()),
+        };
+        worker.execute(1, &vertex(mounts), std::slice::from_ref(parent))
+    }
+
+    /// What is left in berth's temp dir (nothing, after any step).
+    fn leftovers(&self) -> Vec<PathBuf> {
+        let tmp = self.root.path().join("berth/tmp");
+        std::fs::read_dir(tmp).map(|d| d.map(|e| e.unwrap().path()).collect()).unwrap_or_default()
+    }
+
+    /// The entries and the whole text of a layer.
+    fn layer(&self, state: &State) -> (Vec<String>, Vec<u8>) {
+        let digest = &state.layers.last().expect("a layer").digest;
+        let mut bytes = Vec::new();
+        oci::content::ContentStore::reader(self.store.content(), digest).unwrap().read_to_end(&mut bytes).unwrap();
+        let mut names: Vec<String> = tar::Archive::new(&bytes[..])
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().trim_end_matches('/').to_owned())
+            .collect();
+        names.sort();
+        (names, bytes)
+    }
+}
+
+fn vertex(mounts: &[&str]) -> Vertex {
+    let mounts = mounts.iter().map(|m| ExecMount { spec: MountSpec::parse(m).unwrap(), input: None }).collect();
+    let exec = ExecOp {
+        args: vec!["/bin/sh".into(), "-c".into(), "make".into()],
+        env: vec!["PATH=/usr/bin:/bin".into()],
+        cwd: "/".into(),
+        user: None,
+        host_network: false,
+        mounts,
+        proxy_env: vec![],
+    };
+    Vertex { op: Op::Exec(exec), inputs: vec![0], name: "[2/2] RUN make".into(), stage: None, at: 13, no_cache: false }
+}
+
+/// A first step that makes a small base (/etc, /usr/bin/tool) to run on.
+fn base(f: &Fixture) -> State {
+    let exec = FakeExecutor::new(|_, root| {
+        std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+        std::fs::write(root.join("usr/bin/tool"), "#!").unwrap();
+        0
+    });
+    f.run(&exec, &[], &State { layers: vec![] }).unwrap()
+}
+
+#[test]
+fn run_gets_its_mounts_and_env_and_its_layer_holds_only_what_it_wrote() {
+    let f = Fixture::new();
+    let parent = base(&f);
+    let seen = std::sync::Arc::new(Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    let exec = FakeExecutor::new(move |spec, root| {
+        let mut log = log.lock().unwrap();
+        for v in &spec.volumes {
+            let m = std::fs::metadata(&v.host).unwrap();
+            let content = std::fs::read_to_string(&v.host).unwrap_or_default();
+            log.push(format!(
+                "{} {:o}:{}:{} ro={} {content}",
+                v.container,
+                m.mode() & 0o7777,
+                m.uid(),
+                m.gid(),
+                v.read_only
+            ));
+            if v.host.is_file() {
+                let dir = std::fs::metadata(v.host.parent().unwrap()).unwrap();
+                log.push(format!("dir {:o}", dir.mode() & 0o7777));
+            }
+        }
+        std::fs::create_dir(root.join("out")).unwrap();
+        std::fs::write(root.join("out/result"), "built").unwrap();
+        0
+    });
+    let mounts = [
+        "type=secret,id=tok",
+        "type=secret,id=tok,target=/etc/app/key,mode=0440,uid=1000,gid=1001",
+        "type=secret,id=tok,env=TOKEN",
+        "type=tmpfs,target=/scratch",
+    ];
+    let state = f.run(&exec, &mounts, &parent).unwrap();
+    let spec = exec.specs.lock().unwrap().pop().unwrap();
+    assert_eq!(spec.args, ["/bin/sh", "-c", "make"]);
+    assert_eq!(spec.env, ["PATH=/usr/bin:/bin".to_owned(), format!("TOKEN={SECRET}")]);
+    assert_eq!(spec.tmpfs, ["/scratch"]);
+    assert_eq!(spec.hostname, "buildkitsandbox");
+    let root = rustix::process::geteuid().is_root();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen[0], format!("/run/secrets/tok 400:0:0 ro=true {SECRET}"), "BuildKit's default: 0400 root");
+    assert_eq!(seen[1], "dir 700", "secret copies live in a 0700 directory");
+    if root {
+        assert_eq!(seen[2], format!("/etc/app/key 440:1000:1001 ro=true {SECRET}"), "mode=, uid=, gid= as given");
+    }
+    let user_file = std::fs::metadata(&f.secret_file).unwrap();
+    assert_eq!(user_file.mode() & 0o777, 0o644, "the user's secret file is not touched");
+    let (names, bytes) = f.layer(&state);
+    assert_eq!(names, ["out", "out/result"], "mount targets and their parents are no change");
+    assert!(!String::from_utf8_lossy(&bytes).contains(SECRET));
+    assert_eq!(f.leftovers(), Vec::<PathBuf>::new(), "the secret copies and the work dir are gone");
+}
+
+#[test]
+fn a_failing_run_names_its_whole_argv_and_leaves_nothing_behind() {
+    let f = Fixture::new();
+    let parent = base(&f);
+    let mut exec = FakeExecutor::new(|_, root| {
+        std::fs::write(root.join("half-written"), "x").unwrap();
+        2
+    });
+    exec.output = "cc -o app main.c\nmake: *** [Makefile:2: app] Error 1\n";
+    let err = f.run(&exec, &["type=secret,id=tok"], &parent).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.ends_with("process \"/bin/sh -c make\" did not complete successfully: exit code: 2"),
+        "as BuildKit says it: {text}"
+    );
+    let Error::StepFailed { code, tail, at, .. } = err else { panic!("{text}") };
+    assert_eq!(code, 2);
+    assert_eq!(tail.last().map(String::as_str), Some("make: *** [Makefile:2: app] Error 1"));
+    assert_eq!(at.line, 2);
+    assert_eq!(f.leftovers(), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn a_missing_required_secret_is_named_and_nothing_runs() {
+    let f = Fixture::new();
+    let exec = FakeExecutor::new(|_, _| 0);
+    let err = f.run(&exec, &["type=secret,id=npmrc,required"], &State { layers: vec![] }).unwrap_err();
+    assert!(err.to_string().contains("\"npmrc\"") && err.to_string().contains("--secret id=npmrc"), "{err}");
+    assert!(exec.specs.lock().unwrap().is_empty());
+    // Not required: the step runs without it.
+    f.run(&exec, &["type=secret,id=npmrc"], &State { layers: vec![] }).unwrap();
+    assert!(exec.specs.lock().unwrap()[0].volumes.is_empty());
+}
+
+#[test]
+fn a_context_bind_shows_only_what_dockerignore_admits_and_its_key_covers_exactly_that() {
+    let mut f = Fixture::new();
+    let ctx_dir = tempfile::tempdir().unwrap();
+    for (name, body) in [("app.py", "print()"), (".env", "PASSWORD=x"), ("src/lib.py", "x"), ("src/.env", "y")] {
+        std::fs::create_dir_all(ctx_dir.path().join(name).parent().unwrap()).unwrap();
+        std::fs::write(ctx_dir.path().join(name), body).unwrap();
+    }
+    f.context = Some(Context::new(ctx_dir.path(), Ignore::parse("**/.env\n").unwrap()).unwrap());
+    let seen = std::sync::Arc::new(Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    let exec = FakeExecutor::new(move |spec, _| {
+        let v = &spec.volumes[0];
+        let mut names: Vec<String> = walk(&v.host);
+        names.sort();
+        log.lock().unwrap().extend(names);
+        assert!(v.read_only && v.container == "/src");
+        0
+    });
+    f.run(&exec, &["type=bind,target=/src"], &State { layers: vec![] }).unwrap();
+    assert_eq!(*seen.lock().unwrap(), ["app.py", "src", "src/lib.py"]);
+    assert_eq!(f.leftovers(), Vec::<PathBuf>::new(), "the filtered view is unmounted and removed");
+    // The key: an ignored file's change is invisible, an admitted one's is not.
+    let key = || {
+        let (cache, fetch) = (MemoryCache::default(), |_: &str, _: &Path| Ok(()));
+        let worker = LocalWorker {
+            store: &f.store,
+            snapshotter: &f.snapshots,
+            executor: &exec,
+            context: f.context.as_ref(),
+            cache: &cache,
+            progress: &NoProgress,
+            root: f.root.path().join("berth"),
+            secrets: HashMap::new(),
+            ssh: HashMap::new(),
+            dockerfile: ("Dockerfile", ""),
+            fetch: &fetch,
+            downloads: Mutex::new(HashMap::new()),
+        };
+        worker.sources_digest(&vertex(&["type=bind,target=/src"]), &[]).unwrap().unwrap()
+    };
+    let before = key();
+    std::fs::write(ctx_dir.path().join(".env"), "PASSWORD=changed").unwrap();
+    std::fs::write(ctx_dir.path().join("src/.env"), "changed").unwrap();
+    assert_eq!(key(), before);
+    std::fs::write(ctx_dir.path().join("src/lib.py"), "changed").unwrap();
+    assert_ne!(key(), before);
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&e.path()).into_iter().map(|n| format!("{name}/{n}")));
+        }
+        out.push(name);
+    }
+    out
+}
