@@ -323,7 +323,8 @@ mod tests {
 
     #[test]
     fn escaping_links_and_entries_are_refused_by_name() {
-        let cases: [(&str, fn(&mut tar::Builder<Vec<u8>>)); 4] = [
+        type Fill = fn(&mut tar::Builder<Vec<u8>>);
+        let cases: [(&str, Fill); 4] = [
             ("entry \"up\" is a symlink to \"../../etc\", which leaves the destination", |b| {
                 link(b, tar::EntryType::Symlink, "up", "../../etc")
             }),
