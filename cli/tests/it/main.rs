@@ -9,6 +9,7 @@
 mod archives;
 mod build;
 mod build_copy;
+mod build_mounts;
 mod build_outputs;
 mod build_progress;
 mod build_real;
