@@ -106,74 +106,14 @@ impl Run {
         };
         let image = store.image(&rec.target)?;
         let cfg = image.config.config().clone().unwrap_or_default();
-        let mut args: Vec<String> = match &self.entrypoint {
-            Some(e) if e.is_empty() => Vec::new(),
-            Some(e) => vec![e.clone()],
-            None => cfg.entrypoint().clone().unwrap_or_default(),
-        };
-        if self.command.is_empty() {
-            if self.entrypoint.is_none() {
-                args.extend(cfg.cmd().clone().unwrap_or_default());
-            }
-        } else {
-            args.extend(self.command.iter().cloned());
-        }
-        if args.is_empty() {
-            bail!("no command specified: the image has no entrypoint or cmd");
-        }
-        let mut env = cfg.env().clone().unwrap_or_default();
-        if !env.iter().any(|e| e.starts_with("PATH=")) {
-            env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
-        }
-        let mut given = Vec::new();
-        for file in &self.env_file {
-            let text = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
-            given
-                .extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
-        }
-        given.extend(self.env.iter().cloned());
-        for kv in &given {
-            let key = kv.split('=').next().unwrap_or(kv);
-            env.retain(|e| e.split('=').next() != Some(key));
-            env.push(if kv.contains('=') {
-                kv.clone()
-            } else {
-                format!("{kv}={}", std::env::var(kv).unwrap_or_default())
-            });
-        }
-        env.push(format!("HOSTNAME={}", self.hostname));
-        for u in &self.ulimit {
-            if let (capped, Some(host)) = u.capped() {
-                let shown = |v: Option<u64>| v.map_or("unlimited".to_owned(), |v| v.to_string());
-                eprintln!(
-                    "berth: --ulimit {}: the hard limit is capped at berth's own, {host} (soft {}, hard {})",
-                    u.name,
-                    shown(capped.soft),
-                    shown(capped.hard)
-                );
-            }
-        }
+        let args = self.command_line(&cfg)?;
+        let env = self.environment(&cfg)?;
+        self.warn_capped_ulimits();
         let snapshotter = super::container::snapshotter(root)?;
         let id = format!("{:x}", rand_id());
-        let mut record = None;
-        let key = match &self.name {
-            Some(name) => {
-                super::container::check_name(name)?;
-                if super::container::load(root, name).is_ok() {
-                    bail!("the container name {name:?} is already in use: berth rm {name} first");
-                }
-                let r = super::container::Record {
-                    name: name.clone(),
-                    image: self.image.clone(),
-                    manifest: rec.target.digest.to_string(),
-                    command: args.clone(),
-                    created: oci::store::created_now(),
-                    exit_code: None,
-                };
-                super::container::save(root, &r)?;
-                record = Some(r);
-                super::container::key(name)
-            }
+        let record = self.record(root, &rec, &args)?;
+        let key = match &record {
+            Some(r) => super::container::key(&r.name),
             None => format!("container-{id}"),
         };
         // berth's own sandbox mounts the rootfs in the container's private mount namespace, so
@@ -214,53 +154,8 @@ impl Run {
             } else {
                 None
             };
-            let spec = Spec {
-                rootfs,
-                mountpoint: mountpoint.clone(),
-                args,
-                env,
-                cwd: self
-                    .workdir
-                    .clone()
-                    .or_else(|| cfg.working_dir().clone())
-                    .filter(|w| !w.is_empty())
-                    .unwrap_or_else(|| "/".into()),
-                user: self.user.clone().or_else(|| cfg.user().clone()).filter(|u| !u.is_empty()).map(User),
-                ids: None,
-                hostname: self.hostname.clone(),
-                network: if self.network == "host" { Network::Host } else { Network::None },
-                volumes: self.volume.clone(),
-                tmpfs: self.tmpfs.clone(),
-                ulimits: self.ulimit.clone(),
-                read_only: self.read_only,
-                etc: Some(runner::sandbox::EtcFiles::new(&self.hostname, self.network == "host")),
-                cgroups,
-                init: self.init,
-                console_socket: console.as_ref().and_then(super::console::Console::child_fd),
-                console_size: super::console::terminal_size(),
-            };
-            let child = match self.runtime.as_str() {
-                "berth" => {
-                    let mut cmd = runner::sandbox::command(&spec)?;
-                    if !self.interactive {
-                        cmd.stdin(std::process::Stdio::null());
-                    }
-                    let child = cmd.spawn().context("start the container")?;
-                    if let Some(c) = console.as_mut() {
-                        c.spawned();
-                    }
-                    child
-                }
-                runtime => {
-                    if !limits.is_empty() {
-                        bail!("--memory, --pids-limit and --cpus work with berth's own runtime only");
-                    }
-                    if self.init || self.tty {
-                        bail!("--init and -t work with berth's own runtime only");
-                    }
-                    spawn_external(runtime, &spec, &mountpoint.with_extension("bundle"), &id)?
-                }
-            };
+            let spec = self.spec(&cfg, (args, env), rootfs, mountpoint.clone(), cgroups, console.as_ref());
+            let child = self.spawn(&spec, &limits, &id, console.as_mut())?;
             let code = supervise(child, self.stop_timeout, self.timeout, console.as_ref());
             if let Some(c) = console {
                 c.finish();
@@ -287,18 +182,170 @@ impl Run {
             None => {}
         }
         if !own_runtime {
-            let _ = std::fs::remove_dir(&mountpoint);
-            let bundle = mountpoint.with_extension("bundle");
-            if bundle.exists() {
-                // Unmount the rootfs first: removing the bundle must never walk into it.
-                let _ = runner::snapshot::unmount(&bundle.join("rootfs"));
-                let _ = std::fs::remove_file(bundle.join("config.json"));
-                let _ = std::fs::remove_dir(bundle.join("rootfs"));
-                let _ = std::fs::remove_dir(&bundle);
-            }
+            remove_bundle(&mountpoint);
         }
         let code = result?;
         exit_with(code)
+    }
+
+    /// What the sandbox runs: the process, the rootfs and every setting of the flags.
+    fn spec(
+        &self,
+        cfg: &oci::spec::Config,
+        (args, env): (Vec<String>, Vec<String>),
+        rootfs: Vec<runner::snapshot::Mount>,
+        mountpoint: std::path::PathBuf,
+        cgroups: Vec<std::path::PathBuf>,
+        console: Option<&super::console::Console>,
+    ) -> Spec {
+        Spec {
+            rootfs,
+            mountpoint,
+            args,
+            env,
+            cwd: self
+                .workdir
+                .clone()
+                .or_else(|| cfg.working_dir().clone())
+                .filter(|w| !w.is_empty())
+                .unwrap_or_else(|| "/".into()),
+            user: self.user.clone().or_else(|| cfg.user().clone()).filter(|u| !u.is_empty()).map(User),
+            ids: None,
+            hostname: self.hostname.clone(),
+            network: if self.network == "host" { Network::Host } else { Network::None },
+            volumes: self.volume.clone(),
+            tmpfs: self.tmpfs.clone(),
+            ulimits: self.ulimit.clone(),
+            read_only: self.read_only,
+            etc: Some(runner::sandbox::EtcFiles::new(&self.hostname, self.network == "host")),
+            cgroups,
+            init: self.init,
+            console_socket: console.and_then(super::console::Console::child_fd),
+            console_size: super::console::terminal_size(),
+        }
+    }
+
+    /// Starts the container with berth's sandbox, or through runc or crun (`--runtime`).
+    fn spawn(
+        &self,
+        spec: &Spec,
+        limits: &runner::cgroup::Limits,
+        id: &str,
+        console: Option<&mut super::console::Console>,
+    ) -> Result<std::process::Child> {
+        if self.runtime == "berth" {
+            let mut cmd = runner::sandbox::command(spec)?;
+            if !self.interactive {
+                cmd.stdin(std::process::Stdio::null());
+            }
+            let child = cmd.spawn().context("start the container")?;
+            if let Some(c) = console {
+                c.spawned();
+            }
+            return Ok(child);
+        }
+        if !limits.is_empty() {
+            bail!("--memory, --pids-limit and --cpus work with berth's own runtime only");
+        }
+        if self.init || self.tty {
+            bail!("--init and -t work with berth's own runtime only");
+        }
+        spawn_external(&self.runtime, spec, &spec.mountpoint.with_extension("bundle"), id)
+    }
+
+    /// The process to run: the entrypoint (or `--entrypoint`) followed by the command given
+    /// after the image, else the image's cmd (not with `--entrypoint`, as docker does).
+    fn command_line(&self, cfg: &oci::spec::Config) -> Result<Vec<String>> {
+        let mut args: Vec<String> = match &self.entrypoint {
+            Some(e) if e.is_empty() => Vec::new(),
+            Some(e) => vec![e.clone()],
+            None => cfg.entrypoint().clone().unwrap_or_default(),
+        };
+        if self.command.is_empty() {
+            if self.entrypoint.is_none() {
+                args.extend(cfg.cmd().clone().unwrap_or_default());
+            }
+        } else {
+            args.extend(self.command.iter().cloned());
+        }
+        if args.is_empty() {
+            bail!("no command specified: the image has no entrypoint or cmd");
+        }
+        Ok(args)
+    }
+
+    /// The image's environment (with docker's default PATH when it has none), then
+    /// `--env-file` lines, then `-e` (a bare `-e KEY` copies berth's own value), then HOSTNAME.
+    fn environment(&self, cfg: &oci::spec::Config) -> Result<Vec<String>> {
+        let mut env = cfg.env().clone().unwrap_or_default();
+        if !env.iter().any(|e| e.starts_with("PATH=")) {
+            env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        }
+        let mut given = Vec::new();
+        for file in &self.env_file {
+            let text = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
+            given
+                .extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
+        }
+        given.extend(self.env.iter().cloned());
+        for kv in &given {
+            let key = kv.split('=').next().unwrap_or(kv);
+            env.retain(|e| e.split('=').next() != Some(key));
+            env.push(if kv.contains('=') {
+                kv.clone()
+            } else {
+                format!("{kv}={}", std::env::var(kv).unwrap_or_default())
+            });
+        }
+        env.push(format!("HOSTNAME={}", self.hostname));
+        Ok(env)
+    }
+
+    /// One line per `--ulimit` whose hard limit had to be lowered to berth's own.
+    fn warn_capped_ulimits(&self) {
+        for u in &self.ulimit {
+            if let (capped, Some(host)) = u.capped() {
+                let shown = |v: Option<u64>| v.map_or("unlimited".to_owned(), |v| v.to_string());
+                eprintln!(
+                    "berth: --ulimit {}: the hard limit is capped at berth's own, {host} (soft {}, hard {})",
+                    u.name,
+                    shown(capped.soft),
+                    shown(capped.hard)
+                );
+            }
+        }
+    }
+
+    /// For `--name`: the container's record, saved before it starts (the name must be free).
+    fn record(&self, root: &Path, rec: &oci::ImageRecord, args: &[String]) -> Result<Option<super::container::Record>> {
+        let Some(name) = &self.name else { return Ok(None) };
+        super::container::check_name(name)?;
+        if super::container::load(root, name).is_ok() {
+            bail!("the container name {name:?} is already in use: berth rm {name} first");
+        }
+        let r = super::container::Record {
+            name: name.clone(),
+            image: self.image.clone(),
+            manifest: rec.target.digest.to_string(),
+            command: args.to_vec(),
+            created: oci::store::created_now(),
+            exit_code: None,
+        };
+        super::container::save(root, &r)?;
+        Ok(Some(r))
+    }
+}
+
+/// Removes what running under runc or crun left: the mountpoint and the bundle beside it.
+fn remove_bundle(mountpoint: &Path) {
+    let _ = std::fs::remove_dir(mountpoint);
+    let bundle = mountpoint.with_extension("bundle");
+    if bundle.exists() {
+        // Unmount the rootfs first: removing the bundle must never walk into it.
+        let _ = runner::snapshot::unmount(&bundle.join("rootfs"));
+        let _ = std::fs::remove_file(bundle.join("config.json"));
+        let _ = std::fs::remove_dir(bundle.join("rootfs"));
+        let _ = std::fs::remove_dir(&bundle);
     }
 }
 
