@@ -266,11 +266,25 @@ impl LocalWorker<'_> {
     /// The digest of exactly the files a `COPY --from` selects in its source's filesystem:
     /// names, content, mode, owner and link targets, never times. Equal digests make an
     /// equal copy, whatever produced the source (BuildKit's content-based keys).
+    ///
+    /// The layers' diffIDs fix the filesystem, so the digest is remembered under them (with
+    /// the selection): a rebuild whose source did not change mounts and reads nothing.
     pub(super) fn input_digest(&self, v: &Vertex, c: &CopyOp, source: &State) -> Result<oci::Digest> {
         let paths: Vec<String> =
             c.sources.iter().filter_map(|s| if let CopySrc::Path(p) = s { Some(p.clone()) } else { None }).collect();
+        let mut memo = oci::Algorithm::Sha256.hasher();
+        memo.update(b"copy --from v1\n");
+        for l in &source.layers {
+            memo.update(format!("layer {}\n", l.diff_id).as_bytes());
+        }
+        memo.update(format!("sources {paths:?}\nexclude {:?}\n", c.exclude).as_bytes());
+        let memo = format!("copyfrom/{}", memo.finish());
+        let known = self.cache.get(memo.as_bytes())?;
+        if let Some(d) = known.and_then(|raw| String::from_utf8(raw).ok()?.parse::<oci::Digest>().ok()) {
+            return Ok(d);
+        }
         let exclude = Ignore::parse(&c.exclude.join("\n")).map_err(|e| self.err_at(v, format!("--exclude: {e}")))?;
-        super::in_private_mounts(|| {
+        let digest = super::in_private_mounts(|| {
             let view = self.view_of(&source.layers)?;
             let ctx = Context::rootfs(&view.dir)?;
             // A view of several layers is a fresh mount at a temporary path: stat-cache entries
@@ -279,7 +293,9 @@ impl LocalWorker<'_> {
             let cache: &dyn CacheStore = if view.mounted { &scratch } else { self.cache };
             let digest = ctx.digest(&paths, &exclude, cache).map_err(|e| self.at(v, e))?;
             Ok(oci::Digest::of(format!("copy --from {digest}").as_bytes()))
-        })
+        })?;
+        self.cache.put(memo.as_bytes(), digest.to_string().as_bytes())?;
+        Ok(digest)
     }
 }
 
