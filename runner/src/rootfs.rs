@@ -206,10 +206,12 @@ fn unpack_one(
     // Drain the end-of-archive padding so the diffID covers the whole stream.
     std::io::copy(&mut (&mut reader).take(u64::MAX), &mut std::io::sink())
         .map_err(|e| RootfsError::Unpack(layer.clone(), UnpackError::Tar(e)))?;
-    let (actual, _) = reader.finish()?;
+    let (actual, size) = reader.finish()?;
     if actual.to_string() != diff_id {
         return Err(RootfsError::DiffId { layer: layer.clone(), expected: diff_id.to_owned(), actual });
     }
+    // Counted for free here: `berth images` then need not decompress a pulled layer again.
+    store.record_unpacked_size(&actual, size);
     Ok(())
 }
 

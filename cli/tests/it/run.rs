@@ -525,3 +525,25 @@ fn words_after_the_image_go_to_the_container_even_when_they_start_with_a_dash() 
     let (code, out, err) = run(&b, &["-e", "A=1", "busybox", "sh", "-c", "echo $A \"$@\"", "sh", "--rm", "-q"]);
     assert_eq!((code, out.as_str()), (0, "1 --rm -q\n"), "{err}");
 }
+
+#[test]
+fn unpacking_a_layer_records_its_unpacked_size_for_images() {
+    let Some(b) = setup() else { return };
+    let sizes = b.root.path().join("layer-sizes");
+    let read = || -> Vec<(std::ffi::OsString, String)> {
+        let mut v: Vec<_> = std::fs::read_dir(&sizes)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|e| (e.file_name(), std::fs::read_to_string(e.path()).unwrap()))
+            .collect();
+        v.sort();
+        v
+    };
+    let at_import = read();
+    assert_eq!(at_import.len(), 1, "the import recorded its layer's size");
+    // As after a pull or load: the store knows no unpacked size yet.
+    std::fs::remove_dir_all(&sizes).unwrap();
+    let (code, _, err) = run(&b, &["--rm", "busybox", "true"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(read(), at_import, "the unpack for run recorded the same size");
+}
