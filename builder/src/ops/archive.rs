@@ -9,8 +9,9 @@
 //! as written (they point into the image). berth also refuses an entry written through a
 //! symlink of the same archive whose target leaves the destination (docker follows it).
 //!
-//! The expanded size of all archives of one ADD is capped by `BERTH_ADD_MAX_EXPANDED`
-//! (bytes, or with a `K`, `M`, `G`, `T` suffix, binary: `64G`, `512MiB`; default 64 GiB).
+//! The expanded size of all archives of one ADD (file contents, and 512 bytes for each
+//! entry's header) is capped by `BERTH_ADD_MAX_EXPANDED` (bytes, or with a `K`, `M`, `G`, `T`
+//! suffix, binary: `64G`, `512MiB`; default 64 GiB).
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -143,6 +144,10 @@ pub fn unpack(
                 links[&link]
             ))
         })?;
+        // Every entry costs at least its header: a million empty files is a bomb too.
+        let data =
+            if kind.is_file() || kind.is_gnu_sparse() || kind == tar::EntryType::Continuous { entry.size() } else { 0 };
+        budget.take(512 + data, name, &raw)?;
         let h = entry.header();
         let mut head = tar::Header::new_gnu();
         // Empty owner fields read as 0, as Go's archive/tar (docker's) reads them; no mode, 0644.
@@ -157,19 +162,10 @@ pub fn unpack(
                 let link = entry.link_name().map_err(read_err())?.unwrap_or_default().to_string_lossy().into_owned();
                 head.set_entry_type(kind);
                 head.set_size(0);
-                let written = if kind == tar::EntryType::Link {
-                    // A hardlink names another entry of the archive.
-                    let Some(to) = crate::context::clean_rel(&link).filter(|t| !t.is_empty()) else {
-                        return Err(refuse(format!("is a hardlink to {link:?}, outside the destination")));
-                    };
-                    join(dest, &to)
-                } else {
-                    if symlink_leaves(&rel, &link) {
-                        return Err(refuse(format!("is a symlink to {link:?}, which leaves the destination")));
-                    }
-                    links.insert(rel.clone(), link.clone());
-                    link
-                };
+                let written = link_target(kind == tar::EntryType::Link, &rel, &link, dest).map_err(refuse)?;
+                if kind == tar::EntryType::Symlink {
+                    links.insert(rel.clone(), link);
+                }
                 out.append_link(&mut head, &target, &written).map_err(stream)?;
             }
             tar::EntryType::Directory => {
@@ -180,7 +176,6 @@ pub fn unpack(
             k if k.is_file() || k.is_gnu_sparse() || k == tar::EntryType::Continuous => {
                 // A sparse file's size is what it expands to; the reader fills the holes.
                 let size = entry.size();
-                budget.take(size, name, &raw)?;
                 head.set_entry_type(tar::EntryType::Regular);
                 head.set_size(size);
                 out.append_data(&mut head, &target, (&mut entry).take(size)).map_err(stream)?;
@@ -198,6 +193,21 @@ pub fn unpack(
         }
     }
     Ok(())
+}
+
+/// What a link entry at `rel` points to in the output: a hardlink's target (an entry of the
+/// archive) placed under `dest`, a symlink's as written; Err(why) when it leaves `dest`.
+fn link_target(hard: bool, rel: &str, link: &str, dest: &str) -> std::result::Result<String, String> {
+    if hard {
+        return match crate::context::clean_rel(link).filter(|t| !t.is_empty()) {
+            Some(to) => Ok(join(dest, &to)),
+            None => Err(format!("is a hardlink to {link:?}, outside the destination")),
+        };
+    }
+    if symlink_leaves(rel, link) {
+        return Err(format!("is a symlink to {link:?}, which leaves the destination"));
+    }
+    Ok(link.to_owned())
 }
 
 /// True when a symlink at `rel` (below the destination) pointing to `target` climbs out of
@@ -418,11 +428,14 @@ mod tests {
                 file(b, "a", &[0u8; 600]);
                 file(b, "b", &[0u8; 600]);
             },
-            1000,
+            2000,
         )
         .unwrap_err();
-        assert!(e.contains("expands to more than 1000 bytes (at entry \"b\")"), "{e}");
-        assert!(run(|b| file(b, "a", &[0u8; 600]), 1000).is_ok());
+        assert!(e.contains("expands to more than 2000 bytes (at entry \"b\")"), "{e}");
+        assert!(run(|b| file(b, "a", &[0u8; 600]), 2000).is_ok());
+        // Empty entries count their headers.
+        let e = run(|b| (0..5).for_each(|i| file(b, &format!("e{i}"), b"")), 2048).unwrap_err();
+        assert!(e.contains("(at entry \"e4\")"), "{e}");
     }
 
     #[test]
