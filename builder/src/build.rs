@@ -103,13 +103,14 @@ pub fn build(m: &Machine<'_>, opts: &BuildOptions) -> Result<Built> {
     let solver = Solver::new(&converted.graph, &worker, m.cache, m.progress);
     let stage = &converted.stages[&converted.target];
     let states = solver.solve(&[stage.vertex])?;
-    let state = states.into_iter().next().ok_or_else(|| Error::Internal("the solver returned no state for the target".into()));
+    let state =
+        states.into_iter().next().ok_or_else(|| Error::Internal("the solver returned no state for the target".into()));
     let _ = std::fs::remove_dir_all(m.root.join("tmp").join(format!("downloads-{}", std::process::id())));
     let state = state?;
     m.progress.event(Event::Note { text: "exporting layers".into() });
     let layers = export_layers(m, &state.layers, opts.compression)?;
     let built = write_image(m.store, &converted, &solver, &State { layers }, &opts.labels)?;
-    m.progress.event(Event::Note { text: format!("writing image {}", built.config) });
+    m.progress.event(Event::Note { text: format!("writing image {} done", built.config) });
     Ok(built)
 }
 
@@ -228,7 +229,8 @@ fn write_image(
             l[k] = json!(v);
         }
     }
-    let bytes = serde_json::to_vec(&config).map_err(|source| Error::Json { what: "write the image config".into(), source })?;
+    let bytes =
+        serde_json::to_vec(&config).map_err(|source| Error::Json { what: "write the image config".into(), source })?;
     let config_digest = store.content().put(&bytes).map_err(Error::image("store the image config"))?;
     let descs: Vec<(&str, &oci::Digest, u64)> =
         state.layers.iter().map(|l: &Layer| (l.media_type.as_str(), &l.digest, l.size)).collect();

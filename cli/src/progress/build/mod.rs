@@ -126,10 +126,8 @@ impl BuildDisplay {
                 t.finish();
                 eprintln!(" => {image}\n => {manifest}");
             }
-            View::Plain(p) => {
-                p.note(&image);
-                p.note(&manifest);
-            }
+            // The builder's own note said `writing image ... done` already.
+            View::Plain(p) => p.note(&manifest),
         }
     }
 }
