@@ -109,13 +109,15 @@ fn peek(mut r: Box<dyn Read>, n: usize) -> std::io::Result<(Vec<u8>, Box<dyn Rea
     Ok((head.clone(), Box::new(std::io::Cursor::new(head).chain(r))))
 }
 
-/// Re-emits the entries of `archive` (named `name` in messages) under `dest` into `out`.
+/// Re-emits the entries of `archive` (named `name` in messages) under `dest` into `out`,
+/// owned by `owner` when ADD has `--chown` (as BuildKit 0.23 and later do), else as archived.
 pub fn unpack(
     mut archive: tar::Archive<Box<dyn Read>>,
     name: &str,
     dest: &str,
     out: &mut tar::Builder<impl Write>,
     budget: &mut Budget,
+    owner: Option<(u32, u32)>,
 ) -> Result<()> {
     let read_err = || Error::io(format!("read the archive {name}"));
     // Symlinks this archive made, by their path below `dest`, with their targets.
@@ -152,8 +154,8 @@ pub fn unpack(
         let mut head = tar::Header::new_gnu();
         // Empty owner fields read as 0, as Go's archive/tar (docker's) reads them; no mode, 0644.
         head.set_mode(h.mode().unwrap_or(0o644));
-        head.set_uid(h.uid().unwrap_or(0));
-        head.set_gid(h.gid().unwrap_or(0));
+        head.set_uid(owner.map_or(h.uid().unwrap_or(0), |o| u64::from(o.0)));
+        head.set_gid(owner.map_or(h.gid().unwrap_or(0), |o| u64::from(o.1)));
         head.set_mtime(h.mtime().unwrap_or(0));
         let target = join(dest, &rel);
         let stream = |e: std::io::Error| Error::io(format!("stream {target}"))(e);
@@ -267,13 +269,23 @@ mod tests {
         fill: impl FnOnce(&mut tar::Builder<Vec<u8>>),
         cap: u64,
     ) -> std::result::Result<Vec<(String, char, u64, String)>, String> {
+        run_owned(fill, cap, None).map(|v| v.into_iter().map(|(e, _)| e).collect())
+    }
+
+    /// [`run`] with `--chown`; each entry also with its (uid, gid).
+    #[allow(clippy::type_complexity)] // a test's table of what came out
+    fn run_owned(
+        fill: impl FnOnce(&mut tar::Builder<Vec<u8>>),
+        cap: u64,
+        owner: Option<(u32, u32)>,
+    ) -> std::result::Result<Vec<((String, char, u64, String), (u64, u64))>, String> {
         let mut b = tar::Builder::new(Vec::new());
         fill(&mut b);
         let bytes = b.into_inner().unwrap();
         let archive = tar::Archive::new(Box::new(std::io::Cursor::new(bytes)) as Box<dyn Read>);
         let mut out = tar::Builder::new(Vec::new());
         let mut budget = Budget { cap, used: 0 };
-        unpack(archive, "a.tar", "app", &mut out, &mut budget).map_err(|e| oci::error::chain(&e))?;
+        unpack(archive, "a.tar", "app", &mut out, &mut budget, owner).map_err(|e| oci::error::chain(&e))?;
         let bytes = out.into_inner().unwrap();
         let mut back = tar::Archive::new(std::io::Cursor::new(bytes));
         Ok(back
@@ -285,7 +297,8 @@ mod tests {
                 let mut data = Vec::new();
                 e.read_to_end(&mut data).unwrap();
                 let kind = e.header().entry_type().as_byte() as char;
-                (e.path().unwrap().to_string_lossy().into_owned(), kind, data.len() as u64, link)
+                let ids = (e.header().uid().unwrap(), e.header().gid().unwrap());
+                ((e.path().unwrap().to_string_lossy().into_owned(), kind, data.len() as u64, link), ids)
             })
             .collect())
     }
@@ -436,6 +449,22 @@ mod tests {
         // Empty entries count their headers.
         let e = run(|b| (0..5).for_each(|i| file(b, &format!("e{i}"), b"")), 2048).unwrap_err();
         assert!(e.contains("(at entry \"e4\")"), "{e}");
+    }
+
+    #[test]
+    fn chown_owns_the_entries_else_the_archive_does() {
+        let fill = |b: &mut tar::Builder<Vec<u8>>| {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(1);
+            h.set_mode(0o644);
+            h.set_uid(1234);
+            h.set_gid(2345);
+            b.append_data(&mut h, "f", &b"x"[..]).unwrap();
+            link(b, tar::EntryType::Symlink, "l", "f");
+        };
+        let ids = |o| run_owned(fill, 1 << 20, o).unwrap().into_iter().map(|(_, ids)| ids).collect::<Vec<_>>();
+        assert_eq!(ids(None), [(1234, 2345), (0, 0)]);
+        assert_eq!(ids(Some((1000, 1001))), [(1000, 1001), (1000, 1001)]);
     }
 
     #[test]

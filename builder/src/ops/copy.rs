@@ -229,7 +229,8 @@ impl LocalWorker<'_> {
         };
         if let (Some(budget), true) = (budget, top_meta.is_file()) {
             if let Some(entries) = archive::open(&item.path)? {
-                return archive::unpack(entries, &item.rel, &dest.rel, tar, budget).map_err(|e| self.at(v, e));
+                let owner = c.chown.is_some().then_some(dest.owner);
+                return archive::unpack(entries, &item.rel, &dest.rel, tar, budget, owner).map_err(|e| self.at(v, e));
             }
         }
         ctx.walk(item, exclude, &mut |path, rel, meta| {

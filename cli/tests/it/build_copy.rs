@@ -226,13 +226,17 @@ fn add_archives_refuse_escapes_keep_long_pax_and_sparse_entries_and_are_capped()
         ctx,
         "Dockerfile",
         &format!(
-            "FROM busybox:latest\nADD good.tar /x/\nRUN cd /x && cat {gnu_long} {pax_long} hard && stat -c '%s %F' sparse.img inside > /report\n"
+            "FROM busybox:latest\nADD good.tar /x/\nADD --chown=berth good.tar /y/\nRUN cd /x && cat {gnu_long} {pax_long} hard && stat -c '%s %F' sparse.img inside > /report && stat -c %u:%g /y/plain.txt plain.txt >> /report\n"
         ),
         0o644,
     );
     let (ok, log) = build(&b, ctx, &["-t", "arch:1"], &[]);
     assert!(ok, "{log}");
-    assert_eq!(b.ok(&["run", "--rm", "arch:1", "cat", "/report"]), "1052672 regular file\n10 symbolic link\n");
+    assert_eq!(
+        b.ok(&["run", "--rm", "arch:1", "cat", "/report"]),
+        "1052672 regular file\n10 symbolic link\n1000:1000\n0:0\n",
+        "sizes and types survive; --chown owns the entries, else the archive does"
+    );
     for (name, fill, want) in [
         (
             "symlink.tar",
