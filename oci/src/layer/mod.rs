@@ -150,14 +150,22 @@ impl<W: Write> LayerWriter<W> {
 
     /// A writer with an explicit number of compression threads.
     pub fn with_threads(sink: W, compression: Compression, threads: usize) -> Result<Self> {
+        Self::with_level(sink, compression, None, threads)
+    }
+
+    /// A writer at compression `level` (gzip 0-9, default 6; zstd 1-19, default 3; None: the
+    /// default) on `threads` threads.
+    pub fn with_level(sink: W, compression: Compression, level: Option<u32>, threads: usize) -> Result<Self> {
         let counted = HashingWriter::new(sink, Algorithm::Sha256);
         let compressor = match compression {
             Compression::None => Compressor::None(counted),
             Compression::Gzip => Compressor::Gzip(
-                ParGzEncoder::new(counted, 6, threads).map_err(|e| Error::io("start gzip workers", e))?,
+                ParGzEncoder::new(counted, level.unwrap_or(6).min(9), threads)
+                    .map_err(|e| Error::io("start gzip workers", e))?,
             ),
             Compression::Zstd => {
-                let mut enc = zstd::Encoder::new(counted, 3).map_err(|e| Error::io("start zstd", e))?;
+                let level = level.map_or(3, |l| l.clamp(1, 19) as i32);
+                let mut enc = zstd::Encoder::new(counted, level).map_err(|e| Error::io("start zstd", e))?;
                 // Always the multithreaded format: its output is the same for any number of
                 // workers, but differs from single-threaded mode, and digests must not
                 // depend on the machine's core count.
@@ -277,6 +285,26 @@ mod tests {
             b.append_data(&mut h, name, *data).unwrap();
         }
         b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn levels_trade_size_for_speed_and_keep_the_content() {
+        let text: Vec<u8> =
+            (0..200_000u32).flat_map(|i| format!("line {} of {}\n", i % 977, i % 13).into_bytes()).collect();
+        let tar = tar_of(&[("log", &text)]);
+        for c in [Compression::Gzip, Compression::Zstd] {
+            let sized = |level| {
+                let mut w = LayerWriter::with_level(Vec::new(), c, Some(level), 2).unwrap();
+                w.write_all(&tar).unwrap();
+                let (blob, info) = w.finish().unwrap();
+                assert_eq!(info.diff_id, Digest::of(&tar), "{c:?} level {level}");
+                let mut back = Vec::new();
+                LayerReader::new(&blob[..], u64::MAX).unwrap().read_to_end(&mut back).unwrap();
+                assert_eq!(back, tar, "{c:?} level {level} round-trips");
+                blob.len()
+            };
+            assert!(sized(1) > sized(9), "{c:?}: a higher level gives a smaller blob");
+        }
     }
 
     #[test]
