@@ -67,7 +67,10 @@ impl<'a> Solver<'a> {
         {
             return Err(first);
         }
-        results.into_iter().map(|r| r.ok_or_else(|| Error::Internal("a build step failed without an error".into()))).collect()
+        results
+            .into_iter()
+            .map(|r| r.ok_or_else(|| Error::Internal("a build step failed without an error".into())))
+            .collect()
     }
 
     /// The key and state of one vertex, solving its inputs first (the others in parallel with the first).
@@ -321,10 +324,8 @@ mod tests {
     #[test]
     fn source_date_epoch_is_part_of_every_steps_key() {
         let g = copy_from_graph(1);
-        let inputs: Vec<(CacheKey, State)> = [0u8, 1]
-            .iter()
-            .map(|n| (CacheKey(oci::Digest::of(&[*n])), State { layers: vec![] }))
-            .collect();
+        let inputs: Vec<(CacheKey, State)> =
+            [0u8, 1].iter().map(|n| (CacheKey(oci::Digest::of(&[*n])), State { layers: vec![] })).collect();
         let v = &g.vertices[2];
         let none = key_of(v, &inputs, None, None);
         assert_ne!(none, key_of(v, &inputs, None, Some(1_700_000_000)));
