@@ -3,18 +3,7 @@
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use crate::util::{p, repo_root, require_tool, run_tool, strict, Berth};
-
-/// A store with the busybox base image, when running as root with busybox-static.
-fn setup() -> Option<Berth> {
-    if !rustix::process::geteuid().is_root() {
-        assert!(!strict(), "berth build tests need root (BERTH_TEST_STRICT=1)");
-        eprintln!("skipping: berth build runs RUN steps in namespaces and needs root");
-        return None;
-    }
-    let b = Berth::new();
-    b.busybox("busybox:latest").then_some(b)
-}
+use crate::util::{build_store, p, repo_root, require_tool, run_tool, steps_that_ran, Berth};
 
 fn fixture(name: &str) -> PathBuf {
     repo_root().join("fixtures/build").join(name)
@@ -34,21 +23,6 @@ fn build(b: &Berth, args: &[&str]) -> (bool, String) {
     full.extend_from_slice(args);
     let out = b.output(&full);
     (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout))
-}
-
-/// The names of the steps a plain-progress log shows as executed (`#N DONE`), not cached.
-fn steps_that_ran(log: &str) -> Vec<String> {
-    let mut names = std::collections::HashMap::new();
-    let mut ran = Vec::new();
-    for line in log.lines() {
-        let Some((num, rest)) = line.split_once(' ') else { continue };
-        if rest.starts_with('[') {
-            names.insert(num.to_owned(), rest.to_owned());
-        } else if rest.starts_with("DONE") {
-            ran.extend(names.get(num).cloned());
-        }
-    }
-    ran
 }
 
 /// The full fixture's build command, with what it asks for: a secret file, a secret from
@@ -84,7 +58,7 @@ fn full_build(b: &Berth, tag: &str, extra: &[&str]) -> String {
 
 #[test]
 fn every_instruction_builds_and_the_image_runs() {
-    let Some(b) = setup() else { return };
+    let Some(b) = build_store() else { return };
     full_build(&b, "full:1", &[]);
     let out = b.ok(&["run", "--rm", "full:1"]);
     assert_eq!(
@@ -121,7 +95,7 @@ fn every_instruction_builds_and_the_image_runs() {
 
 #[test]
 fn a_second_build_is_all_cached_and_only_what_changed_reruns() {
-    let Some(b) = setup() else { return };
+    let Some(b) = build_store() else { return };
     let dir = copy_fixture("multistage");
     let ctx = dir.path().join("f");
     let (ok, first) = build(&b, &["-t", "ms:1", &p(&ctx)]);
@@ -159,7 +133,7 @@ fn a_second_build_is_all_cached_and_only_what_changed_reruns() {
 
 #[test]
 fn independent_stages_run_in_parallel() {
-    let Some(b) = setup() else { return };
+    let Some(b) = build_store() else { return };
     // Each stage waits for the other's marker in a shared cache mount: run one after
     // the other, both would time out.
     let (ok, out) = build(&b, &["-t", "par:1", &p(&fixture("parallel"))]);
@@ -169,7 +143,7 @@ fn independent_stages_run_in_parallel() {
 
 #[test]
 fn dockerfile_prod_uses_its_own_dockerignore_and_stdin_works() {
-    let Some(b) = setup() else { return };
+    let Some(b) = build_store() else { return };
     let ctx = fixture("prod");
     let df = p(&ctx.join("Dockerfile.prod"));
     let (ok, out) = build(&b, &["-f", &df, "-t", "prod:1", &p(&ctx)]);
@@ -188,7 +162,7 @@ fn dockerfile_prod_uses_its_own_dockerignore_and_stdin_works() {
 
 #[test]
 fn bad_dockerfiles_and_failing_steps_say_where() {
-    let Some(b) = setup() else { return };
+    let Some(b) = build_store() else { return };
     let dir = tempfile::tempdir().unwrap();
     let df = dir.path().join("Dockerfile.bad");
     std::fs::write(&df, "FROM busybox:latest\nRUN --bogus true\n").unwrap();
@@ -212,8 +186,8 @@ fn bad_dockerfiles_and_failing_steps_say_where() {
 
 #[test]
 fn builds_are_reproducible_with_source_date_epoch() {
-    let Some(one) = setup() else { return };
-    let Some(two) = setup() else { return };
+    let Some(one) = build_store() else { return };
+    let Some(two) = build_store() else { return };
     let digest = |b: &Berth| {
         let meta = b.root.path().join("meta.json");
         let (mut cmd, _agent) = full_cmd(b, &["-q", "--metadata-file", &p(&meta)]);
@@ -230,7 +204,7 @@ fn builds_are_reproducible_with_source_date_epoch() {
 
 #[test]
 fn outputs_are_valid_images_for_other_tools() {
-    let Some(b) = setup() else { return };
+    let Some(b) = build_store() else { return };
     let out = tempfile::tempdir().unwrap();
     let oci = out.path().join("app-oci.tar");
     let docker = out.path().join("app-docker.tar");
@@ -286,7 +260,7 @@ fn outputs_are_valid_images_for_other_tools() {
 
 #[test]
 fn push_sends_the_build_to_berths_registry_and_a_base_is_pulled_from_it() {
-    let Some(b) = setup() else { return };
+    let Some(b) = build_store() else { return };
     if !require_tool("skopeo") {
         return;
     }
@@ -335,7 +309,7 @@ fn serve(body: &'static str) -> String {
 
 #[test]
 fn add_downloads_urls_and_checks_their_checksum() {
-    let Some(b) = setup() else { return };
+    let Some(b) = build_store() else { return };
     let body = "downloaded content\n";
     let addr = serve(body);
     let sum = oci::Digest::of(body.as_bytes());
@@ -362,7 +336,7 @@ fn add_downloads_urls_and_checks_their_checksum() {
 
 #[test]
 fn run_mounts_from_stages_stay_inside_them_and_rw_binds_are_discarded() {
-    let Some(b) = setup() else { return };
+    let Some(b) = build_store() else { return };
     let dir = copy_fixture("mounts");
     let ctx = dir.path().join("f");
     let (ok, log) = build(&b, &["-t", "mounts:1", &p(&ctx)]);
@@ -375,7 +349,7 @@ fn run_mounts_from_stages_stay_inside_them_and_rw_binds_are_discarded() {
 
 #[test]
 fn built_images_run_under_runc() {
-    let Some(b) = setup() else { return };
+    let Some(b) = build_store() else { return };
     if !require_tool("runc") {
         return;
     }
@@ -386,7 +360,7 @@ fn built_images_run_under_runc() {
 
 #[test]
 fn rawjson_progress_is_one_json_object_per_line_and_quiet_prints_only_the_id() {
-    let Some(b) = setup() else { return };
+    let Some(b) = build_store() else { return };
     let ctx = p(&fixture("multistage"));
     let out = b.output(&["build", "--progress", "rawjson", "-t", "raw:1", &ctx]);
     assert!(out.status.success());
@@ -410,7 +384,7 @@ fn rawjson_progress_is_one_json_object_per_line_and_quiet_prints_only_the_id() {
 
 #[test]
 fn build_args_scope_like_docker() {
-    let Some(b) = setup() else { return };
+    let Some(b) = build_store() else { return };
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("Dockerfile"),
@@ -463,7 +437,7 @@ RUN echo "env wins: $LOCAL" >> /args.txt
 
 #[test]
 fn target_builds_only_that_stage_and_label_lands_in_the_config() {
-    let Some(b) = setup() else { return };
+    let Some(b) = build_store() else { return };
     let (ok, log) =
         build(&b, &["--target", "a", "--label", "org.example.ci=yes", "-t", "only-a:1", &p(&fixture("multistage"))]);
     assert!(ok, "{log}");

@@ -6,18 +6,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::util::{p, strict, Berth};
-
-/// A store with the busybox base image, when running as root with busybox-static.
-fn setup() -> Option<Berth> {
-    if !rustix::process::geteuid().is_root() {
-        assert!(!strict(), "berth build tests need root (BERTH_TEST_STRICT=1)");
-        eprintln!("skipping: berth build runs RUN steps in namespaces and needs root");
-        return None;
-    }
-    let b = Berth::new();
-    b.busybox("busybox:latest").then_some(b)
-}
+use crate::util::{build_store, p, Berth};
 
 /// Builds `ctx` with plain progress and `env`; returns success and the whole log.
 fn build(b: &Berth, ctx: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
@@ -50,7 +39,7 @@ fn write(dir: &Path, name: &str, content: &str, mode: u32) {
 
 #[test]
 fn chmod_takes_symbolic_modes_applied_to_each_entry_on_copy_and_add() {
-    let Some(b) = setup() else { return };
+    let Some(b) = build_store() else { return };
     let dir = tempfile::tempdir().unwrap();
     let ctx = dir.path();
     write(ctx, "f600", "a\n", 0o600);
@@ -116,7 +105,7 @@ fn reply(status: &str, body: &str) -> Option<String> {
 
 #[test]
 fn add_url_gives_up_on_a_silent_server_retries_failures_and_does_not_retry_a_404() {
-    let Some(b) = setup() else { return };
+    let Some(b) = build_store() else { return };
     let dir = tempfile::tempdir().unwrap();
     let ctx = dir.path();
     // A server that never answers: the idle timeout ends it quickly, naming the URL.
@@ -192,7 +181,7 @@ fn octal<const N: usize>(n: u64) -> [u8; N] {
 
 #[test]
 fn add_archives_refuse_escapes_keep_long_pax_and_sparse_entries_and_are_capped() {
-    let Some(b) = setup() else { return };
+    let Some(b) = build_store() else { return };
     let dir = tempfile::tempdir().unwrap();
     let ctx = dir.path();
     let gnu_long = format!("{}/{}.txt", "g".repeat(70), "l".repeat(60));
@@ -274,7 +263,7 @@ fn add_archives_refuse_escapes_keep_long_pax_and_sparse_entries_and_are_capped()
 
 #[test]
 fn copy_from_a_stage_that_reran_with_the_same_output_is_cached() {
-    let Some(b) = setup() else { return };
+    let Some(b) = build_store() else { return };
     let dir = tempfile::tempdir().unwrap();
     let ctx = dir.path();
     write(ctx, "input.txt", "b\na\nc\n", 0o644);
@@ -306,7 +295,7 @@ fn copy_from_a_stage_that_reran_with_the_same_output_is_cached() {
 
 #[test]
 fn workdir_under_user_is_created_owned_by_that_user_and_dated_now() {
-    let Some(b) = setup() else { return };
+    let Some(b) = build_store() else { return };
     let dir = tempfile::tempdir().unwrap();
     let ctx = dir.path();
     write(

@@ -5,18 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::util::{p, run_tool, strict, Berth};
-
-/// A store with the busybox base image, when running as root with busybox-static.
-fn setup() -> Option<Berth> {
-    if !rustix::process::geteuid().is_root() {
-        assert!(!strict(), "berth build tests need root (BERTH_TEST_STRICT=1)");
-        eprintln!("skipping: berth build runs RUN steps in namespaces and needs root");
-        return None;
-    }
-    let b = Berth::new();
-    b.busybox("busybox:latest").then_some(b)
-}
+use crate::util::{build_store, p, run_tool, Berth};
 
 fn write(dir: &Path, files: &[(&str, &str)]) {
     for (name, body) in files {
@@ -42,7 +31,7 @@ fn build_to(b: &Berth, ctx: &Path, out: &Path, extra: &[&str]) -> String {
 
 #[test]
 fn a_context_bind_mount_sees_only_what_dockerignore_admits_and_is_keyed_by_it() {
-    let Some(b) = setup() else { return };
+    let Some(b) = build_store() else { return };
     let ctx = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     let rootfs = out.path().join("rootfs");
@@ -107,7 +96,7 @@ fn blobs(oci: &Path) -> Vec<Vec<u8>> {
 
 #[test]
 fn secrets_are_mounted_0400_root_or_as_asked_and_never_reach_the_image() {
-    let Some(b) = setup() else { return };
+    let Some(b) = build_store() else { return };
     let value = "s3cr3t-e2e-91c7";
     let ctx = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
@@ -153,7 +142,7 @@ fn secrets_are_mounted_0400_root_or_as_asked_and_never_reach_the_image() {
 
 #[test]
 fn a_failing_run_names_the_shell_it_ran_with() {
-    let Some(b) = setup() else { return };
+    let Some(b) = build_store() else { return };
     let ctx = tempfile::tempdir().unwrap();
     write(ctx.path(), &[("Dockerfile", "FROM busybox:latest\nRUN echo building && exit 3\n")]);
     let o = b.output(&["build", "--progress", "plain", &p(ctx.path())]);

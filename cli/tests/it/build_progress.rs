@@ -2,17 +2,7 @@
 //! a blank line and `#N NAME`, its cache-miss reason under its header, numbers 1, 2, 3 with
 //! no gaps for steps that print nothing, output times counted from the step's own start.
 
-use crate::util::{p, strict, Berth};
-
-fn setup() -> Option<Berth> {
-    if !rustix::process::geteuid().is_root() {
-        assert!(!strict(), "berth build tests need root (BERTH_TEST_STRICT=1)");
-        eprintln!("skipping: berth build runs RUN steps in namespaces and needs root");
-        return None;
-    }
-    let b = Berth::new();
-    b.busybox("busybox:latest").then_some(b)
-}
+use crate::util::{build_store, p, Berth};
 
 fn plain_build(b: &Berth, ctx: &std::path::Path) -> String {
     let out = b.output(&["build", "--progress", "plain", "-t", "progress:1", &p(ctx)]);
@@ -65,7 +55,7 @@ fn check_blocks(log: &str) -> Vec<String> {
 
 #[test]
 fn plain_progress_orders_blocks_numbers_steps_and_times_output_as_buildkit() {
-    let Some(b) = setup() else { return };
+    let Some(b) = build_store() else { return };
     let ctx = tempfile::tempdir().unwrap();
     let dockerfile = "FROM busybox\nENV A=1\nRUN echo first && sleep 1.2 && echo second\nARG X=1\n\
                       LABEL l=1\nWORKDIR /w\nRUN echo third\n";

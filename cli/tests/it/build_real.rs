@@ -6,18 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::util::{p, repo_root, strict, Berth};
-
-/// A store with the busybox base image (imported: its config has no PATH), as root.
-fn busybox_store() -> Option<Berth> {
-    if !rustix::process::geteuid().is_root() {
-        assert!(!strict(), "berth build tests need root (BERTH_TEST_STRICT=1)");
-        eprintln!("skipping: berth build runs RUN steps in namespaces and needs root");
-        return None;
-    }
-    let b = Berth::new();
-    b.busybox("busybox:latest").then_some(b)
-}
+use crate::util::{build_store, p, repo_root, steps_that_ran, strict, Berth};
 
 /// A store with `debian:bookworm` from fixtures/make-debian-image (debootstrap, cached), as root.
 fn debian_store() -> Option<Berth> {
@@ -34,7 +23,7 @@ fn debian_store() -> Option<Berth> {
         .expect("run fixtures/make-debian-image");
     let err = String::from_utf8_lossy(&out.stderr);
     if out.status.code() == Some(3) {
-        assert!(!strict(), "Debian's mirror is required under BERTH_TEST_STRICT=1: {err}");
+        assert!(!strict(), "the Debian base is required under BERTH_TEST_STRICT=1: {err}");
         eprintln!("skipping: {}", err.trim());
         return None;
     }
@@ -53,21 +42,6 @@ fn build_in(b: &Berth, ctx: &Path, dockerfile: &str, files: &[(&str, &str)], tag
     let out = b.output(&["build", "--progress", "plain", "--iidfile", &p(&iid), "-t", tag, &p(ctx)]);
     let log = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     (out.status.success(), log, std::fs::read_to_string(&iid).unwrap_or_default())
-}
-
-/// The names of the steps a plain-progress log shows as executed (`#N DONE`), not cached.
-fn ran(log: &str) -> Vec<String> {
-    let mut names = std::collections::HashMap::new();
-    let mut ran = Vec::new();
-    for line in log.lines() {
-        let Some((num, rest)) = line.split_once(' ') else { continue };
-        if rest.starts_with('[') {
-            names.insert(num.to_owned(), rest.to_owned());
-        } else if rest.starts_with("DONE") {
-            ran.extend(names.get(num).cloned());
-        }
-    }
-    ran
 }
 
 fn context() -> (tempfile::TempDir, std::path::PathBuf) {
@@ -90,7 +64,7 @@ fn manifest_digest(b: &Berth, image: &str) -> String {
 
 #[test]
 fn a_fully_cached_rebuild_gives_the_same_image_id_and_manifest() {
-    let Some(b) = busybox_store() else { return };
+    let Some(b) = build_store() else { return };
     let (_dir, ctx) = context();
     let df = "FROM busybox\nCOPY a.txt /a.txt\nRUN echo built > /built\nENV MODE=prod\nLABEL x=y\n";
     let (ok, log, first) = build_in(&b, &ctx, df, &[("a.txt", "one")], "app:1");
@@ -113,7 +87,7 @@ fn a_fully_cached_rebuild_gives_the_same_image_id_and_manifest() {
 
 #[test]
 fn an_imported_base_gets_dockers_default_path() {
-    let Some(b) = busybox_store() else { return };
+    let Some(b) = build_store() else { return };
     let (_dir, ctx) = context();
     // busybox:latest comes from `berth import`: no PATH in its config.
     assert!(config(&b, "busybox")["Env"].as_array().is_none_or(|e| e.is_empty()));
@@ -187,7 +161,7 @@ CMD ["hello"]
     let commented = format!("/* a comment only */\n{c}");
     let (ok, log, again) = build_in(&b, &ctx, df, &[("hello.c", &commented)], "gcc");
     assert!(ok, "{log}");
-    assert!(ran(&log).iter().any(|s| s.contains("RUN gcc")), "the compile step reran: {log}");
-    assert!(!ran(&log).iter().any(|s| s.contains("COPY --from")), "the final COPY was cached: {log}");
+    assert!(steps_that_ran(&log).iter().any(|s| s.contains("RUN gcc")), "the compile step reran: {log}");
+    assert!(!steps_that_ran(&log).iter().any(|s| s.contains("COPY --from")), "the final COPY was cached: {log}");
     assert_eq!(first, again, "the same binary gives the same final image\n{log}");
 }

@@ -223,3 +223,30 @@ pub fn header<'a>(h: &'a [(String, String)], name: &str) -> &'a str {
 pub fn p(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
+
+/// A store with the busybox base image for `berth build` tests, when running as root with
+/// busybox-static (RUN steps run in namespaces); None, with a message, where they must skip.
+pub fn build_store() -> Option<Berth> {
+    if !rustix::process::geteuid().is_root() {
+        assert!(!strict(), "berth build tests need root (BERTH_TEST_STRICT=1)");
+        eprintln!("skipping: berth build runs RUN steps in namespaces and needs root");
+        return None;
+    }
+    let b = Berth::new();
+    b.busybox("busybox:latest").then_some(b)
+}
+
+/// The names of the steps a plain-progress log shows as executed (`#N DONE`), not cached.
+pub fn steps_that_ran(log: &str) -> Vec<String> {
+    let mut names = std::collections::HashMap::new();
+    let mut ran = Vec::new();
+    for line in log.lines() {
+        let Some((num, rest)) = line.split_once(' ') else { continue };
+        if rest.starts_with('[') {
+            names.insert(num.to_owned(), rest.to_owned());
+        } else if rest.starts_with("DONE") {
+            ran.extend(names.get(num).cloned());
+        }
+    }
+    ran
+}
