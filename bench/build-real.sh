@@ -37,7 +37,6 @@ for tool in "${tools[@]}"; do
 done
 read -r -a cases <<<"$CASES"
 for c in "${cases[@]}"; do [ -f "bench/real/$c/Dockerfile" ] || die "CASES: no bench/real/$c"; done
-measure() { [[ " ${tools[*]} " == *" $1 "* ]]; }
 [ "$(id -u)" -eq 0 ] || die "run it as root: the builders run containers for the RUN steps"
 SRC_BERTH=${BERTH:-target/release/berth}
 [ -x "$SRC_BERTH" ] || die "$SRC_BERTH is missing: run ./setup (or set BERTH)"

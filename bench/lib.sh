@@ -239,12 +239,13 @@ dockerd_start() {
   tail -n 20 "$dir/dockerd.log" >&2 || true
   die "dockerd did not come up on $dir/docker.sock (log: $dir/dockerd.log)"
 }
-# dockerd_stop: stops the dockerd of dockerd_start (SIGTERM; it stops its containerd; SIGKILL
-# to both after 30 s), unmounts what is left under its directory. Safe to call twice.
+# dockerd_stop: stops the dockerd of dockerd_start (SIGTERM, which stops its containerd too;
+# SIGKILL after 30 s, and to its containerd if that is still there 10 s later), unmounts what is
+# left under its directory. Safe to call twice.
 dockerd_stop() {
   [ -n "$DOCKERD_PID" ] || return 0
   local i cpid
-  cpid=$(cat "$DOCKERD_DIR/exec/containerd/containerd.pid" 2>/dev/null || true)
+  cpid=$(pgrep -P "$DOCKERD_PID" -x containerd || true) # the containerd dockerd started
   kill "$DOCKERD_PID" 2>/dev/null || true
   for ((i = 0; i < 300; i++)); do
     alive "$DOCKERD_PID" || break
@@ -252,6 +253,10 @@ dockerd_stop() {
   done
   kill -9 "$DOCKERD_PID" 2>/dev/null || true
   wait "$DOCKERD_PID" 2>/dev/null || true
+  for ((i = 0; i < 100; i++)); do
+    [ -n "$cpid" ] && alive "$cpid" || break
+    sleep 0.1
+  done
   if [ -n "$cpid" ] && alive "$cpid" && grep -qF "$DOCKERD_DIR" "/proc/$cpid/cmdline" 2>/dev/null; then
     kill -9 "$cpid" 2>/dev/null || true
   fi
