@@ -10,7 +10,8 @@ use tokio_util::io::ReaderStream;
 
 use super::{check_path, ByteStream, DriverError, FileInfo, FileWriter, Result, StorageDriver};
 
-/// Stores files under a root directory; writes are temp file + fsync + rename.
+/// Stores files under a root directory; writes are temp file + fsync + rename + fsync of the
+/// directory, so a committed file and its name survive a power cut.
 #[derive(Debug, Clone)]
 pub struct FsDriver {
     root: PathBuf,
@@ -44,11 +45,53 @@ fn io_err<'a>(op: &'static str, path: &'a str) -> impl FnOnce(io::Error) -> Driv
     }
 }
 
+/// Creates the missing parent directories of `full`, each made durable in its own parent, so
+/// that a file committed below them survives a power cut with its path.
 async fn make_parent(full: &Path, path: &str) -> Result<()> {
-    if let Some(parent) = full.parent() {
-        tokio::fs::create_dir_all(parent).await.map_err(io_err("create directory for", path))?;
+    let Some(parent) = full.parent().map(Path::to_path_buf) else { return Ok(()) };
+    if tokio::fs::metadata(&parent).await.is_ok() {
+        return Ok(());
     }
+    let owned = path.to_owned();
+    blocking("create directory for", path, move || {
+        let mut missing = Vec::new();
+        let mut dir = parent.as_path();
+        while std::fs::symlink_metadata(dir).is_err() {
+            missing.push(dir.to_path_buf());
+            let Some(up) = dir.parent() else { break };
+            dir = up;
+        }
+        std::fs::create_dir_all(&parent).map_err(io_err("create directory for", &owned))?;
+        // Top first: each new directory's entry is written into its parent.
+        for d in missing.iter().rev() {
+            sync_parent(d).map_err(io_err("fsync the directory of", &owned))?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// fsyncs the directory holding `path`: after a rename or create there, the entry itself is
+/// durable only once its directory is.
+fn sync_parent(path: &Path) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::File::open(dir)?.sync_all()?;
+    #[cfg(test)]
+    tests::SYNCED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(dir.to_path_buf());
     Ok(())
+}
+
+/// Runs `f` on tokio's blocking pool; a panicked task is an I/O error of `op` on `path`.
+async fn blocking<T: Send + 'static>(
+    op: &'static str,
+    path: &str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| DriverError::Io {
+        op,
+        path: path.to_owned(),
+        source: io::Error::other(e),
+    })?
 }
 
 #[async_trait::async_trait]
@@ -62,17 +105,16 @@ impl StorageDriver for FsDriver {
         let full = self.full(path)?;
         make_parent(&full, path).await?;
         let owned = path.to_owned();
-        tokio::task::spawn_blocking(move || -> Result<()> {
+        blocking("put", path, move || -> Result<()> {
             let dir = full.parent().unwrap_or(Path::new("/"));
             let mut tmp =
                 tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir).map_err(io_err("create temp for", &owned))?;
             io::Write::write_all(&mut tmp, &content).map_err(io_err("write", &owned))?;
             tmp.as_file().sync_all().map_err(io_err("fsync", &owned))?;
             tmp.persist(&full).map_err(|e| io_err("rename", &owned)(e.error))?;
-            Ok(())
+            sync_parent(&full).map_err(io_err("fsync the directory of", &owned))
         })
         .await
-        .map_err(|e| DriverError::Io { op: "put", path: path.to_owned(), source: io::Error::other(e) })?
     }
 
     async fn read(&self, path: &str, offset: u64) -> Result<ByteStream> {
@@ -122,7 +164,13 @@ impl StorageDriver for FsDriver {
     async fn rename(&self, from: &str, to: &str) -> Result<()> {
         let (f, t) = (self.full(from)?, self.full(to)?);
         make_parent(&t, to).await?;
-        tokio::fs::rename(&f, &t).await.map_err(io_err("rename", from))
+        let owned = from.to_owned();
+        blocking("rename", from, move || {
+            std::fs::rename(&f, &t).map_err(io_err("rename", &owned))?;
+            // The new name must survive a power cut: a client was told the blob is stored.
+            sync_parent(&t).map_err(io_err("fsync the directory of", &owned))
+        })
+        .await
     }
 
     async fn writer(&self, path: &str, append: bool) -> Result<Box<dyn FileWriter>> {
@@ -184,5 +232,38 @@ impl FileWriter for FsWriter {
     async fn cancel(self: Box<Self>) -> Result<()> {
         drop(self.file);
         tokio::fs::remove_file(&self.full).await.map_err(io_err("delete", &self.path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Every directory `sync_parent` synced, in order (all tests of the process).
+    pub(super) static SYNCED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+    fn synced_under(root: &Path) -> Vec<PathBuf> {
+        SYNCED.lock().unwrap().iter().filter(|p| p.starts_with(root)).cloned().collect()
+    }
+
+    #[tokio::test]
+    async fn put_and_rename_make_the_new_name_and_new_directories_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let d = FsDriver::new(&root).unwrap();
+        d.put("/blobs/sha256/ab/data", Bytes::from_static(b"x")).await.unwrap();
+        // The file's directory, and each directory created for it in its parent, top first.
+        assert_eq!(
+            synced_under(&root),
+            [root.clone(), root.join("blobs"), root.join("blobs/sha256"), root.join("blobs/sha256/ab")]
+        );
+        d.put("/uploads/u1/data", Bytes::from_static(b"y")).await.unwrap();
+        d.rename("/uploads/u1/data", "/blobs/sha256/cd/data").await.unwrap();
+        let seen = synced_under(&root);
+        assert_eq!(seen.last(), Some(&root.join("blobs/sha256/cd")), "the rename's target directory: {seen:?}");
+        assert!(seen.contains(&root.join("blobs/sha256")), "cd/ made durable in its parent: {seen:?}");
+        assert_eq!(d.get("/blobs/sha256/cd/data").await.unwrap(), Bytes::from_static(b"y"));
     }
 }
