@@ -8,6 +8,7 @@ use oci::Digest;
 use serde_json::json;
 
 use super::{body_stream, AppState};
+use crate::auth::Action;
 use crate::domain::{paginate, parse_digest, RepoName, UploadId};
 use crate::error::{ErrorCode, RegistryError, Result};
 
@@ -181,7 +182,12 @@ pub async fn start_upload(state: &AppState, name: &RepoName, req: Request) -> Re
     if let Some(mount) = query_param(&uri, "mount") {
         let digest = parse_digest(&mount)?;
         let from = query_param(&uri, "from").map(|f| f.parse::<RepoName>()).transpose()?;
-        if state.registry.mount_blob(name, &digest, from.as_ref()).await? {
+        let headers = req.headers().clone();
+        let auth = state.auth.clone();
+        let may_pull = move |repo: &RepoName| auth.authorize(&headers, &[(repo.clone(), Action::Pull)], false).is_ok();
+        let check: Option<&(dyn Fn(&RepoName) -> bool + Send + Sync)> =
+            if auth_is_off(state) { None } else { Some(&may_pull) };
+        if state.registry.mount_blob(name, &digest, from.as_ref(), check).await? {
             return Ok(blob_created(name, &digest));
         }
     } else if let Some(d) = query_param(&uri, "digest") {
@@ -191,6 +197,12 @@ pub async fn start_upload(state: &AppState, name: &RepoName, req: Request) -> Re
     }
     let id = state.registry.start_upload(name).await?;
     Ok(response(StatusCode::ACCEPTED, &upload_headers(name, &id, 0), Body::empty()))
+}
+
+/// True when the registry runs without authentication: only then does an anonymous
+/// catalog request pass (htpasswd and token modes both refuse it).
+fn auth_is_off(state: &AppState) -> bool {
+    state.auth.authorize(&HeaderMap::new(), &[], true).is_ok()
 }
 
 /// Parses `Content-Range: <start>-<end>` (with or without `bytes=`).

@@ -158,13 +158,9 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     let action = action_for(&method, &endpoint);
     let mut needs = vec![];
     if let Some(repo) = endpoint.repository() {
+        // A mount's source (`from`, or any holder of the blob) is checked by the handler:
+        // a source the caller may not pull makes the mount an ordinary upload (202).
         needs.push((repo.clone(), action));
-        // A mount reads from the source repository too.
-        if let (Endpoint::Uploads(_), Some(from)) = (&endpoint, handlers::query_param(req.uri(), "from")) {
-            if let Ok(from) = from.parse::<RepoName>() {
-                needs.push((from, Action::Pull));
-            }
-        }
     }
     let catalog = matches!(endpoint, Endpoint::Catalog);
     if let Err(e) = state.auth.authorize(req.headers(), &needs, catalog) {

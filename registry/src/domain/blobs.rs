@@ -43,16 +43,41 @@ impl Registry {
         self.write_link(&paths::layer_link(name.as_str(), digest), digest).await
     }
 
-    /// Cross-repository mount: links the blob into `name` if `from` has it (or, without
-    /// `from`, if the registry stores it at all). Returns false when it cannot.
-    pub async fn mount_blob(&self, name: &RepoName, digest: &Digest, from: Option<&RepoName>) -> Result<bool> {
-        let available = match from {
-            Some(from) => self.blob_size(from, digest).await.is_ok(),
-            None => self.blob_stored(digest).await?,
+    /// Cross-repository mount: links the blob into `name` if the caller may read it.
+    /// With `may_pull` (access control on), the source must be `from` (if given) or,
+    /// without `from`, some repository that holds the blob, and `may_pull` must accept
+    /// it, so a mount never reveals a blob the caller could not pull. Without `may_pull`
+    /// (no auth), `from` must hold the blob, or without `from` the registry must store it.
+    /// Returns false when it cannot mount: the client then uploads the blob.
+    pub async fn mount_blob(
+        &self,
+        name: &RepoName,
+        digest: &Digest,
+        from: Option<&RepoName>,
+        may_pull: Option<&(dyn Fn(&RepoName) -> bool + Send + Sync)>,
+    ) -> Result<bool> {
+        let available = match (from, may_pull) {
+            (Some(from), check) => check.is_none_or(|ok| ok(from)) && self.blob_size(from, digest).await.is_ok(),
+            (None, None) => self.blob_stored(digest).await?,
+            (None, Some(ok)) => self.readable_holder(digest, ok).await?,
         };
         if available {
             self.link_blob(name, digest).await?;
         }
         Ok(available)
+    }
+
+    /// True when some repository that `ok` accepts holds the blob.
+    async fn readable_holder(&self, digest: &Digest, ok: &(dyn Fn(&RepoName) -> bool + Send + Sync)) -> Result<bool> {
+        if !self.blob_stored(digest).await? {
+            return Ok(false);
+        }
+        for repo in self.repositories_with("_layers").await? {
+            let Ok(repo) = repo.parse::<RepoName>() else { continue };
+            if ok(&repo) && self.blob_size(&repo, digest).await.is_ok() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }

@@ -153,3 +153,58 @@ async fn read_only_refuses_writes() {
     assert_eq!((r.status, r.code().as_str()), (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"));
     assert_eq!(c.get("/v2/").await.status, StatusCode::OK);
 }
+
+/// Users for the mount tests: `a` owns team-a, `b` may push only to team-b, `c` may push
+/// to team-b and pull team-a.
+fn mount_client() -> Client {
+    let mut u = HashMap::new();
+    for n in ["a", "b", "c"] {
+        u.insert(n.to_owned(), bcrypt::hash(format!("{n}-pw"), 4).unwrap());
+    }
+    let g = |account: &str, repository: &str, actions: Vec<Action>| Grant {
+        account: account.into(),
+        repository: repository.into(),
+        actions,
+    };
+    let grants = vec![
+        g("a", "team-a/*", vec![Action::Pull, Action::Push]),
+        g("b", "team-b/*", vec![Action::Push]),
+        g("c", "team-b/*", vec![Action::Pull, Action::Push]),
+        g("c", "team-a/*", vec![Action::Pull]),
+    ];
+    let auth = Auth::new(Mode::Htpasswd, u, grants, vec![9; 32], None, "berth-test".into(), false);
+    Client { state: state_with(Arc::new(MemoryDriver::new()), auth, false), auth_header: None }
+}
+
+#[tokio::test]
+async fn mount_never_links_a_blob_the_caller_may_not_pull() {
+    let mut c = mount_client();
+    c.auth_header = Some(basic("a", "a-pw"));
+    let d = c.push_blob("team-a/x", b"team a's private layer").await;
+    c.auth_header = Some(basic("b", "b-pw"));
+    for query in [format!("mount={d}"), format!("mount={d}&from=team-a/x")] {
+        let r = c.send(Method::POST, &format!("/v2/team-b/y/blobs/uploads/?{query}"), &[], Body::empty()).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{query}: an upload, not a mount");
+        assert!(r.header("location").starts_with("/v2/team-b/y/blobs/uploads/"), "{query}");
+        // Read it back as someone who may pull team-b: the blob was not linked.
+        let mut reader = c.clone();
+        reader.auth_header = Some(basic("c", "c-pw"));
+        let r = reader.get(&format!("/v2/team-b/y/blobs/{d}")).await;
+        assert_eq!((r.status, r.code().as_str()), (StatusCode::NOT_FOUND, "BLOB_UNKNOWN"), "{query}");
+    }
+}
+
+#[tokio::test]
+async fn mount_links_a_blob_the_caller_may_pull() {
+    let mut c = mount_client();
+    c.auth_header = Some(basic("a", "a-pw"));
+    let d = c.push_blob("team-a/x", b"shared with c").await;
+    c.auth_header = Some(basic("c", "c-pw"));
+    for (repo, query) in [("team-b/y", format!("mount={d}")), ("team-b/z", format!("mount={d}&from=team-a/x"))] {
+        let r = c.send(Method::POST, &format!("/v2/{repo}/blobs/uploads/?{query}"), &[], Body::empty()).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{query}");
+        assert_eq!(r.header("location"), format!("/v2/{repo}/blobs/{d}"));
+        assert_eq!(r.header("docker-content-digest"), d);
+        assert_eq!(c.get(&format!("/v2/{repo}/blobs/{d}")).await.body, b"shared with c");
+    }
+}

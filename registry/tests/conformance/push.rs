@@ -171,6 +171,9 @@ async fn cross_repo_mount_without_from() {
     let d = c.push_blob("somewhere", b"known blob").await;
     let r = c.send(Method::POST, &format!("/v2/elsewhere/blobs/uploads/?mount={d}"), &[], Body::empty()).await;
     assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(r.header("location"), format!("/v2/elsewhere/blobs/{d}"));
+    assert_eq!(r.header("docker-content-digest"), d);
+    assert_eq!(c.get(&format!("/v2/elsewhere/blobs/{d}")).await.body, b"known blob");
 }
 
 #[tokio::test]
