@@ -38,6 +38,8 @@ pub enum ErrorCode {
     Unsupported,
     /// Too many requests.
     TooManyRequests,
+    /// An `n` that is not a page size (distribution's PAGINATION_NUMBER_INVALID, 400).
+    PaginationNumberInvalid,
     /// A range that does not continue the upload (a status, not a spec code: 416).
     RangeInvalid,
     /// A body over the size limit (SIZE_INVALID with 413, as for manifests over 4 MiB).
@@ -64,6 +66,7 @@ impl ErrorCode {
             ErrorCode::Denied => "DENIED",
             ErrorCode::Unsupported => "UNSUPPORTED",
             ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
+            ErrorCode::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
             ErrorCode::Internal => "UNKNOWN",
         }
     }
@@ -80,7 +83,8 @@ impl ErrorCode {
             | ErrorCode::ManifestBlobUnknown
             | ErrorCode::ManifestInvalid
             | ErrorCode::NameInvalid
-            | ErrorCode::SizeInvalid => StatusCode::BAD_REQUEST,
+            | ErrorCode::SizeInvalid
+            | ErrorCode::PaginationNumberInvalid => StatusCode::BAD_REQUEST,
             ErrorCode::RangeInvalid => StatusCode::RANGE_NOT_SATISFIABLE,
             ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,

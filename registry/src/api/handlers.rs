@@ -207,9 +207,11 @@ fn auth_is_off(state: &AppState) -> bool {
 
 /// Parses `Content-Range: <start>-<end>` (with or without `bytes=`).
 fn content_range(h: &HeaderMap) -> Result<Option<(u64, u64)>> {
-    let Some(v) = h.get(header::CONTENT_RANGE).and_then(|v| v.to_str().ok()) else {
+    let Some(raw) = h.get(header::CONTENT_RANGE) else {
         return Ok(None);
     };
+    // A non-ASCII value is as malformed as any other: refused, never ignored.
+    let v = raw.to_str().map_err(|_| RegistryError::new(ErrorCode::RangeInvalid, "invalid Content-Range"))?;
     let bad = || RegistryError::new(ErrorCode::RangeInvalid, format!("invalid Content-Range {v:?}"));
     let v2 = v.trim_start_matches("bytes=").trim_start_matches("bytes ");
     let (a, b) = v2.split_once('-').ok_or_else(bad)?;
@@ -308,7 +310,11 @@ pub async fn delete_manifest(state: &AppState, name: &RepoName, reference: &str)
 
 fn page_params(uri: &Uri) -> Result<(Option<usize>, Option<String>)> {
     let n = query_param(uri, "n")
-        .map(|n| n.parse::<usize>().map_err(|_| RegistryError::new(ErrorCode::Unsupported, format!("invalid n {n:?}"))))
+        .map(|n| {
+            n.parse::<usize>().map_err(|_| {
+                RegistryError::new(ErrorCode::PaginationNumberInvalid, format!("invalid page size n={n:?}"))
+            })
+        })
         .transpose()?;
     Ok((n, query_param(uri, "last")))
 }
@@ -363,6 +369,28 @@ mod tests {
         assert_eq!(query_param(&uri, "from").unwrap(), "a/b");
         assert_eq!(query_param(&uri, "n").unwrap(), "");
         assert_eq!(query_param(&uri, "missing"), None);
+    }
+
+    #[test]
+    fn malformed_content_ranges_are_refused() {
+        let mut h = HeaderMap::new();
+        assert_eq!(content_range(&h).unwrap(), None);
+        h.insert(header::CONTENT_RANGE, "0-4".parse().unwrap());
+        assert_eq!(content_range(&h).unwrap(), Some((0, 4)));
+        h.insert(header::CONTENT_RANGE, axum::http::HeaderValue::from_bytes("0-4\u{e9}".as_bytes()).unwrap());
+        assert_eq!(content_range(&h).unwrap_err().code, ErrorCode::RangeInvalid);
+    }
+
+    #[test]
+    fn page_sizes_must_be_numbers() {
+        for bad in ["-1", "99999999999999999999", "x"] {
+            let uri: Uri = format!("/v2/a/tags/list?n={bad}").parse().unwrap();
+            let e = page_params(&uri).unwrap_err();
+            assert_eq!(
+                (e.code, e.code.status().as_u16(), e.code.as_str()),
+                (ErrorCode::PaginationNumberInvalid, 400, "PAGINATION_NUMBER_INVALID")
+            );
+        }
     }
 
     #[test]

@@ -89,3 +89,19 @@ async fn catalog_with_pagination() {
     let r = c.get("/v2/_catalog?n=2&last=a/x").await;
     assert_eq!(r.json()["repositories"], serde_json::json!(["b", "c/d/e"]));
 }
+
+#[tokio::test]
+async fn bad_page_sizes_are_400_pagination_number_invalid() {
+    let c = Client::new();
+    c.push_image("pages/repo", "v1", b"l").await;
+    for path in ["/v2/pages/repo/tags/list", "/v2/_catalog"] {
+        for n in ["-1", "99999999999999999999"] {
+            let r = c.get(&format!("{path}?n={n}")).await;
+            assert_eq!(
+                (r.status, r.code().as_str()),
+                (StatusCode::BAD_REQUEST, "PAGINATION_NUMBER_INVALID"),
+                "{path}?n={n}"
+            );
+        }
+    }
+}

@@ -101,6 +101,18 @@ async fn out_of_order_chunk_is_416() {
 }
 
 #[tokio::test]
+async fn non_ascii_content_range_is_416_and_nothing_is_appended() {
+    let c = Client::new();
+    let loc = start(&c, "nonascii").await;
+    c.send(Method::PATCH, &loc, &[("content-range", "0-2"), ("content-length", "3")], b"abc".to_vec()).await;
+    let r =
+        c.send(Method::PATCH, &loc, &[("content-range", "3-4\u{e9}"), ("content-length", "2")], b"xx".to_vec()).await;
+    assert_eq!(r.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    let s = c.get(&loc).await;
+    assert_eq!(s.header("range"), "0-2", "the refused chunk was not appended");
+}
+
+#[tokio::test]
 async fn wrong_digest_is_refused_and_nothing_is_stored() {
     let c = Client::new();
     let loc = start(&c, "w").await;
