@@ -64,9 +64,18 @@ fn unknown(name: &RepoName, reference: &str) -> RegistryError {
 }
 
 impl Registry {
-    /// The digest a tag or digest reference names in this repository.
+    /// The digest a tag or digest reference names in this repository. A reference that
+    /// is not a valid tag names nothing: MANIFEST_UNKNOWN (404), as distribution and zot
+    /// answer a GET or HEAD of it (a PUT of it stays MANIFEST_INVALID).
     pub async fn resolve_manifest(&self, name: &RepoName, reference: &str) -> Result<Digest> {
-        let digest = match parse_reference(reference)? {
+        let parsed = parse_reference(reference).map_err(|e| {
+            if e.code == ErrorCode::ManifestInvalid {
+                unknown(name, reference)
+            } else {
+                e
+            }
+        })?;
+        let digest = match parsed {
             ManifestRef::Digest(d) => d,
             ManifestRef::Tag(t) => match self.read_link(&paths::tag_link(name.as_str(), &t)).await? {
                 Some(d) => d,

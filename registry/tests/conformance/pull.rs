@@ -86,3 +86,27 @@ async fn invalid_names_and_digests() {
     let r = c.get("/v2/a/..%2f../manifests/latest").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn a_reference_that_is_not_a_tag_is_manifest_unknown() {
+    let c = Client::new();
+    c.push_image("badref", "v1", b"l").await;
+    for method in [Method::GET, Method::HEAD] {
+        let r = c.send(method.clone(), "/v2/badref/manifests/.INVALID_MANIFEST_NAME", &[], Body::empty()).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{method}");
+        if method == Method::GET {
+            assert_eq!(r.code(), "MANIFEST_UNKNOWN");
+        }
+    }
+    // A PUT of such a tag is still refused as invalid.
+    let m = c.image_manifest("badref", b"l", None).await;
+    let r = c
+        .send(
+            Method::PUT,
+            "/v2/badref/manifests/.INVALID_MANIFEST_NAME",
+            &[("content-type", oci::media::OCI_MANIFEST)],
+            m,
+        )
+        .await;
+    assert_eq!((r.status, r.code().as_str()), (StatusCode::BAD_REQUEST, "MANIFEST_INVALID"));
+}
