@@ -254,11 +254,16 @@ impl Auth {
                     RegistryError::new(ErrorCode::Unauthorized, msg)
                         .with_header("WWW-Authenticate", challenge(headers, Some("invalid_token")))
                 })?;
-                let granted = |name: &str, action: &str| {
-                    claims.access.iter().any(|a| a.name == name && a.actions.iter().any(|x| x == action || x == "*"))
+                // Type and name both match: a `registry:catalog` grant is not a grant on a
+                // repository named `catalog`, and no repository grant opens the catalog.
+                let granted = |kind: &str, name: &str, action: &str| {
+                    claims
+                        .access
+                        .iter()
+                        .any(|a| a.kind == kind && a.name == name && a.actions.iter().any(|x| x == action || x == "*"))
                 };
-                let ok =
-                    needs.iter().all(|(r, a)| granted(r.as_str(), a.as_str())) && (!catalog || granted("catalog", "*"));
+                let ok = needs.iter().all(|(r, a)| granted("repository", r.as_str(), a.as_str()))
+                    && (!catalog || granted("registry", "catalog", "*"));
                 if !ok {
                     return Err(RegistryError::new(ErrorCode::Unauthorized, "token does not grant this access")
                         .with_header("WWW-Authenticate", challenge(headers, Some("insufficient_scope"))));
@@ -266,6 +271,37 @@ impl Auth {
                 Ok(())
             }
         }
+    }
+
+    /// Keeps the repositories of `repos` that the caller of an authorized catalog request
+    /// may pull, so the catalog never names another team's repositories. Token callers
+    /// see what their account is granted plus what their token grants.
+    pub fn pullable(&self, headers: &HeaderMap, repos: Vec<String>) -> Vec<String> {
+        let (account, claims) = match self.mode {
+            Mode::None => return repos,
+            Mode::Htpasswd => match self.basic_account(headers) {
+                Ok(Some(a)) => (a, None),
+                _ => return Vec::new(),
+            },
+            Mode::Token => {
+                let token = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+                match token.map(|t| self.verify_token(t.trim())) {
+                    Some(Ok(c)) => (c.sub.clone(), Some(c)),
+                    _ => return Vec::new(),
+                }
+            }
+        };
+        let in_token = |repo: &str| {
+            claims.as_ref().is_some_and(|c| {
+                c.access.iter().any(|a| {
+                    a.kind == "repository" && a.name == repo && a.actions.iter().any(|x| x == "pull" || x == "*")
+                })
+            })
+        };
+        repos.into_iter().filter(|r| !self.allowed(&account, r, &[Action::Pull]).is_empty() || in_token(r)).collect()
     }
 
     fn realm(&self, headers: &HeaderMap) -> String {

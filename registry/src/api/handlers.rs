@@ -337,9 +337,10 @@ pub async fn list_tags(state: &AppState, name: &RepoName, uri: &Uri) -> Result<R
 }
 
 /// `GET /v2/_catalog` with `n` and `last`.
-pub async fn catalog(state: &AppState, uri: &Uri) -> Result<Response> {
+pub async fn catalog(state: &AppState, uri: &Uri, req_headers: &HeaderMap) -> Result<Response> {
     let (n, last) = page_params(uri)?;
-    let (repos, more) = paginate(state.registry.catalog().await?, n, last.as_deref());
+    let visible = state.auth.pullable(req_headers, state.registry.catalog().await?);
+    let (repos, more) = paginate(visible, n, last.as_deref());
     let mut headers = vec![("Content-Type", "application/json".to_owned())];
     if more {
         headers.extend(link_header("/v2/_catalog", n, repos.last()));

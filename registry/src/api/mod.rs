@@ -168,7 +168,7 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     }
     let result = match (method, endpoint) {
         (Method::GET, Endpoint::Base) => Ok(handlers::api_version_check()),
-        (Method::GET, Endpoint::Catalog) => handlers::catalog(&state, req.uri()).await,
+        (Method::GET, Endpoint::Catalog) => handlers::catalog(&state, req.uri(), req.headers()).await,
         (Method::GET, Endpoint::Blob(n, d)) => handlers::get_blob(&state, &n, &d, req.headers(), false).await,
         (Method::HEAD, Endpoint::Blob(n, d)) => handlers::get_blob(&state, &n, &d, req.headers(), true).await,
         (Method::DELETE, Endpoint::Blob(n, d)) => handlers::delete_blob(&state, &n, &d).await,

@@ -208,3 +208,79 @@ async fn mount_links_a_blob_the_caller_may_pull() {
         assert_eq!(c.get(&format!("/v2/{repo}/blobs/{d}")).await.body, b"shared with c");
     }
 }
+
+/// Issue 13 item 1: a `registry:catalog:*` token once satisfied pull, push and delete on a
+/// repository named `catalog`, because grants were matched on name only.
+#[tokio::test]
+async fn catalog_token_does_not_grant_a_repository_named_catalog() {
+    let mut c = client(Mode::Token);
+    let t = token(&c, Some(&basic("alice", "alice-pw")), "repository:catalog:pull,push,delete").await;
+    c.auth_header = Some(format!("Bearer {t}"));
+    let digest = c.push_image("catalog", "v1", b"secret layer").await;
+    // A repository grant on `catalog` does not open the catalog.
+    let r = c.get("/v2/_catalog").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.header("www-authenticate").contains("scope=\"registry:catalog:*\""));
+    // bob has no grant on `catalog`, but any account gets a catalog token.
+    let t = token(&c, Some(&basic("bob", "bob-pw")), "registry:catalog:*").await;
+    c.auth_header = Some(format!("Bearer {t}"));
+    for (method, uri) in [
+        (Method::GET, "/v2/catalog/manifests/v1".to_owned()),
+        (Method::HEAD, format!("/v2/catalog/manifests/{digest}")),
+        (Method::GET, "/v2/catalog/tags/list".to_owned()),
+        (Method::POST, "/v2/catalog/blobs/uploads/".to_owned()),
+        (Method::PUT, "/v2/catalog/manifests/v2".to_owned()),
+        (Method::DELETE, format!("/v2/catalog/manifests/{digest}")),
+    ] {
+        let r = c.send(method.clone(), &uri, &[], Body::empty()).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{method} {uri} with a catalog token");
+        assert!(r.header("www-authenticate").contains("error=\"insufficient_scope\""), "{method} {uri}");
+    }
+    // The image is untouched, and the catalog token still opens the catalog.
+    assert_eq!(c.get("/v2/_catalog").await.status, StatusCode::OK);
+    c.auth_header =
+        Some(format!("Bearer {}", token(&c, Some(&basic("alice", "alice-pw")), "repository:catalog:pull").await));
+    assert_eq!(c.get("/v2/catalog/manifests/v1").await.status, StatusCode::OK);
+}
+
+fn names(r: &crate::util::Resp) -> Vec<String> {
+    r.json()["repositories"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect()
+}
+
+/// Issue 13 item 3: the catalog names only what the caller may pull, and pages over that.
+#[tokio::test]
+async fn catalog_lists_only_pullable_repositories_and_pages_over_them() {
+    for mode in [Mode::Htpasswd, Mode::Token] {
+        let mut c = client(mode);
+        let repos = ["other/x", "public/tool", "secret/db", "team/a", "team/b", "team/c"];
+        let alice_scope =
+            format!("{}%20registry:catalog:*", repos.map(|r| format!("repository:{r}:pull,push")).join("%20"));
+        c.auth_header = Some(match mode {
+            Mode::Token => format!("Bearer {}", token(&c, Some(&basic("alice", "alice-pw")), &alice_scope).await),
+            _ => basic("alice", "alice-pw"),
+        });
+        for r in repos {
+            c.push_image(r, "v1", r.as_bytes()).await;
+        }
+        let all = c.get("/v2/_catalog").await;
+        assert_eq!(names(&all), repos, "{mode:?}: alice pulls everything");
+        // bob pulls team/* only (public/* is granted to anonymous, not to bob).
+        c.auth_header = Some(match mode {
+            Mode::Token => format!("Bearer {}", token(&c, Some(&basic("bob", "bob-pw")), "registry:catalog:*").await),
+            _ => basic("bob", "bob-pw"),
+        });
+        let r = c.get("/v2/_catalog").await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(names(&r), ["team/a", "team/b", "team/c"], "{mode:?}");
+        let r = c.get("/v2/_catalog?n=2").await;
+        assert_eq!(names(&r), ["team/a", "team/b"], "{mode:?}");
+        let link = r.header("link");
+        assert!(link.starts_with("</v2/_catalog?") && link.contains("n=2"), "{mode:?}: {link}");
+        assert!(link.contains("last=team/b") || link.contains("last=team%2Fb"), "{mode:?}: {link}");
+        let r = c.get("/v2/_catalog?n=2&last=team/b").await;
+        assert_eq!(names(&r), ["team/c"], "{mode:?}");
+        assert!(r.headers.get("link").is_none(), "{mode:?}: last page");
+        let r = c.get("/v2/_catalog?n=2&last=other/x").await;
+        assert_eq!(names(&r), ["team/a", "team/b"], "{mode:?}: `last` need not be visible");
+    }
+}
