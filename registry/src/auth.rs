@@ -181,6 +181,11 @@ impl Auth {
         }
     }
 
+    /// True when the registry runs without authentication (every request is allowed).
+    pub fn is_off(&self) -> bool {
+        matches!(self.mode, Mode::None)
+    }
+
     /// The actions of `wanted` that `account` may do on `repo`. With no grants
     /// configured, any authenticated account may do everything.
     pub fn allowed(&self, account: &str, repo: &str, wanted: &[Action]) -> Vec<Action> {

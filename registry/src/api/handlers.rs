@@ -186,7 +186,7 @@ pub async fn start_upload(state: &AppState, name: &RepoName, req: Request) -> Re
         let auth = state.auth.clone();
         let may_pull = move |repo: &RepoName| auth.authorize(&headers, &[(repo.clone(), Action::Pull)], false).is_ok();
         let check: Option<&(dyn Fn(&RepoName) -> bool + Send + Sync)> =
-            if auth_is_off(state) { None } else { Some(&may_pull) };
+            if state.auth.is_off() { None } else { Some(&may_pull) };
         if state.registry.mount_blob(name, &digest, from.as_ref(), check).await? {
             return Ok(blob_created(name, &digest));
         }
@@ -197,12 +197,6 @@ pub async fn start_upload(state: &AppState, name: &RepoName, req: Request) -> Re
     }
     let id = state.registry.start_upload(name).await?;
     Ok(response(StatusCode::ACCEPTED, &upload_headers(name, &id, 0), Body::empty()))
-}
-
-/// True when the registry runs without authentication: only then does an anonymous
-/// catalog request pass (htpasswd and token modes both refuse it).
-fn auth_is_off(state: &AppState) -> bool {
-    state.auth.authorize(&HeaderMap::new(), &[], true).is_ok()
 }
 
 /// Parses `Content-Range: <start>-<end>` (with or without `bytes=`).
