@@ -336,7 +336,7 @@ impl Dest<'_> {
 /// (resolved in the image), dated now (or SOURCE_DATE_EPOCH), as BuildKit creates them.
 fn workdir(tar: &mut tar::Builder<impl Write>, root: Option<&Path>, rel: &str, owner: (u32, u32)) -> Result<()> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let mtime = source_epoch().unwrap_or(now);
+    let mtime = crate::cache::source_date_epoch().unwrap_or(now);
     let mut prefix = String::new();
     for part in rel.split('/').filter(|p| !p.is_empty()) {
         prefix = join_rel(&prefix, part);
@@ -372,16 +372,16 @@ struct Entry {
 
 impl Entry {
     fn dir(mode: u32) -> Entry {
-        Entry { mode, uid: 0, gid: 0, mtime: source_epoch().unwrap_or(0), size: 0 }
+        Entry { mode, uid: 0, gid: 0, mtime: crate::cache::source_date_epoch().unwrap_or(0), size: 0 }
     }
 
     fn file(mode: u32, size: u64) -> Entry {
-        Entry { mode, uid: 0, gid: 0, mtime: source_epoch().unwrap_or(0), size }
+        Entry { mode, uid: 0, gid: 0, mtime: crate::cache::source_date_epoch().unwrap_or(0), size }
     }
 
     fn from_meta(meta: &std::fs::Metadata) -> Entry {
         let mtime = meta.mtime().max(0) as u64;
-        let mtime = source_epoch().map_or(mtime, |e| mtime.min(e));
+        let mtime = crate::cache::source_date_epoch().map_or(mtime, |e| mtime.min(e));
         Entry { mode: meta.mode() & 0o7777, uid: meta.uid(), gid: meta.gid(), mtime, size: 0 }
     }
 
@@ -395,10 +395,6 @@ impl Entry {
         h.set_size(size);
         h
     }
-}
-
-fn source_epoch() -> Option<u64> {
-    std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.trim().parse().ok())
 }
 
 fn append(tar: &mut tar::Builder<impl Write>, path: &str, e: Entry) -> Result<()> {
