@@ -30,7 +30,8 @@ fn io_err(op: &'static str, p: &Path) -> impl FnOnce(std::io::Error) -> BundleEr
 }
 
 /// Writes `dir/config.json` for `spec` (with resolved `ids`), starting from oci-spec's
-/// default runtime spec (runc's defaults: mounts, masked paths, capabilities), and mounts
+/// default runtime spec (runc's defaults: mounts, masked paths) with the spec's
+/// capabilities and seccomp policy, and mounts
 /// the rootfs at `dir/rootfs`. Call it inside a private mount namespace: the mount then
 /// disappears with the process.
 pub fn write(dir: &Path, spec: &Spec, ids: (u32, u32, Vec<u32>)) -> Result<(), BundleError> {
@@ -71,6 +72,20 @@ pub fn write(dir: &Path, spec: &Spec, ids: (u32, u32, Vec<u32>)) -> Result<(), B
         namespaces.push(serde_json::json!({"type": "network"}));
     }
     v["linux"]["namespaces"] = serde_json::Value::Array(namespaces);
+    // The same confinement as berth's own sandbox: capability sets (inheritable and
+    // ambient empty) and the resolved seccomp policy.
+    let caps: Vec<String> = spec.security.capabilities.names().iter().map(|n| format!("CAP_{n}")).collect();
+    v["process"]["capabilities"] = serde_json::json!({
+        "bounding": caps, "permitted": caps, "effective": caps, "inheritable": [], "ambient": []
+    });
+    match spec.security.policy().map_err(|e| BundleError::Spec(e.to_string()))? {
+        Some(policy) => v["linux"]["seccomp"] = policy.to_oci(),
+        None => {
+            if let Some(linux) = v["linux"].as_object_mut() {
+                linux.remove("seccomp");
+            }
+        }
+    }
     if let Some(mounts) = v["mounts"].as_array_mut() {
         for vol in &spec.volumes {
             let mut options = vec!["rbind"];

@@ -12,6 +12,7 @@
 //! - [`bundle`]: the same process as an OCI runtime bundle, for runc or crun.
 //! - [`cgroup`]: memory, pids and cpu limits, v2 where available, else v1.
 //! - [`sandbox`]: one process in new namespaces on that rootfs, as `berth run` uses it.
+//! - [`security`]: capabilities and the seccomp filter (docker's defaults, `--cap-add`, profiles).
 //! - [`exec`]: the [`exec::Executor`] trait over the sandbox, as `berth build` runs RUN steps.
 //!
 //! ```no_run
@@ -26,6 +27,7 @@ pub mod exec;
 pub mod rlimit;
 pub mod rootfs;
 pub mod sandbox;
+pub mod security;
 pub mod snapshot;
 pub mod sys;
 pub mod unpack;

@@ -1,11 +1,11 @@
 //! Running one process in an image: new mount, PID, UTS, IPC (and network) namespaces,
 //! pivot_root into the rootfs, /proc and a minimal /dev, the image's user, no_new_privs,
-//! docker's default capabilities.
+//! docker's default capabilities and seccomp filter (see [`crate::security`]).
 //!
 //! The order follows runc and crun: namespaces; the mount namespace made private; the
 //! rootfs mounted; /proc and /dev; `pivot_root(".", ".")` and the old root lazily
-//! unmounted; hostname; working directory; groups, gid, uid; capabilities;
-//! no_new_privs; exec. berth's own binary is never re-executed inside the container:
+//! unmounted; hostname; working directory; the bounding set; groups, gid, uid;
+//! capabilities; no_new_privs; the seccomp filter; exec. berth's own binary is never re-executed inside the container:
 //! all of this runs in the forked child between `fork` and `exec`. Everything mounted
 //! lives in the child's mount namespace and vanishes with it, so a killed berth leaves
 //! no mounts behind.
@@ -75,6 +75,8 @@ pub struct Spec {
     pub console_socket: Option<i32>,
     /// The pty's size (rows, columns), set before the command starts.
     pub console_size: (u16, u16),
+    /// Capabilities and seccomp (docker's defaults unless `--cap-add`, `--security-opt`...).
+    pub security: crate::security::Security,
 }
 
 /// A bind mount from the host: `-v HOST:CONTAINER[:ro]`.
@@ -310,6 +312,9 @@ pub enum SandboxError {
     /// The user or group is not in the image.
     #[error("{0}")]
     User(String),
+    /// The capabilities or the seccomp profile cannot be applied.
+    #[error(transparent)]
+    Security(#[from] crate::security::SecurityError),
     /// Creating the PID namespace or forking failed.
     #[error("start the container process ({what})")]
     Start {
@@ -319,28 +324,6 @@ pub enum SandboxError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// Docker's default capability set, less CAP_MKNOD. docker keeps MKNOD because its device
-/// cgroup refuses to open any node outside an allow-list; berth sets no device cgroup (it would
-/// cost every run a cgroup), so with MKNOD a root process in the container could make a node
-/// for the host's disk (`mknod /tmp/sda b 8 0`) and read it. The sandbox makes its own /dev
-/// nodes before the capabilities are dropped.
-fn default_capabilities() -> rustix::thread::CapabilitySet {
-    use rustix::thread::CapabilitySet as C;
-    C::CHOWN
-        | C::DAC_OVERRIDE
-        | C::FSETID
-        | C::FOWNER
-        | C::NET_RAW
-        | C::SETGID
-        | C::SETUID
-        | C::SETFCAP
-        | C::SETPCAP
-        | C::NET_BIND_SERVICE
-        | C::SYS_CHROOT
-        | C::KILL
-        | C::AUDIT_WRITE
 }
 
 /// Reads a file of the rootfs-to-be from its snapshot directories, top first, without
@@ -544,7 +527,7 @@ fn build_filesystem(sys: &dyn Sys, spec: &Spec) -> std::io::Result<()> {
     sys.pivot_root(root)
 }
 
-fn enter(spec: &Spec) -> std::io::Result<()> {
+fn enter(spec: &Spec, confinement: &crate::security::Confinement) -> std::io::Result<()> {
     // docker's umask, whatever berth was started with: the files and mount points made
     // below, and the container's own, are readable by its other users.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
@@ -573,6 +556,11 @@ fn enter(spec: &Spec) -> std::io::Result<()> {
     }
     build_filesystem(&crate::sys::Linux, spec)?;
     rustix::system::sethostname(spec.hostname.as_bytes()).map_err(errno)?;
+    let root = rustix::process::geteuid().is_root();
+    if root {
+        // Before the user changes: a non-root user keeps the bounding set alone.
+        confinement.restrict_bounding()?;
+    }
     if let Some((uid, gid, groups)) = spec.ids.clone() {
         let groups: Vec<_> = groups.into_iter().map(rustix::fs::Gid::from_raw).collect();
         rustix::thread::set_thread_groups(&groups).map_err(errno)?;
@@ -592,15 +580,16 @@ fn enter(spec: &Spec) -> std::io::Result<()> {
     rustix::process::chdir(spec.cwd.as_str())
         .map_err(|e| std::io::Error::other(format!("working directory {}: {e}", spec.cwd)))?;
     if rustix::process::geteuid().is_root() {
-        let caps = default_capabilities();
-        let sets = rustix::thread::CapabilitySets { effective: caps, permitted: caps, inheritable: caps };
-        rustix::thread::set_capabilities(None, sets).map_err(errno)?;
+        confinement.set_capabilities()?;
     }
     // Open files: docker's 1048576, then --ulimit; never above the hard limits berth was
     // given (raising them fails, and this machine's open-files limit is 20000).
     crate::rlimit::apply(&spec.ulimits)?;
     rustix::thread::set_no_new_privs(true).map_err(errno)?;
     if spec.init {
+        // The init is confined too: the filter goes on before the fork (what follows,
+        // a pty and close_range, is allowed by every profile docker ships).
+        confinement.load_seccomp()?;
         // SAFETY: this is the single-threaded child between fork and exec; the branch that
         // stays behind only makes async-signal-safe calls and never returns.
         match unsafe { libc::fork() } {
@@ -617,6 +606,10 @@ fn enter(spec: &Spec) -> std::io::Result<()> {
     // SAFETY: marking descriptors close-on-exec frees nothing that is in use before exec.
     if unsafe { libc::close_range(3, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int) } != 0 {
         return Err(std::io::Error::last_os_error());
+    }
+    if !spec.init {
+        // The last step before exec: nothing of berth's own setup runs under the filter.
+        confinement.load_seccomp()?;
     }
     Ok(())
 }
@@ -729,6 +722,8 @@ pub fn command(spec: &Spec) -> Result<Command, SandboxError> {
             source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "no command given"),
         });
     }
+    // The filter is compiled here, before the fork: the child only hands it to the kernel.
+    let confinement = spec.security.prepare()?;
     // The PID namespace applies to children: the container's first process is its PID 1.
     // SAFETY: the caller spawns only this command from this thread and creates no
     // threads from it afterwards (documented above).
@@ -746,7 +741,7 @@ pub fn command(spec: &Spec) -> Result<Command, SandboxError> {
     // SAFETY: `enter` only makes syscalls and small allocations (glibc's fork keeps malloc
     // usable in the child).
     unsafe {
-        cmd.pre_exec(move || enter(&child_spec));
+        cmd.pre_exec(move || enter(&child_spec, &confinement));
     }
     Ok(cmd)
 }
@@ -892,6 +887,7 @@ mod tests {
             init: false,
             console_socket: None,
             console_size: (24, 80),
+            security: Default::default(),
         }
     }
 

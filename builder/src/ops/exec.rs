@@ -108,6 +108,8 @@ fn sandbox_spec(
         init: false,
         console_socket: None,
         console_size: (24, 80),
+        // docker's default capabilities and seccomp filter, as BuildKit gives a RUN step.
+        security: Default::default(),
     }
 }
 

@@ -85,6 +85,18 @@ pub struct Run {
     /// Number of CPUs (e.g. 0.5)
     #[arg(long)]
     cpus: Option<f64>,
+    /// Add Linux capabilities (SYS_PTRACE, CAP_NET_ADMIN, ALL)
+    #[arg(long, value_name = "CAP")]
+    cap_add: Vec<String>,
+    /// Drop Linux capabilities (NET_RAW, ALL)
+    #[arg(long, value_name = "CAP")]
+    cap_drop: Vec<String>,
+    /// Give the container every capability and no seccomp filter
+    #[arg(long)]
+    privileged: bool,
+    /// Security options: seccomp=unconfined, seccomp=PROFILE.json (docker's format), no-new-privileges
+    #[arg(long, value_name = "OPT")]
+    security_opt: Vec<String>,
     /// Run with berth's own sandbox, or hand an OCI bundle to runc or crun
     #[arg(long, default_value = "berth", value_parser = ["berth", "runc", "crun"])]
     runtime: String,
@@ -108,6 +120,8 @@ impl Run {
         let cfg = image.config.config().clone().unwrap_or_default();
         let args = self.command_line(&cfg)?;
         let env = self.environment(&cfg)?;
+        let security =
+            runner::security::Security::docker(&self.cap_add, &self.cap_drop, self.privileged, &self.security_opt)?;
         self.warn_capped_ulimits();
         let snapshotter = super::container::snapshotter(root)?;
         let id = format!("{:x}", rand_id());
@@ -154,7 +168,8 @@ impl Run {
             } else {
                 None
             };
-            let spec = self.spec(&cfg, (args, env), rootfs, mountpoint.clone(), cgroups, console.as_ref());
+            let mut spec = self.spec(&cfg, (args, env), rootfs, mountpoint.clone(), cgroups, console.as_ref());
+            spec.security = security;
             let child = self.spawn(&spec, &limits, &id, console.as_mut())?;
             let code = supervise(child, self.stop_timeout, self.timeout, console.as_ref());
             if let Some(c) = console {
@@ -222,6 +237,7 @@ impl Run {
             init: self.init,
             console_socket: console.and_then(super::console::Console::child_fd),
             console_size: super::console::terminal_size(),
+            security: Default::default(),
         }
     }
 

@@ -17,4 +17,5 @@ mod client;
 mod images;
 mod registry;
 mod run;
+mod security;
 mod util;

@@ -1,0 +1,242 @@
+//! Seccomp and capabilities (issue 14): what a root process in a container may reach of the
+//! host's kernel. A static probe (probe.c, built here with cc) makes the raw syscalls
+//! inside containers made by `berth run` and by a RUN step of `berth build`.
+
+use std::path::{Path, PathBuf};
+
+use crate::util::{p, require_tool, strict, Berth};
+
+/// Docker's default capability set less MKNOD, as /proc/self/status prints it.
+const DEFAULT_CAPS: &str = "00000000a00425fb";
+
+/// A store with the busybox image and the probe built into `dir`, where this test can run.
+fn setup(dir: &Path) -> Option<(Berth, PathBuf)> {
+    if !rustix::process::geteuid().is_root() {
+        assert!(!strict(), "the security tests need root (BERTH_TEST_STRICT=1)");
+        eprintln!("skipping: berth run needs root");
+        return None;
+    }
+    if !require_tool("cc") {
+        return None;
+    }
+    let probe = dir.join("probe");
+    let source = dir.join("probe.c");
+    std::fs::write(&source, include_str!("probe.c")).unwrap();
+    let out =
+        std::process::Command::new("cc").args(["-static", "-O2", "-o", &p(&probe), &p(&source)]).output().unwrap();
+    assert!(out.status.success(), "cc -static probe.c: {}", String::from_utf8_lossy(&out.stderr));
+    let b = Berth::new();
+    b.busybox("busybox:latest").then_some((b, probe))
+}
+
+/// `berth run [flags] busybox /probe CHECKS...` with the probe bound in; the probe's lines
+/// as `name -> result`.
+fn probe(b: &Berth, probe: &Path, flags: &[&str], checks: &[&str]) -> std::collections::HashMap<String, String> {
+    let volume = format!("{}:/probe:ro", p(probe));
+    let mut args = vec!["run", "-v", &volume];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&["busybox", "/probe"]);
+    args.extend_from_slice(checks);
+    parse(&b.ok(&args))
+}
+
+fn parse(out: &str) -> std::collections::HashMap<String, String> {
+    out.lines()
+        .filter_map(|l| l.split_once('=').or_else(|| l.split_once(":\t")))
+        .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+const EPERM: &str = "err1";
+
+/// A key in the host root's user keyring (the one a container's uid 0 shares when nothing
+/// stops it), invalidated when dropped.
+struct HostKey(i64);
+
+impl HostKey {
+    fn add(desc: &str, secret: &str) -> HostKey {
+        let (ty, desc_c) = (c"user", std::ffi::CString::new(desc).unwrap());
+        // SAFETY: add_key with NUL-terminated strings and a buffer of the length given.
+        let id = unsafe {
+            libc::syscall(
+                libc::SYS_add_key,
+                ty.as_ptr(),
+                desc_c.as_ptr(),
+                secret.as_ptr(),
+                secret.len(),
+                -4i32, /* KEY_SPEC_USER_KEYRING */
+            )
+        };
+        assert!(id > 0, "add_key on the host: {}", std::io::Error::last_os_error());
+        HostKey(id)
+    }
+}
+
+impl Drop for HostKey {
+    fn drop(&mut self) {
+        // SAFETY: keyctl(KEYCTL_INVALIDATE, id) takes integers only.
+        unsafe {
+            libc::syscall(libc::SYS_keyctl, 21 /* KEYCTL_INVALIDATE */, self.0)
+        };
+    }
+}
+
+#[test]
+fn a_container_cannot_read_or_plant_keys_in_the_hosts_keyring() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((b, probe_bin)) = setup(dir.path()) else { return };
+    let desc = format!("berth-test-{}", std::process::id());
+    let _key = HostKey::add(&desc, "host-secret");
+    let check = format!("keyring:{desc}");
+    let confined = probe(&b, &probe_bin, &[], &[&check, "add_key"]);
+    assert_eq!(confined[&check], EPERM, "{confined:?}");
+    assert_eq!(confined["add_key"], EPERM, "{confined:?}");
+    // The attack the filter stops: without it, the container reads the host's secret.
+    let open = probe(&b, &probe_bin, &["--security-opt", "seccomp=unconfined"], &[&check]);
+    assert_eq!(open[&check], "ok:host-secret", "{open:?}");
+}
+
+#[test]
+fn docker_refusals_hold_and_unconfined_leaves_only_the_capabilities() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((b, probe_bin)) = setup(dir.path()) else { return };
+    let checks = [
+        "unshare_user",
+        "perf",
+        "personality",
+        "mount",
+        "ptrace",
+        "clone_newns",
+        "clone3",
+        "io_uring",
+        "chroot",
+        "status",
+    ];
+    let r = probe(&b, &probe_bin, &[], &checks);
+    for refused in ["unshare_user", "perf", "personality", "mount", "ptrace", "clone_newns", "io_uring"] {
+        assert_eq!(r[refused], EPERM, "{refused}: {r:?}");
+    }
+    assert_eq!(r["clone3"], format!("err{}", libc::ENOSYS), "clone3 is ENOSYS, so libc falls back to clone");
+    assert_eq!(r["chroot"], "ok", "SYS_CHROOT is in the set, so chroot is allowed");
+    assert_eq!(r["Seccomp"], "2");
+    assert_eq!(r["NoNewPrivs"], "1");
+    for set in ["CapBnd", "CapPrm", "CapEff"] {
+        assert_eq!(r[set], DEFAULT_CAPS, "{set}: {r:?}");
+    }
+    assert_eq!((r["CapInh"].as_str(), r["CapAmb"].as_str()), ("0000000000000000", "0000000000000000"));
+    // Unconfined, only the kernel's own checks remain: no CAP_SYS_ADMIN for a mount, no
+    // CAP_SYS_PTRACE to trace another user's process; what needs no capability works.
+    let u = probe(&b, &probe_bin, &["--security-opt", "seccomp=unconfined"], &checks);
+    assert_eq!(u["Seccomp"], "0");
+    assert_eq!((u["personality"].as_str(), u["unshare_user"].as_str()), ("ok", "ok"), "{u:?}");
+    assert_eq!((u["mount"].as_str(), u["ptrace"].as_str()), (EPERM, EPERM), "{u:?}");
+    assert_eq!(u["CapBnd"], DEFAULT_CAPS);
+}
+
+#[test]
+fn cap_add_cap_drop_and_privileged_set_every_capability_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((b, probe_bin)) = setup(dir.path()) else { return };
+    let admin = probe(
+        &b,
+        &probe_bin,
+        &["--cap-add", "SYS_ADMIN", "--cap-add", "cap_sys_ptrace"],
+        &["mount", "ptrace", "status"],
+    );
+    assert_eq!((admin["mount"].as_str(), admin["ptrace"].as_str()), ("ok", "ok"), "{admin:?}");
+    let with = format!("{:016x}", 0xa00425fbu64 | 1 << 21 | 1 << 19);
+    for set in ["CapBnd", "CapPrm", "CapEff"] {
+        assert_eq!(admin[set], with, "{set}: {admin:?}");
+    }
+    assert_eq!(admin["Seccomp"], "2", "--cap-add keeps the filter, with the capability's syscalls opened");
+    let none = probe(&b, &probe_bin, &["--cap-drop", "ALL", "--cap-add", "CHOWN"], &["chroot", "status"]);
+    assert_eq!(none["chroot"], EPERM, "no SYS_CHROOT: chroot is refused");
+    for set in ["CapBnd", "CapPrm", "CapEff"] {
+        assert_eq!(none[set], "0000000000000001", "{set}: {none:?}");
+    }
+    let all = probe(&b, &probe_bin, &["--privileged"], &["mount", "status"]);
+    let host = std::fs::read_to_string("/proc/self/status").unwrap();
+    let host_bnd = parse(&host)["CapBnd"].clone();
+    assert_eq!(
+        (all["Seccomp"].as_str(), all["CapBnd"].as_str(), all["mount"].as_str()),
+        ("0", host_bnd.as_str(), "ok")
+    );
+    let err = b.fails(&["run", "--cap-add", "SYS_WIZARD", "busybox", "true"]);
+    assert!(err.contains("SYS_WIZARD"), "{err}");
+}
+
+#[test]
+fn a_non_root_user_keeps_only_the_bounding_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((b, probe_bin)) = setup(dir.path()) else { return };
+    let r = probe(&b, &probe_bin, &["-u", "1000"], &["status"]);
+    assert_eq!(r["CapBnd"], DEFAULT_CAPS, "{r:?}");
+    assert_eq!((r["CapPrm"].as_str(), r["CapEff"].as_str()), ("0000000000000000", "0000000000000000"));
+    assert_eq!(r["Seccomp"], "2");
+}
+
+#[test]
+fn a_profile_in_dockers_format_is_applied_and_a_bad_one_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((b, probe_bin)) = setup(dir.path()) else { return };
+    let profile = dir.path().join("profile.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["uname"],"action":"SCMP_ACT_ERRNO","errnoRet":13}]}"#,
+    )
+    .unwrap();
+    let opt = format!("seccomp={}", p(&profile));
+    let r = probe(&b, &probe_bin, &["--security-opt", &opt], &["uname", "personality", "status"]);
+    assert_eq!(r["uname"], format!("err{}", libc::EACCES), "{r:?}");
+    assert_eq!((r["personality"].as_str(), r["Seccomp"].as_str()), ("ok", "2"), "everything else is allowed");
+    std::fs::write(&profile, r#"{"defaultAction":"SCMP_ACT_WHATEVER"}"#).unwrap();
+    let err = b.fails(&["run", "--security-opt", &opt, "busybox", "true"]);
+    assert!(err.contains("SCMP_ACT_WHATEVER"), "{err}");
+    let err = b.fails(&["run", "--security-opt", "apparmor=unconfined", "busybox", "true"]);
+    assert!(err.contains("unsupported --security-opt"), "{err}");
+}
+
+#[test]
+fn a_run_step_sees_the_same_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((b, probe_bin)) = setup(dir.path()) else { return };
+    let desc = format!("berth-test-build-{}", std::process::id());
+    let _key = HostKey::add(&desc, "host-secret");
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::copy(&probe_bin, ctx.join("probe")).unwrap();
+    let checks = format!("keyring:{desc} add_key unshare_user personality mount status");
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM busybox:latest\nCOPY probe /probe\nRUN /probe {checks} > /result\n"),
+    )
+    .unwrap();
+    b.ok(&["build", "-q", "-t", "probed:1", &p(&ctx)]);
+    let r = parse(&b.ok(&["run", "probed:1", "cat", "/result"]));
+    for refused in
+        [format!("keyring:{desc}"), "add_key".into(), "unshare_user".into(), "personality".into(), "mount".into()]
+    {
+        assert_eq!(r[&refused], EPERM, "{refused}: {r:?}");
+    }
+    assert_eq!(r["Seccomp"], "2");
+    for set in ["CapBnd", "CapPrm", "CapEff"] {
+        assert_eq!(r[set], DEFAULT_CAPS, "{set}: {r:?}");
+    }
+}
+
+#[test]
+fn runc_gets_the_same_filter_and_capabilities_in_its_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((b, probe_bin)) = setup(dir.path()) else { return };
+    if !require_tool("runc") {
+        return;
+    }
+    let r = probe(&b, &probe_bin, &["--runtime", "runc"], &["add_key", "personality", "status"]);
+    assert_eq!((r["add_key"].as_str(), r["personality"].as_str()), (EPERM, EPERM), "{r:?}");
+    assert_eq!(r["Seccomp"], "2");
+    for set in ["CapBnd", "CapPrm", "CapEff"] {
+        assert_eq!(r[set], DEFAULT_CAPS, "{set}: {r:?}");
+    }
+    let u = probe(&b, &probe_bin, &["--runtime", "runc", "--security-opt", "seccomp=unconfined"], &["status"]);
+    assert_eq!(u["Seccomp"], "0");
+}

@@ -1,0 +1,229 @@
+//! What a container may do inside its namespaces: its capability sets and its seccomp
+//! filter, by default docker's (docker's capability set less MKNOD, docker's default
+//! seccomp profile semantics), for `berth run` and every RUN step alike.
+//!
+//! Lifecycle: the CLI turns docker's flags into a [`Security`] ([`Security::docker`]); the
+//! sandbox calls [`Security::prepare`] before its fork, which resolves the profile for
+//! the final capability set and compiles it to BPF; in the child, [`Confinement`] drops
+//! the bounding set before the user changes, sets the other sets after, and loads the
+//! filter last, after no_new_privs. Runtimes that take a bundle get the same
+//! [`Policy`](seccomp::Policy) as `linux.seccomp`.
+
+pub mod caps;
+pub mod seccomp;
+
+pub use caps::Capabilities;
+pub use seccomp::{Policy, Profile};
+
+/// Why security options could not be honoured.
+#[derive(Debug, thiserror::Error)]
+pub enum SecurityError {
+    /// An unknown or unavailable capability.
+    #[error("{0}")]
+    Capability(String),
+    /// A seccomp profile that cannot be used.
+    #[error("seccomp profile: {0}")]
+    Profile(String),
+    /// libseccomp could not build the filter.
+    #[error("seccomp: {0}")]
+    Seccomp(String),
+    /// An unknown or unsupported `--security-opt`.
+    #[error("{0}")]
+    Option(String),
+}
+
+/// Which seccomp filter a container gets.
+#[derive(Debug, Clone, Default)]
+pub enum SeccompMode {
+    /// berth's default profile (docker's semantics).
+    #[default]
+    Default,
+    /// No filter (`--security-opt seccomp=unconfined`, `--privileged`).
+    Unconfined,
+    /// A profile in docker's format (`--security-opt seccomp=PROFILE.json`).
+    Profile(Box<Profile>),
+}
+
+/// A container's confinement beyond namespaces: capabilities and seccomp.
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    /// The bounding, permitted and effective sets (inheritable and ambient stay empty, as
+    /// docker leaves them).
+    pub capabilities: Capabilities,
+    /// The seccomp filter.
+    pub seccomp: SeccompMode,
+}
+
+impl Security {
+    /// docker's `--cap-add`, `--cap-drop`, `--privileged` and `--security-opt`
+    /// (`seccomp=unconfined|PROFILE.json`, `no-new-privileges[=true]`; berth always sets
+    /// no_new_privs, so `no-new-privileges=false` is refused rather than ignored).
+    pub fn docker(
+        cap_add: &[String],
+        cap_drop: &[String],
+        privileged: bool,
+        security_opts: &[String],
+    ) -> Result<Security, SecurityError> {
+        let capabilities = Capabilities::docker(cap_add, cap_drop, privileged)?;
+        let mut seccomp = if privileged { SeccompMode::Unconfined } else { SeccompMode::Default };
+        for opt in security_opts {
+            // docker takes `key=value` and the older `key:value`.
+            let (key, value) = opt.split_once(['=', ':']).map_or((opt.as_str(), None), |(k, v)| (k, Some(v)));
+            match (key, value) {
+                ("seccomp", Some("unconfined")) => seccomp = SeccompMode::Unconfined,
+                // --privileged disables seccomp whatever profile is named, as docker does.
+                ("seccomp", Some(_)) if privileged => {}
+                ("seccomp", Some(path)) => {
+                    let bytes = std::fs::read(path).map_err(|e| SecurityError::Profile(format!("read {path}: {e}")))?;
+                    seccomp = SeccompMode::Profile(Box::new(Profile::parse(&bytes)?));
+                }
+                ("no-new-privileges", None | Some("true")) => {}
+                ("no-new-privileges", Some("false")) => {
+                    return Err(SecurityError::Option("no-new-privileges=false: berth always sets no_new_privs".into()))
+                }
+                _ => {
+                    return Err(SecurityError::Option(format!(
+                        "unsupported --security-opt {opt:?} (seccomp=unconfined|PROFILE.json, no-new-privileges)"
+                    )))
+                }
+            }
+        }
+        Ok(Security { capabilities, seccomp })
+    }
+
+    /// The seccomp policy for this container's capabilities, `None` when unconfined.
+    pub fn policy(&self) -> Result<Option<Policy>, SecurityError> {
+        match &self.seccomp {
+            SeccompMode::Unconfined => Ok(None),
+            SeccompMode::Default => Profile::default_profile().resolve(&self.capabilities).map(Some),
+            SeccompMode::Profile(p) => p.resolve(&self.capabilities).map(Some),
+        }
+    }
+
+    /// Everything the forked child needs, made before the fork: the capability bits and
+    /// the compiled filter.
+    pub fn prepare(&self) -> Result<Confinement, SecurityError> {
+        let filter = match self.policy()? {
+            Some(policy) => Some(default_filter_cached(&self.seccomp, &policy)?),
+            None => None,
+        };
+        Ok(Confinement { caps: self.capabilities.0, filter })
+    }
+}
+
+/// The compiled default profile for the last capability set asked for: RUN steps and
+/// repeated runs in one process compile it once.
+fn default_filter_cached(mode: &SeccompMode, policy: &Policy) -> Result<Vec<libc::sock_filter>, SecurityError> {
+    static CACHE: std::sync::Mutex<Option<(Policy, Vec<libc::sock_filter>)>> = std::sync::Mutex::new(None);
+    if !matches!(mode, SeccompMode::Default) {
+        return policy.compile();
+    }
+    let mut cache = CACHE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((p, bpf)) = cache.as_ref() {
+        if p == policy {
+            return Ok(bpf.clone());
+        }
+    }
+    let bpf = policy.compile()?;
+    *cache = Some((policy.clone(), bpf.clone()));
+    Ok(bpf)
+}
+
+/// What the sandbox's child applies between fork and exec; only syscalls, no allocation.
+pub struct Confinement {
+    caps: u64,
+    filter: Option<Vec<libc::sock_filter>>,
+}
+
+impl std::fmt::Debug for Confinement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let len = self.filter.as_ref().map(Vec::len);
+        f.debug_struct("Confinement").field("caps", &format_args!("{:#x}", self.caps)).field("filter", &len).finish()
+    }
+}
+
+impl Confinement {
+    /// Drops every capability outside the container's set from the bounding set and
+    /// clears the ambient set. Runs while the child still holds CAP_SETPCAP, before the
+    /// user changes: a non-root user keeps only the bounding set, which must be right.
+    pub fn restrict_bounding(&self) -> std::io::Result<()> {
+        for cap in 0..64u32 {
+            if self.caps & (1u64 << cap) != 0 {
+                continue;
+            }
+            // SAFETY: prctl with integer arguments only.
+            if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } != 0 {
+                let e = std::io::Error::last_os_error();
+                // EINVAL: past the kernel's last capability, nothing more to drop.
+                if e.raw_os_error() == Some(libc::EINVAL) {
+                    break;
+                }
+                return Err(e);
+            }
+        }
+        // SAFETY: as above.
+        if unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Sets permitted and effective to the container's set and inheritable to empty (as
+    /// root; a non-root user has none left after its uid change).
+    pub fn set_capabilities(&self) -> std::io::Result<()> {
+        let caps = rustix::thread::CapabilitySet::from_bits_retain(self.caps);
+        let sets = rustix::thread::CapabilitySets {
+            effective: caps,
+            permitted: caps,
+            inheritable: rustix::thread::CapabilitySet::empty(),
+        };
+        rustix::thread::set_capabilities(None, sets).map_err(std::io::Error::from)
+    }
+
+    /// Loads the seccomp filter (no_new_privs must be set): the last step before exec.
+    pub fn load_seccomp(&self) -> std::io::Result<()> {
+        let Some(filter) = &self.filter else { return Ok(()) };
+        let len = u16::try_from(filter.len()).map_err(|_| std::io::Error::other("seccomp filter too long"))?;
+        let prog = libc::sock_fprog { len, filter: filter.as_ptr().cast_mut() };
+        // SAFETY: the kernel copies the program; `prog` points into `filter`, alive here.
+        let rc = unsafe {
+            libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0 as libc::c_uint, &prog as *const _)
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn security_opts_are_read_as_docker_spells_them() {
+        let s = Security::docker(&[], &[], false, &["seccomp=unconfined".into(), "no-new-privileges".into()]).unwrap();
+        assert!(matches!(s.seccomp, SeccompMode::Unconfined));
+        assert!(s.policy().unwrap().is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.json");
+        std::fs::write(&path, r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[]}"#).unwrap();
+        let s = Security::docker(&[], &[], false, &[format!("seccomp:{}", path.display())]).unwrap();
+        assert!(matches!(s.seccomp, SeccompMode::Profile(_)));
+        let p = Security::docker(&[], &[], true, &[format!("seccomp={}", path.display())]).unwrap();
+        assert!(matches!(p.seccomp, SeccompMode::Unconfined), "--privileged is unconfined");
+        for bad in ["apparmor=x", "no-new-privileges=false", "seccomp=/nonexistent.json"] {
+            assert!(Security::docker(&[], &[], false, &[bad.into()]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_default_filter_is_prepared_once_per_capability_set() {
+        let a = Security::default().prepare().unwrap();
+        let b = Security::default().prepare().unwrap();
+        assert_eq!(a.filter.as_ref().map(Vec::len), b.filter.as_ref().map(Vec::len));
+        assert!(a.filter.is_some());
+        let u = Security { seccomp: SeccompMode::Unconfined, ..Security::default() }.prepare().unwrap();
+        assert!(u.filter.is_none());
+    }
+}
