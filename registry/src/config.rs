@@ -4,6 +4,7 @@
 //! ```toml
 //! addr = "0.0.0.0:5000"
 //! read_only = false
+//! allow_sparse = false
 //!
 //! [storage]
 //! driver = "filesystem"          # or "s3"
@@ -47,6 +48,10 @@ pub struct Config {
     /// Refuse all writes.
     #[serde(default)]
     pub read_only: bool,
+    /// Accept image manifests whose layers were never pushed (sparse manifests, as a partial
+    /// mirror keeps); off: such a push is MANIFEST_BLOB_UNKNOWN.
+    #[serde(default)]
+    pub allow_sparse: bool,
     /// Where content lives.
     #[serde(default)]
     pub storage: StorageConfig,

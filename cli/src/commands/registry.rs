@@ -89,6 +89,10 @@ struct Serve {
     /// Refuse every write (pushes and deletes)
     #[arg(long, env = "BERTH_REGISTRY_READ_ONLY")]
     read_only: bool,
+    /// Accept image manifests whose layers were never pushed (sparse manifests, as partial
+    /// mirrors keep); an index may always name child manifests the repository lacks
+    #[arg(long, env = "BERTH_REGISTRY_ALLOW_SPARSE")]
+    allow_sparse: bool,
     /// Serve HTTPS with this certificate chain (PEM)
     #[arg(long, env = "BERTH_REGISTRY_TLS_CERT", requires = "tls_key", value_name = "FILE")]
     tls_cert: Option<PathBuf>,
@@ -113,6 +117,7 @@ impl Serve {
             cfg.addr = Some(a);
         }
         cfg.read_only |= self.read_only;
+        cfg.allow_sparse |= self.allow_sparse;
         if let (Some(cert), Some(key)) = (self.tls_cert, self.tls_key) {
             cfg.tls = Some(TlsConfig { cert, key });
         }
@@ -136,7 +141,7 @@ impl Serve {
         rt.block_on(async move {
             let driver = open_driver(&cfg).await?;
             let state = AppState {
-                registry: Registry::new(driver),
+                registry: Registry::new(driver).allow_sparse(cfg.allow_sparse),
                 auth: Arc::new(auth),
                 metrics: Arc::default(),
                 read_only: cfg.read_only,

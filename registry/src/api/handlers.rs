@@ -277,19 +277,27 @@ pub async fn get_manifest(state: &AppState, name: &RepoName, reference: &str, he
     Ok(response(StatusCode::OK, &headers, body))
 }
 
-/// `PUT /v2/<name>/manifests/<reference>`.
+/// `PUT /v2/<name>/manifests/<reference>`, with optional `tag` parameters (each answered
+/// by an `OCI-Tag` header).
 pub async fn put_manifest(state: &AppState, name: &RepoName, reference: &str, req: Request) -> Result<Response> {
+    let mut tags: Vec<String> =
+        query_params(req.uri()).into_iter().filter(|(k, _)| k == "tag").map(|(_, t)| t).collect();
+    crate::domain::check_tag_count(tags.len())?;
+    let mut seen = std::collections::HashSet::new();
+    tags.retain(|t| seen.insert(t.clone()));
     let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let limit = oci::manifest::MAX_MANIFEST_SIZE;
     let bytes = axum::body::to_bytes(req.into_body(), limit)
         .await
         .map_err(|_| RegistryError::new(ErrorCode::TooLarge, "manifest larger than 4 MiB"))?;
-    let (digest, subject) = state.registry.put_manifest(name, reference, content_type.as_deref(), bytes).await?;
+    let (digest, subject) =
+        state.registry.put_manifest_tagged(name, reference, content_type.as_deref(), bytes, &tags).await?;
     let mut headers = vec![
         ("Location", format!("/v2/{name}/manifests/{digest}")),
         ("Docker-Content-Digest", digest.to_string()),
         ("Content-Length", "0".into()),
     ];
+    headers.extend(tags.into_iter().map(|t| ("OCI-Tag", t)));
     if let Some(s) = subject {
         headers.push(("OCI-Subject", s.to_string()));
     }

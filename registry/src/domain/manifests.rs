@@ -59,6 +59,21 @@ fn parse_reference(reference: &str) -> Result<ManifestRef> {
     }
 }
 
+/// The most `tag` parameters one manifest push may carry (the spec asks for at least 10):
+/// each is a storage write, so one request cannot ask for thousands.
+pub const MAX_TAGS_PER_PUSH: usize = 100;
+
+/// Refuses a push with more than [`MAX_TAGS_PER_PUSH`] `tag` parameters (MANIFEST_INVALID).
+pub fn check_tag_count(n: usize) -> Result<()> {
+    if n > MAX_TAGS_PER_PUSH {
+        return Err(RegistryError::new(
+            ErrorCode::ManifestInvalid,
+            format!("{n} tag parameters; at most {MAX_TAGS_PER_PUSH} per push"),
+        ));
+    }
+    Ok(())
+}
+
 fn unknown(name: &RepoName, reference: &str) -> RegistryError {
     RegistryError::new(ErrorCode::ManifestUnknown, format!("manifest {reference} unknown to repository {name}"))
 }
@@ -158,27 +173,57 @@ impl Registry {
         Ok((digest, subject))
     }
 
+    /// Stores a manifest as [`Registry::put_manifest`] does and points `tags` at it too (the
+    /// spec's `?tag=` parameters of a push by digest, so a sha512 manifest can be tagged).
+    /// Every tag is checked first: a bad one stores nothing.
+    pub async fn put_manifest_tagged(
+        &self,
+        name: &RepoName,
+        reference: &str,
+        content_type: Option<&str>,
+        bytes: Bytes,
+        tags: &[String],
+    ) -> Result<(Digest, Option<Digest>)> {
+        check_tag_count(tags.len())?;
+        for t in tags {
+            if !matches!(parse_reference(t), Ok(ManifestRef::Tag(_))) {
+                return Err(RegistryError::new(ErrorCode::ManifestInvalid, format!("invalid tag {t:?}")));
+            }
+        }
+        let (digest, subject) = self.put_manifest(name, reference, content_type, bytes).await?;
+        for t in tags {
+            self.write_link(&paths::tag_link(name.as_str(), t), &digest).await?;
+        }
+        Ok((digest, subject))
+    }
+
+    /// Checks that the blobs an image manifest names are in the repository: its config
+    /// always, its layers unless sparse manifests are allowed (layers with `urls` are never
+    /// pushed). An index's children are not checked: a mirror of some platforms of a
+    /// multi-platform image keeps the whole index and only those platforms' manifests.
     async fn check_references(&self, name: &RepoName, manifest: &Manifest) -> Result<()> {
         let missing =
             |d: &Digest| RegistryError::new(ErrorCode::ManifestBlobUnknown, format!("{d} is not in repository {name}"));
+        let digest_of = |desc: &oci::spec::Descriptor| {
+            oci::manifest::descriptor_digest(desc)
+                .map_err(|e| RegistryError::new(ErrorCode::ManifestInvalid, e.to_string()))
+        };
         match manifest {
             Manifest::Image(m) => {
-                let layers = m.layers().iter().filter(|l| l.urls().as_ref().is_none_or(|u| u.is_empty()));
-                for desc in std::iter::once(m.config()).chain(layers) {
-                    let d = oci::manifest::descriptor_digest(desc)
-                        .map_err(|e| RegistryError::new(ErrorCode::ManifestInvalid, e.to_string()))?;
-                    if self.blob_size(name, &d).await.is_err() {
+                let config = digest_of(m.config())?;
+                if self.blob_size(name, &config).await.is_err() {
+                    return Err(missing(&config));
+                }
+                for desc in m.layers().iter().filter(|l| l.urls().as_ref().is_none_or(|u| u.is_empty())) {
+                    let d = digest_of(desc)?;
+                    if !self.allow_sparse && self.blob_size(name, &d).await.is_err() {
                         return Err(missing(&d));
                     }
                 }
             }
             Manifest::Index(i) => {
                 for desc in i.manifests() {
-                    let d = oci::manifest::descriptor_digest(desc)
-                        .map_err(|e| RegistryError::new(ErrorCode::ManifestInvalid, e.to_string()))?;
-                    if self.read_link(&paths::revision_link(name.as_str(), &d)).await?.is_none() {
-                        return Err(missing(&d));
-                    }
+                    digest_of(desc)?;
                 }
             }
         }

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures_util::Stream;
 
-pub use manifests::StoredManifest;
+pub use manifests::{check_tag_count, StoredManifest, MAX_TAGS_PER_PUSH};
 pub use uploads::{range_header, UploadId};
 
 use crate::driver::StorageDriver;
@@ -70,12 +70,21 @@ pub struct Registry {
     hashes: Arc<Mutex<HashMap<String, (u64, oci::digest::Hasher)>>>,
     /// Manifest bodies served lately, by digest.
     manifests: Arc<Mutex<ManifestCache>>,
+    /// Accept image manifests whose layers are not in the repository (sparse manifests).
+    allow_sparse: bool,
 }
 
 impl Registry {
     /// A registry over `driver`.
     pub fn new(driver: Arc<dyn StorageDriver>) -> Self {
-        Registry { driver, hashes: Arc::default(), manifests: Arc::default() }
+        Registry { driver, hashes: Arc::default(), manifests: Arc::default(), allow_sparse: false }
+    }
+
+    /// Whether an image manifest may name layers the repository does not have (a sparse
+    /// manifest, as a partial mirror keeps); off by default: MANIFEST_BLOB_UNKNOWN.
+    pub fn allow_sparse(mut self, allow: bool) -> Self {
+        self.allow_sparse = allow;
+        self
     }
 
     fn lock_manifests(&self) -> std::sync::MutexGuard<'_, ManifestCache> {

@@ -1,7 +1,8 @@
 //! The distribution-spec conformance checks, mirrored in Rust and run in-process against
 //! the router (`tower::ServiceExt::oneshot`), one module per area of the Go suite
 //! (opencontainers/distribution-spec, conformance/): pull, push, content discovery,
-//! content management, plus auth and operations.
+//! content management, the optional checks (sparse manifests, tag parameters), plus auth
+//! and operations.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
@@ -9,6 +10,7 @@ mod auth;
 mod discovery;
 mod management;
 mod ops;
+mod optional;
 mod pull;
 mod push;
 mod util;

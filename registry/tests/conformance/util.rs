@@ -51,6 +51,13 @@ impl Client {
         Client { state: state_with(driver, Auth::none(), false), auth_header: None }
     }
 
+    /// A client of a registry that accepts sparse manifests (`allow_sparse = true`).
+    pub fn sparse() -> Self {
+        let mut c = Self::new();
+        c.state.registry = c.state.registry.clone().allow_sparse(true);
+        c
+    }
+
     pub async fn send(&self, method: Method, uri: &str, headers: &[(&str, &str)], body: impl Into<Body>) -> Resp {
         let mut req = Request::builder().method(method).uri(uri).header("host", "registry.test");
         if let Some(a) = &self.auth_header {
