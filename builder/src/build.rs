@@ -37,6 +37,8 @@ pub struct BuildOptions {
     pub no_cache_filter: Vec<String>,
     /// `--network`: RUN steps get the host's network (the default) or none.
     pub host_network: bool,
+    /// `--allow security.insecure`: `RUN --security=insecure` may run unconfined.
+    pub allow_insecure: bool,
     /// `--secret`s by id.
     pub secrets: HashMap<String, Secret>,
     /// `--ssh` sockets by id.
@@ -83,6 +85,7 @@ pub fn build(m: &Machine<'_>, opts: &BuildOptions) -> Result<Built> {
         no_cache: opts.no_cache,
         no_cache_filter: &opts.no_cache_filter,
         host_network: opts.host_network,
+        allow_insecure: opts.allow_insecure,
         resolve: m.resolve,
     };
     let converted = convert::convert(&opts.dockerfile, opts.target.as_deref(), &inputs)?;

@@ -89,6 +89,10 @@ pub struct ExecOp {
     pub user: Option<String>,
     /// Host network (docker build's default) or none.
     pub host_network: bool,
+    /// `RUN --security=insecure`: every capability, no seccomp filter. In the cache key only
+    /// when set, so the keys of sandboxed steps stay as they were.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
     /// `--mount`s; bind and cache mounts with `from=` name the input that provides them.
     pub mounts: Vec<ExecMount>,
     /// `KEY=value` of the proxy build args (`HTTP_PROXY`, ...) given with `--build-arg` and not

@@ -85,14 +85,21 @@ impl Converter<'_> {
                 }
             },
         };
-        if let Some(w) = &run.security {
-            let v = ins.expand(w, &look)?;
-            if v != "sandbox" {
-                return Err(ins
-                    .df
-                    .error(w.at, format!("--security={v} is not allowed: berth runs RUN steps sandboxed")));
-            }
-        }
+        let insecure = match &run.security {
+            None => false,
+            Some(w) => match ins.expand(w, &look)?.as_str() {
+                "sandbox" => false,
+                // An entitlement, as BuildKit asks for it: the Dockerfile alone cannot lift the sandbox.
+                "insecure" if self.inputs.allow_insecure => true,
+                "insecure" => {
+                    return Err(ins.df.error(
+                        w.at,
+                        "--security=insecure is not allowed: it needs the entitlement `--allow security.insecure`",
+                    ))
+                }
+                other => return Err(ins.df.error(w.at, format!("unknown --security={other} (sandbox, insecure)"))),
+            },
+        };
         let mut inputs = vec![out.vertex];
         let workdir = scope.workdir();
         let mut mounts = Vec::new();
@@ -111,7 +118,7 @@ impl Converter<'_> {
             mounts.push(ExecMount { spec, input });
         }
         // The environment: the image's ENV, then the build args in scope (ENV wins).
-        let mut env = scope.env.clone();
+        let mut env = scope.env().to_vec();
         for (k, v) in scope.args_with_values() {
             if !scope.has_env(k) {
                 env.push(format!("{k}={v}"));
@@ -123,7 +130,8 @@ impl Converter<'_> {
             .filter(|p| !scope.has_arg(p))
             .filter_map(|p| self.inputs.build_args.get(*p).map(|v| format!("{p}={v}")))
             .collect();
-        let op = Op::Exec(ExecOp { args, env, cwd: workdir, user: scope.user(), host_network, mounts, proxy_env });
+        let op =
+            Op::Exec(ExecOp { args, env, cwd: workdir, user: scope.user(), host_network, insecure, mounts, proxy_env });
         let v = self.add_step(scope, ins.text, op, inputs, ins.at, step);
         out.vertex = v;
         record(
@@ -282,11 +290,15 @@ impl Converter<'_> {
         scope: &mut Scope,
         out: &mut StageOut,
     ) -> Result<()> {
-        // Every default sees the scope before the instruction, as BuildKit expands them.
+        // Every default sees the scope before the instruction, as BuildKit expands them:
+        // all are expanded before any is set.
         let look = scope.lookup();
+        let defaults = decls
+            .iter()
+            .map(|d| d.default.as_ref().map(|w| ins.expand(w, &look)).transpose())
+            .collect::<Result<Vec<_>>>()?;
         let mut recorded = Vec::new();
-        for d in decls {
-            let default = d.default.as_ref().map(|w| ins.expand(w, &look)).transpose()?;
+        for (d, default) in decls.iter().zip(defaults) {
             let value = match (self.inputs.build_args.get(&d.name), &default) {
                 (Some(v), _) => Some(v.clone()),
                 (None, Some(v)) => Some(v.clone()),

@@ -51,6 +51,8 @@ pub struct Inputs<'a> {
     pub no_cache_filter: &'a [String],
     /// RUN's default network is the host's (`--network host|default`) or none.
     pub host_network: bool,
+    /// `RUN --security=insecure` is allowed (`--allow security.insecure`).
+    pub allow_insecure: bool,
     /// Resolves (and pulls when needed) a base image by reference.
     pub resolve: &'a (dyn Fn(&str) -> Result<BaseImage> + Sync),
 }

@@ -39,6 +39,7 @@ fn convert_with(
         no_cache: false,
         no_cache_filter: &[],
         host_network: true,
+        allow_insecure: false,
         resolve: &resolve,
     };
     let c = convert(&df, target, &inputs);
@@ -300,6 +301,7 @@ fn an_unknown_target_and_an_empty_shell_are_dockerfile_errors_with_a_place() {
         no_cache: false,
         no_cache_filter: &[],
         host_network: true,
+        allow_insecure: false,
         resolve: &resolve,
     };
     let text = convert(&df, None, &inputs).err().unwrap().to_string();

@@ -108,8 +108,17 @@ fn sandbox_spec(
         init: false,
         console_socket: None,
         console_size: (24, 80),
-        // docker's default capabilities and seccomp filter, as BuildKit gives a RUN step.
-        security: Default::default(),
+        // docker's default capabilities and seccomp filter, as BuildKit gives a RUN step;
+        // `--security=insecure` (allowed by `--allow security.insecure`): all and none.
+        security: if e.insecure {
+            runner::security::Security {
+                capabilities: runner::security::Capabilities::all(),
+                seccomp: runner::security::SeccompMode::Unconfined,
+                filter_cache: None,
+            }
+        } else {
+            Default::default()
+        },
     }
 }
 

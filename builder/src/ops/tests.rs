@@ -135,6 +135,7 @@ fn vertex(mounts: &[&str]) -> Vertex {
         cwd: "/".into(),
         user: None,
         host_network: false,
+        insecure: false,
         mounts,
         proxy_env: vec![],
     };

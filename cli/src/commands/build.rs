@@ -83,6 +83,9 @@ pub struct Build {
     /// RUN's network: default (the host's), host or none
     #[arg(long, default_value = "default")]
     network: String,
+    /// Allow an entitlement: security.insecure (RUN --security=insecure), network.host
+    #[arg(long, value_name = "ENTITLEMENT")]
+    allow: Vec<String>,
     #[command(flatten)]
     remote: Remote,
 }
@@ -140,6 +143,7 @@ impl Build {
             no_cache: self.no_cache,
             no_cache_filter: self.no_cache_filter.clone(),
             host_network: flags::host_network(&self.network)?,
+            allow_insecure: flags::allow(&self.allow)?,
             secrets: flags::secrets(&self.secret)?,
             ssh: flags::ssh(&self.ssh)?,
             compression: flags::compression(&self.compression)?,

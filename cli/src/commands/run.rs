@@ -120,8 +120,10 @@ impl Run {
         let cfg = image.config.config().clone().unwrap_or_default();
         let args = self.command_line(&cfg)?;
         let env = self.environment(&cfg)?;
-        let security =
+        let mut security =
             runner::security::Security::docker(&self.cap_add, &self.cap_drop, self.privileged, &self.security_opt)?;
+        // Compiling docker's profile costs more than the rest of a start: keep it compiled.
+        security.filter_cache = Some(root.join("seccomp"));
         self.warn_capped_ulimits();
         let snapshotter = super::container::snapshotter(root)?;
         let id = format!("{:x}", rand_id());

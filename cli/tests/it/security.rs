@@ -240,3 +240,26 @@ fn runc_gets_the_same_filter_and_capabilities_in_its_bundle() {
     let u = probe(&b, &probe_bin, &["--runtime", "runc", "--security-opt", "seccomp=unconfined"], &["status"]);
     assert_eq!(u["Seccomp"], "0");
 }
+
+#[test]
+fn run_security_insecure_needs_the_entitlement() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((b, probe_bin)) = setup(dir.path()) else { return };
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::copy(&probe_bin, ctx.join("probe")).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox:latest\nCOPY probe /probe\nRUN --security=insecure /probe mount status > /result\n",
+    )
+    .unwrap();
+    // Refused where the Dockerfile says it, with a pointer to the line.
+    let out = b.output(&["build", "-q", "-t", "insecure:1", &p(&ctx)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("needs the entitlement `--allow security.insecure`"), "{err}");
+    b.ok(&["build", "-q", "--allow", "security.insecure", "-t", "insecure:1", &p(&ctx)]);
+    let r = parse(&b.ok(&["run", "insecure:1", "cat", "/result"]));
+    let host = parse(&std::fs::read_to_string("/proc/self/status").unwrap());
+    assert_eq!((r["Seccomp"].as_str(), r["CapBnd"].as_str()), ("0", host["CapBnd"].as_str()), "{r:?}");
+    assert_eq!(r["mount"], "ok", "an insecure step has CAP_SYS_ADMIN");
+}

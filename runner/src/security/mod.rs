@@ -4,7 +4,9 @@
 //!
 //! Lifecycle: the CLI turns docker's flags into a [`Security`] ([`Security::docker`]); the
 //! sandbox calls [`Security::prepare`] before its fork, which resolves the profile for
-//! the final capability set and compiles it to BPF; in the child, [`Confinement`] drops
+//! the final capability set and compiles it to BPF (or finds it compiled: libseccomp takes
+//! tens of milliseconds for docker's three x86 ABIs, more than the rest of a start); in the
+//! child, [`Confinement`] drops
 //! the bounding set before the user changes, sets the other sets after, and loads the
 //! filter last, after no_new_privs. Runtimes that take a bundle get the same
 //! [`Policy`](seccomp::Policy) as `linux.seccomp`.
@@ -52,6 +54,9 @@ pub struct Security {
     pub capabilities: Capabilities,
     /// The seccomp filter.
     pub seccomp: SeccompMode,
+    /// Where compiled filters are kept between processes (`berth run`: `$BERTH_ROOT/seccomp`);
+    /// without it a process compiles each policy once.
+    pub filter_cache: Option<std::path::PathBuf>,
 }
 
 impl Security {
@@ -88,7 +93,7 @@ impl Security {
                 }
             }
         }
-        Ok(Security { capabilities, seccomp })
+        Ok(Security { capabilities, seccomp, filter_cache: None })
     }
 
     /// The seccomp policy for this container's capabilities, `None` when unconfined.
@@ -104,29 +109,72 @@ impl Security {
     /// the compiled filter.
     pub fn prepare(&self) -> Result<Confinement, SecurityError> {
         let filter = match self.policy()? {
-            Some(policy) => Some(default_filter_cached(&self.seccomp, &policy)?),
+            Some(policy) => {
+                let bytes = match &self.filter_cache {
+                    Some(dir) => compiled_on_disk(dir, &policy)?,
+                    None => compiled_in_memory(&policy)?,
+                };
+                Some(to_program(&bytes)?)
+            }
             None => None,
         };
         Ok(Confinement { caps: self.capabilities.0, filter })
     }
 }
 
-/// The compiled default profile for the last capability set asked for: RUN steps and
-/// repeated runs in one process compile it once.
-fn default_filter_cached(mode: &SeccompMode, policy: &Policy) -> Result<Vec<libc::sock_filter>, SecurityError> {
-    static CACHE: std::sync::Mutex<Option<(Policy, Vec<libc::sock_filter>)>> = std::sync::Mutex::new(None);
-    if !matches!(mode, SeccompMode::Default) {
-        return policy.compile();
-    }
-    let mut cache = CACHE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some((p, bpf)) = cache.as_ref() {
+/// The last policy compiled in this process: the RUN steps of a build compile it once.
+fn compiled_in_memory(policy: &Policy) -> Result<Vec<u8>, SecurityError> {
+    static LAST: std::sync::Mutex<Option<(Policy, Vec<u8>)>> = std::sync::Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((p, bpf)) = last.as_ref() {
         if p == policy {
             return Ok(bpf.clone());
         }
     }
     let bpf = policy.compile()?;
-    *cache = Some((policy.clone(), bpf.clone()));
+    *last = Some((policy.clone(), bpf.clone()));
     Ok(bpf)
+}
+
+/// The compiled policy from `dir`, named by the sha256 of everything it depends on (the
+/// resolved policy, the architecture, libseccomp's version); compiled and stored there
+/// (under a temporary name, then renamed) when missing.
+fn compiled_on_disk(dir: &std::path::Path, policy: &Policy) -> Result<Vec<u8>, SecurityError> {
+    let version = libseccomp::ScmpVersion::current().map(|v| (v.major, v.minor, v.micro)).ok();
+    let key = format!("{} {version:?} {policy:?}", std::env::consts::ARCH);
+    let name = format!("{}.bpf", oci::Digest::of(key.as_bytes()).hex());
+    let path = dir.join(&name);
+    if let Ok(bytes) = std::fs::read(&path) {
+        if to_program(&bytes).is_ok() {
+            return Ok(bytes);
+        }
+    }
+    let bytes = policy.compile()?;
+    let io = |what: &str| {
+        let what = format!("{what} {}", dir.display());
+        move |e: std::io::Error| SecurityError::Seccomp(format!("{what}: {e}"))
+    };
+    std::fs::create_dir_all(dir).map_err(io("create"))?;
+    let tmp = dir.join(format!(".{}-{name}", std::process::id()));
+    std::fs::write(&tmp, &bytes).map_err(io("write into"))?;
+    std::fs::rename(&tmp, &path).map_err(io("rename into"))?;
+    Ok(bytes)
+}
+
+/// libseccomp's exported bytes as the program the kernel takes.
+fn to_program(bytes: &[u8]) -> Result<Vec<libc::sock_filter>, SecurityError> {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(8) || bytes.len() / 8 > usize::from(u16::MAX) {
+        return Err(SecurityError::Seccomp(format!("a filter of {} bytes", bytes.len())));
+    }
+    Ok(bytes
+        .chunks_exact(8)
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect())
 }
 
 /// What the sandbox's child applies between fork and exec; only syscalls, no allocation.
@@ -215,6 +263,25 @@ mod tests {
         for bad in ["apparmor=x", "no-new-privileges=false", "seccomp=/nonexistent.json"] {
             assert!(Security::docker(&[], &[], false, &[bad.into()]).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_compiled_filter_is_kept_on_disk_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("seccomp");
+        let s = Security { filter_cache: Some(cache.clone()), ..Security::default() };
+        let first = s.prepare().unwrap();
+        let files: Vec<_> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        let again = s.prepare().unwrap();
+        assert_eq!(first.filter.as_ref().map(Vec::len), again.filter.as_ref().map(Vec::len));
+        // Another capability set is another policy, so another file; a damaged file is remade.
+        let admin = Security { capabilities: Capabilities(Capabilities::default().0 | 1 << 21), ..s.clone() };
+        admin.prepare().unwrap();
+        assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 2);
+        std::fs::write(&files[0], b"short").unwrap();
+        s.prepare().unwrap();
+        assert!(std::fs::read(&files[0]).unwrap().len().is_multiple_of(8));
     }
 
     #[test]

@@ -96,6 +96,20 @@ pub fn host_network(s: &str) -> Result<bool> {
     })
 }
 
+/// `--allow`: BuildKit's entitlements; whether `RUN --security=insecure` may run. RUN
+/// steps may always use the host's network, so `network.host` is granted already.
+pub fn allow(entitlements: &[String]) -> Result<bool> {
+    let mut insecure = false;
+    for e in entitlements.iter().flat_map(|e| e.split(',')) {
+        match e {
+            "security.insecure" => insecure = true,
+            "network.host" => {}
+            other => bail!("unknown --allow {other:?} (security.insecure, network.host)"),
+        }
+    }
+    Ok(insecure)
+}
+
 /// One `-o`: `type=oci|docker|tar|local,dest=PATH`, or a bare `DIR` (docker's short form of
 /// `type=local,dest=DIR`).
 pub fn output(s: &str) -> Result<Exporter> {
