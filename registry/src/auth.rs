@@ -72,6 +72,33 @@ pub struct Grant {
     pub actions: Vec<Action>,
 }
 
+/// Where a token challenge sends clients: the `auth.realm` setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Realm {
+    /// A fixed token endpoint URL, as production behind a proxy or load balancer needs.
+    Url(String),
+    /// `http(s)://<Host header>/token`, taken from each request: only when configured as
+    /// `auto`, since a client (or a proxy that rewrites Host) then decides where
+    /// credentials are sent.
+    FromHost,
+}
+
+impl Realm {
+    /// Reads an `auth.realm` value: `auto`, or an `http://` or `https://` URL that fits in a
+    /// quoted challenge parameter.
+    pub fn parse(s: &str) -> std::result::Result<Realm, String> {
+        if s == "auto" {
+            return Ok(Realm::FromHost);
+        }
+        let rest = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://"));
+        let host_len = rest.map_or(0, |r| r.split('/').next().unwrap_or("").len());
+        if host_len == 0 || s.bytes().any(|b| b == b'"' || b == b'\\' || !b.is_ascii_graphic()) {
+            return Err(format!("token realm {s:?} is not auto or an http(s) URL"));
+        }
+        Ok(Realm::Url(s.to_owned()))
+    }
+}
+
 /// The authentication mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -91,7 +118,7 @@ pub struct Auth {
     users: HashMap<String, String>,
     grants: Vec<Grant>,
     key: Vec<u8>,
-    realm: Option<String>,
+    realm: Realm,
     service: String,
     tls: bool,
     /// (user, sha256 of password) -> when bcrypt last accepted it; bcrypt costs ~50 ms.
@@ -124,7 +151,7 @@ pub fn parse_htpasswd(text: &str) -> std::result::Result<HashMap<String, String>
 impl Auth {
     /// No authentication.
     pub fn none() -> Self {
-        Self::new(Mode::None, HashMap::new(), Vec::new(), Vec::new(), None, "berth-registry".into(), false)
+        Self::new(Mode::None, HashMap::new(), Vec::new(), Vec::new(), Realm::FromHost, "berth-registry".into(), false)
     }
 
     /// A policy. An empty `key` picks a random one (tokens then die with the process).
@@ -133,7 +160,7 @@ impl Auth {
         users: HashMap<String, String>,
         grants: Vec<Grant>,
         mut key: Vec<u8>,
-        realm: Option<String>,
+        realm: Realm,
         service: String,
         tls: bool,
     ) -> Self {
@@ -184,6 +211,27 @@ impl Auth {
     /// True when the registry runs without authentication (every request is allowed).
     pub fn is_off(&self) -> bool {
         matches!(self.mode, Mode::None)
+    }
+
+    /// Checks that a request comes from some account (basic credentials, or in token mode a
+    /// valid bearer token too), for endpoints that are not about a repository, like
+    /// `/metrics`. Without auth everyone passes.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<()> {
+        let challenge = |e: RegistryError| e.with_header("WWW-Authenticate", "Basic realm=\"berth-registry\"".into());
+        if self.mode == Mode::None {
+            return Ok(());
+        }
+        if self.basic_account(headers).map_err(challenge)?.is_some() {
+            return Ok(());
+        }
+        let bearer = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+        match bearer.map(|t| self.verify_token(t.trim())) {
+            Some(Ok(c)) if self.mode == Mode::Token && c.sub != ANONYMOUS => Ok(()),
+            _ => Err(challenge(RegistryError::new(ErrorCode::Unauthorized, "authentication required"))),
+        }
     }
 
     /// The actions of `wanted` that `account` may do on `repo`. With no grants
@@ -310,10 +358,15 @@ impl Auth {
     }
 
     fn realm(&self, headers: &HeaderMap) -> String {
-        if let Some(r) = &self.realm {
+        if let Realm::Url(r) = &self.realm {
             return r.clone();
         }
-        let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+        // Only host characters: a Host header must not be able to inject challenge parameters.
+        let host = headers
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)))
+            .unwrap_or("localhost");
         format!("{}://{host}/token", if self.tls { "https" } else { "http" })
     }
 
@@ -391,6 +444,37 @@ fn scopes(needs: &[(RepoName, Action)], catalog: bool) -> String {
     parts.join(" ")
 }
 
+/// One scope of a token request, `TYPE[(CLASS)]:NAME:ACTION,...` as docker's token
+/// protocol writes it; NAME may hold colons (a registry host with its port).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope<'a> {
+    /// `repository` or `registry`; a `(class)` suffix is dropped.
+    pub kind: &'a str,
+    /// The repository name, or `catalog`.
+    pub name: &'a str,
+    /// The actions asked for, empty ones left out.
+    pub actions: Vec<&'a str>,
+}
+
+impl<'a> Scope<'a> {
+    /// Reads one scope; None when it lacks a type, a name or the actions field.
+    pub fn parse(s: &'a str) -> Option<Scope<'a>> {
+        let (kind, rest) = s.split_once(':')?;
+        let (name, actions) = rest.rsplit_once(':')?;
+        let kind = kind.split_once('(').map_or(kind, |(k, _)| k);
+        if kind.is_empty() || name.is_empty() {
+            return None;
+        }
+        Some(Scope { kind, name, actions: actions.split(',').filter(|a| !a.is_empty()).collect() })
+    }
+}
+
+impl std::fmt::Display for Scope<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.kind, self.name, self.actions.join(","))
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     iss: String,
@@ -430,14 +514,11 @@ pub async fn token_endpoint(State(state): State<AppState>, req: Request) -> Resp
             continue;
         }
         let v = crate::api::decode_query(v);
-        for scope in v.split(' ') {
-            let mut parts = scope.splitn(3, ':');
-            let (Some(kind), Some(name), Some(actions)) = (parts.next(), parts.next(), parts.next()) else {
-                continue;
-            };
+        for scope in v.split(' ').filter_map(Scope::parse) {
+            let Scope { kind, name, actions } = scope;
             match kind {
                 "repository" => {
-                    let wanted: Vec<Action> = actions.split(',').filter_map(Action::parse).collect();
+                    let wanted: Vec<Action> = actions.iter().filter_map(|a| Action::parse(a)).collect();
                     let got = auth.allowed(&account, name, &wanted);
                     access.push(Access {
                         kind: "repository".into(),
@@ -493,7 +574,7 @@ mod tests {
             Grant { account: "*".into(), repository: "public/*".into(), actions: vec![Action::Pull] },
             Grant { account: ANONYMOUS.into(), repository: "open".into(), actions: vec![Action::Pull] },
         ];
-        let a = Auth::new(Mode::Token, HashMap::new(), grants, vec![1; 32], None, "s".into(), false);
+        let a = Auth::new(Mode::Token, HashMap::new(), grants, vec![1; 32], Realm::FromHost, "s".into(), false);
         let all = [Action::Pull, Action::Push, Action::Delete];
         assert_eq!(a.allowed("alice", "team/app", &all), [Action::Pull, Action::Push]);
         assert_eq!(a.allowed("bob", "team/app", &all), []);
@@ -504,7 +585,7 @@ mod tests {
 
     #[test]
     fn tokens_round_trip_and_tampering_is_caught() {
-        let a = Auth::new(Mode::Token, HashMap::new(), Vec::new(), vec![7; 32], None, "svc".into(), false);
+        let a = Auth::new(Mode::Token, HashMap::new(), Vec::new(), vec![7; 32], Realm::FromHost, "svc".into(), false);
         let now = unix_now();
         let claims = Claims {
             iss: "i".into(),
@@ -518,7 +599,7 @@ mod tests {
         };
         let t = a.sign(&claims);
         assert_eq!(a.verify_token(&t).unwrap().sub, "alice");
-        let other = Auth::new(Mode::Token, HashMap::new(), Vec::new(), vec![8; 32], None, "svc".into(), false);
+        let other = Auth::new(Mode::Token, HashMap::new(), Vec::new(), vec![8; 32], Realm::FromHost, "svc".into(), false);
         assert!(other.verify_token(&t).is_err(), "another key must not verify");
         let mut forged = t.clone();
         forged.insert(forged.find('.').unwrap() + 2, 'x');
@@ -531,7 +612,7 @@ mod tests {
     fn htpasswd_accepts_bcrypt_only() {
         let hash = bcrypt::hash("secret", 4).unwrap();
         let users = parse_htpasswd(&format!("# comment\nalice:{hash}\n")).unwrap();
-        let a = Auth::new(Mode::Htpasswd, users, Vec::new(), Vec::new(), None, "s".into(), false);
+        let a = Auth::new(Mode::Htpasswd, users, Vec::new(), Vec::new(), Realm::FromHost, "s".into(), false);
         assert!(a.check_password("alice", "secret"));
         assert!(a.check_password("alice", "secret"), "cached");
         assert!(!a.check_password("alice", "wrong"));

@@ -25,12 +25,16 @@
 //! mode = "token"                 # none | htpasswd | token
 //! htpasswd = "/etc/berth/htpasswd"
 //! service = "berth-registry"
+//! realm = "https://registry.example.com/token"   # or "auto": from the Host header
 //! secret_file = "/etc/berth/token.key"   # share it between replicas
 //!
 //! [[auth.grants]]
 //! account = "ci"
 //! repository = "team/*"
 //! actions = ["pull", "push"]
+//!
+//! [metrics]
+//! addr = "10.0.0.5:5001"         # /metrics here, without auth; else behind the registry's auth
 //! ```
 
 use std::path::PathBuf;
@@ -60,6 +64,9 @@ pub struct Config {
     /// Authentication and grants.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// Where `/metrics` is served.
+    #[serde(default)]
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 /// Which storage driver, and its settings.
@@ -105,7 +112,8 @@ pub struct AuthConfig {
     pub mode: Mode,
     /// The htpasswd file (bcrypt entries).
     pub htpasswd: Option<PathBuf>,
-    /// The token realm URL; by default `http(s)://<Host header>/token`.
+    /// The token realm: the URL of `/token` as clients reach it, or `auto` for
+    /// `http(s)://<Host header>/token`; token mode needs it.
     pub realm: Option<String>,
     /// The service name in challenges and tokens.
     pub service: Option<String>,

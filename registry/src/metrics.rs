@@ -7,6 +7,15 @@ use std::time::Duration;
 
 const BUCKETS: [f64; 10] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
+/// Where `/metrics` is served: the `[metrics]` table of the config.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` (and `/health`) without auth on this `HOST:PORT` only, and not on the
+    /// registry's address; when unset, `/metrics` is on the registry's address, behind its auth.
+    pub addr: Option<String>,
+}
+
 /// Counters the request middleware feeds and `/metrics` renders.
 #[derive(Debug, Default)]
 pub struct Metrics {

@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
-use registry::api::{app, AppState};
-use registry::auth::{parse_htpasswd, Auth, Mode};
+use registry::api::AppState;
+use registry::auth::{parse_htpasswd, Auth, Mode, Realm};
 use registry::config::{Config, DriverKind, TlsConfig};
 use registry::domain::Registry;
 use registry::driver::{FsDriver, S3Driver, StorageDriver};
@@ -108,6 +108,13 @@ struct Serve {
     /// A file whose content signs tokens; replicas behind one address must share it
     #[arg(long, env = "BERTH_REGISTRY_TOKEN_SECRET_FILE", value_name = "FILE")]
     token_secret_file: Option<PathBuf>,
+    /// The token endpoint URL clients are sent to (https://HOST/token), or `auto` to take it
+    /// from each request's Host header
+    #[arg(long, env = "BERTH_REGISTRY_TOKEN_REALM", value_name = "URL|auto")]
+    token_realm: Option<String>,
+    /// Serve /metrics on this HOST:PORT only, without auth (a monitoring network's address)
+    #[arg(long, env = "BERTH_REGISTRY_METRICS_ADDR", value_name = "HOST:PORT")]
+    metrics_addr: Option<String>,
 }
 
 impl Serve {
@@ -134,6 +141,12 @@ impl Serve {
         if let Some(s) = self.token_secret_file {
             cfg.auth.secret_file = Some(s);
         }
+        if let Some(r) = self.token_realm {
+            cfg.auth.realm = Some(r);
+        }
+        if let Some(m) = self.metrics_addr {
+            cfg.metrics.addr = Some(m);
+        }
         let auth = build_auth(&cfg)?;
         let tls = cfg.tls.as_ref().map(|t| registry::server::tls_config(&t.cert, &t.key)).transpose()?;
         let addr = cfg.addr.clone().unwrap_or_else(|| "0.0.0.0:5000".into());
@@ -151,10 +164,35 @@ impl Serve {
             tracing::info!(addr = %local, tls = cfg.tls.is_some(), read_only = cfg.read_only, "registry listening");
             // Tests and scripts read the bound address (useful with port 0) from stdout.
             println!("listening on {local}");
-            registry::server::serve(listener, app(state), tls, shutdown_signal()).await?;
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let metrics_here = cfg.metrics.addr.is_none();
+            if let Some(metrics_addr) = &cfg.metrics.addr {
+                let l = tokio::net::TcpListener::bind(metrics_addr)
+                    .await
+                    .with_context(|| format!("listen on {metrics_addr} for metrics"))?;
+                println!("metrics on {}", l.local_addr()?);
+                let router = registry::api::metrics_app(state.clone());
+                let stopped = stopped.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = registry::server::serve(l, router, None, stop_when(stopped)).await {
+                        tracing::error!(error = %e, "the metrics listener stopped");
+                    }
+                });
+            }
+            let router = registry::api::app_with(state, metrics_here);
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                let _ = stop.send(true);
+            });
+            registry::server::serve(listener, router, tls, stop_when(stopped)).await?;
             Ok(())
         })
     }
+}
+
+/// Resolves once `stop` says true (or its sender is gone): one shutdown for several listeners.
+async fn stop_when(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 fn build_auth(cfg: &Config) -> Result<Auth> {
@@ -170,7 +208,15 @@ fn build_auth(cfg: &Config) -> Result<Auth> {
         None => Vec::new(),
     };
     let service = a.service.clone().unwrap_or_else(|| "berth-registry".into());
-    Ok(Auth::new(a.mode, users, a.grants.clone(), key, a.realm.clone(), service, cfg.tls.is_some()))
+    let realm = match (&a.realm, a.mode) {
+        (Some(r), _) => Realm::parse(r).map_err(anyhow::Error::msg)?,
+        (None, Mode::Token) => bail!(
+            "token auth needs its realm: set auth.realm (or --token-realm) to the URL clients reach /token at, \
+             such as https://registry.example.com/token, or to \"auto\" to take it from each request's Host header"
+        ),
+        (None, _) => Realm::FromHost,
+    };
+    Ok(Auth::new(a.mode, users, a.grants.clone(), key, realm, service, cfg.tls.is_some()))
 }
 
 async fn shutdown_signal() {

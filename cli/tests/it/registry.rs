@@ -88,7 +88,7 @@ fn skopeo_auth_round_trip(mode: &str, check: impl FnOnce(&Server)) {
     let dir = tempfile::tempdir().unwrap();
     let Some(htpasswd) = htpasswd_file(dir.path()) else { return };
     let Some((tar, id)) = busybox_archive(&b, dir.path()) else { return };
-    let server = Server::start(&dir.path().join("registry"), &["--auth", mode, "--htpasswd", &p(&htpasswd)]);
+    let server = Server::start(&dir.path().join("registry"), &["--auth", mode, "--token-realm", "auto", "--htpasswd", &p(&htpasswd)]);
     check(&server);
     let image = format!("docker://{}/team/busybox:1", server.addr);
     let src = format!("oci-archive:{}", p(&tar));
@@ -116,6 +116,49 @@ fn skopeo_with_bearer_tokens() {
         let realm = format!("Bearer realm=\"http://{}/token\"", server.addr);
         assert!(header(&headers, "www-authenticate").starts_with(&realm));
     });
+}
+
+#[test]
+fn token_auth_takes_its_realm_from_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(htpasswd) = htpasswd_file(dir.path()) else { return };
+    let root = dir.path().join("registry");
+    let base = ["registry", "serve", "--addr", "127.0.0.1:0", "--auth", "token", "--htpasswd", &p(&htpasswd)];
+    let out = Command::new(env!("CARGO_BIN_EXE_berth")).args(base).arg("--root").arg(&root).output().unwrap();
+    assert!(!out.status.success(), "token auth without a realm must not start");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--token-realm") && err.contains("auto"), "says how to set the realm: {err}");
+    let realm = "https://registry.example.com/token";
+    let server = Server::start(&root, &["--auth", "token", "--htpasswd", &p(&htpasswd), "--token-realm", realm]);
+    let (status, headers, _) = http(&server.addr, "GET", "/v2/", &[], b"");
+    assert_eq!(status, 401);
+    let challenge = header(&headers, "www-authenticate");
+    assert!(challenge.starts_with(&format!("Bearer realm=\"{realm}\"")), "the configured realm, not Host: {challenge}");
+}
+
+#[test]
+fn metrics_can_move_to_their_own_address() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["registry", "serve", "--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--root"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut addr_after = |prefix: &str| {
+        let line = lines.next().unwrap().unwrap();
+        line.strip_prefix(prefix).unwrap_or_else(|| panic!("{line:?}")).to_owned()
+    };
+    let (api, metrics) = (addr_after("listening on "), addr_after("metrics on "));
+    assert_eq!(http(&api, "GET", "/v2/", &[], b"").0, 200);
+    assert_eq!(http(&api, "GET", "/metrics", &[], b"").0, 404, "not on the registry's address");
+    let (status, _, body) = http(&metrics, "GET", "/metrics", &[], b"");
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&body).contains("route=\"base\""), "counts the API's requests");
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 #[test]

@@ -38,15 +38,28 @@ pub struct AppState {
 
 /// The registry's whole HTTP surface: `/v2/...`, `/token`, `/metrics`, `/health`.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    app_with(state, true)
+}
+
+/// The registry's HTTP surface, with `/metrics` (behind the registry's auth) or without it,
+/// for a registry that serves its metrics on their own address ([`metrics_app`]).
+pub fn app_with(state: AppState, metrics_here: bool) -> Router {
+    let mut router = Router::new()
         .route("/v2", any(dispatch))
         .route("/v2/", any(dispatch))
         .route("/v2/{*rest}", any(dispatch))
         .route("/token", get(crate::auth::token_endpoint))
-        .route("/metrics", get(metrics))
-        .route("/health", get(health))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
-        .with_state(state)
+        .route("/health", get(health));
+    if metrics_here {
+        router = router.route("/metrics", get(authenticated_metrics));
+    }
+    router.layer(axum::middleware::from_fn_with_state(state.clone(), observe)).with_state(state)
+}
+
+/// `/metrics` and `/health` alone, without auth: for a listen address that only the
+/// monitoring network reaches (`metrics.addr`).
+pub fn metrics_app(state: AppState) -> Router {
+    Router::new().route("/metrics", get(metrics)).route("/health", get(health)).with_state(state)
 }
 
 /// A parsed `/v2/...` path.
@@ -242,6 +255,13 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: axum::mi
 
 fn content_length(h: &axum::http::HeaderMap) -> u64 {
     h.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+async fn authenticated_metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    match state.auth.authenticate(&headers) {
+        Ok(()) => metrics(State(state)).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

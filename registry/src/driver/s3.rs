@@ -785,25 +785,29 @@ impl S3Writer {
 
     async fn write_inner(&mut self, mut data: Bytes) -> Result<()> {
         let part = self.driver.part_size;
-        while !data.is_empty() {
-            if self.buf.is_empty() && data.len() >= part {
-                // A whole part straight from the caller's buffer, without a copy.
-                self.upload_part(data.split_to(part)).await?;
-                continue;
-            }
-            if self.buf.capacity() == 0 {
-                self.buf.reserve(part);
-            }
-            let take = (part - self.buf.len()).min(data.len());
-            self.buf.extend_from_slice(&data.split_to(take));
+        while let Some(full) = next_part(&mut self.buf, &mut data, part) {
             self.note_buffer();
-            if self.buf.len() == part {
-                let full = std::mem::take(&mut self.buf).freeze();
-                self.upload_part(full).await?;
-            }
+            self.upload_part(full).await?;
         }
+        self.note_buffer();
         Ok(())
     }
+}
+
+/// Cuts the next whole part from the buffered tail `buf` followed by `data`, or moves what
+/// is left of `data` into `buf` and answers None when less than a part remains. A part
+/// that starts on an empty buffer is taken from `data` without a copy; `buf` never holds
+/// more than one part.
+fn next_part(buf: &mut BytesMut, data: &mut Bytes, part: usize) -> Option<Bytes> {
+    if buf.is_empty() && data.len() >= part {
+        return Some(data.split_to(part));
+    }
+    if buf.capacity() == 0 && !data.is_empty() {
+        buf.reserve(part);
+    }
+    let take = (part - buf.len()).min(data.len());
+    buf.extend_from_slice(&data.split_to(take));
+    (buf.len() == part).then(|| std::mem::take(buf).freeze())
 }
 
 #[async_trait::async_trait]
@@ -956,7 +960,7 @@ fn encode_key(key: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::net::SocketAddr;
     use std::thread::JoinHandle;
     use std::time::Duration;
@@ -970,7 +974,7 @@ mod tests {
 
     /// A real S3 server (s3s-fs, signatures checked) on 127.0.0.1, on its own thread and
     /// runtime; dropping it stops the server and removes its files.
-    struct TestS3 {
+    pub(crate) struct TestS3 {
         addr: SocketAddr,
         bucket: String,
         stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -979,7 +983,7 @@ mod tests {
     }
 
     impl TestS3 {
-        fn start() -> TestS3 {
+        pub(crate) fn start() -> TestS3 {
             let dir = tempfile::tempdir().unwrap();
             let bucket = "berth-test";
             std::fs::create_dir(dir.path().join(bucket)).unwrap();
@@ -1014,7 +1018,7 @@ mod tests {
             TestS3 { addr, bucket: bucket.to_owned(), stop: Some(stop), thread: Some(thread), _dir: dir }
         }
 
-        fn config(&self) -> S3Config {
+        pub(crate) fn config(&self) -> S3Config {
             S3Config {
                 bucket: self.bucket.clone(),
                 prefix: Some("/root/dir/".to_owned()),
@@ -1184,6 +1188,74 @@ mod tests {
         assert_eq!(w.parts.len(), 8);
         Box::new(w).commit().await.unwrap();
         assert!(read_all(&d, "/big/data", 0).await == data, "content differs");
+    }
+
+    fn proptest_cases(default: u32) -> proptest::prelude::ProptestConfig {
+        let cases = std::env::var("BERTH_PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(default);
+        proptest::prelude::ProptestConfig { cases, ..Default::default() }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest_cases(256))]
+
+        /// Whatever the chunk sizes, the parts are whole parts in order, the rest stays
+        /// buffered, and the buffer never holds more than one part.
+        #[test]
+        fn parts_are_cut_at_part_boundaries_for_any_chunk_sizes(
+            part in 32usize..160,
+            chunks in proptest::collection::vec(0usize..500, 0..40),
+        ) {
+            let total: usize = chunks.iter().sum();
+            let data = pattern(total, 3);
+            let (mut buf, mut parts, mut at) = (BytesMut::new(), Vec::new(), 0);
+            for len in chunks {
+                let mut chunk = Bytes::copy_from_slice(&data[at..at + len]);
+                at += len;
+                while let Some(p) = next_part(&mut buf, &mut chunk, part) {
+                    parts.push(p);
+                }
+                proptest::prop_assert!(chunk.is_empty(), "the chunk was consumed");
+                proptest::prop_assert!(buf.len() < part && buf.capacity() <= part, "buffered {}", buf.len());
+            }
+            proptest::prop_assert!(parts.iter().all(|p| p.len() == part));
+            proptest::prop_assert_eq!(parts.len(), total / part);
+            let joined: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).chain(buf.iter().copied()).collect();
+            proptest::prop_assert!(joined == data, "the bytes come out in order");
+        }
+    }
+
+    /// The same over a real S3 server: random chunk sizes across 5 MiB part boundaries, a
+    /// close and reopen at a random point, and the committed object reads back whole.
+    #[test]
+    fn random_chunk_sizes_commit_whole_objects() {
+        use proptest::strategy::{Strategy, ValueTree};
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let server = TestS3::start();
+        let d = rt.block_on(small_parts(&server));
+        let config = proptest_cases(6);
+        let mut runner = proptest::test_runner::TestRunner::new(config.clone());
+        let sizes = proptest::collection::vec(1usize..(3 * MIB as usize), 1..8);
+        for case in 0..config.cases {
+            let chunks = sizes.new_tree(&mut runner).unwrap().current();
+            let reopen_after = case as usize % chunks.len();
+            let data = pattern(chunks.iter().sum(), case);
+            let path = format!("/p{case}/data");
+            rt.block_on(async {
+                let mut w = d.writer(&path, false).await.unwrap();
+                let mut at = 0;
+                for (i, len) in chunks.iter().enumerate() {
+                    w.write(Bytes::copy_from_slice(&data[at..at + len])).await.unwrap();
+                    at += len;
+                    if i == reopen_after {
+                        w.close().await.unwrap();
+                        w = d.writer(&path, true).await.unwrap();
+                        assert_eq!(w.size(), at as u64);
+                    }
+                }
+                w.commit().await.unwrap();
+                assert!(read_all(&d, &path, 0).await == data, "chunks {chunks:?}: content differs");
+            });
+        }
     }
 
     #[tokio::test]

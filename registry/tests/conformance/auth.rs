@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Method, StatusCode};
 use base64::Engine;
-use registry::auth::{Action, Auth, Grant, Mode};
+use registry::auth::{Action, Auth, Grant, Mode, Realm};
 use registry::driver::MemoryDriver;
 
 use crate::util::{state_with, Client};
@@ -31,7 +31,7 @@ fn grants() -> Vec<Grant> {
 }
 
 fn client(mode: Mode) -> Client {
-    let auth = Auth::new(mode, users(), grants(), vec![9; 32], None, "berth-test".into(), false);
+    let auth = Auth::new(mode, users(), grants(), vec![9; 32], Realm::FromHost, "berth-test".into(), false);
     Client { state: state_with(Arc::new(MemoryDriver::new()), auth, false), auth_header: None }
 }
 
@@ -119,7 +119,7 @@ async fn token_endpoint_refuses_a_wrong_password_and_forged_tokens_fail() {
     t.auth_header = Some(basic("alice", "nope"));
     let r = t.get("/token?service=berth-test&scope=repository:a:pull").await;
     assert_eq!((r.status, r.code().as_str()), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"));
-    let other = Auth::new(Mode::Token, users(), grants(), vec![1; 32], None, "berth-test".into(), false);
+    let other = Auth::new(Mode::Token, users(), grants(), vec![1; 32], Realm::FromHost, "berth-test".into(), false);
     let forger = Client {
         state: state_with(Arc::new(MemoryDriver::new()), other, false),
         auth_header: Some(basic("alice", "alice-pw")),
@@ -172,7 +172,7 @@ fn mount_client() -> Client {
         g("c", "team-b/*", vec![Action::Pull, Action::Push]),
         g("c", "team-a/*", vec![Action::Pull]),
     ];
-    let auth = Auth::new(Mode::Htpasswd, u, grants, vec![9; 32], None, "berth-test".into(), false);
+    let auth = Auth::new(Mode::Htpasswd, u, grants, vec![9; 32], Realm::FromHost, "berth-test".into(), false);
     Client { state: state_with(Arc::new(MemoryDriver::new()), auth, false), auth_header: None }
 }
 
@@ -283,4 +283,72 @@ async fn catalog_lists_only_pullable_repositories_and_pages_over_them() {
         let r = c.get("/v2/_catalog?n=2&last=other/x").await;
         assert_eq!(names(&r), ["team/a", "team/b"], "{mode:?}: `last` need not be visible");
     }
+}
+
+/// The challenge's realm for a request sent with `host`, under `realm`.
+async fn challenge_realm(realm: Realm, host: &str) -> String {
+    use tower::ServiceExt;
+    let auth = Auth::new(Mode::Token, users(), grants(), vec![9; 32], realm, "berth-test".into(), false);
+    let state = state_with(Arc::new(MemoryDriver::new()), auth, false);
+    let req = axum::http::Request::get("/v2/").header("host", host).body(Body::empty()).unwrap();
+    let resp = registry::api::app(state).oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let c = resp.headers()["www-authenticate"].to_str().unwrap();
+    let realm = c.strip_prefix("Bearer realm=\"").and_then(|r| r.split_once('"')).map(|(r, _)| r);
+    realm.unwrap_or_else(|| panic!("no realm in {c}")).to_owned()
+}
+
+#[tokio::test]
+async fn a_configured_realm_ignores_the_host_header() {
+    let fixed = Realm::parse("https://registry.example.com/token").unwrap();
+    // A Host header chosen by the client (or rewritten by a proxy) must not decide where
+    // clients send their credentials.
+    assert_eq!(challenge_realm(fixed, "attacker.example").await, "https://registry.example.com/token");
+    assert_eq!(challenge_realm(Realm::parse("auto").unwrap(), "reg.lan:5000").await, "http://reg.lan:5000/token");
+    // Even with `auto`, a Host header cannot add challenge parameters.
+    let hostile = "x\",service=\"evil";
+    assert_eq!(challenge_realm(Realm::FromHost, hostile).await, "http://localhost/token");
+}
+
+#[test]
+fn realm_settings_are_auto_or_an_http_url() {
+    assert_eq!(Realm::parse("auto"), Ok(Realm::FromHost));
+    assert!(matches!(Realm::parse("http://10.0.0.1:5000/token"), Ok(Realm::Url(_))));
+    for bad in ["", "registry.example.com/token", "ftp://x/token", "https://", "https://a/\"t", "https://a b/token"] {
+        assert!(Realm::parse(bad).is_err(), "{bad:?} accepted");
+    }
+}
+
+#[tokio::test]
+async fn metrics_need_an_account_when_auth_is_on() {
+    for mode in [Mode::Htpasswd, Mode::Token] {
+        let mut c = client(mode);
+        let r = c.get("/metrics").await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{mode:?}: anonymous scrape");
+        assert!(r.header("www-authenticate").starts_with("Basic realm="), "a scraper can answer the challenge");
+        c.auth_header = Some(basic("alice", "wrong"));
+        assert_eq!(c.get("/metrics").await.status, StatusCode::UNAUTHORIZED, "{mode:?}: wrong password");
+        c.auth_header = Some(basic("bob", "bob-pw"));
+        let r = c.get("/metrics").await;
+        assert_eq!(r.status, StatusCode::OK, "{mode:?}: basic credentials");
+        assert!(String::from_utf8_lossy(&r.body).contains("berth_registry_requests_total"));
+    }
+    let mut c = client(Mode::Token);
+    c.auth_header = Some(format!("Bearer {}", token(&c, Some(&basic("bob", "bob-pw")), "").await));
+    assert_eq!(c.get("/metrics").await.status, StatusCode::OK, "a token of a known account");
+    c.auth_header = Some(format!("Bearer {}", token(&c, None, "repository:public/x:pull").await));
+    assert_eq!(c.get("/metrics").await.status, StatusCode::UNAUTHORIZED, "an anonymous token");
+}
+
+#[tokio::test]
+async fn metrics_on_their_own_address_leave_the_api() {
+    use tower::ServiceExt;
+    let auth = Auth::new(Mode::Htpasswd, users(), grants(), vec![9; 32], Realm::FromHost, "berth-test".into(), false);
+    let state = state_with(Arc::new(MemoryDriver::new()), auth, false);
+    let get = |path: &str| axum::http::Request::get(path).body(Body::empty()).unwrap();
+    let api = registry::api::app_with(state.clone(), false);
+    assert_eq!(api.oneshot(get("/metrics")).await.unwrap().status(), StatusCode::NOT_FOUND);
+    let monitoring = registry::api::metrics_app(state);
+    assert_eq!(monitoring.clone().oneshot(get("/metrics")).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(monitoring.oneshot(get("/v2/")).await.unwrap().status(), StatusCode::NOT_FOUND, "no API there");
 }

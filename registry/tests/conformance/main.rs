@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
 mod auth;
+mod auth_matrix;
 mod discovery;
 mod management;
 mod ops;
