@@ -141,7 +141,7 @@ fn compiled_in_memory(policy: &Policy) -> Result<Vec<u8>, SecurityError> {
 /// (under a temporary name, then renamed) when missing.
 fn compiled_on_disk(dir: &std::path::Path, policy: &Policy) -> Result<Vec<u8>, SecurityError> {
     let version = libseccomp::ScmpVersion::current().map(|v| (v.major, v.minor, v.micro)).ok();
-    let key = format!("{} {version:?} {policy:?}", std::env::consts::ARCH);
+    let key = format!("{} {version:?} binary-tree {policy:?}", std::env::consts::ARCH);
     let name = format!("{}.bpf", oci::Digest::of(key.as_bytes()).hex());
     let path = dir.join(&name);
     if let Ok(bytes) = std::fs::read(&path) {
