@@ -118,7 +118,7 @@ impl Converter<'_> {
             mounts.push(ExecMount { spec, input });
         }
         // The environment: the image's ENV, then the build args in scope (ENV wins).
-        let mut env = scope.env.clone();
+        let mut env = scope.env().to_vec();
         for (k, v) in scope.args_with_values() {
             if !scope.has_env(k) {
                 env.push(format!("{k}={v}"));
@@ -290,11 +290,15 @@ impl Converter<'_> {
         scope: &mut Scope,
         out: &mut StageOut,
     ) -> Result<()> {
-        // Every default sees the scope before the instruction, as BuildKit expands them.
+        // Every default sees the scope before the instruction, as BuildKit expands them:
+        // all are expanded before any is set.
         let look = scope.lookup();
+        let defaults = decls
+            .iter()
+            .map(|d| d.default.as_ref().map(|w| ins.expand(w, &look)).transpose())
+            .collect::<Result<Vec<_>>>()?;
         let mut recorded = Vec::new();
-        for d in decls {
-            let default = d.default.as_ref().map(|w| ins.expand(w, &look)).transpose()?;
+        for (d, default) in decls.iter().zip(defaults) {
             let value = match (self.inputs.build_args.get(&d.name), &default) {
                 (Some(v), _) => Some(v.clone()),
                 (None, Some(v)) => Some(v.clone()),

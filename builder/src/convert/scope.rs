@@ -2,6 +2,8 @@
 //! dispatch state): what `$NAME` means, who RUN runs as and where, and the image config
 //! the stage is building.
 
+use std::collections::HashMap;
+
 use serde_json::{json, Map, Value};
 
 use super::DEFAULT_PATH;
@@ -9,9 +11,11 @@ use super::DEFAULT_PATH;
 /// One stage's state between instructions.
 pub(super) struct Scope {
     /// ARGs declared in this stage, in declaration order (None: declared without a value).
-    pub args: Vec<(String, Option<String>)>,
-    /// The environment, `KEY=value` entries in image-config order.
-    pub env: Vec<String>,
+    args: Vec<(String, Option<String>)>,
+    /// Where each ARG is in `args`: lookups and updates by name without a scan.
+    arg_index: HashMap<String, usize>,
+    /// The environment, by name in O(1), in image-config order.
+    env: Env,
     /// USER as written (None or empty: root; an empty one from the base is kept as it was).
     pub user: Option<String>,
     /// WORKDIR, absolute; None (or empty, from the base) while nothing set one.
@@ -43,14 +47,15 @@ impl Scope {
     /// environment without PATH gets docker's default PATH, as BuildKit gives it.
     pub fn from_base(base: &Value) -> Scope {
         let mut config = base.get("config").and_then(Value::as_object).cloned().unwrap_or_default();
-        let mut env = strings(config.remove("Env")).unwrap_or_default();
-        if !env.iter().any(|kv| kv.split_once('=').map_or(kv.as_str(), |(k, _)| k) == "PATH") {
-            env.push(format!("PATH={DEFAULT_PATH}"));
+        let mut env = Env::new(strings(config.remove("Env")).unwrap_or_default());
+        if !env.has("PATH") {
+            env.set("PATH", DEFAULT_PATH);
         }
         let user = config.remove("User").and_then(|v| v.as_str().map(str::to_owned));
         let workdir = config.remove("WorkingDir").and_then(|v| v.as_str().map(str::to_owned));
         Scope {
             args: Vec::new(),
+            arg_index: HashMap::new(),
             env,
             user,
             workdir,
@@ -66,15 +71,12 @@ impl Scope {
     }
 
     /// What `$NAME` means at this point of the stage: ENV over ARG, as docker scopes them.
-    /// The closure owns a snapshot, so the scope can change while it is used.
-    pub fn lookup(&self) -> impl Fn(&str) -> Option<String> + 'static {
-        let args = self.args.clone();
-        let env = self.env.clone();
+    /// It borrows the scope (no copy: a Dockerfile of n ENV lines stays linear), so an
+    /// instruction whose words all see the scope before it finishes expanding first; it is
+    /// `Copy`, so the borrow ends at its last use.
+    pub fn lookup(&self) -> impl Fn(&str) -> Option<String> + Copy + '_ {
         move |n: &str| {
-            env.iter()
-                .rev()
-                .find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == n).map(|(_, v)| v.to_owned()))
-                .or_else(|| args.iter().rev().find(|(k, _)| k == n).and_then(|(_, v)| v.clone()))
+            self.env.value(n).map(str::to_owned).or_else(|| self.arg_index.get(n).and_then(|&i| self.args[i].1.clone()))
         }
     }
 
@@ -95,29 +97,33 @@ impl Scope {
 
     /// Sets `key` in the environment; a variable already there keeps its place.
     pub fn set_env(&mut self, key: &str, value: &str) {
-        let entry = format!("{key}={value}");
-        match self.env.iter_mut().find(|kv| kv.split_once('=').map_or(kv.as_str(), |(k, _)| k) == key) {
-            Some(kv) => *kv = entry,
-            None => self.env.push(entry),
-        }
+        self.env.set(key, value);
     }
 
     /// Declares an ARG (again: the new value replaces the old in place).
     pub fn set_arg(&mut self, name: &str, value: Option<String>) {
-        match self.args.iter_mut().find(|(k, _)| k == name) {
-            Some(slot) => slot.1 = value,
-            None => self.args.push((name.to_owned(), value)),
+        match self.arg_index.get(name) {
+            Some(&i) => self.args[i].1 = value,
+            None => {
+                self.arg_index.insert(name.to_owned(), self.args.len());
+                self.args.push((name.to_owned(), value));
+            }
         }
     }
 
     /// Whether the stage declared `name` with ARG.
     pub fn has_arg(&self, name: &str) -> bool {
-        self.args.iter().any(|(k, _)| k == name)
+        self.arg_index.contains_key(name)
     }
 
     /// Whether the environment sets `name`.
     pub fn has_env(&self, name: &str) -> bool {
-        self.env.iter().any(|kv| kv.split_once('=').map_or(kv.as_str(), |(k, _)| k) == name)
+        self.env.has(name)
+    }
+
+    /// The environment's `KEY=value` entries, in image-config order.
+    pub fn env(&self) -> &[String] {
+        &self.env.entries
     }
 
     /// The ARGs that have a value, in declaration order.
@@ -144,7 +150,7 @@ impl Scope {
     /// The image config document of the finished stage (without rootfs and history).
     pub fn into_image(self, platform: &(String, String, Option<String>)) -> Value {
         let mut config = self.config;
-        config.insert("Env".into(), json!(self.env));
+        config.insert("Env".into(), json!(self.env.entries));
         if let Some(u) = self.user {
             config.insert("User".into(), json!(u));
         }
@@ -163,5 +169,65 @@ impl Scope {
             image["author"] = json!(a);
         }
         image
+    }
+}
+
+/// The environment as the image config lists it (`KEY=value` entries, a variable set again
+/// keeping its place), with each name's entries indexed so that ENV and `$NAME` cost O(1).
+struct Env {
+    /// The entries, in order.
+    entries: Vec<String>,
+    /// Each name's first entry: the one ENV replaces (and the one that says a name is set).
+    first: HashMap<String, usize>,
+    /// Each name's last entry with a `=`: the one `$NAME` reads (a base image may list a
+    /// name twice).
+    last: HashMap<String, usize>,
+}
+
+/// The name of an entry: up to its first `=`, or all of it.
+fn name_of(entry: &str) -> &str {
+    entry.split_once('=').map_or(entry, |(k, _)| k)
+}
+
+impl Env {
+    /// The environment of a base image's config.
+    fn new(entries: Vec<String>) -> Env {
+        let (mut first, mut last) = (HashMap::new(), HashMap::new());
+        for (i, kv) in entries.iter().enumerate() {
+            first.entry(name_of(kv).to_owned()).or_insert(i);
+            if let Some((k, _)) = kv.split_once('=') {
+                last.insert(k.to_owned(), i);
+            }
+        }
+        Env { entries, first, last }
+    }
+
+    /// Whether an entry names `name`.
+    fn has(&self, name: &str) -> bool {
+        self.first.contains_key(name)
+    }
+
+    /// The value `$name` reads.
+    fn value(&self, name: &str) -> Option<&str> {
+        let kv = &self.entries[*self.last.get(name)?];
+        kv.split_once('=').map(|(_, v)| v)
+    }
+
+    /// Sets `key` to `value`: in place of its first entry, else appended.
+    fn set(&mut self, key: &str, value: &str) {
+        let entry = format!("{key}={value}");
+        let i = match self.first.get(key) {
+            Some(&i) => {
+                self.entries[i] = entry;
+                i
+            }
+            None => {
+                self.first.insert(key.to_owned(), self.entries.len());
+                self.entries.push(entry);
+                self.entries.len() - 1
+            }
+        };
+        let last = self.last.entry(key.to_owned()).or_insert(i);
+        *last = (*last).max(i);
     }
 }
