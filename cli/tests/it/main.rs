@@ -15,6 +15,7 @@ mod build_progress;
 mod build_real;
 mod client;
 mod images;
+mod layers;
 mod registry;
 mod run;
 mod security;

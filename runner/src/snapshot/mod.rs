@@ -20,6 +20,7 @@
 
 mod copy;
 mod overlay;
+mod overlay_mount;
 mod scaffold;
 #[cfg(test)]
 mod testsuite;
@@ -117,21 +118,8 @@ impl Mount {
         };
         match self {
             Mount::Overlay { lower, upper, volatile } => {
-                let lowers: Vec<String> = lower.iter().map(|l| l.display().to_string()).collect();
-                let mut data = format!("lowerdir={}", lowers.join(":"));
-                if let Some((u, w)) = upper {
-                    data.push_str(&format!(",upperdir={},workdir={}", u.display(), w.display()));
-                    if *volatile {
-                        data.push_str(",volatile");
-                    }
-                }
-                let flags = if upper.is_none() { MountFlags::RDONLY } else { MountFlags::empty() };
-                let data = std::ffi::CString::new(data).map_err(|e| SnapshotError::Io {
-                    op: "mount",
-                    path: target.display().to_string(),
-                    source: io::Error::new(io::ErrorKind::InvalidInput, e),
-                })?;
-                mount("overlay", target, "overlay", flags, Some(data.as_c_str())).map_err(err)
+                let upper = upper.as_ref().map(|(u, w)| (u.as_path(), w.as_path()));
+                overlay_mount::Overlay { lower, upper, volatile: *volatile }.mount(target)
             }
             Mount::Scratch { lower } => {
                 mount("tmpfs", target, "tmpfs", MountFlags::empty(), Some(c"mode=755")).map_err(err)?;
