@@ -1,4 +1,4 @@
-//! Garbage collection: mark what tagged manifests reach, sweep the rest.
+//! Garbage collection: mark what tagged manifests reach, sweep the rest, while pushes run.
 //!
 //! Live manifests are the tagged ones, the children of live indexes, and the referrers
 //! of live manifests. Untagged manifests that are not live lose their revision link;
@@ -7,14 +7,58 @@
 //! blobs and manifests are not tagged yet, keeps them all. Upload sessions that have not
 //! been written to for the upload age (a week by default, distribution's `uploadpurging`
 //! age) are abandoned: they are purged, bytes and multipart state alike.
+//!
+//! # Pushes that reuse garbage
+//!
+//! File times alone cannot protect a blob that is old and unreferenced when gc marks, and
+//! is linked again before gc sweeps: a HEAD hit followed by a manifest PUT, a
+//! cross-repository mount, a re-upload of identical content (the bytes are already
+//! stored, so nothing is rewritten). `berth registry gc` may run as its own process beside
+//! any number of servers over the same directory or bucket, so the two sides agree
+//! through storage alone ([`crate::paths`] draws `_gc/`):
+//!
+//! - A request that links blobs (finishing an upload, mounting, putting a manifest: its
+//!   config, layers, children and itself) first writes a *claim* `_gc/claims/<uuid>`
+//!   naming those digests, then reads `_gc/sweeping`; while that names one of its digests
+//!   it waits (up to 30 s, then TOOMANYREQUESTS). Only then does it check that the blobs
+//!   exist and write its links; at the end it writes `<uuid>.done`.
+//! - gc reads the claims before it marks. For each batch of deletions (64 manifests or
+//!   blobs), it writes their digests to `_gc/sweeping`, then lists the claims again, spares
+//!   every digest a claim names (and what a claimed manifest references), deletes the
+//!   rest, and removes `_gc/sweeping`.
+//!
+//! Each side writes before it reads what the other wrote, and both storages are strongly
+//! consistent (the filesystem; S3 since 2020), so for every deletion either gc sees the
+//! claim and spares the blob, or the request sees the marker and checks existence only
+//! after the deletion, failing cleanly (MANIFEST_BLOB_UNKNOWN, or a mount that answers
+//! 202) or, for an upload, storing its own bytes again. No link or tag ever names a blob
+//! gc deleted. The claims gc honours: those unfinished when it started (a request in
+//! flight), those finished within the grace period (so the grace period counts from the
+//! last reuse, as it counts from the upload for a fresh blob), and all written since it
+//! started. It removes the others, and unfinished ones a day old (their process died).
+//! A HEAD reads and claims nothing: if gc deletes the blob between a HEAD and the PUT,
+//! the PUT fails and the client pushes again. Run one collection at a time: a new one
+//! removes a marker a crashed one left. The server has no gc endpoint; in one process the
+//! same protocol applies.
 
-use std::collections::{BTreeSet, HashMap};
+mod claims;
+#[cfg(test)]
+mod race;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use futures_util::future::BoxFuture;
 use oci::{Digest, Manifest};
 
-use crate::domain::Registry;
-use crate::error::Result;
+pub(crate) use claims::claim;
+
+use crate::domain::{Registry, RepoName};
+use crate::driver::StorageDriver;
+use crate::error::{ErrorCode, Result};
 use crate::paths;
 
 /// What a collection removed (or, in a dry run, would remove).
@@ -44,13 +88,20 @@ pub struct GcOptions {
 /// distribution's default `uploadpurging` age.
 pub const DEFAULT_UPLOAD_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
-async fn young(registry: &Registry, path: &str, cutoff: SystemTime) -> Result<bool> {
-    match registry.driver().stat(path).await {
-        Ok(i) => Ok(i.modified > cutoff),
-        Err(e) if e.is_not_found() => Ok(false),
-        Err(e) => Err(e.into()),
-    }
+/// Deletions decided together: what `_gc/sweeping` names at once.
+const BATCH: usize = 64;
+
+/// Where a collection is, for tests that act between its steps.
+#[derive(Debug, Clone)]
+enum Stage {
+    /// Every repository is marked; nothing is deleted yet.
+    Marked,
+    /// The batch of these digests is decided; their deletion comes next.
+    Decided(#[cfg_attr(not(test), allow(dead_code))] Vec<Digest>),
 }
+
+/// Called at each [`Stage`]; the collection goes on once the future is done.
+type Hook<'a> = &'a (dyn Fn(Stage) -> BoxFuture<'static, ()> + Send + Sync);
 
 /// Runs one mark-and-sweep; with `dry_run` it only reports. Uploads age as by default.
 pub async fn collect(registry: &Registry, dry_run: bool, grace: Duration) -> Result<GcReport> {
@@ -59,13 +110,33 @@ pub async fn collect(registry: &Registry, dry_run: bool, grace: Duration) -> Res
 
 /// Runs one mark-and-sweep and purges abandoned uploads, as `opts` say.
 pub async fn collect_with(registry: &Registry, opts: GcOptions) -> Result<GcReport> {
-    let GcOptions { dry_run, grace, upload_age } = opts;
-    let upload_cutoff = SystemTime::now().checked_sub(upload_age).unwrap_or(SystemTime::UNIX_EPOCH);
-    let cutoff = SystemTime::now().checked_sub(grace).unwrap_or(SystemTime::UNIX_EPOCH);
-    let driver = registry.driver().clone();
-    let mut report = GcReport::default();
-    let mut marked: BTreeSet<Digest> = BTreeSet::new();
+    collect_hooked(registry, opts, &|_| Box::pin(async {})).await
+}
 
+async fn collect_hooked(registry: &Registry, opts: GcOptions, hook: Hook<'_>) -> Result<GcReport> {
+    let cutoff = SystemTime::now().checked_sub(opts.grace).unwrap_or(SystemTime::UNIX_EPOCH);
+    let mut report = GcReport::default();
+    purge_uploads(registry, &opts, &mut report).await?;
+    let driver = registry.driver().clone();
+    if !opts.dry_run {
+        // Left by a collection that died mid-batch; requests waiting on it go on.
+        claims::end_batch(driver.as_ref()).await?;
+    }
+    let log = claims::ClaimLog::open(driver.clone(), cutoff, opts.dry_run).await?;
+    let mut sweep = Sweep { driver, dry_run: opts.dry_run, log, hook };
+    let mut marks = Marks::default();
+    for repo in registry.catalog().await? {
+        mark_repository(registry, &repo, cutoff, &mut marks).await?;
+    }
+    hook(Stage::Marked).await;
+    sweep_manifests(registry, &mut sweep, &mut marks, &mut report).await?;
+    sweep_blobs(registry, &mut sweep, &marks, cutoff, &mut report).await?;
+    Ok(report)
+}
+
+async fn purge_uploads(registry: &Registry, opts: &GcOptions, report: &mut GcReport) -> Result<()> {
+    let upload_cutoff = SystemTime::now().checked_sub(opts.upload_age).unwrap_or(SystemTime::UNIX_EPOCH);
+    let driver = registry.driver();
     for repo in registry.repositories_with("_uploads").await? {
         for id in list(registry, &paths::uploads_dir(&repo)).await? {
             // The last write tells an abandoned session from a slow one.
@@ -83,79 +154,194 @@ pub async fn collect_with(registry: &Registry, opts: GcOptions) -> Result<GcRepo
                 continue;
             }
             report.uploads.push((repo.clone(), id.clone()));
-            if !dry_run {
+            if !opts.dry_run {
                 driver.delete(&paths::upload_dir(&repo, &id)).await?;
             }
         }
     }
+    Ok(())
+}
 
-    for repo in registry.catalog().await? {
-        let name = repo.parse()?;
-        let mut all: Vec<Digest> = Vec::new();
-        for alg in [oci::Algorithm::Sha256, oci::Algorithm::Sha512] {
-            for hex in list(registry, &paths::revisions_dir(&repo, alg)).await? {
-                if let Ok(d) = oci::Digest::new(alg, &hex) {
-                    all.push(d);
-                }
-            }
-        }
-        let mut parsed: HashMap<Digest, Manifest> = HashMap::new();
-        let mut subjects: HashMap<Digest, Vec<Digest>> = HashMap::new();
-        for d in &all {
-            let Ok(bytes) = driver.get(&paths::blob_data(d)).await else {
-                continue;
-            };
-            if let Ok(m) = Manifest::parse(&bytes, None) {
-                parsed.insert(d.clone(), m);
-            }
-            #[derive(serde::Deserialize)]
-            struct Subject {
-                subject: Option<serde_json::Value>,
-            }
-            if let Ok(Subject { subject: Some(s) }) = serde_json::from_slice::<Subject>(&bytes) {
-                if let Some(sd) = s.get("digest").and_then(|v| v.as_str()).and_then(|v| v.parse::<Digest>().ok()) {
-                    subjects.entry(sd).or_default().push(d.clone());
-                }
-            }
-        }
-        let mut live: BTreeSet<Digest> = BTreeSet::new();
-        let mut work: Vec<Digest> = Vec::new();
-        for tag in list(registry, &paths::tags_dir(&repo)).await? {
-            if let Ok(b) = driver.get(&paths::tag_link(&repo, &tag)).await {
-                if let Ok(d) = String::from_utf8_lossy(&b).trim().parse::<Digest>() {
-                    work.push(d);
-                }
-            }
-        }
-        for d in &all {
-            if young(registry, &paths::revision_link(&repo, d), cutoff).await? {
-                work.push(d.clone());
-            }
-        }
+/// What marking found.
+#[derive(Default)]
+struct Marks {
+    /// Blobs (manifests included) that live manifests reach.
+    live: BTreeSet<Digest>,
+    /// Manifests nothing keeps, as (repository, digest): unlinked unless claimed.
+    unlink: Vec<(RepoName, Digest)>,
+    /// What each parsed manifest references (config and layers, or children).
+    refs: HashMap<Digest, Vec<Digest>>,
+}
+
+impl Marks {
+    /// Makes `d` live with everything it reaches through parsed manifests.
+    fn keep(&mut self, d: &Digest) {
+        let mut work = vec![d.clone()];
         while let Some(d) = work.pop() {
-            if !live.insert(d.clone()) {
-                continue;
-            }
-            if let Some(Manifest::Index(i)) = parsed.get(&d) {
-                work.extend(i.manifests().iter().filter_map(|c| oci::manifest::descriptor_digest(c).ok()));
-            }
-            work.extend(subjects.get(&d).cloned().unwrap_or_default());
-        }
-        for d in &all {
-            if live.contains(d) {
-                marked.insert(d.clone());
-                if let Some(m) = parsed.get(d) {
-                    marked.extend(m.references().unwrap_or_default());
-                }
-            } else {
-                report.manifests.push((repo.clone(), d.clone()));
-                if !dry_run {
-                    registry.delete_manifest(&name, &d.to_string()).await?;
-                }
+            if self.live.insert(d.clone()) {
+                work.extend(self.refs.get(&d).into_iter().flatten().cloned());
             }
         }
     }
+}
 
+async fn young(registry: &Registry, path: &str, cutoff: SystemTime) -> Result<bool> {
+    match registry.driver().stat(path).await {
+        Ok(i) => Ok(i.modified > cutoff),
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Reads a repository's manifests into `marks.refs`; returns the referrers of each
+/// subject, and which manifests are indexes.
+async fn read_manifests(
+    registry: &Registry,
+    all: &[Digest],
+    marks: &mut Marks,
+) -> Result<(HashMap<Digest, Vec<Digest>>, HashSet<Digest>)> {
+    let mut subjects: HashMap<Digest, Vec<Digest>> = HashMap::new();
+    let mut indexes = HashSet::new();
+    for d in all {
+        let Ok(bytes) = registry.driver().get(&paths::blob_data(d)).await else {
+            continue;
+        };
+        if let Ok(m) = Manifest::parse(&bytes, None) {
+            if matches!(m, Manifest::Index(_)) {
+                indexes.insert(d.clone());
+            }
+            marks.refs.insert(d.clone(), m.references().unwrap_or_default());
+        }
+        #[derive(serde::Deserialize)]
+        struct Subject {
+            subject: Option<serde_json::Value>,
+        }
+        if let Ok(Subject { subject: Some(s) }) = serde_json::from_slice::<Subject>(&bytes) {
+            if let Some(sd) = s.get("digest").and_then(|v| v.as_str()).and_then(|v| v.parse::<Digest>().ok()) {
+                subjects.entry(sd).or_default().push(d.clone());
+            }
+        }
+    }
+    Ok((subjects, indexes))
+}
+
+/// Marks what one repository's tags (and young revisions) reach; the rest is to unlink.
+async fn mark_repository(registry: &Registry, repo: &str, cutoff: SystemTime, marks: &mut Marks) -> Result<()> {
+    let name: RepoName = repo.parse()?;
+    let mut all: Vec<Digest> = Vec::new();
+    for alg in [oci::Algorithm::Sha256, oci::Algorithm::Sha512] {
+        for hex in list(registry, &paths::revisions_dir(repo, alg)).await? {
+            if let Ok(d) = oci::Digest::new(alg, &hex) {
+                all.push(d);
+            }
+        }
+    }
+    let (subjects, indexes) = read_manifests(registry, &all, marks).await?;
+    let mut work: Vec<Digest> = Vec::new();
+    for tag in list(registry, &paths::tags_dir(repo)).await? {
+        if let Ok(b) = registry.driver().get(&paths::tag_link(repo, &tag)).await {
+            if let Ok(d) = String::from_utf8_lossy(&b).trim().parse::<Digest>() {
+                work.push(d);
+            }
+        }
+    }
+    for d in &all {
+        if young(registry, &paths::revision_link(repo, d), cutoff).await? {
+            work.push(d.clone());
+        }
+    }
+    let mut live: BTreeSet<Digest> = BTreeSet::new();
+    while let Some(d) = work.pop() {
+        if !live.insert(d.clone()) {
+            continue;
+        }
+        if indexes.contains(&d) {
+            work.extend(marks.refs.get(&d).cloned().unwrap_or_default());
+        }
+        work.extend(subjects.get(&d).cloned().unwrap_or_default());
+    }
+    for d in all {
+        if live.contains(&d) {
+            marks.live.insert(d.clone());
+            marks.live.extend(marks.refs.get(&d).cloned().unwrap_or_default());
+        } else {
+            marks.unlink.push((name.clone(), d));
+        }
+    }
+    Ok(())
+}
+
+/// A collection's deciding side: the claims it honours, and the batch marker.
+struct Sweep<'a> {
+    driver: Arc<dyn StorageDriver>,
+    dry_run: bool,
+    log: claims::ClaimLog,
+    hook: Hook<'a>,
+}
+
+impl Sweep<'_> {
+    /// Publishes a batch, then reads the claims: returns the digests of `batch` to spare.
+    async fn decide(&mut self, batch: &[Digest], refs: &HashMap<Digest, Vec<Digest>>) -> Result<HashSet<Digest>> {
+        if !self.dry_run {
+            claims::start_batch(self.driver.as_ref(), batch).await?;
+        }
+        let spared = match self.log.refresh().await {
+            Ok(claimed) => claims::reached(claimed, batch, refs),
+            Err(e) => {
+                self.end().await?;
+                return Err(e);
+            }
+        };
+        (self.hook)(Stage::Decided(batch.to_vec())).await;
+        Ok(spared)
+    }
+
+    /// Ends the batch: requests waiting on its digests go on.
+    async fn end(&self) -> Result<()> {
+        if self.dry_run {
+            return Ok(());
+        }
+        claims::end_batch(self.driver.as_ref()).await
+    }
+}
+
+async fn sweep_manifests(
+    registry: &Registry,
+    sweep: &mut Sweep<'_>,
+    marks: &mut Marks,
+    report: &mut GcReport,
+) -> Result<()> {
+    let unlink = std::mem::take(&mut marks.unlink);
+    for chunk in unlink.chunks(BATCH) {
+        let digests: Vec<Digest> = chunk.iter().map(|(_, d)| d.clone()).collect();
+        let spared = sweep.decide(&digests, &marks.refs).await?;
+        let dry_run = sweep.dry_run;
+        let done = async {
+            for (repo, d) in chunk {
+                if spared.contains(d) {
+                    marks.keep(d);
+                    continue;
+                }
+                report.manifests.push((repo.to_string(), d.clone()));
+                if !dry_run {
+                    match registry.delete_manifest(repo, &d.to_string()).await {
+                        Err(e) if e.code != ErrorCode::ManifestUnknown => return Err(e),
+                        _ => {}
+                    }
+                }
+            }
+            Ok(())
+        }
+        .await;
+        sweep.end().await?;
+        done?;
+    }
+    Ok(())
+}
+
+/// Blobs no live manifest reaches and older than the cutoff, with their sizes.
+async fn blob_candidates(registry: &Registry, marks: &Marks, cutoff: SystemTime) -> Result<Vec<(Digest, u64)>> {
+    let mut candidates = Vec::new();
     for alg in [oci::Algorithm::Sha256, oci::Algorithm::Sha512] {
         let base = paths::blobs_dir(alg);
         for prefix in list(registry, &base).await? {
@@ -163,27 +349,54 @@ pub async fn collect_with(registry: &Registry, opts: GcOptions) -> Result<GcRepo
                 let Ok(d) = oci::Digest::new(alg, &hex) else {
                     continue;
                 };
-                if marked.contains(&d) {
+                if marks.live.contains(&d) {
                     continue;
                 }
-                let data = paths::blob_data(&d);
-                let info = match driver.stat(&data).await {
-                    Ok(i) => i,
-                    Err(e) if e.is_not_found() => continue,
+                match registry.driver().stat(&paths::blob_data(&d)).await {
+                    Ok(info) if info.modified <= cutoff => candidates.push((d, info.size)),
+                    Ok(_) => {}
+                    Err(e) if e.is_not_found() => {}
                     Err(e) => return Err(e.into()),
-                };
-                if info.modified > cutoff {
-                    continue;
-                }
-                report.bytes += info.size;
-                report.blobs.push(d.clone());
-                if !dry_run {
-                    driver.delete(data.trim_end_matches("/data")).await?;
                 }
             }
         }
     }
-    Ok(report)
+    Ok(candidates)
+}
+
+async fn sweep_blobs(
+    registry: &Registry,
+    sweep: &mut Sweep<'_>,
+    marks: &Marks,
+    cutoff: SystemTime,
+    report: &mut GcReport,
+) -> Result<()> {
+    let candidates = blob_candidates(registry, marks, cutoff).await?;
+    for chunk in candidates.chunks(BATCH) {
+        let digests: Vec<Digest> = chunk.iter().map(|(d, _)| d.clone()).collect();
+        let spared = sweep.decide(&digests, &marks.refs).await?;
+        let driver = sweep.driver.clone();
+        let dry_run = sweep.dry_run;
+        let done = async {
+            for (d, size) in chunk.iter().filter(|(d, _)| !spared.contains(d)) {
+                if !dry_run {
+                    let data = paths::blob_data(d);
+                    match driver.delete(data.trim_end_matches("/data")).await {
+                        Ok(()) => {}
+                        Err(e) if e.is_not_found() => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                report.bytes += size;
+                report.blobs.push(d.clone());
+            }
+            Ok::<(), crate::error::RegistryError>(())
+        }
+        .await;
+        sweep.end().await?;
+        done?;
+    }
+    Ok(())
 }
 
 async fn list(registry: &Registry, path: &str) -> Result<Vec<String>> {

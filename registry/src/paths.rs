@@ -3,6 +3,9 @@
 //! ```text
 //! /v2
 //! ├── blobs/<alg>/<hex[0:2]>/<hex>/data                  content, shared by all repositories
+//! ├── _gc/claims/<id>                                     digests a request is about to link (see crate::gc)
+//! ├── _gc/claims/<id>.done                                that request has finished
+//! ├── _gc/sweeping                                        digests a garbage collection is deciding about now
 //! └── repositories/<name>/
 //!     ├── _layers/<alg>/<hex>/link                        "this repository has this blob"
 //!     ├── _manifests/revisions/<alg>/<hex>/link           "this repository has this manifest"
@@ -28,6 +31,21 @@ pub fn blob_data(d: &Digest) -> String {
 /// The directory holding every blob of one algorithm (for garbage collection).
 pub fn blobs_dir(alg: oci::Algorithm) -> String {
     format!("{ROOT}/blobs/{}", alg.as_str())
+}
+
+/// The directory of claims: what requests link, for garbage collection to spare.
+pub fn gc_claims_dir() -> String {
+    format!("{ROOT}/_gc/claims")
+}
+
+/// One request's claim (`done` false) or the record that it finished (`done` true).
+pub fn gc_claim(id: &str, done: bool) -> String {
+    format!("{ROOT}/_gc/claims/{id}{}", if done { ".done" } else { "" })
+}
+
+/// The digests garbage collection is deciding about; present only while it decides and deletes.
+pub fn gc_sweeping() -> String {
+    format!("{ROOT}/_gc/sweeping")
 }
 
 /// The directory holding all repositories (for the catalog).

@@ -56,6 +56,8 @@ impl Registry {
         from: Option<&RepoName>,
         may_pull: Option<&(dyn Fn(&RepoName) -> bool + Send + Sync)>,
     ) -> Result<bool> {
+        // Claimed before the checks, so that gc cannot delete the blob between them and the link.
+        let claim = crate::gc::claim(&self.driver, std::slice::from_ref(digest)).await?;
         let available = match (from, may_pull) {
             (Some(from), check) => check.is_none_or(|ok| ok(from)) && self.blob_size(from, digest).await.is_ok(),
             (None, None) => self.blob_stored(digest).await?,
@@ -64,6 +66,7 @@ impl Registry {
         if available {
             self.link_blob(name, digest).await?;
         }
+        claim.finish().await;
         Ok(available)
     }
 

@@ -157,6 +157,10 @@ impl Registry {
             .map_err(|e| RegistryError::new(ErrorCode::ManifestInvalid, e.to_string()))?;
         let extras: Extras = serde_json::from_slice(&bytes)
             .map_err(|e| RegistryError::new(ErrorCode::ManifestInvalid, e.to_string()))?;
+        // Claimed before the checks, so that gc cannot delete what they found (see crate::gc).
+        let claimed: Vec<Digest> =
+            manifest.references().unwrap_or_default().into_iter().chain([digest.clone()]).collect();
+        let claim = crate::gc::claim(&self.driver, &claimed).await?;
         self.check_references(name, &manifest).await?;
         let subject = extras.subject.as_ref().map(|s| parse_digest(&s.digest)).transpose()?;
 
@@ -170,6 +174,7 @@ impl Registry {
         if let ManifestRef::Tag(t) = &target {
             self.write_link(&paths::tag_link(name.as_str(), t), &digest).await?;
         }
+        claim.finish().await;
         Ok((digest, subject))
     }
 
@@ -191,8 +196,14 @@ impl Registry {
             }
         }
         let (digest, subject) = self.put_manifest(name, reference, content_type, bytes).await?;
-        for t in tags {
-            self.write_link(&paths::tag_link(name.as_str(), t), &digest).await?;
+        if !tags.is_empty() {
+            // gc may have found it untagged since: claimed, then checked again (see crate::gc).
+            let claim = crate::gc::claim(&self.driver, std::slice::from_ref(&digest)).await?;
+            self.resolve_manifest(name, &digest.to_string()).await?;
+            for t in tags {
+                self.write_link(&paths::tag_link(name.as_str(), t), &digest).await?;
+            }
+            claim.finish().await;
         }
         Ok((digest, subject))
     }

@@ -189,10 +189,13 @@ impl Registry {
                 format!("upload has digest {actual}, not {digest}"),
             ));
         }
+        // Claimed first, so that gc cannot delete a stored copy between the check and the link.
+        let claim = crate::gc::claim(&self.driver, std::slice::from_ref(digest)).await?;
         if !self.blob_stored(digest).await? {
             self.driver.rename(&data, &paths::blob_data(digest)).await?;
         }
         self.link_blob(name, digest).await?;
+        claim.finish().await;
         self.driver.delete(&dir).await?;
         Ok(())
     }
