@@ -231,3 +231,38 @@ impl Env {
         *last = (*last).max(i);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_keeps_docker_order_and_reads_what_the_list_scan_read() {
+        // A base image may list a name twice, or a bare name: `$A` reads the last `A=`,
+        // ENV replaces the first, and a bare `B` counts as set but has no value.
+        let base = json!({"config": {"Env": ["A=1", "B", "PATH=/bin", "A=2"]}});
+        let mut scope = Scope::from_base(&base);
+        assert_eq!(scope.lookup()("A").as_deref(), Some("2"));
+        assert!(scope.has_env("B") && scope.lookup()("B").is_none());
+        scope.set_env("A", "3");
+        scope.set_env("C", "4");
+        scope.set_env("PATH", "/usr/bin:/bin");
+        assert_eq!(scope.env(), ["A=3", "B", "PATH=/usr/bin:/bin", "A=2", "C=4"]);
+        assert_eq!(scope.lookup()("A").as_deref(), Some("2"), "the later duplicate still wins");
+        scope.set_env("B", "5");
+        assert_eq!(scope.lookup()("B").as_deref(), Some("5"));
+    }
+
+    #[test]
+    fn args_redeclared_keep_their_place_and_env_wins_over_them() {
+        let mut scope = Scope::from_base(&json!({}));
+        assert_eq!(scope.env(), [format!("PATH={DEFAULT_PATH}")], "docker's default PATH");
+        scope.set_arg("X", Some("a".into()));
+        scope.set_arg("Y", None);
+        scope.set_arg("X", Some("b".into()));
+        assert_eq!(scope.args_with_values().collect::<Vec<_>>(), [("X", "b")]);
+        assert!(scope.has_arg("Y") && scope.lookup()("Y").is_none());
+        scope.set_env("X", "env");
+        assert_eq!(scope.lookup()("X").as_deref(), Some("env"));
+    }
+}
