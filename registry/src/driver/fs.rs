@@ -1,12 +1,12 @@
 //! The filesystem driver: a path is a file under a root directory.
 
-use std::io::{self, SeekFrom};
+mod bulk;
+
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
-use tokio_util::io::ReaderStream;
 
 use super::{check_path, ByteStream, DriverError, FileInfo, FileWriter, Result, StorageDriver};
 
@@ -118,12 +118,7 @@ impl StorageDriver for FsDriver {
     }
 
     async fn read(&self, path: &str, offset: u64) -> Result<ByteStream> {
-        let full = self.full(path)?;
-        let mut f = tokio::fs::File::open(&full).await.map_err(io_err("open", path))?;
-        if offset > 0 {
-            f.seek(SeekFrom::Start(offset)).await.map_err(io_err("seek", path))?;
-        }
-        Ok(Box::pin(ReaderStream::with_capacity(f, 256 * 1024)))
+        bulk::read_stream(self.full(path)?, path, offset).await
     }
 
     async fn stat(&self, path: &str) -> Result<FileInfo> {
@@ -176,62 +171,11 @@ impl StorageDriver for FsDriver {
     async fn writer(&self, path: &str, append: bool) -> Result<Box<dyn FileWriter>> {
         let full = self.full(path)?;
         make_parent(&full, path).await?;
-        let mut opts = tokio::fs::OpenOptions::new();
-        opts.create(true).write(true);
-        if append {
-            opts.append(true);
-        } else {
-            opts.truncate(true);
-        }
-        let file = opts.open(&full).await.map_err(io_err("open", path))?;
-        let size = file.metadata().await.map_err(io_err("stat", path))?.len();
-        Ok(Box::new(FsWriter {
-            file: tokio::io::BufWriter::with_capacity(1 << 20, file),
-            size,
-            path: path.to_owned(),
-            full,
-        }))
+        Ok(Box::new(bulk::BulkWriter::open(full, path, append).await?))
     }
 
     fn name(&self) -> &'static str {
         "filesystem"
-    }
-}
-
-struct FsWriter {
-    /// Buffered so that a stream of small body chunks becomes few large writes.
-    file: tokio::io::BufWriter<tokio::fs::File>,
-    size: u64,
-    path: String,
-    full: PathBuf,
-}
-
-#[async_trait::async_trait]
-impl FileWriter for FsWriter {
-    async fn write(&mut self, data: Bytes) -> Result<()> {
-        self.file.write_all(&data).await.map_err(io_err("write", &self.path))?;
-        self.size += data.len() as u64;
-        Ok(())
-    }
-
-    fn size(&self) -> u64 {
-        self.size
-    }
-
-    async fn close(mut self: Box<Self>) -> Result<()> {
-        // Written bytes are in the page cache: another process appending sees them, and a
-        // killed server loses nothing. Durability against power loss comes at commit.
-        self.file.flush().await.map_err(io_err("flush", &self.path))
-    }
-
-    async fn commit(mut self: Box<Self>) -> Result<()> {
-        self.file.flush().await.map_err(io_err("flush", &self.path))?;
-        self.file.get_ref().sync_all().await.map_err(io_err("fsync", &self.path))
-    }
-
-    async fn cancel(self: Box<Self>) -> Result<()> {
-        drop(self.file);
-        tokio::fs::remove_file(&self.full).await.map_err(io_err("delete", &self.path))
     }
 }
 

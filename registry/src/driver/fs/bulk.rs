@@ -1,0 +1,396 @@
+//! The filesystem driver's bulk paths, the bytes of blobs and uploads: reads served from
+//! mappings of the file, and appends written with `O_DIRECT` where the filesystem has it, so
+//! that moving a gigabyte costs the server little CPU (bench/registry-concurrency.sh measures
+//! it).
+
+use std::ffi::c_void;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::super::{ByteStream, DriverError, FileWriter, Result};
+use super::{blocking, io_err};
+
+/// Bytes per body chunk of a read, one mapping each: a blob costs one `mmap`, one hand-off to
+/// the blocking pool and one `munmap` per MiB, and a pull keeps about one chunk mapped.
+const READ_CHUNK: u64 = 1 << 20;
+/// Mappings start at a multiple of this: 64 KiB, the largest page size Linux uses, so a
+/// multiple of the page size wherever berth runs.
+const MAP_ALIGN: u64 = 1 << 16;
+
+/// Streams `full` from `offset` to the size it has when opened. Each chunk is a read-only
+/// mapping of the file whose pages the blocking pool makes present (`MAP_POPULATE`, reading
+/// from the disk if need be): the HTTP layer sends the page cache's bytes with no copy
+/// before the socket's, and no worker thread waits for the disk. Committed files are never
+/// cut short (the registry replaces files by rename and removes them by unlink); one
+/// truncated behind its back would make the process fault (SIGBUS) on the missing pages.
+pub(super) async fn read_stream(full: PathBuf, path: &str, offset: u64) -> Result<ByteStream> {
+    let owned = path.to_owned();
+    let (file, size) = blocking("open", path, move || {
+        let file = File::open(&full).map_err(io_err("open", &owned))?;
+        let size = file.metadata().map_err(io_err("stat", &owned))?.len();
+        Ok((Arc::new(file), size))
+    })
+    .await?;
+    let chunks = futures_util::stream::try_unfold(offset, move |pos| {
+        let file = Arc::clone(&file);
+        async move {
+            if pos >= size {
+                return Ok(None);
+            }
+            let len = (size - pos).min(READ_CHUNK) as usize;
+            let chunk = tokio::task::spawn_blocking(move || map(&file, pos, len)).await.map_err(io::Error::other)??;
+            Ok(Some((chunk, pos + len as u64)))
+        }
+    });
+    Ok(Box::pin(chunks))
+}
+
+/// `len` bytes of `file` at `pos`, mapped with their pages present, as `Bytes` that unmap
+/// when the last reference goes.
+fn map(file: &File, pos: u64, len: usize) -> io::Result<Bytes> {
+    let start = pos - pos % MAP_ALIGN;
+    let skip = (pos - start) as usize;
+    let mapped = skip + len;
+    let flags = rustix::mm::MapFlags::SHARED | rustix::mm::MapFlags::POPULATE;
+    // SAFETY: a new mapping at an address the kernel picks, aliasing nothing of ours; it is
+    // read-only, and `Mapping` unmaps it once, when dropped.
+    let ptr =
+        unsafe { rustix::mm::mmap(std::ptr::null_mut(), mapped, rustix::mm::ProtFlags::READ, flags, file, start)? };
+    Ok(Bytes::from_owner(Mapping { ptr, len: mapped, skip }))
+}
+
+/// A read-only shared mapping of part of a file; its bytes are those from `skip` on.
+struct Mapping {
+    ptr: *mut c_void,
+    len: usize,
+    skip: usize,
+}
+
+// SAFETY: the mapping is read-only and belongs to this value alone: any thread may read it
+// or unmap it.
+unsafe impl Send for Mapping {}
+// SAFETY: as above; shared references only read.
+unsafe impl Sync for Mapping {}
+
+impl AsRef<[u8]> for Mapping {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `ptr..ptr + len` stays mapped and readable until `drop`, and `skip < len`.
+        unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>().add(self.skip), self.len - self.skip) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` and `len` are those `mmap` returned, and nothing refers to the bytes now.
+        if let Err(e) = unsafe { rustix::mm::munmap(self.ptr, self.len) } {
+            tracing::error!(error = %e, "unmapping a blob chunk");
+        }
+    }
+}
+
+/// File offsets, lengths and buffer addresses of direct writes are multiples of this: the
+/// page size, and no smaller than the logical block size of the disks in use.
+const ALIGN: usize = 4096;
+/// Bytes gathered before they are written: one direct write per MiB of an upload.
+const WRITE_CHUNK: usize = 1 << 20;
+
+/// Up to `WRITE_CHUNK` bytes to write, starting at an `ALIGN` address in memory.
+struct Block {
+    vec: Vec<u8>,
+    /// Where the bytes start in `vec`: the padding before it makes them aligned.
+    base: usize,
+}
+
+impl Block {
+    fn new() -> Block {
+        let mut vec = Vec::<u8>::with_capacity(WRITE_CHUNK + ALIGN);
+        // Never reallocated (at most WRITE_CHUNK bytes go in), so the address stays aligned.
+        let base = vec.as_ptr().align_offset(ALIGN).min(ALIGN);
+        vec.resize(base, 0);
+        Block { vec, base }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.vec[self.base..]
+    }
+
+    fn room(&self) -> usize {
+        WRITE_CHUNK - self.bytes().len()
+    }
+
+    fn clear(&mut self) {
+        self.vec.truncate(self.base);
+    }
+}
+
+/// Appends to an upload. Whole blocks go to the disk with `O_DIRECT`: no copy into the page
+/// cache and no writeback by the kernel later, which is most of what buffered writes of a
+/// large upload cost. The end of the file that does not fill a block is written through the
+/// page cache when the writer closes; a later writer reads that partial block back and writes
+/// it whole again with what follows, so its direct writes stay aligned. One write runs on the
+/// blocking pool while the next chunk fills (two buffers of `WRITE_CHUNK` per writer).
+pub(super) struct BulkWriter {
+    /// The file, read-write: the buffered writes, the partial block's bytes, fsync.
+    file: Arc<File>,
+    /// The same file with `O_DIRECT`; `None` where the filesystem refuses it (every write then
+    /// goes through the page cache).
+    direct: Option<Arc<File>>,
+    /// The bytes not written yet; `None` until the first write, so that a writer opened for
+    /// its size alone costs no buffer.
+    pending: Option<Block>,
+    /// The file offset of `pending`'s first byte, a multiple of `ALIGN` once it is set up.
+    start: u64,
+    /// Bytes in the file, the pending ones included.
+    size: u64,
+    /// The write under way: gives back its block, and whether direct I/O was refused.
+    inflight: Option<tokio::task::JoinHandle<Result<(Block, bool)>>>,
+    /// A block to fill next, back from the last write.
+    spare: Option<Block>,
+    path: String,
+    full: PathBuf,
+}
+
+impl BulkWriter {
+    /// Opens `full` (created if missing; emptied unless `append`).
+    pub(super) async fn open(full: PathBuf, path: &str, append: bool) -> Result<BulkWriter> {
+        let owned = path.to_owned();
+        let opened = full.clone();
+        let (file, direct, size) = blocking("open", path, move || {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(!append)
+                .open(&opened)
+                .map_err(io_err("open", &owned))?;
+            let size = file.metadata().map_err(io_err("stat", &owned))?.len();
+            let flags = rustix::fs::OFlags::DIRECT.bits() as i32;
+            let direct = match OpenOptions::new().write(true).custom_flags(flags).open(&opened) {
+                Ok(f) => Some(Arc::new(f)),
+                // This filesystem has no direct I/O (EINVAL): the page cache it is.
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => None,
+                Err(e) => return Err(io_err("open", &owned)(e)),
+            };
+            Ok((Arc::new(file), direct, size))
+        })
+        .await?;
+        Ok(BulkWriter {
+            file,
+            direct,
+            pending: None,
+            start: size,
+            size,
+            inflight: None,
+            spare: None,
+            path: path.to_owned(),
+            full,
+        })
+    }
+
+    /// The block to append to; on the first write, one holding the bytes of the file's last
+    /// partial block (read back), so that the pending bytes start at an aligned offset.
+    async fn pending(&mut self) -> Result<&mut Block> {
+        if self.pending.is_none() {
+            let mut block = Block::new();
+            let start = self.size - self.size % ALIGN as u64;
+            if start < self.size {
+                block.vec.resize(block.base + (self.size - start) as usize, 0);
+                let (file, path) = (Arc::clone(&self.file), self.path.clone());
+                block = blocking("read", &self.path, move || {
+                    file.read_exact_at(&mut block.vec[block.base..], start).map_err(io_err("read", &path))?;
+                    Ok(block)
+                })
+                .await?;
+            }
+            self.start = start;
+            self.pending = Some(block);
+        }
+        Ok(self.pending.get_or_insert_with(Block::new))
+    }
+
+    /// Waits for the write under way, if any; its block becomes the spare.
+    async fn wait(&mut self) -> Result<()> {
+        if let Some(write) = self.inflight.take() {
+            let (block, refused) = write.await.map_err(|e| DriverError::Io {
+                op: "write",
+                path: self.path.clone(),
+                source: io::Error::other(e),
+            })??;
+            if refused {
+                self.direct = None;
+            }
+            self.spare = Some(block);
+        }
+        Ok(())
+    }
+
+    /// Starts writing the pending whole blocks (all pending bytes with `all`), after the write
+    /// under way; the rest moves to a fresh block.
+    async fn flush(&mut self, all: bool) -> Result<()> {
+        let Some(len) = self.pending.as_ref().map(|b| b.bytes().len()) else { return Ok(()) };
+        let n = if all { len } else { len - len % ALIGN };
+        if n == 0 {
+            return Ok(());
+        }
+        self.wait().await?;
+        let mut next = self.spare.take().unwrap_or_else(Block::new);
+        next.clear();
+        let Some(full) = self.pending.take() else { return Ok(()) };
+        next.vec.extend_from_slice(&full.bytes()[n..]);
+        self.pending = Some(next);
+        let (file, direct, path, at) = (Arc::clone(&self.file), self.direct.clone(), self.path.clone(), self.start);
+        self.inflight = Some(tokio::task::spawn_blocking(move || {
+            let refused = write_at(&file, direct.as_deref(), &full.bytes()[..n], at, &path)?;
+            Ok((full, refused))
+        }));
+        self.start += n as u64;
+        Ok(())
+    }
+
+    /// Writes every pending byte (the last partial block through the page cache) and waits.
+    async fn finish(&mut self) -> Result<()> {
+        self.flush(false).await?;
+        self.flush(true).await?;
+        self.wait().await
+    }
+}
+
+/// Writes `data` at `at`: with `direct` when it is given and everything is aligned, through
+/// the page cache otherwise. Returns true when the filesystem refused the direct write (and
+/// the page cache took it), so that the writer stops trying.
+fn write_at(file: &File, direct: Option<&File>, data: &[u8], at: u64, path: &str) -> Result<bool> {
+    let aligned = data.len().is_multiple_of(ALIGN)
+        && at.is_multiple_of(ALIGN as u64)
+        && (data.as_ptr() as usize).is_multiple_of(ALIGN);
+    let mut refused = false;
+    if let Some(d) = direct.filter(|_| aligned) {
+        match d.write_all_at(data, at) {
+            Ok(()) => return Ok(false),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                tracing::debug!(path, "direct write refused; writing through the page cache");
+                refused = true;
+            }
+            Err(e) => return Err(io_err("write", path)(e)),
+        }
+    }
+    file.write_all_at(data, at).map_err(io_err("write", path))?;
+    Ok(refused)
+}
+
+#[async_trait::async_trait]
+impl FileWriter for BulkWriter {
+    async fn write(&mut self, data: Bytes) -> Result<()> {
+        let mut rest = &data[..];
+        while !rest.is_empty() {
+            let block = self.pending().await?;
+            let n = rest.len().min(block.room());
+            block.vec.extend_from_slice(&rest[..n]);
+            let full = block.room() == 0;
+            self.size += n as u64;
+            rest = &rest[n..];
+            if full {
+                self.flush(false).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    async fn close(mut self: Box<Self>) -> Result<()> {
+        // Direct writes are on the disk and the rest is in the page cache: another process
+        // appending sees every byte, and a killed server loses none. Durability against power
+        // loss comes at commit.
+        self.finish().await
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<()> {
+        self.finish().await?;
+        let (file, path) = (Arc::clone(&self.file), self.path.clone());
+        blocking("fsync", &self.path, move || file.sync_all().map_err(io_err("fsync", &path))).await
+    }
+
+    async fn cancel(self: Box<Self>) -> Result<()> {
+        // A write still under way (there is none unless this writer wrote) lands in the
+        // removed file.
+        tokio::fs::remove_file(&self.full).await.map_err(io_err("delete", &self.path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::TryStreamExt;
+
+    use super::*;
+
+    /// Bytes that differ at every offset, so that a misplaced block shows.
+    fn pattern(from: usize, n: usize) -> Vec<u8> {
+        (from..from + n).map(|i| (i % 251) as u8).collect()
+    }
+
+    async fn read_back(full: &std::path::Path) -> Vec<u8> {
+        let chunks: Vec<Bytes> = read_stream(full.to_path_buf(), "/f", 0).await.unwrap().try_collect().await.unwrap();
+        chunks.concat()
+    }
+
+    /// Writes `parts` (byte counts) one writer after another, each closing (or, the last,
+    /// committing), with odd chunk sizes: aligned blocks, partial blocks read back and
+    /// rewritten, and a buffer filled many times over.
+    async fn write_in_sessions(full: &std::path::Path, parts: &[usize], no_direct: bool) -> usize {
+        let mut at = 0;
+        for (i, &n) in parts.iter().enumerate() {
+            let mut w = BulkWriter::open(full.to_path_buf(), "/f", i > 0).await.unwrap();
+            if no_direct {
+                w.direct = None;
+            }
+            assert_eq!(w.size(), at as u64);
+            let data = pattern(at, n);
+            for chunk in data.chunks(123_457) {
+                w.write(Bytes::copy_from_slice(chunk)).await.unwrap();
+            }
+            at += n;
+            assert_eq!(w.size(), at as u64);
+            let w: Box<dyn FileWriter> = Box::new(w);
+            if i + 1 == parts.len() {
+                w.commit().await.unwrap();
+            } else {
+                w.close().await.unwrap();
+            }
+        }
+        at
+    }
+
+    #[tokio::test]
+    async fn sessions_of_any_size_append_exactly_with_and_without_direct_io() {
+        let dir = tempfile::tempdir().unwrap();
+        let parts = [10, ALIGN - 10, 3 * WRITE_CHUNK + 5, 1, ALIGN + 1, 0, WRITE_CHUNK - 7];
+        for no_direct in [false, true] {
+            let full = dir.path().join(format!("data-{no_direct}"));
+            let total = write_in_sessions(&full, &parts, no_direct).await;
+            let back = read_back(&full).await;
+            assert_eq!(back.len(), total);
+            assert!(back == pattern(0, total), "content differs (no_direct: {no_direct})");
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_start_anywhere_and_stop_at_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let full = dir.path().join("blob");
+        let n = 2 * READ_CHUNK as usize + 3;
+        std::fs::write(&full, pattern(0, n)).unwrap();
+        for offset in [0, 1, READ_CHUNK as usize, n - 1, n, n + 5] {
+            let chunks: Vec<Bytes> =
+                read_stream(full.clone(), "/blob", offset as u64).await.unwrap().try_collect().await.unwrap();
+            assert!(chunks.iter().all(|c| c.len() as u64 <= READ_CHUNK));
+            assert!(chunks.concat() == pattern(offset.min(n), n - offset.min(n)), "offset {offset}");
+        }
+    }
+}
