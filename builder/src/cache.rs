@@ -89,11 +89,21 @@ pub trait CacheStore: Send + Sync {
     fn record(&self, key: &CacheKey) -> Result<Option<CacheRecord>> {
         let raw = self.get(format!("result/{key}").as_bytes())?;
         // A record we cannot read is a miss, not an error: it will be rewritten.
-        Ok(raw.and_then(|r| serde_json::from_slice(&r).ok()))
+        let rec: Option<CacheRecord> = raw.and_then(|r| serde_json::from_slice(&r).ok());
+        if rec.is_some() {
+            self.touch(key)?;
+        }
+        Ok(rec)
     }
     /// Records the result of a vertex key.
     fn set_record(&self, key: &CacheKey, rec: &CacheRecord) -> Result<()> {
-        self.put(format!("result/{key}").as_bytes(), &serde_json::to_vec(rec).unwrap_or_default())
+        self.put(format!("result/{key}").as_bytes(), &serde_json::to_vec(rec).unwrap_or_default())?;
+        self.touch(key)
+    }
+    /// Notes that a record was used now (`used/<key>` = Unix seconds): `berth builder prune`
+    /// removes the least recently used first.
+    fn touch(&self, key: &CacheKey) -> Result<()> {
+        self.put(format!("used/{key}").as_bytes(), now_secs().to_string().as_bytes())
     }
     /// What the stat cache knows of a context file.
     fn file(&self, path: &Path) -> Result<Option<FileStat>> {
@@ -147,6 +157,57 @@ impl RocksCache {
             }
         }
     }
+}
+
+impl RocksCache {
+    /// Opens the cache under `root` unless a build holds it now (None then): for `berth
+    /// builder prune`, which must never take what a running build uses.
+    pub fn try_open(root: &Path) -> Result<Option<RocksCache>> {
+        let path = root.join("buildcache");
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        opts.set_keep_log_file_num(2);
+        match rocksdb::DB::open(&opts, &path) {
+            Ok(db) => Ok(Some(RocksCache { db, path })),
+            Err(e) if e.to_string().contains("lock") => Ok(None),
+            Err(source) => Err(Error::Cache { path: path.display().to_string(), source }),
+        }
+    }
+
+    /// Opens the cache under `root` to read, beside a build that may hold it (for `berth
+    /// system df`); None when there is no cache yet.
+    pub fn open_read_only(root: &Path) -> Result<Option<RocksCache>> {
+        let path = root.join("buildcache");
+        if !path.join("CURRENT").exists() {
+            return Ok(None);
+        }
+        match rocksdb::DB::open_for_read_only(&rocksdb::Options::default(), &path, false) {
+            Ok(db) => Ok(Some(RocksCache { db, path })),
+            Err(source) => Err(Error::Cache { path: path.display().to_string(), source }),
+        }
+    }
+
+    /// Every entry whose key starts with `prefix`, in key order.
+    pub fn entries(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut out = Vec::new();
+        let mode = rocksdb::IteratorMode::From(prefix.as_bytes(), rocksdb::Direction::Forward);
+        for item in self.db.iterator(mode) {
+            let (k, v) = item.map_err(|source| Error::Cache { path: self.path.display().to_string(), source })?;
+            let Some(k) = std::str::from_utf8(&k).ok().filter(|k| k.starts_with(prefix)) else { break };
+            out.push((k.to_owned(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Deletes an entry.
+    pub fn delete(&self, key: &str) -> Result<()> {
+        self.db.delete(key.as_bytes()).map_err(|source| Error::Cache { path: self.path.display().to_string(), source })
+    }
+}
+
+/// Seconds since the epoch, now.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 impl CacheStore for RocksCache {

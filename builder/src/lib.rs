@@ -15,6 +15,7 @@
 
 pub mod build;
 pub mod cache;
+pub mod cache_prune;
 pub mod chmod;
 pub mod context;
 pub mod convert;

@@ -54,12 +54,15 @@ enum Command {
     Ps(commands::container::Ps),
     Rm(commands::container::Rm),
     Commit(commands::container::Commit),
+    System(commands::system::SystemCmd),
+    Builder(commands::buildcache::BuilderCmd),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // default_root reads BERTH_ROOT (an empty value counts as unset).
     let root = cli.root.clone().filter(|r| !r.as_os_str().is_empty()).unwrap_or_else(oci::ImageStore::default_root);
+    commands::lifecycle::sweep(&root);
     let result = match cli.command {
         Command::Build(c) => c.run(&root),
         Command::Images(c) => c.run(&root),
@@ -80,6 +83,8 @@ fn main() -> ExitCode {
         Command::Ps(c) => c.run(&root),
         Command::Rm(c) => c.run(&root),
         Command::Commit(c) => c.run(&root),
+        Command::System(c) => c.run(&root),
+        Command::Builder(c) => c.run(&root),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

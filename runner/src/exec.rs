@@ -61,6 +61,7 @@ fn start_and_pump(spec: &Spec, tx: &std::sync::mpsc::Sender<Msg>) -> Result<i32,
     let stderr = writer.try_clone().map_err(|e| SandboxError::Start { what: "pipe", source: e })?;
     cmd.stdin(std::process::Stdio::null()).stdout(writer).stderr(stderr);
     let mut child = cmd.spawn().map_err(|e| SandboxError::Start { what: "fork and exec", source: e })?;
+    let _running = Running::register(&child);
     // Our copies of the write end must close, or the read below never sees the end.
     drop(cmd);
     let mut buf = vec![0u8; 16 * 1024];
@@ -80,4 +81,51 @@ fn start_and_pump(spec: &Spec, tx: &std::sync::mpsc::Sender<Msg>) -> Result<i32,
     }
     let status = child.wait().map_err(|e| SandboxError::Start { what: "wait", source: e })?;
     Ok(sandbox::exit_code(status))
+}
+
+/// The processes this executor is running now, each as a pidfd (a reused pid can never be
+/// mistaken for one of them), so that [`kill_running`] can stop them when berth is stopped.
+static RUNNING: std::sync::Mutex<Vec<(u32, std::os::fd::OwnedFd)>> = std::sync::Mutex::new(Vec::new());
+
+/// A registration in [`RUNNING`], dropped when the process has been waited for.
+struct Running(u32);
+
+impl Running {
+    fn register(child: &std::process::Child) -> Running {
+        let pid = rustix::process::Pid::from_child(child);
+        // Without a pidfd (a kernel before 5.3) the process is not killed early; it still
+        // dies with berth, by its parent-death signal.
+        if let Ok(fd) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+            if let Ok(mut r) = RUNNING.lock() {
+                r.push((child.id(), fd));
+            }
+        }
+        Running(child.id())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(mut r) = RUNNING.lock() {
+            r.retain(|(pid, _)| *pid != self.0);
+        }
+    }
+}
+
+/// Kills every process the executor is running (SIGKILL to each sandbox's init, which takes
+/// its whole PID namespace with it) and waits until each has exited; for berth's SIGTERM and
+/// SIGINT handling, before it removes the steps' snapshots. Returns how many were killed.
+pub fn kill_running() -> usize {
+    let Ok(running) = RUNNING.lock() else { return 0 };
+    for (_, fd) in running.iter() {
+        let _gone = rustix::process::pidfd_send_signal(fd, rustix::process::Signal::KILL);
+    }
+    for (_, fd) in running.iter() {
+        use std::os::fd::AsRawFd;
+        // A pidfd becomes readable when its process exits.
+        let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd, for the length given.
+        let _ = unsafe { libc::poll(&mut pfd, 1, 5000) };
+    }
+    running.len()
 }

@@ -24,6 +24,7 @@
 pub mod bundle;
 pub mod cgroup;
 pub mod exec;
+pub mod lease;
 pub mod rlimit;
 pub mod rootfs;
 pub mod sandbox;

@@ -94,6 +94,7 @@ impl Build {
     /// Runs the build: parse, solve, then name, export, push and report the image.
     pub fn run(self, root: &Path) -> Result<()> {
         let started = Instant::now();
+        super::lifecycle::clean_up_on_signals()?;
         let opts = self.options()?;
         let tags = flags::tags(&self.tags)?;
         if self.push && tags.is_empty() {

@@ -390,6 +390,9 @@ impl Prune {
         }
         let store = open_store(root)?;
         let report = store.prune(self.grace)?;
+        // Then the snapshots: those no image uses any more and no running build or container
+        // holds, and what stopped processes left.
+        let snapshots = runner::snapshot::usage::prune(root, &store).context("prune layer snapshots")?;
         let mut out = std::io::stdout().lock();
         if !report.images.is_empty() {
             writeln!(out, "Deleted Images:")?;
@@ -399,7 +402,8 @@ impl Prune {
             writeln!(out)?;
         }
         writeln!(out, "Deleted blobs: {}", report.blobs)?;
-        writeln!(out, "Total reclaimed space: {}", format::size(report.bytes))?;
+        writeln!(out, "Deleted layer snapshots: {}", snapshots.count)?;
+        writeln!(out, "Total reclaimed space: {}", format::size(report.bytes + snapshots.bytes))?;
         Ok(())
     }
 }

@@ -2,11 +2,14 @@
 
 pub mod archive;
 pub mod build;
+pub mod buildcache;
 pub mod console;
 pub mod container;
 pub mod images;
+pub mod lifecycle;
 pub mod registry;
 pub mod run;
+pub mod system;
 pub mod transfer;
 
 use std::path::Path;

@@ -16,6 +16,7 @@ mod build_real;
 mod client;
 mod images;
 mod layers;
+mod lifecycle;
 mod registry;
 mod run;
 mod security;

@@ -21,7 +21,9 @@
 mod copy;
 mod overlay;
 mod overlay_mount;
+pub(crate) mod owner;
 mod scaffold;
+pub mod usage;
 #[cfg(test)]
 mod testsuite;
 
@@ -167,12 +169,14 @@ fn open(root: &Path, volatile: bool) -> Result<Box<dyn Snapshotter>> {
     let overlay_ok = std::fs::read_to_string("/proc/filesystems").is_ok_and(|f| f.contains("overlay"))
         && rustix::process::geteuid().is_root();
     let dir = root.join("snapshots");
-    Ok(if overlay_ok {
+    let inner: Box<dyn Snapshotter> = if overlay_ok {
         let overlay = OverlaySnapshotter::new(&dir.join("overlay"))?;
         Box::new(if volatile { overlay.volatile() } else { overlay })
     } else {
         Box::new(CopySnapshotter::new(&dir.join("copy"))?)
-    })
+    };
+    // Every snapshot this process makes is claimed by its lease (see `crate::lease`).
+    Ok(Box::new(owner::Owned::new(root, inner)?))
 }
 
 /// Snapshots by key and name; see the module docs for the lifecycle.

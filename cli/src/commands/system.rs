@@ -1,0 +1,170 @@
+//! `berth system df`: the disk berth uses, by kind, as docker's.
+
+use std::collections::{BTreeSet, HashSet};
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use oci::content::ContentStore;
+
+use super::open_store;
+use crate::format;
+
+/// Manage berth
+#[derive(Debug, Args)]
+pub struct SystemCmd {
+    #[command(subcommand)]
+    command: SystemSub,
+}
+
+#[derive(Debug, Subcommand)]
+enum SystemSub {
+    Df(Df),
+}
+
+impl SystemCmd {
+    /// Runs the subcommand.
+    pub fn run(self, root: &Path) -> Result<()> {
+        match self.command {
+            SystemSub::Df(d) => d.run(root),
+        }
+    }
+}
+
+/// Show berth disk usage
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  berth system df\n  berth system df --format json")]
+pub struct Df {
+    /// Output format: table or json (one object per line)
+    #[arg(long, default_value = "table")]
+    format: String,
+}
+
+/// One line of the report.
+struct Row {
+    kind: &'static str,
+    total: usize,
+    active: usize,
+    size: u64,
+    reclaimable: u64,
+}
+
+impl Df {
+    /// Counts images, layer snapshots, build cache and containers, and prints them.
+    pub fn run(self, root: &Path) -> Result<()> {
+        let store = open_store(root)?;
+        let rows = vec![images(root, &store)?, snapshots(root, &store)?, build_cache(root, &store)?, containers(root)?];
+        let mut out = std::io::stdout().lock();
+        if self.format == "json" {
+            for r in rows {
+                let obj = serde_json::json!({"Type": r.kind, "TotalCount": r.total, "Active": r.active,
+                    "Size": format::size(r.size), "Reclaimable": format::size(r.reclaimable),
+                    "SizeBytes": r.size, "ReclaimableBytes": r.reclaimable});
+                writeln!(out, "{obj}")?;
+            }
+            return Ok(());
+        }
+        let mut table = vec![["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"].map(String::from).to_vec()];
+        for r in rows {
+            let percent = (r.reclaimable * 100).checked_div(r.size).unwrap_or(0);
+            table.push(vec![
+                r.kind.to_owned(),
+                r.total.to_string(),
+                r.active.to_string(),
+                format::size(r.size),
+                format!("{} ({percent}%)", format::size(r.reclaimable)),
+            ]);
+        }
+        write!(out, "{}", format::table(&table))?;
+        Ok(())
+    }
+}
+
+/// Images: every blob they reach; active = used by a named container.
+fn images(root: &Path, store: &oci::ImageStore) -> Result<Row> {
+    let used: HashSet<String> =
+        container_names(root).iter().filter_map(|n| super::container::load(root, n).ok()).map(|r| r.manifest).collect();
+    let (mut all, mut active_blobs) = (BTreeSet::new(), BTreeSet::new());
+    let mut targets = BTreeSet::new();
+    let mut active = 0;
+    for rec in store.list()? {
+        if !targets.insert(rec.target.digest.clone()) {
+            continue;
+        }
+        let mut reach = BTreeSet::new();
+        // An image with missing blobs counts what it has.
+        let _partial = store.reachable(&rec.target, &mut reach);
+        if used.contains(&rec.target.digest.to_string()) {
+            active += 1;
+            active_blobs.extend(reach.iter().cloned());
+        }
+        all.extend(reach);
+    }
+    let size_of = |set: &BTreeSet<oci::Digest>| -> Result<u64> {
+        let mut n = 0;
+        for d in set {
+            n += store.content().info(d)?.map_or(0, |i| i.size);
+        }
+        Ok(n)
+    };
+    let size = size_of(&all)?;
+    Ok(Row { kind: "Images", total: targets.len(), active, size, reclaimable: size - size_of(&active_blobs)? })
+}
+
+/// Layer snapshots: committed ones; active = used by an image or a live process.
+fn snapshots(root: &Path, store: &oci::ImageStore) -> Result<Row> {
+    let u = runner::snapshot::usage::usage(root, store)?;
+    Ok(Row {
+        kind: "Layer snapshots",
+        total: u.committed.count,
+        active: u.committed.count - u.unused.count,
+        size: u.committed.bytes + u.orphaned.bytes,
+        reclaimable: u.unused.bytes + u.orphaned.bytes,
+    })
+}
+
+/// Build cache: records; while a build runs, all of them are in use.
+fn build_cache(root: &Path, store: &oci::ImageStore) -> Result<Row> {
+    let Some(cache) = builder::cache::RocksCache::open_read_only(root)? else {
+        return Ok(Row { kind: "Build cache", total: 0, active: 0, size: 0, reclaimable: 0 });
+    };
+    let u = builder::cache_prune::usage(&cache, store)?;
+    drop(cache);
+    let busy = builder::cache::RocksCache::try_open(root)?.is_none();
+    let (active, reclaimable) = if busy { (u.records, 0) } else { (0, u.bytes) };
+    Ok(Row { kind: "Build cache", total: u.records, active, size: u.bytes, reclaimable })
+}
+
+/// Containers: named ones (their snapshots) and running ones; active = running.
+fn containers(root: &Path) -> Result<Row> {
+    runner::lease::sweep(root)?;
+    let live = runner::lease::live(root)?;
+    let mut row = Row { kind: "Containers", total: 0, active: 0, size: 0, reclaimable: 0 };
+    let names: Vec<String> = container_names(root);
+    let keys: HashSet<String> = names.iter().map(|n| super::container::key(n)).collect();
+    for name in &names {
+        let key = super::container::key(name);
+        let bytes = runner::snapshot::usage::snapshot_bytes(root, &key);
+        row.total += 1;
+        row.size += bytes;
+        if live.active.contains(&key) {
+            row.active += 1;
+        } else {
+            row.reclaimable += bytes;
+        }
+    }
+    // Unnamed containers running now.
+    for key in live.active.iter().filter(|k| k.starts_with("container-") && !keys.contains(*k)) {
+        row.total += 1;
+        row.active += 1;
+        row.size += runner::snapshot::usage::snapshot_bytes(root, key);
+    }
+    Ok(row)
+}
+
+/// The names of the named containers' records.
+fn container_names(root: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(root.join("containers")) else { return vec![] };
+    entries.flatten().filter_map(|e| e.file_name().to_string_lossy().strip_suffix(".json").map(str::to_owned)).collect()
+}
