@@ -242,7 +242,7 @@ pub fn disk_usage(path: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::{for_root, Snapshotter};
+    use crate::snapshot::for_root;
 
     fn store(root: &Path) -> ImageStore {
         ImageStore::open(root).unwrap()
