@@ -14,7 +14,10 @@
 # (default all three); BUILDAH_X2=1 also builds the doubled context with buildah and BuildKit;
 # BUILDAH_JOBS (default 1) is buildah's --jobs (stages built in parallel); BERTH (default
 # target/release/berth) is the binary under test, copied into the run directory first;
-# KEEP_RUN=1 keeps the run directory (build logs, every tool's storage).
+# KEEP_RUN=1 keeps the run directory (build logs, every tool's storage); ENV_LINES (default
+# 20000; 0 skips it) is the size of the ENV scenario, a Dockerfile of that many ENV lines, built
+# cold once by berth; ENV_PEERS=1 builds it with the measured peers too (slow: BuildKit 20.10
+# takes about two minutes for 2,000 lines, and did not finish 20,000 in 27 minutes).
 # Needs root: buildah runs its RUN steps with runc, BuildKit in dockerd with runc, berth in its
 # own containers.
 set -euo pipefail
@@ -27,6 +30,8 @@ BERTH=${BERTH:-target/release/berth}
 BENCH_ONLY=${BENCH_ONLY:-berth buildah buildkit}
 BUILDAH_X2=${BUILDAH_X2:-0}
 BUILDAH_JOBS=${BUILDAH_JOBS:-1}
+ENV_LINES=${ENV_LINES:-20000}
+ENV_PEERS=${ENV_PEERS:-0}
 CTX_VERSION="berth build bench context v1" # change it whenever fixtures/make-build-context changes
 EDIT=a/part01/file00000.txt                 # the file the one-file-changed rebuild edits
 EPOCH=1700000000                            # the context's mtimes (make-build-context)
@@ -36,6 +41,7 @@ TAG=bench-app:latest
 [ $# -eq 0 ] || die "usage: bench/build.sh (no arguments; see the environment in its header)"
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer"
 [[ $BUILDAH_JOBS =~ ^[1-9][0-9]*$ ]] || die "BUILDAH_JOBS must be a positive integer"
+[[ $ENV_LINES =~ ^[0-9]+$ ]] || die "ENV_LINES must be a number"
 read -r -a tools <<<"$BENCH_ONLY"
 for tool in "${tools[@]}"; do
   case $tool in berth | buildah | buildkit) ;; *) die "BENCH_ONLY: unknown tool '$tool'" ;; esac
@@ -280,6 +286,39 @@ if [ ${#x2_tools[@]} -gt 0 ]; then
   done
 fi
 
+# The ENV scenario: FROM busybox, ENV_LINES lines `ENV Vi=value-i`, and a CMD that prints the
+# last one; one cold build per tool (the cost is in the builder's variable scope, not in I/O).
+env_tools=()
+measure berth && env_tools+=(berth)
+measure buildah && [ "$ENV_PEERS" = 1 ] && env_tools+=(buildah)
+measure buildkit && [ "$ENV_PEERS" = 1 ] && env_tools+=(buildkit)
+if [ "$ENV_LINES" -gt 0 ] && [ ${#env_tools[@]} -gt 0 ]; then
+  ENVCTX=$RUN/env-context
+  mkdir -p "$ENVCTX"
+  {
+    echo "FROM busybox:latest"
+    awk -v n="$ENV_LINES" 'BEGIN { for (i = 1; i <= n; i++) printf "ENV V%d=value-%d\n", i, i }'
+    echo "CMD [\"sh\", \"-c\", \"echo \$V$ENV_LINES\"]"
+  } >"$ENVCTX/Dockerfile"
+  say "ENV scenario: $ENV_LINES ENV lines; measuring ${env_tools[*]}"
+  for tool in "${env_tools[@]}"; do
+    "fresh_$tool"
+    one "$tool" "$tool-env" "$ENVCTX"
+    record "${tool}_env"
+    case $tool in
+      berth) got=$(BERTH_ROOT=$BROOT "$BERTH" run --rm "$TAG") ;;
+      buildah)
+        bah from -q --pull=never --name bench-check "localhost/$TAG" >/dev/null
+        got=$(bah run "${BAH_RUN[@]}" bench-check -- sh -c "echo \$V$ENV_LINES")
+        bah rm bench-check >/dev/null
+        ;;
+      buildkit) got=$("${DOCKER[@]}" run --rm --network none "$TAG") ;;
+    esac
+    [ "$got" = "value-$ENV_LINES" ] || die "$tool's ENV image prints '$got', expected 'value-$ENV_LINES'"
+    "reset_$tool"
+  done
+fi
+
 # The table: seconds (best of RUNS) and peak RSS (largest over RUNS, 1 MB = 10^6 bytes) per
 # tool; n/a for what was not measured. The ratios are berth's time over buildah's and over
 # BuildKit's.
@@ -316,6 +355,7 @@ row "cold (base image preloaded)" cold
 row "no-change rebuild" nochange
 row "one file changed (stage a)" edit
 row "cold, context doubled" cold2x
+[ "$ENV_LINES" -eq 0 ] || row "$ENV_LINES ENV lines, cold (1 run)" env
 echo "ratios: berth's seconds / the peer's (buildah $buildah_v bud --layers, runc, --jobs $BUILDAH_JOBS;"
 echo "  BuildKit in docker.io $docker_v, --network host, the client's seconds)"
 echo "MB: peak RSS of the builder and its children; dockerd MB: the daemon's VmHWM during the build"
@@ -327,3 +367,4 @@ for tool in berth buildah buildkit; do
 done
 echo "targets: cold <= 0.5x buildah; no-change rebuild < 150 ms; one-file-changed <= 1/3 of buildah; peak RSS flat as the context grows"
 echo "targets: cold, no-change rebuild and one-file-changed <= 0.5x BuildKit"
+[ "$ENV_LINES" -eq 0 ] || echo "targets: $ENV_LINES ENV lines in seconds (linear in the number of variables)"
