@@ -19,7 +19,12 @@ impl LocalWorker<'_> {
     /// Downloads `url` once per build (kept for the copy) and returns its digest, checked
     /// against `--checksum` when given.
     pub(super) fn download(&self, v: &Vertex, url: &str, checksum: Option<&oci::Digest>) -> Result<oci::Digest> {
-        let dir = self.root.join("tmp").join(format!("downloads-{}", std::process::id()));
+        let rel = Path::new("tmp").join(format!("downloads-{}", std::process::id()));
+        // Claimed first, so a prune now spares it and the next command removes it if berth is killed.
+        runner::lease::for_root(&self.root)
+            .and_then(|l| l.claim(runner::lease::Claim::Path(&rel)))
+            .map_err(Error::io("claim the download directory"))?;
+        let dir = self.root.join(&rel);
         std::fs::create_dir_all(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
         let file = dir.join(oci::Digest::of(url.as_bytes()).hex());
         if !self.downloads.lock().is_ok_and(|d| d.contains_key(url)) {
