@@ -35,6 +35,13 @@
 //!
 //! [metrics]
 //! addr = "10.0.0.5:5001"         # /metrics here, without auth; else behind the registry's auth
+//!
+//! [limits]                       # durations: "500ms", "30s", "5m", "1h"
+//! header_read_timeout = "30s"
+//! body_idle_timeout = "60s"      # per read/write: slow but moving transfers survive
+//! keep_alive_timeout = "60s"
+//! tls_handshake_timeout = "10s"
+//! max_connections = 4096
 //! ```
 
 use std::path::PathBuf;
@@ -67,6 +74,9 @@ pub struct Config {
     /// Where `/metrics` is served.
     #[serde(default)]
     pub metrics: crate::metrics::MetricsConfig,
+    /// Connection timeouts and the connection cap.
+    #[serde(default)]
+    pub limits: crate::server::Limits,
 }
 
 /// Which storage driver, and its settings.
@@ -150,6 +160,7 @@ mod tests {
         assert_eq!(c.auth.mode, Mode::Token);
         assert_eq!(c.auth.grants.len(), 1);
         assert_eq!(c.storage.driver, DriverKind::Filesystem);
+        assert_eq!(c.limits, crate::server::Limits::default(), "the example shows the defaults");
     }
 
     #[test]

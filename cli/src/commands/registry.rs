@@ -115,6 +115,10 @@ struct Serve {
     /// Serve /metrics on this HOST:PORT only, without auth (a monitoring network's address)
     #[arg(long, env = "BERTH_REGISTRY_METRICS_ADDR", value_name = "HOST:PORT")]
     metrics_addr: Option<String>,
+    /// Serve at most N connections at once; more wait to be accepted [default: 4096]
+    #[arg(long, env = "BERTH_REGISTRY_MAX_CONNECTIONS", value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    max_connections: Option<u64>,
 }
 
 impl Serve {
@@ -146,6 +150,9 @@ impl Serve {
         }
         if let Some(m) = self.metrics_addr {
             cfg.metrics.addr = Some(m);
+        }
+        if let Some(n) = self.max_connections {
+            cfg.limits.max_connections = usize::try_from(n)?;
         }
         let auth = build_auth(&cfg)?;
         let tls = cfg.tls.as_ref().map(|t| registry::server::tls_config(&t.cert, &t.key)).transpose()?;
@@ -184,7 +191,7 @@ impl Serve {
                 shutdown_signal().await;
                 let _ = stop.send(true);
             });
-            registry::server::serve(listener, router, tls, stop_when(stopped)).await?;
+            registry::server::serve_with_limits(listener, router, tls, cfg.limits, stop_when(stopped)).await?;
             Ok(())
         })
     }
