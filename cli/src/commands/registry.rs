@@ -179,9 +179,10 @@ impl Serve {
                     .with_context(|| format!("listen on {metrics_addr} for metrics"))?;
                 println!("metrics on {}", l.local_addr()?);
                 let router = registry::api::metrics_app(state.clone());
-                let stopped = stopped.clone();
+                let (stopped, limits) = (stopped.clone(), cfg.limits);
                 tokio::spawn(async move {
-                    if let Err(e) = registry::server::serve(l, router, None, stop_when(stopped)).await {
+                    let served = registry::server::serve_with_limits(l, router, None, limits, stop_when(stopped));
+                    if let Err(e) = served.await {
                         tracing::error!(error = %e, "the metrics listener stopped");
                     }
                 });
