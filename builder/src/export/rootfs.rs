@@ -28,7 +28,13 @@ pub fn write_dir(store: &ImageStore, image: &ImageRecord, dest: &Path) -> Result
 pub fn write_tar(store: &ImageStore, image: &ImageRecord, dest: &Path) -> Result<u64> {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let name = format!("export-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
-    let dir = Scratch::new(store.tmp_dir().join(name));
+    // Claimed first, so a prune now spares it and the next command removes it if berth is killed.
+    let tmp = store.tmp_dir();
+    let root = tmp.parent().unwrap_or(tmp.as_path());
+    runner::lease::for_root(root)
+        .and_then(|l| l.claim(runner::lease::Claim::Path(&Path::new("tmp").join(&name))))
+        .map_err(Error::io("claim the export directory"))?;
+    let dir = Scratch::new(tmp.join(name));
     std::fs::create_dir(&dir.path).map_err(Error::io(format!("create {}", dir.path.display())))?;
     let skipped = unpack_image(store, image, &dir.path)?;
     let tmp = Scratch::new(temp_beside(dest));
