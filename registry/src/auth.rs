@@ -599,7 +599,8 @@ mod tests {
         };
         let t = a.sign(&claims);
         assert_eq!(a.verify_token(&t).unwrap().sub, "alice");
-        let other = Auth::new(Mode::Token, HashMap::new(), Vec::new(), vec![8; 32], Realm::FromHost, "svc".into(), false);
+        let other =
+            Auth::new(Mode::Token, HashMap::new(), Vec::new(), vec![8; 32], Realm::FromHost, "svc".into(), false);
         assert!(other.verify_token(&t).is_err(), "another key must not verify");
         let mut forged = t.clone();
         forged.insert(forged.find('.').unwrap() + 2, 'x');

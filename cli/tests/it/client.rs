@@ -242,7 +242,10 @@ fn login_push_pull_with_berth_bearer_tokens() {
     let Some(htpasswd) = htpasswd_file(dir.path()) else {
         return;
     };
-    let server = Server::start(&dir.path().join("reg"), &["--auth", "token", "--token-realm", "auto", "--htpasswd", &p(&htpasswd)]);
+    let server = Server::start(
+        &dir.path().join("reg"),
+        &["--auth", "token", "--token-realm", "auto", "--htpasswd", &p(&htpasswd)],
+    );
     let name = format!("{}/team/busybox:1", server.addr);
     let Some(a) = with_busybox(&name) else { return };
     let config = dir.path().join("docker");

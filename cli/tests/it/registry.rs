@@ -88,7 +88,10 @@ fn skopeo_auth_round_trip(mode: &str, check: impl FnOnce(&Server)) {
     let dir = tempfile::tempdir().unwrap();
     let Some(htpasswd) = htpasswd_file(dir.path()) else { return };
     let Some((tar, id)) = busybox_archive(&b, dir.path()) else { return };
-    let server = Server::start(&dir.path().join("registry"), &["--auth", mode, "--token-realm", "auto", "--htpasswd", &p(&htpasswd)]);
+    let server = Server::start(
+        &dir.path().join("registry"),
+        &["--auth", mode, "--token-realm", "auto", "--htpasswd", &p(&htpasswd)],
+    );
     check(&server);
     let image = format!("docker://{}/team/busybox:1", server.addr);
     let src = format!("oci-archive:{}", p(&tar));

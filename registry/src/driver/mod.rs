@@ -25,9 +25,9 @@ use futures_util::Stream;
 
 pub use fs::FsDriver;
 pub use memory::MemoryDriver;
-pub use s3::{S3Config, S3Driver};
 #[cfg(test)]
 pub(crate) use s3::tests::TestS3;
+pub use s3::{S3Config, S3Driver};
 
 /// A stream of file content.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;

@@ -214,7 +214,9 @@ async fn every_caller_action_and_repository_answers_as_the_policy_says() {
                 let (status, code, mounted) = run_cell(caller, act, repo).await;
                 let want = expected(caller, act, repo);
                 if (status.as_u16(), code.as_str(), mounted) != want {
-                    wrong.push(format!("{caller:?} {act:?} {repo:?}: got {status} {code} mounted={mounted}, want {want:?}"));
+                    wrong.push(format!(
+                        "{caller:?} {act:?} {repo:?}: got {status} {code} mounted={mounted}, want {want:?}"
+                    ));
                 }
             }
         }

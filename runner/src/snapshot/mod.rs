@@ -23,9 +23,9 @@ mod overlay;
 mod overlay_mount;
 pub(crate) mod owner;
 mod scaffold;
-pub mod usage;
 #[cfg(test)]
 mod testsuite;
+pub mod usage;
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
