@@ -49,8 +49,7 @@ pub enum SeccompMode {
 /// A container's confinement beyond namespaces: capabilities and seccomp.
 #[derive(Debug, Clone, Default)]
 pub struct Security {
-    /// The bounding, permitted and effective sets (inheritable and ambient stay empty, as
-    /// docker leaves them).
+    /// The bounding, permitted, effective and inheritable sets (ambient stays empty).
     pub capabilities: Capabilities,
     /// The seccomp filter.
     pub seccomp: SeccompMode,
@@ -216,15 +215,12 @@ impl Confinement {
         Ok(())
     }
 
-    /// Sets permitted and effective to the container's set and inheritable to empty (as
-    /// root; a non-root user has none left after its uid change).
+    /// Sets permitted, effective and inheritable to the container's set (as root; a non-root
+    /// user keeps only the inheritable set after its uid change, and no_new_privs stops an
+    /// exec from turning it into permitted capabilities through file capabilities).
     pub fn set_capabilities(&self) -> std::io::Result<()> {
         let caps = rustix::thread::CapabilitySet::from_bits_retain(self.caps);
-        let sets = rustix::thread::CapabilitySets {
-            effective: caps,
-            permitted: caps,
-            inheritable: rustix::thread::CapabilitySet::empty(),
-        };
+        let sets = rustix::thread::CapabilitySets { effective: caps, permitted: caps, inheritable: caps };
         rustix::thread::set_capabilities(None, sets).map_err(std::io::Error::from)
     }
 
