@@ -8,6 +8,7 @@ use oci::layer::Compression;
 use oci::{ImageStore, Target};
 use serde_json::{json, Value};
 
+use crate::cache::remote::{self, ExportSpec, ImportSpec, Imported, Layered, LazyBlobs, Location};
 use crate::cache::CacheStore;
 use crate::context::Context;
 use crate::convert::{self, BaseImage, Converted, Inputs};
@@ -45,6 +46,14 @@ pub struct BuildOptions {
     pub ssh: HashMap<String, PathBuf>,
     /// `--compression`.
     pub compression: Compression,
+    /// `--cache-from`, first hit wins.
+    pub cache_from: Vec<ImportSpec>,
+    /// `--cache-to`.
+    pub cache_to: Vec<ExportSpec>,
+    /// The image's layers must be in the local store when the build ends (false for a
+    /// `--push`-only build: layers imported from a cache stay where they are, and the push
+    /// mounts or skips them).
+    pub load: bool,
 }
 
 /// What a build produced.
@@ -54,6 +63,9 @@ pub struct Built {
     pub manifest: Target,
     /// The image config's digest (docker's image ID).
     pub config: oci::Digest,
+    /// Cache exports that failed (without `ignore-error`), one line each: the image is
+    /// built and stored, and the caller fails after naming and pushing it.
+    pub cache_errors: Vec<String>,
 }
 
 /// The machinery a build runs on.
@@ -74,6 +86,8 @@ pub struct Machine<'a> {
     pub progress: &'a dyn Progress,
     /// Downloads a URL into a file, for ADD.
     pub fetch: &'a (dyn Fn(&str, &std::path::Path) -> Result<()> + Sync),
+    /// The registry client and runtime remote caches use (None: local caches only).
+    pub net: Option<remote::Net<'a>>,
 }
 
 /// Builds the target stage and stores the image (untagged; the caller names it).
@@ -89,12 +103,14 @@ pub fn build(m: &Machine<'_>, opts: &BuildOptions) -> Result<Built> {
         resolve: m.resolve,
     };
     let converted = convert::convert(&opts.dockerfile, opts.target.as_deref(), &inputs)?;
+    let imported = import_caches(m, &opts.cache_from)?;
+    let cache = Layered { local: m.cache, imported: &imported, store: m.store };
     let worker = LocalWorker {
         store: m.store,
         snapshotter: m.snapshotter,
         executor: m.executor,
         context: opts.context.as_ref(),
-        cache: m.cache,
+        cache: &cache,
         progress: m.progress,
         root: m.root.clone(),
         secrets: opts.secrets.clone(),
@@ -102,8 +118,9 @@ pub fn build(m: &Machine<'_>, opts: &BuildOptions) -> Result<Built> {
         dockerfile: (&opts.dockerfile.file, &opts.dockerfile.text),
         fetch: m.fetch,
         downloads: std::sync::Mutex::new(HashMap::new()),
+        lazy: &imported,
     };
-    let solver = Solver::new(&converted.graph, &worker, m.cache, m.progress);
+    let solver = Solver::new(&converted.graph, &worker, &cache, m.progress);
     let stage = &converted.stages[&converted.target];
     let states = solver.solve(&[stage.vertex])?;
     let state =
@@ -111,10 +128,63 @@ pub fn build(m: &Machine<'_>, opts: &BuildOptions) -> Result<Built> {
     let _ = std::fs::remove_dir_all(m.root.join("tmp").join(format!("downloads-{}", std::process::id())));
     let state = state?;
     m.progress.event(Event::Note { text: "exporting layers".into() });
-    let layers = export_layers(m, &state.layers, opts.compression)?;
-    let built = write_image(m.store, &converted, &solver, &State { layers }, &opts.labels)?;
+    let layers = export_layers(m, &imported, &state.layers, opts.compression)?;
+    let exporter = remote::export::Exporter {
+        store: m.store,
+        cache: m.cache,
+        imported: &imported,
+        progress: m.progress,
+        compress: &|l: &Layer, c: Compression| compress_layer(m, &imported, l, c),
+    };
+    let inline = match opts.cache_to.iter().any(|c| c.location == Location::Inline) {
+        true => {
+            let config = exporter.config(&solver.steps(stage.vertex, remote::Mode::Min), &[], opts.compression)?;
+            Some(remote::export::inline(&config, &layers))
+        }
+        false => None,
+    };
+    let mut built = write_image(m.store, &converted, &solver, &State { layers: layers.clone() }, &opts.labels, inline)?;
     m.progress.event(Event::Note { text: format!("writing image {} done", built.config) });
+    for spec in opts.cache_to.iter().filter(|c| c.location != Location::Inline) {
+        let steps = solver.steps(stage.vertex, spec.mode);
+        if let Err(e) = export_cache(m, &exporter, spec, &steps) {
+            let line = format!("cache export to {} failed: {}", spec.location.describe(), oci::error::chain(&e));
+            match spec.ignore_error {
+                true => m.progress.event(Event::Warning { text: format!("{line} (ignore-error=true)") }),
+                false => built.cache_errors.push(line),
+            }
+        }
+    }
+    if opts.load {
+        // Layers that came from a cache and were never needed during the build: once each.
+        for l in &layers {
+            imported.ensure(m.store, &l.digest)?;
+        }
+    }
     Ok(built)
+}
+
+/// Reads every `--cache-from` source's manifest and config (never a layer).
+fn import_caches<'a>(m: &Machine<'a>, specs: &[ImportSpec]) -> Result<Imported<'a>> {
+    let mut sources = Vec::new();
+    for spec in specs {
+        if let Some(b) = remote::open(&spec.location, m.net)? {
+            sources.push(b);
+        }
+    }
+    Ok(Imported::import(sources, m.store, m.progress))
+}
+
+/// One `--cache-to` (not inline): the records of `steps` to its backend.
+fn export_cache(
+    m: &Machine<'_>,
+    exporter: &remote::export::Exporter<'_>,
+    spec: &ExportSpec,
+    steps: &[remote::export::Step],
+) -> Result<()> {
+    let Some(backend) = remote::open(&spec.location, m.net)? else { return Ok(()) };
+    let config = exporter.config(steps, &[], spec.compression)?;
+    exporter.publish(backend.as_ref(), &config).map(drop)
 }
 
 /// The gzip level of the layers a build writes. Measured on a 122 MB apt-install layer here:
@@ -124,54 +194,51 @@ const GZIP_LEVEL: u32 = 1;
 
 /// The image's layers as `compression` wants them: build steps leave plain tars, which are
 /// compressed here, once per layer and compression (the twin is remembered in the cache).
-fn export_layers(m: &Machine<'_>, layers: &[Layer], compression: Compression) -> Result<Vec<Layer>> {
+fn export_layers(
+    m: &Machine<'_>,
+    lazy: &dyn LazyBlobs,
+    layers: &[Layer],
+    compression: Compression,
+) -> Result<Vec<Layer>> {
+    layers.iter().map(|l| compress_layer(m, lazy, l, compression)).collect()
+}
+
+/// One layer as `compression` wants it: a plain tar compressed (or its remembered twin);
+/// a layer that is compressed already, as it is.
+fn compress_layer(m: &Machine<'_>, lazy: &dyn LazyBlobs, l: &Layer, compression: Compression) -> Result<Layer> {
     let (name, level) = match compression {
         Compression::Gzip => ("gzip-1", Some(GZIP_LEVEL)),
         Compression::Zstd => ("zstd", None),
-        Compression::None => return Ok(layers.to_vec()),
+        Compression::None => return Ok(l.clone()),
     };
-    let plain = Compression::None.oci_media_type();
-    let mut out = Vec::with_capacity(layers.len());
-    for l in layers {
-        if l.media_type != plain {
-            out.push(l.clone());
-            continue;
-        }
-        let known = m
-            .cache
-            .compressed(&l.diff_id, name)?
-            .filter(|c| m.store.content().info(&c.digest).is_ok_and(|i| i.is_some()));
-        let twin = match known {
-            Some(c) => c,
-            None => {
-                let blob =
-                    m.store.content().reader(&l.digest).map_err(Error::image(format!("read layer {}", l.digest)))?;
-                let ingest = m.store.content().writer(oci::Algorithm::Sha256).map_err(Error::image("start a layer"))?;
-                let threads = oci::layer::default_threads();
-                let mut w = oci::layer::LayerWriter::with_level(ingest, compression, level, threads)
-                    .map_err(Error::image("start a layer"))?;
-                let mut blob = blob;
-                std::io::copy(&mut blob, &mut w).map_err(Error::io(format!("compress layer {}", l.digest)))?;
-                let (ingest, info) = w.finish().map_err(Error::image("finish a layer"))?;
-                if info.diff_id != l.diff_id {
-                    return Err(Error::Internal(format!("layer {} changed while it was compressed", l.digest)));
-                }
-                ingest
-                    .commit(oci::content::Expected::exactly(&info.digest, info.size))
-                    .map_err(Error::image("store a layer"))?;
-                let c = Layer {
-                    digest: info.digest,
-                    diff_id: info.diff_id,
-                    size: info.size,
-                    media_type: info.compression.oci_media_type().to_owned(),
-                };
-                m.cache.set_compressed(&l.diff_id, name, &c)?;
-                c
-            }
-        };
-        out.push(twin);
+    if l.media_type != Compression::None.oci_media_type() {
+        return Ok(l.clone());
     }
-    Ok(out)
+    let known =
+        m.cache.compressed(&l.diff_id, name)?.filter(|c| m.store.content().info(&c.digest).is_ok_and(|i| i.is_some()));
+    if let Some(c) = known {
+        return Ok(c);
+    }
+    lazy.ensure(m.store, &l.digest)?;
+    let mut blob = m.store.content().reader(&l.digest).map_err(Error::image(format!("read layer {}", l.digest)))?;
+    let ingest = m.store.content().writer(oci::Algorithm::Sha256).map_err(Error::image("start a layer"))?;
+    let threads = oci::layer::default_threads();
+    let mut w = oci::layer::LayerWriter::with_level(ingest, compression, level, threads)
+        .map_err(Error::image("start a layer"))?;
+    std::io::copy(&mut blob, &mut w).map_err(Error::io(format!("compress layer {}", l.digest)))?;
+    let (ingest, info) = w.finish().map_err(Error::image("finish a layer"))?;
+    if info.diff_id != l.diff_id {
+        return Err(Error::Internal(format!("layer {} changed while it was compressed", l.digest)));
+    }
+    ingest.commit(oci::content::Expected::exactly(&info.digest, info.size)).map_err(Error::image("store a layer"))?;
+    let c = Layer {
+        digest: info.digest,
+        diff_id: info.diff_id,
+        size: info.size,
+        media_type: info.compression.oci_media_type().to_owned(),
+    };
+    m.cache.set_compressed(&l.diff_id, name, &c)?;
+    Ok(c)
 }
 
 /// The history of a stage: its base's, then one entry per step (empty_layer where the step made no layer).
@@ -218,6 +285,7 @@ fn write_image(
     solver: &Solver<'_>,
     state: &State,
     labels: &BTreeMap<String, String>,
+    inline: Option<remote::format::CacheConfig>,
 ) -> Result<Built> {
     let stage = &c.stages[&c.target];
     let history = history(c, solver, c.target);
@@ -230,6 +298,11 @@ fn write_image(
         "diff_ids": state.layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>(),
     });
     config["history"] = json!(history);
+    if let Some(inline) = inline {
+        // BuildKit's inline cache sits in the config too (`moby.buildkit.cache.v0`).
+        config[remote::format::INLINE_FIELD] =
+            serde_json::to_value(&inline).map_err(|source| Error::Json { what: "the inline cache".into(), source })?;
+    }
     if !labels.is_empty() {
         let l = &mut config["config"]["Labels"];
         if !l.is_object() {
@@ -247,7 +320,7 @@ fn write_image(
     let manifest = oci::manifest::oci_manifest((&config_digest, bytes.len() as u64), &descs)
         .map_err(Error::image("write the manifest"))?;
     let target = store.put_manifest(&manifest, oci::media::OCI_MANIFEST).map_err(Error::image("store the manifest"))?;
-    Ok(Built { manifest: target, config: config_digest })
+    Ok(Built { manifest: target, config: config_digest, cache_errors: vec![] })
 }
 
 /// A base image from the local store, as docker uses one: by name, else by ID.

@@ -130,6 +130,18 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A flag's value is wrong (`--cache-to`, `--cache-from`).
+    #[error("{0}")]
+    Invalid(String),
+    /// A remote build cache (registry, local directory, S3) failed.
+    #[error("{what}")]
+    RemoteCache {
+        /// Which cache and what we were doing.
+        what: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The cache index failed.
     #[error("build cache {path}")]
     Cache {
@@ -145,7 +157,9 @@ impl Error {
     /// The class of the failure.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Dockerfile { .. } | Error::Context { .. } | Error::Json { .. } => ErrorKind::InvalidInput,
+            Error::Dockerfile { .. } | Error::Context { .. } | Error::Json { .. } | Error::Invalid(_) => {
+                ErrorKind::InvalidInput
+            }
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::StepFailed { .. } => ErrorKind::StepFailed,
             Error::Image { source, .. } => match source.kind() {
@@ -153,7 +167,11 @@ impl Error {
                 oci::ErrorKind::InvalidInput => ErrorKind::InvalidInput,
                 _ => ErrorKind::System,
             },
-            Error::Io { .. } | Error::Runner { .. } | Error::Cache { .. } | Error::Internal(_) => ErrorKind::System,
+            Error::Io { .. }
+            | Error::Runner { .. }
+            | Error::Cache { .. }
+            | Error::RemoteCache { .. }
+            | Error::Internal(_) => ErrorKind::System,
         }
     }
 
@@ -183,6 +201,12 @@ impl Error {
     pub fn runner<E: std::error::Error + Send + Sync + 'static>(what: impl Into<String>) -> impl FnOnce(E) -> Error {
         let what = what.into();
         move |source| Error::Runner { what, source: Box::new(source) }
+    }
+
+    /// Wraps a remote cache's error with which cache and what we were doing.
+    pub fn remote<E: std::error::Error + Send + Sync + 'static>(what: impl Into<String>) -> impl FnOnce(E) -> Error {
+        let what = what.into();
+        move |source| Error::RemoteCache { what, source: Box::new(source) }
     }
 }
 

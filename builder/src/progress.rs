@@ -48,6 +48,11 @@ pub enum Event {
         /// What happened.
         text: String,
     },
+    /// Something the build went on without (a cache source it could not use), one line.
+    Warning {
+        /// What, and why.
+        text: String,
+    },
 }
 
 /// Receives a build's events, from several threads at once.

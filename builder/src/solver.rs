@@ -109,40 +109,28 @@ impl<'a> Solver<'a> {
             self.progress.event(Event::Cached { id, name: v.name.clone() });
             return Ok((CacheKey(manifest.clone()), State { layers: layers.clone() }, None));
         }
+        let epoch = crate::cache::source_date_epoch();
+        // A `COPY --from` is first looked up by its definition (the source stage's key, not
+        // its files): a hit then needs no byte of the source stage, which may live only in
+        // an imported cache. Its record names the content key the result is known by.
+        let definition = definition_key(v, inputs, epoch);
+        if let (false, Some(dk)) = (v.no_cache, &definition) {
+            if let Some(hit) = self.hit(id, v, dk, inputs)? {
+                return Ok(hit);
+            }
+        }
         let states: Vec<State> = inputs.iter().map(|(_, s)| s.clone()).collect();
         let sources = self.worker.sources_digest(v, &states)?;
         // Every layer a step writes has its mtimes clamped to SOURCE_DATE_EPOCH.
-        let key = key_of(v, inputs, sources.as_ref(), crate::cache::source_date_epoch());
-        // `--link` copies do not depend on what they are copied onto.
-        let link = matches!(&v.op, Op::Copy(c) if c.link);
-        let base_layers =
-            |inputs: &[(CacheKey, State)]| inputs.first().map(|(_, s)| s.layers.clone()).unwrap_or_default();
+        let key = key_of(v, inputs, sources.as_ref(), epoch);
         if v.no_cache {
             self.progress.event(Event::Miss { id, reason: "caching is off for this step (--no-cache)".into() });
         } else {
-            match self.cache.record(&key)? {
-                Some(rec) if self.worker.usable(&rec) => {
-                    self.progress.event(Event::Cached { id, name: v.name.clone() });
-                    let created = match rec.created.clone() {
-                        Some(c) => c,
-                        None => {
-                            // A record from before berth kept times: date it now, once.
-                            let c = oci::store::created_now();
-                            self.cache.set_record(&key, &CacheRecord { created: Some(c.clone()), ..rec.clone() })?;
-                            c
-                        }
-                    };
-                    let layers = if link {
-                        // The cached layer goes on top of whatever the destination is now.
-                        let mut l = base_layers(inputs);
-                        l.extend(rec.layers.last().cloned());
-                        l
-                    } else {
-                        rec.layers
-                    };
-                    return Ok((key, State { layers }, Some(created)));
+            match self.hit(id, v, &key, inputs)? {
+                Some(hit) => {
+                    self.alias(definition.as_ref(), &hit.0)?;
+                    return Ok(hit);
                 }
-                Some(_) => self.progress.event(Event::Miss { id, reason: "cached layers were pruned".into() }),
                 None => self.progress.event(Event::Miss { id, reason: miss_reason(v, sources.as_ref()) }),
             }
         }
@@ -155,16 +143,80 @@ impl<'a> Solver<'a> {
         });
         let state = result?;
         let created = oci::store::created_now();
-        let layers = if link {
+        let below = inputs.first().map_or(0, |(_, s)| s.layers.len());
+        let layers = if is_link(v) {
             // Remember only the linked layer: it is valid on any destination.
-            let own = if state.layers.len() > base_layers(inputs).len() { state.layers.last().cloned() } else { None };
+            let own = if state.layers.len() > below { state.layers.last().cloned() } else { None };
             own.into_iter().collect()
         } else {
             state.layers.clone()
         };
-        self.cache.set_record(&key, &CacheRecord { layers, created: Some(created.clone()) })?;
+        self.cache.set_record(&key, &CacheRecord { layers, created: Some(created.clone()), result_key: None })?;
+        self.alias(definition.as_ref(), &key)?;
         Ok((key, state, Some(created)))
     }
+
+    /// Records the result of `key` under the definition key too (a `COPY --from`).
+    fn alias(&self, definition: Option<&CacheKey>, key: &CacheKey) -> Result<()> {
+        let (Some(dk), Some(rec)) = (definition, self.cache.record(key)?) else { return Ok(()) };
+        self.cache.set_record(dk, &CacheRecord { result_key: Some(key.clone()), ..rec })
+    }
+
+    /// The cached result of `key`, if the cache has a usable one.
+    fn hit(&self, id: VertexId, v: &Vertex, key: &CacheKey, inputs: &[(CacheKey, State)]) -> Result<Option<Solved>> {
+        let rec = match self.cache.record(key)? {
+            Some(rec) if self.worker.usable(&rec) => rec,
+            Some(_) => {
+                self.progress.event(Event::Miss { id, reason: "cached layers were pruned".into() });
+                return Ok(None);
+            }
+            None => return Ok(None),
+        };
+        self.progress.event(Event::Cached { id, name: v.name.clone() });
+        let created = match rec.created.clone() {
+            Some(c) => c,
+            None => {
+                // A record from before berth kept times: date it now, once.
+                let c = oci::store::created_now();
+                self.cache.set_record(key, &CacheRecord { created: Some(c.clone()), ..rec.clone() })?;
+                c
+            }
+        };
+        let layers = if is_link(v) {
+            // The cached layer goes on top of whatever the destination is now.
+            let mut l = inputs.first().map(|(_, s)| s.layers.clone()).unwrap_or_default();
+            l.extend(rec.layers.last().cloned());
+            l
+        } else {
+            rec.layers
+        };
+        Ok(Some((rec.result_key.unwrap_or_else(|| key.clone()), State { layers }, Some(created))))
+    }
+}
+
+/// True for a `--link` copy: its layer does not depend on what it is copied onto.
+fn is_link(v: &Vertex) -> bool {
+    matches!(&v.op, Op::Copy(c) if c.link)
+}
+
+/// The definition key of a `COPY --from` another stage: every input's key and no file
+/// digest (None for other steps).
+fn definition_key(v: &Vertex, inputs: &[(CacheKey, State)], epoch: Option<u64>) -> Option<CacheKey> {
+    let Op::Copy(c) = &v.op else { return None };
+    if c.from != CopyFrom::Input {
+        return None;
+    }
+    let link = c.link;
+    Some(
+        KeyRecipe {
+            version: 2,
+            op: &v.op,
+            inputs: inputs.iter().enumerate().filter(|(i, _)| !(link && *i == 0)).map(|(_, (k, _))| k).collect(),
+            sources: None,
+            epoch,
+        }
+        .key(),
+    )
 }
 
 /// The cache key of a vertex from its op, its inputs' keys and its sources' digest.
@@ -208,6 +260,70 @@ impl Solver<'_> {
     /// record's time for a hit, None for a base image. The image history's `created`.
     pub fn created(&self, id: VertexId) -> Option<String> {
         self.done.get(id)?.get()?.as_ref().ok().and_then(|(_, _, c)| c.clone())
+    }
+
+    /// The steps a cache export carries, each with the record the cache holds for it:
+    /// `mode=min` the steps of `target`'s own filesystem chain (the final image's), `mode=max`
+    /// every step that was solved, in every stage. Base images are not steps.
+    pub fn steps(&self, target: VertexId, mode: crate::cache::remote::Mode) -> Vec<crate::cache::remote::export::Step> {
+        let ids: Vec<VertexId> = match mode {
+            crate::cache::remote::Mode::Max => (0..self.graph.vertices.len()).collect(),
+            crate::cache::remote::Mode::Min => {
+                let mut chain = vec![];
+                let mut at = Some(target);
+                while let Some(id) = at {
+                    chain.push(id);
+                    at = self.graph.vertices[id].inputs.first().copied();
+                }
+                chain.reverse();
+                chain
+            }
+        };
+        ids.into_iter().flat_map(|id| self.step(id)).collect()
+    }
+
+    /// One solved step as an export carries it: its record, and for a `COPY --from` the
+    /// same record under its definition key (none for base images and unsolved vertices).
+    fn step(&self, id: VertexId) -> Vec<crate::cache::remote::export::Step> {
+        let v = &self.graph.vertices[id];
+        if matches!(v.op, Op::Image { .. } | Op::Scratch) {
+            return vec![];
+        }
+        let Some(step) = self.content_step(id, v) else { return vec![] };
+        let inputs: Option<Vec<(CacheKey, State)>> = v
+            .inputs
+            .iter()
+            .map(|i| self.done.get(*i)?.get()?.as_ref().ok().map(|(k, s, _)| (k.clone(), s.clone())))
+            .collect();
+        let definition = inputs.and_then(|i| definition_key(v, &i, crate::cache::source_date_epoch()));
+        let alias = definition.map(|dk| crate::cache::remote::export::Step {
+            key: dk,
+            record: CacheRecord { result_key: Some(step.key.clone()), ..step.record.clone() },
+            ..step.clone()
+        });
+        std::iter::once(step).chain(alias).collect()
+    }
+
+    /// A solved step under the key it is known by.
+    fn content_step(&self, id: VertexId, v: &Vertex) -> Option<crate::cache::remote::export::Step> {
+        let (key, state, created) = self.done.get(id)?.get()?.as_ref().ok()?.clone();
+        let input = |i: &VertexId| self.done.get(*i)?.get()?.as_ref().ok().map(|(k, s, _)| (k.clone(), s.layers.len()));
+        let inputs: Vec<(CacheKey, usize)> = v.inputs.iter().filter_map(input).collect();
+        // A `--link` copy's record is its own layer alone, as the solver stored it.
+        let link = matches!(&v.op, Op::Copy(c) if c.link);
+        let layers = match (link, inputs.first()) {
+            (true, Some((_, below))) if state.layers.len() > *below => {
+                state.layers.last().cloned().into_iter().collect()
+            }
+            (true, _) => vec![],
+            (false, _) => state.layers,
+        };
+        Some(crate::cache::remote::export::Step {
+            key,
+            inputs: inputs.into_iter().map(|(k, _)| k).collect(),
+            record: CacheRecord { layers, created, result_key: None },
+            name: v.name.clone(),
+        })
     }
 }
 

@@ -176,8 +176,10 @@ impl Context {
         Ok(())
     }
 
-    /// The digest of exactly what `sources` select: names, content, mode, owner and link
-    /// targets, never times. Contents come from the stat cache when the file is unchanged.
+    /// The digest of exactly what `sources` select: names, content, mode and link targets;
+    /// never times or owners (COPY writes root, or `--chown`'s owner, whoever owns the
+    /// checkout), so two CI runners with different users and paths get the same keys.
+    /// Contents come from the stat cache when the file is unchanged.
     pub fn digest(&self, sources: &[String], exclude: &Ignore, cache: &dyn CacheStore) -> Result<oci::Digest> {
         let mut h = oci::Algorithm::Sha256.hasher();
         for source in sources {
@@ -196,7 +198,7 @@ impl Context {
                     } else {
                         "special".to_owned()
                     };
-                    h.update(format!("{rel:?} {:o} {} {} {what}\n", meta.mode(), meta.uid(), meta.gid()).as_bytes());
+                    h.update(format!("{rel:?} {:o} {what}\n", meta.mode()).as_bytes());
                     Ok(())
                 })?;
             }

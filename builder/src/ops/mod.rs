@@ -24,6 +24,7 @@ use oci::ImageStore;
 use runner::exec::Executor;
 use runner::snapshot::{Mount, Snapshotter};
 
+use crate::cache::remote::LazyBlobs;
 use crate::cache::{CacheRecord, CacheStore};
 use crate::context::{Context, Ignore};
 use crate::dockerfile::mount::MountType;
@@ -67,6 +68,8 @@ pub struct LocalWorker<'a> {
     pub fetch: &'a (dyn Fn(&str, &Path) -> Result<()> + Sync),
     /// URLs downloaded while computing keys, by URL, for the step that copies them.
     pub downloads: std::sync::Mutex<HashMap<String, PathBuf>>,
+    /// Layers of imported cache records, fetched only when a step needs their files.
+    pub lazy: &'a dyn LazyBlobs,
 }
 
 impl Worker for LocalWorker<'_> {
@@ -127,7 +130,9 @@ impl Worker for LocalWorker<'_> {
     }
 
     fn usable(&self, rec: &CacheRecord) -> bool {
-        rec.layers.iter().all(|l| self.store.content().info(&l.digest).is_ok_and(|i| i.is_some()))
+        rec.layers
+            .iter()
+            .all(|l| self.lazy.has(&l.digest) || self.store.content().info(&l.digest).is_ok_and(|i| i.is_some()))
     }
 }
 
@@ -151,10 +156,18 @@ impl LocalWorker<'_> {
         }
     }
 
-    /// The committed snapshot holding `layers` (unpacked now if it is missing).
+    /// The committed snapshot holding `layers` (unpacked now if it is missing). Only the
+    /// layers above the longest chain that is already unpacked need their blobs: those that
+    /// came from an imported cache are fetched now, once.
     fn chain(&self, layers: &[Layer]) -> Result<Option<String>> {
         let pairs: Vec<(oci::Digest, String)> =
             layers.iter().map(|l| (l.digest.clone(), l.diff_id.to_string())).collect();
+        let diff_ids: Vec<String> = pairs.iter().map(|(_, d)| d.clone()).collect();
+        let chains = runner::rootfs::chain_ids(&diff_ids);
+        let unpacked = chains.iter().rposition(|c| self.snapshotter.exists(c)).map_or(0, |i| i + 1);
+        for l in &layers[unpacked..] {
+            self.lazy.ensure(self.store, &l.digest)?;
+        }
         runner::rootfs::ensure_chain(self.store, &pairs, self.snapshotter)
             .map_err(Error::runner("unpack the parent layers"))
     }

@@ -102,6 +102,7 @@ impl Fixture {
             dockerfile: ("Dockerfile", "FROM scratch\nRUN make\n"),
             fetch: &fetch,
             downloads: Mutex::new(HashMap::new()),
+            lazy: &crate::cache::remote::NoLazy,
         };
         worker.execute(1, &vertex(mounts), std::slice::from_ref(parent))
     }
@@ -282,6 +283,7 @@ fn a_context_bind_shows_only_what_dockerignore_admits_and_its_key_covers_exactly
             dockerfile: ("Dockerfile", ""),
             fetch: &fetch,
             downloads: Mutex::new(HashMap::new()),
+            lazy: &crate::cache::remote::NoLazy,
         };
         worker.sources_digest(&vertex(&["type=bind,target=/src"]), &[]).unwrap().unwrap()
     };

@@ -83,6 +83,12 @@ pub struct Build {
     /// RUN's network: default (the host's), host or none
     #[arg(long, default_value = "default")]
     network: String,
+    /// Import build cache: type=registry,ref=REF | type=local,src=DIR | type=s3,bucket=B,... | REF (repeatable; first hit wins)
+    #[arg(long = "cache-from", value_name = "SOURCE")]
+    cache_from: Vec<String>,
+    /// Export build cache: type=registry,ref=REF | type=local,dest=DIR | type=inline | type=s3,bucket=B,... [,mode=min|max][,mounts=true]
+    #[arg(long = "cache-to", value_name = "DEST")]
+    cache_to: Vec<String>,
     /// Allow an entitlement: security.insecure (RUN --security=insecure), network.host
     #[arg(long, value_name = "ENTITLEMENT")]
     allow: Vec<String>,
@@ -117,6 +123,10 @@ impl Build {
             session.push(&built, &tags)?;
         }
         self.write_results(&built, &tags)?;
+        if !built.cache_errors.is_empty() {
+            // The image is built, named and pushed; the cache is what failed.
+            bail!("{}", built.cache_errors.join("\n"));
+        }
         session.display.finish(&built, started.elapsed());
         if mode == BuildMode::Quiet {
             println!("{}", built.config);
@@ -148,6 +158,18 @@ impl Build {
             secrets: flags::secrets(&self.secret)?,
             ssh: flags::ssh(&self.ssh)?,
             compression: flags::compression(&self.compression)?,
+            cache_from: self
+                .cache_from
+                .iter()
+                .map(|s| builder::cache::remote::ImportSpec::parse(s))
+                .collect::<builder::Result<_>>()?,
+            cache_to: self
+                .cache_to
+                .iter()
+                .map(|s| builder::cache::remote::ExportSpec::parse(s))
+                .collect::<builder::Result<_>>()?,
+            // A --push-only build leaves layers that came from a cache where they are.
+            load: !self.push || !self.outputs.is_empty(),
         })
     }
 
@@ -241,6 +263,7 @@ impl Session<'_> {
             resolve: &resolve,
             progress: &self.display,
             fetch: &fetch,
+            net: Some(builder::cache::remote::Net { client: &self.client, rt: self.rt.handle() }),
         };
         let result = self.with_ticker(|| builder::build(&machine, opts));
         result.inspect_err(|e| self.display.failed(e)).map_err(Into::into)

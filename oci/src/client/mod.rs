@@ -17,7 +17,7 @@ mod transport;
 
 pub use download::{DownloadOptions, Downloader};
 pub use progress::{Event, NoProgress, Progress};
-pub use pull::{pull, PullOptions};
+pub use pull::{fetch_blobs, fetch_document, pull, PullOptions};
 pub use push::{push, ManifestFormat, PushOptions};
 pub use transport::{Client, ClientOptions};
 

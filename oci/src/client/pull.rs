@@ -249,3 +249,42 @@ pub(crate) async fn fetch_blob(
     progress.event(Event::Done { digest: digest.clone() });
     Ok(())
 }
+
+/// A manifest (or index) by tag or digest, stored in `store` and verified; what it is and
+/// its bytes. For documents that are not images to pull (a build cache's manifest).
+pub async fn fetch_document(
+    client: &Client,
+    store: &ImageStore,
+    reference: &Reference,
+    progress: &dyn Progress,
+) -> Result<(Target, Manifest)> {
+    let repo = Repo::new(client, reference, "pull");
+    let wanted =
+        reference.digest().map(ToString::to_string).or_else(|| reference.tag().map(str::to_owned)).unwrap_or_default();
+    fetch_manifest(&repo, store, &wanted, reference.digest(), progress).await
+}
+
+/// Downloads blobs of `reference`'s repository into `store` (verified by digest and size,
+/// resumed after a dropped connection; each one already present is skipped) and remembers
+/// that repository as their source, so a later push there mounts instead of uploading.
+pub async fn fetch_blobs(
+    client: &Client,
+    store: &ImageStore,
+    reference: &Reference,
+    blobs: &[(Digest, u64)],
+    concurrency: usize,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let repo = Repo::new(client, reference, "pull");
+    futures_util::stream::iter(blobs.iter().map(|(d, size)| {
+        let repo = &repo;
+        async move { fetch_blob(repo, store, d, *size, progress).await }
+    }))
+    .buffer_unordered(concurrency.max(1))
+    .try_collect::<Vec<()>>()
+    .await?;
+    for (d, _) in blobs {
+        store.add_source(d, &reference.repository())?;
+    }
+    Ok(())
+}

@@ -13,6 +13,7 @@ pub fn event(e: &Event) -> serde_json::Value {
             serde_json::json!({ "vertex": id, "completed": true, "seconds": took.as_secs_f64(), "error": error })
         }
         Event::Note { text } => serde_json::json!({ "note": text }),
+        Event::Warning { text } => serde_json::json!({ "warning": text }),
     }
 }
 

@@ -134,6 +134,9 @@ impl BuildDisplay {
 
 impl Progress for BuildDisplay {
     fn event(&self, e: Event) {
+        if let Event::Warning { text } = &e {
+            return self.warn(text);
+        }
         match &mut *self.view() {
             View::Quiet => {}
             View::Plain(p) => p.event(e),

@@ -143,6 +143,7 @@ impl<W: Write> Plain<W> {
                 self.close(id, &tail);
             }
             Event::Note { text } => self.note(&text),
+            Event::Warning { text } => self.raw(&format!("WARNING: {text}")),
         }
     }
 

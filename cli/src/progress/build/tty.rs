@@ -79,7 +79,7 @@ impl Tty {
                     step.status = if error.is_some() { Status::Failed } else { Status::Done(took) };
                 }
             }
-            Event::Miss { .. } | Event::Note { .. } => {}
+            Event::Miss { .. } | Event::Note { .. } | Event::Warning { .. } => {}
         }
         self.redraw(false);
     }

@@ -5,6 +5,8 @@
 //! the memory one serves tests. A hit is only used while its layer blobs are still in
 //! the content store (a prune may have taken them).
 
+pub mod remote;
+
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -59,6 +61,11 @@ pub struct CacheRecord {
     /// Absent in records written before berth kept it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<String>,
+    /// The key the result is known by, when it was looked up under another: a `COPY --from`
+    /// recorded under its definition key names its content key here, so the steps after it
+    /// get the same keys whichever way it hit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_key: Option<CacheKey>,
 }
 
 /// `SOURCE_DATE_EPOCH` when it is set to a number: the time every build output claims.
@@ -252,7 +259,7 @@ mod testsuite {
             size: 4,
             media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
         };
-        let rec = CacheRecord { layers: vec![layer], created: Some("2024-01-01T00:00:00Z".into()) };
+        let rec = CacheRecord { layers: vec![layer], created: Some("2024-01-01T00:00:00Z".into()), result_key: None };
         c.set_record(&key, &rec).unwrap();
         assert_eq!(c.record(&key).unwrap(), Some(rec));
         let p = Path::new("/ctx/a.txt");

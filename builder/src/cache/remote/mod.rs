@@ -1,0 +1,333 @@
+//! Remote build caches (`--cache-from`, `--cache-to`): the cache records of a build carried
+//! between machines, in one format (see [`format`] and docs/dev/cache-format.md).
+//!
+//! Import reads each source's manifest and config only ([`Imported`]); a layer blob moves
+//! when its bytes are needed ([`LazyBlobs`]): a step that misses runs on top of it, or an
+//! output needs it. Export ([`export`]) gathers the records of the steps that ran or hit
+//! (`mode=min`: the final image's steps; `mode=max`: every step) and hands the blobs and
+//! the manifest to one [`CacheBackend`]. The solver never sees a backend: it asks
+//! [`Layered`], a cache store that falls back to the imported records.
+
+pub mod export;
+pub mod format;
+mod local;
+mod registry;
+mod s3;
+pub mod spec;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use oci::content::ContentStore;
+use oci::ImageStore;
+
+use crate::cache::{CacheKey, CacheRecord, CacheStore};
+use crate::error::{Error, Result};
+use crate::progress::{Event, Progress};
+use format::{Blob, CacheConfig, Unusable};
+pub use local::LocalCache;
+pub use registry::RegistryCache;
+pub use spec::{ExportSpec, ImportSpec, Location, Mode, Mounts};
+
+/// What a backend needs to reach the network: berth's registry client and the runtime it runs on.
+#[derive(Clone, Copy)]
+pub struct Net<'a> {
+    /// The registry client (credentials, insecure rules, retries).
+    pub client: &'a oci::client::Client,
+    /// The async runtime requests run on (a backend blocks on it from a build thread).
+    pub rt: &'a tokio::runtime::Handle,
+}
+
+/// The backend for a location; None for `type=inline`, which lives in the image's config.
+pub fn open<'a>(location: &Location, net: Option<Net<'a>>) -> Result<Option<Box<dyn CacheBackend + 'a>>> {
+    let need_net =
+        || net.ok_or_else(|| Error::Invalid(format!("{}: this build has no network client", location.describe())));
+    Ok(match location {
+        Location::Registry { reference } => {
+            let n = need_net()?;
+            Some(Box::new(RegistryCache::new(reference, n.client, n.rt)?))
+        }
+        Location::Local { dir, digest, tag } => Some(Box::new(LocalCache::new(dir, tag, digest.clone()))),
+        Location::Inline => None,
+        Location::S3(s) => Some(s3::S3Cache::new(s, need_net()?.rt)?),
+    })
+}
+
+/// One place a cache is read from or written to: a registry, a directory, a bucket.
+///
+/// Vocabulary: `manifest` reads the cache's manifest, `fetch` copies one blob into the
+/// content store (verified), `publish` writes blobs first and the manifest last.
+pub trait CacheBackend: Send + Sync {
+    /// How progress lines and errors name this cache (`registry localhost:5000/app:cache`).
+    fn describe(&self) -> String;
+    /// The cache's manifest, or None when there is none yet.
+    fn manifest(&self, store: &ImageStore) -> Result<Option<Vec<u8>>>;
+    /// Copies one blob into the content store, verified against its digest and size.
+    fn fetch(&self, store: &ImageStore, digest: &oci::Digest, size: u64) -> Result<()>;
+    /// Writes every blob the destination lacks, then the config and the manifest, last.
+    fn publish(&self, store: &ImageStore, upload: &Upload<'_>) -> Result<Published>;
+    /// Remembers where the imported blobs live (a registry: so that a push to another
+    /// repository there mounts them instead of uploading).
+    fn note_sources(&self, _store: &ImageStore, _blobs: &[Blob]) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// What an export hands a backend.
+pub struct Upload<'a> {
+    /// The cache manifest.
+    pub manifest: &'a [u8],
+    /// The config blob's digest and bytes (already in the content store).
+    pub config: (&'a oci::Digest, &'a [u8]),
+    /// The layer blobs, in the manifest's order.
+    pub blobs: &'a [Blob],
+    /// Fetches a blob that was imported and never needed locally.
+    pub lazy: &'a dyn LazyBlobs,
+}
+
+/// What an export moved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Published {
+    /// Blobs uploaded.
+    pub uploaded: usize,
+    /// Bytes uploaded.
+    pub bytes: u64,
+    /// Blobs the destination had already (or mounted from another repository).
+    pub present: usize,
+}
+
+/// Blobs that are not in the content store yet but can be fetched when needed.
+pub trait LazyBlobs: Sync {
+    /// True when `digest` can be fetched.
+    fn has(&self, digest: &oci::Digest) -> bool;
+    /// Makes sure the content store holds `digest` (fetching it, once, if it does not).
+    fn ensure(&self, store: &ImageStore, digest: &oci::Digest) -> Result<()>;
+}
+
+/// No lazy blobs: every blob a build uses is local.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoLazy;
+
+impl LazyBlobs for NoLazy {
+    fn has(&self, _: &oci::Digest) -> bool {
+        false
+    }
+    fn ensure(&self, store: &ImageStore, digest: &oci::Digest) -> Result<()> {
+        match store.content().contains(digest) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Error::NotFound { what: format!("blob {digest}") }),
+            Err(e) => Err(Error::image(format!("look up blob {digest}"))(e)),
+        }
+    }
+}
+
+/// The caches a build imported: their records, and where each blob can be fetched.
+#[derive(Default)]
+pub struct Imported<'a> {
+    sources: Vec<Box<dyn CacheBackend + 'a>>,
+    records: HashMap<CacheKey, CacheRecord>,
+    blobs: HashMap<oci::Digest, (Blob, usize)>,
+    mounts: HashMap<String, (Blob, usize)>,
+    fetching: Mutex<HashMap<oci::Digest, Arc<Mutex<()>>>>,
+}
+
+impl std::fmt::Debug for Imported<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Imported").field("records", &self.records.len()).field("blobs", &self.blobs.len()).finish()
+    }
+}
+
+impl<'a> Imported<'a> {
+    /// Reads each source's manifest and config (never its layers). A source that is
+    /// missing, unauthorised, unreachable, corrupt, foreign or newer is a miss with one
+    /// warning; the first source that has a key wins it.
+    pub fn import(sources: Vec<Box<dyn CacheBackend + 'a>>, store: &ImageStore, progress: &dyn Progress) -> Self {
+        let mut me = Imported { sources: Vec::new(), ..Default::default() };
+        for (i, source) in sources.into_iter().enumerate() {
+            let name = source.describe();
+            match read_config(source.as_ref(), store) {
+                Ok(Ok(config)) => {
+                    if let Err(e) = source.note_sources(store, &config.blobs) {
+                        progress.event(Event::Warning { text: format!("cache {name}: {}", oci::error::chain(&e)) });
+                    }
+                    progress.event(Event::Note {
+                        text: format!(
+                            "importing cache {name}: {} records, {} blobs",
+                            config.records.len(),
+                            config.blobs.len()
+                        ),
+                    });
+                    me.add(i, &config);
+                }
+                Ok(Err(why)) => progress.event(Event::Warning { text: format!("cache {name}: {why}; not used") }),
+                Err(e) => progress.event(Event::Warning {
+                    text: format!("cache {name} could not be read, not used: {}", oci::error::chain(&e)),
+                }),
+            }
+            me.sources.push(source);
+        }
+        me
+    }
+
+    fn add(&mut self, source: usize, config: &CacheConfig) {
+        for b in &config.blobs {
+            self.blobs.entry(b.digest.clone()).or_insert_with(|| (b.clone(), source));
+        }
+        for r in &config.records {
+            self.records.entry(r.key.clone()).or_insert_with(|| config.record(r));
+        }
+        for m in &config.mounts {
+            self.mounts.entry(m.id.clone()).or_insert_with(|| (config.blobs[m.blob].clone(), source));
+        }
+    }
+
+    /// The imported record of a key.
+    pub fn record(&self, key: &CacheKey) -> Option<&CacheRecord> {
+        self.records.get(key)
+    }
+
+    /// What the imported caches say of a blob (its uncompressed size, for a re-export).
+    pub fn blob(&self, digest: &oci::Digest) -> Option<&Blob> {
+        self.blobs.get(digest).map(|(b, _)| b)
+    }
+
+    /// The layer holding a cache mount's files, when a source carried it.
+    pub fn mount(&self, id: &str) -> Option<&Blob> {
+        self.mounts.get(id).map(|(b, _)| b)
+    }
+
+    /// True when no source gave any record.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty() && self.mounts.is_empty()
+    }
+}
+
+impl LazyBlobs for Imported<'_> {
+    fn has(&self, digest: &oci::Digest) -> bool {
+        self.blobs.contains_key(digest)
+    }
+
+    fn ensure(&self, store: &ImageStore, digest: &oci::Digest) -> Result<()> {
+        let present =
+            |s: &ImageStore| s.content().contains(digest).map_err(Error::image(format!("look up blob {digest}")));
+        if present(store)? {
+            return Ok(());
+        }
+        let Some((blob, source)) = self.blobs.get(digest) else {
+            return NoLazy.ensure(store, digest);
+        };
+        // One download per blob, however many steps want it at once.
+        let lock = {
+            let mut map = self.fetching.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            map.entry(digest.clone()).or_default().clone()
+        };
+        let _held = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if present(store)? {
+            return Ok(());
+        }
+        let backend = &self.sources[*source];
+        backend.fetch(store, digest, blob.size)
+    }
+}
+
+/// Reads a source's config: Ok(Err) for a source that is there but unusable.
+fn read_config(source: &dyn CacheBackend, store: &ImageStore) -> Result<std::result::Result<CacheConfig, Unusable>> {
+    let Some(manifest) = source.manifest(store)? else {
+        return Ok(Err(Unusable::Missing));
+    };
+    let (digest, size) = match format::config_of(&manifest) {
+        Ok(c) => c,
+        Err(Unusable::Foreign(what)) => return inline_config(source, store, &manifest, what),
+        Err(other) => return Ok(Err(other)),
+    };
+    let bytes = config_bytes(source, store, &digest, size)?;
+    let config = match CacheConfig::parse(&bytes) {
+        Ok(c) => c,
+        Err(why) => return Ok(Err(why)),
+    };
+    Ok(format::check_layers(&manifest, &config).map(|()| config))
+}
+
+fn config_bytes(source: &dyn CacheBackend, store: &ImageStore, digest: &oci::Digest, size: u64) -> Result<Vec<u8>> {
+    source.fetch(store, digest, size)?;
+    store
+        .content()
+        .read_small(digest, format::MAX_CONFIG_SIZE)
+        .map_err(Error::image(format!("read cache config {digest}")))
+}
+
+/// An image's inline cache (`--cache-to type=inline`): records in its config whose blobs
+/// must all be the image's own layers.
+fn inline_config(
+    source: &dyn CacheBackend,
+    store: &ImageStore,
+    manifest: &[u8],
+    foreign: String,
+) -> Result<std::result::Result<CacheConfig, Unusable>> {
+    let doc: serde_json::Value = serde_json::from_slice(manifest).unwrap_or_default();
+    let config_type = doc["config"]["mediaType"].as_str().unwrap_or("");
+    if config_type != oci::media::OCI_CONFIG && config_type != oci::media::DOCKER_CONFIG {
+        return Ok(Err(Unusable::Foreign(foreign)));
+    }
+    let (Some(digest), Some(size)) =
+        (doc["config"]["digest"].as_str().and_then(|d| d.parse::<oci::Digest>().ok()), doc["config"]["size"].as_u64())
+    else {
+        return Ok(Err(Unusable::Corrupt("image config descriptor".into())));
+    };
+    if size > format::MAX_CONFIG_SIZE {
+        return Ok(Err(Unusable::Corrupt(format!("image config of {size} bytes"))));
+    }
+    let bytes = config_bytes(source, store, &digest, size)?;
+    let config: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    let Some(inline) = config.get(format::INLINE_FIELD) else {
+        return Ok(Err(Unusable::Foreign("an image without an inline cache".into())));
+    };
+    let parsed = match CacheConfig::parse(inline.to_string().as_bytes()) {
+        Ok(c) => c,
+        Err(why) => return Ok(Err(why)),
+    };
+    let layers: Vec<String> = doc["layers"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|l| l["digest"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    if let Some(b) = parsed.blobs.iter().find(|b| !layers.contains(&b.digest.to_string())) {
+        return Ok(Err(Unusable::Corrupt(format!("inline record blob {} is not a layer of the image", b.digest))));
+    }
+    Ok(Ok(parsed))
+}
+
+/// The local cache store, with the imported records behind it: a key the local cache does
+/// not hold (or holds with pruned blobs) is looked up in the imported caches.
+pub struct Layered<'a> {
+    /// The machine's own cache; every write goes here.
+    pub local: &'a dyn CacheStore,
+    /// What the build imported.
+    pub imported: &'a Imported<'a>,
+    /// The content store, to tell a local record whose blobs were pruned.
+    pub store: &'a ImageStore,
+}
+
+impl CacheStore for Layered<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let local = self.local.get(key)?;
+        let Some(hex) = std::str::from_utf8(key).ok().and_then(|k| k.strip_prefix("result/")) else {
+            return Ok(local);
+        };
+        let Ok(digest) = hex.parse::<oci::Digest>() else { return Ok(local) };
+        let Some(remote) = self.imported.record(&CacheKey(digest)) else { return Ok(local) };
+        let local_usable = local
+            .as_deref()
+            .and_then(|raw| serde_json::from_slice::<CacheRecord>(raw).ok())
+            .is_some_and(|r| r.layers.iter().all(|l| self.store.content().contains(&l.digest).unwrap_or(false)));
+        if local_usable {
+            return Ok(local);
+        }
+        serde_json::to_vec(remote)
+            .map(Some)
+            .map_err(|source| Error::Json { what: "an imported cache record".into(), source })
+    }
+
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.local.put(key, value)
+    }
+}
