@@ -1,6 +1,6 @@
 //! One build from start to image: convert, solve, and write the image into the store.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use oci::content::ContentStore;
@@ -8,13 +8,15 @@ use oci::layer::Compression;
 use oci::{ImageStore, Target};
 use serde_json::{json, Value};
 
+use crate::cache::remote::export::MountLayer;
 use crate::cache::remote::{self, ExportSpec, ImportSpec, Imported, Layered, LazyBlobs, Location};
 use crate::cache::CacheStore;
 use crate::context::Context;
 use crate::convert::{self, BaseImage, Converted, Inputs};
+use crate::dockerfile::mount::MountType;
 use crate::dockerfile::Dockerfile;
 use crate::error::{Error, Result};
-use crate::graph::Layer;
+use crate::graph::{Layer, Op};
 use crate::ops::{LocalWorker, Secret};
 use crate::progress::{Event, Progress};
 use crate::solver::{Solver, State};
@@ -120,9 +122,25 @@ pub fn build(m: &Machine<'_>, opts: &BuildOptions) -> Result<Built> {
         downloads: std::sync::Mutex::new(HashMap::new()),
         lazy: &imported,
     };
-    let solver = Solver::new(&converted.graph, &worker, &cache, m.progress);
     let stage = &converted.stages[&converted.target];
-    let states = solver.solve(&[stage.vertex])?;
+    let (solver, states) = loop {
+        let solver = Solver::new(&converted.graph, &worker, &cache, m.progress);
+        // Layers that came from a cache and were never needed during the build are
+        // fetched for the local store here, once each (not for a --push-only build).
+        let solved = solver.solve(&[stage.vertex]).and_then(|states| {
+            let layers = states.iter().filter(|_| opts.load).flat_map(|s| s.layers.iter());
+            layers.map(|l| imported.ensure(m.store, &l.digest)).collect::<Result<Vec<()>>>().map(|_| states)
+        });
+        match solved {
+            // A cache whose blob failed to arrive or to verify is dropped, never used for
+            // content; the steps that ran are in the local cache, so the retry is cheap.
+            Err(e) if imported.drop_failed() => {
+                m.progress
+                    .event(Event::Warning { text: format!("{}; building again without it", oci::error::chain(&e)) });
+            }
+            other => break (solver, other?),
+        }
+    };
     let state =
         states.into_iter().next().ok_or_else(|| Error::Internal("the solver returned no state for the target".into()));
     let _ = std::fs::remove_dir_all(m.root.join("tmp").join(format!("downloads-{}", std::process::id())));
@@ -145,20 +163,15 @@ pub fn build(m: &Machine<'_>, opts: &BuildOptions) -> Result<Built> {
     };
     let mut built = write_image(m.store, &converted, &solver, &State { layers: layers.clone() }, &opts.labels, inline)?;
     m.progress.event(Event::Note { text: format!("writing image {} done", built.config) });
+    let mounts = mount_layers(m, &converted.graph, &solver, &imported, &opts.cache_to);
     for spec in opts.cache_to.iter().filter(|c| c.location != Location::Inline) {
         let steps = solver.steps(stage.vertex, spec.mode);
-        if let Err(e) = export_cache(m, &exporter, spec, &steps) {
+        if let Err(e) = export_cache(m, &exporter, spec, &steps, &mounts) {
             let line = format!("cache export to {} failed: {}", spec.location.describe(), oci::error::chain(&e));
             match spec.ignore_error {
                 true => m.progress.event(Event::Warning { text: format!("{line} (ignore-error=true)") }),
                 false => built.cache_errors.push(line),
             }
-        }
-    }
-    if opts.load {
-        // Layers that came from a cache and were never needed during the build: once each.
-        for l in &layers {
-            imported.ensure(m.store, &l.digest)?;
         }
     }
     Ok(built)
@@ -181,10 +194,48 @@ fn export_cache(
     exporter: &remote::export::Exporter<'_>,
     spec: &ExportSpec,
     steps: &[remote::export::Step],
+    mounts: &[MountLayer],
 ) -> Result<()> {
     let Some(backend) = remote::open(&spec.location, m.net)? else { return Ok(()) };
-    let config = exporter.config(steps, &[], spec.compression)?;
+    let mounts: Vec<MountLayer> = mounts.iter().filter(|l| spec.mounts.includes(&l.id)).cloned().collect();
+    let config = exporter.config(steps, &mounts, spec.compression)?;
     exporter.publish(backend.as_ref(), &config).map(drop)
+}
+
+/// The cache mounts some `--cache-to` carries (`mounts=`), packed once for all of them: the
+/// ids of the cache mounts of the RUN steps this build ran or hit (never secrets or ssh).
+/// Packing happens after the solve, when no step has the directories mounted; a mount that
+/// cannot be packed is left out with a warning.
+fn mount_layers(
+    m: &Machine<'_>,
+    graph: &crate::graph::Graph,
+    solver: &Solver<'_>,
+    imported: &Imported<'_>,
+    specs: &[ExportSpec],
+) -> Vec<MountLayer> {
+    let ids: BTreeSet<String> = (0..graph.vertices.len())
+        .filter(|v| solver.state(*v).is_some())
+        .filter_map(|v| if let Op::Exec(e) = &graph.vertices[v].op { Some(e) } else { None })
+        .flat_map(|e| e.mounts.iter().filter(|mt| mt.spec.kind == MountType::Cache))
+        .map(|mt| mt.spec.id.clone().unwrap_or_default())
+        .filter(|id| specs.iter().any(|s| s.location != Location::Inline && s.mounts.includes(id)))
+        .collect();
+    let mut out = Vec::new();
+    for id in ids {
+        match remote::mounts::export_layer(m.store, &m.root, &id, imported) {
+            Ok(Some(layer)) => {
+                let text = format!("exporting cache mount {id}: {:.1} MB", layer.layer.size as f64 / 1e6);
+                m.progress.event(Event::Note { text });
+                out.push(layer);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let text = format!("cache mount {id} not exported: {}", oci::error::chain(&e));
+                m.progress.event(Event::Warning { text });
+            }
+        }
+    }
+    out
 }
 
 /// The gzip level of the layers a build writes. Measured on a 122 MB apt-install layer here:

@@ -1,12 +1,18 @@
 //! The solver: walks the graph from the wanted vertices down, each vertex once, inputs in
 //! parallel, each looked up by its cache key before it runs.
 //!
+//! Two phases per vertex, both lazy: its *key* (from its inputs' keys and the digest of the
+//! files it reads), then, only when something needs its files, its *state* (the cached
+//! result for a hit; for a miss, its inputs' states and an execution). So a build whose
+//! final steps hit never runs, mounts or downloads the stages under them, as BuildKit does.
+//!
 //! It knows nothing of Dockerfiles: a [`Worker`] says what a vertex's sources digest to
 //! and how to execute it; the solver does keys, cache, ordering, parallelism and events.
 
 use std::sync::OnceLock;
 use std::time::Instant;
 
+use crate::cache::remote::export::Step;
 use crate::cache::{CacheKey, CacheRecord, CacheStore, KeyRecipe};
 use crate::error::{Error, Result};
 use crate::graph::{CopyFrom, Graph, Layer, Op, Vertex, VertexId};
@@ -19,27 +25,58 @@ pub struct State {
     pub layers: Vec<Layer>,
 }
 
-/// A solved vertex: its key, its state, and when its result was made (None for base images).
-type Solved = (CacheKey, State, Option<String>);
+/// A solved vertex's files and when its result was made (None for a base image).
+type Solved = (State, Option<String>);
+
+/// A failure already reported (its error is in the solver's list): its message.
+type Outcome<T> = std::result::Result<T, String>;
+
+/// What the key phase learned of a vertex.
+#[derive(Debug, Clone)]
+struct Keyed {
+    /// The key its result is known by.
+    key: CacheKey,
+    /// The cached result, as recorded, when the cache had a usable one (a base image's
+    /// layers for `FROM`).
+    hit: Option<CacheRecord>,
+    /// Its definition key, when that differs from `key`: its record is aliased under it.
+    definition: Option<CacheKey>,
+}
+
+/// What a vertex is by definition, known without running anything.
+#[derive(Debug, Clone)]
+struct Defined {
+    /// Its definition key: from its inputs' definition keys and the context files it reads,
+    /// never another stage's files.
+    key: CacheKey,
+    /// The digest of its context sources.
+    sources: Option<oci::Digest>,
+    /// True when it or a step under it has caching off (`--no-cache`, `--no-cache-filter`):
+    /// such a step runs, so what depends on it is keyed by what it makes, not by definition.
+    uncached: bool,
+}
 
 /// Executes vertices for the solver.
 pub trait Worker: Sync {
     /// The digest of exactly the files a vertex reads: context files, or the files a
     /// `COPY --from` selects in its source input (then the key leaves that input's key out).
+    /// Only a `COPY --from` gets its inputs' states; other vertices get empty ones.
     fn sources_digest(&self, v: &Vertex, inputs: &[State]) -> Result<Option<oci::Digest>>;
     /// Runs the vertex on its inputs' results.
     fn execute(&self, id: VertexId, v: &Vertex, inputs: &[State]) -> Result<State>;
-    /// True while a cached result is still usable (its blobs exist).
+    /// True while a cached result is still usable (its blobs exist, here or in an imported cache).
     fn usable(&self, rec: &CacheRecord) -> bool;
 }
 
-/// Solves vertices of one graph; each is solved at most once, from any thread.
+/// Solves vertices of one graph; each is keyed and run at most once, from any thread.
 pub struct Solver<'a> {
     graph: &'a Graph,
     worker: &'a dyn Worker,
     cache: &'a dyn CacheStore,
     progress: &'a dyn Progress,
-    done: Vec<OnceLock<std::result::Result<Solved, String>>>,
+    keys: Vec<OnceLock<Outcome<Keyed>>>,
+    definitions: Vec<OnceLock<Outcome<Defined>>>,
+    states: Vec<OnceLock<Outcome<Solved>>>,
     errors: std::sync::Mutex<Vec<Error>>,
 }
 
@@ -51,119 +88,165 @@ impl<'a> Solver<'a> {
         cache: &'a dyn CacheStore,
         progress: &'a dyn Progress,
     ) -> Self {
-        let done = (0..graph.vertices.len()).map(|_| OnceLock::new()).collect();
-        Solver { graph, worker, cache, progress, done, errors: std::sync::Mutex::new(Vec::new()) }
+        let n = graph.vertices.len();
+        Solver {
+            graph,
+            worker,
+            cache,
+            progress,
+            keys: (0..n).map(|_| OnceLock::new()).collect(),
+            definitions: (0..n).map(|_| OnceLock::new()).collect(),
+            states: (0..n).map(|_| OnceLock::new()).collect(),
+            errors: std::sync::Mutex::new(Vec::new()),
+        }
     }
 
-    /// Solves `targets` (in parallel) and returns their states.
+    /// Solves `targets` (in parallel) and returns their states. Every step under them with
+    /// caching off runs, even under a step that hits, as `--no-cache-filter` promises.
     pub fn solve(&self, targets: &[VertexId]) -> Result<Vec<State>> {
-        let results: Vec<Option<State>> = std::thread::scope(|s| {
-            let handles: Vec<_> =
-                targets.iter().map(|t| s.spawn(move || self.vertex(*t).ok().map(|(_, st, _)| st))).collect();
-            handles.into_iter().map(|h| h.join().ok().flatten()).collect()
-        });
+        let all: Vec<VertexId> = targets.iter().copied().chain(self.uncached_under(targets)).collect();
+        let results = self
+            .parallel(&all, |t| self.state_of(t).map(|(s, _)| s))
+            .map(|mut states| states.drain(..targets.len()).collect::<Vec<_>>());
         if let Some(first) =
             self.errors.lock().ok().and_then(|mut e| if e.is_empty() { None } else { Some(e.remove(0)) })
         {
             return Err(first);
         }
-        results
-            .into_iter()
-            .map(|r| r.ok_or_else(|| Error::Internal("a build step failed without an error".into())))
-            .collect()
+        results.map_err(|e| Error::Internal(format!("a build step failed without an error: {e}")))
     }
 
-    /// The key and state of one vertex, solving its inputs first (the others in parallel with the first).
-    fn vertex(&self, id: VertexId) -> std::result::Result<Solved, String> {
-        self.done[id]
-            .get_or_init(|| {
-                let v = &self.graph.vertices[id];
-                let inputs: Vec<std::result::Result<Solved, String>> = std::thread::scope(|s| {
-                    let rest: Vec<_> = v.inputs.iter().skip(1).map(|i| s.spawn(move || self.vertex(*i))).collect();
-                    let first = v.inputs.first().map(|i| self.vertex(*i));
-                    first
-                        .into_iter()
-                        .chain(
-                            rest.into_iter()
-                                .map(|h| h.join().unwrap_or_else(|_| Err("a build thread panicked".into()))),
-                        )
-                        .collect()
-                });
-                let inputs: Vec<(CacheKey, State)> =
-                    inputs.into_iter().map(|r| r.map(|(k, st, _)| (k, st))).collect::<std::result::Result<_, _>>()?;
-                self.run(id, v, &inputs).map_err(|e| {
-                    let msg = e.to_string();
-                    if let Ok(mut errs) = self.errors.lock() {
-                        errs.push(e);
-                    }
-                    msg
-                })
-            })
-            .clone()
+    /// The top steps with caching off that `targets` depend on (running one runs what is
+    /// under it).
+    fn uncached_under(&self, targets: &[VertexId]) -> Vec<VertexId> {
+        let mut seen = vec![false; self.graph.vertices.len()];
+        let mut todo: Vec<VertexId> = targets.to_vec();
+        let mut out = Vec::new();
+        while let Some(id) = todo.pop() {
+            if std::mem::replace(&mut seen[id], true) {
+                continue;
+            }
+            let v = &self.graph.vertices[id];
+            match v.no_cache {
+                true => out.push(id),
+                false => todo.extend(&v.inputs),
+            }
+        }
+        out
     }
 
-    fn run(&self, id: VertexId, v: &Vertex, inputs: &[(CacheKey, State)]) -> Result<Solved> {
-        let started = Instant::now();
+    /// `f` of every id, the first on this thread and the others on threads of their own.
+    fn parallel<T: Send>(&self, ids: &[VertexId], f: impl Fn(VertexId) -> Outcome<T> + Sync) -> Outcome<Vec<T>> {
+        let f = &f;
+        std::thread::scope(|s| {
+            let rest: Vec<_> = ids.iter().skip(1).map(|i| s.spawn(move || f(*i))).collect();
+            let first = ids.first().map(|i| f(*i));
+            first
+                .into_iter()
+                .chain(rest.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("a build thread panicked".into()))))
+                .collect()
+        })
+    }
+
+    /// Keeps a vertex's own error for [`Solver::solve`] and passes on its message.
+    fn report<T>(&self, r: Result<T>) -> Outcome<T> {
+        r.map_err(|e| {
+            let msg = e.to_string();
+            if let Ok(mut errs) = self.errors.lock() {
+                errs.push(e);
+            }
+            msg
+        })
+    }
+
+    fn key(&self, id: VertexId) -> Outcome<Keyed> {
+        self.keys[id].get_or_init(|| self.compute_key(id)).clone()
+    }
+
+    fn state_of(&self, id: VertexId) -> Outcome<Solved> {
+        self.states[id].get_or_init(|| self.compute_state(id)).clone()
+    }
+
+    fn defined(&self, id: VertexId) -> Outcome<Defined> {
+        self.definitions[id].get_or_init(|| self.compute_definition(id)).clone()
+    }
+
+    /// A vertex's definition key: what its key would be if every `COPY --from` were keyed
+    /// by its source stage's definition instead of the files it selects. Computing it never
+    /// runs, mounts or downloads anything.
+    fn compute_definition(&self, id: VertexId) -> Outcome<Defined> {
+        let v = &self.graph.vertices[id];
+        if let Op::Image { manifest, .. } = &v.op {
+            return Ok(Defined { key: CacheKey(manifest.clone()), sources: None, uncached: false });
+        }
+        let below = self.parallel(&v.inputs, |i| self.defined(i))?;
+        let uncached = v.no_cache || below.iter().any(|d| d.uncached);
+        let inputs: Vec<CacheKey> = below.into_iter().map(|d| d.key).collect();
+        let epoch = crate::cache::source_date_epoch();
+        if let Op::Copy(c) = &v.op {
+            if c.from == CopyFrom::Input {
+                let link = c.link;
+                let inputs = inputs.iter().enumerate().filter(|(i, _)| !(link && *i == 0)).map(|(_, k)| k).collect();
+                let key = KeyRecipe { version: 2, op: &v.op, inputs, sources: None, epoch }.key();
+                return Ok(Defined { key, sources: None, uncached });
+            }
+        }
+        let no_states = vec![State { layers: vec![] }; v.inputs.len()];
+        let sources = self.report(self.worker.sources_digest(v, &no_states))?;
+        Ok(Defined { key: key_of(v, &inputs, sources.as_ref(), epoch), sources, uncached })
+    }
+
+    /// A vertex's key, and its cached result if the cache has one. Looked up by its
+    /// definition first: a hit there needs nothing of the stages under it. Else its inputs'
+    /// keys, and their files only for a `COPY --from`.
+    fn compute_key(&self, id: VertexId) -> Outcome<Keyed> {
+        let v = &self.graph.vertices[id];
         if let Op::Image { manifest, layers } = &v.op {
             // A base image is its own key; it was resolved before the solve.
             self.progress.event(Event::Cached { id, name: v.name.clone() });
-            return Ok((CacheKey(manifest.clone()), State { layers: layers.clone() }, None));
+            let hit = CacheRecord { layers: layers.clone(), created: None, result_key: None };
+            return Ok(Keyed { key: CacheKey(manifest.clone()), hit: Some(hit), definition: None });
         }
-        let epoch = crate::cache::source_date_epoch();
-        // A `COPY --from` is first looked up by its definition (the source stage's key, not
-        // its files): a hit then needs no byte of the source stage, which may live only in
-        // an imported cache. Its record names the content key the result is known by.
-        let definition = definition_key(v, inputs, epoch);
-        if let (false, Some(dk)) = (v.no_cache, &definition) {
-            if let Some(hit) = self.hit(id, v, dk, inputs)? {
-                return Ok(hit);
+        let Defined { key: dk, sources: cheap_sources, uncached } = self.defined(id)?;
+        if !uncached {
+            if let Some(rec) = self.report(self.lookup(id, v, &dk))? {
+                let key = rec.result_key.clone().unwrap_or_else(|| dk.clone());
+                let definition = (key != dk).then_some(dk);
+                return Ok(Keyed { key, hit: Some(rec), definition });
             }
         }
-        let states: Vec<State> = inputs.iter().map(|(_, s)| s.clone()).collect();
-        let sources = self.worker.sources_digest(v, &states)?;
+        // A `COPY --from` reads its sources' files: every input's key and files at once, so
+        // two stages it copies from (through the chain under it) are built in parallel.
+        let copy_from = matches!(&v.op, Op::Copy(c) if c.from == CopyFrom::Input);
+        let below = self.parallel(&v.inputs, |i| {
+            let key = self.key(i)?.key;
+            Ok((key, if copy_from { Some(self.state_of(i)?.0) } else { None }))
+        })?;
+        let (inputs, states): (Vec<CacheKey>, Vec<Option<State>>) = below.into_iter().unzip();
+        let sources = match copy_from {
+            true => self.report(self.worker.sources_digest(v, &states.into_iter().flatten().collect::<Vec<_>>()))?,
+            false => cheap_sources,
+        };
         // Every layer a step writes has its mtimes clamped to SOURCE_DATE_EPOCH.
-        let key = key_of(v, inputs, sources.as_ref(), epoch);
+        let key = key_of(v, &inputs, sources.as_ref(), crate::cache::source_date_epoch());
+        let definition = (key != dk).then_some(dk);
         if v.no_cache {
             self.progress.event(Event::Miss { id, reason: "caching is off for this step (--no-cache)".into() });
-        } else {
-            match self.hit(id, v, &key, inputs)? {
-                Some(hit) => {
-                    self.alias(definition.as_ref(), &hit.0)?;
-                    return Ok(hit);
-                }
-                None => self.progress.event(Event::Miss { id, reason: miss_reason(v, sources.as_ref()) }),
-            }
+            return Ok(Keyed { key, hit: None, definition });
         }
-        self.progress.event(Event::Started { id, name: v.name.clone() });
-        let result = self.worker.execute(id, v, &states);
-        self.progress.event(Event::Done {
-            id,
-            took: started.elapsed(),
-            error: result.as_ref().err().map(|e| oci::error::one_line(e)),
-        });
-        let state = result?;
-        let created = oci::store::created_now();
-        let below = inputs.first().map_or(0, |(_, s)| s.layers.len());
-        let layers = if is_link(v) {
-            // Remember only the linked layer: it is valid on any destination.
-            let own = if state.layers.len() > below { state.layers.last().cloned() } else { None };
-            own.into_iter().collect()
-        } else {
-            state.layers.clone()
+        let hit = match (&definition, uncached) {
+            (None, false) => None, // the definition key was this key, and it missed
+            _ => self.report(self.lookup(id, v, &key))?,
         };
-        self.cache.set_record(&key, &CacheRecord { layers, created: Some(created.clone()), result_key: None })?;
-        self.alias(definition.as_ref(), &key)?;
-        Ok((key, state, Some(created)))
+        match &hit {
+            Some(_) => self.report(self.alias(definition.as_ref(), &key))?,
+            None => self.progress.event(Event::Miss { id, reason: miss_reason(v, sources.as_ref()) }),
+        }
+        Ok(Keyed { key, hit, definition })
     }
 
-    /// Records the result of `key` under the definition key too (a `COPY --from`).
-    fn alias(&self, definition: Option<&CacheKey>, key: &CacheKey) -> Result<()> {
-        let (Some(dk), Some(rec)) = (definition, self.cache.record(key)?) else { return Ok(()) };
-        self.cache.set_record(dk, &CacheRecord { result_key: Some(key.clone()), ..rec })
-    }
-
-    /// The cached result of `key`, if the cache has a usable one.
-    fn hit(&self, id: VertexId, v: &Vertex, key: &CacheKey, inputs: &[(CacheKey, State)]) -> Result<Option<Solved>> {
+    /// The usable record of `key`, if the cache has one (dated now if it never was).
+    fn lookup(&self, id: VertexId, v: &Vertex, key: &CacheKey) -> Result<Option<CacheRecord>> {
         let rec = match self.cache.record(key)? {
             Some(rec) if self.worker.usable(&rec) => rec,
             Some(_) => {
@@ -173,24 +256,68 @@ impl<'a> Solver<'a> {
             None => return Ok(None),
         };
         self.progress.event(Event::Cached { id, name: v.name.clone() });
-        let created = match rec.created.clone() {
-            Some(c) => c,
-            None => {
-                // A record from before berth kept times: date it now, once.
-                let c = oci::store::created_now();
-                self.cache.set_record(key, &CacheRecord { created: Some(c.clone()), ..rec.clone() })?;
-                c
-            }
-        };
-        let layers = if is_link(v) {
-            // The cached layer goes on top of whatever the destination is now.
-            let mut l = inputs.first().map(|(_, s)| s.layers.clone()).unwrap_or_default();
-            l.extend(rec.layers.last().cloned());
-            l
-        } else {
-            rec.layers
-        };
-        Ok(Some((rec.result_key.unwrap_or_else(|| key.clone()), State { layers }, Some(created))))
+        if rec.created.is_some() {
+            return Ok(Some(rec));
+        }
+        // A record from before berth kept times: date it now, once.
+        let rec = CacheRecord { created: Some(oci::store::created_now()), ..rec };
+        self.cache.set_record(key, &rec)?;
+        Ok(Some(rec))
+    }
+
+    /// Records the result of `key` under the definition key too (a `COPY --from`).
+    fn alias(&self, definition: Option<&CacheKey>, key: &CacheKey) -> Result<()> {
+        let (Some(dk), Some(rec)) = (definition, self.cache.record(key)?) else { return Ok(()) };
+        self.cache.set_record(dk, &CacheRecord { result_key: Some(key.clone()), ..rec })
+    }
+
+    /// A vertex's files: the cached layers for a hit, else its inputs' states and a run.
+    fn compute_state(&self, id: VertexId) -> Outcome<Solved> {
+        let keyed = self.key(id)?;
+        let v = &self.graph.vertices[id];
+        if let Some(rec) = &keyed.hit {
+            let layers = match (is_link(v), v.inputs.first()) {
+                // The cached layer goes on top of whatever the destination is now.
+                (true, Some(dest)) => {
+                    let mut l = self.state_of(*dest)?.0.layers;
+                    l.extend(rec.layers.last().cloned());
+                    l
+                }
+                _ => rec.layers.clone(),
+            };
+            return Ok((State { layers }, rec.created.clone()));
+        }
+        let states = self.parallel(&v.inputs, |i| self.state_of(i).map(|(s, _)| s))?;
+        self.report(self.execute(id, v, &keyed, &states))
+    }
+
+    /// Runs a step that missed and records its result.
+    fn execute(&self, id: VertexId, v: &Vertex, keyed: &Keyed, inputs: &[State]) -> Result<Solved> {
+        let started = Instant::now();
+        self.progress.event(Event::Started { id, name: v.name.clone() });
+        let result = self.worker.execute(id, v, inputs);
+        self.progress.event(Event::Done {
+            id,
+            took: started.elapsed(),
+            error: result.as_ref().err().map(|e| oci::error::one_line(e)),
+        });
+        let state = result?;
+        let created = oci::store::created_now();
+        let below = inputs.first().map_or(0, |s| s.layers.len());
+        let layers = own_layers(v, &state, below);
+        self.cache.set_record(&keyed.key, &CacheRecord { layers, created: Some(created.clone()), result_key: None })?;
+        self.alias(keyed.definition.as_ref(), &keyed.key)?;
+        Ok((state, Some(created)))
+    }
+}
+
+/// What a step's record holds: its whole chain, or for a `--link` copy only its own layer
+/// (valid on any destination).
+fn own_layers(v: &Vertex, state: &State, below: usize) -> Vec<Layer> {
+    match is_link(v) {
+        true if state.layers.len() > below => state.layers.last().cloned().into_iter().collect(),
+        true => vec![],
+        false => state.layers.clone(),
     }
 }
 
@@ -199,32 +326,12 @@ fn is_link(v: &Vertex) -> bool {
     matches!(&v.op, Op::Copy(c) if c.link)
 }
 
-/// The definition key of a `COPY --from` another stage: every input's key and no file
-/// digest (None for other steps).
-fn definition_key(v: &Vertex, inputs: &[(CacheKey, State)], epoch: Option<u64>) -> Option<CacheKey> {
-    let Op::Copy(c) = &v.op else { return None };
-    if c.from != CopyFrom::Input {
-        return None;
-    }
-    let link = c.link;
-    Some(
-        KeyRecipe {
-            version: 2,
-            op: &v.op,
-            inputs: inputs.iter().enumerate().filter(|(i, _)| !(link && *i == 0)).map(|(_, (k, _))| k).collect(),
-            sources: None,
-            epoch,
-        }
-        .key(),
-    )
-}
-
 /// The cache key of a vertex from its op, its inputs' keys and its sources' digest.
 ///
 /// An input the key leaves out: the destination of a `--link` copy (the layer does not depend
 /// on it), and the source stage of a `COPY --from` whose selected files were digested (the copy
 /// depends on those files' content, not on how the stage made them: BuildKit's content keys).
-fn key_of(v: &Vertex, inputs: &[(CacheKey, State)], sources: Option<&oci::Digest>, epoch: Option<u64>) -> CacheKey {
+fn key_of(v: &Vertex, inputs: &[CacheKey], sources: Option<&oci::Digest>, epoch: Option<u64>) -> CacheKey {
     let (link, by_content) = match &v.op {
         Op::Copy(c) => (c.link, c.from == CopyFrom::Input && sources.is_some()),
         _ => (false, false),
@@ -233,7 +340,7 @@ fn key_of(v: &Vertex, inputs: &[(CacheKey, State)], sources: Option<&oci::Digest
     KeyRecipe {
         version: 2,
         op: &v.op,
-        inputs: inputs.iter().enumerate().filter(|(i, _)| !skip(*i)).map(|(_, (k, _))| k).collect(),
+        inputs: inputs.iter().enumerate().filter(|(i, _)| !skip(*i)).map(|(_, k)| k).collect(),
         sources: sources.cloned(),
         epoch,
     }
@@ -251,21 +358,57 @@ fn miss_reason(v: &Vertex, sources: Option<&oci::Digest>) -> String {
 }
 
 impl Solver<'_> {
-    /// The state of a vertex solved by [`Solver::solve`] (None if it was not needed or failed).
+    /// What is known of a vertex after the solve without running anything: its key phase,
+    /// or, for a vertex only defined (the steps under a hit), its record under its definition.
+    fn known(&self, id: VertexId) -> Option<Keyed> {
+        if let Some(k) = self.keys.get(id)?.get() {
+            return k.as_ref().ok().cloned();
+        }
+        if let Op::Image { manifest, layers } = &self.graph.vertices.get(id)?.op {
+            let hit = CacheRecord { layers: layers.clone(), created: None, result_key: None };
+            return Some(Keyed { key: CacheKey(manifest.clone()), hit: Some(hit), definition: None });
+        }
+        let dk = self.definitions.get(id)?.get()?.as_ref().ok()?.key.clone();
+        let rec = self.cache.record(&dk).ok()??;
+        if !self.worker.usable(&rec) {
+            return None;
+        }
+        let key = rec.result_key.clone().unwrap_or_else(|| dk.clone());
+        let definition = (key != dk).then_some(dk);
+        Some(Keyed { key, hit: Some(rec), definition })
+    }
+
+    /// The files of a solved vertex: known for every step that ran or hit, without running
+    /// anything (None if it was not needed, missed without running, or failed).
     pub fn state(&self, id: VertexId) -> Option<State> {
-        self.done.get(id)?.get()?.as_ref().ok().map(|(_, s, _)| s.clone())
+        if let Some(Ok((s, _))) = self.states.get(id)?.get() {
+            return Some(s.clone());
+        }
+        let rec = self.known(id)?.hit?;
+        let v = &self.graph.vertices[id];
+        match (is_link(v), v.inputs.first()) {
+            (true, Some(dest)) => {
+                let mut l = self.state(*dest)?.layers;
+                l.extend(rec.layers.last().cloned());
+                Some(State { layers: l })
+            }
+            _ => Some(State { layers: rec.layers }),
+        }
     }
 
     /// When the result of a solved vertex was made: now for a step that ran, the cache
     /// record's time for a hit, None for a base image. The image history's `created`.
     pub fn created(&self, id: VertexId) -> Option<String> {
-        self.done.get(id)?.get()?.as_ref().ok().and_then(|(_, _, c)| c.clone())
+        if let Some(Ok((_, c))) = self.states.get(id)?.get() {
+            return c.clone();
+        }
+        self.known(id)?.hit?.created
     }
 
     /// The steps a cache export carries, each with the record the cache holds for it:
     /// `mode=min` the steps of `target`'s own filesystem chain (the final image's), `mode=max`
-    /// every step that was solved, in every stage. Base images are not steps.
-    pub fn steps(&self, target: VertexId, mode: crate::cache::remote::Mode) -> Vec<crate::cache::remote::export::Step> {
+    /// every step that ran or hit, in every stage. Base images are not steps.
+    pub fn steps(&self, target: VertexId, mode: crate::cache::remote::Mode) -> Vec<Step> {
         let ids: Vec<VertexId> = match mode {
             crate::cache::remote::Mode::Max => (0..self.graph.vertices.len()).collect(),
             crate::cache::remote::Mode::Min => {
@@ -282,48 +425,30 @@ impl Solver<'_> {
         ids.into_iter().flat_map(|id| self.step(id)).collect()
     }
 
-    /// One solved step as an export carries it: its record, and for a `COPY --from` the
-    /// same record under its definition key (none for base images and unsolved vertices).
-    fn step(&self, id: VertexId) -> Vec<crate::cache::remote::export::Step> {
+    /// One step as an export carries it: its record, and for a `COPY --from` the same record
+    /// under its definition key (nothing for base images and steps without a result).
+    fn step(&self, id: VertexId) -> Vec<Step> {
         let v = &self.graph.vertices[id];
         if matches!(v.op, Op::Image { .. } | Op::Scratch) {
             return vec![];
         }
-        let Some(step) = self.content_step(id, v) else { return vec![] };
-        let inputs: Option<Vec<(CacheKey, State)>> = v
-            .inputs
-            .iter()
-            .map(|i| self.done.get(*i)?.get()?.as_ref().ok().map(|(k, s, _)| (k.clone(), s.clone())))
-            .collect();
-        let definition = inputs.and_then(|i| definition_key(v, &i, crate::cache::source_date_epoch()));
-        let alias = definition.map(|dk| crate::cache::remote::export::Step {
+        let Some(keyed) = self.known(id) else { return vec![] };
+        let record = match (&keyed.hit, self.states[id].get()) {
+            (Some(rec), _) => CacheRecord { result_key: None, ..rec.clone() },
+            (None, Some(Ok((state, created)))) => {
+                let below = v.inputs.first().and_then(|i| self.state(*i)).map_or(0, |s| s.layers.len());
+                CacheRecord { layers: own_layers(v, state, below), created: created.clone(), result_key: None }
+            }
+            _ => return vec![],
+        };
+        let inputs = v.inputs.iter().filter_map(|i| self.known(*i).map(|k| k.key)).collect();
+        let step = Step { key: keyed.key.clone(), inputs, record, name: v.name.clone() };
+        let alias = keyed.definition.clone().map(|dk| Step {
             key: dk,
-            record: CacheRecord { result_key: Some(step.key.clone()), ..step.record.clone() },
+            record: CacheRecord { result_key: Some(keyed.key.clone()), ..step.record.clone() },
             ..step.clone()
         });
         std::iter::once(step).chain(alias).collect()
-    }
-
-    /// A solved step under the key it is known by.
-    fn content_step(&self, id: VertexId, v: &Vertex) -> Option<crate::cache::remote::export::Step> {
-        let (key, state, created) = self.done.get(id)?.get()?.as_ref().ok()?.clone();
-        let input = |i: &VertexId| self.done.get(*i)?.get()?.as_ref().ok().map(|(k, s, _)| (k.clone(), s.layers.len()));
-        let inputs: Vec<(CacheKey, usize)> = v.inputs.iter().filter_map(input).collect();
-        // A `--link` copy's record is its own layer alone, as the solver stored it.
-        let link = matches!(&v.op, Op::Copy(c) if c.link);
-        let layers = match (link, inputs.first()) {
-            (true, Some((_, below))) if state.layers.len() > *below => {
-                state.layers.last().cloned().into_iter().collect()
-            }
-            (true, _) => vec![],
-            (false, _) => state.layers,
-        };
-        Some(crate::cache::remote::export::Step {
-            key,
-            inputs: inputs.into_iter().map(|(k, _)| k).collect(),
-            record: CacheRecord { layers, created, result_key: None },
-            name: v.name.clone(),
-        })
     }
 }
 
@@ -422,10 +547,59 @@ mod tests {
         let s = Solver::new(&new, &worker, &cache, &NoProgress);
         s.solve(&[2]).unwrap();
         assert_eq!(worker.runs.load(Ordering::SeqCst), 1, "same content: cached");
-        // Different selected files: the copy runs again.
+        // A third source stage with other files: the copy runs again.
         worker.sources.lock().unwrap().insert("copy".into(), oci::Digest::of(b"other files"));
-        Solver::new(&new, &worker, &cache, &NoProgress).solve(&[2]).unwrap();
+        Solver::new(&copy_from_graph(3), &worker, &cache, &NoProgress).solve(&[2]).unwrap();
         assert_eq!(worker.runs.load(Ordering::SeqCst), 2, "new content: a miss");
+        // The same source stage again: its definition key hits without reading its files.
+        worker.sources.lock().unwrap().insert("copy".into(), oci::Digest::of(b"not asked"));
+        Solver::new(&copy_from_graph(3), &worker, &cache, &NoProgress).solve(&[2]).unwrap();
+        assert_eq!(worker.runs.load(Ordering::SeqCst), 2, "same source stage: a hit by definition");
+    }
+
+    /// `FROM image(1)`, a RUN on it, and `FROM scratch` + `COPY --from` of that RUN's stage.
+    fn two_stage_graph() -> Graph {
+        let mut g = copy_from_graph(1);
+        let Op::Copy(mut step) = g.vertices[2].op.clone() else { unreachable!("a copy") };
+        step.from = CopyFrom::Context;
+        let run = g.add(vertex(Op::Copy(step), vec![0], "build step"));
+        g.vertices[2].inputs[1] = run;
+        g
+    }
+
+    #[test]
+    fn a_final_step_that_hits_never_runs_the_stages_under_it() {
+        let cache = MemoryCache::default();
+        let worker = FakeWorker::default();
+        let g = two_stage_graph();
+        Solver::new(&g, &worker, &cache, &NoProgress).solve(&[2]).unwrap();
+        assert_eq!(worker.runs.load(Ordering::SeqCst), 2, "the build step and the copy ran");
+        // The build step's record is lost (a cache that carried the final steps only).
+        let key = Solver::new(&g, &worker, &cache, &NoProgress);
+        key.solve(&[2]).unwrap();
+        let lost = key.definitions[3].get().unwrap().as_ref().unwrap().key.clone();
+        cache.put(format!("result/{lost}").as_bytes(), b"{}").unwrap();
+        let again = Solver::new(&g, &worker, &cache, &NoProgress);
+        let state = again.solve(&[2]).unwrap();
+        assert_eq!(worker.runs.load(Ordering::SeqCst), 2, "the copy hit by definition; its stage did not run");
+        assert_eq!(state[0].layers.len(), 1);
+        assert_eq!(again.state(3), None, "the build stage was keyed, never run");
+    }
+
+    #[test]
+    fn a_stage_with_caching_off_runs_under_a_final_step_that_hits() {
+        let cache = MemoryCache::default();
+        let worker = FakeWorker::default();
+        worker.sources.lock().unwrap().insert("copy".into(), oci::Digest::of(b"the built files"));
+        let g = two_stage_graph();
+        Solver::new(&g, &worker, &cache, &NoProgress).solve(&[2]).unwrap();
+        assert_eq!(worker.runs.load(Ordering::SeqCst), 2);
+        // --no-cache-filter on the build stage: it runs; its files are the same, so the
+        // copy hits by content.
+        let mut filtered = two_stage_graph();
+        filtered.vertices[3].no_cache = true;
+        Solver::new(&filtered, &worker, &cache, &NoProgress).solve(&[2]).unwrap();
+        assert_eq!(worker.runs.load(Ordering::SeqCst), 3, "the build stage ran, the copy hit");
     }
 
     #[test]
@@ -440,8 +614,7 @@ mod tests {
     #[test]
     fn source_date_epoch_is_part_of_every_steps_key() {
         let g = copy_from_graph(1);
-        let inputs: Vec<(CacheKey, State)> =
-            [0u8, 1].iter().map(|n| (CacheKey(oci::Digest::of(&[*n])), State { layers: vec![] })).collect();
+        let inputs: Vec<CacheKey> = [0u8, 1].iter().map(|n| CacheKey(oci::Digest::of(&[*n]))).collect();
         let v = &g.vertices[2];
         let none = key_of(v, &inputs, None, None);
         assert_ne!(none, key_of(v, &inputs, None, Some(1_700_000_000)));

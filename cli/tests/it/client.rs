@@ -134,9 +134,9 @@ fn pull_picks_a_platform_from_an_index_and_pulls_by_digest() {
 }
 
 /// CNCF distribution (Debian's docker-registry) with htpasswd auth, on a free port.
-struct Distribution {
+pub struct Distribution {
     child: Child,
-    addr: String,
+    pub addr: String,
 }
 
 impl Drop for Distribution {
@@ -146,11 +146,11 @@ impl Drop for Distribution {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn distribution(dir: &Path, htpasswd: &Path) -> Option<Distribution> {
+pub fn distribution(dir: &Path, htpasswd: &Path) -> Option<Distribution> {
     if !require_tool("docker-registry") {
         return None;
     }
@@ -182,7 +182,7 @@ fn distribution(dir: &Path, htpasswd: &Path) -> Option<Distribution> {
     panic!("docker-registry did not start on {addr}");
 }
 
-fn login(b: &Berth, config: &Path, server: &str, user: &str, password: &str) -> std::process::Output {
+pub fn login(b: &Berth, config: &Path, server: &str, user: &str, password: &str) -> std::process::Output {
     let mut child = b
         .cmd(&["login", server, "-u", user, "--password-stdin"])
         .env("DOCKER_CONFIG", config)

@@ -11,6 +11,7 @@
 pub mod export;
 pub mod format;
 mod local;
+pub mod mounts;
 mod registry;
 mod s3;
 pub mod spec;
@@ -49,7 +50,7 @@ pub fn open<'a>(location: &Location, net: Option<Net<'a>>) -> Result<Option<Box<
         }
         Location::Local { dir, digest, tag } => Some(Box::new(LocalCache::new(dir, tag, digest.clone()))),
         Location::Inline => None,
-        Location::S3(s) => Some(s3::S3Cache::new(s, need_net()?.rt)?),
+        Location::S3(s) => Some(Box::new(s3::S3Cache::new(s, need_net()?.rt)?)),
     })
 }
 
@@ -102,6 +103,11 @@ pub trait LazyBlobs: Sync {
     fn has(&self, digest: &oci::Digest) -> bool;
     /// Makes sure the content store holds `digest` (fetching it, once, if it does not).
     fn ensure(&self, store: &ImageStore, digest: &oci::Digest) -> Result<()>;
+    /// Fills the missing or empty cache-mount directory `dir` from the imported layer of
+    /// mount `id`, at most once per build; true when it did (see [`mounts`]).
+    fn restore_mount(&self, _store: &ImageStore, _id: &str, _dir: &std::path::Path) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 /// No lazy blobs: every blob a build uses is local.
@@ -125,10 +131,17 @@ impl LazyBlobs for NoLazy {
 #[derive(Default)]
 pub struct Imported<'a> {
     sources: Vec<Box<dyn CacheBackend + 'a>>,
-    records: HashMap<CacheKey, CacheRecord>,
+    records: HashMap<CacheKey, (CacheRecord, usize)>,
     blobs: HashMap<oci::Digest, (Blob, usize)>,
     mounts: HashMap<String, (Blob, usize)>,
     fetching: Mutex<HashMap<oci::Digest, Arc<Mutex<()>>>>,
+    /// The cache mounts this build restored (each id once).
+    restores: mounts::Restores,
+    /// Sources a blob fetch failed from (refused, cut off, or bytes that are not the
+    /// digest): their records are no longer used.
+    failed: Mutex<Vec<usize>>,
+    /// Failed sources the build has not yet reacted to.
+    unseen: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Imported<'_> {
@@ -174,21 +187,31 @@ impl<'a> Imported<'a> {
             self.blobs.entry(b.digest.clone()).or_insert_with(|| (b.clone(), source));
         }
         for r in &config.records {
-            self.records.entry(r.key.clone()).or_insert_with(|| config.record(r));
+            self.records.entry(r.key.clone()).or_insert_with(|| (config.record(r), source));
         }
         for m in &config.mounts {
             self.mounts.entry(m.id.clone()).or_insert_with(|| (config.blobs[m.blob].clone(), source));
         }
     }
 
-    /// The imported record of a key.
+    /// The imported record of a key (none from a source a fetch failed from).
     pub fn record(&self, key: &CacheKey) -> Option<&CacheRecord> {
-        self.records.get(key)
+        self.records.get(key).filter(|(_, s)| !self.is_failed(*s)).map(|(r, _)| r)
     }
 
     /// What the imported caches say of a blob (its uncompressed size, for a re-export).
     pub fn blob(&self, digest: &oci::Digest) -> Option<&Blob> {
         self.blobs.get(digest).map(|(b, _)| b)
+    }
+
+    fn is_failed(&self, source: usize) -> bool {
+        self.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&source)
+    }
+
+    /// True (once) after a source failed a fetch: the build drops that source's records and
+    /// solves again.
+    pub fn drop_failed(&self) -> bool {
+        self.unseen.swap(false, std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The layer holding a cache mount's files, when a source carried it.
@@ -203,8 +226,12 @@ impl<'a> Imported<'a> {
 }
 
 impl LazyBlobs for Imported<'_> {
+    fn restore_mount(&self, store: &ImageStore, id: &str, dir: &std::path::Path) -> Result<bool> {
+        self.restores.restore(self, store, id, self.mount(id), dir)
+    }
+
     fn has(&self, digest: &oci::Digest) -> bool {
-        self.blobs.contains_key(digest)
+        self.blobs.get(digest).is_some_and(|(_, s)| !self.is_failed(*s))
     }
 
     fn ensure(&self, store: &ImageStore, digest: &oci::Digest) -> Result<()> {
@@ -226,7 +253,12 @@ impl LazyBlobs for Imported<'_> {
             return Ok(());
         }
         let backend = &self.sources[*source];
-        backend.fetch(store, digest, blob.size)
+        let fetched = backend.fetch(store, digest, blob.size);
+        if fetched.is_err() {
+            self.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(*source);
+            self.unseen.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        fetched.map_err(|e| Error::remote(format!("cache {}: blob {digest}", backend.describe()))(e))
     }
 }
 

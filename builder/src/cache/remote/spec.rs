@@ -260,8 +260,8 @@ impl ImportSpec {
             return Ok(ImportSpec { location: Location::Registry { reference: s.to_owned() } });
         }
         let f = fields(FLAG, s)?;
-        check_keys(FLAG, s, &f, false)?;
         let location = location(FLAG, s, &f, false)?;
+        check_keys(FLAG, s, &f, false)?;
         if location == Location::Inline {
             return Err(bad(FLAG, s, "type=inline is written by --cache-to; read it with type=registry,ref=IMAGE"));
         }
@@ -274,8 +274,8 @@ impl ExportSpec {
     pub fn parse(s: &str) -> Result<ExportSpec> {
         const FLAG: &str = "--cache-to";
         let f = fields(FLAG, s)?;
-        check_keys(FLAG, s, &f, true)?;
         let location = location(FLAG, s, &f, true)?;
+        check_keys(FLAG, s, &f, true)?;
         let get = |k: &str| f.iter().rev().find(|(x, _)| *x == k).map(|(_, v)| v.clone());
         let mode = match get("mode").as_deref() {
             None | Some("min") => Mode::Min,
@@ -345,7 +345,8 @@ mod tests {
         assert!(err(ExportSpec::parse("type=inline,mode=max")).contains("mode=min only"));
         assert!(err(ExportSpec::parse("type=registry")).contains("ref= is missing"));
         assert!(err(ExportSpec::parse("type=registry,ref=a,mode=all")).contains("mode=all"));
-        assert!(err(ExportSpec::parse("type=local,src=/x")).contains("takes no src="));
+        assert!(err(ExportSpec::parse("type=local,src=/x")).contains("dest= is missing"));
+        assert!(err(ExportSpec::parse("type=local,dest=/x,tag=t,src=/y")).contains("takes no src="));
         assert!(err(ExportSpec::parse("type=gha")).contains("not supported"));
         assert!(err(ExportSpec::parse("ref=x")).contains("type= is missing"));
         assert!(ImportSpec::parse("type=inline").is_err());

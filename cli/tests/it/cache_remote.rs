@@ -1,0 +1,391 @@
+//! `--cache-to` / `--cache-from`: fresh stores act as CI runners that share a build cache
+//! through berth's registry, CNCF distribution with htpasswd auth, a local directory and an
+//! image's inline cache; lazy transfers counted at the registry; every failure of issue 15
+//! item 7; secrets never exported.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::client::{distribution, free_port, login};
+use crate::registry::htpasswd_file;
+use crate::util::{build_store, http, p, run_tool, steps_that_ran, Berth, Server};
+
+/// Three stages: `deps` and `build` feed the final image through `COPY --from`.
+const DOCKERFILE: &str = "FROM busybox AS deps
+COPY deps.txt /deps.txt
+RUN cp /deps.txt /deps.out && echo deps >> /deps.out
+FROM busybox AS build
+COPY --from=deps /deps.out /deps.out
+COPY src.txt /src.txt
+RUN cat /deps.out /src.txt > /app
+FROM busybox
+COPY --from=build /app /app
+RUN cat /app > /final && echo final >> /final
+";
+
+/// A checkout of the project at `dir/name` with `src.txt` = `src`.
+fn checkout(dir: &Path, name: &str, src: &str) -> PathBuf {
+    let ctx = dir.join(name);
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), DOCKERFILE).unwrap();
+    std::fs::write(ctx.join("deps.txt"), "libfoo 1.0\n").unwrap();
+    std::fs::write(ctx.join("src.txt"), src).unwrap();
+    ctx
+}
+
+/// What one build printed and made.
+struct Build {
+    log: String,
+    iid: String,
+}
+
+/// `berth build --progress plain` on `ctx` with `extra` flags and `env`; asserts success.
+fn build_env(b: &Berth, ctx: &Path, extra: &[&str], env: &[(&str, &Path)]) -> Build {
+    let iidfile = b.root.path().join("iid");
+    let mut args = vec!["build", "--progress", "plain", "--iidfile"];
+    let iid_arg = p(&iidfile);
+    args.push(&iid_arg);
+    args.extend_from_slice(extra);
+    let ctx_arg = p(ctx);
+    args.push(&ctx_arg);
+    let mut cmd = b.cmd(&args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.stdin(std::process::Stdio::null()).output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "berth {args:?} failed:\n{log}");
+    Build { log, iid: std::fs::read_to_string(&iidfile).unwrap() }
+}
+
+fn build(b: &Berth, ctx: &Path, extra: &[&str]) -> Build {
+    build_env(b, ctx, extra, &[])
+}
+
+/// The bytes of blobs a berth registry has served so far.
+fn blob_bytes_sent(addr: &str) -> u64 {
+    let (status, _, body) = http(addr, "GET", "/metrics", &[], b"");
+    assert_eq!(status, 200);
+    let text = String::from_utf8(body).unwrap();
+    let line = text.lines().find(|l| l.starts_with("berth_registry_bytes_sent_total{route=\"blob\"}"));
+    line.and_then(|l| l.rsplit(' ').next()).map_or(0, |n| n.parse().unwrap())
+}
+
+/// A manifest of a berth registry.
+fn manifest(addr: &str, repo: &str, reference: &str) -> serde_json::Value {
+    let accept = [("Accept", "application/vnd.oci.image.manifest.v1+json")];
+    let (status, _, body) = http(addr, "GET", &format!("/v2/{repo}/manifests/{reference}"), &accept, b"");
+    assert_eq!(status, 200, "{repo}:{reference}: {}", String::from_utf8_lossy(&body));
+    serde_json::from_slice(&body).unwrap()
+}
+
+fn warnings(log: &str) -> Vec<&str> {
+    log.lines().filter(|l| l.starts_with("WARNING:")).collect()
+}
+
+fn run_in(b: &Berth, image: &str, cmd: &[&str]) -> String {
+    let mut args = vec!["run", "--rm", image];
+    args.extend_from_slice(cmd);
+    b.ok(&args)
+}
+
+#[test]
+fn a_fresh_runner_hits_everything_through_berths_registry_and_moves_no_layer() {
+    let Some(a) = build_store() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("registry"), &[]);
+    let reg = &server.addr;
+    let cache = format!("type=registry,ref={reg}/app:cache,mode=max");
+    let first = build(
+        &a,
+        &checkout(dir.path(), "runner-a/src", "v1\n"),
+        &["-t", &format!("{reg}/app:a"), "--cache-to", &cache],
+    );
+    assert!(first.log.contains(&format!("exporting cache to registry {reg}/app:cache")), "{}", first.log);
+    // Runner B: another path, files owned by another user, an empty store but for the base.
+    let b = build_store().unwrap();
+    let ctx_b = checkout(dir.path(), "runner-b/work/checkout", "v1\n");
+    run_tool(Command::new("chown").args(["-R", "1234:1234", &p(&ctx_b)]));
+    let config_size = manifest(reg, "app", "cache")["config"]["size"].as_u64().unwrap();
+    let before = blob_bytes_sent(reg);
+    let from = format!("type=registry,ref={reg}/app:cache");
+    let second = build(&b, &ctx_b, &["-t", &format!("{reg}/app:b"), "--push", "--cache-from", &from]);
+    assert_eq!(steps_that_ran(&second.log), Vec::<String>::new(), "every step hits:\n{}", second.log);
+    assert_eq!(second.iid, first.iid, "the same image, byte for byte");
+    assert_eq!(blob_bytes_sent(reg) - before, config_size, "an all-hit build that pushes reads the cache config only");
+    let pushed = manifest(reg, "app", "b");
+    for l in pushed["layers"].as_array().unwrap() {
+        let (status, _, _) = http(reg, "HEAD", &format!("/v2/app/blobs/{}", l["digest"].as_str().unwrap()), &[], b"");
+        assert_eq!(status, 200, "the pushed image is whole in the registry");
+    }
+    // Runner C loads the image into its store: each layer it lacks is downloaded once.
+    let c = build_store().unwrap();
+    let before = blob_bytes_sent(reg);
+    let third = build(&c, &ctx_b, &["-t", "app-c", "--cache-from", &format!("{reg}/app:cache")]);
+    assert_eq!(steps_that_ran(&third.log), Vec::<String>::new(), "{}", third.log);
+    let layers = blob_bytes_sent(reg) - before - config_size;
+    assert!(layers > 0 && layers < 100_000, "the built layers, not the base image: {layers} bytes");
+    assert_eq!(run_in(&c, "app-c", &["cat", "/final"]), "libfoo 1.0\ndeps\nv1\nfinal\n");
+    let before = blob_bytes_sent(reg);
+    build(&c, &ctx_b, &["-t", "app-c", "--cache-from", &format!("{reg}/app:cache")]);
+    assert_eq!(blob_bytes_sent(reg) - before, 0, "nothing is downloaded twice, not even the config");
+    // mode=max carried the stages that are not in the final image.
+    let d = build_store().unwrap();
+    let stage = build(&d, &ctx_b, &["--target", "build", "--cache-from", &from]);
+    assert_eq!(steps_that_ran(&stage.log), Vec::<String>::new(), "{}", stage.log);
+}
+
+#[test]
+fn mode_min_carries_the_final_images_steps_only() {
+    let Some(a) = build_store() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("registry"), &[]);
+    let reg = &server.addr;
+    let ctx = checkout(dir.path(), "src", "v1\n");
+    build(&a, &ctx, &["--cache-to", &format!("type=registry,ref={reg}/app:min")]);
+    let from = format!("type=registry,ref={reg}/app:min");
+    let b = build_store().unwrap();
+    let whole = build(&b, &ctx, &["--cache-from", &from]);
+    assert_eq!(
+        steps_that_ran(&whole.log),
+        Vec::<String>::new(),
+        "the final image hits, its stages never run:\n{}",
+        whole.log
+    );
+    let c = build_store().unwrap();
+    let stage = build(&c, &ctx, &["--target", "build", "--cache-from", &from]);
+    let ran = steps_that_ran(&stage.log);
+    assert!(ran.iter().any(|s| s.contains("RUN cat /deps.out")), "min mode leaves the build stage out: {ran:?}");
+}
+
+#[test]
+fn a_cache_in_cncf_distribution_with_htpasswd_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(htpasswd) = htpasswd_file(dir.path()) else { return };
+    let Some(a) = build_store() else { return };
+    let Some(dist) = distribution(dir.path(), &htpasswd) else { return };
+    let config = dir.path().join("docker");
+    assert!(login(&a, &config, &dist.addr, "alice", "s3cret").status.success());
+    let ctx = checkout(dir.path(), "src", "v1\n");
+    let cache = format!("{}/team/app:buildcache", dist.addr);
+    let env = [("DOCKER_CONFIG", config.as_path())];
+    build_env(&a, &ctx, &["--cache-to", &format!("type=registry,ref={cache},mode=max")], &env);
+    let b = build_store().unwrap();
+    let hit = build_env(&b, &ctx, &["--cache-from", &cache], &env);
+    assert_eq!(steps_that_ran(&hit.log), Vec::<String>::new(), "{}", hit.log);
+    // Without credentials the cache cannot be read: one warning, and the build still works.
+    let c = build_store().unwrap();
+    let nobody = dir.path().join("nobody");
+    let miss = build_env(&c, &ctx, &["--cache-from", &cache], &[("DOCKER_CONFIG", nobody.as_path())]);
+    let w = warnings(&miss.log);
+    assert_eq!(w.len(), 1, "{}", miss.log);
+    assert!(w[0].contains(&cache), "{}", w[0]);
+    assert!(!steps_that_ran(&miss.log).is_empty());
+}
+
+/// The digests of the files under a layout's `blobs/`.
+fn layout_blobs(dir: &Path) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(dir.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| format!("sha256:{}", e.unwrap().file_name().to_string_lossy()))
+        .collect()
+}
+
+fn layout_json(dir: &Path, digest: &str) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("blobs/sha256").join(&digest[7..])).unwrap()).unwrap()
+}
+
+/// The (manifest, config) of the one entry of a cache layout.
+fn layout_entry(dir: &Path) -> (serde_json::Value, serde_json::Value, String) {
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "one entry per tag: {index}");
+    let digest = entries[0]["digest"].as_str().unwrap().to_owned();
+    let m = layout_json(dir, &digest);
+    let c = layout_json(dir, m["config"]["digest"].as_str().unwrap());
+    (m, c, digest)
+}
+
+#[test]
+fn a_local_cache_is_replaced_whole_keeps_only_what_it_uses_and_is_verified() {
+    let Some(a) = build_store() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let to = format!("type=local,dest={},mode=max", p(&cache));
+    let from = format!("type=local,src={}", p(&cache));
+    build(&a, &checkout(dir.path(), "v1", "v1\n"), &["--cache-to", &to]);
+    let v1 = layout_blobs(&cache);
+    let b = build_store().unwrap();
+    let hit = build(&b, &checkout(dir.path(), "elsewhere", "v1\n"), &["--cache-from", &from]);
+    assert_eq!(steps_that_ran(&hit.log), Vec::<String>::new(), "{}", hit.log);
+    // A new commit replaces the entry; what only the old one used is gone.
+    let v2_ctx = checkout(dir.path(), "v2", "v2\n");
+    build(&a, &v2_ctx, &["--cache-to", &to]);
+    let (m, config, digest) = layout_entry(&cache);
+    let mut used: std::collections::BTreeSet<String> =
+        m["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_owned()).collect();
+    used.insert(digest);
+    used.insert(m["config"]["digest"].as_str().unwrap().to_owned());
+    assert_eq!(layout_blobs(&cache), used, "the layout holds exactly what its entry uses");
+    assert!(v1.difference(&used).count() > 0, "the old entry's own blobs were removed");
+    // A blob whose bytes were changed is refused: the build warns, rebuilds, and is right.
+    let rec = config["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["step"].as_str().unwrap().contains("RUN cat /app"))
+        .unwrap();
+    let blob = &config["blobs"][rec["layers"].as_array().unwrap().last().unwrap().as_u64().unwrap() as usize];
+    let path = cache.join("blobs/sha256").join(&blob["digest"].as_str().unwrap()[7..]);
+    let len = std::fs::metadata(&path).unwrap().len() as usize;
+    std::fs::write(&path, vec![b'x'; len]).unwrap();
+    let c = build_store().unwrap();
+    let out = build(&c, &v2_ctx, &["-t", "app", "--cache-from", &from]);
+    let w = warnings(&out.log);
+    assert!(!w.is_empty() && w.iter().any(|l| l.contains("building again without it")), "{}", out.log);
+    assert_eq!(run_in(&c, "app", &["cat", "/final"]), "libfoo 1.0\ndeps\nv2\nfinal\n", "never wrong content");
+}
+
+#[test]
+fn an_inline_cache_travels_inside_the_pushed_image() {
+    let Some(a) = build_store() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("registry"), &[]);
+    let image = format!("{}/app:latest", server.addr);
+    let ctx = checkout(dir.path(), "src", "v1\n");
+    build(&a, &ctx, &["-t", &image, "--push", "--cache-to", "type=inline"]);
+    let config = manifest(&server.addr, "app", "latest")["config"]["digest"].as_str().unwrap().to_owned();
+    let (_, _, config) = http(&server.addr, "GET", &format!("/v2/app/blobs/{config}"), &[], b"");
+    let config: serde_json::Value = serde_json::from_slice(&config).unwrap();
+    let records = config["berth.build-cache.v1"]["records"].as_array().map_or(0, Vec::len);
+    assert!(records >= 2, "the image config carries the final image's records: {config}");
+    let b = build_store().unwrap();
+    let hit = build(&b, &ctx, &["--cache-from", &image]);
+    assert_eq!(steps_that_ran(&hit.log), Vec::<String>::new(), "{}", hit.log);
+    let err = b.fails(&["build", "--cache-to", "type=inline,mode=max", &p(&ctx)]);
+    assert!(err.contains("mode=min only"), "{err}");
+}
+
+/// A layout under `dir` whose `latest` entry is a berth cache manifest with `config`.
+fn layout_with_config(dir: &Path, config: &[u8]) -> PathBuf {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| {
+        let d = sha256(bytes);
+        std::fs::write(blobs.join(&d[7..]), bytes).unwrap();
+        d
+    };
+    let c = put(config);
+    let m = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.berth.build-cache.config.v1+json", "digest": c, "size": config.len()}, "layers": []});
+    let mbytes = serde_json::to_vec(&m).unwrap();
+    let md = put(&mbytes);
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": md, "size": mbytes.len(), "annotations": {"org.opencontainers.image.ref.name": "latest"}}]});
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    dir.to_owned()
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    oci::Digest::of(bytes).to_string()
+}
+
+#[test]
+fn unusable_sources_are_one_warning_and_failed_exports_one_line() {
+    let Some(a) = build_store() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("registry"), &[]);
+    let reg = &server.addr;
+    let ctx = checkout(dir.path(), "src", "v1\n");
+    a.ok(&["tag", "busybox", &format!("{reg}/busybox:1")]);
+    a.ok(&["push", "-q", &format!("{reg}/busybox:1")]);
+    let newer = layout_with_config(&dir.path().join("newer"), br#"{"version":99,"blobs":[],"records":[]}"#);
+    let corrupt = layout_with_config(&dir.path().join("corrupt"), b"{not json");
+    let cases = [
+        (format!("{reg}/app:nothing"), "no cache there yet"),
+        (format!("{reg}/busybox:1"), "not a berth build cache"),
+        (format!("type=local,src={}", p(&newer)), "newer than this berth reads"),
+        (format!("type=local,src={}", p(&corrupt)), "corrupt cache config"),
+    ];
+    for (from, why) in &cases {
+        let out = build(&a, &ctx, &["--cache-from", from]);
+        let w = warnings(&out.log);
+        assert_eq!(w.len(), 1, "{from}: {}", out.log);
+        assert!(w[0].contains(why), "{from}: {}", w[0]);
+    }
+    // A registry that is not there: the image is built and named, the build fails on one line.
+    let dead = format!("127.0.0.1:{}", free_port());
+    let to = format!("type=registry,ref={dead}/app:cache");
+    let err = a.fails(&["build", "--progress", "quiet", "-t", "still-built", "--cache-to", &to, &p(&ctx)]);
+    assert!(err.contains(&format!("cache export to registry {dead}/app:cache failed")), "{err}");
+    assert!(a.ok(&["images"]).contains("still-built"), "the image itself is stored");
+    let out = build(&a, &ctx, &["--cache-to", &format!("{to},ignore-error=true")]);
+    let w = warnings(&out.log);
+    assert!(w.len() == 1 && w[0].contains("ignore-error=true"), "{}", out.log);
+}
+
+#[test]
+fn secrets_never_enter_an_exported_cache() {
+    let Some(a) = build_store() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path().join("src");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN --mount=type=secret,id=tok sh -c 'test \"$(cat /run/secrets/tok)\" = \"$(cat /run/secrets/tok)\" && wc -c /run/secrets/tok > /len'\n",
+    )
+    .unwrap();
+    let secret = dir.path().join("tok");
+    let value = "berth-test-secret-7c1e9a";
+    std::fs::write(&secret, value).unwrap();
+    let cache = dir.path().join("cache");
+    let s = format!("id=tok,src={}", p(&secret));
+    build(&a, &ctx, &["--secret", &s, "--cache-to", &format!("type=local,dest={},mode=max", p(&cache))]);
+    let mut checked = 0;
+    for d in layout_blobs(&cache) {
+        let path = cache.join("blobs/sha256").join(&d[7..]);
+        let raw = std::fs::read(&path).unwrap();
+        let mut plain = Vec::new();
+        let reader = oci::layer::LayerReader::new(&raw[..], u64::MAX);
+        let unpacked =
+            reader.is_ok_and(|mut r| std::io::Read::read_to_end(&mut r, &mut plain).is_ok() && !plain.is_empty());
+        for bytes in [&raw, &plain] {
+            assert!(!bytes.windows(value.len()).any(|w| w == value.as_bytes()), "{d} holds the secret");
+        }
+        checked += usize::from(unpacked);
+    }
+    assert!(checked > 0, "the layers were read");
+}
+
+#[test]
+fn two_exports_to_one_ref_at_once_leave_one_whole_cache() {
+    let Some(a) = build_store() else { return };
+    let b = build_store().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("registry"), &[]);
+    let local = dir.path().join("cache");
+    let to = [
+        format!("type=registry,ref={}/app:cache,mode=max", server.addr),
+        format!("type=local,dest={},mode=max", p(&local)),
+    ];
+    let (ca, cb) = (checkout(dir.path(), "a", "va\n"), checkout(dir.path(), "b", "vb\n"));
+    std::thread::scope(|s| {
+        let one = s.spawn(|| build(&a, &ca, &["--cache-to", &to[0], "--cache-to", &to[1]]));
+        let two = s.spawn(|| build(&b, &cb, &["--cache-to", &to[0], "--cache-to", &to[1]]));
+        one.join().unwrap();
+        two.join().unwrap();
+    });
+    // Whichever won, a fresh runner reads a whole cache that hits for its commit.
+    let (m, _, _) = layout_entry(&local);
+    for l in m["layers"].as_array().unwrap() {
+        assert!(local.join("blobs/sha256").join(&l["digest"].as_str().unwrap()[7..]).exists());
+    }
+    for from in [format!("type=registry,ref={}/app:cache", server.addr), format!("type=local,src={}", p(&local))] {
+        let c = build_store().unwrap();
+        let ra = build(&c, &ca, &["--cache-from", &from]);
+        let rb = build(&build_store().unwrap(), &cb, &["--cache-from", &from]);
+        assert!(warnings(&ra.log).is_empty() && warnings(&rb.log).is_empty(), "{}\n{}", ra.log, rb.log);
+        let hits = [steps_that_ran(&ra.log).is_empty(), steps_that_ran(&rb.log).is_empty()];
+        assert!(hits.iter().any(|h| *h), "one of the two commits hits fully from {from}");
+    }
+}
