@@ -53,9 +53,12 @@ pub struct BuildOptions {
     /// `--cache-to`.
     pub cache_to: Vec<ExportSpec>,
     /// The image's layers must be in the local store when the build ends (false for a
-    /// `--push`-only build: layers imported from a cache stay where they are, and the push
-    /// mounts or skips them).
+    /// `--push`-only build: see `push_registries`).
     pub load: bool,
+    /// The registries a `--push`-only build pushes to: a layer imported from a registry
+    /// cache on one of them stays there (the push mounts or skips it); any other imported
+    /// layer is fetched, since the push must upload it.
+    pub push_registries: Vec<String>,
 }
 
 /// What a build produced.
@@ -126,9 +129,13 @@ pub fn build(m: &Machine<'_>, opts: &BuildOptions) -> Result<Built> {
     let (solver, states) = loop {
         let solver = Solver::new(&converted.graph, &worker, &cache, m.progress);
         // Layers that came from a cache and were never needed during the build are
-        // fetched for the local store here, once each (not for a --push-only build).
+        // fetched here, once each: all of them for the local store, else the ones the push
+        // cannot mount or skip.
+        let wanted = |l: &&Layer| {
+            opts.load || imported.registry_of(&l.digest).is_none_or(|r| !opts.push_registries.contains(&r))
+        };
         let solved = solver.solve(&[stage.vertex]).and_then(|states| {
-            let layers = states.iter().filter(|_| opts.load).flat_map(|s| s.layers.iter());
+            let layers = states.iter().flat_map(|s| s.layers.iter()).filter(wanted);
             layers.map(|l| imported.ensure(m.store, &l.digest)).collect::<Result<Vec<()>>>().map(|_| states)
         });
         match solved {
@@ -177,12 +184,19 @@ pub fn build(m: &Machine<'_>, opts: &BuildOptions) -> Result<Built> {
     Ok(built)
 }
 
-/// Reads every `--cache-from` source's manifest and config (never a layer).
+/// Reads every `--cache-from` source's manifest and config (never a layer). A source that
+/// cannot even be opened (a bad ref, S3 without a region) is a warning, as any other
+/// unusable source.
 fn import_caches<'a>(m: &Machine<'a>, specs: &[ImportSpec]) -> Result<Imported<'a>> {
     let mut sources = Vec::new();
     for spec in specs {
-        if let Some(b) = remote::open(&spec.location, m.net)? {
-            sources.push(b);
+        match remote::open(&spec.location, m.net) {
+            Ok(Some(b)) => sources.push(b),
+            Ok(None) => {}
+            Err(e) => {
+                let text = format!("cache {} not used: {}", spec.location.describe(), oci::error::chain(&e));
+                m.progress.event(Event::Warning { text });
+            }
         }
     }
     Ok(Imported::import(sources, m.store, m.progress))

@@ -170,6 +170,10 @@ impl Build {
                 .collect::<builder::Result<_>>()?,
             // A --push-only build leaves layers that came from a cache where they are.
             load: !self.push || !self.outputs.is_empty(),
+            push_registries: match self.push {
+                true => flags::tags(&self.tags)?.iter().map(|t| t.domain().to_owned()).collect(),
+                false => vec![],
+            },
         })
     }
 

@@ -247,6 +247,28 @@ fn a_local_cache_is_replaced_whole_keeps_only_what_it_uses_and_is_verified() {
 }
 
 #[test]
+fn an_all_hit_push_from_a_local_cache_uploads_whole_layers() {
+    let Some(a) = build_store() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let ctx = checkout(dir.path(), "src", "v1\n");
+    build(&a, &ctx, &["--cache-to", &format!("type=local,dest={},mode=max", p(&cache))]);
+    // A fresh runner hits every step; the registry cannot mount what lives in a directory,
+    // so the push needs the layers' bytes.
+    let b = build_store().unwrap();
+    let server = Server::start(&dir.path().join("registry"), &[]);
+    let image = format!("{}/app:1", server.addr);
+    let from = format!("type=local,src={}", p(&cache));
+    let out = build(&b, &ctx, &["-t", &image, "--push", "--cache-from", &from]);
+    assert_eq!(steps_that_ran(&out.log), Vec::<String>::new(), "{}", out.log);
+    for l in manifest(&server.addr, "app", "1")["layers"].as_array().unwrap() {
+        let (status, _, _) =
+            http(&server.addr, "HEAD", &format!("/v2/app/blobs/{}", l["digest"].as_str().unwrap()), &[], b"");
+        assert_eq!(status, 200, "the pushed image is whole in the registry");
+    }
+}
+
+#[test]
 fn an_inline_cache_travels_inside_the_pushed_image() {
     let Some(a) = build_store() else { return };
     let dir = tempfile::tempdir().unwrap();
@@ -306,6 +328,7 @@ fn unusable_sources_are_one_warning_and_failed_exports_one_line() {
         (format!("{reg}/busybox:1"), "not a berth build cache"),
         (format!("type=local,src={}", p(&newer)), "newer than this berth reads"),
         (format!("type=local,src={}", p(&corrupt)), "corrupt cache config"),
+        (format!("type=registry,ref={reg}/Not:A:Ref"), "not used"),
     ];
     for (from, why) in &cases {
         let out = build(&a, &ctx, &["--cache-from", from]);

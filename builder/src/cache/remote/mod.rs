@@ -72,6 +72,11 @@ pub trait CacheBackend: Send + Sync {
     fn note_sources(&self, _store: &ImageStore, _blobs: &[Blob]) -> Result<()> {
         Ok(())
     }
+    /// The registry (domain) holding the cache, for a registry cache: a push there can
+    /// mount or skip its blobs without this machine holding them.
+    fn registry(&self) -> Option<String> {
+        None
+    }
 }
 
 /// What an export hands a backend.
@@ -212,6 +217,12 @@ impl<'a> Imported<'a> {
     /// solves again.
     pub fn drop_failed(&self) -> bool {
         self.unseen.swap(false, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The registry a blob would come from, when its source is a registry cache.
+    pub fn registry_of(&self, digest: &oci::Digest) -> Option<String> {
+        let (_, source) = self.blobs.get(digest)?;
+        self.sources[*source].registry()
     }
 
     /// The layer holding a cache mount's files, when a source carried it.

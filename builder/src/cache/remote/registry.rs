@@ -123,6 +123,10 @@ impl CacheBackend for RegistryCache<'_> {
         })
     }
 
+    fn registry(&self) -> Option<String> {
+        Some(self.reference.domain().to_owned())
+    }
+
     fn note_sources(&self, store: &ImageStore, blobs: &[Blob]) -> Result<()> {
         let repo = self.reference.repository();
         for b in blobs {
