@@ -8,6 +8,7 @@ use oci::layer::Compression;
 use oci::{ImageStore, Target};
 use serde_json::{json, Value};
 
+use crate::cache::remote::early::{Early, EarlyWorker};
 use crate::cache::remote::export::MountLayer;
 use crate::cache::remote::{self, ExportSpec, ImportSpec, Imported, Layered, LazyBlobs, Location};
 use crate::cache::CacheStore;
@@ -126,50 +127,39 @@ pub fn build(m: &Machine<'_>, opts: &BuildOptions) -> Result<Built> {
         lazy: &imported,
     };
     let stage = &converted.stages[&converted.target];
-    let (solver, states) = loop {
-        let solver = Solver::new(&converted.graph, &worker, &cache, m.progress);
-        // Layers that came from a cache and were never needed during the build are
-        // fetched here, once each: all of them for the local store, else the ones the push
-        // cannot mount or skip.
-        let wanted = |l: &&Layer| {
-            opts.load || imported.registry_of(&l.digest).is_none_or(|r| !opts.push_registries.contains(&r))
-        };
-        let solved = solver.solve(&[stage.vertex]).and_then(|states| {
-            let layers = states.iter().flat_map(|s| s.layers.iter()).filter(wanted);
-            layers.map(|l| imported.ensure(m.store, &l.digest)).collect::<Result<Vec<()>>>().map(|_| states)
-        });
-        match solved {
-            // A cache whose blob failed to arrive or to verify is dropped, never used for
-            // content; the steps that ran are in the local cache, so the retry is cheap.
-            Err(e) if imported.drop_failed() => {
-                m.progress
-                    .event(Event::Warning { text: format!("{}; building again without it", oci::error::chain(&e)) });
-            }
-            other => break (solver, other?),
-        }
-    };
-    let state =
-        states.into_iter().next().ok_or_else(|| Error::Internal("the solver returned no state for the target".into()));
-    let _ = std::fs::remove_dir_all(m.root.join("tmp").join(format!("downloads-{}", std::process::id())));
-    let state = state?;
-    m.progress.event(Event::Note { text: "exporting layers".into() });
-    let layers = export_layers(m, &imported, &state.layers, opts.compression)?;
+    let compress = |l: &Layer, c: Compression| compress_layer(m, &imported, l, c);
     let exporter = remote::export::Exporter {
         store: m.store,
         cache: m.cache,
         imported: &imported,
         progress: m.progress,
-        compress: &|l: &Layer, c: Compression| compress_layer(m, &imported, l, c),
+        compress: &compress,
     };
-    let inline = match opts.cache_to.iter().any(|c| c.location == Location::Inline) {
-        true => {
-            let config = exporter.config(&solver.steps(stage.vertex, remote::Mode::Min), &[], opts.compression)?;
-            Some(remote::export::inline(&config, &layers))
-        }
-        false => None,
-    };
-    let mut built = write_image(m.store, &converted, &solver, &State { layers: layers.clone() }, &opts.labels, inline)?;
-    m.progress.event(Event::Note { text: format!("writing image {} done", built.config) });
+    // Registry caches get each new layer while the build runs; the export at the end sends
+    // what is left and the manifest.
+    let early = Early::new(&converted.graph, stage.vertex, &opts.cache_to, m.net);
+    let worker = EarlyWorker { inner: &worker, early: &early };
+    let (solver, mut built) = std::thread::scope(|s| {
+        early.start(s, m.store, &compress);
+        let made = (|| {
+            let (solver, state) = solve(m, opts, &converted.graph, stage.vertex, &worker, &cache, &imported)?;
+            m.progress.event(Event::Note { text: "exporting layers".into() });
+            let layers = export_layers(m, &imported, &state.layers, opts.compression)?;
+            let inline = match opts.cache_to.iter().any(|c| c.location == Location::Inline) {
+                true => {
+                    let config =
+                        exporter.config(&solver.steps(stage.vertex, remote::Mode::Min), &[], opts.compression)?;
+                    Some(remote::export::inline(&config, &layers))
+                }
+                false => None,
+            };
+            let built = write_image(m.store, &converted, &solver, &State { layers }, &opts.labels, inline)?;
+            m.progress.event(Event::Note { text: format!("writing image {} done", built.config) });
+            Ok((solver, built))
+        })();
+        early.close(made.is_err());
+        made
+    })?;
     let mounts = mount_layers(m, &converted.graph, &solver, &imported, &opts.cache_to);
     for spec in opts.cache_to.iter().filter(|c| c.location != Location::Inline) {
         let steps = solver.steps(stage.vertex, spec.mode);
@@ -182,6 +172,42 @@ pub fn build(m: &Machine<'_>, opts: &BuildOptions) -> Result<Built> {
         }
     }
     Ok(built)
+}
+
+/// Solves `target` and returns its state. Layers that came from a cache and were never
+/// needed during the build are fetched here, once each: all of them for the local store,
+/// else the ones the push cannot mount or skip.
+fn solve<'s>(
+    m: &Machine<'s>,
+    opts: &BuildOptions,
+    graph: &'s crate::graph::Graph,
+    target: crate::graph::VertexId,
+    worker: &'s dyn crate::solver::Worker,
+    cache: &'s dyn CacheStore,
+    imported: &Imported<'_>,
+) -> Result<(Solver<'s>, State)> {
+    let wanted =
+        |l: &&Layer| opts.load || imported.registry_of(&l.digest).is_none_or(|r| !opts.push_registries.contains(&r));
+    let solved = loop {
+        let solver = Solver::new(graph, worker, cache, m.progress);
+        let solved = solver.solve(&[target]).and_then(|states| {
+            let layers = states.iter().flat_map(|s| s.layers.iter()).filter(wanted);
+            layers.map(|l| imported.ensure(m.store, &l.digest)).collect::<Result<Vec<()>>>().map(|_| states)
+        });
+        match solved {
+            // A cache whose blob failed to arrive or to verify is dropped, never used for
+            // content; the steps that ran are in the local cache, so the retry is cheap.
+            Err(e) if imported.drop_failed() => {
+                m.progress
+                    .event(Event::Warning { text: format!("{}; building again without it", oci::error::chain(&e)) });
+            }
+            other => break other.map(|states| (solver, states)),
+        }
+    };
+    let _ = std::fs::remove_dir_all(m.root.join("tmp").join(format!("downloads-{}", std::process::id())));
+    let (solver, states) = solved?;
+    let state = states.into_iter().next();
+    Ok((solver, state.ok_or_else(|| Error::Internal("the solver returned no state for the target".into()))?))
 }
 
 /// Reads every `--cache-from` source's manifest and config (never a layer). A source that

@@ -411,16 +411,7 @@ impl Solver<'_> {
     pub fn steps(&self, target: VertexId, mode: crate::cache::remote::Mode) -> Vec<Step> {
         let ids: Vec<VertexId> = match mode {
             crate::cache::remote::Mode::Max => (0..self.graph.vertices.len()).collect(),
-            crate::cache::remote::Mode::Min => {
-                let mut chain = vec![];
-                let mut at = Some(target);
-                while let Some(id) = at {
-                    chain.push(id);
-                    at = self.graph.vertices[id].inputs.first().copied();
-                }
-                chain.reverse();
-                chain
-            }
+            crate::cache::remote::Mode::Min => crate::cache::remote::early::chain(self.graph, target),
         };
         ids.into_iter().flat_map(|id| self.step(id)).collect()
     }

@@ -102,6 +102,10 @@ fn a_fresh_runner_hits_everything_through_berths_registry_and_moves_no_layer() {
         &["-t", &format!("{reg}/app:a"), "--cache-to", &cache],
     );
     assert!(first.log.contains(&format!("exporting cache to registry {reg}/app:cache")), "{}", first.log);
+    // Each step's layer went to the registry while the build ran: the export found them there.
+    let line = first.log.lines().find(|l| l.contains("exporting cache to registry")).unwrap();
+    let present: u32 = line.split("; ").nth(1).and_then(|t| t.split(' ').next()).unwrap().parse().unwrap();
+    assert!(present >= 5, "the steps' layers were not sent during the build: {line}");
     // Runner B: another path, files owned by another user, an empty store but for the base.
     let b = build_store().unwrap();
     let ctx_b = checkout(dir.path(), "runner-b/work/checkout", "v1\n");

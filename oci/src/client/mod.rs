@@ -18,7 +18,7 @@ mod transport;
 pub use download::{DownloadOptions, Downloader};
 pub use progress::{Event, NoProgress, Progress};
 pub use pull::{fetch_blobs, fetch_document, pull, PullOptions};
-pub use push::{push, ManifestFormat, PushOptions};
+pub use push::{push, push_blobs, ManifestFormat, PushOptions};
 pub use transport::{Client, ClientOptions};
 
 /// The host to talk to for a reference's domain: Docker Hub's API lives elsewhere.

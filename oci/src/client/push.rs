@@ -74,6 +74,28 @@ pub async fn push(
 
 /// Pushes everything `target` needs (blobs, child manifests) and returns its manifest
 /// bytes in the wanted format, not yet pushed.
+/// Pushes blobs of `store` to the repository of `to` without a manifest (each skipped when
+/// present, mounted when another repository of the registry has it): a cache export sends
+/// its layers while the build is still running, and its manifest last.
+pub async fn push_blobs(
+    client: &Client,
+    store: &ImageStore,
+    to: &Reference,
+    blobs: &[(Digest, u64)],
+    opts: &PushOptions,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let repo = Repo::new(client, to, "pull,push");
+    futures_util::stream::iter(blobs.iter().map(|(d, size)| {
+        let repo = &repo;
+        async move { push_blob(repo, store, d, *size, opts, progress).await }
+    }))
+    .buffer_unordered(opts.concurrency.max(1))
+    .try_collect::<Vec<()>>()
+    .await
+    .map(drop)
+}
+
 fn push_manifest_tree<'a>(
     repo: &'a Repo<'a>,
     store: &'a ImageStore,

@@ -8,6 +8,7 @@
 //! the manifest to one [`CacheBackend`]. The solver never sees a backend: it asks
 //! [`Layered`], a cache store that falls back to the imported records.
 
+pub mod early;
 pub mod export;
 pub mod format;
 mod local;
@@ -70,6 +71,11 @@ pub trait CacheBackend: Send + Sync {
     /// Remembers where the imported blobs live (a registry: so that a push to another
     /// repository there mounts them instead of uploading).
     fn note_sources(&self, _store: &ImageStore, _blobs: &[Blob]) -> Result<()> {
+        Ok(())
+    }
+    /// Sends blobs ahead of an export while the build still runs (each skipped when the
+    /// destination has it); a backend that cannot do it usefully does nothing.
+    fn send_early(&self, _store: &ImageStore, _blobs: &[(oci::Digest, u64)]) -> Result<()> {
         Ok(())
     }
     /// The registry (domain) holding the cache, for a registry cache: a push there can

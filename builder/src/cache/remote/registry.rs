@@ -123,6 +123,20 @@ impl CacheBackend for RegistryCache<'_> {
         })
     }
 
+    fn send_early(&self, store: &ImageStore, blobs: &[(oci::Digest, u64)]) -> Result<()> {
+        let opts = oci::client::PushOptions { concurrency: UPLOADS, ..Default::default() };
+        self.rt
+            .block_on(oci::client::push_blobs(
+                self.client,
+                store,
+                &self.reference,
+                blobs,
+                &opts,
+                &oci::client::NoProgress,
+            ))
+            .map_err(self.err("export to"))
+    }
+
     fn registry(&self) -> Option<String> {
         Some(self.reference.domain().to_owned())
     }
