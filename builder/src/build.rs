@@ -109,7 +109,8 @@ pub fn build(m: &Machine<'_>, opts: &BuildOptions) -> Result<Built> {
         resolve: m.resolve,
     };
     let converted = convert::convert(&opts.dockerfile, opts.target.as_deref(), &inputs)?;
-    let imported = import_caches(m, &opts.cache_from)?;
+    let mut imported = import_caches(m, &opts.cache_from)?;
+    lazy_bases(m, &converted.graph, &mut imported)?;
     let cache = Layered { local: m.cache, imported: &imported, store: m.store };
     let worker = LocalWorker {
         store: m.store,
@@ -208,6 +209,30 @@ fn solve<'s>(
     let (solver, states) = solved?;
     let state = states.into_iter().next();
     Ok((solver, state.ok_or_else(|| Error::Internal("the solver returned no state for the target".into()))?))
+}
+
+/// Registers the layers of base images that were pulled without them (see the CLI's
+/// `base_image`) as lazy blobs, fetched from the repository the pull remembered.
+fn lazy_bases<'a>(m: &Machine<'a>, graph: &crate::graph::Graph, imported: &mut Imported<'a>) -> Result<()> {
+    let Some(net) = m.net else { return Ok(()) };
+    let mut by_repo: BTreeMap<String, Vec<(oci::Digest, u64)>> = BTreeMap::new();
+    let layers =
+        graph.vertices.iter().filter_map(|v| if let Op::Image { layers, .. } = &v.op { Some(layers) } else { None });
+    for l in layers.flatten() {
+        if m.store.content().contains(&l.digest).map_err(Error::image(format!("look up blob {}", l.digest)))? {
+            continue;
+        }
+        let sources = m.store.sources(&l.digest).map_err(Error::image(format!("look up blob {}", l.digest)))?;
+        if let Some(repo) = sources.into_iter().next() {
+            by_repo.entry(repo).or_default().push((l.digest.clone(), l.size));
+        }
+    }
+    for (repo, layers) in by_repo {
+        if let Some(backend) = remote::open(&Location::Registry { reference: repo }, Some(net))? {
+            imported.add_base_layers(backend, &layers);
+        }
+    }
+    Ok(())
 }
 
 /// Reads every `--cache-from` source's manifest and config (never a layer). A source that
@@ -421,7 +446,12 @@ pub fn base_from_store(store: &ImageStore, reference: &str) -> Result<Option<Bas
         Err(e) if e.kind() == oci::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::image(format!("look up {reference}"))(e)),
     };
-    let image = store.image(&rec.target).map_err(Error::image(format!("read {reference}")))?;
+    base_of(store, &rec.target, reference).map(Some)
+}
+
+/// The base image whose manifest is `target` (its layers need not be in the store yet).
+pub fn base_of(store: &ImageStore, target: &Target, reference: &str) -> Result<BaseImage> {
+    let image = store.image(target).map_err(Error::image(format!("read {reference}")))?;
     let config: Value = serde_json::from_slice(&image.config_bytes)
         .map_err(|source| Error::Json { what: format!("{reference}: image config"), source })?;
     let layers = image
@@ -438,5 +468,5 @@ pub fn base_from_store(store: &ImageStore, reference: &str) -> Result<Option<Bas
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(Some(BaseImage { manifest: image.manifest_digest.clone(), layers, config }))
+    Ok(BaseImage { manifest: image.manifest_digest.clone(), layers, config })
 }

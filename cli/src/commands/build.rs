@@ -115,8 +115,10 @@ impl Build {
             client: self.remote.client()?,
             rt: runtime()?,
             display: BuildDisplay::new(mode),
+            pulled: Default::default(),
         };
         let built = session.solve(&opts, self.pull)?;
+        session.name_bases()?;
         session.name(&built, &tags)?;
         session.export(&built, tags.first(), &outputs)?;
         if self.push {
@@ -242,6 +244,8 @@ struct Session<'a> {
     client: Client,
     rt: tokio::runtime::Runtime,
     display: BuildDisplay,
+    /// Base images pulled as manifest and config during the build: named once whole.
+    pulled: std::sync::Mutex<Vec<(Reference, oci::Target)>>,
 }
 
 impl Session<'_> {
@@ -301,17 +305,38 @@ impl Session<'_> {
             }
         }
         let r: Reference = reference.parse().map_err(builder::Error::image(format!("base image {reference}")))?;
-        self.display.note(format!("pulling {}", r.familiar()));
-        let pulled = self.rt.block_on(oci::client::pull(
-            &self.client,
-            &self.store,
-            &r,
-            &Default::default(),
-            &oci::client::NoProgress,
-        ));
+        self.display.note(format!("pulling {} (manifest and config; layers when a step needs them)", r.familiar()));
+        // Layers stay in the registry until a step runs on them or the image is stored:
+        // an all-hit build that pushes to the same registry never moves them.
+        let opts = oci::client::PullOptions { lazy: true, ..Default::default() };
+        let pulled =
+            self.rt.block_on(oci::client::pull(&self.client, &self.store, &r, &opts, &oci::client::NoProgress));
         let rec = pulled.map_err(builder::Error::image(format!("pull {}", r.familiar())))?;
-        builder::build::base_from_store(&self.store, &rec.target.digest.to_string())?
-            .ok_or_else(|| builder::Error::NotFound { what: format!("image {reference}") })
+        let base = builder::build::base_of(&self.store, &rec.target, reference)?;
+        self.pulled.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((r, rec.target));
+        Ok(base)
+    }
+
+    /// Names each base image the build pulled whose layers are now all in the store (the
+    /// build stored an image on it), as `berth pull` would have; one whose layers stayed in
+    /// the registry stays unnamed, and the next build resolves it again.
+    fn name_bases(&self) -> Result<()> {
+        let pulled = std::mem::take(&mut *self.pulled.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        for (r, target) in pulled {
+            let image = self.store.image(&target)?;
+            let whole = image.manifest.layers().iter().try_fold(true, |all, d| {
+                anyhow::Ok(
+                    all && oci::content::ContentStore::contains(
+                        self.store.content(),
+                        &oci::manifest::descriptor_digest(d)?,
+                    )?,
+                )
+            })?;
+            if whole {
+                self.store.set_name(&r, &target)?;
+            }
+        }
+        Ok(())
     }
 
     /// Names the image, or keeps it as a dangling image as docker does for an untagged build.

@@ -251,6 +251,39 @@ fn a_local_cache_is_replaced_whole_keeps_only_what_it_uses_and_is_verified() {
 }
 
 #[test]
+fn a_fresh_runner_without_the_base_image_pulls_no_layer_for_an_all_hit_push() {
+    let Some(a) = build_store() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("registry"), &[]);
+    let reg = &server.addr;
+    let base = format!("{reg}/busybox:1");
+    a.ok(&["tag", "busybox", &base]);
+    a.ok(&["push", "-q", &base]);
+    let ctx = checkout(dir.path(), "src", "v1\n");
+    let dockerfile = DOCKERFILE.replace("FROM busybox", &format!("FROM {base}"));
+    std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+    let cache = format!("type=registry,ref={reg}/app:cache");
+    build(&a, &ctx, &["-t", &format!("{reg}/app:a"), "--push", "--cache-to", &format!("{cache},mode=max")]);
+    // Runner B has nothing at all: the base's manifest and config, the cache's config, and
+    // no layer come from the registry.
+    let b = Berth::new();
+    let before = blob_bytes_sent(reg);
+    let second = build(&b, &ctx, &["-t", &format!("{reg}/app:b"), "--push", "--cache-from", &cache]);
+    assert_eq!(steps_that_ran(&second.log), Vec::<String>::new(), "every step hits:\n{}", second.log);
+    let configs = manifest(reg, "app", "cache")["config"]["size"].as_u64().unwrap()
+        + manifest(reg, "busybox", "1")["config"]["size"].as_u64().unwrap();
+    assert_eq!(blob_bytes_sent(reg) - before, configs, "only the two configs were read:\n{}", second.log);
+    for l in manifest(reg, "app", "b")["layers"].as_array().unwrap() {
+        let path = format!("/v2/app/blobs/{}", l["digest"].as_str().unwrap());
+        assert_eq!(http(reg, "HEAD", &path, &[], b"").0, 200, "the pushed image is whole in the registry");
+    }
+    // Runner C stores the image: the base's layer is fetched then, and the image runs.
+    let c = Berth::new();
+    build(&c, &ctx, &["-t", "app", "--cache-from", &cache]);
+    assert_eq!(run_in(&c, "app", &["cat", "/final"]), "libfoo 1.0\ndeps\nv1\nfinal\n");
+}
+
+#[test]
 fn an_all_hit_push_from_a_local_cache_uploads_whole_layers() {
     let Some(a) = build_store() else { return };
     let dir = tempfile::tempdir().unwrap();

@@ -25,11 +25,15 @@ pub struct PullOptions {
     pub platform: Option<String>,
     /// Layers downloaded at once.
     pub concurrency: usize,
+    /// Manifest and config only (a build's base image, whose layers are fetched when a step
+    /// needs them): the layers' repository is remembered as their source, and the image is
+    /// not named, since the store does not hold it whole.
+    pub lazy: bool,
 }
 
 impl Default for PullOptions {
     fn default() -> Self {
-        PullOptions { platform: None, concurrency: 3 }
+        PullOptions { platform: None, concurrency: 3, lazy: false }
     }
 }
 
@@ -100,8 +104,9 @@ pub async fn pull(
     let Manifest::Image(image) = &manifest else {
         return Err(Error::InvalidDocument { what: "index", reason: "indexes nested too deep".into() });
     };
+    let layers = image.layers().iter().filter(|_| !opts.lazy);
     let blobs: Vec<(Digest, u64)> = std::iter::once(image.config())
-        .chain(image.layers())
+        .chain(layers)
         .map(|d| Ok((descriptor_digest(d)?, d.size())))
         .collect::<Result<_>>()?;
     futures_util::stream::iter(blobs.into_iter().map(|(d, size)| {
@@ -115,6 +120,9 @@ pub async fn pull(
     let me = reference.repository();
     for d in std::iter::once(image.config()).chain(image.layers()) {
         store.add_source(&descriptor_digest(d)?, &me)?;
+    }
+    if opts.lazy {
+        return Ok(ImageRecord { name: None, target });
     }
     store.set_name(reference, &target)?;
     Ok(ImageRecord { name: Some(reference.clone()), target })

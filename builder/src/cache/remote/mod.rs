@@ -144,6 +144,9 @@ pub struct Imported<'a> {
     sources: Vec<Box<dyn CacheBackend + 'a>>,
     records: HashMap<CacheKey, (CacheRecord, usize)>,
     blobs: HashMap<oci::Digest, (Blob, usize)>,
+    /// Layers of base images pulled without them: their size and the source (the image's
+    /// repository) they are fetched from when a step or an output needs them.
+    bases: HashMap<oci::Digest, (u64, usize)>,
     mounts: HashMap<String, (Blob, usize)>,
     fetching: Mutex<HashMap<oci::Digest, Arc<Mutex<()>>>>,
     /// The cache mounts this build restored (each id once).
@@ -225,10 +228,20 @@ impl<'a> Imported<'a> {
         self.unseen.swap(false, std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// The registry a blob would come from, when its source is a registry cache.
+    /// The registry a blob would come from, when its source is a registry.
     pub fn registry_of(&self, digest: &oci::Digest) -> Option<String> {
-        let (_, source) = self.blobs.get(digest)?;
-        self.sources[*source].registry()
+        let source = self.blobs.get(digest).map(|(_, s)| *s).or_else(|| self.bases.get(digest).map(|(_, s)| *s))?;
+        self.sources[source].registry()
+    }
+
+    /// Base image layers the store lacks, to be fetched from `repository` (a registry
+    /// source that reads blobs only) when something needs them.
+    pub fn add_base_layers(&mut self, repository: Box<dyn CacheBackend + 'a>, layers: &[(oci::Digest, u64)]) {
+        let source = self.sources.len();
+        self.sources.push(repository);
+        for (digest, size) in layers {
+            self.bases.entry(digest.clone()).or_insert((*size, source));
+        }
     }
 
     /// The layer holding a cache mount's files, when a source carried it.
@@ -248,7 +261,7 @@ impl LazyBlobs for Imported<'_> {
     }
 
     fn has(&self, digest: &oci::Digest) -> bool {
-        self.blobs.get(digest).is_some_and(|(_, s)| !self.is_failed(*s))
+        self.blobs.get(digest).is_some_and(|(_, s)| !self.is_failed(*s)) || self.bases.contains_key(digest)
     }
 
     fn ensure(&self, store: &ImageStore, digest: &oci::Digest) -> Result<()> {
@@ -257,8 +270,11 @@ impl LazyBlobs for Imported<'_> {
         if present(store)? {
             return Ok(());
         }
-        let Some((blob, source)) = self.blobs.get(digest) else {
-            return NoLazy.ensure(store, digest);
+        // A cache's blob, or else a base image's layer (a failure there is the build's).
+        let (size, source, cached) = match (self.blobs.get(digest), self.bases.get(digest)) {
+            (Some((blob, source)), _) => (blob.size, *source, true),
+            (None, Some((size, source))) => (*size, *source, false),
+            (None, None) => return NoLazy.ensure(store, digest),
         };
         // One download per blob, however many steps want it at once.
         let lock = {
@@ -269,13 +285,14 @@ impl LazyBlobs for Imported<'_> {
         if present(store)? {
             return Ok(());
         }
-        let backend = &self.sources[*source];
-        let fetched = backend.fetch(store, digest, blob.size);
-        if fetched.is_err() {
-            self.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(*source);
+        let backend = &self.sources[source];
+        let fetched = backend.fetch(store, digest, size);
+        if fetched.is_err() && cached {
+            self.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(source);
             self.unseen.store(true, std::sync::atomic::Ordering::SeqCst);
         }
-        fetched.map_err(|e| Error::remote(format!("cache {}: blob {digest}", backend.describe()))(e))
+        let what = if cached { "cache" } else { "base image" };
+        fetched.map_err(|e| Error::remote(format!("{what} {}: blob {digest}", backend.describe()))(e))
     }
 }
 
