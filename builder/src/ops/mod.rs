@@ -42,6 +42,31 @@ pub enum Secret {
     Env(String),
 }
 
+/// Writes a plain tar layer into the content store with `fill`; None when the tar holds no
+/// entry. Steps write plain tars: most never reach an image (intermediate stages), and those
+/// that do are compressed once, at export (see `build::export_layers`).
+pub(crate) fn write_plain_layer(
+    store: &ImageStore,
+    fill: &mut dyn FnMut(&mut dyn Write) -> Result<()>,
+) -> Result<Option<Layer>> {
+    let ingest = store.content().writer(oci::Algorithm::Sha256).map_err(Error::image("start a layer"))?;
+    let mut w = LayerWriter::new(ingest, Compression::None).map_err(Error::image("start a layer"))?;
+    fill(&mut w)?;
+    let (ingest, info) = w.finish().map_err(Error::image("finish a layer"))?;
+    // Two 512-byte end blocks and nothing else: no file changed (an empty cache mount).
+    if info.uncompressed_size <= 1024 {
+        ingest.abort().map_err(Error::image("drop an empty layer"))?;
+        return Ok(None);
+    }
+    ingest.commit(Expected::exactly(&info.digest, info.size)).map_err(Error::image("store a layer"))?;
+    Ok(Some(Layer {
+        digest: info.digest,
+        diff_id: info.diff_id,
+        size: info.size,
+        media_type: info.compression.oci_media_type().to_owned(),
+    }))
+}
+
 /// Executes ops against the local store, snapshots and sandbox.
 pub struct LocalWorker<'a> {
     /// Layers and images.
@@ -174,24 +199,7 @@ impl LocalWorker<'_> {
 
     /// Writes a layer with `fill`; None when it holds no entries.
     fn write_layer(&self, fill: &mut dyn FnMut(&mut dyn Write) -> Result<()>) -> Result<Option<Layer>> {
-        let ingest = self.store.content().writer(oci::Algorithm::Sha256).map_err(Error::image("start a layer"))?;
-        // Steps write plain tars: most never reach an image (intermediate stages), and those
-        // that do are compressed once, at export (see `build::export_layers`).
-        let mut w = LayerWriter::new(ingest, Compression::None).map_err(Error::image("start a layer"))?;
-        fill(&mut w)?;
-        let (ingest, info) = w.finish().map_err(Error::image("finish a layer"))?;
-        // Two 512-byte end blocks and nothing else: the step changed no file.
-        if info.uncompressed_size <= 1024 {
-            ingest.abort().map_err(Error::image("drop an empty layer"))?;
-            return Ok(None);
-        }
-        ingest.commit(Expected::exactly(&info.digest, info.size)).map_err(Error::image("store a layer"))?;
-        Ok(Some(Layer {
-            digest: info.digest,
-            diff_id: info.diff_id,
-            size: info.size,
-            media_type: info.compression.oci_media_type().to_owned(),
-        }))
+        write_plain_layer(self.store, fill)
     }
 
     /// Turns the active snapshot `key` on `parent` into the step's result.

@@ -15,8 +15,8 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use oci::content::{ContentStore, Expected};
-use oci::layer::{Compression, LayerWriter, TarOptions, TarWriter};
+use oci::content::ContentStore;
+use oci::layer::{TarOptions, TarWriter};
 use oci::ImageStore;
 use rustix::fs::{OFlags, Timespec, Timestamps};
 
@@ -61,25 +61,12 @@ pub fn export_layer(store: &ImageStore, root: &Path, id: &str, imported: &Import
 /// Packs the tree under `dir` (not `dir` itself) into a plain tar layer in the content
 /// store; None when it holds nothing that can be packed.
 pub fn pack(store: &ImageStore, dir: &Path) -> Result<Option<Layer>> {
-    let ingest = store.content().writer(oci::Algorithm::Sha256).map_err(Error::image("start a layer"))?;
-    let mut w = LayerWriter::new(ingest, Compression::None).map_err(Error::image("start a layer"))?;
-    let opts = TarOptions::default();
-    let mut tar = TarWriter::new(&mut w, &opts);
-    walk(&mut tar, dir, Path::new(""))?;
-    tar.finish().map_err(Error::image(format!("pack {}", dir.display())))?;
-    let (ingest, info) = w.finish().map_err(Error::image("finish a layer"))?;
-    // Two 512-byte end blocks and nothing else: an empty cache.
-    if info.uncompressed_size <= 1024 {
-        ingest.abort().map_err(Error::image("drop an empty layer"))?;
-        return Ok(None);
-    }
-    ingest.commit(Expected::exactly(&info.digest, info.size)).map_err(Error::image("store a layer"))?;
-    Ok(Some(Layer {
-        digest: info.digest,
-        diff_id: info.diff_id,
-        size: info.size,
-        media_type: info.compression.oci_media_type().to_owned(),
-    }))
+    crate::ops::write_plain_layer(store, &mut |w| {
+        let opts = TarOptions::default();
+        let mut tar = TarWriter::new(w, &opts);
+        walk(&mut tar, dir, Path::new(""))?;
+        tar.finish().map(drop).map_err(Error::image(format!("pack {}", dir.display())))
+    })
 }
 
 /// Adds what is under `dir` as `rel/...`, sorted: directories (descended into, never
