@@ -9,7 +9,7 @@ use oci::{ImageStore, Target};
 use serde_json::{json, Value};
 
 use crate::cache::remote::early::{Early, EarlyWorker};
-use crate::cache::remote::export::MountLayer;
+use crate::cache::remote::export::{Codec, MountLayer};
 use crate::cache::remote::{self, ExportSpec, ImportSpec, Imported, Layered, LazyBlobs, Location};
 use crate::cache::CacheStore;
 use crate::context::Context;
@@ -128,7 +128,7 @@ pub fn build(m: &Machine<'_>, opts: &BuildOptions) -> Result<Built> {
         lazy: &imported,
     };
     let stage = &converted.stages[&converted.target];
-    let compress = |l: &Layer, c: Compression| compress_layer(m, &imported, l, c);
+    let compress = |l: &Layer, c: Codec| compress_layer(m, &imported, l, c);
     let exporter = remote::export::Exporter {
         store: m.store,
         cache: m.cache,
@@ -148,8 +148,11 @@ pub fn build(m: &Machine<'_>, opts: &BuildOptions) -> Result<Built> {
             let layers = export_layers(m, &imported, &state.layers, opts.compression)?;
             let inline = match opts.cache_to.iter().any(|c| c.location == Location::Inline) {
                 true => {
-                    let config =
-                        exporter.config(&solver.steps(stage.vertex, remote::Mode::Min), &[], opts.compression)?;
+                    let config = exporter.config(
+                        &solver.steps(stage.vertex, remote::Mode::Min),
+                        &[],
+                        opts.compression.into(),
+                    )?;
                     Some(remote::export::inline(&config, &layers))
                 }
                 false => None,
@@ -263,7 +266,7 @@ fn export_cache(
 ) -> Result<()> {
     let Some(backend) = remote::open(&spec.location, m.net)? else { return Ok(()) };
     let mounts: Vec<MountLayer> = mounts.iter().filter(|l| spec.mounts.includes(&l.id)).cloned().collect();
-    let config = exporter.config(steps, &mounts, spec.compression)?;
+    let config = exporter.config(steps, &mounts, spec.codec())?;
     exporter.publish(backend.as_ref(), &config).map(drop)
 }
 
@@ -316,17 +319,22 @@ fn export_layers(
     layers: &[Layer],
     compression: Compression,
 ) -> Result<Vec<Layer>> {
-    layers.iter().map(|l| compress_layer(m, lazy, l, compression)).collect()
+    layers.iter().map(|l| compress_layer(m, lazy, l, compression.into())).collect()
 }
 
 /// One layer as `compression` wants it: a plain tar compressed (or its remembered twin);
 /// a layer that is compressed already, as it is.
-fn compress_layer(m: &Machine<'_>, lazy: &dyn LazyBlobs, l: &Layer, compression: Compression) -> Result<Layer> {
-    let (name, level) = match compression {
-        Compression::Gzip => ("gzip-1", Some(GZIP_LEVEL)),
-        Compression::Zstd => ("zstd", None),
-        Compression::None => return Ok(l.clone()),
+fn compress_layer(m: &Machine<'_>, lazy: &dyn LazyBlobs, l: &Layer, codec: Codec) -> Result<Layer> {
+    let compression = codec.compression;
+    // The twin's name in the cache: berth's defaults keep the names they always had.
+    let (name, level) = match (compression, codec.level) {
+        (Compression::Gzip, None) => ("gzip-1".to_owned(), Some(GZIP_LEVEL)),
+        (Compression::Zstd, None) => ("zstd".to_owned(), None),
+        (Compression::Gzip, Some(n)) => (format!("gzip-{n}"), Some(n)),
+        (Compression::Zstd, Some(n)) => (format!("zstd-{n}"), Some(n)),
+        (Compression::None, _) => return Ok(l.clone()),
     };
+    let name = name.as_str();
     if l.media_type != Compression::None.oci_media_type() {
         return Ok(l.clone());
     }

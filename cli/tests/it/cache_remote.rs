@@ -211,6 +211,33 @@ fn layout_entry(dir: &Path) -> (serde_json::Value, serde_json::Value, String) {
 }
 
 #[test]
+fn compression_level_sets_how_the_cache_layers_are_compressed() {
+    let Some(a) = build_store() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = checkout(dir.path(), "src", &"a line of source that compresses well\n".repeat(4000));
+    let layers = |level: &str| {
+        let dest = dir.path().join(format!("cache-{level}"));
+        let to = format!("type=local,dest={},mode=max,compression=zstd,compression-level={level}", p(&dest));
+        build(&a, &ctx, &["--cache-to", &to]);
+        let (m, _, _) = layout_entry(&dest);
+        let zstd: Vec<(String, u64)> = m["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["mediaType"].as_str().unwrap().ends_with("+zstd"))
+            .map(|l| (l["digest"].as_str().unwrap().to_owned(), l["size"].as_u64().unwrap()))
+            .collect();
+        assert!(!zstd.is_empty(), "compression=zstd gives zstd layers: {m}");
+        zstd
+    };
+    let (fast, small) = (layers("1"), layers("19"));
+    assert_eq!(fast.len(), small.len());
+    assert_ne!(fast, small, "the level changes the compressed blobs");
+    let total = |l: &[(String, u64)]| l.iter().map(|(_, n)| n).sum::<u64>();
+    assert!(total(&small) <= total(&fast), "level 19 is no larger than level 1: {small:?} {fast:?}");
+}
+
+#[test]
 fn a_local_cache_is_replaced_whole_keeps_only_what_it_uses_and_is_verified() {
     let Some(a) = build_store() else { return };
     let dir = tempfile::tempdir().unwrap();

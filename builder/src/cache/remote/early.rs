@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Mutex;
 
-use oci::layer::Compression;
 use oci::ImageStore;
 
+use super::export::Codec;
 use super::{CacheBackend, ExportSpec, Location, Mode, Net};
 use crate::cache::CacheRecord;
 use crate::error::Result;
@@ -22,7 +22,7 @@ use crate::solver::{State, Worker};
 /// One `--cache-to` that takes layers early.
 struct Target<'a> {
     backend: Box<dyn CacheBackend + 'a>,
-    compression: Compression,
+    codec: Codec,
     /// By vertex: whether the export carries that step's layers (all for mode=max; the
     /// final image's chain for mode=min).
     carries: Vec<bool>,
@@ -51,7 +51,7 @@ impl<'a> Early<'a> {
                     Mode::Max => vec![true; graph.vertices.len()],
                     Mode::Min => (0..graph.vertices.len()).map(|v| chain.contains(&v)).collect(),
                 };
-                Some(Target { backend, compression: s.compression, carries })
+                Some(Target { backend, codec: s.codec(), carries })
             })
             .collect();
         let (tx, rx) = channel();
@@ -64,7 +64,7 @@ impl<'a> Early<'a> {
         &'s self,
         scope: &'s std::thread::Scope<'s, '_>,
         store: &'s ImageStore,
-        compress: &'s (dyn Fn(&Layer, Compression) -> Result<Layer> + Sync),
+        compress: &'s (dyn Fn(&Layer, Codec) -> Result<Layer> + Sync),
     ) {
         let Some(rx) = self.work.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() else { return };
         if self.targets.is_empty() {
@@ -82,15 +82,9 @@ impl<'a> Early<'a> {
 
     /// One layer to every target that carries its step. Errors are left to the export at
     /// the end (see the module's comment).
-    fn send(
-        &self,
-        store: &ImageStore,
-        compress: &dyn Fn(&Layer, Compression) -> Result<Layer>,
-        id: VertexId,
-        l: &Layer,
-    ) {
+    fn send(&self, store: &ImageStore, compress: &dyn Fn(&Layer, Codec) -> Result<Layer>, id: VertexId, l: &Layer) {
         for t in self.targets.iter().filter(|t| t.carries.get(id).copied().unwrap_or(false)) {
-            if let Ok(z) = compress(l, t.compression) {
+            if let Ok(z) = compress(l, t.codec) {
                 let _ = t.backend.send_early(store, &[(z.digest, z.size)]);
             }
         }

@@ -28,6 +28,22 @@ pub struct Step {
     pub name: String,
 }
 
+/// How plain layers are compressed for an export: the codec, and its level when
+/// `compression-level=` asks for one (else berth's default for the codec).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Codec {
+    /// gzip, zstd or none.
+    pub compression: Compression,
+    /// The level; None for the default (gzip 1, zstd 3).
+    pub level: Option<u32>,
+}
+
+impl From<Compression> for Codec {
+    fn from(compression: Compression) -> Self {
+        Codec { compression, level: None }
+    }
+}
+
 /// A cache mount's files as a layer, ready to export.
 #[derive(Debug, Clone)]
 pub struct MountLayer {
@@ -48,12 +64,12 @@ pub struct Exporter<'a> {
     /// Where progress goes.
     pub progress: &'a dyn Progress,
     /// Compresses one plain layer (or returns the remembered twin).
-    pub compress: &'a (dyn Fn(&Layer, Compression) -> Result<Layer> + Sync),
+    pub compress: &'a (dyn Fn(&Layer, Codec) -> Result<Layer> + Sync),
 }
 
 impl Exporter<'_> {
     /// The cache config for `steps` and `mounts`, every plain layer compressed as asked.
-    pub fn config(&self, steps: &[Step], mounts: &[MountLayer], compression: Compression) -> Result<CacheConfig> {
+    pub fn config(&self, steps: &[Step], mounts: &[MountLayer], codec: Codec) -> Result<CacheConfig> {
         let mut config = CacheConfig { version: VERSION, ..Default::default() };
         let mut index = HashMap::new();
         let mut blobs: HashMap<oci::Digest, Blob> = HashMap::new();
@@ -63,7 +79,7 @@ impl Exporter<'_> {
                 let b = match blobs.get(&l.digest) {
                     Some(b) => b.clone(),
                     None => {
-                        let b = self.blob(l, compression)?;
+                        let b = self.blob(l, codec)?;
                         blobs.insert(l.digest.clone(), b.clone());
                         b
                     }
@@ -80,7 +96,7 @@ impl Exporter<'_> {
             });
         }
         for m in mounts {
-            let b = self.blob(&m.layer, compression)?;
+            let b = self.blob(&m.layer, codec)?;
             let blob = config.add_blob(b, &mut index);
             config.mounts.push(MountRecord { id: m.id.clone(), blob });
         }
@@ -88,10 +104,10 @@ impl Exporter<'_> {
     }
 
     /// A layer as the cache carries it: compressed, with its uncompressed size.
-    fn blob(&self, l: &Layer, compression: Compression) -> Result<Blob> {
+    fn blob(&self, l: &Layer, codec: Codec) -> Result<Blob> {
         let plain = l.media_type == Compression::None.oci_media_type();
         let uncompressed_size = if plain { l.size } else { self.tar_size(l)? };
-        let out = if plain { (self.compress)(l, compression)? } else { l.clone() };
+        let out = if plain { (self.compress)(l, codec)? } else { l.clone() };
         Ok(Blob {
             media_type: out.media_type,
             digest: out.digest,

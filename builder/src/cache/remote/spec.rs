@@ -90,6 +90,8 @@ pub struct ExportSpec {
     pub mode: Mode,
     /// `compression=gzip|zstd|uncompressed` of the layers written for it.
     pub compression: Compression,
+    /// `compression-level=N` (gzip 1-9, zstd 1-19); None for berth's default.
+    pub compression_level: Option<u32>,
     /// `ignore-error=true`: a failed export warns instead of failing the build.
     pub ignore_error: bool,
     /// `mounts=`.
@@ -179,6 +181,21 @@ fn location(flag: &str, s: &str, fields: &[(&str, String)], exporting: bool) -> 
     })
 }
 
+/// A `compression-level=` value, in the range its codec takes.
+fn level(flag: &str, s: &str, compression: Compression, n: &str) -> Result<u32> {
+    let range = match compression {
+        Compression::Gzip => 1..=9,
+        Compression::Zstd => 1..=19,
+        Compression::None => return Err(bad(flag, s, "compression-level needs compression=gzip or zstd")),
+    };
+    match n.parse::<u32>() {
+        Ok(l) if range.contains(&l) => Ok(l),
+        _ => {
+            Err(bad(flag, s, format!("compression-level={n}: {compression:?} takes {}-{}", range.start(), range.end())))
+        }
+    }
+}
+
 /// The keys each type takes, beside `type`.
 fn known(kind: &str, exporting: bool) -> &'static [&'static str] {
     match (kind, exporting) {
@@ -218,6 +235,7 @@ fn known(kind: &str, exporting: bool) -> &'static [&'static str] {
             "use_path_style",
             "mode",
             "compression",
+            "compression-level",
             "ignore-error",
             "mounts",
             "access_key_id",
@@ -295,6 +313,10 @@ impl ExportSpec {
             Some("uncompressed") => Compression::None,
             Some(c) => return Err(bad(FLAG, s, format!("compression={c}: expected gzip, zstd or uncompressed"))),
         };
+        let compression_level = match get("compression-level") {
+            None => None,
+            Some(n) => Some(level(FLAG, s, compression, &n)?),
+        };
         let ignore_error =
             get("ignore-error").map(|v| flag_bool(FLAG, s, "ignore-error", &v)).transpose()?.unwrap_or(false);
         let mounts = match get("mounts").as_deref() {
@@ -302,7 +324,12 @@ impl ExportSpec {
             Some("true") => Mounts::All,
             Some(ids) => Mounts::Ids(ids.split(';').filter(|i| !i.is_empty()).map(str::to_owned).collect()),
         };
-        Ok(ExportSpec { location, mode, compression, ignore_error, mounts })
+        Ok(ExportSpec { location, mode, compression, compression_level, ignore_error, mounts })
+    }
+
+    /// How its plain layers are compressed.
+    pub fn codec(&self) -> super::export::Codec {
+        super::export::Codec { compression: self.compression, level: self.compression_level }
     }
 }
 
@@ -348,6 +375,13 @@ mod tests {
         assert!(err(ExportSpec::parse("type=local,src=/x")).contains("dest= is missing"));
         assert!(err(ExportSpec::parse("type=local,dest=/x,tag=t,src=/y")).contains("takes no src="));
         assert!(err(ExportSpec::parse("type=gha")).contains("not supported"));
+        let z = ExportSpec::parse("type=local,dest=/x,compression=zstd,compression-level=19").unwrap();
+        assert_eq!((z.codec().compression, z.codec().level), (Compression::Zstd, Some(19)));
+        assert_eq!(ExportSpec::parse("type=local,dest=/x,compression-level=9").unwrap().compression_level, Some(9));
+        assert!(err(ExportSpec::parse("type=local,dest=/x,compression-level=12")).contains("takes 1-9"));
+        assert!(err(ExportSpec::parse("type=local,dest=/x,compression=zstd,compression-level=x")).contains("1-19"));
+        let none = ExportSpec::parse("type=local,dest=/x,compression=uncompressed,compression-level=1");
+        assert!(err(none).contains("needs compression=gzip or zstd"));
         assert!(err(ExportSpec::parse("ref=x")).contains("type= is missing"));
         assert!(ImportSpec::parse("type=inline").is_err());
     }
