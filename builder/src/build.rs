@@ -128,7 +128,9 @@ pub fn build(m: &Machine<'_>, opts: &BuildOptions) -> Result<Built> {
         lazy: &imported,
     };
     let stage = &converted.stages[&converted.target];
-    let compress = |l: &Layer, c: Codec| compress_layer(m, &imported, l, c);
+    // The early export's thread and the image's export may want one twin at once: made once.
+    let twins = crate::cache::KeyedLocks::default();
+    let compress = |l: &Layer, c: Codec| twins.with((l.diff_id.clone(), c), |()| compress_layer(m, &imported, l, c));
     let exporter = remote::export::Exporter {
         store: m.store,
         cache: m.cache,
@@ -145,7 +147,9 @@ pub fn build(m: &Machine<'_>, opts: &BuildOptions) -> Result<Built> {
         let made = (|| {
             let (solver, state) = solve(m, opts, &converted.graph, stage.vertex, &worker, &cache, &imported)?;
             m.progress.event(Event::Note { text: "exporting layers".into() });
-            let layers = export_layers(m, &imported, &state.layers, opts.compression)?;
+            // The image's layers as `--compression` wants them: build steps leave plain tars.
+            let layers =
+                state.layers.iter().map(|l| compress(l, opts.compression.into())).collect::<Result<Vec<_>>>()?;
             let inline = match opts.cache_to.iter().any(|c| c.location == Location::Inline) {
                 true => {
                     let config = exporter.config(
@@ -311,19 +315,8 @@ fn mount_layers(
 /// cold build pays a third of the time for 4% more bytes.
 const GZIP_LEVEL: u32 = 1;
 
-/// The image's layers as `compression` wants them: build steps leave plain tars, which are
-/// compressed here, once per layer and compression (the twin is remembered in the cache).
-fn export_layers(
-    m: &Machine<'_>,
-    lazy: &dyn LazyBlobs,
-    layers: &[Layer],
-    compression: Compression,
-) -> Result<Vec<Layer>> {
-    layers.iter().map(|l| compress_layer(m, lazy, l, compression.into())).collect()
-}
-
-/// One layer as `compression` wants it: a plain tar compressed (or its remembered twin);
-/// a layer that is compressed already, as it is.
+/// One layer as `codec` wants it: a plain tar compressed, once per layer and codec (the
+/// twin is remembered in the cache); a layer that is compressed already, as it is.
 fn compress_layer(m: &Machine<'_>, lazy: &dyn LazyBlobs, l: &Layer, codec: Codec) -> Result<Layer> {
     let compression = codec.compression;
     // The twin's name in the cache: berth's defaults keep the names they always had.

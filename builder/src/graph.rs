@@ -24,6 +24,19 @@ impl Graph {
         self.vertices.push(v);
         self.vertices.len() - 1
     }
+
+    /// The vertices of `target`'s own filesystem chain, base first: each vertex's first
+    /// input down to the base (the final image's steps, what a mode=min cache export carries).
+    pub fn chain(&self, target: VertexId) -> Vec<VertexId> {
+        let mut out = vec![];
+        let mut at = Some(target);
+        while let Some(id) = at {
+            out.push(id);
+            at = self.vertices[id].inputs.first().copied();
+        }
+        out.reverse();
+        out
+    }
 }
 
 /// One step of the build.

@@ -411,7 +411,7 @@ impl Solver<'_> {
     pub fn steps(&self, target: VertexId, mode: crate::cache::remote::Mode) -> Vec<Step> {
         let ids: Vec<VertexId> = match mode {
             crate::cache::remote::Mode::Max => (0..self.graph.vertices.len()).collect(),
-            crate::cache::remote::Mode::Min => crate::cache::remote::early::chain(self.graph, target),
+            crate::cache::remote::Mode::Min => self.graph.chain(target),
         };
         ids.into_iter().flat_map(|id| self.step(id)).collect()
     }

@@ -487,6 +487,17 @@ impl ImageStore {
         Err(Error::InvalidDocument { what: "index", reason: "indexes nested more than 4 deep".into() })
     }
 
+    /// True when every layer of the image `target` (the host's platform, for an index) is
+    /// in the content store: an image pulled lazily (manifest and config) is not.
+    pub fn is_whole(&self, target: &Target) -> Result<bool> {
+        for l in self.image(target)?.manifest.layers() {
+            if !self.content.contains(&descriptor_digest(l)?)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Every blob reachable from `target`: the manifest or index, children, configs, layers.
     /// Children that are absent (a partial multi-platform pull) are skipped.
     pub fn reachable(&self, target: &Target, out: &mut std::collections::BTreeSet<Digest>) -> Result<()> {

@@ -246,6 +246,28 @@ impl CacheStore for MemoryCache {
     }
 }
 
+/// One lock per key, made on first use: work on a key (a blob fetch, a compression, a
+/// cache-mount restore) is done by one thread while the others that want it wait, then
+/// find it done. `T` is what the holder may note for the next one (`()` for nothing).
+pub struct KeyedLocks<K, T> {
+    slots: Mutex<std::collections::HashMap<K, std::sync::Arc<Mutex<T>>>>,
+}
+
+impl<K, T> Default for KeyedLocks<K, T> {
+    fn default() -> Self {
+        KeyedLocks { slots: Mutex::new(std::collections::HashMap::new()) }
+    }
+}
+
+impl<K: std::hash::Hash + Eq, T: Default> KeyedLocks<K, T> {
+    /// Runs `f` holding `key`'s lock.
+    pub fn with<R>(&self, key: K, f: impl FnOnce(&mut T) -> R) -> R {
+        let slot = self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(key).or_default().clone();
+        let mut held = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut held)
+    }
+}
+
 #[cfg(test)]
 mod testsuite {
     use super::*;

@@ -323,16 +323,7 @@ impl Session<'_> {
     fn name_bases(&self) -> Result<()> {
         let pulled = std::mem::take(&mut *self.pulled.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         for (r, target) in pulled {
-            let image = self.store.image(&target)?;
-            let whole = image.manifest.layers().iter().try_fold(true, |all, d| {
-                anyhow::Ok(
-                    all && oci::content::ContentStore::contains(
-                        self.store.content(),
-                        &oci::manifest::descriptor_digest(d)?,
-                    )?,
-                )
-            })?;
-            if whole {
+            if self.store.is_whole(&target)? {
                 self.store.set_name(&r, &target)?;
             }
         }

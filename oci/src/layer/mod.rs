@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::media;
 
 /// How a layer's tar stream is compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Compression {
     /// A plain tar.
     None,

@@ -41,7 +41,7 @@ impl<'a> Early<'a> {
     /// (a local directory or S3 gains nothing from it). A cache that cannot be opened is
     /// left to the export at the end, which reports why.
     pub fn new(graph: &Graph, target: VertexId, specs: &[ExportSpec], net: Option<Net<'a>>) -> Self {
-        let chain = chain(graph, target);
+        let chain = graph.chain(target);
         let targets = specs
             .iter()
             .filter(|s| matches!(s.location, Location::Registry { .. }))
@@ -106,18 +106,6 @@ impl<'a> Early<'a> {
         self.cancelled.store(cancel, Ordering::Relaxed);
         self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
     }
-}
-
-/// The vertices of `target`'s own filesystem chain (what a mode=min export carries).
-pub fn chain(graph: &Graph, target: VertexId) -> Vec<VertexId> {
-    let mut out = vec![];
-    let mut at = Some(target);
-    while let Some(id) = at {
-        out.push(id);
-        at = graph.vertices[id].inputs.first().copied();
-    }
-    out.reverse();
-    out
 }
 
 /// A [`Worker`] that hands every layer a step writes to an [`Early`] export.

@@ -30,7 +30,7 @@ pub struct Step {
 
 /// How plain layers are compressed for an export: the codec, and its level when
 /// `compression-level=` asks for one (else berth's default for the codec).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Codec {
     /// gzip, zstd or none.
     pub compression: Compression,

@@ -18,7 +18,7 @@ mod s3;
 pub mod spec;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use oci::content::ContentStore;
 use oci::ImageStore;
@@ -148,7 +148,7 @@ pub struct Imported<'a> {
     /// repository) they are fetched from when a step or an output needs them.
     bases: HashMap<oci::Digest, (u64, usize)>,
     mounts: HashMap<String, (Blob, usize)>,
-    fetching: Mutex<HashMap<oci::Digest, Arc<Mutex<()>>>>,
+    fetching: crate::cache::KeyedLocks<oci::Digest, ()>,
     /// The cache mounts this build restored (each id once).
     restores: mounts::Restores,
     /// Sources a blob fetch failed from (refused, cut off, or bytes that are not the
@@ -265,9 +265,7 @@ impl LazyBlobs for Imported<'_> {
     }
 
     fn ensure(&self, store: &ImageStore, digest: &oci::Digest) -> Result<()> {
-        let present =
-            |s: &ImageStore| s.content().contains(digest).map_err(Error::image(format!("look up blob {digest}")));
-        if present(store)? {
+        if present(store, digest)? {
             return Ok(());
         }
         // A cache's blob, or else a base image's layer (a failure there is the build's).
@@ -277,12 +275,22 @@ impl LazyBlobs for Imported<'_> {
             (None, None) => return NoLazy.ensure(store, digest),
         };
         // One download per blob, however many steps want it at once.
-        let lock = {
-            let mut map = self.fetching.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            map.entry(digest.clone()).or_default().clone()
-        };
-        let _held = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if present(store)? {
+        self.fetching.with(digest.clone(), |()| self.fetch_from(store, digest, size, source, cached))
+    }
+}
+
+impl Imported<'_> {
+    /// Fetches `digest` from source `source`, unless a thread before this one did; a
+    /// failed cache source is dropped (a base image's failure is the build's).
+    fn fetch_from(
+        &self,
+        store: &ImageStore,
+        digest: &oci::Digest,
+        size: u64,
+        source: usize,
+        cached: bool,
+    ) -> Result<()> {
+        if present(store, digest)? {
             return Ok(());
         }
         let backend = &self.sources[source];
@@ -294,6 +302,11 @@ impl LazyBlobs for Imported<'_> {
         let what = if cached { "cache" } else { "base image" };
         fetched.map_err(|e| Error::remote(format!("{what} {}: blob {digest}", backend.describe()))(e))
     }
+}
+
+/// True when the content store holds `digest`.
+fn present(store: &ImageStore, digest: &oci::Digest) -> Result<bool> {
+    store.content().contains(digest).map_err(Error::image(format!("look up blob {digest}")))
 }
 
 /// Reads a source's config: Ok(Err) for a source that is there but unusable.

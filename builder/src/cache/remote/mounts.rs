@@ -9,11 +9,9 @@
 //! mtimes back (directories last), so packing it unchanged gives the imported layer again.
 //! Symlinks are stored as written and never followed; sockets, fifos and devices are skipped.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use oci::content::ContentStore;
 use oci::layer::{TarOptions, TarWriter};
@@ -98,7 +96,8 @@ fn walk<W: std::io::Write>(tar: &mut TarWriter<'_, W>, dir: &Path, rel: &Path) -
 /// second step that mounts an id waiting while the first restores it.
 #[derive(Default)]
 pub struct Restores {
-    ids: Mutex<HashMap<String, Arc<Mutex<bool>>>>,
+    /// By id: whether a step of this build tried it.
+    ids: crate::cache::KeyedLocks<String, bool>,
 }
 
 impl Restores {
@@ -114,22 +113,25 @@ impl Restores {
         dir: &Path,
     ) -> Result<bool> {
         let Some(blob) = blob else { return Ok(false) };
-        let slot = {
-            let mut ids = self.ids.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            ids.entry(id.to_owned()).or_default().clone()
-        };
-        let mut tried = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if std::mem::replace(&mut *tried, true) || !is_empty(dir)? {
-            return Ok(false);
-        }
-        lazy.ensure(store, &blob.digest)?;
-        std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
-        match unpack(store, blob, dir) {
-            Ok(()) => Ok(true),
-            Err(e) => {
-                clear(dir);
-                Err(e)
-            }
+        self.ids.with(id.to_owned(), |tried| match std::mem::replace(tried, true) {
+            true => Ok(false),
+            false => fill(lazy, store, blob, dir),
+        })
+    }
+}
+
+/// Fills `dir` from `blob` when it is missing or empty; true when it did.
+fn fill(lazy: &dyn LazyBlobs, store: &ImageStore, blob: &Blob, dir: &Path) -> Result<bool> {
+    if !is_empty(dir)? {
+        return Ok(false);
+    }
+    lazy.ensure(store, &blob.digest)?;
+    std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
+    match unpack(store, blob, dir) {
+        Ok(()) => Ok(true),
+        Err(e) => {
+            clear(dir);
+            Err(e)
         }
     }
 }

@@ -196,64 +196,37 @@ fn level(flag: &str, s: &str, compression: Compression, n: &str) -> Result<u32> 
     }
 }
 
+/// The keys every exporting type but inline takes.
+const EXPORT_KEYS: [&str; 5] = ["mode", "compression", "compression-level", "ignore-error", "mounts"];
+/// buildx keys a registry or local export accepts and ignores (berth always writes an OCI
+/// image manifest with OCI media types).
+const IGNORED_KEYS: [&str; 3] = ["oci-mediatypes", "image-manifest", "force-compression"];
+/// Where an S3 cache is (both ways); the credential keys are accepted and ignored.
+const S3_KEYS: [&str; 9] = [
+    "bucket",
+    "region",
+    "endpoint_url",
+    "prefix",
+    "name",
+    "use_path_style",
+    "access_key_id",
+    "secret_access_key",
+    "session_token",
+];
+
 /// The keys each type takes, beside `type`.
-fn known(kind: &str, exporting: bool) -> &'static [&'static str] {
-    match (kind, exporting) {
-        ("registry", true) => &[
-            "ref",
-            "mode",
-            "compression",
-            "ignore-error",
-            "mounts",
-            "oci-mediatypes",
-            "image-manifest",
-            "compression-level",
-            "force-compression",
-        ],
-        ("registry", false) => &["ref"],
-        ("local", true) => &[
-            "dest",
-            "mode",
-            "compression",
-            "ignore-error",
-            "mounts",
-            "tag",
-            "oci-mediatypes",
-            "image-manifest",
-            "compression-level",
-            "force-compression",
-        ],
-        ("local", false) => &["src", "digest", "tag"],
-        ("inline", true) => &["mode", "ignore-error"],
-        ("inline", false) => &[],
-        ("s3", true) => &[
-            "bucket",
-            "region",
-            "endpoint_url",
-            "prefix",
-            "name",
-            "use_path_style",
-            "mode",
-            "compression",
-            "compression-level",
-            "ignore-error",
-            "mounts",
-            "access_key_id",
-            "secret_access_key",
-            "session_token",
-        ],
-        (_, _) => &[
-            "bucket",
-            "region",
-            "endpoint_url",
-            "prefix",
-            "name",
-            "use_path_style",
-            "access_key_id",
-            "secret_access_key",
-            "session_token",
-        ],
-    }
+fn known(kind: &str, exporting: bool) -> Vec<&'static str> {
+    let (own, shared): (&[&str], &[&[&str]]) = match (kind, exporting) {
+        ("registry", true) => (&["ref"], &[&EXPORT_KEYS, &IGNORED_KEYS]),
+        ("registry", false) => (&["ref"], &[]),
+        ("local", true) => (&["dest", "tag"], &[&EXPORT_KEYS, &IGNORED_KEYS]),
+        ("local", false) => (&["src", "digest", "tag"], &[]),
+        ("inline", true) => (&["mode", "ignore-error"], &[]),
+        ("inline", false) => (&[], &[]),
+        (_, true) => (&S3_KEYS, &[&EXPORT_KEYS]),
+        (_, false) => (&S3_KEYS, &[]),
+    };
+    own.iter().chain(shared.iter().flat_map(|k| k.iter())).copied().collect()
 }
 
 fn check_keys(flag: &str, s: &str, fields: &[(&str, String)], exporting: bool) -> Result<()> {
