@@ -127,6 +127,18 @@ impl Cgroup {
         Ok(())
     }
 
+    /// The groups of container `id` that exist now, wherever a controller put them: for a
+    /// process that joins a running container (`exec`, health checks).
+    pub fn existing(id: &str) -> Cgroup {
+        let bases = [format!("{ROOT}/berth"), format!("{ROOT}/unified/berth")]
+            .into_iter()
+            .chain(["memory", "pids", "cpu"].map(|c| format!("{ROOT}/{c}/berth")));
+        let mut dirs: Vec<PathBuf> = bases.map(|b| Path::new(&b).join(id)).filter(|d| d.is_dir()).collect();
+        // v1's cpu is often cpu,cpuacct: the same directory under two names.
+        dirs.dedup_by(|a, b| std::fs::canonicalize(&*a).ok() == std::fs::canonicalize(&*b).ok());
+        Cgroup { dirs }
+    }
+
     /// The `cgroup.procs` files the child writes `0` into to join, before exec.
     pub fn procs_files(&self) -> Vec<PathBuf> {
         self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
@@ -154,6 +166,11 @@ impl Cgroup {
             let _ = std::fs::remove_dir(dir);
         }
     }
+}
+
+/// Removes the groups of container `id` left by a supervisor that died (killing what is left).
+pub fn remove_stale(id: &str) {
+    Cgroup::existing(id).remove();
 }
 
 #[cfg(test)]

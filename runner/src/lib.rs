@@ -13,6 +13,8 @@
 //! - [`cgroup`]: memory, pids and cpu limits, v2 where available, else v1.
 //! - [`sandbox`]: one process in new namespaces on that rootfs, as `berth run` uses it.
 //! - [`security`]: capabilities and the seccomp filter (docker's defaults, `--cap-add`, profiles).
+//! - [`container`]: containers that outlive `berth run -d`: state, supervisor, logs, exec,
+//!   health checks and published ports.
 //! - [`exec`]: the [`exec::Executor`] trait over the sandbox, as `berth build` runs RUN steps.
 //!
 //! ```no_run
@@ -23,6 +25,7 @@
 
 pub mod bundle;
 pub mod cgroup;
+pub mod container;
 pub mod exec;
 pub mod lease;
 pub mod rlimit;

@@ -62,6 +62,14 @@ fn lower(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     }
 }
 
+impl std::fmt::Display for Ulimit {
+    /// `NAME=SOFT:HARD`, `-1` for unlimited: what [`Ulimit::from_str`](std::str::FromStr) reads.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v = |x: Option<u64>| x.map_or("-1".to_owned(), |n| n.to_string());
+        write!(f, "{}={}:{}", self.name, v(self.soft), v(self.hard))
+    }
+}
+
 impl std::str::FromStr for Ulimit {
     type Err = String;
 

@@ -426,7 +426,7 @@ fn loopback_up() -> std::io::Result<()> {
     Ok(())
 }
 
-fn errno(e: rustix::io::Errno) -> std::io::Error {
+pub(crate) fn errno(e: rustix::io::Errno) -> std::io::Error {
     e.into()
 }
 
@@ -556,6 +556,13 @@ fn enter(spec: &Spec, confinement: &crate::security::Confinement) -> std::io::Re
     }
     build_filesystem(&crate::sys::Linux, spec)?;
     rustix::system::sethostname(spec.hostname.as_bytes()).map_err(errno)?;
+    become_process(spec, confinement)
+}
+
+/// The second half of a start, shared with `exec` (which joins namespaces instead of making
+/// them): bounding set, user and groups, working directory, capabilities, limits,
+/// no_new_privs, the init or the pty, and the seccomp filter last.
+pub(crate) fn become_process(spec: &Spec, confinement: &crate::security::Confinement) -> std::io::Result<()> {
     let root = rustix::process::geteuid().is_root();
     if root {
         // Before the user changes: a non-root user keeps the bounding set alone.

@@ -1,146 +1,314 @@
-//! Named containers: `run --name` keeps a container's changes; `ps`, `rm` and `commit`.
-//!
-//! A named container is its writable snapshot (key `container-<name>`) plus a small record
-//! in `$BERTH_ROOT/containers/<name>.json`. `commit` turns the snapshot's diff into a layer
-//! on top of the container's image, as `docker commit` does.
+//! Containers: `ps`, `logs`, `stop`, `kill`, `wait`, `start`, `rm`, `commit`, and the
+//! hidden `__supervise` a detached container runs under. The lifecycle itself lives in
+//! `runner::container`; this module parses flags and prints.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use serde::{Deserialize, Serialize};
+use runner::container::{self, control, logs, Container, Status};
+use runner::snapshot::Snapshotter;
 
 use super::open_store;
 use crate::format;
-use runner::snapshot::Snapshotter;
-
-/// What berth remembers about a named container.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Record {
-    /// The container's name.
-    pub name: String,
-    /// The image it was started from, as given.
-    pub image: String,
-    /// That image's manifest digest.
-    pub manifest: String,
-    /// The command line.
-    pub command: Vec<String>,
-    /// When it was created (RFC 3339).
-    pub created: String,
-    /// Its exit code, once it has exited.
-    pub exit_code: Option<i32>,
-}
 
 /// The snapshotter `run` uses on this machine: overlay where the kernel has it, else copy.
 pub fn snapshotter(root: &Path) -> Result<Box<dyn Snapshotter>> {
     Ok(runner::snapshot::for_root(root)?)
 }
 
-/// The snapshot key of a named container.
-pub fn key(name: &str) -> String {
-    format!("container-{name}")
+/// The command that runs the supervisor of container `id`: berth itself, re-executed.
+pub fn supervisor_command(root: &Path, id: &str) -> Result<std::process::Command> {
+    let exe = std::env::current_exe().context("find berth's own binary")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--root").arg(root).arg("__supervise").arg(id);
+    Ok(cmd)
 }
 
-fn record_path(root: &Path, name: &str) -> PathBuf {
-    root.join("containers").join(format!("{name}.json"))
+fn since(rfc3339: &str) -> String {
+    format::since(chrono::DateTime::parse_from_rfc3339(rfc3339).ok().map(|t| t.to_utc()))
 }
 
-/// Checks a container name as docker does: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
-pub fn check_name(name: &str) -> Result<()> {
-    let ok = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-    if !ok {
-        bail!("invalid container name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed");
+/// `--wait`: returns once `c` is healthy (or running, without a health check); else an
+/// error after printing its last health output and log lines to stderr.
+pub fn wait_ready(c: &Container, timeout: Duration) -> Result<()> {
+    let has_check = c.config.health.is_some();
+    let deadline = std::time::Instant::now() + timeout;
+    let settled = control::wait_until(c, Some(deadline), |s| {
+        let health = s.health.as_ref().map(|h| h.status);
+        s.status != Status::Running
+            || !has_check
+            || matches!(
+                health,
+                Some(container::state::HealthStatus::Healthy | container::state::HealthStatus::Unhealthy)
+            )
+    })?;
+    let why = match &settled {
+        None => format!("did not become healthy within {}s", timeout.as_secs_f64()),
+        Some(s) if s.status != Status::Running => format!("exited with code {}", s.exit_code.unwrap_or(-1)),
+        Some(s) if s.health.as_ref().is_some_and(|h| h.status == container::state::HealthStatus::Unhealthy) => {
+            "is unhealthy".into()
+        }
+        Some(_) => return Ok(()),
+    };
+    let state = c.state()?;
+    let mut err = std::io::stderr().lock();
+    if let Some(probe) = state.health.as_ref().and_then(|h| h.log.back()) {
+        let _ = writeln!(err, "berth: last health check (exit {}): {}", probe.exit_code, probe.output.trim_end());
     }
-    Ok(())
-}
-
-/// Saves a record (atomically).
-pub fn save(root: &Path, r: &Record) -> Result<()> {
-    let path = record_path(root, &r.name);
-    let dir = path.parent().context("containers dir")?;
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(&serde_json::to_vec_pretty(r)?)?;
-    tmp.persist(&path).with_context(|| format!("write {}", path.display()))?;
-    Ok(())
-}
-
-/// Loads a record; a clear error when there is no such container.
-pub fn load(root: &Path, name: &str) -> Result<Record> {
-    let path = record_path(root, name);
-    let bytes = std::fs::read(&path).map_err(|_| anyhow::anyhow!("no such container: {name}"))?;
-    serde_json::from_slice(&bytes).with_context(|| format!("parse {}", path.display()))
+    let (entries, _) = logs::read_from(&c.log_path(), 0).unwrap_or_default();
+    let tail = logs::tail(entries, Some(20));
+    if !tail.is_empty() {
+        let _ = writeln!(err, "berth: last log lines of {}:", c.config.name);
+        for e in tail {
+            let _ = write!(err, "  {}", e.log);
+            if !e.log.ends_with('\n') {
+                let _ = writeln!(err);
+            }
+        }
+    }
+    bail!("container {} {why}", c.config.name)
 }
 
 /// List containers
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  berth ps -a\n  berth ps -aq")]
+#[command(after_help = "Examples:\n  berth ps\n  berth ps -a\n  berth rm -f $(berth ps -aq)")]
 pub struct Ps {
-    /// Show all containers (berth keeps only named ones, all of them exited)
+    /// Show all containers (default shows just running)
     #[arg(short, long)]
     all: bool,
-    /// Only display container names
+    /// Only display container IDs
     #[arg(short, long)]
     quiet: bool,
+    /// Don't truncate output
+    #[arg(long)]
+    no_trunc: bool,
 }
 
 impl Ps {
-    /// Lists named containers, newest first.
+    /// Lists containers, newest first, in docker's columns.
     pub fn run(self, root: &Path) -> Result<()> {
-        let mut records = Vec::new();
-        if let Ok(dir) = std::fs::read_dir(root.join("containers")) {
-            for e in dir.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if let Some(n) = name.strip_suffix(".json") {
-                    records.push(load(root, n)?);
-                }
+        let mut rows = vec![["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
+            .map(String::from)
+            .to_vec()];
+        for c in container::list(root)? {
+            let state = c.state()?;
+            if !self.all && state.status != Status::Running {
+                continue;
             }
-        }
-        records.sort_by(|a, b| b.created.cmp(&a.created));
-        // Containers run in the foreground; what is listed has exited, so only -a shows it.
-        if !self.all {
-            records.retain(|r| r.exit_code.is_none());
-        }
-        if self.quiet {
-            for r in &records {
-                println!("{}", r.name);
+            let id = if self.no_trunc { c.config.id.clone() } else { c.short_id().to_owned() };
+            if self.quiet {
+                println!("{id}");
+                continue;
             }
-            return Ok(());
+            let mut command = c.config.args.join(" ");
+            if !self.no_trunc && command.chars().count() > 20 {
+                command = format!("{}…", command.chars().take(19).collect::<String>());
+            }
+            let ports: Vec<String> = state
+                .ports
+                .iter()
+                .map(|p| format!("{}:{}->{}/{}", p.host_ip, p.host_port, p.container_port, p.proto))
+                .collect();
+            rows.push(vec![
+                id,
+                c.config.image.clone(),
+                format!("\"{command}\""),
+                since(&c.config.created),
+                state.describe(since),
+                ports.join(", "),
+                c.config.name.clone(),
+            ]);
         }
-        let mut rows = vec![["NAMES", "IMAGE", "COMMAND", "CREATED", "STATUS"].map(String::from).to_vec()];
-        for r in records {
-            let created = chrono::DateTime::parse_from_rfc3339(&r.created).ok().map(|t| t.to_utc());
-            let status = r.exit_code.map_or("Running".to_owned(), |c| format!("Exited ({c})"));
-            rows.push(vec![r.name, r.image, format!("\"{}\"", r.command.join(" ")), format::since(created), status]);
+        if !self.quiet {
+            print!("{}", format::table(&rows));
         }
-        print!("{}", format::table(&rows));
+        Ok(())
+    }
+}
+
+/// Fetch the logs of a container
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  berth logs web\n  berth logs -f --tail 20 web\n  berth logs -t web")]
+pub struct Logs {
+    /// The container
+    container: String,
+    /// Follow log output until the container exits
+    #[arg(short, long)]
+    follow: bool,
+    /// Number of lines to show from the end of the logs (default: all)
+    #[arg(short = 'n', long, value_name = "N")]
+    tail: Option<String>,
+    /// Show timestamps
+    #[arg(short, long)]
+    timestamps: bool,
+}
+
+impl Logs {
+    /// Prints the container's stdout lines to stdout and its stderr lines to stderr.
+    pub fn run(self, root: &Path) -> Result<()> {
+        let c = container::find(root, &self.container)?;
+        let tail = match self.tail.as_deref() {
+            None | Some("all") => None,
+            Some(n) => Some(n.parse::<usize>().with_context(|| format!("invalid --tail {n:?}"))?),
+        };
+        let (entries, mut offset) = logs::read_from(&c.log_path(), 0)?;
+        self.print(&logs::tail(entries, tail))?;
+        while self.follow {
+            // Read once more after the exit is seen: the last lines are written before it.
+            let running = c.state()?.status == Status::Running;
+            let (more, next) = logs::read_from(&c.log_path(), offset)?;
+            offset = next;
+            self.print(&more)?;
+            if !running {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    fn print(&self, entries: &[logs::Entry]) -> Result<()> {
+        let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+        for e in entries {
+            let w: &mut dyn Write = if e.stream == logs::Stream::Stderr { &mut err } else { &mut out };
+            if self.timestamps {
+                write!(w, "{} ", e.time)?;
+            }
+            w.write_all(e.log.as_bytes())?;
+        }
+        out.flush()?;
+        Ok(())
+    }
+}
+
+/// Stop one or more running containers
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  berth stop web\n  berth stop -t 2 web db")]
+pub struct Stop {
+    /// Containers
+    #[arg(required = true)]
+    containers: Vec<String>,
+    /// Seconds to wait before killing the container (default: its --stop-timeout, 10)
+    #[arg(short, long, value_name = "SECONDS")]
+    time: Option<u64>,
+}
+
+impl Stop {
+    /// Sends each container's stop signal, then SIGKILL after the timeout.
+    pub fn run(self, root: &Path) -> Result<()> {
+        for what in &self.containers {
+            let c = container::find(root, what)?;
+            let timeout = self.time.map_or(c.config.stop_timeout(), Duration::from_secs);
+            control::stop(&c, timeout)?;
+            println!("{what}");
+        }
+        Ok(())
+    }
+}
+
+/// Kill one or more running containers
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  berth kill web\n  berth kill -s HUP web")]
+pub struct Kill {
+    /// Containers
+    #[arg(required = true)]
+    containers: Vec<String>,
+    /// Signal to send to the container
+    #[arg(short, long, default_value = "KILL")]
+    signal: String,
+}
+
+impl Kill {
+    /// Sends the signal to each container's first process.
+    pub fn run(self, root: &Path) -> Result<()> {
+        let sig = control::parse_signal(&self.signal).map_err(anyhow::Error::msg)?;
+        for what in &self.containers {
+            let c = container::find(root, what)?;
+            control::kill(&c, sig)?;
+            if sig == libc::SIGKILL {
+                c.update(|s| s.stopped_by_user = true)?;
+            }
+            println!("{what}");
+        }
+        Ok(())
+    }
+}
+
+/// Block until one or more containers stop, then print their exit codes
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  berth wait job")]
+pub struct Wait {
+    /// Containers
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+impl Wait {
+    /// Prints each container's exit code once it has exited.
+    pub fn run(self, root: &Path) -> Result<()> {
+        for what in &self.containers {
+            let c = container::find(root, what)?;
+            let s = control::wait_until(&c, None, |s| s.status == Status::Exited)?
+                .context("a wait without a deadline ends with a state")?;
+            println!("{}", s.exit_code.unwrap_or(-1));
+        }
+        Ok(())
+    }
+}
+
+/// Start one or more stopped containers
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  berth start web")]
+pub struct Start {
+    /// Containers
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+impl Start {
+    /// Starts each container again under a new supervisor, on its kept rootfs.
+    pub fn run(self, root: &Path) -> Result<()> {
+        for what in &self.containers {
+            let c = container::find(root, what)?;
+            let state = c.state()?;
+            if state.status == Status::Running {
+                println!("{what}");
+                continue;
+            }
+            control::start(&c, supervisor_command(root, &c.config.id)?)
+                .with_context(|| format!("start container {}", c.config.name))?;
+            println!("{what}");
+        }
         Ok(())
     }
 }
 
 /// Remove one or more containers
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  berth rm smoke\n  berth rm $(berth ps -aq)")]
+#[command(after_help = "Examples:\n  berth rm smoke\n  berth rm -f $(berth ps -aq)")]
 pub struct Rm {
-    /// Container names
+    /// Containers (names or IDs)
     #[arg(required = true)]
     names: Vec<String>,
+    /// Force the removal of a running container (uses SIGKILL)
+    #[arg(short, long)]
+    force: bool,
 }
 
 impl Rm {
-    /// Removes each container's snapshot and record.
+    /// Removes each container's snapshot and directory (killing it first with -f).
     pub fn run(self, root: &Path) -> Result<()> {
         let snaps = snapshotter(root)?;
-        for name in &self.names {
-            load(root, name)?;
-            match snaps.remove(&key(name)) {
-                Ok(()) | Err(runner::snapshot::SnapshotError::NotFound(_)) => {}
-                Err(e) => return Err(e.into()),
+        for what in &self.names {
+            let c = container::find(root, what)?;
+            if self.force && c.state()?.status == Status::Running {
+                control::stop(&c, Duration::ZERO)?;
             }
-            std::fs::remove_file(record_path(root, name))?;
-            println!("{name}");
+            c.remove(snaps.as_ref())?;
+            println!("{what}");
         }
         Ok(())
     }
@@ -165,20 +333,121 @@ pub struct Commit {
 impl Commit {
     /// Diffs the container's snapshot into a layer and stacks it on the container's image.
     pub fn run(self, root: &Path) -> Result<()> {
-        let record = load(root, &self.container)?;
+        let c = container::find(root, &self.container)?;
         let name = self.reference.as_deref().map(str::parse::<oci::Reference>).transpose()?;
         let store = open_store(root)?;
         let snaps = snapshotter(root)?;
-        let base_target = store.resolve(&record.manifest).or_else(|_| store.resolve(&record.image))?;
+        let base_target = store.resolve(&c.config.manifest).or_else(|_| store.resolve(&c.config.image))?;
         let base = store.image(&base_target.target)?;
         let ingest = oci::content::ContentStore::writer(store.content(), oci::Algorithm::Sha256)?;
         let mut layer = oci::layer::LayerWriter::new(ingest, oci::layer::Compression::Gzip)?;
-        snaps.diff(&key(&record.name), &mut layer).with_context(|| format!("diff container {}", record.name))?;
+        let key = container::snapshot_key(&c.config.id);
+        snaps.diff(&key, &mut layer).with_context(|| format!("diff container {}", c.config.name))?;
         let (ingest, info) = layer.finish()?;
         ingest.commit(oci::content::Expected::exactly(&info.digest, info.size))?;
-        let created_by = format!("berth commit {} ({})", record.name, record.command.join(" "));
+        let created_by = format!("berth commit {} ({})", c.config.name, c.config.args.join(" "));
         let rec = store.add_layer(&base, &info, &created_by, self.message.as_deref().unwrap_or(""), name.as_ref())?;
         println!("{}", store.image(&rec.target)?.id);
         Ok(())
     }
+}
+
+/// The supervisor of a detached container (started by `run -d` and `start`; not for users)
+#[derive(Debug, Args)]
+pub struct Supervise {
+    /// The container's ID
+    id: String,
+}
+
+impl Supervise {
+    /// Runs the supervisor to the end of the container's process; the ready pipe is fd 3.
+    pub fn run(self, root: &Path) -> Result<()> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: `control::start` hands the ready pipe's write end over as fd 3, and
+        // nothing else in this process owns it.
+        let ready = unsafe { std::os::fd::OwnedFd::from_raw_fd(3) };
+        container::supervisor::run(root, &self.id, ready)?;
+        Ok(())
+    }
+}
+
+/// `berth inspect` of a container: docker's object shape, with the fields berth has.
+pub fn inspect_json(c: &Container) -> Result<serde_json::Value> {
+    use serde_json::json;
+    let s = c.state()?;
+    let cfg = &c.config;
+    let health = s.health.as_ref().map(|h| {
+        json!({
+            "Status": h.status.as_str(),
+            "FailingStreak": h.failing_streak,
+            "Log": h.log.iter().map(|p| json!({"Start": p.start, "End": p.end, "ExitCode": p.exit_code, "Output": p.output})).collect::<Vec<_>>(),
+        })
+    });
+    let mut ports = serde_json::Map::new();
+    for p in &cfg.ports {
+        ports.entry(format!("{}/{}", p.container_port, p.proto)).or_insert(json!([]));
+    }
+    for p in &s.ports {
+        let list = ports.entry(format!("{}/{}", p.container_port, p.proto)).or_insert(json!([]));
+        if let Some(a) = list.as_array_mut() {
+            a.push(json!({"HostIp": p.host_ip, "HostPort": p.host_port.to_string()}));
+        }
+    }
+    Ok(json!({
+        "Id": cfg.id,
+        "Created": cfg.created,
+        "Path": cfg.args.first(),
+        "Args": cfg.args.get(1..).unwrap_or_default(),
+        "State": {
+            "Status": s.status.as_str(),
+            "Running": s.status == Status::Running,
+            "Paused": false,
+            "Restarting": false,
+            "OOMKilled": false,
+            "Dead": false,
+            "Pid": s.pid.unwrap_or(0),
+            "ExitCode": s.exit_code.unwrap_or(0),
+            "Error": s.error.clone().unwrap_or_default(),
+            "StartedAt": s.started_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+            "FinishedAt": s.finished_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+            "Health": health,
+        },
+        "Image": cfg.image_id,
+        "Name": format!("/{}", cfg.name),
+        "LogPath": c.log_path(),
+        "Config": {
+            "Hostname": cfg.hostname,
+            "User": cfg.user.clone().unwrap_or_default(),
+            "Env": cfg.env,
+            "Cmd": cfg.args,
+            "Image": cfg.image,
+            "WorkingDir": cfg.cwd,
+            "StopSignal": cfg.stop_signal,
+            "StopTimeout": cfg.stop_timeout,
+            "OpenStdin": cfg.interactive,
+            "Healthcheck": cfg.health.as_ref().map(|h| json!({
+                "Test": std::iter::once("CMD".to_owned()).chain(h.command.iter().cloned()).collect::<Vec<_>>(),
+                "Interval": h.interval.as_nanos() as u64,
+                "Timeout": h.timeout.as_nanos() as u64,
+                "StartPeriod": h.start_period.as_nanos() as u64,
+                "StartInterval": h.start_interval.as_nanos() as u64,
+                "Retries": h.retries,
+            })),
+        },
+        "HostConfig": {
+            "NetworkMode": cfg.network,
+            "AutoRemove": cfg.auto_remove,
+            "Privileged": cfg.security.privileged,
+            "CapAdd": cfg.security.cap_add,
+            "CapDrop": cfg.security.cap_drop,
+            "SecurityOpt": cfg.security.security_opt,
+            "ReadonlyRootfs": cfg.read_only,
+            "Init": cfg.init,
+            "Memory": cfg.memory.unwrap_or(0),
+            "PidsLimit": cfg.pids_limit,
+            "NanoCpus": cfg.cpus.map_or(0, |c| (c * 1e9) as u64),
+            "Binds": cfg.volumes.iter().map(|v| format!("{}:{}{}", v.host.display(), v.container, if v.read_only { ":ro" } else { "" })).collect::<Vec<_>>(),
+        },
+        "NetworkSettings": { "Ports": ports },
+    }))
 }

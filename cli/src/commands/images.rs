@@ -249,13 +249,21 @@ fn rmi_one(store: &ImageStore, what: &str, force: bool) -> Result<()> {
     Ok(())
 }
 
-/// Display detailed information on one or more images, as JSON
+/// Display detailed information on one or more containers or images, as JSON
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  berth inspect busybox\n  berth inspect app:ci | jq '.[0].Config.Env'")]
+#[command(
+    after_help = "Examples:\n  berth inspect busybox\n  berth inspect app:ci | jq '.[0].Config.Env'\n  berth inspect --format '{{.State.Health.Status}}' web"
+)]
 pub struct Inspect {
-    /// Images: names or image IDs
-    #[arg(required = true, value_name = "IMAGE")]
+    /// Containers (names or IDs) or images (names or image IDs); a container of that name comes first
+    #[arg(required = true, value_name = "NAME|ID")]
     images: Vec<String>,
+    /// Only containers or only images
+    #[arg(long = "type", value_parser = ["container", "image"])]
+    kind: Option<String>,
+    /// Print one field per object instead of the JSON: a Go-template path such as {{.State.Status}}
+    #[arg(short, long)]
+    format: Option<String>,
 }
 
 impl Inspect {
@@ -265,6 +273,16 @@ impl Inspect {
         let all = store.list()?;
         let mut out = Vec::new();
         for what in &self.images {
+            if self.kind.as_deref() != Some("image") {
+                match runner::container::find(root, what) {
+                    Ok(c) => {
+                        out.push(super::container::inspect_json(&c)?);
+                        continue;
+                    }
+                    Err(e) if self.kind.as_deref() == Some("container") => return Err(e.into()),
+                    Err(_) => {}
+                }
+            }
             let rec = store.resolve(what)?;
             let img = store.image(&rec.target)?;
             let names: Vec<&Reference> =
@@ -298,7 +316,14 @@ impl Inspect {
             }
             out.push(obj);
         }
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        match &self.format {
+            Some(tpl) => {
+                for obj in &out {
+                    println!("{}", format::template(tpl, obj)?);
+                }
+            }
+            None => println!("{}", serde_json::to_string_pretty(&out)?),
+        }
         Ok(())
     }
 }

@@ -5,6 +5,7 @@ pub mod build;
 pub mod buildcache;
 pub mod console;
 pub mod container;
+pub mod exec;
 pub mod images;
 pub mod lifecycle;
 pub mod registry;

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use super::open_store;
-use runner::sandbox::{Network, Spec, User, Volume};
+use runner::sandbox::{Spec, User, Volume};
 
 /// Run a command in a new container
 #[derive(Debug, Args)]
@@ -33,7 +33,7 @@ pub struct Run {
     /// Overwrite the default ENTRYPOINT of the image
     #[arg(long)]
     entrypoint: Option<String>,
-    /// Network: none (loopback only) or host
+    /// Network: none (loopback only; published ports reach it through the supervisor) or host
     #[arg(long, default_value = "none", value_parser = ["none", "host"])]
     network: String,
     /// Container host name
@@ -97,6 +97,46 @@ pub struct Run {
     /// Security options: seccomp=unconfined, seccomp=PROFILE.json (docker's format), no-new-privileges
     #[arg(long, value_name = "OPT")]
     security_opt: Vec<String>,
+    /// Run the container in the background under a supervisor and print its ID
+    #[arg(short, long)]
+    detach: bool,
+    /// Publish a container's port to the host: [IP:][HOSTPORT:]CONTAINERPORT[/tcp|udp] (with -d)
+    #[arg(short, long, value_name = "[IP:][HOSTPORT:]PORT[/PROTO]")]
+    publish: Vec<runner::container::ports::PortSpec>,
+    /// Publish every exposed port to a free host port (with -d)
+    #[arg(short = 'P', long)]
+    publish_all: bool,
+    /// With -d: return only once the container is healthy (or running, without a health check);
+    /// fail with its last health output and log lines if it becomes unhealthy or exits
+    #[arg(long)]
+    wait: bool,
+    /// How long --wait waits (e.g. 60s, 2m)
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    wait_timeout: String,
+    /// Command to run to check health (a shell command)
+    #[arg(long, value_name = "CMD")]
+    health_cmd: Option<String>,
+    /// Time between health checks (e.g. 30s)
+    #[arg(long, value_name = "DURATION")]
+    health_interval: Option<String>,
+    /// Maximum time a health check may take
+    #[arg(long, value_name = "DURATION")]
+    health_timeout: Option<String>,
+    /// Time to initialize before failing checks count
+    #[arg(long, value_name = "DURATION")]
+    health_start_period: Option<String>,
+    /// Time between health checks during the start period
+    #[arg(long, value_name = "DURATION")]
+    health_start_interval: Option<String>,
+    /// Consecutive failures needed to report unhealthy
+    #[arg(long, value_name = "N")]
+    health_retries: Option<u32>,
+    /// Disable any container-specified HEALTHCHECK
+    #[arg(long)]
+    no_healthcheck: bool,
+    /// Signal to stop the container (default: the image's STOPSIGNAL, else SIGTERM)
+    #[arg(long, value_name = "SIGNAL")]
+    stop_signal: Option<String>,
     /// Run with berth's own sandbox, or hand an OCI bundle to runc or crun
     #[arg(long, default_value = "berth", value_parser = ["berth", "runc", "crun"])]
     runtime: String,
@@ -105,11 +145,13 @@ pub struct Run {
 }
 
 impl Run {
-    /// Prepares the rootfs, runs the process, removes the container, exits with its code.
+    /// Prepares the rootfs and runs the process: in the foreground to its end (exiting with
+    /// its code), or detached under a supervisor (printing the container's ID).
     pub fn run(self, root: &Path) -> Result<()> {
         if !rustix::process::geteuid().is_root() {
             bail!("berth run needs root (namespaces and mounts); rootless containers are not supported yet");
         }
+        self.check_flags()?;
         let store = open_store(root)?;
         let rec = match store.resolve(&self.image) {
             Ok(rec) => rec,
@@ -117,27 +159,200 @@ impl Run {
             Err(e) => return Err(e.into()),
         };
         let image = store.image(&rec.target)?;
-        let cfg = image.config.config().clone().unwrap_or_default();
-        let args = self.command_line(&cfg)?;
-        let env = self.environment(&cfg)?;
-        let mut security =
-            runner::security::Security::docker(&self.cap_add, &self.cap_drop, self.privileged, &self.security_opt)?;
-        // Compiling docker's profile costs more than the rest of a start: keep it compiled.
-        security.filter_cache = Some(root.join("seccomp"));
+        let config = self.container_config(root, &rec, &image)?;
         self.warn_capped_ulimits();
+        if self.detach {
+            return self.run_detached(root, &store, &image, config);
+        }
+        self.run_foreground(root, &store, &image, config)
+    }
+
+    /// Refuses combinations that cannot work, before anything is made.
+    fn check_flags(&self) -> Result<()> {
+        if self.detach {
+            if self.runtime != "berth" {
+                bail!("-d works with berth's own runtime only");
+            }
+            if self.tty {
+                bail!("-d with -t is not supported yet: use -d -i to keep a shell's stdin open");
+            }
+            if self.timeout.is_some() {
+                bail!("--timeout applies to foreground runs: with -d, use berth stop");
+            }
+        } else {
+            if !self.publish.is_empty() || self.publish_all {
+                bail!("-p and -P publish ports of detached containers: add -d (and berth stop/rm afterwards)");
+            }
+            if self.wait {
+                bail!("--wait waits for a detached container: add -d");
+            }
+        }
+        if self.network == "host" && (!self.publish.is_empty() || self.publish_all) {
+            eprintln!("berth: warning: published ports are discarded when using host network mode");
+        }
+        Ok(())
+    }
+
+    /// The container as the flags and the image make it.
+    fn container_config(
+        &self,
+        root: &Path,
+        rec: &oci::ImageRecord,
+        image: &oci::store::Image,
+    ) -> Result<runner::container::Config> {
+        use runner::container::{config, health, ports};
+        let cfg = image.config.config().clone().unwrap_or_default();
+        let id = runner::container::new_id();
+        let name = match &self.name {
+            Some(n) => {
+                runner::container::check_name(n)?;
+                n.clone()
+            }
+            None if self.detach => runner::container::new_name(root, &id),
+            None => String::new(),
+        };
+        // The raw config holds docker's fields the OCI types lack (Healthcheck, StopSignal).
+        let raw: serde_json::Value = serde_json::from_slice(&image.config_bytes).context("parse the image config")?;
+        let mut publish = self.publish.clone();
+        if self.publish_all {
+            let exposed: Vec<String> = cfg.exposed_ports().clone().unwrap_or_default();
+            publish.extend(ports::publish_all(&exposed).map_err(anyhow::Error::msg)?);
+        }
+        let health = if self.detach {
+            health::HealthConfig::resolve(raw.pointer("/config/Healthcheck"), &self.health_flags()?)
+                .map_err(anyhow::Error::msg)?
+        } else {
+            None
+        };
+        let stop_signal = self.stop_signal.clone().or_else(|| {
+            raw.pointer("/config/StopSignal").and_then(|s| s.as_str()).filter(|s| !s.is_empty()).map(String::from)
+        });
+        let stop_signal = stop_signal.unwrap_or_else(|| "SIGTERM".into());
+        runner::container::control::parse_signal(&stop_signal).map_err(anyhow::Error::msg)?;
+        Ok(runner::container::Config {
+            id,
+            name,
+            image: self.image.clone(),
+            image_id: image.id.to_string(),
+            manifest: rec.target.digest.to_string(),
+            created: runner::container::state::now(),
+            args: self.command_line(&cfg)?,
+            env: config::environment(&cfg.env().clone().unwrap_or_default(), &self.given_env()?, &self.hostname),
+            cwd: config::working_dir(self.workdir.as_deref(), cfg.working_dir().as_deref()),
+            user: self.user.clone().or_else(|| cfg.user().clone()).filter(|u| !u.is_empty()),
+            hostname: self.hostname.clone(),
+            network: self.network.clone(),
+            volumes: self
+                .volume
+                .iter()
+                .map(|v| config::VolumeConfig {
+                    host: v.host.clone(),
+                    container: v.container.clone(),
+                    read_only: v.read_only,
+                })
+                .collect(),
+            tmpfs: self.tmpfs.clone(),
+            ulimits: self.ulimit.iter().map(ToString::to_string).collect(),
+            read_only: self.read_only,
+            init: self.init,
+            interactive: self.interactive,
+            security: config::SecurityConfig {
+                cap_add: self.cap_add.clone(),
+                cap_drop: self.cap_drop.clone(),
+                privileged: self.privileged,
+                security_opt: absolute_profiles(&self.security_opt)?,
+            },
+            memory: self.memory,
+            pids_limit: self.pids_limit,
+            cpus: self.cpus,
+            ports: publish,
+            health,
+            stop_signal,
+            stop_timeout: self.stop_timeout,
+            auto_remove: self.rm,
+        })
+    }
+
+    /// The `--health-*` flags.
+    fn health_flags(&self) -> Result<runner::container::health::HealthFlags> {
+        let d = |v: &Option<String>| {
+            v.as_deref().map(runner::container::health::parse_duration).transpose().map_err(anyhow::Error::msg)
+        };
+        Ok(runner::container::health::HealthFlags {
+            cmd: self.health_cmd.clone(),
+            interval: d(&self.health_interval)?,
+            timeout: d(&self.health_timeout)?,
+            start_period: d(&self.health_start_period)?,
+            start_interval: d(&self.health_start_interval)?,
+            retries: self.health_retries,
+            disable: self.no_healthcheck,
+        })
+    }
+
+    /// `-d`: records the container, prepares its snapshot, starts its supervisor and prints
+    /// its ID; with `--wait`, returns only once it is healthy (or running, without a check).
+    fn run_detached(
+        &self,
+        root: &Path,
+        store: &oci::ImageStore,
+        image: &oci::store::Image,
+        config: runner::container::Config,
+    ) -> Result<()> {
         let snapshotter = super::container::snapshotter(root)?;
-        let id = format!("{:x}", rand_id());
-        let record = self.record(root, &rec, &args)?;
+        let c = runner::container::create(root, &config)?;
+        let key = runner::container::snapshot_key(&config.id);
+        if let Err(e) = runner::rootfs::prepare(store, image, snapshotter.as_ref(), &key) {
+            let _ = c.remove(snapshotter.as_ref());
+            return Err(e).with_context(|| format!("prepare the rootfs of {}", self.image));
+        }
+        let started = runner::container::control::start(&c, super::container::supervisor_command(root, &config.id)?);
+        if let Err(e) = started {
+            if config.auto_remove {
+                let _ = c.remove(snapshotter.as_ref());
+            }
+            return Err(e).with_context(|| format!("start container {}", config.name));
+        }
+        println!("{}", config.id);
+        if self.wait {
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            let timeout = runner::container::health::parse_duration(&self.wait_timeout)
+                .or_else(|_| self.wait_timeout.parse::<u64>().map(std::time::Duration::from_secs))
+                .map_err(|_| anyhow::anyhow!("invalid --wait-timeout {:?} (try 60s)", self.wait_timeout))?;
+            super::container::wait_ready(&c, timeout)?;
+        }
+        Ok(())
+    }
+
+    /// The foreground run: prepares the rootfs, runs the process with signals forwarded,
+    /// keeps a named container (`--name`) and removes the rest, exits with its code.
+    fn run_foreground(
+        &self,
+        root: &Path,
+        store: &oci::ImageStore,
+        image: &oci::store::Image,
+        config: runner::container::Config,
+    ) -> Result<()> {
+        let security = config.security(Some(&root.join("seccomp")))?;
+        let snapshotter = super::container::snapshotter(root)?;
+        let id = config.id.clone();
+        // A named container is recorded, and this process is its supervisor while it runs.
+        let record = match self.name {
+            Some(_) => Some(runner::container::create(root, &config)?),
+            None => None,
+        };
+        let _supervising = record.as_ref().map(runner::container::Container::supervise_lock).transpose()?;
         let key = match &record {
-            Some(r) => super::container::key(&r.name),
-            None => format!("container-{id}"),
+            Some(_) => runner::container::snapshot_key(&id),
+            None => format!("container-run-{}", &id[..16]),
         };
         // berth's own sandbox mounts the rootfs in the container's private mount namespace, so
         // every container can use one directory; runc and crun get a bundle of their own.
         let own_runtime = self.runtime == "berth";
-        let mountpoint = root.join("containers").join(if own_runtime { ".rootfs" } else { id.as_str() });
+        let own_dir = format!(".runtime-{}", &id[..16]);
+        let mountpoint = root.join("containers").join(if own_runtime { ".rootfs" } else { own_dir.as_str() });
         std::fs::create_dir_all(&mountpoint).with_context(|| format!("create {}", mountpoint.display()))?;
-        let limits = runner::cgroup::Limits { memory: self.memory, pids: self.pids_limit, cpus: self.cpus };
+        let limits = config.limits();
         let cgroup = if limits.is_empty() {
             None
         } else {
@@ -150,7 +365,7 @@ impl Run {
             let context = || format!("prepare the rootfs of {}", self.image);
             let rootfs = if record.is_none() && own_runtime {
                 // Nothing of an unnamed container is kept: its writes can live in memory.
-                match runner::rootfs::prepare_throwaway(&store, &image, snapshotter.as_ref(), &key)
+                match runner::rootfs::prepare_throwaway(store, image, snapshotter.as_ref(), &key)
                     .with_context(context)?
                 {
                     runner::rootfs::Throwaway::Scratch(mounts) => mounts,
@@ -160,19 +375,20 @@ impl Run {
                     }
                 }
             } else {
-                let mounts =
-                    runner::rootfs::prepare(&store, &image, snapshotter.as_ref(), &key).with_context(context)?;
+                let mounts = runner::rootfs::prepare(store, image, snapshotter.as_ref(), &key).with_context(context)?;
                 snapshot_made = true;
                 mounts
             };
-            let mut console = if self.tty && self.runtime == "berth" {
-                Some(super::console::Console::start(self.interactive)?)
-            } else {
-                None
-            };
-            let mut spec = self.spec(&cfg, (args, env), rootfs, mountpoint.clone(), cgroups, console.as_ref());
+            let mut console =
+                if self.tty && own_runtime { Some(super::console::Console::start(self.interactive)?) } else { None };
+            let mut spec = config.spec(rootfs, mountpoint.clone(), cgroups)?;
             spec.security = security;
+            spec.console_socket = console.as_ref().and_then(super::console::Console::child_fd);
+            spec.console_size = super::console::terminal_size();
             let child = self.spawn(&spec, &limits, &id, console.as_mut())?;
+            if let Some(c) = &record {
+                c.update(|s| s.started(child.id() as i32, std::process::id() as i32, Vec::new(), false))?;
+            }
             let code = supervise(child, self.stop_timeout, self.timeout, console.as_ref());
             if let Some(c) = console {
                 c.finish();
@@ -182,16 +398,15 @@ impl Run {
         if let Some(cg) = cgroup {
             cg.remove();
         }
-        match record {
-            Some(mut r) if !self.rm => {
-                r.exit_code = result.as_ref().ok().copied();
-                super::container::save(root, &r)?;
+        match &record {
+            Some(c) if !self.rm => {
+                let code = *result.as_ref().unwrap_or(&-1);
+                let error = result.as_ref().err().map(|e| format!("{e:#}"));
+                c.update(|s| s.exited(code, error))?;
             }
-            Some(r) => {
-                if snapshot_made {
-                    let _ = snapshotter.remove(&key);
-                }
-                let _ = std::fs::remove_file(root.join("containers").join(format!("{}.json", r.name)));
+            Some(c) => {
+                c.update(|s| s.exited(-1, None))?;
+                c.remove(snapshotter.as_ref())?;
             }
             None if snapshot_made => {
                 let _ = snapshotter.remove(&key);
@@ -203,44 +418,6 @@ impl Run {
         }
         let code = result?;
         exit_with(code)
-    }
-
-    /// What the sandbox runs: the process, the rootfs and every setting of the flags.
-    fn spec(
-        &self,
-        cfg: &oci::spec::Config,
-        (args, env): (Vec<String>, Vec<String>),
-        rootfs: Vec<runner::snapshot::Mount>,
-        mountpoint: std::path::PathBuf,
-        cgroups: Vec<std::path::PathBuf>,
-        console: Option<&super::console::Console>,
-    ) -> Spec {
-        Spec {
-            rootfs,
-            mountpoint,
-            args,
-            env,
-            cwd: self
-                .workdir
-                .clone()
-                .or_else(|| cfg.working_dir().clone())
-                .filter(|w| !w.is_empty())
-                .unwrap_or_else(|| "/".into()),
-            user: self.user.clone().or_else(|| cfg.user().clone()).filter(|u| !u.is_empty()).map(User),
-            ids: None,
-            hostname: self.hostname.clone(),
-            network: if self.network == "host" { Network::Host } else { Network::None },
-            volumes: self.volume.clone(),
-            tmpfs: self.tmpfs.clone(),
-            ulimits: self.ulimit.clone(),
-            read_only: self.read_only,
-            etc: Some(runner::sandbox::EtcFiles::new(&self.hostname, self.network == "host")),
-            cgroups,
-            init: self.init,
-            console_socket: console.and_then(super::console::Console::child_fd),
-            console_size: super::console::terminal_size(),
-            security: Default::default(),
-        }
     }
 
     /// Starts the container with berth's sandbox, or through runc or crun (`--runtime`).
@@ -268,7 +445,7 @@ impl Run {
         if self.init || self.tty {
             bail!("--init and -t work with berth's own runtime only");
         }
-        spawn_external(&self.runtime, spec, &spec.mountpoint.with_extension("bundle"), id)
+        spawn_external(&self.runtime, spec, &spec.mountpoint.with_extension("bundle"), &id[..16])
     }
 
     /// The process to run: the entrypoint (or `--entrypoint`) followed by the command given
@@ -292,13 +469,8 @@ impl Run {
         Ok(args)
     }
 
-    /// The image's environment (with docker's default PATH when it has none), then
-    /// `--env-file` lines, then `-e` (a bare `-e KEY` copies berth's own value), then HOSTNAME.
-    fn environment(&self, cfg: &oci::spec::Config) -> Result<Vec<String>> {
-        let mut env = cfg.env().clone().unwrap_or_default();
-        if !env.iter().any(|e| e.starts_with("PATH=")) {
-            env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
-        }
+    /// The `--env-file` lines, then `-e`, in order (see [`runner::container::config::environment`]).
+    fn given_env(&self) -> Result<Vec<String>> {
         let mut given = Vec::new();
         for file in &self.env_file {
             let text = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
@@ -306,17 +478,7 @@ impl Run {
                 .extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
         }
         given.extend(self.env.iter().cloned());
-        for kv in &given {
-            let key = kv.split('=').next().unwrap_or(kv);
-            env.retain(|e| e.split('=').next() != Some(key));
-            env.push(if kv.contains('=') {
-                kv.clone()
-            } else {
-                format!("{kv}={}", std::env::var(kv).unwrap_or_default())
-            });
-        }
-        env.push(format!("HOSTNAME={}", self.hostname));
-        Ok(env)
+        Ok(given)
     }
 
     /// One line per `--ulimit` whose hard limit had to be lowered to berth's own.
@@ -333,25 +495,20 @@ impl Run {
             }
         }
     }
+}
 
-    /// For `--name`: the container's record, saved before it starts (the name must be free).
-    fn record(&self, root: &Path, rec: &oci::ImageRecord, args: &[String]) -> Result<Option<super::container::Record>> {
-        let Some(name) = &self.name else { return Ok(None) };
-        super::container::check_name(name)?;
-        if super::container::load(root, name).is_ok() {
-            bail!("the container name {name:?} is already in use: berth rm {name} first");
-        }
-        let r = super::container::Record {
-            name: name.clone(),
-            image: self.image.clone(),
-            manifest: rec.target.digest.to_string(),
-            command: args.to_vec(),
-            created: oci::store::created_now(),
-            exit_code: None,
-        };
-        super::container::save(root, &r)?;
-        Ok(Some(r))
-    }
+/// `--security-opt` with a seccomp profile's path made absolute: a detached container's
+/// supervisor, exec and health checks read it again from elsewhere.
+fn absolute_profiles(opts: &[String]) -> Result<Vec<String>> {
+    opts.iter()
+        .map(|o| match o.split_once(['=', ':']) {
+            Some(("seccomp", path)) if path != "unconfined" && !path.starts_with('/') => {
+                let abs = std::fs::canonicalize(path).with_context(|| format!("--security-opt {o}"))?;
+                Ok(format!("seccomp={}", abs.display()))
+            }
+            _ => Ok(o.clone()),
+        })
+        .collect()
 }
 
 /// Removes what running under runc or crun left: the mountpoint and the bundle beside it.
@@ -370,7 +527,7 @@ fn remove_bundle(mountpoint: &Path) {
 /// Ends berth with the container's exit code, without the exit-time destructors that
 /// `std::process::exit` runs: tearing down rocksdb's C++ statics is a measurable part of a
 /// smoke test's start-to-exit time, and berth has nothing left to finish but its stdio.
-fn exit_with(code: i32) -> ! {
+pub(super) fn exit_with(code: i32) -> ! {
     use std::io::Write;
     // As with std::process::exit, a failed flush at exit has no one left to report to.
     let _stdout = std::io::stdout().flush();
@@ -439,14 +596,9 @@ impl Run {
     }
 }
 
-fn rand_id() -> u64 {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    (t as u64) ^ (u64::from(std::process::id()) << 32)
-}
-
 /// Waits for the container, forwarding SIGTERM and SIGINT to it, then SIGKILL after
 /// `stop_timeout`; with `timeout`, stops it when time runs out and returns 124.
-fn supervise(
+pub(super) fn supervise(
     mut child: std::process::Child,
     stop_timeout: u64,
     timeout: Option<u64>,

@@ -83,8 +83,7 @@ impl Df {
 
 /// Images: every blob they reach; active = used by a named container.
 fn images(root: &Path, store: &oci::ImageStore) -> Result<Row> {
-    let used: HashSet<String> =
-        container_names(root).iter().filter_map(|n| super::container::load(root, n).ok()).map(|r| r.manifest).collect();
+    let used: HashSet<String> = runner::container::list(root)?.into_iter().map(|c| c.config.manifest).collect();
     let (mut all, mut active_blobs) = (BTreeSet::new(), BTreeSet::new());
     let mut targets = BTreeSet::new();
     let mut active = 0;
@@ -136,35 +135,28 @@ fn build_cache(root: &Path, store: &oci::ImageStore) -> Result<Row> {
     Ok(Row { kind: "Build cache", total: u.records, active, size: u.bytes, reclaimable })
 }
 
-/// Containers: named ones (their snapshots) and running ones; active = running.
+/// Containers: every recorded one (its snapshot) and unnamed ones running now; active = running.
 fn containers(root: &Path) -> Result<Row> {
     runner::lease::sweep(root)?;
     let live = runner::lease::live(root)?;
     let mut row = Row { kind: "Containers", total: 0, active: 0, size: 0, reclaimable: 0 };
-    let names: Vec<String> = container_names(root);
-    let keys: HashSet<String> = names.iter().map(|n| super::container::key(n)).collect();
-    for name in &names {
-        let key = super::container::key(name);
-        let bytes = runner::snapshot::usage::snapshot_bytes(root, &key);
+    let recorded = runner::container::list(root)?;
+    let keys: HashSet<String> = recorded.iter().map(|c| runner::container::snapshot_key(&c.config.id)).collect();
+    for c in &recorded {
+        let bytes = runner::snapshot::usage::snapshot_bytes(root, &runner::container::snapshot_key(&c.config.id));
         row.total += 1;
         row.size += bytes;
-        if live.active.contains(&key) {
+        if c.state()?.status == runner::container::Status::Running {
             row.active += 1;
         } else {
             row.reclaimable += bytes;
         }
     }
-    // Unnamed containers running now.
+    // Unnamed foreground containers running now.
     for key in live.active.iter().filter(|k| k.starts_with("container-") && !keys.contains(*k)) {
         row.total += 1;
         row.active += 1;
         row.size += runner::snapshot::usage::snapshot_bytes(root, key);
     }
     Ok(row)
-}
-
-/// The names of the named containers' records.
-fn container_names(root: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(root.join("containers")) else { return vec![] };
-    entries.flatten().filter_map(|e| e.file_name().to_string_lossy().strip_suffix(".json").map(str::to_owned)).collect()
 }

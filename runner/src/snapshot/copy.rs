@@ -178,6 +178,10 @@ impl Snapshotter for CopySnapshotter {
         Ok(vec![Mount::Bind { source: fs, read_only: false }])
     }
 
+    fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
+        Ok(vec![Mount::Bind { source: self.dirs.require(key, "active")?.join("fs"), read_only: false }])
+    }
+
     fn view(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>> {
         let fs = self.make(key, parent, "view")?;
         Ok(vec![Mount::Bind { source: fs, read_only: true }])

@@ -184,6 +184,9 @@ pub trait Snapshotter: Send + Sync {
     /// Makes an active (writable) snapshot `key` on `parent` and says how to mount it.
     fn prepare(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>>;
 
+    /// How to mount the existing active snapshot `key` again (a container started anew).
+    fn mounts(&self, key: &str) -> Result<Vec<Mount>>;
+
     /// Makes a read-only active snapshot `key` on `parent`.
     fn view(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>>;
 

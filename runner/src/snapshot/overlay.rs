@@ -41,6 +41,15 @@ impl Snapshotter for OverlaySnapshotter {
         Ok(vec![Mount::Overlay { lower, upper: Some((dir.join("fs"), dir.join("work"))), volatile: self.volatile }])
     }
 
+    fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
+        let dir = self.dirs.require(key, "active")?;
+        let lower = self.dirs.chain(self.dirs.parent(key).as_deref());
+        if lower.is_empty() {
+            return Ok(vec![Mount::Bind { source: dir.join("fs"), read_only: false }]);
+        }
+        Ok(vec![Mount::Overlay { lower, upper: Some((dir.join("fs"), dir.join("work"))), volatile: self.volatile }])
+    }
+
     fn view(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>> {
         let dir = self.dirs.create(key, parent, "view", false)?;
         let mut lower = self.dirs.chain(parent);

@@ -53,6 +53,11 @@ impl Snapshotter for Owned {
         self.make(key, parent, || self.inner.view(key, parent))
     }
 
+    /// Only containers' snapshots are mounted again, and those belong to their records.
+    fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
+        self.inner.mounts(key)
+    }
+
     fn commit(&self, name: &str, key: &str) -> Result<()> {
         let _op = self.lease.enter().map_err(lease_err)?;
         let _gc = lease::gc_lock(self.lease.root(), false).map_err(lease_err)?;
@@ -104,10 +109,10 @@ pub(crate) fn snapshot_dirs(root: &Path) -> [PathBuf; 2] {
     [dir.join("overlay"), dir.join("copy")]
 }
 
-/// The name of a named container whose record still exists, for a `container-<name>` key:
-/// such a snapshot belongs to the record (`berth commit` and `berth rm` need it).
+/// Whether `key` is the snapshot of a container whose record still exists: such a snapshot
+/// belongs to the record (`berth start`, `berth commit` and `berth rm` need it).
 pub(crate) fn kept_by_record(root: &Path, key: &str) -> bool {
-    key.strip_prefix("container-").is_some_and(|name| root.join("containers").join(format!("{name}.json")).exists())
+    crate::container::owns_snapshot(root, key)
 }
 
 /// Removes the active snapshot `key` of a dead (or stopping) owner and its scratch

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use oci::ImageStore;
 
-use super::owner::{kept_by_record, snapshot_dirs};
+use super::owner::snapshot_dirs;
 use crate::lease;
 use crate::rootfs::chain_ids;
 
@@ -188,14 +188,9 @@ fn classify(root: &Path, store: &ImageStore) -> io::Result<Vec<(PathBuf, Class)>
     Ok(out)
 }
 
-/// Keys of the snapshots named containers' records own.
+/// Keys of the snapshots containers' records own.
 fn container_keys(root: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(root.join("containers")) else { return vec![] };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().strip_suffix(".json").map(|n| format!("container-{n}")))
-        .filter(|k| kept_by_record(root, k))
-        .collect()
+    crate::container::snapshot_keys(root)
 }
 
 /// Scratch directories in `tmp/` of builds and runs (`build-*`, `scaffold-*`, `extract-*`,

@@ -1,0 +1,68 @@
+//! `berth exec`: a command in a running container, as `docker exec` runs it.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use runner::container::{self, exec};
+
+/// Execute a command in a running container
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  berth exec web cat /etc/hostname\n  berth exec -it web sh\n  berth exec -u nobody -w /tmp -e MODE=ci web env"
+)]
+#[command(trailing_var_arg = true)]
+pub struct Exec {
+    /// The container
+    container: String,
+    /// The command and its arguments
+    #[arg(required = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+    /// Keep stdin open and attach it to the command
+    #[arg(short, long)]
+    interactive: bool,
+    /// Give the command a pty as its stdio
+    #[arg(short, long)]
+    tty: bool,
+    /// Set environment variables
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Username or UID (format: <name|uid>[:<group|gid>])
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Working directory inside the container
+    #[arg(short, long)]
+    workdir: Option<String>,
+}
+
+impl Exec {
+    /// Joins the container, runs the command with signals forwarded, exits with its code.
+    pub fn run(self, root: &Path) -> Result<()> {
+        let c = container::find(root, &self.container)?;
+        let target = exec::Target::open(&c)?;
+        // The console's thread must exist before this thread joins the PID namespace.
+        let mut console = if self.tty { Some(super::console::Console::start(self.interactive)?) } else { None };
+        let process = exec::Process {
+            args: self.command.clone(),
+            env: self.env.clone(),
+            cwd: self.workdir.clone(),
+            user: self.user.clone(),
+            console_socket: console.as_ref().and_then(super::console::Console::child_fd),
+            console_size: super::console::terminal_size(),
+        };
+        let mut cmd = exec::command(&c, &target, &process)?;
+        if !self.interactive {
+            cmd.stdin(std::process::Stdio::null());
+        }
+        let child = cmd.spawn().with_context(|| format!("exec {:?} in {}", self.command[0], c.config.name))?;
+        drop(cmd);
+        if let Some(con) = console.as_mut() {
+            con.spawned();
+        }
+        let code = super::run::supervise(child, 10, None, console.as_ref());
+        if let Some(con) = console {
+            con.finish();
+        }
+        super::run::exit_with(code?)
+    }
+}

@@ -1,0 +1,203 @@
+//! What a container is made of, written once when it is created: the process, its
+//! sandbox settings, published ports, its health check and how it is stopped. Both the
+//! foreground `berth run` and the supervisor of a detached container turn it into a
+//! [`Spec`](crate::sandbox::Spec) with [`Config::spec`].
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::ports::PortSpec;
+use crate::sandbox::{EtcFiles, Network, Spec, User, Volume};
+use crate::snapshot::Mount;
+
+/// docker's PATH for an image that sets none.
+pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// A container's settings, as `berth inspect` shows them under `Config` and `HostConfig`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Config {
+    /// 64 hex digits.
+    pub id: String,
+    /// The unique name (`--name`, or one berth made up).
+    pub name: String,
+    /// The image as the user named it.
+    pub image: String,
+    /// The image's ID (its config digest).
+    pub image_id: String,
+    /// The image's manifest digest (for `berth commit`).
+    pub manifest: String,
+    /// When it was created (RFC 3339).
+    pub created: String,
+    /// The process: program and arguments.
+    pub args: Vec<String>,
+    /// `KEY=value` pairs.
+    pub env: Vec<String>,
+    /// The working directory.
+    pub cwd: String,
+    /// The user, as given (resolved in the image).
+    pub user: Option<String>,
+    /// The UTS hostname.
+    pub hostname: String,
+    /// `none` or `host`.
+    pub network: String,
+    /// `-v` mounts.
+    pub volumes: Vec<VolumeConfig>,
+    /// `--tmpfs` paths.
+    pub tmpfs: Vec<String>,
+    /// `--ulimit NAME=SOFT[:HARD]`, as given.
+    pub ulimits: Vec<String>,
+    /// `--read-only`.
+    pub read_only: bool,
+    /// `--init`.
+    pub init: bool,
+    /// `-i`: stdin stays open (detached: a pipe the supervisor holds, never written).
+    pub interactive: bool,
+    /// Capabilities and seccomp, as docker's flags give them.
+    pub security: SecurityConfig,
+    /// Memory limit in bytes.
+    pub memory: Option<u64>,
+    /// Process limit.
+    pub pids_limit: Option<u64>,
+    /// CPU quota in CPUs.
+    pub cpus: Option<f64>,
+    /// `-p` and `-P`.
+    pub ports: Vec<PortSpec>,
+    /// The health check in force (the image's, or the `--health-*` flags').
+    pub health: Option<super::health::HealthConfig>,
+    /// The signal `berth stop` sends first (`--stop-signal`, the image's StopSignal, SIGTERM).
+    pub stop_signal: String,
+    /// Seconds `berth stop` waits before SIGKILL.
+    pub stop_timeout: u64,
+    /// `--rm`: removed when it exits.
+    pub auto_remove: bool,
+}
+
+/// A `-v HOST:CONTAINER[:ro]` mount, stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeConfig {
+    /// The host path.
+    pub host: PathBuf,
+    /// The container path.
+    pub container: String,
+    /// Mounted read-only.
+    pub read_only: bool,
+}
+
+/// docker's security flags, kept as given so that `exec` and health checks get the same.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SecurityConfig {
+    /// `--cap-add`.
+    pub cap_add: Vec<String>,
+    /// `--cap-drop`.
+    pub cap_drop: Vec<String>,
+    /// `--privileged`.
+    pub privileged: bool,
+    /// `--security-opt` (a seccomp profile's path made absolute).
+    pub security_opt: Vec<String>,
+}
+
+impl Config {
+    /// The limits for [`crate::cgroup::Cgroup::create`].
+    pub fn limits(&self) -> crate::cgroup::Limits {
+        crate::cgroup::Limits { memory: self.memory, pids: self.pids_limit, cpus: self.cpus }
+    }
+
+    /// The capabilities and seccomp filter, with compiled filters kept under `filter_cache`.
+    pub fn security(&self, filter_cache: Option<&Path>) -> Result<crate::security::Security, super::Error> {
+        let s = &self.security;
+        let mut security = crate::security::Security::docker(&s.cap_add, &s.cap_drop, s.privileged, &s.security_opt)?;
+        security.filter_cache = filter_cache.map(Path::to_path_buf);
+        Ok(security)
+    }
+
+    /// The `--ulimit` values, parsed.
+    pub fn ulimits(&self) -> Result<Vec<crate::rlimit::Ulimit>, super::Error> {
+        self.ulimits.iter().map(|u| u.parse().map_err(super::Error::Config)).collect()
+    }
+
+    /// The network the sandbox makes.
+    pub fn network(&self) -> Network {
+        if self.network == "host" {
+            Network::Host
+        } else {
+            Network::None
+        }
+    }
+
+    /// What the sandbox runs for this container on `rootfs`, mounted at `mountpoint`.
+    pub fn spec(&self, rootfs: Vec<Mount>, mountpoint: PathBuf, cgroups: Vec<PathBuf>) -> Result<Spec, super::Error> {
+        Ok(Spec {
+            rootfs,
+            mountpoint,
+            args: self.args.clone(),
+            env: self.env.clone(),
+            cwd: self.cwd.clone(),
+            user: self.user.clone().map(User),
+            ids: None,
+            hostname: self.hostname.clone(),
+            network: self.network(),
+            volumes: self
+                .volumes
+                .iter()
+                .map(|v| Volume { host: v.host.clone(), container: v.container.clone(), read_only: v.read_only })
+                .collect(),
+            tmpfs: self.tmpfs.clone(),
+            ulimits: self.ulimits()?,
+            read_only: self.read_only,
+            etc: Some(EtcFiles::new(&self.hostname, self.network == "host")),
+            cgroups,
+            init: self.init,
+            console_socket: None,
+            console_size: (24, 80),
+            security: Default::default(),
+        })
+    }
+
+    /// How long `berth stop` waits before SIGKILL.
+    pub fn stop_timeout(&self) -> Duration {
+        Duration::from_secs(self.stop_timeout)
+    }
+}
+
+/// The process's working directory: `-w`, else the image's, else `/`.
+pub fn working_dir(given: Option<&str>, image: Option<&str>) -> String {
+    given.or(image).filter(|w| !w.is_empty()).unwrap_or("/").to_owned()
+}
+
+/// The environment: the image's (with docker's PATH when it has none), then the given
+/// `KEY=VALUE` settings in order (a bare `KEY` takes berth's own value), then HOSTNAME.
+pub fn environment(image: &[String], given: &[String], hostname: &str) -> Vec<String> {
+    let mut env = image.to_vec();
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.push(DEFAULT_PATH.into());
+    }
+    for kv in given {
+        let key = kv.split('=').next().unwrap_or(kv);
+        env.retain(|e| e.split('=').next() != Some(key));
+        env.push(if kv.contains('=') { kv.clone() } else { format!("{kv}={}", std::env::var(kv).unwrap_or_default()) });
+    }
+    env.push(format!("HOSTNAME={hostname}"));
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_environment_keeps_the_image_order_and_lets_flags_override() {
+        let env = environment(&["A=1".into(), "B=2".into()], &["A=3".into()], "h");
+        assert_eq!(env, ["B=2", DEFAULT_PATH, "A=3", "HOSTNAME=h"]);
+        let env = environment(&["PATH=/x".into()], &[], "h");
+        assert_eq!(env, ["PATH=/x", "HOSTNAME=h"]);
+    }
+
+    #[test]
+    fn the_working_directory_falls_back_to_the_root() {
+        assert_eq!(working_dir(None, Some("")), "/");
+        assert_eq!(working_dir(None, Some("/app")), "/app");
+        assert_eq!(working_dir(Some("/w"), Some("/app")), "/w");
+    }
+}

@@ -1,0 +1,169 @@
+//! What the commands do to a container: start it under a supervisor, signal it, stop it,
+//! wait for it. Every wait polls `state.json`, which the supervisor rewrites as things happen.
+
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::{Container, Error, Result, State, Status};
+
+/// How often waits look at the state again.
+const POLL: Duration = Duration::from_millis(10);
+
+/// Starts `c` under a new supervisor and returns once its process runs (its ports bound):
+/// `supervisor` is berth's own binary with the arguments that make it run
+/// [`super::supervisor::run`] for `c`, reading the ready pipe from fd 3. The supervisor
+/// gets a session of its own and no terminal, so it outlives the calling command.
+pub fn start(c: &Container, mut supervisor: Command) -> Result<State> {
+    if c.state()?.status == Status::Running {
+        return Err(Error::State(format!("container {} is already running", c.config.name)));
+    }
+    let log = c.dir.join("supervisor.log");
+    let log_file =
+        std::fs::File::options().create(true).append(true).open(&log).map_err(super::io_err("open", &log))?;
+    let (mut ready_r, ready_w) = std::io::pipe().map_err(super::io_err("pipe for", &c.dir))?;
+    let ready_fd = ready_w.as_raw_fd();
+    supervisor.stdin(std::process::Stdio::null()).stdout(log_file.try_clone().map_err(super::io_err("open", &log))?);
+    supervisor.stderr(log_file);
+    // SAFETY: setsid and dup2 are async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut supervisor, move || {
+            if libc::setsid() < 0 || libc::dup2(ready_fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = supervisor.spawn().map_err(super::io_err("start the supervisor of", &c.dir))?;
+    drop(supervisor);
+    drop(ready_w);
+    let mut answer = String::new();
+    let _ = ready_r.read_to_string(&mut answer);
+    if answer == "ok" {
+        // The supervisor lives on (dropping the handle neither waits nor kills); init
+        // collects its exit once berth is gone.
+        drop(child);
+        return c.state();
+    }
+    let _ = child.wait();
+    let why = if answer.is_empty() {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        format!("the supervisor ended before the container started: {}", text.lines().last().unwrap_or("no message"))
+    } else {
+        answer
+    };
+    Err(Error::State(why))
+}
+
+/// Sends signal `sig` to the container's first process. The pid is taken from the state
+/// and checked again after it is opened: the supervisor records an exit before it reaps
+/// the process, so a pid the state still names running is never another process's.
+pub fn kill(c: &Container, sig: i32) -> Result<()> {
+    let not_running = || Error::State(format!("container {} is not running", c.config.name));
+    let state = c.state()?;
+    let pid = state.pid.filter(|_| state.status == Status::Running).ok_or_else(not_running)?;
+    let pid = rustix::process::Pid::from_raw(pid).ok_or_else(not_running)?;
+    let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).map_err(|_| not_running())?;
+    let again = c.state()?;
+    if again.status != Status::Running || again.pid != state.pid {
+        return Err(not_running());
+    }
+    signal_pidfd(&pidfd, sig).map_err(super::io_err("signal", &c.dir))
+}
+
+/// Sends `sig` through a pidfd.
+pub fn signal_pidfd(pidfd: &OwnedFd, sig: i32) -> std::io::Result<()> {
+    // SAFETY: pidfd_send_signal on an open pidfd with no siginfo.
+    let r = unsafe {
+        libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_fd().as_raw_fd(), sig, std::ptr::null::<u8>(), 0u32)
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Stops `c` as `docker stop` does: its stop signal, then SIGKILL after `timeout`;
+/// returns once it has exited. A container that is not running is left as it is.
+pub fn stop(c: &Container, timeout: Duration) -> Result<State> {
+    let sig = parse_signal(&c.config.stop_signal).map_err(Error::Config)?;
+    match kill(c, sig) {
+        Ok(()) => {}
+        Err(Error::State(_)) => return c.state(),
+        Err(e) => return Err(e),
+    }
+    c.update(|s| s.stopped_by_user = true)?;
+    if let Some(s) = wait_until(c, Some(Instant::now() + timeout), |s| s.status != Status::Running)? {
+        return Ok(s);
+    }
+    match kill(c, libc::SIGKILL) {
+        Ok(()) | Err(Error::State(_)) => {}
+        Err(e) => return Err(e),
+    }
+    wait_until(c, None, |s| s.status != Status::Running)
+        .map(|s| s.expect("a wait without a deadline ends with a state"))
+}
+
+/// Polls the state until `done` holds (the state then) or `deadline` passes (`None`).
+pub fn wait_until(c: &Container, deadline: Option<Instant>, done: impl Fn(&State) -> bool) -> Result<Option<State>> {
+    loop {
+        let s = c.state()?;
+        if done(&s) {
+            return Ok(Some(s));
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(None);
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+const SIGNALS: [(&str, i32); 20] = [
+    ("HUP", libc::SIGHUP),
+    ("INT", libc::SIGINT),
+    ("QUIT", libc::SIGQUIT),
+    ("ILL", libc::SIGILL),
+    ("TRAP", libc::SIGTRAP),
+    ("ABRT", libc::SIGABRT),
+    ("BUS", libc::SIGBUS),
+    ("FPE", libc::SIGFPE),
+    ("KILL", libc::SIGKILL),
+    ("USR1", libc::SIGUSR1),
+    ("SEGV", libc::SIGSEGV),
+    ("USR2", libc::SIGUSR2),
+    ("PIPE", libc::SIGPIPE),
+    ("ALRM", libc::SIGALRM),
+    ("TERM", libc::SIGTERM),
+    ("CHLD", libc::SIGCHLD),
+    ("CONT", libc::SIGCONT),
+    ("STOP", libc::SIGSTOP),
+    ("TSTP", libc::SIGTSTP),
+    ("WINCH", libc::SIGWINCH),
+];
+
+/// Parses a signal as docker does: `SIGTERM`, `TERM`, `term` or `15`.
+pub fn parse_signal(s: &str) -> Result<i32, String> {
+    if let Ok(n) = s.parse::<i32>() {
+        return if (1..=64).contains(&n) { Ok(n) } else { Err(format!("invalid signal {s:?}")) };
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    SIGNALS.iter().find(|(n, _)| *n == name).map(|(_, v)| *v).ok_or_else(|| format!("invalid signal {s:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_parse_in_dockers_spellings() {
+        assert_eq!(parse_signal("SIGTERM"), Ok(libc::SIGTERM));
+        assert_eq!(parse_signal("kill"), Ok(libc::SIGKILL));
+        assert_eq!(parse_signal("USR1"), Ok(libc::SIGUSR1));
+        assert_eq!(parse_signal("9"), Ok(9));
+        assert!(parse_signal("SIGFOO").is_err());
+        assert!(parse_signal("0").is_err());
+    }
+}

@@ -1,0 +1,216 @@
+//! Published ports: `-p [IP:][HOSTPORT:]CTRPORT[/tcp|udp]` and `-P`, served by the
+//! supervisor as a proxy, as docker's userland proxy serves them: it listens on the host and
+//! opens each connection inside the container's network namespace, to the container's
+//! port on its loopback. Nothing outside the supervisor changes (no firewall rule, no
+//! interface), so nothing is left behind when it dies.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::state::Published;
+
+/// One `-p` value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortSpec {
+    /// The host address (default: every IPv4 address).
+    pub host_ip: Option<IpAddr>,
+    /// The host port; `None` lets the kernel choose.
+    pub host_port: Option<u16>,
+    /// The container's port.
+    pub container_port: u16,
+    /// `tcp` or `udp`.
+    pub proto: String,
+}
+
+impl std::str::FromStr for PortSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<PortSpec, String> {
+        let bad = |why: &str| format!("invalid port {s:?}: {why} (expected [IP:][HOSTPORT:]CONTAINERPORT[/tcp|udp])");
+        let (addr, proto) = match s.rsplit_once('/') {
+            Some((a, p @ ("tcp" | "udp"))) => (a, p),
+            Some((_, p)) => return Err(bad(&format!("unknown protocol {p:?}"))),
+            None => (s, "tcp"),
+        };
+        // An IPv6 host address is bracketed: [::1]:8080:80.
+        let (ip, rest) = match addr.strip_prefix('[') {
+            Some(r) => {
+                let (ip, rest) = r.split_once("]:").ok_or_else(|| bad("unclosed '['"))?;
+                (Some(ip), rest)
+            }
+            None => match addr.matches(':').count() {
+                2 => addr.split_once(':').map(|(ip, rest)| (Some(ip), rest)).unwrap_or((None, addr)),
+                _ => (None, addr),
+            },
+        };
+        let host_ip = ip.map(|ip| ip.parse::<IpAddr>().map_err(|_| bad(&format!("{ip:?} is not an IP address"))));
+        let port = |p: &str| -> Result<u16, String> {
+            if p.contains('-') {
+                return Err(bad("port ranges are not supported"));
+            }
+            p.parse::<u16>().ok().filter(|&n| n > 0).ok_or_else(|| bad(&format!("{p:?} is not a port")))
+        };
+        let (host_port, container_port) = match rest.split_once(':') {
+            Some(("", c)) => (None, port(c)?),
+            Some((h, c)) => (Some(port(h)?), port(c)?),
+            None => (None, port(rest)?),
+        };
+        Ok(PortSpec { host_ip: host_ip.transpose()?, host_port, container_port, proto: proto.to_owned() })
+    }
+}
+
+/// The image's `EXPOSE`d ports (`80/tcp` keys of ExposedPorts) as `-P` publishes them:
+/// each on a port the kernel chooses.
+pub fn publish_all(exposed: &[String]) -> Result<Vec<PortSpec>, String> {
+    exposed.iter().map(|p| Ok(PortSpec { host_ip: None, host_port: None, ..p.parse()? })).collect()
+}
+
+/// Ports the supervisor listens on, bound before the container is reported started.
+pub struct Listeners {
+    tcp: Vec<(tokio::net::TcpListener, u16)>,
+    udp: Vec<(Arc<tokio::net::UdpSocket>, u16)>,
+    published: Vec<Published>,
+}
+
+impl Listeners {
+    /// Binds every port of `specs` on the host (inside a tokio runtime).
+    pub fn bind(specs: &[PortSpec]) -> std::io::Result<Listeners> {
+        let mut l = Listeners { tcp: Vec::new(), udp: Vec::new(), published: Vec::new() };
+        for spec in specs {
+            let ip = spec.host_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+            let addr = SocketAddr::new(ip, spec.host_port.unwrap_or(0));
+            let err = |e: std::io::Error| std::io::Error::new(e.kind(), format!("publish {addr}/{}: {e}", spec.proto));
+            let local = if spec.proto == "udp" {
+                let s = std::net::UdpSocket::bind(addr).map_err(err)?;
+                s.set_nonblocking(true)?;
+                let local = s.local_addr()?;
+                l.udp.push((Arc::new(tokio::net::UdpSocket::from_std(s)?), spec.container_port));
+                local
+            } else {
+                let s = std::net::TcpListener::bind(addr).map_err(err)?;
+                s.set_nonblocking(true)?;
+                let local = s.local_addr()?;
+                l.tcp.push((tokio::net::TcpListener::from_std(s)?, spec.container_port));
+                local
+            };
+            l.published.push(Published {
+                host_ip: ip.to_string(),
+                host_port: local.port(),
+                container_port: spec.container_port,
+                proto: spec.proto.clone(),
+            });
+        }
+        Ok(l)
+    }
+
+    /// What was bound, for the state.
+    pub fn published(&self) -> Vec<Published> {
+        self.published.clone()
+    }
+
+    /// Serves every port until the runtime stops: each connection (or UDP peer) gets a
+    /// socket made in `netns`, the container's network namespace, to its loopback.
+    pub fn serve(self, netns: Arc<OwnedFd>) {
+        for (listener, port) in self.tcp {
+            tokio::spawn(serve_tcp(listener, port, netns.clone()));
+        }
+        for (socket, port) in self.udp {
+            tokio::spawn(serve_udp(socket, port, netns.clone()));
+        }
+    }
+}
+
+/// Runs `make` with the calling thread in the network namespace `netns`, then returns to
+/// the thread's own: a socket made inside stays in the container's namespace.
+fn in_netns<T>(netns: &OwnedFd, make: impl FnOnce() -> std::io::Result<T>) -> std::io::Result<T> {
+    let own = std::fs::File::open("/proc/thread-self/ns/net")?;
+    rustix::thread::move_into_link_name_space(netns.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
+        .map_err(std::io::Error::from)?;
+    let made = make();
+    rustix::thread::move_into_link_name_space(own.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
+        .map_err(std::io::Error::from)?;
+    made
+}
+
+async fn serve_tcp(listener: tokio::net::TcpListener, port: u16, netns: Arc<OwnedFd>) {
+    loop {
+        let Ok((mut client, _)) = listener.accept().await else { continue };
+        let netns = netns.clone();
+        tokio::spawn(async move {
+            let Ok(socket) = in_netns(&netns, tokio::net::TcpSocket::new_v4) else { return };
+            // Nothing listens inside yet (or any more): the client sees its connection closed.
+            let Ok(mut upstream) = socket.connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await else {
+                return;
+            };
+            let _done = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+        });
+    }
+}
+
+async fn serve_udp(host: Arc<tokio::net::UdpSocket>, port: u16, netns: Arc<OwnedFd>) {
+    let mut peers: std::collections::HashMap<SocketAddr, Arc<tokio::net::UdpSocket>> = Default::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let Ok((n, peer)) = host.recv_from(&mut buf).await else { continue };
+        let upstream = match peers.get(&peer) {
+            Some(u) => u.clone(),
+            None => {
+                let made = in_netns(&netns, || {
+                    let s = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+                    s.set_nonblocking(true)?;
+                    Ok(s)
+                });
+                let Ok(s) = made.and_then(tokio::net::UdpSocket::from_std) else { continue };
+                if s.connect((Ipv4Addr::LOCALHOST, port)).await.is_err() {
+                    continue;
+                }
+                let s = Arc::new(s);
+                peers.insert(peer, s.clone());
+                // Replies go back to this peer from the published port.
+                let (back, host) = (s.clone(), host.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = back.recv(&mut buf).await {
+                        let _ = host.send_to(&buf[..n], peer).await;
+                    }
+                });
+                s
+            }
+        };
+        let _ = upstream.send(&buf[..n]).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(s: &str) -> PortSpec {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn dockers_port_forms_parse() {
+        let p = spec("8080:80");
+        assert_eq!((p.host_ip, p.host_port, p.container_port, p.proto.as_str()), (None, Some(8080), 80, "tcp"));
+        let p = spec("127.0.0.1:8080:80/udp");
+        assert_eq!((p.host_ip, p.host_port, p.proto.as_str()), (Some("127.0.0.1".parse().unwrap()), Some(8080), "udp"));
+        let p = spec("127.0.0.1::80");
+        assert_eq!((p.host_port, p.container_port), (None, 80));
+        assert_eq!(spec("80").host_port, None);
+        assert_eq!(spec("[::1]:9000:90").host_ip, Some("::1".parse().unwrap()));
+        for bad in ["", "0", "x:80", "80/sctp", "1.2.3:80:80", "8000-8010:80", "70000:80", "[::1:80:80"] {
+            assert!(bad.parse::<PortSpec>().is_err(), "{bad} parsed");
+        }
+    }
+
+    #[test]
+    fn publish_all_takes_every_exposed_port_on_a_free_host_port() {
+        let all = publish_all(&["80/tcp".into(), "53/udp".into()]).unwrap();
+        assert_eq!(all.iter().map(|p| (p.host_port, p.container_port)).collect::<Vec<_>>(), [(None, 80), (None, 53)]);
+        assert_eq!(all[1].proto, "udp");
+    }
+}

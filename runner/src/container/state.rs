@@ -1,0 +1,238 @@
+//! What a container is doing: created, running (pid, ports, health) or exited (code).
+//! Written by the supervisor as things happen, read by `ps`, `inspect`, `wait` and `--wait`.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+/// The container's life, as docker names it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Recorded, never started.
+    #[default]
+    Created,
+    /// Its process is running.
+    Running,
+    /// Its process has exited.
+    Exited,
+}
+
+impl Status {
+    /// docker's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Exited => "exited",
+        }
+    }
+}
+
+/// docker's health states.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    /// No probe has decided yet.
+    #[default]
+    Starting,
+    /// The last probe passed.
+    Healthy,
+    /// `retries` probes in a row failed.
+    Unhealthy,
+}
+
+impl HealthStatus {
+    /// docker's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Starting => "starting",
+            HealthStatus::Healthy => "healthy",
+            HealthStatus::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+/// One health probe's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Probe {
+    /// When it started (RFC 3339).
+    pub start: String,
+    /// When it ended.
+    pub end: String,
+    /// Its exit code (-1 when it timed out or could not start).
+    pub exit_code: i32,
+    /// Its output, at most 4 KiB.
+    pub output: String,
+}
+
+/// The health of a container with a health check.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// starting, healthy or unhealthy.
+    pub status: HealthStatus,
+    /// Failed probes in a row.
+    pub failing_streak: u32,
+    /// The last five probes, oldest first.
+    pub log: VecDeque<Probe>,
+}
+
+impl Health {
+    /// How many probes docker keeps.
+    pub const KEEP: usize = 5;
+
+    /// Records a probe: a pass makes the container healthy; a failure counts towards
+    /// `retries`, except during the start period (where it is only logged).
+    pub fn record(&mut self, probe: Probe, retries: u32, in_start_period: bool) {
+        if probe.exit_code == 0 {
+            self.status = HealthStatus::Healthy;
+            self.failing_streak = 0;
+        } else if !in_start_period || self.status != HealthStatus::Starting {
+            self.failing_streak += 1;
+            if self.failing_streak >= retries.max(1) {
+                self.status = HealthStatus::Unhealthy;
+            }
+        }
+        self.log.push_back(probe);
+        while self.log.len() > Health::KEEP {
+            self.log.pop_front();
+        }
+    }
+}
+
+/// A port published on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Published {
+    /// The host address it listens on.
+    pub host_ip: String,
+    /// The host port (chosen by the kernel when none was given).
+    pub host_port: u16,
+    /// The container's port.
+    pub container_port: u16,
+    /// tcp or udp.
+    pub proto: String,
+}
+
+/// A container's state, `state.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct State {
+    /// created, running or exited.
+    pub status: Status,
+    /// The container's first process, as the host sees it, while it runs.
+    pub pid: Option<i32>,
+    /// The supervisor's pid, while it runs.
+    pub supervisor: Option<i32>,
+    /// When it last started.
+    pub started_at: Option<String>,
+    /// When it last exited.
+    pub finished_at: Option<String>,
+    /// How it last exited (128 + N for signal N).
+    pub exit_code: Option<i32>,
+    /// Why it could not start, or why it ended outside its own control.
+    pub error: Option<String>,
+    /// Its health, with a health check.
+    pub health: Option<Health>,
+    /// Its published ports, while it runs.
+    pub ports: Vec<Published>,
+    /// Whether `berth stop` or `kill` ended it (for `--restart` one day, and inspect).
+    pub stopped_by_user: bool,
+}
+
+impl State {
+    /// Records the start of process `pid`.
+    pub fn started(&mut self, pid: i32, supervisor: i32, ports: Vec<Published>, health: bool) {
+        self.status = Status::Running;
+        self.pid = Some(pid);
+        self.supervisor = Some(supervisor);
+        self.started_at = Some(now());
+        self.finished_at = None;
+        self.exit_code = None;
+        self.error = None;
+        self.ports = ports;
+        self.health = health.then(Health::default);
+        self.stopped_by_user = false;
+    }
+
+    /// Records the exit.
+    pub fn exited(&mut self, code: i32, error: Option<String>) {
+        self.status = Status::Exited;
+        self.pid = None;
+        self.supervisor = None;
+        self.finished_at = Some(now());
+        self.exit_code = Some(code);
+        if error.is_some() {
+            self.error = error;
+        }
+        self.ports.clear();
+    }
+
+    /// `ps`'s STATUS column: `Up 3 seconds (healthy)`, `Exited (0) 2 minutes ago`, `Created`.
+    pub fn describe(&self, since: impl Fn(&str) -> String) -> String {
+        match self.status {
+            Status::Created => "Created".into(),
+            Status::Running => {
+                let up = self.started_at.as_deref().map(&since).unwrap_or_default();
+                let up = up.trim_end_matches(" ago");
+                match &self.health {
+                    Some(h) => format!("Up {up} ({})", health_word(h.status)),
+                    None => format!("Up {up}"),
+                }
+            }
+            Status::Exited => {
+                let when = self.finished_at.as_deref().map(since).unwrap_or_default();
+                format!("Exited ({}) {when}", self.exit_code.unwrap_or(-1))
+            }
+        }
+    }
+}
+
+fn health_word(s: HealthStatus) -> &'static str {
+    match s {
+        HealthStatus::Starting => "health: starting",
+        other => other.as_str(),
+    }
+}
+
+/// Now, RFC 3339 with nanoseconds, as docker writes its times.
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(code: i32) -> Probe {
+        Probe { start: now(), end: now(), exit_code: code, output: String::new() }
+    }
+
+    #[test]
+    fn health_follows_dockers_rules() {
+        let mut h = Health::default();
+        // Failures in the start period are logged but do not count.
+        h.record(probe(1), 2, true);
+        assert_eq!((h.status, h.failing_streak), (HealthStatus::Starting, 0));
+        h.record(probe(0), 2, true);
+        assert_eq!(h.status, HealthStatus::Healthy);
+        h.record(probe(1), 2, false);
+        assert_eq!((h.status, h.failing_streak), (HealthStatus::Healthy, 1));
+        h.record(probe(1), 2, false);
+        assert_eq!(h.status, HealthStatus::Unhealthy);
+        h.record(probe(0), 2, false);
+        assert_eq!((h.status, h.failing_streak), (HealthStatus::Healthy, 0));
+        for _ in 0..10 {
+            h.record(probe(0), 2, false);
+        }
+        assert_eq!(h.log.len(), Health::KEEP);
+    }
+
+    #[test]
+    fn ps_status_reads_as_dockers() {
+        let mut s = State::default();
+        assert_eq!(s.describe(|_| "x".into()), "Created");
+        s.started(10, 9, vec![], true);
+        assert_eq!(s.describe(|_| "3 seconds ago".into()), "Up 3 seconds (health: starting)");
+        s.exited(137, None);
+        assert_eq!(s.describe(|_| "1 minute ago".into()), "Exited (137) 1 minute ago");
+    }
+}

@@ -1,0 +1,253 @@
+//! The supervisor of a detached container: berth re-executed (see [`super::control::start`]),
+//! one per container, in the role of podman's conmon. It holds `supervisor.lock` for its
+//! whole life, starts the process, tells the starting command that it runs (or why not),
+//! then writes the process's output to the json-file log, runs the health checks, serves
+//! the published ports, and records the exit code before it lets go of anything.
+//!
+//! Threads: the process is started from a thread of its own ("berth-container"), which
+//! enters a new PID namespace for its children and stays until the process exits (the
+//! process's parent-death signal is tied to it). Health probes join the container from
+//! short-lived threads of their own. Everything else runs on the main thread, in a
+//! single-threaded tokio runtime.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::logs::{Stream, Writer};
+use super::{Container, Error, Result};
+use crate::sandbox::SandboxError;
+
+/// The started process, as the container thread hands it over.
+struct Started {
+    pid: i32,
+    pidfd: OwnedFd,
+}
+
+/// Runs the supervisor of container `id` in `root` to the end of its process. `ready` is
+/// the pipe the starting command waits on: it gets `ok` once the process runs and its
+/// ports are bound, or the error, and is closed.
+pub fn run(root: &Path, id: &str, ready: OwnedFd) -> Result<i32> {
+    let mut ready = Some(File::from(ready));
+    let result = (|| {
+        let c = super::find(root, id)?;
+        let Some(_lock) = c.supervise_lock()? else {
+            return Err(Error::State(format!("container {} is already running", c.config.name)));
+        };
+        supervise(&c, &mut ready)
+    })();
+    if let (Err(e), Some(r)) = (&result, ready.as_mut()) {
+        // The starting command shows this; if it is gone, the supervisor's log has it.
+        let _ = write!(r, "{e}");
+    }
+    result
+}
+
+fn supervise(c: &Container, ready: &mut Option<File>) -> Result<i32> {
+    let config = &c.config;
+    let snapshotter = crate::snapshot::for_root(c.root())?;
+    let rootfs = snapshotter.mounts(&super::snapshot_key(&config.id))?;
+    let limits = config.limits();
+    let cgroup = if limits.is_empty() {
+        None
+    } else {
+        let made = crate::cgroup::Cgroup::create(&config.id, &limits);
+        Some(made.map_err(super::io_err("set up the cgroup of", &c.dir))?)
+    };
+    let cgroups = cgroup.as_ref().map(crate::cgroup::Cgroup::procs_files).unwrap_or_default();
+    let mountpoint = super::containers_dir(c.root()).join(".rootfs");
+    std::fs::create_dir_all(&mountpoint).map_err(super::io_err("create", &mountpoint))?;
+    let mut spec = config.spec(rootfs, mountpoint, cgroups)?;
+    spec.security = config.security(Some(&c.root().join("seccomp")))?;
+    let (out_r, out_w) = std::io::pipe().map_err(super::io_err("pipe for", &c.dir))?;
+    let (err_r, err_w) = std::io::pipe().map_err(super::io_err("pipe for", &c.dir))?;
+    // With -i, stdin is a pipe held open here and never written: `sh` waits, as under docker.
+    let (stdin, _stdin_w) = if config.interactive {
+        let (r, w) = std::io::pipe().map_err(super::io_err("pipe for", &c.dir))?;
+        (std::process::Stdio::from(r), Some(w))
+    } else {
+        (std::process::Stdio::null(), None)
+    };
+    let (started_tx, started_rx) = std::sync::mpsc::channel::<Result<Started>>();
+    let (exit_tx, exit_rx) = tokio::sync::oneshot::channel::<i32>();
+    let thread = std::thread::Builder::new().name("berth-container".into()).spawn(move || {
+        let started = (|| -> Result<(std::process::Child, Started)> {
+            let mut cmd = crate::sandbox::command(&spec)?;
+            cmd.stdin(stdin).stdout(out_w).stderr(err_w);
+            let child = cmd.spawn().map_err(|e| SandboxError::Start { what: "fork and exec", source: e })?;
+            let pid = rustix::process::Pid::from_child(&child);
+            let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+                .map_err(|e| SandboxError::Start { what: "pidfd", source: e.into() })?;
+            Ok((child, Started { pid: pid.as_raw_nonzero().get(), pidfd }))
+        })();
+        match started {
+            Err(e) => {
+                let _ = started_tx.send(Err(e));
+            }
+            Ok((mut child, started)) => {
+                let fd = started.pidfd.as_raw_fd();
+                let _ = started_tx.send(Ok(started));
+                // The exit is read without reaping: until the supervisor has recorded it,
+                // the pid stays a zombie, so `berth kill` can never signal a reused pid.
+                let code = wait_no_reap(fd);
+                let _ = exit_tx.send(code);
+                // The supervisor's state is written by now or it has given up on it.
+                let _ = child.wait();
+            }
+        }
+    });
+    thread.map_err(super::io_err("start the container thread of", &c.dir))?;
+    let started = started_rx.recv().map_err(|_| Error::Config("the container thread ended".into()))??;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(super::io_err("start the runtime of", &c.dir))?;
+    let code = rt.block_on(watch(c, started, ready, (out_r, err_r), exit_rx));
+    if let Some(cg) = cgroup {
+        cg.remove();
+    }
+    let code = code?;
+    if config.auto_remove {
+        c.remove(snapshotter.as_ref())?;
+    }
+    Ok(code)
+}
+
+/// Waits for the exit of the process behind `pidfd` without reaping it; 128 + N for signal N.
+fn wait_no_reap(pidfd: i32) -> i32 {
+    loop {
+        // SAFETY: a zeroed siginfo_t is a valid out-parameter for waitid.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid on our own pidfd, writing into `info`.
+        let r = unsafe { libc::waitid(libc::P_PIDFD, pidfd as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT) };
+        if r == 0 {
+            // SAFETY: after a successful waitid for WEXITED, si_status and si_code are set.
+            let (status, code) = unsafe { (info.si_status(), info.si_code) };
+            return if code == libc::CLD_EXITED { status } else { 128 + status };
+        }
+        if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return 255;
+        }
+    }
+}
+
+/// The main loop: binds the ports, records the start, then pumps the output, runs the
+/// health checks and forwards stop signals until the process exits; records the exit.
+async fn watch(
+    c: &Container,
+    started: Started,
+    ready: &mut Option<File>,
+    (out, err): (std::io::PipeReader, std::io::PipeReader),
+    exit: tokio::sync::oneshot::Receiver<i32>,
+) -> Result<i32> {
+    let pidfd = Arc::new(started.pidfd);
+    let listeners = match super::ports::Listeners::bind(&c.config.ports) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = rustix::process::pidfd_send_signal(&*pidfd, rustix::process::Signal::KILL);
+            let code = exit.await.unwrap_or(137);
+            c.update(|s| s.exited(code, Some(e.to_string())))?;
+            return Err(super::io_err("publish the ports of", &c.dir)(e));
+        }
+    };
+    let published = listeners.published();
+    let supervisor = std::process::id() as i32;
+    c.update(|s| s.started(started.pid, supervisor, published, c.config.health.is_some()))?;
+    if !c.config.ports.is_empty() && c.config.network != "host" {
+        listeners.serve(Arc::new(super::exec::Target::net_ns(started.pid)?));
+    }
+    if let Some(mut r) = ready.take() {
+        // The starting command may be gone (killed): the container runs on regardless.
+        let _ = r.write_all(b"ok");
+    }
+    if let Some(health) = c.config.health.clone() {
+        tokio::spawn(check_health(c.clone(), health));
+    }
+    let mut log = Writer::open(&c.log_path()).map_err(super::io_err("open", &c.log_path()))?;
+    let code = pump(&mut log, (out, err), exit, &pidfd, c.config.stop_signal.as_str()).await?;
+    let _ = log.flush();
+    c.update(|s| s.exited(code, None))?;
+    Ok(code)
+}
+
+/// Copies the output into the log until the process exits and its pipes close (all of
+/// the container's processes are gone with its PID 1; a second at most is waited for).
+async fn pump(
+    log: &mut Writer,
+    (out, err): (std::io::PipeReader, std::io::PipeReader),
+    mut exit: tokio::sync::oneshot::Receiver<i32>,
+    pidfd: &OwnedFd,
+    stop_signal: &str,
+) -> Result<i32> {
+    use tokio::io::AsyncReadExt;
+    use tokio::signal::unix::{signal, SignalKind};
+    let to_async = |p: std::io::PipeReader| tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(p));
+    let (mut out, mut err) = (
+        to_async(out).map_err(super::io_err("watch", Path::new("stdout")))?,
+        to_async(err).map_err(super::io_err("watch", Path::new("stderr")))?,
+    );
+    let mut term = signal(SignalKind::terminate()).map_err(super::io_err("listen for", Path::new("SIGTERM")))?;
+    let (mut ob, mut eb) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
+    let (mut out_open, mut err_open, mut code) = (true, true, None);
+    let mut drain_until: Option<Instant> = None;
+    while out_open || err_open {
+        let deadline = drain_until.map_or(tokio::time::Instant::now() + Duration::from_secs(3600), Into::into);
+        tokio::select! {
+            n = out.read(&mut ob), if out_open => match n {
+                Ok(0) | Err(_) => out_open = false,
+                Ok(n) => log.write(Stream::Stdout, &ob[..n]).map_err(super::io_err("write", Path::new("the log")))?,
+            },
+            n = err.read(&mut eb), if err_open => match n {
+                Ok(0) | Err(_) => err_open = false,
+                Ok(n) => log.write(Stream::Stderr, &eb[..n]).map_err(super::io_err("write", Path::new("the log")))?,
+            },
+            c = &mut exit, if code.is_none() => {
+                code = Some(c.unwrap_or(255));
+                drain_until = Some(Instant::now() + Duration::from_secs(1));
+            }
+            _ = term.recv() => {
+                // Someone stopped the supervisor: stop the container the way `berth stop` does.
+                let sig = super::control::parse_signal(stop_signal).unwrap_or(libc::SIGTERM);
+                let _ = super::control::signal_pidfd(pidfd, sig);
+            }
+            () = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    match code {
+        Some(c) => Ok(c),
+        None => Ok(exit.await.unwrap_or(255)),
+    }
+}
+
+/// Runs the health check on docker's schedule and records each probe, until the runtime
+/// stops (the process exited).
+async fn check_health(c: Container, health: super::health::HealthConfig) {
+    let start = Instant::now();
+    let process = super::exec::Process { args: health.command.clone(), ..Default::default() };
+    loop {
+        tokio::time::sleep(health.next_probe(start.elapsed())).await;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (probe_c, probe_p, timeout) = (c.clone(), process.clone(), health.timeout);
+        let began = super::state::now();
+        let spawned = std::thread::Builder::new().name("berth-health".into()).spawn(move || {
+            let _ = tx.send(super::exec::run_captured(&probe_c, &probe_p, timeout, 4096));
+        });
+        let (exit_code, output) = match spawned {
+            Ok(_) => rx.await.unwrap_or((-1, "the probe did not finish".into())),
+            Err(e) => (-1, format!("start a probe: {e}")),
+        };
+        let probe = super::state::Probe { start: began, end: super::state::now(), exit_code, output };
+        let in_start = start.elapsed() < health.start_period;
+        let updated = c.update(|s| {
+            if s.status == super::Status::Running {
+                s.health.get_or_insert_with(Default::default).record(probe, health.retries, in_start);
+            }
+        });
+        if updated.is_err() {
+            return;
+        }
+    }
+}
