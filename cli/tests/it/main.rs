@@ -17,6 +17,7 @@ mod cache_mounts;
 mod cache_remote;
 mod cache_s3;
 mod client;
+mod containers;
 mod images;
 mod layers;
 mod lifecycle;

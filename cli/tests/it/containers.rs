@@ -1,0 +1,370 @@
+//! Detached containers (issue 16): `run -d` under a supervisor, published ports, health
+//! checks and `--wait`, `ps`, `logs`, `exec`, `stop`, `kill`, `wait`, `start`, `rm -f`,
+//! `inspect`, and what a killed supervisor leaves behind.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::util::{p, strict, Berth};
+
+/// A store with the busybox image that removes its containers when dropped.
+struct Store(Berth);
+
+impl std::ops::Deref for Store {
+    type Target = Berth;
+    fn deref(&self) -> &Berth {
+        &self.0
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let ids = self.0.output(&["ps", "-aq"]);
+        for id in String::from_utf8_lossy(&ids.stdout).lines() {
+            let _ = self.0.output(&["rm", "-f", id]);
+        }
+    }
+}
+
+fn setup() -> Option<Store> {
+    if !rustix::process::geteuid().is_root() {
+        assert!(!strict(), "container tests need root (BERTH_TEST_STRICT=1)");
+        eprintln!("skipping: berth run needs root");
+        return None;
+    }
+    let b = Berth::new();
+    b.busybox("busybox:latest").then_some(Store(b))
+}
+
+/// A service image: busybox httpd serving "hello", with EXPOSE and a HEALTHCHECK that
+/// probes every 50 ms during its start period; it exits 0 on SIGTERM.
+fn service_image(b: &Berth) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM busybox\n\
+         RUN mkdir /www && echo hello > /www/index.html\n\
+         EXPOSE 8080\n\
+         HEALTHCHECK --interval=30s --start-period=20s --start-interval=50ms --timeout=2s \\\n\
+           CMD wget -q -O /dev/null http://127.0.0.1:8080/ || exit 1\n\
+         CMD [\"sh\", \"-c\", \"echo serving; echo to-stderr >&2; trap 'echo bye; exit 0' TERM; httpd -f -p 8080 -h /www & wait\"]\n",
+    )
+    .unwrap();
+    b.ok(&["build", "-q", "-t", "svc", &p(dir.path())]);
+}
+
+fn get(port: u16) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the published port");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn inspect(b: &Berth, what: &str, format: &str) -> String {
+    b.ok(&["inspect", "--format", format, what]).trim().to_owned()
+}
+
+fn state_json(b: &Berth, id: &str) -> serde_json::Value {
+    let path = b.root.path().join("containers").join(id).join("state.json");
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[test]
+fn a_detached_service_is_published_healthy_logged_stopped_and_removed() {
+    let Some(b) = setup() else { return };
+    service_image(&b);
+    let started = Instant::now();
+    let id = b.ok(&["run", "-d", "--wait", "--name", "web", "-p", "127.0.0.1::8080", "svc"]).trim().to_owned();
+    eprintln!("run -d --wait: {:?}", started.elapsed());
+    assert_eq!(id.len(), 64, "{id}");
+    // --wait returned: the image's own health check has passed.
+    assert_eq!(inspect(&b, "web", "{{.State.Health.Status}}"), "healthy");
+    let ports: serde_json::Value =
+        serde_json::from_str(&inspect(&b, "web", "{{json .NetworkSettings.Ports}}")).unwrap();
+    let port: u16 = ports["8080/tcp"][0]["HostPort"].as_str().unwrap().parse().unwrap();
+    assert_eq!(ports["8080/tcp"][0]["HostIp"], "127.0.0.1");
+    let reply = get(port);
+    assert!(reply.starts_with("HTTP/1.") && reply.ends_with("hello\n"), "{reply}");
+    let ps = b.ok(&["ps"]);
+    assert!(ps.contains(&id[..12]) && ps.contains("(healthy)"), "{ps}");
+    assert!(ps.contains(&format!("127.0.0.1:{port}->8080/tcp")) && ps.contains("web"), "{ps}");
+    // -P publishes the image's EXPOSEd port on a port of the kernel's choosing.
+    b.ok(&["run", "-d", "--name", "web2", "-P", "--no-healthcheck", "svc"]);
+    let ports: serde_json::Value =
+        serde_json::from_str(&inspect(&b, "web2", "{{json .NetworkSettings.Ports}}")).unwrap();
+    let port2: u16 = ports["8080/tcp"][0]["HostPort"].as_str().unwrap().parse().unwrap();
+    assert_ne!(port2, port);
+    assert_eq!(inspect(&b, "web2", "{{json .State.Health}}"), "null", "--no-healthcheck turns the image's off");
+    // Logs: stdout to stdout, stderr to stderr; --tail; --timestamps.
+    let out = b.output(&["logs", "web"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "serving\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "to-stderr\n");
+    let stamped = b.ok(&["logs", "-t", "web"]);
+    let (time, line) = stamped.trim_end().split_once(' ').unwrap();
+    assert!(chrono::DateTime::parse_from_rfc3339(time).is_ok() && line == "serving", "{stamped}");
+    // stop: the image's handler runs (exit 0, not 137), the port closes, the log has "bye".
+    let t = Instant::now();
+    assert_eq!(b.ok(&["stop", "web"]).trim(), "web");
+    assert!(t.elapsed() < Duration::from_secs(5), "stop waited for its timeout: {:?}", t.elapsed());
+    assert_eq!(b.ok(&["wait", "web"]).trim(), "0");
+    assert_eq!(inspect(&b, "web", "{{.State.Status}} {{.State.ExitCode}}"), "exited 0");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the published port is closed");
+    assert_eq!(b.ok(&["logs", "--tail", "1", "web"]), "bye\n");
+    let ps = b.ok(&["ps", "-a"]);
+    assert!(ps.contains("Exited (0)"), "{ps}");
+    assert!(!b.ok(&["ps"]).contains("web\n"), "ps without -a lists running containers only");
+    b.ok(&["rm", "web"]);
+    let err = b.fails(&["logs", "web"]);
+    assert!(err.contains("no such container: web"), "{err}");
+    assert!(!b.root.path().join("containers").join(&id).exists());
+}
+
+#[test]
+fn wait_fails_with_the_last_health_output_and_log_lines() {
+    let Some(b) = setup() else { return };
+    let health = ["--health-cmd", "echo probe-says-no; exit 1", "--health-interval", "50ms", "--health-retries", "2"];
+    let mut args = vec!["run", "-d", "--wait", "--name", "sick"];
+    args.extend(health);
+    args.extend(["busybox", "sh", "-c", "echo app-log-line; sleep 30"]);
+    let out = b.output(&args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("container sick is unhealthy"), "{err}");
+    assert!(err.contains("probe-says-no") && err.contains("app-log-line"), "{err}");
+    assert_eq!(inspect(&b, "sick", "{{.State.Health.Status}} {{.State.Health.FailingStreak}}"), "unhealthy 2");
+    // A container that exits before it is healthy.
+    let mut args = vec!["run", "-d", "--wait", "--name", "dies"];
+    args.extend(health);
+    args.extend(["busybox", "sh", "-c", "echo dying; exit 3"]);
+    let out = b.output(&args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("exited with code 3") && err.contains("dying"), "{err}");
+    // No verdict in time.
+    let out = b.output(&[
+        "run",
+        "-d",
+        "--wait",
+        "--wait-timeout",
+        "300ms",
+        "--name",
+        "slow",
+        "--health-cmd",
+        "true",
+        "--health-interval",
+        "1h",
+        "busybox",
+        "sleep",
+        "30",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("did not become healthy within 0.3s"), "{err}");
+    // Without a health check, --wait returns once the process runs.
+    b.ok(&["run", "-d", "--wait", "--name", "plain", "busybox", "sleep", "30"]);
+    assert_eq!(inspect(&b, "plain", "{{.State.Status}}"), "running");
+}
+
+#[test]
+fn exec_joins_the_containers_namespaces_cgroup_and_confinement() {
+    let Some(b) = setup() else { return };
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "box",
+        "--hostname",
+        "boxhost",
+        "--memory",
+        "64m",
+        "busybox",
+        "sh",
+        "-c",
+        "echo made-by-pid1 > /tmp/marker; sleep 60",
+    ]);
+    let pid1 = |what: &str| b.ok(&["exec", "box", "cat", &format!("/proc/1/{what}")]);
+    let own = |what: &str| b.ok(&["exec", "box", "cat", &format!("/proc/self/{what}")]);
+    // The same PID namespace (PID 1 is the container's sh), mount namespace, hostname.
+    // (busybox's sh execs the script's last command: PID 1 is the sleep.)
+    assert_eq!(pid1("cmdline"), "sleep\x0060\0");
+    assert_eq!(b.ok(&["exec", "box", "cat", "/tmp/marker"]), "made-by-pid1\n");
+    assert_eq!(b.ok(&["exec", "box", "hostname"]), "boxhost\n");
+    // The same cgroups, capabilities and seccomp filter as the container's own process.
+    assert_eq!(own("cgroup"), pid1("cgroup"));
+    let caps = |s: &str| {
+        s.lines().filter(|l| l.starts_with("Cap") || l.starts_with("Seccomp:")).collect::<Vec<_>>().join("\n")
+    };
+    assert_eq!(caps(&own("status")), caps(&pid1("status")));
+    assert!(caps(&own("status")).contains("Seccomp:\t2"), "{}", own("status"));
+    let id = inspect(&b, "box", "{{.Id}}");
+    let in_cgroup = ["memory", "unified"]
+        .iter()
+        .map(|c| Path::new("/sys/fs/cgroup").join(c).join("berth").join(&id))
+        .chain([Path::new("/sys/fs/cgroup/berth").join(&id)])
+        .find(|d| d.is_dir())
+        .expect("the container's memory cgroup");
+    let procs = std::fs::read_to_string(in_cgroup.join("cgroup.procs")).unwrap();
+    assert!(procs.lines().any(|l| l == inspect(&b, "box", "{{.State.Pid}}")), "{procs}");
+    // -u, -w, -e and the exit code.
+    let out = b.output(&[
+        "exec",
+        "-u",
+        "nobody",
+        "-w",
+        "/tmp",
+        "-e",
+        "MODE=ci",
+        "box",
+        "sh",
+        "-c",
+        "id -u; pwd; echo $MODE; exit 4",
+    ]);
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "65534\n/tmp\nci\n");
+    b.ok(&["stop", "-t", "0", "box"]);
+    let err = b.fails(&["exec", "box", "true"]);
+    assert!(err.contains("container box is not running"), "{err}");
+    assert!(!in_cgroup.exists(), "the cgroup is removed when the container exits");
+}
+
+#[test]
+fn a_killed_supervisor_loses_no_exit_status_and_leaves_nothing_behind() {
+    let Some(b) = setup() else { return };
+    let id = b.ok(&["run", "-d", "--memory", "64m", "-p", "127.0.0.1::9", "busybox", "sleep", "60"]).trim().to_owned();
+    let state = state_json(&b, &id);
+    let (pid, supervisor) = (state["pid"].as_i64().unwrap(), state["supervisor"].as_i64().unwrap());
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    let port = state["ports"][0]["host_port"].as_u64().unwrap() as u16;
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(supervisor as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "the container dies with its supervisor");
+    // The next command records the exit and removes the cgroup.
+    let ps = b.ok(&["ps", "-a"]);
+    assert!(ps.contains("Exited (137)"), "{ps}");
+    assert!(inspect(&b, &id, "{{.State.Error}}").contains("supervisor died"));
+    for c in ["memory", "unified", ""] {
+        let d = Path::new("/sys/fs/cgroup").join(c).join("berth").join(&id);
+        assert!(!d.exists(), "{} is left", d.display());
+    }
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the proxy died with the supervisor");
+    b.ok(&["rm", &id[..12]]);
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&p(b.root.path())), "a mount is left under the root: {mounts}");
+}
+
+#[test]
+fn start_kill_and_rm_follow_docker() {
+    let Some(b) = setup() else { return };
+    // The rootfs is kept between runs: the second run sees the first one's file.
+    let script = "echo run >> /runs; wc -l < /runs; trap 'echo got-usr1' USR1; while :; do sleep 0.05; done";
+    b.ok(&["run", "-d", "--name", "s", "busybox", "sh", "-c", script]);
+    let err = b.fails(&["rm", "s"]);
+    assert!(err.contains("is running"), "{err}");
+    b.ok(&["kill", "-s", "USR1", "s"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !b.ok(&["logs", "s"]).contains("got-usr1") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(b.ok(&["logs", "s"]), "1\ngot-usr1\n");
+    b.ok(&["kill", "s"]);
+    assert_eq!(b.ok(&["wait", "s"]).trim(), "137");
+    b.ok(&["start", "s"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !b.ok(&["logs", "s"]).contains("2\n") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(b.ok(&["logs", "s"]), "1\ngot-usr1\n2\n");
+    let err = b.fails(&["run", "-d", "--name", "s", "busybox", "true"]);
+    assert!(err.contains("already in use"), "{err}");
+    assert_eq!(b.ok(&["rm", "-f", "s"]).trim(), "s");
+    assert_eq!(b.ok(&["ps", "-aq"]), "");
+    // --rm: a detached container removes itself when it exits.
+    let id = b.ok(&["run", "-d", "--rm", "busybox", "true"]).trim().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.root.path().join("containers").join(&id).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!b.root.path().join("containers").join(&id).exists(), "--rm removed it");
+}
+
+/// A UDP echo server for the container (busybox's nc has no UDP): replies `echo:` and the
+/// datagram, so a test sees both directions through the published port.
+const UDP_ECHO: &str = r#"
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+int main(void) {
+    int s = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(5353)};
+    if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof a) < 0) return 1;
+    for (;;) {
+        char buf[512] = "echo:";
+        struct sockaddr_in from;
+        socklen_t len = sizeof from;
+        ssize_t n = recvfrom(s, buf + 5, sizeof buf - 5, 0, (struct sockaddr *)&from, &len);
+        if (n > 0) sendto(s, buf, n + 5, 0, (struct sockaddr *)&from, len);
+    }
+}
+"#;
+
+#[test]
+fn udp_ports_are_published_too() {
+    let Some(b) = setup() else { return };
+    if !crate::util::require_tool("cc") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("echo.c"), UDP_ECHO).unwrap();
+    let bin = dir.path().join("echo");
+    let out = std::process::Command::new("cc")
+        .args(["-static", "-O2", "-o", &p(&bin), &p(&dir.path().join("echo.c"))])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cc: {}", String::from_utf8_lossy(&out.stderr));
+    let volume = format!("{}:/echo:ro", p(&bin));
+    b.ok(&["run", "-d", "--name", "u", "-v", &volume, "-p", "127.0.0.1::5353/udp", "busybox", "/echo"]);
+    let state = state_json(&b, &inspect(&b, "u", "{{.Id}}"));
+    let port = state["ports"][0]["host_port"].as_u64().unwrap() as u16;
+    assert_eq!(state["ports"][0]["proto"], "udp");
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let mut buf = [0u8; 512];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let reply = loop {
+        // The server may not be bound yet: send again until it answers.
+        sock.send_to(b"datagram", ("127.0.0.1", port)).unwrap();
+        if let Ok(n) = sock.recv(&mut buf) {
+            break String::from_utf8_lossy(&buf[..n]).into_owned();
+        }
+        assert!(Instant::now() < deadline, "no reply through the published UDP port");
+    };
+    assert_eq!(reply, "echo:datagram");
+}
+
+#[test]
+fn bad_flags_are_refused_before_anything_is_made() {
+    let Some(b) = setup() else { return };
+    let err = b.fails(&["run", "-p", "8080:80", "busybox", "true"]);
+    assert!(err.contains("add -d"), "{err}");
+    let out = b.output(&["run", "-d", "-p", "80/sctp", "busybox", "true"]);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown protocol"));
+    let err = b.fails(&["run", "-d", "--stop-signal", "SIGNOPE", "busybox", "true"]);
+    assert!(err.contains("invalid signal"), "{err}");
+    // A port already taken: the run fails with the address, and nothing is left running.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let err =
+        b.fails(&["run", "-d", "--name", "clash", "-p", &format!("127.0.0.1:{port}:80"), "busybox", "sleep", "30"]);
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert_eq!(inspect(&b, "clash", "{{.State.Status}}"), "exited");
+    assert_eq!(b.ok(&["ps", "-q"]), "");
+}
