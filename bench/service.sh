@@ -106,8 +106,9 @@ trap 'exit 143' TERM
 # serving /www/index.html ("hello") on port 8080. busybox httpd as PID 1 would ignore SIGTERM
 # (PID 1 of a namespace gets no default signal actions), and `stop` would measure its 10 s
 # timeout; so a shell that traps TERM runs it and exits on the signal (the kernel then kills
-# httpd with the namespace). The HEALTHCHECK probes every 50 ms, podman's poll interval below:
-# with docker's semantics the first probe runs one interval after the start.
+# httpd with the namespace). The HEALTHCHECK is written as services write it since docker 25:
+# a slow interval (30 s) once up, and probes every 50 ms (podman's poll interval below) during
+# the start period (--start-interval); the first probe runs one start interval after the start.
 say "making the image $IMAGE in $BERTH_ROOT"
 BERTH=$BERTH fixtures/make-busybox-image >"$RUN/image.log" 2>&1 ||
   die "fixtures/make-busybox-image failed (see $RUN/image.log)"
@@ -116,7 +117,7 @@ cat >"$RUN/ctx/Dockerfile" <<'EOF'
 FROM busybox
 RUN mkdir -p /www && echo hello > /www/index.html
 EXPOSE 8080
-HEALTHCHECK --interval=50ms --timeout=1s CMD wget -q -O /dev/null http://127.0.0.1:8080/ || exit 1
+HEALTHCHECK --interval=30s --start-period=30s --start-interval=50ms --timeout=1s CMD wget -q -O /dev/null http://127.0.0.1:8080/ || exit 1
 CMD ["sh", "-c", "trap 'exit 0' TERM; httpd -f -p 8080 -h /www & wait"]
 EOF
 "$BERTH" build -t "$IMAGE" --progress plain "$RUN/ctx" >>"$RUN/image.log" 2>&1 ||
