@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Container start-to-exit latency: `berth run busybox /bin/true` beside `runc run` and
+# Container start-to-exit latency: `berth run --network none busybox /bin/true` (the bundle's
+# network: its own namespace, loopback only; the bridge is measured by bench/service.sh) beside `runc run` and
 # `crun run` on an OCI runtime bundle of the same busybox image, in the same run, timed by
 # hyperfine without a shell. Prints one table; see bench/README.md.
 #
@@ -97,7 +98,7 @@ check() {
   "${in_ns[@]}" "$@" >"$RUN/check-$name.log" 2>&1 || rc=$?
   [ "$rc" = 1 ] || die "$name: $* exited $rc, expected 1 (see $RUN/check-$name.log)"
 }
-check berth "$BERTH" run busybox /bin/false
+check berth "$BERTH" run --network none busybox /bin/false
 check runc runc run -b "$BUNDLE" bench-runc
 check crun crun --cgroup-manager=disabled run -b "$BUNDLE" bench-crun
 set_args /bin/true
@@ -107,14 +108,14 @@ set_args /bin/true
 # timed) removes one left over anyway, so the fixed IDs never clash. berth's is a no-op, for
 # the same rhythm.
 say "warming berth's snapshot cache"
-"${in_ns[@]}" "$BERTH" run busybox /bin/true >"$RUN/warm.log" 2>&1 ||
+"${in_ns[@]}" "$BERTH" run --network none busybox /bin/true >"$RUN/warm.log" 2>&1 ||
   die "berth run busybox /bin/true failed (see $RUN/warm.log)"
 
 say "hyperfine: $ROUNDS rounds of $WARMUP warm-up and $((RUNS / ROUNDS)) timed runs per tool"
 for round in $(seq "$ROUNDS"); do
   "${in_ns[@]}" hyperfine -N --style none --warmup "$WARMUP" --runs "$((RUNS / ROUNDS))" \
     --export-json "$RUN/hyperfine-$round.json" \
-    --command-name berth --prepare true "$BERTH run busybox /bin/true" \
+    --command-name berth --prepare true "$BERTH run --network none busybox /bin/true" \
     --command-name runc --prepare "runc delete -f bench-runc" "runc run -b $BUNDLE bench-runc" \
     --command-name crun --prepare "crun delete -f bench-crun" \
     "crun --cgroup-manager=disabled run -b $BUNDLE bench-crun" >&2 ||

@@ -50,7 +50,7 @@ enum Command {
     Login(commands::transfer::Login),
     Logout(commands::transfer::Logout),
     Registry(commands::registry::RegistryCmd),
-    Run(commands::run::Run),
+    Run(Box<commands::run::Run>),
     Ps(commands::container::Ps),
     Logs(commands::container::Logs),
     Exec(commands::exec::Exec),

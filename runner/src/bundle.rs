@@ -68,8 +68,12 @@ pub fn write(dir: &Path, spec: &Spec, ids: (u32, u32, Vec<u32>)) -> Result<(), B
         serde_json::json!({"type": "uts"}),
         serde_json::json!({"type": "mount"}),
     ];
-    if spec.network == Network::None {
-        namespaces.push(serde_json::json!({"type": "network"}));
+    match spec.network {
+        Network::None => namespaces.push(serde_json::json!({"type": "network"})),
+        // The runtime joins the namespace berth made, through berth's own open fd.
+        Network::Join(fd) => namespaces
+            .push(serde_json::json!({"type": "network", "path": format!("/proc/{}/fd/{fd}", std::process::id())})),
+        Network::Host => {}
     }
     v["linux"]["namespaces"] = serde_json::Value::Array(namespaces);
     // The same confinement as berth's own sandbox: capability sets (ambient empty) and the

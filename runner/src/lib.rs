@@ -12,6 +12,7 @@
 //! - [`bundle`]: the same process as an OCI runtime bundle, for runc or crun.
 //! - [`cgroup`]: memory, pids and cpu limits, v2 where available, else v1.
 //! - [`sandbox`]: one process in new namespaces on that rootfs, as `berth run` uses it.
+//! - [`network`]: the bridge network (`berth0`, veth pairs, NAT) for `berth run`.
 //! - [`security`]: capabilities and the seccomp filter (docker's defaults, `--cap-add`, profiles).
 //! - [`container`]: containers that outlive `berth run -d`: state, supervisor, logs, exec,
 //!   health checks and published ports.
@@ -28,6 +29,7 @@ pub mod cgroup;
 pub mod container;
 pub mod exec;
 pub mod lease;
+pub mod network;
 pub mod rlimit;
 pub mod rootfs;
 pub mod sandbox;

@@ -27,6 +27,9 @@ pub enum Network {
     None,
     /// The host's network.
     Host,
+    /// A network namespace made beforehand (the bridge's, see [`crate::network`]), by an
+    /// fd number that stays open in the starting process until the process runs.
+    Join(i32),
 }
 
 /// Who the process runs as, as given: `name`, `uid`, `uid:gid`, `name:group`.
@@ -544,8 +547,15 @@ fn enter(spec: &Spec, confinement: &crate::security::Confinement) -> std::io::Re
     }
     // SAFETY: we are the only thread of the freshly forked child.
     unsafe { rustix::thread::unshare_unsafe(flags) }.map_err(errno)?;
-    if spec.network == Network::None {
-        loopback_up()?;
+    match spec.network {
+        Network::None => loopback_up()?,
+        Network::Join(fd) => {
+            // SAFETY: the fd was opened by the parent and stays open until exec.
+            let ns = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            rustix::thread::move_into_link_name_space(ns, Some(rustix::thread::LinkNameSpaceType::Network))
+                .map_err(errno)?;
+        }
+        Network::Host => {}
     }
     rustix::mount::mount_change(Path::new("/"), MountPropagationFlags::PRIVATE | MountPropagationFlags::REC)
         .map_err(errno)?;
@@ -768,6 +778,16 @@ pub struct EtcFiles {
 }
 
 impl EtcFiles {
+    /// docker's files for a container on the bridge at `ip`: its address in /etc/hosts, and
+    /// the host's name servers that it can reach (see [`crate::network::resolv_conf`]).
+    pub fn bridged(hostname: &str, ip: std::net::Ipv4Addr) -> EtcFiles {
+        EtcFiles {
+            hosts: format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{hostname}\n"),
+            resolv_conf: crate::network::resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()),
+            hostname: format!("{hostname}\n"),
+        }
+    }
+
     /// docker's files for a container called `hostname`.
     pub fn new(hostname: &str, host_network: bool) -> EtcFiles {
         EtcFiles {

@@ -27,6 +27,30 @@ pub fn supervisor_command(root: &Path, id: &str) -> Result<std::process::Command
     Ok(cmd)
 }
 
+/// Runs `f` for each of `names` as docker's commands on several containers do: each done
+/// one is printed; an error is printed and the others still run; the command fails at the
+/// end if any did (with one name, with that name's error).
+fn each(names: &[String], mut f: impl FnMut(&str) -> Result<bool>) -> Result<()> {
+    let mut errors = Vec::new();
+    for name in names {
+        match f(name) {
+            Ok(true) => println!("{name}"),
+            Ok(false) => {}
+            Err(e) => errors.push(e),
+        }
+    }
+    match errors.len() {
+        0 => Ok(()),
+        1 if names.len() == 1 => Err(errors.remove(0)),
+        n => {
+            for e in &errors {
+                eprintln!("berth: {e:#}");
+            }
+            bail!("{n} of {} containers failed", names.len())
+        }
+    }
+}
+
 fn since(rfc3339: &str) -> String {
     format::since(chrono::DateTime::parse_from_rfc3339(rfc3339).ok().map(|t| t.to_utc()))
 }
@@ -93,6 +117,7 @@ impl Ps {
         let mut rows = vec![["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
             .map(String::from)
             .to_vec()];
+        let mut stdout = std::io::stdout().lock();
         for c in container::list(root)? {
             let state = c.state()?;
             if !self.all && state.status != Status::Running {
@@ -100,7 +125,7 @@ impl Ps {
             }
             let id = if self.no_trunc { c.config.id.clone() } else { c.short_id().to_owned() };
             if self.quiet {
-                println!("{id}");
+                writeln!(stdout, "{id}")?;
                 continue;
             }
             let mut command = c.config.args.join(" ");
@@ -123,7 +148,7 @@ impl Ps {
             ]);
         }
         if !self.quiet {
-            print!("{}", format::table(&rows));
+            write!(stdout, "{}", format::table(&rows))?;
         }
         Ok(())
     }
@@ -156,18 +181,20 @@ impl Logs {
         };
         let (entries, mut offset) = logs::read_from(&c.log_path(), 0)?;
         self.print(&logs::tail(entries, tail))?;
-        while self.follow {
+        if !self.follow {
+            return Ok(());
+        }
+        loop {
             // Read once more after the exit is seen: the last lines are written before it.
             let running = c.state()?.status == Status::Running;
             let (more, next) = logs::read_from(&c.log_path(), offset)?;
             offset = next;
             self.print(&more)?;
             if !running {
-                break;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(())
     }
 
     fn print(&self, entries: &[logs::Entry]) -> Result<()> {
@@ -199,13 +226,12 @@ pub struct Stop {
 impl Stop {
     /// Sends each container's stop signal, then SIGKILL after the timeout.
     pub fn run(self, root: &Path) -> Result<()> {
-        for what in &self.containers {
+        each(&self.containers, |what| {
             let c = container::find(root, what)?;
             let timeout = self.time.map_or(c.config.stop_timeout(), Duration::from_secs);
             control::stop(&c, timeout)?;
-            println!("{what}");
-        }
-        Ok(())
+            Ok(true)
+        })
     }
 }
 
@@ -225,15 +251,14 @@ impl Kill {
     /// Sends the signal to each container's first process.
     pub fn run(self, root: &Path) -> Result<()> {
         let sig = control::parse_signal(&self.signal).map_err(anyhow::Error::msg)?;
-        for what in &self.containers {
+        each(&self.containers, |what| {
             let c = container::find(root, what)?;
             control::kill(&c, sig)?;
             if sig == libc::SIGKILL {
                 c.update(|s| s.stopped_by_user = true)?;
             }
-            println!("{what}");
-        }
-        Ok(())
+            Ok(true)
+        })
     }
 }
 
@@ -271,18 +296,14 @@ pub struct Start {
 impl Start {
     /// Starts each container again under a new supervisor, on its kept rootfs.
     pub fn run(self, root: &Path) -> Result<()> {
-        for what in &self.containers {
+        each(&self.containers, |what| {
             let c = container::find(root, what)?;
-            let state = c.state()?;
-            if state.status == Status::Running {
-                println!("{what}");
-                continue;
+            if c.state()?.status != Status::Running {
+                control::start(&c, supervisor_command(root, &c.config.id)?)
+                    .with_context(|| format!("start container {}", c.config.name))?;
             }
-            control::start(&c, supervisor_command(root, &c.config.id)?)
-                .with_context(|| format!("start container {}", c.config.name))?;
-            println!("{what}");
-        }
-        Ok(())
+            Ok(true)
+        })
     }
 }
 
@@ -302,15 +323,19 @@ impl Rm {
     /// Removes each container's snapshot and directory (killing it first with -f).
     pub fn run(self, root: &Path) -> Result<()> {
         let snaps = snapshotter(root)?;
-        for what in &self.names {
-            let c = container::find(root, what)?;
+        each(&self.names, |what| {
+            let c = match container::find(root, what) {
+                Ok(c) => c,
+                // docker's rm -f: a container that is not there is not an error.
+                Err(container::Error::NotFound(_)) if self.force => return Ok(false),
+                Err(e) => return Err(e.into()),
+            };
             if self.force && c.state()?.status == Status::Running {
                 control::stop(&c, Duration::ZERO)?;
             }
             c.remove(snaps.as_ref())?;
-            println!("{what}");
-        }
-        Ok(())
+            Ok(true)
+        })
     }
 }
 
@@ -448,6 +473,11 @@ pub fn inspect_json(c: &Container) -> Result<serde_json::Value> {
             "NanoCpus": cfg.cpus.map_or(0, |c| (c * 1e9) as u64),
             "Binds": cfg.volumes.iter().map(|v| format!("{}:{}{}", v.host.display(), v.container, if v.read_only { ":ro" } else { "" })).collect::<Vec<_>>(),
         },
-        "NetworkSettings": { "Ports": ports },
+        "NetworkSettings": {
+            "Ports": ports,
+            "IPAddress": s.ip.clone().unwrap_or_default(),
+            "Gateway": if s.ip.is_some() { runner::network::GATEWAY.to_string() } else { String::new() },
+            "IPPrefixLen": if s.ip.is_some() { runner::network::PREFIX } else { 0 },
+        },
     }))
 }

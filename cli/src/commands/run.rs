@@ -33,8 +33,9 @@ pub struct Run {
     /// Overwrite the default ENTRYPOINT of the image
     #[arg(long)]
     entrypoint: Option<String>,
-    /// Network: none (loopback only; published ports reach it through the supervisor) or host
-    #[arg(long, default_value = "none", value_parser = ["none", "host"])]
+    /// Network: bridge (its own namespace on berth's bridge berth0, with an address, NAT and
+    /// DNS), none (loopback only; published ports reach it through the supervisor) or host
+    #[arg(long, default_value = "bridge", value_parser = ["bridge", "none", "host"])]
     network: String,
     /// Container host name
     #[arg(long, default_value = "berth")]
@@ -214,7 +215,7 @@ impl Run {
         // The raw config holds docker's fields the OCI types lack (Healthcheck, StopSignal).
         let raw: serde_json::Value = serde_json::from_slice(&image.config_bytes).context("parse the image config")?;
         let mut publish = self.publish.clone();
-        if self.publish_all {
+        if self.publish_all && self.network != "host" {
             let exposed: Vec<String> = cfg.exposed_ports().clone().unwrap_or_default();
             publish.extend(ports::publish_all(&exposed).map_err(anyhow::Error::msg)?);
         }
@@ -265,7 +266,8 @@ impl Run {
             memory: self.memory,
             pids_limit: self.pids_limit,
             cpus: self.cpus,
-            ports: publish,
+            // With the host's network the container's ports are the host's (docker discards -p).
+            ports: if self.network == "host" { Vec::new() } else { publish },
             health,
             stop_signal,
             stop_timeout: self.stop_timeout,
@@ -379,9 +381,11 @@ impl Run {
                 snapshot_made = true;
                 mounts
             };
+            // Held to the end: the namespace's fd until the process runs, the address for its life.
+            let net = config.attach_network()?;
             let mut console =
                 if self.tty && own_runtime { Some(super::console::Console::start(self.interactive)?) } else { None };
-            let mut spec = config.spec(rootfs, mountpoint.clone(), cgroups)?;
+            let mut spec = config.spec(rootfs, mountpoint.clone(), cgroups, net.as_ref())?;
             spec.security = security;
             spec.console_socket = console.as_ref().and_then(super::console::Console::child_fd);
             spec.console_size = super::console::terminal_size();

@@ -236,6 +236,8 @@ fn a_killed_supervisor_loses_no_exit_status_and_leaves_nothing_behind() {
     let (pid, supervisor) = (state["pid"].as_i64().unwrap(), state["supervisor"].as_i64().unwrap());
     assert!(Path::new(&format!("/proc/{pid}")).exists());
     let port = state["ports"][0]["host_port"].as_u64().unwrap() as u16;
+    let veth = Path::new("/sys/class/net").join(state["veth"].as_str().unwrap());
+    assert!(veth.exists(), "on the bridge, the default network");
     rustix::process::kill_process(
         rustix::process::Pid::from_raw(supervisor as i32).unwrap(),
         rustix::process::Signal::KILL,
@@ -255,6 +257,7 @@ fn a_killed_supervisor_loses_no_exit_status_and_leaves_nothing_behind() {
         assert!(!d.exists(), "{} is left", d.display());
     }
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the proxy died with the supervisor");
+    assert!(!veth.exists(), "the veth pair went with the container's namespace");
     b.ok(&["rm", &id[..12]]);
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&p(b.root.path())), "a mount is left under the root: {mounts}");
@@ -367,4 +370,111 @@ fn bad_flags_are_refused_before_anything_is_made() {
     assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
     assert_eq!(inspect(&b, "clash", "{{.State.Status}}"), "exited");
     assert_eq!(b.ok(&["ps", "-q"]), "");
+    assert_eq!(err.matches("Address already in use").count(), 1, "said once: {err}");
+    // A program that is not there: docker's 127, the reason on the one line and in the state.
+    let err = b.fails(&["run", "-d", "--name", "nf", "busybox", "/nonexistent"]);
+    assert!(err.contains("No such file or directory"), "{err}");
+    assert_eq!(b.ok(&["wait", "nf"]).trim(), "127");
+    assert!(inspect(&b, "nf", "{{.State.Error}}").contains("No such file"));
+    // The host's network: -p is discarded (with a warning), nothing listens.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    let spec = format!("127.0.0.1:{port}:80");
+    b.ok(&["run", "-d", "--name", "h", "--network", "host", "-p", &spec, "busybox", "sleep", "30"]);
+    assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(), "nothing was bound on the host");
+    // rm -f carries on past a missing container, as docker's does.
+    assert_eq!(b.ok(&["rm", "-f", "missing", "h", "nf"]), "h\nnf\n");
+    let err = b.fails(&["rm", "missing"]);
+    assert!(err.contains("no such container: missing"), "{err}");
+}
+
+/// A network namespace standing for "the outside world" (the test's own, removed on drop),
+/// linked to the host by a veth pair: 10.91.7.1 inside, 10.91.7.2 on the host.
+struct Outside(String);
+
+impl Outside {
+    fn make() -> Outside {
+        let name = format!("berth-test-{}", std::process::id());
+        let out = Outside(name.clone());
+        let host = format!("bto{}", std::process::id() % 100_000);
+        for cmd in [
+            format!("netns add {name}"),
+            format!("link add {host} type veth peer name peer0 netns {name}"),
+            format!("addr add 10.91.7.2/24 dev {host}"),
+            format!("link set {host} up"),
+            format!("-n {name} addr add 10.91.7.1/24 dev peer0"),
+            format!("-n {name} link set peer0 up"),
+            format!("-n {name} link set lo up"),
+        ] {
+            let st = std::process::Command::new("ip").args(cmd.split(' ')).status().unwrap();
+            assert!(st.success(), "ip {cmd}");
+        }
+        out
+    }
+
+    /// Accepts one connection on 10.91.7.1:9000 inside, answers with the peer's address.
+    fn serve_once(&self) -> std::thread::JoinHandle<()> {
+        let ns = std::fs::File::open(format!("/run/netns/{}", self.0)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || {
+            use std::os::fd::AsFd;
+            rustix::thread::move_into_link_name_space(ns.as_fd(), None).unwrap();
+            let l = std::net::TcpListener::bind("10.91.7.1:9000").unwrap();
+            tx.send(()).unwrap();
+            let (mut s, peer) = l.accept().unwrap();
+            writeln!(s, "peer={}", peer.ip()).unwrap();
+        });
+        rx.recv().unwrap();
+        t
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+#[test]
+fn containers_on_the_bridge_reach_each_other_and_the_outside_through_nat() {
+    let Some(b) = setup() else { return };
+    b.ok(&[
+        "run",
+        "-d",
+        "--wait",
+        "--name",
+        "a",
+        "--hostname",
+        "a-host",
+        "busybox",
+        "httpd",
+        "-f",
+        "-p",
+        "8080",
+        "-h",
+        "/etc",
+    ]);
+    let ip = inspect(&b, "a", "{{.NetworkSettings.IPAddress}}");
+    assert!(ip.starts_with("10.90."), "{ip}");
+    assert_eq!(inspect(&b, "a", "{{.NetworkSettings.Gateway}}"), "10.90.0.1");
+    // Another container reaches it by its address, through the bridge.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let got = loop {
+        let out = b.output(&["run", "--rm", "busybox", "wget", "-q", "-O", "-", &format!("http://{ip}:8080/hostname")]);
+        if out.status.success() || Instant::now() > deadline {
+            break String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+    };
+    assert_eq!(got, "a-host\n");
+    // Its own files: its address in /etc/hosts, no loopback name server.
+    let hosts = b.ok(&["exec", "a", "cat", "/etc/hosts", "/etc/resolv.conf"]);
+    assert!(hosts.contains(&format!("{ip}\ta-host")), "{hosts}");
+    assert!(!hosts.contains("nameserver 127."), "{hosts}");
+    // Outgoing connections leave with the host's address (masquerade).
+    let outside = Outside::make();
+    let server = outside.serve_once();
+    let out = b.ok(&["run", "--rm", "busybox", "nc", "10.91.7.1", "9000"]);
+    server.join().unwrap();
+    assert_eq!(out, "peer=10.91.7.2\n", "the outside sees the host's address, not the container's");
 }

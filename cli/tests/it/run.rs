@@ -88,13 +88,20 @@ fn network_none_has_only_loopback_and_host_has_more() {
     assert!(host.len() > 1 || host != ["lo"], "{host:?}");
     // No route out with none (checked from the routing table: no packet leaves the machine),
     // while the loopback is up and answers.
-    let (_, routes, _) = run(&b, &["busybox", "ip", "route"]);
+    let (_, routes, _) = run(&b, &["--network", "none", "busybox", "ip", "route"]);
     assert_eq!(routes.trim(), "", "network none has no route");
     let (_, routes, _) = run(&b, &["--network", "host", "busybox", "ip", "route"]);
     assert!(!routes.trim().is_empty(), "network host has the host's routes");
     let (code, out, _) = run(
         &b,
-        &["busybox", "sh", "-c", "ip link show lo | grep -c UP && ping -c1 -W1 127.0.0.1 >/dev/null && echo pong"],
+        &[
+            "--network",
+            "none",
+            "busybox",
+            "sh",
+            "-c",
+            "ip link show lo | grep -c UP && ping -c1 -W1 127.0.0.1 >/dev/null && echo pong",
+        ],
     );
     assert_eq!((code, out.as_str()), (0, "1\npong\n"));
 }
@@ -214,7 +221,8 @@ fn etc_files_and_masked_paths() {
         &["--hostname", "box", "busybox", "sh", "-c", "cat /etc/hostname; grep -c box /etc/hosts; wc -c < /proc/keys"],
     );
     assert_eq!(out, "box\n1\n0\n", "hostname files written and /proc/keys masked");
-    let (code, out, _) = run(&b, &["busybox", "sh", "-c", "ls /sys/class/net; touch /sys/x || echo read-only"]);
+    let (code, out, _) =
+        run(&b, &["--network", "none", "busybox", "sh", "-c", "ls /sys/class/net; touch /sys/x || echo read-only"]);
     assert_eq!((code, out.as_str()), (0, "lo\nread-only\n"), "/sys is mounted read-only, with the container's devices");
     let (_, out, _) = run(&b, &["busybox", "sh", "-c", "echo 10.0.0.9 db >> /etc/hosts && grep -c db /etc/hosts"]);
     assert_eq!(out, "1\n", "/etc/hosts is writable, as docker's is");
@@ -477,6 +485,8 @@ fn smoke_tests_under(runtime: &str) {
         &[
             "--runtime",
             runtime,
+            "--network",
+            "none",
             "busybox",
             "sh",
             "-c",
@@ -484,6 +494,10 @@ fn smoke_tests_under(runtime: &str) {
         ],
     );
     assert_eq!(out, "lo\n", "network none under {runtime} too: {err}");
+    // The bridge (the default): the runtime joins the namespace berth made, with its eth0.
+    let (_, out, err) =
+        run(&b, &["--runtime", runtime, "busybox", "sh", "-c", "ip -4 addr show eth0 | grep -c 10.90."]);
+    assert_eq!(out, "1\n", "the bridge under {runtime}: {err}");
     assert_eq!(std::fs::read_dir(b.root.path().join("containers")).unwrap().count(), 0, "no bundle left");
     let snaps = std::fs::read_dir(b.root.path().join("snapshots/overlay")).unwrap().count();
     assert_eq!(snaps, 2, "the layer and scaffold snapshots survive the bundle's removal");

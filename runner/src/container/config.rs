@@ -40,7 +40,7 @@ pub struct Config {
     pub user: Option<String>,
     /// The UTS hostname.
     pub hostname: String,
-    /// `none` or `host`.
+    /// `bridge`, `none` or `host`.
     pub network: String,
     /// `-v` mounts.
     pub volumes: Vec<VolumeConfig>,
@@ -117,17 +117,30 @@ impl Config {
         self.ulimits.iter().map(|u| u.parse().map_err(super::Error::Config)).collect()
     }
 
-    /// The network the sandbox makes.
-    pub fn network(&self) -> Network {
-        if self.network == "host" {
-            Network::Host
-        } else {
-            Network::None
+    /// Puts the container on the bridge when its network is `bridge` (before it starts).
+    pub fn attach_network(&self) -> Result<Option<crate::network::Attachment>, super::Error> {
+        if self.network != "bridge" {
+            return Ok(None);
         }
+        let attached = crate::network::attach(&self.id);
+        attached.map(Some).map_err(|e| super::Error::Config(e.to_string()))
     }
 
-    /// What the sandbox runs for this container on `rootfs`, mounted at `mountpoint`.
-    pub fn spec(&self, rootfs: Vec<Mount>, mountpoint: PathBuf, cgroups: Vec<PathBuf>) -> Result<Spec, super::Error> {
+    /// What the sandbox runs for this container on `rootfs`, mounted at `mountpoint`, in
+    /// the bridge's namespace `net` if it has one.
+    pub fn spec(
+        &self,
+        rootfs: Vec<Mount>,
+        mountpoint: PathBuf,
+        cgroups: Vec<PathBuf>,
+        net: Option<&crate::network::Attachment>,
+    ) -> Result<Spec, super::Error> {
+        use std::os::fd::AsRawFd;
+        let (network, etc) = match (net, self.network.as_str()) {
+            (Some(a), _) => (Network::Join(a.netns.as_raw_fd()), EtcFiles::bridged(&self.hostname, a.ip)),
+            (None, "host") => (Network::Host, EtcFiles::new(&self.hostname, true)),
+            (None, _) => (Network::None, EtcFiles::new(&self.hostname, false)),
+        };
         Ok(Spec {
             rootfs,
             mountpoint,
@@ -137,7 +150,7 @@ impl Config {
             user: self.user.clone().map(User),
             ids: None,
             hostname: self.hostname.clone(),
-            network: self.network(),
+            network,
             volumes: self
                 .volumes
                 .iter()
@@ -146,7 +159,7 @@ impl Config {
             tmpfs: self.tmpfs.clone(),
             ulimits: self.ulimits()?,
             read_only: self.read_only,
-            etc: Some(EtcFiles::new(&self.hostname, self.network == "host")),
+            etc: Some(etc),
             cgroups,
             init: self.init,
             console_socket: None,

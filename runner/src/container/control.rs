@@ -19,6 +19,14 @@ pub fn start(c: &Container, mut supervisor: Command) -> Result<State> {
     if c.state()?.status == Status::Running {
         return Err(Error::State(format!("container {} is already running", c.config.name)));
     }
+    // The last supervisor records the exit, then cleans up before it lets go of its lock.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.supervised()? {
+        if Instant::now() >= deadline {
+            return Err(Error::State(format!("the last supervisor of {} has not finished", c.config.name)));
+        }
+        std::thread::sleep(POLL);
+    }
     let log = c.dir.join("supervisor.log");
     let log_file =
         std::fs::File::options().create(true).append(true).open(&log).map_err(super::io_err("open", &log))?;

@@ -74,7 +74,7 @@ pub fn command(container: &Container, target: &Target, process: &Process) -> Res
     // The container's own files, seen through its root: the user is resolved in its
     // /etc/passwd as it is now.
     let rootfs = vec![Mount::Bind { source: format!("/proc/{}/root", target.pid).into(), read_only: true }];
-    let mut spec: Spec = config.spec(rootfs, PathBuf::new(), target.cgroups.clone())?;
+    let mut spec: Spec = config.spec(rootfs, PathBuf::new(), target.cgroups.clone(), None)?;
     spec.init = false;
     spec.args = process.args.clone();
     spec.env = super::config::environment(&config.env, &process.env, &config.hostname);

@@ -69,16 +69,15 @@ pub enum Error {
     /// The snapshot.
     #[error(transparent)]
     Snapshot(#[from] crate::snapshot::SnapshotError),
-    /// A file of the container's.
-    #[error("{what} {path}: {source}")]
+    /// A file of the container's (the OS error is in the message, not a separate cause).
+    #[error("{what} {path}: {err}")]
     Io {
         /// What was done.
         what: &'static str,
         /// To which file.
         path: PathBuf,
         /// The OS error.
-        #[source]
-        source: std::io::Error,
+        err: std::io::Error,
     },
 }
 
@@ -86,7 +85,7 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 pub(crate) fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
-    move |source| Error::Io { what, path: path.to_path_buf(), source }
+    move |err| Error::Io { what, path: path.to_path_buf(), err }
 }
 
 /// The directory holding every container's directory.

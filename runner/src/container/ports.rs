@@ -111,14 +111,33 @@ impl Listeners {
         self.published.clone()
     }
 
-    /// Serves every port until the runtime stops: each connection (or UDP peer) gets a
-    /// socket made in `netns`, the container's network namespace, to its loopback.
-    pub fn serve(self, netns: Arc<OwnedFd>) {
+    /// Serves every port until the runtime stops, each connection (or UDP peer) to `to`.
+    pub fn serve(self, to: Upstream) {
         for (listener, port) in self.tcp {
-            tokio::spawn(serve_tcp(listener, port, netns.clone()));
+            tokio::spawn(serve_tcp(listener, port, to.clone()));
         }
         for (socket, port) in self.udp {
-            tokio::spawn(serve_udp(socket, port, netns.clone()));
+            tokio::spawn(serve_udp(socket, port, to.clone()));
+        }
+    }
+}
+
+/// Where published ports lead.
+#[derive(Debug, Clone)]
+pub enum Upstream {
+    /// The container's address on the bridge, from the host's namespace (as docker's proxy).
+    Address(Ipv4Addr),
+    /// The loopback of the container's own network namespace (network `none`): each socket
+    /// is made inside it.
+    Loopback(Arc<OwnedFd>),
+}
+
+impl Upstream {
+    /// A socket for the container's side, and the address it connects to.
+    fn socket<T>(&self, port: u16, make: impl FnOnce() -> std::io::Result<T>) -> std::io::Result<(T, SocketAddr)> {
+        match self {
+            Upstream::Address(ip) => Ok((make()?, SocketAddr::from((*ip, port)))),
+            Upstream::Loopback(netns) => Ok((in_netns(netns, make)?, SocketAddr::from((Ipv4Addr::LOCALHOST, port)))),
         }
     }
 }
@@ -135,14 +154,14 @@ fn in_netns<T>(netns: &OwnedFd, make: impl FnOnce() -> std::io::Result<T>) -> st
     made
 }
 
-async fn serve_tcp(listener: tokio::net::TcpListener, port: u16, netns: Arc<OwnedFd>) {
+async fn serve_tcp(listener: tokio::net::TcpListener, port: u16, to: Upstream) {
     loop {
         let Ok((mut client, _)) = listener.accept().await else { continue };
-        let netns = netns.clone();
+        let to = to.clone();
         tokio::spawn(async move {
-            let Ok(socket) = in_netns(&netns, tokio::net::TcpSocket::new_v4) else { return };
+            let Ok((socket, addr)) = to.socket(port, tokio::net::TcpSocket::new_v4) else { return };
             // Nothing listens inside yet (or any more): the client sees its connection closed.
-            let Ok(mut upstream) = socket.connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await else {
+            let Ok(mut upstream) = socket.connect(addr).await else {
                 return;
             };
             let _done = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
@@ -150,7 +169,7 @@ async fn serve_tcp(listener: tokio::net::TcpListener, port: u16, netns: Arc<Owne
     }
 }
 
-async fn serve_udp(host: Arc<tokio::net::UdpSocket>, port: u16, netns: Arc<OwnedFd>) {
+async fn serve_udp(host: Arc<tokio::net::UdpSocket>, port: u16, to: Upstream) {
     let mut peers: std::collections::HashMap<SocketAddr, Arc<tokio::net::UdpSocket>> = Default::default();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -158,13 +177,18 @@ async fn serve_udp(host: Arc<tokio::net::UdpSocket>, port: u16, netns: Arc<Owned
         let upstream = match peers.get(&peer) {
             Some(u) => u.clone(),
             None => {
-                let made = in_netns(&netns, || {
-                    let s = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+                let bind_to = match &to {
+                    Upstream::Address(_) => Ipv4Addr::UNSPECIFIED,
+                    Upstream::Loopback(_) => Ipv4Addr::LOCALHOST,
+                };
+                let made = to.socket(port, || {
+                    let s = std::net::UdpSocket::bind((bind_to, 0))?;
                     s.set_nonblocking(true)?;
                     Ok(s)
                 });
-                let Ok(s) = made.and_then(tokio::net::UdpSocket::from_std) else { continue };
-                if s.connect((Ipv4Addr::LOCALHOST, port)).await.is_err() {
+                let Ok((s, addr)) = made else { continue };
+                let Ok(s) = tokio::net::UdpSocket::from_std(s) else { continue };
+                if s.connect(addr).await.is_err() {
                     continue;
                 }
                 let s = Arc::new(s);

@@ -134,6 +134,12 @@ pub struct State {
     pub health: Option<Health>,
     /// Its published ports, while it runs.
     pub ports: Vec<Published>,
+    /// Its address on the bridge, while it runs.
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// The host end of its veth pair, while it runs.
+    #[serde(default)]
+    pub veth: Option<String>,
     /// Whether `berth stop` or `kill` ended it (for `--restart` one day, and inspect).
     pub stopped_by_user: bool,
 }
@@ -164,6 +170,8 @@ impl State {
             self.error = error;
         }
         self.ports.clear();
+        self.ip = None;
+        self.veth = None;
     }
 
     /// `ps`'s STATUS column: `Up 3 seconds (healthy)`, `Exited (0) 2 minutes ago`, `Created`.

@@ -39,9 +39,12 @@ pub fn run(root: &Path, id: &str, ready: OwnedFd) -> Result<i32> {
         };
         supervise(&c, &mut ready)
     })();
-    if let (Err(e), Some(r)) = (&result, ready.as_mut()) {
+    if let Err(e) = &result {
+        eprintln!("berth: supervisor of {id}: {}", chain(e));
         // The starting command shows this; if it is gone, the supervisor's log has it.
-        let _ = write!(r, "{e}");
+        if let Some(r) = ready.as_mut() {
+            let _ = write!(r, "{}", chain(e));
+        }
     }
     result
 }
@@ -60,7 +63,9 @@ fn supervise(c: &Container, ready: &mut Option<File>) -> Result<i32> {
     let cgroups = cgroup.as_ref().map(crate::cgroup::Cgroup::procs_files).unwrap_or_default();
     let mountpoint = super::containers_dir(c.root()).join(".rootfs");
     std::fs::create_dir_all(&mountpoint).map_err(super::io_err("create", &mountpoint))?;
-    let mut spec = config.spec(rootfs, mountpoint, cgroups)?;
+    // Held to the end: the namespace's fd until the process runs, the address's lease for its life.
+    let net = config.attach_network()?;
+    let mut spec = config.spec(rootfs, mountpoint, cgroups, net.as_ref())?;
     spec.security = config.security(Some(&c.root().join("seccomp")))?;
     let (out_r, out_w) = std::io::pipe().map_err(super::io_err("pipe for", &c.dir))?;
     let (err_r, err_w) = std::io::pipe().map_err(super::io_err("pipe for", &c.dir))?;
@@ -73,6 +78,8 @@ fn supervise(c: &Container, ready: &mut Option<File>) -> Result<i32> {
     };
     let (started_tx, started_rx) = std::sync::mpsc::channel::<Result<Started>>();
     let (exit_tx, exit_rx) = tokio::sync::oneshot::channel::<i32>();
+    // Sent (or dropped) once the exit is in state.json: only then is the process reaped.
+    let (recorded_tx, recorded_rx) = std::sync::mpsc::channel::<()>();
     let thread = std::thread::Builder::new().name("berth-container".into()).spawn(move || {
         let started = (|| -> Result<(std::process::Child, Started)> {
             let mut cmd = crate::sandbox::command(&spec)?;
@@ -94,18 +101,27 @@ fn supervise(c: &Container, ready: &mut Option<File>) -> Result<i32> {
                 // the pid stays a zombie, so `berth kill` can never signal a reused pid.
                 let code = wait_no_reap(fd);
                 let _ = exit_tx.send(code);
-                // The supervisor's state is written by now or it has given up on it.
+                let _ = recorded_rx.recv();
                 let _ = child.wait();
             }
         }
     });
     thread.map_err(super::io_err("start the container thread of", &c.dir))?;
-    let started = started_rx.recv().map_err(|_| Error::Config("the container thread ended".into()))??;
+    let started = match started_rx.recv().map_err(|_| Error::Config("the container thread ended".into()))? {
+        Ok(s) => s,
+        Err(e) => {
+            // As docker: 127 when the program is not there, 126 when it cannot be run.
+            let code = if chain(&e).contains("No such file") { 127 } else { 126 };
+            c.update(|s| s.exited(code, Some(chain(&e))))?;
+            return Err(e);
+        }
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(super::io_err("start the runtime of", &c.dir))?;
-    let code = rt.block_on(watch(c, started, ready, (out_r, err_r), exit_rx));
+    let code = rt.block_on(watch(c, (started, net.as_ref()), ready, (out_r, err_r), exit_rx));
+    drop(recorded_tx);
     if let Some(cg) = cgroup {
         cg.remove();
     }
@@ -114,6 +130,20 @@ fn supervise(c: &Container, ready: &mut Option<File>) -> Result<i32> {
         c.remove(snapshotter.as_ref())?;
     }
     Ok(code)
+}
+
+/// An error with its causes, `a: b: c`.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !out.ends_with(&text) {
+            out = format!("{out}: {text}");
+        }
+        cur = s.source();
+    }
+    out
 }
 
 /// Waits for the exit of the process behind `pidfd` without reaping it; 128 + N for signal N.
@@ -138,7 +168,7 @@ fn wait_no_reap(pidfd: i32) -> i32 {
 /// health checks and forwards stop signals until the process exits; records the exit.
 async fn watch(
     c: &Container,
-    started: Started,
+    (started, net): (Started, Option<&crate::network::Attachment>),
     ready: &mut Option<File>,
     (out, err): (std::io::PipeReader, std::io::PipeReader),
     exit: tokio::sync::oneshot::Receiver<i32>,
@@ -150,14 +180,23 @@ async fn watch(
             let _ = rustix::process::pidfd_send_signal(&*pidfd, rustix::process::Signal::KILL);
             let code = exit.await.unwrap_or(137);
             c.update(|s| s.exited(code, Some(e.to_string())))?;
-            return Err(super::io_err("publish the ports of", &c.dir)(e));
+            return Err(Error::Config(e.to_string()));
         }
     };
     let published = listeners.published();
     let supervisor = std::process::id() as i32;
-    c.update(|s| s.started(started.pid, supervisor, published, c.config.health.is_some()))?;
-    if !c.config.ports.is_empty() && c.config.network != "host" {
-        listeners.serve(Arc::new(super::exec::Target::net_ns(started.pid)?));
+    c.update(|s| {
+        s.started(started.pid, supervisor, published, c.config.health.is_some());
+        s.ip = net.map(|a| a.ip.to_string());
+        s.veth = net.map(|a| a.veth.clone());
+    })?;
+    match (net.map(|a| a.ip), c.config.network.as_str()) {
+        _ if c.config.ports.is_empty() => {}
+        (Some(ip), _) => listeners.serve(super::ports::Upstream::Address(ip)),
+        (None, "host") => {}
+        (None, _) => {
+            listeners.serve(super::ports::Upstream::Loopback(Arc::new(super::exec::Target::net_ns(started.pid)?)))
+        }
     }
     if let Some(mut r) = ready.take() {
         // The starting command may be gone (killed): the container runs on regardless.

@@ -1,0 +1,222 @@
+//! The bridge network, `berth run`'s default as `bridge` is docker's: each container gets a
+//! network namespace made before it starts, with `eth0` (one end of a veth pair whose other
+//! end is on the bridge `berth0`), an address from 10.90.0.0/16, a default route through the
+//! bridge, and outgoing NAT (one nftables masquerade rule for the subnet).
+//!
+//! Nothing per container needs undoing by anyone: the veth pair lives in the container's
+//! namespace and goes with it, and the address is held by an `flock` on a lease file that
+//! the kernel releases when its holder dies. What stays, as docker0 and its rules stay, is
+//! shared: the bridge with its address, the `ip berth` nftables table, and
+//! `net.ipv4.ip_forward=1`. Interfaces and addresses are set with `ip` (iproute2), the NAT
+//! rule with `nft`.
+
+use std::fs::File;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use rustix::fs::{flock, FlockOperation};
+
+/// The bridge's name.
+pub const BRIDGE: &str = "berth0";
+/// The bridge's address, the containers' gateway.
+pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 90, 0, 1);
+/// The subnet's prefix length (10.90.0.0/16).
+pub const PREFIX: u8 = 16;
+
+/// A container's place on the bridge, held while it runs.
+#[derive(Debug)]
+pub struct Attachment {
+    /// Its address.
+    pub ip: Ipv4Addr,
+    /// The host end of its veth pair.
+    pub veth: String,
+    /// Its network namespace (the container joins it: [`crate::sandbox::Network::Join`]).
+    pub netns: OwnedFd,
+    /// The address's lease, locked while this lives.
+    _lease: File,
+}
+
+fn err(what: &str, e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(format!("bridge network: {what}: {e}"))
+}
+
+/// Runs `ip -batch -` with `commands`, in `netns` when given; fails with ip's message.
+fn ip_batch(commands: &str, netns: Option<&OwnedFd>) -> std::io::Result<()> {
+    let mut cmd = Command::new("ip");
+    cmd.args(["-batch", "-"]).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
+    if let Some(ns) = netns {
+        let ns = ns.try_clone()?;
+        // SAFETY: setns is a single syscall between fork and exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                rustix::thread::move_into_link_name_space(ns.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
+                    .map_err(std::io::Error::from)
+            });
+        }
+    }
+    let mut child = cmd.spawn().map_err(|e| err("run ip (install iproute2)", e))?;
+    child.stdin.take().expect("piped stdin").write_all(commands.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        return Err(err("ip", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(())
+}
+
+/// Where this network namespace's address leases live: one directory per host network
+/// namespace (its inode), on tmpfs, so a reboot or another namespace starts empty.
+fn lease_dir() -> std::io::Result<PathBuf> {
+    let ns = std::fs::metadata("/proc/self/ns/net")?;
+    let dir = PathBuf::from(format!("/run/berth/ipam-{}", std::os::unix::fs::MetadataExt::ino(&ns)));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Makes the bridge, its address, the NAT rule and forwarding, once per host network
+/// namespace (under a lock, so concurrent first runs make them once).
+fn ensure_bridge() -> std::io::Result<()> {
+    if std::path::Path::new("/sys/class/net").join(BRIDGE).exists() {
+        return Ok(());
+    }
+    let lock = File::create(lease_dir()?.join(".lock"))?;
+    flock(&lock, FlockOperation::LockExclusive)?;
+    if std::path::Path::new("/sys/class/net").join(BRIDGE).exists() {
+        return Ok(());
+    }
+    ip_batch(
+        &format!("link add {BRIDGE} type bridge\naddr add {GATEWAY}/{PREFIX} dev {BRIDGE}\nlink set {BRIDGE} up\n"),
+        None,
+    )?;
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| err("enable forwarding", e))?;
+    let rules = nat_rules();
+    let mut nft = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| err("run nft (install nftables)", e))?;
+    nft.stdin.take().expect("piped stdin").write_all(rules.as_bytes())?;
+    let out = nft.wait_with_output()?;
+    if !out.status.success() {
+        return Err(err("nft", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(())
+}
+
+/// The NAT rule as an nft script that replaces the `ip berth` table whole, in one
+/// transaction: running it again never duplicates the rule.
+fn nat_rules() -> String {
+    let subnet = Ipv4Addr::from(u32::from(GATEWAY) & !((1u32 << (32 - PREFIX)) - 1));
+    [
+        "table ip berth".to_owned(),
+        "delete table ip berth".to_owned(),
+        "table ip berth {".to_owned(),
+        "  chain postrouting {".to_owned(),
+        "    type nat hook postrouting priority srcnat; policy accept;".to_owned(),
+        format!("    ip saddr {subnet}/{PREFIX} oifname != \"{BRIDGE}\" masquerade"),
+        "  }".to_owned(),
+        "}".to_owned(),
+    ]
+    .join("\n")
+        + "\n"
+}
+
+/// Takes the lowest free address: the first lease file whose lock can be had. Lease files
+/// are never removed (a removal could race a taker into two holders of one address).
+fn allocate(id: &str) -> std::io::Result<(Ipv4Addr, File)> {
+    let dir = lease_dir()?;
+    let first = u32::from(GATEWAY) + 1;
+    let last = (u32::from(GATEWAY) | ((1u32 << (32 - PREFIX)) - 1)) - 1;
+    for n in first..=last {
+        let ip = Ipv4Addr::from(n);
+        let mut f = File::options().create(true).truncate(false).write(true).open(dir.join(ip.to_string()))?;
+        match flock(&f, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {
+                f.set_len(0)?;
+                f.write_all(id.as_bytes())?;
+                return Ok((ip, f));
+            }
+            Err(rustix::io::Errno::WOULDBLOCK) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(err("allocate an address", "every address of 10.90.0.0/16 is in use"))
+}
+
+/// A new, empty network namespace, made on a thread of its own and kept by the fd.
+fn new_netns() -> std::io::Result<OwnedFd> {
+    std::thread::scope(|s| {
+        s.spawn(|| -> std::io::Result<OwnedFd> {
+            // SAFETY: unsharing the network namespace changes only this short-lived thread.
+            unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }?;
+            Ok(File::open("/proc/thread-self/ns/net")?.into())
+        })
+        .join()
+        .unwrap_or_else(|_| Err(err("make a namespace", "the thread panicked")))
+    })
+}
+
+/// Puts container `id` on the bridge: a namespace with `lo` and `eth0` up, an address and a
+/// default route. The veth's host end is named `bv`, the ID's first 6 digits and 4 random
+/// ones: a restarted container's new pair does not meet its old one, which the kernel
+/// removes a moment after the old namespace is gone.
+pub fn attach(id: &str) -> std::io::Result<Attachment> {
+    ensure_bridge()?;
+    let (ip, lease) = allocate(id)?;
+    let netns = new_netns()?;
+    let veth = format!("bv{}{}", &id[..6], &crate::container::new_id()[..4]);
+    // Made inside the namespace, the host end sent out to this process's namespace.
+    let inside = format!(
+        "link set lo up\nlink add eth0 type veth peer name {veth} netns {pid}\n\
+         addr add {ip}/{PREFIX} dev eth0\nlink set eth0 up\nroute add default via {GATEWAY}\n",
+        pid = std::process::id()
+    );
+    ip_batch(&inside, Some(&netns))?;
+    ip_batch(&format!("link set {veth} master {BRIDGE}\nlink set {veth} up\n"), None)?;
+    Ok(Attachment { ip, veth, netns, _lease: lease })
+}
+
+/// The host's resolv.conf as docker rewrites it for a bridged container: no loopback name
+/// server (it would be the container's own); Google's when none is left.
+pub fn resolv_conf(host: &str) -> String {
+    let mut out = String::new();
+    let mut servers = 0;
+    for line in host.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() == Some("nameserver") {
+            let server = words.next().unwrap_or("");
+            if server.starts_with("127.") || server == "::1" {
+                continue;
+            }
+            servers += 1;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if servers == 0 {
+        out.push_str("nameserver 8.8.8.8\nnameserver 8.8.4.4\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_nat_rule_masquerades_the_subnet_leaving_by_another_interface() {
+        let rules = nat_rules();
+        assert!(rules.starts_with("table ip berth\ndelete table ip berth\n"), "{rules}");
+        assert!(rules.contains("ip saddr 10.90.0.0/16 oifname != \"berth0\" masquerade"), "{rules}");
+    }
+
+    #[test]
+    fn loopback_name_servers_are_dropped_as_docker_does() {
+        let host = "# generated\nsearch example.com\nnameserver 127.0.0.53\nnameserver 10.0.0.2\noptions edns0\n";
+        assert_eq!(resolv_conf(host), "# generated\nsearch example.com\nnameserver 10.0.0.2\noptions edns0\n");
+        assert_eq!(resolv_conf("nameserver 127.0.0.1\n"), "nameserver 8.8.8.8\nnameserver 8.8.4.4\n");
+    }
+}
