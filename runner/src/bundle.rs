@@ -109,3 +109,55 @@ pub fn write(dir: &Path, spec: &Spec, ids: (u32, u32, Vec<u32>)) -> Result<(), B
     std::fs::write(&config, bytes).map_err(io_err("write", &config))?;
     Ok(())
 }
+
+/// Runs `spec` through the OCI runtime `runtime` (runc or crun): a bundle at `bundle` with
+/// the same process and rootfs, in a private mount namespace of the calling process's, so
+/// the rootfs mount goes away with it. The caller must be single-threaded.
+pub fn spawn(runtime: &str, spec: &Spec, bundle: &Path, id: &str) -> std::io::Result<std::process::Child> {
+    use crate::sandbox::User;
+    // SAFETY: the caller is single-threaded (documented above).
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }?;
+    rustix::mount::mount_change(
+        "/",
+        rustix::mount::MountPropagationFlags::PRIVATE | rustix::mount::MountPropagationFlags::REC,
+    )?;
+    let ids = match &spec.user {
+        Some(User(u)) => crate::sandbox::resolve_user(&spec.rootfs, u).map_err(std::io::Error::other)?,
+        None => (0, 0, vec![0]),
+    };
+    write(bundle, spec, ids).map_err(std::io::Error::other)?;
+    let mut cmd = std::process::Command::new(runtime);
+    if runtime == "crun" {
+        cmd.arg("--cgroup-manager=disabled");
+        hide_unified_controllers()?;
+    }
+    cmd.args(["run", "--bundle"]).arg(bundle).arg(format!("berth-{id}"));
+    cmd.spawn()
+}
+
+/// crun 1.8 refuses every container on hybrid cgroups (v1 plus cgroup2 at
+/// /sys/fs/cgroup/unified) once that cgroup2 tree has a controller, before it reads
+/// `--cgroup-manager=disabled`; on this kind of host the hierarchy has hugetlb. In the
+/// private mount namespace of [`spawn`] an empty file is bound over that list, so crun sees
+/// no controller there. Nothing outside the caller changes.
+fn hide_unified_controllers() -> std::io::Result<()> {
+    let controllers = Path::new("/sys/fs/cgroup/unified/cgroup.controllers");
+    match std::fs::read_to_string(controllers) {
+        Ok(list) if !list.trim().is_empty() => rustix::mount::mount_bind("/dev/null", controllers)
+            .map_err(|e| std::io::Error::other(format!("hide {} from crun: {e}", controllers.display()))),
+        _ => Ok(()),
+    }
+}
+
+/// Removes what running under runc or crun left: the mountpoint and the bundle beside it.
+pub fn remove(mountpoint: &Path) {
+    let _ = std::fs::remove_dir(mountpoint);
+    let bundle = mountpoint.with_extension("bundle");
+    if bundle.exists() {
+        // Unmount the rootfs first: removing the bundle must never walk into it.
+        let _ = crate::snapshot::unmount(&bundle.join("rootfs"));
+        let _ = std::fs::remove_file(bundle.join("config.json"));
+        let _ = std::fs::remove_dir(bundle.join("rootfs"));
+        let _ = std::fs::remove_dir(&bundle);
+    }
+}

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use super::open_store;
-use runner::sandbox::{Spec, User, Volume};
+use runner::sandbox::{Spec, Volume};
 
 /// Run a command in a new container
 #[derive(Debug, Args)]
@@ -326,8 +326,8 @@ impl Run {
         Ok(())
     }
 
-    /// The foreground run: prepares the rootfs, runs the process with signals forwarded,
-    /// keeps a named container (`--name`) and removes the rest, exits with its code.
+    /// The foreground run: prepares the container (`runner::container::foreground`), runs
+    /// the process with signals forwarded, records or removes it, exits with its code.
     fn run_foreground(
         &self,
         root: &Path,
@@ -335,93 +335,25 @@ impl Run {
         image: &oci::store::Image,
         config: runner::container::Config,
     ) -> Result<()> {
-        let security = config.security(Some(&root.join("seccomp")))?;
-        let snapshotter = super::container::snapshotter(root)?;
-        let id = config.id.clone();
-        // A named container is recorded, and this process is its supervisor while it runs.
-        let record = match self.name {
-            Some(_) => Some(runner::container::create(root, &config)?),
-            None => None,
-        };
-        let _supervising = record.as_ref().map(runner::container::Container::supervise_lock).transpose()?;
-        let key = match &record {
-            Some(_) => runner::container::snapshot_key(&id),
-            None => format!("container-run-{}", &id[..16]),
-        };
-        // berth's own sandbox mounts the rootfs in the container's private mount namespace, so
-        // every container can use one directory; runc and crun get a bundle of their own.
+        use runner::container::foreground::{self, Runtime};
         let own_runtime = self.runtime == "berth";
-        let own_dir = format!(".runtime-{}", &id[..16]);
-        let mountpoint = root.join("containers").join(if own_runtime { ".rootfs" } else { own_dir.as_str() });
-        std::fs::create_dir_all(&mountpoint).with_context(|| format!("create {}", mountpoint.display()))?;
-        let limits = config.limits();
-        let cgroup = if limits.is_empty() {
-            None
-        } else {
-            Some(runner::cgroup::Cgroup::create(&id, &limits).context("set up cgroup limits")?)
-        };
-        let cgroups = cgroup.as_ref().map(runner::cgroup::Cgroup::procs_files).unwrap_or_default();
-        // Whether the snapshot `key` was made, and so must be removed or kept afterwards.
-        let mut snapshot_made = false;
+        let runtime = if own_runtime { Runtime::Own } else { Runtime::External };
+        let mut prepared = foreground::prepare(root, store, image, &config, (self.name.is_some(), runtime))?;
         let result = (|| -> Result<i32> {
-            let context = || format!("prepare the rootfs of {}", self.image);
-            let rootfs = if record.is_none() && own_runtime {
-                // Nothing of an unnamed container is kept: its writes can live in memory.
-                match runner::rootfs::prepare_throwaway(store, image, snapshotter.as_ref(), &key)
-                    .with_context(context)?
-                {
-                    runner::rootfs::Throwaway::Scratch(mounts) => mounts,
-                    runner::rootfs::Throwaway::Snapshot(mounts) => {
-                        snapshot_made = true;
-                        mounts
-                    }
-                }
-            } else {
-                let mounts = runner::rootfs::prepare(store, image, snapshotter.as_ref(), &key).with_context(context)?;
-                snapshot_made = true;
-                mounts
-            };
-            // Held to the end: the namespace's fd until the process runs, the address for its life.
-            let net = config.attach_network()?;
             let mut console =
                 if self.tty && own_runtime { Some(super::console::Console::start(self.interactive)?) } else { None };
-            let mut spec = config.spec(rootfs, mountpoint.clone(), cgroups, net.as_ref())?;
-            spec.security = security;
-            spec.console_socket = console.as_ref().and_then(super::console::Console::child_fd);
-            spec.console_size = super::console::terminal_size();
-            let child = self.spawn(&spec, &limits, &id, console.as_mut())?;
-            if let Some(c) = &record {
-                c.update(|s| s.started(child.id() as i32, std::process::id() as i32, Vec::new(), false))?;
-            }
+            prepared.spec.console_socket = console.as_ref().and_then(super::console::Console::child_fd);
+            prepared.spec.console_size = super::console::terminal_size();
+            let child = self.spawn(&prepared.spec, &config.limits(), &config.id, console.as_mut())?;
+            prepared.started(child.id())?;
             let code = supervise(child, self.stop_timeout, self.timeout, console.as_ref());
             if let Some(c) = console {
                 c.finish();
             }
             code
         })();
-        if let Some(cg) = cgroup {
-            cg.remove();
-        }
-        match &record {
-            Some(c) if !self.rm => {
-                let code = *result.as_ref().unwrap_or(&-1);
-                let error = result.as_ref().err().map(|e| format!("{e:#}"));
-                c.update(|s| s.exited(code, error))?;
-            }
-            Some(c) => {
-                c.update(|s| s.exited(-1, None))?;
-                c.remove(snapshotter.as_ref())?;
-            }
-            None if snapshot_made => {
-                let _ = snapshotter.remove(&key);
-            }
-            None => {}
-        }
-        if !own_runtime {
-            remove_bundle(&mountpoint);
-        }
-        let code = result?;
-        exit_with(code)
+        prepared.finish_with(result.as_ref().map(|c| *c).map_err(|e| format!("{e:#}")), self.rm)?;
+        exit_with(result?)
     }
 
     /// Starts the container with berth's sandbox, or through runc or crun (`--runtime`).
@@ -449,7 +381,8 @@ impl Run {
         if self.init || self.tty {
             bail!("--init and -t work with berth's own runtime only");
         }
-        spawn_external(&self.runtime, spec, &spec.mountpoint.with_extension("bundle"), &id[..16])
+        let child = runner::bundle::spawn(&self.runtime, spec, &spec.mountpoint.with_extension("bundle"), &id[..16]);
+        child.with_context(|| format!("start {}", self.runtime))
     }
 
     /// The process to run: the entrypoint (or `--entrypoint`) followed by the command given
@@ -515,19 +448,6 @@ fn absolute_profiles(opts: &[String]) -> Result<Vec<String>> {
         .collect()
 }
 
-/// Removes what running under runc or crun left: the mountpoint and the bundle beside it.
-fn remove_bundle(mountpoint: &Path) {
-    let _ = std::fs::remove_dir(mountpoint);
-    let bundle = mountpoint.with_extension("bundle");
-    if bundle.exists() {
-        // Unmount the rootfs first: removing the bundle must never walk into it.
-        let _ = runner::snapshot::unmount(&bundle.join("rootfs"));
-        let _ = std::fs::remove_file(bundle.join("config.json"));
-        let _ = std::fs::remove_dir(bundle.join("rootfs"));
-        let _ = std::fs::remove_dir(&bundle);
-    }
-}
-
 /// Ends berth with the container's exit code, without the exit-time destructors that
 /// `std::process::exit` runs: tearing down rocksdb's C++ statics is a measurable part of a
 /// smoke test's start-to-exit time, and berth has nothing left to finish but its stdio.
@@ -538,47 +458,6 @@ pub(super) fn exit_with(code: i32) -> ! {
     let _stderr = std::io::stderr().flush();
     // SAFETY: _exit ends the process at once; no Rust state is touched afterwards.
     unsafe { libc::_exit(code) }
-}
-
-/// Runs `spec` through an OCI runtime: a bundle with the same process and rootfs, in a
-/// private mount namespace of berth's, so the rootfs mount goes away with berth.
-fn spawn_external(runtime: &str, spec: &Spec, bundle: &Path, id: &str) -> Result<std::process::Child> {
-    // SAFETY: berth is single-threaded here (any pull runtime was shut down).
-    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }.context("new mount namespace")?;
-    rustix::mount::mount_change(
-        "/",
-        rustix::mount::MountPropagationFlags::PRIVATE | rustix::mount::MountPropagationFlags::REC,
-    )
-    .context("make mounts private")?;
-    let ids = match &spec.user {
-        Some(User(u)) => runner::sandbox::resolve_user(&spec.rootfs, u)?,
-        None => (0, 0, vec![0]),
-    };
-    runner::bundle::write(bundle, spec, ids).context("write the OCI bundle")?;
-    let mut cmd = std::process::Command::new(runtime);
-    if runtime == "crun" {
-        cmd.arg("--cgroup-manager=disabled");
-        hide_unified_controllers()?;
-    }
-    cmd.args(["run", "--bundle"]).arg(bundle).arg(format!("berth-{id}"));
-    cmd.spawn().with_context(|| format!("start {runtime}"))
-}
-
-/// crun 1.8 refuses every container on hybrid cgroups (v1 plus cgroup2 at
-/// /sys/fs/cgroup/unified) once that cgroup2 tree has a controller, before it reads
-/// `--cgroup-manager=disabled`; on this kind of host the hierarchy has hugetlb. In berth's
-/// private mount namespace (see [`spawn_external`]) an empty file is bound over that list,
-/// so crun sees no controller there. Nothing outside berth changes.
-fn hide_unified_controllers() -> Result<()> {
-    let controllers = Path::new("/sys/fs/cgroup/unified/cgroup.controllers");
-    match std::fs::read_to_string(controllers) {
-        Ok(list) if !list.trim().is_empty() => {
-            rustix::mount::mount_bind("/dev/null", controllers)
-                .with_context(|| format!("hide {} from crun", controllers.display()))?;
-            Ok(())
-        }
-        _ => Ok(()),
-    }
 }
 
 impl Run {

@@ -24,6 +24,7 @@
 pub mod config;
 pub mod control;
 pub mod exec;
+pub mod foreground;
 pub mod health;
 pub mod logs;
 pub mod ports;
@@ -69,6 +70,15 @@ pub enum Error {
     /// The snapshot.
     #[error(transparent)]
     Snapshot(#[from] crate::snapshot::SnapshotError),
+    /// The image's layers could not become the container's rootfs.
+    #[error("prepare the rootfs of {image}")]
+    Rootfs {
+        /// The image as named.
+        image: String,
+        /// Why.
+        #[source]
+        source: crate::rootfs::RootfsError,
+    },
     /// A file of the container's (the OS error is in the message, not a separate cause).
     #[error("{what} {path}: {err}")]
     Io {

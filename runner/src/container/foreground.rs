@@ -1,0 +1,158 @@
+//! A container run in the foreground (`berth run` without `-d`): the calling process is its
+//! supervisor. [`prepare`] makes what it runs on (the record of a named container, its
+//! rootfs snapshot, cgroups, its place on the bridge) and the [`Spec`]; the caller adds
+//! its terminal, starts the process and forwards signals; [`Prepared::finish`] records the
+//! exit and removes what is not kept.
+
+use std::path::{Path, PathBuf};
+
+use super::{Config, Container, Result};
+use crate::sandbox::Spec;
+use crate::snapshot::Snapshotter;
+
+/// How the process will be started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    /// berth's own sandbox: the rootfs is mounted in the container's mount namespace.
+    Own,
+    /// runc or crun through an OCI bundle of its own, beside its rootfs mountpoint.
+    External,
+}
+
+/// A container ready to start: everything made for it, undone by [`Prepared::finish`].
+pub struct Prepared {
+    /// What to run; the caller may add a console before starting it.
+    pub spec: Spec,
+    record: Option<Container>,
+    _supervising: Option<std::fs::File>,
+    snapshotter: Box<dyn Snapshotter>,
+    key: String,
+    snapshot_made: bool,
+    cgroup: Option<crate::cgroup::Cgroup>,
+    /// Held to the end: the namespace's fd until the process runs, the address for its life.
+    _net: Option<crate::network::Attachment>,
+    bundle: Option<PathBuf>,
+}
+
+/// Prepares `config`'s container on `image`. `keep` records it (a named container: `ps`,
+/// `start`, `commit`, `rm` see it, and its rootfs stays); otherwise its writes may live in
+/// memory and nothing of it is left.
+pub fn prepare(
+    root: &Path,
+    store: &oci::ImageStore,
+    image: &oci::store::Image,
+    config: &Config,
+    (keep, runtime): (bool, Runtime),
+) -> Result<Prepared> {
+    let snapshotter = crate::snapshot::for_root(root)?;
+    let record = if keep { Some(super::create(root, config)?) } else { None };
+    // This process is the container's supervisor while it runs.
+    let supervising = record.as_ref().map(Container::supervise_lock).transpose()?.flatten();
+    let id = &config.id;
+    let key = if keep { super::snapshot_key(id) } else { format!("container-run-{}", &id[..16]) };
+    // berth's own sandbox mounts the rootfs in the container's private mount namespace, so
+    // every container can use one directory; runc and crun get a bundle of their own.
+    let mountpoint = match runtime {
+        Runtime::Own => super::containers_dir(root).join(".rootfs"),
+        Runtime::External => super::containers_dir(root).join(format!(".runtime-{}", &id[..16])),
+    };
+    std::fs::create_dir_all(&mountpoint).map_err(super::io_err("create", &mountpoint))?;
+    let mut p = Prepared {
+        spec: config.spec(Vec::new(), mountpoint.clone(), Vec::new(), None)?,
+        record,
+        _supervising: supervising,
+        snapshotter,
+        key,
+        snapshot_made: false,
+        cgroup: None,
+        _net: None,
+        bundle: (runtime == Runtime::External).then_some(mountpoint),
+    };
+    // From here on, a failure undoes everything made, the record too: nothing ran.
+    if let Err(e) = p.make(root, store, image, config, runtime) {
+        let _ = p.finish_with(Err(e.to_string()), true);
+        return Err(e);
+    }
+    Ok(p)
+}
+
+impl Prepared {
+    fn make(
+        &mut self,
+        root: &Path,
+        store: &oci::ImageStore,
+        image: &oci::store::Image,
+        config: &Config,
+        runtime: Runtime,
+    ) -> Result<()> {
+        let rootfs = if self.record.is_none() && runtime == Runtime::Own {
+            // Nothing of an unnamed container is kept: its writes can live in memory.
+            match crate::rootfs::prepare_throwaway(store, image, self.snapshotter.as_ref(), &self.key)
+                .map_err(|source| super::Error::Rootfs { image: config.image.clone(), source })?
+            {
+                crate::rootfs::Throwaway::Scratch(mounts) => mounts,
+                crate::rootfs::Throwaway::Snapshot(mounts) => {
+                    self.snapshot_made = true;
+                    mounts
+                }
+            }
+        } else {
+            let mounts = crate::rootfs::prepare(store, image, self.snapshotter.as_ref(), &self.key)
+                .map_err(|source| super::Error::Rootfs { image: config.image.clone(), source })?;
+            self.snapshot_made = true;
+            mounts
+        };
+        let limits = config.limits();
+        if !limits.is_empty() {
+            let cg =
+                crate::cgroup::Cgroup::create(&config.id, &limits).map_err(super::io_err("set up the cgroup", root))?;
+            self.cgroup = Some(cg);
+        }
+        let cgroups = self.cgroup.as_ref().map(crate::cgroup::Cgroup::procs_files).unwrap_or_default();
+        self._net = config.attach_network()?;
+        let mut spec = config.spec(rootfs, self.spec.mountpoint.clone(), cgroups, self._net.as_ref())?;
+        spec.security = config.security(Some(&root.join("seccomp")))?;
+        self.spec = spec;
+        Ok(())
+    }
+
+    /// Records that the process `pid` runs (for a named container).
+    pub fn started(&self, pid: u32) -> Result<()> {
+        if let Some(c) = &self.record {
+            c.update(|s| s.started(pid as i32, std::process::id() as i32, Vec::new(), false))?;
+        }
+        Ok(())
+    }
+
+    /// Removes the cgroups and, unless kept, the snapshot and the record; records the
+    /// exit (`Ok(code)`) or the failure of a kept container. `remove` drops a named
+    /// container too (`--rm`).
+    pub fn finish_with(mut self, result: std::result::Result<i32, String>, remove: bool) -> Result<()> {
+        if let Some(cg) = self.cgroup.take() {
+            cg.remove();
+        }
+        match &self.record {
+            Some(c) if !remove => {
+                let code = *result.as_ref().unwrap_or(&-1);
+                c.update(|s| s.exited(code, result.as_ref().err().cloned()))?;
+            }
+            Some(c) => {
+                c.update(|s| s.exited(-1, None))?;
+                c.remove(self.snapshotter.as_ref())?;
+            }
+            None if self.snapshot_made => {
+                let _ = self.snapshotter.remove(&self.key);
+            }
+            None => {}
+        }
+        if let Some(dir) = &self.bundle {
+            crate::bundle::remove(dir);
+        }
+        Ok(())
+    }
+
+    /// [`Prepared::finish_with`] for a container that is kept when named.
+    pub fn finish(self, result: std::result::Result<i32, String>) -> Result<()> {
+        self.finish_with(result, false)
+    }
+}
