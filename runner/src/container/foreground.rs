@@ -88,7 +88,7 @@ impl Prepared {
         let rootfs = if self.record.is_none() && runtime == Runtime::Own {
             // Nothing of an unnamed container is kept: its writes can live in memory.
             match crate::rootfs::prepare_throwaway(store, image, self.snapshotter.as_ref(), &self.key)
-                .map_err(|source| super::Error::Rootfs { image: config.image.clone(), source })?
+                .map_err(|source| super::Error::Rootfs { image: config.image.clone(), source: Box::new(source) })?
             {
                 crate::rootfs::Throwaway::Scratch(mounts) => mounts,
                 crate::rootfs::Throwaway::Snapshot(mounts) => {
@@ -98,7 +98,7 @@ impl Prepared {
             }
         } else {
             let mounts = crate::rootfs::prepare(store, image, self.snapshotter.as_ref(), &self.key)
-                .map_err(|source| super::Error::Rootfs { image: config.image.clone(), source })?;
+                .map_err(|source| super::Error::Rootfs { image: config.image.clone(), source: Box::new(source) })?;
             self.snapshot_made = true;
             mounts
         };

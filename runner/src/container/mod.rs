@@ -77,7 +77,7 @@ pub enum Error {
         image: String,
         /// Why.
         #[source]
-        source: crate::rootfs::RootfsError,
+        source: Box<crate::rootfs::RootfsError>,
     },
     /// A file of the container's (the OS error is in the message, not a separate cause).
     #[error("{what} {path}: {err}")]
