@@ -6,8 +6,9 @@
 //! Nothing per container needs undoing by anyone: the veth pair lives in the container's
 //! namespace and goes with it, and the address is held by an `flock` on a lease file that
 //! the kernel releases when its holder dies. What stays, as docker0 and its rules stay, is
-//! shared: the bridge with its address, the `ip berth` nftables table, and
-//! `net.ipv4.ip_forward=1`. Interfaces and addresses are set with `ip` (iproute2), the NAT
+//! shared: the bridge with its address, the `ip berth` nftables table,
+//! `net.ipv4.ip_forward=1`, and, where the iptables FORWARD policy drops, two rules that let
+//! the bridge's traffic through (as docker's). Interfaces and addresses are set with `ip` (iproute2), the NAT
 //! rule with `nft`.
 
 use std::fs::File;
@@ -76,32 +77,60 @@ fn lease_dir() -> std::io::Result<PathBuf> {
 }
 
 /// Makes the bridge, its address, the NAT rule and forwarding, once per host network
-/// namespace (under a lock, so concurrent first runs make them once).
+/// namespace, under a lock; a `.ready` mark written last says all of it is there, so a
+/// setup cut short (no nft, say) is done again by the next run.
 fn ensure_bridge() -> std::io::Result<()> {
-    if std::path::Path::new("/sys/class/net").join(BRIDGE).exists() {
+    let dir = lease_dir()?;
+    let bridge = std::path::Path::new("/sys/class/net").join(BRIDGE);
+    if bridge.exists() && dir.join(".ready").exists() {
         return Ok(());
     }
-    let lock = File::create(lease_dir()?.join(".lock"))?;
+    let lock = File::create(dir.join(".lock"))?;
     flock(&lock, FlockOperation::LockExclusive)?;
-    if std::path::Path::new("/sys/class/net").join(BRIDGE).exists() {
+    if bridge.exists() && dir.join(".ready").exists() {
         return Ok(());
     }
-    ip_batch(
-        &format!("link add {BRIDGE} type bridge\naddr add {GATEWAY}/{PREFIX} dev {BRIDGE}\nlink set {BRIDGE} up\n"),
-        None,
-    )?;
+    if !bridge.exists() {
+        ip_batch(
+            &format!("link add {BRIDGE} type bridge\naddr add {GATEWAY}/{PREFIX} dev {BRIDGE}\nlink set {BRIDGE} up\n"),
+            None,
+        )?;
+    }
     std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| err("enable forwarding", e))?;
-    let rules = nat_rules();
-    let mut nft = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| err("run nft (install nftables)", e))?;
-    nft.stdin.take().expect("piped stdin").write_all(rules.as_bytes())?;
-    let out = nft.wait_with_output()?;
+    run_with_input("nft", &["-f", "-"], &nat_rules()).map_err(|e| err("nft (install nftables)", e))?;
+    allow_forwarding()?;
+    File::create(dir.join(".ready"))?;
+    Ok(())
+}
+
+/// Runs `program args` with `input` on its stdin; fails with its stderr.
+fn run_with_input(program: &str, args: &[&str], input: &str) -> std::io::Result<()> {
+    let mut child =
+        Command::new(program).args(args).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?;
+    child.stdin.take().expect("piped stdin").write_all(input.as_bytes())?;
+    let out = child.wait_with_output()?;
     if !out.status.success() {
-        return Err(err("nft", String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
+    }
+    Ok(())
+}
+
+/// Where the host's iptables FORWARD policy drops (dockerd sets it so), accepts the bridge's
+/// traffic out and its replies back, as docker does, each rule once; else nothing.
+fn allow_forwarding() -> std::io::Result<()> {
+    let Ok(out) = Command::new("iptables").args(["-S", "FORWARD"]).stderr(Stdio::null()).output() else {
+        return Ok(());
+    };
+    if !String::from_utf8_lossy(&out.stdout).lines().any(|l| l == "-P FORWARD DROP") {
+        return Ok(());
+    }
+    let out_rule = ["FORWARD", "-i", BRIDGE, "-j", "ACCEPT"];
+    let back_rule = ["FORWARD", "-o", BRIDGE, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"];
+    for rule in [&out_rule[..], &back_rule[..]] {
+        let present = Command::new("iptables").arg("-C").args(rule).stderr(Stdio::null()).status()?.success();
+        if !present {
+            run_with_input("iptables", &[&["-I"][..], rule].concat(), "").map_err(|e| err("iptables", e))?;
+        }
     }
     Ok(())
 }

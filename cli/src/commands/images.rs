@@ -182,12 +182,13 @@ impl Rmi {
     /// needs any more are deleted.
     pub fn run(self, root: &Path) -> Result<()> {
         let store = open_store(root)?;
+        let containers = runner::container::list(root)?;
         if let [one] = self.images.as_slice() {
-            return rmi_one(&store, one, self.force);
+            return rmi_one(&store, one, self.force, &containers);
         }
         let mut failed = 0;
         for what in &self.images {
-            if let Err(e) = rmi_one(&store, what, self.force) {
+            if let Err(e) = rmi_one(&store, what, self.force, &containers) {
                 eprintln!("berth: {e:#}");
                 failed += 1;
             }
@@ -199,7 +200,7 @@ impl Rmi {
     }
 }
 
-fn rmi_one(store: &ImageStore, what: &str, force: bool) -> Result<()> {
+fn rmi_one(store: &ImageStore, what: &str, force: bool, containers: &[runner::container::Container]) -> Result<()> {
     let rec = store.resolve(what)?;
     let all = store.list()?;
     let same: Vec<&ImageRecord> = all.iter().filter(|r| r.target.digest == rec.target.digest).collect();
@@ -225,6 +226,14 @@ fn rmi_one(store: &ImageStore, what: &str, force: bool) -> Result<()> {
         }
         same.clone()
     };
+    // As docker: the last name of an image a container was made from goes only with -f.
+    let user = containers.iter().find(|c| c.config.manifest == rec.target.digest.to_string());
+    if let (Some(c), false, true) = (user, force, to_untag.len() == same.len()) {
+        bail!(
+            "conflict: unable to remove repository reference {what:?} (must force) - container {} is using its referenced image",
+            c.short_id()
+        );
+    }
     let mut out = std::io::stdout().lock();
     for r in &to_untag {
         match &r.name {

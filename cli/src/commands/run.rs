@@ -309,10 +309,19 @@ impl Run {
         }
         let started = runner::container::control::start(&c, super::container::supervisor_command(root, &config.id)?);
         if let Err(e) = started {
+            // docker's 127 (no such program) or 126 (cannot run it), as the supervisor recorded.
+            let code = c.state().ok().and_then(|s| s.exit_code);
             if config.auto_remove {
                 let _ = c.remove(snapshotter.as_ref());
             }
-            return Err(e).with_context(|| format!("start container {}", config.name));
+            let e = anyhow::Error::new(e).context(format!("start container {}", config.name));
+            return match code {
+                Some(code @ (126 | 127)) => {
+                    eprintln!("berth: {e:#}");
+                    exit_with(code)
+                }
+                _ => Err(e),
+            };
         }
         println!("{}", config.id);
         if self.wait {
@@ -353,7 +362,16 @@ impl Run {
             code
         })();
         prepared.finish_with(result.as_ref().map(|c| *c).map_err(|e| format!("{e:#}")), self.rm)?;
-        exit_with(result?)
+        match result {
+            Ok(code) => exit_with(code),
+            Err(e) => match start_failure_code(&e) {
+                Some(code) => {
+                    eprintln!("berth: {e:#}");
+                    exit_with(code)
+                }
+                None => Err(e),
+            },
+        }
     }
 
     /// Starts the container with berth's sandbox, or through runc or crun (`--runtime`).
@@ -369,7 +387,10 @@ impl Run {
             if !self.interactive {
                 cmd.stdin(std::process::Stdio::null());
             }
-            let child = cmd.spawn().context("start the container")?;
+            let child = cmd
+                .spawn()
+                .map_err(|source| runner::sandbox::SandboxError::Start { what: "fork and exec", source })
+                .context("start the container")?;
             if let Some(c) = console {
                 c.spawned();
             }
@@ -431,6 +452,19 @@ impl Run {
                 );
             }
         }
+    }
+}
+
+/// docker's exit code for a process that could not start: 127 when the program is not
+/// there, 126 when it cannot be run; `None` for other failures (berth's own, exit 1).
+fn start_failure_code(e: &anyhow::Error) -> Option<i32> {
+    let start = e.chain().find_map(|c| match c.downcast_ref::<runner::sandbox::SandboxError>() {
+        Some(runner::sandbox::SandboxError::Start { what: "fork and exec", source }) => Some(source.kind()),
+        _ => None,
+    });
+    match start? {
+        std::io::ErrorKind::NotFound => Some(127),
+        _ => Some(126),
     }
 }
 

@@ -372,8 +372,10 @@ fn bad_flags_are_refused_before_anything_is_made() {
     assert_eq!(b.ok(&["ps", "-q"]), "");
     assert_eq!(err.matches("Address already in use").count(), 1, "said once: {err}");
     // A program that is not there: docker's 127, the reason on the one line and in the state.
-    let err = b.fails(&["run", "-d", "--name", "nf", "busybox", "/nonexistent"]);
-    assert!(err.contains("No such file or directory"), "{err}");
+    let out = b.output(&["run", "-d", "--name", "nf", "busybox", "/nonexistent"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(127), "{err}");
+    assert!(err.contains("No such file or directory") && err.lines().count() == 1, "{err}");
     assert_eq!(b.ok(&["wait", "nf"]).trim(), "127");
     assert!(inspect(&b, "nf", "{{.State.Error}}").contains("No such file"));
     // The host's network: -p is discarded (with a warning), nothing listens.
@@ -387,6 +389,14 @@ fn bad_flags_are_refused_before_anything_is_made() {
     assert_eq!(b.ok(&["rm", "-f", "missing", "h", "nf"]), "h\nnf\n");
     let err = b.fails(&["rm", "missing"]);
     assert!(err.contains("no such container: missing"), "{err}");
+    // rmi: the last name of an image a container uses goes only with -f, as docker's.
+    b.ok(&["tag", "busybox", "only:one"]);
+    b.ok(&["run", "-d", "--name", "user", "only:one", "sleep", "30"]);
+    b.ok(&["rmi", "busybox"]);
+    let err = b.fails(&["rmi", "only:one"]);
+    assert!(err.contains("must force") && err.contains("is using its referenced image"), "{err}");
+    b.ok(&["rm", "-f", "user", "clash"]);
+    b.ok(&["rmi", "only:one"]);
 }
 
 /// A network namespace standing for "the outside world" (the test's own, removed on drop),
