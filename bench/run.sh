@@ -39,6 +39,7 @@ RUN=$(mktemp -d "$BENCH_DIR/run-XXXXXX")
 cleanup() {
   runc delete -f bench-runc >/dev/null 2>&1 || true
   crun delete -f bench-crun >/dev/null 2>&1 || true
+  crun delete -f bench-crun-sc >/dev/null 2>&1 || true
   if [ "${KEEP_RUN:-}" = 1 ]; then say "kept $RUN"; else rm -rf "$RUN"; fi
 }
 trap cleanup EXIT
@@ -90,6 +91,53 @@ if [ -n "$(cat "$CONTROLLERS" 2>/dev/null)" ]; then
     sh -c 'mount --bind "$0" "$1" && shift && exec "$@"' "$RUN/no-controllers" "$CONTROLLERS")
 fi
 
+# A second bundle, the same plus docker's default seccomp profile (berth's default.json) as
+# docker hands it to a runtime: resolved for the bundle's capabilities, this machine's
+# architectures and kernel, into the runtime spec's `linux.seccomp`. crun and runc compile it
+# with libseccomp on every start; berth keeps its compiled filter. Issue 16 item 6 compares
+# berth (whose filter is always on) with crun loading one too; crun without one is shown beside.
+BUNDLE_SC=$RUN/bundle-seccomp
+add_seccomp() {
+  python3 - "$1/config.json" runner/src/security/default.json "$(uname -r)" <<'PY'
+import json, sys
+
+path, profile_path, release = sys.argv[1:4]
+config = json.load(open(path))
+profile = json.load(open(profile_path))
+caps = set(config["process"]["capabilities"]["bounding"])
+arch = "amd64"
+kernel = tuple(int(x) for x in release.split("-")[0].split(".")[:2])
+archs = next(a for a in profile["archMap"] if a["architecture"] == "SCMP_ARCH_X86_64")
+
+
+def applies(rule):
+    inc, exc = rule.get("includes", {}), rule.get("excludes", {})
+    if inc.get("caps") and not set(inc["caps"]) <= caps:
+        return False
+    if inc.get("arches") and arch not in inc["arches"]:
+        return False
+    if inc.get("minKernel") and kernel < tuple(int(x) for x in inc["minKernel"].split(".")[:2]):
+        return False
+    if set(exc.get("caps", [])) & caps or arch in exc.get("arches", []):
+        return False
+    return True
+
+
+rules = []
+for r in profile["syscalls"]:
+    if applies(r):
+        rule = {k: r[k] for k in ("names", "action", "args", "errnoRet") if k in r}
+        rules.append(rule)
+config["linux"]["seccomp"] = {
+    "defaultAction": profile["defaultAction"],
+    "defaultErrnoRet": profile.get("defaultErrnoRet", 1),
+    "architectures": [archs["architecture"]] + archs["subArchitectures"],
+    "syscalls": rules,
+}
+json.dump(config, open(path, "w"), indent=2)
+PY
+}
+
 # Checks: each tool must really run the process in the container: /bin/false exits 1.
 set_args /bin/false
 check() {
@@ -102,6 +150,17 @@ check berth "$BERTH" run --network none busybox /bin/false
 check runc runc run -b "$BUNDLE" bench-runc
 check crun crun --cgroup-manager=disabled run -b "$BUNDLE" bench-crun
 set_args /bin/true
+cp -a "$BUNDLE" "$BUNDLE_SC"
+add_seccomp "$BUNDLE_SC" || die "could not add the seccomp profile to $BUNDLE_SC/config.json"
+# The filter must really be on: crun's process reports seccomp mode 2.
+(cd "$BUNDLE_SC" && python3 -c '
+import json; c = json.load(open("config.json")); c["process"]["args"] = ["grep", "Seccomp:", "/proc/self/status"]
+json.dump(c, open("config.json", "w"))')
+sc=$("${in_ns[@]}" crun --cgroup-manager=disabled run -b "$BUNDLE_SC" bench-crun-sc 2>&1 || true)
+[[ $sc == *2* ]] || die "crun with the seccomp bundle did not report a filter: $sc"
+(cd "$BUNDLE_SC" && python3 -c '
+import json; c = json.load(open("config.json")); c["process"]["args"] = ["/bin/true"]
+json.dump(c, open("config.json", "w"))')
 
 # Warm berth's snapshot cache (the first run unpacks the layer), then time all three in one
 # hyperfine run. runc and crun delete a container when `run` returns; the --prepare step (not
@@ -116,8 +175,10 @@ for round in $(seq "$ROUNDS"); do
   "${in_ns[@]}" hyperfine -N --style none --warmup "$WARMUP" --runs "$((RUNS / ROUNDS))" \
     --export-json "$RUN/hyperfine-$round.json" \
     --command-name berth --prepare true "$BERTH run --network none busybox /bin/true" \
-    --command-name runc --prepare "runc delete -f bench-runc" "runc run -b $BUNDLE bench-runc" \
+    --command-name runc --prepare "runc delete -f bench-runc" "runc run -b $BUNDLE_SC bench-runc" \
     --command-name crun --prepare "crun delete -f bench-crun" \
+    "crun --cgroup-manager=disabled run -b $BUNDLE_SC bench-crun" \
+    --command-name crun-nofilter --prepare "crun delete -f bench-crun" \
     "crun --cgroup-manager=disabled run -b $BUNDLE bench-crun" >&2 ||
     die "hyperfine failed (run it again with KEEP_RUN=1 and see $RUN)"
 done
@@ -132,7 +193,8 @@ results = {}
 for path in sys.argv[3:]:
     for r in json.load(open(path))["results"]:
         results.setdefault(r["command"], []).extend(r["times"])
-labels = {"berth": "berth", "runc": sys.argv[1], "crun": sys.argv[2]}
+labels = {"berth": "berth", "runc": sys.argv[1] + " (filter)", "crun": sys.argv[2] + " (filter)",
+          "crun-nofilter": sys.argv[2] + " (no filter)"}
 
 
 def p95(times):
@@ -151,7 +213,10 @@ for name, label in labels.items():
     print(f"{label:<24}{median[name]:>10.2f}{statistics.mean(t) * 1e3:>9.2f}"
           f"{min(t) * 1e3:>8.2f}{p95(t) * 1e3:>8.2f}")
 print(f"berth/crun: median {median['berth'] / median['crun']:.2f}x "
-      f"(berth/runc {median['berth'] / median['runc']:.2f}x), {len(results['berth'])} runs each "
-      f"in {len(sys.argv) - 3} rounds")
-print("targets: berth's median below crun's; under 15 ms with a warm snapshot cache")
+      f"(berth/runc {median['berth'] / median['runc']:.2f}x; berth/crun without a filter "
+      f"{median['berth'] / median['crun-nofilter']:.2f}x), {len(results['berth'])} runs each "
+      f"in {len(sys.argv) - 3} rounds; every tool but the last loads docker's default filter")
+ok = median["berth"] <= median["crun"]
+print(f"targets: berth's median at most crun's, both with the filter: {'yes' if ok else 'NO'}; "
+      f"under 15 ms with a warm snapshot cache: {'yes' if median['berth'] < 15 else 'NO'}")
 PY

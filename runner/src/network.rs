@@ -81,16 +81,15 @@ fn lease_dir() -> std::io::Result<PathBuf> {
 /// setup cut short (no nft, say) is done again by the next run.
 fn ensure_bridge() -> std::io::Result<()> {
     let dir = lease_dir()?;
-    let bridge = std::path::Path::new("/sys/class/net").join(BRIDGE);
-    if bridge.exists() && dir.join(".ready").exists() {
+    if bridge_exists()? && dir.join(".ready").exists() {
         return Ok(());
     }
     let lock = File::create(dir.join(".lock"))?;
     flock(&lock, FlockOperation::LockExclusive)?;
-    if bridge.exists() && dir.join(".ready").exists() {
+    if bridge_exists()? && dir.join(".ready").exists() {
         return Ok(());
     }
-    if !bridge.exists() {
+    if !bridge_exists()? {
         ip_batch(
             &format!("link add {BRIDGE} type bridge\naddr add {GATEWAY}/{PREFIX} dev {BRIDGE}\nlink set {BRIDGE} up\n"),
             None,
@@ -101,6 +100,13 @@ fn ensure_bridge() -> std::io::Result<()> {
     allow_forwarding()?;
     File::create(dir.join(".ready"))?;
     Ok(())
+}
+
+/// Whether this network namespace has the bridge. Read from /proc/self/net/dev, which is
+/// the caller's namespace's; /sys/class/net is that of whoever mounted /sys.
+fn bridge_exists() -> std::io::Result<bool> {
+    let dev = std::fs::read_to_string("/proc/self/net/dev")?;
+    Ok(dev.lines().any(|l| l.trim_start().strip_prefix(BRIDGE).is_some_and(|rest| rest.starts_with(':'))))
 }
 
 /// Runs `program args` with `input` on its stdin; fails with its stderr.

@@ -488,3 +488,20 @@ fn containers_on_the_bridge_reach_each_other_and_the_outside_through_nat() {
     server.join().unwrap();
     assert_eq!(out, "peer=10.91.7.2\n", "the outside sees the host's address, not the container's");
 }
+
+#[test]
+fn the_bridge_is_made_in_the_network_namespace_berth_runs_in() {
+    let Some(b) = setup() else { return };
+    // A private network namespace (and mount namespace, /sys still the host's): the bridge
+    // must be made there, though the host's berth0 shows in the inherited /sys/class/net.
+    b.ok(&["run", "--rm", "busybox", "true"]);
+    let out = std::process::Command::new("unshare")
+        .args(["--net", "--mount", "--"])
+        .arg(env!("CARGO_BIN_EXE_berth"))
+        .args(["run", "--rm", "busybox", "sh", "-c", "ip -4 addr show eth0 | grep -o 'inet 10.90[.0-9]*'"])
+        .env("BERTH_ROOT", b.root.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.starts_with("inet 10.90."), "{text}{}", String::from_utf8_lossy(&out.stderr));
+}
