@@ -505,3 +505,25 @@ fn the_bridge_is_made_in_the_network_namespace_berth_runs_in() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.starts_with("inet 10.90."), "{text}{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn exec_t_gives_a_pty_and_i_attaches_stdin() {
+    let Some(b) = setup() else { return };
+    b.ok(&["run", "-d", "--name", "tt", "busybox", "sleep", "60"]);
+    let out = b.output(&["exec", "-t", "tt", "tty"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.starts_with("/dev/pts/") && text.ends_with("\r\n"), "{text:?}");
+    assert_eq!(b.output(&["exec", "tt", "tty"]).status.code(), Some(1), "not a tty without -t");
+    let feed = |args: &[&str]| {
+        let mut child =
+            b.cmd(args).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(b"hello from stdin\n").unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    assert_eq!(feed(&["exec", "-i", "tt", "cat"]), (Some(0), "hello from stdin\n".to_owned()));
+    assert_eq!(feed(&["exec", "tt", "cat"]), (Some(0), String::new()), "stdin is empty without -i");
+    let (code, out) = feed(&["exec", "-it", "tt", "sh", "-c", "read line; echo got $line; exit 5"]);
+    assert_eq!(code, Some(5));
+    assert!(out.contains("got hello from stdin"), "{out:?}");
+}
