@@ -746,8 +746,18 @@ pub fn command(spec: &Spec) -> Result<Command, SandboxError> {
     // threads from it afterwards (documented above).
     unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWPID) }
         .map_err(|e| SandboxError::Start { what: "new PID namespace", source: e.into() })?;
-    // A bare program name is looked up by execvp after pivot_root, on the PATH given in
-    // the container's environment.
+    let mut cmd = process_command(spec);
+    // SAFETY: `enter` only makes syscalls and small allocations (glibc's fork keeps malloc
+    // usable in the child).
+    unsafe {
+        cmd.pre_exec(move || enter(&child_spec, &confinement));
+    }
+    Ok(cmd)
+}
+
+/// The command for `spec`'s program, arguments and environment (nothing of berth's own). A
+/// bare program name is looked up by execvp in the container, on the PATH of its environment.
+pub(crate) fn process_command(spec: &Spec) -> Command {
     let mut cmd = Command::new(&spec.args[0]);
     cmd.args(&spec.args[1..]).env_clear();
     for kv in &spec.env {
@@ -755,12 +765,7 @@ pub fn command(spec: &Spec) -> Result<Command, SandboxError> {
             cmd.env(k, v);
         }
     }
-    // SAFETY: `enter` only makes syscalls and small allocations (glibc's fork keeps malloc
-    // usable in the child).
-    unsafe {
-        cmd.pre_exec(move || enter(&child_spec, &confinement));
-    }
-    Ok(cmd)
+    cmd
 }
 
 /// The container's /etc/hosts, /etc/resolv.conf and /etc/hostname, as docker writes them.

@@ -105,13 +105,7 @@ pub fn command(container: &Container, target: &Target, process: &Process) -> Res
         .map(|fd| fd.try_clone())
         .collect::<std::io::Result<_>>()
         .map_err(|e| SandboxError::Start { what: "namespaces", source: e })?;
-    let mut cmd = Command::new(&spec.args[0]);
-    cmd.args(&spec.args[1..]).env_clear();
-    for kv in &spec.env {
-        if let Some((k, v)) = kv.split_once('=') {
-            cmd.env(k, v);
-        }
-    }
+    let mut cmd = crate::sandbox::process_command(&spec);
     // SAFETY: `join` only makes syscalls and small allocations between fork and exec.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || join(&spec, &namespaces, &confinement));
