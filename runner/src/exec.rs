@@ -1,11 +1,12 @@
 //! The [`Executor`]: one process run to its end in a rootfs, its output streamed back.
 //!
-//! `berth build` runs every RUN step through it, from several threads at once;
-//! `berth run` uses the sandbox directly because it also forwards signals and times out.
+//! `berth build` runs every RUN step through it, from several threads at once. Its process
+//! starts as a detached container's does ([`crate::container::launch`]); `berth run` in the
+//! foreground starts its own through the sandbox, as it forwards signals and times out.
 
 use std::io::Read;
 
-use crate::sandbox::{self, SandboxError, Spec};
+use crate::sandbox::{SandboxError, Spec};
 
 /// Runs one process in a rootfs with mounts and returns its exit code.
 ///
@@ -17,70 +18,44 @@ pub trait Executor: Send + Sync {
     fn run(&self, spec: &Spec, output: &mut dyn FnMut(&[u8])) -> Result<i32, SandboxError>;
 }
 
-/// The executor of [`crate::sandbox`]: new namespaces, pivot_root, limits, exec.
-///
-/// Each process is started from a thread of its own: entering a PID namespace for its
-/// children forbids that thread from creating threads, so it must not be a caller's.
+/// The executor of [`crate::sandbox`]: new namespaces, pivot_root, limits, exec; each
+/// process started by [`crate::container::launch`], as a detached container's is.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NamespaceExecutor;
 
-enum Msg {
-    Output(Vec<u8>),
-    Exit(Result<i32, SandboxError>),
-}
-
 impl Executor for NamespaceExecutor {
     fn run(&self, spec: &Spec, output: &mut dyn FnMut(&[u8])) -> Result<i32, SandboxError> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let spec = spec.clone();
-        let starter = std::thread::Builder::new()
-            .name("berth-exec".into())
-            .spawn(move || {
-                let result = start_and_pump(&spec, &tx);
-                // The receiver only goes away when the caller is gone too.
-                let _ = tx.send(Msg::Exit(result));
-            })
-            .map_err(|e| SandboxError::Start { what: "start thread", source: e })?;
-        let mut exit = None;
-        for msg in rx {
-            match msg {
-                Msg::Output(chunk) => output(&chunk),
-                Msg::Exit(r) => exit = Some(r),
+        let pipe_err = |e| SandboxError::Start { what: "pipe", source: e };
+        let (mut reader, writer) = std::io::pipe().map_err(pipe_err)?;
+        let stderr = writer.try_clone().map_err(pipe_err)?;
+        let stdio = crate::container::launch::Stdio3 {
+            stdin: std::process::Stdio::null(),
+            stdout: writer.into(),
+            stderr: stderr.into(),
+        };
+        let (exit_tx, exit_rx) = std::sync::mpsc::channel();
+        let launched = crate::container::launch::launch(spec, stdio, move |code| {
+            let _ = exit_tx.send(code);
+        })?;
+        let _running = Running::register(&launched);
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => output(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = rustix::process::pidfd_send_signal(&launched.pidfd, rustix::process::Signal::KILL);
+                    let _ = exit_rx.recv();
+                    return Err(SandboxError::Start { what: "read output", source: e });
+                }
             }
         }
-        let _ = starter.join();
-        exit.unwrap_or_else(|| {
-            Err(SandboxError::Start { what: "wait", source: std::io::Error::other("the executor thread panicked") })
+        exit_rx.recv().map_err(|_| SandboxError::Start {
+            what: "wait",
+            source: std::io::Error::other("the starting thread ended"),
         })
     }
-}
-
-fn start_and_pump(spec: &Spec, tx: &std::sync::mpsc::Sender<Msg>) -> Result<i32, SandboxError> {
-    let (mut reader, writer) = std::io::pipe().map_err(|e| SandboxError::Start { what: "pipe", source: e })?;
-    let mut cmd = sandbox::command(spec)?;
-    let stderr = writer.try_clone().map_err(|e| SandboxError::Start { what: "pipe", source: e })?;
-    cmd.stdin(std::process::Stdio::null()).stdout(writer).stderr(stderr);
-    let mut child = cmd.spawn().map_err(|e| SandboxError::Start { what: "fork and exec", source: e })?;
-    let _running = Running::register(&child);
-    // Our copies of the write end must close, or the read below never sees the end.
-    drop(cmd);
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                let _ = tx.send(Msg::Output(buf[..n].to_vec()));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(SandboxError::Start { what: "read output", source: e });
-            }
-        }
-    }
-    let status = child.wait().map_err(|e| SandboxError::Start { what: "wait", source: e })?;
-    Ok(sandbox::exit_code(status))
 }
 
 /// The processes this executor is running now, each as a pidfd (a reused pid can never be
@@ -91,16 +66,12 @@ static RUNNING: std::sync::Mutex<Vec<(u32, std::os::fd::OwnedFd)>> = std::sync::
 struct Running(u32);
 
 impl Running {
-    fn register(child: &std::process::Child) -> Running {
-        let pid = rustix::process::Pid::from_child(child);
-        // Without a pidfd (a kernel before 5.3) the process is not killed early; it still
-        // dies with berth, by its parent-death signal.
-        if let Ok(fd) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
-            if let Ok(mut r) = RUNNING.lock() {
-                r.push((child.id(), fd));
-            }
+    fn register(launched: &crate::container::launch::Launched) -> Running {
+        let pid = launched.pid as u32;
+        if let (Ok(fd), Ok(mut r)) = (launched.pidfd.try_clone(), RUNNING.lock()) {
+            r.push((pid, fd));
         }
-        Running(child.id())
+        Running(pid)
     }
 }
 

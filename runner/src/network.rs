@@ -89,6 +89,8 @@ fn ensure_bridge() -> std::io::Result<()> {
     if bridge_exists()? && dir.join(".ready").exists() {
         return Ok(());
     }
+    // A mark left by a namespace that is gone (its inode reused) must not outlive this setup.
+    let _ = std::fs::remove_file(dir.join(".ready"));
     if !bridge_exists()? {
         ip_batch(
             &format!("link add {BRIDGE} type bridge\naddr add {GATEWAY}/{PREFIX} dev {BRIDGE}\nlink set {BRIDGE} up\n"),

@@ -54,7 +54,21 @@ impl Exec {
         if !self.interactive {
             cmd.stdin(std::process::Stdio::null());
         }
-        let child = cmd.spawn().with_context(|| format!("exec {:?} in {}", self.command[0], c.config.name))?;
+        let spawned = cmd
+            .spawn()
+            .map_err(|source| runner::sandbox::SandboxError::Start { what: "fork and exec", source })
+            .with_context(|| format!("exec {:?} in {}", self.command[0], c.config.name));
+        let child = match spawned {
+            Ok(child) => child,
+            // docker's 127 (no such program) or 126 (cannot run it).
+            Err(e) => match super::run::start_failure_code(&e) {
+                Some(code) => {
+                    eprintln!("berth: {e:#}");
+                    super::run::exit_with(code)
+                }
+                None => return Err(e),
+            },
+        };
         drop(cmd);
         if let Some(con) = console.as_mut() {
             con.spawned();

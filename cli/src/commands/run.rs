@@ -361,7 +361,8 @@ impl Run {
             }
             code
         })();
-        prepared.finish_with(result.as_ref().map(|c| *c).map_err(|e| format!("{e:#}")), self.rm)?;
+        let outcome = result.as_ref().map(|c| *c).map_err(|e| (start_failure_code(e).unwrap_or(-1), format!("{e:#}")));
+        prepared.finish_with(outcome, self.rm)?;
         match result {
             Ok(code) => exit_with(code),
             Err(e) => match start_failure_code(&e) {
@@ -457,7 +458,7 @@ impl Run {
 
 /// docker's exit code for a process that could not start: 127 when the program is not
 /// there, 126 when it cannot be run; `None` for other failures (berth's own, exit 1).
-fn start_failure_code(e: &anyhow::Error) -> Option<i32> {
+pub(super) fn start_failure_code(e: &anyhow::Error) -> Option<i32> {
     let start = e.chain().find_map(|c| match c.downcast_ref::<runner::sandbox::SandboxError>() {
         Some(runner::sandbox::SandboxError::Start { what: "fork and exec", source }) => Some(source.kind()),
         _ => None,

@@ -178,6 +178,8 @@ fn exec_joins_the_containers_namespaces_cgroup_and_confinement() {
         "boxhost",
         "--memory",
         "64m",
+        "--ulimit",
+        "nofile=123",
         "busybox",
         "sh",
         "-c",
@@ -222,6 +224,10 @@ fn exec_joins_the_containers_namespaces_cgroup_and_confinement() {
     ]);
     assert_eq!(out.status.code(), Some(4));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "65534\n/tmp\nci\n");
+    // The container's rlimits, and docker's 127 for a program that is not there.
+    assert_eq!(b.ok(&["exec", "box", "sh", "-c", "ulimit -n"]), "123\n");
+    let out = b.output(&["exec", "box", "/no/such/program"]);
+    assert_eq!(out.status.code(), Some(127), "{}", String::from_utf8_lossy(&out.stderr));
     b.ok(&["stop", "-t", "0", "box"]);
     let err = b.fails(&["exec", "box", "true"]);
     assert!(err.contains("container box is not running"), "{err}");

@@ -70,7 +70,7 @@ pub fn prepare(
     };
     // From here on, a failure undoes everything made, the record too: nothing ran.
     if let Err(e) = p.make(root, store, image, config, runtime) {
-        let _ = p.finish_with(Err(e.to_string()), true);
+        let _ = p.finish_with(Err((-1, e.to_string())), true);
         return Err(e);
     }
     Ok(p)
@@ -125,16 +125,19 @@ impl Prepared {
     }
 
     /// Removes the cgroups and, unless kept, the snapshot and the record; records the
-    /// exit (`Ok(code)`) or the failure of a kept container. `remove` drops a named
-    /// container too (`--rm`).
-    pub fn finish_with(mut self, result: std::result::Result<i32, String>, remove: bool) -> Result<()> {
+    /// exit (`Ok(code)`) or the failure (`Err((code, why))`) of a kept container. `remove`
+    /// drops a named container too (`--rm`).
+    pub fn finish_with(mut self, result: std::result::Result<i32, (i32, String)>, remove: bool) -> Result<()> {
         if let Some(cg) = self.cgroup.take() {
             cg.remove();
         }
         match &self.record {
             Some(c) if !remove => {
-                let code = *result.as_ref().unwrap_or(&-1);
-                c.update(|s| s.exited(code, result.as_ref().err().cloned()))?;
+                let (code, why) = match result {
+                    Ok(code) => (code, None),
+                    Err((code, why)) => (code, Some(why)),
+                };
+                c.update(|s| s.exited(code, why))?;
             }
             Some(c) => {
                 c.update(|s| s.exited(-1, None))?;
@@ -152,7 +155,7 @@ impl Prepared {
     }
 
     /// [`Prepared::finish_with`] for a container that is kept when named.
-    pub fn finish(self, result: std::result::Result<i32, String>) -> Result<()> {
+    pub fn finish(self, result: std::result::Result<i32, (i32, String)>) -> Result<()> {
         self.finish_with(result, false)
     }
 }

@@ -26,6 +26,7 @@ pub mod control;
 pub mod exec;
 pub mod foreground;
 pub mod health;
+pub mod launch;
 pub mod logs;
 pub mod ports;
 pub mod state;

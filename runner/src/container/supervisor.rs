@@ -4,22 +4,20 @@
 //! then writes the process's output to the json-file log, runs the health checks, serves
 //! the published ports, and records the exit code before it lets go of anything.
 //!
-//! Threads: the process is started from a thread of its own ("berth-container"), which
-//! enters a new PID namespace for its children and stays until the process exits (the
-//! process's parent-death signal is tied to it). Health probes join the container from
+//! Threads: the process is started by [`super::launch`], from a thread of its own that stays
+//! until the process exits and reaps it only after the exit is recorded. Health probes join the container from
 //! short-lived threads of their own. Everything else runs on the main thread, in a
 //! single-threaded tokio runtime.
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::logs::{Stream, Writer};
 use super::{Container, Error, Result};
-use crate::sandbox::SandboxError;
 
 /// The started process, as the container thread hands it over.
 struct Started {
@@ -76,40 +74,14 @@ fn supervise(c: &Container, ready: &mut Option<File>) -> Result<i32> {
     } else {
         (std::process::Stdio::null(), None)
     };
-    let (started_tx, started_rx) = std::sync::mpsc::channel::<Result<Started>>();
     let (exit_tx, exit_rx) = tokio::sync::oneshot::channel::<i32>();
-    // Sent (or dropped) once the exit is in state.json: only then is the process reaped.
-    let (recorded_tx, recorded_rx) = std::sync::mpsc::channel::<()>();
-    let thread = std::thread::Builder::new().name("berth-container".into()).spawn(move || {
-        let started = (|| -> Result<(std::process::Child, Started)> {
-            let mut cmd = crate::sandbox::command(&spec)?;
-            cmd.stdin(stdin).stdout(out_w).stderr(err_w);
-            let child = cmd.spawn().map_err(|e| SandboxError::Start { what: "fork and exec", source: e })?;
-            let pid = rustix::process::Pid::from_child(&child);
-            let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
-                .map_err(|e| SandboxError::Start { what: "pidfd", source: e.into() })?;
-            Ok((child, Started { pid: pid.as_raw_nonzero().get(), pidfd }))
-        })();
-        match started {
-            Err(e) => {
-                let _ = started_tx.send(Err(e));
-            }
-            Ok((mut child, started)) => {
-                let fd = started.pidfd.as_raw_fd();
-                let _ = started_tx.send(Ok(started));
-                // The exit is read without reaping: until the supervisor has recorded it,
-                // the pid stays a zombie, so `berth kill` can never signal a reused pid.
-                let code = wait_no_reap(fd);
-                let _ = exit_tx.send(code);
-                let _ = recorded_rx.recv();
-                let _ = child.wait();
-            }
-        }
-    });
-    thread.map_err(super::io_err("start the container thread of", &c.dir))?;
-    let started = match started_rx.recv().map_err(|_| Error::Config("the container thread ended".into()))? {
-        Ok(s) => s,
+    let stdio = super::launch::Stdio3 { stdin, stdout: out_w.into(), stderr: err_w.into() };
+    let launched = match super::launch::launch(&spec, stdio, move |code| {
+        let _ = exit_tx.send(code);
+    }) {
+        Ok(l) => l,
         Err(e) => {
+            let e = Error::from(e);
             // As docker: 127 when the program is not there, 126 when it cannot be run.
             let code = if chain(&e).contains("No such file") { 127 } else { 126 };
             c.update(|s| s.exited(code, Some(chain(&e))))?;
@@ -120,8 +92,11 @@ fn supervise(c: &Container, ready: &mut Option<File>) -> Result<i32> {
         .enable_all()
         .build()
         .map_err(super::io_err("start the runtime of", &c.dir))?;
+    let pidfd = launched.pidfd.try_clone().map_err(super::io_err("pidfd of", &c.dir))?;
+    let started = Started { pid: launched.pid, pidfd };
     let code = rt.block_on(watch(c, (started, net.as_ref()), ready, (out_r, err_r), exit_rx));
-    drop(recorded_tx);
+    // The exit is recorded (or could not be): the process may be reaped now.
+    drop(launched);
     if let Some(cg) = cgroup {
         cg.remove();
     }
@@ -144,24 +119,6 @@ fn chain(e: &dyn std::error::Error) -> String {
         cur = s.source();
     }
     out
-}
-
-/// Waits for the exit of the process behind `pidfd` without reaping it; 128 + N for signal N.
-fn wait_no_reap(pidfd: i32) -> i32 {
-    loop {
-        // SAFETY: a zeroed siginfo_t is a valid out-parameter for waitid.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: waitid on our own pidfd, writing into `info`.
-        let r = unsafe { libc::waitid(libc::P_PIDFD, pidfd as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT) };
-        if r == 0 {
-            // SAFETY: after a successful waitid for WEXITED, si_status and si_code are set.
-            let (status, code) = unsafe { (info.si_status(), info.si_code) };
-            return if code == libc::CLD_EXITED { status } else { 128 + status };
-        }
-        if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return 255;
-        }
-    }
 }
 
 /// The main loop: binds the ports, records the start, then pumps the output, runs the
