@@ -15,7 +15,7 @@ use std::fs::File;
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use rustix::fs::{flock, FlockOperation};
@@ -72,7 +72,9 @@ fn ip_batch(commands: &str, netns: Option<&OwnedFd>) -> std::io::Result<()> {
 fn lease_dir() -> std::io::Result<PathBuf> {
     let ns = std::fs::metadata("/proc/self/ns/net")?;
     let dir = PathBuf::from(format!("/run/berth/ipam-{}", std::os::unix::fs::MetadataExt::ino(&ns)));
-    std::fs::create_dir_all(&dir)?;
+    // Private: a lease file another user could open is an address they could hold.
+    crate::container::private_dir(Path::new("/run/berth"))?;
+    crate::container::private_dir(&dir)?;
     Ok(dir)
 }
 
@@ -84,7 +86,7 @@ fn ensure_bridge() -> std::io::Result<()> {
     if bridge_exists()? && dir.join(".ready").exists() {
         return Ok(());
     }
-    let lock = File::create(dir.join(".lock"))?;
+    let lock = crate::container::open_private(&dir.join(".lock"), false)?;
     flock(&lock, FlockOperation::LockExclusive)?;
     if bridge_exists()? && dir.join(".ready").exists() {
         return Ok(());
@@ -100,7 +102,7 @@ fn ensure_bridge() -> std::io::Result<()> {
     std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| err("enable forwarding", e))?;
     run_with_input("nft", &["-f", "-"], &nat_rules()).map_err(|e| err("nft (install nftables)", e))?;
     allow_forwarding()?;
-    File::create(dir.join(".ready"))?;
+    crate::container::open_private(&dir.join(".ready"), false)?;
     Ok(())
 }
 
@@ -169,7 +171,7 @@ fn allocate(id: &str) -> std::io::Result<(Ipv4Addr, File)> {
     let last = (u32::from(GATEWAY) | ((1u32 << (32 - PREFIX)) - 1)) - 1;
     for n in first..=last {
         let ip = Ipv4Addr::from(n);
-        let mut f = File::options().create(true).truncate(false).write(true).open(dir.join(ip.to_string()))?;
+        let mut f = crate::container::open_private(&dir.join(ip.to_string()), false)?;
         match flock(&f, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {
                 f.set_len(0)?;

@@ -276,7 +276,8 @@ impl Wait {
     pub fn run(self, root: &Path) -> Result<()> {
         for what in &self.containers {
             let c = container::find(root, what)?;
-            let s = control::wait_until(&c, None, |s| s.status == Status::Exited)?
+            // docker's default condition, not-running: a container that never started returns too.
+            let s = control::wait_until(&c, None, |s| s.status != Status::Running)?
                 .context("a wait without a deadline ends with a state")?;
             println!("{}", s.exit_code.unwrap_or(-1));
         }
@@ -330,11 +331,17 @@ impl Rm {
                 Err(container::Error::NotFound(_)) if self.force => return Ok(false),
                 Err(e) => return Err(e.into()),
             };
-            if self.force && c.state()?.status == Status::Running {
-                control::stop(&c, Duration::ZERO)?;
+            let removed = (|| {
+                if self.force && c.state()?.status == Status::Running {
+                    control::stop(&c, Duration::ZERO)?;
+                }
+                c.remove(snaps.as_ref())
+            })();
+            match removed {
+                // Its supervisor removed it first (`--rm`): removed all the same.
+                Ok(()) | Err(container::Error::NotFound(_)) => Ok(true),
+                Err(e) => Err(e.into()),
             }
-            c.remove(snaps.as_ref())?;
-            Ok(true)
         })
     }
 }

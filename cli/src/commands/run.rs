@@ -160,7 +160,7 @@ impl Run {
             Err(e) => return Err(e.into()),
         };
         let image = store.image(&rec.target)?;
-        let config = self.container_config(root, &rec, &image)?;
+        let config = self.container_config(&rec, &image)?;
         self.warn_capped_ulimits();
         if self.detach {
             return self.run_detached(root, &store, &image, config);
@@ -195,12 +195,7 @@ impl Run {
     }
 
     /// The container as the flags and the image make it.
-    fn container_config(
-        &self,
-        root: &Path,
-        rec: &oci::ImageRecord,
-        image: &oci::store::Image,
-    ) -> Result<runner::container::Config> {
+    fn container_config(&self, rec: &oci::ImageRecord, image: &oci::store::Image) -> Result<runner::container::Config> {
         use runner::container::{config, health, ports};
         let cfg = image.config.config().clone().unwrap_or_default();
         let id = runner::container::new_id();
@@ -209,7 +204,7 @@ impl Run {
                 runner::container::check_name(n)?;
                 n.clone()
             }
-            None if self.detach => runner::container::new_name(root, &id),
+            // A detached container gets a made-up name when it is recorded.
             None => String::new(),
         };
         // The raw config holds docker's fields the OCI types lack (Healthcheck, StopSignal).
@@ -272,6 +267,7 @@ impl Run {
             stop_signal,
             stop_timeout: self.stop_timeout,
             auto_remove: self.rm,
+            runtime: self.runtime.clone(),
         })
     }
 
@@ -314,7 +310,7 @@ impl Run {
             if config.auto_remove {
                 let _ = c.remove(snapshotter.as_ref());
             }
-            let e = anyhow::Error::new(e).context(format!("start container {}", config.name));
+            let e = anyhow::Error::new(e).context(format!("start container {}", c.config.name));
             return match code {
                 Some(code @ (126 | 127)) => {
                     eprintln!("berth: {e:#}");

@@ -533,3 +533,66 @@ fn exec_t_gives_a_pty_and_i_attaches_stdin() {
     assert_eq!(code, Some(5));
     assert!(out.contains("got hello from stdin"), "{out:?}");
 }
+
+#[test]
+fn container_files_are_private_and_the_seccomp_profile_is_kept() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(b) = setup() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("no-mkdir.json");
+    let deny = r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}"#;
+    std::fs::write(&profile, deny).unwrap();
+    let opt = format!("seccomp={}", p(&profile));
+    let id = b
+        .ok(&["run", "-d", "--name", "sec", "-e", "TOKEN=s3cret", "--security-opt", &opt, "busybox", "sleep", "60"])
+        .trim()
+        .to_owned();
+    // Its environment and output are root's alone, as docker's.
+    let cdir = b.root.path().join("containers");
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&cdir), 0o700);
+    assert_eq!(mode(&cdir.join(&id)), 0o700);
+    for f in ["config.json", "state.json", "lock"] {
+        assert_eq!(mode(&cdir.join(&id).join(f)), 0o600, "{f}");
+    }
+    // The profile it started with holds for exec, whatever happens to the file afterwards.
+    std::fs::write(&profile, r#"{"defaultAction": "SCMP_ACT_ALLOW"}"#).unwrap();
+    let out = b.output(&["exec", "sec", "mkdir", "/tmp/x"]);
+    assert!(!out.status.success(), "exec ran without the container's filter");
+    std::fs::remove_file(&profile).unwrap();
+    b.ok(&["stop", "-t", "0", "sec"]);
+    b.ok(&["start", "sec"]);
+    assert!(!b.output(&["exec", "sec", "mkdir", "/tmp/y"]).status.success());
+}
+
+#[test]
+fn failed_starts_and_races_leave_nothing_behind() {
+    let Some(b) = setup() else { return };
+    // A start that fails removes the container's cgroup.
+    let out = b.output(&["run", "-d", "--name", "nf", "--memory", "64m", "busybox", "/nonexistent"]);
+    assert_eq!(out.status.code(), Some(127));
+    let id = inspect(&b, "nf", "{{.Id}}");
+    for c in ["memory", "unified", ""] {
+        let d = Path::new("/sys/fs/cgroup").join(c).join("berth").join(&id);
+        assert!(!d.exists(), "{} is left", d.display());
+    }
+    // A name is a name: another container's ID prefix is free to take.
+    let name = &id[..3];
+    b.ok(&["run", "-d", "--name", name, "busybox", "sleep", "30"]);
+    assert_eq!(inspect(&b, name, "{{.Name}}"), format!("/{name}"));
+    // rm -f of a --rm container races its own removal, and must not fail.
+    for _ in 0..5 {
+        let id = b.ok(&["run", "-d", "--rm", "busybox", "sleep", "30"]).trim().to_owned();
+        b.ok(&["rm", "-f", &id]);
+    }
+    // A foreground container under runc: exec refuses (its recorded pid is runc's).
+    let mut runc = b.cmd(&["run", "--runtime", "runc", "--name", "rx", "busybox", "sleep", "10"]).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !b.ok(&["ps"]).contains(" rx\n") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let err = b.fails(&["exec", "rx", "hostname"]);
+    assert!(err.contains("runs under runc"), "{err}");
+    let _ = runc.kill();
+    let _ = runc.wait();
+}

@@ -72,6 +72,13 @@ pub struct Config {
     pub stop_timeout: u64,
     /// `--rm`: removed when it exits.
     pub auto_remove: bool,
+    /// `berth`, or the OCI runtime it runs under (`runc`, `crun`; foreground only).
+    #[serde(default = "own_runtime")]
+    pub runtime: String,
+}
+
+fn own_runtime() -> String {
+    "berth".into()
 }
 
 /// A `-v HOST:CONTAINER[:ro]` mount, stored.

@@ -44,10 +44,18 @@ fn open_ns(pid: i32, name: &str) -> Result<OwnedFd> {
 impl Target {
     /// Opens the namespaces of `container`, which must be running.
     pub fn open(container: &Container) -> Result<Target> {
+        let name = &container.config.name;
+        if container.config.runtime != "berth" {
+            // Its recorded pid is the runtime's, not the container's.
+            return Err(Error::State(format!(
+                "container {name} runs under {}: exec works with berth's own runtime only",
+                container.config.runtime
+            )));
+        }
         let state = container.state()?;
         let pid = match (state.status, state.pid) {
             (Status::Running, Some(pid)) => pid,
-            _ => return Err(Error::State(format!("container {} is not running", container.config.name))),
+            _ => return Err(Error::State(format!("container {name} is not running"))),
         };
         // The mount namespace last: after joining it, the host's paths are gone.
         let namespaces =

@@ -71,12 +71,14 @@ impl HealthConfig {
             _ => return Err(format!("the image's health check {test:?} is not CMD, CMD-SHELL or NONE")),
         };
         let retries = flags.retries.or_else(|| field("Retries").and_then(|r| r.as_u64()).map(|r| r as u32));
+        // As docker: 0 means the default, for the flags as for the image.
+        let set = |d: Option<Duration>| d.filter(|d| !d.is_zero());
         Ok(Some(HealthConfig {
             command,
-            interval: flags.interval.or_else(|| nanos("Interval")).unwrap_or(INTERVAL),
-            timeout: flags.timeout.or_else(|| nanos("Timeout")).unwrap_or(TIMEOUT),
-            start_period: flags.start_period.or_else(|| nanos("StartPeriod")).unwrap_or_default(),
-            start_interval: flags.start_interval.or_else(|| nanos("StartInterval")).unwrap_or(START_INTERVAL),
+            interval: set(flags.interval).or_else(|| nanos("Interval")).unwrap_or(INTERVAL),
+            timeout: set(flags.timeout).or_else(|| nanos("Timeout")).unwrap_or(TIMEOUT),
+            start_period: set(flags.start_period).or_else(|| nanos("StartPeriod")).unwrap_or_default(),
+            start_interval: set(flags.start_interval).or_else(|| nanos("StartInterval")).unwrap_or(START_INTERVAL),
             retries: retries.filter(|&r| r > 0).unwrap_or(RETRIES),
         }))
     }
@@ -137,6 +139,9 @@ mod tests {
         let flags = HealthFlags { cmd: Some("true".into()), retries: Some(1), ..Default::default() };
         let h = HealthConfig::resolve(Some(&image), &flags).unwrap().unwrap();
         assert_eq!((h.command[2].as_str(), h.interval, h.retries), ("true", Duration::from_secs(2), 1));
+        let zero = HealthFlags { interval: Some(Duration::ZERO), timeout: Some(Duration::ZERO), ..Default::default() };
+        let h = HealthConfig::resolve(Some(&image), &zero).unwrap().unwrap();
+        assert_eq!((h.interval, h.timeout), (Duration::from_secs(2), TIMEOUT), "0 means the default, as docker's");
         let exec = json!({"Test": ["CMD", "/bin/check", "-q"]});
         assert_eq!(
             HealthConfig::resolve(Some(&exec), &HealthFlags::default()).unwrap().unwrap().command,

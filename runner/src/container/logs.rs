@@ -42,7 +42,7 @@ pub struct Writer {
 impl Writer {
     /// Opens (creating) the log at `path` for appending.
     pub fn open(path: &Path) -> std::io::Result<Writer> {
-        let file = File::options().create(true).append(true).open(path)?;
+        let file = super::open_private(path, true)?;
         Ok(Writer { file, partial: [Vec::new(), Vec::new()] })
     }
 

@@ -148,8 +148,9 @@ pub fn new_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A name for a container run without `--name`, docker-style (`adjective_noun`), free in `root`.
-pub fn new_name(root: &Path, id: &str) -> String {
+/// A name for a container run without `--name`, docker-style (`adjective_noun`), one that
+/// `taken` says is free.
+fn new_name(id: &str, taken: impl Fn(&str) -> bool) -> String {
     const ADJECTIVES: [&str; 16] = [
         "brave", "calm", "eager", "fond", "gentle", "happy", "keen", "lucid", "merry", "nimble", "proud", "quiet",
         "sharp", "swift", "tidy", "witty",
@@ -160,10 +161,10 @@ pub fn new_name(root: &Path, id: &str) -> String {
     ];
     let n = u16::from_str_radix(&id[..4], 16).unwrap_or(0) as usize;
     let name = format!("{}_{}", ADJECTIVES[n % 16], NOUNS[(n / 16) % 16]);
-    if find(root, &name).is_err() {
-        name
-    } else {
+    if taken(&name) {
         format!("{name}_{}", &id[..6])
+    } else {
+        name
     }
 }
 
@@ -177,12 +178,27 @@ pub struct Container {
     root: PathBuf,
 }
 
+/// Opens (creating, 0600) a file of berth's own: containers' environments and logs are
+/// private, and a lock file others could open is a lock they could hold.
+pub(crate) fn open_private(path: &Path, append: bool) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    File::options().create(true).truncate(false).write(true).append(append).mode(0o600).open(path)
+}
+
+/// Makes `dir` (and its parents) with mode 0700 for the last one, as docker keeps its
+/// containers' directory.
+pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
 /// Holds `containers/.lock` while a name is checked and taken.
 fn names_lock(root: &Path) -> Result<File> {
     let dir = containers_dir(root);
-    std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+    private_dir(&dir).map_err(io_err("create", &dir))?;
     let path = dir.join(".lock");
-    let f = File::options().create(true).truncate(false).write(true).open(&path).map_err(io_err("open", &path))?;
+    let f = open_private(&path, false).map_err(io_err("open", &path))?;
     flock(&f, FlockOperation::LockExclusive).map_err(|e| io_err("lock", &path)(e.into()))?;
     Ok(f)
 }
@@ -190,23 +206,42 @@ fn names_lock(root: &Path) -> Result<File> {
 /// Writes `bytes` to `path` atomically (a temporary file renamed over it).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
+    let mut f = open_private(&tmp, false).map_err(io_err("create", &tmp))?;
+    f.set_len(0).map_err(io_err("truncate", &tmp))?;
     f.write_all(bytes).map_err(io_err("write", &tmp))?;
     std::fs::rename(&tmp, path).map_err(io_err("rename", path))
 }
 
-/// Records a new container (state `created`); its name must be free.
+/// Records a new container (state `created`): its name must be free (an empty name gets
+/// one made up, under the same lock), and a seccomp profile it names is copied in, so that
+/// exec, health checks and `start` load the filter the container started with.
 pub fn create(root: &Path, config: &Config) -> Result<Container> {
-    check_name(&config.name)?;
     let _names = names_lock(root)?;
-    if find(root, &config.name).is_ok() {
+    let taken = |name: &str| -> Result<bool> { Ok(list(root)?.iter().any(|c| c.config.name == name)) };
+    let mut config = config.clone();
+    if config.name.is_empty() {
+        config.name = new_name(&config.id, |n| taken(n).unwrap_or(true));
+    }
+    check_name(&config.name)?;
+    if taken(&config.name)? {
         return Err(Error::NameInUse(config.name.clone()));
     }
     let dir = containers_dir(root).join(&config.id);
-    std::fs::create_dir(&dir).map_err(io_err("create", &dir))?;
-    let json = serde_json::to_vec_pretty(config).map_err(|e| Error::Config(e.to_string()))?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(io_err("create", &dir))?;
+    }
+    for opt in &mut config.security.security_opt {
+        if let Some(path) = opt.strip_prefix("seccomp=").filter(|p| *p != "unconfined") {
+            let kept = dir.join("seccomp.json");
+            let bytes = std::fs::read(path).map_err(io_err("read", Path::new(path)))?;
+            write_atomic(&kept, &bytes)?;
+            *opt = format!("seccomp={}", kept.display());
+        }
+    }
+    let json = serde_json::to_vec_pretty(&config).map_err(|e| Error::Config(e.to_string()))?;
     write_atomic(&dir.join("config.json"), &json)?;
-    let c = Container { dir, config: config.clone(), root: root.to_owned() };
+    let c = Container { dir, config, root: root.to_owned() };
     c.update(|_| {})?;
     Ok(c)
 }
@@ -277,7 +312,13 @@ impl Container {
 
     fn lock(&self, name: &str, op: FlockOperation) -> Result<Option<File>> {
         let path = self.dir.join(name);
-        let f = File::options().create(true).truncate(false).write(true).open(&path).map_err(io_err("open", &path))?;
+        let f = match open_private(&path, false) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotFound(self.config.name.clone()))
+            }
+            Err(e) => return Err(io_err("open", &path)(e)),
+        };
         match flock(&f, op) {
             Ok(()) => Ok(Some(f)),
             Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
@@ -300,6 +341,10 @@ impl Container {
         let path = self.dir.join("state.json");
         match std::fs::read(&path) {
             Ok(b) => serde_json::from_slice(&b).map_err(|e| Error::Config(format!("{}: {e}", path.display()))),
+            // Removed meanwhile (`--rm`, `rm -f`): no longer a container.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.dir.join("config.json").exists() => {
+                Err(Error::NotFound(self.config.name.clone()))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
             Err(e) => Err(io_err("read", &path)(e)),
         }
@@ -316,23 +361,34 @@ impl Container {
     }
 
     /// The state, reconciled: a container recorded as running whose supervisor is gone was
-    /// killed with it; its exit (137) is recorded and its cgroup removed.
+    /// killed with it; its exit (137) is recorded and its cgroup removed. Decided again under
+    /// `lock`, so a supervisor that a concurrent `start` has just begun is never taken for it.
     pub fn state(&self) -> Result<State> {
         let state = self.read_state()?;
         if state.status != Status::Running || self.supervised()? {
             return Ok(state);
         }
-        crate::cgroup::remove_stale(&self.config.id);
-        self.update(|s| {
-            if s.status == Status::Running {
+        let mut reconciled = false;
+        let state = self.update(|s| {
+            if s.status == Status::Running && s.supervisor == state.supervisor && !self.supervised().unwrap_or(true) {
                 s.exited(137, Some("the container's supervisor died".into()));
+                reconciled = true;
             }
-        })
+        })?;
+        if reconciled {
+            crate::cgroup::remove_stale(&self.config.id);
+        }
+        Ok(state)
     }
 
     /// Removes the container: its snapshot, then its directory. It must not be running.
     pub fn remove(&self, snapshotter: &dyn crate::snapshot::Snapshotter) -> Result<()> {
-        if self.state()?.status == Status::Running {
+        let state = match self.state() {
+            // Removed meanwhile (its supervisor, for `--rm`): done.
+            Err(Error::NotFound(_)) => return Ok(()),
+            other => other?,
+        };
+        if state.status == Status::Running {
             return Err(Error::State(format!(
                 "container {} is running: stop it first, or berth rm -f",
                 self.config.name
@@ -342,9 +398,15 @@ impl Container {
             Ok(()) | Err(crate::snapshot::SnapshotError::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }
+        crate::cgroup::remove_stale(&self.config.id);
         // config.json first: from then on no command counts this directory as a container.
+        // Gone already is done: its supervisor (`--rm`) may have been quicker.
+        let gone = |r: std::io::Result<()>| match r {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
         let config = self.dir.join("config.json");
-        std::fs::remove_file(&config).map_err(io_err("remove", &config))?;
-        std::fs::remove_dir_all(&self.dir).map_err(io_err("remove", &self.dir))
+        gone(std::fs::remove_file(&config)).map_err(io_err("remove", &config))?;
+        gone(std::fs::remove_dir_all(&self.dir)).map_err(io_err("remove", &self.dir))
     }
 }

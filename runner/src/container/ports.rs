@@ -156,7 +156,11 @@ fn in_netns<T>(netns: &OwnedFd, make: impl FnOnce() -> std::io::Result<T>) -> st
 
 async fn serve_tcp(listener: tokio::net::TcpListener, port: u16, to: Upstream) {
     loop {
-        let Ok((mut client, _)) = listener.accept().await else { continue };
+        let Ok((mut client, _)) = listener.accept().await else {
+            // Out of descriptors, say: wait before the next try instead of spinning.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
+        };
         let to = to.clone();
         tokio::spawn(async move {
             let Ok((socket, addr)) = to.socket(port, tokio::net::TcpSocket::new_v4) else { return };

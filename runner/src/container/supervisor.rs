@@ -59,6 +59,27 @@ fn supervise(c: &Container, ready: &mut Option<File>) -> Result<i32> {
         Some(made.map_err(super::io_err("set up the cgroup of", &c.dir))?)
     };
     let cgroups = cgroup.as_ref().map(crate::cgroup::Cgroup::procs_files).unwrap_or_default();
+    // Whatever happens in between, the cgroups go (a failed start included).
+    let code = run_process(c, ready, rootfs, cgroups);
+    if let Some(cg) = cgroup {
+        cg.remove();
+    }
+    let code = code?;
+    if config.auto_remove {
+        c.remove(snapshotter.as_ref())?;
+    }
+    Ok(code)
+}
+
+/// Starts the process on `rootfs` in `cgroups`, watches it to its end (see [`watch`]) and
+/// returns its exit code, recorded; a start failure is recorded as docker's 127 or 126.
+fn run_process(
+    c: &Container,
+    ready: &mut Option<File>,
+    rootfs: Vec<crate::snapshot::Mount>,
+    cgroups: Vec<std::path::PathBuf>,
+) -> Result<i32> {
+    let config = &c.config;
     let mountpoint = super::containers_dir(c.root()).join(".rootfs");
     std::fs::create_dir_all(&mountpoint).map_err(super::io_err("create", &mountpoint))?;
     // Held to the end: the namespace's fd until the process runs, the address's lease for its life.
@@ -97,14 +118,7 @@ fn supervise(c: &Container, ready: &mut Option<File>) -> Result<i32> {
     let code = rt.block_on(watch(c, (started, net.as_ref()), ready, (out_r, err_r), exit_rx));
     // The exit is recorded (or could not be): the process may be reaped now.
     drop(launched);
-    if let Some(cg) = cgroup {
-        cg.remove();
-    }
-    let code = code?;
-    if config.auto_remove {
-        c.remove(snapshotter.as_ref())?;
-    }
-    Ok(code)
+    code
 }
 
 /// An error with its causes, `a: b: c`.
@@ -163,21 +177,24 @@ async fn watch(
         tokio::spawn(check_health(c.clone(), health));
     }
     let mut log = Writer::open(&c.log_path()).map_err(super::io_err("open", &c.log_path()))?;
-    let code = pump(&mut log, (out, err), exit, &pidfd, c.config.stop_signal.as_str()).await?;
-    let _ = log.flush();
-    c.update(|s| s.exited(code, None))?;
+    let (code, log_error) = pump(&mut log, (out, err), exit, &pidfd, c.config.stop_signal.as_str()).await?;
+    let flushed = log.flush().err();
+    let log_error = log_error.or(flushed).map(|e| format!("write the log {}: {e}", c.log_path().display()));
+    c.update(|s| s.exited(code, log_error))?;
     Ok(code)
 }
 
 /// Copies the output into the log until the process exits and its pipes close (all of
 /// the container's processes are gone with its PID 1; a second at most is waited for).
+/// A log that cannot be written (a full disk) does not stop the container: its output is
+/// still drained, and the first error comes back with the exit code.
 async fn pump(
     log: &mut Writer,
     (out, err): (std::io::PipeReader, std::io::PipeReader),
     mut exit: tokio::sync::oneshot::Receiver<i32>,
     pidfd: &OwnedFd,
     stop_signal: &str,
-) -> Result<i32> {
+) -> Result<(i32, Option<std::io::Error>)> {
     use tokio::io::AsyncReadExt;
     use tokio::signal::unix::{signal, SignalKind};
     let to_async = |p: std::io::PipeReader| tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(p));
@@ -189,16 +206,17 @@ async fn pump(
     let (mut ob, mut eb) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
     let (mut out_open, mut err_open, mut code) = (true, true, None);
     let mut drain_until: Option<Instant> = None;
+    let mut log_error = None;
     while out_open || err_open {
         let deadline = drain_until.map_or(tokio::time::Instant::now() + Duration::from_secs(3600), Into::into);
         tokio::select! {
             n = out.read(&mut ob), if out_open => match n {
                 Ok(0) | Err(_) => out_open = false,
-                Ok(n) => log.write(Stream::Stdout, &ob[..n]).map_err(super::io_err("write", Path::new("the log")))?,
+                Ok(n) => if let Err(e) = log.write(Stream::Stdout, &ob[..n]) { log_error.get_or_insert(e); },
             },
             n = err.read(&mut eb), if err_open => match n {
                 Ok(0) | Err(_) => err_open = false,
-                Ok(n) => log.write(Stream::Stderr, &eb[..n]).map_err(super::io_err("write", Path::new("the log")))?,
+                Ok(n) => if let Err(e) = log.write(Stream::Stderr, &eb[..n]) { log_error.get_or_insert(e); },
             },
             c = &mut exit, if code.is_none() => {
                 code = Some(c.unwrap_or(255));
@@ -212,10 +230,11 @@ async fn pump(
             () = tokio::time::sleep_until(deadline) => break,
         }
     }
-    match code {
-        Some(c) => Ok(c),
-        None => Ok(exit.await.unwrap_or(255)),
-    }
+    let code = match code {
+        Some(c) => c,
+        None => exit.await.unwrap_or(255),
+    };
+    Ok((code, log_error))
 }
 
 /// Runs the health check on docker's schedule and records each probe, until the runtime
