@@ -513,12 +513,13 @@ impl Run {
 /// Waits for the container, forwarding SIGTERM and SIGINT to it, then SIGKILL after
 /// `stop_timeout`; with `timeout`, stops it when time runs out and returns 124.
 pub(super) fn supervise(
-    mut child: std::process::Child,
+    child: std::process::Child,
     stop_timeout: u64,
     timeout: Option<u64>,
     console: Option<&super::console::Console>,
 ) -> Result<i32> {
     use rustix::process::{kill_process, Pid, Signal};
+    use std::os::fd::AsRawFd;
     use std::time::Duration;
     use tokio::signal::unix::{signal, SignalKind};
     let pid = Pid::from_child(&child);
@@ -541,12 +542,15 @@ pub(super) fn supervise(
         loop {
             let forward = tokio::select! {
                 _ready = exited.readable() => {
-                    let status = child.wait().context("wait for the container")?;
+                    // Not reaped: a named container's exit is recorded first, and berth ends
+                    // soon after (init reaps it), so its pid is never reused before that.
+                    let code = runner::container::launch::wait_no_reap(exited.get_ref().as_raw_fd());
+                    drop(child);
                     if timed_out {
                         eprintln!("berth: the container ran past --timeout {}s and was stopped", timeout.unwrap_or(0));
                         return Ok(124);
                     }
-                    return Ok(runner::sandbox::exit_code(status));
+                    return Ok(code);
                 }
                 _ = term.recv() => Signal::TERM,
                 _ = int.recv() => Signal::INT,

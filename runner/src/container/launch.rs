@@ -79,8 +79,9 @@ pub fn launch(
     Ok(Launched { pid, pidfd, _reap: reap_tx })
 }
 
-/// Waits for the exit of the process behind `pidfd` without reaping it; 128 + N for signal N.
-fn wait_no_reap(pidfd: i32) -> i32 {
+/// Waits for the exit of the process behind `pidfd` (a child of the caller) without reaping
+/// it; 128 + N for signal N. Until it is reaped, its pid cannot be reused.
+pub fn wait_no_reap(pidfd: i32) -> i32 {
     loop {
         // SAFETY: a zeroed siginfo_t is a valid out-parameter for waitid.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };

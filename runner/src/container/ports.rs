@@ -173,42 +173,71 @@ async fn serve_tcp(listener: tokio::net::TcpListener, port: u16, to: Upstream) {
     }
 }
 
+/// How long a UDP peer may stay silent before its socket to the container is closed (as
+/// docker's proxy forgets a UDP flow after a minute or so).
+const UDP_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// One UDP client: its socket to the container and when it last sent.
+struct Peer {
+    socket: Arc<tokio::net::UdpSocket>,
+    seen: tokio::time::Instant,
+}
+
 async fn serve_udp(host: Arc<tokio::net::UdpSocket>, port: u16, to: Upstream) {
-    let mut peers: std::collections::HashMap<SocketAddr, Arc<tokio::net::UdpSocket>> = Default::default();
+    let mut peers: std::collections::HashMap<SocketAddr, Peer> = Default::default();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let Ok((n, peer)) = host.recv_from(&mut buf).await else { continue };
-        let upstream = match peers.get(&peer) {
-            Some(u) => u.clone(),
+        let now = tokio::time::Instant::now();
+        // Silent peers go: a stream of new source addresses cannot pile up sockets.
+        peers.retain(|_, p| now.duration_since(p.seen) < UDP_IDLE);
+        let upstream = match peers.get_mut(&peer) {
+            Some(p) => {
+                p.seen = now;
+                p.socket.clone()
+            }
             None => {
-                let bind_to = match &to {
-                    Upstream::Address(_) => Ipv4Addr::UNSPECIFIED,
-                    Upstream::Loopback(_) => Ipv4Addr::LOCALHOST,
-                };
-                let made = to.socket(port, || {
-                    let s = std::net::UdpSocket::bind((bind_to, 0))?;
-                    s.set_nonblocking(true)?;
-                    Ok(s)
-                });
-                let Ok((s, addr)) = made else { continue };
-                let Ok(s) = tokio::net::UdpSocket::from_std(s) else { continue };
-                if s.connect(addr).await.is_err() {
-                    continue;
-                }
-                let s = Arc::new(s);
-                peers.insert(peer, s.clone());
-                // Replies go back to this peer from the published port.
-                let (back, host) = (s.clone(), host.clone());
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    while let Ok(n) = back.recv(&mut buf).await {
-                        let _ = host.send_to(&buf[..n], peer).await;
-                    }
-                });
+                let Some(s) = udp_upstream(&to, port).await else { continue };
+                peers.insert(peer, Peer { socket: s.clone(), seen: now });
+                tokio::spawn(udp_replies(s.clone(), host.clone(), peer));
                 s
             }
         };
         let _ = upstream.send(&buf[..n]).await;
+    }
+}
+
+/// A socket connected to the container's port, made where `to` says.
+async fn udp_upstream(to: &Upstream, port: u16) -> Option<Arc<tokio::net::UdpSocket>> {
+    let bind_to = match to {
+        Upstream::Address(_) => Ipv4Addr::UNSPECIFIED,
+        Upstream::Loopback(_) => Ipv4Addr::LOCALHOST,
+    };
+    let (s, addr) = to
+        .socket(port, || {
+            let s = std::net::UdpSocket::bind((bind_to, 0))?;
+            s.set_nonblocking(true)?;
+            Ok(s)
+        })
+        .ok()?;
+    let s = tokio::net::UdpSocket::from_std(s).ok()?;
+    s.connect(addr).await.ok()?;
+    Some(Arc::new(s))
+}
+
+/// Sends the container's replies back to `peer` from the published port, until the peer
+/// has been forgotten (its socket is then only this task's) and the container is silent.
+async fn udp_replies(back: Arc<tokio::net::UdpSocket>, host: Arc<tokio::net::UdpSocket>, peer: SocketAddr) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match tokio::time::timeout(UDP_IDLE, back.recv(&mut buf)).await {
+            Ok(Ok(n)) => {
+                let _ = host.send_to(&buf[..n], peer).await;
+            }
+            Ok(Err(_)) => return,
+            Err(_) if Arc::strong_count(&back) == 1 => return,
+            Err(_) => {}
+        }
     }
 }
 
