@@ -29,6 +29,7 @@ pub mod cgroup;
 pub mod container;
 pub mod exec;
 pub mod lease;
+pub mod netlink;
 pub mod network;
 pub mod rlimit;
 pub mod rootfs;

@@ -14,7 +14,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -44,27 +44,9 @@ fn err(what: &str, e: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::other(format!("bridge network: {what}: {e}"))
 }
 
-/// Runs `ip -batch -` with `commands`, in `netns` when given; fails with ip's message.
-fn ip_batch(commands: &str, netns: Option<&OwnedFd>) -> std::io::Result<()> {
-    let mut cmd = Command::new("ip");
-    cmd.args(["-batch", "-"]).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
-    if let Some(ns) = netns {
-        let ns = ns.try_clone()?;
-        // SAFETY: setns is a single syscall between fork and exec.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-                rustix::thread::move_into_link_name_space(ns.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
-                    .map_err(std::io::Error::from)
-            });
-        }
-    }
-    let mut child = cmd.spawn().map_err(|e| err("run ip (install iproute2)", e))?;
-    child.stdin.take().expect("piped stdin").write_all(commands.as_bytes())?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        return Err(err("ip", String::from_utf8_lossy(&out.stderr).trim()));
-    }
-    Ok(())
+/// Runs `ip -batch -` with `commands` (the bridge's one-time setup); fails with ip's message.
+fn ip_batch(commands: &str) -> std::io::Result<()> {
+    run_with_input("ip", &["-batch", "-"], commands).map_err(|e| err("ip (install iproute2)", e))
 }
 
 /// Where this network namespace's address leases live: one directory per host network
@@ -94,10 +76,9 @@ fn ensure_bridge() -> std::io::Result<()> {
     // A mark left by a namespace that is gone (its inode reused) must not outlive this setup.
     let _ = std::fs::remove_file(dir.join(".ready"));
     if !bridge_exists()? {
-        ip_batch(
-            &format!("link add {BRIDGE} type bridge\naddr add {GATEWAY}/{PREFIX} dev {BRIDGE}\nlink set {BRIDGE} up\n"),
-            None,
-        )?;
+        ip_batch(&format!(
+            "link add {BRIDGE} type bridge\naddr add {GATEWAY}/{PREFIX} dev {BRIDGE}\nlink set {BRIDGE} up\n"
+        ))?;
     }
     std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| err("enable forwarding", e))?;
     run_with_input("nft", &["-f", "-"], &nat_rules()).map_err(|e| err("nft (install nftables)", e))?;
@@ -185,36 +166,38 @@ fn allocate(id: &str) -> std::io::Result<(Ipv4Addr, File)> {
     Err(err("allocate an address", "every address of 10.90.0.0/16 is in use"))
 }
 
-/// A new, empty network namespace, made on a thread of its own and kept by the fd.
-fn new_netns() -> std::io::Result<OwnedFd> {
-    std::thread::scope(|s| {
+/// Puts container `id` on the bridge: a namespace with `lo` and `eth0` up, an address and a
+/// default route. The veth's host end is named `bv`, the ID's first 6 digits and 4 random
+/// ones: a restarted container's new pair does not meet its old one, which the kernel
+/// removes a moment after the old namespace is gone. Set by rtnetlink ([`crate::netlink`]).
+pub fn attach(id: &str) -> std::io::Result<Attachment> {
+    ensure_bridge()?;
+    let (ip, lease) = allocate(id)?;
+    let veth = format!("bv{}{}", &id[..6], &crate::container::new_id()[..4]);
+    let host_ns: OwnedFd = File::open("/proc/thread-self/ns/net")?.into();
+    // The namespace is made, and set up from inside, on a short-lived thread of its own.
+    let netns = std::thread::scope(|s| {
         s.spawn(|| -> std::io::Result<OwnedFd> {
             // SAFETY: unsharing the network namespace changes only this short-lived thread.
             unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }?;
-            Ok(File::open("/proc/thread-self/ns/net")?.into())
+            let ns: OwnedFd = File::open("/proc/thread-self/ns/net")?.into();
+            let mut nl = crate::netlink::Socket::open()?;
+            nl.link_up(crate::netlink::index("lo")?)?;
+            // Made inside, its host end sent out to the caller's namespace.
+            nl.add_veth("eth0", &veth, &host_ns)?;
+            let eth0 = crate::netlink::index("eth0")?;
+            nl.add_address(eth0, ip, PREFIX)?;
+            nl.link_up(eth0)?;
+            nl.add_default_route(eth0, GATEWAY)?;
+            Ok(ns)
         })
         .join()
         .unwrap_or_else(|_| Err(err("make a namespace", "the thread panicked")))
     })
-}
-
-/// Puts container `id` on the bridge: a namespace with `lo` and `eth0` up, an address and a
-/// default route. The veth's host end is named `bv`, the ID's first 6 digits and 4 random
-/// ones: a restarted container's new pair does not meet its old one, which the kernel
-/// removes a moment after the old namespace is gone.
-pub fn attach(id: &str) -> std::io::Result<Attachment> {
-    ensure_bridge()?;
-    let (ip, lease) = allocate(id)?;
-    let netns = new_netns()?;
-    let veth = format!("bv{}{}", &id[..6], &crate::container::new_id()[..4]);
-    // Made inside the namespace, the host end sent out to this process's namespace.
-    let inside = format!(
-        "link set lo up\nlink add eth0 type veth peer name {veth} netns {pid}\n\
-         addr add {ip}/{PREFIX} dev eth0\nlink set eth0 up\nroute add default via {GATEWAY}\n",
-        pid = std::process::id()
-    );
-    ip_batch(&inside, Some(&netns))?;
-    ip_batch(&format!("link set {veth} master {BRIDGE}\nlink set {veth} up\n"), None)?;
+    .map_err(|e| err("set up the container's network", e))?;
+    let mut nl = crate::netlink::Socket::open()?;
+    nl.set_master_up(crate::netlink::index(&veth)?, crate::netlink::index(BRIDGE)?)
+        .map_err(|e| err("join the bridge", e))?;
     Ok(Attachment { ip, veth, netns, _lease: lease })
 }
 
