@@ -106,8 +106,11 @@ mod tests {
 
 /// `--format` for JSON objects, the part of Go's templates docker users write: each
 /// `{{.Path.To.Field}}` becomes that field (strings bare, anything else as JSON) and
-/// `{{json .Path}}` its JSON; `{{.}}` is the whole object.
+/// `{{json .Path}}` its JSON; `{{.}}` is the whole object. `\t` and `\n` written in the
+/// template become a tab and a newline, as users write them in docker's.
 pub fn template(tpl: &str, v: &serde_json::Value) -> anyhow::Result<String> {
+    let unescaped = tpl.replace("\\t", "\t").replace("\\n", "\n");
+    let tpl = unescaped.as_str();
     let mut out = String::new();
     let mut rest = tpl;
     while let Some(start) = rest.find("{{") {
@@ -144,6 +147,7 @@ mod template_tests {
         assert_eq!(super::template("{{.State.Status}} {{.State.Pid}}", &v).unwrap(), "running 7");
         assert_eq!(super::template("{{json .State.Health}}", &v).unwrap(), "null");
         assert_eq!(super::template("{{.Missing}}", &v).unwrap(), "<no value>");
+        assert_eq!(super::template(r"{{.Name}}\t{{.State.Pid}}", &v).unwrap(), "/web\t7");
         assert!(super::template("{{.State", &v).is_err());
     }
 }

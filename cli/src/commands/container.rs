@@ -98,7 +98,9 @@ pub fn wait_ready(c: &Container, timeout: Duration) -> Result<()> {
 
 /// List containers
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  berth ps\n  berth ps -a\n  berth rm -f $(berth ps -aq)")]
+#[command(
+    after_help = "Examples:\n  berth ps\n  berth ps -a\n  berth rm -f $(berth ps -aq)\n  berth ps -a --filter status=exited --filter name=smoke\n  berth ps --format '{{.Names}} {{.Status}}'"
+)]
 pub struct Ps {
     /// Show all containers (default shows just running)
     #[arg(short, long)]
@@ -109,49 +111,108 @@ pub struct Ps {
     /// Don't truncate output
     #[arg(long)]
     no_trunc: bool,
+    /// Filter: name=TEXT, id=PREFIX, status=created|running|exited, health=starting|healthy|unhealthy|none,
+    /// ancestor=IMAGE, exited=CODE (the same key again: either; other keys: both)
+    #[arg(short, long, value_name = "KEY=VALUE")]
+    filter: Vec<String>,
+    /// Print each container with a Go template ({{.ID}}, {{.Names}}, {{.Image}}, {{.Command}},
+    /// {{.CreatedAt}}, {{.RunningFor}}, {{.Status}}, {{.State}}, {{.Ports}}), or `json`
+    #[arg(long)]
+    format: Option<String>,
+}
+
+/// What `ps --filter` keeps: (key, value) pairs; values of one key are alternatives.
+fn ps_filters(given: &[String]) -> Result<Vec<(String, String)>> {
+    given
+        .iter()
+        .map(|f| {
+            let (k, v) = f.split_once('=').with_context(|| format!("invalid filter {f:?}: expected KEY=VALUE"))?;
+            match k {
+                "name" | "id" | "status" | "health" | "ancestor" | "exited" => Ok((k.to_owned(), v.to_owned())),
+                _ => bail!("invalid filter {f:?}: berth filters on name, id, status, health, ancestor, exited"),
+            }
+        })
+        .collect()
+}
+
+fn ps_matches(filters: &[(String, String)], c: &Container, s: &container::State) -> bool {
+    let one = |k: &str, v: &str| match k {
+        "name" => c.config.name.contains(v),
+        "id" => c.config.id.starts_with(v),
+        "status" => s.status.as_str() == v,
+        "health" => s.health.as_ref().map_or("none", |h| h.status.as_str()) == v,
+        "ancestor" => c.config.image == v || c.config.image_id.trim_start_matches("sha256:").starts_with(v),
+        "exited" => s.status == Status::Exited && s.exit_code.map(|e| e.to_string()).as_deref() == Some(v),
+        _ => false,
+    };
+    let keys: std::collections::BTreeSet<&str> = filters.iter().map(|(k, _)| k.as_str()).collect();
+    keys.iter().all(|k| filters.iter().filter(|(fk, _)| fk == k).any(|(_, v)| one(k, v)))
 }
 
 impl Ps {
-    /// Lists containers, newest first, in docker's columns.
+    /// Lists containers, newest first, in docker's columns (or `--format`'s).
     pub fn run(self, root: &Path) -> Result<()> {
+        let filters = ps_filters(&self.filter)?;
+        // A status or exited filter looks at every container, as docker's does.
+        let all = self.all || filters.iter().any(|(k, _)| k == "status" || k == "exited");
         let mut rows = vec![["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
             .map(String::from)
             .to_vec()];
         let mut stdout = std::io::stdout().lock();
         for c in container::list(root)? {
             let state = c.state()?;
-            if !self.all && state.status != Status::Running {
+            if (!all && state.status != Status::Running) || !ps_matches(&filters, &c, &state) {
                 continue;
             }
-            let id = if self.no_trunc { c.config.id.clone() } else { c.short_id().to_owned() };
+            let row = self.row(&c, &state);
             if self.quiet {
-                writeln!(stdout, "{id}")?;
-                continue;
+                writeln!(stdout, "{}", row[0])?;
+            } else if let Some(tpl) = &self.format {
+                let obj = ps_object(&row, &state, &c.config.created);
+                match tpl.as_str() {
+                    "json" => writeln!(stdout, "{}", serde_json::to_string(&obj)?)?,
+                    _ => writeln!(stdout, "{}", format::template(tpl, &obj)?)?,
+                }
+            } else {
+                rows.push(row);
             }
-            let mut command = c.config.args.join(" ");
-            if !self.no_trunc && command.chars().count() > 20 {
-                command = format!("{}…", command.chars().take(19).collect::<String>());
-            }
-            let ports: Vec<String> = state
-                .ports
-                .iter()
-                .map(|p| format!("{}:{}->{}/{}", p.host_ip, p.host_port, p.container_port, p.proto))
-                .collect();
-            rows.push(vec![
-                id,
-                c.config.image.clone(),
-                format!("\"{command}\""),
-                since(&c.config.created),
-                state.describe(since),
-                ports.join(", "),
-                c.config.name.clone(),
-            ]);
         }
-        if !self.quiet {
+        if !self.quiet && self.format.is_none() {
             write!(stdout, "{}", format::table(&rows))?;
         }
         Ok(())
     }
+
+    /// The row of the table: ID, image, command, created, status, ports, names.
+    fn row(&self, c: &Container, state: &container::State) -> Vec<String> {
+        let id = if self.no_trunc { c.config.id.clone() } else { c.short_id().to_owned() };
+        let mut command = c.config.args.join(" ");
+        if !self.no_trunc && command.chars().count() > 20 {
+            command = format!("{}…", command.chars().take(19).collect::<String>());
+        }
+        let ports: Vec<String> = state
+            .ports
+            .iter()
+            .map(|p| format!("{}:{}->{}/{}", p.host_ip, p.host_port, p.container_port, p.proto))
+            .collect();
+        vec![
+            id,
+            c.config.image.clone(),
+            format!("\"{command}\""),
+            since(&c.config.created),
+            state.describe(since),
+            ports.join(", "),
+            c.config.name.clone(),
+        ]
+    }
+}
+
+/// A row as `ps --format` sees it, in docker's field names.
+fn ps_object(row: &[String], state: &container::State, created: &str) -> serde_json::Value {
+    serde_json::json!({
+        "ID": row[0], "Image": row[1], "Command": row[2], "RunningFor": row[3], "Status": row[4],
+        "Ports": row[5], "Names": row[6], "State": state.status.as_str(), "CreatedAt": created,
+    })
 }
 
 /// Fetch the logs of a container

@@ -596,3 +596,34 @@ fn failed_starts_and_races_leave_nothing_behind() {
     let _ = runc.kill();
     let _ = runc.wait();
 }
+
+#[test]
+fn ps_filters_and_formats_as_docker() {
+    let Some(b) = setup() else { return };
+    b.ok(&["run", "-d", "--name", "smoke-a", "busybox", "sleep", "30"]);
+    assert_eq!(b.output(&["run", "--name", "smoke-b", "busybox", "sh", "-c", "exit 3"]).status.code(), Some(3));
+    b.ok(&["run", "-d", "--name", "other", "busybox", "sleep", "30"]);
+    let names = |args: &[&str]| {
+        let mut full = vec!["ps", "--format", "{{.Names}} {{.State}}"];
+        full.extend_from_slice(args);
+        b.ok(&full).lines().map(String::from).collect::<Vec<_>>()
+    };
+    assert_eq!(names(&["--filter", "name=smoke"]), ["smoke-a running"], "ps without -a: running only");
+    let mut all = names(&["-a", "--filter", "name=smoke"]);
+    all.sort();
+    assert_eq!(all, ["smoke-a running", "smoke-b exited"]);
+    // A status filter looks at every container; the same key twice is either.
+    assert_eq!(names(&["--filter", "status=exited"]), ["smoke-b exited"]);
+    assert_eq!(names(&["--filter", "exited=3"]), ["smoke-b exited"]);
+    assert_eq!(names(&["-a", "--filter", "status=exited", "--filter", "name=other"]), Vec::<String>::new());
+    assert_eq!(
+        names(&["-a", "--filter", "status=exited", "--filter", "status=running", "--filter", "name=oth"]),
+        ["other running"]
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(b.ok(&["ps", "--format", "json", "-f", "name=other"]).trim()).unwrap();
+    assert_eq!((json["Names"].as_str(), json["Image"].as_str()), (Some("other"), Some("busybox")));
+    assert!(chrono::DateTime::parse_from_rfc3339(json["CreatedAt"].as_str().unwrap()).is_ok());
+    let err = b.fails(&["ps", "--filter", "label=x"]);
+    assert!(err.contains("invalid filter"), "{err}");
+}
