@@ -1,6 +1,6 @@
-//! The few rtnetlink requests the bridge network makes per container (a veth pair, links up,
-//! an address, a default route, a bridge port), written directly: two `ip` processes cost
-//! more than the rest of a container's start.
+//! The few rtnetlink requests the bridge network makes (the bridge once; per container a
+//! veth pair, links up, an address, a default route, a bridge port), written directly: two
+//! `ip` processes cost more than the rest of a container's start.
 //!
 //! A [`Socket`] acts in the network namespace of the thread that opened it.
 
@@ -135,6 +135,15 @@ impl Socket {
     pub fn link_up(&mut self, index: i32) -> io::Result<()> {
         let up = libc::IFF_UP as u32;
         self.request(Msg::new(libc::RTM_NEWLINK, 0, &ifinfo(index, up, up)), "set a link up")
+    }
+
+    /// Makes a link `name` of `kind` (`bridge`) with no peer.
+    pub fn add_link(&mut self, name: &str, kind: &str) -> io::Result<()> {
+        let flags = (libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16;
+        let mut msg = Msg::new(libc::RTM_NEWLINK, flags, &ifinfo(0, 0, 0));
+        msg.attr(libc::IFLA_IFNAME, &name_attr(name));
+        msg.nest(libc::IFLA_LINKINFO).attr(libc::IFLA_INFO_KIND, &name_attr(kind)).end();
+        self.request(msg, "make a link")
     }
 
     /// Makes a veth pair: `name` here, `peer` in the namespace `peer_ns`.

@@ -8,8 +8,8 @@
 //! the kernel releases when its holder dies. What stays, as docker0 and its rules stay, is
 //! shared: the bridge with its address, the `ip berth` nftables table,
 //! `net.ipv4.ip_forward=1`, and, where the iptables FORWARD policy drops, two rules that let
-//! the bridge's traffic through (as docker's). Interfaces and addresses are set with `ip` (iproute2), the NAT
-//! rule with `nft`.
+//! the bridge's traffic through (as docker's). Interfaces, addresses and routes are set by
+//! rtnetlink ([`crate::netlink`]), the NAT rule with `nft`.
 
 use std::fs::File;
 use std::io::Write;
@@ -44,11 +44,6 @@ fn err(what: &str, e: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::other(format!("bridge network: {what}: {e}"))
 }
 
-/// Runs `ip -batch -` with `commands` (the bridge's one-time setup); fails with ip's message.
-fn ip_batch(commands: &str) -> std::io::Result<()> {
-    run_with_input("ip", &["-batch", "-"], commands).map_err(|e| err("ip (install iproute2)", e))
-}
-
 /// Where this network namespace's address leases live: one directory per host network
 /// namespace (its inode), on tmpfs, so a reboot or another namespace starts empty.
 fn lease_dir() -> std::io::Result<PathBuf> {
@@ -76,9 +71,11 @@ fn ensure_bridge() -> std::io::Result<()> {
     // A mark left by a namespace that is gone (its inode reused) must not outlive this setup.
     let _ = std::fs::remove_file(dir.join(".ready"));
     if !bridge_exists()? {
-        ip_batch(&format!(
-            "link add {BRIDGE} type bridge\naddr add {GATEWAY}/{PREFIX} dev {BRIDGE}\nlink set {BRIDGE} up\n"
-        ))?;
+        let mut nl = crate::netlink::Socket::open()?;
+        nl.add_link(BRIDGE, "bridge").map_err(|e| err("make the bridge", e))?;
+        let index = crate::netlink::index(BRIDGE)?;
+        nl.add_address(index, GATEWAY, PREFIX).map_err(|e| err("address the bridge", e))?;
+        nl.link_up(index).map_err(|e| err("set the bridge up", e))?;
     }
     std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| err("enable forwarding", e))?;
     run_with_input("nft", &["-f", "-"], &nat_rules()).map_err(|e| err("nft (install nftables)", e))?;

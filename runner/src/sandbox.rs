@@ -329,6 +329,20 @@ pub enum SandboxError {
     },
 }
 
+impl SandboxError {
+    /// docker's exit code when the program itself could not be executed: 127 when it is not
+    /// there, 126 when it cannot be run; `None` for every other failure (berth's own).
+    pub fn exec_exit_code(&self) -> Option<i32> {
+        match self {
+            SandboxError::Start { what: "fork and exec", source } if source.kind() == std::io::ErrorKind::NotFound => {
+                Some(127)
+            }
+            SandboxError::Start { what: "fork and exec", .. } => Some(126),
+            _ => None,
+        }
+    }
+}
+
 /// Reads a file of the rootfs-to-be from its snapshot directories, top first, without
 /// mounting: each lookup is resolved inside its directory (`RESOLVE_IN_ROOT`).
 fn read_in_rootfs(mounts: &[Mount], path: &str) -> Option<String> {

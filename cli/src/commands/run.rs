@@ -452,17 +452,10 @@ impl Run {
     }
 }
 
-/// docker's exit code for a process that could not start: 127 when the program is not
-/// there, 126 when it cannot be run; `None` for other failures (berth's own, exit 1).
+/// docker's exit code for a process that could not start (see
+/// `runner::sandbox::SandboxError::exec_exit_code`); `None` for berth's own failures (exit 1).
 pub(super) fn start_failure_code(e: &anyhow::Error) -> Option<i32> {
-    let start = e.chain().find_map(|c| match c.downcast_ref::<runner::sandbox::SandboxError>() {
-        Some(runner::sandbox::SandboxError::Start { what: "fork and exec", source }) => Some(source.kind()),
-        _ => None,
-    });
-    match start? {
-        std::io::ErrorKind::NotFound => Some(127),
-        _ => Some(126),
-    }
+    e.chain().find_map(|c| c.downcast_ref::<runner::sandbox::SandboxError>()?.exec_exit_code())
 }
 
 /// `--security-opt` with a seccomp profile's path made absolute: a detached container's

@@ -193,12 +193,20 @@ pub fn environment(image: &[String], given: &[String], hostname: &str) -> Vec<St
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.push(DEFAULT_PATH.into());
     }
+    let mut env = with_overrides(&env, given);
+    env.push(format!("HOSTNAME={hostname}"));
+    env
+}
+
+/// `base` with each of `given` (`KEY=VALUE`, or a bare `KEY` for berth's own value) put in
+/// place of its key's entry, at the end, in order: `-e` on top of an environment.
+pub fn with_overrides(base: &[String], given: &[String]) -> Vec<String> {
+    let mut env = base.to_vec();
     for kv in given {
         let key = kv.split('=').next().unwrap_or(kv);
         env.retain(|e| e.split('=').next() != Some(key));
         env.push(if kv.contains('=') { kv.clone() } else { format!("{kv}={}", std::env::var(kv).unwrap_or_default()) });
     }
-    env.push(format!("HOSTNAME={hostname}"));
     env
 }
 
@@ -212,6 +220,13 @@ mod tests {
         assert_eq!(env, ["B=2", DEFAULT_PATH, "A=3", "HOSTNAME=h"]);
         let env = environment(&["PATH=/x".into()], &[], "h");
         assert_eq!(env, ["PATH=/x", "HOSTNAME=h"]);
+    }
+
+    #[test]
+    fn overrides_replace_their_keys_and_keep_the_rest_once() {
+        let base = ["PATH=/x".to_owned(), "HOSTNAME=h".to_owned()];
+        assert_eq!(with_overrides(&base, &["A=1".into()]), ["PATH=/x", "HOSTNAME=h", "A=1"]);
+        assert_eq!(with_overrides(&base, &["PATH=/y".into()]), ["HOSTNAME=h", "PATH=/y"]);
     }
 
     #[test]

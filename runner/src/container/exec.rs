@@ -85,10 +85,8 @@ pub fn command(container: &Container, target: &Target, process: &Process) -> Res
     let mut spec: Spec = config.spec(rootfs, PathBuf::new(), target.cgroups.clone(), None)?;
     spec.init = false;
     spec.args = process.args.clone();
-    spec.env = super::config::environment(&config.env, &process.env, &config.hostname);
-    // The container's HOSTNAME (the last entry) stays its own.
-    spec.env.retain(|e| !e.starts_with("HOSTNAME=") || e == &format!("HOSTNAME={}", config.hostname));
-    spec.env.dedup();
+    // The container's environment (its PATH and HOSTNAME included), `-e` on top.
+    spec.env = super::config::with_overrides(&config.env, &process.env);
     if let Some(cwd) = &process.cwd {
         spec.cwd = cwd.clone();
     }

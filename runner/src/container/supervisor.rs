@@ -102,9 +102,9 @@ fn run_process(
     }) {
         Ok(l) => l,
         Err(e) => {
-            let e = Error::from(e);
             // As docker: 127 when the program is not there, 126 when it cannot be run.
-            let code = if chain(&e).contains("No such file") { 127 } else { 126 };
+            let code = e.exec_exit_code().unwrap_or(126);
+            let e = Error::from(e);
             c.update(|s| s.exited(code, Some(chain(&e))))?;
             return Err(e);
         }
