@@ -357,6 +357,69 @@ impl Auth {
         repos.into_iter().filter(|r| !self.allowed(&account, r, &[Action::Pull]).is_empty() || in_token(r)).collect()
     }
 
+    /// The authentication mode in force: the web UI picks its login flow by it.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Whether clients reach the registry over TLS: the UI's session cookie is then `Secure`.
+    pub fn tls(&self) -> bool {
+        self.tls
+    }
+
+    /// Checks an account's password (bcrypt, cached), for the UI's login form.
+    pub fn login(&self, user: &str, password: &str) -> bool {
+        self.mode != Mode::None && self.check_password(user, password)
+    }
+
+    /// The account named by a request's basic credentials: `Ok(None)` without any, an error
+    /// when they are wrong; the UI accepts them beside its session cookie.
+    pub fn basic_user(&self, headers: &HeaderMap) -> Result<Option<String>> {
+        if self.mode == Mode::None {
+            return Ok(None);
+        }
+        self.basic_account(headers)
+    }
+
+    /// Whether `account` (None: anonymous) may do `action` on `repo`, by the same grants the
+    /// API and `/token` apply; without auth everyone may.
+    pub fn may(&self, account: Option<&str>, repo: &str, action: Action) -> bool {
+        self.mode == Mode::None || !self.allowed(account.unwrap_or(ANONYMOUS), repo, &[action]).is_empty()
+    }
+
+    /// Whether `account` may collect garbage, which deletes across every repository: it
+    /// needs delete on `*` (or, with no grants configured, to be signed in).
+    pub fn may_collect(&self, account: Option<&str>) -> bool {
+        match (self.mode, account) {
+            (Mode::None, _) => true,
+            (_, None) => false,
+            (_, Some(a)) => {
+                self.grants.is_empty()
+                    || self.grants.iter().any(|g| {
+                        (g.account == a || g.account == "*") && g.repository == "*" && g.actions.contains(&Action::Delete)
+                    })
+            }
+        }
+    }
+
+    /// `text`, signed with the registry's secret for `purpose` (`text.signature`): the
+    /// UI's session cookies and CSRF tokens, which replicas sharing the secret all accept.
+    pub fn seal(&self, purpose: &str, text: &str) -> String {
+        let sig = URL_SAFE_NO_PAD.encode(self.mac(format!("{purpose}\0{text}").as_bytes()));
+        format!("{text}.{sig}")
+    }
+
+    /// The text of a value [`Auth::seal`] made for `purpose`; None when it was forged or
+    /// altered.
+    pub fn unseal<'a>(&self, purpose: &str, sealed: &'a str) -> Option<&'a str> {
+        let (text, sig) = sealed.rsplit_once('.')?;
+        let sig = URL_SAFE_NO_PAD.decode(sig).ok()?;
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).ok()?;
+        m.update(format!("{purpose}\0{text}").as_bytes());
+        m.verify_slice(&sig).ok()?;
+        Some(text)
+    }
+
     fn realm(&self, headers: &HeaderMap) -> String {
         if let Realm::Url(r) = &self.realm {
             return r.clone();

@@ -36,6 +36,11 @@
 //! [metrics]
 //! addr = "10.0.0.5:5001"         # /metrics here, without auth; else behind the registry's auth
 //!
+//! [ui]                           # the web UI under / (the API stays under /v2/)
+//! enabled = true
+//! session_ttl = "8h"
+//! gc_grace = "1h"                # gc from the UI spares what is younger
+//!
 //! [limits]                       # durations: "500ms", "30s", "5m", "1h"
 //! header_read_timeout = "30s"
 //! body_idle_timeout = "60s"      # per read/write: slow but moving transfers survive
@@ -74,6 +79,9 @@ pub struct Config {
     /// Where `/metrics` is served.
     #[serde(default)]
     pub metrics: crate::metrics::MetricsConfig,
+    /// The web UI.
+    #[serde(default)]
+    pub ui: crate::ui::UiConfig,
     /// Connection timeouts and the connection cap.
     #[serde(default)]
     pub limits: crate::server::Limits,

@@ -4,6 +4,7 @@
 //! auth checked before each), through the [`domain`] layer (blobs, uploads, manifests,
 //! tags; [`paths`] owns and draws the storage layout), down to a
 //! [`driver::StorageDriver`] that sees only paths and bytes (filesystem, memory, S3).
+//! The web UI ([`ui`]) sits beside [`api`] and reads the same domain layer.
 //! Storage is the only source of truth, upload sessions included, so several registry
 //! processes over one directory or bucket serve each other's pushes.
 //!
@@ -32,5 +33,6 @@ pub mod gc;
 pub mod metrics;
 pub mod paths;
 pub mod server;
+pub mod ui;
 
 pub use error::{ErrorCode, RegistryError};

@@ -115,6 +115,9 @@ struct Serve {
     /// Serve /metrics on this HOST:PORT only, without auth (a monitoring network's address)
     #[arg(long, env = "BERTH_REGISTRY_METRICS_ADDR", value_name = "HOST:PORT")]
     metrics_addr: Option<String>,
+    /// Do not serve the web UI under / (the API under /v2/ is unchanged)
+    #[arg(long, env = "BERTH_REGISTRY_NO_UI")]
+    no_ui: bool,
     /// Serve at most N connections at once; more wait to be accepted [default: 4096]
     #[arg(long, env = "BERTH_REGISTRY_MAX_CONNECTIONS", value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
@@ -129,6 +132,9 @@ impl Serve {
         }
         cfg.read_only |= self.read_only;
         cfg.allow_sparse |= self.allow_sparse;
+        if self.no_ui {
+            cfg.ui.enabled = false;
+        }
         if let (Some(cert), Some(key)) = (self.tls_cert, self.tls_key) {
             cfg.tls = Some(TlsConfig { cert, key });
         }
@@ -187,7 +193,7 @@ impl Serve {
                     }
                 });
             }
-            let router = registry::api::app_with(state, metrics_here);
+            let router = registry::api::app_full(state, metrics_here, Some(cfg.ui.clone()));
             tokio::spawn(async move {
                 shutdown_signal().await;
                 let _ = stop.send(true);

@@ -44,6 +44,12 @@ pub fn app(state: AppState) -> Router {
 /// The registry's HTTP surface, with `/metrics` (behind the registry's auth) or without it,
 /// for a registry that serves its metrics on their own address ([`metrics_app`]).
 pub fn app_with(state: AppState, metrics_here: bool) -> Router {
+    app_full(state, metrics_here, None)
+}
+
+/// The whole HTTP surface: the API, `/metrics` here or not, and the web UI under `/` when
+/// `ui` is given.
+pub fn app_full(state: AppState, metrics_here: bool, ui: Option<crate::ui::UiConfig>) -> Router {
     let mut router = Router::new()
         .route("/v2", any(dispatch))
         .route("/v2/", any(dispatch))
@@ -52,6 +58,9 @@ pub fn app_with(state: AppState, metrics_here: bool) -> Router {
         .route("/health", get(health));
     if metrics_here {
         router = router.route("/metrics", get(authenticated_metrics));
+    }
+    if let Some(ui) = ui.filter(|u| u.enabled) {
+        router = router.merge(crate::ui::routes(state.clone(), ui));
     }
     router.layer(axum::middleware::from_fn_with_state(state.clone(), observe)).with_state(state)
 }
@@ -230,6 +239,7 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: axum::mi
         "/token" => "token",
         "/metrics" => "metrics",
         "/health" => "health",
+        p if !p.starts_with("/v2") => "ui",
         _ => "other",
     });
     req.extensions_mut().insert(label.clone());

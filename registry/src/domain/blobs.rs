@@ -21,6 +21,16 @@ impl Registry {
         }
     }
 
+    /// A small blob of this repository whole (an image config), refusing one over `max`
+    /// bytes so a page never loads a layer into memory.
+    pub async fn small_blob(&self, name: &RepoName, digest: &Digest, max: u64) -> Result<bytes::Bytes> {
+        let size = self.blob_size(name, digest).await?;
+        if size > max {
+            return Err(RegistryError::new(ErrorCode::SizeInvalid, format!("blob {digest} has {size} bytes; over {max}")));
+        }
+        Ok(self.driver.get(&paths::blob_data(digest)).await?)
+    }
+
     /// Streams a blob from `offset`.
     pub async fn blob_stream(&self, digest: &Digest, offset: u64) -> Result<BodyStream> {
         Ok(self.driver.read(&paths::blob_data(digest), offset).await?)

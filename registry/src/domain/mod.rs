@@ -22,6 +22,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 pub use manifests::{check_tag_count, StoredManifest, MAX_TAGS_PER_PUSH};
+pub use tags::RepositorySummary;
 pub use uploads::{range_header, UploadId};
 
 use crate::driver::StorageDriver;

@@ -1,5 +1,9 @@
 //! Tags and the catalog of repositories.
 
+use std::time::SystemTime;
+
+use futures_util::{StreamExt, TryStreamExt};
+
 use super::{Registry, RepoName};
 use crate::error::{ErrorCode, RegistryError, Result};
 use crate::paths;
@@ -37,4 +41,46 @@ impl Registry {
         out.sort();
         Ok(out)
     }
+
+    /// A repository's tags, each with when it was last pushed (None where storage keeps no
+    /// time), for listings sorted by date.
+    pub async fn tags_with_times(&self, name: &RepoName, tags: Vec<String>) -> Result<Vec<(String, Option<SystemTime>)>> {
+        futures_util::stream::iter(tags)
+            .map(|tag| async move {
+                let time = self.modified(&paths::tag_link(name.as_str(), &tag)).await?;
+                Ok::<_, RegistryError>((tag, time))
+            })
+            .buffered(32)
+            .try_collect()
+            .await
+    }
+
+    /// How many tags a repository has and when a manifest or tag last arrived in it, for
+    /// the UI's list of repositories.
+    pub async fn repository_summary(&self, name: &RepoName) -> Result<RepositorySummary> {
+        let tags = self.list_or_empty(&paths::tags_dir(name.as_str())).await?.len();
+        let revisions = self.modified(&paths::revisions_dir(name.as_str(), oci::Algorithm::Sha256)).await?;
+        let tagged = self.modified(&paths::tags_dir(name.as_str())).await?;
+        Ok(RepositorySummary { tags, last_push: revisions.max(tagged) })
+    }
+
+    /// When a file or directory last changed; None when it is missing or its driver keeps no
+    /// times (S3 has no directories).
+    async fn modified(&self, path: &str) -> Result<Option<SystemTime>> {
+        match self.driver.stat(path).await {
+            Ok(info) if info.modified > SystemTime::UNIX_EPOCH => Ok(Some(info.modified)),
+            Ok(_) => Ok(None),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// What the UI shows of a repository in a list.
+#[derive(Debug, Clone, Copy)]
+pub struct RepositorySummary {
+    /// Its number of tags.
+    pub tags: usize,
+    /// When a manifest or a tag last arrived, as storage knows it.
+    pub last_push: Option<SystemTime>,
 }

@@ -1,0 +1,237 @@
+//! What the pages show, read from the domain layer: lenient views of manifests and image
+//! configs (any image the API accepted must render, whatever fields it lacks), a row per
+//! tag, and two caches that keep pages fast with 10,000 repositories.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use oci::Digest;
+use serde::Deserialize;
+
+use crate::domain::{Registry, RepoName, StoredManifest};
+use crate::error::Result;
+
+/// The largest image config a page reads.
+const MAX_CONFIG: u64 = 4 << 20;
+
+/// A manifest or index, with only the fields the UI shows, all optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ManifestDoc {
+    pub config: Option<Desc>,
+    #[serde(default)]
+    pub layers: Vec<Desc>,
+    #[serde(default)]
+    pub manifests: Vec<Desc>,
+    pub subject: Option<Desc>,
+    pub artifact_type: Option<String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl ManifestDoc {
+    /// Reads a stored manifest; one that does not parse shows as empty.
+    pub fn parse(m: &StoredManifest) -> ManifestDoc {
+        serde_json::from_slice(&m.bytes).unwrap_or_default()
+    }
+
+    /// True for an OCI index or a docker manifest list.
+    pub fn is_index(&self) -> bool {
+        !self.manifests.is_empty() && self.config.is_none()
+    }
+
+    /// The bytes an image's config and layers hold.
+    pub fn content_size(&self) -> Option<u64> {
+        let config = self.config.as_ref()?;
+        Some(config.size + self.layers.iter().map(|l| l.size).sum::<u64>())
+    }
+}
+
+/// A content descriptor.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Desc {
+    pub digest: String,
+    #[serde(default)]
+    pub size: u64,
+    pub platform: Option<Platform>,
+    pub artifact_type: Option<String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// An index child's platform.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(super) struct Platform {
+    #[serde(default)]
+    pub os: String,
+    #[serde(default)]
+    pub architecture: String,
+    pub variant: Option<String>,
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        match &self.variant {
+            Some(v) => write!(f, "/{v}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// An image config, with only the fields the UI shows.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct ImageConfig {
+    pub created: Option<String>,
+    pub architecture: Option<String>,
+    pub os: Option<String>,
+    pub variant: Option<String>,
+    #[serde(default)]
+    pub config: RunConfig,
+    #[serde(default)]
+    pub history: Vec<History>,
+}
+
+/// How an image runs (the config's `config` object).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(super) struct RunConfig {
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    pub env: Option<Vec<String>>,
+    pub exposed_ports: Option<BTreeMap<String, serde_json::Value>>,
+    pub labels: Option<BTreeMap<String, String>>,
+    pub user: Option<String>,
+    pub working_dir: Option<String>,
+}
+
+/// One step of an image's history.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct History {
+    pub created: Option<String>,
+    pub created_by: Option<String>,
+    #[serde(default)]
+    pub empty_layer: bool,
+    pub comment: Option<String>,
+}
+
+/// One row of a repository's tag list.
+pub(super) struct TagRow {
+    pub tag: String,
+    pub pushed: Option<SystemTime>,
+    /// None when the tag's manifest cannot be read (a fault worth showing, not hiding).
+    pub manifest: Option<TagManifest>,
+}
+
+/// What a tag points at.
+pub(super) struct TagManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: Option<u64>,
+    pub created: Option<String>,
+    pub platforms: Vec<String>,
+}
+
+/// Reads what one tag row shows: its manifest and, for an image, its config's date.
+pub(super) async fn tag_row(
+    registry: &Registry,
+    configs: &ConfigCache,
+    name: &RepoName,
+    tag: String,
+    pushed: Option<SystemTime>,
+) -> TagRow {
+    let manifest = match registry.get_manifest(name, &tag).await {
+        Ok(m) => {
+            let doc = ManifestDoc::parse(&m);
+            let created = match image_config(registry, configs, name, &doc).await {
+                Ok(Some(c)) => c.created.clone(),
+                _ => None,
+            };
+            let platforms = doc.manifests.iter().filter_map(|d| d.platform.as_ref().map(|p| p.to_string())).collect();
+            Some(TagManifest { size: doc.content_size(), created, platforms, digest: m.digest, media_type: m.media_type })
+        }
+        Err(e) => {
+            tracing::warn!(repository = %name, tag, error = %e, "ui: tag's manifest unreadable");
+            None
+        }
+    };
+    TagRow { tag, pushed, manifest }
+}
+
+/// An image manifest's config, parsed (None for an index or an artifact without one).
+pub(super) async fn image_config(
+    registry: &Registry,
+    configs: &ConfigCache,
+    name: &RepoName,
+    doc: &ManifestDoc,
+) -> Result<Option<Arc<ImageConfig>>> {
+    let Some(desc) = &doc.config else { return Ok(None) };
+    let Ok(digest) = desc.digest.parse::<Digest>() else { return Ok(None) };
+    if let Some(c) = configs.get(&digest) {
+        return Ok(Some(c));
+    }
+    let bytes = registry.small_blob(name, &digest, MAX_CONFIG).await?;
+    let config = Arc::new(serde_json::from_slice::<ImageConfig>(&bytes).unwrap_or_default());
+    configs.insert(digest, config.clone());
+    Ok(Some(config))
+}
+
+/// Parsed image configs by digest. A digest names its bytes forever, so an entry is never
+/// stale; the map is emptied when it reaches its cap.
+#[derive(Default)]
+pub(super) struct ConfigCache(Mutex<HashMap<Digest, Arc<ImageConfig>>>);
+
+const CONFIG_CACHE_ENTRIES: usize = 4096;
+
+impl ConfigCache {
+    fn get(&self, d: &Digest) -> Option<Arc<ImageConfig>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).get(d).cloned()
+    }
+
+    fn insert(&self, d: Digest, c: Arc<ImageConfig>) {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= CONFIG_CACHE_ENTRIES {
+            map.clear();
+        }
+        map.insert(d, c);
+    }
+}
+
+/// How long the list of repositories is served before it is read again in the background.
+const CATALOG_FRESH: Duration = Duration::from_secs(5);
+
+/// The names of all repositories. Walking storage for 10,000 repositories takes longer
+/// than a page may, so the list is kept and, once older than [`CATALOG_FRESH`], served
+/// while one background walk reads it anew (a new repository shows within seconds).
+#[derive(Default)]
+pub(super) struct CatalogCache {
+    names: Arc<Mutex<Option<(Arc<Vec<String>>, Instant)>>>,
+    refreshing: Arc<AtomicBool>,
+}
+
+impl CatalogCache {
+    /// The repository names, sorted.
+    pub async fn names(&self, registry: &Registry) -> Result<Arc<Vec<String>>> {
+        let cached = self.names.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let Some((names, at)) = cached else {
+            let names = Arc::new(registry.catalog().await?);
+            *self.names.lock().unwrap_or_else(PoisonError::into_inner) = Some((names.clone(), Instant::now()));
+            return Ok(names);
+        };
+        if at.elapsed() > CATALOG_FRESH && !self.refreshing.swap(true, Ordering::AcqRel) {
+            let (registry, refreshing, slot) = (registry.clone(), self.refreshing.clone(), self.names.clone());
+            // The walk runs on its own; this request is served the list it has.
+            tokio::spawn(async move {
+                match registry.catalog().await {
+                    Ok(n) => *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some((Arc::new(n), Instant::now())),
+                    Err(e) => tracing::warn!(error = %e, "ui: reading the repository list failed; the last one is shown"),
+                }
+                refreshing.store(false, Ordering::Release);
+            });
+        }
+        Ok(names)
+    }
+}
