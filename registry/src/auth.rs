@@ -396,7 +396,9 @@ impl Auth {
             (_, Some(a)) => {
                 self.grants.is_empty()
                     || self.grants.iter().any(|g| {
-                        (g.account == a || g.account == "*") && g.repository == "*" && g.actions.contains(&Action::Delete)
+                        (g.account == a || g.account == "*")
+                            && g.repository == "*"
+                            && g.actions.contains(&Action::Delete)
                     })
             }
         }

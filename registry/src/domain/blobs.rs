@@ -26,7 +26,10 @@ impl Registry {
     pub async fn small_blob(&self, name: &RepoName, digest: &Digest, max: u64) -> Result<bytes::Bytes> {
         let size = self.blob_size(name, digest).await?;
         if size > max {
-            return Err(RegistryError::new(ErrorCode::SizeInvalid, format!("blob {digest} has {size} bytes; over {max}")));
+            return Err(RegistryError::new(
+                ErrorCode::SizeInvalid,
+                format!("blob {digest} has {size} bytes; over {max}"),
+            ));
         }
         Ok(self.driver.get(&paths::blob_data(digest)).await?)
     }

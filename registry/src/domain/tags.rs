@@ -44,7 +44,11 @@ impl Registry {
 
     /// A repository's tags, each with when it was last pushed (None where storage keeps no
     /// time), for listings sorted by date.
-    pub async fn tags_with_times(&self, name: &RepoName, tags: Vec<String>) -> Result<Vec<(String, Option<SystemTime>)>> {
+    pub async fn tags_with_times(
+        &self,
+        name: &RepoName,
+        tags: Vec<String>,
+    ) -> Result<Vec<(String, Option<SystemTime>)>> {
         futures_util::stream::iter(tags)
             .map(|tag| async move {
                 let time = self.modified(&paths::tag_link(name.as_str(), &tag)).await?;

@@ -85,12 +85,24 @@ pub(super) async fn delete(State(ui): State<UiState>, headers: HeaderMap, Form(f
             tracing::info!(account, repository = %name, reference = f.reference, "ui: deleted");
             Redirect::to(&format!("/r/{name}?deleted={}", view::enc(&f.reference))).into_response()
         }
-        Err(e) if matches!(e.code, ErrorCode::ManifestUnknown | ErrorCode::ManifestInvalid | ErrorCode::DigestInvalid) => {
-            view::error_page(&viewer, StatusCode::NOT_FOUND, "Not found", "There is no such tag or manifest (already deleted?).")
+        Err(e)
+            if matches!(e.code, ErrorCode::ManifestUnknown | ErrorCode::ManifestInvalid | ErrorCode::DigestInvalid) =>
+        {
+            view::error_page(
+                &viewer,
+                StatusCode::NOT_FOUND,
+                "Not found",
+                "There is no such tag or manifest (already deleted?).",
+            )
         }
         Err(e) => {
             tracing::error!(account, repository = %name, reference = f.reference, error = %e, "ui: delete failed");
-            view::error_page(&viewer, StatusCode::INTERNAL_SERVER_ERROR, "Delete failed", "The registry could not delete it; see its log.")
+            view::error_page(
+                &viewer,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Delete failed",
+                "The registry could not delete it; see its log.",
+            )
         }
     }
 }
@@ -151,10 +163,22 @@ pub(super) async fn gc(State(ui): State<UiState>, headers: HeaderMap, Form(f): F
         Ok(r) => r,
         Err(e) => {
             tracing::error!(account, error = %e, "ui: gc failed");
-            return view::error_page(&viewer, StatusCode::INTERNAL_SERVER_ERROR, "Collection failed", "See the registry's log.");
+            return view::error_page(
+                &viewer,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Collection failed",
+                "See the registry's log.",
+            );
         }
     };
-    tracing::info!(account, dry_run, manifests = report.manifests.len(), blobs = report.blobs.len(), bytes = report.bytes, "ui: gc");
+    tracing::info!(
+        account,
+        dry_run,
+        manifests = report.manifests.len(),
+        blobs = report.blobs.len(),
+        bytes = report.bytes,
+        "ui: gc"
+    );
     let title = if dry_run { "Garbage collection: dry run" } else { "Garbage collection: done" };
     let body = html! {
         (gc_report(&report, dry_run))

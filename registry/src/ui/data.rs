@@ -151,7 +151,13 @@ pub(super) async fn tag_row(
                 _ => None,
             };
             let platforms = doc.manifests.iter().filter_map(|d| d.platform.as_ref().map(|p| p.to_string())).collect();
-            Some(TagManifest { size: doc.content_size(), created, platforms, digest: m.digest, media_type: m.media_type })
+            Some(TagManifest {
+                size: doc.content_size(),
+                created,
+                platforms,
+                digest: m.digest,
+                media_type: m.media_type,
+            })
         }
         Err(e) => {
             tracing::warn!(repository = %name, tag, error = %e, "ui: tag's manifest unreadable");
@@ -227,7 +233,9 @@ impl CatalogCache {
             tokio::spawn(async move {
                 match registry.catalog().await {
                     Ok(n) => *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some((Arc::new(n), Instant::now())),
-                    Err(e) => tracing::warn!(error = %e, "ui: reading the repository list failed; the last one is shown"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "ui: reading the repository list failed; the last one is shown")
+                    }
                 }
                 refreshing.store(false, Ordering::Release);
             });

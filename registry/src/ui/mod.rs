@@ -81,7 +81,8 @@ type UiState = Arc<Ui>;
 
 /// The UI's routes, ready to merge beside the API's (`/v2/`, `/token`, `/metrics`, `/health`).
 pub fn routes<S: Clone + Send + Sync + 'static>(app: AppState, config: UiConfig) -> Router<S> {
-    let ui = Arc::new(Ui { app, config, catalog: data::CatalogCache::default(), configs: data::ConfigCache::default() });
+    let ui =
+        Arc::new(Ui { app, config, catalog: data::CatalogCache::default(), configs: data::ConfigCache::default() });
     Router::new()
         .route("/", get(pages::repositories))
         .route("/r/{*path}", get(pages::repository))

@@ -41,7 +41,11 @@ fn window(page: Option<usize>, per: usize, total: usize) -> (usize, std::ops::Ra
 }
 
 /// `/`: the repositories this viewer may pull, searchable by substring, a page at a time.
-pub(super) async fn repositories(State(ui): State<UiState>, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
+pub(super) async fn repositories(
+    State(ui): State<UiState>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Response {
     let viewer = match Viewer::of(&ui, &headers) {
         Ok(v) => v,
         Err(r) => return r,
@@ -62,8 +66,11 @@ pub(super) async fn repositories(State(ui): State<UiState>, headers: HeaderMap, 
     }
     let (page, range) = window(q.page, REPOS_PER_PAGE, shown.len());
     let page_names: Vec<String> = shown[range].iter().map(|n| n.to_string()).collect();
-    let rows: Vec<(String, Option<RepositorySummary>)> =
-        futures_util::stream::iter(page_names).map(|n| summary(ui.app.registry.clone(), n)).buffered(16).collect().await;
+    let rows: Vec<(String, Option<RepositorySummary>)> = futures_util::stream::iter(page_names)
+        .map(|n| summary(ui.app.registry.clone(), n))
+        .buffered(16)
+        .collect()
+        .await;
     let base = if needle.is_empty() { "/".to_owned() } else { format!("/?q={}", view::enc(&needle)) };
     let body = html! {
         form.search role="search" method="get" action="/" {
@@ -105,7 +112,12 @@ async fn summary(registry: crate::domain::Registry, name: String) -> (String, Op
 
 fn storage_error(viewer: &Viewer, e: &crate::error::RegistryError) -> Response {
     tracing::error!(error = %e, "ui: storage read failed");
-    view::error_page(viewer, StatusCode::SERVICE_UNAVAILABLE, "Storage unavailable", "The registry could not read its storage; try again.")
+    view::error_page(
+        viewer,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Storage unavailable",
+        "The registry could not read its storage; try again.",
+    )
 }
 
 /// `/r/<name>` (tags) and `/r/<name>/manifests/<reference>` (one manifest): the name holds
@@ -210,7 +222,7 @@ fn tags_table(name: &RepoName, rows: &[TagRow], may_delete: bool) -> Markup {
                         }
                         td { (view::time(row.pushed)) }
                         td { @if let Some(m) = &row.manifest { (m.platforms.join(", ")) } }
-                        @if may_delete { td { (view::delete_link(name.as_str(), &row.tag, &format!("tag {}", row.tag))) } }
+                        @if may_delete { td { (view::delete_link(name.as_str(), &row.tag, &format!("tag {}", row.tag), "Delete")) } }
                     }
                 }
             }
@@ -218,12 +230,23 @@ fn tags_table(name: &RepoName, rows: &[TagRow], may_delete: bool) -> Markup {
     }
 }
 
-async fn manifest_page(ui: &UiState, viewer: &Viewer, name: &RepoName, reference: &str, headers: &HeaderMap) -> Response {
+async fn manifest_page(
+    ui: &UiState,
+    viewer: &Viewer,
+    name: &RepoName,
+    reference: &str,
+    headers: &HeaderMap,
+) -> Response {
     let registry = &ui.app.registry;
     let stored = match registry.get_manifest(name, reference).await {
         Ok(m) => m,
         Err(e) if matches!(e.code, ErrorCode::ManifestUnknown | ErrorCode::NameUnknown | ErrorCode::DigestInvalid) => {
-            return view::error_page(viewer, StatusCode::NOT_FOUND, "Not found", "This repository has no such manifest.")
+            return view::error_page(
+                viewer,
+                StatusCode::NOT_FOUND,
+                "Not found",
+                "This repository has no such manifest.",
+            )
         }
         Err(e) => return storage_error(viewer, &e),
     };
@@ -255,8 +278,8 @@ async fn manifest_page(ui: &UiState, viewer: &Viewer, name: &RepoName, reference
         }
         @if may_delete {
             div.actions {
-                @if is_tag { (view::delete_link(name.as_str(), reference, &format!("tag {reference}"))) " " }
-                (view::delete_link(name.as_str(), digest, "this manifest and its tags"))
+                @if is_tag { (view::delete_link(name.as_str(), reference, &format!("tag {reference}"), "Delete tag")) " " }
+                (view::delete_link(name.as_str(), digest, "this manifest and its tags", "Delete manifest"))
             }
         }
         (view::pull_commands(&request_host(headers), name.as_str(), reference))
@@ -291,7 +314,9 @@ fn config_section(c: &ImageConfig) -> Markup {
     let rc = &c.config;
     let joined = |v: &Option<Vec<String>>| v.as_ref().map(|v| serde_json::to_string(v).unwrap_or_default());
     let platform = match (&c.os, &c.architecture) {
-        (Some(os), Some(arch)) => Some(format!("{os}/{arch}{}", c.variant.as_ref().map_or(String::new(), |v| format!("/{v}")))),
+        (Some(os), Some(arch)) => {
+            Some(format!("{os}/{arch}{}", c.variant.as_ref().map_or(String::new(), |v| format!("/{v}"))))
+        }
         _ => None,
     };
     let ports: Option<Vec<&String>> = rc.exposed_ports.as_ref().map(|p| p.keys().collect());

@@ -82,7 +82,12 @@ impl Viewer {
     pub fn check_post(&self, auth: &Auth, headers: &HeaderMap, token: &str) -> Result<(), Response> {
         let forged = || {
             tracing::warn!(account = self.account.as_deref().unwrap_or("anonymous"), "ui: refused a forged request");
-            view::error_page(self, StatusCode::FORBIDDEN, "Refused", "This request did not come from this registry's pages. Reload the page and try again.")
+            view::error_page(
+                self,
+                StatusCode::FORBIDDEN,
+                "Refused",
+                "This request did not come from this registry's pages. Reload the page and try again.",
+            )
         };
         let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
         if site.is_some_and(|s| s != "same-origin" && s != "none") {
@@ -90,7 +95,8 @@ impl Viewer {
         }
         if let Some(origin) = headers.get("origin").and_then(|v| v.to_str().ok()) {
             let host = super::request_host(headers);
-            let same = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://")) == Some(host.as_str());
+            let same =
+                origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://")) == Some(host.as_str());
             if !same {
                 return Err(forged());
             }

@@ -121,10 +121,11 @@ pub(super) fn pull_commands(host: &str, name: &str, reference: &str) -> Markup {
     }
 }
 
-/// A link to the confirmation page of deleting `reference` from `repo`.
-pub(super) fn delete_link(repo: &str, reference: &str, what: &str) -> Markup {
+/// A link to the confirmation page of deleting `reference` from `repo`: `text` on screen,
+/// "Delete `what`" for screen readers.
+pub(super) fn delete_link(repo: &str, reference: &str, what: &str, text: &str) -> Markup {
     let href = format!("/delete?repo={}&reference={}", enc(repo), enc(reference));
-    html! { a.action.danger href=(href) aria-label=(format!("Delete {what}")) { "Delete" } }
+    html! { a.action.danger href=(href) aria-label=(format!("Delete {what}")) { (text) } }
 }
 
 /// The link to a manifest's page.
