@@ -381,6 +381,12 @@ impl Auth {
         self.basic_account(headers)
     }
 
+    /// Whether `user` is an account of the htpasswd file, so a UI session ends when its
+    /// account is removed (and the registry restarted with the new file).
+    pub fn has_account(&self, user: &str) -> bool {
+        self.users.contains_key(user)
+    }
+
     /// Whether `account` (None: anonymous) may do `action` on `repo`, by the same grants the
     /// API and `/token` apply; without auth everyone may.
     pub fn may(&self, account: Option<&str>, repo: &str, action: Action) -> bool {

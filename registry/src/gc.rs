@@ -38,8 +38,9 @@
 //! started. It removes the others, and unfinished ones a day old (their process died).
 //! A HEAD reads and claims nothing: if gc deletes the blob between a HEAD and the PUT,
 //! the PUT fails and the client pushes again. Run one collection at a time: a new one
-//! removes a marker a crashed one left. The server has no gc endpoint; in one process the
-//! same protocol applies. The cost: each linking request makes two more writes and one
+//! removes a marker a crashed one left. The web UI's gc runs one at a time per process
+//! (`ui::actions`); a cron `berth registry gc` or another replica's UI must not overlap it.
+//! In one process the same protocol applies. The cost: each linking request makes two more writes and one
 //! read, and only gc removes claims, so a registry that never collects keeps two small
 //! files per such request under `_gc/claims/`.
 

@@ -36,11 +36,7 @@ fn refused(viewer: &Viewer) -> Response {
 }
 
 /// Asks before deleting: says what goes (a tag, or a manifest with every tag on it).
-pub(super) async fn confirm_delete(State(ui): State<UiState>, headers: HeaderMap, Query(t): Query<Target>) -> Response {
-    let viewer = match Viewer::of(&ui, &headers) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+pub(super) async fn confirm_delete(State(ui): State<UiState>, viewer: Viewer, Query(t): Query<Target>) -> Response {
     if !viewer.may(&ui.app.auth, &t.repo, Action::Delete) {
         return refused(&viewer);
     }
@@ -64,13 +60,14 @@ pub(super) async fn confirm_delete(State(ui): State<UiState>, headers: HeaderMap
 }
 
 /// Deletes a tag or a manifest, then goes back to the repository's tags.
-pub(super) async fn delete(State(ui): State<UiState>, headers: HeaderMap, Form(f): Form<DeleteForm>) -> Response {
-    let viewer = match Viewer::of(&ui, &headers) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    if let Err(r) = viewer.check_post(&ui.app.auth, &headers, &f.csrf) {
-        return r;
+pub(super) async fn delete(
+    State(ui): State<UiState>,
+    viewer: Viewer,
+    headers: HeaderMap,
+    Form(f): Form<DeleteForm>,
+) -> Response {
+    if let Some(refusal) = viewer.refuse_forged(&ui.app.auth, &headers, &f.csrf) {
+        return refusal;
     }
     let account = viewer.account.as_deref().unwrap_or("anonymous");
     if !viewer.may(&ui.app.auth, &f.repo, Action::Delete) {
@@ -108,17 +105,13 @@ pub(super) async fn delete(State(ui): State<UiState>, headers: HeaderMap, Form(f
 }
 
 /// The gc page: what a collection does, and the dry-run button.
-pub(super) async fn gc_form(State(ui): State<UiState>, headers: HeaderMap) -> Response {
-    let viewer = match Viewer::of(&ui, &headers) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+pub(super) async fn gc_form(State(ui): State<UiState>, viewer: Viewer) -> Response {
     if !viewer.may_collect() {
         return viewer.no_access("/gc");
     }
-    let grace = ui.config.gc_grace.as_secs();
+    let grace = view::duration(ui.config.gc_grace);
     let body = html! {
-        p { "Garbage collection removes manifests no tag names (untagged revisions), blobs no manifest uses, and upload sessions abandoned for a week. Anything written in the last " (grace) " seconds is spared, so pushes in flight are safe." }
+        p { "Garbage collection removes manifests no tag names (untagged revisions), blobs no manifest uses, and upload sessions abandoned for a week. Anything written in the last " (grace) " is spared, so pushes in flight are safe." }
         p { "A dry run lists what would go and deletes nothing." }
         (gc_button(&viewer, true))
     };
@@ -144,19 +137,28 @@ pub(super) struct GcForm {
 }
 
 /// Runs a collection (dry run or real) and shows its report.
-pub(super) async fn gc(State(ui): State<UiState>, headers: HeaderMap, Form(f): Form<GcForm>) -> Response {
-    let viewer = match Viewer::of(&ui, &headers) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    if let Err(r) = viewer.check_post(&ui.app.auth, &headers, &f.csrf) {
-        return r;
+pub(super) async fn gc(
+    State(ui): State<UiState>,
+    viewer: Viewer,
+    headers: HeaderMap,
+    Form(f): Form<GcForm>,
+) -> Response {
+    if let Some(refusal) = viewer.refuse_forged(&ui.app.auth, &headers, &f.csrf) {
+        return refusal;
     }
     let account = viewer.account.as_deref().unwrap_or("anonymous");
     if !viewer.may_collect() {
         tracing::warn!(account, "ui: gc refused");
         return refused(&viewer);
     }
+    let Ok(_one_at_a_time) = ui.collecting.try_lock() else {
+        return view::error_page(
+            &viewer,
+            StatusCode::CONFLICT,
+            "Busy",
+            "A collection is already running; try again when it is done.",
+        );
+    };
     let dry_run = f.mode != "run";
     let opts = GcOptions { dry_run, grace: ui.config.gc_grace, upload_age: DEFAULT_UPLOAD_AGE };
     let report = match crate::gc::collect_with(&ui.app.registry, opts).await {
@@ -193,8 +195,8 @@ fn gc_report(r: &GcReport, dry_run: bool) -> maud::Markup {
     let verb = if dry_run { "Would remove" } else { "Removed" };
     html! {
         p role="status" #gc-summary {
-            (verb) " " (r.manifests.len()) " manifests, " (r.blobs.len()) " blobs (" (view::size(r.bytes)) ") and "
-            (r.uploads.len()) " upload sessions."
+            (verb) " " (view::count(r.manifests.len(), "manifest")) ", " (view::count(r.blobs.len(), "blob"))
+            " (" (view::size(r.bytes)) ") and " (view::count(r.uploads.len(), "upload session")) "."
         }
         @if !r.manifests.is_empty() {
             h2 { "Manifests" }

@@ -53,6 +53,8 @@ impl ManifestDoc {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct Desc {
+    #[serde(default)]
+    pub media_type: String,
     pub digest: String,
     #[serde(default)]
     pub size: u64,
@@ -174,7 +176,14 @@ pub(super) async fn image_config(
     name: &RepoName,
     doc: &ManifestDoc,
 ) -> Result<Option<Arc<ImageConfig>>> {
-    let Some(desc) = &doc.config else { return Ok(None) };
+    let Some(desc) = doc
+        .config
+        .as_ref()
+        .filter(|c| [oci::media::OCI_CONFIG, oci::media::DOCKER_CONFIG].contains(&c.media_type.as_str()))
+    else {
+        // An artifact's config (often the empty `{}`) says nothing about running it.
+        return Ok(None);
+    };
     let Ok(digest) = desc.digest.parse::<Digest>() else { return Ok(None) };
     if let Some(c) = configs.get(&digest) {
         return Ok(Some(c));
@@ -212,9 +221,12 @@ const CATALOG_FRESH: Duration = Duration::from_secs(5);
 /// The names of all repositories. Walking storage for 10,000 repositories takes longer
 /// than a page may, so the list is kept and, once older than [`CATALOG_FRESH`], served
 /// while one background walk reads it anew (a new repository shows within seconds).
+/// The names, and when storage was walked for them.
+type Listed = (Arc<Vec<String>>, Instant);
+
 #[derive(Default)]
 pub(super) struct CatalogCache {
-    names: Arc<Mutex<Option<(Arc<Vec<String>>, Instant)>>>,
+    names: Arc<Mutex<Option<Listed>>>,
     refreshing: Arc<AtomicBool>,
 }
 

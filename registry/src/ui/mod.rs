@@ -75,14 +75,21 @@ struct Ui {
     config: UiConfig,
     catalog: data::CatalogCache,
     configs: data::ConfigCache,
+    /// Held while a collection runs: one at a time from this process's UI.
+    collecting: tokio::sync::Mutex<()>,
 }
 
 type UiState = Arc<Ui>;
 
 /// The UI's routes, ready to merge beside the API's (`/v2/`, `/token`, `/metrics`, `/health`).
 pub fn routes<S: Clone + Send + Sync + 'static>(app: AppState, config: UiConfig) -> Router<S> {
-    let ui =
-        Arc::new(Ui { app, config, catalog: data::CatalogCache::default(), configs: data::ConfigCache::default() });
+    let ui = Arc::new(Ui {
+        app,
+        config,
+        catalog: data::CatalogCache::default(),
+        configs: data::ConfigCache::default(),
+        collecting: tokio::sync::Mutex::new(()),
+    });
     Router::new()
         .route("/", get(pages::repositories))
         .route("/r/{*path}", get(pages::repository))

@@ -41,15 +41,7 @@ fn window(page: Option<usize>, per: usize, total: usize) -> (usize, std::ops::Ra
 }
 
 /// `/`: the repositories this viewer may pull, searchable by substring, a page at a time.
-pub(super) async fn repositories(
-    State(ui): State<UiState>,
-    headers: HeaderMap,
-    Query(q): Query<ListQuery>,
-) -> Response {
-    let viewer = match Viewer::of(&ui, &headers) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+pub(super) async fn repositories(State(ui): State<UiState>, viewer: Viewer, Query(q): Query<ListQuery>) -> Response {
     let names = match ui.catalog.names(&ui.app.registry).await {
         Ok(n) => n,
         Err(e) => return storage_error(&viewer, &e),
@@ -124,14 +116,11 @@ fn storage_error(viewer: &Viewer, e: &crate::error::RegistryError) -> Response {
 /// slashes, so the path is read from its end, as the API reads its own.
 pub(super) async fn repository(
     State(ui): State<UiState>,
+    viewer: Viewer,
     Path(path): Path<String>,
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    let viewer = match Viewer::of(&ui, &headers) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
     let (name, reference) = match path.rsplit_once("/manifests/") {
         Some((n, r)) if !r.contains('/') => (n, Some(r)),
         _ => (path.as_str(), None),
@@ -284,8 +273,8 @@ async fn manifest_page(
         }
         (view::pull_commands(&request_host(headers), name.as_str(), reference))
         @if doc.is_index() { (platforms(name, &doc.manifests)) }
-        @if let Some(c) = &config { (config_section(c)) (history_section(c, &doc.layers)) }
-        @else if !doc.layers.is_empty() { (history_section(&ImageConfig::default(), &doc.layers)) }
+        @if let Some(c) = &config { (config_section(c)) (history_section("History and layers", c, &doc.layers)) }
+        @else if !doc.layers.is_empty() { (history_section("Blobs", &ImageConfig::default(), &doc.layers)) }
         (referrers_section(name, &referrers))
     };
     let title = format!("{name}{}{reference}", if is_tag { ':' } else { '@' });
@@ -346,7 +335,7 @@ fn config_section(c: &ImageConfig) -> Markup {
 
 /// The history, each step that made a layer beside that layer's digest and size; layers
 /// the history does not account for are listed after it.
-fn history_section(c: &ImageConfig, layers: &[Desc]) -> Markup {
+fn history_section(title: &str, c: &ImageConfig, layers: &[Desc]) -> Markup {
     let mut layer_iter = layers.iter();
     let mut steps: Vec<(Option<&data::History>, Option<&Desc>)> = Vec::new();
     for h in &c.history {
@@ -355,7 +344,7 @@ fn history_section(c: &ImageConfig, layers: &[Desc]) -> Markup {
     steps.extend(layer_iter.map(|l| (None, Some(l))));
     html! {
         section aria-labelledby="history-h" {
-            h2 #history-h { "History and layers" }
+            h2 #history-h { (title) }
             div.scroll { table.history {
                 thead { tr { th scope="col" { "Step" } th scope="col" { "Created" } th scope="col" { "Layer" } th scope="col" { "Size" } } }
                 tbody { @for (h, l) in steps { tr {

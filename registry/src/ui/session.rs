@@ -8,10 +8,13 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Query, State};
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use serde::Deserialize;
 
 use super::{view, UiState};
@@ -39,10 +42,13 @@ fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-impl Viewer {
-    /// Reads the viewer from the request: a valid session cookie, else valid basic
-    /// credentials, else anonymous. Wrong basic credentials are refused with a challenge.
-    pub fn of(ui: &UiState, headers: &HeaderMap) -> Result<Viewer, Response> {
+/// Every UI handler takes the viewer: a valid session cookie, else valid basic credentials,
+/// else anonymous. Wrong basic credentials are refused with a challenge.
+impl FromRequestParts<UiState> for Viewer {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, ui: &UiState) -> Result<Self, Self::Rejection> {
+        let headers = &parts.headers;
         let auth = &ui.app.auth;
         let account = match session_user(auth, headers) {
             Some(user) => Some(user),
@@ -54,7 +60,9 @@ impl Viewer {
         let gc_link = !read_only && auth.may_collect(account.as_deref());
         Ok(Viewer { account, csrf, auth_on: auth.mode() != Mode::None, read_only, gc_link })
     }
+}
 
+impl Viewer {
     /// Whether this viewer may do `action` on `repo`.
     pub fn may(&self, auth: &Auth, repo: &str, action: Action) -> bool {
         if action != Action::Pull && self.read_only {
@@ -79,7 +87,8 @@ impl Viewer {
 
     /// Checks an action's POST: sent from our own pages (the browser's `Sec-Fetch-Site` and
     /// `Origin` say so when present) and carrying a CSRF token made for this same account.
-    pub fn check_post(&self, auth: &Auth, headers: &HeaderMap, token: &str) -> Result<(), Response> {
+    /// Returns the refusal to send when it is not.
+    pub fn refuse_forged(&self, auth: &Auth, headers: &HeaderMap, token: &str) -> Option<Response> {
         let forged = || {
             tracing::warn!(account = self.account.as_deref().unwrap_or("anonymous"), "ui: refused a forged request");
             view::error_page(
@@ -89,34 +98,43 @@ impl Viewer {
                 "This request did not come from this registry's pages. Reload the page and try again.",
             )
         };
-        let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
-        if site.is_some_and(|s| s != "same-origin" && s != "none") {
-            return Err(forged());
-        }
-        if let Some(origin) = headers.get("origin").and_then(|v| v.to_str().ok()) {
-            let host = super::request_host(headers);
-            let same =
-                origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://")) == Some(host.as_str());
-            if !same {
-                return Err(forged());
-            }
+        if cross_site(headers) {
+            return Some(forged());
         }
         let Some((account, exp)) = auth.unseal("csrf", token).and_then(|t| t.rsplit_once('|')) else {
-            return Err(forged());
+            return Some(forged());
         };
         let fresh = exp.parse::<u64>().is_ok_and(|e| e >= now());
-        if !fresh || account != self.account.as_deref().unwrap_or("") {
-            return Err(forged());
-        }
-        Ok(())
+        (!fresh || account != self.account.as_deref().unwrap_or("")).then(forged)
     }
 }
 
+/// The signed-in account of a valid, unexpired session cookie whose account still exists.
 fn session_user(auth: &Auth, headers: &HeaderMap) -> Option<String> {
     let cookies = headers.get_all("cookie").iter().filter_map(|v| v.to_str().ok());
     let value = cookies.flat_map(|c| c.split(';')).find_map(|c| c.trim().strip_prefix("berth_session="))?;
     let (user, exp) = auth.unseal("session", value)?.rsplit_once('|')?;
-    (exp.parse::<u64>().ok()? >= now()).then(|| user.to_owned())
+    let user = String::from_utf8(URL_SAFE_NO_PAD.decode(user).ok()?).ok()?;
+    (exp.parse::<u64>().ok()? >= now() && auth.has_account(&user)).then_some(user)
+}
+
+/// A session cookie's value: the account (base64, so any name fits a cookie) and expiry, sealed.
+fn session_value(auth: &Auth, user: &str, exp: u64) -> String {
+    auth.seal("session", &format!("{}|{exp}", URL_SAFE_NO_PAD.encode(user)))
+}
+
+/// Whether the browser says this request comes from another site: its `Sec-Fetch-Site`,
+/// or an `Origin` that is not this host (behind a proxy that rewrites `Host`, set the
+/// proxy to keep it).
+fn cross_site(headers: &HeaderMap) -> bool {
+    let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if site.is_some_and(|s| s != "same-origin" && s != "none") {
+        return true;
+    }
+    headers.get("origin").and_then(|v| v.to_str().ok()).is_some_and(|origin| {
+        let host = super::request_host(headers);
+        origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://")) != Some(host.as_str())
+    })
 }
 
 fn challenge() -> Response {
@@ -140,11 +158,7 @@ pub(super) struct Next {
 }
 
 /// The sign-in form.
-pub(super) async fn login_form(State(ui): State<UiState>, headers: HeaderMap, Query(q): Query<Next>) -> Response {
-    let viewer = match Viewer::of(&ui, &headers) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+pub(super) async fn login_form(viewer: Viewer, Query(q): Query<Next>) -> Response {
     view::login_page(&viewer, safe_next(q.next.as_deref()), None, StatusCode::OK)
 }
 
@@ -157,11 +171,16 @@ pub(super) struct LoginForm {
 }
 
 /// Checks the password and sets the session cookie.
-pub(super) async fn login(State(ui): State<UiState>, headers: HeaderMap, Form(f): Form<LoginForm>) -> Response {
-    let viewer = match Viewer::of(&ui, &headers) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+pub(super) async fn login(
+    State(ui): State<UiState>,
+    viewer: Viewer,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    if cross_site(&headers) {
+        // Another site must not sign a visitor into an account of its choosing.
+        return view::error_page(&viewer, StatusCode::FORBIDDEN, "Refused", "Sign in from this registry's own page.");
+    }
     let next = safe_next(f.next.as_deref()).to_owned();
     let auth = ui.app.auth.clone();
     let (user, password) = (f.username.clone(), f.password);
@@ -173,7 +192,7 @@ pub(super) async fn login(State(ui): State<UiState>, headers: HeaderMap, Form(f)
     }
     tracing::info!(account = f.username, "ui: signed in");
     let ttl = ui.config.session_ttl.as_secs();
-    let value = ui.app.auth.seal("session", &format!("{}|{}", f.username, now() + ttl));
+    let value = session_value(&ui.app.auth, &f.username, now() + ttl);
     let secure = if ui.app.auth.tls() { "; Secure" } else { "" };
     let cookie = format!("{COOKIE}={value}; Path=/; Max-Age={ttl}; HttpOnly; SameSite=Strict{secure}");
     let mut resp = Redirect::to(&next).into_response();
@@ -190,13 +209,14 @@ pub(super) struct LogoutForm {
 }
 
 /// Ends the session: the cookie is cleared.
-pub(super) async fn logout(State(ui): State<UiState>, headers: HeaderMap, Form(f): Form<LogoutForm>) -> Response {
-    let viewer = match Viewer::of(&ui, &headers) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    if let Err(r) = viewer.check_post(&ui.app.auth, &headers, &f.csrf) {
-        return r;
+pub(super) async fn logout(
+    State(ui): State<UiState>,
+    viewer: Viewer,
+    headers: HeaderMap,
+    Form(f): Form<LogoutForm>,
+) -> Response {
+    if let Some(refusal) = viewer.refuse_forged(&ui.app.auth, &headers, &f.csrf) {
+        return refusal;
     }
     tracing::info!(account = viewer.account.as_deref().unwrap_or("anonymous"), "ui: signed out");
     let mut resp = Redirect::to("/login").into_response();

@@ -154,6 +154,22 @@ pub(super) fn size(bytes: u64) -> String {
     }
 }
 
+/// `1 manifest`, `3 manifests`.
+pub(super) fn count(n: usize, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
+
+/// A duration in its largest whole unit: `1 hour`, `90 minutes`, `45 seconds`.
+pub(super) fn duration(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    let (n, unit) = match s {
+        _ if s >= 3600 && s % 3600 == 0 => (s / 3600, "hour"),
+        _ if s >= 60 && s % 60 == 0 => (s / 60, "minute"),
+        _ => (s, "second"),
+    };
+    count(n as usize, unit)
+}
+
 /// A storage time as `2026-12-04 19:45 UTC`.
 pub(super) fn time(t: Option<SystemTime>) -> String {
     t.map(|t| chrono::DateTime::<chrono::Utc>::from(t).format("%Y-%m-%d %H:%M UTC").to_string())
@@ -203,5 +219,9 @@ mod tests {
         assert_eq!(size(3 << 30), "3.0 GiB");
         assert_eq!(short("sha256:0123456789abcdef0123"), "sha256:0123456789ab");
         assert_eq!(enc("a b&c=<d>"), "a%20b%26c%3D%3Cd%3E");
+        assert_eq!(count(1, "blob"), "1 blob");
+        assert_eq!(count(0, "blob"), "0 blobs");
+        assert_eq!(duration(std::time::Duration::from_secs(3600)), "1 hour");
+        assert_eq!(duration(std::time::Duration::from_secs(5400)), "90 minutes");
     }
 }

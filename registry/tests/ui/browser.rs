@@ -150,11 +150,11 @@ async fn browse_image(b: &mut Browser, base: &str) {
         .map(|v| v.as_str().unwrap().to_owned())
         .collect();
     assert_eq!(tags, ["1.0", "latest", "old"]);
+    shoot(b, "tags").await;
     b.type_into(&b.find("#filter").await, "lat").await;
     let visible =
         b.script("return [...document.querySelectorAll('#tags tbody tr')].filter(r => !r.hidden).length").await;
     assert_eq!(visible, 1, "the filter box narrows the rows");
-    shoot(b, "tags").await;
     let reached = tab_order(b, 40).await;
     for action in ["Skip to content", "Delete tag 1.0", "Delete tag latest", "Delete tag old", "1.0", "Sign out"] {
         assert!(reached.iter().any(|r| r == action), "Tab never reaches {action:?}: {reached:?}");
@@ -176,6 +176,7 @@ async fn browse_image(b: &mut Browser, base: &str) {
     b.click(&b.find("#referrers-h ~ ul a").await).await;
     let text = b.body_text().await;
     assert!(text.contains("Refers to") && text.contains("application/spdx+json"));
+    assert!(text.contains("Blobs") && !text.contains("Configuration"), "an artifact is not shown as an image");
     shoot(b, "referrer").await;
 }
 
@@ -200,7 +201,7 @@ async fn collect_garbage(b: &mut Browser, base: &str) {
     b.goto(&format!("{base}/gc")).await;
     b.click(&b.find("form.confirm button").await).await;
     let summary = b.text(&b.find("#gc-summary").await).await;
-    assert!(summary.starts_with("Would remove 1 manifests"), "the untagged 'old' manifest: {summary}");
+    assert!(summary.starts_with("Would remove 1 manifest,"), "the untagged 'old' manifest: {summary}");
     shoot(b, "gc").await;
     let r =
         client().get(format!("{base}/v2/app/web/tags/list")).basic_auth(ADMIN.0, Some(ADMIN.1)).send().await.unwrap();
