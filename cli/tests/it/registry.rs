@@ -165,6 +165,19 @@ fn metrics_can_move_to_their_own_address() {
 }
 
 #[test]
+fn the_web_ui_is_served_under_the_root_unless_no_ui() {
+    let dir = tempfile::tempdir().unwrap();
+    let on = Server::start(dir.path(), &[]);
+    let (status, _, body) = http(&on.addr, "GET", "/", &[], b"");
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&body).contains("<h1>Repositories</h1>"), "the UI's first page");
+    assert_eq!(http(&on.addr, "GET", "/static/ui.css", &[], b"").0, 200, "assets are in the binary");
+    let off = Server::start(dir.path(), &["--no-ui"]);
+    assert_eq!(http(&off.addr, "GET", "/", &[], b"").0, 404);
+    assert_eq!(http(&off.addr, "GET", "/v2/", &[], b"").0, 200, "the API stays");
+}
+
+#[test]
 fn skopeo_over_tls_with_a_verified_certificate() {
     if !require_tool("skopeo") || !require_tool("openssl") {
         return;
