@@ -124,8 +124,8 @@ async fn a_person_browses_deletes_and_collects_in_a_real_browser() {
     assert!(b.url().await.ends_with("/r/app/multi"));
     browse_index(&mut b).await;
     browse_image(&mut b, &base).await;
-    delete_a_tag(&mut b, &base).await;
-    collect_garbage(&mut b, &base).await;
+    let untagged = delete_a_tag(&mut b, &base).await;
+    collect_garbage(&mut b, &base, &untagged).await;
 }
 
 async fn browse_index(b: &mut Browser) {
@@ -180,7 +180,16 @@ async fn browse_image(b: &mut Browser, base: &str) {
     shoot(b, "referrer").await;
 }
 
-async fn delete_a_tag(b: &mut Browser, base: &str) {
+/// Deletes the tag `old` and returns the digest it named, now untagged.
+async fn delete_a_tag(b: &mut Browser, base: &str) -> String {
+    let head = client()
+        .head(format!("{base}/v2/app/web/manifests/old"))
+        .basic_auth(ADMIN.0, Some(ADMIN.1))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap();
+    let digest = head.headers()["docker-content-digest"].to_str().unwrap().to_owned();
     b.goto(&format!("{base}/r/app/web")).await;
     b.click(&b.find("a[aria-label='Delete tag old']").await).await;
     assert!(b.body_text().await.contains("Delete the tag old of app/web?"));
@@ -195,17 +204,34 @@ async fn delete_a_tag(b: &mut Browser, base: &str) {
         .await
         .unwrap();
     assert_eq!(r.status(), 404, "the API no longer knows the tag");
+    digest
 }
 
-async fn collect_garbage(b: &mut Browser, base: &str) {
+/// The status of a GET of `app/web`'s manifest `reference` through the API.
+async fn manifest_status(base: &str, reference: &str) -> u16 {
+    let r = client()
+        .get(format!("{base}/v2/app/web/manifests/{reference}"))
+        .basic_auth(ADMIN.0, Some(ADMIN.1))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap();
+    r.status().as_u16()
+}
+
+async fn collect_garbage(b: &mut Browser, base: &str, untagged: &str) {
     b.goto(&format!("{base}/gc")).await;
     b.click(&b.find("form.confirm button").await).await;
     let summary = b.text(&b.find("#gc-summary").await).await;
     assert!(summary.starts_with("Would remove 1 manifest,"), "the untagged 'old' manifest: {summary}");
+    assert!(b.body_text().await.contains(&format!("app/web@{untagged}")), "the report names it");
     shoot(b, "gc").await;
-    let r =
-        client().get(format!("{base}/v2/app/web/tags/list")).basic_auth(ADMIN.0, Some(ADMIN.1)).send().await.unwrap();
-    assert_eq!(r.status(), 200, "a dry run changes nothing");
+    assert_eq!(manifest_status(base, untagged).await, 200, "a dry run changes nothing");
+    b.click(&b.find("form.confirm button.danger").await).await;
+    let summary = b.text(&b.find("#gc-summary").await).await;
+    assert!(summary.starts_with("Removed 1 manifest,"), "{summary}");
+    assert_eq!(manifest_status(base, untagged).await, 404, "the real run removed it");
+    assert_eq!(manifest_status(base, "1.0").await, 200, "and nothing tagged");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -69,6 +69,17 @@ async fn forged_and_unauthorised_posts_are_refused_and_delete_nothing() {
     assert_eq!(post_delete(&s, ADMIN, &admin_token, &same).await, StatusCode::SEE_OTHER);
     assert!(!tag_exists(&s, "app/web", "latest").await, "the admin's own request deletes the tag");
     assert!(tag_exists(&s, "app/web", "1.0").await, "the manifest stays under its other tag");
+    let digest = page(&s, "/r/app/web/manifests/1.0", Some(ADMIN)).await.1;
+    let digest = digest.split("<code>sha256:").nth(1).unwrap().split('<').next().unwrap().to_owned();
+    let r = client()
+        .post(format!("http://{}/delete", s.addr))
+        .basic_auth(ADMIN.0, Some(ADMIN.1))
+        .form(&[("repo", "app/web"), ("reference", &format!("sha256:{digest}")), ("csrf", &admin_token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "delete a manifest by digest");
+    assert!(!tag_exists(&s, "app/web", "1.0").await, "its tags went with it");
 }
 
 #[tokio::test(flavor = "multi_thread")]
