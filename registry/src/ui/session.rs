@@ -193,9 +193,14 @@ pub(super) async fn login(
     tracing::info!(account = f.username, "ui: signed in");
     let ttl = ui.config.session_ttl.as_secs();
     let value = session_value(&ui.app.auth, &f.username, now() + ttl);
-    let secure = if ui.app.auth.tls() { "; Secure" } else { "" };
+    redirect_setting_cookie(&next, &ui.app.auth, &value, ttl)
+}
+
+/// A redirect that sets the session cookie to `value` for `ttl` seconds (0: clears it).
+fn redirect_setting_cookie(to: &str, auth: &Auth, value: &str, ttl: u64) -> Response {
+    let secure = if auth.tls() { "; Secure" } else { "" };
     let cookie = format!("{COOKIE}={value}; Path=/; Max-Age={ttl}; HttpOnly; SameSite=Strict{secure}");
-    let mut resp = Redirect::to(&next).into_response();
+    let mut resp = Redirect::to(to).into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         resp.headers_mut().insert("set-cookie", v);
     }
@@ -219,11 +224,5 @@ pub(super) async fn logout(
         return refusal;
     }
     tracing::info!(account = viewer.account.as_deref().unwrap_or("anonymous"), "ui: signed out");
-    let mut resp = Redirect::to("/login").into_response();
-    let secure = if ui.app.auth.tls() { "; Secure" } else { "" };
-    let cookie = format!("{COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict{secure}");
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
-        resp.headers_mut().insert("set-cookie", v);
-    }
-    resp
+    redirect_setting_cookie("/login", &ui.app.auth, "", 0)
 }

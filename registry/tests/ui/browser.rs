@@ -107,14 +107,7 @@ async fn a_person_browses_deletes_and_collects_in_a_real_browser() {
     let mut b = Browser::start(1280, 800).await;
     sign_in(&b, &base, ADMIN).await;
     shoot(&mut b, "repositories").await;
-    let repos: Vec<String> = b
-        .script("return [...document.querySelectorAll('table.repos tbody a')].map(a => a.textContent)")
-        .await
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_owned())
-        .collect();
+    let repos = b.strings("return [...document.querySelectorAll('table.repos tbody a')].map(a => a.textContent)").await;
     assert_eq!(repos, ["app/multi", "app/web", "lib/one", "lib/two"]);
     b.type_into(&b.find("#q").await, "mult").await;
     b.click(&b.find("form.search button").await).await;
@@ -141,14 +134,7 @@ async fn browse_index(b: &mut Browser) {
 
 async fn browse_image(b: &mut Browser, base: &str) {
     b.goto(&format!("{base}/r/app/web")).await;
-    let tags: Vec<String> = b
-        .script("return [...document.querySelectorAll('#tags tbody tr')].map(r => r.dataset.name)")
-        .await
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_owned())
-        .collect();
+    let tags = b.strings("return [...document.querySelectorAll('#tags tbody tr')].map(r => r.dataset.name)").await;
     assert_eq!(tags, ["1.0", "latest", "old"]);
     shoot(b, "tags").await;
     b.type_into(&b.find("#filter").await, "lat").await;

@@ -139,6 +139,12 @@ impl Browser {
         self.post("/execute/sync", json!({"script": script, "args": []})).await
     }
 
+    /// Runs a script that returns a list of strings.
+    pub async fn strings(&self, script: &str) -> Vec<String> {
+        let v = self.script(script).await;
+        v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_owned()).collect()
+    }
+
     /// Presses one key (a WebDriver key code such as `\u{E004}` for Tab).
     pub async fn press(&self, key: &str) {
         let acts = json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
