@@ -79,6 +79,7 @@ pub(super) async fn delete(
     };
     match ui.app.registry.delete_manifest(&name, &f.reference).await {
         Ok(()) => {
+            ui.forget(name.as_str());
             tracing::info!(account, repository = %name, reference = f.reference, "ui: deleted");
             Redirect::to(&format!("/r/{name}?deleted={}", view::enc(&f.reference))).into_response()
         }

@@ -3,7 +3,6 @@
 //! tag, and two caches that keep pages fast with 10,000 repositories.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -125,7 +124,7 @@ pub(super) struct TagRow {
     pub tag: String,
     pub pushed: Option<SystemTime>,
     /// None when the tag's manifest cannot be read (a fault worth showing, not hiding).
-    pub manifest: Option<TagManifest>,
+    pub manifest: Option<Arc<TagManifest>>,
 }
 
 /// What a tag points at.
@@ -138,35 +137,32 @@ pub(super) struct TagManifest {
 }
 
 /// Reads what one tag row shows: its manifest and, for an image, its config's date.
-pub(super) async fn tag_row(
+pub(super) async fn tag_manifest(
     registry: &Registry,
     configs: &ConfigCache,
     name: &RepoName,
-    tag: String,
-    pushed: Option<SystemTime>,
-) -> TagRow {
-    let manifest = match registry.get_manifest(name, &tag).await {
-        Ok(m) => {
-            let doc = ManifestDoc::parse(&m);
-            let created = match image_config(registry, configs, name, &doc).await {
-                Ok(Some(c)) => c.created.clone(),
-                _ => None,
-            };
-            let platforms = doc.manifests.iter().filter_map(|d| d.platform.as_ref().map(|p| p.to_string())).collect();
-            Some(TagManifest {
-                size: doc.content_size(),
-                created,
-                platforms,
-                digest: m.digest,
-                media_type: m.media_type,
-            })
-        }
+    tag: &str,
+) -> Option<Arc<TagManifest>> {
+    let m = match registry.get_manifest(name, tag).await {
+        Ok(m) => m,
         Err(e) => {
             tracing::warn!(repository = %name, tag, error = %e, "ui: tag's manifest unreadable");
-            None
+            return None;
         }
     };
-    TagRow { tag, pushed, manifest }
+    let doc = ManifestDoc::parse(&m);
+    let created = match image_config(registry, configs, name, &doc).await {
+        Ok(Some(c)) => c.created.clone(),
+        _ => None,
+    };
+    let platforms = doc.manifests.iter().filter_map(|d| d.platform.as_ref().map(|p| p.to_string())).collect();
+    Some(Arc::new(TagManifest {
+        size: doc.content_size(),
+        created,
+        platforms,
+        digest: m.digest,
+        media_type: m.media_type,
+    }))
 }
 
 /// An image manifest's config, parsed (None for an index or an artifact without one).
@@ -215,43 +211,76 @@ impl ConfigCache {
     }
 }
 
-/// How long the list of repositories is served before it is read again in the background.
-const CATALOG_FRESH: Duration = Duration::from_secs(5);
-
-/// The names of all repositories. Walking storage for 10,000 repositories takes longer
-/// than a page may, so the list is kept and, once older than [`CATALOG_FRESH`], served
-/// while one background walk reads it anew (a new repository shows within seconds).
-/// The names, and when storage was walked for them.
-type Listed = (Arc<Vec<String>>, Instant);
-
-#[derive(Default)]
-pub(super) struct CatalogCache {
-    names: Arc<Mutex<Option<Listed>>>,
-    refreshing: Arc<AtomicBool>,
+/// Values read from storage, each served for `ttl` and then, while one background task
+/// reads it anew, served stale: a page never waits on a slow walk of storage, and the cost
+/// of reading 10,000 repositories or 1,000 tags is paid once per `ttl`, not per view. Keys
+/// the UI itself changes (a delete) are forgotten at once.
+pub(super) struct Fresh<K, V> {
+    ttl: Duration,
+    entries: Arc<Mutex<HashMap<K, (V, Instant)>>>,
+    refreshing: Arc<Mutex<std::collections::HashSet<K>>>,
 }
 
-impl CatalogCache {
-    /// The repository names, sorted.
-    pub async fn names(&self, registry: &Registry) -> Result<Arc<Vec<String>>> {
-        let cached = self.names.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        let Some((names, at)) = cached else {
-            let names = Arc::new(registry.catalog().await?);
-            *self.names.lock().unwrap_or_else(PoisonError::into_inner) = Some((names.clone(), Instant::now()));
-            return Ok(names);
+/// The most entries a [`Fresh`] keeps; it is emptied when it reaches this.
+const FRESH_ENTRIES: usize = 20_000;
+
+impl<K, V> Fresh<K, V>
+where
+    K: std::hash::Hash + Eq + Clone + Send + 'static,
+    V: Clone + Send + 'static,
+{
+    pub fn new(ttl: Duration) -> Self {
+        Fresh { ttl, entries: Arc::default(), refreshing: Arc::default() }
+    }
+
+    /// The value for `key`: cached, or stale while `load` runs in the background, or (the
+    /// first time) loaded now.
+    pub async fn get<F, Fut>(&self, key: K, load: F) -> Result<V>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<V>> + Send + 'static,
+    {
+        let cached = self.entries.lock().unwrap_or_else(PoisonError::into_inner).get(&key).cloned();
+        let Some((value, at)) = cached else {
+            let value = load().await?;
+            self.put(key, value.clone());
+            return Ok(value);
         };
-        if at.elapsed() > CATALOG_FRESH && !self.refreshing.swap(true, Ordering::AcqRel) {
-            let (registry, refreshing, slot) = (registry.clone(), self.refreshing.clone(), self.names.clone());
-            // The walk runs on its own; this request is served the list it has.
+        if at.elapsed() > self.ttl && self.refreshing.lock().unwrap_or_else(PoisonError::into_inner).insert(key.clone())
+        {
+            let (entries, refreshing) = (self.entries.clone(), self.refreshing.clone());
             tokio::spawn(async move {
-                match registry.catalog().await {
-                    Ok(n) => *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some((Arc::new(n), Instant::now())),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "ui: reading the repository list failed; the last one is shown")
+                match load().await {
+                    Ok(v) => {
+                        entries.lock().unwrap_or_else(PoisonError::into_inner).insert(key.clone(), (v, Instant::now()));
                     }
+                    Err(e) => tracing::warn!(error = %e, "ui: reading storage failed; the last answer is shown"),
                 }
-                refreshing.store(false, Ordering::Release);
+                refreshing.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
             });
         }
-        Ok(names)
+        Ok(value)
     }
+
+    fn put(&self, key: K, value: V) {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if entries.len() >= FRESH_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(key, (value, Instant::now()));
+    }
+
+    /// Drops `key`, so the next view reads storage.
+    pub fn forget(&self, key: &K) {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner).remove(key);
+    }
+}
+
+/// A repository's tags with their push times, sorted by name.
+pub(super) type TagTimes = Arc<Vec<(String, Option<SystemTime>)>>;
+
+/// Reads a repository's tags and their push times.
+pub(super) async fn tag_times(registry: Registry, name: RepoName) -> Result<TagTimes> {
+    let tags = registry.tags(&name).await?;
+    Ok(Arc::new(registry.tags_with_times(&name, tags).await?))
 }

@@ -73,7 +73,14 @@ impl Default for UiConfig {
 struct Ui {
     app: AppState,
     config: UiConfig,
-    catalog: data::CatalogCache,
+    /// Every repository's name (one key).
+    catalog: data::Fresh<(), Arc<Vec<String>>>,
+    /// Tag counts and last pushes, by repository.
+    summaries: data::Fresh<String, crate::domain::RepositorySummary>,
+    /// Tags and their push times, by repository.
+    tags: data::Fresh<String, data::TagTimes>,
+    /// What each tag row shows, by repository, tag and push time (a push makes a new key).
+    rows: data::Fresh<(String, String, Option<std::time::SystemTime>), Option<Arc<data::TagManifest>>>,
     configs: data::ConfigCache,
     /// Held while a collection runs: one at a time from this process's UI.
     collecting: tokio::sync::Mutex<()>,
@@ -81,12 +88,36 @@ struct Ui {
 
 type UiState = Arc<Ui>;
 
+/// How long the list of every repository is served before it is walked again: a new
+/// repository shows within this.
+const CATALOG_FRESH: Duration = Duration::from_secs(30);
+/// How long tag lists and repository summaries are served before they are read again;
+/// the UI's own deletes show at once.
+const LISTS_FRESH: Duration = Duration::from_secs(10);
+
+impl Ui {
+    /// Every repository's name, sorted.
+    async fn catalog_names(&self) -> crate::error::Result<Arc<Vec<String>>> {
+        let registry = self.app.registry.clone();
+        self.catalog.get((), move || async move { Ok(Arc::new(registry.catalog().await?)) }).await
+    }
+
+    /// Forgets what the UI keeps of a repository, after changing it.
+    fn forget(&self, repo: &str) {
+        self.summaries.forget(&repo.to_owned());
+        self.tags.forget(&repo.to_owned());
+    }
+}
+
 /// The UI's routes, ready to merge beside the API's (`/v2/`, `/token`, `/metrics`, `/health`).
 pub fn routes<S: Clone + Send + Sync + 'static>(app: AppState, config: UiConfig) -> Router<S> {
     let ui = Arc::new(Ui {
         app,
         config,
-        catalog: data::CatalogCache::default(),
+        catalog: data::Fresh::new(CATALOG_FRESH),
+        summaries: data::Fresh::new(LISTS_FRESH),
+        tags: data::Fresh::new(LISTS_FRESH),
+        rows: data::Fresh::new(Duration::from_secs(3600)),
         configs: data::ConfigCache::default(),
         collecting: tokio::sync::Mutex::new(()),
     });

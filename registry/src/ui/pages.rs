@@ -42,7 +42,7 @@ fn window(page: Option<usize>, per: usize, total: usize) -> (usize, std::ops::Ra
 
 /// `/`: the repositories this viewer may pull, searchable by substring, a page at a time.
 pub(super) async fn repositories(State(ui): State<UiState>, viewer: Viewer, Query(q): Query<ListQuery>) -> Response {
-    let names = match ui.catalog.names(&ui.app.registry).await {
+    let names = match ui.catalog_names().await {
         Ok(n) => n,
         Err(e) => return storage_error(&viewer, &e),
     };
@@ -58,11 +58,8 @@ pub(super) async fn repositories(State(ui): State<UiState>, viewer: Viewer, Quer
     }
     let (page, range) = window(q.page, REPOS_PER_PAGE, shown.len());
     let page_names: Vec<String> = shown[range].iter().map(|n| n.to_string()).collect();
-    let rows: Vec<(String, Option<RepositorySummary>)> = futures_util::stream::iter(page_names)
-        .map(|n| summary(ui.app.registry.clone(), n))
-        .buffered(16)
-        .collect()
-        .await;
+    let rows: Vec<(String, Option<RepositorySummary>)> =
+        futures_util::stream::iter(page_names).map(|n| summary(ui.clone(), n)).buffered(16).collect().await;
     let base = if needle.is_empty() { "/".to_owned() } else { format!("/?q={}", view::enc(&needle)) };
     let body = html! {
         form.search role="search" method="get" action="/" {
@@ -94,12 +91,11 @@ pub(super) async fn repositories(State(ui): State<UiState>, viewer: Viewer, Quer
     view::send(StatusCode::OK, view::page(&viewer, "Repositories", &[], body))
 }
 
-async fn summary(registry: crate::domain::Registry, name: String) -> (String, Option<RepositorySummary>) {
-    let summary = match name.parse::<RepoName>() {
-        Ok(n) => registry.repository_summary(&n).await.ok(),
-        Err(_) => None,
-    };
-    (name, summary)
+async fn summary(ui: UiState, name: String) -> (String, Option<RepositorySummary>) {
+    let Ok(repo) = name.parse::<RepoName>() else { return (name, None) };
+    let registry = ui.app.registry.clone();
+    let summary = ui.summaries.get(name.clone(), move || async move { registry.repository_summary(&repo).await }).await;
+    (name, summary.ok())
 }
 
 fn storage_error(viewer: &Viewer, e: &crate::error::RegistryError) -> Response {
@@ -142,8 +138,8 @@ fn crumbs(name: &RepoName) -> Vec<(String, String)> {
 }
 
 async fn tags_page(ui: &UiState, viewer: &Viewer, name: &RepoName, q: ListQuery) -> Response {
-    let registry = &ui.app.registry;
-    let tags = match registry.tags(name).await {
+    let (registry, repo) = (ui.app.registry.clone(), name.clone());
+    let tags = match ui.tags.get(name.to_string(), move || data::tag_times(registry, repo)).await {
         Ok(t) => t,
         Err(e) if e.code == ErrorCode::NameUnknown => return viewer.no_access(&format!("/r/{name}")),
         Err(e) => return storage_error(viewer, &e),
@@ -151,22 +147,15 @@ async fn tags_page(ui: &UiState, viewer: &Viewer, name: &RepoName, q: ListQuery)
     let by_date = q.sort.as_deref() == Some("date");
     let total = tags.len();
     let (page, range) = window(q.page, TAGS_PER_PAGE, total);
-    let timed = if by_date {
-        // Newest first needs every tag's time; names alone need only this page's.
-        let mut all = match registry.tags_with_times(name, tags).await {
-            Ok(t) => t,
-            Err(e) => return storage_error(viewer, &e),
-        };
+    let timed: Vec<(String, Option<std::time::SystemTime>)> = if by_date {
+        let mut all = tags.to_vec();
         all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         all.drain(range).collect()
     } else {
-        match registry.tags_with_times(name, tags[range].to_vec()).await {
-            Ok(t) => t,
-            Err(e) => return storage_error(viewer, &e),
-        }
+        tags[range].to_vec()
     };
     let rows: Vec<TagRow> = futures_util::stream::iter(timed)
-        .map(|(tag, pushed)| data::tag_row(registry, &ui.configs, name, tag, pushed))
+        .map(|(tag, pushed)| tag_row(ui.clone(), name.clone(), tag, pushed))
         .buffered(16)
         .collect()
         .await;
@@ -185,6 +174,18 @@ async fn tags_page(ui: &UiState, viewer: &Viewer, name: &RepoName, q: ListQuery)
         (view::pagination(&format!("/r/{name}?sort={sort}"), page, TAGS_PER_PAGE, total))
     };
     view::send(StatusCode::OK, view::page(viewer, name.as_str(), &crumbs(name), body))
+}
+
+async fn tag_row(ui: UiState, name: RepoName, tag: String, pushed: Option<std::time::SystemTime>) -> TagRow {
+    let key = (name.to_string(), tag.clone(), pushed);
+    let (loader, t) = (ui.clone(), tag.clone());
+    // An unreadable manifest is not kept: the next view tries again.
+    let load = move || async move {
+        let m = data::tag_manifest(&loader.app.registry, &loader.configs, &name, &t).await;
+        m.map(Some).ok_or_else(|| crate::error::RegistryError::new(ErrorCode::Internal, "manifest unreadable"))
+    };
+    let manifest = ui.rows.get(key, load).await.ok().flatten();
+    TagRow { tag, pushed, manifest }
 }
 
 fn tags_table(name: &RepoName, rows: &[TagRow], may_delete: bool) -> Markup {

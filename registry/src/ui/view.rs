@@ -163,8 +163,8 @@ pub(super) fn count(n: usize, noun: &str) -> String {
 pub(super) fn duration(d: std::time::Duration) -> String {
     let s = d.as_secs();
     let (n, unit) = match s {
-        _ if s >= 3600 && s % 3600 == 0 => (s / 3600, "hour"),
-        _ if s >= 60 && s % 60 == 0 => (s / 60, "minute"),
+        _ if s >= 3600 && s.is_multiple_of(3600) => (s / 3600, "hour"),
+        _ if s >= 60 && s.is_multiple_of(60) => (s / 60, "minute"),
         _ => (s, "second"),
     };
     count(n as usize, unit)
