@@ -122,6 +122,8 @@ pub enum Error {
         code: Option<String>,
         /// The registry's message.
         message: String,
+        /// Seconds to wait before asking again, from a 429's or 503's `Retry-After`.
+        retry_after: Option<u64>,
     },
     /// The registry refused our credentials (or wants some we do not have).
     #[error("authentication to {registry} failed: {reason}")]

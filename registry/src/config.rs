@@ -36,6 +36,14 @@
 //! [metrics]
 //! addr = "10.0.0.5:5001"         # /metrics here, without auth; else behind the registry's auth
 //!
+//! [[mirror]]                     # pull-through: hub/library/busybox from Docker Hub
+//! prefix = "hub"                 # leave out to mirror at the root (registry-mirrors)
+//! url = "https://registry-1.docker.io"
+//! username = "me"                # or password_file, or credential_helper = "pass"
+//! password = "..."
+//! tag_ttl = "5m"                 # tags served from storage this long, then a HEAD
+//! timeout = "30s"                # upstream answer (and between chunks)
+//!
 //! [ui]                           # the web UI under / (the API stays under /v2/)
 //! enabled = true
 //! session_ttl = "8h"
@@ -82,6 +90,9 @@ pub struct Config {
     /// The web UI.
     #[serde(default)]
     pub ui: crate::ui::UiConfig,
+    /// Upstream registries mirrored (pull-through), each under a prefix or at the root.
+    #[serde(default, rename = "mirror")]
+    pub mirrors: Vec<crate::mirror::MirrorConfig>,
     /// Connection timeouts and the connection cap.
     #[serde(default)]
     pub limits: crate::server::Limits,

@@ -38,6 +38,8 @@ pub enum ErrorCode {
     Unsupported,
     /// Too many requests.
     TooManyRequests,
+    /// A mirror's upstream is down or too slow, and the content is not stored (503).
+    Unavailable,
     /// An `n` that is not a page size (distribution's PAGINATION_NUMBER_INVALID, 400).
     PaginationNumberInvalid,
     /// A range that does not continue the upload (a status, not a spec code: 416).
@@ -66,6 +68,7 @@ impl ErrorCode {
             ErrorCode::Denied => "DENIED",
             ErrorCode::Unsupported => "UNSUPPORTED",
             ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
+            ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
             ErrorCode::Internal => "UNKNOWN",
         }
@@ -91,6 +94,7 @@ impl ErrorCode {
             ErrorCode::Denied => StatusCode::FORBIDDEN,
             ErrorCode::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -98,7 +102,7 @@ impl ErrorCode {
 
 /// A failed request: a spec code, a message for the client, and headers to add
 /// (`WWW-Authenticate`, `Range`).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{}: {message}", code.as_str())]
 pub struct RegistryError {
     /// The spec code (and so the status).

@@ -17,6 +17,7 @@
 //!     auth: Arc::new(registry::auth::Auth::none()),
 //!     metrics: Arc::default(),
 //!     read_only: false,
+//!     mirror: None,
 //! };
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:5000").await?;
 //! registry::server::serve(listener, registry::api::app(state), None, std::future::pending()).await?;
@@ -31,6 +32,7 @@ pub mod driver;
 pub mod error;
 pub mod gc;
 pub mod metrics;
+pub mod mirror;
 pub mod paths;
 pub mod server;
 pub mod ui;

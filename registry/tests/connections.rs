@@ -44,6 +44,7 @@ async fn start(limits: Limits, tls: Option<Arc<rustls::ServerConfig>>) -> Socket
         auth: Arc::new(Auth::none()),
         metrics: Arc::default(),
         read_only: false,
+        mirror: None,
     };
     tokio::spawn(async move {
         serve_with_limits(listener, app(state), tls, limits, std::future::pending()).await.unwrap();

@@ -115,6 +115,11 @@ struct Serve {
     /// Serve /metrics on this HOST:PORT only, without auth (a monitoring network's address)
     #[arg(long, env = "BERTH_REGISTRY_METRICS_ADDR", value_name = "HOST:PORT")]
     metrics_addr: Option<String>,
+    /// Mirror an upstream registry (pull-through): URL mirrors it at the root (for clients'
+    /// registry-mirrors), PREFIX=URL under a repository prefix (hub=https://registry-1.docker.io)
+    #[arg(long = "mirror", env = "BERTH_REGISTRY_MIRROR", value_delimiter = ',', value_name = "[PREFIX=]URL",
+          value_parser = registry::mirror::MirrorConfig::parse_flag)]
+    mirrors: Vec<registry::mirror::MirrorConfig>,
     /// Do not serve the web UI under / (the API under /v2/ is unchanged)
     #[arg(long, env = "BERTH_REGISTRY_NO_UI")]
     no_ui: bool,
@@ -135,6 +140,7 @@ impl Serve {
         if self.no_ui {
             cfg.ui.enabled = false;
         }
+        cfg.mirrors.extend(self.mirrors);
         if let (Some(cert), Some(key)) = (self.tls_cert, self.tls_key) {
             cfg.tls = Some(TlsConfig { cert, key });
         }
@@ -166,12 +172,17 @@ impl Serve {
         let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
         rt.block_on(async move {
             let driver = open_driver(&cfg).await?;
-            let state = AppState {
-                registry: Registry::new(driver).allow_sparse(cfg.allow_sparse),
-                auth: Arc::new(auth),
-                metrics: Arc::default(),
-                read_only: cfg.read_only,
+            let registry = Registry::new(driver).allow_sparse(cfg.allow_sparse);
+            let mirror = match cfg.mirrors.is_empty() {
+                true => None,
+                false => Some(Arc::new(
+                    registry::mirror::Mirror::new(cfg.mirrors.clone(), registry.clone())
+                        .await
+                        .map_err(anyhow::Error::msg)?,
+                )),
             };
+            let state =
+                AppState { registry, auth: Arc::new(auth), metrics: Arc::default(), read_only: cfg.read_only, mirror };
             let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("listen on {addr}"))?;
             let local = listener.local_addr()?;
             tracing::info!(addr = %local, tls = cfg.tls.is_some(), read_only = cfg.read_only, "registry listening");

@@ -120,27 +120,33 @@ fn run_helper(helper: &str, verb: &str, input: &str) -> Result<Vec<u8>> {
     Ok(out.stdout)
 }
 
+/// What `docker-credential-<helper> get` holds for a registry domain: a server (the
+/// registry's pull-through mirror) names its helper itself rather than through config.json.
+pub fn from_helper(helper: &str, domain: &str) -> Result<Option<Credential>> {
+    #[derive(Deserialize)]
+    struct HelperCred {
+        #[serde(rename = "Username")]
+        username: String,
+        #[serde(rename = "Secret")]
+        secret: String,
+    }
+    match run_helper(helper, "get", &auth_key(domain)) {
+        Ok(out) => {
+            let c: HelperCred = serde_json::from_slice(&out)
+                .map_err(|source| Error::InvalidJson { what: "credential helper output", source })?;
+            Ok(Some(Credential { username: c.username, secret: c.secret }))
+        }
+        // Helpers answer "credentials not found" with a failure: that is no credential.
+        Err(Error::Io { source, .. }) if source.to_string().contains("not found") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The stored credential for a registry domain, if any.
 pub fn lookup(domain: &str) -> Result<Option<Credential>> {
     let cfg = read_config()?;
     if let Some(helper) = helper_for(&cfg, domain) {
-        #[derive(Deserialize)]
-        struct HelperCred {
-            #[serde(rename = "Username")]
-            username: String,
-            #[serde(rename = "Secret")]
-            secret: String,
-        }
-        return match run_helper(&helper, "get", &auth_key(domain)) {
-            Ok(out) => {
-                let c: HelperCred = serde_json::from_slice(&out)
-                    .map_err(|source| Error::InvalidJson { what: "credential helper output", source })?;
-                Ok(Some(Credential { username: c.username, secret: c.secret }))
-            }
-            // Helpers answer "credentials not found" with a failure: that is no credential.
-            Err(Error::Io { source, .. }) if source.to_string().contains("not found") => Ok(None),
-            Err(e) => Err(e),
-        };
+        return from_helper(&helper, domain);
     }
     let entry = cfg
         .auths

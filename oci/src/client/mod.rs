@@ -6,6 +6,7 @@
 //! credentials from docker's `config.json`), and retries with backoff when a server fails
 //! or a connection drops. [`pull`] and [`push`] move images between a registry and the
 //! local [`ImageStore`](crate::store::ImageStore), reporting to a [`Progress`].
+//! [`Remote`] reads one upstream for the registry's pull-through mirror.
 //! [`Downloader`] fetches plain URLs (the builder's `ADD <url>`) with timeouts and retries.
 
 pub mod credentials;
@@ -13,12 +14,14 @@ mod download;
 mod progress;
 mod pull;
 mod push;
+mod remote;
 mod transport;
 
 pub use download::{DownloadOptions, Downloader};
 pub use progress::{Event, NoProgress, Progress};
 pub use pull::{fetch_blobs, fetch_document, pull, PullOptions};
 pub use push::{push, push_blobs, ManifestFormat, PushOptions};
+pub use remote::{Remote, RemoteBlob, RemoteManifest};
 pub use transport::{Client, ClientOptions};
 
 /// The host to talk to for a reference's domain: Docker Hub's API lives elsewhere.

@@ -230,6 +230,7 @@ fn location_of(resp: &reqwest::Response) -> Result<String> {
         status: resp.status().as_u16(),
         code: None,
         message: "no Location header for the upload".into(),
+        retry_after: None,
     })
 }
 

@@ -22,6 +22,8 @@ pub struct ClientOptions {
     pub insecure_all: bool,
     /// Directories of `<host>/*.crt` CA certificates to trust, as docker's certs.d.
     pub certs_dirs: Vec<PathBuf>,
+    /// PEM files of CA certificates to trust besides those (a mirror's `ca_file`).
+    pub ca_files: Vec<PathBuf>,
     /// Attempts for a request that fails with a 5xx or a dropped connection.
     pub retries: u32,
     /// First backoff; doubles per attempt.
@@ -34,6 +36,7 @@ impl Default for ClientOptions {
             insecure: Vec::new(),
             insecure_all: false,
             certs_dirs: vec!["/etc/docker/certs.d".into(), "/etc/containers/certs.d".into()],
+            ca_files: Vec::new(),
             retries: 5,
             backoff: Duration::from_millis(200),
         }
@@ -71,20 +74,20 @@ impl Client {
     /// A client with `opts`.
     pub fn new(opts: ClientOptions) -> Result<Client> {
         let mut b = builder();
-        for dir in &opts.certs_dirs {
-            for host in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-                for f in std::fs::read_dir(host.path()).into_iter().flatten().flatten() {
-                    let p = f.path();
-                    if p.extension().is_some_and(|e| e == "crt") {
-                        let pem = std::fs::read(&p).map_err(|e| Error::io(format!("read {}", p.display()), e))?;
-                        let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| Error::Http {
-                            method: "LOAD".into(),
-                            url: p.display().to_string(),
-                            source: e,
-                        })?;
-                        b = b.add_root_certificate(cert);
-                    }
-                }
+        let in_dirs = opts.certs_dirs.iter().flat_map(|dir| {
+            let hosts = std::fs::read_dir(dir).into_iter().flatten().flatten();
+            hosts.flat_map(|host| std::fs::read_dir(host.path()).into_iter().flatten().flatten().map(|f| f.path()))
+        });
+        let crts = in_dirs.filter(|p| p.extension().is_some_and(|e| e == "crt"));
+        for p in crts.chain(opts.ca_files.iter().cloned()) {
+            let pem = std::fs::read(&p).map_err(|e| Error::io(format!("read {}", p.display()), e))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| Error::Http {
+                method: "LOAD".into(),
+                url: p.display().to_string(),
+                source: e,
+            })?;
+            for cert in certs {
+                b = b.add_root_certificate(cert);
             }
         }
         let build = |b: reqwest::ClientBuilder| {
@@ -333,9 +336,11 @@ pub(crate) async fn check(method: &str, resp: Response) -> Result<Response> {
     }
     let status = resp.status().as_u16();
     let url = resp.url().to_string();
+    let retry_after =
+        resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
     let (code, message) =
         spec_errors(&resp.text().await.unwrap_or_default()).into_iter().next().unwrap_or((None, String::new()));
-    Err(Error::Registry { method: method.to_owned(), url, status, code, message })
+    Err(Error::Registry { method: method.to_owned(), url, status, code, message, retry_after })
 }
 
 #[cfg(test)]

@@ -34,6 +34,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Refuse every write when set.
     pub read_only: bool,
+    /// The pull-through mirror, when upstreams are configured.
+    pub mirror: Option<Arc<crate::mirror::Mirror>>,
 }
 
 /// The registry's whole HTTP surface: `/v2/...`, `/token`, `/metrics`, `/health`.
@@ -188,6 +190,11 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     if let Err(e) = state.auth.authorize(req.headers(), &needs, catalog) {
         return e.into_response();
     }
+    if let Some(mirror) = state.mirror.clone() {
+        if let Some(resp) = mirrored(&state, &mirror, &method, &endpoint, req.headers()).await {
+            return resp;
+        }
+    }
     let result = match (method, endpoint) {
         (Method::GET, Endpoint::Base) => Ok(handlers::api_version_check()),
         (Method::GET, Endpoint::Catalog) => handlers::catalog(&state, req.uri(), req.headers()).await,
@@ -208,6 +215,46 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
         _ => Err(RegistryError::new(ErrorCode::Unsupported, "method not allowed on this endpoint")),
     };
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Serves a read of mirrored content, and refuses a push into it; None: not the mirror's.
+async fn mirrored(
+    state: &AppState,
+    mirror: &crate::mirror::Mirror,
+    method: &Method,
+    endpoint: &Endpoint,
+    headers: &axum::http::HeaderMap,
+) -> Option<Response> {
+    let repo = endpoint.repository().filter(|r| mirror.covers(r))?;
+    let head = method == Method::HEAD;
+    let result = match (method.clone(), endpoint) {
+        (Method::GET | Method::HEAD, Endpoint::Manifest(n, r)) => mirror.get_manifest(state, n, r, head, headers).await,
+        (Method::GET | Method::HEAD, Endpoint::Blob(n, d)) => mirror.get_blob(state, n, d, headers, head).await,
+        (Method::POST | Method::PUT | Method::PATCH, _) => Err(mirror.refuse_push(repo)?),
+        _ => return None,
+    };
+    Some(result.unwrap_or_else(IntoResponse::into_response))
+}
+
+/// A stored manifest, as `GET`/`HEAD` serves it (the mirror's answer once it has it).
+pub(crate) async fn get_stored_manifest(
+    state: &AppState,
+    name: &RepoName,
+    reference: &str,
+    head: bool,
+) -> Result<Response> {
+    handlers::get_manifest(state, name, reference, head).await
+}
+
+/// A stored blob, as `GET`/`HEAD` serves it, ranges included.
+pub(crate) async fn get_stored_blob(
+    state: &AppState,
+    name: &RepoName,
+    digest: &oci::Digest,
+    headers: &axum::http::HeaderMap,
+    head: bool,
+) -> Result<Response> {
+    handlers::get_blob(state, name, digest, headers, head).await
 }
 
 /// The route a request was dispatched to, filled in by [`dispatch`] for [`observe`].
@@ -275,7 +322,11 @@ async fn authenticated_metrics(State(state): State<AppState>, headers: axum::htt
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let mut resp = state.metrics.render().into_response();
+    let mut text = state.metrics.render();
+    if let Some(m) = &state.mirror {
+        m.render_metrics(&mut text);
+    }
+    let mut resp = text.into_response();
     resp.headers_mut().insert("content-type", HeaderValue::from_static("text/plain; version=0.0.4"));
     resp
 }

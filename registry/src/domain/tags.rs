@@ -68,6 +68,12 @@ impl Registry {
         Ok(RepositorySummary { tags, last_push: revisions.max(tagged) })
     }
 
+    /// Rewrites a tag's link to the digest it already names, so its time says when it was
+    /// last confirmed (a mirror's revalidated tag starts a new TTL).
+    pub async fn touch_tag(&self, name: &RepoName, tag: &str, digest: &oci::Digest) -> Result<()> {
+        self.write_link(&paths::tag_link(name.as_str(), tag), digest).await
+    }
+
     /// When a file or directory last changed; None when it is missing or its driver keeps no
     /// times (S3 has no directories).
     async fn modified(&self, path: &str) -> Result<Option<SystemTime>> {

@@ -39,7 +39,7 @@ pub struct Client {
 }
 
 pub fn state_with(driver: Arc<dyn StorageDriver>, auth: Auth, read_only: bool) -> AppState {
-    AppState { registry: Registry::new(driver), auth: Arc::new(auth), metrics: Arc::default(), read_only }
+    AppState { registry: Registry::new(driver), auth: Arc::new(auth), metrics: Arc::default(), read_only, mirror: None }
 }
 
 impl Client {

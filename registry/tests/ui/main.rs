@@ -77,6 +77,7 @@ async fn serve(setup: Setup) -> Server {
         auth: Arc::new(auth),
         metrics: Arc::default(),
         read_only: false,
+        mirror: None,
     };
     seed(&state).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,0 +1,114 @@
+//! Manifests through the mirror: by digest once and forever, by tag while younger than the
+//! TTL, then revalidated with a HEAD; one upstream request per reference at a time.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
+
+use axum::http::HeaderMap;
+use axum::response::Response;
+use oci::Digest;
+
+use super::{bump, timed_out, upstream_error, Mirror, Upstream};
+use crate::api::AppState;
+use crate::domain::RepoName;
+use crate::error::{ErrorCode, Result};
+
+/// One lock per reference being fetched, so concurrent requests make one upstream fetch:
+/// the others wait, then find it stored.
+#[derive(Default)]
+pub(super) struct Locks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl Locks {
+    fn get(&self, key: String) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        // Drop the locks nobody holds or waits for, so the map stays as small as the fills.
+        map.retain(|_, l| Arc::strong_count(l) > 1);
+        map.entry(key).or_default().clone()
+    }
+}
+
+/// What storage has for a tag.
+struct Local {
+    digest: Digest,
+    fresh: bool,
+}
+
+impl Mirror {
+    /// `GET`/`HEAD /v2/<name>/manifests/<reference>` of mirrored content.
+    pub async fn get_manifest(
+        &self,
+        state: &AppState,
+        name: &RepoName,
+        reference: &str,
+        head: bool,
+        _headers: &HeaderMap,
+    ) -> Result<Response> {
+        let (up, upstream_repo) =
+            self.route(name).ok_or_else(|| crate::error::RegistryError::new(ErrorCode::NameUnknown, "not mirrored"))?;
+        self.ensure_manifest(up, name, upstream_repo, reference).await?;
+        crate::api::get_stored_manifest(state, name, reference, head).await
+    }
+
+    async fn ensure_manifest(&self, up: &Arc<Upstream>, name: &RepoName, repo: &str, reference: &str) -> Result<()> {
+        let lock = self.locks.get(format!("{name}@{reference}"));
+        let _one_fetch = lock.lock().await;
+        let local = self.local(up, name, reference).await?;
+        if local.as_ref().is_some_and(|l| l.fresh) {
+            bump(&up.stats.hits, 1);
+            return Ok(());
+        }
+        if let Some(stale) = &local {
+            // A tag past its TTL: a HEAD says whether it moved.
+            match tokio::time::timeout(up.config.timeout, up.remote.head_manifest(repo, reference)).await {
+                Ok(Ok(d)) if d == stale.digest => {
+                    bump(&up.stats.revalidations, 1);
+                    return self.registry.touch_tag(name, reference, &d).await;
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return self.serve_stale(up, name, reference, &e.to_string()),
+                Err(_) => return self.serve_stale(up, name, reference, "timed out"),
+            }
+        }
+        bump(&up.stats.misses, 1);
+        let what = format!("manifest {repo}:{reference}");
+        let fetched = match tokio::time::timeout(up.config.timeout, up.remote.manifest(repo, reference)).await {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) if local.is_some() => return self.serve_stale(up, name, reference, &e.to_string()),
+            Err(_) if local.is_some() => return self.serve_stale(up, name, reference, "timed out"),
+            Ok(Err(e)) => return Err(upstream_error(up, &what, ErrorCode::ManifestUnknown, &e)),
+            Err(_) => return Err(timed_out(up, &what)),
+        };
+        if let Ok(oci::Manifest::Image(image)) = oci::Manifest::parse(&fetched.bytes, Some(&fetched.media_type)) {
+            // A stored image manifest needs its config; layers come when asked for.
+            let config = oci::manifest::descriptor_digest(image.config())
+                .map_err(|e| crate::error::RegistryError::new(ErrorCode::ManifestInvalid, e.to_string()))?;
+            self.fill_to_storage(up, name, repo, &config).await?;
+        }
+        self.registry.put_manifest_tagged(name, reference, Some(&fetched.media_type), fetched.bytes, &[]).await?;
+        Ok(())
+    }
+
+    /// What storage holds for `reference`: a digest is always fresh; a tag is fresh while
+    /// younger than the TTL.
+    async fn local(&self, up: &Upstream, name: &RepoName, reference: &str) -> Result<Option<Local>> {
+        let digest = match self.registry.resolve_manifest(name, reference).await {
+            Ok(d) => d,
+            Err(e) if matches!(e.code, ErrorCode::ManifestUnknown | ErrorCode::NameUnknown) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if reference.contains(':') {
+            return Ok(Some(Local { digest, fresh: true }));
+        }
+        let times = self.registry.tags_with_times(name, vec![reference.to_owned()]).await?;
+        let age = times.first().and_then(|(_, t)| *t).and_then(|t| SystemTime::now().duration_since(t).ok());
+        Ok(Some(Local { digest, fresh: age.is_some_and(|a| a < up.config.tag_ttl) }))
+    }
+
+    fn serve_stale(&self, up: &Upstream, name: &RepoName, reference: &str, why: &str) -> Result<()> {
+        bump(&up.stats.stale, 1);
+        bump(&up.stats.errors, 1);
+        tracing::warn!(upstream = %up.config.url, repository = %name, reference, why, "mirror: upstream failed; serving the stored copy");
+        Ok(())
+    }
+}

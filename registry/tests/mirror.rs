@@ -1,0 +1,346 @@
+//! The pull-through mirror against a real upstream: a berth registry with token auth on
+//! 127.0.0.1, behind a fault layer that counts requests, answers 429, cuts streams, slows
+//! bodies or hangs, as a flaky upstream does.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use registry::api::AppState;
+use registry::auth::{Action, Auth, Grant, Mode, Realm};
+use registry::mirror::{Mirror, MirrorConfig};
+use serde_json::json;
+use sha2::Digest as _;
+
+/// What the fault layer does to the upstream's answers.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Fault {
+    None,
+    /// 429 with `Retry-After: 7`.
+    TooMany,
+    /// Blob bodies stop after 1 MiB with an error.
+    Cut,
+    /// Blob bodies arrive in 64 KiB pieces, 20 ms apart.
+    Slow,
+    /// No answer at all.
+    Hang,
+}
+
+/// The upstream: its address, its fault, and how many GETs each path got.
+struct Upstream {
+    addr: SocketAddr,
+    fault: Arc<Mutex<Fault>>,
+    gets: Arc<Mutex<HashMap<String, usize>>>,
+    /// Set when a slowed blob body has been sent whole.
+    body_done: Arc<AtomicBool>,
+    _root: tempfile::TempDir,
+}
+
+impl Upstream {
+    fn set(&self, f: Fault) {
+        *self.fault.lock().unwrap() = f;
+    }
+
+    fn gets(&self, path_end: &str) -> usize {
+        self.gets.lock().unwrap().iter().filter(|(p, _)| p.ends_with(path_end)).map(|(_, n)| n).sum()
+    }
+}
+
+async fn upstream() -> Upstream {
+    let root = tempfile::tempdir().unwrap();
+    let driver = Arc::new(registry::driver::FsDriver::new(root.path()).unwrap());
+    let users = HashMap::from([("up".to_owned(), bcrypt::hash("up-pass", 4).unwrap())]);
+    let grants =
+        vec![Grant { account: "up".into(), repository: "*".into(), actions: vec![Action::Pull, Action::Push] }];
+    let auth = Auth::new(Mode::Token, users, grants, vec![], Realm::FromHost, "upstream".into(), false);
+    let state = AppState {
+        registry: registry::domain::Registry::new(driver),
+        auth: Arc::new(auth),
+        metrics: Arc::default(),
+        read_only: false,
+        mirror: None,
+    };
+    let (fault, gets, body_done) =
+        (Arc::new(Mutex::new(Fault::None)), Arc::default(), Arc::new(AtomicBool::new(false)));
+    let layer = {
+        let (fault, gets, body_done) = (fault.clone(), Arc::clone(&gets), body_done.clone());
+        move |req: Request, next: Next| {
+            let (fault, gets, body_done) = (fault.clone(), Arc::clone(&gets), body_done.clone());
+            let now = *fault.lock().unwrap();
+            async move { faulty(req, next, now, gets, body_done).await }
+        }
+    };
+    let app = registry::api::app(state).layer(axum::middleware::from_fn(layer));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(registry::server::serve(listener, app, None, std::future::pending()));
+    Upstream { addr, fault, gets, body_done, _root: root }
+}
+
+async fn faulty(
+    req: Request,
+    next: Next,
+    fault: Fault,
+    gets: Arc<Mutex<HashMap<String, usize>>>,
+    body_done: Arc<AtomicBool>,
+) -> Response {
+    let path = req.uri().path().to_owned();
+    let counted = req.method() == "GET" && (path.contains("/blobs/sha256:") || path.contains("/manifests/"));
+    // A GET answered 401 is the token handshake's first leg, not a fetch.
+    let authorized = req.headers().contains_key("authorization");
+    if counted && authorized {
+        *gets.lock().unwrap().entry(path.clone()).or_default() += 1;
+    }
+    let blob = path.contains("/blobs/sha256:") && req.method() == "GET";
+    match fault {
+        Fault::TooMany if path.starts_with("/v2/") && path != "/v2/" => {
+            let mut r = (axum::http::StatusCode::TOO_MANY_REQUESTS, "slow down").into_response();
+            r.headers_mut().insert("retry-after", "7".parse().unwrap());
+            r
+        }
+        Fault::Hang if path.starts_with("/v2/") && path != "/v2/" => std::future::pending().await,
+        Fault::Cut if blob => {
+            let (parts, body) = next.run(req).await.into_parts();
+            let mut sent = 0usize;
+            let cut = body.into_data_stream().map(move |c| {
+                let c = c.map_err(std::io::Error::other)?;
+                sent += c.len();
+                if sent > 1 << 20 {
+                    return Err(std::io::Error::other("cut"));
+                }
+                Ok(c)
+            });
+            Response::from_parts(parts, Body::from_stream(cut))
+        }
+        Fault::Slow if blob => {
+            let (parts, body) = next.run(req).await.into_parts();
+            body_done.store(false, Ordering::SeqCst);
+            let done = body_done.clone();
+            let pieces = body.into_data_stream().flat_map(|c| {
+                let c = c.unwrap();
+                futures_util::stream::iter(
+                    (0..c.len()).step_by(64 << 10).map(move |i| c.slice(i..(i + (64 << 10)).min(c.len()))),
+                )
+            });
+            let slow = pieces
+                .then(|p| async move {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    Ok::<_, std::io::Error>(p)
+                })
+                .chain(futures_util::stream::once(async move {
+                    done.store(true, Ordering::SeqCst);
+                    Ok(bytes::Bytes::new())
+                }));
+            Response::from_parts(parts, Body::from_stream(slow))
+        }
+        _ => next.run(req).await,
+    }
+}
+
+/// A mirror of `up` under `hub/`, without auth of its own.
+async fn mirror(up: &Upstream, tag_ttl: Duration, timeout: Duration) -> (SocketAddr, tempfile::TempDir) {
+    let root = tempfile::tempdir().unwrap();
+    let driver = Arc::new(registry::driver::FsDriver::new(root.path()).unwrap());
+    let reg = registry::domain::Registry::new(driver);
+    let mut config = MirrorConfig::parse_flag(&format!("hub=http://{}", up.addr)).unwrap();
+    config.username = Some("up".into());
+    config.password = Some("up-pass".into());
+    config.tag_ttl = tag_ttl;
+    config.timeout = timeout;
+    let m = Mirror::new(vec![config], reg.clone()).await.unwrap();
+    let state = AppState {
+        registry: reg,
+        auth: Arc::new(Auth::none()),
+        metrics: Arc::default(),
+        read_only: false,
+        mirror: Some(Arc::new(m)),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(registry::server::serve(listener, registry::api::app(state), None, std::future::pending()));
+    (addr, root)
+}
+
+fn sha(b: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(b)))
+}
+
+/// Pushes `library/app:<tag>` to the upstream (as account `up`, through its tokens) with a
+/// layer of `layer_size` pseudo-random bytes; returns the layer and its digest.
+async fn push_image(up: &Upstream, tag: &str, layer_size: usize) -> (Vec<u8>, String) {
+    let mut layer = Vec::with_capacity(layer_size);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ layer_size as u64 ^ tag.len() as u64;
+    while layer.len() < layer_size {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        layer.extend_from_slice(&x.to_le_bytes());
+    }
+    layer.truncate(layer_size);
+    let config =
+        serde_json::to_vec(&json!({"architecture": "amd64", "os": "linux", "config": {"Env": [format!("TAG={tag}")]},
+        "rootfs": {"type": "layers", "diff_ids": [sha(&layer)]}}))
+        .unwrap();
+    let base = format!("http://{}", up.addr);
+    let token = upstream_token(&base).await;
+    for blob in [&layer, &config] {
+        put_blob(&base, &token, blob).await;
+    }
+    let manifest = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha(&config), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha(&layer), "size": layer.len()}]});
+    let r = reqwest::Client::new()
+        .put(format!("{base}/v2/library/app/manifests/{tag}"))
+        .bearer_auth(&token)
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(serde_json::to_vec(&manifest).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let digest = sha(&layer);
+    (layer, digest)
+}
+
+async fn upstream_token(base: &str) -> String {
+    let r = reqwest::Client::new()
+        .get(format!("{base}/token?service=upstream&scope=repository:library/app:pull,push"))
+        .basic_auth("up", Some("up-pass"))
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    v["token"].as_str().unwrap().to_owned()
+}
+
+async fn put_blob(base: &str, token: &str, blob: &[u8]) {
+    let c = reqwest::Client::new();
+    let r = c.post(format!("{base}/v2/library/app/blobs/uploads/")).bearer_auth(token).send().await.unwrap();
+    let loc = r.headers()["location"].to_str().unwrap().to_owned();
+    let loc = if loc.starts_with('/') { format!("{base}{loc}") } else { loc };
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    let r =
+        c.put(format!("{loc}{sep}digest={}", sha(blob))).bearer_auth(token).body(blob.to_vec()).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+}
+
+/// GETs a manifest (by tag) then its layer through the mirror: (status, layer bytes).
+async fn pull(mirror: SocketAddr, tag: &str, layer: &str) -> (u16, Vec<u8>) {
+    let c = reqwest::Client::new();
+    let r = c
+        .get(format!("http://{mirror}/v2/hub/library/app/manifests/{tag}"))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap();
+    if r.status() != 200 {
+        return (r.status().as_u16(), vec![]);
+    }
+    let r = c.get(format!("http://{mirror}/v2/hub/library/app/blobs/{layer}")).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.bytes().await.map(|b| b.to_vec()).unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn twenty_concurrent_pulls_cause_one_upstream_fetch_each() {
+    let up = upstream().await;
+    let (layer, digest) = push_image(&up, "1.0", 8 << 20).await;
+    let (m, _root) = mirror(&up, Duration::from_secs(300), Duration::from_secs(10)).await;
+    let pulls = (0..20).map(|_| pull(m, "1.0", &digest));
+    for (status, body) in futures_util::future::join_all(pulls).await {
+        assert_eq!(status, 200);
+        assert!(body == layer, "every client gets the whole layer");
+    }
+    assert_eq!(up.gets("/manifests/1.0"), 1, "one manifest fetch");
+    assert_eq!(up.gets(&format!("/blobs/{digest}")), 1, "one layer fetch for twenty clients");
+    // Once stored, the upstream is not asked at all.
+    up.set(Fault::Hang);
+    assert_eq!(pull(m, "1.0", &digest).await, (200, layer));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_first_bytes_arrive_while_a_large_blob_is_still_filling() {
+    let up = upstream().await;
+    let (layer, digest) = push_image(&up, "big", 4 << 20).await;
+    let (m, _root) = mirror(&up, Duration::from_secs(300), Duration::from_secs(10)).await;
+    let r = reqwest::Client::new()
+        .get(format!("http://{m}/v2/hub/library/app/manifests/big"))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    up.set(Fault::Slow);
+    let r = reqwest::get(format!("http://{m}/v2/hub/library/app/blobs/{digest}")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.content_length(), Some(layer.len() as u64), "the size is known up front");
+    let mut body = r.bytes_stream();
+    let first = body.next().await.unwrap().unwrap();
+    assert!(!first.is_empty());
+    assert!(!up.body_done.load(Ordering::SeqCst), "bytes reached the client while the upstream was still sending");
+    let mut got = first.to_vec();
+    while let Some(c) = body.next().await {
+        got.extend_from_slice(&c.unwrap());
+    }
+    assert!(got == layer);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_outage_serves_what_is_stored_and_fails_fast_for_the_rest() {
+    let up = upstream().await;
+    let (layer, digest) = push_image(&up, "1.0", 1 << 20).await;
+    push_image(&up, "2.0", 1000).await;
+    let (m, _root) = mirror(&up, Duration::ZERO, Duration::from_secs(1)).await;
+    assert_eq!(pull(m, "1.0", &digest).await, (200, layer.clone()));
+    up.set(Fault::TooMany);
+    assert_eq!(pull(m, "1.0", &digest).await, (200, layer.clone()), "a stale tag is served while the upstream refuses");
+    let r = reqwest::get(format!("http://{m}/v2/hub/library/app/manifests/2.0")).await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "7", "the upstream's Retry-After is passed on");
+    up.set(Fault::Hang);
+    assert_eq!(pull(m, "1.0", &digest).await, (200, layer), "and while it hangs");
+    let r = reqwest::get(format!("http://{m}/v2/hub/library/app/manifests/2.0")).await.unwrap();
+    assert_eq!(r.status(), 503, "uncached content: UNAVAILABLE after the timeout, not a hang");
+    assert!(String::from_utf8_lossy(&r.bytes().await.unwrap()).contains("UNAVAILABLE"));
+    let metrics = reqwest::get(format!("http://{m}/metrics")).await.unwrap().text().await.unwrap();
+    let stale = metrics.lines().find(|l| l.starts_with("berth_mirror_stale_total")).unwrap();
+    assert!(stale.ends_with(" 2"), "{stale}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cut_stream_is_never_stored_and_the_next_pull_fetches_again() {
+    let up = upstream().await;
+    let (layer, digest) = push_image(&up, "1.0", 4 << 20).await;
+    let (m, _root) = mirror(&up, Duration::from_secs(300), Duration::from_secs(5)).await;
+    up.set(Fault::Cut);
+    let (status, body) = pull(m, "1.0", &digest).await;
+    assert!(status != 200 || body != layer, "a cut stream never reaches a client whole");
+    up.set(Fault::None);
+    assert_eq!(pull(m, "1.0", &digest).await, (200, layer.clone()));
+    assert_eq!(up.gets(&format!("/blobs/{digest}")), 2, "the cut fill stored nothing; the next one fetched again");
+    up.set(Fault::Hang);
+    assert_eq!(pull(m, "1.0", &digest).await, (200, layer), "the good copy is stored");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pushes_work_beside_mirrored_content_and_not_into_it() {
+    let up = upstream().await;
+    let (m, _root) = mirror(&up, Duration::from_secs(300), Duration::from_secs(5)).await;
+    let c = reqwest::Client::new();
+    let r = c.post(format!("http://{m}/v2/team/app/blobs/uploads/")).send().await.unwrap();
+    assert_eq!(r.status(), 202, "a private repository beside the mirror takes pushes");
+    let r = c.post(format!("http://{m}/v2/hub/library/app/blobs/uploads/")).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(String::from_utf8_lossy(&r.bytes().await.unwrap()).contains("DENIED"));
+    let missing = reqwest::get(format!("http://{m}/v2/hub/library/nothing/manifests/1")).await.unwrap();
+    assert_eq!(missing.status(), 404, "what the upstream lacks is unknown here too");
+}
