@@ -68,6 +68,50 @@ fn skopeo_pushes_and_pulls_over_plain_http() {
     );
 }
 
+#[test]
+fn skopeo_and_berth_pull_through_a_mirror_and_push_beside_it() {
+    if !require_tool("skopeo") {
+        return;
+    }
+    let b = Berth::new();
+    let dir = tempfile::tempdir().unwrap();
+    let Some((tar, id)) = busybox_archive(&b, dir.path()) else {
+        return;
+    };
+    let upstream = Server::start(&dir.path().join("upstream"), &[]);
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci-archive:{}", p(&tar)),
+        &format!("docker://{}/library/busybox:1.35", upstream.addr),
+    ]);
+    let mirror_flag = format!("hub=http://{}", upstream.addr);
+    let mirror = Server::start(&dir.path().join("mirror"), &["--mirror", &mirror_flag]);
+    let through = format!("docker://{}/hub/library/busybox:1.35", mirror.addr);
+    assert_eq!(pull_back(&through, &["--src-tls-verify=false"], dir.path()), id, "skopeo through the mirror");
+    let c = Berth::new();
+    c.ok(&["pull", &format!("{}/hub/library/busybox:1.35", mirror.addr)]);
+    let pulled = c.ok(&["images", "-q", "--no-trunc"]);
+    assert_eq!(pulled.trim(), id, "berth pull through the mirror");
+    drop(upstream);
+    let again = Berth::new();
+    again.ok(&["pull", &format!("{}/hub/library/busybox:1.35", mirror.addr)]);
+    assert_eq!(again.ok(&["images", "-q", "--no-trunc"]).trim(), id, "served from storage with the upstream gone");
+    let beside = format!("docker://{}/team/busybox:1", mirror.addr);
+    skopeo(&["copy", "--dest-tls-verify=false", &format!("oci-archive:{}", p(&tar)), &beside]);
+    let into = format!("docker://{}/hub/library/mine:1", mirror.addr);
+    let refused = Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false", &format!("oci-archive:{}", p(&tar)), &into])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success(), "no push into the mirrored prefix");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("mirrored from"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}
+
 pub(crate) fn htpasswd_file(dir: &Path) -> Option<PathBuf> {
     if !require_tool("htpasswd") {
         return None;
