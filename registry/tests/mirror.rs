@@ -344,3 +344,58 @@ async fn pushes_work_beside_mirrored_content_and_not_into_it() {
     let missing = reqwest::get(format!("http://{m}/v2/hub/library/nothing/manifests/1")).await.unwrap();
     assert_eq!(missing.status(), 404, "what the upstream lacks is unknown here too");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_index_is_stored_first_and_its_children_come_when_asked() {
+    let up = upstream().await;
+    let base = format!("http://{}", up.addr);
+    let token = upstream_token(&base).await;
+    let mut children = vec![];
+    for arch in ["amd64", "arm64"] {
+        let config = serde_json::to_vec(
+            &json!({"architecture": arch, "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}),
+        )
+        .unwrap();
+        put_blob(&base, &token, &config).await;
+        let m = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha(&config), "size": config.len()},
+            "layers": []})).unwrap();
+        let r = reqwest::Client::new()
+            .put(format!("{base}/v2/library/app/manifests/{}", sha(&m)))
+            .bearer_auth(&token)
+            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+            .body(m.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        children.push((sha(&m), m.len(), arch));
+    }
+    let index = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": children.iter().map(|(d, s, a)| json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": d, "size": s, "platform": {"os": "linux", "architecture": a}})).collect::<Vec<_>>()});
+    let r = reqwest::Client::new()
+        .put(format!("{base}/v2/library/app/manifests/multi"))
+        .bearer_auth(&token)
+        .header("content-type", "application/vnd.oci.image.index.v1+json")
+        .body(serde_json::to_vec(&index).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let (m, _root) = mirror(&up, Duration::from_secs(300), Duration::from_secs(5)).await;
+    let get = |reference: String| {
+        reqwest::Client::new()
+            .get(format!("http://{m}/v2/hub/library/app/manifests/{reference}"))
+            .header("accept", "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json")
+            .send()
+    };
+    let r = get("multi".into()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/vnd.oci.image.index.v1+json");
+    let (arm, _, _) = &children[1];
+    assert_eq!(up.gets(&format!("/manifests/{arm}")), 0, "no child is fetched with the index");
+    assert_eq!(get(arm.clone()).await.unwrap().status(), 200, "a child comes when a client asks for it");
+    assert_eq!(up.gets(&format!("/manifests/{arm}")), 1);
+    assert_eq!(up.gets(&format!("/manifests/{}", children[0].0)), 0, "and only that one");
+}

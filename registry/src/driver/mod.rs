@@ -12,7 +12,7 @@
 
 mod fs;
 mod memory;
-mod s3;
+pub(crate) mod s3;
 #[cfg(test)]
 pub(crate) mod testsuite;
 

@@ -16,6 +16,8 @@
 mod config;
 mod fill;
 mod manifests;
+#[cfg(test)]
+mod tests;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
