@@ -112,6 +112,48 @@ fn skopeo_and_berth_pull_through_a_mirror_and_push_beside_it() {
     );
 }
 
+#[test]
+fn a_mirror_of_cncf_distribution_with_htpasswd_uses_its_credentials() {
+    if !require_tool("skopeo") {
+        return;
+    }
+    let b = Berth::new();
+    let dir = tempfile::tempdir().unwrap();
+    let Some(htpasswd) = htpasswd_file(dir.path()) else { return };
+    let Some(dist) = crate::client::distribution(dir.path(), &htpasswd) else { return };
+    let Some((tar, id)) = busybox_archive(&b, dir.path()) else { return };
+    let upstream_image = format!("docker://{}/library/busybox:1.35", dist.addr);
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        "alice:s3cret",
+        &format!("oci-archive:{}", p(&tar)),
+        &upstream_image,
+    ]);
+    let password = dir.path().join("dist.pass");
+    std::fs::write(&password, "s3cret\n").unwrap();
+    let config = dir.path().join("mirror.toml");
+    let entry = |prefix: &str, file: &Path| {
+        format!("[[mirror]]\nprefix = \"{prefix}\"\nurl = \"http://{}\"\nusername = \"alice\"\npassword_file = \"{}\"\ntimeout = \"5s\"\n", dist.addr, p(file))
+    };
+    let wrong = dir.path().join("wrong.pass");
+    std::fs::write(&wrong, "nope").unwrap();
+    std::fs::write(&config, format!("{}\n{}", entry("dist", &password), entry("bad", &wrong))).unwrap();
+    let mirror = Server::start(&dir.path().join("mirror"), &["-c", &p(&config)]);
+    let through = format!("docker://{}/dist/library/busybox:1.35", mirror.addr);
+    assert_eq!(pull_back(&through, &["--src-tls-verify=false"], dir.path()), id, "through the htpasswd upstream");
+    let (status, _, body) = http(
+        &mirror.addr,
+        "GET",
+        "/v2/bad/library/busybox/manifests/1.35",
+        &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+        b"",
+    );
+    assert_eq!(status, 503, "wrong upstream credentials: {}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("UNAVAILABLE"));
+}
+
 pub(crate) fn htpasswd_file(dir: &Path) -> Option<PathBuf> {
     if !require_tool("htpasswd") {
         return None;
