@@ -45,6 +45,7 @@
 //! files per such request under `_gc/claims/`.
 
 mod claims;
+mod mirrored;
 #[cfg(test)]
 mod race;
 #[cfg(test)]
@@ -58,6 +59,7 @@ use futures_util::future::BoxFuture;
 use oci::{Digest, Manifest};
 
 pub(crate) use claims::claim;
+pub use mirrored::MirrorScope;
 
 use crate::domain::{Registry, RepoName};
 use crate::driver::StorageDriver;
@@ -75,10 +77,13 @@ pub struct GcReport {
     pub bytes: u64,
     /// Abandoned upload sessions purged, as (repository, upload id).
     pub uploads: Vec<(String, String)>,
+    /// Mirrored manifests evicted to fit a mirror's size limit, as (repository, digest);
+    /// they are among `manifests` too.
+    pub evicted: Vec<(String, Digest)>,
 }
 
 /// How a collection runs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct GcOptions {
     /// Only report.
     pub dry_run: bool,
@@ -86,6 +91,8 @@ pub struct GcOptions {
     pub grace: Duration,
     /// Upload sessions untouched for this long are purged.
     pub upload_age: Duration,
+    /// The pull-through mirror's repositories: kept untagged, evicted over a size limit.
+    pub mirrored: Vec<MirrorScope>,
 }
 
 /// distribution's default `uploadpurging` age.
@@ -108,7 +115,7 @@ type Hook<'a> = &'a (dyn Fn(Stage) -> BoxFuture<'static, ()> + Send + Sync);
 
 /// Runs one mark-and-sweep; with `dry_run` it only reports. Uploads age as by default.
 pub async fn collect(registry: &Registry, dry_run: bool, grace: Duration) -> Result<GcReport> {
-    collect_with(registry, GcOptions { dry_run, grace, upload_age: DEFAULT_UPLOAD_AGE }).await
+    collect_with(registry, GcOptions { dry_run, grace, upload_age: DEFAULT_UPLOAD_AGE, mirrored: Vec::new() }).await
 }
 
 /// Runs one mark-and-sweep and purges abandoned uploads, as `opts` say.
@@ -128,9 +135,14 @@ async fn collect_hooked(registry: &Registry, opts: GcOptions, hook: Hook<'_>) ->
     let log = claims::ClaimLog::open(driver.clone(), cutoff, opts.dry_run).await?;
     let mut sweep = Sweep { driver, dry_run: opts.dry_run, log, hook };
     let mut marks = Marks::default();
-    for repo in registry.catalog().await? {
-        mark_repository(registry, &repo, cutoff, &mut marks).await?;
+    let repos = registry.catalog().await?;
+    let evicted = mirrored::evictions(registry, &opts.mirrored, &repos).await?;
+    for repo in repos {
+        let mirror = mirrored::scope_of(&opts.mirrored, &repo).is_some();
+        mark_repository(registry, &repo, Roots { cutoff, mirrored: mirror, evicted: &evicted }, &mut marks).await?;
     }
+    report.evicted = evicted.into_iter().collect();
+    report.evicted.sort();
     hook(Stage::Marked).await;
     sweep_manifests(registry, &mut sweep, &mut marks, &mut report).await?;
     sweep_blobs(registry, &mut sweep, &marks, cutoff, &mut report).await?;
@@ -228,8 +240,19 @@ async fn read_manifests(
     Ok((subjects, indexes))
 }
 
+/// What keeps a repository's manifests: tags and revisions younger than `cutoff`, or, in a
+/// mirrored repository, every revision but the evicted ones.
+#[derive(Clone, Copy)]
+struct Roots<'a> {
+    cutoff: SystemTime,
+    mirrored: bool,
+    evicted: &'a HashSet<(String, Digest)>,
+}
+
 /// Marks what one repository's tags (and young revisions) reach; the rest is to unlink.
-async fn mark_repository(registry: &Registry, repo: &str, cutoff: SystemTime, marks: &mut Marks) -> Result<()> {
+async fn mark_repository(registry: &Registry, repo: &str, roots: Roots<'_>, marks: &mut Marks) -> Result<()> {
+    let Roots { cutoff, mirrored, evicted } = roots;
+    let is_evicted = |d: &Digest| evicted.contains(&(repo.to_owned(), d.clone()));
     let name: RepoName = repo.parse()?;
     let mut all: Vec<Digest> = Vec::new();
     for alg in [oci::Algorithm::Sha256, oci::Algorithm::Sha512] {
@@ -244,12 +267,15 @@ async fn mark_repository(registry: &Registry, repo: &str, cutoff: SystemTime, ma
     for tag in list(registry, &paths::tags_dir(repo)).await? {
         if let Ok(b) = registry.driver().get(&paths::tag_link(repo, &tag)).await {
             if let Ok(d) = String::from_utf8_lossy(&b).trim().parse::<Digest>() {
-                work.push(d);
+                if !is_evicted(&d) {
+                    work.push(d);
+                }
             }
         }
     }
     for d in &all {
-        if young(registry, &paths::revision_link(repo, d), cutoff).await? {
+        let kept = (mirrored && !is_evicted(d)) || young(registry, &paths::revision_link(repo, d), cutoff).await?;
+        if kept {
             work.push(d.clone());
         }
     }

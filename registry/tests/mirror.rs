@@ -148,6 +148,16 @@ async fn faulty(
 
 /// A mirror of `up` under `hub/`, without auth of its own.
 async fn mirror(up: &Upstream, tag_ttl: Duration, timeout: Duration) -> (SocketAddr, tempfile::TempDir) {
+    let (addr, root, _) = mirror_and_registry(up, tag_ttl, timeout).await;
+    (addr, root)
+}
+
+/// [`mirror`], with the registry under it (for garbage collection).
+async fn mirror_and_registry(
+    up: &Upstream,
+    tag_ttl: Duration,
+    timeout: Duration,
+) -> (SocketAddr, tempfile::TempDir, registry::domain::Registry) {
     let root = tempfile::tempdir().unwrap();
     let driver = Arc::new(registry::driver::FsDriver::new(root.path()).unwrap());
     let reg = registry::domain::Registry::new(driver);
@@ -158,7 +168,7 @@ async fn mirror(up: &Upstream, tag_ttl: Duration, timeout: Duration) -> (SocketA
     config.timeout = timeout;
     let m = Mirror::new(vec![config], reg.clone()).await.unwrap();
     let state = AppState {
-        registry: reg,
+        registry: reg.clone(),
         auth: Arc::new(Auth::none()),
         metrics: Arc::default(),
         read_only: false,
@@ -167,7 +177,7 @@ async fn mirror(up: &Upstream, tag_ttl: Duration, timeout: Duration) -> (SocketA
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(registry::server::serve(listener, registry::api::app(state), None, std::future::pending()));
-    (addr, root)
+    (addr, root, reg)
 }
 
 fn sha(b: &[u8]) -> String {
@@ -178,7 +188,9 @@ fn sha(b: &[u8]) -> String {
 /// layer of `layer_size` pseudo-random bytes; returns the layer and its digest.
 async fn push_image(up: &Upstream, tag: &str, layer_size: usize) -> (Vec<u8>, String) {
     let mut layer = Vec::with_capacity(layer_size);
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ layer_size as u64 ^ tag.len() as u64;
+    // Seeded by the size and the tag: different tags get different layers.
+    let seed = tag.bytes().fold(layer_size as u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ seed;
     while layer.len() < layer_size {
         x ^= x << 13;
         x ^= x >> 7;
@@ -398,4 +410,41 @@ async fn an_index_is_stored_first_and_its_children_come_when_asked() {
     assert_eq!(get(arm.clone()).await.unwrap().status(), 200, "a child comes when a client asks for it");
     assert_eq!(up.gets(&format!("/manifests/{arm}")), 1);
     assert_eq!(up.gets(&format!("/manifests/{}", children[0].0)), 0, "and only that one");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gc_keeps_mirrored_manifests_and_evicts_the_least_recently_pulled_over_the_limit() {
+    use registry::gc::{collect_with, GcOptions, MirrorScope, DEFAULT_UPLOAD_AGE};
+    let up = upstream().await;
+    let (a_layer, a) = push_image(&up, "old", 2 << 20).await;
+    let (b_layer, b) = push_image(&up, "newer", 2 << 20).await;
+    let (m, _root, reg) = mirror_and_registry(&up, Duration::from_secs(300), Duration::from_secs(5)).await;
+    assert_eq!(pull(m, "old", &a).await, (200, a_layer));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(pull(m, "newer", &b).await, (200, b_layer.clone()));
+    let gc = |max_size: Option<u64>| GcOptions {
+        dry_run: false,
+        grace: Duration::ZERO,
+        upload_age: DEFAULT_UPLOAD_AGE,
+        mirrored: vec![MirrorScope { prefix: Some("hub".into()), max_size }],
+    };
+    // A client has its bytes before the fill's commit ends: wait for both layers to be stored.
+    let name: registry::domain::RepoName = "hub/library/app".parse().unwrap();
+    for d in [&a, &b] {
+        let d: oci::Digest = d.parse().unwrap();
+        while reg.blob_size(&name, &d).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let kept = collect_with(&reg, gc(None)).await.unwrap();
+    assert!(kept.manifests.is_empty() && kept.blobs.is_empty(), "mirrored content is not garbage: {kept:?}");
+    let capped = collect_with(&reg, gc(Some(3 << 20))).await.unwrap();
+    assert_eq!(capped.evicted.len(), 1, "one image over 3 MiB: {capped:?}");
+    assert_eq!(capped.evicted[0].0, "hub/library/app");
+    let blobs: Vec<String> = capped.blobs.iter().map(ToString::to_string).collect();
+    assert!(blobs.contains(&a) && !blobs.contains(&b), "the least recently pulled went: {blobs:?}");
+    assert_eq!(pull(m, "newer", &b).await, (200, b_layer), "the other stays");
+    assert_eq!(up.gets(&format!("/blobs/{a}")), 1);
+    pull(m, "old", &a).await;
+    assert_eq!(up.gets(&format!("/blobs/{a}")), 2, "an evicted image is fetched again");
 }

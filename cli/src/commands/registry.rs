@@ -284,8 +284,12 @@ impl Gc {
         let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
         let report = rt.block_on(async {
             let driver = open_driver(&cfg).await?;
-            let opts =
-                registry::gc::GcOptions { dry_run: self.dry_run, grace: self.grace, upload_age: self.upload_age };
+            let opts = registry::gc::GcOptions {
+                dry_run: self.dry_run,
+                grace: self.grace,
+                upload_age: self.upload_age,
+                mirrored: cfg.mirrors.iter().map(registry::mirror::MirrorConfig::scope).collect(),
+            };
             anyhow::Ok(registry::gc::collect_with(&Registry::new(driver), opts).await?)
         })?;
         let verb = if self.dry_run { "would delete" } else { "deleted" };

@@ -74,6 +74,12 @@ impl Registry {
         self.write_link(&paths::tag_link(name.as_str(), tag), digest).await
     }
 
+    /// Rewrites a manifest's revision link, so its time says when it was last pulled (a
+    /// mirror's eviction order).
+    pub async fn touch_revision(&self, name: &RepoName, digest: &oci::Digest) -> Result<()> {
+        self.write_link(&paths::revision_link(name.as_str(), digest), digest).await
+    }
+
     /// When a file or directory last changed; None when it is missing or its driver keeps no
     /// times (S3 has no directories).
     async fn modified(&self, path: &str) -> Result<Option<SystemTime>> {

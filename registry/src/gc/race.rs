@@ -86,7 +86,8 @@ async fn round(server: &Registry, gc: &Registry, n: usize, tally: &mut Tally) ->
     let image = Image::new(&format!("round {n}"));
     leftovers(server.driver().as_ref(), &image).await;
     let collector = gc.clone();
-    let opts = GcOptions { dry_run: false, grace: Duration::ZERO, upload_age: DEFAULT_UPLOAD_AGE };
+    let opts =
+        GcOptions { dry_run: false, grace: Duration::ZERO, upload_age: DEFAULT_UPLOAD_AGE, mirrored: Vec::new() };
     let collection = tokio::spawn(async move { collect_with(&collector, opts).await });
     let pushes: Vec<_> = [Reuse::Head, Reuse::Mount, Reuse::Upload]
         .into_iter()

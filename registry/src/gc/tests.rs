@@ -82,7 +82,7 @@ pub(super) async fn pull_complete(registry: &Registry, repo: &RepoName, tag: &st
 }
 
 fn now() -> GcOptions {
-    GcOptions { dry_run: false, grace: Duration::ZERO, upload_age: DEFAULT_UPLOAD_AGE }
+    GcOptions { dry_run: false, grace: Duration::ZERO, upload_age: DEFAULT_UPLOAD_AGE, mirrored: Vec::new() }
 }
 
 /// Runs a collection that calls `act` once every repository is marked.

@@ -34,6 +34,36 @@ pub struct MirrorConfig {
     pub insecure: bool,
     /// A PEM file of CA certificates the upstream's certificate chains to.
     pub ca_file: Option<PathBuf>,
+    /// The most bytes this mirror's content may hold: garbage collection evicts the
+    /// manifests pulled least recently beyond it (`"50GB"`, `"20GiB"`, bytes).
+    #[serde(default, deserialize_with = "size")]
+    pub max_size: Option<u64>,
+}
+
+/// Reads `"50GB"`, `"20GiB"`, `"500MB"` or a number of bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: f64 = n.parse().map_err(|_| format!("{text:?}: a size is a number with a unit, as \"50GB\""))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1000,
+        "mb" => 1000_u64.pow(2),
+        "gb" => 1000_u64.pow(3),
+        "tb" => 1000_u64.pow(4),
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        u => return Err(format!("{text:?}: unknown unit {u:?}")),
+    };
+    Ok((n * factor as f64) as u64)
+}
+
+fn size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_size(&text).map(Some).map_err(serde::de::Error::custom)
 }
 
 fn tag_ttl() -> Duration {
@@ -62,6 +92,7 @@ impl MirrorConfig {
             timeout: timeout(),
             insecure: false,
             ca_file: None,
+            max_size: None,
         };
         config.check()?;
         Ok(config)
@@ -77,6 +108,11 @@ impl MirrorConfig {
             oci::reference::check_repository_path(p).map_err(|e| format!("mirror prefix {p:?}: {e}"))?;
         }
         Ok(())
+    }
+
+    /// What garbage collection needs of this entry.
+    pub fn scope(&self) -> crate::gc::MirrorScope {
+        crate::gc::MirrorScope { prefix: self.prefix.clone(), max_size: self.max_size }
     }
 
     /// The upstream repository for `name`, when this entry serves it.
@@ -105,5 +141,10 @@ mod tests {
         assert!(MirrorConfig::parse_flag("registry-1.docker.io").is_err(), "a scheme is needed");
         assert!(MirrorConfig::parse_flag("hub=https://h/x").is_err(), "no path in the upstream");
         assert!(MirrorConfig::parse_flag("Bad=https://h").is_err(), "a prefix is a repository name");
+        assert_eq!(parse_size("50GB"), Ok(50_000_000_000));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("1.5 MB"), Ok(1_500_000));
+        assert_eq!(parse_size("1234"), Ok(1234));
+        assert!(parse_size("12 parsecs").is_err());
     }
 }

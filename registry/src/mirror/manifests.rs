@@ -46,38 +46,49 @@ impl Mirror {
     ) -> Result<Response> {
         let (up, upstream_repo) =
             self.route(name).ok_or_else(|| crate::error::RegistryError::new(ErrorCode::NameUnknown, "not mirrored"))?;
-        self.ensure_manifest(up, name, upstream_repo, reference).await?;
+        let digest = self.ensure_manifest(up, name, upstream_repo, reference).await?;
+        self.touch(name, &digest).await;
         crate::api::get_stored_manifest(state, name, reference, head).await
     }
 
-    async fn ensure_manifest(&self, up: &Arc<Upstream>, name: &RepoName, repo: &str, reference: &str) -> Result<()> {
+    /// Makes sure storage holds a good copy of `reference` (or the best there is while the
+    /// upstream fails); returns its digest.
+    async fn ensure_manifest(
+        &self,
+        up: &Arc<Upstream>,
+        name: &RepoName,
+        repo: &str,
+        reference: &str,
+    ) -> Result<Digest> {
         let lock = self.locks.get(format!("{name}@{reference}"));
         let _one_fetch = lock.lock().await;
         let local = self.local(up, name, reference).await?;
-        if local.as_ref().is_some_and(|l| l.fresh) {
+        if let Some(fresh) = local.as_ref().filter(|l| l.fresh) {
             bump(&up.stats.hits, 1);
-            return Ok(());
+            return Ok(fresh.digest.clone());
         }
         if let Some(stale) = &local {
             // A tag past its TTL: a HEAD says whether it moved.
             match tokio::time::timeout(up.config.timeout, up.remote.head_manifest(repo, reference)).await {
                 Ok(Ok(d)) if d == stale.digest => {
                     bump(&up.stats.revalidations, 1);
-                    return self.registry.touch_tag(name, reference, &d).await;
+                    self.registry.touch_tag(name, reference, &d).await?;
+                    return Ok(d);
                 }
                 Ok(Ok(_)) => {}
-                Ok(Err(e)) => return self.serve_stale(up, name, reference, &e.to_string()),
-                Err(_) => return self.serve_stale(up, name, reference, "timed out"),
+                Ok(Err(e)) => return Ok(self.serve_stale(up, name, reference, stale, &e.to_string())),
+                Err(_) => return Ok(self.serve_stale(up, name, reference, stale, "timed out")),
             }
         }
         bump(&up.stats.misses, 1);
         let what = format!("manifest {repo}:{reference}");
-        let fetched = match tokio::time::timeout(up.config.timeout, up.remote.manifest(repo, reference)).await {
-            Ok(Ok(m)) => m,
-            Ok(Err(e)) if local.is_some() => return self.serve_stale(up, name, reference, &e.to_string()),
-            Err(_) if local.is_some() => return self.serve_stale(up, name, reference, "timed out"),
-            Ok(Err(e)) => return Err(upstream_error(up, &what, ErrorCode::ManifestUnknown, &e)),
-            Err(_) => return Err(timed_out(up, &what)),
+        let fetched = match (tokio::time::timeout(up.config.timeout, up.remote.manifest(repo, reference)).await, &local)
+        {
+            (Ok(Ok(m)), _) => m,
+            (Ok(Err(e)), Some(stale)) => return Ok(self.serve_stale(up, name, reference, stale, &e.to_string())),
+            (Err(_), Some(stale)) => return Ok(self.serve_stale(up, name, reference, stale, "timed out")),
+            (Ok(Err(e)), None) => return Err(upstream_error(up, &what, ErrorCode::ManifestUnknown, &e)),
+            (Err(_), None) => return Err(timed_out(up, &what)),
         };
         if let Ok(oci::Manifest::Image(image)) = oci::Manifest::parse(&fetched.bytes, Some(&fetched.media_type)) {
             // A stored image manifest needs its config; layers come when asked for.
@@ -86,7 +97,7 @@ impl Mirror {
             self.fill_to_storage(up, name, repo, &config).await?;
         }
         self.registry.put_manifest_tagged(name, reference, Some(&fetched.media_type), fetched.bytes, &[]).await?;
-        Ok(())
+        Ok(fetched.digest)
     }
 
     /// What storage holds for `reference`: a digest is always fresh; a tag is fresh while
@@ -105,10 +116,10 @@ impl Mirror {
         Ok(Some(Local { digest, fresh: age.is_some_and(|a| a < up.config.tag_ttl) }))
     }
 
-    fn serve_stale(&self, up: &Upstream, name: &RepoName, reference: &str, why: &str) -> Result<()> {
+    fn serve_stale(&self, up: &Upstream, name: &RepoName, reference: &str, stale: &Local, why: &str) -> Digest {
         bump(&up.stats.stale, 1);
         bump(&up.stats.errors, 1);
         tracing::warn!(upstream = %up.config.url, repository = %name, reference, why, "mirror: upstream failed; serving the stored copy");
-        Ok(())
+        stale.digest.clone()
     }
 }

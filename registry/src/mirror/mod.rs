@@ -22,7 +22,7 @@ mod tests;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-pub use config::MirrorConfig;
+pub use config::{parse_size, MirrorConfig};
 
 use crate::domain::{Registry, RepoName};
 use crate::error::{ErrorCode, RegistryError};
@@ -34,7 +34,12 @@ pub struct Mirror {
     registry: Registry,
     fills: fill::Fills,
     locks: manifests::Locks,
+    /// When each (repository, manifest) was last recorded as pulled.
+    touched: std::sync::Mutex<std::collections::HashMap<(String, oci::Digest), std::time::Instant>>,
 }
+
+/// How often a manifest's pull is written down (gc's eviction needs no finer time).
+const TOUCH_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// One mirror entry.
 struct Upstream {
@@ -86,6 +91,7 @@ impl Mirror {
             registry: registry.allow_sparse(true),
             fills: fill::Fills::new(spool),
             locks: manifests::Locks::default(),
+            touched: std::sync::Mutex::default(),
         })
     }
 
@@ -99,6 +105,30 @@ impl Mirror {
             .max_by_key(|(_, _, len)| *len)
             .map(|(u, r, _)| (u, r));
         by_prefix.or_else(|| self.upstreams.iter().find(|u| u.config.prefix.is_none()).map(|u| (u, name.as_str())))
+    }
+
+    /// The mirror's repositories as garbage collection sees them.
+    pub fn gc_scopes(&self) -> Vec<crate::gc::MirrorScope> {
+        self.upstreams.iter().map(|u| u.config.scope()).collect()
+    }
+
+    /// Records that a manifest was served, at most every few minutes per manifest: its
+    /// revision link's time is what garbage collection evicts the least recent by.
+    async fn touch(&self, name: &RepoName, digest: &oci::Digest) {
+        let key = (name.to_string(), digest.clone());
+        {
+            let mut touched = self.touched.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if touched.get(&key).is_some_and(|t| t.elapsed() < TOUCH_EVERY) {
+                return;
+            }
+            if touched.len() > 100_000 {
+                touched.clear();
+            }
+            touched.insert(key, std::time::Instant::now());
+        }
+        if let Err(e) = self.registry.touch_revision(name, digest).await {
+            tracing::warn!(repository = %name, %digest, error = %e, "mirror: could not record a pull");
+        }
     }
 
     /// True when `name` is mirrored content (pushes to it are refused).

@@ -161,7 +161,8 @@ pub(super) async fn gc(
         );
     };
     let dry_run = f.mode != "run";
-    let opts = GcOptions { dry_run, grace: ui.config.gc_grace, upload_age: DEFAULT_UPLOAD_AGE };
+    let mirrored = ui.app.mirror.as_ref().map(|m| m.gc_scopes()).unwrap_or_default();
+    let opts = GcOptions { dry_run, grace: ui.config.gc_grace, upload_age: DEFAULT_UPLOAD_AGE, mirrored };
     let report = match crate::gc::collect_with(&ui.app.registry, opts).await {
         Ok(r) => r,
         Err(e) => {
