@@ -154,6 +154,106 @@ fn a_mirror_of_cncf_distribution_with_htpasswd_uses_its_credentials() {
     assert!(String::from_utf8_lossy(&body).contains("UNAVAILABLE"));
 }
 
+/// A containerd of the test's own (its socket, root and state in `dir`), stopped on drop.
+struct Containerd {
+    child: std::process::Child,
+    socket: PathBuf,
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn containerd(dir: &Path) -> Option<Containerd> {
+    if !require_tool("containerd") || !require_tool("ctr") {
+        return None;
+    }
+    if !rustix::process::geteuid().is_root() {
+        assert!(!crate::util::strict(), "the containerd test needs root (BERTH_TEST_STRICT=1)");
+        eprintln!("skipping: containerd needs root");
+        return None;
+    }
+    let socket = dir.join("containerd.sock");
+    let config = dir.join("containerd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "version = 2\nroot = \"{}\"\nstate = \"{}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{}\"\n",
+            p(&dir.join("root")),
+            p(&dir.join("state")),
+            p(&socket)
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
+    let child = Command::new("containerd")
+        .arg("--config")
+        .arg(&config)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let ctd = Containerd { child, socket };
+    for _ in 0..100 {
+        let up = Command::new("ctr").arg("--address").arg(&ctd.socket).arg("version").output().unwrap();
+        if up.status.success() {
+            return Some(ctd);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("containerd did not start: {}", std::fs::read_to_string(dir.join("containerd.log")).unwrap_or_default());
+}
+
+#[test]
+fn containerd_pulls_docker_hub_names_through_berth_as_its_mirror() {
+    if !require_tool("skopeo") {
+        return;
+    }
+    let b = Berth::new();
+    let dir = tempfile::tempdir().unwrap();
+    let Some(ctd) = containerd(dir.path()) else { return };
+    let Some((tar, _)) = busybox_archive(&b, dir.path()) else { return };
+    // The upstream stands in for Docker Hub; berth mirrors it at the root, as containerd asks.
+    let upstream = Server::start(&dir.path().join("upstream"), &[]);
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci-archive:{}", p(&tar)),
+        &format!("docker://{}/library/busybox:1.35", upstream.addr),
+    ]);
+    let mirror = Server::start(&dir.path().join("mirror"), &["--mirror", &format!("http://{}", upstream.addr)]);
+    let hosts = dir.path().join("certs.d/docker.io");
+    std::fs::create_dir_all(&hosts).unwrap();
+    std::fs::write(
+        hosts.join("hosts.toml"),
+        format!("server = \"https://registry-1.docker.io\"\n\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n", mirror.addr),
+    )
+    .unwrap();
+    let out = Command::new("ctr")
+        .arg("--address")
+        .arg(&ctd.socket)
+        .args(["images", "pull", "--hosts-dir"])
+        .arg(dir.path().join("certs.d"))
+        .arg("docker.io/library/busybox:1.35")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ctr pull: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = Command::new("ctr").arg("--address").arg(&ctd.socket).args(["images", "ls", "-q"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("docker.io/library/busybox:1.35"));
+    let (_, _, metrics) = http(&mirror.addr, "GET", "/metrics", &[], b"");
+    let metrics = String::from_utf8_lossy(&metrics).into_owned();
+    let misses = metrics.lines().find(|l| l.starts_with("berth_mirror_misses_total")).unwrap_or_default();
+    assert!(!misses.ends_with(" 0"), "the pull went through the mirror: {misses}");
+}
+
 pub(crate) fn htpasswd_file(dir: &Path) -> Option<PathBuf> {
     if !require_tool("htpasswd") {
         return None;
