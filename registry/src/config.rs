@@ -43,6 +43,8 @@
 //! password = "..."
 //! tag_ttl = "5m"                 # tags served from storage this long, then a HEAD
 //! timeout = "30s"                # upstream answer (and between chunks)
+//! max_size = "50GB"              # gc evicts the least recently pulled beyond it
+//! # insecure = true; ca_file = "/etc/berth/upstream-ca.pem"
 //!
 //! [ui]                           # the web UI under / (the API stays under /v2/)
 //! enabled = true

@@ -141,10 +141,12 @@ async fn collect_hooked(registry: &Registry, opts: GcOptions, hook: Hook<'_>) ->
         let mirror = mirrored::scope_of(&opts.mirrored, &repo).is_some();
         mark_repository(registry, &repo, Roots { cutoff, mirrored: mirror, evicted: &evicted }, &mut marks).await?;
     }
-    report.evicted = evicted.into_iter().collect();
-    report.evicted.sort();
+    let evicted_now = evicted;
     hook(Stage::Marked).await;
     sweep_manifests(registry, &mut sweep, &mut marks, &mut report).await?;
+    // Only what was unlinked: an evicted manifest still in its grace period stays.
+    report.evicted =
+        report.manifests.iter().filter(|(r, d)| evicted_now.contains(&(r.clone(), d.clone()))).cloned().collect();
     sweep_blobs(registry, &mut sweep, &marks, cutoff, &mut report).await?;
     Ok(report)
 }

@@ -158,6 +158,16 @@ async fn mirror_and_registry(
     tag_ttl: Duration,
     timeout: Duration,
 ) -> (SocketAddr, tempfile::TempDir, registry::domain::Registry) {
+    mirror_with_auth(up, tag_ttl, timeout, Auth::none()).await
+}
+
+/// [`mirror_and_registry`], with the mirror's own auth.
+async fn mirror_with_auth(
+    up: &Upstream,
+    tag_ttl: Duration,
+    timeout: Duration,
+    auth: Auth,
+) -> (SocketAddr, tempfile::TempDir, registry::domain::Registry) {
     let root = tempfile::tempdir().unwrap();
     let driver = Arc::new(registry::driver::FsDriver::new(root.path()).unwrap());
     let reg = registry::domain::Registry::new(driver);
@@ -169,7 +179,7 @@ async fn mirror_and_registry(
     let m = Mirror::new(vec![config], reg.clone()).await.unwrap();
     let state = AppState {
         registry: reg.clone(),
-        auth: Arc::new(Auth::none()),
+        auth: Arc::new(auth),
         metrics: Arc::default(),
         read_only: false,
         mirror: Some(Arc::new(m)),
@@ -447,4 +457,76 @@ async fn gc_keeps_mirrored_manifests_and_evicts_the_least_recently_pulled_over_t
     assert_eq!(up.gets(&format!("/blobs/{a}")), 1);
     pull(m, "old", &a).await;
     assert_eq!(up.gets(&format!("/blobs/{a}")), 2, "an evicted image is fetched again");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_range_of_a_missing_blob_is_served_from_storage_once_filled() {
+    let up = upstream().await;
+    let (layer, digest) = push_image(&up, "1.0", 1 << 20).await;
+    let (m, _root) = mirror(&up, Duration::from_secs(300), Duration::from_secs(5)).await;
+    assert_eq!(pull(m, "1.0", "sha256:0000000000000000000000000000000000000000000000000000000000000000").await.0, 404);
+    let r = reqwest::Client::new()
+        .get(format!("http://{m}/v2/hub/library/app/blobs/{digest}"))
+        .header("range", "bytes=1000-1999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert!(r.bytes().await.unwrap() == layer[1000..2000]);
+    assert_eq!(up.gets(&format!("/blobs/{digest}")), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn anonymous_reads_can_be_opened_for_the_mirrored_prefix_alone() {
+    let up = upstream().await;
+    let (layer, digest) = push_image(&up, "1.0", 1000).await;
+    let users = HashMap::from([("me".to_owned(), bcrypt::hash("pw", 4).unwrap())]);
+    let grants = vec![
+        Grant { account: "anonymous".into(), repository: "hub/*".into(), actions: vec![Action::Pull] },
+        Grant { account: "me".into(), repository: "*".into(), actions: vec![Action::Pull, Action::Push] },
+    ];
+    let auth = Auth::new(Mode::Htpasswd, users, grants, vec![], Realm::FromHost, "mirror".into(), false);
+    let (m, _root, _) = mirror_with_auth(&up, Duration::from_secs(300), Duration::from_secs(5), auth).await;
+    assert_eq!(pull(m, "1.0", &digest).await, (200, layer), "anonymous pulls of mirrored content");
+    let private = reqwest::get(format!("http://{m}/v2/team/app/tags/list")).await.unwrap();
+    assert_eq!(private.status(), 401, "private repositories still need an account");
+    let push =
+        reqwest::Client::new().post(format!("http://{m}/v2/hub/library/app/blobs/uploads/")).send().await.unwrap();
+    assert_eq!(push.status(), 401, "and anonymous may not push");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gc_while_a_blob_is_filling_leaves_the_fill_whole() {
+    use registry::gc::{collect_with, GcOptions, DEFAULT_UPLOAD_AGE};
+    let up = upstream().await;
+    let (layer, digest) = push_image(&up, "1.0", 2 << 20).await;
+    let (m, _root, reg) = mirror_and_registry(&up, Duration::from_secs(300), Duration::from_secs(10)).await;
+    let r = reqwest::Client::new()
+        .get(format!("http://{m}/v2/hub/library/app/manifests/1.0"))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    up.set(Fault::Slow);
+    let r = reqwest::get(format!("http://{m}/v2/hub/library/app/blobs/{digest}")).await.unwrap();
+    let mut body = r.bytes_stream();
+    let mut got = body.next().await.unwrap().unwrap().to_vec();
+    assert!(!up.body_done.load(Ordering::SeqCst), "the fill is still running");
+    // Not even a mirror scope or a grace period: the fill's bytes are an upload session.
+    let opts = GcOptions { dry_run: false, grace: Duration::ZERO, upload_age: DEFAULT_UPLOAD_AGE, mirrored: vec![] };
+    let report = collect_with(&reg, opts).await.unwrap();
+    assert!(report.uploads.is_empty(), "the fill's session is not purged: {report:?}");
+    while let Some(c) = body.next().await {
+        got.extend_from_slice(&c.unwrap());
+    }
+    assert!(got == layer);
+    up.set(Fault::Hang);
+    let name: registry::domain::RepoName = "hub/library/app".parse().unwrap();
+    let d: oci::Digest = digest.parse().unwrap();
+    while reg.blob_size(&name, &d).await.is_err() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let again = reqwest::get(format!("http://{m}/v2/hub/library/app/blobs/{digest}")).await.unwrap();
+    assert!(again.bytes().await.unwrap() == layer, "the committed blob is whole, from storage");
 }

@@ -62,8 +62,13 @@ pub(super) async fn evictions(
 
 async fn read_revisions(registry: &Registry, repo: &str) -> Result<Vec<Revision>> {
     let mut out = Vec::new();
-    for hex in super::list(registry, &paths::revisions_dir(repo, oci::Algorithm::Sha256)).await? {
-        let Ok(digest) = Digest::new(oci::Algorithm::Sha256, &hex) else { continue };
+    let mut digests = Vec::new();
+    for alg in [oci::Algorithm::Sha256, oci::Algorithm::Sha512] {
+        for hex in super::list(registry, &paths::revisions_dir(repo, alg)).await? {
+            digests.extend(Digest::new(alg, &hex).ok());
+        }
+    }
+    for digest in digests {
         let pulled = match registry.driver().stat(&paths::revision_link(repo, &digest)).await {
             Ok(i) => i.modified,
             Err(e) if e.is_not_found() => continue,

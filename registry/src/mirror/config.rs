@@ -104,6 +104,12 @@ impl MirrorConfig {
         if host.is_none_or(|h| h.is_empty() || h.trim_end_matches('/').contains('/')) {
             return Err(format!("mirror {:?}: the upstream must be http(s)://HOST[:PORT]", self.url));
         }
+        if host.is_some_and(|h| h.contains('@')) {
+            return Err(format!(
+                "mirror {:?}: put credentials in username and password_file, not in the URL",
+                self.url
+            ));
+        }
         if let Some(p) = &self.prefix {
             oci::reference::check_repository_path(p).map_err(|e| format!("mirror prefix {p:?}: {e}"))?;
         }
@@ -140,6 +146,7 @@ mod tests {
         assert_eq!(ghcr.upstream_repository("ghcr"), None);
         assert!(MirrorConfig::parse_flag("registry-1.docker.io").is_err(), "a scheme is needed");
         assert!(MirrorConfig::parse_flag("hub=https://h/x").is_err(), "no path in the upstream");
+        assert!(MirrorConfig::parse_flag("https://me:secret@h").is_err(), "no credentials in the URL");
         assert!(MirrorConfig::parse_flag("Bad=https://h").is_err(), "a prefix is a repository name");
         assert_eq!(parse_size("50GB"), Ok(50_000_000_000));
         assert_eq!(parse_size("2GiB"), Ok(2 << 30));

@@ -30,8 +30,12 @@ use crate::error::{ErrorCode, RegistryError, Result};
 /// The fills running now, by digest, and where their spool files go.
 pub(super) struct Fills {
     spool: tempfile::TempDir,
-    active: Arc<Mutex<HashMap<Digest, Arc<Fill>>>>,
+    /// By upstream, upstream repository and digest: a fill answers only for where it reads.
+    active: Arc<Mutex<HashMap<FillKey, Arc<Fill>>>>,
 }
+
+/// What a fill is for: (upstream URL, upstream repository, digest).
+type FillKey = (String, String, Digest);
 
 /// One download in progress.
 struct Fill {
@@ -182,8 +186,9 @@ impl Mirror {
     }
 
     fn join_or_start(&self, up: &Arc<Upstream>, name: &RepoName, repo: &str, digest: &Digest) -> Arc<Fill> {
+        let key = (up.config.url.clone(), repo.to_owned(), digest.clone());
         let mut active = self.fills.active.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(f) = active.get(digest) {
+        if let Some(f) = active.get(&key) {
             return f.clone();
         }
         let path = self.fills.spool.path().join(format!("{}-{}", digest.hex(), uuid::Uuid::new_v4()));
@@ -194,7 +199,7 @@ impl Mirror {
             commit: Mutex::new(None),
             changed: Notify::new(),
         });
-        active.insert(digest.clone(), fill.clone());
+        active.insert(key.clone(), fill.clone());
         bump(&up.stats.misses, 1);
         let job = Job {
             fill: fill.clone(),
@@ -206,9 +211,8 @@ impl Mirror {
         };
         let active = self.fills.active.clone();
         tokio::spawn(async move {
-            let digest = job.digest.clone();
             job.run().await;
-            active.lock().unwrap_or_else(PoisonError::into_inner).remove(&digest);
+            active.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
         });
         fill
     }

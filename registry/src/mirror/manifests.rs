@@ -103,8 +103,10 @@ impl Mirror {
     /// What storage holds for `reference`: a digest is always fresh; a tag is fresh while
     /// younger than the TTL.
     async fn local(&self, up: &Upstream, name: &RepoName, reference: &str) -> Result<Option<Local>> {
-        let digest = match self.registry.resolve_manifest(name, reference).await {
-            Ok(d) => d,
+        // Read, not just resolved: a link whose manifest gc took (a pull racing an
+        // eviction) counts as missing, and the fetch below links it again.
+        let digest = match self.registry.get_manifest(name, reference).await {
+            Ok(m) => m.digest,
             Err(e) if matches!(e.code, ErrorCode::ManifestUnknown | ErrorCode::NameUnknown) => return Ok(None),
             Err(e) => return Err(e),
         };

@@ -67,9 +67,13 @@ impl Mirror {
     /// The mirror over `registry` for `entries`; credentials from files and helpers are read
     /// now, so a wrong one fails at start-up, not at the first pull.
     pub async fn new(entries: Vec<MirrorConfig>, registry: Registry) -> Result<Mirror, String> {
-        let mut upstreams = Vec::new();
+        let mut upstreams: Vec<Arc<Upstream>> = Vec::new();
         for config in entries {
             config.check()?;
+            if let Some(twin) = upstreams.iter().find(|u| u.config.prefix == config.prefix) {
+                let at = config.prefix.as_deref().map_or("the root".to_owned(), |p| format!("prefix {p:?}"));
+                return Err(format!("two mirrors at {at}: {} and {}", twin.config.url, config.url));
+            }
             let host = config.url.split("://").nth(1).unwrap_or_default().trim_end_matches('/').to_owned();
             let opts = oci::client::ClientOptions {
                 insecure: if config.insecure || config.url.starts_with("http://") { vec![host] } else { vec![] },
