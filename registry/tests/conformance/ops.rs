@@ -74,7 +74,12 @@ async fn gc_purges_abandoned_uploads_and_keeps_recent_ones() {
     assert_eq!(r.status, StatusCode::ACCEPTED);
     let location = r.headers.get("location").and_then(|v| v.to_str().ok()).unwrap().to_owned();
     let registry = c.state.registry.clone();
-    let aged = |upload_age| registry::gc::GcOptions { dry_run: false, grace: Duration::ZERO, upload_age, mirrored: Vec::new() };
+    let aged = |upload_age| registry::gc::GcOptions {
+        dry_run: false,
+        grace: Duration::ZERO,
+        upload_age,
+        mirrored: Vec::new(),
+    };
     // A session written to just now is not abandoned.
     let r = registry::gc::collect_with(&registry, aged(Duration::from_secs(3600))).await.unwrap();
     assert!(r.uploads.is_empty(), "{:?}", r.uploads);
