@@ -220,17 +220,29 @@ async fn push_image(up: &Upstream, tag: &str, layer_size: usize) -> (Vec<u8>, St
     let manifest = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha(&config), "size": config.len()},
         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha(&layer), "size": layer.len()}]});
+    put_manifest(
+        &base,
+        &token,
+        &tag,
+        "application/vnd.oci.image.manifest.v1+json",
+        serde_json::to_vec(&manifest).unwrap(),
+    )
+    .await;
+    let digest = sha(&layer);
+    (layer, digest)
+}
+
+/// PUTs a manifest to the upstream's `library/app` as account `up`.
+async fn put_manifest(base: &str, token: &str, reference: &str, media_type: &str, body: Vec<u8>) {
     let r = reqwest::Client::new()
-        .put(format!("{base}/v2/library/app/manifests/{tag}"))
-        .bearer_auth(&token)
-        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-        .body(serde_json::to_vec(&manifest).unwrap())
+        .put(format!("{base}/v2/library/app/manifests/{reference}"))
+        .bearer_auth(token)
+        .header("content-type", media_type)
+        .body(body)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let digest = sha(&layer);
-    (layer, digest)
 }
 
 async fn upstream_token(base: &str) -> String {
@@ -382,29 +394,20 @@ async fn an_index_is_stored_first_and_its_children_come_when_asked() {
         let m = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha(&config), "size": config.len()},
             "layers": []})).unwrap();
-        let r = reqwest::Client::new()
-            .put(format!("{base}/v2/library/app/manifests/{}", sha(&m)))
-            .bearer_auth(&token)
-            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-            .body(m.clone())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
+        put_manifest(&base, &token, &sha(&m), "application/vnd.oci.image.manifest.v1+json", m.clone()).await;
         children.push((sha(&m), m.len(), arch));
     }
     let index = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
         "manifests": children.iter().map(|(d, s, a)| json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
             "digest": d, "size": s, "platform": {"os": "linux", "architecture": a}})).collect::<Vec<_>>()});
-    let r = reqwest::Client::new()
-        .put(format!("{base}/v2/library/app/manifests/multi"))
-        .bearer_auth(&token)
-        .header("content-type", "application/vnd.oci.image.index.v1+json")
-        .body(serde_json::to_vec(&index).unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    put_manifest(
+        &base,
+        &token,
+        "multi",
+        "application/vnd.oci.image.index.v1+json",
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .await;
     let (m, _root) = mirror(&up, Duration::from_secs(300), Duration::from_secs(5)).await;
     let get = |reference: String| {
         reqwest::Client::new()

@@ -23,6 +23,11 @@ pub(crate) fn busybox_archive(b: &Berth, dir: &Path) -> Option<(PathBuf, String)
     Some((tar, id))
 }
 
+/// Copies an OCI archive to a plain-HTTP registry with skopeo (`image` is `docker://...`).
+fn push_archive(tar: &Path, image: &str) {
+    skopeo(&["copy", "--dest-tls-verify=false", &format!("oci-archive:{}", p(tar)), image]);
+}
+
 pub(crate) fn skopeo(args: &[&str]) -> String {
     run_tool(Command::new("skopeo").args(args))
 }
@@ -56,7 +61,7 @@ fn skopeo_pushes_and_pulls_over_plain_http() {
     };
     let server = Server::start(&dir.path().join("registry"), &[]);
     let image = format!("docker://{}/library/busybox:1.35", server.addr);
-    skopeo(&["copy", "--dest-tls-verify=false", &format!("oci-archive:{}", p(&tar)), &image]);
+    push_archive(&tar, &image);
     let inspect: serde_json::Value = serde_json::from_str(&skopeo(&["inspect", "--tls-verify=false", &image])).unwrap();
     assert_eq!(inspect["RepoTags"], serde_json::json!(["1.35"]));
     assert_eq!(pull_back(&image, &["--src-tls-verify=false"], dir.path()), id);
@@ -79,12 +84,7 @@ fn skopeo_and_berth_pull_through_a_mirror_and_push_beside_it() {
         return;
     };
     let upstream = Server::start(&dir.path().join("upstream"), &[]);
-    skopeo(&[
-        "copy",
-        "--dest-tls-verify=false",
-        &format!("oci-archive:{}", p(&tar)),
-        &format!("docker://{}/library/busybox:1.35", upstream.addr),
-    ]);
+    push_archive(&tar, &format!("docker://{}/library/busybox:1.35", upstream.addr));
     let mirror_flag = format!("hub=http://{}", upstream.addr);
     let mirror = Server::start(&dir.path().join("mirror"), &["--mirror", &mirror_flag]);
     let through = format!("docker://{}/hub/library/busybox:1.35", mirror.addr);
@@ -98,7 +98,7 @@ fn skopeo_and_berth_pull_through_a_mirror_and_push_beside_it() {
     again.ok(&["pull", &format!("{}/hub/library/busybox:1.35", mirror.addr)]);
     assert_eq!(again.ok(&["images", "-q", "--no-trunc"]).trim(), id, "served from storage with the upstream gone");
     let beside = format!("docker://{}/team/busybox:1", mirror.addr);
-    skopeo(&["copy", "--dest-tls-verify=false", &format!("oci-archive:{}", p(&tar)), &beside]);
+    push_archive(&tar, &beside);
     let into = format!("docker://{}/hub/library/mine:1", mirror.addr);
     let refused = Command::new("skopeo")
         .args(["copy", "--dest-tls-verify=false", &format!("oci-archive:{}", p(&tar)), &into])
@@ -218,12 +218,7 @@ fn containerd_pulls_docker_hub_names_through_berth_as_its_mirror() {
     let Some((tar, _)) = busybox_archive(&b, dir.path()) else { return };
     // The upstream stands in for Docker Hub; berth mirrors it at the root, as containerd asks.
     let upstream = Server::start(&dir.path().join("upstream"), &[]);
-    skopeo(&[
-        "copy",
-        "--dest-tls-verify=false",
-        &format!("oci-archive:{}", p(&tar)),
-        &format!("docker://{}/library/busybox:1.35", upstream.addr),
-    ]);
+    push_archive(&tar, &format!("docker://{}/library/busybox:1.35", upstream.addr));
     let mirror = Server::start(&dir.path().join("mirror"), &["--mirror", &format!("http://{}", upstream.addr)]);
     let hosts = dir.path().join("certs.d/docker.io");
     std::fs::create_dir_all(&hosts).unwrap();
@@ -552,12 +547,7 @@ fn two_processes_on_one_root_serve_each_others_pushes() {
     };
     let root = dir.path().join("registry");
     let (a, c) = (Server::start(&root, &[]), Server::start(&root, &[]));
-    skopeo(&[
-        "copy",
-        "--dest-tls-verify=false",
-        &format!("oci-archive:{}", p(&tar)),
-        &format!("docker://{}/shared/bb:1", a.addr),
-    ]);
+    push_archive(&tar, &format!("docker://{}/shared/bb:1", a.addr));
     assert_eq!(pull_back(&format!("docker://{}/shared/bb:1", c.addr), &["--src-tls-verify=false"], dir.path()), id);
 }
 
