@@ -223,7 +223,7 @@ async fn push_image(up: &Upstream, tag: &str, layer_size: usize) -> (Vec<u8>, St
     put_manifest(
         &base,
         &token,
-        &tag,
+        tag,
         "application/vnd.oci.image.manifest.v1+json",
         serde_json::to_vec(&manifest).unwrap(),
     )
