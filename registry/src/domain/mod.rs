@@ -73,18 +73,33 @@ pub struct Registry {
     manifests: Arc<Mutex<ManifestCache>>,
     /// Accept image manifests whose layers are not in the repository (sparse manifests).
     allow_sparse: bool,
+    /// Write uploads through the page cache (a mirror's fills, read again soon).
+    cached_writes: bool,
 }
 
 impl Registry {
     /// A registry over `driver`.
     pub fn new(driver: Arc<dyn StorageDriver>) -> Self {
-        Registry { driver, hashes: Arc::default(), manifests: Arc::default(), allow_sparse: false }
+        Registry {
+            driver,
+            hashes: Arc::default(),
+            manifests: Arc::default(),
+            allow_sparse: false,
+            cached_writes: false,
+        }
     }
 
     /// Whether an image manifest may name layers the repository does not have (a sparse
     /// manifest, as a partial mirror keeps); off by default: MANIFEST_BLOB_UNKNOWN.
     pub fn allow_sparse(mut self, allow: bool) -> Self {
         self.allow_sparse = allow;
+        self
+    }
+
+    /// Whether uploads are written to stay in memory ([`StorageDriver::writer_cached`]): for
+    /// a mirror, whose fills the next client pulls again.
+    pub fn cached_writes(mut self, cached: bool) -> Self {
+        self.cached_writes = cached;
         self
     }
 

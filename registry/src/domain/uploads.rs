@@ -81,7 +81,11 @@ impl Registry {
                 format!("upload {id} unknown to repository {name}"),
             ));
         }
-        Ok(self.driver.writer(&paths::upload_data(name.as_str(), id.as_str()), true).await?)
+        let data = paths::upload_data(name.as_str(), id.as_str());
+        if self.cached_writes {
+            return Ok(self.driver.writer_cached(&data, true).await?);
+        }
+        Ok(self.driver.writer(&data, true).await?)
     }
 
     /// Bytes received so far.

@@ -171,7 +171,14 @@ impl StorageDriver for FsDriver {
     async fn writer(&self, path: &str, append: bool) -> Result<Box<dyn FileWriter>> {
         let full = self.full(path)?;
         make_parent(&full, path).await?;
-        Ok(Box::new(bulk::BulkWriter::open(full, path, append).await?))
+        Ok(Box::new(bulk::BulkWriter::open(full, path, append, true).await?))
+    }
+
+    async fn writer_cached(&self, path: &str, append: bool) -> Result<Box<dyn FileWriter>> {
+        let full = self.full(path)?;
+        make_parent(&full, path).await?;
+        // Through the page cache: the next pull reads memory, not the disk.
+        Ok(Box::new(bulk::BulkWriter::open(full, path, append, false).await?))
     }
 
     fn name(&self) -> &'static str {

@@ -112,6 +112,13 @@ pub trait StorageDriver: Send + Sync + 'static {
     /// Opens a streaming writer; with `append`, resumes the file an earlier writer closed.
     async fn writer(&self, path: &str, append: bool) -> Result<Box<dyn FileWriter>>;
 
+    /// A writer whose bytes should stay in memory, for content about to be read again (a
+    /// mirror's fills, pulled again by the next client); drivers with no cache to keep
+    /// give their usual writer.
+    async fn writer_cached(&self, path: &str, append: bool) -> Result<Box<dyn FileWriter>> {
+        self.writer(path, append).await
+    }
+
     /// A short name for logs and metrics (`filesystem`, `s3`, `memory`).
     fn name(&self) -> &'static str;
 }

@@ -92,7 +92,7 @@ impl Mirror {
         let spool = tempfile::Builder::new().prefix("berth-mirror-").tempdir().map_err(|e| format!("spool: {e}"))?;
         Ok(Mirror {
             upstreams,
-            registry: registry.allow_sparse(true),
+            registry: registry.allow_sparse(true).cached_writes(true),
             fills: fill::Fills::new(spool),
             locks: manifests::Locks::default(),
             touched: std::sync::Mutex::default(),

@@ -156,8 +156,9 @@ pub(super) struct BulkWriter {
 }
 
 impl BulkWriter {
-    /// Opens `full` (created if missing; emptied unless `append`).
-    pub(super) async fn open(full: PathBuf, path: &str, append: bool) -> Result<BulkWriter> {
+    /// Opens `full` (created if missing; emptied unless `append`); with `direct`, whole blocks
+    /// bypass the page cache.
+    pub(super) async fn open(full: PathBuf, path: &str, append: bool, direct: bool) -> Result<BulkWriter> {
         let owned = path.to_owned();
         let opened = full.clone();
         let (file, direct, size) = blocking("open", path, move || {
@@ -171,6 +172,7 @@ impl BulkWriter {
             let size = file.metadata().map_err(io_err("stat", &owned))?.len();
             let flags = rustix::fs::OFlags::DIRECT.bits() as i32;
             let direct = match OpenOptions::new().write(true).custom_flags(flags).open(&opened) {
+                Ok(_) if !direct => None,
                 Ok(f) => Some(Arc::new(f)),
                 // This filesystem has no direct I/O (EINVAL): the page cache it is.
                 Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => None,
@@ -346,7 +348,7 @@ mod tests {
     async fn write_in_sessions(full: &std::path::Path, parts: &[usize], no_direct: bool) -> usize {
         let mut at = 0;
         for (i, &n) in parts.iter().enumerate() {
-            let mut w = BulkWriter::open(full.to_path_buf(), "/f", i > 0).await.unwrap();
+            let mut w = BulkWriter::open(full.to_path_buf(), "/f", i > 0, true).await.unwrap();
             if no_direct {
                 w.direct = None;
             }
