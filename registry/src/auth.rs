@@ -433,12 +433,7 @@ impl Auth {
             return r.clone();
         }
         // Only host characters: a Host header must not be able to inject challenge parameters.
-        let host = headers
-            .get("host")
-            .and_then(|h| h.to_str().ok())
-            .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)))
-            .unwrap_or("localhost");
-        format!("{}://{host}/token", if self.tls { "https" } else { "http" })
+        format!("{}://{}/token", if self.tls { "https" } else { "http" }, request_host(headers))
     }
 
     fn sign(&self, claims: &Claims) -> String {
@@ -484,7 +479,20 @@ fn rand_byte() -> u8 {
     uuid::Uuid::new_v4().as_bytes()[0]
 }
 
-fn unix_now() -> u64 {
+/// The host a client reached the registry by (its `Host` header), host characters only so
+/// that it cannot inject anything where it is written (a challenge, a pull command);
+/// `localhost` without one.
+pub(crate) fn request_host(headers: &HeaderMap) -> String {
+    headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)))
+        .unwrap_or("localhost")
+        .to_owned()
+}
+
+/// Seconds since the epoch: token, session and CSRF expiries.
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 

@@ -56,7 +56,7 @@ pub fn decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn response(status: StatusCode, headers: &[(&'static str, String)], body: Body) -> Response {
+pub(crate) fn response(status: StatusCode, headers: &[(&'static str, String)], body: Body) -> Response {
     let mut b = Response::builder().status(status);
     for (k, v) in headers {
         b = b.header(*k, v);

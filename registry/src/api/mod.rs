@@ -7,6 +7,8 @@
 mod handlers;
 
 pub use handlers::decode as decode_query;
+/// Stored content as `GET`/`HEAD` serves it: the mirror's answer once it has the content.
+pub(crate) use handlers::{get_blob as get_stored_blob, get_manifest as get_stored_manifest, response};
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -228,33 +230,12 @@ async fn mirrored(
     let repo = endpoint.repository().filter(|r| mirror.covers(r))?;
     let head = method == Method::HEAD;
     let result = match (method.clone(), endpoint) {
-        (Method::GET | Method::HEAD, Endpoint::Manifest(n, r)) => mirror.get_manifest(state, n, r, head, headers).await,
+        (Method::GET | Method::HEAD, Endpoint::Manifest(n, r)) => mirror.get_manifest(state, n, r, head).await,
         (Method::GET | Method::HEAD, Endpoint::Blob(n, d)) => mirror.get_blob(state, n, d, headers, head).await,
         (Method::POST | Method::PUT | Method::PATCH, _) => Err(mirror.refuse_push(repo)?),
         _ => return None,
     };
     Some(result.unwrap_or_else(IntoResponse::into_response))
-}
-
-/// A stored manifest, as `GET`/`HEAD` serves it (the mirror's answer once it has it).
-pub(crate) async fn get_stored_manifest(
-    state: &AppState,
-    name: &RepoName,
-    reference: &str,
-    head: bool,
-) -> Result<Response> {
-    handlers::get_manifest(state, name, reference, head).await
-}
-
-/// A stored blob, as `GET`/`HEAD` serves it, ranges included.
-pub(crate) async fn get_stored_blob(
-    state: &AppState,
-    name: &RepoName,
-    digest: &oci::Digest,
-    headers: &axum::http::HeaderMap,
-    head: bool,
-) -> Result<Response> {
-    handlers::get_blob(state, name, digest, headers, head).await
 }
 
 /// The route a request was dispatched to, filled in by [`dispatch`] for [`observe`].

@@ -318,21 +318,13 @@ impl Job {
 }
 
 fn blob_response(digest: &Digest, size: Option<u64>, body: Body) -> Response {
-    let mut r = Response::new(body);
-    *r.status_mut() = StatusCode::OK;
-    let h = r.headers_mut();
-    let mut put = |k: &'static str, v: String| {
-        if let Ok(v) = axum::http::HeaderValue::from_str(&v) {
-            h.insert(k, v);
-        }
-    };
-    put("docker-content-digest", digest.to_string());
-    put("content-type", "application/octet-stream".into());
-    put("etag", format!("\"{digest}\""));
-    if let Some(size) = size {
-        put("content-length", size.to_string());
-    }
-    r
+    let mut headers = vec![
+        ("Docker-Content-Digest", digest.to_string()),
+        ("Content-Type", "application/octet-stream".into()),
+        ("ETag", format!("\"{digest}\"")),
+    ];
+    headers.extend(size.map(|s| ("Content-Length", s.to_string())));
+    crate::api::response(StatusCode::OK, &headers, body)
 }
 
 /// A client's body: the spool file read behind the fill, one byte short of the end until

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
-use axum::http::HeaderMap;
 use axum::response::Response;
 use oci::Digest;
 
@@ -42,7 +41,6 @@ impl Mirror {
         name: &RepoName,
         reference: &str,
         head: bool,
-        _headers: &HeaderMap,
     ) -> Result<Response> {
         let (up, upstream_repo) =
             self.route(name).ok_or_else(|| crate::error::RegistryError::new(ErrorCode::NameUnknown, "not mirrored"))?;

@@ -165,6 +165,9 @@ pub(super) async fn tag_manifest(
     }))
 }
 
+/// Parsed image configs by digest: a digest names its bytes forever, so they never go stale.
+pub(super) type ConfigCache = Fresh<Digest, Arc<ImageConfig>>;
+
 /// An image manifest's config, parsed (None for an index or an artifact without one).
 pub(super) async fn image_config(
     registry: &Registry,
@@ -172,43 +175,16 @@ pub(super) async fn image_config(
     name: &RepoName,
     doc: &ManifestDoc,
 ) -> Result<Option<Arc<ImageConfig>>> {
-    let Some(desc) = doc
-        .config
-        .as_ref()
-        .filter(|c| [oci::media::OCI_CONFIG, oci::media::DOCKER_CONFIG].contains(&c.media_type.as_str()))
-    else {
-        // An artifact's config (often the empty `{}`) says nothing about running it.
-        return Ok(None);
-    };
+    let image_config = |c: &&Desc| [oci::media::OCI_CONFIG, oci::media::DOCKER_CONFIG].contains(&c.media_type.as_str());
+    // An artifact's config (often the empty `{}`) says nothing about running it.
+    let Some(desc) = doc.config.as_ref().filter(image_config) else { return Ok(None) };
     let Ok(digest) = desc.digest.parse::<Digest>() else { return Ok(None) };
-    if let Some(c) = configs.get(&digest) {
-        return Ok(Some(c));
-    }
-    let bytes = registry.small_blob(name, &digest, MAX_CONFIG).await?;
-    let config = Arc::new(serde_json::from_slice::<ImageConfig>(&bytes).unwrap_or_default());
-    configs.insert(digest, config.clone());
-    Ok(Some(config))
-}
-
-/// Parsed image configs by digest. A digest names its bytes forever, so an entry is never
-/// stale; the map is emptied when it reaches its cap.
-#[derive(Default)]
-pub(super) struct ConfigCache(Mutex<HashMap<Digest, Arc<ImageConfig>>>);
-
-const CONFIG_CACHE_ENTRIES: usize = 4096;
-
-impl ConfigCache {
-    fn get(&self, d: &Digest) -> Option<Arc<ImageConfig>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).get(d).cloned()
-    }
-
-    fn insert(&self, d: Digest, c: Arc<ImageConfig>) {
-        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if map.len() >= CONFIG_CACHE_ENTRIES {
-            map.clear();
-        }
-        map.insert(d, c);
-    }
+    let (registry, name, d) = (registry.clone(), name.clone(), digest.clone());
+    let load = move || async move {
+        let bytes = registry.small_blob(&name, &d, MAX_CONFIG).await?;
+        Ok(Arc::new(serde_json::from_slice::<ImageConfig>(&bytes).unwrap_or_default()))
+    };
+    configs.get(digest, load).await.map(Some)
 }
 
 /// Values read from storage, each served for `ttl` and then, while one background task

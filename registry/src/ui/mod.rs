@@ -27,13 +27,14 @@ mod view;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::HeaderValue;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 
 use crate::api::AppState;
+use crate::auth::request_host;
 
 /// The `[ui]` table of the registry's config.
 #[derive(Debug, Clone, Deserialize)]
@@ -118,7 +119,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>(app: AppState, config: UiConfig)
         summaries: data::Fresh::new(LISTS_FRESH),
         tags: data::Fresh::new(LISTS_FRESH),
         rows: data::Fresh::new(Duration::from_secs(3600)),
-        configs: data::ConfigCache::default(),
+        configs: data::Fresh::new(Duration::MAX),
         collecting: tokio::sync::Mutex::new(()),
     });
     Router::new()
@@ -147,15 +148,4 @@ async fn secure_headers(mut resp: Response) -> Response {
     h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     resp
-}
-
-/// The registry's host as the browser reached it, for `docker pull HOST/NAME` lines; only
-/// host characters are kept.
-fn request_host(headers: &HeaderMap) -> String {
-    headers
-        .get("host")
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)))
-        .unwrap_or("localhost")
-        .to_owned()
 }

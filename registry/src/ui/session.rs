@@ -6,8 +6,6 @@
 //! CSRF token is `account|expiry` sealed for another purpose: a page hands it to its forms,
 //! and an action is refused unless the token names the account that sends it.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -18,7 +16,7 @@ use base64::Engine;
 use serde::Deserialize;
 
 use super::{view, UiState};
-use crate::auth::{Action, Auth, Mode};
+use crate::auth::{unix_now, Action, Auth, Mode};
 
 const COOKIE: &str = "berth_session";
 /// How long a page's CSRF tokens stay good.
@@ -38,10 +36,6 @@ pub(super) struct Viewer {
     pub gc_link: bool,
 }
 
-fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
 /// Every UI handler takes the viewer: a valid session cookie, else valid basic credentials,
 /// else anonymous. Wrong basic credentials are refused with a challenge.
 impl FromRequestParts<UiState> for Viewer {
@@ -54,7 +48,7 @@ impl FromRequestParts<UiState> for Viewer {
             Some(user) => Some(user),
             None => auth.basic_user(headers).map_err(|_| challenge())?,
         };
-        let exp = now() + CSRF_TTL;
+        let exp = unix_now() + CSRF_TTL;
         let csrf = auth.seal("csrf", &format!("{}|{exp}", account.as_deref().unwrap_or("")));
         let read_only = ui.app.read_only;
         let gc_link = !read_only && auth.may_collect(account.as_deref());
@@ -104,7 +98,7 @@ impl Viewer {
         let Some((account, exp)) = auth.unseal("csrf", token).and_then(|t| t.rsplit_once('|')) else {
             return Some(forged());
         };
-        let fresh = exp.parse::<u64>().is_ok_and(|e| e >= now());
+        let fresh = exp.parse::<u64>().is_ok_and(|e| e >= unix_now());
         (!fresh || account != self.account.as_deref().unwrap_or("")).then(forged)
     }
 }
@@ -115,7 +109,7 @@ fn session_user(auth: &Auth, headers: &HeaderMap) -> Option<String> {
     let value = cookies.flat_map(|c| c.split(';')).find_map(|c| c.trim().strip_prefix("berth_session="))?;
     let (user, exp) = auth.unseal("session", value)?.rsplit_once('|')?;
     let user = String::from_utf8(URL_SAFE_NO_PAD.decode(user).ok()?).ok()?;
-    (exp.parse::<u64>().ok()? >= now() && auth.has_account(&user)).then_some(user)
+    (exp.parse::<u64>().ok()? >= unix_now() && auth.has_account(&user)).then_some(user)
 }
 
 /// A session cookie's value: the account (base64, so any name fits a cookie) and expiry, sealed.
@@ -192,7 +186,7 @@ pub(super) async fn login(
     }
     tracing::info!(account = f.username, "ui: signed in");
     let ttl = ui.config.session_ttl.as_secs();
-    let value = session_value(&ui.app.auth, &f.username, now() + ttl);
+    let value = session_value(&ui.app.auth, &f.username, unix_now() + ttl);
     redirect_setting_cookie(&next, &ui.app.auth, &value, ttl)
 }
 

@@ -172,3 +172,33 @@ async fn read_only_hides_every_action_and_no_ui_leaves_only_the_api() {
         serve(Setup { ui: Some(UiConfig { enabled: false, ..UiConfig::default() }), ..Setup::default() }).await;
     assert_eq!(page(&disabled, "/", Some(ADMIN)).await.0, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lists_count_tags_page_through_repositories_and_sort_tags_by_name_or_date() {
+    let s = serve(Setup::default()).await;
+    let base = format!("http://{}", s.addr);
+    for i in 0..55 {
+        let repo = format!("many/r{i:02}");
+        let m = push_image(&base, &repo, "amd64", json!({})).await;
+        push_manifest(&base, &repo, "latest", &m).await;
+    }
+    let m = push_image(&base, "order/app", "amd64", json!({})).await;
+    for tag in ["a", "c", "b"] {
+        push_manifest(&base, "order/app", tag, &m).await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (_, first, _) = page(&s, "/?q=many/", Some(ADMIN)).await;
+    assert!(first.contains("many/r00") && first.contains("many/r49") && !first.contains("many/r50"), "50 a page");
+    assert!(first.contains("Page 1 of 2 · 55 in all") && first.contains("/?q=many/&amp;page=2"), "a next link");
+    let (_, second, _) = page(&s, "/?q=many/&page=2", Some(ADMIN)).await;
+    assert!(second.contains("many/r50") && second.contains("many/r54") && !second.contains("many/r49"));
+    let (_, repos, _) = page(&s, "/?q=app/web", Some(ADMIN)).await;
+    let row = repos.split("app/web</a></td>").nth(1).unwrap();
+    assert!(row.starts_with("<td class=\"num\">3</td>"), "app/web has 3 tags: {row}");
+    assert!(!row[..80].contains("—"), "and a last push: {row}");
+    let names = |html: &str| -> Vec<String> {
+        html.split("data-name=\"").skip(1).map(|r| r.split('"').next().unwrap().to_owned()).collect()
+    };
+    assert_eq!(names(&page(&s, "/r/order/app?sort=date", Some(ADMIN)).await.1), ["b", "c", "a"], "newest first");
+    assert_eq!(names(&page(&s, "/r/order/app", Some(ADMIN)).await.1), ["a", "b", "c"], "by name");
+}
