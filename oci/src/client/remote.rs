@@ -85,13 +85,21 @@ impl Remote {
         let resp = self.get(Method::GET, repo, &format!("manifests/{reference}"), ACCEPT).await?;
         let media_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let url = resp.url().to_string();
-        let bytes = resp.bytes().await.map_err(|source| Error::Http { method: "GET".into(), url, source })?;
-        if bytes.len() > MAX_MANIFEST_SIZE {
-            return Err(Error::InvalidDocument {
-                what: "manifest",
-                reason: format!("{} bytes, over 4 MiB", bytes.len()),
-            });
+        // Read up to the cap, never more: an upstream cannot make the mirror hold a huge body.
+        let too_big = || Error::InvalidDocument { what: "manifest", reason: "over 4 MiB".into() };
+        if resp.content_length().is_some_and(|n| n > MAX_MANIFEST_SIZE as u64) {
+            return Err(too_big());
         }
+        let mut body = resp.bytes_stream();
+        let mut buf = Vec::new();
+        while let Some(chunk) = futures_util::StreamExt::next(&mut body).await {
+            let chunk = chunk.map_err(|source| Error::Http { method: "GET".into(), url: url.clone(), source })?;
+            if buf.len() + chunk.len() > MAX_MANIFEST_SIZE {
+                return Err(too_big());
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        let bytes = Bytes::from(buf);
         let digest = Digest::of(&bytes);
         if let Ok(pinned) = reference.parse::<Digest>() {
             if pinned != digest {
