@@ -24,7 +24,8 @@ use crate::api::AppState;
 use crate::domain::RepoName;
 use crate::error::{ErrorCode, RegistryError, Result};
 
-const TOKEN_TTL: u64 = 300;
+/// How long a token lives unless `auth.token_ttl` says otherwise (Docker Hub's five minutes).
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(300);
 const ANONYMOUS: &str = "anonymous";
 
 /// What a request does to a repository.
@@ -121,6 +122,8 @@ pub struct Auth {
     realm: Realm,
     service: String,
     tls: bool,
+    /// How long the tokens `/token` issues live.
+    token_ttl: Duration,
     /// (user, sha256 of password) -> when bcrypt last accepted it; bcrypt costs ~50 ms.
     verified: Mutex<HashMap<(String, [u8; 32]), Instant>>,
 }
@@ -167,7 +170,13 @@ impl Auth {
         if key.is_empty() {
             key = (0..32).map(|_| rand_byte()).collect();
         }
-        Auth { mode, users, grants, key, realm, service, tls, verified: Mutex::default() }
+        Auth { mode, users, grants, key, realm, service, tls, token_ttl: DEFAULT_TOKEN_TTL, verified: Mutex::default() }
+    }
+
+    /// This policy with tokens that live `ttl` (at least a second): `auth.token_ttl`.
+    pub fn with_token_ttl(mut self, ttl: Duration) -> Self {
+        self.token_ttl = ttl.max(Duration::from_secs(1));
+        self
     }
 
     fn check_password(&self, user: &str, password: &str) -> bool {
@@ -613,11 +622,12 @@ pub async fn token_endpoint(State(state): State<AppState>, req: Request) -> Resp
         }
     }
     let now = unix_now();
+    let ttl = auth.token_ttl.as_secs();
     let claims = Claims {
         iss: "berth-registry".into(),
         sub: account,
         aud: auth.service.clone(),
-        exp: now + TOKEN_TTL,
+        exp: now + ttl,
         nbf: now.saturating_sub(10),
         iat: now,
         jti: uuid::Uuid::new_v4().to_string(),
@@ -625,10 +635,8 @@ pub async fn token_endpoint(State(state): State<AppState>, req: Request) -> Resp
     };
     let token = auth.sign(&claims);
     let issued = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    axum::Json(
-        serde_json::json!({ "token": token, "access_token": token, "expires_in": TOKEN_TTL, "issued_at": issued }),
-    )
-    .into_response()
+    axum::Json(serde_json::json!({ "token": token, "access_token": token, "expires_in": ttl, "issued_at": issued }))
+        .into_response()
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@
 //! service = "berth-registry"
 //! realm = "https://registry.example.com/token"   # or "auto": from the Host header
 //! secret_file = "/etc/berth/token.key"   # share it between replicas
+//! token_ttl = "5m"               # how long issued tokens live
 //!
 //! [[auth.grants]]
 //! account = "ci"
@@ -60,6 +61,7 @@
 //! ```
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -150,6 +152,9 @@ pub struct AuthConfig {
     pub service: Option<String>,
     /// A file whose bytes sign tokens; replicas must share it.
     pub secret_file: Option<PathBuf>,
+    /// How long issued tokens live (default 5 minutes).
+    #[serde(default, deserialize_with = "crate::server::duration_opt")]
+    pub token_ttl: Option<Duration>,
     /// Who may do what; empty means any authenticated user may do anything.
     #[serde(default)]
     pub grants: Vec<Grant>,
@@ -180,6 +185,7 @@ mod tests {
         let c = Config::from_toml(&example).unwrap();
         assert_eq!(c.auth.mode, Mode::Token);
         assert_eq!(c.auth.grants.len(), 1);
+        assert_eq!(c.auth.token_ttl, Some(Duration::from_secs(300)));
         assert_eq!(c.storage.driver, DriverKind::Filesystem);
         assert_eq!(c.limits, crate::server::Limits::default(), "the example shows the defaults");
     }
@@ -187,5 +193,12 @@ mod tests {
     #[test]
     fn unknown_keys_are_refused() {
         assert!(Config::from_toml("adr = \"x\"").unwrap_err().contains("unknown field"));
+    }
+
+    #[test]
+    fn a_token_ttl_needs_a_unit() {
+        assert!(Config::from_toml("[auth]\ntoken_ttl = \"300\"").unwrap_err().contains("a unit"));
+        let c = Config::from_toml("[auth]\ntoken_ttl = \"90s\"").unwrap();
+        assert_eq!(c.auth.token_ttl, Some(Duration::from_secs(90)));
     }
 }

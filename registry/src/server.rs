@@ -107,6 +107,11 @@ pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::E
     d.deserialize_str(Text)
 }
 
+/// [`duration`] for an optional setting.
+pub(crate) fn duration_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
+}
+
 fn connection_count<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     let n = usize::deserialize(d)?;
     if n == 0 || n > MAX_CONNECTIONS_LIMIT {

@@ -1,67 +1,109 @@
 //! The pull-through mirror against a real upstream: a berth registry with token auth on
-//! 127.0.0.1, behind a fault layer that counts requests, answers 429, cuts streams, slows
-//! bodies or hangs, as a flaky upstream does.
+//! 127.0.0.1 that counts the requests it answers, behind a flaky TCP proxy that passes bytes
+//! both ways and, on command, answers 429, cuts a response after 1 MiB, trickles it, or never
+//! answers, as an upstream across the internet does.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::Request;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use futures_util::StreamExt;
 use registry::api::AppState;
 use registry::auth::{Action, Auth, Grant, Mode, Realm};
 use registry::mirror::{Mirror, MirrorConfig};
 use serde_json::json;
 use sha2::Digest as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
-/// What the fault layer does to the upstream's answers.
+/// What the proxy does to requests for `/v2/<something>` (the ping `/v2/` and `/token`
+/// always pass).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Fault {
     None,
-    /// 429 with `Retry-After: 7`.
+    /// Answers `429 Too Many Requests` with `Retry-After: 7` itself and closes.
     TooMany,
-    /// Blob bodies stop after 1 MiB with an error.
+    /// Closes both connections once 1 MiB of the response has passed.
     Cut,
-    /// Blob bodies arrive in 64 KiB pieces, 20 ms apart.
+    /// Passes the response on in 64 KiB pieces, 20 ms apart.
     Slow,
-    /// No answer at all.
+    /// Takes the request and never answers.
     Hang,
 }
 
-/// The upstream: its address, its fault, and how many GETs each path got.
+/// The proxy's switch and what it has passed on while trickling.
+#[derive(Clone)]
+struct Switch {
+    fault: Arc<Mutex<Fault>>,
+    /// Response bytes passed on in [`Fault::Slow`] since the fault was set.
+    trickled: Arc<AtomicUsize>,
+}
+
+/// What the upstream counted: GETs with credentials by path, token requests, 401 answers.
+#[derive(Clone, Default)]
+struct Counts {
+    gets: Arc<Mutex<HashMap<String, usize>>>,
+    tokens: Arc<AtomicUsize>,
+    unauthorized: Arc<AtomicUsize>,
+}
+
+/// The upstream as the mirror sees it: the proxy's address, its switch, the counts.
 struct Upstream {
     addr: SocketAddr,
-    fault: Arc<Mutex<Fault>>,
-    gets: Arc<Mutex<HashMap<String, usize>>>,
-    /// Set when a slowed blob body has been sent whole.
-    body_done: Arc<AtomicBool>,
+    switch: Switch,
+    counts: Counts,
     _root: tempfile::TempDir,
 }
 
 impl Upstream {
     fn set(&self, f: Fault) {
-        *self.fault.lock().unwrap() = f;
+        self.switch.trickled.store(0, Ordering::SeqCst);
+        *self.switch.fault.lock().unwrap() = f;
     }
 
+    /// GETs (past the token handshake) of paths ending in `path_end`.
     fn gets(&self, path_end: &str) -> usize {
-        self.gets.lock().unwrap().iter().filter(|(p, _)| p.ends_with(path_end)).map(|(_, n)| n).sum()
+        self.counts.gets.lock().unwrap().iter().filter(|(p, _)| p.ends_with(path_end)).map(|(_, n)| n).sum()
+    }
+
+    /// Bytes the proxy has trickled since [`Fault::Slow`] was set.
+    fn trickled(&self) -> usize {
+        self.switch.trickled.load(Ordering::SeqCst)
+    }
+
+    fn tokens(&self) -> usize {
+        self.counts.tokens.load(Ordering::SeqCst)
+    }
+
+    fn unauthorized(&self) -> usize {
+        self.counts.unauthorized.load(Ordering::SeqCst)
     }
 }
 
 async fn upstream() -> Upstream {
+    upstream_with(Auth::new(
+        Mode::Token,
+        HashMap::from([("up".to_owned(), bcrypt::hash("up-pass", 4).unwrap())]),
+        vec![Grant { account: "up".into(), repository: "*".into(), actions: vec![Action::Pull, Action::Push] }],
+        vec![],
+        Realm::FromHost,
+        "upstream".into(),
+        false,
+    ))
+    .await
+}
+
+/// A berth registry with `auth` that counts what it answers, behind a [`proxy`].
+async fn upstream_with(auth: Auth) -> Upstream {
     let root = tempfile::tempdir().unwrap();
     let driver = Arc::new(registry::driver::FsDriver::new(root.path()).unwrap());
-    let users = HashMap::from([("up".to_owned(), bcrypt::hash("up-pass", 4).unwrap())]);
-    let grants =
-        vec![Grant { account: "up".into(), repository: "*".into(), actions: vec![Action::Pull, Action::Push] }];
-    let auth = Auth::new(Mode::Token, users, grants, vec![], Realm::FromHost, "upstream".into(), false);
     let state = AppState {
         registry: registry::domain::Registry::new(driver),
         auth: Arc::new(auth),
@@ -69,81 +111,143 @@ async fn upstream() -> Upstream {
         read_only: false,
         mirror: None,
     };
-    let (fault, gets, body_done) =
-        (Arc::new(Mutex::new(Fault::None)), Arc::default(), Arc::new(AtomicBool::new(false)));
+    let counts = Counts::default();
     let layer = {
-        let (fault, gets, body_done) = (fault.clone(), Arc::clone(&gets), body_done.clone());
+        let counts = counts.clone();
         move |req: Request, next: Next| {
-            let (fault, gets, body_done) = (fault.clone(), Arc::clone(&gets), body_done.clone());
-            let now = *fault.lock().unwrap();
-            async move { faulty(req, next, now, gets, body_done).await }
+            let counts = counts.clone();
+            async move { count(req, next, counts).await }
         }
     };
     let app = registry::api::app(state).layer(axum::middleware::from_fn(layer));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
     tokio::spawn(registry::server::serve(listener, app, None, std::future::pending()));
-    Upstream { addr, fault, gets, body_done, _root: root }
+    let switch = Switch { fault: Arc::new(Mutex::new(Fault::None)), trickled: Arc::default() };
+    let addr = proxy(backend, switch.clone()).await;
+    Upstream { addr, switch, counts, _root: root }
 }
 
-async fn faulty(
-    req: Request,
-    next: Next,
-    fault: Fault,
-    gets: Arc<Mutex<HashMap<String, usize>>>,
-    body_done: Arc<AtomicBool>,
-) -> Response {
+async fn count(req: Request, next: Next, counts: Counts) -> Response {
     let path = req.uri().path().to_owned();
-    let counted = req.method() == "GET" && (path.contains("/blobs/sha256:") || path.contains("/manifests/"));
+    let fetch = req.method() == "GET" && (path.contains("/blobs/sha256:") || path.contains("/manifests/"));
     // A GET answered 401 is the token handshake's first leg, not a fetch.
-    let authorized = req.headers().contains_key("authorization");
-    if counted && authorized {
-        *gets.lock().unwrap().entry(path.clone()).or_default() += 1;
+    if fetch && req.headers().contains_key("authorization") {
+        *counts.gets.lock().unwrap().entry(path.clone()).or_default() += 1;
     }
-    let blob = path.contains("/blobs/sha256:") && req.method() == "GET";
-    match fault {
-        Fault::TooMany if path.starts_with("/v2/") && path != "/v2/" => {
-            let mut r = (axum::http::StatusCode::TOO_MANY_REQUESTS, "slow down").into_response();
-            r.headers_mut().insert("retry-after", "7".parse().unwrap());
-            r
-        }
-        Fault::Hang if path.starts_with("/v2/") && path != "/v2/" => std::future::pending().await,
-        Fault::Cut if blob => {
-            let (parts, body) = next.run(req).await.into_parts();
-            let mut sent = 0usize;
-            let cut = body.into_data_stream().map(move |c| {
-                let c = c.map_err(std::io::Error::other)?;
-                sent += c.len();
-                if sent > 1 << 20 {
-                    return Err(std::io::Error::other("cut"));
+    if path == "/token" {
+        counts.tokens.fetch_add(1, Ordering::SeqCst);
+    }
+    let r = next.run(req).await;
+    if r.status() == 401 {
+        counts.unauthorized.fetch_add(1, Ordering::SeqCst);
+    }
+    r
+}
+
+/// The flaky TCP proxy: listens on a port of its own and forwards each connection to
+/// `backend`, doing to each request what the switch says at the moment it arrives.
+async fn proxy(backend: SocketAddr, switch: Switch) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let switch = switch.clone();
+            tokio::spawn(async move {
+                if let Ok(server) = TcpStream::connect(backend).await {
+                    relay(client, server, switch).await;
                 }
-                Ok(c)
             });
-            Response::from_parts(parts, Body::from_stream(cut))
         }
-        Fault::Slow if blob => {
-            let (parts, body) = next.run(req).await.into_parts();
-            body_done.store(false, Ordering::SeqCst);
-            let done = body_done.clone();
-            let pieces = body.into_data_stream().flat_map(|c| {
-                let c = c.unwrap();
-                futures_util::stream::iter(
-                    (0..c.len()).step_by(64 << 10).map(move |i| c.slice(i..(i + (64 << 10)).min(c.len()))),
-                )
-            });
-            let slow = pieces
-                .then(|p| async move {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    Ok::<_, std::io::Error>(p)
-                })
-                .chain(futures_util::stream::once(async move {
-                    done.store(true, Ordering::SeqCst);
-                    Ok(bytes::Bytes::new())
-                }));
-            Response::from_parts(parts, Body::from_stream(slow))
+    });
+    addr
+}
+
+/// Relays one connection until either side closes or a fault ends it.
+async fn relay(client: TcpStream, server: TcpStream, switch: Switch) {
+    let (mut client_rx, mut client_tx) = client.into_split();
+    let (mut server_rx, mut server_tx) = server.into_split();
+    // The fault of the request in flight, for the response direction: set by each request.
+    let (mode_tx, mode_rx) = tokio::sync::watch::channel((Fault::None, 0u64));
+    let requests = async {
+        let mut buf = vec![0u8; 64 << 10];
+        let mut n_req = 0u64;
+        loop {
+            let n = match client_rx.read(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => n,
+            };
+            let fault = if gated(&buf[..n]) { *switch.fault.lock().unwrap() } else { Fault::None };
+            match fault {
+                Fault::TooMany => return true,
+                Fault::Hang => std::future::pending::<()>().await,
+                _ => {}
+            }
+            n_req += 1;
+            let _ = mode_tx.send((fault, n_req));
+            if server_tx.write_all(&buf[..n]).await.is_err() {
+                return false;
+            }
         }
-        _ => next.run(req).await,
+    };
+    let responses = async {
+        let mut buf = vec![0u8; 64 << 10];
+        let mut seen = (Fault::None, 0u64);
+        let mut passed = 0usize;
+        loop {
+            let n = match server_rx.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let now = *mode_rx.borrow();
+            if now != seen {
+                (seen, passed) = (now, 0);
+            }
+            let chunk = &buf[..n];
+            let ok = match seen.0 {
+                Fault::Cut if passed + n > 1 << 20 => {
+                    let _ = client_tx.write_all(&chunk[..(1 << 20) - passed]).await;
+                    return;
+                }
+                Fault::Slow => trickle(&mut client_tx, chunk, &switch.trickled).await,
+                _ => client_tx.write_all(chunk).await.is_ok(),
+            };
+            passed += n;
+            if !ok {
+                return;
+            }
+        }
+    };
+    // `requests` ends true when the proxy answers 429 itself.
+    let too_many = tokio::select! { t = requests => t, () = responses => false };
+    if too_many {
+        let answer = "HTTP/1.1 429 Too Many Requests\r\nretry-after: 7\r\ncontent-length: 9\r\n\
+                      connection: close\r\n\r\nslow down";
+        let _ = client_tx.write_all(answer.as_bytes()).await;
+        let _ = client_tx.shutdown().await;
     }
+}
+
+/// Whether a chunk from the client starts a request for `/v2/<something>`: the requests
+/// a fault applies to.
+fn gated(chunk: &[u8]) -> bool {
+    let line = chunk.split(|&b| b == b'\r').next().unwrap_or_default();
+    let mut words = line.split(|&b| b == b' ');
+    let method = words.next().unwrap_or_default();
+    let path = words.next().unwrap_or_default();
+    matches!(method, b"GET" | b"HEAD") && path.starts_with(b"/v2/") && path != b"/v2/"
+}
+
+/// Writes `chunk` in 64 KiB pieces, 20 ms apart, counting them in `trickled`.
+async fn trickle(to: &mut tokio::net::tcp::OwnedWriteHalf, chunk: &[u8], trickled: &AtomicUsize) -> bool {
+    for piece in chunk.chunks(64 << 10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if to.write_all(piece).await.is_err() {
+            return false;
+        }
+        trickled.fetch_add(piece.len(), Ordering::SeqCst);
+    }
+    true
 }
 
 /// A mirror of `up` under `hub/`, without auth of its own.
@@ -184,7 +288,7 @@ async fn mirror_with_auth(
         read_only: false,
         mirror: Some(Arc::new(m)),
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(registry::server::serve(listener, registry::api::app(state), None, std::future::pending()));
     (addr, root, reg)
@@ -320,7 +424,7 @@ async fn the_first_bytes_arrive_while_a_large_blob_is_still_filling() {
     let mut body = r.bytes_stream();
     let first = body.next().await.unwrap().unwrap();
     assert!(!first.is_empty());
-    assert!(!up.body_done.load(Ordering::SeqCst), "bytes reached the client while the upstream was still sending");
+    assert!(up.trickled() < layer.len(), "bytes reached the client while the upstream was still sending");
     let mut got = first.to_vec();
     while let Some(c) = body.next().await {
         got.extend_from_slice(&c.unwrap());
@@ -515,7 +619,7 @@ async fn gc_while_a_blob_is_filling_leaves_the_fill_whole() {
     let r = reqwest::get(format!("http://{m}/v2/hub/library/app/blobs/{digest}")).await.unwrap();
     let mut body = r.bytes_stream();
     let mut got = body.next().await.unwrap().unwrap().to_vec();
-    assert!(!up.body_done.load(Ordering::SeqCst), "the fill is still running");
+    assert!(up.trickled() < layer.len(), "the fill is still running");
     // Not even a mirror scope or a grace period: the fill's bytes are an upload session.
     let opts = GcOptions { dry_run: false, grace: Duration::ZERO, upload_age: DEFAULT_UPLOAD_AGE, mirrored: vec![] };
     let report = collect_with(&reg, opts).await.unwrap();
@@ -532,4 +636,37 @@ async fn gc_while_a_blob_is_filling_leaves_the_fill_whole() {
     }
     let again = reqwest::get(format!("http://{m}/v2/hub/library/app/blobs/{digest}")).await.unwrap();
     assert!(again.bytes().await.unwrap() == layer, "the committed blob is whole, from storage");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_tokens_are_kept_until_near_expiry_and_renewed_before_they_lapse() {
+    let auth = Auth::new(
+        Mode::Token,
+        HashMap::from([("up".to_owned(), bcrypt::hash("up-pass", 4).unwrap())]),
+        vec![Grant { account: "up".into(), repository: "*".into(), actions: vec![Action::Pull, Action::Push] }],
+        vec![],
+        Realm::FromHost,
+        "upstream".into(),
+        false,
+    );
+    let up = upstream_with(auth.with_token_ttl(Duration::from_secs(4))).await;
+    let mut images = vec![];
+    for tag in ["a", "b", "c"] {
+        images.push(push_image(&up, tag, 1000).await);
+    }
+    let (m, _root) = mirror(&up, Duration::from_secs(300), Duration::from_secs(5)).await;
+    let (tokens, refused) = (up.tokens(), up.unauthorized());
+    assert_eq!(pull(m, "a", &images[0].1).await, (200, images[0].0.clone()));
+    let first = up.tokens() - tokens;
+    assert!(first >= 1, "the first pull asks for a token");
+    let refused = up.unauthorized() - refused;
+    assert_eq!(pull(m, "b", &images[1].1).await, (200, images[1].0.clone()));
+    assert_eq!(up.tokens() - tokens, first, "a live token is reused, not asked for again");
+    // Renewed a quarter of its 4 s life early: after 3.5 s the mirror asks for a new one
+    // before its request, so the upstream never sees the old one lapse.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let (tokens, before) = (up.tokens(), up.unauthorized());
+    assert_eq!(pull(m, "c", &images[2].1).await, (200, images[2].0.clone()));
+    assert!(up.tokens() > tokens, "an expiring token is renewed");
+    assert_eq!(up.unauthorized(), before, "before use, not after a 401 (the first pull took {refused})");
 }

@@ -241,7 +241,8 @@ fn build_auth(cfg: &Config) -> Result<Auth> {
         ),
         (None, _) => Realm::FromHost,
     };
-    Ok(Auth::new(a.mode, users, a.grants.clone(), key, realm, service, cfg.tls.is_some()))
+    let auth = Auth::new(a.mode, users, a.grants.clone(), key, realm, service, cfg.tls.is_some());
+    Ok(auth.with_token_ttl(a.token_ttl.unwrap_or(registry::auth::DEFAULT_TOKEN_TTL)))
 }
 
 async fn shutdown_signal() {

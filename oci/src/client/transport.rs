@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -50,6 +50,31 @@ enum Challenge {
     Bearer { realm: String, service: Option<String> },
 }
 
+/// A bearer token and the moment it is renewed instead of sent.
+#[derive(Debug, Clone)]
+struct Token {
+    value: String,
+    renew_at: Instant,
+}
+
+/// The token lifetime the distribution spec gives a response without `expires_in`.
+const DEFAULT_TOKEN_SECS: u64 = 60;
+
+impl Token {
+    /// A token that lives `expires_in` seconds from `asked` (when its request left): renewed
+    /// a quarter of its life early (at most 30 s), so that a request never carries a token
+    /// that expires on the way.
+    fn new(value: String, asked: Instant, expires_in: Option<u64>) -> Token {
+        let life = Duration::from_secs(expires_in.unwrap_or(DEFAULT_TOKEN_SECS));
+        let early = (life / 4).min(Duration::from_secs(30));
+        Token { value, renew_at: asked + life - early }
+    }
+
+    fn fresh(&self) -> bool {
+        Instant::now() < self.renew_at
+    }
+}
+
 /// A registry client; cheap to share between tasks (`&Client` is all they need).
 pub struct Client {
     http: reqwest::Client,
@@ -57,7 +82,8 @@ pub struct Client {
     opts: ClientOptions,
     schemes: Mutex<HashMap<String, &'static str>>,
     challenges: Mutex<HashMap<String, Challenge>>,
-    tokens: Mutex<HashMap<(String, String), String>>,
+    /// Bearer tokens by (host, scope), with when to stop using them.
+    tokens: Mutex<HashMap<(String, String), Token>>,
     /// Credentials given on the command line (`berth login`), before config.json.
     explicit: Mutex<HashMap<String, Credential>>,
 }
@@ -177,6 +203,10 @@ impl Client {
         let mut authenticated_once = false;
         loop {
             let mut req = make(self.http_for(host).request(method.clone(), &url));
+            if let Some(Challenge::Bearer { realm, service }) = self.stale_bearer(host, scope) {
+                // The host's challenge is known: renew before sending, not after a 401.
+                self.fetch_token(host, domain, scope, &realm, service.as_deref()).await?;
+            }
             if let Some(h) = self.auth_header(host, domain, scope)? {
                 req = req.header("authorization", h);
             }
@@ -214,9 +244,18 @@ impl Client {
             None => Ok(None),
             Some(Challenge::Basic) => Ok(self.credential(domain)?.map(|c| basic(&c))),
             Some(Challenge::Bearer { .. }) => {
-                Ok(lock(&self.tokens).get(&(host.to_owned(), scope.to_owned())).map(|t| format!("Bearer {t}")))
+                Ok(lock(&self.tokens).get(&(host.to_owned(), scope.to_owned())).map(|t| format!("Bearer {}", t.value)))
             }
         }
+    }
+
+    /// The host's bearer challenge when the token for `scope` is near its expiry: a token
+    /// is used until then and renewed before it lapses. Scopes never asked for are left to
+    /// the 401 handshake, which names the scope the host wants.
+    fn stale_bearer(&self, host: &str, scope: &str) -> Option<Challenge> {
+        let stale = lock(&self.tokens).get(&(host.to_owned(), scope.to_owned())).is_some_and(|t| !t.fresh());
+        let challenge = lock(&self.challenges).get(host).cloned();
+        challenge.filter(|c| stale && matches!(c, Challenge::Bearer { .. }))
     }
 
     async fn authenticate(&self, host: &str, domain: &str, scope: &str, resp: &Response) -> Result<()> {
@@ -229,19 +268,33 @@ impl Client {
         let Challenge::Bearer { realm, service } = challenge else {
             return Ok(());
         };
-        let mut req = self.http_for(host).get(&realm);
+        self.fetch_token(host, domain, scope, &realm, service.as_deref()).await
+    }
+
+    /// Asks the token endpoint `realm` for a token for `scope` (with the domain's
+    /// credentials, or anonymously) and keeps it until [`Token::fresh`] says otherwise.
+    async fn fetch_token(
+        &self,
+        host: &str,
+        domain: &str,
+        scope: &str,
+        realm: &str,
+        service: Option<&str>,
+    ) -> Result<()> {
         let mut query: Vec<(&str, &str)> = Vec::new();
-        if let Some(s) = &service {
+        if let Some(s) = service {
             query.push(("service", s));
         }
         for s in scope.split(' ').filter(|s| !s.is_empty()) {
             query.push(("scope", s));
         }
-        req = req.query(&query);
+        let mut req = self.http_for(host).get(realm).query(&query);
         if let Some(c) = self.credential(domain)? {
             req = req.header("authorization", basic(&c));
         }
-        let r = req.send().await.map_err(|source| Error::Http { method: "GET".into(), url: realm.clone(), source })?;
+        let asked = Instant::now();
+        let http = |source| Error::Http { method: "GET".into(), url: realm.to_owned(), source };
+        let r = req.send().await.map_err(http)?;
         if !r.status().is_success() {
             let status = r.status();
             let msg = error_message(r).await;
@@ -251,19 +304,19 @@ impl Client {
             });
         }
         #[derive(serde::Deserialize)]
-        struct Token {
+        struct Answer {
             token: Option<String>,
             access_token: Option<String>,
+            expires_in: Option<u64>,
         }
-        let body =
-            r.bytes().await.map_err(|source| Error::Http { method: "GET".into(), url: realm.clone(), source })?;
-        let t: Token =
+        let body = r.bytes().await.map_err(http)?;
+        let t: Answer =
             serde_json::from_slice(&body).map_err(|source| Error::InvalidJson { what: "token response", source })?;
-        let token = t.token.or(t.access_token).ok_or_else(|| Error::Unauthorized {
+        let value = t.token.or(t.access_token).ok_or_else(|| Error::Unauthorized {
             registry: domain.to_owned(),
             reason: "token endpoint returned no token".into(),
         })?;
-        lock(&self.tokens).insert((host.to_owned(), scope.to_owned()), token);
+        lock(&self.tokens).insert((host.to_owned(), scope.to_owned()), Token::new(value, asked, t.expires_in));
         Ok(())
     }
 }
@@ -362,5 +415,14 @@ mod tests {
         assert_eq!(parse_challenge(r#"Basic realm="Registry Realm""#), Some(Challenge::Basic));
         assert_eq!(parse_challenge("Negotiate"), None);
         assert_eq!(parse_challenge(r#"Bearer service="x""#), None, "a bearer challenge needs a realm");
+    }
+
+    #[test]
+    fn tokens_are_renewed_a_quarter_of_their_life_early_and_at_most_30_s() {
+        let now = Instant::now();
+        assert_eq!(Token::new("t".into(), now, Some(4)).renew_at, now + Duration::from_secs(3));
+        assert_eq!(Token::new("t".into(), now, Some(300)).renew_at, now + Duration::from_secs(270));
+        assert_eq!(Token::new("t".into(), now, None).renew_at, now + Duration::from_secs(45), "60 s by default");
+        assert!(!Token::new("t".into(), now, Some(0)).fresh());
     }
 }
