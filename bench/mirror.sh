@@ -2,12 +2,15 @@
 # Mirror: berth's pull-through mirror (`berth registry serve --mirror URL`) beside CNCF
 # distribution 2.8 in proxy mode (Debian's docker-registry, `proxy: remoteurl:`), in the same
 # run, both in front of one upstream: a plain `berth registry serve` holding the ~1 GiB bench
-# image of registry.sh. Through each mirror, with skopeo: a cold pull (fresh mirror root), a warm
-# pull (the same again, from the filled mirror), and CLIENTS (16) cold pulls at once through
-# another fresh mirror; then CLIENTS cold pulls at once with curl (manifest, then each blob in
-# turn, bodies discarded), which leaves the 2 cores to the servers. Counts the blob bytes the upstream served in each phase (its
-# /metrics, berth_registry_bytes_sent_total{route="blob"}) as copies of the image. Prints one
-# table with the ratios and the targets of issue 18 (item 9); see bench/README.md.
+# image of registry.sh, in a network namespace of its own behind a veth pair whose upstream
+# side sends at UPSTREAM_RATE (tc tbf), as an upstream across a WAN link does. Through each
+# mirror: a cold pull with skopeo (fresh mirror root), a warm pull (the same again, from the
+# filled mirror; WARM times), warm pulls with curl (manifest, then each blob in turn, bodies discarded,
+# which leaves the 2 cores to the server), CLIENTS (16) cold skopeo pulls at once through
+# another fresh mirror, then CLIENTS cold curl pulls at once through another. Counts the blob
+# bytes the upstream served in each phase (its /metrics,
+# berth_registry_bytes_sent_total{route="blob"}) as copies of the image. Prints one table with
+# the ratios and the targets of issue 18 (item 9); see bench/README.md.
 #
 #   bench/mirror.sh
 #
@@ -16,8 +19,10 @@
 # round of each phase counts (upstream copies: the most any round took). BERTH (default
 # target/release/berth) is the binary under test, for the upstream and the mirror; CLIENTS
 # (default 16) pulls at once in the concurrent phases; MANY (default "skopeo curl") the clients
-# of the concurrent phases, one phase each; KEEP_RUN=1 keeps the run directory (server logs,
-# roots, client output).
+# of the concurrent phases, one phase each, or none; WARM (default 3) warm pulls of each
+# client per round (the fastest counts); UPSTREAM_RATE (default 1gbit, a tc rate) the
+# bandwidth from the upstream to the mirrors, or "none" for an upstream on 127.0.0.1 at
+# loopback speed; KEEP_RUN=1 keeps the run directory (server logs, roots, client output).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +31,8 @@ BENCH_DIR=${BENCH_DIR:-/var/tmp/berth-bench}
 RUNS=${RUNS:-3}
 CLIENTS=${CLIENTS:-16}
 MANY=${MANY:-skopeo curl}
+UPSTREAM_RATE=${UPSTREAM_RATE:-1gbit}
+WARM=${WARM:-3}
 BERTH=${BERTH:-target/release/berth}
 DISTRIBUTION=/usr/bin/docker-registry
 REPO=bench/image
@@ -36,9 +43,14 @@ MANIFEST_TYPE=application/vnd.oci.image.manifest.v1+json
 [ $# -eq 0 ] || die "usage: bench/mirror.sh (no arguments; see the environment in its header)"
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer"
 [[ $CLIENTS =~ ^[1-9][0-9]*$ ]] && [ "$CLIENTS" -le 32 ] || die "CLIENTS must be an integer from 1 to 32"
-for m in $MANY; do [ "$m" = skopeo ] || [ "$m" = curl ] || die "MANY must list skopeo, curl or both"; done
+[ "$MANY" != none ] || MANY=""
+for m in $MANY; do [ "$m" = skopeo ] || [ "$m" = curl ] || die "MANY must list skopeo, curl or both, or be none"; done
+[[ $WARM =~ ^[1-9][0-9]?$ ]] || die "WARM must be an integer from 1 to 99"
 [ -x "$BERTH" ] || die "$BERTH is missing: run ./setup (or set BERTH)"
-for tool in "$DISTRIBUTION" skopeo curl python3 jq du; do
+[ "$UPSTREAM_RATE" = none ] || [[ $UPSTREAM_RATE =~ ^[1-9][0-9]*(k|m|g)?bit$ ]] ||
+  die "UPSTREAM_RATE must be none or a tc rate such as 1gbit or 500mbit"
+[ "$UPSTREAM_RATE" = none ] || [ "$(id -u)" = 0 ] || die "a throttled upstream needs root (or UPSTREAM_RATE=none)"
+for tool in "$DISTRIBUTION" skopeo curl python3 jq du ip tc; do
   command -v "$tool" >/dev/null || die "$tool is missing: run ./setup --deps"
 done
 
@@ -47,9 +59,11 @@ ensure_image
 RUN=$(mktemp -d "$BENCH_DIR/run-XXXXXX")
 up_pid="" # the upstream
 pid=""    # the mirror running now, if any
+NS=""     # the upstream's network namespace, if throttled
 cleanup() {
   [ -z "$pid" ] || halt "$pid"
   [ -z "$up_pid" ] || halt "$up_pid"
+  [ -z "$NS" ] || ip netns delete "$NS" 2>/dev/null || true # takes the veth pair with it
   if [ "${KEEP_RUN:-}" = 1 ]; then say "kept $RUN"; else rm -rf "$RUN"; fi
 }
 trap cleanup EXIT
@@ -58,19 +72,42 @@ trap cleanup EXIT
 cp "$BERTH" "$RUN/berth"
 BERTH=$RUN/berth
 
-# The upstream: berth's registry with the image pushed from the layout (as registry.sh does).
-up_port=$(free_port)
-UP=http://127.0.0.1:$up_port
+# The upstream: berth's registry with the image pushed from the layout (as registry.sh does);
+# throttled, it runs in a namespace of its own at 10.213.N.2, reached over a veth pair.
+if [ "$UPSTREAM_RATE" = none ]; then
+  up_ip=127.0.0.1
+  up_port=$(free_port)
+  in_ns=()
+else
+  NS=berth-bench-$$
+  net=10.213.$(($$ % 250)).
+  up_ip=${net}2
+  up_port=5000
+  in_ns=(ip netns exec "$NS")
+  ip netns add "$NS"
+  ip link add "bbh$$" type veth peer name "bbn$$"
+  ip link set "bbn$$" netns "$NS"
+  ip addr add "${net}1/30" dev "bbh$$"
+  ip link set "bbh$$" up
+  ip -n "$NS" addr add "${net}2/30" dev "bbn$$"
+  ip -n "$NS" link set "bbn$$" up
+  ip -n "$NS" link set lo up
+fi
+UP=http://$up_ip:$up_port
 mkdir -p "$RUN/upstream"
-"$BERTH" registry serve --addr "127.0.0.1:$up_port" --root "$RUN/upstream" \
+"${in_ns[@]}" "$BERTH" registry serve --addr "$up_ip:$up_port" --root "$RUN/upstream" \
   >"$RUN/upstream.out" 2>"$RUN/upstream.err" &
 up_pid=$!
 await upstream "$up_pid" "$UP/v2/" "$RUN/upstream.err"
-skopeo copy -q --dest-tls-verify=false "oci:$IMG:bench" "docker://127.0.0.1:$up_port/$REPO:$TAG" \
+skopeo copy -q --dest-tls-verify=false "oci:$IMG:bench" "docker://$up_ip:$up_port/$REPO:$TAG" \
   >"$RUN/upstream-push.log" 2>&1 || die "pushing the image to the upstream failed: $(tail -n 1 "$RUN/upstream-push.log")"
 got=$(curl -fsS --max-time 10 -H "Accept: $MANIFEST_TYPE" "$UP/v2/$REPO/manifests/$TAG" | sha256sum | cut -d' ' -f1)
 [ "sha256:$got" = "$manifest_digest" ] || die "upstream: manifest GET returned sha256:$got"
-say "upstream $UP holds $REPO:$TAG ($bytes blob bytes); $CLIENTS clients at once; $RUNS round(s)"
+if [ -n "$NS" ]; then
+  # From here on the upstream sends at UPSTREAM_RATE (the push above went at full speed).
+  tc -n "$NS" qdisc add dev "bbn$$" root tbf rate "$UPSTREAM_RATE" burst 512kb latency 100ms
+fi
+say "upstream $UP holds $REPO:$TAG ($bytes blob bytes), sending at $UPSTREAM_RATE; $CLIENTS clients at once; $RUNS round(s)"
 
 # up_bytes: the blob bytes the upstream has served so far (response bodies of the blob route:
 # berth counts a response's Content-Length when it answers, HEADs as 0).
@@ -179,15 +216,23 @@ record() {
     awk '/^berth_mirror_upstream_bytes_total/ { print $2 }')"
 }
 
-# single NAME: a fresh mirror; a cold pull, then (once it has settled) a warm pull.
+# single NAME: a fresh mirror; a cold pull with skopeo, then (once it has settled) WARM warm
+# pulls with skopeo and WARM with curl (pull_curl, which leaves the cores to the server).
 single() {
-  local name=$1 u0 u1 t0 t1 dest=$RUN/pull-$1
+  local name=$1 u0 u1 t0 t1 i dest=$RUN/pull-$1
+  local phases=(cold)
+  for ((i = 0; i < WARM; i++)); do phases+=(warm); done
+  for ((i = 0; i < WARM; i++)); do phases+=(warm-curl); done
   start "$name" "single-$r"
-  for phase in cold warm; do
+  for phase in "${phases[@]}"; do
     sync # so that writeback of the previous step does not land in this one
     u0=$(up_bytes)
     t0=$(now)
-    pull "$name" "$phase" "$dest" || failed "$name" "$phase pull" "$dest.log"
+    if [ "$phase" = warm-curl ]; then
+      pull_curl "$name" "$phase" "$dest.log" || failed "$name" "$phase pull" "$dest.log"
+    else
+      pull "$name" "$phase" "$dest" || failed "$name" "$phase pull" "$dest.log"
+    fi
     t1=$(now)
     settle "$name"
     u1=$(up_bytes)
@@ -234,26 +279,31 @@ done
 
 # The fastest round of each phase and mirror; upstream copies: the most of any round.
 echo
-awk -v c="$CLIENTS" -v b="$bytes" -v many="$MANY" '
+where="at $UPSTREAM_RATE (tc tbf on a veth pair)"
+[ "$UPSTREAM_RATE" != none ] || where="on 127.0.0.1"
+awk -v c="$CLIENTS" -v b="$bytes" -v many="$MANY" -v where="$where" '
   { k = $1 SUBSEP $2
     if (!(k in best) || $3 > best[k]) best[k] = $3
     if (!(k in copies) || $5 > raw[k]) { copies[k] = $4; raw[k] = $5 } }
   END {
-    printf "mirror of a berth upstream on 127.0.0.1, %.2f GB image; skopeo copy unless named\n", b / 1e9
+    printf "mirror of a berth upstream %s, %.2f GB image; skopeo copy unless named\n", where, b / 1e9
     printf "%-26s%12s%12s%8s%16s%16s\n", "phase", "berth MB/s", "distr. MB/s", "ratio",
       "berth upstream", "distr. upstream"
-    n = split("cold warm", phases, " ")
+    n = split("cold warm warm-curl", phases, " ")
     m = split(many, clients, " ")
     for (i = 1; i <= m; i++) phases[++n] = "cold" c "-" clients[i]
     for (i = 1; i <= n; i++) {
       p = phases[i]
-      label = p == "cold" ? "cold pull" : p == "warm" ? "warm pull" : c " cold at once, " substr(p, length("cold" c) + 2)
+      label = p == "cold" ? "cold pull" : p == "warm" ? "warm pull" : p == "warm-curl" ? "warm pull, curl" : \
+        c " cold at once, " substr(p, length("cold" c) + 2)
       printf "%-26s%12.1f%12.1f%7.2fx%15.2fx%15.2fx\n", label, best[p, "berth"], best[p, "distribution"],
         best[p, "berth"] / best[p, "distribution"], copies[p, "berth"], copies[p, "distribution"]
     }
     print "(MB/s: image bytes x pulls / wall time, 1 MB = 10^6 bytes; upstream: blob bytes the upstream served, in copies of the image)"
     w = best["warm", "berth"] / best["warm", "distribution"]
-    printf "target: warm pull >= distribution'"'"'s: %.2fx  %s\n", w, (w >= 1 ? "PASS" : "FAIL")
+    printf "target: warm pull (skopeo) >= distribution'"'"'s: %.2fx  %s\n", w, (w >= 1 ? "PASS" : "FAIL")
+    w = best["warm-curl", "berth"] / best["warm-curl", "distribution"]
+    printf "target: warm pull (curl) >= distribution'"'"'s: %.2fx  %s\n", w, (w >= 1 ? "PASS" : "FAIL")
     for (i = 1; i <= m; i++) {
       p = "cold" c "-" clients[i]
       r = best[p, "berth"] / best[p, "distribution"]

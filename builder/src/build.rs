@@ -31,6 +31,8 @@ pub struct BuildOptions {
     pub context: Option<Context>,
     /// `--target`.
     pub target: Option<String>,
+    /// `--platform`: the platform the image is built for (the host's if none).
+    pub platform: Option<oci::Platform>,
     /// `--build-arg`.
     pub build_args: BTreeMap<String, String>,
     /// `--label`.
@@ -87,7 +89,7 @@ pub struct Machine<'a> {
     /// RUN's executor.
     pub executor: &'a dyn runner::exec::Executor,
     /// Resolves a base image reference, pulling it when needed.
-    pub resolve: &'a (dyn Fn(&str) -> Result<BaseImage> + Sync),
+    pub resolve: &'a (dyn Fn(&str, &oci::Platform) -> Result<BaseImage> + Sync),
     /// Where events go.
     pub progress: &'a dyn Progress,
     /// Downloads a URL into a file, for ADD.
@@ -98,10 +100,9 @@ pub struct Machine<'a> {
 
 /// Builds the target stage and stores the image (untagged; the caller names it).
 pub fn build(m: &Machine<'_>, opts: &BuildOptions) -> Result<Built> {
-    let (os, arch) = oci::manifest::host_platform();
     let inputs = Inputs {
         build_args: &opts.build_args,
-        target_platform: (os.to_string(), arch.to_string(), None),
+        target_platform: opts.platform.clone().unwrap_or_else(oci::Platform::host),
         no_cache: opts.no_cache,
         no_cache_filter: &opts.no_cache_filter,
         host_network: opts.host_network,
@@ -109,6 +110,9 @@ pub fn build(m: &Machine<'_>, opts: &BuildOptions) -> Result<Built> {
         resolve: m.resolve,
     };
     let converted = convert::convert(&opts.dockerfile, opts.target.as_deref(), &inputs)?;
+    for p in &converted.run_platforms {
+        runner::emulation::check(p, &runner::emulation::binfmt_dir()).map_err(Error::Emulation)?;
+    }
     let mut imported = import_caches(m, &opts.cache_from)?;
     lazy_bases(m, &converted.graph, &mut imported)?;
     let cache = Layered { local: m.cache, imported: &imported, store: m.store };
@@ -441,18 +445,34 @@ fn write_image(
 }
 
 /// A base image from the local store, as docker uses one: by name, else by ID.
-pub fn base_from_store(store: &ImageStore, reference: &str) -> Result<Option<BaseImage>> {
+pub fn base_from_store(store: &ImageStore, reference: &str, platform: &oci::Platform) -> Result<Option<BaseImage>> {
     let rec = match store.resolve(reference) {
         Ok(r) => r,
         Err(e) if e.kind() == oci::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::image(format!("look up {reference}"))(e)),
     };
-    base_of(store, &rec.target, reference).map(Some)
+    match store.image_for(&rec.target, platform) {
+        // An index without this platform's image: the registry may have it.
+        Err(e) if e.kind() == oci::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::image(format!("read {reference}"))(e)),
+        // An image of another platform under this name (pulled or imported for it): so is
+        // the platform's own, in the registry.
+        Ok(image) if !built_for(&image.config, platform) => Ok(None),
+        Ok(_) => base_of(store, &rec.target, reference, platform).map(Some),
+    }
 }
 
-/// The base image whose manifest is `target` (its layers need not be in the store yet).
-pub fn base_of(store: &ImageStore, target: &Target, reference: &str) -> Result<BaseImage> {
-    let image = store.image(target).map_err(Error::image(format!("read {reference}")))?;
+/// Whether an image config says it runs on `platform` (one that names no architecture is
+/// taken for any).
+fn built_for(config: &oci::spec::ImageConfiguration, platform: &oci::Platform) -> bool {
+    let arch = config.architecture().to_string();
+    arch.is_empty() || oci::Platform::new(&config.os().to_string(), &arch, config.variant().as_deref()) == *platform
+}
+
+/// The base image whose manifest (or index) is `target`, for `platform` (its layers need not
+/// be in the store yet).
+pub fn base_of(store: &ImageStore, target: &Target, reference: &str, platform: &oci::Platform) -> Result<BaseImage> {
+    let image = store.image_for(target, platform).map_err(Error::image(format!("read {reference}")))?;
     let config: Value = serde_json::from_slice(&image.config_bytes)
         .map_err(|source| Error::Json { what: format!("{reference}: image config"), source })?;
     let layers = image

@@ -133,6 +133,10 @@ pub enum Error {
     /// A flag's value is wrong (`--cache-to`, `--cache-from`).
     #[error("{0}")]
     Invalid(String),
+    /// RUN steps for a platform this host cannot run (no emulator registered): one line
+    /// naming what fixes it.
+    #[error("{0}")]
+    Emulation(String),
     /// A remote build cache (registry, local directory, S3) failed.
     #[error("{what}")]
     RemoteCache {
@@ -168,6 +172,7 @@ impl Error {
                 _ => ErrorKind::System,
             },
             Error::Io { .. }
+            | Error::Emulation(_)
             | Error::Runner { .. }
             | Error::Cache { .. }
             | Error::RemoteCache { .. }

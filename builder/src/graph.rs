@@ -100,6 +100,9 @@ pub struct ExecOp {
     pub cwd: String,
     /// User, as written.
     pub user: Option<String>,
+    /// The platform the step runs for (`linux/arm64`): the same command gives other bytes
+    /// under another emulator, so it is part of the key.
+    pub platform: String,
     /// Host network (docker build's default) or none.
     pub host_network: bool,
     /// `RUN --security=insecure`: every capability, no seccomp filter. In the cache key only

@@ -32,12 +32,14 @@ pub mod layer;
 pub mod layout;
 pub mod manifest;
 pub mod media;
+pub mod platform;
 pub mod reference;
 pub mod store;
 
 pub use digest::{Algorithm, Digest};
 pub use error::{Error, ErrorKind, Result};
 pub use manifest::Manifest;
+pub use platform::Platform;
 pub use oci_spec::image as spec;
 pub use reference::Reference;
 pub use store::{Image, ImageRecord, ImageStore, Target};

@@ -41,8 +41,9 @@ use crate::content::{ContentStore, Expected, LocalStore};
 use crate::digest::{Algorithm, Digest};
 use crate::error::{Error, IoContext, Result};
 use crate::layer::{Compression, LayerInfo, LayerWriter};
-use crate::manifest::{descriptor_digest, host_platform, parse_config, Manifest, MAX_MANIFEST_SIZE};
+use crate::manifest::{descriptor_digest, parse_config, Manifest, MAX_MANIFEST_SIZE};
 use crate::media;
+use crate::platform::Platform;
 use crate::reference::Reference;
 
 /// The largest image config berth reads (configs are small JSON documents).
@@ -455,7 +456,12 @@ impl ImageStore {
 
     /// Resolves `target` to the host platform's image and reads its manifest and config.
     pub fn image(&self, target: &Target) -> Result<Image> {
-        let (os, arch) = host_platform();
+        self.image_for(target, &Platform::host())
+    }
+
+    /// Resolves `target` to `platform`'s image (an index's entry for it; an image manifest
+    /// is taken as it is) and reads its manifest and config.
+    pub fn image_for(&self, target: &Target, platform: &Platform) -> Result<Image> {
         let mut digest = target.digest.clone();
         let mut media_type = target.media_type.clone();
         for _ in 0..4 {
@@ -467,18 +473,10 @@ impl ImageStore {
                     return Ok(Image { manifest, manifest_digest: digest, config, config_bytes, id });
                 }
                 Manifest::Index(index) => {
-                    let pick = index
-                        .manifests()
-                        .iter()
-                        .find(|d| {
-                            d.platform()
-                                .as_ref()
-                                .is_some_and(|p| p.os().to_string() == os && p.architecture().to_string() == arch)
-                        })
-                        .or_else(|| (index.manifests().len() == 1).then(|| &index.manifests()[0]))
-                        .ok_or_else(|| {
-                            Error::ImageNotFound(format!("{} has no image for {os}/{arch}", target.digest))
-                        })?;
+                    let only = (index.manifests().len() == 1 && platform.is_host()).then(|| &index.manifests()[0]);
+                    let pick = platform.pick(&index).or(only).ok_or_else(|| {
+                        Error::ImageNotFound(format!("{} has no image for {platform}", target.digest))
+                    })?;
                     digest = descriptor_digest(pick)?;
                     media_type = pick.media_type().to_string();
                 }
@@ -621,7 +619,8 @@ impl ImageStore {
         let (ingest, info) = layer.finish()?;
         ingest.commit(Expected::exactly(&info.digest, info.size))?;
         self.record_unpacked_size(&info.diff_id, info.uncompressed_size);
-        let record = self.commit_image(&[info], &opts.history_line(), name)?;
+        let platform = opts.platform.clone().unwrap_or_else(Platform::host);
+        let record = self.commit_image(&[info], &opts.history_line(), &platform, name)?;
         Ok(record)
     }
 
@@ -630,9 +629,9 @@ impl ImageStore {
         &self,
         layers: &[LayerInfo],
         created_by: &HistoryEntry,
+        platform: &Platform,
         name: Option<&Reference>,
     ) -> Result<ImageRecord> {
-        let (os, arch) = host_platform();
         let created = created_by.created.clone();
         let history = layers
             .iter()
@@ -652,8 +651,8 @@ impl ImageStore {
             .map_err(doc_err("image config"))?;
         let config = ImageConfigurationBuilder::default()
             .created(created)
-            .architecture(arch)
-            .os(os)
+            .architecture(platform.architecture.as_str())
+            .os(platform.os.as_str())
             .rootfs(rootfs)
             .history(history)
             .config(oci_spec::image::ConfigBuilder::default().build().map_err(doc_err("image config"))?)
@@ -846,6 +845,8 @@ pub struct ImportOptions {
     pub message: Option<String>,
     /// Where the tarball came from, for the history entry.
     pub source: String,
+    /// The platform the config records (`docker import --platform`); the host's if none.
+    pub platform: Option<Platform>,
 }
 
 struct HistoryEntry {
@@ -891,7 +892,7 @@ mod tests {
     }
 
     fn opts() -> ImportOptions {
-        ImportOptions { compression: Compression::Gzip, message: None, source: "-".into() }
+        ImportOptions { compression: Compression::Gzip, message: None, source: "-".into(), platform: None }
     }
 
     /// A rootfs of one file of 1 MiB of zeros: a few KiB gzipped.

@@ -16,6 +16,7 @@
 //! - [`security`]: capabilities and the seccomp filter (docker's defaults, `--cap-add`, profiles).
 //! - [`container`]: containers that outlive `berth run -d`: state, supervisor, logs, exec,
 //!   health checks and published ports.
+//! - [`emulation`]: whether a foreign platform's programs run here (binfmt_misc handlers).
 //! - [`exec`]: the [`exec::Executor`] trait over the sandbox, as `berth build` runs RUN steps.
 //!
 //! ```no_run
@@ -27,6 +28,7 @@
 pub mod bundle;
 pub mod cgroup;
 pub mod container;
+pub mod emulation;
 pub mod exec;
 pub mod lease;
 pub mod netlink;

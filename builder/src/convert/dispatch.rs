@@ -130,8 +130,18 @@ impl Converter<'_> {
             .filter(|p| !scope.has_arg(p))
             .filter_map(|p| self.inputs.build_args.get(*p).map(|v| format!("{p}={v}")))
             .collect();
-        let op =
-            Op::Exec(ExecOp { args, env, cwd: workdir, user: scope.user(), host_network, insecure, mounts, proxy_env });
+        let op = Op::Exec(ExecOp {
+            args,
+            env,
+            cwd: workdir,
+            user: scope.user(),
+            platform: self.current.to_string(),
+            host_network,
+            insecure,
+            mounts,
+            proxy_env,
+        });
+        self.run_platforms.insert(self.current.clone());
         let v = self.add_step(scope, ins.text, op, inputs, ins.at, step);
         out.vertex = v;
         record(

@@ -18,7 +18,9 @@ mod scope;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use oci::Platform;
 
 use serde_json::{json, Value};
 
@@ -43,8 +45,8 @@ pub struct BaseImage {
 pub struct Inputs<'a> {
     /// `--build-arg`s.
     pub build_args: &'a BTreeMap<String, String>,
-    /// `os/arch[/variant]` of the target (the host's for now).
-    pub target_platform: (String, String, Option<String>),
+    /// The platform the target is built for (`--platform`); `BUILDPLATFORM` is the host's.
+    pub target_platform: Platform,
     /// `--no-cache`.
     pub no_cache: bool,
     /// `--no-cache-filter` stage names.
@@ -54,7 +56,7 @@ pub struct Inputs<'a> {
     /// `RUN --security=insecure` is allowed (`--allow security.insecure`).
     pub allow_insecure: bool,
     /// Resolves (and pulls when needed) a base image by reference.
-    pub resolve: &'a (dyn Fn(&str) -> Result<BaseImage> + Sync),
+    pub resolve: &'a (dyn Fn(&str, &Platform) -> Result<BaseImage> + Sync),
 }
 
 /// A converted stage: its last vertex, its image config and the steps of its history.
@@ -82,6 +84,8 @@ pub struct Converted {
     pub stages: HashMap<usize, StageOut>,
     /// The target stage's index.
     pub target: usize,
+    /// The platforms RUN steps execute for: each one not the host's needs an emulator.
+    pub run_platforms: BTreeSet<Platform>,
 }
 
 /// docker's PATH for a container whose image sets none (BuildKit gives it to every stage).
@@ -92,19 +96,15 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 pub const PROXY_ARGS: [&str; 8] =
     ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy", "NO_PROXY", "no_proxy"];
 
-/// Platform ARGs every build defines, usable in FROM and after `ARG NAME` in a stage.
-fn platform_args(p: &(String, String, Option<String>)) -> BTreeMap<String, String> {
-    let (os, arch, variant) = p;
-    let full = match variant {
-        Some(v) => format!("{os}/{arch}/{v}"),
-        None => format!("{os}/{arch}"),
-    };
+/// Platform ARGs every build defines, usable in FROM and after `ARG NAME` in a stage: the
+/// `TARGET*` ones of `target`, the `BUILD*` ones of the host.
+fn platform_args(target: &Platform) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
-    for prefix in ["TARGET", "BUILD"] {
-        m.insert(format!("{prefix}PLATFORM"), full.clone());
-        m.insert(format!("{prefix}OS"), os.clone());
-        m.insert(format!("{prefix}ARCH"), arch.clone());
-        m.insert(format!("{prefix}VARIANT"), variant.clone().unwrap_or_default());
+    for (prefix, p) in [("TARGET", target), ("BUILD", &Platform::host())] {
+        m.insert(format!("{prefix}PLATFORM"), p.to_string());
+        m.insert(format!("{prefix}OS"), p.os.clone());
+        m.insert(format!("{prefix}ARCH"), p.architecture.clone());
+        m.insert(format!("{prefix}VARIANT"), p.variant.clone().unwrap_or_default());
     }
     m
 }
@@ -122,6 +122,8 @@ pub fn convert(df: &Dockerfile, target: Option<&str>, inputs: &Inputs<'_>) -> Re
         df,
         inputs,
         platform: platform_args(&inputs.target_platform),
+        current: inputs.target_platform.clone(),
+        run_platforms: BTreeSet::new(),
         graph: Graph::default(),
         stages: HashMap::new(),
         images: HashMap::new(),
@@ -140,7 +142,7 @@ pub fn convert(df: &Dockerfile, target: Option<&str>, inputs: &Inputs<'_>) -> Re
         c.global.insert(decl.name.clone(), value);
     }
     c.stage(target)?;
-    Ok(Converted { graph: c.graph, stages: c.stages, target })
+    Ok(Converted { graph: c.graph, stages: c.stages, target, run_platforms: c.run_platforms })
 }
 
 /// The conversion of one build: the graph so far and the stages done.
@@ -149,10 +151,14 @@ struct Converter<'a> {
     inputs: &'a Inputs<'a>,
     /// The platform ARGs (TARGETOS, BUILDPLATFORM, ...).
     platform: BTreeMap<String, String>,
+    /// The platform of the stage being converted (its `FROM --platform`, else the target's).
+    current: Platform,
+    /// The platforms RUN steps were converted for.
+    run_platforms: BTreeSet<Platform>,
     graph: Graph,
     stages: HashMap<usize, StageOut>,
-    /// Image vertices by reference, so one image used twice is one vertex.
-    images: HashMap<String, (VertexId, Value)>,
+    /// Image vertices by reference and platform, so one image used twice is one vertex.
+    images: HashMap<(String, Platform), (VertexId, Value)>,
     /// Global ARGs (before the first FROM), after `--build-arg`s.
     global: BTreeMap<String, Option<String>>,
     /// The stages being converted, to refuse a circle.
@@ -191,15 +197,17 @@ impl<'a> Converter<'a> {
             || stage.is_some_and(|s| self.inputs.no_cache_filter.iter().any(|f| f.eq_ignore_ascii_case(s)))
     }
 
-    /// The vertex and config of an image used by reference (FROM, COPY --from, mount from).
+    /// The vertex and config of an image used by reference (FROM, COPY --from, mount from),
+    /// for the platform of the stage being converted.
     fn image(&mut self, reference: &str, at: usize) -> Result<(VertexId, Value)> {
-        if let Some(hit) = self.images.get(reference) {
+        let key = (reference.to_owned(), self.current.clone());
+        if let Some(hit) = self.images.get(&key) {
             return Ok(hit.clone());
         }
         let (op, name, config) = if reference == "scratch" {
             (Op::Scratch, "FROM scratch".to_owned(), json!({}))
         } else {
-            let base = (self.inputs.resolve)(reference).map_err(|e| match e {
+            let base = (self.inputs.resolve)(reference, &self.current).map_err(|e| match e {
                 Error::Dockerfile { .. } => e,
                 other => self.df.error(at, format!("base image {reference}: {}", oci::error::chain(&other))),
             })?;
@@ -207,7 +215,7 @@ impl<'a> Converter<'a> {
             (Op::Image { manifest: base.manifest, layers: base.layers }, name, base.config)
         };
         let v = self.graph.add(Vertex { op, inputs: vec![], name, stage: None, at, no_cache: false });
-        self.images.insert(reference.to_owned(), (v, config.clone()));
+        self.images.insert(key, (v, config.clone()));
         Ok((v, config))
     }
 
@@ -235,7 +243,8 @@ impl<'a> Converter<'a> {
         }
         self.visiting.push(i);
         let base_name = self.expand_global(&st.base)?;
-        self.check_platform(st)?;
+        let platform = self.stage_platform(st)?;
+        let outer = std::mem::replace(&mut self.current, platform);
         // FROM a previous stage, or an image.
         let from_stage = df.stage_index(&base_name).filter(|j| *j < i);
         let (base_vertex, base_config, base_history) = match from_stage {
@@ -283,23 +292,19 @@ impl<'a> Converter<'a> {
         for ins in &st.instructions {
             self.dispatch(df, ins, &mut scope, &mut out, stage_name)?;
         }
-        out.config = scope.into_image(&self.inputs.target_platform);
+        out.config = scope.into_image(&self.current);
+        self.current = outer;
         self.visiting.pop();
         self.stages.insert(i, out.clone());
         Ok(out)
     }
 
-    /// `FROM --platform=`: berth builds for the host's platform only.
-    fn check_platform(&self, st: &dockerfile::Stage) -> Result<()> {
-        let Some(p) = &st.platform else { return Ok(()) };
-        let p = self.expand_global(p)?;
-        let want = self.platform.get("TARGETPLATFORM").cloned().unwrap_or_default();
-        if p != want && self.platform.get("BUILDPLATFORM") != Some(&p) {
-            return Err(self
-                .df
-                .error(st.span.start, format!("--platform={p}: berth builds for the host's platform ({want}) only")));
-        }
-        Ok(())
+    /// A stage's platform: its `FROM --platform=` (global and platform ARGs expanded),
+    /// else the target's.
+    fn stage_platform(&self, st: &dockerfile::Stage) -> Result<Platform> {
+        let Some(p) = &st.platform else { return Ok(self.inputs.target_platform.clone()) };
+        let text = self.expand_global(p)?;
+        text.parse().map_err(|e: oci::Error| self.df.error(p.at, format!("FROM --platform: {e}")))
     }
 
     /// Sends one instruction to its `dispatch_*` method.

@@ -148,7 +148,7 @@ impl Scope {
     }
 
     /// The image config document of the finished stage (without rootfs and history).
-    pub fn into_image(self, platform: &(String, String, Option<String>)) -> Value {
+    pub fn into_image(self, platform: &oci::Platform) -> Value {
         let mut config = self.config;
         config.insert("Env".into(), json!(self.env.entries));
         if let Some(u) = self.user {
@@ -160,9 +160,9 @@ impl Scope {
         if let Some(s) = self.shell {
             config.insert("Shell".into(), json!(s));
         }
-        let (os, arch, variant) = platform;
-        let mut image = json!({ "architecture": arch, "os": os, "config": Value::Object(config) });
-        if let Some(v) = variant {
+        let mut image =
+            json!({ "architecture": platform.architecture, "os": platform.os, "config": Value::Object(config) });
+        if let Some(v) = &platform.variant {
             image["variant"] = json!(v);
         }
         if let Some(a) = self.author {

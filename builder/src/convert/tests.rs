@@ -29,13 +29,13 @@ fn convert_with(
     let df = crate::dockerfile::parse("Dockerfile", text).unwrap();
     let build_args: BTreeMap<String, String> = args.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let seen = Mutex::new(Vec::new());
-    let resolve = |r: &str| {
+    let resolve = |r: &str, _: &oci::Platform| {
         seen.lock().unwrap().push(r.to_owned());
         Ok(base(config))
     };
     let inputs = Inputs {
         build_args: &build_args,
-        target_platform: ("linux".into(), "arm64".into(), Some("v8".into())),
+        target_platform: "linux/arm64/v8".parse().unwrap(),
         no_cache: false,
         no_cache_filter: &[],
         host_network: true,
@@ -189,13 +189,26 @@ fn platform_args_are_defined_for_from_and_after_arg() {
         &json!({}),
     );
     let c = c.unwrap();
-    assert_eq!(seen, ["img-arm64"]);
+    assert_eq!(seen, ["img-arm64", "img-arm64"], "one base, resolved for the build platform and the target");
     let r = runs(&c);
-    assert!(has(&r[0].env, "TARGETOS=linux") && has(&r[0].env, "TARGETPLATFORM=linux/arm64/v8"), "{:?}", r[0].env);
+    assert!(has(&r[0].env, "TARGETOS=linux") && has(&r[0].env, "TARGETPLATFORM=linux/arm64"), "{:?}", r[0].env);
     assert!(var(&r[1].env, "TARGETOS").is_none(), "platform ARGs need an ARG line in a stage");
-    let (err, _) = convert_with("FROM --platform=linux/s390x img\n", None, &[], &json!({}));
+    let host = oci::Platform::host().to_string();
+    assert_eq!(r[0].platform, host, "the build stage runs on the host's platform");
+    assert_eq!(r[1].platform, "linux/arm64", "the final stage on the target's");
+    let want: Vec<String> = c.run_platforms.iter().map(ToString::to_string).collect();
+    assert!(want.contains(&host) && want.contains(&"linux/arm64".to_owned()), "{want:?}");
+}
+
+#[test]
+fn a_stage_of_another_platform_records_it_and_a_bad_one_is_refused_where_written() {
+    let c = conv("FROM --platform=linux/s390x img\nRUN x\n", &[], &json!({}));
+    let out = &c.stages[&c.target];
+    assert_eq!(out.config["architecture"], "s390x");
+    assert_eq!(runs(&c)[0].platform, "linux/s390x");
+    let (err, _) = convert_with("FROM img\nFROM --platform=linux/ img\n", None, &[], &json!({}));
     let err = err.err().unwrap().to_string();
-    assert!(err.contains("Dockerfile:1:1") && err.contains("linux/s390x"), "{err}");
+    assert!(err.contains("Dockerfile:2:") && err.contains("linux/"), "{err}");
 }
 
 #[test]
@@ -294,10 +307,10 @@ fn an_unknown_target_and_an_empty_shell_are_dockerfile_errors_with_a_place() {
     let mut df = crate::dockerfile::parse("Dockerfile", "FROM img\nSHELL [\"sh\"]\nRUN x\n").unwrap();
     df.stages[0].instructions[0].kind = Kind::Shell(vec![]);
     let build_args = BTreeMap::new();
-    let resolve = |_: &str| Ok(base(&json!({})));
+    let resolve = |_: &str, _: &oci::Platform| Ok(base(&json!({})));
     let inputs = Inputs {
         build_args: &build_args,
-        target_platform: ("linux".into(), "amd64".into(), None),
+        target_platform: "linux/amd64".parse().unwrap(),
         no_cache: false,
         no_cache_filter: &[],
         host_network: true,

@@ -135,6 +135,7 @@ fn vertex(mounts: &[&str]) -> Vertex {
         env: vec!["PATH=/usr/bin:/bin".into()],
         cwd: "/".into(),
         user: None,
+        platform: "linux/amd64".into(),
         host_network: false,
         insecure: false,
         mounts,

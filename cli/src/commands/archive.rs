@@ -125,7 +125,7 @@ fn load_any(store: &oci::ImageStore, input: impl Read, name: &str) -> Result<Vec
 /// Import the contents from a tarball to create a filesystem image
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  berth import rootfs.tar busybox:latest\n  tar -C rootfs -c . | berth import - app:base"
+    after_help = "Examples:\n  berth import rootfs.tar busybox:latest\n  tar -C rootfs -c . | berth import - app:base\n  berth import --platform linux/arm64 rootfs-arm64.tar busybox:arm64"
 )]
 pub struct Import {
     /// A rootfs tarball (plain, gzip or zstd), or - for STDIN
@@ -139,6 +139,9 @@ pub struct Import {
     /// Layer compression: gzip, zstd or uncompressed
     #[arg(long, default_value = "gzip")]
     compression: Compression,
+    /// The platform the image's config records (os/arch[/variant]); the host's by default
+    #[arg(long)]
+    platform: Option<oci::Platform>,
 }
 
 impl Import {
@@ -149,8 +152,12 @@ impl Import {
             bail!("an imported image cannot be named by digest");
         }
         let store = open_store(root)?;
-        let opts =
-            ImportOptions { compression: self.compression, message: self.message.clone(), source: self.file.clone() };
+        let opts = ImportOptions {
+            compression: self.compression,
+            message: self.message.clone(),
+            source: self.file.clone(),
+            platform: self.platform.clone(),
+        };
         if self.file == "-" && io::stdin().is_terminal() {
             bail!("requested import from STDIN, but STDIN is a terminal: give a file or a pipe");
         }

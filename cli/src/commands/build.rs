@@ -50,9 +50,10 @@ pub struct Build {
     /// Always pull base images, even when the local store has them
     #[arg(long)]
     pull: bool,
-    /// Target platform: the host's only (os/arch)
+    /// Target platform (os/arch[/variant]); another than the host's runs RUN steps through
+    /// a registered QEMU emulator
     #[arg(long)]
-    platform: Option<String>,
+    platform: Option<oci::Platform>,
     /// Progress output: auto, tty, plain, quiet or rawjson
     #[arg(long, default_value = "auto")]
     progress: String,
@@ -140,17 +141,12 @@ impl Build {
     fn options(&self) -> Result<builder::BuildOptions> {
         let (file_name, text) = self.dockerfile()?;
         let dockerfile = builder::dockerfile::parse(&file_name, &text)?;
-        if let Some(p) = &self.platform {
-            let (os, arch) = oci::manifest::host_platform();
-            if p != &format!("{os}/{arch}") {
-                bail!("--platform {p}: berth builds for the host's platform ({os}/{arch}) only");
-            }
-        }
         let context = Context::new(&self.context, self.ignore_file()?)?;
         Ok(builder::BuildOptions {
             dockerfile,
             context: Some(context),
             target: self.target.clone(),
+            platform: self.platform.clone(),
             build_args: flags::pairs(&self.build_args, "--build-arg", true)?,
             labels: flags::pairs(&self.labels, "--label", false)?,
             no_cache: self.no_cache,
@@ -256,7 +252,7 @@ impl Session<'_> {
         let cache = builder::cache::RocksCache::open(self.root)?;
         let snapshotter = runner::snapshot::for_build(self.root)?;
         let executor = runner::exec::NamespaceExecutor;
-        let resolve = |reference: &str| self.base_image(reference, pull);
+        let resolve = |reference: &str, platform: &oci::Platform| self.base_image(reference, platform, pull);
         let rt = &self.rt;
         let downloads = oci::client::Downloader::from_env()?;
         let fetch = |url: &str, dest: &Path| {
@@ -297,10 +293,15 @@ impl Session<'_> {
         })
     }
 
-    /// A base image: from the store unless `pull`, else pulled from its registry.
-    fn base_image(&self, reference: &str, pull: bool) -> builder::Result<builder::convert::BaseImage> {
+    /// A base image for `platform`: from the store unless `pull`, else pulled from its registry.
+    fn base_image(
+        &self,
+        reference: &str,
+        platform: &oci::Platform,
+        pull: bool,
+    ) -> builder::Result<builder::convert::BaseImage> {
         if !pull {
-            if let Some(b) = builder::build::base_from_store(&self.store, reference)? {
+            if let Some(b) = builder::build::base_from_store(&self.store, reference, platform)? {
                 return Ok(b);
             }
         }
@@ -308,11 +309,11 @@ impl Session<'_> {
         self.display.note(format!("pulling {} (manifest and config; layers when a step needs them)", r.familiar()));
         // Layers stay in the registry until a step runs on them or the image is stored:
         // an all-hit build that pushes to the same registry never moves them.
-        let opts = oci::client::PullOptions { lazy: true, ..Default::default() };
+        let opts = oci::client::PullOptions { lazy: true, platform: Some(platform.clone()), ..Default::default() };
         let pulled =
             self.rt.block_on(oci::client::pull(&self.client, &self.store, &r, &opts, &oci::client::NoProgress));
         let rec = pulled.map_err(builder::Error::image(format!("pull {}", r.familiar())))?;
-        let base = builder::build::base_of(&self.store, &rec.target, reference)?;
+        let base = builder::build::base_of(&self.store, &rec.target, reference, platform)?;
         self.pulled.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((r, rec.target));
         Ok(base)
     }

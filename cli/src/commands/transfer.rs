@@ -70,7 +70,7 @@ pub struct Pull {
     image: String,
     /// Pick this platform from a multi-platform image: os/arch[/variant]
     #[arg(long)]
-    platform: Option<String>,
+    platform: Option<oci::Platform>,
     /// Print only the image name
     #[arg(short, long)]
     quiet: bool,

@@ -19,6 +19,7 @@ mod cache_s3;
 mod client;
 mod containers;
 mod images;
+mod platforms;
 mod layers;
 mod lifecycle;
 mod registry;

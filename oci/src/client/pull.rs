@@ -10,8 +10,9 @@ use super::{registry_host, Event, Progress};
 use crate::content::{ContentStore, Expected};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::manifest::{descriptor_digest, host_platform, Manifest, MAX_MANIFEST_SIZE};
+use crate::manifest::{descriptor_digest, Manifest, MAX_MANIFEST_SIZE};
 use crate::media;
+use crate::platform::Platform;
 use crate::reference::Reference;
 use crate::store::{ImageRecord, ImageStore, Target};
 
@@ -21,8 +22,8 @@ pub(crate) const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, applic
 /// What to pull.
 #[derive(Debug, Clone)]
 pub struct PullOptions {
-    /// `os/arch[/variant]` to pick from an index; the host's when `None`.
-    pub platform: Option<String>,
+    /// The platform to pick from an index; the host's when `None`.
+    pub platform: Option<Platform>,
     /// Layers downloaded at once.
     pub concurrency: usize,
     /// Manifest and config only (a build's base image, whose layers are fetched when a step
@@ -97,7 +98,7 @@ pub async fn pull(
         let Manifest::Index(index) = &manifest else {
             break;
         };
-        let child = pick_platform(index, opts.platform.as_deref())?;
+        let child = pick_platform(index, opts.platform.as_ref())?;
         let d = descriptor_digest(child)?;
         (target, manifest) = fetch_manifest(&repo, store, &d.to_string(), Some(&d), progress).await?;
     }
@@ -167,23 +168,11 @@ async fn fetch_manifest(
 
 fn pick_platform<'a>(
     index: &'a oci_spec::image::ImageIndex,
-    wanted: Option<&str>,
+    wanted: Option<&Platform>,
 ) -> Result<&'a oci_spec::image::Descriptor> {
-    let (host_os, host_arch) = host_platform();
-    let wanted = wanted.map(str::to_owned).unwrap_or_else(|| format!("{host_os}/{host_arch}"));
-    let mut parts = wanted.split('/');
-    let (os, arch, variant) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next());
-    index
-        .manifests()
-        .iter()
-        .find(|d| {
-            d.platform().as_ref().is_some_and(|p| {
-                p.os().to_string() == os
-                    && p.architecture().to_string() == arch
-                    && variant.is_none_or(|v| p.variant().as_deref() == Some(v))
-            })
-        })
-        .ok_or_else(|| Error::ImageNotFound(format!("no image for platform {wanted} in the index")))
+    let host = Platform::host();
+    let wanted = wanted.unwrap_or(&host);
+    wanted.pick(index).ok_or_else(|| Error::ImageNotFound(format!("no image for platform {wanted} in the index")))
 }
 
 /// Downloads one blob into the store, verifying as it streams, resuming with `Range`

@@ -1,0 +1,119 @@
+//! Builds for other platforms: busybox bases made from Debian's busybox-static of other
+//! architectures, RUN steps through QEMU's binfmt_misc handlers, and the one-line refusal
+//! where no emulator is registered.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::util::{p, repo_root, strict, Berth};
+
+/// Imports busybox-static of Debian architecture `arch` as `name` (for its platform); false
+/// (the test skips, or fails under BERTH_TEST_STRICT=1) when its .deb or an emulator for it is
+/// missing.
+fn foreign_busybox(b: &Berth, arch: &str, platform: &str, name: &str) -> bool {
+    let deb = std::fs::read_dir("/var/cache/berth/debs")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().ends_with(&format!("_{arch}.deb")));
+    let emulated = runner_check(platform);
+    if !deb || emulated.is_err() {
+        let why = if deb { emulated.unwrap_err() } else { format!("busybox-static:{arch} is not downloaded") };
+        assert!(!strict(), "{why} (BERTH_TEST_STRICT=1): run ./setup --deps");
+        eprintln!("skipping: {why} (run ./setup --deps)");
+        return false;
+    }
+    let out = Command::new(repo_root().join("fixtures/make-busybox-image"))
+        .args(["--arch", arch, name])
+        .env("BERTH", env!("CARGO_BIN_EXE_berth"))
+        .env("BERTH_ROOT", b.root.path())
+        .output()
+        .expect("run fixtures/make-busybox-image");
+    assert!(out.status.success(), "make-busybox-image --arch {arch}: {}", String::from_utf8_lossy(&out.stderr));
+    true
+}
+
+/// berth's own check, as a build makes it.
+fn runner_check(platform: &str) -> Result<(), String> {
+    let p: oci::Platform = platform.parse().map_err(|e| format!("{e}"))?;
+    runner::emulation::check(&p, &runner::emulation::binfmt_dir())
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).expect("write");
+}
+
+#[test]
+fn a_foreign_platform_builds_and_runs_under_its_emulator() {
+    for (arch, platform, machine) in [("arm64", "linux/arm64", "aarch64"), ("armhf", "linux/arm/v7", "armv7l")] {
+        let b = Berth::new();
+        if !foreign_busybox(&b, arch, platform, &format!("busybox:{arch}")) {
+            return;
+        }
+        let ctx = tempfile::tempdir().expect("temp dir");
+        write(
+            ctx.path(),
+            "Dockerfile",
+            &format!(
+                "FROM busybox:{arch}\nARG TARGETPLATFORM TARGETARCH\n\
+                 RUN uname -m > /arch && echo \"$TARGETPLATFORM $TARGETARCH\" > /target\nCMD [\"cat\", \"/arch\"]\n"
+            ),
+        );
+        b.ok(&["build", "-q", "--platform", platform, "-t", "app", &p(ctx.path())]);
+        let inspect: serde_json::Value = serde_json::from_str(&b.ok(&["inspect", "app"])).expect("inspect json");
+        let want_arch = platform.split('/').nth(1).expect("an arch");
+        assert_eq!(inspect[0]["Architecture"], want_arch, "{inspect}");
+        assert_eq!(b.ok(&["run", "--rm", "app"]).trim(), machine, "the RUN step ran as {platform}");
+        let target = b.ok(&["run", "--rm", "app", "cat", "/target"]);
+        assert_eq!(target.trim(), format!("{platform} {want_arch}"), "TARGETPLATFORM and TARGETARCH");
+    }
+}
+
+#[test]
+fn the_cross_compilation_pattern_runs_the_build_stage_on_the_host() {
+    let b = Berth::new();
+    if !b.busybox("busybox:latest") || !foreign_busybox(&b, "arm64", "linux/arm64", "busybox:arm64") {
+        return;
+    }
+    let host = oci::Platform::host();
+    let ctx = tempfile::tempdir().expect("temp dir");
+    write(
+        ctx.path(),
+        "Dockerfile",
+        "FROM --platform=$BUILDPLATFORM busybox AS build\nARG TARGETARCH BUILDARCH\n\
+         RUN echo \"$(uname -m) $BUILDARCH for $TARGETARCH\" > /out\n\
+         FROM busybox:arm64\nCOPY --from=build /out /out\nRUN uname -m >> /out\nCMD [\"cat\", \"/out\"]\n",
+    );
+    b.ok(&["build", "-q", "--platform", "linux/arm64", "-t", "cross", &p(ctx.path())]);
+    let out = b.ok(&["run", "--rm", "cross"]);
+    let host_machine =
+        String::from_utf8(Command::new("uname").arg("-m").output().expect("uname").stdout).expect("utf-8");
+    assert_eq!(
+        out,
+        format!("{} {} for arm64\naarch64\n", host_machine.trim(), host.architecture),
+        "the build stage ran natively, the final stage emulated"
+    );
+}
+
+#[test]
+fn without_an_emulator_a_foreign_build_fails_before_any_step() {
+    let b = Berth::new();
+    if !foreign_busybox(&b, "arm64", "linux/arm64", "busybox:arm64") {
+        return;
+    }
+    let ctx = tempfile::tempdir().expect("temp dir");
+    write(ctx.path(), "Dockerfile", "FROM busybox:arm64\nRUN touch /ran\n");
+    let empty = tempfile::tempdir().expect("temp dir");
+    let mut cmd = b.cmd(&["build", "--progress", "plain", "--platform", "linux/arm64", &p(ctx.path())]);
+    let out = cmd.env("BERTH_BINFMT_MISC", empty.path()).output().expect("run berth");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err.lines().find(|l| l.contains("no emulator")).unwrap_or_else(|| panic!("{err}"));
+    assert!(line.contains("linux/arm64") && line.contains("qemu-user-static"), "{line}");
+    assert!(!err.contains("RUN touch"), "no step started: {err}");
+    // A build of the same Dockerfile that needs no RUN step needs no emulator either.
+    write(ctx.path(), "Dockerfile", "FROM busybox:arm64\nCOPY Dockerfile /\n");
+    let mut cmd = b.cmd(&["build", "-q", "--platform", "linux/arm64", &p(ctx.path())]);
+    let out = cmd.env("BERTH_BINFMT_MISC", empty.path()).output().expect("run berth");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
