@@ -272,6 +272,29 @@ impl<K: std::hash::Hash + Eq, T: Default> KeyedLocks<K, T> {
 mod testsuite {
     use super::*;
 
+    #[test]
+    fn the_same_run_step_for_two_platforms_has_two_keys() {
+        let exec = |platform: &str| {
+            crate::graph::Op::Exec(crate::graph::ExecOp {
+                args: vec!["/bin/sh".into(), "-c".into(), "uname -m > /arch".into()],
+                env: vec![],
+                cwd: "/".into(),
+                user: None,
+                platform: platform.into(),
+                host_network: true,
+                insecure: false,
+                mounts: vec![],
+                proxy_env: vec![],
+            })
+        };
+        let base = CacheKey(oci::Digest::of(b"one base, say a static binary on scratch"));
+        let key =
+            |op: &crate::graph::Op| KeyRecipe { version: 2, op, inputs: vec![&base], sources: None, epoch: None }.key();
+        let (amd64, arm64) = (exec("linux/amd64"), exec("linux/arm64"));
+        assert_ne!(key(&amd64), key(&arm64));
+        assert_eq!(key(&arm64), key(&exec("linux/arm64")));
+    }
+
     fn round_trips(c: &dyn CacheStore) {
         let key = CacheKey(oci::Digest::of(b"k"));
         assert_eq!(c.record(&key).unwrap(), None);

@@ -50,10 +50,10 @@ pub struct Build {
     /// Always pull base images, even when the local store has them
     #[arg(long)]
     pull: bool,
-    /// Target platform (os/arch[/variant]); another than the host's runs RUN steps through
-    /// a registered QEMU emulator
-    #[arg(long)]
-    platform: Option<oci::Platform>,
+    /// Target platforms (os/arch[/variant], comma-separated or repeated; several make an
+    /// image index); another than the host's runs RUN steps through a QEMU emulator
+    #[arg(long, value_delimiter = ',')]
+    platform: Vec<oci::Platform>,
     /// Progress output: auto, tty, plain, quiet or rawjson
     #[arg(long, default_value = "auto")]
     progress: String,
@@ -102,7 +102,7 @@ impl Build {
     pub fn run(self, root: &Path) -> Result<()> {
         let started = Instant::now();
         super::lifecycle::clean_up_on_signals()?;
-        let opts = self.options()?;
+        let mut opts = self.options()?;
         let tags = flags::tags(&self.tags)?;
         if self.push && tags.is_empty() {
             bail!("--push needs a name: give -t registry/repository:tag");
@@ -118,7 +118,7 @@ impl Build {
             display: BuildDisplay::new(mode),
             pulled: Default::default(),
         };
-        let built = session.solve(&opts, self.pull)?;
+        let built = self.solve_platforms(&session, &mut opts)?;
         session.name_bases()?;
         session.name(&built, &tags)?;
         session.export(&built, tags.first(), &outputs)?;
@@ -137,6 +137,27 @@ impl Build {
         Ok(())
     }
 
+    /// Builds for each `--platform` in turn (the cache shares every step that does not
+    /// depend on the platform) and, for more than one, stores their image index.
+    fn solve_platforms(&self, session: &Session<'_>, opts: &mut builder::BuildOptions) -> Result<builder::Built> {
+        let mut platforms = self.platform.clone();
+        platforms.dedup();
+        if platforms.len() <= 1 {
+            opts.platform = platforms.pop();
+            return session.solve(opts, self.pull);
+        }
+        if !self.outputs.is_empty() {
+            bail!("-o with several platforms: not supported yet; push the index (--push) or build one --platform");
+        }
+        let mut builds = Vec::with_capacity(platforms.len());
+        for p in platforms {
+            opts.platform = Some(p.clone());
+            session.display.begin_platform(&p);
+            builds.push((p, session.solve(opts, self.pull)?));
+        }
+        Ok(builder::build::index_of(&session.store, &builds)?)
+    }
+
     /// What the builder needs from the flags: the parsed Dockerfile, the context and settings.
     fn options(&self) -> Result<builder::BuildOptions> {
         let (file_name, text) = self.dockerfile()?;
@@ -146,7 +167,7 @@ impl Build {
             dockerfile,
             context: Some(context),
             target: self.target.clone(),
-            platform: self.platform.clone(),
+            platform: None,
             build_args: flags::pairs(&self.build_args, "--build-arg", true)?,
             labels: flags::pairs(&self.labels, "--label", false)?,
             no_cache: self.no_cache,

@@ -5,7 +5,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::util::{p, repo_root, strict, Berth};
+use crate::registry::skopeo;
+use crate::util::{p, repo_root, require_tool, strict, Berth, Server};
 
 /// Imports busybox-static of Debian architecture `arch` as `name` (for its platform); false
 /// (the test skips, or fails under BERTH_TEST_STRICT=1) when its .deb or an emulator for it is
@@ -116,4 +117,62 @@ fn without_an_emulator_a_foreign_build_fails_before_any_step() {
     let mut cmd = b.cmd(&["build", "-q", "--platform", "linux/arm64", &p(ctx.path())]);
     let out = cmd.env("BERTH_BINFMT_MISC", empty.path()).output().expect("run berth");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn two_platforms_make_one_index_that_is_pushed_whole() {
+    if !require_tool("skopeo") {
+        return;
+    }
+    let b = Berth::new();
+    let host = oci::Platform::host();
+    if !b.busybox(&format!("busybox:{}", host.architecture))
+        || !foreign_busybox(&b, "arm64", "linux/arm64", "busybox:arm64")
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).expect("mkdir");
+    write(
+        &ctx,
+        "Dockerfile",
+        "ARG TARGETARCH\nFROM busybox:$TARGETARCH\nRUN uname -m > /arch\nCMD [\"cat\", \"/arch\"]\n",
+    );
+    let server = Server::start(&dir.path().join("registry"), &[]);
+    let image = format!("{}/team/app:multi", server.addr);
+    let iidfile = dir.path().join("iid");
+    let platforms = format!("{host},linux/arm64");
+    b.ok(&["build", "-q", "--platform", &platforms, "-t", &image, "--push", "--iidfile", &p(&iidfile), &p(&ctx)]);
+    let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{image}")]);
+    let index: serde_json::Value = serde_json::from_str(&raw).expect("index json");
+    assert_eq!(index["mediaType"], "application/vnd.oci.image.index.v1+json", "{raw}");
+    let archs: Vec<&str> = index["manifests"]
+        .as_array()
+        .expect("manifests")
+        .iter()
+        .filter_map(|m| m["platform"]["architecture"].as_str())
+        .collect();
+    assert_eq!(archs, [host.architecture.as_str(), "arm64"], "{raw}");
+    let iid = std::fs::read_to_string(&iidfile).expect("iidfile");
+    assert_eq!(iid, format!("sha256:{}", sha256_hex(raw.as_bytes())), "--iidfile names the index as pushed");
+    let arm = skopeo(&["inspect", "--tls-verify=false", "--override-arch", "arm64", &format!("docker://{image}")]);
+    let arm: serde_json::Value = serde_json::from_str(&arm).expect("inspect json");
+    assert_eq!(arm["Architecture"], "arm64");
+    let machine = String::from_utf8(Command::new("uname").arg("-m").output().expect("uname").stdout).expect("utf-8");
+    assert_eq!(b.ok(&["run", "--rm", &image]), machine, "run of the index picks the host's image");
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let out = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write as _;
+            c.stdin.take().expect("stdin").write_all(bytes)?;
+            c.wait_with_output()
+        })
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_owned()
 }
