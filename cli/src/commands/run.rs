@@ -33,6 +33,10 @@ pub struct Run {
     /// Overwrite the default ENTRYPOINT of the image
     #[arg(long)]
     entrypoint: Option<String>,
+    /// The platform's image of a multi-platform image (os/arch[/variant]; pulled if missing);
+    /// a foreign one runs through its registered QEMU emulator
+    #[arg(long)]
+    platform: Option<oci::Platform>,
     /// Network: bridge (its own namespace on berth's bridge berth0, with an address, NAT and
     /// DNS), none (loopback only; published ports reach it through the supervisor) or host
     #[arg(long, default_value = "bridge", value_parser = ["bridge", "none", "host"])]
@@ -159,7 +163,26 @@ impl Run {
             Err(oci::Error::ImageNotFound(_)) => self.pull(&store)?,
             Err(e) => return Err(e.into()),
         };
-        let image = store.image(&rec.target)?;
+        let platform = self.platform.clone().unwrap_or_else(oci::Platform::host);
+        let (rec, image) = match store.image_for(&rec.target, &platform) {
+            Ok(image) => (rec, image),
+            // An index without this platform's image, stored: its registry may have it.
+            Err(oci::Error::ImageNotFound(_)) if self.platform.is_some() => {
+                let rec = self.pull(&store)?;
+                let image = store.image_for(&rec.target, &platform)?;
+                (rec, image)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let config = &image.config;
+        let runs_on = oci::Platform::new(
+            &config.os().to_string(),
+            &config.architecture().to_string(),
+            config.variant().as_deref(),
+        );
+        if !config.architecture().to_string().is_empty() {
+            runner::emulation::check(&runs_on, &runner::emulation::binfmt_dir()).map_err(anyhow::Error::msg)?;
+        }
         let config = self.container_config(&rec, &image)?;
         self.warn_capped_ulimits();
         if self.detach {
@@ -495,7 +518,8 @@ impl Run {
         let rt =
             tokio::runtime::Builder::new_current_thread().enable_all().build().context("start the async runtime")?;
         let display = crate::progress::Display::new(crate::progress::Mode::Auto, false, "Downloading");
-        let pulled = rt.block_on(oci::client::pull(&client, store, &reference, &Default::default(), &display));
+        let opts = oci::client::PullOptions { platform: self.platform.clone(), ..Default::default() };
+        let pulled = rt.block_on(oci::client::pull(&client, store, &reference, &opts, &display));
         display.finish();
         drop(client);
         rt.shutdown_timeout(std::time::Duration::from_secs(5));

@@ -161,6 +161,28 @@ fn two_platforms_make_one_index_that_is_pushed_whole() {
     assert_eq!(arm["Architecture"], "arm64");
     let machine = String::from_utf8(Command::new("uname").arg("-m").output().expect("uname").stdout).expect("utf-8");
     assert_eq!(b.ok(&["run", "--rm", &image]), machine, "run of the index picks the host's image");
+    assert_eq!(b.ok(&["run", "--rm", "--platform", "linux/arm64", &image]), "aarch64\n", "--platform picks another");
+    let out = b.output(&["run", "--rm", "--platform", "linux/s390x", &image]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    let last = err.trim().lines().last().unwrap_or_default();
+    assert!(last.contains("no image for platform linux/s390x"), "a platform the index lacks: {err}");
+}
+
+#[test]
+fn a_foreign_image_without_an_emulator_is_refused_in_one_line() {
+    let b = Berth::new();
+    if !foreign_busybox(&b, "arm64", "linux/arm64", "busybox:arm64") {
+        return;
+    }
+    let empty = tempfile::tempdir().expect("temp dir");
+    let out = b.cmd(&["run", "--rm", "busybox:arm64", "true"]).env("BERTH_BINFMT_MISC", empty.path()).output();
+    let out = out.expect("run berth");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("no emulator for linux/arm64") && err.contains("qemu-user-static"), "{err}");
+    assert_eq!(b.ok(&["run", "--rm", "busybox:arm64", "uname", "-m"]), "aarch64\n", "with the host's handlers it runs");
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
