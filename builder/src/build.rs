@@ -448,28 +448,9 @@ fn write_image(
 /// order given, stored in the local store. Its digest stands for the build (`--iidfile`),
 /// as BuildKit reports an index's; cache export errors of every platform are kept.
 pub fn index_of(store: &ImageStore, builds: &[(oci::Platform, Built)]) -> Result<Built> {
-    let manifests: Vec<Value> = builds
-        .iter()
-        .map(|(p, b)| {
-            let mut platform = serde_json::json!({ "architecture": p.architecture, "os": p.os });
-            if let Some(v) = &p.variant {
-                platform["variant"] = serde_json::json!(v);
-            }
-            serde_json::json!({
-                "mediaType": b.manifest.media_type,
-                "digest": b.manifest.digest.to_string(),
-                "size": b.manifest.size,
-                "platform": platform,
-            })
-        })
-        .collect();
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": oci::media::OCI_INDEX,
-        "manifests": manifests,
-    });
-    let bytes = serde_json::to_vec(&index).map_err(|source| Error::Json { what: "the image index".into(), source })?;
-    let target = store.put_manifest(&bytes, oci::media::OCI_INDEX).map_err(Error::image("store the image index"))?;
+    let entries: Vec<oci::index::Entry> =
+        builds.iter().map(|(p, b)| oci::index::Entry { target: b.manifest.clone(), platform: p.clone() }).collect();
+    let target = oci::index::write(store, &entries).map_err(Error::image("store the image index"))?;
     let cache_errors = builds.iter().flat_map(|(_, b)| b.cache_errors.iter().cloned()).collect();
     Ok(Built { config: target.digest.clone(), manifest: target, cache_errors })
 }

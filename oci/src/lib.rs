@@ -7,6 +7,7 @@
 //! - [`layer`]: tar streams and their compression, diffID and digest in one pass.
 //! - [`layout`] and [`archive`]: OCI image layouts (directory or tar) and `docker save`
 //!   archives, both ways.
+//! - [`index`]: image indexes made locally (multi-platform builds, `berth manifest`).
 //! - [`store`]: the local image store under `$BERTH_ROOT`: the content store plus an index
 //!   of image names.
 //! - [`client`]: the distribution client: pull and push against any registry, with
@@ -28,6 +29,7 @@ pub mod client;
 pub mod content;
 pub mod digest;
 pub mod error;
+pub mod index;
 pub mod layer;
 pub mod layout;
 pub mod manifest;
@@ -39,7 +41,7 @@ pub mod store;
 pub use digest::{Algorithm, Digest};
 pub use error::{Error, ErrorKind, Result};
 pub use manifest::Manifest;
-pub use platform::Platform;
 pub use oci_spec::image as spec;
+pub use platform::Platform;
 pub use reference::Reference;
 pub use store::{Image, ImageRecord, ImageStore, Target};

@@ -128,19 +128,6 @@ pub fn parse_config(bytes: &[u8]) -> Result<ImageConfiguration> {
     serde_json::from_slice(bytes).map_err(|source| Error::InvalidJson { what: "image config", source })
 }
 
-/// The host's platform as OCI names it: (`linux`, `amd64` | `arm64` | ...).
-pub fn host_platform() -> (&'static str, &'static str) {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        "loongarch64" => "loong64",
-        other => other,
-    };
-    ("linux", arch)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -88,7 +88,12 @@ impl Upstream {
 }
 
 async fn upstream() -> Upstream {
-    upstream_with(Auth::new(
+    upstream_with(upstream_auth()).await
+}
+
+/// The upstream's token auth: account `up` may pull and push everything.
+fn upstream_auth() -> Auth {
+    Auth::new(
         Mode::Token,
         HashMap::from([("up".to_owned(), bcrypt::hash("up-pass", 4).unwrap())]),
         vec![Grant { account: "up".into(), repository: "*".into(), actions: vec![Action::Pull, Action::Push] }],
@@ -96,8 +101,7 @@ async fn upstream() -> Upstream {
         Realm::FromHost,
         "upstream".into(),
         false,
-    ))
-    .await
+    )
 }
 
 /// A berth registry with `auth` that counts what it answers, behind a [`proxy`].
@@ -640,16 +644,7 @@ async fn gc_while_a_blob_is_filling_leaves_the_fill_whole() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_tokens_are_kept_until_near_expiry_and_renewed_before_they_lapse() {
-    let auth = Auth::new(
-        Mode::Token,
-        HashMap::from([("up".to_owned(), bcrypt::hash("up-pass", 4).unwrap())]),
-        vec![Grant { account: "up".into(), repository: "*".into(), actions: vec![Action::Pull, Action::Push] }],
-        vec![],
-        Realm::FromHost,
-        "upstream".into(),
-        false,
-    );
-    let up = upstream_with(auth.with_token_ttl(Duration::from_secs(4))).await;
+    let up = upstream_with(upstream_auth().with_token_ttl(Duration::from_secs(4))).await;
     let mut images = vec![];
     for tag in ["a", "b", "c"] {
         images.push(push_image(&up, tag, 1000).await);

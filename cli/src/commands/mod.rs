@@ -8,6 +8,7 @@ pub mod container;
 pub mod exec;
 pub mod images;
 pub mod lifecycle;
+pub mod manifest;
 pub mod registry;
 pub mod run;
 pub mod system;

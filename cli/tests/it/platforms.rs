@@ -198,3 +198,65 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .expect("sha256sum");
     String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_owned()
 }
+
+#[test]
+fn berth_manifest_assembles_a_base_index_that_a_three_platform_build_uses() {
+    if !require_tool("skopeo") {
+        return;
+    }
+    let b = Berth::new();
+    if !b.busybox("busybox:host")
+        || !foreign_busybox(&b, "arm64", "linux/arm64", "busybox:arm64")
+        || !foreign_busybox(&b, "armhf", "linux/arm/v7", "busybox:armhf")
+    {
+        return;
+    }
+    let host = oci::Platform::host();
+    b.ok(&["manifest", "create", "busybox:multi", "busybox:host", "busybox:arm64"]);
+    b.ok(&["manifest", "add", "busybox:multi", "busybox:armhf"]);
+    let platforms = |b: &Berth| -> Vec<String> {
+        let doc: serde_json::Value =
+            serde_json::from_str(&b.ok(&["manifest", "inspect", "busybox:multi"])).expect("index json");
+        let entries = doc["manifests"].as_array().expect("manifests").clone();
+        entries
+            .iter()
+            .map(|m| {
+                let p = &m["platform"];
+                let v = p["variant"].as_str().map(|v| format!("/{v}")).unwrap_or_default();
+                format!("{}/{}{v}", p["os"].as_str().unwrap_or(""), p["architecture"].as_str().unwrap_or(""))
+            })
+            .collect()
+    };
+    assert_eq!(platforms(&b), [host.to_string(), "linux/arm64".into(), "linux/arm/v7".into()]);
+    b.ok(&["manifest", "annotate", "busybox:multi", "busybox:armhf", "--variant", "v6"]);
+    assert_eq!(platforms(&b)[2], "linux/arm/v6", "annotate changes the recorded platform");
+    b.ok(&["manifest", "annotate", "busybox:multi", "busybox:armhf", "--variant", "v7"]);
+    let err = b.fails(&["manifest", "create", "busybox:multi", "busybox:host"]);
+    assert!(err.contains("already exists"), "{err}");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).expect("mkdir");
+    write(&ctx, "Dockerfile", "FROM busybox:multi\nRUN uname -m > /arch\nCMD [\"cat\", \"/arch\"]\n");
+    let server = Server::start(&dir.path().join("registry"), &[]);
+    let image = format!("{}/team/three:1", server.addr);
+    let all = format!("{host},linux/arm64,linux/arm/v7");
+    b.ok(&["build", "-q", "--platform", &all, "-t", &image, "--push", &p(&ctx)]);
+    let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{image}")]);
+    let pushed: serde_json::Value = serde_json::from_str(&raw).expect("index json");
+    assert_eq!(pushed["manifests"].as_array().map(Vec::len), Some(3), "{raw}");
+    let machine = String::from_utf8(Command::new("uname").arg("-m").output().expect("uname").stdout).expect("utf-8");
+    for (platform, want) in
+        [(host.to_string(), machine.trim()), ("linux/arm64".into(), "aarch64"), ("linux/arm/v7".into(), "armv7l")]
+    {
+        let got = b.ok(&["run", "--rm", "--platform", &platform, &image]);
+        assert_eq!(got.trim(), want, "each platform's image was built on that platform's base");
+    }
+
+    let base = format!("{}/library/busybox:multi", server.addr);
+    b.ok(&["manifest", "push", "busybox:multi", &base]);
+    let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{base}")]);
+    assert!(raw.contains("\"arm64\"") && raw.contains("\"v7\""), "{raw}");
+    b.ok(&["manifest", "rm", "busybox:multi"]);
+    assert!(!b.output(&["manifest", "inspect", "busybox:multi"]).status.success(), "rm removes the name");
+}
