@@ -40,6 +40,11 @@ fn runner_check(platform: &str) -> Result<(), String> {
     runner::emulation::check(&p, &runner::emulation::binfmt_dir())
 }
 
+/// The host's `uname -m`, with its newline.
+fn host_machine() -> String {
+    String::from_utf8(Command::new("uname").arg("-m").output().expect("uname").stdout).expect("utf-8")
+}
+
 fn write(dir: &Path, name: &str, text: &str) {
     std::fs::write(dir.join(name), text).expect("write");
 }
@@ -87,8 +92,7 @@ fn the_cross_compilation_pattern_runs_the_build_stage_on_the_host() {
     );
     b.ok(&["build", "-q", "--platform", "linux/arm64", "-t", "cross", &p(ctx.path())]);
     let out = b.ok(&["run", "--rm", "cross"]);
-    let host_machine =
-        String::from_utf8(Command::new("uname").arg("-m").output().expect("uname").stdout).expect("utf-8");
+    let host_machine = host_machine();
     assert_eq!(
         out,
         format!("{} {} for arm64\naarch64\n", host_machine.trim(), host.architecture),
@@ -159,7 +163,7 @@ fn two_platforms_make_one_index_that_is_pushed_whole() {
     let arm = skopeo(&["inspect", "--tls-verify=false", "--override-arch", "arm64", &format!("docker://{image}")]);
     let arm: serde_json::Value = serde_json::from_str(&arm).expect("inspect json");
     assert_eq!(arm["Architecture"], "arm64");
-    let machine = String::from_utf8(Command::new("uname").arg("-m").output().expect("uname").stdout).expect("utf-8");
+    let machine = host_machine();
     assert_eq!(b.ok(&["run", "--rm", &image]), machine, "run of the index picks the host's image");
     assert_eq!(b.ok(&["run", "--rm", "--platform", "linux/arm64", &image]), "aarch64\n", "--platform picks another");
     let out = b.output(&["run", "--rm", "--platform", "linux/s390x", &image]);
@@ -245,7 +249,7 @@ fn berth_manifest_assembles_a_base_index_that_a_three_platform_build_uses() {
     let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{image}")]);
     let pushed: serde_json::Value = serde_json::from_str(&raw).expect("index json");
     assert_eq!(pushed["manifests"].as_array().map(Vec::len), Some(3), "{raw}");
-    let machine = String::from_utf8(Command::new("uname").arg("-m").output().expect("uname").stdout).expect("utf-8");
+    let machine = host_machine();
     for (platform, want) in
         [(host.to_string(), machine.trim()), ("linux/arm64".into(), "aarch64"), ("linux/arm/v7".into(), "armv7l")]
     {
