@@ -13,11 +13,11 @@ use crate::cache::remote::export::{Codec, MountLayer};
 use crate::cache::remote::{self, ExportSpec, ImportSpec, Imported, Layered, LazyBlobs, Location};
 use crate::cache::CacheStore;
 use crate::context::Context;
-use crate::convert::{self, BaseImage, Converted, Inputs};
+use crate::convert::{self, BaseImage, ImageOut, Inputs};
 use crate::dockerfile::mount::MountType;
 use crate::dockerfile::Dockerfile;
 use crate::error::{Error, Result};
-use crate::graph::{Layer, Op};
+use crate::graph::{Layer, Op, VertexId};
 use crate::ops::{LocalWorker, Secret};
 use crate::progress::{Event, Progress};
 use crate::solver::{Solver, State};
@@ -31,8 +31,9 @@ pub struct BuildOptions {
     pub context: Option<Context>,
     /// `--target`.
     pub target: Option<String>,
-    /// `--platform`: the platform the image is built for (the host's if none).
-    pub platform: Option<oci::Platform>,
+    /// `--platform`: the platforms the image is built for, one image each (the host's if
+    /// none); several make an image index.
+    pub platforms: Vec<oci::Platform>,
     /// `--build-arg`.
     pub build_args: BTreeMap<String, String>,
     /// `--label`.
@@ -67,13 +68,16 @@ pub struct BuildOptions {
 /// What a build produced.
 #[derive(Debug, Clone)]
 pub struct Built {
-    /// The image manifest in the local store.
+    /// The image manifest in the local store (the image index, for several platforms).
     pub manifest: Target,
-    /// The image config's digest (docker's image ID).
+    /// The image config's digest (docker's image ID); the index's digest for several
+    /// platforms, as BuildKit reports it.
     pub config: oci::Digest,
     /// Cache exports that failed (without `ignore-error`), one line each: the image is
     /// built and stored, and the caller fails after naming and pushing it.
     pub cache_errors: Vec<String>,
+    /// For several platforms: each platform's image, in the order asked (empty for one).
+    pub platforms: Vec<(oci::Platform, Built)>,
 }
 
 /// The machinery a build runs on.
@@ -98,11 +102,16 @@ pub struct Machine<'a> {
     pub net: Option<remote::Net<'a>>,
 }
 
-/// Builds the target stage and stores the image (untagged; the caller names it).
+/// Builds the target stage for each platform and stores the image, or for several
+/// platforms the image index (untagged; the caller names it). Every platform is one graph
+/// in one solver: platforms build in parallel, and a step that does not depend on the
+/// platform runs once.
 pub fn build(m: &Machine<'_>, opts: &BuildOptions) -> Result<Built> {
+    let mut platforms = opts.platforms.clone();
+    platforms.dedup();
     let inputs = Inputs {
         build_args: &opts.build_args,
-        target_platform: opts.platform.clone().unwrap_or_else(oci::Platform::host),
+        target_platforms: platforms,
         no_cache: opts.no_cache,
         no_cache_filter: &opts.no_cache_filter,
         host_network: opts.host_network,
@@ -131,7 +140,7 @@ pub fn build(m: &Machine<'_>, opts: &BuildOptions) -> Result<Built> {
         downloads: std::sync::Mutex::new(HashMap::new()),
         lazy: &imported,
     };
-    let stage = &converted.stages[&converted.target];
+    let targets: Vec<VertexId> = converted.images.iter().map(|i| i.stage().vertex).collect();
     // The early export's thread and the image's export may want one twin at once: made once.
     let twins = crate::cache::KeyedLocks::default();
     let compress = |l: &Layer, c: Codec| twins.with((l.diff_id.clone(), c), |()| compress_layer(m, &imported, l, c));
@@ -144,65 +153,107 @@ pub fn build(m: &Machine<'_>, opts: &BuildOptions) -> Result<Built> {
     };
     // Registry caches get each new layer while the build runs; the export at the end sends
     // what is left and the manifest.
-    let early = Early::new(&converted.graph, stage.vertex, &opts.cache_to, m.net);
+    let early = Early::new(&converted.graph, &targets, &opts.cache_to, m.net);
     let worker = EarlyWorker { inner: &worker, early: &early };
     let (solver, mut built) = std::thread::scope(|s| {
         early.start(s, m.store, &compress);
         let made = (|| {
-            let (solver, state) = solve(m, opts, &converted.graph, stage.vertex, &worker, &cache, &imported)?;
+            let (solver, states) = solve(m, opts, &converted.graph, &targets, &worker, &cache, &imported)?;
             m.progress.event(Event::Note { text: "exporting layers".into() });
-            // The image's layers as `--compression` wants them: build steps leave plain tars.
-            let layers =
-                state.layers.iter().map(|l| compress(l, opts.compression.into())).collect::<Result<Vec<_>>>()?;
-            let inline = match opts.cache_to.iter().any(|c| c.location == Location::Inline) {
-                true => {
-                    let config = exporter.config(
-                        &solver.steps(stage.vertex, remote::Mode::Min),
-                        &[],
-                        opts.compression.into(),
-                    )?;
-                    Some(remote::export::inline(&config, &layers))
-                }
-                false => None,
+            let mut images = Vec::with_capacity(states.len());
+            for (image, state) in converted.images.iter().zip(states) {
+                let made = ImageMade { graph: &converted.graph, image, solver: &solver, state };
+                images.push((image.platform.clone(), made.write(m, opts, &exporter, &compress)?));
+            }
+            let built = match images.len() {
+                1 => images.pop().map(|(_, b)| b).ok_or_else(|| Error::Internal("no image was built".into()))?,
+                _ => index_of(m.store, images)?,
             };
-            let built = write_image(m.store, &converted, &solver, &State { layers }, &opts.labels, inline)?;
-            m.progress.event(Event::Note { text: format!("writing image {} done", built.config) });
             Ok((solver, built))
         })();
         early.close(made.is_err());
         made
     })?;
-    let mounts = mount_layers(m, &converted.graph, &solver, &imported, &opts.cache_to);
-    for spec in opts.cache_to.iter().filter(|c| c.location != Location::Inline) {
-        let steps = solver.steps(stage.vertex, spec.mode);
-        if let Err(e) = export_cache(m, &exporter, spec, &steps, &mounts) {
-            let line = format!("cache export to {} failed: {}", spec.location.describe(), oci::error::chain(&e));
-            match spec.ignore_error {
-                true => m.progress.event(Event::Warning { text: format!("{line} (ignore-error=true)") }),
-                false => built.cache_errors.push(line),
-            }
-        }
-    }
+    built.cache_errors = export_caches(m, &exporter, &converted.graph, &solver, &targets, &imported, opts);
     Ok(built)
 }
 
-/// Solves `target` and returns its state. Layers that came from a cache and were never
+/// Every `--cache-to` but inline, each carrying the steps of every platform's image: the
+/// failures, one line each (warnings for those with `ignore-error`).
+fn export_caches(
+    m: &Machine<'_>,
+    exporter: &remote::export::Exporter<'_>,
+    graph: &crate::graph::Graph,
+    solver: &Solver<'_>,
+    targets: &[VertexId],
+    imported: &Imported<'_>,
+    opts: &BuildOptions,
+) -> Vec<String> {
+    let mounts = mount_layers(m, graph, solver, imported, &opts.cache_to);
+    let mut errors = Vec::new();
+    for spec in opts.cache_to.iter().filter(|c| c.location != Location::Inline) {
+        let steps = solver.steps(targets, spec.mode);
+        if let Err(e) = export_cache(m, exporter, spec, &steps, &mounts) {
+            let line = format!("cache export to {} failed: {}", spec.location.describe(), oci::error::chain(&e));
+            match spec.ignore_error {
+                true => m.progress.event(Event::Warning { text: format!("{line} (ignore-error=true)") }),
+                false => errors.push(line),
+            }
+        }
+    }
+    errors
+}
+
+/// One platform's image once its target is solved: what [`ImageMade::write`] stores.
+struct ImageMade<'a, 's> {
+    graph: &'a crate::graph::Graph,
+    image: &'a ImageOut,
+    solver: &'a Solver<'s>,
+    state: State,
+}
+
+impl ImageMade<'_, '_> {
+    /// Compresses the image's layers as `--compression` wants them (build steps leave plain
+    /// tars), adds the inline cache if asked, and stores config and manifest.
+    fn write(
+        self,
+        m: &Machine<'_>,
+        opts: &BuildOptions,
+        exporter: &remote::export::Exporter<'_>,
+        compress: &(dyn Fn(&Layer, Codec) -> Result<Layer> + Sync),
+    ) -> Result<Built> {
+        let layers = self.state.layers.iter().map(|l| compress(l, opts.compression.into())).collect::<Result<Vec<_>>>()?;
+        let inline = match opts.cache_to.iter().any(|c| c.location == Location::Inline) {
+            true => {
+                let steps = self.solver.steps(&[self.image.stage().vertex], remote::Mode::Min);
+                let config = exporter.config(&steps, &[], opts.compression.into())?;
+                Some(remote::export::inline(&config, &layers))
+            }
+            false => None,
+        };
+        let built = write_image(m.store, &self, &State { layers }, &opts.labels, inline)?;
+        m.progress.event(Event::Note { text: format!("writing image {} done", built.config) });
+        Ok(built)
+    }
+}
+
+/// Solves `targets` and returns their states. Layers that came from a cache and were never
 /// needed during the build are fetched here, once each: all of them for the local store,
 /// else the ones the push cannot mount or skip.
 fn solve<'s>(
     m: &Machine<'s>,
     opts: &BuildOptions,
     graph: &'s crate::graph::Graph,
-    target: crate::graph::VertexId,
+    targets: &[VertexId],
     worker: &'s dyn crate::solver::Worker,
     cache: &'s dyn CacheStore,
     imported: &Imported<'_>,
-) -> Result<(Solver<'s>, State)> {
+) -> Result<(Solver<'s>, Vec<State>)> {
     let wanted =
         |l: &&Layer| opts.load || imported.registry_of(&l.digest).is_none_or(|r| !opts.push_registries.contains(&r));
     let solved = loop {
         let solver = Solver::new(graph, worker, cache, m.progress);
-        let solved = solver.solve(&[target]).and_then(|states| {
+        let solved = solver.solve(targets).and_then(|states| {
             let layers = states.iter().flat_map(|s| s.layers.iter()).filter(wanted);
             layers.map(|l| imported.ensure(m.store, &l.digest)).collect::<Result<Vec<()>>>().map(|_| states)
         });
@@ -218,8 +269,10 @@ fn solve<'s>(
     };
     let _ = std::fs::remove_dir_all(m.root.join("tmp").join(format!("downloads-{}", std::process::id())));
     let (solver, states) = solved?;
-    let state = states.into_iter().next();
-    Ok((solver, state.ok_or_else(|| Error::Internal("the solver returned no state for the target".into()))?))
+    if states.len() != targets.len() {
+        return Err(Error::Internal("the solver returned no state for a target".into()));
+    }
+    Ok((solver, states))
 }
 
 /// Registers the layers of base images that were pulled without them (see the CLI's
@@ -367,10 +420,11 @@ fn compress_layer(m: &Machine<'_>, lazy: &dyn LazyBlobs, l: &Layer, codec: Codec
 /// Each step is dated when its result was made (a cache hit keeps the first run's time, so a
 /// cached rebuild writes the same config and image ID); a step without a vertex (ENV, LABEL,
 /// ...) takes the time of the step before it. `SOURCE_DATE_EPOCH` dates them all.
-fn history(c: &Converted, solver: &Solver<'_>, stage: usize) -> Vec<Value> {
-    let Some(out) = c.stages.get(&stage) else { return vec![] };
+fn history(made: &ImageMade<'_, '_>, stage: usize) -> Vec<Value> {
+    let (graph, solver) = (made.graph, made.solver);
+    let Some(out) = made.image.stages.get(&stage) else { return vec![] };
     let mut hist = match out.from_stage {
-        Some(j) => history(c, solver, j),
+        Some(j) => history(made, j),
         None => out.base_history.clone(),
     };
     let epoch = crate::cache::source_date_epoch().map(|_| oci::store::created_now());
@@ -379,7 +433,7 @@ fn history(c: &Converted, solver: &Solver<'_>, stage: usize) -> Vec<Value> {
         let made_layer = vertex.is_some_and(|v| {
             let after = solver.state(v).map_or(0, |s| s.layers.len());
             let before =
-                c.graph.vertices[v].inputs.first().and_then(|i| solver.state(*i)).map_or(0, |s| s.layers.len());
+                graph.vertices[v].inputs.first().and_then(|i| solver.state(*i)).map_or(0, |s| s.layers.len());
             after > before
         });
         let when = epoch
@@ -400,16 +454,16 @@ fn history(c: &Converted, solver: &Solver<'_>, stage: usize) -> Vec<Value> {
 /// The `created` of a history without any dated entry (a stage of metadata on `scratch`).
 const UNIX_EPOCH: &str = "1970-01-01T00:00:00Z";
 
+/// Stores one image's config (history, rootfs, labels, inline cache) and manifest.
 fn write_image(
     store: &ImageStore,
-    c: &Converted,
-    solver: &Solver<'_>,
+    made: &ImageMade<'_, '_>,
     state: &State,
     labels: &BTreeMap<String, String>,
     inline: Option<remote::format::CacheConfig>,
 ) -> Result<Built> {
-    let stage = &c.stages[&c.target];
-    let history = history(c, solver, c.target);
+    let stage = made.image.stage();
+    let history = history(made, made.image.target);
     // The image is as old as its newest step: a cached rebuild keeps its ID.
     let when = history.last().and_then(|e| e["created"].as_str()).unwrap_or(UNIX_EPOCH).to_owned();
     let mut config = stage.config.clone();
@@ -441,18 +495,17 @@ fn write_image(
     let manifest = oci::manifest::oci_manifest((&config_digest, bytes.len() as u64), &descs)
         .map_err(Error::image("write the manifest"))?;
     let target = store.put_manifest(&manifest, oci::media::OCI_MANIFEST).map_err(Error::image("store the manifest"))?;
-    Ok(Built { manifest: target, config: config_digest, cache_errors: vec![] })
+    Ok(Built { manifest: target, config: config_digest, cache_errors: vec![], platforms: vec![] })
 }
 
 /// The image index of a build for several platforms: one entry per platform's image, in the
 /// order given, stored in the local store. Its digest stands for the build (`--iidfile`),
-/// as BuildKit reports an index's; cache export errors of every platform are kept.
-pub fn index_of(store: &ImageStore, builds: &[(oci::Platform, Built)]) -> Result<Built> {
+/// as BuildKit reports an index's.
+fn index_of(store: &ImageStore, builds: Vec<(oci::Platform, Built)>) -> Result<Built> {
     let entries: Vec<oci::index::Entry> =
         builds.iter().map(|(p, b)| oci::index::Entry { target: b.manifest.clone(), platform: p.clone() }).collect();
     let target = oci::index::write(store, &entries).map_err(Error::image("store the image index"))?;
-    let cache_errors = builds.iter().flat_map(|(_, b)| b.cache_errors.iter().cloned()).collect();
-    Ok(Built { config: target.digest.clone(), manifest: target, cache_errors })
+    Ok(Built { config: target.digest.clone(), manifest: target, cache_errors: vec![], platforms: builds })
 }
 
 /// A base image from the local store, as docker uses one: by name, else by ID.

@@ -16,13 +16,30 @@ pub type VertexId = usize;
 pub struct Graph {
     /// The vertices, inputs before the vertices that use them.
     pub vertices: Vec<Vertex>,
+    /// Vertex ids by definition (op, inputs, caching), so that one step is one vertex.
+    defined: std::collections::HashMap<String, VertexId>,
 }
 
 impl Graph {
-    /// Adds a vertex and returns its id.
+    /// Adds a vertex and returns its id; a vertex defined as an earlier one (the same op on
+    /// the same inputs) is that one, as BuildKit's LLB merges equal ops: a build for several
+    /// platforms runs a step that does not depend on the platform once.
     pub fn add(&mut self, v: Vertex) -> VertexId {
+        // Base images are merged by the converter (per reference and platform), so that each
+        // stage's FROM keeps its own name.
+        let definition = match v.op {
+            Op::Image { .. } | Op::Scratch => None,
+            _ => serde_json::to_string(&(&v.op, &v.inputs, v.no_cache)).ok(),
+        };
+        if let Some(id) = definition.as_ref().and_then(|d| self.defined.get(d)) {
+            return *id;
+        }
         self.vertices.push(v);
-        self.vertices.len() - 1
+        let id = self.vertices.len() - 1;
+        if let Some(d) = definition {
+            self.defined.insert(d, id);
+        }
+        id
     }
 
     /// The vertices of `target`'s own filesystem chain, base first: each vertex's first
@@ -36,6 +53,12 @@ impl Graph {
         }
         out.reverse();
         out
+    }
+
+    /// The vertices of every target's chain (see [`Graph::chain`]), each once, in graph order.
+    pub fn chains(&self, targets: &[VertexId]) -> Vec<VertexId> {
+        let all: std::collections::BTreeSet<VertexId> = targets.iter().flat_map(|t| self.chain(*t)).collect();
+        all.into_iter().collect()
     }
 }
 

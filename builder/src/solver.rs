@@ -408,10 +408,10 @@ impl Solver<'_> {
     /// The steps a cache export carries, each with the record the cache holds for it:
     /// `mode=min` the steps of `target`'s own filesystem chain (the final image's), `mode=max`
     /// every step that ran or hit, in every stage. Base images are not steps.
-    pub fn steps(&self, target: VertexId, mode: crate::cache::remote::Mode) -> Vec<Step> {
+    pub fn steps(&self, targets: &[VertexId], mode: crate::cache::remote::Mode) -> Vec<Step> {
         let ids: Vec<VertexId> = match mode {
             crate::cache::remote::Mode::Max => (0..self.graph.vertices.len()).collect(),
-            crate::cache::remote::Mode::Min => self.graph.chain(target),
+            crate::cache::remote::Mode::Min => self.graph.chains(targets),
         };
         ids.into_iter().flat_map(|id| self.step(id)).collect()
     }

@@ -45,8 +45,9 @@ pub struct BaseImage {
 pub struct Inputs<'a> {
     /// `--build-arg`s.
     pub build_args: &'a BTreeMap<String, String>,
-    /// The platform the target is built for (`--platform`); `BUILDPLATFORM` is the host's.
-    pub target_platform: Platform,
+    /// The platforms the target is built for (`--platform`), one image each, in order (the
+    /// host's when empty); `BUILDPLATFORM` is the host's.
+    pub target_platforms: Vec<Platform>,
     /// `--no-cache`.
     pub no_cache: bool,
     /// `--no-cache-filter` stage names.
@@ -76,16 +77,32 @@ pub struct StageOut {
     pub from_stage: Option<usize>,
 }
 
-/// The graph of a build and the converted stages by index.
+/// The graph of a build and, per target platform, the converted stages.
 pub struct Converted {
-    /// The build graph.
+    /// The build graph, shared by every platform's stages (a step that does not depend on
+    /// the platform is one vertex).
     pub graph: Graph,
+    /// One image per target platform, in the order asked.
+    pub images: Vec<ImageOut>,
+    /// The platforms RUN steps execute for: each one not the host's needs an emulator.
+    pub run_platforms: BTreeSet<Platform>,
+}
+
+/// The stages converted for one target platform.
+pub struct ImageOut {
+    /// The platform the image is for.
+    pub platform: Platform,
     /// Stages converted (only those the target needs).
     pub stages: HashMap<usize, StageOut>,
     /// The target stage's index.
     pub target: usize,
-    /// The platforms RUN steps execute for: each one not the host's needs an emulator.
-    pub run_platforms: BTreeSet<Platform>,
+}
+
+impl ImageOut {
+    /// The target stage.
+    pub fn stage(&self) -> &StageOut {
+        &self.stages[&self.target]
+    }
 }
 
 /// docker's PATH for a container whose image sets none (BuildKit gives it to every stage).
@@ -109,7 +126,7 @@ fn platform_args(target: &Platform) -> BTreeMap<String, String> {
     m
 }
 
-/// Converts the stages `target` needs into a graph.
+/// Converts the stages `target` needs, for each target platform, into one graph.
 pub fn convert(df: &Dockerfile, target: Option<&str>, inputs: &Inputs<'_>) -> Result<Converted> {
     let target = match target {
         None => df.stages.len() - 1,
@@ -118,31 +135,51 @@ pub fn convert(df: &Dockerfile, target: Option<&str>, inputs: &Inputs<'_>) -> Re
             df.error(last, format!("target stage {t:?} could not be found (--target names a stage: FROM ... AS NAME)"))
         })?,
     };
-    let mut c = Converter {
-        df,
-        inputs,
-        platform: platform_args(&inputs.target_platform),
-        current: inputs.target_platform.clone(),
-        run_platforms: BTreeSet::new(),
-        graph: Graph::default(),
-        stages: HashMap::new(),
-        images: HashMap::new(),
-        global: BTreeMap::new(),
-        visiting: Vec::new(),
+    let platforms = match inputs.target_platforms.is_empty() {
+        true => vec![Platform::host()],
+        false => inputs.target_platforms.clone(),
     };
+    let mut out = Converted { graph: Graph::default(), images: Vec::new(), run_platforms: BTreeSet::new() };
+    let mut images = HashMap::new();
+    for p in platforms {
+        let mut c = Converter {
+            df,
+            inputs,
+            platform: platform_args(&p),
+            current: p.clone(),
+            named_by_platform: inputs.target_platforms.len() > 1,
+            target_platform: p,
+            run_platforms: std::mem::take(&mut out.run_platforms),
+            graph: std::mem::take(&mut out.graph),
+            stages: HashMap::new(),
+            images: std::mem::take(&mut images),
+            global: BTreeMap::new(),
+            visiting: Vec::new(),
+        };
+        c.target(target)?;
+        out.images.push(ImageOut { platform: c.target_platform, stages: c.stages, target });
+        (out.graph, out.run_platforms, images) = (c.graph, c.run_platforms, c.images);
+    }
+    Ok(out)
+}
+
+impl Converter<'_> {
+    /// Converts the global ARGs, then stage `target` and those it needs.
+    fn target(&mut self, target: usize) -> Result<()> {
+        let (df, inputs) = (self.df, self.inputs);
     // Global ARGs: defaults expanded in order, overridden by --build-arg.
     for decl in &df.global_args {
         let value = match inputs.build_args.get(&decl.name) {
             Some(v) => Some(v.clone()),
             None => match &decl.default {
-                Some(w) => Some(c.expand_global(w)?),
-                None => c.platform.get(&decl.name).cloned(),
+                Some(w) => Some(self.expand_global(w)?),
+                None => self.platform.get(&decl.name).cloned(),
             },
         };
-        c.global.insert(decl.name.clone(), value);
+        self.global.insert(decl.name.clone(), value);
     }
-    c.stage(target)?;
-    Ok(Converted { graph: c.graph, stages: c.stages, target, run_platforms: c.run_platforms })
+    self.stage(target).map(drop)
+    }
 }
 
 /// The conversion of one build: the graph so far and the stages done.
@@ -151,8 +188,13 @@ struct Converter<'a> {
     inputs: &'a Inputs<'a>,
     /// The platform ARGs (TARGETOS, BUILDPLATFORM, ...).
     platform: BTreeMap<String, String>,
+    /// The platform of the image being converted.
+    target_platform: Platform,
     /// The platform of the stage being converted (its `FROM --platform`, else the target's).
     current: Platform,
+    /// Steps are named with their stage's platform (`[linux/arm64 build 2/5]`): a build for
+    /// several platforms.
+    named_by_platform: bool,
     /// The platforms RUN steps were converted for.
     run_platforms: BTreeSet<Platform>,
     graph: Graph,
@@ -267,7 +309,10 @@ impl<'a> Converter<'a> {
         }
         let steps = triggers.iter().flat_map(|t| &t.stages[0].instructions).chain(&st.instructions);
         let numbered = 1 + steps.filter(|ins| makes_vertex(&ins.kind)).count();
-        let label = (df.stages.len() > 1).then(|| st.name.clone().unwrap_or_else(|| format!("stage-{i}")));
+        let mut label = (df.stages.len() > 1).then(|| st.name.clone().unwrap_or_else(|| format!("stage-{i}")));
+        if self.named_by_platform {
+            label = Some(label.map_or_else(|| self.current.to_string(), |l| format!("{} {l}", self.current)));
+        }
         scope.start_naming(label, numbered);
         let from_name = scope.next_name(&format!("FROM {base_name}"));
         if let Some(v) = self.graph.vertices.get_mut(base_vertex) {
@@ -302,7 +347,7 @@ impl<'a> Converter<'a> {
     /// A stage's platform: its `FROM --platform=` (global and platform ARGs expanded),
     /// else the target's.
     fn stage_platform(&self, st: &dockerfile::Stage) -> Result<Platform> {
-        let Some(p) = &st.platform else { return Ok(self.inputs.target_platform.clone()) };
+        let Some(p) = &st.platform else { return Ok(self.target_platform.clone()) };
         let text = self.expand_global(p)?;
         text.parse().map_err(|e: oci::Error| self.df.error(p.at, format!("FROM --platform: {e}")))
     }

@@ -35,7 +35,7 @@ fn convert_with(
     };
     let inputs = Inputs {
         build_args: &build_args,
-        target_platform: "linux/arm64/v8".parse().unwrap(),
+        target_platforms: vec!["linux/arm64/v8".parse().unwrap()],
         no_cache: false,
         no_cache_filter: &[],
         host_network: true,
@@ -80,11 +80,11 @@ fn names(c: &Converted) -> Vec<&str> {
 
 /// The target stage's `created_by` texts.
 fn history(c: &Converted) -> Vec<&str> {
-    c.stages[&c.target].steps.iter().map(|(s, _)| s.as_str()).collect()
+    c.images[0].stage().steps.iter().map(|(s, _)| s.as_str()).collect()
 }
 
 fn config(c: &Converted) -> &Value {
-    &c.stages[&c.target].config["config"]
+    &c.images[0].stage().config["config"]
 }
 
 fn has(env: &[String], kv: &str) -> bool {
@@ -161,7 +161,7 @@ fn history_and_step_names_show_expanded_values_as_buildkit_records_them() {
             "[5/5] WORKDIR sub",
         ]
     );
-    assert_eq!(c.stages[&0].config["author"], "me");
+    assert_eq!(c.images[0].stages[&0].config["author"], "me");
     assert_eq!(config(&c)["WorkingDir"], "/srv/app/sub");
     assert_eq!(config(&c)["Labels"]["version"], "2.0");
 }
@@ -203,7 +203,7 @@ fn platform_args_are_defined_for_from_and_after_arg() {
 #[test]
 fn a_stage_of_another_platform_records_it_and_a_bad_one_is_refused_where_written() {
     let c = conv("FROM --platform=linux/s390x img\nRUN x\n", &[], &json!({}));
-    let out = &c.stages[&c.target];
+    let out = c.images[0].stage();
     assert_eq!(out.config["architecture"], "s390x");
     assert_eq!(runs(&c)[0].platform, "linux/s390x");
     let (err, _) = convert_with("FROM img\nFROM --platform=linux/ img\n", None, &[], &json!({}));
@@ -310,7 +310,7 @@ fn an_unknown_target_and_an_empty_shell_are_dockerfile_errors_with_a_place() {
     let resolve = |_: &str, _: &oci::Platform| Ok(base(&json!({})));
     let inputs = Inputs {
         build_args: &build_args,
-        target_platform: "linux/amd64".parse().unwrap(),
+        target_platforms: vec!["linux/amd64".parse().unwrap()],
         no_cache: false,
         no_cache_filter: &[],
         host_network: true,
@@ -336,4 +336,41 @@ fn expose_normalises_ports() {
     assert_eq!(expose_ports("53/UDP").unwrap(), ["53/udp"]);
     assert_eq!(expose_ports("8000-8002").unwrap(), ["8000/tcp", "8001/tcp", "8002/tcp"]);
     assert!(expose_ports("http").is_err());
+}
+
+#[test]
+fn several_platforms_share_one_graph_and_each_step_that_does_not_depend_on_the_platform() {
+    let df = crate::dockerfile::parse(
+        "Dockerfile",
+        "FROM --platform=$BUILDPLATFORM img AS build\nRUN make all\nFROM img\nARG TARGETARCH\n\
+         COPY --from=build /out/$TARGETARCH /app\nRUN uname -m\n",
+    )
+    .unwrap();
+    let build_args = BTreeMap::new();
+    // Each platform's base image is its own manifest, as in a real index.
+    let resolve = |_: &str, p: &oci::Platform| {
+        Ok(BaseImage { manifest: oci::Digest::of(p.to_string().as_bytes()), ..base(&json!({})) })
+    };
+    let platforms: Vec<oci::Platform> = ["linux/amd64", "linux/arm64"].iter().map(|p| p.parse().unwrap()).collect();
+    let inputs = Inputs {
+        build_args: &build_args,
+        target_platforms: platforms.clone(),
+        no_cache: false,
+        no_cache_filter: &[],
+        host_network: true,
+        allow_insecure: false,
+        resolve: &resolve,
+    };
+    let c = convert(&df, None, &inputs).unwrap();
+    assert_eq!(c.images.iter().map(|i| i.platform.clone()).collect::<Vec<_>>(), platforms);
+    let makes = runs(&c).iter().filter(|r| r.args.iter().any(|a| a.contains("make all"))).count();
+    assert_eq!(makes, 1, "the build stage runs on the host's platform for both targets: one vertex");
+    let unames: Vec<&str> = runs(&c).iter().map(|r| r.platform.as_str()).skip(1).collect();
+    assert_eq!(unames, ["linux/amd64", "linux/arm64"], "the final stage's RUN once per platform");
+    let (a, b) = (c.images[0].stage().vertex, c.images[1].stage().vertex);
+    assert_ne!(a, b, "each platform has its own image");
+    let host = oci::Platform::host();
+    let names = names(&c);
+    assert!(names.contains(&format!("[{host} build 2/2] RUN make all").as_str()), "{names:?}");
+    assert!(names.contains(&"[linux/arm64 stage-1 3/3] RUN uname -m"), "{names:?}");
 }

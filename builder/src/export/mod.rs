@@ -84,6 +84,11 @@ impl Exporter {
         }
     }
 
+    /// Why `type=docker` cannot take a build for several platforms (as buildx's docker
+    /// exporter refuses one).
+    pub const DOCKER_NO_INDEX: &'static str =
+        "type=docker holds one platform's image, not an image index: use type=oci, or build one --platform";
+
     /// The types [`Exporter::new`] knows, as `-o type=` spells them.
     pub const KINDS: [&'static str; 4] = ["oci", "docker", "tar", "local"];
 
@@ -111,6 +116,33 @@ impl Exporter {
             Exporter::Docker(dest) => archive::write(store, image, archive::Format::Docker, dest).map(|()| 0)?,
             Exporter::Tar(dest) => rootfs::write_tar(store, image, dest)?,
             Exporter::Local(dest) => rootfs::write_dir(store, image, dest)?,
+        };
+        Ok(Exported { dest: self.dest().to_owned(), skipped_devices })
+    }
+}
+
+impl Exporter {
+    /// Writes the image index of a build for several platforms, whose images are
+    /// `platforms`: an OCI layout holds the index itself; the filesystem exporters write one
+    /// directory per platform (`linux_amd64/`, `linux_arm_v7/`), as buildx's do; a
+    /// docker-archive cannot hold an index and is refused.
+    pub fn export_platforms(
+        &self,
+        store: &ImageStore,
+        index: &ImageRecord,
+        platforms: &[(oci::Platform, oci::Target)],
+    ) -> Result<Exported> {
+        let each = || -> Vec<(PathBuf, ImageRecord)> {
+            let dir = |p: &oci::Platform| PathBuf::from(p.to_string().replace('/', "_"));
+            platforms.iter().map(|(p, t)| (dir(p), ImageRecord { name: None, target: t.clone() })).collect()
+        };
+        let skipped_devices = match self {
+            Exporter::Oci(_) => return self.export(store, index),
+            Exporter::Docker(_) => {
+                return Err(crate::Error::Invalid(Exporter::DOCKER_NO_INDEX.into()))
+            }
+            Exporter::Tar(dest) => rootfs::write_tars(store, &each(), dest)?,
+            Exporter::Local(dest) => rootfs::write_dirs(store, &each(), dest)?,
         };
         Ok(Exported { dest: self.dest().to_owned(), skipped_devices })
     }

@@ -7,7 +7,7 @@
 //! root; otherwise they are counted and the caller warns. Fifos need no privilege and are
 //! always kept.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use oci::{ImageRecord, ImageStore};
@@ -19,13 +19,30 @@ use crate::{Error, Result};
 /// Applies every layer of `image` to the directory `dest` (made if missing); returns how
 /// many device nodes were left out for want of root.
 pub fn write_dir(store: &ImageStore, image: &ImageRecord, dest: &Path) -> Result<u64> {
-    std::fs::create_dir_all(dest).map_err(Error::io(format!("create {}", dest.display())))?;
-    unpack_image(store, image, dest)
+    write_dirs(store, &[(PathBuf::new(), image.clone())], dest)
+}
+
+/// Applies each image's layers into its own directory under `dest` (`linux_arm64/`, as
+/// buildx names a platform's); returns how many device nodes were left out.
+pub fn write_dirs(store: &ImageStore, images: &[(PathBuf, ImageRecord)], dest: &Path) -> Result<u64> {
+    let mut skipped = 0;
+    for (sub, image) in images {
+        let dir = dest.join(sub);
+        std::fs::create_dir_all(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
+        skipped += unpack_image(store, image, &dir)?;
+    }
+    Ok(skipped)
 }
 
 /// Writes the filesystem of `image` to `dest` as a tarball (numeric owners, entries sorted,
 /// `SOURCE_DATE_EPOCH` clamping mtimes); returns how many device nodes were left out.
 pub fn write_tar(store: &ImageStore, image: &ImageRecord, dest: &Path) -> Result<u64> {
+    write_tars(store, &[(PathBuf::new(), image.clone())], dest)
+}
+
+/// Writes each image's filesystem under its own directory of one tarball at `dest`, as
+/// [`write_dirs`] lays them out; returns how many device nodes were left out.
+pub fn write_tars(store: &ImageStore, images: &[(PathBuf, ImageRecord)], dest: &Path) -> Result<u64> {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let name = format!("export-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
     // Claimed first, so a prune now spares it and the next command removes it if berth is killed.
@@ -36,7 +53,7 @@ pub fn write_tar(store: &ImageStore, image: &ImageRecord, dest: &Path) -> Result
         .map_err(Error::io("claim the export directory"))?;
     let dir = Scratch::new(tmp.join(name));
     std::fs::create_dir(&dir.path).map_err(Error::io(format!("create {}", dir.path.display())))?;
-    let skipped = unpack_image(store, image, &dir.path)?;
+    let skipped = write_dirs(store, images, &dir.path)?;
     let tmp = Scratch::new(temp_beside(dest));
     let what = || format!("write {}", dest.display());
     let f = std::fs::File::create(&tmp.path).map_err(Error::io(format!("create {}", tmp.path.display())))?;

@@ -102,12 +102,15 @@ impl Build {
     pub fn run(self, root: &Path) -> Result<()> {
         let started = Instant::now();
         super::lifecycle::clean_up_on_signals()?;
-        let mut opts = self.options()?;
+        let opts = self.options()?;
         let tags = flags::tags(&self.tags)?;
         if self.push && tags.is_empty() {
             bail!("--push needs a name: give -t registry/repository:tag");
         }
         let outputs = self.outputs.iter().map(|o| flags::output(o)).collect::<Result<Vec<_>>>()?;
+        if self.platform.len() > 1 && outputs.iter().any(|o| matches!(o, Exporter::Docker(_))) {
+            bail!("-o {}", Exporter::DOCKER_NO_INDEX);
+        }
         let mode = BuildMode::parse(&self.progress, self.quiet, std::io::stderr().is_terminal())
             .map_err(anyhow::Error::msg)?;
         let session = Session {
@@ -118,7 +121,7 @@ impl Build {
             display: BuildDisplay::new(mode),
             pulled: Default::default(),
         };
-        let built = self.solve_platforms(&session, &mut opts)?;
+        let built = session.solve(&opts, self.pull)?;
         session.name_bases()?;
         session.name(&built, &tags)?;
         session.export(&built, tags.first(), &outputs)?;
@@ -137,27 +140,6 @@ impl Build {
         Ok(())
     }
 
-    /// Builds for each `--platform` in turn (the cache shares every step that does not
-    /// depend on the platform) and, for more than one, stores their image index.
-    fn solve_platforms(&self, session: &Session<'_>, opts: &mut builder::BuildOptions) -> Result<builder::Built> {
-        let mut platforms = self.platform.clone();
-        platforms.dedup();
-        if platforms.len() <= 1 {
-            opts.platform = platforms.pop();
-            return session.solve(opts, self.pull);
-        }
-        if !self.outputs.is_empty() {
-            bail!("-o with several platforms: not supported yet; push the index (--push) or build one --platform");
-        }
-        let mut builds = Vec::with_capacity(platforms.len());
-        for p in platforms {
-            opts.platform = Some(p.clone());
-            session.display.begin_platform(&p);
-            builds.push((p, session.solve(opts, self.pull)?));
-        }
-        Ok(builder::build::index_of(&session.store, &builds)?)
-    }
-
     /// What the builder needs from the flags: the parsed Dockerfile, the context and settings.
     fn options(&self) -> Result<builder::BuildOptions> {
         let (file_name, text) = self.dockerfile()?;
@@ -167,7 +149,7 @@ impl Build {
             dockerfile,
             context: Some(context),
             target: self.target.clone(),
-            platform: None,
+            platforms: self.platform.clone(),
             build_args: flags::pairs(&self.build_args, "--build-arg", true)?,
             labels: flags::pairs(&self.labels, "--label", false)?,
             no_cache: self.no_cache,
@@ -369,7 +351,13 @@ impl Session<'_> {
         let image = oci::ImageRecord { name: name.cloned(), target: built.manifest.clone() };
         for o in outputs {
             self.display.note(format!("exporting to {} {}", o.kind(), o.dest().display()));
-            let done = o.export(&self.store, &image).with_context(|| format!("--output type={}", o.kind()))?;
+            let platforms: Vec<(oci::Platform, oci::Target)> =
+                built.platforms.iter().map(|(p, b)| (p.clone(), b.manifest.clone())).collect();
+            let done = match platforms.is_empty() {
+                true => o.export(&self.store, &image),
+                false => o.export_platforms(&self.store, &image, &platforms),
+            };
+            let done = done.with_context(|| format!("--output type={}", o.kind()))?;
             if let Some(w) = done.warning() {
                 self.display.warn(&w);
             }

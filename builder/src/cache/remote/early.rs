@@ -37,11 +37,11 @@ pub struct Early<'a> {
 }
 
 impl<'a> Early<'a> {
-    /// The early work of `specs` for a build of `target` in `graph`: registry caches only
-    /// (a local directory or S3 gains nothing from it). A cache that cannot be opened is
-    /// left to the export at the end, which reports why.
-    pub fn new(graph: &Graph, target: VertexId, specs: &[ExportSpec], net: Option<Net<'a>>) -> Self {
-        let chain = graph.chain(target);
+    /// The early work of `specs` for a build of `targets` (one per platform) in `graph`:
+    /// registry caches only (a local directory or S3 gains nothing from it). A cache that
+    /// cannot be opened is left to the export at the end, which reports why.
+    pub fn new(graph: &Graph, targets: &[VertexId], specs: &[ExportSpec], net: Option<Net<'a>>) -> Self {
+        let chain = graph.chains(targets);
         let targets = specs
             .iter()
             .filter(|s| matches!(s.location, Location::Registry { .. }))

@@ -51,8 +51,6 @@ enum View {
 pub struct BuildDisplay {
     mode: BuildMode,
     view: Mutex<View>,
-    /// In a build for several platforms: how many platforms came before, and the one now.
-    platform: Mutex<Option<(usize, String)>>,
 }
 
 impl BuildDisplay {
@@ -64,36 +62,7 @@ impl BuildDisplay {
             BuildMode::Tty => View::Tty(tty::Tty::new()),
             BuildMode::RawJson => View::Json,
         };
-        BuildDisplay { mode, view: Mutex::new(view), platform: Mutex::new(None) }
-    }
-
-    /// The next platform of a build for several: its steps are numbered after the last
-    /// platform's and named `[linux/arm64 2/3] RUN ...`, as BuildKit names them.
-    pub fn begin_platform(&self, platform: &oci::Platform) {
-        let mut now = self.platform.lock().unwrap_or_else(PoisonError::into_inner);
-        let round = now.as_ref().map_or(0, |(n, _)| n + 1);
-        *now = Some((round, platform.to_string()));
-    }
-
-    /// `e` with the vertex ids and step names of the current platform (unchanged for one).
-    fn for_platform(&self, e: Event) -> Event {
-        let Some((round, platform)) = self.platform.lock().unwrap_or_else(PoisonError::into_inner).clone() else {
-            return e;
-        };
-        // Vertex ids are graph indexes: a million apart keeps each platform's steps apart.
-        let id = |id: usize| id + round * 1_000_000;
-        let name = |name: String| match name.strip_prefix('[') {
-            Some(rest) => format!("[{platform} {rest}"),
-            None => format!("[{platform}] {name}"),
-        };
-        match e {
-            Event::Started { id: i, name: n } => Event::Started { id: id(i), name: name(n) },
-            Event::Cached { id: i, name: n } => Event::Cached { id: id(i), name: name(n) },
-            Event::Miss { id: i, reason } => Event::Miss { id: id(i), reason },
-            Event::Output { id: i, data } => Event::Output { id: id(i), data },
-            Event::Done { id: i, took, error } => Event::Done { id: id(i), took, error },
-            other => other,
-        }
+        BuildDisplay { mode, view: Mutex::new(view) }
     }
 
     /// The mode it shows.
@@ -165,7 +134,6 @@ impl BuildDisplay {
 
 impl Progress for BuildDisplay {
     fn event(&self, e: Event) {
-        let e = self.for_platform(e);
         if let Event::Warning { text } = &e {
             return self.warn(text);
         }
@@ -189,18 +157,5 @@ mod tests {
         assert_eq!(BuildMode::parse("plain", true, true), Ok(BuildMode::Quiet));
         assert_eq!(BuildMode::parse("rawjson", false, true), Ok(BuildMode::RawJson));
         assert!(BuildMode::parse("fancy", false, true).unwrap_err().contains("auto, tty, plain, quiet, rawjson"));
-    }
-
-    #[test]
-    fn each_platform_of_a_build_has_its_own_steps() {
-        let d = BuildDisplay::new(BuildMode::Quiet);
-        let started = || Event::Started { id: 2, name: "[2/2] RUN make".into() };
-        assert_eq!(d.for_platform(started()), started(), "one platform: as the builder says");
-        d.begin_platform(&"linux/amd64".parse().unwrap());
-        d.begin_platform(&"linux/arm64".parse().unwrap());
-        assert_eq!(
-            d.for_platform(started()),
-            Event::Started { id: 1_000_002, name: "[linux/arm64 2/2] RUN make".into() }
-        );
     }
 }
