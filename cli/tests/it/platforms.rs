@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::registry::skopeo;
-use crate::util::{p, repo_root, require_tool, strict, Berth, Server};
+use crate::util::{p, repo_root, require_tool, steps_that_ran, strict, Berth, Server};
 
 /// Imports busybox-static of Debian architecture `arch` as `name` (for its platform); false
 /// (the test skips, or fails under BERTH_TEST_STRICT=1) when its .deb or an emulator for it is
@@ -263,4 +263,67 @@ fn berth_manifest_assembles_a_base_index_that_a_three_platform_build_uses() {
     assert!(raw.contains("\"arm64\"") && raw.contains("\"v7\""), "{raw}");
     b.ok(&["manifest", "rm", "busybox:multi"]);
     assert!(!b.output(&["manifest", "inspect", "busybox:multi"]).status.success(), "rm removes the name");
+}
+
+/// A store with busybox for the host's architecture (`busybox:<arch>`) and arm64, for
+/// builds for both; None where the test skips.
+fn two_platform_store() -> Option<(Berth, String)> {
+    let b = Berth::new();
+    let host = oci::Platform::host();
+    let ok = b.busybox(&format!("busybox:{}", host.architecture))
+        && foreign_busybox(&b, "arm64", "linux/arm64", "busybox:arm64");
+    ok.then(|| (b, format!("{host},linux/arm64")))
+}
+
+#[test]
+fn platforms_build_at_once_and_a_step_that_does_not_depend_on_them_runs_once() {
+    let Some((b, platforms)) = two_platform_store() else { return };
+    let host = oci::Platform::host();
+    let ctx = tempfile::tempdir().expect("temp dir");
+    // Each platform's RUN waits (30 s at most) until the other's has started: it finishes
+    // only when both run at the same time.
+    write(
+        ctx.path(),
+        "Dockerfile",
+        &format!(
+            "FROM --platform=$BUILDPLATFORM busybox:{0} AS build\nRUN echo shared > /out && date +%s%N >> /out\n\
+             ARG TARGETARCH\nFROM busybox:$TARGETARCH\nARG TARGETARCH\nCOPY --from=build /out /out\n\
+             RUN --mount=type=cache,target=/sync touch /sync/$TARGETARCH && i=0 && \
+             while [ ! -e /sync/{0} ] || [ ! -e /sync/arm64 ]; do i=$((i+1)); [ $i -lt 300 ] || exit 9; sleep 0.1; done\n",
+            host.architecture
+        ),
+    );
+    let out = b.output(&["build", "--progress", "plain", "--platform", &platforms, "-t", "both", &p(ctx.path())]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "both platforms' steps ran at the same time: {log}");
+    let shared: Vec<String> = steps_that_ran(&log).into_iter().filter(|s| s.contains("RUN echo shared")).collect();
+    assert_eq!(shared, [format!("[{host} build 2/2] RUN echo shared > /out && date +%s%N >> /out")], "{log}");
+    let out_of = |platform: &str| b.ok(&["run", "--rm", "--platform", platform, "both", "cat", "/out"]);
+    assert_eq!(out_of(&host.to_string()), out_of("linux/arm64"), "one run of the shared step in both images");
+}
+
+#[test]
+fn a_build_for_two_platforms_writes_both_to_oci_and_local_outputs_and_refuses_docker() {
+    let Some((b, platforms)) = two_platform_store() else { return };
+    if !require_tool("skopeo") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    write(dir.path(), "Dockerfile", "ARG TARGETARCH\nFROM busybox:$TARGETARCH\nRUN uname -m > /arch\n");
+    let ctx = p(dir.path());
+    let err = b.fails(&["build", "--platform", &platforms, "-o", "type=docker,dest=x.tar", &ctx]);
+    assert!(err.contains("type=docker holds one platform's image") && err.contains("type=oci"), "{err}");
+    let (oci, local) = (dir.path().join("app.oci.tar"), dir.path().join("fs"));
+    let oci_out = format!("type=oci,dest={}", p(&oci));
+    let local_out = format!("type=local,dest={}", p(&local));
+    b.ok(&["build", "-q", "--platform", &platforms, "-o", &oci_out, "-o", &local_out, &ctx]);
+    let raw = skopeo(&["inspect", "--raw", &format!("oci-archive:{}", p(&oci))]);
+    let index: serde_json::Value = serde_json::from_str(&raw).expect("index json");
+    let archs: Vec<&str> =
+        index["manifests"].as_array().into_iter().flatten().filter_map(|m| m["platform"]["architecture"].as_str()).collect();
+    let host = oci::Platform::host();
+    assert_eq!(archs, [host.architecture.as_str(), "arm64"], "the archive holds the index: {raw}");
+    let arch_in = |sub: &str| std::fs::read_to_string(local.join(sub).join("arch")).expect("a platform's directory");
+    assert_eq!(arch_in(&format!("linux_{}", host.architecture)), host_machine());
+    assert_eq!(arch_in("linux_arm64"), "aarch64\n", "each platform's filesystem in its own directory");
 }
