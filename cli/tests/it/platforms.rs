@@ -327,3 +327,29 @@ fn a_build_for_two_platforms_writes_both_to_oci_and_local_outputs_and_refuses_do
     assert_eq!(arch_in(&format!("linux_{}", host.architecture)), host_machine());
     assert_eq!(arch_in("linux_arm64"), "aarch64\n", "each platform's filesystem in its own directory");
 }
+
+#[test]
+fn one_cache_export_carries_every_platform_and_a_platform_it_lacks_misses() {
+    let Some((b, platforms)) = two_platform_store() else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).expect("mkdir");
+    write(&ctx, "Dockerfile", "ARG TARGETARCH\nFROM busybox:$TARGETARCH\nRUN uname -m > /arch\n");
+    let cache = dir.path().join("cache");
+    let to = format!("type=local,dest={},mode=max", p(&cache));
+    b.ok(&["build", "-q", "--platform", &platforms, "--cache-to", &to, &p(&ctx)]);
+
+    // Another machine: the same bases, no local cache.
+    let Some((fresh, _)) = two_platform_store() else { return };
+    let from = format!("type=local,src={}", p(&cache));
+    let build = |platform: &str| {
+        let out = fresh.output(&["build", "--progress", "plain", "--platform", platform, "--cache-from", &from, &p(&ctx)]);
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{log}");
+        steps_that_ran(&log).into_iter().filter(|s| s.contains("RUN")).collect::<Vec<_>>()
+    };
+    assert_eq!(build(&platforms), Vec::<String>::new(), "both platforms' RUN steps come from the one export");
+    assert!(foreign_busybox(&fresh, "armhf", "linux/arm/v7", "busybox:arm"), "armhf set up as arm64 was");
+    let ran = build("linux/arm/v7");
+    assert_eq!(ran.len(), 1, "a platform the cache does not hold runs its RUN step: {ran:?}");
+}
