@@ -50,20 +50,40 @@ pub fn platform_of(store: &ImageStore, image: &Target) -> Result<Platform> {
     Ok(Platform::new(&config.os().to_string(), &config.architecture().to_string(), config.variant().as_deref()))
 }
 
+/// One entry of an index as the local store holds it.
+#[derive(Debug, Clone)]
+pub struct Child {
+    /// The entry.
+    pub entry: Entry,
+    /// Its image, when its manifest and config are in the store (a pull for one platform
+    /// leaves the others' out).
+    pub image: Option<crate::store::Image>,
+}
+
+/// The entries of the index `target` with their images where the store has them: what
+/// `images`, `inspect` and `rmi` show of a multi-platform image.
+pub fn children(store: &ImageStore, target: &Target) -> Result<Vec<Child>> {
+    let mut out = Vec::new();
+    for entry in entries(store, target)? {
+        let image = match store.content().contains(&entry.target.digest)? {
+            true => Some(store.image(&entry.target)?),
+            false => None,
+        };
+        out.push(Child { entry, image });
+    }
+    Ok(out)
+}
+
 /// Writes an OCI image index of `entries`, in order, into the store.
 pub fn write(store: &ImageStore, entries: &[Entry]) -> Result<Target> {
     let manifests: Vec<serde_json::Value> = entries
         .iter()
         .map(|e| {
-            let mut platform = serde_json::json!({ "architecture": e.platform.architecture, "os": e.platform.os });
-            if let Some(v) = &e.platform.variant {
-                platform["variant"] = serde_json::json!(v);
-            }
             serde_json::json!({
                 "mediaType": e.target.media_type,
                 "digest": e.target.digest.to_string(),
                 "size": e.target.size,
-                "platform": platform,
+                "platform": e.platform.to_json(),
             })
         })
         .collect();

@@ -52,6 +52,15 @@ impl Platform {
         Platform { os: os.to_ascii_lowercase(), architecture: arch.to_owned(), variant }
     }
 
+    /// The platform as an OCI descriptor's `platform` object.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut p = serde_json::json!({ "architecture": self.architecture, "os": self.os });
+        if let Some(v) = &self.variant {
+            p["variant"] = serde_json::json!(v);
+        }
+        p
+    }
+
     /// Whether this is the host's platform (which runs without an emulator).
     pub fn is_host(&self) -> bool {
         *self == Platform::host()

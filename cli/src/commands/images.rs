@@ -43,6 +43,42 @@ struct Row {
     digest: oci::Digest,
     created: Option<chrono::DateTime<chrono::Utc>>,
     size: u64,
+    /// The image's platform; an index's, each of its entries'.
+    platforms: Vec<String>,
+}
+
+impl Row {
+    /// The row of the image (or index) `rec`: an index is one row, as docker shows a
+    /// multi-platform image, whose ID is the index's digest and whose size and age are
+    /// those of the platforms' images in the store.
+    fn of(store: &ImageStore, rec: &ImageRecord) -> Result<Row> {
+        let (repository, tag) = match &rec.name {
+            Some(n) => (n.familiar_name(), n.tag().unwrap_or("<none>").to_owned()),
+            None => ("<none>".to_owned(), "<none>".to_owned()),
+        };
+        let read = || format!("read image {}", rec.target.digest);
+        let digest = rec.target.digest.clone();
+        if !oci::media::is_index(&rec.target.media_type) {
+            let img = store.image(&rec.target).with_context(read)?;
+            let platform = oci::Platform::new(
+                &img.config.os().to_string(),
+                &img.config.architecture().to_string(),
+                img.config.variant().as_deref(),
+            );
+            // As docker shows it: what the layers take unpacked, not their stored size.
+            let size = store.unpacked_size(&img)?;
+            let (id, created, platforms) = (img.id.clone(), img.created(), vec![platform.to_string()]);
+            return Ok(Row { repository, tag, id, digest, created, size, platforms });
+        }
+        let children = oci::index::children(store, &rec.target).with_context(read)?;
+        let mut size = 0;
+        for img in children.iter().filter_map(|c| c.image.as_ref()) {
+            size += store.unpacked_size(img)?;
+        }
+        let created = children.iter().filter_map(|c| c.image.as_ref().and_then(|i| i.created())).max();
+        let platforms = children.iter().map(|c| c.entry.platform.to_string()).collect();
+        Ok(Row { repository, tag, id: digest.clone(), digest, created, size, platforms })
+    }
 }
 
 impl Images {
@@ -52,11 +88,6 @@ impl Images {
         let filter = self.filter.as_deref().map(parse_filter).transpose()?;
         let mut rows = Vec::new();
         for rec in store.list()? {
-            let img = store.image(&rec.target).with_context(|| format!("read image {}", rec.target.digest))?;
-            let (repository, tag) = match &rec.name {
-                Some(n) => (n.familiar_name(), n.tag().unwrap_or("<none>").to_owned()),
-                None => ("<none>".to_owned(), "<none>".to_owned()),
-            };
             if let Some((repo, want_tag)) = &filter {
                 let same_repo = rec.name.as_ref().is_some_and(|n| n.repository() == *repo);
                 if !same_repo
@@ -65,15 +96,7 @@ impl Images {
                     continue;
                 }
             }
-            rows.push(Row {
-                repository,
-                tag,
-                id: img.id.clone(),
-                digest: rec.target.digest,
-                created: img.created(),
-                // As docker shows it: what the layers take unpacked, not their stored size.
-                size: store.unpacked_size(&img)?,
-            });
+            rows.push(Row::of(&store, &rec)?);
         }
         rows.sort_by(|a, b| {
             b.created.cmp(&a.created).then_with(|| a.repository.cmp(&b.repository)).then_with(|| a.tag.cmp(&b.tag))
@@ -105,6 +128,7 @@ impl Images {
                     "CreatedAt": r.created.map(|c| c.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
                     "CreatedSince": format::since(r.created),
                     "Size": format::size(r.size),
+                    "Platforms": r.platforms,
                 });
                 writeln!(out, "{obj}")?;
             }
@@ -249,13 +273,32 @@ fn rmi_one(store: &ImageStore, what: &str, force: bool, containers: &[runner::co
     if to_untag.len() == same.len() {
         let mut blobs = BTreeSet::new();
         store.reachable(&rec.target, &mut blobs)?;
-        let img = store.image(&rec.target)?;
+        let shown = deletable_ids(store, &rec.target)?;
         let deleted = store.delete_unreferenced(&blobs)?;
-        if deleted.contains(&img.id) || deleted.contains(&rec.target.digest) {
-            writeln!(out, "Deleted: {}", img.id)?;
+        for (id, blobs) in shown {
+            if blobs.iter().any(|b| deleted.contains(b)) {
+                writeln!(out, "Deleted: {id}")?;
+            }
         }
     }
     Ok(())
+}
+
+/// The IDs `rmi` reports when `target` goes, each with the blobs whose deletion means it
+/// went: an image's ID (its config, or its manifest); for an index, its digest, then the
+/// ID of each of its images in the store (those nothing else uses go with it).
+fn deletable_ids(store: &ImageStore, target: &oci::Target) -> Result<Vec<(oci::Digest, Vec<oci::Digest>)>> {
+    if !oci::media::is_index(&target.media_type) {
+        let img = store.image(target)?;
+        return Ok(vec![(img.id.clone(), vec![img.id, target.digest.clone()])]);
+    }
+    let mut out = vec![(target.digest.clone(), vec![target.digest.clone()])];
+    for c in oci::index::children(store, target)? {
+        if let Some(img) = c.image {
+            out.push((img.id.clone(), vec![img.id, c.entry.target.digest]));
+        }
+    }
+    Ok(out)
 }
 
 /// Display detailed information on one or more containers or images, as JSON
@@ -293,36 +336,7 @@ impl Inspect {
                 }
             }
             let rec = store.resolve(what)?;
-            let img = store.image(&rec.target)?;
-            let names: Vec<&Reference> =
-                all.iter().filter(|r| r.target.digest == rec.target.digest).filter_map(|r| r.name.as_ref()).collect();
-            let repo_tags: Vec<String> = names.iter().filter(|n| n.tag().is_some()).map(|n| n.familiar()).collect();
-            let config: serde_json::Value = serde_json::from_slice(&img.config_bytes)?;
-            let mut obj = json!({
-                "Id": img.id.to_string(),
-                "RepoTags": repo_tags,
-                // Registry digests are recorded by pull and push, which land with the client.
-                "RepoDigests": [],
-                "Created": config.get("created"),
-                "Author": config.get("author"),
-                "Architecture": config.get("architecture"),
-                "Variant": config.get("variant"),
-                "Os": config.get("os"),
-                "Config": config.get("config"),
-                "Size": store.unpacked_size(&img)?,
-                "RootFS": config.get("rootfs"),
-                "History": config.get("history"),
-                "Descriptor": {
-                    "mediaType": rec.target.media_type,
-                    "digest": rec.target.digest.to_string(),
-                    "size": rec.target.size,
-                },
-                "Manifest": { "digest": img.manifest_digest.to_string(), "layers": img.manifest.layers() },
-            });
-            // Fields the config does not have are left out rather than shown as null.
-            if let Some(map) = obj.as_object_mut() {
-                map.retain(|_, v| !v.is_null());
-            }
+            let obj = inspect_image(&store, &all, &rec)?;
             out.push(obj);
         }
         match &self.format {
@@ -335,6 +349,80 @@ impl Inspect {
         }
         Ok(())
     }
+}
+
+/// `inspect` of one image in docker's field names. An index (a multi-platform image) is
+/// shown as docker shows one: its digest as `Id`, the host's image's config and layers when
+/// the store has it, and every platform's image under `Manifests`.
+fn inspect_image(store: &ImageStore, all: &[ImageRecord], rec: &ImageRecord) -> Result<serde_json::Value> {
+    let names: Vec<&Reference> =
+        all.iter().filter(|r| r.target.digest == rec.target.digest).filter_map(|r| r.name.as_ref()).collect();
+    let repo_tags: Vec<String> = names.iter().filter(|n| n.tag().is_some()).map(|n| n.familiar()).collect();
+    let index = oci::media::is_index(&rec.target.media_type);
+    let children = match index {
+        true => oci::index::children(store, &rec.target)?,
+        false => vec![],
+    };
+    let host = oci::Platform::host();
+    let img = match index {
+        true => children.iter().find(|c| c.entry.platform == host).and_then(|c| c.image.clone()),
+        false => Some(store.image(&rec.target)?),
+    };
+    let mut obj = json!({
+        "Id": if index { rec.target.digest.to_string() } else { img.as_ref().map(|i| i.id.to_string()).unwrap_or_default() },
+        "RepoTags": repo_tags,
+        // Registry digests are recorded by pull and push, which land with the client.
+        "RepoDigests": [],
+        "Descriptor": {
+            "mediaType": rec.target.media_type,
+            "digest": rec.target.digest.to_string(),
+            "size": rec.target.size,
+        },
+    });
+    if let Some(img) = &img {
+        let config: serde_json::Value = serde_json::from_slice(&img.config_bytes)?;
+        for key in ["created", "author", "architecture", "variant", "os", "config", "rootfs", "history"] {
+            let field = match key {
+                "os" => "Os".to_owned(),
+                "rootfs" => "RootFS".to_owned(),
+                k => k[..1].to_uppercase() + &k[1..],
+            };
+            obj[field] = config.get(key).cloned().unwrap_or_default();
+        }
+        obj["Size"] = json!(store.unpacked_size(img)?);
+        obj["Manifest"] = json!({ "digest": img.manifest_digest.to_string(), "layers": img.manifest.layers() });
+    }
+    if index {
+        obj["Manifests"] = children_json(store, &children)?;
+    }
+    // Fields the config does not have are left out rather than shown as null.
+    if let Some(map) = obj.as_object_mut() {
+        map.retain(|_, v| !v.is_null());
+    }
+    Ok(obj)
+}
+
+/// An index's images as docker's `Manifests` field lists them: descriptor with platform,
+/// whether the store has the image, its ID and unpacked size.
+fn children_json(store: &ImageStore, children: &[oci::index::Child]) -> Result<serde_json::Value> {
+    let mut out = Vec::new();
+    for c in children {
+        let mut m = json!({
+            "Descriptor": {
+                "mediaType": c.entry.target.media_type,
+                "digest": c.entry.target.digest.to_string(),
+                "size": c.entry.target.size,
+                "platform": c.entry.platform.to_json(),
+            },
+            "Available": c.image.is_some(),
+            "Kind": "image",
+        });
+        if let Some(img) = &c.image {
+            m["ImageData"] = json!({ "Id": img.id.to_string(), "Size": { "Unpacked": store.unpacked_size(img)? } });
+        }
+        out.push(m);
+    }
+    Ok(json!(out))
 }
 
 /// Show the history of an image

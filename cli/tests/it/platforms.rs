@@ -353,3 +353,48 @@ fn one_cache_export_carries_every_platform_and_a_platform_it_lacks_misses() {
     let ran = build("linux/arm/v7");
     assert_eq!(ran.len(), 1, "a platform the cache does not hold runs its RUN step: {ran:?}");
 }
+
+#[test]
+fn an_index_is_one_image_to_images_inspect_and_rmi() {
+    let Some((b, platforms)) = two_platform_store() else { return };
+    let host = oci::Platform::host();
+    let dir = tempfile::tempdir().expect("temp dir");
+    write(dir.path(), "Dockerfile", "ARG TARGETARCH\nFROM busybox:$TARGETARCH\nRUN uname -m > /arch\n");
+    let iidfile = dir.path().join("iid");
+    b.ok(&["build", "-q", "--platform", &platforms, "-t", "multi:1", "--iidfile", &p(&iidfile), &p(dir.path())]);
+    let index = std::fs::read_to_string(&iidfile).expect("iidfile");
+
+    let rows: Vec<serde_json::Value> = b
+        .ok(&["images", "--no-trunc", "--format", "json", "multi"])
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a json row"))
+        .collect();
+    assert_eq!(rows.len(), 1, "one row for the index: {rows:?}");
+    assert_eq!(rows[0]["ID"], index.as_str(), "{rows:?}");
+    assert_eq!(rows[0]["Platforms"], serde_json::json!([host.to_string(), "linux/arm64"]), "{rows:?}");
+
+    let doc: serde_json::Value = serde_json::from_str(&b.ok(&["inspect", "multi:1"])).expect("inspect json");
+    let doc = &doc[0];
+    assert_eq!(doc["Id"], index.as_str());
+    assert_eq!(doc["Architecture"], host.architecture.as_str(), "the host's image, as docker shows it: {doc}");
+    let children = doc["Manifests"].as_array().expect("Manifests");
+    let archs: Vec<&str> =
+        children.iter().filter_map(|c| c["Descriptor"]["platform"]["architecture"].as_str()).collect();
+    assert_eq!(archs, [host.architecture.as_str(), "arm64"], "{doc}");
+    assert!(children.iter().all(|c| c["Available"] == true), "{doc}");
+    let child_ids: Vec<String> =
+        children.iter().map(|c| c["ImageData"]["Id"].as_str().expect("an image id").to_owned()).collect();
+    let child_manifests: Vec<String> =
+        children.iter().map(|c| c["Descriptor"]["digest"].as_str().expect("a digest").to_owned()).collect();
+
+    let out = b.ok(&["rmi", "multi:1"]);
+    for id in std::iter::once(&index).chain(&child_ids) {
+        assert!(out.contains(&format!("Deleted: {id}")), "{id} is reported deleted: {out}");
+    }
+    let blob = |d: &str| b.root.path().join("content/blobs/sha256").join(d.trim_start_matches("sha256:"));
+    for d in child_manifests.iter().chain(&child_ids) {
+        assert!(!blob(d).exists(), "{d}: the platforms' images went with the index");
+    }
+    assert!(b.ok(&["images", "-q", "multi"]).is_empty());
+    assert_eq!(b.ok(&["run", "--rm", "busybox:arm64", "uname", "-m"]), "aarch64\n", "the bases stay");
+}
