@@ -9,7 +9,9 @@
 # Environment: BENCH_DIR (default /var/tmp/berth-bench) holds the run directory; RUNS (default
 # 2) builds each scenario that many times per tool and reports the fastest; BERTH (default
 # target/release/berth) is copied into the run directory first; KEEP_RUN=1 keeps the run
-# directory. Needs root, qemu-user-static with its binfmt_misc handlers, and the arm64
+# directory; LOOP (default 20000) is how many rounds of shell arithmetic one RUN step does (about
+# 0.1 s natively per 20000 and ten times that emulated: a larger LOOP measures QEMU more and the
+# builders less). Needs root, qemu-user-static with its binfmt_misc handlers, and the arm64
 # busybox-static package that `./setup --deps` downloads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,11 +19,13 @@ cd "$(dirname "$0")/.."
 PROG=platforms.sh
 BENCH_DIR=${BENCH_DIR:-/var/tmp/berth-bench}
 RUNS=${RUNS:-2}
+LOOP=${LOOP:-20000}
 BERTH=${BERTH:-target/release/berth}
 . bench/lib.sh
 
 [ $# -eq 0 ] || die "usage: bench/platforms.sh (no arguments; see the environment in its header)"
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer"
+[[ $LOOP =~ ^[0-9]+$ ]] || die "LOOP must be a number"
 [ "$(id -u)" -eq 0 ] || die "run it as root: both builders run containers for the RUN steps"
 [ -x "$BERTH" ] || die "$BERTH is missing: run ./setup (or set BERTH)"
 for tool in buildah /usr/sbin/runc /usr/bin/time unshare qemu-aarch64-static; do
@@ -59,16 +63,16 @@ for arch in "$HOST_ARCH" arm64; do
     die "berth save busybox:$arch failed (see $RUN/base.log)"
 done
 
-# The Dockerfile: per platform, four RUN steps (one of them ~2 s of shell arithmetic natively,
-# several times that emulated) and a COPY of a small context.
+# The Dockerfile: per platform, four RUN steps (one of them LOOP rounds of shell arithmetic)
+# and a COPY of a small context.
 CTX=$RUN/ctx
 mkdir -p "$CTX/src"
 for i in $(seq 1 200); do printf 'file %d\n' "$i" >"$CTX/src/f$i.txt"; done
-cat >"$CTX/Dockerfile" <<'EOF'
+cat >"$CTX/Dockerfile" <<EOF
 ARG TARGETARCH
-FROM busybox:$TARGETARCH
+FROM busybox:\$TARGETARCH
 RUN uname -m > /arch
-RUN i=0; s=0; while [ $i -lt 200000 ]; do s=$((s + i % 7)); i=$((i + 1)); done; echo $s > /sum
+RUN i=0; s=0; while [ \$i -lt $LOOP ]; do s=\$((s + i % 7)); i=\$((i + 1)); done; echo \$s > /sum
 COPY src /src
 RUN cat /src/* | sha256sum > /src.sum
 RUN sha256sum /bin/busybox > /busybox.sum
@@ -134,7 +138,7 @@ done
 buildah_v=$(buildah --version | awk '{ print $3 }')
 {
   echo
-  echo "two-platform build ($PLATFORMS; arm64 through qemu-user-static), best of $RUNS"
+  echo "two-platform build ($PLATFORMS; arm64 through qemu-user-static; LOOP=$LOOP), best of $RUNS"
   printf '%-12s%10s%10s%12s%12s%9s\n' build "berth s" "berth MB" "buildah s" "buildah MB" ratio
   for s in cold nochange; do
     awk -v s="$s" -v a="${best[berth_$s]}" -v am="${peak[berth_$s]}" -v b="${best[buildah_$s]}" -v bm="${peak[buildah_$s]}" \

@@ -86,7 +86,7 @@ fn env_seconds(name: &str) -> Result<Option<Duration>> {
 /// Downloads URLs into files; cheap to share between threads (`&Downloader` is all a
 /// download needs), so one build uses one connection pool.
 pub struct Downloader {
-    http: reqwest::Client,
+    http: super::transport::LazyHttp,
     opts: DownloadOptions,
 }
 
@@ -100,12 +100,13 @@ struct Failed {
 impl Downloader {
     /// A downloader with `opts`.
     pub fn new(opts: DownloadOptions) -> Result<Downloader> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(opts.connect_timeout)
-            .read_timeout(opts.idle_timeout)
-            .build()
-            .map_err(|source| Error::Http { method: "INIT".into(), url: String::new(), source })?;
+        let (connect, idle) = (opts.connect_timeout, opts.idle_timeout);
+        let http = super::transport::LazyHttp::new(move || {
+            reqwest::Client::builder()
+                .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
+                .connect_timeout(connect)
+                .read_timeout(idle)
+        });
         Ok(Downloader { http, opts })
     }
 
@@ -138,7 +139,8 @@ impl Downloader {
     }
 
     async fn attempt(&self, url: &str, dest: &Path) -> std::result::Result<u64, AttemptError> {
-        let mut resp = self.http.get(url).send().await.map_err(|e| AttemptError::Failed(self.explain(&e)))?;
+        let http = self.http.get().map_err(AttemptError::Io)?;
+        let mut resp = http.get(url).send().await.map_err(|e| AttemptError::Failed(self.explain(&e)))?;
         let status = resp.status();
         if !status.is_success() {
             let retry = status.is_server_error()
@@ -185,7 +187,7 @@ impl Downloader {
 }
 
 enum AttemptError {
-    /// Our own disk failed: retrying the server will not help.
+    /// Our own side failed (the disk, the TLS set-up): retrying the server will not help.
     Io(Error),
     /// The server or the network failed.
     Failed(Failed),

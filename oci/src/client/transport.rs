@@ -77,8 +77,8 @@ impl Token {
 
 /// A registry client; cheap to share between tasks (`&Client` is all they need).
 pub struct Client {
-    http: reqwest::Client,
-    unverified: reqwest::Client,
+    http: LazyHttp,
+    unverified: LazyHttp,
     opts: ClientOptions,
     schemes: Mutex<HashMap<String, &'static str>>,
     challenges: Mutex<HashMap<String, Challenge>>,
@@ -86,6 +86,32 @@ pub struct Client {
     tokens: Mutex<HashMap<(String, String), Token>>,
     /// Credentials given on the command line (`berth login`), before config.json.
     explicit: Mutex<HashMap<String, Credential>>,
+}
+
+/// A reqwest client made on its first use: making one loads the system's CA certificates
+/// (tens of milliseconds), which a command that never goes to the network (a cached build)
+/// should not pay, let alone for each of its clients.
+pub(crate) struct LazyHttp {
+    make: Box<dyn Fn() -> reqwest::ClientBuilder + Send + Sync>,
+    client: std::sync::OnceLock<reqwest::Client>,
+}
+
+impl LazyHttp {
+    /// A client that `make` configures, when first asked for.
+    pub(crate) fn new(make: impl Fn() -> reqwest::ClientBuilder + Send + Sync + 'static) -> LazyHttp {
+        LazyHttp { make: Box::new(make), client: std::sync::OnceLock::new() }
+    }
+
+    /// The client, made now if it is not yet.
+    pub(crate) fn get(&self) -> Result<&reqwest::Client> {
+        if let Some(c) = self.client.get() {
+            return Ok(c);
+        }
+        let built = (self.make)()
+            .build()
+            .map_err(|source| Error::Http { method: "INIT".into(), url: String::new(), source })?;
+        Ok(self.client.get_or_init(|| built))
+    }
 }
 
 fn builder() -> reqwest::ClientBuilder {
@@ -99,7 +125,7 @@ fn builder() -> reqwest::ClientBuilder {
 impl Client {
     /// A client with `opts`.
     pub fn new(opts: ClientOptions) -> Result<Client> {
-        let mut b = builder();
+        let mut roots = Vec::new();
         let in_dirs = opts.certs_dirs.iter().flat_map(|dir| {
             let hosts = std::fs::read_dir(dir).into_iter().flatten().flatten();
             hosts.flat_map(|host| std::fs::read_dir(host.path()).into_iter().flatten().flatten().map(|f| f.path()))
@@ -112,16 +138,11 @@ impl Client {
                 url: p.display().to_string(),
                 source: e,
             })?;
-            for cert in certs {
-                b = b.add_root_certificate(cert);
-            }
+            roots.extend(certs);
         }
-        let build = |b: reqwest::ClientBuilder| {
-            b.build().map_err(|source| Error::Http { method: "INIT".into(), url: String::new(), source })
-        };
         Ok(Client {
-            http: build(b)?,
-            unverified: build(builder().danger_accept_invalid_certs(true))?,
+            http: LazyHttp::new(move || roots.iter().cloned().fold(builder(), |b, c| b.add_root_certificate(c))),
+            unverified: LazyHttp::new(|| builder().danger_accept_invalid_certs(true)),
             opts,
             schemes: Mutex::default(),
             challenges: Mutex::default(),
@@ -147,11 +168,11 @@ impl Client {
         self.opts.insecure_all || is_loopback(host) || self.opts.insecure.iter().any(|h| h == host)
     }
 
-    fn http_for(&self, host: &str) -> &reqwest::Client {
+    fn http_for(&self, host: &str) -> Result<&reqwest::Client> {
         if self.insecure(host) {
-            &self.unverified
+            self.unverified.get()
         } else {
-            &self.http
+            self.http.get()
         }
     }
 
@@ -171,7 +192,7 @@ impl Client {
         let scheme = if !self.insecure(host) {
             "https"
         } else {
-            match self.unverified.get(format!("https://{host}/v2/")).send().await {
+            match self.unverified.get()?.get(format!("https://{host}/v2/")).send().await {
                 Ok(_) => "https",
                 Err(_) => "http",
             }
@@ -202,7 +223,7 @@ impl Client {
         let mut attempt = 0;
         let mut authenticated_once = false;
         loop {
-            let mut req = make(self.http_for(host).request(method.clone(), &url));
+            let mut req = make(self.http_for(host)?.request(method.clone(), &url));
             if let Some(Challenge::Bearer { realm, service }) = self.stale_bearer(host, scope) {
                 // The host's challenge is known: renew before sending, not after a 401.
                 self.fetch_token(host, domain, scope, &realm, service.as_deref()).await?;
@@ -288,7 +309,7 @@ impl Client {
         for s in scope.split(' ').filter(|s| !s.is_empty()) {
             query.push(("scope", s));
         }
-        let mut req = self.http_for(host).get(realm).query(&query);
+        let mut req = self.http_for(host)?.get(realm).query(&query);
         if let Some(c) = self.credential(domain)? {
             req = req.header("authorization", basic(&c));
         }
