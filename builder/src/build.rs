@@ -222,7 +222,8 @@ impl ImageMade<'_, '_> {
         exporter: &remote::export::Exporter<'_>,
         compress: &(dyn Fn(&Layer, Codec) -> Result<Layer> + Sync),
     ) -> Result<Built> {
-        let layers = self.state.layers.iter().map(|l| compress(l, opts.compression.into())).collect::<Result<Vec<_>>>()?;
+        let layers =
+            self.state.layers.iter().map(|l| compress(l, opts.compression.into())).collect::<Result<Vec<_>>>()?;
         let inline = match opts.cache_to.iter().any(|c| c.location == Location::Inline) {
             true => {
                 let steps = self.solver.steps(&[self.image.stage().vertex], remote::Mode::Min);
@@ -432,8 +433,7 @@ fn history(made: &ImageMade<'_, '_>, stage: usize) -> Vec<Value> {
     for (created_by, vertex) in &out.steps {
         let made_layer = vertex.is_some_and(|v| {
             let after = solver.state(v).map_or(0, |s| s.layers.len());
-            let before =
-                graph.vertices[v].inputs.first().and_then(|i| solver.state(*i)).map_or(0, |s| s.layers.len());
+            let before = graph.vertices[v].inputs.first().and_then(|i| solver.state(*i)).map_or(0, |s| s.layers.len());
             after > before
         });
         let when = epoch

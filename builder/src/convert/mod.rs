@@ -167,18 +167,18 @@ impl Converter<'_> {
     /// Converts the global ARGs, then stage `target` and those it needs.
     fn target(&mut self, target: usize) -> Result<()> {
         let (df, inputs) = (self.df, self.inputs);
-    // Global ARGs: defaults expanded in order, overridden by --build-arg.
-    for decl in &df.global_args {
-        let value = match inputs.build_args.get(&decl.name) {
-            Some(v) => Some(v.clone()),
-            None => match &decl.default {
-                Some(w) => Some(self.expand_global(w)?),
-                None => self.platform.get(&decl.name).cloned(),
-            },
-        };
-        self.global.insert(decl.name.clone(), value);
-    }
-    self.stage(target).map(drop)
+        // Global ARGs: defaults expanded in order, overridden by --build-arg.
+        for decl in &df.global_args {
+            let value = match inputs.build_args.get(&decl.name) {
+                Some(v) => Some(v.clone()),
+                None => match &decl.default {
+                    Some(w) => Some(self.expand_global(w)?),
+                    None => self.platform.get(&decl.name).cloned(),
+                },
+            };
+            self.global.insert(decl.name.clone(), value);
+        }
+        self.stage(target).map(drop)
     }
 }
 

@@ -138,9 +138,7 @@ impl Exporter {
         };
         let skipped_devices = match self {
             Exporter::Oci(_) => return self.export(store, index),
-            Exporter::Docker(_) => {
-                return Err(crate::Error::Invalid(Exporter::DOCKER_NO_INDEX.into()))
-            }
+            Exporter::Docker(_) => return Err(crate::Error::Invalid(Exporter::DOCKER_NO_INDEX.into())),
             Exporter::Tar(dest) => rootfs::write_tars(store, &each(), dest)?,
             Exporter::Local(dest) => rootfs::write_dirs(store, &each(), dest)?,
         };

@@ -319,8 +319,12 @@ fn a_build_for_two_platforms_writes_both_to_oci_and_local_outputs_and_refuses_do
     b.ok(&["build", "-q", "--platform", &platforms, "-o", &oci_out, "-o", &local_out, &ctx]);
     let raw = skopeo(&["inspect", "--raw", &format!("oci-archive:{}", p(&oci))]);
     let index: serde_json::Value = serde_json::from_str(&raw).expect("index json");
-    let archs: Vec<&str> =
-        index["manifests"].as_array().into_iter().flatten().filter_map(|m| m["platform"]["architecture"].as_str()).collect();
+    let archs: Vec<&str> = index["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["platform"]["architecture"].as_str())
+        .collect();
     let host = oci::Platform::host();
     assert_eq!(archs, [host.architecture.as_str(), "arm64"], "the archive holds the index: {raw}");
     let arch_in = |sub: &str| std::fs::read_to_string(local.join(sub).join("arch")).expect("a platform's directory");
@@ -343,7 +347,8 @@ fn one_cache_export_carries_every_platform_and_a_platform_it_lacks_misses() {
     let Some((fresh, _)) = two_platform_store() else { return };
     let from = format!("type=local,src={}", p(&cache));
     let build = |platform: &str| {
-        let out = fresh.output(&["build", "--progress", "plain", "--platform", platform, "--cache-from", &from, &p(&ctx)]);
+        let out =
+            fresh.output(&["build", "--progress", "plain", "--platform", platform, "--cache-from", &from, &p(&ctx)]);
         let log = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(out.status.success(), "{log}");
         steps_that_ran(&log).into_iter().filter(|s| s.contains("RUN")).collect::<Vec<_>>()

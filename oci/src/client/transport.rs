@@ -107,9 +107,11 @@ impl LazyHttp {
         if let Some(c) = self.client.get() {
             return Ok(c);
         }
-        let built = (self.make)()
-            .build()
-            .map_err(|source| Error::Http { method: "INIT".into(), url: String::new(), source })?;
+        let built = (self.make)().build().map_err(|source| Error::Http {
+            method: "INIT".into(),
+            url: String::new(),
+            source,
+        })?;
         Ok(self.client.get_or_init(|| built))
     }
 }
