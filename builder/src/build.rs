@@ -107,11 +107,9 @@ pub struct Machine<'a> {
 /// in one solver: platforms build in parallel, and a step that does not depend on the
 /// platform runs once.
 pub fn build(m: &Machine<'_>, opts: &BuildOptions) -> Result<Built> {
-    let mut platforms = opts.platforms.clone();
-    platforms.dedup();
     let inputs = Inputs {
         build_args: &opts.build_args,
-        target_platforms: platforms,
+        target_platforms: distinct(&opts.platforms),
         no_cache: opts.no_cache,
         no_cache_filter: &opts.no_cache_filter,
         host_network: opts.host_network,
@@ -176,6 +174,12 @@ pub fn build(m: &Machine<'_>, opts: &BuildOptions) -> Result<Built> {
     })?;
     built.cache_errors = export_caches(m, &exporter, &converted.graph, &solver, &targets, &imported, opts);
     Ok(built)
+}
+
+/// `platforms` without repeats, in the order first given: the images of a build.
+pub fn distinct(platforms: &[oci::Platform]) -> Vec<oci::Platform> {
+    let mut seen = BTreeSet::new();
+    platforms.iter().filter(|p| seen.insert((*p).clone())).cloned().collect()
 }
 
 /// Every `--cache-to` but inline, each carrying the steps of every platform's image: the

@@ -26,10 +26,12 @@ impl Graph {
     /// platforms runs a step that does not depend on the platform once.
     pub fn add(&mut self, v: Vertex) -> VertexId {
         // Base images are merged by the converter (per reference and platform), so that each
-        // stage's FROM keeps its own name.
+        // stage's FROM keeps its own name. The definition is every field of the op, not its
+        // cache-key form, which leaves out what does not change the result (a secret's id,
+        // a cache mount's sharing, the proxy variables) but changes what the step does.
         let definition = match v.op {
             Op::Image { .. } | Op::Scratch => None,
-            _ => serde_json::to_string(&(&v.op, &v.inputs, v.no_cache)).ok(),
+            _ => Some(format!("{:?}", (&v.op, &v.inputs, v.no_cache))),
         };
         if let Some(id) = definition.as_ref().and_then(|d| self.defined.get(d)) {
             return *id;

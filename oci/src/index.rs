@@ -56,18 +56,20 @@ pub struct Child {
     /// The entry.
     pub entry: Entry,
     /// Its image, when its manifest and config are in the store (a pull for one platform
-    /// leaves the others' out).
+    /// leaves the others' out, a lazy pull their configs).
     pub image: Option<crate::store::Image>,
 }
 
-/// The entries of the index `target` with their images where the store has them: what
-/// `images`, `inspect` and `rmi` show of a multi-platform image.
+/// The platform images of the index `target`, with their images where the store has them:
+/// what `images`, `inspect` and `rmi` show of a multi-platform image. Entries for no platform
+/// (`unknown/unknown`: BuildKit's attestation manifests) are not images to run and are left out.
 pub fn children(store: &ImageStore, target: &Target) -> Result<Vec<Child>> {
     let mut out = Vec::new();
-    for entry in entries(store, target)? {
-        let image = match store.content().contains(&entry.target.digest)? {
-            true => Some(store.image(&entry.target)?),
-            false => None,
+    for entry in entries(store, target)?.into_iter().filter(|e| e.platform.os != "unknown") {
+        let image = match store.image(&entry.target) {
+            Ok(image) => Some(image),
+            Err(e) if e.kind() == crate::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
         };
         out.push(Child { entry, image });
     }

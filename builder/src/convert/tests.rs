@@ -374,3 +374,15 @@ fn several_platforms_share_one_graph_and_each_step_that_does_not_depend_on_the_p
     assert!(names.contains(&format!("[{host} build 2/2] RUN make all").as_str()), "{names:?}");
     assert!(names.contains(&"[linux/arm64 stage-1 3/3] RUN uname -m"), "{names:?}");
 }
+
+#[test]
+fn steps_are_one_vertex_only_when_they_would_do_the_same() {
+    let text = "FROM img AS a\nRUN --mount=type=secret,id=prod,env=T deploy\nFROM img AS b\n\
+                RUN --mount=type=secret,id=staging,env=T deploy\nFROM img AS c\n\
+                RUN --mount=type=secret,id=prod,env=T deploy\nFROM img\nCOPY --from=a /x /a\n\
+                COPY --from=b /x /b\nCOPY --from=c /x /c\n";
+    let c = conv(text, &[], &json!({}));
+    // The secret's id is not in the cache key (the secret's value is not either), but it
+    // changes what the step runs with: a and b stay two steps; c is a's.
+    assert_eq!(runs(&c).len(), 2, "{:?}", names(&c));
+}

@@ -108,7 +108,9 @@ impl Build {
             bail!("--push needs a name: give -t registry/repository:tag");
         }
         let outputs = self.outputs.iter().map(|o| flags::output(o)).collect::<Result<Vec<_>>>()?;
-        if self.platform.len() > 1 && outputs.iter().any(|o| matches!(o, Exporter::Docker(_))) {
+        if builder::build::distinct(&self.platform).len() > 1
+            && outputs.iter().any(|o| matches!(o, Exporter::Docker(_)))
+        {
             bail!("-o {}", Exporter::DOCKER_NO_INDEX);
         }
         let mode = BuildMode::parse(&self.progress, self.quiet, std::io::stderr().is_terminal())

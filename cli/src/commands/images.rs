@@ -258,6 +258,11 @@ fn rmi_one(store: &ImageStore, what: &str, force: bool, containers: &[runner::co
             c.short_id()
         );
     }
+    // Read before any name goes: a failure here leaves the image as it was.
+    let shown = match to_untag.len() == same.len() {
+        true => deletable_ids(store, &rec.target)?,
+        false => vec![],
+    };
     let mut out = std::io::stdout().lock();
     for r in &to_untag {
         match &r.name {
@@ -273,7 +278,6 @@ fn rmi_one(store: &ImageStore, what: &str, force: bool, containers: &[runner::co
     if to_untag.len() == same.len() {
         let mut blobs = BTreeSet::new();
         store.reachable(&rec.target, &mut blobs)?;
-        let shown = deletable_ids(store, &rec.target)?;
         let deleted = store.delete_unreferenced(&blobs)?;
         for (id, blobs) in shown {
             if blobs.iter().any(|b| deleted.contains(b)) {
@@ -364,9 +368,11 @@ fn inspect_image(store: &ImageStore, all: &[ImageRecord], rec: &ImageRecord) -> 
         false => vec![],
     };
     let host = oci::Platform::host();
-    let img = match index {
-        true => children.iter().find(|c| c.entry.platform == host).and_then(|c| c.image.clone()),
-        false => Some(store.image(&rec.target)?),
+    // The host's image, or the only one, as `run` would pick it.
+    let img = match (index, children.as_slice()) {
+        (false, _) => Some(store.image(&rec.target)?),
+        (true, [only]) => only.image.clone(),
+        (true, _) => children.iter().find(|c| c.entry.platform == host).and_then(|c| c.image.clone()),
     };
     let mut obj = json!({
         "Id": if index { rec.target.digest.to_string() } else { img.as_ref().map(|i| i.id.to_string()).unwrap_or_default() },

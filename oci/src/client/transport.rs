@@ -94,16 +94,22 @@ pub struct Client {
 pub(crate) struct LazyHttp {
     make: Box<dyn Fn() -> reqwest::ClientBuilder + Send + Sync>,
     client: std::sync::OnceLock<reqwest::Client>,
+    /// Held while the client is made, so that threads asking at once make it once.
+    making: Mutex<()>,
 }
 
 impl LazyHttp {
     /// A client that `make` configures, when first asked for.
     pub(crate) fn new(make: impl Fn() -> reqwest::ClientBuilder + Send + Sync + 'static) -> LazyHttp {
-        LazyHttp { make: Box::new(make), client: std::sync::OnceLock::new() }
+        LazyHttp { make: Box::new(make), client: std::sync::OnceLock::new(), making: Mutex::new(()) }
     }
 
     /// The client, made now if it is not yet.
     pub(crate) fn get(&self) -> Result<&reqwest::Client> {
+        if let Some(c) = self.client.get() {
+            return Ok(c);
+        }
+        let _making = lock(&self.making);
         if let Some(c) = self.client.get() {
             return Ok(c);
         }
