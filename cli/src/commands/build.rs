@@ -187,9 +187,8 @@ impl Build {
             std::fs::write(p, &id).with_context(|| format!("write {}", p.display()))?;
         }
         if let Some(p) = &self.metadata_file {
-            let meta = serde_json::json!({
+            let mut meta = serde_json::json!({
                 "containerimage.digest": built.manifest.digest.to_string(),
-                "containerimage.config.digest": id,
                 "containerimage.descriptor": {
                     "mediaType": built.manifest.media_type,
                     "digest": built.manifest.digest.to_string(),
@@ -197,6 +196,10 @@ impl Build {
                 },
                 "image.name": tags.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
             });
+            // An index has no config of its own: BuildKit reports none for it.
+            if built.platforms.is_empty() {
+                meta["containerimage.config.digest"] = serde_json::json!(id);
+            }
             std::fs::write(p, serde_json::to_vec_pretty(&meta)?).with_context(|| format!("write {}", p.display()))?;
         }
         Ok(())

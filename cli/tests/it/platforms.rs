@@ -147,7 +147,21 @@ fn two_platforms_make_one_index_that_is_pushed_whole() {
     let image = format!("{}/team/app:multi", server.addr);
     let iidfile = dir.path().join("iid");
     let platforms = format!("{host},linux/arm64");
-    b.ok(&["build", "-q", "--platform", &platforms, "-t", &image, "--push", "--iidfile", &p(&iidfile), &p(&ctx)]);
+    let metafile = dir.path().join("meta.json");
+    b.ok(&[
+        "build",
+        "-q",
+        "--platform",
+        &platforms,
+        "-t",
+        &image,
+        "--push",
+        "--iidfile",
+        &p(&iidfile),
+        "--metadata-file",
+        &p(&metafile),
+        &p(&ctx),
+    ]);
     let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{image}")]);
     let index: serde_json::Value = serde_json::from_str(&raw).expect("index json");
     assert_eq!(index["mediaType"], "application/vnd.oci.image.index.v1+json", "{raw}");
@@ -160,6 +174,11 @@ fn two_platforms_make_one_index_that_is_pushed_whole() {
     assert_eq!(archs, [host.architecture.as_str(), "arm64"], "{raw}");
     let iid = std::fs::read_to_string(&iidfile).expect("iidfile");
     assert_eq!(iid, format!("sha256:{}", sha256_hex(raw.as_bytes())), "--iidfile names the index as pushed");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&metafile).expect("metadata file")).expect("metadata json");
+    assert_eq!(meta["containerimage.digest"], iid.as_str(), "{meta}");
+    assert_eq!(meta["containerimage.descriptor"]["mediaType"], "application/vnd.oci.image.index.v1+json");
+    assert!(meta.get("containerimage.config.digest").is_none(), "an index has no config: {meta}");
     let arm = skopeo(&["inspect", "--tls-verify=false", "--override-arch", "arm64", &format!("docker://{image}")]);
     let arm: serde_json::Value = serde_json::from_str(&arm).expect("inspect json");
     assert_eq!(arm["Architecture"], "arm64");
