@@ -533,8 +533,7 @@ pub fn base_from_store(store: &ImageStore, reference: &str, platform: &oci::Plat
 /// Whether an image config says it runs on `platform` (one that names no architecture is
 /// taken for any).
 fn built_for(config: &oci::spec::ImageConfiguration, platform: &oci::Platform) -> bool {
-    let arch = config.architecture().to_string();
-    arch.is_empty() || oci::Platform::new(&config.os().to_string(), &arch, config.variant().as_deref()) == *platform
+    config.architecture().to_string().is_empty() || oci::Platform::of_config(config) == *platform
 }
 
 /// The base image whose manifest (or index) is `target`, for `platform` (its layers need not

@@ -73,8 +73,6 @@ pub struct Vertex {
     pub inputs: Vec<VertexId>,
     /// How the progress names it (`[build 2/5] RUN make`).
     pub name: String,
-    /// The stage it belongs to, for `--no-cache-filter`.
-    pub stage: Option<String>,
     /// Byte offset of its instruction in the Dockerfile (for errors).
     pub at: usize,
     /// Never taken from the cache (`--no-cache`, `--no-cache-filter`).

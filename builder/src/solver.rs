@@ -482,7 +482,7 @@ mod tests {
     }
 
     fn vertex(op: Op, inputs: Vec<VertexId>, name: &str) -> Vertex {
-        Vertex { op, inputs, name: name.into(), stage: None, at: 0, no_cache: false }
+        Vertex { op, inputs, name: name.into(), at: 0, no_cache: false }
     }
 
     fn image(n: u8) -> Op {

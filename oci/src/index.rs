@@ -47,7 +47,7 @@ pub fn platform_of(store: &ImageStore, image: &Target) -> Result<Platform> {
         });
     }
     let config = store.image(image)?.config;
-    Ok(Platform::new(&config.os().to_string(), &config.architecture().to_string(), config.variant().as_deref()))
+    Ok(Platform::of_config(&config))
 }
 
 /// One entry of an index as the local store holds it.

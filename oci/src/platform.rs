@@ -72,6 +72,11 @@ impl Platform {
         Some(Platform::new(&p.os().to_string(), &p.architecture().to_string(), p.variant().as_deref()))
     }
 
+    /// The platform an image config records (`os`, `architecture`, `variant`).
+    pub fn of_config(config: &oci_spec::image::ImageConfiguration) -> Platform {
+        Platform::new(&config.os().to_string(), &config.architecture().to_string(), config.variant().as_deref())
+    }
+
     /// The entry of `index` for this platform.
     pub fn pick<'a>(&self, index: &'a oci_spec::image::ImageIndex) -> Option<&'a oci_spec::image::Descriptor> {
         index.manifests().iter().find(|d| Platform::of(d).as_ref() == Some(self))

@@ -14,10 +14,9 @@ use crate::error::Result;
 use crate::graph::{CopyFrom, CopyOp, CopySrc, ExecMount, ExecOp, Op, Vertex, VertexId};
 
 /// What a vertex-making step needs to know about its stage.
-pub(super) struct Step<'s> {
-    /// The stage's name, for `--no-cache-filter`.
-    pub stage: Option<&'s str>,
-    /// The step is never taken from the cache.
+pub(super) struct Step {
+    /// The step is never taken from the cache (`--no-cache`, or the stage is in
+    /// `--no-cache-filter`).
     pub no_cache: bool,
 }
 
@@ -53,11 +52,10 @@ impl Converter<'_> {
         op: Op,
         inputs: Vec<VertexId>,
         at: usize,
-        step: &Step<'_>,
+        step: &Step,
     ) -> VertexId {
         let name = scope.next_name(text);
-        let stage = step.stage.map(str::to_owned);
-        self.graph.add(Vertex { op, inputs, name, stage, at, no_cache: step.no_cache })
+        self.graph.add(Vertex { op, inputs, name, at, no_cache: step.no_cache })
     }
 
     /// RUN: a process on the stage's filesystem, with its mounts and environment.
@@ -67,7 +65,7 @@ impl Converter<'_> {
         run: &Run,
         scope: &mut Scope,
         out: &mut StageOut,
-        step: &Step<'_>,
+        step: &Step,
     ) -> Result<()> {
         let look = scope.lookup();
         let shell = scope.shell();
@@ -160,7 +158,7 @@ impl Converter<'_> {
         add: bool,
         scope: &mut Scope,
         out: &mut StageOut,
-        step: &Step<'_>,
+        step: &Step,
     ) -> Result<()> {
         let look = scope.lookup();
         let exp = |w: &Word| ins.expand(w, &look);
@@ -267,7 +265,7 @@ impl Converter<'_> {
         w: &Word,
         scope: &mut Scope,
         out: &mut StageOut,
-        step: &Step<'_>,
+        step: &Step,
     ) -> Result<()> {
         let look = scope.lookup();
         let raw = ins.expand(w, &look)?;

@@ -256,7 +256,7 @@ impl<'a> Converter<'a> {
             let name = format!("FROM {reference}@{}", base.manifest);
             (Op::Image { manifest: base.manifest, layers: base.layers }, name, base.config)
         };
-        let v = self.graph.add(Vertex { op, inputs: vec![], name, stage: None, at, no_cache: false });
+        let v = self.graph.add(Vertex { op, inputs: vec![], name, at, no_cache: false });
         self.images.insert(key, (v, config.clone()));
         Ok((v, config))
     }
@@ -363,7 +363,7 @@ impl<'a> Converter<'a> {
     ) -> Result<()> {
         let i = Ins { df, at: ins.span.start, text: &ins.text };
         let no_cache = self.no_cache(stage);
-        let step = dispatch::Step { stage, no_cache };
+        let step = dispatch::Step { no_cache };
         match &ins.kind {
             Kind::Run(run) => self.dispatch_run(&i, run, scope, out, &step),
             Kind::Copy(copy) => self.dispatch_copy(&i, copy, false, scope, out, &step),

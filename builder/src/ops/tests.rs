@@ -141,7 +141,7 @@ fn vertex(mounts: &[&str]) -> Vertex {
         mounts,
         proxy_env: vec![],
     };
-    Vertex { op: Op::Exec(exec), inputs: vec![0], name: "[2/2] RUN make".into(), stage: None, at: 13, no_cache: false }
+    Vertex { op: Op::Exec(exec), inputs: vec![0], name: "[2/2] RUN make".into(), at: 13, no_cache: false }
 }
 
 /// A first step that makes a small base (/etc, /usr/bin/tool) to run on.

@@ -60,11 +60,7 @@ impl Row {
         let digest = rec.target.digest.clone();
         if !oci::media::is_index(&rec.target.media_type) {
             let img = store.image(&rec.target).with_context(read)?;
-            let platform = oci::Platform::new(
-                &img.config.os().to_string(),
-                &img.config.architecture().to_string(),
-                img.config.variant().as_deref(),
-            );
+            let platform = oci::Platform::of_config(&img.config);
             // As docker shows it: what the layers take unpacked, not their stored size.
             let size = store.unpacked_size(&img)?;
             let (id, created, platforms) = (img.id.clone(), img.created(), vec![platform.to_string()]);

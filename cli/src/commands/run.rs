@@ -174,13 +174,8 @@ impl Run {
             }
             Err(e) => return Err(e.into()),
         };
-        let config = &image.config;
-        let runs_on = oci::Platform::new(
-            &config.os().to_string(),
-            &config.architecture().to_string(),
-            config.variant().as_deref(),
-        );
-        if !config.architecture().to_string().is_empty() {
+        if !image.config.architecture().to_string().is_empty() {
+            let runs_on = oci::Platform::of_config(&image.config);
             runner::emulation::check(&runs_on, &runner::emulation::binfmt_dir()).map_err(anyhow::Error::msg)?;
         }
         let config = self.container_config(&rec, &image)?;
