@@ -67,10 +67,29 @@ enum Command {
     Builder(commands::buildcache::BuilderCmd),
 }
 
+impl Command {
+    /// The command touches snapshots or containers, whose files belong to many users: a
+    /// plain user runs it in a user namespace. Talking to registries alone does not.
+    fn needs_ids(&self) -> bool {
+        !matches!(self, Command::Registry(_) | Command::Login(_) | Command::Logout(_))
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // default_root reads BERTH_ROOT (an empty value counts as unset).
     let root = cli.root.clone().filter(|r| !r.as_os_str().is_empty()).unwrap_or_else(oci::ImageStore::default_root);
+    if cli.command.needs_ids() {
+        // A plain user's berth goes on in a user namespace of its own (docs/rootless.md).
+        match runner::userns::enter_rootless(&root, std::env::args_os().skip(1).collect()) {
+            Ok(None) => {}
+            Ok(Some(code)) => return ExitCode::from(u8::try_from(code).unwrap_or(1)),
+            Err(e) => {
+                eprintln!("berth: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     commands::lifecycle::sweep(&root);
     let result = match cli.command {
         Command::Build(c) => c.run(&root),

@@ -40,3 +40,4 @@ pub mod security;
 pub mod snapshot;
 pub mod sys;
 pub mod unpack;
+pub mod userns;

@@ -460,7 +460,17 @@ fn build_filesystem(sys: &dyn Sys, spec: &Spec) -> std::io::Result<()> {
     let hidden = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
     let proc_dir = mount_in(sys, root, "proc", "proc", hidden, None)?;
     // /sys read-only, as runc mounts it: the container sees its own network devices.
-    let sys_dir = mount_in(sys, root, "sys", "sysfs", hidden | MountFlags::RDONLY, None)?;
+    let sys_dir = match mount_in(sys, root, "sys", "sysfs", hidden | MountFlags::RDONLY, None) {
+        Ok(d) => d,
+        // A rootless berth's user namespace does not own the host's network namespace, so
+        // with the host network it may not mount sysfs: the host's is bound read-only, as
+        // rootless podman does.
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) && spec.network == Network::Host => {
+            bind_into(sys, root, Path::new("/sys"), "sys", true)?;
+            sys.resolve(root, "sys", true)?
+        }
+        Err(e) => return Err(e),
+    };
     for m in MASKED_SYS {
         let p = sys_dir.path().join(m);
         if sys.is_dir(&p)? == Some(true) {

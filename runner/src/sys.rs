@@ -101,7 +101,20 @@ impl Sys for Linux {
     }
 
     fn remount_read_only(&self, target: &Path) -> io::Result<()> {
-        rustix::mount::mount_remount(target, MountFlags::BIND | MountFlags::RDONLY, "").map_err(errno)
+        // The mount's nosuid, nodev and noexec stay: in a user namespace, a remount that
+        // would clear one the host set is refused.
+        let have = rustix::fs::statvfs(target).map_err(errno)?.f_flag;
+        let mut flags = MountFlags::BIND | MountFlags::RDONLY;
+        for (st, m) in [
+            (rustix::fs::StatVfsMountFlags::NOSUID, MountFlags::NOSUID),
+            (rustix::fs::StatVfsMountFlags::NODEV, MountFlags::NODEV),
+            (rustix::fs::StatVfsMountFlags::NOEXEC, MountFlags::NOEXEC),
+        ] {
+            if have.contains(st) {
+                flags |= m;
+            }
+        }
+        rustix::mount::mount_remount(target, flags, "").map_err(errno)
     }
 
     fn resolve(&self, root: &Path, rel: &str, dir: bool) -> io::Result<Target> {
@@ -149,4 +162,11 @@ impl Sys for Linux {
         rustix::mount::unmount(".", rustix::mount::UnmountFlags::DETACH).map_err(errno)?;
         rustix::process::chdir("/").map_err(errno)
     }
+}
+
+/// The running kernel's (major, minor), for features that came with a release.
+pub(crate) fn kernel_version() -> (u32, u32) {
+    let release = rustix::system::uname().release().to_string_lossy().into_owned();
+    let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse().ok());
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
 }

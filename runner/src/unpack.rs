@@ -94,15 +94,21 @@ pub struct UnpackStats {
 
 const WHITEOUT: &str = ".wh.";
 const OPAQUE: &str = ".wh..wh..opq";
-const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 
 /// Applies the uncompressed layer `tar` to the directory `root`.
 pub fn unpack(tar: impl Read, root: &Path, opts: &UnpackOptions) -> Result<UnpackStats> {
     let root_fd = rustix::fs::open(root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
         .map_err(|e| UnpackError::Io { op: "open root", path: root.display().to_string(), source: e.into() })?;
     let is_root = rustix::process::geteuid().is_root();
-    let mut u =
-        Unpacker { root: root_fd, opts: opts.clone(), is_root, stats: UnpackStats::default(), written: HashSet::new() };
+    let real_root = is_root && !crate::userns::rootless();
+    let mut u = Unpacker {
+        root: root_fd,
+        opts: opts.clone(),
+        is_root,
+        real_root,
+        stats: UnpackStats::default(),
+        written: HashSet::new(),
+    };
     let mut archive = tar::Archive::new(tar);
     for entry in archive.entries().map_err(UnpackError::Tar)? {
         let mut entry = entry.map_err(UnpackError::Tar)?;
@@ -115,6 +121,9 @@ struct Unpacker {
     root: OwnedFd,
     opts: UnpackOptions,
     is_root: bool,
+    /// Root of the host's ID space (not a rootless user namespace): device nodes and
+    /// `trusted.*` xattrs can be made.
+    real_root: bool,
     stats: UnpackStats,
     /// Paths this layer wrote, which its own opaque whiteouts must not hide.
     written: HashSet<PathBuf>,
@@ -320,7 +329,7 @@ impl Unpacker {
                     tar::EntryType::Char => FileType::CharacterDevice,
                     _ => FileType::BlockDevice,
                 };
-                if ft != FileType::Fifo && !(self.is_root && self.opts.allow_devices) {
+                if ft != FileType::Fifo && !(self.real_root && self.opts.allow_devices) {
                     self.stats.skipped_devices += 1;
                     return Ok(());
                 }
@@ -353,7 +362,7 @@ impl Unpacker {
                     Mode::empty(),
                 )
                 .map_err(io_err("open directory", dir))?;
-                rustix::fs::fsetxattr(&fd, OVERLAY_OPAQUE_XATTR, b"y", rustix::fs::XattrFlags::empty())
+                rustix::fs::fsetxattr(&fd, crate::userns::overlay_xattrs().opaque(), b"y", rustix::fs::XattrFlags::empty())
                     .map_err(io_err("mark opaque", dir))
             }
             Whiteouts::Apply => {
@@ -412,7 +421,7 @@ impl Unpacker {
                     self.stats.dropped_xattrs += 1;
                     continue;
                 }
-                if name.starts_with("trusted.") && !self.is_root {
+                if name.starts_with("trusted.") && !self.real_root {
                     continue;
                 }
                 rustix::fs::fsetxattr(fd.as_fd(), name, ext.value_bytes(), rustix::fs::XattrFlags::empty())
@@ -660,7 +669,7 @@ mod tests {
         assert!(std::os::unix::fs::FileTypeExt::is_char_device(&st.file_type()));
         assert_eq!(st.rdev(), 0);
         let mut buf = [0u8; 4];
-        let n = rustix::fs::getxattr(root.join("b"), OVERLAY_OPAQUE_XATTR, &mut buf[..]).unwrap();
+        let n = rustix::fs::getxattr(root.join("b"), crate::userns::overlay_xattrs().opaque(), &mut buf[..]).unwrap();
         assert_eq!(&buf[..n], b"y");
     }
 

@@ -18,7 +18,7 @@ mod tarball;
 use std::io::{self, BufRead, BufReader, Read, Write};
 
 pub use pgzip::ParGzEncoder;
-pub use tarball::{tar_directory, TarOptions, TarWriter};
+pub use tarball::{tar_directory, OverlayXattrs, TarOptions, TarWriter};
 
 use crate::digest::{Algorithm, Digest, HashingReader, HashingWriter};
 use crate::error::{Error, Result};

@@ -13,16 +13,36 @@ use crate::error::{Error, IoContext, Result};
 pub struct TarOptions {
     /// Clamp every mtime to this many seconds since the epoch (`SOURCE_DATE_EPOCH`).
     pub source_date_epoch: Option<u64>,
-    /// The tree is an overlayfs upper directory: turn its whiteouts (0/0 character
-    /// devices, the `trusted.overlay.opaque` xattr) into OCI whiteout entries.
-    pub overlay_upper: bool,
+    /// The tree is an overlayfs upper directory with its markers in these xattrs: turn its
+    /// whiteouts (0/0 character devices, the opaque xattr) into OCI whiteout entries.
+    pub overlay_upper: Option<OverlayXattrs>,
+}
+
+/// Where overlayfs keeps its markers in an upper directory: `trusted.overlay.*` when root
+/// mounted it, `user.overlay.*` when it was mounted in a user namespace (`userxattr`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverlayXattrs {
+    /// `trusted.overlay.*`: mounted by real root.
+    Trusted,
+    /// `user.overlay.*`: mounted with `userxattr`, in a user namespace.
+    User,
+}
+
+impl OverlayXattrs {
+    /// The xattr that marks a directory opaque.
+    pub fn opaque(self) -> &'static str {
+        match self {
+            OverlayXattrs::Trusted => "trusted.overlay.opaque",
+            OverlayXattrs::User => "user.overlay.opaque",
+        }
+    }
 }
 
 impl TarOptions {
     /// Options taken from the environment: `SOURCE_DATE_EPOCH` when it is a number.
     pub fn from_env() -> Self {
         let source_date_epoch = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.trim().parse().ok());
-        TarOptions { source_date_epoch, overlay_upper: false }
+        TarOptions { source_date_epoch, overlay_upper: None }
     }
 }
 
@@ -101,13 +121,13 @@ impl<'a, W: Write> TarWriter<'a, W> {
             let path = dir.join(&name);
             let rel = rel.join(&name);
             let meta = fs::symlink_metadata(&path).ctx(|| format!("stat {}", path.display()))?;
-            if self.opts.overlay_upper && meta.file_type().is_char_device() && meta.rdev() == 0 {
+            if self.opts.overlay_upper.is_some() && meta.file_type().is_char_device() && meta.rdev() == 0 {
                 self.add_whiteout(&rel)?;
                 continue;
             }
             self.entry(&path, &rel, &meta)?;
             if meta.is_dir() {
-                if self.opts.overlay_upper && is_opaque(&path) {
+                if self.opts.overlay_upper.is_some_and(|x| is_opaque(&path, x)) {
                     self.add_opaque(&rel)?;
                 }
                 self.dir(&path, &rel)?;
@@ -178,9 +198,9 @@ impl<'a, W: Write> TarWriter<'a, W> {
 }
 
 /// True when overlayfs marked the directory opaque.
-fn is_opaque(path: &Path) -> bool {
+fn is_opaque(path: &Path, xattrs: OverlayXattrs) -> bool {
     let mut buf = [0u8; 4];
-    matches!(rustix::fs::lgetxattr(path, "trusted.overlay.opaque", &mut buf[..]), Ok(1) if buf[0] == b'y')
+    matches!(rustix::fs::lgetxattr(path, xattrs.opaque(), &mut buf[..]), Ok(1) if buf[0] == b'y')
 }
 
 struct Counted<R> {

@@ -163,13 +163,6 @@ fn native_arch() -> (&'static str, &'static str) {
     }
 }
 
-/// The running kernel's (major, minor).
-fn kernel_version() -> (u32, u32) {
-    let release = rustix::system::uname().release().to_string_lossy().into_owned();
-    let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse().ok());
-    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
-}
-
 fn version_at_least(min: &str, have: (u32, u32)) -> bool {
     let mut parts = min.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
     let want = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
@@ -195,7 +188,7 @@ impl Profile {
     /// The rules that apply to a container with `caps` on this machine, as docker picks them.
     pub fn resolve(&self, caps: &Capabilities) -> Result<Policy, SecurityError> {
         let (arch, scmp_arch) = native_arch();
-        let kernel = kernel_version();
+        let kernel = crate::sys::kernel_version();
         let applies = |only: &Only, include: bool| {
             let caps_hit = |all: bool| {
                 if all {

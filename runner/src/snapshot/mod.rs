@@ -166,8 +166,10 @@ pub fn for_build(root: &Path) -> Result<Box<dyn Snapshotter>> {
 }
 
 fn open(root: &Path, volatile: bool) -> Result<Box<dyn Snapshotter>> {
+    // In a user namespace, overlayfs mounts from Linux 5.11 (with `userxattr`).
     let overlay_ok = std::fs::read_to_string("/proc/filesystems").is_ok_and(|f| f.contains("overlay"))
-        && rustix::process::geteuid().is_root();
+        && rustix::process::geteuid().is_root()
+        && (!crate::userns::rootless() || crate::sys::kernel_version() >= (5, 11));
     let dir = root.join("snapshots");
     let inner: Box<dyn Snapshotter> = if overlay_ok {
         let overlay = OverlaySnapshotter::new(&dir.join("overlay"))?;

@@ -71,7 +71,7 @@ impl Snapshotter for OverlaySnapshotter {
     fn diff(&self, key: &str, out: &mut dyn Write) -> Result<()> {
         // The upper directory is the change set: no walk of the merged tree.
         let fs = self.upper(key)?;
-        let opts = oci::layer::TarOptions { overlay_upper: true, ..oci::layer::TarOptions::from_env() };
+        let opts = oci::layer::TarOptions { overlay_upper: Some(crate::userns::overlay_xattrs()), ..oci::layer::TarOptions::from_env() };
         oci::layer::tar_directory(&fs, out, &opts).map_err(|e| SnapshotError::Diff(key.to_owned(), Box::new(e)))
     }
 
@@ -130,7 +130,7 @@ fn remove_copied_up_parents(upper: &Path, lowers: &[PathBuf], scaffold: &Scaffol
 fn copied_up_unchanged(upper: &OwnedFd, lowers: &[OwnedFd], rel: &str) -> bool {
     let Ok(dir) = open_beneath(upper, rel, OFlags::RDONLY | OFlags::DIRECTORY) else { return false };
     let Ok(st) = rustix::fs::fstat(&dir) else { return false };
-    let opaque = rustix::fs::fgetxattr_query(&dir, "trusted.overlay.opaque").is_ok();
+    let opaque = rustix::fs::fgetxattr_query(&dir, crate::userns::overlay_xattrs().opaque()).is_ok();
     let empty = rustix::fs::Dir::read_from(&dir)
         .is_ok_and(|d| d.flatten().all(|e| matches!(e.file_name().to_bytes(), b"." | b"..")));
     let lower = lowers.iter().find_map(|l| stat_beneath(l, rel).ok());

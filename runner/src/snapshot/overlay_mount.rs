@@ -98,6 +98,9 @@ impl Overlay<'_> {
                 fsconfig_set_flag(&fs, "volatile").map_err(|e| ctx("volatile", e))?;
             }
         }
+        if crate::userns::rootless() {
+            fsconfig_set_flag(&fs, "userxattr").map_err(|e| ctx("userxattr", e))?;
+        }
         fsconfig_create(&fs).map_err(|e| ctx("create", e))?;
         let attrs = if self.upper.is_none() { MountAttrFlags::MOUNT_ATTR_RDONLY } else { MountAttrFlags::empty() };
         let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs).map_err(|e| ctx("fsmount", e))?;
@@ -145,6 +148,10 @@ impl Overlay<'_> {
             if self.volatile {
                 data.push_str(",volatile");
             }
+        }
+        if crate::userns::rootless() {
+            // In a user namespace overlayfs keeps its markers in user.overlay.* xattrs.
+            data.push_str(",userxattr");
         }
         data
     }
@@ -223,10 +230,7 @@ mod tests {
 
     /// The kernel is 6.8 or newer.
     fn has_lowerdir_add() -> bool {
-        let uname = rustix::system::uname();
-        let release = uname.release().to_string_lossy();
-        let mut parts = release.split(|c: char| !c.is_ascii_digit()).map(|p| p.parse::<u32>().unwrap_or(0));
-        (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (6, 8)
+        crate::sys::kernel_version() >= (6, 8)
     }
 
     fn unmount(target: &Path) {
