@@ -38,6 +38,19 @@ pub enum UnpackError {
         /// Which rule it broke.
         reason: &'static str,
     },
+    /// A rootless berth's user namespace does not map the entry's owner.
+    #[error(
+        "{path:?} is owned by {uid}:{gid}, which this user namespace does not map: rootless berth \
+         needs a subordinate range in /etc/subuid and /etc/subgid for that (see docs/rootless.md)"
+    )]
+    Unmapped {
+        /// The entry.
+        path: String,
+        /// Its owner in the layer.
+        uid: u32,
+        /// Its group in the layer.
+        gid: u32,
+    },
     /// A syscall failed for an entry.
     #[error("{op} {path:?}")]
     Io {
@@ -362,8 +375,13 @@ impl Unpacker {
                     Mode::empty(),
                 )
                 .map_err(io_err("open directory", dir))?;
-                rustix::fs::fsetxattr(&fd, crate::userns::overlay_xattrs().opaque(), b"y", rustix::fs::XattrFlags::empty())
-                    .map_err(io_err("mark opaque", dir))
+                rustix::fs::fsetxattr(
+                    &fd,
+                    crate::userns::overlay_xattrs().opaque(),
+                    b"y",
+                    rustix::fs::XattrFlags::empty(),
+                )
+                .map_err(io_err("mark opaque", dir))
             }
             Whiteouts::Apply => {
                 let p = PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(dir_fd)));
@@ -400,14 +418,14 @@ impl Unpacker {
         }
         let (uid, gid) = ids(entry)?;
         rustix::fs::chownat(parent, name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(io_err("chown", path))
+            .map_err(|e| chown_err(e, path, (uid, gid)))
     }
 
     /// Owner, times and xattrs on an open file or directory.
     fn metadata_fd<R: Read>(&mut self, fd: &OwnedFd, entry: &mut tar::Entry<'_, R>, path: &Path) -> Result<()> {
         if self.is_root && self.opts.preserve_owners {
             let (uid, gid) = ids(entry)?;
-            rustix::fs::fchown(fd, Some(uid), Some(gid)).map_err(io_err("chown", path))?;
+            rustix::fs::fchown(fd, Some(uid), Some(gid)).map_err(|e| chown_err(e, path, (uid, gid)))?;
             // chown clears set-id bits; put the mode back.
             let mode = entry.header().mode().map_err(UnpackError::Tar)? & 0o7777;
             rustix::fs::fchmod(fd, Mode::from_raw_mode(mode)).map_err(io_err("chmod", path))?;
@@ -432,6 +450,15 @@ impl Unpacker {
         rustix::fs::futimens(fd, &Timestamps { last_access: t, last_modification: t })
             .map_err(io_err("set times", path))
     }
+}
+
+/// A failed chown; EINVAL in a rootless user namespace means an owner it does not map.
+fn chown_err(e: rustix::io::Errno, path: &Path, (uid, gid): (rustix::fs::Uid, rustix::fs::Gid)) -> UnpackError {
+    let path = path.display().to_string();
+    if e == rustix::io::Errno::INVAL && crate::userns::rootless() {
+        return UnpackError::Unmapped { path, uid: uid.as_raw(), gid: gid.as_raw() };
+    }
+    UnpackError::Io { op: "chown", path, source: e.into() }
 }
 
 fn ids<R: Read>(entry: &tar::Entry<'_, R>) -> Result<(rustix::fs::Uid, rustix::fs::Gid)> {

@@ -168,7 +168,9 @@ pub fn enter_rootless(root: &Path, args: Vec<OsString>) -> Result<Option<i32>, U
     let mut child = match (spawned, mapped) {
         (Ok(c), Ok(())) => c,
         (_, Err(e)) => return Err(e),
-        (Err(e), Ok(())) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::ENOSPC | libc::EUSERS | libc::EINVAL)) => {
+        (Err(e), Ok(()))
+            if matches!(e.raw_os_error(), Some(libc::EPERM | libc::ENOSPC | libc::EUSERS | libc::EINVAL)) =>
+        {
             return Err(UsernsError::Refused(e))
         }
         (Err(e), Ok(())) => return Err(e.into()),
@@ -192,10 +194,9 @@ fn io(e: rustix::io::Errno) -> UsernsError {
 
 /// Both of shadow's set-uid helpers are installed (Debian's `uidmap`).
 fn helpers_present() -> bool {
-    ["newuidmap", "newgidmap"].iter().all(|t| {
-        std::env::var_os("PATH")
-            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(t).is_file()))
-    })
+    ["newuidmap", "newgidmap"]
+        .iter()
+        .all(|t| std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(t).is_file())))
 }
 
 /// The forked child, before exec: a new user namespace, a word to the parent (our pid),
@@ -292,10 +293,7 @@ mod tests {
     fn the_user_is_root_and_its_range_the_rest() {
         assert_eq!(
             maps(1000, Some((100000, 65536))),
-            vec![
-                IdRange { inside: 0, outside: 1000, count: 1 },
-                IdRange { inside: 1, outside: 100000, count: 65536 }
-            ]
+            vec![IdRange { inside: 0, outside: 1000, count: 1 }, IdRange { inside: 1, outside: 100000, count: 65536 }]
         );
         assert_eq!(maps(1000, None), vec![IdRange { inside: 0, outside: 1000, count: 1 }]);
     }

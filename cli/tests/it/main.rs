@@ -23,6 +23,7 @@ mod layers;
 mod lifecycle;
 mod platforms;
 mod registry;
+mod rootless;
 mod run;
 mod security;
 mod util;

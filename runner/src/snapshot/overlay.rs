@@ -71,7 +71,10 @@ impl Snapshotter for OverlaySnapshotter {
     fn diff(&self, key: &str, out: &mut dyn Write) -> Result<()> {
         // The upper directory is the change set: no walk of the merged tree.
         let fs = self.upper(key)?;
-        let opts = oci::layer::TarOptions { overlay_upper: Some(crate::userns::overlay_xattrs()), ..oci::layer::TarOptions::from_env() };
+        let opts = oci::layer::TarOptions {
+            overlay_upper: Some(crate::userns::overlay_xattrs()),
+            ..oci::layer::TarOptions::from_env()
+        };
         oci::layer::tar_directory(&fs, out, &opts).map_err(|e| SnapshotError::Diff(key.to_owned(), Box::new(e)))
     }
 

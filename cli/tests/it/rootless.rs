@@ -1,0 +1,233 @@
+//! berth as a plain user: test users made by the test (`useradd`, a subordinate range with
+//! `usermod --add-subuids`), each with a store of its own, against root's results.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
+
+use crate::util::{p, strict, Berth, Server};
+
+/// A user this test suite made, and a store of its own.
+struct Plain {
+    name: String,
+    uid: u32,
+    gid: u32,
+    home: PathBuf,
+    root: tempfile::TempDir,
+}
+
+/// useradd and usermod edit /etc/passwd and /etc/subuid: one at a time.
+static USERS: Mutex<()> = Mutex::new(());
+
+/// The test user `name` (made if missing), with the subordinate range from `sub` (65536 IDs)
+/// or none; `None` (a skip, or a failure under BERTH_TEST_STRICT=1) where the tests cannot
+/// make users.
+fn plain(name: &str, sub: Option<u32>) -> Option<Plain> {
+    if !rustix::process::geteuid().is_root() || !Path::new("/usr/bin/newuidmap").exists() {
+        assert!(!strict(), "the rootless tests need root (to make users) and newuidmap (BERTH_TEST_STRICT=1)");
+        eprintln!("skipping: the rootless tests need root (to make users) and uidmap's newuidmap");
+        return None;
+    }
+    let _held = USERS.lock().unwrap_or_else(|e| e.into_inner());
+    if !Command::new("id").arg(name).stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap().success() {
+        // Debian's useradd gives every new user a subordinate range unless told not to.
+        let none = ["-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0"];
+        run(Command::new("useradd")
+            .args(["-m", "-s", "/bin/sh"])
+            .args(if sub.is_none() { &none[..] } else { &[] })
+            .arg(name));
+    }
+    let listed =
+        |f: &str| std::fs::read_to_string(f).unwrap_or_default().lines().any(|l| l.starts_with(&format!("{name}:")));
+    if let Some(start) = sub {
+        if !listed("/etc/subuid") || !listed("/etc/subgid") {
+            let range = format!("{start}-{}", start + 65535);
+            run(Command::new("usermod").args(["--add-subuids", &range, "--add-subgids", &range, name]));
+        }
+    } else {
+        assert!(!listed("/etc/subuid"), "{name} must have no subordinate range");
+    }
+    let id = |flag: &str| -> u32 {
+        let out = Command::new("id").args([flag, name]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    };
+    let (uid, gid) = (id("-u"), id("-g"));
+    let home = PathBuf::from(format!("/home/{name}"));
+    let root = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(root.path(), Some(uid), Some(gid)).unwrap();
+    Some(Plain { name: name.to_owned(), uid, gid, home, root })
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+impl Plain {
+    /// berth as this user: its own uid and gid, a clean environment, its store.
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
+        c.args(args)
+            .uid(self.uid)
+            .gid(self.gid)
+            .env_clear()
+            .env("HOME", &self.home)
+            .env("USER", &self.name)
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+            .env("BERTH_ROOT", self.root.path())
+            .current_dir(self.root.path())
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn output(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.output(args);
+        assert!(out.status.success(), "{} berth {args:?}: {}", self.name, String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// A directory this user can write, removed with the store.
+    fn dir(&self, name: &str) -> PathBuf {
+        let d = self.root.path().join(name);
+        std::fs::create_dir(&d).unwrap();
+        std::os::unix::fs::chown(&d, Some(self.uid), Some(self.gid)).unwrap();
+        d
+    }
+}
+
+/// Busybox saved to an archive every user can read and loaded into root's store `b`: the
+/// same base, byte for byte, for root's store and the user's.
+fn busybox_archive(b: &Berth, into: &Path) -> Option<String> {
+    let maker = Berth::new();
+    if !maker.busybox("busybox:latest") {
+        return None;
+    }
+    let tar = into.join("busybox.tar");
+    maker.ok(&["save", "-o", &p(&tar), "busybox:latest"]);
+    std::fs::set_permissions(&tar, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    b.ok(&["load", "-i", &p(&tar)]);
+    Some(p(&tar))
+}
+
+/// A context with owners, a set-uid bit, deletions, USER and WORKDIR: what a layer must
+/// carry the same whoever builds it.
+const DOCKERFILE: &str = r#"FROM busybox:latest
+RUN echo "app:x:1000:1000::/home/app:/bin/sh" >> /etc/passwd && echo "app:x:1000:" >> /etc/group \
+ && mkdir -p /srv/data && chown 1000:1000 /srv/data && echo hi > /srv/data/x && chown 1000:100 /srv/data/x \
+ && cp /bin/busybox /srv/suid && chmod 4755 /srv/suid
+COPY --chown=1000:1000 f.txt /srv/f.txt
+RUN rm -rf /etc/motd /srv/data && mkdir -p /srv/data && touch /srv/data/new
+USER app
+WORKDIR /home/app/w
+RUN echo made > m
+"#;
+
+fn context(dir: &Path) -> String {
+    std::fs::write(dir.join("Dockerfile"), DOCKERFILE).unwrap();
+    std::fs::write(dir.join("f.txt"), "file\n").unwrap();
+    p(dir)
+}
+
+#[test]
+fn a_plain_user_builds_the_image_root_builds_and_runs_it() {
+    let Some(user) = plain("berth-rl", Some(400000)) else { return };
+    let b = Berth::new();
+    let shared = user.dir("shared");
+    let Some(base) = busybox_archive(&b, &shared) else { return };
+    user.ok(&["load", "-i", &base]);
+    assert!(user.ok(&["images"]).contains("busybox"), "the user's store lists the loaded base");
+
+    let ctx = context(&user.dir("ctx"));
+    let (root_iid, user_iid) = (shared.join("root.iid"), shared.join("user.iid"));
+    let build = |iid: &Path| ["build", "-q", "--iidfile", &p(iid), "-t", "app", &ctx].map(str::to_owned);
+    let out = b.cmd(&build(&root_iid).each_ref().map(String::as_str)).env("SOURCE_DATE_EPOCH", "1700000000").output();
+    assert!(out.unwrap().status.success(), "root's build");
+    let mut cmd = user.cmd(&build(&user_iid).each_ref().map(String::as_str));
+    let out = cmd.env("SOURCE_DATE_EPOCH", "1700000000").output().unwrap();
+    assert!(out.status.success(), "the user's build: {}", String::from_utf8_lossy(&out.stderr));
+    let iid = std::fs::read_to_string(&root_iid).unwrap();
+    assert_eq!(std::fs::read_to_string(&user_iid).unwrap(), iid, "the same image ID, rootless as root");
+    let manifest = |json: String| -> String {
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        v[0]["Descriptor"]["digest"].as_str().unwrap_or_default().to_owned()
+    };
+    assert_eq!(manifest(user.ok(&["inspect", "app"])), manifest(b.ok(&["inspect", "app"])), "the same manifest");
+
+    let script = "id -u; stat -c %u:%g:%a /srv/data /srv/suid /srv/f.txt; cat /srv/f.txt m; ls /srv/data";
+    let seen = user.ok(&["run", "--rm", "--network", "none", "app", "sh", "-c", script]);
+    assert_eq!(seen, "1000\n0:0:755\n0:0:4755\n1000:1000:644\nfile\nmade\nnew\n");
+    let seen = user.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "-u",
+        "0",
+        "app",
+        "sh",
+        "-c",
+        "id -u; ls /sys/kernel >/dev/null && echo sys",
+    ]);
+    assert_eq!(seen, "0\nsys\n", "host network: the host's /sys, read-only");
+
+    let saved = shared.join("app.tar");
+    user.ok(&["save", "-o", &p(&saved), "app"]);
+    assert!(std::fs::metadata(&saved).unwrap().len() > 0);
+}
+
+#[test]
+fn a_plain_user_pushes_and_pulls() {
+    let Some(user) = plain("berth-rl", Some(400000)) else { return };
+    let b = Berth::new();
+    let shared = user.dir("shared");
+    let Some(base) = busybox_archive(&b, &shared) else { return };
+    let reg_root = tempfile::tempdir().unwrap();
+    let server = Server::start(reg_root.path(), &[]);
+    user.ok(&["load", "-i", &base]);
+    let name = format!("{}/team/busybox:1", server.addr);
+    user.ok(&["tag", "busybox:latest", &name]);
+    user.ok(&["push", "-q", &name]);
+    user.ok(&["rmi", &name, "busybox:latest"]);
+    user.ok(&["pull", "-q", &name]);
+    assert_eq!(user.ok(&["run", "--rm", "--network", "none", &name, "echo", "pulled"]), "pulled\n");
+}
+
+#[test]
+fn without_subordinate_ids_one_id_is_mapped_and_other_owners_are_refused_clearly() {
+    let Some(user) = plain("berth-rl-nosub", None) else { return };
+    let b = Berth::new();
+    let shared = user.dir("shared");
+    let Some(base) = busybox_archive(&b, &shared) else { return };
+    user.ok(&["load", "-i", &base]);
+    // busybox's layer has /home/berth owned by 1000: no single-ID map holds that.
+    let out = user.output(&["run", "--rm", "--network", "none", "busybox", "true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("no subordinate IDs for berth-rl-nosub"), "the warning says why: {err}");
+    assert!(err.contains("\"home/berth\" is owned by 1000:1000, which this user namespace does not map"), "{err}");
+
+    // An image of root's files alone works.
+    let rootfs = user.dir("rootfs");
+    std::fs::create_dir(rootfs.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    let tar = shared.join("root-only.tar");
+    run(Command::new("tar").args(["--owner=0", "--group=0", "-C", &p(&rootfs), "-cf", &p(&tar), "."]));
+    std::fs::set_permissions(&tar, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    user.ok(&["import", &p(&tar), "rootonly"]);
+    let id = user.ok(&["run", "--rm", "--network", "none", "rootonly", "/bin/busybox", "id", "-u"]);
+    assert_eq!(id, "0\n");
+    let ctx = user.dir("ctx");
+    std::fs::write(ctx.join("Dockerfile"), "FROM rootonly\nRUN [\"/bin/busybox\", \"touch\", \"/x\"]\n").unwrap();
+    user.ok(&["build", "-q", "-t", "touched", &p(&ctx)]);
+    std::fs::write(ctx.join("Dockerfile"), "FROM rootonly\nRUN [\"/bin/busybox\", \"chown\", \"1000\", \"/bin\"]\n")
+        .unwrap();
+    let out = user.output(&["build", "-q", &p(&ctx)]);
+    assert!(!out.status.success(), "chown to an unmapped ID fails in the step");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("RUN [\"/bin/busybox\", \"chown\"") && err.contains("exit code: 1"), "{err}");
+}
