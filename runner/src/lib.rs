@@ -40,4 +40,5 @@ pub mod security;
 pub mod snapshot;
 pub mod sys;
 pub mod unpack;
+pub mod usernet;
 pub mod userns;

@@ -27,17 +27,78 @@ pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 90, 0, 1);
 /// The subnet's prefix length (10.90.0.0/16).
 pub const PREFIX: u8 = 16;
 
-/// A container's place on the bridge, held while it runs.
+/// A container's place on the network, held while it runs.
 #[derive(Debug)]
 pub struct Attachment {
     /// Its address.
     pub ip: Ipv4Addr,
-    /// The host end of its veth pair.
-    pub veth: String,
     /// Its network namespace (the container joins it: [`crate::sandbox::Network::Join`]).
     pub netns: OwnedFd,
-    /// The address's lease, locked while this lives.
-    _lease: File,
+    /// What connects the namespace to the host.
+    link: Link,
+}
+
+/// What connects a container's namespace to the host.
+#[derive(Debug)]
+enum Link {
+    /// A veth pair on the bridge, and the address's lease, locked while this lives.
+    Bridge { veth: String, _lease: File },
+    /// A rootless berth's user-mode network: slirp4netns on a tap device.
+    UserMode { _slirp: crate::usernet::Slirp },
+}
+
+impl Attachment {
+    /// The host end of the veth pair, on the bridge; none on a user-mode network.
+    pub fn veth(&self) -> Option<&str> {
+        match &self.link {
+            Link::Bridge { veth, .. } => Some(veth),
+            Link::UserMode { .. } => None,
+        }
+    }
+
+    /// The host can reach [`Attachment::ip`] (the bridge); a user-mode network's address
+    /// exists only inside the namespace.
+    pub fn routed(&self) -> bool {
+        matches!(self.link, Link::Bridge { .. })
+    }
+
+    /// The gateway the container routes through.
+    pub fn gateway(&self) -> Ipv4Addr {
+        match self.link {
+            Link::Bridge { .. } => GATEWAY,
+            Link::UserMode { .. } => crate::usernet::GATEWAY,
+        }
+    }
+
+    /// The container's resolv.conf from the host's `host`: docker's rewrite on the bridge;
+    /// slirp4netns's forwarder as the one name server on a user-mode network.
+    pub fn resolv_conf(&self, host: &str) -> String {
+        match self.link {
+            Link::Bridge { .. } => resolv_conf(host),
+            Link::UserMode { .. } => {
+                let kept = host.lines().filter(|l| l.starts_with("search") || l.starts_with("options"));
+                kept.map(|l| format!("{l}\n")).collect::<String>() + &format!("nameserver {}\n", crate::usernet::DNS)
+            }
+        }
+    }
+
+    /// A rootless container's network: a namespace of its own with `lo` up, given to
+    /// slirp4netns (see [`crate::usernet`]).
+    pub fn user_mode() -> std::io::Result<Attachment> {
+        let netns = std::thread::scope(|s| {
+            s.spawn(|| -> std::io::Result<OwnedFd> {
+                // SAFETY: unsharing the network namespace changes only this short-lived thread.
+                unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }?;
+                let ns: OwnedFd = File::open("/proc/thread-self/ns/net")?.into();
+                crate::netlink::Socket::open()?.link_up(crate::netlink::index("lo")?)?;
+                Ok(ns)
+            })
+            .join()
+            .unwrap_or_else(|_| Err(err("make a namespace", "the thread panicked")))
+        })?;
+        let slirp = crate::usernet::Slirp::start(&netns)?;
+        Ok(Attachment { ip: crate::usernet::ADDRESS, netns, link: Link::UserMode { _slirp: slirp } })
+    }
 }
 
 fn err(what: &str, e: impl std::fmt::Display) -> std::io::Error {
@@ -195,7 +256,7 @@ pub fn attach(id: &str) -> std::io::Result<Attachment> {
     let mut nl = crate::netlink::Socket::open()?;
     nl.set_master_up(crate::netlink::index(&veth)?, crate::netlink::index(BRIDGE)?)
         .map_err(|e| err("join the bridge", e))?;
-    Ok(Attachment { ip, veth, netns, _lease: lease })
+    Ok(Attachment { ip, netns, link: Link::Bridge { veth, _lease: lease } })
 }
 
 /// The host's resolv.conf as docker rewrites it for a bridged container: no loopback name

@@ -809,10 +809,11 @@ pub struct EtcFiles {
 impl EtcFiles {
     /// docker's files for a container on the bridge at `ip`: its address in /etc/hosts, and
     /// the host's name servers that it can reach (see [`crate::network::resolv_conf`]).
-    pub fn bridged(hostname: &str, ip: std::net::Ipv4Addr) -> EtcFiles {
+    pub fn bridged(hostname: &str, net: &crate::network::Attachment) -> EtcFiles {
+        let ip = net.ip;
         EtcFiles {
             hosts: format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{hostname}\n"),
-            resolv_conf: crate::network::resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()),
+            resolv_conf: net.resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()),
             hostname: format!("{hostname}\n"),
         }
     }

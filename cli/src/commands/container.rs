@@ -544,8 +544,8 @@ pub fn inspect_json(c: &Container) -> Result<serde_json::Value> {
         "NetworkSettings": {
             "Ports": ports,
             "IPAddress": s.ip.clone().unwrap_or_default(),
-            "Gateway": if s.ip.is_some() { runner::network::GATEWAY.to_string() } else { String::new() },
-            "IPPrefixLen": if s.ip.is_some() { runner::network::PREFIX } else { 0 },
+            "Gateway": s.gateway().map(|g| g.0.to_string()).unwrap_or_default(),
+            "IPPrefixLen": s.gateway().map_or(0, |g| g.1),
         },
     }))
 }

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::util::{p, strict, Berth};
+use crate::util::{p, strict, Berth, Outside};
 
 /// A store with the busybox image that removes its containers when dropped.
 struct Store(Berth);
@@ -405,53 +405,6 @@ fn bad_flags_are_refused_before_anything_is_made() {
     b.ok(&["rmi", "only:one"]);
 }
 
-/// A network namespace standing for "the outside world" (the test's own, removed on drop),
-/// linked to the host by a veth pair: 10.91.7.1 inside, 10.91.7.2 on the host.
-struct Outside(String);
-
-impl Outside {
-    fn make() -> Outside {
-        let name = format!("berth-test-{}", std::process::id());
-        let out = Outside(name.clone());
-        let host = format!("bto{}", std::process::id() % 100_000);
-        for cmd in [
-            format!("netns add {name}"),
-            format!("link add {host} type veth peer name peer0 netns {name}"),
-            format!("addr add 10.91.7.2/24 dev {host}"),
-            format!("link set {host} up"),
-            format!("-n {name} addr add 10.91.7.1/24 dev peer0"),
-            format!("-n {name} link set peer0 up"),
-            format!("-n {name} link set lo up"),
-        ] {
-            let st = std::process::Command::new("ip").args(cmd.split(' ')).status().unwrap();
-            assert!(st.success(), "ip {cmd}");
-        }
-        out
-    }
-
-    /// Accepts one connection on 10.91.7.1:9000 inside, answers with the peer's address.
-    fn serve_once(&self) -> std::thread::JoinHandle<()> {
-        let ns = std::fs::File::open(format!("/run/netns/{}", self.0)).unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let t = std::thread::spawn(move || {
-            use std::os::fd::AsFd;
-            rustix::thread::move_into_link_name_space(ns.as_fd(), None).unwrap();
-            let l = std::net::TcpListener::bind("10.91.7.1:9000").unwrap();
-            tx.send(()).unwrap();
-            let (mut s, peer) = l.accept().unwrap();
-            writeln!(s, "peer={}", peer.ip()).unwrap();
-        });
-        rx.recv().unwrap();
-        t
-    }
-}
-
-impl Drop for Outside {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
 #[test]
 fn containers_on_the_bridge_reach_each_other_and_the_outside_through_nat() {
     let Some(b) = setup() else { return };
@@ -488,7 +441,7 @@ fn containers_on_the_bridge_reach_each_other_and_the_outside_through_nat() {
     assert!(hosts.contains(&format!("{ip}\ta-host")), "{hosts}");
     assert!(!hosts.contains("nameserver 127."), "{hosts}");
     // Outgoing connections leave with the host's address (masquerade).
-    let outside = Outside::make();
+    let outside = Outside::make(7);
     let server = outside.serve_once();
     let out = b.ok(&["run", "--rm", "busybox", "nc", "10.91.7.1", "9000"]);
     server.join().unwrap();

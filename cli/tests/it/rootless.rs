@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 
-use crate::util::{p, strict, Berth, Server};
+use std::io::{Read, Write};
+
+use crate::util::{p, require_tool, strict, Berth, Outside, Server};
 
 /// A user this test suite made, and a store of its own.
 struct Plain {
@@ -230,4 +232,46 @@ fn without_subordinate_ids_one_id_is_mapped_and_other_owners_are_refused_clearly
     assert!(!out.status.success(), "chown to an unmapped ID fails in the step");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("RUN [\"/bin/busybox\", \"chown\"") && err.contains("exit code: 1"), "{err}");
+}
+
+#[test]
+fn a_plain_users_containers_reach_the_network_through_slirp4netns() {
+    let Some(user) = plain("berth-rl", Some(400000)) else { return };
+    if !require_tool("slirp4netns") {
+        return;
+    }
+    let b = Berth::new();
+    let shared = user.dir("shared");
+    let Some(base) = busybox_archive(&b, &shared) else { return };
+    user.ok(&["load", "-i", &base]);
+    let outside = Outside::make(8);
+    let server = outside.serve_once();
+    let script =
+        "ip -4 -o addr show tap0 | grep -o 'inet [0-9./]*'; grep nameserver /etc/resolv.conf; nc 10.91.8.1 9000";
+    let out = user.ok(&["run", "--rm", "busybox", "sh", "-c", script]);
+    server.join().unwrap();
+    assert_eq!(out, "inet 10.0.2.100/24\nnameserver 10.0.2.3\npeer=10.91.8.2\n", "out through the user's own sockets");
+
+    // The host's loopback is out of reach: a service on 127.0.0.1 trusts local users.
+    let local = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = local.local_addr().unwrap().port();
+    let probe = format!("nc -w 2 10.0.2.2 {port} </dev/null && echo reached || echo refused");
+    assert_eq!(user.ok(&["run", "--rm", "busybox", "sh", "-c", &probe]), "refused\n");
+
+    // A published port reaches a detached container through its namespace's loopback.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    let publish = format!("127.0.0.1:{port}:8080");
+    user.ok(&["run", "-d", "--name", "web", "-p", &publish, "busybox", "httpd", "-f", "-p", "8080", "-h", "/etc"]);
+    let page = (0..100).find_map(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.write_all(b"GET /group HTTP/1.0\r\n\r\n").ok()?;
+        let mut got = String::new();
+        s.read_to_string(&mut got).ok()?;
+        got.contains("root:x:0:").then_some(got)
+    });
+    user.ok(&["rm", "-f", "web"]);
+    assert!(page.is_some(), "the published port served the container's /etc/group");
 }

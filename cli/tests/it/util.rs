@@ -250,3 +250,52 @@ pub fn steps_that_ran(log: &str) -> Vec<String> {
     }
     ran
 }
+
+/// A network namespace standing for "the outside world" (the test's own, removed on drop),
+/// linked to the host by a veth pair: 10.91.N.1 inside, 10.91.N.2 on the host, for a
+/// subnet N of the calling test's own.
+pub struct Outside(String, u8);
+
+impl Outside {
+    pub fn make(n: u8) -> Outside {
+        let name = format!("berth-test-{}-{n}", std::process::id());
+        let out = Outside(name.clone(), n);
+        let host = format!("bto{}-{n}", std::process::id() % 100_000);
+        for cmd in [
+            format!("netns add {name}"),
+            format!("link add {host} type veth peer name peer0 netns {name}"),
+            format!("addr add 10.91.{n}.2/24 dev {host}"),
+            format!("link set {host} up"),
+            format!("-n {name} addr add 10.91.{n}.1/24 dev peer0"),
+            format!("-n {name} link set peer0 up"),
+            format!("-n {name} link set lo up"),
+        ] {
+            let st = std::process::Command::new("ip").args(cmd.split(' ')).status().unwrap();
+            assert!(st.success(), "ip {cmd}");
+        }
+        out
+    }
+
+    /// Accepts one connection on 10.91.N.1:9000 inside, answers with the peer's address.
+    pub fn serve_once(&self) -> std::thread::JoinHandle<()> {
+        let ns = std::fs::File::open(format!("/run/netns/{}", self.0)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let addr = format!("10.91.{}.1:9000", self.1);
+        let t = std::thread::spawn(move || {
+            use std::os::fd::AsFd;
+            rustix::thread::move_into_link_name_space(ns.as_fd(), None).unwrap();
+            let l = std::net::TcpListener::bind(addr).unwrap();
+            tx.send(()).unwrap();
+            let (mut s, peer) = l.accept().unwrap();
+            writeln!(s, "peer={}", peer.ip()).unwrap();
+        });
+        rx.recv().unwrap();
+        t
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}

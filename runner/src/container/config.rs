@@ -129,7 +129,11 @@ impl Config {
         if self.network != "bridge" {
             return Ok(None);
         }
-        let attached = crate::network::attach(&self.id);
+        let attached = if crate::userns::rootless() {
+            crate::network::Attachment::user_mode()
+        } else {
+            crate::network::attach(&self.id)
+        };
         attached.map(Some).map_err(|e| super::Error::Config(e.to_string()))
     }
 
@@ -144,7 +148,7 @@ impl Config {
     ) -> Result<Spec, super::Error> {
         use std::os::fd::AsRawFd;
         let (network, etc) = match (net, self.network.as_str()) {
-            (Some(a), _) => (Network::Join(a.netns.as_raw_fd()), EtcFiles::bridged(&self.hostname, a.ip)),
+            (Some(a), _) => (Network::Join(a.netns.as_raw_fd()), EtcFiles::bridged(&self.hostname, a)),
             (None, "host") => (Network::Host, EtcFiles::new(&self.hostname, true)),
             (None, _) => (Network::None, EtcFiles::new(&self.hostname, false)),
         };

@@ -174,6 +174,17 @@ impl State {
         self.veth = None;
     }
 
+    /// The gateway and prefix length of the container's address, for inspect: the
+    /// bridge's when it has a veth there, else the user-mode network's.
+    pub fn gateway(&self) -> Option<(std::net::Ipv4Addr, u8)> {
+        self.ip.as_ref()?;
+        Some(if self.veth.is_some() {
+            (crate::network::GATEWAY, crate::network::PREFIX)
+        } else {
+            (crate::usernet::GATEWAY, crate::usernet::PREFIX)
+        })
+    }
+
     /// `ps`'s STATUS column: `Up 3 seconds (healthy)`, `Exited (0) 2 minutes ago`, `Created`.
     pub fn describe(&self, since: impl Fn(&str) -> String) -> String {
         match self.status {

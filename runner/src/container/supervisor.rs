@@ -159,9 +159,9 @@ async fn watch(
     c.update(|s| {
         s.started(started.pid, supervisor, published, c.config.health.is_some());
         s.ip = net.map(|a| a.ip.to_string());
-        s.veth = net.map(|a| a.veth.clone());
+        s.veth = net.and_then(|a| a.veth().map(str::to_owned));
     })?;
-    match (net.map(|a| a.ip), c.config.network.as_str()) {
+    match (net.filter(|a| a.routed()).map(|a| a.ip), c.config.network.as_str()) {
         _ if c.config.ports.is_empty() => {}
         (Some(ip), _) => listeners.serve(super::ports::Upstream::Address(ip)),
         (None, "host") => {}
