@@ -16,6 +16,44 @@ use crate::sandbox::{SandboxError, Spec};
 pub trait Executor: Send + Sync {
     /// Runs `spec` to its end.
     fn run(&self, spec: &Spec, output: &mut dyn FnMut(&[u8])) -> Result<i32, SandboxError>;
+
+    /// Whether steps run with mount namespaces and may mount (snapshots, views); false for
+    /// [`crate::chroot::ChrootExecutor`], which runs where nothing can be mounted.
+    fn mounts(&self) -> bool {
+        true
+    }
+}
+
+/// How RUN steps are isolated, as buildah's `--isolation` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// New namespaces, pivot_root, capabilities and seccomp: [`NamespaceExecutor`].
+    #[default]
+    Oci,
+    /// chroot alone, for unprivileged containers: [`crate::chroot::ChrootExecutor`].
+    Chroot,
+}
+
+impl std::str::FromStr for Isolation {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Isolation, String> {
+        match s {
+            "oci" | "default" => Ok(Isolation::Oci),
+            "chroot" => Ok(Isolation::Chroot),
+            other => Err(format!("unknown isolation {other:?}: oci or chroot")),
+        }
+    }
+}
+
+impl Isolation {
+    /// The executor for this isolation.
+    pub fn executor(self) -> Box<dyn Executor> {
+        match self {
+            Isolation::Oci => Box::new(NamespaceExecutor),
+            Isolation::Chroot => Box::new(crate::chroot::ChrootExecutor),
+        }
+    }
 }
 
 /// The executor of [`crate::sandbox`]: new namespaces, pivot_root, limits, exec; each

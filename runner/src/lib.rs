@@ -27,6 +27,7 @@
 
 pub mod bundle;
 pub mod cgroup;
+pub mod chroot;
 pub mod container;
 pub mod emulation;
 pub mod exec;

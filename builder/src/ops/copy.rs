@@ -290,7 +290,7 @@ impl LocalWorker<'_> {
             return Ok(d);
         }
         let exclude = Ignore::parse(&c.exclude.join("\n")).map_err(|e| self.err_at(v, format!("--exclude: {e}")))?;
-        let digest = super::in_private_mounts(|| {
+        let digest = self.in_private_mounts(|| {
             let view = self.view_of(&source.layers)?;
             let ctx = Context::rootfs(&view.dir)?;
             // A view of several layers is a fresh mount at a temporary path: stat-cache entries

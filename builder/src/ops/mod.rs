@@ -149,8 +149,8 @@ impl Worker for LocalWorker<'_> {
         match &v.op {
             Op::Scratch => Ok(State { layers: vec![] }),
             Op::Image { layers, .. } => Ok(State { layers: layers.clone() }),
-            Op::Exec(e) => in_private_mounts(|| self.exec(id, v, e, inputs)),
-            Op::Copy(c) => in_private_mounts(|| self.copy(v, c, inputs)),
+            Op::Exec(e) => self.in_private_mounts(|| self.exec(id, v, e, inputs)),
+            Op::Copy(c) => self.in_private_mounts(|| self.copy(v, c, inputs)),
         }
     }
 
@@ -280,11 +280,27 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-/// Runs `f` on a thread of its own in a private mount namespace (as root), so every
-/// mount a step makes (overlay roots, stage views) is gone when the step ends, even if
-/// berth dies half-way. Threads `f` starts, and their children, share that namespace.
-fn in_private_mounts<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
-    runner::sandbox::in_private_mounts(f).map_err(Error::runner("private mount namespace"))?
+impl LocalWorker<'_> {
+    /// Runs `f` on a thread of its own in a private mount namespace (as root), so every
+    /// mount a step makes (overlay roots, stage views) is gone when the step ends, even if
+    /// berth dies half-way. Threads `f` starts, and their children, share that namespace.
+    /// An executor that mounts nothing (`--isolation chroot`) runs `f` as it is.
+    fn in_private_mounts<T: Send>(&self, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+        if !self.executor.mounts() {
+            return f();
+        }
+        runner::sandbox::in_private_mounts(f).map_err(|e| {
+            let e = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                std::io::Error::other(
+                    "unshare is not permitted (no CAP_SYS_ADMIN, or a seccomp profile forbids it, as in an \
+                     unprivileged container): build with --isolation chroot",
+                )
+            } else {
+                e
+            };
+            Error::runner("private mount namespace")(e)
+        })?
+    }
 }
 
 fn mount_all(mounts: &[Mount], dir: &Path) -> Result<()> {

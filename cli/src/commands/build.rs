@@ -93,6 +93,9 @@ pub struct Build {
     /// Allow an entitlement: security.insecure (RUN --security=insecure), network.host
     #[arg(long, value_name = "ENTITLEMENT")]
     allow: Vec<String>,
+    /// How RUN steps are isolated: oci (namespaces) or chroot (for unprivileged containers; see docs/rootless.md)
+    #[arg(long, env = "BERTH_ISOLATION", default_value = "oci", value_parser = clap::value_parser!(runner::exec::Isolation))]
+    isolation: runner::exec::Isolation,
     #[command(flatten)]
     remote: Remote,
 }
@@ -122,6 +125,7 @@ impl Build {
             rt: runtime()?,
             display: BuildDisplay::new(mode),
             pulled: Default::default(),
+            isolation: self.isolation,
         };
         let built = session.solve(&opts, self.pull)?;
         session.name_bases()?;
@@ -250,6 +254,8 @@ struct Session<'a> {
     display: BuildDisplay,
     /// Base images pulled as manifest and config during the build: named once whole.
     pulled: std::sync::Mutex<Vec<(Reference, oci::Target)>>,
+    /// How RUN steps are isolated (and so whether snapshots may be mounted).
+    isolation: runner::exec::Isolation,
 }
 
 impl Session<'_> {
@@ -258,8 +264,12 @@ impl Session<'_> {
     fn solve(&self, opts: &builder::BuildOptions, pull: bool) -> Result<builder::Built> {
         let store = &self.store;
         let cache = builder::cache::RocksCache::open(self.root)?;
-        let snapshotter = runner::snapshot::for_build(self.root)?;
-        let executor = runner::exec::NamespaceExecutor;
+        let executor = self.isolation.executor();
+        let snapshotter = if executor.mounts() {
+            runner::snapshot::for_build(self.root)?
+        } else {
+            runner::snapshot::for_build_without_mounts(self.root)?
+        };
         let resolve = |reference: &str, platform: &oci::Platform| self.base_image(reference, platform, pull);
         let rt = &self.rt;
         let downloads = oci::client::Downloader::from_env()?;
@@ -271,7 +281,7 @@ impl Session<'_> {
             root: self.root.to_owned(),
             cache: &cache,
             snapshotter: snapshotter.as_ref(),
-            executor: &executor,
+            executor: executor.as_ref(),
             resolve: &resolve,
             progress: &self.display,
             fetch: &fetch,

@@ -116,7 +116,8 @@ fn set_meta(path: &Path, m: &fs::Metadata) -> Result<()> {
 }
 
 /// True when two entries differ in what a layer records (type, mode, owner, size, mtime,
-/// link target); contents are taken as equal when size and mtime are.
+/// link target); contents are taken as equal when size and mtime are. A directory's mtime
+/// does not count (the sandbox's mount targets, made and removed, change it).
 fn changed(a: &fs::Metadata, b: &fs::Metadata, pa: &Path, pb: &Path) -> bool {
     let kind = |m: &fs::Metadata| m.mode() & 0o170000;
     if kind(a) != kind(b) || a.mode() != b.mode() || a.uid() != b.uid() || a.gid() != b.gid() {
@@ -131,45 +132,52 @@ fn changed(a: &fs::Metadata, b: &fs::Metadata, pa: &Path, pb: &Path) -> bool {
     a.len() != b.len() || a.mtime() != b.mtime() || a.mtime_nsec() != b.mtime_nsec() || a.rdev() != b.rdev()
 }
 
-/// Emits what changed from `old` (None: nothing) to `new` under `rel`, then whiteouts.
-fn double_walk(
-    old: Option<&Path>,
-    new: &Path,
-    rel: &Path,
-    w: &mut oci::layer::TarWriter<'_, &mut dyn Write>,
-) -> Result<()> {
+/// One entry of a copy snapshot's diff.
+enum Change {
+    /// The entry at this path (absolute) is written as `rel`.
+    Add(PathBuf, PathBuf),
+    /// `rel` is gone.
+    Whiteout(PathBuf),
+}
+
+/// What changed from `old` (None: nothing) to `new` under `rel`, in the order and form an
+/// overlay upper directory gives: names in byte order with whiteouts in their place, and
+/// every directory on the way to a change written before it (overlayfs copies each up).
+fn double_walk(old: Option<&Path>, new: &Path, rel: &Path) -> Result<Vec<Change>> {
     let list = |d: &Path| -> Result<Vec<std::ffi::OsString>> {
-        let mut v: Vec<_> =
-            fs::read_dir(d).map_err(io_err("read", d))?.filter_map(|e| e.ok().map(|e| e.file_name())).collect();
-        v.sort();
-        Ok(v)
+        Ok(fs::read_dir(d).map_err(io_err("read", d))?.filter_map(|e| e.ok().map(|e| e.file_name())).collect())
     };
-    let diff_err = |e| SnapshotError::Diff(rel.display().to_string(), Box::new(e));
-    for name in list(new)? {
+    let mut names = list(new)?;
+    if let Some(old) = old {
+        names.extend(list(old)?);
+    }
+    names.sort();
+    names.dedup();
+    let mut out = Vec::new();
+    for name in names {
         let (pn, r) = (new.join(&name), rel.join(&name));
-        let mn = fs::symlink_metadata(&pn).map_err(io_err("stat", &pn))?;
         let po = old.map(|o| o.join(&name));
         let mo = po.as_ref().and_then(|p| fs::symlink_metadata(p).ok());
+        let Ok(mn) = fs::symlink_metadata(&pn) else {
+            out.push(Change::Whiteout(r));
+            continue;
+        };
         let differs = match (&mo, &po) {
             (Some(mo), Some(po)) => changed(mo, &mn, po, &pn),
             _ => true,
         };
-        if differs {
-            w.add_path(&pn, &r).map_err(diff_err)?;
-        }
-        if mn.is_dir() {
+        let below = if mn.is_dir() {
             let old_dir = po.filter(|_| mo.as_ref().is_some_and(fs::Metadata::is_dir));
-            double_walk(old_dir.as_deref(), &pn, &r, w)?;
+            double_walk(old_dir.as_deref(), &pn, &r)?
+        } else {
+            Vec::new()
+        };
+        if differs || !below.is_empty() {
+            out.push(Change::Add(pn, r));
         }
+        out.extend(below);
     }
-    if let Some(old) = old {
-        for name in list(old)? {
-            if fs::symlink_metadata(new.join(&name)).is_err() {
-                w.add_whiteout(&rel.join(&name)).map_err(diff_err)?;
-            }
-        }
-    }
-    Ok(())
+    Ok(out)
 }
 
 impl Snapshotter for CopySnapshotter {
@@ -200,7 +208,13 @@ impl Snapshotter for CopySnapshotter {
         let old = self.dirs.parent(key).map(|p| self.dirs.dir(&p).join("fs"));
         let opts = oci::layer::TarOptions::from_env();
         let mut w = oci::layer::TarWriter::new(out, &opts);
-        double_walk(old.as_deref(), &new, Path::new(""), &mut w)?;
+        for change in double_walk(old.as_deref(), &new, Path::new(""))? {
+            let (done, rel) = match change {
+                Change::Add(path, rel) => (w.add_path(&path, &rel), rel),
+                Change::Whiteout(rel) => (w.add_whiteout(&rel), rel),
+            };
+            done.map_err(|e| SnapshotError::Diff(rel.display().to_string(), Box::new(e)))?;
+        }
         w.finish().map_err(|e| SnapshotError::Diff(key.to_owned(), Box::new(e)))?;
         Ok(())
     }

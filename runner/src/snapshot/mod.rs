@@ -165,6 +165,13 @@ pub fn for_build(root: &Path) -> Result<Box<dyn Snapshotter>> {
     open(root, true)
 }
 
+/// The copy snapshotter of berth's root, for builds where nothing can be mounted
+/// (`--isolation chroot` in an unprivileged container).
+pub fn for_build_without_mounts(root: &Path) -> Result<Box<dyn Snapshotter>> {
+    let inner = Box::new(CopySnapshotter::new(&root.join("snapshots").join("copy"))?);
+    Ok(Box::new(owner::Owned::new(root, inner)?))
+}
+
 fn open(root: &Path, volatile: bool) -> Result<Box<dyn Snapshotter>> {
     // In a user namespace, overlayfs mounts from Linux 5.11 (with `userxattr`).
     let overlay_ok = std::fs::read_to_string("/proc/filesystems").is_ok_and(|f| f.contains("overlay"))

@@ -1,0 +1,95 @@
+//! `--isolation chroot`: RUN steps with chroot alone, for builds inside an unprivileged
+//! container (kaniko's setting: no CAP_SYS_ADMIN, no new namespaces, docker's default
+//! seccomp profile), as buildah's chroot isolation.
+//!
+//! The step's process is forked, changes its root to the step's snapshot directory (the copy
+//! snapshotter's, as nothing can be mounted), its working directory, groups, group and user,
+//! and execs. What it does not do, and so does not protect against: the process shares the
+//! build container's PID, network, IPC and UTS namespaces, sees no /proc, /sys or /dev of its
+//! own (only what the image has there), keeps the container's capabilities, and is confined
+//! only by the seccomp profile the container already has. A root process in the step can
+//! leave a chroot; the build container is the boundary.
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+
+use crate::exec::Executor;
+use crate::sandbox::{SandboxError, Spec, User};
+use crate::snapshot::Mount;
+
+/// Runs each process in its rootfs directory with chroot(2) only.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ChrootExecutor;
+
+fn refused(what: &'static str, why: String) -> SandboxError {
+    SandboxError::Start { what, source: std::io::Error::new(std::io::ErrorKind::Unsupported, why) }
+}
+
+impl Executor for ChrootExecutor {
+    fn run(&self, spec: &Spec, output: &mut dyn FnMut(&[u8])) -> Result<i32, SandboxError> {
+        if let Some(target) = spec.volumes.iter().map(|v| &v.container).chain(&spec.tmpfs).next() {
+            return Err(refused(
+                "mount",
+                format!("RUN --mount ({target}) needs a mount namespace, which --isolation chroot does not make"),
+            ));
+        }
+        let dir = match spec.rootfs.as_slice() {
+            [Mount::Bind { source, .. }] => source.clone(),
+            _ => return Err(refused("chroot", "the rootfs is not one directory (a copy snapshot)".into())),
+        };
+        let ids = match &spec.user {
+            Some(User(u)) => Some(crate::sandbox::resolve_user(&spec.rootfs, u)?),
+            None => None,
+        };
+        if spec.args.is_empty() {
+            return Err(refused("exec", "no command given".into()));
+        }
+        let pipe_err = |e| SandboxError::Start { what: "pipe", source: e };
+        let (mut reader, writer) = std::io::pipe().map_err(pipe_err)?;
+        let mut cmd = crate::sandbox::process_command(spec);
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(writer.try_clone().map_err(pipe_err)?)
+            .stderr(writer);
+        let cwd = spec.cwd.clone();
+        // SAFETY: only syscalls between fork and exec (chroot, chdir, set*id, umask).
+        unsafe { cmd.pre_exec(move || enter(&dir, &cwd, ids.as_ref())) };
+        let mut child = cmd.spawn().map_err(|e| SandboxError::Start { what: "fork and exec", source: e })?;
+        drop(cmd);
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => output(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(SandboxError::Start { what: "read output", source: e });
+                }
+            }
+        }
+        let status = child.wait().map_err(|e| SandboxError::Start { what: "wait", source: e })?;
+        Ok(crate::sandbox::exit_code(status))
+    }
+
+    fn mounts(&self) -> bool {
+        false
+    }
+}
+
+/// The child's side: into the root, to the working directory, then the user.
+fn enter(dir: &PathBuf, cwd: &str, ids: Option<&(u32, u32, Vec<u32>)>) -> std::io::Result<()> {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+    rustix::process::chroot(dir)?;
+    rustix::process::chdir(cwd).map_err(|e| std::io::Error::other(format!("working directory {cwd}: {e}")))?;
+    if let Some((uid, gid, groups)) = ids {
+        let groups: Vec<_> = groups.iter().map(|g| rustix::fs::Gid::from_raw(*g)).collect();
+        rustix::thread::set_thread_groups(&groups)?;
+        let gid = rustix::fs::Gid::from_raw(*gid);
+        rustix::thread::set_thread_res_gid(gid, gid, gid)?;
+        let uid = rustix::fs::Uid::from_raw(*uid);
+        rustix::thread::set_thread_res_uid(uid, uid, uid)?;
+    }
+    Ok(())
+}
