@@ -48,9 +48,7 @@ impl Executor for ChrootExecutor {
         let pipe_err = |e| SandboxError::Start { what: "pipe", source: e };
         let (mut reader, writer) = std::io::pipe().map_err(pipe_err)?;
         let mut cmd = crate::sandbox::process_command(spec);
-        cmd.stdin(std::process::Stdio::null())
-            .stdout(writer.try_clone().map_err(pipe_err)?)
-            .stderr(writer);
+        cmd.stdin(std::process::Stdio::null()).stdout(writer.try_clone().map_err(pipe_err)?).stderr(writer);
         let cwd = spec.cwd.clone();
         // SAFETY: only syscalls between fork and exec (chroot, chdir, set*id, umask).
         unsafe { cmd.pre_exec(move || enter(&dir, &cwd, ids.as_ref())) };

@@ -275,3 +275,64 @@ fn a_plain_users_containers_reach_the_network_through_slirp4netns() {
     user.ok(&["rm", "-f", "web"]);
     assert!(page.is_some(), "the published port served the container's /etc/group");
 }
+
+/// An image holding this berth, its shared libraries and busybox: a build container.
+fn berth_in_a_box(b: &Berth) -> String {
+    let rootfs = tempfile::tempdir().unwrap();
+    let put = |from: &Path, to: &str| {
+        let dest = rootfs.path().join(to.trim_start_matches('/'));
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(from, &dest).unwrap();
+    };
+    let berth = Path::new(env!("CARGO_BIN_EXE_berth"));
+    put(berth, "/usr/local/bin/berth");
+    put(Path::new("/bin/busybox"), "/bin/busybox");
+    std::os::unix::fs::symlink("busybox", rootfs.path().join("bin/sh")).unwrap();
+    let ldd = Command::new("ldd").arg(berth).output().unwrap();
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        // `libz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x...)` or `/lib64/ld-linux-x86-64.so.2 (0x...)`
+        let path = line.split("=>").last().unwrap().split_whitespace().next().unwrap_or("");
+        if path.starts_with('/') {
+            put(Path::new(path), path);
+        }
+    }
+    for d in ["tmp", "etc", "proc", "dev", "sys"] {
+        std::fs::create_dir_all(rootfs.path().join(d)).unwrap();
+    }
+    let tar = rootfs.path().with_extension("tar");
+    run(Command::new("tar").args(["-C", &p(rootfs.path()), "-cf", &p(&tar), "."]));
+    b.ok(&["import", &p(&tar), "berth-in-a-box"]);
+    std::fs::remove_file(&tar).unwrap();
+    "berth-in-a-box".into()
+}
+
+#[test]
+fn an_unprivileged_container_builds_with_isolation_chroot_the_image_root_builds() {
+    let b = Berth::new();
+    if !b.busybox("busybox:latest") || !require_tool("ldd") {
+        return;
+    }
+    let shared = tempfile::tempdir().unwrap();
+    let ctx_dir = shared.path().join("ctx");
+    std::fs::create_dir(&ctx_dir).unwrap();
+    let ctx = context(&ctx_dir);
+    let out = b.cmd(&["build", "-q", "-t", "app", &ctx]).env("SOURCE_DATE_EPOCH", "1700000000").output().unwrap();
+    assert!(out.status.success(), "root's build: {}", String::from_utf8_lossy(&out.stderr));
+    let root_iid = String::from_utf8(out.stdout).unwrap();
+    b.ok(&["save", "-o", &p(&shared.path().join("busybox.tar")), "busybox:latest"]);
+    let image = berth_in_a_box(&b);
+
+    // docker's default container: no CAP_SYS_ADMIN, docker's seccomp profile (no unshare).
+    let script = "berth load -q -i /in/busybox.tar >/dev/null && berth build -q --isolation chroot -t app /in/ctx; \
+                  berth build -q --no-cache -t again /in/ctx 2>&1 | tail -1";
+    let volume = format!("{}:/in", p(shared.path()));
+    let args = ["run", "--rm", "-v", &volume, "-e", "BERTH_ROOT=/tmp/store", "-e", "SOURCE_DATE_EPOCH=1700000000"];
+    let seen = b.ok(&[&args[..], &[&image, "/bin/sh", "-c", script]].concat());
+    let mut lines = seen.lines();
+    assert_eq!(lines.next(), Some(root_iid.trim()), "the same image ID as root's build with namespaces: {seen}");
+    let build_refused = lines.next().unwrap_or_default();
+    assert!(
+        build_refused.starts_with("berth: ") && build_refused.ends_with("build with --isolation chroot"),
+        "the default isolation names the one that works: {seen}"
+    );
+}

@@ -27,13 +27,71 @@ impl CopySnapshotter {
         let dir = self.dirs.create(key, parent, kind, false)?;
         if let Some(p) = parent {
             let from = self.dirs.dir(p).join("fs");
-            if let Err(e) = copy_tree(&from, &dir.join("fs"), &mut HashMap::new()) {
+            let copied = copy_tree(&from, &dir.join("fs"), &mut HashMap::new()).and_then(|()| {
+                if kind == "active" {
+                    record_dirs(&dir)
+                } else {
+                    Ok(())
+                }
+            });
+            if let Err(e) = copied {
                 let _ = fs::remove_dir_all(&dir);
                 return Err(e);
             }
         }
         Ok(dir.join("fs"))
     }
+}
+
+/// Where an active snapshot keeps the identity of every directory copied from its parent.
+const DIR_INODES: &str = "dir-inodes";
+
+/// Records the [`identity`] of every directory under `<dir>/fs` (`id NUL path NUL`): a
+/// directory that a step removed and made again has a new one, and its diff says so as overlayfs
+/// does, with an opaque whiteout instead of one whiteout per old entry.
+fn record_dirs(dir: &Path) -> Result<()> {
+    fn walk(d: &Path, rel: &Path, out: &mut Vec<u8>) -> Result<()> {
+        for e in fs::read_dir(d).map_err(io_err("read", d))? {
+            let e = e.map_err(io_err("read", d))?;
+            if e.file_type().map_err(io_err("stat", d))?.is_dir() {
+                let r = rel.join(e.file_name());
+                out.extend_from_slice(format!("{}\0", identity(&e.path())).as_bytes());
+                out.extend_from_slice(r.as_os_str().as_encoded_bytes());
+                out.push(0);
+                walk(&e.path(), &r, out)?;
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(&dir.join("fs"), Path::new(""), &mut out)?;
+    let file = dir.join(DIR_INODES);
+    fs::write(&file, out).map_err(io_err("write", &file))
+}
+
+/// Which directory `path` is: its inode and birth time (a freed inode is soon reused by the
+/// next directory made, the birth time tells them apart), `ino.sec.nsec`.
+fn identity(path: &Path) -> String {
+    use rustix::fs::{statx, AtFlags, StatxFlags, CWD};
+    match statx(CWD, path, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::INO | StatxFlags::BTIME) {
+        Ok(x) => format!("{}.{}.{}", x.stx_ino, x.stx_btime.tv_sec, x.stx_btime.tv_nsec),
+        Err(_) => String::new(),
+    }
+}
+
+/// What [`record_dirs`] wrote for a snapshot (empty where it wrote nothing).
+fn recorded_dirs(dir: &Path) -> HashMap<PathBuf, String> {
+    let raw = fs::read(dir.join(DIR_INODES)).unwrap_or_default();
+    let mut fields = raw.split(|b| *b == 0);
+    let mut out = HashMap::new();
+    while let (Some(ino), Some(path)) = (fields.next(), fields.next()) {
+        if let Ok(id) = std::str::from_utf8(ino) {
+            // SAFETY: the bytes came from `as_encoded_bytes` of an OsStr, written by record_dirs.
+            let path = unsafe { std::ffi::OsStr::from_encoded_bytes_unchecked(path) };
+            out.insert(PathBuf::from(path), id.to_owned());
+        }
+    }
+    out
 }
 
 /// Copies the contents of the directory `from` into the existing directory `to`, as
@@ -138,12 +196,15 @@ enum Change {
     Add(PathBuf, PathBuf),
     /// `rel` is gone.
     Whiteout(PathBuf),
+    /// The directory `rel` was made anew: nothing of the parent's shows through.
+    Opaque(PathBuf),
 }
 
 /// What changed from `old` (None: nothing) to `new` under `rel`, in the order and form an
-/// overlay upper directory gives: names in byte order with whiteouts in their place, and
-/// every directory on the way to a change written before it (overlayfs copies each up).
-fn double_walk(old: Option<&Path>, new: &Path, rel: &Path) -> Result<Vec<Change>> {
+/// overlay upper directory gives: names in byte order with whiteouts in their place, every
+/// directory on the way to a change written before it (overlayfs copies each up), and a
+/// directory made anew (its identity is not the one `copied` recorded) opaque.
+fn double_walk(old: Option<&Path>, new: &Path, rel: &Path, copied: &HashMap<PathBuf, String>) -> Result<Vec<Change>> {
     let list = |d: &Path| -> Result<Vec<std::ffi::OsString>> {
         Ok(fs::read_dir(d).map_err(io_err("read", d))?.filter_map(|e| e.ok().map(|e| e.file_name())).collect())
     };
@@ -166,14 +227,18 @@ fn double_walk(old: Option<&Path>, new: &Path, rel: &Path) -> Result<Vec<Change>
             (Some(mo), Some(po)) => changed(mo, &mn, po, &pn),
             _ => true,
         };
-        let below = if mn.is_dir() {
-            let old_dir = po.filter(|_| mo.as_ref().is_some_and(fs::Metadata::is_dir));
-            double_walk(old_dir.as_deref(), &pn, &r)?
-        } else {
-            Vec::new()
+        let old_dir = po.filter(|_| mn.is_dir() && mo.as_ref().is_some_and(fs::Metadata::is_dir));
+        let remade = old_dir.is_some() && copied.get(&r).is_some_and(|id| !id.is_empty() && *id != identity(&pn));
+        let below = match (mn.is_dir(), remade) {
+            (false, _) => Vec::new(),
+            (true, false) => double_walk(old_dir.as_deref(), &pn, &r, copied)?,
+            (true, true) => double_walk(None, &pn, &r, copied)?,
         };
-        if differs || !below.is_empty() {
-            out.push(Change::Add(pn, r));
+        if differs || remade || !below.is_empty() {
+            out.push(Change::Add(pn, r.clone()));
+        }
+        if remade {
+            out.push(Change::Opaque(r));
         }
         out.extend(below);
     }
@@ -208,10 +273,12 @@ impl Snapshotter for CopySnapshotter {
         let old = self.dirs.parent(key).map(|p| self.dirs.dir(&p).join("fs"));
         let opts = oci::layer::TarOptions::from_env();
         let mut w = oci::layer::TarWriter::new(out, &opts);
-        for change in double_walk(old.as_deref(), &new, Path::new(""))? {
+        let copied = recorded_dirs(&self.dirs.dir(key));
+        for change in double_walk(old.as_deref(), &new, Path::new(""), &copied)? {
             let (done, rel) = match change {
                 Change::Add(path, rel) => (w.add_path(&path, &rel), rel),
                 Change::Whiteout(rel) => (w.add_whiteout(&rel), rel),
+                Change::Opaque(rel) => (w.add_opaque(&rel), rel),
             };
             done.map_err(|e| SnapshotError::Diff(rel.display().to_string(), Box::new(e)))?;
         }

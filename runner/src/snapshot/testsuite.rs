@@ -168,6 +168,44 @@ pub fn diff_turns_changes_into_a_layer(s: &dyn Snapshotter, needs_root: bool) {
     }
 }
 
+/// Both snapshotters write the same layer for the same changes: entries in byte order with
+/// whiteouts in place, the directories on the way to a change, and a directory removed and
+/// made again as one opaque whiteout (as overlayfs records it), not a whiteout per old entry.
+pub fn diff_has_one_form_for_both_snapshotters(s: &dyn Snapshotter, needs_root: bool) {
+    if needs_root && !root_or_skip("overlay snapshots") {
+        return;
+    }
+    apply(s, "k1", None, &[("a/x", "x"), ("a/y", "y"), ("d/old", "o"), ("e/f/g", "g")]);
+    s.commit("l1", "k1").unwrap();
+    let mounts = s.prepare("work", Some("l1")).unwrap();
+    let edit = |root: &Path| {
+        std::fs::remove_file(root.join("a/x")).unwrap();
+        std::fs::write(root.join("a/w"), "w").unwrap();
+        std::fs::remove_dir_all(root.join("d")).unwrap();
+        std::fs::create_dir(root.join("d")).unwrap();
+        std::fs::write(root.join("d/new"), "new").unwrap();
+        std::fs::write(root.join("e/f/g"), "changed").unwrap();
+    };
+    if rustix::process::geteuid().is_root() {
+        let target = tempfile::tempdir().unwrap();
+        crate::sandbox::in_private_mounts(|| {
+            mounts[0].mount(target.path()).unwrap();
+            edit(target.path());
+        })
+        .unwrap();
+    } else {
+        edit(&s.upper("work").unwrap());
+    }
+    let mut tar = Vec::new();
+    s.diff("work", &mut tar).unwrap();
+    let names: Vec<String> = tar::Archive::new(&tar[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["a/", "a/w", "a/.wh.x", "d/", "d/.wh..wh..opq", "d/new", "e/", "e/f/", "e/f/g"]);
+}
+
 /// What a sandbox creates to mount on (missing targets, and for overlay the parents it
 /// copied up for them) leaves no trace in the diff; what the process wrote stays, and so do
 /// targets that existed before.
@@ -234,7 +272,8 @@ macro_rules! suite {
         mod $modname {
             use super::*;
             suite!(@tests $new, $needs_root; layers_stack_with_whiteouts, diff_turns_changes_into_a_layer, lifecycle_errors,
-                scratch_leaves_the_snapshots_untouched, scaffold_leaves_no_trace_in_the_diff);
+                scratch_leaves_the_snapshots_untouched, scaffold_leaves_no_trace_in_the_diff,
+                diff_has_one_form_for_both_snapshotters);
         }
     };
     (@tests $new:expr, $needs_root:expr; $($name:ident),*) => {
