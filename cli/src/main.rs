@@ -81,7 +81,12 @@ fn main() -> ExitCode {
     let root = cli.root.clone().filter(|r| !r.as_os_str().is_empty()).unwrap_or_else(oci::ImageStore::default_root);
     if cli.command.needs_ids() {
         // A plain user's berth goes on in a user namespace of its own (docs/rootless.md).
-        match runner::userns::enter_rootless(&root, std::env::args_os().skip(1).collect()) {
+        // exec joins the user namespace its container was started in.
+        let join = match &cli.command {
+            Command::Exec(e) if runner::userns::outside() => e.supervisor(&root),
+            _ => None,
+        };
+        match runner::userns::enter_rootless(&root, std::env::args_os().skip(1).collect(), join) {
             Ok(None) => {}
             Ok(Some(code)) => return ExitCode::from(u8::try_from(code).unwrap_or(1)),
             Err(e) => {

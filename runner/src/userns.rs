@@ -33,7 +33,8 @@ pub enum UsernsError {
     #[error(
         "cannot create a user namespace ({0}): the kernel forbids them to unprivileged users \
          (user.max_user_namespaces=0 or kernel.unprivileged_userns_clone=0) or a seccomp profile \
-         forbids unshare; run berth as root, or build with --isolation chroot"
+         forbids unshare, and rootless berth needs one: run berth as root (in an unprivileged \
+         container, build with --isolation chroot)"
     )]
     Refused(std::io::Error),
     /// `newuidmap`/`newgidmap` refused the subordinate ranges.
@@ -130,12 +131,23 @@ extern "C" fn forward(sig: libc::c_int) {
     }
 }
 
+/// Whether berth runs as a plain user outside its user namespace: [`enter_rootless`] would
+/// re-execute it.
+pub fn outside() -> bool {
+    !rustix::process::geteuid().is_root() && std::env::var_os(INSIDE).is_none()
+}
+
 /// For a non-root user outside a user namespace: runs this same berth command (`args`) in
 /// a new user and mount namespace with `root` as its store, waits, and returns its exit
-/// code. Returns `None` where berth runs as it is: as root, or already inside.
-pub fn enter_rootless(root: &Path, args: Vec<OsString>) -> Result<Option<i32>, UsernsError> {
-    if rustix::process::geteuid().is_root() || std::env::var_os(INSIDE).is_some() {
+/// code; in the user namespace of process `join` instead where given (a rootless
+/// container's supervisor, for `exec`: the container's namespaces belong to that one).
+/// Returns `None` where berth runs as it is: as root, or already inside.
+pub fn enter_rootless(root: &Path, args: Vec<OsString>, join: Option<i32>) -> Result<Option<i32>, UsernsError> {
+    if !outside() {
         return Ok(None);
+    }
+    if let Some(pid) = join {
+        return rejoin(root, args, pid);
     }
     let (uid, gid) = (rustix::process::getuid().as_raw(), rustix::process::getgid().as_raw());
     let name = user_name(uid);
@@ -165,7 +177,7 @@ pub fn enter_rootless(root: &Path, args: Vec<OsString>) -> Result<Option<i32>, U
     let spawned = cmd.spawn();
     drop((ready_w, go_r));
     let mapped = mapper.join().unwrap_or_else(|_| Err(UsernsError::Io(std::io::Error::other("mapper panicked"))));
-    let mut child = match (spawned, mapped) {
+    let child = match (spawned, mapped) {
         (Ok(c), Ok(())) => c,
         (_, Err(e)) => return Err(e),
         (Err(e), Ok(()))
@@ -175,6 +187,11 @@ pub fn enter_rootless(root: &Path, args: Vec<OsString>) -> Result<Option<i32>, U
         }
         (Err(e), Ok(())) => return Err(e.into()),
     };
+    wait_forwarding(child)
+}
+
+/// Waits for the re-executed berth, forwarding SIGTERM and SIGHUP; its exit code.
+fn wait_forwarding(mut child: std::process::Child) -> Result<Option<i32>, UsernsError> {
     CHILD.store(child.id() as i32, Ordering::Relaxed);
     // SAFETY: installing handlers that only call kill; a terminal's ^C and ^\ reach the
     // child directly (same process group), so the parent ignores them.
@@ -186,6 +203,31 @@ pub fn enter_rootless(root: &Path, args: Vec<OsString>) -> Result<Option<i32>, U
     }
     let status = child.wait()?;
     Ok(Some(crate::sandbox::exit_code(status)))
+}
+
+/// [`enter_rootless`] into the user namespace of `pid` (owned by this user, so joining it
+/// gives every capability there), with a private mount namespace of its own.
+fn rejoin(root: &Path, args: Vec<OsString>, pid: i32) -> Result<Option<i32>, UsernsError> {
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/user"))?;
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.args(args).env(INSIDE, "1").env("BERTH_ROOT", root);
+    let fd = ns.as_raw_fd();
+    // SAFETY: only syscalls (setns, unshare, mount) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let ns = std::os::fd::BorrowedFd::borrow_raw(fd);
+            rustix::thread::move_into_link_name_space(ns, Some(rustix::thread::LinkNameSpaceType::User))?;
+            rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS)?;
+            rustix::mount::mount_change(
+                Path::new("/"),
+                rustix::mount::MountPropagationFlags::PRIVATE | rustix::mount::MountPropagationFlags::REC,
+            )?;
+            Ok(())
+        })
+    };
+    let child = cmd.spawn()?;
+    drop(ns);
+    wait_forwarding(child)
 }
 
 fn io(e: rustix::io::Errno) -> UsernsError {

@@ -36,6 +36,12 @@ pub struct Exec {
 }
 
 impl Exec {
+    /// The supervisor of the container, where it runs: a rootless berth's `exec` joins
+    /// its user namespace.
+    pub fn supervisor(&self, root: &Path) -> Option<i32> {
+        container::find(root, &self.container).ok()?.state().ok()?.supervisor
+    }
+
     /// Joins the container, runs the command with signals forwarded, exits with its code.
     pub fn run(self, root: &Path) -> Result<()> {
         let c = container::find(root, &self.container)?;

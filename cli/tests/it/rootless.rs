@@ -272,8 +272,11 @@ fn a_plain_users_containers_reach_the_network_through_slirp4netns() {
         s.read_to_string(&mut got).ok()?;
         got.contains("root:x:0:").then_some(got)
     });
+    // exec joins the container's namespaces from another berth (another user namespace).
+    let exec = user.output(&["exec", "web", "sh", "-c", "id -u; ip -4 -o addr show tap0 | grep -c 10.0.2.100"]);
     user.ok(&["rm", "-f", "web"]);
     assert!(page.is_some(), "the published port served the container's /etc/group");
+    assert_eq!(String::from_utf8_lossy(&exec.stdout), "0\n1\n", "{}", String::from_utf8_lossy(&exec.stderr));
 }
 
 /// An image holding this berth, its shared libraries and busybox: a build container.
@@ -335,4 +338,49 @@ fn an_unprivileged_container_builds_with_isolation_chroot_the_image_root_builds(
         build_refused.starts_with("berth: ") && build_refused.ends_with("build with --isolation chroot"),
         "the default isolation names the one that works: {seen}"
     );
+}
+
+#[test]
+fn without_user_namespaces_a_plain_user_gets_one_line_saying_what_is_missing() {
+    let Some(user) = plain("berth-rl", Some(400000)) else { return };
+    // A user namespace of the test's own with user.max_user_namespaces=0 in it, mapping root
+    // and the user: berth started there by the user cannot make its own.
+    let fifo = user.root.path().join("go");
+    let inner = user.root.path().join("inner.sh");
+    std::fs::write(
+        &inner,
+        format!(
+            "echo 0 > /proc/sys/user/max_user_namespaces && exec setpriv --reuid {uid} --regid {gid} --clear-groups \
+             env -i HOME={home} USER={name} PATH=/usr/bin:/bin BERTH_ROOT={root} {berth} images\n",
+            uid = user.uid,
+            gid = user.gid,
+            home = p(&user.home),
+            name = user.name,
+            root = p(user.root.path()),
+            berth = env!("CARGO_BIN_EXE_berth"),
+        ),
+    )
+    .unwrap();
+    // The second exec comes after the maps: only then is the shell root there, capabilities
+    // and all.
+    let script = format!(
+        r#"mkfifo {fifo}
+unshare --user sh -c 'read x < {fifo}; exec sh {inner}' &
+pid=$!
+while [ "$(readlink /proc/$pid/ns/user)" = "$(readlink /proc/self/ns/user)" ]; do sleep 0.01; done
+printf '0 0 1\n{uid} {uid} 1\n' > /proc/$pid/uid_map
+printf '0 0 1\n{gid} {gid} 1\n' > /proc/$pid/gid_map
+echo go > {fifo}
+wait $pid"#,
+        fifo = p(&fifo),
+        inner = p(&inner),
+        uid = user.uid,
+        gid = user.gid,
+    );
+    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("berth: cannot create a user namespace"), "{err}");
+    assert!(err.contains("user.max_user_namespaces=0") && err.contains("--isolation chroot"), "{err}");
 }
