@@ -80,19 +80,15 @@ fn main() -> ExitCode {
     // default_root reads BERTH_ROOT (an empty value counts as unset).
     let root = cli.root.clone().filter(|r| !r.as_os_str().is_empty()).unwrap_or_else(oci::ImageStore::default_root);
     if cli.command.needs_ids() {
-        // A plain user's berth goes on in a user namespace of its own (docs/rootless.md).
-        // exec joins the user namespace its container was started in.
+        // A plain user's berth goes on in a user namespace of its own (docs/rootless.md);
+        // exec joins the one its container was started in.
         let join = match &cli.command {
             Command::Exec(e) if runner::userns::outside() => e.supervisor(&root),
             _ => None,
         };
-        match runner::userns::enter_rootless(&root, std::env::args_os().skip(1).collect(), join) {
-            Ok(None) => {}
-            Ok(Some(code)) => return ExitCode::from(u8::try_from(code).unwrap_or(1)),
-            Err(e) => {
-                eprintln!("berth: {e}");
-                return ExitCode::FAILURE;
-            }
+        if let Err(e) = runner::userns::enter_rootless(&root, join) {
+            eprintln!("berth: {e}");
+            return ExitCode::FAILURE;
         }
     }
     commands::lifecycle::sweep(&root);

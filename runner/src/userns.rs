@@ -1,7 +1,7 @@
 //! Rootless berth: a plain user's berth runs inside a user namespace of its own.
 //!
-//! As podman and buildah do, berth started by a non-root user re-executes itself in a new
-//! user namespace ([`enter_rootless`]) where the user is root and the user's subordinate
+//! As podman and buildah do, berth started by a non-root user moves into a new user
+//! namespace ([`enter_rootless`], first thing in `main`, in the same process) where the user is root and the user's subordinate
 //! ranges (`/etc/subuid`, `/etc/subgid`, written by Debian's `newuidmap`/`newgidmap`) are
 //! every other ID. Everything berth does from there (unpacking layers with their owners,
 //! overlay snapshots, RUN steps, containers) works as it does for root, on files that the
@@ -9,22 +9,15 @@
 //! namespace maps the user alone to root: a layer with a file owned by anyone else cannot be
 //! unpacked, and berth says so.
 //!
-//! The child also gets a mount namespace of its own, so its mounts are invisible to the
+//! The process also gets a mount namespace of its own, so its mounts are invisible to the
 //! host and vanish with it. [`rootless`] tells the rest of berth where it runs: overlayfs
 //! keeps its whiteout and opaque markers in `user.overlay.*` xattrs there (mount option
 //! `userxattr`, Linux 5.11), and cgroups and device nodes are out of reach.
 
-use std::ffi::OsString;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::OnceLock;
-
-/// Set in the environment of the re-executed berth: it is already inside its namespace.
-const INSIDE: &str = "BERTH_ROOTLESS_CHILD";
 
 /// Why berth could not enter its user namespace.
 #[derive(Debug, thiserror::Error)]
@@ -120,40 +113,55 @@ fn user_name(uid: u32) -> String {
         .unwrap_or_else(|| uid.to_string())
 }
 
-/// The pid of the re-executed berth, for the signal forwarder.
-static CHILD: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn forward(sig: libc::c_int) {
-    let pid = CHILD.load(Ordering::Relaxed);
-    if pid > 0 {
-        // SAFETY: kill is async-signal-safe.
-        unsafe { libc::kill(pid, sig) };
-    }
-}
-
 /// Whether berth runs as a plain user outside its user namespace: [`enter_rootless`] would
-/// re-execute it.
+/// move it into one.
 pub fn outside() -> bool {
-    !rustix::process::geteuid().is_root() && std::env::var_os(INSIDE).is_none()
+    !rustix::process::geteuid().is_root()
 }
 
-/// For a non-root user outside a user namespace: runs this same berth command (`args`) in
-/// a new user and mount namespace with `root` as its store, waits, and returns its exit
-/// code; in the user namespace of process `join` instead where given (a rootless
-/// container's supervisor, for `exec`: the container's namespaces belong to that one).
-/// Returns `None` where berth runs as it is: as root, or already inside.
-pub fn enter_rootless(root: &Path, args: Vec<OsString>, join: Option<i32>) -> Result<Option<i32>, UsernsError> {
+/// For a plain user: moves this process into a new user namespace where the user is root
+/// (and the user's subordinate ranges the other IDs), and a private mount namespace, or
+/// into the user namespace of process `join` where given (a rootless container's
+/// supervisor, for `exec`: the container's namespaces belong to that one). Nothing is
+/// re-executed: the process gains every capability in the namespace and goes on. As root
+/// it does nothing.
+///
+/// Call it first thing in `main`: a process may enter a user namespace only while it has
+/// one thread. `root` (the user's store) is put in `BERTH_ROOT`, as root's default differs.
+pub fn enter_rootless(root: &Path, join: Option<i32>) -> Result<(), UsernsError> {
     if !outside() {
-        return Ok(None);
+        return Ok(());
     }
-    if let Some(pid) = join {
-        return rejoin(root, args, pid);
+    match join {
+        Some(pid) => {
+            let ns = std::fs::File::open(format!("/proc/{pid}/ns/user"))?;
+            rustix::thread::move_into_link_name_space(
+                std::os::fd::AsFd::as_fd(&ns),
+                Some(rustix::thread::LinkNameSpaceType::User),
+            )
+            .map_err(|e| UsernsError::Refused(e.into()))?;
+        }
+        None => new_namespace()?,
     }
+    // SAFETY: the process has one thread (documented above): nothing reads the environment
+    // concurrently.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }.map_err(io)?;
+    rustix::mount::mount_change(
+        Path::new("/"),
+        rustix::mount::MountPropagationFlags::PRIVATE | rustix::mount::MountPropagationFlags::REC,
+    )
+    .map_err(io)?;
+    std::env::set_var("BERTH_ROOT", root);
+    Ok(())
+}
+
+/// A new user namespace for this process, its maps written by a forked helper that stays
+/// in the parent namespace (only a process there may write them, through newuidmap).
+fn new_namespace() -> Result<(), UsernsError> {
     let (uid, gid) = (rustix::process::getuid().as_raw(), rustix::process::getgid().as_raw());
     let name = user_name(uid);
     let read = |f| std::fs::read_to_string(f).unwrap_or_default();
-    let ranges = (subordinate(&read("/etc/subuid"), &name, uid), subordinate(&read("/etc/subgid"), &name, gid));
-    let ranges = match ranges {
+    let ranges = match (subordinate(&read("/etc/subuid"), &name, uid), subordinate(&read("/etc/subgid"), &name, gid)) {
         (Some(u), Some(g)) if helpers_present() => Some((u, g)),
         _ => {
             eprintln!(
@@ -164,70 +172,50 @@ pub fn enter_rootless(root: &Path, args: Vec<OsString>, join: Option<i32>) -> Re
             None
         }
     };
-    let (ready_r, ready_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(io)?;
     let (go_r, go_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(io)?;
-    let (ready_r_fd, go_w_fd) = (ready_r.as_raw_fd(), go_w.as_raw_fd());
-    let mapper = std::thread::spawn(move || map_child(ready_r, go_w, uid, gid, ranges));
-    let mut cmd = Command::new("/proc/self/exe");
-    cmd.args(args).env(INSIDE, "1").env("BERTH_ROOT", root);
-    let fds = [ready_w.as_raw_fd(), go_r.as_raw_fd(), ready_r_fd, go_w_fd];
-    // SAFETY: the closure makes only syscalls (close, unshare, read, write, mount) between
-    // fork and exec.
-    unsafe { cmd.pre_exec(move || in_child(fds)) };
-    let spawned = cmd.spawn();
-    drop((ready_w, go_r));
-    let mapped = mapper.join().unwrap_or_else(|_| Err(UsernsError::Io(std::io::Error::other("mapper panicked"))));
-    let child = match (spawned, mapped) {
-        (Ok(c), Ok(())) => c,
-        (_, Err(e)) => return Err(e),
-        (Err(e), Ok(()))
-            if matches!(e.raw_os_error(), Some(libc::EPERM | libc::ENOSPC | libc::EUSERS | libc::EINVAL)) =>
-        {
-            return Err(UsernsError::Refused(e))
-        }
-        (Err(e), Ok(())) => return Err(e.into()),
-    };
-    wait_forwarding(child)
-}
-
-/// Waits for the re-executed berth, forwarding SIGTERM and SIGHUP; its exit code.
-fn wait_forwarding(mut child: std::process::Child) -> Result<Option<i32>, UsernsError> {
-    CHILD.store(child.id() as i32, Ordering::Relaxed);
-    // SAFETY: installing handlers that only call kill; a terminal's ^C and ^\ reach the
-    // child directly (same process group), so the parent ignores them.
-    unsafe {
-        libc::signal(libc::SIGTERM, forward as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGHUP, forward as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
-        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+    let (done_r, done_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(io)?;
+    let me = rustix::process::getpid().as_raw_nonzero().get();
+    // SAFETY: berth has one thread here (see enter_rootless): the child is a whole process
+    // and may run commands; it leaves with _exit, never returning into main.
+    let helper = unsafe { libc::fork() };
+    if helper < 0 {
+        return Err(std::io::Error::last_os_error().into());
     }
-    let status = child.wait()?;
-    Ok(Some(crate::sandbox::exit_code(status)))
-}
-
-/// [`enter_rootless`] into the user namespace of `pid` (owned by this user, so joining it
-/// gives every capability there), with a private mount namespace of its own.
-fn rejoin(root: &Path, args: Vec<OsString>, pid: i32) -> Result<Option<i32>, UsernsError> {
-    let ns = std::fs::File::open(format!("/proc/{pid}/ns/user"))?;
-    let mut cmd = Command::new("/proc/self/exe");
-    cmd.args(args).env(INSIDE, "1").env("BERTH_ROOT", root);
-    let fd = ns.as_raw_fd();
-    // SAFETY: only syscalls (setns, unshare, mount) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            let ns = std::os::fd::BorrowedFd::borrow_raw(fd);
-            rustix::thread::move_into_link_name_space(ns, Some(rustix::thread::LinkNameSpaceType::User))?;
-            rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS)?;
-            rustix::mount::mount_change(
-                Path::new("/"),
-                rustix::mount::MountPropagationFlags::PRIVATE | rustix::mount::MountPropagationFlags::REC,
-            )?;
-            Ok(())
-        })
-    };
-    let child = cmd.spawn()?;
-    drop(ns);
-    wait_forwarding(child)
+    if helper == 0 {
+        drop((go_w, done_r));
+        let mut byte = [0u8; 1];
+        let outcome = match std::fs::File::from(go_r).read_exact(&mut byte) {
+            Ok(()) => write_maps(me, uid, gid, ranges).map_err(|e| e.to_string()),
+            Err(_) => Err(String::new()),
+        };
+        let reply = match outcome {
+            Ok(()) => vec![1],
+            Err(e) => e.into_bytes(),
+        };
+        let _ = std::fs::File::from(done_w).write_all(&reply);
+        // SAFETY: leaves the forked helper without running the parent's exit handlers.
+        unsafe { libc::_exit(0) };
+    }
+    drop((go_r, done_w));
+    // SAFETY: one thread (see enter_rootless).
+    let unshared = unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWUSER) };
+    if unshared.is_ok() {
+        let _ = std::fs::File::from(go_w).write_all(&[1]);
+    } else {
+        drop(go_w);
+    }
+    let mut reply = Vec::new();
+    let _ = std::fs::File::from(done_r).read_to_end(&mut reply);
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(helper, std::ptr::null_mut(), 0) };
+    if let Err(e) = unshared {
+        return Err(UsernsError::Refused(e.into()));
+    }
+    if reply != [1] {
+        let detail = String::from_utf8_lossy(&reply).into_owned();
+        return Err(UsernsError::Map { tool: "newuidmap", detail });
+    }
+    Ok(())
 }
 
 fn io(e: rustix::io::Errno) -> UsernsError {
@@ -241,52 +229,9 @@ fn helpers_present() -> bool {
         .all(|t| std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(t).is_file())))
 }
 
-/// The forked child, before exec: a new user namespace, a word to the parent (our pid),
-/// wait for the maps, then a private mount namespace. `fds` are the pipes' ends: ours to
-/// write and read, then the parent's, which the child closes so that a parent that gives up
-/// ends our wait.
-fn in_child([ready, go, parent_read, parent_write]: [i32; 4]) -> std::io::Result<()> {
-    // SAFETY: closing this process's copies of the parent's ends of the pipes.
-    unsafe {
-        libc::close(parent_read);
-        libc::close(parent_write);
-    }
-    // SAFETY: only the single thread of the forked child runs here.
-    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWUSER) }?;
-    let pid = std::process::id().to_ne_bytes();
-    // SAFETY: raw fds of pipes that the parent keeps open until spawn returns.
-    if unsafe { libc::write(ready, pid.as_ptr().cast(), pid.len()) } != pid.len() as isize {
-        return Err(std::io::Error::last_os_error());
-    }
-    let mut byte = 0u8;
-    // SAFETY: as above; one byte into a local.
-    if unsafe { libc::read(go, (&mut byte as *mut u8).cast(), 1) } != 1 {
-        return Err(std::io::Error::other("the parent could not write the ID maps"));
-    }
-    // SAFETY: as above.
-    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }?;
-    rustix::mount::mount_change(
-        Path::new("/"),
-        rustix::mount::MountPropagationFlags::PRIVATE | rustix::mount::MountPropagationFlags::REC,
-    )?;
-    Ok(())
-}
-
-/// The parent's side: read the child's pid, write its maps, say go (or close the pipe).
-fn map_child(
-    ready: OwnedFd,
-    go: OwnedFd,
-    uid: u32,
-    gid: u32,
-    ranges: Option<((u32, u32), (u32, u32))>,
-) -> Result<(), UsernsError> {
-    let mut pid = [0u8; 4];
-    let mut r = std::fs::File::from(ready);
-    if r.read_exact(&mut pid).is_err() {
-        // The child failed before it could ask (spawn reports why).
-        return Ok(());
-    }
-    let pid = i32::from_ne_bytes(pid);
+/// Writes the maps of process `pid`: the subordinate ranges through newuidmap and
+/// newgidmap, else the user alone (which a process may write for itself, groups denied).
+fn write_maps(pid: i32, uid: u32, gid: u32, ranges: Option<((u32, u32), (u32, u32))>) -> Result<(), UsernsError> {
     match ranges {
         Some((u, g)) => {
             run_map("newuidmap", pid, &maps(uid, Some(u)))?;
@@ -299,7 +244,6 @@ fn map_child(
             std::fs::write(format!("{proc}/gid_map"), format!("0 {gid} 1\n"))?;
         }
     }
-    std::fs::File::from(go).write_all(&[1])?;
     Ok(())
 }
 
