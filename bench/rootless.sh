@@ -67,6 +67,8 @@ as_user() {
   runuser -u "$BENCH_USER" -- env -i HOME="/home/$BENCH_USER" USER="$BENCH_USER" PATH=/usr/bin:/bin:/usr/sbin:/sbin \
     XDG_RUNTIME_DIR="/run/user/$uid" "$@"
 }
+# Root's berth starts through runuser too, so that both pay the same start-up.
+as_root() { runuser -u root -- env -i HOME=/root PATH=/usr/bin:/bin:/usr/sbin:/sbin "$@"; }
 BAH=(buildah --root "$RUN/buildah/root" --runroot "$XDG/runroot" --storage-driver overlay)
 
 # fresh TOOL: an empty store of TOOL's with busybox:latest in it.
@@ -96,7 +98,7 @@ build() {
   local t0 t1
   t0=$(now)
   case $1 in
-  root) BERTH_ROOT=$RUN/root-store "$BERTH" build -q -t "$TAG" "$CTX" >/dev/null ;;
+  root) as_root env BERTH_ROOT="$RUN/root-store" "$BERTH" build -q -t "$TAG" "$CTX" >/dev/null ;;
   rootless) as_user env BERTH_ROOT="$RUN/user-store" "$BERTH" build -q -t "$TAG" "$CTX" >/dev/null ;;
   buildah)
     as_user "${BAH[@]}" bud -q --layers --pull=never --isolation oci --runtime /usr/sbin/runc --network none \

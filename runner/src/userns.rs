@@ -234,8 +234,12 @@ fn helpers_present() -> bool {
 fn write_maps(pid: i32, uid: u32, gid: u32, ranges: Option<((u32, u32), (u32, u32))>) -> Result<(), UsernsError> {
     match ranges {
         Some((u, g)) => {
-            run_map("newuidmap", pid, &maps(uid, Some(u)))?;
-            run_map("newgidmap", pid, &maps(gid, Some(g)))?;
+            // Both at once: each is a set-uid program's start-up.
+            let users = start_map("newuidmap", pid, &maps(uid, Some(u)))?;
+            let groups = start_map("newgidmap", pid, &maps(gid, Some(g)));
+            let users = finish_map("newuidmap", users);
+            finish_map("newgidmap", groups?)?;
+            users?;
         }
         None => {
             let proc = format!("/proc/{pid}");
@@ -247,14 +251,19 @@ fn write_maps(pid: i32, uid: u32, gid: u32, ranges: Option<((u32, u32), (u32, u3
     Ok(())
 }
 
-/// Runs `newuidmap PID IN OUT COUNT...` (or newgidmap).
-fn run_map(tool: &'static str, pid: i32, ranges: &[IdRange]) -> Result<(), UsernsError> {
+/// Starts `newuidmap PID IN OUT COUNT...` (or newgidmap), its stderr kept for the error.
+fn start_map(tool: &'static str, pid: i32, ranges: &[IdRange]) -> Result<std::process::Child, UsernsError> {
     let mut cmd = Command::new(tool);
-    cmd.arg(pid.to_string());
+    cmd.arg(pid.to_string()).stderr(std::process::Stdio::piped());
     for r in ranges {
         cmd.args([r.inside, r.outside, r.count].map(|n| n.to_string()));
     }
-    let out = cmd.output().map_err(|e| UsernsError::Map { tool, detail: e.to_string() })?;
+    cmd.spawn().map_err(|e| UsernsError::Map { tool, detail: e.to_string() })
+}
+
+/// Waits for a map helper [`start_map`] started.
+fn finish_map(tool: &'static str, child: std::process::Child) -> Result<(), UsernsError> {
+    let out = child.wait_with_output().map_err(|e| UsernsError::Map { tool, detail: e.to_string() })?;
     if !out.status.success() {
         let detail = String::from_utf8_lossy(&out.stderr).trim().to_owned();
         return Err(UsernsError::Map { tool, detail });
