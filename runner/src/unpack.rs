@@ -211,47 +211,16 @@ impl Unpacker {
         let path = clean(&raw).map_err(|reason| UnpackError::Refused { path: shown.clone(), reason })?;
         let kind = entry.header().entry_type();
         let Some(name) = path.file_name().map(|n| n.to_owned()) else {
-            // The root itself: metadata only.
             if kind.is_dir() {
-                // Metadata needs a real descriptor, not the O_PATH one `dir` returns.
-                let fd = rustix::fs::openat(
-                    &self.root,
-                    ".",
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(io_err("open root", &path))?;
-                let mode = entry.header().mode().map_err(UnpackError::Tar)? & 0o7777;
-                rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(io_err("chmod", &path))?;
-                return self.metadata_fd(&fd, entry, &path);
+                return self.root_entry(entry, &path);
             }
             return Err(UnpackError::Refused { path: shown, reason: "only a directory may name the root" });
         };
         let parent_path = path.parent().unwrap_or(Path::new("")).to_owned();
         let name_str = name.to_string_lossy().into_owned();
 
-        if let Some(hidden) = name_str.strip_prefix(WHITEOUT) {
-            let parent = self.dir(&parent_path)?;
-            if name_str == OPAQUE {
-                return self.opaque(&parent, &parent_path);
-            }
-            if hidden.is_empty() || hidden == "." || hidden == ".." || hidden.starts_with(WHITEOUT) {
-                return Err(UnpackError::Refused { path: shown, reason: "whiteout of an empty, '.' or '..' name" });
-            }
-            let target = parent_path.join(hidden);
-            self.remove(&parent, std::ffi::OsStr::new(hidden), &target)?;
-            if self.opts.whiteouts == Whiteouts::Overlay {
-                rustix::fs::mknodat(
-                    &parent,
-                    hidden,
-                    FileType::CharacterDevice,
-                    Mode::empty(),
-                    rustix::fs::makedev(0, 0),
-                )
-                .map_err(io_err("create whiteout", &target))?;
-            }
-            self.stats.entries += 1;
-            return Ok(());
+        if name_str.starts_with(WHITEOUT) {
+            return self.whiteout(&parent_path, &name_str, shown);
         }
 
         let parent = self.dir(&parent_path)?;
@@ -309,33 +278,7 @@ impl Unpacker {
                 )
                 .map_err(io_err("set times", &path))?;
             }
-            tar::EntryType::Link => {
-                let raw_target = entry
-                    .link_name()
-                    .map_err(UnpackError::Tar)?
-                    .ok_or(UnpackError::Refused { path: shown.clone(), reason: "hardlink without a target" })?;
-                let target =
-                    clean(&raw_target).map_err(|reason| UnpackError::Refused { path: shown.clone(), reason })?;
-                let tname = target
-                    .file_name()
-                    .ok_or(UnpackError::Refused { path: shown.clone(), reason: "hardlink to the root" })?;
-                let tparent = self.dir(target.parent().unwrap_or(Path::new("")))?;
-                match rustix::fs::statat(&tparent, tname, AtFlags::SYMLINK_NOFOLLOW) {
-                    Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
-                        return Err(UnpackError::Refused { path: shown, reason: "hardlink to a directory" })
-                    }
-                    Ok(_) => {}
-                    Err(_) => {
-                        return Err(UnpackError::Refused {
-                            path: shown,
-                            reason: "hardlink target is not in the layer's tree",
-                        })
-                    }
-                }
-                self.remove(&parent, &name, &path)?;
-                rustix::fs::linkat(&tparent, tname, &parent, &name, AtFlags::empty())
-                    .map_err(io_err("create hardlink", &path))?;
-            }
+            tar::EntryType::Link => self.hardlink(entry, (&parent, &name), &path, shown)?,
             tar::EntryType::Fifo | tar::EntryType::Char | tar::EntryType::Block => {
                 let ft = match kind {
                     tar::EntryType::Fifo => FileType::Fifo,
@@ -361,6 +304,61 @@ impl Unpacker {
         self.written.insert(path);
         self.stats.entries += 1;
         Ok(())
+    }
+
+    /// The root directory itself: metadata only.
+    fn root_entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>, path: &Path) -> Result<()> {
+        // Metadata needs a real descriptor, not the O_PATH one `dir` returns.
+        let fd = rustix::fs::openat(&self.root, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(io_err("open root", path))?;
+        let mode = entry.header().mode().map_err(UnpackError::Tar)? & 0o7777;
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(io_err("chmod", path))?;
+        self.metadata_fd(&fd, entry, path)
+    }
+
+    /// A whiteout entry `name` (`.wh.x`, or the opaque `.wh..wh..opq`) in `dir`.
+    fn whiteout(&mut self, dir: &Path, name: &str, shown: String) -> Result<()> {
+        let parent = self.dir(dir)?;
+        if name == OPAQUE {
+            return self.opaque(&parent, dir);
+        }
+        let hidden = &name[WHITEOUT.len()..];
+        if hidden.is_empty() || hidden == "." || hidden == ".." || hidden.starts_with(WHITEOUT) {
+            return Err(UnpackError::Refused { path: shown, reason: "whiteout of an empty, '.' or '..' name" });
+        }
+        let target = dir.join(hidden);
+        self.remove(&parent, std::ffi::OsStr::new(hidden), &target)?;
+        if self.opts.whiteouts == Whiteouts::Overlay {
+            rustix::fs::mknodat(&parent, hidden, FileType::CharacterDevice, Mode::empty(), rustix::fs::makedev(0, 0))
+                .map_err(io_err("create whiteout", &target))?;
+        }
+        self.stats.entries += 1;
+        Ok(())
+    }
+
+    /// A hardlink entry at `path` (`name` in `parent`): its target must resolve inside the
+    /// root to an existing non-directory.
+    fn hardlink<R: Read>(
+        &mut self,
+        entry: &tar::Entry<'_, R>,
+        (parent, name): (&OwnedFd, &std::ffi::OsStr),
+        path: &Path,
+        shown: String,
+    ) -> Result<()> {
+        let refused = |reason| UnpackError::Refused { path: shown.clone(), reason };
+        let raw_target = entry.link_name().map_err(UnpackError::Tar)?.ok_or(refused("hardlink without a target"))?;
+        let target = clean(&raw_target).map_err(refused)?;
+        let tname = target.file_name().ok_or(refused("hardlink to the root"))?;
+        let tparent = self.dir(target.parent().unwrap_or(Path::new("")))?;
+        match rustix::fs::statat(&tparent, tname, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+                return Err(refused("hardlink to a directory"))
+            }
+            Ok(_) => {}
+            Err(_) => return Err(refused("hardlink target is not in the layer's tree")),
+        }
+        self.remove(parent, name, path)?;
+        rustix::fs::linkat(&tparent, tname, parent, name, AtFlags::empty()).map_err(io_err("create hardlink", path))
     }
 
     /// An opaque whiteout: hide what lower layers put in `dir`.
