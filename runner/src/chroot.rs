@@ -10,7 +10,6 @@
 //! only by the seccomp profile the container already has. A root process in the step can
 //! leave a chroot; the build container is the boundary.
 
-use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 
@@ -54,18 +53,16 @@ impl Executor for ChrootExecutor {
         unsafe { cmd.pre_exec(move || enter(&dir, &cwd, ids.as_ref())) };
         let mut child = cmd.spawn().map_err(|e| SandboxError::Start { what: "fork and exec", source: e })?;
         drop(cmd);
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => output(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(SandboxError::Start { what: "read output", source: e });
-                }
-            }
+        // Registered, so that berth's SIGTERM and SIGINT handling stops it as it stops the
+        // namespaced steps.
+        let pid = rustix::process::Pid::from_child(&child);
+        let _running = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+            .ok()
+            .map(|fd| crate::exec::Running::register(child.id(), &fd));
+        if let Err(e) = crate::exec::pump(&mut reader, output) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(SandboxError::Start { what: "read output", source: e });
         }
         let status = child.wait().map_err(|e| SandboxError::Start { what: "wait", source: e })?;
         Ok(crate::sandbox::exit_code(status))

@@ -75,19 +75,11 @@ impl Executor for NamespaceExecutor {
         let launched = crate::container::launch::launch(spec, stdio, move |code| {
             let _ = exit_tx.send(code);
         })?;
-        let _running = Running::register(&launched);
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => output(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let _ = rustix::process::pidfd_send_signal(&launched.pidfd, rustix::process::Signal::KILL);
-                    let _ = exit_rx.recv();
-                    return Err(SandboxError::Start { what: "read output", source: e });
-                }
-            }
+        let _running = Running::register(launched.pid as u32, &launched.pidfd);
+        if let Err(e) = pump(&mut reader, output) {
+            let _ = rustix::process::pidfd_send_signal(&launched.pidfd, rustix::process::Signal::KILL);
+            let _ = exit_rx.recv();
+            return Err(SandboxError::Start { what: "read output", source: e });
         }
         exit_rx.recv().map_err(|_| SandboxError::Start {
             what: "wait",
@@ -96,17 +88,30 @@ impl Executor for NamespaceExecutor {
     }
 }
 
+/// Reads a step's merged stdout and stderr to their end, handing each chunk to `output`.
+pub(crate) fn pump(reader: &mut impl Read, output: &mut dyn FnMut(&[u8])) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => output(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// The processes this executor is running now, each as a pidfd (a reused pid can never be
 /// mistaken for one of them), so that [`kill_running`] can stop them when berth is stopped.
 static RUNNING: std::sync::Mutex<Vec<(u32, std::os::fd::OwnedFd)>> = std::sync::Mutex::new(Vec::new());
 
 /// A registration in [`RUNNING`], dropped when the process has been waited for.
-struct Running(u32);
+pub(crate) struct Running(u32);
 
 impl Running {
-    fn register(launched: &crate::container::launch::Launched) -> Running {
-        let pid = launched.pid as u32;
-        if let (Ok(fd), Ok(mut r)) = (launched.pidfd.try_clone(), RUNNING.lock()) {
+    /// Registers process `pid` (its pidfd `fd`) until the registration is dropped.
+    pub(crate) fn register(pid: u32, fd: &std::os::fd::OwnedFd) -> Running {
+        if let (Ok(fd), Ok(mut r)) = (fd.try_clone(), RUNNING.lock()) {
             r.push((pid, fd));
         }
         Running(pid)

@@ -309,8 +309,9 @@ impl Unpacker {
     /// The root directory itself: metadata only.
     fn root_entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>, path: &Path) -> Result<()> {
         // Metadata needs a real descriptor, not the O_PATH one `dir` returns.
-        let fd = rustix::fs::openat(&self.root, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-            .map_err(io_err("open root", path))?;
+        let fd =
+            rustix::fs::openat(&self.root, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+                .map_err(io_err("open root", path))?;
         let mode = entry.header().mode().map_err(UnpackError::Tar)? & 0o7777;
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(io_err("chmod", path))?;
         self.metadata_fd(&fd, entry, path)

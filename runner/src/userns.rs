@@ -1,9 +1,9 @@
 //! Rootless berth: a plain user's berth runs inside a user namespace of its own.
 //!
 //! As podman and buildah do, berth started by a non-root user moves into a new user
-//! namespace ([`enter_rootless`], first thing in `main`, in the same process) where the user is root and the user's subordinate
-//! ranges (`/etc/subuid`, `/etc/subgid`, written by Debian's `newuidmap`/`newgidmap`) are
-//! every other ID. Everything berth does from there (unpacking layers with their owners,
+//! namespace ([`enter_rootless`], first thing in `main`, in the same process) where the user
+//! is root and the user's subordinate ranges (`/etc/subuid`, `/etc/subgid`, written by
+//! Debian's `newuidmap`/`newgidmap`) are every other ID. Everything berth does from there (unpacking layers with their owners,
 //! overlay snapshots, RUN steps, containers) works as it does for root, on files that the
 //! kernel stores with the user's own and subordinate IDs. With no subordinate ranges the
 //! namespace maps the user alone to root: a layer with a file owned by anyone else cannot be
@@ -139,12 +139,15 @@ pub fn enter_rootless(root: &Path, join: Option<i32>) -> Result<(), UsernsError>
                 std::os::fd::AsFd::as_fd(&ns),
                 Some(rustix::thread::LinkNameSpaceType::User),
             )
-            .map_err(|e| UsernsError::Refused(e.into()))?;
+            .map_err(|e| {
+                let why = format!("join the user namespace of the container's supervisor (pid {pid}): {e}");
+                UsernsError::Io(std::io::Error::other(why))
+            })?;
         }
         None => new_namespace()?,
     }
-    // SAFETY: the process has one thread (documented above): nothing reads the environment
-    // concurrently.
+    // SAFETY: the process has one thread (documented above); unsharing the mount namespace
+    // changes only its own view of mounts.
     unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }.map_err(io)?;
     rustix::mount::mount_change(
         Path::new("/"),

@@ -177,6 +177,17 @@ fn a_plain_user_builds_the_image_root_builds_and_runs_it() {
     ]);
     assert_eq!(seen, "0\nsys\n", "host network: the host's /sys, read-only");
 
+    // RUN --mount of every kind (bind from a stage and the context, cache seeded from a
+    // stage, tmpfs), --network=none and USER, as the runner's fixture has them.
+    let mounts = user.dir("mounts");
+    for f in std::fs::read_dir(crate::util::repo_root().join("fixtures/build/mounts")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), mounts.join(f.file_name())).unwrap();
+    }
+    user.ok(&["build", "-q", "-t", "mounts", &p(&mounts)]);
+    let seen = user.ok(&["run", "--rm", "--network", "none", "mounts"]);
+    assert!(seen.starts_with("tool-v1\n") && seen.ends_with("tool-v1\n"), "{seen}");
+
     let saved = shared.join("app.tar");
     user.ok(&["save", "-o", &p(&saved), "app"]);
     assert!(std::fs::metadata(&saved).unwrap().len() > 0);
@@ -251,6 +262,14 @@ fn a_plain_users_containers_reach_the_network_through_slirp4netns() {
     let out = user.ok(&["run", "--rm", "busybox", "sh", "-c", script]);
     server.join().unwrap();
     assert_eq!(out, "inet 10.0.2.100/24\nnameserver 10.0.2.3\npeer=10.91.8.2\n", "out through the user's own sockets");
+
+    // RUN steps use the host's network (docker build's default), rootless too.
+    let server = outside.serve_once();
+    let ctx = user.dir("fetch");
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nRUN nc 10.91.8.1 9000 > /got\n").unwrap();
+    user.ok(&["build", "-q", "-t", "fetched", &p(&ctx)]);
+    server.join().unwrap();
+    assert_eq!(user.ok(&["run", "--rm", "--network", "none", "fetched", "cat", "/got"]), "peer=10.91.8.2\n");
 
     // The host's loopback is out of reach: a service on 127.0.0.1 trusts local users.
     let local = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
