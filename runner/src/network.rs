@@ -62,14 +62,6 @@ impl Attachment {
         matches!(self.link, Link::Bridge { .. })
     }
 
-    /// The gateway the container routes through.
-    pub fn gateway(&self) -> Ipv4Addr {
-        match self.link {
-            Link::Bridge { .. } => GATEWAY,
-            Link::UserMode { .. } => crate::usernet::GATEWAY,
-        }
-    }
-
     /// The container's resolv.conf from the host's `host`: docker's rewrite on the bridge;
     /// slirp4netns's forwarder as the one name server on a user-mode network.
     pub fn resolv_conf(&self, host: &str) -> String {
