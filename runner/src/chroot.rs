@@ -78,13 +78,5 @@ fn enter(dir: &PathBuf, cwd: &str, ids: Option<&(u32, u32, Vec<u32>)>) -> std::i
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
     rustix::process::chroot(dir)?;
     rustix::process::chdir(cwd).map_err(|e| std::io::Error::other(format!("working directory {cwd}: {e}")))?;
-    if let Some((uid, gid, groups)) = ids {
-        let groups: Vec<_> = groups.iter().map(|g| rustix::fs::Gid::from_raw(*g)).collect();
-        rustix::thread::set_thread_groups(&groups)?;
-        let gid = rustix::fs::Gid::from_raw(*gid);
-        rustix::thread::set_thread_res_gid(gid, gid, gid)?;
-        let uid = rustix::fs::Uid::from_raw(*uid);
-        rustix::thread::set_thread_res_uid(uid, uid, uid)?;
-    }
-    Ok(())
+    ids.map_or(Ok(()), crate::sandbox::become_user)
 }

@@ -77,20 +77,30 @@ impl Attachment {
     /// A rootless container's network: a namespace of its own with `lo` up, given to
     /// slirp4netns (see [`crate::usernet`]).
     pub fn user_mode() -> std::io::Result<Attachment> {
-        let netns = std::thread::scope(|s| {
-            s.spawn(|| -> std::io::Result<OwnedFd> {
-                // SAFETY: unsharing the network namespace changes only this short-lived thread.
-                unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }?;
-                let ns: OwnedFd = File::open("/proc/thread-self/ns/net")?.into();
-                crate::netlink::Socket::open()?.link_up(crate::netlink::index("lo")?)?;
-                Ok(ns)
-            })
-            .join()
-            .unwrap_or_else(|_| Err(err("make a namespace", "the thread panicked")))
-        })?;
+        let netns = new_netns(|_| Ok(()))?;
         let slirp = crate::usernet::Slirp::start(&netns)?;
         Ok(Attachment { ip: crate::usernet::ADDRESS, netns, link: Link::UserMode { _slirp: slirp } })
     }
+}
+
+/// A new network namespace with `lo` up, made and set up from inside (`setup`, with an
+/// rtnetlink socket there) on a short-lived thread of its own; its fd.
+fn new_netns(
+    setup: impl FnOnce(&mut crate::netlink::Socket) -> std::io::Result<()> + Send,
+) -> std::io::Result<OwnedFd> {
+    std::thread::scope(|s| {
+        s.spawn(|| -> std::io::Result<OwnedFd> {
+            // SAFETY: unsharing the network namespace changes only this short-lived thread.
+            unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }?;
+            let ns: OwnedFd = File::open("/proc/thread-self/ns/net")?.into();
+            let mut nl = crate::netlink::Socket::open()?;
+            nl.link_up(crate::netlink::index("lo")?)?;
+            setup(&mut nl)?;
+            Ok(ns)
+        })
+        .join()
+        .unwrap_or_else(|_| Err(err("make a namespace", "the thread panicked")))
+    })
 }
 
 fn err(what: &str, e: impl std::fmt::Display) -> std::io::Error {
@@ -226,23 +236,13 @@ pub fn attach(id: &str) -> std::io::Result<Attachment> {
     let veth = format!("bv{}{}", &id[..6], &crate::container::new_id()[..4]);
     let host_ns: OwnedFd = File::open("/proc/thread-self/ns/net")?.into();
     // The namespace is made, and set up from inside, on a short-lived thread of its own.
-    let netns = std::thread::scope(|s| {
-        s.spawn(|| -> std::io::Result<OwnedFd> {
-            // SAFETY: unsharing the network namespace changes only this short-lived thread.
-            unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }?;
-            let ns: OwnedFd = File::open("/proc/thread-self/ns/net")?.into();
-            let mut nl = crate::netlink::Socket::open()?;
-            nl.link_up(crate::netlink::index("lo")?)?;
-            // Made inside, its host end sent out to the caller's namespace.
-            nl.add_veth("eth0", &veth, &host_ns)?;
-            let eth0 = crate::netlink::index("eth0")?;
-            nl.add_address(eth0, ip, PREFIX)?;
-            nl.link_up(eth0)?;
-            nl.add_default_route(eth0, GATEWAY)?;
-            Ok(ns)
-        })
-        .join()
-        .unwrap_or_else(|_| Err(err("make a namespace", "the thread panicked")))
+    let netns = new_netns(|nl| {
+        // Made inside, its host end sent out to the caller's namespace.
+        nl.add_veth("eth0", &veth, &host_ns)?;
+        let eth0 = crate::netlink::index("eth0")?;
+        nl.add_address(eth0, ip, PREFIX)?;
+        nl.link_up(eth0)?;
+        nl.add_default_route(eth0, GATEWAY)
     })
     .map_err(|e| err("set up the container's network", e))?;
     let mut nl = crate::netlink::Socket::open()?;

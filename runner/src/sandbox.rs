@@ -602,21 +602,8 @@ pub(crate) fn become_process(spec: &Spec, confinement: &crate::security::Confine
         // Before the user changes: a non-root user keeps the bounding set alone.
         confinement.restrict_bounding()?;
     }
-    if let Some((uid, gid, groups)) = spec.ids.clone() {
-        let groups: Vec<_> = groups.into_iter().map(rustix::fs::Gid::from_raw).collect();
-        rustix::thread::set_thread_groups(&groups).map_err(errno)?;
-        rustix::thread::set_thread_res_gid(
-            rustix::fs::Gid::from_raw(gid),
-            rustix::fs::Gid::from_raw(gid),
-            rustix::fs::Gid::from_raw(gid),
-        )
-        .map_err(errno)?;
-        rustix::thread::set_thread_res_uid(
-            rustix::fs::Uid::from_raw(uid),
-            rustix::fs::Uid::from_raw(uid),
-            rustix::fs::Uid::from_raw(uid),
-        )
-        .map_err(errno)?;
+    if let Some(ids) = &spec.ids {
+        become_user(ids)?;
     }
     rustix::process::chdir(spec.cwd.as_str())
         .map_err(|e| std::io::Error::other(format!("working directory {}: {e}", spec.cwd)))?;
@@ -653,6 +640,17 @@ pub(crate) fn become_process(spec: &Spec, confinement: &crate::security::Confine
         confinement.load_seccomp()?;
     }
     Ok(())
+}
+
+/// Takes the user's groups, then its group, then its uid (real, effective and saved): the
+/// last step of a process's identity, for the sandbox and the chroot executor alike.
+pub(crate) fn become_user((uid, gid, groups): &(u32, u32, Vec<u32>)) -> std::io::Result<()> {
+    let groups: Vec<_> = groups.iter().map(|g| rustix::fs::Gid::from_raw(*g)).collect();
+    rustix::thread::set_thread_groups(&groups).map_err(errno)?;
+    let gid = rustix::fs::Gid::from_raw(*gid);
+    rustix::thread::set_thread_res_gid(gid, gid, gid).map_err(errno)?;
+    let uid = rustix::fs::Uid::from_raw(*uid);
+    rustix::thread::set_thread_res_uid(uid, uid, uid).map_err(errno)
 }
 
 /// Opens a pty in the container's devpts, makes its slave the command's stdio and

@@ -116,6 +116,15 @@ fn busybox_archive(b: &Berth, into: &Path) -> Option<String> {
     Some(p(&tar))
 }
 
+/// Root's store and `user`'s shared directory, with busybox in the archive both load from
+/// (its path); `None` where busybox-static is missing (the test skips).
+fn stores(user: &Plain) -> Option<(Berth, PathBuf, String)> {
+    let b = Berth::new();
+    let shared = user.dir("shared");
+    let base = busybox_archive(&b, &shared)?;
+    Some((b, shared, base))
+}
+
 /// A context with owners, a set-uid bit, deletions, USER and WORKDIR: what a layer must
 /// carry the same whoever builds it.
 const DOCKERFILE: &str = r#"FROM busybox:latest
@@ -138,9 +147,7 @@ fn context(dir: &Path) -> String {
 #[test]
 fn a_plain_user_builds_the_image_root_builds_and_runs_it() {
     let Some(user) = plain("berth-rl", Some(400000)) else { return };
-    let b = Berth::new();
-    let shared = user.dir("shared");
-    let Some(base) = busybox_archive(&b, &shared) else { return };
+    let Some((b, shared, base)) = stores(&user) else { return };
     user.ok(&["load", "-i", &base]);
     assert!(user.ok(&["images"]).contains("busybox"), "the user's store lists the loaded base");
 
@@ -196,9 +203,7 @@ fn a_plain_user_builds_the_image_root_builds_and_runs_it() {
 #[test]
 fn a_plain_user_pushes_and_pulls() {
     let Some(user) = plain("berth-rl", Some(400000)) else { return };
-    let b = Berth::new();
-    let shared = user.dir("shared");
-    let Some(base) = busybox_archive(&b, &shared) else { return };
+    let Some((_root, _shared, base)) = stores(&user) else { return };
     let reg_root = tempfile::tempdir().unwrap();
     let server = Server::start(reg_root.path(), &[]);
     user.ok(&["load", "-i", &base]);
@@ -213,9 +218,7 @@ fn a_plain_user_pushes_and_pulls() {
 #[test]
 fn without_subordinate_ids_one_id_is_mapped_and_other_owners_are_refused_clearly() {
     let Some(user) = plain("berth-rl-nosub", None) else { return };
-    let b = Berth::new();
-    let shared = user.dir("shared");
-    let Some(base) = busybox_archive(&b, &shared) else { return };
+    let Some((_root, shared, base)) = stores(&user) else { return };
     user.ok(&["load", "-i", &base]);
     // busybox's layer has /home/berth owned by 1000: no single-ID map holds that.
     let out = user.output(&["run", "--rm", "--network", "none", "busybox", "true"]);
@@ -251,9 +254,7 @@ fn a_plain_users_containers_reach_the_network_through_slirp4netns() {
     if !require_tool("slirp4netns") {
         return;
     }
-    let b = Berth::new();
-    let shared = user.dir("shared");
-    let Some(base) = busybox_archive(&b, &shared) else { return };
+    let Some((_root, _shared, base)) = stores(&user) else { return };
     user.ok(&["load", "-i", &base]);
     let outside = Outside::make(8);
     let server = outside.serve_once();
