@@ -11,7 +11,7 @@
 //! leave a chroot; the build container is the boundary.
 
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::exec::Executor;
 use crate::sandbox::{SandboxError, Spec, User};
@@ -27,45 +27,8 @@ fn refused(what: &'static str, why: String) -> SandboxError {
 
 impl Executor for ChrootExecutor {
     fn run(&self, spec: &Spec, output: &mut dyn FnMut(&[u8])) -> Result<i32, SandboxError> {
-        if let Some(target) = spec.volumes.iter().map(|v| &v.container).chain(&spec.tmpfs).next() {
-            return Err(refused(
-                "mount",
-                format!("RUN --mount ({target}) needs a mount namespace, which --isolation chroot does not make"),
-            ));
-        }
-        let dir = match spec.rootfs.as_slice() {
-            [Mount::Bind { source, .. }] => source.clone(),
-            _ => return Err(refused("chroot", "the rootfs is not one directory (a copy snapshot)".into())),
-        };
-        let ids = match &spec.user {
-            Some(User(u)) => Some(crate::sandbox::resolve_user(&spec.rootfs, u)?),
-            None => None,
-        };
-        if spec.args.is_empty() {
-            return Err(refused("exec", "no command given".into()));
-        }
-        let pipe_err = |e| SandboxError::Start { what: "pipe", source: e };
-        let (mut reader, writer) = std::io::pipe().map_err(pipe_err)?;
-        let mut cmd = crate::sandbox::process_command(spec);
-        cmd.stdin(std::process::Stdio::null()).stdout(writer.try_clone().map_err(pipe_err)?).stderr(writer);
-        let cwd = spec.cwd.clone();
-        // SAFETY: only syscalls between fork and exec (chroot, chdir, set*id, umask).
-        unsafe { cmd.pre_exec(move || enter(&dir, &cwd, ids.as_ref())) };
-        let mut child = cmd.spawn().map_err(|e| SandboxError::Start { what: "fork and exec", source: e })?;
-        drop(cmd);
-        // Registered, so that berth's SIGTERM and SIGINT handling stops it as it stops the
-        // namespaced steps.
-        let pid = rustix::process::Pid::from_child(&child);
-        let _running = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
-            .ok()
-            .map(|fd| crate::exec::Running::register(child.id(), &fd));
-        if let Err(e) = crate::exec::pump(&mut reader, output) {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(SandboxError::Start { what: "read output", source: e });
-        }
-        let status = child.wait().map_err(|e| SandboxError::Start { what: "wait", source: e })?;
-        Ok(crate::sandbox::exit_code(status))
+        let dir = rootfs_dir(spec, "--isolation chroot")?;
+        run_process(spec, Some(dir), output)
     }
 
     fn mounts(&self) -> bool {
@@ -73,10 +36,62 @@ impl Executor for ChrootExecutor {
     }
 }
 
-/// The child's side: into the root, to the working directory, then the user.
-fn enter(dir: &PathBuf, cwd: &str, ids: Option<&(u32, u32, Vec<u32>)>) -> std::io::Result<()> {
+/// The one directory of a step's rootfs (a copy snapshot), for an executor that mounts
+/// nothing (`isolation` names it in the refusals): RUN --mount is refused.
+pub(crate) fn rootfs_dir(spec: &Spec, isolation: &str) -> Result<PathBuf, SandboxError> {
+    if let Some(target) = spec.volumes.iter().map(|v| &v.container).chain(&spec.tmpfs).next() {
+        return Err(refused(
+            "mount",
+            format!("RUN --mount ({target}) needs a mount namespace, which {isolation} does not make"),
+        ));
+    }
+    match spec.rootfs.as_slice() {
+        [Mount::Bind { source, .. }] => Ok(source.clone()),
+        _ => Err(refused("chroot", "the rootfs is not one directory (a copy snapshot)".into())),
+    }
+}
+
+/// Runs `spec`'s process to its end: forked, into `root` with chroot(2) where given (else
+/// in this process's own root), to its working directory and user; its merged output to
+/// `output`.
+pub(crate) fn run_process(spec: &Spec, root: Option<PathBuf>, output: &mut dyn FnMut(&[u8])) -> Result<i32, SandboxError> {
+    let ids = match &spec.user {
+        Some(User(u)) => Some(crate::sandbox::resolve_user(&spec.rootfs, u)?),
+        None => None,
+    };
+    if spec.args.is_empty() {
+        return Err(refused("exec", "no command given".into()));
+    }
+    let pipe_err = |e| SandboxError::Start { what: "pipe", source: e };
+    let (mut reader, writer) = std::io::pipe().map_err(pipe_err)?;
+    let mut cmd = crate::sandbox::process_command(spec);
+    cmd.stdin(std::process::Stdio::null()).stdout(writer.try_clone().map_err(pipe_err)?).stderr(writer);
+    let cwd = spec.cwd.clone();
+    // SAFETY: only syscalls between fork and exec (chroot, chdir, set*id, umask).
+    unsafe { cmd.pre_exec(move || enter(root.as_deref(), &cwd, ids.as_ref())) };
+    let mut child = cmd.spawn().map_err(|e| SandboxError::Start { what: "fork and exec", source: e })?;
+    drop(cmd);
+    // Registered, so that berth's SIGTERM and SIGINT handling stops it as it stops the
+    // namespaced steps.
+    let pid = rustix::process::Pid::from_child(&child);
+    let _running = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+        .ok()
+        .map(|fd| crate::exec::Running::register(child.id(), &fd));
+    if let Err(e) = crate::exec::pump(&mut reader, output) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(SandboxError::Start { what: "read output", source: e });
+    }
+    let status = child.wait().map_err(|e| SandboxError::Start { what: "wait", source: e })?;
+    Ok(crate::sandbox::exit_code(status))
+}
+
+/// The child's side: into the root (if any), to the working directory, then the user.
+fn enter(root: Option<&Path>, cwd: &str, ids: Option<&(u32, u32, Vec<u32>)>) -> std::io::Result<()> {
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
-    rustix::process::chroot(dir)?;
+    if let Some(root) = root {
+        rustix::process::chroot(root)?;
+    }
     rustix::process::chdir(cwd).map_err(|e| std::io::Error::other(format!("working directory {cwd}: {e}")))?;
     ids.map_or(Ok(()), crate::sandbox::become_user)
 }

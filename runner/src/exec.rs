@@ -32,6 +32,9 @@ pub enum Isolation {
     Oci,
     /// chroot alone, for unprivileged containers: [`crate::chroot::ChrootExecutor`].
     Chroot,
+    /// No isolation: steps run in the build container's own `/`, as kaniko runs them, where
+    /// not even chroot is allowed: [`crate::inplace::InPlaceExecutor`].
+    None,
 }
 
 impl std::str::FromStr for Isolation {
@@ -41,18 +44,21 @@ impl std::str::FromStr for Isolation {
         match s {
             "oci" | "default" => Ok(Isolation::Oci),
             "chroot" => Ok(Isolation::Chroot),
-            other => Err(format!("unknown isolation {other:?}: oci or chroot")),
+            "none" => Ok(Isolation::None),
+            other => Err(format!("unknown isolation {other:?}: oci, chroot or none")),
         }
     }
 }
 
 impl Isolation {
-    /// The executor for this isolation.
-    pub fn executor(self) -> Box<dyn Executor> {
-        match self {
+    /// The executor for this isolation; `keep` lists the paths a `none` build must leave
+    /// alone in `/` (berth's state, the build's inputs and outputs).
+    pub fn executor(self, keep: &[std::path::PathBuf]) -> Result<Box<dyn Executor>, crate::inplace::InPlaceError> {
+        Ok(match self {
             Isolation::Oci => Box::new(NamespaceExecutor),
             Isolation::Chroot => Box::new(crate::chroot::ChrootExecutor),
-        }
+            Isolation::None => Box::new(crate::inplace::InPlaceExecutor::new(keep)?),
+        })
     }
 }
 

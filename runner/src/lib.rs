@@ -31,6 +31,7 @@ pub mod chroot;
 pub mod container;
 pub mod emulation;
 pub mod exec;
+pub mod inplace;
 pub mod lease;
 pub mod netlink;
 pub mod network;

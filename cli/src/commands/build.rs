@@ -93,9 +93,12 @@ pub struct Build {
     /// Allow an entitlement: security.insecure (RUN --security=insecure), network.host
     #[arg(long, value_name = "ENTITLEMENT")]
     allow: Vec<String>,
-    /// How RUN steps are isolated: oci (namespaces) or chroot (for unprivileged containers; see docs/rootless.md)
+    /// How RUN steps are isolated: oci (namespaces), chroot (unprivileged containers) or none (in this container's own root filesystem, as kaniko; see docs/rootless.md)
     #[arg(long, env = "BERTH_ISOLATION", default_value = "oci", value_parser = clap::value_parser!(runner::exec::Isolation))]
     isolation: runner::exec::Isolation,
+    /// With --isolation none: a path the steps' root filesystem swaps leave alone (repeatable), as kaniko's
+    #[arg(long = "ignore-path", value_name = "PATH")]
+    ignore_paths: Vec<PathBuf>,
     #[command(flatten)]
     remote: Remote,
 }
@@ -126,6 +129,7 @@ impl Build {
             display: BuildDisplay::new(mode),
             pulled: Default::default(),
             isolation: self.isolation,
+            keep: self.kept_paths(root, &outputs),
         };
         let built = session.solve(&opts, self.pull)?;
         session.name_bases()?;
@@ -147,6 +151,17 @@ impl Build {
     }
 
     /// What the builder needs from the flags: the parsed Dockerfile, the context and settings.
+    /// What an `--isolation none` build must leave alone in `/`: berth's store and registry
+    /// credentials, the context, the Dockerfile, every output and `--ignore-path`.
+    fn kept_paths(&self, root: &Path, outputs: &[Exporter]) -> Vec<PathBuf> {
+        let credentials = oci::client::credentials::config_path();
+        let mut keep = vec![root.to_owned(), self.context.clone(), credentials.parent().unwrap_or(&credentials).to_owned()];
+        keep.extend(self.file.iter().filter(|f| *f != "-").map(PathBuf::from));
+        keep.extend(outputs.iter().map(|o| o.dest().to_owned()));
+        keep.extend(self.iidfile.iter().chain(&self.metadata_file).chain(&self.ignore_paths).cloned());
+        keep
+    }
+
     fn options(&self) -> Result<builder::BuildOptions> {
         let (file_name, text) = self.dockerfile()?;
         let dockerfile = builder::dockerfile::parse(&file_name, &text)?;
@@ -256,6 +271,8 @@ struct Session<'a> {
     pulled: std::sync::Mutex<Vec<(Reference, oci::Target)>>,
     /// How RUN steps are isolated (and so whether snapshots may be mounted).
     isolation: runner::exec::Isolation,
+    /// The paths an `--isolation none` build leaves alone in `/`.
+    keep: Vec<PathBuf>,
 }
 
 impl Session<'_> {
@@ -264,7 +281,7 @@ impl Session<'_> {
     fn solve(&self, opts: &builder::BuildOptions, pull: bool) -> Result<builder::Built> {
         let store = &self.store;
         let cache = builder::cache::RocksCache::open(self.root)?;
-        let executor = self.isolation.executor();
+        let executor = self.isolation.executor(&self.keep)?;
         let snapshotter = if executor.mounts() {
             runner::snapshot::for_build(self.root)?
         } else {
@@ -273,6 +290,11 @@ impl Session<'_> {
         let resolve = |reference: &str, platform: &oci::Platform| self.base_image(reference, platform, pull);
         let rt = &self.rt;
         let downloads = oci::client::Downloader::from_env()?;
+        if self.isolation == runner::exec::Isolation::None {
+            // The CA certificates are read before a step replaces the files they come from.
+            self.client.warm()?;
+            downloads.warm()?;
+        }
         let fetch = |url: &str, dest: &Path| {
             rt.block_on(downloads.fetch(url, dest)).map(drop).map_err(builder::Error::image("ADD"))
         };

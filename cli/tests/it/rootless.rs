@@ -299,8 +299,9 @@ fn a_plain_users_containers_reach_the_network_through_slirp4netns() {
     assert_eq!(String::from_utf8_lossy(&exec.stdout), "0\n1\n", "{}", String::from_utf8_lossy(&exec.stderr));
 }
 
-/// An image holding this berth, its shared libraries and busybox: a build container.
-fn berth_in_a_box(b: &Berth) -> String {
+/// A root filesystem holding this berth (as /usr/local/bin/berth), its shared libraries and
+/// busybox.
+fn box_rootfs() -> tempfile::TempDir {
     let rootfs = tempfile::tempdir().unwrap();
     let put = |from: &Path, to: &str| {
         let dest = rootfs.path().join(to.trim_start_matches('/'));
@@ -322,6 +323,12 @@ fn berth_in_a_box(b: &Berth) -> String {
     for d in ["tmp", "etc", "proc", "dev", "sys"] {
         std::fs::create_dir_all(rootfs.path().join(d)).unwrap();
     }
+    rootfs
+}
+
+/// An image of [`box_rootfs`]: a build container.
+fn berth_in_a_box(b: &Berth) -> String {
+    let rootfs = box_rootfs();
     let tar = rootfs.path().with_extension("tar");
     run(Command::new("tar").args(["-C", &p(rootfs.path()), "-cf", &p(&tar), "."]));
     b.ok(&["import", &p(&tar), "berth-in-a-box"]);
@@ -329,11 +336,12 @@ fn berth_in_a_box(b: &Berth) -> String {
     "berth-in-a-box".into()
 }
 
-#[test]
-fn an_unprivileged_container_builds_with_isolation_chroot_the_image_root_builds() {
-    let b = Berth::new();
+/// What a build in an unprivileged container is compared with: a directory holding the
+/// context (`ctx`) and busybox (`busybox.tar`), root's image ID for that context built with
+/// namespaces, and the build container's image. `None` where busybox-static or ldd is missing.
+fn unprivileged_setup(b: &Berth) -> Option<(tempfile::TempDir, String, String)> {
     if !b.busybox("busybox:latest") || !require_tool("ldd") {
-        return;
+        return None;
     }
     let shared = tempfile::tempdir().unwrap();
     let ctx_dir = shared.path().join("ctx");
@@ -341,23 +349,72 @@ fn an_unprivileged_container_builds_with_isolation_chroot_the_image_root_builds(
     let ctx = context(&ctx_dir);
     let out = b.cmd(&["build", "-q", "-t", "app", &ctx]).env("SOURCE_DATE_EPOCH", "1700000000").output().unwrap();
     assert!(out.status.success(), "root's build: {}", String::from_utf8_lossy(&out.stderr));
-    let root_iid = String::from_utf8(out.stdout).unwrap();
+    let root_iid = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     b.ok(&["save", "-o", &p(&shared.path().join("busybox.tar")), "busybox:latest"]);
-    let image = berth_in_a_box(&b);
+    Some((shared, root_iid, berth_in_a_box(b)))
+}
 
-    // docker's default container: no CAP_SYS_ADMIN, docker's seccomp profile (no unshare).
+/// Runs `script` in a container of `image` as docker's default container is (no
+/// CAP_SYS_ADMIN, docker's seccomp profile: no unshare, no mount), with `shared` at /in and
+/// a store under /tmp; returns its output.
+fn in_unprivileged_container(b: &Berth, image: &str, shared: &Path, script: &str) -> String {
+    let volume = format!("{}:/in", p(shared));
+    let args = ["run", "--rm", "-v", &volume, "-e", "BERTH_ROOT=/tmp/store", "-e", "SOURCE_DATE_EPOCH=1700000000"];
+    b.ok(&[&args[..], &[image, "/bin/sh", "-c", script]].concat())
+}
+
+#[test]
+fn an_unprivileged_container_builds_with_isolation_chroot_the_image_root_builds() {
+    let b = Berth::new();
+    let Some((shared, root_iid, image)) = unprivileged_setup(&b) else { return };
     let script = "berth load -q -i /in/busybox.tar >/dev/null && berth build -q --isolation chroot -t app /in/ctx; \
                   berth build -q --no-cache -t again /in/ctx 2>&1 | tail -1";
-    let volume = format!("{}:/in", p(shared.path()));
-    let args = ["run", "--rm", "-v", &volume, "-e", "BERTH_ROOT=/tmp/store", "-e", "SOURCE_DATE_EPOCH=1700000000"];
-    let seen = b.ok(&[&args[..], &[&image, "/bin/sh", "-c", script]].concat());
+    let seen = in_unprivileged_container(&b, &image, shared.path(), script);
     let mut lines = seen.lines();
-    assert_eq!(lines.next(), Some(root_iid.trim()), "the same image ID as root's build with namespaces: {seen}");
+    assert_eq!(lines.next(), Some(root_iid.as_str()), "the same image ID as root's build with namespaces: {seen}");
     let build_refused = lines.next().unwrap_or_default();
     assert!(
         build_refused.starts_with("berth: ") && build_refused.ends_with("build with --isolation chroot"),
         "the default isolation names the one that works: {seen}"
     );
+}
+
+#[test]
+fn an_unprivileged_container_builds_with_isolation_none_in_its_own_root_the_image_root_builds() {
+    let b = Berth::new();
+    let Some((shared, root_iid, image)) = unprivileged_setup(&b) else { return };
+    // One build per container, as kaniko's: the steps replace the container's files (berth's
+    // shared libraries among them) with the image's. The shell's builtins read what is left.
+    let script = "berth load -q -i /in/busybox.tar >/dev/null && berth build -q --isolation none \
+                  --iidfile /in/iid -t app /in/ctx && read made < /home/app/w/m && echo \"$made\" \
+                  && test ! -e /usr/lib/x86_64-linux-gnu && test -d /tmp/store && echo kept";
+    let seen = in_unprivileged_container(&b, &image, shared.path(), script);
+    assert_eq!(seen.lines().collect::<Vec<_>>(), [root_iid.as_str(), "made", "kept"], "{seen}");
+    let iid = std::fs::read_to_string(shared.path().join("iid")).unwrap();
+    assert_eq!(iid.trim(), root_iid, "--iidfile, an output, is written where it was asked for");
+}
+
+#[test]
+fn isolation_none_refuses_to_replace_a_machines_root_filesystem() {
+    if !require_tool("ldd") || !require_tool("unshare") || !require_tool("chroot") {
+        return;
+    }
+    // Contained, in case the check were broken: berth runs chrooted into a copy of a build
+    // container's files, with this machine's /proc (its PIDs, kernel threads among them).
+    let rootfs = box_rootfs();
+    std::fs::create_dir(rootfs.path().join("ctx")).unwrap();
+    std::fs::write(rootfs.path().join("ctx/Dockerfile"), "FROM busybox:latest\nRUN true\n").unwrap();
+    let script = r#"mount -t proc proc "$1/proc" && exec chroot "$1" /usr/local/bin/berth build --isolation none /ctx"#;
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", script, "sh", &p(rootfs.path())])
+        .env("BERTH_ROOT", "/store")
+        .env_remove("BERTH_FORCE_ISOLATION_NONE")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "refused: {err}");
+    assert!(err.contains("looks like a machine, not a container") && err.contains("BERTH_FORCE_ISOLATION_NONE=1"), "{err}");
+    assert!(rootfs.path().join("bin/busybox").exists() && rootfs.path().join("ctx/Dockerfile").exists(), "nothing was removed");
 }
 
 #[test]

@@ -138,6 +138,11 @@ impl Downloader {
         }
     }
 
+    /// Makes the HTTP client now, as [`super::Client::warm`] does.
+    pub fn warm(&self) -> Result<()> {
+        self.http.get().map(drop)
+    }
+
     async fn attempt(&self, url: &str, dest: &Path) -> std::result::Result<u64, AttemptError> {
         let http = self.http.get().map_err(AttemptError::Io)?;
         let mut resp = http.get(url).send().await.map_err(|e| AttemptError::Failed(self.explain(&e)))?;

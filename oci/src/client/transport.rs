@@ -159,6 +159,13 @@ impl Client {
         })
     }
 
+    /// Makes the HTTP clients now, loading the system's CA certificates: for a build whose
+    /// steps will replace the root filesystem they are read from (`--isolation none`).
+    pub fn warm(&self) -> Result<()> {
+        self.http.get()?;
+        self.unverified.get().map(drop)
+    }
+
     /// Uses `cred` for `host` instead of what config.json holds.
     pub fn set_credential(&self, host: &str, cred: Credential) {
         lock(&self.explicit).insert(host.to_owned(), cred);

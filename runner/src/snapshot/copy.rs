@@ -71,7 +71,7 @@ fn record_dirs(dir: &Path) -> Result<()> {
 
 /// Which directory `path` is: its inode and birth time (a freed inode is soon reused by the
 /// next directory made, the birth time tells them apart), `ino.sec.nsec`.
-fn identity(path: &Path) -> String {
+pub(super) fn identity(path: &Path) -> String {
     use rustix::fs::{statx, AtFlags, StatxFlags, CWD};
     match statx(CWD, path, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::INO | StatxFlags::BTIME) {
         Ok(x) => format!("{}.{}.{}", x.stx_ino, x.stx_btime.tv_sec, x.stx_btime.tv_nsec),
@@ -110,52 +110,52 @@ fn copy_tree(from: &Path, to: &Path, links: &mut HashMap<(u64, u64), PathBuf>) -
         .map_err(io_err("read", from))?;
     names.sort();
     for name in names {
-        let (src, dst) = (from.join(&name), to.join(&name));
+        let src = from.join(&name);
         let m = fs::symlink_metadata(&src).map_err(io_err("stat", &src))?;
-        let ft = m.file_type();
-        if ft.is_dir() {
-            fs::create_dir(&dst).map_err(io_err("create", &dst))?;
-            copy_tree(&src, &dst, links)?;
-        } else if ft.is_symlink() {
-            let target = fs::read_link(&src).map_err(io_err("read link", &src))?;
-            std::os::unix::fs::symlink(target, &dst).map_err(io_err("create", &dst))?;
-        } else if let Some(first) = links.get(&(m.dev(), m.ino())).filter(|_| m.nlink() > 1) {
-            fs::hard_link(first, &dst).map_err(io_err("link", &dst))?;
-            continue;
-        } else if ft.is_file() {
-            fs::copy(&src, &dst).map_err(io_err("copy", &src))?;
-            if m.nlink() > 1 {
-                links.insert((m.dev(), m.ino()), dst.clone());
-            }
-        } else {
-            let kind = if ft.is_char_device() {
-                rustix::fs::FileType::CharacterDevice
-            } else if ft.is_block_device() {
-                rustix::fs::FileType::BlockDevice
-            } else if ft.is_fifo() {
-                rustix::fs::FileType::Fifo
-            } else {
-                continue;
-            };
-            rustix::fs::mknodat(
-                rustix::fs::CWD,
-                &dst,
-                kind,
-                rustix::fs::Mode::from_raw_mode(m.mode() & 0o7777),
-                m.rdev(),
-            )
-            .map_err(|e| SnapshotError::Io {
-                op: "create node",
-                path: dst.display().to_string(),
-                source: e.into(),
-            })?;
-        }
-        set_meta(&dst, &m)?;
+        copy_entry(&src, &to.join(&name), &m, links)?;
     }
     set_meta(to, &fs::symlink_metadata(from).map_err(io_err("stat", from))?)
 }
 
-fn set_meta(path: &Path, m: &fs::Metadata) -> Result<()> {
+/// Copies the one entry `src` (its metadata `m`) to `dst`, which must not exist: a directory
+/// with all it holds, a file (or a hardlink to where `links` says its inode was copied before),
+/// a symlink, a device node or a fifo. Sockets are left out.
+pub(super) fn copy_entry(src: &Path, dst: &Path, m: &fs::Metadata, links: &mut HashMap<(u64, u64), PathBuf>) -> Result<()> {
+    let ft = m.file_type();
+    if ft.is_dir() {
+        fs::create_dir(dst).map_err(io_err("create", dst))?;
+        return copy_tree(src, dst, links);
+    } else if ft.is_symlink() {
+        let target = fs::read_link(src).map_err(io_err("read link", src))?;
+        std::os::unix::fs::symlink(target, dst).map_err(io_err("create", dst))?;
+    } else if let Some(first) = links.get(&(m.dev(), m.ino())).filter(|_| m.nlink() > 1) {
+        return fs::hard_link(first, dst).map_err(io_err("link", dst));
+    } else if ft.is_file() {
+        fs::copy(src, dst).map_err(io_err("copy", src))?;
+        if m.nlink() > 1 {
+            links.insert((m.dev(), m.ino()), dst.to_owned());
+        }
+    } else {
+        let kind = if ft.is_char_device() {
+            rustix::fs::FileType::CharacterDevice
+        } else if ft.is_block_device() {
+            rustix::fs::FileType::BlockDevice
+        } else if ft.is_fifo() {
+            rustix::fs::FileType::Fifo
+        } else {
+            return Ok(());
+        };
+        let mode = rustix::fs::Mode::from_raw_mode(m.mode() & 0o7777);
+        rustix::fs::mknodat(rustix::fs::CWD, dst, kind, mode, m.rdev()).map_err(|e| SnapshotError::Io {
+            op: "create node",
+            path: dst.display().to_string(),
+            source: e.into(),
+        })?;
+    }
+    set_meta(dst, m)
+}
+
+pub(super) fn set_meta(path: &Path, m: &fs::Metadata) -> Result<()> {
     use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
     let err =
         |op| move |e: rustix::io::Errno| SnapshotError::Io { op, path: path.display().to_string(), source: e.into() };
@@ -176,7 +176,7 @@ fn set_meta(path: &Path, m: &fs::Metadata) -> Result<()> {
 /// True when two entries differ in what a layer records (type, mode, owner, size, mtime,
 /// link target); contents are taken as equal when size and mtime are. A directory's mtime
 /// does not count (the sandbox's mount targets, made and removed, change it).
-fn changed(a: &fs::Metadata, b: &fs::Metadata, pa: &Path, pb: &Path) -> bool {
+pub(super) fn changed(a: &fs::Metadata, b: &fs::Metadata, pa: &Path, pb: &Path) -> bool {
     let kind = |m: &fs::Metadata| m.mode() & 0o170000;
     if kind(a) != kind(b) || a.mode() != b.mode() || a.uid() != b.uid() || a.gid() != b.gid() {
         return true;

@@ -19,6 +19,7 @@
 //! a full copy of its parent plus its changes, for where overlayfs is missing).
 
 mod copy;
+pub mod mirror;
 mod overlay;
 mod overlay_mount;
 pub(crate) mod owner;
