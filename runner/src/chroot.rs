@@ -28,6 +28,15 @@ fn refused(what: &'static str, why: String) -> SandboxError {
 impl Executor for ChrootExecutor {
     fn run(&self, spec: &Spec, output: &mut dyn FnMut(&[u8])) -> Result<i32, SandboxError> {
         let dir = rootfs_dir(spec, "--isolation chroot")?;
+        let caps =
+            rustix::thread::capabilities(None).map_err(|e| SandboxError::Start { what: "capget", source: e.into() })?;
+        if !caps.effective.contains(rustix::thread::CapabilitySet::SYS_CHROOT) {
+            return Err(refused(
+                "chroot",
+                "chroot(2) needs CAP_SYS_CHROOT, which this container does not give: build with --isolation none"
+                    .into(),
+            ));
+        }
         run_process(spec, Some(dir), output)
     }
 
@@ -54,7 +63,11 @@ pub(crate) fn rootfs_dir(spec: &Spec, isolation: &str) -> Result<PathBuf, Sandbo
 /// Runs `spec`'s process to its end: forked, into `root` with chroot(2) where given (else
 /// in this process's own root), to its working directory and user; its merged output to
 /// `output`.
-pub(crate) fn run_process(spec: &Spec, root: Option<PathBuf>, output: &mut dyn FnMut(&[u8])) -> Result<i32, SandboxError> {
+pub(crate) fn run_process(
+    spec: &Spec,
+    root: Option<PathBuf>,
+    output: &mut dyn FnMut(&[u8]),
+) -> Result<i32, SandboxError> {
     let ids = match &spec.user {
         Some(User(u)) => Some(crate::sandbox::resolve_user(&spec.rootfs, u)?),
         None => None,
@@ -69,6 +82,9 @@ pub(crate) fn run_process(spec: &Spec, root: Option<PathBuf>, output: &mut dyn F
     let cwd = spec.cwd.clone();
     // SAFETY: only syscalls between fork and exec (chroot, chdir, set*id, umask).
     unsafe { cmd.pre_exec(move || enter(root.as_deref(), &cwd, ids.as_ref())) };
+    // Its own process group: what it leaves running is stopped with it, as a namespaced
+    // step's PID namespace ends with its first process.
+    cmd.process_group(0);
     let mut child = cmd.spawn().map_err(|e| SandboxError::Start { what: "fork and exec", source: e })?;
     drop(cmd);
     // Registered, so that berth's SIGTERM and SIGINT handling stops it as it stops the
@@ -77,13 +93,25 @@ pub(crate) fn run_process(spec: &Spec, root: Option<PathBuf>, output: &mut dyn F
     let _running = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
         .ok()
         .map(|fd| crate::exec::Running::register(child.id(), &fd));
-    if let Err(e) = crate::exec::pump(&mut reader, output) {
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(SandboxError::Start { what: "read output", source: e });
-    }
-    let status = child.wait().map_err(|e| SandboxError::Start { what: "wait", source: e })?;
-    Ok(crate::sandbox::exit_code(status))
+    let group = || {
+        let _gone = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    };
+    std::thread::scope(|s| {
+        // The output ends when every process holding it has: the step's first, then its group.
+        let waiter = s.spawn(|| {
+            let status = child.wait();
+            group();
+            status
+        });
+        let pumped = crate::exec::pump(&mut reader, output);
+        if pumped.is_err() {
+            group();
+        }
+        let status = waiter.join().unwrap_or_else(|_| Err(std::io::Error::other("the waiting thread panicked")));
+        pumped.map_err(|e| SandboxError::Start { what: "read output", source: e })?;
+        let status = status.map_err(|e| SandboxError::Start { what: "wait", source: e })?;
+        Ok(crate::sandbox::exit_code(status))
+    })
 }
 
 /// The child's side: into the root (if any), to the working directory, then the user.

@@ -76,7 +76,10 @@ impl Executor for InPlaceExecutor {
         let _busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
         let swap = |e: crate::snapshot::SnapshotError| SandboxError::Start {
             what: "mirror the root filesystem",
-            source: std::io::Error::other(format!("{e}: {}", std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default())),
+            source: std::io::Error::other(format!(
+                "{e}: {}",
+                std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default()
+            )),
         };
         let root = Path::new("/");
         let dirs = mirror(&dir, root, &self.keep, None).map_err(swap)?;
@@ -95,7 +98,12 @@ impl Executor for InPlaceExecutor {
 /// Every mount point but `/`, from this process's mount table.
 fn mount_points() -> std::io::Result<Vec<PathBuf>> {
     let table = std::fs::read_to_string("/proc/self/mountinfo")?;
-    Ok(table.lines().filter_map(|l| l.split(' ').nth(4)).filter(|p| *p != "/").map(|p| PathBuf::from(unescape(p))).collect())
+    Ok(table
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| *p != "/")
+        .map(|p| PathBuf::from(unescape(p)))
+        .collect())
 }
 
 /// A mountinfo path with its octal escapes (`\040` for a space) decoded.
@@ -163,7 +171,9 @@ mod tests {
     #[test]
     fn the_machines_own_root_is_refused() {
         // This test runs on the machine itself (or in a container sharing its PIDs).
-        if std::fs::read_to_string("/proc/2/comm").is_ok_and(|c| c.trim() == "kthreadd") && std::env::var_os(FORCE_ENV).is_none() {
+        if std::fs::read_to_string("/proc/2/comm").is_ok_and(|c| c.trim() == "kthreadd")
+            && std::env::var_os(FORCE_ENV).is_none()
+        {
             assert!(matches!(InPlaceExecutor::new(&[]), Err(InPlaceError::NotInContainer)));
         }
     }

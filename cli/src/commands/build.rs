@@ -155,7 +155,8 @@ impl Build {
     /// credentials, the context, the Dockerfile, every output and `--ignore-path`.
     fn kept_paths(&self, root: &Path, outputs: &[Exporter]) -> Vec<PathBuf> {
         let credentials = oci::client::credentials::config_path();
-        let mut keep = vec![root.to_owned(), self.context.clone(), credentials.parent().unwrap_or(&credentials).to_owned()];
+        let mut keep =
+            vec![root.to_owned(), self.context.clone(), credentials.parent().unwrap_or(&credentials).to_owned()];
         keep.extend(self.file.iter().filter(|f| *f != "-").map(PathBuf::from));
         keep.extend(outputs.iter().map(|o| o.dest().to_owned()));
         keep.extend(self.iidfile.iter().chain(&self.metadata_file).chain(&self.ignore_paths).cloned());

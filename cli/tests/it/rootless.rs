@@ -125,8 +125,9 @@ fn stores(user: &Plain) -> Option<(Berth, PathBuf, String)> {
     Some((b, shared, base))
 }
 
-/// A context with owners, a set-uid bit, deletions, USER and WORKDIR: what a layer must
-/// carry the same whoever builds it.
+/// A context with owners, a set-uid bit, deletions, USER and WORKDIR, and a step that leaves a
+/// process running (the step ends with its first process): what a layer must carry the same
+/// whoever builds it.
 const DOCKERFILE: &str = r#"FROM busybox:latest
 RUN echo "app:x:1000:1000::/home/app:/bin/sh" >> /etc/passwd && echo "app:x:1000:" >> /etc/group \
  && mkdir -p /srv/data && chown 1000:1000 /srv/data && echo hi > /srv/data/x && chown 1000:100 /srv/data/x \
@@ -136,6 +137,7 @@ RUN rm -rf /etc/motd /srv/data && mkdir -p /srv/data && touch /srv/data/new
 USER app
 WORKDIR /home/app/w
 RUN echo made > m
+RUN sleep 600 & echo a step that leaves a process running ends with its first process
 "#;
 
 fn context(dir: &Path) -> String {
@@ -357,10 +359,10 @@ fn unprivileged_setup(b: &Berth) -> Option<(tempfile::TempDir, String, String)> 
 /// Runs `script` in a container of `image` as docker's default container is (no
 /// CAP_SYS_ADMIN, docker's seccomp profile: no unshare, no mount), with `shared` at /in and
 /// a store under /tmp; returns its output.
-fn in_unprivileged_container(b: &Berth, image: &str, shared: &Path, script: &str) -> String {
+fn in_unprivileged_container(b: &Berth, image: &str, shared: &Path, script: &str, more: &[&str]) -> String {
     let volume = format!("{}:/in", p(shared));
     let args = ["run", "--rm", "-v", &volume, "-e", "BERTH_ROOT=/tmp/store", "-e", "SOURCE_DATE_EPOCH=1700000000"];
-    b.ok(&[&args[..], &[image, "/bin/sh", "-c", script]].concat())
+    b.ok(&[&args[..], more, &[image, "/bin/sh", "-c", script]].concat())
 }
 
 #[test]
@@ -369,7 +371,7 @@ fn an_unprivileged_container_builds_with_isolation_chroot_the_image_root_builds(
     let Some((shared, root_iid, image)) = unprivileged_setup(&b) else { return };
     let script = "berth load -q -i /in/busybox.tar >/dev/null && berth build -q --isolation chroot -t app /in/ctx; \
                   berth build -q --no-cache -t again /in/ctx 2>&1 | tail -1";
-    let seen = in_unprivileged_container(&b, &image, shared.path(), script);
+    let seen = in_unprivileged_container(&b, &image, shared.path(), script, &[]);
     let mut lines = seen.lines();
     assert_eq!(lines.next(), Some(root_iid.as_str()), "the same image ID as root's build with namespaces: {seen}");
     let build_refused = lines.next().unwrap_or_default();
@@ -377,6 +379,11 @@ fn an_unprivileged_container_builds_with_isolation_chroot_the_image_root_builds(
         build_refused.starts_with("berth: ") && build_refused.ends_with("build with --isolation chroot"),
         "the default isolation names the one that works: {seen}"
     );
+    // Kubernetes' restricted pods drop every capability, CAP_SYS_CHROOT too.
+    let script =
+        "berth load -q -i /in/busybox.tar >/dev/null && berth build -q --isolation chroot /in/ctx 2>&1 | tail -1";
+    let seen = in_unprivileged_container(&b, &image, shared.path(), script, &["--cap-drop", "SYS_CHROOT"]);
+    assert!(seen.trim_end().ends_with("build with --isolation none"), "without chroot, none is named: {seen}");
 }
 
 #[test]
@@ -388,7 +395,7 @@ fn an_unprivileged_container_builds_with_isolation_none_in_its_own_root_the_imag
     let script = "berth load -q -i /in/busybox.tar >/dev/null && berth build -q --isolation none \
                   --iidfile /in/iid -t app /in/ctx && read made < /home/app/w/m && echo \"$made\" \
                   && test ! -e /usr/lib/x86_64-linux-gnu && test -d /tmp/store && echo kept";
-    let seen = in_unprivileged_container(&b, &image, shared.path(), script);
+    let seen = in_unprivileged_container(&b, &image, shared.path(), script, &[]);
     assert_eq!(seen.lines().collect::<Vec<_>>(), [root_iid.as_str(), "made", "kept"], "{seen}");
     let iid = std::fs::read_to_string(shared.path().join("iid")).unwrap();
     assert_eq!(iid.trim(), root_iid, "--iidfile, an output, is written where it was asked for");
@@ -413,8 +420,14 @@ fn isolation_none_refuses_to_replace_a_machines_root_filesystem() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "refused: {err}");
-    assert!(err.contains("looks like a machine, not a container") && err.contains("BERTH_FORCE_ISOLATION_NONE=1"), "{err}");
-    assert!(rootfs.path().join("bin/busybox").exists() && rootfs.path().join("ctx/Dockerfile").exists(), "nothing was removed");
+    assert!(
+        err.contains("looks like a machine, not a container") && err.contains("BERTH_FORCE_ISOLATION_NONE=1"),
+        "{err}"
+    );
+    assert!(
+        rootfs.path().join("bin/busybox").exists() && rootfs.path().join("ctx/Dockerfile").exists(),
+        "nothing was removed"
+    );
 }
 
 #[test]

@@ -120,7 +120,12 @@ fn copy_tree(from: &Path, to: &Path, links: &mut HashMap<(u64, u64), PathBuf>) -
 /// Copies the one entry `src` (its metadata `m`) to `dst`, which must not exist: a directory
 /// with all it holds, a file (or a hardlink to where `links` says its inode was copied before),
 /// a symlink, a device node or a fifo. Sockets are left out.
-pub(super) fn copy_entry(src: &Path, dst: &Path, m: &fs::Metadata, links: &mut HashMap<(u64, u64), PathBuf>) -> Result<()> {
+pub(super) fn copy_entry(
+    src: &Path,
+    dst: &Path,
+    m: &fs::Metadata,
+    links: &mut HashMap<(u64, u64), PathBuf>,
+) -> Result<()> {
     let ft = m.file_type();
     if ft.is_dir() {
         fs::create_dir(dst).map_err(io_err("create", dst))?;

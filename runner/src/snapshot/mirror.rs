@@ -74,7 +74,10 @@ impl Mirror<'_> {
     /// the existing directory `to`, at `rel`.
     fn dir(&mut self, from: &Path, to: &Path, rel: &Path, present: bool) -> Result<()> {
         let list = |d: &Path| -> Result<Vec<std::ffi::OsString>> {
-            fs::read_dir(d).map_err(io_err("read", d))?.map(|e| e.map(|e| e.file_name()).map_err(io_err("read", d))).collect()
+            fs::read_dir(d)
+                .map_err(io_err("read", d))?
+                .map(|e| e.map(|e| e.file_name()).map_err(io_err("read", d)))
+                .collect()
         };
         let mut names = list(to)?;
         if present {
@@ -101,7 +104,14 @@ impl Mirror<'_> {
 
     /// A directory on the way to a kept path: descended into where `to` has it, never
     /// removed, replaced or made.
-    fn ancestor(&mut self, src: &Path, dst: &Path, rel: &Path, ms: Option<&fs::Metadata>, md: Option<&fs::Metadata>) -> Result<()> {
+    fn ancestor(
+        &mut self,
+        src: &Path,
+        dst: &Path,
+        rel: &Path,
+        ms: Option<&fs::Metadata>,
+        md: Option<&fs::Metadata>,
+    ) -> Result<()> {
         let Some(md) = md.filter(|m| m.is_dir()) else { return Ok(()) };
         let from_dir = ms.filter(|m| m.is_dir());
         self.dir(src, dst, rel, from_dir.is_some())?;
@@ -115,7 +125,14 @@ impl Mirror<'_> {
     }
 
     /// Any other entry: removed, made, replaced or descended into.
-    fn entry(&mut self, src: &Path, dst: &Path, rel: &Path, ms: Option<&fs::Metadata>, md: Option<&fs::Metadata>) -> Result<()> {
+    fn entry(
+        &mut self,
+        src: &Path,
+        dst: &Path,
+        rel: &Path,
+        ms: Option<&fs::Metadata>,
+        md: Option<&fs::Metadata>,
+    ) -> Result<()> {
         let Some(ms) = ms else { return remove(dst) };
         let remade = ms.is_dir() && self.was_remade(src, rel);
         if md.is_some_and(|md| md.is_dir() && ms.is_dir()) && !remade {
@@ -128,7 +145,10 @@ impl Mirror<'_> {
             let replace = match md {
                 None => true,
                 Some(_) if remade => true,
-                Some(md) => changed(ms, md, src, dst) || self.links.get(&(ms.dev(), ms.ino())).is_some_and(|first| !same_inode(first, md)),
+                Some(md) => {
+                    changed(ms, md, src, dst)
+                        || self.links.get(&(ms.dev(), ms.ino())).is_some_and(|first| !same_inode(first, md))
+                }
             };
             if replace {
                 if md.is_some() {
@@ -172,7 +192,11 @@ fn same_inode(first: &Path, b: &fs::Metadata) -> bool {
 
 /// True when a directory's mode, owner or mtime differ.
 fn meta_differs(a: &fs::Metadata, b: &fs::Metadata) -> bool {
-    a.mode() != b.mode() || a.uid() != b.uid() || a.gid() != b.gid() || a.mtime() != b.mtime() || a.mtime_nsec() != b.mtime_nsec()
+    a.mode() != b.mode()
+        || a.uid() != b.uid()
+        || a.gid() != b.gid()
+        || a.mtime() != b.mtime()
+        || a.mtime_nsec() != b.mtime_nsec()
 }
 
 /// Removes `path`, whatever it is.
@@ -216,14 +240,33 @@ mod tests {
     fn the_target_ends_as_the_source_but_for_what_is_kept() {
         let (from, to) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         tree(from.path(), &[("bin/sh", "image sh"), ("etc/passwd", "root"), ("srv/a", "new")]);
-        tree(to.path(), &[("bin/sh", "old sh!"), ("etc/passwd", "root"), ("gone/x", "x"), ("state/db", "berth"), ("var/lib/keep/y", "kept")]);
+        tree(
+            to.path(),
+            &[
+                ("bin/sh", "old sh!"),
+                ("etc/passwd", "root"),
+                ("gone/x", "x"),
+                ("state/db", "berth"),
+                ("var/lib/keep/y", "kept"),
+            ],
+        );
         fs::create_dir(to.path().join("proc")).unwrap();
         let keep = Keep::new([Path::new("/state"), Path::new("/proc"), Path::new("/var/lib/keep")]);
         mirror(from.path(), to.path(), &keep, None).unwrap();
         let want = [
-            ("/bin", "dir"), ("/bin/sh", "image sh"), ("/etc", "dir"), ("/etc/passwd", "root"), ("/proc", "dir"),
-            ("/srv", "dir"), ("/srv/a", "new"), ("/state", "dir"), ("/state/db", "berth"),
-            ("/var", "dir"), ("/var/lib", "dir"), ("/var/lib/keep", "dir"), ("/var/lib/keep/y", "kept"),
+            ("/bin", "dir"),
+            ("/bin/sh", "image sh"),
+            ("/etc", "dir"),
+            ("/etc/passwd", "root"),
+            ("/proc", "dir"),
+            ("/srv", "dir"),
+            ("/srv/a", "new"),
+            ("/state", "dir"),
+            ("/state/db", "berth"),
+            ("/var", "dir"),
+            ("/var/lib", "dir"),
+            ("/var/lib/keep", "dir"),
+            ("/var/lib/keep/y", "kept"),
         ];
         let want: Vec<_> = want.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
         assert_eq!(listing(to.path()), want);
