@@ -26,14 +26,21 @@ pub enum OverlayXattrs {
     Trusted,
     /// `user.overlay.*`: mounted with `userxattr`, in a user namespace.
     User,
+    /// fuse-overlayfs's upper directory: `user.overlay.*` as `User` (which it also reads in
+    /// lower directories), and its own markers besides: an opaque directory holds a
+    /// `.wh..wh..opq` file and a `.wh..opq` whiteout, which are markers, not entries.
+    FuseOverlayfs,
 }
+
+/// The names fuse-overlayfs puts in an opaque directory of its upper directory.
+const FUSE_OPAQUE_MARKERS: [&str; 2] = [".wh..wh..opq", ".wh..opq"];
 
 impl OverlayXattrs {
     /// The xattr that marks a directory opaque.
     pub fn opaque(self) -> &'static str {
         match self {
             OverlayXattrs::Trusted => "trusted.overlay.opaque",
-            OverlayXattrs::User => "user.overlay.opaque",
+            OverlayXattrs::User | OverlayXattrs::FuseOverlayfs => "user.overlay.opaque",
         }
     }
 }
@@ -117,6 +124,9 @@ impl<'a, W: Write> TarWriter<'a, W> {
             .collect::<io::Result<_>>()
             .ctx(|| format!("read directory {}", dir.display()))?;
         names.sort();
+        if self.opts.overlay_upper == Some(OverlayXattrs::FuseOverlayfs) {
+            names.retain(|n| !FUSE_OPAQUE_MARKERS.iter().any(|m| n == *m));
+        }
         for name in names {
             let path = dir.join(&name);
             let rel = rel.join(&name);
@@ -197,10 +207,11 @@ impl<'a, W: Write> TarWriter<'a, W> {
     }
 }
 
-/// True when overlayfs marked the directory opaque.
+/// True when overlayfs (or fuse-overlayfs) marked the directory opaque.
 fn is_opaque(path: &Path, xattrs: OverlayXattrs) -> bool {
     let mut buf = [0u8; 4];
-    matches!(rustix::fs::lgetxattr(path, xattrs.opaque(), &mut buf[..]), Ok(1) if buf[0] == b'y')
+    let marked = || xattrs == OverlayXattrs::FuseOverlayfs && path.join(FUSE_OPAQUE_MARKERS[0]).exists();
+    matches!(rustix::fs::lgetxattr(path, xattrs.opaque(), &mut buf[..]), Ok(1) if buf[0] == b'y') || marked()
 }
 
 struct Counted<R> {

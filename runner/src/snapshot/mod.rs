@@ -19,6 +19,7 @@
 //! a full copy of its parent plus its changes, for where overlayfs is missing).
 
 mod copy;
+mod fuse;
 pub mod mirror;
 mod overlay;
 mod overlay_mount;
@@ -173,17 +174,57 @@ pub fn for_build_without_mounts(root: &Path) -> Result<Box<dyn Snapshotter>> {
     Ok(Box::new(owner::Owned::new(root, inner)?))
 }
 
-fn open(root: &Path, volatile: bool) -> Result<Box<dyn Snapshotter>> {
-    // In a user namespace, overlayfs mounts from Linux 5.11 (with `userxattr`).
+/// The environment variable that chooses the snapshotter, by BuildKit's names: `auto` (the
+/// default), `overlayfs`, `fuse-overlayfs` or `native` (the copy snapshotter).
+pub const SNAPSHOTTER_ENV: &str = "BERTH_SNAPSHOTTER";
+
+/// Which snapshotter [`open`] makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Overlay,
+    FuseOverlay,
+    Copy,
+}
+
+/// The snapshotter [`SNAPSHOTTER_ENV`] asks for, else the best this machine has: the kernel's
+/// overlayfs (in a user namespace from Linux 5.11, with `userxattr`), else fuse-overlayfs
+/// where it is installed, else copies.
+fn kind() -> Result<Kind> {
+    let asked = std::env::var(SNAPSHOTTER_ENV).unwrap_or_default();
+    match asked.as_str() {
+        "overlayfs" => return Ok(Kind::Overlay),
+        "fuse-overlayfs" => return Ok(Kind::FuseOverlay),
+        "native" => return Ok(Kind::Copy),
+        "" | "auto" => {}
+        other => {
+            return Err(SnapshotError::Io {
+                op: "choose the snapshotter",
+                path: SNAPSHOTTER_ENV.into(),
+                source: io::Error::other(format!("{other:?} is not one of auto, overlayfs, fuse-overlayfs, native")),
+            })
+        }
+    }
     let overlay_ok = std::fs::read_to_string("/proc/filesystems").is_ok_and(|f| f.contains("overlay"))
         && rustix::process::geteuid().is_root()
         && (!crate::userns::rootless() || crate::sys::kernel_version() >= (5, 11));
-    let dir = root.join("snapshots");
-    let inner: Box<dyn Snapshotter> = if overlay_ok {
-        let overlay = OverlaySnapshotter::new(&dir.join("overlay"))?;
-        Box::new(if volatile { overlay.volatile() } else { overlay })
+    Ok(if overlay_ok {
+        Kind::Overlay
+    } else if fuse::available() {
+        Kind::FuseOverlay
     } else {
-        Box::new(CopySnapshotter::new(&dir.join("copy"))?)
+        Kind::Copy
+    })
+}
+
+fn open(root: &Path, volatile: bool) -> Result<Box<dyn Snapshotter>> {
+    let dir = root.join("snapshots");
+    let inner: Box<dyn Snapshotter> = match kind()? {
+        Kind::Overlay => {
+            let overlay = OverlaySnapshotter::new(&dir.join("overlay"))?;
+            Box::new(if volatile { overlay.volatile() } else { overlay })
+        }
+        Kind::FuseOverlay => Box::new(OverlaySnapshotter::new(&dir.join("overlay"))?.fuse()),
+        Kind::Copy => Box::new(CopySnapshotter::new(&dir.join("copy"))?),
     };
     // Every snapshot this process makes is claimed by its lease (see `crate::lease`).
     Ok(Box::new(owner::Owned::new(root, inner)?))

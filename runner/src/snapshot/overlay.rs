@@ -15,12 +15,54 @@ use crate::unpack::Whiteouts;
 pub struct OverlaySnapshotter {
     dirs: Dirs,
     volatile: bool,
+    /// Mounted by fuse-overlayfs (see [`OverlaySnapshotter::fuse`]).
+    fuse: bool,
 }
 
 impl OverlaySnapshotter {
     /// Snapshots under `root`.
     pub fn new(root: &Path) -> Result<Self> {
-        Ok(OverlaySnapshotter { dirs: Dirs::new(root)?, volatile: false })
+        Ok(OverlaySnapshotter { dirs: Dirs::new(root)?, volatile: false, fuse: false })
+    }
+
+    /// The same snapshots, mounted by fuse-overlayfs instead of the kernel: for a user
+    /// namespace on a kernel before 5.11, whose overlayfs it cannot mount. The directories
+    /// are the same (fuse-overlayfs reads the kernel's whiteouts and `user.overlay.opaque`),
+    /// so a store moves between the two. Each active snapshot is mounted once, at its
+    /// `merged` directory, in the calling thread's mount namespace, and handed out as a bind
+    /// mount of that directory.
+    pub fn fuse(self) -> Self {
+        OverlaySnapshotter { fuse: true, ..self }
+    }
+
+    /// How to mount a snapshot of `dir` on `lower` (top first) with `upper`: overlayfs for
+    /// the sandbox to mount, or, with fuse-overlayfs, mounted now at `dir/merged`.
+    fn stacked(&self, dir: &Path, lower: Vec<PathBuf>, upper: Option<(PathBuf, PathBuf)>) -> Result<Vec<Mount>> {
+        if !self.fuse {
+            return Ok(vec![Mount::Overlay { lower, upper, volatile: self.volatile }]);
+        }
+        let merged = dir.join("merged");
+        if !super::fuse::is_mounted(&merged) {
+            let upper = upper.as_ref().map(|(u, w)| (u.as_path(), w.as_path()));
+            super::fuse::mount(&lower, upper, &merged)?;
+        }
+        Ok(vec![Mount::Bind { source: merged, read_only: upper.is_none() }])
+    }
+
+    /// With fuse-overlayfs: see [`super::fuse::drop_needless_opaque_markers`].
+    fn drop_fuse_markers(&self, key: &str) -> Result<()> {
+        if !self.fuse {
+            return Ok(());
+        }
+        let lowers = self.dirs.chain(self.dirs.parent(key).as_deref());
+        super::fuse::drop_needless_opaque_markers(&self.upper(key)?, &lowers)
+    }
+
+    /// Unmounts what [`OverlaySnapshotter::stacked`] mounted with fuse-overlayfs for `key`.
+    fn unmount_fuse(&self, key: &str) {
+        if self.fuse {
+            super::fuse::unmount(&self.dirs.dir(key).join("merged"));
+        }
     }
 
     /// Active snapshots mounted `volatile` (fsyncs inside are no-ops), made durable by one
@@ -34,11 +76,9 @@ impl OverlaySnapshotter {
 impl Snapshotter for OverlaySnapshotter {
     fn prepare(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>> {
         let dir = self.dirs.create(key, parent, "active", true)?;
-        let lower = self.dirs.chain(parent);
-        if lower.is_empty() {
-            return Ok(vec![Mount::Bind { source: dir.join("fs"), read_only: false }]);
-        }
-        Ok(vec![Mount::Overlay { lower, upper: Some((dir.join("fs"), dir.join("work"))), volatile: self.volatile }])
+        self.mounts(key).inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&dir);
+        })
     }
 
     fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
@@ -47,34 +87,38 @@ impl Snapshotter for OverlaySnapshotter {
         if lower.is_empty() {
             return Ok(vec![Mount::Bind { source: dir.join("fs"), read_only: false }]);
         }
-        Ok(vec![Mount::Overlay { lower, upper: Some((dir.join("fs"), dir.join("work"))), volatile: self.volatile }])
+        self.stacked(&dir, lower, Some((dir.join("fs"), dir.join("work"))))
     }
 
     fn view(&self, key: &str, parent: Option<&str>) -> Result<Vec<Mount>> {
         let dir = self.dirs.create(key, parent, "view", false)?;
         let mut lower = self.dirs.chain(parent);
-        Ok(match lower.len() {
-            0 => vec![Mount::Bind { source: dir.join("fs"), read_only: true }],
-            1 => vec![Mount::Bind { source: lower.remove(0), read_only: true }],
-            _ => vec![Mount::Overlay { lower, upper: None, volatile: false }],
-        })
+        match lower.len() {
+            0 => Ok(vec![Mount::Bind { source: dir.join("fs"), read_only: true }]),
+            1 => Ok(vec![Mount::Bind { source: lower.remove(0), read_only: true }]),
+            _ => self.stacked(&dir, lower, None).inspect_err(|_| {
+                let _ = std::fs::remove_dir_all(&dir);
+            }),
+        }
     }
 
     fn commit(&self, name: &str, key: &str) -> Result<()> {
+        self.unmount_fuse(key);
         self.dirs.commit(name, key)
     }
 
     fn remove(&self, key: &str) -> Result<()> {
+        self.unmount_fuse(key);
         self.dirs.remove(key)
     }
 
     fn diff(&self, key: &str, out: &mut dyn Write) -> Result<()> {
         // The upper directory is the change set: no walk of the merged tree.
         let fs = self.upper(key)?;
-        let opts = oci::layer::TarOptions {
-            overlay_upper: Some(crate::userns::overlay_xattrs()),
-            ..oci::layer::TarOptions::from_env()
-        };
+        self.drop_fuse_markers(key)?;
+        let markers =
+            if self.fuse { oci::layer::OverlayXattrs::FuseOverlayfs } else { crate::userns::overlay_xattrs() };
+        let opts = oci::layer::TarOptions { overlay_upper: Some(markers), ..oci::layer::TarOptions::from_env() };
         oci::layer::tar_directory(&fs, out, &opts).map_err(|e| SnapshotError::Diff(key.to_owned(), Box::new(e)))
     }
 
@@ -98,11 +142,16 @@ impl Snapshotter for OverlaySnapshotter {
 
     fn remove_scaffold(&self, key: &str, scaffold: &Scaffold) -> Result<()> {
         let upper = self.upper(key)?;
+        self.drop_fuse_markers(key)?;
         scaffold::remove_targets(&upper, scaffold)?;
         remove_copied_up_parents(&upper, &self.dirs.chain(self.dirs.parent(key).as_deref()), scaffold)
     }
 
     fn scratch(&self, parent: &str) -> Result<Option<Vec<Mount>>> {
+        if self.fuse {
+            // A scratch rootfs is mounted inside the sandbox; fuse-overlayfs is mounted here.
+            return Ok(None);
+        }
         if !self.exists(parent) {
             return Err(SnapshotError::NotFound(parent.to_owned()));
         }

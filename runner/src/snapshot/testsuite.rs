@@ -267,6 +267,23 @@ pub fn lifecycle_errors(s: &dyn Snapshotter, _needs_root: bool) {
     assert!(matches!(s.remove("n"), Err(SnapshotError::NotFound(_))));
 }
 
+/// A snapshotter or a boxed one, as the suite takes it.
+trait AsDyn {
+    fn as_dyn(&self) -> &dyn Snapshotter;
+}
+
+impl<S: Snapshotter> AsDyn for S {
+    fn as_dyn(&self) -> &dyn Snapshotter {
+        self
+    }
+}
+
+impl AsDyn for Box<dyn Snapshotter> {
+    fn as_dyn(&self) -> &dyn Snapshotter {
+        self.as_ref()
+    }
+}
+
 macro_rules! suite {
     ($modname:ident, $new:expr, $needs_root:expr) => {
         mod $modname {
@@ -282,7 +299,7 @@ macro_rules! suite {
             fn $name() {
                 let dir = tempfile::tempdir().unwrap();
                 let s = ($new)(dir.path()).unwrap();
-                super::$name(&s, $needs_root);
+                super::$name(s.as_dyn(), $needs_root);
             }
         )*
     };
@@ -291,6 +308,22 @@ macro_rules! suite {
 suite!(overlay, OverlaySnapshotter::new, true);
 suite!(overlay_volatile, |d: &Path| OverlaySnapshotter::new(d).map(OverlaySnapshotter::volatile), true);
 suite!(copy, CopySnapshotter::new, false);
+suite!(fuse_overlay, fuse_or_skip, false);
+
+/// The fuse-overlayfs snapshotter where fuse-overlayfs can mount (`./setup` installs it and
+/// opens /dev/fuse), else the copy snapshotter with a message (a failure under
+/// BERTH_TEST_STRICT=1).
+fn fuse_or_skip(dir: &Path) -> Result<Box<dyn Snapshotter>> {
+    if super::fuse::available() {
+        return Ok(Box::new(OverlaySnapshotter::new(dir)?.fuse()));
+    }
+    assert!(
+        std::env::var("BERTH_TEST_STRICT").as_deref() != Ok("1"),
+        "fuse-overlayfs is missing (BERTH_TEST_STRICT=1)"
+    );
+    eprintln!("fuse-overlayfs is missing: its suite runs on the copy snapshotter");
+    Ok(Box::new(CopySnapshotter::new(dir)?))
+}
 
 /// A build step's snapshot is mounted `volatile` (its fsyncs are no-ops), and what it wrote is
 /// in the committed snapshot, with the kernel's volatile marker gone with the work directory.
