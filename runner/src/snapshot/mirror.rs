@@ -113,12 +113,22 @@ impl Mirror<'_> {
         md: Option<&fs::Metadata>,
     ) -> Result<()> {
         let Some(md) = md.filter(|m| m.is_dir()) else { return Ok(()) };
-        let from_dir = ms.filter(|m| m.is_dir());
-        self.dir(src, dst, rel, from_dir.is_some())?;
-        if let Some(ms) = from_dir {
-            if meta_differs(ms, md) {
-                set_meta(dst, ms)?;
-            }
+        self.descend(src, dst, rel, ms.filter(|m| m.is_dir()), md)
+    }
+
+    /// Mirrors the directory `src` (its metadata `ms`; `None`: absent, its contents go) onto
+    /// the directory `dst` (`md`), its own mode, owner and times last.
+    fn descend(
+        &mut self,
+        src: &Path,
+        dst: &Path,
+        rel: &Path,
+        ms: Option<&fs::Metadata>,
+        md: &fs::Metadata,
+    ) -> Result<()> {
+        self.dir(src, dst, rel, ms.is_some())?;
+        if let Some(ms) = ms.filter(|ms| meta_differs(ms, md)) {
+            set_meta(dst, ms)?;
         }
         self.seen.insert(rel.to_owned(), identity(dst));
         Ok(())
@@ -135,36 +145,30 @@ impl Mirror<'_> {
     ) -> Result<()> {
         let Some(ms) = ms else { return remove(dst) };
         let remade = ms.is_dir() && self.was_remade(src, rel);
-        if md.is_some_and(|md| md.is_dir() && ms.is_dir()) && !remade {
-            self.dir(src, dst, rel, true)?;
-            if md.is_some_and(|md| meta_differs(ms, md)) {
-                set_meta(dst, ms)?;
-            }
-        } else {
-            let linked = ms.nlink() > 1 && !ms.is_dir();
-            let replace = match md {
-                None => true,
-                Some(_) if remade => true,
-                Some(md) => {
-                    changed(ms, md, src, dst)
-                        || self.links.get(&(ms.dev(), ms.ino())).is_some_and(|first| !same_inode(first, md))
-                }
-            };
-            if replace {
-                if md.is_some() {
-                    remove(dst)?;
-                }
-                copy_entry(src, dst, ms, &mut self.links)?;
-                if ms.is_dir() {
-                    self.record(dst, rel);
-                }
-            }
-            if linked {
-                self.links.entry((ms.dev(), ms.ino())).or_insert_with(|| dst.to_owned());
-            }
-            return Ok(());
+        if let Some(md) = md.filter(|md| md.is_dir() && ms.is_dir() && !remade) {
+            return self.descend(src, dst, rel, Some(ms), md);
         }
-        self.seen.insert(rel.to_owned(), identity(dst));
+        let linked = ms.nlink() > 1 && !ms.is_dir();
+        let replace = match md {
+            None => true,
+            Some(_) if remade => true,
+            Some(md) => {
+                changed(ms, md, src, dst)
+                    || self.links.get(&(ms.dev(), ms.ino())).is_some_and(|first| !same_inode(first, md))
+            }
+        };
+        if replace {
+            if md.is_some() {
+                remove(dst)?;
+            }
+            copy_entry(src, dst, ms, &mut self.links)?;
+            if ms.is_dir() {
+                self.record(dst, rel);
+            }
+        }
+        if linked {
+            self.links.entry((ms.dev(), ms.ino())).or_insert_with(|| dst.to_owned());
+        }
         Ok(())
     }
 
