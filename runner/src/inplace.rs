@@ -20,7 +20,7 @@ use std::sync::Mutex;
 
 use crate::exec::Executor;
 use crate::sandbox::{SandboxError, Spec};
-use crate::snapshot::mirror::{mirror, Keep};
+use crate::snapshot::mirror::{mirror, Keep, Toward};
 
 /// The environment variable that lets `--isolation none` run where berth cannot tell it is
 /// in a container: set it to `1` only in a container that is thrown away after the build.
@@ -30,8 +30,9 @@ pub const FORCE_ENV: &str = "BERTH_FORCE_ISOLATION_NONE";
 #[derive(Debug)]
 pub struct InPlaceExecutor {
     keep: Keep,
-    /// Held while a step has `/`: one step at a time.
-    busy: Mutex<()>,
+    /// Held while a step has `/`: one step at a time. It holds the identity of the snapshot
+    /// `/` was last mirrored back onto, once a step succeeded (see [`Toward::Root`]).
+    busy: Mutex<Option<String>>,
 }
 
 /// Why `--isolation none` will not run here.
@@ -41,13 +42,36 @@ pub enum InPlaceError {
     /// container's.
     #[error(
         "--isolation none replaces the root filesystem with the image's, and this looks like a machine, \
-         not a container (kernel threads are visible); run it in a container made for one build, or set \
-         {FORCE_ENV}=1 if this is one"
+         not a container ({0}); run it in a container made for one build, or set {FORCE_ENV}=1 if this is one"
     )]
-    NotInContainer,
-    /// Reading the mount table failed.
-    #[error("read /proc/self/mountinfo")]
-    Mounts(#[source] std::io::Error),
+    NotInContainer(&'static str),
+    /// A plain user's berth: `/` is a machine's, and the user's own files would go.
+    #[error(
+        "--isolation none replaces the root filesystem with the image's, and would remove every file this \
+         user may remove; it is for root in a container made for one build"
+    )]
+    Rootless,
+    /// A path the build needs is `/` itself.
+    #[error("--isolation none cannot keep {0} (it is the root directory) while it replaces the root filesystem")]
+    KeepsRoot(String),
+    /// Reading the mount table or finding berth's executable failed.
+    #[error("{0}")]
+    Io(&'static str, #[source] std::io::Error),
+}
+
+/// Why this process seems to run on a machine rather than in a container, if it does: kernel
+/// threads in sight (kthreadd is PID 2 only in the machine's own PID namespace), or no
+/// /proc to tell by.
+fn on_a_machine() -> Option<&'static str> {
+    if std::fs::metadata("/proc/self").is_err() {
+        return Some("no /proc to tell by");
+    }
+    match std::fs::read_to_string("/proc/2/comm") {
+        Ok(comm) if comm.trim() == "kthreadd" => Some("kernel threads are visible"),
+        Ok(_) => None,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(_) => Some("/proc/2 cannot be read"),
+    }
 }
 
 impl InPlaceExecutor {
@@ -58,22 +82,35 @@ impl InPlaceExecutor {
     /// own PID namespace, so `/` is most likely the machine's, not a container's made for
     /// this build. [`FORCE_ENV`] overrides it (a container sharing the host's PIDs).
     pub fn new(keep: &[PathBuf]) -> Result<InPlaceExecutor, InPlaceError> {
+        if crate::userns::entered() {
+            return Err(InPlaceError::Rootless);
+        }
         let forced = std::env::var_os(FORCE_ENV).is_some_and(|v| v == "1");
-        if !forced && std::fs::read_to_string("/proc/2/comm").is_ok_and(|c| c.trim() == "kthreadd") {
-            return Err(InPlaceError::NotInContainer);
+        if let Some(why) = on_a_machine().filter(|_| !forced) {
+            return Err(InPlaceError::NotInContainer(why));
         }
         let mut paths: Vec<PathBuf> = ["/proc", "/sys", "/dev"].iter().map(PathBuf::from).collect();
-        paths.extend(mount_points().map_err(InPlaceError::Mounts)?);
-        paths.extend(std::fs::read_link("/proc/self/exe"));
-        paths.extend(keep.iter().map(|p| real_path(p)));
-        Ok(InPlaceExecutor { keep: Keep::new(paths.iter().map(PathBuf::as_path)), busy: Mutex::new(()) })
+        paths.extend(mount_points().map_err(|e| InPlaceError::Io("read /proc/self/mountinfo", e))?);
+        paths.push(std::fs::read_link("/proc/self/exe").map_err(|e| InPlaceError::Io("find berth's executable", e))?);
+        for path in keep {
+            let real = real_path(path);
+            if real == Path::new("/") {
+                return Err(InPlaceError::KeepsRoot(path.display().to_string()));
+            }
+            paths.push(real);
+        }
+        Ok(InPlaceExecutor { keep: Keep::new(paths.iter().map(PathBuf::as_path)), busy: Mutex::new(None) })
     }
 }
 
 impl Executor for InPlaceExecutor {
     fn run(&self, spec: &Spec, output: &mut dyn FnMut(&[u8])) -> Result<i32, SandboxError> {
         let dir = crate::chroot::rootfs_dir(spec, "--isolation none")?;
-        let _busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        // `/` holds one of the snapshot's ancestors: size and times tell files apart.
+        let trusted = last
+            .take()
+            .is_some_and(|id| crate::snapshot::copy_ancestors(&dir).iter().any(|a| crate::snapshot::identity(a) == id));
         let swap = |e: crate::snapshot::SnapshotError| SandboxError::Start {
             what: "mirror the root filesystem",
             source: std::io::Error::other(format!(
@@ -82,10 +119,11 @@ impl Executor for InPlaceExecutor {
             )),
         };
         let root = Path::new("/");
-        let dirs = mirror(&dir, root, &self.keep, None).map_err(swap)?;
+        let dirs = mirror(&dir, root, &self.keep, Toward::Root { trusted }).map_err(swap)?;
         let code = crate::chroot::run_process(spec, None, output)?;
         if code == 0 {
-            mirror(root, &dir, &self.keep, Some(&dirs)).map_err(swap)?;
+            mirror(root, &dir, &self.keep, Toward::Snapshot(&dirs)).map_err(swap)?;
+            *last = Some(crate::snapshot::identity(&dir));
         }
         Ok(code)
     }
@@ -174,7 +212,7 @@ mod tests {
         if std::fs::read_to_string("/proc/2/comm").is_ok_and(|c| c.trim() == "kthreadd")
             && std::env::var_os(FORCE_ENV).is_none()
         {
-            assert!(matches!(InPlaceExecutor::new(&[]), Err(InPlaceError::NotInContainer)));
+            assert!(matches!(InPlaceExecutor::new(&[]), Err(InPlaceError::NotInContainer(_))));
         }
     }
 }

@@ -155,7 +155,18 @@ pub fn enter_rootless(root: &Path, join: Option<i32>) -> Result<(), UsernsError>
     )
     .map_err(io)?;
     std::env::set_var("BERTH_ROOT", root);
+    ENTERED.store(true, std::sync::atomic::Ordering::Relaxed);
     Ok(())
+}
+
+/// Set once [`enter_rootless`] has moved berth into a user namespace.
+static ENTERED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// True when this berth was started by a plain user and entered its user namespace itself
+/// (unlike a root berth in a container that has its own user namespace): it runs on a
+/// machine, in that user's files.
+pub fn entered() -> bool {
+    ENTERED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// A new user namespace for this process, its maps written by a forked helper that stays

@@ -150,19 +150,31 @@ impl Build {
         Ok(())
     }
 
-    /// What the builder needs from the flags: the parsed Dockerfile, the context and settings.
     /// What an `--isolation none` build must leave alone in `/`: berth's store and registry
-    /// credentials, the context, the Dockerfile, every output and `--ignore-path`.
+    /// credentials (the file `REGISTRY_AUTH_FILE` names, else the docker config directory),
+    /// the context, the Dockerfile, every output, local cache directories and `--ignore-path`.
     fn kept_paths(&self, root: &Path, outputs: &[Exporter]) -> Vec<PathBuf> {
+        use builder::cache::remote::{ExportSpec, ImportSpec, Location};
         let credentials = oci::client::credentials::config_path();
-        let mut keep =
-            vec![root.to_owned(), self.context.clone(), credentials.parent().unwrap_or(&credentials).to_owned()];
+        let credentials = match std::env::var_os("REGISTRY_AUTH_FILE").filter(|f| !f.is_empty()) {
+            Some(_) => credentials,
+            None => credentials.parent().map_or(credentials.clone(), Path::to_owned),
+        };
+        let mut keep = vec![root.to_owned(), self.context.clone(), credentials];
         keep.extend(self.file.iter().filter(|f| *f != "-").map(PathBuf::from));
         keep.extend(outputs.iter().map(|o| o.dest().to_owned()));
         keep.extend(self.iidfile.iter().chain(&self.metadata_file).chain(&self.ignore_paths).cloned());
+        // Malformed values are reported by `options`.
+        let from = self.cache_from.iter().filter_map(|s| ImportSpec::parse(s).ok().map(|s| s.location));
+        let to = self.cache_to.iter().filter_map(|s| ExportSpec::parse(s).ok().map(|s| s.location));
+        keep.extend(from.chain(to).filter_map(|l| match l {
+            Location::Local { dir, .. } => Some(dir),
+            _ => None,
+        }));
         keep
     }
 
+    /// What the builder needs from the flags: the parsed Dockerfile, the context and settings.
     fn options(&self) -> Result<builder::BuildOptions> {
         let (file_name, text) = self.dockerfile()?;
         let dockerfile = builder::dockerfile::parse(&file_name, &text)?;

@@ -125,9 +125,9 @@ fn stores(user: &Plain) -> Option<(Berth, PathBuf, String)> {
     Some((b, shared, base))
 }
 
-/// A context with owners, a set-uid bit, deletions, USER and WORKDIR, and a step that leaves a
-/// process running (the step ends with its first process): what a layer must carry the same
-/// whoever builds it.
+/// A context with owners, a set-uid bit, deletions, USER and WORKDIR, and a step that leaves
+/// processes running, one in a session of its own (the step ends with its first process): what
+/// a layer must carry the same whoever builds it.
 const DOCKERFILE: &str = r#"FROM busybox:latest
 RUN echo "app:x:1000:1000::/home/app:/bin/sh" >> /etc/passwd && echo "app:x:1000:" >> /etc/group \
  && mkdir -p /srv/data && chown 1000:1000 /srv/data && echo hi > /srv/data/x && chown 1000:100 /srv/data/x \
@@ -137,7 +137,7 @@ RUN rm -rf /etc/motd /srv/data && mkdir -p /srv/data && touch /srv/data/new
 USER app
 WORKDIR /home/app/w
 RUN echo made > m
-RUN sleep 600 & echo a step that leaves a process running ends with its first process
+RUN sleep 600 & setsid sleep 600 & echo a step that leaves processes running ends with its first process
 "#;
 
 fn context(dir: &Path) -> String {

@@ -43,6 +43,23 @@ impl CopySnapshotter {
     }
 }
 
+/// The `fs` directories of the committed snapshots below the copy snapshot whose `fs` is
+/// `fs`, nearest first (its parent, the parent's parent, ...), read from the snapshots'
+/// `parent` files: for `--isolation none`, which asks whether `/` holds one of them.
+pub fn ancestors(fs: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut cur = fs.to_owned();
+    while let (Some(dir), Some(root)) = (cur.parent(), cur.parent().and_then(Path::parent)) {
+        let Ok(name) = fs::read_to_string(dir.join("parent")) else { break };
+        if name.is_empty() || out.len() > 1000 {
+            break;
+        }
+        cur = root.join(oci::Digest::of(name.as_bytes()).hex()).join("fs");
+        out.push(cur.clone());
+    }
+    out
+}
+
 /// Where an active snapshot keeps the identity of every directory copied from its parent.
 const DIR_INODES: &str = "dir-inodes";
 
@@ -71,7 +88,7 @@ fn record_dirs(dir: &Path) -> Result<()> {
 
 /// Which directory `path` is: its inode and birth time (a freed inode is soon reused by the
 /// next directory made, the birth time tells them apart), `ino.sec.nsec`.
-pub(super) fn identity(path: &Path) -> String {
+pub fn identity(path: &Path) -> String {
     use rustix::fs::{statx, AtFlags, StatxFlags, CWD};
     match statx(CWD, path, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::INO | StatxFlags::BTIME) {
         Ok(x) => format!("{}.{}.{}", x.stx_ino, x.stx_btime.tv_sec, x.stx_btime.tv_nsec),

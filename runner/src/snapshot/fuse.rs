@@ -3,7 +3,9 @@
 
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use super::{io_err, Result, SnapshotError};
 
@@ -28,9 +30,16 @@ pub(crate) fn is_mounted(dir: &Path) -> bool {
     }
 }
 
+/// The daemons this process started, by mount point, to reap when they are stopped.
+static DAEMONS: Mutex<Vec<(PathBuf, Child)>> = Mutex::new(Vec::new());
+
+/// Where a snapshot directory records the pid of the fuse-overlayfs serving it.
+const PID_FILE: &str = "fuse.pid";
+
 /// Mounts `lower` (top first) with `upper` and its work directory (none: read-only) on
-/// `target` (made if missing) with fuse-overlayfs, which stays behind as the filesystem's
-/// daemon until it is unmounted. `allow_other`: the steps' processes run as the image's users.
+/// `target` (made if missing; a snapshot directory's `merged`) with fuse-overlayfs, which
+/// runs on as the filesystem's daemon, a child of berth recorded in the snapshot directory,
+/// until [`stop`]. `allow_other`: the steps' processes run as the image's users.
 pub(crate) fn mount(lower: &[PathBuf], upper: Option<(&Path, &Path)>, target: &Path) -> Result<()> {
     std::fs::create_dir_all(target).map_err(io_err("create", target))?;
     let refuse = |why: String| SnapshotError::Io {
@@ -47,31 +56,66 @@ pub(crate) fn mount(lower: &[PathBuf], upper: Option<(&Path, &Path)>, target: &P
     if let Some((upper, work)) = upper {
         opts.push_str(&format!(",upperdir={},workdir={}", path(upper)?, path(work)?));
     }
-    // Its messages go to a file: the daemon it leaves keeps its stderr open.
+    // Its messages go to a file, read if it fails.
     let memfd = rustix::fs::memfd_create(c"fuse-overlayfs-messages", rustix::fs::MemfdFlags::CLOEXEC)
         .map_err(|e| io_err("create a file for", target)(e.into()))?;
     let mut messages = std::fs::File::from(memfd);
     let errors = messages.try_clone().map_err(io_err("create a file for", target))?;
-    let status = Command::new(PROGRAM)
-        .args(["-o", &opts])
+    let mut child = Command::new(PROGRAM)
+        .args(["-f", "-o", &opts])
         .arg(target)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(errors)
-        .status()
+        .spawn()
         .map_err(|e| refuse(format!("run {PROGRAM}: {e}")))?;
-    if status.success() {
-        return Ok(());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !is_mounted(target) {
+        let exited = child.try_wait().ok().flatten();
+        if exited.is_some() || Instant::now() > deadline {
+            let _ = child.kill();
+            let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+            let mut said = String::new();
+            let _ = messages.rewind().and_then(|()| messages.read_to_string(&mut said));
+            return Err(refuse(format!("{PROGRAM} did not mount ({status}): {}", said.trim())));
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
-    let mut said = String::new();
-    let _ = messages.rewind().and_then(|()| messages.read_to_string(&mut said));
-    Err(refuse(format!("{PROGRAM} failed ({status}): {}", said.trim())))
+    if let Some(dir) = target.parent() {
+        let pid = dir.join(PID_FILE);
+        std::fs::write(&pid, child.id().to_string()).map_err(io_err("write", &pid))?;
+    }
+    DAEMONS.lock().unwrap_or_else(|e| e.into_inner()).push((target.to_owned(), child));
+    Ok(())
 }
 
-/// Unmounts `target` if something is mounted there; its daemon then exits.
-pub(crate) fn unmount(target: &Path) {
-    if is_mounted(target) {
-        let _gone = rustix::mount::unmount(target, rustix::mount::UnmountFlags::DETACH);
+/// Stops the fuse-overlayfs serving the snapshot directory `dir`, if one does: its `merged`
+/// unmounted where this process sees it mounted, then the daemon recorded in `dir` ended
+/// (wherever its mount is: a build step's mount namespace, a container's) and, if this
+/// process started it, reaped.
+pub(crate) fn stop(dir: &Path) {
+    let merged = dir.join("merged");
+    if is_mounted(&merged) {
+        let _gone = rustix::mount::unmount(&merged, rustix::mount::UnmountFlags::DETACH);
+    }
+    let Ok(pid) = std::fs::read_to_string(dir.join(PID_FILE)) else { return };
+    let _ = std::fs::remove_file(dir.join(PID_FILE));
+    let ours = {
+        let mut daemons = DAEMONS.lock().unwrap_or_else(|e| e.into_inner());
+        let at = daemons.iter().position(|(m, _)| *m == merged);
+        at.map(|i| daemons.swap_remove(i).1)
+    };
+    if let Some(mut child) = ours {
+        let _ = child.kill();
+        let _ = child.wait();
+        return;
+    }
+    // Another berth's: signalled only while the pid is still this mount's fuse-overlayfs.
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", pid.trim())).unwrap_or_default();
+    let target = merged.as_os_str().as_encoded_bytes();
+    let serves = cmdline.windows(target.len()).any(|w| w == target);
+    if let Some(pid) = pid.trim().parse::<i32>().ok().and_then(rustix::process::Pid::from_raw).filter(|_| serves) {
+        let _gone = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
     }
 }
 
@@ -90,7 +134,7 @@ pub(crate) fn drop_needless_opaque_markers(upper: &Path, lowers: &[PathBuf]) -> 
             }
         }
         let marker = dir.join(OPAQUE_MARKERS[0]);
-        if marker.exists() && !lowers.iter().any(|l| l.join(rel).is_dir()) {
+        if marker.exists() && !lowers.iter().any(|l| is_dir_beneath(l, rel)) {
             for m in OPAQUE_MARKERS {
                 let m = dir.join(m);
                 std::fs::remove_file(&m)
@@ -101,6 +145,18 @@ pub(crate) fn drop_needless_opaque_markers(upper: &Path, lowers: &[PathBuf]) -> 
         Ok(())
     }
     walk(upper, Path::new(""), lowers)
+}
+
+/// True when `rel` under `lower` is a directory, no symlink followed on the way.
+fn is_dir_beneath(lower: &Path, rel: &Path) -> bool {
+    let Some(rel) = rel.to_str() else { return false };
+    if rel.is_empty() {
+        return true;
+    }
+    super::scaffold::open_dir(lower).is_ok_and(|base| {
+        super::scaffold::stat_beneath(&base, rel)
+            .is_ok_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory)
+    })
 }
 
 /// What fuse-overlayfs puts in a directory it marks opaque.

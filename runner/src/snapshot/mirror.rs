@@ -47,14 +47,30 @@ impl Keep {
 /// The identity of each directory of a tree (see `copy::identity`), by relative path.
 pub type Identities = HashMap<PathBuf, String>;
 
+/// Which way a [`mirror`] goes.
+#[derive(Debug, Clone, Copy)]
+pub enum Toward<'a> {
+    /// Onto the tree the kept paths are in (`/`): a directory on the way to a kept path that
+    /// it lacks is made as the source has it. Unless `trusted` (`/` was last mirrored from an
+    /// ancestor of the source), files whose size and times match are compared byte for byte:
+    /// an unrelated tree may hold another file of the same size and time.
+    Root {
+        /// `/` holds an ancestor of the source: matching size and times mean the same file.
+        trusted: bool,
+    },
+    /// Back onto a snapshot, given the identities of the source's directories when it last
+    /// matched the snapshot: a directory with another identity now was removed and made
+    /// again, and is made anew in the snapshot too, so that the copy snapshotter's diff marks
+    /// it opaque as overlayfs would. A directory on the way to a kept path that the snapshot
+    /// lacks is not made.
+    Snapshot(&'a Identities),
+}
+
 /// Makes the tree `to` hold what `from` holds (types, contents, modes, owners, times, link
 /// targets, hardlinks), leaving `keep` alone; entries that already match are not touched.
-/// Where `remade` is given (the identities of `from`'s directories when `to` last matched
-/// it), a directory of `from` with another identity now was removed and made again: it is
-/// made anew in `to` too, so that the copy snapshotter's diff marks it opaque as overlayfs
-/// would. Returns the identities of `to`'s directories afterwards.
-pub fn mirror(from: &Path, to: &Path, keep: &Keep, remade: Option<&Identities>) -> Result<Identities> {
-    let mut m = Mirror { keep, remade, links: HashMap::new(), seen: Identities::new() };
+/// `toward` says which way it goes. Returns the identities of `to`'s directories afterwards.
+pub fn mirror(from: &Path, to: &Path, keep: &Keep, toward: Toward) -> Result<Identities> {
+    let mut m = Mirror { keep, toward, links: HashMap::new(), seen: Identities::new() };
     m.dir(from, to, Path::new(""), true)?;
     Ok(m.seen)
 }
@@ -62,7 +78,7 @@ pub fn mirror(from: &Path, to: &Path, keep: &Keep, remade: Option<&Identities>) 
 /// One [`mirror`] under way.
 struct Mirror<'a> {
     keep: &'a Keep,
-    remade: Option<&'a Identities>,
+    toward: Toward<'a>,
     /// Where each multiply linked inode of `from` is in `to`, to link its other names to.
     links: HashMap<(u64, u64), PathBuf>,
     /// The identities of `to`'s directories, as they end up.
@@ -102,8 +118,10 @@ impl Mirror<'_> {
         Ok(())
     }
 
-    /// A directory on the way to a kept path: descended into where `to` has it, never
-    /// removed, replaced or made.
+    /// A directory on the way to a kept path: descended into where `to` has it, made where
+    /// `to` is `/` and lacks it, never removed or replaced. Where the source has something
+    /// else than a directory there (an image's `/var/run -> /run` over a kept
+    /// `/var/run/secrets`), `to`'s directory stays, holding only what is kept.
     fn ancestor(
         &mut self,
         src: &Path,
@@ -112,8 +130,21 @@ impl Mirror<'_> {
         ms: Option<&fs::Metadata>,
         md: Option<&fs::Metadata>,
     ) -> Result<()> {
-        let Some(md) = md.filter(|m| m.is_dir()) else { return Ok(()) };
-        self.descend(src, dst, rel, ms.filter(|m| m.is_dir()), md)
+        let ms = ms.filter(|m| m.is_dir());
+        if let Some(md) = md.filter(|m| m.is_dir()) {
+            return self.descend(src, dst, rel, ms, md);
+        }
+        match ms {
+            Some(ms) if matches!(self.toward, Toward::Root { .. }) => {
+                if md.is_some() {
+                    remove(dst)?;
+                }
+                fs::create_dir(dst).map_err(io_err("create", dst))?;
+                let made = fs::symlink_metadata(dst).map_err(io_err("stat", dst))?;
+                self.descend(src, dst, rel, Some(ms), &made)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Mirrors the directory `src` (its metadata `ms`; `None`: absent, its contents go) onto
@@ -127,7 +158,9 @@ impl Mirror<'_> {
         md: &fs::Metadata,
     ) -> Result<()> {
         self.dir(src, dst, rel, ms.is_some())?;
-        if let Some(ms) = ms.filter(|ms| meta_differs(ms, md)) {
+        // What the entries' changes did to its times is set back too.
+        let changed_below = || fs::symlink_metadata(dst).map_or(true, |now| meta_differs(md, &now));
+        if let Some(ms) = ms.filter(|ms| meta_differs(ms, md) || changed_below()) {
             set_meta(dst, ms)?;
         }
         self.seen.insert(rel.to_owned(), identity(dst));
@@ -155,6 +188,7 @@ impl Mirror<'_> {
             Some(md) => {
                 changed(ms, md, src, dst)
                     || self.links.get(&(ms.dev(), ms.ino())).is_some_and(|first| !same_inode(first, md))
+                    || (matches!(self.toward, Toward::Root { trusted: false }) && ms.is_file() && !same_bytes(src, dst))
             }
         };
         if replace {
@@ -174,7 +208,10 @@ impl Mirror<'_> {
 
     /// True when the directory `src` is not the one that was at `rel` when `to` last matched.
     fn was_remade(&self, src: &Path, rel: &Path) -> bool {
-        self.remade.is_some_and(|ids| ids.get(rel).is_some_and(|id| !id.is_empty() && *id != identity(src)))
+        match self.toward {
+            Toward::Root { .. } => false,
+            Toward::Snapshot(ids) => ids.get(rel).is_some_and(|id| !id.is_empty() && *id != identity(src)),
+        }
     }
 
     /// Records the identity of every directory of the new copy `dst` (at `rel`).
@@ -185,6 +222,25 @@ impl Mirror<'_> {
             if e.file_type().is_ok_and(|t| t.is_dir()) {
                 self.record(&e.path(), &rel.join(e.file_name()));
             }
+        }
+    }
+}
+
+/// True when the files `a` and `b` hold the same bytes (false where either cannot be read).
+fn same_bytes(a: &Path, b: &Path) -> bool {
+    use std::io::Read;
+    let (Ok(mut a), Ok(mut b)) = (fs::File::open(a), fs::File::open(b)) else { return false };
+    let (mut x, mut y) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    loop {
+        let n = match a.read(&mut x) {
+            Ok(n) => n,
+            Err(_) => return false,
+        };
+        if b.read_exact(&mut y[..n]).is_err() || x[..n] != y[..n] {
+            return false;
+        }
+        if n == 0 {
+            return b.read(&mut y[..1]).is_ok_and(|m| m == 0);
         }
     }
 }
@@ -256,7 +312,7 @@ mod tests {
         );
         fs::create_dir(to.path().join("proc")).unwrap();
         let keep = Keep::new([Path::new("/state"), Path::new("/proc"), Path::new("/var/lib/keep")]);
-        mirror(from.path(), to.path(), &keep, None).unwrap();
+        mirror(from.path(), to.path(), &keep, Toward::Root { trusted: true }).unwrap();
         let want = [
             ("/bin", "dir"),
             ("/bin/sh", "image sh"),
@@ -276,9 +332,42 @@ mod tests {
         assert_eq!(listing(to.path()), want);
         // Back the other way, the kept paths do not enter the source.
         tree(to.path(), &[("srv/b", "made in the step")]);
-        mirror(to.path(), from.path(), &keep, None).unwrap();
+        mirror(to.path(), from.path(), &keep, Toward::Snapshot(&Identities::new())).unwrap();
         assert!(from.path().join("srv/b").exists() && !from.path().join("state").exists());
         assert!(!from.path().join("var").exists(), "an ancestor of a kept path is never made");
+    }
+
+    #[test]
+    fn an_ancestor_of_a_kept_path_missing_in_root_is_made_with_the_images_files() {
+        let (snap, root) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        tree(snap.path(), &[("root/.profile", "image's")]);
+        let keep = Keep::new([Path::new("/root/.docker")]);
+        let ids = mirror(snap.path(), root.path(), &keep, Toward::Root { trusted: true }).unwrap();
+        assert_eq!(fs::read_to_string(root.path().join("root/.profile")).unwrap(), "image's");
+        mirror(root.path(), snap.path(), &keep, Toward::Snapshot(&ids)).unwrap();
+        assert!(snap.path().join("root/.profile").exists(), "nothing of the image is lost on the way back");
+    }
+
+    #[test]
+    fn a_directorys_times_are_the_sources_after_its_entries_change() {
+        let (from, to) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        tree(from.path(), &[("d/a", "1")]);
+        tree(to.path(), &[("d/b", "2")]);
+        let old = filetime(&from.path().join("d"));
+        let times = rustix::fs::Timestamps {
+            last_access: rustix::fs::Timespec { tv_sec: 1000, tv_nsec: 0 },
+            last_modification: rustix::fs::Timespec { tv_sec: 1000, tv_nsec: 0 },
+        };
+        for d in [from.path().join("d"), to.path().join("d")] {
+            rustix::fs::utimensat(rustix::fs::CWD, &d, &times, rustix::fs::AtFlags::empty()).unwrap();
+        }
+        assert_ne!(old, 1000);
+        mirror(from.path(), to.path(), &Keep::default(), Toward::Root { trusted: true }).unwrap();
+        assert_eq!(filetime(&to.path().join("d")), 1000, "the entries' changes did not leave their time on it");
+    }
+
+    fn filetime(p: &Path) -> i64 {
+        fs::metadata(p).unwrap().mtime()
     }
 
     #[test]
@@ -286,13 +375,35 @@ mod tests {
         let (root, snap) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         tree(snap.path(), &[("srv/data/old", "1")]);
         let keep = Keep::default();
-        let ids = mirror(snap.path(), root.path(), &keep, None).unwrap();
+        let ids = mirror(snap.path(), root.path(), &keep, Toward::Root { trusted: true }).unwrap();
         let before = identity(&snap.path().join("srv/data"));
         fs::remove_dir_all(root.path().join("srv/data")).unwrap();
         tree(root.path(), &[("srv/data/new", "2")]);
-        mirror(root.path(), snap.path(), &keep, Some(&ids)).unwrap();
+        mirror(root.path(), snap.path(), &keep, Toward::Snapshot(&ids)).unwrap();
         assert_ne!(identity(&snap.path().join("srv/data")), before, "the snapshot's directory is a new one");
         assert_eq!(listing(snap.path()), listing(root.path()));
+    }
+
+    #[test]
+    fn an_unrelated_root_is_compared_by_content() {
+        let (from, to) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        tree(from.path(), &[("bin/tool", "image's")]);
+        tree(to.path(), &[("bin/tool", "box's!!")]);
+        let same = fs::metadata(from.path().join("bin/tool")).unwrap();
+        let times = rustix::fs::Timestamps {
+            last_access: rustix::fs::Timespec { tv_sec: same.atime(), tv_nsec: same.atime_nsec() as _ },
+            last_modification: rustix::fs::Timespec { tv_sec: same.mtime(), tv_nsec: same.mtime_nsec() as _ },
+        };
+        rustix::fs::utimensat(rustix::fs::CWD, to.path().join("bin/tool"), &times, rustix::fs::AtFlags::empty())
+            .unwrap();
+        mirror(from.path(), to.path(), &Keep::default(), Toward::Root { trusted: true }).unwrap();
+        assert_eq!(
+            fs::read_to_string(to.path().join("bin/tool")).unwrap(),
+            "box's!!",
+            "trusted: size and times decide"
+        );
+        mirror(from.path(), to.path(), &Keep::default(), Toward::Root { trusted: false }).unwrap();
+        assert_eq!(fs::read_to_string(to.path().join("bin/tool")).unwrap(), "image's");
     }
 
     #[test]
@@ -300,7 +411,7 @@ mod tests {
         let (from, to) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         tree(from.path(), &[("a", "same")]);
         fs::hard_link(from.path().join("a"), from.path().join("b")).unwrap();
-        mirror(from.path(), to.path(), &Keep::default(), None).unwrap();
+        mirror(from.path(), to.path(), &Keep::default(), Toward::Root { trusted: true }).unwrap();
         let (a, b) = (fs::metadata(to.path().join("a")).unwrap(), fs::metadata(to.path().join("b")).unwrap());
         assert_eq!(a.ino(), b.ino());
     }

@@ -19,7 +19,7 @@
 //! a full copy of its parent plus its changes, for where overlayfs is missing).
 
 mod copy;
-mod fuse;
+pub(crate) mod fuse;
 pub mod mirror;
 mod overlay;
 mod overlay_mount;
@@ -32,7 +32,7 @@ pub mod usage;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-pub use copy::{copy_dir, CopySnapshotter};
+pub use copy::{ancestors as copy_ancestors, copy_dir, identity, CopySnapshotter};
 pub use overlay::OverlaySnapshotter;
 pub use scaffold::Scaffold;
 
@@ -188,7 +188,7 @@ enum Kind {
 
 /// The snapshotter [`SNAPSHOTTER_ENV`] asks for, else the best this machine has: the kernel's
 /// overlayfs (in a user namespace from Linux 5.11, with `userxattr`), else fuse-overlayfs
-/// where it is installed, else copies.
+/// where it is installed (in a user namespace from Linux 5.8), else copies.
 fn kind() -> Result<Kind> {
     let asked = std::env::var(SNAPSHOTTER_ENV).unwrap_or_default();
     match asked.as_str() {
@@ -207,9 +207,12 @@ fn kind() -> Result<Kind> {
     let overlay_ok = std::fs::read_to_string("/proc/filesystems").is_ok_and(|f| f.contains("overlay"))
         && rustix::process::geteuid().is_root()
         && (!crate::userns::rootless() || crate::sys::kernel_version() >= (5, 11));
+    // Unpacking for either overlay writes whiteouts (0/0 devices), which a user namespace may
+    // make from Linux 5.8.
+    let whiteouts_ok = !crate::userns::rootless() || crate::sys::kernel_version() >= (5, 8);
     Ok(if overlay_ok {
         Kind::Overlay
-    } else if fuse::available() {
+    } else if whiteouts_ok && fuse::available() {
         Kind::FuseOverlay
     } else {
         Kind::Copy
@@ -354,6 +357,7 @@ impl Dirs {
     /// first, with one syncfs of the filesystem holding it.
     pub(crate) fn commit(&self, name: &str, key: &str) -> Result<()> {
         let from = self.require(key, "active")?;
+        fuse::stop(&from);
         let to = self.dir(name);
         if to.exists() {
             return Err(SnapshotError::Exists(name.to_owned()));
@@ -389,6 +393,7 @@ impl Dirs {
         if !dir.exists() {
             return Err(SnapshotError::NotFound(key.to_owned()));
         }
+        fuse::stop(&dir);
         std::fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))
     }
 }

@@ -58,13 +58,6 @@ impl OverlaySnapshotter {
         super::fuse::drop_needless_opaque_markers(&self.upper(key)?, &lowers)
     }
 
-    /// Unmounts what [`OverlaySnapshotter::stacked`] mounted with fuse-overlayfs for `key`.
-    fn unmount_fuse(&self, key: &str) {
-        if self.fuse {
-            super::fuse::unmount(&self.dirs.dir(key).join("merged"));
-        }
-    }
-
     /// Active snapshots mounted `volatile` (fsyncs inside are no-ops), made durable by one
     /// syncfs at commit: for build steps, where a package manager's thousands of fsyncs
     /// otherwise dominate (see [`super::for_build`]).
@@ -103,12 +96,10 @@ impl Snapshotter for OverlaySnapshotter {
     }
 
     fn commit(&self, name: &str, key: &str) -> Result<()> {
-        self.unmount_fuse(key);
         self.dirs.commit(name, key)
     }
 
     fn remove(&self, key: &str) -> Result<()> {
-        self.unmount_fuse(key);
         self.dirs.remove(key)
     }
 

@@ -127,6 +127,7 @@ pub(crate) fn remove_active(root: &Path, key: &str) -> bool {
         let snap = dir.join(digest.hex());
         let kind = std::fs::read_to_string(snap.join("kind")).ok();
         if snap.exists() && kind.as_deref() != Some("committed") {
+            super::fuse::stop(&snap);
             removed |= std::fs::remove_dir_all(&snap).is_ok();
         }
         // A snapshot its owner was still creating.

@@ -267,6 +267,18 @@ pub fn lifecycle_errors(s: &dyn Snapshotter, _needs_root: bool) {
     assert!(matches!(s.remove("n"), Err(SnapshotError::NotFound(_))));
 }
 
+/// Stops the fuse-overlayfs daemons of the snapshots under a test's directory when the test
+/// ends, passed or not (a build's commits and removals stop theirs; a test leaves some).
+struct StopDaemons(PathBuf);
+
+impl Drop for StopDaemons {
+    fn drop(&mut self) {
+        for snapshot in std::fs::read_dir(&self.0).into_iter().flatten().flatten() {
+            super::fuse::stop(&snapshot.path());
+        }
+    }
+}
+
 /// A snapshotter or a boxed one, as the suite takes it.
 trait AsDyn {
     fn as_dyn(&self) -> &dyn Snapshotter;
@@ -298,6 +310,7 @@ macro_rules! suite {
             #[test]
             fn $name() {
                 let dir = tempfile::tempdir().unwrap();
+                let _daemons = StopDaemons(dir.path().to_owned());
                 let s = ($new)(dir.path()).unwrap();
                 super::$name(s.as_dyn(), $needs_root);
             }
