@@ -3,7 +3,12 @@
 # ~200 MB) built cold and again with no change by root's berth, by berth as a plain user
 # (rootless: its own user namespace, overlay with userxattr) and by buildah 1.28 as the same
 # user (rootless `buildah bud --layers`, overlay storage, runc), in the same run, each on a
-# fresh store holding only busybox:latest. Prints one table; see bench/README.md.
+# fresh store holding only busybox:latest. A second table times the fallbacks the same way:
+# rootless on fuse-overlayfs (berth with BERTH_SNAPSHOTTER=fuse-overlayfs, buildah with
+# fuse-overlayfs as its overlay mount program) and `--isolation chroot` as root (berth on copy
+# snapshots, buildah on its overlay storage). `--isolation none` is not timed: it replaces the
+# root filesystem, so it runs only in a build container, and kaniko, its peer, is not packaged.
+# See bench/README.md.
 #
 #   bench/rootless.sh
 #
@@ -26,7 +31,7 @@ TAG=bench-app:latest
 [ "$(id -u)" -eq 0 ] || die "run it as root: it makes the plain user and builds as root too"
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer"
 [ -x "$BERTH" ] || die "$BERTH is missing: run ./setup (or set BERTH)"
-for tool in buildah runc newuidmap useradd runuser /bin/busybox; do
+for tool in buildah runc newuidmap useradd runuser fuse-overlayfs /bin/busybox; do
   command -v "$tool" >/dev/null || die "$tool is missing: run ./setup --deps"
 done
 
@@ -37,6 +42,7 @@ uid=$(id -u "$BENCH_USER")
 RUN=$(mktemp -d "$BENCH_DIR/rootless-XXXXXX")
 chmod 755 "$RUN"
 cleanup() {
+  pkill -f "fuse-overlayfs.*$RUN" 2>/dev/null || true
   umount_under "$RUN"
   rm -rf "$RUN" "/run/user/$uid/berth-bench"
 }
@@ -70,26 +76,45 @@ as_user() {
 # Root's berth starts through runuser too, so that both pay the same start-up.
 as_root() { runuser -u root -- env -i HOME=/root PATH=/usr/bin:/bin:/usr/sbin:/sbin "$@"; }
 BAH=(buildah --root "$RUN/buildah/root" --runroot "$XDG/runroot" --storage-driver overlay)
+BAH_FUSE=(buildah --root "$RUN/buildah-fuse/root" --runroot "$XDG/runroot-fuse" --storage-driver overlay
+  --storage-opt overlay.mount_program=/usr/bin/fuse-overlayfs)
+BAH_ROOT=(buildah --root "$RUN/buildah-root/root" --runroot "$RUN/buildah-root/runroot" --storage-driver overlay)
+BAH_BUD=(bud -q --layers --pull=never --runtime /usr/sbin/runc -t "$TAG")
+
+# fresh_berth STORE USER|root: an empty berth store with busybox:latest in it.
+fresh_berth() {
+  if [ "$2" = root ]; then
+    rm -rf "$1"
+    BERTH_ROOT=$1 "$BERTH" load -q -i "$RUN/busybox.tar" >/dev/null
+    return
+  fi
+  as_user "$BERTH" --root "$1" system prune -af >/dev/null 2>&1 || true
+  rm -rf "$1"
+  install -d -o "$BENCH_USER" "$1"
+  as_user env BERTH_ROOT="$1" "$BERTH" load -q -i "$RUN/busybox.tar" >/dev/null
+}
+# fresh_buildah DIR CMD...: an empty rootless buildah store under DIR with busybox:latest.
+fresh_buildah() {
+  local dir=$1
+  shift
+  [ ! -d "$dir" ] || as_user "$@" rm -a >/dev/null 2>&1 || true
+  as_user buildah unshare rm -rf "$dir/root" 2>/dev/null || true
+  rm -rf "$dir" "$XDG/runroot" "$XDG/runroot-fuse"
+  install -d -o "$BENCH_USER" "$dir"
+  as_user "$@" pull -q "oci-archive:$RUN/busybox.tar" >/dev/null
+}
 
 # fresh TOOL: an empty store of TOOL's with busybox:latest in it.
 fresh() {
   case $1 in
-  root)
-    rm -rf "$RUN/root-store"
-    BERTH_ROOT=$RUN/root-store "$BERTH" load -q -i "$RUN/busybox.tar" >/dev/null
-    ;;
-  rootless)
-    as_user "$BERTH" --root "$RUN/user-store" system prune -af >/dev/null 2>&1 || true
-    rm -rf "$RUN/user-store"
-    install -d -o "$BENCH_USER" "$RUN/user-store"
-    as_user env BERTH_ROOT="$RUN/user-store" "$BERTH" load -q -i "$RUN/busybox.tar" >/dev/null
-    ;;
-  buildah)
-    [ ! -d "$RUN/buildah" ] || as_user "${BAH[@]}" rm -a >/dev/null 2>&1 || true
-    as_user buildah unshare rm -rf "$RUN/buildah/root" 2>/dev/null || true
-    rm -rf "$RUN/buildah" "$XDG/runroot"
-    install -d -o "$BENCH_USER" "$RUN/buildah"
-    as_user "${BAH[@]}" pull -q "oci-archive:$RUN/busybox.tar" >/dev/null
+  root) fresh_berth "$RUN/root-store" root ;;
+  chroot) fresh_berth "$RUN/chroot-store" root ;;
+  rootless | rootless-fuse) fresh_berth "$RUN/user-store" user ;;
+  buildah) fresh_buildah "$RUN/buildah" "${BAH[@]}" ;;
+  buildah-fuse) fresh_buildah "$RUN/buildah-fuse" "${BAH_FUSE[@]}" ;;
+  buildah-chroot)
+    rm -rf "$RUN/buildah-root"
+    "${BAH_ROOT[@]}" pull -q "oci-archive:$RUN/busybox.tar" >/dev/null
     ;;
   esac
 }
@@ -99,18 +124,22 @@ build() {
   t0=$(now)
   case $1 in
   root) as_root env BERTH_ROOT="$RUN/root-store" "$BERTH" build -q -t "$TAG" "$CTX" >/dev/null ;;
+  chroot) as_root env BERTH_ROOT="$RUN/chroot-store" "$BERTH" build -q --isolation chroot -t "$TAG" "$CTX" >/dev/null ;;
   rootless) as_user env BERTH_ROOT="$RUN/user-store" "$BERTH" build -q -t "$TAG" "$CTX" >/dev/null ;;
-  buildah)
-    as_user "${BAH[@]}" bud -q --layers --pull=never --isolation oci --runtime /usr/sbin/runc --network none \
-      -t "$TAG" "$CTX" >/dev/null
+  rootless-fuse)
+    as_user env BERTH_ROOT="$RUN/user-store" BERTH_SNAPSHOTTER=fuse-overlayfs "$BERTH" build -q -t "$TAG" "$CTX" >/dev/null
     ;;
-  esac
+  buildah) as_user "${BAH[@]}" "${BAH_BUD[@]}" --isolation oci --network none "$CTX" >/dev/null ;;
+  buildah-fuse) as_user "${BAH_FUSE[@]}" "${BAH_BUD[@]}" --isolation oci --network none "$CTX" >/dev/null ;;
+  # chroot isolation has only the host's network.
+  buildah-chroot) as_root "${BAH_ROOT[@]}" "${BAH_BUD[@]}" --isolation chroot --network host "$CTX" >/dev/null ;;
+  esac || die "$1: the build failed"
   t1=$(now)
   elapsed "$t0" "$t1"
 }
 
 declare -A cold warm
-for tool in root rootless buildah; do
+for tool in root rootless buildah rootless-fuse buildah-fuse chroot buildah-chroot; do
   for _ in $(seq "$RUNS"); do
     fresh "$tool"
     cold[$tool]=$(min "$(build "$tool")" "${cold[$tool]:-}")
@@ -128,3 +157,13 @@ for case in cold warm; do
   printf '%-10s %12s %12s   (buildah rootless: %ss)\n' "" "" "" "${t[buildah]}"
 done
 echo "targets: rootless berth <= 1.2x root berth and <= 0.5x rootless buildah"
+
+printf '\n%-10s %-30s %12s %12s %10s\n' build fallback berth buildah /buildah
+for case in cold warm; do
+  declare -n t=$case
+  name=$([ $case = cold ] && echo cold || echo no-change)
+  printf '%-10s %-30s %11ss %11ss %10s\n' "$name" "rootless on fuse-overlayfs" "${t[rootless-fuse]}" "${t[buildah-fuse]}" \
+    "$(ratio "${t[rootless-fuse]}" "${t[buildah-fuse]}")"
+  printf '%-10s %-30s %11ss %11ss %10s\n' "$name" "--isolation chroot (root)" "${t[chroot]}" "${t[buildah-chroot]}" \
+    "$(ratio "${t[chroot]}" "${t[buildah-chroot]}")"
+done
