@@ -197,7 +197,8 @@ pub(super) fn set_meta(path: &Path, m: &fs::Metadata) -> Result<()> {
 
 /// True when two entries differ in what a layer records (type, mode, owner, size, mtime,
 /// link target); contents are taken as equal when size and mtime are. A directory's mtime
-/// does not count (the sandbox's mount targets, made and removed, change it).
+/// does not count (the sandbox's mount targets, made and removed, change it). A file with
+/// more links than before counts, as overlayfs copies a link's source up before linking it.
 pub(super) fn changed(a: &fs::Metadata, b: &fs::Metadata, pa: &Path, pb: &Path) -> bool {
     let kind = |m: &fs::Metadata| m.mode() & 0o170000;
     if kind(a) != kind(b) || a.mode() != b.mode() || a.uid() != b.uid() || a.gid() != b.gid() {
@@ -209,7 +210,11 @@ pub(super) fn changed(a: &fs::Metadata, b: &fs::Metadata, pa: &Path, pb: &Path) 
     if a.file_type().is_symlink() {
         return fs::read_link(pa).ok() != fs::read_link(pb).ok();
     }
-    a.len() != b.len() || a.mtime() != b.mtime() || a.mtime_nsec() != b.mtime_nsec() || a.rdev() != b.rdev()
+    a.len() != b.len()
+        || a.mtime() != b.mtime()
+        || a.mtime_nsec() != b.mtime_nsec()
+        || a.rdev() != b.rdev()
+        || b.nlink() > a.nlink()
 }
 
 /// One entry of a copy snapshot's diff.

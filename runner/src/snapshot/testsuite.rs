@@ -185,6 +185,8 @@ pub fn diff_has_one_form_for_both_snapshotters(s: &dyn Snapshotter, needs_root: 
         std::fs::create_dir(root.join("d")).unwrap();
         std::fs::write(root.join("d/new"), "new").unwrap();
         std::fs::write(root.join("e/f/g"), "changed").unwrap();
+        // overlayfs copies a link's unchanged source up before it links it.
+        std::fs::hard_link(root.join("a/y"), root.join("a/z")).unwrap();
     };
     if rustix::process::geteuid().is_root() {
         let target = tempfile::tempdir().unwrap();
@@ -203,7 +205,7 @@ pub fn diff_has_one_form_for_both_snapshotters(s: &dyn Snapshotter, needs_root: 
         .unwrap()
         .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names, ["a/", "a/w", "a/.wh.x", "d/", "d/.wh..wh..opq", "d/new", "e/", "e/f/", "e/f/g"]);
+    assert_eq!(names, ["a/", "a/w", "a/.wh.x", "a/y", "a/z", "d/", "d/.wh..wh..opq", "d/new", "e/", "e/f/", "e/f/g"]);
 }
 
 /// What a sandbox creates to mount on (missing targets, and for overlay the parents it
