@@ -110,7 +110,7 @@ pub(crate) fn run_process(
             ended.store(true, std::sync::atomic::Ordering::SeqCst);
             exited.map_err(std::io::Error::from).and_then(|_| child.wait())
         });
-        let pumped = pump_until_quiet(&mut reader, output, &ended);
+        let pumped = crate::exec::pump(&mut reader, output, Some(&ended));
         if pumped.is_err() {
             group();
         }
@@ -119,43 +119,6 @@ pub(crate) fn run_process(
         let status = status.map_err(|e| SandboxError::Start { what: "wait", source: e })?;
         Ok(crate::sandbox::exit_code(status))
     })
-}
-
-/// Hands `reader`'s chunks to `output` until it ends, or, once `ended` is set, until nothing
-/// came for a tenth of a second.
-fn pump_until_quiet(
-    reader: &mut std::io::PipeReader,
-    output: &mut dyn FnMut(&[u8]),
-    ended: &std::sync::atomic::AtomicBool,
-) -> std::io::Result<()> {
-    use std::io::Read;
-    use std::os::fd::AsRawFd;
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let mut pfd = libc::pollfd { fd: reader.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        let was_ended = ended.load(std::sync::atomic::Ordering::SeqCst);
-        // SAFETY: one valid pollfd, for the length given.
-        let ready = unsafe { libc::poll(&mut pfd, 1, 100) };
-        if ready < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if ready == 0 {
-            if was_ended {
-                return Ok(());
-            }
-            continue;
-        }
-        match reader.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => output(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 /// The child's side: into the root (if any), to the working directory, then the user.

@@ -82,7 +82,7 @@ impl Executor for NamespaceExecutor {
             let _ = exit_tx.send(code);
         })?;
         let _running = Running::register(launched.pid as u32, &launched.pidfd);
-        if let Err(e) = pump(&mut reader, output) {
+        if let Err(e) = pump(&mut reader, output, None) {
             let _ = rustix::process::pidfd_send_signal(&launched.pidfd, rustix::process::Signal::KILL);
             let _ = exit_rx.recv();
             return Err(SandboxError::Start { what: "read output", source: e });
@@ -94,10 +94,33 @@ impl Executor for NamespaceExecutor {
     }
 }
 
-/// Reads a step's merged stdout and stderr to their end, handing each chunk to `output`.
-pub(crate) fn pump(reader: &mut impl Read, output: &mut dyn FnMut(&[u8])) -> std::io::Result<()> {
+/// Reads a step's merged stdout and stderr, handing each chunk to `output`, until it ends, or,
+/// once `ended` is set (the step's processes are gone but one that left its group may still
+/// hold the pipe), until nothing came for a tenth of a second.
+pub(crate) fn pump(
+    reader: &mut std::io::PipeReader,
+    output: &mut dyn FnMut(&[u8]),
+    ended: Option<&std::sync::atomic::AtomicBool>,
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
     let mut buf = vec![0u8; 16 * 1024];
     loop {
+        let was_ended = ended.is_some_and(|e| e.load(std::sync::atomic::Ordering::SeqCst));
+        let mut pfd = libc::pollfd { fd: reader.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd, for the length given.
+        let ready = unsafe { libc::poll(&mut pfd, 1, if ended.is_some() { 100 } else { -1 }) };
+        if ready == 0 && was_ended {
+            return Ok(());
+        }
+        if ready < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        if ready <= 0 {
+            continue;
+        }
         match reader.read(&mut buf) {
             Ok(0) => return Ok(()),
             Ok(n) => output(&buf[..n]),

@@ -3,9 +3,9 @@
 //! As podman and buildah do, berth started by a non-root user moves into a new user
 //! namespace ([`enter_rootless`], first thing in `main`, in the same process) where the user
 //! is root and the user's subordinate ranges (`/etc/subuid`, `/etc/subgid`, written by
-//! Debian's `newuidmap`/`newgidmap`) are every other ID. Everything berth does from there (unpacking layers with their owners,
-//! overlay snapshots, RUN steps, containers) works as it does for root, on files that the
-//! kernel stores with the user's own and subordinate IDs. With no subordinate ranges the
+//! Debian's `newuidmap`/`newgidmap`) are every other ID. Everything berth does from there
+//! (unpacking layers with their owners, overlay snapshots, RUN steps, containers) works as
+//! it does for root, on files that the kernel stores with the user's own and subordinate IDs. With no subordinate ranges the
 //! namespace maps the user alone to root: a layer with a file owned by anyone else cannot be
 //! unpacked, and berth says so.
 //!

@@ -88,7 +88,12 @@ impl Plain {
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.output(args);
+        self.ok_with(args, &[])
+    }
+
+    /// As [`Plain::ok`], with `env` set as well.
+    fn ok_with(&self, args: &[&str], env: &[(&str, &str)]) -> String {
+        let out = self.cmd(args).envs(env.iter().copied()).output().unwrap();
         assert!(out.status.success(), "{} berth {args:?}: {}", self.name, String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     }
@@ -212,18 +217,16 @@ fn a_plain_user_on_fuse_overlayfs_builds_the_image_root_builds_and_runs_it() {
     }
     let Some((b, _shared, base)) = stores(&user) else { return };
     let fuse = |args: &[&str]| {
-        let out =
-            user.cmd(args).env("BERTH_SNAPSHOTTER", "fuse-overlayfs").env("SOURCE_DATE_EPOCH", "1700000000").output();
-        let out = out.unwrap();
-        assert!(out.status.success(), "berth {args:?} on fuse-overlayfs: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
+        user.ok_with(args, &[("BERTH_SNAPSHOTTER", "fuse-overlayfs"), ("SOURCE_DATE_EPOCH", "1700000000")])
     };
     fuse(&["load", "-q", "-i", &base]);
     let ctx = context(&user.dir("ctx"));
-    let out = b.cmd(&["build", "-q", "-t", "app", &ctx]).env("SOURCE_DATE_EPOCH", "1700000000").output().unwrap();
-    assert!(out.status.success(), "root's build");
-    let root_iid = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(fuse(&["build", "-q", "-t", "app", &ctx]), root_iid, "the same image ID on fuse-overlayfs as root's");
+    let root_iid = roots_build(&b, &ctx);
+    assert_eq!(
+        fuse(&["build", "-q", "-t", "app", &ctx]).trim(),
+        root_iid,
+        "the same image ID on fuse-overlayfs as root's"
+    );
 
     let script = "id -u; cat m; ls /srv/data; grep ' / ' /proc/self/mounts | cut -d' ' -f3";
     let seen = fuse(&["run", "--rm", "--network", "none", "app", "sh", "-c", script]);
@@ -356,6 +359,13 @@ fn box_rootfs() -> tempfile::TempDir {
     rootfs
 }
 
+/// Root's build of `ctx` as `app`, with namespaces and `SOURCE_DATE_EPOCH`: its image ID.
+fn roots_build(b: &Berth, ctx: &str) -> String {
+    let out = b.cmd(&["build", "-q", "-t", "app", ctx]).env("SOURCE_DATE_EPOCH", "1700000000").output().unwrap();
+    assert!(out.status.success(), "root's build: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 /// An image of [`box_rootfs`]: a build container.
 fn berth_in_a_box(b: &Berth) -> String {
     let rootfs = box_rootfs();
@@ -376,10 +386,7 @@ fn unprivileged_setup(b: &Berth) -> Option<(tempfile::TempDir, String, String)> 
     let shared = tempfile::tempdir().unwrap();
     let ctx_dir = shared.path().join("ctx");
     std::fs::create_dir(&ctx_dir).unwrap();
-    let ctx = context(&ctx_dir);
-    let out = b.cmd(&["build", "-q", "-t", "app", &ctx]).env("SOURCE_DATE_EPOCH", "1700000000").output().unwrap();
-    assert!(out.status.success(), "root's build: {}", String::from_utf8_lossy(&out.stderr));
-    let root_iid = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let root_iid = roots_build(b, &context(&ctx_dir));
     b.ok(&["save", "-o", &p(&shared.path().join("busybox.tar")), "busybox:latest"]);
     Some((shared, root_iid, berth_in_a_box(b)))
 }

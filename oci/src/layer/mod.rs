@@ -18,7 +18,7 @@ mod tarball;
 use std::io::{self, BufRead, BufReader, Read, Write};
 
 pub use pgzip::ParGzEncoder;
-pub use tarball::{tar_directory, OverlayXattrs, TarOptions, TarWriter};
+pub use tarball::{tar_directory, OverlayXattrs, TarOptions, TarWriter, FUSE_OPAQUE_MARKERS};
 
 use crate::digest::{Algorithm, Digest, HashingReader, HashingWriter};
 use crate::error::{Error, Result};

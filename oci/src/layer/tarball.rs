@@ -33,7 +33,7 @@ pub enum OverlayXattrs {
 }
 
 /// The names fuse-overlayfs puts in an opaque directory of its upper directory.
-const FUSE_OPAQUE_MARKERS: [&str; 2] = [".wh..wh..opq", ".wh..opq"];
+pub const FUSE_OPAQUE_MARKERS: [&str; 2] = [".wh..wh..opq", ".wh..opq"];
 
 impl OverlayXattrs {
     /// The xattr that marks a directory opaque.

@@ -47,17 +47,9 @@ impl CopySnapshotter {
 /// `fs`, nearest first (its parent, the parent's parent, ...), read from the snapshots'
 /// `parent` files: for `--isolation none`, which asks whether `/` holds one of them.
 pub fn ancestors(fs: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut cur = fs.to_owned();
-    while let (Some(dir), Some(root)) = (cur.parent(), cur.parent().and_then(Path::parent)) {
-        let Ok(name) = fs::read_to_string(dir.join("parent")) else { break };
-        if name.is_empty() || out.len() > 1000 {
-            break;
-        }
-        cur = root.join(oci::Digest::of(name.as_bytes()).hex()).join("fs");
-        out.push(cur.clone());
-    }
-    out
+    let (Some(snapshot), Some(root)) = (fs.parent(), fs.parent().and_then(Path::parent)) else { return Vec::new() };
+    let parent = fs::read_to_string(snapshot.join("parent")).unwrap_or_default();
+    Dirs { root: root.to_owned() }.chain(Some(parent.as_str()).filter(|p| !p.is_empty()))
 }
 
 /// Where an active snapshot keeps the identity of every directory copied from its parent.

@@ -2,6 +2,7 @@
 //! namespace on Linux before 5.11), as podman and BuildKit fall back to it.
 
 use std::io::{Read, Seek};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -125,7 +126,8 @@ pub(crate) fn stop(dir: &Path) {
 /// diff and the scaffold's clean-up see what the kernel's overlayfs leaves. Harmless to the
 /// mount: an opaque directory over nothing hides nothing.
 pub(crate) fn drop_needless_opaque_markers(upper: &Path, lowers: &[PathBuf]) -> Result<()> {
-    fn walk(dir: &Path, rel: &Path, lowers: &[PathBuf]) -> Result<()> {
+    use oci::layer::FUSE_OPAQUE_MARKERS as MARKERS;
+    fn walk(dir: &Path, rel: &Path, lowers: &[OwnedFd]) -> Result<()> {
         let entries = std::fs::read_dir(dir).map_err(io_err("read", dir))?;
         for e in entries {
             let e = e.map_err(io_err("read", dir))?;
@@ -133,9 +135,9 @@ pub(crate) fn drop_needless_opaque_markers(upper: &Path, lowers: &[PathBuf]) -> 
                 walk(&e.path(), &rel.join(e.file_name()), lowers)?;
             }
         }
-        let marker = dir.join(OPAQUE_MARKERS[0]);
+        let marker = dir.join(MARKERS[0]);
         if marker.exists() && !lowers.iter().any(|l| is_dir_beneath(l, rel)) {
-            for m in OPAQUE_MARKERS {
+            for m in MARKERS {
                 let m = dir.join(m);
                 std::fs::remove_file(&m)
                     .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
@@ -144,20 +146,14 @@ pub(crate) fn drop_needless_opaque_markers(upper: &Path, lowers: &[PathBuf]) -> 
         }
         Ok(())
     }
-    walk(upper, Path::new(""), lowers)
+    let lowers = lowers.iter().map(|l| super::scaffold::open_dir(l)).collect::<Result<Vec<_>>>()?;
+    walk(upper, Path::new(""), &lowers)
 }
 
-/// True when `rel` under `lower` is a directory, no symlink followed on the way.
-fn is_dir_beneath(lower: &Path, rel: &Path) -> bool {
+/// True when `rel` under the directory `lower` is a directory, no symlink followed on the way.
+fn is_dir_beneath(lower: &OwnedFd, rel: &Path) -> bool {
     let Some(rel) = rel.to_str() else { return false };
-    if rel.is_empty() {
-        return true;
-    }
-    super::scaffold::open_dir(lower).is_ok_and(|base| {
-        super::scaffold::stat_beneath(&base, rel)
+    rel.is_empty()
+        || super::scaffold::stat_beneath(lower, rel)
             .is_ok_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory)
-    })
 }
-
-/// What fuse-overlayfs puts in a directory it marks opaque.
-const OPAQUE_MARKERS: [&str; 2] = [".wh..wh..opq", ".wh..opq"];

@@ -68,7 +68,8 @@ pub enum Toward<'a> {
 
 /// Makes the tree `to` hold what `from` holds (types, contents, modes, owners, times, link
 /// targets, hardlinks), leaving `keep` alone; entries that already match are not touched.
-/// `toward` says which way it goes. Returns the identities of `to`'s directories afterwards.
+/// `toward` says which way it goes. Toward `/`, returns the identities of its directories
+/// afterwards, for the mirror back; toward a snapshot, none.
 pub fn mirror(from: &Path, to: &Path, keep: &Keep, toward: Toward) -> Result<Identities> {
     let mut m = Mirror { keep, toward, links: HashMap::new(), seen: Identities::new() };
     m.dir(from, to, Path::new(""), true)?;
@@ -81,7 +82,7 @@ struct Mirror<'a> {
     toward: Toward<'a>,
     /// Where each multiply linked inode of `from` is in `to`, to link its other names to.
     links: HashMap<(u64, u64), PathBuf>,
-    /// The identities of `to`'s directories, as they end up.
+    /// The identities of `to`'s directories, as they end up (toward `/` only).
     seen: Identities,
 }
 
@@ -163,8 +164,15 @@ impl Mirror<'_> {
         if let Some(ms) = ms.filter(|ms| meta_differs(ms, md) || changed_below()) {
             set_meta(dst, ms)?;
         }
-        self.seen.insert(rel.to_owned(), identity(dst));
+        self.note(dst, rel);
         Ok(())
+    }
+
+    /// Records the identity of `to`'s directory `dst` (at `rel`), where it is wanted.
+    fn note(&mut self, dst: &Path, rel: &Path) {
+        if matches!(self.toward, Toward::Root { .. }) {
+            self.seen.insert(rel.to_owned(), identity(dst));
+        }
     }
 
     /// Any other entry: removed, made, replaced or descended into.
@@ -196,7 +204,8 @@ impl Mirror<'_> {
                 remove(dst)?;
             }
             copy_entry(src, dst, ms, &mut self.links)?;
-            if ms.is_dir() {
+            if ms.is_dir() && matches!(self.toward, Toward::Root { .. }) {
+                // Walked again for identities only toward `/`, where they are wanted.
                 self.record(dst, rel);
             }
         }
@@ -216,7 +225,7 @@ impl Mirror<'_> {
 
     /// Records the identity of every directory of the new copy `dst` (at `rel`).
     fn record(&mut self, dst: &Path, rel: &Path) {
-        self.seen.insert(rel.to_owned(), identity(dst));
+        self.note(dst, rel);
         let Ok(entries) = fs::read_dir(dst) else { return };
         for e in entries.flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {
