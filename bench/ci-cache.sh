@@ -15,7 +15,9 @@
 # Environment: BENCH_DIR (default /var/tmp/berth-bench) holds the context (made once, shared
 # with bench/build.sh) and the run directory; RUNS (default 2) repeats every runner that many
 # times per tool, each round on a fresh registry, and reports the fastest; BENCH_ONLY: a
-# space-separated subset of "berth buildah buildkit" (default all three); BERTH (default
+# space-separated subset of "berth berthzstd berthmin buildah buildkit" (default all five;
+# berth exports with mode=max, berthzstd with mode=max and zstd level 1, berthmin with
+# mode=min, buildx's default); BERTH (default
 # target/release/berth) is the binary under test (builder and registry), copied into the run
 # directory first; KEEP_RUN=1 keeps the run directory (build logs, registry logs and roots).
 # Needs root: the builders run their RUN steps in containers.
@@ -26,7 +28,7 @@ PROG=ci-cache.sh
 BENCH_DIR=${BENCH_DIR:-/var/tmp/berth-bench}
 RUNS=${RUNS:-2}
 BERTH=${BERTH:-target/release/berth}
-BENCH_ONLY=${BENCH_ONLY:-berth buildah buildkit}
+BENCH_ONLY=${BENCH_ONLY:-berth berthzstd berthmin buildah buildkit}
 CTX_VERSION="berth build bench context v1" # as bench/build.sh: the same context and marker
 EDIT=a/part01/file00000.txt                 # the file runner C's commit changes
 EPOCH=1700000000                            # the context's mtimes (make-build-context)
@@ -36,7 +38,7 @@ EPOCH=1700000000                            # the context's mtimes (make-build-c
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer"
 read -r -a tools <<<"$BENCH_ONLY"
 for tool in "${tools[@]}"; do
-  case $tool in berth | buildah | buildkit) ;; *) die "BENCH_ONLY: unknown tool '$tool'" ;; esac
+  case $tool in berth | berthzstd | berthmin | buildah | buildkit) ;; *) die "BENCH_ONLY: unknown tool '$tool'" ;; esac
 done
 measure() { [[ " ${tools[*]} " == *" $1 "* ]]; }
 [ "$(id -u)" -eq 0 ] || die "run it as root: the builders run containers for the RUN steps"
@@ -229,7 +231,7 @@ fresh_berth() {
 run_berth() {
   local cache=type=registry,ref=$REG/bench/app:cache extra=()
   case $1 in
-    A) extra=(--cache-to "$cache,mode=max") ;;
+    A) extra=(--cache-to "$cache,mode=${BERTH_MODE:-max}${BERTH_CODEC:+,$BERTH_CODEC}") ;;
     B | C) extra=(--cache-from "$cache" --push) ;;
   esac
   BERTH_ROOT=$BROOT "$BERTH" build -t "$(tag_of "$1")" "${extra[@]}" --progress plain "$CTX"
@@ -239,6 +241,15 @@ check_berth() {
   got=$(BERTH_ROOT=$BROOT "$BERTH" run --rm "$(tag_of "$1")")
   [ "$got" = "$2" ] || die "berth's runner $1 image prints '$got', expected '$2'"
 }
+# berthzstd: berth with --cache-to mode=max,compression=zstd,compression-level=1, a codec that
+# costs about a third of gzip's CPU here. berthmin: berth with --cache-to mode=min (buildx's
+# default mode): runner A exports the final stage's steps only.
+fresh_berthzstd() { fresh_berth; }
+run_berthzstd() { BERTH_CODEC=compression=zstd,compression-level=1 run_berth "$@"; }
+check_berthzstd() { check_berth "$@"; }
+fresh_berthmin() { fresh_berth; }
+run_berthmin() { BERTH_MODE=min run_berth "$@"; }
+check_berthmin() { check_berth "$@"; }
 
 BAH_RUN=("${BAH_RUNTIME[@]}" --network none)
 fresh_buildah() { buildah_fresh "$RUN/busybox-oci.tar" docker.io/library/busybox:latest "$base_id"; }
@@ -337,7 +348,7 @@ buildah_v=$(buildah --version | awk '{ print $3 }')
 docker_v=$(/usr/bin/docker --version | awk '{ print $3 }' | tr -d , | sed 's/+.*//')
 declare -A label=([A0]="A  cold, no export" [A]="A  cold + export" [B]="B  import + push"
   [C]="C  1 file changed, import + push")
-declare -A name=([berth]=berth [buildah]="buildah $buildah_v" [buildkit]="BuildKit $docker_v")
+declare -A name=([berth]="berth max" [berthzstd]="berth max zstd" [berthmin]="berth min" [buildah]="buildah $buildah_v" [buildkit]="BuildKit $docker_v")
 fmt='%-18s%-34s%8s%10s%10s%10s%14s\n'
 echo
 echo "started $started; berth $(stat -c %y "$BERTH" | cut -d. -f1)"
@@ -371,13 +382,17 @@ overhead() {
 echo "down/up: blob bytes the registry served/received (layers: downloads less the configs);"
 echo "  manif.: manifest bytes down/up. Peers: buildah bud --layers --jobs 1, runc, --cache-to/--cache-from"
 echo "  a repository and buildah push; BuildKit in dockerd, --network host, inline cache and docker push"
-echo "export overhead, (A - A0) / A0: berth $(overhead berth), buildah $(overhead buildah), BuildKit $(overhead buildkit)"
+echo "export overhead, (A - A0) / A0: berth mode=max $(overhead berth), max zstd $(overhead berthzstd), min $(overhead berthmin), buildah $(overhead buildah), BuildKit $(overhead buildkit)"
 echo "targets:"
-echo "  B, berth / buildah:  $(verdict "$(s berth_B)" "$(s buildah_B)" 0.25)"
-echo "  B, berth / BuildKit: $(verdict "$(s berth_B)" "$(s buildkit_B)" 0.5)"
-if measure berth; then
-  read -r _ dl _ <<<"${moved[berth_B]}"
-  echo "  B, berth's layer bytes downloaded: $dl (target 0: $([ "$dl" = 0 ] && echo yes || echo NO))"
-  echo "  A, berth's export overhead: $(overhead berth) of A0 (target <= 20%: $(awk -v a="$(s berth_A)" -v z="$(s berth_A0)" 'BEGIN { print ((a - z) / z <= 0.2) ? "yes" : "NO" }'))"
-fi
-echo "  C, berth / buildah:  $(verdict "$(s berth_C)" "$(s buildah_C)" 0.5)"
+for b in berth berthzstd berthmin; do
+  measure "$b" || continue
+  case $b in berth) m=max ;; berthzstd) m=max,compression=zstd,compression-level=1 ;; *) m=min ;; esac
+  read -r _ dl _ <<<"${moved[${b}_B]}"
+  echo "  berth, --cache-to mode=$m:"
+  echo "    B, berth / buildah:  $(verdict "$(s "${b}_B")" "$(s buildah_B)" 0.25)"
+  echo "    B, berth / BuildKit: $(verdict "$(s "${b}_B")" "$(s buildkit_B)" 0.5)"
+  echo "    B, berth's layer bytes downloaded: $dl (target 0: $([ "$dl" = 0 ] && echo yes || echo NO))"
+  echo "    A, berth's export overhead: $(overhead "$b") of A0 (target <= 20%: $(awk -v a="$(s "${b}_A")" \
+    -v z="$(s "${b}_A0")" 'BEGIN { print ((a - z) / z <= 0.2) ? "yes" : "NO" }'))"
+  echo "    C, berth / buildah:  $(verdict "$(s "${b}_C")" "$(s buildah_C)" 0.5)"
+done
