@@ -12,6 +12,7 @@
 //! same tree gives the same bytes. [`LayerReader`] reverses the pipe for reading, checking
 //! sizes and digests as it goes.
 
+mod isal;
 mod pgzip;
 mod tarball;
 

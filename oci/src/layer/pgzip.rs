@@ -4,7 +4,8 @@
 //! as its dictionary and end it on a byte boundary (a sync flush), so the blocks
 //! concatenate into one ordinary deflate stream. The caller's thread writes the blocks out
 //! in order and combines their CRC-32s. Memory is bounded: at most two blocks per worker
-//! are in flight, whatever the input size.
+//! are in flight, whatever the input size. Level 1 deflates with ISA-L (`isal.rs`), the
+//! other levels with zlib-rs.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -165,6 +166,8 @@ impl<W: Write> Drop for ParGzEncoder<W> {
 }
 
 fn worker(jobs: Arc<Mutex<Receiver<Job>>>, done: mpsc::Sender<Done>, level: u32) {
+    // Level 1 goes to ISA-L (see isal.rs); other levels keep zlib's meaning of the number.
+    let mut igzip = (level == 1).then(super::isal::Deflater::new);
     loop {
         let job = match jobs.lock() {
             Ok(rx) => match rx.recv() {
@@ -175,7 +178,10 @@ fn worker(jobs: Arc<Mutex<Receiver<Job>>>, done: mpsc::Sender<Done>, level: u32)
         };
         let mut crc = crc32fast::Hasher::new();
         crc.update(&job.data);
-        let out = deflate_block(&job.data, job.dict.as_deref(), job.last, level);
+        let out = match igzip.as_mut() {
+            Some(d) => d.block(&job.data, job.dict.as_deref(), job.last),
+            None => deflate_block(&job.data, job.dict.as_deref(), job.last, level),
+        };
         if done.send(Done { seq: job.seq, out, crc }).is_err() {
             return;
         }
@@ -215,7 +221,12 @@ mod tests {
     use std::io::Read;
 
     fn roundtrip(data: &[u8], threads: usize) {
-        let mut enc = ParGzEncoder::new(Vec::new(), 6, threads).unwrap();
+        roundtrip_at(data, threads, 6);
+        roundtrip_at(data, threads, 1);
+    }
+
+    fn roundtrip_at(data: &[u8], threads: usize, level: u32) {
+        let mut enc = ParGzEncoder::new(Vec::new(), level, threads).unwrap();
         // Odd write sizes cross block boundaries.
         for chunk in data.chunks(77_777) {
             enc.write_all(chunk).unwrap();
@@ -249,6 +260,75 @@ mod tests {
         roundtrip(&sample(5 * BLOCK + 12_345), 4);
         roundtrip(&sample(BLOCK), 1);
         roundtrip(&sample(BLOCK * 2), 3);
+    }
+
+    /// Bytes no deflate can shrink: every igzip block is stored, the worst case of the
+    /// output bound.
+    fn noise(len: usize) -> Vec<u8> {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn incompressible_blocks_round_trip() {
+        roundtrip(&noise(3 * BLOCK + 999), 2);
+        let mut mixed = noise(BLOCK + 5);
+        mixed.extend(sample(2 * BLOCK));
+        mixed.extend(noise(DICT));
+        roundtrip(&mixed, 3);
+    }
+
+    #[test]
+    fn level_one_streams_are_read_by_gzip_itself() {
+        // ISA-L's output checked by a decoder that is not flate2's: the gzip program.
+        let mut data = sample(3 * BLOCK + 4321);
+        data.extend(noise(BLOCK / 3));
+        let mut enc = ParGzEncoder::new(Vec::new(), 1, 2).unwrap();
+        enc.write_all(&data).unwrap();
+        let gz = enc.finish().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("layer.gz");
+        std::fs::write(&path, &gz).unwrap();
+        let out = std::process::Command::new("gzip").arg("-dc").arg(&path).output().expect("run gzip");
+        assert!(out.status.success(), "gzip -dc: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.stdout == data, "gzip -dc gave other bytes");
+    }
+
+    #[test]
+    fn level_one_uses_the_dictionary() {
+        // Two blocks of noise, the second opening with the first one's last 16 KiB: only the
+        // dictionary can find those bytes again.
+        let mut data = noise(BLOCK);
+        let tail = data[BLOCK - 16 * 1024..].to_vec();
+        data.extend(tail);
+        data.extend(noise(BLOCK - 16 * 1024).iter().map(|b| b ^ 0x5a));
+        let mut enc = ParGzEncoder::new(Vec::new(), 1, 2).unwrap();
+        enc.write_all(&data).unwrap();
+        let par = enc.finish().unwrap().len();
+        assert!(par < data.len() - 12 * 1024, "{par} bytes for {} bytes", data.len());
+    }
+
+    #[test]
+    fn output_does_not_depend_on_the_number_of_threads() {
+        // Blocks and dictionaries are cut at fixed offsets: a layer's digest is the same on
+        // a 2-core runner and a 64-core one.
+        let mut data = sample(5 * BLOCK + 17);
+        data.extend(noise(BLOCK));
+        for level in [1, 6] {
+            let gz = |threads| {
+                let mut enc = ParGzEncoder::new(Vec::new(), level, threads).unwrap();
+                enc.write_all(&data).unwrap();
+                enc.finish().unwrap()
+            };
+            assert!(gz(1) == gz(4), "level {level}: 1 and 4 threads differ");
+        }
     }
 
     #[test]
