@@ -49,6 +49,7 @@ BERTH=$RUN/berth
 cp "$SRC_BERTH" "$BERTH"
 say "berth: copy of $SRC_BERTH ($(stat -c %y "$SRC_BERTH" | cut -d. -f1)) in $BERTH"
 BROOT=$RUN/berth-root
+RETIRED=$RUN/retired # old roots (bench/lib.sh's retire), removed with $RUN at the end
 buildah_init "$RUN/buildah"
 
 cleanup() {
@@ -120,7 +121,7 @@ expected() { # expected CASE [N]: what the image prints after edit N (none: uned
 # `berth run` of it), untimed like theirs, and the unpack's own time goes into the table's notes.
 fresh_berth() {
   umount_under "$BROOT"
-  rm -rf "$BROOT"
+  retire "$BROOT"
   import_base "$BROOT"
   local id t0
   id=$(BERTH_ROOT=$BROOT "$BERTH" images -q --no-trunc "$BASE")
@@ -141,7 +142,7 @@ check_berth() {
 }
 reset_berth() {
   umount_under "$BROOT"
-  rm -rf "$BROOT"
+  retire "$BROOT"
 }
 
 fresh_buildah() { buildah_fresh "$RUN/base-oci.tar" "docker.io/library/$BASE" "$base_id"; }

@@ -100,6 +100,7 @@ cp "$BERTH" "$RUN/berth"
 BERTH=$RUN/berth
 buildah_init "$RUN/buildah" # buildah's storage and state (bench/lib.sh), afresh for every cold build
 BROOT=$RUN/berth-root       # berth's, likewise
+RETIRED=$RUN/retired # old roots (bench/lib.sh's retire), removed with $RUN at the end
 edited=""                   # the context whose $EDIT is edited now, if any
 
 cleanup() {
@@ -158,7 +159,7 @@ fresh_berth() {
 }
 reset_berth() {
   umount_under "$BROOT"
-  rm -rf "$BROOT"
+  retire "$BROOT"
 }
 # build_berth CTX: sets cmd, likewise.
 build_berth() {

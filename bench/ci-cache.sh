@@ -76,6 +76,7 @@ say "berth: copy of $BERTH ($(stat -c %y "$BERTH" | cut -d. -f1)) in $RUN/berth"
 cp "$BERTH" "$RUN/berth"
 BERTH=$RUN/berth
 BROOT=$RUN/berth-root # a berth runner's root, afresh for every runner
+RETIRED=$RUN/retired  # the runners' old states (bench/lib.sh's retire), removed at the end
 buildah_init "$RUN/buildah"
 REG_PID=""
 edited=0
@@ -202,7 +203,7 @@ PY
 check_pushed() {
   local root=$RUN/check-root got
   umount_under "$root"
-  rm -rf "$root"
+  retire "$root"
   BERTH_ROOT=$root "$BERTH" pull --progress quiet "$REG/bench/app:latest" >>"$RUN/check.log" 2>&1 ||
     die "$1's runner $2: berth pull $REG/bench/app:latest failed (see $RUN/check.log)"
   got=$(BERTH_ROOT=$root "$BERTH" run --rm "$REG/bench/app:latest")
@@ -221,7 +222,7 @@ tag_of() {
 
 fresh_berth() {
   umount_under "$BROOT"
-  rm -rf "$BROOT"
+  retire "$BROOT"
   BERTH_ROOT=$BROOT "$BERTH" load -q -i "$RUN/busybox-oci.tar" >>"$RUN/setup.log" 2>&1 ||
     die "berth load failed (see $RUN/setup.log)"
   local id
@@ -275,7 +276,7 @@ check_buildah() {
 # BuildKit's state and the client's config.
 fresh_buildkit() {
   dockerd_stop
-  rm -rf "$RUN/docker"
+  retire "$RUN/docker"
   dockerd_start "$RUN/docker"
   dockerd_load "$RUN/busybox-docker.tar"
   local id
