@@ -4,8 +4,9 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
+use super::beside::BesideHasher;
 use super::{BlobWriter, ContentStore, Expected, Info};
-use crate::digest::{Algorithm, Digest, HashingWriter};
+use crate::digest::{Algorithm, Digest};
 use crate::error::{Error, IoContext, Result};
 
 /// Blobs as files under a root directory; see [`ContentStore`] for the guarantees.
@@ -86,7 +87,9 @@ impl ContentStore for LocalStore {
             .tempfile_in(&dir)
             .ctx(|| format!("create ingest file in {}", dir.display()))?;
         Ok(Box::new(LocalWriter {
-            out: HashingWriter::new(BufWriter::with_capacity(256 * 1024, file), algorithm),
+            out: BufWriter::with_capacity(256 * 1024, file),
+            hash: BesideHasher::new(algorithm),
+            count: 0,
             store: self.clone(),
         }))
     }
@@ -118,13 +121,19 @@ impl ContentStore for LocalStore {
 }
 
 struct LocalWriter {
-    out: HashingWriter<BufWriter<tempfile::NamedTempFile>>,
+    out: BufWriter<tempfile::NamedTempFile>,
+    /// The hash of what was written, on a thread of its own for a large blob.
+    hash: BesideHasher,
+    count: u64,
     store: LocalStore,
 }
 
 impl Write for LocalWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.out.write(buf)
+        let n = self.out.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -134,7 +143,7 @@ impl Write for LocalWriter {
 
 impl BlobWriter for LocalWriter {
     fn commit(self: Box<Self>, expected: Expected<'_>) -> Result<Digest> {
-        let (buf, digest, size) = self.out.finish();
+        let (buf, digest, size) = (self.out, self.hash.finish(), self.count);
         expected.check(&digest, size)?;
         let file = buf.into_inner().map_err(|e| Error::io("flush ingest file", e.into_error()))?;
         let target = self.store.blob_path(&digest);
@@ -149,16 +158,15 @@ impl BlobWriter for LocalWriter {
     }
 
     fn abort(self: Box<Self>) -> Result<()> {
-        let (buf, _, _) = self.out.finish();
-        let file = buf.into_inner().map_err(|e| Error::io("flush ingest file", e.into_error()))?;
+        let file = self.out.into_inner().map_err(|e| Error::io("flush ingest file", e.into_error()))?;
         file.close().ctx(|| "remove ingest file")
     }
 
     fn written(&self) -> u64 {
-        self.out.count()
+        self.count
     }
 
     fn digest(&self) -> Digest {
-        self.out.digest()
+        self.hash.digest()
     }
 }

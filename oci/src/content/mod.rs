@@ -8,6 +8,7 @@
 //! run at once: both verify, and the second commit atomically replaces the first's
 //! identical bytes.
 
+mod beside;
 mod local;
 mod memory;
 #[cfg(test)]

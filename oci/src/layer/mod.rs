@@ -21,7 +21,8 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 pub use pgzip::ParGzEncoder;
 pub use tarball::{tar_directory, OverlayXattrs, TarOptions, TarWriter, FUSE_OPAQUE_MARKERS};
 
-use crate::digest::{Algorithm, Digest, HashingReader, HashingWriter};
+use crate::content::BlobWriter;
+use crate::digest::{Algorithm, Digest, Hasher, HashingReader};
 use crate::error::{Error, Result};
 use crate::media;
 
@@ -136,10 +137,45 @@ impl<W: Write> Write for Compressor<W> {
     }
 }
 
+/// The stored side of a layer being written: counts the bytes, and hashes them unless the
+/// sink hashes them itself (a content store's ingest does, to verify its commit).
+struct Counted<W: Write> {
+    inner: W,
+    digest: DigestBy<W>,
+    count: u64,
+}
+
+/// Who computes the stored bytes' digest.
+enum DigestBy<W> {
+    /// This hasher, fed as the bytes pass.
+    Hashing(Hasher),
+    /// The sink, asked at the end.
+    Sink(fn(&W) -> Digest),
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if let DigestBy::Hashing(h) = &mut self.digest {
+            h.update(&buf[..n]);
+        }
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Turns tar bytes written into it into a compressed layer on `sink`, computing the
 /// diffID, the digest and both sizes in the same pass.
 pub struct LayerWriter<W: Write> {
-    inner: HashingWriter<Compressor<HashingWriter<W>>>,
+    inner: Compressor<Counted<W>>,
+    /// The hash of the uncompressed bytes, the diffID; `None` for an uncompressed layer, whose
+    /// diffID is its digest (one SHA-256 pass instead of two over the same bytes).
+    diff: Option<Hasher>,
+    uncompressed_size: u64,
     compression: Compression,
 }
 
@@ -157,7 +193,11 @@ impl<W: Write> LayerWriter<W> {
     /// A writer at compression `level` (gzip 0-9, default 6; zstd 1-19, default 3; None: the
     /// default) on `threads` threads.
     pub fn with_level(sink: W, compression: Compression, level: Option<u32>, threads: usize) -> Result<Self> {
-        let counted = HashingWriter::new(sink, Algorithm::Sha256);
+        let counted = Counted { inner: sink, digest: DigestBy::Hashing(Algorithm::Sha256.hasher()), count: 0 };
+        Self::around(counted, compression, level, threads)
+    }
+
+    fn around(counted: Counted<W>, compression: Compression, level: Option<u32>, threads: usize) -> Result<Self> {
         let compressor = match compression {
             Compression::None => Compressor::None(counted),
             Compression::Gzip => Compressor::Gzip(
@@ -174,27 +214,52 @@ impl<W: Write> LayerWriter<W> {
                 Compressor::Zstd(enc)
             }
         };
-        Ok(LayerWriter { inner: HashingWriter::new(compressor, Algorithm::Sha256), compression })
+        let diff = (compression != Compression::None).then(|| Algorithm::Sha256.hasher());
+        Ok(LayerWriter { inner: compressor, diff, uncompressed_size: 0, compression })
     }
 
     /// Finishes compression and returns the sink with what the layer is.
     pub fn finish(self) -> Result<(W, LayerInfo)> {
-        let (compressor, diff_id, uncompressed_size) = self.inner.finish();
-        let counted = match compressor {
+        let counted = match self.inner {
             Compressor::None(w) => w,
             Compressor::Gzip(w) => w.finish().map_err(|e| Error::io("finish gzip stream", e))?,
             Compressor::Zstd(w) => w.finish().map_err(|e| Error::io("finish zstd stream", e))?,
         };
-        let (mut sink, digest, size) = counted.finish();
+        let Counted { inner: mut sink, digest, count: size } = counted;
+        let digest = match digest {
+            DigestBy::Hashing(h) => h.finish(),
+            DigestBy::Sink(of) => of(&sink),
+        };
         sink.flush().map_err(|e| Error::io("flush layer", e))?;
+        let diff_id = self.diff.map_or_else(|| digest.clone(), Hasher::finish);
+        let uncompressed_size = self.uncompressed_size;
         let info = LayerInfo { digest, size, diff_id, uncompressed_size, compression: self.compression };
         Ok((sink, info))
     }
 }
 
+impl LayerWriter<Box<dyn BlobWriter>> {
+    /// A writer into a content store's ingest, as [`LayerWriter::with_level`]: the ingest
+    /// hashes what it stores anyway, so the layer's digest is its, not a second SHA-256 pass.
+    pub fn into_ingest(
+        ingest: Box<dyn BlobWriter>,
+        compression: Compression,
+        level: Option<u32>,
+        threads: usize,
+    ) -> Result<Self> {
+        let counted = Counted { inner: ingest, digest: DigestBy::Sink(|w| w.digest()), count: 0 };
+        Self::around(counted, compression, level, threads)
+    }
+}
+
 impl<W: Write> Write for LayerWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write(buf)
+        let n = self.inner.write(buf)?;
+        if let Some(h) = self.diff.as_mut() {
+            h.update(&buf[..n]);
+        }
+        self.uncompressed_size += n as u64;
+        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -275,6 +340,28 @@ pub fn diff_id_of(raw: impl Read) -> Result<Digest> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::content::{ContentStore, Expected, LocalStore};
+
+    #[test]
+    fn an_ingest_layer_takes_the_ingests_digest_and_commits_under_it() {
+        // Large enough that the store's hash moves to its own thread (content/beside.rs).
+        let tar = tar_of(&[("big", &vec![7u8; 9 << 20]), ("small", b"x")]);
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        for c in [Compression::None, Compression::Gzip, Compression::Zstd] {
+            let ingest = store.writer(Algorithm::Sha256).unwrap();
+            let mut w = LayerWriter::into_ingest(ingest, c, Some(1), 2).unwrap();
+            w.write_all(&tar).unwrap();
+            let (ingest, info) = w.finish().unwrap();
+            let digest = ingest.commit(Expected::exactly(&info.digest, info.size)).unwrap();
+            let mut stored = Vec::new();
+            store.reader(&digest).unwrap().read_to_end(&mut stored).unwrap();
+            assert_eq!(stored.len() as u64, info.size, "{c:?}");
+            assert_eq!(Digest::of(&stored), info.digest, "{c:?}: the digest of what was stored");
+            assert_eq!(Digest::of(&tar), info.diff_id, "{c:?}: the diffID");
+            assert_eq!(info.uncompressed_size, tar.len() as u64);
+        }
+    }
 
     fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
