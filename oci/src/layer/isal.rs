@@ -44,11 +44,12 @@ impl Deflater {
         // the flush; doubled on the rare refusal.
         let mut cap = data.len() + data.len() / 1024 + 1024;
         loop {
-            let mut out = vec![0u8; cap];
+            // Not zeroed: the shim writes the bytes that `set_len` below keeps.
+            let mut out: Vec<u8> = Vec::with_capacity(cap);
             let cap32 = u32::try_from(cap).map_err(|_| too_big())?;
-            // SAFETY: every pointer comes from a live slice whose length is passed beside
-            // it; the shim reads `data` and `dict`, and writes at most `cap` bytes of `out`
-            // and `level_buf`, all within this call.
+            // SAFETY: every pointer comes from a live allocation whose length is passed
+            // beside it; the shim reads `data` and `dict`, and writes at most `cap` bytes of
+            // `out` (its spare capacity) and of `level_buf`, all within this call.
             let n = unsafe {
                 berth_isal_deflate_block(
                     data.as_ptr(),
@@ -64,8 +65,9 @@ impl Deflater {
             };
             match n {
                 -1 => cap *= 2,
-                n if n >= 0 => {
-                    out.truncate(n as usize);
+                n if n >= 0 && n as usize <= cap => {
+                    // SAFETY: the shim initialised the first `n` bytes (n <= cap, checked).
+                    unsafe { out.set_len(n as usize) };
                     return Ok(out);
                 }
                 _ => return Err(io::Error::other("ISA-L refused to deflate a block")),
