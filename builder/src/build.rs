@@ -401,9 +401,8 @@ fn compress_layer(m: &Machine<'_>, lazy: &dyn LazyBlobs, l: &Layer, codec: Codec
     lazy.ensure(m.store, &l.digest)?;
     let mut blob = m.store.content().reader(&l.digest).map_err(Error::image(format!("read layer {}", l.digest)))?;
     let ingest = m.store.content().writer(oci::Algorithm::Sha256).map_err(Error::image("start a layer"))?;
-    let threads = oci::layer::default_threads();
-    let mut w = oci::layer::LayerWriter::into_ingest(ingest, compression, level, threads)
-        .map_err(Error::image("start a layer"))?;
+    let mut w =
+        oci::layer::LayerWriter::into_ingest(ingest, compression, level).map_err(Error::image("start a layer"))?;
     std::io::copy(&mut blob, &mut w).map_err(Error::io(format!("compress layer {}", l.digest)))?;
     let (ingest, info) = w.finish().map_err(Error::image("finish a layer"))?;
     if info.diff_id != l.diff_id {

@@ -614,7 +614,7 @@ impl ImageStore {
     ) -> Result<ImageRecord> {
         let mut reader = crate::layer::LayerReader::new(tarball, u64::MAX)?;
         let ingest = self.content.writer(Algorithm::Sha256)?;
-        let mut layer = LayerWriter::into_ingest(ingest, opts.compression, None, crate::layer::default_threads())?;
+        let mut layer = LayerWriter::into_ingest(ingest, opts.compression, None)?;
         copy_checking_tar(&mut reader, &mut layer)?;
         let (ingest, info) = layer.finish()?;
         ingest.commit(Expected::exactly(&info.digest, info.size))?;

@@ -50,7 +50,7 @@ pub(crate) fn write_plain_layer(
     fill: &mut dyn FnMut(&mut dyn Write) -> Result<()>,
 ) -> Result<Option<Layer>> {
     let ingest = store.content().writer(oci::Algorithm::Sha256).map_err(Error::image("start a layer"))?;
-    let mut w = LayerWriter::into_ingest(ingest, Compression::None, None, 1).map_err(Error::image("start a layer"))?;
+    let mut w = LayerWriter::into_ingest(ingest, Compression::None, None).map_err(Error::image("start a layer"))?;
     fill(&mut w)?;
     let (ingest, info) = w.finish().map_err(Error::image("finish a layer"))?;
     // Two 512-byte end blocks and nothing else: no file changed (an empty cache mount).

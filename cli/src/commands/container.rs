@@ -433,8 +433,7 @@ impl Commit {
         let base_target = store.resolve(&c.config.manifest).or_else(|_| store.resolve(&c.config.image))?;
         let base = store.image(&base_target.target)?;
         let ingest = oci::content::ContentStore::writer(store.content(), oci::Algorithm::Sha256)?;
-        let threads = oci::layer::default_threads();
-        let mut layer = oci::layer::LayerWriter::into_ingest(ingest, oci::layer::Compression::Gzip, None, threads)?;
+        let mut layer = oci::layer::LayerWriter::into_ingest(ingest, oci::layer::Compression::Gzip, None)?;
         let key = container::snapshot_key(&c.config.id);
         snaps.diff(&key, &mut layer).with_context(|| format!("diff container {}", c.config.name))?;
         let (ingest, info) = layer.finish()?;

@@ -72,6 +72,11 @@ impl BesideHasher {
         }
     }
 
+    /// Bytes fed so far.
+    pub(super) fn count(&self) -> u64 {
+        self.count
+    }
+
     /// The digest of everything fed so far.
     pub(super) fn digest(&self) -> Digest {
         match &self.state {

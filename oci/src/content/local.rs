@@ -89,7 +89,6 @@ impl ContentStore for LocalStore {
         Ok(Box::new(LocalWriter {
             out: BufWriter::with_capacity(256 * 1024, file),
             hash: BesideHasher::new(algorithm),
-            count: 0,
             store: self.clone(),
         }))
     }
@@ -122,9 +121,8 @@ impl ContentStore for LocalStore {
 
 struct LocalWriter {
     out: BufWriter<tempfile::NamedTempFile>,
-    /// The hash of what was written, on a thread of its own for a large blob.
+    /// The hash and count of what was written, on a thread of its own for a large blob.
     hash: BesideHasher,
-    count: u64,
     store: LocalStore,
 }
 
@@ -132,7 +130,6 @@ impl Write for LocalWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.out.write(buf)?;
         self.hash.update(&buf[..n]);
-        self.count += n as u64;
         Ok(n)
     }
 
@@ -143,7 +140,8 @@ impl Write for LocalWriter {
 
 impl BlobWriter for LocalWriter {
     fn commit(self: Box<Self>, expected: Expected<'_>) -> Result<Digest> {
-        let (buf, digest, size) = (self.out, self.hash.finish(), self.count);
+        let size = self.hash.count();
+        let (buf, digest) = (self.out, self.hash.finish());
         expected.check(&digest, size)?;
         let file = buf.into_inner().map_err(|e| Error::io("flush ingest file", e.into_error()))?;
         let target = self.store.blob_path(&digest);
@@ -163,7 +161,7 @@ impl BlobWriter for LocalWriter {
     }
 
     fn written(&self) -> u64 {
-        self.count
+        self.hash.count()
     }
 
     fn digest(&self) -> Digest {

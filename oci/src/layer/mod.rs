@@ -239,16 +239,12 @@ impl<W: Write> LayerWriter<W> {
 }
 
 impl LayerWriter<Box<dyn BlobWriter>> {
-    /// A writer into a content store's ingest, as [`LayerWriter::with_level`]: the ingest
-    /// hashes what it stores anyway, so the layer's digest is its, not a second SHA-256 pass.
-    pub fn into_ingest(
-        ingest: Box<dyn BlobWriter>,
-        compression: Compression,
-        level: Option<u32>,
-        threads: usize,
-    ) -> Result<Self> {
+    /// A writer into a content store's ingest at compression `level` on all cores, as
+    /// [`LayerWriter::with_level`]: the ingest hashes what it stores anyway, so the layer's
+    /// digest is its, not a second SHA-256 pass.
+    pub fn into_ingest(ingest: Box<dyn BlobWriter>, compression: Compression, level: Option<u32>) -> Result<Self> {
         let counted = Counted { inner: ingest, digest: DigestBy::Sink(|w| w.digest()), count: 0 };
-        Self::around(counted, compression, level, threads)
+        Self::around(counted, compression, level, default_threads())
     }
 }
 
@@ -350,7 +346,7 @@ mod tests {
         let store = LocalStore::open(dir.path()).unwrap();
         for c in [Compression::None, Compression::Gzip, Compression::Zstd] {
             let ingest = store.writer(Algorithm::Sha256).unwrap();
-            let mut w = LayerWriter::into_ingest(ingest, c, Some(1), 2).unwrap();
+            let mut w = LayerWriter::into_ingest(ingest, c, Some(1)).unwrap();
             w.write_all(&tar).unwrap();
             let (ingest, info) = w.finish().unwrap();
             let digest = ingest.commit(Expected::exactly(&info.digest, info.size)).unwrap();
