@@ -5,7 +5,9 @@
 //! chunk to a spool file on local disk, which clients read behind it, and sends the same
 //! chunk to the upload path of a push ([`Registry::finish_upload`]), which verifies the
 //! digest and commits. Clients are held one byte short of the end until the whole blob has
-//! hashed to its digest, so a corrupt or cut upstream never hands anyone a complete body.
+//! hashed to its digest, so a corrupt or cut upstream never hands anyone a complete body,
+//! and until the commit has settled, so a pull that completed left the blob in storage
+//! (unless storage failed, which is logged: clients still get the bytes).
 
 use std::collections::HashMap;
 use std::io::SeekFrom;
@@ -102,6 +104,11 @@ impl Fill {
             }
             wake.await;
         }
+    }
+
+    /// True once the commit has an outcome, either way.
+    fn commit_settled(&self) -> bool {
+        self.commit.lock().unwrap_or_else(PoisonError::into_inner).is_some()
     }
 
     fn set_committed(&self, done: Result<()>) {
@@ -328,7 +335,7 @@ fn blob_response(digest: &Digest, size: Option<u64>, body: Body) -> Response {
 }
 
 /// A client's body: the spool file read behind the fill, one byte short of the end until
-/// the fill is complete.
+/// the fill is complete and its commit has settled.
 fn read_behind(fill: Arc<Fill>) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send {
     futures_util::stream::unfold((fill, None::<tokio::fs::File>, 0u64), |(fill, file, offset)| async move {
         let step = next_chunk(&fill, file, offset).await;
@@ -356,7 +363,8 @@ async fn next_chunk(
     loop {
         let wake = fill.changed.notified();
         let (limit, done) = match fill.state() {
-            State::Complete(size) => (size, true),
+            State::Complete(size) if fill.commit_settled() => (size, true),
+            State::Complete(size) => (size.saturating_sub(1), false),
             State::Failed(e) => return Err(std::io::Error::other(e.message.clone())),
             _ => (fill.written.load(Ordering::Acquire).saturating_sub(1), false),
         };
