@@ -18,7 +18,7 @@
 //! lower layers only, never what the same layer put there.
 
 use std::collections::HashSet;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
@@ -121,6 +121,7 @@ pub fn unpack(tar: impl Read, root: &Path, opts: &UnpackOptions) -> Result<Unpac
         real_root,
         stats: UnpackStats::default(),
         written: HashSet::new(),
+        copy_buf: Vec::new(),
     };
     let mut archive = tar::Archive::new(tar);
     for entry in archive.entries().map_err(UnpackError::Tar)? {
@@ -140,6 +141,28 @@ struct Unpacker {
     stats: UnpackStats,
     /// Paths this layer wrote, which its own opaque whiteouts must not hide.
     written: HashSet<PathBuf>,
+    /// The buffer file data goes through: one large buffer, reused, so that a big file costs
+    /// few read and write calls (`io::copy` would use 8 KiB).
+    copy_buf: Vec<u8>,
+}
+
+/// Bytes per read and write of file data.
+const COPY_CHUNK: usize = 256 << 10;
+
+/// Copies `from` to `to` through `buf` (grown to [`COPY_CHUNK`] on first use) until `from` ends.
+fn copy_data(from: &mut impl Read, to: &mut impl Write, buf: &mut Vec<u8>) -> io::Result<u64> {
+    buf.resize(COPY_CHUNK, 0);
+    let mut n = 0;
+    loop {
+        let got = match from.read(buf) {
+            Ok(0) => return Ok(n),
+            Ok(got) => got,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        to.write_all(&buf[..got])?;
+        n += got as u64;
+    }
 }
 
 /// Normalises an entry path: drops `.` and a leading `/`, refuses `..`.
@@ -252,7 +275,7 @@ impl Unpacker {
                 )
                 .map_err(io_err("create file", &path))?;
                 let mut file = std::fs::File::from(fd);
-                io::copy(entry, &mut file).map_err(|e| UnpackError::Io {
+                copy_data(entry, &mut file, &mut self.copy_buf).map_err(|e| UnpackError::Io {
                     op: "write",
                     path: shown.clone(),
                     source: e,
@@ -539,6 +562,35 @@ mod tests {
         assert_eq!(a.ino(), b.ino(), "hardlink shares the inode");
         assert_eq!(a.permissions().mode() & 0o777, 0o644);
         assert_eq!(a.mtime(), 1_000_000);
+    }
+
+    /// Bytes that differ at every offset, so that a chunk written twice or out of place shows.
+    fn pattern(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i % 251) as u8).collect()
+    }
+
+    #[test]
+    fn file_data_is_whole_on_both_sides_of_a_copy_chunk() {
+        let (_t, root) = sandbox();
+        let sizes = [0, 1, COPY_CHUNK - 1, COPY_CHUNK, COPY_CHUNK + 1, 3 * COPY_CHUNK + 5];
+        let datas: Vec<Vec<u8>> = sizes.iter().map(|&n| pattern(n)).collect();
+        let names: Vec<String> = sizes.iter().map(|n| format!("f{n}")).collect();
+        let entries: Vec<_> = names.iter().zip(&datas).map(|(n, d)| (n.as_str(), F, d.as_slice(), "")).collect();
+        // Through a reader that hands out a few bytes at a time, as a pipe may.
+        struct Trickle<'a>(&'a [u8]);
+        impl Read for Trickle<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                let n = buf.len().min(self.0.len()).min(70_001);
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let tar = layer(&entries);
+        unpack(Trickle(&tar), &root, &UnpackOptions { whiteouts: Whiteouts::Apply, ..Default::default() }).unwrap();
+        for (name, data) in names.iter().zip(&datas) {
+            assert!(std::fs::read(root.join(name)).unwrap() == *data, "{name} differs");
+        }
     }
 
     #[test]

@@ -90,12 +90,12 @@ impl LocalWorker<'_> {
                 }
                 None => None,
             };
-            let (mut reader, writer) = std::io::pipe().map_err(Error::io("pipe"))?;
+            let (mut reader, writer) = copy_pipe()?;
             std::thread::scope(|s| {
                 let producer = s.spawn(move || -> Result<()> {
-                    let mut tar = tar::Builder::new(writer);
+                    let mut tar = tar::Builder::new(std::io::BufWriter::with_capacity(PIPE_SIZE, writer));
                     self.emit(v, c, source_layers, Some((root, chown)), &mut tar)?;
-                    tar.finish().map_err(Error::io("stream files"))
+                    tar.into_inner().and_then(|mut w| w.flush()).map_err(Error::io("stream files"))
                 });
                 let opts = runner::unpack::UnpackOptions {
                     whiteouts: runner::unpack::Whiteouts::Apply,
@@ -339,6 +339,20 @@ impl Dest<'_> {
 
 /// WORKDIR: each missing directory of `rel`, top down, 0755 and owned by the stage's USER
 /// (resolved in the image), dated now (or SOURCE_DATE_EPOCH), as BuildKit creates them.
+/// Bytes the copy pipe holds, and the producer's writes into it: the tar crate copies file
+/// data 8 KiB at a time, and a 64 KiB pipe would wake the unpacking thread every few of them.
+const PIPE_SIZE: usize = 1 << 20;
+
+/// The pipe a COPY's tar goes through, made [`PIPE_SIZE`] large where the kernel allows it
+/// (`/proc/sys/fs/pipe-max-size`; if not, the default size only costs more wake-ups).
+fn copy_pipe() -> Result<(std::io::PipeReader, std::io::PipeWriter)> {
+    let (reader, writer) = std::io::pipe().map_err(Error::io("pipe"))?;
+    // Refused (EPERM past the user's pipe quota): the pipe keeps the default size, which
+    // copies the same bytes with more wake-ups; nothing is lost.
+    let _default_size = rustix::pipe::fcntl_setpipe_size(&writer, PIPE_SIZE);
+    Ok((reader, writer))
+}
+
 fn workdir(tar: &mut tar::Builder<impl Write>, root: Option<&Path>, rel: &str, owner: (u32, u32)) -> Result<()> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let mtime = crate::cache::source_date_epoch().unwrap_or(now);
