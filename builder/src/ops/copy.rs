@@ -421,9 +421,35 @@ fn append(tar: &mut tar::Builder<impl Write>, path: &str, e: Entry) -> Result<()
     tar.append_data(&mut h, path, std::io::empty()).map_err(Error::io(format!("stream {path}")))
 }
 
+/// Appends a regular file of `e.size` bytes read from `data`. A file that grew since it was
+/// stat'ed is cut at its size; one that shrank fails the step, which would otherwise leave a
+/// tar whose next header is read as this file's data.
 fn append_data(tar: &mut tar::Builder<impl Write>, path: &str, e: Entry, data: &mut dyn Read) -> Result<()> {
     let mut h = e.header(tar::EntryType::Regular, e.size);
-    tar.append_data(&mut h, path, data.take(e.size)).map_err(Error::io(format!("stream {path}")))
+    let exact = Exactly { inner: data, left: e.size };
+    tar.append_data(&mut h, path, exact).map_err(Error::io(format!("stream {path}")))
+}
+
+/// At most `left` bytes of `inner`, and an error if it ends before them.
+struct Exactly<'a> {
+    inner: &'a mut dyn Read,
+    left: u64,
+}
+
+impl Read for Exactly<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let max = usize::try_from(self.left).unwrap_or(usize::MAX).min(buf.len());
+        let n = self.inner.read(&mut buf[..max])?;
+        if n == 0 {
+            let msg = format!("the file became {} bytes shorter while it was copied", self.left);
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, msg));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
 }
 
 fn join_rel(base: &str, name: &str) -> String {
@@ -462,4 +488,42 @@ fn is_dir_in(root: &Path, rel: &str) -> bool {
         return false;
     };
     runner::sys::open_in_root(&rootfd, rel, rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(size: u64) -> Entry {
+        Entry::file(0o644, size)
+    }
+
+    #[test]
+    fn a_file_that_grew_is_cut_at_its_size_and_the_tar_reads_back() {
+        let mut tar = tar::Builder::new(Vec::new());
+        append_data(&mut tar, "a", file(3), &mut &b"abcdef"[..]).unwrap();
+        append_data(&mut tar, "b", file(2), &mut &b"xy"[..]).unwrap();
+        let bytes = tar.into_inner().unwrap();
+        let mut archive = tar::Archive::new(&bytes[..]);
+        let got: Vec<(String, String)> = archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let mut s = String::new();
+                e.read_to_string(&mut s).unwrap();
+                (e.path().unwrap().display().to_string(), s)
+            })
+            .collect();
+        assert_eq!(got, [("a".to_owned(), "abc".to_owned()), ("b".to_owned(), "xy".to_owned())]);
+    }
+
+    #[test]
+    fn a_file_that_shrank_fails_the_copy_with_a_message() {
+        let mut tar = tar::Builder::new(Vec::new());
+        let err = append_data(&mut tar, "app/config", file(10), &mut &b"short"[..]).unwrap_err();
+        let cause = std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default();
+        assert!(err.to_string().contains("app/config"), "{err}");
+        assert!(cause.contains("5 bytes shorter while it was copied"), "{cause}");
+    }
 }
