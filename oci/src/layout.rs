@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::content::{ContentStore, Expected};
 use crate::digest::{Algorithm, Digest};
 use crate::error::{Error, IoContext, Result};
-use crate::layer::{Compression, LayerReader};
+use crate::layer::{Compression, Exactly, LayerReader};
 use crate::manifest::{descriptor_digest, parse_config, Manifest};
 use crate::media;
 use crate::reference::Reference;
@@ -100,12 +100,7 @@ impl<W: Write> Sink for TarSink<W> {
             }
         }
         let mut h = Self::header(tar::EntryType::Regular, size, 0o644);
-        let mut limited = data.take(size);
-        self.builder.append_data(&mut h, path, &mut limited).ctx(|| format!("archive {path}"))?;
-        if limited.limit() != 0 {
-            return Err(Error::io(format!("archive {path}"), io::ErrorKind::UnexpectedEof.into()));
-        }
-        Ok(())
+        self.builder.append_data(&mut h, path, Exactly::new(data, size)).ctx(|| format!("archive {path}"))
     }
 }
 

@@ -337,8 +337,6 @@ impl Dest<'_> {
     }
 }
 
-/// WORKDIR: each missing directory of `rel`, top down, 0755 and owned by the stage's USER
-/// (resolved in the image), dated now (or SOURCE_DATE_EPOCH), as BuildKit creates them.
 /// Bytes the copy pipe holds, and the producer's writes into it: the tar crate copies file
 /// data 8 KiB at a time, and a 64 KiB pipe would wake the unpacking thread every few of them.
 const PIPE_SIZE: usize = 1 << 20;
@@ -353,6 +351,8 @@ fn copy_pipe() -> Result<(std::io::PipeReader, std::io::PipeWriter)> {
     Ok((reader, writer))
 }
 
+/// WORKDIR: each missing directory of `rel`, top down, 0755 and owned by the stage's USER
+/// (resolved in the image), dated now (or SOURCE_DATE_EPOCH), as BuildKit creates them.
 fn workdir(tar: &mut tar::Builder<impl Write>, root: Option<&Path>, rel: &str, owner: (u32, u32)) -> Result<()> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let mtime = crate::cache::source_date_epoch().unwrap_or(now);
@@ -421,35 +421,10 @@ fn append(tar: &mut tar::Builder<impl Write>, path: &str, e: Entry) -> Result<()
     tar.append_data(&mut h, path, std::io::empty()).map_err(Error::io(format!("stream {path}")))
 }
 
-/// Appends a regular file of `e.size` bytes read from `data`. A file that grew since it was
-/// stat'ed is cut at its size; one that shrank fails the step, which would otherwise leave a
-/// tar whose next header is read as this file's data.
+/// Appends a regular file of `e.size` bytes read from `data`, exactly (see [`oci::layer::Exactly`]).
 fn append_data(tar: &mut tar::Builder<impl Write>, path: &str, e: Entry, data: &mut dyn Read) -> Result<()> {
     let mut h = e.header(tar::EntryType::Regular, e.size);
-    let exact = Exactly { inner: data, left: e.size };
-    tar.append_data(&mut h, path, exact).map_err(Error::io(format!("stream {path}")))
-}
-
-/// At most `left` bytes of `inner`, and an error if it ends before them.
-struct Exactly<'a> {
-    inner: &'a mut dyn Read,
-    left: u64,
-}
-
-impl Read for Exactly<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.left == 0 || buf.is_empty() {
-            return Ok(0);
-        }
-        let max = usize::try_from(self.left).unwrap_or(usize::MAX).min(buf.len());
-        let n = self.inner.read(&mut buf[..max])?;
-        if n == 0 {
-            let msg = format!("the file became {} bytes shorter while it was copied", self.left);
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, msg));
-        }
-        self.left -= n as u64;
-        Ok(n)
-    }
+    tar.append_data(&mut h, path, oci::layer::Exactly::new(data, e.size)).map_err(Error::io(format!("stream {path}")))
 }
 
 fn join_rel(base: &str, name: &str) -> String {

@@ -19,7 +19,7 @@ mod tarball;
 use std::io::{self, BufRead, BufReader, Read, Write};
 
 pub use pgzip::ParGzEncoder;
-pub use tarball::{tar_directory, OverlayXattrs, TarOptions, TarWriter, FUSE_OPAQUE_MARKERS};
+pub use tarball::{tar_directory, Exactly, OverlayXattrs, TarOptions, TarWriter, FUSE_OPAQUE_MARKERS};
 
 use crate::content::BlobWriter;
 use crate::digest::{Algorithm, Digest, Hasher, HashingReader};

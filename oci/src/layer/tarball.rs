@@ -178,16 +178,8 @@ impl<'a, W: Write> TarWriter<'a, W> {
         if ft.is_file() {
             h.set_entry_type(tar::EntryType::Regular);
             h.set_size(meta.len());
-            let file = File::open(path).ctx(|| format!("open {}", path.display()))?;
-            let mut counted = Counted { inner: file.take(meta.len()), n: 0 };
-            self.builder.append_data(&mut h, rel, &mut counted).ctx(ctx)?;
-            if counted.n != meta.len() {
-                return Err(Error::io(
-                    format!("archive {}", path.display()),
-                    io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while it was being archived"),
-                ));
-            }
-            return Ok(());
+            let mut file = File::open(path).ctx(|| format!("open {}", path.display()))?;
+            return self.builder.append_data(&mut h, rel, Exactly::new(&mut file, meta.len())).ctx(ctx);
         }
         let kind = if ft.is_char_device() {
             tar::EntryType::Char
@@ -214,15 +206,33 @@ fn is_opaque(path: &Path, xattrs: OverlayXattrs) -> bool {
     matches!(rustix::fs::lgetxattr(path, xattrs.opaque(), &mut buf[..]), Ok(1) if buf[0] == b'y') || marked()
 }
 
-struct Counted<R> {
-    inner: R,
-    n: u64,
+/// A file's bytes as its tar header announces them: at most `left` (a file that grew since
+/// it was stat'ed is cut there), and an error if it ends sooner, which would otherwise leave a
+/// tar whose next header is read as this file's data.
+pub struct Exactly<'a> {
+    inner: &'a mut dyn Read,
+    left: u64,
 }
 
-impl<R: Read> Read for Counted<R> {
+impl<'a> Exactly<'a> {
+    /// The first `size` bytes of `inner`, all of them.
+    pub fn new(inner: &'a mut dyn Read, size: u64) -> Self {
+        Exactly { inner, left: size }
+    }
+}
+
+impl Read for Exactly<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.n += n as u64;
+        if self.left == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let max = usize::try_from(self.left).unwrap_or(usize::MAX).min(buf.len());
+        let n = self.inner.read(&mut buf[..max])?;
+        if n == 0 {
+            let msg = format!("the file became {} bytes shorter while it was copied", self.left);
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, msg));
+        }
+        self.left -= n as u64;
         Ok(n)
     }
 }
