@@ -169,7 +169,14 @@ pub fn build(m: &Machine<'_>, opts: &BuildOptions) -> Result<Built> {
             };
             Ok((solver, built))
         })();
-        early.close(made.is_err());
+        let unfinished = early.close(made.is_err());
+        made.map(|m| (m, unfinished))
+    })
+    .map(|(made, unfinished)| {
+        // The scope has waited for the early export's threads.
+        if let Some(text) = unfinished.note() {
+            m.progress.event(Event::Note { text });
+        }
         made
     })?;
     built.cache_errors = export_caches(m, &exporter, &converted.graph, &solver, &targets, &imported, opts);
