@@ -67,8 +67,9 @@ pub fn parse_digest(s: &str) -> Result<oci::Digest> {
 #[derive(Clone)]
 pub struct Registry {
     driver: Arc<dyn StorageDriver>,
-    /// Running sha256 of uploads in progress on this process: upload id -> (bytes hashed, state).
-    hashes: Arc<Mutex<HashMap<String, (u64, oci::digest::Hasher)>>>,
+    /// Upload sessions this process has seen, by id: a lock that lets one request at a time
+    /// write, finish or cancel the session, and the running sha256 it guards.
+    sessions: Arc<Mutex<HashMap<String, uploads::Session>>>,
     /// Manifest bodies served lately, by digest.
     manifests: Arc<Mutex<ManifestCache>>,
     /// Accept image manifests whose layers are not in the repository (sparse manifests).
@@ -82,7 +83,7 @@ impl Registry {
     pub fn new(driver: Arc<dyn StorageDriver>) -> Self {
         Registry {
             driver,
-            hashes: Arc::default(),
+            sessions: Arc::default(),
             manifests: Arc::default(),
             allow_sparse: false,
             cached_writes: false,
