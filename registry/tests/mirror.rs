@@ -665,3 +665,39 @@ async fn upstream_tokens_are_kept_until_near_expiry_and_renewed_before_they_laps
     assert!(up.tokens() > tokens, "an expiring token is renewed");
     assert_eq!(up.unauthorized(), before, "before use, not after a 401 (the first pull took {refused})");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_private_blob_is_never_served_through_a_mirrored_name_and_a_shared_one_is_linked_without_a_fetch() {
+    let up = upstream().await;
+    let (layer, digest) = push_image(&up, "1.0", 1000).await;
+    let users = HashMap::from([("me".to_owned(), bcrypt::hash("pw", 4).unwrap())]);
+    let grants = vec![
+        Grant { account: "anonymous".into(), repository: "hub/*".into(), actions: vec![Action::Pull] },
+        Grant { account: "me".into(), repository: "*".into(), actions: vec![Action::Pull, Action::Push] },
+    ];
+    let auth = Auth::new(Mode::Htpasswd, users, grants, vec![], Realm::FromHost, "mirror".into(), false);
+    let (m, _root, reg) = mirror_with_auth(&up, Duration::from_secs(300), Duration::from_secs(5), auth).await;
+    // A team's private blob, and a copy of the upstream's layer pushed by the team.
+    let secret = b"DB_PASSWORD=hunter2".to_vec();
+    let team: registry::domain::RepoName = "team/secret".parse().unwrap();
+    for blob in [&secret, &layer] {
+        let stream: registry::domain::BodyStream =
+            Box::pin(futures_util::stream::once(std::future::ready(Ok(bytes::Bytes::from(blob.clone())))));
+        reg.put_blob(&team, &oci::Digest::of(blob), stream).await.unwrap();
+    }
+    let through_hub = |d: String| async move {
+        let r = reqwest::get(format!("http://{m}/v2/hub/library/any/blobs/{d}")).await.unwrap();
+        (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
+    };
+    let (status, body) = through_hub(oci::Digest::of(&secret).to_string()).await;
+    assert_ne!(status, 200, "anonymous read a private blob through the mirror: {}", String::from_utf8_lossy(&body));
+    up.set(Fault::Hang);
+    let (status, _) = through_hub(oci::Digest::of(&secret).to_string()).await;
+    assert_ne!(status, 200, "nor while the upstream cannot answer");
+    up.set(Fault::None);
+    // The upstream has the layer under library/app: linked from storage, its body not fetched.
+    let r = reqwest::get(format!("http://{m}/v2/hub/library/app/blobs/{digest}")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.unwrap() == layer);
+    assert_eq!(up.gets(&format!("/blobs/{digest}")), 0, "the upstream only confirmed it has the blob");
+}

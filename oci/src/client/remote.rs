@@ -113,6 +113,16 @@ impl Remote {
         Ok(RemoteManifest { media_type: media_type.unwrap_or_else(|| parsed.media_type()), bytes, digest })
     }
 
+    /// Whether the repository has the blob upstream (a HEAD: no body moves). A 404 is
+    /// `false`; any other failure is an error.
+    pub async fn has_blob(&self, repo: &str, digest: &Digest) -> Result<bool> {
+        match self.get(Method::HEAD, repo, &format!("blobs/{digest}"), "*/*").await {
+            Ok(_) => Ok(true),
+            Err(Error::Registry { status: 404, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// A blob's body, streamed as it arrives.
     pub async fn blob(&self, repo: &str, digest: &Digest) -> Result<RemoteBlob> {
         let resp = self.get(Method::GET, repo, &format!("blobs/{digest}"), "*/*").await?;

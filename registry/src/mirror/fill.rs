@@ -135,7 +135,7 @@ impl Mirror {
         head: bool,
     ) -> Result<Response> {
         let (up, repo) = self.route(name).ok_or_else(|| RegistryError::new(ErrorCode::NameUnknown, "not mirrored"))?;
-        if self.stored(name, digest).await? {
+        if self.stored(up, name, repo, digest).await? {
             bump(&up.stats.hits, 1);
             return crate::api::get_stored_blob(state, name, digest, headers, head).await;
         }
@@ -161,7 +161,7 @@ impl Mirror {
         repo: &str,
         digest: &Digest,
     ) -> Result<()> {
-        if self.stored(name, digest).await? {
+        if self.stored(up, name, repo, digest).await? {
             return Ok(());
         }
         let fill = self.join_or_start(up, name, repo, digest);
@@ -172,24 +172,32 @@ impl Mirror {
     /// repository's).
     async fn wait_stored(&self, fill: &Fill, name: &RepoName, digest: &Digest) -> Result<()> {
         fill.committed().await?;
-        if self.stored(name, digest).await? {
+        // The fill linked the blob into the repository it fetched it for.
+        if self.registry.blob_size(name, digest).await.is_ok() {
             return Ok(());
         }
         Err(RegistryError::new(ErrorCode::Unavailable, format!("blob {digest} was fetched but is not stored")))
     }
 
-    /// True when this repository has the blob; one stored for another repository is linked.
-    async fn stored(&self, name: &RepoName, digest: &Digest) -> Result<bool> {
+    /// True when this repository has the blob. One stored for another repository is linked
+    /// here without moving its bytes once the upstream confirms that `repo` has it there:
+    /// storage may hold it for a private repository, and a mirrored name must never reveal
+    /// a blob its upstream would not serve. When the upstream cannot say, a fill decides.
+    async fn stored(&self, up: &Upstream, name: &RepoName, repo: &str, digest: &Digest) -> Result<bool> {
         match self.registry.blob_size(name, digest).await {
             Ok(_) => return Ok(true),
             Err(e) if e.code == ErrorCode::BlobUnknown => {}
             Err(e) => return Err(e),
         }
-        if self.registry.blob_stored(digest).await? {
-            self.registry.link_blob(name, digest).await?;
-            return Ok(true);
+        if !self.registry.blob_stored(digest).await? {
+            return Ok(false);
         }
-        Ok(false)
+        let confirmed = tokio::time::timeout(up.config.timeout, up.remote.has_blob(repo, digest)).await;
+        if !matches!(confirmed, Ok(Ok(true))) {
+            return Ok(false);
+        }
+        self.registry.link_blob(name, digest).await?;
+        Ok(true)
     }
 
     fn join_or_start(&self, up: &Arc<Upstream>, name: &RepoName, repo: &str, digest: &Digest) -> Arc<Fill> {
