@@ -59,13 +59,20 @@ struct Token {
 
 /// The token lifetime the distribution spec gives a response without `expires_in`.
 const DEFAULT_TOKEN_SECS: u64 = 60;
+/// The longest a token is kept, whatever `expires_in` says (a day): a huge value from a
+/// hostile token server must not overflow the clock.
+const MAX_TOKEN_SECS: u64 = 24 * 3600;
+/// The most of a token response that is read (registries answer a few KiB).
+const MAX_TOKEN_RESPONSE: usize = 1 << 20;
+/// The most of an error response that is read for its message.
+const MAX_ERROR_BODY: usize = 64 << 10;
 
 impl Token {
     /// A token that lives `expires_in` seconds from `asked` (when its request left): renewed
     /// a quarter of its life early (at most 30 s), so that a request never carries a token
     /// that expires on the way.
     fn new(value: String, asked: Instant, expires_in: Option<u64>) -> Token {
-        let life = Duration::from_secs(expires_in.unwrap_or(DEFAULT_TOKEN_SECS));
+        let life = Duration::from_secs(expires_in.unwrap_or(DEFAULT_TOKEN_SECS).min(MAX_TOKEN_SECS));
         let early = (life / 4).min(Duration::from_secs(30));
         Token { value, renew_at: asked + life - early }
     }
@@ -345,7 +352,13 @@ impl Client {
             access_token: Option<String>,
             expires_in: Option<u64>,
         }
-        let body = r.bytes().await.map_err(http)?;
+        let body = read_capped(r, MAX_TOKEN_RESPONSE).await.map_err(http)?;
+        if body.len() >= MAX_TOKEN_RESPONSE {
+            return Err(Error::Unauthorized {
+                registry: domain.to_owned(),
+                reason: format!("token response over {} KiB", MAX_TOKEN_RESPONSE >> 10),
+            });
+        }
         let t: Answer =
             serde_json::from_slice(&body).map_err(|source| Error::InvalidJson { what: "token response", source })?;
         let value = t.token.or(t.access_token).ok_or_else(|| Error::Unauthorized {
@@ -408,10 +421,26 @@ fn spec_errors(body: &str) -> Vec<(Option<String>, String)> {
         .unwrap_or_default()
 }
 
+/// Reads `resp`'s body up to `cap` bytes and stops there: a server cannot make the client
+/// hold more.
+async fn read_capped(mut resp: Response, cap: usize) -> std::result::Result<Vec<u8>, reqwest::Error> {
+    let mut body = Vec::new();
+    while body.len() < cap {
+        let Some(chunk) = resp.chunk().await? else { break };
+        body.extend_from_slice(&chunk[..chunk.len().min(cap - body.len())]);
+    }
+    Ok(body)
+}
+
+/// The first [`MAX_ERROR_BODY`] bytes of an error response, as text (empty if unreadable).
+async fn error_body(resp: Response) -> String {
+    String::from_utf8_lossy(&read_capped(resp, MAX_ERROR_BODY).await.unwrap_or_default()).into_owned()
+}
+
 /// The registry's error message from a failed response (the spec's JSON, or the status).
 pub(crate) async fn error_message(resp: Response) -> String {
     let status = resp.status();
-    let errors = spec_errors(&resp.text().await.unwrap_or_default());
+    let errors = spec_errors(&error_body(resp).await);
     if errors.is_empty() {
         return status.canonical_reason().unwrap_or("error").to_lowercase();
     }
@@ -427,8 +456,7 @@ pub(crate) async fn check(method: &str, resp: Response) -> Result<Response> {
     let url = resp.url().to_string();
     let retry_after =
         resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
-    let (code, message) =
-        spec_errors(&resp.text().await.unwrap_or_default()).into_iter().next().unwrap_or((None, String::new()));
+    let (code, message) = spec_errors(&error_body(resp).await).into_iter().next().unwrap_or((None, String::new()));
     Err(Error::Registry { method: method.to_owned(), url, status, code, message, retry_after })
 }
 
@@ -460,5 +488,35 @@ mod tests {
         assert_eq!(Token::new("t".into(), now, Some(300)).renew_at, now + Duration::from_secs(270));
         assert_eq!(Token::new("t".into(), now, None).renew_at, now + Duration::from_secs(45), "60 s by default");
         assert!(!Token::new("t".into(), now, Some(0)).fresh());
+        let hostile = Token::new("t".into(), now, Some(u64::MAX));
+        assert_eq!(hostile.renew_at, now + Duration::from_secs(MAX_TOKEN_SECS - 30), "kept a day at most, no overflow");
+    }
+
+    /// Serves one response on 127.0.0.1: `head`, then an endless body of `x`.
+    async fn endless(head: &'static str) -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut req = [0u8; 4096];
+            let _ = conn.read(&mut req).await;
+            conn.write_all(head.as_bytes()).await.unwrap();
+            let chunk = format!("10000\r\n{}\r\n", "x".repeat(0x10000));
+            while conn.write_all(chunk.as_bytes()).await.is_ok() {}
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn an_endless_body_is_read_up_to_the_cap_and_no_further() {
+        let head = "HTTP/1.1 500 Internal Server Error\r\ntransfer-encoding: chunked\r\n\r\n";
+        let addr = endless(head).await;
+        let resp = reqwest::get(format!("http://{addr}/")).await.unwrap();
+        let body = read_capped(resp, 3 << 20).await.unwrap();
+        assert_eq!(body.len(), 3 << 20);
+        let resp = reqwest::get(format!("http://{}/", endless(head).await)).await.unwrap();
+        let err = check("GET", resp).await.unwrap_err();
+        assert!(matches!(err, Error::Registry { status: 500, .. }), "{err}");
     }
 }

@@ -111,6 +111,17 @@ impl Fill {
         self.commit.lock().unwrap_or_else(PoisonError::into_inner).is_some()
     }
 
+    /// Ends a fill whose task died: whoever waits gets UNAVAILABLE.
+    fn abandon(&self) {
+        let failed = || RegistryError::new(ErrorCode::Unavailable, "the mirror's fetch of this blob failed");
+        if matches!(self.state(), State::Asking | State::Arriving(_)) {
+            self.set(State::Failed(failed()));
+        }
+        if !self.commit_settled() {
+            self.set_committed(Err(failed()));
+        }
+    }
+
     fn set_committed(&self, done: Result<()>) {
         *self.commit.lock().unwrap_or_else(PoisonError::into_inner) = Some(done);
         self.changed.notify_waiters();
@@ -224,9 +235,14 @@ impl Mirror {
             repo: repo.to_owned(),
             digest: digest.clone(),
         };
-        let active = self.fills.active.clone();
+        let (active, watched) = (self.fills.active.clone(), fill.clone());
         tokio::spawn(async move {
-            job.run().await;
+            // A fill that panics still ends: its readers get an error, and the next request
+            // starts a new fill instead of waiting on this one forever.
+            if let Err(e) = tokio::spawn(job.run()).await {
+                tracing::error!(error = %e, "mirror: a fill failed unexpectedly");
+                watched.abandon();
+            }
             active.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
         });
         fill
