@@ -384,14 +384,31 @@ fn stage_dir(store: &ImageStore, staged: &mut Staged, dir: &Path, archive: &str)
     Ok(())
 }
 
+/// The archive's images, every one checked whole, then named: a load that fails names
+/// nothing and leaves every existing name as it was.
 fn interpret(store: &ImageStore, staged: &Staged, archive: &str) -> Result<Vec<ImageRecord>> {
-    if let Some(index) = staged.metadata.get("index.json") {
-        return interpret_oci(store, staged, index, archive);
+    let records = if let Some(index) = staged.metadata.get("index.json") {
+        interpret_oci(store, staged, index, archive)?
+    } else if let Some(manifest) = staged.metadata.get("manifest.json") {
+        interpret_docker(store, staged, manifest, archive)?
+    } else {
+        return Err(bad(archive, "neither index.json (OCI layout) nor manifest.json (docker archive) found".into()));
+    };
+    for r in &records {
+        store.name_or_dangle(r.name.as_ref(), &r.target)?;
     }
-    if let Some(manifest) = staged.metadata.get("manifest.json") {
-        return interpret_docker(store, staged, manifest, archive);
+    Ok(records)
+}
+
+/// `name` for the image `target`, refused when it pins another digest: a digest reference
+/// must always name its own manifest.
+fn entry_name(name: Reference, target: &Target, archive: &str) -> Result<Reference> {
+    match name.digest() {
+        Some(d) if d != &target.digest => {
+            Err(bad(archive, format!("the name {name} pins a digest, but its manifest is {}", target.digest)))
+        }
+        _ => Ok(name),
     }
-    Err(bad(archive, "neither index.json (OCI layout) nor manifest.json (docker archive) found".into()))
 }
 
 /// The name an index.json entry carries: the full containerd name, else the OCI ref name
@@ -429,25 +446,59 @@ fn interpret_oci(store: &ImageStore, staged: &Staged, index: &[u8], archive: &st
     for d in index.manifests() {
         let target = Target { digest: descriptor_digest(d)?, media_type: d.media_type().to_string(), size: d.size() };
         check_complete(store, &target, archive)?;
-        let name = oci_entry_name(d);
-        store.name_or_dangle(name.as_ref(), &target)?;
+        let name = oci_entry_name(d).map(|n| entry_name(n, &target, archive)).transpose()?;
         out.push(ImageRecord { name, target });
     }
     Ok(out)
 }
 
-/// Refuses an image whose blobs are not all in the store (the archive lacked them).
+/// Refuses an image the store cannot use: a manifest missing or of another size than its
+/// descriptor says; an image whose config or layers are missing, whose config does not
+/// parse, or whose config lists another number of layers than its manifest; an index none
+/// of whose images is in the archive whole.
 fn check_complete(store: &ImageStore, target: &Target, archive: &str) -> Result<()> {
     let present = |d: &Digest| store.content().contains(d);
-    if !present(&target.digest)? {
+    let Some(info) = store.content().info(&target.digest)? else {
         return Err(bad(archive, format!("manifest {} is listed but not in the archive", target.digest)));
+    };
+    if info.size != target.size {
+        return Err(bad(
+            archive,
+            format!("manifest {} is {} bytes, its descriptor says {}", target.digest, info.size, target.size),
+        ));
     }
-    let mut all = BTreeSet::new();
-    store.reachable(target, &mut all)?;
-    if let Manifest::Image(_) = store.manifest(&target.digest, Some(&target.media_type))? {
-        for d in &all {
-            if !present(d)? {
-                return Err(bad(archive, format!("blob {d} is referenced but not in the archive")));
+    match store.manifest(&target.digest, Some(&target.media_type))? {
+        Manifest::Image(m) => {
+            let mut all = BTreeSet::new();
+            store.reachable(target, &mut all)?;
+            for d in &all {
+                if !present(d)? {
+                    return Err(bad(archive, format!("blob {d} is referenced but not in the archive")));
+                }
+            }
+            let config_digest = descriptor_digest(m.config())?;
+            let config = crate::manifest::parse_config(&store.content().read_small(&config_digest, MAX_CONFIG_SIZE)?)
+                .map_err(|e| bad(archive, format!("config {config_digest}: {e}")))?;
+            let (layers, diff_ids) = (m.layers().len(), config.rootfs().diff_ids().len());
+            if layers != diff_ids {
+                return Err(bad(
+                    archive,
+                    format!("manifest {} has {layers} layers, its config {diff_ids} diff_ids", target.digest),
+                ));
+            }
+        }
+        Manifest::Index(i) => {
+            let mut whole = 0;
+            for d in i.manifests() {
+                let child =
+                    Target { digest: descriptor_digest(d)?, media_type: d.media_type().to_string(), size: d.size() };
+                if present(&child.digest)? {
+                    check_complete(store, &child, archive)?;
+                    whole += 1;
+                }
+            }
+            if whole == 0 {
+                return Err(bad(archive, format!("index {}: none of its images is in the archive", target.digest)));
             }
         }
     }
@@ -491,12 +542,14 @@ fn interpret_docker(store: &ImageStore, staged: &Staged, manifest: &[u8], archiv
         let target = store.put_manifest(&bytes, media::OCI_MANIFEST)?;
         let tags = e.repo_tags.unwrap_or_default();
         if tags.is_empty() {
-            store.add_dangling(&target)?;
             out.push(ImageRecord { name: None, target: target.clone() });
         }
         for t in tags {
-            let name: Reference = t.parse()?;
-            store.set_name(&name, &target)?;
+            // RepoTags are tags: a digest there is refused, as docker refuses it.
+            let name: Reference = t.parse().map_err(|e| bad(archive, format!("RepoTags {t:?}: {e}")))?;
+            if name.digest().is_some() {
+                return Err(bad(archive, format!("RepoTags {t:?} is not a tag")));
+            }
             out.push(ImageRecord { name: Some(name), target: target.clone() });
         }
     }
@@ -637,5 +690,149 @@ mod tests {
             })
             .unwrap();
         assert_eq!(blobs, 0, "a failed load leaves no blobs behind");
+    }
+
+    /// An OCI archive of one image made of `config` and `layers` (plain tars), named `name`
+    /// in index.json; `index` may change the index's manifest descriptor first.
+    fn oci_archive(
+        config: &[u8],
+        layers: &[Vec<u8>],
+        name: &str,
+        index: impl FnOnce(&mut serde_json::Value),
+    ) -> Vec<u8> {
+        let mut sink = TarSink::new(Vec::new());
+        let mut put = |bytes: &[u8]| {
+            let d = Digest::of(bytes);
+            sink.file(&blob_path(&d), bytes.len() as u64, &mut &bytes[..]).unwrap();
+            d
+        };
+        let cd = put(config);
+        let ls: Vec<(Digest, u64)> = layers.iter().map(|l| (put(l), l.len() as u64)).collect();
+        let descs: Vec<(&str, &Digest, u64)> = ls.iter().map(|(d, n)| (media::OCI_LAYER, d, *n)).collect();
+        let manifest = crate::manifest::oci_manifest((&cd, config.len() as u64), &descs).unwrap();
+        let md = put(&manifest);
+        let mut desc = serde_json::json!({
+            "mediaType": media::OCI_MANIFEST, "digest": md.to_string(), "size": manifest.len(),
+            "annotations": {ANNOTATION_IMAGE_NAME: name},
+        });
+        index(&mut desc);
+        let index = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": [desc],
+        }))
+        .unwrap();
+        sink.file("index.json", index.len() as u64, &mut &index[..]).unwrap();
+        sink.finish().unwrap()
+    }
+
+    fn config_json(diff_ids: &[&Vec<u8>]) -> Vec<u8> {
+        let ids: Vec<String> = diff_ids.iter().map(|l| Digest::of(l).to_string()).collect();
+        serde_json::to_vec(&serde_json::json!({
+            "architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": ids},
+        }))
+        .unwrap()
+    }
+
+    fn refused(store: &ImageStore, tar: &[u8]) -> String {
+        load_tar(store, tar, "t.tar").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_load_that_fails_names_nothing_and_leaves_existing_names_alone() {
+        let (b, _db, before) = store_with_image("busybox:latest");
+        let (a, _da, rec) = store_with_image("app:v1");
+        let mut sink = TarSink::new(Vec::new());
+        write_docker(&a, std::slice::from_ref(&rec), &mut sink).unwrap();
+        // The same archive with RepoTags of a good name then a bad one.
+        let mut out = tar::Builder::new(Vec::new());
+        let tar = sink.finish().unwrap();
+        for e in tar::Archive::new(&tar[..]).entries().unwrap() {
+            let mut e = e.unwrap();
+            let path = e.path().unwrap().into_owned();
+            let mut bytes = Vec::new();
+            e.read_to_end(&mut bytes).unwrap();
+            if path.to_string_lossy() == "manifest.json" {
+                let mut m: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                m[0]["RepoTags"] = serde_json::json!(["busybox:latest", "Bad Name!"]);
+                bytes = serde_json::to_vec(&m).unwrap();
+            }
+            let mut h = e.header().clone();
+            h.set_size(bytes.len() as u64);
+            h.set_cksum();
+            out.append_data(&mut h, path, &bytes[..]).unwrap();
+        }
+        let err = refused(&b, &out.into_inner().unwrap());
+        assert!(err.contains("Bad Name!"), "{err}");
+        let still = b.resolve("busybox:latest").unwrap();
+        assert_eq!(still.target, before.target, "the existing tag was taken over by a load that failed");
+        assert!(b.image(&still.target).is_ok());
+    }
+
+    #[test]
+    fn a_name_that_pins_another_digest_is_refused_in_archives_and_in_the_store() {
+        let layer = rootfs();
+        let other = "sha256:abababababababababababababababababababababababababababababababab";
+        let tar =
+            oci_archive(&config_json(&[&layer]), std::slice::from_ref(&layer), &format!("alpine@{other}"), |_| ());
+        let d = tempfile::tempdir().unwrap();
+        let s = ImageStore::open(d.path()).unwrap();
+        assert!(refused(&s, &tar).contains("pins a digest"));
+        assert!(s.list().unwrap().is_empty());
+        let (a, _da, rec) = store_with_image("app:v1");
+        let spoof: Reference = format!("alpine@{other}").parse().unwrap();
+        assert!(a.set_name(&spoof, &rec.target).is_err(), "a digest reference names only its own manifest");
+        let own: Reference = format!("alpine@{}", rec.target.digest).parse().unwrap();
+        a.set_name(&own, &rec.target).unwrap();
+    }
+
+    #[test]
+    fn images_the_store_could_not_use_are_refused_at_load() {
+        let d = tempfile::tempdir().unwrap();
+        let s = ImageStore::open(d.path()).unwrap();
+        let (one, two) = (rootfs(), b"second layer".to_vec());
+        let not_json = oci_archive(b"this is not json", std::slice::from_ref(&one), "a:1", |_| ());
+        assert!(refused(&s, &not_json).contains("image config"), "{}", refused(&s, &not_json));
+        let short = oci_archive(&config_json(&[&one]), &[one.clone(), two], "a:1", |_| ());
+        assert!(refused(&s, &short).contains("2 layers, its config 1 diff_ids"));
+        let lying = oci_archive(&config_json(&[&one]), std::slice::from_ref(&one), "a:1", |d| d["size"] = 1.into());
+        assert!(refused(&s, &lying).contains("its descriptor says 1"));
+        let empty_index = oci_archive(&config_json(&[&one]), std::slice::from_ref(&one), "a:1", |d| {
+            // An index whose one child is not in the archive.
+            let child = serde_json::json!({"mediaType": media::OCI_MANIFEST, "digest": Digest::of(b"gone").to_string(), "size": 4});
+            let index = serde_json::to_vec(
+                &serde_json::json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": [child]}),
+            )
+            .unwrap();
+            d["mediaType"] = media::OCI_INDEX.into();
+            d["digest"] = Digest::of(&index).to_string().into();
+            d["size"] = index.len().into();
+            d["index"] = serde_json::Value::String(String::from_utf8(index).unwrap());
+        });
+        // The index blob itself must be in the archive: add it.
+        let mut out = tar::Builder::new(Vec::new());
+        let mut index_blob = Vec::new();
+        for e in tar::Archive::new(&empty_index[..]).entries().unwrap() {
+            let mut e = e.unwrap();
+            let path = e.path().unwrap().into_owned();
+            let mut bytes = Vec::new();
+            e.read_to_end(&mut bytes).unwrap();
+            if path.to_string_lossy() == "index.json" {
+                let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                index_blob = v["manifests"][0]["index"].as_str().unwrap().as_bytes().to_vec();
+                v["manifests"][0].as_object_mut().unwrap().remove("index");
+                bytes = serde_json::to_vec(&v).unwrap();
+            }
+            let mut h = e.header().clone();
+            h.set_size(bytes.len() as u64);
+            h.set_cksum();
+            out.append_data(&mut h, path, &bytes[..]).unwrap();
+        }
+        let mut h = tar::Header::new_ustar();
+        h.set_size(index_blob.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        out.append_data(&mut h, blob_path(&Digest::of(&index_blob)), &index_blob[..]).unwrap();
+        let err = refused(&s, &out.into_inner().unwrap());
+        assert!(err.contains("none of its images is in the archive"), "{err}");
+        assert!(s.list().unwrap().is_empty(), "nothing was named");
     }
 }

@@ -230,6 +230,12 @@ impl ImageStore {
 
     /// Points `name` at `target`, replacing what it pointed at before.
     pub fn set_name(&self, name: &Reference, target: &Target) -> Result<()> {
+        if name.digest().is_some_and(|d| d != &target.digest) {
+            return Err(Error::InvalidReference {
+                input: name.to_string(),
+                reason: "its digest is not the digest of the image it would name",
+            });
+        }
         let value = serde_json::to_vec(target).map_err(|source| Error::InvalidJson { what: "index entry", source })?;
         self.with_index(|db| {
             let key = format!("{NAME_PREFIX}{name}");
