@@ -92,7 +92,15 @@ impl Images {
                     continue;
                 }
             }
-            rows.push(Row::of(&store, &rec)?);
+            // One image that cannot be read must not hide the others, nor stop `rmi` of it.
+            match Row::of(&store, &rec) {
+                Ok(row) => rows.push(row),
+                Err(e) => eprintln!(
+                    "WARNING: image {} ({}) cannot be read, `berth rmi` removes it: {e:#}",
+                    rec.name.as_ref().map_or_else(|| "<none>".to_owned(), |n| n.familiar()),
+                    rec.target.digest
+                ),
+            }
         }
         rows.sort_by(|a, b| {
             b.created.cmp(&a.created).then_with(|| a.repository.cmp(&b.repository)).then_with(|| a.tag.cmp(&b.tag))
@@ -254,9 +262,11 @@ fn rmi_one(store: &ImageStore, what: &str, force: bool, containers: &[runner::co
             c.short_id()
         );
     }
-    // Read before any name goes: a failure here leaves the image as it was.
+    // Read before any name goes. An image that cannot be read is still removed, shown by
+    // its manifest's digest.
     let shown = match to_untag.len() == same.len() {
-        true => deletable_ids(store, &rec.target)?,
+        true => deletable_ids(store, &rec.target)
+            .unwrap_or_else(|_| vec![(rec.target.digest.clone(), vec![rec.target.digest.clone()])]),
         false => vec![],
     };
     let mut out = std::io::stdout().lock();

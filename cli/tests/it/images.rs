@@ -283,3 +283,40 @@ fn size_is_what_the_layers_take_unpacked_not_their_compressed_size() {
     assert_eq!(size_of(&other).0, unpacked);
     assert_eq!(size_of(&other).0, unpacked, "and again, from the record");
 }
+
+/// The path of blob `digest` in `b`'s store.
+fn blob_file(b: &Berth, digest: &str) -> std::path::PathBuf {
+    let hex = digest.trim_start_matches("sha256:");
+    let found = walkdir(b.root.path()).into_iter().find(|p| p.file_name().is_some_and(|n| n == hex));
+    found.unwrap_or_else(|| panic!("blob {digest} not in the store"))
+}
+
+fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walkdir(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn an_image_that_cannot_be_read_is_listed_with_a_warning_and_rmi_still_removes_it() {
+    let b = Berth::new();
+    let good = b.import_tiny("good:1", "1");
+    let bad = b.import_tiny("bad:1", "2");
+    std::fs::write(blob_file(&b, &bad), b"this is not json").unwrap();
+    let out = b.cmd(&["images"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("good") && stdout.contains(&good[7..19]), "{stdout}");
+    assert!(stderr.contains("WARNING: image bad:1"), "{stderr}");
+    let out = b.ok(&["rmi", "bad:1"]);
+    assert!(out.contains("Untagged: bad:1"), "{out}");
+    let out = b.cmd(&["images"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).is_empty(), "the bad image is gone");
+}
