@@ -377,11 +377,29 @@ fn stage_dir(store: &ImageStore, staged: &mut Staged, dir: &Path, archive: &str)
         for blob in fs::read_dir(alg.path()).ctx(|| format!("read {}", alg.path().display()))? {
             let blob = blob.ctx(|| format!("read {}", alg.path().display()))?;
             let rel = format!("blobs/{}/{}", alg.file_name().to_string_lossy(), blob.file_name().to_string_lossy());
-            let mut f = File::open(blob.path()).ctx(|| format!("open {}", blob.path().display()))?;
+            let mut f = open_regular(&blob.path())?;
             stage_file(store, staged, rel, &mut f, archive)?;
         }
     }
     Ok(())
+}
+
+/// Opens a blob of a layout directory, refusing anything but a regular file (after
+/// symbolic links): a FIFO would hang the load, and a device such as /dev/zero never ends.
+fn open_regular(path: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let open = || format!("open {}", path.display());
+    // Non-blocking, so that opening a FIFO returns instead of waiting for a writer.
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+        .ctx(open)?;
+    let meta = f.metadata().ctx(open)?;
+    if !meta.is_file() {
+        return Err(bad(&path.display().to_string(), "a layout's blobs must be regular files".into()));
+    }
+    Ok(f)
 }
 
 /// The archive's images, every one checked whole, then named: a load that fails names
@@ -834,5 +852,30 @@ mod tests {
         let err = refused(&s, &out.into_inner().unwrap());
         assert!(err.contains("none of its images is in the archive"), "{err}");
         assert!(s.list().unwrap().is_empty(), "nothing was named");
+    }
+
+    #[test]
+    fn a_layout_blob_that_is_not_a_regular_file_is_refused_without_hanging() {
+        let (a, _da, rec) = store_with_image("app");
+        for special in ["fifo", "device"] {
+            let out = tempfile::tempdir().unwrap();
+            write_oci(&a, std::slice::from_ref(&rec), &mut DirSink(out.path().to_owned())).unwrap();
+            let extra = out.path().join("blobs/sha256").join("ab".repeat(32));
+            match special {
+                "fifo" => rustix::fs::mknodat(
+                    rustix::fs::CWD,
+                    &extra,
+                    rustix::fs::FileType::Fifo,
+                    rustix::fs::Mode::from_raw_mode(0o644),
+                    0,
+                )
+                .unwrap(),
+                _ => std::os::unix::fs::symlink("/dev/zero", &extra).unwrap(),
+            }
+            let db = tempfile::tempdir().unwrap();
+            let b = ImageStore::open(db.path()).unwrap();
+            let err = load_oci_dir(&b, out.path()).unwrap_err().to_string();
+            assert!(err.contains("must be regular files"), "{special}: {err}");
+        }
     }
 }
