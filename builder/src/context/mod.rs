@@ -64,7 +64,8 @@ impl Context {
     }
 
     /// Expands one COPY source (a path or a glob) into what it selects. A source that
-    /// would leave the context, or selects nothing, is an error.
+    /// would leave the context is an error; so is a plain path that selects nothing, while a
+    /// wildcard may match nothing (`COPY package.json yarn.lock* ./`), as BuildKit allows.
     pub fn select(&self, source: &str) -> Result<Vec<Selected>> {
         let clean = clean_rel(source).ok_or_else(|| Error::Context {
             path: source.to_owned(),
@@ -114,7 +115,7 @@ impl Context {
             }
             out.push(Selected { path: real, rel });
         }
-        if out.is_empty() {
+        if out.is_empty() && !clean.split('/').any(has_meta) {
             return Err(Error::Context {
                 path: source.to_owned(),
                 reason: "no such file or directory in the build context (or excluded by .dockerignore)".into(),

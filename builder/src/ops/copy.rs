@@ -228,7 +228,9 @@ impl LocalWorker<'_> {
         } else if top_meta.is_dir() {
             dest.rel.clone()
         } else if dest.into_dir {
-            dest.below(item.path.file_name().and_then(|n| n.to_str()).unwrap_or(""))
+            // The name the source was selected by: a symlink keeps its own name, not its
+            // target's.
+            dest.below(item.rel.rsplit('/').next().unwrap_or(""))
         } else {
             dest.rel.clone()
         };

@@ -328,3 +328,33 @@ fn workdir_under_user_is_created_owned_by_that_user_and_dated_now() {
     assert!(ok, "{log}");
     assert_eq!(b.ok(&["run", "--rm", "wd:2", "cat", "/when"]), "1700000000\n");
 }
+
+#[test]
+fn a_symlink_copied_into_a_directory_keeps_its_name_and_an_empty_wildcard_copies_nothing() {
+    let Some(b) = build_store() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path();
+    write(ctx, "real.conf", "conf\n", 0o644);
+    std::os::unix::fs::symlink("real.conf", ctx.join("app.conf")).unwrap();
+    write(ctx, "package.json", "{}\n", 0o644);
+    write(
+        ctx,
+        "Dockerfile",
+        "FROM busybox:latest AS build\n\
+         RUN mkdir -p /usr/lib/x && echo so > /usr/lib/x/libfoo.so.1.2 && ln -s libfoo.so.1.2 /usr/lib/x/libfoo.so\n\
+         FROM busybox:latest\n\
+         COPY --from=build /usr/lib/x/libfoo.so /out/\n\
+         COPY app.conf real.conf /etc/app/\n\
+         COPY package.json yarn.lock* /app/\n\
+         RUN ls /out /etc/app /app > /listing\n",
+        0o644,
+    );
+    let (ok, log) = build(&b, ctx, &["-t", "names:1"], &[]);
+    assert!(ok, "a wildcard that matches nothing is not an error, as in BuildKit: {log}");
+    let listing = b.ok(&["run", "--rm", "names:1", "cat", "/listing"]);
+    assert_eq!(listing, "/app:\npackage.json\n\n/etc/app:\napp.conf\nreal.conf\n\n/out:\nlibfoo.so\n", "{listing}");
+    // A plain path that is missing is still an error.
+    write(ctx, "Dockerfile", "FROM busybox:latest\nCOPY missing.txt /\n", 0o644);
+    let (ok, log) = build(&b, ctx, &["-t", "names:2"], &[]);
+    assert!(!ok && log.contains("missing.txt"), "{log}");
+}
