@@ -405,7 +405,9 @@ pub fn resolve_user(mounts: &[Mount], user: &str) -> Result<(u32, u32, Vec<u32>)
         };
     }
     let mut groups = vec![gid];
-    if let Some(name) = name {
+    // A group given with the user is the only one (as runc): the user's memberships count
+    // only when no group is named.
+    if let (Some(name), None) = (name, g) {
         for f in group.lines().map(|l| l.split(':').collect::<Vec<_>>()).filter(|f| f.len() > 3) {
             if f[3].split(',').any(|m| m == name) {
                 if let Ok(n) = f[2].parse() {
@@ -787,7 +789,20 @@ pub(crate) fn process_command(spec: &Spec) -> Command {
             cmd.env(k, v);
         }
     }
+    if !spec.env.iter().any(|kv| kv.starts_with("HOME=")) {
+        cmd.env("HOME", home(&spec.rootfs, spec.user.as_ref()));
+    }
     cmd
+}
+
+/// The HOME of a process whose environment sets none, as runc gives it: the user's home
+/// directory in the image's /etc/passwd (root's for no user), else `/`.
+fn home(mounts: &[Mount], user: Option<&User>) -> String {
+    let u = user.map_or("0", |User(u)| u.split(':').next().unwrap_or(u));
+    let passwd = read_in_rootfs(mounts, "etc/passwd").unwrap_or_default();
+    let entry =
+        passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() > 5 && (f[0] == u || f[2] == u));
+    entry.map(|f| f[5]).filter(|h| !h.is_empty()).unwrap_or("/").to_owned()
 }
 
 /// The container's /etc/hosts, /etc/resolv.conf and /etc/hostname, as docker writes them.

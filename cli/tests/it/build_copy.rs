@@ -358,3 +358,39 @@ fn a_symlink_copied_into_a_directory_keeps_its_name_and_an_empty_wildcard_copies
     let (ok, log) = build(&b, ctx, &["-t", "names:2"], &[]);
     assert!(!ok && log.contains("missing.txt"), "{log}");
 }
+
+#[test]
+fn home_comes_from_the_images_passwd_and_a_named_group_is_the_only_group() {
+    let Some(b) = build_store() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path();
+    write(
+        ctx,
+        "Dockerfile",
+        "FROM busybox:latest\n\
+         RUN echo 'app:x:1234:2345::/home/app:/bin/sh' >> /etc/passwd && echo 'app:x:2345:' >> /etc/group \
+             && echo 'extra:x:1700:app' >> /etc/group && echo 'daemon2:x:77:' >> /etc/group\n\
+         RUN echo \"root $HOME\" >> /report\n\
+         USER app\n\
+         RUN echo \"app $HOME $(id -G)\" > /tmp/r1\n\
+         USER app:daemon2\n\
+         RUN echo \"app:daemon2 $(id -G)\" > /tmp/r2\n\
+         USER 4321\n\
+         RUN echo \"4321 $HOME\" > /tmp/r3\n\
+         USER root\n\
+         RUN cat /tmp/r1 /tmp/r2 /tmp/r3 >> /report\n",
+        0o644,
+    );
+    let (ok, log) = build(&b, ctx, &["-t", "home:1"], &[]);
+    assert!(ok, "{log}");
+    let report = b.ok(&["run", "--rm", "home:1", "cat", "/report"]);
+    assert_eq!(report, "root /root\napp /home/app 2345 1700\napp:daemon2 77\n4321 /\n", "{report}");
+    // `berth run` too, for a user the image names.
+    let out = b.ok(&["run", "--rm", "-u", "app", "--entrypoint", "sh", "home:1", "-c", "echo $HOME"]);
+    assert_eq!(out, "/home/app\n");
+    // A HOME the image sets is kept.
+    write(ctx, "Dockerfile", "FROM home:1\nENV HOME=/custom\nRUN echo $HOME > /set\n", 0o644);
+    let (ok, log) = build(&b, ctx, &["-t", "home:2"], &[]);
+    assert!(ok, "{log}");
+    assert_eq!(b.ok(&["run", "--rm", "home:2", "cat", "/set"]), "/custom\n");
+}
