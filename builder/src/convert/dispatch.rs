@@ -115,13 +115,8 @@ impl Converter<'_> {
             };
             mounts.push(ExecMount { spec, input });
         }
-        // The environment: the image's ENV, then the build args in scope (ENV wins).
-        let mut env = scope.env().to_vec();
-        for (k, v) in scope.args_with_values() {
-            if !scope.has_env(k) {
-                env.push(format!("{k}={v}"));
-            }
-        }
+        // The environment: the image's ENV and the build args in scope, the later winning.
+        let env = scope.run_env();
         // Proxies given as --build-arg reach the process, outside the key and the history.
         let proxy_env = PROXY_ARGS
             .iter()

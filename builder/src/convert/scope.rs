@@ -14,6 +14,10 @@ pub(super) struct Scope {
     args: Vec<(String, Option<String>)>,
     /// Where each ARG is in `args`: lookups and updates by name without a scan.
     arg_index: HashMap<String, usize>,
+    /// Names whose last setting was an ARG with a value, after an ENV of the same name: the
+    /// ARG's value counts for `$NAME` and RUN until the next ENV (BuildKit adds each ARG to
+    /// the build's environment), while the image config keeps the ENV.
+    arg_over_env: std::collections::HashSet<String>,
     /// The environment, by name in O(1), in image-config order.
     env: Env,
     /// USER as written (None or empty: root; an empty one from the base is kept as it was).
@@ -56,6 +60,7 @@ impl Scope {
         Scope {
             args: Vec::new(),
             arg_index: HashMap::new(),
+            arg_over_env: Default::default(),
             env,
             user,
             workdir,
@@ -70,14 +75,40 @@ impl Scope {
         }
     }
 
-    /// What `$NAME` means at this point of the stage: ENV over ARG, as docker scopes them.
-    /// It borrows the scope (no copy: a Dockerfile of n ENV lines stays linear), so an
-    /// instruction whose words all see the scope before it finishes expanding first; it is
-    /// `Copy`, so the borrow ends at its last use.
+    /// What `$NAME` means at this point of the stage: the later of ENV and ARG, as BuildKit
+    /// scopes them (an ENV after an ARG wins over it, an ARG with a value after an ENV wins
+    /// until the next ENV). It borrows the scope (no copy: a Dockerfile of n ENV lines stays
+    /// linear), so an instruction whose words all see the scope before it finishes expanding
+    /// first; it is `Copy`, so the borrow ends at its last use.
     pub fn lookup(&self) -> impl Fn(&str) -> Option<String> + Copy + '_ {
         move |n: &str| {
-            self.env.value(n).map(str::to_owned).or_else(|| self.arg_index.get(n).and_then(|&i| self.args[i].1.clone()))
+            let arg = || self.arg_index.get(n).and_then(|&i| self.args[i].1.clone());
+            match self.arg_over_env.contains(n) {
+                true => arg(),
+                false => self.env.value(n).map(str::to_owned).or_else(arg),
+            }
         }
+    }
+
+    /// The environment of a RUN: the image's ENV, each ARG that came after an ENV of its
+    /// name in that ENV's place, then the other ARGs with a value.
+    pub fn run_env(&self) -> Vec<String> {
+        let look = self.lookup();
+        let mut env: Vec<String> = self
+            .env
+            .entries
+            .iter()
+            .map(|e| match self.arg_over_env.contains(name_of(e)) {
+                true => format!("{}={}", name_of(e), look(name_of(e)).unwrap_or_default()),
+                false => e.clone(),
+            })
+            .collect();
+        for (k, v) in self.args_with_values() {
+            if !self.env.has(k) {
+                env.push(format!("{k}={v}"));
+            }
+        }
+        env
     }
 
     /// The working directory RUN and relative paths use.
@@ -98,10 +129,14 @@ impl Scope {
     /// Sets `key` in the environment; a variable already there keeps its place.
     pub fn set_env(&mut self, key: &str, value: &str) {
         self.env.set(key, value);
+        self.arg_over_env.remove(key);
     }
 
     /// Declares an ARG (again: the new value replaces the old in place).
     pub fn set_arg(&mut self, name: &str, value: Option<String>) {
+        if value.is_some() && self.env.has(name) {
+            self.arg_over_env.insert(name.to_owned());
+        }
         match self.arg_index.get(name) {
             Some(&i) => self.args[i].1 = value,
             None => {
@@ -263,6 +298,21 @@ mod tests {
         assert_eq!(scope.args_with_values().collect::<Vec<_>>(), [("X", "b")]);
         assert!(scope.has_arg("Y") && scope.lookup()("Y").is_none());
         scope.set_env("X", "env");
-        assert_eq!(scope.lookup()("X").as_deref(), Some("env"));
+        assert_eq!(scope.lookup()("X").as_deref(), Some("env"), "an ENV after an ARG wins");
+        assert!(scope.run_env().contains(&"X=env".to_owned()));
+    }
+
+    #[test]
+    fn an_arg_after_an_env_of_its_name_wins_for_the_build_until_the_next_env() {
+        let mut scope = Scope::from_base(&json!({"config": {"Env": ["E=env1", "PATH=/bin"]}}));
+        scope.set_arg("E", None);
+        assert_eq!(scope.lookup()("E").as_deref(), Some("env1"), "an ARG without a value changes nothing");
+        scope.set_arg("E", Some("arg".into()));
+        assert_eq!(scope.lookup()("E").as_deref(), Some("arg"));
+        assert_eq!(scope.run_env(), ["E=arg", "PATH=/bin"], "in the ENV's place");
+        assert_eq!(scope.env(), ["E=env1", "PATH=/bin"], "the image config keeps the ENV");
+        scope.set_env("E", "env2");
+        assert_eq!(scope.lookup()("E").as_deref(), Some("env2"));
+        assert_eq!(scope.run_env(), ["E=env2", "PATH=/bin"]);
     }
 }
