@@ -424,7 +424,9 @@ pub(super) fn dispatch_cmd(c: &CommandForm, scope: &mut Scope, out: &mut StageOu
 /// entrypoint); one set in this stage stays, as docker does.
 pub(super) fn dispatch_entrypoint(c: &CommandForm, scope: &mut Scope, out: &mut StageOut) -> Result<()> {
     let argv = argv(c, scope);
-    scope.config.insert("Entrypoint".into(), json!(argv));
+    // `ENTRYPOINT []` resets it: no entrypoint at all, as BuildKit records it.
+    let value = if argv.is_empty() { serde_json::Value::Null } else { json!(argv) };
+    scope.config.insert("Entrypoint".into(), value);
     if !scope.cmd_set {
         scope.config.remove("Cmd");
     }

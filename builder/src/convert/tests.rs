@@ -242,6 +242,20 @@ fn entrypoint_drops_an_inherited_cmd_but_keeps_one_set_in_the_stage() {
 }
 
 #[test]
+fn an_empty_exec_form_resets_entrypoint_and_cmd() {
+    let base = json!({ "config": { "Entrypoint": ["/base"], "Cmd": ["base-cmd"] } });
+    for text in ["FROM img\nENTRYPOINT []\n", "FROM img\nENTRYPOINT [ ]\n"] {
+        let c = config(&conv(text, &[], &base)).clone();
+        assert_eq!(c["Entrypoint"], serde_json::Value::Null, "{text}");
+        assert!(c.get("Cmd").is_none(), "{text}: the base's CMD goes with its entrypoint");
+    }
+    let c = config(&conv("FROM img\nCMD []\n", &[], &base)).clone();
+    assert_eq!((&c["Entrypoint"], &c["Cmd"]), (&json!(["/base"]), &json!([])));
+    let c = config(&conv("FROM img\nENTRYPOINT [\"/a\"]\nCMD echo []\n", &[], &base)).clone();
+    assert_eq!(c["Cmd"], json!(["/bin/sh", "-c", "echo []"]), "brackets inside a shell form are text");
+}
+
+#[test]
 fn a_base_without_path_gets_dockers_default_path() {
     let c = conv("FROM scratch\nENV PATH=/opt/app/bin:$PATH\nRUN chmod\n", &[], &json!({}));
     let want = format!("PATH=/opt/app/bin:{DEFAULT_PATH}");

@@ -8,6 +8,8 @@
 //!   lines after it) is dropped, as BuildKit drops it: that escape becomes a blank.
 //! - A `--` word ends an instruction's flags (`COPY -- foo /tmp/`): it becomes blanks, and a word after it
 //!   that starts with `--` gets a sentinel for its first dash, so the crate reads it as an argument.
+//! - `ENTRYPOINT []` and `CMD []` (an empty exec form, which resets them) are refused by the crate: their
+//!   brackets become sentinels, so the crate reads a shell form whose text is `[]` once restored.
 //!
 //! Byte offsets never change, so every span the crate reports is a span of the original text; every string
 //! it returns goes through [`Restore::apply`] to put the masked characters back. [`Prepared::starts`] lists
@@ -98,6 +100,9 @@ struct Edits {
     dropped: Vec<usize>,
     /// A `--` that ends the flags (two bytes).
     end_of_flags: Vec<usize>,
+    /// The `[` and `]` of an empty exec form of CMD or ENTRYPOINT.
+    empty_open: Vec<usize>,
+    empty_close: Vec<usize>,
     /// The first dash of an argument that starts with `--` after `--`.
     dash: Vec<usize>,
 }
@@ -142,6 +147,7 @@ pub(crate) fn prepare(text: &str, escape: char) -> Result<Prepared, String> {
         }
         let words = instruction_words(&own, escape);
         end_of_flags(&words, &mut edits);
+        empty_exec_form(&words, &mut edits);
         i = skip_heredoc_bodies(&lines, i, &words);
     }
     apply(text, escape, edits, starts)
@@ -198,6 +204,25 @@ fn end_of_flags(words: &[(usize, &str)], edits: &mut Edits) {
     }
 }
 
+/// Finds the brackets of `CMD []` or `ENTRYPOINT []` (blanks between them allowed).
+fn empty_exec_form(words: &[(usize, &str)], edits: &mut Edits) {
+    let Some((kw, first)) = keyword(words) else { return };
+    if kw != "CMD" && kw != "ENTRYPOINT" {
+        return;
+    }
+    match &words[first.min(words.len())..] {
+        [(at, "[]")] => {
+            edits.empty_open.push(*at);
+            edits.empty_close.push(at + 1);
+        }
+        [(open, "["), (close, "]")] => {
+            edits.empty_open.push(*open);
+            edits.empty_close.push(*close);
+        }
+        _ => {}
+    }
+}
+
 /// The index of the first line after the heredoc bodies of a COPY or ADD (RUN heredocs are blanked
 /// before this runs); `i` when it has none.
 fn skip_heredoc_bodies(lines: &[(usize, &str)], mut i: usize, words: &[(usize, &str)]) -> usize {
@@ -248,6 +273,8 @@ fn apply(text: &str, escape: char, edits: Edits, starts: Vec<usize>) -> Result<P
     };
     sentinel(&edits.escaped_escape, escape, &mut bytes)?;
     sentinel(&edits.dash, '-', &mut bytes)?;
+    sentinel(&edits.empty_open, '[', &mut bytes)?;
+    sentinel(&edits.empty_close, ']', &mut bytes)?;
     for &at in &edits.dropped {
         bytes[at] = b' ';
     }

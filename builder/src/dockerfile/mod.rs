@@ -668,7 +668,12 @@ fn command(df: &Dockerfile, c: &pd::Command<'_>) -> Result<CommandForm> {
         pd::Command::Exec(e) => CommandForm::Exec(e.value.iter().map(|s| df.unmask(&s.value)).collect()),
         pd::Command::Shell(s) => {
             check_json_strings(df, s.span.clone())?;
-            CommandForm::Shell(join_continuations(&df.unmask(s.value), df.escape))
+            let text = join_continuations(&df.unmask(s.value), df.escape);
+            // `CMD []` / `ENTRYPOINT []`, masked for the crate (see `lines`): the empty exec form.
+            match text.split_whitespace().collect::<String>() == "[]" {
+                true => CommandForm::Exec(vec![]),
+                false => CommandForm::Shell(text),
+            }
         }
         _ => CommandForm::Shell(String::new()),
     })
