@@ -122,12 +122,14 @@ pub fn unpack(tar: impl Read, root: &Path, opts: &UnpackOptions) -> Result<Unpac
         stats: UnpackStats::default(),
         written: HashSet::new(),
         copy_buf: Vec::new(),
+        dir_times: Vec::new(),
     };
     let mut archive = tar::Archive::new(tar);
     for entry in archive.entries().map_err(UnpackError::Tar)? {
         let mut entry = entry.map_err(UnpackError::Tar)?;
         u.entry(&mut entry)?;
     }
+    u.restore_dir_times()?;
     Ok(u.stats)
 }
 
@@ -144,6 +146,9 @@ struct Unpacker {
     /// The buffer file data goes through: one large buffer, reused, so that a big file costs
     /// few read and write calls (`io::copy` would use 8 KiB).
     copy_buf: Vec<u8>,
+    /// The directories this layer lists, with their times: set again once the layer is in,
+    /// because adding their entries moved them (the same layer must unpack to the same tree).
+    dir_times: Vec<(PathBuf, Timespec)>,
 }
 
 /// Bytes per read and write of file data.
@@ -264,6 +269,7 @@ impl Unpacker {
                 .map_err(io_err("open directory", &path))?;
                 rustix::fs::fchmod(&fd, mode).map_err(io_err("chmod", &path))?;
                 self.metadata_fd(&fd, entry, &path)?;
+                self.dir_times.push((path.clone(), mtime(entry)?));
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 self.remove(&parent, &name, &path)?;
@@ -337,7 +343,28 @@ impl Unpacker {
                 .map_err(io_err("open root", path))?;
         let mode = entry.header().mode().map_err(UnpackError::Tar)? & 0o7777;
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(io_err("chmod", path))?;
-        self.metadata_fd(&fd, entry, path)
+        self.metadata_fd(&fd, entry, path)?;
+        self.dir_times.push((path.to_owned(), mtime(entry)?));
+        Ok(())
+    }
+
+    /// Gives each directory the layer lists its time from the layer again, after everything
+    /// below it was written. A directory a later entry replaced or removed is left alone.
+    fn restore_dir_times(&self) -> Result<()> {
+        for (dir, t) in &self.dir_times {
+            let times = Timestamps { last_access: *t, last_modification: *t };
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+            let target = if dir.as_os_str().is_empty() { Path::new(".") } else { dir.as_path() };
+            // Resolved inside the root, as every other path: a directory that a later entry
+            // turned into a symlink is not followed.
+            let fd = match crate::sys::open_in_root(&self.root, target, flags | OFlags::NOFOLLOW) {
+                Ok(fd) => fd,
+                Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => continue,
+                Err(e) => return Err(io_err("open directory", dir)(e)),
+            };
+            rustix::fs::futimens(&fd, &times).map_err(io_err("set times", dir))?;
+        }
+        Ok(())
     }
 
     /// A whiteout entry `name` (`.wh.x`, or the opaque `.wh..wh..opq`) in `dir`.
@@ -562,6 +589,10 @@ mod tests {
         assert_eq!(a.ino(), b.ino(), "hardlink shares the inode");
         assert_eq!(a.permissions().mode() & 0o777, 0o644);
         assert_eq!(a.mtime(), 1_000_000);
+        // Directories keep the layer's time though their entries came after them, so one
+        // layer unpacks to the same tree on every machine.
+        assert_eq!(std::fs::metadata(root.join("bin")).unwrap().mtime(), 1_000_000);
+        assert_eq!(std::fs::metadata(&root).unwrap().mtime(), 1_000_000);
     }
 
     /// Bytes that differ at every offset, so that a chunk written twice or out of place shows.
