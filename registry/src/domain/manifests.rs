@@ -24,6 +24,8 @@ pub struct StoredManifest {
 /// The fields berth reads beyond what `oci::Manifest` types: subject and artifact type.
 #[derive(Deserialize)]
 struct Extras {
+    #[serde(rename = "mediaType")]
+    media_type: Option<String>,
     subject: Option<DescriptorRef>,
     #[serde(rename = "artifactType")]
     artifact_type: Option<String>,
@@ -152,11 +154,23 @@ impl Registry {
                 ));
             }
         }
-        let content_type = content_type.filter(|t| oci::media::is_manifest(t) || oci::media::is_index(t));
+        let content_type = content_type
+            .map(|t| t.split(';').next().unwrap_or(t).trim())
+            .filter(|t| oci::media::is_manifest(t) || oci::media::is_index(t));
         let manifest = Manifest::parse(&bytes, content_type)
-            .map_err(|e| RegistryError::new(ErrorCode::ManifestInvalid, e.to_string()))?;
+            .map_err(|e| RegistryError::new(ErrorCode::ManifestInvalid, oci::error::chain(&e)))?;
         let extras: Extras = serde_json::from_slice(&bytes)
             .map_err(|e| RegistryError::new(ErrorCode::ManifestInvalid, e.to_string()))?;
+        // A document must not say it is one kind while its push says another: clients that
+        // trust either would read different content (CVE-2021-41190).
+        if let (Some(said), Some(sent)) = (extras.media_type.as_deref(), content_type) {
+            if said != sent {
+                return Err(RegistryError::new(
+                    ErrorCode::ManifestInvalid,
+                    format!("the manifest's mediaType {said} is not its Content-Type {sent}"),
+                ));
+            }
+        }
         // Claimed before the checks, so that gc cannot delete what they found (see crate::gc).
         let claimed: Vec<Digest> =
             manifest.references().unwrap_or_default().into_iter().chain([digest.clone()]).collect();

@@ -316,3 +316,19 @@ async fn upload_started_on_one_replica_finishes_on_another() {
     assert_eq!(r.status, StatusCode::CREATED);
     assert_eq!(a.get(&format!("/v2/ha/blobs/{d}")).await.body, b"hello world");
 }
+
+#[tokio::test]
+async fn a_manifest_whose_media_type_disagrees_with_its_content_type_is_refused() {
+    let c = Client::new();
+    let m = c.image_manifest("ct", b"layer", None).await;
+    let uri = "/v2/ct/manifests/v1";
+    // An image manifest pushed as an index (CVE-2021-41190): clients would read it two ways.
+    let r = c.send(Method::PUT, uri, &[("content-type", oci::media::OCI_INDEX)], m.clone()).await;
+    assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, "MANIFEST_INVALID".to_owned()));
+    assert!(String::from_utf8_lossy(&r.body).contains("is not its Content-Type"), "{:?}", r.body);
+    assert_eq!(c.get(uri).await.status, StatusCode::NOT_FOUND, "nothing was stored");
+    // The same bytes pushed as what they say they are, with a parameter on the type.
+    let typed = format!("{}; charset=utf-8", oci::media::OCI_MANIFEST);
+    let r = c.send(Method::PUT, uri, &[("content-type", typed.as_str())], m).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&r.body));
+}
