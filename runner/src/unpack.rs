@@ -85,12 +85,16 @@ pub struct UnpackOptions {
     pub allow_devices: bool,
     /// Set owners from the layer (only honoured for real root).
     pub preserve_owners: bool,
+    /// The layers below, topmost first, when unpacking into an overlay's empty upper
+    /// directory: a parent directory the layer does not list is made with the mode and owner
+    /// it has there, as containerd makes it, so that it does not mask the lower one.
+    pub lowers: Vec<PathBuf>,
 }
 
 impl Default for UnpackOptions {
     fn default() -> Self {
         let root = rustix::process::geteuid().is_root();
-        UnpackOptions { whiteouts: Whiteouts::Apply, allow_devices: false, preserve_owners: root }
+        UnpackOptions { whiteouts: Whiteouts::Apply, allow_devices: false, preserve_owners: root, lowers: vec![] }
     }
 }
 
@@ -121,6 +125,7 @@ pub fn unpack(tar: impl Read, root: &Path, opts: &UnpackOptions) -> Result<Unpac
         real_root,
         stats: UnpackStats::default(),
         written: HashSet::new(),
+        on_the_way: HashSet::new(),
         copy_buf: Vec::new(),
         dir_times: Vec::new(),
     };
@@ -143,6 +148,9 @@ struct Unpacker {
     stats: UnpackStats,
     /// Paths this layer wrote, which its own opaque whiteouts must not hide.
     written: HashSet<PathBuf>,
+    /// The directories above what this layer wrote (listed or made as parents): an opaque
+    /// whiteout keeps them, clearing only their lower contents.
+    on_the_way: HashSet<PathBuf>,
     /// The buffer file data goes through: one large buffer, reused, so that a big file costs
     /// few read and write calls (`io::copy` would use 8 KiB).
     copy_buf: Vec<u8>,
@@ -200,7 +208,8 @@ impl Unpacker {
                 let pfd = self.dir(parent)?;
                 let name = dir.file_name().unwrap_or_default();
                 match rustix::fs::mkdirat(&pfd, name, Mode::from_raw_mode(0o755)) {
-                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Ok(()) => self.like_lower(&pfd, name, dir)?,
+                    Err(rustix::io::Errno::EXIST) => {}
                     Err(e) => return Err(io_err("create directory", dir)(e)),
                 }
                 match crate::sys::open_in_root(&self.root, target, flags) {
@@ -213,6 +222,39 @@ impl Unpacker {
             }
             Err(e) => Err(io_err("open directory", dir)(e)),
         }
+    }
+
+    /// Gives the directory just made at `dir` (`name` in `parent`) the mode and owner of the
+    /// topmost lower layer's entry there, when that is a directory.
+    fn like_lower(&self, parent: &OwnedFd, name: &std::ffi::OsStr, dir: &Path) -> Result<()> {
+        for lower in &self.opts.lowers {
+            let Ok(lower) = rustix::fs::open(lower, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            else {
+                continue;
+            };
+            let st = match crate::sys::open_in_root(&lower, dir, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC) {
+                Ok(fd) => rustix::fs::fstat(&fd).map_err(io_err("stat", dir))?,
+                Err(rustix::io::Errno::NOENT) => continue,
+                // A whiteout, a file or a link above hides anything deeper: a new directory.
+                Err(_) => return Ok(()),
+            };
+            if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+                return Ok(());
+            }
+            let fd = rustix::fs::openat(
+                parent,
+                name,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(io_err("open directory", dir))?;
+            if self.is_root && self.opts.preserve_owners {
+                let (uid, gid) = (rustix::fs::Uid::from_raw(st.st_uid), rustix::fs::Gid::from_raw(st.st_gid));
+                rustix::fs::fchown(&fd, Some(uid), Some(gid)).map_err(|e| chown_err(e, dir, (uid, gid)))?;
+            }
+            return rustix::fs::fchmod(&fd, Mode::from_raw_mode(st.st_mode & 0o7777)).map_err(io_err("chmod", dir));
+        }
+        Ok(())
     }
 
     /// Removes whatever is at `name` in `parent` (a file, a link, or a whole tree).
@@ -330,6 +372,7 @@ impl Unpacker {
             // (sockets, unknown types) has nothing to write.
             _ => return Ok(()),
         }
+        self.on_the_way.extend(path.ancestors().skip(1).map(Path::to_path_buf));
         self.written.insert(path);
         self.stats.entries += 1;
         Ok(())
@@ -432,27 +475,34 @@ impl Unpacker {
                 )
                 .map_err(io_err("mark opaque", dir))
             }
-            Whiteouts::Apply => {
-                let p = PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(dir_fd)));
-                let children = std::fs::read_dir(&p).map_err(|e| UnpackError::Io {
-                    op: "list",
-                    path: dir.display().to_string(),
-                    source: e,
-                })?;
-                for child in children {
-                    let child = child.map_err(|e| UnpackError::Io {
-                        op: "list",
-                        path: dir.display().to_string(),
-                        source: e,
-                    })?;
-                    let rel = dir.join(child.file_name());
-                    if !self.written.contains(&rel) {
-                        self.remove(dir_fd, &child.file_name(), &rel)?;
-                    }
-                }
-                Ok(())
+            Whiteouts::Apply => self.clear_lower(dir_fd, dir),
+        }
+    }
+
+    /// Removes from `dir` everything lower layers put there, at any depth: what this layer
+    /// wrote stays, and so do the directories on the way to it (written or made as parents),
+    /// whose own lower contents are cleared in turn.
+    fn clear_lower(&self, dir_fd: &OwnedFd, dir: &Path) -> Result<()> {
+        let listing = |e| UnpackError::Io { op: "list", path: dir.display().to_string(), source: e };
+        let p = PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(dir_fd)));
+        for child in std::fs::read_dir(&p).map_err(listing)? {
+            let child = child.map_err(listing)?;
+            let (name, rel) = (child.file_name(), dir.join(child.file_name()));
+            let is_dir = child.file_type().map_err(listing)?.is_dir();
+            if is_dir && (self.written.contains(&rel) || self.on_the_way.contains(&rel)) {
+                let fd = rustix::fs::openat(
+                    dir_fd,
+                    &name,
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(io_err("open directory", &rel))?;
+                self.clear_lower(&fd, &rel)?;
+            } else if !self.written.contains(&rel) {
+                self.remove(dir_fd, &name, &rel)?;
             }
         }
+        Ok(())
     }
 
     fn owner_at<R: Read>(
@@ -754,6 +804,57 @@ mod tests {
         assert!(!root.join("b/old").exists() && !root.join("b/sub").exists(), "opaque hides lower content");
         assert!(root.join("b/new").exists() && root.join("b/later").exists(), "but not this layer's own");
         assert!(!root.join("a/.wh.gone").exists(), "whiteout files are never written");
+    }
+
+    #[test]
+    fn a_parent_the_layer_does_not_list_takes_the_lower_directorys_mode_and_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_t, upper) = sandbox();
+        let lower = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(lower.path().join("home/user")).unwrap();
+        std::fs::create_dir(lower.path().join("scratch")).unwrap();
+        std::fs::set_permissions(lower.path().join("scratch"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        std::fs::set_permissions(lower.path().join("home/user"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let root = rustix::process::geteuid().is_root();
+        if root {
+            std::os::unix::fs::chown(lower.path().join("home/user"), Some(1000), Some(1000)).unwrap();
+        }
+        let tar = layer(&[("scratch/new", F, b"n", ""), ("home/user/.profile", F, b"p", ""), ("fresh/x", F, b"x", "")]);
+        let opts = UnpackOptions { lowers: vec![lower.path().to_owned()], ..Default::default() };
+        unpack(&tar[..], &upper, &opts).unwrap();
+        let meta = |p: &str| std::fs::metadata(upper.join(p)).unwrap();
+        assert_eq!(meta("scratch").permissions().mode() & 0o7777, 0o1777);
+        assert_eq!(meta("home/user").permissions().mode() & 0o7777, 0o700);
+        assert_eq!(meta("fresh").permissions().mode() & 0o7777, 0o755, "no lower directory: a plain one");
+        if root {
+            assert_eq!((meta("home/user").uid(), meta("home/user").gid()), (1000, 1000));
+        }
+    }
+
+    #[test]
+    fn an_opaque_directory_keeps_this_layers_tree_at_any_depth_and_nothing_below_of_the_lowers() {
+        let (_t, root) = sandbox();
+        let lower = layer(&[
+            ("b/", D, b"", ""),
+            ("b/sub/", D, b"", ""),
+            ("b/sub/old2", F, b"x", ""),
+            ("c/", D, b"", ""),
+            ("c/x/", D, b"", ""),
+            ("c/x/old", F, b"x", ""),
+        ]);
+        apply(&lower, &root).unwrap();
+        // The marker after the layer's own entries: b/sub/ listed, c/x made as a parent.
+        let upper = layer(&[
+            ("b/sub/", D, b"", ""),
+            ("b/sub/new", F, b"n", ""),
+            ("b/.wh..wh..opq", F, b"", ""),
+            ("c/x/new", F, b"n", ""),
+            ("c/.wh..wh..opq", F, b"", ""),
+        ]);
+        apply(&upper, &root).unwrap();
+        assert!(root.join("b/sub/new").exists() && root.join("c/x/new").exists(), "this layer's files stay");
+        assert!(!root.join("b/sub/old2").exists(), "a lower file under a listed directory goes");
+        assert!(!root.join("c/x/old").exists(), "and under a directory made as a parent");
     }
 
     #[test]

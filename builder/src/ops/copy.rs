@@ -101,6 +101,7 @@ impl LocalWorker<'_> {
                     whiteouts: runner::unpack::Whiteouts::Apply,
                     allow_devices: false,
                     preserve_owners: true,
+                    lowers: vec![],
                 };
                 let unpacked =
                     runner::unpack::unpack(&mut reader, root, &opts).map_err(Error::runner("write the copied files"));

@@ -260,6 +260,12 @@ pub trait Snapshotter: Send + Sync {
     /// How layers must be unpacked into [`Snapshotter::upper`].
     fn whiteouts(&self) -> Whiteouts;
 
+    /// The directories of the layers below `key`'s upper directory, topmost first, when
+    /// they are not already in it (an overlay's): what a layer unpacked there sits on.
+    fn lowers(&self, _key: &str) -> Vec<PathBuf> {
+        Vec::new()
+    }
+
     /// True when a committed snapshot `name` exists.
     fn exists(&self, name: &str) -> bool;
 

@@ -121,6 +121,10 @@ impl Snapshotter for OverlaySnapshotter {
         Whiteouts::Overlay
     }
 
+    fn lowers(&self, key: &str) -> Vec<PathBuf> {
+        self.dirs.chain(self.dirs.parent(key).as_deref())
+    }
+
     fn exists(&self, name: &str) -> bool {
         self.dirs.kind(name).as_deref() == Some("committed")
     }
