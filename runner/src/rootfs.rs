@@ -201,7 +201,12 @@ fn unpack_one(
 ) -> Result<(), RootfsError> {
     let blob = store.content().reader(layer)?;
     let mut reader = oci::layer::LayerReader::new(blob, u64::MAX)?;
-    let opts = UnpackOptions { whiteouts: s.whiteouts(), lowers: s.lowers(key), ..Default::default() };
+    let opts = UnpackOptions {
+        whiteouts: s.whiteouts(),
+        lowers: s.lowers(key),
+        restore_dir_times: false,
+        ..Default::default()
+    };
     unpack(&mut reader, &s.upper(key)?, &opts).map_err(|e| RootfsError::Unpack(layer.clone(), e))?;
     // Drain the end-of-archive padding so the diffID covers the whole stream.
     std::io::copy(&mut (&mut reader).take(u64::MAX), &mut std::io::sink())

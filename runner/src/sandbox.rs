@@ -227,20 +227,25 @@ fn secure_target_at(root: &Path, rel: &str, dir: bool, links: u32) -> std::io::R
                     let next = lexical_in_root(&format!("{from}/{link}/{}", comps[i + 1..].join("/")));
                     return secure_target_at(root, &next, dir, links + 1);
                 }
-                if last && !dir {
-                    rustix::fs::openat(
-                        &pfd,
-                        *c,
-                        OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-                        Mode::from_raw_mode(0o644),
-                    )
-                    .map_err(errno)?;
-                } else {
-                    match rustix::fs::mkdirat(&pfd, *c, Mode::from_raw_mode(0o755)) {
-                        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-                        Err(e) => return Err(errno(e)),
+                // A mount point is scaffolding, no change of the step's: the directory it is
+                // made in keeps its times (else /etc of every RUN would be dated now).
+                crate::sys::keeping_times(&pfd, || {
+                    if last && !dir {
+                        rustix::fs::openat(
+                            &pfd,
+                            *c,
+                            OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                            Mode::from_raw_mode(0o644),
+                        )
+                        .map(drop)
+                    } else {
+                        match rustix::fs::mkdirat(&pfd, *c, Mode::from_raw_mode(0o755)) {
+                            Ok(()) | Err(rustix::io::Errno::EXIST) => Ok(()),
+                            Err(e) => Err(e),
+                        }
                     }
-                }
+                })
+                .map_err(errno)?;
             }
             Err(e) => return Err(errno(e)),
         }

@@ -170,3 +170,21 @@ pub(crate) fn kernel_version() -> (u32, u32) {
     let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse().ok());
     (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
 }
+
+/// Runs `change` (the making or removal of an entry in the directory `dir`, opened for
+/// reading or as `O_PATH`) and gives `dir` back the access and modification times it had
+/// before: for scaffolding, which must leave no trace in a layer.
+pub fn keeping_times<T>(dir: &OwnedFd, change: impl FnOnce() -> rustix::io::Result<T>) -> rustix::io::Result<T> {
+    use rustix::fs::{Mode, OFlags};
+    // futimens needs a descriptor opened for I/O; an O_PATH one answers EBADF.
+    let dir = rustix::fs::openat(dir, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    let before = rustix::fs::fstat(&dir)?;
+    let out = change()?;
+    let ts = |sec: i64, nsec: i64| rustix::fs::Timespec { tv_sec: sec, tv_nsec: nsec as _ };
+    let times = rustix::fs::Timestamps {
+        last_access: ts(before.st_atime as i64, before.st_atime_nsec as i64),
+        last_modification: ts(before.st_mtime as i64, before.st_mtime_nsec as i64),
+    };
+    rustix::fs::futimens(&dir, &times)?;
+    Ok(out)
+}

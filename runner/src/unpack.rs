@@ -89,12 +89,23 @@ pub struct UnpackOptions {
     /// directory: a parent directory the layer does not list is made with the mode and owner
     /// it has there, as containerd makes it, so that it does not mask the lower one.
     pub lowers: Vec<PathBuf>,
+    /// Give the directories the layer lists their times again once the whole layer is in
+    /// (their entries moved them). Off for the layers of image snapshots: the snapshotters'
+    /// diffs must see the same parents whichever one made them (kernel overlayfs keeps a
+    /// parent's times on copy-up, fuse-overlayfs does not), which unpack-time parents give.
+    pub restore_dir_times: bool,
 }
 
 impl Default for UnpackOptions {
     fn default() -> Self {
         let root = rustix::process::geteuid().is_root();
-        UnpackOptions { whiteouts: Whiteouts::Apply, allow_devices: false, preserve_owners: root, lowers: vec![] }
+        UnpackOptions {
+            whiteouts: Whiteouts::Apply,
+            allow_devices: false,
+            preserve_owners: root,
+            lowers: vec![],
+            restore_dir_times: true,
+        }
     }
 }
 
@@ -134,7 +145,9 @@ pub fn unpack(tar: impl Read, root: &Path, opts: &UnpackOptions) -> Result<Unpac
         let mut entry = entry.map_err(UnpackError::Tar)?;
         u.entry(&mut entry)?;
     }
-    u.restore_dir_times()?;
+    if u.opts.restore_dir_times {
+        u.restore_dir_times()?;
+    }
     Ok(u.stats)
 }
 

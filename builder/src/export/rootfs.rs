@@ -72,8 +72,13 @@ pub fn write_tars(store: &ImageStore, images: &[(PathBuf, ImageRecord)], dest: &
 fn unpack_image(store: &ImageStore, image: &ImageRecord, dir: &Path) -> Result<u64> {
     let img = store.image(&image.target).map_err(Error::image(format!("read image {}", image.target.digest)))?;
     let root = rustix::process::geteuid().is_root();
-    let opts =
-        UnpackOptions { whiteouts: Whiteouts::Apply, allow_devices: root, preserve_owners: root, lowers: vec![] };
+    let opts = UnpackOptions {
+        whiteouts: Whiteouts::Apply,
+        allow_devices: root,
+        preserve_owners: root,
+        lowers: vec![],
+        restore_dir_times: true,
+    };
     let mut skipped = 0;
     for desc in img.manifest.layers() {
         let d = oci::manifest::descriptor_digest(desc).map_err(Error::image("read a layer descriptor"))?;

@@ -102,6 +102,7 @@ impl LocalWorker<'_> {
                     allow_devices: false,
                     preserve_owners: true,
                     lowers: vec![],
+                    restore_dir_times: true,
                 };
                 let unpacked =
                     runner::unpack::unpack(&mut reader, root, &opts).map_err(Error::runner("write the copied files"));
@@ -162,6 +163,7 @@ impl LocalWorker<'_> {
             if let CopySrc::Path(p) = s {
                 let ctx = ctx.ok_or_else(|| self.err_at(v, "COPY from the context, but the build has no context"))?;
                 let sel = ctx.select(p).map_err(|e| self.at(v, e))?;
+                let sel = if c.parents { below_pivot(p, sel) } else { sel };
                 count += sel.len();
                 selections.push((ctx, sel));
             } else {
@@ -438,6 +440,24 @@ fn join_rel(base: &str, name: &str) -> String {
         (_, true) => base.to_owned(),
         _ => format!("{base}/{name}"),
     }
+}
+
+/// `COPY --parents`: a source with a `/./` pivot (`./src/./pkg/a.go`) keeps only the path
+/// below the pivot (`pkg/a.go`), as BuildKit; without one, the whole path from the context.
+fn below_pivot(source: &str, sel: Vec<Selected>) -> Vec<Selected> {
+    let Some(pivot) = source.split_once("/./").and_then(|(before, _)| crate::context::clean_rel(before)) else {
+        return sel;
+    };
+    if pivot.is_empty() {
+        return sel;
+    }
+    let prefix = format!("{pivot}/");
+    sel.into_iter()
+        .map(|s| match s.rel.strip_prefix(&prefix) {
+            Some(rest) => Selected { rel: rest.to_owned(), ..s },
+            None => s,
+        })
+        .collect()
 }
 
 /// The file name ADD gives a URL's content: its last path segment (`index.html` for none).

@@ -394,3 +394,23 @@ fn home_comes_from_the_images_passwd_and_a_named_group_is_the_only_group() {
     assert!(ok, "{log}");
     assert_eq!(b.ok(&["run", "--rm", "home:2", "cat", "/set"]), "/custom\n");
 }
+
+#[test]
+fn copy_parents_keeps_the_path_below_a_pivot() {
+    let Some(b) = build_store() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path();
+    write(ctx, "src/pkg/sub/g.go", "package sub\n", 0o644);
+    write(
+        ctx,
+        "Dockerfile",
+        "FROM busybox:latest\n\
+         COPY --parents ./src/./pkg/sub/g.go /p2/\n\
+         COPY --parents src/pkg/sub/g.go /p1/\n\
+         RUN find /p1 /p2 -type f | sort > /found\n",
+        0o644,
+    );
+    let (ok, log) = build(&b, ctx, &["-t", "pivot:1"], &[]);
+    assert!(ok, "{log}");
+    assert_eq!(b.ok(&["run", "--rm", "pivot:1", "cat", "/found"]), "/p1/src/pkg/sub/g.go\n/p2/pkg/sub/g.go\n");
+}

@@ -114,15 +114,16 @@ pub(crate) fn remove_targets(upper: &Path, scaffold: &Scaffold) -> Result<()> {
     targets.sort_by_key(|t| std::cmp::Reverse(t.matches('/').count()));
     for rel in targets {
         let (parent, name) = split(rel);
-        let Ok(dir) = open_beneath(&root, parent, OFlags::PATH | OFlags::DIRECTORY) else { continue };
+        let Ok(dir) = open_beneath(&root, parent, OFlags::RDONLY | OFlags::DIRECTORY) else { continue };
         let Ok(st) = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) else { continue };
         let flags = match FileType::from_raw_mode(st.st_mode) {
             FileType::Directory => AtFlags::REMOVEDIR,
             FileType::RegularFile if st.st_size == 0 => AtFlags::empty(),
             _ => continue,
         };
-        // A directory with something in it fails with ENOTEMPTY and stays, as it should.
-        let _kept = rustix::fs::unlinkat(&dir, name, flags);
+        // A directory with something in it fails with ENOTEMPTY and stays, as it should; the
+        // directory it is in keeps the times the step left it with (the removal is no change).
+        let _kept = crate::sys::keeping_times(&dir, || rustix::fs::unlinkat(&dir, name, flags));
     }
     Ok(())
 }
