@@ -754,6 +754,40 @@ mod tests {
         load_tar(store, tar, "t.tar").unwrap_err().to_string()
     }
 
+    /// `tar` with the JSON file `name` changed by `edit`, and `extra` files added at the end.
+    fn edited(
+        tar: &[u8],
+        name: &str,
+        edit: impl FnOnce(&mut serde_json::Value),
+        extra: &[(String, Vec<u8>)],
+    ) -> Vec<u8> {
+        let mut out = tar::Builder::new(Vec::new());
+        let mut edit = Some(edit);
+        let add = |out: &mut tar::Builder<Vec<u8>>, path: &Path, bytes: &[u8]| {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(bytes.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            out.append_data(&mut h, path, bytes).unwrap();
+        };
+        for e in tar::Archive::new(tar).entries().unwrap() {
+            let mut e = e.unwrap();
+            let path = e.path().unwrap().into_owned();
+            let mut bytes = Vec::new();
+            e.read_to_end(&mut bytes).unwrap();
+            if path.to_string_lossy() == name {
+                let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                (edit.take().unwrap())(&mut v);
+                bytes = serde_json::to_vec(&v).unwrap();
+            }
+            add(&mut out, &path, &bytes);
+        }
+        for (path, bytes) in extra {
+            add(&mut out, Path::new(path), bytes);
+        }
+        out.into_inner().unwrap()
+    }
+
     #[test]
     fn a_load_that_fails_names_nothing_and_leaves_existing_names_alone() {
         let (b, _db, before) = store_with_image("busybox:latest");
@@ -761,24 +795,13 @@ mod tests {
         let mut sink = TarSink::new(Vec::new());
         write_docker(&a, std::slice::from_ref(&rec), &mut sink).unwrap();
         // The same archive with RepoTags of a good name then a bad one.
-        let mut out = tar::Builder::new(Vec::new());
-        let tar = sink.finish().unwrap();
-        for e in tar::Archive::new(&tar[..]).entries().unwrap() {
-            let mut e = e.unwrap();
-            let path = e.path().unwrap().into_owned();
-            let mut bytes = Vec::new();
-            e.read_to_end(&mut bytes).unwrap();
-            if path.to_string_lossy() == "manifest.json" {
-                let mut m: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-                m[0]["RepoTags"] = serde_json::json!(["busybox:latest", "Bad Name!"]);
-                bytes = serde_json::to_vec(&m).unwrap();
-            }
-            let mut h = e.header().clone();
-            h.set_size(bytes.len() as u64);
-            h.set_cksum();
-            out.append_data(&mut h, path, &bytes[..]).unwrap();
-        }
-        let err = refused(&b, &out.into_inner().unwrap());
+        let tar = edited(
+            &sink.finish().unwrap(),
+            "manifest.json",
+            |m| m[0]["RepoTags"] = serde_json::json!(["busybox:latest", "Bad Name!"]),
+            &[],
+        );
+        let err = refused(&b, &tar);
         assert!(err.contains("Bad Name!"), "{err}");
         let still = b.resolve("busybox:latest").unwrap();
         assert_eq!(still.target, before.target, "the existing tag was taken over by a load that failed");
@@ -813,43 +836,22 @@ mod tests {
         assert!(refused(&s, &short).contains("2 layers, its config 1 diff_ids"));
         let lying = oci_archive(&config_json(&[&one]), std::slice::from_ref(&one), "a:1", |d| d["size"] = 1.into());
         assert!(refused(&s, &lying).contains("its descriptor says 1"));
-        let empty_index = oci_archive(&config_json(&[&one]), std::slice::from_ref(&one), "a:1", |d| {
-            // An index whose one child is not in the archive.
-            let child = serde_json::json!({"mediaType": media::OCI_MANIFEST, "digest": Digest::of(b"gone").to_string(), "size": 4});
-            let index = serde_json::to_vec(
-                &serde_json::json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": [child]}),
-            )
-            .unwrap();
+        // An index whose one child is not in the archive.
+        let child =
+            serde_json::json!({"mediaType": media::OCI_MANIFEST, "digest": Digest::of(b"gone").to_string(), "size": 4});
+        let index = serde_json::to_vec(
+            &serde_json::json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": [child]}),
+        )
+        .unwrap();
+        let good = oci_archive(&config_json(&[&one]), std::slice::from_ref(&one), "a:1", |_| ());
+        let point = |v: &mut serde_json::Value| {
+            let d = &mut v["manifests"][0];
             d["mediaType"] = media::OCI_INDEX.into();
             d["digest"] = Digest::of(&index).to_string().into();
             d["size"] = index.len().into();
-            d["index"] = serde_json::Value::String(String::from_utf8(index).unwrap());
-        });
-        // The index blob itself must be in the archive: add it.
-        let mut out = tar::Builder::new(Vec::new());
-        let mut index_blob = Vec::new();
-        for e in tar::Archive::new(&empty_index[..]).entries().unwrap() {
-            let mut e = e.unwrap();
-            let path = e.path().unwrap().into_owned();
-            let mut bytes = Vec::new();
-            e.read_to_end(&mut bytes).unwrap();
-            if path.to_string_lossy() == "index.json" {
-                let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-                index_blob = v["manifests"][0]["index"].as_str().unwrap().as_bytes().to_vec();
-                v["manifests"][0].as_object_mut().unwrap().remove("index");
-                bytes = serde_json::to_vec(&v).unwrap();
-            }
-            let mut h = e.header().clone();
-            h.set_size(bytes.len() as u64);
-            h.set_cksum();
-            out.append_data(&mut h, path, &bytes[..]).unwrap();
-        }
-        let mut h = tar::Header::new_ustar();
-        h.set_size(index_blob.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        out.append_data(&mut h, blob_path(&Digest::of(&index_blob)), &index_blob[..]).unwrap();
-        let err = refused(&s, &out.into_inner().unwrap());
+        };
+        let tar = edited(&good, "index.json", point, &[(blob_path(&Digest::of(&index)), index.clone())]);
+        let err = refused(&s, &tar);
         assert!(err.contains("none of its images is in the archive"), "{err}");
         assert!(s.list().unwrap().is_empty(), "nothing was named");
     }

@@ -587,16 +587,22 @@ async fn a_range_of_a_missing_blob_is_served_from_storage_once_filled() {
     assert_eq!(up.gets(&format!("/blobs/{digest}")), 1);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn anonymous_reads_can_be_opened_for_the_mirrored_prefix_alone() {
-    let up = upstream().await;
-    let (layer, digest) = push_image(&up, "1.0", 1000).await;
+/// The mirror's own auth: anonymous may pull `hub/*`, account `me` (password `pw`) may pull
+/// and push everything.
+fn anonymous_pulls_of_hub() -> Auth {
     let users = HashMap::from([("me".to_owned(), bcrypt::hash("pw", 4).unwrap())]);
     let grants = vec![
         Grant { account: "anonymous".into(), repository: "hub/*".into(), actions: vec![Action::Pull] },
         Grant { account: "me".into(), repository: "*".into(), actions: vec![Action::Pull, Action::Push] },
     ];
-    let auth = Auth::new(Mode::Htpasswd, users, grants, vec![], Realm::FromHost, "mirror".into(), false);
+    Auth::new(Mode::Htpasswd, users, grants, vec![], Realm::FromHost, "mirror".into(), false)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn anonymous_reads_can_be_opened_for_the_mirrored_prefix_alone() {
+    let up = upstream().await;
+    let (layer, digest) = push_image(&up, "1.0", 1000).await;
+    let auth = anonymous_pulls_of_hub();
     let (m, _root, _) = mirror_with_auth(&up, Duration::from_secs(300), Duration::from_secs(5), auth).await;
     assert_eq!(pull(m, "1.0", &digest).await, (200, layer), "anonymous pulls of mirrored content");
     let private = reqwest::get(format!("http://{m}/v2/team/app/tags/list")).await.unwrap();
@@ -670,12 +676,7 @@ async fn upstream_tokens_are_kept_until_near_expiry_and_renewed_before_they_laps
 async fn a_private_blob_is_never_served_through_a_mirrored_name_and_a_shared_one_is_linked_without_a_fetch() {
     let up = upstream().await;
     let (layer, digest) = push_image(&up, "1.0", 1000).await;
-    let users = HashMap::from([("me".to_owned(), bcrypt::hash("pw", 4).unwrap())]);
-    let grants = vec![
-        Grant { account: "anonymous".into(), repository: "hub/*".into(), actions: vec![Action::Pull] },
-        Grant { account: "me".into(), repository: "*".into(), actions: vec![Action::Pull, Action::Push] },
-    ];
-    let auth = Auth::new(Mode::Htpasswd, users, grants, vec![], Realm::FromHost, "mirror".into(), false);
+    let auth = anonymous_pulls_of_hub();
     let (m, _root, reg) = mirror_with_auth(&up, Duration::from_secs(300), Duration::from_secs(5), auth).await;
     // A team's private blob, and a copy of the upstream's layer pushed by the team.
     let secret = b"DB_PASSWORD=hunter2".to_vec();

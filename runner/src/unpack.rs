@@ -309,23 +309,7 @@ impl Unpacker {
         let parent = self.dir(&parent_path)?;
         let mode = Mode::from_raw_mode(entry.header().mode().map_err(UnpackError::Tar)? & 0o7777);
         match kind {
-            tar::EntryType::Directory => {
-                let existing = rustix::fs::statat(&parent, &name, AtFlags::SYMLINK_NOFOLLOW);
-                if !matches!(existing, Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory) {
-                    self.remove(&parent, &name, &path)?;
-                    rustix::fs::mkdirat(&parent, &name, mode).map_err(io_err("create directory", &path))?;
-                }
-                let fd = rustix::fs::openat(
-                    &parent,
-                    &name,
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(io_err("open directory", &path))?;
-                rustix::fs::fchmod(&fd, mode).map_err(io_err("chmod", &path))?;
-                self.metadata_fd(&fd, entry, &path)?;
-                self.dir_times.push((path.clone(), mtime(entry)?));
-            }
+            tar::EntryType::Directory => self.directory(entry, (&parent, &name), &path, mode)?,
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 self.remove(&parent, &name, &path)?;
                 let fd = rustix::fs::openat(
@@ -388,6 +372,28 @@ impl Unpacker {
         self.on_the_way.extend(path.ancestors().skip(1).map(Path::to_path_buf));
         self.written.insert(path);
         self.stats.entries += 1;
+        Ok(())
+    }
+
+    /// A directory entry at `path` (`name` in `parent`): made unless a directory is there
+    /// already, then given the entry's mode and metadata; its times are set again at the end.
+    fn directory<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        (parent, name): (&OwnedFd, &std::ffi::OsStr),
+        path: &Path,
+        mode: Mode,
+    ) -> Result<()> {
+        let existing = rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW);
+        if !matches!(existing, Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory) {
+            self.remove(parent, name, path)?;
+            rustix::fs::mkdirat(parent, name, mode).map_err(io_err("create directory", path))?;
+        }
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(parent, name, flags, Mode::empty()).map_err(io_err("open directory", path))?;
+        rustix::fs::fchmod(&fd, mode).map_err(io_err("chmod", path))?;
+        self.metadata_fd(&fd, entry, path)?;
+        self.dir_times.push((path.to_owned(), mtime(entry)?));
         Ok(())
     }
 
