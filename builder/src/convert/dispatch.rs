@@ -370,6 +370,9 @@ pub(super) fn dispatch_expose(ins: &Ins<'_>, words: &[Word], scope: &mut Scope, 
 
 /// VOLUME: paths in the config's volumes.
 pub(super) fn dispatch_volume(ins: &Ins<'_>, words: &[Word], scope: &mut Scope, out: &mut StageOut) -> Result<()> {
+    if words.is_empty() {
+        return Err(ins.error("VOLUME requires at least one argument"));
+    }
     let look = scope.lookup();
     let mut paths = Vec::new();
     for w in words {
@@ -395,9 +398,11 @@ pub(super) fn dispatch_user(ins: &Ins<'_>, w: &Word, scope: &mut Scope, out: &mu
     Ok(())
 }
 
-/// STOPSIGNAL.
+/// STOPSIGNAL: a signal as `docker stop` takes it (`SIGTERM`, `TERM`, `15`); another word is
+/// refused at its place, as BuildKit refuses it.
 pub(super) fn dispatch_stopsignal(ins: &Ins<'_>, w: &Word, scope: &mut Scope, out: &mut StageOut) -> Result<()> {
     let signal = ins.expand(w, &scope.lookup())?;
+    runner::container::control::parse_signal(&signal).map_err(|e| ins.df.error(w.at, format!("STOPSIGNAL: {e}")))?;
     scope.config.insert("StopSignal".into(), json!(signal));
     record(out, &Record::Word("STOPSIGNAL", signal), None);
     Ok(())

@@ -400,3 +400,18 @@ fn steps_are_one_vertex_only_when_they_would_do_the_same() {
     // changes what the step runs with: a and b stay two steps; c is a's.
     assert_eq!(runs(&c).len(), 2, "{:?}", names(&c));
 }
+
+#[test]
+fn stopsignal_must_be_a_signal_and_volume_needs_a_path() {
+    let err = |text: &str| convert_with(text, None, &[], &json!({})).0.err().map(|e| e.to_string()).unwrap_or_default();
+    let bad = err("FROM img\nSTOPSIGNAL NOTASIG\n");
+    assert!(bad.contains("Dockerfile:2:12") && bad.contains("invalid signal"), "{bad}");
+    for ok in ["SIGTERM", "term", "9", "SIGKILL"] {
+        let c = conv(&format!("FROM img\nSTOPSIGNAL {ok}\n"), &[], &json!({}));
+        assert_eq!(config(&c)["StopSignal"], json!(ok), "{ok}");
+    }
+    let c = conv("FROM img\nARG SIG=SIGQUIT\nSTOPSIGNAL $SIG\n", &[], &json!({}));
+    assert_eq!(config(&c)["StopSignal"], json!("SIGQUIT"), "checked after expansion");
+    let empty = err("FROM img\nVOLUME []\n");
+    assert!(empty.contains("Dockerfile:2") && empty.contains("VOLUME requires at least one argument"), "{empty}");
+}
