@@ -305,12 +305,20 @@ impl Unpacker {
         if name_str.starts_with(WHITEOUT) {
             return self.whiteout(&parent_path, &name_str, shown);
         }
+        if pax_sparse(entry) {
+            // GNU tar's PAX sparse formats: the entry's data is a sparse map, not the file.
+            return Err(UnpackError::Refused {
+                path: shown,
+                reason: "a PAX sparse file (write the layer with --format=gnu)",
+            });
+        }
 
         let parent = self.dir(&parent_path)?;
         let mode = Mode::from_raw_mode(entry.header().mode().map_err(UnpackError::Tar)? & 0o7777);
         match kind {
             tar::EntryType::Directory => self.directory(entry, (&parent, &name), &path, mode)?,
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
+            // A GNU sparse file reads back whole from the tar reader, its holes as zeros.
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
                 self.remove(&parent, &name, &path)?;
                 let fd = rustix::fs::openat(
                     &parent,
@@ -586,6 +594,13 @@ fn ids<R: Read>(entry: &tar::Entry<'_, R>) -> Result<(rustix::fs::Uid, rustix::f
     Ok((rustix::fs::Uid::from_raw(uid), rustix::fs::Gid::from_raw(gid)))
 }
 
+/// Whether `entry` is a sparse file in one of GNU tar's PAX formats (`GNU.sparse.*` keys),
+/// which the tar reader hands over as its sparse map.
+fn pax_sparse<R: Read>(entry: &mut tar::Entry<'_, R>) -> bool {
+    let Ok(Some(exts)) = entry.pax_extensions() else { return false };
+    exts.flatten().any(|e| e.key().is_ok_and(|k| k.starts_with("GNU.sparse.")))
+}
+
 fn mtime<R: Read>(entry: &tar::Entry<'_, R>) -> Result<Timespec> {
     let secs = entry.header().mtime().map_err(UnpackError::Tar)?;
     Ok(Timespec { tv_sec: i64::try_from(secs).unwrap_or(0), tv_nsec: 0 })
@@ -847,6 +862,42 @@ mod tests {
         assert_eq!(meta("fresh").permissions().mode() & 0o7777, 0o755, "no lower directory: a plain one");
         if root {
             assert_eq!((meta("home/user").uid(), meta("home/user").gid()), (1000, 1000));
+        }
+    }
+
+    #[test]
+    fn gnu_sparse_files_are_written_whole_and_pax_sparse_ones_refused() {
+        let src = tempfile::tempdir().unwrap();
+        let file = src.path().join("sparse.bin");
+        let f = std::fs::File::create(&file).unwrap();
+        f.set_len(1 << 20).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, b"tail", (1 << 20) - 4).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, b"head", 0).unwrap();
+        for (format, whole) in [("gnu", true), ("pax", false)] {
+            let tar = src.path().join(format!("{format}.tar"));
+            let made = std::process::Command::new("tar")
+                .args(["--sparse", &format!("--format={format}"), "-C"])
+                .arg(src.path())
+                .args(["-cf"])
+                .arg(&tar)
+                .arg("sparse.bin")
+                .status();
+            if !made.is_ok_and(|s| s.success()) {
+                return; // no GNU tar here
+            }
+            let (_t, root) = sandbox();
+            let got = apply(&std::fs::read(&tar).unwrap(), &root);
+            if whole {
+                got.unwrap();
+                let data = std::fs::read(root.join("sparse.bin")).unwrap();
+                assert_eq!(data.len(), 1 << 20);
+                assert_eq!((&data[..4], &data[data.len() - 4..]), (&b"head"[..], &b"tail"[..]));
+                assert!(data[4..data.len() - 4].iter().all(|b| *b == 0), "holes read as zeros");
+            } else {
+                let err = got.unwrap_err().to_string();
+                assert!(err.contains("PAX sparse"), "{err}");
+                assert!(std::fs::read_dir(&root).unwrap().next().is_none(), "nothing written for it");
+            }
         }
     }
 
