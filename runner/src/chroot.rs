@@ -85,7 +85,7 @@ pub(crate) fn run_process(
     // Its own process group: what it leaves running is stopped with it, as a namespaced
     // step's PID namespace ends with its first process.
     cmd.process_group(0);
-    let mut child = cmd.spawn().map_err(|e| SandboxError::Start { what: "fork and exec", source: e })?;
+    let mut child = cmd.spawn().map_err(|e| SandboxError::exec_failed(&spec.args[0], e))?;
     drop(cmd);
     // Registered, so that berth's SIGTERM and SIGINT handling stops it as it stops the
     // namespaced steps.

@@ -335,6 +335,13 @@ pub enum SandboxError {
 }
 
 impl SandboxError {
+    /// The failure to execute `program`, naming it (`/bin/sh: No such file or directory`):
+    /// the OS error alone does not say which file was missing. The error's kind is kept.
+    pub fn exec_failed(program: &str, e: std::io::Error) -> SandboxError {
+        let source = std::io::Error::new(e.kind(), format!("{program}: {e}"));
+        SandboxError::Start { what: "fork and exec", source }
+    }
+
     /// docker's exit code when the program itself could not be executed: 127 when it is not
     /// there, 126 when it cannot be run; `None` for every other failure (berth's own).
     pub fn exec_exit_code(&self) -> Option<i32> {
@@ -747,7 +754,7 @@ pub fn exit_code(status: std::process::ExitStatus) -> i32 {
 
 /// Starts the process and returns it, for callers that forward signals or time it out.
 pub fn spawn(spec: &Spec) -> Result<std::process::Child, SandboxError> {
-    command(spec)?.spawn().map_err(|e| SandboxError::Start { what: "fork and exec", source: e })
+    command(spec)?.spawn().map_err(|e| SandboxError::exec_failed(&spec.args[0], e))
 }
 
 /// The command that starts the process, for callers that choose its stdio before spawning.

@@ -173,18 +173,21 @@ pub(crate) fn kernel_version() -> (u32, u32) {
 
 /// Runs `change` (the making or removal of an entry in the directory `dir`, opened for
 /// reading or as `O_PATH`) and gives `dir` back the access and modification times it had
-/// before: for scaffolding, which must leave no trace in a layer.
+/// before: for scaffolding, which must leave no trace in a layer. Only `change` can fail
+/// the call: a directory whose times cannot be read or set (not ours to touch, in a user
+/// namespace) keeps the new ones, which costs a layer's reproducibility, never a run.
 pub fn keeping_times<T>(dir: &OwnedFd, change: impl FnOnce() -> rustix::io::Result<T>) -> rustix::io::Result<T> {
     use rustix::fs::{Mode, OFlags};
     // futimens needs a descriptor opened for I/O; an O_PATH one answers EBADF.
-    let dir = rustix::fs::openat(dir, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
-    let before = rustix::fs::fstat(&dir)?;
+    let opened = rustix::fs::openat(dir, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty());
+    let before = opened.as_ref().ok().and_then(|d| rustix::fs::fstat(d).ok());
     let out = change()?;
+    let (Ok(dir), Some(before)) = (opened, before) else { return Ok(out) };
     let ts = |sec: i64, nsec: i64| rustix::fs::Timespec { tv_sec: sec, tv_nsec: nsec as _ };
     let times = rustix::fs::Timestamps {
         last_access: ts(before.st_atime as i64, before.st_atime_nsec as i64),
         last_modification: ts(before.st_mtime as i64, before.st_mtime_nsec as i64),
     };
-    rustix::fs::futimens(&dir, &times)?;
+    let _best_effort = rustix::fs::futimens(&dir, &times);
     Ok(out)
 }

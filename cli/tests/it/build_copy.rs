@@ -414,3 +414,13 @@ fn copy_parents_keeps_the_path_below_a_pivot() {
     assert!(ok, "{log}");
     assert_eq!(b.ok(&["run", "--rm", "pivot:1", "cat", "/found"]), "/p1/src/pkg/sub/g.go\n/p2/pkg/sub/g.go\n");
 }
+
+#[test]
+fn a_run_step_without_its_shell_names_the_shell() {
+    let Some(b) = build_store() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path();
+    write(ctx, "Dockerfile", "FROM scratch\nRUN true\n", 0o644);
+    let (ok, log) = build(&b, ctx, &["-t", "noshell:1"], &[]);
+    assert!(!ok && log.contains("/bin/sh: No such file or directory"), "{log}");
+}

@@ -381,7 +381,7 @@ fn bad_flags_are_refused_before_anything_is_made() {
     let out = b.output(&["run", "-d", "--name", "nf", "busybox", "/nonexistent"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(127), "{err}");
-    assert!(err.contains("No such file or directory") && err.lines().count() == 1, "{err}");
+    assert!(err.contains("/nonexistent: No such file or directory") && err.lines().count() == 1, "{err}");
     assert_eq!(b.ok(&["wait", "nf"]).trim(), "127");
     assert!(inspect(&b, "nf", "{{.State.Error}}").contains("No such file"));
     // The host's network: -p is discarded (with a warning), nothing listens.

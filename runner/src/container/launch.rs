@@ -48,7 +48,7 @@ pub fn launch(
         let started = (|| {
             let mut cmd = crate::sandbox::command(&spec)?;
             cmd.stdin(stdio.stdin).stdout(stdio.stdout).stderr(stdio.stderr);
-            let child = cmd.spawn().map_err(|e| SandboxError::Start { what: "fork and exec", source: e })?;
+            let child = cmd.spawn().map_err(|e| SandboxError::exec_failed(&spec.args[0], e))?;
             // The command holds copies of the write ends: they close here.
             drop(cmd);
             let pid = rustix::process::Pid::from_child(&child);
