@@ -184,6 +184,7 @@ pub fn keeping_times<T>(dir: &OwnedFd, change: impl FnOnce() -> rustix::io::Resu
     let out = change()?;
     let (Ok(dir), Some(before)) = (opened, before) else { return Ok(out) };
     let ts = |sec: i64, nsec: i64| rustix::fs::Timespec { tv_sec: sec, tv_nsec: nsec as _ };
+    #[allow(clippy::unnecessary_cast)] // the stat fields are narrower on 32-bit targets
     let times = rustix::fs::Timestamps {
         last_access: ts(before.st_atime as i64, before.st_atime_nsec as i64),
         last_modification: ts(before.st_mtime as i64, before.st_mtime_nsec as i64),
