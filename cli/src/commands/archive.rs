@@ -118,7 +118,7 @@ impl Load {
 
 fn load_any(store: &oci::ImageStore, input: impl Read, name: &str) -> Result<Vec<ImageRecord>> {
     // docker load takes gzip/zstd-compressed archives too; the layer reader sniffs that.
-    let plain = LayerReader::new(input, u64::MAX)?;
+    let plain = LayerReader::new(input, u64::MAX).with_context(|| format!("read {name}"))?;
     Ok(layout::load_tar(store, plain, name)?)
 }
 

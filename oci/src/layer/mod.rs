@@ -289,11 +289,27 @@ pub struct LayerReader<R: Read> {
     compression: Compression,
 }
 
+/// The name of a compression berth does not read, from the stream's first bytes: told
+/// apart so that the error says so, instead of a tar reader's complaint about garbage.
+fn unreadable_compression(head: &[u8]) -> Option<&'static str> {
+    if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        return Some("xz");
+    }
+    if head.len() >= 4 && head.starts_with(b"BZh") && head[3].is_ascii_digit() {
+        return Some("bzip2");
+    }
+    None
+}
+
 impl<R: Read> LayerReader<R> {
     /// Opens `raw` (a compressed or plain layer), with a cap on the uncompressed size.
     pub fn new(raw: R, limit: u64) -> Result<Self> {
         let mut buffered = BufReader::with_capacity(256 * 1024, raw);
         let head = buffered.fill_buf().map_err(|e| Error::io("read layer header", e))?;
+        if let Some(kind) = unreadable_compression(head) {
+            let reason = format!("{kind}-compressed; berth reads plain, gzip and zstd tars (decompress it first)");
+            return Err(Error::io("read layer header", io::Error::new(io::ErrorKind::InvalidData, reason)));
+        }
         let compression = Compression::detect(head);
         let dec = match compression {
             Compression::None => Decompressor::None(buffered),
@@ -369,6 +385,20 @@ mod tests {
             b.append_data(&mut h, name, *data).unwrap();
         }
         b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn xz_and_bzip2_are_named_not_read_as_garbage() {
+        let xz = [0xfd, b'7', b'z', b'X', b'Z', 0, 0, 4];
+        let err = LayerReader::new(&xz[..], u64::MAX).err().map(|e| oci_error_text(&e)).unwrap_or_default();
+        assert!(err.contains("xz-compressed"), "{err}");
+        let err = LayerReader::new(&b"BZh91AY&SY"[..], u64::MAX).err().map(|e| oci_error_text(&e)).unwrap_or_default();
+        assert!(err.contains("bzip2-compressed"), "{err}");
+        assert!(LayerReader::new(&b"BZh is a plain file"[..], u64::MAX).is_ok(), "only the real magic");
+    }
+
+    fn oci_error_text(e: &Error) -> String {
+        crate::error::chain(e)
     }
 
     #[test]
