@@ -487,10 +487,9 @@ fn check_complete(store: &ImageStore, target: &Target, archive: &str) -> Result<
     }
     match store.manifest(&target.digest, Some(&target.media_type))? {
         Manifest::Image(m) => {
-            let mut all = BTreeSet::new();
-            store.reachable(target, &mut all)?;
-            for d in &all {
-                if !present(d)? {
+            for desc in std::iter::once(m.config()).chain(m.layers()) {
+                let d = descriptor_digest(desc)?;
+                if !present(&d)? {
                     return Err(bad(archive, format!("blob {d} is referenced but not in the archive")));
                 }
             }

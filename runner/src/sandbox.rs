@@ -392,8 +392,7 @@ pub fn resolve_user(mounts: &[Mount], user: &str) -> Result<(u32, u32, Vec<u32>)
     };
     let passwd = read_in_rootfs(mounts, "etc/passwd").unwrap_or_default();
     let group = read_in_rootfs(mounts, "etc/group").unwrap_or_default();
-    let entry =
-        passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() > 3 && (f[0] == u || f[2] == u));
+    let entry = passwd_entry(&passwd, u);
     let uid: u32 = match (u.parse(), &entry) {
         (Ok(n), _) => n,
         (Err(_), Some(f)) => f[2].parse().unwrap_or(0),
@@ -812,9 +811,13 @@ pub(crate) fn process_command(spec: &Spec) -> Command {
 fn home(mounts: &[Mount], user: Option<&User>) -> String {
     let u = user.map_or("0", |User(u)| u.split(':').next().unwrap_or(u));
     let passwd = read_in_rootfs(mounts, "etc/passwd").unwrap_or_default();
-    let entry =
-        passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() > 5 && (f[0] == u || f[2] == u));
-    entry.map(|f| f[5]).filter(|h| !h.is_empty()).unwrap_or("/").to_owned()
+    let home = passwd_entry(&passwd, u).and_then(|f| f.get(5).copied()).filter(|h| !h.is_empty());
+    home.unwrap_or("/").to_owned()
+}
+
+/// The fields of the /etc/passwd line of `user`, a name or a uid (at least four fields).
+fn passwd_entry<'a>(passwd: &'a str, user: &str) -> Option<Vec<&'a str>> {
+    passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() > 3 && (f[0] == user || f[2] == user))
 }
 
 /// The container's /etc/hosts, /etc/resolv.conf and /etc/hostname, as docker writes them.

@@ -129,7 +129,16 @@ pub fn unpack(tar: impl Read, root: &Path, opts: &UnpackOptions) -> Result<Unpac
         .map_err(|e| UnpackError::Io { op: "open root", path: root.display().to_string(), source: e.into() })?;
     let is_root = rustix::process::geteuid().is_root();
     let real_root = is_root && !crate::userns::rootless();
+    let lowers = opts
+        .lowers
+        .iter()
+        .map(|l| {
+            rustix::fs::open(l, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+                .map_err(io_err("open lower layer", l))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let mut u = Unpacker {
+        lowers,
         root: root_fd,
         opts: opts.clone(),
         is_root,
@@ -145,9 +154,7 @@ pub fn unpack(tar: impl Read, root: &Path, opts: &UnpackOptions) -> Result<Unpac
         let mut entry = entry.map_err(UnpackError::Tar)?;
         u.entry(&mut entry)?;
     }
-    if u.opts.restore_dir_times {
-        u.restore_dir_times()?;
-    }
+    u.restore_dir_times()?;
     Ok(u.stats)
 }
 
@@ -161,6 +168,8 @@ struct Unpacker {
     stats: UnpackStats,
     /// Paths this layer wrote, which its own opaque whiteouts must not hide.
     written: HashSet<PathBuf>,
+    /// `opts.lowers`, opened once.
+    lowers: Vec<OwnedFd>,
     /// The directories above what this layer wrote (listed or made as parents): an opaque
     /// whiteout keeps them, clearing only their lower contents.
     on_the_way: HashSet<PathBuf>,
@@ -240,12 +249,8 @@ impl Unpacker {
     /// Gives the directory just made at `dir` (`name` in `parent`) the mode and owner of the
     /// topmost lower layer's entry there, when that is a directory.
     fn like_lower(&self, parent: &OwnedFd, name: &std::ffi::OsStr, dir: &Path) -> Result<()> {
-        for lower in &self.opts.lowers {
-            let Ok(lower) = rustix::fs::open(lower, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-            else {
-                continue;
-            };
-            let st = match crate::sys::open_in_root(&lower, dir, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC) {
+        for lower in &self.lowers {
+            let st = match crate::sys::open_in_root(lower, dir, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC) {
                 Ok(fd) => rustix::fs::fstat(&fd).map_err(io_err("stat", dir))?,
                 Err(rustix::io::Errno::NOENT) => continue,
                 // A whiteout, a file or a link above hides anything deeper: a new directory.
@@ -377,7 +382,13 @@ impl Unpacker {
             // (sockets, unknown types) has nothing to write.
             _ => return Ok(()),
         }
-        self.on_the_way.extend(path.ancestors().skip(1).map(Path::to_path_buf));
+        // Ancestors up to the first already known (whose own ancestors are known too).
+        for dir in path.ancestors().skip(1) {
+            if self.on_the_way.contains(dir) {
+                break;
+            }
+            self.on_the_way.insert(dir.to_path_buf());
+        }
         self.written.insert(path);
         self.stats.entries += 1;
         Ok(())
@@ -401,8 +412,7 @@ impl Unpacker {
         let fd = rustix::fs::openat(parent, name, flags, Mode::empty()).map_err(io_err("open directory", path))?;
         rustix::fs::fchmod(&fd, mode).map_err(io_err("chmod", path))?;
         self.metadata_fd(&fd, entry, path)?;
-        self.dir_times.push((path.to_owned(), mtime(entry)?));
-        Ok(())
+        self.note_dir_time(entry, path)
     }
 
     /// The root directory itself: metadata only.
@@ -414,7 +424,14 @@ impl Unpacker {
         let mode = entry.header().mode().map_err(UnpackError::Tar)? & 0o7777;
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(io_err("chmod", path))?;
         self.metadata_fd(&fd, entry, path)?;
-        self.dir_times.push((path.to_owned(), mtime(entry)?));
+        self.note_dir_time(entry, path)
+    }
+
+    /// Remembers a listed directory's time for [`Unpacker::restore_dir_times`], when asked to.
+    fn note_dir_time<R: Read>(&mut self, entry: &tar::Entry<'_, R>, path: &Path) -> Result<()> {
+        if self.opts.restore_dir_times {
+            self.dir_times.push((path.to_owned(), mtime(entry)?));
+        }
         Ok(())
     }
 

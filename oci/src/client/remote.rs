@@ -90,14 +90,13 @@ impl Remote {
         if resp.content_length().is_some_and(|n| n > MAX_MANIFEST_SIZE as u64) {
             return Err(too_big());
         }
-        let mut body = resp.bytes_stream();
-        let mut buf = Vec::new();
-        while let Some(chunk) = futures_util::StreamExt::next(&mut body).await {
-            let chunk = chunk.map_err(|source| Error::Http { method: "GET".into(), url: url.clone(), source })?;
-            if buf.len() + chunk.len() > MAX_MANIFEST_SIZE {
-                return Err(too_big());
-            }
-            buf.extend_from_slice(&chunk);
+        let buf = super::transport::read_capped(resp, MAX_MANIFEST_SIZE + 1).await.map_err(|source| Error::Http {
+            method: "GET".into(),
+            url: url.clone(),
+            source,
+        })?;
+        if buf.len() > MAX_MANIFEST_SIZE {
+            return Err(too_big());
         }
         let bytes = Bytes::from(buf);
         let digest = Digest::of(&bytes);

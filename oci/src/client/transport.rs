@@ -423,7 +423,7 @@ fn spec_errors(body: &str) -> Vec<(Option<String>, String)> {
 
 /// Reads `resp`'s body up to `cap` bytes and stops there: a server cannot make the client
 /// hold more.
-async fn read_capped(mut resp: Response, cap: usize) -> std::result::Result<Vec<u8>, reqwest::Error> {
+pub(crate) async fn read_capped(mut resp: Response, cap: usize) -> std::result::Result<Vec<u8>, reqwest::Error> {
     let mut body = Vec::new();
     while body.len() < cap {
         let Some(chunk) = resp.chunk().await? else { break };
