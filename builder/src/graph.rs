@@ -134,6 +134,11 @@ pub struct ExecOp {
     pub insecure: bool,
     /// `--mount`s; bind and cache mounts with `from=` name the input that provides them.
     pub mounts: Vec<ExecMount>,
+    /// A heredoc run as a file through its `#!` line, mounted read-only in
+    /// `/dev/pipes`: its content is part of the key. Absent from the key when None, so
+    /// the keys of other steps stay as they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub script: Option<crate::dockerfile::RunScript>,
     /// `KEY=value` of the proxy build args (`HTTP_PROXY`, ...) given with `--build-arg` and not
     /// declared by ARG: the process gets them, the cache key does not (as BuildKit does).
     #[serde(skip)]

@@ -284,6 +284,7 @@ mod testsuite {
                 host_network: true,
                 insecure: false,
                 mounts: vec![],
+                script: None,
                 proxy_env: vec![],
             })
         };

@@ -132,6 +132,7 @@ impl Converter<'_> {
             host_network,
             insecure,
             mounts,
+            script: run.script.clone(),
             proxy_env,
         });
         self.run_platforms.insert(self.current.clone());

@@ -62,6 +62,8 @@ pub struct Dockerfile {
 struct RunHeredocs {
     /// The body of each heredoc (tabs stripped for `<<-`).
     bodies: Vec<String>,
+    /// The delimiter of each heredoc: the file name of a script run through its shebang.
+    names: Vec<String>,
     /// The byte offset just past the last terminator line.
     end: usize,
 }
@@ -97,6 +99,7 @@ fn mask_run_heredocs(
             continue;
         }
         let mut bodies = Vec::new();
+        let names = markers.iter().map(|(delim, _)| delim.clone()).collect();
         for (delim, strip_tabs) in &markers {
             let mut body = String::new();
             let mut closed = false;
@@ -128,7 +131,7 @@ fn mask_run_heredocs(
             from += p + 2;
         }
         let end = lines.get(i).map_or(text.len(), |(s, _)| *s);
-        found.insert(kw_at, RunHeredocs { bodies, end });
+        found.insert(kw_at, RunHeredocs { bodies, names, end });
     }
     Ok((String::from_utf8(masked).unwrap_or_else(|_| text.to_owned()), found))
 }
@@ -255,14 +258,37 @@ pub enum CommandForm {
 /// A RUN instruction.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Run {
-    /// The command; for heredocs, the script the shell runs.
+    /// The command; for heredocs, the script the shell runs (or, for a script with a
+    /// shebang, the path it is mounted at: see [`Run::script`]).
     pub command: CommandForm,
+    /// `RUN <<EOF` whose body starts with `#!`: BuildKit mounts it as an executable file
+    /// at `/dev/pipes/EOF` and the shell runs that file, so its interpreter reads it.
+    pub script: Option<RunScript>,
     /// `--mount=...`, raw (variables are expanded before [`mount::MountSpec::parse`]).
     pub mounts: Vec<Word>,
     /// `--network=default|none|host`.
     pub network: Option<Word>,
     /// `--security=sandbox|insecure`.
     pub security: Option<Word>,
+}
+
+/// A RUN heredoc that is run as a file through its own `#!` line.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RunScript {
+    /// The file name: the heredoc's delimiter.
+    pub name: String,
+    /// The script, as written (not expanded: its interpreter reads it).
+    pub content: String,
+}
+
+impl RunScript {
+    /// The directory the script is mounted on in the step, as BuildKit mounts it.
+    pub const DIR: &'static str = "/dev/pipes";
+
+    /// The script's path in the step.
+    pub fn path(&self) -> String {
+        format!("{}/{}", Self::DIR, self.name)
+    }
 }
 
 /// COPY and ADD, with every flag either takes.
@@ -499,7 +525,8 @@ fn instruction(df: &Dockerfile, ins: &pd::Instruction<'_>, at: usize) -> Result<
 
 /// RUN: its flags and command.
 fn run(df: &Dockerfile, r: &pd::RunInstruction<'_>) -> Result<Run> {
-    let mut run = Run { command: CommandForm::Shell(String::new()), mounts: vec![], network: None, security: None };
+    let mut run =
+        Run { command: CommandForm::Shell(String::new()), script: None, mounts: vec![], network: None, security: None };
     for flag in &r.options {
         match flag.name.value.as_ref() {
             "mount" => run.mounts.push(flag_value(df, flag)?),
@@ -513,7 +540,7 @@ fn run(df: &Dockerfile, r: &pd::RunInstruction<'_>) -> Result<Run> {
             check_json_strings(df, s.span.clone())?;
         }
     }
-    run.command = run_command(df, r);
+    (run.command, run.script) = run_command(df, r);
     Ok(run)
 }
 
@@ -630,7 +657,7 @@ fn keyword_start(ins: &pd::Instruction<'_>) -> usize {
 
 /// RUN's command: exec form as is; shell form with line continuations joined; heredocs
 /// turned into the script the shell runs, as BuildKit does.
-fn run_command(df: &Dockerfile, r: &pd::RunInstruction<'_>) -> CommandForm {
+fn run_command(df: &Dockerfile, r: &pd::RunInstruction<'_>) -> (CommandForm, Option<RunScript>) {
     if let Some(h) = df.run_heredocs.get(&r.run.span.start) {
         // The command line runs from after the flags to the end of the line; the heredoc
         // bodies and terminators follow it.
@@ -640,17 +667,21 @@ fn run_command(df: &Dockerfile, r: &pd::RunInstruction<'_>) -> CommandForm {
         let only_heredoc = h.bodies.len() == 1
             && line.starts_with("<<")
             && !line[2..].trim_start_matches('-').contains(|c: char| c.is_whitespace());
-        return if only_heredoc {
-            CommandForm::Shell(h.bodies[0].clone())
-        } else {
-            CommandForm::Shell(df.text[from..h.end].trim().to_owned())
-        };
+        if !only_heredoc {
+            return (CommandForm::Shell(df.text[from..h.end].trim().to_owned()), None);
+        }
+        if h.bodies[0].starts_with("#!") {
+            let script = RunScript { name: h.names[0].clone(), content: h.bodies[0].clone() };
+            return (CommandForm::Shell(script.path()), Some(script));
+        }
+        return (CommandForm::Shell(h.bodies[0].clone()), None);
     }
-    match &r.arguments {
+    let command = match &r.arguments {
         pd::Command::Exec(e) => CommandForm::Exec(e.value.iter().map(|s| df.unmask(&s.value)).collect()),
         pd::Command::Shell(s) => CommandForm::Shell(join_continuations(&df.unmask(s.value), df.escape)),
         _ => CommandForm::Shell(String::new()),
-    }
+    };
+    (command, None)
 }
 
 /// The offset after a `--` word that ends the flags at `from` (blanks before it skipped), or `from`.
@@ -1007,6 +1038,19 @@ mod tests {
     fn double_dash_before_a_run_heredoc() {
         assert_eq!(only("FROM a\nRUN --network=none -- <<EOF\necho hi\nEOF\n").text_command(), "echo hi\n");
         assert_eq!(only("FROM a\nRUN -- sh <<EOF\necho hi\nEOF\n").text_command(), "sh <<EOF\necho hi\nEOF");
+    }
+
+    #[test]
+    fn a_run_heredoc_with_a_shebang_is_a_script_run_as_a_file() {
+        let Kind::Run(run) = only("FROM a\nRUN <<-PY\n\t#!/usr/bin/env python3\n\tprint(1)\n\tPY\n") else { panic!() };
+        assert_eq!(run.command, CommandForm::Shell("/dev/pipes/PY".into()));
+        let script = run.script.expect("a script");
+        assert_eq!((script.name.as_str(), script.content.as_str()), ("PY", "#!/usr/bin/env python3\nprint(1)\n"));
+        // Without a shebang, or with a command before the heredoc, the shell runs it as before.
+        for text in ["FROM a\nRUN <<EOF\necho hi\nEOF\n", "FROM a\nRUN python3 <<EOF\n#!/x\nEOF\n"] {
+            let Kind::Run(run) = only(text) else { panic!() };
+            assert!(run.script.is_none(), "{text}");
+        }
     }
 
     #[test]

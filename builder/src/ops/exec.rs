@@ -56,6 +56,9 @@ impl LocalWorker<'_> {
             .snapshotter
             .scaffold(key, &mount_targets(&volumes, &tmpfs))
             .map_err(Error::runner("look at the snapshot"))?;
+        let mut volumes = volumes;
+        // Inside the sandbox's own /dev, so not a mount target of the snapshot.
+        volumes.extend(script_volume(&work, e)?);
         let spec = sandbox_spec(e, rootfs, work.join("rootfs"), env, volumes, tmpfs);
         let mut tail = Tail::default();
         let code = self.executor.run(&spec, &mut |chunk| {
@@ -77,6 +80,26 @@ impl LocalWorker<'_> {
         }
         Ok(())
     }
+}
+
+/// The read-only directory holding a `#!` heredoc as an executable file, bound on
+/// `/dev/pipes` as BuildKit mounts it; None when the step has no such heredoc. The directory
+/// lives in the step's work directory and goes with it.
+fn script_volume(work: &std::path::Path, e: &ExecOp) -> Result<Option<Volume>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Some(script) = &e.script else { return Ok(None) };
+    let dir = work.join("pipes");
+    std::fs::create_dir(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
+    let path = dir.join(&script.name);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o755)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, script.content.as_bytes()))
+        .map_err(Error::io(format!("write {}", path.display())))?;
+    let container = crate::dockerfile::RunScript::DIR.to_owned();
+    Ok(Some(Volume { host: dir, container, read_only: true }))
 }
 
 /// The sandbox a RUN step's process runs in: BuildKit's hostname, no network unless

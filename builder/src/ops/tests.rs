@@ -139,6 +139,7 @@ fn vertex(mounts: &[&str]) -> Vertex {
         host_network: false,
         insecure: false,
         mounts,
+        script: None,
         proxy_env: vec![],
     };
     Vertex { op: Op::Exec(exec), inputs: vec![0], name: "[2/2] RUN make".into(), at: 13, no_cache: false }

@@ -63,7 +63,7 @@ fn every_instruction_builds_and_the_image_runs() {
     let out = b.ok(&["run", "--rm", "full:1"]);
     assert_eq!(
         out,
-        "one\ntwo\nversion 1.0 on amd64\nheredoc ran as 0\nberth demo 1.0\npackaged\none.txt\nskip.log\nsub\nfrom cat 1.0\nraw ${VERSION}\nadded by heredoc\nssh and env secret ok\n",
+        "one\ntwo\nversion 1.0 on amd64\nheredoc ran as 0\nscript by awk in /srv/app\nberth demo 1.0\npackaged\none.txt\nskip.log\nsub\nfrom cat 1.0\nraw ${VERSION}\nadded by heredoc\nssh and env secret ok\n",
         "the image's CMD output"
     );
     // --exclude kept the log out; --chmod/--chown applied; --parents kept app/sub.
