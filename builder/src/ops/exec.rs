@@ -57,6 +57,13 @@ impl LocalWorker<'_> {
             .scaffold(key, &mount_targets(&volumes, &tmpfs))
             .map_err(Error::runner("look at the snapshot"))?;
         let mut volumes = volumes;
+        if e.script.is_some() && !self.executor.mounts() {
+            return Err(self.err_at(
+                v,
+                "a heredoc that starts with #! runs as a file mounted on /dev/pipes, and --isolation chroot \
+                 mounts nothing: name its interpreter instead (RUN python3 <<EOF)",
+            ));
+        }
         // Inside the sandbox's own /dev, so not a mount target of the snapshot.
         volumes.extend(script_volume(&work, e)?);
         let spec = sandbox_spec(e, rootfs, work.join("rootfs"), env, volumes, tmpfs);

@@ -182,6 +182,10 @@ fn bad_dockerfiles_and_failing_steps_say_where() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("exit code: 3") && err.contains("last words") && err.contains(":2:1"), "{err}");
+    // A #! heredoc is mounted as a file; where nothing can be mounted, the error says what to write.
+    std::fs::write(&df, "FROM busybox:latest\nRUN <<EOF\n#!/bin/sh\ntrue\nEOF\n").unwrap();
+    let out = fails(&["build", "--isolation", "chroot", "-f", &p(&df), &p(dir.path())]);
+    assert!(out.contains(":2:1: a heredoc that starts with #!") && out.contains("RUN python3 <<EOF"), "{out}");
 }
 
 #[test]
