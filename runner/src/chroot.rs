@@ -82,9 +82,6 @@ pub(crate) fn run_process(
     let cwd = spec.cwd.clone();
     // SAFETY: only syscalls between fork and exec (chroot, chdir, set*id, umask).
     unsafe { cmd.pre_exec(move || enter(root.as_deref(), &cwd, ids.as_ref())) };
-    // Its own process group: what it leaves running is stopped with it, as a namespaced
-    // step's PID namespace ends with its first process.
-    cmd.process_group(0);
     let mut child = cmd.spawn().map_err(|e| SandboxError::exec_failed(&spec.args[0], e))?;
     drop(cmd);
     // Registered, so that berth's SIGTERM and SIGINT handling stops it as it stops the
@@ -123,6 +120,10 @@ pub(crate) fn run_process(
 
 /// The child's side: into the root (if any), to the working directory, then the user.
 fn enter(root: Option<&Path>, cwd: &str, ids: Option<&(u32, u32, Vec<u32>)>) -> std::io::Result<()> {
+    // Its own session, so its own process group (what it leaves running is stopped with it,
+    // as a namespaced step's PID namespace ends with its first process) and no controlling
+    // terminal: a step cannot push input into the terminal berth was started from.
+    rustix::process::setsid().map_err(crate::sandbox::errno)?;
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
     if let Some(root) = root {
         rustix::process::chroot(root)?;

@@ -430,6 +430,17 @@ pub fn resolve_user(mounts: &[Mount], user: &str) -> Result<(u32, u32, Vec<u32>)
     Ok((uid, gid, groups))
 }
 
+/// The identity a namespaced process takes: its user's, or root's with root's groups in
+/// the image's /etc/group (as runc gives a process with no user), never the groups of
+/// whoever started berth. None where berth is not root and cannot change ids.
+pub(crate) fn process_ids(spec: &Spec) -> Result<Option<(u32, u32, Vec<u32>)>, SandboxError> {
+    match &spec.user {
+        Some(User(u)) => Ok(Some(resolve_user(&spec.rootfs, u)?)),
+        None if rustix::process::geteuid().is_root() => Ok(Some(resolve_user(&spec.rootfs, "0")?)),
+        None => Ok(None),
+    }
+}
+
 /// Brings up the loopback interface of a fresh network namespace (`ip link set lo up`).
 fn loopback_up() -> std::io::Result<()> {
     use rustix::ioctl::{ioctl, Updater};
@@ -610,13 +621,25 @@ fn enter(spec: &Spec, confinement: &crate::security::Confinement) -> std::io::Re
 /// them): bounding set, user and groups, working directory, capabilities, limits,
 /// no_new_privs, the init or the pty, and the seccomp filter last.
 pub(crate) fn become_process(spec: &Spec, confinement: &crate::security::Confinement) -> std::io::Result<()> {
+    // Signals berth's caller ignored (`nohup`, `cmd &`) or blocked are not the container's.
+    default_signals()?;
+    if spec.console_socket.is_none() {
+        // A session of its own, without a controlling terminal: the caller's terminal is
+        // only its stdout, so the container cannot push input into it (TIOCSTI) or take it
+        // over. With a console, `attach_pty` makes the session and gives it the pty.
+        rustix::process::setsid().map_err(errno)?;
+    }
     let root = rustix::process::geteuid().is_root();
     if root {
         // Before the user changes: a non-root user keeps the bounding set alone.
         confinement.restrict_bounding()?;
     }
     if let Some(ids) = &spec.ids {
+        // The kernel clears the parent-death signal when the ids change: set it again, or
+        // a container with a USER would outlive berth.
+        let death = rustix::process::parent_process_death_signal().map_err(errno)?;
         become_user(ids)?;
+        rustix::process::set_parent_process_death_signal(death).map_err(errno)?;
     }
     rustix::process::chdir(spec.cwd.as_str())
         .map_err(|e| std::io::Error::other(format!("working directory {}: {e}", spec.cwd)))?;
@@ -655,15 +678,55 @@ pub(crate) fn become_process(spec: &Spec, confinement: &crate::security::Confine
     Ok(())
 }
 
+/// Every signal back to its default action and none blocked, as a fresh process has them.
+fn default_signals() -> std::io::Result<()> {
+    // SAFETY: rt_sigaction with a zeroed kernel structure (SIG_DFL, no flags, empty mask;
+    // larger than any architecture's) and sigprocmask with an empty set; between fork and
+    // exec no handler of berth's is needed. The raw call reaches the signals glibc keeps
+    // for itself too (32 and 33), which its sigaction refuses.
+    unsafe {
+        let default = [0u64; 8];
+        for sig in 1..=64 {
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                continue;
+            }
+            libc::syscall(libc::SYS_rt_sigaction, sig, default.as_ptr(), std::ptr::null_mut::<u64>(), 8usize);
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        if libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// Takes the user's groups, then its group, then its uid (real, effective and saved): the
 /// last step of a process's identity, for the sandbox and the chroot executor alike.
 pub(crate) fn become_user((uid, gid, groups): &(u32, u32, Vec<u32>)) -> std::io::Result<()> {
+    let only_primary = groups.iter().all(|g| g == gid);
     let groups: Vec<_> = groups.iter().map(|g| rustix::fs::Gid::from_raw(*g)).collect();
-    rustix::thread::set_thread_groups(&groups).map_err(errno)?;
+    match rustix::thread::set_thread_groups(&groups) {
+        Ok(()) => {}
+        // A user namespace that maps one id denies setgroups (/proc/self/setgroups): with
+        // no supplementary group asked for, there is none to drop.
+        Err(rustix::io::Errno::PERM) if only_primary && setgroups_denied() => {}
+        Err(e) => return Err(errno(e)),
+    }
     let gid = rustix::fs::Gid::from_raw(*gid);
     rustix::thread::set_thread_res_gid(gid, gid, gid).map_err(errno)?;
     let uid = rustix::fs::Uid::from_raw(*uid);
     rustix::thread::set_thread_res_uid(uid, uid, uid).map_err(errno)
+}
+
+/// Whether this process's user namespace forbids setgroups(2).
+fn setgroups_denied() -> bool {
+    // Read with plain syscalls: this runs between fork and exec.
+    let Ok(fd) = rustix::fs::open("/proc/self/setgroups", rustix::fs::OFlags::RDONLY, rustix::fs::Mode::empty()) else {
+        return false;
+    };
+    let mut buf = [0u8; 8];
+    rustix::io::read(&fd, &mut buf).is_ok_and(|n| buf[..n].starts_with(b"deny"))
 }
 
 /// Opens a pty in the container's devpts, makes its slave the command's stdio and
@@ -710,9 +773,14 @@ extern "C" fn forward_signal(sig: libc::c_int) {
 /// orphan that is reparented to it, and exits as the command did (128 + N for signal N).
 fn init(command: libc::pid_t) -> ! {
     INIT_CHILD.store(command, std::sync::atomic::Ordering::Relaxed);
-    // SAFETY: only async-signal-safe calls from here on (close_range, sigaction, waitpid,
-    // _exit); the handler only reads an atomic and calls kill.
+    // SAFETY: only async-signal-safe calls from here on (prctl, memory writes, close_range,
+    // sigaction, waitpid, _exit); the handler only reads an atomic and calls kill.
     unsafe {
+        // The init is a fork of berth, never exec'd: its memory is berth's. Not dumpable,
+        // so the container cannot read it (/proc/1/mem, /proc/1/environ), and berth's
+        // environment wiped from it (the container's own is the command's).
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        wipe_environment();
         // The exec-status pipe of the spawn (and anything else) must not stay open here,
         // or the parent would wait for this process to exec.
         libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
@@ -735,6 +803,26 @@ fn init(command: libc::pid_t) -> ! {
             if pid < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
                 libc::_exit(127);
             }
+        }
+    }
+}
+
+/// Overwrites the bytes of every environment string of this process with zeros.
+///
+/// # Safety
+/// Only in a single-threaded process that reads no environment variable afterwards.
+unsafe fn wipe_environment() {
+    extern "C" {
+        static mut environ: *const *mut libc::c_char;
+    }
+    // SAFETY: the caller guarantees no other thread; `environ` is a null-terminated array
+    // of null-terminated strings.
+    unsafe {
+        let mut entry = environ;
+        while !entry.is_null() && !(*entry).is_null() {
+            let s = *entry;
+            std::ptr::write_bytes(s, 0, libc::strlen(s));
+            entry = entry.add(1);
         }
     }
 }
@@ -765,9 +853,7 @@ pub fn command(spec: &Spec) -> Result<Command, SandboxError> {
     // Resolve the user first: an error must be reported with its message, which an
     // error in the forked child (only an errno crosses back) could not carry.
     let mut child_spec = spec.clone();
-    if let Some(User(u)) = &spec.user {
-        child_spec.ids = Some(resolve_user(&spec.rootfs, u)?);
-    }
+    child_spec.ids = process_ids(spec)?;
     if spec.args.is_empty() {
         return Err(SandboxError::Start {
             what: "exec",

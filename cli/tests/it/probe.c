@@ -3,7 +3,7 @@
  * one (unshare, personality) cannot change the next. Built static by the tests with cc.
  *
  *   probe keyring:DESC add_key unshare_user perf personality mount ptrace clone_newns
- *         clone3 io_uring uname chroot status
+ *         clone3 io_uring uname chroot status tty tiocsti
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -12,6 +12,8 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/personality.h>
 #include <sys/ptrace.h>
@@ -137,6 +139,11 @@ static int check(const char *name) {
         return report(name, chroot("/"));
     if (!strcmp(name, "status"))
         return status();
+    /* The controlling terminal, and pushing a byte into the input of the terminal on stdout. */
+    if (!strcmp(name, "tty"))
+        return report(name, open("/dev/tty", O_RDWR));
+    if (!strcmp(name, "tiocsti"))
+        return report(name, ioctl(1, TIOCSTI, " "));
     printf("%s=unknown\n", name);
     return 0;
 }

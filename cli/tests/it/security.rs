@@ -263,3 +263,117 @@ fn run_security_insecure_needs_the_entitlement() {
     assert_eq!((r["Seccomp"].as_str(), r["CapBnd"].as_str()), ("0", host["CapBnd"].as_str()), "{r:?}");
     assert_eq!(r["mount"], "ok", "an insecure step has CAP_SYS_ADMIN");
 }
+
+/// `berth ARGS` with its stdio on a pseudo-terminal (util-linux `script`), as from a user's
+/// interactive shell; what it printed.
+fn in_a_terminal(b: &Berth, args: &[&str]) -> String {
+    let quoted: Vec<String> = std::iter::once(env!("CARGO_BIN_EXE_berth"))
+        .chain(args.iter().copied())
+        .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+        .collect();
+    let out = std::process::Command::new("script")
+        .args(["-qec", &quoted.join(" "), "/dev/null"])
+        .env("BERTH_ROOT", b.root.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).replace('\r', "")
+}
+
+#[test]
+fn a_container_cannot_type_into_the_terminal_berth_was_started_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((b, probe_bin)) = setup(dir.path()) else { return };
+    if !require_tool("script") {
+        return;
+    }
+    // Before: the container shared berth's session, so the user's terminal (its stdout) was
+    // its controlling terminal, and TIOCSTI typed commands into the shell that ran berth.
+    let volume = format!("{}:/probe:ro", p(&probe_bin));
+    for user in ["0", "1000"] {
+        let r = parse(&in_a_terminal(
+            &b,
+            &["run", "--rm", "-u", user, "-v", &volume, "busybox", "/probe", "tty", "tiocsti"],
+        ));
+        assert_eq!(r["tty"], "err6", "no controlling terminal (ENXIO) as user {user}: {r:?}");
+        assert_ne!(r["tiocsti"], "ok", "TIOCSTI is refused as user {user}: {r:?}");
+    }
+    // A RUN step under --isolation chroot (no namespaces) has its own session too.
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::copy(&probe_bin, ctx.join("probe")).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox:latest\nCOPY probe /probe\nRUN mkdir -p /dev && mknod -m 666 /dev/tty c 5 0 && /probe tty\n",
+    )
+    .unwrap();
+    let log = in_a_terminal(&b, &["build", "--isolation", "chroot", "--no-cache", "--progress", "plain", &p(&ctx)]);
+    assert!(log.contains("tty=err6"), "{log}");
+}
+
+#[test]
+fn a_container_gets_none_of_its_callers_groups_ignored_signals_or_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((b, _)) = setup(dir.path()) else { return };
+    if !require_tool("setpriv") {
+        return;
+    }
+    // Groups: root's from the image's /etc/group, not those of whoever ran berth.
+    let out = std::process::Command::new("setpriv")
+        .args(["--groups", "6,42"])
+        .arg(env!("CARGO_BIN_EXE_berth"))
+        .args(["run", "--rm", "busybox", "id", "-G"])
+        .env("BERTH_ROOT", b.root.path())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0", "{}", String::from_utf8_lossy(&out.stderr));
+    // Signals ignored by the caller (`nohup`, `cmd &`) are the container's defaults again.
+    let script = format!(
+        "trap '' INT QUIT HUP; exec {} run --rm busybox grep SigIgn /proc/self/status",
+        env!("CARGO_BIN_EXE_berth")
+    );
+    let out = std::process::Command::new("sh").args(["-c", &script]).env("BERTH_ROOT", b.root.path()).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "SigIgn:\t0000000000000000");
+    // --init is a fork of berth: its environment and memory are not the container's to read.
+    let out = b
+        .cmd(&["run", "--rm", "--init", "busybox", "sh", "-c", "cat /proc/1/environ; head -c 64 /proc/1/mem"])
+        .env("BERTH_TEST_HOST_SECRET", "s3cr3t")
+        .output()
+        .unwrap();
+    let seen = String::from_utf8_lossy(&out.stdout);
+    assert!(!seen.contains("s3cr3t") && !seen.contains("BERTH_ROOT"), "{seen}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"));
+}
+
+#[test]
+fn a_container_with_a_user_dies_with_berth() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((b, _)) = setup(dir.path()) else { return };
+    // Before: the kernel cleared the parent-death signal when the user changed, so a
+    // container with `-u` kept running after berth was killed.
+    let marker = format!("{}", 100000 + std::process::id() % 800000);
+    for user in ["1000", "0:1000"] {
+        let mut berth = b.cmd(&["run", "--rm", "-u", user, "busybox", "sleep", &marker]).spawn().unwrap();
+        let running = || sleeping(&marker);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !running() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(running(), "the container started");
+        berth.kill().unwrap();
+        berth.wait().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while running() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(!running(), "the container of user {user} died with berth");
+    }
+}
+
+/// Whether a `sleep ARG` process runs on this machine.
+fn sleeping(arg: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == format!("sleep\0{arg}\0").as_bytes()))
+}

@@ -98,9 +98,7 @@ pub fn command(container: &Container, target: &Target, process: &Process) -> Res
     if spec.args.is_empty() {
         return Err(Error::Config("exec needs a command".into()));
     }
-    if let Some(User(u)) = &spec.user {
-        spec.ids = Some(crate::sandbox::resolve_user(&spec.rootfs, u)?);
-    }
+    spec.ids = crate::sandbox::process_ids(&spec)?;
     let filter_cache = container.root().join("seccomp");
     let confinement = config.security(Some(&filter_cache))?.prepare()?;
     rustix::thread::move_into_link_name_space(target.pid_ns.as_fd(), None)
