@@ -299,7 +299,7 @@ fn lazy_bases<'a>(m: &Machine<'a>, graph: &crate::graph::Graph, imported: &mut I
             continue;
         }
         let sources = m.store.sources(&l.digest).map_err(Error::image(format!("look up blob {}", l.digest)))?;
-        if let Some(repo) = sources.into_iter().next() {
+        for repo in sources {
             by_repo.entry(repo).or_default().push((l.digest.clone(), l.size));
         }
     }

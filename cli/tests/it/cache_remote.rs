@@ -278,6 +278,43 @@ fn a_local_cache_is_replaced_whole_keeps_only_what_it_uses_and_is_verified() {
 }
 
 #[test]
+fn a_local_export_removes_only_its_own_blobs_and_refuses_a_directory_that_is_not_a_layout() {
+    let Some(a) = build_store() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = checkout(dir.path(), "v1", "v1\n");
+    let cache = dir.path().join("cache");
+    let to = format!("type=local,dest={},mode=max", p(&cache));
+    build(&a, &ctx, &["--cache-to", &to]);
+    // Before: every file under blobs/ that no entry used was removed, through symlinks too,
+    // and a stray file failed every later export.
+    let victim = dir.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    let precious = victim.join("f".repeat(128));
+    std::fs::write(&precious, "precious").unwrap();
+    std::os::unix::fs::symlink(&victim, cache.join("blobs/sha512")).unwrap();
+    let linked = cache.join("blobs/sha256").join("e".repeat(64));
+    std::os::unix::fs::symlink(&precious, &linked).unwrap();
+    std::fs::write(cache.join("blobs/README"), "notes").unwrap();
+    build(&a, &checkout(dir.path(), "v2", "v2\n"), &["--cache-to", &to]);
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "precious", "nothing is removed through a symlink");
+    assert!(linked.symlink_metadata().is_ok() && cache.join("blobs/README").exists(), "only blobs are removed");
+    // A directory with an index.json of its own (a web app's) is not a cache: refused, untouched.
+    let app = dir.path().join("app");
+    std::fs::create_dir_all(app.join("blobs/assets")).unwrap();
+    std::fs::write(app.join("blobs/assets/logo.png"), "png").unwrap();
+    std::fs::write(app.join("index.json"), r#"{"name":"my-web-app"}"#).unwrap();
+    let out = a.output(&["build", "--cache-to", &format!("type=local,dest={}", p(&app)), &p(&ctx)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("is not an OCI image layout"), "{err}");
+    assert_eq!(std::fs::read_to_string(app.join("index.json")).unwrap(), r#"{"name":"my-web-app"}"#);
+    assert!(app.join("blobs/assets/logo.png").exists());
+    // An empty dest= (an unset CI variable) is refused before the build.
+    let out = a.output(&["build", "--cache-to", "type=local,dest=,mode=max", &p(&ctx)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("dest= is empty"), "{err}");
+}
+
+#[test]
 fn a_fresh_runner_without_the_base_image_pulls_no_layer_for_an_all_hit_push() {
     let Some(a) = build_store() else { return };
     let dir = tempfile::tempdir().unwrap();
@@ -308,6 +345,33 @@ fn a_fresh_runner_without_the_base_image_pulls_no_layer_for_an_all_hit_push() {
     let c = Berth::new();
     build(&c, &ctx, &["-t", "app", "--cache-from", &cache]);
     assert_eq!(run_in(&c, "app", &["cat", "/final"]), "libfoo 1.0\ndeps\nv1\nfinal\n");
+    // The cache's copy of the base layer is gone: the cache is dropped once and the layer
+    // comes from the base's own repository. Before, the build retried without end.
+    let base_layer = manifest(reg, "busybox", "1")["layers"][0]["digest"].as_str().unwrap().to_owned();
+    assert_eq!(http(reg, "DELETE", &format!("/v2/app/blobs/{base_layer}"), &[], b"").0, 202);
+    let d = Berth::new();
+    let v2 = checkout(dir.path(), "v2", "v2\n");
+    std::fs::write(v2.join("Dockerfile"), DOCKERFILE.replace("FROM busybox", &format!("FROM {base}"))).unwrap();
+    let mut child = d
+        .cmd(&["build", "--progress", "plain", "-t", "app", "--cache-from", &cache, &p(&v2)])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the build did not end in two minutes");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(warnings(&log).len(), 1, "one warning for the dropped cache:\n{log}");
+    assert_eq!(run_in(&d, "app", &["cat", "/final"]), "libfoo 1.0\ndeps\nv2\nfinal\n");
 }
 
 #[test]

@@ -144,10 +144,19 @@ async fn fetch_manifest(
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .map(|s| s.split(';').next().unwrap_or(s).trim().to_owned());
+    let too_big = || Error::InvalidDocument { what: "manifest", reason: "larger than 4 MiB".into() };
     if resp.content_length().is_some_and(|n| n > MAX_MANIFEST_SIZE as u64) {
-        return Err(Error::InvalidDocument { what: "manifest", reason: "larger than 4 MiB".into() });
+        return Err(too_big());
     }
-    let bytes = resp.bytes().await.map_err(|source| Error::Http { method: "GET".into(), url: path.clone(), source })?;
+    // Read up to one byte past the limit: a body sent without a length cannot grow without end.
+    let bytes = super::transport::read_capped(resp, MAX_MANIFEST_SIZE + 1).await.map_err(|source| Error::Http {
+        method: "GET".into(),
+        url: path.clone(),
+        source,
+    })?;
+    if bytes.len() > MAX_MANIFEST_SIZE {
+        return Err(too_big());
+    }
     let algorithm = pinned.map_or(crate::Algorithm::Sha256, Digest::algorithm);
     let mut h = algorithm.hasher();
     h.update(&bytes);
@@ -284,4 +293,45 @@ pub async fn fetch_blobs(
         store.add_source(d, &reference.repository())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::{ClientOptions, NoProgress};
+
+    /// A registry on 127.0.0.1 that answers any request with a manifest sent in chunks,
+    /// without a length and without an end.
+    async fn endless_manifest() -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut req = [0u8; 4096];
+                    let _ = conn.read(&mut req).await;
+                    let head = "HTTP/1.1 200 OK\r\ncontent-type: application/vnd.oci.image.manifest.v1+json\r\n\
+                                transfer-encoding: chunked\r\n\r\n";
+                    conn.write_all(head.as_bytes()).await.unwrap();
+                    let chunk = format!("10000\r\n{}\r\n", " ".repeat(0x10000));
+                    while conn.write_all(chunk.as_bytes()).await.is_ok() {}
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_manifest_without_a_length_is_read_up_to_the_limit_and_refused() {
+        // Before, the whole body was read: the pull grew by gigabytes a second.
+        let addr = endless_manifest().await;
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        let client = Client::new(ClientOptions { retries: 0, ..Default::default() }).unwrap();
+        let reference: Reference = format!("{addr}/evil/app:1").parse().unwrap();
+        let opts = PullOptions { platform: None, concurrency: 1, lazy: false };
+        let err = pull(&client, &store, &reference, &opts, &NoProgress).await.unwrap_err();
+        assert!(err.to_string().contains("larger than 4 MiB"), "{err}");
+    }
 }

@@ -126,16 +126,45 @@ impl LocalCache {
                 return Ok(());
             }
         }
-        let blobs = self.dir.join("blobs");
-        for alg in std::fs::read_dir(&blobs).map_err(self.io("list"))?.flatten() {
-            for f in std::fs::read_dir(alg.path()).map_err(self.io("list"))?.flatten() {
-                let name = format!("{}:{}", alg.file_name().to_string_lossy(), f.file_name().to_string_lossy());
-                if !keep.contains(&name) {
+        // Only what a layout's blobs are: regular files named by a digest, in the directory of
+        // their algorithm. Anything else (a README, a symlink to elsewhere) is not ours to remove.
+        for (alg, hex_len) in [("sha256", 64), ("sha512", 128)] {
+            let dir = self.dir.join("blobs").join(alg);
+            if !std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+                continue;
+            }
+            for f in std::fs::read_dir(&dir).map_err(self.io("list"))?.flatten() {
+                let file = f.file_name().to_string_lossy().into_owned();
+                let is_blob = file.len() == hex_len && file.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+                let regular = f.file_type().is_ok_and(|t| t.is_file());
+                if is_blob && regular && !keep.contains(&format!("{alg}:{file}")) {
                     std::fs::remove_file(f.path()).map_err(self.io("remove an unused blob of"))?;
                 }
             }
         }
         Ok(())
+    }
+
+    /// Refuses a directory that holds an `index.json` but is not an OCI image layout (a web
+    /// app's, say): exporting would rewrite that file and remove what is not a blob of it.
+    fn check_is_layout(&self) -> Result<()> {
+        let index = self.dir.join("index.json");
+        if !index.exists() {
+            return Ok(());
+        }
+        let layout = self.dir.join("oci-layout").exists();
+        let parsed: Option<serde_json::Value> =
+            std::fs::read(&index).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let is_index = parsed.is_some_and(|v| v["schemaVersion"] == 2 && v["manifests"].is_array());
+        if layout && is_index {
+            return Ok(());
+        }
+        Err(Error::remote(format!("export to {}", self.describe()))(oci::Error::InvalidDocument {
+            what: "cache directory",
+            reason: "it holds an index.json but is not an OCI image layout (no oci-layout file, or not an \
+                     image index): give a directory of its own"
+                .into(),
+        }))
     }
 }
 
@@ -175,6 +204,7 @@ impl CacheBackend for LocalCache {
 
     fn publish(&self, store: &ImageStore, upload: &Upload<'_>) -> Result<Published> {
         std::fs::create_dir_all(&self.dir).map_err(self.io("create"))?;
+        self.check_is_layout()?;
         let lock = std::fs::File::create(self.dir.join(".berth-cache.lock")).map_err(self.io("lock"))?;
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
             .map_err(|e| self.io("lock")(std::io::Error::from(e)))?;

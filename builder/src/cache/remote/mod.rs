@@ -144,9 +144,10 @@ pub struct Imported<'a> {
     sources: Vec<Box<dyn CacheBackend + 'a>>,
     records: HashMap<CacheKey, (CacheRecord, usize)>,
     blobs: HashMap<oci::Digest, (Blob, usize)>,
-    /// Layers of base images pulled without them: their size and the source (the image's
-    /// repository) they are fetched from when a step or an output needs them.
-    bases: HashMap<oci::Digest, (u64, usize)>,
+    /// Layers of base images pulled without them: their size and the sources (every
+    /// repository the store saw them in) they are fetched from, in turn, when a step or an
+    /// output needs them.
+    bases: HashMap<oci::Digest, (u64, Vec<usize>)>,
     mounts: HashMap<String, (Blob, usize)>,
     fetching: crate::cache::KeyedLocks<oci::Digest, ()>,
     /// The cache mounts this build restored (each id once).
@@ -230,7 +231,8 @@ impl<'a> Imported<'a> {
 
     /// The registry a blob would come from, when its source is a registry.
     pub fn registry_of(&self, digest: &oci::Digest) -> Option<String> {
-        let source = self.blobs.get(digest).map(|(_, s)| *s).or_else(|| self.bases.get(digest).map(|(_, s)| *s))?;
+        let cached = self.blobs.get(digest).map(|(_, s)| *s).filter(|s| !self.is_failed(*s));
+        let source = cached.or_else(|| self.bases.get(digest).and_then(|(_, s)| s.first().copied()))?;
         self.sources[source].registry()
     }
 
@@ -240,7 +242,7 @@ impl<'a> Imported<'a> {
         let source = self.sources.len();
         self.sources.push(repository);
         for (digest, size) in layers {
-            self.bases.entry(digest.clone()).or_insert((*size, source));
+            self.bases.entry(digest.clone()).or_insert((*size, vec![])).1.push(source);
         }
     }
 
@@ -269,13 +271,25 @@ impl LazyBlobs for Imported<'_> {
             return Ok(());
         }
         // A cache's blob, or else a base image's layer (a failure there is the build's).
-        let (size, source, cached) = match (self.blobs.get(digest), self.bases.get(digest)) {
-            (Some((blob, source)), _) => (blob.size, *source, true),
-            (None, Some((size, source))) => (*size, *source, false),
-            (None, None) => return NoLazy.ensure(store, digest),
+        // A cache source that failed once is not asked again: its copy of a base layer
+        // comes from the base's own repository instead (before, the retry never ended).
+        // A base layer is tried in each repository the store saw it in, in turn.
+        let (size, sources, cached) = match (self.blobs.get(digest), self.bases.get(digest)) {
+            (Some((blob, source)), _) if !self.is_failed(*source) => (blob.size, vec![*source], true),
+            (_, Some((size, sources))) => (*size, sources.clone(), false),
+            _ => return NoLazy.ensure(store, digest),
         };
         // One download per blob, however many steps want it at once.
-        self.fetching.with(digest.clone(), |()| self.fetch_from(store, digest, size, source, cached))
+        self.fetching.with(digest.clone(), |()| {
+            let mut result = Ok(());
+            for source in sources {
+                result = self.fetch_from(store, digest, size, source, cached);
+                if result.is_ok() {
+                    break;
+                }
+            }
+            result
+        })
     }
 }
 
@@ -296,8 +310,11 @@ impl Imported<'_> {
         let backend = &self.sources[source];
         let fetched = backend.fetch(store, digest, size);
         if fetched.is_err() && cached {
-            self.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(source);
-            self.unseen.store(true, std::sync::atomic::Ordering::SeqCst);
+            let mut failed = self.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !failed.contains(&source) {
+                failed.push(source);
+                self.unseen.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
         }
         let what = if cached { "cache" } else { "base image" };
         fetched.map_err(|e| Error::remote(format!("{what} {}: blob {digest}", backend.describe()))(e))

@@ -156,6 +156,10 @@ fn location(flag: &str, s: &str, fields: &[(&str, String)], exporting: bool) -> 
         "local" => {
             let key = if exporting { "dest" } else { "src" };
             let dir = get(key).ok_or_else(|| bad(flag, s, format!("{key}= is missing")))?;
+            // An unset CI variable must not make the current directory the cache.
+            if dir.trim().is_empty() {
+                return Err(bad(flag, s, format!("{key}= is empty: name the cache directory")));
+            }
             let digest = match get("digest") {
                 Some(d) => Some(d.parse().map_err(|e| bad(flag, s, format!("digest=: {e}")))?),
                 None => None,
