@@ -154,6 +154,11 @@ impl ImageStore {
             let p = root.join(d);
             fs::create_dir_all(&p).ctx(|| format!("create {}", p.display()))?;
         }
+        // Build steps mount their root filesystems below tmp/: no other user may reach them
+        // (a setuid program of an image would run as root for anyone).
+        let tmp = root.join("tmp");
+        fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .ctx(|| format!("make {} private", tmp.display()))?;
         let content = LocalStore::open(root.join("content"))?;
         let store = ImageStore { root, content };
         if !store.root.join("index/CURRENT").exists() {

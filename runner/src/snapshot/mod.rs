@@ -170,7 +170,7 @@ pub fn for_build(root: &Path) -> Result<Box<dyn Snapshotter>> {
 /// The copy snapshotter of berth's root, for builds where nothing can be mounted
 /// (`--isolation chroot` in an unprivileged container).
 pub fn for_build_without_mounts(root: &Path) -> Result<Box<dyn Snapshotter>> {
-    let inner = Box::new(CopySnapshotter::new(&root.join("snapshots").join("copy"))?);
+    let inner = Box::new(CopySnapshotter::new(&private_snapshots(root)?.join("copy"))?);
     Ok(Box::new(owner::Owned::new(root, inner)?))
 }
 
@@ -219,8 +219,16 @@ fn kind() -> Result<Kind> {
     })
 }
 
-fn open(root: &Path, volatile: bool) -> Result<Box<dyn Snapshotter>> {
+/// `<root>/snapshots`, made (or made again) 0700: the files of images and containers are
+/// below it, setuid programs among them, which no other user of the machine may reach.
+fn private_snapshots(root: &Path) -> Result<PathBuf> {
     let dir = root.join("snapshots");
+    crate::container::private_dir(&dir).map_err(io_err("create", &dir))?;
+    Ok(dir)
+}
+
+fn open(root: &Path, volatile: bool) -> Result<Box<dyn Snapshotter>> {
+    let dir = private_snapshots(root)?;
     let inner: Box<dyn Snapshotter> = match kind()? {
         Kind::Overlay => {
             let overlay = OverlaySnapshotter::new(&dir.join("overlay"))?;
