@@ -33,6 +33,7 @@ pub mod emulation;
 pub mod exec;
 pub mod inplace;
 pub mod lease;
+mod merged;
 pub mod netlink;
 pub mod network;
 pub mod rlimit;

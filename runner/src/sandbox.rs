@@ -355,32 +355,20 @@ impl SandboxError {
     }
 }
 
-/// Reads a file of the rootfs-to-be from its snapshot directories, top first, without
-/// mounting: each lookup is resolved inside its directory (`RESOLVE_IN_ROOT`).
+/// The most of /etc/passwd or /etc/group berth reads (a file of gigabytes is not read whole).
+const MAX_ACCOUNTS_FILE: u64 = 16 << 20;
+
+/// Reads a file of the rootfs-to-be from its snapshot directories, as the merged root will
+/// show it, without mounting (see [`crate::merged`]).
 fn read_in_rootfs(mounts: &[Mount], path: &str) -> Option<String> {
-    let dirs: Vec<&PathBuf> = match mounts.first()? {
-        Mount::Overlay { lower, upper, .. } => upper.iter().map(|(u, _)| u).chain(lower.iter()).collect(),
-        Mount::Scratch { lower } => lower.iter().collect(),
-        Mount::Bind { source, .. } => vec![source],
-    };
-    for dir in dirs {
-        let Ok(root) =
-            rustix::fs::open(dir, rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY, rustix::fs::Mode::empty())
-        else {
-            continue;
-        };
-        match crate::sys::open_in_root(&root, path, rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC) {
-            Ok(fd) => {
-                let mut s = String::new();
-                let mut f = std::fs::File::from(fd);
-                // An overlay whiteout (a character device) reads as an error: the file is gone.
-                return std::io::Read::read_to_string(&mut f, &mut s).ok().map(|_| s);
-            }
-            Err(rustix::io::Errno::NOENT) => continue,
-            Err(_) => return None,
+    let dirs: Vec<PathBuf> = match mounts.first()? {
+        Mount::Overlay { lower, upper, .. } => {
+            upper.iter().map(|(u, _)| u.clone()).chain(lower.iter().cloned()).collect()
         }
-    }
-    None
+        Mount::Scratch { lower } => lower.clone(),
+        Mount::Bind { source, .. } => vec![source.clone()],
+    };
+    crate::merged::read(&dirs, path, MAX_ACCOUNTS_FILE)
 }
 
 /// Resolves `user` (`name`, `uid`, `uid:gid`, `name:group`) through the image's own

@@ -377,3 +377,56 @@ fn sleeping(arg: &str) -> bool {
         .flatten()
         .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == format!("sleep\0{arg}\0").as_bytes()))
 }
+
+#[test]
+fn no_other_user_of_the_machine_reaches_a_setuid_program_of_a_stored_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((b, _)) = setup(dir.path()) else { return };
+    if !require_tool("runuser") {
+        return;
+    }
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox:latest\nRUN cp /bin/busybox /suid && chmod 4755 /suid\n")
+        .unwrap();
+    b.ok(&["build", "-q", "-t", "suid:1", &p(&ctx)]);
+    let found = std::process::Command::new("find")
+        .args([&p(&b.root.path().join("snapshots")), "-name", "suid", "-perm", "-4000"])
+        .output()
+        .unwrap();
+    let path = String::from_utf8_lossy(&found.stdout).lines().next().expect("the setuid file is stored").to_owned();
+    // Before: every directory on the way was 0755, so `nobody` could run it, as root.
+    let out = std::process::Command::new("runuser").args(["-u", "nobody", "--", &path, "id", "-u"]).output().unwrap();
+    assert!(!out.status.success(), "nobody ran {path}: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"));
+    for d in ["snapshots", "tmp"] {
+        let mode =
+            std::fs::metadata(b.root.path().join(d)).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()));
+        assert!(mode.as_ref().is_ok_and(|m| m & 0o077 == 0), "{d}: {mode:?}");
+    }
+}
+
+#[test]
+fn the_user_is_the_one_in_the_passwd_file_the_container_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((b, _)) = setup(dir.path()) else { return };
+    // Before: each layer's /etc/passwd was read on its own, so a link to a file of another
+    // layer fell through to an older layer's file, which made `app` root.
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox:latest
+RUN echo 'app:x:0:0:legacy:/root:/bin/sh' >> /etc/passwd
+RUN mkdir -p /usr/share/acct && grep -v '^app:' /etc/passwd > /usr/share/acct/passwd \\
+    && echo 'app:x:4242:4242:app:/home/app:/bin/sh' >> /usr/share/acct/passwd
+RUN ln -sf /usr/share/acct/passwd /etc/passwd
+USER app
+RUN id -u > /tmp/built-as
+",
+    )
+    .unwrap();
+    b.ok(&["build", "-q", "-t", "acct:1", &p(&ctx)]);
+    let out = b.ok(&["run", "--rm", "acct:1", "sh", "-c", "id -u; cat /tmp/built-as; echo $HOME"]);
+    assert_eq!(out, "4242\n4242\n/home/app\n", "the RUN step and the container run as the passwd they see");
+}
