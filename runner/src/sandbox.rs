@@ -517,7 +517,10 @@ fn build_filesystem(sys: &dyn Sys, spec: &Spec) -> std::io::Result<()> {
     ] {
         sys.symlink(target, &dev.join(link))?;
     }
-    sys.mkdir(&dev.join("shm"))?;
+    // docker's /dev/shm: a 64 MiB tmpfs every user may write (POSIX shared memory).
+    let shm = dev.join("shm");
+    sys.mkdir(&shm)?;
+    sys.mount("tmpfs", &shm, hidden, Some(c"mode=1777,size=65536k"))?;
     // The container's own pty instance: /dev/pts and /dev/ptmx, as runc makes them.
     let pts = dev.join("pts");
     sys.mkdir(&pts)?;
@@ -553,17 +556,43 @@ fn build_filesystem(sys: &dyn Sys, spec: &Spec) -> std::io::Result<()> {
         bind_into(sys, root, &v.host, &v.container, v.read_only)?;
     }
     for t in &spec.tmpfs {
-        // `PATH[:OPTIONS]` as docker's --tmpfs takes it (`/run:size=64m,mode=755`).
+        // `PATH[:OPTIONS]` as docker's --tmpfs takes it (`/run:rw,noexec,size=64m,mode=755`).
         let (path, opts) = t.split_once(':').unwrap_or((t.as_str(), "mode=1777"));
         let target = sys.resolve(root, path, true)?;
-        let data = std::ffi::CString::new(opts)
+        let (flags, data) = tmpfs_options(opts);
+        let data = std::ffi::CString::new(data)
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("tmpfs options {opts:?}")))?;
-        sys.mount("tmpfs", target.path(), MountFlags::NOSUID | MountFlags::NODEV, Some(data.as_c_str()))?;
+        sys.mount("tmpfs", target.path(), flags, Some(data.as_c_str()))?;
     }
     if spec.read_only {
         sys.remount_read_only(root)?;
     }
     sys.pivot_root(root)
+}
+
+/// A tmpfs's mount flags (`ro`, `noexec`, `exec`, ... as mount(8) spells them; nosuid and
+/// nodev unless `suid`/`dev`) and the options left for the filesystem (`size=`, `mode=`).
+fn tmpfs_options(opts: &str) -> (MountFlags, String) {
+    let mut flags = MountFlags::NOSUID | MountFlags::NODEV;
+    let mut data = Vec::new();
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        match o {
+            "rw" => flags.remove(MountFlags::RDONLY),
+            "ro" => flags.insert(MountFlags::RDONLY),
+            "noexec" => flags.insert(MountFlags::NOEXEC),
+            "exec" => flags.remove(MountFlags::NOEXEC),
+            "nosuid" => flags.insert(MountFlags::NOSUID),
+            "suid" => flags.remove(MountFlags::NOSUID),
+            "nodev" => flags.insert(MountFlags::NODEV),
+            "dev" => flags.remove(MountFlags::NODEV),
+            "noatime" => flags.insert(MountFlags::NOATIME),
+            other => data.push(other),
+        }
+    }
+    if !data.iter().any(|o| o.starts_with("mode=")) {
+        data.push("mode=1777");
+    }
+    (flags, data.join(","))
 }
 
 fn enter(spec: &Spec, confinement: &crate::security::Confinement) -> std::io::Result<()> {
@@ -621,6 +650,11 @@ pub(crate) fn become_process(spec: &Spec, confinement: &crate::security::Confine
     if root {
         // Before the user changes: a non-root user keeps the bounding set alone.
         confinement.restrict_bounding()?;
+    }
+    // A working directory the image lacks is made, as docker and runc make it (still as
+    // root, inside the container's root).
+    if rustix::fs::stat(spec.cwd.as_str()).is_err() {
+        let _made = std::fs::create_dir_all(&spec.cwd);
     }
     if let Some(ids) = &spec.ids {
         // The kernel clears the parent-death signal when the ids change: set it again, or
@@ -1116,6 +1150,16 @@ mod tests {
         assert_eq!(lexical_in_root("/a/./b/../c"), "a/c");
         assert_eq!(lexical_in_root("../../../tmp/x/"), "tmp/x");
         assert_eq!(lexical_in_root("/"), "");
+    }
+
+    #[test]
+    fn tmpfs_flag_words_become_mount_flags_as_dockers_example_writes_them() {
+        // Before, `rw,noexec,nosuid` went to tmpfs as data, which refused them (EINVAL).
+        let (flags, data) = tmpfs_options("rw,noexec,nosuid,size=65536k");
+        assert_eq!(flags, MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC);
+        assert_eq!(data, "size=65536k,mode=1777");
+        let (flags, data) = tmpfs_options("ro,exec,dev,mode=755");
+        assert_eq!((flags, data.as_str()), (MountFlags::NOSUID | MountFlags::RDONLY, "mode=755"));
     }
 
     #[test]

@@ -263,6 +263,7 @@ pub struct Run {
     pub command: CommandForm,
     /// `RUN <<EOF` whose body starts with `#!`: BuildKit mounts it as an executable file
     /// at `/dev/pipes/EOF` and the shell runs that file, so its interpreter reads it.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub script: Option<RunScript>,
     /// `--mount=...`, raw (variables are expanded before [`mount::MountSpec::parse`]).
     pub mounts: Vec<Word>,

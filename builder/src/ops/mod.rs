@@ -193,8 +193,13 @@ impl LocalWorker<'_> {
         for l in &layers[unpacked..] {
             self.lazy.ensure(self.store, &l.digest)?;
         }
-        runner::rootfs::ensure_chain(self.store, &pairs, self.snapshotter)
-            .map_err(Error::runner("unpack the parent layers"))
+        runner::rootfs::ensure_chain(self.store, &pairs, self.snapshotter).map_err(|e| {
+            // A cache's layer whose diffID is not its record's: that cache is dropped.
+            if let runner::rootfs::RootfsError::DiffId { layer, .. } = &e {
+                self.lazy.reject(self.store, layer);
+            }
+            Error::runner("unpack the parent layers")(e)
+        })
     }
 
     /// Writes a layer with `fill`; None when it holds no entries.

@@ -81,13 +81,13 @@ pub struct Run {
     /// Stop the container after this many seconds and exit 124 (a hung smoke test fails)
     #[arg(long, value_name = "SECONDS")]
     timeout: Option<u64>,
-    /// Memory limit (e.g. 64m, 1g)
-    #[arg(short, long, value_parser = runner::cgroup::parse_size)]
+    /// Memory limit (e.g. 64m, 1g; at least 6m; 0 for none)
+    #[arg(short, long, value_parser = memory_limit)]
     memory: Option<u64>,
-    /// Maximum number of processes
+    /// Maximum number of processes (0 for no limit)
     #[arg(long, value_name = "N")]
     pids_limit: Option<u64>,
-    /// Number of CPUs (e.g. 0.5)
+    /// Number of CPUs (e.g. 0.5; 0 for no limit)
     #[arg(long)]
     cpus: Option<f64>,
     /// Add Linux capabilities (SYS_PTRACE, CAP_NET_ADMIN, ALL)
@@ -617,4 +617,13 @@ mod tests {
         assert_eq!(parse(&["--network", "host", "app", "--", "ls", "-l"]).command, ["ls", "-l"]);
         assert_eq!(parse(&["app"]).command, Vec::<String>::new());
     }
+}
+
+/// `--memory`: a size, 0 for no limit, else at least docker's 6 MiB (less is killed at once).
+fn memory_limit(text: &str) -> Result<u64, String> {
+    let n = runner::cgroup::parse_size(text)?;
+    if n != 0 && n < 6 << 20 {
+        return Err("minimum memory limit allowed is 6MB".into());
+    }
+    Ok(n)
 }

@@ -416,6 +416,51 @@ fn an_inline_cache_travels_inside_the_pushed_image() {
     assert!(err.contains("mode=min only"), "{err}");
 }
 
+#[test]
+fn a_cache_layer_whose_diff_id_is_wrong_drops_that_cache_and_the_build_goes_on() {
+    let Some(a) = build_store() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    build(&a, &checkout(dir.path(), "v1", "v1\n"), &["--cache-to", &format!("type=local,dest={},mode=max", p(&cache))]);
+    // The record of `COPY --from=deps` now says another diffID for its layer. A miss on top
+    // of it (src.txt changed) unpacks that layer and finds out.
+    let (mut m, mut config, _) = layout_entry(&cache);
+    let rec = config["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["step"].as_str().unwrap().contains("COPY --from=deps"))
+        .unwrap();
+    let i = rec["layers"].as_array().unwrap().last().unwrap().as_u64().unwrap() as usize;
+    config["blobs"][i]["diffId"] = format!("sha256:{}", "cd".repeat(32)).into();
+    let bytes = serde_json::to_vec(&config).unwrap();
+    let put = |b: &[u8]| {
+        let d = sha256(b);
+        std::fs::write(cache.join("blobs/sha256").join(&d[7..]), b).unwrap();
+        d
+    };
+    m["config"]["digest"] = put(&bytes).into();
+    m["config"]["size"] = bytes.len().into();
+    let mbytes = serde_json::to_vec(&m).unwrap();
+    let md = put(&mbytes);
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cache.join("index.json")).unwrap()).unwrap();
+    index["manifests"][0]["digest"] = md.into();
+    index["manifests"][0]["size"] = mbytes.len().into();
+    std::fs::write(cache.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    // Before: "unpack the parent layers: layer ... has diffID ..." and the build failed, on
+    // every runner, until someone deleted the cache.
+    let b = build_store().unwrap();
+    let out = build(
+        &b,
+        &checkout(dir.path(), "v2", "v2\n"),
+        &["-t", "app", "--cache-from", &format!("type=local,src={}", p(&cache))],
+    );
+    let w = warnings(&out.log);
+    assert!(w.len() == 1 && w[0].contains("building again without it"), "{}", out.log);
+    assert_eq!(run_in(&b, "app", &["cat", "/final"]), "libfoo 1.0\ndeps\nv2\nfinal\n");
+}
+
 /// A layout under `dir` whose `latest` entry is a berth cache manifest with `config`.
 fn layout_with_config(dir: &Path, config: &[u8]) -> PathBuf {
     let blobs = dir.join("blobs/sha256");

@@ -561,3 +561,31 @@ fn unpacking_a_layer_records_its_unpacked_size_for_images() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(read(), at_import, "the unpack for run recorded the same size");
 }
+
+#[test]
+fn what_docker_makes_or_takes_works_a_working_directory_a_volume_source_tmpfs_words_shm_and_zero_limits() {
+    let Some(b) = setup() else { return };
+    // Before, each of these failed with "Invalid argument" and exit code 126.
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("made/by/run");
+    let volume = format!("{}:/data", p(&source));
+    let (code, out, err) =
+        run(&b, &["--rm", "-w", "/no/such/dir", "-v", &volume, "busybox", "sh", "-c", "pwd; touch /data/x"]);
+    assert_eq!((code, out.trim()), (0, "/no/such/dir"), "{err}");
+    assert!(source.join("x").exists(), "the missing volume source was made, as docker makes it");
+    let (code, out, err) =
+        run(&b, &["--rm", "--tmpfs", "/run:rw,noexec,nosuid,size=65536k", "busybox", "grep", " /run ", "/proc/mounts"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("noexec") && out.contains("nosuid") && out.contains("size=65536k"), "{out}");
+    // /dev/shm is a tmpfs any user may write, as docker's.
+    let (code, _, err) = run(&b, &["--rm", "-u", "1000", "busybox", "touch", "/dev/shm/x"]);
+    assert_eq!(code, 0, "{err}");
+    // 0 is no limit; less than 6 MiB of memory is refused, as docker refuses it.
+    let (code, _, err) =
+        run(&b, &["--rm", "-m", "0", "--pids-limit", "0", "--cpus", "0", "busybox", "sh", "-c", "ls / | cat"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(&b, &["--rm", "-m", "1k", "busybox", "true"]);
+    assert!(code != 0 && err.contains("minimum memory limit allowed is 6MB"), "{err}");
+    let (code, _, err) = run(&b, &["--rm", "-v", &format!("{}:/", p(dir.path())), "busybox", "true"]);
+    assert!(code != 0 && err.contains("destination can't be '/'"), "{err}");
+}

@@ -106,9 +106,13 @@ pub struct SecurityConfig {
 }
 
 impl Config {
-    /// The limits for [`crate::cgroup::Cgroup::create`].
+    /// The limits for [`crate::cgroup::Cgroup::create`]: 0 is no limit, as docker reads it.
     pub fn limits(&self) -> crate::cgroup::Limits {
-        crate::cgroup::Limits { memory: self.memory, pids: self.pids_limit, cpus: self.cpus }
+        crate::cgroup::Limits {
+            memory: self.memory.filter(|m| *m > 0),
+            pids: self.pids_limit.filter(|p| *p > 0),
+            cpus: self.cpus.filter(|c| *c > 0.0),
+        }
     }
 
     /// The capabilities and seccomp filter, with compiled filters kept under `filter_cache`.
@@ -152,6 +156,20 @@ impl Config {
             (None, "host") => (Network::Host, EtcFiles::new(&self.hostname, true)),
             (None, _) => (Network::None, EtcFiles::new(&self.hostname, false)),
         };
+        for v in &self.volumes {
+            if v.container.trim_matches('/').is_empty() {
+                return Err(super::Error::Config(format!(
+                    "invalid volume {}: the destination can't be '/'",
+                    v.container
+                )));
+            }
+            // As docker's -v: a host directory that does not exist yet is made.
+            if std::fs::symlink_metadata(&v.host).is_err() {
+                std::fs::create_dir_all(&v.host).map_err(|e| {
+                    super::Error::Config(format!("create the volume's source {}: {e}", v.host.display()))
+                })?;
+            }
+        }
         Ok(Spec {
             rootfs,
             mountpoint,

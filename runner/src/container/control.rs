@@ -128,7 +128,7 @@ pub fn wait_until(c: &Container, deadline: Option<Instant>, done: impl Fn(&State
     }
 }
 
-const SIGNALS: [(&str, i32); 20] = [
+const SIGNALS: [(&str, i32); 31] = [
     ("HUP", libc::SIGHUP),
     ("INT", libc::SIGINT),
     ("QUIT", libc::SIGQUIT),
@@ -149,7 +149,23 @@ const SIGNALS: [(&str, i32); 20] = [
     ("STOP", libc::SIGSTOP),
     ("TSTP", libc::SIGTSTP),
     ("WINCH", libc::SIGWINCH),
+    ("IOT", libc::SIGIOT),
+    ("STKFLT", libc::SIGSTKFLT),
+    ("TTIN", libc::SIGTTIN),
+    ("TTOU", libc::SIGTTOU),
+    ("URG", libc::SIGURG),
+    ("XCPU", libc::SIGXCPU),
+    ("XFSZ", libc::SIGXFSZ),
+    ("VTALRM", libc::SIGVTALRM),
+    ("PROF", libc::SIGPROF),
+    ("IO", libc::SIGIO),
+    ("PWR", libc::SIGPWR),
 ];
+
+/// The first real-time signal as docker numbers it (glibc keeps 32 and 33 for itself).
+const RTMIN: i32 = 34;
+/// The last real-time signal.
+const RTMAX: i32 = 64;
 
 /// Parses a signal as docker does: `SIGTERM`, `TERM`, `term` or `15`.
 pub fn parse_signal(s: &str) -> Result<i32, String> {
@@ -158,6 +174,19 @@ pub fn parse_signal(s: &str) -> Result<i32, String> {
     }
     let upper = s.to_ascii_uppercase();
     let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    if name == "SYS" {
+        return Ok(libc::SIGSYS);
+    }
+    // `RTMIN`, `RTMIN+3`, `RTMAX-2`, `RTMAX`, as docker names them (systemd's images stop with
+    // SIGRTMIN+3).
+    let realtime = |base: &str, n: i32| -> Option<i32> {
+        let rest = name.strip_prefix(base)?;
+        let offset = if rest.is_empty() { 0 } else { rest.parse::<i32>().ok()? };
+        Some(n + offset).filter(|sig| (RTMIN..=RTMAX).contains(sig))
+    };
+    if let Some(sig) = realtime("RTMIN", RTMIN).or_else(|| realtime("RTMAX", RTMAX)) {
+        return Ok(sig);
+    }
     SIGNALS.iter().find(|(n, _)| *n == name).map(|(_, v)| *v).ok_or_else(|| format!("invalid signal {s:?}"))
 }
 
@@ -172,6 +201,13 @@ mod tests {
         assert_eq!(parse_signal("USR1"), Ok(libc::SIGUSR1));
         assert_eq!(parse_signal("9"), Ok(9));
         assert!(parse_signal("SIGFOO").is_err());
+        // Before, an image with `StopSignal: SIGRTMIN+3` (systemd's) could not run at all.
+        assert_eq!(parse_signal("SIGRTMIN+3"), Ok(37));
+        assert_eq!(parse_signal("RTMAX-1"), Ok(63));
+        assert_eq!(parse_signal("SIGRTMIN"), Ok(34));
+        assert_eq!(parse_signal("SIGPWR"), Ok(libc::SIGPWR));
+        assert_eq!(parse_signal("SYS"), Ok(libc::SIGSYS));
+        assert!(parse_signal("RTMIN+40").is_err());
         assert!(parse_signal("0").is_err());
     }
 }

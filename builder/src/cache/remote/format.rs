@@ -51,6 +51,18 @@ impl Blob {
     }
 }
 
+/// The media types a cache blob may have: those of image layers.
+const LAYER_TYPES: [&str; 5] = [
+    oci::media::OCI_LAYER,
+    oci::media::OCI_LAYER_GZIP,
+    oci::media::OCI_LAYER_ZSTD,
+    oci::media::DOCKER_LAYER,
+    oci::media::DOCKER_LAYER_GZIP,
+];
+
+/// The longest layer chain a record may hold: more than any root filesystem stacks.
+const MAX_CHAIN: usize = 1000;
+
 /// One cache record: a step's key and the layer chain of its result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -143,7 +155,7 @@ impl CacheConfig {
         if version > u64::from(VERSION) {
             return Err(Unusable::Newer(u32::try_from(version).unwrap_or(u32::MAX)));
         }
-        let c: CacheConfig = serde_json::from_value(v).map_err(|e| Unusable::Corrupt(e.to_string()))?;
+        let mut c: CacheConfig = serde_json::from_value(v).map_err(|e| Unusable::Corrupt(e.to_string()))?;
         if c.version != VERSION {
             return Err(Unusable::Corrupt(format!("version {}", c.version)));
         }
@@ -152,6 +164,21 @@ impl CacheConfig {
             c.records.iter().flat_map(|r| r.layers.iter()).chain(c.mounts.iter().map(|m| &m.blob)).find(|i| **i >= n);
         if let Some(i) = bad {
             return Err(Unusable::Corrupt(format!("blob index {i} out of range ({n} blobs)")));
+        }
+        // What a record brings into a built image is checked here: a layer type an image may
+        // hold, a chain no longer than a root filesystem can stack (a long one also cost
+        // gigabytes of memory to read), and a date that parses (else it is left out).
+        if let Some(b) = c.blobs.iter().find(|b| !LAYER_TYPES.contains(&b.media_type.as_str())) {
+            return Err(Unusable::Corrupt(format!(
+                "blob {} has media type {:?}, not a layer's",
+                b.digest, b.media_type
+            )));
+        }
+        if let Some(r) = c.records.iter().find(|r| r.layers.len() > MAX_CHAIN) {
+            return Err(Unusable::Corrupt(format!("a record of {} layers (at most {MAX_CHAIN})", r.layers.len())));
+        }
+        for r in &mut c.records {
+            r.created = r.created.take().filter(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok());
         }
         Ok(c)
     }
@@ -276,5 +303,32 @@ mod tests {
         assert!(matches!(config_of(buildkit), Err(Unusable::Foreign(_))));
         let index = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
         assert!(matches!(config_of(index), Err(Unusable::Foreign(_))));
+    }
+
+    #[test]
+    fn what_a_record_brings_into_an_image_is_checked_when_it_is_read() {
+        let config = |blob: Blob, layers: Vec<usize>, created: &str| {
+            let key = CacheKey(oci::Digest::of(b"k"));
+            let r = Record {
+                key,
+                step: String::new(),
+                inputs: vec![],
+                layers,
+                created: Some(created.into()),
+                result_key: None,
+            };
+            CacheConfig { version: VERSION, blobs: vec![blob], records: vec![r], mounts: vec![] }.to_bytes().unwrap()
+        };
+        // Before, each went into the built image as it was: a text/html layer, a 31-million
+        // layer chain that took 10 GB to read, a date no tool could parse.
+        let html = Blob { media_type: "text/html".into(), ..blob(1) };
+        assert!(matches!(
+            CacheConfig::parse(&config(html, vec![0], "2026-12-04T00:00:00Z")),
+            Err(Unusable::Corrupt(_))
+        ));
+        let long = config(blob(1), vec![0; MAX_CHAIN + 1], "2026-12-04T00:00:00Z");
+        assert!(matches!(CacheConfig::parse(&long), Err(Unusable::Corrupt(_))));
+        let c = CacheConfig::parse(&config(blob(1), vec![0], "yesterday; rm -rf /")).unwrap();
+        assert_eq!(c.records[0].created, None, "an unparsable date is left out");
     }
 }

@@ -119,6 +119,12 @@ pub trait LazyBlobs: Sync {
     fn restore_mount(&self, _store: &ImageStore, _id: &str, _dir: &std::path::Path) -> Result<bool> {
         Ok(false)
     }
+    /// A fetched blob that proved not to be what its record says (its diffID): when a cache
+    /// source gave it, the blob is deleted and the source dropped (the build then solves
+    /// again without it) and the answer is true.
+    fn reject(&self, _store: &ImageStore, _digest: &oci::Digest) -> bool {
+        false
+    }
 }
 
 /// No lazy blobs: every blob a build uses is local.
@@ -264,6 +270,17 @@ impl LazyBlobs for Imported<'_> {
 
     fn has(&self, digest: &oci::Digest) -> bool {
         self.blobs.get(digest).is_some_and(|(_, s)| !self.is_failed(*s)) || self.bases.contains_key(digest)
+    }
+
+    fn reject(&self, store: &ImageStore, digest: &oci::Digest) -> bool {
+        let Some((_, source)) = self.blobs.get(digest) else { return false };
+        let _gone = oci::content::ContentStore::delete(store.content(), digest);
+        let mut failed = self.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !failed.contains(source) {
+            failed.push(*source);
+            self.unseen.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        true
     }
 
     fn ensure(&self, store: &ImageStore, digest: &oci::Digest) -> Result<()> {
