@@ -587,6 +587,15 @@ pub(super) fn supervise(
     })
 }
 
+/// `--memory`: a size, 0 for no limit, else at least docker's 6 MiB (less is killed at once).
+fn memory_limit(text: &str) -> Result<u64, String> {
+    let n = runner::cgroup::parse_size(text)?;
+    if n != 0 && n < 6 << 20 {
+        return Err("minimum memory limit allowed is 6MB".into());
+    }
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -617,13 +626,4 @@ mod tests {
         assert_eq!(parse(&["--network", "host", "app", "--", "ls", "-l"]).command, ["ls", "-l"]);
         assert_eq!(parse(&["app"]).command, Vec::<String>::new());
     }
-}
-
-/// `--memory`: a size, 0 for no limit, else at least docker's 6 MiB (less is killed at once).
-fn memory_limit(text: &str) -> Result<u64, String> {
-    let n = runner::cgroup::parse_size(text)?;
-    if n != 0 && n < 6 << 20 {
-        return Err("minimum memory limit allowed is 6MB".into());
-    }
-    Ok(n)
 }
