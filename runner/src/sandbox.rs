@@ -389,7 +389,8 @@ pub fn resolve_user(mounts: &[Mount], user: &str) -> Result<(u32, u32, Vec<u32>)
         }
     };
     let name = entry.as_ref().map(|f| f[0].to_owned());
-    let mut gid: u32 = entry.as_ref().and_then(|f| f[3].parse().ok()).unwrap_or(uid);
+    // A uid the passwd file does not list gets group 0, as runc and BuildKit give it.
+    let mut gid: u32 = entry.as_ref().and_then(|f| f[3].parse().ok()).unwrap_or(0);
     if let Some(g) = g {
         gid = match g.parse() {
             Ok(n) => n,
@@ -491,41 +492,7 @@ fn build_filesystem(sys: &dyn Sys, spec: &Spec) -> std::io::Result<()> {
     }
     let dev_dir = mount_in(sys, root, "dev", "tmpfs", MountFlags::NOSUID, Some(c"mode=755,size=65536k"))?;
     let (proc_dir, dev) = (proc_dir.path(), dev_dir.path());
-    for (node, major, minor) in DEVICES {
-        let target = dev.join(node);
-        match sys.mknod_char(&target, major, minor) {
-            Ok(()) => {}
-            // Where device nodes cannot be made (a user namespace, a seccomp filter), the
-            // host's are bound.
-            Err(e)
-                if matches!(
-                    e.raw_os_error().map(rustix::io::Errno::from_raw_os_error),
-                    Some(rustix::io::Errno::PERM | rustix::io::Errno::ACCESS | rustix::io::Errno::NOSYS)
-                ) =>
-            {
-                sys.write(&target, b"")?;
-                sys.bind(&Path::new("/dev").join(node), &target)?;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    for (link, target) in [
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-    ] {
-        sys.symlink(target, &dev.join(link))?;
-    }
-    // docker's /dev/shm: a 64 MiB tmpfs every user may write (POSIX shared memory).
-    let shm = dev.join("shm");
-    sys.mkdir(&shm)?;
-    sys.mount("tmpfs", &shm, hidden, Some(c"mode=1777,size=65536k"))?;
-    // The container's own pty instance: /dev/pts and /dev/ptmx, as runc makes them.
-    let pts = dev.join("pts");
-    sys.mkdir(&pts)?;
-    sys.mount("devpts", &pts, MountFlags::NOSUID | MountFlags::NOEXEC, Some(c"newinstance,ptmxmode=0666,mode=0620"))?;
-    sys.symlink("pts/ptmx", &dev.join("ptmx"))?;
+    populate_dev(sys, dev)?;
     // Masked paths: /dev/null over files, an empty read-only tmpfs over directories.
     for m in MASKED {
         let p = proc_dir.join(m);
@@ -568,6 +535,52 @@ fn build_filesystem(sys: &dyn Sys, spec: &Spec) -> std::io::Result<()> {
         sys.remount_read_only(root)?;
     }
     sys.pivot_root(root)
+}
+
+/// The container's /dev, on its fresh tmpfs `dev`: docker's device nodes, the fd links,
+/// /dev/shm and a pty instance of its own.
+fn populate_dev(sys: &dyn Sys, dev: &Path) -> std::io::Result<()> {
+    for (node, major, minor) in DEVICES {
+        let target = dev.join(node);
+        match sys.mknod_char(&target, major, minor) {
+            Ok(()) => {}
+            // Where device nodes cannot be made (a user namespace, a seccomp filter), the
+            // host's are bound.
+            Err(e)
+                if matches!(
+                    e.raw_os_error().map(rustix::io::Errno::from_raw_os_error),
+                    Some(rustix::io::Errno::PERM | rustix::io::Errno::ACCESS | rustix::io::Errno::NOSYS)
+                ) =>
+            {
+                sys.write(&target, b"")?;
+                sys.bind(&Path::new("/dev").join(node), &target)?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        sys.symlink(target, &dev.join(link))?;
+    }
+    // docker's /dev/shm: a 64 MiB tmpfs every user may write (POSIX shared memory).
+    let shm = dev.join("shm");
+    sys.mkdir(&shm)?;
+    sys.mount(
+        "tmpfs",
+        &shm,
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        Some(c"mode=1777,size=65536k"),
+    )?;
+    // The container's own pty instance: /dev/pts and /dev/ptmx, as runc makes them.
+    let pts = dev.join("pts");
+    sys.mkdir(&pts)?;
+    sys.mount("devpts", &pts, MountFlags::NOSUID | MountFlags::NOEXEC, Some(c"newinstance,ptmxmode=0666,mode=0620"))?;
+    sys.symlink("pts/ptmx", &dev.join("ptmx"))?;
+    Ok(())
 }
 
 /// A tmpfs's mount flags (`ro`, `noexec`, `exec`, ... as mount(8) spells them; nosuid and

@@ -136,7 +136,13 @@ impl Build {
         session.name(&built, &tags)?;
         session.export(&built, tags.first(), &outputs)?;
         if self.push {
-            session.push(&built, &tags)?;
+            if let Err(e) = session.push(&built, &tags) {
+                // A failed push must not hide the cache exports that failed too.
+                for failed in &built.cache_errors {
+                    eprintln!("berth: {failed}");
+                }
+                return Err(e);
+            }
         }
         self.write_results(&built, &tags)?;
         if !built.cache_errors.is_empty() {

@@ -417,6 +417,37 @@ fn an_inline_cache_travels_inside_the_pushed_image() {
 }
 
 #[test]
+fn when_the_first_cache_fails_the_next_ones_copy_of_a_step_is_used() {
+    let Some(a) = build_store() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = checkout(dir.path(), "v1", "v1\n");
+    let (branch, main) = (dir.path().join("branch"), dir.path().join("main"));
+    for c in [&branch, &main] {
+        build(&a, &ctx, &["--cache-to", &format!("type=local,dest={},mode=max", p(c))]);
+    }
+    // The branch cache's layer of the last step has its bytes changed (same size).
+    let (_, config, _) = layout_entry(&branch);
+    let rec = config["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["step"].as_str().unwrap().contains("RUN cat /app"))
+        .unwrap();
+    let blob = &config["blobs"][rec["layers"].as_array().unwrap().last().unwrap().as_u64().unwrap() as usize];
+    let path = branch.join("blobs/sha256").join(&blob["digest"].as_str().unwrap()[7..]);
+    let len = std::fs::metadata(&path).unwrap().len() as usize;
+    std::fs::write(&path, vec![b'x'; len]).unwrap();
+    // Before: the branch cache was dropped with every key it had, and every step ran again,
+    // though the main cache held the same steps.
+    let b = build_store().unwrap();
+    let from = |c: &Path| format!("type=local,src={}", p(c));
+    let out = build(&b, &ctx, &["-t", "app", "--cache-from", &from(&branch), "--cache-from", &from(&main)]);
+    assert_eq!(warnings(&out.log).len(), 1, "{}", out.log);
+    assert_eq!(steps_that_ran(&out.log), Vec::<String>::new(), "{}", out.log);
+    assert_eq!(run_in(&b, "app", &["cat", "/final"]), "libfoo 1.0\ndeps\nv1\nfinal\n");
+}
+
+#[test]
 fn a_cache_layer_whose_diff_id_is_wrong_drops_that_cache_and_the_build_goes_on() {
     let Some(a) = build_store() else { return };
     let dir = tempfile::tempdir().unwrap();

@@ -577,6 +577,9 @@ fn what_docker_makes_or_takes_works_a_working_directory_a_volume_source_tmpfs_wo
         run(&b, &["--rm", "--tmpfs", "/run:rw,noexec,nosuid,size=65536k", "busybox", "grep", " /run ", "/proc/mounts"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("noexec") && out.contains("nosuid") && out.contains("size=65536k"), "{out}");
+    // A uid the image's passwd does not list gets group 0, as docker gives it (before: its uid).
+    let (_, out, err) = run(&b, &["--rm", "-u", "4321", "busybox", "sh", "-c", "id -u; id -g"]);
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["4321", "0"], "{err}");
     // /dev/shm is a tmpfs any user may write, as docker's.
     let (code, _, err) = run(&b, &["--rm", "-u", "1000", "busybox", "touch", "/dev/shm/x"]);
     assert_eq!(code, 0, "{err}");

@@ -10,7 +10,7 @@ use super::{registry_host, Event, Progress};
 use crate::content::{ContentStore, Expected};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::manifest::{descriptor_digest, Manifest, MAX_MANIFEST_SIZE};
+use crate::manifest::{descriptor_digest, Manifest};
 use crate::media;
 use crate::platform::Platform;
 use crate::reference::Reference;
@@ -144,19 +144,7 @@ async fn fetch_manifest(
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .map(|s| s.split(';').next().unwrap_or(s).trim().to_owned());
-    let too_big = || Error::InvalidDocument { what: "manifest", reason: "larger than 4 MiB".into() };
-    if resp.content_length().is_some_and(|n| n > MAX_MANIFEST_SIZE as u64) {
-        return Err(too_big());
-    }
-    // Read up to one byte past the limit: a body sent without a length cannot grow without end.
-    let bytes = super::transport::read_capped(resp, MAX_MANIFEST_SIZE + 1).await.map_err(|source| Error::Http {
-        method: "GET".into(),
-        url: path.clone(),
-        source,
-    })?;
-    if bytes.len() > MAX_MANIFEST_SIZE {
-        return Err(too_big());
-    }
+    let bytes = super::transport::read_manifest(resp, &path).await?;
     let algorithm = pinned.map_or(crate::Algorithm::Sha256, Digest::algorithm);
     let mut h = algorithm.hasher();
     h.update(&bytes);

@@ -13,7 +13,7 @@ use super::transport::{check, Client};
 use super::NoProgress;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::manifest::{Manifest, MAX_MANIFEST_SIZE};
+use crate::manifest::Manifest;
 
 /// An upstream registry, by URL.
 pub struct Remote {
@@ -86,18 +86,7 @@ impl Remote {
         let media_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let url = resp.url().to_string();
         // Read up to the cap, never more: an upstream cannot make the mirror hold a huge body.
-        let too_big = || Error::InvalidDocument { what: "manifest", reason: "over 4 MiB".into() };
-        if resp.content_length().is_some_and(|n| n > MAX_MANIFEST_SIZE as u64) {
-            return Err(too_big());
-        }
-        let buf = super::transport::read_capped(resp, MAX_MANIFEST_SIZE + 1).await.map_err(|source| Error::Http {
-            method: "GET".into(),
-            url: url.clone(),
-            source,
-        })?;
-        if buf.len() > MAX_MANIFEST_SIZE {
-            return Err(too_big());
-        }
+        let buf = super::transport::read_manifest(resp, &url).await?;
         let bytes = Bytes::from(buf);
         let digest = Digest::of(&bytes);
         if let Ok(pinned) = reference.parse::<Digest>() {

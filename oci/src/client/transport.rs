@@ -432,6 +432,24 @@ pub(crate) async fn read_capped(mut resp: Response, cap: usize) -> std::result::
     Ok(body)
 }
 
+/// A manifest's body, read up to one byte past [`MAX_MANIFEST_SIZE`] and refused past it: a
+/// body sent without a length (or with a false one) cannot grow without end.
+pub(crate) async fn read_manifest(resp: Response, url: &str) -> Result<Vec<u8>> {
+    let too_big = || Error::InvalidDocument { what: "manifest", reason: "larger than 4 MiB".into() };
+    if resp.content_length().is_some_and(|n| n > crate::manifest::MAX_MANIFEST_SIZE as u64) {
+        return Err(too_big());
+    }
+    let body = read_capped(resp, crate::manifest::MAX_MANIFEST_SIZE + 1).await.map_err(|source| Error::Http {
+        method: "GET".into(),
+        url: url.to_owned(),
+        source,
+    })?;
+    if body.len() > crate::manifest::MAX_MANIFEST_SIZE {
+        return Err(too_big());
+    }
+    Ok(body)
+}
+
 /// The first [`MAX_ERROR_BODY`] bytes of an error response, as text (empty if unreadable).
 async fn error_body(resp: Response) -> String {
     String::from_utf8_lossy(&read_capped(resp, MAX_ERROR_BODY).await.unwrap_or_default()).into_owned()

@@ -148,8 +148,8 @@ impl LazyBlobs for NoLazy {
 #[derive(Default)]
 pub struct Imported<'a> {
     sources: Vec<Box<dyn CacheBackend + 'a>>,
-    records: HashMap<CacheKey, (CacheRecord, usize)>,
-    blobs: HashMap<oci::Digest, (Blob, usize)>,
+    records: HashMap<CacheKey, Vec<(CacheRecord, usize)>>,
+    blobs: HashMap<oci::Digest, Vec<(Blob, usize)>>,
     /// Layers of base images pulled without them: their size and the sources (every
     /// repository the store saw them in) they are fetched from, in turn, when a step or an
     /// output needs them.
@@ -205,10 +205,10 @@ impl<'a> Imported<'a> {
 
     fn add(&mut self, source: usize, config: &CacheConfig) {
         for b in &config.blobs {
-            self.blobs.entry(b.digest.clone()).or_insert_with(|| (b.clone(), source));
+            self.blobs.entry(b.digest.clone()).or_default().push((b.clone(), source));
         }
         for r in &config.records {
-            self.records.entry(r.key.clone()).or_insert_with(|| (config.record(r), source));
+            self.records.entry(r.key.clone()).or_default().push((config.record(r), source));
         }
         for m in &config.mounts {
             self.mounts.entry(m.id.clone()).or_insert_with(|| (config.blobs[m.blob].clone(), source));
@@ -217,12 +217,18 @@ impl<'a> Imported<'a> {
 
     /// The imported record of a key (none from a source a fetch failed from).
     pub fn record(&self, key: &CacheKey) -> Option<&CacheRecord> {
-        self.records.get(key).filter(|(_, s)| !self.is_failed(*s)).map(|(r, _)| r)
+        self.live(self.records.get(key)).map(|(r, _)| r)
     }
 
     /// What the imported caches say of a blob (its uncompressed size, for a re-export).
     pub fn blob(&self, digest: &oci::Digest) -> Option<&Blob> {
-        self.blobs.get(digest).map(|(b, _)| b)
+        self.blobs.get(digest).and_then(|v| v.first()).map(|(b, _)| b)
+    }
+
+    /// The first entry whose source has not failed: several sources may hold one key or
+    /// blob, and when the first fails the next one's copy is used.
+    fn live<'v, T>(&self, entries: Option<&'v Vec<(T, usize)>>) -> Option<&'v (T, usize)> {
+        entries?.iter().find(|(_, s)| !self.is_failed(*s))
     }
 
     fn is_failed(&self, source: usize) -> bool {
@@ -237,7 +243,7 @@ impl<'a> Imported<'a> {
 
     /// The registry a blob would come from, when its source is a registry.
     pub fn registry_of(&self, digest: &oci::Digest) -> Option<String> {
-        let cached = self.blobs.get(digest).map(|(_, s)| *s).filter(|s| !self.is_failed(*s));
+        let cached = self.live(self.blobs.get(digest)).map(|(_, s)| *s);
         let source = cached.or_else(|| self.bases.get(digest).and_then(|(_, s)| s.first().copied()))?;
         self.sources[source].registry()
     }
@@ -269,11 +275,11 @@ impl LazyBlobs for Imported<'_> {
     }
 
     fn has(&self, digest: &oci::Digest) -> bool {
-        self.blobs.get(digest).is_some_and(|(_, s)| !self.is_failed(*s)) || self.bases.contains_key(digest)
+        self.live(self.blobs.get(digest)).is_some() || self.bases.contains_key(digest)
     }
 
     fn reject(&self, store: &ImageStore, digest: &oci::Digest) -> bool {
-        let Some((_, source)) = self.blobs.get(digest) else { return false };
+        let Some((_, source)) = self.live(self.blobs.get(digest)) else { return false };
         let _gone = oci::content::ContentStore::delete(store.content(), digest);
         let mut failed = self.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if !failed.contains(source) {
@@ -291,8 +297,8 @@ impl LazyBlobs for Imported<'_> {
         // A cache source that failed once is not asked again: its copy of a base layer
         // comes from the base's own repository instead (before, the retry never ended).
         // A base layer is tried in each repository the store saw it in, in turn.
-        let (size, sources, cached) = match (self.blobs.get(digest), self.bases.get(digest)) {
-            (Some((blob, source)), _) if !self.is_failed(*source) => (blob.size, vec![*source], true),
+        let (size, sources, cached) = match (self.live(self.blobs.get(digest)), self.bases.get(digest)) {
+            (Some((blob, source)), _) => (blob.size, vec![*source], true),
             (_, Some((size, sources))) => (*size, sources.clone(), false),
             _ => return NoLazy.ensure(store, digest),
         };
