@@ -199,6 +199,21 @@ fn layout_json(dir: &Path, digest: &str) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join("blobs/sha256").join(&digest[7..])).unwrap()).unwrap()
 }
 
+/// The index in the config's blobs of the top layer of the record whose step names `step`.
+fn last_layer(config: &serde_json::Value, step: &str) -> usize {
+    let records = config["records"].as_array().unwrap();
+    let rec = records.iter().find(|r| r["step"].as_str().unwrap().contains(step)).unwrap();
+    rec["layers"].as_array().unwrap().last().unwrap().as_u64().unwrap() as usize
+}
+
+/// Overwrites the bytes (not the size) of that layer's blob in the layout at `dir`.
+fn spoil_last_layer(dir: &Path, config: &serde_json::Value, step: &str) {
+    let blob = &config["blobs"][last_layer(config, step)];
+    let path = dir.join("blobs/sha256").join(&blob["digest"].as_str().unwrap()[7..]);
+    let len = std::fs::metadata(&path).unwrap().len() as usize;
+    std::fs::write(&path, vec![b'x'; len]).unwrap();
+}
+
 /// The (manifest, config) of the one entry of a cache layout.
 fn layout_entry(dir: &Path) -> (serde_json::Value, serde_json::Value, String) {
     let index: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
@@ -260,16 +275,7 @@ fn a_local_cache_is_replaced_whole_keeps_only_what_it_uses_and_is_verified() {
     assert_eq!(layout_blobs(&cache), used, "the layout holds exactly what its entry uses");
     assert!(v1.difference(&used).count() > 0, "the old entry's own blobs were removed");
     // A blob whose bytes were changed is refused: the build warns, rebuilds, and is right.
-    let rec = config["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["step"].as_str().unwrap().contains("RUN cat /app"))
-        .unwrap();
-    let blob = &config["blobs"][rec["layers"].as_array().unwrap().last().unwrap().as_u64().unwrap() as usize];
-    let path = cache.join("blobs/sha256").join(&blob["digest"].as_str().unwrap()[7..]);
-    let len = std::fs::metadata(&path).unwrap().len() as usize;
-    std::fs::write(&path, vec![b'x'; len]).unwrap();
+    spoil_last_layer(&cache, &config, "RUN cat /app");
     let c = build_store().unwrap();
     let out = build(&c, &v2_ctx, &["-t", "app", "--cache-from", &from]);
     let w = warnings(&out.log);
@@ -427,16 +433,7 @@ fn when_the_first_cache_fails_the_next_ones_copy_of_a_step_is_used() {
     }
     // The branch cache's layer of the last step has its bytes changed (same size).
     let (_, config, _) = layout_entry(&branch);
-    let rec = config["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["step"].as_str().unwrap().contains("RUN cat /app"))
-        .unwrap();
-    let blob = &config["blobs"][rec["layers"].as_array().unwrap().last().unwrap().as_u64().unwrap() as usize];
-    let path = branch.join("blobs/sha256").join(&blob["digest"].as_str().unwrap()[7..]);
-    let len = std::fs::metadata(&path).unwrap().len() as usize;
-    std::fs::write(&path, vec![b'x'; len]).unwrap();
+    spoil_last_layer(&branch, &config, "RUN cat /app");
     // Before: the branch cache was dropped with every key it had, and every step ran again,
     // though the main cache held the same steps.
     let b = build_store().unwrap();
@@ -456,13 +453,7 @@ fn a_cache_layer_whose_diff_id_is_wrong_drops_that_cache_and_the_build_goes_on()
     // The record of `COPY --from=deps` now says another diffID for its layer. A miss on top
     // of it (src.txt changed) unpacks that layer and finds out.
     let (mut m, mut config, _) = layout_entry(&cache);
-    let rec = config["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["step"].as_str().unwrap().contains("COPY --from=deps"))
-        .unwrap();
-    let i = rec["layers"].as_array().unwrap().last().unwrap().as_u64().unwrap() as usize;
+    let i = last_layer(&config, "COPY --from=deps");
     config["blobs"][i]["diffId"] = format!("sha256:{}", "cd".repeat(32)).into();
     let bytes = serde_json::to_vec(&config).unwrap();
     let put = |b: &[u8]| {
