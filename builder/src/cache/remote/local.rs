@@ -195,7 +195,10 @@ impl CacheBackend for LocalCache {
     fn fetch(&self, store: &ImageStore, digest: &oci::Digest, size: u64) -> Result<()> {
         let mut from = std::fs::File::open(self.blob_path(digest)).map_err(self.io(&format!("read {digest} from")))?;
         let mut w = store.content().writer(digest.algorithm()).map_err(Error::image("store a cache blob"))?;
-        std::io::copy(&mut from, &mut w).map_err(self.io(&format!("read {digest} from")))?;
+        // One byte past the size at most: a file larger than its descriptor says is refused
+        // below without being copied whole first.
+        std::io::copy(&mut std::io::Read::take(&mut from, size.saturating_add(1)), &mut w)
+            .map_err(self.io(&format!("read {digest} from")))?;
         // Verified here: a blob whose bytes are not its name is refused.
         w.commit(Expected::exactly(digest, size))
             .map(drop)
