@@ -5,6 +5,7 @@
 //! image's /etc/passwd this way, so they are the ones the process itself will read.
 
 use std::collections::VecDeque;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Symbolic links followed at most, as the kernel's limit.
@@ -19,8 +20,6 @@ pub(crate) fn read(layers: &[PathBuf], path: &str, cap: u64) -> Option<String> {
     std::io::Read::read_to_string(&mut std::io::Read::take(f, cap), &mut s).ok()?;
     Some(s)
 }
-
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 
 /// The host path of the regular file `path` names in the merged view.
 fn resolve(layers: &[PathBuf], path: &str) -> Option<PathBuf> {

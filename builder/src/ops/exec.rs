@@ -42,6 +42,13 @@ impl LocalWorker<'_> {
         rootfs: Vec<Mount>,
         key: &str,
     ) -> Result<()> {
+        if e.script.is_some() && !self.executor.mounts() {
+            return Err(self.err_at(
+                v,
+                "a heredoc that starts with #! runs as a file mounted on /dev/pipes, and --isolation chroot \
+                 mounts nothing: name its interpreter instead (RUN python3 <<EOF)",
+            ));
+        }
         let work = self.root.join("tmp").join(key);
         std::fs::create_dir_all(work.join("rootfs")).map_err(Error::io(format!("create {}", work.display())))?;
         let _work_cleanup = RemoveOnDrop(work.clone());
@@ -56,16 +63,8 @@ impl LocalWorker<'_> {
             .snapshotter
             .scaffold(key, &mount_targets(&volumes, &tmpfs))
             .map_err(Error::runner("look at the snapshot"))?;
-        let mut volumes = volumes;
-        if e.script.is_some() && !self.executor.mounts() {
-            return Err(self.err_at(
-                v,
-                "a heredoc that starts with #! runs as a file mounted on /dev/pipes, and --isolation chroot \
-                 mounts nothing: name its interpreter instead (RUN python3 <<EOF)",
-            ));
-        }
         // Inside the sandbox's own /dev, so not a mount target of the snapshot.
-        volumes.extend(script_volume(&work, e)?);
+        let volumes: Vec<Volume> = volumes.into_iter().chain(script_volume(&work, e)?).collect();
         let spec = sandbox_spec(e, rootfs, work.join("rootfs"), env, volumes, tmpfs);
         let mut tail = Tail::default();
         let code = self.executor.run(&spec, &mut |chunk| {

@@ -540,6 +540,12 @@ fn unusable_sources_are_one_warning_and_failed_exports_one_line() {
     let out = build(&a, &ctx, &["--cache-to", &format!("{to},ignore-error=true")]);
     let w = warnings(&out.log);
     assert!(w.len() == 1 && w[0].contains("ignore-error=true"), "{}", out.log);
+    // A push that fails too does not hide the failed export (before, only the push's error).
+    let image = format!("{dead}/app:1");
+    let out = a.output(&["build", "--progress", "quiet", "-t", &image, "--push", "--cache-to", &to, &p(&ctx)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let export_failed = err.contains(&format!("cache export to registry {dead}/app:cache failed"));
+    assert!(!out.status.success() && export_failed && err.contains(&format!("push {image}")), "{err}");
 }
 
 #[test]

@@ -288,38 +288,18 @@ mod tests {
     use super::*;
     use crate::client::{ClientOptions, NoProgress};
 
-    /// A registry on 127.0.0.1 that answers any request with a manifest sent in chunks,
-    /// without a length and without an end.
-    async fn endless_manifest() -> std::net::SocketAddr {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            while let Ok((mut conn, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let mut req = [0u8; 4096];
-                    let _ = conn.read(&mut req).await;
-                    let head = "HTTP/1.1 200 OK\r\ncontent-type: application/vnd.oci.image.manifest.v1+json\r\n\
-                                transfer-encoding: chunked\r\n\r\n";
-                    conn.write_all(head.as_bytes()).await.unwrap();
-                    let chunk = format!("10000\r\n{}\r\n", " ".repeat(0x10000));
-                    while conn.write_all(chunk.as_bytes()).await.is_ok() {}
-                });
-            }
-        });
-        addr
-    }
-
     #[tokio::test]
     async fn a_manifest_without_a_length_is_read_up_to_the_limit_and_refused() {
         // Before, the whole body was read: the pull grew by gigabytes a second.
-        let addr = endless_manifest().await;
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: application/vnd.oci.image.manifest.v1+json\r\n\
+                    transfer-encoding: chunked\r\n\r\n";
+        let addr = crate::client::transport::tests::endless(head).await;
         let dir = tempfile::tempdir().unwrap();
         let store = ImageStore::open(dir.path()).unwrap();
         let client = Client::new(ClientOptions { retries: 0, ..Default::default() }).unwrap();
         let reference: Reference = format!("{addr}/evil/app:1").parse().unwrap();
         let opts = PullOptions { platform: None, concurrency: 1, lazy: false };
         let err = pull(&client, &store, &reference, &opts, &NoProgress).await.unwrap_err();
-        assert!(err.to_string().contains("larger than 4 MiB"), "{err}");
+        assert!(err.to_string().contains("larger than 4 MiB"), "{}", crate::error::chain(&err));
     }
 }

@@ -479,7 +479,7 @@ pub(crate) async fn check(method: &str, resp: Response) -> Result<Response> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     #[test]
@@ -510,18 +510,22 @@ mod tests {
         assert_eq!(hostile.renew_at, now + Duration::from_secs(MAX_TOKEN_SECS - 30), "kept a day at most, no overflow");
     }
 
-    /// Serves one response on 127.0.0.1: `head`, then an endless body of `x`.
-    async fn endless(head: &'static str) -> std::net::SocketAddr {
+    /// A server on 127.0.0.1 that answers every request with `head`, then an endless body of
+    /// `x` (chunked).
+    pub(crate) async fn endless(head: &'static str) -> std::net::SocketAddr {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
-            let (mut conn, _) = listener.accept().await.unwrap();
-            let mut req = [0u8; 4096];
-            let _ = conn.read(&mut req).await;
-            conn.write_all(head.as_bytes()).await.unwrap();
-            let chunk = format!("10000\r\n{}\r\n", "x".repeat(0x10000));
-            while conn.write_all(chunk.as_bytes()).await.is_ok() {}
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut req = [0u8; 4096];
+                    let _ = conn.read(&mut req).await;
+                    conn.write_all(head.as_bytes()).await.unwrap();
+                    let chunk = format!("10000\r\n{}\r\n", "x".repeat(0x10000));
+                    while conn.write_all(chunk.as_bytes()).await.is_ok() {}
+                });
+            }
         });
         addr
     }

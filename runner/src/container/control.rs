@@ -128,7 +128,7 @@ pub fn wait_until(c: &Container, deadline: Option<Instant>, done: impl Fn(&State
     }
 }
 
-const SIGNALS: [(&str, i32); 31] = [
+const SIGNALS: [(&str, i32); 32] = [
     ("HUP", libc::SIGHUP),
     ("INT", libc::SIGINT),
     ("QUIT", libc::SIGQUIT),
@@ -160,6 +160,7 @@ const SIGNALS: [(&str, i32); 31] = [
     ("PROF", libc::SIGPROF),
     ("IO", libc::SIGIO),
     ("PWR", libc::SIGPWR),
+    ("SYS", libc::SIGSYS),
 ];
 
 /// The first real-time signal as docker numbers it (glibc keeps 32 and 33 for itself).
@@ -174,9 +175,6 @@ pub fn parse_signal(s: &str) -> Result<i32, String> {
     }
     let upper = s.to_ascii_uppercase();
     let name = upper.strip_prefix("SIG").unwrap_or(&upper);
-    if name == "SYS" {
-        return Ok(libc::SIGSYS);
-    }
     // `RTMIN`, `RTMIN+3`, `RTMAX-2`, `RTMAX`, as docker names them (systemd's images stop with
     // SIGRTMIN+3).
     let realtime = |base: &str, n: i32| -> Option<i32> {

@@ -128,16 +128,15 @@ impl LocalCache {
         }
         // Only what a layout's blobs are: regular files named by a digest, in the directory of
         // their algorithm. Anything else (a README, a symlink to elsewhere) is not ours to remove.
-        for (alg, hex_len) in [("sha256", 64), ("sha512", 128)] {
+        for alg in ["sha256", "sha512"] {
             let dir = self.dir.join("blobs").join(alg);
             if !std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
                 continue;
             }
             for f in std::fs::read_dir(&dir).map_err(self.io("list"))?.flatten() {
-                let file = f.file_name().to_string_lossy().into_owned();
-                let is_blob = file.len() == hex_len && file.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-                let regular = f.file_type().is_ok_and(|t| t.is_file());
-                if is_blob && regular && !keep.contains(&format!("{alg}:{file}")) {
+                let name = format!("{alg}:{}", f.file_name().to_string_lossy());
+                let is_blob = name.parse::<oci::Digest>().is_ok() && f.file_type().is_ok_and(|t| t.is_file());
+                if is_blob && !keep.contains(&name) {
                     std::fs::remove_file(f.path()).map_err(self.io("remove an unused blob of"))?;
                 }
             }

@@ -222,13 +222,23 @@ impl<'a> Imported<'a> {
 
     /// What the imported caches say of a blob (its uncompressed size, for a re-export).
     pub fn blob(&self, digest: &oci::Digest) -> Option<&Blob> {
-        self.blobs.get(digest).and_then(|v| v.first()).map(|(b, _)| b)
+        self.live(self.blobs.get(digest)).map(|(b, _)| b)
     }
 
     /// The first entry whose source has not failed: several sources may hold one key or
     /// blob, and when the first fails the next one's copy is used.
     fn live<'v, T>(&self, entries: Option<&'v Vec<(T, usize)>>) -> Option<&'v (T, usize)> {
         entries?.iter().find(|(_, s)| !self.is_failed(*s))
+    }
+
+    /// Drops a cache source (once): its records and blobs are no longer used, and the build
+    /// solves again ([`Imported::drop_failed`]).
+    fn fail(&self, source: usize) {
+        let mut failed = self.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !failed.contains(&source) {
+            failed.push(source);
+            self.unseen.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 
     fn is_failed(&self, source: usize) -> bool {
@@ -281,11 +291,7 @@ impl LazyBlobs for Imported<'_> {
     fn reject(&self, store: &ImageStore, digest: &oci::Digest) -> bool {
         let Some((_, source)) = self.live(self.blobs.get(digest)) else { return false };
         let _gone = oci::content::ContentStore::delete(store.content(), digest);
-        let mut failed = self.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !failed.contains(source) {
-            failed.push(*source);
-            self.unseen.store(true, std::sync::atomic::Ordering::SeqCst);
-        }
+        self.fail(*source);
         true
     }
 
@@ -333,11 +339,7 @@ impl Imported<'_> {
         let backend = &self.sources[source];
         let fetched = backend.fetch(store, digest, size);
         if fetched.is_err() && cached {
-            let mut failed = self.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if !failed.contains(&source) {
-                failed.push(source);
-                self.unseen.store(true, std::sync::atomic::Ordering::SeqCst);
-            }
+            self.fail(source);
         }
         let what = if cached { "cache" } else { "base image" };
         fetched.map_err(|e| Error::remote(format!("{what} {}: blob {digest}", backend.describe()))(e))
