@@ -19,7 +19,7 @@
 
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
@@ -94,7 +94,19 @@ pub struct UnpackOptions {
     /// diffs must see the same parents whichever one made them (kernel overlayfs keeps a
     /// parent's times on copy-up, fuse-overlayfs does not), which unpack-time parents give.
     pub restore_dir_times: bool,
+    /// List each regular file written in [`UnpackStats::files`]: a COPY needs to know
+    /// where, below the root, each of its files landed (see the builder's `ops::reuse`).
+    pub report_files: bool,
+    /// Honour [`PLACEHOLDER`] entries. For berth's own streams only (a COPY's), never for a
+    /// layer from elsewhere.
+    pub placeholders: bool,
 }
+
+/// The PAX key that makes a regular file entry a placeholder (with
+/// [`UnpackOptions::placeholders`]): whatever is at its path is removed and its parent
+/// directory made in the root's own layer, but no file is created; the caller puts one there
+/// afterwards (a COPY links an unchanged file from its last snapshot).
+pub const PLACEHOLDER: &str = "BERTH.placeholder";
 
 impl Default for UnpackOptions {
     fn default() -> Self {
@@ -105,6 +117,8 @@ impl Default for UnpackOptions {
             preserve_owners: root,
             lowers: vec![],
             restore_dir_times: true,
+            report_files: false,
+            placeholders: false,
         }
     }
 }
@@ -118,6 +132,22 @@ pub struct UnpackStats {
     pub skipped_devices: u64,
     /// xattrs dropped (overlay-internal ones).
     pub dropped_xattrs: u64,
+    /// With [`UnpackOptions::report_files`]: each regular file written, in the layer's order.
+    pub files: Vec<UnpackedFile>,
+    /// Whiteout entries applied.
+    pub whiteouts: u64,
+}
+
+/// A regular file an unpack wrote, for [`UnpackOptions::report_files`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnpackedFile {
+    /// The entry's path, cleaned (no leading `/`, no `.`).
+    pub entry: PathBuf,
+    /// Where it was written below the root: the entry's path with the symlinks on the way
+    /// resolved, as the root's own directories name it.
+    pub resolved: PathBuf,
+    /// Its inode, to tell it from whatever replaces it later; None for a [`PLACEHOLDER`].
+    pub ino: Option<u64>,
 }
 
 const WHITEOUT: &str = ".wh.";
@@ -137,7 +167,18 @@ pub fn unpack(tar: impl Read, root: &Path, opts: &UnpackOptions) -> Result<Unpac
                 .map_err(io_err("open lower layer", l))
         })
         .collect::<Result<Vec<_>>>()?;
+    // Where the root is, to name where each reported file went (`Unpacker::resolved`).
+    let root_path = if opts.report_files {
+        Some(std::fs::read_link(format!("/proc/self/fd/{}", root_fd.as_raw_fd())).map_err(|e| UnpackError::Io {
+            op: "locate root",
+            path: root.display().to_string(),
+            source: e,
+        })?)
+    } else {
+        None
+    };
     let mut u = Unpacker {
+        root_path,
         lowers,
         root: root_fd,
         opts: opts.clone(),
@@ -148,6 +189,7 @@ pub fn unpack(tar: impl Read, root: &Path, opts: &UnpackOptions) -> Result<Unpac
         on_the_way: HashSet::new(),
         copy_buf: Vec::new(),
         dir_times: Vec::new(),
+        touched: HashSet::new(),
     };
     let mut archive = tar::Archive::new(tar);
     for entry in archive.entries().map_err(UnpackError::Tar)? {
@@ -160,6 +202,8 @@ pub fn unpack(tar: impl Read, root: &Path, opts: &UnpackOptions) -> Result<Unpac
 
 struct Unpacker {
     root: OwnedFd,
+    /// The root's path, as `/proc/self/fd` shows it, when files are reported.
+    root_path: Option<PathBuf>,
     opts: UnpackOptions,
     is_root: bool,
     /// Root of the host's ID space (not a rootless user namespace): device nodes and
@@ -176,6 +220,8 @@ struct Unpacker {
     /// The buffer file data goes through: one large buffer, reused, so that a big file costs
     /// few read and write calls (`io::copy` would use 8 KiB).
     copy_buf: Vec<u8>,
+    /// The parents of placeholders, made part of the root's own layer already.
+    touched: HashSet<PathBuf>,
     /// The directories this layer lists, with their times: set again once the layer is in,
     /// because adding their entries moved them (the same layer must unpack to the same tree).
     dir_times: Vec<(PathBuf, Timespec)>,
@@ -282,7 +328,7 @@ impl Unpacker {
             Err(e) => Err(io_err("stat", path)(e)),
             Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
                 // std's remove_dir_all never follows symlinks; the parent fd pins the location.
-                let p = PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(parent))).join(name);
+                let p = PathBuf::from(format!("/proc/self/fd/{}", parent.as_raw_fd())).join(name);
                 std::fs::remove_dir_all(&p).map_err(|e| UnpackError::Io {
                     op: "remove",
                     path: path.display().to_string(),
@@ -323,24 +369,12 @@ impl Unpacker {
         match kind {
             tar::EntryType::Directory => self.directory(entry, (&parent, &name), &path, mode)?,
             // A GNU sparse file reads back whole from the tar reader, its holes as zeros.
-            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+            tar::EntryType::Regular if self.opts.placeholders && is_placeholder(entry) => {
                 self.remove(&parent, &name, &path)?;
-                let fd = rustix::fs::openat(
-                    &parent,
-                    &name,
-                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )
-                .map_err(io_err("create file", &path))?;
-                let mut file = std::fs::File::from(fd);
-                copy_data(entry, &mut file, &mut self.copy_buf).map_err(|e| UnpackError::Io {
-                    op: "write",
-                    path: shown.clone(),
-                    source: e,
-                })?;
-                rustix::fs::fchmod(&file, mode).map_err(io_err("chmod", &path))?;
-                let fd = OwnedFd::from(file);
-                self.metadata_fd(&fd, entry, &path)?;
+                self.placeholder(&parent, &parent_path, &path)?;
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                self.regular(entry, (&parent, &name), &path, mode)?;
             }
             tar::EntryType::Symlink => {
                 let target = entry
@@ -394,6 +428,40 @@ impl Unpacker {
         Ok(())
     }
 
+    /// A regular file entry at `path` (`name` in `parent`): whatever was there is replaced by
+    /// a new file with the entry's data, mode and metadata.
+    fn regular<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        (parent, name): (&OwnedFd, &std::ffi::OsStr),
+        path: &Path,
+        mode: Mode,
+    ) -> Result<()> {
+        self.remove(parent, name, path)?;
+        let fd = rustix::fs::openat(
+            parent,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(io_err("create file", path))?;
+        let mut file = std::fs::File::from(fd);
+        copy_data(entry, &mut file, &mut self.copy_buf).map_err(|e| UnpackError::Io {
+            op: "write",
+            path: path.display().to_string(),
+            source: e,
+        })?;
+        rustix::fs::fchmod(&file, mode).map_err(io_err("chmod", path))?;
+        let fd = OwnedFd::from(file);
+        self.metadata_fd(&fd, entry, path)?;
+        if self.root_path.is_some() {
+            #[allow(clippy::unnecessary_cast)] // narrower on 32-bit targets
+            let ino = rustix::fs::fstat(&fd).map_err(io_err("stat", path))?.st_ino as u64;
+            self.report(parent, Some(ino), path);
+        }
+        Ok(())
+    }
+
     /// A directory entry at `path` (`name` in `parent`): made unless a directory is there
     /// already, then given the entry's mode and metadata; its times are set again at the end.
     fn directory<R: Read>(
@@ -425,6 +493,34 @@ impl Unpacker {
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(io_err("chmod", path))?;
         self.metadata_fd(&fd, entry, path)?;
         self.note_dir_time(entry, path)
+    }
+
+    /// Lists the regular file (inode `ino`, None for a placeholder) just written at `path`
+    /// in `parent`, when asked to. A parent whose place the kernel cannot name below the root
+    /// is left out of the list.
+    fn report(&mut self, parent: &OwnedFd, ino: Option<u64>, path: &Path) {
+        let Some(root) = &self.root_path else { return };
+        let Ok(at) = std::fs::read_link(format!("/proc/self/fd/{}", parent.as_raw_fd())) else { return };
+        let Ok(below) = at.strip_prefix(root) else { return };
+        let resolved = below.join(path.file_name().unwrap_or_default());
+        self.stats.files.push(UnpackedFile { entry: path.to_owned(), resolved, ino });
+    }
+
+    /// A [`PLACEHOLDER`] at `path` (its old entry already removed from `parent`): the parent
+    /// is made part of the root's own layer (an overlay copies a lower directory up when its
+    /// time changes), dated now as a new file in it would leave it, and the place reported.
+    fn placeholder(&mut self, parent: &OwnedFd, parent_path: &Path, path: &Path) -> Result<()> {
+        if self.touched.insert(parent_path.to_owned()) {
+            let dir =
+                rustix::fs::openat(parent, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+                    .map_err(io_err("open directory", parent_path))?;
+            let keep = Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_OMIT };
+            let now = Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_NOW };
+            rustix::fs::futimens(&dir, &Timestamps { last_access: keep, last_modification: now })
+                .map_err(io_err("set times", parent_path))?;
+        }
+        self.report(parent, None, path);
+        Ok(())
     }
 
     /// Remembers a listed directory's time for [`Unpacker::restore_dir_times`], when asked to.
@@ -466,6 +562,7 @@ impl Unpacker {
         }
         let target = dir.join(hidden);
         self.remove(&parent, std::ffi::OsStr::new(hidden), &target)?;
+        self.stats.whiteouts += 1;
         if self.opts.whiteouts == Whiteouts::Overlay {
             rustix::fs::mknodat(&parent, hidden, FileType::CharacterDevice, Mode::empty(), rustix::fs::makedev(0, 0))
                 .map_err(io_err("create whiteout", &target))?;
@@ -502,6 +599,7 @@ impl Unpacker {
     /// An opaque whiteout: hide what lower layers put in `dir`.
     fn opaque(&mut self, dir_fd: &OwnedFd, dir: &Path) -> Result<()> {
         self.stats.entries += 1;
+        self.stats.whiteouts += 1;
         match self.opts.whiteouts {
             Whiteouts::Overlay => {
                 let fd = rustix::fs::openat(
@@ -528,7 +626,7 @@ impl Unpacker {
     /// whose own lower contents are cleared in turn.
     fn clear_lower(&self, dir_fd: &OwnedFd, dir: &Path) -> Result<()> {
         let listing = |e| UnpackError::Io { op: "list", path: dir.display().to_string(), source: e };
-        let p = PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(dir_fd)));
+        let p = PathBuf::from(format!("/proc/self/fd/{}", dir_fd.as_raw_fd()));
         for child in std::fs::read_dir(&p).map_err(listing)? {
             let child = child.map_err(listing)?;
             let (name, rel) = (child.file_name(), dir.join(child.file_name()));
@@ -611,6 +709,12 @@ fn ids<R: Read>(entry: &tar::Entry<'_, R>) -> Result<(rustix::fs::Uid, rustix::f
     Ok((rustix::fs::Uid::from_raw(uid), rustix::fs::Gid::from_raw(gid)))
 }
 
+/// Whether `entry` carries the [`PLACEHOLDER`] key.
+fn is_placeholder<R: Read>(entry: &mut tar::Entry<'_, R>) -> bool {
+    let Ok(Some(exts)) = entry.pax_extensions() else { return false };
+    exts.flatten().any(|e| e.key() == Ok(PLACEHOLDER))
+}
+
 /// Whether `entry` is a sparse file in one of GNU tar's PAX formats (`GNU.sparse.*` keys),
 /// which the tar reader hands over as its sparse map.
 fn pax_sparse<R: Read>(entry: &mut tar::Entry<'_, R>) -> bool {
@@ -668,6 +772,41 @@ mod tests {
 
     fn apply(tar: &[u8], root: &Path) -> Result<UnpackStats> {
         unpack(tar, root, &UnpackOptions { whiteouts: Whiteouts::Apply, ..Default::default() })
+    }
+
+    #[test]
+    fn placeholders_make_room_only_when_asked_and_every_file_is_reported_where_it_went() {
+        // a/old (to be replaced by a placeholder), a/new, and a symlink l -> a.
+        let (_t, root) = sandbox();
+        std::fs::create_dir(root.join("a")).unwrap();
+        std::fs::write(root.join("a/old"), "old").unwrap();
+        std::os::unix::fs::symlink("a", root.join("l")).unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        // A PAX record: its length (23 bytes, these digits included), the key, the value.
+        let record = format!("23 {PLACEHOLDER}=1\n");
+        assert_eq!(record.len(), 23);
+        raw(&mut b, "PaxHeader", tar::EntryType::XHeader, record.as_bytes(), "");
+        raw(&mut b, "l/old", F, b"", "");
+        raw(&mut b, "l/new", F, b"data", "");
+        let tar = b.into_inner().unwrap();
+
+        // A layer from elsewhere: the mark means nothing, an empty file is written.
+        let stats = apply(&tar, &root).unwrap();
+        assert_eq!(std::fs::read(root.join("a/old")).unwrap(), b"");
+        assert!(stats.files.is_empty(), "files are reported only when asked");
+
+        std::fs::write(root.join("a/old"), "old").unwrap();
+        let opts = UnpackOptions { report_files: true, placeholders: true, ..Default::default() };
+        let stats = unpack(&tar[..], &root, &opts).unwrap();
+        assert!(!root.join("a/old").exists(), "a placeholder removes what was there and writes nothing");
+        let ino = std::fs::metadata(root.join("a/new")).unwrap().ino();
+        assert_eq!(
+            stats.files,
+            [
+                UnpackedFile { entry: "l/old".into(), resolved: "a/old".into(), ino: None },
+                UnpackedFile { entry: "l/new".into(), resolved: "a/new".into(), ino: Some(ino) },
+            ]
+        );
     }
 
     #[test]

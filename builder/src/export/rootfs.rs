@@ -78,6 +78,8 @@ fn unpack_image(store: &ImageStore, image: &ImageRecord, dir: &Path) -> Result<u
         preserve_owners: root,
         lowers: vec![],
         restore_dir_times: true,
+        report_files: false,
+        placeholders: false,
     };
     let mut skipped = 0;
     for desc in img.manifest.layers() {

@@ -8,11 +8,14 @@ use std::path::Path;
 
 use runner::snapshot::Mount;
 
-use super::{archive, mount_all, unique, LocalWorker, RemoveOnDrop};
+use std::cell::RefCell;
+
+use super::{archive, mount_all, reuse, unique, LocalWorker, RemoveOnDrop};
 use crate::cache::{CacheStore, MemoryCache};
 use crate::context::{Context, Ignore, Selected};
 use crate::error::{Error, Result};
 use crate::graph::{CopyFrom, CopyOp, CopySrc, Layer, Vertex};
+use crate::progress::Event;
 use crate::solver::State;
 
 impl LocalWorker<'_> {
@@ -55,31 +58,67 @@ impl LocalWorker<'_> {
 
     /// Runs a COPY, ADD or WORKDIR step on `inputs[0]` (`inputs[1]` is a `--from` source).
     pub(super) fn copy(&self, v: &Vertex, c: &CopyOp, inputs: &[State]) -> Result<State> {
-        let source_layers = inputs.get(1).map(|s| s.layers.as_slice());
         if c.link {
-            // The layer is the copied files alone, whatever the destination holds.
-            let layer = self.write_layer(&mut |w| {
-                let mut tar = tar::Builder::new(w);
-                let mut parents = String::new();
-                for part in c.dest.trim_matches('/').split('/').filter(|p| !p.is_empty()) {
-                    if !c.dest_is_dir && parents.len() + part.len() + 1 >= c.dest.trim_matches('/').len() {
-                        break;
-                    }
-                    parents.push_str(part);
-                    parents.push('/');
-                    append(&mut tar, &parents, Entry::dir(0o755))?;
-                }
-                self.emit(v, c, source_layers, None, &mut tar)?;
-                tar.finish().map_err(Error::io("write a layer"))
-            })?;
-            let mut layers = inputs[0].layers.clone();
-            layers.extend(layer);
-            return Ok(State { layers });
+            return self.copy_link(v, c, inputs);
         }
+        let key = reuse::key(c);
+        let plan = key.as_deref().and_then(|k| reuse::Plan::load(self.cache, self.snapshotter, k));
+        let (state, known) = match self.copy_onto(v, c, inputs, key.is_some(), plan.as_ref())? {
+            Ok(done) => done,
+            Err(reuse::Failed(why)) => {
+                let text = self.err_at(v, format!("linking the unchanged files failed ({why}); copying them all"));
+                self.progress.event(Event::Warning { text: text.to_string() });
+                self.copy_onto(v, c, inputs, key.is_some(), None)?.map_err(|reuse::Failed(why)| Error::Internal(why))?
+            }
+        };
+        if let (Some(key), Some(known)) = (key, known) {
+            if state.layers.len() > inputs[0].layers.len() {
+                let diff_ids: Vec<String> = state.layers.iter().map(|l| l.diff_id.to_string()).collect();
+                let chain = runner::rootfs::chain_ids(&diff_ids).pop().unwrap_or_default();
+                reuse::save(self.cache, &key, &chain, known)?;
+            }
+        }
+        Ok(state)
+    }
+
+    /// `COPY --link`: the layer is the copied files alone, whatever the destination holds.
+    fn copy_link(&self, v: &Vertex, c: &CopyOp, inputs: &[State]) -> Result<State> {
+        let source_layers = inputs.get(1).map(|s| s.layers.as_slice());
+        let layer = self.write_layer(&mut |w| {
+            let mut tar = tar::Builder::new(w);
+            let mut parents = String::new();
+            for part in c.dest.trim_matches('/').split('/').filter(|p| !p.is_empty()) {
+                if !c.dest_is_dir && parents.len() + part.len() + 1 >= c.dest.trim_matches('/').len() {
+                    break;
+                }
+                parents.push_str(part);
+                parents.push('/');
+                append(&mut tar, &parents, Entry::dir(0o755))?;
+            }
+            self.emit(v, c, source_layers, None, &mut tar)?;
+            tar.finish().map_err(Error::io("write a layer"))
+        })?;
+        let mut layers = inputs[0].layers.clone();
+        layers.extend(layer);
+        Ok(State { layers })
+    }
+
+    /// The copy into a new snapshot on `inputs[0]`. With `record`, also the manifest of the
+    /// files it made (see [`reuse`]); with a `plan`, unchanged files are linked from the last
+    /// snapshot, and a failure to link is returned as such, with nothing left behind.
+    fn copy_onto(
+        &self,
+        v: &Vertex,
+        c: &CopyOp,
+        inputs: &[State],
+        record: bool,
+        plan: Option<&reuse::Plan>,
+    ) -> Result<std::result::Result<Copied, reuse::Failed>> {
+        let source_layers = inputs.get(1).map(|s| s.layers.as_slice());
         let parent = self.chain(&inputs[0].layers)?;
         let key = unique("copy", 0);
         let mounts = self.snapshotter.prepare(&key, parent.as_deref()).map_err(Error::runner("prepare a snapshot"))?;
-        let result = with_rootfs(&mounts, &self.root.join("tmp").join(&key), &|root| {
+        let result = with_rootfs(&mounts, &self.root.join("tmp").join(&key), |root| {
             let chown = match &c.chown {
                 Some(u) => {
                     let (uid, gid, _) = runner::sandbox::resolve_user(&mounts, u).map_err(|e| {
@@ -90,37 +129,67 @@ impl LocalWorker<'_> {
                 }
                 None => None,
             };
-            let (mut reader, writer) = copy_pipe()?;
-            std::thread::scope(|s| {
-                let producer = s.spawn(move || -> Result<()> {
-                    let mut tar = tar::Builder::new(std::io::BufWriter::with_capacity(PIPE_SIZE, writer));
-                    self.emit(v, c, source_layers, Some((root, chown)), &mut tar)?;
-                    tar.into_inner().and_then(|mut w| w.flush()).map_err(Error::io("stream files"))
-                });
-                let opts = runner::unpack::UnpackOptions {
-                    whiteouts: runner::unpack::Whiteouts::Apply,
-                    allow_devices: false,
-                    preserve_owners: true,
-                    lowers: vec![],
-                    restore_dir_times: true,
-                };
-                let unpacked =
-                    runner::unpack::unpack(&mut reader, root, &opts).map_err(Error::runner("write the copied files"));
-                // Let the producer finish (or fail on the closed pipe) before reporting.
-                let _drain = std::io::copy(&mut reader, &mut std::io::sink());
-                drop(reader);
-                let produced =
-                    producer.join().unwrap_or_else(|_| Err(Error::Internal("the copy thread panicked".into())));
-                produced.and(unpacked.map(|_| ()))
-            })
+            let onto = Onto { root, chown, plan, record };
+            self.stream_into(v, c, source_layers, onto, record)
         });
-        match result {
-            Ok(()) => self.finish_snapshot(&key, inputs[0].layers.clone()),
+        let settled = result.and_then(|(emitted, files)| {
+            if !record {
+                return Ok(Ok(None));
+            }
+            let upper = self.snapshotter.upper(&key).map_err(Error::runner("find the snapshot's files"))?;
+            Ok(reuse::settle(&upper, plan, &emitted, (&files.files, files.whiteouts)).map(Some))
+        });
+        match settled {
+            Ok(Ok(known)) => Ok(Ok((self.finish_snapshot(&key, inputs[0].layers.clone())?, known))),
+            Ok(Err(failed)) => {
+                self.snapshotter.remove(&key).map_err(Error::runner("remove a snapshot"))?;
+                Ok(Err(failed))
+            }
             Err(e) => {
                 let _cleanup = self.snapshotter.remove(&key);
                 Err(e)
             }
         }
+    }
+
+    /// Streams the copy's files as a tar through a pipe into the mounted `onto.root`, by
+    /// the runner's safe unpacker; returns what was streamed and, with `report`, where the
+    /// unpacker put each regular file.
+    fn stream_into(
+        &self,
+        v: &Vertex,
+        c: &CopyOp,
+        source_layers: Option<&[Layer]>,
+        onto: Onto<'_>,
+        report: bool,
+    ) -> Result<(Vec<reuse::Emitted>, runner::unpack::UnpackStats)> {
+        let root = onto.root;
+        let (mut reader, writer) = copy_pipe()?;
+        std::thread::scope(|s| {
+            let producer = s.spawn(move || -> Result<Vec<reuse::Emitted>> {
+                let mut tar = tar::Builder::new(std::io::BufWriter::with_capacity(PIPE_SIZE, writer));
+                let emitted = self.emit(v, c, source_layers, Some(onto), &mut tar)?;
+                tar.into_inner().and_then(|mut w| w.flush()).map_err(Error::io("stream files"))?;
+                Ok(emitted)
+            });
+            let opts = runner::unpack::UnpackOptions {
+                whiteouts: runner::unpack::Whiteouts::Apply,
+                allow_devices: false,
+                preserve_owners: true,
+                lowers: vec![],
+                restore_dir_times: true,
+                report_files: report,
+                placeholders: report,
+            };
+            let unpacked =
+                runner::unpack::unpack(&mut reader, root, &opts).map_err(Error::runner("write the copied files"));
+            // Let the producer finish (or fail on the closed pipe) before reporting.
+            let _drain = std::io::copy(&mut reader, &mut std::io::sink());
+            drop(reader);
+            let produced = producer.join().unwrap_or_else(|_| Err(Error::Internal("the copy thread panicked".into())));
+            let emitted = produced?;
+            Ok((emitted, unpacked?))
+        })
     }
 
     /// Streams the files a copy selects as tar entries at their destination paths.
@@ -130,21 +199,22 @@ impl LocalWorker<'_> {
         v: &Vertex,
         c: &CopyOp,
         source_layers: Option<&[Layer]>,
-        dest_root: Option<(&Path, Option<(u32, u32)>)>,
+        onto: Option<Onto<'_>>,
         tar: &mut tar::Builder<impl Write>,
-    ) -> Result<()> {
-        let owner = match (&c.chown, dest_root) {
+    ) -> Result<Vec<reuse::Emitted>> {
+        let owner = match (&c.chown, &onto) {
             (Some(u), None) => {
                 numeric_owner(u).ok_or_else(|| self.err_at(v, "COPY --link --chown takes numeric ids (uid:gid)"))?
             }
-            (_, Some((_, Some(o)))) => o,
+            (_, Some(Onto { chown: Some(o), .. })) => *o,
             _ => (0, 0),
         };
         let rel = c.dest.trim_start_matches('/').to_owned();
-        let root = dest_root.map(|(r, _)| r);
+        let root = onto.as_ref().map(|o| o.root);
         let exists_dir = root.is_some_and(|r| is_dir_in(r, &rel));
         if c.from == CopyFrom::Nothing && c.sources.is_empty() {
-            return workdir(tar, root, &rel, owner);
+            workdir(tar, root, &rel, owner)?;
+            return Ok(Vec::new());
         }
         let exclude = Ignore::parse(&c.exclude.join("\n")).map_err(|e| self.err_at(v, format!("--exclude: {e}")))?;
         // COPY --from: the source stage's files, mounted read-only while we read them.
@@ -170,7 +240,16 @@ impl LocalWorker<'_> {
                 count += 1;
             }
         }
-        let dest = Dest { c, rel, into_dir: c.dest_is_dir || exists_dir || count > 1, owner, root };
+        let dest = Dest {
+            c,
+            rel,
+            into_dir: c.dest_is_dir || exists_dir || count > 1,
+            owner,
+            root,
+            plan: onto.as_ref().and_then(|o| o.plan),
+            record: onto.as_ref().is_some_and(|o| o.record),
+            emitted: RefCell::new(Vec::new()),
+        };
         self.emit_generated(v, &dest, tar)?;
         let mut budget = if c.unpack_archives { Some(archive::Budget::from_env()?) } else { None };
         for (ctx, sel) in selections {
@@ -179,7 +258,7 @@ impl LocalWorker<'_> {
             }
         }
         drop(from_root);
-        Ok(())
+        Ok(dest.emitted.into_inner())
     }
 
     /// Heredoc files and downloaded URLs.
@@ -189,7 +268,9 @@ impl LocalWorker<'_> {
             match s {
                 CopySrc::Inline { name, content } => {
                     let path = if dest.into_dir || c.sources.len() > 1 { dest.below(name) } else { dest.rel.clone() };
-                    append_data(tar, &path, dest.generated(0o644, content.len() as u64), &mut content.as_bytes())?;
+                    let e = dest.generated(0o644, content.len() as u64);
+                    append_data(tar, &path, e, &mut content.as_bytes())?;
+                    dest.note(&path, None, e.size, None);
                 }
                 CopySrc::Url { url, checksum } => {
                     let known = self.downloads.lock().ok().and_then(|d| d.get(url).cloned());
@@ -204,6 +285,7 @@ impl LocalWorker<'_> {
                     let path = if dest.into_dir { dest.below(&url_file_name(url)) } else { dest.rel.clone() };
                     let mut f = std::fs::File::open(&file).map_err(Error::io(format!("open {}", file.display())))?;
                     append_data(tar, &path, dest.generated(0o600, size), &mut f)?;
+                    dest.note(&path, None, size, None);
                 }
                 CopySrc::Path(_) => {}
             }
@@ -265,13 +347,35 @@ impl LocalWorker<'_> {
                 let mut h = e.header(tar::EntryType::Symlink, 0);
                 tar.append_link(&mut h, &target, &link).map_err(Error::io(format!("stream {target}")))
             } else if ft.is_file() {
-                let mut f = std::fs::File::open(path).map_err(Error::io(format!("open {}", path.display())))?;
-                append_data(tar, &target, Entry { size: meta.len(), ..e }, &mut f)
+                self.emit_file(dest, path, meta, &target, Entry { size: meta.len(), ..e }, tar)
             } else {
                 // Sockets, fifos and devices are not copied, as docker skips them.
                 Ok(())
             }
         })
+    }
+
+    /// One regular file at `target`: its bytes, or an empty placeholder where the plan links
+    /// the last snapshot's copy of it (see [`reuse`]).
+    fn emit_file(
+        &self,
+        dest: &Dest<'_>,
+        path: &Path,
+        meta: &std::fs::Metadata,
+        target: &str,
+        e: Entry,
+        tar: &mut tar::Builder<impl Write>,
+    ) -> Result<()> {
+        let digest = if dest.record { Some(crate::context::file_digest(path, meta, self.cache)?) } else { None };
+        let linked = dest.plan.zip(digest.as_ref()).and_then(|(plan, d)| plan.linkable(target, &e, d));
+        if linked.is_some() {
+            append_placeholder(tar, target, e)?;
+        } else {
+            let mut f = std::fs::File::open(path).map_err(Error::io(format!("open {}", path.display())))?;
+            append_data(tar, target, e, &mut f)?;
+        }
+        dest.note(target, digest, e.size, linked);
+        Ok(())
     }
 
     /// The digest of exactly the files a `COPY --from` selects in its source's filesystem:
@@ -321,9 +425,38 @@ struct Dest<'c> {
     owner: (u32, u32),
     /// The mounted destination filesystem (None for `--link`).
     root: Option<&'c Path>,
+    /// The last snapshot to link unchanged files from.
+    plan: Option<&'c reuse::Plan>,
+    /// Record what is streamed, with the digests of context files.
+    record: bool,
+    /// The regular files streamed so far, when recording.
+    emitted: RefCell<Vec<reuse::Emitted>>,
+}
+
+/// A copy's result, with the manifest of its files when it recorded them (see [`reuse`]).
+type Copied = (State, Option<Vec<reuse::Known>>);
+
+/// Where a copy into a snapshot writes, and how.
+struct Onto<'a> {
+    /// The mounted snapshot.
+    root: &'a Path,
+    /// `--chown`, resolved in it.
+    chown: Option<(u32, u32)>,
+    /// The last snapshot of the same copy, to link unchanged files from.
+    plan: Option<&'a reuse::Plan>,
+    /// Record what is streamed (see [`reuse::settle`]).
+    record: bool,
 }
 
 impl Dest<'_> {
+    /// Records a regular file streamed at `target`, when recording.
+    fn note(&self, target: &str, digest: Option<oci::Digest>, size: u64, linked: Option<reuse::Linked>) {
+        if self.record {
+            let target = target.to_owned();
+            self.emitted.borrow_mut().push(reuse::Emitted { target, digest, size, linked });
+        }
+    }
+
     fn below(&self, name: &str) -> String {
         join_rel(&self.rel, name)
     }
@@ -372,7 +505,7 @@ fn workdir(tar: &mut tar::Builder<impl Write>, root: Option<&Path>, rel: &str, o
 }
 
 /// Runs `f` on the snapshot's filesystem: its directory when it is one, else mounted at `dir`.
-fn with_rootfs(mounts: &[Mount], dir: &Path, f: &(dyn Fn(&Path) -> Result<()> + Sync)) -> Result<()> {
+fn with_rootfs<T>(mounts: &[Mount], dir: &Path, f: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
     if let [Mount::Bind { source, .. }] = mounts {
         return f(source);
     }
@@ -386,12 +519,12 @@ fn with_rootfs(mounts: &[Mount], dir: &Path, f: &(dyn Fn(&Path) -> Result<()> + 
 
 /// A tar entry's metadata.
 #[derive(Debug, Clone, Copy)]
-struct Entry {
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    mtime: u64,
-    size: u64,
+pub(super) struct Entry {
+    pub(super) mode: u32,
+    pub(super) uid: u32,
+    pub(super) gid: u32,
+    pub(super) mtime: u64,
+    pub(super) size: u64,
 }
 
 impl Entry {
@@ -430,6 +563,24 @@ fn append(tar: &mut tar::Builder<impl Write>, path: &str, e: Entry) -> Result<()
 fn append_data(tar: &mut tar::Builder<impl Write>, path: &str, e: Entry, data: &mut dyn Read) -> Result<()> {
     let mut h = e.header(tar::EntryType::Regular, e.size);
     tar.append_data(&mut h, path, oci::layer::Exactly::new(data, e.size)).map_err(Error::io(format!("stream {path}")))
+}
+
+/// An empty regular file at `path` marked as a [`runner::unpack::PLACEHOLDER`] by a PAX
+/// record: the unpacker makes room for it, and the copy links the real file there later.
+fn append_placeholder(tar: &mut tar::Builder<impl Write>, path: &str, e: Entry) -> Result<()> {
+    let body = format!(" {}=1\n", runner::unpack::PLACEHOLDER);
+    // A PAX record starts with its own length in decimal, those digits included.
+    let mut len = body.len() + 1;
+    while len.to_string().len() + body.len() != len {
+        len += 1;
+    }
+    let record = format!("{len}{body}");
+    let mut x = tar::Header::new_ustar();
+    x.set_entry_type(tar::EntryType::XHeader);
+    x.set_mode(0o644);
+    x.set_size(record.len() as u64);
+    tar.append_data(&mut x, "PaxHeader", record.as_bytes()).map_err(Error::io(format!("stream {path}")))?;
+    append_data(tar, path, Entry { size: 0, ..e }, &mut std::io::empty())
 }
 
 fn join_rel(base: &str, name: &str) -> String {

@@ -424,3 +424,76 @@ fn a_run_step_without_its_shell_names_the_shell() {
     let (ok, log) = build(&b, ctx, &["-t", "noshell:1"], &[]);
     assert!(!ok && log.contains("/bin/sh: No such file or directory"), "{log}");
 }
+
+/// The regular files under `rel` in the committed snapshots of `b`'s store that hold
+/// `marker` at `rel/marker_file`: (files, files with more than one link).
+fn snapshot_links(b: &crate::util::Berth, rel: &str, marker_file: &str, marker: &str) -> (usize, usize) {
+    use std::os::unix::fs::MetadataExt;
+    let overlay = b.root.path().join("snapshots/overlay");
+    for snap in std::fs::read_dir(&overlay).unwrap().flatten() {
+        let dir = snap.path().join("fs").join(rel);
+        if std::fs::read_to_string(dir.join(marker_file)).ok().as_deref() != Some(marker) {
+            continue;
+        }
+        let metas: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.metadata().unwrap()).collect();
+        let files = metas.iter().filter(|m| m.is_file()).count();
+        return (files, metas.iter().filter(|m| m.is_file() && m.nlink() > 1).count());
+    }
+    panic!("no snapshot holds {rel}/{marker_file} = {marker:?}");
+}
+
+#[test]
+fn a_copy_with_one_changed_file_links_the_others_and_makes_the_layer_a_full_copy_makes() {
+    let Some(b) = build_store() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path();
+    for i in 0..40 {
+        write(ctx, &format!("tree/f{i:02}"), &format!("file {i}\n").repeat(100 + i), 0o644);
+    }
+    write(ctx, "Dockerfile", "FROM busybox:latest\nCOPY tree/ /src/\n", 0o644);
+    let (ok, log) = build(&b, ctx, &["-t", "reuse:1"], &[]);
+    assert!(ok, "{log}");
+    // One file edited, one whose only change is its mode.
+    write(ctx, "tree/f07", "edited\n", 0o644);
+    std::fs::set_permissions(ctx.join("tree/f08"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let (ok, log) = build(&b, ctx, &["-t", "reuse:2"], &[]);
+    assert!(ok && !cached(&log, "COPY tree/"), "{log}");
+    assert!(!log.contains("linking the unchanged files failed"), "{log}");
+    assert_eq!(snapshot_links(&b, "src", "f07", "edited\n"), (40, 38), "the 38 unchanged files are links");
+    assert_eq!(b.ok(&["run", "--rm", "reuse:2", "cat", "/src/f07"]), "edited\n");
+    assert_eq!(b.ok(&["run", "--rm", "reuse:2", "stat", "-c", "%a %s", "/src/f08", "/src/f09"]), "600 756\n644 763\n");
+
+    // The same layer as a full copy of the edited context into a fresh store.
+    let diff_ids = |b: &crate::util::Berth, image: &str| b.ok(&["inspect", "-f", "{{.RootFS.diff_ids}}", image]);
+    let fresh = crate::util::Berth::new();
+    assert!(fresh.busybox("busybox:latest"));
+    let (ok, log) = build(&fresh, ctx, &["-t", "reuse:2"], &[]);
+    assert!(ok, "{log}");
+    assert_eq!(diff_ids(&b, "reuse:2"), diff_ids(&fresh, "reuse:2"), "linked and written copies differ");
+
+    // A RUN that writes to a linked file changes neither image it is shared with.
+    let top = tempfile::tempdir().unwrap();
+    write(top.path(), "Dockerfile", "FROM reuse:2\nRUN echo more >> /src/f01 && cat /src/f01 | tail -1\n", 0o644);
+    let (ok, log) = build(&b, top.path(), &["-t", "reuse:3"], &[]);
+    assert!(ok, "{log}");
+    assert_eq!(b.ok(&["run", "--rm", "reuse:3", "tail", "-n1", "/src/f01"]), "more\n");
+    for image in ["reuse:1", "reuse:2"] {
+        assert_eq!(b.ok(&["run", "--rm", image, "cat", "/src/f01"]), "file 1\n".repeat(101), "{image}");
+    }
+
+    // Something the links cannot account for (here a whiteout entry among the files): the
+    // copy warns and writes every file, with the same result.
+    write(ctx, "tree/f07", "edited again\n", 0o644);
+    write(ctx, "tree/.wh.f39", "", 0o644);
+    let (ok, log) = build(&b, ctx, &["-t", "reuse:4"], &[]);
+    assert!(ok, "{log}");
+    assert!(
+        log.contains("linking the unchanged files failed (the copy holds whiteout entries); copying them all"),
+        "{log}"
+    );
+    assert_eq!(snapshot_links(&b, "src", "f07", "edited again\n").1, 0, "{log}");
+    assert_eq!(
+        b.ok(&["run", "--rm", "reuse:4", "cat", "/src/f07", "/src/f00"]),
+        format!("edited again\n{}", "file 0\n".repeat(100))
+    );
+}

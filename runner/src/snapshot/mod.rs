@@ -286,6 +286,15 @@ pub trait Snapshotter: Send + Sync {
     /// it. What the process wrote there stays. See [`Scaffold`].
     fn remove_scaffold(&self, key: &str, scaffold: &Scaffold) -> Result<()>;
 
+    /// The directory of the committed snapshot `name`'s own files when an active snapshot's
+    /// upper directory may take hard links to them: where a COPY finds the unchanged files
+    /// of its last result. Only where no snapshot's files are ever written in place (kernel
+    /// overlayfs copies a file up before a change); None elsewhere.
+    fn linkable(&self, name: &str) -> Option<PathBuf> {
+        let _ = name;
+        None
+    }
+
     /// How to mount a throwaway writable rootfs on the committed snapshot `parent` with
     /// nothing on disk to create or remove ([`Mount::Scratch`]), where the snapshotter can;
     /// `None` where a caller must [`prepare`](Snapshotter::prepare) an active snapshot.

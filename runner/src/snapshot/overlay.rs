@@ -142,6 +142,13 @@ impl Snapshotter for OverlaySnapshotter {
         remove_copied_up_parents(&upper, &self.dirs.chain(self.dirs.parent(key).as_deref()), scaffold)
     }
 
+    fn linkable(&self, name: &str) -> Option<PathBuf> {
+        // fuse-overlayfs keeps an active snapshot mounted until commit: its upper directory
+        // must not change under it.
+        let dir = self.dirs.require(name, "committed").ok().filter(|_| !self.fuse)?;
+        Some(dir.join("fs"))
+    }
+
     fn scratch(&self, parent: &str) -> Result<Option<Vec<Mount>>> {
         if self.fuse {
             // A scratch rootfs is mounted inside the sandbox; fuse-overlayfs is mounted here.

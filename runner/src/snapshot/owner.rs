@@ -88,6 +88,14 @@ impl Snapshotter for Owned {
         self.inner.exists(name) && self.claim(Claim::Hold(name)).is_ok()
     }
 
+    /// A committed snapshot whose files are about to be linked: claimed, as for `exists`.
+    fn linkable(&self, name: &str) -> Option<PathBuf> {
+        let Ok(_gc) = lease::gc_lock(self.lease.root(), false) else { return None };
+        let dir = self.inner.linkable(name)?;
+        self.claim(Claim::Hold(name)).ok()?;
+        Some(dir)
+    }
+
     fn scaffold(&self, key: &str, targets: &[String]) -> Result<Scaffold> {
         self.inner.scaffold(key, targets)
     }
