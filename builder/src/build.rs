@@ -122,6 +122,7 @@ pub fn build(m: &Machine<'_>, opts: &BuildOptions) -> Result<Built> {
     }
     let mut imported = import_caches(m, &opts.cache_from)?;
     lazy_bases(m, &converted.graph, &mut imported)?;
+    imported.defer_to(crate::cache::deferred::Deferred { cache: m.cache, snapshotter: m.snapshotter });
     let cache = Layered { local: m.cache, imported: &imported, store: m.store };
     let worker = LocalWorker {
         store: m.store,
@@ -405,13 +406,21 @@ fn compress_layer(m: &Machine<'_>, lazy: &dyn LazyBlobs, l: &Layer, codec: Codec
     if let Some(c) = known {
         return Ok(c);
     }
-    lazy.ensure(m.store, &l.digest)?;
-    let mut blob = m.store.content().reader(&l.digest).map_err(Error::image(format!("read layer {}", l.digest)))?;
     let ingest = m.store.content().writer(oci::Algorithm::Sha256).map_err(Error::image("start a layer"))?;
     let mut w =
         oci::layer::LayerWriter::into_ingest(ingest, compression, level).map_err(Error::image("start a layer"))?;
-    std::io::copy(&mut blob, &mut w).map_err(Error::io(format!("compress layer {}", l.digest)))?;
+    // A layer kept only as its snapshot is compressed straight from it.
+    let present = m.store.content().contains(&l.digest).map_err(Error::image(format!("look up {}", l.digest)))?;
+    let from_snapshot = !present && lazy.write_plain(&l.digest, &mut w)?;
+    if !from_snapshot {
+        lazy.ensure(m.store, &l.digest)?;
+        let mut blob = m.store.content().reader(&l.digest).map_err(Error::image(format!("read layer {}", l.digest)))?;
+        std::io::copy(&mut blob, &mut w).map_err(Error::io(format!("compress layer {}", l.digest)))?;
+    }
     let (ingest, info) = w.finish().map_err(Error::image("finish a layer"))?;
+    if info.diff_id != l.diff_id && from_snapshot {
+        return Err(crate::cache::deferred::changed(&l.digest));
+    }
     if info.diff_id != l.diff_id {
         return Err(Error::Internal(format!("layer {} changed while it was compressed", l.digest)));
     }

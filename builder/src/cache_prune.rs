@@ -125,6 +125,8 @@ pub fn prune(root: &Path, store: &ImageStore, opts: &PruneOptions) -> Result<Pru
             let n = refs.entry(&l.digest).or_default();
             *n = n.saturating_sub(1);
             if *n == 0 {
+                // The note of a layer kept only as its snapshot goes with its last record.
+                cache.delete(&format!("deferred/{}", l.digest))?;
                 size = size.saturating_sub(sizes.get(&l.digest).copied().unwrap_or(0));
                 if !images.contains(&l.digest) {
                     freed.insert(l.digest.clone());

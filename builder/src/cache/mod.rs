@@ -5,6 +5,7 @@
 //! the memory one serves tests. A hit is only used while its layer blobs are still in
 //! the content store (a prune may have taken them).
 
+pub mod deferred;
 pub mod remote;
 
 use std::path::{Path, PathBuf};

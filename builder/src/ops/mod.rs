@@ -25,6 +25,7 @@ use oci::ImageStore;
 use runner::exec::Executor;
 use runner::snapshot::{Mount, Snapshotter};
 
+use crate::cache::deferred::Deferred;
 use crate::cache::remote::LazyBlobs;
 use crate::cache::{CacheRecord, CacheStore};
 use crate::context::{Context, Ignore};
@@ -51,6 +52,15 @@ pub(crate) fn write_plain_layer(
     fill: &mut dyn FnMut(&mut dyn Write) -> Result<()>,
 ) -> Result<Option<Layer>> {
     let ingest = store.content().writer(oci::Algorithm::Sha256).map_err(Error::image("start a layer"))?;
+    plain_layer(ingest, fill)
+}
+
+/// A plain tar layer written by `fill` into `ingest` (a store's, or one that keeps nothing);
+/// None when the tar holds no entry.
+fn plain_layer(
+    ingest: Box<dyn oci::content::BlobWriter>,
+    fill: &mut dyn FnMut(&mut dyn Write) -> Result<()>,
+) -> Result<Option<Layer>> {
     let mut w = LayerWriter::into_ingest(ingest, Compression::None, None).map_err(Error::image("start a layer"))?;
     fill(&mut w)?;
     let (ingest, info) = w.finish().map_err(Error::image("finish a layer"))?;
@@ -208,10 +218,19 @@ impl LocalWorker<'_> {
         write_plain_layer(self.store, fill)
     }
 
-    /// Turns the active snapshot `key` on `parent` into the step's result.
+    /// Turns the active snapshot `key` on `parent` into the step's result. Where the
+    /// snapshotter can write the layer again later, only its digest is taken now (see
+    /// [`crate::cache::deferred`]).
     fn finish_snapshot(&self, key: &str, mut layers: Vec<Layer>) -> Result<State> {
-        let layer =
-            self.write_layer(&mut |w| self.snapshotter.diff(key, w).map_err(Error::runner("diff the step's changes")));
+        let deferred = Deferred { cache: self.cache, snapshotter: self.snapshotter };
+        let epoch = oci::layer::TarOptions::from_env().source_date_epoch;
+        let diff =
+            &mut |w: &mut dyn Write| self.snapshotter.diff(key, w).map_err(Error::runner("diff the step's changes"));
+        let layer = if deferred.enabled() {
+            plain_layer(oci::content::discarding(oci::Algorithm::Sha256), diff)
+        } else {
+            self.write_layer(diff)
+        };
         let layer = match layer {
             Ok(l) => l,
             Err(e) => {
@@ -233,6 +252,10 @@ impl LocalWorker<'_> {
                 self.snapshotter.remove(key).map_err(Error::runner("remove a snapshot"))?;
             }
             Err(e) => return Err(Error::runner("commit a snapshot")(e)),
+        }
+        if deferred.enabled() {
+            let top = layers.last().map(|l| &l.digest).ok_or_else(|| Error::Internal("a layer vanished".into()))?;
+            deferred.note(top, &name, epoch)?;
         }
         Ok(State { layers })
     }

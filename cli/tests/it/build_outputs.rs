@@ -1,9 +1,10 @@
-//! `berth build -o type=local` and `-o type=tar` on a base image with device nodes and fifos.
+//! `berth build -o type=local` and `-o type=tar` on a base image with device nodes and fifos;
+//! step layers kept as their snapshots until an output needs them.
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::process::Command;
 
-use crate::util::{p, run_tool, strict, Berth};
+use crate::util::{build_store, p, run_tool, strict, Berth};
 
 /// A base image whose rootfs has `/dev/null` (char 1:3), `/dev/zero` and a fifo, as a
 /// debootstrapped base has: made with mknod and imported.
@@ -108,4 +109,59 @@ fn without_root_the_left_out_device_nodes_are_one_warning_line() {
     assert!(warnings[0].contains("1 device node") && warnings[0].contains("needs root"), "{log}");
     assert_eq!(std::fs::read_to_string(local.join("hello")).unwrap(), "hello\n");
     assert!(!local.join("dev/null").exists());
+}
+
+/// True when some blob of `b`'s content store holds `bytes`.
+fn stored(b: &Berth, bytes: &[u8]) -> bool {
+    let blobs = b.root.path().join("content/blobs/sha256");
+    std::fs::read_dir(blobs).unwrap().flatten().any(|e| {
+        let data = std::fs::read(e.path()).unwrap();
+        data.windows(bytes.len()).any(|w| w == bytes)
+    })
+}
+
+#[test]
+fn a_step_layer_is_made_from_its_snapshot_when_an_output_needs_it() {
+    let Some(b) = build_store() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox:latest AS a\nRUN mkdir /data && echo one > /data/f && echo two > /data/g\n\
+         FROM busybox:latest\nCOPY --from=a /data/f /f\n",
+    )
+    .unwrap();
+    b.ok(&["build", "-q", "-t", "def:1", &p(&ctx)]);
+    // Stage a's layer is in no blob, plain or otherwise: only its snapshot holds it.
+    assert!(!stored(&b, b"data/g\0"), "the intermediate stage's layer was stored");
+
+    // A cache export makes it from the snapshot; a fresh store builds stage a from that.
+    let cache = dir.path().join("cache");
+    let to = format!("type=local,dest={},mode=max", p(&cache));
+    b.ok(&["build", "-q", "-t", "def:1", "--cache-to", &to, &p(&ctx)]);
+    let fresh = Berth::new();
+    assert!(fresh.busybox("busybox:latest"));
+    let from = format!("type=local,src={}", p(&cache));
+    let out = dir.path().join("a.tar");
+    let tar_to = format!("type=tar,dest={}", p(&out));
+    let built =
+        fresh.ok(&["build", "--progress", "plain", "--cache-from", &from, "--target", "a", "-o", &tar_to, &p(&ctx)]);
+    let listing = run_tool(Command::new("tar").args(["-xOf", &p(&out), "data/g"]));
+    assert_eq!(listing, "two\n", "{built}");
+
+    // A snapshot changed behind berth's back makes another layer: refused, not exported
+    // under the old digest (zstd: the gzip twin made above is no longer made from it).
+    let overlay = b.root.path().join("snapshots/overlay");
+    let g = std::fs::read_dir(&overlay)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("fs/data/g"))
+        .find(|g| g.exists())
+        .expect("stage a's snapshot");
+    std::fs::write(&g, "TWO\n").unwrap();
+    let other = format!("type=local,dest={},mode=max,compression=zstd", p(&dir.path().join("other")));
+    let out = b.output(&["build", "-q", "-t", "def:1", "--cache-to", &other, &p(&ctx)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("again from its snapshot: the snapshot changed since the layer was made"), "{err}");
 }

@@ -85,6 +85,49 @@ pub trait BlobWriter: Write + Send {
     fn digest(&self) -> Digest;
 }
 
+/// A [`BlobWriter`] that keeps nothing: the digest and size of a blob that is not stored
+/// (hashed beside the writer, as an ingest hashes), for a layer that can be made again.
+pub fn discarding(algorithm: Algorithm) -> Box<dyn BlobWriter> {
+    Box::new(Discarding { hash: beside::BesideHasher::new(algorithm) })
+}
+
+struct Discarding {
+    hash: beside::BesideHasher,
+}
+
+impl Write for Discarding {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.hash.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl BlobWriter for Discarding {
+    fn commit(self: Box<Self>, expected: Expected<'_>) -> Result<Digest> {
+        let size = self.hash.count();
+        let digest = self.hash.finish();
+        expected.check(&digest, size)?;
+        Ok(digest)
+    }
+
+    fn abort(self: Box<Self>) -> Result<()> {
+        drop(self.hash.finish());
+        Ok(())
+    }
+
+    fn written(&self) -> u64 {
+        self.hash.count()
+    }
+
+    fn digest(&self) -> Digest {
+        self.hash.digest()
+    }
+}
+
 /// Blobs by digest; see the module docs for the lifecycle.
 pub trait ContentStore: Send + Sync {
     /// The blob's info, or `None` when it is absent.

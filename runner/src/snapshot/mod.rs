@@ -71,6 +71,9 @@ pub enum SnapshotError {
     /// Writing the diff failed.
     #[error("write diff of {0:?}")]
     Diff(String, #[source] Box<oci::Error>),
+    /// This snapshotter cannot do that.
+    #[error("this snapshotter cannot {0}")]
+    Unsupported(&'static str),
 }
 
 /// `Result` for snapshot operations.
@@ -285,6 +288,20 @@ pub trait Snapshotter: Send + Sync {
     /// directories, and parents copied up for them without change), so the diff has none of
     /// it. What the process wrote there stays. See [`Scaffold`].
     fn remove_scaffold(&self, key: &str, scaffold: &Scaffold) -> Result<()>;
+
+    /// True when [`Snapshotter::rediff`] writes a committed snapshot's layer again, the same
+    /// bytes [`Snapshotter::diff`] wrote before the commit (its files are its layer's): a
+    /// build then keeps no copy of a step's layer until something needs it.
+    fn rediffs(&self) -> bool {
+        false
+    }
+
+    /// Writes the layer of the committed snapshot `name` again, with the `SOURCE_DATE_EPOCH`
+    /// its diff had (see [`Snapshotter::rediffs`]).
+    fn rediff(&self, name: &str, source_date_epoch: Option<u64>, out: &mut dyn Write) -> Result<()> {
+        let _ = (name, source_date_epoch, out);
+        Err(SnapshotError::Unsupported("write a committed snapshot's layer again"))
+    }
 
     /// The directory of the committed snapshot `name`'s own files when an active snapshot's
     /// upper directory may take hard links to them: where a COPY finds the unchanged files

@@ -58,6 +58,15 @@ impl OverlaySnapshotter {
         super::fuse::drop_needless_opaque_markers(&self.upper(key)?, &lowers)
     }
 
+    /// The layer an upper directory `fs` (of snapshot `key`) makes: its entries, and its
+    /// whiteouts and opaque directories as layer entries.
+    fn tar_upper(&self, fs: &Path, key: &str, source_date_epoch: Option<u64>, out: &mut dyn Write) -> Result<()> {
+        let markers =
+            if self.fuse { oci::layer::OverlayXattrs::FuseOverlayfs } else { crate::userns::overlay_xattrs() };
+        let opts = oci::layer::TarOptions { overlay_upper: Some(markers), source_date_epoch };
+        oci::layer::tar_directory(fs, out, &opts).map_err(|e| SnapshotError::Diff(key.to_owned(), Box::new(e)))
+    }
+
     /// Active snapshots mounted `volatile` (fsyncs inside are no-ops), made durable by one
     /// syncfs at commit: for build steps, where a package manager's thousands of fsyncs
     /// otherwise dominate (see [`super::for_build`]).
@@ -107,10 +116,17 @@ impl Snapshotter for OverlaySnapshotter {
         // The upper directory is the change set: no walk of the merged tree.
         let fs = self.upper(key)?;
         self.drop_fuse_markers(key)?;
-        let markers =
-            if self.fuse { oci::layer::OverlayXattrs::FuseOverlayfs } else { crate::userns::overlay_xattrs() };
-        let opts = oci::layer::TarOptions { overlay_upper: Some(markers), ..oci::layer::TarOptions::from_env() };
-        oci::layer::tar_directory(&fs, out, &opts).map_err(|e| SnapshotError::Diff(key.to_owned(), Box::new(e)))
+        self.tar_upper(&fs, key, oci::layer::TarOptions::from_env().source_date_epoch, out)
+    }
+
+    fn rediffs(&self) -> bool {
+        true
+    }
+
+    fn rediff(&self, name: &str, source_date_epoch: Option<u64>, out: &mut dyn Write) -> Result<()> {
+        // Committed, the upper directory is the snapshot's own files, as the diff saw them.
+        let fs = self.dirs.require(name, "committed")?.join("fs");
+        self.tar_upper(&fs, name, source_date_epoch, out)
     }
 
     fn upper(&self, key: &str) -> Result<PathBuf> {

@@ -88,6 +88,22 @@ impl Snapshotter for Owned {
         self.inner.exists(name) && self.claim(Claim::Hold(name)).is_ok()
     }
 
+    fn rediffs(&self) -> bool {
+        self.inner.rediffs()
+    }
+
+    /// A committed snapshot whose layer is about to be written again: claimed, as for `exists`.
+    fn rediff(&self, name: &str, source_date_epoch: Option<u64>, out: &mut dyn Write) -> Result<()> {
+        {
+            let _gc = lease::gc_lock(self.lease.root(), false).map_err(lease_err)?;
+            if !self.inner.exists(name) {
+                return Err(SnapshotError::NotFound(name.to_owned()));
+            }
+            self.claim(Claim::Hold(name))?;
+        }
+        self.inner.rediff(name, source_date_epoch, out)
+    }
+
     /// A committed snapshot whose files are about to be linked: claimed, as for `exists`.
     fn linkable(&self, name: &str) -> Option<PathBuf> {
         let Ok(_gc) = lease::gc_lock(self.lease.root(), false) else { return None };

@@ -119,6 +119,11 @@ pub trait LazyBlobs: Sync {
     fn restore_mount(&self, _store: &ImageStore, _id: &str, _dir: &std::path::Path) -> Result<bool> {
         Ok(false)
     }
+    /// Writes the plain tar of a layer this machine can make without its blob (see
+    /// [`crate::cache::deferred`]) to `out`; false when it cannot.
+    fn write_plain(&self, _digest: &oci::Digest, _out: &mut dyn std::io::Write) -> Result<bool> {
+        Ok(false)
+    }
     /// A fetched blob that proved not to be what its record says (its diffID): when a cache
     /// source gave it, the blob is deleted and the source dropped (the build then solves
     /// again without it) and the answer is true.
@@ -163,6 +168,8 @@ pub struct Imported<'a> {
     failed: Mutex<Vec<usize>>,
     /// Failed sources the build has not yet reacted to.
     unseen: std::sync::atomic::AtomicBool,
+    /// Layers this machine built and can make again from their snapshots.
+    deferred: Option<crate::cache::deferred::Deferred<'a>>,
 }
 
 impl std::fmt::Debug for Imported<'_> {
@@ -273,6 +280,12 @@ impl<'a> Imported<'a> {
         self.mounts.get(id).map(|(b, _)| b)
     }
 
+    /// Makes the layers this machine built without storing them (see
+    /// [`crate::cache::deferred`]) fetchable like the imported ones.
+    pub fn defer_to(&mut self, deferred: crate::cache::deferred::Deferred<'a>) {
+        self.deferred = Some(deferred);
+    }
+
     /// True when no source gave any record.
     pub fn is_empty(&self) -> bool {
         self.records.is_empty() && self.mounts.is_empty()
@@ -285,7 +298,13 @@ impl LazyBlobs for Imported<'_> {
     }
 
     fn has(&self, digest: &oci::Digest) -> bool {
-        self.live(self.blobs.get(digest)).is_some() || self.bases.contains_key(digest)
+        self.live(self.blobs.get(digest)).is_some()
+            || self.bases.contains_key(digest)
+            || self.deferred.is_some_and(|d| d.has(digest))
+    }
+
+    fn write_plain(&self, digest: &oci::Digest, out: &mut dyn std::io::Write) -> Result<bool> {
+        self.deferred.map_or(Ok(false), |d| d.write(digest, out))
     }
 
     fn reject(&self, store: &ImageStore, digest: &oci::Digest) -> bool {
@@ -298,6 +317,16 @@ impl LazyBlobs for Imported<'_> {
     fn ensure(&self, store: &ImageStore, digest: &oci::Digest) -> Result<()> {
         if present(store, digest)? {
             return Ok(());
+        }
+        // A layer built here comes from its snapshot, unless a source has it too.
+        if let Some(d) = self.deferred {
+            let elsewhere = self.live(self.blobs.get(digest)).is_some() || self.bases.contains_key(digest);
+            match self.fetching.with(digest.clone(), |()| d.store(store, digest)) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(_) if elsewhere => {}
+                Err(e) => return Err(e),
+            }
         }
         // A cache's blob, or else a base image's layer (a failure there is the build's).
         // A cache source that failed once is not asked again: its copy of a base layer
@@ -436,10 +465,12 @@ impl CacheStore for Layered<'_> {
         };
         let Ok(digest) = hex.parse::<oci::Digest>() else { return Ok(local) };
         let Some(remote) = self.imported.record(&CacheKey(digest)) else { return Ok(local) };
-        let local_usable = local
-            .as_deref()
-            .and_then(|raw| serde_json::from_slice::<CacheRecord>(raw).ok())
-            .is_some_and(|r| r.layers.iter().all(|l| self.store.content().contains(&l.digest).unwrap_or(false)));
+        let local_usable =
+            local.as_deref().and_then(|raw| serde_json::from_slice::<CacheRecord>(raw).ok()).is_some_and(|r| {
+                r.layers
+                    .iter()
+                    .all(|l| self.store.content().contains(&l.digest).unwrap_or(false) || self.imported.has(&l.digest))
+            });
         if local_usable {
             return Ok(local);
         }
