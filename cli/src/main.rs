@@ -3,7 +3,7 @@
 //! This crate is only the command line: clap parses arguments into the structs in
 //! [`commands`], each of which calls into the library crates (`oci`, `builder`,
 //! `registry`, `runner`) and prints. Errors travel up as `anyhow` and are printed as one
-//! line: `berth: <what failed>: <why>`, exit status 1.
+//! line: `berth: <what failed>: <why>`, exit status 1 (125 for `run`, as docker's).
 
 mod commands;
 mod format;
@@ -75,8 +75,35 @@ impl Command {
     }
 }
 
+/// The status `berth run` exits with when berth itself fails (a bad flag, a missing image),
+/// as docker's 125: scripts tell it from the container's own exit code.
+const RUN_FAILED: u8 = 125;
+
+/// The subcommand the arguments name, past the global `--root`.
+fn invoked_subcommand() -> Option<String> {
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--root" => {
+                args.next();
+            }
+            _ if a.starts_with("--root=") => {}
+            _ => return Some(a),
+        }
+    }
+    None
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _printed = e.print();
+            let run = e.use_stderr() && invoked_subcommand().as_deref() == Some("run");
+            return if run { ExitCode::from(RUN_FAILED) } else { ExitCode::from(e.exit_code() as u8) };
+        }
+    };
+    let failure = if matches!(cli.command, Command::Run(_)) { ExitCode::from(RUN_FAILED) } else { ExitCode::FAILURE };
     // default_root reads BERTH_ROOT (an empty value counts as unset).
     let root = cli.root.clone().filter(|r| !r.as_os_str().is_empty()).unwrap_or_else(oci::ImageStore::default_root);
     if cli.command.needs_ids() {
@@ -88,7 +115,7 @@ fn main() -> ExitCode {
         };
         if let Err(e) = runner::userns::enter_rootless(&root, join) {
             eprintln!("berth: {e}");
-            return ExitCode::FAILURE;
+            return failure;
         }
     }
     commands::lifecycle::sweep(&root);
@@ -133,7 +160,7 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("berth: {e:#}");
-            ExitCode::FAILURE
+            failure
         }
     }
 }

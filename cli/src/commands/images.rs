@@ -393,13 +393,16 @@ fn inspect_image(store: &ImageStore, all: &[ImageRecord], rec: &ImageRecord) -> 
     });
     if let Some(img) = &img {
         let config: serde_json::Value = serde_json::from_slice(&img.config_bytes)?;
-        for key in ["created", "author", "architecture", "variant", "os", "config", "rootfs", "history"] {
+        for key in ["created", "author", "architecture", "variant", "os", "config", "history"] {
             let field = match key {
                 "os" => "Os".to_owned(),
-                "rootfs" => "RootFS".to_owned(),
                 k => k[..1].to_uppercase() + &k[1..],
             };
             obj[field] = config.get(key).cloned().unwrap_or_default();
+        }
+        // docker's names for the config's `rootfs`: `{{.RootFS.Layers}}` works as there.
+        if let Some(rootfs) = config.get("rootfs") {
+            obj["RootFS"] = json!({ "Type": rootfs.get("type"), "Layers": rootfs.get("diff_ids") });
         }
         obj["Size"] = json!(store.unpacked_size(img)?);
         obj["Manifest"] = json!({ "digest": img.manifest_digest.to_string(), "layers": img.manifest.layers() });

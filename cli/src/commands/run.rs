@@ -446,9 +446,8 @@ impl Run {
     fn given_env(&self) -> Result<Vec<String>> {
         let mut given = Vec::new();
         for file in &self.env_file {
-            let text = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
-            given
-                .extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
+            let bytes = std::fs::read(file).with_context(|| format!("read {}", file.display()))?;
+            given.extend(env_file(&file.display().to_string(), &bytes)?);
         }
         given.extend(self.env.iter().cloned());
         Ok(given)
@@ -468,6 +467,39 @@ impl Run {
             }
         }
     }
+}
+
+/// The variables of an `--env-file` named `name`, read as docker reads one: a line's leading
+/// blanks are dropped, its trailing ones and any quotes kept; empty lines and `#` comments are
+/// skipped; a bare `NAME` takes berth's own value, or is left out where berth has none. A name
+/// that is empty or holds blanks, or bytes that are not UTF-8, are an error naming the line.
+fn env_file(name: &str, bytes: &[u8]) -> Result<Vec<String>> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        let line = bytes[..e.valid_up_to()].iter().filter(|b| **b == b'\n').count() + 1;
+        anyhow::anyhow!("{name}:{line}: the env file holds bytes that are not UTF-8")
+    })?;
+    let mut out = Vec::new();
+    for (n, raw) in text.lines().enumerate() {
+        let line = if n == 0 { raw.trim_start_matches('\u{feff}') } else { raw }.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (var, value) = match line.split_once('=') {
+            Some((var, value)) => (var, Some(value)),
+            None => (line, None),
+        };
+        if var.is_empty() {
+            bail!("{name}:{}: no variable name before '=': {line}", n + 1);
+        }
+        if var.contains(char::is_whitespace) {
+            bail!("{name}:{}: variable '{var}' contains whitespaces", n + 1);
+        }
+        match value {
+            Some(value) => out.push(format!("{var}={value}")),
+            None => out.extend(std::env::var(var).ok().map(|value| format!("{var}={value}"))),
+        }
+    }
+    Ok(out)
 }
 
 /// docker's exit code for a process that could not start (see
@@ -611,6 +643,22 @@ mod tests {
     fn parse(args: &[&str]) -> Run {
         let argv = std::iter::once("run").chain(args.iter().copied());
         Cli::try_parse_from(argv).map(|c| c.run).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    #[test]
+    fn an_env_file_reads_as_dockers_does() {
+        // PATH is set in any test run; the other bare name is not.
+        let path = std::env::var("PATH").unwrap();
+        let text =
+            "\u{feff}  LEAD=1\nTRAIL=x  \n# c\n\n  # indented\nQ=\"quoted\"\nPATH\nBERTH_SURELY_UNSET\nE=\nEQ=a=b\r\n";
+        assert_eq!(
+            super::env_file("f", text.as_bytes()).unwrap(),
+            ["LEAD=1", "TRAIL=x  ", "Q=\"quoted\"", &format!("PATH={path}"), "E=", "EQ=a=b"]
+        );
+        let err = |text: &[u8]| super::env_file("f", text).unwrap_err().to_string();
+        assert_eq!(err(b"A=1\nBAD VAR=1\n"), "f:2: variable 'BAD VAR' contains whitespaces");
+        assert_eq!(err(b"=x\n"), "f:1: no variable name before '=': =x");
+        assert_eq!(err(b"A=1\nB=\xff\n"), "f:2: the env file holds bytes that are not UTF-8");
     }
 
     #[test]

@@ -433,7 +433,7 @@ RUN echo "env wins: $LOCAL" >> /args.txt
     assert!(!inspect.to_string().contains("proxy.invalid"));
     // `RUN test ...` changed no file: no layer (the sandbox's mount targets are not content),
     // and its history entry says so.
-    let diff_ids = inspect[0]["RootFS"]["diff_ids"].as_array().unwrap().len();
+    let diff_ids = inspect[0]["RootFS"]["Layers"].as_array().unwrap().len();
     assert_eq!(diff_ids, 3, "busybox + the two RUNs that wrote /args.txt: {inspect}");
     let empty = inspect[0]["History"].as_array().unwrap().iter().filter(|h| h["empty_layer"] == true).count();
     assert!(empty >= 3, "ARG-free RUN test, ENV: {inspect}");

@@ -464,7 +464,7 @@ fn a_copy_with_one_changed_file_links_the_others_and_makes_the_layer_a_full_copy
     assert_eq!(b.ok(&["run", "--rm", "reuse:2", "stat", "-c", "%a %s", "/src/f08", "/src/f09"]), "600 756\n644 763\n");
 
     // The same layer as a full copy of the edited context into a fresh store.
-    let diff_ids = |b: &crate::util::Berth, image: &str| b.ok(&["inspect", "-f", "{{.RootFS.diff_ids}}", image]);
+    let diff_ids = |b: &crate::util::Berth, image: &str| b.ok(&["inspect", "-f", "{{.RootFS.Layers}}", image]);
     let fresh = crate::util::Berth::new();
     assert!(fresh.busybox("busybox:latest"));
     let (ok, log) = build(&fresh, ctx, &["-t", "reuse:2"], &[]);

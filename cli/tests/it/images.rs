@@ -112,8 +112,8 @@ fn inspect_prints_docker_fields() {
     assert_eq!(img["Id"], id);
     assert_eq!(img["RepoTags"][0], "app:v1");
     assert_eq!(img["Os"], "linux");
-    assert_eq!(img["RootFS"]["type"], "layers");
-    assert_eq!(img["RootFS"]["diff_ids"].as_array().unwrap().len(), 1);
+    assert_eq!(img["RootFS"]["Type"], "layers");
+    assert_eq!(img["RootFS"]["Layers"].as_array().unwrap().len(), 1);
     assert!(img.get("Author").is_none(), "no null fields");
 }
 
@@ -143,7 +143,7 @@ fn import_reads_stdin_and_compressed_tarballs() {
     child.stdout.pop();
     // Same rootfs, same diffID: the configs differ only in layer media type, not in content.
     let inspect: serde_json::Value = serde_json::from_str(&b.ok(&["inspect", "gz", "zst"])).unwrap();
-    assert_eq!(inspect[0]["RootFS"]["diff_ids"], inspect[1]["RootFS"]["diff_ids"]);
+    assert_eq!(inspect[0]["RootFS"]["Layers"], inspect[1]["RootFS"]["Layers"]);
     assert_eq!(inspect[0]["Id"].as_str().unwrap(), id.trim());
 }
 

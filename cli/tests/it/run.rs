@@ -35,6 +35,49 @@ fn exit_codes_pass_through() {
     let (code, _, err) = run(&b, &["busybox", "/no/such/program"]);
     assert_eq!(code, 127, "docker's code for a program that is not there");
     assert!(err.contains("No such file"), "{err}");
+    // berth's own failures are docker's 125, a bad flag included.
+    assert_eq!(run(&b, &["--no-such-flag", "busybox", "true"]).0, 125);
+    let (code, _, err) = run(&b, &["--env-file", "/no/such/env", "busybox", "true"]);
+    assert_eq!(code, 125, "{err}");
+    assert_eq!(b.output(&["rmi", "no-such-image:1"]).status.code(), Some(1), "other commands keep 1");
+}
+
+#[test]
+fn env_files_and_bare_names_read_as_dockers() {
+    let Some(b) = setup() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let envf = dir.path().join("env");
+    std::fs::write(&envf, "  LEAD=1\nTRAIL=x  \n  # comment\nQ=\"q\"\nFROM_BERTH\nNOT_IN_BERTH\n").unwrap();
+    let out = b
+        .cmd(&[
+            "run",
+            "--rm",
+            "--env-file",
+            &p(&envf),
+            "-e",
+            "PATH",
+            "-e",
+            "ALSO_NOT",
+            "busybox",
+            "/bin/busybox",
+            "env",
+        ])
+        .env("FROM_BERTH", "given")
+        .env_remove("PATH")
+        .env_remove("NOT_IN_BERTH")
+        .env_remove("ALSO_NOT")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut env: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(String::from).collect();
+    env.retain(|l| !l.starts_with("HOSTNAME=") && !l.starts_with("HOME="));
+    env.sort();
+    // The image's PATH is gone (`-e PATH` where berth has none); the names berth lacks are not set.
+    assert_eq!(env, ["FROM_BERTH=given", "LEAD=1", "Q=\"q\"", "TRAIL=x  "]);
+    std::fs::write(&envf, "A=1\nBAD VAR=2\n").unwrap();
+    let (code, _, err) = run(&b, &["--env-file", &p(&envf), "busybox", "true"]);
+    assert_eq!(code, 125);
+    assert!(err.contains(":2: variable 'BAD VAR' contains whitespaces"), "{err}");
 }
 
 #[test]

@@ -220,14 +220,19 @@ pub fn environment(image: &[String], given: &[String], hostname: &str) -> Vec<St
     env
 }
 
-/// `base` with each of `given` (`KEY=VALUE`, or a bare `KEY` for berth's own value) put in
-/// place of its key's entry, at the end, in order: `-e` on top of an environment.
+/// `base` with each of `given` put in place of its key's entry, at the end, in order: `-e` on
+/// top of an environment. A bare `KEY` takes berth's own value, and where berth has none it
+/// removes `KEY` (the image's too), as docker's `-e KEY` does.
 pub fn with_overrides(base: &[String], given: &[String]) -> Vec<String> {
     let mut env = base.to_vec();
     for kv in given {
         let key = kv.split('=').next().unwrap_or(kv);
         env.retain(|e| e.split('=').next() != Some(key));
-        env.push(if kv.contains('=') { kv.clone() } else { format!("{kv}={}", std::env::var(kv).unwrap_or_default()) });
+        if kv.contains('=') {
+            env.push(kv.clone());
+        } else if let Ok(value) = std::env::var(kv) {
+            env.push(format!("{kv}={value}"));
+        }
     }
     env
 }
@@ -249,6 +254,11 @@ mod tests {
         let base = ["PATH=/x".to_owned(), "HOSTNAME=h".to_owned()];
         assert_eq!(with_overrides(&base, &["A=1".into()]), ["PATH=/x", "HOSTNAME=h", "A=1"]);
         assert_eq!(with_overrides(&base, &["PATH=/y".into()]), ["HOSTNAME=h", "PATH=/y"]);
+        // A bare name berth's own environment lacks takes the variable away.
+        assert_eq!(with_overrides(&base, &["BERTH_TEST_SURELY_UNSET".into(), "PATH".into()])[0], "HOSTNAME=h");
+        assert!(!with_overrides(&base, &["BERTH_TEST_SURELY_UNSET".into()])
+            .iter()
+            .any(|e| e.starts_with("BERTH_TEST")));
     }
 
     #[test]
