@@ -172,7 +172,24 @@ pub fn write_docker(store: &ImageStore, images: &[ImageRecord], sink: &mut dyn S
     let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for rec in images {
         let img = store.image(&rec.target)?;
+        let tag = rec.name.as_ref().filter(|n| n.tag().is_some());
+        if let Some(n) = tag {
+            repositories
+                .entry(n.familiar_name())
+                .or_default()
+                .insert(n.tag().unwrap_or_default().to_owned(), img.id.hex().to_owned());
+        }
         let config_path = blob_path(&img.id);
+        // The same image named twice is one entry with both tags, as docker writes it.
+        if let Some(entry) = entries.iter_mut().find(|e: &&mut DockerEntry| e.config == config_path) {
+            if let Some(n) = tag {
+                let tags = entry.repo_tags.get_or_insert_with(Vec::new);
+                if !tags.contains(&n.familiar()) {
+                    tags.push(n.familiar());
+                }
+            }
+            continue;
+        }
         if written.insert(config_path.clone()) {
             sink.file(&config_path, img.config_bytes.len() as u64, &mut &img.config_bytes[..])?;
         }
@@ -205,12 +222,7 @@ pub fn write_docker(store: &ImageStore, images: &[ImageRecord], sink: &mut dyn S
             }
             layers.push(path);
         }
-        let repo_tags = rec.name.as_ref().and_then(|n| n.tag().map(|_| vec![n.familiar()]));
-        if let Some(n) = rec.name.as_ref() {
-            if let Some(tag) = n.tag() {
-                repositories.entry(n.familiar_name()).or_default().insert(tag.to_owned(), img.id.hex().to_owned());
-            }
-        }
+        let repo_tags = tag.map(|n| vec![n.familiar()]);
         entries.push(DockerEntry { config: config_path, repo_tags, layers });
     }
     let manifest =
@@ -627,6 +639,30 @@ mod tests {
         assert_eq!(before.id, after.id, "the config, and so the image ID, must survive");
         // Layers come back uncompressed, so their digest is their diffID.
         assert_eq!(after.manifest.layers()[0].digest().to_string(), after.config.rootfs().diff_ids()[0]);
+    }
+
+    #[test]
+    fn one_image_under_several_names_is_one_docker_entry_with_each_tag_once() {
+        let (a, _da, rec) = store_with_image("example.com/app:v1");
+        let other = ImageRecord { name: Some("other:2".parse().unwrap()), target: rec.target.clone() };
+        let mut sink = TarSink::new(Vec::new());
+        write_docker(&a, &[rec.clone(), other, rec], &mut sink).unwrap();
+        let tar = sink.finish().unwrap();
+        let mut archive = tar::Archive::new(&tar[..]);
+        let manifest = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap())
+            .find(|e| e.path().unwrap().to_str() == Some("manifest.json"))
+            .map(|mut e| {
+                let mut text = String::new();
+                io::Read::read_to_string(&mut e, &mut text).unwrap();
+                text
+            })
+            .unwrap();
+        let entries: Vec<DockerEntry> = serde_json::from_str(&manifest).unwrap();
+        assert_eq!(entries.len(), 1, "{manifest}");
+        assert_eq!(entries[0].repo_tags.as_deref(), Some(&["example.com/app:v1".to_owned(), "other:2".to_owned()][..]));
     }
 
     #[test]
