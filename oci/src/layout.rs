@@ -128,8 +128,11 @@ pub fn write_oci(store: &ImageStore, images: &[ImageRecord], sink: &mut dyn Sink
     }
     // Built as JSON values (sorted maps), not oci-spec's HashMaps, so that the same
     // images always give the same index.json bytes.
+    // A name given twice is one entry.
+    let mut seen = BTreeSet::new();
     let manifests: Vec<serde_json::Value> = images
         .iter()
+        .filter(|rec| seen.insert((rec.name.as_ref().map(|n| n.to_string()), rec.target.digest.clone())))
         .map(|rec| {
             let mut d = serde_json::json!({
                 "mediaType": rec.target.media_type,
