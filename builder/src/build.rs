@@ -262,8 +262,11 @@ fn solve<'s>(
     cache: &'s dyn CacheStore,
     imported: &Imported<'_>,
 ) -> Result<(Solver<'s>, Vec<State>)> {
-    let wanted =
-        |l: &&Layer| opts.load || imported.registry_of(&l.digest).is_none_or(|r| !opts.push_registries.contains(&r));
+    // Layers kept as snapshots here are compressed from them at export: not stored now.
+    let wanted = |l: &&Layer| {
+        !imported.made_here(&l.digest)
+            && (opts.load || imported.registry_of(&l.digest).is_none_or(|r| !opts.push_registries.contains(&r)))
+    };
     let solved = loop {
         let solver = Solver::new(graph, worker, cache, m.progress);
         let solved = solver.solve(targets).and_then(|states| {
@@ -395,7 +398,8 @@ fn compress_layer(m: &Machine<'_>, lazy: &dyn LazyBlobs, l: &Layer, codec: Codec
         (Compression::Zstd, None) => ("zstd".to_owned(), None),
         (Compression::Gzip, Some(n)) => (format!("gzip-{n}"), Some(n)),
         (Compression::Zstd, Some(n)) => (format!("zstd-{n}"), Some(n)),
-        (Compression::None, _) => return Ok(l.clone()),
+        // A plain layer is its own twin: stored if it was kept as its snapshot alone.
+        (Compression::None, _) => return lazy.ensure(m.store, &l.digest).map(|()| l.clone()),
     };
     let name = name.as_str();
     if l.media_type != Compression::None.oci_media_type() {
@@ -419,6 +423,8 @@ fn compress_layer(m: &Machine<'_>, lazy: &dyn LazyBlobs, l: &Layer, codec: Codec
     }
     let (ingest, info) = w.finish().map_err(Error::image("finish a layer"))?;
     if info.diff_id != l.diff_id && from_snapshot {
+        // The snapshot no longer makes the layer: its note goes, so the next build reruns it.
+        crate::cache::deferred::Deferred { cache: m.cache, snapshotter: m.snapshotter }.forget(&l.digest)?;
         return Err(crate::cache::deferred::changed(&l.digest));
     }
     if info.diff_id != l.diff_id {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use oci::content::ContentStore;
 use oci::{Digest, ImageStore};
 
-use crate::cache::{now_secs, CacheRecord, RocksCache};
+use crate::cache::{now_secs, CacheRecord, CacheStore, RocksCache};
 use crate::error::{Error, Result};
 
 /// What to remove.
@@ -86,7 +86,7 @@ pub fn entries(cache: &RocksCache) -> Result<Vec<Entry>> {
 pub fn usage(cache: &RocksCache, store: &ImageStore) -> Result<Usage> {
     let entries = entries(cache)?;
     let images = image_blobs(store)?;
-    let sizes = blob_sizes(store, &entries, &images)?;
+    let sizes = blob_sizes(cache, store, &entries, &images)?;
     let layers = image_layers(store)?;
     let dangling = entries.iter().filter(|e| is_dangling(e, &layers)).count();
     Ok(Usage { records: entries.len(), bytes: sizes.values().sum(), dangling })
@@ -97,7 +97,7 @@ pub fn prune(root: &Path, store: &ImageStore, opts: &PruneOptions) -> Result<Pru
     let Some(cache) = RocksCache::try_open(root)? else { return Ok(Pruned::default()) };
     let entries = entries(&cache)?;
     let images = image_blobs(store)?;
-    let sizes = blob_sizes(store, &entries, &images)?;
+    let sizes = blob_sizes(&cache, store, &entries, &images)?;
     let layers = image_layers(store)?;
     // How many remaining records name each blob; the cache's size is what they hold.
     let mut refs: HashMap<&Digest, usize> = HashMap::new();
@@ -134,28 +134,36 @@ pub fn prune(root: &Path, store: &ImageStore, opts: &PruneOptions) -> Result<Pru
             }
         }
     }
+    let dropped = dropped_chains(&entries, &removed);
+    // A COPY's manifest of files to link from goes with its snapshot.
+    for (key, raw) in cache.entries("copyreuse/")? {
+        let chain =
+            serde_json::from_slice::<serde_json::Value>(&raw).ok().and_then(|v| v["chain"].as_str().map(String::from));
+        if chain.is_none_or(|c| dropped.contains(&c)) {
+            cache.delete(&key)?;
+        }
+    }
     drop(cache);
     let mut bytes = 0;
     for d in store.delete_unreferenced(&freed).map_err(Error::image("delete cache blobs"))? {
         bytes += sizes.get(&d).copied().unwrap_or(0);
     }
-    bytes += prune_snapshots(root, store, &entries, &removed)?;
+    let count = runner::snapshot::usage::prune_only(root, store, Some(&dropped))
+        .map_err(Error::io("remove the build cache's snapshots"))?;
+    bytes += count.bytes;
     Ok(Pruned { records: removed.len(), bytes, ran: true })
 }
 
-/// Removes the committed snapshots of the dropped records' chains that no kept record,
-/// image or live process uses; returns the bytes freed.
-fn prune_snapshots(root: &Path, store: &ImageStore, all: &[Entry], removed: &[&Entry]) -> Result<u64> {
+/// The chains of the dropped records that no kept record uses: the committed snapshots to
+/// remove, unless an image or a live process uses them.
+fn dropped_chains(all: &[Entry], removed: &[&Entry]) -> HashSet<String> {
     let chains = |e: &Entry| {
         let diff_ids: Vec<String> = e.record.layers.iter().map(|l| l.diff_id.to_string()).collect();
         runner::rootfs::chain_ids(&diff_ids)
     };
     let gone: HashSet<&str> = removed.iter().map(|e| e.key.as_str()).collect();
     let kept: HashSet<String> = all.iter().filter(|e| !gone.contains(e.key.as_str())).flat_map(chains).collect();
-    let candidates: HashSet<String> = removed.iter().flat_map(|e| chains(e)).filter(|c| !kept.contains(c)).collect();
-    let count = runner::snapshot::usage::prune_only(root, store, Some(&candidates))
-        .map_err(Error::io("remove the build cache's snapshots"))?;
-    Ok(count.bytes)
+    removed.iter().flat_map(|e| chains(e)).filter(|c| !kept.contains(c)).collect()
 }
 
 /// True when the record's own result (its top layer, by diffID: images hold it compressed)
@@ -185,8 +193,14 @@ fn image_blobs(store: &ImageStore) -> Result<BTreeSet<Digest>> {
     Ok(live)
 }
 
-/// The size of each present blob the records name and no image reaches.
-fn blob_sizes(store: &ImageStore, entries: &[Entry], images: &BTreeSet<Digest>) -> Result<HashMap<Digest, u64>> {
+/// The size of each layer the records name and no image reaches: its blob's, or for a layer
+/// kept as its snapshot alone (`deferred/`), the layer's own size.
+fn blob_sizes(
+    cache: &RocksCache,
+    store: &ImageStore,
+    entries: &[Entry],
+    images: &BTreeSet<Digest>,
+) -> Result<HashMap<Digest, u64>> {
     let mut sizes = HashMap::new();
     for l in entries.iter().flat_map(|e| &e.record.layers) {
         if images.contains(&l.digest) || sizes.contains_key(&l.digest) {
@@ -194,6 +208,8 @@ fn blob_sizes(store: &ImageStore, entries: &[Entry], images: &BTreeSet<Digest>) 
         }
         if let Some(info) = store.content().info(&l.digest).map_err(Error::image("look at a cache blob"))? {
             sizes.insert(l.digest.clone(), info.size);
+        } else if cache.get(format!("deferred/{}", l.digest).as_bytes())?.is_some() {
+            sizes.insert(l.digest.clone(), l.size);
         }
     }
     Ok(sizes)

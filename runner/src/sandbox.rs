@@ -526,7 +526,8 @@ fn build_filesystem(sys: &dyn Sys, spec: &Spec) -> std::io::Result<()> {
         // `PATH[:OPTIONS]` as docker's --tmpfs takes it (`/run:rw,noexec,size=64m,mode=755`).
         let (path, opts) = t.split_once(':').unwrap_or((t.as_str(), "mode=1777"));
         let target = sys.resolve(root, path, true)?;
-        let (flags, data) = tmpfs_options(opts);
+        let (flags, data) =
+            tmpfs_options(opts).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let data = std::ffi::CString::new(data)
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("tmpfs options {opts:?}")))?;
         sys.mount("tmpfs", target.path(), flags, Some(data.as_c_str()))?;
@@ -585,28 +586,62 @@ fn populate_dev(sys: &dyn Sys, dev: &Path) -> std::io::Result<()> {
 
 /// A tmpfs's mount flags (`ro`, `noexec`, `exec`, ... as mount(8) spells them; nosuid and
 /// nodev unless `suid`/`dev`) and the options left for the filesystem (`size=`, `mode=`).
-fn tmpfs_options(opts: &str) -> (MountFlags, String) {
+fn tmpfs_options(opts: &str) -> Result<(MountFlags, String), String> {
     let mut flags = MountFlags::NOSUID | MountFlags::NODEV;
     let mut data = Vec::new();
     for o in opts.split(',').filter(|o| !o.is_empty()) {
-        match o {
-            "rw" => flags.remove(MountFlags::RDONLY),
-            "ro" => flags.insert(MountFlags::RDONLY),
-            "noexec" => flags.insert(MountFlags::NOEXEC),
-            "exec" => flags.remove(MountFlags::NOEXEC),
-            "nosuid" => flags.insert(MountFlags::NOSUID),
-            "suid" => flags.remove(MountFlags::NOSUID),
-            "nodev" => flags.insert(MountFlags::NODEV),
-            "dev" => flags.remove(MountFlags::NODEV),
-            "noatime" => flags.insert(MountFlags::NOATIME),
-            other => data.push(other),
-        }
+        let (on, off) = match o {
+            "rw" => (MountFlags::empty(), MountFlags::RDONLY),
+            "ro" => (MountFlags::RDONLY, MountFlags::empty()),
+            "noexec" => (MountFlags::NOEXEC, MountFlags::empty()),
+            "exec" => (MountFlags::empty(), MountFlags::NOEXEC),
+            "nosuid" => (MountFlags::NOSUID, MountFlags::empty()),
+            "suid" => (MountFlags::empty(), MountFlags::NOSUID),
+            "nodev" => (MountFlags::NODEV, MountFlags::empty()),
+            "dev" => (MountFlags::empty(), MountFlags::NODEV),
+            "noatime" => (MountFlags::NOATIME, MountFlags::empty()),
+            "atime" => (MountFlags::empty(), MountFlags::NOATIME),
+            "nodiratime" => (MountFlags::NODIRATIME, MountFlags::empty()),
+            "diratime" => (MountFlags::empty(), MountFlags::NODIRATIME),
+            "relatime" => (MountFlags::RELATIME, MountFlags::empty()),
+            "norelatime" => (MountFlags::empty(), MountFlags::RELATIME),
+            "strictatime" => (MountFlags::STRICTATIME, MountFlags::empty()),
+            "nostrictatime" => (MountFlags::empty(), MountFlags::STRICTATIME),
+            "sync" => (MountFlags::SYNCHRONOUS, MountFlags::empty()),
+            "async" => (MountFlags::empty(), MountFlags::SYNCHRONOUS),
+            "dirsync" => (MountFlags::DIRSYNC, MountFlags::empty()),
+            "defaults" => (MountFlags::empty(), MountFlags::empty()),
+            // What tmpfs itself takes, as docker admits it.
+            other if TMPFS_DATA.contains(&other.split('=').next().unwrap_or(other)) => {
+                data.push(other);
+                continue;
+            }
+            other => return Err(format!("invalid tmpfs option {other:?}")),
+        };
+        flags.insert(on);
+        flags.remove(off);
     }
     if !data.iter().any(|o| o.starts_with("mode=")) {
         data.push("mode=1777");
     }
-    (flags, data.join(","))
+    Ok((flags, data.join(",")))
 }
+
+/// The tmpfs options docker's `--tmpfs` passes on to the filesystem.
+const TMPFS_DATA: [&str; 7] = ["size", "mode", "uid", "gid", "nr_inodes", "nr_blocks", "mpol"];
+
+/// Checks a `--tmpfs PATH[:OPTIONS]` before anything starts: an absolute path and options
+/// docker admits (flag words and tmpfs's own `size=`, `mode=`, ...).
+pub fn check_tmpfs(flag: &str) -> Result<(), String> {
+    let (path, opts) = flag.split_once(':').unwrap_or((flag, ""));
+    if !path.starts_with('/') {
+        return Err(format!("--tmpfs {flag}: the path must be absolute"));
+    }
+    tmpfs_options(opts).map(drop).map_err(|e| format!("--tmpfs {flag}: {e}"))
+}
+
+/// The longest host name the kernel takes (`HOST_NAME_MAX`).
+pub const HOST_NAME_MAX: usize = 64;
 
 fn enter(spec: &Spec, confinement: &crate::security::Confinement) -> std::io::Result<()> {
     // docker's umask, whatever berth was started with: the files and mount points made
@@ -1168,11 +1203,19 @@ mod tests {
     #[test]
     fn tmpfs_flag_words_become_mount_flags_as_dockers_example_writes_them() {
         // Before, `rw,noexec,nosuid` went to tmpfs as data, which refused them (EINVAL).
-        let (flags, data) = tmpfs_options("rw,noexec,nosuid,size=65536k");
+        let (flags, data) = tmpfs_options("rw,noexec,nosuid,size=65536k").unwrap();
         assert_eq!(flags, MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC);
         assert_eq!(data, "size=65536k,mode=1777");
-        let (flags, data) = tmpfs_options("ro,exec,dev,mode=755");
+        let (flags, data) = tmpfs_options("ro,exec,dev,mode=755").unwrap();
         assert_eq!((flags, data.as_str()), (MountFlags::NOSUID | MountFlags::RDONLY, "mode=755"));
+        // What docker refuses is refused before the container starts, naming the word.
+        assert_eq!(
+            check_tmpfs("/x:size=1m,bogus"),
+            Err("--tmpfs /x:size=1m,bogus: invalid tmpfs option \"bogus\"".into())
+        );
+        assert_eq!(check_tmpfs("/x:bogus=1"), Err("--tmpfs /x:bogus=1: invalid tmpfs option \"bogus=1\"".into()));
+        assert_eq!(check_tmpfs("x"), Err("--tmpfs x: the path must be absolute".into()));
+        assert_eq!(check_tmpfs("/x:noatime,sync,uid=1000"), Ok(()));
     }
 
     #[test]

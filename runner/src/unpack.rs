@@ -136,6 +136,8 @@ pub struct UnpackStats {
     pub files: Vec<UnpackedFile>,
     /// Whiteout entries applied.
     pub whiteouts: u64,
+    /// Directories an entry of another kind took the place of (their trees removed).
+    pub dirs_replaced: u64,
 }
 
 /// A regular file an unpack wrote, for [`UnpackOptions::report_files`].
@@ -190,6 +192,7 @@ pub fn unpack(tar: impl Read, root: &Path, opts: &UnpackOptions) -> Result<Unpac
         copy_buf: Vec::new(),
         dir_times: Vec::new(),
         touched: HashSet::new(),
+        dirs_replaced: std::cell::Cell::new(0),
     };
     let mut archive = tar::Archive::new(tar);
     for entry in archive.entries().map_err(UnpackError::Tar)? {
@@ -197,6 +200,7 @@ pub fn unpack(tar: impl Read, root: &Path, opts: &UnpackOptions) -> Result<Unpac
         u.entry(&mut entry)?;
     }
     u.restore_dir_times()?;
+    u.stats.dirs_replaced = u.dirs_replaced.get();
     Ok(u.stats)
 }
 
@@ -222,6 +226,8 @@ struct Unpacker {
     copy_buf: Vec<u8>,
     /// The parents of placeholders, made part of the root's own layer already.
     touched: HashSet<PathBuf>,
+    /// Directories `remove` took away (see [`UnpackStats::dirs_replaced`]).
+    dirs_replaced: std::cell::Cell<u64>,
     /// The directories this layer lists, with their times: set again once the layer is in,
     /// because adding their entries moved them (the same layer must unpack to the same tree).
     dir_times: Vec<(PathBuf, Timespec)>,
@@ -327,6 +333,7 @@ impl Unpacker {
             Err(rustix::io::Errno::NOENT) => Ok(()),
             Err(e) => Err(io_err("stat", path)(e)),
             Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+                self.dirs_replaced.set(self.dirs_replaced.get() + 1);
                 // std's remove_dir_all never follows symlinks; the parent fd pins the location.
                 let p = PathBuf::from(format!("/proc/self/fd/{}", parent.as_raw_fd())).join(name);
                 std::fs::remove_dir_all(&p).map_err(|e| UnpackError::Io {

@@ -89,9 +89,19 @@ impl Deferred<'_> {
         }
         let (ingest, info) = w.finish().map_err(Error::image("finish a layer"))?;
         // A snapshot changed since its diff makes another layer: refused here, never
-        // stored under the old digest.
-        ingest.commit(Expected::exactly(digest, info.size)).map_err(|_| changed(digest))?;
+        // stored under the old digest, and the note goes (the step runs again next time).
+        if &info.digest != digest {
+            ingest.abort().map_err(Error::image("drop a layer"))?;
+            self.forget(digest)?;
+            return Err(changed(digest));
+        }
+        ingest.commit(Expected::exactly(digest, info.size)).map_err(Error::image(format!("store layer {digest}")))?;
         Ok(true)
+    }
+
+    /// Drops the note of the layer `digest`: its snapshot does not make it any more.
+    pub fn forget(&self, digest: &oci::Digest) -> Result<()> {
+        self.cache.remove(key(digest).as_bytes())
     }
 }
 

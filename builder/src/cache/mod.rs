@@ -92,6 +92,8 @@ pub trait CacheStore: Send + Sync {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
     /// Stores `value` under `key`.
     fn put(&self, key: &[u8], value: &[u8]) -> Result<()>;
+    /// Removes what is under `key` (nothing there is no error).
+    fn remove(&self, key: &[u8]) -> Result<()>;
 
     /// The result recorded for a vertex key.
     fn record(&self, key: &CacheKey) -> Result<Option<CacheRecord>> {
@@ -226,6 +228,10 @@ impl CacheStore for RocksCache {
     fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.db.put(key, value).map_err(|source| Error::Cache { path: self.path.display().to_string(), source })
     }
+
+    fn remove(&self, key: &[u8]) -> Result<()> {
+        self.db.delete(key).map_err(|source| Error::Cache { path: self.path.display().to_string(), source })
+    }
 }
 
 /// A cache in memory, for tests and `--no-cache` runs that must not write.
@@ -242,6 +248,13 @@ impl CacheStore for MemoryCache {
     fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
         if let Ok(mut m) = self.map.lock() {
             m.insert(key.to_vec(), value.to_vec());
+        }
+        Ok(())
+    }
+
+    fn remove(&self, key: &[u8]) -> Result<()> {
+        if let Ok(mut m) = self.map.lock() {
+            m.remove(key);
         }
         Ok(())
     }

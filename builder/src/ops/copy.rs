@@ -137,7 +137,12 @@ impl LocalWorker<'_> {
                 return Ok(Ok(None));
             }
             let upper = self.snapshotter.upper(&key).map_err(Error::runner("find the snapshot's files"))?;
-            Ok(reuse::settle(&upper, plan, &emitted, (&files.files, files.whiteouts)).map(Some))
+            match reuse::settle(&upper, plan, &emitted, &files) {
+                Ok(known) => Ok(Ok(Some(known))),
+                Err(failed) if plan.is_some_and(|_| emitted.iter().any(|e| e.linked.is_some())) => Ok(Err(failed)),
+                // Nothing was linked: the copy is whole; only the manifest for next time is lost.
+                Err(_) => Ok(Ok(None)),
+            }
         });
         match settled {
             Ok(Ok(known)) => Ok(Ok((self.finish_snapshot(&key, inputs[0].layers.clone())?, known))),

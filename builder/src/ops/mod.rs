@@ -245,17 +245,23 @@ impl LocalWorker<'_> {
         layers.push(layer);
         let diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.to_string()).collect();
         let name = runner::rootfs::chain_ids(&diff_ids).pop().unwrap_or_default();
+        let top = layers.last().map(|l| l.digest.clone()).ok_or_else(|| Error::Internal("a layer vanished".into()))?;
         match self.snapshotter.commit(&name, key) {
+            Ok(()) if deferred.enabled() => deferred.note(&top, &name, epoch)?,
             Ok(()) => {}
-            // The same chain exists already (another stage made the same layer): keep that one.
+            // The same chain exists already (another stage made the same layer, or it was
+            // unpacked from a blob, whose directories may carry other times): keep that one,
+            // and where the layer has no blob yet, store it from this snapshot first.
             Err(runner::snapshot::SnapshotError::Exists(_)) => {
+                let stored = self.store.content().contains(&top).map_err(Error::image("look up a layer"))?;
+                let kept = match deferred.enabled() && !stored {
+                    true => self.write_layer(diff).map(drop),
+                    false => Ok(()),
+                };
                 self.snapshotter.remove(key).map_err(Error::runner("remove a snapshot"))?;
+                kept?;
             }
             Err(e) => return Err(Error::runner("commit a snapshot")(e)),
-        }
-        if deferred.enabled() {
-            let top = layers.last().map(|l| &l.digest).ok_or_else(|| Error::Internal("a layer vanished".into()))?;
-            deferred.note(top, &name, epoch)?;
         }
         Ok(State { layers })
     }

@@ -21,7 +21,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use runner::snapshot::Snapshotter;
-use runner::unpack::UnpackedFile;
+use runner::unpack::{UnpackStats, UnpackedFile};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use serde::{Deserialize, Serialize};
 
@@ -140,13 +140,20 @@ pub(super) fn settle(
     upper: &Path,
     plan: Option<&Plan>,
     emitted: &[Emitted],
-    (files, whiteouts): (&[UnpackedFile], u64),
+    stats: &UnpackStats,
 ) -> std::result::Result<Vec<Known>, Failed> {
     let failed = |what: &str, path: &Path, e: rustix::io::Errno| Failed(format!("{what} {}: {e}", path.display()));
-    if whiteouts > 0 && emitted.iter().any(|e| e.linked.is_some()) {
-        // A whiteout entry could have removed a placeholder's place after it was made.
-        return Err(Failed("the copy holds whiteout entries".into()));
+    if emitted.iter().any(|e| e.linked.is_some()) {
+        // A whiteout, or an entry that replaced a directory, could have taken a placeholder's
+        // place (or its parent) away after it was made, and a later entry made it again.
+        if stats.whiteouts > 0 {
+            return Err(Failed("the copy holds whiteout entries".into()));
+        }
+        if stats.dirs_replaced > 0 {
+            return Err(Failed("an entry of the copy replaced a directory".into()));
+        }
     }
+    let files = &stats.files[..];
     let root = rustix::fs::open(upper, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
         .map_err(|e| failed("open", upper, e))?;
     let mut reports: HashMap<&Path, Vec<&UnpackedFile>> = HashMap::new();
@@ -169,8 +176,12 @@ pub(super) fn settle(
         }
         let parent_rel = report.resolved.parent().unwrap_or(Path::new(""));
         let name = report.resolved.file_name().unwrap_or_default();
-        let parent = open_beneath(&root, parent_rel, OFlags::PATH | OFlags::DIRECTORY)
-            .map_err(|err| failed("open", parent_rel, err))?;
+        let parent = match open_beneath(&root, parent_rel, OFlags::PATH | OFlags::DIRECTORY) {
+            Ok(fd) => fd,
+            Err(err) if e.linked.is_some() => return Err(failed("open", parent_rel, err)),
+            // A written file whose directory a later entry replaced: not in the snapshot.
+            Err(_) => continue,
+        };
         let here = rustix::fs::statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW);
         match (&e.linked, report.ino) {
             (Some(linked), None) => {

@@ -243,6 +243,16 @@ impl Run {
         });
         let stop_signal = stop_signal.unwrap_or_else(|| "SIGTERM".into());
         runner::container::control::parse_signal(&stop_signal).map_err(anyhow::Error::msg)?;
+        for t in &self.tmpfs {
+            runner::sandbox::check_tmpfs(t).map_err(anyhow::Error::msg)?;
+        }
+        if self.hostname.len() > runner::sandbox::HOST_NAME_MAX {
+            bail!(
+                "--hostname: {} bytes, where the kernel takes at most {}",
+                self.hostname.len(),
+                runner::sandbox::HOST_NAME_MAX
+            );
+        }
         Ok(runner::container::Config {
             id,
             name,

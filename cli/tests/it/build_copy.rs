@@ -497,3 +497,28 @@ fn a_copy_with_one_changed_file_links_the_others_and_makes_the_layer_a_full_copy
         format!("edited again\n{}", "file 0\n".repeat(100))
     );
 }
+
+#[test]
+fn a_later_source_that_replaces_a_directory_wins_with_or_without_links() {
+    let Some(b) = build_store() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path();
+    write(ctx, "a/x/f", "f\n", 0o644);
+    write(ctx, "c/x/g", "g\n", 0o644);
+    write(ctx, "Dockerfile", "FROM busybox:latest\nCOPY a/ b/ c/ /dst/\n", 0o644);
+    std::fs::create_dir(ctx.join("b")).unwrap();
+    let (ok, log) = build(&b, ctx, &["-t", "over:1"], &[]);
+    assert!(ok, "{log}");
+    assert_eq!(b.ok(&["run", "--rm", "over:1", "find", "/dst", "-type", "f"]), "/dst/x/f\n/dst/x/g\n");
+    // Now b/x, a file, replaces the directory x that a/ made; c/ makes it again. The file f,
+    // unchanged since the last copy, must not come back into the new x.
+    write(ctx, "b/x", "file\n", 0o644);
+    let (ok, log) = build(&b, ctx, &["-t", "over:2"], &[]);
+    assert!(ok, "{log}");
+    assert_eq!(b.ok(&["run", "--rm", "over:2", "find", "/dst", "-type", "f"]), "/dst/x/g\n", "{log}");
+    // Files only (no links to make): a file whose directory a later source replaced.
+    write(ctx, "Dockerfile", "FROM busybox:latest\nCOPY a/ b/ /dst2/\n", 0o644);
+    let (ok, log) = build(&b, ctx, &["-t", "over:3"], &[]);
+    assert!(ok, "{log}");
+    assert_eq!(b.ok(&["run", "--rm", "over:3", "cat", "/dst2/x"]), "file\n");
+}

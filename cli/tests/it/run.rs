@@ -620,6 +620,14 @@ fn what_docker_makes_or_takes_works_a_working_directory_a_volume_source_tmpfs_wo
         run(&b, &["--rm", "--tmpfs", "/run:rw,noexec,nosuid,size=65536k", "busybox", "grep", " /run ", "/proc/mounts"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("noexec") && out.contains("nosuid") && out.contains("size=65536k"), "{out}");
+    // What docker refuses is refused before the start, with docker's 125 and the reason.
+    let (code, _, err) = run(&b, &["--rm", "--tmpfs", "/run:size=1m,bogus", "busybox", "true"]);
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("--tmpfs /run:size=1m,bogus: invalid tmpfs option \"bogus\""), "{err}");
+    let long = "h".repeat(65);
+    let (code, _, err) = run(&b, &["--rm", "--hostname", &long, "busybox", "true"]);
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("--hostname: 65 bytes, where the kernel takes at most 64"), "{err}");
     // A uid the image's passwd does not list gets group 0, as docker gives it (before: its uid).
     let (_, out, err) = run(&b, &["--rm", "-u", "4321", "busybox", "sh", "-c", "id -u; id -g"]);
     assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["4321", "0"], "{err}");

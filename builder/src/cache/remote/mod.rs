@@ -280,6 +280,11 @@ impl<'a> Imported<'a> {
         self.mounts.get(id).map(|(b, _)| b)
     }
 
+    /// True when the layer `digest` has no blob here but can be made from its snapshot.
+    pub fn made_here(&self, digest: &oci::Digest) -> bool {
+        self.deferred.is_some_and(|d| d.has(digest))
+    }
+
     /// Makes the layers this machine built without storing them (see
     /// [`crate::cache::deferred`]) fetchable like the imported ones.
     pub fn defer_to(&mut self, deferred: crate::cache::deferred::Deferred<'a>) {
@@ -481,5 +486,9 @@ impl CacheStore for Layered<'_> {
 
     fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.local.put(key, value)
+    }
+
+    fn remove(&self, key: &[u8]) -> Result<()> {
+        self.local.remove(key)
     }
 }
