@@ -86,8 +86,8 @@ pub fn entries(cache: &RocksCache) -> Result<Vec<Entry>> {
 pub fn usage(cache: &RocksCache, store: &ImageStore) -> Result<Usage> {
     let entries = entries(cache)?;
     let images = image_blobs(store)?;
-    let sizes = blob_sizes(cache, store, &entries, &images)?;
     let layers = image_layers(store)?;
+    let sizes = blob_sizes(cache, store, &entries, (&images, &layers))?;
     let dangling = entries.iter().filter(|e| is_dangling(e, &layers)).count();
     Ok(Usage { records: entries.len(), bytes: sizes.values().sum(), dangling })
 }
@@ -97,7 +97,8 @@ pub fn prune(root: &Path, store: &ImageStore, opts: &PruneOptions) -> Result<Pru
     let Some(cache) = RocksCache::try_open(root)? else { return Ok(Pruned::default()) };
     let entries = entries(&cache)?;
     let images = image_blobs(store)?;
-    let sizes = blob_sizes(&cache, store, &entries, &images)?;
+    let layers = image_layers(store)?;
+    let sizes = blob_sizes(&cache, store, &entries, (&images, &layers))?;
     let layers = image_layers(store)?;
     // How many remaining records name each blob; the cache's size is what they hold.
     let mut refs: HashMap<&Digest, usize> = HashMap::new();
@@ -193,13 +194,14 @@ fn image_blobs(store: &ImageStore) -> Result<BTreeSet<Digest>> {
     Ok(live)
 }
 
-/// The size of each layer the records name and no image reaches: its blob's, or for a layer
-/// kept as its snapshot alone (`deferred/`), the layer's own size.
+/// The size of each layer the records name and no image reaches (`images`: blobs,
+/// `image_layers`: diffIDs): its blob's, or for a layer kept as its snapshot alone
+/// (`deferred/`), the layer's own size (an image's layer is its image's, not the cache's).
 fn blob_sizes(
     cache: &RocksCache,
     store: &ImageStore,
     entries: &[Entry],
-    images: &BTreeSet<Digest>,
+    (images, image_layers): (&BTreeSet<Digest>, &HashSet<String>),
 ) -> Result<HashMap<Digest, u64>> {
     let mut sizes = HashMap::new();
     for l in entries.iter().flat_map(|e| &e.record.layers) {
@@ -208,7 +210,9 @@ fn blob_sizes(
         }
         if let Some(info) = store.content().info(&l.digest).map_err(Error::image("look at a cache blob"))? {
             sizes.insert(l.digest.clone(), info.size);
-        } else if cache.get(format!("deferred/{}", l.digest).as_bytes())?.is_some() {
+        } else if !image_layers.contains(&l.diff_id.to_string())
+            && cache.get(format!("deferred/{}", l.digest).as_bytes())?.is_some()
+        {
             sizes.insert(l.digest.clone(), l.size);
         }
     }

@@ -364,7 +364,7 @@ fn bad_flags_are_refused_before_anything_is_made() {
     let err = b.fails(&["run", "-p", "8080:80", "busybox", "true"]);
     assert!(err.contains("add -d"), "{err}");
     let out = b.output(&["run", "-d", "-p", "80/sctp", "busybox", "true"]);
-    assert_eq!(out.status.code(), Some(2), "a usage error");
+    assert_eq!(out.status.code(), Some(125), "a usage error of run: docker's 125");
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown protocol"));
     let err = b.fails(&["run", "-d", "--stop-signal", "SIGNOPE", "busybox", "true"]);
     assert!(err.contains("invalid signal"), "{err}");

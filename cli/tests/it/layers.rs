@@ -28,7 +28,7 @@ fn runs_everywhere(b: &Berth, image: &str, cmd: &[&str], want: &str) {
 /// How many layers `image` has, as `berth inspect` shows its config.
 fn layer_count(b: &Berth, image: &str) -> usize {
     let inspect: serde_json::Value = serde_json::from_str(&b.ok(&["inspect", image])).unwrap();
-    inspect[0]["RootFS"]["diff_ids"].as_array().map_or(0, Vec::len)
+    inspect[0]["RootFS"]["Layers"].as_array().map_or(0, Vec::len)
 }
 
 #[test]

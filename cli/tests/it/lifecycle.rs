@@ -195,6 +195,8 @@ fn builder_prune_keep_storage_removes_the_least_recently_used_first() {
     // Last-use times are kept to the second.
     std::thread::sleep(Duration::from_millis(1100));
     build_log(&b, "new:1", NEW);
+    // An image's layers are the image's; without the images, the records hold them alone.
+    b.ok(&["rmi", "old:1", "new:1"]);
     let cache = df(&b, "Build cache");
     assert!(cache["SizeBytes"].as_u64().unwrap() >= 6_000_000, "{cache}");
     let out = b.ok(&["builder", "prune", "-af", "--keep-storage", "4MB"]);

@@ -471,7 +471,7 @@ fn ulimits_are_set_and_capped_at_berths_own_hard_limit() {
     }
     let out = b.output(&["run", "--ulimit", "nofile=10:5", "busybox", "true"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "a usage error, as clap gives it: {err}");
+    assert_eq!(out.status.code(), Some(125), "a usage error of run, docker's 125: {err}");
     assert!(err.contains("invalid ulimit \"nofile=10:5\": the soft limit is above the hard limit"), "{err}");
 }
 
