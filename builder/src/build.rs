@@ -270,8 +270,15 @@ fn solve<'s>(
     let solved = loop {
         let solver = Solver::new(graph, worker, cache, m.progress);
         let solved = solver.solve(targets).and_then(|states| {
-            let layers = states.iter().flat_map(|s| s.layers.iter()).filter(wanted);
-            layers.map(|l| imported.ensure(m.store, &l.digest)).collect::<Result<Vec<()>>>().map(|_| states)
+            for l in states.iter().flat_map(|s| s.layers.iter()) {
+                match wanted(&l) {
+                    true => imported.ensure(m.store, &l.digest)?,
+                    // The push mounts or skips it: its cache must still hold it.
+                    false if !imported.made_here(&l.digest) => imported.vouch(m.store, &l.digest)?,
+                    false => {}
+                }
+            }
+            Ok(states)
         });
         match solved {
             // A cache whose blob failed to arrive or to verify is dropped, never used for

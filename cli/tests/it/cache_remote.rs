@@ -483,6 +483,37 @@ fn a_cache_layer_whose_diff_id_is_wrong_drops_that_cache_and_the_build_goes_on()
     assert_eq!(run_in(&b, "app", &["cat", "/final"]), "libfoo 1.0\ndeps\nv2\nfinal\n");
 }
 
+#[test]
+fn a_push_build_whose_cache_registry_lost_a_layer_builds_it_again_and_pushes_a_whole_image() {
+    let Some(a) = build_store() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("registry"), &[]);
+    let reg = &server.addr;
+    let ctx = checkout(dir.path(), "src", "v1\n");
+    let cache = format!("type=registry,ref={reg}/app:cache");
+    build(&a, &ctx, &["-t", &format!("{reg}/app:a"), "--push", "--cache-to", &format!("{cache},mode=max")]);
+    // The repository loses the final step's layer (a delete, a gc): the cache still lists it.
+    let pushed = manifest(reg, "app", "a");
+    let lost = pushed["layers"].as_array().unwrap().last().unwrap()["digest"].as_str().unwrap().to_owned();
+    let cached = manifest(reg, "app", "cache");
+    assert!(cached["layers"].as_array().unwrap().iter().any(|l| l["digest"] == lost.as_str()), "{cached}");
+    assert_eq!(http(reg, "DELETE", &format!("/v2/app/blobs/{lost}"), &[], b"").0, 202);
+    // Runner B pushes without fetching what the cache holds: it finds the layer gone before
+    // the push, drops the cache and runs the steps. Before, the push failed: "blob ... not found".
+    let b = build_store().unwrap();
+    let out = build(&b, &ctx, &["-t", &format!("{reg}/app:b"), "--push", "--cache-from", &cache]);
+    let w = warnings(&out.log);
+    assert!(w.len() == 1 && w[0].contains("no longer there; building again without it"), "{}", out.log);
+    assert!(!steps_that_ran(&out.log).is_empty(), "{}", out.log);
+    for l in manifest(reg, "app", "b")["layers"].as_array().unwrap() {
+        let path = format!("/v2/app/blobs/{}", l["digest"].as_str().unwrap());
+        assert_eq!(http(reg, "HEAD", &path, &[], b"").0, 200, "the pushed image is whole in the registry");
+    }
+    let c = Berth::new();
+    c.ok(&["pull", "-q", &format!("{reg}/app:b")]);
+    assert_eq!(run_in(&c, &format!("{reg}/app:b"), &["cat", "/final"]), "libfoo 1.0\ndeps\nv1\nfinal\n");
+}
+
 /// A layout under `dir` whose `latest` entry is a berth cache manifest with `config`.
 fn layout_with_config(dir: &Path, config: &[u8]) -> PathBuf {
     let blobs = dir.join("blobs/sha256");

@@ -258,6 +258,22 @@ pub async fn fetch_document(
     fetch_manifest(&repo, store, &wanted, reference.digest(), progress).await
 }
 
+/// Whether `reference`'s repository still holds the blob `digest` of `size` bytes: a HEAD,
+/// so that a build about to mount a blob it never fetched finds out first when the
+/// registry lost it. A 404 or another size is `false`; any other failure is an error.
+pub async fn has_blob(client: &Client, reference: &Reference, digest: &Digest, size: u64) -> Result<bool> {
+    let repo = Repo::new(client, reference, "pull");
+    let path = format!("/v2/{}/blobs/{digest}", repo.path);
+    let resp = repo.send(Method::HEAD, &path, &|r| r, &super::NoProgress).await?;
+    if resp.status() == StatusCode::NOT_FOUND {
+        return Ok(false);
+    }
+    let resp = check("HEAD", resp).await?;
+    // The header, not reqwest's body length: a HEAD's body is always empty.
+    let length = resp.headers().get(reqwest::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    Ok(length.is_none_or(|n| n == size))
+}
+
 /// Downloads blobs of `reference`'s repository into `store` (verified by digest and size,
 /// resumed after a dropped connection; each one already present is skipped) and remembers
 /// that repository as their source, so a later push there mounts instead of uploading.

@@ -83,6 +83,12 @@ pub trait CacheBackend: Send + Sync {
     fn registry(&self) -> Option<String> {
         None
     }
+    /// Whether the cache still holds a blob it listed, asked before a push mounts or skips
+    /// that blob without fetching it (a registry's HEAD). Backends whose blobs are always
+    /// fetched before use need not ask.
+    fn still_has(&self, _digest: &oci::Digest, _size: u64) -> Result<bool> {
+        Ok(true)
+    }
 }
 
 /// What an export hands a backend.
@@ -278,6 +284,26 @@ impl<'a> Imported<'a> {
     /// The layer holding a cache mount's files, when a source carried it.
     pub fn mount(&self, id: &str) -> Option<&Blob> {
         self.mounts.get(id).map(|(b, _)| b)
+    }
+
+    /// Checks that the source a push will mount or skip the layer `digest` from (without
+    /// fetching it) still holds it. A cache that lost it is dropped like one whose fetch
+    /// failed, and the error makes the build solve again without it; before, the push
+    /// failed on the missing blob.
+    pub fn vouch(&self, store: &ImageStore, digest: &oci::Digest) -> Result<()> {
+        if present(store, digest)? {
+            return Ok(());
+        }
+        let Some((blob, source)) = self.live(self.blobs.get(digest)) else { return Ok(()) };
+        let backend = &self.sources[*source];
+        let what = format!("cache {}: blob {digest}", backend.describe());
+        let cause: Box<dyn std::error::Error + Send + Sync> = match backend.still_has(digest, blob.size) {
+            Ok(true) => return Ok(()),
+            Ok(false) => "listed by the cache, but no longer there".into(),
+            Err(e) => Box::new(e),
+        };
+        self.fail(*source);
+        Err(Error::RemoteCache { what, source: cause })
     }
 
     /// True when the layer `digest` has no blob here but can be made from its snapshot.

@@ -141,6 +141,12 @@ impl CacheBackend for RegistryCache<'_> {
         Some(self.reference.domain().to_owned())
     }
 
+    fn still_has(&self, digest: &oci::Digest, size: u64) -> Result<bool> {
+        self.rt
+            .block_on(oci::client::has_blob(self.client, &self.reference, digest, size))
+            .map_err(self.err(&format!("look up {digest} in")))
+    }
+
     fn note_sources(&self, store: &ImageStore, blobs: &[Blob]) -> Result<()> {
         let repo = self.reference.repository();
         for b in blobs {
