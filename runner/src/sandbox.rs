@@ -1017,6 +1017,15 @@ impl EtcFiles {
         }
     }
 
+    /// The same with a copy of the host's /etc/hosts, as docker gives a container on the
+    /// host's network (these files stay when the host has none).
+    pub fn with_hosts_of_host(self) -> EtcFiles {
+        match std::fs::read_to_string("/etc/hosts") {
+            Ok(hosts) => EtcFiles { hosts, ..self },
+            Err(_) => self,
+        }
+    }
+
     fn entries(&self) -> [(&'static str, &str); 3] {
         [("hosts", &self.hosts), ("resolv.conf", &self.resolv_conf), ("hostname", &self.hostname)]
     }

@@ -41,9 +41,10 @@ pub struct Run {
     /// DNS), none (loopback only; published ports reach it through the supervisor) or host
     #[arg(long, default_value = "bridge", value_parser = ["bridge", "none", "host"])]
     network: String,
-    /// Container host name
-    #[arg(long, default_value = "berth")]
-    hostname: String,
+    /// Container host name (default: the container ID's first 12 digits, as docker; the
+    /// host's name with `--network host`)
+    #[arg(long)]
+    hostname: Option<String>,
     /// Remove the container when it exits (unnamed containers always are)
     #[arg(long)]
     rm: bool,
@@ -246,10 +247,11 @@ impl Run {
         for t in &self.tmpfs {
             runner::sandbox::check_tmpfs(t).map_err(anyhow::Error::msg)?;
         }
-        if self.hostname.len() > runner::sandbox::HOST_NAME_MAX {
+        let hostname = self.hostname_for(&id);
+        if hostname.len() > runner::sandbox::HOST_NAME_MAX {
             bail!(
                 "--hostname: {} bytes, where the kernel takes at most {}",
-                self.hostname.len(),
+                hostname.len(),
                 runner::sandbox::HOST_NAME_MAX
             );
         }
@@ -261,10 +263,10 @@ impl Run {
             manifest: rec.target.digest.to_string(),
             created: runner::container::state::now(),
             args: self.command_line(&cfg)?,
-            env: config::environment(&cfg.env().clone().unwrap_or_default(), &self.given_env()?, &self.hostname),
+            env: config::environment(&cfg.env().clone().unwrap_or_default(), &self.given_env()?, &hostname),
             cwd: config::working_dir(self.workdir.as_deref(), cfg.working_dir().as_deref()),
             user: self.user.clone().or_else(|| cfg.user().clone()).filter(|u| !u.is_empty()),
-            hostname: self.hostname.clone(),
+            hostname,
             network: self.network.clone(),
             volumes: self
                 .volume
@@ -450,6 +452,18 @@ impl Run {
             bail!("no command specified: the image has no entrypoint or cmd");
         }
         Ok(args)
+    }
+
+    /// The host name: `--hostname`, else docker's default, the first 12 digits of the
+    /// container ID (the host's own name with `--network host`).
+    fn hostname_for(&self, id: &str) -> String {
+        if let Some(h) = &self.hostname {
+            return h.clone();
+        }
+        match self.network.as_str() {
+            "host" => rustix::system::uname().nodename().to_string_lossy().into_owned(),
+            _ => id.chars().take(12).collect(),
+        }
     }
 
     /// The `--env-file` lines, then `-e`, in order (see [`runner::container::config::environment`]).

@@ -153,7 +153,7 @@ impl Config {
         use std::os::fd::AsRawFd;
         let (network, etc) = match (net, self.network.as_str()) {
             (Some(a), _) => (Network::Join(a.netns.as_raw_fd()), EtcFiles::bridged(&self.hostname, a)),
-            (None, "host") => (Network::Host, EtcFiles::new(&self.hostname, true)),
+            (None, "host") => (Network::Host, EtcFiles::new(&self.hostname, true).with_hosts_of_host()),
             (None, _) => (Network::None, EtcFiles::new(&self.hostname, false)),
         };
         for v in &self.volumes {
