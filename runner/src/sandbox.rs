@@ -948,18 +948,72 @@ pub fn command(spec: &Spec) -> Result<Command, SandboxError> {
 
 /// The command for `spec`'s program, arguments and environment (nothing of berth's own). A
 /// bare program name is looked up by execvp in the container, on the PATH of its environment.
+/// Callers must not call `env` on it: std would then replace the environment set here.
 pub(crate) fn process_command(spec: &Spec) -> Command {
     let mut cmd = Command::new(&spec.args[0]);
-    cmd.args(&spec.args[1..]).env_clear();
+    cmd.args(&spec.args[1..]);
+    // In the given order; a name given twice keeps its first place and its last value (as
+    // std's sorted map gave the last).
+    let mut env: Vec<&str> = Vec::with_capacity(spec.env.len() + 1);
+    let mut at = std::collections::HashMap::with_capacity(spec.env.len());
     for kv in &spec.env {
-        if let Some((k, v)) = kv.split_once('=') {
-            cmd.env(k, v);
+        let Some((key, _)) = kv.split_once('=') else { continue };
+        match at.get(key) {
+            Some(&i) => env[i] = kv.as_str(),
+            None => {
+                at.insert(key, env.len());
+                env.push(kv);
+            }
         }
     }
-    if !spec.env.iter().any(|kv| kv.starts_with("HOME=")) {
-        cmd.env("HOME", home(&spec.rootfs, spec.user.as_ref()));
+    let home = format!("HOME={}", home(&spec.rootfs, spec.user.as_ref()));
+    if !env.iter().any(|kv| kv.starts_with("HOME=")) {
+        env.push(&home);
+    }
+    let environ = Environ::new(&env);
+    // SAFETY: `install` only stores a pointer to memory the closure owns (see `Environ`).
+    unsafe {
+        cmd.pre_exec(move || environ.as_ref().map(Environ::install).map_err(|e| std::io::Error::other(e.clone())));
     }
     cmd
+}
+
+/// A process environment in the order it is given, as docker and runc pass it (std's
+/// `Command::env` would sort it by name): the strings and the null-terminated array of
+/// pointers to them that becomes `environ` in the child, just before the exec.
+struct Environ {
+    _strings: Vec<std::ffi::CString>,
+    pointers: Vec<*const std::ffi::c_char>,
+}
+
+// SAFETY: the pointers point into `_strings`, owned by the same value and never changed
+// after `new`; they are only read (by the exec, in the forked child).
+unsafe impl Send for Environ {}
+// SAFETY: as above.
+unsafe impl Sync for Environ {}
+
+impl Environ {
+    /// The environment of `vars` (`KEY=VALUE` each); an error names a variable with a NUL byte.
+    fn new(vars: &[&str]) -> Result<Environ, String> {
+        let strings = vars
+            .iter()
+            .map(|kv| std::ffi::CString::new(*kv).map_err(|_| format!("environment variable {kv:?} holds a NUL byte")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let pointers = strings.iter().map(|c| c.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+        Ok(Environ { _strings: strings, pointers })
+    }
+
+    /// Makes this the process's environment: called in the forked child before the exec,
+    /// which std then makes with `execvp` and the environment it finds (it sets none of its
+    /// own: `env` is never called on the command).
+    fn install(&self) {
+        extern "C" {
+            static mut environ: *const *const std::ffi::c_char;
+        }
+        // SAFETY: the child is single-threaded after fork; the array is null-terminated and
+        // outlives the exec (the closure owning it lives until `spawn` returns).
+        unsafe { environ = self.pointers.as_ptr() };
+    }
 }
 
 /// The HOME of a process whose environment sets none, as runc gives it: the user's home
@@ -1139,6 +1193,19 @@ mod tests {
             console_size: (24, 80),
             security: Default::default(),
         }
+    }
+
+    #[test]
+    fn the_process_gets_its_environment_in_the_given_order_with_each_name_once() {
+        let mut s = spec(false);
+        s.args = vec!["env".into()];
+        s.env = ["ZED=1", "PATH=/usr/bin:/bin", "ALPHA=2", "ZED=3", "BARE"].map(String::from).to_vec();
+        // `env` is found on the given PATH and prints what the exec handed it: none of the
+        // test process's own variables, the given ones in order, a name given twice once.
+        let out = process_command(&s).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let printed = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(printed, "ZED=3\nPATH=/usr/bin:/bin\nALPHA=2\nHOME=/\n");
     }
 
     #[test]

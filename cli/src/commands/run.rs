@@ -263,7 +263,7 @@ impl Run {
             manifest: rec.target.digest.to_string(),
             created: runner::container::state::now(),
             args: self.command_line(&cfg)?,
-            env: config::environment(&cfg.env().clone().unwrap_or_default(), &self.given_env()?, &hostname),
+            env: config::environment(&cfg.env().clone().unwrap_or_default(), &self.given_env()?, &hostname, self.tty),
             cwd: config::working_dir(self.workdir.as_deref(), cfg.working_dir().as_deref()),
             user: self.user.clone().or_else(|| cfg.user().clone()).filter(|u| !u.is_empty()),
             hostname,

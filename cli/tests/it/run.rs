@@ -123,6 +123,18 @@ fn the_host_name_is_dockers_the_short_id_or_the_hosts_own_on_its_network() {
 }
 
 #[test]
+fn the_environment_comes_in_dockers_order() {
+    let Some(b) = setup() else { return };
+    let (_, out, err) = run(&b, &["-e", "ZED=1", "-e", "ALPHA=2", "busybox", "env"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 5, "{out}{err}");
+    assert_eq!(lines[0], "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    assert!(lines[1].starts_with("HOSTNAME=") && lines[1].len() == "HOSTNAME=".len() + 12, "{out}");
+    // Before, std's Command sorted them: ALPHA, HOME, HOSTNAME, PATH, ZED.
+    assert_eq!(lines[2..], ["ZED=1", "ALPHA=2", "HOME=/root"], "{out}");
+}
+
+#[test]
 fn user_workdir_and_env_are_applied() {
     let Some(b) = setup() else { return };
     let (_, out, _) =

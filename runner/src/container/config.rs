@@ -208,15 +208,32 @@ pub fn working_dir(given: Option<&str>, image: Option<&str>) -> String {
     given.or(image).filter(|w| !w.is_empty()).unwrap_or("/").to_owned()
 }
 
-/// The environment: the image's (with docker's PATH when it has none), then the given
-/// `KEY=VALUE` settings in order (a bare `KEY` takes berth's own value), then HOSTNAME.
-pub fn environment(image: &[String], given: &[String], hostname: &str) -> Vec<String> {
-    let mut env = image.to_vec();
-    if !env.iter().any(|e| e.starts_with("PATH=")) {
-        env.push(DEFAULT_PATH.into());
+/// The environment docker gives a container, in docker's order: PATH (docker's default),
+/// HOSTNAME and, with a terminal, TERM=xterm; then the given `KEY=VALUE` settings in order (a
+/// bare `KEY` takes berth's own value, and where berth has none it takes the variable away,
+/// the image's or docker's own); then the image's other variables. A variable already in the list is replaced where
+/// it stands (the image's PATH takes the first place).
+pub fn environment(image: &[String], given: &[String], hostname: &str, tty: bool) -> Vec<String> {
+    let key = |e: &str| e.split('=').next().unwrap_or(e).to_owned();
+    let named: std::collections::HashSet<String> = given.iter().map(|kv| key(kv)).collect();
+    // A bare name berth lacks stays bare: it takes the variable away, PATH and HOSTNAME too.
+    let user = given.iter().map(|kv| match (kv.contains('='), std::env::var(kv)) {
+        (false, Ok(v)) => format!("{kv}={v}"),
+        _ => kv.clone(),
+    });
+    let mut env = vec![DEFAULT_PATH.to_owned(), format!("HOSTNAME={hostname}")];
+    if tty {
+        env.push("TERM=xterm".into());
     }
-    let mut env = with_overrides(&env, given);
-    env.push(format!("HOSTNAME={hostname}"));
+    for e in user.chain(image.iter().filter(|e| !named.contains(&key(e))).cloned()) {
+        let at = env.iter().position(|x| key(x) == key(&e));
+        match (at, e.contains('=')) {
+            (Some(i), true) => env[i] = e,
+            (Some(i), false) => drop(env.remove(i)),
+            (None, true) => env.push(e),
+            (None, false) => {}
+        }
+    }
     env
 }
 
@@ -242,11 +259,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_environment_keeps_the_image_order_and_lets_flags_override() {
-        let env = environment(&["A=1".into(), "B=2".into()], &["A=3".into()], "h");
-        assert_eq!(env, ["B=2", DEFAULT_PATH, "A=3", "HOSTNAME=h"]);
-        let env = environment(&["PATH=/x".into()], &[], "h");
-        assert_eq!(env, ["PATH=/x", "HOSTNAME=h"]);
+    fn the_environment_is_in_dockers_order_and_flags_override() {
+        let image = ["A=1".to_owned(), "B=2".to_owned(), "PATH=/x".to_owned()];
+        let env = environment(&image, &["Z=9".into(), "A=3".into()], "h", false);
+        assert_eq!(env, ["PATH=/x", "HOSTNAME=h", "Z=9", "A=3", "B=2"]);
+        let env = environment(&["B=2".into()], &["A=1".into(), "A=2".into()], "h", true);
+        assert_eq!(env, [DEFAULT_PATH, "HOSTNAME=h", "TERM=xterm", "A=2", "B=2"]);
+        // A bare name berth lacks takes the image's variable away.
+        let env = environment(&["BERTH_TEST_SURELY_UNSET=1".into()], &["BERTH_TEST_SURELY_UNSET".into()], "h", false);
+        assert_eq!(env, [DEFAULT_PATH, "HOSTNAME=h"]);
+        let env = environment(&["PATH=/x".into()], &["BERTH_TEST_SURELY_UNSET_PATH=1".into()], "h", false);
+        assert_eq!(env, ["PATH=/x", "HOSTNAME=h", "BERTH_TEST_SURELY_UNSET_PATH=1"]);
     }
 
     #[test]
