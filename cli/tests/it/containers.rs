@@ -468,7 +468,16 @@ fn the_bridge_is_made_in_the_network_namespace_berth_runs_in() {
 #[test]
 fn exec_t_gives_a_pty_and_i_attaches_stdin() {
     let Some(b) = setup() else { return };
-    b.ok(&["run", "-d", "--name", "tt", "busybox", "sleep", "60"]);
+    b.ok(&["run", "-d", "--name", "tt", "-e", "A=1", "-e", "B=2", "busybox", "sleep", "60"]);
+    // docker's exec environment: TERM=xterm after HOSTNAME with -t, `-e` replacing in place.
+    // The names in order, and A's value.
+    let env = |args: &[&str]| -> Vec<String> {
+        let out = b.ok(args).replace('\r', "");
+        let name = |l: &str| if l.starts_with("A=") { l.to_owned() } else { l.split('=').next().unwrap().to_owned() };
+        out.lines().map(name).collect()
+    };
+    assert_eq!(env(&["exec", "-t", "tt", "env"]), ["PATH", "HOSTNAME", "TERM", "A=1", "B", "HOME"]);
+    assert_eq!(env(&["exec", "-e", "A=3", "-e", "C=4", "tt", "env"]), ["PATH", "HOSTNAME", "A=3", "B", "C", "HOME"]);
     let out = b.output(&["exec", "-t", "tt", "tty"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.starts_with("/dev/pts/") && text.ends_with("\r\n"), "{text:?}");

@@ -237,18 +237,22 @@ pub fn environment(image: &[String], given: &[String], hostname: &str, tty: bool
     env
 }
 
-/// `base` with each of `given` put in place of its key's entry, at the end, in order: `-e` on
-/// top of an environment. A bare `KEY` takes berth's own value, and where berth has none it
-/// removes `KEY` (the image's too), as docker's `-e KEY` does.
+/// `base` with each of `given` in order, as docker's `exec -e` applies them: a variable
+/// `base` has is replaced where it stands, a new one goes at the end. A bare `KEY` takes
+/// berth's own value, and where berth has none it removes `KEY`, as docker's `-e KEY` does.
 pub fn with_overrides(base: &[String], given: &[String]) -> Vec<String> {
     let mut env = base.to_vec();
     for kv in given {
         let key = kv.split('=').next().unwrap_or(kv);
-        env.retain(|e| e.split('=').next() != Some(key));
-        if kv.contains('=') {
-            env.push(kv.clone());
-        } else if let Ok(value) = std::env::var(kv) {
-            env.push(format!("{kv}={value}"));
+        let value = match kv.contains('=') {
+            true => Some(kv.clone()),
+            false => std::env::var(kv).ok().map(|v| format!("{kv}={v}")),
+        };
+        match (env.iter().position(|e| e.split('=').next() == Some(key)), value) {
+            (Some(i), Some(v)) => env[i] = v,
+            (Some(i), None) => drop(env.remove(i)),
+            (None, Some(v)) => env.push(v),
+            (None, None) => {}
         }
     }
     env
@@ -276,12 +280,14 @@ mod tests {
     fn overrides_replace_their_keys_and_keep_the_rest_once() {
         let base = ["PATH=/x".to_owned(), "HOSTNAME=h".to_owned()];
         assert_eq!(with_overrides(&base, &["A=1".into()]), ["PATH=/x", "HOSTNAME=h", "A=1"]);
-        assert_eq!(with_overrides(&base, &["PATH=/y".into()]), ["HOSTNAME=h", "PATH=/y"]);
-        // A bare name berth's own environment lacks takes the variable away.
-        assert_eq!(with_overrides(&base, &["BERTH_TEST_SURELY_UNSET".into(), "PATH".into()])[0], "HOSTNAME=h");
-        assert!(!with_overrides(&base, &["BERTH_TEST_SURELY_UNSET".into()])
-            .iter()
-            .any(|e| e.starts_with("BERTH_TEST")));
+        assert_eq!(with_overrides(&base, &["PATH=/y".into()]), ["PATH=/y", "HOSTNAME=h"], "in place, as docker");
+        // A bare name takes berth's own value, where it stands; one berth lacks takes the
+        // variable away.
+        let path = std::env::var("PATH").unwrap();
+        assert_eq!(with_overrides(&base, &["PATH".into()]), [format!("PATH={path}"), "HOSTNAME=h".into()]);
+        let with = ["PATH=/x".to_owned(), "BERTH_TEST_SURELY_UNSET=1".to_owned(), "HOSTNAME=h".to_owned()];
+        assert_eq!(with_overrides(&with, &["BERTH_TEST_SURELY_UNSET".into()]), ["PATH=/x", "HOSTNAME=h"]);
+        assert_eq!(with_overrides(&base, &["BERTH_TEST_SURELY_UNSET".into()]), base);
     }
 
     #[test]

@@ -85,8 +85,14 @@ pub fn command(container: &Container, target: &Target, process: &Process) -> Res
     let mut spec: Spec = config.spec(rootfs, PathBuf::new(), target.cgroups.clone(), None)?;
     spec.init = false;
     spec.args = process.args.clone();
-    // The container's environment (its PATH and HOSTNAME included), `-e` on top.
-    spec.env = super::config::with_overrides(&config.env, &process.env);
+    // The container's environment (its PATH and HOSTNAME included), TERM=xterm with a
+    // terminal (docker's, where the container has none), `-e` on top.
+    let mut base = config.env.clone();
+    if process.console_socket.is_some() && !base.iter().any(|e| e.starts_with("TERM=")) {
+        let after_hostname = base.iter().position(|e| e.starts_with("HOSTNAME=")).map_or(base.len(), |i| i + 1);
+        base.insert(after_hostname, "TERM=xterm".into());
+    }
+    spec.env = super::config::with_overrides(&base, &process.env);
     if let Some(cwd) = &process.cwd {
         spec.cwd = cwd.clone();
     }
