@@ -424,18 +424,24 @@ impl ImageStore {
         let hexish = what.strip_prefix("sha256:").unwrap_or(what);
         let looks_like_id = hexish.len() >= 4 && hexish.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
         if looks_like_id {
-            let mut found: Vec<ImageRecord> = Vec::new();
+            // Each match with what it is: its image ID (its manifest's digest when the image
+            // cannot be read). Records of one image under several manifests (loaded from an
+            // OCI archive and from a docker archive) are one image, as docker has them.
+            let mut found: Vec<(ImageRecord, Digest)> = Vec::new();
             for rec in self.list()? {
-                let id_matches = self.image(&rec.target).map(|img| img.id.hex().starts_with(hexish)).unwrap_or(false);
+                let id = self.image(&rec.target).map(|img| img.id).ok();
+                let id_matches = id.as_ref().is_some_and(|id| id.hex().starts_with(hexish));
                 if id_matches || rec.target.digest.hex().starts_with(hexish) {
-                    found.push(rec);
+                    let identity = id.unwrap_or_else(|| rec.target.digest.clone());
+                    found.push((rec, identity));
                 }
             }
-            let mut digests: Vec<_> = found.iter().map(|r| &r.target.digest).collect();
-            digests.dedup();
-            match digests.len() {
+            let mut identities: Vec<&Digest> = found.iter().map(|(_, i)| i).collect();
+            identities.sort();
+            identities.dedup();
+            match identities.len() {
                 0 => {}
-                1 => return Ok(found.remove(0)),
+                1 => return Ok(found.remove(0).0),
                 _ => return Err(Error::AmbiguousImage(what.to_owned())),
             }
         }

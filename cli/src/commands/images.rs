@@ -231,12 +231,18 @@ impl Rmi {
 fn rmi_one(store: &ImageStore, what: &str, force: bool, containers: &[runner::container::Container]) -> Result<()> {
     let rec = store.resolve(what)?;
     let all = store.list()?;
-    let same: Vec<&ImageRecord> = all.iter().filter(|r| r.target.digest == rec.target.digest).collect();
     // By name: untag only that name. By name@digest: the names of that repository that
-    // point at the digest. By ID: every name, which takes -f when there are several.
+    // point at the digest. By ID: every name, which takes -f when there are several, the
+    // names of the image's other manifests too (one image loaded from two archive formats).
     let parsed = what.parse::<Reference>().ok();
     let by_name = parsed.as_ref().is_some_and(|n| n.digest().is_none() && store.get(n).ok().flatten().is_some());
     let pinned = parsed.as_ref().filter(|n| n.digest().is_some());
+    let id_of = |t: &oci::Target| store.image(t).map(|i| i.id).ok();
+    let rec_id = if by_name || pinned.is_some() { None } else { id_of(&rec.target) };
+    let same: Vec<&ImageRecord> = all
+        .iter()
+        .filter(|r| r.target.digest == rec.target.digest || rec_id.is_some() && id_of(&r.target) == rec_id)
+        .collect();
     let to_untag: Vec<&ImageRecord> = if by_name {
         same.iter().copied().filter(|r| r.name == rec.name).collect()
     } else if let Some(pinned) = pinned {
@@ -255,7 +261,7 @@ fn rmi_one(store: &ImageStore, what: &str, force: bool, containers: &[runner::co
         same.clone()
     };
     // As docker: the last name of an image a container was made from goes only with -f.
-    let user = containers.iter().find(|c| c.config.manifest == rec.target.digest.to_string());
+    let user = containers.iter().find(|c| same.iter().any(|r| c.config.manifest == r.target.digest.to_string()));
     if let (Some(c), false, true) = (user, force, to_untag.len() == same.len()) {
         bail!(
             "conflict: unable to remove repository reference {what:?} (must force) - container {} is using its referenced image",
@@ -283,7 +289,9 @@ fn rmi_one(store: &ImageStore, what: &str, force: bool, containers: &[runner::co
     }
     if to_untag.len() == same.len() {
         let mut blobs = BTreeSet::new();
-        store.reachable(&rec.target, &mut blobs)?;
+        for r in &same {
+            store.reachable(&r.target, &mut blobs)?;
+        }
         let deleted = store.delete_unreferenced(&blobs)?;
         for (id, blobs) in shown {
             if blobs.iter().any(|b| deleted.contains(b)) {

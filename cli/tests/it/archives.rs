@@ -24,6 +24,33 @@ fn save_and_load_round_trip_in_both_formats() {
 }
 
 #[test]
+fn one_image_loaded_from_both_archive_formats_is_one_image_by_its_id() {
+    let a = Berth::new();
+    let id = a.import_tiny("app", "hello");
+    let (docker, oci) = (a.root.path().join("d.tar"), a.root.path().join("o.tar"));
+    a.ok(&["save", "-o", &p(&docker), "app"]);
+    a.ok(&["save", "--format", "oci", "-o", &p(&oci), "app"]);
+    // Two manifests (docker's and OCI's media types) with one config: one image ID.
+    let b = Berth::new();
+    b.ok(&["load", "-i", &p(&oci)]);
+    b.ok(&["tag", "app", "other:1"]);
+    b.ok(&["load", "-i", &p(&docker)]);
+    let short = &id[7..19];
+    let rows = b.ok(&["images"]);
+    assert_eq!(rows.lines().filter(|l| l.contains(short)).count(), 2, "{rows}");
+    // Before, each of these was "ff4c30e64dab is ambiguous".
+    let inspect: serde_json::Value = serde_json::from_str(&b.ok(&["inspect", short])).unwrap();
+    assert_eq!(inspect[0]["Id"], id);
+    let err = b.fails(&["rmi", short]);
+    assert!(err.contains("must be forced"), "{err}");
+    let out = b.ok(&["rmi", "-f", short]);
+    assert!(out.contains("Untagged: app:latest") && out.contains("Untagged: other:1"), "{out}");
+    assert_eq!(b.ok(&["images", "-q"]), "");
+    let blobs = std::fs::read_dir(b.root.path().join("content/blobs/sha256")).unwrap().count();
+    assert_eq!(blobs, 0, "both manifests and their blobs are gone");
+}
+
+#[test]
 fn load_reads_compressed_archives_from_stdin() {
     let a = Berth::new();
     a.import_tiny("app", "x");
