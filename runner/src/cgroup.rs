@@ -173,6 +173,38 @@ pub fn remove_stale(id: &str) {
     Cgroup::existing(id).remove();
 }
 
+/// How long an empty group stays before [`sweep_leftovers`] takes it: a container that is
+/// starting (of any berth root) has made its group and not yet joined it.
+const LEFTOVER_AGE: Duration = Duration::from_secs(60);
+
+/// Removes the empty groups under `berth/` older than a minute: those of foreground
+/// containers whose berth was killed (SIGKILL leaves no time to clean up). A group with a
+/// process in it is never touched. Returns how many went.
+pub fn sweep_leftovers() -> usize {
+    let bases = [format!("{ROOT}/berth"), format!("{ROOT}/unified/berth")]
+        .into_iter()
+        .chain(["memory", "pids", "cpu"].map(|c| format!("{ROOT}/{c}/berth")));
+    let mut removed = 0;
+    for base in bases {
+        let Ok(entries) = std::fs::read_dir(&base) else { continue };
+        for dir in entries.flatten().map(|e| e.path()) {
+            let is_container = dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()));
+            let old = std::fs::metadata(&dir)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > LEFTOVER_AGE));
+            let empty = std::fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|p| p.trim().is_empty());
+            // rmdir fails on a group that gained a process meanwhile: the kernel decides.
+            if is_container && old && empty && std::fs::remove_dir(&dir).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -675,3 +675,65 @@ fn what_docker_makes_or_takes_works_a_working_directory_a_volume_source_tmpfs_wo
     let (code, _, err) = run(&b, &["--rm", "-v", &format!("{}:/", p(dir.path())), "busybox", "true"]);
     assert!(code != 0 && err.contains("destination can't be '/'"), "{err}");
 }
+
+/// The per-container cgroup directories berth has made, on every controller.
+fn berth_cgroups() -> std::collections::BTreeSet<std::path::PathBuf> {
+    let mut dirs = std::collections::BTreeSet::new();
+    let mut bases = vec![std::path::PathBuf::from("/sys/fs/cgroup/berth")];
+    for c in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        bases.push(c.path().join("berth"));
+    }
+    for base in bases {
+        for e in std::fs::read_dir(base).into_iter().flatten().flatten() {
+            if e.path().is_dir() && e.file_name().len() == 64 {
+                dirs.insert(e.path());
+            }
+        }
+    }
+    dirs
+}
+
+/// Dates a cgroup directory two minutes back, as if it were left long ago.
+fn backdate(dir: &std::path::Path) {
+    let ok = std::process::Command::new("touch").args(["-d", "2 minutes ago"]).arg(dir).status().unwrap().success();
+    assert!(ok, "touch {}", dir.display());
+}
+
+#[test]
+fn the_cgroup_of_a_killed_foreground_run_goes_with_a_later_run_and_a_live_ones_stays() {
+    let Some(b) = setup() else { return };
+    let before = berth_cgroups();
+    let mut child = b.cmd(&["run", "--rm", "-m", "64m", "busybox", "sleep", "60"]).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let made = loop {
+        let made: Vec<_> = berth_cgroups().difference(&before).cloned().collect();
+        if !made.is_empty() || std::time::Instant::now() > deadline {
+            break made;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(!made.is_empty(), "the foreground run made no cgroup");
+    // SIGKILL: berth has no time to clean up, the container dies with it (parent-death signal).
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let gone_or_empty =
+        |d: &std::path::Path| std::fs::read_to_string(d.join("cgroup.procs")).map_or(true, |p| p.trim().is_empty());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !made.iter().all(|d| gone_or_empty(d)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(made.iter().all(|d| d.is_dir()), "the killed run's cgroup is left behind, as expected");
+    let live_id = b.ok(&["run", "-d", "--name", "live-cg", "-m", "64m", "busybox", "sleep", "60"]);
+    let live: Vec<_> = berth_cgroups().into_iter().filter(|d| d.ends_with(live_id.trim())).collect();
+    for d in made.iter().chain(&live) {
+        backdate(d);
+    }
+    // The next run with limits sweeps the empty leftovers, never a group with a process.
+    let code = run(&b, &["--rm", "-m", "64m", "busybox", "true"]).0;
+    let left: Vec<_> = made.iter().filter(|d| d.exists()).collect();
+    let live_kept = !live.is_empty() && live.iter().all(|d| d.is_dir());
+    b.ok(&["rm", "-f", "live-cg"]);
+    assert_eq!(code, 0);
+    assert!(left.is_empty(), "left: {left:?}");
+    assert!(live_kept, "the running container's cgroup stays: {live:?}");
+}

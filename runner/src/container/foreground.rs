@@ -104,6 +104,7 @@ impl Prepared {
         };
         let limits = config.limits();
         if !limits.is_empty() {
+            crate::cgroup::sweep_leftovers();
             let cg =
                 crate::cgroup::Cgroup::create(&config.id, &limits).map_err(super::io_err("set up the cgroup", root))?;
             self.cgroup = Some(cg);
