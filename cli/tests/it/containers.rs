@@ -359,6 +359,33 @@ fn udp_ports_are_published_too() {
 }
 
 #[test]
+fn a_service_without_a_network_that_ends_at_once_keeps_its_exit_code() {
+    let Some(b) = setup() else { return };
+    // Before, the supervisor opened the network namespace to forward -p after the process
+    // could be gone: `run -d` failed (125) and the container showed 137 where it ended 3.
+    for i in 0..10 {
+        let name = format!("quick{i}");
+        let out = b.output(&[
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "-p",
+            "127.0.0.1::80",
+            "--name",
+            &name,
+            "busybox",
+            "sh",
+            "-c",
+            "exit 3",
+        ]);
+        assert!(out.status.success(), "{i}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(b.ok(&["wait", &name]).trim(), "3", "{i}");
+        b.ok(&["rm", &name]);
+    }
+}
+
+#[test]
 fn bad_flags_are_refused_before_anything_is_made() {
     let Some(b) = setup() else { return };
     let err = b.fails(&["run", "-p", "8080:80", "busybox", "true"]);

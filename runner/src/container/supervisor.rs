@@ -165,9 +165,13 @@ async fn watch(
         _ if c.config.ports.is_empty() => {}
         (Some(ip), _) => listeners.serve(super::ports::Upstream::Address(ip)),
         (None, "host") => {}
-        (None, _) => {
-            listeners.serve(super::ports::Upstream::Loopback(Arc::new(super::exec::Target::net_ns(started.pid)?)))
-        }
+        (None, _) => match super::exec::Target::net_ns(started.pid) {
+            Ok(ns) => listeners.serve(super::ports::Upstream::Loopback(Arc::new(ns))),
+            // The process is gone already (it ended at once), its namespace with it: there is
+            // nothing to forward to, and its exit code is the container's.
+            Err(Error::Io { err, .. }) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        },
     }
     if let Some(mut r) = ready.take() {
         // The starting command may be gone (killed): the container runs on regardless.
