@@ -457,7 +457,7 @@ impl Run {
     /// The host name: `--hostname`, else docker's default, the first 12 digits of the
     /// container ID (the host's own name with `--network host`).
     fn hostname_for(&self, id: &str) -> String {
-        if let Some(h) = &self.hostname {
+        if let Some(h) = self.hostname.as_ref().filter(|h| !h.is_empty()) {
             return h.clone();
         }
         match self.network.as_str() {
