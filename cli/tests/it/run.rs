@@ -705,8 +705,16 @@ fn the_cgroup_of_a_killed_foreground_run_goes_with_a_later_run_and_a_live_ones_s
     let before = berth_cgroups();
     let mut child = b.cmd(&["run", "--rm", "-m", "64m", "busybox", "sleep", "60"]).spawn().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    // Ours: a new group holding a child of this berth (other tests make groups meanwhile).
+    let ours = |d: &std::path::Path| {
+        let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+        procs.lines().any(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            status.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["PPid:", &child.id().to_string()])
+        })
+    };
     let made = loop {
-        let made: Vec<_> = berth_cgroups().difference(&before).cloned().collect();
+        let made: Vec<_> = berth_cgroups().difference(&before).filter(|d| ours(d)).cloned().collect();
         if !made.is_empty() || std::time::Instant::now() > deadline {
             break made;
         }
