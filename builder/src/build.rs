@@ -262,20 +262,21 @@ fn solve<'s>(
     cache: &'s dyn CacheStore,
     imported: &Imported<'_>,
 ) -> Result<(Solver<'s>, Vec<State>)> {
-    // Layers kept as snapshots here are compressed from them at export: not stored now.
-    let wanted = |l: &&Layer| {
-        !imported.made_here(&l.digest)
-            && (opts.load || imported.registry_of(&l.digest).is_none_or(|r| !opts.push_registries.contains(&r)))
-    };
+    // A layer the push mounts or skips from the registry it came from, without fetching it.
+    let mounted =
+        |l: &Layer| !opts.load && imported.registry_of(&l.digest).is_some_and(|r| opts.push_registries.contains(&r));
     let solved = loop {
         let solver = Solver::new(graph, worker, cache, m.progress);
         let solved = solver.solve(targets).and_then(|states| {
             for l in states.iter().flat_map(|s| s.layers.iter()) {
-                match wanted(&l) {
-                    true => imported.ensure(m.store, &l.digest)?,
-                    // The push mounts or skips it: its cache must still hold it.
-                    false if !imported.made_here(&l.digest) => imported.vouch(m.store, &l.digest)?,
-                    false => {}
+                // Layers kept as snapshots here are compressed from them at export: not stored now.
+                if imported.made_here(&l.digest) {
+                    continue;
+                }
+                match mounted(l) {
+                    // Its cache must still hold it.
+                    true => imported.vouch(m.store, &l.digest)?,
+                    false => imported.ensure(m.store, &l.digest)?,
                 }
             }
             Ok(states)

@@ -99,7 +99,6 @@ pub fn prune(root: &Path, store: &ImageStore, opts: &PruneOptions) -> Result<Pru
     let images = image_blobs(store)?;
     let layers = image_layers(store)?;
     let sizes = blob_sizes(&cache, store, &entries, (&images, &layers))?;
-    let layers = image_layers(store)?;
     // How many remaining records name each blob; the cache's size is what they hold.
     let mut refs: HashMap<&Digest, usize> = HashMap::new();
     for e in &entries {
@@ -127,7 +126,7 @@ pub fn prune(root: &Path, store: &ImageStore, opts: &PruneOptions) -> Result<Pru
             *n = n.saturating_sub(1);
             if *n == 0 {
                 // The note of a layer kept only as its snapshot goes with its last record.
-                cache.delete(&format!("deferred/{}", l.digest))?;
+                cache.delete(&crate::cache::deferred::key(&l.digest))?;
                 size = size.saturating_sub(sizes.get(&l.digest).copied().unwrap_or(0));
                 if !images.contains(&l.digest) {
                     freed.insert(l.digest.clone());
@@ -211,7 +210,7 @@ fn blob_sizes(
         if let Some(info) = store.content().info(&l.digest).map_err(Error::image("look at a cache blob"))? {
             sizes.insert(l.digest.clone(), info.size);
         } else if !image_layers.contains(&l.diff_id.to_string())
-            && cache.get(format!("deferred/{}", l.digest).as_bytes())?.is_some()
+            && cache.get(crate::cache::deferred::key(&l.digest).as_bytes())?.is_some()
         {
             sizes.insert(l.digest.clone(), l.size);
         }

@@ -130,10 +130,7 @@ impl Cgroup {
     /// The groups of container `id` that exist now, wherever a controller put them: for a
     /// process that joins a running container (`exec`, health checks).
     pub fn existing(id: &str) -> Cgroup {
-        let bases = [format!("{ROOT}/berth"), format!("{ROOT}/unified/berth")]
-            .into_iter()
-            .chain(["memory", "pids", "cpu"].map(|c| format!("{ROOT}/{c}/berth")));
-        let mut dirs: Vec<PathBuf> = bases.map(|b| Path::new(&b).join(id)).filter(|d| d.is_dir()).collect();
+        let mut dirs: Vec<PathBuf> = parents().map(|b| Path::new(&b).join(id)).filter(|d| d.is_dir()).collect();
         // v1's cpu is often cpu,cpuacct: the same directory under two names.
         dirs.dedup_by(|a, b| std::fs::canonicalize(&*a).ok() == std::fs::canonicalize(&*b).ok());
         Cgroup { dirs }
@@ -168,6 +165,14 @@ impl Cgroup {
     }
 }
 
+/// Every place berth's groups may be: `berth/` on the unified hierarchy (either mount
+/// point) and under each v1 controller berth uses.
+fn parents() -> impl Iterator<Item = String> {
+    [format!("{ROOT}/berth"), format!("{ROOT}/unified/berth")]
+        .into_iter()
+        .chain(["memory", "pids", "cpu"].map(|c| format!("{ROOT}/{c}/berth")))
+}
+
 /// Removes the groups of container `id` left by a supervisor that died (killing what is left).
 pub fn remove_stale(id: &str) {
     Cgroup::existing(id).remove();
@@ -181,11 +186,8 @@ const LEFTOVER_AGE: Duration = Duration::from_secs(60);
 /// containers whose berth was killed (SIGKILL leaves no time to clean up). A group with a
 /// process in it is never touched. Returns how many went.
 pub fn sweep_leftovers() -> usize {
-    let bases = [format!("{ROOT}/berth"), format!("{ROOT}/unified/berth")]
-        .into_iter()
-        .chain(["memory", "pids", "cpu"].map(|c| format!("{ROOT}/{c}/berth")));
     let mut removed = 0;
-    for base in bases {
+    for base in parents() {
         let Ok(entries) = std::fs::read_dir(&base) else { continue };
         for dir in entries.flatten().map(|e| e.path()) {
             let is_container = dir

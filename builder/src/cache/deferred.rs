@@ -37,7 +37,8 @@ pub struct Deferred<'a> {
     pub snapshotter: &'a dyn Snapshotter,
 }
 
-fn key(digest: &oci::Digest) -> String {
+/// The cache entry noting where the layer `digest` can be made from.
+pub(crate) fn key(digest: &oci::Digest) -> String {
     format!("deferred/{digest}")
 }
 

@@ -2,13 +2,12 @@
 //! through the runner's safe unpacker (every path resolved inside the root), or, for
 //! `--link`, straight into a layer of their own; ADD's URLs and local archives.
 
+use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use runner::snapshot::Mount;
-
-use std::cell::RefCell;
 
 use super::{archive, mount_all, reuse, unique, LocalWorker, RemoveOnDrop};
 use crate::cache::{CacheStore, MemoryCache};
@@ -129,8 +128,7 @@ impl LocalWorker<'_> {
                 }
                 None => None,
             };
-            let onto = Onto { root, chown, plan, record };
-            self.stream_into(v, c, source_layers, onto, record)
+            self.stream_into(v, c, source_layers, Onto { root, chown, plan, record })
         });
         let settled = result.and_then(|(emitted, files)| {
             if !record {
@@ -158,17 +156,16 @@ impl LocalWorker<'_> {
     }
 
     /// Streams the copy's files as a tar through a pipe into the mounted `onto.root`, by
-    /// the runner's safe unpacker; returns what was streamed and, with `report`, where the
-    /// unpacker put each regular file.
+    /// the runner's safe unpacker; returns what was streamed and, when `onto.record`s, where
+    /// the unpacker put each regular file.
     fn stream_into(
         &self,
         v: &Vertex,
         c: &CopyOp,
         source_layers: Option<&[Layer]>,
         onto: Onto<'_>,
-        report: bool,
     ) -> Result<(Vec<reuse::Emitted>, runner::unpack::UnpackStats)> {
-        let root = onto.root;
+        let (root, report) = (onto.root, onto.record);
         let (mut reader, writer) = copy_pipe()?;
         std::thread::scope(|s| {
             let producer = s.spawn(move || -> Result<Vec<reuse::Emitted>> {
@@ -573,18 +570,8 @@ fn append_data(tar: &mut tar::Builder<impl Write>, path: &str, e: Entry, data: &
 /// An empty regular file at `path` marked as a [`runner::unpack::PLACEHOLDER`] by a PAX
 /// record: the unpacker makes room for it, and the copy links the real file there later.
 fn append_placeholder(tar: &mut tar::Builder<impl Write>, path: &str, e: Entry) -> Result<()> {
-    let body = format!(" {}=1\n", runner::unpack::PLACEHOLDER);
-    // A PAX record starts with its own length in decimal, those digits included.
-    let mut len = body.len() + 1;
-    while len.to_string().len() + body.len() != len {
-        len += 1;
-    }
-    let record = format!("{len}{body}");
-    let mut x = tar::Header::new_ustar();
-    x.set_entry_type(tar::EntryType::XHeader);
-    x.set_mode(0o644);
-    x.set_size(record.len() as u64);
-    tar.append_data(&mut x, "PaxHeader", record.as_bytes()).map_err(Error::io(format!("stream {path}")))?;
+    tar.append_pax_extensions([(runner::unpack::PLACEHOLDER, b"1".as_slice())])
+        .map_err(Error::io(format!("stream {path}")))?;
     append_data(tar, path, Entry { size: 0, ..e }, &mut std::io::empty())
 }
 

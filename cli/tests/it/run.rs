@@ -298,7 +298,8 @@ fn etc_files_and_masked_paths() {
     let (code, out, _) =
         run(&b, &["--network", "none", "busybox", "sh", "-c", "ls /sys/class/net; touch /sys/x || echo read-only"]);
     assert_eq!((code, out.as_str()), (0, "lo\nread-only\n"), "/sys is mounted read-only, with the container's devices");
-    let (_, out, _) = run(&b, &["busybox", "sh", "-c", "echo 10.0.0.9 db >> /etc/hosts && grep -c db /etc/hosts"]);
+    let (_, out, _) =
+        run(&b, &["busybox", "sh", "-c", "echo 10.0.0.9 db >> /etc/hosts && grep -c '^10.0.0.9 db$' /etc/hosts"]);
     assert_eq!(out, "1\n", "/etc/hosts is writable, as docker's is");
 }
 

@@ -211,30 +211,19 @@ pub fn working_dir(given: Option<&str>, image: Option<&str>) -> String {
 /// The environment docker gives a container, in docker's order: PATH (docker's default),
 /// HOSTNAME and, with a terminal, TERM=xterm; then the given `KEY=VALUE` settings in order (a
 /// bare `KEY` takes berth's own value, and where berth has none it takes the variable away,
-/// the image's or docker's own); then the image's other variables. A variable already in the list is replaced where
-/// it stands (the image's PATH takes the first place).
+/// the image's or docker's own); then the image's other variables. A variable already in
+/// the list is replaced where it stands (the image's PATH takes the first place).
 pub fn environment(image: &[String], given: &[String], hostname: &str, tty: bool) -> Vec<String> {
     let key = |e: &str| e.split('=').next().unwrap_or(e).to_owned();
-    let named: std::collections::HashSet<String> = given.iter().map(|kv| key(kv)).collect();
-    // A bare name berth lacks stays bare: it takes the variable away, PATH and HOSTNAME too.
-    let user = given.iter().map(|kv| match (kv.contains('='), std::env::var(kv)) {
-        (false, Ok(v)) => format!("{kv}={v}"),
-        _ => kv.clone(),
-    });
-    let mut env = vec![DEFAULT_PATH.to_owned(), format!("HOSTNAME={hostname}")];
+    let mut defaults = vec![DEFAULT_PATH.to_owned(), format!("HOSTNAME={hostname}")];
     if tty {
-        env.push("TERM=xterm".into());
+        defaults.push("TERM=xterm".into());
     }
-    for e in user.chain(image.iter().filter(|e| !named.contains(&key(e))).cloned()) {
-        let at = env.iter().position(|x| key(x) == key(&e));
-        match (at, e.contains('=')) {
-            (Some(i), true) => env[i] = e,
-            (Some(i), false) => drop(env.remove(i)),
-            (None, true) => env.push(e),
-            (None, false) => {}
-        }
-    }
-    env
+    let env = with_overrides(&defaults, given);
+    // The image's others; an entry without `=` is malformed, never a name to take from berth.
+    let named: std::collections::HashSet<String> = given.iter().map(|kv| key(kv)).collect();
+    let others: Vec<String> = image.iter().filter(|e| e.contains('=') && !named.contains(&key(e))).cloned().collect();
+    with_overrides(&env, &others)
 }
 
 /// `base` with each of `given` in order, as docker's `exec -e` applies them: a variable
