@@ -273,10 +273,15 @@ fn a_killed_supervisor_loses_no_exit_status_and_leaves_nothing_behind() {
 fn start_kill_and_rm_follow_docker() {
     let Some(b) = setup() else { return };
     // The rootfs is kept between runs: the second run sees the first one's file.
-    let script = "echo run >> /runs; wc -l < /runs; trap 'echo got-usr1' USR1; while :; do sleep 0.05; done";
+    // The trap comes first: once the count is in the logs, USR1 is caught, not fatal.
+    let script = "trap 'echo got-usr1' USR1; echo run >> /runs; wc -l < /runs; while :; do sleep 0.05; done";
     b.ok(&["run", "-d", "--name", "s", "busybox", "sh", "-c", script]);
     let err = b.fails(&["rm", "s"]);
     assert!(err.contains("is running"), "{err}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.ok(&["logs", "s"]).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     b.ok(&["kill", "-s", "USR1", "s"]);
     let deadline = Instant::now() + Duration::from_secs(5);
     while !b.ok(&["logs", "s"]).contains("got-usr1") && Instant::now() < deadline {
