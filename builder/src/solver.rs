@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use crate::cache::remote::export::Step;
-use crate::cache::{CacheKey, CacheRecord, CacheStore, KeyRecipe};
+use crate::cache::{key_version, CacheKey, CacheRecord, CacheStore, KeyRecipe};
 use crate::error::{Error, Result};
 use crate::graph::{CopyFrom, Graph, Layer, Op, Vertex, VertexId};
 use crate::progress::{Event, Progress};
@@ -187,7 +187,7 @@ impl<'a> Solver<'a> {
             if c.from == CopyFrom::Input {
                 let link = c.link;
                 let inputs = inputs.iter().enumerate().filter(|(i, _)| !(link && *i == 0)).map(|(_, k)| k).collect();
-                let key = KeyRecipe { version: 2, op: &v.op, inputs, sources: None, epoch }.key();
+                let key = KeyRecipe { version: key_version(&v.op), op: &v.op, inputs, sources: None, epoch }.key();
                 return Ok(Defined { key, sources: None, uncached });
             }
         }
@@ -338,7 +338,7 @@ fn key_of(v: &Vertex, inputs: &[CacheKey], sources: Option<&oci::Digest>, epoch:
     };
     let skip = |i: usize| (link && i == 0) || (by_content && i == 1);
     KeyRecipe {
-        version: 2,
+        version: key_version(&v.op),
         op: &v.op,
         inputs: inputs.iter().enumerate().filter(|(i, _)| !skip(*i)).map(|(_, k)| k).collect(),
         sources: sources.cloned(),

@@ -44,6 +44,16 @@ pub struct KeyRecipe<'a> {
     pub epoch: Option<u64>,
 }
 
+/// The version of `op`'s keys, bumped when what the op makes changes, so that results made
+/// before never hit. COPY went to 3 when copies from stages and images kept their files'
+/// owners and `--chown` gave the directories it creates to the new owner (as BuildKit does).
+pub fn key_version(op: &crate::graph::Op) -> u32 {
+    match op {
+        crate::graph::Op::Copy(_) => 3,
+        _ => 2,
+    }
+}
+
 impl KeyRecipe<'_> {
     /// The key.
     pub fn key(&self) -> CacheKey {

@@ -294,15 +294,11 @@ impl Converter<'_> {
         scope: &mut Scope,
         out: &mut StageOut,
     ) -> Result<()> {
-        // Every default sees the scope before the instruction, as BuildKit expands them:
-        // all are expanded before any is set.
-        let look = scope.lookup();
-        let defaults = decls
-            .iter()
-            .map(|d| d.default.as_ref().map(|w| ins.expand(w, &look)).transpose())
-            .collect::<Result<Vec<_>>>()?;
+        // One name after another, as BuildKit dispatches them: a default sees the names
+        // before it on the same line (`ARG A=1 B=${A}2`).
         let mut recorded = Vec::new();
-        for (d, default) in decls.iter().zip(defaults) {
+        for d in decls {
+            let default = d.default.as_ref().map(|w| ins.expand(w, &scope.lookup())).transpose()?;
             let value = match (self.inputs.build_args.get(&d.name), &default) {
                 (Some(v), _) => Some(v.clone()),
                 (None, Some(v)) => Some(v.clone()),
@@ -310,7 +306,13 @@ impl Converter<'_> {
                     self.global.get(&d.name).cloned().flatten().or_else(|| self.platform.get(&d.name).cloned())
                 }
             };
-            scope.set_arg(&d.name, value);
+            match value {
+                Some(v) => scope.set_arg(&d.name, Some(v)),
+                // Declared again without a value: the value it has stays (BuildKit adds no
+                // variable then, and the earlier one is still set).
+                None if scope.has_arg(&d.name) => {}
+                None => scope.set_arg(&d.name, None),
+            }
             recorded.push((d.name.clone(), default));
         }
         record(out, &Record::Arg(recorded), None);

@@ -124,6 +124,18 @@ fn args_are_scoped_like_docker() {
 }
 
 #[test]
+fn an_arg_declared_again_keeps_its_value_and_defaults_see_the_names_before_them() {
+    let c = conv(
+        "FROM img\nARG VERSION=1.2.3\nARG VERSION\nARG NAME=app REL=${NAME}-${VERSION}\nRUN one\n",
+        &[],
+        &json!({}),
+    );
+    let r = runs(&c);
+    assert_eq!(var(&r[0].env, "VERSION"), Some("1.2.3"), "{:?}", r[0].env);
+    assert_eq!(var(&r[0].env, "REL"), Some("app-1.2.3"), "{:?}", r[0].env);
+}
+
+#[test]
 fn history_and_step_names_show_expanded_values_as_buildkit_records_them() {
     let c = conv(
         "FROM img\nARG VERSION=1.0\nENV APP_HOME=/srv/app NAME=\"berth demo\"\nWORKDIR ${APP_HOME}\n\

@@ -136,25 +136,48 @@ fn mask_run_heredocs(
     Ok((String::from_utf8(masked).unwrap_or_else(|_| text.to_owned()), found))
 }
 
-/// The heredoc markers of a line: (`delimiter`, strip tabs) for `<<EOF`, `<<-EOF`, `<<"EOF"`, `<<'EOF'`.
+/// The heredoc markers of a line: (`delimiter`, strip tabs) for `<<EOF`, `<<-EOF`, `<<"EOF"`,
+/// `<<'EOF'`. As BuildKit reads them, a marker is a whole shell word (quotes respected) of
+/// the form `[fd]<<[-]NAME`: `$((1<<2))` and `"cat <<EOF"` hold none.
 fn heredoc_markers(line: &str) -> Vec<(String, bool)> {
-    let mut out = Vec::new();
-    let mut rest = line;
-    while let Some(p) = rest.find("<<") {
-        let mut after = &rest[p + 2..];
-        let strip = after.starts_with('-');
-        if strip {
-            after = &after[1..];
+    shell_words(line)
+        .into_iter()
+        .filter_map(|word| {
+            let rest = word.trim_start_matches(|c: char| c.is_ascii_digit()).strip_prefix("<<")?;
+            let (strip, rest) = match rest.strip_prefix('-') {
+                Some(r) => (true, r),
+                None => (false, rest),
+            };
+            let name: String = rest.chars().filter(|c| *c != '"' && *c != '\'' && *c != '\\').collect();
+            (!name.is_empty() && !rest.contains('<')).then_some((name, strip))
+        })
+        .collect()
+}
+
+/// The words of a shell line as written (quotes kept), split at blanks outside quotes.
+fn shell_words(line: &str) -> Vec<&str> {
+    let (mut words, mut start, mut quote, mut escaped) = (Vec::new(), None, None, false);
+    for (i, c) in line.char_indices() {
+        if escaped {
+            escaped = false;
+        } else if c == '\\' && quote != Some('\'') {
+            escaped = true;
+        } else if let Some(q) = quote {
+            if c == q {
+                quote = None;
+            }
+        } else if c == '"' || c == '\'' {
+            quote = Some(c);
+        } else if c.is_whitespace() {
+            if let Some(s) = start.take() {
+                words.push(&line[s..i]);
+            }
+            continue;
         }
-        let quoted = after.starts_with('"') || after.starts_with('\'');
-        let body = if quoted { &after[1..] } else { after };
-        let word: String = body.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
-        if !word.is_empty() && (!quoted || body[word.len()..].starts_with(&after[..1])) {
-            out.push((word.clone(), strip));
-        }
-        rest = &rest[p + 2..];
+        start.get_or_insert(i);
     }
-    out
+    words.extend(start.map(|s| &line[s..]));
+    words
 }
 
 impl Dockerfile {
@@ -1039,6 +1062,17 @@ mod tests {
     fn double_dash_before_a_run_heredoc() {
         assert_eq!(only("FROM a\nRUN --network=none -- <<EOF\necho hi\nEOF\n").text_command(), "echo hi\n");
         assert_eq!(only("FROM a\nRUN -- sh <<EOF\necho hi\nEOF\n").text_command(), "sh <<EOF\necho hi\nEOF");
+    }
+
+    #[test]
+    fn only_a_whole_shell_word_starts_a_heredoc() {
+        for text in ["RUN echo $((1<<2))", "RUN echo \"usage: cat <<EOF\"", "RUN echo 'a <<B'", "RUN cat<<EOF"] {
+            assert_eq!(heredoc_markers(text), [], "{text}");
+        }
+        assert_eq!(heredoc_markers("RUN cat <<EOF > /f"), [("EOF".to_owned(), false)]);
+        assert_eq!(heredoc_markers("RUN 3<<-\"END\" x <<'B'"), [("END".to_owned(), true), ("B".to_owned(), false)]);
+        let Kind::Run(run) = only("FROM a\nRUN echo $((1<<2)) \"<<X\"\nRUN true\n") else { panic!() };
+        assert!(run.script.is_none());
     }
 
     #[test]

@@ -247,11 +247,20 @@ impl LocalWorker<'_> {
             rel,
             into_dir: c.dest_is_dir || exists_dir || count > 1,
             owner,
+            // A stage's or image's files keep their owners, as BuildKit copies them; the
+            // context's are root's.
+            keep_owners: c.chown.is_none() && from_root.is_some(),
             root,
             plan: onto.as_ref().and_then(|o| o.plan),
             record: onto.as_ref().is_some_and(|o| o.record),
             emitted: RefCell::new(Vec::new()),
         };
+        if c.chown.is_some() {
+            // The directories the copy creates on the way are the new owner's too, as
+            // BuildKit makes them: `COPY --chown=app f /home/app/dir/` gives app its home.
+            let made = if dest.into_dir { dest.rel.as_str() } else { dest.rel.rsplit_once('/').map_or("", |(d, _)| d) };
+            workdir(tar, root, made, owner)?;
+        }
         self.emit_generated(v, &dest, tar)?;
         let mut budget = if c.unpack_archives { Some(archive::Budget::from_env()?) } else { None };
         for (ctx, sel) in selections {
@@ -409,7 +418,7 @@ impl LocalWorker<'_> {
             let scratch = MemoryCache::default();
             let cache: &dyn CacheStore = if view.mounted { &scratch } else { self.cache };
             let digest = ctx.digest(&paths, &exclude, cache).map_err(|e| self.at(v, e))?;
-            Ok(oci::Digest::of(format!("copy --from {digest}").as_bytes()))
+            Ok(oci::Digest::of(format!("copy --from v2 {digest}").as_bytes()))
         })?;
         self.cache.put(memo.as_bytes(), digest.to_string().as_bytes())?;
         Ok(digest)
@@ -425,6 +434,8 @@ struct Dest<'c> {
     into_dir: bool,
     /// `--chown`, resolved (root when not given).
     owner: (u32, u32),
+    /// Copied files keep their own owners (`COPY --from` without `--chown`).
+    keep_owners: bool,
     /// The mounted destination filesystem (None for `--link`).
     root: Option<&'c Path>,
     /// The last snapshot to link unchanged files from.
@@ -463,11 +474,13 @@ impl Dest<'_> {
         join_rel(&self.rel, name)
     }
 
-    /// A copied file's or directory's entry: its own mode through `--chmod`, the owner.
+    /// A copied file's or directory's entry: its own mode through `--chmod`, the owner
+    /// (`--chown`, root, or the file's own for `COPY --from`).
     fn entry(&self, meta: &std::fs::Metadata) -> Entry {
         let e = Entry::from_meta(meta);
         let mode = self.c.chmod.as_ref().map_or(e.mode, |m| m.apply(e.mode, meta.is_dir()));
-        Entry { mode, uid: self.owner.0, gid: self.owner.1, ..e }
+        let (uid, gid) = if self.keep_owners { (e.uid, e.gid) } else { self.owner };
+        Entry { mode, uid, gid, ..e }
     }
 
     /// A heredoc's or download's entry: `mode` through `--chmod`, the owner.

@@ -522,3 +522,49 @@ fn a_later_source_that_replaces_a_directory_wins_with_or_without_links() {
     assert!(ok, "{log}");
     assert_eq!(b.ok(&["run", "--rm", "over:3", "cat", "/dst2/x"]), "file\n");
 }
+
+#[test]
+fn copies_from_a_stage_keep_owners_and_chown_owns_the_directories_it_creates() {
+    let Some(b) = build_store() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path();
+    write(ctx, "package.json", "{}\n", 0o644);
+    write(
+        ctx,
+        "Dockerfile",
+        "FROM busybox:latest AS build\n\
+         RUN mkdir /out && echo x > /out/f && chown -R 1000:1001 /out && chown 1002:1003 /out/f\n\
+         FROM busybox:latest\n\
+         COPY --from=build /out /app\n\
+         COPY --from=build --chown=7:8 /out /owned\n\
+         COPY package.json /ctx/\n\
+         COPY --chown=1000:1000 package.json /home/dev/app/\n\
+         USER 1000\n\
+         WORKDIR /home/dev/app\n\
+         RUN mkdir node_modules\n",
+        0o644,
+    );
+    let (ok, log) = build(&b, ctx, &["-t", "owners:1"], &[]);
+    assert!(ok, "RUN mkdir under USER 1000 in the directory COPY --chown made: {log}");
+    let report = b.ok(&[
+        "run",
+        "--rm",
+        "owners:1",
+        "stat",
+        "-c",
+        "%u:%g %n",
+        "/app/f",
+        "/owned/f",
+        "/ctx/package.json",
+        "/home/dev",
+        "/home/dev/app",
+        "/home/dev/app/package.json",
+    ]);
+    assert_eq!(
+        report,
+        "1002:1003 /app/f\n7:8 /owned/f\n0:0 /ctx/package.json\n1000:1000 /home/dev\n\
+         1000:1000 /home/dev/app\n1000:1000 /home/dev/app/package.json\n",
+        "a stage's files keep their owners, --chown overrides, context files are root's, \
+         and the directories --chown creates are the new owner's"
+    );
+}
