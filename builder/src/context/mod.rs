@@ -7,6 +7,7 @@
 //! costs a stat walk, never a re-read.
 
 pub mod ignore;
+pub mod stdin;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};

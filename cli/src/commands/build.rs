@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
+use builder::context::stdin::Stdin;
 use builder::context::{Context, Ignore};
 use builder::export::Exporter;
 use clap::Args;
@@ -24,7 +25,8 @@ use crate::progress::build::{BuildDisplay, BuildMode};
     after_help = "Examples:\n  berth build -t app .\n  berth build -f Dockerfile.prod -t app:1 --build-arg VERSION=1 .\n  berth build --target test --progress plain .\n  berth build -t localhost:5000/app --push .\n  berth build -o type=oci,dest=app.tar ."
 )]
 pub struct Build {
-    /// The build context directory
+    /// The build context directory (`-`: a Dockerfile alone, or a tar of the context, plain or
+    /// gzip, on stdin)
     context: PathBuf,
     /// The Dockerfile (relative to the current directory; `-` reads it from stdin) [default: CONTEXT/Dockerfile]
     #[arg(short = 'f', long = "file")]
@@ -42,13 +44,13 @@ pub struct Build {
     #[arg(long = "label")]
     labels: Vec<String>,
     /// Do not use the cache
-    #[arg(long)]
+    #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     no_cache: bool,
     /// Do not use the cache for these stages
     #[arg(long = "no-cache-filter", value_delimiter = ',')]
     no_cache_filter: Vec<String>,
     /// Always pull base images, even when the local store has them
-    #[arg(long)]
+    #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pull: bool,
     /// Target platforms (os/arch[/variant], comma-separated or repeated; several make an
     /// image index); another than the host's runs RUN steps through a QEMU emulator
@@ -58,10 +60,10 @@ pub struct Build {
     #[arg(long, default_value = "auto")]
     progress: String,
     /// Print only the image ID
-    #[arg(short, long)]
+    #[arg(short, long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     quiet: bool,
     /// Push the image to its registry after the build
-    #[arg(long)]
+    #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     push: bool,
     /// Also write the image out: type=oci|docker|tar,dest=FILE or type=local,dest=DIR
     #[arg(short = 'o', long = "output")]
@@ -105,10 +107,20 @@ pub struct Build {
 
 impl Build {
     /// Runs the build: parse, solve, then name, export, push and report the image.
-    pub fn run(self, root: &Path) -> Result<()> {
+    pub fn run(mut self, root: &Path) -> Result<()> {
         let started = Instant::now();
         super::lifecycle::clean_up_on_signals()?;
-        let opts = self.options()?;
+        let stdin = (self.context.as_os_str() == "-").then(read_stdin).transpose()?;
+        if let Some(Stdin::Dockerfile(_)) = &stdin {
+            if self.file.is_some() {
+                bail!("-f cannot be used when the Dockerfile comes on stdin (berth build -)");
+            }
+        }
+        // A tar on stdin is the context, unpacked into a directory that lives as long as the build.
+        if let Some(Stdin::Context(dir)) = &stdin {
+            self.context = dir.path().to_owned();
+        }
+        let opts = self.options(stdin.as_ref())?;
         let tags = flags::tags(&self.tags)?;
         if self.push && tags.is_empty() {
             bail!("--push needs a name: give -t registry/repository:tag");
@@ -181,13 +193,18 @@ impl Build {
     }
 
     /// What the builder needs from the flags: the parsed Dockerfile, the context and settings.
-    fn options(&self) -> Result<builder::BuildOptions> {
-        let (file_name, text) = self.dockerfile()?;
+    fn options(&self, stdin: Option<&Stdin>) -> Result<builder::BuildOptions> {
+        let (file_name, text, context) = match stdin {
+            Some(Stdin::Dockerfile(text)) => ("Dockerfile".to_owned(), text.clone(), None),
+            _ => {
+                let (name, text) = self.dockerfile(stdin.is_some())?;
+                (name, text, Some(Context::new(&self.context, self.ignore_file()?)?))
+            }
+        };
         let dockerfile = builder::dockerfile::parse(&file_name, &text)?;
-        let context = Context::new(&self.context, self.ignore_file()?)?;
         Ok(builder::BuildOptions {
             dockerfile,
-            context: Some(context),
+            context,
             target: self.target.clone(),
             platforms: self.platform.clone(),
             build_args: flags::pairs(&self.build_args, "--build-arg", true)?,
@@ -244,9 +261,16 @@ impl Build {
     }
 
     /// The Dockerfile's name (for errors) and text: `-f` relative to the current directory,
-    /// `-f -` from stdin, else `CONTEXT/Dockerfile`.
-    fn dockerfile(&self) -> Result<(String, String)> {
+    /// `-f -` from stdin, else `CONTEXT/Dockerfile`. For a context that came as a tar on
+    /// stdin (`in_context`), `-f` names a file inside it, as docker reads it.
+    fn dockerfile(&self, in_context: bool) -> Result<(String, String)> {
         match self.file.as_deref() {
+            Some(f) if in_context => {
+                let p = self.context.join(f.trim_start_matches('/'));
+                let text =
+                    std::fs::read_to_string(&p).with_context(|| format!("read Dockerfile {f} in the context"))?;
+                Ok((f.to_owned(), text))
+            }
             Some("-") => {
                 let mut text = String::new();
                 std::io::stdin().read_to_string(&mut text).context("read the Dockerfile from stdin")?;
@@ -439,4 +463,9 @@ impl Session<'_> {
         }
         Ok(())
     }
+}
+
+/// Reads stdin for `berth build -` (see [`builder::context::stdin::read`]).
+fn read_stdin() -> Result<Stdin> {
+    Ok(builder::context::stdin::read(std::io::stdin().lock())?)
 }

@@ -160,6 +160,49 @@ fn dockerfile_prod_uses_its_own_dockerignore_and_stdin_works() {
     assert!(id.starts_with("sha256:"), "-q prints the image ID: {id}");
 }
 
+/// Runs `berth ARGS` with `input` on stdin; returns success, stdout and stderr.
+fn with_stdin(b: &Berth, args: &[&str], input: &[u8]) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = b.cmd(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+#[test]
+fn build_dash_reads_a_dockerfile_or_a_tar_context_from_stdin_and_bool_flags_take_docker_values() {
+    let Some(b) = build_store() else { return };
+    // A Dockerfile alone: no context, so a COPY from it says so.
+    let (ok, _, err) =
+        with_stdin(&b, &["build", "-q", "-t", "dash:1", "-"], b"FROM busybox:latest\nRUN echo hi > /x\n");
+    assert!(ok, "{err}");
+    assert_eq!(b.ok(&["run", "--rm", "dash:1", "cat", "/x"]), "hi\n");
+    let (ok, _, err) = with_stdin(&b, &["build", "-q", "-"], b"FROM busybox:latest\nCOPY a.txt /a\n");
+    assert!(!ok && err.contains("Dockerfile:2:1: COPY from the context, but the build has no context"), "{err}");
+    // A gzip tar: the context, with its Dockerfile (and -f naming one inside it).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("Dockerfile"), "FROM busybox:latest\nCOPY a.txt /a.txt\n").unwrap();
+    std::fs::write(dir.path().join("Other"), "FROM busybox:latest\nCOPY a.txt /other.txt\n").unwrap();
+    std::fs::write(dir.path().join("a.txt"), "from the tar\n").unwrap();
+    let tgz = std::process::Command::new("tar").args(["-C", &p(dir.path()), "-czf", "-", "."]).output().unwrap();
+    assert!(tgz.status.success());
+    let (ok, _, err) = with_stdin(&b, &["build", "-q", "-t", "dash:2", "-"], &tgz.stdout);
+    assert!(ok, "{err}");
+    assert_eq!(b.ok(&["run", "--rm", "dash:2", "cat", "/a.txt"]), "from the tar\n");
+    let (ok, _, err) = with_stdin(&b, &["build", "-q", "-f", "Other", "-t", "dash:3", "-"], &tgz.stdout);
+    assert!(ok, "{err}");
+    assert_eq!(b.ok(&["run", "--rm", "dash:3", "cat", "/other.txt"]), "from the tar\n");
+    // docker's spellings of boolean flags.
+    let ctx = p(dir.path());
+    let (ok, out) = build(&b, &["--no-cache=true", "--pull=false", "-q=false", "-t", "dash:4", &ctx]);
+    assert!(ok, "{out}");
+    let copied = |out: &str| steps_that_ran(out).iter().any(|s| s.contains("COPY a.txt"));
+    assert!(copied(&out), "--no-cache=true runs every step: {out}");
+    let (ok, out) = build(&b, &["--no-cache=false", "-t", "dash:4", &ctx]);
+    assert!(ok && !copied(&out), "--no-cache=false uses the cache: {out}");
+}
+
 #[test]
 fn bad_dockerfiles_and_failing_steps_say_where() {
     let Some(b) = build_store() else { return };
