@@ -10,6 +10,9 @@
 //! driver = "filesystem"          # or "s3"
 //! root = "/var/lib/berth-registry"
 //!
+//! [storage.delete]               # distribution's storage.delete.enabled
+//! enabled = false                # true: the API's DELETE of manifests, tags and blobs works
+//!
 //! [storage.s3]                   # used when driver = "s3"
 //! bucket = "registry"
 //! prefix = "prod"
@@ -113,6 +116,21 @@ pub struct StorageConfig {
     pub root: Option<PathBuf>,
     /// The bucket and connection for the s3 driver.
     pub s3: Option<crate::driver::S3Config>,
+    /// Whether clients may delete content through the API (distribution's
+    /// `storage.delete.enabled`); off by default, as distribution has it.
+    #[serde(default)]
+    pub delete: DeleteConfig,
+}
+
+/// `[storage.delete]`: distribution's switch for the API's deletes, kept under its name so a
+/// distribution config's intent carries over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteConfig {
+    /// Accept `DELETE` of manifests, tags and blobs; off, they are `405 UNSUPPORTED` and an
+    /// anonymous client (auth off) cannot wipe the registry. gc is not affected.
+    #[serde(default)]
+    pub enabled: bool,
 }
 
 /// The storage drivers a config can name.
@@ -187,7 +205,17 @@ mod tests {
         assert_eq!(c.auth.grants.len(), 1);
         assert_eq!(c.auth.token_ttl, Some(Duration::from_secs(300)));
         assert_eq!(c.storage.driver, DriverKind::Filesystem);
+        assert!(!c.storage.delete.enabled, "the example shows the default: deletes off");
         assert_eq!(c.limits, crate::server::Limits::default(), "the example shows the defaults");
+    }
+
+    #[test]
+    fn deletes_are_off_unless_storage_delete_enabled_says_so() {
+        assert!(!Config::default().storage.delete.enabled);
+        assert!(!Config::from_toml("[storage]\nroot = \"/x\"").unwrap().storage.delete.enabled);
+        let c = Config::from_toml("[storage.delete]\nenabled = true").unwrap();
+        assert!(c.storage.delete.enabled);
+        assert!(Config::from_toml("[storage.delete]\nenable = true").unwrap_err().contains("unknown field"));
     }
 
     #[test]

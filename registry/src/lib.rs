@@ -17,6 +17,7 @@
 //!     auth: Arc::new(registry::auth::Auth::none()),
 //!     metrics: Arc::default(),
 //!     read_only: false,
+//!     delete_enabled: false,
 //!     mirror: None,
 //! };
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:5000").await?;

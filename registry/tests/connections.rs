@@ -44,6 +44,7 @@ async fn start(limits: Limits, tls: Option<Arc<rustls::ServerConfig>>) -> Socket
         auth: Arc::new(Auth::none()),
         metrics: Arc::default(),
         read_only: false,
+        delete_enabled: false,
         mirror: None,
     };
     tokio::spawn(async move {

@@ -113,6 +113,7 @@ async fn upstream_with(auth: Auth) -> Upstream {
         auth: Arc::new(auth),
         metrics: Arc::default(),
         read_only: false,
+        delete_enabled: false,
         mirror: None,
     };
     let counts = Counts::default();
@@ -290,6 +291,7 @@ async fn mirror_with_auth(
         auth: Arc::new(auth),
         metrics: Arc::default(),
         read_only: false,
+        delete_enabled: false,
         mirror: Some(Arc::new(m)),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -75,7 +75,7 @@ async fn open_driver(cfg: &Config) -> Result<Arc<dyn StorageDriver>> {
     }
 }
 
-/// Serve an OCI distribution registry (push, pull, delete, referrers)
+/// Serve an OCI distribution registry (push, pull, referrers; delete with --delete-enabled)
 #[derive(Debug, Args)]
 #[command(
     after_help = "Examples:\n  berth registry serve --addr 127.0.0.1:5000 --root /srv/registry\n  berth registry serve -c /etc/berth/registry.toml\n  berth registry serve --auth htpasswd --htpasswd /etc/berth/htpasswd --tls-cert crt.pem --tls-key key.pem"
@@ -89,6 +89,10 @@ struct Serve {
     /// Refuse every write (pushes and deletes)
     #[arg(long, env = "BERTH_REGISTRY_READ_ONLY")]
     read_only: bool,
+    /// Let clients delete manifests, tags and blobs through the API and the web UI (off by
+    /// default, as distribution's storage.delete.enabled: DELETE is 405 UNSUPPORTED)
+    #[arg(long, env = "BERTH_REGISTRY_DELETE_ENABLED")]
+    delete_enabled: bool,
     /// Accept image manifests whose layers were never pushed (sparse manifests, as partial
     /// mirrors keep); an index may always name child manifests the repository lacks
     #[arg(long, env = "BERTH_REGISTRY_ALLOW_SPARSE")]
@@ -130,12 +134,15 @@ struct Serve {
 }
 
 impl Serve {
-    fn run(self) -> Result<()> {
+    /// The config file's settings with the flags (and their variables) over them: a flag
+    /// replaces a value, and a switch (`--read-only`, `--delete-enabled`) can only turn on.
+    fn config(self) -> Result<Config> {
         let mut cfg = self.common.load()?;
         if let Some(a) = self.addr {
             cfg.addr = Some(a);
         }
         cfg.read_only |= self.read_only;
+        cfg.storage.delete.enabled |= self.delete_enabled;
         cfg.allow_sparse |= self.allow_sparse;
         if self.no_ui {
             cfg.ui.enabled = false;
@@ -166,6 +173,11 @@ impl Serve {
         if let Some(n) = self.max_connections {
             cfg.limits.max_connections = usize::try_from(n)?;
         }
+        Ok(cfg)
+    }
+
+    fn run(self) -> Result<()> {
+        let cfg = self.config()?;
         let auth = build_auth(&cfg)?;
         let tls = cfg.tls.as_ref().map(|t| registry::server::tls_config(&t.cert, &t.key)).transpose()?;
         let addr = cfg.addr.clone().unwrap_or_else(|| "0.0.0.0:5000".into());
@@ -181,11 +193,23 @@ impl Serve {
                         .map_err(anyhow::Error::msg)?,
                 )),
             };
-            let state =
-                AppState { registry, auth: Arc::new(auth), metrics: Arc::default(), read_only: cfg.read_only, mirror };
+            let state = AppState {
+                registry,
+                auth: Arc::new(auth),
+                metrics: Arc::default(),
+                read_only: cfg.read_only,
+                delete_enabled: cfg.storage.delete.enabled,
+                mirror,
+            };
             let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("listen on {addr}"))?;
             let local = listener.local_addr()?;
-            tracing::info!(addr = %local, tls = cfg.tls.is_some(), read_only = cfg.read_only, "registry listening");
+            tracing::info!(
+                addr = %local,
+                tls = cfg.tls.is_some(),
+                read_only = cfg.read_only,
+                delete_enabled = cfg.storage.delete.enabled,
+                "registry listening"
+            );
             // Tests and scripts read the bound address (useful with port 0) from stdout.
             println!("listening on {local}");
             let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -324,7 +324,7 @@ fn a_local_export_removes_only_its_own_blobs_and_refuses_a_directory_that_is_not
 fn a_fresh_runner_without_the_base_image_pulls_no_layer_for_an_all_hit_push() {
     let Some(a) = build_store() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("registry"), &[]);
+    let server = Server::start(&dir.path().join("registry"), &["--delete-enabled"]);
     let reg = &server.addr;
     let base = format!("{reg}/busybox:1");
     a.ok(&["tag", "busybox", &base]);
@@ -487,7 +487,7 @@ fn a_cache_layer_whose_diff_id_is_wrong_drops_that_cache_and_the_build_goes_on()
 fn a_push_build_whose_cache_registry_lost_a_layer_builds_it_again_and_pushes_a_whole_image() {
     let Some(a) = build_store() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("registry"), &[]);
+    let server = Server::start(&dir.path().join("registry"), &["--delete-enabled"]);
     let reg = &server.addr;
     let ctx = checkout(dir.path(), "src", "v1\n");
     let cache = format!("type=registry,ref={reg}/app:cache");

@@ -629,3 +629,87 @@ fn registry_gc_from_the_command_line() {
     let out = b.ok(&["registry", "gc", "--root", &p(&root), "--upload-age", "0s"]);
     assert!(out.contains("deleted upload o/") && out.contains("and 1 abandoned uploads"), "{out}");
 }
+
+/// Pushes a one-layer image over plain HTTP as `repo:tag`; returns the manifest's and the
+/// layer's digests.
+fn push_tiny_image(addr: &str, repo: &str, tag: &str) -> (String, String) {
+    let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let layer = format!("layer of {repo}:{tag}").into_bytes();
+    let mut digests = vec![];
+    for blob in [&config[..], &layer[..]] {
+        let d = oci::Digest::of(blob).to_string();
+        let (status, _, body) = http(addr, "POST", &format!("/v2/{repo}/blobs/uploads/?digest={d}"), &[], blob);
+        assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+        digests.push(d);
+    }
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": oci::media::OCI_MANIFEST,
+        "config": {"mediaType": oci::media::OCI_CONFIG, "digest": digests[0], "size": config.len()},
+        "layers": [{"mediaType": oci::media::OCI_LAYER_GZIP, "digest": digests[1], "size": layer.len()}],
+    });
+    let ct = [("Content-Type", oci::media::OCI_MANIFEST)];
+    let bytes = serde_json::to_vec(&manifest).unwrap();
+    let (status, h, body) = http(addr, "PUT", &format!("/v2/{repo}/manifests/{tag}"), &ct, &bytes);
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    (header(&h, "docker-content-digest").to_owned(), digests.swap_remove(1))
+}
+
+/// The requests of the attack: the tag, the manifest by digest, and its layer.
+fn delete_paths(repo: &str, tag: &str, manifest: &str, layer: &str) -> [String; 3] {
+    [format!("/v2/{repo}/manifests/{tag}"), format!("/v2/{repo}/manifests/{manifest}"), format!("/v2/{repo}/blobs/{layer}")]
+}
+
+/// The attack that worked before: a registry started with no flags took anonymous DELETEs of
+/// manifests, tags and blobs (202). Now it answers as distribution does with
+/// `storage.delete.enabled` unset, and everything is still there.
+#[test]
+fn anonymous_deletes_are_refused_by_default_and_delete_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("registry"), &[]);
+    let (manifest, layer) = push_tiny_image(&server.addr, "victim/app", "1.0");
+    for path in delete_paths("victim/app", "1.0", &manifest, &layer) {
+        let (status, _, body) = http(&server.addr, "DELETE", &path, &[], b"");
+        assert_eq!(status, 405, "DELETE {path}: {}", String::from_utf8_lossy(&body));
+        let err: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(err["errors"][0]["code"], "UNSUPPORTED", "DELETE {path}");
+        assert_eq!(err["errors"][0]["message"], "The operation is unsupported.", "DELETE {path}");
+    }
+    for path in ["/v2/victim/app/manifests/1.0".to_owned(), format!("/v2/victim/app/manifests/{manifest}")] {
+        let (status, _, _) = http(&server.addr, "GET", &path, &[("Accept", oci::media::OCI_MANIFEST)], b"");
+        assert_eq!(status, 200, "{path} is still there");
+    }
+    let (status, _, body) = http(&server.addr, "GET", &format!("/v2/victim/app/blobs/{layer}"), &[], b"");
+    assert_eq!((status, body), (200, b"layer of victim/app:1.0".to_vec()), "the layer is still there");
+    // Cancelling one's own upload is not a delete of content, and stays allowed.
+    let (status, h, _) = http(&server.addr, "POST", "/v2/victim/app/blobs/uploads/", &[], b"");
+    assert_eq!(status, 202);
+    let (status, _, _) = http(&server.addr, "DELETE", header(&h, "location"), &[], b"");
+    assert_eq!(status, 204, "an upload can be cancelled");
+}
+
+/// `--delete-enabled` (and its config spelling `storage.delete.enabled`) turns the API's
+/// deletes on: the same requests are accepted and the content goes.
+#[test]
+fn delete_enabled_lets_clients_delete_manifests_tags_and_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("registry.toml");
+    std::fs::write(&config, "[storage.delete]\nenabled = true\n").unwrap();
+    let by_flag = ["--delete-enabled"];
+    let by_file = ["-c", &p(&config)];
+    for (i, extra) in [&by_flag[..], &by_file[..]].into_iter().enumerate() {
+        let server = Server::start(&dir.path().join(format!("registry-{i}")), extra);
+        let (manifest, layer) = push_tiny_image(&server.addr, "team/app", "1.0");
+        // The tag first (the manifest stays under its digest), then the manifest, then a blob.
+        for path in delete_paths("team/app", "1.0", &manifest, &layer) {
+            let (status, _, body) = http(&server.addr, "DELETE", &path, &[], b"");
+            assert_eq!(status, 202, "{extra:?} DELETE {path}: {}", String::from_utf8_lossy(&body));
+        }
+        let (status, _, _) = http(&server.addr, "GET", "/v2/team/app/manifests/1.0", &[], b"");
+        assert_eq!(status, 404, "{extra:?}: the tag is gone");
+        let (status, _, _) = http(&server.addr, "GET", &format!("/v2/team/app/manifests/{manifest}"), &[], b"");
+        assert_eq!(status, 404, "{extra:?}: the manifest is gone");
+        let (status, _, _) = http(&server.addr, "GET", &format!("/v2/team/app/blobs/{layer}"), &[], b"");
+        assert_eq!(status, 404, "{extra:?}: the layer is gone from the repository");
+    }
+}

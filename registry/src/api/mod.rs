@@ -36,6 +36,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Refuse every write when set.
     pub read_only: bool,
+    /// Accept `DELETE` of manifests, tags and blobs (`--delete-enabled`); off by default so
+    /// that an anonymous client cannot wipe content, as distribution's default has it.
+    pub delete_enabled: bool,
     /// The pull-through mirror, when upstreams are configured.
     pub mirror: Option<Arc<crate::mirror::Mirror>>,
 }
@@ -167,6 +170,12 @@ fn action_for(method: &Method, endpoint: &Endpoint) -> Action {
     }
 }
 
+/// The refusal of a manifest, tag or blob `DELETE` while deletes are off: distribution's
+/// answer to the same request, `405 UNSUPPORTED` with the spec's message.
+fn deletes_disabled() -> RegistryError {
+    RegistryError::new(ErrorCode::Unsupported, "The operation is unsupported.")
+}
+
 async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     let rest = req.uri().path().strip_prefix("/v2").unwrap_or("").to_owned();
     let endpoint = match Endpoint::parse(&rest) {
@@ -191,6 +200,10 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     let catalog = matches!(endpoint, Endpoint::Catalog);
     if let Err(e) = state.auth.authorize(req.headers(), &needs, catalog) {
         return e.into_response();
+    }
+    // After auth, as distribution orders it: a caller without the grant still learns nothing.
+    if action == Action::Delete && !state.delete_enabled {
+        return deletes_disabled().into_response();
     }
     if let Some(mirror) = state.mirror.clone() {
         if let Some(resp) = mirrored(&state, &mirror, &method, &endpoint, req.headers()).await {

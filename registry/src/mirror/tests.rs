@@ -32,6 +32,7 @@ fn state(registry: Registry, mirror: Option<Mirror>) -> AppState {
         auth: Arc::new(Auth::none()),
         metrics: Arc::default(),
         read_only: false,
+        delete_enabled: false,
         mirror: mirror.map(Arc::new),
     }
 }

@@ -32,6 +32,9 @@ pub(super) struct Viewer {
     pub auth_on: bool,
     /// Whether writes are refused (every action hidden).
     pub read_only: bool,
+    /// Whether deletes are served (`--delete-enabled`); off, the delete actions are hidden
+    /// and refused as the API refuses them.
+    pub delete_enabled: bool,
     /// Whether this viewer may run garbage collection (the navigation links to it).
     pub gc_link: bool,
 }
@@ -52,7 +55,8 @@ impl FromRequestParts<UiState> for Viewer {
         let csrf = auth.seal("csrf", &format!("{}|{exp}", account.as_deref().unwrap_or("")));
         let read_only = ui.app.read_only;
         let gc_link = !read_only && auth.may_collect(account.as_deref());
-        Ok(Viewer { account, csrf, auth_on: auth.mode() != Mode::None, read_only, gc_link })
+        let delete_enabled = ui.app.delete_enabled;
+        Ok(Viewer { account, csrf, auth_on: auth.mode() != Mode::None, read_only, delete_enabled, gc_link })
     }
 }
 
@@ -60,6 +64,9 @@ impl Viewer {
     /// Whether this viewer may do `action` on `repo`.
     pub fn may(&self, auth: &Auth, repo: &str, action: Action) -> bool {
         if action != Action::Pull && self.read_only {
+            return false;
+        }
+        if action == Action::Delete && !self.delete_enabled {
             return false;
         }
         auth.may(self.account.as_deref(), repo, action)

@@ -32,7 +32,7 @@ fn grants() -> Vec<Grant> {
 
 fn client(mode: Mode) -> Client {
     let auth = Auth::new(mode, users(), grants(), vec![9; 32], Realm::FromHost, "berth-test".into(), false);
-    Client { state: state_with(Arc::new(MemoryDriver::new()), auth, false), auth_header: None }
+    Client { state: state_with(Arc::new(MemoryDriver::new()), auth, false), auth_header: None }.deleting()
 }
 
 fn basic(user: &str, pw: &str) -> String {
@@ -173,7 +173,7 @@ fn mount_client() -> Client {
         g("c", "team-a/*", vec![Action::Pull]),
     ];
     let auth = Auth::new(Mode::Htpasswd, u, grants, vec![9; 32], Realm::FromHost, "berth-test".into(), false);
-    Client { state: state_with(Arc::new(MemoryDriver::new()), auth, false), auth_header: None }
+    Client { state: state_with(Arc::new(MemoryDriver::new()), auth, false), auth_header: None }.deleting()
 }
 
 #[tokio::test]

@@ -63,7 +63,7 @@ fn registry_for(mode: Mode) -> Client {
         Grant { account: "anonymous".into(), repository: "public/*".into(), actions: vec![Action::Pull] },
     ];
     let auth = Auth::new(mode, users, grants, vec![5; 32], Realm::FromHost, "berth-test".into(), false);
-    Client { state: state_with(Arc::new(MemoryDriver::new()), auth, false), auth_header: None }
+    Client { state: state_with(Arc::new(MemoryDriver::new()), auth, false), auth_header: None }.deleting()
 }
 
 /// The repository name a cell uses: `dev` is granted team/*, anonymous public/*.

@@ -40,7 +40,7 @@ async fn health_and_request_ids() {
 #[tokio::test]
 async fn gc_sweeps_untagged_manifests_and_unreferenced_blobs() {
     let driver = Arc::new(MemoryDriver::new());
-    let c = Client::over(driver.clone());
+    let c = Client::over(driver.clone()).deleting();
     let keep = c.push_image("gc", "keep", b"kept layer").await;
     let gone = c.push_image("gc", "gone", b"doomed layer").await;
     c.send(Method::DELETE, "/v2/gc/manifests/gone", &[], Body::empty()).await;

@@ -38,8 +38,16 @@ pub struct Client {
     pub auth_header: Option<String>,
 }
 
+/// A registry's state as `berth registry serve` makes it by default: deletes off.
 pub fn state_with(driver: Arc<dyn StorageDriver>, auth: Auth, read_only: bool) -> AppState {
-    AppState { registry: Registry::new(driver), auth: Arc::new(auth), metrics: Arc::default(), read_only, mirror: None }
+    AppState {
+        registry: Registry::new(driver),
+        auth: Arc::new(auth),
+        metrics: Arc::default(),
+        read_only,
+        delete_enabled: false,
+        mirror: None,
+    }
 }
 
 impl Client {
@@ -49,6 +57,12 @@ impl Client {
 
     pub fn over(driver: Arc<dyn StorageDriver>) -> Self {
         Client { state: state_with(driver, Auth::none(), false), auth_header: None }
+    }
+
+    /// The same client of a registry serving deletes (`--delete-enabled`).
+    pub fn deleting(mut self) -> Self {
+        self.state.delete_enabled = true;
+        self
     }
 
     /// A client of a registry that accepts sparse manifests (`allow_sparse = true`).

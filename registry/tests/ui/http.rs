@@ -202,3 +202,19 @@ async fn lists_count_tags_page_through_repositories_and_sort_tags_by_name_or_dat
     assert_eq!(names(&page(&s, "/r/order/app?sort=date", Some(ADMIN)).await.1), ["b", "c", "a"], "newest first");
     assert_eq!(names(&page(&s, "/r/order/app", Some(ADMIN)).await.1), ["a", "b", "c"], "by name");
 }
+
+/// Without `--delete-enabled` the UI is no way around the API's refusal: no delete action
+/// shows, even to an account granted delete, and a well-formed POST deletes nothing. gc is
+/// not a delete of content clients named, and stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn deletes_off_hides_and_refuses_the_ui_delete_but_keeps_gc() {
+    let s = serve(Setup { delete_enabled: false, ..Setup::default() }).await;
+    let (st, html, _) = page(&s, "/r/app/web", Some(ADMIN)).await;
+    assert_eq!(st, 200);
+    assert!(!html.contains("Delete"), "no delete action while deletes are off");
+    let confirm = page(&s, "/delete?repo=app/web&reference=latest", Some(ADMIN)).await.0;
+    assert_eq!(confirm, StatusCode::FORBIDDEN);
+    assert_eq!(post_delete(&s, ADMIN, &csrf(&html), &[]).await, StatusCode::FORBIDDEN);
+    assert!(tag_exists(&s, "app/web", "latest").await, "nothing was deleted");
+    assert_eq!(page(&s, "/gc", Some(ADMIN)).await.0, StatusCode::OK, "gc is not a client delete");
+}

@@ -37,6 +37,8 @@ impl Drop for Server {
 struct Setup {
     mode: Mode,
     read_only: bool,
+    /// `--delete-enabled`: the UI's delete actions exist only with it.
+    delete_enabled: bool,
     tls: bool,
     /// Extra grants beside admin (everything) and viewer (pull everything).
     grants: Vec<Grant>,
@@ -48,6 +50,7 @@ impl Default for Setup {
         Setup {
             mode: Mode::Htpasswd,
             read_only: false,
+            delete_enabled: true,
             tls: false,
             grants: vec![],
             ui: Some(UiConfig { gc_grace: Duration::ZERO, ..UiConfig::default() }),
@@ -77,13 +80,18 @@ async fn serve(setup: Setup) -> Server {
         auth: Arc::new(auth),
         metrics: Arc::default(),
         read_only: false,
+        delete_enabled: false,
         mirror: None,
     };
     seed(&state).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let app = registry::api::app_full(AppState { read_only: setup.read_only, ..state }, true, setup.ui);
+    let app = registry::api::app_full(
+        AppState { read_only: setup.read_only, delete_enabled: setup.delete_enabled, ..state },
+        true,
+        setup.ui,
+    );
     tokio::spawn(registry::server::serve(listener, app, None, async move {
         let _ = stopped.await;
     }));
