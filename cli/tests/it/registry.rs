@@ -657,7 +657,11 @@ fn push_tiny_image(addr: &str, repo: &str, tag: &str) -> (String, String) {
 
 /// The requests of the attack: the tag, the manifest by digest, and its layer.
 fn delete_paths(repo: &str, tag: &str, manifest: &str, layer: &str) -> [String; 3] {
-    [format!("/v2/{repo}/manifests/{tag}"), format!("/v2/{repo}/manifests/{manifest}"), format!("/v2/{repo}/blobs/{layer}")]
+    [
+        format!("/v2/{repo}/manifests/{tag}"),
+        format!("/v2/{repo}/manifests/{manifest}"),
+        format!("/v2/{repo}/blobs/{layer}"),
+    ]
 }
 
 /// The attack that worked before: a registry started with no flags took anonymous DELETEs of

@@ -352,3 +352,23 @@ async fn metrics_on_their_own_address_leave_the_api() {
     assert_eq!(monitoring.clone().oneshot(get("/metrics")).await.unwrap().status(), StatusCode::OK);
     assert_eq!(monitoring.oneshot(get("/v2/")).await.unwrap().status(), StatusCode::NOT_FOUND, "no API there");
 }
+
+/// With deletes off, auth answers first as in distribution (a caller without the grant gets
+/// 401 or 403, as for any delete), and an account granted delete gets 405 UNSUPPORTED.
+#[tokio::test]
+async fn with_deletes_off_auth_answers_first_then_unsupported() {
+    let mut c = client(Mode::Htpasswd);
+    c.state.delete_enabled = false;
+    c.auth_header = Some(basic("alice", "alice-pw"));
+    let d = c.push_image("team/app", "v1", b"l").await;
+    let uri = format!("/v2/team/app/manifests/{d}");
+    let r = c.send(Method::DELETE, &uri, &[], Body::empty()).await;
+    assert_eq!((r.status, r.code().as_str()), (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"));
+    c.auth_header = Some(basic("bob", "bob-pw"));
+    let r = c.send(Method::DELETE, &uri, &[], Body::empty()).await;
+    assert_eq!((r.status, r.code().as_str()), (StatusCode::FORBIDDEN, "DENIED"));
+    c.auth_header = None;
+    assert_eq!(c.send(Method::DELETE, &uri, &[], Body::empty()).await.status, StatusCode::UNAUTHORIZED);
+    c.auth_header = Some(basic("alice", "alice-pw"));
+    assert_eq!(c.get("/v2/team/app/manifests/v1").await.status, StatusCode::OK, "nothing was deleted");
+}
