@@ -412,6 +412,12 @@ impl ImageStore {
 
     /// Finds an image by name, by image ID (config digest, full or a prefix of at least
     /// four hex characters, with or without `sha256:`), or by manifest digest.
+    ///
+    /// An ID finds the records that are that image (their own ID or manifest digest
+    /// matches, see [`ImageStore::own_id`]) before any index that merely contains it, so an
+    /// image ID never lands on a manifest list made of the image. Only when no record is the
+    /// image does an index whose host image has that ID answer (a pulled multi-platform image
+    /// by its image's config digest).
     pub fn resolve(&self, what: &str) -> Result<ImageRecord> {
         // A name wins over an ID prefix, as in docker: `ff4c` may be a repository.
         if let Ok(name) = what.parse::<Reference>() {
@@ -424,25 +430,8 @@ impl ImageStore {
         let hexish = what.strip_prefix("sha256:").unwrap_or(what);
         let looks_like_id = hexish.len() >= 4 && hexish.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
         if looks_like_id {
-            // Each match with what it is: its image ID (its manifest's digest when the image
-            // cannot be read). Records of one image under several manifests (loaded from an
-            // OCI archive and from a docker archive) are one image, as docker has them.
-            let mut found: Vec<(ImageRecord, Digest)> = Vec::new();
-            for rec in self.list()? {
-                let id = self.image(&rec.target).map(|img| img.id).ok();
-                let id_matches = id.as_ref().is_some_and(|id| id.hex().starts_with(hexish));
-                if id_matches || rec.target.digest.hex().starts_with(hexish) {
-                    let identity = id.unwrap_or_else(|| rec.target.digest.clone());
-                    found.push((rec, identity));
-                }
-            }
-            let mut identities: Vec<&Digest> = found.iter().map(|(_, i)| i).collect();
-            identities.sort();
-            identities.dedup();
-            match identities.len() {
-                0 => {}
-                1 => return Ok(found.remove(0).0),
-                _ => return Err(Error::AmbiguousImage(what.to_owned())),
+            if let Some(rec) = self.resolve_id(what, hexish)? {
+                return Ok(rec);
             }
         }
         let name: Reference = what.parse()?;
@@ -463,6 +452,47 @@ impl ImageStore {
             return Err(Error::ImageNotFound(what.to_owned()));
         }
         Err(Error::ImageNotFound(what.to_owned()))
+    }
+
+    /// The ID an image goes by, as `images` and `inspect` show it and as resolving and
+    /// `rmi` by ID match it: an image's config digest (its manifest's digest when the image
+    /// cannot be read); an index's own digest, never the ID of an image inside it.
+    pub fn own_id(&self, target: &Target) -> Digest {
+        if media::is_index(&target.media_type) {
+            return target.digest.clone();
+        }
+        self.image(target).map(|img| img.id).unwrap_or_else(|_| target.digest.clone())
+    }
+
+    /// `resolve` of a hex prefix: the records that are the image first, then (only if there
+    /// are none) the indexes whose host image has that ID. `None` when nothing matches.
+    fn resolve_id(&self, what: &str, hexish: &str) -> Result<Option<ImageRecord>> {
+        let records = self.list()?;
+        // Each match with what it is. Records of one image under several manifests (loaded
+        // from an OCI archive and from a docker archive) are one image, as docker has them.
+        let mut found: Vec<(ImageRecord, Digest)> = Vec::new();
+        for rec in &records {
+            let id = self.own_id(&rec.target);
+            if id.hex().starts_with(hexish) || rec.target.digest.hex().starts_with(hexish) {
+                found.push((rec.clone(), id));
+            }
+        }
+        if found.is_empty() {
+            for rec in records.into_iter().filter(|r| media::is_index(&r.target.media_type)) {
+                if self.image(&rec.target).is_ok_and(|img| img.id.hex().starts_with(hexish)) {
+                    let id = rec.target.digest.clone();
+                    found.push((rec, id));
+                }
+            }
+        }
+        let mut identities: Vec<&Digest> = found.iter().map(|(_, i)| i).collect();
+        identities.sort();
+        identities.dedup();
+        match identities.len() {
+            0 => Ok(None),
+            1 => Ok(Some(found.remove(0).0)),
+            _ => Err(Error::AmbiguousImage(what.to_owned())),
+        }
     }
 
     /// Reads a manifest or index blob.

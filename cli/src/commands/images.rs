@@ -237,11 +237,23 @@ fn rmi_one(store: &ImageStore, what: &str, force: bool, containers: &[runner::co
     let parsed = what.parse::<Reference>().ok();
     let by_name = parsed.as_ref().is_some_and(|n| n.digest().is_none() && store.get(n).ok().flatten().is_some());
     let pinned = parsed.as_ref().filter(|n| n.digest().is_some());
-    let id_of = |t: &oci::Target| store.image(t).map(|i| i.id).ok();
-    let rec_id = if by_name || pinned.is_some() { None } else { id_of(&rec.target) };
+    // An image's own ID (an index's is its digest), never that of an image inside an index:
+    // `rmi -f ID` of an image leaves the manifest lists made of it alone.
+    let rec_id = if by_name || pinned.is_some() { None } else { Some(store.own_id(&rec.target)) };
+    if let Some(id) = &rec_id {
+        let hexish = what.strip_prefix("sha256:").unwrap_or(what);
+        if !id.hex().starts_with(hexish) && !rec.target.digest.hex().starts_with(hexish) {
+            bail!(
+                "no such image: {what} (only the index {} holds it; remove that by its name or ID)",
+                rec.name.as_ref().map_or_else(|| rec.target.digest.to_string(), |n| n.familiar())
+            );
+        }
+    }
     let same: Vec<&ImageRecord> = all
         .iter()
-        .filter(|r| r.target.digest == rec.target.digest || rec_id.is_some() && id_of(&r.target) == rec_id)
+        .filter(|r| {
+            r.target.digest == rec.target.digest || rec_id.as_ref().is_some_and(|id| &store.own_id(&r.target) == id)
+        })
         .collect();
     let to_untag: Vec<&ImageRecord> = if by_name {
         same.iter().copied().filter(|r| r.name == rec.name).collect()

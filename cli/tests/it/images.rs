@@ -320,3 +320,25 @@ fn an_image_that_cannot_be_read_is_listed_with_a_warning_and_rmi_still_removes_i
     let out = b.cmd(&["images"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).is_empty(), "the bad image is gone");
 }
+
+#[test]
+fn an_image_id_finds_the_image_not_a_manifest_list_that_holds_it() {
+    let b = Berth::new();
+    // `a/list` sorts before `z/img`: the list was found first when it answered to the ID.
+    let id = b.import_tiny("z/img:1", "x");
+    let short = &id[7..19];
+    let list = b.ok(&["manifest", "create", "a/list:1", "z/img:1"]).trim().to_owned();
+    assert_ne!(list, id);
+    assert_eq!(b.ok(&["inspect", "-f", "{{.Id}}", short]).trim(), id);
+    b.ok(&["tag", short, "x/y:1"]);
+    assert_eq!(b.ok(&["inspect", "-f", "{{.Id}}", "x/y:1"]).trim(), id, "tag by ID names the image");
+    let out = b.ok(&["rmi", "-f", short]);
+    assert!(out.contains("Untagged: z/img:1") && out.contains("Untagged: x/y:1"), "{out}");
+    assert!(!out.contains("a/list"), "the list that holds the image stays: {out}");
+    assert_eq!(b.ok(&["inspect", "-f", "{{.Id}}", "a/list:1"]).trim(), list);
+    // With no record of its own, the ID still reads the list, but rmi by it refuses.
+    assert_eq!(b.ok(&["inspect", "-f", "{{.Id}}", short]).trim(), list);
+    let err = b.fails(&["rmi", "-f", short]);
+    assert!(err.contains("no such image") && err.contains("a/list:1"), "{err}");
+    b.ok(&["inspect", "a/list:1"]);
+}
