@@ -38,6 +38,15 @@ pub fn auth_key(domain: &str) -> String {
     }
 }
 
+/// The `auths` keys a registry's credential may be stored under, in the order `lookup`
+/// tries them: docker's own key, then the scheme-prefixed and bare host names that other
+/// tools (and older dockers) write.
+fn auth_keys(domain: &str) -> Vec<String> {
+    let mut keys = vec![auth_key(domain), format!("https://{domain}"), domain.to_owned(), format!("http://{domain}")];
+    keys.dedup();
+    keys
+}
+
 /// The config file berth reads and `berth login` writes.
 pub fn config_path() -> PathBuf {
     if let Some(p) = std::env::var_os("REGISTRY_AUTH_FILE").filter(|p| !p.is_empty()) {
@@ -148,12 +157,7 @@ pub fn lookup(domain: &str) -> Result<Option<Credential>> {
     if let Some(helper) = helper_for(&cfg, domain) {
         return from_helper(&helper, domain);
     }
-    let entry = cfg
-        .auths
-        .get(&auth_key(domain))
-        .or_else(|| cfg.auths.get(&format!("https://{domain}")))
-        .or_else(|| cfg.auths.get(domain));
-    let Some(entry) = entry else { return Ok(None) };
+    let Some(entry) = auth_keys(domain).iter().find_map(|k| cfg.auths.get(k)) else { return Ok(None) };
     if let Some(auth) = &entry.auth {
         let raw = STANDARD.decode(auth.trim()).map_err(|_| Error::InvalidDocument {
             what: "docker config.json",
@@ -191,7 +195,11 @@ pub fn erase(domain: &str) -> Result<bool> {
         run_helper(&helper, "erase", &auth_key(domain))?;
         return Ok(true);
     }
-    let existed = cfg.auths.remove(&auth_key(domain)).is_some();
+    // Every key lookup reads, as docker's logout removes the scheme-prefixed ones too.
+    let mut existed = false;
+    for key in auth_keys(domain) {
+        existed |= cfg.auths.remove(&key).is_some();
+    }
     if existed {
         write_config(&cfg)?;
     }
@@ -222,6 +230,26 @@ mod tests {
         assert!(erase("localhost:5000").unwrap());
         assert!(lookup("localhost:5000").unwrap().is_none());
         std::env::remove_var("REGISTRY_AUTH_FILE");
+    }
+
+    #[test]
+    fn erase_removes_every_key_lookup_reads() {
+        let _g = ENV.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("auth.json");
+        let both = r#"{"auths":{"https://reg.io:5000":{"auth":"dTpw"},"http://reg.io:5000":{"auth":"dTpw"},"other.io":{"auth":"dTpw"}}}"#;
+        std::fs::write(&file, both).unwrap();
+        std::env::set_var("REGISTRY_AUTH_FILE", &file);
+        assert_eq!(lookup("reg.io:5000").unwrap().unwrap().username, "u");
+        let erased = erase("reg.io:5000").unwrap();
+        let after = lookup("reg.io:5000").unwrap();
+        let text = std::fs::read_to_string(&file).unwrap();
+        let again = erase("reg.io:5000").unwrap();
+        std::env::remove_var("REGISTRY_AUTH_FILE");
+        assert!(erased, "a credential under https:// is a credential");
+        assert!(after.is_none());
+        assert!(!text.contains("reg.io") && text.contains("other.io"), "{text}");
+        assert!(!again, "nothing left to remove");
     }
 
     #[test]
