@@ -35,7 +35,7 @@ impl Save {
     /// name and renamed when complete, so a failed save leaves no partial archive.
     pub fn run(self, root: &Path) -> Result<()> {
         let store = open_store(root)?;
-        let images = self.images.iter().map(|i| store.resolve(i)).collect::<oci::Result<Vec<ImageRecord>>>()?;
+        let images = self.images.iter().map(|i| resolve_for_save(&store, i)).collect::<oci::Result<Vec<_>>>()?;
         let write = |out: &mut dyn Write| -> Result<()> {
             let mut sink = TarSink::new(out);
             match self.format.as_str() {
@@ -69,6 +69,17 @@ impl Save {
         }
         Ok(())
     }
+}
+
+/// The record `save` writes for `what`: an image saved by name keeps that name; one saved by
+/// ID (or by anything but its name) is written without one, as docker writes `"RepoTags":null`,
+/// rather than under whichever of its names the store happened to list first.
+fn resolve_for_save(store: &oci::ImageStore, what: &str) -> oci::Result<ImageRecord> {
+    let mut rec = store.resolve(what)?;
+    if what.parse::<Reference>().ok() != rec.name {
+        rec.name = None;
+    }
+    Ok(rec)
 }
 
 /// Load images from a tar archive (docker or OCI, plain or compressed) or an OCI layout directory

@@ -186,3 +186,33 @@ fn load_reads_archives_skopeo_writes() {
     assert_eq!(v[0]["Id"], id);
     assert_eq!(v[1]["Id"], id);
 }
+
+/// One file of a tar archive, as text.
+fn member(tar: &std::path::Path, name: &str) -> String {
+    run_tool(Command::new("tar").args(["-xOf", &p(tar), name]))
+}
+
+#[test]
+fn save_by_id_writes_no_name_and_load_prints_the_id() {
+    let a = Berth::new();
+    let id = a.import_tiny("zz/app:1", "x");
+    a.ok(&["tag", "zz/app:1", "aa/other:2"]);
+    let short = &id[7..19];
+    let (docker, oci, named) = (a.root.path().join("d.tar"), a.root.path().join("o.tar"), a.root.path().join("n.tar"));
+    a.ok(&["save", "-o", &p(&docker), short]);
+    a.ok(&["save", "--format", "oci", "-o", &p(&oci), short]);
+    a.ok(&["save", "-o", &p(&named), "zz/app:1"]);
+    let manifest: serde_json::Value = serde_json::from_str(&member(&docker, "manifest.json")).unwrap();
+    assert_eq!(manifest[0]["RepoTags"], serde_json::Value::Null, "docker writes null by ID: {manifest}");
+    assert_eq!(member(&docker, "repositories").trim(), "{}");
+    let index: serde_json::Value = serde_json::from_str(&member(&oci, "index.json")).unwrap();
+    assert!(index["manifests"][0].get("annotations").is_none(), "{index}");
+    let manifest: serde_json::Value = serde_json::from_str(&member(&named, "manifest.json")).unwrap();
+    assert_eq!(manifest[0]["RepoTags"], serde_json::json!(["zz/app:1"]), "by name, that name");
+    for tar in [&docker, &oci] {
+        let b = Berth::new();
+        assert_eq!(b.ok(&["load", "-i", &p(tar)]).trim(), format!("Loaded image ID: {id}"));
+        assert_eq!(b.ok(&["images", "-q"]).trim(), short);
+        assert!(b.ok(&["images"]).contains("<none>"), "loaded without a name");
+    }
+}
