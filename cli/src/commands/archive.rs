@@ -91,7 +91,7 @@ pub struct Load {
     /// Read from this archive (or OCI layout directory) instead of STDIN
     #[arg(short, long, value_name = "FILE")]
     input: Option<PathBuf>,
-    /// Suppress the load output
+    /// Suppress the load output (docker's progress; the loaded images are still printed)
     #[arg(short, long)]
     quiet: bool,
 }
@@ -114,13 +114,14 @@ impl Load {
                 load_any(&store, io::stdin().lock(), "STDIN")?
             }
         };
-        if !self.quiet {
-            let mut out = io::stdout().lock();
-            for rec in loaded {
-                match rec.name {
-                    Some(n) => writeln!(out, "Loaded image: {}", n.familiar())?,
-                    None => writeln!(out, "Loaded image ID: {}", store.image(&rec.target)?.id)?,
-                }
+        // docker's -q hides only its progress, which berth does not show: what was loaded is
+        // printed either way, as docker prints it.
+        let _progress_hidden = self.quiet;
+        let mut out = io::stdout().lock();
+        for rec in loaded {
+            match rec.name {
+                Some(n) => writeln!(out, "Loaded image: {}", n.familiar())?,
+                None => writeln!(out, "Loaded image ID: {}", store.image(&rec.target)?.id)?,
             }
         }
         Ok(())

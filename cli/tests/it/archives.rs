@@ -216,3 +216,15 @@ fn save_by_id_writes_no_name_and_load_prints_the_id() {
         assert!(b.ok(&["images"]).contains("<none>"), "loaded without a name");
     }
 }
+
+#[test]
+fn load_quiet_still_prints_what_it_loaded() {
+    let a = Berth::new();
+    let id = a.import_tiny("app:q", "x");
+    let (named, unnamed) = (a.root.path().join("n.tar"), a.root.path().join("u.tar"));
+    a.ok(&["save", "-o", &p(&named), "app:q"]);
+    a.ok(&["save", "-o", &p(&unnamed), &id]);
+    let b = Berth::new();
+    assert_eq!(b.ok(&["load", "-q", "-i", &p(&named)]).trim(), "Loaded image: app:q");
+    assert_eq!(b.ok(&["load", "--quiet", "-i", &p(&unnamed)]).trim(), format!("Loaded image ID: {id}"));
+}
