@@ -33,24 +33,32 @@ pub fn since(t: Option<DateTime<Utc>>) -> String {
     format!("{} ago", duration(secs as u64))
 }
 
+/// `secs` in words, as docker's go-units `HumanDuration` writes them: minutes counted down,
+/// hours rounded to the nearest, then days, weeks, months and years counted down from hours.
 fn duration(secs: u64) -> String {
-    let plural = |n: u64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
-    let (min, hour, day) = (60, 3600, 86400);
+    let minutes = secs / 60;
+    let hours = (secs + 1800) / 3600;
     match secs {
         0 => "Less than a second".into(),
-        1..=59 => plural(secs, "second"),
-        60..=119 => "About a minute".into(),
-        _ if secs < 46 * min => plural(secs / min, "minute"),
-        _ if secs < 90 * min => "About an hour".into(),
-        _ if secs < 48 * hour => plural(secs / hour, "hour"),
-        _ if secs < 14 * day => plural(secs / day, "day"),
-        _ if secs < 60 * day => plural(secs / (7 * day), "week"),
-        _ if secs < 2 * 365 * day => plural(secs / (30 * day), "month"),
-        _ => plural(secs / (365 * day), "year"),
+        1 => "1 second".into(),
+        _ if secs < 60 => format!("{secs} seconds"),
+        _ if minutes == 1 => "About a minute".into(),
+        _ if minutes < 60 => format!("{minutes} minutes"),
+        _ if hours == 1 => "About an hour".into(),
+        _ if hours < 48 => format!("{hours} hours"),
+        _ if hours < 24 * 7 * 2 => format!("{} days", hours / 24),
+        _ if hours < 24 * 30 * 2 => format!("{} weeks", hours / 24 / 7),
+        _ if hours < 24 * 365 * 2 => format!("{} months", hours / 24 / 30),
+        _ => format!("{} years", secs / 3600 / 24 / 365),
     }
 }
 
-/// Pads columns to a table, docker style: three spaces between columns.
+/// docker's tables (text/tabwriter with a minimum cell width of 10 and a padding of 3): a
+/// column is as wide as its widest cell plus 3, and at least 10.
+const MIN_CELL: usize = 10;
+const PADDING: usize = 3;
+
+/// Pads columns to a table, docker style: [`PADDING`] spaces after each cell, [`MIN_CELL`] wide at least.
 pub fn table(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> =
@@ -61,7 +69,7 @@ pub fn table(rows: &[Vec<String>]) -> String {
         for (c, cell) in row.iter().enumerate() {
             line.push_str(cell);
             if c + 1 < row.len() {
-                line.push_str(&" ".repeat(widths[c] - cell.chars().count() + 3));
+                line.push_str(&" ".repeat((widths[c] + PADDING).max(MIN_CELL) - cell.chars().count()));
             }
         }
         out.push_str(line.trim_end());
@@ -89,18 +97,27 @@ mod tests {
     fn durations_read_like_dockers() {
         assert_eq!(duration(0), "Less than a second");
         assert_eq!(duration(1), "1 second");
+        assert_eq!(duration(2), "2 seconds");
         assert_eq!(duration(90), "About a minute");
         assert_eq!(duration(600), "10 minutes");
+        assert_eq!(duration(50 * 60), "50 minutes");
+        assert_eq!(duration(89 * 60), "About an hour");
+        assert_eq!(duration(100 * 60), "2 hours");
+        assert_eq!(duration(23 * 3600 + 50 * 60), "24 hours");
         assert_eq!(duration(7200), "2 hours");
         assert_eq!(duration(3 * 86400), "3 days");
         assert_eq!(duration(21 * 86400), "3 weeks");
+        assert_eq!(duration(59 * 86400), "8 weeks");
         assert_eq!(duration(400 * 86400), "13 months");
+        assert_eq!(duration(800 * 86400), "2 years");
     }
 
     #[test]
     fn table_pads_columns() {
         let t = table(&[vec!["A".into(), "BB".into()], vec!["CCC".into(), "D".into()]]);
-        assert_eq!(t, "A     BB\nCCC   D\n");
+        assert_eq!(t, "A         BB\nCCC       D\n", "at least 10 wide, as docker's tabwriter");
+        let wide = table(&[vec!["REPOSITORY-NAME".into(), "TAG".into(), "X".into()]]);
+        assert_eq!(wide, "REPOSITORY-NAME   TAG       X\n");
     }
 }
 
