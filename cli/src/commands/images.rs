@@ -349,25 +349,19 @@ pub struct Inspect {
 }
 
 impl Inspect {
-    /// Prints a JSON array with one object per image, in docker's field names.
+    /// Prints a JSON array with one object per image, in docker's field names. As docker
+    /// does, a name that is not found is an error on stderr (and exit 1) after the others
+    /// are printed: `[]` when none is.
     pub fn run(self, root: &Path) -> Result<()> {
         let store = open_store(root)?;
         let all = store.list()?;
         let mut out = Vec::new();
+        let mut missing = Vec::new();
         for what in &self.images {
-            if self.kind.as_deref() != Some("image") {
-                match runner::container::find(root, what) {
-                    Ok(c) => {
-                        out.push(super::container::inspect_json(&c)?);
-                        continue;
-                    }
-                    Err(e) if self.kind.as_deref() == Some("container") => return Err(e.into()),
-                    Err(_) => {}
-                }
+            match self.one(root, &store, &all, what) {
+                Ok(obj) => out.push(obj),
+                Err(e) => missing.push(e),
             }
-            let rec = store.resolve(what)?;
-            let obj = inspect_image(&store, &all, &rec)?;
-            out.push(obj);
         }
         match &self.format {
             Some(tpl) => {
@@ -377,7 +371,24 @@ impl Inspect {
             }
             None => println!("{}", serde_json::to_string_pretty(&out)?),
         }
-        Ok(())
+        let last = missing.pop();
+        for e in missing {
+            eprintln!("berth: {e:#}");
+        }
+        last.map_or(Ok(()), Err)
+    }
+
+    /// The object `what` names: a container (unless `--type image`), else an image.
+    fn one(&self, root: &Path, store: &ImageStore, all: &[ImageRecord], what: &str) -> Result<serde_json::Value> {
+        if self.kind.as_deref() != Some("image") {
+            match runner::container::find(root, what) {
+                Ok(c) => return super::container::inspect_json(&c),
+                Err(e) if self.kind.as_deref() == Some("container") => return Err(e.into()),
+                Err(_) => {}
+            }
+        }
+        let rec = store.resolve(what)?;
+        inspect_image(store, all, &rec)
     }
 }
 

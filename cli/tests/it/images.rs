@@ -342,3 +342,16 @@ fn an_image_id_finds_the_image_not_a_manifest_list_that_holds_it() {
     assert!(err.contains("no such image") && err.contains("a/list:1"), "{err}");
     b.ok(&["inspect", "a/list:1"]);
 }
+
+#[test]
+fn inspect_prints_what_it_found_and_fails_for_each_missing_name_as_docker_does() {
+    let b = Berth::new();
+    let id = b.import_tiny("app:v1", "hello");
+    let out = b.output(&["inspect", "-f", "{{.Id}}", "nosuch", "app:v1", "other"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{id}\n"), "the found one is printed");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nosuch") && err.contains("other"), "each missing name is named: {err}");
+    let none = b.output(&["inspect", "nosuch"]);
+    assert_eq!((none.status.code(), String::from_utf8_lossy(&none.stdout).trim()), (Some(1), "[]"));
+}
