@@ -233,6 +233,20 @@ impl Login {
     /// Checks the credentials against the registry, then saves them as docker does.
     pub fn run(self, _root: &Path) -> Result<()> {
         let domain = server_domain(self.server.as_deref());
+        let client = self.remote.client()?;
+        if self.username.is_none() && self.password.is_none() && !self.password_stdin {
+            // As docker: a bare `login HOST` tries what is saved before it asks.
+            if let Some(saved) = credentials::lookup(&domain)? {
+                println!("Authenticating with existing credentials...");
+                match runtime()?.block_on(client.check_login(&domain, saved)) {
+                    Ok(()) => {
+                        println!("Login Succeeded");
+                        return Ok(());
+                    }
+                    Err(e) => eprintln!("Login did not succeed, error: {e:#}"),
+                }
+            }
+        }
         let username = match self.username {
             Some(u) => u,
             None => prompt("Username", true)?,
@@ -251,7 +265,6 @@ impl Login {
             bail!("username and password must not be empty");
         }
         let cred = Credential { username, secret: password };
-        let client = self.remote.client()?;
         runtime()?.block_on(client.check_login(&domain, cred.clone())).with_context(|| format!("login to {domain}"))?;
         credentials::store(&domain, &cred)?;
         println!("Login Succeeded");

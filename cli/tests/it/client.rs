@@ -222,6 +222,10 @@ fn login_push_pull_against_cncf_distribution_with_htpasswd() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "Login Succeeded");
     let saved = std::fs::read_to_string(config.join("config.json")).unwrap();
     assert!(saved.contains(&dist.addr) && saved.contains("\"auth\""), "{saved}");
+    // A bare `login HOST` (no terminal to prompt on) checks the saved credentials, as docker's.
+    let out = with_docker_config(&a, &config, &["login", &dist.addr]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Authenticating with existing credentials...\nLogin Succeeded\n");
     let out = with_docker_config(&a, &config, &["push", "-q", &name]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let b = Berth::new();
