@@ -92,17 +92,19 @@ impl Pull {
             println!("{}: Pulling from {}", reference.tag().unwrap_or("digest"), reference.familiar_name());
         }
         let opts = PullOptions { platform: self.platform.clone(), ..Default::default() };
+        let before = store.get(&reference)?.map(|t| t.digest);
         let rec = runtime()?.block_on(oci::client::pull(&client, &store, &reference, &opts, &display));
         display.finish();
         let rec = rec.with_context(|| format!("pull {}", reference.familiar()))?;
         if self.quiet {
             println!("{reference}");
         } else {
-            println!(
-                "Digest: {}\nStatus: Downloaded image for {}\n{reference}",
-                rec.target.digest,
-                reference.familiar()
-            );
+            // docker's words: the name already pointed at this manifest, or now does.
+            let status = match before == Some(rec.target.digest.clone()) {
+                true => "Image is up to date for",
+                false => "Downloaded newer image for",
+            };
+            println!("Digest: {}\nStatus: {status} {}\n{reference}", rec.target.digest, reference.familiar());
         }
         Ok(())
     }

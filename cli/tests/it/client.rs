@@ -43,11 +43,12 @@ fn push_then_pull_keeps_the_image_id_and_skips_what_is_there() {
     assert!(out.contains("1: digest: sha256:"), "{out}");
     let b = Berth::new();
     let (out, err) = run(&b, &["pull", "--progress", "plain", &name]);
-    assert!(out.contains("Status: Downloaded image"), "{out}");
+    assert!(out.contains(&format!("Status: Downloaded newer image for {name}")), "{out}");
     assert!(err.contains("Complete"), "{err}");
     assert_eq!(inspect_id(&b, &name), inspect_id(&a, "busybox"));
-    let (_, err) = run(&b, &["pull", "--progress", "plain", &name]);
+    let (out, err) = run(&b, &["pull", "--progress", "plain", &name]);
     assert!(err.matches("Already exists").count() == 2, "a second pull downloads nothing: {err}");
+    assert!(out.contains(&format!("Status: Image is up to date for {name}")), "docker's words: {out}");
     let (_, err) = run(&a, &["push", "--progress", "plain", &name]);
     assert!(err.matches("Already exists").count() == 2, "a second push uploads nothing: {err}");
 }
