@@ -31,9 +31,64 @@ pub struct Images {
     /// Show manifest digests
     #[arg(long)]
     digests: bool,
-    /// Output format: table, or json (one object per line, as docker prints it)
-    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    /// Show all images (berth keeps no intermediate images, so the same as without it)
+    #[arg(short, long)]
+    all: bool,
+    /// Filter: dangling=true|false, or reference=PATTERN (a glob on NAME[:TAG], `*` within
+    /// a path component)
+    #[arg(short = 'f', long = "filter", value_name = "KEY=VALUE")]
+    filters: Vec<String>,
+    /// Output format: table, json (one object per line, as docker prints it), or a Go
+    /// template over the same fields (`{{.Repository}}:{{.Tag}}`, `{{json .}}`)
+    #[arg(long, default_value = "table")]
     format: String,
+}
+
+/// `images --filter`, as docker reads the two it is mostly used with.
+enum RowFilter {
+    /// `dangling=true|false`: images without a name, or with one.
+    Dangling(bool),
+    /// `reference=PATTERN`: a glob on the familiar `NAME` or `NAME:TAG`.
+    Reference(String),
+}
+
+impl RowFilter {
+    fn parse(s: &str) -> Result<RowFilter> {
+        match s.split_once('=') {
+            Some(("dangling", v)) => match v {
+                "true" | "1" => Ok(RowFilter::Dangling(true)),
+                "false" | "0" => Ok(RowFilter::Dangling(false)),
+                _ => bail!("invalid filter 'dangling={v}': dangling takes true or false"),
+            },
+            Some(("reference", v)) => Ok(RowFilter::Reference(v.to_owned())),
+            _ => bail!("invalid filter '{s}': berth images knows dangling=true|false and reference=PATTERN"),
+        }
+    }
+
+    fn keeps(&self, r: &Row) -> bool {
+        let dangling = r.repository == "<none>";
+        match self {
+            RowFilter::Dangling(want) => dangling == *want,
+            RowFilter::Reference(p) => {
+                !dangling && (glob(p, &r.repository) || glob(p, &format!("{}:{}", r.repository, r.tag)))
+            }
+        }
+    }
+}
+
+/// Go's `path.Match` for the patterns users write: `*` is any run of characters but `/`,
+/// `?` one character but `/`; everything else matches itself.
+fn glob(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    fn at(p: &[char], n: &[char]) -> bool {
+        match p.first() {
+            None => n.is_empty(),
+            Some('*') => (0..=n.len()).take_while(|&i| i == 0 || n[i - 1] != '/').any(|i| at(&p[1..], &n[i..])),
+            Some('?') => n.first().is_some_and(|c| *c != '/') && at(&p[1..], &n[1..]),
+            Some(c) => n.first() == Some(c) && at(&p[1..], &n[1..]),
+        }
+    }
+    at(&p, &n)
 }
 
 struct Row {
@@ -82,6 +137,15 @@ impl Images {
     pub fn run(self, root: &Path) -> Result<()> {
         let store = open_store(root)?;
         let filter = self.filter.as_deref().map(parse_filter).transpose()?;
+        let row_filters = self.filters.iter().map(|f| RowFilter::parse(f)).collect::<Result<Vec<_>>>()?;
+        // -a: berth keeps no intermediate images, so every image is listed with or without it.
+        let _ = self.all;
+        if !matches!(self.format.as_str(), "table" | "json") && !self.format.contains("{{") {
+            bail!(
+                "--format {:?}: use table, json or a Go template such as '{{{{.Repository}}}}:{{{{.Tag}}}}'",
+                self.format
+            );
+        }
         let mut rows = Vec::new();
         for rec in store.list()? {
             if let Some((repo, want_tag)) = &filter {
@@ -102,6 +166,7 @@ impl Images {
                 ),
             }
         }
+        rows.retain(|r| row_filters.iter().all(|f| f.keeps(r)));
         rows.sort_by(|a, b| {
             b.created.cmp(&a.created).then_with(|| a.repository.cmp(&b.repository)).then_with(|| a.tag.cmp(&b.tag))
         });
@@ -122,7 +187,7 @@ impl Images {
             }
             return Ok(());
         }
-        if self.format == "json" {
+        if self.format != "table" {
             for r in &rows {
                 let obj = json!({
                     "Repository": r.repository,
@@ -134,7 +199,10 @@ impl Images {
                     "Size": format::size(r.size),
                     "Platforms": r.platforms,
                 });
-                writeln!(out, "{obj}")?;
+                match self.format.as_str() {
+                    "json" => writeln!(out, "{obj}")?,
+                    tpl => writeln!(out, "{}", format::template(tpl, &obj)?)?,
+                }
             }
             return Ok(());
         }

@@ -355,3 +355,23 @@ fn inspect_prints_what_it_found_and_fails_for_each_missing_name_as_docker_does()
     let none = b.output(&["inspect", "nosuch"]);
     assert_eq!((none.status.code(), String::from_utf8_lossy(&none.stdout).trim()), (Some(1), "[]"));
 }
+
+#[test]
+fn images_takes_go_templates_filters_and_all_as_docker_scripts_use_them() {
+    let b = Berth::new();
+    b.import_tiny("app:1", "1");
+    b.import_tiny("team/tool:2", "2");
+    let dir = tempfile::tempdir().unwrap();
+    let tar = crate::util::tarball(dir.path(), "etc/motd", "3", "");
+    let id = b.ok(&["import", &tar.to_string_lossy()]).trim().to_owned();
+    let mut lines: Vec<String> =
+        b.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]).lines().map(String::from).collect();
+    lines.sort();
+    assert_eq!(lines, ["<none>:<none>", "app:1", "team/tool:2"]);
+    assert_eq!(b.ok(&["images", "-a", "-q", "--filter", "dangling=true"]).trim(), &id[7..19]);
+    assert_eq!(b.ok(&["images", "--filter", "reference=team/*", "--format", "{{.Repository}}"]), "team/tool\n");
+    assert_eq!(b.ok(&["images", "--filter", "reference=app:1", "--format", "{{.Tag}}"]), "1\n");
+    assert_eq!(b.ok(&["images", "--filter", "reference=*", "--format", "{{.Repository}}"]), "app\n", "* stops at /");
+    let bad = b.output(&["images", "--filter", "label=x"]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("invalid filter 'label=x'"));
+}
