@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use oci::content::ContentStore;
 
@@ -36,7 +36,8 @@ impl SystemCmd {
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  berth system df\n  berth system df --format json")]
 pub struct Df {
-    /// Output format: table or json (one object per line)
+    /// Output format: table, json (one object per line, docker's fields), or a Go template
+    /// over them (`{{.Type}} {{.Size}}`)
     #[arg(long, default_value = "table")]
     format: String,
 }
@@ -50,30 +51,45 @@ struct Row {
     reclaimable: u64,
 }
 
+impl Row {
+    /// What could be freed, with its share of the size: `1.2MB (50%)`, as docker writes it.
+    fn reclaimable_text(&self) -> String {
+        let percent = (self.reclaimable * 100).checked_div(self.size).unwrap_or(0);
+        format!("{} ({percent}%)", format::size(self.reclaimable))
+    }
+}
+
 impl Df {
     /// Counts images, layer snapshots, build cache and containers, and prints them.
     pub fn run(self, root: &Path) -> Result<()> {
+        if !matches!(self.format.as_str(), "table" | "json") && !self.format.contains("{{") {
+            bail!("--format {:?}: use table, json or a Go template such as '{{{{.Type}}}} {{{{.Size}}}}'", self.format);
+        }
         let store = open_store(root)?;
         let rows = vec![images(root, &store)?, snapshots(root, &store)?, build_cache(root, &store)?, containers(root)?];
         let mut out = std::io::stdout().lock();
-        if self.format == "json" {
+        if self.format != "table" {
             for r in rows {
-                let obj = serde_json::json!({"Type": r.kind, "TotalCount": r.total, "Active": r.active,
-                    "Size": format::size(r.size), "Reclaimable": format::size(r.reclaimable),
-                    "SizeBytes": r.size, "ReclaimableBytes": r.reclaimable});
-                writeln!(out, "{obj}")?;
+                // docker's fields are strings; the byte counts are berth's own, for scripts.
+                let obj = serde_json::json!({"Type": r.kind, "TotalCount": r.total.to_string(),
+                    "Active": r.active.to_string(), "Size": format::size(r.size),
+                    "Reclaimable": r.reclaimable_text(), "SizeBytes": r.size, "ReclaimableBytes": r.reclaimable});
+                match self.format.as_str() {
+                    "json" => writeln!(out, "{obj}")?,
+                    tpl => writeln!(out, "{}", format::template(tpl, &obj)?)?,
+                }
             }
             return Ok(());
         }
         let mut table = vec![["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"].map(String::from).to_vec()];
         for r in rows {
-            let percent = (r.reclaimable * 100).checked_div(r.size).unwrap_or(0);
+            let reclaimable = r.reclaimable_text();
             table.push(vec![
                 r.kind.to_owned(),
                 r.total.to_string(),
                 r.active.to_string(),
                 format::size(r.size),
-                format!("{} ({percent}%)", format::size(r.reclaimable)),
+                reclaimable,
             ]);
         }
         write!(out, "{}", format::table(&table))?;
