@@ -69,7 +69,12 @@ pub fn write(dir: &Path, spec: &Spec, ids: (u32, u32, Vec<u32>)) -> Result<(), B
         serde_json::json!({"type": "mount"}),
     ];
     match spec.network {
-        Network::None => namespaces.push(serde_json::json!({"type": "network"})),
+        Network::None => {
+            namespaces.push(serde_json::json!({"type": "network"}));
+            // The runtime writes them in the new namespace, as berth's own sandbox does.
+            let sysctls = crate::network::NAMESPACE_SYSCTLS.iter().map(|(k, v)| (k.to_string(), (*v).into()));
+            v["linux"]["sysctl"] = serde_json::Value::Object(sysctls.collect());
+        }
         // The runtime joins the namespace berth made, through berth's own open fd.
         Network::Join(fd) => namespaces
             .push(serde_json::json!({"type": "network", "path": format!("/proc/{}/fd/{fd}", std::process::id())})),

@@ -95,12 +95,38 @@ fn new_netns(
             let ns: OwnedFd = File::open("/proc/thread-self/ns/net")?.into();
             let mut nl = crate::netlink::Socket::open()?;
             nl.link_up(crate::netlink::index("lo")?)?;
+            set_namespace_sysctls()?;
             setup(&mut nl)?;
             Ok(ns)
         })
         .join()
         .unwrap_or_else(|_| Err(err("make a namespace", "the thread panicked")))
     })
+}
+
+/// The sysctls docker sets in every network namespace it makes for a container: any user may
+/// bind ports below 1024 and open ICMP echo sockets there, as the namespace is the
+/// container's alone.
+pub const NAMESPACE_SYSCTLS: [(&str, &str); 2] =
+    [("net.ipv4.ip_unprivileged_port_start", "0"), ("net.ipv4.ping_group_range", "0 2147483647")];
+
+/// Writes [`NAMESPACE_SYSCTLS`] in the calling thread's network namespace, which must be one
+/// made for a container (never the host's): `/proc/sys/net` is the namespace of the thread
+/// that opens it. Also called in the sandbox's child, between fork and exec.
+pub(crate) fn set_namespace_sysctls() -> std::io::Result<()> {
+    for (key, value) in NAMESPACE_SYSCTLS {
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        match std::fs::write(&path, value) {
+            Ok(()) => {}
+            // A kernel without the setting (before 4.11) has nothing to open up.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // A rootless berth's user namespace maps only some gids: the kernel refuses a
+            // ping range beyond them, and the container keeps the kernel's default.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && crate::userns::rootless() => {}
+            Err(e) => return Err(std::io::Error::new(e.kind(), format!("set {key}={value}: {e}"))),
+        }
+    }
+    Ok(())
 }
 
 fn err(what: &str, e: impl std::fmt::Display) -> std::io::Error {

@@ -661,7 +661,10 @@ fn enter(spec: &Spec, confinement: &crate::security::Confinement) -> std::io::Re
     // SAFETY: we are the only thread of the freshly forked child.
     unsafe { rustix::thread::unshare_unsafe(flags) }.map_err(errno)?;
     match spec.network {
-        Network::None => loopback_up()?,
+        Network::None => {
+            loopback_up()?;
+            crate::network::set_namespace_sysctls()?;
+        }
         Network::Join(fd) => {
             // SAFETY: the fd was opened by the parent and stays open until exec.
             let ns = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };

@@ -254,6 +254,30 @@ fn an_image_without_a_command_says_so() {
 }
 
 #[test]
+fn a_plain_user_binds_low_ports_in_the_containers_own_network_but_the_hosts_settings_stay() {
+    let Some(b) = setup() else { return };
+    let host = || std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap();
+    let before = host();
+    // docker's sysctls in every namespace it makes: ip_unprivileged_port_start=0 and
+    // ping_group_range "0 2147483647".
+    let listen = "nc -l -p 80 & sleep .5; kill -0 $! && echo LISTENING; \
+                  cat /proc/sys/net/ipv4/ping_group_range";
+    for net in ["none", "bridge"] {
+        let (code, out, err) = run(&b, &["--rm", "--network", net, "-u", "1000", "busybox", "sh", "-c", listen]);
+        assert_eq!((code, out.as_str()), (0, "LISTENING\n0\t2147483647\n"), "--network {net}: {err}");
+    }
+    // The default network is the bridge.
+    let (_, out, err) =
+        run(&b, &["--rm", "-u", "1000", "busybox", "cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"]);
+    assert_eq!(out, "0\n", "{err}");
+    // The host's network keeps the host's settings, and so does the host.
+    let (_, out, err) =
+        run(&b, &["--rm", "--network", "host", "busybox", "cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"]);
+    assert_eq!(out, before, "{err}");
+    assert_eq!(host(), before, "the host's value is unchanged");
+}
+
+#[test]
 fn volumes_tmpfs_read_only_and_env_files() {
     let Some(b) = setup() else { return };
     let dir = tempfile::tempdir().unwrap();
