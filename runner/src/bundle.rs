@@ -104,7 +104,15 @@ pub fn write(dir: &Path, spec: &Spec, ids: (u32, u32, Vec<u32>)) -> Result<(), B
             mounts.push(serde_json::json!({"destination": vol.container, "type": "bind", "source": vol.host, "options": options}));
         }
         for t in &spec.tmpfs {
-            mounts.push(serde_json::json!({"destination": t, "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]}));
+            // `PATH[:OPTIONS]`: the runtime takes the same words, later ones winning.
+            let (path, opts) = t.split_once(':').unwrap_or((t.as_str(), ""));
+            let mut options = vec!["nosuid", "nodev"];
+            options.extend(opts.split(',').filter(|o| !o.is_empty()));
+            if !options.iter().any(|o| o.starts_with("mode=")) {
+                options.push("mode=1777");
+            }
+            mounts
+                .push(serde_json::json!({"destination": path, "type": "tmpfs", "source": "tmpfs", "options": options}));
         }
     }
     // Round-trip through oci-spec: what runc gets is a spec oci-spec accepts.

@@ -640,6 +640,20 @@ pub fn check_tmpfs(flag: &str) -> Result<(), String> {
     tmpfs_options(opts).map(drop).map_err(|e| format!("--tmpfs {flag}: {e}"))
 }
 
+/// docker's `--tmpfs` defaults, `noexec,nosuid,nodev`, put in front of the options of
+/// `PATH[:OPTIONS]`, which can turn them off (`/x:exec`) as docker merges them. Only
+/// `berth run` takes them: a build's `RUN --mount=type=tmpfs` keeps BuildKit's exec.
+pub fn with_docker_tmpfs_defaults(flag: &str) -> String {
+    match flag.split_once(':') {
+        Some((path, opts)) if !opts.is_empty() => format!("{path}:{DOCKER_TMPFS_DEFAULTS},{opts}"),
+        Some((path, _)) => format!("{path}:{DOCKER_TMPFS_DEFAULTS}"),
+        None => format!("{flag}:{DOCKER_TMPFS_DEFAULTS}"),
+    }
+}
+
+/// The mount flags docker gives every `--tmpfs` before the user's own options.
+const DOCKER_TMPFS_DEFAULTS: &str = "noexec,nosuid,nodev";
+
 /// The longest host name the kernel takes (`HOST_NAME_MAX`).
 pub const HOST_NAME_MAX: usize = 64;
 
@@ -1295,6 +1309,22 @@ mod tests {
         assert_eq!(check_tmpfs("/x:bogus=1"), Err("--tmpfs /x:bogus=1: invalid tmpfs option \"bogus=1\"".into()));
         assert_eq!(check_tmpfs("x"), Err("--tmpfs x: the path must be absolute".into()));
         assert_eq!(check_tmpfs("/x:noatime,sync,uid=1000"), Ok(()));
+    }
+
+    #[test]
+    fn run_tmpfs_is_noexec_by_default_as_dockers_and_exec_turns_it_back_on() {
+        let flags = |flag: &str| {
+            let with = with_docker_tmpfs_defaults(flag);
+            tmpfs_options(with.split_once(':').unwrap().1).unwrap()
+        };
+        let hidden = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+        assert_eq!(flags("/x"), (hidden, "mode=1777".into()));
+        assert_eq!(flags("/x:"), (hidden, "mode=1777".into()));
+        assert_eq!(flags("/x:size=1m"), (hidden, "size=1m,mode=1777".into()));
+        assert_eq!(flags("/x:exec").0, MountFlags::NOSUID | MountFlags::NODEV);
+        assert_eq!(flags("/x:rw,exec,suid,dev,mode=755"), (MountFlags::empty(), "mode=755".into()));
+        // A build's tmpfs (a bare path in the sandbox) stays executable.
+        assert_eq!(tmpfs_options("").unwrap().0, MountFlags::NOSUID | MountFlags::NODEV);
     }
 
     #[test]

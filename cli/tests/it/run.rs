@@ -701,6 +701,20 @@ fn what_docker_makes_or_takes_works_a_working_directory_a_volume_source_tmpfs_wo
     assert!(code != 0 && err.contains("destination can't be '/'"), "{err}");
 }
 
+#[test]
+fn a_tmpfs_is_noexec_nosuid_nodev_as_dockers_unless_its_options_say_exec() {
+    let Some(b) = setup() else { return };
+    let copy_and_run = "cp /bin/busybox /x/; /x/busybox true; echo $?; grep ' /x ' /proc/mounts";
+    let (code, out, err) = run(&b, &["--rm", "--tmpfs", "/x", "busybox", "sh", "-c", copy_and_run]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("126\n"), "a program on a default --tmpfs cannot run: {out}");
+    assert!(out.contains("nosuid") && out.contains("nodev") && out.contains("noexec"), "{out}");
+    let (_, out, err) = run(&b, &["--rm", "--tmpfs", "/x:size=8m", "busybox", "sh", "-c", copy_and_run]);
+    assert!(out.starts_with("126\n") && out.contains("size=8192k"), "given options keep the defaults: {out}{err}");
+    let (_, out, err) = run(&b, &["--rm", "--tmpfs", "/x:exec", "busybox", "sh", "-c", copy_and_run]);
+    assert!(out.starts_with("0\n") && !out.contains("noexec"), "`exec` turns it on: {out}{err}");
+}
+
 /// The per-container cgroup directories berth has made, on every controller.
 fn berth_cgroups() -> std::collections::BTreeSet<std::path::PathBuf> {
     let mut dirs = std::collections::BTreeSet::new();

@@ -185,7 +185,7 @@ impl Config {
                 .iter()
                 .map(|v| Volume { host: v.host.clone(), container: v.container.clone(), read_only: v.read_only })
                 .collect(),
-            tmpfs: self.tmpfs.clone(),
+            tmpfs: self.tmpfs.iter().map(|t| crate::sandbox::with_docker_tmpfs_defaults(t)).collect(),
             ulimits: self.ulimits()?,
             read_only: self.read_only,
             etc: Some(etc),
