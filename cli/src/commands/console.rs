@@ -99,6 +99,16 @@ impl Drop for Console {
     }
 }
 
+/// docker's check before `-it`: a pty fed from stdin needs a terminal there. Piped input
+/// would be echoed back by the pty, and its end would never reach the command. Exits 1 at
+/// once with docker's message; `-t` alone (stdin not attached) passes.
+pub fn check_tty(interactive: bool, tty: bool) {
+    if interactive && tty && !std::io::stdin().is_terminal_fd() {
+        eprintln!("berth: the input device is not a TTY");
+        super::run::exit_with(1);
+    }
+}
+
 trait IsTerminalFd {
     fn is_terminal_fd(&self) -> bool;
 }

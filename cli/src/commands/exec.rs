@@ -45,6 +45,8 @@ impl Exec {
     /// Joins the container, runs the command with signals forwarded, exits with its code.
     pub fn run(self, root: &Path) -> Result<()> {
         let c = container::find(root, &self.container)?;
+        // As docker: a container that does not exist is the error to report first.
+        super::console::check_tty(self.interactive, self.tty);
         let target = exec::Target::open(&c)?;
         // The console's thread must exist before this thread joins the PID namespace.
         let mut console = if self.tty { Some(super::console::Console::start(self.interactive)?) } else { None };

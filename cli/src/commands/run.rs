@@ -158,6 +158,9 @@ impl Run {
             bail!("berth run needs root (namespaces and mounts); rootless containers are not supported yet");
         }
         self.check_flags()?;
+        if !self.detach {
+            super::console::check_tty(self.interactive, self.tty);
+        }
         let store = open_store(root)?;
         let rec = match store.resolve(&self.image) {
             Ok(rec) => rec,

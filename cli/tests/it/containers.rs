@@ -523,9 +523,19 @@ fn exec_t_gives_a_pty_and_i_attaches_stdin() {
     };
     assert_eq!(feed(&["exec", "-i", "tt", "cat"]), (Some(0), "hello from stdin\n".to_owned()));
     assert_eq!(feed(&["exec", "tt", "cat"]), (Some(0), String::new()), "stdin is empty without -i");
-    let (code, out) = feed(&["exec", "-it", "tt", "sh", "-c", "read line; echo got $line; exit 5"]);
+    let read_line = ["exec", "-it", "tt", "sh", "-c", "read line; echo got $line; exit 5"];
+    let (code, out) = crate::util::with_terminal_stdin(&b, &read_line, b"hello from stdin\n");
     assert_eq!(code, Some(5));
     assert!(out.contains("got hello from stdin"), "{out:?}");
+    // As docker: -it with piped stdin fails at once (exit 1); -t alone runs.
+    let out = b.cmd(&["exec", "-it", "tt", "cat"]).stdin(std::process::Stdio::piped()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the input device is not a TTY"));
+    let out = b.cmd(&["exec", "-t", "tt", "echo", "ok"]).stdin(std::process::Stdio::piped()).output().unwrap();
+    assert_eq!((out.status.code(), String::from_utf8_lossy(&out.stdout).as_ref()), (Some(0), "ok\r\n"));
+    let out =
+        b.cmd(&["exec", "-it", "no-such-container", "true"]).stdin(std::process::Stdio::piped()).output().unwrap();
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("TTY"), "a missing container is reported first");
 }
 
 #[test]

@@ -427,9 +427,37 @@ fn tty_gives_a_real_pty_and_interactive_attaches_stdin() {
     };
     assert_eq!(feed(&["-i", "busybox", "cat"]), (Some(0), "hello from stdin\n".to_owned()));
     assert_eq!(feed(&["busybox", "cat"]), (Some(0), String::new()));
-    let (code, out) = feed(&["-i", "-t", "busybox", "sh", "-c", "read line; echo got $line; exit 5"]);
+    // -it reads a terminal: berth's stdin is one here.
+    let read_line = ["run", "-i", "-t", "busybox", "sh", "-c", "read line; echo got $line; exit 5"];
+    let (code, out) = crate::util::with_terminal_stdin(&b, &read_line, b"hello from stdin\n");
     assert_eq!(code, Some(5));
     assert!(out.contains("got hello from stdin"), "{out:?}");
+}
+
+#[test]
+fn interactive_tty_with_piped_stdin_fails_at_once_as_dockers_and_tty_alone_runs() {
+    let Some(b) = setup() else { return };
+    use std::io::Write;
+    let start = std::time::Instant::now();
+    // Before, berth echoed the input through the pty and `cat` never saw its end.
+    let mut child = b
+        .cmd(&["run", "--rm", "-it", "busybox", "cat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hi\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "docker's exit code: {err}");
+    assert!(err.contains("the input device is not a TTY"), "{err}");
+    assert!(out.stdout.is_empty(), "nothing ran");
+    assert!(start.elapsed() < std::time::Duration::from_secs(10));
+    // -t without -i: stdin is not attached, so no terminal is needed there.
+    let out =
+        b.cmd(&["run", "--rm", "-t", "busybox", "echo", "ok"]).stdin(std::process::Stdio::piped()).output().unwrap();
+    assert_eq!((out.status.code(), String::from_utf8_lossy(&out.stdout).as_ref()), (Some(0), "ok\r\n"));
 }
 
 #[test]

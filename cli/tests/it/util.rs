@@ -299,3 +299,32 @@ impl Drop for Outside {
         let _ = std::process::Command::new("ip").args(["netns", "del", &self.0]).status();
     }
 }
+
+/// A new pty: (master, slave), the slave to be a process's terminal stdin.
+pub fn pty() -> (std::fs::File, std::fs::File) {
+    use std::os::fd::AsRawFd;
+    let master = std::fs::OpenOptions::new().read(true).write(true).open("/dev/ptmx").expect("open /dev/ptmx");
+    let mut name = [0 as libc::c_char; 64];
+    // SAFETY: unlockpt and ptsname_r on an open ptmx fd, with a buffer of the given length.
+    let ok = unsafe {
+        libc::unlockpt(master.as_raw_fd()) == 0
+            && libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len()) == 0
+    };
+    assert!(ok, "unlock the pty: {}", std::io::Error::last_os_error());
+    // SAFETY: ptsname_r wrote a NUL-terminated name into the buffer.
+    let path = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }.to_string_lossy().into_owned();
+    let slave = std::fs::OpenOptions::new().read(true).write(true).open(&path).expect("open the pty's slave");
+    (master, slave)
+}
+
+/// Runs berth with a terminal (a pty) as its stdin, types `input` into it, and returns the
+/// exit code and stdout (a pipe).
+pub fn with_terminal_stdin(b: &Berth, args: &[&str], input: &[u8]) -> (Option<i32>, String) {
+    let (mut master, slave) = pty();
+    let child = b.cmd(args).stdin(slave).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run berth");
+    master.write_all(input).expect("type into the pty");
+    // The master stays open until berth exits: closing it would hang up berth's stdin.
+    let out = child.wait_with_output().expect("wait for berth");
+    drop(master);
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
