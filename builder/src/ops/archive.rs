@@ -82,20 +82,66 @@ pub fn parse_size(s: &str) -> Option<u64> {
     n.checked_mul(1u64 << shift)
 }
 
-/// A local file ADD unpacks: a tar, plain or compressed (gzip, zstd); None for other files.
-/// The file is opened once; the bytes read to recognise it are put back in front.
+/// How a local file ADD unpacks is compressed, told by its first bytes as BuildKit tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// No known compression: a plain tar, or a file copied as it is.
+    Plain,
+    /// gzip: 1F 8B.
+    Gzip,
+    /// zstd: 28 B5 2F FD.
+    Zstd,
+    /// xz: FD 37 7A 58 5A 00.
+    Xz,
+    /// bzip2: "BZh".
+    Bzip2,
+}
+
+impl Format {
+    /// The format whose magic bytes `head` starts with.
+    fn detect(head: &[u8]) -> Format {
+        match head {
+            [0xfd, b'7', b'z', b'X', b'Z', 0x00, ..] => Format::Xz,
+            [b'B', b'Z', b'h', ..] => Format::Bzip2,
+            _ => match Compression::detect(head) {
+                Compression::None => Format::Plain,
+                Compression::Gzip => Format::Gzip,
+                Compression::Zstd => Format::Zstd,
+            },
+        }
+    }
+}
+
+/// The most memory an xz archive's decoder may ask for (its dictionary): `xz -9` needs 65 MiB,
+/// so a header asking for gigabytes is a memory bomb, refused before the allocation.
+const XZ_MEMORY_LIMIT_KIB: u32 = 256 << 10;
+
+/// A local file ADD unpacks: a tar, plain or compressed (gzip, bzip2, xz, zstd); None for
+/// other files. The file is opened once; the bytes read to recognise it are put back in front.
 pub fn open(path: &Path) -> Result<Option<tar::Archive<Box<dyn Read>>>> {
     let read_err = || Error::io(format!("read {}", path.display()));
     let file = std::fs::File::open(path).map_err(Error::io(format!("open {}", path.display())))?;
     let (head, file) = peek(Box::new(file), 512).map_err(read_err())?;
-    let decoded: Box<dyn Read> = match Compression::detect(&head) {
-        Compression::None => file,
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(file).map_err(read_err())?),
+    let decoded: Box<dyn Read> = match Format::detect(&head) {
+        Format::Plain => file,
+        Format::Gzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
+        Format::Zstd => Box::new(zstd::stream::read::Decoder::new(file).map_err(read_err())?),
+        Format::Xz => Box::new(lzma_rust2::XzReader::new_mem_limit(file, true, XZ_MEMORY_LIMIT_KIB)),
+        Format::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(file)),
     };
-    // A compressed file that is not a tar inside is copied as it is.
+    // A compressed file that is not a tar inside is copied as it is; an xz whose dictionary
+    // is over the limit is refused rather than copied or allocated.
     let (inner, decoded) = match peek(decoded, 512) {
         Ok(peeked) => peeked,
+        Err(e) if e.kind() == std::io::ErrorKind::OutOfMemory => {
+            return Err(Error::Context {
+                path: path.display().to_string(),
+                reason: format!(
+                    "the xz archive needs more than {} MiB to decompress ({e}); refused",
+                    XZ_MEMORY_LIMIT_KIB >> 10
+                ),
+            })
+        }
         Err(_) => return Ok(None),
     };
     let is_tar = inner.len() >= 262 && &inner[257..262] == b"ustar";
@@ -465,6 +511,63 @@ mod tests {
         let ids = |o| run_owned(fill, 1 << 20, o).unwrap().into_iter().map(|(_, ids)| ids).collect::<Vec<_>>();
         assert_eq!(ids(None), [(1234, 2345), (0, 0)]);
         assert_eq!(ids(Some((1000, 1001))), [(1000, 1001), (1000, 1001)]);
+    }
+
+    /// The entry names of what [`open`] made of `path`, or None when it copies the file.
+    fn names(path: &Path) -> Option<Vec<String>> {
+        let mut a = open(path).unwrap()?;
+        Some(a.entries().unwrap().map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned()).collect())
+    }
+
+    #[test]
+    fn xz_and_bzip2_tars_open_by_their_magic_bytes_not_their_names() {
+        assert_eq!(Format::detect(&[0xfd, b'7', b'z', b'X', b'Z', 0, 1]), Format::Xz);
+        assert_eq!(Format::detect(b"BZh91AY&SY"), Format::Bzip2);
+        assert_eq!(Format::detect(b"BZ"), Format::Plain);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("src")).unwrap();
+        std::fs::write(dir.path().join("src/f.txt"), "x\n").unwrap();
+        for (flag, name) in [("-cJf", "a.tar.xz"), ("-cjf", "a.tar.bz2"), ("-cJf", "named.tgz")] {
+            let ok = std::process::Command::new("tar")
+                .args(["-C", &dir.path().display().to_string(), flag, name, "src"])
+                .current_dir(dir.path())
+                .status()
+                .unwrap();
+            assert!(ok.success());
+            assert_eq!(names(&dir.path().join(name)).unwrap(), ["src/", "src/f.txt"], "{name}");
+        }
+        // Only the extension, or a compressed file that is no tar: copied as they are.
+        std::fs::write(dir.path().join("fake.tar.xz"), "not an archive").unwrap();
+        std::fs::write(dir.path().join("fake.tar.bz2"), "BZh not an archive").unwrap();
+        let xz = std::process::Command::new("xz").args(["-k", "src/f.txt"]).current_dir(dir.path()).status();
+        assert!(xz.unwrap().success());
+        for name in ["fake.tar.xz", "fake.tar.bz2", "src/f.txt.xz"] {
+            assert!(names(&dir.path().join(name)).is_none(), "{name}");
+        }
+    }
+
+    #[test]
+    fn an_xz_asking_for_a_huge_dictionary_is_refused_before_allocating_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), "x").unwrap();
+        let tar = std::process::Command::new("tar").args(["-cf", "a.tar", "f"]).current_dir(dir.path()).status();
+        assert!(tar.unwrap().success());
+        let xz = std::process::Command::new("xz").args(["-T1", "a.tar"]).current_dir(dir.path()).status();
+        assert!(xz.unwrap().success());
+        let path = dir.path().join("a.tar.xz");
+        let mut bytes = std::fs::read(&path).unwrap();
+        // The block header after the 12-byte stream header: its LZMA2 filter (ID 0x21, one
+        // property byte) gets the largest dictionary (4 GiB), and the header a new CRC32.
+        let size = (usize::from(bytes[12]) + 1) * 4;
+        let header = &mut bytes[12..12 + size];
+        let at = header.windows(2).position(|w| w == [0x21, 0x01]).unwrap() + 2;
+        header[at] = 40;
+        let mut crc = flate2::Crc::new();
+        crc.update(&header[..size - 4]);
+        header[size - 4..].copy_from_slice(&crc.sum().to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let e = open(&path).map(|_| ()).map_err(|e| oci::error::chain(&e)).unwrap_err();
+        assert!(e.contains("the xz archive needs more than 256 MiB to decompress"), "{e}");
     }
 
     #[test]

@@ -261,6 +261,42 @@ fn add_archives_refuse_escapes_keep_long_pax_and_sparse_entries_and_are_capped()
     assert!(ok, "under the cap it builds: {log}");
 }
 
+/// Runs `cmd` (a shell line) in `dir`, and asserts it succeeded.
+fn sh(dir: &Path, cmd: &str) {
+    let ok = std::process::Command::new("sh").args(["-c", cmd]).current_dir(dir).status().unwrap();
+    assert!(ok.success(), "{cmd}");
+}
+
+#[test]
+fn add_extracts_xz_and_bzip2_tars_by_content_and_caps_them_as_gzip_ones() {
+    let Some(b) = build_store() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path();
+    write(ctx, "src/app/bin.txt", "app\n", 0o644);
+    sh(ctx, "tar -C src -cJf app.tar.xz app && tar -C src -cjf app.tar.bz2 app && rm -r src");
+    write(ctx, "fake.tar.xz", "not an archive\n", 0o644);
+    write(
+        ctx,
+        "Dockerfile",
+        "FROM busybox:latest\nADD app.tar.xz /xz/\nADD app.tar.bz2 /bz/\nADD fake.tar.xz /fake/\n\
+         RUN cat /xz/app/bin.txt /bz/app/bin.txt /fake/fake.tar.xz > /report\n",
+        0o644,
+    );
+    let (ok, log) = build(&b, ctx, &["-t", "xzbz:1"], &[]);
+    assert!(ok, "{log}");
+    assert_eq!(b.ok(&["run", "--rm", "xzbz:1", "cat", "/report"]), "app\napp\nnot an archive\n");
+    // Bombs: 2 MiB of zeros, over a 1 MiB cap, in each format.
+    write(ctx, "zeros/zeros", "", 0o644);
+    sh(ctx, "head -c 2097152 /dev/zero > zeros/zeros && tar -C zeros -cJf bomb.tar.xz zeros && tar -C zeros -cjf bomb.tar.bz2 zeros");
+    for name in ["bomb.tar.xz", "bomb.tar.bz2"] {
+        write(ctx, "Dockerfile", &format!("FROM busybox:latest\nADD {name} /x/\n"), 0o644);
+        let (ok, log) = build(&b, ctx, &["-t", "xzbz:bomb"], &[("BERTH_ADD_MAX_EXPANDED", "1M")]);
+        assert!(!ok, "{log}");
+        let want = format!("{name}: the archive expands to more than 1048576 bytes (at entry \"zeros\")");
+        assert!(log.contains(&want), "{log}");
+    }
+}
+
 #[test]
 fn copy_from_a_stage_that_reran_with_the_same_output_is_cached() {
     let Some(b) = build_store() else { return };
