@@ -359,8 +359,9 @@ impl SandboxError {
 const MAX_ACCOUNTS_FILE: u64 = 16 << 20;
 
 /// Reads a file of the rootfs-to-be from its snapshot directories, as the merged root will
-/// show it, without mounting (see [`crate::merged`]).
-fn read_in_rootfs(mounts: &[Mount], path: &str) -> Option<String> {
+/// show it, without mounting (see [`crate::merged`]); public for the builder's `--chown`,
+/// which reads the image's /etc/passwd and /etc/group by BuildKit's rules, not USER's.
+pub fn read_in_rootfs(mounts: &[Mount], path: &str) -> Option<String> {
     let dirs: Vec<PathBuf> = match mounts.first()? {
         Mount::Overlay { lower, upper, .. } => {
             upper.iter().map(|(u, _)| u.clone()).chain(lower.iter().cloned()).collect()

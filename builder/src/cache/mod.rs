@@ -47,7 +47,9 @@ pub struct KeyRecipe<'a> {
 /// The version of `op`'s keys, bumped when what the op makes changes, so that results made
 /// before never hit. COPY went to 3 when copies from stages and images kept their files'
 /// owners and `--chown` gave the directories it creates to the new owner (as BuildKit does),
-/// and to 4 when ADD extracted local xz and bzip2 tars (copied as files before).
+/// and to 4 when ADD extracted local xz and bzip2 tars (copied as files before) and `--chown`
+/// and WORKDIR owners followed BuildKit's rules (`--chown=1001` is 1001:1001 whatever
+/// /etc/passwd gives uid 1001; an unknown name is 0:0).
 pub fn key_version(op: &crate::graph::Op) -> u32 {
     match op {
         crate::graph::Op::Copy(_) => 4,

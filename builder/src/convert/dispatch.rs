@@ -195,7 +195,8 @@ impl Converter<'_> {
             }
             None => None,
         };
-        let chown = copy.chown.as_ref().map(exp).transpose()?;
+        // An empty `--chown` (`--chown=$OWNER` with OWNER unset) is none, as in BuildKit.
+        let chown = copy.chown.as_ref().map(exp).transpose()?.filter(|c| !c.is_empty());
         let exclude = copy.exclude.iter().map(exp).collect::<Result<Vec<_>>>()?;
         let mut inputs = vec![out.vertex];
         let from_context = copy.from.is_none() && sources.iter().any(|s| matches!(s, CopySrc::Path(_)));

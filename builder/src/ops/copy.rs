@@ -118,16 +118,11 @@ impl LocalWorker<'_> {
         let key = unique("copy", 0);
         let mounts = self.snapshotter.prepare(&key, parent.as_deref()).map_err(Error::runner("prepare a snapshot"))?;
         let result = with_rootfs(&mounts, &self.root.join("tmp").join(&key), |root| {
-            let chown = match &c.chown {
-                Some(u) => {
-                    let (uid, gid, _) = runner::sandbox::resolve_user(&mounts, u).map_err(|e| {
-                        let flag = if c.sources.is_empty() { format!("USER {u}") } else { format!("--chown={u}") };
-                        self.err_at(v, format!("{flag}: {e}"))
-                    })?;
-                    Some((uid, gid))
-                }
-                None => None,
-            };
+            // `--chown`, or WORKDIR's USER: BuildKit's owner rules, not RUN's (see `owner`).
+            let chown = c.chown.as_deref().map(|u| {
+                let read = |path| runner::sandbox::read_in_rootfs(&mounts, path).unwrap_or_default();
+                super::owner::owner_ids(u, &read("etc/passwd"), &read("etc/group"))
+            });
             self.stream_into(v, c, source_layers, Onto { root, chown, plan, record })
         });
         let settled = result.and_then(|(emitted, files)| {

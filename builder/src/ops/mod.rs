@@ -11,6 +11,7 @@ mod archive;
 mod copy;
 mod exec;
 mod mounts;
+mod owner;
 mod reuse;
 #[cfg(test)]
 mod tests;

@@ -366,6 +366,42 @@ fn workdir_under_user_is_created_owned_by_that_user_and_dated_now() {
 }
 
 #[test]
+fn chown_and_workdir_owners_follow_buildkits_rules_not_users() {
+    let Some(b) = build_store() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path();
+    write(ctx, "f", "f\n", 0o644);
+    // uid 1001 is listed with gid 77: BuildKit still gives `1001` the gid 1001.
+    write(
+        ctx,
+        "Dockerfile",
+        "FROM busybox:latest\n\
+         ARG OWNER\n\
+         RUN echo 'app:x:1001:77::/:/bin/sh' >> /etc/passwd && echo 'web:x:33:50::/:/bin/sh' >> /etc/passwd \\\n\
+           && echo 'devs:x:4242:' >> /etc/group\n\
+         COPY --chown=1001 f /a\n\
+         COPY --chown=:devs f /b\n\
+         COPY --chown=nosuch f /c\n\
+         COPY --chown=$OWNER f /d\n\
+         COPY --chown=web f /e\n\
+         COPY --chown=1001:nosuch f /g\n\
+         USER 1001\n\
+         WORKDIR /w1\n\
+         USER nosuch\n\
+         WORKDIR /w2\n\
+         USER root\n\
+         RUN stat -c '%u:%g %n' /a /b /c /d /e /g /w1 /w2 > /report\n",
+        0o644,
+    );
+    let (ok, log) = build(&b, ctx, &["-t", "owners:1"], &[]);
+    assert!(ok, "an unknown name is 0:0, not an error: {log}");
+    assert_eq!(
+        b.ok(&["run", "--rm", "owners:1", "cat", "/report"]),
+        "1001:1001 /a\n0:4242 /b\n0:0 /c\n0:0 /d\n33:50 /e\n1001:1001 /g\n1001:1001 /w1\n0:0 /w2\n"
+    );
+}
+
+#[test]
 fn a_symlink_copied_into_a_directory_keeps_its_name_and_an_empty_wildcard_copies_nothing() {
     let Some(b) = build_store() else { return };
     let dir = tempfile::tempdir().unwrap();
