@@ -111,7 +111,9 @@ impl Context {
                 });
             }
             let real_rel = real.strip_prefix(&self.root).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-            if !real_rel.is_empty() && self.ignore.is_excluded(&real_rel) {
+            // An excluded directory is still selected when an exception re-includes something
+            // below it (`target` then `!target/*.jar`), as BuildKit's context keeps it for them.
+            if !real_rel.is_empty() && self.ignore.is_excluded(&real_rel) && !self.reincludes(&real, &real_rel)? {
                 continue;
             }
             out.push(Selected { path: real, rel });
@@ -123,6 +125,20 @@ impl Context {
             });
         }
         Ok(out)
+    }
+
+    /// True when the excluded `rel` (at `path`) is a directory that holds something an
+    /// exception of the ignore rules re-includes: the walk then sends only that.
+    fn reincludes(&self, path: &Path, rel: &str) -> Result<bool> {
+        if !path.is_dir() || self.ignore.can_skip_dir(rel) {
+            return Ok(false);
+        }
+        let mut any = false;
+        self.walk_dir(path, rel, "", &Ignore::default(), &mut |_, _, _| {
+            any = true;
+            Ok(())
+        })?;
+        Ok(any)
     }
 
     /// Walks a selection: calls `visit(host path, path relative to the selected item, metadata)`
@@ -355,6 +371,26 @@ mod tests {
         assert!(c.select("secret.txt").is_err(), "an ignored plain path is missing");
         assert!(c.select("secret*").unwrap().is_empty(), "a wildcard that matches only ignored files selects nothing");
         assert!(c.select("nothing*").unwrap().is_empty(), "a wildcard may match nothing, as in BuildKit");
+    }
+
+    #[test]
+    fn an_excluded_directory_is_selected_for_what_an_exception_re_includes() {
+        let files = [("target/app.jar", "j"), ("target/other.txt", "o"), ("target/lib/x.jar", "x"), ("tmp/a", "a")];
+        let (_d, c) = ctx(&files, "target\n!target/*.jar\ntmp\n");
+        for source in ["target", "targe?"] {
+            let sel = c.select(source).unwrap();
+            assert_eq!(sel.iter().map(|s| s.rel.as_str()).collect::<Vec<_>>(), ["target"], "{source}");
+            let mut seen = Vec::new();
+            c.walk(&sel[0], &Ignore::default(), &mut |_, rel, _| {
+                seen.push(rel.to_owned());
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(seen, ["", "app.jar"], "{source}");
+        }
+        // Nothing re-included below: still excluded.
+        assert!(c.select("tmp").is_err());
+        assert!(c.select("tm?").unwrap().is_empty());
     }
 
     #[test]

@@ -402,6 +402,26 @@ fn chown_and_workdir_owners_follow_buildkits_rules_not_users() {
 }
 
 #[test]
+fn a_dockerignore_exception_under_an_excluded_directory_is_copied_with_the_directory() {
+    let Some(b) = build_store() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path();
+    write(ctx, ".dockerignore", "target\n!target/*.jar\n", 0o644);
+    for f in ["target/app.jar", "target/other.txt", "target/lib/x.jar"] {
+        write(ctx, f, "x\n", 0o644);
+    }
+    write(
+        ctx,
+        "Dockerfile",
+        "FROM busybox:latest\nCOPY target /t\nCOPY targe? /u/\nRUN find /t /u | sort > /report\n",
+        0o644,
+    );
+    let (ok, log) = build(&b, ctx, &["-t", "reinc:1"], &[]);
+    assert!(ok, "{log}");
+    assert_eq!(b.ok(&["run", "--rm", "reinc:1", "cat", "/report"]), "/t\n/t/app.jar\n/u\n/u/app.jar\n");
+}
+
+#[test]
 fn a_symlink_copied_into_a_directory_keeps_its_name_and_an_empty_wildcard_copies_nothing() {
     let Some(b) = build_store() else { return };
     let dir = tempfile::tempdir().unwrap();
