@@ -336,8 +336,13 @@ pub enum SandboxError {
 
 impl SandboxError {
     /// The failure to execute `program`, naming it (`/bin/sh: No such file or directory`):
-    /// the OS error alone does not say which file was missing. The error's kind is kept.
+    /// the OS error alone does not say which file was missing. The error's kind is kept. A
+    /// failure of the container's set-up before the exec (see [`SetupStage`]) says which
+    /// step failed and is berth's own (docker's 125), not the program's.
     pub fn exec_failed(program: &str, e: std::io::Error) -> SandboxError {
+        if let Some((stage, errno)) = SetupStage::decode(&e) {
+            return SandboxError::Start { what: stage.what(), source: std::io::Error::from_raw_os_error(errno) };
+        }
         let source = std::io::Error::new(e.kind(), format!("{program}: {e}"));
         SandboxError::Start { what: "fork and exec", source }
     }
@@ -351,6 +356,57 @@ impl SandboxError {
             }
             SandboxError::Start { what: "fork and exec", .. } => Some(126),
             _ => None,
+        }
+    }
+}
+
+/// The step of a container's set-up in the forked child that failed. Only an errno crosses
+/// from the child to `spawn`'s caller, so the step travels in the bits above it: a code
+/// no errno has, which tells the caller the set-up failed and not the exec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetupStage {
+    /// Namespaces, cgroups, the network, the hostname.
+    Namespaces = 1,
+    /// The root, volumes, tmpfs, /proc, /dev and the other mounts.
+    Filesystem = 2,
+    /// The working directory.
+    Workdir = 3,
+    /// User, capabilities, limits, seccomp, the init or the pty.
+    Process = 4,
+}
+
+/// The bit that marks a set-up failure's code (errnos stay far below it).
+const SETUP_MARK: i32 = 1 << 24;
+
+impl SetupStage {
+    /// `e` marked as a failure of this step (an error marked already keeps its step).
+    pub fn mark(self, e: std::io::Error) -> std::io::Error {
+        if SetupStage::decode(&e).is_some() {
+            return e;
+        }
+        let errno = e.raw_os_error().filter(|n| (1..0xffff).contains(n)).unwrap_or(libc::EINVAL);
+        std::io::Error::from_raw_os_error(SETUP_MARK | (self as i32) << 16 | errno)
+    }
+
+    /// The step and the errno of a marked error.
+    fn decode(e: &std::io::Error) -> Option<(SetupStage, i32)> {
+        let code = e.raw_os_error().filter(|c| c & SETUP_MARK != 0)?;
+        let stage = match (code >> 16) & 0xff {
+            1 => SetupStage::Namespaces,
+            2 => SetupStage::Filesystem,
+            3 => SetupStage::Workdir,
+            _ => SetupStage::Process,
+        };
+        Some((stage, code & 0xffff))
+    }
+
+    /// The step, for the error message.
+    fn what(self) -> &'static str {
+        match self {
+            SetupStage::Namespaces => "set up the container's namespaces",
+            SetupStage::Filesystem => "mount the container's filesystem (its root, volumes, tmpfs and /proc)",
+            SetupStage::Workdir => "enter the working directory",
+            SetupStage::Process => "set up the container process (user, capabilities, limits)",
         }
     }
 }
@@ -695,9 +751,9 @@ fn enter(spec: &Spec, confinement: &crate::security::Confinement) -> std::io::Re
     if std::os::unix::fs::MetadataExt::rdev(&null) != rustix::fs::makedev(1, 3) {
         return Err(std::io::Error::other("/dev/null is not the null device"));
     }
-    build_filesystem(&crate::sys::Linux, spec)?;
+    build_filesystem(&crate::sys::Linux, spec).map_err(|e| SetupStage::Filesystem.mark(e))?;
     rustix::system::sethostname(spec.hostname.as_bytes()).map_err(errno)?;
-    become_process(spec, confinement)
+    become_process(spec, confinement).map_err(|e| SetupStage::Process.mark(e))
 }
 
 /// The second half of a start, shared with `exec` (which joins namespaces instead of making
@@ -729,8 +785,7 @@ pub(crate) fn become_process(spec: &Spec, confinement: &crate::security::Confine
         become_user(ids)?;
         rustix::process::set_parent_process_death_signal(death).map_err(errno)?;
     }
-    rustix::process::chdir(spec.cwd.as_str())
-        .map_err(|e| std::io::Error::other(format!("working directory {}: {e}", spec.cwd)))?;
+    rustix::process::chdir(spec.cwd.as_str()).map_err(|e| SetupStage::Workdir.mark(e.into()))?;
     if rustix::process::geteuid().is_root() {
         confinement.set_capabilities()?;
     }
@@ -959,7 +1014,7 @@ pub fn command(spec: &Spec) -> Result<Command, SandboxError> {
     // SAFETY: `enter` only makes syscalls and small allocations (glibc's fork keeps malloc
     // usable in the child).
     unsafe {
-        cmd.pre_exec(move || enter(&child_spec, &confinement));
+        cmd.pre_exec(move || enter(&child_spec, &confinement).map_err(|e| SetupStage::Namespaces.mark(e)));
     }
     Ok(cmd)
 }

@@ -419,7 +419,7 @@ impl Run {
             }
             let child = cmd
                 .spawn()
-                .map_err(|source| runner::sandbox::SandboxError::Start { what: "fork and exec", source })
+                .map_err(|source| runner::sandbox::SandboxError::exec_failed(&spec.args[0], source))
                 .context("start the container")?;
             if let Some(c) = console {
                 c.spawned();

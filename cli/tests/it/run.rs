@@ -40,6 +40,22 @@ fn exit_codes_pass_through() {
     let (code, _, err) = run(&b, &["--env-file", "/no/such/env", "busybox", "true"]);
     assert_eq!(code, 125, "{err}");
     assert_eq!(b.output(&["rmi", "no-such-image:1"]).status.code(), Some(1), "other commands keep 1");
+    // A container that cannot be set up is berth's failure (125), said as such, not the
+    // command's (126/127): a volume onto a path /proc cannot have, a file over a
+    // directory, a working directory that is a file.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file.txt");
+    std::fs::write(&file, "x").unwrap();
+    let (vol, over) = (format!("{}:/proc/x", p(dir.path())), format!("{}:/bin", p(&file)));
+    for (args, says) in [
+        (vec!["-v", vol.as_str(), "busybox", "true"], "mount the container's filesystem"),
+        (vec!["-v", over.as_str(), "busybox", "true"], "mount the container's filesystem"),
+        (vec!["-w", "/etc/passwd", "busybox", "true"], "enter the working directory"),
+    ] {
+        let (code, _, err) = run(&b, &args);
+        assert_eq!(code, 125, "{args:?}: {err}");
+        assert!(err.contains(says) && !err.contains("true:"), "{args:?} names the step, not the command: {err}");
+    }
 }
 
 #[test]
