@@ -716,14 +716,27 @@ impl ImageStore {
         Ok(ImageRecord { name: name.cloned(), target })
     }
 
-    /// A new image: `base` plus one layer on top, with a history entry, as `docker commit`
-    /// and the builder's RUN make them. The base config's other fields are kept as they are.
+    /// A new image: `base` plus one layer on top, with a history entry, as the builder's
+    /// steps make them. The base config's other fields are kept as they are.
     pub fn add_layer(
         &self,
         base: &Image,
         layer: &LayerInfo,
         created_by: &str,
         comment: &str,
+        name: Option<&Reference>,
+    ) -> Result<ImageRecord> {
+        let commit = Commit { created_by, comment, author: None, config: None };
+        self.commit_layer(base, layer, &commit, name)
+    }
+
+    /// A new image: `base` plus one layer on top, as `docker commit` makes it: a history
+    /// entry (with the author), and `commit.config` in place of the base's `config` object.
+    pub fn commit_layer(
+        &self,
+        base: &Image,
+        layer: &LayerInfo,
+        commit: &Commit<'_>,
         name: Option<&Reference>,
     ) -> Result<ImageRecord> {
         let bad = |reason: &str| Error::InvalidDocument { what: "image config", reason: reason.to_owned() };
@@ -736,10 +749,18 @@ impl ImageStore {
             .as_array_mut()
             .ok_or_else(|| bad("no rootfs.diff_ids"))?
             .push(layer.diff_id.to_string().into());
-        let entry = serde_json::json!({ "created": created, "created_by": created_by, "comment": comment });
+        let mut entry =
+            serde_json::json!({ "created": created, "created_by": commit.created_by, "comment": commit.comment });
+        if let Some(author) = commit.author.filter(|a| !a.is_empty()) {
+            entry["author"] = author.into();
+            config["author"] = author.into();
+        }
         match config.get_mut("history").and_then(|h| h.as_array_mut()) {
             Some(h) => h.push(entry),
             None => config["history"] = serde_json::json!([entry]),
+        }
+        if let Some(c) = &commit.config {
+            config["config"] = c.clone();
         }
         let config_bytes =
             serde_json::to_vec(&config).map_err(|source| Error::InvalidJson { what: "image config", source })?;
@@ -881,6 +902,20 @@ fn copy_checking_tar(input: &mut impl Read, out: &mut impl Write) -> Result<()> 
     // Keep the end-of-archive blocks and any padding, so the diffID covers the whole input.
     std::io::copy(&mut tee, &mut std::io::sink()).map_err(|e| Error::io("read rootfs tarball", e))?;
     Ok(())
+}
+
+/// What [`ImageStore::commit_layer`] records besides the layer: `docker commit`'s
+/// history entry, `-a`, and the container's settings.
+#[derive(Debug, Clone, Default)]
+pub struct Commit<'a> {
+    /// The history entry's `created_by`.
+    pub created_by: &'a str,
+    /// The history entry's comment (`-m`).
+    pub comment: &'a str,
+    /// The image's and the history entry's author (`-a`).
+    pub author: Option<&'a str>,
+    /// The image config's new `config` object; `None` keeps the base's.
+    pub config: Option<serde_json::Value>,
 }
 
 /// What `import_rootfs` writes into the new image.

@@ -410,7 +410,7 @@ impl Rm {
 /// Create a new image from a container's changes
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  berth run --name setup busybox sh -c 'echo ready > /etc/motd'\n  berth commit -m 'add motd' setup app:base"
+    after_help = "Examples:\n  berth run --name setup busybox sh -c 'echo ready > /etc/motd'\n  berth commit -m 'add motd' setup app:base\n  berth commit -a 'Ann <ann@example.com>' setup app:base"
 )]
 pub struct Commit {
     /// The container
@@ -421,10 +421,14 @@ pub struct Commit {
     /// Commit message
     #[arg(short, long)]
     message: Option<String>,
+    /// Author (e.g., "John Hannibal Smith <hannibal@a-team.com>")
+    #[arg(short, long)]
+    author: Option<String>,
 }
 
 impl Commit {
-    /// Diffs the container's snapshot into a layer and stacks it on the container's image.
+    /// Diffs the container's snapshot into a layer and stacks it on the container's image,
+    /// with the container's settings as the new image's config (docker's commit).
     pub fn run(self, root: &Path) -> Result<()> {
         let c = container::find(root, &self.container)?;
         let name = self.reference.as_deref().map(str::parse::<oci::Reference>).transpose()?;
@@ -439,7 +443,15 @@ impl Commit {
         let (ingest, info) = layer.finish()?;
         ingest.commit(oci::content::Expected::exactly(&info.digest, info.size))?;
         let created_by = format!("berth commit {} ({})", c.config.name, c.config.args.join(" "));
-        let rec = store.add_layer(&base, &info, &created_by, self.message.as_deref().unwrap_or(""), name.as_ref())?;
+        let base_config: serde_json::Value =
+            serde_json::from_slice(&base.config_bytes).context("parse the image config")?;
+        let commit = oci::store::Commit {
+            created_by: &created_by,
+            comment: self.message.as_deref().unwrap_or(""),
+            author: self.author.as_deref(),
+            config: Some(container::commit::image_config(&c.config, &base_config["config"])),
+        };
+        let rec = store.commit_layer(&base, &info, &commit, name.as_ref())?;
         println!("{}", store.image(&rec.target)?.id);
         Ok(())
     }

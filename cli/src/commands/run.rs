@@ -266,6 +266,7 @@ impl Run {
             manifest: rec.target.digest.to_string(),
             created: runner::container::state::now(),
             args: self.command_line(&cfg)?,
+            entrypoint: self.entrypoint(&cfg),
             env: config::environment(&cfg.env().clone().unwrap_or_default(), &self.given_env()?, &hostname, self.tty),
             cwd: config::working_dir(self.workdir.as_deref(), cfg.working_dir().as_deref()),
             user: self.user.clone().or_else(|| cfg.user().clone()).filter(|u| !u.is_empty()),
@@ -439,11 +440,7 @@ impl Run {
     /// The process to run: the entrypoint (or `--entrypoint`) followed by the command given
     /// after the image, else the image's cmd (not with `--entrypoint`, as docker does).
     fn command_line(&self, cfg: &oci::spec::Config) -> Result<Vec<String>> {
-        let mut args: Vec<String> = match &self.entrypoint {
-            Some(e) if e.is_empty() => Vec::new(),
-            Some(e) => vec![e.clone()],
-            None => cfg.entrypoint().clone().unwrap_or_default(),
-        };
+        let mut args = self.entrypoint(cfg);
         if self.command.is_empty() {
             if self.entrypoint.is_none() {
                 args.extend(cfg.cmd().clone().unwrap_or_default());
@@ -455,6 +452,15 @@ impl Run {
             bail!("no command specified: the image has no entrypoint or cmd");
         }
         Ok(args)
+    }
+
+    /// The entrypoint in force: `--entrypoint` (empty: none), else the image's.
+    fn entrypoint(&self, cfg: &oci::spec::Config) -> Vec<String> {
+        match &self.entrypoint {
+            Some(e) if e.is_empty() => Vec::new(),
+            Some(e) => vec![e.clone()],
+            None => cfg.entrypoint().clone().unwrap_or_default(),
+        }
     }
 
     /// The host name: `--hostname`, else docker's default, the first 12 digits of the

@@ -631,3 +631,32 @@ fn ps_filters_and_formats_as_docker() {
     let err = b.fails(&["ps", "--filter", "label=x"]);
     assert!(err.contains("invalid filter"), "{err}");
 }
+
+#[test]
+fn commit_keeps_the_containers_settings_as_docker() {
+    let Some(b) = setup() else { return };
+    let out = b.ok(&["run", "--name", "c", "-u", "1000", "-w", "/srv", "-e", "A=1", "busybox", "echo", "hi"]);
+    assert_eq!(out, "hi\n");
+    b.ok(&["commit", "-m", "settings", "-a", "Ann <ann@example.com>", "c", "img:1"]);
+    let config: serde_json::Value = serde_json::from_str(&inspect(&b, "img:1", "{{json .Config}}")).unwrap();
+    assert_eq!(config["User"], "1000", "{config}");
+    assert_eq!(config["WorkingDir"], "/srv", "{config}");
+    assert_eq!(config["Cmd"], serde_json::json!(["echo", "hi"]), "{config}");
+    let env: Vec<&str> = config["Env"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
+    assert!(env.contains(&"A=1") && env.iter().any(|e| e.starts_with("PATH=")), "{env:?}");
+    assert!(!env.iter().any(|e| e.starts_with("HOSTNAME=")), "the container's own host name stays out: {env:?}");
+    assert_eq!(inspect(&b, "img:1", "{{.Author}}"), "Ann <ann@example.com>");
+    let history = b.ok(&["history", "img:1"]);
+    assert!(history.contains("settings") && history.contains("berth commit c"), "{history}");
+    // The committed image runs the container's command, as its user, where it worked.
+    let out = b.ok(&["run", "--rm", "img:1"]);
+    assert_eq!(out, "hi\n");
+    let out = b.ok(&["run", "--rm", "img:1", "sh", "-c", "id -u; pwd; echo $A"]);
+    assert_eq!(out, "1000\n/srv\n1\n");
+    // An entrypoint stays the entrypoint: words given to run replace only the cmd.
+    b.ok(&["run", "--name", "e", "--entrypoint", "echo", "busybox", "one"]);
+    b.ok(&["commit", "e", "img:2"]);
+    assert_eq!(inspect(&b, "img:2", "{{json .Config.Entrypoint}}"), r#"["echo"]"#);
+    assert_eq!(inspect(&b, "img:2", "{{json .Config.Cmd}}"), r#"["one"]"#);
+    assert_eq!(b.ok(&["run", "--rm", "img:2", "two"]), "two\n");
+}

@@ -32,6 +32,10 @@ pub struct Config {
     pub created: String,
     /// The process: program and arguments.
     pub args: Vec<String>,
+    /// The leading words of `args` that are the entrypoint (the image's or `--entrypoint`),
+    /// so that `berth commit` writes Entrypoint and Cmd apart; empty in older records.
+    #[serde(default)]
+    pub entrypoint: Vec<String>,
     /// `KEY=value` pairs.
     pub env: Vec<String>,
     /// The working directory.

@@ -21,6 +21,7 @@
 //! [`Container::state`] then records the exit (137) and removes what was left, whichever
 //! berth command looks first.
 
+pub mod commit;
 pub mod config;
 pub mod control;
 pub mod exec;

@@ -1,0 +1,63 @@
+//! The image config `berth commit` writes: the container's effective settings (the image's
+//! config overridden by `run`'s flags), as docker's commit writes the container's config.
+
+use serde_json::{json, Map, Value};
+
+use super::Config;
+
+/// The `config` object of an image committed from the container `c`, made from `base` (the
+/// `config` object of the image it runs, or null): the process (Entrypoint and Cmd apart),
+/// Env, WorkingDir, User, StopSignal, the health check in force, and the published ports
+/// among ExposedPorts; Labels, Volumes and the rest carry over from `base`.
+pub fn image_config(c: &Config, base: &Value) -> Value {
+    let mut out: Map<String, Value> = base.as_object().cloned().unwrap_or_default();
+    let split = if c.args.starts_with(&c.entrypoint) { c.entrypoint.len() } else { 0 };
+    let (entrypoint, cmd) = c.args.split_at(split);
+    out.insert("Entrypoint".into(), words(entrypoint));
+    out.insert("Cmd".into(), words(cmd));
+    // HOSTNAME is the container's own, given at start; docker's config never holds it.
+    let hostname = format!("HOSTNAME={}", c.hostname);
+    let env: Vec<&String> = c.env.iter().filter(|e| **e != hostname).collect();
+    out.insert("Env".into(), json!(env));
+    out.insert("WorkingDir".into(), json!(c.cwd));
+    out.insert("User".into(), json!(c.user.clone().unwrap_or_default()));
+    if c.stop_signal != "SIGTERM" || out.get("StopSignal").is_some_and(|s| !s.is_null()) {
+        out.insert("StopSignal".into(), json!(c.stop_signal));
+    }
+    if let Some(h) = &c.health {
+        out.insert("Healthcheck".into(), healthcheck(h));
+    }
+    if !c.ports.is_empty() {
+        let exposed = out.entry("ExposedPorts").or_insert_with(|| json!({}));
+        if !exposed.is_object() {
+            *exposed = json!({});
+        }
+        if let Some(map) = exposed.as_object_mut() {
+            for p in &c.ports {
+                map.entry(format!("{}/{}", p.container_port, p.proto)).or_insert_with(|| json!({}));
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+/// docker's null for no words.
+fn words(w: &[String]) -> Value {
+    if w.is_empty() {
+        Value::Null
+    } else {
+        json!(w)
+    }
+}
+
+/// A health check in docker's config form (durations in nanoseconds).
+fn healthcheck(h: &super::health::HealthConfig) -> Value {
+    json!({
+        "Test": std::iter::once("CMD".to_owned()).chain(h.command.iter().cloned()).collect::<Vec<_>>(),
+        "Interval": h.interval.as_nanos() as u64,
+        "Timeout": h.timeout.as_nanos() as u64,
+        "StartPeriod": h.start_period.as_nanos() as u64,
+        "StartInterval": h.start_interval.as_nanos() as u64,
+        "Retries": h.retries,
+    })
+}
