@@ -111,7 +111,7 @@ pub struct Ps {
     /// Don't truncate output
     #[arg(long)]
     no_trunc: bool,
-    /// Filter: name=TEXT, id=PREFIX, status=created|running|exited, health=starting|healthy|unhealthy|none,
+    /// Filter: name=REGEXP, id=PREFIX, status=created|running|exited, health=starting|healthy|unhealthy|none,
     /// ancestor=IMAGE, exited=CODE (the same key again: either; other keys: both)
     #[arg(short, long, value_name = "KEY=VALUE")]
     filter: Vec<String>,
@@ -121,23 +121,43 @@ pub struct Ps {
     format: Option<String>,
 }
 
-/// What `ps --filter` keeps: (key, value) pairs; values of one key are alternatives.
+/// docker's filter keys that berth does not filter on (yet): refused with a clear message.
+const PS_UNSUPPORTED: &[&str] =
+    &["before", "expose", "isolation", "is-task", "label", "network", "publish", "since", "volume"];
+
+/// What `ps --filter` keeps: (key, value) pairs; values of one key are alternatives. As
+/// docker's daemon, an unknown key or status or health value is an invalid filter.
 fn ps_filters(given: &[String]) -> Result<Vec<(String, String)>> {
     given
         .iter()
         .map(|f| {
             let (k, v) = f.split_once('=').with_context(|| format!("invalid filter {f:?}: expected KEY=VALUE"))?;
-            match k {
-                "name" | "id" | "status" | "health" | "ancestor" | "exited" => Ok((k.to_owned(), v.to_owned())),
-                _ => bail!("invalid filter {f:?}: berth filters on name, id, status, health, ancestor, exited"),
+            let valid = match k {
+                "name" | "id" | "ancestor" | "exited" => true,
+                "status" => ["created", "restarting", "running", "removing", "paused", "exited", "dead"].contains(&v),
+                "health" => ["starting", "healthy", "unhealthy", "none"].contains(&v),
+                _ if PS_UNSUPPORTED.contains(&k) => {
+                    bail!("Invalid filter '{k}': berth filters on name, id, status, health, ancestor, exited")
+                }
+                _ => bail!("Invalid filter '{k}'"),
+            };
+            if !valid {
+                bail!("Invalid filter '{k}={v}'");
             }
+            Ok((k.to_owned(), v.to_owned()))
         })
         .collect()
 }
 
+/// docker's `name` filter: the value is a regular expression, unanchored, matched against
+/// the name with and without docker's leading `/`; one that does not compile matches nothing.
+fn name_matches(pattern: &str, name: &str) -> bool {
+    regex::Regex::new(pattern).is_ok_and(|re| re.is_match(name) || re.is_match(&format!("/{name}")))
+}
+
 fn ps_matches(filters: &[(String, String)], c: &Container, s: &container::State) -> bool {
     let one = |k: &str, v: &str| match k {
-        "name" => c.config.name.contains(v),
+        "name" => name_matches(v, &c.config.name),
         "id" => c.config.id.starts_with(v),
         "status" => s.status.as_str() == v,
         "health" => s.health.as_ref().map_or("none", |h| h.status.as_str()) == v,

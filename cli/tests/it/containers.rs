@@ -629,7 +629,32 @@ fn ps_filters_and_formats_as_docker() {
     assert_eq!((json["Names"].as_str(), json["Image"].as_str()), (Some("other"), Some("busybox")));
     assert!(chrono::DateTime::parse_from_rfc3339(json["CreatedAt"].as_str().unwrap()).is_ok());
     let err = b.fails(&["ps", "--filter", "label=x"]);
-    assert!(err.contains("invalid filter"), "{err}");
+    assert!(err.contains("Invalid filter 'label'"), "{err}");
+}
+
+#[test]
+fn ps_name_filters_are_regular_expressions_and_bad_filters_fail() {
+    let Some(b) = setup() else { return };
+    for name in ["app-1", "app-10", "myapp-1"] {
+        b.ok(&["run", "--name", name, "busybox", "true"]);
+    }
+    let names = |filter: &str| {
+        let mut out: Vec<String> =
+            b.ok(&["ps", "-a", "--format", "{{.Names}}", "--filter", filter]).lines().map(String::from).collect();
+        out.sort();
+        out
+    };
+    assert_eq!(names("name=^app-1$"), ["app-1"]);
+    assert_eq!(names("name=app-1$"), ["app-1", "myapp-1"]);
+    assert_eq!(names("name=app-1"), ["app-1", "app-10", "myapp-1"], "unanchored");
+    assert_eq!(names("name=^/app"), ["app-1", "app-10"], "docker's names start with a slash");
+    for (filter, message) in [("status=bogus", "Invalid filter 'status=bogus'"), ("bogus=1", "Invalid filter 'bogus'")]
+    {
+        let out = b.output(&["ps", "--filter", filter]);
+        assert_eq!(out.status.code(), Some(1), "{filter}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(message), "{filter}: {err}");
+    }
 }
 
 #[test]
