@@ -141,6 +141,18 @@ impl Cgroup {
         self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
     }
 
+    /// Whether the OOM killer killed a process in the memory group: the `oom_kill` count of
+    /// `memory.events` (v2) or `memory.oom_control` (v1, kernel 4.13+). Read it before
+    /// [`Cgroup::remove`], which takes the counts away.
+    pub fn oom_killed(&self) -> bool {
+        self.dirs.iter().any(|d| {
+            ["memory.events", "memory.oom_control"]
+                .iter()
+                .filter_map(|f| std::fs::read_to_string(d.join(f)).ok())
+                .any(|text| oom_kills(&text) > 0)
+        })
+    }
+
     /// Kills what is left in the groups, waits until they are empty (a second at most),
     /// and removes them.
     pub fn remove(self) {
@@ -163,6 +175,11 @@ impl Cgroup {
             let _ = std::fs::remove_dir(dir);
         }
     }
+}
+
+/// The `oom_kill N` count of a `memory.events` or `memory.oom_control` file (0 without one).
+fn oom_kills(text: &str) -> u64 {
+    text.lines().filter_map(|l| l.strip_prefix("oom_kill ")).find_map(|n| n.trim().parse().ok()).unwrap_or(0)
 }
 
 /// Every place berth's groups may be: `berth/` on the unified hierarchy (either mount
@@ -218,5 +235,12 @@ mod tests {
         assert_eq!(parse_size("100m").unwrap(), 100 << 20);
         assert_eq!(parse_size("2G").unwrap(), 2 << 30);
         assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn the_oom_kill_count_is_read_from_v1_and_v2_files() {
+        assert_eq!(oom_kills("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"), 2);
+        assert_eq!(oom_kills("low 0\nhigh 0\nmax 5\noom 1\noom_kill 1\noom_group_kill 0\n"), 1);
+        assert_eq!(oom_kills("oom_kill_disable 0\nunder_oom 0\n"), 0);
     }
 }

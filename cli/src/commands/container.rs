@@ -528,7 +528,7 @@ pub fn inspect_json(c: &Container) -> Result<serde_json::Value> {
             "Running": s.status == Status::Running,
             "Paused": false,
             "Restarting": false,
-            "OOMKilled": false,
+            "OOMKilled": s.oom_killed,
             "Dead": false,
             "Pid": s.pid.unwrap_or(0),
             "ExitCode": s.exit_code.unwrap_or(0),

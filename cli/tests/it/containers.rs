@@ -685,3 +685,44 @@ fn commit_keeps_the_containers_settings_as_docker() {
     assert_eq!(inspect(&b, "img:2", "{{json .Config.Cmd}}"), r#"["one"]"#);
     assert_eq!(b.ok(&["run", "--rm", "img:2", "two"]), "two\n");
 }
+
+#[test]
+fn inspect_reports_a_container_the_oom_killer_ended() {
+    let Some(b) = setup() else { return };
+    let args = [
+        "run",
+        "-d",
+        "--memory",
+        "64m",
+        "--tmpfs",
+        "/big:size=500m",
+        "busybox",
+        "dd",
+        "if=/dev/zero",
+        "of=/big/x",
+        "bs=1M",
+        "count=200",
+    ];
+    let id = b.ok(&args).trim().to_owned();
+    assert_eq!(b.ok(&["wait", &id]).trim(), "137", "{}", inspect(&b, &id, "{{json .State}}"));
+    assert_eq!(inspect(&b, &id, "{{.State.OOMKilled}}"), "true");
+    // Foreground too; and a container that ends by itself under a limit was not OOM killed.
+    let out = b.output(&[
+        "run",
+        "--name",
+        "fg",
+        "--memory",
+        "64m",
+        "--tmpfs",
+        "/big:size=500m",
+        "busybox",
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=/big/x bs=1M count=200",
+    ]);
+    assert_eq!(out.status.code(), Some(137), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(inspect(&b, "fg", "{{.State.OOMKilled}}"), "true");
+    let id = b.ok(&["run", "-d", "--memory", "64m", "busybox", "true"]).trim().to_owned();
+    assert_eq!(b.ok(&["wait", &id]).trim(), "0");
+    assert_eq!(inspect(&b, &id, "{{.State.OOMKilled}}"), "false");
+}

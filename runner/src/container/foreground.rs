@@ -129,7 +129,9 @@ impl Prepared {
     /// exit (`Ok(code)`) or the failure (`Err((code, why))`) of a kept container. `remove`
     /// drops a named container too (`--rm`).
     pub fn finish_with(mut self, result: std::result::Result<i32, (i32, String)>, remove: bool) -> Result<()> {
+        let mut oom_killed = false;
         if let Some(cg) = self.cgroup.take() {
+            oom_killed = cg.oom_killed();
             cg.remove();
         }
         match &self.record {
@@ -138,7 +140,10 @@ impl Prepared {
                     Ok(code) => (code, None),
                     Err((code, why)) => (code, Some(why)),
                 };
-                c.update(|s| s.exited(code, why))?;
+                c.update(|s| {
+                    s.exited(code, why);
+                    s.oom_killed = oom_killed;
+                })?;
             }
             Some(c) => {
                 c.update(|s| s.exited(-1, None))?;

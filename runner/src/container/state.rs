@@ -142,6 +142,10 @@ pub struct State {
     pub veth: Option<String>,
     /// Whether `berth stop` or `kill` ended it (for `--restart` one day, and inspect).
     pub stopped_by_user: bool,
+    /// Whether the kernel's OOM killer killed a process of its memory cgroup in its last
+    /// run: inspect's `State.OOMKilled`, as docker reports it.
+    #[serde(default)]
+    pub oom_killed: bool,
 }
 
 impl State {
@@ -154,6 +158,7 @@ impl State {
         self.finished_at = None;
         self.exit_code = None;
         self.error = None;
+        self.oom_killed = false;
         self.ports = ports;
         self.health = health.then(Health::default);
         self.stopped_by_user = false;

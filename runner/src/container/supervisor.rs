@@ -184,7 +184,13 @@ async fn watch(
     let (code, log_error) = pump(&mut log, (out, err), exit, &pidfd, c.config.stop_signal.as_str()).await?;
     let flushed = log.flush().err();
     let log_error = log_error.or(flushed).map(|e| format!("write the log {}: {e}", c.log_path().display()));
-    c.update(|s| s.exited(code, log_error))?;
+    // Read while the group is there (supervise removes it), recorded with the exit itself
+    // so that whoever sees the exit sees it too.
+    let oom_killed = crate::cgroup::Cgroup::existing(&c.config.id).oom_killed();
+    c.update(|s| {
+        s.exited(code, log_error);
+        s.oom_killed = oom_killed;
+    })?;
     Ok(code)
 }
 
