@@ -550,14 +550,7 @@ pub fn inspect_json(c: &Container) -> Result<serde_json::Value> {
             "StopSignal": cfg.stop_signal,
             "StopTimeout": cfg.stop_timeout,
             "OpenStdin": cfg.interactive,
-            "Healthcheck": cfg.health.as_ref().map(|h| json!({
-                "Test": std::iter::once("CMD".to_owned()).chain(h.command.iter().cloned()).collect::<Vec<_>>(),
-                "Interval": h.interval.as_nanos() as u64,
-                "Timeout": h.timeout.as_nanos() as u64,
-                "StartPeriod": h.start_period.as_nanos() as u64,
-                "StartInterval": h.start_interval.as_nanos() as u64,
-                "Retries": h.retries,
-            })),
+            "Healthcheck": cfg.health.as_ref().map(runner::container::health::HealthConfig::docker_json),
         },
         "HostConfig": {
             "NetworkMode": cfg.network,

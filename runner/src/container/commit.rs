@@ -25,7 +25,7 @@ pub fn image_config(c: &Config, base: &Value) -> Value {
         out.insert("StopSignal".into(), json!(c.stop_signal));
     }
     if let Some(h) = &c.health {
-        out.insert("Healthcheck".into(), healthcheck(h));
+        out.insert("Healthcheck".into(), h.docker_json());
     }
     if !c.ports.is_empty() {
         let exposed = out.entry("ExposedPorts").or_insert_with(|| json!({}));
@@ -48,16 +48,4 @@ fn words(w: &[String]) -> Value {
     } else {
         json!(w)
     }
-}
-
-/// A health check in docker's config form (durations in nanoseconds).
-fn healthcheck(h: &super::health::HealthConfig) -> Value {
-    json!({
-        "Test": std::iter::once("CMD".to_owned()).chain(h.command.iter().cloned()).collect::<Vec<_>>(),
-        "Interval": h.interval.as_nanos() as u64,
-        "Timeout": h.timeout.as_nanos() as u64,
-        "StartPeriod": h.start_period.as_nanos() as u64,
-        "StartInterval": h.start_interval.as_nanos() as u64,
-        "Retries": h.retries,
-    })
 }

@@ -48,6 +48,19 @@ pub struct HealthFlags {
 }
 
 impl HealthConfig {
+    /// The check in docker's config form (`Test` with `CMD`, durations in nanoseconds), as
+    /// `inspect` shows it and `commit` writes it.
+    pub fn docker_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "Test": std::iter::once("CMD".to_owned()).chain(self.command.iter().cloned()).collect::<Vec<_>>(),
+            "Interval": self.interval.as_nanos() as u64,
+            "Timeout": self.timeout.as_nanos() as u64,
+            "StartPeriod": self.start_period.as_nanos() as u64,
+            "StartInterval": self.start_interval.as_nanos() as u64,
+            "Retries": self.retries,
+        })
+    }
+
     /// The check in force: the image's `Healthcheck` (docker's config JSON: Test, Interval,
     /// Timeout, StartPeriod, StartInterval in nanoseconds, Retries) overridden field by
     /// field by the flags; `None` without a test, with `NONE`, or with `--no-healthcheck`.
