@@ -49,7 +49,8 @@ pub struct KeyRecipe<'a> {
 /// owners and `--chown` gave the directories it creates to the new owner (as BuildKit does),
 /// and to 4 when ADD extracted local xz and bzip2 tars (copied as files before) and `--chown`
 /// and WORKDIR owners followed BuildKit's rules (`--chown=1001` is 1001:1001 whatever
-/// /etc/passwd gives uid 1001; an unknown name is 0:0).
+/// /etc/passwd gives uid 1001; an unknown name is 0:0), and an archive's `./` entry stopped
+/// changing the destination directory.
 pub fn key_version(op: &crate::graph::Op) -> u32 {
     match op {
         crate::graph::Op::Copy(_) => 4,

@@ -186,6 +186,11 @@ pub fn unpack(
         let Some(rel) = crate::context::clean_rel(&raw) else {
             return Err(refuse("climbs out of the destination with '..'".into()));
         };
+        if rel.is_empty() {
+            // The archive's `./`: the destination keeps its own mode and owner, as BuildKit
+            // skips `.` when extracting (`ADD x.tar /` must not change `/`).
+            continue;
+        }
         through_links(&links, &rel).map_err(|link| {
             refuse(format!(
                 "is written through the symlink {link:?} -> {:?}, which leaves the destination",

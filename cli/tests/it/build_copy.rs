@@ -660,3 +660,27 @@ fn copies_from_a_stage_keep_owners_and_chown_owns_the_directories_it_creates() {
          and the directories --chown creates are the new owner's"
     );
 }
+
+#[test]
+fn add_of_a_tar_leaves_the_destination_directory_as_it_was() {
+    let Some(b) = build_store() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path();
+    // A tar of a 0700 directory owned by 1001, `./` first, as `tar -C dir .` makes it.
+    let src = dir.path().join("src");
+    write(&src, "app.txt", "app\n", 0o644);
+    std::fs::set_permissions(&src, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let tar = std::process::Command::new("tar")
+        .args(["--owner=1001", "--group=1001", "-C", &p(&src), "-cf", &p(&ctx.join("app.tar")), "."])
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    write(ctx, "Dockerfile", "FROM busybox:latest\nRUN mkdir /app\nADD app.tar /app/\nADD app.tar /\n", 0o644);
+    let (ok, log) = build(&b, ctx, &["-t", "dot:1"], &[]);
+    assert!(ok, "{log}");
+    let out = b.ok(&["run", "--rm", "dot:1", "stat", "-c", "%a %u:%g %n", "/app", "/", "/app/app.txt"]);
+    assert_eq!(
+        out, "755 0:0 /app\n755 0:0 /\n644 1001:1001 /app/app.txt\n",
+        "the archive's ./ is skipped, as BuildKit does"
+    );
+}
