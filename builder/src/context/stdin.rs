@@ -13,41 +13,31 @@ pub enum Stdin {
     Context(tempfile::TempDir),
 }
 
-/// Reads `r`: a tar stream (`ustar` at byte 257, after gunzip when it is gzip) is unpacked
-/// into a new directory as it streams; anything else is the Dockerfile.
-pub fn read(r: impl Read) -> Result<Stdin> {
-    let (head, rest) = peek(r).map_err(Error::io("read stdin"))?;
-    let (head, rest): (Vec<u8>, Box<dyn Read>) = if head.starts_with(&[0x1f, 0x8b]) {
-        let unzipped = flate2::read::MultiGzDecoder::new(std::io::Cursor::new(head).chain(rest));
-        let (head, rest) = peek(unzipped).map_err(Error::io("decompress stdin"))?;
-        (head, Box::new(rest))
-    } else {
-        (head, Box::new(rest))
-    };
-    let stream = std::io::Cursor::new(head.clone()).chain(rest);
-    if head.get(257..262) != Some(b"ustar".as_slice()) {
+/// Reads `r`: a tar stream (plain, or compressed as ADD's archives may be: gzip, zstd, xz,
+/// bzip2) is unpacked into a new directory as it streams; anything else is the Dockerfile.
+pub fn read(r: impl Read + 'static) -> Result<Stdin> {
+    let (head, stream) = crate::ops::archive::peek(Box::new(r), 512).map_err(Error::io("read stdin"))?;
+    if !crate::ops::archive::may_be_archive(&head) {
         let mut text = String::new();
         std::io::BufReader::new(stream)
             .read_to_string(&mut text)
             .map_err(Error::io("read the Dockerfile from stdin"))?;
         return Ok(Stdin::Dockerfile(text));
     }
+    let Some(mut archive) = crate::ops::archive::tar_of(stream, "stdin")? else {
+        return Err(Error::Context {
+            path: "stdin".into(),
+            reason: "compressed, but not a tar of the build context".into(),
+        });
+    };
     let dir = tempfile::Builder::new()
         .prefix("berth-context-")
         .tempdir()
         .map_err(Error::io("make a directory for the context"))?;
-    let mut archive = tar::Archive::new(stream);
     archive.set_preserve_permissions(true);
     // The tar crate refuses entries that would land outside the directory.
     archive.unpack(dir.path()).map_err(Error::io("unpack the build context from stdin"))?;
     Ok(Stdin::Context(dir))
-}
-
-/// The first 512 bytes of `r` (fewer at its end), and `r` after them.
-fn peek<R: Read>(mut r: R) -> std::io::Result<(Vec<u8>, R)> {
-    let mut head = Vec::with_capacity(512);
-    (&mut r).take(512).read_to_end(&mut head)?;
-    Ok((head, r))
 }
 
 #[cfg(test)]
@@ -71,12 +61,16 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         std::io::Write::write_all(&mut gz, &tar).unwrap();
         for bytes in [tar.clone(), gz.finish().unwrap()] {
-            let Stdin::Context(dir) = read(&bytes[..]).unwrap() else { panic!("not a context") };
+            let Stdin::Context(dir) = read(std::io::Cursor::new(bytes)).unwrap() else { panic!("not a context") };
             assert_eq!(std::fs::read_to_string(dir.path().join("src/a.txt")).unwrap(), "a\n");
         }
         let Stdin::Dockerfile(text) = read(&b"FROM busybox\nRUN true\n"[..]).unwrap() else { panic!() };
         assert_eq!(text, "FROM busybox\nRUN true\n");
         let Stdin::Dockerfile(empty) = read(&b""[..]).unwrap() else { panic!() };
         assert_eq!(empty, "");
+        let mut text_gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut text_gz, b"FROM busybox\n").unwrap();
+        let Err(e) = read(std::io::Cursor::new(text_gz.finish().unwrap())) else { panic!("a gzip Dockerfile") };
+        assert!(e.to_string().contains("not a tar of the build context"), "{e}");
     }
 }

@@ -119,9 +119,17 @@ const XZ_MEMORY_LIMIT_KIB: u32 = 256 << 10;
 /// A local file ADD unpacks: a tar, plain or compressed (gzip, bzip2, xz, zstd); None for
 /// other files. The file is opened once; the bytes read to recognise it are put back in front.
 pub fn open(path: &Path) -> Result<Option<tar::Archive<Box<dyn Read>>>> {
-    let read_err = || Error::io(format!("read {}", path.display()));
     let file = std::fs::File::open(path).map_err(Error::io(format!("open {}", path.display())))?;
-    let (head, file) = peek(Box::new(file), 512).map_err(read_err())?;
+    tar_of(Box::new(file), &path.display().to_string())
+}
+
+/// The stream `r` (named `name` in errors) as a tar, decompressed by what its first bytes
+/// say; None when it holds no tar (then what was read of it is gone). A compressed stream
+/// that is not a tar inside is None too; an xz whose dictionary is over the limit is refused
+/// rather than allocated.
+pub(crate) fn tar_of(r: Box<dyn Read>, name: &str) -> Result<Option<tar::Archive<Box<dyn Read>>>> {
+    let read_err = || Error::io(format!("read {name}"));
+    let (head, file) = peek(r, 512).map_err(read_err())?;
     let decoded: Box<dyn Read> = match Format::detect(&head) {
         Format::Plain => file,
         Format::Gzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
@@ -129,13 +137,11 @@ pub fn open(path: &Path) -> Result<Option<tar::Archive<Box<dyn Read>>>> {
         Format::Xz => Box::new(lzma_rust2::XzReader::new_mem_limit(file, true, XZ_MEMORY_LIMIT_KIB)),
         Format::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(file)),
     };
-    // A compressed file that is not a tar inside is copied as it is; an xz whose dictionary
-    // is over the limit is refused rather than copied or allocated.
     let (inner, decoded) = match peek(decoded, 512) {
         Ok(peeked) => peeked,
         Err(e) if e.kind() == std::io::ErrorKind::OutOfMemory => {
             return Err(Error::Context {
-                path: path.display().to_string(),
+                path: name.to_owned(),
                 reason: format!(
                     "the xz archive needs more than {} MiB to decompress ({e}); refused",
                     XZ_MEMORY_LIMIT_KIB >> 10
@@ -144,12 +150,22 @@ pub fn open(path: &Path) -> Result<Option<tar::Archive<Box<dyn Read>>>> {
         }
         Err(_) => return Ok(None),
     };
-    let is_tar = inner.len() >= 262 && &inner[257..262] == b"ustar";
-    Ok(is_tar.then(|| tar::Archive::new(decoded)))
+    Ok(is_tar(&inner).then(|| tar::Archive::new(decoded)))
+}
+
+/// Whether `head`, the first 512 bytes of a stream, starts a tar or a compressed stream
+/// (which [`tar_of`] would open): anything else is some other file.
+pub(crate) fn may_be_archive(head: &[u8]) -> bool {
+    is_tar(head) || Format::detect(head) != Format::Plain
+}
+
+/// Whether `head` is a tar header (`ustar` at byte 257).
+fn is_tar(head: &[u8]) -> bool {
+    head.get(257..262) == Some(b"ustar".as_slice())
 }
 
 /// Reads up to `n` bytes of `r` and returns them with a reader that yields them again first.
-fn peek(mut r: Box<dyn Read>, n: usize) -> std::io::Result<(Vec<u8>, Box<dyn Read>)> {
+pub(crate) fn peek(mut r: Box<dyn Read>, n: usize) -> std::io::Result<(Vec<u8>, Box<dyn Read>)> {
     let mut head = Vec::with_capacity(n);
     (&mut r).take(n as u64).read_to_end(&mut head)?;
     Ok((head.clone(), Box::new(std::io::Cursor::new(head).chain(r))))

@@ -7,7 +7,7 @@
 //! inside the root), then diff the same way; `--link` copies become a layer directly,
 //! without looking at the destination.
 
-mod archive;
+pub(crate) mod archive;
 mod copy;
 mod exec;
 mod mounts;

@@ -116,7 +116,6 @@ impl Load {
         };
         // docker's -q hides only its progress, which berth does not show: what was loaded is
         // printed either way, as docker prints it.
-        let _progress_hidden = self.quiet;
         let mut out = io::stdout().lock();
         for rec in loaded {
             match rec.name {

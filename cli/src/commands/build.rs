@@ -26,7 +26,7 @@ use crate::progress::build::{BuildDisplay, BuildMode};
 )]
 pub struct Build {
     /// The build context directory (`-`: a Dockerfile alone, or a tar of the context, plain or
-    /// gzip, on stdin)
+    /// compressed, on stdin)
     context: PathBuf,
     /// The Dockerfile (relative to the current directory; `-` reads it from stdin) [default: CONTEXT/Dockerfile]
     #[arg(short = 'f', long = "file")]

@@ -138,8 +138,6 @@ impl Images {
         let store = open_store(root)?;
         let filter = self.filter.as_deref().map(parse_filter).transpose()?;
         let row_filters = self.filters.iter().map(|f| RowFilter::parse(f)).collect::<Result<Vec<_>>>()?;
-        // -a: berth keeps no intermediate images, so every image is listed with or without it.
-        let _ = self.all;
         if !matches!(self.format.as_str(), "table" | "json") && !self.format.contains("{{") {
             bail!(
                 "--format {:?}: use table, json or a Go template such as '{{{{.Repository}}}}:{{{{.Tag}}}}'",
