@@ -116,7 +116,8 @@ pub struct Ps {
     #[arg(short, long, value_name = "KEY=VALUE")]
     filter: Vec<String>,
     /// Print each container with a Go template ({{.ID}}, {{.Names}}, {{.Image}}, {{.Command}},
-    /// {{.CreatedAt}}, {{.RunningFor}}, {{.Status}}, {{.State}}, {{.Ports}}), or `json`
+    /// {{.CreatedAt}}, {{.RunningFor}}, {{.Status}}, {{.State}}, {{.Ports}}), `table
+    /// TEMPLATE` for aligned columns under docker's titles, or `json`
     #[arg(long)]
     format: Option<String>,
 }
@@ -175,30 +176,27 @@ impl Ps {
         let filters = ps_filters(&self.filter)?;
         // A status or exited filter looks at every container, as docker's does.
         let all = self.all || filters.iter().any(|(k, _)| k == "status" || k == "exited");
+        let list_format = format::ListFormat::parse(self.format.as_deref().unwrap_or("table"))?;
         let mut rows = vec![["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
             .map(String::from)
             .to_vec()];
-        let mut stdout = std::io::stdout().lock();
+        let mut objs = vec![];
         for c in container::list(root)? {
             let state = c.state()?;
             if (!all && state.status != Status::Running) || !ps_matches(&filters, &c, &state) {
                 continue;
             }
             let row = self.row(&c, &state);
-            if self.quiet {
-                writeln!(stdout, "{}", row[0])?;
-            } else if let Some(tpl) = &self.format {
-                let obj = ps_object(&row, &state, &c.config.created);
-                match tpl.as_str() {
-                    "json" => writeln!(stdout, "{}", serde_json::to_string(&obj)?)?,
-                    _ => writeln!(stdout, "{}", format::template(tpl, &obj)?)?,
-                }
-            } else {
-                rows.push(row);
-            }
+            objs.push(ps_object(&row, &state, &c.config.created));
+            rows.push(row);
         }
-        if !self.quiet && self.format.is_none() {
+        let mut stdout = std::io::stdout().lock();
+        if self.quiet {
+            rows.iter().skip(1).try_for_each(|row| writeln!(stdout, "{}", row[0]))?;
+        } else if matches!(list_format, format::ListFormat::Default) {
             write!(stdout, "{}", format::table(&rows))?;
+        } else {
+            write!(stdout, "{}", list_format.render(&PS_TITLES, &objs)?)?;
         }
         Ok(())
     }
@@ -228,6 +226,19 @@ impl Ps {
 }
 
 /// A row as `ps --format` sees it, in docker's field names.
+/// The column titles of `ps --format 'table ...'`, docker's.
+const PS_TITLES: [(&str, &str); 9] = [
+    ("ID", "CONTAINER ID"),
+    ("Image", "IMAGE"),
+    ("Command", "COMMAND"),
+    ("RunningFor", "CREATED"),
+    ("Status", "STATUS"),
+    ("Ports", "PORTS"),
+    ("Names", "NAMES"),
+    ("State", "STATE"),
+    ("CreatedAt", "CREATED AT"),
+];
+
 fn ps_object(row: &[String], state: &container::State, created: &str) -> serde_json::Value {
     serde_json::json!({
         "ID": row[0], "Image": row[1], "Command": row[2], "RunningFor": row[3], "Status": row[4],
@@ -518,6 +529,11 @@ pub fn inspect_json(c: &Container) -> Result<serde_json::Value> {
             a.push(json!({"HostIp": p.host_ip, "HostPort": p.host_port.to_string()}));
         }
     }
+    let address = json!({
+        "IPAddress": s.ip.clone().unwrap_or_default(),
+        "Gateway": s.gateway().map(|g| g.0.to_string()).unwrap_or_default(),
+        "IPPrefixLen": s.gateway().map_or(0, |g| g.1),
+    });
     Ok(json!({
         "Id": cfg.id,
         "Created": cfg.created,
@@ -566,11 +582,17 @@ pub fn inspect_json(c: &Container) -> Result<serde_json::Value> {
             "NanoCpus": cfg.cpus.map_or(0, |c| (c * 1e9) as u64),
             "Binds": cfg.volumes.iter().map(|v| format!("{}:{}{}", v.host.display(), v.container, if v.read_only { ":ro" } else { "" })).collect::<Vec<_>>(),
         },
+        "Mounts": cfg.volumes.iter().map(|v| json!({
+            "Type": "bind", "Source": v.host, "Destination": v.container,
+            "Mode": if v.read_only { "ro" } else { "" }, "RW": !v.read_only, "Propagation": "rprivate",
+        })).collect::<Vec<_>>(),
         "NetworkSettings": {
             "Ports": ports,
-            "IPAddress": s.ip.clone().unwrap_or_default(),
-            "Gateway": s.gateway().map(|g| g.0.to_string()).unwrap_or_default(),
-            "IPPrefixLen": s.gateway().map_or(0, |g| g.1),
+            "IPAddress": address["IPAddress"],
+            "Gateway": address["Gateway"],
+            "IPPrefixLen": address["IPPrefixLen"],
+            // docker's per-network view, which `{{range .NetworkSettings.Networks}}` reads.
+            "Networks": { cfg.network.as_str(): address },
         },
     }))
 }

@@ -38,8 +38,9 @@ pub struct Images {
     /// a path component)
     #[arg(short = 'f', long = "filter", value_name = "KEY=VALUE")]
     filters: Vec<String>,
-    /// Output format: table, json (one object per line, as docker prints it), or a Go
-    /// template over the same fields (`{{.Repository}}:{{.Tag}}`, `{{json .}}`)
+    /// Output format: table, json (one object per line, as docker prints it), a Go
+    /// template over the same fields (`{{.Repository}}:{{.Tag}}`, `{{json .}}`), or
+    /// `table TEMPLATE` for aligned columns under docker's titles
     #[arg(long, default_value = "table")]
     format: String,
 }
@@ -132,18 +133,25 @@ impl Row {
     }
 }
 
+/// The column titles of `images --format 'table ...'`, docker's.
+const IMAGE_TITLES: [(&str, &str); 8] = [
+    ("Repository", "REPOSITORY"),
+    ("Tag", "TAG"),
+    ("ID", "IMAGE ID"),
+    ("Digest", "DIGEST"),
+    ("CreatedAt", "CREATED AT"),
+    ("CreatedSince", "CREATED"),
+    ("Size", "SIZE"),
+    ("Platforms", "PLATFORMS"),
+];
+
 impl Images {
     /// Lists the store's images, newest first.
     pub fn run(self, root: &Path) -> Result<()> {
         let store = open_store(root)?;
         let filter = self.filter.as_deref().map(parse_filter).transpose()?;
         let row_filters = self.filters.iter().map(|f| RowFilter::parse(f)).collect::<Result<Vec<_>>>()?;
-        if !matches!(self.format.as_str(), "table" | "json") && !self.format.contains("{{") {
-            bail!(
-                "--format {:?}: use table, json or a Go template such as '{{{{.Repository}}}}:{{{{.Tag}}}}'",
-                self.format
-            );
-        }
+        let list_format = format::ListFormat::parse(&self.format)?;
         let mut rows = Vec::new();
         for rec in store.list()? {
             if let Some((repo, want_tag)) = &filter {
@@ -185,23 +193,23 @@ impl Images {
             }
             return Ok(());
         }
-        if self.format != "table" {
-            for r in &rows {
-                let obj = json!({
-                    "Repository": r.repository,
-                    "Tag": r.tag,
-                    "ID": id(&r.id),
-                    "Digest": r.digest.to_string(),
-                    "CreatedAt": r.created.map(|c| c.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-                    "CreatedSince": format::since(r.created),
-                    "Size": format::size(r.size),
-                    "Platforms": r.platforms,
-                });
-                match self.format.as_str() {
-                    "json" => writeln!(out, "{obj}")?,
-                    tpl => writeln!(out, "{}", format::template(tpl, &obj)?)?,
-                }
-            }
+        if !matches!(list_format, format::ListFormat::Default) {
+            let objs: Vec<_> = rows
+                .iter()
+                .map(|r| {
+                    json!({
+                        "Repository": r.repository,
+                        "Tag": r.tag,
+                        "ID": id(&r.id),
+                        "Digest": r.digest.to_string(),
+                        "CreatedAt": r.created.map(|c| c.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                        "CreatedSince": format::since(r.created),
+                        "Size": format::size(r.size),
+                        "Platforms": r.platforms,
+                    })
+                })
+                .collect();
+            write!(out, "{}", list_format.render(&IMAGE_TITLES, &objs)?)?;
             return Ok(());
         }
         let mut table = vec![];
@@ -409,7 +417,8 @@ pub struct Inspect {
     /// Only containers or only images
     #[arg(long = "type", value_parser = ["container", "image"])]
     kind: Option<String>,
-    /// Print one field per object instead of the JSON: a Go-template path such as {{.State.Status}}
+    /// Print a Go template per object instead of the JSON: {{.State.Status}},
+    /// {{range .Mounts}}{{.Source}} {{end}}, {{index .Config.Labels "k"}}, {{json .Config}}
     #[arg(short, long)]
     format: Option<String>,
 }
@@ -431,8 +440,9 @@ impl Inspect {
         }
         match &self.format {
             Some(tpl) => {
+                let tpl = format::Template::parse(tpl)?;
                 for obj in &out {
-                    println!("{}", format::template(tpl, obj)?);
+                    println!("{}", tpl.render(obj)?);
                 }
             }
             None => println!("{}", serde_json::to_string_pretty(&out)?),
@@ -546,14 +556,26 @@ pub struct History {
     /// Don't truncate output
     #[arg(long)]
     no_trunc: bool,
-    /// Output format: table, or json (one object per line)
-    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    /// Output format: table, json (one object per line), a Go template per entry
+    /// (`{{.CreatedBy}}`), or `table TEMPLATE`
+    #[arg(long, default_value = "table")]
     format: String,
 }
+
+/// The column titles of `history --format 'table ...'`, docker's.
+const HISTORY_TITLES: [(&str, &str); 6] = [
+    ("ID", "IMAGE"),
+    ("CreatedAt", "CREATED AT"),
+    ("CreatedSince", "CREATED"),
+    ("CreatedBy", "CREATED BY"),
+    ("Size", "SIZE"),
+    ("Comment", "COMMENT"),
+];
 
 impl History {
     /// One row per history entry, newest first; entries that made a layer show its size.
     pub fn run(self, root: &Path) -> Result<()> {
+        let list_format = format::ListFormat::parse(&self.format)?;
         let store = open_store(root)?;
         let rec = store.resolve(&self.image)?;
         let img = store.image(&rec.target)?;
@@ -577,12 +599,12 @@ impl History {
         }
         rows.reverse();
         let mut out = std::io::stdout().lock();
-        if self.format == "json" {
-            for (id, created, by, size, comment) in rows {
-                let obj = json!({"ID": id, "CreatedAt": created.map(|c| c.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)), "CreatedSince": format::since(created),
-                                  "CreatedBy": by, "Size": format::size(size), "Comment": comment});
-                writeln!(out, "{obj}")?;
-            }
+        if !matches!(list_format, format::ListFormat::Default) {
+            let objs: Vec<_> = rows.into_iter().map(|(id, created, by, size, comment)| {
+                json!({"ID": id, "CreatedAt": created.map(|c| c.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)), "CreatedSince": format::since(created),
+                       "CreatedBy": by, "Size": format::size(size), "Comment": comment})
+            }).collect();
+            write!(out, "{}", list_format.render(&HISTORY_TITLES, &objs)?)?;
             return Ok(());
         }
         let mut table = vec![["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"].map(String::from).to_vec()];

@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand};
 use oci::content::ContentStore;
 
@@ -59,26 +59,28 @@ impl Row {
     }
 }
 
+/// The column titles of `system df --format 'table ...'`, docker's.
+const DF_TITLES: [(&str, &str); 5] =
+    [("Type", "TYPE"), ("TotalCount", "TOTAL"), ("Active", "ACTIVE"), ("Size", "SIZE"), ("Reclaimable", "RECLAIMABLE")];
+
 impl Df {
     /// Counts images, layer snapshots, build cache and containers, and prints them.
     pub fn run(self, root: &Path) -> Result<()> {
-        if !matches!(self.format.as_str(), "table" | "json") && !self.format.contains("{{") {
-            bail!("--format {:?}: use table, json or a Go template such as '{{{{.Type}}}} {{{{.Size}}}}'", self.format);
-        }
+        let list_format = format::ListFormat::parse(&self.format)?;
         let store = open_store(root)?;
         let rows = vec![images(root, &store)?, snapshots(root, &store)?, build_cache(root, &store)?, containers(root)?];
         let mut out = std::io::stdout().lock();
-        if self.format != "table" {
-            for r in rows {
-                // docker's fields are strings; the byte counts are berth's own, for scripts.
-                let obj = serde_json::json!({"Type": r.kind, "TotalCount": r.total.to_string(),
-                    "Active": r.active.to_string(), "Size": format::size(r.size),
-                    "Reclaimable": r.reclaimable_text(), "SizeBytes": r.size, "ReclaimableBytes": r.reclaimable});
-                match self.format.as_str() {
-                    "json" => writeln!(out, "{obj}")?,
-                    tpl => writeln!(out, "{}", format::template(tpl, &obj)?)?,
-                }
-            }
+        if !matches!(list_format, format::ListFormat::Default) {
+            // docker's fields are strings; the byte counts are berth's own, for scripts.
+            let objs: Vec<_> = rows
+                .iter()
+                .map(|r| {
+                    serde_json::json!({"Type": r.kind, "TotalCount": r.total.to_string(),
+                        "Active": r.active.to_string(), "Size": format::size(r.size),
+                        "Reclaimable": r.reclaimable_text(), "SizeBytes": r.size, "ReclaimableBytes": r.reclaimable})
+                })
+                .collect();
+            write!(out, "{}", list_format.render(&DF_TITLES, &objs)?)?;
             return Ok(());
         }
         let mut table = vec![["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"].map(String::from).to_vec()];

@@ -630,6 +630,50 @@ fn ps_filters_and_formats_as_docker() {
     assert!(chrono::DateTime::parse_from_rfc3339(json["CreatedAt"].as_str().unwrap()).is_ok());
     let err = b.fails(&["ps", "--filter", "label=x"]);
     assert!(err.contains("Invalid filter 'label'"), "{err}");
+    // `table TEMPLATE`: docker's titles over aligned columns.
+    let table = b.ok(&["ps", "-a", "--filter", "name=smoke", "--format", r"table {{.Names}}\t{{.State}}\t{{.Image}}"]);
+    let mut lines: Vec<&str> = table.lines().collect();
+    lines[1..].sort();
+    assert_eq!(lines, ["NAMES     STATE     IMAGE", "smoke-a   running   busybox", "smoke-b   exited    busybox"]);
+    let running = "{{if eq .State \"running\"}}{{.Names}}{{end}}";
+    assert_eq!(b.ok(&["ps", "-a", "--filter", "name=smoke", "--format", running]).trim(), "smoke-a");
+}
+
+#[test]
+fn inspect_templates_read_as_docker_scripts_write_them() {
+    let Some(b) = setup() else { return };
+    let data = tempfile::tempdir().unwrap();
+    let bind = format!("{}:/data:ro", data.path().display());
+    b.ok(&["run", "-d", "--name", "tpl", "-e", "A=1", "-v", &bind, "busybox", "sleep", "30"]);
+    // The idioms of CI scripts: a container's address, its mounts, env, state and command.
+    let ip = inspect(&b, "tpl", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}");
+    assert!(ip.parse::<std::net::Ipv4Addr>().is_ok(), "{ip:?}");
+    assert_eq!(ip, inspect(&b, "tpl", "{{.NetworkSettings.IPAddress}}"));
+    let mounts = "{{range .Mounts}}{{.Type}} {{.Source}} -> {{.Destination}} rw={{.RW}};{{end}}";
+    assert_eq!(inspect(&b, "tpl", mounts), format!("bind {} -> /data rw=false;", data.path().display()));
+    let env = r#"{{range .Config.Env}}{{if eq (index (split . "=") 0) "A"}}{{.}}{{end}}{{end}}"#;
+    assert_eq!(inspect(&b, "tpl", env), "A=1");
+    assert_eq!(
+        inspect(&b, "tpl", r#"{{join .Config.Cmd ","}} {{len .Config.Cmd}} {{.Config.Cmd}}"#),
+        "sleep,30 2 [sleep 30]"
+    );
+    assert_eq!(
+        inspect(
+            &b,
+            "tpl",
+            "{{if .State.Running}}up{{else}}down{{end}} {{with .State.Health}}{{.Status}}{{else}}none{{end}}"
+        ),
+        "up none"
+    );
+    assert_eq!(
+        inspect(&b, "tpl", r#"{{printf "%s:%v" .Name .State.Running}} {{upper .State.Status}}"#),
+        "/tpl:true RUNNING"
+    );
+    // A mistake is an error naming the template, not a silent empty line.
+    let err = b.fails(&["inspect", "--format", "{{range .Mounts}}", "tpl"]);
+    assert!(err.contains("{{range}} has no {{end}}"), "{err}");
+    let err = b.fails(&["inspect", "--format", "{{.State.Health.Status}}", "tpl"]);
+    assert!(err.contains("nil pointer evaluating .Status"), "{err}");
 }
 
 #[test]

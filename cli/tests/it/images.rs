@@ -372,6 +372,10 @@ fn images_takes_go_templates_filters_and_all_as_docker_scripts_use_them() {
     assert_eq!(b.ok(&["images", "--filter", "reference=team/*", "--format", "{{.Repository}}"]), "team/tool\n");
     assert_eq!(b.ok(&["images", "--filter", "reference=app:1", "--format", "{{.Tag}}"]), "1\n");
     assert_eq!(b.ok(&["images", "--filter", "reference=*", "--format", "{{.Repository}}"]), "app\n", "* stops at /");
+    let table = b.ok(&["images", "--filter", "reference=*/*", "--format", r"table {{.Repository}}\t{{.Tag}}"]);
+    assert_eq!(table, "REPOSITORY   TAG\nteam/tool    2\n", "docker's titles, tabwriter's columns");
+    let history = b.ok(&["history", "--format", "{{if .CreatedBy}}{{.CreatedBy}}{{else}}-{{end}}", "app:1"]);
+    assert!(!history.is_empty() && !history.contains("{{"), "{history:?}");
     let bad = b.output(&["images", "--filter", "label=x"]);
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("invalid filter 'label=x'"));
 }

@@ -1,4 +1,9 @@
-//! Human-readable sizes and durations, spelled as docker spells them.
+//! Human-readable sizes, durations and tables, spelled as docker spells them, and the
+//! `--format` templates of docker's list and inspect commands.
+
+mod template;
+
+pub use template::{ListFormat, Template};
 
 use chrono::{DateTime, Utc};
 
@@ -118,53 +123,5 @@ mod tests {
         assert_eq!(t, "A         BB\nCCC       D\n", "at least 10 wide, as docker's tabwriter");
         let wide = table(&[vec!["REPOSITORY-NAME".into(), "TAG".into(), "X".into()]]);
         assert_eq!(wide, "REPOSITORY-NAME   TAG       X\n");
-    }
-}
-
-/// `--format` for JSON objects, the part of Go's templates docker users write: each
-/// `{{.Path.To.Field}}` becomes that field (strings bare, anything else as JSON) and
-/// `{{json .Path}}` its JSON; `{{.}}` is the whole object. `\t` and `\n` written in the
-/// template become a tab and a newline, as users write them in docker's.
-pub fn template(tpl: &str, v: &serde_json::Value) -> anyhow::Result<String> {
-    let unescaped = tpl.replace("\\t", "\t").replace("\\n", "\n");
-    let tpl = unescaped.as_str();
-    let mut out = String::new();
-    let mut rest = tpl;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let end = rest[start..].find("}}").ok_or_else(|| anyhow::anyhow!("--format {tpl:?}: unclosed {{{{"))?;
-        let action = rest[start + 2..start + end].trim();
-        let (as_json, path) = match action.strip_prefix("json ") {
-            Some(p) => (true, p.trim()),
-            None => (false, action),
-        };
-        let path = path
-            .strip_prefix('.')
-            .ok_or_else(|| anyhow::anyhow!("--format {tpl:?}: {action:?} is not a .Field path"))?;
-        let mut cur = v;
-        for key in path.split('.').filter(|k| !k.is_empty()) {
-            cur = cur.get(key).unwrap_or(&serde_json::Value::Null);
-        }
-        match cur {
-            serde_json::Value::String(s) if !as_json => out.push_str(s),
-            serde_json::Value::Null if !as_json => out.push_str("<no value>"),
-            other => out.push_str(&serde_json::to_string(other)?),
-        }
-        rest = &rest[start + end + 2..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-#[cfg(test)]
-mod template_tests {
-    #[test]
-    fn go_template_paths_pick_fields() {
-        let v = serde_json::json!({"State": {"Status": "running", "Pid": 7, "Health": null}, "Name": "/web"});
-        assert_eq!(super::template("{{.State.Status}} {{.State.Pid}}", &v).unwrap(), "running 7");
-        assert_eq!(super::template("{{json .State.Health}}", &v).unwrap(), "null");
-        assert_eq!(super::template("{{.Missing}}", &v).unwrap(), "<no value>");
-        assert_eq!(super::template(r"{{.Name}}\t{{.State.Pid}}", &v).unwrap(), "/web\t7");
-        assert!(super::template("{{.State", &v).is_err());
     }
 }
