@@ -901,6 +901,36 @@ fn attach_pty(socket: i32, (rows, cols): (u16, u16)) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Receives the pty master that [`attach_pty`] sends over a console socket: the other end
+/// of [`Spec::console_socket`], for `berth run -t`, `exec -t` and a detached container's
+/// supervisor.
+pub fn receive_pty(socket: &std::os::unix::net::UnixStream) -> std::io::Result<std::os::fd::OwnedFd> {
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = rustix::net::RecvAncillaryBuffer::new(&mut space);
+    let mut byte = [0u8; 1];
+    loop {
+        // A signal (SIGWINCH, SIGCHLD) may interrupt the wait; the message is still coming.
+        match rustix::net::recvmsg(
+            socket,
+            &mut [std::io::IoSliceMut::new(&mut byte)],
+            &mut control,
+            rustix::net::RecvFlags::CMSG_CLOEXEC,
+        ) {
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+            Ok(_) => break,
+        }
+    }
+    for msg in control.drain() {
+        if let rustix::net::RecvAncillaryMessage::ScmRights(mut fds) = msg {
+            if let Some(fd) = fds.next() {
+                return Ok(fd);
+            }
+        }
+    }
+    Err(std::io::Error::other("the container sent no pty"))
+}
+
 /// The command's pid, for the init's signal handler.
 static INIT_CHILD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 

@@ -30,7 +30,7 @@ impl Console {
         let output = std::thread::Builder::new()
             .name("berth-console".into())
             .spawn(move || {
-                let Ok(fd) = receive_fd(&ours) else { return };
+                let Ok(fd) = runner::sandbox::receive_pty(&ours) else { return };
                 if interactive {
                     if let Ok(mut to) = fd.try_clone().map(std::fs::File::from) {
                         // Not joined: it may sit in a read of stdin when the container ends.
@@ -142,32 +142,4 @@ fn set_size(master: &OwnedFd) {
     let (ws_row, ws_col) = terminal_size();
     let _ =
         rustix::termios::tcsetwinsize(master, rustix::termios::Winsize { ws_row, ws_col, ws_xpixel: 0, ws_ypixel: 0 });
-}
-
-/// Receives one fd sent with SCM_RIGHTS.
-fn receive_fd(socket: &UnixStream) -> std::io::Result<OwnedFd> {
-    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut control = rustix::net::RecvAncillaryBuffer::new(&mut space);
-    let mut byte = [0u8; 1];
-    loop {
-        // A signal (SIGWINCH, SIGCHLD) may interrupt the wait; the message is still coming.
-        match rustix::net::recvmsg(
-            socket,
-            &mut [std::io::IoSliceMut::new(&mut byte)],
-            &mut control,
-            rustix::net::RecvFlags::CMSG_CLOEXEC,
-        ) {
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-            Ok(_) => break,
-        }
-    }
-    for msg in control.drain() {
-        if let rustix::net::RecvAncillaryMessage::ScmRights(mut fds) = msg {
-            if let Some(fd) = fds.next() {
-                return Ok(fd);
-            }
-        }
-    }
-    Err(std::io::Error::other("the container sent no pty"))
 }

@@ -566,6 +566,7 @@ pub fn inspect_json(c: &Container) -> Result<serde_json::Value> {
             "StopSignal": cfg.stop_signal,
             "StopTimeout": cfg.stop_timeout,
             "OpenStdin": cfg.interactive,
+            "Tty": cfg.tty,
             "Healthcheck": cfg.health.as_ref().map(runner::container::health::HealthConfig::docker_json),
         },
         "HostConfig": {

@@ -196,9 +196,6 @@ impl Run {
             if self.runtime != "berth" {
                 bail!("-d works with berth's own runtime only");
             }
-            if self.tty {
-                bail!("-d with -t is not supported yet: use -d -i to keep a shell's stdin open");
-            }
             if self.timeout.is_some() {
                 bail!("--timeout applies to foreground runs: with -d, use berth stop");
             }
@@ -286,6 +283,7 @@ impl Run {
             read_only: self.read_only,
             init: self.init,
             interactive: self.interactive,
+            tty: self.tty,
             security: config::SecurityConfig {
                 cap_add: self.cap_add.clone(),
                 cap_drop: self.cap_drop.clone(),

@@ -640,6 +640,22 @@ fn ps_filters_and_formats_as_docker() {
 }
 
 #[test]
+fn dit_keeps_a_shell_on_a_pty_for_exec_and_logs_what_its_terminal_shows() {
+    let Some(b) = setup() else { return };
+    // The CI idiom: a shell kept alive in the background, commands run in it with exec.
+    b.ok(&["run", "-dit", "--name", "sh", "busybox", "sh"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(inspect(&b, "sh", "{{.State.Status}} {{.Config.Tty}} {{.Config.OpenStdin}}"), "running true true");
+    assert_eq!(b.ok(&["exec", "sh", "echo", "in"]).trim(), "in");
+    // -t alone: the command's stdio is a pty of the container's, 24x80, and the log has
+    // what the terminal showed (one stream, with the terminal's CRLF).
+    b.ok(&["run", "-dt", "--name", "tty", "busybox", "sh", "-c", "tty; stty size; echo err >&2"]);
+    assert_eq!(b.ok(&["wait", "tty"]).trim(), "0");
+    assert_eq!(b.ok(&["logs", "tty"]), "/dev/pts/0\r\n24 80\r\nerr\r\n");
+    b.ok(&["rm", "-f", "sh", "tty"]);
+}
+
+#[test]
 fn inspect_templates_read_as_docker_scripts_write_them() {
     let Some(b) = setup() else { return };
     let data = tempfile::tempdir().unwrap();

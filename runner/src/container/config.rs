@@ -58,6 +58,10 @@ pub struct Config {
     pub init: bool,
     /// `-i`: stdin stays open (detached: a pipe the supervisor holds, never written).
     pub interactive: bool,
+    /// `-t`: the process has a pty (detached: the supervisor holds its master and logs
+    /// what it prints); false in older records.
+    #[serde(default)]
+    pub tty: bool,
     /// Capabilities and seccomp, as docker's flags give them.
     pub security: SecurityConfig,
     /// Memory limit in bytes.

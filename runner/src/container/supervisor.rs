@@ -11,7 +11,8 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -86,17 +87,8 @@ fn run_process(
     let net = config.attach_network()?;
     let mut spec = config.spec(rootfs, mountpoint, cgroups, net.as_ref())?;
     spec.security = config.security(Some(&c.root().join("seccomp")))?;
-    let (out_r, out_w) = std::io::pipe().map_err(super::io_err("pipe for", &c.dir))?;
-    let (err_r, err_w) = std::io::pipe().map_err(super::io_err("pipe for", &c.dir))?;
-    // With -i, stdin is a pipe held open here and never written: `sh` waits, as under docker.
-    let (stdin, _stdin_w) = if config.interactive {
-        let (r, w) = std::io::pipe().map_err(super::io_err("pipe for", &c.dir))?;
-        (std::process::Stdio::from(r), Some(w))
-    } else {
-        (std::process::Stdio::null(), None)
-    };
+    let (stdio, io) = Io::new(c, &mut spec)?;
     let (exit_tx, exit_rx) = tokio::sync::oneshot::channel::<i32>();
-    let stdio = super::launch::Stdio3 { stdin, stdout: out_w.into(), stderr: err_w.into() };
     let launched = match super::launch::launch(&spec, stdio, move |code| {
         let _ = exit_tx.send(code);
     }) {
@@ -109,6 +101,8 @@ fn run_process(
             return Err(e);
         }
     };
+    // Held to the end, with the -i pipe's write end in it.
+    let (out_r, err_r, _stdin) = io.started(c)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -119,6 +113,73 @@ fn run_process(
     // The exit is recorded (or could not be): the process may be reaped now.
     drop(launched);
     code
+}
+
+/// What the supervisor holds of the process's stdio.
+struct Io {
+    /// The read ends of its stdout and stderr (with a pty: its output, and an empty pipe).
+    out: std::io::PipeReader,
+    err: std::io::PipeReader,
+    /// With `-i` and no pty: the write end of stdin's pipe, held open and never written, so
+    /// `sh` waits for input, as under docker.
+    stdin: Option<std::io::PipeWriter>,
+    /// With `-t`: the socket the pty's master arrives on, its other end (the child's, closed
+    /// once the process runs), and the write end of the pipe its output is copied into.
+    console: Option<(UnixStream, UnixStream, std::io::PipeWriter)>,
+}
+
+impl Io {
+    /// The process's stdio, made of pipes; with `-t`, the console socket `spec` sends the
+    /// pty over.
+    fn new(c: &Container, spec: &mut crate::sandbox::Spec) -> Result<(super::launch::Stdio3, Io)> {
+        let pipe = || std::io::pipe().map_err(super::io_err("pipe for", &c.dir));
+        let (out, out_w) = pipe()?;
+        let (err, err_w) = pipe()?;
+        if c.config.tty {
+            let (ours, theirs) = UnixStream::pair().map_err(super::io_err("console socket for", &c.dir))?;
+            spec.console_socket = Some(theirs.as_raw_fd());
+            spec.console_size = (24, 80);
+            // The pty is the process's stdio; stderr's pipe ends at once (a tty has one stream).
+            let null = || std::process::Stdio::null();
+            let stdio = super::launch::Stdio3 { stdin: null(), stdout: null(), stderr: null() };
+            drop(err_w);
+            return Ok((stdio, Io { out, err, stdin: None, console: Some((ours, theirs, out_w)) }));
+        }
+        let (stdin, held) = if c.config.interactive {
+            let (r, w) = pipe()?;
+            (std::process::Stdio::from(r), Some(w))
+        } else {
+            (std::process::Stdio::null(), None)
+        };
+        let stdio = super::launch::Stdio3 { stdin, stdout: out_w.into(), stderr: err_w.into() };
+        Ok((stdio, Io { out, err, stdin: held, console: None }))
+    }
+
+    /// Once the process runs: with a pty, takes its master and copies what it prints into
+    /// the output pipe from a thread of its own, until every slave is closed (the
+    /// container is gone). Returns the output's read ends and stdin's held write end.
+    fn started(self, c: &Container) -> Result<(std::io::PipeReader, std::io::PipeReader, Option<std::io::PipeWriter>)> {
+        if let Some((ours, theirs, mut to)) = self.console {
+            drop(theirs);
+            let master = crate::sandbox::receive_pty(&ours).map_err(super::io_err("receive the pty of", &c.dir))?;
+            let copy = move || {
+                let mut from = File::from(master);
+                let mut buf = [0u8; 16 * 1024];
+                // EIO once every slave is closed; the master stays open until then, so the
+                // process's terminal never hangs up under it.
+                while let Ok(n) = std::io::Read::read(&mut from, &mut buf) {
+                    if n == 0 || to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            };
+            std::thread::Builder::new()
+                .name("berth-pty".into())
+                .spawn(copy)
+                .map_err(super::io_err("start the pty thread of", &c.dir))?;
+        }
+        Ok((self.out, self.err, self.stdin))
+    }
 }
 
 /// An error with its causes, `a: b: c`.
