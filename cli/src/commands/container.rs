@@ -99,7 +99,7 @@ pub fn wait_ready(c: &Container, timeout: Duration) -> Result<()> {
 /// List containers
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  berth ps\n  berth ps -a\n  berth rm -f $(berth ps -aq)\n  berth ps -a --filter status=exited --filter name=smoke\n  berth ps --format '{{.Names}} {{.Status}}'"
+    after_help = "Examples:\n  berth ps\n  berth ps -a\n  berth rm -f $(berth ps -aq --filter label=ci.job=42)\n  berth ps -a --filter status=exited --filter name=smoke\n  berth ps --format '{{.Names}} {{.Status}}'"
 )]
 pub struct Ps {
     /// Show all containers (default shows just running)
@@ -111,8 +111,9 @@ pub struct Ps {
     /// Don't truncate output
     #[arg(long)]
     no_trunc: bool,
-    /// Filter: name=REGEXP, id=PREFIX, status=created|running|exited, health=starting|healthy|unhealthy|none,
-    /// ancestor=IMAGE, exited=CODE (the same key again: either; other keys: both)
+    /// Filter: name=REGEXP, id=PREFIX, label=KEY[=VALUE], status=created|running|exited,
+    /// health=starting|healthy|unhealthy|none, ancestor=IMAGE, exited=CODE (the same key again:
+    /// either, but every label must match; other keys: both)
     #[arg(short, long, value_name = "KEY=VALUE")]
     filter: Vec<String>,
     /// Print each container with a Go template ({{.ID}}, {{.Names}}, {{.Image}}, {{.Command}},
@@ -123,8 +124,7 @@ pub struct Ps {
 }
 
 /// docker's filter keys that berth does not filter on (yet): refused with a clear message.
-const PS_UNSUPPORTED: &[&str] =
-    &["before", "expose", "isolation", "is-task", "label", "network", "publish", "since", "volume"];
+const PS_UNSUPPORTED: &[&str] = &["before", "expose", "isolation", "is-task", "network", "publish", "since", "volume"];
 
 /// What `ps --filter` keeps: (key, value) pairs; values of one key are alternatives. As
 /// docker's daemon, an unknown key or status or health value is an invalid filter.
@@ -134,11 +134,11 @@ fn ps_filters(given: &[String]) -> Result<Vec<(String, String)>> {
         .map(|f| {
             let (k, v) = f.split_once('=').with_context(|| format!("invalid filter {f:?}: expected KEY=VALUE"))?;
             let valid = match k {
-                "name" | "id" | "ancestor" | "exited" => true,
+                "name" | "id" | "ancestor" | "exited" | "label" => true,
                 "status" => ["created", "restarting", "running", "removing", "paused", "exited", "dead"].contains(&v),
                 "health" => ["starting", "healthy", "unhealthy", "none"].contains(&v),
                 _ if PS_UNSUPPORTED.contains(&k) => {
-                    bail!("Invalid filter '{k}': berth filters on name, id, status, health, ancestor, exited")
+                    bail!("Invalid filter '{k}': berth filters on name, id, label, status, health, ancestor, exited")
                 }
                 _ => bail!("Invalid filter '{k}'"),
             };
@@ -164,10 +164,23 @@ fn ps_matches(filters: &[(String, String)], c: &Container, s: &container::State)
         "health" => s.health.as_ref().map_or("none", |h| h.status.as_str()) == v,
         "ancestor" => c.config.image == v || c.config.image_id.trim_start_matches("sha256:").starts_with(v),
         "exited" => s.status == Status::Exited && s.exit_code.map(|e| e.to_string()).as_deref() == Some(v),
+        // docker's: `label=KEY` (set, any value) or `label=KEY=VALUE`.
+        "label" => match v.split_once('=') {
+            Some((k, want)) => c.config.labels.get(k).is_some_and(|have| have == want),
+            None => c.config.labels.contains_key(v),
+        },
         _ => false,
     };
     let keys: std::collections::BTreeSet<&str> = filters.iter().map(|(k, _)| k.as_str()).collect();
-    keys.iter().all(|k| filters.iter().filter(|(fk, _)| fk == k).any(|(_, v)| one(k, v)))
+    keys.iter().all(|k| {
+        let mut values = filters.iter().filter(|(fk, _)| fk == k);
+        // As docker's: every label filter must hold; other keys' values are alternatives.
+        if *k == "label" {
+            values.all(|(_, v)| one(k, v))
+        } else {
+            values.any(|(_, v)| one(k, v))
+        }
+    })
 }
 
 impl Ps {
@@ -187,7 +200,7 @@ impl Ps {
                 continue;
             }
             let row = self.row(&c, &state);
-            objs.push(ps_object(&row, &state, &c.config.created));
+            objs.push(ps_object(&row, &state, &c));
             rows.push(row);
         }
         let mut stdout = std::io::stdout().lock();
@@ -227,7 +240,7 @@ impl Ps {
 
 /// A row as `ps --format` sees it, in docker's field names.
 /// The column titles of `ps --format 'table ...'`, docker's.
-const PS_TITLES: [(&str, &str); 9] = [
+const PS_TITLES: [(&str, &str); 10] = [
     ("ID", "CONTAINER ID"),
     ("Image", "IMAGE"),
     ("Command", "COMMAND"),
@@ -237,12 +250,16 @@ const PS_TITLES: [(&str, &str); 9] = [
     ("Names", "NAMES"),
     ("State", "STATE"),
     ("CreatedAt", "CREATED AT"),
+    ("Labels", "LABELS"),
 ];
 
-fn ps_object(row: &[String], state: &container::State, created: &str) -> serde_json::Value {
+/// A `ps` row as docker's `--format` fields; `Labels` is docker's `k=v,k=v` string.
+fn ps_object(row: &[String], state: &container::State, c: &Container) -> serde_json::Value {
+    let labels: Vec<String> = c.config.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
     serde_json::json!({
         "ID": row[0], "Image": row[1], "Command": row[2], "RunningFor": row[3], "Status": row[4],
-        "Ports": row[5], "Names": row[6], "State": state.status.as_str(), "CreatedAt": created,
+        "Ports": row[5], "Names": row[6], "State": state.status.as_str(), "CreatedAt": c.config.created,
+        "Labels": labels.join(","),
     })
 }
 
@@ -567,6 +584,7 @@ pub fn inspect_json(c: &Container) -> Result<serde_json::Value> {
             "StopTimeout": cfg.stop_timeout,
             "OpenStdin": cfg.interactive,
             "Tty": cfg.tty,
+            "Labels": cfg.labels,
             "Healthcheck": cfg.health.as_ref().map(runner::container::health::HealthConfig::docker_json),
         },
         "HostConfig": {

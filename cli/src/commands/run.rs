@@ -51,6 +51,9 @@ pub struct Run {
     /// Keep the container under this name after it exits (for `berth commit`, `berth rm`)
     #[arg(long)]
     name: Option<String>,
+    /// Set a label on the container: KEY=VALUE (KEY alone: an empty value)
+    #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
+    label: Vec<String>,
     /// Read environment variables from a file (KEY=VALUE lines, # comments)
     #[arg(long, value_name = "FILE")]
     env_file: Vec<std::path::PathBuf>,
@@ -284,6 +287,7 @@ impl Run {
             init: self.init,
             interactive: self.interactive,
             tty: self.tty,
+            labels: self.labels(&cfg),
             security: config::SecurityConfig {
                 cap_add: self.cap_add.clone(),
                 cap_drop: self.cap_drop.clone(),
@@ -301,6 +305,17 @@ impl Run {
             auto_remove: self.rm,
             runtime: self.runtime.clone(),
         })
+    }
+
+    /// The image's labels, then `--label`'s over them.
+    fn labels(&self, cfg: &oci::spec::Config) -> std::collections::BTreeMap<String, String> {
+        let mut labels: std::collections::BTreeMap<String, String> =
+            cfg.labels().clone().unwrap_or_default().into_iter().collect();
+        for l in &self.label {
+            let (k, v) = l.split_once('=').unwrap_or((l, ""));
+            labels.insert(k.to_owned(), v.to_owned());
+        }
+        labels
     }
 
     /// The `--health-*` flags.

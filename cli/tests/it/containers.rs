@@ -628,8 +628,8 @@ fn ps_filters_and_formats_as_docker() {
         serde_json::from_str(b.ok(&["ps", "--format", "json", "-f", "name=other"]).trim()).unwrap();
     assert_eq!((json["Names"].as_str(), json["Image"].as_str()), (Some("other"), Some("busybox")));
     assert!(chrono::DateTime::parse_from_rfc3339(json["CreatedAt"].as_str().unwrap()).is_ok());
-    let err = b.fails(&["ps", "--filter", "label=x"]);
-    assert!(err.contains("Invalid filter 'label'"), "{err}");
+    let err = b.fails(&["ps", "--filter", "network=x"]);
+    assert!(err.contains("Invalid filter 'network'"), "{err}");
     // `table TEMPLATE`: docker's titles over aligned columns.
     let table = b.ok(&["ps", "-a", "--filter", "name=smoke", "--format", r"table {{.Names}}\t{{.State}}\t{{.Image}}"]);
     let mut lines: Vec<&str> = table.lines().collect();
@@ -653,6 +653,35 @@ fn dit_keeps_a_shell_on_a_pty_for_exec_and_logs_what_its_terminal_shows() {
     assert_eq!(b.ok(&["wait", "tty"]).trim(), "0");
     assert_eq!(b.ok(&["logs", "tty"]), "/dev/pts/0\r\n24 80\r\nerr\r\n");
     b.ok(&["rm", "-f", "sh", "tty"]);
+}
+
+#[test]
+fn labels_are_set_merged_with_the_images_filtered_on_and_committed() {
+    let Some(b) = setup() else { return };
+    // The CI clean-up idiom: label a job's containers, then find them all by the label.
+    b.ok(&["run", "--name", "j1", "-l", "ci.job=7", "--label", "role", "busybox", "true"]);
+    b.ok(&["commit", "j1", "labelled:1"]);
+    b.ok(&["run", "--name", "j2", "-l", "ci.job=7", "-l", "role=db", "labelled:1", "true"]);
+    b.ok(&["run", "--name", "other", "-l", "ci.job=8", "busybox", "true"]);
+    let names = |filters: &[&str]| {
+        let mut args = vec!["ps", "-a", "--format", "{{.Names}}"];
+        filters.iter().for_each(|f| args.extend(["--filter", f]));
+        let mut out: Vec<String> = b.ok(&args).lines().map(String::from).collect();
+        out.sort();
+        out
+    };
+    assert_eq!(names(&["label=ci.job=7"]), ["j1", "j2"]);
+    assert_eq!(names(&["label=ci.job"]), ["j1", "j2", "other"], "a key alone: any value");
+    assert_eq!(names(&["label=ci.job=7", "label=role=db"]), ["j2"], "every label filter must hold");
+    assert_eq!(names(&["label=nosuch"]), Vec::<String>::new());
+    // The committed image carries the labels; a container of it has them under its own.
+    assert_eq!(
+        b.ok(&["inspect", "--type", "image", "-f", "{{json .Config.Labels}}", "labelled:1"]).trim(),
+        r#"{"ci.job":"7","role":""}"#
+    );
+    assert_eq!(inspect(&b, "j2", "{{json .Config.Labels}}"), r#"{"ci.job":"7","role":"db"}"#);
+    assert_eq!(inspect(&b, "j2", r#"{{index .Config.Labels "ci.job"}}"#), "7");
+    assert_eq!(b.ok(&["ps", "-a", "--filter", "name=j2", "--format", "{{.Labels}}"]).trim(), "ci.job=7,role=db");
 }
 
 #[test]

@@ -7,8 +7,9 @@ use super::Config;
 
 /// The `config` object of an image committed from the container `c`, made from `base` (the
 /// `config` object of the image it runs, or null): the process (Entrypoint and Cmd apart),
-/// Env, WorkingDir, User, StopSignal, the health check in force, and the published ports
-/// among ExposedPorts; Labels, Volumes and the rest carry over from `base`.
+/// Env, WorkingDir, User, StopSignal, the health check in force, Labels (the image's with
+/// `--label`'s), and the published ports among ExposedPorts; Volumes and the rest carry
+/// over from `base`.
 pub fn image_config(c: &Config, base: &Value) -> Value {
     let mut out: Map<String, Value> = base.as_object().cloned().unwrap_or_default();
     let split = if c.args.starts_with(&c.entrypoint) { c.entrypoint.len() } else { 0 };
@@ -26,6 +27,9 @@ pub fn image_config(c: &Config, base: &Value) -> Value {
     }
     if let Some(h) = &c.health {
         out.insert("Healthcheck".into(), h.docker_json());
+    }
+    if !c.labels.is_empty() {
+        out.insert("Labels".into(), json!(c.labels));
     }
     if !c.ports.is_empty() {
         let exposed = out.entry("ExposedPorts").or_insert_with(|| json!({}));

@@ -58,6 +58,10 @@ pub struct Config {
     pub init: bool,
     /// `-i`: stdin stays open (detached: a pipe the supervisor holds, never written).
     pub interactive: bool,
+    /// Labels: the image's, then `--label`'s (a key given again takes the new value), as
+    /// docker merges them; `ps --filter label=` and templates read them. Empty in older records.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
     /// `-t`: the process has a pty (detached: the supervisor holds its master and logs
     /// what it prints); false in older records.
     #[serde(default)]
