@@ -103,6 +103,10 @@ fn main() -> ExitCode {
             return if run { ExitCode::from(RUN_FAILED) } else { ExitCode::from(e.exit_code() as u8) };
         }
     };
+    if let Command::Build(b) = &cli.command {
+        // Still the only thread: the environment may change.
+        b.source_date_epoch_to_env();
+    }
     let failure = if matches!(cli.command, Command::Run(_)) { ExitCode::from(RUN_FAILED) } else { ExitCode::FAILURE };
     // default_root reads BERTH_ROOT (an empty value counts as unset).
     let root = cli.root.clone().filter(|r| !r.as_os_str().is_empty()).unwrap_or_else(oci::ImageStore::default_root);

@@ -106,6 +106,20 @@ pub struct Build {
 }
 
 impl Build {
+    /// BuildKit's special build argument: `--build-arg SOURCE_DATE_EPOCH=N` pins the
+    /// image's and its history's `created` and clamps the layers' mtimes, as the variable of
+    /// that name in berth's environment does (the argument wins; `ARG SOURCE_DATE_EPOCH`
+    /// still shows it to RUN steps). Called while berth has one thread: it sets the variable.
+    pub fn source_date_epoch_to_env(&self) {
+        let given = self.build_args.iter().rev().find_map(|a| match a.split_once('=') {
+            Some(("SOURCE_DATE_EPOCH", v)) => Some(v.to_owned()),
+            _ => None,
+        });
+        if let Some(v) = given {
+            std::env::set_var("SOURCE_DATE_EPOCH", v);
+        }
+    }
+
     /// Runs the build: parse, solve, then name, export, push and report the image.
     pub fn run(mut self, root: &Path) -> Result<()> {
         let started = Instant::now();

@@ -250,6 +250,21 @@ fn builds_are_reproducible_with_source_date_epoch() {
 }
 
 #[test]
+fn source_date_epoch_as_a_build_arg_dates_the_image_as_buildkit_does() {
+    let Some(b) = build_store() else { return };
+    let ctx = tempfile::tempdir().unwrap();
+    let dockerfile = "FROM busybox:latest\nARG SOURCE_DATE_EPOCH\nRUN echo \"$SOURCE_DATE_EPOCH\" > /epoch\n";
+    std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
+    let (ok, out) = build(&b, &["--build-arg", "SOURCE_DATE_EPOCH=1700000000", "-t", "sde:1", &p(ctx.path())]);
+    assert!(ok, "{out}");
+    let f = |tpl: &str| b.ok(&["inspect", "--type", "image", "-f", tpl, "sde:1"]).trim().to_owned();
+    assert_eq!(f("{{.Created}}"), "2023-11-14T22:13:20Z", "the config's created");
+    assert_eq!(f("{{range .History}}{{.created}} {{end}}").split_whitespace().last(), Some("2023-11-14T22:13:20Z"));
+    // Declared, the argument reaches RUN.
+    assert_eq!(b.ok(&["run", "--rm", "sde:1", "cat", "/epoch"]), "1700000000\n");
+}
+
+#[test]
 fn outputs_are_valid_images_for_other_tools() {
     let Some(b) = build_store() else { return };
     let out = tempfile::tempdir().unwrap();
