@@ -3,6 +3,7 @@
 //! `--link`, straight into a layer of their own; ADD's URLs and local archives.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -249,6 +250,7 @@ impl LocalWorker<'_> {
             plan: onto.as_ref().and_then(|o| o.plan),
             record: onto.as_ref().is_some_and(|o| o.record),
             emitted: RefCell::new(Vec::new()),
+            links: RefCell::new(HashMap::new()),
         };
         if c.chown.is_some() {
             // The directories the copy creates on the way are the new owner's too, as
@@ -362,7 +364,8 @@ impl LocalWorker<'_> {
     }
 
     /// One regular file at `target`: its bytes, or an empty placeholder where the plan links
-    /// the last snapshot's copy of it (see [`reuse`]).
+    /// the last snapshot's copy of it (see [`reuse`]), or a hard link to where the copy put
+    /// another name of the same file.
     fn emit_file(
         &self,
         dest: &Dest<'_>,
@@ -372,8 +375,24 @@ impl LocalWorker<'_> {
         e: Entry,
         tar: &mut tar::Builder<impl Write>,
     ) -> Result<()> {
+        let several_names = meta.nlink() > 1;
+        if several_names {
+            let mut links = dest.links.borrow_mut();
+            match links.entry((meta.dev(), meta.ino())) {
+                std::collections::hash_map::Entry::Occupied(first) => {
+                    let mut h = e.header(tar::EntryType::Link, 0);
+                    return tar.append_link(&mut h, target, first.get()).map_err(Error::io(format!("stream {target}")));
+                }
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(target.to_owned());
+                }
+            }
+        }
         let digest = if dest.record { Some(crate::context::file_digest(path, meta, self.cache)?) } else { None };
-        let linked = dest.plan.zip(digest.as_ref()).and_then(|(plan, d)| plan.linkable(target, &e, d));
+        // A file with several names is always written: its links need its bytes there now,
+        // and the copy must be the one a full copy makes.
+        let plan = dest.plan.filter(|_| !several_names);
+        let linked = plan.zip(digest.as_ref()).and_then(|(plan, d)| plan.linkable(target, &e, d));
         if linked.is_some() {
             append_placeholder(tar, target, e)?;
         } else {
@@ -439,6 +458,9 @@ struct Dest<'c> {
     record: bool,
     /// The regular files streamed so far, when recording.
     emitted: RefCell<Vec<reuse::Emitted>>,
+    /// Where the copy put the first name of each source file with several (by device and
+    /// inode): its other names in the copy become hard links to it, as BuildKit copies them.
+    links: RefCell<HashMap<(u64, u64), String>>,
 }
 
 /// A copy's result, with the manifest of its files when it recorded them (see [`reuse`]).

@@ -684,3 +684,39 @@ fn add_of_a_tar_leaves_the_destination_directory_as_it_was() {
         "the archive's ./ is skipped, as BuildKit does"
     );
 }
+
+#[test]
+fn hard_links_within_a_copy_stay_links_from_the_context_and_from_a_stage() {
+    let Some(b) = build_store() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path();
+    write(ctx, "a/f", "linked\n", 0o644);
+    std::fs::hard_link(ctx.join("a/f"), ctx.join("a/g")).unwrap();
+    write(ctx, "a/h", "one\n", 0o644);
+    let dockerfile = "FROM busybox:latest AS build\n\
+                      RUN mkdir /out && echo hi > /out/one && ln /out/one /out/two\n\
+                      FROM busybox:latest\nCOPY a /a\nCOPY --from=build /out /out\n";
+    write(ctx, "Dockerfile", dockerfile, 0o644);
+    // Each pair shares one inode (two names) in the image, as BuildKit copies them; a file
+    // that merely has the same content does not.
+    let links = |tag: &str| {
+        let stat = "stat -c '%h %i' /a/f /a/g /a/h /out/one /out/two";
+        let out = b.ok(&["run", "--rm", tag, "sh", "-c", stat]);
+        let rows: Vec<(String, String)> =
+            out.lines().map(|l| l.split_once(' ').map(|(n, i)| (n.to_owned(), i.to_owned())).unwrap()).collect();
+        assert_eq!((rows[0].0.as_str(), rows[1].0.as_str(), rows[2].0.as_str()), ("2", "2", "1"), "{out}");
+        assert_eq!(rows[0].1, rows[1].1, "{out}");
+        assert_eq!((rows[3].0.as_str(), rows[4].0.as_str()), ("2", "2"), "{out}");
+        assert_eq!(rows[3].1, rows[4].1, "{out}");
+    };
+    let (ok, log) = build(&b, ctx, &["-t", "links:1"], &[]);
+    assert!(ok, "{log}");
+    links("links:1");
+    // Rebuilt after an edit of another file, the copy links its unchanged files from the
+    // last snapshot: the linked pair must come out the same.
+    write(ctx, "a/h", "two\n", 0o644);
+    let (ok, log) = build(&b, ctx, &["-t", "links:2"], &[]);
+    assert!(ok, "{log}");
+    links("links:2");
+    assert_eq!(b.ok(&["run", "--rm", "links:2", "cat", "/a/g", "/a/h"]), "linked\ntwo\n");
+}
