@@ -50,7 +50,9 @@ pub fn write(dir: &Path, spec: &Spec, ids: (u32, u32, Vec<u32>)) -> Result<(), B
     v["process"]["cwd"] = serde_json::json!(spec.cwd);
     v["process"]["terminal"] = false.into();
     v["process"]["user"] = serde_json::json!({"uid": uid, "gid": gid, "additionalGids": groups});
-    v["process"]["noNewPrivileges"] = true.into();
+    // docker's default is off, so set-uid programs work; the runtime then loads the filter
+    // before it changes the user, as berth's own sandbox does.
+    v["process"]["noNewPrivileges"] = spec.security.no_new_privs.into();
     // The same limits berth's own sandbox sets; unlimited is RLIM_INFINITY.
     let rlimits: Vec<serde_json::Value> = crate::rlimit::effective(&spec.ulimits)
         .map_err(|e| BundleError::Spec(e.to_string()))?

@@ -1,11 +1,15 @@
 //! Running one process in an image: new mount, PID, UTS, IPC (and network) namespaces,
-//! pivot_root into the rootfs, /proc and a minimal /dev, the image's user, no_new_privs,
-//! docker's default capabilities and seccomp filter (see [`crate::security`]).
+//! pivot_root into the rootfs, /proc and a minimal /dev, the image's user, docker's
+//! default capabilities and seccomp filter, no_new_privs when asked for (see
+//! [`crate::security`]).
 //!
 //! The order follows runc and crun: namespaces; the mount namespace made private; the
 //! rootfs mounted; /proc and /dev; `pivot_root(".", ".")` and the old root lazily
-//! unmounted; hostname; working directory; the bounding set; groups, gid, uid;
-//! capabilities; no_new_privs; the seccomp filter; exec. berth's own binary is never re-executed inside the container:
+//! unmounted; hostname; the bounding set; a missing working directory made; the seccomp
+//! filter (without no_new_privs, docker's default: the kernel takes it then only from a
+//! process with CAP_SYS_ADMIN); groups, gid, uid; chdir; capabilities; limits; with
+//! no_new_privs, no_new_privs and then the filter; exec. berth's own binary is never
+//! re-executed inside the container:
 //! all of this runs in the forked child between `fork` and `exec`. Everything mounted
 //! lives in the child's mount namespace and vanishes with it, so a killed berth leaves
 //! no mounts behind.
@@ -757,8 +761,9 @@ fn enter(spec: &Spec, confinement: &crate::security::Confinement) -> std::io::Re
 }
 
 /// The second half of a start, shared with `exec` (which joins namespaces instead of making
-/// them): bounding set, user and groups, working directory, capabilities, limits,
-/// no_new_privs, the init or the pty, and the seccomp filter last.
+/// them): bounding set, user and groups, working directory, capabilities, limits, the init
+/// or the pty; the seccomp filter right after the bounding set (docker's default, no
+/// no_new_privs) or, with no_new_privs, last.
 pub(crate) fn become_process(spec: &Spec, confinement: &crate::security::Confinement) -> std::io::Result<()> {
     // Signals berth's caller ignored (`nohup`, `cmd &`) or blocked are not the container's.
     default_signals()?;
@@ -778,6 +783,11 @@ pub(crate) fn become_process(spec: &Spec, confinement: &crate::security::Confine
     if rustix::fs::stat(spec.cwd.as_str()).is_err() {
         let _made = std::fs::create_dir_all(&spec.cwd);
     }
+    // Without no_new_privs the filter needs CAP_SYS_ADMIN, which the user change drops: load
+    // it now, as runc does. Every call that follows (setgroups, setres[ug]id, prctl,
+    // chdir, capset, prlimit64, clone for the init, the pty's open and ioctls, close_range,
+    // execve) is in docker's default profile; a custom profile must allow them too.
+    let filtered = confinement.load_seccomp_early()?;
     if let Some(ids) = &spec.ids {
         // The kernel clears the parent-death signal when the ids change: set it again, or
         // a container with a USER would outlive berth.
@@ -792,11 +802,11 @@ pub(crate) fn become_process(spec: &Spec, confinement: &crate::security::Confine
     // Open files: docker's 1048576, then --ulimit; never above the hard limits berth was
     // given (raising them fails, and this machine's open-files limit is 20000).
     crate::rlimit::apply(&spec.ulimits)?;
-    rustix::thread::set_no_new_privs(true).map_err(errno)?;
+    confinement.set_no_new_privs(filtered)?;
     if spec.init {
-        // The init is confined too: the filter goes on before the fork (what follows,
+        // The init is confined too: the filter is on before the fork (what follows,
         // a pty and close_range, is allowed by every profile docker ships).
-        confinement.load_seccomp()?;
+        confinement.finish(filtered)?;
         // SAFETY: this is the single-threaded child between fork and exec; the branch that
         // stays behind only makes async-signal-safe calls and never returns.
         match unsafe { libc::fork() } {
@@ -815,8 +825,9 @@ pub(crate) fn become_process(spec: &Spec, confinement: &crate::security::Confine
         return Err(std::io::Error::last_os_error());
     }
     if !spec.init {
-        // The last step before exec: nothing of berth's own setup runs under the filter.
-        confinement.load_seccomp()?;
+        // With no_new_privs, the last step before exec: as little of berth's own setup as
+        // possible runs under the filter.
+        confinement.finish(filtered)?;
     }
     Ok(())
 }

@@ -137,12 +137,14 @@ fn sandbox_spec(
         init: false,
         console_socket: None,
         console_size: (24, 80),
-        // docker's default capabilities and seccomp filter, as BuildKit gives a RUN step;
+        // docker's default capabilities and seccomp filter, as BuildKit gives a RUN step, and
+        // no no_new_privs (BuildKit sets none: `USER app` + `RUN sudo ...` works);
         // `--security=insecure` (allowed by `--allow security.insecure`): all and none.
         security: if e.insecure {
             runner::security::Security {
                 capabilities: runner::security::Capabilities::all(),
                 seccomp: runner::security::SeccompMode::Unconfined,
+                no_new_privs: false,
                 filter_cache: None,
             }
         } else {

@@ -103,7 +103,7 @@ pub struct Run {
     /// Give the container every capability and no seccomp filter
     #[arg(long)]
     privileged: bool,
-    /// Security options: seccomp=unconfined, seccomp=PROFILE.json (docker's format), no-new-privileges
+    /// Security options: seccomp=unconfined, seccomp=PROFILE.json (docker's format), no-new-privileges[=true|false]
     #[arg(long, value_name = "OPT")]
     security_opt: Vec<String>,
     /// Run the container in the background under a supervisor and print its ID

@@ -3,7 +3,7 @@
  * one (unshare, personality) cannot change the next. Built static by the tests with cc.
  *
  *   probe keyring:DESC add_key unshare_user perf personality mount ptrace clone_newns
- *         clone3 io_uring uname chroot status tty tiocsti
+ *         clone3 io_uring uname chroot status tty tiocsti ids
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -144,6 +144,9 @@ static int check(const char *name) {
         return report(name, open("/dev/tty", O_RDWR));
     if (!strcmp(name, "tiocsti"))
         return report(name, ioctl(1, TIOCSTI, " "));
+    /* Real and effective uid: a set-uid copy of the probe shows whether the bit took. */
+    if (!strcmp(name, "ids"))
+        return printf("uid=%d\neuid=%d\n", (int)getuid(), (int)geteuid()), 0;
     printf("%s=unknown\n", name);
     return 0;
 }

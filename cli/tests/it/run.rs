@@ -105,8 +105,12 @@ fn the_process_is_pid_1_in_its_own_namespaces() {
     assert_eq!(f[0], "1");
     assert_eq!(f[1], "smoke");
     assert!(f[2].parse::<u32>().unwrap() <= 5, "only the container's processes are visible: {out}");
+    // no_new_privs as docker has it: off unless asked for.
     let (_, out, _) = run(&b, &["busybox", "sh", "-c", "cat /proc/self/status | grep NoNewPrivs"]);
-    assert!(out.contains('1'), "{out}");
+    assert_eq!(out.trim(), "NoNewPrivs:\t0", "{out}");
+    let (_, out, _) =
+        run(&b, &["--security-opt", "no-new-privileges", "busybox", "sh", "-c", "grep NoNewPrivs /proc/self/status"]);
+    assert_eq!(out.trim(), "NoNewPrivs:\t1", "{out}");
     // Mount, UTS, IPC, PID and cgroup namespaces of its own (net: see the network test).
     let (_, out, _) =
         run(&b, &["busybox", "sh", "-c", "for n in mnt uts ipc pid cgroup; do readlink /proc/self/ns/$n; done"]);

@@ -119,7 +119,7 @@ fn docker_refusals_hold_and_unconfined_leaves_only_the_capabilities() {
     assert_eq!(r["clone3"], format!("err{}", libc::ENOSYS), "clone3 is ENOSYS, so libc falls back to clone");
     assert_eq!(r["chroot"], "ok", "SYS_CHROOT is in the set, so chroot is allowed");
     assert_eq!(r["Seccomp"], "2");
-    assert_eq!(r["NoNewPrivs"], "1");
+    assert_eq!(r["NoNewPrivs"], "0", "docker's default: no_new_privs only when asked for");
     for set in ["CapBnd", "CapPrm", "CapEff", "CapInh"] {
         assert_eq!(r[set], DEFAULT_CAPS, "{set}: {r:?}");
     }
@@ -222,6 +222,79 @@ fn a_run_step_sees_the_same_refusals() {
     for set in ["CapBnd", "CapPrm", "CapEff", "CapInh"] {
         assert_eq!(r[set], DEFAULT_CAPS, "{set}: {r:?}");
     }
+}
+
+/// An image `suid:1` whose /probe is set-uid root, and whose last RUN step ran it as user
+/// 1000 into /built (ids and status).
+fn setuid_probe_image(b: &Berth, dir: &Path, probe_bin: &Path) {
+    let ctx = dir.join("suid-ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::copy(probe_bin, ctx.join("probe")).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox:latest\nCOPY probe /probe\nRUN chmod 4755 /probe && mkdir -m 777 /out\n\
+         USER 1000\nRUN /probe ids status > /out/built\n",
+    )
+    .unwrap();
+    b.ok(&["build", "-q", "-t", "suid:1", &p(&ctx)]);
+}
+
+#[test]
+fn a_setuid_program_raises_its_user_unless_no_new_privileges_is_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((b, probe_bin)) = setup(dir.path()) else { return };
+    setuid_probe_image(&b, dir.path(), &probe_bin);
+    // `berth run -u 1000 IMG PROG`: (uid, euid, NoNewPrivs, Seccomp).
+    let ids = |flags: &[&str]| {
+        let mut args = vec!["run", "--rm", "-u", "1000"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["suid:1", "/probe", "ids", "status"]);
+        let r = parse(&b.ok(&args));
+        [&r["uid"], &r["euid"], &r["NoNewPrivs"], &r["Seccomp"]].map(|v| v.clone())
+    };
+    // Before: berth always set no_new_privs, so sudo failed where docker runs it. The filter
+    // stays on in both modes: without no_new_privs it is loaded before the user changes.
+    let raised = ["1000", "0", "0", "2"].map(String::from);
+    let kept = ["1000", "1000", "1", "2"].map(String::from);
+    assert_eq!(ids(&[]), raised);
+    assert_eq!(ids(&["--init"]), raised, "the init forks under the filter too");
+    for off in ["no-new-privileges=false", "no-new-privileges:false"] {
+        assert_eq!(ids(&["--security-opt", off]), raised, "{off}");
+    }
+    for on in ["no-new-privileges", "no-new-privileges=true", "no-new-privileges:true"] {
+        assert_eq!(ids(&["--security-opt", on]), kept, "{on}");
+    }
+    assert_eq!(ids(&["--init", "--security-opt", "no-new-privileges"]), kept);
+    let err = b.fails(&["run", "--security-opt", "no-new-privileges=maybe", "busybox", "true"]);
+    assert!(err.contains("no-new-privileges"), "{err}");
+    // exec follows the container's own setting.
+    for (flags, want) in [(&[][..], &raised), (&["--security-opt", "no-new-privileges"][..], &kept)] {
+        let mut args = vec!["run", "-d"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["suid:1", "sleep", "60"]);
+        let id = b.ok(&args).trim().to_owned();
+        let r = parse(&b.ok(&["exec", "-u", "1000", &id, "/probe", "ids", "status"]));
+        let got = [&r["uid"], &r["euid"], &r["NoNewPrivs"], &r["Seccomp"]].map(|v| v.clone());
+        b.ok(&["rm", "-f", &id]);
+        assert_eq!(&got, want, "exec in a container run with {flags:?}");
+    }
+    // runc and crun get the same setting in config.json.
+    for runtime in ["runc", "crun"].into_iter().filter(|r| require_tool(r)) {
+        assert_eq!(ids(&["--runtime", runtime]), raised, "{runtime}");
+        assert_eq!(ids(&["--runtime", runtime, "--security-opt", "no-new-privileges"]), kept, "{runtime}");
+    }
+}
+
+#[test]
+fn a_run_step_can_use_a_setuid_program_as_buildkit_allows() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((b, probe_bin)) = setup(dir.path()) else { return };
+    // `USER app` then `RUN sudo ...`: BuildKit sets no no_new_privs for a step.
+    setuid_probe_image(&b, dir.path(), &probe_bin);
+    let r = parse(&b.ok(&["run", "--rm", "suid:1", "cat", "/out/built"]));
+    assert_eq!((r["uid"].as_str(), r["euid"].as_str()), ("1000", "0"), "{r:?}");
+    assert_eq!((r["NoNewPrivs"].as_str(), r["Seccomp"].as_str()), ("0", "2"), "{r:?}");
+    assert_eq!(r["CapEff"], DEFAULT_CAPS, "a set-uid root program gets the step's capabilities: {r:?}");
 }
 
 #[test]

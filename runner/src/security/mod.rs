@@ -7,9 +7,13 @@
 //! the final capability set and compiles it to BPF (or finds it compiled: libseccomp takes
 //! tens of milliseconds for docker's three x86 ABIs, more than the rest of a start); in the
 //! child, [`Confinement`] drops
-//! the bounding set before the user changes, sets the other sets after, and loads the
-//! filter last, after no_new_privs. Runtimes that take a bundle get the same
-//! [`Policy`](seccomp::Policy) as `linux.seccomp`.
+//! the bounding set before the user changes and sets the other sets after. no_new_privs
+//! follows docker: off unless `--security-opt no-new-privileges` asks for it, so set-uid
+//! programs (sudo, su) work. The kernel takes a filter only from a process with no_new_privs
+//! or CAP_SYS_ADMIN, so without no_new_privs the filter is loaded as runc loads it, right
+//! after the bounding set while the child is still root, and with it last before exec.
+//! Runtimes that take a bundle get the same [`Policy`](seccomp::Policy) as `linux.seccomp`
+//! and `process.noNewPrivileges`.
 
 pub mod caps;
 pub mod seccomp;
@@ -46,13 +50,16 @@ pub enum SeccompMode {
     Profile(Box<Profile>),
 }
 
-/// A container's confinement beyond namespaces: capabilities and seccomp.
+/// A container's confinement beyond namespaces: capabilities, seccomp and no_new_privs.
 #[derive(Debug, Clone, Default)]
 pub struct Security {
     /// The bounding, permitted, effective and inheritable sets (ambient stays empty).
     pub capabilities: Capabilities,
     /// The seccomp filter.
     pub seccomp: SeccompMode,
+    /// Whether no_new_privs is set, so that set-uid programs and file capabilities give
+    /// nothing: off by default, as in docker and BuildKit (`sudo` in a RUN step works).
+    pub no_new_privs: bool,
     /// Where compiled filters are kept between processes (`berth run`: `$BERTH_ROOT/seccomp`);
     /// without it a process compiles each policy once.
     pub filter_cache: Option<std::path::PathBuf>,
@@ -60,8 +67,7 @@ pub struct Security {
 
 impl Security {
     /// docker's `--cap-add`, `--cap-drop`, `--privileged` and `--security-opt`
-    /// (`seccomp=unconfined|PROFILE.json`, `no-new-privileges[=true]`; berth always sets
-    /// no_new_privs, so `no-new-privileges=false` is refused rather than ignored).
+    /// (`seccomp=unconfined|PROFILE.json`, `no-new-privileges[=BOOL]`; the last one given wins).
     pub fn docker(
         cap_add: &[String],
         cap_drop: &[String],
@@ -70,6 +76,7 @@ impl Security {
     ) -> Result<Security, SecurityError> {
         let capabilities = Capabilities::docker(cap_add, cap_drop, privileged)?;
         let mut seccomp = if privileged { SeccompMode::Unconfined } else { SeccompMode::Default };
+        let mut no_new_privs = false;
         for opt in security_opts {
             // docker takes `key=value` and the older `key:value`.
             let (key, value) = opt.split_once(['=', ':']).map_or((opt.as_str(), None), |(k, v)| (k, Some(v)));
@@ -81,9 +88,11 @@ impl Security {
                     let bytes = std::fs::read(path).map_err(|e| SecurityError::Profile(format!("read {path}: {e}")))?;
                     seccomp = SeccompMode::Profile(Box::new(Profile::parse(&bytes)?));
                 }
-                ("no-new-privileges", None | Some("true")) => {}
-                ("no-new-privileges", Some("false")) => {
-                    return Err(SecurityError::Option("no-new-privileges=false: berth always sets no_new_privs".into()))
+                ("no-new-privileges", None) => no_new_privs = true,
+                ("no-new-privileges", Some(value)) => {
+                    no_new_privs = go_bool(value).ok_or_else(|| {
+                        SecurityError::Option(format!("--security-opt {opt:?}: no-new-privileges takes true or false"))
+                    })?;
                 }
                 _ => {
                     return Err(SecurityError::Option(format!(
@@ -92,7 +101,7 @@ impl Security {
                 }
             }
         }
-        Ok(Security { capabilities, seccomp, filter_cache: None })
+        Ok(Security { capabilities, seccomp, no_new_privs, filter_cache: None })
     }
 
     /// The seccomp policy for this container's capabilities, `None` when unconfined.
@@ -117,7 +126,17 @@ impl Security {
             }
             None => None,
         };
-        Ok(Confinement { caps: self.capabilities.0, filter })
+        Ok(Confinement { caps: self.capabilities.0, filter, no_new_privs: self.no_new_privs })
+    }
+}
+
+/// A boolean as Go's `strconv.ParseBool` reads it, which is how docker reads
+/// `no-new-privileges=VALUE`.
+fn go_bool(value: &str) -> Option<bool> {
+    match value {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
     }
 }
 
@@ -180,12 +199,17 @@ fn to_program(bytes: &[u8]) -> Result<Vec<libc::sock_filter>, SecurityError> {
 pub struct Confinement {
     caps: u64,
     filter: Option<Vec<libc::sock_filter>>,
+    no_new_privs: bool,
 }
 
 impl std::fmt::Debug for Confinement {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let len = self.filter.as_ref().map(Vec::len);
-        f.debug_struct("Confinement").field("caps", &format_args!("{:#x}", self.caps)).field("filter", &len).finish()
+        f.debug_struct("Confinement")
+            .field("caps", &format_args!("{:#x}", self.caps))
+            .field("filter", &len)
+            .field("no_new_privs", &self.no_new_privs)
+            .finish()
     }
 }
 
@@ -216,16 +240,52 @@ impl Confinement {
     }
 
     /// Sets permitted, effective and inheritable to the container's set (as root; a non-root
-    /// user keeps only the inheritable set after its uid change, and no_new_privs stops an
-    /// exec from turning it into permitted capabilities through file capabilities).
+    /// user keeps only the inheritable set after its uid change, which file capabilities
+    /// can turn into permitted ones at exec unless no_new_privs is set, as in docker).
     pub fn set_capabilities(&self) -> std::io::Result<()> {
         let caps = rustix::thread::CapabilitySet::from_bits_retain(self.caps);
         let sets = rustix::thread::CapabilitySets { effective: caps, permitted: caps, inheritable: caps };
         rustix::thread::set_capabilities(None, sets).map_err(std::io::Error::from)
     }
 
-    /// Loads the seccomp filter (no_new_privs must be set): the last step before exec.
-    pub fn load_seccomp(&self) -> std::io::Result<()> {
+    /// Loads the filter early, while the child is root with CAP_SYS_ADMIN, when the container
+    /// runs without no_new_privs (the kernel takes it from no other process): runc's order,
+    /// so the user change, capabilities, limits, the init's fork, the pty, close_range and
+    /// exec run under it. Returns whether it loaded it; if not, [`Self::finish`] does.
+    pub fn load_seccomp_early(&self) -> std::io::Result<bool> {
+        if self.no_new_privs || self.filter.is_none() {
+            return Ok(false);
+        }
+        let caps = rustix::thread::capabilities(None).map_err(std::io::Error::from)?;
+        if !caps.effective.contains(rustix::thread::CapabilitySet::SYS_ADMIN) {
+            return Ok(false);
+        }
+        self.load_seccomp()?;
+        Ok(true)
+    }
+
+    /// Sets no_new_privs when the container asks for it, or when a filter is still to be
+    /// loaded by a process that lacks CAP_SYS_ADMIN (the filter matters more than set-uid
+    /// programs; runc would fail the start instead).
+    pub fn set_no_new_privs(&self, loaded_early: bool) -> std::io::Result<()> {
+        if self.no_new_privs || (self.filter.is_some() && !loaded_early) {
+            rustix::thread::set_no_new_privs(true).map_err(std::io::Error::from)?;
+        }
+        Ok(())
+    }
+
+    /// Loads the seccomp filter unless [`Self::load_seccomp_early`] did: the last step
+    /// before exec (or the init's fork), after [`Self::set_no_new_privs`].
+    pub fn finish(&self, loaded_early: bool) -> std::io::Result<()> {
+        if loaded_early {
+            return Ok(());
+        }
+        self.load_seccomp()
+    }
+
+    /// Loads the seccomp filter, if there is one (the process must have no_new_privs or
+    /// CAP_SYS_ADMIN).
+    fn load_seccomp(&self) -> std::io::Result<()> {
         let Some(filter) = &self.filter else { return Ok(()) };
         let len = u16::try_from(filter.len()).map_err(|_| std::io::Error::other("seccomp filter too long"))?;
         let prog = libc::sock_fprog { len, filter: filter.as_ptr().cast_mut() };
@@ -256,9 +316,28 @@ mod tests {
         assert!(matches!(s.seccomp, SeccompMode::Profile(_)));
         let p = Security::docker(&[], &[], true, &[format!("seccomp={}", path.display())]).unwrap();
         assert!(matches!(p.seccomp, SeccompMode::Unconfined), "--privileged is unconfined");
-        for bad in ["apparmor=x", "no-new-privileges=false", "seccomp=/nonexistent.json"] {
+        for bad in ["apparmor=x", "no-new-privileges=maybe", "no-new-privileges=", "seccomp=/nonexistent.json"] {
             assert!(Security::docker(&[], &[], false, &[bad.into()]).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn no_new_privs_is_off_unless_asked_for_as_in_docker() {
+        let nnp = |opts: &[&str]| {
+            let opts: Vec<String> = opts.iter().map(|o| o.to_string()).collect();
+            Security::docker(&[], &[], false, &opts).unwrap().no_new_privs
+        };
+        assert!(!nnp(&[]));
+        assert!(!Security::docker(&[], &[], true, &[]).unwrap().no_new_privs, "--privileged leaves it alone");
+        for on in ["no-new-privileges", "no-new-privileges=true", "no-new-privileges:true", "no-new-privileges=1"] {
+            assert!(nnp(&[on]), "{on}");
+            assert!(Security::docker(&[], &[], false, &[on.into()]).unwrap().prepare().unwrap().no_new_privs);
+        }
+        for off in ["no-new-privileges=false", "no-new-privileges:false", "no-new-privileges=0"] {
+            assert!(!nnp(&[off]), "{off}");
+        }
+        assert!(!nnp(&["no-new-privileges", "no-new-privileges=false"]), "the last one wins");
+        assert!(!Security::default().prepare().unwrap().no_new_privs);
     }
 
     #[test]
