@@ -83,11 +83,11 @@ pub fn write(dir: &Path, spec: &Spec, ids: (u32, u32, Vec<u32>)) -> Result<(), B
         Network::Host => {}
     }
     v["linux"]["namespaces"] = serde_json::Value::Array(namespaces);
-    // The same confinement as berth's own sandbox: capability sets (ambient empty) and the
-    // resolved seccomp policy.
+    // The same confinement as berth's own sandbox: capability sets (inheritable and ambient
+    // empty, as docker has them since CVE-2022-24769) and the resolved seccomp policy.
     let caps: Vec<String> = spec.security.capabilities.names().iter().map(|n| format!("CAP_{n}")).collect();
     v["process"]["capabilities"] = serde_json::json!({
-        "bounding": caps, "permitted": caps, "effective": caps, "inheritable": caps, "ambient": []
+        "bounding": caps, "permitted": caps, "effective": caps, "inheritable": [], "ambient": []
     });
     match spec.security.policy().map_err(|e| BundleError::Spec(e.to_string()))? {
         Some(policy) => v["linux"]["seccomp"] = policy.to_oci(),

@@ -9,6 +9,9 @@ use crate::util::{p, require_tool, strict, Berth};
 /// Docker's default capability set less MKNOD, as /proc/self/status prints it.
 const DEFAULT_CAPS: &str = "00000000a00425fb";
 
+/// An empty capability set, as /proc/self/status prints it.
+const NO_CAPS: &str = "0000000000000000";
+
 /// A store with the busybox image and the probe built into `dir`, where this test can run.
 fn setup(dir: &Path) -> Option<(Berth, PathBuf)> {
     if !rustix::process::geteuid().is_root() {
@@ -120,10 +123,10 @@ fn docker_refusals_hold_and_unconfined_leaves_only_the_capabilities() {
     assert_eq!(r["chroot"], "ok", "SYS_CHROOT is in the set, so chroot is allowed");
     assert_eq!(r["Seccomp"], "2");
     assert_eq!(r["NoNewPrivs"], "0", "docker's default: no_new_privs only when asked for");
-    for set in ["CapBnd", "CapPrm", "CapEff", "CapInh"] {
+    for set in ["CapBnd", "CapPrm", "CapEff"] {
         assert_eq!(r[set], DEFAULT_CAPS, "{set}: {r:?}");
     }
-    assert_eq!(r["CapAmb"], "0000000000000000");
+    assert_eq!((r["CapInh"].as_str(), r["CapAmb"].as_str()), (NO_CAPS, NO_CAPS), "docker's since CVE-2022-24769");
     // Unconfined, only the kernel's own checks remain: no CAP_SYS_ADMIN for a mount, no
     // CAP_SYS_PTRACE to trace another user's process; what needs no capability works.
     let u = probe(&b, &probe_bin, &["--security-opt", "seccomp=unconfined"], &checks);
@@ -145,13 +148,14 @@ fn cap_add_cap_drop_and_privileged_set_every_capability_set() {
     );
     assert_eq!((admin["mount"].as_str(), admin["ptrace"].as_str()), ("ok", "ok"), "{admin:?}");
     let with = format!("{:016x}", 0xa00425fbu64 | 1 << 21 | 1 << 19);
-    for set in ["CapBnd", "CapPrm", "CapEff", "CapInh"] {
+    for set in ["CapBnd", "CapPrm", "CapEff"] {
         assert_eq!(admin[set], with, "{set}: {admin:?}");
     }
+    assert_eq!(admin["CapInh"], NO_CAPS);
     assert_eq!(admin["Seccomp"], "2", "--cap-add keeps the filter, with the capability's syscalls opened");
     let none = probe(&b, &probe_bin, &["--cap-drop", "ALL", "--cap-add", "CHOWN"], &["chroot", "status"]);
     assert_eq!(none["chroot"], EPERM, "no SYS_CHROOT: chroot is refused");
-    for set in ["CapBnd", "CapPrm", "CapEff", "CapInh"] {
+    for set in ["CapBnd", "CapPrm", "CapEff"] {
         assert_eq!(none[set], "0000000000000001", "{set}: {none:?}");
     }
     let all = probe(&b, &probe_bin, &["--privileged"], &["mount", "status"]);
@@ -219,9 +223,10 @@ fn a_run_step_sees_the_same_refusals() {
         assert_eq!(r[&refused], EPERM, "{refused}: {r:?}");
     }
     assert_eq!(r["Seccomp"], "2");
-    for set in ["CapBnd", "CapPrm", "CapEff", "CapInh"] {
+    for set in ["CapBnd", "CapPrm", "CapEff"] {
         assert_eq!(r[set], DEFAULT_CAPS, "{set}: {r:?}");
     }
+    assert_eq!(r["CapInh"], NO_CAPS);
 }
 
 /// An image `suid:1` whose /probe is set-uid root, and whose last RUN step ran it as user
@@ -286,6 +291,48 @@ fn a_setuid_program_raises_its_user_unless_no_new_privileges_is_asked_for() {
 }
 
 #[test]
+fn a_user_that_root_switches_to_gets_no_capability_through_the_inheritable_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((b, probe_bin)) = setup(dir.path()) else { return };
+    if !require_tool("setcap") {
+        return;
+    }
+    // busybox with a probe whose file capabilities are inheritable only (CHOWN, NET_RAW),
+    // imported from a tar that keeps the xattr.
+    let rootfs = dir.path().join("rootfs");
+    let made = std::process::Command::new(crate::util::repo_root().join("fixtures/make-busybox-image"))
+        .args(["--rootfs-only", &p(&rootfs)])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    std::fs::copy(&probe_bin, rootfs.join("capprobe")).unwrap();
+    crate::util::run_tool(
+        std::process::Command::new("setcap").args(["cap_chown,cap_net_raw+i", &p(&rootfs.join("capprobe"))]),
+    );
+    let tar = dir.path().join("rootfs.tar");
+    crate::util::run_tool(std::process::Command::new("tar").args([
+        "--xattrs",
+        "--xattrs-include=security.*",
+        "-C",
+        &p(&rootfs),
+        "-cf",
+        &p(&tar),
+        ".",
+    ]));
+    b.ok(&["import", &p(&tar), "fcaps:1"]);
+    // Before: root's inheritable set (the container's capabilities) survived `su`, and
+    // without no_new_privs the exec gave user 1000 CHOWN and NET_RAW as permitted ones.
+    for flags in [&[][..], &["--security-opt", "no-new-privileges"][..]] {
+        let mut args = vec!["run", "--rm"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["fcaps:1", "su", "berth", "-s", "/bin/sh", "-c", "/capprobe ids status"]);
+        let r = parse(&b.ok(&args));
+        assert_eq!(r["uid"], "1000", "{r:?}");
+        assert_eq!((r["CapPrm"].as_str(), r["CapInh"].as_str()), (NO_CAPS, NO_CAPS), "{flags:?}: {r:?}");
+    }
+}
+
+#[test]
 fn a_run_step_can_use_a_setuid_program_as_buildkit_allows() {
     let dir = tempfile::tempdir().unwrap();
     let Some((b, probe_bin)) = setup(dir.path()) else { return };
@@ -307,9 +354,10 @@ fn runc_gets_the_same_filter_and_capabilities_in_its_bundle() {
     let r = probe(&b, &probe_bin, &["--runtime", "runc"], &["add_key", "personality", "status"]);
     assert_eq!((r["add_key"].as_str(), r["personality"].as_str()), (EPERM, EPERM), "{r:?}");
     assert_eq!(r["Seccomp"], "2");
-    for set in ["CapBnd", "CapPrm", "CapEff", "CapInh"] {
+    for set in ["CapBnd", "CapPrm", "CapEff"] {
         assert_eq!(r[set], DEFAULT_CAPS, "{set}: {r:?}");
     }
+    assert_eq!(r["CapInh"], NO_CAPS);
     let u = probe(&b, &probe_bin, &["--runtime", "runc", "--security-opt", "seccomp=unconfined"], &["status"]);
     assert_eq!(u["Seccomp"], "0");
 }

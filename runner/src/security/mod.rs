@@ -53,7 +53,7 @@ pub enum SeccompMode {
 /// A container's confinement beyond namespaces: capabilities, seccomp and no_new_privs.
 #[derive(Debug, Clone, Default)]
 pub struct Security {
-    /// The bounding, permitted, effective and inheritable sets (ambient stays empty).
+    /// The bounding, permitted and effective sets (inheritable and ambient stay empty).
     pub capabilities: Capabilities,
     /// The seccomp filter.
     pub seccomp: SeccompMode,
@@ -215,8 +215,9 @@ impl std::fmt::Debug for Confinement {
 
 impl Confinement {
     /// Drops every capability outside the container's set from the bounding set and
-    /// clears the ambient set. Runs while the child still holds CAP_SETPCAP, before the
-    /// user changes: a non-root user keeps only the bounding set, which must be right.
+    /// clears the inheritable and ambient sets (whatever berth's caller left in them).
+    /// Runs while the child still holds CAP_SETPCAP, before the user changes: a non-root
+    /// user keeps only these sets, which must be right.
     pub fn restrict_bounding(&self) -> std::io::Result<()> {
         for cap in 0..64u32 {
             if self.caps & (1u64 << cap) != 0 {
@@ -236,15 +237,19 @@ impl Confinement {
         if unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0) } != 0 {
             return Err(std::io::Error::last_os_error());
         }
-        Ok(())
+        let mut sets = rustix::thread::capabilities(None).map_err(std::io::Error::from)?;
+        sets.inheritable = rustix::thread::CapabilitySet::empty();
+        rustix::thread::set_capabilities(None, sets).map_err(std::io::Error::from)
     }
 
-    /// Sets permitted, effective and inheritable to the container's set (as root; a non-root
-    /// user keeps only the inheritable set after its uid change, which file capabilities
-    /// can turn into permitted ones at exec unless no_new_privs is set, as in docker).
+    /// Sets permitted and effective to the container's set and leaves inheritable empty (as
+    /// root). An inheritable set would survive a change to another user (su, gosu) and,
+    /// without no_new_privs, turn a file's inheritable capabilities into permitted ones at
+    /// exec: CVE-2022-24769, after which docker, runc and BuildKit set none.
     pub fn set_capabilities(&self) -> std::io::Result<()> {
         let caps = rustix::thread::CapabilitySet::from_bits_retain(self.caps);
-        let sets = rustix::thread::CapabilitySets { effective: caps, permitted: caps, inheritable: caps };
+        let none = rustix::thread::CapabilitySet::empty();
+        let sets = rustix::thread::CapabilitySets { effective: caps, permitted: caps, inheritable: none };
         rustix::thread::set_capabilities(None, sets).map_err(std::io::Error::from)
     }
 
