@@ -600,8 +600,47 @@ impl Run {
     }
 }
 
+/// The signals a foreground run passes on as they come, as docker's `--sig-proxy` does
+/// (SIGTERM and SIGINT stop the container, with SIGKILL after the stop timeout).
+struct Passed {
+    streams: Vec<(tokio::signal::unix::Signal, rustix::process::Signal)>,
+}
+
+impl Passed {
+    /// Listens for SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 (reloads, dumps, log rotation).
+    fn listen() -> Result<Passed> {
+        use rustix::process::Signal;
+        use tokio::signal::unix::{signal, SignalKind};
+        let kinds = [
+            (SignalKind::hangup(), Signal::HUP),
+            (SignalKind::quit(), Signal::QUIT),
+            (SignalKind::user_defined1(), Signal::USR1),
+            (SignalKind::user_defined2(), Signal::USR2),
+        ];
+        let streams = kinds
+            .into_iter()
+            .map(|(kind, sig)| Ok((signal(kind).with_context(|| format!("listen for {sig:?}"))?, sig)))
+            .collect::<Result<_>>()?;
+        Ok(Passed { streams })
+    }
+
+    /// The next of them to arrive.
+    async fn recv(&mut self) -> rustix::process::Signal {
+        std::future::poll_fn(|cx| {
+            for (stream, sig) in &mut self.streams {
+                if stream.poll_recv(cx).is_ready() {
+                    return std::task::Poll::Ready(*sig);
+                }
+            }
+            std::task::Poll::Pending
+        })
+        .await
+    }
+}
+
 /// Waits for the container, forwarding SIGTERM and SIGINT to it, then SIGKILL after
-/// `stop_timeout`; with `timeout`, stops it when time runs out and returns 124.
+/// `stop_timeout`, and passing SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 on; with `timeout`,
+/// stops it when time runs out and returns 124.
 pub(super) fn supervise(
     child: std::process::Child,
     stop_timeout: u64,
@@ -624,6 +663,7 @@ pub(super) fn supervise(
         let mut term = signal(SignalKind::terminate()).context("listen for SIGTERM")?;
         let mut int = signal(SignalKind::interrupt()).context("listen for SIGINT")?;
         let mut winch = signal(SignalKind::window_change()).context("listen for SIGWINCH")?;
+        let mut passed = Passed::listen()?;
         let far = Duration::from_secs(u64::MAX / 4);
         let deadline = tokio::time::sleep(timeout.map_or(far, Duration::from_secs));
         let kill_at = tokio::time::sleep(far);
@@ -644,6 +684,10 @@ pub(super) fn supervise(
                 }
                 _ = term.recv() => Signal::TERM,
                 _ = int.recv() => Signal::INT,
+                sig = passed.recv() => {
+                    let _ = kill_process(pid, sig);
+                    continue;
+                }
                 _ = winch.recv() => {
                     // The pty follows berth's terminal; the kernel tells the command.
                     if let Some(c) = console {

@@ -384,6 +384,24 @@ fn signals_timeouts_and_a_killed_berth() {
     std::thread::sleep(std::time::Duration::from_millis(700));
     rustix::process::kill_process(rustix::process::Pid::from_child(&child), rustix::process::Signal::TERM).unwrap();
     assert_eq!(child.wait_with_output().unwrap().status.code(), Some(3));
+    // SIGHUP, SIGUSR1 (and SIGQUIT, SIGUSR2) are passed on as they come, as docker's
+    // --sig-proxy does: a service reloads, rotates its logs, and goes on.
+    let script = "trap 'echo hup' HUP; trap 'echo usr1; exit 4' USR1; echo ready; while :; do sleep 30 & wait; done";
+    let mut child =
+        b.cmd(&["run", "busybox", "sh", "-c", script]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    let pid = rustix::process::Pid::from_child(&child);
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
+    line.clear();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line, "hup\n", "the container got SIGHUP and runs on");
+    rustix::process::kill_process(pid, rustix::process::Signal::USR1).unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert_eq!((rest.as_str(), child.wait().unwrap().code()), ("usr1\n", Some(4)));
     // One that ignores it (sleep as PID 1) is killed after --stop-timeout.
     let child = b.cmd(&["run", "--stop-timeout", "1", "busybox", "sleep", "30"]).spawn().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(700));
