@@ -46,6 +46,8 @@ pub struct BuildOptions {
     pub host_network: bool,
     /// `--allow security.insecure`: `RUN --security=insecure` may run unconfined.
     pub allow_insecure: bool,
+    /// `--add-host HOST:IP` lines in every RUN step's /etc/hosts.
+    pub extra_hosts: Vec<String>,
     /// `--secret`s by id.
     pub secrets: HashMap<String, Secret>,
     /// `--ssh` sockets by id.
@@ -107,6 +109,9 @@ pub struct Machine<'a> {
 /// in one solver: platforms build in parallel, and a step that does not depend on the
 /// platform runs once.
 pub fn build(m: &Machine<'_>, opts: &BuildOptions) -> Result<Built> {
+    for h in &opts.extra_hosts {
+        h.parse::<runner::sandbox::ExtraHost>().map_err(|e| crate::Error::Invalid(format!("--add-host: {e}")))?;
+    }
     let inputs = Inputs {
         build_args: &opts.build_args,
         target_platforms: distinct(&opts.platforms),
@@ -114,6 +119,7 @@ pub fn build(m: &Machine<'_>, opts: &BuildOptions) -> Result<Built> {
         no_cache_filter: &opts.no_cache_filter,
         host_network: opts.host_network,
         allow_insecure: opts.allow_insecure,
+        extra_hosts: &opts.extra_hosts,
         resolve: m.resolve,
     };
     let converted = convert::convert(&opts.dockerfile, opts.target.as_deref(), &inputs)?;

@@ -56,6 +56,15 @@ impl Attachment {
         }
     }
 
+    /// The host as the container reaches it (docker's `host-gateway`): the bridge's address,
+    /// or slirp4netns's gateway, which leads to the host's loopback.
+    pub fn gateway(&self) -> std::net::IpAddr {
+        match self.link {
+            Link::Bridge { .. } => GATEWAY.into(),
+            Link::UserMode { .. } => crate::usernet::GATEWAY.into(),
+        }
+    }
+
     /// The host can reach [`Attachment::ip`] (the bridge); a user-mode network's address
     /// exists only inside the namespace.
     pub fn routed(&self) -> bool {

@@ -1144,6 +1144,36 @@ fn passwd_entry<'a>(passwd: &'a str, user: &str) -> Option<Vec<&'a str>> {
     passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() > 3 && (f[0] == user || f[2] == user))
 }
 
+/// An `--add-host` entry of `run` and `build`: a name and its address in /etc/hosts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraHost {
+    /// The name.
+    pub host: String,
+    /// The address; None for docker's `host-gateway`, the host as the container reaches it.
+    pub ip: Option<std::net::IpAddr>,
+}
+
+impl std::str::FromStr for ExtraHost {
+    type Err = String;
+
+    /// docker's `HOST:IP` (an IPv6 address after the first `:`, bracketed or not), `HOST=IP`,
+    /// and `host-gateway` for IP.
+    fn from_str(s: &str) -> Result<ExtraHost, String> {
+        let (host, ip) = s
+            .split_once('=')
+            .or_else(|| s.split_once(':'))
+            .ok_or_else(|| format!("bad format for add-host: {s:?} (HOST:IP)"))?;
+        if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c == '#') {
+            return Err(format!("invalid hostname in add-host: {host:?}"));
+        }
+        let ip = match ip.trim_start_matches('[').trim_end_matches(']') {
+            "host-gateway" => None,
+            ip => Some(ip.parse().map_err(|_| format!("invalid IP address in add-host: {ip:?}"))?),
+        };
+        Ok(ExtraHost { host: host.to_owned(), ip })
+    }
+}
+
 /// The container's /etc/hosts, /etc/resolv.conf and /etc/hostname, as docker writes them.
 ///
 /// They are written into the container's own /dev tmpfs and bound from there, so a run
@@ -1192,6 +1222,16 @@ impl EtcFiles {
             Ok(hosts) => EtcFiles { hosts, ..self },
             Err(_) => self,
         }
+    }
+
+    /// The same with `--add-host` lines after docker's own, `host-gateway` written as
+    /// `gateway` (the host as the container reaches it).
+    pub fn with_extra_hosts(mut self, extra: &[ExtraHost], gateway: std::net::IpAddr) -> EtcFiles {
+        for h in extra {
+            let ip = h.ip.unwrap_or(gateway);
+            self.hosts.push_str(&format!("{ip}\t{}\n", h.host));
+        }
+        self
     }
 
     fn entries(&self) -> [(&'static str, &str); 3] {

@@ -310,6 +310,7 @@ mod testsuite {
                 user: None,
                 platform: platform.into(),
                 host_network: true,
+                extra_hosts: vec![],
                 insecure: false,
                 mounts: vec![],
                 script: None,

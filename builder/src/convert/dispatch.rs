@@ -130,6 +130,7 @@ impl Converter<'_> {
             user: scope.user(),
             platform: self.current.to_string(),
             host_network,
+            extra_hosts: self.inputs.extra_hosts.to_vec(),
             insecure,
             mounts,
             script: run.script.clone(),

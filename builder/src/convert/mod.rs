@@ -56,6 +56,8 @@ pub struct Inputs<'a> {
     pub host_network: bool,
     /// `RUN --security=insecure` is allowed (`--allow security.insecure`).
     pub allow_insecure: bool,
+    /// `--add-host` lines for every RUN step.
+    pub extra_hosts: &'a [String],
     /// Resolves (and pulls when needed) a base image by reference.
     pub resolve: &'a (dyn Fn(&str, &Platform) -> Result<BaseImage> + Sync),
 }

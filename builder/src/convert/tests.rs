@@ -40,6 +40,7 @@ fn convert_with(
         no_cache_filter: &[],
         host_network: true,
         allow_insecure: false,
+        extra_hosts: &[],
         resolve: &resolve,
     };
     let c = convert(&df, target, &inputs);
@@ -341,6 +342,7 @@ fn an_unknown_target_and_an_empty_shell_are_dockerfile_errors_with_a_place() {
         no_cache_filter: &[],
         host_network: true,
         allow_insecure: false,
+        extra_hosts: &[],
         resolve: &resolve,
     };
     let text = convert(&df, None, &inputs).err().unwrap().to_string();
@@ -385,6 +387,7 @@ fn several_platforms_share_one_graph_and_each_step_that_does_not_depend_on_the_p
         no_cache_filter: &[],
         host_network: true,
         allow_insecure: false,
+        extra_hosts: &[],
         resolve: &resolve,
     };
     let c = convert(&df, None, &inputs).unwrap();

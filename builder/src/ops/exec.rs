@@ -108,6 +108,15 @@ fn script_volume(work: &std::path::Path, e: &ExecOp) -> Result<Option<Volume>> {
     Ok(Some(Volume { host: dir, container, read_only: true }))
 }
 
+/// A RUN step's /etc files, with the `--add-host` lines (checked when the build began,
+/// see [`crate::build`]; `host-gateway` is the host's loopback, which a step on the host's
+/// network reaches).
+fn etc_files(e: &ExecOp) -> runner::sandbox::EtcFiles {
+    let extra: Vec<runner::sandbox::ExtraHost> = e.extra_hosts.iter().flat_map(|h| h.parse()).collect();
+    let loopback = std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST);
+    runner::sandbox::EtcFiles::new("buildkitsandbox", e.host_network).with_extra_hosts(&extra, loopback)
+}
+
 /// The sandbox a RUN step's process runs in: BuildKit's hostname, no network unless
 /// `--network=host` (docker build's default), the step's user, cwd and mounts.
 fn sandbox_spec(
@@ -132,7 +141,7 @@ fn sandbox_spec(
         tmpfs,
         ulimits: vec![],
         read_only: false,
-        etc: Some(runner::sandbox::EtcFiles::new("buildkitsandbox", e.host_network)),
+        etc: Some(etc_files(e)),
         cgroups: vec![],
         init: false,
         console_socket: None,

@@ -137,6 +137,7 @@ fn vertex(mounts: &[&str]) -> Vertex {
         user: None,
         platform: "linux/amd64".into(),
         host_network: false,
+        extra_hosts: vec![],
         insecure: false,
         mounts,
         script: None,

@@ -40,6 +40,9 @@ pub struct Build {
     /// Set a build argument (KEY=VALUE, or KEY to take it from the environment)
     #[arg(long = "build-arg")]
     build_args: Vec<String>,
+    /// Add a line to RUN steps' /etc/hosts: HOST:IP (IP `host-gateway`: the host)
+    #[arg(long = "add-host", value_name = "HOST:IP")]
+    add_host: Vec<String>,
     /// Add a label to the image (KEY=VALUE)
     #[arg(long = "label")]
     labels: Vec<String>,
@@ -227,6 +230,7 @@ impl Build {
             no_cache_filter: self.no_cache_filter.clone(),
             host_network: flags::host_network(&self.network)?,
             allow_insecure: flags::allow(&self.allow)?,
+            extra_hosts: self.add_host.clone(),
             secrets: flags::secrets(&self.secret)?,
             ssh: flags::ssh(&self.ssh)?,
             compression: flags::compression(&self.compression)?,

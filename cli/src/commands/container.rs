@@ -599,6 +599,7 @@ pub fn inspect_json(c: &Container) -> Result<serde_json::Value> {
             "Memory": cfg.memory.unwrap_or(0),
             "PidsLimit": cfg.pids_limit,
             "NanoCpus": cfg.cpus.map_or(0, |c| (c * 1e9) as u64),
+            "ExtraHosts": cfg.extra_hosts,
             "Binds": cfg.volumes.iter().map(|v| format!("{}:{}{}", v.host.display(), v.container, if v.read_only { ":ro" } else { "" })).collect::<Vec<_>>(),
         },
         "Mounts": cfg.volumes.iter().map(|v| json!({

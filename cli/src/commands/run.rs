@@ -51,6 +51,9 @@ pub struct Run {
     /// Keep the container under this name after it exits (for `berth commit`, `berth rm`)
     #[arg(long)]
     name: Option<String>,
+    /// Add a line to /etc/hosts: HOST:IP (IP `host-gateway`: the host, as the container reaches it)
+    #[arg(long = "add-host", value_name = "HOST:IP", value_parser = check_add_host)]
+    add_host: Vec<String>,
     /// Set a label on the container: KEY=VALUE (KEY alone: an empty value)
     #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
     label: Vec<String>,
@@ -288,6 +291,7 @@ impl Run {
             interactive: self.interactive,
             tty: self.tty,
             labels: self.labels(&cfg),
+            extra_hosts: self.add_host.clone(),
             security: config::SecurityConfig {
                 cap_add: self.cap_add.clone(),
                 cap_drop: self.cap_drop.clone(),
@@ -707,6 +711,11 @@ pub(super) fn supervise(
             }
         }
     })
+}
+
+/// `--add-host`: checked now, kept as given (`host-gateway` depends on the network at start).
+fn check_add_host(s: &str) -> Result<String, String> {
+    s.parse::<runner::sandbox::ExtraHost>().map(|_| s.to_owned())
 }
 
 /// `--memory`: a size, 0 for no limit, else at least docker's 6 MiB (less is killed at once).

@@ -685,6 +685,36 @@ fn labels_are_set_merged_with_the_images_filtered_on_and_committed() {
 }
 
 #[test]
+fn add_host_writes_etc_hosts_and_host_gateway_is_the_host_as_the_container_reaches_it() {
+    let Some(b) = setup() else { return };
+    let hosts = |args: &[&str]| {
+        let mut full = vec!["run", "--rm"];
+        full.extend_from_slice(args);
+        full.extend(["busybox", "cat", "/etc/hosts"]);
+        b.ok(&full)
+    };
+    // The CI idiom: a service under test reaches the host through host.docker.internal.
+    let bridged = hosts(&[
+        "--add-host",
+        "db:10.1.2.3",
+        "--add-host",
+        "host.docker.internal:host-gateway",
+        "--add-host",
+        "v6=[2001:db8::1]",
+    ]);
+    assert!(bridged.ends_with("10.1.2.3\tdb\n10.90.0.1\thost.docker.internal\n2001:db8::1\tv6\n"), "{bridged}");
+    let host = hosts(&["--network", "host", "--add-host", "host.docker.internal:host-gateway"]);
+    assert!(host.ends_with("127.0.0.1\thost.docker.internal\n"), "{host}");
+    b.ok(&["run", "-d", "--name", "eh", "--add-host", "db:10.1.2.3", "busybox", "sleep", "30"]);
+    assert_eq!(inspect(&b, "eh", "{{json .HostConfig.ExtraHosts}}"), r#"["db:10.1.2.3"]"#);
+    for bad in ["nocolon", "db:not-an-ip", ":1.2.3.4"] {
+        let out = b.output(&["run", "--rm", "--add-host", bad, "busybox", "true"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("add-host"), "{bad}: {err}");
+    }
+}
+
+#[test]
 fn inspect_templates_read_as_docker_scripts_write_them() {
     let Some(b) = setup() else { return };
     let data = tempfile::tempdir().unwrap();

@@ -62,6 +62,9 @@ pub struct Config {
     /// docker merges them; `ps --filter label=` and templates read them. Empty in older records.
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// `--add-host HOST:IP` entries, as given (`host-gateway` resolved at each start).
+    #[serde(default)]
+    pub extra_hosts: Vec<String>,
     /// `-t`: the process has a pty (detached: the supervisor holds its master and logs
     /// what it prints); false in older records.
     #[serde(default)]
@@ -163,11 +166,14 @@ impl Config {
         net: Option<&crate::network::Attachment>,
     ) -> Result<Spec, super::Error> {
         use std::os::fd::AsRawFd;
-        let (network, etc) = match (net, self.network.as_str()) {
-            (Some(a), _) => (Network::Join(a.netns.as_raw_fd()), EtcFiles::bridged(&self.hostname, a)),
-            (None, "host") => (Network::Host, EtcFiles::new(&self.hostname, true).with_hosts_of_host()),
-            (None, _) => (Network::None, EtcFiles::new(&self.hostname, false)),
+        let loopback = std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST);
+        let (network, etc, gateway) = match (net, self.network.as_str()) {
+            (Some(a), _) => (Network::Join(a.netns.as_raw_fd()), EtcFiles::bridged(&self.hostname, a), a.gateway()),
+            (None, "host") => (Network::Host, EtcFiles::new(&self.hostname, true).with_hosts_of_host(), loopback),
+            (None, _) => (Network::None, EtcFiles::new(&self.hostname, false), loopback),
         };
+        let extra = self.extra_hosts.iter().map(|h| h.parse()).collect::<Result<Vec<_>, String>>();
+        let etc = etc.with_extra_hosts(&extra.map_err(super::Error::Config)?, gateway);
         for v in &self.volumes {
             if v.container.trim_matches('/').is_empty() {
                 return Err(super::Error::Config(format!(
