@@ -129,9 +129,9 @@ pub struct ExecOp {
     /// Host network (docker build's default) or none.
     pub host_network: bool,
     /// `--add-host` lines for /etc/hosts (`HOST:IP`, checked; `host-gateway` is the host's
-    /// loopback, as RUN steps share the host's network or have none). In the key only when
-    /// given, so other keys stay as they were.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// loopback, as RUN steps share the host's network or have none). Not in the key, as
+    /// BuildKit keys them: another address for a name reuses the cache.
+    #[serde(skip)]
     pub extra_hosts: Vec<String>,
     /// `RUN --security=insecure`: every capability, no seccomp filter. In the cache key only
     /// when set, so the keys of sandboxed steps stay as they were.

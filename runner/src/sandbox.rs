@@ -1144,6 +1144,11 @@ fn passwd_entry<'a>(passwd: &'a str, user: &str) -> Option<Vec<&'a str>> {
     passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() > 3 && (f[0] == user || f[2] == user))
 }
 
+/// The lines docker's /etc/hosts starts with.
+const DOCKER_HOSTS: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+                            fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n\
+                            ff02::2\tip6-allrouters\n";
+
 /// An `--add-host` entry of `run` and `build`: a name and its address in /etc/hosts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExtraHost {
@@ -1151,6 +1156,16 @@ pub struct ExtraHost {
     pub host: String,
     /// The address; None for docker's `host-gateway`, the host as the container reaches it.
     pub ip: Option<std::net::IpAddr>,
+}
+
+impl std::fmt::Display for ExtraHost {
+    /// docker's normal form, `HOST:IP`, as `inspect` shows it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.ip {
+            Some(ip) => write!(f, "{}:{ip}", self.host),
+            None => write!(f, "{}:host-gateway", self.host),
+        }
+    }
 }
 
 impl std::str::FromStr for ExtraHost {
@@ -1166,7 +1181,7 @@ impl std::str::FromStr for ExtraHost {
         if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c == '#') {
             return Err(format!("invalid hostname in add-host: {host:?}"));
         }
-        let ip = match ip.trim_start_matches('[').trim_end_matches(']') {
+        let ip = match ip.strip_prefix('[').and_then(|i| i.strip_suffix(']')).unwrap_or(ip) {
             "host-gateway" => None,
             ip => Some(ip.parse().map_err(|_| format!("invalid IP address in add-host: {ip:?}"))?),
         };
@@ -1194,7 +1209,7 @@ impl EtcFiles {
     pub fn bridged(hostname: &str, net: &crate::network::Attachment) -> EtcFiles {
         let ip = net.ip;
         EtcFiles {
-            hosts: format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{hostname}\n"),
+            hosts: format!("{DOCKER_HOSTS}{ip}\t{hostname}\n"),
             resolv_conf: net.resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()),
             hostname: format!("{hostname}\n"),
         }
@@ -1203,7 +1218,7 @@ impl EtcFiles {
     /// docker's files for a container called `hostname`.
     pub fn new(hostname: &str, host_network: bool) -> EtcFiles {
         EtcFiles {
-            hosts: format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"),
+            hosts: format!("{DOCKER_HOSTS}127.0.1.1\t{hostname}\n"),
             // A host without /etc/resolv.conf gives the container none either; without a
             // network there are no name servers to reach.
             resolv_conf: if host_network {
@@ -1224,13 +1239,22 @@ impl EtcFiles {
         }
     }
 
-    /// The same with `--add-host` lines after docker's own, `host-gateway` written as
-    /// `gateway` (the host as the container reaches it).
+    /// The same with `--add-host` lines, `host-gateway` written as `gateway` (the host as
+    /// the container reaches it): after docker's own lines and before the container's own
+    /// name, as docker orders them (so they can also give the container's name another
+    /// address).
     pub fn with_extra_hosts(mut self, extra: &[ExtraHost], gateway: std::net::IpAddr) -> EtcFiles {
-        for h in extra {
-            let ip = h.ip.unwrap_or(gateway);
-            self.hosts.push_str(&format!("{ip}\t{}\n", h.host));
+        if extra.is_empty() {
+            return self;
         }
+        let own = format!("\t{}", self.hostname.trim_end());
+        let body = self.hosts.trim_end_matches('\n');
+        let (head, last) = match body.rsplit_once('\n') {
+            Some((head, last)) if last.ends_with(&own) => (format!("{head}\n"), format!("{last}\n")),
+            _ => (format!("{body}\n"), String::new()),
+        };
+        let lines: String = extra.iter().map(|h| format!("{}\t{}\n", h.ip.unwrap_or(gateway), h.host)).collect();
+        self.hosts = head + &lines + &last;
         self
     }
 

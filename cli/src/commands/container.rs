@@ -253,13 +253,16 @@ const PS_TITLES: [(&str, &str); 10] = [
     ("Labels", "LABELS"),
 ];
 
-/// A `ps` row as docker's `--format` fields; `Labels` is docker's `k=v,k=v` string.
+/// A `ps` row as docker's `--format` fields: `Labels` is docker's `k=v,k=v` string (its
+/// pairs sorted as text), `CreatedAt` a Go time.
 fn ps_object(row: &[String], state: &container::State, c: &Container) -> serde_json::Value {
-    let labels: Vec<String> = c.config.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut labels: Vec<String> = c.config.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    labels.sort();
+    let created = chrono::DateTime::parse_from_rfc3339(&c.config.created).ok().map(|t| format::go_time(t.to_utc()));
     serde_json::json!({
         "ID": row[0], "Image": row[1], "Command": row[2], "RunningFor": row[3], "Status": row[4],
-        "Ports": row[5], "Names": row[6], "State": state.status.as_str(), "CreatedAt": c.config.created,
-        "Labels": labels.join(","),
+        "Ports": row[5], "Names": row[6], "State": state.status.as_str(),
+        "CreatedAt": created.unwrap_or_else(|| c.config.created.clone()), "Labels": labels.join(","),
     })
 }
 
@@ -576,7 +579,8 @@ pub fn inspect_json(c: &Container) -> Result<serde_json::Value> {
         "Config": {
             "Hostname": cfg.hostname,
             "User": cfg.user.clone().unwrap_or_default(),
-            "Env": cfg.env,
+            // docker's Config.Env never holds the container's own HOSTNAME.
+            "Env": cfg.env.iter().filter(|e| **e != format!("HOSTNAME={}", cfg.hostname)).collect::<Vec<_>>(),
             "Cmd": cfg.args,
             "Image": cfg.image,
             "WorkingDir": cfg.cwd,

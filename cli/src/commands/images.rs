@@ -202,7 +202,7 @@ impl Images {
                         "Tag": r.tag,
                         "ID": id(&r.id),
                         "Digest": r.digest.to_string(),
-                        "CreatedAt": r.created.map(|c| c.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                        "CreatedAt": r.created.map(format::go_time),
                         "CreatedSince": format::since(r.created),
                         "Size": format::size(r.size),
                         "Platforms": r.platforms,
@@ -428,6 +428,15 @@ impl Inspect {
     /// does, a name that is not found is an error on stderr (and exit 1) after the others
     /// are printed: `[]` when none is.
     pub fn run(self, root: &Path) -> Result<()> {
+        // docker's: a template that does not parse is told before anything is looked up,
+        // with its exit status 64.
+        let tpl = match self.format.as_deref().map(format::Template::parse).transpose() {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("berth: template parsing error: {e:#}");
+                std::process::exit(64);
+            }
+        };
         let store = open_store(root)?;
         let all = store.list()?;
         let mut out = Vec::new();
@@ -438,14 +447,15 @@ impl Inspect {
                 Err(e) => missing.push(e),
             }
         }
-        match &self.format {
+        // Written, not printed: a reader that went away (`| head`) ends berth quietly.
+        let mut stdout = std::io::stdout().lock();
+        match &tpl {
             Some(tpl) => {
-                let tpl = format::Template::parse(tpl)?;
                 for obj in &out {
-                    println!("{}", tpl.render(obj)?);
+                    writeln!(stdout, "{}", tpl.render(obj)?)?;
                 }
             }
-            None => println!("{}", serde_json::to_string_pretty(&out)?),
+            None => writeln!(stdout, "{}", serde_json::to_string_pretty(&out)?)?,
         }
         let last = missing.pop();
         for e in missing {

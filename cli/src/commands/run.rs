@@ -290,7 +290,7 @@ impl Run {
             init: self.init,
             interactive: self.interactive,
             tty: self.tty,
-            labels: self.labels(&cfg),
+            labels: self.labels(&cfg)?,
             extra_hosts: self.add_host.clone(),
             security: config::SecurityConfig {
                 cap_add: self.cap_add.clone(),
@@ -311,15 +311,18 @@ impl Run {
         })
     }
 
-    /// The image's labels, then `--label`'s over them.
-    fn labels(&self, cfg: &oci::spec::Config) -> std::collections::BTreeMap<String, String> {
+    /// The image's labels, then `--label`'s over them; a label without a name is an error.
+    fn labels(&self, cfg: &oci::spec::Config) -> Result<std::collections::BTreeMap<String, String>> {
         let mut labels: std::collections::BTreeMap<String, String> =
             cfg.labels().clone().unwrap_or_default().into_iter().collect();
         for l in &self.label {
             let (k, v) = l.split_once('=').unwrap_or((l, ""));
+            if k.is_empty() {
+                bail!("invalid label '{l}': empty name");
+            }
             labels.insert(k.to_owned(), v.to_owned());
         }
-        labels
+        Ok(labels)
     }
 
     /// The `--health-*` flags.
@@ -713,9 +716,10 @@ pub(super) fn supervise(
     })
 }
 
-/// `--add-host`: checked now, kept as given (`host-gateway` depends on the network at start).
+/// `--add-host`: checked now, kept in docker's `HOST:IP` form (`host-gateway` depends on
+/// the network at start).
 fn check_add_host(s: &str) -> Result<String, String> {
-    s.parse::<runner::sandbox::ExtraHost>().map(|_| s.to_owned())
+    s.parse::<runner::sandbox::ExtraHost>().map(|h| h.to_string())
 }
 
 /// `--memory`: a size, 0 for no limit, else at least docker's 6 MiB (less is killed at once).

@@ -60,8 +60,15 @@ impl Row {
 }
 
 /// The column titles of `system df --format 'table ...'`, docker's.
-const DF_TITLES: [(&str, &str); 5] =
-    [("Type", "TYPE"), ("TotalCount", "TOTAL"), ("Active", "ACTIVE"), ("Size", "SIZE"), ("Reclaimable", "RECLAIMABLE")];
+const DF_TITLES: [(&str, &str); 7] = [
+    ("Type", "TYPE"),
+    ("TotalCount", "TOTAL"),
+    ("Active", "ACTIVE"),
+    ("Size", "SIZE"),
+    ("Reclaimable", "RECLAIMABLE"),
+    ("SizeBytes", "SIZE BYTES"),
+    ("ReclaimableBytes", "RECLAIMABLE BYTES"),
+];
 
 impl Df {
     /// Counts images, layer snapshots, build cache and containers, and prints them.

@@ -28,6 +28,12 @@ pub fn size(bytes: u64) -> String {
     format!("{s}{}", UNITS[i])
 }
 
+/// A time as Go prints a `time.Time`, which docker's `ps` and `images` show for
+/// `{{.CreatedAt}}`: `2026-12-06 07:30:44 +0000 UTC`.
+pub fn go_time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S %z UTC").to_string()
+}
+
 /// How long ago `t` was: `Less than a second ago`, `3 minutes ago`, `2 weeks ago`.
 pub fn since(t: Option<DateTime<Utc>>) -> String {
     let Some(t) = t else { return "N/A".into() };

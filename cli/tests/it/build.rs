@@ -268,11 +268,17 @@ fn source_date_epoch_as_a_build_arg_dates_the_image_as_buildkit_does() {
 fn add_host_reaches_every_run_step_and_a_bad_one_fails_the_build_at_once() {
     let Some(b) = build_store() else { return };
     let ctx = tempfile::tempdir().unwrap();
-    std::fs::write(ctx.path().join("Dockerfile"), "FROM busybox:latest\nRUN tail -n 2 /etc/hosts > /hosts\n").unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), "FROM busybox:latest\nRUN tail -n 3 /etc/hosts > /hosts\n").unwrap();
     let (ok, out) =
         build(&b, &["--add-host", "mirror:10.9.8.7", "--add-host", "gw:host-gateway", "-t", "ah:1", &p(ctx.path())]);
     assert!(ok, "{out}");
-    assert_eq!(b.ok(&["run", "--rm", "ah:1", "cat", "/hosts"]), "10.9.8.7\tmirror\n127.0.0.1\tgw\n");
+    assert_eq!(
+        b.ok(&["run", "--rm", "ah:1", "cat", "/hosts"]),
+        "10.9.8.7\tmirror\n127.0.0.1\tgw\n127.0.1.1\tbuildkitsandbox\n"
+    );
+    // As BuildKit, another address is not another key: the step is cached.
+    let (ok, out) = build(&b, &["--add-host", "mirror:10.9.8.8", "-t", "ah:3", &p(ctx.path())]);
+    assert!(ok && out.contains("CACHED"), "{out}");
     let (ok, out) = build(&b, &["--add-host", "mirror", "-t", "ah:2", &p(ctx.path())]);
     assert!(!ok && out.contains("--add-host: bad format for add-host"), "{out}");
 }

@@ -627,7 +627,12 @@ fn ps_filters_and_formats_as_docker() {
     let json: serde_json::Value =
         serde_json::from_str(b.ok(&["ps", "--format", "json", "-f", "name=other"]).trim()).unwrap();
     assert_eq!((json["Names"].as_str(), json["Image"].as_str()), (Some("other"), Some("busybox")));
-    assert!(chrono::DateTime::parse_from_rfc3339(json["CreatedAt"].as_str().unwrap()).is_ok());
+    // docker's Go time: `2026-12-06 07:30:44 +0000 UTC`.
+    let created = json["CreatedAt"].as_str().unwrap();
+    assert!(chrono::DateTime::parse_from_str(created, "%Y-%m-%d %H:%M:%S %z UTC").is_ok(), "{created}");
+    // A field a row lacks is an error, as with docker's typed rows.
+    let err = b.fails(&["ps", "-a", "--format", "{{.Nope}}"]);
+    assert!(err.contains("can't evaluate field Nope"), "{err}");
     let err = b.fails(&["ps", "--filter", "network=x"]);
     assert!(err.contains("Invalid filter 'network'"), "{err}");
     // `table TEMPLATE`: docker's titles over aligned columns.
@@ -682,6 +687,11 @@ fn labels_are_set_merged_with_the_images_filtered_on_and_committed() {
     assert_eq!(inspect(&b, "j2", "{{json .Config.Labels}}"), r#"{"ci.job":"7","role":"db"}"#);
     assert_eq!(inspect(&b, "j2", r#"{{index .Config.Labels "ci.job"}}"#), "7");
     assert_eq!(b.ok(&["ps", "-a", "--filter", "name=j2", "--format", "{{.Labels}}"]).trim(), "ci.job=7,role=db");
+    for bad in ["=v", ""] {
+        let err = b.output(&["run", "--rm", "-l", bad, "busybox", "true"]);
+        let text = String::from_utf8_lossy(&err.stderr);
+        assert!(err.status.code() == Some(125) && text.contains("empty name"), "{bad:?}: {text}");
+    }
 }
 
 #[test]
@@ -695,19 +705,33 @@ fn add_host_writes_etc_hosts_and_host_gateway_is_the_host_as_the_container_reach
     };
     // The CI idiom: a service under test reaches the host through host.docker.internal.
     let bridged = hosts(&[
+        "--hostname",
+        "web",
         "--add-host",
         "db:10.1.2.3",
         "--add-host",
         "host.docker.internal:host-gateway",
         "--add-host",
         "v6=[2001:db8::1]",
+        "--add-host",
+        "web:10.4.4.4",
     ]);
-    assert!(bridged.ends_with("10.1.2.3\tdb\n10.90.0.1\thost.docker.internal\n2001:db8::1\tv6\n"), "{bridged}");
+    // docker's order: its own lines, the extra hosts, the container's own name last (so an
+    // extra host can give that name another address: the first match wins).
+    let lines: Vec<&str> = bridged.lines().skip(6).collect();
+    let extra = ["10.1.2.3\tdb", "10.90.0.1\thost.docker.internal", "2001:db8::1\tv6", "10.4.4.4\tweb"];
+    assert_eq!(lines[..4], extra, "{bridged}");
+    assert!(lines[4].starts_with("10.90.") && lines[4].ends_with("\tweb"), "{bridged}");
+    let docker = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\n";
+    assert!(bridged.starts_with(docker), "{bridged}");
     let host = hosts(&["--network", "host", "--add-host", "host.docker.internal:host-gateway"]);
     assert!(host.ends_with("127.0.0.1\thost.docker.internal\n"), "{host}");
     b.ok(&["run", "-d", "--name", "eh", "--add-host", "db:10.1.2.3", "busybox", "sleep", "30"]);
     assert_eq!(inspect(&b, "eh", "{{json .HostConfig.ExtraHosts}}"), r#"["db:10.1.2.3"]"#);
-    for bad in ["nocolon", "db:not-an-ip", ":1.2.3.4"] {
+    b.ok(&["run", "-d", "--name", "eh6", "--add-host", "v6=[2001:db8::1]", "busybox", "sleep", "30"]);
+    let normal = inspect(&b, "eh6", "{{json .HostConfig.ExtraHosts}}");
+    assert_eq!(normal, r#"["v6:2001:db8::1"]"#, "docker's HOST:IP form");
+    for bad in ["nocolon", "db:not-an-ip", ":1.2.3.4", "a:[::1"] {
         let out = b.output(&["run", "--rm", "--add-host", bad, "busybox", "true"]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains("add-host"), "{bad}: {err}");
@@ -749,6 +773,16 @@ fn inspect_templates_read_as_docker_scripts_write_them() {
     assert!(err.contains("{{range}} has no {{end}}"), "{err}");
     let err = b.fails(&["inspect", "--format", "{{.State.Health.Status}}", "tpl"]);
     assert!(err.contains("nil pointer evaluating .Status"), "{err}");
+    // A template that does not parse: docker's exit status 64, before anything is looked up.
+    let out = b.output(&["inspect", "--format", "{{.State.Running", "nosuch"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code() == Some(64) && err.contains("template parsing error"), "{err}");
+    // A reader that went away (`| head`) ends berth quietly, without a panic.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = b.cmd(&["inspect", "tpl"]).stdout(writer).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !err.contains("panicked"), "{err}");
 }
 
 #[test]

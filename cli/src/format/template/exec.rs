@@ -88,12 +88,15 @@ fn number(n: &serde_json::Number) -> String {
 pub struct Exec {
     pub out: String,
     vars: Vec<(String, V)>,
+    /// A field the data lacks is an error, as for docker's typed list rows, rather than
+    /// the missing value of its raw-JSON inspect.
+    strict: bool,
 }
 
 impl Exec {
     /// A run over `data`, which `$` names.
-    pub fn new(data: &Value) -> Exec {
-        Exec { out: String::new(), vars: vec![(String::new(), V::J(data.clone()))] }
+    pub fn new(data: &Value, strict: bool) -> Exec {
+        Exec { out: String::new(), vars: vec![(String::new(), V::J(data.clone()))], strict }
     }
 
     /// Runs nodes with `dot` as `.`.
@@ -206,29 +209,34 @@ impl Exec {
     fn arg(&mut self, arg: &Arg, dot: &V) -> Result<V> {
         match arg {
             Arg::Dot => Ok(dot.clone()),
-            Arg::Field(chain) => fields(dot.clone(), chain),
+            Arg::Field(chain) => fields(dot.clone(), chain, self.strict),
             Arg::Var(name, chain) => {
                 let v = self.vars.iter().rev().find(|(n, _)| n == name);
                 let v = v.ok_or_else(|| anyhow!("undefined variable ${name}"))?.1.clone();
-                fields(v, chain)
+                fields(v, chain, self.strict)
             }
             Arg::Func(name) => funcs::call(name, vec![]),
             Arg::Const(c) => Ok(V::J(c.clone())),
             Arg::Sub(pipe, chain) => {
                 let v = self.pipe(pipe, dot)?;
-                fields(v, chain)
+                fields(v, chain, self.strict)
             }
         }
     }
 }
 
 /// `.A.B` of a value, as Go walks a map: a missing key is the invalid value (and so is any
-/// field of it), a field of `null` or of a non-map is an error.
-fn fields(mut v: V, chain: &[String]) -> Result<V> {
+/// field of it; `strict`: an error, as a struct's), a field of `null` or of a non-map is an
+/// error.
+fn fields(mut v: V, chain: &[String], strict: bool) -> Result<V> {
     for name in chain {
         v = match v {
             V::Missing => V::Missing,
-            V::J(Value::Object(mut m)) => m.remove(name).map_or(V::Missing, V::J),
+            V::J(Value::Object(mut m)) => match m.remove(name) {
+                Some(found) => V::J(found),
+                None if strict => bail!("can't evaluate field {name}"),
+                None => V::Missing,
+            },
             V::J(Value::Null) => bail!("nil pointer evaluating .{name}"),
             V::J(other) => bail!("can't evaluate field {name} in {}", print_json(&other)),
         };

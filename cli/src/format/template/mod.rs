@@ -27,9 +27,20 @@ impl Template {
         Ok(Template { nodes, source })
     }
 
-    /// The template's output for one object.
+    /// The template's output for one object; a field it lacks prints `<no value>`, as in
+    /// docker's inspect.
     pub fn render(&self, data: &Value) -> Result<String> {
-        let mut run = exec::Exec::new(data);
+        self.run(data, false)
+    }
+
+    /// The output for a list command's row: a field the row lacks is an error, as docker's
+    /// rows are Go structs (`{{.Nope}}`: can't evaluate field Nope).
+    pub fn render_row(&self, data: &Value) -> Result<String> {
+        self.run(data, true)
+    }
+
+    fn run(&self, data: &Value, strict: bool) -> Result<String> {
+        let mut run = exec::Exec::new(data, strict);
         run.nodes(&self.nodes, &exec::V::J(data.clone())).with_context(|| format!("--format {:?}", self.source))?;
         Ok(run.out)
     }
@@ -68,7 +79,7 @@ impl ListFormat {
             ListFormat::Json => rows.iter().for_each(|r| out.push_str(&format!("{r}\n"))),
             ListFormat::Rows(t) => {
                 for r in rows {
-                    out.push_str(&t.render(r)?);
+                    out.push_str(&t.render_row(r)?);
                     out.push('\n');
                 }
             }
@@ -77,9 +88,9 @@ impl ListFormat {
                     .iter()
                     .map(|(field, title)| (field.to_string(), Value::String(title.to_string())))
                     .collect();
-                let mut text = t.render(&Value::Object(titles))? + "\n";
+                let mut text = t.render_row(&Value::Object(titles))? + "\n";
                 for r in rows {
-                    text.push_str(&t.render(r)?);
+                    text.push_str(&t.render_row(r)?);
                     text.push('\n');
                 }
                 let cells: Vec<Vec<String>> = text.lines().map(|l| l.split('\t').map(String::from).collect()).collect();
