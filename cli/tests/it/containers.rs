@@ -739,6 +739,23 @@ fn add_host_writes_etc_hosts_and_host_gateway_is_the_host_as_the_container_reach
 }
 
 #[test]
+fn stop_stops_several_containers_at_once_as_docker() {
+    let Some(b) = setup() else { return };
+    // `slow` ignores SIGTERM (sleep as PID 1) and waits out -t; `quick` exits on SIGTERM.
+    b.ok(&["run", "-d", "--name", "slow", "busybox", "sleep", "300"]);
+    b.ok(&["run", "-d", "--name", "quick", "busybox", "sh", "-c", "trap 'exit 0' TERM; sleep 300 & wait"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(b.ok(&["stop", "-t", "2", "slow", "quick"]), "slow\nquick\n", "printed in the arguments' order");
+    let finished = |name: &str| {
+        let at = inspect(&b, name, "{{.State.FinishedAt}}");
+        chrono::DateTime::parse_from_rfc3339(&at).unwrap_or_else(|e| panic!("{at}: {e}"))
+    };
+    // One after the other, `quick` would have stopped only after `slow`'s two seconds.
+    assert!(finished("quick") < finished("slow"), "quick waited for slow: the stops ran one by one");
+    assert_eq!(inspect(&b, "slow", "{{.State.ExitCode}}"), "137");
+}
+
+#[test]
 fn inspect_templates_read_as_docker_scripts_write_them() {
     let Some(b) = setup() else { return };
     let data = tempfile::tempdir().unwrap();
