@@ -268,6 +268,23 @@ const PS_TITLES: [(&str, &str); 10] = [
     ("Labels", "LABELS"),
 ];
 
+/// `--ulimit`s as docker's `HostConfig.Ulimits` (`-1` for unlimited), null when none.
+fn ulimits_json(given: &[String]) -> serde_json::Value {
+    let limits: Vec<serde_json::Value> = given
+        .iter()
+        .filter_map(|u| u.parse::<runner::rlimit::Ulimit>().ok())
+        .map(|u| {
+            let n = |v: Option<u64>| v.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX));
+            serde_json::json!({"Name": u.name, "Hard": n(u.hard), "Soft": n(u.soft)})
+        })
+        .collect();
+    if limits.is_empty() {
+        serde_json::Value::Null
+    } else {
+        limits.into()
+    }
+}
+
 /// A `ps` row as docker's `--format` fields: `Labels` is docker's `k=v,k=v` string (its
 /// pairs sorted as text), `CreatedAt` a Go time.
 fn ps_object(row: &[String], state: &container::State, c: &Container) -> serde_json::Value {
@@ -619,6 +636,7 @@ pub fn inspect_json(c: &Container) -> Result<serde_json::Value> {
             "PidsLimit": cfg.pids_limit,
             "NanoCpus": cfg.cpus.map_or(0, |c| (c * 1e9) as u64),
             "ExtraHosts": cfg.extra_hosts,
+            "Ulimits": ulimits_json(&cfg.ulimits),
             "Binds": cfg.volumes.iter().map(|v| format!("{}:{}{}", v.host.display(), v.container, if v.read_only { ":ro" } else { "" })).collect::<Vec<_>>(),
         },
         "Mounts": cfg.volumes.iter().map(|v| json!({

@@ -48,6 +48,8 @@ impl Exec {
         // As docker: a container that does not exist is the error to report first.
         super::console::check_tty(self.interactive, self.tty);
         let target = exec::Target::open(&c)?;
+        // Until supervise listens for them: see `block_forwarded`.
+        super::run::block_forwarded(true);
         // The console's thread must exist before this thread joins the PID namespace.
         let mut console = if self.tty { Some(super::console::Console::start(self.interactive)?) } else { None };
         let process = exec::Process {

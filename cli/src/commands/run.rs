@@ -57,6 +57,9 @@ pub struct Run {
     /// Set a label on the container: KEY=VALUE (KEY alone: an empty value)
     #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
     label: Vec<String>,
+    /// Read labels from a file (KEY=VALUE lines, # comments), before --label
+    #[arg(long = "label-file", value_name = "FILE")]
+    label_file: Vec<std::path::PathBuf>,
     /// Read environment variables from a file (KEY=VALUE lines, # comments)
     #[arg(long, value_name = "FILE")]
     env_file: Vec<std::path::PathBuf>,
@@ -311,11 +314,21 @@ impl Run {
         })
     }
 
-    /// The image's labels, then `--label`'s over them; a label without a name is an error.
+    /// The image's labels, then `--label-file`'s and `--label`'s over them; a label without
+    /// a name is an error.
     fn labels(&self, cfg: &oci::spec::Config) -> Result<std::collections::BTreeMap<String, String>> {
         let mut labels: std::collections::BTreeMap<String, String> =
             cfg.labels().clone().unwrap_or_default().into_iter().collect();
-        for l in &self.label {
+        let mut given = Vec::new();
+        for file in &self.label_file {
+            let text = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
+            // docker's label files: a line each, blanks before it dropped, `#` comments.
+            given.extend(
+                text.lines().map(str::trim_start).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from),
+            );
+        }
+        given.extend(self.label.iter().cloned());
+        for l in &given {
             let (k, v) = l.split_once('=').unwrap_or((l, ""));
             if k.is_empty() {
                 bail!("invalid label '{l}': empty name");
@@ -399,6 +412,7 @@ impl Run {
         let runtime = if own_runtime { Runtime::Own } else { Runtime::External };
         let mut prepared = foreground::prepare(root, store, image, &config, (self.name.is_some(), runtime))?;
         let result = (|| -> Result<i32> {
+            block_forwarded(true);
             let mut console =
                 if self.tty && own_runtime { Some(super::console::Console::start(self.interactive)?) } else { None };
             prepared.spec.console_socket = console.as_ref().and_then(super::console::Console::child_fd);
@@ -607,6 +621,25 @@ impl Run {
     }
 }
 
+/// Blocks (or unblocks) the signals [`supervise`] forwards, in this thread and the threads
+/// it starts. A foreground run blocks them before the container starts, and `supervise`
+/// unblocks them once its handlers are in place: one that arrives in between is delivered
+/// then, not lost (and SIGHUP does not end berth). The container's process starts with none
+/// blocked (the sandbox, and std's spawn for runc and crun, clear the mask).
+pub(super) fn block_forwarded(block: bool) {
+    // SAFETY: sigset_t is plain data, filled by sigemptyset/sigaddset before use;
+    // pthread_sigmask only reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2] {
+            libc::sigaddset(&mut set, sig);
+        }
+        let how = if block { libc::SIG_BLOCK } else { libc::SIG_UNBLOCK };
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+    }
+}
+
 /// The signals a foreground run passes on as they come, as docker's `--sig-proxy` does
 /// (SIGTERM and SIGINT stop the container, with SIGKILL after the stop timeout).
 struct Passed {
@@ -671,6 +704,8 @@ pub(super) fn supervise(
         let mut int = signal(SignalKind::interrupt()).context("listen for SIGINT")?;
         let mut winch = signal(SignalKind::window_change()).context("listen for SIGWINCH")?;
         let mut passed = Passed::listen()?;
+        // The handlers are in place: what arrived since the container started comes now.
+        block_forwarded(false);
         let far = Duration::from_secs(u64::MAX / 4);
         let deadline = tokio::time::sleep(timeout.map_or(far, Duration::from_secs));
         let kill_at = tokio::time::sleep(far);

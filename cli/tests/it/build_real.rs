@@ -117,18 +117,20 @@ fn debian_apt_install_user_and_workdir() {
     let (_dir, ctx) = context();
     let df = r#"FROM debian:bookworm
 ENV PATH=/opt/app/bin:$PATH
-RUN apt-get update && apt-get install -y --no-install-recommends python3-minimal curl ca-certificates \
+RUN apt-get update && apt-get install -y --no-install-recommends python3-minimal curl ca-certificates sudo \
     && rm -rf /var/lib/apt/lists/*
 RUN useradd --create-home app && mkdir -p /opt/app/bin && printf '#!/bin/sh\necho hello from app\n' > /opt/app/bin/hello \
-    && chmod 755 /opt/app/bin/hello
+    && chmod 755 /opt/app/bin/hello && echo 'app ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/app
 USER app
 WORKDIR /work/sub
-RUN touch made-by-app && python3 -c 'print("python ok")'
+RUN touch made-by-app && python3 -c 'print("python ok")' && echo "sudo gives uid $(sudo -n id -u)"
 CMD ["hello"]
 "#;
     let (ok, log, first) = build_in(&b, &ctx, df, &[], "real");
     assert!(ok, "{log}");
     assert!(log.contains("python ok"), "{log}");
+    // The devcontainer pattern: a setuid sudo after USER works, as under BuildKit.
+    assert!(log.contains("sudo gives uid 0"), "{log}");
     let out = b.ok(&["run", "real"]);
     assert_eq!(out.trim(), "hello from app");
     let out = b.ok(&["run", "real", "sh", "-c", "stat -c '%U %G' /work/sub /work/sub/made-by-app; curl --version"]);

@@ -687,6 +687,12 @@ fn labels_are_set_merged_with_the_images_filtered_on_and_committed() {
     assert_eq!(inspect(&b, "j2", "{{json .Config.Labels}}"), r#"{"ci.job":"7","role":"db"}"#);
     assert_eq!(inspect(&b, "j2", r#"{{index .Config.Labels "ci.job"}}"#), "7");
     assert_eq!(b.ok(&["ps", "-a", "--filter", "name=j2", "--format", "{{.Labels}}"]).trim(), "ci.job=7,role=db");
+    // --label-file: a line each, comments skipped, --label over it.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("labels");
+    std::fs::write(&file, "# CI labels\n  ci.job=9\n\nteam=infra\n").unwrap();
+    b.ok(&["run", "--name", "lf", "--label-file", &file.to_string_lossy(), "-l", "team=web", "busybox", "true"]);
+    assert_eq!(inspect(&b, "lf", "{{json .Config.Labels}}"), r#"{"ci.job":"9","team":"web"}"#);
     for bad in ["=v", ""] {
         let err = b.output(&["run", "--rm", "-l", bad, "busybox", "true"]);
         let text = String::from_utf8_lossy(&err.stderr);
@@ -728,6 +734,9 @@ fn add_host_writes_etc_hosts_and_host_gateway_is_the_host_as_the_container_reach
     assert!(host.ends_with("127.0.0.1\thost.docker.internal\n"), "{host}");
     b.ok(&["run", "-d", "--name", "eh", "--add-host", "db:10.1.2.3", "busybox", "sleep", "30"]);
     assert_eq!(inspect(&b, "eh", "{{json .HostConfig.ExtraHosts}}"), r#"["db:10.1.2.3"]"#);
+    assert_eq!(inspect(&b, "eh", "{{json .HostConfig.Ulimits}}"), "null");
+    b.ok(&["run", "-d", "--name", "ul", "--ulimit", "nofile=1024:2048", "busybox", "sleep", "30"]);
+    assert_eq!(inspect(&b, "ul", "{{json .HostConfig.Ulimits}}"), r#"[{"Hard":2048,"Name":"nofile","Soft":1024}]"#);
     b.ok(&["run", "-d", "--name", "eh6", "--add-host", "v6=[2001:db8::1]", "busybox", "sleep", "30"]);
     let normal = inspect(&b, "eh6", "{{json .HostConfig.ExtraHosts}}");
     assert_eq!(normal, r#"["v6:2001:db8::1"]"#, "docker's HOST:IP form");
