@@ -16,6 +16,7 @@
 pub mod build;
 pub mod cache;
 pub mod cache_prune;
+pub mod changes;
 pub mod chmod;
 pub mod context;
 pub mod convert;

@@ -507,6 +507,10 @@ pub struct Commit {
     /// Author (e.g., "John Hannibal Smith <hannibal@a-team.com>")
     #[arg(short, long)]
     author: Option<String>,
+    /// Apply a Dockerfile instruction to the new image's config (CMD, ENTRYPOINT, ENV,
+    /// EXPOSE, LABEL, ONBUILD, USER, VOLUME, WORKDIR); repeatable
+    #[arg(short, long = "change", value_name = "INSTRUCTION")]
+    change: Vec<String>,
 }
 
 impl Commit {
@@ -515,6 +519,8 @@ impl Commit {
     pub fn run(self, root: &Path) -> Result<()> {
         let c = container::find(root, &self.container)?;
         let name = self.reference.as_deref().map(str::parse::<oci::Reference>).transpose()?;
+        // Checked before the diff: a bad change costs nothing.
+        builder::changes::apply(&mut serde_json::Map::new(), &self.change)?;
         let store = open_store(root)?;
         let snaps = snapshotter(root)?;
         let base_target = store.resolve(&c.config.manifest).or_else(|_| store.resolve(&c.config.image))?;
@@ -528,11 +534,15 @@ impl Commit {
         let created_by = format!("berth commit {} ({})", c.config.name, c.config.args.join(" "));
         let base_config: serde_json::Value =
             serde_json::from_slice(&base.config_bytes).context("parse the image config")?;
+        let mut config = container::commit::image_config(&c.config, &base_config["config"]);
+        if let Some(map) = config.as_object_mut() {
+            builder::changes::apply(map, &self.change)?;
+        }
         let commit = oci::store::Commit {
             created_by: &created_by,
             comment: self.message.as_deref().unwrap_or(""),
             author: self.author.as_deref(),
-            config: Some(container::commit::image_config(&c.config, &base_config["config"])),
+            config: Some(config),
         };
         let rec = store.commit_layer(&base, &info, &commit, name.as_ref())?;
         println!("{}", store.image(&rec.target)?.id);

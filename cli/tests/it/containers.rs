@@ -765,6 +765,34 @@ fn stop_stops_several_containers_at_once_as_docker() {
 }
 
 #[test]
+fn commit_change_applies_dockerfile_instructions_to_the_new_image() {
+    let Some(b) = setup() else { return };
+    b.ok(&["run", "--name", "base", "-e", "GREETING=hi", "busybox", "sh", "-c", "echo data > /made"]);
+    let changes = [
+        "-c",
+        "ENV TARGET=world",
+        "--change",
+        "CMD echo $GREETING $TARGET",
+        "-c",
+        "LABEL stage=ci",
+        "-c",
+        "WORKDIR /srv",
+    ];
+    let mut args = vec!["commit"];
+    args.extend(changes);
+    args.extend(["base", "changed:1"]);
+    b.ok(&args);
+    assert_eq!(b.ok(&["run", "--rm", "changed:1"]), "hi world\n", "the new CMD, through sh, with the new ENV");
+    assert_eq!(b.ok(&["run", "--rm", "changed:1", "sh", "-c", "pwd; cat /made"]), "/srv\ndata\n");
+    let labels = b.ok(&["inspect", "--type", "image", "-f", "{{index .Config.Labels \"stage\"}}", "changed:1"]);
+    assert_eq!(labels.trim(), "ci");
+    // An instruction docker refuses is an error before anything is written.
+    let err = b.fails(&["commit", "-c", "RUN make", "base", "changed:2"]);
+    assert!(err.contains("is not a valid change command"), "{err}");
+    assert!(b.output(&["inspect", "--type", "image", "changed:2"]).status.code() == Some(1));
+}
+
+#[test]
 fn inspect_templates_read_as_docker_scripts_write_them() {
     let Some(b) = setup() else { return };
     let data = tempfile::tempdir().unwrap();
