@@ -606,7 +606,13 @@ mod tests {
     fn store_with_image(name: &str) -> (ImageStore, tempfile::TempDir, ImageRecord) {
         let d = tempfile::tempdir().unwrap();
         let s = ImageStore::open(d.path()).unwrap();
-        let opts = ImportOptions { compression: Compression::Gzip, message: None, source: "-".into(), platform: None };
+        let opts = ImportOptions {
+            compression: Compression::Gzip,
+            message: None,
+            source: "-".into(),
+            platform: None,
+            config: None,
+        };
         let rec = s.import_rootfs(&rootfs()[..], Some(&name.parse().unwrap()), &opts).unwrap();
         (s, d, rec)
     }

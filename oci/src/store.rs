@@ -667,16 +667,22 @@ impl ImageStore {
         ingest.commit(Expected::exactly(&info.digest, info.size))?;
         self.record_unpacked_size(&info.diff_id, info.uncompressed_size);
         let platform = opts.platform.clone().unwrap_or_else(Platform::host);
-        let record = self.commit_image(&[info], &opts.history_line(), &platform, name)?;
+        let config = match &opts.config {
+            Some(c) => serde_json::from_value(c.clone())
+                .map_err(|source| Error::InvalidJson { what: "image config", source })?,
+            None => oci_spec::image::ConfigBuilder::default().build().map_err(doc_err("image config"))?,
+        };
+        let record = self.commit_image(&[info], &opts.history_line(), (&platform, config), name)?;
         Ok(record)
     }
 
-    /// Writes config and manifest for `layers` with one history entry per layer, and names it.
+    /// Writes config (with `process`, its `config` object) and manifest for `layers` with one
+    /// history entry per layer, and names it.
     fn commit_image(
         &self,
         layers: &[LayerInfo],
         created_by: &HistoryEntry,
-        platform: &Platform,
+        (platform, process): (&Platform, oci_spec::image::Config),
         name: Option<&Reference>,
     ) -> Result<ImageRecord> {
         let created = created_by.created.clone();
@@ -702,7 +708,7 @@ impl ImageStore {
             .os(platform.os.as_str())
             .rootfs(rootfs)
             .history(history)
-            .config(oci_spec::image::ConfigBuilder::default().build().map_err(doc_err("image config"))?)
+            .config(process)
             .build()
             .map_err(doc_err("image config"))?;
         let config_bytes =
@@ -929,6 +935,8 @@ pub struct ImportOptions {
     pub source: String,
     /// The platform the config records (`docker import --platform`); the host's if none.
     pub platform: Option<Platform>,
+    /// The config's `config` object (`docker import --change`); empty if none.
+    pub config: Option<serde_json::Value>,
 }
 
 struct HistoryEntry {
@@ -974,7 +982,13 @@ mod tests {
     }
 
     fn opts() -> ImportOptions {
-        ImportOptions { compression: Compression::Gzip, message: None, source: "-".into(), platform: None }
+        ImportOptions {
+            compression: Compression::Gzip,
+            message: None,
+            source: "-".into(),
+            platform: None,
+            config: None,
+        }
     }
 
     /// A rootfs of one file of 1 MiB of zeros: a few KiB gzipped.

@@ -65,7 +65,13 @@ fn top_tar() -> Vec<u8> {
 fn image() -> (tempfile::TempDir, ImageStore, ImageRecord) {
     let dir = tempfile::tempdir().unwrap();
     let store = ImageStore::open(dir.path().join("root")).unwrap();
-    let opts = ImportOptions { compression: Compression::Gzip, message: None, source: "test".into(), platform: None };
+    let opts = ImportOptions {
+        compression: Compression::Gzip,
+        message: None,
+        source: "test".into(),
+        platform: None,
+        config: None,
+    };
     let base = store.import_rootfs(&base_tar()[..], None, &opts).unwrap();
     let base = store.image(&base.target).unwrap();
     let ingest = store.content().writer(oci::Algorithm::Sha256).unwrap();

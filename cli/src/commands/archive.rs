@@ -153,6 +153,10 @@ pub struct Import {
     /// The platform the image's config records (os/arch[/variant]); the host's by default
     #[arg(long)]
     platform: Option<oci::Platform>,
+    /// Apply a Dockerfile instruction to the image's config (CMD, ENTRYPOINT, ENV, EXPOSE,
+    /// LABEL, ONBUILD, USER, VOLUME, WORKDIR); repeatable
+    #[arg(short, long = "change", value_name = "INSTRUCTION")]
+    change: Vec<String>,
 }
 
 impl Import {
@@ -162,12 +166,19 @@ impl Import {
         if name.as_ref().is_some_and(|n| n.digest().is_some()) {
             bail!("an imported image cannot be named by digest");
         }
+        let mut config = serde_json::Map::new();
+        builder::changes::apply(&mut config, &self.change)?;
+        if config.contains_key("OnBuild") {
+            // The OCI config berth writes for an import has no OnBuild field.
+            bail!("--change ONBUILD is not supported by import: use berth commit or a Dockerfile");
+        }
         let store = open_store(root)?;
         let opts = ImportOptions {
             compression: self.compression,
             message: self.message.clone(),
             source: self.file.clone(),
             platform: self.platform.clone(),
+            config: (!self.change.is_empty()).then_some(serde_json::Value::Object(config)),
         };
         if self.file == "-" && io::stdin().is_terminal() {
             bail!("requested import from STDIN, but STDIN is a terminal: give a file or a pipe");

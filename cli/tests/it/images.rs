@@ -379,3 +379,17 @@ fn images_takes_go_templates_filters_and_all_as_docker_scripts_use_them() {
     let bad = b.output(&["images", "--filter", "label=x"]);
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("invalid filter 'label=x'"));
 }
+
+#[test]
+fn import_change_sets_the_config_as_docker_import_c() {
+    let b = Berth::new();
+    let dir = tempfile::tempdir().unwrap();
+    let tar = crate::util::tarball(dir.path(), "etc/motd", "hi", "");
+    let tar = tar.to_string_lossy();
+    b.ok(&["import", "-c", "ENV A=1 B=two", "-c", "CMD [\"/bin/app\", \"serve\"]", "-c", "EXPOSE 8080", &tar, "imp:1"]);
+    let f = |tpl: &str| b.ok(&["inspect", "--type", "image", "-f", tpl, "imp:1"]).trim().to_owned();
+    assert_eq!(f("{{json .Config.Env}} {{json .Config.Cmd}}"), r#"["A=1","B=two"] ["/bin/app","serve"]"#);
+    assert_eq!(f("{{json .Config.ExposedPorts}}"), r#"{"8080/tcp":{}}"#);
+    let err = b.fails(&["import", "-c", "RUN make", &tar, "imp:2"]);
+    assert!(err.contains("is not a valid change command"), "{err}");
+}
