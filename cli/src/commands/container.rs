@@ -255,7 +255,7 @@ impl Ps {
 
 /// A row as `ps --format` sees it, in docker's field names.
 /// The column titles of `ps --format 'table ...'`, docker's.
-const PS_TITLES: [(&str, &str); 10] = [
+const PS_TITLES: [(&str, &str); 12] = [
     ("ID", "CONTAINER ID"),
     ("Image", "IMAGE"),
     ("Command", "COMMAND"),
@@ -266,6 +266,8 @@ const PS_TITLES: [(&str, &str); 10] = [
     ("State", "STATE"),
     ("CreatedAt", "CREATED AT"),
     ("Labels", "LABELS"),
+    ("Mounts", "MOUNTS"),
+    ("Networks", "NETWORKS"),
 ];
 
 /// `--ulimit`s as docker's `HostConfig.Ulimits` (`-1` for unlimited), null when none.
@@ -286,7 +288,8 @@ fn ulimits_json(given: &[String]) -> serde_json::Value {
 }
 
 /// A `ps` row as docker's `--format` fields: `Labels` is docker's `k=v,k=v` string (its
-/// pairs sorted as text), `CreatedAt` a Go time.
+/// pairs sorted as text), `CreatedAt` a Go time, `Mounts` the sources of `-v`, `Networks`
+/// the network's name.
 fn ps_object(row: &[String], state: &container::State, c: &Container) -> serde_json::Value {
     let mut labels: Vec<String> = c.config.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
     labels.sort();
@@ -295,6 +298,9 @@ fn ps_object(row: &[String], state: &container::State, c: &Container) -> serde_j
         "ID": row[0], "Image": row[1], "Command": row[2], "RunningFor": row[3], "Status": row[4],
         "Ports": row[5], "Names": row[6], "State": state.status.as_str(),
         "CreatedAt": created.unwrap_or_else(|| c.config.created.clone()), "Labels": labels.join(","),
+        // docker's: the mounts' sources, and the network's name.
+        "Mounts": c.config.volumes.iter().map(|v| v.host.display().to_string()).collect::<Vec<_>>().join(","),
+        "Networks": c.config.network,
     })
 }
 

@@ -640,6 +640,8 @@ fn ps_filters_and_formats_as_docker() {
     let mut lines: Vec<&str> = table.lines().collect();
     lines[1..].sort();
     assert_eq!(lines, ["NAMES     STATE     IMAGE", "smoke-a   running   busybox", "smoke-b   exited    busybox"]);
+    let net = b.ok(&["ps", "-a", "--filter", "name=smoke-a", "--format", "{{.Networks}}|{{.Mounts}}|"]);
+    assert_eq!(net, "bridge||\n", "docker's ps fields: the network's name, no mounts");
     let running = "{{if eq .State \"running\"}}{{.Names}}{{end}}";
     assert_eq!(b.ok(&["ps", "-a", "--filter", "name=smoke", "--format", running]).trim(), "smoke-a");
 }
