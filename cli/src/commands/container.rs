@@ -525,12 +525,15 @@ impl Commit {
     pub fn run(self, root: &Path) -> Result<()> {
         let c = container::find(root, &self.container)?;
         let name = self.reference.as_deref().map(str::parse::<oci::Reference>).transpose()?;
-        // Checked before the diff: a bad change costs nothing.
-        builder::changes::apply(&mut serde_json::Map::new(), &self.change)?;
         let store = open_store(root)?;
         let snaps = snapshotter(root)?;
         let base_target = store.resolve(&c.config.manifest).or_else(|_| store.resolve(&c.config.image))?;
         let base = store.image(&base_target.target)?;
+        // The config first: a bad --change fails before the diff is made.
+        let base_config: serde_json::Value =
+            serde_json::from_slice(&base.config_bytes).context("parse the image config")?;
+        let mut config = container::commit::image_config(&c.config, &base_config["config"]);
+        builder::changes::apply(&mut config, &self.change)?;
         let ingest = oci::content::ContentStore::writer(store.content(), oci::Algorithm::Sha256)?;
         let mut layer = oci::layer::LayerWriter::into_ingest(ingest, oci::layer::Compression::Gzip, None)?;
         let key = container::snapshot_key(&c.config.id);
@@ -538,17 +541,11 @@ impl Commit {
         let (ingest, info) = layer.finish()?;
         ingest.commit(oci::content::Expected::exactly(&info.digest, info.size))?;
         let created_by = format!("berth commit {} ({})", c.config.name, c.config.args.join(" "));
-        let base_config: serde_json::Value =
-            serde_json::from_slice(&base.config_bytes).context("parse the image config")?;
-        let mut config = container::commit::image_config(&c.config, &base_config["config"]);
-        if let Some(map) = config.as_object_mut() {
-            builder::changes::apply(map, &self.change)?;
-        }
         let commit = oci::store::Commit {
             created_by: &created_by,
             comment: self.message.as_deref().unwrap_or(""),
             author: self.author.as_deref(),
-            config: Some(config),
+            config: Some(serde_json::Value::Object(config)),
         };
         let rec = store.commit_layer(&base, &info, &commit, name.as_ref())?;
         println!("{}", store.image(&rec.target)?.id);
@@ -627,8 +624,7 @@ pub fn inspect_json(c: &Container) -> Result<serde_json::Value> {
         "Config": {
             "Hostname": cfg.hostname,
             "User": cfg.user.clone().unwrap_or_default(),
-            // docker's Config.Env never holds the container's own HOSTNAME.
-            "Env": cfg.env.iter().filter(|e| **e != format!("HOSTNAME={}", cfg.hostname)).collect::<Vec<_>>(),
+            "Env": cfg.config_env(),
             "Cmd": cfg.args,
             "Image": cfg.image,
             "WorkingDir": cfg.cwd,

@@ -425,6 +425,8 @@ impl Run {
             }
             code
         })();
+        // A start that failed before `supervise` listened leaves them blocked: not for the clean-up.
+        block_forwarded(false);
         let outcome = result.as_ref().map(|c| *c).map_err(|e| (start_failure_code(e).unwrap_or(-1), format!("{e:#}")));
         prepared.finish_with(outcome, self.rm)?;
         match result {
@@ -628,7 +630,7 @@ impl Run {
 /// blocked (the sandbox, and std's spawn for runc and crun, clear the mask).
 pub(super) fn block_forwarded(block: bool) {
     // SAFETY: sigset_t is plain data, filled by sigemptyset/sigaddset before use;
-    // pthread_sigmask only reads it.
+    // pthread_sigmask only reads it, and fails only for an invalid `how` (it cannot here).
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);

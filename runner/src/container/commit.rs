@@ -10,16 +10,13 @@ use super::Config;
 /// Env, WorkingDir, User, StopSignal, the health check in force, Labels (the image's with
 /// `--label`'s), and the published ports among ExposedPorts; Volumes and the rest carry
 /// over from `base`.
-pub fn image_config(c: &Config, base: &Value) -> Value {
+pub fn image_config(c: &Config, base: &Value) -> Map<String, Value> {
     let mut out: Map<String, Value> = base.as_object().cloned().unwrap_or_default();
     let split = if c.args.starts_with(&c.entrypoint) { c.entrypoint.len() } else { 0 };
     let (entrypoint, cmd) = c.args.split_at(split);
     out.insert("Entrypoint".into(), words(entrypoint));
     out.insert("Cmd".into(), words(cmd));
-    // HOSTNAME is the container's own, given at start; docker's config never holds it.
-    let hostname = format!("HOSTNAME={}", c.hostname);
-    let env: Vec<&String> = c.env.iter().filter(|e| **e != hostname).collect();
-    out.insert("Env".into(), json!(env));
+    out.insert("Env".into(), json!(c.config_env()));
     out.insert("WorkingDir".into(), json!(c.cwd));
     out.insert("User".into(), json!(c.user.clone().unwrap_or_default()));
     if c.stop_signal != "SIGTERM" || out.get("StopSignal").is_some_and(|s| !s.is_null()) {
@@ -42,7 +39,7 @@ pub fn image_config(c: &Config, base: &Value) -> Value {
             }
         }
     }
-    Value::Object(out)
+    out
 }
 
 /// docker's null for no words.

@@ -156,6 +156,13 @@ impl Config {
         attached.map(Some).map_err(|e| super::Error::Config(e.to_string()))
     }
 
+    /// The environment as docker's `Config.Env` holds it: the process's, without the
+    /// container's own `HOSTNAME` (given at each start; `inspect` and `commit` show this).
+    pub fn config_env(&self) -> Vec<&String> {
+        let hostname = format!("HOSTNAME={}", self.hostname);
+        self.env.iter().filter(|e| **e != hostname).collect()
+    }
+
     /// What the sandbox runs for this container on `rootfs`, mounted at `mountpoint`, in
     /// the bridge's namespace `net` if it has one.
     pub fn spec(
