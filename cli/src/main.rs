@@ -63,6 +63,7 @@ enum Command {
     Commit(commands::container::Commit),
     #[command(name = "__supervise", hide = true)]
     Supervise(commands::container::Supervise),
+    Network(commands::network::NetworkCmd),
     System(commands::system::SystemCmd),
     Builder(commands::buildcache::BuilderCmd),
 }
@@ -151,6 +152,7 @@ fn main() -> ExitCode {
         Command::Supervise(c) => c.run(&root),
         Command::Rm(c) => c.run(&root),
         Command::Commit(c) => c.run(&root),
+        Command::Network(c) => c.run(&root),
         Command::System(c) => c.run(&root),
         Command::Builder(c) => c.run(&root),
     };

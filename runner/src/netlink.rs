@@ -146,6 +146,11 @@ impl Socket {
         self.request(msg, "make a link")
     }
 
+    /// Removes link `index` (a network's bridge, at `berth network rm`).
+    pub fn del_link(&mut self, index: i32) -> io::Result<()> {
+        self.request(Msg::new(libc::RTM_DELLINK, 0, &ifinfo(index, 0, 0)), "remove a link")
+    }
+
     /// Makes a veth pair: `name` here, `peer` in the namespace `peer_ns`.
     pub fn add_veth(&mut self, name: &str, peer: &str, peer_ns: &OwnedFd) -> io::Result<()> {
         const VETH_INFO_PEER: u16 = 1;

@@ -572,6 +572,24 @@ impl Supervise {
     }
 }
 
+/// `inspect`'s addresses of container `c`: the top-level ones (the default bridge's; empty
+/// on a user-defined network, as docker leaves them) and the per-network map, where a
+/// user-defined network's entry also has its ID and the container's aliases.
+fn network_settings(c: &Container, address: serde_json::Value) -> (serde_json::Value, serde_json::Value) {
+    use serde_json::json;
+    let cfg = &c.config;
+    if runner::network::user::PREDEFINED.contains(&cfg.network.as_str()) {
+        return (address.clone(), json!({ cfg.network.as_str(): address }));
+    }
+    let mut entry = address;
+    let id = runner::network::user::find(c.root(), &cfg.network).map(|n| n.id).unwrap_or_default();
+    let aliases: Vec<&str> =
+        std::iter::once(&cfg.id[..12]).chain(cfg.network_aliases.iter().map(String::as_str)).collect();
+    entry["NetworkID"] = json!(id);
+    entry["Aliases"] = json!(aliases);
+    (json!({"IPAddress": "", "Gateway": "", "IPPrefixLen": 0}), json!({ cfg.network.as_str(): entry }))
+}
+
 /// `berth inspect` of a container: docker's object shape, with the fields berth has.
 pub fn inspect_json(c: &Container) -> Result<serde_json::Value> {
     use serde_json::json;
@@ -599,6 +617,7 @@ pub fn inspect_json(c: &Container) -> Result<serde_json::Value> {
         "Gateway": s.gateway().map(|g| g.0.to_string()).unwrap_or_default(),
         "IPPrefixLen": s.gateway().map_or(0, |g| g.1),
     });
+    let (top, networks) = network_settings(c, address);
     Ok(json!({
         "Id": cfg.id,
         "Created": cfg.created,
@@ -657,11 +676,11 @@ pub fn inspect_json(c: &Container) -> Result<serde_json::Value> {
         })).collect::<Vec<_>>(),
         "NetworkSettings": {
             "Ports": ports,
-            "IPAddress": address["IPAddress"],
-            "Gateway": address["Gateway"],
-            "IPPrefixLen": address["IPPrefixLen"],
+            "IPAddress": top["IPAddress"],
+            "Gateway": top["Gateway"],
+            "IPPrefixLen": top["IPPrefixLen"],
             // docker's per-network view, which `{{range .NetworkSettings.Networks}}` reads.
-            "Networks": { cfg.network.as_str(): address },
+            "Networks": networks,
         },
     }))
 }

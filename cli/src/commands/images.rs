@@ -411,11 +411,11 @@ fn deletable_ids(store: &ImageStore, target: &oci::Target) -> Result<Vec<(oci::D
     after_help = "Examples:\n  berth inspect busybox\n  berth inspect app:ci | jq '.[0].Config.Env'\n  berth inspect --format '{{.State.Health.Status}}' web"
 )]
 pub struct Inspect {
-    /// Containers (names or IDs) or images (names or image IDs); a container of that name comes first
+    /// Containers (names or IDs), images (names or image IDs) or networks; a container of that name comes first, then an image
     #[arg(required = true, value_name = "NAME|ID")]
     images: Vec<String>,
-    /// Only containers or only images
-    #[arg(long = "type", value_parser = ["container", "image"])]
+    /// Only containers, images or networks
+    #[arg(long = "type", value_parser = ["container", "image", "network"])]
     kind: Option<String>,
     /// Print a Go template per object instead of the JSON: {{.State.Status}},
     /// {{range .Mounts}}{{.Source}} {{end}}, {{index .Config.Labels "k"}}, {{json .Config}}
@@ -466,15 +466,22 @@ impl Inspect {
 
     /// The object `what` names: a container (unless `--type image`), else an image.
     fn one(&self, root: &Path, store: &ImageStore, all: &[ImageRecord], what: &str) -> Result<serde_json::Value> {
-        if self.kind.as_deref() != Some("image") {
+        if self.kind.as_deref().is_none_or(|k| k == "container") {
             match runner::container::find(root, what) {
                 Ok(c) => return super::container::inspect_json(&c),
                 Err(e) if self.kind.as_deref() == Some("container") => return Err(e.into()),
                 Err(_) => {}
             }
         }
-        let rec = store.resolve(what)?;
-        inspect_image(store, all, &rec)
+        if self.kind.as_deref() == Some("network") {
+            return super::network::inspect_json(root, what);
+        }
+        match store.resolve(what) {
+            Ok(rec) => inspect_image(store, all, &rec),
+            // docker's order: containers, images, then networks.
+            Err(e) if self.kind.is_none() => super::network::inspect_json(root, what).map_err(|_| e.into()),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

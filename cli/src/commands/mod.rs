@@ -9,6 +9,7 @@ pub mod exec;
 pub mod images;
 pub mod lifecycle;
 pub mod manifest;
+pub mod network;
 pub mod registry;
 pub mod run;
 pub mod system;

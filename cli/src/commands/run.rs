@@ -38,9 +38,13 @@ pub struct Run {
     #[arg(long)]
     platform: Option<oci::Platform>,
     /// Network: bridge (its own namespace on berth's bridge berth0, with an address, NAT and
-    /// DNS), none (loopback only; published ports reach it through the supervisor) or host
-    #[arg(long, default_value = "bridge", value_parser = ["bridge", "none", "host"])]
+    /// DNS), none (loopback only; published ports reach it through the supervisor), host, or
+    /// a network made by `berth network create` (containers there reach each other by name)
+    #[arg(long, visible_alias = "net", default_value = "bridge")]
     network: String,
+    /// Another name the container has on a user-defined network (repeatable)
+    #[arg(long = "network-alias", visible_alias = "net-alias", value_name = "ALIAS")]
+    network_alias: Vec<String>,
     /// Container host name (default: the container ID's first 12 digits, as docker; the
     /// host's name with `--network host`)
     #[arg(long)]
@@ -54,6 +58,16 @@ pub struct Run {
     /// Add a line to /etc/hosts: HOST:IP (IP `host-gateway`: the host, as the container reaches it)
     #[arg(long = "add-host", value_name = "HOST:IP", value_parser = check_add_host)]
     add_host: Vec<String>,
+    /// A name server for the container's /etc/resolv.conf, in place of the host's (repeatable;
+    /// on a user-defined network, where its resolver forwards the names it does not know)
+    #[arg(long, value_name = "IP")]
+    dns: Vec<std::net::IpAddr>,
+    /// A search domain for /etc/resolv.conf, in place of the host's (repeatable)
+    #[arg(long = "dns-search", value_name = "DOMAIN")]
+    dns_search: Vec<String>,
+    /// An option for /etc/resolv.conf, e.g. ndots:2 (repeatable)
+    #[arg(long = "dns-option", visible_alias = "dns-opt", value_name = "OPTION")]
+    dns_option: Vec<String>,
     /// Set a label on the container: KEY=VALUE (KEY alone: an empty value)
     #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
     label: Vec<String>,
@@ -162,11 +176,12 @@ pub struct Run {
 impl Run {
     /// Prepares the rootfs and runs the process: in the foreground to its end (exiting with
     /// its code), or detached under a supervisor (printing the container's ID).
-    pub fn run(self, root: &Path) -> Result<()> {
+    pub fn run(mut self, root: &Path) -> Result<()> {
         if !rustix::process::geteuid().is_root() {
             bail!("berth run needs root (namespaces and mounts); rootless containers are not supported yet");
         }
         self.check_flags()?;
+        self.network = self.check_network(root)?;
         if !self.detach {
             super::console::check_tty(self.interactive, self.tty);
         }
@@ -197,6 +212,24 @@ impl Run {
             return self.run_detached(root, &store, &image, config);
         }
         self.run_foreground(root, &store, &image, config)
+    }
+
+    /// The network's name: a predefined one, or one in the store (given by name or ID);
+    /// aliases need a user-defined one, as docker's.
+    fn check_network(&self, root: &Path) -> Result<String> {
+        if runner::network::user::PREDEFINED.contains(&self.network.as_str()) {
+            if !self.network_alias.is_empty() {
+                bail!("network-scoped aliases are supported only for containers in user-defined networks");
+            }
+            return Ok(self.network.clone());
+        }
+        if self.network.starts_with("container:") {
+            bail!("--network container:NAME is not supported: use a user-defined network (berth network create)");
+        }
+        for alias in &self.network_alias {
+            runner::container::check_name(alias).with_context(|| format!("--network-alias {alias:?}"))?;
+        }
+        Ok(runner::network::user::find(root, &self.network)?.name)
     }
 
     /// Refuses combinations that cannot work, before anything is made.
@@ -278,6 +311,7 @@ impl Run {
             user: self.user.clone().or_else(|| cfg.user().clone()).filter(|u| !u.is_empty()),
             hostname,
             network: self.network.clone(),
+            network_aliases: self.network_alias.clone(),
             volumes: self
                 .volume
                 .iter()
@@ -295,6 +329,11 @@ impl Run {
             tty: self.tty,
             labels: self.labels(&cfg)?,
             extra_hosts: self.add_host.clone(),
+            dns: config::DnsConfig {
+                servers: self.dns.clone(),
+                search: self.dns_search.clone(),
+                options: self.dns_option.clone(),
+            },
             security: config::SecurityConfig {
                 cap_add: self.cap_add.clone(),
                 cap_drop: self.cap_drop.clone(),

@@ -21,6 +21,7 @@ mod containers;
 mod images;
 mod layers;
 mod lifecycle;
+mod networks;
 mod platforms;
 mod registry;
 mod rootless;

@@ -44,8 +44,11 @@ pub struct Config {
     pub user: Option<String>,
     /// The UTS hostname.
     pub hostname: String,
-    /// `bridge`, `none` or `host`.
+    /// `bridge`, `none`, `host`, or a user-defined network's name.
     pub network: String,
+    /// `--network-alias`: more names the container has on a user-defined network.
+    #[serde(default)]
+    pub network_aliases: Vec<String>,
     /// `-v` mounts.
     pub volumes: Vec<VolumeConfig>,
     /// `--tmpfs` paths.
@@ -65,6 +68,9 @@ pub struct Config {
     /// `--add-host HOST:IP` entries, as given (`host-gateway` resolved at each start).
     #[serde(default)]
     pub extra_hosts: Vec<String>,
+    /// `--dns`, `--dns-search` and `--dns-option`.
+    #[serde(default)]
+    pub dns: DnsConfig,
     /// `-t`: the process has a pty (detached: the supervisor holds its master and logs
     /// what it prints); false in older records.
     #[serde(default)]
@@ -120,6 +126,52 @@ pub struct SecurityConfig {
     pub security_opt: Vec<String>,
 }
 
+/// docker's `--dns`, `--dns-search` and `--dns-option`: what goes into the container's
+/// /etc/resolv.conf in place of the host's, or where a user-defined network's resolver
+/// forwards.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsConfig {
+    /// Name servers.
+    pub servers: Vec<std::net::IpAddr>,
+    /// Search domains.
+    pub search: Vec<String>,
+    /// Resolver options (`ndots:2`).
+    pub options: Vec<String>,
+}
+
+impl DnsConfig {
+    /// `resolv_conf` (the file the network gives) with these settings in place of its own,
+    /// as docker writes it: a line of search domains, the name servers, a line of options.
+    /// The given servers replace the file's unless `resolver` is the network's own, which
+    /// stays the one name server (it forwards to the given ones).
+    pub fn apply(&self, resolv_conf: &str, resolver: bool) -> String {
+        if self.servers.is_empty() && self.search.is_empty() && self.options.is_empty() {
+            return resolv_conf.to_owned();
+        }
+        let words = |key: &str| -> Vec<String> {
+            let lines = resolv_conf.lines().filter(|l| l.split_whitespace().next() == Some(key));
+            lines.flat_map(|l| l.split_whitespace().skip(1).map(str::to_owned)).collect()
+        };
+        let search = if self.search.is_empty() { words("search") } else { self.search.clone() };
+        let servers: Vec<String> = match self.servers.is_empty() || resolver {
+            true => words("nameserver"),
+            false => self.servers.iter().map(ToString::to_string).collect(),
+        };
+        let mut options = words("options");
+        options.extend(self.options.iter().cloned());
+        let mut out = String::new();
+        // docker: a search domain "." means none.
+        if !search.is_empty() && search != ["."] {
+            out += &format!("search {}\n", search.join(" "));
+        }
+        servers.iter().for_each(|s| out += &format!("nameserver {s}\n"));
+        if !options.is_empty() {
+            out += &format!("options {}\n", options.join(" "));
+        }
+        out
+    }
+}
+
 impl Config {
     /// The limits for [`crate::cgroup::Cgroup::create`]: 0 is no limit, as docker reads it.
     pub fn limits(&self) -> crate::cgroup::Limits {
@@ -143,17 +195,38 @@ impl Config {
         self.ulimits.iter().map(|u| u.parse().map_err(super::Error::Config)).collect()
     }
 
-    /// Puts the container on the bridge when its network is `bridge` (before it starts).
-    pub fn attach_network(&self) -> Result<Option<crate::network::Attachment>, super::Error> {
-        if self.network != "bridge" {
-            return Ok(None);
-        }
-        let attached = if crate::userns::rootless() {
-            crate::network::Attachment::user_mode()
-        } else {
-            crate::network::attach(&self.id)
+    /// Puts the container on its network (before it starts): berth's bridge for `bridge`,
+    /// or the bridge of the user-defined network of that name in the store at `root`.
+    pub fn attach_network(&self, root: &Path) -> Result<Option<crate::network::Attachment>, super::Error> {
+        let attached = match self.network.as_str() {
+            "none" | "host" => return Ok(None),
+            "bridge" if crate::userns::rootless() => crate::network::Attachment::user_mode(),
+            "bridge" => crate::network::attach(&self.id),
+            name => {
+                let network = self.user_network(root)?;
+                let names: Vec<String> = std::iter::once(&self.name)
+                    .chain(&self.network_aliases)
+                    .filter(|n| !n.is_empty())
+                    .cloned()
+                    .collect();
+                let upstreams = self.dns.servers.iter().map(|ip| std::net::SocketAddr::new(*ip, 53)).collect();
+                crate::network::attach_to(&network.bridge(), &self.id, &names, upstreams)
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("network {name}: {e}")))
+            }
         };
         attached.map(Some).map_err(|e| super::Error::Config(e.to_string()))
+    }
+
+    /// The user-defined network the container is on: found in the store at `root`, which a
+    /// rootless berth can't give a bridge.
+    pub fn user_network(&self, root: &Path) -> Result<crate::network::user::Network, super::Error> {
+        if crate::userns::rootless() {
+            return Err(super::Error::Config(format!(
+                "network {}: user-defined networks need root (a rootless container has a user-mode network of its own)",
+                self.network
+            )));
+        }
+        crate::network::user::find(root, &self.network).map_err(|e| super::Error::Config(e.to_string()))
     }
 
     /// The environment as docker's `Config.Env` holds it: the process's, without the
@@ -180,7 +253,8 @@ impl Config {
             (None, _) => (Network::None, EtcFiles::new(&self.hostname, false), loopback),
         };
         let extra = self.extra_hosts.iter().map(|h| h.parse()).collect::<Result<Vec<_>, String>>();
-        let etc = etc.with_extra_hosts(&extra.map_err(super::Error::Config)?, gateway);
+        let mut etc = etc.with_extra_hosts(&extra.map_err(super::Error::Config)?, gateway);
+        etc.resolv_conf = self.dns.apply(&etc.resolv_conf, net.is_some_and(crate::network::Attachment::has_resolver));
         for v in &self.volumes {
             if v.container.trim_matches('/').is_empty() {
                 return Err(super::Error::Config(format!(

@@ -110,7 +110,7 @@ impl Prepared {
             self.cgroup = Some(cg);
         }
         let cgroups = self.cgroup.as_ref().map(crate::cgroup::Cgroup::procs_files).unwrap_or_default();
-        self._net = config.attach_network()?;
+        self._net = config.attach_network(root)?;
         let mut spec = config.spec(rootfs, self.spec.mountpoint.clone(), cgroups, self._net.as_ref())?;
         spec.security = config.security(Some(&root.join("seccomp")))?;
         self.spec = spec;

@@ -140,6 +140,9 @@ pub struct State {
     /// The host end of its veth pair, while it runs.
     #[serde(default)]
     pub veth: Option<String>,
+    /// Its network's gateway and prefix length, while it runs (none in older records).
+    #[serde(default)]
+    pub subnet: Option<(std::net::Ipv4Addr, u8)>,
     /// Whether `berth stop` or `kill` ended it (for `--restart` one day, and inspect).
     pub stopped_by_user: bool,
     /// Whether the kernel's OOM killer killed a process of its memory cgroup in its last
@@ -177,13 +180,16 @@ impl State {
         self.ports.clear();
         self.ip = None;
         self.veth = None;
+        self.subnet = None;
     }
 
     /// The gateway and prefix length of the container's address, for inspect: the
     /// bridge's when it has a veth there, else the user-mode network's.
     pub fn gateway(&self) -> Option<(std::net::Ipv4Addr, u8)> {
         self.ip.as_ref()?;
-        Some(if self.veth.is_some() {
+        Some(if let Some(subnet) = self.subnet {
+            subnet
+        } else if self.veth.is_some() {
             (crate::network::GATEWAY, crate::network::PREFIX)
         } else {
             (crate::usernet::GATEWAY, crate::usernet::PREFIX)

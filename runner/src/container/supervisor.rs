@@ -84,7 +84,7 @@ fn run_process(
     let mountpoint = super::containers_dir(c.root()).join(".rootfs");
     std::fs::create_dir_all(&mountpoint).map_err(super::io_err("create", &mountpoint))?;
     // Held to the end: the namespace's fd until the process runs, the address's lease for its life.
-    let net = config.attach_network()?;
+    let net = config.attach_network(c.root())?;
     let mut spec = config.spec(rootfs, mountpoint, cgroups, net.as_ref())?;
     spec.security = config.security(Some(&c.root().join("seccomp")))?;
     let (stdio, io) = Io::new(c, &mut spec)?;
@@ -221,6 +221,7 @@ async fn watch(
         s.started(started.pid, supervisor, published, c.config.health.is_some());
         s.ip = net.map(|a| a.ip.to_string());
         s.veth = net.and_then(|a| a.veth().map(str::to_owned));
+        s.subnet = net.map(crate::network::Attachment::subnet);
     })?;
     match (net.filter(|a| a.routed()).map(|a| a.ip), c.config.network.as_str()) {
         _ if c.config.ports.is_empty() => {}

@@ -1,0 +1,225 @@
+//! User-defined networks: `berth network create|ls|inspect|rm|prune`, `run --network NAME`
+//! with `--network-alias`, the resolver at 127.0.0.11 that gives containers each other's
+//! names and forwards the rest (to `--dns` servers, here a name server the test runs), the
+//! isolation between berth's bridges, and `--internal`.
+
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use crate::util::{strict, Berth, Outside};
+
+/// A store with the busybox image that removes its containers, then its networks, when dropped.
+struct Store(Berth);
+
+impl std::ops::Deref for Store {
+    type Target = Berth;
+    fn deref(&self) -> &Berth {
+        &self.0
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let ids = self.0.output(&["ps", "-aq"]);
+        for id in String::from_utf8_lossy(&ids.stdout).lines() {
+            let _ = self.0.output(&["rm", "-f", id]);
+        }
+        let _ = self.0.output(&["network", "prune", "-f"]);
+    }
+}
+
+fn setup() -> Option<Store> {
+    if !rustix::process::geteuid().is_root() {
+        assert!(!strict(), "network tests need root (BERTH_TEST_STRICT=1)");
+        eprintln!("skipping: berth run needs root");
+        return None;
+    }
+    let b = Berth::new();
+    b.busybox("busybox:latest").then_some(Store(b))
+}
+
+/// A detached busybox httpd named `name` on `network` serving /etc (so `/hostname` is its
+/// host name), with `extra` flags before the image.
+fn serve(b: &Berth, name: &str, network: &str, extra: &[&str]) -> String {
+    let mut args = vec!["run", "-d", "--wait", "--name", name, "--network", network];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["busybox", "httpd", "-f", "-p", "8080", "-h", "/etc"]);
+    b.ok(&args).trim().to_owned()
+}
+
+/// Runs `sh -c script` in a throwaway container on `network`; (success, stdout + stderr).
+fn sh(b: &Berth, network: &str, extra: &[&str], script: &str) -> (bool, String) {
+    let mut args = vec!["run", "--rm", "--network", network];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["busybox", "sh", "-c", script]);
+    let out = b.output(&args);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// A name server on the host at `ip`:53 that answers every A query with 192.0.2.77, as an
+/// upstream the containers' resolver forwards to; it counts the queries it answered.
+fn upstream(ip: &str) -> (std::sync::Arc<std::sync::atomic::AtomicUsize>, Duration) {
+    let sock = UdpSocket::bind((ip, 53)).expect("bind the test's name server");
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((n, peer)) = sock.recv_from(&mut buf) {
+            // The header with QR and RA set and one answer; the question as asked, then a
+            // pointer to its name, type A, class IN, TTL 60, 4 bytes of address.
+            let mut reply = buf[..n].to_vec();
+            reply[2] |= 0x80;
+            reply[3] = 0x80;
+            reply[6..8].copy_from_slice(&1u16.to_be_bytes());
+            reply[8..12].fill(0);
+            let question_end = 12 + reply[12..].iter().position(|b| *b == 0).unwrap() + 5;
+            reply.truncate(question_end);
+            reply.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 77]);
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = sock.send_to(&reply, peer);
+        }
+    });
+    (count, Duration::from_secs(5))
+}
+
+#[test]
+fn containers_on_a_user_defined_network_reach_each_other_by_name_and_alias() {
+    let Some(b) = setup() else { return };
+    let id = b.ok(&["network", "create", "ci"]).trim().to_owned();
+    assert_eq!(id.len(), 64, "a network ID: {id}");
+    let ls = b.ok(&["network", "ls"]);
+    assert!(ls.starts_with("NETWORK ID     NAME      DRIVER    SCOPE\n"), "{ls}");
+    assert!(ls.contains(&format!("{}   ci        bridge    local\n", &id[..12])), "{ls}");
+    let subnet = b.ok(&["network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}} {{.Gateway}}{{end}}", "ci"]);
+    assert!(subnet.starts_with("10.9") && subnet.trim().ends_with(".1"), "{subnet}");
+
+    let db = serve(&b, "db", "ci", &["--network-alias", "database", "--hostname", "db-host"]);
+    let ip = b.ok(&["inspect", "-f", "{{.NetworkSettings.Networks.ci.IPAddress}}", "db"]);
+    assert!(ip.starts_with(subnet.split('.').take(3).collect::<Vec<_>>().join(".").as_str()), "{ip} in {subnet}");
+    let aliases = b.ok(&["inspect", "-f", "{{json .NetworkSettings.Networks.ci.Aliases}}", "db"]);
+    assert_eq!(aliases.trim(), format!("[\"{}\",\"database\"]", &db[..12]));
+    assert_eq!(
+        b.ok(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", "db"]),
+        "\n",
+        "docker's: only the default bridge's"
+    );
+    let members = b.ok(&["network", "inspect", "-f", "{{range .Containers}}{{.Name}} {{.IPv4Address}}{{end}}", "ci"]);
+    assert_eq!(members.trim(), format!("db {}/24", ip.trim()));
+
+    // By its name, its alias and its short ID; the resolver is docker's 127.0.0.11.
+    let script = format!(
+        "cat /etc/resolv.conf; for n in db database {}; do wget -q -O - http://$n:8080/hostname; done",
+        &db[..12]
+    );
+    let (ok, out) = sh(&b, "ci", &[], &script);
+    assert!(ok, "{out}");
+    assert!(out.contains("nameserver 127.0.0.11\n") && out.contains("options ndots:0"), "{out}");
+    assert!(out.ends_with("db-host\ndb-host\ndb-host\n"), "{out}");
+    // Names are case-insensitive, as DNS is; a name no container has is not made up.
+    let (ok, out) = sh(&b, "ci", &[], "nslookup DB 127.0.0.11");
+    assert!(ok && out.contains(ip.trim()), "{out}");
+}
+
+#[test]
+fn unknown_names_go_to_the_dns_servers_given_and_a_stopped_container_is_forgotten() {
+    let Some(b) = setup() else { return };
+    let (queries, _) = upstream("127.0.0.77");
+    b.ok(&["network", "create", "fwd"]);
+    serve(&b, "web", "fwd", &[]);
+    let dns = ["--dns", "127.0.0.77"];
+    // The container keeps the network's resolver; the resolver forwards from the host,
+    // where the given server is (a loopback address of the host's, unreachable from inside).
+    let (ok, out) = sh(&b, "fwd", &dns, "cat /etc/resolv.conf; nslookup -type=a example.test; nslookup -type=a web");
+    assert!(ok, "{out}");
+    assert!(out.starts_with("nameserver 127.0.0.11\noptions ndots:0\n"), "{out}");
+    assert!(out.contains("Name:\texample.test\nAddress: 192.0.2.77"), "forwarded: {out}");
+    assert!(!out.contains("Name:\tweb\nAddress: 192.0.2.77"), "the container's own name is not forwarded: {out}");
+    assert!(queries.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+
+    // Once `web` stops, its name is no longer the network's: the query goes upstream.
+    b.ok(&["stop", "web"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let out = loop {
+        let (_, out) = sh(&b, "fwd", &dns, "nslookup -type=a web");
+        if out.contains("192.0.2.77") || Instant::now() > deadline {
+            break out;
+        }
+    };
+    assert!(out.contains("Address: 192.0.2.77"), "{out}");
+
+    // On the default bridge, --dns, --dns-search and --dns-option write resolv.conf itself.
+    let flags = ["--dns", "192.0.2.53", "--dns-search", "corp.test", "--dns-option", "ndots:2"];
+    let (ok, out) = sh(&b, "bridge", &flags, "cat /etc/resolv.conf");
+    assert!(ok, "{out}");
+    assert_eq!(out, "search corp.test\nnameserver 192.0.2.53\noptions ndots:2\n");
+}
+
+#[test]
+fn a_user_defined_network_is_isolated_from_berths_other_bridges_and_internal_has_no_way_out() {
+    let Some(b) = setup() else { return };
+    b.ok(&["network", "create", "front"]);
+    b.ok(&["network", "create", "--internal", "sealed"]);
+    serve(&b, "api", "front", &[]);
+    let ip = b.ok(&["inspect", "-f", "{{.NetworkSettings.Networks.front.IPAddress}}", "api"]).trim().to_owned();
+    // The host reaches it (published ports go this way); a container on berth0 or on another
+    // network does not.
+    let (ok, out) = sh(&b, "front", &[], &format!("wget -q -O - http://{ip}:8080/hostname"));
+    assert!(ok, "same network: {out}");
+    for other in ["bridge", "sealed"] {
+        let (ok, out) = sh(&b, other, &[], &format!("nc -w 2 {ip} 8080 </dev/null && echo reached"));
+        assert!(!ok && !out.contains("reached"), "from {other}: {out}");
+    }
+    // Out through NAT from a plain network; nothing leaves an internal one.
+    let outside = Outside::make(9);
+    let server = outside.serve_once();
+    let (ok, out) = sh(&b, "front", &[], "nc 10.91.9.1 9000");
+    server.join().unwrap();
+    assert!(ok && out == "peer=10.91.9.2\n", "{out}");
+    let (ok, out) = sh(&b, "sealed", &[], "nc -w 2 10.91.9.1 9000 </dev/null && echo reached");
+    assert!(!ok && !out.contains("reached"), "{out}");
+}
+
+#[test]
+fn network_commands_refuse_bad_input_and_networks_in_use_as_docker() {
+    let Some(b) = setup() else { return };
+    let err = b.fails(&["network", "create", "bridge"]);
+    assert!(err.contains("already exists"), "{err}");
+    let err = b.fails(&["network", "create", "bad/name"]);
+    assert!(err.contains("invalid network name"), "{err}");
+    let err = b.fails(&["network", "create", "--subnet", "10.93.1.0/16", "n1"]);
+    assert!(err.contains("did you mean 10.93.0.0/16"), "{err}");
+    b.ok(&["network", "create", "--subnet", "10.97.0.0/16", "--gateway", "10.97.5.5", "--label", "team=qa", "n1"]);
+    let err = b.fails(&["network", "create", "n1"]);
+    assert!(err.contains("network with name n1 already exists"), "{err}");
+    let err = b.fails(&["network", "create", "--subnet", "10.97.3.0/24", "n2"]);
+    assert!(err.contains("overlaps"), "{err}");
+    let gw = b.ok(&["network", "inspect", "-f", "{{range .IPAM.Config}}{{.Gateway}}{{end}} {{.Labels.team}}", "n1"]);
+    assert_eq!(gw, "10.97.5.5 qa\n");
+    assert_eq!(b.ok(&["network", "ls", "-q", "--filter", "label=team=qa"]).lines().count(), 1);
+
+    // run: a network that does not exist, aliases off a user-defined network (exit 125).
+    let out = b.output(&["run", "--rm", "--network", "nope", "busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("network nope not found"));
+    let err = b.fails(&["run", "--rm", "--network-alias", "x", "busybox", "true"]);
+    assert!(err.contains("user-defined networks"), "{err}");
+
+    // rm: refused while a container runs on it, with its name; done after; the bridge goes.
+    let id = b.ok(&["network", "inspect", "-f", "{{.Id}}", "n1"]).trim().to_owned();
+    serve(&b, "busy", "n1", &[]);
+    let err = b.fails(&["network", "rm", "n1"]);
+    assert!(err.contains("container busy is attached"), "{err}");
+    assert!(b.fails(&["network", "rm", "bridge"]).contains("pre-defined"));
+    b.ok(&["rm", "-f", "busy"]);
+    assert_eq!(b.ok(&["network", "rm", "n1"]), "n1\n");
+    let dev = std::fs::read_to_string("/proc/self/net/dev").unwrap();
+    assert!(!dev.contains(&format!("berth-{}:", &id[..9])), "the bridge is gone: {dev}");
+    let tables = std::process::Command::new("nft").args(["list", "tables"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&tables.stdout).contains(&format!("berth_{}", &id[..9])), "its nft table too");
+    assert!(b.fails(&["network", "rm", "n1"]).contains("network n1 not found"));
+    b.ok(&["network", "rm", "-f", "n1"]);
+    let out = b.output(&["network", "inspect", "n1"]);
+    assert!(!out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "[]\n");
+}
