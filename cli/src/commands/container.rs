@@ -139,7 +139,7 @@ pub struct Ps {
 }
 
 /// docker's filter keys that berth does not filter on (yet): refused with a clear message.
-const PS_UNSUPPORTED: &[&str] = &["before", "expose", "isolation", "is-task", "network", "publish", "since", "volume"];
+const PS_UNSUPPORTED: &[&str] = &["before", "expose", "isolation", "is-task", "publish", "since", "volume"];
 
 /// What `ps --filter` keeps: (key, value) pairs; values of one key are alternatives. As
 /// docker's daemon, an unknown key or status or health value is an invalid filter.
@@ -149,11 +149,11 @@ fn ps_filters(given: &[String]) -> Result<Vec<(String, String)>> {
         .map(|f| {
             let (k, v) = f.split_once('=').with_context(|| format!("invalid filter {f:?}: expected KEY=VALUE"))?;
             let valid = match k {
-                "name" | "id" | "ancestor" | "exited" | "label" => true,
+                "name" | "id" | "ancestor" | "exited" | "label" | "network" => true,
                 "status" => ["created", "restarting", "running", "removing", "paused", "exited", "dead"].contains(&v),
                 "health" => ["starting", "healthy", "unhealthy", "none"].contains(&v),
                 _ if PS_UNSUPPORTED.contains(&k) => {
-                    bail!("Invalid filter '{k}': berth filters on name, id, label, status, health, ancestor, exited")
+                    bail!("Invalid filter '{k}': berth filters on name, id, label, status, health, ancestor, exited, network")
                 }
                 _ => bail!("Invalid filter '{k}'"),
             };
@@ -179,6 +179,10 @@ fn ps_matches(filters: &[(String, String)], c: &Container, s: &container::State)
         "health" => s.health.as_ref().map_or("none", |h| h.status.as_str()) == v,
         "ancestor" => c.config.image == v || c.config.image_id.trim_start_matches("sha256:").starts_with(v),
         "exited" => s.status == Status::Exited && s.exit_code.map(|e| e.to_string()).as_deref() == Some(v),
+        // docker's: the network's name, or a user-defined one's ID (or its start).
+        "network" => {
+            c.config.network == v || runner::network::user::find(c.root(), v).is_ok_and(|n| n.name == c.config.network)
+        }
         // docker's: `label=KEY` (set, any value) or `label=KEY=VALUE`.
         "label" => match v.split_once('=') {
             Some((k, want)) => c.config.labels.get(k).is_some_and(|have| have == want),

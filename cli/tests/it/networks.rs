@@ -104,6 +104,10 @@ fn containers_on_a_user_defined_network_reach_each_other_by_name_and_alias() {
         "\n",
         "docker's: only the default bridge's"
     );
+    // ps filters on the network, by name or ID, as docker's.
+    assert_eq!(b.ok(&["ps", "-q", "--no-trunc", "--filter", "network=ci"]).trim(), db);
+    assert_eq!(b.ok(&["ps", "-q", "--no-trunc", "--filter", &format!("network={}", &id[..12])]).trim(), db);
+    assert_eq!(b.ok(&["ps", "-q", "--filter", "network=bridge"]), "");
     let members = b.ok(&["network", "inspect", "-f", "{{range .Containers}}{{.Name}} {{.IPv4Address}}{{end}}", "ci"]);
     assert_eq!(members.trim(), format!("db {}/24", ip.trim()));
 

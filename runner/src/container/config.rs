@@ -379,6 +379,28 @@ mod tests {
     }
 
     #[test]
+    fn dns_flags_replace_the_networks_resolv_conf_lines_as_docker() {
+        let host = "search corp.example\nnameserver 10.0.0.2\noptions edns0\n";
+        assert_eq!(DnsConfig::default().apply(host, false), host, "no flag, no change");
+        let dns = DnsConfig {
+            servers: vec!["192.0.2.53".parse().unwrap(), "2001:db8::53".parse().unwrap()],
+            search: vec![],
+            options: vec!["ndots:2".into()],
+        };
+        assert_eq!(
+            dns.apply(host, false),
+            "search corp.example\nnameserver 192.0.2.53\nnameserver 2001:db8::53\noptions edns0 ndots:2\n"
+        );
+        // On a user-defined network the resolver stays the one server: it forwards to them.
+        let own = "nameserver 127.0.0.11\noptions ndots:0\n";
+        assert_eq!(dns.apply(own, true), "nameserver 127.0.0.11\noptions ndots:0 ndots:2\n");
+        let search = DnsConfig { search: vec!["a.test".into(), "b.test".into()], ..Default::default() };
+        assert_eq!(search.apply(host, false), "search a.test b.test\nnameserver 10.0.0.2\noptions edns0\n");
+        let none = DnsConfig { search: vec![".".into()], ..Default::default() };
+        assert_eq!(none.apply(host, false), "nameserver 10.0.0.2\noptions edns0\n", "docker's '.': no search");
+    }
+
+    #[test]
     fn the_working_directory_falls_back_to_the_root() {
         assert_eq!(working_dir(None, Some("")), "/");
         assert_eq!(working_dir(None, Some("/app")), "/app");

@@ -10,6 +10,10 @@
 //! `net.ipv4.ip_forward=1`, and, where the iptables FORWARD policy drops, two rules that let
 //! the bridge's traffic through (as docker's). Interfaces, addresses and routes are set by
 //! rtnetlink ([`crate::netlink`]), the NAT rule with `nft`.
+//!
+//! A user-defined network ([`user`]) is the same on a [`Bridge`] of its own, whose nft table
+//! also keeps it apart from berth's other bridges, and whose containers each get a resolver
+//! of the network's names ([`dns`]) at [`RESOLVER`], served by the process that attached them.
 
 use std::fs::File;
 use std::io::Write;
@@ -610,6 +614,63 @@ mod tests {
         let rules = Bridge::default_bridge().rules();
         assert!(rules.starts_with("table ip berth\ndelete table ip berth\n"), "{rules}");
         assert!(rules.contains("ip saddr 10.90.0.0/16 oifname != \"berth0\" masquerade"), "{rules}");
+    }
+
+    #[test]
+    fn a_user_networks_table_drops_traffic_to_and_from_berths_other_bridges() {
+        let id = "0123456789abcdef";
+        let net = Bridge::user_defined(id, Ipv4Addr::new(10, 92, 3, 1), 24, false);
+        assert_eq!((net.name.as_str(), net.subnet()), ("berth-012345678", Ipv4Addr::new(10, 92, 3, 0)));
+        let rules = net.rules();
+        assert!(rules.starts_with("table ip berth_012345678\ndelete table ip berth_012345678\n"), "{rules}");
+        assert!(rules.contains("ip saddr 10.92.3.0/24 oifname != \"berth-012345678\" masquerade"), "{rules}");
+        assert!(rules.contains("iifname \"berth-012345678\" oifname != \"berth-012345678\" oifname \"berth*\" drop"));
+        assert!(rules.contains("oifname \"berth-012345678\" iifname != \"berth-012345678\" iifname \"berth*\" drop"));
+        // Internal: no masquerade, and nothing crosses the bridge's edge at all.
+        let sealed = Bridge::user_defined(id, Ipv4Addr::new(10, 92, 3, 1), 24, true).rules();
+        assert!(!sealed.contains("masquerade"), "{sealed}");
+        assert!(sealed.contains("iifname \"berth-012345678\" oifname != \"berth-012345678\" drop"), "{sealed}");
+        // berth0's table has no forward chain: docker0's containers reach the outside as before.
+        assert!(!Bridge::default_bridge().rules().contains("forward"));
+    }
+
+    #[test]
+    fn addresses_skip_the_gateway_the_network_and_broadcast() {
+        let net = Bridge::user_defined("0123456789abcdef", Ipv4Addr::new(10, 92, 0, 5), 29, false);
+        let hosts: Vec<String> = net.hosts().map(|ip| ip.to_string()).collect();
+        assert_eq!(hosts, ["10.92.0.1", "10.92.0.2", "10.92.0.3", "10.92.0.4", "10.92.0.6"]);
+    }
+
+    #[test]
+    fn routes_are_read_from_proc_and_overlaps_found() {
+        let text = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                    eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+                    berth0\t00005A0A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
+        let routes = parse_routes(text);
+        assert_eq!(routes.len(), 2);
+        assert_eq!((routes[1].iface.as_str(), routes[1].net()), ("berth0", "10.90.0.0/16".to_owned()));
+        assert!(!routes[0].overlaps(Ipv4Addr::new(10, 90, 1, 0), 24), "the default route overlaps nothing");
+        assert!(routes[1].overlaps(Ipv4Addr::new(10, 90, 1, 0), 24));
+        assert!(routes[1].overlaps(Ipv4Addr::new(10, 0, 0, 0), 8), "a wider subnet holding it");
+        assert!(!routes[1].overlaps(Ipv4Addr::new(10, 92, 0, 0), 24));
+    }
+
+    #[test]
+    fn members_are_the_leases_someone_holds_with_their_names() {
+        let dir = std::env::temp_dir().join(format!("berth-members-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let held = File::create(dir.join("10.92.0.2")).unwrap();
+        std::fs::write(dir.join("10.92.0.2"), "ID short Db alias").unwrap();
+        flock(&held, FlockOperation::LockExclusive).unwrap();
+        // A lease whose holder is gone (no lock), and a file that is not a lease.
+        std::fs::write(dir.join("10.92.0.3"), "gone").unwrap();
+        std::fs::write(dir.join(".ready"), "").unwrap();
+        let found = members(&dir).unwrap();
+        let names = ["id", "short", "db", "alias"].map(String::from).to_vec();
+        assert_eq!(found, [Member { ip: Ipv4Addr::new(10, 92, 0, 2), names }]);
+        drop(held);
+        assert!(members(&dir).unwrap().is_empty(), "released with its holder");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
