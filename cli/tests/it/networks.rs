@@ -120,9 +120,26 @@ fn containers_on_a_user_defined_network_reach_each_other_by_name_and_alias() {
     assert!(ok, "{out}");
     assert!(out.contains("nameserver 127.0.0.11\n") && out.contains("options ndots:0"), "{out}");
     assert!(out.ends_with("db-host\ndb-host\ndb-host\n"), "{out}");
-    // Names are case-insensitive, as DNS is; a name no container has is not made up.
+    // Names are case-insensitive, as DNS is.
     let (ok, out) = sh(&b, "ci", &[], "nslookup DB 127.0.0.11");
     assert!(ok && out.contains(ip.trim()), "{out}");
+
+    // A named foreground container is on the network too: its address recorded, its name served.
+    let mut fg = b.cmd(&["run", "--network", "ci", "--name", "fg", "busybox", "sleep", "30"]).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let fg_ip = loop {
+        let out = b.output(&["inspect", "-f", "{{.NetworkSettings.Networks.ci.IPAddress}}", "fg"]);
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if !text.is_empty() || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(fg_ip.starts_with("10.9"), "{fg_ip:?}");
+    let (ok, out) = sh(&b, "ci", &[], "ping -c 1 -W 2 fg");
+    assert!(ok && out.contains(&format!("({fg_ip})")), "{out}");
+    b.ok(&["kill", "fg"]);
+    let _ = fg.wait();
 }
 
 #[test]

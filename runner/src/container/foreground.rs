@@ -117,10 +117,16 @@ impl Prepared {
         Ok(())
     }
 
-    /// Records that the process `pid` runs (for a named container).
+    /// Records that the process `pid` runs, with its address (for a named container).
     pub fn started(&self, pid: u32) -> Result<()> {
         if let Some(c) = &self.record {
-            c.update(|s| s.started(pid as i32, std::process::id() as i32, Vec::new(), false))?;
+            let net = self._net.as_ref();
+            c.update(|s| {
+                s.started(pid as i32, std::process::id() as i32, Vec::new(), false);
+                s.ip = net.map(|a| a.ip.to_string());
+                s.veth = net.and_then(|a| a.veth().map(str::to_owned));
+                s.subnet = net.map(crate::network::Attachment::subnet);
+            })?;
         }
         Ok(())
     }
