@@ -52,6 +52,7 @@ enum Command {
     Logout(commands::transfer::Logout),
     Registry(commands::registry::RegistryCmd),
     Run(Box<commands::run::Run>),
+    Create(Box<commands::run::Create>),
     Ps(commands::container::Ps),
     Logs(commands::container::Logs),
     Exec(commands::exec::Exec),
@@ -61,6 +62,7 @@ enum Command {
     Start(commands::container::Start),
     Rm(commands::container::Rm),
     Commit(commands::container::Commit),
+    Cp(commands::container::Cp),
     #[command(name = "__supervise", hide = true)]
     Supervise(commands::container::Supervise),
     Network(commands::network::NetworkCmd),
@@ -100,7 +102,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _printed = e.print();
-            let run = e.use_stderr() && invoked_subcommand().as_deref() == Some("run");
+            let run = e.use_stderr() && matches!(invoked_subcommand().as_deref(), Some("run" | "create"));
             return if run { ExitCode::from(RUN_FAILED) } else { ExitCode::from(e.exit_code() as u8) };
         }
     };
@@ -108,7 +110,8 @@ fn main() -> ExitCode {
         // Still the only thread: the environment may change.
         b.source_date_epoch_to_env();
     }
-    let failure = if matches!(cli.command, Command::Run(_)) { ExitCode::from(RUN_FAILED) } else { ExitCode::FAILURE };
+    let run_like = matches!(cli.command, Command::Run(_) | Command::Create(_));
+    let failure = if run_like { ExitCode::from(RUN_FAILED) } else { ExitCode::FAILURE };
     // default_root reads BERTH_ROOT (an empty value counts as unset).
     let root = cli.root.clone().filter(|r| !r.as_os_str().is_empty()).unwrap_or_else(oci::ImageStore::default_root);
     if cli.command.needs_ids() {
@@ -142,6 +145,7 @@ fn main() -> ExitCode {
         Command::Logout(c) => c.run(&root),
         Command::Registry(c) => c.run(&root),
         Command::Run(c) => c.run(&root),
+        Command::Create(c) => c.run(&root),
         Command::Ps(c) => c.run(&root),
         Command::Logs(c) => c.run(&root),
         Command::Exec(c) => c.run(&root),
@@ -152,6 +156,7 @@ fn main() -> ExitCode {
         Command::Supervise(c) => c.run(&root),
         Command::Rm(c) => c.run(&root),
         Command::Commit(c) => c.run(&root),
+        Command::Cp(c) => c.run(&root),
         Command::Network(c) => c.run(&root),
         Command::System(c) => c.run(&root),
         Command::Builder(c) => c.run(&root),

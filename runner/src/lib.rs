@@ -42,6 +42,7 @@ pub mod sandbox;
 pub mod security;
 pub mod snapshot;
 pub mod sys;
+pub mod treetar;
 pub mod unpack;
 pub mod usernet;
 pub mod userns;

@@ -74,6 +74,9 @@ pub enum Whiteouts {
     Overlay,
     /// Deleting from the tree being unpacked into.
     Apply,
+    /// None: `.wh.` names are plain files, as in `berth cp`'s archives, which are trees and
+    /// not layers.
+    Keep,
 }
 
 /// The unpack policy.
@@ -360,7 +363,7 @@ impl Unpacker {
         let parent_path = path.parent().unwrap_or(Path::new("")).to_owned();
         let name_str = name.to_string_lossy().into_owned();
 
-        if name_str.starts_with(WHITEOUT) {
+        if name_str.starts_with(WHITEOUT) && self.opts.whiteouts != Whiteouts::Keep {
             return self.whiteout(&parent_path, &name_str, shown);
         }
         if pax_sparse(entry) {
@@ -625,6 +628,7 @@ impl Unpacker {
                 .map_err(io_err("mark opaque", dir))
             }
             Whiteouts::Apply => self.clear_lower(dir_fd, dir),
+            Whiteouts::Keep => Ok(()),
         }
     }
 

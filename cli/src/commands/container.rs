@@ -352,16 +352,7 @@ impl Logs {
     }
 
     fn print(&self, entries: &[logs::Entry]) -> Result<()> {
-        let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
-        for e in entries {
-            let w: &mut dyn Write = if e.stream == logs::Stream::Stderr { &mut err } else { &mut out };
-            if self.timestamps {
-                write!(w, "{} ", e.time)?;
-            }
-            w.write_all(e.log.as_bytes())?;
-        }
-        out.flush()?;
-        Ok(())
+        print_entries(entries, self.timestamps)
     }
 }
 
@@ -441,16 +432,26 @@ impl Wait {
 
 /// Start one or more stopped containers
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  berth start web")]
+#[command(after_help = "Examples:\n  berth start web\n  berth create --name t app:test ./selftest && berth start -a t")]
 pub struct Start {
     /// Containers
     #[arg(required = true)]
     containers: Vec<String>,
+    /// Print the container's output until it exits, and exit with its code
+    #[arg(short, long)]
+    attach: bool,
 }
 
 impl Start {
-    /// Starts each container again under a new supervisor, on its kept rootfs.
+    /// Starts each container again under a new supervisor, on its kept rootfs; with `-a`,
+    /// one container, followed to its end as `run` in the foreground would be.
     pub fn run(self, root: &Path) -> Result<()> {
+        if self.attach {
+            let [what] = self.containers.as_slice() else {
+                bail!("you cannot start and attach multiple containers at once");
+            };
+            return start_attached(root, what);
+        }
         each(&self.containers, |what| {
             let c = container::find(root, what)?;
             if c.state()?.status != Status::Running {
@@ -459,6 +460,43 @@ impl Start {
             }
             Ok(true)
         })
+    }
+}
+
+/// Writes log entries to stdout or stderr, as their stream was, with their times if asked.
+fn print_entries(entries: &[logs::Entry], timestamps: bool) -> Result<()> {
+    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+    for e in entries {
+        let w: &mut dyn Write = if e.stream == logs::Stream::Stderr { &mut err } else { &mut out };
+        if timestamps {
+            write!(w, "{} ", e.time)?;
+        }
+        w.write_all(e.log.as_bytes())?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// `start -a`: starts the container, prints what it writes from now on (stdout and stderr
+/// apart, from its log) until it exits, then exits with its code.
+fn start_attached(root: &Path, what: &str) -> Result<()> {
+    let c = container::find(root, what)?;
+    if c.state()?.status == Status::Running {
+        bail!("container {} is already running: use berth logs -f", c.config.name);
+    }
+    let mut offset = std::fs::metadata(c.log_path()).map_or(0, |m| m.len());
+    control::start(&c, supervisor_command(root, &c.config.id)?)
+        .with_context(|| format!("start container {}", c.config.name))?;
+    loop {
+        // Read once more after the exit is seen: the last lines are written before it.
+        let state = c.state()?;
+        let (more, next) = logs::read_from(&c.log_path(), offset)?;
+        offset = next;
+        print_entries(&more, false)?;
+        if state.status != Status::Running {
+            super::run::exit_with(state.exit_code.unwrap_or(-1));
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -687,4 +725,63 @@ pub fn inspect_json(c: &Container) -> Result<serde_json::Value> {
             "Networks": networks,
         },
     }))
+}
+
+/// Copy files between a container and the host
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  berth cp tests:/out/report.xml .\n  berth cp ./fixtures web:/srv/data\n  berth cp tests:/out/. results/\n  berth cp tests:/out - | tar -t"
+)]
+pub struct Cp {
+    /// CONTAINER:SRC_PATH, a host path, or - (a tar stream on stdin)
+    src: String,
+    /// CONTAINER:DEST_PATH, a host path, or - (a tar stream to stdout)
+    dest: String,
+    /// Keep the source's owners (uid and gid)
+    #[arg(short, long)]
+    archive: bool,
+    /// Follow a symlink given as SRC_PATH
+    #[arg(short = 'L', long)]
+    follow_link: bool,
+}
+
+impl Cp {
+    /// Copies in the direction the `CONTAINER:` side gives, by docker's rules.
+    pub fn run(self, root: &Path) -> Result<()> {
+        use runner::container::copy;
+        let opts = copy::CopyOptions { archive: self.archive, follow_link: self.follow_link };
+        let path_of = |side: &str| container_path(side).map(|(c, p)| (c.to_owned(), p.to_owned()));
+        match (path_of(&self.src), path_of(&self.dest)) {
+            (Some(_), Some(_)) => bail!("copying between containers is not supported"),
+            (None, None) => bail!("must specify at least one container source (CONTAINER:PATH)"),
+            (Some((name, src)), None) => {
+                let c = container::find(root, &name)?;
+                match self.dest.as_str() {
+                    "-" => copy::archive_out(&c, &src, std::io::stdout(), opts)?,
+                    dest => copy::copy_out(&c, &src, Path::new(dest), opts)?,
+                }
+            }
+            (None, Some((name, dest))) => {
+                let c = container::find(root, &name)?;
+                match self.src.as_str() {
+                    "-" => copy::archive_in(std::io::stdin(), &c, &dest, opts)?,
+                    src => copy::copy_in(Path::new(src), &c, &dest, opts)?,
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `CONTAINER:PATH` split, as docker reads it: a colon before any `/`, and not a path that
+/// starts with `.` or `/` (so `./a:b` is a host file). An empty path is the root.
+fn container_path(arg: &str) -> Option<(&str, &str)> {
+    if arg.starts_with('/') || arg.starts_with('.') {
+        return None;
+    }
+    let (name, path) = arg.split_once(':')?;
+    if name.is_empty() || name.contains('/') {
+        return None;
+    }
+    Some((name, if path.is_empty() { "/" } else { path }))
 }

@@ -171,6 +171,33 @@ pub struct Run {
     runtime: String,
     #[command(flatten)]
     remote: super::transfer::Remote,
+    /// `berth create`: make the container (record, rootfs) without starting it.
+    #[arg(skip)]
+    create_only: bool,
+}
+
+/// Create a new container without starting it (`berth start` starts it)
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  berth create --name t app:test ./selftest\n  berth start -a t\n  berth cp t:/out/report.xml .\n  berth rm t"
+)]
+pub struct Create {
+    #[command(flatten)]
+    run: Run,
+}
+
+impl Create {
+    /// Makes the container as `run -d` would, prints its ID, and leaves it `Created`.
+    pub fn run(self, root: &Path) -> Result<()> {
+        let mut run = self.run;
+        if run.detach || run.wait {
+            bail!("-d and --wait belong to run: a created container starts with berth start");
+        }
+        // Everything a detached container may have (published ports, health checks).
+        run.detach = true;
+        run.create_only = true;
+        run.run(root)
+    }
 }
 
 impl Run {
@@ -408,6 +435,10 @@ impl Run {
         if let Err(e) = runner::rootfs::prepare(store, image, snapshotter.as_ref(), &key) {
             let _ = c.remove(snapshotter.as_ref());
             return Err(e).with_context(|| format!("prepare the rootfs of {}", self.image));
+        }
+        if self.create_only {
+            println!("{}", config.id);
+            return Ok(());
         }
         let started = runner::container::control::start(&c, super::container::supervisor_command(root, &config.id)?);
         if let Err(e) = started {

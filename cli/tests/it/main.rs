@@ -18,6 +18,7 @@ mod cache_remote;
 mod cache_s3;
 mod client;
 mod containers;
+mod copy;
 mod images;
 mod layers;
 mod lifecycle;

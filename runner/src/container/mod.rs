@@ -24,6 +24,7 @@
 pub mod commit;
 pub mod config;
 pub mod control;
+pub mod copy;
 pub mod exec;
 pub mod foreground;
 pub mod health;

@@ -1,0 +1,173 @@
+//! `berth create`, `start -a` and `berth cp`: the CI pattern of a test container whose
+//! results are copied out, and fixtures copied in, by docker's path rules, without a
+//! container's symlinks ever reaching the host's files.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use crate::util::{p, strict, Berth};
+
+/// A store with the busybox image that removes its containers when dropped.
+struct Store(Berth);
+
+impl std::ops::Deref for Store {
+    type Target = Berth;
+    fn deref(&self) -> &Berth {
+        &self.0
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let ids = self.0.output(&["ps", "-aq"]);
+        for id in String::from_utf8_lossy(&ids.stdout).lines() {
+            let _ = self.0.output(&["rm", "-f", id]);
+        }
+    }
+}
+
+fn setup() -> Option<Store> {
+    if !rustix::process::geteuid().is_root() {
+        assert!(!strict(), "container tests need root (BERTH_TEST_STRICT=1)");
+        eprintln!("skipping: berth run needs root");
+        return None;
+    }
+    let b = Berth::new();
+    b.busybox("busybox:latest").then_some(Store(b))
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn create_then_start_attached_prints_the_output_and_exits_with_the_code() {
+    let Some(b) = setup() else { return };
+    let id = b.ok(&["create", "--name", "t", "busybox", "sh", "-c", "echo out; echo err >&2; exit 3"]);
+    assert_eq!(id.trim().len(), 64, "{id}");
+    let status = b.ok(&["ps", "-a", "--filter", "name=^t$", "--format", "{{.State}}"]);
+    assert_eq!(status, "created\n");
+    let out = b.output(&["start", "-a", "t"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    // Again: only this run's output, not the first one's from the log.
+    let out = b.output(&["start", "-a", "t"]);
+    assert_eq!((out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned()), (Some(3), "out\n".into()));
+    assert_eq!(b.ok(&["logs", "t"]), "out\nout\n", "both runs are in the log");
+    let err = b.fails(&["start", "-a", "t", "t"]);
+    assert!(err.contains("multiple containers"), "{err}");
+    let err = b.fails(&["create", "-d", "busybox", "true"]);
+    assert!(err.contains("berth start"), "{err}");
+}
+
+#[test]
+fn cp_follows_dockers_rules_out_of_and_into_a_stopped_container() {
+    let Some(b) = setup() else { return };
+    let script =
+        "mkdir -p /out/sub && echo report > /out/report.xml && echo deep > /out/sub/d && ln -sf /etc/passwd /out/pw";
+    b.ok(&["run", "--name", "t", "busybox", "sh", "-c", script]);
+    let host = tempfile::tempdir().unwrap();
+    let h = |rel: &str| host.path().join(rel);
+
+    // A file: to a new name, into a directory, over a file.
+    b.ok(&["cp", "t:/out/report.xml", &p(&h("r.xml"))]);
+    assert_eq!(read(&h("r.xml")), "report\n");
+    std::fs::create_dir(h("dir")).unwrap();
+    b.ok(&["cp", "t:out/report.xml", &p(&h("dir"))]);
+    assert_eq!(read(&h("dir/report.xml")), "report\n", "a relative container path is from its root");
+    std::fs::write(h("r.xml"), "old old old\n").unwrap();
+    b.ok(&["cp", "t:/out/sub/d", &p(&h("r.xml"))]);
+    assert_eq!(read(&h("r.xml")), "deep\n");
+    // A directory: as a new one, into one, its contents with `/.`; a symlink stays a link.
+    b.ok(&["cp", "t:/out", &p(&h("res"))]);
+    assert_eq!(read(&h("res/sub/d")), "deep\n");
+    assert_eq!(std::fs::read_link(h("res/pw")).unwrap(), Path::new("/etc/passwd"));
+    b.ok(&["cp", "t:/out", &p(&h("dir"))]);
+    assert!(h("dir/out/report.xml").exists());
+    std::fs::create_dir(h("flat")).unwrap();
+    b.ok(&["cp", "t:/out/.", &p(&h("flat"))]);
+    assert!(h("flat/report.xml").exists() && h("flat/sub/d").exists() && !h("flat/out").exists());
+    // -L copies what a symlink points to (the container's /etc/passwd).
+    b.ok(&["cp", "-L", "t:/out/pw", &p(&h("passwd"))]);
+    assert!(read(&h("passwd")).starts_with("root:x:0:0:"), "{}", read(&h("passwd")));
+    // To stdout: a tar of the path.
+    let tar = b.cmd(&["cp", "t:/out/sub", "-"]).output().unwrap();
+    let names: Vec<String> = tar::Archive::new(&tar.stdout[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert_eq!(names, ["sub/", "sub/d"]);
+
+    // Into the container: a file, a directory; `start` then sees them.
+    std::fs::write(h("fixture.txt"), "fixture\n").unwrap();
+    std::fs::create_dir_all(h("data/more")).unwrap();
+    std::fs::write(h("data/more/x"), "x\n").unwrap();
+    b.ok(&["cp", &p(&h("fixture.txt")), "t:/out/"]);
+    b.ok(&["cp", &p(&h("data")), "t:/srv"]);
+    let out = b.output(&["start", "-a", "t"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let seen = b.ok(&["cp", "t:/out/fixture.txt", "-"]);
+    assert!(seen.contains("fixture\n"), "{seen}");
+    b.ok(&["cp", "t:/srv/more/x", &p(&h("x"))]);
+    assert_eq!(read(&h("x")), "x\n");
+
+    // docker's errors.
+    assert!(b.fails(&["cp", "t:/nope", &p(&h("n"))]).contains("could not find /nope in container t"));
+    assert!(b.fails(&["cp", "t:/out", &p(&h("r.xml"))]).contains("cannot copy a directory to a file"));
+    assert!(b.fails(&["cp", "t:/out/report.xml", &p(&h("new/"))]).contains("must exist"));
+    assert!(b.fails(&["cp", &p(&h("x")), &p(&h("y"))]).contains("at least one container"));
+    assert!(b.fails(&["cp", "nobody:/x", &p(&h("y"))]).contains("no such container"));
+}
+
+#[test]
+fn cp_reaches_a_running_container_and_keeps_owners_only_with_a() {
+    let Some(b) = setup() else { return };
+    b.ok(&["run", "-d", "--name", "svc", "busybox", "sh", "-c", "echo live > /tmp/state; sleep 60"]);
+    let host = tempfile::tempdir().unwrap();
+    let owned = host.path().join("owned.txt");
+    std::fs::write(&owned, "mine\n").unwrap();
+    std::os::unix::fs::chown(&owned, Some(1234), Some(5678)).unwrap();
+    b.ok(&["cp", &p(&owned), "svc:/tmp/plain"]);
+    b.ok(&["cp", "-a", &p(&owned), "svc:/tmp/kept"]);
+    // Seen by the running process, through its own mounts.
+    let ls = b.ok(&["exec", "svc", "sh", "-c", "cat /tmp/plain; stat -c '%u:%g' /tmp/plain /tmp/kept"]);
+    assert_eq!(ls, "mine\n0:0\n1234:5678\n", "root owns a copy in, unless -a");
+    let back = host.path().join("state");
+    b.ok(&["cp", "svc:/tmp/state", &p(&back)]);
+    assert_eq!(read(&back), "live\n");
+    b.ok(&["cp", "-a", "svc:/tmp/kept", &p(&host.path().join("kept"))]);
+    assert_eq!(std::fs::metadata(host.path().join("kept")).unwrap().uid(), 1234);
+}
+
+#[test]
+fn a_containers_symlinks_cannot_lead_a_copy_to_the_hosts_files() {
+    let Some(b) = setup() else { return };
+    // The host's files an attack would aim at.
+    let host = tempfile::tempdir().unwrap();
+    let secret = host.path().join("secret");
+    std::fs::write(&secret, "host secret\n").unwrap();
+    let target = host.path().join("target");
+    std::fs::create_dir(&target).unwrap();
+    // The container's links point at those absolute host paths.
+    let script = format!("ln -s {} /leak; ln -s {} /drop", p(&secret), p(&target));
+    b.ok(&["run", "--name", "evil", "busybox", "sh", "-c", &script]);
+    let out = host.path().join("out");
+    // Out through a link: the container has no such file (the host's is not read).
+    let err = b.fails(&["cp", "-L", "evil:/leak", &p(&out)]);
+    assert!(err.contains("could not find /leak"), "{err}");
+    assert!(!out.exists());
+    // In through a link: the file lands in the container's own tree, not in the host's directory.
+    let payload = host.path().join("payload");
+    std::fs::write(&payload, "planted\n").unwrap();
+    let outcome = b.output(&["cp", &p(&payload), "evil:/drop/planted"]);
+    assert!(std::fs::read_dir(&target).unwrap().next().is_none(), "nothing written on the host: {outcome:?}");
+    // Running, through /proc/<pid>/root, the same.
+    b.ok(&["start", "evil"]);
+    b.ok(&["run", "-d", "--name", "evil2", "busybox", "sh", "-c", &format!("{script}; sleep 60")]);
+    let _ = b.output(&["cp", &p(&payload), "evil2:/drop/planted"]);
+    assert!(std::fs::read_dir(&target).unwrap().next().is_none(), "nothing written on the host");
+    assert!(b.fails(&["cp", "-L", "evil2:/leak", &p(&out)]).contains("could not find"));
+    assert!(!out.exists());
+}

@@ -1,0 +1,182 @@
+//! A file tree as a tar stream, read through file descriptors: `berth cp`'s archive of a
+//! container's path, or of the host's.
+//!
+//! The walk starts at an `O_PATH` descriptor the caller opened (inside a container's root
+//! with `RESOLVE_IN_ROOT`, see [`crate::sys::open_in_root`]) and goes down with `openat`
+//! and `O_NOFOLLOW`: a symlink in the tree is archived as a symlink, never followed, so
+//! nothing outside the tree can be read through one. Files with several links become one
+//! file and hard links to it. Sockets are skipped, as tar cannot hold them.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
+
+/// Writes the tree at `fd` (an `O_PATH` descriptor of a directory, file or symlink) to
+/// `out`: its root entry named `name`, or with `name` None the entries of a directory
+/// without the directory itself (docker's `SRC/.`). Ends the archive.
+pub fn write_tree(fd: &OwnedFd, name: Option<&str>, out: impl Write) -> io::Result<()> {
+    let mut w = TreeWriter { tar: tar::Builder::new(out), links: HashMap::new() };
+    w.tar.mode(tar::HeaderMode::Complete);
+    w.tar.follow_symlinks(false);
+    let st = rustix::fs::fstat(fd)?;
+    match name {
+        Some(name) => w.entry(fd, name, &st)?,
+        None if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+            let dir = rustix::fs::openat(fd, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+            w.children(&dir, "")?;
+        }
+        None => return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a directory")),
+    }
+    w.tar.into_inner()?.flush()
+}
+
+struct TreeWriter<W: Write> {
+    tar: tar::Builder<W>,
+    /// (device, inode) of files with several links already archived, by their archive path.
+    links: HashMap<(u64, u64), String>,
+}
+
+impl<W: Write> TreeWriter<W> {
+    /// Archives the entry `fd` (an `O_PATH` descriptor) as `path`, with its metadata `st`; a
+    /// directory with all it holds.
+    fn entry(&mut self, fd: &OwnedFd, path: &str, st: &Stat) -> io::Result<()> {
+        let mut header = header_of(st);
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::Directory => {
+                let dir =
+                    rustix::fs::openat(fd, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+                header.set_entry_type(tar::EntryType::Directory);
+                self.tar.append_data(&mut header, format!("{path}/"), io::empty())?;
+                self.children(&dir, &format!("{path}/"))
+            }
+            FileType::RegularFile => {
+                let key = (st.st_dev, st.st_ino);
+                if st.st_nlink > 1 {
+                    if let Some(first) = self.links.get(&key) {
+                        header.set_entry_type(tar::EntryType::Link);
+                        header.set_size(0);
+                        return self.tar.append_link(&mut header, path, first.clone());
+                    }
+                    self.links.insert(key, path.to_owned());
+                }
+                let file = reopen(fd)?;
+                header.set_entry_type(tar::EntryType::Regular);
+                self.tar.append_data(&mut header, path, std::fs::File::from(file))
+            }
+            FileType::Symlink => {
+                // readlinkat with an empty path reads the link the O_PATH descriptor is.
+                let target = rustix::fs::readlinkat(fd, "", Vec::new())?;
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_size(0);
+                self.tar.append_link(&mut header, path, OsStr::from_bytes(target.as_bytes()))
+            }
+            FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo => {
+                let kind = match FileType::from_raw_mode(st.st_mode) {
+                    FileType::CharacterDevice => tar::EntryType::Char,
+                    FileType::BlockDevice => tar::EntryType::Block,
+                    _ => tar::EntryType::Fifo,
+                };
+                header.set_entry_type(kind);
+                header.set_size(0);
+                header.set_device_major(rustix::fs::major(st.st_rdev))?;
+                header.set_device_minor(rustix::fs::minor(st.st_rdev))?;
+                self.tar.append_data(&mut header, path, io::empty())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Archives what directory `dir` holds, each entry under `prefix`, in name order (the
+    /// same tree gives the same archive).
+    fn children(&mut self, dir: &OwnedFd, prefix: &str) -> io::Result<()> {
+        let mut names = Vec::new();
+        for entry in rustix::fs::Dir::read_from(dir)? {
+            let name = entry?.file_name().to_bytes().to_vec();
+            if name != b"." && name != b".." {
+                names.push(name);
+            }
+        }
+        names.sort();
+        for name in names {
+            let name = OsStr::from_bytes(&name);
+            let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let child = rustix::fs::openat(dir, name, flags, Mode::empty())?;
+            let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+            let path = format!("{prefix}{}", name.to_string_lossy());
+            self.entry(&child, &path, &st)?;
+        }
+        Ok(())
+    }
+}
+
+/// A readable descriptor of the regular file behind the `O_PATH` descriptor `fd`, opened
+/// again through /proc/self/fd (no path is walked, so no symlink can intervene).
+fn reopen(fd: &OwnedFd) -> io::Result<OwnedFd> {
+    let path = format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd());
+    Ok(rustix::fs::open(path.as_str(), OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY, Mode::empty())?)
+}
+
+/// A tar header with the entry's mode, owner, size and modification time.
+fn header_of(st: &Stat) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(st.st_mode & 0o7777);
+    h.set_uid(u64::from(st.st_uid));
+    h.set_gid(u64::from(st.st_gid));
+    h.set_size(if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile { st.st_size as u64 } else { 0 });
+    h.set_mtime(st.st_mtime.max(0) as u64);
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_path(p: &std::path::Path) -> OwnedFd {
+        rustix::fs::open(p, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()).unwrap()
+    }
+
+    fn listing(tar: &[u8]) -> Vec<(String, String)> {
+        let mut a = tar::Archive::new(tar);
+        a.entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let link = e.link_name().unwrap().map(|l| l.display().to_string()).unwrap_or_default();
+                (e.path().unwrap().display().to_string(), format!("{:?} {link}", e.header().entry_type()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_tree_is_archived_with_its_symlinks_as_links_and_hard_links_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("src");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("sub/a.txt"), "a").unwrap();
+        std::fs::hard_link(root.join("sub/a.txt"), root.join("b.txt")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", root.join("escape")).unwrap();
+        let mut out = Vec::new();
+        write_tree(&open_path(&root), Some("out"), &mut out).unwrap();
+        let got = listing(&out);
+        let want = [
+            ("out/", "Directory "),
+            ("out/b.txt", "Regular "),
+            ("out/escape", "Symlink /etc/passwd"),
+            ("out/sub/", "Directory "),
+            ("out/sub/a.txt", "Link out/b.txt"),
+        ];
+        assert_eq!(got, want.map(|(a, b)| (a.to_owned(), b.to_owned())));
+        // The contents of a directory without itself (docker's `SRC/.`).
+        let mut out = Vec::new();
+        write_tree(&open_path(&root), None, &mut out).unwrap();
+        assert_eq!(listing(&out)[0].0, "b.txt");
+        // A symlink given as the tree is archived as itself.
+        let mut out = Vec::new();
+        write_tree(&open_path(&root.join("escape")), Some("e"), &mut out).unwrap();
+        assert_eq!(listing(&out), [("e".to_owned(), "Symlink /etc/passwd".to_owned())]);
+    }
+}
