@@ -62,7 +62,7 @@ fi
 BERTH=$(realpath "$BERTH")
 "$BERTH" network create --help >/dev/null 2>&1 && [[ $("$BERTH" run --help 2>/dev/null) == *--network-alias* ]] ||
   die "$BERTH has no user-defined networks (network create, run --network NAME): rebuild it"
-for t in python3 unshare ip nsenter \
+for t in python3 unshare ip \
   $(measure docker && echo dockerd iptables) \
   $(measure podman && echo podman /usr/sbin/runc conmon iptables dnsmasq); do
   command -v "$t" >/dev/null || die "$t is missing: run ./setup --deps"
@@ -81,9 +81,9 @@ done
 # (/run/containers/cni/dnsname), iptables' lock; and it hides a system containerd's socket, so
 # dockerd starts its own. For podman, empty directories of the run are mounted over
 # /var/lib/containers (c/image's blob-info cache, written by `podman load`) and /var/lib/cni (the
-# CNI plugins' IPAM leases), and a tmpfs on /dev/shm (libpod's lock segment); /var/lib/cni is
-# made on the host (empty) if it is missing, to be a mount point. Its network configurations go
-# to a directory of the run (--network-config-dir), not /etc/cni/net.d.
+# CNI plugins' IPAM leases), and a tmpfs on /dev/shm (libpod's lock segment); both directories
+# are made on the host (empty) if they are missing, to be mount points. Its network
+# configurations go to a directory of the run (--network-config-dir), not /etc/cni/net.d.
 if [ "${BERTH_NETWORK_SH_NS:-}" != 1 ]; then
   mkdir -p "$BENCH_DIR"
   ! measure podman || mkdir -p /var/lib/containers /var/lib/cni

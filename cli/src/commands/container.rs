@@ -625,10 +625,16 @@ fn network_settings(c: &Container, address: serde_json::Value) -> (serde_json::V
     }
     let mut entry = address;
     let id = runner::network::user::find(c.root(), &cfg.network).map(|n| n.id).unwrap_or_default();
-    let aliases: Vec<&str> =
-        std::iter::once(&cfg.id[..12]).chain(cfg.network_aliases.iter().map(String::as_str)).collect();
+    // docker's order: the aliases, the short ID, then a host name that was given.
+    let mut aliases: Vec<&str> = cfg.network_aliases.iter().map(String::as_str).collect();
+    aliases.push(&cfg.id[..12]);
+    if cfg.hostname != cfg.id[..12] {
+        aliases.push(&cfg.hostname);
+    }
     entry["NetworkID"] = json!(id);
     entry["Aliases"] = json!(aliases);
+    entry["EndpointID"] = json!("");
+    entry["MacAddress"] = json!("");
     (json!({"IPAddress": "", "Gateway": "", "IPPrefixLen": 0}), json!({ cfg.network.as_str(): entry }))
 }
 

@@ -2,7 +2,7 @@
 //! output; the networks themselves are `runner::network::user`'s.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
@@ -294,7 +294,8 @@ pub fn inspect_json(root: &Path, what: &str) -> Result<Value> {
             json!([{"Subnet": format!("{}/{}", n.subnet, n.prefix), "Gateway": n.gateway.to_string()}]),
             n.internal,
             n.labels.clone(),
-            n.bridge().name,
+            // docker's user-defined networks show no options unless made with some.
+            String::new(),
         ),
         None if e.name == "bridge" => (
             String::new(),
@@ -383,13 +384,11 @@ pub struct PruneNet {
 }
 
 impl PruneNet {
-    /// Removes every user-defined network that no recorded container names, as docker's
-    /// prune spares a network any container (running or not) is on.
+    /// Removes every user-defined network that no running container is on, as docker's
+    /// prune does (a stopped container's network goes too); asks first unless `-f`, reading
+    /// the answer from stdin as docker does (`echo y | berth network prune`).
     fn run(self, root: &Path) -> Result<()> {
         if !self.force {
-            if !std::io::stdin().is_terminal() {
-                bail!("refusing to prune without confirmation: pass -f");
-            }
             eprint!("WARNING! This will remove all custom networks not used by at least one container.\nAre you sure you want to continue? [y/N] ");
             let mut answer = String::new();
             std::io::stdin().read_line(&mut answer)?;
@@ -397,17 +396,17 @@ impl PruneNet {
                 return Ok(());
             }
         }
-        let used: Vec<String> = runner::container::list(root)?.into_iter().map(|c| c.config.network).collect();
         let mut deleted = Vec::new();
-        for network in user::list(root)?.into_iter().filter(|n| !used.contains(&n.name)) {
+        for network in user::list(root)? {
             match user::remove(root, &network) {
                 Ok(()) => deleted.push(network.name),
-                // A foreground container without a record may still be on it.
+                // In use: kept, as docker keeps it.
+                Err(user::Error::Invalid(_)) => {}
                 Err(e) => eprintln!("berth: {e}"),
             }
         }
         if !deleted.is_empty() {
-            println!("Deleted Networks:\n{}", deleted.join("\n"));
+            println!("Deleted Networks:\n{}\n", deleted.join("\n"));
         }
         Ok(())
     }

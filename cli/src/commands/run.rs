@@ -174,6 +174,9 @@ pub struct Run {
     /// `berth create`: make the container (record, rootfs) without starting it.
     #[arg(skip)]
     create_only: bool,
+    /// The user-defined network's ID, once `--network` is found.
+    #[arg(skip)]
+    network_id: String,
 }
 
 /// Create a new container without starting it (`berth start` starts it)
@@ -208,7 +211,7 @@ impl Run {
             bail!("berth run needs root (namespaces and mounts); rootless containers are not supported yet");
         }
         self.check_flags()?;
-        self.network = self.check_network(root)?;
+        (self.network, self.network_id) = self.check_network(root)?;
         if !self.detach {
             super::console::check_tty(self.interactive, self.tty);
         }
@@ -243,12 +246,12 @@ impl Run {
 
     /// The network's name: a predefined one, or one in the store (given by name or ID);
     /// aliases need a user-defined one, as docker's.
-    fn check_network(&self, root: &Path) -> Result<String> {
+    fn check_network(&self, root: &Path) -> Result<(String, String)> {
         if runner::network::user::PREDEFINED.contains(&self.network.as_str()) {
             if !self.network_alias.is_empty() {
                 bail!("network-scoped aliases are supported only for containers in user-defined networks");
             }
-            return Ok(self.network.clone());
+            return Ok((self.network.clone(), String::new()));
         }
         if self.network.starts_with("container:") {
             bail!("--network container:NAME is not supported: use a user-defined network (berth network create)");
@@ -256,7 +259,8 @@ impl Run {
         for alias in &self.network_alias {
             runner::container::check_name(alias).with_context(|| format!("--network-alias {alias:?}"))?;
         }
-        Ok(runner::network::user::find(root, &self.network)?.name)
+        let network = runner::network::user::find(root, &self.network)?;
+        Ok((network.name, network.id))
     }
 
     /// Refuses combinations that cannot work, before anything is made.
@@ -339,6 +343,7 @@ impl Run {
             hostname,
             network: self.network.clone(),
             network_aliases: self.network_alias.clone(),
+            network_id: self.network_id.clone(),
             volumes: self
                 .volume
                 .iter()

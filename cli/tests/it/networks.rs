@@ -98,7 +98,7 @@ fn containers_on_a_user_defined_network_reach_each_other_by_name_and_alias() {
     let ip = b.ok(&["inspect", "-f", "{{.NetworkSettings.Networks.ci.IPAddress}}", "db"]);
     assert!(ip.starts_with(subnet.split('.').take(3).collect::<Vec<_>>().join(".").as_str()), "{ip} in {subnet}");
     let aliases = b.ok(&["inspect", "-f", "{{json .NetworkSettings.Networks.ci.Aliases}}", "db"]);
-    assert_eq!(aliases.trim(), format!("[\"{}\",\"database\"]", &db[..12]));
+    assert_eq!(aliases.trim(), format!("[\"database\",\"{}\",\"db-host\"]", &db[..12]), "docker's order");
     assert_eq!(
         b.ok(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", "db"]),
         "\n",
@@ -111,15 +111,24 @@ fn containers_on_a_user_defined_network_reach_each_other_by_name_and_alias() {
     let members = b.ok(&["network", "inspect", "-f", "{{range .Containers}}{{.Name}} {{.IPv4Address}}{{end}}", "ci"]);
     assert_eq!(members.trim(), format!("db {}/24", ip.trim()));
 
-    // By its name, its alias and its short ID; the resolver is docker's 127.0.0.11.
+    // By its name, its alias, its short ID, its host name and NAME.NETWORK; the resolver is
+    // docker's 127.0.0.11.
     let script = format!(
-        "cat /etc/resolv.conf; for n in db database {}; do wget -q -O - http://$n:8080/hostname; done",
+        "cat /etc/resolv.conf; for n in db database {} db-host db.ci; do wget -q -O - http://$n:8080/hostname; done",
         &db[..12]
     );
     let (ok, out) = sh(&b, "ci", &[], &script);
     assert!(ok, "{out}");
     assert!(out.contains("nameserver 127.0.0.11\n") && out.contains("options ndots:0"), "{out}");
-    assert!(out.ends_with("db-host\ndb-host\ndb-host\n"), "{out}");
+    assert!(out.ends_with(&"db-host\n".repeat(5)), "{out}");
+    // A reverse lookup of its address names it, as docker's resolver does.
+    let (ok, out) = sh(&b, "ci", &[], &format!("nslookup {}", ip.trim()));
+    assert!(ok && out.contains("name = db.ci"), "{out}");
+    // Two replicas behind one alias: both addresses, as docker's round robin.
+    serve(&b, "replica", "ci", &["--network-alias", "database"]);
+    let (ok, out) = sh(&b, "ci", &[], "nslookup -type=a database");
+    let replica = b.ok(&["inspect", "-f", "{{.NetworkSettings.Networks.ci.IPAddress}}", "replica"]);
+    assert!(ok && out.contains(ip.trim()) && out.contains(replica.trim()), "{out}");
     // Names are case-insensitive, as DNS is.
     let (ok, out) = sh(&b, "ci", &[], "nslookup DB 127.0.0.11");
     assert!(ok && out.contains(ip.trim()), "{out}");
@@ -156,7 +165,14 @@ fn unknown_names_go_to_the_dns_servers_given_and_a_stopped_container_is_forgotte
     assert!(out.starts_with("nameserver 127.0.0.11\noptions ndots:0\n"), "{out}");
     assert!(out.contains("Name:\texample.test\nAddress: 192.0.2.77"), "forwarded: {out}");
     assert!(!out.contains("Name:\tweb\nAddress: 192.0.2.77"), "the container's own name is not forwarded: {out}");
-    assert!(queries.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    let forwarded = queries.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(forwarded >= 1);
+
+    // An internal network's resolver forwards nothing: no name leaves it, not even as a query.
+    b.ok(&["network", "create", "--internal", "sealed"]);
+    let (ok, out) = sh(&b, "sealed", &dns, "nslookup -type=a example.test");
+    assert!(!ok && !out.contains("192.0.2.77"), "{out}");
+    assert_eq!(queries.load(std::sync::atomic::Ordering::SeqCst), forwarded, "the upstream was asked");
 
     // Once `web` stops, its name is no longer the network's: the query goes upstream.
     b.ok(&["stop", "web"]);
@@ -239,6 +255,19 @@ fn network_commands_refuse_bad_input_and_networks_in_use_as_docker() {
     let tables = std::process::Command::new("nft").args(["list", "tables"]).output().unwrap();
     assert!(!String::from_utf8_lossy(&tables.stdout).contains(&format!("berth_{}", &id[..9])), "its nft table too");
     assert!(b.fails(&["network", "rm", "n1"]).contains("network n1 not found"));
+
+    // A stopped container is on the network it was made on: one made again under its name
+    // is another (its start fails, as docker's); prune removes a network only stopped
+    // containers are on.
+    b.ok(&["network", "create", "n3"]);
+    let old = b.ok(&["network", "inspect", "-f", "{{.Id}}", "n3"]).trim().to_owned();
+    b.ok(&["run", "--network", "n3", "--name", "stopped", "busybox", "true"]);
+    b.ok(&["network", "rm", "n3"]);
+    b.ok(&["network", "create", "n3"]);
+    assert!(b.fails(&["start", "stopped"]).contains(&format!("network {old} not found")));
+    assert_eq!(b.ok(&["network", "prune", "-f"]), "Deleted Networks:\nn3\n\n");
+    let asked = b.cmd(&["network", "prune"]).stdin(std::process::Stdio::null()).output().unwrap();
+    assert!(asked.status.success() && asked.stdout.is_empty(), "no answer is no");
     b.ok(&["network", "rm", "-f", "n1"]);
     let out = b.output(&["network", "inspect", "n1"]);
     assert!(!out.status.success());

@@ -49,6 +49,9 @@ pub struct Config {
     /// `--network-alias`: more names the container has on a user-defined network.
     #[serde(default)]
     pub network_aliases: Vec<String>,
+    /// A user-defined network's ID: a network made again under the same name is another.
+    #[serde(default)]
+    pub network_id: String,
     /// `-v` mounts.
     pub volumes: Vec<VolumeConfig>,
     /// `--tmpfs` paths.
@@ -157,8 +160,12 @@ impl DnsConfig {
             true => words("nameserver"),
             false => self.servers.iter().map(ToString::to_string).collect(),
         };
-        let mut options = words("options");
-        options.extend(self.options.iter().cloned());
+        // docker's: the given options in place of the file's; on a user-defined network,
+        // ndots:0 unless they set ndots.
+        let mut options = if self.options.is_empty() { words("options") } else { self.options.clone() };
+        if resolver && !options.iter().any(|o| o.starts_with("ndots:")) {
+            options.push("ndots:0".into());
+        }
         let mut out = String::new();
         // docker: a search domain "." means none.
         if !search.is_empty() && search != ["."] {
@@ -204,21 +211,32 @@ impl Config {
             "bridge" => crate::network::attach(&self.id),
             name => {
                 let network = self.user_network(root)?;
-                let names: Vec<String> = std::iter::once(&self.name)
-                    .chain(&self.network_aliases)
-                    .filter(|n| !n.is_empty())
-                    .cloned()
-                    .collect();
                 let upstreams = self.dns.servers.iter().map(|ip| std::net::SocketAddr::new(*ip, 53)).collect();
-                crate::network::attach_to(&network.bridge(), &self.id, &names, upstreams)
-                    .map_err(|e| std::io::Error::new(e.kind(), format!("network {name}: {e}")))
+                crate::network::attach_to(&network.bridge(root), &self.id, &self.dns_names(), upstreams).map_err(|e| {
+                    match e.kind() {
+                        // Removed since it was read: its own message says so.
+                        std::io::ErrorKind::NotFound => e,
+                        kind => std::io::Error::new(kind, format!("network {name}: {e}")),
+                    }
+                })
             }
         };
         attached.map(Some).map_err(|e| super::Error::Config(e.to_string()))
     }
 
+    /// The names the container has on a user-defined network, for [`crate::network::attach_to`]:
+    /// its name (`""` without one), its aliases, and its host name when one was given.
+    pub fn dns_names(&self) -> Vec<String> {
+        let mut names = vec![self.name.clone()];
+        names.extend(self.network_aliases.iter().cloned());
+        if self.hostname != self.id[..12] {
+            names.push(self.hostname.clone());
+        }
+        names
+    }
+
     /// The user-defined network the container is on: found in the store at `root`, which a
-    /// rootless berth can't give a bridge.
+    /// rootless berth can't give a bridge; the one it was made on, not another of its name.
     pub fn user_network(&self, root: &Path) -> Result<crate::network::user::Network, super::Error> {
         if crate::userns::rootless() {
             return Err(super::Error::Config(format!(
@@ -226,7 +244,12 @@ impl Config {
                 self.network
             )));
         }
-        crate::network::user::find(root, &self.network).map_err(|e| super::Error::Config(e.to_string()))
+        let found = crate::network::user::find(root, &self.network);
+        let network = found.map_err(|e| super::Error::Config(e.to_string()))?;
+        if !self.network_id.is_empty() && network.id != self.network_id {
+            return Err(super::Error::Config(format!("network {} not found", self.network_id)));
+        }
+        Ok(network)
     }
 
     /// The environment as docker's `Config.Env` holds it: the process's, without the
@@ -389,11 +412,15 @@ mod tests {
         };
         assert_eq!(
             dns.apply(host, false),
-            "search corp.example\nnameserver 192.0.2.53\nnameserver 2001:db8::53\noptions edns0 ndots:2\n"
+            "search corp.example\nnameserver 192.0.2.53\nnameserver 2001:db8::53\noptions ndots:2\n",
+            "the given options in place of the host's, as docker"
         );
-        // On a user-defined network the resolver stays the one server: it forwards to them.
-        let own = "nameserver 127.0.0.11\noptions ndots:0\n";
-        assert_eq!(dns.apply(own, true), "nameserver 127.0.0.11\noptions ndots:0 ndots:2\n");
+        // On a user-defined network the resolver stays the one server: it forwards to them;
+        // ndots:0 stays unless the options set ndots.
+        let own = "nameserver 127.0.0.11\noptions edns0 ndots:0\n";
+        assert_eq!(dns.apply(own, true), "nameserver 127.0.0.11\noptions ndots:2\n");
+        let vc = DnsConfig { options: vec!["use-vc".into()], ..Default::default() };
+        assert_eq!(vc.apply(own, true), "nameserver 127.0.0.11\noptions use-vc ndots:0\n");
         let search = DnsConfig { search: vec!["a.test".into(), "b.test".into()], ..Default::default() };
         assert_eq!(search.apply(host, false), "search a.test b.test\nnameserver 10.0.0.2\noptions edns0\n");
         let none = DnsConfig { search: vec![".".into()], ..Default::default() };

@@ -19,8 +19,27 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Looks a container name up on the network: its IPv4 address, or None if no running container has that name.
-pub type Lookup = Arc<dyn Fn(&str) -> Option<Ipv4Addr> + Send + Sync>;
+/// What a network's resolver knows: the addresses a name has, and the name an address has.
+pub trait Names: Send + Sync {
+    /// The addresses of the running containers that have `name` (lowercase, without the
+    /// trailing dot); empty if none has it, which sends the query upstream.
+    fn addresses(&self, name: &str) -> Vec<Ipv4Addr>;
+    /// The name of the running container at `ip`, for a reverse (PTR) query.
+    fn name_of(&self, ip: Ipv4Addr) -> Option<String>;
+}
+
+/// A lookup function is a [`Names`] of one address per name and no reverse names.
+impl<F: Fn(&str) -> Option<Ipv4Addr> + Send + Sync> Names for F {
+    fn addresses(&self, name: &str) -> Vec<Ipv4Addr> {
+        self(name).into_iter().collect()
+    }
+    fn name_of(&self, _ip: Ipv4Addr) -> Option<String> {
+        None
+    }
+}
+
+/// The names a resolver serves, shared by its threads.
+pub type Lookup = Arc<dyn Names>;
 
 /// What to do with one query.
 #[derive(Debug, PartialEq, Eq)]
@@ -59,6 +78,8 @@ const RCODE_NOTIMP: u16 = 4;
 const TYPE_A: u16 = 1;
 /// Query type ANY.
 const TYPE_ANY: u16 = 255;
+/// A reverse lookup's record type.
+const TYPE_PTR: u16 = 12;
 /// Class IN (the Internet), the only class answered locally.
 const CLASS_IN: u16 = 1;
 /// TTL of local answers, in seconds (docker's).
@@ -162,33 +183,73 @@ fn parse_question(msg: &[u8]) -> Option<Question<'_>> {
     Some(Question { section: msg.get(HEADER_LEN..end + 4)?, name, qtype, qclass })
 }
 
-/// Builds a response to a query with `header`: the question echoed if given, and one A
-/// record for it if `address` is given.
-fn response(header: Header, rcode: u16, question: Option<&[u8]>, address: Option<Ipv4Addr>) -> Vec<u8> {
+/// What an answer holds: A records, or one PTR record.
+enum Records {
+    /// The addresses of the question's name (none: an empty answer).
+    A(Vec<Ipv4Addr>),
+    /// The name of the question's address.
+    Ptr(String),
+}
+
+/// Builds a response to a query with `header`: the question echoed if given, and its
+/// answer records if given.
+fn response(header: Header, rcode: u16, question: Option<&[u8]>, records: Option<&Records>) -> Vec<u8> {
     let flags = FLAG_QR | (header.flags & (OPCODE_MASK | FLAG_RD)) | FLAG_RA | (rcode & 0xF);
     let qdcount = u16::from(question.is_some());
-    let ancount = u16::from(question.is_some() && address.is_some());
+    let records = question.and(records);
+    let ancount = match records {
+        Some(Records::A(ips)) => ips.len() as u16,
+        Some(Records::Ptr(_)) => 1,
+        None => 0,
+    };
     let mut out = Vec::with_capacity(HEADER_LEN + question.map_or(0, <[u8]>::len) + 16);
     for field in [header.id, flags, qdcount, ancount, 0, 0] {
         out.extend_from_slice(&field.to_be_bytes());
     }
-    if let Some(section) = question {
-        out.extend_from_slice(section);
-        if let Some(ip) = address {
-            // The owner name points back at the question's name, at offset 12.
-            out.extend_from_slice(&[0xC0, HEADER_LEN as u8]);
-            out.extend_from_slice(&TYPE_A.to_be_bytes());
-            out.extend_from_slice(&CLASS_IN.to_be_bytes());
-            out.extend_from_slice(&TTL.to_be_bytes());
-            out.extend_from_slice(&4u16.to_be_bytes());
-            out.extend_from_slice(&ip.octets());
-        }
+    let Some(section) = question else { return out };
+    out.extend_from_slice(section);
+    // Each record's owner name points back at the question's name, at offset 12.
+    let mut record = |kind: u16, data: &[u8]| {
+        out.extend_from_slice(&[0xC0, HEADER_LEN as u8]);
+        out.extend_from_slice(&kind.to_be_bytes());
+        out.extend_from_slice(&CLASS_IN.to_be_bytes());
+        out.extend_from_slice(&TTL.to_be_bytes());
+        out.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        out.extend_from_slice(data);
+    };
+    match records {
+        Some(Records::A(ips)) => ips.iter().for_each(|ip| record(TYPE_A, &ip.octets())),
+        Some(Records::Ptr(name)) => record(TYPE_PTR, &encode_name(name)),
+        None => {}
     }
     out
 }
 
+/// `name` in DNS wire form (labels, then the root), labels cut at 63 bytes.
+fn encode_name(name: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for label in name.split('.').filter(|l| !l.is_empty()) {
+        let label = &label.as_bytes()[..label.len().min(MAX_LABEL_LEN)];
+        out.push(label.len() as u8);
+        out.extend_from_slice(label);
+    }
+    out.push(0);
+    out
+}
+
+/// The address a reverse-lookup name stands for (`4.3.2.1.in-addr.arpa` is 1.2.3.4).
+fn reverse_address(name: &str) -> Option<Ipv4Addr> {
+    let digits = name.strip_suffix(".in-addr.arpa")?;
+    let mut octets: Vec<u8> = digits.split('.').map(|d| d.parse().ok()).collect::<Option<_>>()?;
+    if octets.len() != 4 {
+        return None;
+    }
+    octets.reverse();
+    Some(Ipv4Addr::new(octets[0], octets[1], octets[2], octets[3]))
+}
+
 /// Decides the reply to one DNS query message.
-pub fn respond(query: &[u8], lookup: &dyn Fn(&str) -> Option<Ipv4Addr>) -> Reply {
+pub fn respond(query: &[u8], names: &dyn Names) -> Reply {
     let Some(header) = parse_header(query) else { return Reply::Drop };
     if header.flags & FLAG_QR != 0 {
         return Reply::Drop;
@@ -204,10 +265,26 @@ pub fn respond(query: &[u8], lookup: &dyn Fn(&str) -> Option<Ipv4Addr>) -> Reply
     if question.qclass != CLASS_IN {
         return Reply::Forward;
     }
-    let name = question.name.as_deref().filter(|name| !name.is_empty());
-    let Some(ip) = name.and_then(lookup) else { return Reply::Forward };
-    let address = matches!(question.qtype, TYPE_A | TYPE_ANY).then_some(ip);
-    Reply::Answer(response(header, RCODE_NOERROR, Some(question.section), address))
+    let Some(name) = question.name.as_deref().filter(|name| !name.is_empty()) else { return Reply::Forward };
+    if question.qtype == TYPE_PTR {
+        return match reverse_address(name).and_then(|ip| names.name_of(ip)) {
+            Some(owner) => {
+                Reply::Answer(response(header, RCODE_NOERROR, Some(question.section), Some(&Records::Ptr(owner))))
+            }
+            None => Reply::Forward,
+        };
+    }
+    let mut ips = names.addresses(name);
+    if ips.is_empty() {
+        return Reply::Forward;
+    }
+    // Several containers with one name or alias: all of them, in a rotating order (docker's
+    // round robin).
+    let turn = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let len = ips.len();
+    ips.rotate_left(turn as usize % len);
+    let records = Records::A(if matches!(question.qtype, TYPE_A | TYPE_ANY) { ips } else { Vec::new() });
+    Reply::Answer(response(header, RCODE_NOERROR, Some(question.section), Some(&records)))
 }
 
 /// A SERVFAIL response to `query` (same id and question), for a forward that failed; None if the query can't be parsed.
@@ -577,19 +654,59 @@ mod tests {
     fn unknown_names_other_classes_and_odd_names_are_forwarded() {
         assert_eq!(respond(&query("example.com", 1, TYPE_A, true), &db_only), Reply::Forward);
         assert_eq!(respond(&query_class("db", 1, TYPE_A, CLASS_CH, true), &db_only), Reply::Forward);
-        assert_eq!(respond(&query("", 1, TYPE_A, true), &|_| Some(DB)), Reply::Forward, "the root");
-        assert_eq!(respond(&query("d*b", 1, TYPE_A, true), &|_| Some(DB)), Reply::Forward);
+        assert_eq!(respond(&query("", 1, TYPE_A, true), &|_: &str| Some(DB)), Reply::Forward, "the root");
+        assert_eq!(respond(&query("d*b", 1, TYPE_A, true), &|_: &str| Some(DB)), Reply::Forward);
     }
 
     #[test]
     fn the_lookup_gets_the_name_lowercased_without_the_trailing_dot() {
-        let seen = std::cell::RefCell::new(Vec::new());
+        let seen = std::sync::Mutex::new(Vec::new());
         let lookup = |name: &str| {
-            seen.borrow_mut().push(name.to_owned());
+            seen.lock().unwrap().push(name.to_owned());
             None
         };
         respond(&query("Web.Example.COM.", 1, TYPE_A, true), &lookup);
-        assert_eq!(*seen.borrow(), ["web.example.com"]);
+        assert_eq!(*seen.lock().unwrap(), ["web.example.com"]);
+    }
+
+    /// Two replicas behind one alias, and reverse names for their addresses.
+    struct Replicas;
+
+    impl Names for Replicas {
+        fn addresses(&self, name: &str) -> Vec<Ipv4Addr> {
+            match name {
+                "svc" => vec![Ipv4Addr::new(10, 92, 0, 2), Ipv4Addr::new(10, 92, 0, 3)],
+                _ => Vec::new(),
+            }
+        }
+        fn name_of(&self, ip: Ipv4Addr) -> Option<String> {
+            (ip == Ipv4Addr::new(10, 92, 0, 2)).then(|| "r1.ci".to_owned())
+        }
+    }
+
+    #[test]
+    fn a_name_several_containers_have_gets_all_their_addresses() {
+        let reply = answer(respond(&query("svc", 7, TYPE_A, true), &Replicas));
+        assert_eq!(u16::from_be_bytes([reply[6], reply[7]]), 2, "ANCOUNT");
+        let mut got: Vec<[u8; 4]> = Vec::new();
+        let end = reply.len();
+        for at in [end - 16 - 4, end - 4] {
+            got.push(reply[at..at + 4].try_into().unwrap());
+        }
+        got.sort();
+        assert_eq!(got, [[10, 92, 0, 2], [10, 92, 0, 3]]);
+    }
+
+    #[test]
+    fn reverse_lookups_of_the_networks_addresses_are_answered_here() {
+        let reply = answer(respond(&query("2.0.92.10.in-addr.arpa", 9, TYPE_PTR, true), &Replicas));
+        assert_eq!(u16::from_be_bytes([reply[6], reply[7]]), 1, "ANCOUNT");
+        assert!(reply.ends_with(b"\x02r1\x02ci\x00"), "{reply:?}");
+        // An address of no container here goes upstream; a malformed one too.
+        assert_eq!(respond(&query("3.0.92.10.in-addr.arpa", 9, TYPE_PTR, true), &Replicas), Reply::Forward);
+        assert_eq!(respond(&query("300.0.92.10.in-addr.arpa", 9, TYPE_PTR, true), &Replicas), Reply::Forward);
+        assert_eq!(reverse_address("4.3.2.1.in-addr.arpa"), Some(Ipv4Addr::new(1, 2, 3, 4)));
+        assert_eq!(reverse_address("3.2.1.in-addr.arpa"), None);
     }
 
     #[test]
@@ -735,7 +852,7 @@ mod tests {
 
     /// Answers any query with an A record of 192.0.2.7.
     fn upstream_reply(q: &[u8]) -> Option<Vec<u8>> {
-        match respond(q, &|_| Some(UPSTREAM_ANSWER)) {
+        match respond(q, &|_: &str| Some(UPSTREAM_ANSWER)) {
             Reply::Answer(reply) => Some(reply),
             _ => None,
         }

@@ -64,8 +64,12 @@ pub struct Bridge {
     leases: String,
     /// A user-defined network's: isolated from berth's other bridges, names served.
     user: bool,
-    /// `--internal`: no route out (no NAT, nothing forwarded beyond the bridge).
+    /// `--internal`: no route out (no NAT, nothing forwarded beyond the bridge, no name
+    /// forwarded by the resolver).
     internal: bool,
+    /// A user-defined network's name (its containers are also `NAME.NETWORK`) and its
+    /// definition, which must still exist for the bridge to be made (a removal may race).
+    network: Option<(String, PathBuf)>,
 }
 
 impl Bridge {
@@ -79,6 +83,7 @@ impl Bridge {
             leases: String::new(),
             user: false,
             internal: false,
+            network: None,
         }
     }
 
@@ -92,7 +97,13 @@ impl Bridge {
             leases: format!("net-{}", &id[..12]),
             user: true,
             internal,
+            network: None,
         }
+    }
+
+    /// The same for the network called `name`, defined by the file `definition`.
+    pub fn of_network(self, name: &str, definition: PathBuf) -> Bridge {
+        Bridge { network: Some((name.to_ascii_lowercase(), definition)), ..self }
     }
 
     /// The subnet's first address.
@@ -189,8 +200,14 @@ impl Attachment {
             Link::Bridge { dns: false, .. } => resolv_conf(host),
             Link::Bridge { dns: true, .. } => {
                 let search = kept().filter(|l| l.starts_with("search")).map(|l| format!("{l}\n")).collect::<String>();
-                // docker's: the resolver, and ndots:0 so that a container's name is asked as it is.
-                search + &format!("nameserver {}\noptions ndots:0\n", RESOLVER)
+                let mut options: Vec<&str> =
+                    kept().filter(|l| l.starts_with("options")).flat_map(|l| l.split_whitespace().skip(1)).collect();
+                // docker's: the host's options, and ndots:0 unless they set ndots, so that a
+                // container's name is asked as it is.
+                if !options.iter().any(|o| o.starts_with("ndots:")) {
+                    options.push("ndots:0");
+                }
+                search + &format!("nameserver {RESOLVER}\noptions {}\n", options.join(" "))
             }
             Link::UserMode { .. } => {
                 kept().map(|l| format!("{l}\n")).collect::<String>() + &format!("nameserver {}\n", crate::usernet::DNS)
@@ -294,6 +311,13 @@ impl Bridge {
         if link_exists(&self.name)? && dir.join(".ready").exists() {
             return Ok(());
         }
+        // `network rm` removes the definition under this lock before the bridge: a run that
+        // read it before must not make the bridge again.
+        if let Some((name, definition)) = &self.network {
+            if !definition.exists() {
+                return Err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("network {name} not found")));
+            }
+        }
         // A mark left by a namespace that is gone (its inode reused) must not outlive this setup.
         let _ = std::fs::remove_file(dir.join(".ready"));
         if !link_exists(&self.name)? {
@@ -309,31 +333,36 @@ impl Bridge {
         }
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| err("enable forwarding", e))?;
         run_with_input("nft", &["-f", "-"], &self.rules()).map_err(|e| err("nft (install nftables)", e))?;
-        allow_forwarding(&self.name)?;
+        if allow_forwarding(&self.name)? {
+            // For `remove`: rules to take back.
+            crate::container::open_private(&dir.join(".forwarding"), false)?;
+        }
         crate::container::open_private(&dir.join(".ready"), false)?;
         Ok(())
     }
 
-    /// Removes a user-defined network's bridge, its rules and its leases' directory, unless
-    /// a container holds an address on it.
-    pub fn remove(&self) -> std::io::Result<()> {
+    /// Removes a user-defined network, unless a container holds an address on it: `forget`
+    /// (its definition), then its bridge, rules and leases' directory, all under the lock.
+    pub fn remove(&self, forget: impl FnOnce() -> std::io::Result<()>) -> std::io::Result<()> {
         let _lock = network_lock()?;
         let dir = self.lease_dir()?;
         if let Some(member) = members(&dir)?.into_iter().next() {
-            // The lease names the ID, the short ID, then the name: the name, where there is one.
-            let who = member.names.get(2).or(member.names.get(1)).cloned().unwrap_or_else(|| member.ip.to_string());
+            let who = member.name().unwrap_or_else(|| member.ip.to_string());
             return Err(std::io::Error::new(
                 std::io::ErrorKind::ResourceBusy,
                 format!("container {who} is attached to it (stop it first)"),
             ));
         }
+        forget()?;
         if link_exists(&self.name)? {
             let mut nl = crate::netlink::Socket::open()?;
             nl.del_link(crate::netlink::index(&self.name)?).map_err(|e| err("remove the bridge", e))?;
         }
         let script = format!("table ip {0}\ndelete table ip {0}\n", self.table);
         run_with_input("nft", &["-f", "-"], &script).map_err(|e| err("nft", e))?;
-        disallow_forwarding(&self.name)?;
+        if dir.join(".forwarding").exists() {
+            disallow_forwarding(&self.name)?;
+        }
         std::fs::remove_dir_all(&dir)
     }
 
@@ -446,13 +475,14 @@ fn forward_rules(br: &str) -> [Vec<&str>; 2] {
 }
 
 /// Where the host's iptables FORWARD policy drops (dockerd sets it so), accepts bridge
-/// `br`'s traffic out and its replies back, as docker does, each rule once; else nothing.
-fn allow_forwarding(br: &str) -> std::io::Result<()> {
+/// `br`'s traffic out and its replies back, as docker does, each rule once, and says so;
+/// else nothing.
+fn allow_forwarding(br: &str) -> std::io::Result<bool> {
     let Ok(out) = Command::new("iptables").args(["-S", "FORWARD"]).stderr(Stdio::null()).output() else {
-        return Ok(());
+        return Ok(false);
     };
     if !String::from_utf8_lossy(&out.stdout).lines().any(|l| l == "-P FORWARD DROP") {
-        return Ok(());
+        return Ok(false);
     }
     for rule in forward_rules(br) {
         let present = Command::new("iptables").arg("-C").args(&rule).stderr(Stdio::null()).status()?.success();
@@ -460,7 +490,7 @@ fn allow_forwarding(br: &str) -> std::io::Result<()> {
             run_with_input("iptables", &[&["-I"][..], &rule].concat(), "").map_err(|e| err("iptables", e))?;
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Takes back what [`allow_forwarding`] added for a removed bridge (each rule if present).
@@ -505,6 +535,41 @@ pub struct Member {
     pub names: Vec<String>,
 }
 
+impl Member {
+    /// Its name, else its short ID (a lease names the ID, the short ID, then the name or
+    /// `-`, then the other names).
+    pub fn name(&self) -> Option<String> {
+        self.names.get(2).filter(|n| *n != "-").or(self.names.get(1)).cloned()
+    }
+
+    /// Whether `name` is one it answers to: not its full ID, as docker's.
+    fn answers_to(&self, name: &str) -> bool {
+        name != "-" && self.names.iter().skip(1).any(|n| n == name)
+    }
+}
+
+/// What a user-defined network's resolver serves: its leases, read at each query.
+struct LeaseNames {
+    dir: PathBuf,
+    /// The network's name, lowercase: `db.NETWORK` is `db`.
+    network: String,
+}
+
+impl dns::Names for LeaseNames {
+    fn addresses(&self, name: &str) -> Vec<Ipv4Addr> {
+        let name = name.strip_suffix(&format!(".{}", self.network)).unwrap_or(name);
+        let mut ips: Vec<Ipv4Addr> =
+            members(&self.dir).unwrap_or_default().into_iter().filter(|m| m.answers_to(name)).map(|m| m.ip).collect();
+        ips.sort();
+        ips
+    }
+
+    fn name_of(&self, ip: Ipv4Addr) -> Option<String> {
+        let member = members(&self.dir).ok()?.into_iter().find(|m| m.ip == ip)?;
+        Some(format!("{}.{}", member.name()?, self.network))
+    }
+}
+
 /// The containers holding an address in lease directory `dir` now: each lease file whose
 /// `flock` someone holds (a shared lock that can be had means its holder is gone).
 fn members(dir: &Path) -> std::io::Result<Vec<Member>> {
@@ -534,9 +599,10 @@ pub fn attach(id: &str) -> std::io::Result<Attachment> {
 /// default route. The veth's host end is named `bv`, the ID's first 6 digits and 4 random
 /// ones: a restarted container's new pair does not meet its old one, which the kernel
 /// removes a moment after the old namespace is gone. Set by rtnetlink ([`crate::netlink`]).
-/// On a user-defined network, `names` (the container's name and aliases) are served with
-/// its short ID by a resolver at [`RESOLVER`] in the namespace, as docker's are; it
-/// forwards other names to `upstreams` (`--dns`), or else to the host's name servers.
+/// On a user-defined network, `names` (the container's name, `""` for none, then its
+/// aliases and host name) are served with its short ID by a resolver at [`RESOLVER`] in the
+/// namespace, as docker's are; it forwards other names to `upstreams` (`--dns`), or else to
+/// the host's name servers; on an internal network, nowhere.
 pub fn attach_to(
     bridge: &Bridge,
     id: &str,
@@ -544,7 +610,9 @@ pub fn attach_to(
     upstreams: Vec<SocketAddr>,
 ) -> std::io::Result<Attachment> {
     bridge.ensure()?;
-    let holder = std::iter::once(id).chain(std::iter::once(&id[..12])).chain(names.iter().map(String::as_str));
+    let name = names.first().map(String::as_str).filter(|n| !n.is_empty()).unwrap_or("-");
+    let others = names.iter().skip(1).map(String::as_str);
+    let holder = [id, &id[..12], name].into_iter().chain(others);
     let (ip, lease) = allocate(bridge, &holder.collect::<Vec<_>>().join(" "))?;
     let veth = format!("bv{}{}", &id[..6], &crate::container::new_id()[..4]);
     let host_ns: OwnedFd = File::open("/proc/thread-self/ns/net")?.into();
@@ -567,14 +635,13 @@ pub fn attach_to(
     nl.set_master_up(crate::netlink::index(&veth)?, crate::netlink::index(&bridge.name)?)
         .map_err(|e| err("join the bridge", e))?;
     if let Some((udp, tcp)) = sockets {
-        let dir = bridge.lease_dir()?;
-        let lookup: dns::Lookup = Arc::new(move |name: &str| {
-            let members = members(&dir).ok()?;
-            members.into_iter().find(|m| m.names.iter().any(|n| n == name)).map(|m| m.ip)
-        });
-        let upstreams = match upstreams.is_empty() {
-            true => dns::upstreams(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()),
-            false => upstreams,
+        let network = bridge.network.as_ref().map(|(n, _)| n.clone()).unwrap_or_default();
+        let lookup: dns::Lookup = Arc::new(LeaseNames { dir: bridge.lease_dir()?, network });
+        let upstreams = match (bridge.internal, upstreams.is_empty()) {
+            // Nothing leaves an internal network, names included.
+            (true, _) => Vec::new(),
+            (false, true) => dns::upstreams(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()),
+            (false, false) => upstreams,
         };
         dns::serve(udp, tcp, lookup, upstreams).map_err(|e| err("start the network's resolver", e))?;
     }
@@ -671,6 +738,23 @@ mod tests {
         drop(held);
         assert!(members(&dir).unwrap().is_empty(), "released with its holder");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_removed_networks_bridge_is_not_made_again_by_a_run_that_read_it_before() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipping: /run/berth needs root");
+            return;
+        }
+        // The definition is gone (`network rm` took it under the lock): the run's ensure
+        // fails, and no bridge appears.
+        let id = crate::container::new_id();
+        let gone = std::env::temp_dir().join(format!("berth-gone-{}.json", &id[..8]));
+        let bridge = Bridge::user_defined(&id, Ipv4Addr::new(10, 99, 254, 1), 24, false).of_network("Gone", gone);
+        let e = bridge.ensure().unwrap_err();
+        assert_eq!((e.kind(), e.to_string()), (std::io::ErrorKind::NotFound, "network gone not found".to_owned()));
+        assert!(!link_exists(&bridge.name).unwrap());
+        let _ = std::fs::remove_dir_all(bridge.lease_dir().unwrap());
     }
 
     #[test]

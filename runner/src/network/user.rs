@@ -81,10 +81,16 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
 }
 
 impl Network {
-    /// Its bridge on the host.
-    pub fn bridge(&self) -> Bridge {
+    /// Its bridge on the host, in the store at `root`.
+    pub fn bridge(&self, root: &Path) -> Bridge {
         Bridge::user_defined(&self.id, self.gateway, self.prefix, self.internal)
+            .of_network(&self.name, definition(root, &self.name))
     }
+}
+
+/// The file that defines network `name`.
+fn definition(root: &Path, name: &str) -> PathBuf {
+    dir(root).join(format!("{name}.json"))
 }
 
 fn dir(root: &Path) -> PathBuf {
@@ -152,8 +158,12 @@ pub fn create(root: &Path, name: &str, options: Options) -> Result<Network, Erro
         internal: options.internal,
         labels: options.labels,
     };
-    network.bridge().ensure_locked().map_err(io(format!("make the bridge of network {name}")))?;
+    // Written first: the bridge is made only for a network that is defined.
     write(&dir, &network)?;
+    if let Err(e) = network.bridge(root).ensure_locked() {
+        let _ = std::fs::remove_file(definition(root, name));
+        return Err(io(format!("make the bridge of network {name}"))(e));
+    }
     Ok(network)
 }
 
@@ -236,14 +246,13 @@ pub fn find(root: &Path, name: &str) -> Result<Network, Error> {
 /// Removes `network`: its bridge and rules, then its definition; refused while a container
 /// holds an address on it, as docker refuses a network with active endpoints.
 pub fn remove(root: &Path, network: &Network) -> Result<(), Error> {
-    network.bridge().remove().map_err(|e| match e.kind() {
+    let path = definition(root, &network.name);
+    network.bridge(root).remove(|| std::fs::remove_file(&path)).map_err(|e| match e.kind() {
         std::io::ErrorKind::ResourceBusy => {
             Error::Invalid(format!("error while removing network {}: {e}", network.name))
         }
-        _ => io(format!("remove the bridge of network {}", network.name))(e),
-    })?;
-    let path = dir(root).join(format!("{}.json", network.name));
-    std::fs::remove_file(&path).map_err(io(format!("remove {}", path.display())))
+        _ => io(format!("remove network {}", network.name))(e),
+    })
 }
 
 #[cfg(test)]
