@@ -521,6 +521,41 @@ pub(crate) fn errno(e: rustix::io::Errno) -> std::io::Error {
     e.into()
 }
 
+/// Where the host mounts its cgroup hierarchies.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// docker's /sys/fs/cgroup at `target`: each hierarchy the container joined (for its limits)
+/// mounted read-only through its cgroup namespace, whose root is the container's own group,
+/// so `memory.limit_in_bytes` or `memory.max` is the container's limit where the JVM, Node.js
+/// and Go look for it; on a hybrid or v1 host under a read-only tmpfs. A hierarchy the
+/// container did not join is not mounted: its namespace root would be berth's own group.
+fn mount_cgroups(sys: &dyn Sys, target: &Path, joined: &[PathBuf]) -> std::io::Result<()> {
+    if joined.is_empty() || sys.is_dir(target)? != Some(true) {
+        return Ok(());
+    }
+    let hidden = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC | MountFlags::RDONLY;
+    if let Some((fstype, _)) = sys.cgroup_mount_at(Path::new(CGROUP_ROOT))? {
+        // The unified hierarchy alone (pure v2): it is /sys/fs/cgroup itself.
+        return sys.mount(&fstype, target, hidden, None);
+    }
+    sys.mount("tmpfs", target, MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC, Some(c"mode=755"))?;
+    let mut names: Vec<&std::ffi::OsStr> = joined
+        .iter()
+        .filter_map(|procs| procs.strip_prefix(CGROUP_ROOT).ok()?.components().next())
+        .map(|c| c.as_os_str())
+        .collect();
+    names.dedup();
+    for name in names {
+        let Some((fstype, options)) = sys.cgroup_mount_at(&Path::new(CGROUP_ROOT).join(name))? else { continue };
+        let dir = target.join(name);
+        sys.mkdir(&dir)?;
+        let data = std::ffi::CString::new(options).map_err(std::io::Error::other)?;
+        let data = (fstype == "cgroup").then_some(data.as_c_str());
+        sys.mount(&fstype, &dir, hidden, data)?;
+    }
+    sys.remount_read_only(target)
+}
+
 /// The child's side, between fork and exec.
 /// Builds the container's filesystem on `spec.mountpoint` and pivots into it: the rootfs,
 /// /proc, /sys (read-only), a small /dev, runc's masked and read-only paths, the /etc
@@ -551,6 +586,7 @@ fn build_filesystem(sys: &dyn Sys, spec: &Spec) -> std::io::Result<()> {
             sys.mount("tmpfs", &p, MountFlags::RDONLY, Some(c"size=0"))?;
         }
     }
+    mount_cgroups(sys, &sys_dir.path().join("fs/cgroup"), &spec.cgroups)?;
     let dev_dir = mount_in(sys, root, "dev", "tmpfs", MountFlags::NOSUID, Some(c"mode=755,size=65536k"))?;
     let (proc_dir, dev) = (proc_dir.path(), dev_dir.path());
     populate_dev(sys, dev)?;
@@ -1347,6 +1383,13 @@ mod tests {
         fn pivot_root(&self, root: &Path) -> std::io::Result<()> {
             self.log(format!("pivot_root {}", root.display()))
         }
+        fn cgroup_mount_at(&self, dir: &Path) -> std::io::Result<Option<(String, String)>> {
+            // A hybrid host: v1 controllers under a tmpfs, as this VM's.
+            let mountinfo = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n\
+                             35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n\
+                             39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids\n";
+            Ok(crate::sys::cgroup_mount_in(mountinfo, dir))
+        }
     }
 
     fn spec(read_only: bool) -> Spec {
@@ -1413,6 +1456,38 @@ mod tests {
         assert!(at("bind /host/data /c/data") < at("remount-ro /c/data"), "a :ro volume is bound, then made read-only");
         at("mount tmpfs /c/run");
         assert_eq!(at("remount-ro /c"), last - 1, "--read-only: the root is made read-only after every mount in it");
+    }
+
+    #[test]
+    fn the_hierarchies_a_container_joined_are_mounted_read_only_in_its_sys_fs_cgroup() {
+        let sys = Recorder::default();
+        let mut s = spec(false);
+        s.cgroups = ["/sys/fs/cgroup/memory/berth/x/cgroup.procs", "/sys/fs/cgroup/pids/berth/x/cgroup.procs"]
+            .map(PathBuf::from)
+            .to_vec();
+        build_filesystem(&sys, &s).unwrap();
+        let at = |line: &str| sys.position(line);
+        assert!(at("mount sysfs /c/sys ro") < at("mount tmpfs /c/sys/fs/cgroup"));
+        assert!(at("mkdir /c/sys/fs/cgroup/memory") < at("mount cgroup /c/sys/fs/cgroup/memory ro"));
+        at("mount cgroup /c/sys/fs/cgroup/pids ro");
+        assert!(at("mount cgroup /c/sys/fs/cgroup/pids ro") < at("remount-ro /c/sys/fs/cgroup"));
+        // Nothing joined (no limits): no hierarchy, whose namespace root would be berth's.
+        let sys = Recorder::default();
+        build_filesystem(&sys, &spec(false)).unwrap();
+        assert!(!sys.calls.borrow().iter().any(|c| c.contains("fs/cgroup")));
+    }
+
+    #[test]
+    fn cgroup_mounts_are_read_from_mountinfo() {
+        let info = "35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n\
+                    40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd\n\
+                    41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n\
+                    31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n";
+        let at = |p: &str| crate::sys::cgroup_mount_in(info, Path::new(p));
+        assert_eq!(at("/sys/fs/cgroup/memory"), Some(("cgroup".into(), "memory".into())));
+        assert_eq!(at("/sys/fs/cgroup/systemd"), Some(("cgroup".into(), "name=systemd".into())));
+        assert_eq!(at("/sys/fs/cgroup/unified"), Some(("cgroup2".into(), "".into())));
+        assert_eq!(at("/sys/fs/cgroup"), None, "a tmpfs is no hierarchy");
     }
 
     #[test]

@@ -78,6 +78,25 @@ pub trait Sys {
     fn unlink(&self, path: &Path) -> io::Result<()>;
     /// Makes `root` the root directory (pivot_root, then the old root detached) and enters it.
     fn pivot_root(&self, root: &Path) -> io::Result<()>;
+    /// The filesystem type and options of the cgroup hierarchy mounted at `dir` in the
+    /// caller's mount namespace (`("cgroup", "memory")`, `("cgroup2", "")`); None if none is.
+    fn cgroup_mount_at(&self, dir: &Path) -> io::Result<Option<(String, String)>>;
+}
+
+/// The cgroup hierarchy mounted at `dir` in a /proc/self/mountinfo text: its type, and the
+/// options that mount it again (the controllers, without `rw`/`ro`).
+pub fn cgroup_mount_in(mountinfo: &str, dir: &Path) -> Option<(String, String)> {
+    mountinfo.lines().rev().find_map(|line| {
+        let (fields, fs) = line.split_once(" - ")?;
+        let point = fields.split(' ').nth(4)?;
+        let mut fs = fs.split(' ');
+        let (fstype, _source, options) = (fs.next()?, fs.next()?, fs.next()?);
+        if Path::new(point) != dir || !fstype.starts_with("cgroup") {
+            return None;
+        }
+        let kept: Vec<&str> = options.split(',').filter(|o| *o != "rw" && *o != "ro").collect();
+        Some((fstype.to_owned(), kept.join(",")))
+    })
 }
 
 /// The real calls, through rustix.
@@ -146,6 +165,10 @@ impl Sys for Linux {
 
     fn symlink(&self, target: &str, link: &Path) -> io::Result<()> {
         std::os::unix::fs::symlink(target, link)
+    }
+
+    fn cgroup_mount_at(&self, dir: &Path) -> io::Result<Option<(String, String)>> {
+        Ok(cgroup_mount_in(&std::fs::read_to_string("/proc/self/mountinfo")?, dir))
     }
 
     fn mkdir(&self, path: &Path) -> io::Result<()> {

@@ -439,29 +439,8 @@ impl Inspect {
         };
         let store = open_store(root)?;
         let all = store.list()?;
-        let mut out = Vec::new();
-        let mut missing = Vec::new();
-        for what in &self.images {
-            match self.one(root, &store, &all, what) {
-                Ok(obj) => out.push(obj),
-                Err(e) => missing.push(e),
-            }
-        }
-        // Written, not printed: a reader that went away (`| head`) ends berth quietly.
-        let mut stdout = std::io::stdout().lock();
-        match &tpl {
-            Some(tpl) => {
-                for obj in &out {
-                    writeln!(stdout, "{}", tpl.render(obj)?)?;
-                }
-            }
-            None => writeln!(stdout, "{}", serde_json::to_string_pretty(&out)?)?,
-        }
-        let last = missing.pop();
-        for e in missing {
-            eprintln!("berth: {e:#}");
-        }
-        last.map_or(Ok(()), Err)
+        let found = self.images.iter().map(|what| self.one(root, &store, &all, what)).collect();
+        super::print_inspected(found, tpl.as_ref())
     }
 
     /// The object `what` names: a container (unless `--type image`), else an image.

@@ -17,9 +17,39 @@ pub mod transfer;
 
 use std::path::Path;
 
+use std::io::Write;
+
 use anyhow::{Context, Result};
 
 /// Opens the local image store, saying where when it fails.
 pub fn open_store(root: &Path) -> Result<oci::ImageStore> {
     oci::ImageStore::open(root).with_context(|| format!("open image store {}", root.display()))
+}
+
+/// Prints what `inspect` found as docker does: each object through the template, or all of
+/// them as one JSON array (`[]` when none), then each failure on stderr, the last one
+/// returned (exit 1). Written, not printed: a reader that went away (`| head`) ends berth
+/// quietly.
+pub fn print_inspected(found: Vec<Result<serde_json::Value>>, tpl: Option<&crate::format::Template>) -> Result<()> {
+    let (mut out, mut missing) = (Vec::new(), Vec::new());
+    for f in found {
+        match f {
+            Ok(v) => out.push(v),
+            Err(e) => missing.push(e),
+        }
+    }
+    let mut stdout = std::io::stdout().lock();
+    match tpl {
+        Some(tpl) => {
+            for obj in &out {
+                writeln!(stdout, "{}", tpl.render(obj)?)?;
+            }
+        }
+        None => writeln!(stdout, "{}", serde_json::to_string_pretty(&out)?)?,
+    }
+    let last = missing.pop();
+    for e in missing {
+        eprintln!("berth: {e:#}");
+    }
+    last.map_or(Ok(()), Err)
 }

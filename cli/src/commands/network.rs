@@ -256,27 +256,8 @@ pub struct InspectNet {
 impl InspectNet {
     fn run(self, root: &Path) -> Result<()> {
         let tpl = self.format.as_deref().map(format::Template::parse).transpose()?;
-        let (mut out, mut missing) = (Vec::new(), Vec::new());
-        for what in &self.networks {
-            match inspect_json(root, what) {
-                Ok(v) => out.push(v),
-                Err(e) => missing.push(e),
-            }
-        }
-        let mut stdout = std::io::stdout().lock();
-        match &tpl {
-            Some(tpl) => {
-                for obj in &out {
-                    writeln!(stdout, "{}", tpl.render(obj)?)?;
-                }
-            }
-            None => writeln!(stdout, "{}", serde_json::to_string_pretty(&out)?)?,
-        }
-        let last = missing.pop();
-        for e in missing {
-            eprintln!("berth: {e:#}");
-        }
-        last.map_or(Ok(()), Err)
+        let found = self.networks.iter().map(|what| inspect_json(root, what)).collect();
+        super::print_inspected(found, tpl.as_ref())
     }
 }
 

@@ -6,36 +6,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::util::{p, strict, Berth, Outside};
-
-/// A store with the busybox image that removes its containers when dropped.
-struct Store(Berth);
-
-impl std::ops::Deref for Store {
-    type Target = Berth;
-    fn deref(&self) -> &Berth {
-        &self.0
-    }
-}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        let ids = self.0.output(&["ps", "-aq"]);
-        for id in String::from_utf8_lossy(&ids.stdout).lines() {
-            let _ = self.0.output(&["rm", "-f", id]);
-        }
-    }
-}
-
-fn setup() -> Option<Store> {
-    if !rustix::process::geteuid().is_root() {
-        assert!(!strict(), "container tests need root (BERTH_TEST_STRICT=1)");
-        eprintln!("skipping: berth run needs root");
-        return None;
-    }
-    let b = Berth::new();
-    b.busybox("busybox:latest").then_some(Store(b))
-}
+use crate::util::{container_store as setup, p, Berth, Outside};
 
 /// A service image: busybox httpd serving "hello", with EXPOSE and a HEALTHCHECK that
 /// probes every 50 ms during its start period; it exits 0 on SIGTERM.

@@ -6,37 +6,7 @@
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use crate::util::{strict, Berth, Outside};
-
-/// A store with the busybox image that removes its containers, then its networks, when dropped.
-struct Store(Berth);
-
-impl std::ops::Deref for Store {
-    type Target = Berth;
-    fn deref(&self) -> &Berth {
-        &self.0
-    }
-}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        let ids = self.0.output(&["ps", "-aq"]);
-        for id in String::from_utf8_lossy(&ids.stdout).lines() {
-            let _ = self.0.output(&["rm", "-f", id]);
-        }
-        let _ = self.0.output(&["network", "prune", "-f"]);
-    }
-}
-
-fn setup() -> Option<Store> {
-    if !rustix::process::geteuid().is_root() {
-        assert!(!strict(), "network tests need root (BERTH_TEST_STRICT=1)");
-        eprintln!("skipping: berth run needs root");
-        return None;
-    }
-    let b = Berth::new();
-    b.busybox("busybox:latest").then_some(Store(b))
-}
+use crate::util::{container_store as setup, Berth, Outside};
 
 /// A detached busybox httpd named `name` on `network` serving /etc (so `/hostname` is its
 /// host name), with `extra` flags before the image.

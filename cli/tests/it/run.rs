@@ -3,6 +3,7 @@
 
 use crate::util::{p, strict, Berth};
 use std::collections::BTreeSet;
+use std::path::Path;
 
 /// A store with the busybox image, when running as root with busybox-static.
 fn setup() -> Option<Berth> {
@@ -512,6 +513,20 @@ fn cgroup_limits_stop_a_fork_bomb_and_kill_a_memory_hog() {
     let (code, out, _) =
         run(&b, &["--memory", "64m", "--cpus", "0.5", "busybox", "sh", "-c", "grep -c berth /proc/self/cgroup"]);
     assert_eq!((code, out.trim()), (1, "0"), "the container sees its groups as /");
+    // Its limits where runtimes (the JVM, Node.js, Go) read them: its own groups, read-only.
+    let v1 = Path::new("/sys/fs/cgroup/memory").is_dir();
+    let files = match v1 {
+        true => "/sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max",
+        false => "/sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max",
+    };
+    let script = format!("cat {files}; touch /sys/fs/cgroup/x 2>/dev/null && echo writable; ls /sys/fs/cgroup | wc -l");
+    let (code, out, err) = run(&b, &["--memory", "64m", "--pids-limit", "50", "busybox", "sh", "-c", &script]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!((code, &lines[..2]), (0, &["67108864", "50"][..]), "{out}{err}");
+    assert!(!out.contains("writable"), "{out}");
+    if v1 {
+        assert_eq!(lines[2], "2", "only the hierarchies it joined: {out}");
+    }
     // From the host: the process joined berth's memory and cpu groups.
     let child = b.cmd(&["run", "--memory", "64m", "--cpus", "0.5", "busybox", "sleep", "2"]).spawn().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(800));

@@ -328,3 +328,36 @@ pub fn with_terminal_stdin(b: &Berth, args: &[&str], input: &[u8]) -> (Option<i3
     drop(master);
     (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// A store with the busybox image whose containers, then networks, are removed when it is
+/// dropped: the fixture of the container, copy and network tests.
+pub struct ContainerStore(pub Berth);
+
+impl std::ops::Deref for ContainerStore {
+    type Target = Berth;
+    fn deref(&self) -> &Berth {
+        &self.0
+    }
+}
+
+impl Drop for ContainerStore {
+    fn drop(&mut self) {
+        let ids = self.0.output(&["ps", "-aq"]);
+        for id in String::from_utf8_lossy(&ids.stdout).lines() {
+            let _ = self.0.output(&["rm", "-f", id]);
+        }
+        let _ = self.0.output(&["network", "prune", "-f"]);
+    }
+}
+
+/// A [`ContainerStore`], as root; None (a skip, or a failure under `BERTH_TEST_STRICT=1`)
+/// without root or the busybox image.
+pub fn container_store() -> Option<ContainerStore> {
+    if !rustix::process::geteuid().is_root() {
+        assert!(!strict(), "container tests need root (BERTH_TEST_STRICT=1)");
+        eprintln!("skipping: berth run needs root");
+        return None;
+    }
+    let b = Berth::new();
+    b.busybox("busybox:latest").then_some(ContainerStore(b))
+}

@@ -237,25 +237,13 @@ fn with_root<T: Send>(c: &Container, f: impl FnOnce(&OwnedFd) -> Result<T> + Sen
     let rootfs = mounts.first().ok_or_else(|| Error::State(format!("container {} has no rootfs", c.config.name)))?;
     let target = super::containers_dir(c.root()).join(".rootfs");
     std::fs::create_dir_all(&target).map_err(super::io_err("create", &target))?;
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            use rustix::mount::MountPropagationFlags;
-            // SAFETY: unsharing the mount namespace (and the fs info it needs) changes this
-            // short-lived thread only; the mount goes with the namespace when it ends.
-            unsafe {
-                rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS | rustix::thread::UnshareFlags::FS)
-            }
-            .map_err(|e| super::io_err("unshare the mount namespace for", &target)(e.into()))?;
-            rustix::mount::mount_change("/", MountPropagationFlags::PRIVATE | MountPropagationFlags::REC)
-                .map_err(|e| super::io_err("make mounts private for", &target)(e.into()))?;
-            rootfs.mount(&target)?;
-            let root = rustix::fs::open(&target, flags, rustix::fs::Mode::empty())
-                .map_err(|e| super::io_err("open", &target)(e.into()))?;
-            f(&root)
-        })
-        .join()
-        .unwrap_or_else(|_| Err(Error::State("the copying thread panicked".into())))
-    })
+    let copied = crate::sandbox::in_private_mounts(|| {
+        rootfs.mount(&target)?;
+        let root = rustix::fs::open(&target, flags, rustix::fs::Mode::empty())
+            .map_err(|e| super::io_err("open", &target)(e.into()))?;
+        f(&root)
+    });
+    copied.map_err(super::io_err("mount the rootfs of", &c.dir))?
 }
 
 #[cfg(test)]
