@@ -63,6 +63,8 @@ enum Command {
     Rm(commands::container::Rm),
     Commit(commands::container::Commit),
     Cp(commands::container::Cp),
+    Port(commands::container::Port),
+    Export(commands::container::Export),
     #[command(name = "__supervise", hide = true)]
     Supervise(commands::container::Supervise),
     Network(commands::network::NetworkCmd),
@@ -157,6 +159,8 @@ fn main() -> ExitCode {
         Command::Rm(c) => c.run(&root),
         Command::Commit(c) => c.run(&root),
         Command::Cp(c) => c.run(&root),
+        Command::Port(c) => c.run(&root),
+        Command::Export(c) => c.run(&root),
         Command::Network(c) => c.run(&root),
         Command::System(c) => c.run(&root),
         Command::Builder(c) => c.run(&root),

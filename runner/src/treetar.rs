@@ -19,7 +19,19 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 /// `out`: its root entry named `name`, or with `name` None the entries of a directory
 /// without the directory itself (docker's `SRC/.`). Ends the archive.
 pub fn write_tree(fd: &OwnedFd, name: Option<&str>, out: impl Write) -> io::Result<()> {
-    let mut w = TreeWriter { tar: tar::Builder::new(out), links: HashMap::new() };
+    write(fd, name, out, false)
+}
+
+/// Writes the directory `fd` (a container's root) as [`write_tree`] does with `name` None,
+/// without going into what is mounted on it (`tar --one-file-system`): a mount point is
+/// an empty directory in the archive, so /proc, /sys, /dev and volumes are left out.
+pub fn write_root(fd: &OwnedFd, out: impl Write) -> io::Result<()> {
+    write(fd, None, out, true)
+}
+
+fn write(fd: &OwnedFd, name: Option<&str>, out: impl Write, one_filesystem: bool) -> io::Result<()> {
+    let device = one_filesystem.then(|| rustix::fs::fstat(fd).map(|st| st.st_dev)).transpose()?;
+    let mut w = TreeWriter { tar: tar::Builder::new(out), links: HashMap::new(), device };
     w.tar.mode(tar::HeaderMode::Complete);
     w.tar.follow_symlinks(false);
     let st = rustix::fs::fstat(fd)?;
@@ -38,6 +50,8 @@ struct TreeWriter<W: Write> {
     tar: tar::Builder<W>,
     /// (device, inode) of files with several links already archived, by their archive path.
     links: HashMap<(u64, u64), String>,
+    /// With one file system only: its device; a directory of another is not gone into.
+    device: Option<u64>,
 }
 
 impl<W: Write> TreeWriter<W> {
@@ -51,6 +65,9 @@ impl<W: Write> TreeWriter<W> {
                     rustix::fs::openat(fd, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
                 header.set_entry_type(tar::EntryType::Directory);
                 self.tar.append_data(&mut header, format!("{path}/"), io::empty())?;
+                if self.device.is_some_and(|d| d != st.st_dev) {
+                    return Ok(());
+                }
                 self.children(&dir, &format!("{path}/"))
             }
             FileType::RegularFile => {

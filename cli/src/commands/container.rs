@@ -791,3 +791,77 @@ fn container_path(arg: &str) -> Option<(&str, &str)> {
     }
     Some((name, if path.is_empty() { "/" } else { path }))
 }
+
+/// List a container's published ports, or where one of them is published
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  berth port web\n  berth port web 8080/tcp\n  curl http://$(berth port web 8080)/")]
+pub struct Port {
+    /// The container
+    container: String,
+    /// One port of the container, PORT or PORT/PROTO (tcp when not given)
+    #[arg(value_name = "PRIVATE_PORT[/PROTO]")]
+    port: Option<String>,
+}
+
+impl Port {
+    /// Prints docker's lines: `8080/tcp -> 127.0.0.1:49153` for each published port, or
+    /// `127.0.0.1:49153` for the one asked about (an error when it is not published).
+    pub fn run(self, root: &Path) -> Result<()> {
+        let c = container::find(root, &self.container)?;
+        let state = c.state()?;
+        let mut out = std::io::stdout().lock();
+        let Some(asked) = &self.port else {
+            for p in &state.ports {
+                writeln!(out, "{}/{} -> {}:{}", p.container_port, p.proto, p.host_ip, p.host_port)?;
+            }
+            return Ok(());
+        };
+        let (port, proto) = asked.split_once('/').unwrap_or((asked.as_str(), "tcp"));
+        let port: u16 = port.parse().with_context(|| format!("invalid port {asked:?}: PORT or PORT/PROTO"))?;
+        let found: Vec<_> = state.ports.iter().filter(|p| p.container_port == port && p.proto == proto).collect();
+        if found.is_empty() {
+            bail!("no public port '{port}/{proto}' published for {}", c.config.name);
+        }
+        for p in found {
+            writeln!(out, "{}:{}", p.host_ip, p.host_port)?;
+        }
+        Ok(())
+    }
+}
+
+/// Export a container's filesystem as a tar archive
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  berth export -o rootfs.tar web\n  berth export web | berth import - flat:latest")]
+pub struct Export {
+    /// The container
+    container: String,
+    /// Write to this file instead of stdout
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<std::path::PathBuf>,
+}
+
+impl Export {
+    /// Writes the container's whole tree (its rootfs with its changes; not its volumes) as
+    /// one tar stream, as docker's export; refuses to write the archive to a terminal.
+    pub fn run(self, root: &Path) -> Result<()> {
+        use std::io::IsTerminal;
+        let c = container::find(root, &self.container)?;
+        match &self.output {
+            Some(path) => {
+                let tmp = path.with_extension("berth-partial");
+                let file = std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
+                let written = runner::container::copy::export(&c, std::io::BufWriter::new(file));
+                if let Err(e) = written {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(e.into());
+                }
+                std::fs::rename(&tmp, path).with_context(|| format!("write {}", path.display()))?;
+            }
+            None if std::io::stdout().is_terminal() => {
+                bail!("cowardly refusing to save to a terminal. Use the -o flag or redirect")
+            }
+            None => runner::container::copy::export(&c, std::io::stdout())?,
+        }
+        Ok(())
+    }
+}

@@ -142,3 +142,39 @@ fn a_containers_symlinks_cannot_lead_a_copy_to_the_hosts_files() {
     assert!(b.fails(&["cp", "-L", "evil2:/leak", &p(&out)]).contains("could not find"));
     assert!(!out.exists());
 }
+
+#[test]
+fn export_writes_the_tree_without_what_is_mounted_on_it_and_port_says_where_ports_are() {
+    let Some(b) = setup() else { return };
+    let vol = tempfile::tempdir().unwrap();
+    std::fs::write(vol.path().join("host-only"), "x").unwrap();
+    let volume = format!("{}:/vol", p(vol.path()));
+    let script = "echo made > /made; sleep 60";
+    b.ok(&["run", "-d", "--name", "w", "-p", "127.0.0.1::8080", "-v", &volume, "busybox", "sh", "-c", script]);
+    // port: every published port, or one of them.
+    let all = b.ok(&["port", "w"]);
+    let host = b.ok(&["port", "w", "8080"]);
+    assert!(host.starts_with("127.0.0.1:") && all == format!("8080/tcp -> {host}"), "{all} / {host}");
+    assert!(b.fails(&["port", "w", "81/udp"]).contains("no public port '81/udp' published for w"));
+    // export, running: its files and changes; /proc, /sys, /dev and the volume only as the
+    // directories they are mounted on.
+    let names = |tar: &[u8]| -> Vec<String> {
+        let mut a = tar::Archive::new(tar);
+        a.entries().unwrap().map(|e| e.unwrap().path().unwrap().display().to_string()).collect()
+    };
+    let running = b.cmd(&["export", "w"]).output().unwrap();
+    assert!(running.status.success(), "{}", String::from_utf8_lossy(&running.stderr));
+    let listed = names(&running.stdout);
+    for want in ["bin/busybox", "made", "proc/", "sys/", "vol/", "etc/passwd"] {
+        assert!(listed.iter().any(|n| n == want), "{want} missing");
+    }
+    assert!(!listed.iter().any(|n| n.starts_with("proc/1") || n.starts_with("vol/host-only")), "mounts were gone into");
+    // Stopped, to a file: the same tree.
+    b.ok(&["stop", "-t", "1", "w"]);
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("w.tar");
+    b.ok(&["export", "-o", &p(&file), "w"]);
+    let stopped = names(&std::fs::read(&file).unwrap());
+    assert!(stopped.contains(&"made".to_owned()) && stopped.contains(&"bin/busybox".to_owned()));
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 1, "no partial file left");
+}

@@ -162,6 +162,13 @@ pub fn archive_out(c: &Container, src: &str, out: impl std::io::Write + Send, op
     })
 }
 
+/// Writes the whole tree of container `c` as a tar stream to `out` (`berth export`): its
+/// rootfs with its changes, the entries named from its root (`etc/`, `bin/sh`, ...). What a
+/// running container has mounted on it (/proc, /sys, /dev, volumes) is not gone into.
+pub fn export(c: &Container, out: impl std::io::Write + Send) -> Result<()> {
+    with_root(c, |root| crate::treetar::write_root(root, out).map_err(super::io_err("export", &c.dir)))
+}
+
 /// Unpacks the tar stream `input` into the directory `dest` of container `c` (`cp - CONTAINER:DEST`).
 pub fn archive_in(input: impl std::io::Read + Send, c: &Container, dest: &str, opts: CopyOptions) -> Result<()> {
     with_root(c, |root| {
