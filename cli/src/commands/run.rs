@@ -492,11 +492,25 @@ impl Run {
                 if self.tty && own_runtime { Some(super::console::Console::start(self.interactive)?) } else { None };
             prepared.spec.console_socket = console.as_ref().and_then(super::console::Console::child_fd);
             prepared.spec.console_size = super::console::terminal_size();
-            let child = self.spawn(&prepared.spec, &config.limits(), &config.id, console.as_mut())?;
+            // A named container's output also goes to its log, as docker keeps it (without -t;
+            // with berth's own runtime).
+            // Its copiers start before the spawn: once berth has made the container's PID
+            // namespace (unshare), the kernel refuses it new threads.
+            let (tee, pipes) = match prepared.log_path().filter(|_| !self.tty && own_runtime) {
+                Some(log) => {
+                    let ((out_r, out_w), (err_r, err_w)) = (std::io::pipe()?, std::io::pipe()?);
+                    (Some(runner::container::logs::Tee::start(&log, out_r, err_r)?), Some((out_w, err_w)))
+                }
+                None => (None, None),
+            };
+            let child = self.spawn(&prepared.spec, &config.limits(), &config.id, console.as_mut(), pipes)?;
             prepared.started(child.id())?;
             let code = supervise(child, self.stop_timeout, self.timeout, console.as_ref());
             if let Some(c) = console {
                 c.finish();
+            }
+            if let Some(Err(e)) = tee.map(runner::container::logs::Tee::finish) {
+                eprintln!("berth: warning: the container's log is incomplete: {e}");
             }
             code
         })();
@@ -516,18 +530,23 @@ impl Run {
         }
     }
 
-    /// Starts the container with berth's sandbox, or through runc or crun (`--runtime`).
+    /// Starts the container with berth's sandbox (its stdout and stderr into the pipes of
+    /// `capture`), or through runc or crun (`--runtime`).
     fn spawn(
         &self,
         spec: &Spec,
         limits: &runner::cgroup::Limits,
         id: &str,
         console: Option<&mut super::console::Console>,
+        capture: Option<(std::io::PipeWriter, std::io::PipeWriter)>,
     ) -> Result<std::process::Child> {
         if self.runtime == "berth" {
             let mut cmd = runner::sandbox::command(spec)?;
             if !self.interactive {
                 cmd.stdin(std::process::Stdio::null());
+            }
+            if let Some((out, err)) = capture {
+                cmd.stdout(out).stderr(err);
             }
             let child = cmd
                 .spawn()

@@ -620,9 +620,13 @@ fn ulimits_are_set_and_capped_at_berths_own_hard_limit() {
 #[test]
 fn named_containers_are_kept_listed_committed_and_removed() {
     let Some(b) = setup() else { return };
-    let (code, _, _) =
-        run(&b, &["--name", "setup", "busybox", "sh", "-c", "echo ready > /etc/motd; rm /bin/vi; exit 3"]);
-    assert_eq!(code, 3);
+    let script = "echo ready > /etc/motd; rm /bin/vi; echo out; echo err >&2; printf tail; exit 3";
+    let (code, out, err) = run(&b, &["--name", "setup", "busybox", "sh", "-c", script]);
+    assert_eq!((code, out.as_str(), err.as_str()), (3, "out\ntail", "err\n"), "passed on as it came");
+    // Its output is in its log too, as docker keeps a foreground run's.
+    assert_eq!(b.ok(&["logs", "setup"]), "out\ntail");
+    let logs = b.output(&["logs", "setup"]);
+    assert_eq!(String::from_utf8_lossy(&logs.stderr), "err\n");
     let ps = b.ok(&["ps", "-a"]);
     assert!(ps.contains("setup") && ps.contains("Exited (3)"), "{ps}");
     let err = b.fails(&["run", "--name", "setup", "busybox", "true"]);

@@ -117,6 +117,11 @@ impl Prepared {
         Ok(())
     }
 
+    /// A named container's log, where its output goes as it runs (`berth logs`).
+    pub fn log_path(&self) -> Option<PathBuf> {
+        self.record.as_ref().map(Container::log_path)
+    }
+
     /// Records that the process `pid` runs, with its address (for a named container).
     pub fn started(&self, pid: u32) -> Result<()> {
         if let Some(c) = &self.record {

@@ -4,7 +4,7 @@
 //! `berth logs` (`--tail`, `--timestamps`, `-f`).
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -77,6 +77,75 @@ impl Writer {
             }
         }
         self.file.write_all(&out)
+    }
+}
+
+/// A foreground named container's output, as docker keeps it: each stream passed on to
+/// berth's own stdout or stderr as it comes, and written to the container's log, so that
+/// `berth logs NAME` has it after the run.
+pub struct Tee {
+    copiers: Vec<std::thread::JoinHandle<()>>,
+    log: std::sync::Arc<std::sync::Mutex<(Writer, Option<std::io::Error>)>>,
+}
+
+impl Tee {
+    /// Starts copying the child's `stdout` and `stderr` pipes, appending to the log at `path`.
+    pub fn start(
+        path: &Path,
+        stdout: impl Read + Send + 'static,
+        stderr: impl Read + Send + 'static,
+    ) -> std::io::Result<Tee> {
+        let log = std::sync::Arc::new(std::sync::Mutex::new((Writer::open(path)?, None)));
+        let copier = |stream: Stream, mut from: Box<dyn Read + Send>| {
+            let log = std::sync::Arc::clone(&log);
+            std::thread::Builder::new().name("berth-tee".into()).spawn(move || {
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut passing = true;
+                loop {
+                    let n = match from.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(_) => break,
+                    };
+                    // A reader that went away (`| head`) stops the copy to it, not to the log.
+                    if passing {
+                        passing = pass_on(stream, &buf[..n]).is_ok();
+                    }
+                    let mut guard = log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if guard.1.is_none() {
+                        guard.1 = guard.0.write(stream, &buf[..n]).err();
+                    }
+                }
+            })
+        };
+        let copiers = vec![copier(Stream::Stdout, Box::new(stdout))?, copier(Stream::Stderr, Box::new(stderr))?];
+        Ok(Tee { copiers, log })
+    }
+
+    /// Waits until both streams are closed (the container's processes are gone), then
+    /// writes what is left without a newline; the first error the log had, if any.
+    pub fn finish(self) -> std::io::Result<()> {
+        for c in self.copiers {
+            let _ = c.join();
+        }
+        let mut guard = self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(e) = guard.1.take() {
+            return Err(e);
+        }
+        guard.0.flush()
+    }
+}
+
+/// Writes `bytes` to berth's own stdout or stderr, at once.
+fn pass_on(stream: Stream, bytes: &[u8]) -> std::io::Result<()> {
+    match stream {
+        Stream::Stdout => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(bytes)?;
+            out.flush()
+        }
+        Stream::Stderr => std::io::stderr().lock().write_all(bytes),
     }
 }
 
