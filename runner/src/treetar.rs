@@ -13,25 +13,39 @@ use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
+use rustix::fs::{FileType, Mode, OFlags, Stat};
+
+/// How [`write_tree`] archives a tree.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TreeOptions {
+    /// Do not go into directories that are mounted on the tree (`tar --one-file-system`): a
+    /// mount point is an empty directory in the archive (`berth export`: no /proc, /sys,
+    /// /dev or volumes).
+    pub one_filesystem: bool,
+    /// Leave out the setuid and setgid bits, so that a copy out of a container cannot plant
+    /// a set-id program on the host.
+    pub strip_setid: bool,
+}
 
 /// Writes the tree at `fd` (an `O_PATH` descriptor of a directory, file or symlink) to
 /// `out`: its root entry named `name`, or with `name` None the entries of a directory
 /// without the directory itself (docker's `SRC/.`). Ends the archive.
-pub fn write_tree(fd: &OwnedFd, name: Option<&str>, out: impl Write) -> io::Result<()> {
-    write(fd, name, out, false)
-}
-
-/// Writes the directory `fd` (a container's root) as [`write_tree`] does with `name` None,
-/// without going into what is mounted on it (`tar --one-file-system`): a mount point is
-/// an empty directory in the archive, so /proc, /sys, /dev and volumes are left out.
-pub fn write_root(fd: &OwnedFd, out: impl Write) -> io::Result<()> {
-    write(fd, None, out, true)
-}
-
-fn write(fd: &OwnedFd, name: Option<&str>, out: impl Write, one_filesystem: bool) -> io::Result<()> {
-    let device = one_filesystem.then(|| rustix::fs::fstat(fd).map(|st| st.st_dev)).transpose()?;
-    let mut w = TreeWriter { tar: tar::Builder::new(out), links: HashMap::new(), device };
+///
+/// What a running container does meanwhile cannot change the archive's shape: each entry's
+/// header comes from the descriptor that is read (`fstat`, never a second lookup by name),
+/// and a file's data is exactly the size its header says (a file that grows is cut, one
+/// that shrinks padded), so no byte of a file can pass for the next entries. Files on
+/// /proc, /sys and the like are never read (a container could point at the host kernel's
+/// through them): such a tree is refused, such an entry inside one left out.
+pub fn write_tree(fd: &OwnedFd, name: Option<&str>, out: impl Write, opts: TreeOptions) -> io::Result<()> {
+    if pseudo(fd)? {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "on a kernel filesystem (/proc, /sys), which is not copied",
+        ));
+    }
+    let device = opts.one_filesystem.then(|| rustix::fs::fstat(fd).map(|st| st.st_dev)).transpose()?;
+    let mut w = TreeWriter { tar: tar::Builder::new(out), links: HashMap::new(), device, opts };
     w.tar.mode(tar::HeaderMode::Complete);
     w.tar.follow_symlinks(false);
     let st = rustix::fs::fstat(fd)?;
@@ -46,12 +60,22 @@ fn write(fd: &OwnedFd, name: Option<&str>, out: impl Write, one_filesystem: bool
     w.tar.into_inner()?.flush()
 }
 
+/// Whether `fd` is on a kernel filesystem whose files are not data: procfs, sysfs, and their
+/// kin (debugfs, securityfs, tracefs, cgroupfs, bpffs).
+fn pseudo(fd: &OwnedFd) -> io::Result<bool> {
+    const KERNEL_FS: [i64; 8] =
+        [0x9fa0, 0x6265_6572, 0x6462_6720, 0x7363_6673, 0x7472_6163, 0x0027_e0eb, 0x6367_7270, 0xcafe_4a11];
+    let f_type = rustix::fs::fstatfs(fd)?.f_type as i64;
+    Ok(KERNEL_FS.contains(&f_type))
+}
+
 struct TreeWriter<W: Write> {
     tar: tar::Builder<W>,
     /// (device, inode) of files with several links already archived, by their archive path.
     links: HashMap<(u64, u64), String>,
     /// With one file system only: its device; a directory of another is not gone into.
     device: Option<u64>,
+    opts: TreeOptions,
 }
 
 impl<W: Write> TreeWriter<W> {
@@ -59,6 +83,9 @@ impl<W: Write> TreeWriter<W> {
     /// directory with all it holds.
     fn entry(&mut self, fd: &OwnedFd, path: &str, st: &Stat) -> io::Result<()> {
         let mut header = header_of(st);
+        if self.opts.strip_setid {
+            header.set_mode(st.st_mode & 0o1777);
+        }
         match FileType::from_raw_mode(st.st_mode) {
             FileType::Directory => {
                 let dir =
@@ -80,9 +107,9 @@ impl<W: Write> TreeWriter<W> {
                     }
                     self.links.insert(key, path.to_owned());
                 }
-                let file = reopen(fd)?;
+                let file = std::fs::File::from(reopen(fd)?);
                 header.set_entry_type(tar::EntryType::Regular);
-                self.tar.append_data(&mut header, path, std::fs::File::from(file))
+                self.tar.append_data(&mut header, path, Exactly::new(file, st.st_size as u64))
             }
             FileType::Symlink => {
                 // readlinkat with an empty path reads the link the O_PATH descriptor is.
@@ -121,12 +148,51 @@ impl<W: Write> TreeWriter<W> {
         for name in names {
             let name = OsStr::from_bytes(&name);
             let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-            let child = rustix::fs::openat(dir, name, flags, Mode::empty())?;
-            let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+            let child = match rustix::fs::openat(dir, name, flags, Mode::empty()) {
+                Ok(c) => c,
+                // Gone since the listing (a running container's file): nothing to archive.
+                Err(rustix::io::Errno::NOENT) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if pseudo(&child)? {
+                continue;
+            }
+            let st = rustix::fs::fstat(&child)?;
             let path = format!("{prefix}{}", name.to_string_lossy());
             self.entry(&child, &path, &st)?;
         }
         Ok(())
+    }
+}
+
+/// A file's data as exactly `size` bytes, as its header announced: cut where the file grew
+/// since, padded with zeros where it shrank.
+struct Exactly {
+    file: std::io::Take<std::fs::File>,
+    left: u64,
+}
+
+impl Exactly {
+    fn new(file: std::fs::File, size: u64) -> Exactly {
+        Exactly { file: std::io::Read::take(file, size), left: size }
+    }
+}
+
+impl std::io::Read for Exactly {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let n = match self.file.read(buf)? {
+            0 => {
+                let n = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+                buf[..n].fill(0);
+                n
+            }
+            n => n,
+        };
+        self.left -= n as u64;
+        Ok(n)
     }
 }
 
@@ -169,6 +235,42 @@ mod tests {
     }
 
     #[test]
+    fn a_files_data_is_exactly_the_size_its_header_says() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, "0123456789").unwrap();
+        // Grown since its header was made: cut, so the extra bytes cannot pass for entries.
+        let mut got = Vec::new();
+        Exactly::new(std::fs::File::open(&path).unwrap(), 4).read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"0123");
+        // Shrunk: padded to the size announced.
+        let mut got = Vec::new();
+        Exactly::new(std::fs::File::open(&path).unwrap(), 14).read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"0123456789\0\0\0\0");
+    }
+
+    #[test]
+    fn kernel_filesystems_are_not_archived_and_set_id_bits_can_be_left_out() {
+        let proc_self = rustix::fs::open("/proc/self", OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).unwrap();
+        let e = write_tree(&proc_self, Some("p"), Vec::new(), TreeOptions::default()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let prog = dir.path().join("prog");
+        std::fs::write(&prog, "x").unwrap();
+        std::fs::set_permissions(&prog, std::os::unix::fs::PermissionsExt::from_mode(0o6755)).unwrap();
+        let mode = |strip_setid| {
+            let mut out = Vec::new();
+            write_tree(&open_path(&prog), Some("prog"), &mut out, TreeOptions { strip_setid, ..Default::default() })
+                .unwrap();
+            let mut a = tar::Archive::new(&out[..]);
+            let e = a.entries().unwrap().next().unwrap().unwrap();
+            e.header().mode().unwrap()
+        };
+        assert_eq!((mode(false), mode(true)), (0o6755, 0o755));
+    }
+
+    #[test]
     fn a_tree_is_archived_with_its_symlinks_as_links_and_hard_links_once() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("src");
@@ -177,7 +279,7 @@ mod tests {
         std::fs::hard_link(root.join("sub/a.txt"), root.join("b.txt")).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", root.join("escape")).unwrap();
         let mut out = Vec::new();
-        write_tree(&open_path(&root), Some("out"), &mut out).unwrap();
+        write_tree(&open_path(&root), Some("out"), &mut out, TreeOptions::default()).unwrap();
         let got = listing(&out);
         let want = [
             ("out/", "Directory "),
@@ -189,11 +291,11 @@ mod tests {
         assert_eq!(got, want.map(|(a, b)| (a.to_owned(), b.to_owned())));
         // The contents of a directory without itself (docker's `SRC/.`).
         let mut out = Vec::new();
-        write_tree(&open_path(&root), None, &mut out).unwrap();
+        write_tree(&open_path(&root), None, &mut out, TreeOptions::default()).unwrap();
         assert_eq!(listing(&out)[0].0, "b.txt");
         // A symlink given as the tree is archived as itself.
         let mut out = Vec::new();
-        write_tree(&open_path(&root.join("escape")), Some("e"), &mut out).unwrap();
+        write_tree(&open_path(&root.join("escape")), Some("e"), &mut out, TreeOptions::default()).unwrap();
         assert_eq!(listing(&out), [("e".to_owned(), "Symlink /etc/passwd".to_owned())]);
     }
 }

@@ -77,6 +77,15 @@ fn cp_follows_dockers_rules_out_of_and_into_a_stopped_container() {
     std::fs::write(h("data/more/x"), "x\n").unwrap();
     b.ok(&["cp", &p(&h("fixture.txt")), "t:/out/"]);
     b.ok(&["cp", &p(&h("data")), "t:/srv"]);
+    // A host directory's contents with `/.`, relative to the working directory too.
+    b.cmd(&["cp", "data/.", "t:/out/sub"]).current_dir(host.path()).status().unwrap();
+    let flat = b.cmd(&["cp", "t:/out/sub", "-"]).output().unwrap();
+    let flat: Vec<String> = tar::Archive::new(&flat.stdout[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(flat.contains(&"sub/more/x".to_owned()) && !flat.iter().any(|n| n.starts_with("sub/data")), "{flat:?}");
     let out = b.output(&["start", "-a", "t"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let seen = b.ok(&["cp", "t:/out/fixture.txt", "-"]);
@@ -95,7 +104,8 @@ fn cp_follows_dockers_rules_out_of_and_into_a_stopped_container() {
 #[test]
 fn cp_reaches_a_running_container_and_keeps_owners_only_with_a() {
     let Some(b) = setup() else { return };
-    b.ok(&["run", "-d", "--name", "svc", "busybox", "sh", "-c", "echo live > /tmp/state; sleep 60"]);
+    let script = "echo live > /tmp/state; while :; do echo line >> /tmp/app.log; done";
+    b.ok(&["run", "-d", "--name", "svc", "busybox", "sh", "-c", script]);
     let host = tempfile::tempdir().unwrap();
     let owned = host.path().join("owned.txt");
     std::fs::write(&owned, "mine\n").unwrap();
@@ -108,8 +118,31 @@ fn cp_reaches_a_running_container_and_keeps_owners_only_with_a() {
     let back = host.path().join("state");
     b.ok(&["cp", "svc:/tmp/state", &p(&back)]);
     assert_eq!(read(&back), "live\n");
+    // Out, the copy is the caller's, `-a` or not (as docker's), and never set-id on the host.
+    b.ok(&["exec", "svc", "sh", "-c", "cp /bin/busybox /tmp/suid && chmod 4755 /tmp/suid"]);
     b.ok(&["cp", "-a", "svc:/tmp/kept", &p(&host.path().join("kept"))]);
-    assert_eq!(std::fs::metadata(host.path().join("kept")).unwrap().uid(), 1234);
+    b.ok(&["cp", "svc:/tmp/suid", &p(&host.path().join("suid"))]);
+    assert_eq!(std::fs::metadata(host.path().join("kept")).unwrap().uid(), 0);
+    assert_eq!(std::fs::metadata(host.path().join("suid")).unwrap().mode() & 0o7777, 0o755, "setuid dropped");
+    // A file the container is still writing is copied as it was (docker's), every time.
+    for round in 0..5 {
+        let to = host.path().join(format!("app-{round}.log"));
+        b.ok(&["cp", "svc:/tmp/app.log", &p(&to)]);
+        assert!(read(&to).lines().all(|l| l == "line" || l.is_empty()), "round {round}");
+    }
+    // /proc and /sys are the kernel's, not the container's files: never read (the host's
+    // kernel log is /proc/kmsg); a copy of the root leaves them out.
+    let kmsg = b.output(&["cp", "svc:/proc/kmsg", "-"]);
+    assert!(!kmsg.status.success() && kmsg.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&kmsg.stderr).contains("kernel filesystem"), "{kmsg:?}");
+    let root = b.cmd(&["cp", "svc:/", "-"]).output().unwrap();
+    assert!(root.status.success(), "{}", String::from_utf8_lossy(&root.stderr));
+    let names: Vec<String> = tar::Archive::new(&root.stdout[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(names.contains(&"tmp/app.log".to_owned()) && !names.iter().any(|n| n.starts_with("proc/1")));
 }
 
 #[test]

@@ -131,24 +131,30 @@ impl Side<'_> {
 }
 
 /// Copies `src` of container `c` to `dest` on the host (`cp CONTAINER:SRC DEST`).
+/// The copy belongs to the user running berth (as docker's, `-a` or not), without set-id
+/// bits: a container's files must not become set-id programs on the host.
 pub fn copy_out(c: &Container, src: &str, dest: &Path, opts: CopyOptions) -> Result<()> {
     let host_root = host_root()?;
     let dest = absolute(dest)?;
+    let tree = crate::treetar::TreeOptions { strip_setid: true, ..Default::default() };
     with_root(c, |root| {
         let from = Side { root, who: format!("container {}", c.config.name) };
         let to = Side { root: &host_root, who: "the host".into() };
-        transfer(&from, src, &to, &dest, opts)
+        transfer((&from, src), (&to, &dest), CopyOptions { archive: false, ..opts }, tree)
     })
 }
 
 /// Copies `src` on the host into container `c` at `dest` (`cp SRC CONTAINER:DEST`).
+/// Without `-a` the copy belongs to the container's root and has no set-id bits, as
+/// docker's; with it, the host's owners and modes are kept.
 pub fn copy_in(src: &Path, c: &Container, dest: &str, opts: CopyOptions) -> Result<()> {
     let host_root = host_root()?;
     let src = absolute(src)?;
+    let tree = crate::treetar::TreeOptions { strip_setid: !opts.archive, ..Default::default() };
     with_root(c, |root| {
         let from = Side { root: &host_root, who: "the host".into() };
         let to = Side { root, who: format!("container {}", c.config.name) };
-        transfer(&from, &src, &to, dest, opts)
+        transfer((&from, &src), (&to, dest), opts, tree)
     })
 }
 
@@ -158,7 +164,8 @@ pub fn archive_out(c: &Container, src: &str, out: impl std::io::Write + Send, op
         let from = Side { root, who: format!("container {}", c.config.name) };
         let (fd, is_dir) = source(&from, src, opts)?;
         let name = plan(src, is_dir, "/", Found::Dir)?.name;
-        crate::treetar::write_tree(&fd, name.as_deref(), out).map_err(super::io_err("archive", Path::new(src)))
+        let tree = crate::treetar::TreeOptions::default();
+        crate::treetar::write_tree(&fd, name.as_deref(), out, tree).map_err(super::io_err("archive", Path::new(src)))
     })
 }
 
@@ -166,7 +173,8 @@ pub fn archive_out(c: &Container, src: &str, out: impl std::io::Write + Send, op
 /// rootfs with its changes, the entries named from its root (`etc/`, `bin/sh`, ...). What a
 /// running container has mounted on it (/proc, /sys, /dev, volumes) is not gone into.
 pub fn export(c: &Container, out: impl std::io::Write + Send) -> Result<()> {
-    with_root(c, |root| crate::treetar::write_root(root, out).map_err(super::io_err("export", &c.dir)))
+    let tree = crate::treetar::TreeOptions { one_filesystem: true, ..Default::default() };
+    with_root(c, |root| crate::treetar::write_tree(root, None, out, tree).map_err(super::io_err("export", &c.dir)))
 }
 
 /// Unpacks the tar stream `input` into the directory `dest` of container `c` (`cp - CONTAINER:DEST`).
@@ -187,20 +195,29 @@ fn source(from: &Side, src: &str, opts: CopyOptions) -> Result<(OwnedFd, bool)> 
     from.open(src, follow)?.ok_or_else(|| Error::Config(format!("could not find {src} in {}", from.who)))
 }
 
-/// The copy: `src` of `from` archived and unpacked where [`plan`] puts it in `to`.
-fn transfer(from: &Side, src: &str, to: &Side, dest: &str, opts: CopyOptions) -> Result<()> {
+/// The copy: `src` of `from` archived (as `tree` says) and unpacked where [`plan`] puts it
+/// in `to`.
+fn transfer(
+    (from, src): (&Side, &str),
+    (to, dest): (&Side, &str),
+    opts: CopyOptions,
+    tree: crate::treetar::TreeOptions,
+) -> Result<()> {
     let (fd, is_dir) = source(from, src, opts)?;
     let plan = plan(src, is_dir, dest, to.found(dest)?)?;
     let (dir, _) =
         to.open(&plan.dir, true)?.ok_or_else(|| Error::Config(format!("no such directory: {}", plan.dir)))?;
     let (reader, writer) = std::io::pipe().map_err(super::io_err("pipe for", Path::new(src)))?;
     std::thread::scope(|s| {
-        let archiving = s.spawn(move || crate::treetar::write_tree(&fd, plan.name.as_deref(), writer));
+        let archiving = s.spawn(move || crate::treetar::write_tree(&fd, plan.name.as_deref(), writer, tree));
         let unpacked = unpack_into(reader, &dir, &plan.dir, opts);
         let archived = archiving.join().unwrap_or_else(|_| Err(std::io::Error::other("the archiving thread panicked")));
-        // The unpacker's error says more (the archive's end is its consequence).
-        unpacked?;
-        archived.map_err(super::io_err("archive", Path::new(src)))
+        match (unpacked, archived) {
+            // The archive was cut short by the unpacker's failure: that one says why.
+            (Err(e), Err(a)) if a.kind() == std::io::ErrorKind::BrokenPipe => Err(e),
+            (_, Err(a)) => Err(super::io_err("archive", Path::new(src))(a)),
+            (unpacked, Ok(())) => unpacked,
+        }
     })
 }
 
@@ -213,7 +230,16 @@ fn unpack_into(input: impl std::io::Read, dir: &OwnedFd, shown: &str, opts: Copy
         ..Default::default()
     };
     let at = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
-    crate::unpack::unpack(input, &at, &unpack).map(drop).map_err(|e| Error::Config(format!("copy into {shown}: {e}")))
+    crate::unpack::unpack(input, &at, &unpack).map(drop).map_err(|e| {
+        // The whole chain: `create file "x": Read-only file system`.
+        let mut why = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            why = format!("{why}: {s}");
+            source = s.source();
+        }
+        Error::Config(format!("copy into {shown}: {why}"))
+    })
 }
 
 /// The host's `/`, for paths resolved as usual.
@@ -222,10 +248,24 @@ fn host_root() -> Result<OwnedFd> {
     rustix::fs::open("/", flags, rustix::fs::Mode::empty()).map_err(|e| super::io_err("open", Path::new("/"))(e.into()))
 }
 
-/// `p` made absolute against the working directory, as text.
+/// `p` made absolute against the working directory, as text, with the `/.` or `/` it ended
+/// with (docker's "the contents of"; `std::path::absolute` drops them).
 fn absolute(p: &Path) -> Result<String> {
-    let p = std::path::absolute(p).map_err(super::io_err("resolve", p))?;
-    Ok(p.to_string_lossy().into_owned())
+    let given = p.to_string_lossy();
+    let suffix = if given == "." || given.ends_with("/.") {
+        "/."
+    } else if given.ends_with('/') {
+        "/"
+    } else {
+        ""
+    };
+    let abs = std::path::absolute(p).map_err(super::io_err("resolve", p))?;
+    let abs = abs.to_string_lossy();
+    Ok(match (abs.trim_end_matches('/'), suffix) {
+        ("", "/.") => "/.".to_owned(),
+        ("", _) => "/".to_owned(),
+        (base, suffix) => format!("{base}{suffix}"),
+    })
 }
 
 /// Runs `f` with the root of `c`'s files: `/proc/<pid>/root` while it runs, else its
@@ -280,6 +320,16 @@ mod tests {
         let e = plan("/app/out", true, "/tmp/file", Found::Other).unwrap_err().to_string();
         assert!(e.contains("cannot copy a directory to a file"), "{e}");
         assert_eq!(plan("/", true, "/tmp", Found::Dir).unwrap(), p("/tmp", None), "a root's contents");
+    }
+
+    #[test]
+    fn host_paths_keep_the_contents_marker() {
+        let cwd = std::env::current_dir().unwrap().display().to_string();
+        assert_eq!(absolute(Path::new("d/.")).unwrap(), format!("{cwd}/d/."));
+        assert_eq!(absolute(Path::new(".")).unwrap(), format!("{cwd}/."));
+        assert_eq!(absolute(Path::new("d/")).unwrap(), format!("{cwd}/d/"));
+        assert_eq!(absolute(Path::new("/")).unwrap(), "/");
+        assert_eq!(absolute(Path::new("/tmp/x")).unwrap(), "/tmp/x");
     }
 
     #[test]
