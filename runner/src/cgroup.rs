@@ -82,24 +82,8 @@ impl Cgroup {
     }
 
     fn setup(&mut self, id: &str, limits: &Limits) -> std::io::Result<()> {
-        let mut make = |name: &str, v1: &str| -> std::io::Result<(PathBuf, bool)> {
-            let (base, v2) = controller_dir(name, v1)
-                .ok_or_else(|| std::io::Error::other(format!("the {name} cgroup controller is not available")))?;
-            let parent = base.join("berth");
-            if v2 && !parent.exists() {
-                std::fs::create_dir_all(&parent).map_err(|e| io("create", &parent, e))?;
-                write(&base.join("cgroup.subtree_control"), &format!("+{name}"))?;
-                write(&parent.join("cgroup.subtree_control"), &format!("+{name}"))?;
-            }
-            let dir = parent.join(id);
-            std::fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
-            if !self.dirs.contains(&dir) {
-                self.dirs.push(dir.clone());
-            }
-            Ok((dir, v2))
-        };
         if let Some(m) = limits.memory {
-            let (dir, v2) = make("memory", "memory")?;
+            let (dir, v2) = self.make(id, "memory")?;
             if v2 {
                 write(&dir.join("memory.max"), &m.to_string())?;
                 let _ = write(&dir.join("memory.swap.max"), "0");
@@ -110,13 +94,13 @@ impl Cgroup {
             }
         }
         if let Some(p) = limits.pids {
-            let (dir, _) = make("pids", "pids")?;
+            let (dir, _) = self.make(id, "pids")?;
             write(&dir.join("pids.max"), &p.to_string())?;
         }
         if let Some(c) = limits.cpus {
             let period = 100_000u64;
             let quota = ((c * period as f64).round() as u64).max(1000);
-            let (dir, v2) = make("cpu", "cpu")?;
+            let (dir, v2) = self.make(id, "cpu")?;
             if v2 {
                 write(&dir.join("cpu.max"), &format!("{quota} {period}"))?;
             } else {
@@ -124,7 +108,40 @@ impl Cgroup {
                 write(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
             }
         }
+        // On v1, a group in every hierarchy a runtime reads, as docker makes them: the JVM
+        // takes its limits from cgroups only when it finds all of memory, cpu, cpuacct and
+        // cpuset (else it sizes its heap from the host's memory).
+        for name in V1_ALWAYS {
+            if matches!(controller_dir(name, name), Some((_, false))) {
+                self.make(id, name)?;
+            }
+        }
         Ok(())
+    }
+
+    /// Makes `berth/<id>` under controller `name` (enabling it on the way on v2; giving a
+    /// v1 cpuset group its parent's CPUs and memory nodes, without which it takes no
+    /// process), once; its directory and whether it is v2.
+    fn make(&mut self, id: &str, name: &str) -> std::io::Result<(PathBuf, bool)> {
+        let (base, v2) = controller_dir(name, name)
+            .ok_or_else(|| std::io::Error::other(format!("the {name} cgroup controller is not available")))?;
+        let parent = base.join("berth");
+        if v2 && !parent.exists() {
+            std::fs::create_dir_all(&parent).map_err(|e| io("create", &parent, e))?;
+            write(&base.join("cgroup.subtree_control"), &format!("+{name}"))?;
+            write(&parent.join("cgroup.subtree_control"), &format!("+{name}"))?;
+        }
+        let dir = parent.join(id);
+        std::fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
+        if name == "cpuset" && !v2 {
+            for (from, to) in [(&base, &parent), (&parent, &dir)] {
+                inherit_cpuset(from, to)?;
+            }
+        }
+        if !self.dirs.contains(&dir) {
+            self.dirs.push(dir.clone());
+        }
+        Ok((dir, v2))
     }
 
     /// The groups of container `id` that exist now, wherever a controller put them: for a
@@ -177,6 +194,21 @@ impl Cgroup {
     }
 }
 
+/// The v1 hierarchies a container with any limit gets a group in.
+const V1_ALWAYS: [&str; 5] = ["memory", "cpu", "cpuacct", "cpuset", "pids"];
+
+/// Gives the v1 cpuset group `to` the CPUs and memory nodes of `from` where it has none yet.
+fn inherit_cpuset(from: &Path, to: &Path) -> std::io::Result<()> {
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        let have = std::fs::read_to_string(to.join(file)).map_err(|e| io("read", &to.join(file), e))?;
+        if have.trim().is_empty() {
+            let value = std::fs::read_to_string(from.join(file)).map_err(|e| io("read", &from.join(file), e))?;
+            write(&to.join(file), value.trim())?;
+        }
+    }
+    Ok(())
+}
+
 /// The `oom_kill N` count of a `memory.events` or `memory.oom_control` file (0 without one).
 fn oom_kills(text: &str) -> u64 {
     text.lines().filter_map(|l| l.strip_prefix("oom_kill ")).find_map(|n| n.trim().parse().ok()).unwrap_or(0)
@@ -187,7 +219,7 @@ fn oom_kills(text: &str) -> u64 {
 fn parents() -> impl Iterator<Item = String> {
     [format!("{ROOT}/berth"), format!("{ROOT}/unified/berth")]
         .into_iter()
-        .chain(["memory", "pids", "cpu"].map(|c| format!("{ROOT}/{c}/berth")))
+        .chain(V1_ALWAYS.map(|c| format!("{ROOT}/{c}/berth")))
 }
 
 /// Removes the groups of container `id` left by a supervisor that died (killing what is left).

@@ -477,16 +477,19 @@ fn print_entries(entries: &[logs::Entry], timestamps: bool) -> Result<()> {
     Ok(())
 }
 
-/// `start -a`: starts the container, prints what it writes from now on (stdout and stderr
-/// apart, from its log) until it exits, then exits with its code.
+/// `start -a`: starts the container (or, running, joins it), prints what it writes from
+/// now on (stdout and stderr apart, from its log) until it exits, passes berth's signals on
+/// to it (docker's sig-proxy), then exits with its code.
 fn start_attached(root: &Path, what: &str) -> Result<()> {
     let c = container::find(root, what)?;
-    if c.state()?.status == Status::Running {
-        bail!("container {} is already running: use berth logs -f", c.config.name);
-    }
+    // Held until the exit is read: a `--rm` container waits for it before its removal.
+    let _attached = c.attach_lock()?;
     let mut offset = std::fs::metadata(c.log_path()).map_or(0, |m| m.len());
-    control::start(&c, supervisor_command(root, &c.config.id)?)
-        .with_context(|| format!("start container {}", c.config.name))?;
+    if c.state()?.status != Status::Running {
+        control::start(&c, supervisor_command(root, &c.config.id)?)
+            .with_context(|| format!("start container {}", c.config.name))?;
+    }
+    forward_signals(&c)?;
     loop {
         // Read once more after the exit is seen: the last lines are written before it.
         let state = c.state()?;
@@ -498,6 +501,44 @@ fn start_attached(root: &Path, what: &str) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The signals `start -a` passes on, as docker's sig-proxy does (a second Ctrl-C too).
+const PROXIED: [rustix::process::Signal; 6] = [
+    rustix::process::Signal::INT,
+    rustix::process::Signal::TERM,
+    rustix::process::Signal::HUP,
+    rustix::process::Signal::QUIT,
+    rustix::process::Signal::USR1,
+    rustix::process::Signal::USR2,
+];
+
+/// Blocks [`PROXIED`] in this (only) thread and passes each one that arrives on to `c`,
+/// from a thread that waits for them; made after the supervisor is spawned, which must not
+/// inherit the blocked set.
+fn forward_signals(c: &Container) -> Result<()> {
+    // SAFETY: a sigset_t filled by sigemptyset/sigaddset, then applied to this thread; the
+    // thread made below inherits the mask and takes the signals with sigwait.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in PROXIED {
+            libc::sigaddset(&mut set, s.as_raw());
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    let c = c.clone();
+    std::thread::Builder::new().name("berth-sig-proxy".into()).spawn(move || loop {
+        let mut sig = 0;
+        // SAFETY: sigwait on the set blocked above, into a local.
+        if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+            return;
+        }
+        // Gone meanwhile: the exit is what the main loop reports.
+        let _ = control::kill(&c, sig);
+    })?;
+    Ok(())
 }
 
 /// Remove one or more containers

@@ -26,6 +26,34 @@ fn create_then_start_attached_prints_the_output_and_exits_with_the_code() {
     let out = b.output(&["start", "-a", "t"]);
     assert_eq!((out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned()), (Some(3), "out\n".into()));
     assert_eq!(b.ok(&["logs", "t"]), "out\nout\n", "both runs are in the log");
+    // With --rm: the exit code and output still reach start -a, then the container is gone.
+    b.ok(&["create", "--rm", "--name", "once", "busybox", "sh", "-c", "echo hi; exit 5"]);
+    let out = b.output(&["start", "-a", "once"]);
+    assert_eq!((out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned()), (Some(5), "hi\n".into()));
+    let gone = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while b.ok(&["ps", "-aq", "--filter", "name=^once$"]) != "" {
+        assert!(std::time::Instant::now() < gone, "--rm did not remove it");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // A running container is joined; berth's signals are passed on to it (docker's sig-proxy).
+    b.ok(&["run", "-d", "--name", "late", "busybox", "sh", "-c", "sleep 1; echo late; exit 4"]);
+    let out = b.output(&["start", "-a", "late"]);
+    assert_eq!((out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned()), (Some(4), "late\n".into()));
+    let trap = "trap 'echo got-term; exit 9' TERM; echo ready; while :; do sleep 0.1; done";
+    b.ok(&["create", "--name", "sp", "busybox", "sh", "-c", trap]);
+    let attached = b.cmd(&["start", "-a", "sp"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let ready = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !b.ok(&["logs", "sp"]).contains("ready") {
+        assert!(std::time::Instant::now() < ready, "sp did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let pid = rustix::process::Pid::from_child(&attached);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let out = attached.wait_with_output().unwrap();
+    assert_eq!(
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned()),
+        (Some(9), "ready\ngot-term\n".into())
+    );
     let err = b.fails(&["start", "-a", "t", "t"]);
     assert!(err.contains("multiple containers"), "{err}");
     let err = b.fails(&["create", "-d", "busybox", "true"]);

@@ -338,6 +338,27 @@ impl Container {
         self.lock("supervisor.lock", FlockOperation::NonBlockingLockExclusive)
     }
 
+    /// Held (shared) by `start -a` from before the start until it has read the exit: a
+    /// `--rm` container is not removed under it ([`Container::wait_for_attached`]).
+    pub fn attach_lock(&self) -> Result<Option<File>> {
+        self.lock("attach.lock", FlockOperation::LockShared)
+    }
+
+    /// Waits (at most `limit`) until no `start -a` holds [`Container::attach_lock`], so that
+    /// it reads the exit before a `--rm` removal; true if none holds it.
+    pub fn wait_for_attached(&self, limit: std::time::Duration) -> Result<bool> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if self.lock("attach.lock", FlockOperation::NonBlockingLockExclusive)?.is_some() {
+                return Ok(true);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// The state as last recorded, without reconciling.
     pub fn read_state(&self) -> Result<State> {
         let path = self.dir.join("state.json");

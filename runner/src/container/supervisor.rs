@@ -67,6 +67,8 @@ fn supervise(c: &Container, ready: &mut Option<File>) -> Result<i32> {
     }
     let code = code?;
     if config.auto_remove {
+        // A `start -a` reads the exit first (a hung one is not waited for long).
+        c.wait_for_attached(Duration::from_secs(10))?;
         c.remove(snapshotter.as_ref())?;
     }
     Ok(code)
