@@ -31,7 +31,7 @@ fn create_then_start_attached_prints_the_output_and_exits_with_the_code() {
     let out = b.output(&["start", "-a", "once"]);
     assert_eq!((out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned()), (Some(5), "hi\n".into()));
     let gone = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while b.ok(&["ps", "-aq", "--filter", "name=^once$"]) != "" {
+    while !b.ok(&["ps", "-aq", "--filter", "name=^once$"]).is_empty() {
         assert!(std::time::Instant::now() < gone, "--rm did not remove it");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
