@@ -232,7 +232,13 @@ DOCKERD_PID=""
 DOCKERD_DIR=""
 dockerd_made_run=0
 dockerd_start() {
+  dockerd_launch "$1" --iptables=false --ip6tables=false --ip-masq=false
+}
+# dockerd_launch DIR [FLAG...]: dockerd_start's daemon with FLAG... instead of its three
+# iptables flags (network.sh runs it with docker's own rules, in a namespace of its own).
+dockerd_launch() {
   local dir=$1 i
+  shift
   command -v dockerd >/dev/null || die "dockerd is missing: run ./setup --deps (docker.io)"
   [ -x /usr/bin/docker ] || die "/usr/bin/docker is missing: run ./setup --deps (docker.io)"
   DOCKERD_DIR=$dir
@@ -241,7 +247,7 @@ dockerd_start() {
   [ -d /run/docker ] || dockerd_made_run=1
   [ ! -S /run/containerd/containerd.sock ] ||
     say "note: a system containerd runs; dockerd will use it (namespace moby) instead of its own"
-  dockerd --config-file "$dir/daemon.json" --iptables=false --ip6tables=false --ip-masq=false \
+  dockerd --config-file "$dir/daemon.json" "$@" \
     --bridge=none --host "unix://$dir/docker.sock" --data-root "$dir/data" \
     --exec-root "$dir/exec" --pidfile "$dir/docker.pid" --storage-driver overlay2 \
     >"$dir/dockerd.log" 2>&1 &

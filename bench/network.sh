@@ -170,23 +170,7 @@ fi
 # iptables rules it adds in that namespace (chains DOCKER_OUTPUT and DOCKER_POSTROUTING), which
 # --iptables=false does not turn off.
 dockerd_start_net() {
-  local dir=$1 i
-  DOCKERD_DIR=$dir
-  mkdir -p "$dir/client"
-  printf '{ "deprecated-key-path": "%s" }\n' "$dir/key.json" >"$dir/daemon.json"
-  [ -d /run/docker ] || dockerd_made_run=1
-  dockerd --config-file "$dir/daemon.json" --bridge=none --host "unix://$dir/docker.sock" \
-    --data-root "$dir/data" --exec-root "$dir/exec" --pidfile "$dir/docker.pid" \
-    --storage-driver overlay2 >"$dir/dockerd.log" 2>&1 &
-  DOCKERD_PID=$!
-  DOCKER=(env "DOCKER_CONFIG=$dir/client" /usr/bin/docker -H "unix://$dir/docker.sock")
-  for ((i = 0; i < 300; i++)); do
-    "${DOCKER[@]}" version >/dev/null 2>&1 && return 0
-    alive "$DOCKERD_PID" || break
-    sleep 0.1
-  done
-  tail -n 20 "$dir/dockerd.log" >&2 || true
-  die "dockerd did not come up on $dir/docker.sock (log: $dir/dockerd.log)"
+  dockerd_launch "$1"
 }
 if measure docker; then
   say "starting a private dockerd (iptables: $([ "$DOCKER_IPTABLES" = 1 ] && echo on || echo off))"

@@ -154,10 +154,17 @@ impl<W: Write> TreeWriter<W> {
                 Err(rustix::io::Errno::NOENT) => continue,
                 Err(e) => return Err(e.into()),
             };
+            let st = rustix::fs::fstat(&child)?;
             if pseudo(&child)? {
+                // /proc or /sys mounted here: the directory, empty, as a mount point is.
+                if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+                    let mut header = header_of(&st);
+                    header.set_entry_type(tar::EntryType::Directory);
+                    let path = format!("{prefix}{}/", name.to_string_lossy());
+                    self.tar.append_data(&mut header, path, io::empty())?;
+                }
                 continue;
             }
-            let st = rustix::fs::fstat(&child)?;
             let path = format!("{prefix}{}", name.to_string_lossy());
             self.entry(&child, &path, &st)?;
         }

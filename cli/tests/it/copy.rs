@@ -171,6 +171,7 @@ fn cp_reaches_a_running_container_and_keeps_owners_only_with_a() {
         .map(|e| e.unwrap().path().unwrap().display().to_string())
         .collect();
     assert!(names.contains(&"tmp/app.log".to_owned()) && !names.iter().any(|n| n.starts_with("proc/1")));
+    assert!(names.contains(&"proc/".to_owned()), "the mount point stays, empty");
 }
 
 #[test]
