@@ -112,8 +112,8 @@ fn main() -> ExitCode {
         // Still the only thread: the environment may change.
         b.source_date_epoch_to_env();
     }
-    let run_like = matches!(cli.command, Command::Run(_) | Command::Create(_));
-    let failure = if run_like { ExitCode::from(RUN_FAILED) } else { ExitCode::FAILURE };
+    // docker's: `run` fails with 125, `create` (like the other commands) with 1.
+    let failure = if matches!(cli.command, Command::Run(_)) { ExitCode::from(RUN_FAILED) } else { ExitCode::FAILURE };
     // default_root reads BERTH_ROOT (an empty value counts as unset).
     let root = cli.root.clone().filter(|r| !r.as_os_str().is_empty()).unwrap_or_else(oci::ImageStore::default_root);
     if cli.command.needs_ids() {

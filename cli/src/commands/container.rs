@@ -679,6 +679,25 @@ fn network_settings(c: &Container, address: serde_json::Value) -> (serde_json::V
     (json!({"IPAddress": "", "Gateway": "", "IPPrefixLen": 0}), json!({ cfg.network.as_str(): entry }))
 }
 
+/// docker's `HostConfig.PortBindings`: the `-p` and `-P` ports as asked (`""` where the
+/// kernel chooses), by `PORT/PROTO`; null without any.
+fn port_bindings(ports: &[runner::container::ports::PortSpec]) -> serde_json::Value {
+    if ports.is_empty() {
+        return serde_json::Value::Null;
+    }
+    let mut map = serde_json::Map::new();
+    for p in ports {
+        let list = map.entry(format!("{}/{}", p.container_port, p.proto)).or_insert(serde_json::json!([]));
+        if let Some(list) = list.as_array_mut() {
+            list.push(serde_json::json!({
+                "HostIp": p.host_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                "HostPort": p.host_port.map(|port| port.to_string()).unwrap_or_default(),
+            }));
+        }
+    }
+    serde_json::Value::Object(map)
+}
+
 /// `berth inspect` of a container: docker's object shape, with the fields berth has.
 pub fn inspect_json(c: &Container) -> Result<serde_json::Value> {
     use serde_json::json;
@@ -757,6 +776,7 @@ pub fn inspect_json(c: &Container) -> Result<serde_json::Value> {
             "NanoCpus": cfg.cpus.map_or(0, |c| (c * 1e9) as u64),
             "ExtraHosts": cfg.extra_hosts,
             "Ulimits": ulimits_json(&cfg.ulimits),
+            "PortBindings": port_bindings(&cfg.ports),
             "Binds": cfg.volumes.iter().map(|v| format!("{}:{}{}", v.host.display(), v.container, if v.read_only { ":ro" } else { "" })).collect::<Vec<_>>(),
         },
         "Mounts": cfg.volumes.iter().map(|v| json!({

@@ -58,6 +58,9 @@ fn create_then_start_attached_prints_the_output_and_exits_with_the_code() {
     assert!(err.contains("multiple containers"), "{err}");
     let err = b.fails(&["create", "-d", "busybox", "true"]);
     assert!(err.contains("berth start"), "{err}");
+    // A taken name: exit 1, as docker create's (run's is 125).
+    let taken = b.output(&["create", "--name", "t", "busybox", "true"]);
+    assert_eq!(taken.status.code(), Some(1), "{taken:?}");
 }
 
 #[test]
@@ -214,6 +217,8 @@ fn export_writes_the_tree_without_what_is_mounted_on_it_and_port_says_where_port
     let script = "echo made > /made; sleep 60";
     b.ok(&["run", "-d", "--name", "w", "-p", "127.0.0.1::8080", "-v", &volume, "busybox", "sh", "-c", script]);
     // port: every published port, or one of them.
+    let bindings = b.ok(&["inspect", "-f", "{{json .HostConfig.PortBindings}}", "w"]);
+    assert_eq!(bindings.trim(), r#"{"8080/tcp":[{"HostIp":"127.0.0.1","HostPort":""}]}"#, "as asked");
     let all = b.ok(&["port", "w"]);
     let host = b.ok(&["port", "w", "8080"]);
     assert!(host.starts_with("127.0.0.1:") && all == format!("8080/tcp -> {host}"), "{all} / {host}");
