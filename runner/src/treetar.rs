@@ -44,11 +44,11 @@ pub fn write_tree(fd: &OwnedFd, name: Option<&str>, out: impl Write, opts: TreeO
             "on a kernel filesystem (/proc, /sys), which is not copied",
         ));
     }
-    let device = opts.one_filesystem.then(|| rustix::fs::fstat(fd).map(|st| st.st_dev)).transpose()?;
+    let st = rustix::fs::fstat(fd)?;
+    let device = opts.one_filesystem.then_some(st.st_dev);
     let mut w = TreeWriter { tar: tar::Builder::new(out), links: HashMap::new(), device, opts };
     w.tar.mode(tar::HeaderMode::Complete);
     w.tar.follow_symlinks(false);
-    let st = rustix::fs::fstat(fd)?;
     match name {
         Some(name) => w.entry(fd, name, &st)?,
         None if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
@@ -137,6 +137,7 @@ impl<W: Write> TreeWriter<W> {
     /// Archives what directory `dir` holds, each entry under `prefix`, in name order (the
     /// same tree gives the same archive).
     fn children(&mut self, dir: &OwnedFd, prefix: &str) -> io::Result<()> {
+        let dir_device = rustix::fs::fstat(dir)?.st_dev;
         let mut names = Vec::new();
         for entry in rustix::fs::Dir::read_from(dir)? {
             let name = entry?.file_name().to_bytes().to_vec();
@@ -155,7 +156,9 @@ impl<W: Write> TreeWriter<W> {
                 Err(e) => return Err(e.into()),
             };
             let st = rustix::fs::fstat(&child)?;
-            if pseudo(&child)? {
+            // Only a mount point can be on another filesystem than its directory: only there
+            // can /proc or /sys begin.
+            if st.st_dev != dir_device && pseudo(&child)? {
                 // /proc or /sys mounted here: the directory, empty, as a mount point is.
                 if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
                     let mut header = header_of(&st);

@@ -503,31 +503,12 @@ fn start_attached(root: &Path, what: &str) -> Result<()> {
     }
 }
 
-/// The signals `start -a` passes on, as docker's sig-proxy does (a second Ctrl-C too).
-const PROXIED: [rustix::process::Signal; 6] = [
-    rustix::process::Signal::INT,
-    rustix::process::Signal::TERM,
-    rustix::process::Signal::HUP,
-    rustix::process::Signal::QUIT,
-    rustix::process::Signal::USR1,
-    rustix::process::Signal::USR2,
-];
-
-/// Blocks [`PROXIED`] in this (only) thread and passes each one that arrives on to `c`,
-/// from a thread that waits for them; made after the supervisor is spawned, which must not
-/// inherit the blocked set.
+/// Blocks the signals a foreground run passes on ([`super::run::forwarded_set`]) in this
+/// (only) thread and passes each one that arrives on to `c`, from a thread that waits for
+/// them; made after the supervisor is spawned, which must not inherit the blocked set.
 fn forward_signals(c: &Container) -> Result<()> {
-    // SAFETY: a sigset_t filled by sigemptyset/sigaddset, then applied to this thread; the
-    // thread made below inherits the mask and takes the signals with sigwait.
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in PROXIED {
-            libc::sigaddset(&mut set, s.as_raw());
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    };
+    super::run::block_forwarded(true);
+    let set = super::run::forwarded_set();
     let c = c.clone();
     std::thread::Builder::new().name("berth-sig-proxy".into()).spawn(move || loop {
         let mut sig = 0;

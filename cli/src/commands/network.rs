@@ -144,13 +144,8 @@ fn entries(root: &Path) -> Result<Vec<Entry>> {
         name: (*name).to_owned(),
         driver: match *name {
             "none" => "null",
-            other => {
-                if other == "host" {
-                    "host"
-                } else {
-                    "bridge"
-                }
-            }
+            "host" => "host",
+            _ => "bridge",
         },
         network: None,
     });

@@ -723,16 +723,24 @@ impl Run {
 /// then, not lost (and SIGHUP does not end berth). The container's process starts with none
 /// blocked (the sandbox, and std's spawn for runc and crun, clear the mask).
 pub(super) fn block_forwarded(block: bool) {
-    // SAFETY: sigset_t is plain data, filled by sigemptyset/sigaddset before use;
-    // pthread_sigmask only reads it, and fails only for an invalid `how` (it cannot here).
+    let set = forwarded_set();
+    let how = if block { libc::SIG_BLOCK } else { libc::SIG_UNBLOCK };
+    // SAFETY: pthread_sigmask only reads the set, and fails only for an invalid `how` (it
+    // cannot here).
+    unsafe { libc::pthread_sigmask(how, &set, std::ptr::null_mut()) };
+}
+
+/// The signals berth passes on to a container (docker's sig-proxy), as a signal set: SIGTERM,
+/// SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2.
+pub(super) fn forwarded_set() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data, filled by sigemptyset/sigaddset before use.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2] {
             libc::sigaddset(&mut set, sig);
         }
-        let how = if block { libc::SIG_BLOCK } else { libc::SIG_UNBLOCK };
-        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+        set
     }
 }
 

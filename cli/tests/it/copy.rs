@@ -7,6 +7,12 @@ use std::path::Path;
 
 use crate::util::{container_store as setup, p};
 
+/// The entry names of a tar archive, in order.
+fn tar_names(tar: &[u8]) -> Vec<String> {
+    let mut a = tar::Archive::new(tar);
+    a.entries().unwrap().map(|e| e.unwrap().path().unwrap().display().to_string()).collect()
+}
+
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -95,11 +101,7 @@ fn cp_follows_dockers_rules_out_of_and_into_a_stopped_container() {
     assert!(read(&h("passwd")).starts_with("root:x:0:0:"), "{}", read(&h("passwd")));
     // To stdout: a tar of the path.
     let tar = b.cmd(&["cp", "t:/out/sub", "-"]).output().unwrap();
-    let names: Vec<String> = tar::Archive::new(&tar.stdout[..])
-        .entries()
-        .unwrap()
-        .map(|e| e.unwrap().path().unwrap().display().to_string())
-        .collect();
+    let names = tar_names(&tar.stdout);
     assert_eq!(names, ["sub/", "sub/d"]);
 
     // Into the container: a file, a directory; `start` then sees them.
@@ -111,11 +113,7 @@ fn cp_follows_dockers_rules_out_of_and_into_a_stopped_container() {
     // A host directory's contents with `/.`, relative to the working directory too.
     b.cmd(&["cp", "data/.", "t:/out/sub"]).current_dir(host.path()).status().unwrap();
     let flat = b.cmd(&["cp", "t:/out/sub", "-"]).output().unwrap();
-    let flat: Vec<String> = tar::Archive::new(&flat.stdout[..])
-        .entries()
-        .unwrap()
-        .map(|e| e.unwrap().path().unwrap().display().to_string())
-        .collect();
+    let flat = tar_names(&flat.stdout);
     assert!(flat.contains(&"sub/more/x".to_owned()) && !flat.iter().any(|n| n.starts_with("sub/data")), "{flat:?}");
     let out = b.output(&["start", "-a", "t"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -168,11 +166,7 @@ fn cp_reaches_a_running_container_and_keeps_owners_only_with_a() {
     assert!(String::from_utf8_lossy(&kmsg.stderr).contains("kernel filesystem"), "{kmsg:?}");
     let root = b.cmd(&["cp", "svc:/", "-"]).output().unwrap();
     assert!(root.status.success(), "{}", String::from_utf8_lossy(&root.stderr));
-    let names: Vec<String> = tar::Archive::new(&root.stdout[..])
-        .entries()
-        .unwrap()
-        .map(|e| e.unwrap().path().unwrap().display().to_string())
-        .collect();
+    let names = tar_names(&root.stdout);
     assert!(names.contains(&"tmp/app.log".to_owned()) && !names.iter().any(|n| n.starts_with("proc/1")));
     assert!(names.contains(&"proc/".to_owned()), "the mount point stays, empty");
 }
@@ -225,13 +219,9 @@ fn export_writes_the_tree_without_what_is_mounted_on_it_and_port_says_where_port
     assert!(b.fails(&["port", "w", "81/udp"]).contains("no public port '81/udp' published for w"));
     // export, running: its files and changes; /proc, /sys, /dev and the volume only as the
     // directories they are mounted on.
-    let names = |tar: &[u8]| -> Vec<String> {
-        let mut a = tar::Archive::new(tar);
-        a.entries().unwrap().map(|e| e.unwrap().path().unwrap().display().to_string()).collect()
-    };
     let running = b.cmd(&["export", "w"]).output().unwrap();
     assert!(running.status.success(), "{}", String::from_utf8_lossy(&running.stderr));
-    let listed = names(&running.stdout);
+    let listed = tar_names(&running.stdout);
     for want in ["bin/busybox", "made", "proc/", "sys/", "vol/", "etc/passwd"] {
         assert!(listed.iter().any(|n| n == want), "{want} missing");
     }
@@ -241,7 +231,7 @@ fn export_writes_the_tree_without_what_is_mounted_on_it_and_port_says_where_port
     let out = tempfile::tempdir().unwrap();
     let file = out.path().join("w.tar");
     b.ok(&["export", "-o", &p(&file), "w"]);
-    let stopped = names(&std::fs::read(&file).unwrap());
+    let stopped = tar_names(&std::fs::read(&file).unwrap());
     assert!(stopped.contains(&"made".to_owned()) && stopped.contains(&"bin/busybox".to_owned()));
     assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 1, "no partial file left");
 }

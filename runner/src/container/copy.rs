@@ -230,16 +230,9 @@ fn unpack_into(input: impl std::io::Read, dir: &OwnedFd, shown: &str, opts: Copy
         ..Default::default()
     };
     let at = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
-    crate::unpack::unpack(input, &at, &unpack).map(drop).map_err(|e| {
-        // The whole chain: `create file "x": Read-only file system`.
-        let mut why = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            why = format!("{why}: {s}");
-            source = s.source();
-        }
-        Error::Config(format!("copy into {shown}: {why}"))
-    })
+    // The whole chain: `create file "x": Read-only file system`.
+    let unpacked = crate::unpack::unpack(input, &at, &unpack);
+    unpacked.map(drop).map_err(|e| Error::Config(format!("copy into {shown}: {}", super::error_chain(&e))))
 }
 
 /// The host's `/`, for paths resolved as usual.

@@ -187,6 +187,20 @@ pub(crate) fn open_private(path: &Path, append: bool) -> std::io::Result<File> {
     File::options().create(true).truncate(false).write(true).append(append).mode(0o600).open(path)
 }
 
+/// An error with its causes, `a: b: c` (a cause its error already ends with is not repeated).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !out.ends_with(&text) {
+            out = format!("{out}: {text}");
+        }
+        cur = s.source();
+    }
+    out
+}
+
 /// Makes `dir` (and its parents) with mode 0700 for the last one, as docker keeps its
 /// containers' directory.
 pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {

@@ -39,10 +39,10 @@ pub fn run(root: &Path, id: &str, ready: OwnedFd) -> Result<i32> {
         supervise(&c, &mut ready)
     })();
     if let Err(e) = &result {
-        eprintln!("berth: supervisor of {id}: {}", chain(e));
+        eprintln!("berth: supervisor of {id}: {}", super::error_chain(e));
         // The starting command shows this; if it is gone, the supervisor's log has it.
         if let Some(r) = ready.as_mut() {
-            let _ = write!(r, "{}", chain(e));
+            let _ = write!(r, "{}", super::error_chain(e));
         }
     }
     result
@@ -99,7 +99,7 @@ fn run_process(
             // As docker: 127 when the program is not there, 126 when it cannot be run.
             let code = e.exec_exit_code().unwrap_or(126);
             let e = Error::from(e);
-            c.update(|s| s.exited(code, Some(chain(&e))))?;
+            c.update(|s| s.exited(code, Some(super::error_chain(&e))))?;
             return Err(e);
         }
     };
@@ -182,20 +182,6 @@ impl Io {
         }
         Ok((self.out, self.err, self.stdin))
     }
-}
-
-/// An error with its causes, `a: b: c`.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !out.ends_with(&text) {
-            out = format!("{out}: {text}");
-        }
-        cur = s.source();
-    }
-    out
 }
 
 /// The main loop: binds the ports, records the start, then pumps the output, runs the

@@ -21,7 +21,6 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-
 use std::sync::Arc;
 
 use rustix::fs::{flock, FlockOperation};
@@ -62,13 +61,12 @@ pub struct Bridge {
     table: String,
     /// Its leases' directory under the host namespace's ipam directory (`""` for `berth0`).
     leases: String,
-    /// A user-defined network's: isolated from berth's other bridges, names served.
-    user: bool,
     /// `--internal`: no route out (no NAT, nothing forwarded beyond the bridge, no name
     /// forwarded by the resolver).
     internal: bool,
     /// A user-defined network's name (its containers are also `NAME.NETWORK`) and its
-    /// definition, which must still exist for the bridge to be made (a removal may race).
+    /// definition, which must still exist for the bridge to be made (a removal may race);
+    /// such a bridge is isolated from berth's others, and its names are served.
     network: Option<(String, PathBuf)>,
 }
 
@@ -81,29 +79,28 @@ impl Bridge {
             prefix: PREFIX,
             table: "berth".to_owned(),
             leases: String::new(),
-            user: false,
             internal: false,
             network: None,
         }
     }
 
-    /// A user-defined network's bridge: named after its ID, on `subnet` (the gateway's).
-    pub fn user_defined(id: &str, gateway: Ipv4Addr, prefix: u8, internal: bool) -> Bridge {
+    /// The bridge of user-defined network `n`, defined by the file `definition`: named after
+    /// its ID, on its subnet.
+    pub fn user_defined(n: &user::Network, definition: PathBuf) -> Bridge {
         Bridge {
-            name: format!("berth-{}", &id[..9]),
-            gateway,
-            prefix,
-            table: format!("berth_{}", &id[..9]),
-            leases: format!("net-{}", &id[..12]),
-            user: true,
-            internal,
-            network: None,
+            name: format!("berth-{}", &n.id[..9]),
+            gateway: n.gateway,
+            prefix: n.prefix,
+            table: format!("berth_{}", &n.id[..9]),
+            leases: format!("net-{}", &n.id[..12]),
+            internal: n.internal,
+            network: Some((n.name.to_ascii_lowercase(), definition)),
         }
     }
 
-    /// The same for the network called `name`, defined by the file `definition`.
-    pub fn of_network(self, name: &str, definition: PathBuf) -> Bridge {
-        Bridge { network: Some((name.to_ascii_lowercase(), definition)), ..self }
+    /// A user-defined network's bridge (not `berth0`).
+    fn user(&self) -> bool {
+        self.network.is_some()
     }
 
     /// The subnet's first address.
@@ -134,6 +131,12 @@ pub(crate) fn mask(prefix: u8) -> u32 {
     } else {
         u32::MAX << (32 - u32::from(prefix))
     }
+}
+
+/// Whether two subnets (`address/prefix`) share an address.
+pub(crate) fn overlaps(a: (Ipv4Addr, u8), b: (Ipv4Addr, u8)) -> bool {
+    let common = mask(a.1.min(b.1));
+    u32::from(a.0) & common == u32::from(b.0) & common
 }
 
 /// A container's place on the network, held while it runs.
@@ -382,7 +385,7 @@ impl Bridge {
             lines.push(format!("    ip saddr {}/{} oifname != \"{br}\" masquerade", self.subnet(), self.prefix));
         }
         lines.push("  }".to_owned());
-        if self.user {
+        if self.user() {
             let (out, back) = match self.internal {
                 // Nothing leaves the bridge, and nothing from elsewhere enters it.
                 true => ("", ""),
@@ -423,11 +426,7 @@ impl Route {
     /// Whether `net/prefix` shares an address with this route's destination; the default
     /// route overlaps nothing.
     pub fn overlaps(&self, net: Ipv4Addr, prefix: u8) -> bool {
-        if self.prefix == 0 {
-            return false;
-        }
-        let common = mask(self.prefix.min(prefix));
-        u32::from(self.dest) & common == u32::from(net) & common
+        self.prefix != 0 && overlaps((self.dest, self.prefix), (net, prefix))
     }
 
     /// `A.B.C.D/N`.
@@ -443,7 +442,8 @@ pub(crate) fn routes() -> std::io::Result<Vec<Route>> {
 }
 
 fn parse_routes(text: &str) -> Vec<Route> {
-    let hex = |s: &str| u32::from_str_radix(s, 16).ok().map(|v| Ipv4Addr::from(u32::from_be(v.to_le())));
+    // The kernel prints each address as the u32 it holds in network order, in host order.
+    let hex = |s: &str| u32::from_str_radix(s, 16).ok().map(|v| Ipv4Addr::from(v.to_ne_bytes()));
     text.lines()
         .skip(1)
         .filter_map(|line| {
@@ -577,13 +577,14 @@ fn members(dir: &Path) -> std::io::Result<Vec<Member>> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let Some(ip) = entry.file_name().to_str().and_then(|n| n.parse::<Ipv4Addr>().ok()) else { continue };
-        let Ok(f) = File::open(entry.path()) else { continue };
+        let Ok(mut f) = File::open(entry.path()) else { continue };
         match flock(&f, FlockOperation::NonBlockingLockShared) {
             Err(rustix::io::Errno::WOULDBLOCK) => {}
             // Free (and unlocked again as `f` closes), or unreadable: no one's.
             _ => continue,
         }
-        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let mut text = String::new();
+        let _unreadable = std::io::Read::read_to_string(&mut f, &mut text);
         let names = text.split_whitespace().map(str::to_ascii_lowercase).collect();
         found.push(Member { ip, names });
     }
@@ -625,7 +626,7 @@ pub fn attach_to(
         nl.add_address(eth0, ip, bridge.prefix)?;
         nl.link_up(eth0)?;
         nl.add_default_route(eth0, bridge.gateway)?;
-        if bridge.user {
+        if bridge.user() {
             sockets = Some(bind_resolver()?);
         }
         Ok(())
@@ -645,7 +646,7 @@ pub fn attach_to(
         };
         dns::serve(udp, tcp, lookup, upstreams).map_err(|e| err("start the network's resolver", e))?;
     }
-    let link = Link::Bridge { veth, gateway: bridge.gateway, prefix: bridge.prefix, dns: bridge.user, _lease: lease };
+    let link = Link::Bridge { veth, gateway: bridge.gateway, prefix: bridge.prefix, dns: bridge.user(), _lease: lease };
     Ok(Attachment { ip, netns, link })
 }
 
@@ -676,6 +677,21 @@ pub fn resolv_conf(host: &str) -> String {
 mod tests {
     use super::*;
 
+    /// A user-defined network's bridge, ID `0123456789abcdef...`, defined by `definition`.
+    fn user_bridge(gateway: Ipv4Addr, prefix: u8, internal: bool, definition: PathBuf) -> Bridge {
+        let n = user::Network {
+            id: format!("0123456789abcdef{}", "0".repeat(48)),
+            name: "Ci".into(),
+            created: String::new(),
+            subnet: Ipv4Addr::from(u32::from(gateway) & mask(prefix)),
+            prefix,
+            gateway,
+            internal,
+            labels: Default::default(),
+        };
+        Bridge::user_defined(&n, definition)
+    }
+
     #[test]
     fn the_nat_rule_masquerades_the_subnet_leaving_by_another_interface() {
         let rules = Bridge::default_bridge().rules();
@@ -685,8 +701,7 @@ mod tests {
 
     #[test]
     fn a_user_networks_table_drops_traffic_to_and_from_berths_other_bridges() {
-        let id = "0123456789abcdef";
-        let net = Bridge::user_defined(id, Ipv4Addr::new(10, 92, 3, 1), 24, false);
+        let net = user_bridge(Ipv4Addr::new(10, 92, 3, 1), 24, false, PathBuf::new());
         assert_eq!((net.name.as_str(), net.subnet()), ("berth-012345678", Ipv4Addr::new(10, 92, 3, 0)));
         let rules = net.rules();
         assert!(rules.starts_with("table ip berth_012345678\ndelete table ip berth_012345678\n"), "{rules}");
@@ -694,7 +709,7 @@ mod tests {
         assert!(rules.contains("iifname \"berth-012345678\" oifname != \"berth-012345678\" oifname \"berth*\" drop"));
         assert!(rules.contains("oifname \"berth-012345678\" iifname != \"berth-012345678\" iifname \"berth*\" drop"));
         // Internal: no masquerade, and nothing crosses the bridge's edge at all.
-        let sealed = Bridge::user_defined(id, Ipv4Addr::new(10, 92, 3, 1), 24, true).rules();
+        let sealed = user_bridge(Ipv4Addr::new(10, 92, 3, 1), 24, true, PathBuf::new()).rules();
         assert!(!sealed.contains("masquerade"), "{sealed}");
         assert!(sealed.contains("iifname \"berth-012345678\" oifname != \"berth-012345678\" drop"), "{sealed}");
         // berth0's table has no forward chain: docker0's containers reach the outside as before.
@@ -703,7 +718,7 @@ mod tests {
 
     #[test]
     fn addresses_skip_the_gateway_the_network_and_broadcast() {
-        let net = Bridge::user_defined("0123456789abcdef", Ipv4Addr::new(10, 92, 0, 5), 29, false);
+        let net = user_bridge(Ipv4Addr::new(10, 92, 0, 5), 29, false, PathBuf::new());
         let hosts: Vec<String> = net.hosts().map(|ip| ip.to_string()).collect();
         assert_eq!(hosts, ["10.92.0.1", "10.92.0.2", "10.92.0.3", "10.92.0.4", "10.92.0.6"]);
     }
@@ -748,11 +763,10 @@ mod tests {
         }
         // The definition is gone (`network rm` took it under the lock): the run's ensure
         // fails, and no bridge appears.
-        let id = crate::container::new_id();
-        let gone = std::env::temp_dir().join(format!("berth-gone-{}.json", &id[..8]));
-        let bridge = Bridge::user_defined(&id, Ipv4Addr::new(10, 99, 254, 1), 24, false).of_network("Gone", gone);
+        let gone = std::env::temp_dir().join(format!("berth-gone-{}.json", std::process::id()));
+        let bridge = user_bridge(Ipv4Addr::new(10, 99, 254, 1), 24, false, gone);
         let e = bridge.ensure().unwrap_err();
-        assert_eq!((e.kind(), e.to_string()), (std::io::ErrorKind::NotFound, "network gone not found".to_owned()));
+        assert_eq!((e.kind(), e.to_string()), (std::io::ErrorKind::NotFound, "network ci not found".to_owned()));
         assert!(!link_exists(&bridge.name).unwrap());
         let _ = std::fs::remove_dir_all(bridge.lease_dir().unwrap());
     }

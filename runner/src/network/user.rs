@@ -83,8 +83,7 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
 impl Network {
     /// Its bridge on the host, in the store at `root`.
     pub fn bridge(&self, root: &Path) -> Bridge {
-        Bridge::user_defined(&self.id, self.gateway, self.prefix, self.internal)
-            .of_network(&self.name, definition(root, &self.name))
+        Bridge::user_defined(self, definition(root, &self.name))
     }
 }
 
@@ -121,16 +120,17 @@ pub fn create(root: &Path, name: &str, options: Options) -> Result<Network, Erro
     let lock = crate::container::open_private(&dir.join(".lock"), false).map_err(io("lock the networks"))?;
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
         .map_err(|e| io("lock the networks")(e.into()))?;
-    if list(root)?.iter().any(|n| n.name == name) {
+    let existing = list(root)?;
+    if existing.iter().any(|n| n.name == name) {
         return Err(Error::Invalid(format!("network with name {name} already exists")));
     }
-    let taken: Vec<(Ipv4Addr, u8)> = list(root)?.iter().map(|n| (n.subnet, n.prefix)).collect();
+    let taken: Vec<(Ipv4Addr, u8)> = existing.iter().map(|n| (n.subnet, n.prefix)).collect();
     // Host-wide: two stores creating at once must not pick one subnet.
     let _host = super::network_lock().map_err(io("lock the host's networks"))?;
     let routes = super::routes().map_err(io("read the host's routes"))?;
     let free = |net: Ipv4Addr, prefix: u8| {
         let clash = routes.iter().find(|r| r.overlaps(net, prefix)).map(|r| format!("{} on {}", r.net(), r.iface));
-        let ours = taken.iter().find(|t| overlaps(**t, (net, prefix))).map(|t| format!("{}/{}", t.0, t.1));
+        let ours = taken.iter().find(|t| super::overlaps(**t, (net, prefix))).map(|t| format!("{}/{}", t.0, t.1));
         clash.or(ours)
     };
     let (subnet, prefix) = match options.subnet {
@@ -159,7 +159,7 @@ pub fn create(root: &Path, name: &str, options: Options) -> Result<Network, Erro
         labels: options.labels,
     };
     // Written first: the bridge is made only for a network that is defined.
-    write(&dir, &network)?;
+    write(root, &network)?;
     if let Err(e) = network.bridge(root).ensure_locked() {
         let _ = std::fs::remove_file(definition(root, name));
         return Err(io(format!("make the bridge of network {name}"))(e));
@@ -190,14 +190,9 @@ fn gateway(net: Ipv4Addr, prefix: u8, given: Option<Ipv4Addr>) -> Result<Ipv4Add
     }
 }
 
-fn overlaps(a: (Ipv4Addr, u8), b: (Ipv4Addr, u8)) -> bool {
-    let common = super::mask(a.1.min(b.1));
-    u32::from(a.0) & common == u32::from(b.0) & common
-}
-
-fn write(dir: &Path, network: &Network) -> Result<(), Error> {
-    let path = dir.join(format!("{}.json", network.name));
-    let tmp = dir.join(format!(".{}.json.tmp", network.name));
+fn write(root: &Path, network: &Network) -> Result<(), Error> {
+    let path = definition(root, &network.name);
+    let tmp = dir(root).join(format!(".{}.json.tmp", network.name));
     let json = serde_json::to_vec_pretty(network).map_err(|e| io("encode the network")(e.into()))?;
     std::fs::write(&tmp, json).map_err(io(format!("write {}", tmp.display())))?;
     std::fs::rename(&tmp, &path).map_err(io(format!("write {}", path.display())))
@@ -243,8 +238,9 @@ pub fn find(root: &Path, name: &str) -> Result<Network, Error> {
     }
 }
 
-/// Removes `network`: its bridge and rules, then its definition; refused while a container
-/// holds an address on it, as docker refuses a network with active endpoints.
+/// Removes `network`: its definition, then its bridge and rules, under the host's network
+/// lock; refused while a container holds an address on it, as docker refuses a network with
+/// active endpoints.
 pub fn remove(root: &Path, network: &Network) -> Result<(), Error> {
     let path = definition(root, &network.name);
     network.bridge(root).remove(|| std::fs::remove_file(&path)).map_err(|e| match e.kind() {
@@ -286,8 +282,8 @@ mod tests {
     fn the_pool_is_10_92_to_10_99_in_24s() {
         assert_eq!(Ipv4Addr::from(*POOL.start() << 8), Ipv4Addr::new(10, 92, 0, 0));
         assert_eq!(Ipv4Addr::from(*POOL.end() << 8), Ipv4Addr::new(10, 99, 255, 0));
-        assert!(overlaps((Ipv4Addr::new(10, 91, 0, 0), 16), (Ipv4Addr::new(10, 91, 3, 0), 24)));
-        assert!(!overlaps((Ipv4Addr::new(10, 91, 2, 0), 24), (Ipv4Addr::new(10, 91, 3, 0), 24)));
+        assert!(super::super::overlaps((Ipv4Addr::new(10, 91, 0, 0), 16), (Ipv4Addr::new(10, 91, 3, 0), 24)));
+        assert!(!super::super::overlaps((Ipv4Addr::new(10, 91, 2, 0), 24), (Ipv4Addr::new(10, 91, 3, 0), 24)));
     }
 
     #[test]
@@ -305,8 +301,8 @@ mod tests {
             internal: false,
             labels: BTreeMap::new(),
         };
-        write(&dir(&root), &net("ci", &format!("ab1{}", "0".repeat(61)))).unwrap();
-        write(&dir(&root), &net("db", &format!("ab2{}", "0".repeat(61)))).unwrap();
+        write(&root, &net("ci", &format!("ab1{}", "0".repeat(61)))).unwrap();
+        write(&root, &net("db", &format!("ab2{}", "0".repeat(61)))).unwrap();
         assert_eq!(find(&root, "db").unwrap().name, "db");
         assert_eq!(find(&root, "ab1").unwrap().name, "ci");
         assert!(matches!(find(&root, "ab"), Err(Error::Invalid(_))), "ambiguous");
