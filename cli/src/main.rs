@@ -68,6 +68,7 @@ enum Command {
     #[command(name = "__supervise", hide = true)]
     Supervise(commands::container::Supervise),
     Network(commands::network::NetworkCmd),
+    Volume(commands::volume::VolumeCmd),
     System(commands::system::SystemCmd),
     Builder(commands::buildcache::BuilderCmd),
 }
@@ -162,6 +163,7 @@ fn main() -> ExitCode {
         Command::Port(c) => c.run(&root),
         Command::Export(c) => c.run(&root),
         Command::Network(c) => c.run(&root),
+        Command::Volume(c) => c.run(&root),
         Command::System(c) => c.run(&root),
         Command::Builder(c) => c.run(&root),
     };

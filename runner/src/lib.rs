@@ -46,3 +46,4 @@ pub mod treetar;
 pub mod unpack;
 pub mod usernet;
 pub mod userns;
+pub mod volume;

@@ -86,7 +86,7 @@ pub struct Spec {
     pub security: crate::security::Security,
 }
 
-/// A bind mount from the host: `-v HOST:CONTAINER[:ro]`.
+/// A bind mount from the host into the container: a `-v` bind or volume, or a build mount.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Volume {
     /// The host path (must exist).
@@ -95,24 +95,6 @@ pub struct Volume {
     pub container: String,
     /// Mounted read-only.
     pub read_only: bool,
-}
-
-impl std::str::FromStr for Volume {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Volume, String> {
-        let parts: Vec<&str> = s.split(':').collect();
-        let (host, container, ro) = match parts.as_slice() {
-            [h, c] => (*h, *c, false),
-            [h, c, "ro"] => (*h, *c, true),
-            [h, c, "rw"] => (*h, *c, false),
-            _ => return Err(format!("invalid volume {s:?}: expected HOST:CONTAINER[:ro|rw]")),
-        };
-        if !host.starts_with('/') || !container.starts_with('/') {
-            return Err(format!("invalid volume {s:?}: both paths must be absolute"));
-        }
-        Ok(Volume { host: host.into(), container: container.into(), read_only: ro })
-    }
 }
 
 /// What the sandbox mounts on, `(path, is a directory)`: created in the rootfs where the
@@ -306,7 +288,9 @@ fn mount_in(
 }
 
 /// Binds `source` onto `rel` inside `root` (read-only if asked).
-fn bind_into(sys: &dyn Sys, root: &Path, source: &Path, rel: &str, read_only: bool) -> std::io::Result<()> {
+/// Binds `source` (a host path) onto `rel` inside `root`, resolved in the root (made when
+/// missing), read-only if asked: a volume's mount, in a container or for `cp`.
+pub(crate) fn bind_into(sys: &dyn Sys, root: &Path, source: &Path, rel: &str, read_only: bool) -> std::io::Result<()> {
     let is_dir = sys.is_dir(source)?.ok_or_else(|| {
         std::io::Error::new(std::io::ErrorKind::NotFound, format!("{} does not exist", source.display()))
     })?;
@@ -1403,7 +1387,7 @@ mod tests {
             ids: None,
             hostname: "box".into(),
             network: Network::None,
-            volumes: vec!["/host/data:/data:ro".parse().unwrap()],
+            volumes: vec![Volume { host: "/host/data".into(), container: "/data".into(), read_only: true }],
             tmpfs: vec!["/run:size=1m".into()],
             ulimits: vec![],
             read_only,
@@ -1517,7 +1501,7 @@ mod tests {
     fn a_volume_whose_source_is_missing_is_an_error() {
         let sys = Recorder::default();
         let mut s = spec(false);
-        s.volumes = vec!["/nowhere:/data".parse().unwrap()];
+        s.volumes = vec![Volume { host: "/nowhere".into(), container: "/data".into(), read_only: false }];
         let err = build_filesystem(&sys, &s).unwrap_err();
         assert!(err.to_string().contains("/nowhere does not exist"), "{err}");
     }

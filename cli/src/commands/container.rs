@@ -139,7 +139,7 @@ pub struct Ps {
 }
 
 /// docker's filter keys that berth does not filter on (yet): refused with a clear message.
-const PS_UNSUPPORTED: &[&str] = &["before", "expose", "isolation", "is-task", "publish", "since", "volume"];
+const PS_UNSUPPORTED: &[&str] = &["before", "expose", "isolation", "is-task", "publish", "since"];
 
 /// What `ps --filter` keeps: (key, value) pairs; values of one key are alternatives. As
 /// docker's daemon, an unknown key or status or health value is an invalid filter.
@@ -149,11 +149,11 @@ fn ps_filters(given: &[String]) -> Result<Vec<(String, String)>> {
         .map(|f| {
             let (k, v) = f.split_once('=').with_context(|| format!("invalid filter {f:?}: expected KEY=VALUE"))?;
             let valid = match k {
-                "name" | "id" | "ancestor" | "exited" | "label" | "network" => true,
+                "name" | "id" | "ancestor" | "exited" | "label" | "network" | "volume" => true,
                 "status" => ["created", "restarting", "running", "removing", "paused", "exited", "dead"].contains(&v),
                 "health" => ["starting", "healthy", "unhealthy", "none"].contains(&v),
                 _ if PS_UNSUPPORTED.contains(&k) => {
-                    bail!("Invalid filter '{k}': berth filters on name, id, label, status, health, ancestor, exited, network")
+                    bail!("Invalid filter '{k}': berth filters on name, id, label, status, health, ancestor, exited, network, volume")
                 }
                 _ => bail!("Invalid filter '{k}'"),
             };
@@ -183,6 +183,8 @@ fn ps_matches(filters: &[(String, String)], c: &Container, s: &container::State)
         "network" => {
             c.config.network == v || runner::network::user::find(c.root(), v).is_ok_and(|n| n.name == c.config.network)
         }
+        // docker's: a volume's name or a mount's destination.
+        "volume" => c.config.volumes.iter().any(|m| m.volume.as_deref() == Some(v) || m.container == v),
         // docker's: `label=KEY` (set, any value) or `label=KEY=VALUE`.
         "label" => match v.split_once('=') {
             Some((k, want)) => c.config.labels.get(k).is_some_and(|have| have == want),
@@ -292,8 +294,8 @@ fn ulimits_json(given: &[String]) -> serde_json::Value {
 }
 
 /// A `ps` row as docker's `--format` fields: `Labels` is docker's `k=v,k=v` string (its
-/// pairs sorted as text), `CreatedAt` a Go time, `Mounts` the sources of `-v`, `Networks`
-/// the network's name.
+/// pairs sorted as text), `CreatedAt` a Go time, `Mounts` the volumes' names and the binds'
+/// sources, `Networks` the network's name.
 fn ps_object(row: &[String], state: &container::State, c: &Container) -> serde_json::Value {
     let mut labels: Vec<String> = c.config.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
     labels.sort();
@@ -302,8 +304,10 @@ fn ps_object(row: &[String], state: &container::State, c: &Container) -> serde_j
         "ID": row[0], "Image": row[1], "Command": row[2], "RunningFor": row[3], "Status": row[4],
         "Ports": row[5], "Names": row[6], "State": state.status.as_str(),
         "CreatedAt": created.unwrap_or_else(|| c.config.created.clone()), "Labels": labels.join(","),
-        // docker's: the mounts' sources, and the network's name.
-        "Mounts": c.config.volumes.iter().map(|v| v.host.display().to_string()).collect::<Vec<_>>().join(","),
+        // docker's: the volumes' names and the binds' sources, and the network's name.
+        "Mounts": c.config.volumes.iter()
+            .map(|v| v.volume.clone().unwrap_or_else(|| v.host.display().to_string()))
+            .collect::<Vec<_>>().join(","),
         "Networks": c.config.network,
     })
 }
@@ -532,10 +536,14 @@ pub struct Rm {
     /// Force the removal of a running container (uses SIGKILL)
     #[arg(short, long)]
     force: bool,
+    /// Remove the anonymous volumes of the container too
+    #[arg(short, long)]
+    volumes: bool,
 }
 
 impl Rm {
-    /// Removes each container's snapshot and directory (killing it first with -f).
+    /// Removes each container's snapshot and directory (killing it first with -f), and with
+    /// -v its anonymous volumes.
     pub fn run(self, root: &Path) -> Result<()> {
         let snaps = snapshotter(root)?;
         each(&self.names, |what| {
@@ -553,7 +561,12 @@ impl Rm {
             })();
             match removed {
                 // Its supervisor removed it first (`--rm`): removed all the same.
-                Ok(()) | Err(container::Error::NotFound(_)) => Ok(true),
+                Ok(()) | Err(container::Error::NotFound(_)) => {
+                    if self.volumes {
+                        super::run::warn_all(c.remove_anonymous_volumes());
+                    }
+                    Ok(true)
+                }
                 Err(e) => Err(e.into()),
             }
         })
@@ -735,6 +748,8 @@ pub fn inspect_json(c: &Container) -> Result<serde_json::Value> {
             "Env": cfg.config_env(),
             "Cmd": cfg.args,
             "Image": cfg.image,
+            // docker's: the anonymous volumes' paths (the image's VOLUME and `-v /path`).
+            "Volumes": cfg.volumes.iter().filter(|v| v.anonymous).map(|v| (v.container.clone(), json!({}))).collect::<serde_json::Map<_, _>>(),
             "WorkingDir": cfg.cwd,
             "StopSignal": cfg.stop_signal,
             "StopTimeout": cfg.stop_timeout,
@@ -758,12 +773,9 @@ pub fn inspect_json(c: &Container) -> Result<serde_json::Value> {
             "ExtraHosts": cfg.extra_hosts,
             "Ulimits": ulimits_json(&cfg.ulimits),
             "PortBindings": port_bindings(&cfg.ports),
-            "Binds": cfg.volumes.iter().map(|v| format!("{}:{}{}", v.host.display(), v.container, if v.read_only { ":ro" } else { "" })).collect::<Vec<_>>(),
+            "Binds": binds(&cfg.volumes),
         },
-        "Mounts": cfg.volumes.iter().map(|v| json!({
-            "Type": "bind", "Source": v.host, "Destination": v.container,
-            "Mode": if v.read_only { "ro" } else { "" }, "RW": !v.read_only, "Propagation": "rprivate",
-        })).collect::<Vec<_>>(),
+        "Mounts": mounts_json(&cfg.volumes),
         "NetworkSettings": {
             "Ports": ports,
             "IPAddress": top["IPAddress"],
@@ -773,6 +785,36 @@ pub fn inspect_json(c: &Container) -> Result<serde_json::Value> {
             "Networks": networks,
         },
     }))
+}
+
+/// docker's `HostConfig.Binds`: the `-v` binds and named volumes, as `SOURCE:DEST[:ro]`.
+fn binds(volumes: &[runner::container::config::VolumeConfig]) -> Vec<String> {
+    let ro = |v: &runner::container::config::VolumeConfig| if v.read_only { ":ro" } else { "" };
+    volumes
+        .iter()
+        .filter(|v| !v.anonymous)
+        .map(|v| {
+            format!("{}:{}{}", v.volume.clone().unwrap_or_else(|| v.host.display().to_string()), v.container, ro(v))
+        })
+        .collect()
+}
+
+/// docker's `Mounts`: each bind and volume with its type, source and mode.
+fn mounts_json(volumes: &[runner::container::config::VolumeConfig]) -> Vec<serde_json::Value> {
+    let mode = |v: &runner::container::config::VolumeConfig| if v.read_only { "ro" } else { "" };
+    volumes
+        .iter()
+        .map(|v| match &v.volume {
+            Some(name) => serde_json::json!({
+                "Type": "volume", "Name": name, "Source": v.host, "Destination": v.container,
+                "Driver": "local", "Mode": mode(v), "RW": !v.read_only, "Propagation": "",
+            }),
+            None => serde_json::json!({
+                "Type": "bind", "Source": v.host, "Destination": v.container,
+                "Mode": mode(v), "RW": !v.read_only, "Propagation": "rprivate",
+            }),
+        })
+        .collect()
 }
 
 /// Copy files between a container and the host

@@ -411,11 +411,11 @@ fn deletable_ids(store: &ImageStore, target: &oci::Target) -> Result<Vec<(oci::D
     after_help = "Examples:\n  berth inspect busybox\n  berth inspect app:ci | jq '.[0].Config.Env'\n  berth inspect --format '{{.State.Health.Status}}' web"
 )]
 pub struct Inspect {
-    /// Containers (names or IDs), images (names or image IDs) or networks; a container of that name comes first, then an image
+    /// Containers (names or IDs), images (names or image IDs), networks or volumes; a container of that name comes first, then an image
     #[arg(required = true, value_name = "NAME|ID")]
     images: Vec<String>,
-    /// Only containers, images or networks
-    #[arg(long = "type", value_parser = ["container", "image", "network"])]
+    /// Only containers, images, networks or volumes
+    #[arg(long = "type", value_parser = ["container", "image", "network", "volume"])]
     kind: Option<String>,
     /// Print a Go template per object instead of the JSON: {{.State.Status}},
     /// {{range .Mounts}}{{.Source}} {{end}}, {{index .Config.Labels "k"}}, {{json .Config}}
@@ -452,13 +452,17 @@ impl Inspect {
                 Err(_) => {}
             }
         }
-        if self.kind.as_deref() == Some("network") {
-            return super::network::inspect_json(root, what);
+        match self.kind.as_deref() {
+            Some("network") => return super::network::inspect_json(root, what),
+            Some("volume") => return super::volume::inspect_json(root, what),
+            _ => {}
         }
         match store.resolve(what) {
             Ok(rec) => inspect_image(store, all, &rec),
-            // docker's order: containers, images, then networks.
-            Err(e) if self.kind.is_none() => super::network::inspect_json(root, what).map_err(|_| e.into()),
+            // docker's order: containers, images, networks, then volumes.
+            Err(e) if self.kind.is_none() => super::network::inspect_json(root, what)
+                .or_else(|_| super::volume::inspect_json(root, what))
+                .map_err(|_| e.into()),
             Err(e) => Err(e.into()),
         }
     }

@@ -14,6 +14,7 @@ pub mod registry;
 pub mod run;
 pub mod system;
 pub mod transfer;
+pub mod volume;
 
 use std::path::Path;
 

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use super::open_store;
-use runner::sandbox::{Spec, Volume};
+use runner::sandbox::Spec;
 
 /// Run a command in a new container
 #[derive(Debug, Args)]
@@ -77,9 +77,13 @@ pub struct Run {
     /// Read environment variables from a file (KEY=VALUE lines, # comments)
     #[arg(long, value_name = "FILE")]
     env_file: Vec<std::path::PathBuf>,
-    /// Bind mount a host path: HOST:CONTAINER[:ro]
-    #[arg(short, long = "volume", value_name = "HOST:CONTAINER[:ro]")]
-    volume: Vec<Volume>,
+    /// Mount a volume or a host path: NAME:CONTAINER[:ro], HOST:CONTAINER[:ro], or CONTAINER
+    /// alone (an anonymous volume)
+    #[arg(short, long = "volume", value_name = "[SOURCE:]CONTAINER[:MODES]")]
+    volume: Vec<runner::volume::VolumeArg>,
+    /// Mount a volume, host path or tmpfs: type=volume|bind|tmpfs,source=...,target=...[,readonly]
+    #[arg(long, value_name = "type=TYPE,source=SRC,target=DEST")]
+    mount: Vec<runner::volume::MountArg>,
     /// Mount a fresh tmpfs at this container path
     #[arg(long, value_name = "PATH")]
     tmpfs: Vec<String>,
@@ -236,7 +240,7 @@ impl Run {
             let runs_on = oci::Platform::of_config(&image.config);
             runner::emulation::check(&runs_on, &runner::emulation::binfmt_dir()).map_err(anyhow::Error::msg)?;
         }
-        let config = self.container_config(&rec, &image)?;
+        let config = self.container_config(root, &rec, &image)?;
         self.warn_capped_ulimits();
         if self.detach {
             return self.run_detached(root, &store, &image, config);
@@ -287,7 +291,12 @@ impl Run {
     }
 
     /// The container as the flags and the image make it.
-    fn container_config(&self, rec: &oci::ImageRecord, image: &oci::store::Image) -> Result<runner::container::Config> {
+    fn container_config(
+        &self,
+        root: &Path,
+        rec: &oci::ImageRecord,
+        image: &oci::store::Image,
+    ) -> Result<runner::container::Config> {
         use runner::container::{config, health, ports};
         let cfg = image.config.config().clone().unwrap_or_default();
         let id = runner::container::new_id();
@@ -317,9 +326,11 @@ impl Run {
         });
         let stop_signal = stop_signal.unwrap_or_else(|| "SIGTERM".into());
         runner::container::control::parse_signal(&stop_signal).map_err(anyhow::Error::msg)?;
-        for t in &self.tmpfs {
+        let (mounts, tmpfs) = self.mounts();
+        for t in &tmpfs {
             runner::sandbox::check_tmpfs(t).map_err(anyhow::Error::msg)?;
         }
+        let image_volumes: Vec<String> = cfg.volumes().clone().unwrap_or_default();
         let hostname = self.hostname_for(&id);
         if hostname.len() > runner::sandbox::HOST_NAME_MAX {
             bail!(
@@ -344,16 +355,8 @@ impl Run {
             network: self.network.clone(),
             network_aliases: self.network_alias.clone(),
             network_id: self.network_id.clone(),
-            volumes: self
-                .volume
-                .iter()
-                .map(|v| config::VolumeConfig {
-                    host: v.host.clone(),
-                    container: v.container.clone(),
-                    read_only: v.read_only,
-                })
-                .collect(),
-            tmpfs: self.tmpfs.clone(),
+            volumes: runner::container::volumes::configs(root, &mounts, &image_volumes),
+            tmpfs,
             ulimits: self.ulimit.iter().map(ToString::to_string).collect(),
             read_only: self.read_only,
             init: self.init,
@@ -383,6 +386,20 @@ impl Run {
             auto_remove: self.rm,
             runtime: self.runtime.clone(),
         })
+    }
+
+    /// The `-v` and `--mount` volumes and binds, in order, and the `--tmpfs` and
+    /// `--mount type=tmpfs` paths.
+    fn mounts(&self) -> (Vec<runner::volume::VolumeArg>, Vec<String>) {
+        let mut volumes = self.volume.clone();
+        let mut tmpfs = self.tmpfs.clone();
+        for m in &self.mount {
+            match m {
+                runner::volume::MountArg::Volume(v) => volumes.push(v.clone()),
+                runner::volume::MountArg::Tmpfs(t) => tmpfs.push(t.clone()),
+            }
+        }
+        (volumes, tmpfs)
     }
 
     /// The image's labels, then `--label-file`'s and `--label`'s over them; a label without
@@ -437,9 +454,13 @@ impl Run {
         let snapshotter = super::container::snapshotter(root)?;
         let c = runner::container::create(root, &config)?;
         let key = runner::container::snapshot_key(&config.id);
-        if let Err(e) = runner::rootfs::prepare(store, image, snapshotter.as_ref(), &key) {
+        let prepared = runner::rootfs::prepare(store, image, snapshotter.as_ref(), &key)
+            .with_context(|| format!("prepare the rootfs of {}", self.image))
+            .and_then(|rootfs| Ok(runner::container::volumes::prepare(root, &config, &rootfs)?));
+        if let Err(e) = prepared {
             let _ = c.remove(snapshotter.as_ref());
-            return Err(e).with_context(|| format!("prepare the rootfs of {}", self.image));
+            warn_all(c.remove_anonymous_volumes());
+            return Err(e);
         }
         if self.create_only {
             println!("{}", config.id);
@@ -449,8 +470,8 @@ impl Run {
         if let Err(e) = started {
             // docker's 127 (no such program) or 126 (cannot run it), as the supervisor recorded.
             let code = c.state().ok().and_then(|s| s.exit_code);
-            if config.auto_remove {
-                let _ = c.remove(snapshotter.as_ref());
+            if config.auto_remove && c.remove(snapshotter.as_ref()).is_ok() {
+                warn_all(c.remove_anonymous_volumes());
             }
             let e = anyhow::Error::new(e).context(format!("start container {}", c.config.name));
             return match code {
@@ -517,7 +538,7 @@ impl Run {
         // A start that failed before `supervise` listened leaves them blocked: not for the clean-up.
         block_forwarded(false);
         let outcome = result.as_ref().map(|c| *c).map_err(|e| (start_failure_code(e).unwrap_or(-1), format!("{e:#}")));
-        prepared.finish_with(outcome, self.rm)?;
+        warn_all(prepared.finish_with(outcome, self.rm)?);
         match result {
             Ok(code) => exit_with(code),
             Err(e) => match start_failure_code(&e) {
@@ -636,6 +657,13 @@ impl Run {
 /// blanks are dropped, its trailing ones and any quotes kept; empty lines and `#` comments are
 /// skipped; a bare `NAME` takes berth's own value, or is left out where berth has none. A name
 /// that is empty or holds blanks, or bytes that are not UTF-8, are an error naming the line.
+/// Prints each of `warnings` as a warning line.
+pub(super) fn warn_all(warnings: Vec<String>) {
+    for w in warnings {
+        eprintln!("berth: warning: {w}");
+    }
+}
+
 fn env_file(name: &str, bytes: &[u8]) -> Result<Vec<String>> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         let line = bytes[..e.valid_up_to()].iter().filter(|b| **b == b'\n').count() + 1;

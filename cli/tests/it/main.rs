@@ -29,3 +29,4 @@ mod rootless;
 mod run;
 mod security;
 mod util;
+mod volumes;

@@ -105,15 +105,24 @@ fn own_runtime() -> String {
     "berth".into()
 }
 
-/// A `-v HOST:CONTAINER[:ro]` mount, stored.
+/// A `-v`/`--mount` bind or volume, or an image's `VOLUME`, stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VolumeConfig {
-    /// The host path.
+    /// The host path: a bind's source, or the volume's directory.
     pub host: PathBuf,
     /// The container path.
     pub container: String,
     /// Mounted read-only.
     pub read_only: bool,
+    /// The volume's name; None for a bind of a host path (and in older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<String>,
+    /// The volume was made for this container alone (`-v /path`, the image's `VOLUME`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub anonymous: bool,
+    /// `nocopy`: the volume is not filled from the image.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub nocopy: bool,
 }
 
 /// docker's security flags, kept as given so that `exec` and health checks get the same.
@@ -285,8 +294,9 @@ impl Config {
                     v.container
                 )));
             }
-            // As docker's -v: a host directory that does not exist yet is made.
-            if std::fs::symlink_metadata(&v.host).is_err() {
+            // As docker's -v: a host directory that does not exist yet is made (a volume's
+            // is made with the volume, by `volumes::prepare`).
+            if v.volume.is_none() && std::fs::symlink_metadata(&v.host).is_err() {
                 std::fs::create_dir_all(&v.host).map_err(|e| {
                     super::Error::Config(format!("create the volume's source {}: {e}", v.host.display()))
                 })?;

@@ -207,16 +207,47 @@ fn transfer(
     let plan = plan(src, is_dir, dest, to.found(dest)?)?;
     let (dir, _) =
         to.open(&plan.dir, true)?.ok_or_else(|| Error::Config(format!("no such directory: {}", plan.dir)))?;
-    let (reader, writer) = std::io::pipe().map_err(super::io_err("pipe for", Path::new(src)))?;
+    piped(&fd, plan.name.as_deref(), tree, (&dir, &plan.dir), opts).map_err(|e| match e {
+        Piped::Archive(a) => super::io_err("archive", Path::new(src))(a),
+        Piped::Unpack(e) => e,
+    })
+}
+
+/// Copies the contents of the directory `src` into the directory `dest` as they are: owners,
+/// modes and set-id bits kept (a volume filled from its image; `shown` names it in errors).
+pub(crate) fn copy_contents(src: &OwnedFd, dest: &OwnedFd, shown: &str) -> Result<()> {
+    let opts = CopyOptions { archive: true, follow_link: false };
+    piped(src, None, crate::treetar::TreeOptions::default(), (dest, shown), opts).map_err(|e| match e {
+        Piped::Archive(a) => super::io_err("copy", Path::new(shown))(a),
+        Piped::Unpack(e) => e,
+    })
+}
+
+/// Which side of [`piped`] failed.
+enum Piped {
+    Archive(std::io::Error),
+    Unpack(Error),
+}
+
+/// The tree at `fd` (its root entry named `name`, or its contents) archived as `tree` says
+/// in one thread and unpacked below `dir` in this one.
+fn piped(
+    fd: &OwnedFd,
+    name: Option<&str>,
+    tree: crate::treetar::TreeOptions,
+    (dir, shown): (&OwnedFd, &str),
+    opts: CopyOptions,
+) -> std::result::Result<(), Piped> {
+    let (reader, writer) = std::io::pipe().map_err(Piped::Archive)?;
     std::thread::scope(|s| {
-        let archiving = s.spawn(move || crate::treetar::write_tree(&fd, plan.name.as_deref(), writer, tree));
-        let unpacked = unpack_into(reader, &dir, &plan.dir, opts);
+        let archiving = s.spawn(move || crate::treetar::write_tree(fd, name, writer, tree));
+        let unpacked = unpack_into(reader, dir, shown, opts);
         let archived = archiving.join().unwrap_or_else(|_| Err(std::io::Error::other("the archiving thread panicked")));
         match (unpacked, archived) {
             // The archive was cut short by the unpacker's failure: that one says why.
-            (Err(e), Err(a)) if a.kind() == std::io::ErrorKind::BrokenPipe => Err(e),
-            (_, Err(a)) => Err(super::io_err("archive", Path::new(src))(a)),
-            (unpacked, Ok(())) => unpacked,
+            (Err(e), Err(a)) if a.kind() == std::io::ErrorKind::BrokenPipe => Err(Piped::Unpack(e)),
+            (_, Err(a)) => Err(Piped::Archive(a)),
+            (unpacked, Ok(())) => unpacked.map_err(Piped::Unpack),
         }
     })
 }
@@ -262,7 +293,8 @@ fn absolute(p: &Path) -> Result<String> {
 }
 
 /// Runs `f` with the root of `c`'s files: `/proc/<pid>/root` while it runs, else its
-/// rootfs snapshot mounted in a private mount namespace of a thread that ends with `f`.
+/// rootfs snapshot (and its volumes on it) mounted in a private mount namespace of a thread
+/// that ends with `f`.
 fn with_root<T: Send>(c: &Container, f: impl FnOnce(&OwnedFd) -> Result<T> + Send) -> Result<T> {
     let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let state = c.state()?;
@@ -279,6 +311,11 @@ fn with_root<T: Send>(c: &Container, f: impl FnOnce(&OwnedFd) -> Result<T> + Sen
     std::fs::create_dir_all(&target).map_err(super::io_err("create", &target))?;
     let copied = crate::sandbox::in_private_mounts(|| {
         rootfs.mount(&target)?;
+        // Its volumes where it has them, so that a copy to or from one reaches the volume.
+        for v in &c.config.volumes {
+            crate::sandbox::bind_into(&crate::sys::Linux, &target, &v.host, &v.container, v.read_only)
+                .map_err(super::io_err("mount the volume at", Path::new(&v.container)))?;
+        }
         let root = rustix::fs::open(&target, flags, rustix::fs::Mode::empty())
             .map_err(|e| super::io_err("open", &target)(e.into()))?;
         f(&root)

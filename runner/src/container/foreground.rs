@@ -32,6 +32,10 @@ pub struct Prepared {
     /// Held to the end: the namespace's fd until the process runs, the address for its life.
     _net: Option<crate::network::Attachment>,
     bundle: Option<PathBuf>,
+    root: PathBuf,
+    volumes: Vec<super::config::VolumeConfig>,
+    /// The volumes of a container without a record, held as in use while it runs.
+    held: Vec<std::fs::File>,
 }
 
 /// Prepares `config`'s container on `image`. `keep` records it (a named container: `ps`,
@@ -67,6 +71,9 @@ pub fn prepare(
         cgroup: None,
         _net: None,
         bundle: (runtime == Runtime::External).then_some(mountpoint),
+        root: root.to_owned(),
+        volumes: config.volumes.clone(),
+        held: Vec::new(),
     };
     // From here on, a failure undoes everything made, the record too: nothing ran.
     if let Err(e) = p.make(root, store, image, config, runtime) {
@@ -102,6 +109,10 @@ impl Prepared {
             self.snapshot_made = true;
             mounts
         };
+        super::volumes::prepare(root, config, &rootfs)?;
+        if self.record.is_none() {
+            self.held = super::volumes::hold(root, config)?;
+        }
         let limits = config.limits();
         if !limits.is_empty() {
             crate::cgroup::sweep_leftovers();
@@ -136,10 +147,11 @@ impl Prepared {
         Ok(())
     }
 
-    /// Removes the cgroups and, unless kept, the snapshot and the record; records the
-    /// exit (`Ok(code)`) or the failure (`Err((code, why))`) of a kept container. `remove`
-    /// drops a named container too (`--rm`).
-    pub fn finish_with(mut self, result: std::result::Result<i32, (i32, String)>, remove: bool) -> Result<()> {
+    /// Removes the cgroups and, unless kept, the snapshot, the record and the anonymous
+    /// volumes; records the exit (`Ok(code)`) or the failure (`Err((code, why))`) of a kept
+    /// container. `remove` drops a named container too (`--rm`). Returns warnings: the
+    /// anonymous volumes that could not be removed.
+    pub fn finish_with(mut self, result: std::result::Result<i32, (i32, String)>, remove: bool) -> Result<Vec<String>> {
         let mut oom_killed = false;
         if let Some(cg) = self.cgroup.take() {
             oom_killed = cg.oom_killed();
@@ -168,11 +180,13 @@ impl Prepared {
         if let Some(dir) = &self.bundle {
             crate::bundle::remove(dir);
         }
-        Ok(())
+        self.held.clear();
+        let gone = remove || self.record.is_none();
+        Ok(if gone { super::volumes::remove_anonymous(&self.root, &self.volumes) } else { Vec::new() })
     }
 
     /// [`Prepared::finish_with`] for a container that is kept when named.
-    pub fn finish(self, result: std::result::Result<i32, (i32, String)>) -> Result<()> {
+    pub fn finish(self, result: std::result::Result<i32, (i32, String)>) -> Result<Vec<String>> {
         self.finish_with(result, false)
     }
 }

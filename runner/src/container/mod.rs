@@ -33,6 +33,7 @@ pub mod logs;
 pub mod ports;
 pub mod state;
 pub mod supervisor;
+pub mod volumes;
 
 use std::fs::File;
 use std::io::Write;
@@ -73,6 +74,9 @@ pub enum Error {
     /// The snapshot.
     #[error(transparent)]
     Snapshot(#[from] crate::snapshot::SnapshotError),
+    /// A volume.
+    #[error(transparent)]
+    Volume(#[from] crate::volume::Error),
     /// The image's layers could not become the container's rootfs.
     #[error("prepare the rootfs of {image}")]
     Rootfs {
@@ -416,6 +420,12 @@ impl Container {
             crate::cgroup::remove_stale(&self.config.id);
         }
         Ok(state)
+    }
+
+    /// Removes the anonymous volumes of this (removed) container that no other container
+    /// uses, as `rm -v` and `--rm` do; returns what could not be removed, for a warning.
+    pub fn remove_anonymous_volumes(&self) -> Vec<String> {
+        volumes::remove_anonymous(self.root(), &self.config.volumes)
     }
 
     /// Removes the container: its snapshot, then its directory. It must not be running.

@@ -70,6 +70,9 @@ fn supervise(c: &Container, ready: &mut Option<File>) -> Result<i32> {
         // A `start -a` reads the exit first (a hung one is not waited for long).
         c.wait_for_attached(Duration::from_secs(10))?;
         c.remove(snapshotter.as_ref())?;
+        for w in c.remove_anonymous_volumes() {
+            eprintln!("berth: warning: {w}");
+        }
     }
     Ok(code)
 }

@@ -1,0 +1,226 @@
+//! Volumes (`berth volume`, `run -v NAME:/path`, `--mount`, an image's `VOLUME`): data that
+//! outlives its containers, filled once from the image as docker fills it, removed only
+//! when no container uses it, and never a way for an image to reach the host's files.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::util::{container_store as setup, p, ContainerStore};
+
+/// Builds `seeded`: /data holds a file, a symlink to /etc/passwd and a set-uid copy of sh,
+/// owned by 1000 with mode 0750; both /data and /logs are the image's VOLUMEs.
+fn seeded_image(b: &ContainerStore) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM busybox\n\
+         RUN mkdir -p /data && echo seeded > /data/seed && ln -s /etc/passwd /data/link \\\n\
+          && cp /bin/busybox /data/suid && chown -R 1000:1000 /data \\\n\
+          && chmod 4755 /data/suid && chmod 750 /data\n\
+         VOLUME /data\n\
+         VOLUME [\"/logs\"]\n",
+    )
+    .unwrap();
+    b.ok(&["build", "-q", "-t", "seeded", &p(dir.path())]);
+}
+
+fn data(b: &ContainerStore, name: &str) -> PathBuf {
+    b.root.path().join("volumes").join(name).join("_data")
+}
+
+fn names(b: &ContainerStore) -> Vec<String> {
+    b.ok(&["volume", "ls", "-q"]).lines().map(String::from).collect()
+}
+
+#[test]
+fn a_named_volume_outlives_its_containers_and_is_filled_from_the_image_once() {
+    let Some(b) = setup() else { return };
+    seeded_image(&b);
+    let out = b.ok(&["run", "--rm", "-v", "pg:/data", "seeded", "sh", "-c", "cat /data/seed; echo more > /data/new"]);
+    assert_eq!(out, "seeded\n");
+    // What the image had, as it had it: owners, modes (set-uid too), the directory's own,
+    // and a symlink as a symlink.
+    let pg = data(&b, "pg");
+    let dir = std::fs::metadata(&pg).unwrap();
+    assert_eq!((dir.uid(), dir.gid(), dir.permissions().mode() & 0o7777), (1000, 1000, 0o750));
+    assert_eq!(std::fs::metadata(pg.join("suid")).unwrap().permissions().mode() & 0o7777, 0o4755);
+    assert_eq!(std::fs::read_link(pg.join("link")).unwrap(), Path::new("/etc/passwd"));
+    // Another container, of another image, sees what the first wrote.
+    assert_eq!(b.ok(&["run", "--rm", "-v", "pg:/data", "busybox", "cat", "/data/new", "/data/seed"]), "more\nseeded\n");
+    // A volume that has files is never filled again.
+    std::fs::write(pg.join("seed"), "changed\n").unwrap();
+    std::fs::remove_file(pg.join("new")).unwrap();
+    assert_eq!(b.ok(&["run", "--rm", "-v", "pg:/data", "seeded", "ls", "/data"]), "link\nseed\nsuid\n");
+    assert_eq!(std::fs::read_to_string(pg.join("seed")).unwrap(), "changed\n");
+    // nocopy, and --mount's volume-nocopy: an empty volume stays empty.
+    assert_eq!(b.ok(&["run", "--rm", "-v", "bare:/data:nocopy", "seeded", "ls", "-A", "/data"]), "");
+    let m = "type=volume,source=bare2,target=/data,volume-nocopy";
+    assert_eq!(b.ok(&["run", "--rm", "--mount", m, "seeded", "ls", "-A", "/data"]), "");
+    assert_eq!(names(&b), ["bare", "bare2", "pg"], "the image's /logs went with each container");
+    let inspected: serde_json::Value = serde_json::from_str(&b.ok(&["volume", "inspect", "pg"])).unwrap();
+    assert_eq!(inspected[0]["Mountpoint"], p(&pg));
+    assert_eq!(inspected[0]["Driver"], "local");
+    let made = b.ok(&["volume", "create", "--label", "team=ci", "labelled"]);
+    assert_eq!(made, "labelled\n");
+    assert_eq!(b.ok(&["volume", "create", "labelled"]), "labelled\n", "a second create finds the first");
+    assert_eq!(b.ok(&["volume", "ls", "-q", "--filter", "label=team=ci"]), "labelled\n");
+    assert_eq!(b.ok(&["inspect", "--format", "{{.Name}} {{.Labels}}", "labelled"]), "labelled map[team:ci]\n");
+}
+
+#[test]
+fn anonymous_volumes_go_with_their_container_when_asked() {
+    let Some(b) = setup() else { return };
+    seeded_image(&b);
+    // An unnamed foreground container leaves nothing, its VOLUMEs included.
+    assert_eq!(b.ok(&["run", "seeded", "cat", "/data/seed"]), "seeded\n");
+    assert!(names(&b).is_empty(), "{:?}", names(&b));
+    // A named one keeps them, anonymous, listed in its Mounts and Config.Volumes.
+    b.ok(&["run", "--name", "keep", "-v", "/scratch", "seeded", "true"]);
+    assert_eq!(names(&b).len(), 3);
+    let anon = b.ok(&["volume", "ls", "-q", "--filter", "label=com.docker.volume.anonymous"]);
+    assert_eq!(anon.lines().count(), 3, "{anon}");
+    let mounts = b.ok(&["inspect", "--format", "{{range .Mounts}}{{.Type}}:{{.Destination}} {{end}}", "keep"]);
+    assert_eq!(mounts, "volume:/scratch volume:/data volume:/logs \n");
+    let vols = b.ok(&["inspect", "--format", "{{json .Config.Volumes}}", "keep"]);
+    assert_eq!(vols, "{\"/data\":{},\"/logs\":{},\"/scratch\":{}}\n");
+    // In use: prune leaves them; `rm` without -v keeps them, as docker's; prune then takes them.
+    assert_eq!(b.ok(&["volume", "prune", "-f"]), "Total reclaimed space: 0B\n");
+    assert_eq!(b.ok(&["volume", "ls", "-q", "--filter", "dangling=true"]), "");
+    b.ok(&["rm", "keep"]);
+    assert_eq!(b.ok(&["volume", "ls", "-q", "--filter", "dangling=true"]).lines().count(), 3);
+    b.ok(&["volume", "create", "named"]);
+    let pruned = b.ok(&["volume", "prune", "-f"]);
+    assert!(pruned.starts_with("Deleted Volumes:\n") && pruned.lines().count() == 6, "{pruned}");
+    assert_eq!(names(&b), ["named"], "a named volume is pruned only with --all");
+    assert!(b.ok(&["volume", "prune", "-af"]).contains("named\n"));
+    assert!(names(&b).is_empty());
+    // `rm -v` and `-d --rm` take a container's anonymous volumes, never its named ones.
+    b.ok(&["run", "--name", "k2", "-v", "/scratch", "-v", "kept:/k", "busybox", "true"]);
+    b.ok(&["rm", "-v", "k2"]);
+    assert_eq!(names(&b), ["kept"]);
+    b.ok(&["run", "-d", "--rm", "--name", "d", "-v", "/anon", "busybox", "true"]);
+    let gone = Instant::now() + Duration::from_secs(10);
+    while names(&b).len() != 1 {
+        assert!(Instant::now() < gone, "--rm left {:?}", names(&b));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_volume_in_use_is_not_removed() {
+    let Some(b) = setup() else { return };
+    b.ok(&["run", "--name", "c", "-v", "data:/d", "busybox", "sh", "-c", "echo x > /d/f"]);
+    let err = b.fails(&["volume", "rm", "data"]);
+    assert!(err.contains("remove data: volume is in use - [c]"), "{err}");
+    assert_eq!(b.ok(&["ps", "-a", "--filter", "volume=data", "--format", "{{.Names}} {{.Mounts}}"]), "c data\n");
+    assert_eq!(b.ok(&["ps", "-aq", "--filter", "volume=/d"]).lines().count(), 1, "by destination too");
+    // A foreground container without a name has no record: it holds the volume while it runs.
+    let mut running = b.cmd(&["run", "-v", "held:/x", "busybox", "sh", "-c", "touch /x/up; sleep 30"]).spawn().unwrap();
+    let up = Instant::now() + Duration::from_secs(10);
+    while !data(&b, "held").join("up").exists() {
+        assert!(Instant::now() < up, "the container did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let err = b.fails(&["volume", "rm", "held"]);
+    assert!(err.contains("in use - [a running container]"), "{err}");
+    running.kill().unwrap();
+    running.wait().unwrap();
+    assert_eq!(b.ok(&["volume", "rm", "held"]), "held\n");
+    // Removed with its container, the volume goes too; the error names the missing one.
+    b.ok(&["rm", "c"]);
+    assert_eq!(b.ok(&["volume", "rm", "data"]), "data\n");
+    assert!(b.fails(&["volume", "rm", "data"]).contains("no such volume: data"));
+    assert_eq!(b.ok(&["volume", "rm", "-f", "data"]), "");
+}
+
+#[test]
+fn volume_names_and_mounts_are_checked_before_anything_is_made() {
+    let Some(b) = setup() else { return };
+    for (args, why) in [
+        (&["run", "--rm", "-v", "a/b:/x", "busybox", "true"][..], "invalid volume name"),
+        (&["run", "--rm", "-v", "vx:relative", "busybox", "true"], "not an absolute path"),
+        (&["run", "--rm", "-v", "vol:/x:shared", "busybox", "true"], "propagation"),
+        (&["run", "--rm", "--mount", "type=bind,src=/no/such/dir,dst=/x", "busybox", "true"], "does not exist"),
+        (&["run", "--rm", "--mount", "type=volume,src=v1", "busybox", "true"], "target is required"),
+        (&["volume", "create", "x"], "invalid volume name"),
+        (&["volume", "create", "-o", "type=tmpfs", "opt"], "not supported"),
+        (&["volume", "create", "-d", "nfs", "drv"], "not supported"),
+        (&["volume", "inspect", "../../etc"], "no such volume"),
+        (&["volume", "ls", "--filter", "dangling=maybe"], "dangling"),
+    ] {
+        let out = b.output(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(why), "{args:?}: {err}");
+    }
+    assert!(names(&b).is_empty(), "{:?}", names(&b));
+    // --mount's other types: a read-only volume, a bind and a sized tmpfs.
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("in"), "from the host\n").unwrap();
+    let bind = format!("type=bind,source={},target=/h,readonly", p(host.path()));
+    let out = b.output(&[
+        "run",
+        "--rm",
+        "--mount",
+        "type=volume,src=ro1,dst=/v,ro",
+        "--mount",
+        &bind,
+        "--mount",
+        "type=tmpfs,dst=/t,tmpfs-size=1m",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /h/in; df -k /t | tail -1; touch /v/x",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("from the host\ntmpfs") && stdout.contains(" 1024 "), "{stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Read-only file system"), "{out:?}");
+}
+
+#[test]
+fn an_image_symlink_cannot_lead_a_volume_to_the_hosts_files() {
+    let Some(b) = setup() else { return };
+    // The attack: /data in the image is an absolute symlink to a host directory. Followed on
+    // the host, the volume would be filled with the host's files (or mounted over them).
+    let secret = tempfile::tempdir().unwrap();
+    std::fs::write(secret.path().join("token"), "host secret").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!("FROM busybox\nRUN ln -s {} /data && ln -s ../../../../../../ /up\nVOLUME /data\n", p(secret.path())),
+    )
+    .unwrap();
+    b.ok(&["build", "-q", "-t", "evil", &p(dir.path())]);
+    let out =
+        b.ok(&["run", "--name", "e", "-v", "loot:/data", "evil", "sh", "-c", "ls -A /data; echo planted > /data/f"]);
+    assert_eq!(out, "", "the volume got nothing from the host");
+    assert!(!data(&b, "loot").join("token").exists());
+    assert_eq!(std::fs::read_dir(secret.path()).unwrap().count(), 1, "nothing was written to the host's directory");
+    assert_eq!(std::fs::read_to_string(data(&b, "loot").join("f")).unwrap(), "planted\n");
+    // A copy out of the stopped container's volume path reads the volume, not the host.
+    let got = tempfile::tempdir().unwrap();
+    b.ok(&["cp", "e:/up/data/.", &p(got.path())]);
+    assert_eq!(std::fs::read_to_string(got.path().join("f")).unwrap(), "planted\n");
+    assert!(!got.path().join("token").exists());
+}
+
+#[test]
+fn cp_reaches_a_stopped_containers_volume() {
+    let Some(b) = setup() else { return };
+    b.ok(&["run", "--name", "t", "-v", "results:/out", "busybox", "sh", "-c", "echo '<ok/>' > /out/report.xml"]);
+    let host = tempfile::tempdir().unwrap();
+    b.ok(&["cp", "t:/out/report.xml", &p(host.path())]);
+    assert_eq!(std::fs::read_to_string(host.path().join("report.xml")).unwrap(), "<ok/>\n");
+    std::fs::write(host.path().join("fixture"), "in\n").unwrap();
+    b.ok(&["cp", &p(&host.path().join("fixture")), "t:/out/"]);
+    assert_eq!(std::fs::read_to_string(data(&b, "results").join("fixture")).unwrap(), "in\n", "into the volume");
+    // Read-only there: refused, as the container itself would be.
+    b.ok(&["run", "--name", "r", "-v", "results:/out:ro", "busybox", "true"]);
+    let out = b.output(&["cp", &p(&host.path().join("fixture")), "r:/out/again"]);
+    assert!(!out.status.success(), "{out:?}");
+    // export leaves volumes out, as docker's.
+    let tar = b.cmd(&["export", "t"]).output().unwrap().stdout;
+    let mut a = tar::Archive::new(&tar[..]);
+    let paths: Vec<String> = a.entries().unwrap().map(|e| e.unwrap().path().unwrap().display().to_string()).collect();
+    assert!(paths.iter().any(|p| p == "out/") && !paths.iter().any(|p| p.starts_with("out/report")), "{paths:?}");
+}
