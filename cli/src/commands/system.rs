@@ -71,11 +71,17 @@ const DF_TITLES: [(&str, &str); 7] = [
 ];
 
 impl Df {
-    /// Counts images, layer snapshots, build cache and containers, and prints them.
+    /// Counts images, layer snapshots, build cache, containers and volumes, and prints them.
     pub fn run(self, root: &Path) -> Result<()> {
         let list_format = format::ListFormat::parse(&self.format)?;
         let store = open_store(root)?;
-        let rows = vec![images(root, &store)?, snapshots(root, &store)?, build_cache(root, &store)?, containers(root)?];
+        let rows = vec![
+            images(root, &store)?,
+            snapshots(root, &store)?,
+            build_cache(root, &store)?,
+            containers(root)?,
+            volumes(root)?,
+        ];
         let mut out = std::io::stdout().lock();
         if !matches!(list_format, format::ListFormat::Default) {
             // docker's fields are strings; the byte counts are berth's own, for scripts.
@@ -182,6 +188,27 @@ fn containers(root: &Path) -> Result<Row> {
         row.total += 1;
         row.active += 1;
         row.size += runner::snapshot::usage::snapshot_bytes(root, key);
+    }
+    Ok(row)
+}
+
+/// Local volumes: every volume; active = named by a container's record.
+fn volumes(root: &Path) -> Result<Row> {
+    let vols = runner::volume::Volumes::new(root);
+    let used: HashSet<String> = runner::container::list(root)?
+        .iter()
+        .flat_map(|c| c.config.volumes.iter().filter_map(|v| v.volume.clone()))
+        .collect();
+    let mut row = Row { kind: "Local Volumes", total: 0, active: 0, size: 0, reclaimable: 0 };
+    for v in vols.list()? {
+        let bytes = vols.size(&v.name);
+        row.total += 1;
+        row.size += bytes;
+        if used.contains(&v.name) {
+            row.active += 1;
+        } else {
+            row.reclaimable += bytes;
+        }
     }
     Ok(row)
 }

@@ -165,9 +165,9 @@ fn rmi_then_prune_removes_the_images_layer_snapshots_and_df_follows() {
     // docker's fields are strings, with the share in Reclaimable; templates and bad formats.
     assert!(built["Reclaimable"].as_str().unwrap().ends_with("(0%)"), "{built}");
     let kinds = b.ok(&["system", "df", "--format", "{{.Type}}"]);
-    assert_eq!(kinds, "Images\nLayer snapshots\nBuild cache\nContainers\n");
+    assert_eq!(kinds, "Images\nLayer snapshots\nBuild cache\nContainers\nLocal Volumes\n");
     // As docker's: text without actions is printed per row; a broken template is an error.
-    assert_eq!(b.ok(&["system", "df", "--format", "row"]), "row\nrow\nrow\nrow\n");
+    assert_eq!(b.ok(&["system", "df", "--format", "row"]), "row\nrow\nrow\nrow\nrow\n");
     assert!(!b.output(&["system", "df", "--format", "{{.Type"]).status.success());
     let count = |v: &serde_json::Value| v["TotalCount"].as_str().unwrap().parse::<u64>().unwrap();
     assert_eq!(count(&built), count(&snaps_before) + 1, "{built}");

@@ -87,8 +87,11 @@ fn anonymous_volumes_go_with_their_container_when_asked() {
     // In use: prune leaves them; `rm` without -v keeps them, as docker's; prune then takes them.
     assert_eq!(b.ok(&["volume", "prune", "-f"]), "Total reclaimed space: 0B\n");
     assert_eq!(b.ok(&["volume", "ls", "-q", "--filter", "dangling=true"]), "");
+    let df = || b.ok(&["system", "df", "--format", "{{if eq .Type \"Local Volumes\"}}{{.TotalCount}} {{.Active}}{{end}}"]);
+    assert_eq!(df().trim(), "3 3");
     b.ok(&["rm", "keep"]);
     assert_eq!(b.ok(&["volume", "ls", "-q", "--filter", "dangling=true"]).lines().count(), 3);
+    assert_eq!(df().trim(), "3 0", "system df counts them, none active");
     b.ok(&["volume", "create", "named"]);
     let pruned = b.ok(&["volume", "prune", "-f"]);
     assert!(pruned.starts_with("Deleted Volumes:\n") && pruned.lines().count() == 6, "{pruned}");
