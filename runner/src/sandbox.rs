@@ -590,6 +590,23 @@ fn build_filesystem(sys: &dyn Sys, spec: &Spec) -> std::io::Result<()> {
             sys.remount_read_only(&p)?;
         }
     }
+    // Volumes and tmpfs, a parent before what is mounted below it (docker's order: by depth),
+    // so that `-v a:/x/y -v b:/x` leaves /x/y on a.
+    for m in user_mounts(spec) {
+        match m {
+            UserMount::Volume(v) => bind_into(sys, root, &v.host, &v.container, v.read_only)?,
+            UserMount::Tmpfs(path, opts) => {
+                let target = sys.resolve(root, path, true)?;
+                let (flags, data) =
+                    tmpfs_options(opts).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+                let data = std::ffi::CString::new(data).map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("tmpfs options {opts:?}"))
+                })?;
+                sys.mount("tmpfs", target.path(), flags, Some(data.as_c_str()))?;
+            }
+        }
+    }
+    // The /etc files last, as docker's come after a volume on /etc.
     if let Some(files) = &spec.etc {
         for (name, content) in files.entries() {
             // Written into the container's /dev tmpfs and unlinked once bound: the mount
@@ -600,23 +617,38 @@ fn build_filesystem(sys: &dyn Sys, spec: &Spec) -> std::io::Result<()> {
             sys.unlink(&staged)?;
         }
     }
-    for v in &spec.volumes {
-        bind_into(sys, root, &v.host, &v.container, v.read_only)?;
-    }
-    for t in &spec.tmpfs {
-        // `PATH[:OPTIONS]` as docker's --tmpfs takes it (`/run:rw,noexec,size=64m,mode=755`).
-        let (path, opts) = t.split_once(':').unwrap_or((t.as_str(), "mode=1777"));
-        let target = sys.resolve(root, path, true)?;
-        let (flags, data) =
-            tmpfs_options(opts).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        let data = std::ffi::CString::new(data)
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("tmpfs options {opts:?}")))?;
-        sys.mount("tmpfs", target.path(), flags, Some(data.as_c_str()))?;
-    }
     if spec.read_only {
         sys.remount_read_only(root)?;
     }
     sys.pivot_root(root)
+}
+
+/// A volume or a tmpfs of the spec, in the order they are mounted.
+enum UserMount<'a> {
+    Volume(&'a Volume),
+    /// A tmpfs: its path and options (`PATH[:OPTIONS]` as docker's --tmpfs takes it).
+    Tmpfs(&'a str, &'a str),
+}
+
+/// The spec's volumes and tmpfs mounts, fewest path components first (a stable sort: the
+/// given order among equals), as docker sorts its mounts.
+fn user_mounts(spec: &Spec) -> Vec<UserMount<'_>> {
+    let mut all: Vec<(usize, UserMount<'_>)> = spec
+        .volumes
+        .iter()
+        .map(|v| (depth(&v.container), UserMount::Volume(v)))
+        .chain(spec.tmpfs.iter().map(|t| {
+            let (path, opts) = t.split_once(':').unwrap_or((t.as_str(), "mode=1777"));
+            (depth(path), UserMount::Tmpfs(path, opts))
+        }))
+        .collect();
+    all.sort_by_key(|(d, _)| *d);
+    all.into_iter().map(|(_, m)| m).collect()
+}
+
+/// The number of components of a container path: mounts go on fewest first.
+pub(crate) fn depth(path: &str) -> usize {
+    path.split('/').filter(|c| !c.is_empty() && *c != ".").count()
 }
 
 /// The container's /dev, on its fresh tmpfs `dev`: docker's device nodes, the fd links,
@@ -1495,6 +1527,22 @@ mod tests {
         let calls = sys.calls.borrow();
         assert!(!calls.iter().any(|c| c == "remount-ro /c"), "{calls:#?}");
         assert!(!calls.iter().any(|c| c.contains("sysrq-trigger")), "a path /proc lacks is not mounted on");
+    }
+
+    #[test]
+    fn mounts_go_on_parents_first_and_the_etc_files_after_them() {
+        let sys = Recorder::default();
+        let mut s = spec(false);
+        let vol = |host: &str, container: &str| Volume { host: host.into(), container: container.into(), read_only: false };
+        // Given deepest first: before, /x hid the volume at /x/y, and one at /etc hid /etc/hosts.
+        s.volumes = vec![vol("/host/y", "/x/y"), vol("/host/x", "/x"), vol("/host/etc", "/etc")];
+        s.tmpfs = vec!["/x/y/z:size=1m".into(), "/x/t:size=1m".into()];
+        build_filesystem(&sys, &s).unwrap();
+        let at = |line: &str| sys.position(line);
+        assert!(at("bind /host/x /c/x") < at("bind /host/y /c/x/y"));
+        assert!(at("bind /host/x /c/x") < at("mount tmpfs /c/x/t"));
+        assert!(at("bind /host/y /c/x/y") < at("mount tmpfs /c/x/y/z"));
+        assert!(at("bind /host/etc /c/etc") < at("bind /c/dev/.berth-hosts /c/etc/hosts"));
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub struct TreeOptions {
     /// Leave out the setuid and setgid bits, so that a copy out of a container cannot plant
     /// a set-id program on the host.
     pub strip_setid: bool,
+    /// Keep files' and directories' extended attributes (`security.capability` among them),
+    /// as PAX records: for a volume filled from its image.
+    pub xattrs: bool,
 }
 
 /// Writes the tree at `fd` (an `O_PATH` descriptor of a directory, file or symlink) to
@@ -85,6 +88,14 @@ impl<W: Write> TreeWriter<W> {
         let mut header = header_of(st);
         if self.opts.strip_setid {
             header.set_mode(st.st_mode & 0o1777);
+        }
+        let kind = FileType::from_raw_mode(st.st_mode);
+        if self.opts.xattrs && matches!(kind, FileType::Directory | FileType::RegularFile) {
+            // Through the descriptor's /proc link: the file that is archived, not a name.
+            let at = std::path::PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+            if let Some(records) = oci::layer::xattr::records(&at, true)? {
+                oci::layer::xattr::append(&mut self.tar, &records)?;
+            }
         }
         match FileType::from_raw_mode(st.st_mode) {
             FileType::Directory => {

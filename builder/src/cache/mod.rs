@@ -50,11 +50,12 @@ pub struct KeyRecipe<'a> {
 /// and to 4 when ADD extracted local xz and bzip2 tars (copied as files before) and `--chown`
 /// and WORKDIR owners followed BuildKit's rules (`--chown=1001` is 1001:1001 whatever
 /// /etc/passwd gives uid 1001; an unknown name is 0:0), and an archive's `./` entry stopped
-/// changing the destination directory.
+/// changing the destination directory; to 5, and every other op to 3, when layers began to
+/// keep extended attributes (`RUN setcap ...`, a context file's capabilities), as docker's do.
 pub fn key_version(op: &crate::graph::Op) -> u32 {
     match op {
-        crate::graph::Op::Copy(_) => 4,
-        _ => 2,
+        crate::graph::Op::Copy(_) => 5,
+        _ => 3,
     }
 }
 

@@ -348,6 +348,14 @@ impl LocalWorker<'_> {
             }
             let e = dest.entry(meta);
             let ft = meta.file_type();
+            // Extended attributes (a file's capabilities) travel with the file, as BuildKit's.
+            if ft.is_dir() || ft.is_file() {
+                let records = oci::layer::xattr::records(path, false)
+                    .map_err(Error::io(format!("read the xattrs of {}", path.display())))?;
+                if let Some(records) = records {
+                    oci::layer::xattr::append(tar, &records).map_err(Error::io(format!("stream {target}")))?;
+                }
+            }
             if ft.is_dir() {
                 append(tar, &format!("{target}/"), e)
             } else if ft.is_symlink() {

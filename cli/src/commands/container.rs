@@ -183,8 +183,10 @@ fn ps_matches(filters: &[(String, String)], c: &Container, s: &container::State)
         "network" => {
             c.config.network == v || runner::network::user::find(c.root(), v).is_ok_and(|n| n.name == c.config.network)
         }
-        // docker's: a volume's name or a mount's destination.
-        "volume" => c.config.volumes.iter().any(|m| m.volume.as_deref() == Some(v) || m.container == v),
+        // docker's: a volume's name, a bind's source, or a mount's destination.
+        "volume" => c.config.volumes.iter().any(|m| {
+            m.volume.as_deref() == Some(v) || m.container == v || (m.volume.is_none() && m.host == Path::new(v))
+        }),
         // docker's: `label=KEY` (set, any value) or `label=KEY=VALUE`.
         "label" => match v.split_once('=') {
             Some((k, want)) => c.config.labels.get(k).is_some_and(|have| have == want),

@@ -355,7 +355,7 @@ impl Run {
             network: self.network.clone(),
             network_aliases: self.network_alias.clone(),
             network_id: self.network_id.clone(),
-            volumes: runner::container::volumes::configs(root, &mounts, &image_volumes),
+            volumes: runner::container::volumes::configs(root, &mounts, &tmpfs, &image_volumes)?,
             tmpfs,
             ulimits: self.ulimit.iter().map(ToString::to_string).collect(),
             read_only: self.read_only,
@@ -456,7 +456,7 @@ impl Run {
         let key = runner::container::snapshot_key(&config.id);
         let prepared = runner::rootfs::prepare(store, image, snapshotter.as_ref(), &key)
             .with_context(|| format!("prepare the rootfs of {}", self.image))
-            .and_then(|rootfs| Ok(runner::container::volumes::prepare(root, &config, &rootfs)?));
+            .and_then(|rootfs| Ok(runner::container::volumes::prepare(root, &config, &rootfs).map(drop)?));
         if let Err(e) = prepared {
             let _ = c.remove(snapshotter.as_ref());
             warn_all(c.remove_anonymous_volumes());

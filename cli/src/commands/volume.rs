@@ -259,7 +259,10 @@ impl Rm {
         for name in &self.volumes {
             match used::remove(root, name) {
                 Ok(()) => println!("{name}"),
-                Err(runner::container::Error::Volume(runner::volume::Error::NotFound(_))) if self.force => {}
+                // As docker's: a missing volume is named all the same.
+                Err(runner::container::Error::Volume(runner::volume::Error::NotFound(_))) if self.force => {
+                    println!("{name}")
+                }
                 Err(e) => {
                     if let Some(e) = last.replace(anyhow::Error::new(e)) {
                         eprintln!("berth: {e:#}");

@@ -8,21 +8,39 @@ use std::time::{Duration, Instant};
 
 use crate::util::{container_store as setup, p, ContainerStore};
 
-/// Builds `seeded`: /data holds a file, a symlink to /etc/passwd and a set-uid copy of sh,
-/// owned by 1000 with mode 0750; both /data and /logs are the image's VOLUMEs.
+/// `security.capability` for CAP_NET_RAW, effective and permitted (`setcap cap_net_raw=ep`):
+/// a VFS_CAP_REVISION_2 `vfs_cap_data`.
+const CAP_NET_RAW_EP: [u8; 20] = [1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+
+/// Builds `seeded`: /data holds a file, a symlink to /etc/passwd, a set-uid copy of sh, owned
+/// by 1000 with mode 0750, and `capped` (root's) with a file capability and a user attribute;
+/// both /data and /logs are the image's VOLUMEs.
 fn seeded_image(b: &ContainerStore) {
     let dir = tempfile::tempdir().unwrap();
+    let capped = dir.path().join("capped");
+    std::fs::write(&capped, "cap").unwrap();
+    for (name, value) in [("security.capability", &CAP_NET_RAW_EP[..]), ("user.berth", b"kept")] {
+        rustix::fs::setxattr(&capped, name, value, rustix::fs::XattrFlags::empty()).unwrap();
+    }
     std::fs::write(
         dir.path().join("Dockerfile"),
         "FROM busybox\n\
          RUN mkdir -p /data && echo seeded > /data/seed && ln -s /etc/passwd /data/link \\\n\
           && cp /bin/busybox /data/suid && chown -R 1000:1000 /data \\\n\
           && chmod 4755 /data/suid && chmod 750 /data\n\
+         COPY capped /data/capped\n\
          VOLUME /data\n\
          VOLUME [\"/logs\"]\n",
     )
     .unwrap();
     b.ok(&["build", "-q", "-t", "seeded", &p(dir.path())]);
+}
+
+/// An extended attribute of `path`, not following a symlink.
+fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 256];
+    let n = rustix::fs::lgetxattr(path, name, &mut buf).ok()?;
+    Some(buf[..n].to_vec())
 }
 
 fn data(b: &ContainerStore, name: &str) -> PathBuf {
@@ -46,12 +64,16 @@ fn a_named_volume_outlives_its_containers_and_is_filled_from_the_image_once() {
     assert_eq!((dir.uid(), dir.gid(), dir.permissions().mode() & 0o7777), (1000, 1000, 0o750));
     assert_eq!(std::fs::metadata(pg.join("suid")).unwrap().permissions().mode() & 0o7777, 0o4755);
     assert_eq!(std::fs::read_link(pg.join("link")).unwrap(), Path::new("/etc/passwd"));
+    // Extended attributes too, a file capability among them: the build's layer, the image's
+    // snapshot and the volume each keep them (before, a program there lost its capabilities).
+    assert_eq!(xattr(&pg.join("capped"), "security.capability").as_deref(), Some(&CAP_NET_RAW_EP[..]));
+    assert_eq!(xattr(&pg.join("capped"), "user.berth").as_deref(), Some(&b"kept"[..]));
     // Another container, of another image, sees what the first wrote.
     assert_eq!(b.ok(&["run", "--rm", "-v", "pg:/data", "busybox", "cat", "/data/new", "/data/seed"]), "more\nseeded\n");
     // A volume that has files is never filled again.
     std::fs::write(pg.join("seed"), "changed\n").unwrap();
     std::fs::remove_file(pg.join("new")).unwrap();
-    assert_eq!(b.ok(&["run", "--rm", "-v", "pg:/data", "seeded", "ls", "/data"]), "link\nseed\nsuid\n");
+    assert_eq!(b.ok(&["run", "--rm", "-v", "pg:/data", "seeded", "ls", "/data"]), "capped\nlink\nseed\nsuid\n");
     assert_eq!(std::fs::read_to_string(pg.join("seed")).unwrap(), "changed\n");
     // nocopy, and --mount's volume-nocopy: an empty volume stays empty.
     assert_eq!(b.ok(&["run", "--rm", "-v", "bare:/data:nocopy", "seeded", "ls", "-A", "/data"]), "");
@@ -134,7 +156,7 @@ fn a_volume_in_use_is_not_removed() {
     b.ok(&["rm", "c"]);
     assert_eq!(b.ok(&["volume", "rm", "data"]), "data\n");
     assert!(b.fails(&["volume", "rm", "data"]).contains("no such volume: data"));
-    assert_eq!(b.ok(&["volume", "rm", "-f", "data"]), "");
+    assert_eq!(b.ok(&["volume", "rm", "-f", "data"]), "data\n", "named, as docker names it");
 }
 
 #[test]
@@ -226,4 +248,72 @@ fn cp_reaches_a_stopped_containers_volume() {
     let mut a = tar::Archive::new(&tar[..]);
     let paths: Vec<String> = a.entries().unwrap().map(|e| e.unwrap().path().unwrap().display().to_string()).collect();
     assert!(paths.iter().any(|p| p == "out/") && !paths.iter().any(|p| p.starts_with("out/report")), "{paths:?}");
+}
+
+#[test]
+fn mounts_go_on_parents_first_and_each_path_once() {
+    let Some(b) = setup() else { return };
+    // Given child first: before, /n went on over /n/m and the file landed in `outer`.
+    b.ok(&["run", "--rm", "-v", "keep:/n/m", "-v", "outer:/n", "busybox", "sh", "-c", "echo important > /n/m/db"]);
+    assert_eq!(std::fs::read_to_string(data(&b, "keep").join("db")).unwrap(), "important\n");
+    assert!(!data(&b, "outer").join("m/db").exists());
+    // A tmpfs below a volume goes on after it, and a destination is made clean as docker's.
+    let out = b.ok(&["run", "--rm", "--tmpfs", "/n/t", "-v", "outer:/n", "-v", "v2:/x/../y/", "busybox", "sh", "-c",
+        "grep -c ' /n/t tmpfs' /proc/mounts; touch /y/f"]);
+    assert_eq!(out, "1\n");
+    assert!(data(&b, "v2").join("f").exists());
+    for (args, why) in [
+        (&["-v", "a1:/x", "-v", "a2:/x/"][..], "Duplicate mount point: /x"),
+        (&["-v", "a1:/x", "--tmpfs", "/x"], "Duplicate mount point: /x"),
+        (&["-v", "a1:/x", "--mount", "type=volume,dst=/x"], "Duplicate mount point: /x"),
+    ] {
+        let mut all = vec!["run", "--rm"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["busybox", "true"]);
+        let out = b.output(&all);
+        assert_eq!(out.status.code(), Some(125), "{all:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(why), "{all:?}: {out:?}");
+    }
+    assert_eq!(b.ok(&["run", "--rm", "-v", "/same", "-v", "/same", "busybox", "true"]), "", "one anonymous volume");
+}
+
+#[test]
+fn runs_filling_one_volume_and_prunes_beside_them_never_break_a_run() {
+    let Some(b) = setup() else { return };
+    seeded_image(&b);
+    for round in 0..4 {
+        let name = format!("race{round}");
+        // Four at once on a new volume: one fills it, and every run sees it whole (before,
+        // one could fail on a hard link another had made, or start on half the files).
+        let children: Vec<_> = (0..4)
+            .map(|_| {
+                b.cmd(&["run", "--rm", "-v", &format!("{name}:/data"), "seeded", "sh", "-c", "ls /data | wc -l"])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for c in children {
+            let out = c.wait_with_output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "4\n", "capped, link, seed, suid");
+        }
+    }
+    // Unnamed foreground runs with their image's anonymous volumes, while prunes run: a volume
+    // is held from the moment it is made, so no prune takes it from under a run.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                b.output(&["volume", "prune", "-af"]);
+            }
+        });
+        for _ in 0..15 {
+            let out = b.output(&["run", "seeded", "cat", "/data/seed"]);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "seeded\n");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
 }

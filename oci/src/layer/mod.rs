@@ -15,6 +15,7 @@
 mod isal;
 mod pgzip;
 mod tarball;
+pub mod xattr;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 

@@ -156,6 +156,12 @@ impl<'a, W: Write> TarWriter<'a, W> {
         h.set_mtime(self.opts.source_date_epoch.map_or(mtime, |e| mtime.min(e)));
         h.set_size(0);
         let ctx = || format!("add {} to tar", path.display());
+        // A file's capabilities (`RUN setcap ...`) and other attributes, as docker keeps them.
+        if ft.is_dir() || ft.is_file() {
+            if let Some(records) = super::xattr::records(path, false).ctx(|| format!("read xattrs of {}", path.display()))? {
+                super::xattr::append(&mut self.builder, &records).ctx(ctx)?;
+            }
+        }
         if ft.is_dir() {
             h.set_entry_type(tar::EntryType::Directory);
             let mut name = rel.as_os_str().to_owned();

@@ -214,10 +214,11 @@ fn transfer(
 }
 
 /// Copies the contents of the directory `src` into the directory `dest` as they are: owners,
-/// modes and set-id bits kept (a volume filled from its image; `shown` names it in errors).
+/// modes, set-id bits and extended attributes kept (a volume filled from its image; `shown` names it in errors).
 pub(crate) fn copy_contents(src: &OwnedFd, dest: &OwnedFd, shown: &str) -> Result<()> {
     let opts = CopyOptions { archive: true, follow_link: false };
-    piped(src, None, crate::treetar::TreeOptions::default(), (dest, shown), opts).map_err(|e| match e {
+    let tree = crate::treetar::TreeOptions { xattrs: true, ..Default::default() };
+    piped(src, None, tree, (dest, shown), opts).map_err(|e| match e {
         Piped::Archive(a) => super::io_err("copy", Path::new(shown))(a),
         Piped::Unpack(e) => e,
     })
@@ -312,7 +313,10 @@ fn with_root<T: Send>(c: &Container, f: impl FnOnce(&OwnedFd) -> Result<T> + Sen
     let copied = crate::sandbox::in_private_mounts(|| {
         rootfs.mount(&target)?;
         // Its volumes where it has them, so that a copy to or from one reaches the volume.
-        for v in &c.config.volumes {
+        // A bind whose host directory is gone is left out, as docker's cp leaves it.
+        let mut volumes: Vec<_> = c.config.volumes.iter().filter(|v| v.host.exists()).collect();
+        volumes.sort_by_key(|v| crate::sandbox::depth(&v.container));
+        for v in volumes {
             crate::sandbox::bind_into(&crate::sys::Linux, &target, &v.host, &v.container, v.read_only)
                 .map_err(super::io_err("mount the volume at", Path::new(&v.container)))?;
         }

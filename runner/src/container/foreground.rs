@@ -109,9 +109,9 @@ impl Prepared {
             self.snapshot_made = true;
             mounts
         };
-        super::volumes::prepare(root, config, &rootfs)?;
+        let held = super::volumes::prepare(root, config, &rootfs)?;
         if self.record.is_none() {
-            self.held = super::volumes::hold(root, config)?;
+            self.held = held;
         }
         let limits = config.limits();
         if !limits.is_empty() {

@@ -13,12 +13,19 @@ use rustix::fs::OFlags;
 use super::config::VolumeConfig;
 use super::{Config, Result};
 use crate::snapshot::Mount;
+use crate::volume::spec::clean;
 use crate::volume::{self, Source, VolumeArg, Volumes};
 
 /// The mounts of `args` (volume names resolved to their directories, an anonymous volume
 /// named afresh), then an anonymous volume for each of the image's `VOLUME` paths that no
-/// mount covers, as docker adds them.
-pub fn configs(root: &Path, args: &[VolumeArg], image_volumes: &[String]) -> Vec<VolumeConfig> {
+/// mount (nor one of the `tmpfs` paths) covers, as docker adds them. Two mounts on one path
+/// are refused as docker refuses them, but for the same anonymous volume given twice.
+pub fn configs(
+    root: &Path,
+    args: &[VolumeArg],
+    tmpfs: &[String],
+    image_volumes: &[String],
+) -> Result<Vec<VolumeConfig>> {
     let vols = Volumes::new(root);
     let volume = |name: String, arg: &VolumeArg, anonymous: bool| VolumeConfig {
         host: vols.data_dir(&name),
@@ -28,6 +35,16 @@ pub fn configs(root: &Path, args: &[VolumeArg], image_volumes: &[String]) -> Vec
         anonymous,
         nocopy: arg.nocopy,
     };
+    let mut args: Vec<&VolumeArg> = args.iter().collect();
+    args.dedup_by(|b, a| a.source == Source::Anonymous && *a == *b);
+    let tmpfs: Vec<String> = tmpfs.iter().map(|t| clean(t.split_once(':').map_or(t.as_str(), |(p, _)| p))).collect();
+    let mut seen: Vec<&str> = tmpfs.iter().map(String::as_str).collect();
+    for arg in &args {
+        if seen.contains(&arg.container.as_str()) {
+            return Err(super::Error::Config(format!("Duplicate mount point: {}", arg.container)));
+        }
+        seen.push(&arg.container);
+    }
     let mut out: Vec<VolumeConfig> = args
         .iter()
         .map(|arg| match &arg.source {
@@ -44,56 +61,62 @@ pub fn configs(root: &Path, args: &[VolumeArg], image_volumes: &[String]) -> Vec
         })
         .collect();
     // The image's are a set; in order, so that inspect shows them the same each time.
-    let mut image_volumes: Vec<&String> = image_volumes.iter().collect();
+    let mut image_volumes: Vec<String> = image_volumes.iter().map(|p| clean(p)).collect();
     image_volumes.sort();
+    image_volumes.dedup();
     for path in image_volumes {
-        if !out.iter().any(|v| clean(&v.container) == clean(path)) && !clean(path).is_empty() {
-            let arg = VolumeArg { source: Source::Anonymous, container: path.clone(), read_only: false, nocopy: false };
+        let covered = seen.contains(&path.as_str()) || path == "/";
+        if !covered {
+            let arg = VolumeArg { source: Source::Anonymous, container: path, read_only: false, nocopy: false };
             out.push(volume(super::new_id(), &arg, true));
         }
     }
-    out
-}
-
-/// A container path without empty or `.` components, to compare mount points.
-fn clean(path: &str) -> String {
-    path.split('/').filter(|c| !c.is_empty() && *c != ".").collect::<Vec<_>>().join("/")
+    Ok(out)
 }
 
 /// Makes each volume of `config` that is missing, then fills each empty one (unless
 /// `nocopy`) with what the image has at its path: its files, owners and modes, and the
 /// directory's own owner and mode, as docker does when it creates a container. `rootfs` is
-/// the container's root, mounted for the copy in a private mount namespace.
-pub fn prepare(root: &Path, config: &Config, rootfs: &[Mount]) -> Result<()> {
+/// the container's root, mounted for the copy in a private mount namespace. Returns the
+/// volumes [held](Volumes::hold) from the moment each was made or found: a container without
+/// a record keeps them while it runs.
+pub fn prepare(root: &Path, config: &Config, rootfs: &[Mount]) -> Result<Vec<File>> {
     let vols = Volumes::new(root);
-    let mut empty = Vec::new();
+    let (mut held, mut empty) = (Vec::new(), Vec::new());
     for v in &config.volumes {
         let Some(name) = &v.volume else { continue };
-        let labels =
-            if v.anonymous { BTreeMap::from([(volume::ANONYMOUS.to_owned(), String::new())]) } else { BTreeMap::new() };
-        vols.create(name, labels)?;
-        let data = vols.data_dir(name);
-        let is_empty = std::fs::read_dir(&data).map_err(super::io_err("read", &data))?.next().is_none();
-        if is_empty && !v.nocopy {
-            empty.push((v.container.as_str(), data));
+        let labels = if v.anonymous { BTreeMap::from([(volume::ANONYMOUS.to_owned(), String::new())]) } else { BTreeMap::new() };
+        held.push(vols.create_held(name, labels)?.1);
+        if !v.nocopy && is_empty(&vols.data_dir(name))? {
+            empty.push((v.container.as_str(), name.as_str()));
         }
     }
-    let Some(rootfs) = rootfs.first().filter(|_| !empty.is_empty()) else { return Ok(()) };
+    let Some(rootfs) = rootfs.first().filter(|_| !empty.is_empty()) else { return Ok(held) };
     let target = super::containers_dir(root).join(".rootfs");
     std::fs::create_dir_all(&target).map_err(super::io_err("create", &target))?;
     let filled = crate::sandbox::in_private_mounts(|| {
         rootfs.mount(&target)?;
         let image = open(&target, OFlags::PATH | OFlags::DIRECTORY).map_err(super::io_err("open", &target))?;
-        for (path, data) in &empty {
-            fill(&image, path, data)?;
+        for (path, name) in &empty {
+            // Another container may be filling it: one at a time, and only while empty.
+            let _filling = vols.fill_lock(name)?;
+            let data = vols.data_dir(name);
+            if is_empty(&data)? {
+                fill(&image, path, &data)?;
+            }
         }
-        Ok(())
+        Ok::<(), super::Error>(())
     });
-    filled.map_err(super::io_err("mount the rootfs of", &target))?
+    filled.map_err(super::io_err("mount the rootfs of", &target))??;
+    Ok(held)
+}
+
+fn is_empty(dir: &Path) -> Result<bool> {
+    Ok(std::fs::read_dir(dir).map_err(super::io_err("read", dir))?.next().is_none())
 }
 
 /// Copies what the image (`image`, its root) has at `path` into the empty volume directory
-/// `data`; nothing when the image has no directory there.
+/// `data`; nothing when the image has nothing there, and an error when it has a file.
 fn fill(image: &OwnedFd, path: &str, data: &Path) -> Result<()> {
     let src = match crate::sys::open_in_root(image, path, OFlags::PATH | OFlags::CLOEXEC) {
         Ok(fd) => fd,
@@ -102,7 +125,7 @@ fn fill(image: &OwnedFd, path: &str, data: &Path) -> Result<()> {
     };
     let st = rustix::fs::fstat(&src).map_err(|e| super::io_err("stat", Path::new(path))(e.into()))?;
     if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Directory {
-        return Ok(());
+        return Err(super::Error::Config(format!("cannot mount volume over existing file, file exists {path}")));
     }
     let dest = open(data, OFlags::RDONLY | OFlags::DIRECTORY).map_err(super::io_err("open", data))?;
     super::copy::copy_contents(&src, &dest, path)?;
@@ -153,14 +176,6 @@ pub fn remove_anonymous(root: &Path, volumes: &[VolumeConfig]) -> Vec<String> {
     failed
 }
 
-/// Marks the volumes of `config` in use while the returned files are open: for a container
-/// without a record, which no [`users`] would find.
-pub fn hold(root: &Path, config: &Config) -> Result<Vec<File>> {
-    let vols = Volumes::new(root);
-    let held = config.volumes.iter().filter_map(|v| v.volume.as_deref()).map(|name| vols.hold(name));
-    Ok(held.collect::<Result<_, _>>()?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,10 +184,10 @@ mod tests {
     fn an_image_volume_is_anonymous_unless_a_mount_covers_its_path() {
         let root = Path::new("/r");
         let args: Vec<VolumeArg> =
-            ["data:/var/lib/db/", "/srv:/srv:ro", "/cache"].iter().map(|s| s.parse().unwrap()).collect();
-        let image = ["/var/lib/db".to_owned(), "/logs".to_owned(), "/srv/.".to_owned()];
-        let got = configs(root, &args, &image);
-        assert_eq!(got.len(), 4, "{got:?}");
+            ["data:/var/lib/db/", "/srv:/srv:ro", "/cache", "/cache"].iter().map(|s| s.parse().unwrap()).collect();
+        let image = ["/var/lib/db".to_owned(), "/logs".to_owned(), "/srv/.".to_owned(), "/run".to_owned()];
+        let got = configs(root, &args, &["/run:size=1m".to_owned()], &image).unwrap();
+        assert_eq!(got.len(), 4, "one /cache, and no volume under the tmpfs: {got:?}");
         assert_eq!(got[0].volume.as_deref(), Some("data"));
         assert_eq!(got[0].host, Path::new("/r/volumes/data/_data"));
         assert!(!got[0].anonymous);
@@ -180,5 +195,10 @@ mod tests {
         assert!(got[2].anonymous && got[2].container == "/cache");
         assert!(got[3].anonymous && got[3].container == "/logs", "only /logs is left to the image");
         assert_ne!(got[2].volume, got[3].volume, "each anonymous volume is new");
+        let twice: Vec<VolumeArg> = ["a1:/x", "/h:/x/"].iter().map(|s| s.parse().unwrap()).collect();
+        let e = configs(root, &twice, &[], &[]).unwrap_err().to_string();
+        assert_eq!(e, "Duplicate mount point: /x");
+        let e = configs(root, &twice[..1], &["/x".to_owned()], &[]).unwrap_err().to_string();
+        assert_eq!(e, "Duplicate mount point: /x", "a tmpfs counts");
     }
 }

@@ -121,8 +121,20 @@ impl Volumes {
     /// Makes volume `name` with `labels`, or returns the one of that name (`false`: it was
     /// there), as docker's `volume create` and `-v NAME:...` do.
     pub fn create(&self, name: &str, labels: BTreeMap<String, String>) -> Result<(Volume, bool)> {
+        let lock = self.lock()?;
+        self.create_locked(name, labels, &lock)
+    }
+
+    /// [`Volumes::create`], and the volume [held](Volumes::hold) before the volumes' lock is
+    /// let go, so that no `volume rm` or `prune` can take it from the caller in between.
+    pub fn create_held(&self, name: &str, labels: BTreeMap<String, String>) -> Result<(Volume, File)> {
+        let lock = self.lock()?;
+        let (volume, _) = self.create_locked(name, labels, &lock)?;
+        Ok((volume, self.hold(name)?))
+    }
+
+    fn create_locked(&self, name: &str, labels: BTreeMap<String, String>, _lock: &File) -> Result<(Volume, bool)> {
         check_name(name)?;
-        let _lock = self.lock()?;
         match self.get(name) {
             Err(Error::NotFound(_)) => {}
             found => return found.map(|v| (v, false)),
@@ -134,16 +146,29 @@ impl Volumes {
         };
         let tmp = self.dir.join(format!(".new-{name}-{}", nanos()));
         let data = tmp.join("_data");
-        std::fs::create_dir_all(&data).map_err(io_err("create", &data))?;
         let meta = tmp.join("volume.json");
-        let json = serde_json::to_vec_pretty(&volume).map_err(|e| io_err("encode", &meta)(e.into()))?;
-        let made = std::fs::write(&meta, json)
-            .map_err(io_err("write", &meta))
-            .and_then(|()| std::fs::rename(&tmp, self.dir.join(name)).map_err(io_err("create", &tmp)));
+        let made = (|| {
+            std::fs::create_dir_all(&data).map_err(io_err("create", &data))?;
+            // docker's 0755 root, whatever the caller's umask.
+            std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .map_err(io_err("chmod", &data))?;
+            let json = serde_json::to_vec_pretty(&volume).map_err(|e| io_err("encode", &meta)(e.into()))?;
+            std::fs::write(&meta, json).map_err(io_err("write", &meta))?;
+            std::fs::rename(&tmp, self.dir.join(name)).map_err(io_err("create", &tmp))
+        })();
         if made.is_err() {
             let _ = std::fs::remove_dir_all(&tmp);
         }
         made.map(|()| (volume, true))
+    }
+
+    /// Locks volume `name` for filling: one container at a time checks that it is empty and
+    /// fills it, so a second sees it full, never half made. Held while the file is open.
+    pub fn fill_lock(&self, name: &str) -> Result<File> {
+        let dir = self.dir.join(name);
+        let f = open_dir(&dir).map_err(io_err("open", &dir))?;
+        flock(&f, FlockOperation::LockExclusive).map_err(|e| io_err("lock", &dir)(e.into()))?;
+        Ok(f)
     }
 
     /// Volume `name`.
@@ -271,6 +296,8 @@ mod tests {
         std::fs::write(vols.data_dir("data").join("f"), "kept").unwrap();
         let (again, made) = vols.create("data", BTreeMap::new()).unwrap();
         assert!(!made && again == v, "the second create returns the first volume");
+        let mode = std::fs::metadata(vols.data_dir("data")).unwrap().permissions();
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o7777, 0o755);
         assert_eq!(std::fs::read_to_string(vols.data_dir("data").join("f")).unwrap(), "kept");
         assert_eq!(vols.list().unwrap(), vec![v]);
 
@@ -281,6 +308,9 @@ mod tests {
             matches!(vols.remove("data", |_| Ok::<_, Error>(vec![])), Err(Error::InUse { .. })),
             "held by a running container"
         );
+        drop(held);
+        let (_, held) = vols.create_held("data", BTreeMap::new()).unwrap();
+        assert!(matches!(vols.remove("data", |_| Ok::<_, Error>(vec![])), Err(Error::InUse { .. })), "held as made");
         drop(held);
         vols.remove("data", |_| Ok::<_, Error>(vec![])).unwrap();
         assert!(matches!(vols.get("data"), Err(Error::NotFound(_))));

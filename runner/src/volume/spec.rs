@@ -101,15 +101,36 @@ fn source(src: &str) -> Result<Source, String> {
     Ok(Source::Named(src.to_owned()))
 }
 
-/// A mount's destination: absolute, and not `/`.
+/// A mount's destination: absolute, made clean (as Go's `filepath.Clean`, docker's), not `/`
+/// and not under `/proc`, whose files are the kernel's.
 fn destination(dest: &str) -> Result<String, String> {
     if !dest.starts_with('/') {
         return Err(format!("the destination {dest:?} is not an absolute path"));
     }
-    if dest.trim_end_matches('/').is_empty() {
+    let dest = clean(dest);
+    if dest == "/" {
         return Err("destination can't be '/'".into());
     }
-    Ok(dest.to_owned())
+    if dest == "/proc" || dest.starts_with("/proc/") {
+        return Err(format!("{dest} is the kernel's (procfs): nothing may be mounted there"));
+    }
+    Ok(dest)
+}
+
+/// An absolute container path made clean: no empty or `.` components, `..` taken lexically
+/// (never above `/`), no trailing `/`.
+pub fn clean(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
 }
 
 impl std::str::FromStr for MountArg {
@@ -202,6 +223,7 @@ mod tests {
         assert!(!named.read_only && named.nocopy);
         assert_eq!(named.container, "/var/lib/postgresql/data");
         assert_eq!(v("/cache").unwrap().source, Source::Anonymous);
+        assert_eq!(v("v1:/x/../y/./z/").unwrap().container, "/y/z", "made clean, as docker's");
         let rel = v("./out:/out").unwrap();
         assert_eq!(rel.source, Source::Host(std::env::current_dir().unwrap().join("out")));
     }
@@ -219,6 +241,8 @@ mod tests {
             ("v1:/c:ro,rw", "both ro and rw"),
             ("v1:/c:bogus", "invalid mode"),
             ("v1:data", "not an absolute path"),
+            ("v1:/proc/sys", "kernel's"),
+            ("v1:/x/..", "destination can't be '/'"),
         ] {
             let e = v(bad).unwrap_err();
             assert!(e.contains(why), "{bad}: {e}");
