@@ -1533,7 +1533,8 @@ mod tests {
     fn mounts_go_on_parents_first_and_the_etc_files_after_them() {
         let sys = Recorder::default();
         let mut s = spec(false);
-        let vol = |host: &str, container: &str| Volume { host: host.into(), container: container.into(), read_only: false };
+        let vol =
+            |host: &str, container: &str| Volume { host: host.into(), container: container.into(), read_only: false };
         // Given deepest first: before, /x hid the volume at /x/y, and one at /etc hid /etc/hosts.
         s.volumes = vec![vol("/host/y", "/x/y"), vol("/host/x", "/x"), vol("/host/etc", "/etc")];
         s.tmpfs = vec!["/x/y/z:size=1m".into(), "/x/t:size=1m".into()];

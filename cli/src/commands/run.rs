@@ -84,6 +84,9 @@ pub struct Run {
     /// Mount a volume, host path or tmpfs: type=volume|bind|tmpfs,source=...,target=...[,readonly]
     #[arg(long, value_name = "type=TYPE,source=SRC,target=DEST")]
     mount: Vec<runner::volume::MountArg>,
+    /// Mount the volumes and binds of another container, at the same paths (:ro or :rw for all)
+    #[arg(long, value_name = "CONTAINER[:ro|:rw]")]
+    volumes_from: Vec<String>,
     /// Mount a fresh tmpfs at this container path
     #[arg(long, value_name = "PATH")]
     tmpfs: Vec<String>,
@@ -355,7 +358,12 @@ impl Run {
             network: self.network.clone(),
             network_aliases: self.network_alias.clone(),
             network_id: self.network_id.clone(),
-            volumes: runner::container::volumes::configs(root, &mounts, &tmpfs, &image_volumes)?,
+            volumes: runner::container::volumes::configs_with(
+                root,
+                (&mounts, &tmpfs),
+                &self.borrowed_volumes(root)?,
+                &image_volumes,
+            )?,
             tmpfs,
             ulimits: self.ulimit.iter().map(ToString::to_string).collect(),
             read_only: self.read_only,
@@ -400,6 +408,20 @@ impl Run {
             }
         }
         (volumes, tmpfs)
+    }
+
+    /// The mounts of the `--volumes-from` containers, in order.
+    fn borrowed_volumes(&self, root: &Path) -> Result<Vec<runner::container::config::VolumeConfig>> {
+        let mut out = Vec::new();
+        for from in &self.volumes_from {
+            let (name, mode) = match from.rsplit_once(':') {
+                Some((name, mode)) => (name, Some(mode)),
+                None => (from.as_str(), None),
+            };
+            let c = runner::container::find(root, name)?;
+            out.extend(runner::container::volumes::borrow(&c, mode)?);
+        }
+        Ok(out)
     }
 
     /// The image's labels, then `--label-file`'s and `--label`'s over them; a label without

@@ -109,7 +109,8 @@ fn anonymous_volumes_go_with_their_container_when_asked() {
     // In use: prune leaves them; `rm` without -v keeps them, as docker's; prune then takes them.
     assert_eq!(b.ok(&["volume", "prune", "-f"]), "Total reclaimed space: 0B\n");
     assert_eq!(b.ok(&["volume", "ls", "-q", "--filter", "dangling=true"]), "");
-    let df = || b.ok(&["system", "df", "--format", "{{if eq .Type \"Local Volumes\"}}{{.TotalCount}} {{.Active}}{{end}}"]);
+    let df =
+        || b.ok(&["system", "df", "--format", "{{if eq .Type \"Local Volumes\"}}{{.TotalCount}} {{.Active}}{{end}}"]);
     assert_eq!(df().trim(), "3 3");
     b.ok(&["rm", "keep"]);
     assert_eq!(b.ok(&["volume", "ls", "-q", "--filter", "dangling=true"]).lines().count(), 3);
@@ -258,8 +259,20 @@ fn mounts_go_on_parents_first_and_each_path_once() {
     assert_eq!(std::fs::read_to_string(data(&b, "keep").join("db")).unwrap(), "important\n");
     assert!(!data(&b, "outer").join("m/db").exists());
     // A tmpfs below a volume goes on after it, and a destination is made clean as docker's.
-    let out = b.ok(&["run", "--rm", "--tmpfs", "/n/t", "-v", "outer:/n", "-v", "v2:/x/../y/", "busybox", "sh", "-c",
-        "grep -c ' /n/t tmpfs' /proc/mounts; touch /y/f"]);
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "--tmpfs",
+        "/n/t",
+        "-v",
+        "outer:/n",
+        "-v",
+        "v2:/x/../y/",
+        "busybox",
+        "sh",
+        "-c",
+        "grep -c ' /n/t tmpfs' /proc/mounts; touch /y/f",
+    ]);
     assert_eq!(out, "1\n");
     assert!(data(&b, "v2").join("f").exists());
     for (args, why) in [
@@ -316,4 +329,64 @@ fn runs_filling_one_volume_and_prunes_beside_them_never_break_a_run() {
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
     });
+}
+
+#[test]
+fn volumes_from_mounts_another_containers_volumes_at_their_paths() {
+    let Some(b) = setup() else { return };
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("hf"), "").unwrap();
+    let bind = format!("{}:/h:ro", p(host.path()));
+    b.ok(&[
+        "run",
+        "--name",
+        "src",
+        "-v",
+        "shared:/s",
+        "-v",
+        "/anon",
+        "-v",
+        &bind,
+        "busybox",
+        "sh",
+        "-c",
+        "echo one > /s/f; echo two > /anon/g",
+    ]);
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "--volumes-from",
+        "src",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /s/f /anon/g; ls /h; touch /h/x 2>/dev/null || echo ro",
+    ]);
+    assert_eq!(out, "one\ntwo\nhf\nro\n", "its volumes and binds, each as it had them");
+    let out = b.output(&["run", "--rm", "--volumes-from", "src:ro", "busybox", "touch", "/s/new"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("Read-only"), "{out:?}");
+    // A mount given takes its path; the others still come.
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "--volumes-from",
+        "src",
+        "-v",
+        "other:/s",
+        "busybox",
+        "sh",
+        "-c",
+        "ls -A /s; cat /anon/g",
+    ]);
+    assert_eq!(out, "two\n");
+    // The borrower's rm -v leaves them: they are src's.
+    b.ok(&["run", "--name", "borrower", "--volumes-from", "src", "busybox", "true"]);
+    b.ok(&["rm", "-v", "borrower"]);
+    assert_eq!(names(&b).len(), 3, "shared, other and src's anonymous one: {:?}", names(&b));
+    b.ok(&["rm", "-v", "src"]);
+    assert_eq!(names(&b), ["other", "shared"], "src's own anonymous volume went with it");
+    let err = b.output(&["run", "--rm", "--volumes-from", "nosuch", "busybox", "true"]);
+    assert!(String::from_utf8_lossy(&err.stderr).contains("no such container: nosuch"), "{err:?}");
+    let err = b.output(&["run", "--rm", "--volumes-from", "x:rx", "busybox", "true"]);
+    assert!(!err.status.success());
 }

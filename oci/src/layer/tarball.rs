@@ -158,7 +158,9 @@ impl<'a, W: Write> TarWriter<'a, W> {
         let ctx = || format!("add {} to tar", path.display());
         // A file's capabilities (`RUN setcap ...`) and other attributes, as docker keeps them.
         if ft.is_dir() || ft.is_file() {
-            if let Some(records) = super::xattr::records(path, false).ctx(|| format!("read xattrs of {}", path.display()))? {
+            if let Some(records) =
+                super::xattr::records(path, false).ctx(|| format!("read xattrs of {}", path.display()))?
+            {
                 super::xattr::append(&mut self.builder, &records).ctx(ctx)?;
             }
         }

@@ -26,6 +26,17 @@ pub fn configs(
     tmpfs: &[String],
     image_volumes: &[String],
 ) -> Result<Vec<VolumeConfig>> {
+    configs_with(root, (args, tmpfs), &[], image_volumes)
+}
+
+/// [`configs`] with `borrowed` (`--volumes-from`'s, from [`borrow`]) after the mounts given:
+/// each at its own path, unless a mount given takes that path.
+pub fn configs_with(
+    root: &Path,
+    (args, tmpfs): (&[VolumeArg], &[String]),
+    borrowed: &[VolumeConfig],
+    image_volumes: &[String],
+) -> Result<Vec<VolumeConfig>> {
     let vols = Volumes::new(root);
     let volume = |name: String, arg: &VolumeArg, anonymous: bool| VolumeConfig {
         host: vols.data_dir(&name),
@@ -60,6 +71,12 @@ pub fn configs(
             Source::Anonymous => volume(super::new_id(), arg, true),
         })
         .collect();
+    for v in borrowed {
+        if !seen.contains(&v.container.as_str()) {
+            seen.push(&v.container);
+            out.push(v.clone());
+        }
+    }
     // The image's are a set; in order, so that inspect shows them the same each time.
     let mut image_volumes: Vec<String> = image_volumes.iter().map(|p| clean(p)).collect();
     image_volumes.sort();
@@ -85,7 +102,8 @@ pub fn prepare(root: &Path, config: &Config, rootfs: &[Mount]) -> Result<Vec<Fil
     let (mut held, mut empty) = (Vec::new(), Vec::new());
     for v in &config.volumes {
         let Some(name) = &v.volume else { continue };
-        let labels = if v.anonymous { BTreeMap::from([(volume::ANONYMOUS.to_owned(), String::new())]) } else { BTreeMap::new() };
+        let labels =
+            if v.anonymous { BTreeMap::from([(volume::ANONYMOUS.to_owned(), String::new())]) } else { BTreeMap::new() };
         held.push(vols.create_held(name, labels)?.1);
         if !v.nocopy && is_empty(&vols.data_dir(name))? {
             empty.push((v.container.as_str(), name.as_str()));
@@ -109,6 +127,29 @@ pub fn prepare(root: &Path, config: &Config, rootfs: &[Mount]) -> Result<Vec<Fil
     });
     filled.map_err(super::io_err("mount the rootfs of", &target))??;
     Ok(held)
+}
+
+/// `--volumes-from CONTAINER[:ro|:rw]`: container `from`'s binds and volumes, at the same
+/// paths, each read-only as it was there, or all as `mode` says. Never filled (they are the
+/// other container's) and never anonymous here (they are not this container's to remove).
+pub fn borrow(from: &super::Container, mode: Option<&str>) -> Result<Vec<VolumeConfig>> {
+    let read_only = match mode {
+        None => None,
+        Some("ro") => Some(true),
+        Some("rw") => Some(false),
+        Some(m) => return Err(super::Error::Config(format!("invalid --volumes-from mode {m:?}: ro or rw"))),
+    };
+    Ok(from
+        .config
+        .volumes
+        .iter()
+        .map(|v| VolumeConfig {
+            read_only: read_only.unwrap_or(v.read_only),
+            anonymous: false,
+            nocopy: true,
+            ..v.clone()
+        })
+        .collect())
 }
 
 fn is_empty(dir: &Path) -> Result<bool> {
