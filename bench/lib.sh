@@ -2,7 +2,7 @@
 # Shell shared by the bench scripts: messages, timing arithmetic, free ports, background servers,
 # the ~1 GiB registry test image (registry.sh, client.sh), and for the build benchmarks
 # (build.sh, build-real.sh) timed commands, unmounting, and a private dockerd for BuildKit.
-# run.sh uses only the messages (die, say).
+# run.sh uses only the messages (die, say); network.sh and volume.sh share cli and podman_private.
 #
 # Source it from the repository root after setting PROG (the script's name, for messages) and
 # BENCH_DIR. It defines functions and the image's paths only; it starts nothing by itself.
@@ -339,4 +339,36 @@ buildah_fresh() {
   local id
   id=$(bah images -q --no-trunc "$2")
   [ "$id" = "$3" ] || die "buildah stored $2 as '$id', expected $3"
+}
+
+# cli TOOL ARGS...: berth ($BERTH), docker (${DOCKER[@]}) or podman (${PODMAN[@]}) run with ARGS,
+# each on the private root, socket or store its script set up (network.sh, volume.sh).
+cli() {
+  local tool=$1
+  shift
+  case $tool in
+    berth) "$BERTH" "$@" ;;
+    docker) "${DOCKER[@]}" "$@" ;;
+    podman) "${PODMAN[@]}" "$@" ;;
+  esac
+}
+
+# podman_private RUN [FLAG...]: sets PODMAN, a podman with its root and tmpdir under RUN, its
+# runroot on the (private) /run, runc (crun 1.8 refuses this VM's hybrid cgroups, see run.sh),
+# cgroupfs (no systemd) and file events, FLAG... added; and gives it, in the caller's private
+# mount namespace, empty directories of RUN over /var/lib/containers (c/image's blob-info
+# cache) and /var/lib/cni (the CNI plugins' leases), made on the host when missing, and a
+# tmpfs on /dev/shm (libpod's lock segment). Its runroot is short: podman refuses one over 50
+# characters. (service.sh sets up its own: it also hides /run/netns and /run/runc.)
+podman_private() {
+  local run=$1 p
+  shift
+  for p in /var/lib/containers /var/lib/cni; do
+    mkdir -p "$p" "$run/ns/${p//\//_}"
+    mount --bind "$run/ns/${p//\//_}" "$p"
+  done
+  mount -t tmpfs -o mode=1777,size=64m tmpfs /dev/shm
+  mkdir -p "$run/podman/tmp" /run/bench-podman
+  PODMAN=(podman --root "$run/podman/root" --runroot /run/bench-podman --tmpdir "$run/podman/tmp" "$@"
+    --runtime /usr/sbin/runc --cgroup-manager cgroupfs --events-backend file --storage-driver overlay)
 }

@@ -97,16 +97,6 @@ RUN=$(mktemp -d "$BENCH_DIR/run-XXXXXX")
 export BERTH_ROOT=$RUN/root
 ready=() # the tools set up, for cleanup
 
-# cli TOOL ARGS...: the tool's command line, with its private root, socket or store.
-cli() {
-  local tool=$1
-  shift
-  case $tool in
-    berth) "$BERTH" "$@" ;;
-    docker) "${DOCKER[@]}" "$@" ;;
-    podman) "${PODMAN[@]}" "$@" ;;
-  esac
-}
 # The options of `run` and of `rm -f`: podman's rlimits within this VM's hard limits (its
 # defaults are above them and its runs fail, see bench/service.sh), and `rm -f -t 0`: podman
 # 4.3's `rm -f` sends the stop signal first and waits 10 s before SIGKILL (httpd as PID 1
@@ -185,15 +175,8 @@ fi
 # cgroupfs (no systemd), file events, networks configured in the run directory. Its runroot is
 # short (podman refuses one longer than 50 characters), on the namespace's /run.
 if measure podman; then
-  for p in /var/lib/containers /var/lib/cni; do
-    mkdir -p "$RUN/ns/${p//\//_}"
-    mount --bind "$RUN/ns/${p//\//_}" "$p"
-  done
-  mount -t tmpfs -o mode=1777,size=64m tmpfs /dev/shm
-  mkdir -p "$RUN/podman/tmp" "$RUN/podman/net.d" /run/bench-podman
-  PODMAN=(podman --root "$RUN/podman/root" --runroot /run/bench-podman --tmpdir "$RUN/podman/tmp"
-    --network-config-dir "$RUN/podman/net.d" --runtime /usr/sbin/runc --cgroup-manager cgroupfs
-    --events-backend file --storage-driver overlay)
+  mkdir -p "$RUN/podman/net.d"
+  podman_private "$RUN" --network-config-dir "$RUN/podman/net.d"
   ready+=(podman)
   "${PODMAN[@]}" load -i "$RUN/busybox-docker.tar" >>"$RUN/image.log" 2>&1 ||
     die "podman load failed (see $RUN/image.log)"

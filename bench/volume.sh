@@ -66,15 +66,6 @@ RUN=$(mktemp -d "$BENCH_DIR/run-XXXXXX")
 export BERTH_ROOT=$RUN/root
 ready=()
 
-cli() {
-  local tool=$1
-  shift
-  case $tool in
-    berth) "$BERTH" "$@" ;;
-    docker) "${DOCKER[@]}" "$@" ;;
-    podman) "${PODMAN[@]}" "$@" ;;
-  esac
-}
 # podman's rlimits within this VM's hard limits (see bench/service.sh).
 run_opts() { RO=(--network none); [ "$1" != podman ] || RO+=(--ulimit nofile=1024:1024 --ulimit nproc=1024:1024); }
 
@@ -139,14 +130,7 @@ if measure docker; then
     die "docker stored $SEEDED under another ID than berth's $seeded_id"
 fi
 if measure podman; then
-  for p in /var/lib/containers /var/lib/cni; do
-    mkdir -p "$RUN/ns/${p//\//_}"
-    mount --bind "$RUN/ns/${p//\//_}" "$p"
-  done
-  mount -t tmpfs -o mode=1777,size=64m tmpfs /dev/shm
-  mkdir -p "$RUN/podman/tmp" /run/bench-podman
-  PODMAN=(podman --root "$RUN/podman/root" --runroot /run/bench-podman --tmpdir "$RUN/podman/tmp"
-    --runtime /usr/sbin/runc --cgroup-manager cgroupfs --events-backend file --storage-driver overlay)
+  podman_private "$RUN"
   ready+=(podman)
   "${PODMAN[@]}" load -i "$RUN/images.tar" >>"$RUN/image.log" 2>&1 || die "podman load failed (see $RUN/image.log)"
   [ "$("${PODMAN[@]}" image inspect --format '{{.Id}}' "$SEEDED")" = "$seeded_id" ] ||

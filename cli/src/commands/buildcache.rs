@@ -63,10 +63,7 @@ impl Prune {
         }
         if !self.force && std::io::stdin().is_terminal() {
             let what = if self.all { "all build cache" } else { "all dangling build cache" };
-            eprint!("WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ");
-            let mut answer = String::new();
-            std::io::stdin().read_line(&mut answer)?;
-            if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            if !super::confirm(&format!("WARNING! This will remove {what}."))? {
                 return Ok(());
             }
         }

@@ -637,10 +637,7 @@ impl Prune {
             if !std::io::stdin().is_terminal() {
                 bail!("refusing to prune without confirmation: pass -f");
             }
-            eprint!("WARNING! This will remove all untagged images and unused blobs.\nAre you sure you want to continue? [y/N] ");
-            let mut answer = String::new();
-            std::io::stdin().read_line(&mut answer)?;
-            if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            if !super::confirm("WARNING! This will remove all untagged images and unused blobs.")? {
                 return Ok(());
             }
         }

@@ -54,3 +54,12 @@ pub fn print_inspected(found: Vec<Result<serde_json::Value>>, tpl: Option<&crate
     }
     last.map_or(Ok(()), Err)
 }
+
+/// docker's prune question: `warning`, then `Are you sure you want to continue? [y/N]` on
+/// stderr, and whether the line read from stdin says yes (`echo y | berth volume prune`).
+pub fn confirm(warning: &str) -> Result<bool> {
+    eprint!("{warning}\nAre you sure you want to continue? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}

@@ -364,13 +364,10 @@ impl PruneNet {
     /// prune does (a stopped container's network goes too); asks first unless `-f`, reading
     /// the answer from stdin as docker does (`echo y | berth network prune`).
     fn run(self, root: &Path) -> Result<()> {
-        if !self.force {
-            eprint!("WARNING! This will remove all custom networks not used by at least one container.\nAre you sure you want to continue? [y/N] ");
-            let mut answer = String::new();
-            std::io::stdin().read_line(&mut answer)?;
-            if !matches!(answer.trim(), "y" | "Y" | "yes") {
-                return Ok(());
-            }
+        if !self.force
+            && !super::confirm("WARNING! This will remove all custom networks not used by at least one container.")?
+        {
+            return Ok(());
         }
         let mut deleted = Vec::new();
         for network in user::list(root)? {

@@ -329,11 +329,7 @@ impl Run {
         });
         let stop_signal = stop_signal.unwrap_or_else(|| "SIGTERM".into());
         runner::container::control::parse_signal(&stop_signal).map_err(anyhow::Error::msg)?;
-        let (mounts, tmpfs) = self.mounts();
-        for t in &tmpfs {
-            runner::sandbox::check_tmpfs(t).map_err(anyhow::Error::msg)?;
-        }
-        let image_volumes: Vec<String> = cfg.volumes().clone().unwrap_or_default();
+        let (volumes, tmpfs) = self.mounts(root, &cfg)?;
         let hostname = self.hostname_for(&id);
         if hostname.len() > runner::sandbox::HOST_NAME_MAX {
             bail!(
@@ -358,12 +354,7 @@ impl Run {
             network: self.network.clone(),
             network_aliases: self.network_alias.clone(),
             network_id: self.network_id.clone(),
-            volumes: runner::container::volumes::configs_with(
-                root,
-                (&mounts, &tmpfs),
-                &self.borrowed_volumes(root)?,
-                &image_volumes,
-            )?,
+            volumes,
             tmpfs,
             ulimits: self.ulimit.iter().map(ToString::to_string).collect(),
             read_only: self.read_only,
@@ -396,9 +387,13 @@ impl Run {
         })
     }
 
-    /// The `-v` and `--mount` volumes and binds, in order, and the `--tmpfs` and
-    /// `--mount type=tmpfs` paths.
-    fn mounts(&self) -> (Vec<runner::volume::VolumeArg>, Vec<String>) {
+    /// The container's binds and volumes (`-v`, `--mount`, `--volumes-from`, the image's
+    /// `VOLUME`s), and its tmpfs paths (`--tmpfs`, `--mount type=tmpfs`), checked.
+    fn mounts(
+        &self,
+        root: &Path,
+        cfg: &oci::spec::Config,
+    ) -> Result<(Vec<runner::container::config::VolumeConfig>, Vec<String>)> {
         let mut volumes = self.volume.clone();
         let mut tmpfs = self.tmpfs.clone();
         for m in &self.mount {
@@ -407,7 +402,13 @@ impl Run {
                 runner::volume::MountArg::Tmpfs(t) => tmpfs.push(t.clone()),
             }
         }
-        (volumes, tmpfs)
+        for t in &tmpfs {
+            runner::sandbox::check_tmpfs(t).map_err(anyhow::Error::msg)?;
+        }
+        let image_volumes: Vec<String> = cfg.volumes().clone().unwrap_or_default();
+        let borrowed = self.borrowed_volumes(root)?;
+        let volumes = runner::container::volumes::configs_with(root, (&volumes, &tmpfs), &borrowed, &image_volumes)?;
+        Ok((volumes, tmpfs))
     }
 
     /// The mounts of the `--volumes-from` containers, in order.

@@ -297,10 +297,7 @@ impl PruneVol {
         }
         if !self.force {
             let what = if self.all { "all local volumes" } else { "anonymous local volumes" };
-            eprint!("WARNING! This will remove {what} not used by at least one container.\nAre you sure you want to continue? [y/N] ");
-            let mut answer = String::new();
-            std::io::stdin().read_line(&mut answer)?;
-            if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            if !super::confirm(&format!("WARNING! This will remove {what} not used by at least one container."))? {
                 return Ok(());
             }
         }
