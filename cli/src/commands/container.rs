@@ -386,6 +386,40 @@ impl Stop {
     }
 }
 
+/// Restart one or more containers
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  berth restart web\n  berth restart -t 2 web db")]
+pub struct Restart {
+    /// Containers
+    #[arg(required = true)]
+    containers: Vec<String>,
+    /// Seconds to wait before killing a running container (default: its --stop-timeout, 10)
+    #[arg(short, long, value_name = "SECONDS")]
+    time: Option<u64>,
+}
+
+impl Restart {
+    /// Stops each running container as `stop` does (its stop signal, SIGKILL after the
+    /// timeout), then starts it again on its kept rootfs, as docker's restart; a stopped or
+    /// created one is just started. All at once, each name printed.
+    pub fn run(self, root: &Path) -> Result<()> {
+        each_at_once(&self.containers, |what| {
+            let c = container::find(root, what)?;
+            if c.state()?.status == Status::Running {
+                let timeout = self.time.map_or(c.config.stop_timeout(), Duration::from_secs);
+                c.update(|s| s.restarting = true)?;
+                if let Err(e) = control::stop(&c, timeout) {
+                    let _ = c.update(|s| s.restarting = false);
+                    return Err(e.into());
+                }
+            }
+            control::start(&c, supervisor_command(root, &c.config.id)?)
+                .with_context(|| format!("start container {}", c.config.name))?;
+            Ok(true)
+        })
+    }
+}
+
 /// Kill one or more running containers
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  berth kill web\n  berth kill -s HUP web")]

@@ -906,3 +906,29 @@ fn inspect_reports_a_container_the_oom_killer_ended() {
     assert_eq!(b.ok(&["wait", &id]).trim(), "0");
     assert_eq!(inspect(&b, &id, "{{.State.OOMKilled}}"), "false");
 }
+
+#[test]
+fn restart_stops_and_starts_a_container_keeping_its_files_and_log() {
+    let Some(b) = crate::util::container_store() else { return };
+    let pid = |name: &str| b.ok(&["inspect", "--format", "{{.State.Pid}}", name]).trim().to_owned();
+    let script = "echo start >> /count; trap 'exit 0' TERM; while :; do sleep 0.1; done";
+    b.ok(&["run", "-d", "--name", "svc", "busybox", "sh", "-c", script]);
+    let first = pid("svc");
+    assert_eq!(b.ok(&["restart", "-t", "5", "svc"]), "svc\n");
+    assert_ne!(pid("svc"), first, "a new process");
+    assert_eq!(b.ok(&["ps", "--filter", "name=^svc$", "--format", "{{.State}}"]), "running\n");
+    assert_eq!(b.ok(&["exec", "svc", "cat", "/count"]), "start\nstart\n", "on the same rootfs");
+    // An exited one is started; a `-d --rm` one is kept through its restart, as docker's.
+    b.ok(&["run", "--name", "done", "busybox", "true"]);
+    b.ok(&["restart", "done"]);
+    b.ok(&["run", "-d", "--rm", "--name", "tmp", "busybox", "sh", "-c", script]);
+    b.ok(&["restart", "-t", "5", "tmp"]);
+    assert_eq!(b.ok(&["ps", "--filter", "name=^tmp$", "--format", "{{.State}}"]), "running\n");
+    b.ok(&["stop", "tmp"]);
+    let gone = std::time::Instant::now() + Duration::from_secs(10);
+    while !b.ok(&["ps", "-aq", "--filter", "name=^tmp$"]).is_empty() {
+        assert!(std::time::Instant::now() < gone, "after the restart, --rm still removes it when it stops");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(b.fails(&["restart", "nosuch"]).contains("no such container"));
+}

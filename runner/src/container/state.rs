@@ -149,6 +149,10 @@ pub struct State {
     /// run: inspect's `State.OOMKilled`, as docker reports it.
     #[serde(default)]
     pub oom_killed: bool,
+    /// `berth restart` stops it to start it again: its supervisor leaves a `--rm` container
+    /// in place this time. Cleared by the next start.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restarting: bool,
 }
 
 impl State {
@@ -165,6 +169,7 @@ impl State {
         self.ports = ports;
         self.health = health.then(Health::default);
         self.stopped_by_user = false;
+        self.restarting = false;
     }
 
     /// Records the exit.

@@ -66,7 +66,8 @@ fn supervise(c: &Container, ready: &mut Option<File>) -> Result<i32> {
         cg.remove();
     }
     let code = code?;
-    if config.auto_remove {
+    // A restart's stop keeps the container, `--rm` or not: `berth restart` starts it again.
+    if config.auto_remove && !c.state()?.restarting {
         // A `start -a` reads the exit first (a hung one is not waited for long).
         c.wait_for_attached(Duration::from_secs(10))?;
         c.remove(snapshotter.as_ref())?;
