@@ -33,6 +33,9 @@ pub struct Exec {
     /// Working directory inside the container
     #[arg(short, long)]
     workdir: Option<String>,
+    /// Run the command in the background: berth returns once it has started
+    #[arg(short, long, conflicts_with_all = ["interactive", "tty"])]
+    detach: bool,
 }
 
 impl Exec {
@@ -42,7 +45,8 @@ impl Exec {
         container::find(root, &self.container).ok()?.state().ok()?.supervisor
     }
 
-    /// Joins the container, runs the command with signals forwarded, exits with its code.
+    /// Joins the container, runs the command with signals forwarded, exits with its code;
+    /// with `-d`, returns once it has started (its output discarded, as docker's).
     pub fn run(self, root: &Path) -> Result<()> {
         let c = container::find(root, &self.container)?;
         // As docker: a container that does not exist is the error to report first.
@@ -64,6 +68,9 @@ impl Exec {
         if !self.interactive {
             cmd.stdin(std::process::Stdio::null());
         }
+        if self.detach {
+            cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        }
         let spawned = cmd
             .spawn()
             .map_err(|source| runner::sandbox::SandboxError::Start { what: "fork and exec", source })
@@ -80,6 +87,12 @@ impl Exec {
             },
         };
         drop(cmd);
+        if self.detach {
+            // It goes on without berth: the host's init (or a subreaper) collects its exit,
+            // and it ends with the container, whose PID namespace it is in.
+            drop(child);
+            return Ok(());
+        }
         if let Some(con) = console.as_mut() {
             con.spawned();
         }

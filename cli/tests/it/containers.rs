@@ -932,3 +932,21 @@ fn restart_stops_and_starts_a_container_keeping_its_files_and_log() {
     }
     assert!(b.fails(&["restart", "nosuch"]).contains("no such container"));
 }
+
+#[test]
+fn exec_d_starts_a_command_in_the_background_and_returns() {
+    let Some(b) = crate::util::container_store() else { return };
+    b.ok(&["run", "-d", "--name", "svc", "busybox", "sleep", "600"]);
+    // The command outlives the exec: berth has returned before it writes.
+    let out = b.output(&["exec", "-d", "svc", "sh", "-c", "echo noise; sleep 0.5; echo bg > /bg"]);
+    assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
+    assert!(b.output(&["exec", "svc", "cat", "/bg"]).stdout.is_empty(), "returned before the command ended");
+    let done = Instant::now() + Duration::from_secs(10);
+    while b.output(&["exec", "svc", "cat", "/bg"]).stdout != b"bg\n" {
+        assert!(Instant::now() < done, "the background command did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A program that is not there is still docker's 127, at once.
+    assert_eq!(b.output(&["exec", "-d", "svc", "/no/such"]).status.code(), Some(127));
+    assert!(!b.output(&["exec", "-d", "-t", "svc", "true"]).status.success(), "-d with -t is refused");
+}
