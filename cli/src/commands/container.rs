@@ -386,6 +386,27 @@ impl Stop {
     }
 }
 
+/// Inspect changes to files or directories on a container's filesystem
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  berth diff web\n  berth diff tests | grep '^A /out'")]
+pub struct Diff {
+    /// The container
+    container: String,
+}
+
+impl Diff {
+    /// Prints each path the container added (`A`), changed (`C`) or deleted (`D`) against
+    /// its image, by path, as docker's diff.
+    pub fn run(self, root: &Path) -> Result<()> {
+        let c = container::find(root, &self.container)?;
+        let mut out = std::io::stdout().lock();
+        for (kind, path) in container::diff::changes(&c)? {
+            writeln!(out, "{} {path}", kind.letter())?;
+        }
+        Ok(())
+    }
+}
+
 /// Restart one or more containers
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  berth restart web\n  berth restart -t 2 web db")]

@@ -950,3 +950,23 @@ fn exec_d_starts_a_command_in_the_background_and_returns() {
     assert_eq!(b.output(&["exec", "-d", "svc", "/no/such"]).status.code(), Some(127));
     assert!(!b.output(&["exec", "-d", "-t", "svc", "true"]).status.success(), "-d with -t is refused");
 }
+
+#[test]
+fn diff_lists_what_a_container_added_changed_and_deleted() {
+    let Some(b) = crate::util::container_store() else { return };
+    let script = "echo x >> /etc/motd; mkdir -p /out/sub; echo r > /out/sub/report; rm /bin/vi; echo y > /etc/group";
+    b.ok(&["run", "--name", "t", "-v", "results:/results", "busybox", "sh", "-c", script]);
+    let out = b.ok(&["diff", "t"]);
+    let lines: Vec<&str> = out.lines().collect();
+    for want in
+        ["C /etc", "C /etc/group", "A /etc/motd", "A /out", "A /out/sub", "A /out/sub/report", "C /bin", "D /bin/vi"]
+    {
+        assert!(lines.contains(&want), "{want} missing from:\n{out}");
+    }
+    let mut sorted = lines.clone();
+    sorted.sort_by_key(|l| l[2..].to_owned());
+    assert_eq!(lines, sorted, "by path, as docker lists them");
+    assert!(!out.contains("/results/"), "a volume's files are not the container's changes:\n{out}");
+    assert!(!lines.iter().any(|l| l.ends_with(" /proc") || l.ends_with(" /etc/hosts")), "{out}");
+    assert!(b.fails(&["diff", "nosuch"]).contains("no such container"));
+}

@@ -25,6 +25,7 @@ pub mod commit;
 pub mod config;
 pub mod control;
 pub mod copy;
+pub mod diff;
 pub mod exec;
 pub mod foreground;
 pub mod health;
