@@ -194,8 +194,8 @@ impl Context {
         Ok(())
     }
 
-    /// The digest of exactly what `sources` select: names, content, mode and link targets;
-    /// never times or owners (COPY writes root, or `--chown`'s owner, whoever owns the
+    /// The digest of exactly what `sources` select: names, content, mode, link targets and
+    /// extended attributes (a capability removed is a change); never times or owners (COPY writes root, or `--chown`'s owner, whoever owns the
     /// checkout), so two CI runners with different users and paths get the same keys.
     /// Contents come from the stat cache when the file is unchanged.
     pub fn digest(&self, sources: &[String], exclude: &Ignore, cache: &dyn CacheStore) -> Result<oci::Digest> {
@@ -217,6 +217,13 @@ impl Context {
                         "special".to_owned()
                     };
                     h.update(format!("{rel:?} {:o} {what}\n", meta.mode()).as_bytes());
+                    if kind.is_file() || kind.is_dir() {
+                        let xattrs = oci::layer::xattr::records(path, false)
+                            .map_err(Error::io(format!("read the xattrs of {}", path.display())))?;
+                        if let Some(records) = xattrs {
+                            h.update(format!("xattrs {}\n", oci::Digest::of(&records)).as_bytes());
+                        }
+                    }
                     Ok(())
                 })?;
             }

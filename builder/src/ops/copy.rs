@@ -348,15 +348,9 @@ impl LocalWorker<'_> {
             }
             let e = dest.entry(meta);
             let ft = meta.file_type();
-            // Extended attributes (a file's capabilities) travel with the file, as BuildKit's.
-            if ft.is_dir() || ft.is_file() {
-                let records = oci::layer::xattr::records(path, false)
-                    .map_err(Error::io(format!("read the xattrs of {}", path.display())))?;
-                if let Some(records) = records {
-                    oci::layer::xattr::append(tar, &records).map_err(Error::io(format!("stream {target}")))?;
-                }
-            }
             if ft.is_dir() {
+                // Extended attributes travel with the directory, as BuildKit's.
+                xattrs_of(path, &target, tar)?;
                 append(tar, &format!("{target}/"), e)
             } else if ft.is_symlink() {
                 let link = std::fs::read_link(path).map_err(Error::io(format!("readlink {}", path.display())))?;
@@ -397,13 +391,20 @@ impl LocalWorker<'_> {
             }
         }
         let digest = if dest.record { Some(crate::context::file_digest(path, meta, self.cache)?) } else { None };
+        // Extended attributes (a file's capabilities) travel with the file, as BuildKit's.
+        let xattrs = oci::layer::xattr::records(path, false)
+            .map_err(Error::io(format!("read the xattrs of {}", path.display())))?;
         // A file with several names is always written: its links need its bytes there now,
-        // and the copy must be the one a full copy makes.
-        let plan = dest.plan.filter(|_| !several_names);
+        // and the copy must be the one a full copy makes. So is one with extended
+        // attributes: the last snapshot's copy may have others.
+        let plan = dest.plan.filter(|_| !several_names && xattrs.is_none());
         let linked = plan.zip(digest.as_ref()).and_then(|(plan, d)| plan.linkable(target, &e, d));
         if linked.is_some() {
             append_placeholder(tar, target, e)?;
         } else {
+            if let Some(records) = xattrs {
+                oci::layer::xattr::append(tar, &records).map_err(Error::io(format!("stream {target}")))?;
+            }
             let mut f = std::fs::File::open(path).map_err(Error::io(format!("open {}", path.display())))?;
             append_data(tar, target, e, &mut f)?;
         }
@@ -421,7 +422,7 @@ impl LocalWorker<'_> {
         let paths: Vec<String> =
             c.sources.iter().filter_map(|s| if let CopySrc::Path(p) = s { Some(p.clone()) } else { None }).collect();
         let mut memo = oci::Algorithm::Sha256.hasher();
-        memo.update(b"copy --from v1\n");
+        memo.update(b"copy --from v2\n");
         for l in &source.layers {
             memo.update(format!("layer {}\n", l.diff_id).as_bytes());
         }
@@ -607,6 +608,17 @@ fn append_data(tar: &mut tar::Builder<impl Write>, path: &str, e: Entry, data: &
 
 /// An empty regular file at `path` marked as a [`runner::unpack::PLACEHOLDER`] by a PAX
 /// record: the unpacker makes room for it, and the copy links the real file there later.
+/// Appends the PAX records of `path`'s extended attributes, if it has any, for the next entry
+/// (`target`).
+fn xattrs_of(path: &Path, target: &str, tar: &mut tar::Builder<impl Write>) -> Result<()> {
+    let records =
+        oci::layer::xattr::records(path, false).map_err(Error::io(format!("read the xattrs of {}", path.display())))?;
+    match records {
+        Some(r) => oci::layer::xattr::append(tar, &r).map_err(Error::io(format!("stream {target}"))),
+        None => Ok(()),
+    }
+}
+
 fn append_placeholder(tar: &mut tar::Builder<impl Write>, path: &str, e: Entry) -> Result<()> {
     tar.append_pax_extensions([(runner::unpack::PLACEHOLDER, b"1".as_slice())])
         .map_err(Error::io(format!("stream {path}")))?;

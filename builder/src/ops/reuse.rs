@@ -126,10 +126,19 @@ impl Plan {
             && st.st_mode & 0o7777 == want.mode
             && (st.st_uid, st.st_gid) == (want.uid, want.gid)
             && st.st_mtime as i64 == want.mtime as i64
-            && st.st_mtime_nsec == 0;
+            && st.st_mtime_nsec == 0
+            // A source with extended attributes is never linked (see `emit_file`): nor may
+            // the copy linked to have some the source no longer has.
+            && no_xattrs(&fd);
         #[allow(clippy::unnecessary_cast)]
         same.then(|| Linked { path: PathBuf::from(&known.path), ino: st.st_ino as u64 })
     }
+}
+
+/// Whether the file `fd` (an `O_PATH` descriptor) has no extended attributes of its own.
+fn no_xattrs(fd: &impl std::os::fd::AsRawFd) -> bool {
+    let at = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    matches!(oci::layer::xattr::records(&at, true), Ok(None))
 }
 
 /// After the copy's unpack into the unmounted upper directory `upper`: puts each linked

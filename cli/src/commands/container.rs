@@ -380,8 +380,11 @@ impl Stop {
         each_at_once(&self.containers, |what| {
             let c = container::find(root, what)?;
             let timeout = self.time.map_or(c.config.stop_timeout(), Duration::from_secs);
-            control::stop(&c, timeout)?;
-            Ok(true)
+            match control::stop(&c, timeout) {
+                // A `--rm` container's supervisor removed it as it exited: stopped all the same.
+                Ok(_) | Err(container::Error::NotFound(_)) => Ok(true),
+                Err(e) => Err(e.into()),
+            }
         })
     }
 }
@@ -426,11 +429,13 @@ impl Restart {
     pub fn run(self, root: &Path) -> Result<()> {
         each_at_once(&self.containers, |what| {
             let c = container::find(root, what)?;
+            // One restart of a container at a time: the next stops what this one started.
+            let _turn = c.restart_lock()?;
             if c.state()?.status == Status::Running {
                 let timeout = self.time.map_or(c.config.stop_timeout(), Duration::from_secs);
-                c.update(|s| s.restarting = true)?;
+                c.update(|s| s.restarting = Some(std::process::id() as i32))?;
                 if let Err(e) = control::stop(&c, timeout) {
-                    let _ = c.update(|s| s.restarting = false);
+                    let _ = c.update(|s| s.restarting = None);
                     return Err(e.into());
                 }
             }

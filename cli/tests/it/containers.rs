@@ -931,6 +931,23 @@ fn restart_stops_and_starts_a_container_keeping_its_files_and_log() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(b.fails(&["restart", "nosuch"]).contains("no such container"));
+    // Three restarts at once take turns, and all succeed (before, two failed: "already running").
+    let all: Vec<_> = (0..3).map(|_| b.cmd(&["restart", "-t", "5", "svc"]).output().unwrap()).collect();
+    let at_once: Vec<_> = (0..3).map(|_| b.cmd(&["restart", "-t", "5", "svc"]).spawn().unwrap()).collect();
+    for mut child in at_once {
+        assert!(child.wait().unwrap().success());
+    }
+    assert!(all.iter().all(|o| o.status.success()));
+    // A foreground `run --rm` container is kept through a restart too, as docker keeps it.
+    let mut fg = b.cmd(&["run", "--rm", "--name", "fg", "busybox", "sh", "-c", script]).spawn().unwrap();
+    let up = Instant::now() + Duration::from_secs(10);
+    while b.ok(&["ps", "-q", "--filter", "name=^fg$"]).is_empty() {
+        assert!(Instant::now() < up, "fg did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(b.ok(&["restart", "-t", "5", "fg"]), "fg\n");
+    fg.wait().unwrap();
+    assert_eq!(b.ok(&["ps", "--filter", "name=^fg$", "--format", "{{.State}}"]), "running\n");
 }
 
 #[test]
@@ -969,4 +986,13 @@ fn diff_lists_what_a_container_added_changed_and_deleted() {
     assert!(!out.contains("/results/"), "a volume's files are not the container's changes:\n{out}");
     assert!(!lines.iter().any(|l| l.ends_with(" /proc") || l.ends_with(" /etc/hosts")), "{out}");
     assert!(b.fails(&["diff", "nosuch"]).contains("no such container"));
+    // A directory emptied and made again: what the image had in it is deleted (an opaque
+    // directory of the container's layer).
+    let had = b.ok(&["run", "--rm", "busybox", "ls", "/home"]);
+    let first = had.lines().next().expect("the image has something in /home").to_owned();
+    b.ok(&["run", "--name", "o", "busybox", "sh", "-c", "rm -rf /home; mkdir /home; touch /home/new"]);
+    let out = b.ok(&["diff", "o"]);
+    for want in ["C /home".to_owned(), format!("D /home/{first}"), "A /home/new".to_owned()] {
+        assert!(out.lines().any(|l| l == want), "{want} missing from:\n{out}");
+    }
 }

@@ -57,6 +57,7 @@ pub fn changes(c: &Container) -> Result<Vec<(Kind, String)>> {
         written.map_err(Error::from).and(read.map_err(super::io_err("read the changes of", &c.dir)))
     })?;
     let mut out: Vec<(Kind, String)> = names.iter().filter_map(|n| classify(n, &lowers)).collect();
+    out.extend(emptied(&names, &lowers));
     out.sort_by(|a, b| a.1.cmp(&b.1));
     out.dedup_by(|a, b| a.1 == b.1);
     Ok(out)
@@ -94,16 +95,72 @@ fn classify(name: &str, lowers: &[PathBuf]) -> Option<(Kind, String)> {
     Some((kind, path(name)))
 }
 
-/// Whether the layers below (topmost first) have `rel`: the first that has anything there
-/// decides, and an overlay whiteout (a 0/0 character device) there means it is gone.
+/// Whether the layers below (topmost first) have `rel`, as overlayfs would show it: the
+/// first layer that has the path decides, a whiteout (a 0/0 character device) there or on
+/// the way means it is gone, and an opaque directory on the way hides the layers under it.
 fn below(lowers: &[PathBuf], rel: &Path) -> bool {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    for lower in lowers {
-        if let Ok(m) = std::fs::symlink_metadata(lower.join(rel)) {
-            return !(m.file_type().is_char_device() && m.rdev() == 0);
+    let parts: Vec<_> = rel.components().collect();
+    'layers: for lower in lowers {
+        let (mut at, mut opaque_above) = (lower.clone(), false);
+        for (i, part) in parts.iter().enumerate() {
+            at.push(part);
+            let Ok(m) = std::fs::symlink_metadata(&at) else {
+                // Not in this layer: the ones below may have it, unless an opaque
+                // directory on the way hides them.
+                if opaque_above {
+                    return false;
+                }
+                continue 'layers;
+            };
+            if is_whiteout(&m) {
+                return false;
+            }
+            if i + 1 == parts.len() {
+                return true;
+            }
+            if !m.is_dir() {
+                return false;
+            }
+            opaque_above |= is_opaque(&at);
         }
     }
     false
+}
+
+fn is_whiteout(m: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    m.file_type().is_char_device() && m.rdev() == 0
+}
+
+/// Whether the directory `dir` of a layer is opaque (overlayfs's marker): it hides what the
+/// layers under it have there.
+fn is_opaque(dir: &Path) -> bool {
+    let mut buf = [0u8; 1];
+    matches!(rustix::fs::lgetxattr(dir, crate::userns::overlay_xattrs().opaque(), &mut buf), Ok(1) if buf[0] == b'y')
+}
+
+/// The deletions an opaque directory of the container's layer implies: what the layers below
+/// had in it that the layer does not have now (`rm -rf /home; mkdir /home` deletes
+/// `/home/berth`), as docker lists them.
+fn emptied(names: &[String], lowers: &[PathBuf]) -> Vec<(Kind, String)> {
+    let now: std::collections::HashSet<&str> = names.iter().map(|n| n.trim_start_matches("./")).collect();
+    let mut out = Vec::new();
+    for name in names {
+        let Some(dir) = name.trim_start_matches("./").strip_suffix(".wh..wh..opq") else { continue };
+        let dir = dir.trim_end_matches('/');
+        let mut before = std::collections::BTreeSet::new();
+        for lower in lowers {
+            let Ok(entries) = std::fs::read_dir(lower.join(dir)) else { continue };
+            before.extend(entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()));
+        }
+        for child in before {
+            let rel = if dir.is_empty() { child.clone() } else { format!("{dir}/{child}") };
+            if !child.starts_with(".wh.") && !now.contains(rel.as_str()) && below(lowers, Path::new(&rel)) {
+                out.push((Kind::Deleted, format!("/{rel}")));
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -123,5 +180,35 @@ mod tests {
         assert_eq!(classify(".wh.tmp", &lowers), Some((Kind::Deleted, "/tmp".into())));
         assert_eq!(classify("var/.wh..wh..opq", &lowers), Some((Kind::Changed, "/var".into())));
         assert_eq!(classify("./", &lowers), None);
+    }
+
+    #[test]
+    fn a_path_hidden_by_a_higher_layer_is_not_below() {
+        let (top, bottom) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        std::fs::create_dir_all(bottom.path().join("home/berth")).unwrap();
+        std::fs::create_dir_all(bottom.path().join("srv/old")).unwrap();
+        std::fs::create_dir_all(top.path().join("home")).unwrap();
+        // The top layer deleted /srv (a whiteout) and made /home again (opaque).
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            top.path().join("srv"),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::empty(),
+            0,
+        )
+        .unwrap();
+        let opaque = crate::userns::overlay_xattrs().opaque();
+        if rustix::fs::setxattr(top.path().join("home"), opaque, b"y", rustix::fs::XattrFlags::empty()).is_err() {
+            eprintln!("skipping: cannot set {opaque} here");
+            return;
+        }
+        let lowers = vec![top.path().to_owned(), bottom.path().to_owned()];
+        assert!(below(&lowers, Path::new("home")));
+        assert!(!below(&lowers, Path::new("home/berth")), "hidden by the opaque /home above it");
+        assert!(!below(&lowers, Path::new("srv/old")), "hidden by the whiteout of /srv");
+        assert!(!below(&lowers, Path::new("srv")));
+        // The container's layer made /home opaque again: what the image had there is deleted.
+        let gone = emptied(&["home/.wh..wh..opq".to_owned()], &[bottom.path().to_owned()]);
+        assert_eq!(gone, vec![(Kind::Deleted, "/home/berth".to_owned())]);
     }
 }

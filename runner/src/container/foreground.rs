@@ -152,6 +152,8 @@ impl Prepared {
     /// container. `remove` drops a named container too (`--rm`). Returns warnings: the
     /// anonymous volumes that could not be removed.
     pub fn finish_with(mut self, result: std::result::Result<i32, (i32, String)>, remove: bool) -> Result<Vec<String>> {
+        // A `berth restart` stopped it to start it again: kept, `--rm` or not, as docker keeps it.
+        let remove = remove && !self.record.as_ref().is_some_and(|c| c.state().is_ok_and(|s| s.restart_pending()));
         let mut oom_killed = false;
         if let Some(cg) = self.cgroup.take() {
             oom_killed = cg.oom_killed();

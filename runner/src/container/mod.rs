@@ -357,6 +357,12 @@ impl Container {
         self.lock("supervisor.lock", FlockOperation::NonBlockingLockExclusive)
     }
 
+    /// Held by `berth restart` from its stop to its start: restarts of one container take
+    /// turns, as docker's do.
+    pub fn restart_lock(&self) -> Result<Option<File>> {
+        self.lock("restart.lock", FlockOperation::LockExclusive)
+    }
+
     /// Held (shared) by `start -a` from before the start until it has read the exit: a
     /// `--rm` container is not removed under it ([`Container::wait_for_attached`]).
     pub fn attach_lock(&self) -> Result<Option<File>> {

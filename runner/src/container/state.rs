@@ -149,10 +149,10 @@ pub struct State {
     /// run: inspect's `State.OOMKilled`, as docker reports it.
     #[serde(default)]
     pub oom_killed: bool,
-    /// `berth restart` stops it to start it again: its supervisor leaves a `--rm` container
-    /// in place this time. Cleared by the next start.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub restarting: bool,
+    /// The pid of a `berth restart` that stops it to start it again: while that process
+    /// lives, the stop does not remove a `--rm` container. Cleared by the next start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarting: Option<i32>,
 }
 
 impl State {
@@ -169,7 +169,13 @@ impl State {
         self.ports = ports;
         self.health = health.then(Health::default);
         self.stopped_by_user = false;
-        self.restarting = false;
+        self.restarting = None;
+    }
+
+    /// Whether a `berth restart` that is still alive stopped it, to start it again: then a
+    /// `--rm` container is kept. One whose restart died is removed as usual.
+    pub fn restart_pending(&self) -> bool {
+        self.restarting.is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
     }
 
     /// Records the exit.
@@ -239,6 +245,20 @@ mod tests {
 
     fn probe(code: i32) -> Probe {
         Probe { start: now(), end: now(), exit_code: code, output: String::new() }
+    }
+
+    #[test]
+    fn a_restart_keeps_a_container_only_while_the_restarting_process_lives() {
+        let mut s = State { restarting: Some(std::process::id() as i32), ..State::default() };
+        assert!(s.restart_pending());
+        // A restart killed mid-stop: its pid gone, the container is removed as usual.
+        let mut dead = std::process::Command::new("true").spawn().unwrap();
+        let pid = dead.id() as i32;
+        dead.wait().unwrap();
+        s.restarting = Some(pid);
+        assert!(!s.restart_pending());
+        s.started(1, 2, Vec::new(), false);
+        assert_eq!(s.restarting, None, "a start clears it");
     }
 
     #[test]

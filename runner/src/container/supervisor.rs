@@ -67,7 +67,7 @@ fn supervise(c: &Container, ready: &mut Option<File>) -> Result<i32> {
     }
     let code = code?;
     // A restart's stop keeps the container, `--rm` or not: `berth restart` starts it again.
-    if config.auto_remove && !c.state()?.restarting {
+    if config.auto_remove && !c.state()?.restart_pending() {
         // A `start -a` reads the exit first (a hung one is not waited for long).
         c.wait_for_attached(Duration::from_secs(10))?;
         c.remove(snapshotter.as_ref())?;
