@@ -350,7 +350,7 @@ impl LocalWorker<'_> {
             let ft = meta.file_type();
             if ft.is_dir() {
                 // Extended attributes travel with the directory, as BuildKit's.
-                xattrs_of(path, &target, tar)?;
+                append_xattrs(tar, &target, xattrs(path)?)?;
                 append(tar, &format!("{target}/"), e)
             } else if ft.is_symlink() {
                 let link = std::fs::read_link(path).map_err(Error::io(format!("readlink {}", path.display())))?;
@@ -392,8 +392,7 @@ impl LocalWorker<'_> {
         }
         let digest = if dest.record { Some(crate::context::file_digest(path, meta, self.cache)?) } else { None };
         // Extended attributes (a file's capabilities) travel with the file, as BuildKit's.
-        let xattrs = oci::layer::xattr::records(path, false)
-            .map_err(Error::io(format!("read the xattrs of {}", path.display())))?;
+        let xattrs = xattrs(path)?;
         // A file with several names is always written: its links need its bytes there now,
         // and the copy must be the one a full copy makes. So is one with extended
         // attributes: the last snapshot's copy may have others.
@@ -402,9 +401,7 @@ impl LocalWorker<'_> {
         if linked.is_some() {
             append_placeholder(tar, target, e)?;
         } else {
-            if let Some(records) = xattrs {
-                oci::layer::xattr::append(tar, &records).map_err(Error::io(format!("stream {target}")))?;
-            }
+            append_xattrs(tar, target, xattrs)?;
             let mut f = std::fs::File::open(path).map_err(Error::io(format!("open {}", path.display())))?;
             append_data(tar, target, e, &mut f)?;
         }
@@ -606,19 +603,21 @@ fn append_data(tar: &mut tar::Builder<impl Write>, path: &str, e: Entry, data: &
     tar.append_data(&mut h, path, oci::layer::Exactly::new(data, e.size)).map_err(Error::io(format!("stream {path}")))
 }
 
-/// An empty regular file at `path` marked as a [`runner::unpack::PLACEHOLDER`] by a PAX
-/// record: the unpacker makes room for it, and the copy links the real file there later.
-/// Appends the PAX records of `path`'s extended attributes, if it has any, for the next entry
-/// (`target`).
-fn xattrs_of(path: &Path, target: &str, tar: &mut tar::Builder<impl Write>) -> Result<()> {
-    let records =
-        oci::layer::xattr::records(path, false).map_err(Error::io(format!("read the xattrs of {}", path.display())))?;
+/// The PAX records of the extended attributes of the source file `path` (None without any).
+fn xattrs(path: &Path) -> Result<Option<Vec<u8>>> {
+    oci::layer::xattr::records(path, false).map_err(Error::io(format!("read the xattrs of {}", path.display())))
+}
+
+/// Appends `records` (if any) for the next entry, `target`.
+fn append_xattrs(tar: &mut tar::Builder<impl Write>, target: &str, records: Option<Vec<u8>>) -> Result<()> {
     match records {
         Some(r) => oci::layer::xattr::append(tar, &r).map_err(Error::io(format!("stream {target}"))),
         None => Ok(()),
     }
 }
 
+/// An empty regular file at `path` marked as a [`runner::unpack::PLACEHOLDER`] by a PAX
+/// record: the unpacker makes room for it, and the copy links the real file there later.
 fn append_placeholder(tar: &mut tar::Builder<impl Write>, path: &str, e: Entry) -> Result<()> {
     tar.append_pax_extensions([(runner::unpack::PLACEHOLDER, b"1".as_slice())])
         .map_err(Error::io(format!("stream {path}")))?;

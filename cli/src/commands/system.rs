@@ -195,16 +195,13 @@ fn containers(root: &Path) -> Result<Row> {
 /// Local volumes: every volume; active = named by a container's record.
 fn volumes(root: &Path) -> Result<Row> {
     let vols = runner::volume::Volumes::new(root);
-    let used: HashSet<String> = runner::container::list(root)?
-        .iter()
-        .flat_map(|c| c.config.volumes.iter().filter_map(|v| v.volume.clone()))
-        .collect();
+    let used = runner::container::volumes::links(root)?;
     let mut row = Row { kind: "Local Volumes", total: 0, active: 0, size: 0, reclaimable: 0 };
     for v in vols.list()? {
         let bytes = vols.size(&v.name);
         row.total += 1;
         row.size += bytes;
-        if used.contains(&v.name) {
+        if used.contains_key(&v.name) {
             row.active += 1;
         } else {
             row.reclaimable += bytes;

@@ -129,15 +129,12 @@ struct Entry {
 
 fn entries(root: &Path) -> Result<Vec<Entry>> {
     let vols = Volumes::new(root);
-    let containers = runner::container::list(root)?;
+    let links = used::links(root)?;
     Ok(vols
         .list()?
         .into_iter()
         .map(|volume| {
-            let users = containers
-                .iter()
-                .filter(|c| c.config.volumes.iter().any(|v| v.volume.as_deref() == Some(volume.name.as_str())))
-                .count();
+            let users = links.get(&volume.name).copied().unwrap_or(0);
             let mountpoint = vols.data_dir(&volume.name).display().to_string();
             Entry { volume, users, mountpoint }
         })

@@ -182,11 +182,26 @@ fn open(path: &Path, flags: OFlags) -> std::io::Result<OwnedFd> {
 
 /// The names of the containers whose records name volume `name`.
 pub fn users(root: &Path, name: &str) -> Result<Vec<String>> {
-    Ok(super::list(root)?
-        .into_iter()
-        .filter(|c| c.config.volumes.iter().any(|v| v.volume.as_deref() == Some(name)))
-        .map(|c| c.config.name)
-        .collect())
+    Ok(super::list(root)?.into_iter().filter(|c| uses(c, name)).map(|c| c.config.name).collect())
+}
+
+/// How many container records name each volume (docker's `Links`); a volume no record
+/// names is not in the map.
+pub fn links(root: &Path) -> Result<std::collections::HashMap<String, usize>> {
+    let mut counts = std::collections::HashMap::new();
+    for c in super::list(root)? {
+        let mut names: Vec<&str> = c.config.volumes.iter().filter_map(|v| v.volume.as_deref()).collect();
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            *counts.entry(name.to_owned()).or_insert(0) += 1;
+        }
+    }
+    Ok(counts)
+}
+
+fn uses(c: &super::Container, name: &str) -> bool {
+    c.config.volumes.iter().any(|v| v.volume.as_deref() == Some(name))
 }
 
 /// [`Volumes::remove`] with the containers of `root` as the users.
