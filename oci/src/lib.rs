@@ -10,6 +10,7 @@
 //! - [`index`]: image indexes made locally (multi-platform builds, `berth manifest`).
 //! - [`store`]: the local image store under `$BERTH_ROOT`: the content store plus an index
 //!   of image names.
+//! - [`twin`]: compressed twins of plain layers, made before a push.
 //! - [`client`]: the distribution client: pull and push against any registry, with
 //!   docker's auth flows and credential files.
 //!
@@ -37,6 +38,7 @@ pub mod media;
 pub mod platform;
 pub mod reference;
 pub mod store;
+pub mod twin;
 
 pub use digest::{Algorithm, Digest};
 pub use error::{Error, ErrorKind, Result};

@@ -9,6 +9,7 @@
 //!   index.gen                    a token every index write replaces first (see below)
 //!   index-cache/<sha256 of key>  name lookups answered without opening rocksdb
 //!   layer-sizes/<diffID hex>     a layer's unpacked (uncompressed tar) size, in decimal
+//!   layer-twins/<diffID hex>.<c> the compressed twin push made of a plain layer (crate::twin)
 //!   tmp/                         scratch space (decompressed layers for docker archives)
 //! ```
 //!

@@ -33,20 +33,18 @@ struct Inner {
 }
 
 impl Metrics {
-    /// Counts one request.
-    pub fn record(
-        &self,
-        route: &'static str,
-        method: &str,
-        status: u16,
-        bytes_in: u64,
-        bytes_out: u64,
-        _took: Duration,
-    ) {
+    /// Counts one request and the body bytes it brought (`bytes_in`, as read, whether or not a
+    /// `Content-Length` announced them).
+    pub fn record(&self, route: &'static str, method: &str, status: u16, bytes_in: u64, _took: Duration) {
         let mut m = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         *m.requests.entry((route, method.to_owned(), status)).or_default() += 1;
         *m.bytes_in.entry(route).or_default() += bytes_in;
-        *m.bytes_out.entry(route).or_default() += bytes_out;
+    }
+
+    /// Counts response body bytes of `route` as they go out.
+    pub fn add_sent(&self, route: &'static str, n: u64) {
+        let mut m = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        *m.bytes_out.entry(route).or_default() += n;
     }
 
     /// Records how long a finished blob upload's last request took.
@@ -104,8 +102,10 @@ mod tests {
     #[test]
     fn renders_counters_and_histogram() {
         let m = Metrics::default();
-        m.record("blob", "GET", 200, 0, 1234, Duration::ZERO);
-        m.record("blob", "GET", 200, 0, 6, Duration::ZERO);
+        m.record("blob", "GET", 200, 0, Duration::ZERO);
+        m.record("blob", "GET", 200, 0, Duration::ZERO);
+        m.add_sent("blob", 1234);
+        m.add_sent("blob", 6);
         m.record_upload(Duration::from_millis(70));
         let text = m.render();
         assert!(

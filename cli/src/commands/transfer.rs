@@ -9,7 +9,8 @@ use clap::Args;
 use super::open_store;
 use crate::progress::{Display, Mode};
 use oci::client::credentials::{self, Credential};
-use oci::client::{Client, ClientOptions, ManifestFormat, PullOptions, PushOptions};
+use oci::client::{Client, ClientOptions, Event, ManifestFormat, Progress, PullOptions, PushOptions};
+use oci::layer::Compression;
 use oci::Reference;
 
 /// Options every registry command shares.
@@ -122,6 +123,10 @@ pub struct Push {
     /// Manifest media types: oci (as stored) or docker (schema 2)
     #[arg(long, default_value = "oci", value_parser = ["oci", "docker"])]
     format: String,
+    /// How plain (uncompressed) layers are sent, as a loaded docker archive keeps them: gzip,
+    /// zstd (needs --format oci) or uncompressed (as stored)
+    #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd", "uncompressed"])]
+    compression_format: String,
     /// Print only the pushed digests
     #[arg(short, long)]
     quiet: bool,
@@ -140,6 +145,10 @@ impl Push {
         let rt = runtime()?;
         let format = if self.format == "docker" { ManifestFormat::Docker } else { ManifestFormat::Oci };
         let opts = PushOptions { format, ..Default::default() };
+        let compression: Compression = self.compression_format.parse().map_err(anyhow::Error::msg)?;
+        if format == ManifestFormat::Docker && compression == Compression::Zstd {
+            bail!("--compression-format zstd needs --format oci: Docker schema 2 has no zstd layers");
+        }
         for image in &self.images {
             // As docker: a push names its destination; an image ID is not one.
             let named: Reference =
@@ -152,14 +161,17 @@ impl Push {
                 println!("The push refers to repository [{}]", dest.repository());
             }
             let display = Display::new(self.progress, self.quiet, "Pushing");
-            let pushed = rt.block_on(oci::client::push(
-                &client,
-                &store,
-                &rec.target,
-                std::slice::from_ref(&dest),
-                &opts,
-                &display,
-            ));
+            // As docker and podman: plain layers go compressed. A push by digest sends the
+            // very document the digest names.
+            let target = match dest.digest() {
+                Some(_) => rec.target.clone(),
+                None => oci::twin::compressed(&store, &rec.target, compression, &mut |digest, size| {
+                    display.event(Event::Compressing { digest: digest.clone(), size })
+                })
+                .with_context(|| format!("push {}", dest.familiar()))?,
+            };
+            let pushed =
+                rt.block_on(oci::client::push(&client, &store, &target, std::slice::from_ref(&dest), &opts, &display));
             display.finish();
             let digest = pushed.with_context(|| format!("push {}", dest.familiar()))?;
             if self.quiet {

@@ -97,7 +97,8 @@ impl Display {
 
 fn line(r: &Row) -> String {
     let mut l = format!("{}: {}", r.key, r.status);
-    if r.size > 0 && r.status != "Already exists" && !r.status.starts_with("Mounted") {
+    if r.size > 0 && !matches!(r.status.as_str(), "Already exists" | "Compressing") && !r.status.starts_with("Mounted")
+    {
         let secs = r.started.elapsed().as_secs_f64().max(0.001);
         l.push_str(&format!(
             "  {}/{}  {}/s",
@@ -154,6 +155,12 @@ impl Progress for Display {
                 let status = if reason == "already exists" { "Already exists".to_owned() } else { capitalize(&reason) };
                 Self::row(&mut s, digest.short()).status = status.clone();
                 Some(format!("{}: {status}", digest.short()))
+            }
+            Event::Compressing { digest, size } => {
+                let r = Self::row(&mut s, digest.short());
+                r.status = "Compressing".into();
+                r.size = size;
+                Some(format!("{}: Compressing {}", digest.short(), format::size(size)))
             }
             Event::Retry { what, attempt } => Some(format!("retrying ({attempt}): {what}")),
             Event::Manifest { .. } => None,

@@ -98,6 +98,66 @@ fn push_several_tags_by_digest_and_in_docker_format() {
     assert_eq!(inspect_id(&b, &t3), inspect_id(&a, "busybox"), "the docker manifest names the same config");
 }
 
+/// The pushed manifest of `reference` (`name:tag` on `addr`) and the first bytes of each layer.
+fn pushed_layers(addr: &str, name: &str, tag: &str, accept: &str) -> Vec<(String, Vec<u8>)> {
+    let (status, _, body) = http(addr, "GET", &format!("/v2/{name}/manifests/{tag}"), &[("Accept", accept)], b"");
+    assert_eq!(status, 200);
+    let m: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let layers = m["layers"].as_array().unwrap().iter();
+    layers
+        .map(|l| {
+            let path = format!("/v2/{name}/blobs/{}", l["digest"].as_str().unwrap());
+            let (status, _, blob) = http(addr, "GET", &path, &[], b"");
+            assert_eq!(status, 200);
+            assert_eq!(blob.len() as u64, l["size"].as_u64().unwrap());
+            (l["mediaType"].as_str().unwrap().to_owned(), blob[..2].to_vec())
+        })
+        .collect()
+}
+
+#[test]
+fn a_loaded_docker_archive_is_pushed_with_gzip_layers_as_docker_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("reg"), &[]);
+    let Some(a) = with_busybox("busybox:latest") else { return };
+    let archive = dir.path().join("busybox.tar");
+    a.ok(&["save", "--format", "docker", "-o", &p(&archive), "busybox"]);
+    // A CI job that loads the archive another job saved, then pushes it.
+    let b = Berth::new();
+    b.ok(&["load", "-q", "-i", &p(&archive)]);
+    let name = format!("{}/team/app:1", server.addr);
+    b.ok(&["tag", "busybox", &name]);
+    let (out, err) = run(&b, &["push", "--progress", "plain", &name]);
+    assert!(err.contains("Compressing"), "{err}");
+    let layers = pushed_layers(&server.addr, "team/app", "1", oci::media::OCI_MANIFEST);
+    assert!(!layers.is_empty());
+    for (media_type, head) in &layers {
+        assert_eq!(media_type, oci::media::OCI_LAYER_GZIP);
+        assert_eq!(head, &[0x1f, 0x8b], "a gzip stream");
+    }
+    // Again: the same twins, the same manifest, nothing uploaded or compressed.
+    let (again, err) = run(&b, &["push", "--progress", "plain", &name]);
+    assert_eq!(again.lines().last(), out.lines().last(), "the same digest");
+    assert!(!err.contains("Compressing") && err.matches("Already exists").count() == 2, "{err}");
+    // Pulled on a fresh runner: the same image.
+    let c = Berth::new();
+    c.ok(&["pull", "-q", &name]);
+    assert_eq!(inspect_id(&c, &name), inspect_id(&a, "busybox"));
+    // Docker schema 2 gets docker's gzip type; `uncompressed` sends the layers as stored.
+    let docker = format!("{}/team/app:docker", server.addr);
+    b.ok(&["tag", "busybox", &docker]);
+    b.ok(&["push", "-q", "--format", "docker", &docker]);
+    let layers = pushed_layers(&server.addr, "team/app", "docker", oci::media::DOCKER_MANIFEST);
+    assert!(layers.iter().all(|(t, _)| t == oci::media::DOCKER_LAYER_GZIP), "{layers:?}");
+    let plain = format!("{}/team/app:plain", server.addr);
+    b.ok(&["tag", "busybox", &plain]);
+    b.ok(&["push", "-q", "--compression-format", "uncompressed", &plain]);
+    let layers = pushed_layers(&server.addr, "team/app", "plain", oci::media::OCI_MANIFEST);
+    assert!(layers.iter().all(|(t, h)| t == oci::media::OCI_LAYER && h != &[0x1f, 0x8b]), "{layers:?}");
+    let err = b.fails(&["push", "--format", "docker", "--compression-format", "zstd", &docker]);
+    assert!(err.contains("zstd needs --format oci"), "{err}");
+}
+
 #[test]
 fn pull_picks_a_platform_from_an_index_and_pulls_by_digest() {
     if !require_tool("skopeo") {

@@ -40,6 +40,13 @@ pub enum Event {
         /// Which attempt comes next.
         attempt: u32,
     },
+    /// A plain layer is being compressed before a push (see [`crate::twin`]).
+    Compressing {
+        /// The plain layer.
+        digest: Digest,
+        /// Its size.
+        size: u64,
+    },
     /// A manifest was pushed or pulled.
     Manifest {
         /// The tag or digest.

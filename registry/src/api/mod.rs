@@ -4,6 +4,7 @@
 //! itself: [`Endpoint::parse`] reads the path from its end, and [`dispatch`] maps
 //! (method, endpoint) to a handler after authorising the access it needs.
 
+mod counted;
 mod handlers;
 
 pub use handlers::decode as decode_query;
@@ -286,26 +287,25 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: axum::mi
     req.extensions_mut().insert(label.clone());
     let method = req.method().clone();
     let uri = req.uri().clone();
-    let bytes_in = content_length(req.headers());
+    let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let req = req.map(|body| counted::request(body, received.clone()));
     let start = Instant::now();
-    let mut resp = next.run(req).await;
+    let resp = next.run(req).await;
     let elapsed = start.elapsed();
     let status = resp.status();
+    let route = label.get();
+    let mut resp = resp.map(|body| counted::response(body, state.metrics.clone(), route));
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-request-id", v);
     }
-    let bytes_out = if method == Method::HEAD { 0 } else { content_length(resp.headers()) };
-    state.metrics.record(label.get(), method.as_str(), status.as_u16(), bytes_in, bytes_out, elapsed);
+    let bytes_in = received.load(std::sync::atomic::Ordering::Relaxed);
+    state.metrics.record(route, method.as_str(), status.as_u16(), bytes_in, elapsed);
     let upload_done = label.get() == "upload" && method == Method::PUT && status == StatusCode::CREATED;
     if upload_done {
         state.metrics.record_upload(elapsed);
     }
     tracing::info!(request_id = %id, %method, uri = %uri, status = status.as_u16(), ms = elapsed.as_millis() as u64, "request");
     resp
-}
-
-fn content_length(h: &axum::http::HeaderMap) -> u64 {
-    h.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 async fn authenticated_metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {

@@ -27,6 +27,36 @@ async fn metrics_count_requests_and_bytes() {
     assert!(text.contains("berth_registry_upload_finish_seconds_count"));
 }
 
+/// The value of one counter line of `/metrics`.
+async fn counter(c: &Client, line: &str) -> u64 {
+    let text = String::from_utf8(c.get("/metrics").await.body).unwrap();
+    let found = text.lines().find_map(|l| l.strip_prefix(line)).unwrap_or_else(|| panic!("{line} in {text}"));
+    found.trim().parse().unwrap()
+}
+
+#[tokio::test]
+async fn metrics_count_the_bytes_of_bodies_without_a_content_length() {
+    let c = Client::new();
+    // Monolithic, with no Content-Length header: counted as read.
+    let first = vec![7u8; 10_000];
+    let d = c.push_blob("m", &first).await;
+    assert_eq!(counter(&c, "berth_registry_bytes_received_total{route=\"upload\"}").await, 10_000);
+    // A streamed PATCH, as docker and skopeo send it (chunked: no length known up front).
+    let r = c.send(Method::POST, "/v2/m/blobs/uploads/", &[], Body::empty()).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let location = r.header("location").to_owned();
+    let chunks: Vec<Result<bytes::Bytes, std::io::Error>> =
+        (0..3u8).map(|i| Ok(bytes::Bytes::from(vec![i; 5_000]))).collect();
+    let body = Body::from_stream(futures_util::stream::iter(chunks));
+    let r = c.send(Method::PATCH, &location, &[("content-type", "application/octet-stream")], body).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(counter(&c, "berth_registry_bytes_received_total{route=\"upload\"}").await, 25_000);
+    // Sent: the blob's bytes, and nothing for a HEAD.
+    assert_eq!(c.get(&format!("/v2/m/blobs/{d}")).await.body.len(), 10_000);
+    c.send(Method::HEAD, &format!("/v2/m/blobs/{d}"), &[], Body::empty()).await;
+    assert_eq!(counter(&c, "berth_registry_bytes_sent_total{route=\"blob\"}").await, 10_000);
+}
+
 #[tokio::test]
 async fn health_and_request_ids() {
     let c = Client::new();
