@@ -811,7 +811,7 @@ pub fn inspect_json(c: &Container) -> Result<serde_json::Value> {
             "Cmd": cfg.args,
             "Image": cfg.image,
             // docker's: the anonymous volumes' paths (the image's VOLUME and `-v /path`).
-            "Volumes": cfg.volumes.iter().filter(|v| v.anonymous).map(|v| (v.container.clone(), json!({}))).collect::<serde_json::Map<_, _>>(),
+            "Volumes": cfg.volumes.iter().filter(|v| v.in_config()).map(|v| (v.container.clone(), json!({}))).collect::<serde_json::Map<_, _>>(),
             "WorkingDir": cfg.cwd,
             "StopSignal": cfg.stop_signal,
             "StopTimeout": cfg.stop_timeout,

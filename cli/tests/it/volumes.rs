@@ -390,3 +390,33 @@ fn volumes_from_mounts_another_containers_volumes_at_their_paths() {
     let err = b.output(&["run", "--rm", "--volumes-from", "x:rx", "busybox", "true"]);
     assert!(!err.status.success());
 }
+
+#[test]
+fn commit_keeps_dash_v_volumes_and_a_mount_bind_source_must_stay() {
+    let Some(b) = setup() else { return };
+    // `-v /path` is one of the container's Config.Volumes, and so of the committed image's;
+    // an anonymous `--mount` volume is neither, as in docker.
+    b.ok(&["run", "--name", "c", "-v", "/cache", "--mount", "type=volume,dst=/m", "busybox", "true"]);
+    let vols = b.ok(&["inspect", "--format", "{{json .Config.Volumes}}", "c"]);
+    assert_eq!(vols, "{\"/cache\":{}}\n");
+    b.ok(&["commit", "c", "withvol"]);
+    let image = b.ok(&["inspect", "--format", "{{json .Config.Volumes}}", "withvol"]);
+    assert_eq!(image, "{\"/cache\":{}}\n");
+    // A container of that image gets /cache as a volume of its own.
+    let mounts = b.ok(&["run", "--rm", "withvol", "sh", "-c", "grep -c ' /cache ' /proc/mounts"]);
+    assert_eq!(mounts, "1\n");
+    // A --mount bind whose source is gone by the next start is refused, as docker refuses it;
+    // a -v bind's source is made again.
+    let dir = tempfile::tempdir().unwrap();
+    let (mounted, given) = (dir.path().join("mounted"), dir.path().join("given"));
+    std::fs::create_dir(&mounted).unwrap();
+    let spec = format!("type=bind,src={},dst=/x", p(&mounted));
+    b.ok(&["create", "--name", "m", "--mount", &spec, "busybox", "true"]);
+    b.ok(&["create", "--name", "v", "-v", &format!("{}:/x", p(&given)), "busybox", "true"]);
+    std::fs::remove_dir(&mounted).unwrap();
+    let err = b.fails(&["start", "m"]);
+    assert!(err.contains("bind source path does not exist: ") && err.contains("mounted"), "{err}");
+    assert!(!mounted.exists(), "nothing made in its place");
+    b.ok(&["start", "-a", "v"]);
+    assert!(given.is_dir());
+}

@@ -8,8 +8,8 @@ use super::Config;
 /// The `config` object of an image committed from the container `c`, made from `base` (the
 /// `config` object of the image it runs, or null): the process (Entrypoint and Cmd apart),
 /// Env, WorkingDir, User, StopSignal, the health check in force, Labels (the image's with
-/// `--label`'s), and the published ports among ExposedPorts; Volumes and the rest carry
-/// over from `base`.
+/// `--label`'s), the published ports among ExposedPorts, and the anonymous volumes of
+/// `-v /path` among Volumes; the rest carries over from `base`.
 pub fn image_config(c: &Config, base: &Value) -> Map<String, Value> {
     let mut out: Map<String, Value> = base.as_object().cloned().unwrap_or_default();
     let split = if c.args.starts_with(&c.entrypoint) { c.entrypoint.len() } else { 0 };
@@ -28,18 +28,26 @@ pub fn image_config(c: &Config, base: &Value) -> Map<String, Value> {
     if !c.labels.is_empty() {
         out.insert("Labels".into(), json!(c.labels));
     }
-    if !c.ports.is_empty() {
-        let exposed = out.entry("ExposedPorts").or_insert_with(|| json!({}));
-        if !exposed.is_object() {
-            *exposed = json!({});
-        }
-        if let Some(map) = exposed.as_object_mut() {
-            for p in &c.ports {
-                map.entry(format!("{}/{}", p.container_port, p.proto)).or_insert_with(|| json!({}));
-            }
+    add_keys(&mut out, "ExposedPorts", c.ports.iter().map(|p| format!("{}/{}", p.container_port, p.proto)));
+    add_keys(&mut out, "Volumes", c.volumes.iter().filter(|v| v.in_config()).map(|v| v.container.clone()));
+    out
+}
+
+/// Adds `keys` to the set `field` (docker's `{"key": {}}` objects), made when missing.
+fn add_keys(out: &mut Map<String, Value>, field: &str, keys: impl Iterator<Item = String>) {
+    let mut keys = keys.peekable();
+    if keys.peek().is_none() {
+        return;
+    }
+    let set = out.entry(field).or_insert_with(|| json!({}));
+    if !set.is_object() {
+        *set = json!({});
+    }
+    if let Some(map) = set.as_object_mut() {
+        for k in keys {
+            map.entry(k).or_insert_with(|| json!({}));
         }
     }
-    out
 }
 
 /// docker's null for no words.

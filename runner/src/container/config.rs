@@ -123,6 +123,17 @@ pub struct VolumeConfig {
     /// `nocopy`: the volume is not filled from the image.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub nocopy: bool,
+    /// Given with `--mount` (see [`crate::volume::VolumeArg::from_mount`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_mount: bool,
+}
+
+impl VolumeConfig {
+    /// Whether docker lists it in the container's `Config.Volumes` (and `commit` in the new
+    /// image's): an anonymous volume of `-v /path` or of the image's `VOLUME`.
+    pub fn in_config(&self) -> bool {
+        self.anonymous && !self.from_mount
+    }
 }
 
 /// docker's security flags, kept as given so that `exec` and health checks get the same.
@@ -295,8 +306,15 @@ impl Config {
                 )));
             }
             // As docker's -v: a host directory that does not exist yet is made (a volume's
-            // is made with the volume, by `volumes::prepare`).
-            if v.volume.is_none() && std::fs::symlink_metadata(&v.host).is_err() {
+            // is made with the volume, by `volumes::prepare`); --mount's must exist.
+            let missing = v.volume.is_none() && std::fs::symlink_metadata(&v.host).is_err();
+            if missing && v.from_mount {
+                return Err(super::Error::Config(format!(
+                    "invalid mount config for type \"bind\": bind source path does not exist: {}",
+                    v.host.display()
+                )));
+            }
+            if missing {
                 std::fs::create_dir_all(&v.host).map_err(|e| {
                     super::Error::Config(format!("create the volume's source {}: {e}", v.host.display()))
                 })?;

@@ -45,6 +45,7 @@ pub fn configs_with(
         volume: Some(name),
         anonymous,
         nocopy: arg.nocopy,
+        from_mount: arg.from_mount,
     };
     let mut args: Vec<&VolumeArg> = args.iter().collect();
     args.dedup_by(|b, a| a.source == Source::Anonymous && *a == *b);
@@ -66,6 +67,7 @@ pub fn configs_with(
                 volume: None,
                 anonymous: false,
                 nocopy: false,
+                from_mount: arg.from_mount,
             },
             Source::Named(name) => volume(name.clone(), arg, false),
             Source::Anonymous => volume(super::new_id(), arg, true),
@@ -84,7 +86,13 @@ pub fn configs_with(
     for path in image_volumes {
         let covered = seen.contains(&path.as_str()) || path == "/";
         if !covered {
-            let arg = VolumeArg { source: Source::Anonymous, container: path, read_only: false, nocopy: false };
+            let arg = VolumeArg {
+                source: Source::Anonymous,
+                container: path,
+                read_only: false,
+                nocopy: false,
+                from_mount: false,
+            };
             out.push(volume(super::new_id(), &arg, true));
         }
     }

@@ -26,6 +26,9 @@ pub struct VolumeArg {
     pub read_only: bool,
     /// `nocopy`: an empty volume is not filled with what the image has at the path.
     pub nocopy: bool,
+    /// Given with `--mount`: a bind's source must exist at every start, and an anonymous
+    /// volume is not one of the container's `Config.Volumes` (docker's distinction).
+    pub from_mount: bool,
 }
 
 /// One `--mount`: a volume or bind, or a tmpfs in `--tmpfs`'s `PATH:OPTIONS` form.
@@ -83,7 +86,7 @@ impl std::str::FromStr for VolumeArg {
         if read_only && rw {
             return Err(bad("both ro and rw"));
         }
-        Ok(VolumeArg { source, container, read_only, nocopy })
+        Ok(VolumeArg { source, container, read_only, nocopy, from_mount: false })
     }
 }
 
@@ -192,7 +195,7 @@ impl std::str::FromStr for MountArg {
             },
             (other, _) => return Err(bad(format!("type {other:?} is not supported (bind, volume or tmpfs)"))),
         };
-        Ok(MountArg::Volume(VolumeArg { source, container: dest, read_only, nocopy }))
+        Ok(MountArg::Volume(VolumeArg { source, container: dest, read_only, nocopy, from_mount: true }))
     }
 }
 
@@ -258,7 +261,8 @@ mod tests {
                 source: Source::Named("cache".into()),
                 container: "/cache".into(),
                 read_only: true,
-                nocopy: true
+                nocopy: true,
+                from_mount: true
             })
         );
         let anon = m("target=/scratch").unwrap();
