@@ -167,7 +167,9 @@ impl State {
         self.error = None;
         self.oom_killed = false;
         self.ports = ports;
-        self.health = health.then(Health::default);
+        // As docker: a new start is `starting` again with no failures, its probe log kept.
+        let last = self.health.take().map(|h| Health { log: h.log, ..Health::default() });
+        self.health = health.then(|| last.unwrap_or_default());
         self.stopped_by_user = false;
         self.restarting = None;
     }
@@ -276,9 +278,16 @@ mod tests {
         h.record(probe(0), 2, false);
         assert_eq!((h.status, h.failing_streak), (HealthStatus::Healthy, 0));
         for _ in 0..10 {
-            h.record(probe(0), 2, false);
+            h.record(probe(1), 2, false);
         }
         assert_eq!(h.log.len(), Health::KEEP);
+        assert_eq!(h.status, HealthStatus::Unhealthy);
+        // A restart: starting again, no streak, the log kept.
+        let mut s = State { health: Some(h.clone()), ..State::default() };
+        s.started(1, 2, Vec::new(), true);
+        let again = s.health.unwrap();
+        assert_eq!((again.status, again.failing_streak), (HealthStatus::Starting, 0));
+        assert_eq!(again.log, h.log);
     }
 
     #[test]
