@@ -96,6 +96,11 @@ pub struct FileStat {
     pub stat: (u64, u64, u64, i64, i64),
     /// The content's sha256.
     pub digest: oci::Digest,
+    /// The digest of its extended attributes' PAX records, `""` for none (a `setxattr`
+    /// changes the ctime, so `stat` covers them too); None when not read yet (a COPY's
+    /// record, or an entry written before berth kept them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xattrs: Option<String>,
 }
 
 /// Cache records and file stats by key.
@@ -339,7 +344,7 @@ mod testsuite {
         c.set_record(&key, &rec).unwrap();
         assert_eq!(c.record(&key).unwrap(), Some(rec));
         let p = Path::new("/ctx/a.txt");
-        let st = FileStat { stat: (1, 2, 3, 4, 5), digest: oci::Digest::of(b"a") };
+        let st = FileStat { stat: (1, 2, 3, 4, 5), digest: oci::Digest::of(b"a"), xattrs: None };
         assert_eq!(c.file(p).unwrap(), None);
         c.set_file(p, &st).unwrap();
         assert_eq!(c.file(p).unwrap(), Some(st));

@@ -210,19 +210,19 @@ impl Context {
                             std::fs::read_link(path).map_err(Error::io(format!("readlink {}", path.display())))?;
                         format!("link {}", target.display())
                     } else if kind.is_file() {
-                        format!("file {}", file_digest(path, meta, cache)?)
+                        let known = known_file(path, meta, cache, true)?;
+                        match known.xattrs.as_deref().filter(|x| !x.is_empty()) {
+                            Some(x) => format!("file {} xattrs {x}", known.digest),
+                            None => format!("file {}", known.digest),
+                        }
                     } else if kind.is_dir() {
                         "dir".to_owned()
                     } else {
                         "special".to_owned()
                     };
                     h.update(format!("{rel:?} {:o} {what}\n", meta.mode()).as_bytes());
-                    if kind.is_file() || kind.is_dir() {
-                        let xattrs = oci::layer::xattr::records(path, false)
-                            .map_err(Error::io(format!("read the xattrs of {}", path.display())))?;
-                        if let Some(records) = xattrs {
-                            h.update(format!("xattrs {}\n", oci::Digest::of(&records)).as_bytes());
-                        }
+                    if let Some(x) = kind.is_dir().then(|| xattr_digest(path)).transpose()?.flatten() {
+                        h.update(format!("xattrs {x}\n").as_bytes());
                     }
                     Ok(())
                 })?;
@@ -271,6 +271,13 @@ pub fn resolve_in_root(root: &Path, rel: &str) -> std::io::Result<PathBuf> {
 
 /// A file's sha256, from the stat cache when its (dev, inode, size, mtime, ctime) match.
 pub fn file_digest(path: &Path, meta: &std::fs::Metadata, cache: &dyn CacheStore) -> Result<oci::Digest> {
+    Ok(known_file(path, meta, cache, false)?.digest)
+}
+
+/// What the stat cache knows of a file (its content's digest, and with `xattrs` the digest
+/// of its extended attributes), read from the file where the cache has no current entry:
+/// an unchanged context costs a `stat` per file, not also an `llistxattr`.
+fn known_file(path: &Path, meta: &std::fs::Metadata, cache: &dyn CacheStore, xattrs: bool) -> Result<FileStat> {
     let stat = (
         meta.dev(),
         meta.ino(),
@@ -278,14 +285,29 @@ pub fn file_digest(path: &Path, meta: &std::fs::Metadata, cache: &dyn CacheStore
         meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
         meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
     );
-    if let Some(known) = cache.file(path)? {
-        if known.stat == stat {
-            return Ok(known.digest);
-        }
+    let known = cache.file(path)?.filter(|k| k.stat == stat);
+    if let Some(k) = known.as_ref().filter(|k| !xattrs || k.xattrs.is_some()) {
+        return Ok(k.clone());
     }
-    let digest = digest_file(path, oci::Algorithm::Sha256)?;
-    cache.set_file(path, &FileStat { stat, digest: digest.clone() })?;
-    Ok(digest)
+    let digest = match known {
+        Some(k) => k.digest,
+        None => digest_file(path, oci::Algorithm::Sha256)?,
+    };
+    let xattrs = match xattrs {
+        true => Some(xattr_digest(path)?.map(|d| d.to_string()).unwrap_or_default()),
+        false => None,
+    };
+    let entry = FileStat { stat, digest, xattrs };
+    cache.set_file(path, &entry)?;
+    Ok(entry)
+}
+
+/// The digest of the PAX records of `path`'s extended attributes (not following a
+/// symlink); None when it has none.
+fn xattr_digest(path: &Path) -> Result<Option<oci::Digest>> {
+    let records =
+        oci::layer::xattr::records(path, false).map_err(Error::io(format!("read the xattrs of {}", path.display())))?;
+    Ok(records.map(|r| oci::Digest::of(&r)))
 }
 
 /// The digest of a file's content, read once in a stream.
