@@ -39,6 +39,7 @@ impl Metrics {
         let mut m = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         *m.requests.entry((route, method.to_owned(), status)).or_default() += 1;
         *m.bytes_in.entry(route).or_default() += bytes_in;
+        m.bytes_out.entry(route).or_default(); // every route has its series, at 0 at first
     }
 
     /// Counts response body bytes of `route` as they go out.

@@ -86,6 +86,8 @@ struct Push {
     /// Where to push it (default: the index's own name)
     destination: Option<String>,
     #[command(flatten)]
+    compress: super::transfer::Compress,
+    #[command(flatten)]
     remote: Remote,
 }
 
@@ -185,10 +187,13 @@ fn push(store: &ImageStore, p: Push) -> Result<()> {
     let client = p.remote.client()?;
     let display = Display::new(Mode::Auto, false, "Pushing");
     let opts = oci::client::PushOptions::default();
+    let original = target;
+    let target = p.compress.target(store, &original, &dest, &display)?;
     let pushed =
         runtime()?.block_on(oci::client::push(&client, store, &target, std::slice::from_ref(&dest), &opts, &display));
     display.finish();
     let digest = pushed.with_context(|| format!("push {}", dest.familiar()))?;
+    super::transfer::Compress::pushed(store, &dest, &original, &target)?;
     println!("{digest}");
     Ok(())
 }

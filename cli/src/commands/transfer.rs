@@ -9,9 +9,9 @@ use clap::Args;
 use super::open_store;
 use crate::progress::{Display, Mode};
 use oci::client::credentials::{self, Credential};
-use oci::client::{Client, ClientOptions, Event, ManifestFormat, Progress, PullOptions, PushOptions};
+use oci::client::{Client, ClientOptions, ManifestFormat, PullOptions, PushOptions};
 use oci::layer::Compression;
-use oci::Reference;
+use oci::{ImageStore, Reference, Target};
 
 /// Options every registry command shares.
 #[derive(Debug, Args)]
@@ -123,10 +123,8 @@ pub struct Push {
     /// Manifest media types: oci (as stored) or docker (schema 2)
     #[arg(long, default_value = "oci", value_parser = ["oci", "docker"])]
     format: String,
-    /// How plain (uncompressed) layers are sent, as a loaded docker archive keeps them: gzip,
-    /// zstd (needs --format oci) or uncompressed (as stored)
-    #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd", "uncompressed"])]
-    compression_format: String,
+    #[command(flatten)]
+    compress: Compress,
     /// Print only the pushed digests
     #[arg(short, long)]
     quiet: bool,
@@ -145,8 +143,7 @@ impl Push {
         let rt = runtime()?;
         let format = if self.format == "docker" { ManifestFormat::Docker } else { ManifestFormat::Oci };
         let opts = PushOptions { format, ..Default::default() };
-        let compression: Compression = self.compression_format.parse().map_err(anyhow::Error::msg)?;
-        if format == ManifestFormat::Docker && compression == Compression::Zstd {
+        if format == ManifestFormat::Docker && self.compress.compression()? == Compression::Zstd {
             bail!("--compression-format zstd needs --format oci: Docker schema 2 has no zstd layers");
         }
         for image in &self.images {
@@ -161,24 +158,52 @@ impl Push {
                 println!("The push refers to repository [{}]", dest.repository());
             }
             let display = Display::new(self.progress, self.quiet, "Pushing");
-            // As docker and podman: plain layers go compressed. A push by digest sends the
-            // very document the digest names.
-            let target = match dest.digest() {
-                Some(_) => rec.target.clone(),
-                None => oci::twin::compressed(&store, &rec.target, compression, &mut |digest, size| {
-                    display.event(Event::Compressing { digest: digest.clone(), size })
-                })
-                .with_context(|| format!("push {}", dest.familiar()))?,
-            };
+            let target = self.compress.target(&store, &rec.target, &dest, &display)?;
             let pushed =
                 rt.block_on(oci::client::push(&client, &store, &target, std::slice::from_ref(&dest), &opts, &display));
             display.finish();
             let digest = pushed.with_context(|| format!("push {}", dest.familiar()))?;
+            Compress::pushed(&store, &dest, &rec.target, &target)?;
             if self.quiet {
                 println!("{digest}");
             } else {
                 println!("{}: digest: {digest}", dest.tag().unwrap_or("(digest)"));
             }
+        }
+        Ok(())
+    }
+}
+
+/// `--compression-format`: how `push` and `manifest push` send plain layers.
+#[derive(Debug, Args)]
+pub struct Compress {
+    /// How plain (uncompressed) layers are sent, as a loaded docker archive keeps them: gzip,
+    /// zstd (needs --format oci) or uncompressed (as stored)
+    #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd", "uncompressed"])]
+    compression_format: String,
+}
+
+impl Compress {
+    fn compression(&self) -> Result<Compression> {
+        self.compression_format.parse().map_err(anyhow::Error::msg)
+    }
+
+    /// What to push to `dest` for the local `target`: as docker and podman push, plain layers
+    /// compressed (see [`oci::twin`]). A push by digest sends the very document it names.
+    pub fn target(&self, store: &ImageStore, target: &Target, dest: &Reference, display: &Display) -> Result<Target> {
+        if dest.digest().is_some() {
+            return Ok(target.clone());
+        }
+        oci::twin::compressed(store, target, self.compression()?, display)
+            .with_context(|| format!("push {}", dest.familiar()))
+    }
+
+    /// After `pushed` went up for the local `original`: the local name `dest`, when it names
+    /// `original`, now names what the registry has (the same image ID), so `images
+    /// --digests` shows the registry's digest and a pull finds the image up to date.
+    pub fn pushed(store: &ImageStore, dest: &Reference, original: &Target, pushed: &Target) -> Result<()> {
+        if pushed != original && store.get(dest)?.as_ref() == Some(original) {
+            store.set_name(dest, pushed)?;
         }
         Ok(())
     }

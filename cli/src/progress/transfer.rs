@@ -97,7 +97,10 @@ impl Display {
 
 fn line(r: &Row) -> String {
     let mut l = format!("{}: {}", r.key, r.status);
-    if r.size > 0 && !matches!(r.status.as_str(), "Already exists" | "Compressing") && !r.status.starts_with("Mounted")
+    if r.size > 0
+        && !matches!(r.status.as_str(), "Already exists" | "Compressing")
+        && !r.status.starts_with("Compressed")
+        && !r.status.starts_with("Mounted")
     {
         let secs = r.started.elapsed().as_secs_f64().max(0.001);
         l.push_str(&format!(
@@ -161,6 +164,11 @@ impl Progress for Display {
                 r.status = "Compressing".into();
                 r.size = size;
                 Some(format!("{}: Compressing {}", digest.short(), format::size(size)))
+            }
+            Event::Compressed { digest, twin } => {
+                let status = format!("Compressed to {}", twin.short());
+                Self::row(&mut s, digest.short()).status = status.clone();
+                Some(format!("{}: {status}", digest.short()))
             }
             Event::Retry { what, attempt } => Some(format!("retrying ({attempt}): {what}")),
             Event::Manifest { .. } => None,

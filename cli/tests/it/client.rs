@@ -135,9 +135,18 @@ fn a_loaded_docker_archive_is_pushed_with_gzip_layers_as_docker_does() {
         assert_eq!(media_type, oci::media::OCI_LAYER_GZIP);
         assert_eq!(head, &[0x1f, 0x8b], "a gzip stream");
     }
-    // Again: the same twins, the same manifest, nothing uploaded or compressed.
-    let (again, err) = run(&b, &["push", "--progress", "plain", &name]);
-    assert_eq!(again.lines().last(), out.lines().last(), "the same digest");
+    // The local name now names what the registry has: its digest, and a pull is up to date.
+    let pushed = out.lines().last().unwrap().rsplit(' ').next().unwrap().to_owned();
+    let digests = b.ok(&["images", "--digests", "--format", "{{.Digest}}", &name]);
+    assert_eq!(digests.trim(), pushed);
+    let (pulled, _) = run(&b, &["pull", &name]);
+    assert!(pulled.contains("Image is up to date"), "{pulled}");
+    // Again, from the store as load left it: the same twins, the same manifest, nothing
+    // uploaded or compressed.
+    let again_name = format!("{}/team/app:again", server.addr);
+    b.ok(&["tag", "busybox", &again_name]);
+    let (again, err) = run(&b, &["push", "--progress", "plain", &again_name]);
+    assert_eq!(again.lines().last().unwrap().rsplit(' ').next(), Some(pushed.as_str()), "the same digest");
     assert!(!err.contains("Compressing") && err.matches("Already exists").count() == 2, "{err}");
     // Pulled on a fresh runner: the same image.
     let c = Berth::new();
@@ -156,6 +165,15 @@ fn a_loaded_docker_archive_is_pushed_with_gzip_layers_as_docker_does() {
     assert!(layers.iter().all(|(t, h)| t == oci::media::OCI_LAYER && h != &[0x1f, 0x8b]), "{layers:?}");
     let err = b.fails(&["push", "--format", "docker", "--compression-format", "zstd", &docker]);
     assert!(err.contains("zstd needs --format oci"), "{err}");
+    // `manifest push` of an index of the loaded image compresses its layers too.
+    b.ok(&["manifest", "create", "list:1", "busybox"]);
+    let index = format!("{}/team/list:1", server.addr);
+    b.ok(&["manifest", "push", "list:1", &index]);
+    let (_, _, body) =
+        http(&server.addr, "GET", "/v2/team/list/manifests/1", &[("Accept", oci::media::OCI_INDEX)], b"");
+    let child = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["manifests"][0]["digest"].clone();
+    let layers = pushed_layers(&server.addr, "team/list", child.as_str().unwrap(), oci::media::OCI_MANIFEST);
+    assert!(layers.iter().all(|(t, h)| t == oci::media::OCI_LAYER_GZIP && h == &[0x1f, 0x8b]), "{layers:?}");
 }
 
 #[test]

@@ -47,6 +47,13 @@ pub enum Event {
         /// Its size.
         size: u64,
     },
+    /// A plain layer's compressed twin is made.
+    Compressed {
+        /// The plain layer.
+        digest: Digest,
+        /// Its twin.
+        twin: Digest,
+    },
     /// A manifest was pushed or pulled.
     Manifest {
         /// The tag or digest.

@@ -41,6 +41,7 @@ async fn metrics_count_the_bytes_of_bodies_without_a_content_length() {
     let first = vec![7u8; 10_000];
     let d = c.push_blob("m", &first).await;
     assert_eq!(counter(&c, "berth_registry_bytes_received_total{route=\"upload\"}").await, 10_000);
+    assert_eq!(counter(&c, "berth_registry_bytes_sent_total{route=\"upload\"}").await, 0, "each route has both");
     // A streamed PATCH, as docker and skopeo send it (chunked: no length known up front).
     let r = c.send(Method::POST, "/v2/m/blobs/uploads/", &[], Body::empty()).await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
