@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::history::{created_by, Record};
 use super::scope::Scope;
-use super::{join_path, Converter, Ins, StageOut, PROXY_ARGS};
+use super::{join_path, Converter, Ins, StageOut};
 use crate::dockerfile::expand::{expand_word, expand_words, key_values};
 use crate::dockerfile::mount::{MountSpec, MountType};
 use crate::dockerfile::{ArgDecl, CommandForm, Copy, CopySource, Healthcheck, Run, Word};
@@ -118,11 +118,7 @@ impl Converter<'_> {
         // The environment: the image's ENV and the build args in scope, the later winning.
         let env = scope.run_env();
         // Proxies given as --build-arg reach the process, outside the key and the history.
-        let proxy_env = PROXY_ARGS
-            .iter()
-            .filter(|p| !scope.has_arg(p))
-            .filter_map(|p| self.inputs.build_args.get(*p).map(|v| format!("{p}={v}")))
-            .collect();
+        let proxy_env = super::proxy_env(self.inputs.build_args, |k| scope.has_arg(k));
         let op = Op::Exec(ExecOp {
             args,
             env,

@@ -14,7 +14,7 @@
 
 mod dispatch;
 mod history;
-mod scope;
+pub mod scope;
 #[cfg(test)]
 mod tests;
 
@@ -77,6 +77,8 @@ pub struct StageOut {
     pub base_vertex: VertexId,
     /// The stage this one starts FROM, whose history comes first.
     pub from_stage: Option<usize>,
+    /// The ARGs the stage ends with, which a stage built FROM it inherits.
+    pub args: scope::StageArgs,
 }
 
 /// The graph of a build and, per target platform, the converted stages.
@@ -111,9 +113,23 @@ impl ImageOut {
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Build args docker passes to RUN without an ARG line, and keeps out of the history and
-/// the cache key (unless the Dockerfile declares them with ARG).
-pub const PROXY_ARGS: [&str; 8] =
-    ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy", "NO_PROXY", "no_proxy"];
+/// the cache key (unless the Dockerfile declares them with ARG). Each is given in either
+/// case and reaches RUN in both, as BuildKit passes them (`HTTP_PROXY` and `http_proxy`).
+pub const PROXY_ARGS: [&str; 5] = ["HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY"];
+
+/// The proxy variables a RUN gets from `build_args`: for each of [`PROXY_ARGS`] given in any
+/// case (and not declared, as `declared` tells), both spellings.
+fn proxy_env(build_args: &BTreeMap<String, String>, declared: impl Fn(&str) -> bool) -> Vec<String> {
+    let mut env = Vec::new();
+    for p in PROXY_ARGS {
+        let given = build_args.iter().find(|(k, _)| k.eq_ignore_ascii_case(p) && !declared(k));
+        if let Some((_, v)) = given {
+            env.push(format!("{p}={v}"));
+            env.push(format!("{}={v}", p.to_ascii_lowercase()));
+        }
+    }
+    env
+}
 
 /// Platform ARGs every build defines, usable in FROM and after `ARG NAME` in a stage: the
 /// `TARGET*` ones of `target`, the `BUILD*` ones of the host.
@@ -291,18 +307,19 @@ impl<'a> Converter<'a> {
         let outer = std::mem::replace(&mut self.current, platform);
         // FROM a previous stage, or an image.
         let from_stage = df.stage_index(&base_name).filter(|j| *j < i);
-        let (base_vertex, base_config, base_history) = match from_stage {
+        let (base_vertex, base_config, base_history, base_args) = match from_stage {
             Some(j) => {
                 let out = self.stage(j)?;
-                (out.vertex, out.config, Vec::new())
+                (out.vertex, out.config, Vec::new(), out.args)
             }
             None => {
                 let (v, cfg) = self.image(&base_name, st.base.at)?;
                 let hist = cfg.get("history").and_then(Value::as_array).cloned().unwrap_or_default();
-                (v, cfg, hist)
+                (v, cfg, hist, scope::StageArgs::default())
             }
         };
         let mut scope = Scope::from_base(&base_config);
+        scope.inherit(base_args);
         // ONBUILD triggers of the base run first, in order, each parsed as its own Dockerfile.
         let mut triggers = Vec::new();
         for t in std::mem::take(&mut scope.triggers) {
@@ -329,6 +346,7 @@ impl<'a> Converter<'a> {
             steps: Vec::new(),
             base_vertex,
             from_stage,
+            args: scope::StageArgs::default(),
         };
         let stage_name = st.name.as_deref();
         for parsed in &triggers {
@@ -339,6 +357,7 @@ impl<'a> Converter<'a> {
         for ins in &st.instructions {
             self.dispatch(df, ins, &mut scope, &mut out, stage_name)?;
         }
+        out.args = scope.stage_args();
         out.config = scope.into_image(&self.current);
         self.current = outer;
         self.visiting.pop();

@@ -8,6 +8,14 @@ use serde_json::{json, Map, Value};
 
 use super::DEFAULT_PATH;
 
+/// The ARGs a stage ends with: a stage built FROM it starts with them (BuildKit's stages
+/// inherit their base stage's build args).
+#[derive(Debug, Clone, Default)]
+pub struct StageArgs {
+    args: Vec<(String, Option<String>)>,
+    over_env: std::collections::HashSet<String>,
+}
+
 /// One stage's state between instructions.
 pub(super) struct Scope {
     /// ARGs declared in this stage, in declaration order (None: declared without a value).
@@ -144,6 +152,20 @@ impl Scope {
                 self.args.push((name.to_owned(), value));
             }
         }
+    }
+
+    /// The ARGs declared so far, for a stage built FROM this one.
+    pub fn stage_args(&self) -> StageArgs {
+        StageArgs { args: self.args.clone(), over_env: self.arg_over_env.clone() }
+    }
+
+    /// Starts with the ARGs of the stage this one is built FROM.
+    pub fn inherit(&mut self, from: StageArgs) {
+        for (name, value) in from.args {
+            self.arg_index.insert(name.clone(), self.args.len());
+            self.args.push((name, value));
+        }
+        self.arg_over_env = from.over_env;
     }
 
     /// Whether the stage declared `name` with ARG.

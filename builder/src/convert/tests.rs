@@ -299,6 +299,13 @@ fn proxy_build_args_reach_run_but_not_its_key_or_history() {
     assert_eq!(key(&one), key(&none));
     let env = runs(&one)[0].process_env();
     assert!(has(&env, "HTTP_PROXY=http://one.invalid:3128") && has(&env, "no_proxy=local"), "{env:?}");
+    // Either spelling given, both reach RUN (curl and wget read only the lower-case one).
+    assert!(has(&env, "http_proxy=http://one.invalid:3128") && has(&env, "NO_PROXY=local"), "{env:?}");
+    let lower = conv(text, &[("https_proxy", "http://p.invalid"), ("ALL_PROXY", "socks5://s.invalid")], &json!({}));
+    let env = runs(&lower)[0].process_env();
+    for v in ["HTTPS_PROXY=http://p.invalid", "https_proxy=http://p.invalid", "all_proxy=socks5://s.invalid"] {
+        assert!(has(&env, v), "{v} in {env:?}");
+    }
     assert!(history(&one).iter().all(|h| !h.contains("invalid") && !h.contains("no_proxy")), "{:?}", history(&one));
     // Declared with ARG, a proxy is an ordinary build arg: in the key and the history.
     let text = "FROM img\nARG HTTP_PROXY\nRUN apt-get update\n";
@@ -429,4 +436,19 @@ fn stopsignal_must_be_a_signal_and_volume_needs_a_path() {
     assert_eq!(config(&c)["StopSignal"], json!("SIGQUIT"), "checked after expansion");
     let empty = err("FROM img\nVOLUME []\n");
     assert!(empty.contains("Dockerfile:2") && empty.contains("VOLUME requires at least one argument"), "{empty}");
+}
+
+#[test]
+fn a_stage_built_from_another_inherits_its_args() {
+    let text = "FROM img AS base\nARG VERSION=1.0\nARG FROMCLI\nFROM base AS mid\n\
+                WORKDIR /opt/app-$VERSION\nRUN echo $VERSION $FROMCLI\nFROM mid AS fin\nRUN echo final $VERSION\n\
+                FROM img\nRUN echo other [$VERSION]\n";
+    let c = convert_with(text, Some("mid"), &[("FROMCLI", "cli")], &json!({})).0.unwrap();
+    assert_eq!(copies(&c)[0].dest, "/opt/app-1.0");
+    let env = runs(&c)[0].process_env();
+    assert!(has(&env, "VERSION=1.0") && has(&env, "FROMCLI=cli"), "{env:?}");
+    let c = convert_with(text, Some("fin"), &[], &json!({})).0.unwrap();
+    assert!(has(&runs(&c)[1].process_env(), "VERSION=1.0"), "two stages down");
+    let c = conv(text, &[], &json!({}));
+    assert!(!runs(&c)[0].process_env().iter().any(|e| e.starts_with("VERSION=")), "not in a stage FROM an image");
 }
