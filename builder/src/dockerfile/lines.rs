@@ -86,7 +86,7 @@ fn physical_lines(text: &str) -> Vec<(usize, &str)> {
 }
 
 /// Whether a line is skipped between and inside instructions: blank, or a comment.
-fn is_skipped(line: &str) -> bool {
+pub(crate) fn is_skipped(line: &str) -> bool {
     let t = line.trim_start();
     t.is_empty() || t.starts_with('#')
 }

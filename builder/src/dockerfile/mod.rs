@@ -66,6 +66,8 @@ struct RunHeredocs {
     names: Vec<String>,
     /// The byte offset just past the last terminator line.
     end: usize,
+    /// The byte offset where the command's last line ends (before the first body).
+    line_end: usize,
 }
 
 /// Finds RUN lines with heredoc markers; returns the text with those markers and bodies
@@ -81,6 +83,7 @@ fn mask_run_heredocs(
         lines.push((off, l));
         off += l.len();
     }
+    let escape = lines::escape_directive(text);
     let mut i = 0;
     while i < lines.len() {
         let (start, line) = lines[i];
@@ -94,10 +97,21 @@ fn mask_run_heredocs(
         if !is_run {
             continue;
         }
-        let markers = heredoc_markers(line);
+        // The command's lines: as BuildKit, heredocs are read from the whole logical line, and
+        // their bodies follow its last line.
+        let mut own = vec![(start, line)];
+        while i < lines.len() && own.last().is_some_and(|(_, l)| lines::is_continuation(l.trim_end_matches('\n'), escape)) {
+            let (s, l) = lines[i];
+            i += 1;
+            if !lines::is_skipped(l) {
+                own.push((s, l));
+            }
+        }
+        let markers: Vec<(String, bool)> = own.iter().flat_map(|(_, l)| heredoc_markers(l)).collect();
         if markers.is_empty() {
             continue;
         }
+        let line_end = own.last().map_or(start, |(s, l)| s + l.trim_end_matches('\n').len());
         let mut bodies = Vec::new();
         let names = markers.iter().map(|(delim, _)| delim.clone()).collect();
         for (delim, strip_tabs) in &markers {
@@ -124,14 +138,16 @@ fn mask_run_heredocs(
             bodies.push(body);
         }
         // Blank the `<<` of every marker so the parser sees a plain shell command.
-        let mut from = 0;
-        while let Some(p) = line[from..].find("<<") {
-            masked[start + from + p] = b' ';
-            masked[start + from + p + 1] = b' ';
-            from += p + 2;
+        for (start, line) in own {
+            let mut from = 0;
+            while let Some(p) = line[from..].find("<<") {
+                masked[start + from + p] = b' ';
+                masked[start + from + p + 1] = b' ';
+                from += p + 2;
+            }
         }
         let end = lines.get(i).map_or(text.len(), |(s, _)| *s);
-        found.insert(kw_at, RunHeredocs { bodies, names, end });
+        found.insert(kw_at, RunHeredocs { bodies, names, end, line_end });
     }
     Ok((String::from_utf8(masked).unwrap_or_else(|_| text.to_owned()), found))
 }
@@ -686,13 +702,14 @@ fn run_command(df: &Dockerfile, r: &pd::RunInstruction<'_>) -> (CommandForm, Opt
         // The command line runs from after the flags to the end of the line; the heredoc
         // bodies and terminators follow it.
         let from = skip_end_of_flags(&df.text, r.options.last().map_or(r.run.span.end, |f| f.span().end));
-        let line_end = df.text[from..].find('\n').map_or(df.text.len(), |i| from + i);
-        let line = df.text[from..line_end].trim();
+        let joined = join_continuations(&df.text[from..h.line_end.max(from)], df.escape);
+        let line = joined.trim();
         let only_heredoc = h.bodies.len() == 1
             && line.starts_with("<<")
             && !line[2..].trim_start_matches('-').contains(|c: char| c.is_whitespace());
         if !only_heredoc {
-            return (CommandForm::Shell(df.text[from..h.end].trim().to_owned()), None);
+            let script = format!("{line}{}", &df.text[h.line_end.max(from)..h.end]);
+            return (CommandForm::Shell(script.trim().to_owned()), None);
         }
         if h.bodies[0].starts_with("#!") {
             let script = RunScript { name: h.names[0].clone(), content: h.bodies[0].clone() };
@@ -1062,6 +1079,19 @@ mod tests {
     fn double_dash_before_a_run_heredoc() {
         assert_eq!(only("FROM a\nRUN --network=none -- <<EOF\necho hi\nEOF\n").text_command(), "echo hi\n");
         assert_eq!(only("FROM a\nRUN -- sh <<EOF\necho hi\nEOF\n").text_command(), "sh <<EOF\necho hi\nEOF");
+    }
+
+    #[test]
+    fn a_heredoc_on_a_continuation_line_is_read_from_the_whole_command() {
+        let text = "FROM a\nRUN echo start > /x && \\\n    cat <<EOF >> /x\ncontent\nEOF\nRUN true\n";
+        let df = parse("Dockerfile", text).unwrap();
+        let runs = &df.stages[0].instructions;
+        assert_eq!(runs.len(), 2, "the body is not an instruction");
+        assert_eq!(runs[0].kind.text_command(), "echo start > /x &&     cat <<EOF >> /x\ncontent\nEOF");
+        assert_eq!(only("FROM a\nRUN \\\n  <<EOF\necho hi\nEOF\n").text_command(), "echo hi\n");
+        // A comment line inside the continuation is skipped, as anywhere.
+        let text = "FROM a\nRUN true \\\n# note\n  && cat <<EOF\nbody\nEOF\n";
+        assert_eq!(only(text).text_command(), "true   && cat <<EOF\nbody\nEOF");
     }
 
     #[test]
