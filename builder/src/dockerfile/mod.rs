@@ -100,7 +100,9 @@ fn mask_run_heredocs(
         // The command's lines: as BuildKit, heredocs are read from the whole logical line, and
         // their bodies follow its last line.
         let mut own = vec![(start, line)];
-        while i < lines.len() && own.last().is_some_and(|(_, l)| lines::is_continuation(l.trim_end_matches('\n'), escape)) {
+        while i < lines.len()
+            && own.last().is_some_and(|(_, l)| lines::is_continuation(l.trim_end_matches('\n'), escape))
+        {
             let (s, l) = lines[i];
             i += 1;
             if !lines::is_skipped(l) {

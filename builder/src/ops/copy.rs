@@ -238,10 +238,16 @@ impl LocalWorker<'_> {
                 count += 1;
             }
         }
+        let into_dir = c.dest_is_dir || exists_dir || count > 1;
+        // A file copied onto a symlink goes where the link points, as BuildKit writes it.
+        let rel = match root {
+            Some(r) if !into_dir => through_symlinks(r, &rel),
+            _ => rel,
+        };
         let dest = Dest {
             c,
             rel,
-            into_dir: c.dest_is_dir || exists_dir || count > 1,
+            into_dir,
             owner,
             // A stage's or image's files keep their owners, as BuildKit copies them; the
             // context's are root's.
@@ -667,6 +673,32 @@ fn numeric_owner(s: &str) -> Option<(u32, u32)> {
     Some((u.parse().ok()?, g.parse().ok()?))
 }
 
+/// `rel` (inside `root`) with the symlinks at its end followed inside `root`, up to 40
+/// of them; a dangling one gives the path it names. `rel` when it ends in no symlink.
+fn through_symlinks(root: &Path, rel: &str) -> String {
+    let mut rel = rel.trim_matches('/').to_owned();
+    for _ in 0..40 {
+        let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel.as_str()));
+        let Ok(dir) = crate::context::resolve_in_root(root, parent) else { break };
+        let Ok(target) = std::fs::read_link(dir.join(name)) else { break };
+        let dir_rel = dir.strip_prefix(root).map(|d| d.to_string_lossy().into_owned()).unwrap_or_default();
+        let target = target.to_string_lossy();
+        let next = match target.strip_prefix('/') {
+            Some(abs) => abs.to_owned(),
+            None => format!("{dir_rel}/{target}"),
+        };
+        // The parent part resolved in the root (`..` and links in it), the last name kept.
+        let (parent, name) = next.trim_matches('/').rsplit_once('/').unwrap_or(("", next.trim_matches('/')));
+        if matches!(name, "" | "." | "..") {
+            break;
+        }
+        let Ok(dir) = crate::context::resolve_in_root(root, parent) else { break };
+        let dir_rel = dir.strip_prefix(root).map(|d| d.to_string_lossy().into_owned()).unwrap_or_default();
+        rel = if dir_rel.is_empty() { name.to_owned() } else { format!("{dir_rel}/{name}") };
+    }
+    rel
+}
+
 /// True when `rel` is a directory inside `root`, symlinks resolved inside it.
 fn is_dir_in(root: &Path, rel: &str) -> bool {
     if rel.is_empty() {
@@ -683,6 +715,27 @@ fn is_dir_in(root: &Path, rel: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_destination_follows_symlinks_inside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("etc/conf")).unwrap();
+        std::fs::write(root.join("real"), "old").unwrap();
+        let link = |target: &str, at: &str| std::os::unix::fs::symlink(target, root.join(at)).unwrap();
+        link("/real", "flink");
+        link("/nowhere", "dangling");
+        link("conf/app.ini", "etc/app.ini");
+        link("../../../../outside", "etc/escape");
+        link("/hop", "chain");
+        link("etc/app.ini", "hop");
+        assert_eq!(through_symlinks(root, "flink"), "real");
+        assert_eq!(through_symlinks(root, "/dangling"), "nowhere");
+        assert_eq!(through_symlinks(root, "etc/app.ini"), "etc/conf/app.ini");
+        assert_eq!(through_symlinks(root, "etc/escape"), "outside", "`..` stops at the root");
+        assert_eq!(through_symlinks(root, "chain"), "etc/conf/app.ini");
+        assert_eq!(through_symlinks(root, "etc/plain"), "etc/plain");
+    }
 
     fn file(size: u64) -> Entry {
         Entry::file(0o644, size)

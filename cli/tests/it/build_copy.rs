@@ -766,3 +766,29 @@ fn extended_attributes_are_copied_and_a_change_to_them_is_a_change() {
     assert!(ok && !cached(&log, "COPY tagged"), "{log}");
     assert_eq!(xattr_in_image(&b, "xa:4", "tagged", "user.berth"), None);
 }
+
+#[test]
+fn a_file_copied_onto_a_symlink_goes_where_it_points() {
+    let Some(b) = build_store() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path();
+    write(ctx, "zone", "Europe/Paris\n", 0o644);
+    write(
+        ctx,
+        "Dockerfile",
+        "FROM busybox:latest\n\
+         RUN mkdir -p /usr/share/zi && echo old > /usr/share/zi/UTC && ln -s /usr/share/zi/UTC /etc/localtime \\\n\
+          && ln -s /nowhere/new /dangling && mkdir /nowhere\n\
+         COPY zone /etc/localtime\n\
+         COPY zone /dangling\n\
+         RUN { cat /usr/share/zi/UTC /nowhere/new; readlink /etc/localtime; readlink /dangling; } > /out\n",
+        0o644,
+    );
+    let (ok, log) = build(&b, ctx, &["-t", "through:1"], &[]);
+    assert!(ok, "{log}");
+    let out = b.ok(&["run", "--rm", "through:1", "cat", "/out"]);
+    assert_eq!(
+        out, "Europe/Paris\nEurope/Paris\n/usr/share/zi/UTC\n/nowhere/new\n",
+        "the links stay, their targets change"
+    );
+}
