@@ -22,8 +22,6 @@ pub use ignore::Ignore;
 pub struct Context {
     root: PathBuf,
     ignore: Ignore,
-    /// A stage's or image's filesystem: absolute symlinks point inside it, not out of it.
-    rootfs: bool,
 }
 
 /// One file or directory a COPY source selected.
@@ -45,13 +43,13 @@ impl Context {
                 reason: "the build context is not a directory".into(),
             });
         }
-        Ok(Context { root, ignore, rootfs: false })
+        Ok(Context { root, ignore })
     }
 
-    /// A stage's or image's filesystem mounted at `root` (COPY --from): symlinks resolve
-    /// inside it as they would in a container.
+    /// A stage's or image's filesystem mounted at `root` (COPY --from), without ignore
+    /// rules; symlinks resolve inside it as they would in a container (as in any context).
     pub fn rootfs(root: &Path) -> Result<Context> {
-        Ok(Context { rootfs: true, ..Context::new(root, Ignore::default())? })
+        Context::new(root, Ignore::default())
     }
 
     /// The context directory (canonical).
@@ -97,19 +95,13 @@ impl Context {
                 out.push(Selected { path: self.root.clone(), rel });
                 continue;
             }
-            // Resolve symlinks on the way, but never out of the context.
-            let resolved = if self.rootfs { resolve_in_root(&self.root, &rel) } else { path.canonicalize() };
-            let real = match resolved {
+            // Symlinks on the way are resolved with the context as `/`, as BuildKit resolves
+            // them: an absolute target starts at the context's root, `..` stops there.
+            let real = match resolve_in_root(&self.root, &rel) {
                 Ok(r) => r,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(Error::io(format!("stat {}", path.display()))(e)),
             };
-            if !real.starts_with(&self.root) {
-                return Err(Error::Context {
-                    path: source.to_owned(),
-                    reason: "a symlink points outside the build context".into(),
-                });
-            }
             let real_rel = real.strip_prefix(&self.root).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
             // An excluded directory is still selected when an exception re-includes something
             // below it (`target` then `!target/*.jar`), as BuildKit's context keeps it for them.
@@ -427,9 +419,16 @@ mod tests {
         let (d, c) = ctx(&[("a", "a")], "");
         let e = c.select("../etc/passwd").unwrap_err().to_string();
         assert!(e.contains("outside the build context"), "{e}");
+        // A symlink leads inside the context only: `/` is the context's root, as in BuildKit.
         std::os::unix::fs::symlink("/etc", d.path().join("out")).unwrap();
+        std::os::unix::fs::symlink("../../../a", d.path().join("up")).unwrap();
         let e = c.select("out/passwd").unwrap_err().to_string();
-        assert!(e.contains("outside the build context"), "{e}");
+        assert!(e.contains("no such file or directory in the build context"), "not the host's /etc/passwd: {e}");
+        std::fs::create_dir(d.path().join("etc")).unwrap();
+        std::fs::write(d.path().join("etc/passwd"), "ctx").unwrap();
+        let sel = c.select("out/passwd").unwrap();
+        assert_eq!(std::fs::read_to_string(&sel[0].path).unwrap(), "ctx");
+        assert_eq!(c.select("up").unwrap()[0].path, d.path().join("a").canonicalize().unwrap());
         // `..` that stays inside is fine.
         assert_eq!(c.select("x/../a").unwrap()[0].rel, "a");
     }
