@@ -889,9 +889,14 @@ fn healthcheck(df: &Dockerfile, h: &pd::HealthcheckInstruction<'_>) -> Result<Op
             _ => return Err(unknown_flag(df, flag, "HEALTHCHECK")),
         };
         let v = flag_value(df, flag)?;
-        durations[slot] = Some(parse_duration(&v.raw).ok_or_else(|| {
+        let d = parse_duration(&v.raw).ok_or_else(|| {
             df.error(v.at, format!("invalid duration {:?} for --{} (use 30s, 1m30s, 500ms)", v.raw, flag.name.value))
-        })?);
+        })?;
+        // As BuildKit: 0 means the default, and anything else is at least a millisecond.
+        if d > 0 && d < 1_000_000 {
+            return Err(df.error(v.at, format!("--{} {:?} cannot be less than 1ms", flag.name.value, v.raw)));
+        }
+        durations[slot] = Some(d);
     }
     Ok(match &h.arguments {
         pd::HealthcheckArguments::Cmd { cmd, arguments, .. } => {
@@ -1117,6 +1122,16 @@ mod tests {
         for text in ["FROM a\nRUN <<EOF\necho hi\nEOF\n", "FROM a\nRUN python3 <<EOF\n#!/x\nEOF\n"] {
             let Kind::Run(run) = only(text) else { panic!() };
             assert!(run.script.is_none(), "{text}");
+        }
+    }
+
+    #[test]
+    fn healthcheck_durations_under_a_millisecond_are_refused() {
+        let e = err("FROM a\nHEALTHCHECK --interval=500us CMD true\n");
+        assert!(e.starts_with("Dockerfile:2:24: --interval \"500us\" cannot be less than 1ms"), "{e}");
+        assert!(err("FROM a\nHEALTHCHECK --start-period=0.5ms CMD true\n").contains("cannot be less than 1ms"));
+        for ok in ["--interval=0s", "--timeout=1ms", "--start-interval=2s"] {
+            assert!(matches!(only(&format!("FROM a\nHEALTHCHECK {ok} CMD true\n")), Kind::Healthcheck(Some(_))));
         }
     }
 
