@@ -84,31 +84,18 @@ impl Command {
 }
 
 /// The status `berth run` exits with when berth itself fails (a bad flag, a missing image),
-/// as docker's 125: scripts tell it from the container's own exit code.
+/// as docker's 125: scripts tell it from the container's own exit code. Every command's
+/// usage errors exit with it too, as docker's do.
 const RUN_FAILED: u8 = 125;
-
-/// The subcommand the arguments name, past the global `--root`.
-fn invoked_subcommand() -> Option<String> {
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--root" => {
-                args.next();
-            }
-            _ if a.starts_with("--root=") => {}
-            _ => return Some(a),
-        }
-    }
-    None
-}
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
             let _printed = e.print();
-            let run = e.use_stderr() && matches!(invoked_subcommand().as_deref(), Some("run" | "create"));
-            return if run { ExitCode::from(RUN_FAILED) } else { ExitCode::from(e.exit_code() as u8) };
+            // As docker's CLI: a usage error (an unknown flag, a missing argument) is 125 for
+            // every command; `--help` and `--version` are not errors.
+            return if e.use_stderr() { ExitCode::from(RUN_FAILED) } else { ExitCode::from(e.exit_code() as u8) };
         }
     };
     if let Command::Build(b) = &cli.command {

@@ -335,10 +335,10 @@ impl Logs {
     /// Prints the container's stdout lines to stdout and its stderr lines to stderr.
     pub fn run(self, root: &Path) -> Result<()> {
         let c = container::find(root, &self.container)?;
-        let tail = match self.tail.as_deref() {
-            None | Some("all") => None,
-            Some(n) => Some(n.parse::<usize>().with_context(|| format!("invalid --tail {n:?}"))?),
-        };
+        // As docker: a number below 0, or one that is not a number, means all.
+        let tail = self.tail.as_deref().and_then(|n| n.parse::<usize>().ok());
+        // Following, held attached: a `--rm` container is removed only after its last lines.
+        let _attached = if self.follow { c.attach_lock()? } else { None };
         let (entries, mut offset) = logs::read_from(&c.log_path(), 0)?;
         self.print(&logs::tail(entries, tail))?;
         if !self.follow {
@@ -483,17 +483,36 @@ pub struct Wait {
 }
 
 impl Wait {
-    /// Prints each container's exit code once it has exited.
+    /// Prints each container's exit code once it has exited; one that cannot be waited for
+    /// is reported and the others still are, as docker's `wait` goes on (exit 1 then).
     pub fn run(self, root: &Path) -> Result<()> {
+        let mut failed = false;
         for what in &self.containers {
-            let c = container::find(root, what)?;
-            // docker's default condition, not-running: a container that never started returns too.
-            let s = control::wait_until(&c, None, |s| s.status != Status::Running)?
-                .context("a wait without a deadline ends with a state")?;
-            println!("{}", s.exit_code.unwrap_or(-1));
+            match wait_one(root, what) {
+                Ok(code) => println!("{code}"),
+                Err(e) => {
+                    eprintln!("berth: {e:#}");
+                    failed = true;
+                }
+            }
+        }
+        if failed {
+            super::run::exit_with(1);
         }
         Ok(())
     }
+}
+
+/// Waits for one container to stop and returns its exit code (0 for one that never ran, as
+/// docker's). Held attached meanwhile: a `--rm` container is removed only after its exit
+/// is read.
+fn wait_one(root: &Path, what: &str) -> Result<i32> {
+    let c = container::find(root, what)?;
+    let _attached = c.attach_lock()?;
+    // docker's default condition, not-running: a container that never started returns too.
+    let s = control::wait_until(&c, None, |s| s.status != Status::Running)?
+        .context("a wait without a deadline ends with a state")?;
+    Ok(s.exit_code.unwrap_or(0))
 }
 
 /// Start one or more stopped containers

@@ -241,6 +241,10 @@ impl Run {
         };
         if !image.config.architecture().to_string().is_empty() {
             let runs_on = oci::Platform::of_config(&image.config);
+            // A one-platform image is taken as it is: it must be the platform asked for.
+            if let Some(asked) = self.platform.as_ref().filter(|a| !is_platform(&runs_on, a)) {
+                bail!("image {} is for {runs_on}, not for {asked} (--platform)", self.image);
+            }
             runner::emulation::check(&runs_on, &runner::emulation::binfmt_dir()).map_err(anyhow::Error::msg)?;
         }
         let config = self.container_config(root, &rec, &image)?;
@@ -919,6 +923,14 @@ fn memory_limit(text: &str) -> Result<u64, String> {
         return Err("minimum memory limit allowed is 6MB".into());
     }
     Ok(n)
+}
+
+/// Whether an image for `has` serves `asked`: the same OS and architecture, and the variant
+/// when `asked` names one.
+fn is_platform(has: &oci::Platform, asked: &oci::Platform) -> bool {
+    has.os == asked.os
+        && has.architecture == asked.architecture
+        && (asked.variant.is_none() || has.variant == asked.variant)
 }
 
 #[cfg(test)]

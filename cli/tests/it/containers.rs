@@ -996,3 +996,32 @@ fn diff_lists_what_a_container_added_changed_and_deleted() {
         assert!(out.lines().any(|l| l == want), "{want} missing from:\n{out}");
     }
 }
+
+#[test]
+fn wait_and_logs_follow_read_a_removed_containers_end_and_usage_errors_are_125() {
+    let Some(b) = setup() else { return };
+    // `run -d --rm` then `wait`: the code, however quickly the container goes.
+    for i in 0..5 {
+        let id = b.ok(&["run", "-d", "--rm", "--network", "none", "busybox", "sh", "-c", "sleep 0.2; exit 3"]);
+        assert_eq!(b.ok(&["wait", id.trim()]).trim(), "3", "round {i}");
+    }
+    let id = b.ok(&["run", "-d", "--rm", "--network", "none", "busybox", "sh", "-c", "echo a; sleep 0.3; echo bye"]);
+    assert_eq!(b.ok(&["logs", "-f", id.trim()]), "a\nbye\n");
+    // Several: one that is missing is reported, the others still waited for; exit 1.
+    b.ok(&["create", "--name", "never", "busybox", "true"]);
+    b.ok(&["run", "-d", "--name", "five", "--network", "none", "busybox", "sh", "-c", "exit 5"]);
+    let out = b.output(&["wait", "never", "nosuch", "five"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "0\n5\n", "a created container's code is 0, as docker's");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nosuch"));
+    // An unknown flag: docker's 125, for any command.
+    for args in [&["ps", "--bogus"][..], &["wait"][..], &["logs", "--nope", "five"][..]] {
+        assert_eq!(b.output(args).status.code(), Some(125), "{args:?}");
+    }
+    assert_eq!(b.output(&["ps", "--help"]).status.code(), Some(0));
+    // --platform names what the image must be; a one-platform image of another is refused.
+    let err = b.fails(&["run", "--rm", "--platform", "linux/s390x", "busybox", "true"]);
+    assert!(err.contains("not for linux/s390x"), "{err}");
+    let host = b.ok(&["inspect", "--format", "{{.Os}}/{{.Architecture}}", "busybox"]);
+    assert_eq!(b.ok(&["run", "--rm", "--platform", host.trim(), "busybox", "echo", "ok"]), "ok\n");
+}

@@ -363,13 +363,13 @@ impl Container {
         self.lock("restart.lock", FlockOperation::LockExclusive)
     }
 
-    /// Held (shared) by `start -a` from before the start until it has read the exit: a
+    /// Held (shared) by `start -a`, `wait` and `logs -f` until they have read the exit: a
     /// `--rm` container is not removed under it ([`Container::wait_for_attached`]).
     pub fn attach_lock(&self) -> Result<Option<File>> {
         self.lock("attach.lock", FlockOperation::LockShared)
     }
 
-    /// Waits (at most `limit`) until no `start -a` holds [`Container::attach_lock`], so that
+    /// Waits (at most `limit`) until no `start -a`, `wait` or `logs -f` holds [`Container::attach_lock`], so that
     /// it reads the exit before a `--rm` removal; true if none holds it.
     pub fn wait_for_attached(&self, limit: std::time::Duration) -> Result<bool> {
         let deadline = std::time::Instant::now() + limit;
