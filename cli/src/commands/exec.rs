@@ -64,7 +64,14 @@ impl Exec {
             console_socket: console.as_ref().and_then(super::console::Console::child_fd),
             console_size: super::console::terminal_size(),
         };
-        let mut cmd = exec::command(&c, &target, &process)?;
+        // A process that cannot be made (a user the image does not know): docker's 126.
+        let mut cmd = match exec::command(&c, &target, &process) {
+            Ok(cmd) => cmd,
+            Err(e) => {
+                eprintln!("berth: exec {:?} in {}: {e}", self.command[0], c.config.name);
+                super::run::exit_with(126)
+            }
+        };
         if !self.interactive {
             cmd.stdin(std::process::Stdio::null());
         }
@@ -73,18 +80,16 @@ impl Exec {
         }
         let spawned = cmd
             .spawn()
-            .map_err(|source| runner::sandbox::SandboxError::Start { what: "fork and exec", source })
+            .map_err(|source| runner::sandbox::SandboxError::exec_failed(&self.command[0], source))
             .with_context(|| format!("exec {:?} in {}", self.command[0], c.config.name));
         let child = match spawned {
             Ok(child) => child,
-            // docker's 127 (no such program) or 126 (cannot run it).
-            Err(e) => match super::run::start_failure_code(&e) {
-                Some(code) => {
-                    eprintln!("berth: {e:#}");
-                    super::run::exit_with(code)
-                }
-                None => return Err(e),
-            },
+            // docker's 127 (no such program), else 126: the program could not be run, or
+            // the process could not be set up (its working directory, its user).
+            Err(e) => {
+                eprintln!("berth: {e:#}");
+                super::run::exit_with(super::run::start_failure_code(&e).unwrap_or(126))
+            }
         };
         drop(cmd);
         if self.detach {

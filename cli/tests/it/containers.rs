@@ -966,6 +966,13 @@ fn exec_d_starts_a_command_in_the_background_and_returns() {
     // A program that is not there is still docker's 127, at once.
     assert_eq!(b.output(&["exec", "-d", "svc", "/no/such"]).status.code(), Some(127));
     assert!(!b.output(&["exec", "-d", "-t", "svc", "true"]).status.success(), "-d with -t is refused");
+    // A process that cannot be set up: docker's 126, with the step that failed.
+    let out = b.output(&["exec", "-w", "/etc/passwd", "svc", "pwd"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(126), "{err}");
+    assert!(err.contains("enter the working directory") && err.contains("Not a directory"), "{err}");
+    let out = b.output(&["exec", "-u", "nosuch", "svc", "id"]);
+    assert_eq!(out.status.code(), Some(126), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
