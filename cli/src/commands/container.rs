@@ -823,6 +823,8 @@ pub fn inspect_json(c: &Container) -> Result<serde_json::Value> {
         "Image": cfg.image_id,
         "Name": format!("/{}", cfg.name),
         "LogPath": c.log_path(),
+        // No restart policy (docker's "no"): never restarted by berth itself.
+        "RestartCount": 0,
         "Config": {
             "Hostname": cfg.hostname,
             "User": cfg.user.clone().unwrap_or_default(),
@@ -841,6 +843,7 @@ pub fn inspect_json(c: &Container) -> Result<serde_json::Value> {
         },
         "HostConfig": {
             "NetworkMode": cfg.network,
+            "RestartPolicy": { "Name": "no", "MaximumRetryCount": 0 },
             "AutoRemove": cfg.auto_remove,
             "Privileged": cfg.security.privileged,
             "CapAdd": cfg.security.cap_add,

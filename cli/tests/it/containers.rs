@@ -1021,6 +1021,8 @@ fn wait_and_logs_follow_read_a_removed_containers_end_and_usage_errors_are_125()
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "0\n5\n", "a created container's code is 0, as docker's");
     assert!(String::from_utf8_lossy(&out.stderr).contains("nosuch"));
+    let restart = b.ok(&["inspect", "--format", "{{.RestartCount}} {{.HostConfig.RestartPolicy.Name}}", "five"]);
+    assert_eq!(restart, "0 no\n", "docker's fields for no restart policy");
     // An unknown flag: docker's 125, for any command.
     for args in [&["ps", "--bogus"][..], &["wait"][..], &["logs", "--nope", "five"][..]] {
         assert_eq!(b.output(args).status.code(), Some(125), "{args:?}");
