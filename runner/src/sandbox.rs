@@ -618,6 +618,9 @@ fn build_filesystem(sys: &dyn Sys, spec: &Spec) -> std::io::Result<()> {
         }
     }
     if spec.read_only {
+        // The working directory is made while the root can still be written, as docker
+        // makes `-w`'s at create; the chdir later reports what is wrong with it.
+        let _made = sys.resolve(root, spec.cwd.trim_start_matches('/'), true);
         sys.remount_read_only(root)?;
     }
     sys.pivot_root(root)

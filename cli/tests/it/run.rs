@@ -329,6 +329,9 @@ fn volumes_tmpfs_read_only_and_env_files() {
         ],
     );
     assert_eq!(out, "ro\ntmp\n1two\n");
+    // A working directory that is missing is made before the root turns read-only, as docker's.
+    let (code, out, _) = run(&b, &["--read-only", "-w", "/new/dir", "busybox", "pwd"]);
+    assert_eq!((code, out.as_str()), (0, "/new/dir\n"));
     // Neither a path (absolute, or starting with `.`) nor a volume's name.
     let out = b.output(&["run", "-v", "relative/path:/x", "busybox", "true"]);
     assert!(!out.status.success());
