@@ -31,7 +31,7 @@ use crate::error::{ErrorCode, RegistryError, Result};
 
 /// The fills running now, by digest, and where their spool files go.
 pub(super) struct Fills {
-    spool: tempfile::TempDir,
+    spool: super::spool::Spool,
     /// By upstream, upstream repository and digest: a fill answers only for where it reads.
     active: Arc<Mutex<HashMap<FillKey, Arc<Fill>>>>,
 }
@@ -129,7 +129,7 @@ impl Fill {
 }
 
 impl Fills {
-    pub(super) fn new(spool: tempfile::TempDir) -> Fills {
+    pub(super) fn new(spool: super::spool::Spool) -> Fills {
         Fills { spool, active: Arc::default() }
     }
 }

@@ -16,6 +16,7 @@
 mod config;
 mod fill;
 mod manifests;
+mod spool;
 #[cfg(test)]
 mod tests;
 
@@ -89,7 +90,7 @@ impl Mirror {
             }
             upstreams.push(Arc::new(Upstream { config, remote, stats: Stats::default() }));
         }
-        let spool = tempfile::Builder::new().prefix("berth-mirror-").tempdir().map_err(|e| format!("spool: {e}"))?;
+        let spool = spool::Spool::new().map_err(|e| format!("spool: {e}"))?;
         Ok(Mirror {
             upstreams,
             registry: registry.allow_sparse(true).cached_writes(true),
