@@ -676,27 +676,24 @@ fn numeric_owner(s: &str) -> Option<(u32, u32)> {
 /// `rel` (inside `root`) with the symlinks at its end followed inside `root`, up to 40
 /// of them; a dangling one gives the path it names. `rel` when it ends in no symlink.
 fn through_symlinks(root: &Path, rel: &str) -> String {
-    let mut rel = rel.trim_matches('/').to_owned();
+    let (mut next, mut here) = (rel.trim_matches('/').to_owned(), rel.trim_matches('/').to_owned());
     for _ in 0..40 {
-        let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel.as_str()));
-        let Ok(dir) = crate::context::resolve_in_root(root, parent) else { break };
-        let Ok(target) = std::fs::read_link(dir.join(name)) else { break };
-        let dir_rel = dir.strip_prefix(root).map(|d| d.to_string_lossy().into_owned()).unwrap_or_default();
-        let target = target.to_string_lossy();
-        let next = match target.strip_prefix('/') {
-            Some(abs) => abs.to_owned(),
-            None => format!("{dir_rel}/{target}"),
-        };
-        // The parent part resolved in the root (`..` and links in it), the last name kept.
-        let (parent, name) = next.trim_matches('/').rsplit_once('/').unwrap_or(("", next.trim_matches('/')));
+        let (parent, name) = next.rsplit_once('/').unwrap_or(("", next.as_str()));
         if matches!(name, "" | "." | "..") {
             break;
         }
+        // The parent resolved in the root (`..` and links in it), the last name kept.
         let Ok(dir) = crate::context::resolve_in_root(root, parent) else { break };
         let dir_rel = dir.strip_prefix(root).map(|d| d.to_string_lossy().into_owned()).unwrap_or_default();
-        rel = if dir_rel.is_empty() { name.to_owned() } else { format!("{dir_rel}/{name}") };
+        here = if dir_rel.is_empty() { name.to_owned() } else { format!("{dir_rel}/{name}") };
+        let Ok(target) = std::fs::read_link(dir.join(name)) else { break };
+        let target = target.to_string_lossy();
+        next = match target.strip_prefix('/') {
+            Some(abs) => abs.trim_matches('/').to_owned(),
+            None => format!("{dir_rel}/{target}").trim_matches('/').to_owned(),
+        };
     }
-    rel
+    here
 }
 
 /// True when `rel` is a directory inside `root`, symlinks resolved inside it.
