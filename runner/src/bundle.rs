@@ -98,6 +98,7 @@ pub fn write(dir: &Path, spec: &Spec, ids: (u32, u32, Vec<u32>)) -> Result<(), B
         }
     }
     if let Some(mounts) = v["mounts"].as_array_mut() {
+        set_shm_size(mounts, spec.shm_size.unwrap_or(crate::sandbox::DEFAULT_SHM_SIZE));
         for vol in &spec.volumes {
             let mut options = vec!["rbind"];
             if vol.read_only {
@@ -136,10 +137,11 @@ pub fn spawn(runtime: &str, spec: &Spec, bundle: &Path, id: &str) -> std::io::Re
         "/",
         rustix::mount::MountPropagationFlags::PRIVATE | rustix::mount::MountPropagationFlags::REC,
     )?;
-    let ids = match &spec.user {
+    let mut ids = match &spec.user {
         Some(User(u)) => crate::sandbox::resolve_user(&spec.rootfs, u).map_err(std::io::Error::other)?,
         None => (0, 0, vec![0]),
     };
+    crate::sandbox::add_groups(&spec.rootfs, &spec.group_add, &mut ids.2).map_err(std::io::Error::other)?;
     write(bundle, spec, ids).map_err(std::io::Error::other)?;
     let mut cmd = std::process::Command::new(runtime);
     if runtime == "crun" {
@@ -148,6 +150,16 @@ pub fn spawn(runtime: &str, spec: &Spec, bundle: &Path, id: &str) -> std::io::Re
     }
     cmd.args(["run", "--bundle"]).arg(bundle).arg(format!("berth-{id}"));
     cmd.spawn()
+}
+
+/// Sets the size of the default spec's /dev/shm tmpfs (runc's default is docker's 64 MiB).
+fn set_shm_size(mounts: &mut [serde_json::Value], bytes: u64) {
+    for m in mounts.iter_mut().filter(|m| m["destination"] == "/dev/shm") {
+        if let Some(options) = m["options"].as_array_mut() {
+            options.retain(|o| !o.as_str().is_some_and(|o| o.starts_with("size=")));
+            options.push(format!("size={bytes}").into());
+        }
+    }
 }
 
 /// crun 1.8 refuses every container on hybrid cgroups (v1 plus cgroup2 at

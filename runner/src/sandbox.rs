@@ -84,6 +84,10 @@ pub struct Spec {
     pub console_size: (u16, u16),
     /// Capabilities and seccomp (docker's defaults unless `--cap-add`, `--security-opt`...).
     pub security: crate::security::Security,
+    /// `--shm-size`: bytes of the /dev/shm tmpfs; `None` for docker's 64 MiB.
+    pub shm_size: Option<u64>,
+    /// `--group-add`: more supplementary groups, by name (the image's /etc/group) or number.
+    pub group_add: Vec<String>,
 }
 
 /// A bind mount from the host into the container: a `-v` bind or volume, or a build mount.
@@ -468,11 +472,39 @@ pub fn resolve_user(mounts: &[Mount], user: &str) -> Result<(u32, u32, Vec<u32>)
 /// the image's /etc/group (as runc gives a process with no user), never the groups of
 /// whoever started berth. None where berth is not root and cannot change ids.
 pub(crate) fn process_ids(spec: &Spec) -> Result<Option<(u32, u32, Vec<u32>)>, SandboxError> {
-    match &spec.user {
-        Some(User(u)) => Ok(Some(resolve_user(&spec.rootfs, u)?)),
-        None if rustix::process::geteuid().is_root() => Ok(Some(resolve_user(&spec.rootfs, "0")?)),
-        None => Ok(None),
+    let mut ids = match &spec.user {
+        Some(User(u)) => resolve_user(&spec.rootfs, u)?,
+        None if rustix::process::geteuid().is_root() => resolve_user(&spec.rootfs, "0")?,
+        None => return Ok(None),
+    };
+    add_groups(&spec.rootfs, &spec.group_add, &mut ids.2)?;
+    Ok(Some(ids))
+}
+
+/// Adds `--group-add`'s groups to `groups`, each once: a number as it is, a name through the
+/// image's /etc/group (a name it lacks is an error, as docker's).
+pub fn add_groups(mounts: &[Mount], names: &[String], groups: &mut Vec<u32>) -> Result<(), SandboxError> {
+    if names.is_empty() {
+        return Ok(());
     }
+    let file = read_in_rootfs(mounts, "etc/group").unwrap_or_default();
+    for name in names {
+        let gid = match name.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => file
+                .lines()
+                .map(|l| l.split(':').collect::<Vec<_>>())
+                .find(|f| f.len() > 2 && f[0] == name)
+                .and_then(|f| f[2].parse().ok())
+                .ok_or_else(|| {
+                    SandboxError::User(format!("unable to find group {name}: no matching entries in group file"))
+                })?,
+        };
+        if !groups.contains(&gid) {
+            groups.push(gid);
+        }
+    }
+    Ok(())
 }
 
 /// Brings up the loopback interface of a fresh network namespace (`ip link set lo up`).
@@ -573,7 +605,7 @@ fn build_filesystem(sys: &dyn Sys, spec: &Spec) -> std::io::Result<()> {
     mount_cgroups(sys, &sys_dir.path().join("fs/cgroup"), &spec.cgroups)?;
     let dev_dir = mount_in(sys, root, "dev", "tmpfs", MountFlags::NOSUID, Some(c"mode=755,size=65536k"))?;
     let (proc_dir, dev) = (proc_dir.path(), dev_dir.path());
-    populate_dev(sys, dev)?;
+    populate_dev(sys, dev, spec.shm_size)?;
     // Masked paths: /dev/null over files, an empty read-only tmpfs over directories.
     for m in MASKED {
         let p = proc_dir.join(m);
@@ -654,9 +686,12 @@ pub(crate) fn depth(path: &str) -> usize {
     path.split('/').filter(|c| !c.is_empty() && *c != ".").count()
 }
 
+/// The size of a container's /dev/shm without `--shm-size`: docker's 64 MiB.
+pub const DEFAULT_SHM_SIZE: u64 = 64 << 20;
+
 /// The container's /dev, on its fresh tmpfs `dev`: docker's device nodes, the fd links,
-/// /dev/shm and a pty instance of its own.
-fn populate_dev(sys: &dyn Sys, dev: &Path) -> std::io::Result<()> {
+/// /dev/shm (`shm_size` bytes, docker's 64 MiB by default) and a pty instance of its own.
+fn populate_dev(sys: &dyn Sys, dev: &Path, shm_size: Option<u64>) -> std::io::Result<()> {
     for (node, major, minor) in DEVICES {
         let target = dev.join(node);
         match sys.mknod_char(&target, major, minor) {
@@ -683,15 +718,12 @@ fn populate_dev(sys: &dyn Sys, dev: &Path) -> std::io::Result<()> {
     ] {
         sys.symlink(target, &dev.join(link))?;
     }
-    // docker's /dev/shm: a 64 MiB tmpfs every user may write (POSIX shared memory).
+    // docker's /dev/shm: a tmpfs every user may write (POSIX shared memory).
     let shm = dev.join("shm");
     sys.mkdir(&shm)?;
-    sys.mount(
-        "tmpfs",
-        &shm,
-        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
-        Some(c"mode=1777,size=65536k"),
-    )?;
+    let data = std::ffi::CString::new(format!("mode=1777,size={}", shm_size.unwrap_or(DEFAULT_SHM_SIZE)))
+        .map_err(std::io::Error::other)?;
+    sys.mount("tmpfs", &shm, MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC, Some(&data))?;
     // The container's own pty instance: /dev/pts and /dev/ptmx, as runc makes them.
     let pts = dev.join("pts");
     sys.mkdir(&pts)?;
@@ -1432,6 +1464,8 @@ mod tests {
             console_socket: None,
             console_size: (24, 80),
             security: Default::default(),
+            shm_size: None,
+            group_add: vec![],
         }
     }
 

@@ -159,6 +159,8 @@ fn sandbox_spec(
         } else {
             Default::default()
         },
+        shm_size: None,
+        group_add: vec![],
     }
 }
 

@@ -853,6 +853,8 @@ pub fn inspect_json(c: &Container) -> Result<serde_json::Value> {
             "Init": cfg.init,
             "Memory": cfg.memory.unwrap_or(0),
             "PidsLimit": cfg.pids_limit,
+            "ShmSize": cfg.shm_size.unwrap_or(runner::sandbox::DEFAULT_SHM_SIZE),
+            "GroupAdd": (!cfg.group_add.is_empty()).then_some(&cfg.group_add),
             "NanoCpus": cfg.cpus.map_or(0, |c| (c * 1e9) as u64),
             "ExtraHosts": cfg.extra_hosts,
             "Ulimits": ulimits_json(&cfg.ulimits),

@@ -173,6 +173,19 @@ pub struct Run {
     /// Signal to stop the container (default: the image's STOPSIGNAL, else SIGTERM)
     #[arg(long, value_name = "SIGNAL")]
     stop_signal: Option<String>,
+    /// Size of /dev/shm (e.g. 256m, 1g; default 64m)
+    #[arg(long, value_name = "SIZE", value_parser = runner::cgroup::parse_size)]
+    shm_size: Option<u64>,
+    /// Add a supplementary group the process runs with: a name in the image's /etc/group, or
+    /// a number (repeatable)
+    #[arg(long, value_name = "GROUP")]
+    group_add: Vec<String>,
+    /// Pull the image before running: missing (only when it is not stored), always, never
+    #[arg(long, default_value = "missing", value_parser = ["missing", "always", "never"])]
+    pull: String,
+    /// Write the container's ID to this file (which must not exist yet)
+    #[arg(long, value_name = "FILE")]
+    cidfile: Option<std::path::PathBuf>,
     /// Run with berth's own sandbox, or hand an OCI bundle to runc or crun
     #[arg(long, default_value = "berth", value_parser = ["berth", "runc", "crun"])]
     runtime: String,
@@ -222,18 +235,15 @@ impl Run {
         if !self.detach {
             super::console::check_tty(self.interactive, self.tty);
         }
+        let cidfile = self.cidfile.as_deref().map(CidFile::create).transpose()?;
         let store = open_store(root)?;
-        let rec = match store.resolve(&self.image) {
-            Ok(rec) => rec,
-            Err(oci::Error::ImageNotFound(_)) => self.pull(&store)?,
-            Err(e) => return Err(e.into()),
-        };
+        let rec = self.image_record(&store)?;
         let platform = self.platform.clone().unwrap_or_else(oci::Platform::host);
         let (rec, image) = match store.image_for(&rec.target, &platform) {
             Ok(image) => (rec, image),
             // An index without this platform's image, stored: its registry may have it.
             Err(oci::Error::ImageNotFound(_)) if self.platform.is_some() => {
-                let rec = self.pull(&store)?;
+                let rec = self.pull(&store, true)?;
                 let image = store.image_for(&rec.target, &platform)?;
                 (rec, image)
             }
@@ -250,9 +260,25 @@ impl Run {
         let config = self.container_config(root, &rec, &image)?;
         self.warn_capped_ulimits();
         if self.detach {
-            return self.run_detached(root, &store, &image, config);
+            return self.run_detached(root, &store, &image, config, cidfile);
         }
-        self.run_foreground(root, &store, &image, config)
+        self.run_foreground(root, &store, &image, config, cidfile)
+    }
+
+    /// The image to run, pulled as `--pull` says: when it is not stored (`missing`), every
+    /// time (`always`), or never.
+    fn image_record(&self, store: &oci::ImageStore) -> Result<oci::ImageRecord> {
+        if self.pull == "always" {
+            return self.pull(store, false);
+        }
+        match store.resolve(&self.image) {
+            Ok(rec) => Ok(rec),
+            Err(oci::Error::ImageNotFound(_)) if self.pull == "never" => {
+                bail!("No such image: {} (--pull never)", self.image)
+            }
+            Err(oci::Error::ImageNotFound(_)) => self.pull(store, true),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The network's name: a predefined one, or one in the store (given by name or ID);
@@ -388,6 +414,9 @@ impl Run {
             stop_timeout: self.stop_timeout,
             auto_remove: self.rm,
             runtime: self.runtime.clone(),
+            // 0 is docker's "the default".
+            shm_size: self.shm_size.filter(|&n| n != 0),
+            group_add: self.group_add.clone(),
         })
     }
 
@@ -477,9 +506,13 @@ impl Run {
         store: &oci::ImageStore,
         image: &oci::store::Image,
         config: runner::container::Config,
+        cidfile: Option<CidFile>,
     ) -> Result<()> {
         let snapshotter = super::container::snapshotter(root)?;
         let c = runner::container::create(root, &config)?;
+        if let Some(f) = cidfile {
+            f.write(&config.id)?;
+        }
         let key = runner::container::snapshot_key(&config.id);
         let prepared = runner::rootfs::prepare(store, image, snapshotter.as_ref(), &key)
             .with_context(|| format!("prepare the rootfs of {}", self.image))
@@ -529,11 +562,15 @@ impl Run {
         store: &oci::ImageStore,
         image: &oci::store::Image,
         config: runner::container::Config,
+        cidfile: Option<CidFile>,
     ) -> Result<()> {
         use runner::container::foreground::{self, Runtime};
         let own_runtime = self.runtime == "berth";
         let runtime = if own_runtime { Runtime::Own } else { Runtime::External };
         let mut prepared = foreground::prepare(root, store, image, &config, (self.name.is_some(), runtime))?;
+        if let Some(f) = cidfile {
+            f.write(&config.id)?;
+        }
         let result = (|| -> Result<i32> {
             block_forwarded(true);
             let mut console =
@@ -756,9 +793,11 @@ impl Run {
     /// Pulls the image, as docker run does when it is not in the store. The runtime is
     /// shut down (its threads joined) before any namespace is made: after
     /// unshare(CLONE_NEWPID) no thread may be created, and the fork must be single-threaded.
-    fn pull(&self, store: &oci::ImageStore) -> Result<oci::ImageRecord> {
+    fn pull(&self, store: &oci::ImageStore, missing: bool) -> Result<oci::ImageRecord> {
         let reference: oci::Reference = self.image.parse()?;
-        eprintln!("Unable to find image '{}' locally", reference.familiar());
+        if missing {
+            eprintln!("Unable to find image '{}' locally", reference.familiar());
+        }
         let client = self.remote.client()?;
         let rt =
             tokio::runtime::Builder::new_current_thread().enable_all().build().context("start the async runtime")?;
@@ -923,6 +962,42 @@ fn memory_limit(text: &str) -> Result<u64, String> {
         return Err("minimum memory limit allowed is 6MB".into());
     }
     Ok(n)
+}
+
+/// `--cidfile`: made empty before anything else (a file already there is refused, as docker
+/// refuses it: another container may own it), removed again unless the ID was written.
+struct CidFile {
+    path: std::path::PathBuf,
+    written: bool,
+}
+
+impl CidFile {
+    fn create(path: &Path) -> Result<CidFile> {
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(path) {
+            Ok(_) => Ok(CidFile { path: path.to_owned(), written: false }),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!(
+                "container ID file found, make sure the other container isn't running or delete {}",
+                path.display()
+            ),
+            Err(e) => Err(e).with_context(|| format!("create the container ID file {}", path.display())),
+        }
+    }
+
+    /// Writes the ID (no newline, as docker's file has none).
+    fn write(mut self, id: &str) -> Result<()> {
+        std::fs::write(&self.path, id)
+            .with_context(|| format!("write the container ID file {}", self.path.display()))?;
+        self.written = true;
+        Ok(())
+    }
+}
+
+impl Drop for CidFile {
+    fn drop(&mut self) {
+        if !self.written {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 /// Whether an image for `has` serves `asked`: the same OS and architecture, and the variant

@@ -898,3 +898,79 @@ fn the_cgroup_of_a_killed_foreground_run_goes_with_a_later_run_and_a_live_ones_s
     assert!(left.is_empty(), "left: {left:?}");
     assert!(live_kept, "the running container's cgroup stays: {live:?}");
 }
+
+#[test]
+fn shm_size_and_group_add_reach_the_process_exec_and_inspect() {
+    let Some(b) = setup() else { return };
+    let script = "df -k /dev/shm | tail -n 1 | awk '{print $2}'; id -G";
+    let (code, out, err) = run(&b, &["--rm", "busybox", "sh", "-c", script]);
+    assert_eq!((code, out.as_str()), (0, "65536\n0\n"), "{err}");
+    let mut runtimes = vec!["berth"];
+    runtimes.extend(["runc"].into_iter().filter(|r| crate::util::require_tool(r)));
+    for runtime in runtimes {
+        let args = ["--rm", "--runtime", runtime, "--shm-size", "96m", "--group-add", "4321", "--group-add"];
+        let mut args = args.to_vec();
+        args.extend(["nogroup", "-u", "berth", "busybox", "sh", "-c", script]);
+        let (code, out, err) = run(&b, &args);
+        assert_eq!((code, out.as_str()), (0, "98304\n1000 10 4321 65534\n"), "under {runtime}: {err}");
+    }
+    // A group name the image does not have is refused before the start, as docker's.
+    let (code, _, err) = run(&b, &["--rm", "--group-add", "nosuch", "busybox", "true"]);
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("unable to find group nosuch"), "{err}");
+    // A detached container keeps both: exec's processes get the groups, inspect shows them.
+    b.ok(&["run", "-d", "--name", "shm", "--shm-size", "1g", "--group-add", "5", "busybox", "sleep", "60"]);
+    assert_eq!(b.ok(&["exec", "shm", "sh", "-c", script]), "1048576\n0 5\n");
+    let shown = b.ok(&["inspect", "-f", "{{.HostConfig.ShmSize}} {{json .HostConfig.GroupAdd}}", "shm"]);
+    assert_eq!(shown.trim(), "1073741824 [\"5\"]");
+    b.ok(&["rm", "-f", "shm"]);
+}
+
+#[test]
+fn pull_policy_and_the_container_id_file_are_dockers() {
+    let Some(a) = setup() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // --pull never: a missing image is an error, and nothing is fetched.
+    let b = Berth::new();
+    let (code, _, err) = run(&b, &["--pull", "never", "--rm", "nosuch:1", "true"]);
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("No such image: nosuch:1"), "{err}");
+    // --pull always takes the registry's image even when one of that name is stored.
+    let server = crate::util::Server::start(&dir.path().join("reg"), &[]);
+    let name = format!("{}/smoke/pulled:1", server.addr);
+    a.ok(&["tag", "busybox", &name]);
+    a.ok(&["push", "-q", &name]);
+    let (code, _, err) = run(&b, &["--rm", &name, "true"]);
+    assert!(code == 0 && err.contains("Unable to find image"), "{err}");
+    let file = dir.path().join("marker");
+    std::fs::write(&file, "second\n").unwrap();
+    a.ok(&["commit", "--change", "CMD cat /marker", &make_with(&a, &file), &name]);
+    a.ok(&["push", "-q", &name]);
+    let (_, out, _) = run(&b, &["--rm", &name, "sh", "-c", "cat /marker 2>/dev/null || echo stale"]);
+    assert_eq!(out, "stale\n", "--pull missing uses the stored image");
+    let (code, out, err) = run(&b, &["--rm", "--pull", "always", &name]);
+    assert_eq!((code, out.as_str()), (0, "second\n"), "{err}");
+    // --cidfile: the ID, no newline; a file already there is refused and left as it was;
+    // a run that fails before its container exists leaves no file.
+    let cid = dir.path().join("cid");
+    let id = a.ok(&["run", "-d", "--cidfile", &p(&cid), "--name", "c1", "busybox", "sleep", "60"]);
+    assert_eq!(std::fs::read_to_string(&cid).unwrap(), id.trim());
+    let (code, _, err) = run(&a, &["--cidfile", &p(&cid), "--rm", "busybox", "true"]);
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("container ID file found"), "{err}");
+    assert_eq!(std::fs::read_to_string(&cid).unwrap(), id.trim());
+    let other = dir.path().join("cid2");
+    let (code, _, _) = run(&a, &["--cidfile", &p(&other), "--pull", "never", "nosuch:1", "true"]);
+    assert!(code == 125 && !other.exists(), "the ID file of a run that failed is removed");
+    let (code, _, err) = run(&a, &["--cidfile", &p(&other), "--rm", "busybox", "true"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(std::fs::read_to_string(&other).unwrap().len(), 64, "a foreground run writes its ID too");
+    a.ok(&["rm", "-f", "c1"]);
+}
+
+/// A stopped container of `a`'s busybox with `file` copied in as /marker, by name.
+fn make_with(a: &Berth, file: &Path) -> String {
+    a.ok(&["create", "--name", "marked", "busybox", "true"]);
+    a.ok(&["cp", &p(file), "marked:/marker"]);
+    "marked".into()
+}

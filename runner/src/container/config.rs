@@ -99,6 +99,12 @@ pub struct Config {
     /// `berth`, or the OCI runtime it runs under (`runc`, `crun`; foreground only).
     #[serde(default = "own_runtime")]
     pub runtime: String,
+    /// `--shm-size`: bytes of /dev/shm; `None` (and older records) for docker's 64 MiB.
+    #[serde(default)]
+    pub shm_size: Option<u64>,
+    /// `--group-add`: supplementary groups the process gets beside its user's.
+    #[serde(default)]
+    pub group_add: Vec<String>,
 }
 
 fn own_runtime() -> String {
@@ -344,6 +350,8 @@ impl Config {
             console_socket: None,
             console_size: (24, 80),
             security: Default::default(),
+            shm_size: self.shm_size,
+            group_add: self.group_add.clone(),
         })
     }
 
