@@ -73,9 +73,57 @@ enum Command {
     Volume(commands::volume::VolumeCmd),
     System(commands::system::SystemCmd),
     Builder(commands::buildcache::BuilderCmd),
+    Container(commands::groups::ContainerCmd),
+    Image(commands::groups::ImageCmd),
+    /// `container prune`, which has no top-level verb (docker's `prune` is the image one).
+    #[command(skip)]
+    ContainerPrune(commands::container::Prune),
 }
 
 impl Command {
+    /// A group's verb as the top-level command it names: `container ls` is `ps`, `image rm`
+    /// is `rmi`, and `container inspect` is `inspect --type container`.
+    fn ungrouped(self) -> Command {
+        use commands::groups::{ContainerSub as C, ImageSub as I};
+        match self {
+            Command::Container(g) => match g.command {
+                C::Ls(c) => Command::Ps(c),
+                C::Run(c) => Command::Run(c),
+                C::Create(c) => Command::Create(c),
+                C::Start(c) => Command::Start(c),
+                C::Stop(c) => Command::Stop(c),
+                C::Restart(c) => Command::Restart(c),
+                C::Kill(c) => Command::Kill(c),
+                C::Wait(c) => Command::Wait(c),
+                C::Logs(c) => Command::Logs(c),
+                C::Exec(c) => Command::Exec(c),
+                C::Rm(c) => Command::Rm(c),
+                C::Prune(c) => Command::ContainerPrune(c),
+                C::Inspect(c) => Command::Inspect(c.only("container")),
+                C::Commit(c) => Command::Commit(c),
+                C::Cp(c) => Command::Cp(c),
+                C::Diff(c) => Command::Diff(c),
+                C::Port(c) => Command::Port(c),
+                C::Export(c) => Command::Export(c),
+            },
+            Command::Image(g) => match g.command {
+                I::Ls(c) => Command::Images(c),
+                I::Build(c) => Command::Build(*c),
+                I::Tag(c) => Command::Tag(c),
+                I::Rm(c) => Command::Rmi(c),
+                I::Prune(c) => Command::Prune(c),
+                I::Inspect(c) => Command::Inspect(c.only("image")),
+                I::History(c) => Command::History(c),
+                I::Pull(c) => Command::Pull(c),
+                I::Push(c) => Command::Push(c),
+                I::Save(c) => Command::Save(c),
+                I::Load(c) => Command::Load(c),
+                I::Import(c) => Command::Import(c),
+            },
+            other => other,
+        }
+    }
+
     /// The command touches snapshots or containers, whose files belong to many users: a
     /// plain user runs it in a user namespace. Talking to registries alone does not.
     fn needs_ids(&self) -> bool {
@@ -89,7 +137,7 @@ impl Command {
 const RUN_FAILED: u8 = 125;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let mut cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
             let _printed = e.print();
@@ -98,6 +146,7 @@ fn main() -> ExitCode {
             return if e.use_stderr() { ExitCode::from(RUN_FAILED) } else { ExitCode::from(e.exit_code() as u8) };
         }
     };
+    cli.command = cli.command.ungrouped();
     if let Command::Build(b) = &cli.command {
         // Still the only thread: the environment may change.
         b.source_date_epoch_to_env();
@@ -157,6 +206,8 @@ fn main() -> ExitCode {
         Command::Volume(c) => c.run(&root),
         Command::System(c) => c.run(&root),
         Command::Builder(c) => c.run(&root),
+        Command::ContainerPrune(c) => c.run(&root),
+        Command::Container(_) | Command::Image(_) => unreachable!("ungrouped above"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

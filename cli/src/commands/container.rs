@@ -187,11 +187,7 @@ fn ps_matches(filters: &[(String, String)], c: &Container, s: &container::State)
         "volume" => c.config.volumes.iter().any(|m| {
             m.volume.as_deref() == Some(v) || m.container == v || (m.volume.is_none() && m.host == Path::new(v))
         }),
-        // docker's: `label=KEY` (set, any value) or `label=KEY=VALUE`.
-        "label" => match v.split_once('=') {
-            Some((k, want)) => c.config.labels.get(k).is_some_and(|have| have == want),
-            None => c.config.labels.contains_key(v),
-        },
+        "label" => super::has_label(&c.config.labels, v),
         _ => false,
     };
     let keys: std::collections::BTreeSet<&str> = filters.iter().map(|(k, _)| k.as_str()).collect();
@@ -652,6 +648,100 @@ impl Rm {
             }
         })
     }
+}
+
+/// Remove all stopped containers
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  berth container prune -f\n  berth container prune -f --filter until=24h --filter label=ci"
+)]
+pub struct Prune {
+    /// Do not ask for confirmation
+    #[arg(short, long)]
+    force: bool,
+    /// until=DURATION|TIMESTAMP (created before it), label=KEY[=VALUE], label!=KEY[=VALUE]
+    /// (repeatable; all must hold)
+    #[arg(long, value_name = "FILTER")]
+    filter: Vec<String>,
+}
+
+impl Prune {
+    /// Removes every container that is not running (created or exited) and passes the
+    /// filters, with its snapshot, as docker's `container prune`; asks first unless `-f`,
+    /// reading the answer from stdin. Anonymous volumes stay, as docker keeps them.
+    pub fn run(self, root: &Path) -> Result<()> {
+        let filters = PruneFilter::parse(&self.filter)?;
+        if !self.force && !super::confirm("WARNING! This will remove all stopped containers.")? {
+            return Ok(());
+        }
+        let snaps = snapshotter(root)?;
+        let (mut deleted, mut bytes) = (Vec::new(), 0);
+        for c in container::list(root)? {
+            if c.state()?.status == Status::Running || !filters.iter().all(|f| f.keeps(&c)) {
+                continue;
+            }
+            let size = runner::snapshot::usage::snapshot_bytes(root, &container::snapshot_key(&c.config.id));
+            match c.remove(snaps.as_ref()) {
+                Ok(()) => {
+                    deleted.push(c.config.id.clone());
+                    bytes += size;
+                }
+                // Started meanwhile (refused while running), or removed by its supervisor.
+                Err(container::Error::State(_) | container::Error::NotFound(_)) => {}
+                Err(e) => eprintln!("berth: {e}"),
+            }
+        }
+        let mut out = std::io::stdout().lock();
+        if !deleted.is_empty() {
+            writeln!(out, "Deleted Containers:\n{}\n", deleted.join("\n"))?;
+        }
+        writeln!(out, "Total reclaimed space: {}", format::size(bytes))?;
+        Ok(())
+    }
+}
+
+/// One of `container prune`'s filters.
+enum PruneFilter {
+    /// Created before this time.
+    Until(chrono::DateTime<chrono::Utc>),
+    /// `label=` (true) or `label!=` (false), with its `KEY[=VALUE]`.
+    Label(bool, String),
+}
+
+impl PruneFilter {
+    /// docker's filters for `container prune`; any other key is refused, as docker refuses it.
+    fn parse(given: &[String]) -> Result<Vec<PruneFilter>> {
+        given
+            .iter()
+            .map(|f| match f.split_once('=') {
+                Some(("until", v)) => Ok(PruneFilter::Until(until(v)?)),
+                Some(("label", v)) => Ok(PruneFilter::Label(true, v.to_owned())),
+                Some(("label!", v)) => Ok(PruneFilter::Label(false, v.to_owned())),
+                _ => bail!("invalid filter {f:?}: container prune takes until=, label= and label!="),
+            })
+            .collect()
+    }
+
+    fn keeps(&self, c: &Container) -> bool {
+        match self {
+            PruneFilter::Until(t) => {
+                chrono::DateTime::parse_from_rfc3339(&c.config.created).is_ok_and(|created| created < *t)
+            }
+            PruneFilter::Label(want, l) => super::has_label(&c.config.labels, l) == *want,
+        }
+    }
+}
+
+/// docker's `until=`: Unix seconds, a duration before now (`24h`, `90m`), or an RFC 3339 time.
+fn until(v: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    let bad = || anyhow::anyhow!("invalid filter until={v}: Unix seconds, a duration (24h) or an RFC 3339 time");
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        return v.parse().ok().and_then(|secs| chrono::DateTime::from_timestamp(secs, 0)).ok_or_else(bad);
+    }
+    if let Ok(d) = super::images::parse_duration(v) {
+        return Ok(chrono::Utc::now() - chrono::Duration::from_std(d).map_err(|_| bad())?);
+    }
+    chrono::DateTime::parse_from_rfc3339(v).map(Into::into).map_err(|_| bad())
 }
 
 /// Create a new image from a container's changes

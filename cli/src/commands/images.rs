@@ -424,6 +424,13 @@ pub struct Inspect {
 }
 
 impl Inspect {
+    /// The same inspection of one kind only (`container inspect`, `image inspect`), unless
+    /// `--type` asked for one.
+    pub fn only(mut self, kind: &str) -> Inspect {
+        self.kind.get_or_insert_with(|| kind.to_owned());
+        self
+    }
+
     /// Prints a JSON array with one object per image, in docker's field names. As docker
     /// does, a name that is not found is an error on stderr (and exit 1) after the others
     /// are printed: `[]` when none is.

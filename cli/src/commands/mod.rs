@@ -6,6 +6,7 @@ pub mod buildcache;
 pub mod console;
 pub mod container;
 pub mod exec;
+pub mod groups;
 pub mod images;
 pub mod lifecycle;
 pub mod manifest;
@@ -62,4 +63,13 @@ pub fn confirm(warning: &str) -> Result<bool> {
     let mut answer = String::new();
     std::io::stdin().read_line(&mut answer)?;
     Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
+/// Whether `labels` has the label a filter value names: `KEY` (set, any value) or
+/// `KEY=VALUE`, as docker's `label=` filters read it.
+pub fn has_label(labels: &std::collections::BTreeMap<String, String>, filter: &str) -> bool {
+    match filter.split_once('=') {
+        Some((k, v)) => labels.get(k).is_some_and(|have| have == v),
+        None => labels.contains_key(filter),
+    }
 }

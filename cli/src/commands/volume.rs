@@ -146,11 +146,7 @@ impl Entry {
     /// filters, `label!=` for prune), checked by [`filtered`] first.
     fn matches(&self, filter: &str) -> bool {
         let (key, value) = filter.split_once('=').unwrap_or((filter, ""));
-        let labels = &self.volume.labels;
-        let has_label = |value: &str| match value.split_once('=') {
-            Some((k, v)) => labels.get(k).is_some_and(|l| l == v),
-            None => labels.contains_key(value),
-        };
+        let has_label = |value: &str| super::has_label(&self.volume.labels, value);
         match key {
             "name" => self.volume.name.contains(value),
             "driver" => value == "local",

@@ -1034,3 +1034,40 @@ fn wait_and_logs_follow_read_a_removed_containers_end_and_usage_errors_are_125()
     let host = b.ok(&["inspect", "--format", "{{.Os}}/{{.Architecture}}", "busybox"]);
     assert_eq!(b.ok(&["run", "--rm", "--platform", host.trim(), "busybox", "echo", "ok"]), "ok\n");
 }
+
+#[test]
+fn container_and_image_groups_are_dockers_verbs_and_container_prune_keeps_running_ones() {
+    let Some(b) = setup() else { return };
+    b.ok(&["container", "run", "--name", "done", "-l", "ci=1", "busybox", "true"]);
+    b.ok(&["container", "create", "--name", "made", "busybox", "true"]);
+    b.ok(&["container", "run", "-d", "--name", "up", "busybox", "sleep", "60"]);
+    let names = |b: &Berth| b.ok(&["container", "ls", "-a", "--format", "{{.Names}} {{.State}}"]);
+    assert_eq!(names(&b), "up running\nmade created\ndone exited\n");
+    // The groups' verbs are the top-level ones; inspect looks at its own kind only.
+    assert_eq!(b.ok(&["container", "inspect", "-f", "{{.State.Status}}", "up"]).trim(), "running");
+    assert!(b.fails(&["container", "inspect", "busybox"]).contains("no such container: busybox"));
+    assert!(b.ok(&["image", "ls"]).contains("busybox"));
+    assert!(b.ok(&["image", "inspect", "-f", "{{.Id}}", "busybox"]).starts_with("sha256:"));
+    // Without -f, the answer is read from stdin: no keeps them.
+    let mut asked = b.cmd(&["container", "prune"]);
+    asked.stdin(std::process::Stdio::null());
+    assert!(asked.output().unwrap().status.success());
+    assert_eq!(names(&b).lines().count(), 3, "nothing removed without a yes");
+    // Filters: label=, until= (created before: a container made now is younger than 1h).
+    let out = b.ok(&["container", "prune", "-f", "--filter", "label=ci"]);
+    let done_id = "Deleted Containers:\n";
+    assert!(out.starts_with(done_id) && out.contains("Total reclaimed space: "), "{out}");
+    assert_eq!(names(&b), "up running\nmade created\n");
+    assert_eq!(b.ok(&["container", "prune", "-f", "--filter", "until=1h"]), "Total reclaimed space: 0B\n");
+    assert!(b.fails(&["container", "prune", "-f", "--filter", "name=x"]).contains("invalid filter"));
+    let out = b.ok(&["container", "prune", "-f"]);
+    assert_eq!(out.lines().nth(1).map(str::len), Some(64), "the removed container's ID: {out}");
+    assert_eq!(names(&b), "up running\n", "a running container stays");
+    b.ok(&["container", "rm", "-f", "up"]);
+    let entries = |dir: &str| -> Vec<String> {
+        let list = std::fs::read_dir(b.root.path().join(dir)).unwrap().flatten();
+        list.map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| !n.starts_with('.')).collect()
+    };
+    assert_eq!(entries("containers"), Vec::<String>::new(), "prune removed the records");
+    assert_eq!(entries("snapshots/overlay").len(), 2, "and their snapshots: the layer's and the scaffold's stay");
+}
