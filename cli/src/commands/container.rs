@@ -674,23 +674,7 @@ impl Prune {
         if !self.force && !super::confirm("WARNING! This will remove all stopped containers.")? {
             return Ok(());
         }
-        let snaps = snapshotter(root)?;
-        let (mut deleted, mut bytes) = (Vec::new(), 0);
-        for c in container::list(root)? {
-            if c.state()?.status == Status::Running || !filters.iter().all(|f| f.keeps(&c)) {
-                continue;
-            }
-            let size = runner::snapshot::usage::snapshot_bytes(root, &container::snapshot_key(&c.config.id));
-            match c.remove(snaps.as_ref()) {
-                Ok(()) => {
-                    deleted.push(c.config.id.clone());
-                    bytes += size;
-                }
-                // Started meanwhile (refused while running), or removed by its supervisor.
-                Err(container::Error::State(_) | container::Error::NotFound(_)) => {}
-                Err(e) => eprintln!("berth: {e}"),
-            }
-        }
+        let (deleted, bytes) = prune_stopped(root, &filters)?;
         let mut out = std::io::stdout().lock();
         if !deleted.is_empty() {
             writeln!(out, "Deleted Containers:\n{}\n", deleted.join("\n"))?;
@@ -700,8 +684,31 @@ impl Prune {
     }
 }
 
+/// Removes the containers that are not running and pass `filters`, with their snapshots:
+/// their IDs and the bytes freed. One that cannot be removed is reported and kept.
+pub fn prune_stopped(root: &Path, filters: &[PruneFilter]) -> Result<(Vec<String>, u64)> {
+    let snaps = snapshotter(root)?;
+    let (mut deleted, mut bytes) = (Vec::new(), 0);
+    for c in container::list(root)? {
+        if c.state()?.status == Status::Running || !filters.iter().all(|f| f.keeps(&c)) {
+            continue;
+        }
+        let size = runner::snapshot::usage::snapshot_bytes(root, &container::snapshot_key(&c.config.id));
+        match c.remove(snaps.as_ref()) {
+            Ok(()) => {
+                deleted.push(c.config.id.clone());
+                bytes += size;
+            }
+            // Started meanwhile (refused while running), or removed by its supervisor.
+            Err(container::Error::State(_) | container::Error::NotFound(_)) => {}
+            Err(e) => eprintln!("berth: {e}"),
+        }
+    }
+    Ok((deleted, bytes))
+}
+
 /// One of `container prune`'s filters.
-enum PruneFilter {
+pub enum PruneFilter {
     /// Created before this time.
     Until(chrono::DateTime<chrono::Utc>),
     /// `label=` (true) or `label!=` (false), with its `KEY[=VALUE]`.

@@ -14,6 +14,7 @@ pub mod network;
 pub mod registry;
 pub mod run;
 pub mod system;
+pub mod system_prune;
 pub mod transfer;
 pub mod volume;
 

@@ -351,6 +351,21 @@ impl Rm {
     }
 }
 
+/// Removes every user-defined network no running container is on: their names. One that
+/// cannot be removed is reported and kept.
+pub fn prune_unused(root: &Path) -> Result<Vec<String>> {
+    let mut deleted = Vec::new();
+    for network in user::list(root)? {
+        match user::remove(root, &network) {
+            Ok(()) => deleted.push(network.name),
+            // In use: kept, as docker keeps it.
+            Err(user::Error::Invalid(_)) => {}
+            Err(e) => eprintln!("berth: {e}"),
+        }
+    }
+    Ok(deleted)
+}
+
 /// Remove all networks that no container uses
 #[derive(Debug, Args)]
 pub struct PruneNet {
@@ -369,15 +384,7 @@ impl PruneNet {
         {
             return Ok(());
         }
-        let mut deleted = Vec::new();
-        for network in user::list(root)? {
-            match user::remove(root, &network) {
-                Ok(()) => deleted.push(network.name),
-                // In use: kept, as docker keeps it.
-                Err(user::Error::Invalid(_)) => {}
-                Err(e) => eprintln!("berth: {e}"),
-            }
-        }
+        let deleted = prune_unused(root)?;
         if !deleted.is_empty() {
             println!("Deleted Networks:\n{}\n", deleted.join("\n"));
         }

@@ -1,4 +1,5 @@
-//! `berth system df`: the disk berth uses, by kind, as docker's.
+//! `berth system df`: the disk berth uses, by kind, as docker's (`system prune` is in
+//! [`super::system_prune`]).
 
 use std::collections::{BTreeSet, HashSet};
 use std::io::Write;
@@ -21,6 +22,7 @@ pub struct SystemCmd {
 #[derive(Debug, Subcommand)]
 enum SystemSub {
     Df(Df),
+    Prune(super::system_prune::Prune),
 }
 
 impl SystemCmd {
@@ -28,6 +30,7 @@ impl SystemCmd {
     pub fn run(self, root: &Path) -> Result<()> {
         match self.command {
             SystemSub::Df(d) => d.run(root),
+            SystemSub::Prune(p) => p.run(root),
         }
     }
 }

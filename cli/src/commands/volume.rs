@@ -267,6 +267,31 @@ impl Rm {
     }
 }
 
+/// Removes the volumes no container uses (anonymous ones, or all with `all`) that pass
+/// `filters`: their names and the bytes freed. One that cannot be removed is reported and kept.
+pub fn prune_unused(root: &Path, all: bool, filters: &[String]) -> Result<(Vec<String>, u64)> {
+    let vols = Volumes::new(root);
+    let (mut deleted, mut bytes) = (Vec::new(), 0);
+    for e in filtered(root, filters)? {
+        if e.users > 0 || !(all || e.volume.anonymous()) {
+            continue;
+        }
+        let size = vols.size(&e.volume.name);
+        match used::remove(root, &e.volume.name) {
+            Ok(()) => {
+                deleted.push(e.volume.name);
+                bytes += size;
+            }
+            // Taken meanwhile: kept, as docker keeps it.
+            Err(runner::container::Error::Volume(
+                runner::volume::Error::InUse { .. } | runner::volume::Error::NotFound(_),
+            )) => {}
+            Err(e) => eprintln!("berth: {e}"),
+        }
+    }
+    Ok((deleted, bytes))
+}
+
 /// Remove unused volumes (anonymous ones; all unused with --all)
 #[derive(Debug, Args)]
 pub struct PruneVol {
@@ -294,25 +319,7 @@ impl PruneVol {
                 return Ok(());
             }
         }
-        let vols = Volumes::new(root);
-        let (mut deleted, mut bytes) = (Vec::new(), 0);
-        for e in filtered(root, &self.filter)? {
-            if e.users > 0 || !(self.all || e.volume.anonymous()) {
-                continue;
-            }
-            let size = vols.size(&e.volume.name);
-            match used::remove(root, &e.volume.name) {
-                Ok(()) => {
-                    deleted.push(e.volume.name);
-                    bytes += size;
-                }
-                // Taken meanwhile: kept, as docker keeps it.
-                Err(runner::container::Error::Volume(
-                    runner::volume::Error::InUse { .. } | runner::volume::Error::NotFound(_),
-                )) => {}
-                Err(e) => eprintln!("berth: {e}"),
-            }
-        }
+        let (deleted, bytes) = prune_unused(root, self.all, &self.filter)?;
         let mut out = std::io::stdout().lock();
         if !deleted.is_empty() {
             writeln!(out, "Deleted Volumes:\n{}\n", deleted.join("\n"))?;

@@ -1071,3 +1071,37 @@ fn container_and_image_groups_are_dockers_verbs_and_container_prune_keeps_runnin
     assert_eq!(entries("containers"), Vec::<String>::new(), "prune removed the records");
     assert_eq!(entries("snapshots/overlay").len(), 2, "and their snapshots: the layer's and the scaffold's stay");
 }
+
+#[test]
+fn system_prune_removes_what_docker_removes_and_spares_what_is_in_use() {
+    let Some(b) = setup() else { return };
+    b.import_tiny("unused:1", "not needed");
+    b.ok(&["run", "--name", "stopped", "busybox", "true"]);
+    b.ok(&["run", "--name", "with-volume", "-v", "/data", "busybox", "true"]);
+    b.ok(&["run", "-d", "--name", "up", "busybox", "sleep", "60"]);
+    b.ok(&["network", "create", "spare"]);
+    let names = |b: &Berth| b.ok(&["ps", "-a", "--format", "{{.Names}}"]);
+    // No yes on stdin: nothing goes.
+    let mut asked = b.cmd(&["system", "prune"]);
+    asked.stdin(std::process::Stdio::null());
+    let out = asked.output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("  - all stopped containers"));
+    assert_eq!(names(&b).lines().count(), 3);
+    let out = b.ok(&["system", "prune", "-f"]);
+    assert!(out.contains("Deleted Containers:") && out.contains("Deleted Networks:\nspare\n"), "{out}");
+    assert!(!out.contains("Deleted Volumes"), "volumes stay without --volumes: {out}");
+    assert_eq!(names(&b), "up\n", "the running container stays");
+    assert_eq!(b.ok(&["volume", "ls", "-q"]).lines().count(), 1);
+    let out = b.ok(&["system", "prune", "-f", "--volumes"]);
+    assert!(out.contains("Deleted Volumes:"), "{out}");
+    assert_eq!(b.ok(&["volume", "ls", "-q"]), "");
+    // -a: every image no container was made from; the running container's image stays.
+    let out = b.ok(&["system", "prune", "-af", "--grace", "0s"]);
+    assert!(out.contains("untagged: unused:1") && !out.contains("busybox"), "{out}");
+    assert_eq!(b.ok(&["images", "--format", "{{.Repository}}"]), "busybox\n");
+    b.ok(&["rm", "-f", "up"]);
+    b.ok(&["system", "prune", "-af", "--grace", "0s"]);
+    assert_eq!(b.ok(&["images", "-q"]), "");
+    let blobs = std::fs::read_dir(b.root.path().join("content/blobs/sha256")).unwrap().count();
+    assert_eq!(blobs, 0, "the blobs went with the images");
+}
