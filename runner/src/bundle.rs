@@ -117,6 +117,15 @@ pub fn write(dir: &Path, spec: &Spec, ids: (u32, u32, Vec<u32>)) -> Result<(), B
             mounts
                 .push(serde_json::json!({"destination": path, "type": "tmpfs", "source": "tmpfs", "options": options}));
         }
+        // The /etc files last, as berth's own sandbox binds them (after a volume on /etc).
+        if let Some(files) = &spec.etc {
+            for (name, content) in files.entries() {
+                let staged = dir.join(format!("etc-{name}"));
+                std::fs::write(&staged, content).map_err(io_err("write", &staged))?;
+                let destination = format!("/etc/{name}");
+                mounts.push(serde_json::json!({"destination": destination, "type": "bind", "source": staged, "options": ["rbind", "rprivate"]}));
+            }
+        }
     }
     // Round-trip through oci-spec: what runc gets is a spec oci-spec accepts.
     let checked: oci_spec::runtime::Spec = serde_json::from_value(v).map_err(|e| BundleError::Spec(e.to_string()))?;
@@ -184,6 +193,9 @@ pub fn remove(mountpoint: &Path) {
         // Unmount the rootfs first: removing the bundle must never walk into it.
         let _ = crate::snapshot::unmount(&bundle.join("rootfs"));
         let _ = std::fs::remove_file(bundle.join("config.json"));
+        for name in ["hosts", "resolv.conf", "hostname"] {
+            let _ = std::fs::remove_file(bundle.join(format!("etc-{name}")));
+        }
         let _ = std::fs::remove_dir(bundle.join("rootfs"));
         let _ = std::fs::remove_dir(&bundle);
     }

@@ -1345,7 +1345,8 @@ impl EtcFiles {
         self
     }
 
-    fn entries(&self) -> [(&'static str, &str); 3] {
+    /// Each file's name under /etc and its content, in the order they are bound.
+    pub(crate) fn entries(&self) -> [(&'static str, &str); 3] {
         [("hosts", &self.hosts), ("resolv.conf", &self.resolv_conf), ("hostname", &self.hostname)]
     }
 }

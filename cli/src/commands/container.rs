@@ -836,6 +836,10 @@ fn network_settings(c: &Container, address: serde_json::Value) -> (serde_json::V
     if runner::network::user::PREDEFINED.contains(&cfg.network.as_str()) {
         return (address.clone(), json!({ cfg.network.as_str(): address }));
     }
+    if cfg.network.starts_with(runner::container::config::SHARED_PREFIX) {
+        // Another container's network: its addresses are that container's, as docker shows it.
+        return (json!({"IPAddress": "", "Gateway": "", "IPPrefixLen": 0}), json!({}));
+    }
     let mut entry = address;
     let id = runner::network::user::find(c.root(), &cfg.network).map(|n| n.id).unwrap_or_default();
     // docker's order: the aliases, the short ID, then a host name that was given.

@@ -290,14 +290,27 @@ impl Run {
             }
             return Ok((self.network.clone(), String::new()));
         }
-        if self.network.starts_with("container:") {
-            bail!("--network container:NAME is not supported: use a user-defined network (berth network create)");
+        if let Some(other) = self.network.strip_prefix(runner::container::config::SHARED_PREFIX) {
+            return Self::shared_network(root, other, &self.network_alias);
         }
         for alias in &self.network_alias {
             runner::container::check_name(alias).with_context(|| format!("--network-alias {alias:?}"))?;
         }
         let network = runner::network::user::find(root, &self.network)?;
         Ok((network.name, network.id))
+    }
+
+    /// `--network container:NAME`: that container's namespace, recorded by its ID, as
+    /// docker records it; the container must be running.
+    fn shared_network(root: &Path, other: &str, aliases: &[String]) -> Result<(String, String)> {
+        if !aliases.is_empty() {
+            bail!("network-scoped aliases are supported only for containers in user-defined networks");
+        }
+        let c = runner::container::find(root, other)?;
+        if c.state()?.status != runner::container::Status::Running {
+            bail!("cannot join network of a non running container: {other}");
+        }
+        Ok((format!("{}{}", runner::container::config::SHARED_PREFIX, c.config.id), String::new()))
     }
 
     /// Refuses combinations that cannot work, before anything is made.
@@ -315,6 +328,21 @@ impl Run {
             }
             if self.wait {
                 bail!("--wait waits for a detached container: add -d");
+            }
+        }
+        if self.network.starts_with(runner::container::config::SHARED_PREFIX) {
+            // docker's conflicts: that container's network decides these.
+            let conflicts = [
+                (!self.publish.is_empty() || self.publish_all, "port publishing and the container type network mode"),
+                (self.hostname.is_some(), "hostname and the network mode"),
+                (!self.add_host.is_empty(), "custom host-to-IP mapping and the network mode"),
+                (
+                    !self.dns.is_empty() || !self.dns_search.is_empty() || !self.dns_option.is_empty(),
+                    "dns and the network mode",
+                ),
+            ];
+            if let Some((_, what)) = conflicts.iter().find(|(set, _)| *set) {
+                bail!("conflicting options: {what}");
             }
         }
         if self.network == "host" && (!self.publish.is_empty() || self.publish_all) {
@@ -360,7 +388,7 @@ impl Run {
         let stop_signal = stop_signal.unwrap_or_else(|| "SIGTERM".into());
         runner::container::control::parse_signal(&stop_signal).map_err(anyhow::Error::msg)?;
         let (volumes, tmpfs) = self.mounts(root, &cfg)?;
-        let hostname = self.hostname_for(&id);
+        let hostname = self.hostname_for(root, &id)?;
         if hostname.len() > runner::sandbox::HOST_NAME_MAX {
             bail!(
                 "--hostname: {} bytes, where the kernel takes at most {}",
@@ -680,14 +708,18 @@ impl Run {
 
     /// The host name: `--hostname`, else docker's default, the first 12 digits of the
     /// container ID (the host's own name with `--network host`).
-    fn hostname_for(&self, id: &str) -> String {
+    fn hostname_for(&self, root: &Path, id: &str) -> Result<String> {
         if let Some(h) = self.hostname.as_ref().filter(|h| !h.is_empty()) {
-            return h.clone();
+            return Ok(h.clone());
         }
-        match self.network.as_str() {
+        if let Some(other) = self.network.strip_prefix(runner::container::config::SHARED_PREFIX) {
+            // In another container's network, its name, as docker gives it.
+            return Ok(runner::container::find(root, other)?.config.hostname);
+        }
+        Ok(match self.network.as_str() {
             "host" => rustix::system::uname().nodename().to_string_lossy().into_owned(),
             _ => id.chars().take(12).collect(),
-        }
+        })
     }
 
     /// The `--env-file` lines, then `-e`, in order (see [`runner::container::config::environment`]).

@@ -243,3 +243,47 @@ fn network_commands_refuse_bad_input_and_networks_in_use_as_docker() {
     assert!(!out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout), "[]\n");
 }
+
+#[test]
+fn network_container_joins_a_running_containers_namespace_as_a_sidecar() {
+    let Some(b) = setup() else { return };
+    let web = serve(&b, "web", "bridge", &[]);
+    let script = "wget -qO- http://127.0.0.1:8080/hostname; hostname; grep -c 10.90. /etc/hosts";
+    let mut runtimes = vec!["berth"];
+    runtimes.extend(["runc"].into_iter().filter(|r| crate::util::require_tool(r)));
+    for runtime in runtimes {
+        // Its loopback is the other container's: the service answers on 127.0.0.1, and the
+        // host name and /etc/hosts are that container's, as docker shares them.
+        let (ok, out) = sh(&b, "container:web", &["--runtime", runtime], script);
+        assert!(ok, "under {runtime}: {out}");
+        assert_eq!(out, format!("{0}\n{0}\n1\n", &web[..12]), "under {runtime}");
+    }
+    // A detached sidecar: no address of its own, and it needs the other one running to start.
+    b.ok(&["run", "-d", "--name", "side", "--network", "container:web", "busybox", "sleep", "60"]);
+    let shown = b.ok(&["inspect", "-f", "{{.HostConfig.NetworkMode}} [{{.NetworkSettings.IPAddress}}]", "side"]);
+    assert_eq!(shown.trim(), format!("container:{web} []"));
+    assert_eq!(b.ok(&["exec", "side", "wget", "-qO-", "http://127.0.0.1:8080/hostname"]).trim(), &web[..12]);
+    b.ok(&["stop", "-t", "0", "side", "web"]);
+    let err = b.fails(&["start", "side"]);
+    assert!(err.contains("cannot join network of a non running container"), "{err}");
+    b.ok(&["start", "web"]);
+    b.ok(&["start", "side"]);
+    assert_eq!(b.ok(&["exec", "side", "wget", "-qO-", "http://127.0.0.1:8080/hostname"]).trim(), &web[..12]);
+    // What the other container's network decides is refused, with docker's words.
+    for (flags, why) in [
+        (&["-d", "-p", "9000:80"][..], "port publishing and the container type network mode"),
+        (&["--hostname", "h"][..], "hostname and the network mode"),
+        (&["--add-host", "a:10.0.0.1"][..], "custom host-to-IP mapping and the network mode"),
+        (&["--dns", "10.0.0.1"][..], "dns and the network mode"),
+    ] {
+        let mut args = vec!["run", "--rm", "--network", "container:web"];
+        args.extend_from_slice(flags);
+        args.extend(["busybox", "true"]);
+        let out = b.output(&args);
+        assert_eq!(out.status.code(), Some(125), "{flags:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(why), "{flags:?}");
+    }
+    let out = b.output(&["run", "--rm", "--network", "container:nosuch", "busybox", "true"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such container: nosuch"));
+    b.ok(&["rm", "-f", "side", "web"]);
+}

@@ -712,6 +712,10 @@ fn smoke_tests_under(runtime: &str) {
     let (_, out, err) =
         run(&b, &["--runtime", runtime, "busybox", "sh", "-c", "ip -4 addr show eth0 | grep -c 10.90."]);
     assert_eq!(out, "1\n", "the bridge under {runtime}: {err}");
+    // berth's /etc files are the runtime's too (before: the image's empty ones, no name server).
+    let script = "grep -c \"$(hostname)\" /etc/hosts; grep -c '^nameserver ' /etc/resolv.conf; cat /etc/hostname";
+    let (_, out, err) = run(&b, &["--runtime", runtime, "--hostname", "smoke", "busybox", "sh", "-c", script]);
+    assert_eq!(out, "1\n1\nsmoke\n", "the /etc files under {runtime}: {err}");
     assert_eq!(std::fs::read_dir(b.root.path().join("containers")).unwrap().count(), 0, "no bundle left");
     let snaps = std::fs::read_dir(b.root.path().join("snapshots/overlay")).unwrap().count();
     assert_eq!(snaps, 2, "the layer and scaffold snapshots survive the bundle's removal");

@@ -12,6 +12,9 @@ use super::ports::PortSpec;
 use crate::sandbox::{EtcFiles, Network, Spec, User, Volume};
 use crate::snapshot::Mount;
 
+/// How `Config::network` names another container's namespace: `container:` and its ID.
+pub const SHARED_PREFIX: &str = "container:";
+
 /// docker's PATH for an image that sets none.
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -233,6 +236,7 @@ impl Config {
     pub fn attach_network(&self, root: &Path) -> Result<Option<crate::network::Attachment>, super::Error> {
         let attached = match self.network.as_str() {
             "none" | "host" => return Ok(None),
+            mode if mode.starts_with(SHARED_PREFIX) => self.shared_network(root),
             "bridge" if crate::userns::rootless() => crate::network::Attachment::user_mode(),
             "bridge" => crate::network::attach(&self.id),
             name => {
@@ -248,6 +252,18 @@ impl Config {
             }
         };
         attached.map(Some).map_err(|e| super::Error::Config(e.to_string()))
+    }
+
+    /// `--network container:ID`: the namespace of that container, which must be running.
+    fn shared_network(&self, root: &Path) -> std::io::Result<crate::network::Attachment> {
+        let id = &self.network[SHARED_PREFIX.len()..];
+        let other =
+            super::find(root, id).map_err(|e| std::io::Error::new(std::io::ErrorKind::NotFound, e.to_string()))?;
+        let state = other.state().map_err(std::io::Error::other)?;
+        match state.pid.filter(|_| state.status == super::Status::Running) {
+            Some(pid) => crate::network::Attachment::shared(pid),
+            None => Err(std::io::Error::other(format!("cannot join network of a non running container: {id}"))),
+        }
     }
 
     /// The names the container has on a user-defined network, for [`crate::network::attach_to`]:
@@ -297,7 +313,11 @@ impl Config {
         use std::os::fd::AsRawFd;
         let loopback = std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST);
         let (network, etc, gateway) = match (net, self.network.as_str()) {
-            (Some(a), _) => (Network::Join(a.netns.as_raw_fd()), EtcFiles::bridged(&self.hostname, a), a.gateway()),
+            (Some(a), _) => match a.shared_etc() {
+                // Another container's namespace: its files, as docker shares them.
+                Some(etc) => (Network::Join(a.netns.as_raw_fd()), etc.clone(), loopback),
+                None => (Network::Join(a.netns.as_raw_fd()), EtcFiles::bridged(&self.hostname, a), a.gateway()),
+            },
             (None, "host") => (Network::Host, EtcFiles::new(&self.hostname, true).with_hosts_of_host(), loopback),
             (None, _) => (Network::None, EtcFiles::new(&self.hostname, false), loopback),
         };

@@ -139,9 +139,9 @@ impl Prepared {
             let net = self._net.as_ref();
             c.update(|s| {
                 s.started(pid as i32, std::process::id() as i32, Vec::new(), false);
-                s.ip = net.map(|a| a.ip.to_string());
+                s.ip = net.and_then(|a| a.address()).map(|ip| ip.to_string());
                 s.veth = net.and_then(|a| a.veth().map(str::to_owned));
-                s.subnet = net.map(crate::network::Attachment::subnet);
+                s.subnet = net.filter(|a| a.address().is_some()).map(crate::network::Attachment::subnet);
             })?;
         }
         Ok(())

@@ -211,9 +211,9 @@ async fn watch(
     let supervisor = std::process::id() as i32;
     c.update(|s| {
         s.started(started.pid, supervisor, published, c.config.health.is_some());
-        s.ip = net.map(|a| a.ip.to_string());
+        s.ip = net.and_then(|a| a.address()).map(|ip| ip.to_string());
         s.veth = net.and_then(|a| a.veth().map(str::to_owned));
-        s.subnet = net.map(crate::network::Attachment::subnet);
+        s.subnet = net.filter(|a| a.address().is_some()).map(crate::network::Attachment::subnet);
     })?;
     match (net.filter(|a| a.routed()).map(|a| a.ip), c.config.network.as_str()) {
         _ if c.config.ports.is_empty() => {}

@@ -158,6 +158,9 @@ enum Link {
     Bridge { veth: String, gateway: Ipv4Addr, prefix: u8, dns: bool, _lease: File },
     /// A rootless berth's user-mode network: slirp4netns on a tap device.
     UserMode { _slirp: crate::usernet::Slirp },
+    /// Another container's namespace, joined (`--network container:NAME`): nothing of its
+    /// own to set up or tear down, and that container's /etc files.
+    Shared { etc: Box<crate::sandbox::EtcFiles> },
 }
 
 impl Attachment {
@@ -165,7 +168,22 @@ impl Attachment {
     pub fn veth(&self) -> Option<&str> {
         match &self.link {
             Link::Bridge { veth, .. } => Some(veth),
-            Link::UserMode { .. } => None,
+            Link::UserMode { .. } | Link::Shared { .. } => None,
+        }
+    }
+
+    /// The container's own address, as `inspect` shows it; none in another's namespace
+    /// (docker leaves it empty there).
+    pub fn address(&self) -> Option<Ipv4Addr> {
+        (!matches!(self.link, Link::Shared { .. })).then_some(self.ip)
+    }
+
+    /// The other container's /etc/hosts, resolv.conf and hostname, when this one shares
+    /// its namespace: they are this container's too, as docker gives them.
+    pub fn shared_etc(&self) -> Option<&crate::sandbox::EtcFiles> {
+        match &self.link {
+            Link::Shared { etc } => Some(etc),
+            _ => None,
         }
     }
 
@@ -180,6 +198,7 @@ impl Attachment {
         match self.link {
             Link::Bridge { gateway, prefix, .. } => (gateway, prefix),
             Link::UserMode { .. } => (crate::usernet::GATEWAY, crate::usernet::PREFIX),
+            Link::Shared { .. } => (Ipv4Addr::UNSPECIFIED, 0),
         }
     }
 
@@ -215,7 +234,27 @@ impl Attachment {
             Link::UserMode { .. } => {
                 kept().map(|l| format!("{l}\n")).collect::<String>() + &format!("nameserver {}\n", crate::usernet::DNS)
             }
+            Link::Shared { ref etc } => etc.resolv_conf.clone(),
         }
+    }
+
+    /// The network namespace of the running process `pid` (another container's PID 1), to
+    /// join, with the /etc files that container sees.
+    pub fn shared(pid: i32) -> std::io::Result<Attachment> {
+        let netns: OwnedFd = File::open(format!("/proc/{pid}/ns/net"))?.into();
+        let read = |name: &str| -> std::io::Result<String> {
+            use std::io::Read;
+            let mut text = String::new();
+            // Read through the container's root; a file is a few lines, never more than this.
+            File::open(format!("/proc/{pid}/root/etc/{name}"))?.take(SHARED_ETC_MAX).read_to_string(&mut text)?;
+            Ok(text)
+        };
+        let etc = crate::sandbox::EtcFiles {
+            hosts: read("hosts")?,
+            resolv_conf: read("resolv.conf")?,
+            hostname: read("hostname")?,
+        };
+        Ok(Attachment { ip: Ipv4Addr::UNSPECIFIED, netns, link: Link::Shared { etc: Box::new(etc) } })
     }
 
     /// A rootless container's network: a namespace of its own with `lo` up, given to
@@ -226,6 +265,9 @@ impl Attachment {
         Ok(Attachment { ip: crate::usernet::ADDRESS, netns, link: Link::UserMode { _slirp: slirp } })
     }
 }
+
+/// The most of another container's /etc/hosts, resolv.conf or hostname that is read.
+const SHARED_ETC_MAX: u64 = 1 << 20;
 
 /// A new network namespace with `lo` up, made and set up from inside (`setup`, with an
 /// rtnetlink socket there) on a short-lived thread of its own; its fd.
