@@ -131,6 +131,12 @@ pub struct Ps {
     /// either, but every label must match; other keys: both)
     #[arg(short, long, value_name = "KEY=VALUE")]
     filter: Vec<String>,
+    /// Show the n last created containers (all states)
+    #[arg(short = 'n', long, value_name = "N", allow_negative_numbers = true)]
+    last: Option<i64>,
+    /// Show the last created container (all states)
+    #[arg(short = 'l', long)]
+    latest: bool,
     /// Print each container with a Go template ({{.ID}}, {{.Names}}, {{.Image}}, {{.Command}},
     /// {{.CreatedAt}}, {{.RunningFor}}, {{.Status}}, {{.State}}, {{.Ports}}), `table
     /// TEMPLATE` for aligned columns under docker's titles, or `json`
@@ -207,7 +213,9 @@ impl Ps {
     pub fn run(self, root: &Path) -> Result<()> {
         let filters = ps_filters(&self.filter)?;
         // A status or exited filter looks at every container, as docker's does.
-        let all = self.all || filters.iter().any(|(k, _)| k == "status" || k == "exited");
+        // -n and -l count containers of every state, newest first; docker's -1 is no limit.
+        let last = if self.latest { Some(1) } else { self.last.and_then(|n| usize::try_from(n).ok()) };
+        let all = self.all || last.is_some() || filters.iter().any(|(k, _)| k == "status" || k == "exited");
         let list_format = format::ListFormat::parse(self.format.as_deref().unwrap_or("table"))?;
         let mut rows = vec![["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
             .map(String::from)
@@ -217,6 +225,9 @@ impl Ps {
             let state = c.state()?;
             if (!all && state.status != Status::Running) || !ps_matches(&filters, &c, &state) {
                 continue;
+            }
+            if last.is_some_and(|n| objs.len() >= n) {
+                break;
             }
             let row = self.row(&c, &state);
             objs.push(ps_object(&row, &state, &c));
@@ -325,6 +336,13 @@ pub struct Logs {
     /// Show timestamps
     #[arg(short, long)]
     timestamps: bool,
+    /// Only lines logged at or after this: a duration before now (42m), an RFC 3339 time
+    /// or Unix seconds
+    #[arg(long, value_name = "WHEN")]
+    since: Option<String>,
+    /// Only lines logged before this (same forms as --since); with -f, stop there
+    #[arg(long, value_name = "WHEN")]
+    until: Option<String>,
 }
 
 impl Logs {
@@ -333,19 +351,21 @@ impl Logs {
         let c = container::find(root, &self.container)?;
         // As docker: a number below 0, or one that is not a number, means all.
         let tail = self.tail.as_deref().and_then(|n| n.parse::<usize>().ok());
+        let window = LogWindow::parse(self.since.as_deref(), self.until.as_deref())?;
         // Following, held attached: a `--rm` container is removed only after its last lines.
         let _attached = if self.follow { c.attach_lock()? } else { None };
         let (entries, mut offset) = logs::read_from(&c.log_path(), 0)?;
-        self.print(&logs::tail(entries, tail))?;
+        // As docker: the last lines first, then the time window over them.
+        self.print(&window, &logs::tail(entries, tail))?;
         if !self.follow {
             return Ok(());
         }
         loop {
             // Read once more after the exit is seen: the last lines are written before it.
-            let running = c.state()?.status == Status::Running;
+            let running = c.state()?.status == Status::Running && !window.ended();
             let (more, next) = logs::read_from(&c.log_path(), offset)?;
             offset = next;
-            self.print(&more)?;
+            self.print(&window, &more)?;
             if !running {
                 return Ok(());
             }
@@ -353,8 +373,35 @@ impl Logs {
         }
     }
 
-    fn print(&self, entries: &[logs::Entry]) -> Result<()> {
-        print_entries(entries, self.timestamps)
+    fn print(&self, window: &LogWindow, entries: &[logs::Entry]) -> Result<()> {
+        let shown: Vec<logs::Entry> = entries.iter().filter(|e| window.holds(e)).cloned().collect();
+        print_entries(&shown, self.timestamps)
+    }
+}
+
+/// `logs --since` and `--until`: the times a shown line was logged between.
+struct LogWindow {
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    until: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl LogWindow {
+    fn parse(since: Option<&str>, until: Option<&str>) -> Result<LogWindow> {
+        let when = |flag: &str, v: Option<&str>| {
+            v.map(|v| point_in_time(v).with_context(|| format!("--{flag} {v}"))).transpose()
+        };
+        Ok(LogWindow { since: when("since", since)?, until: when("until", until)? })
+    }
+
+    /// Whether the line falls in the window (a line whose time cannot be read is shown).
+    fn holds(&self, e: &logs::Entry) -> bool {
+        let Ok(t) = chrono::DateTime::parse_from_rfc3339(&e.time) else { return true };
+        self.since.is_none_or(|s| t >= s) && self.until.is_none_or(|u| t < u)
+    }
+
+    /// The window closed: following goes no further.
+    fn ended(&self) -> bool {
+        self.until.is_some_and(|u| chrono::Utc::now() >= u)
     }
 }
 
@@ -721,7 +768,7 @@ impl PruneFilter {
         given
             .iter()
             .map(|f| match f.split_once('=') {
-                Some(("until", v)) => Ok(PruneFilter::Until(until(v)?)),
+                Some(("until", v)) => Ok(PruneFilter::Until(point_in_time(v).context("invalid filter")?)),
                 Some(("label", v)) => Ok(PruneFilter::Label(true, v.to_owned())),
                 Some(("label!", v)) => Ok(PruneFilter::Label(false, v.to_owned())),
                 _ => bail!("invalid filter {f:?}: container prune takes until=, label= and label!="),
@@ -739,16 +786,28 @@ impl PruneFilter {
     }
 }
 
-/// docker's `until=`: Unix seconds, a duration before now (`24h`, `90m`), or an RFC 3339 time.
-fn until(v: &str) -> Result<chrono::DateTime<chrono::Utc>> {
-    let bad = || anyhow::anyhow!("invalid filter until={v}: Unix seconds, a duration (24h) or an RFC 3339 time");
-    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
-        return v.parse().ok().and_then(|secs| chrono::DateTime::from_timestamp(secs, 0)).ok_or_else(bad);
+/// A time as docker's `until=`, `--since` and `--until` take it: Unix seconds (with a
+/// fraction or not), a duration before now (`24h`, `90m`), or an RFC 3339 time.
+fn point_in_time(v: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    let bad = || anyhow::anyhow!("{v:?} is not Unix seconds, a duration (24h) or an RFC 3339 time");
+    if let Some((secs, frac)) = unix_seconds(v) {
+        return chrono::DateTime::from_timestamp(secs, frac).ok_or_else(bad);
     }
     if let Ok(d) = super::images::parse_duration(v) {
         return Ok(chrono::Utc::now() - chrono::Duration::from_std(d).map_err(|_| bad())?);
     }
     chrono::DateTime::parse_from_rfc3339(v).map(Into::into).map_err(|_| bad())
+}
+
+/// `SECONDS[.FRACTION]` as (seconds, nanoseconds).
+fn unix_seconds(v: &str) -> Option<(i64, u32)> {
+    let (secs, frac) = v.split_once('.').unwrap_or((v, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if secs.is_empty() || !digits(secs) || !digits(frac) || frac.len() > 9 {
+        return None;
+    }
+    let nanos = if frac.is_empty() { 0 } else { format!("{frac:0<9}").parse().ok()? };
+    Some((secs.parse().ok()?, nanos))
 }
 
 /// Create a new image from a container's changes

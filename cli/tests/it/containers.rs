@@ -1105,3 +1105,43 @@ fn system_prune_removes_what_docker_removes_and_spares_what_is_in_use() {
     let blobs = std::fs::read_dir(b.root.path().join("content/blobs/sha256")).unwrap().count();
     assert_eq!(blobs, 0, "the blobs went with the images");
 }
+
+#[test]
+fn logs_since_and_until_and_ps_last_read_as_dockers() {
+    let Some(b) = setup() else { return };
+    b.ok(&["run", "-d", "--name", "talk", "busybox", "sh", "-c", "echo one; sleep 1; echo two; sleep 60"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let stamped = loop {
+        let out = b.ok(&["logs", "-t", "talk"]);
+        if out.lines().count() == 2 || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let second = stamped.lines().nth(1).and_then(|l| l.split_whitespace().next()).expect("two stamped lines");
+    // A line logged at the --since time is shown; one logged at the --until time is not.
+    assert_eq!(b.ok(&["logs", "--since", second, "talk"]), "two\n");
+    assert_eq!(b.ok(&["logs", "--until", second, "talk"]), "one\n");
+    assert_eq!(b.ok(&["logs", "--since", "1h", "talk"]), "one\ntwo\n");
+    assert_eq!(b.ok(&["logs", "--until", "1h", "talk"]), "");
+    // --tail first, then the window, as docker's.
+    assert_eq!(b.ok(&["logs", "--tail", "1", "--until", second, "talk"]), "");
+    // -f stops at --until even while the container runs on.
+    let started = Instant::now();
+    assert_eq!(b.ok(&["logs", "-f", "--until", second, "talk"]), "one\n");
+    assert!(started.elapsed() < Duration::from_secs(30), "follow stopped at --until");
+    assert!(b.fails(&["logs", "--since", "soon", "talk"]).contains("--since soon"));
+    b.ok(&["rm", "-f", "talk"]);
+    for name in ["first", "second", "third"] {
+        b.ok(&["create", "--name", name, "busybox", "true"]);
+    }
+    let names = |args: &[&str]| {
+        let mut full = vec!["ps", "--format", "{{.Names}}"];
+        full.extend_from_slice(args);
+        b.ok(&full)
+    };
+    assert_eq!(names(&["-l"]), "third\n", "-l: the newest, of any state");
+    assert_eq!(names(&["-n", "2"]), "third\nsecond\n");
+    assert_eq!(names(&["-n", "-1"]), "", "-1 is no limit, and without -a only running ones");
+    assert_eq!(names(&["-n", "2", "--filter", "name=^f"]), "first\n", "filters first, then the count");
+}
