@@ -11,6 +11,7 @@
 //! active build-run-4242-7-0     an active snapshot (and its scratch directory tmp/<key>)
 //! hold sha256:4f1c...           a committed snapshot this process uses (protects it from prune)
 //! path tmp/downloads-4242       a temporary file or directory under the root
+//! volume 3f0a...                an anonymous volume of a container without a record
 //! ```
 //!
 //! [`sweep`] (every berth command runs it) takes the lock of each lease it finds; one it
@@ -41,6 +42,9 @@ pub enum Claim<'a> {
     Hold(&'a str),
     /// A temporary file or directory, relative to the root.
     Path(&'a Path),
+    /// An anonymous volume of a container that has no record (an unnamed foreground run),
+    /// removed with it: by the run itself, or by the sweep when the run was killed.
+    Volume(&'a str),
 }
 
 /// This process's lease on one root: held until the process exits.
@@ -109,6 +113,7 @@ impl Lease {
             Claim::Active(key) => format!("active {key}\n"),
             Claim::Hold(name) => format!("hold {name}\n"),
             Claim::Path(p) => format!("path {}\n", p.display()),
+            Claim::Volume(name) => format!("volume {name}\n"),
         };
         let mut claimed = self.claimed.lock().map_err(|_| io::Error::other("lease poisoned"))?;
         if claimed.contains(&line) {
@@ -196,11 +201,24 @@ fn remove_claims(root: &Path, text: &str) -> usize {
         let gone = match line.split_once(' ') {
             Some(("active", key)) => crate::snapshot::owner::remove_active(root, key),
             Some(("path", rel)) => remove_path(&root.join(rel)),
+            Some(("volume", name)) => remove_anonymous_volume(root, name),
             _ => false,
         };
         removed += usize::from(gone);
     }
     removed
+}
+
+/// Removes a dead process's anonymous volume: only an anonymous one (a name is never taken
+/// again, but a claim is no reason to remove a named volume), and only when no running
+/// container holds it. True when it was removed.
+fn remove_anonymous_volume(root: &Path, name: &str) -> bool {
+    let vols = crate::volume::Volumes::new(root);
+    if !vols.get(name).is_ok_and(|v| v.anonymous()) {
+        return false;
+    }
+    // No record names it (its container had none): the flock of a running user is the check.
+    vols.remove(name, |_| Ok::<_, crate::volume::Error>(Vec::new())).is_ok()
 }
 
 /// Removes a file or directory tree; true when something was there.

@@ -420,3 +420,25 @@ fn commit_keeps_dash_v_volumes_and_a_mount_bind_source_must_stay() {
     b.ok(&["start", "-a", "v"]);
     assert!(given.is_dir());
 }
+
+#[test]
+fn a_killed_foreground_runs_anonymous_volume_goes_with_the_next_command() {
+    let Some(b) = setup() else { return };
+    let mut run = b.cmd(&["run", "-v", "/data", "busybox", "sleep", "60"]).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while b.ok(&["volume", "ls", "-q"]).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let volume = b.ok(&["volume", "ls", "-q"]);
+    assert_eq!(volume.len(), 65, "the run's anonymous volume: {volume:?}");
+    // While the run lives, the sweep of another command leaves its volume alone.
+    assert_eq!(b.ok(&["volume", "ls", "-q"]), volume);
+    run.kill().unwrap();
+    run.wait().unwrap();
+    // Before, the volume stayed for good (docker's daemon removes a --rm container's).
+    assert_eq!(b.ok(&["volume", "ls", "-q"]), "", "swept by the next command");
+    assert!(std::fs::read_dir(b.root.path().join("volumes"))
+        .unwrap()
+        .flatten()
+        .all(|e| { e.file_name().to_string_lossy().starts_with('.') }));
+}

@@ -109,6 +109,13 @@ impl Prepared {
             self.snapshot_made = true;
             mounts
         };
+        if self.record.is_none() {
+            // Claimed before they are made: a run killed from now on leaves them to the sweep.
+            let lease = crate::lease::for_root(root).map_err(super::io_err("take the lease of", root))?;
+            for name in config.volumes.iter().filter(|v| v.anonymous).filter_map(|v| v.volume.as_deref()) {
+                lease.claim(crate::lease::Claim::Volume(name)).map_err(super::io_err("claim a volume in", root))?;
+            }
+        }
         let held = super::volumes::prepare(root, config, &rootfs)?;
         if self.record.is_none() {
             self.held = held;
