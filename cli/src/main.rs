@@ -134,7 +134,7 @@ impl Command {
 /// The status `berth run` exits with when berth itself fails (a bad flag, a missing image),
 /// as docker's 125: scripts tell it from the container's own exit code. Every command's
 /// usage errors exit with it too, as docker's do.
-const RUN_FAILED: u8 = 125;
+const BERTH_ERROR: u8 = 125;
 
 fn main() -> ExitCode {
     let mut cli = match Cli::try_parse() {
@@ -143,7 +143,7 @@ fn main() -> ExitCode {
             let _printed = e.print();
             // As docker's CLI: a usage error (an unknown flag, a missing argument) is 125 for
             // every command; `--help` and `--version` are not errors.
-            return if e.use_stderr() { ExitCode::from(RUN_FAILED) } else { ExitCode::from(e.exit_code() as u8) };
+            return if e.use_stderr() { ExitCode::from(BERTH_ERROR) } else { ExitCode::from(e.exit_code() as u8) };
         }
     };
     cli.command = cli.command.ungrouped();
@@ -152,7 +152,7 @@ fn main() -> ExitCode {
         b.source_date_epoch_to_env();
     }
     // docker's: `run` fails with 125, `create` (like the other commands) with 1.
-    let failure = if matches!(cli.command, Command::Run(_)) { ExitCode::from(RUN_FAILED) } else { ExitCode::FAILURE };
+    let failure = if matches!(cli.command, Command::Run(_)) { ExitCode::from(BERTH_ERROR) } else { ExitCode::FAILURE };
     // default_root reads BERTH_ROOT (an empty value counts as unset).
     let root = cli.root.clone().filter(|r| !r.as_os_str().is_empty()).unwrap_or_else(oci::ImageStore::default_root);
     if cli.command.needs_ids() {
