@@ -29,6 +29,8 @@ pub struct BuildOptions {
     pub dockerfile: Dockerfile,
     /// The build context, with its ignore rules (None: a build without context).
     pub context: Option<Context>,
+    /// `--build-context NAME=VALUE`s: images and local directories by name.
+    pub named_contexts: BTreeMap<String, crate::context::NamedContext>,
     /// `--target`.
     pub target: Option<String>,
     /// `--platform`: the platforms the image is built for, one image each (the host's if
@@ -121,6 +123,7 @@ pub fn build(m: &Machine<'_>, opts: &BuildOptions) -> Result<Built> {
         allow_insecure: opts.allow_insecure,
         extra_hosts: &opts.extra_hosts,
         resolve: m.resolve,
+        named: &opts.named_contexts,
     };
     let converted = convert::convert(&opts.dockerfile, opts.target.as_deref(), &inputs)?;
     for p in &converted.run_platforms {
@@ -135,6 +138,7 @@ pub fn build(m: &Machine<'_>, opts: &BuildOptions) -> Result<Built> {
         snapshotter: m.snapshotter,
         executor: m.executor,
         context: opts.context.as_ref(),
+        named: &opts.named_contexts,
         cache: &cache,
         progress: m.progress,
         root: m.root.clone(),

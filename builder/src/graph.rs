@@ -214,6 +214,8 @@ pub enum CopyFrom {
     Context,
     /// The filesystem of `inputs[1]` (a stage or image).
     Input,
+    /// The local directory of the named build context (`--build-context NAME=DIR`).
+    Named(String),
     /// Nothing: heredocs, URLs or a mkdir.
     Nothing,
 }

@@ -35,7 +35,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    Build(commands::build::Build),
+    Build(Box<commands::build::Build>),
     Images(commands::images::Images),
     Tag(commands::images::Tag),
     Rmi(commands::images::Rmi),
@@ -108,7 +108,7 @@ impl Command {
             },
             Command::Image(g) => match g.command {
                 I::Ls(c) => Command::Images(c),
-                I::Build(c) => Command::Build(*c),
+                I::Build(c) => Command::Build(c),
                 I::Tag(c) => Command::Tag(c),
                 I::Rm(c) => Command::Rmi(c),
                 I::Prune(c) => Command::Prune(c),

@@ -17,6 +17,16 @@ use crate::error::{Error, Result};
 
 pub use ignore::Ignore;
 
+/// What `--build-context NAME=VALUE` gives a Dockerfile under NAME, in place of a stage or
+/// an image of that name (`FROM NAME`, `COPY --from=NAME`, `RUN --mount=from=NAME`).
+#[derive(Debug, Clone)]
+pub enum NamedContext {
+    /// `docker-image://REF`: that image.
+    Image(String),
+    /// A local directory: its files, as the main context's are read (without an ignore file).
+    Dir(Context),
+}
+
 /// A build context directory and its ignore rules.
 #[derive(Debug, Clone)]
 pub struct Context {

@@ -198,6 +198,10 @@ impl Converter<'_> {
         let mut inputs = vec![out.vertex];
         let from_context = copy.from.is_none() && sources.iter().any(|s| matches!(s, CopySrc::Path(_)));
         let from = match &copy.from {
+            // A local directory's files are read where they are, as the context's.
+            Some(w) if matches!(self.inputs.named.get(&exp(w)?), Some(crate::context::NamedContext::Dir(_))) => {
+                CopyFrom::Named(exp(w)?)
+            }
             Some(w) => {
                 let name = exp(w)?;
                 inputs.push(self.source(&name, w.at)?);

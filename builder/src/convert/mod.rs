@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 use crate::dockerfile::expand::expand_word;
 use crate::dockerfile::{self, Dockerfile, Kind, Word};
 use crate::error::{Error, Result};
-use crate::graph::{Graph, Layer, Op, Vertex, VertexId};
+use crate::graph::{CopyFrom, Graph, Layer, Op, Vertex, VertexId};
 use scope::Scope;
 
 /// A base image as the converter needs it: identity, layers and config.
@@ -60,6 +60,8 @@ pub struct Inputs<'a> {
     pub extra_hosts: &'a [String],
     /// Resolves (and pulls when needed) a base image by reference.
     pub resolve: &'a (dyn Fn(&str, &Platform) -> Result<BaseImage> + Sync),
+    /// `--build-context`s by name: they take the place of stages and images of that name.
+    pub named: &'a BTreeMap<String, crate::context::NamedContext>,
 }
 
 /// A converted stage: its last vertex, its image config and the steps of its history.
@@ -279,8 +281,44 @@ impl<'a> Converter<'a> {
         Ok((v, config))
     }
 
-    /// A `--from` / `from=` value: a stage name or index, else an image reference.
+    /// The `--build-context` called `name`, if there is one: an image's vertex and config,
+    /// or a local directory's files copied onto scratch (once per name and platform).
+    fn named(&mut self, name: &str, at: usize) -> Result<Option<(VertexId, Value)>> {
+        let dir = match self.inputs.named.get(name) {
+            None => return Ok(None),
+            Some(crate::context::NamedContext::Image(reference)) => return self.image(reference, at).map(Some),
+            Some(crate::context::NamedContext::Dir(_)) => name,
+        };
+        // A key no image reference can be.
+        let key = (format!("\0context {dir}"), self.current.clone());
+        if let Some(hit) = self.images.get(&key) {
+            return Ok(Some(hit.clone()));
+        }
+        let (scratch, _) = self.image("scratch", at)?;
+        let op = Op::Copy(crate::graph::CopyOp {
+            from: CopyFrom::Named(dir.to_owned()),
+            sources: vec![crate::graph::CopySrc::Path(".".into())],
+            dest: "/".into(),
+            dest_is_dir: true,
+            chown: None,
+            chmod: None,
+            link: false,
+            parents: false,
+            exclude: Vec::new(),
+            unpack_archives: false,
+        });
+        let name = format!("context {dir}");
+        let v = self.graph.add(Vertex { op, inputs: vec![scratch], name, at, no_cache: self.inputs.no_cache });
+        self.images.insert(key, (v, json!({})));
+        Ok(Some((v, json!({}))))
+    }
+
+    /// A `--from` / `from=` value: a build context of that name, a stage name or index,
+    /// else an image reference.
     fn source(&mut self, name: &str, at: usize) -> Result<VertexId> {
+        if let Some((v, _)) = self.named(name, at)? {
+            return Ok(v);
+        }
         let idx = match name.parse::<usize>() {
             Ok(i) if i < self.df.stages.len() => Some(i),
             _ => self.df.stage_index(name),
@@ -305,14 +343,20 @@ impl<'a> Converter<'a> {
         let base_name = self.expand_global(&st.base)?;
         let platform = self.stage_platform(st)?;
         let outer = std::mem::replace(&mut self.current, platform);
-        // FROM a previous stage, or an image.
-        let from_stage = df.stage_index(&base_name).filter(|j| *j < i);
-        let (base_vertex, base_config, base_history, base_args) = match from_stage {
-            Some(j) => {
+        // FROM a build context of that name (before a stage of that name, as BuildKit), a
+        // previous stage, or an image.
+        let named = self.named(&base_name, st.base.at)?;
+        let from_stage = df.stage_index(&base_name).filter(|j| *j < i && named.is_none());
+        let (base_vertex, base_config, base_history, base_args) = match (from_stage, named) {
+            (_, Some((v, cfg))) => {
+                let hist = cfg.get("history").and_then(Value::as_array).cloned().unwrap_or_default();
+                (v, cfg, hist, scope::StageArgs::default())
+            }
+            (Some(j), None) => {
                 let out = self.stage(j)?;
                 (out.vertex, out.config, Vec::new(), out.args)
             }
-            None => {
+            (None, None) => {
                 let (v, cfg) = self.image(&base_name, st.base.at)?;
                 let hist = cfg.get("history").and_then(Value::as_array).cloned().unwrap_or_default();
                 (v, cfg, hist, scope::StageArgs::default())

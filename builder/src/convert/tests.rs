@@ -42,6 +42,7 @@ fn convert_with(
         allow_insecure: false,
         extra_hosts: &[],
         resolve: &resolve,
+        named: &BTreeMap::new(),
     };
     let c = convert(&df, target, &inputs);
     (c, seen.into_inner().unwrap())
@@ -351,6 +352,7 @@ fn an_unknown_target_and_an_empty_shell_are_dockerfile_errors_with_a_place() {
         allow_insecure: false,
         extra_hosts: &[],
         resolve: &resolve,
+        named: &BTreeMap::new(),
     };
     let text = convert(&df, None, &inputs).err().unwrap().to_string();
     assert!(text.starts_with("Dockerfile:2:1: SHELL needs at least one argument"), "{text}");
@@ -396,6 +398,7 @@ fn several_platforms_share_one_graph_and_each_step_that_does_not_depend_on_the_p
         allow_insecure: false,
         extra_hosts: &[],
         resolve: &resolve,
+        named: &BTreeMap::new(),
     };
     let c = convert(&df, None, &inputs).unwrap();
     assert_eq!(c.images.iter().map(|i| i.platform.clone()).collect::<Vec<_>>(), platforms);

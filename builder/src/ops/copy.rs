@@ -224,7 +224,7 @@ impl LocalWorker<'_> {
             Some(view) => Some(Context::rootfs(&view.dir)?),
             None => None,
         };
-        let ctx = from_ctx.as_ref().or(self.context);
+        let ctx = from_ctx.as_ref().or(self.context_of(&c.from));
         let mut count = 0usize;
         let mut selections = Vec::new();
         for s in &c.sources {

@@ -89,6 +89,8 @@ pub struct LocalWorker<'a> {
     pub executor: &'a dyn Executor,
     /// The build context, if the build has one.
     pub context: Option<&'a Context>,
+    /// `--build-context`s by name (their local directories are read by `COPY --from`).
+    pub named: &'a std::collections::BTreeMap<String, crate::context::NamedContext>,
     /// The stat cache for context hashing.
     pub cache: &'a dyn CacheStore,
     /// Where step output goes.
@@ -109,6 +111,19 @@ pub struct LocalWorker<'a> {
     pub lazy: &'a dyn LazyBlobs,
 }
 
+impl LocalWorker<'_> {
+    /// The directory a copy reads from: the build context, or a named one.
+    fn context_of(&self, from: &CopyFrom) -> Option<&Context> {
+        match from {
+            CopyFrom::Named(name) => match self.named.get(name) {
+                Some(crate::context::NamedContext::Dir(ctx)) => Some(ctx),
+                _ => None,
+            },
+            _ => self.context,
+        }
+    }
+}
+
 impl Worker for LocalWorker<'_> {
     fn sources_digest(&self, v: &Vertex, inputs: &[State]) -> Result<Option<oci::Digest>> {
         match &v.op {
@@ -124,7 +139,7 @@ impl Worker for LocalWorker<'_> {
                     .collect();
                 if !paths.is_empty() {
                     let ctx = self
-                        .context
+                        .context_of(&c.from)
                         .ok_or_else(|| self.err_at(v, "COPY from the context, but the build has no context"))?;
                     let exclude =
                         Ignore::parse(&c.exclude.join("\n")).map_err(|e| self.err_at(v, format!("--exclude: {e}")))?;

@@ -40,6 +40,11 @@ pub struct Build {
     /// Set a build argument (KEY=VALUE, or KEY to take it from the environment)
     #[arg(long = "build-arg")]
     build_args: Vec<String>,
+    /// Another context the Dockerfile reads as NAME (FROM NAME, COPY --from=NAME, RUN
+    /// --mount from=NAME), in place of a stage or image of that name: NAME=DIR or
+    /// NAME=docker-image://REF (repeatable)
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    build_contexts: Vec<String>,
     /// Add a line to RUN steps' /etc/hosts: HOST:IP (IP `host-gateway`: the host)
     #[arg(long = "add-host", value_name = "HOST:IP")]
     add_host: Vec<String>,
@@ -199,6 +204,8 @@ impl Build {
         keep.extend(self.file.iter().filter(|f| *f != "-").map(PathBuf::from));
         keep.extend(outputs.iter().map(|o| o.dest().to_owned()));
         keep.extend(self.iidfile.iter().chain(&self.metadata_file).chain(&self.ignore_paths).cloned());
+        // Named contexts' directories (a malformed value is reported by `options`).
+        keep.extend(self.build_contexts.iter().filter_map(|c| c.split_once('=')).map(|(_, v)| PathBuf::from(v)));
         // Malformed values are reported by `options`.
         let from = self.cache_from.iter().filter_map(|s| ImportSpec::parse(s).ok().map(|s| s.location));
         let to = self.cache_to.iter().filter_map(|s| ExportSpec::parse(s).ok().map(|s| s.location));
@@ -231,6 +238,7 @@ impl Build {
             host_network: flags::host_network(&self.network)?,
             allow_insecure: flags::allow(&self.allow)?,
             extra_hosts: self.add_host.clone(),
+            named_contexts: flags::build_contexts(&self.build_contexts)?,
             secrets: flags::secrets(&self.secret)?,
             ssh: flags::ssh(&self.ssh)?,
             compression: flags::compression(&self.compression)?,

@@ -532,3 +532,61 @@ fn target_builds_only_that_stage_and_label_lands_in_the_config() {
     let out = b.output(&["build", "--target", "nosuch", &p(&fixture("multistage"))]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("nosuch"));
 }
+
+#[test]
+fn named_build_contexts_take_the_place_of_stages_and_images_as_buildx() {
+    let Some(b) = build_store() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, docs, over) = (dir.path().join("ctx"), dir.path().join("docs"), dir.path().join("over"));
+    for d in [&ctx, &docs.join("sub"), &over] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::write(ctx.join("main.txt"), "main\n").unwrap();
+    std::fs::write(docs.join("a.md"), "doc one\n").unwrap();
+    std::fs::write(docs.join("sub/b.md"), "doc two\n").unwrap();
+    std::fs::write(over.join("stage"), "from a directory\n").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM base AS b\nRUN echo from the stage > /stage\n\
+         FROM base\nCOPY --from=docs . /docs/\nCOPY main.txt /\nCOPY --from=b /stage /from-b\n\
+         RUN --mount=from=docs,target=/d cat /d/sub/b.md > /mounted\n",
+    )
+    .unwrap();
+    let docs_arg = format!("docs={}", p(&docs));
+    let build = |extra: &[&str]| {
+        let mut args = vec!["build", "-q", "-t", "named", "--build-context", "base=docker-image://busybox:latest"];
+        args.extend(["--build-context", &docs_arg]);
+        args.extend_from_slice(extra);
+        args.push(ctx.to_str().unwrap());
+        b.ok(&args)
+    };
+    let script = "cat /docs/a.md /docs/sub/b.md /main.txt /from-b /mounted";
+    build(&[]);
+    assert_eq!(
+        b.ok(&["run", "--rm", "named", "sh", "-c", script]),
+        "doc one\ndoc two\nmain\nfrom the stage\ndoc two\n"
+    );
+    // A context of a stage's name replaces the stage, as buildx's does.
+    build(&["--build-context", &format!("b={}", p(&over))]);
+    assert_eq!(b.ok(&["run", "--rm", "named", "cat", "/from-b"]), "from a directory\n");
+    // A changed file in a named context is a cache miss for what reads it.
+    std::fs::write(docs.join("a.md"), "doc one, changed\n").unwrap();
+    build(&["--build-context", &format!("b={}", p(&over))]);
+    assert_eq!(b.ok(&["run", "--rm", "named", "head", "-n1", "/docs/a.md"]), "doc one, changed\n");
+    // FROM a directory: its files are the image's.
+    std::fs::write(ctx.join("Dockerfile.dir"), "FROM docs\n").unwrap();
+    let file = ctx.join("Dockerfile.dir");
+    b.ok(&["build", "-q", "-t", "docsonly", "-f", &p(&file), "--build-context", &docs_arg, &p(&ctx)]);
+    let saved = dir.path().join("docs.tar");
+    b.ok(&["save", "-o", &p(&saved), "docsonly"]);
+    let layer_files = run_tool(std::process::Command::new("sh").arg("-c").arg(format!(
+        "cd {0} && mkdir x && tar -xf {1} -C x && for l in $(find x/blobs -type f); do tar -tf $l 2>/dev/null; done | sort",
+        p(dir.path()),
+        p(&saved)
+    )));
+    assert!(layer_files.contains("a.md") && layer_files.contains("sub/b.md"), "{layer_files}");
+    // What buildx takes that berth does not is refused by name; a bad value says what is expected.
+    let err = b.fails(&["build", "--build-context", "x=https://example.com/x.git", &p(&ctx)]);
+    assert!(err.contains("https:// sources are not supported"), "{err}");
+    assert!(b.fails(&["build", "--build-context", "x", &p(&ctx)]).contains("expected NAME=VALUE"));
+}

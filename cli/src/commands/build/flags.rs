@@ -1,9 +1,10 @@
 //! `berth build`'s flag values parsed into the library's types, with docker's spellings.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
+use builder::context::{Context, Ignore, NamedContext};
 use builder::export::Exporter;
 use builder::ops::Secret;
 use oci::layer::Compression;
@@ -78,6 +79,34 @@ pub fn ssh(items: &[String]) -> Result<HashMap<String, PathBuf>> {
 }
 
 /// `--compression gzip|zstd|uncompressed`.
+/// `--build-context NAME=VALUE`s, buildx's: `docker-image://REF` for an image, else a local
+/// directory (buildx's other sources are refused by name).
+pub fn build_contexts(items: &[String]) -> Result<BTreeMap<String, NamedContext>> {
+    let mut named = BTreeMap::new();
+    for item in items {
+        let Some((name, value)) = item.split_once('=').filter(|(n, v)| !n.is_empty() && !v.is_empty()) else {
+            bail!("--build-context {item}: expected NAME=VALUE (docker-image://REF or a directory)");
+        };
+        let context = if let Some(reference) = value.strip_prefix("docker-image://") {
+            reference.parse::<Reference>().with_context(|| format!("--build-context {item}"))?;
+            NamedContext::Image(reference.to_owned())
+        } else if let Some(scheme) = ["oci-layout://", "target:", "input:", "https://", "http://", "git@"]
+            .into_iter()
+            .find(|s| value.starts_with(s))
+        {
+            bail!("--build-context {item}: {scheme} sources are not supported; use docker-image://REF or a directory")
+        } else {
+            NamedContext::Dir(
+                Context::new(Path::new(value), Ignore::default()).with_context(|| format!("--build-context {item}"))?,
+            )
+        };
+        if named.insert(name.to_owned(), context).is_some() {
+            bail!("--build-context {name}: given twice");
+        }
+    }
+    Ok(named)
+}
+
 pub fn compression(s: &str) -> Result<Compression> {
     Ok(match s {
         "gzip" => Compression::Gzip,
