@@ -573,12 +573,13 @@ impl ImageStore {
         Ok(())
     }
 
-    /// Drops untagged images and deletes blobs no image reaches, sparing blobs (and
-    /// ingests) younger than `grace` so that a concurrent build or pull is never robbed.
-    pub fn prune(&self, grace: Duration) -> Result<PruneReport> {
+    /// Drops untagged images (but those whose manifest digest is in `spare`: the images of
+    /// containers) and deletes blobs no image reaches, sparing blobs (and ingests) younger
+    /// than `grace` so that a concurrent build or pull is never robbed.
+    pub fn prune(&self, grace: Duration, spare: &std::collections::HashSet<Digest>) -> Result<PruneReport> {
         let mut report = PruneReport::default();
         for rec in self.list()? {
-            if rec.name.is_none() {
+            if rec.name.is_none() && !spare.contains(&rec.target.digest) {
                 let id = self.image(&rec.target).map(|i| i.id).unwrap_or_else(|_| rec.target.digest.clone());
                 if self.remove_dangling(&rec.target.digest)? {
                     report.images.push(id);
@@ -1063,13 +1064,13 @@ mod tests {
         assert!(s.get(&a).unwrap().is_none());
         let stray = s.content().put(b"unreferenced").unwrap();
         // Young blobs are spared.
-        assert_eq!(s.prune(Duration::from_secs(3600)).unwrap().blobs, 0);
-        let report = s.prune(Duration::ZERO).unwrap();
+        assert_eq!(s.prune(Duration::from_secs(3600), &Default::default()).unwrap().blobs, 0);
+        let report = s.prune(Duration::ZERO, &Default::default()).unwrap();
         assert_eq!(report.blobs, 1);
         assert!(!s.content().contains(&stray).unwrap());
         assert!(s.image(&rec.target).is_ok(), "named image must survive prune");
         s.remove_name(&b).unwrap();
-        assert_eq!(s.prune(Duration::ZERO).unwrap().blobs, 3);
+        assert_eq!(s.prune(Duration::ZERO, &Default::default()).unwrap().blobs, 3);
     }
 
     #[test]
@@ -1114,7 +1115,7 @@ mod tests {
         assert_eq!(s.get(&name).unwrap(), Some(a.target.clone()));
         // prune forgets every cached lookup; the names stay.
         assert!(s.root().join(NAME_CACHE).exists());
-        s.prune(Duration::ZERO).unwrap();
+        s.prune(Duration::ZERO, &Default::default()).unwrap();
         assert!(!s.root().join(NAME_CACHE).exists());
         assert_eq!(s.get(&name).unwrap(), Some(a.target));
     }

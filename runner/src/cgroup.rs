@@ -26,18 +26,34 @@ impl Limits {
     }
 }
 
-/// Parses docker's sizes: `512`, `64k`, `100m`, `2g` (powers of 1024).
+/// Parses a size as docker's `RAMInBytes` does (`-m`, `--shm-size`, `--keep-storage`): a
+/// number with a fraction or not, an optional space, then an optional unit k, m, g, t or p
+/// (any case, each 1024 times the one before) with an optional `i` and `b`: `512`, `1.5m`,
+/// `64MB`, `64MiB`, `2g`.
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim().to_ascii_lowercase();
-    let (num, mult) = match s.chars().last() {
-        Some('b') => (&s[..s.len() - 1], 1),
-        Some('k') => (&s[..s.len() - 1], 1 << 10),
-        Some('m') => (&s[..s.len() - 1], 1 << 20),
-        Some('g') => (&s[..s.len() - 1], 1 << 30),
-        _ => (s.as_str(), 1),
+    let bad = || format!("invalid size {s:?} (try 64m, 1.5g, 512MiB)");
+    let t = s.trim().to_ascii_lowercase();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    if num.is_empty() || num.starts_with('.') || num.ends_with('.') {
+        return Err(bad());
+    }
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let unit = unit.strip_prefix(' ').unwrap_or(unit);
+    let (letter, rest) = unit.split_at(unit.chars().next().filter(|c| "kmgtp".contains(*c)).map_or(0, |_| 1));
+    let power = match letter {
+        "" => 0,
+        l => "kmgtp".find(l).map_or(0, |i| i as i32 + 1),
     };
-    let n: u64 = num.parse().map_err(|_| format!("invalid size {s:?} (try 64m, 1g)"))?;
-    Ok(n * mult)
+    let rest = rest.strip_prefix('i').unwrap_or(rest);
+    if !(rest.is_empty() || rest == "b") {
+        return Err(bad());
+    }
+    let bytes = n * 1024f64.powi(power);
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(bytes as u64)
 }
 
 /// The cgroup directories of one container.
@@ -266,7 +282,14 @@ mod tests {
         assert_eq!(parse_size("64k").unwrap(), 64 << 10);
         assert_eq!(parse_size("100m").unwrap(), 100 << 20);
         assert_eq!(parse_size("2G").unwrap(), 2 << 30);
-        assert!(parse_size("lots").is_err());
+        for (given, bytes) in [("1.5m", 3 << 19), ("64MB", 64 << 20), ("64MiB", 64 << 20), ("64 m", 64 << 20)] {
+            assert_eq!(parse_size(given), Ok(bytes), "{given}");
+        }
+        assert_eq!(parse_size("1t").unwrap(), 1 << 40);
+        assert_eq!(parse_size("10b").unwrap(), 10);
+        for bad in ["lots", "", "m", "1.m", "64xb", "64mbb", "-1", "99999999999p"] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -44,7 +44,7 @@ pub struct Prune {
     #[arg(long = "filter", value_name = "FILTER")]
     filters: Vec<String>,
     /// Keep at most this much cache (e.g. 10GB, 512MB), removing the least recently used first
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = runner::cgroup::parse_size)]
     keep_storage: Option<u64>,
     /// Do not prompt for confirmation (without a terminal berth never prompts)
     #[arg(short, long)]
@@ -78,37 +78,5 @@ impl Prune {
         }
         writeln!(out, "Total reclaimed space: {}", format::size(pruned.bytes))?;
         Ok(())
-    }
-}
-
-/// Parses a size as docker does (`--keep-storage 10GB`): a number, then b, k, kb, m, mb, g,
-/// gb, t or tb (any case, `i` allowed: kib), each unit 1024 times the one before.
-pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
-    let t = s.trim().to_ascii_lowercase();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("invalid size {s:?} (try 512MB, 10GB)"))?;
-    let power = match unit.trim() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 1,
-        "m" | "mb" | "mib" => 2,
-        "g" | "gb" | "gib" => 3,
-        "t" | "tb" | "tib" => 4,
-        _ => return Err(format!("invalid size unit in {s:?} (b, kb, mb, gb, tb)")),
-    };
-    Ok((n * 1024f64.powi(power)) as u64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_size;
-
-    #[test]
-    fn sizes_parse_as_dockers() {
-        assert_eq!(parse_size("10GB"), Ok(10 << 30));
-        assert_eq!(parse_size("512mb"), Ok(512 << 20));
-        assert_eq!(parse_size("1.5k"), Ok(1536));
-        assert_eq!(parse_size("100"), Ok(100));
-        assert!(parse_size("10XB").is_err());
     }
 }

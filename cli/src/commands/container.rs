@@ -214,7 +214,11 @@ impl Ps {
         let filters = ps_filters(&self.filter)?;
         // A status or exited filter looks at every container, as docker's does.
         // -n and -l count containers of every state, newest first; docker's -1 is no limit.
-        let last = if self.latest { Some(1) } else { self.last.and_then(|n| usize::try_from(n).ok()) };
+        // -n wins over -l; docker reads 0 as no limit too.
+        let last = match self.last.and_then(|n| usize::try_from(n).ok()).filter(|&n| n > 0) {
+            Some(n) => Some(n),
+            None => self.latest.then_some(1),
+        };
         let all = self.all || last.is_some() || filters.iter().any(|(k, _)| k == "status" || k == "exited");
         let list_format = format::ListFormat::parse(self.format.as_deref().unwrap_or("table"))?;
         let mut rows = vec![["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
@@ -340,7 +344,7 @@ pub struct Logs {
     /// or Unix seconds
     #[arg(long, value_name = "WHEN")]
     since: Option<String>,
-    /// Only lines logged before this (same forms as --since); with -f, stop there
+    /// Only lines logged up to this (same forms as --since); with -f, stop there
     #[arg(long, value_name = "WHEN")]
     until: Option<String>,
 }
@@ -387,16 +391,19 @@ struct LogWindow {
 
 impl LogWindow {
     fn parse(since: Option<&str>, until: Option<&str>) -> Result<LogWindow> {
+        // An empty value is no bound, as docker reads it.
         let when = |flag: &str, v: Option<&str>| {
-            v.map(|v| point_in_time(v).with_context(|| format!("--{flag} {v}"))).transpose()
+            let v = v.filter(|v| !v.is_empty());
+            v.map(|v| super::when::point_in_time(v).with_context(|| format!("--{flag} {v}"))).transpose()
         };
         Ok(LogWindow { since: when("since", since)?, until: when("until", until)? })
     }
 
-    /// Whether the line falls in the window (a line whose time cannot be read is shown).
+    /// Whether the line falls in the window, both ends included as docker's (a line whose
+    /// time cannot be read is shown).
     fn holds(&self, e: &logs::Entry) -> bool {
         let Ok(t) = chrono::DateTime::parse_from_rfc3339(&e.time) else { return true };
-        self.since.is_none_or(|s| t >= s) && self.until.is_none_or(|u| t < u)
+        self.since.is_none_or(|s| t >= s) && self.until.is_none_or(|u| t <= u)
     }
 
     /// The window closed: following goes no further.
@@ -737,7 +744,7 @@ pub fn prune_stopped(root: &Path, filters: &[PruneFilter]) -> Result<(Vec<String
     let snaps = snapshotter(root)?;
     let (mut deleted, mut bytes) = (Vec::new(), 0);
     for c in container::list(root)? {
-        if c.state()?.status == Status::Running || !filters.iter().all(|f| f.keeps(&c)) {
+        if c.state()?.status == Status::Running || !PruneFilter::prunes(filters, &c) {
             continue;
         }
         let size = runner::snapshot::usage::snapshot_bytes(root, &container::snapshot_key(&c.config.id));
@@ -768,7 +775,7 @@ impl PruneFilter {
         given
             .iter()
             .map(|f| match f.split_once('=') {
-                Some(("until", v)) => Ok(PruneFilter::Until(point_in_time(v).context("invalid filter")?)),
+                Some(("until", v)) => Ok(PruneFilter::Until(super::when::point_in_time(v).context("invalid filter")?)),
                 Some(("label", v)) => Ok(PruneFilter::Label(true, v.to_owned())),
                 Some(("label!", v)) => Ok(PruneFilter::Label(false, v.to_owned())),
                 _ => bail!("invalid filter {f:?}: container prune takes until=, label= and label!="),
@@ -776,38 +783,29 @@ impl PruneFilter {
             .collect()
     }
 
-    fn keeps(&self, c: &Container) -> bool {
-        match self {
-            PruneFilter::Until(t) => {
-                chrono::DateTime::parse_from_rfc3339(&c.config.created).is_ok_and(|created| created < *t)
+    /// Whether `filters` let prune remove `c`, as docker's daemon decides: `until=` and
+    /// every `label=` must hold, and the `label!=` filters spare it only when it has every
+    /// one of their labels.
+    fn prunes(filters: &[PruneFilter], c: &Container) -> bool {
+        let (mut spared_by, mut negatives) = (0, 0);
+        for f in filters {
+            match f {
+                PruneFilter::Until(t) => {
+                    let created = chrono::DateTime::parse_from_rfc3339(&c.config.created);
+                    if !created.is_ok_and(|created| created < *t) {
+                        return false;
+                    }
+                }
+                PruneFilter::Label(true, l) if !super::has_label(&c.config.labels, l) => return false,
+                PruneFilter::Label(true, _) => {}
+                PruneFilter::Label(false, l) => {
+                    negatives += 1;
+                    spared_by += usize::from(super::has_label(&c.config.labels, l));
+                }
             }
-            PruneFilter::Label(want, l) => super::has_label(&c.config.labels, l) == *want,
         }
+        negatives == 0 || spared_by < negatives
     }
-}
-
-/// A time as docker's `until=`, `--since` and `--until` take it: Unix seconds (with a
-/// fraction or not), a duration before now (`24h`, `90m`), or an RFC 3339 time.
-fn point_in_time(v: &str) -> Result<chrono::DateTime<chrono::Utc>> {
-    let bad = || anyhow::anyhow!("{v:?} is not Unix seconds, a duration (24h) or an RFC 3339 time");
-    if let Some((secs, frac)) = unix_seconds(v) {
-        return chrono::DateTime::from_timestamp(secs, frac).ok_or_else(bad);
-    }
-    if let Ok(d) = super::images::parse_duration(v) {
-        return Ok(chrono::Utc::now() - chrono::Duration::from_std(d).map_err(|_| bad())?);
-    }
-    chrono::DateTime::parse_from_rfc3339(v).map(Into::into).map_err(|_| bad())
-}
-
-/// `SECONDS[.FRACTION]` as (seconds, nanoseconds).
-fn unix_seconds(v: &str) -> Option<(i64, u32)> {
-    let (secs, frac) = v.split_once('.').unwrap_or((v, ""));
-    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if secs.is_empty() || !digits(secs) || !digits(frac) || frac.len() > 9 {
-        return None;
-    }
-    let nanos = if frac.is_empty() { 0 } else { format!("{frac:0<9}").parse().ok()? };
-    Some((secs.parse().ok()?, nanos))
 }
 
 /// Create a new image from a container's changes

@@ -1,7 +1,7 @@
 //! Commands over the local image store: images, tag, rmi, inspect, history, prune.
 
 use std::collections::BTreeSet;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
@@ -629,6 +629,9 @@ impl History {
     after_help = "Examples:\n  berth prune -f\n  berth prune -f --grace 0s   # also blobs written in the last hour"
 )]
 pub struct Prune {
+    /// Remove every image no container uses, not only untagged ones
+    #[arg(short, long)]
+    all: bool,
     /// Do not prompt for confirmation
     #[arg(short, long)]
     force: bool,
@@ -640,22 +643,27 @@ pub struct Prune {
 impl Prune {
     /// Drops dangling images, then sweeps unreachable blobs older than the grace period.
     pub fn run(self, root: &Path) -> Result<()> {
-        if !self.force {
-            if !std::io::stdin().is_terminal() {
-                bail!("refusing to prune without confirmation: pass -f");
-            }
-            if !super::confirm("WARNING! This will remove all untagged images and unused blobs.")? {
-                return Ok(());
-            }
+        let what = if self.all {
+            "all images without at least one container associated to them"
+        } else {
+            "all untagged images"
+        };
+        // As docker's: the answer is read from stdin (`echo y | berth image prune`).
+        if !self.force && !super::confirm(&format!("WARNING! This will remove {what} and unused blobs."))? {
+            return Ok(());
         }
         let store = open_store(root)?;
-        let report = store.prune(self.grace)?;
+        let untagged = if self.all { untag_unused(root, &store)? } else { Vec::new() };
+        let report = store.prune(self.grace, &container_images(root)?)?;
         // Then the snapshots: those no image uses any more and no running build or container
         // holds, and what stopped processes left.
         let snapshots = runner::snapshot::usage::prune(root, &store).context("prune layer snapshots")?;
         let mut out = std::io::stdout().lock();
-        if !report.images.is_empty() {
+        if !report.images.is_empty() || !untagged.is_empty() {
             writeln!(out, "Deleted Images:")?;
+            for u in &untagged {
+                writeln!(out, "{u}")?;
+            }
             for d in &report.images {
                 writeln!(out, "deleted: {d}")?;
             }
@@ -666,6 +674,24 @@ impl Prune {
         writeln!(out, "Total reclaimed space: {}", format::size(report.bytes + snapshots.bytes))?;
         Ok(())
     }
+}
+
+/// The manifests containers were made from: prune keeps them, named or not, as docker does.
+pub fn container_images(root: &Path) -> Result<std::collections::HashSet<oci::Digest>> {
+    Ok(runner::container::list(root)?.into_iter().filter_map(|c| c.config.manifest.parse().ok()).collect())
+}
+
+/// Removes the name of every image no container was made from (`prune -a`): docker's
+/// "untagged:" lines. The blobs go with the store's prune that follows.
+pub fn untag_unused(root: &Path, store: &ImageStore) -> Result<Vec<String>> {
+    let used = container_images(root)?;
+    let mut untagged = Vec::new();
+    for rec in store.list()? {
+        let Some(name) = rec.name.filter(|_| !used.contains(&rec.target.digest)) else { continue };
+        store.remove_name(&name)?;
+        untagged.push(format!("untagged: {}", name.familiar()));
+    }
+    Ok(untagged)
 }
 
 /// Parses `90s`, `10m`, `1h`, `2d` (or a bare number of seconds).

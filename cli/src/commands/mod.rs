@@ -17,6 +17,7 @@ pub mod system;
 pub mod system_prune;
 pub mod transfer;
 pub mod volume;
+pub mod when;
 
 use std::path::Path;
 

@@ -185,7 +185,7 @@ pub struct Run {
     pull: String,
     /// Write the container's ID to this file (which must not exist yet)
     #[arg(long, value_name = "FILE")]
-    cidfile: Option<std::path::PathBuf>,
+    cidfile: Option<String>,
     /// Run with berth's own sandbox, or hand an OCI bundle to runc or crun
     #[arg(long, default_value = "berth", value_parser = ["berth", "runc", "crun"])]
     runtime: String,
@@ -235,7 +235,9 @@ impl Run {
         if !self.detach {
             super::console::check_tty(self.interactive, self.tty);
         }
-        let cidfile = self.cidfile.as_deref().map(CidFile::create).transpose()?;
+        // An empty --cidfile is none, as docker reads it.
+        let cidfile =
+            self.cidfile.as_deref().filter(|f| !f.is_empty()).map(|f| CidFile::create(f.as_ref())).transpose()?;
         let store = open_store(root)?;
         let rec = self.image_record(&store)?;
         let platform = self.platform.clone().unwrap_or_else(oci::Platform::host);
@@ -291,7 +293,7 @@ impl Run {
             return Ok((self.network.clone(), String::new()));
         }
         if let Some(other) = self.network.strip_prefix(runner::container::config::SHARED_PREFIX) {
-            return Self::shared_network(root, other, &self.network_alias);
+            return self.shared_network(root, other);
         }
         for alias in &self.network_alias {
             runner::container::check_name(alias).with_context(|| format!("--network-alias {alias:?}"))?;
@@ -301,13 +303,16 @@ impl Run {
     }
 
     /// `--network container:NAME`: that container's namespace, recorded by its ID, as
-    /// docker records it; the container must be running.
-    fn shared_network(root: &Path, other: &str, aliases: &[String]) -> Result<(String, String)> {
-        if !aliases.is_empty() {
+    /// docker records it; it must be running to run (`create` checks at `start`, as docker).
+    fn shared_network(&self, root: &Path, other: &str) -> Result<(String, String)> {
+        if !self.network_alias.is_empty() {
             bail!("network-scoped aliases are supported only for containers in user-defined networks");
         }
+        if other.is_empty() {
+            bail!("--network container:NAME: the name or ID of a container is missing");
+        }
         let c = runner::container::find(root, other)?;
-        if c.state()?.status != runner::container::Status::Running {
+        if !self.create_only && c.state()?.status != runner::container::Status::Running {
             bail!("cannot join network of a non running container: {other}");
         }
         Ok((format!("{}{}", runner::container::config::SHARED_PREFIX, c.config.id), String::new()))
@@ -337,7 +342,8 @@ impl Run {
                 (self.hostname.is_some(), "hostname and the network mode"),
                 (!self.add_host.is_empty(), "custom host-to-IP mapping and the network mode"),
                 (
-                    !self.dns.is_empty() || !self.dns_search.is_empty() || !self.dns_option.is_empty(),
+                    // docker 20.10 takes --dns-search and --dns-option there (and ignores them).
+                    !self.dns.is_empty(),
                     "dns and the network mode",
                 ),
             ];
@@ -544,7 +550,11 @@ impl Run {
         let key = runner::container::snapshot_key(&config.id);
         let prepared = runner::rootfs::prepare(store, image, snapshotter.as_ref(), &key)
             .with_context(|| format!("prepare the rootfs of {}", self.image))
-            .and_then(|rootfs| Ok(runner::container::volumes::prepare(root, &config, &rootfs).map(drop)?));
+            .and_then(|rootfs| {
+                // A --group-add name the image lacks fails here, with run's 125, as docker's.
+                runner::sandbox::add_groups(&rootfs, &config.group_add, &mut Vec::new())?;
+                Ok(runner::container::volumes::prepare(root, &config, &rootfs).map(drop)?)
+            });
         if let Err(e) = prepared {
             let _ = c.remove(snapshotter.as_ref());
             warn_all(c.remove_anonymous_volumes());

@@ -10,7 +10,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::{container, images::parse_duration, network, open_store, volume};
+use super::images::{self, parse_duration};
+use super::{container, network, open_store, volume};
 use crate::format;
 
 /// Remove stopped containers, unused networks, dangling images and build cache
@@ -53,8 +54,8 @@ impl Prune {
             eprintln!("berth: the build cache is in use by a running build: it was left alone");
         }
         bytes += cache.bytes;
-        let mut removed = if self.all { untag_unused(root, &store)? } else { Vec::new() };
-        let report = store.prune(self.grace)?;
+        let mut removed = if self.all { images::untag_unused(root, &store)? } else { Vec::new() };
+        let report = store.prune(self.grace, &images::container_images(root)?)?;
         removed.extend(report.images.iter().map(|d| format!("deleted: {d}")));
         section(&mut out, "Deleted Images", &removed)?;
         let snapshots = runner::snapshot::usage::prune(root, &store).context("prune layer snapshots")?;
@@ -80,20 +81,6 @@ impl Prune {
         let lines: Vec<String> = what.iter().map(|w| format!("  - {w}")).collect();
         format!("WARNING! This will remove:\n{}\n", lines.join("\n"))
     }
-}
-
-/// Removes the name of every image no container was made from (`-a`): docker's "untagged:"
-/// lines. The blobs go with the store's prune that follows.
-fn untag_unused(root: &Path, store: &oci::ImageStore) -> Result<Vec<String>> {
-    let used: std::collections::HashSet<String> =
-        runner::container::list(root)?.into_iter().map(|c| c.config.manifest).collect();
-    let mut untagged = Vec::new();
-    for rec in store.list()? {
-        let Some(name) = rec.name.filter(|_| !used.contains(&rec.target.digest.to_string())) else { continue };
-        store.remove_name(&name)?;
-        untagged.push(format!("untagged: {}", name.familiar()));
-    }
-    Ok(untagged)
 }
 
 /// One part of the report, as docker prints it: a title, the lines, a blank line; nothing

@@ -1060,6 +1060,14 @@ fn container_and_image_groups_are_dockers_verbs_and_container_prune_keeps_runnin
     assert_eq!(names(&b), "up running\nmade created\n");
     assert_eq!(b.ok(&["container", "prune", "-f", "--filter", "until=1h"]), "Total reclaimed space: 0B\n");
     assert!(b.fails(&["container", "prune", "-f", "--filter", "name=x"]).contains("invalid filter"));
+    // label!=: a container with the label stays; with several, only one that has them all
+    // stays, as docker's daemon decides.
+    b.ok(&["create", "--name", "kept", "-l", "keep=1", "busybox", "true"]);
+    b.ok(&["container", "prune", "-f", "--filter", "label!=keep"]);
+    assert_eq!(names(&b), "kept created\nup running\n");
+    b.ok(&["container", "prune", "-f", "--filter", "label!=keep", "--filter", "label!=other"]);
+    assert_eq!(names(&b), "up running\n", "it lacks one of the two labels: it goes");
+    b.ok(&["create", "--name", "last", "busybox", "true"]);
     let out = b.ok(&["container", "prune", "-f"]);
     assert_eq!(out.lines().nth(1).map(str::len), Some(64), "the removed container's ID: {out}");
     assert_eq!(names(&b), "up running\n", "a running container stays");
@@ -1119,16 +1127,19 @@ fn logs_since_and_until_and_ps_last_read_as_dockers() {
         std::thread::sleep(Duration::from_millis(100));
     };
     let second = stamped.lines().nth(1).and_then(|l| l.split_whitespace().next()).expect("two stamped lines");
-    // A line logged at the --since time is shown; one logged at the --until time is not.
+    // Lines logged at the --since and --until times are shown, as docker shows them.
     assert_eq!(b.ok(&["logs", "--since", second, "talk"]), "two\n");
-    assert_eq!(b.ok(&["logs", "--until", second, "talk"]), "one\n");
+    assert_eq!(b.ok(&["logs", "--until", second, "talk"]), "one\ntwo\n");
+    let first = stamped.lines().next().and_then(|l| l.split_whitespace().next()).unwrap();
+    assert_eq!(b.ok(&["logs", "--until", first, "talk"]), "one\n");
+    assert_eq!(b.ok(&["logs", "--since", "", "--until", "1m30s", "talk"]), "", "docker's empty and compound forms");
     assert_eq!(b.ok(&["logs", "--since", "1h", "talk"]), "one\ntwo\n");
     assert_eq!(b.ok(&["logs", "--until", "1h", "talk"]), "");
     // --tail first, then the window, as docker's.
-    assert_eq!(b.ok(&["logs", "--tail", "1", "--until", second, "talk"]), "");
+    assert_eq!(b.ok(&["logs", "--tail", "1", "--until", first, "talk"]), "");
     // -f stops at --until even while the container runs on.
     let started = Instant::now();
-    assert_eq!(b.ok(&["logs", "-f", "--until", second, "talk"]), "one\n");
+    assert_eq!(b.ok(&["logs", "-f", "--until", first, "talk"]), "one\n");
     assert!(started.elapsed() < Duration::from_secs(30), "follow stopped at --until");
     assert!(b.fails(&["logs", "--since", "soon", "talk"]).contains("--since soon"));
     b.ok(&["rm", "-f", "talk"]);
@@ -1142,6 +1153,36 @@ fn logs_since_and_until_and_ps_last_read_as_dockers() {
     };
     assert_eq!(names(&["-l"]), "third\n", "-l: the newest, of any state");
     assert_eq!(names(&["-n", "2"]), "third\nsecond\n");
+    assert_eq!(names(&["-n", "2", "-l"]), "third\nsecond\n", "-n wins over -l, as docker's");
+    assert_eq!(names(&["-n", "0"]), "", "0 is no limit: running ones only");
     assert_eq!(names(&["-n", "-1"]), "", "-1 is no limit, and without -a only running ones");
     assert_eq!(names(&["-n", "2", "--filter", "name=^f"]), "first\n", "filters first, then the count");
+}
+
+#[test]
+fn image_prune_reads_its_answer_from_stdin_and_keeps_the_images_of_containers() {
+    let Some(b) = setup() else { return };
+    b.import_tiny("dang:1", "first");
+    b.ok(&["create", "--name", "old", "dang:1", "true"]);
+    // The name moves to a new image: the container's image is dangling now.
+    b.import_tiny("dang:1", "second");
+    let yes = |args: &[&str]| {
+        let mut cmd = b.cmd(args);
+        cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"y\n").unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Before, without a terminal berth refused to ask; and it removed the container's image.
+    yes(&["image", "prune", "--grace", "0s"]);
+    let listed = b.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert_eq!(listed.lines().filter(|l| *l == "<none>:<none>").count(), 1, "the container's image stays: {listed}");
+    let id = b.ok(&["inspect", "-f", "{{.Image}}", "old"]);
+    b.ok(&["image", "inspect", id.trim()]);
+    let out = yes(&["image", "prune", "-a", "--grace", "0s"]);
+    assert!(out.contains("untagged: dang:1") && out.contains("untagged: busybox:latest"), "{out}");
+    let listed = b.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert_eq!(listed, "<none>:<none>\n", "only the container's image is left");
 }

@@ -263,7 +263,12 @@ fn network_container_joins_a_running_containers_namespace_as_a_sidecar() {
     let shown = b.ok(&["inspect", "-f", "{{.HostConfig.NetworkMode}} [{{.NetworkSettings.IPAddress}}]", "side"]);
     assert_eq!(shown.trim(), format!("container:{web} []"));
     assert_eq!(b.ok(&["exec", "side", "wget", "-qO-", "http://127.0.0.1:8080/hostname"]).trim(), &web[..12]);
-    b.ok(&["stop", "-t", "0", "side", "web"]);
+    // The other container stops: its address goes back to the pool, and its interface
+    // leaves the namespace the sidecar still holds (before, a new container got the same
+    // address while the old eth0 still answered to it).
+    b.ok(&["stop", "-t", "0", "web"]);
+    assert_eq!(b.ok(&["exec", "side", "sh", "-c", "ls /sys/class/net | tr '\\n' ' '"]), "lo ");
+    b.ok(&["stop", "-t", "0", "side"]);
     let err = b.fails(&["start", "side"]);
     assert!(err.contains("cannot join network of a non running container"), "{err}");
     b.ok(&["start", "web"]);

@@ -918,10 +918,21 @@ fn shm_size_and_group_add_reach_the_process_exec_and_inspect() {
         let (code, out, err) = run(&b, &args);
         assert_eq!((code, out.as_str()), (0, "98304\n1000 10 4321 65534\n"), "under {runtime}: {err}");
     }
-    // A group name the image does not have is refused before the start, as docker's.
-    let (code, _, err) = run(&b, &["--rm", "--group-add", "nosuch", "busybox", "true"]);
-    assert_eq!(code, 125, "{err}");
-    assert!(err.contains("unable to find group nosuch"), "{err}");
+    // A group name the image does not have is refused before the start, with docker's 125,
+    // detached too (before: 126 and an exited container).
+    for detach in [&[][..], &["-d"][..]] {
+        let mut args = detach.to_vec();
+        args.extend(["--rm", "--group-add", "nosuch", "busybox", "true"]);
+        let (code, _, err) = run(&b, &args);
+        assert_eq!(code, 125, "{detach:?}: {err}");
+        assert!(err.contains("unable to find group nosuch"), "{err}");
+    }
+    assert_eq!(b.ok(&["ps", "-aq"]), "", "nothing is left of the refused container");
+    // docker's size forms: fractions, MB, MiB.
+    for (size, kib) in [("1.5m", "1536"), ("64MiB", "65536"), ("32MB", "32768")] {
+        let (code, out, err) = run(&b, &["--rm", "--shm-size", size, "busybox", "sh", "-c", script]);
+        assert_eq!((code, out.lines().next()), (0, Some(kib)), "--shm-size {size}: {err}");
+    }
     // A detached container keeps both: exec's processes get the groups, inspect shows them.
     b.ok(&["run", "-d", "--name", "shm", "--shm-size", "1g", "--group-add", "5", "busybox", "sleep", "60"]);
     assert_eq!(b.ok(&["exec", "shm", "sh", "-c", script]), "1048576\n0 5\n");
@@ -966,6 +977,8 @@ fn pull_policy_and_the_container_id_file_are_dockers() {
     let other = dir.path().join("cid2");
     let (code, _, _) = run(&a, &["--cidfile", &p(&other), "--pull", "never", "nosuch:1", "true"]);
     assert!(code == 125 && !other.exists(), "the ID file of a run that failed is removed");
+    let (code, _, err) = run(&a, &["--cidfile", "", "--rm", "busybox", "true"]);
+    assert_eq!(code, 0, "an empty --cidfile is none, as docker's: {err}");
     let (code, _, err) = run(&a, &["--cidfile", &p(&other), "--rm", "busybox", "true"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(std::fs::read_to_string(&other).unwrap().len(), 64, "a foreground run writes its ID too");

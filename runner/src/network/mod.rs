@@ -269,6 +269,22 @@ impl Attachment {
 /// The most of another container's /etc/hosts, resolv.conf or hostname that is read.
 const SHARED_ETC_MAX: u64 = 1 << 20;
 
+impl Drop for Attachment {
+    /// Removes the veth pair with the address's lease. The namespace may outlive the
+    /// container (a `--network container:` sidecar holds it): the address goes back to the
+    /// pool now, so its interface must go too, or a new container would get the same address
+    /// while the old `eth0` still answers to it. The sidecar keeps `lo`, as under docker.
+    fn drop(&mut self) {
+        let Link::Bridge { veth, .. } = &self.link else { return };
+        // Gone already when the namespace went first: nothing to do.
+        if let Ok(index) = crate::netlink::index(veth) {
+            if let Err(e) = crate::netlink::Socket::open().and_then(|mut nl| nl.del_link(index)) {
+                eprintln!("berth: warning: remove the veth {veth} of a stopped container: {e}");
+            }
+        }
+    }
+}
+
 /// A new network namespace with `lo` up, made and set up from inside (`setup`, with an
 /// rtnetlink socket there) on a short-lived thread of its own; its fd.
 fn new_netns(
