@@ -441,17 +441,7 @@ pub fn resolve_user(mounts: &[Mount], user: &str) -> Result<(u32, u32, Vec<u32>)
     // A uid the passwd file does not list gets group 0, as runc and BuildKit give it.
     let mut gid: u32 = entry.as_ref().and_then(|f| f[3].parse().ok()).unwrap_or(0);
     if let Some(g) = g {
-        gid = match g.parse() {
-            Ok(n) => n,
-            Err(_) => group
-                .lines()
-                .map(|l| l.split(':').collect::<Vec<_>>())
-                .find(|f| f.len() > 2 && f[0] == g)
-                .and_then(|f| f[2].parse().ok())
-                .ok_or_else(|| {
-                    SandboxError::User(format!("unable to find group {g}: no matching entries in group file"))
-                })?,
-        };
+        gid = group_id(&group, g)?;
     }
     let mut groups = vec![gid];
     // A group given with the user is the only one (as runc): the user's memberships count
@@ -466,6 +456,20 @@ pub fn resolve_user(mounts: &[Mount], user: &str) -> Result<(u32, u32, Vec<u32>)
         }
     }
     Ok((uid, gid, groups))
+}
+
+/// A group as a number, or by name through `group_file` (the image's /etc/group), as runc
+/// resolves it.
+fn group_id(group_file: &str, group: &str) -> Result<u32, SandboxError> {
+    if let Ok(n) = group.parse() {
+        return Ok(n);
+    }
+    group_file
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 2 && f[0] == group)
+        .and_then(|f| f[2].parse().ok())
+        .ok_or_else(|| SandboxError::User(format!("unable to find group {group}: no matching entries in group file")))
 }
 
 /// The identity a namespaced process takes: its user's, or root's with root's groups in
@@ -489,17 +493,7 @@ pub fn add_groups(mounts: &[Mount], names: &[String], groups: &mut Vec<u32>) -> 
     }
     let file = read_in_rootfs(mounts, "etc/group").unwrap_or_default();
     for name in names {
-        let gid = match name.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => file
-                .lines()
-                .map(|l| l.split(':').collect::<Vec<_>>())
-                .find(|f| f.len() > 2 && f[0] == name)
-                .and_then(|f| f[2].parse().ok())
-                .ok_or_else(|| {
-                    SandboxError::User(format!("unable to find group {name}: no matching entries in group file"))
-                })?,
-        };
+        let gid = group_id(&file, name)?;
         if !groups.contains(&gid) {
             groups.push(gid);
         }

@@ -42,35 +42,18 @@ fn unix_seconds(v: &str) -> Option<(i64, u32)> {
     Some((secs.parse().ok()?, nanos))
 }
 
-/// A Go duration (`time.ParseDuration`): an optional sign, then numbers with a fraction or
-/// not, each with its unit (ns, us, µs, ms, s, m, h): `90m`, `1h30m`, `1.5s`, `-5s`.
+/// A Go duration (`time.ParseDuration`), signed: `90m`, `1h30m`, `1.5s`, `-5s` (the
+/// Dockerfile parser's reading of HEALTHCHECK durations, with a sign).
 fn go_duration(v: &str) -> Option<Duration> {
-    let (negative, mut rest) = match v.strip_prefix('-') {
+    let (negative, rest) = match v.strip_prefix('-') {
         Some(r) => (true, r),
         None => (false, v.strip_prefix('+').unwrap_or(v)),
     };
-    if rest.is_empty() {
+    // "0" alone is Go's zero, and an empty string none (Unix seconds take "0" first).
+    if rest.is_empty() || rest == "0" {
         return None;
     }
-    let mut nanos: f64 = 0.0;
-    while !rest.is_empty() {
-        let number_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).filter(|&i| i > 0)?;
-        let number: f64 = rest[..number_end].parse().ok()?;
-        rest = &rest[number_end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-        let scale = match &rest[..unit_end] {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        nanos += number * scale;
-        rest = &rest[unit_end..];
-    }
-    let d = Duration::nanoseconds(nanos as i64);
+    let d = Duration::nanoseconds(i64::try_from(builder::dockerfile::parse_duration(rest)?).ok()?);
     Some(if negative { -d } else { d })
 }
 

@@ -53,15 +53,16 @@ fn supervise(c: &Container, ready: &mut Option<File>) -> Result<i32> {
     let snapshotter = crate::snapshot::for_root(c.root())?;
     let rootfs = snapshotter.mounts(&super::snapshot_key(&config.id))?;
     let limits = config.limits();
-    let cgroup = if limits.is_empty() {
+    let mut cgroup = if limits.is_empty() {
         None
     } else {
         let made = crate::cgroup::Cgroup::create(&config.id, &limits);
         Some(made.map_err(super::io_err("set up the cgroup of", &c.dir))?)
     };
     let cgroups = cgroup.as_ref().map(crate::cgroup::Cgroup::procs_files).unwrap_or_default();
-    // Whatever happens in between, the cgroups go (a failed start included).
-    let code = run_process(c, ready, rootfs, cgroups);
+    // Whatever happens in between, the cgroups go (a failed start included); once the
+    // process runs, before its exit is recorded.
+    let code = run_process(c, ready, rootfs, (cgroups, &mut cgroup));
     if let Some(cg) = cgroup {
         cg.remove();
     }
@@ -84,13 +85,13 @@ fn run_process(
     c: &Container,
     ready: &mut Option<File>,
     rootfs: Vec<crate::snapshot::Mount>,
-    cgroups: Vec<std::path::PathBuf>,
+    (cgroups, cgroup): (Vec<std::path::PathBuf>, &mut Option<crate::cgroup::Cgroup>),
 ) -> Result<i32> {
     let config = &c.config;
     let mountpoint = super::containers_dir(c.root()).join(".rootfs");
     std::fs::create_dir_all(&mountpoint).map_err(super::io_err("create", &mountpoint))?;
     // Held to the end: the namespace's fd until the process runs, the address's lease for its life.
-    let net = config.attach_network(c.root())?;
+    let mut net = config.attach_network(c.root())?;
     let mut spec = config.spec(rootfs, mountpoint, cgroups, net.as_ref())?;
     spec.security = config.security(Some(&c.root().join("seccomp")))?;
     let (stdio, io) = Io::new(c, &mut spec)?;
@@ -115,7 +116,7 @@ fn run_process(
         .map_err(super::io_err("start the runtime of", &c.dir))?;
     let pidfd = launched.pidfd.try_clone().map_err(super::io_err("pidfd of", &c.dir))?;
     let started = Started { pid: launched.pid, pidfd };
-    let code = rt.block_on(watch(c, (started, net.as_ref()), ready, (out_r, err_r), exit_rx));
+    let code = rt.block_on(watch(c, (started, (&mut net, cgroup)), ready, (out_r, err_r), exit_rx));
     // The exit is recorded (or could not be): the process may be reaped now.
     drop(launched);
     code
@@ -188,16 +189,21 @@ impl Io {
     }
 }
 
+/// What the process holds while it runs, released by [`watch`] before the exit is recorded:
+/// its network attachment and its cgroup.
+type Held<'a> = (&'a mut Option<crate::network::Attachment>, &'a mut Option<crate::cgroup::Cgroup>);
+
 /// The main loop: binds the ports, records the start, then pumps the output, runs the
 /// health checks and forwards stop signals until the process exits; records the exit.
 async fn watch(
     c: &Container,
-    (started, net): (Started, Option<&crate::network::Attachment>),
+    (started, (held_net, cgroup)): (Started, Held<'_>),
     ready: &mut Option<File>,
     (out, err): (std::io::PipeReader, std::io::PipeReader),
     exit: tokio::sync::oneshot::Receiver<i32>,
 ) -> Result<i32> {
     let pidfd = Arc::new(started.pidfd);
+    let net = held_net.as_ref();
     let listeners = match super::ports::Listeners::bind(&c.config.ports) {
         Ok(l) => l,
         Err(e) => {
@@ -241,6 +247,12 @@ async fn watch(
     // Read while the group is there (supervise removes it), recorded with the exit itself
     // so that whoever sees the exit sees it too.
     let oom_killed = crate::cgroup::Cgroup::existing(&c.config.id).oom_killed();
+    // The cgroup and the network go before the exit is recorded: whoever sees the exit
+    // (`stop`, `wait`) finds them gone, as after docker's.
+    if let Some(cg) = cgroup.take() {
+        cg.remove();
+    }
+    drop(held_net.take());
     c.update(|s| {
         s.exited(code, log_error);
         s.oom_killed = oom_killed;
