@@ -12,6 +12,7 @@ use runner::container::{self, control, logs, Container, Status};
 use runner::snapshot::Snapshotter;
 
 use super::open_store;
+use super::prune_filter::PruneFilter;
 use crate::format;
 
 /// The snapshotter `run` uses on this machine: overlay where the kernel has it, else copy.
@@ -724,7 +725,7 @@ impl Prune {
     /// filters, with its snapshot, as docker's `container prune`; asks first unless `-f`,
     /// reading the answer from stdin. Anonymous volumes stay, as docker keeps them.
     pub fn run(self, root: &Path) -> Result<()> {
-        let filters = PruneFilter::parse(&self.filter)?;
+        let filters = PruneFilter::parse(&self.filter, "container prune")?;
         if !self.force && !super::confirm("WARNING! This will remove all stopped containers.")? {
             return Ok(());
         }
@@ -744,7 +745,7 @@ pub fn prune_stopped(root: &Path, filters: &[PruneFilter]) -> Result<(Vec<String
     let snaps = snapshotter(root)?;
     let (mut deleted, mut bytes) = (Vec::new(), 0);
     for c in container::list(root)? {
-        if c.state()?.status == Status::Running || !PruneFilter::prunes(filters, &c) {
+        if c.state()?.status == Status::Running || !PruneFilter::prunes(filters, &c.config.created, &c.config.labels) {
             continue;
         }
         let size = runner::snapshot::usage::snapshot_bytes(root, &container::snapshot_key(&c.config.id));
@@ -759,53 +760,6 @@ pub fn prune_stopped(root: &Path, filters: &[PruneFilter]) -> Result<(Vec<String
         }
     }
     Ok((deleted, bytes))
-}
-
-/// One of `container prune`'s filters.
-pub enum PruneFilter {
-    /// Created before this time.
-    Until(chrono::DateTime<chrono::Utc>),
-    /// `label=` (true) or `label!=` (false), with its `KEY[=VALUE]`.
-    Label(bool, String),
-}
-
-impl PruneFilter {
-    /// docker's filters for `container prune`; any other key is refused, as docker refuses it.
-    fn parse(given: &[String]) -> Result<Vec<PruneFilter>> {
-        given
-            .iter()
-            .map(|f| match f.split_once('=') {
-                Some(("until", v)) => Ok(PruneFilter::Until(super::when::point_in_time(v).context("invalid filter")?)),
-                Some(("label", v)) => Ok(PruneFilter::Label(true, v.to_owned())),
-                Some(("label!", v)) => Ok(PruneFilter::Label(false, v.to_owned())),
-                _ => bail!("invalid filter {f:?}: container prune takes until=, label= and label!="),
-            })
-            .collect()
-    }
-
-    /// Whether `filters` let prune remove `c`, as docker's daemon decides: `until=` and
-    /// every `label=` must hold, and the `label!=` filters spare it only when it has every
-    /// one of their labels.
-    fn prunes(filters: &[PruneFilter], c: &Container) -> bool {
-        let (mut spared_by, mut negatives) = (0, 0);
-        for f in filters {
-            match f {
-                PruneFilter::Until(t) => {
-                    let created = chrono::DateTime::parse_from_rfc3339(&c.config.created);
-                    if !created.is_ok_and(|created| created < *t) {
-                        return false;
-                    }
-                }
-                PruneFilter::Label(true, l) if !super::has_label(&c.config.labels, l) => return false,
-                PruneFilter::Label(true, _) => {}
-                PruneFilter::Label(false, l) => {
-                    negatives += 1;
-                    spared_by += usize::from(super::has_label(&c.config.labels, l));
-                }
-            }
-        }
-        negatives == 0 || spared_by < negatives
-    }
 }
 
 /// Create a new image from a container's changes

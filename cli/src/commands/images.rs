@@ -653,7 +653,7 @@ impl Prune {
             return Ok(());
         }
         let store = open_store(root)?;
-        let untagged = if self.all { untag_unused(root, &store)? } else { Vec::new() };
+        let untagged = if self.all { untag_unused(root, &store, &|_| true)? } else { Vec::new() };
         let report = store.prune(self.grace, &container_images(root)?)?;
         // Then the snapshots: those no image uses any more and no running build or container
         // holds, and what stopped processes left.
@@ -681,13 +681,16 @@ pub fn container_images(root: &Path) -> Result<std::collections::HashSet<oci::Di
     Ok(runner::container::list(root)?.into_iter().filter_map(|c| c.config.manifest.parse().ok()).collect())
 }
 
-/// Removes the name of every image no container was made from (`prune -a`): docker's
-/// "untagged:" lines. The blobs go with the store's prune that follows.
-pub fn untag_unused(root: &Path, store: &ImageStore) -> Result<Vec<String>> {
+/// Removes the name of every image no container was made from and `chosen` picks (`prune
+/// -a`): docker's "untagged:" lines. The blobs go with the store's prune that follows.
+pub fn untag_unused(root: &Path, store: &ImageStore, chosen: &dyn Fn(&ImageRecord) -> bool) -> Result<Vec<String>> {
     let used = container_images(root)?;
     let mut untagged = Vec::new();
     for rec in store.list()? {
-        let Some(name) = rec.name.filter(|_| !used.contains(&rec.target.digest)) else { continue };
+        if used.contains(&rec.target.digest) || !chosen(&rec) {
+            continue;
+        }
+        let Some(name) = rec.name else { continue };
         store.remove_name(&name)?;
         untagged.push(format!("untagged: {}", name.familiar()));
     }

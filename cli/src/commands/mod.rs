@@ -11,6 +11,7 @@ pub mod images;
 pub mod lifecycle;
 pub mod manifest;
 pub mod network;
+pub mod prune_filter;
 pub mod registry;
 pub mod run;
 pub mod system;

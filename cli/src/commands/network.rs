@@ -351,11 +351,14 @@ impl Rm {
     }
 }
 
-/// Removes every user-defined network no running container is on: their names. One that
-/// cannot be removed is reported and kept.
-pub fn prune_unused(root: &Path) -> Result<Vec<String>> {
+/// Removes every user-defined network no running container is on and `filters` let go:
+/// their names. One that cannot be removed is reported and kept.
+pub fn prune_unused(root: &Path, filters: &[super::prune_filter::PruneFilter]) -> Result<Vec<String>> {
     let mut deleted = Vec::new();
     for network in user::list(root)? {
+        if !super::prune_filter::PruneFilter::prunes(filters, &network.created, &network.labels) {
+            continue;
+        }
         match user::remove(root, &network) {
             Ok(()) => deleted.push(network.name),
             // In use: kept, as docker keeps it.
@@ -384,7 +387,7 @@ impl PruneNet {
         {
             return Ok(());
         }
-        let deleted = prune_unused(root)?;
+        let deleted = prune_unused(root, &[])?;
         if !deleted.is_empty() {
             println!("Deleted Networks:\n{}\n", deleted.join("\n"));
         }

@@ -1089,13 +1089,21 @@ fn system_prune_removes_what_docker_removes_and_spares_what_is_in_use() {
     b.ok(&["run", "-d", "--name", "up", "busybox", "sleep", "60"]);
     b.ok(&["network", "create", "spare"]);
     let names = |b: &Berth| b.ok(&["ps", "-a", "--format", "{{.Names}}"]);
+    // --filter: what was made in the last hour stays with until=1h; label= picks by label.
+    let out = b.ok(&["system", "prune", "-af", "--grace", "0s", "--filter", "until=1h"]);
+    assert_eq!(out, "Total reclaimed space: 0B\n", "everything here is younger than an hour");
+    let out = b.ok(&["system", "prune", "-af", "--filter", "label=nothing-has-it"]);
+    assert!(!out.contains("Deleted"), "{out}");
+    assert_eq!(names(&b).lines().count(), 3);
+    assert!(b.fails(&["system", "prune", "-f", "--filter", "dangling=true"]).contains("invalid filter"));
     // No yes on stdin: nothing goes.
     let mut asked = b.cmd(&["system", "prune"]);
     asked.stdin(std::process::Stdio::null());
     let out = asked.output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("  - all stopped containers"));
     assert_eq!(names(&b).lines().count(), 3);
-    let out = b.ok(&["system", "prune", "-f"]);
+    // until= a minute from now (a negative duration): all of them are older.
+    let out = b.ok(&["system", "prune", "-f", "--filter", "until=-1m"]);
     assert!(out.contains("Deleted Containers:") && out.contains("Deleted Networks:\nspare\n"), "{out}");
     assert!(!out.contains("Deleted Volumes"), "volumes stay without --volumes: {out}");
     assert_eq!(names(&b), "up\n", "the running container stays");
