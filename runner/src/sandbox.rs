@@ -88,6 +88,9 @@ pub struct Spec {
     pub shm_size: Option<u64>,
     /// `--group-add`: more supplementary groups, by name (the image's /etc/group) or number.
     pub group_add: Vec<String>,
+    /// A working directory the rootfs lacks is made (`run -w`, as docker makes it); without
+    /// it, a missing one fails the start (`exec -w`, as docker's 126).
+    pub make_cwd: bool,
 }
 
 /// A bind mount from the host into the container: a `-v` bind or volume, or a build mount.
@@ -861,7 +864,7 @@ pub(crate) fn become_process(spec: &Spec, confinement: &crate::security::Confine
     }
     // A working directory the image lacks is made, as docker and runc make it (still as
     // root, inside the container's root).
-    if rustix::fs::stat(spec.cwd.as_str()).is_err() {
+    if spec.make_cwd && rustix::fs::stat(spec.cwd.as_str()).is_err() {
         let _made = std::fs::create_dir_all(&spec.cwd);
     }
     // Without no_new_privs the filter needs CAP_SYS_ADMIN, which the user change drops: load
@@ -1461,6 +1464,7 @@ mod tests {
             security: Default::default(),
             shm_size: None,
             group_add: vec![],
+            make_cwd: true,
         }
     }
 

@@ -161,6 +161,8 @@ fn sandbox_spec(
         },
         shm_size: None,
         group_add: vec![],
+        // BuildKit makes a WORKDIR the image lacks.
+        make_cwd: true,
     }
 }
 

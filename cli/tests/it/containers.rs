@@ -199,6 +199,11 @@ fn exec_joins_the_containers_namespaces_cgroup_and_confinement() {
     assert_eq!(b.ok(&["exec", "box", "sh", "-c", "ulimit -n"]), "123\n");
     let out = b.output(&["exec", "box", "/no/such/program"]);
     assert_eq!(out.status.code(), Some(127), "{}", String::from_utf8_lossy(&out.stderr));
+    // A -w the container lacks is docker's 126, and is not made (before: made, and 0).
+    let out = b.output(&["exec", "-w", "/no/such/dir", "box", "pwd"]);
+    assert_eq!(out.status.code(), Some(126), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("enter the working directory"));
+    assert_eq!(b.output(&["exec", "box", "ls", "-d", "/no/such/dir"]).status.code(), Some(1));
     b.ok(&["stop", "-t", "0", "box"]);
     let err = b.fails(&["exec", "box", "true"]);
     assert!(err.contains("container box is not running"), "{err}");

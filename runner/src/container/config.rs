@@ -372,6 +372,7 @@ impl Config {
             security: Default::default(),
             shm_size: self.shm_size,
             group_add: self.group_add.clone(),
+            make_cwd: true,
         })
     }
 

@@ -96,6 +96,8 @@ pub fn command(container: &Container, target: &Target, process: &Process) -> Res
     if let Some(cwd) = &process.cwd {
         spec.cwd = cwd.clone();
     }
+    // docker's exec: a -w the container lacks is an error (126), never made.
+    spec.make_cwd = false;
     if let Some(user) = &process.user {
         spec.user = Some(User(user.clone()));
     }
