@@ -138,6 +138,9 @@ pub struct Ps {
     /// Show the last created container (all states)
     #[arg(short = 'l', long)]
     latest: bool,
+    /// Display total file sizes: the container's own writes, and with its image (virtual)
+    #[arg(short, long)]
+    size: bool,
     /// Print each container with a Go template ({{.ID}}, {{.Names}}, {{.Image}}, {{.Command}},
     /// {{.CreatedAt}}, {{.RunningFor}}, {{.Status}}, {{.State}}, {{.Ports}}), `table
     /// TEMPLATE` for aligned columns under docker's titles, or `json`
@@ -225,6 +228,12 @@ impl Ps {
         let mut rows = vec![["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
             .map(String::from)
             .to_vec()];
+        // As docker: with -s, or when a template asks for it (it costs a walk of each snapshot).
+        let sized = self.size || self.format.as_deref().is_some_and(|f| f.contains(".Size"));
+        let store = if sized { Some(open_store(root)?) } else { None };
+        if sized {
+            rows[0].push("SIZE".into());
+        }
         let mut objs = vec![];
         for c in container::list(root)? {
             let state = c.state()?;
@@ -234,8 +243,14 @@ impl Ps {
             if last.is_some_and(|n| objs.len() >= n) {
                 break;
             }
-            let row = self.row(&c, &state);
-            objs.push(ps_object(&row, &state, &c));
+            let mut row = self.row(&c, &state);
+            let mut obj = ps_object(&row, &state, &c);
+            if let Some(store) = &store {
+                let size = container_size(root, store, &c);
+                obj["Size"] = size.clone().into();
+                row.push(size);
+            }
+            objs.push(obj);
             rows.push(row);
         }
         let mut stdout = std::io::stdout().lock();
@@ -275,7 +290,7 @@ impl Ps {
 
 /// A row as `ps --format` sees it, in docker's field names.
 /// The column titles of `ps --format 'table ...'`, docker's.
-const PS_TITLES: [(&str, &str); 12] = [
+const PS_TITLES: [(&str, &str); 13] = [
     ("ID", "CONTAINER ID"),
     ("Image", "IMAGE"),
     ("Command", "COMMAND"),
@@ -288,7 +303,21 @@ const PS_TITLES: [(&str, &str); 12] = [
     ("Labels", "LABELS"),
     ("Mounts", "MOUNTS"),
     ("Networks", "NETWORKS"),
+    ("Size", "SIZE"),
 ];
+
+/// docker's SIZE column: the container's own writes (its snapshot), and in parentheses with
+/// its image's unpacked layers (`12.3kB (virtual 2.15MB)`); an image that cannot be read
+/// counts 0.
+fn container_size(root: &Path, store: &oci::ImageStore, c: &Container) -> String {
+    let own = runner::snapshot::usage::snapshot_bytes(root, &container::snapshot_key(&c.config.id));
+    let image = store
+        .resolve(&c.config.manifest)
+        .and_then(|rec| store.image(&rec.target))
+        .and_then(|img| store.unpacked_size(&img))
+        .unwrap_or(0);
+    format!("{} (virtual {})", format::size(own), format::size(own + image))
+}
 
 /// `--ulimit`s as docker's `HostConfig.Ulimits` (`-1` for unlimited), null when none.
 fn ulimits_json(given: &[String]) -> serde_json::Value {
@@ -322,7 +351,8 @@ fn ps_object(row: &[String], state: &container::State, c: &Container) -> serde_j
         "Mounts": c.config.volumes.iter()
             .map(|v| v.volume.clone().unwrap_or_else(|| v.host.display().to_string()))
             .collect::<Vec<_>>().join(","),
-        "Networks": c.config.network,
+        // A sidecar (`--network container:`) has none of its own, as docker shows it.
+        "Networks": if c.config.network.starts_with(runner::container::config::SHARED_PREFIX) { "" } else { c.config.network.as_str() },
     })
 }
 

@@ -1199,3 +1199,26 @@ fn image_prune_reads_its_answer_from_stdin_and_keeps_the_images_of_containers() 
     let listed = b.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     assert_eq!(listed, "<none>:<none>\n", "only the container's image is left");
 }
+
+#[test]
+fn ps_size_shows_a_containers_own_writes_and_with_its_image() {
+    let Some(b) = setup() else { return };
+    b.ok(&["run", "-d", "--name", "writer", "busybox", "sh", "-c", "head -c 300000 /dev/zero > /big; sleep 60"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let size = loop {
+        let size = b.ok(&["ps", "--format", "{{.Size}}"]);
+        if size.starts_with("3") || Instant::now() > deadline {
+            break size;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // `300kB (virtual 2.4MB)`: its own writes, then with the image's 2.1 MB of busybox.
+    let (own, virt) = size.trim().split_once(" (virtual ").expect("docker's SIZE form");
+    let kb = |s: &str| s.trim_end_matches(')').trim_end_matches("kB").parse::<f64>().ok();
+    assert!(own.ends_with("kB") && kb(own).is_some_and(|k| (300.0..400.0).contains(&k)), "{size}");
+    assert!(virt.ends_with("MB)"), "the image's layers count in virtual: {size}");
+    let table = b.ok(&["ps", "-s"]);
+    assert!(table.lines().next().unwrap().ends_with("SIZE") && table.contains(own), "{table}");
+    assert!(!b.ok(&["ps"]).contains("SIZE"), "only with -s");
+    b.ok(&["rm", "-f", "writer"]);
+}

@@ -262,6 +262,7 @@ fn network_container_joins_a_running_containers_namespace_as_a_sidecar() {
     b.ok(&["run", "-d", "--name", "side", "--network", "container:web", "busybox", "sleep", "60"]);
     let shown = b.ok(&["inspect", "-f", "{{.HostConfig.NetworkMode}} [{{.NetworkSettings.IPAddress}}]", "side"]);
     assert_eq!(shown.trim(), format!("container:{web} []"));
+    assert_eq!(b.ok(&["ps", "--filter", "name=side", "--format", "[{{.Networks}}]"]), "[]\n", "none of its own");
     assert_eq!(b.ok(&["exec", "side", "wget", "-qO-", "http://127.0.0.1:8080/hostname"]).trim(), &web[..12]);
     // The other container stops: its address goes back to the pool, and its interface
     // leaves the namespace the sidecar still holds (before, a new container got the same
