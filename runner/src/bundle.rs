@@ -193,7 +193,7 @@ pub fn remove(mountpoint: &Path) {
         // Unmount the rootfs first: removing the bundle must never walk into it.
         let _ = crate::snapshot::unmount(&bundle.join("rootfs"));
         let _ = std::fs::remove_file(bundle.join("config.json"));
-        for name in ["hosts", "resolv.conf", "hostname"] {
+        for name in crate::sandbox::EtcFiles::NAMES {
             let _ = std::fs::remove_file(bundle.join(format!("etc-{name}")));
         }
         let _ = std::fs::remove_dir(bundle.join("rootfs"));

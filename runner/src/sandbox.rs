@@ -1342,9 +1342,13 @@ impl EtcFiles {
         self
     }
 
+    /// The files' names under /etc, in the order they are bound.
+    pub(crate) const NAMES: [&'static str; 3] = ["hosts", "resolv.conf", "hostname"];
+
     /// Each file's name under /etc and its content, in the order they are bound.
     pub(crate) fn entries(&self) -> [(&'static str, &str); 3] {
-        [("hosts", &self.hosts), ("resolv.conf", &self.resolv_conf), ("hostname", &self.hostname)]
+        let [hosts, resolv_conf, hostname] = Self::NAMES;
+        [(hosts, &self.hosts), (resolv_conf, &self.resolv_conf), (hostname, &self.hostname)]
     }
 }
 

@@ -198,14 +198,15 @@ impl Converter<'_> {
         let mut inputs = vec![out.vertex];
         let from_context = copy.from.is_none() && sources.iter().any(|s| matches!(s, CopySrc::Path(_)));
         let from = match &copy.from {
-            // A local directory's files are read where they are, as the context's.
-            Some(w) if matches!(self.inputs.named.get(&exp(w)?), Some(crate::context::NamedContext::Dir(_))) => {
-                CopyFrom::Named(exp(w)?)
-            }
             Some(w) => {
                 let name = exp(w)?;
-                inputs.push(self.source(&name, w.at)?);
-                CopyFrom::Input
+                // A local directory's files are read where they are, as the context's.
+                if matches!(self.inputs.named.get(&name), Some(crate::context::NamedContext::Dir(_))) {
+                    CopyFrom::Named(name)
+                } else {
+                    inputs.push(self.source(&name, w.at)?);
+                    CopyFrom::Input
+                }
             }
             None if from_context => CopyFrom::Context,
             None => CopyFrom::Nothing,

@@ -409,8 +409,7 @@ impl Logs {
     }
 
     fn print(&self, window: &LogWindow, entries: &[logs::Entry]) -> Result<()> {
-        let shown: Vec<logs::Entry> = entries.iter().filter(|e| window.holds(e)).cloned().collect();
-        print_entries(&shown, self.timestamps)
+        print_entries(entries.iter().filter(|e| window.holds(e)), self.timestamps)
     }
 }
 
@@ -630,7 +629,7 @@ impl Start {
 }
 
 /// Writes log entries to stdout or stderr, as their stream was, with their times if asked.
-fn print_entries(entries: &[logs::Entry], timestamps: bool) -> Result<()> {
+fn print_entries<'e>(entries: impl IntoIterator<Item = &'e logs::Entry>, timestamps: bool) -> Result<()> {
     let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
     for e in entries {
         let w: &mut dyn Write = if e.stream == logs::Stream::Stderr { &mut err } else { &mut out };

@@ -653,8 +653,9 @@ impl Prune {
             return Ok(());
         }
         let store = open_store(root)?;
-        let untagged = if self.all { untag_unused(root, &store, &|_| true)? } else { Vec::new() };
-        let report = store.prune(self.grace, &container_images(root)?)?;
+        let used = container_images(root)?;
+        let untagged = if self.all { untag_unused(&store, &used, &|_| true)? } else { Vec::new() };
+        let report = store.prune(self.grace, &used)?;
         // Then the snapshots: those no image uses any more and no running build or container
         // holds, and what stopped processes left.
         let snapshots = runner::snapshot::usage::prune(root, &store).context("prune layer snapshots")?;
@@ -681,17 +682,21 @@ pub fn container_images(root: &Path) -> Result<std::collections::HashSet<oci::Di
     Ok(runner::container::list(root)?.into_iter().filter_map(|c| c.config.manifest.parse().ok()).collect())
 }
 
-/// Removes the name of every image no container was made from and `chosen` picks (`prune
-/// -a`): docker's "untagged:" lines. The blobs go with the store's prune that follows.
-pub fn untag_unused(root: &Path, store: &ImageStore, chosen: &dyn Fn(&ImageRecord) -> bool) -> Result<Vec<String>> {
-    let used = container_images(root)?;
+/// Removes the name of every image that is not in `used` (the images of containers, from
+/// [`container_images`]) and that `chosen` picks (`prune -a`): docker's "untagged:" lines.
+/// The blobs go with the store's prune that follows.
+pub fn untag_unused(
+    store: &ImageStore,
+    used: &std::collections::HashSet<oci::Digest>,
+    chosen: &dyn Fn(&ImageRecord) -> bool,
+) -> Result<Vec<String>> {
     let mut untagged = Vec::new();
     for rec in store.list()? {
-        if used.contains(&rec.target.digest) || !chosen(&rec) {
+        let Some(name) = rec.name.as_ref().filter(|_| !used.contains(&rec.target.digest)) else { continue };
+        if !chosen(&rec) {
             continue;
         }
-        let Some(name) = rec.name else { continue };
-        store.remove_name(&name)?;
+        store.remove_name(name)?;
         untagged.push(format!("untagged: {}", name.familiar()));
     }
     Ok(untagged)

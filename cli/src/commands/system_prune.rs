@@ -63,9 +63,9 @@ impl Prune {
         }
         bytes += cache.bytes;
         let chosen = |rec: &oci::ImageRecord| image_chosen(&store, rec, &filters);
-        let mut removed = if self.all { images::untag_unused(root, &store, &chosen)? } else { Vec::new() };
         // Dangling images the filters spare stay, with the images of containers.
         let mut spare = images::container_images(root)?;
+        let mut removed = if self.all { images::untag_unused(&store, &spare, &chosen)? } else { Vec::new() };
         for rec in store.list()?.into_iter().filter(|r| r.name.is_none() && !chosen(r)) {
             spare.insert(rec.target.digest);
         }
