@@ -1,10 +1,45 @@
-//! Build script of the berth binary: links libstdc++ statically (see `static_libstdcxx`).
+//! Build script of the berth binary: links libstdc++ statically (see `static_libstdcxx`) and
+//! names the commit and the compiler for `berth version` (see `version_facts`).
 
 use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
     static_libstdcxx();
+    version_facts();
+}
+
+/// Sets `BERTH_GIT_COMMIT` (the checkout's short commit, `unknown` outside git) and
+/// `BERTH_RUSTC_VERSION` for `berth version`. The commit is read again when HEAD or the
+/// branch it names moves, so a commit relinks the binary but a build needs no git at all.
+fn version_facts() {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .filter(|s| !s.is_empty())
+    };
+    let commit = git(&["rev-parse", "--short=12", "HEAD"]);
+    println!("cargo:rustc-env=BERTH_GIT_COMMIT={}", commit.as_deref().unwrap_or("unknown"));
+    if commit.is_some() {
+        for file in ["HEAD", "packed-refs"] {
+            if let Some(path) = git(&["rev-parse", "--path-format=absolute", "--git-path", file]) {
+                println!("cargo:rerun-if-changed={path}");
+            }
+        }
+        if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
+            if let Some(path) = git(&["rev-parse", "--path-format=absolute", "--git-path", &branch]) {
+                println!("cargo:rerun-if-changed={path}");
+            }
+        }
+    }
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let version = Command::new(rustc).arg("--version").output().ok().filter(|o| o.status.success());
+    let version = version.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    println!("cargo:rustc-env=BERTH_RUSTC_VERSION={}", version.as_deref().unwrap_or("unknown"));
 }
 
 /// librocksdb-sys asks for `-lstdc++`, which the linker resolves to the shared library, and

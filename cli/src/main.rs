@@ -73,6 +73,8 @@ enum Command {
     Volume(commands::volume::VolumeCmd),
     System(commands::system::SystemCmd),
     Builder(commands::buildcache::BuilderCmd),
+    Version(commands::info::Version),
+    Info(commands::info::Info),
     Container(commands::groups::ContainerCmd),
     Image(commands::groups::ImageCmd),
     /// `container prune`, which has no top-level verb (docker's `prune` is the image one).
@@ -127,7 +129,7 @@ impl Command {
     /// The command touches snapshots or containers, whose files belong to many users: a
     /// plain user runs it in a user namespace. Talking to registries alone does not.
     fn needs_ids(&self) -> bool {
-        !matches!(self, Command::Registry(_) | Command::Login(_) | Command::Logout(_))
+        !matches!(self, Command::Registry(_) | Command::Login(_) | Command::Logout(_) | Command::Version(_))
     }
 }
 
@@ -166,6 +168,10 @@ fn main() -> ExitCode {
             eprintln!("berth: {e}");
             return failure;
         }
+    }
+    if let Command::Version(v) = cli.command {
+        // Only about the binary: no store is opened or swept.
+        return finish(v.run(), failure);
     }
     commands::lifecycle::sweep(&root);
     let result = match cli.command {
@@ -207,8 +213,15 @@ fn main() -> ExitCode {
         Command::System(c) => c.run(&root),
         Command::Builder(c) => c.run(&root),
         Command::ContainerPrune(c) => c.run(&root),
+        Command::Info(c) => c.run(&root),
+        Command::Version(_) => unreachable!("run above"),
         Command::Container(_) | Command::Image(_) => unreachable!("ungrouped above"),
     };
+    finish(result, failure)
+}
+
+/// The exit status of a command's result, its error printed as one line.
+fn finish(result: anyhow::Result<()>, failure: ExitCode) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -18,6 +18,7 @@
 //!   health checks and published ports.
 //! - [`emulation`]: whether a foreign platform's programs run here (binfmt_misc handlers).
 //! - [`exec`]: the [`exec::Executor`] trait over the sandbox, as `berth build` runs RUN steps.
+//! - [`host`]: facts about the machine (kernel, cgroups, snapshotter, runtimes) for `berth info`.
 //!
 //! ```no_run
 //! let layer = std::fs::File::open("layer.tar")?;
@@ -31,6 +32,7 @@ pub mod chroot;
 pub mod container;
 pub mod emulation;
 pub mod exec;
+pub mod host;
 pub mod inplace;
 pub mod lease;
 mod merged;

@@ -8,6 +8,7 @@ pub mod container;
 pub mod exec;
 pub mod groups;
 pub mod images;
+pub mod info;
 pub mod lifecycle;
 pub mod manifest;
 pub mod network;

@@ -1,5 +1,5 @@
 //! `berth system df`: the disk berth uses, by kind, as docker's (`system prune` is in
-//! [`super::system_prune`]).
+//! [`super::system_prune`], `system info` in [`super::info`]).
 
 use std::collections::{BTreeSet, HashSet};
 use std::io::Write;
@@ -22,6 +22,7 @@ pub struct SystemCmd {
 #[derive(Debug, Subcommand)]
 enum SystemSub {
     Df(Df),
+    Info(super::info::Info),
     Prune(super::system_prune::Prune),
 }
 
@@ -30,6 +31,7 @@ impl SystemCmd {
     pub fn run(self, root: &Path) -> Result<()> {
         match self.command {
             SystemSub::Df(d) => d.run(root),
+            SystemSub::Info(i) => i.run(root),
             SystemSub::Prune(p) => p.run(root),
         }
     }

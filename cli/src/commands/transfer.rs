@@ -44,16 +44,26 @@ struct Settings {
 impl Remote {
     /// A registry client with berth's settings and these flags.
     pub fn client(&self) -> Result<Client> {
-        let path = config_file();
-        let settings: Settings = match std::fs::read_to_string(&path) {
-            Ok(t) => toml::from_str(&t).with_context(|| format!("parse {}", path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Settings::default(),
-            Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
-        };
+        let settings = settings()?;
         let opts =
             ClientOptions { insecure: settings.insecure_registries, insecure_all: self.insecure, ..Default::default() };
         Ok(Client::new(opts)?)
     }
+}
+
+/// berth's settings file, or the defaults where there is none.
+fn settings() -> Result<Settings> {
+    let path = config_file();
+    match std::fs::read_to_string(&path) {
+        Ok(t) => toml::from_str(&t).with_context(|| format!("parse {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Settings::default()),
+        Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
+    }
+}
+
+/// The registries berth's settings file allows over plain HTTP, for `berth info`.
+pub fn insecure_registries() -> Result<Vec<String>> {
+    Ok(settings()?.insecure_registries)
 }
 
 /// A runtime for the client's async calls.

@@ -28,6 +28,23 @@ pub fn size(bytes: u64) -> String {
     format!("{s}{}", UNITS[i])
 }
 
+/// A size in binary units with four significant digits, as docker's `info` writes memory:
+/// `3.832GiB`, `512MiB`, `1023B`.
+pub fn binary_size(bytes: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    let whole_digits = if v < 1.0 { 1 } else { (v.log10().floor() as usize) + 1 };
+    let digits = 4usize.saturating_sub(whole_digits);
+    let s = format!("{v:.digits$}");
+    let s = if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_owned() } else { s };
+    format!("{s}{}", UNITS[i])
+}
+
 /// A time as Go prints a `time.Time`, which docker's `ps` and `images` show for
 /// `{{.CreatedAt}}`: `2026-12-06 07:30:44 +0000 UTC`.
 pub fn go_time(t: DateTime<Utc>) -> String {
@@ -102,6 +119,15 @@ mod tests {
         assert_eq!(size(12_300_000), "12.3MB");
         assert_eq!(size(123_000_000), "123MB");
         assert_eq!(size(2_000_000_000), "2GB");
+    }
+
+    #[test]
+    fn binary_sizes_read_like_dockers_info() {
+        assert_eq!(binary_size(1023), "1023B");
+        assert_eq!(binary_size(512 << 20), "512MiB");
+        // docker's `Total Memory: 3.832GiB` for MemTotal 4,114,542,592.
+        assert_eq!(binary_size(4_114_542_592), "3.832GiB");
+        assert_eq!(binary_size(16_740_000_000), "15.59GiB");
     }
 
     #[test]

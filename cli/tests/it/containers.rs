@@ -1222,3 +1222,43 @@ fn ps_size_shows_a_containers_own_writes_and_with_its_image() {
     assert!(!b.ok(&["ps"]).contains("SIZE"), "only with -s");
     b.ok(&["rm", "-f", "writer"]);
 }
+
+/// `version` and `info` as CI logs print them: docker's templates over docker's field names,
+/// and counts that follow the store (a running and a stopped container, one image).
+#[test]
+fn version_and_info_report_the_binary_the_machine_and_the_store() {
+    let Some(b) = setup() else { return };
+    let version = b.ok(&["version", "--format", "{{.Client.Version}} {{.Client.Os}}"]);
+    assert_eq!(version, format!("{} linux\n", env!("CARGO_PKG_VERSION")));
+    let text = b.ok(&["version"]);
+    for field in ["Client:\n", " Version:      ", " Git commit:   ", " OS/Arch:      linux/"] {
+        assert!(text.contains(field), "{field:?} in {text}");
+    }
+    let count = |b: &Berth| {
+        b.ok(&["info", "--format", "{{.Containers}} {{.ContainersRunning}} {{.ContainersStopped}} {{.Images}}"])
+    };
+    assert_eq!(count(&b), "0 0 0 1\n", "the busybox image alone");
+    let id = b.ok(&["run", "-d", "busybox", "sleep", "60"]);
+    b.ok(&["run", "--name", "done", "busybox", "true"]);
+    assert_eq!(count(&b), "2 1 1 1\n");
+    b.ok(&["tag", "busybox", "another:name"]);
+    assert_eq!(count(&b), "2 1 1 1\n", "a second name of one image is one image");
+    let json: serde_json::Value = serde_json::from_str(&b.ok(&["system", "info", "--format", "json"])).unwrap();
+    assert_eq!(json["DockerRootDir"], p(b.root.path()));
+    assert_eq!(json["OSType"], "linux");
+    assert_eq!(json["Runtimes"]["berth"]["path"].as_str().map(|s| s.ends_with("berth")), Some(true), "{json}");
+    assert!(["overlayfs", "fuse-overlayfs", "native"].contains(&json["Driver"].as_str().unwrap()), "{json}");
+    assert!(json["NCPU"].as_u64().unwrap() >= 1 && json["MemTotal"].as_u64().unwrap() > 1 << 20, "{json}");
+    let text = b.ok(&["info"]);
+    for line in [
+        "Containers: 2\n Running: 1\n",
+        "Images: 1\n",
+        &format!("Storage Driver: {}\n", json["Driver"].as_str().unwrap()),
+        "Default Runtime: berth\n",
+        &format!("Root Dir: {}\n", p(b.root.path())),
+    ] {
+        assert!(text.contains(line), "{line:?} in {text}");
+    }
+    assert!(!b.output(&["info", "--format", "{{.Containers"]).status.success(), "a broken template is an error");
+    b.ok(&["rm", "-f", id.trim(), "done"]);
+}

@@ -222,6 +222,17 @@ fn kind() -> Result<Kind> {
     })
 }
 
+/// The snapshotter berth's root uses on this machine, by BuildKit's names (`overlayfs`,
+/// `fuse-overlayfs`, `native`), for `berth info`; `unknown` when [`SNAPSHOTTER_ENV`] names none.
+pub fn kind_name() -> &'static str {
+    match kind() {
+        Ok(Kind::Overlay) => "overlayfs",
+        Ok(Kind::FuseOverlay) => "fuse-overlayfs",
+        Ok(Kind::Copy) => "native",
+        Err(_) => "unknown",
+    }
+}
+
 /// `<root>/snapshots`, made (or made again) 0700: the files of images and containers are
 /// below it, setuid programs among them, which no other user of the machine may reach.
 fn private_snapshots(root: &Path) -> Result<PathBuf> {
