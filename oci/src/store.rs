@@ -234,9 +234,11 @@ impl ImageStore {
         move |source| Error::Index { path: self.root.join("index"), source }
     }
 
-    /// Points `name` at `target`, replacing what it pointed at before.
+    /// Points `name` at `target`, replacing what it pointed at before. A name with a digest
+    /// names that manifest, or one platform's image of that index (a multi-platform image
+    /// pulled by its digest).
     pub fn set_name(&self, name: &Reference, target: &Target) -> Result<()> {
-        if name.digest().is_some_and(|d| d != &target.digest) {
+        if name.digest().is_some_and(|d| d != &target.digest && !self.index_holds(d, &target.digest)) {
             return Err(Error::InvalidReference {
                 input: name.to_string(),
                 reason: "its digest is not the digest of the image it would name",
@@ -246,9 +248,12 @@ impl ImageStore {
         self.with_index(|db| {
             let key = format!("{NAME_PREFIX}{name}");
             let mut batch = rocksdb::WriteBatch::default();
-            // The image this name leaves stays, untagged, unless another name keeps it.
+            // The image this name leaves stays, untagged, unless another name keeps it, or
+            // the name moves to another manifest of the same image (a load of what is there,
+            // a push's compressed twin): docker's images are their IDs, and one is no orphan.
             if let Some(old) = db.get(&key).map_err(self.index_err())?.map(|v| parse_target(&v)).transpose()? {
-                if old.digest != target.digest && !named_elsewhere(db, &key, &old.digest)? {
+                let same_image = || !media::is_index(&old.media_type) && self.own_id(&old) == self.own_id(target);
+                if old.digest != target.digest && !same_image() && !named_elsewhere(db, &key, &old.digest)? {
                     batch.put(format!("{DANGLING_PREFIX}{}", old.digest), serde_json::to_vec(&old).unwrap_or_default());
                 }
             }
@@ -257,6 +262,12 @@ impl ImageStore {
             batch.delete(format!("{DANGLING_PREFIX}{}", target.digest));
             db.write(batch).map_err(self.index_err())
         })
+    }
+
+    /// Whether `index` is an index in the store that lists the manifest `child`.
+    fn index_holds(&self, index: &Digest, child: &Digest) -> bool {
+        let Ok(Manifest::Index(ix)) = self.manifest(index, None) else { return false };
+        ix.manifests().iter().any(|d| descriptor_digest(d).is_ok_and(|c| &c == child))
     }
 
     /// Records an image that has no name (docker's `<none>:<none>`).

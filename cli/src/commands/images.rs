@@ -96,7 +96,11 @@ struct Row {
     repository: String,
     tag: String,
     id: oci::Digest,
+    /// The registry digest a digest name pins, else the manifest's own.
     digest: oci::Digest,
+    /// Whether the row is a name pinned by digest (`repo@sha256:...`), which docker shows
+    /// only in the DIGEST column of the repository's tag row for that image.
+    pinned: bool,
     created: Option<chrono::DateTime<chrono::Utc>>,
     size: u64,
     /// The image's platform; an index's, each of its entries'.
@@ -113,14 +117,16 @@ impl Row {
             None => ("<none>".to_owned(), "<none>".to_owned()),
         };
         let read = || format!("read image {}", rec.target.digest);
-        let digest = rec.target.digest.clone();
+        let pinned = rec.name.as_ref().and_then(Reference::digest);
+        let digest = pinned.unwrap_or(&rec.target.digest).clone();
+        let pinned = pinned.is_some();
         if !oci::media::is_index(&rec.target.media_type) {
             let img = store.image(&rec.target).with_context(read)?;
             let platform = oci::Platform::of_config(&img.config);
             // As docker shows it: what the layers take unpacked, not their stored size.
             let size = store.unpacked_size(&img)?;
             let (id, created, platforms) = (img.id.clone(), img.created(), vec![platform.to_string()]);
-            return Ok(Row { repository, tag, id, digest, created, size, platforms });
+            return Ok(Row { repository, tag, id, digest, pinned, created, size, platforms });
         }
         let children = oci::index::children(store, &rec.target).with_context(read)?;
         let mut size = 0;
@@ -129,7 +135,7 @@ impl Row {
         }
         let created = children.iter().filter_map(|c| c.image.as_ref().and_then(|i| i.created())).max();
         let platforms = children.iter().map(|c| c.entry.platform.to_string()).collect();
-        Ok(Row { repository, tag, id: digest.clone(), digest, created, size, platforms })
+        Ok(Row { repository, tag, id: rec.target.digest.clone(), digest, pinned, created, size, platforms })
     }
 }
 
@@ -172,6 +178,7 @@ impl Images {
                 ),
             }
         }
+        let mut rows = fold(rows);
         rows.retain(|r| row_filters.iter().all(|f| f.keeps(r)));
         rows.sort_by(|a, b| {
             b.created.cmp(&a.created).then_with(|| a.repository.cmp(&b.repository)).then_with(|| a.tag.cmp(&b.tag))
@@ -230,6 +237,28 @@ impl Images {
         write!(out, "{}", format::table(&table))?;
         Ok(())
     }
+}
+
+/// The rows as docker shows them: a digest name is folded into its repository's tag row
+/// for the same image (whose DIGEST it becomes), and shown as `REPO <none>` only without
+/// one; an unnamed manifest of an image that has a name (the same image under another
+/// manifest) is not a dangling image.
+fn fold(rows: Vec<Row>) -> Vec<Row> {
+    let (pins, mut rows): (Vec<Row>, Vec<Row>) = rows.into_iter().partition(|r| r.pinned);
+    for pin in pins {
+        let tagged = rows.iter_mut().filter(|r| r.repository == pin.repository && r.id == pin.id && r.tag != "<none>");
+        let mut folded = false;
+        for r in tagged {
+            r.digest = pin.digest.clone();
+            folded = true;
+        }
+        if !folded {
+            rows.push(pin);
+        }
+    }
+    let named: BTreeSet<oci::Digest> = rows.iter().filter(|r| r.repository != "<none>").map(|r| r.id.clone()).collect();
+    rows.retain(|r| r.repository != "<none>" || !named.contains(&r.id));
+    rows
 }
 
 /// `busybox` -> (docker.io/library/busybox, None); `busybox:1` -> (…, Some("1")).
@@ -330,7 +359,14 @@ fn rmi_one(store: &ImageStore, what: &str, force: bool, containers: &[runner::co
         })
         .collect();
     let to_untag: Vec<&ImageRecord> = if by_name {
-        same.iter().copied().filter(|r| r.name == rec.name).collect()
+        // docker's: when no other tag of the repository is left on the image, its names
+        // there pinned by digest go with the tag.
+        let repo = rec.name.as_ref().map(Reference::repository);
+        let of_repo = |r: &ImageRecord| r.name.as_ref().map(Reference::repository) == repo;
+        let tags_left = same
+            .iter()
+            .any(|r| of_repo(r) && r.name != rec.name && r.name.as_ref().is_some_and(|n| n.digest().is_none()));
+        same.iter().copied().filter(|r| r.name == rec.name || (!tags_left && of_repo(r))).collect()
     } else if let Some(pinned) = pinned {
         let repo = pinned.repository();
         let names: Vec<&ImageRecord> =
@@ -346,17 +382,34 @@ fn rmi_one(store: &ImageStore, what: &str, force: bool, containers: &[runner::co
         }
         same.clone()
     };
-    // As docker: the last name of an image a container was made from goes only with -f.
-    let user = containers.iter().find(|c| same.iter().any(|r| c.config.manifest == r.target.digest.to_string()));
-    if let (Some(c), false, true) = (user, force, to_untag.len() == same.len()) {
+    // As docker: the last name of an image a container was made from goes only with -f;
+    // an image a running container uses is never deleted: by ID that is refused even with
+    // -f, by name -f only untags.
+    let uses =
+        |c: &&runner::container::Container| same.iter().any(|r| c.config.manifest == r.target.digest.to_string());
+    let user = containers.iter().find(uses);
+    let running = containers
+        .iter()
+        .filter(uses)
+        .find(|c| c.state().is_ok_and(|s| s.status == runner::container::Status::Running));
+    let last = to_untag.len() == same.len();
+    if let (Some(c), false, true) = (user, force, last) {
         bail!(
             "conflict: unable to remove repository reference {what:?} (must force) - container {} is using its referenced image",
             c.short_id()
         );
     }
+    if let (Some(c), Some(id), true) = (running, &rec_id, last) {
+        bail!(
+            "conflict: unable to delete {} (cannot be forced) - image is being used by running container {}",
+            id.short(),
+            c.short_id()
+        );
+    }
+    let delete = last && running.is_none();
     // Read before any name goes. An image that cannot be read is still removed, shown by
     // its manifest's digest.
-    let shown = match to_untag.len() == same.len() {
+    let shown = match delete {
         true => deletable_ids(store, &rec.target)
             .unwrap_or_else(|_| vec![(rec.target.digest.clone(), vec![rec.target.digest.clone()])]),
         false => vec![],
@@ -373,7 +426,11 @@ fn rmi_one(store: &ImageStore, what: &str, force: bool, containers: &[runner::co
             }
         }
     }
-    if to_untag.len() == same.len() {
+    if last && !delete {
+        // Untagged under a running container: the image stays, dangling, as docker's.
+        store.add_dangling(&rec.target)?;
+    }
+    if delete {
         let mut blobs = BTreeSet::new();
         for r in &same {
             store.reachable(&r.target, &mut blobs)?;
@@ -393,8 +450,10 @@ fn rmi_one(store: &ImageStore, what: &str, force: bool, containers: &[runner::co
 /// ID of each of its images in the store (those nothing else uses go with it).
 fn deletable_ids(store: &ImageStore, target: &oci::Target) -> Result<Vec<(oci::Digest, Vec<oci::Digest>)>> {
     if !oci::media::is_index(&target.media_type) {
+        // Gone when its config is: another manifest of the same image (another name's)
+        // keeps the ID, and docker then says only `Untagged`.
         let img = store.image(target)?;
-        return Ok(vec![(img.id.clone(), vec![img.id, target.digest.clone()])]);
+        return Ok(vec![(img.id.clone(), vec![img.id])]);
     }
     let mut out = vec![(target.digest.clone(), vec![target.digest.clone()])];
     for c in oci::index::children(store, target)? {
@@ -482,6 +541,7 @@ fn inspect_image(store: &ImageStore, all: &[ImageRecord], rec: &ImageRecord) -> 
     let names: Vec<&Reference> =
         all.iter().filter(|r| r.target.digest == rec.target.digest).filter_map(|r| r.name.as_ref()).collect();
     let repo_tags: Vec<String> = names.iter().filter(|n| n.tag().is_some()).map(|n| n.familiar()).collect();
+    let repo_digests = repo_digests(store, all, rec)?;
     let index = oci::media::is_index(&rec.target.media_type);
     let children = match index {
         true => oci::index::children(store, &rec.target)?,
@@ -497,8 +557,7 @@ fn inspect_image(store: &ImageStore, all: &[ImageRecord], rec: &ImageRecord) -> 
     let mut obj = json!({
         "Id": if index { rec.target.digest.to_string() } else { img.as_ref().map(|i| i.id.to_string()).unwrap_or_default() },
         "RepoTags": repo_tags,
-        // Registry digests are recorded by pull and push, which land with the client.
-        "RepoDigests": [],
+        "RepoDigests": repo_digests,
         "Descriptor": {
             "mediaType": rec.target.media_type,
             "digest": rec.target.digest.to_string(),
@@ -507,7 +566,7 @@ fn inspect_image(store: &ImageStore, all: &[ImageRecord], rec: &ImageRecord) -> 
     });
     if let Some(img) = &img {
         let config: serde_json::Value = serde_json::from_slice(&img.config_bytes)?;
-        for key in ["created", "author", "architecture", "variant", "os", "config", "history"] {
+        for key in ["created", "author", "comment", "architecture", "variant", "os", "config", "history"] {
             let field = match key {
                 "os" => "Os".to_owned(),
                 k => k[..1].to_uppercase() + &k[1..],
@@ -519,6 +578,7 @@ fn inspect_image(store: &ImageStore, all: &[ImageRecord], rec: &ImageRecord) -> 
             obj["RootFS"] = json!({ "Type": rootfs.get("type"), "Layers": rootfs.get("diff_ids") });
         }
         obj["Size"] = json!(store.unpacked_size(img)?);
+        obj["VirtualSize"] = obj["Size"].clone();
         obj["Manifest"] = json!({ "digest": img.manifest_digest.to_string(), "layers": img.manifest.layers() });
     }
     if index {
@@ -529,6 +589,33 @@ fn inspect_image(store: &ImageStore, all: &[ImageRecord], rec: &ImageRecord) -> 
         map.retain(|_, v| !v.is_null());
     }
     Ok(obj)
+}
+
+/// docker's `RepoDigests`: `repo@digest` for each name of the image pinned by digest (a pull
+/// by digest, a multi-platform pull's index), and for each tag whose manifest the registry
+/// of that repository is known to have (pulled or pushed there). A built image that was
+/// never pushed has none.
+fn repo_digests(store: &ImageStore, all: &[ImageRecord], rec: &ImageRecord) -> Result<Vec<String>> {
+    let id = store.own_id(&rec.target);
+    let names: Vec<&Reference> = all
+        .iter()
+        .filter(|r| r.target.digest == rec.target.digest || store.own_id(&r.target) == id)
+        .filter_map(|r| r.name.as_ref())
+        .collect();
+    let mut out: BTreeSet<String> =
+        names.iter().filter_map(|n| n.digest().map(|d| format!("{}@{d}", n.familiar_name()))).collect();
+    // A tag's own manifest only where no digest pins the repository (a multi-platform
+    // image's is its index's).
+    let pinned: BTreeSet<String> = names.iter().filter(|n| n.digest().is_some()).map(|n| n.repository()).collect();
+    for r in all.iter().filter(|r| r.target.digest == rec.target.digest || store.own_id(&r.target) == id) {
+        let Some(name) = r.name.as_ref().filter(|n| n.digest().is_none() && !pinned.contains(&n.repository())) else {
+            continue;
+        };
+        if store.sources(&r.target.digest)?.contains(&name.repository()) {
+            out.insert(format!("{}@{}", name.familiar_name(), r.target.digest));
+        }
+    }
+    Ok(out.into_iter().collect())
 }
 
 /// An index's images as docker's `Manifests` field lists them: descriptor with platform,

@@ -849,7 +849,7 @@ impl Run {
         display.finish();
         drop(client);
         rt.shutdown_timeout(std::time::Duration::from_secs(5));
-        pulled.with_context(|| format!("pull {}", reference.familiar()))
+        Ok(pulled.with_context(|| format!("pull {}", reference.familiar()))?.record)
     }
 }
 

@@ -100,22 +100,31 @@ impl Pull {
         let client = self.remote.client()?;
         let display = Display::new(self.progress, self.quiet, "Downloading");
         if !self.quiet {
-            println!("{}: Pulling from {}", reference.tag().unwrap_or("digest"), reference.familiar_name());
+            // docker's first line: the tag, or the digest, then the repository.
+            let what =
+                reference.digest().map_or_else(|| reference.tag().unwrap_or("latest").to_owned(), ToString::to_string);
+            println!("{what}: Pulling from {}", reference.familiar_name());
         }
         let opts = PullOptions { platform: self.platform.clone(), ..Default::default() };
+        // A digest names its content: present before means up to date, as docker says.
+        let had = reference
+            .digest()
+            .map(|d| oci::content::ContentStore::contains(store.content(), d))
+            .transpose()?
+            .unwrap_or(false);
         let before = store.get(&reference)?.map(|t| t.digest);
-        let rec = runtime()?.block_on(oci::client::pull(&client, &store, &reference, &opts, &display));
+        let pulled = runtime()?.block_on(oci::client::pull(&client, &store, &reference, &opts, &display));
         display.finish();
-        let rec = rec.with_context(|| format!("pull {}", reference.familiar()))?;
+        let pulled = pulled.with_context(|| format!("pull {}", reference.familiar()))?;
         if self.quiet {
             println!("{reference}");
         } else {
             // docker's words: the name already pointed at this manifest, or now does.
-            let status = match before == Some(rec.target.digest.clone()) {
+            let status = match had || before == Some(pulled.record.target.digest.clone()) {
                 true => "Image is up to date for",
                 false => "Downloaded newer image for",
             };
-            println!("Digest: {}\nStatus: {status} {}\n{reference}", rec.target.digest, reference.familiar());
+            println!("Digest: {}\nStatus: {status} {}\n{reference}", pulled.digest, reference.familiar());
         }
         Ok(())
     }
@@ -174,6 +183,8 @@ impl Push {
             display.finish();
             let digest = pushed.with_context(|| format!("push {}", dest.familiar()))?;
             Compress::pushed(&store, &dest, &rec.target, &target)?;
+            // The registry has this manifest now: one of the image's repo digests.
+            store.add_source(&digest, &dest.repository())?;
             if self.quiet {
                 println!("{digest}");
             } else {

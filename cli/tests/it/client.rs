@@ -39,11 +39,17 @@ fn push_then_pull_keeps_the_image_id_and_skips_what_is_there() {
     let server = Server::start(&dir.path().join("reg"), &[]);
     let name = format!("{}/team/busybox:1", server.addr);
     let Some(a) = with_busybox(&name) else { return };
+    let repo_digest = |b: &Berth| b.ok(&["inspect", "--format", "{{index .RepoDigests 0}}", &name]);
+    assert!(a.fails(&["inspect", "--format", "{{index .RepoDigests 0}}", &name]).contains("index out of range"));
     let (out, _) = run(&a, &["push", "--progress", "plain", &name]);
     assert!(out.contains("1: digest: sha256:"), "{out}");
+    let digest = out.split("1: digest: ").nth(1).unwrap().trim().to_owned();
+    let pinned = format!("{}/team/busybox@{digest}\n", server.addr);
+    assert_eq!(repo_digest(&a), pinned, "the CI idiom for the pushed digest");
     let b = Berth::new();
     let (out, err) = run(&b, &["pull", "--progress", "plain", &name]);
     assert!(out.contains(&format!("Status: Downloaded newer image for {name}")), "{out}");
+    assert_eq!(repo_digest(&b), pinned);
     assert!(err.contains("Complete"), "{err}");
     assert_eq!(inspect_id(&b, &name), inspect_id(&a, "busybox"));
     let (out, err) = run(&b, &["pull", "--progress", "plain", &name]);
@@ -210,6 +216,44 @@ fn pull_picks_a_platform_from_an_index_and_pulls_by_digest() {
     let pinned = format!("{}/multi@{digest}", server.addr);
     c.ok(&["pull", "-q", &pinned]);
     assert_eq!(inspect_id(&c, &pinned), v[0]["Id"].as_str().unwrap());
+
+    // By tag, the host's image: docker's Digest line and repo digest are the index's.
+    let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{arm}")]);
+    let index = format!("sha256:{}", sha256_hex(raw.as_bytes()));
+    let d = Berth::new();
+    let out = d.ok(&["pull", &arm]);
+    assert!(out.starts_with("all: Pulling from ") && out.contains(&format!("Digest: {index}\n")), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&d.ok(&["inspect", &arm])).unwrap();
+    assert_eq!(v[0]["Architecture"], "amd64");
+    assert_eq!(v[0]["RepoDigests"], serde_json::json!([format!("{}/multi@{index}", server.addr)]), "{v}");
+    let rows = d.ok(&["images", "--digests", "--format", "{{.Repository}} {{.Tag}} {{.Digest}}"]);
+    assert_eq!(rows, format!("{}/multi all {index}\n", server.addr), "one row, the index's digest");
+    // By the index's digest: in a store that has it, up to date; in a fresh one, the
+    // host's image, named by the index's digest (before: refused as not the image's digest).
+    let by_index = format!("{}/multi@{index}", server.addr);
+    let out = d.ok(&["pull", &by_index]);
+    assert!(
+        out.starts_with(&format!("{index}: Pulling from ")) && out.contains("Status: Image is up to date"),
+        "{out}"
+    );
+    let e = Berth::new();
+    e.ok(&["pull", "-q", &by_index]);
+    assert_eq!(inspect_id(&e, &by_index), v[0]["Id"].as_str().unwrap());
+    let rows = e.ok(&["images", "--digests", "--format", "{{.Repository}} {{.Tag}} {{.Digest}}"]);
+    assert_eq!(rows, format!("{}/multi <none> {index}\n", server.addr));
+    // The tag's last name goes with its repo digest, and the image with them, as docker's.
+    let out = d.ok(&["rmi", &arm]);
+    assert!(out.contains(&format!("Untagged: {arm}\n")) && out.contains(&format!("Untagged: {by_index}\n")), "{out}");
+    assert!(out.contains("Deleted: sha256:"), "{out}");
+    assert_eq!(d.ok(&["images", "-q"]), "");
+}
+
+/// The hex SHA-256 of `bytes`, by sha256sum.
+fn sha256_hex(bytes: &[u8]) -> String {
+    let mut child = Command::new("sha256sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_owned()
 }
 
 /// CNCF distribution (Debian's docker-registry) with htpasswd auth, on a free port.

@@ -1262,3 +1262,24 @@ fn version_and_info_report_the_binary_the_machine_and_the_store() {
     assert!(!b.output(&["info", "--format", "{{.Containers"]).status.success(), "a broken template is an error");
     b.ok(&["rm", "-f", id.trim(), "done"]);
 }
+
+/// docker's hard conflict: `rmi -f ID` of an image a running container uses is refused and
+/// changes nothing; `rmi -f NAME` of its last name only untags it, and the image stays
+/// (dangling) until the container is gone.
+#[test]
+fn rmi_never_deletes_the_image_of_a_running_container() {
+    let Some(b) = setup() else { return };
+    b.ok(&["tag", "busybox", "svc:1"]);
+    let id = b.ok(&["inspect", "--format", "{{.Id}}", "svc:1"]).trim().to_owned();
+    let ctr = b.ok(&["run", "-d", "svc:1", "sleep", "60"]).trim().to_owned();
+    let err = b.fails(&["rmi", "-f", &id[7..19]]);
+    assert!(err.contains("(cannot be forced) - image is being used by running container"), "{err}");
+    assert_eq!(b.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]), "busybox:latest\nsvc:1\n");
+    b.ok(&["rmi", "busybox"]);
+    let out = b.ok(&["rmi", "-f", "svc:1"]);
+    assert_eq!(out, "Untagged: svc:1\n", "untagged, not deleted");
+    assert_eq!(b.ok(&["images", "-f", "dangling=true", "-q"]).trim(), &id[7..19]);
+    assert_eq!(b.ok(&["exec", &ctr, "echo", "alive"]), "alive\n");
+    b.ok(&["rm", "-f", &ctr]);
+    assert!(b.ok(&["image", "prune", "-f"]).contains(&id), "the dangling image goes once its container has");
+}

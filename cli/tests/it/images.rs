@@ -397,3 +397,37 @@ fn import_change_sets_the_config_as_docker_import_c() {
     let err = b.fails(&["import", "-c", "RUN make", &tar, "imp:2"]);
     assert!(err.contains("is not a valid change command"), "{err}");
 }
+
+/// One image is its ID, whatever manifests carry it: loading an image the store has (from
+/// a docker archive, whose manifest differs) leaves no dangling `<none>` twin, so the usual
+/// `rmi $(images -f dangling=true -q)` cannot take the tagged image with it; and `rmi` of
+/// a name says `Deleted` only when the image's ID is gone.
+#[test]
+fn loading_an_image_again_leaves_no_dangling_twin_and_rmi_says_deleted_only_when_it_is() {
+    let b = Berth::new();
+    let dir = tempfile::tempdir().unwrap();
+    let save = |name: &str| {
+        let archive = dir.path().join(format!("{name}.tar"));
+        b.ok(&["save", "--format", "docker", "-o", &crate::util::p(&archive), name]);
+        crate::util::p(&archive)
+    };
+    let solo = b.import_tiny("solo:1", "alone");
+    let archive = save("solo:1");
+    assert!(b.ok(&["load", "-i", &archive]).contains("Loaded image: solo:1"));
+    assert_eq!(b.ok(&["images", "-f", "dangling=true", "-q"]), "", "{}", b.ok(&["images"]));
+    assert_eq!(b.ok(&["rmi", "solo:1"]), format!("Untagged: solo:1\nDeleted: {solo}\n"));
+
+    let id = b.import_tiny("app:v1", "hello");
+    let archive = save("app:v1");
+    b.ok(&["tag", "app:v1", "keep:1"]);
+    assert!(b.ok(&["load", "-i", &archive]).contains("Loaded image: app:v1"));
+    assert_eq!(
+        b.ok(&["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"]),
+        format!("app:v1 {0}\nkeep:1 {0}\n", &id[7..19])
+    );
+    // app:v1 now names the loaded manifest, keep:1 the imported one: one image, kept by keep:1.
+    assert_eq!(b.ok(&["rmi", "app:v1"]), "Untagged: app:v1\n");
+    let out = b.ok(&["rmi", "keep:1"]);
+    assert_eq!(out, format!("Untagged: keep:1\nDeleted: {id}\n"));
+    assert_eq!(b.ok(&["images", "-q"]), "");
+}

@@ -19,7 +19,7 @@ mod transport;
 
 pub use download::{DownloadOptions, Downloader};
 pub use progress::{Event, NoProgress, Progress};
-pub use pull::{fetch_blobs, fetch_document, has_blob, pull, PullOptions};
+pub use pull::{fetch_blobs, fetch_document, has_blob, pull, PullOptions, Pulled};
 pub use push::{push, push_blobs, ManifestFormat, PushOptions};
 pub use remote::{Remote, RemoteBlob, RemoteManifest};
 pub use transport::{Client, ClientOptions};

@@ -82,18 +82,30 @@ impl Repo<'_> {
     }
 }
 
-/// Pulls `reference` into `store` and names it; returns the stored record.
+/// What a pull stored.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    /// The image, named by the reference (unnamed for a lazy pull).
+    pub record: ImageRecord,
+    /// The digest the registry answered the reference with: an index's for a
+    /// multi-platform image, as docker's `Digest:` line and `RepoDigests` show it.
+    pub digest: Digest,
+}
+
+/// Pulls `reference` into `store` and names it; a multi-platform image pulled by tag is
+/// also named by its index's digest (`repo@sha256:...`, docker's repo digest).
 pub async fn pull(
     client: &Client,
     store: &ImageStore,
     reference: &Reference,
     opts: &PullOptions,
     progress: &dyn Progress,
-) -> Result<ImageRecord> {
+) -> Result<Pulled> {
     let repo = Repo::new(client, reference, "pull");
     let wanted =
         reference.digest().map(ToString::to_string).or_else(|| reference.tag().map(str::to_owned)).unwrap_or_default();
     let (mut target, mut manifest) = fetch_manifest(&repo, store, &wanted, reference.digest(), progress).await?;
+    let top = target.digest.clone();
     for _ in 0..4 {
         let Manifest::Index(index) = &manifest else {
             break;
@@ -117,16 +129,24 @@ pub async fn pull(
     .buffer_unordered(opts.concurrency.max(1))
     .try_collect::<Vec<()>>()
     .await?;
-    // Remember where these blobs live, so a push to another repository there can mount them.
+    // Remember where these blobs live, so a push to another repository there can mount them,
+    // and that the registry has these manifests (the image's repo digests).
     let me = reference.repository();
     for d in std::iter::once(image.config()).chain(image.layers()) {
         store.add_source(&descriptor_digest(d)?, &me)?;
     }
+    store.add_source(&target.digest, &me)?;
     if opts.lazy {
-        return Ok(ImageRecord { name: None, target });
+        return Ok(Pulled { record: ImageRecord { name: None, target }, digest: top });
     }
     store.set_name(reference, &target)?;
-    Ok(ImageRecord { name: Some(reference.clone()), target })
+    if top != target.digest {
+        store.add_source(&top, &me)?;
+        if reference.digest().is_none() {
+            store.set_name(&reference.with_digest(top.clone()), &target)?;
+        }
+    }
+    Ok(Pulled { record: ImageRecord { name: Some(reference.clone()), target }, digest: top })
 }
 
 /// GETs a manifest, checks its digest (when pinned) and size, and stores it.
