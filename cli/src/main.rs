@@ -12,7 +12,7 @@ mod progress;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Global options every command shares.
 #[derive(Debug, Parser)]
@@ -139,7 +139,7 @@ impl Command {
 const BERTH_ERROR: u8 = 125;
 
 fn main() -> ExitCode {
-    let mut cli = match Cli::try_parse() {
+    let mut cli = match boolish_flags(Cli::command()).try_get_matches().and_then(|m| Cli::from_arg_matches(&m)) {
         Ok(cli) => cli,
         Err(e) => {
             let _printed = e.print();
@@ -218,6 +218,31 @@ fn main() -> ExitCode {
         Command::Container(_) | Command::Image(_) => unreachable!("ungrouped above"),
     };
     finish(result, failure)
+}
+
+/// Every on/off flag of every command also takes a value, as docker's (pflag's) do:
+/// `--rm=false`, `-t=$TTY`, `-d=true`; a bare `--rm` or `-dit` still means true. The value
+/// must follow `=`, so a flag never eats the next word (`--rm busybox`).
+fn boolish_flags(cmd: clap::Command) -> clap::Command {
+    let cmd = cmd.mut_subcommands(boolish_flags);
+    let flags: Vec<clap::Id> = cmd
+        .get_arguments()
+        .filter(|a| matches!(a.get_action(), clap::ArgAction::SetTrue))
+        .map(|a| a.get_id().clone())
+        .collect();
+    flags.into_iter().fold(cmd, |cmd, id| {
+        cmd.mut_arg(id, |a| {
+            a.action(clap::ArgAction::Set)
+                .num_args(0..=1)
+                .require_equals(true)
+                .default_missing_value("true")
+                .default_value("false")
+                .hide_default_value(true)
+                .hide_possible_values(true)
+                .value_name("true|false")
+                .value_parser(clap::builder::BoolishValueParser::new())
+        })
+    })
 }
 
 /// The exit status of a command's result, its error printed as one line.

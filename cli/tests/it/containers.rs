@@ -1283,3 +1283,20 @@ fn rmi_never_deletes_the_image_of_a_running_container() {
     b.ok(&["rm", "-f", &ctr]);
     assert!(b.ok(&["image", "prune", "-f"]).contains(&id), "the dangling image goes once its container has");
 }
+
+/// docker's on/off flags take `=true`/`=false` (scripts pass `-t=$TTY`, `--rm=$CLEAN`), and a
+/// bare flag still means true, alone or in a cluster (`-dit`).
+#[test]
+fn on_off_flags_take_a_value_as_dockers_do() {
+    let Some(b) = setup() else { return };
+    assert_eq!(b.ok(&["run", "-d=false", "-t=false", "busybox", "echo", "fg"]), "fg\n");
+    b.ok(&["run", "--rm=false", "--name", "kept", "busybox", "true"]);
+    b.ok(&["run", "--rm=true", "--name", "gone", "busybox", "true"]);
+    assert_eq!(b.ok(&["ps", "-a=true", "--format", "{{.Names}}"]), "kept\n");
+    let id = b.ok(&["run", "-dit", "busybox", "sh"]).trim().to_owned();
+    assert_eq!(b.ok(&["inspect", "--format", "{{.Config.Tty}} {{.Config.OpenStdin}}", &id]), "true true\n");
+    let out = b.output(&["run", "--rm=maybe", "busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125), "a usage error");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'maybe'"));
+    b.ok(&["rm", "-f", &id, "kept"]);
+}
