@@ -123,7 +123,11 @@ pub fn write(dir: &Path, spec: &Spec, ids: (u32, u32, Vec<u32>)) -> Result<(), B
                 let staged = dir.join(format!("etc-{name}"));
                 std::fs::write(&staged, content).map_err(io_err("write", &staged))?;
                 let destination = format!("/etc/{name}");
-                mounts.push(serde_json::json!({"destination": destination, "type": "bind", "source": staged, "options": ["rbind", "rprivate"]}));
+                let mut options = vec!["rbind", "rprivate"];
+                if spec.read_only {
+                    options.push("ro");
+                }
+                mounts.push(serde_json::json!({"destination": destination, "type": "bind", "source": staged, "options": options}));
             }
         }
     }

@@ -642,7 +642,8 @@ fn build_filesystem(sys: &dyn Sys, spec: &Spec) -> std::io::Result<()> {
             // keeps the file, and nothing is left behind on disk or in /dev.
             let staged = dev.join(format!(".berth-{name}"));
             sys.write(&staged, content.as_bytes())?;
-            bind_into(sys, root, &staged, &format!("etc/{name}"), false)?;
+            // Read-only with the root, as docker mounts them under --read-only.
+            bind_into(sys, root, &staged, &format!("etc/{name}"), spec.read_only)?;
             sys.unlink(&staged)?;
         }
     }

@@ -325,10 +325,12 @@ fn volumes_tmpfs_read_only_and_env_files() {
             "busybox",
             "sh",
             "-c",
-            "touch /x 2>/dev/null || echo ro; touch /scratch/y && echo tmp; echo $A$B",
+            "touch /x 2>/dev/null || echo ro; touch /scratch/y && echo tmp; echo $A$B; \
+             for f in hosts resolv.conf hostname; do echo x 2>/dev/null >> /etc/$f || echo $f ro; done",
         ],
     );
-    assert_eq!(out, "ro\ntmp\n1two\n");
+    // berth's /etc files too, as docker's under --read-only (they were writable).
+    assert_eq!(out, "ro\ntmp\n1two\nhosts ro\nresolv.conf ro\nhostname ro\n");
     // A working directory that is missing is made before the root turns read-only, as docker's.
     let (code, out, _) = run(&b, &["--read-only", "-w", "/new/dir", "busybox", "pwd"]);
     assert_eq!((code, out.as_str()), (0, "/new/dir\n"));
