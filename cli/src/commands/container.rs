@@ -926,9 +926,11 @@ pub fn inspect_json(c: &Container) -> Result<serde_json::Value> {
             "Log": h.log.iter().map(|p| json!({"Start": p.start, "End": p.end, "ExitCode": p.exit_code, "Output": p.output})).collect::<Vec<_>>(),
         })
     });
-    let mut ports = serde_json::Map::new();
+    // docker's: an exposed port that is not published is there, as null.
+    let mut ports: serde_json::Map<String, serde_json::Value> =
+        cfg.exposed.iter().map(|p| (p.clone(), serde_json::Value::Null)).collect();
     for p in &cfg.ports {
-        ports.entry(format!("{}/{}", p.container_port, p.proto)).or_insert(json!([]));
+        ports.insert(format!("{}/{}", p.container_port, p.proto), json!([]));
     }
     for p in &s.ports {
         let list = ports.entry(format!("{}/{}", p.container_port, p.proto)).or_insert(json!([]));
@@ -970,7 +972,11 @@ pub fn inspect_json(c: &Container) -> Result<serde_json::Value> {
             "Hostname": cfg.hostname,
             "User": cfg.user.clone().unwrap_or_default(),
             "Env": cfg.config_env(),
-            "Cmd": cfg.args,
+            // docker's split of the command line: the entrypoint's words, then Cmd's.
+            "Entrypoint": (!cfg.entrypoint.is_empty()).then_some(&cfg.entrypoint),
+            "Cmd": cfg.args.get(cfg.entrypoint.len()..).filter(|c| !c.is_empty()),
+            "ExposedPorts": (!cfg.exposed.is_empty())
+                .then(|| cfg.exposed.iter().map(|p| (p.clone(), json!({}))).collect::<serde_json::Map<_, _>>()),
             "Image": cfg.image,
             // docker's: the anonymous volumes' paths (the image's VOLUME and `-v /path`).
             "Volumes": cfg.volumes.iter().filter(|v| v.in_config()).map(|v| (v.container.clone(), json!({}))).collect::<serde_json::Map<_, _>>(),
@@ -1000,6 +1006,7 @@ pub fn inspect_json(c: &Container) -> Result<serde_json::Value> {
             "ExtraHosts": cfg.extra_hosts,
             "Ulimits": ulimits_json(&cfg.ulimits),
             "PortBindings": port_bindings(&cfg.ports),
+            "PublishAllPorts": cfg.publish_all,
             "Binds": binds(&cfg.volumes),
         },
         "Mounts": mounts_json(&cfg.volumes),

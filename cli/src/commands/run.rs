@@ -139,6 +139,10 @@ pub struct Run {
     /// Publish a container's port to the host: [IP:][HOSTPORT:]CONTAINERPORT[/tcp|udp] (with -d)
     #[arg(short, long, value_name = "[IP:][HOSTPORT:]PORT[/PROTO]")]
     publish: Vec<runner::container::ports::PortSpec>,
+    /// Expose a port or a range of ports (PORT[/PROTO], FROM-TO[/PROTO]) besides the image's
+    /// EXPOSE: listed in the container's config, published by -P
+    #[arg(long, value_name = "PORT", value_parser = runner::container::ports::expose)]
+    expose: Vec<Vec<String>>,
     /// Publish every exposed port to a free host port (with -d)
     #[arg(short = 'P', long)]
     publish_all: bool,
@@ -378,10 +382,19 @@ impl Run {
         // The raw config holds docker's fields the OCI types lack (Healthcheck, StopSignal).
         let raw: serde_json::Value = serde_json::from_slice(&image.config_bytes).context("parse the image config")?;
         let mut publish = self.publish.clone();
+        let mut exposed: Vec<String> = cfg.exposed_ports().clone().unwrap_or_default();
+        exposed.extend(self.expose.iter().flatten().cloned());
         if self.publish_all && self.network != "host" {
-            let exposed: Vec<String> = cfg.exposed_ports().clone().unwrap_or_default();
             publish.extend(ports::publish_all(&exposed).map_err(anyhow::Error::msg)?);
         }
+        // docker's ExposedPorts: all of them, the published ones too, each once.
+        exposed.extend(publish.iter().map(|p| format!("{}/{}", p.container_port, p.proto)));
+        let exposed: Vec<String> = exposed
+            .iter()
+            .map(|p| if p.contains('/') { p.clone() } else { format!("{p}/tcp") })
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let health = if self.detach {
             health::HealthConfig::resolve(raw.pointer("/config/Healthcheck"), &self.health_flags()?)
                 .map_err(anyhow::Error::msg)?
@@ -443,6 +456,8 @@ impl Run {
             cpus: self.cpus,
             // With the host's network the container's ports are the host's (docker discards -p).
             ports: if self.network == "host" { Vec::new() } else { publish },
+            exposed,
+            publish_all: self.publish_all,
             health,
             stop_signal,
             stop_timeout: self.stop_timeout,

@@ -1300,3 +1300,45 @@ fn on_off_flags_take_a_value_as_dockers_do() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'maybe'"));
     b.ok(&["rm", "-f", &id, "kept"]);
 }
+
+/// `--expose` as docker's (ports and ranges, published by -P), and inspect's ExposedPorts,
+/// PublishAllPorts, an exposed port that is not published (null), and the command line
+/// split into Entrypoint and Cmd.
+#[test]
+fn expose_and_inspects_exposed_ports_entrypoint_and_cmd() {
+    let Some(b) = setup() else { return };
+    let all = b.ok(&[
+        "run",
+        "-d",
+        "--expose",
+        "9000",
+        "--expose",
+        "7000-7001/udp",
+        "-P",
+        "--entrypoint",
+        "sh",
+        "busybox",
+        "-c",
+        "sleep 60",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&b.ok(&["inspect", all.trim()])).unwrap();
+    let c = &v[0];
+    assert_eq!(c["Config"]["Entrypoint"], serde_json::json!(["sh"]), "{c}");
+    assert_eq!(c["Config"]["Cmd"], serde_json::json!(["-c", "sleep 60"]));
+    let exposed: Vec<&String> = c["Config"]["ExposedPorts"].as_object().unwrap().keys().collect();
+    assert_eq!(exposed, ["7000/udp", "7001/udp", "9000/tcp"]);
+    assert_eq!(c["HostConfig"]["PublishAllPorts"], true);
+    let published = c["NetworkSettings"]["Ports"]["9000/tcp"][0]["HostPort"].as_str().unwrap();
+    assert!(published.parse::<u16>().unwrap() > 0, "-P publishes --expose's ports: {c}");
+    assert!(b.ok(&["port", all.trim()]).contains("7001/udp -> 0.0.0.0:"));
+    let some = b.ok(&["run", "-d", "--expose", "9000", "-p", "127.0.0.1::8080", "busybox", "sleep", "60"]);
+    let v: serde_json::Value = serde_json::from_str(&b.ok(&["inspect", some.trim()])).unwrap();
+    let ports = &v[0]["NetworkSettings"]["Ports"];
+    assert!(ports["9000/tcp"].is_null() && ports["8080/tcp"][0]["HostIp"] == "127.0.0.1", "{ports}");
+    assert_eq!(v[0]["HostConfig"]["PublishAllPorts"], false);
+    assert!(v[0]["Config"]["Entrypoint"].is_null() && v[0]["Config"]["Cmd"] == serde_json::json!(["sleep", "60"]));
+    let out = b.output(&["run", "--expose", "90-80", "busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid range format for --expose: 90-80"));
+    b.ok(&["rm", "-f", all.trim(), some.trim()]);
+}

@@ -91,6 +91,13 @@ pub struct Config {
     pub cpus: Option<f64>,
     /// `-p` and `-P`.
     pub ports: Vec<PortSpec>,
+    /// docker's `ExposedPorts`: the image's EXPOSE, `--expose` and the published ports, as
+    /// `PORT/PROTO`; empty in older records.
+    #[serde(default)]
+    pub exposed: Vec<String>,
+    /// `-P`: every exposed port was published.
+    #[serde(default)]
+    pub publish_all: bool,
     /// The health check in force (the image's, or the `--health-*` flags').
     pub health: Option<super::health::HealthConfig>,
     /// The signal `berth stop` sends first (`--stop-signal`, the image's StopSignal, SIGTERM).

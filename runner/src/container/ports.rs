@@ -65,7 +65,33 @@ impl std::str::FromStr for PortSpec {
 /// The image's `EXPOSE`d ports (`80/tcp` keys of ExposedPorts) as `-P` publishes them:
 /// each on a port the kernel chooses.
 pub fn publish_all(exposed: &[String]) -> Result<Vec<PortSpec>, String> {
+    let exposed: Vec<String> = exposed.iter().map(|p| canonical(p)).collect::<Result<_, _>>()?;
     exposed.iter().map(|p| Ok(PortSpec { host_ip: None, host_port: None, ..p.parse()? })).collect()
+}
+
+/// `--expose`'s values as docker takes them: `PORT`, `PORT/PROTO` or a range `FROM-TO[/PROTO]`,
+/// each port as `PORT/PROTO` (tcp when none is given).
+pub fn expose(value: &str) -> Result<Vec<String>, String> {
+    let bad = || format!("invalid range format for --expose: {value}");
+    let (ports, proto) = value.split_once('/').unwrap_or((value, "tcp"));
+    if !matches!(proto, "tcp" | "udp") {
+        return Err(format!("invalid proto: {proto}"));
+    }
+    let (from, to) = ports.split_once('-').unwrap_or((ports, ports));
+    let (from, to): (u16, u16) = (from.parse().map_err(|_| bad())?, to.parse().map_err(|_| bad())?);
+    if from == 0 || to < from {
+        return Err(bad());
+    }
+    Ok((from..=to).map(|p| format!("{p}/{proto}")).collect())
+}
+
+/// `PORT[/PROTO]` as `PORT/PROTO`.
+fn canonical(p: &str) -> Result<String, String> {
+    let mut one = expose(p)?;
+    match one.len() {
+        1 => Ok(one.remove(0)),
+        _ => Err(format!("{p}: one port, not a range")),
+    }
 }
 
 /// Ports the supervisor listens on, bound before the container is reported started.
@@ -269,5 +295,16 @@ mod tests {
         let all = publish_all(&["80/tcp".into(), "53/udp".into()]).unwrap();
         assert_eq!(all.iter().map(|p| (p.host_port, p.container_port)).collect::<Vec<_>>(), [(None, 80), (None, 53)]);
         assert_eq!(all[1].proto, "udp");
+    }
+
+    #[test]
+    fn expose_takes_dockers_ports_protocols_and_ranges() {
+        assert_eq!(expose("80").unwrap(), ["80/tcp"]);
+        assert_eq!(expose("53/udp").unwrap(), ["53/udp"]);
+        assert_eq!(expose("8000-8002/tcp").unwrap(), ["8000/tcp", "8001/tcp", "8002/tcp"]);
+        for bad in ["", "0", "x", "90-80", "80/ftp", "1-70000"] {
+            assert!(expose(bad).is_err(), "{bad} taken");
+        }
+        assert_eq!(publish_all(&["8080".into()]).unwrap()[0].proto, "tcp", "a bare EXPOSE port is tcp");
     }
 }
