@@ -185,7 +185,7 @@ fn ps_matches(filters: &[(String, String)], c: &Container, s: &container::State)
     let one = |k: &str, v: &str| match k {
         "name" => name_matches(v, &c.config.name),
         "id" => c.config.id.starts_with(v),
-        "status" => s.status.as_str() == v,
+        "status" => status_word(s) == v,
         "health" => s.health.as_ref().map_or("none", |h| h.status.as_str()) == v,
         "ancestor" => c.config.image == v || c.config.image_id.trim_start_matches("sha256:").starts_with(v),
         "exited" => s.status == Status::Exited && s.exit_code.map(|e| e.to_string()).as_deref() == Some(v),
@@ -345,7 +345,7 @@ fn ps_object(row: &[String], state: &container::State, c: &Container) -> serde_j
     let created = chrono::DateTime::parse_from_rfc3339(&c.config.created).ok().map(|t| format::go_time(t.to_utc()));
     serde_json::json!({
         "ID": row[0], "Image": row[1], "Command": row[2], "RunningFor": row[3], "Status": row[4],
-        "Ports": row[5], "Names": row[6], "State": state.status.as_str(),
+        "Ports": row[5], "Names": row[6], "State": status_word(state),
         "CreatedAt": created.unwrap_or_else(|| c.config.created.clone()), "Labels": labels.join(","),
         // docker's: the volumes' names and the binds' sources, and the network's name.
         "Mounts": c.config.volumes.iter()
@@ -544,10 +544,16 @@ impl Kill {
         let sig = control::parse_signal(&self.signal).map_err(anyhow::Error::msg)?;
         each(&self.containers, |what| {
             let c = container::find(root, what)?;
-            control::kill(&c, sig)?;
-            if sig == libc::SIGKILL {
-                c.update(|s| s.stopped_by_user = true)?;
+            // docker's: SIGKILL or the container's stop signal ends it for good (its restart
+            // policy does not start it again); another signal leaves the policy to decide.
+            let stop_signal = control::parse_signal(&c.config.stop_signal).ok();
+            if sig == libc::SIGKILL || Some(sig) == stop_signal {
+                let before = c.update(|s| s.stopped_by_user = true)?;
+                if before.status != Status::Running {
+                    c.update(|s| s.stopped_by_user = false)?;
+                }
             }
+            control::kill(&c, sig)?;
             Ok(true)
         })
     }
@@ -812,6 +818,12 @@ pub struct Commit {
     /// EXPOSE, LABEL, ONBUILD, USER, VOLUME, WORKDIR); repeatable
     #[arg(short, long = "change", value_name = "INSTRUCTION")]
     change: Vec<String>,
+    /// docker's pause during the commit: taken for scripts that pass it, but berth reads a
+    /// running container's files without pausing it (`--pause=false` is what it does)
+    #[arg(short, long, value_name = "true|false", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pause: Option<bool>,
 }
 
 impl Commit {
@@ -819,6 +831,9 @@ impl Commit {
     /// with the container's settings as the new image's config (docker's commit).
     pub fn run(self, root: &Path) -> Result<()> {
         let c = container::find(root, &self.container)?;
+        if self.pause == Some(true) && c.state()?.status == Status::Running {
+            eprintln!("WARNING: berth cannot pause a container: {} is committed while it runs", c.config.name);
+        }
         let name = self.reference.as_deref().map(str::parse::<oci::Reference>).transpose()?;
         let store = open_store(root)?;
         let snaps = snapshotter(root)?;
@@ -950,10 +965,10 @@ pub fn inspect_json(c: &Container) -> Result<serde_json::Value> {
         "Path": cfg.args.first(),
         "Args": cfg.args.get(1..).unwrap_or_default(),
         "State": {
-            "Status": s.status.as_str(),
+            "Status": status_word(&s),
             "Running": s.status == Status::Running,
             "Paused": false,
-            "Restarting": false,
+            "Restarting": s.awaiting_restart,
             "OOMKilled": s.oom_killed,
             "Dead": false,
             "Pid": s.pid.unwrap_or(0),
@@ -966,8 +981,7 @@ pub fn inspect_json(c: &Container) -> Result<serde_json::Value> {
         "Image": cfg.image_id,
         "Name": format!("/{}", cfg.name),
         "LogPath": c.log_path(),
-        // No restart policy (docker's "no"): never restarted by berth itself.
-        "RestartCount": 0,
+        "RestartCount": s.restart_count,
         "Config": {
             "Hostname": cfg.hostname,
             "User": cfg.user.clone().unwrap_or_default(),
@@ -990,7 +1004,7 @@ pub fn inspect_json(c: &Container) -> Result<serde_json::Value> {
         },
         "HostConfig": {
             "NetworkMode": cfg.network,
-            "RestartPolicy": { "Name": "no", "MaximumRetryCount": 0 },
+            "RestartPolicy": { "Name": cfg.restart.name(), "MaximumRetryCount": cfg.restart.max_retries() },
             "AutoRemove": cfg.auto_remove,
             "Privileged": cfg.security.privileged,
             "CapAdd": cfg.security.cap_add,
@@ -1019,6 +1033,15 @@ pub fn inspect_json(c: &Container) -> Result<serde_json::Value> {
             "Networks": networks,
         },
     }))
+}
+
+/// docker's status word: `restarting` while a restart policy waits to start it again.
+fn status_word(s: &container::State) -> &'static str {
+    if s.awaiting_restart {
+        "restarting"
+    } else {
+        s.status.as_str()
+    }
 }
 
 /// docker's `HostConfig.Binds`: the `-v` binds and named volumes, as `SOURCE:DEST[:ro]`.

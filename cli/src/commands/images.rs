@@ -45,16 +45,28 @@ pub struct Images {
     format: String,
 }
 
-/// `images --filter`, as docker reads the two it is mostly used with.
+/// `images --filter`, docker's keys.
 enum RowFilter {
     /// `dangling=true|false`: images without a name, or with one.
     Dangling(bool),
     /// `reference=PATTERN`: a glob on the familiar `NAME` or `NAME:TAG`.
     Reference(String),
+    /// `label=KEY` or `label=KEY=VALUE`: the image config's labels.
+    Label(String, Option<String>),
+    /// `before=IMAGE`: images created before that one.
+    Before(chrono::DateTime<chrono::Utc>),
+    /// `since=IMAGE`: images created after that one.
+    Since(chrono::DateTime<chrono::Utc>),
 }
 
 impl RowFilter {
-    fn parse(s: &str) -> Result<RowFilter> {
+    fn parse(store: &ImageStore, s: &str) -> Result<RowFilter> {
+        // The creation time of the image a before=/since= names.
+        let created = |what: &str| -> Result<chrono::DateTime<chrono::Utc>> {
+            let rec = store.resolve(what).with_context(|| format!("filter {s}"))?;
+            let row = Row::of(store, &rec)?;
+            row.created.with_context(|| format!("filter {s}: {what} has no creation time"))
+        };
         match s.split_once('=') {
             Some(("dangling", v)) => match v {
                 "true" | "1" => Ok(RowFilter::Dangling(true)),
@@ -62,7 +74,13 @@ impl RowFilter {
                 _ => bail!("invalid filter 'dangling={v}': dangling takes true or false"),
             },
             Some(("reference", v)) => Ok(RowFilter::Reference(v.to_owned())),
-            _ => bail!("invalid filter '{s}': berth images knows dangling=true|false and reference=PATTERN"),
+            Some(("label", v)) => Ok(match v.split_once('=') {
+                Some((k, val)) => RowFilter::Label(k.to_owned(), Some(val.to_owned())),
+                None => RowFilter::Label(v.to_owned(), None),
+            }),
+            Some(("before", v)) => Ok(RowFilter::Before(created(v)?)),
+            Some(("since", v)) => Ok(RowFilter::Since(created(v)?)),
+            _ => bail!("invalid filter '{s}': berth images knows dangling, reference, label, before and since"),
         }
     }
 
@@ -73,6 +91,9 @@ impl RowFilter {
             RowFilter::Reference(p) => {
                 !dangling && (glob(p, &r.repository) || glob(p, &format!("{}:{}", r.repository, r.tag)))
             }
+            RowFilter::Label(k, v) => r.labels.get(k).is_some_and(|have| v.as_ref().is_none_or(|want| want == have)),
+            RowFilter::Before(t) => r.created.is_some_and(|c| c < *t),
+            RowFilter::Since(t) => r.created.is_some_and(|c| c > *t),
         }
     }
 }
@@ -105,6 +126,8 @@ struct Row {
     size: u64,
     /// The image's platform; an index's, each of its entries'.
     platforms: Vec<String>,
+    /// The config's labels (of an index: its host platform's image's, or none).
+    labels: std::collections::BTreeMap<String, String>,
 }
 
 impl Row {
@@ -126,7 +149,9 @@ impl Row {
             // As docker shows it: what the layers take unpacked, not their stored size.
             let size = store.unpacked_size(&img)?;
             let (id, created, platforms) = (img.id.clone(), img.created(), vec![platform.to_string()]);
-            return Ok(Row { repository, tag, id, digest, pinned, created, size, platforms });
+            let labels = img.config.config().as_ref().and_then(|c| c.labels().clone()).unwrap_or_default();
+            let labels = labels.into_iter().collect();
+            return Ok(Row { repository, tag, id, digest, pinned, created, size, platforms, labels });
         }
         let children = oci::index::children(store, &rec.target).with_context(read)?;
         let mut size = 0;
@@ -135,7 +160,10 @@ impl Row {
         }
         let created = children.iter().filter_map(|c| c.image.as_ref().and_then(|i| i.created())).max();
         let platforms = children.iter().map(|c| c.entry.platform.to_string()).collect();
-        Ok(Row { repository, tag, id: rec.target.digest.clone(), digest, pinned, created, size, platforms })
+        let labels =
+            store.image(&rec.target).ok().and_then(|i| i.config.config().as_ref().and_then(|c| c.labels().clone()));
+        let labels = labels.unwrap_or_default().into_iter().collect();
+        Ok(Row { repository, tag, id: rec.target.digest.clone(), digest, pinned, created, size, platforms, labels })
     }
 }
 
@@ -156,7 +184,7 @@ impl Images {
     pub fn run(self, root: &Path) -> Result<()> {
         let store = open_store(root)?;
         let filter = self.filter.as_deref().map(parse_filter).transpose()?;
-        let row_filters = self.filters.iter().map(|f| RowFilter::parse(f)).collect::<Result<Vec<_>>>()?;
+        let row_filters = self.filters.iter().map(|f| RowFilter::parse(&store, f)).collect::<Result<Vec<_>>>()?;
         let list_format = format::ListFormat::parse(&self.format)?;
         let mut rows = Vec::new();
         for rec in store.list()? {
@@ -650,6 +678,11 @@ pub struct History {
     /// Don't truncate output
     #[arg(long)]
     no_trunc: bool,
+    /// Print sizes and dates in human readable format (`-H=false`: bytes and RFC 3339 times)
+    #[arg(short = 'H', long, default_value = "true", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", action = clap::ArgAction::Set, value_name = "true|false",
+          hide_default_value = true, value_parser = clap::builder::BoolishValueParser::new())]
+    human: bool,
     /// Output format: table, json (one object per line), a Go template per entry
     /// (`{{.CreatedBy}}`), or `table TEMPLATE`
     #[arg(long, default_value = "table")]
@@ -692,18 +725,24 @@ impl History {
             rows.push((id, created, by, size, h.comment().clone().unwrap_or_default()));
         }
         rows.reverse();
+        // docker's -H=false: RFC 3339 times and sizes in bytes.
+        let rfc3339 = |c: Option<chrono::DateTime<chrono::Utc>>| {
+            c.map_or_else(|| "N/A".to_owned(), |c| c.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        };
+        let since = |c| if self.human { format::since(c) } else { rfc3339(c) };
+        let size = |n: u64| if self.human { format::size(n) } else { n.to_string() };
         let mut out = std::io::stdout().lock();
         if !matches!(list_format, format::ListFormat::Default) {
-            let objs: Vec<_> = rows.into_iter().map(|(id, created, by, size, comment)| {
-                json!({"ID": id, "CreatedAt": created.map(|c| c.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)), "CreatedSince": format::since(created),
-                       "CreatedBy": by, "Size": format::size(size), "Comment": comment})
+            let objs: Vec<_> = rows.into_iter().map(|(id, created, by, bytes, comment)| {
+                json!({"ID": id, "CreatedAt": created.map(|c| c.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)), "CreatedSince": since(created),
+                       "CreatedBy": by, "Size": size(bytes), "Comment": comment})
             }).collect();
             write!(out, "{}", list_format.render(&HISTORY_TITLES, &objs)?)?;
             return Ok(());
         }
         let mut table = vec![["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"].map(String::from).to_vec()];
-        for (id, created, by, size, comment) in rows {
-            table.push(vec![id, format::since(created), by, format::size(size), comment]);
+        for (id, created, by, bytes, comment) in rows {
+            table.push(vec![id, since(created), by, size(bytes), comment]);
         }
         write!(out, "{}", format::table(&table))?;
         Ok(())

@@ -74,8 +74,10 @@ struct Add {
 /// `manifest inspect`.
 #[derive(Debug, Args)]
 struct Inspect {
-    /// The index
+    /// An index made here, else a manifest or index in its registry
     list: String,
+    #[command(flatten)]
+    remote: Remote,
 }
 
 /// `manifest push`.
@@ -107,7 +109,7 @@ impl ManifestCmd {
             Manifest::Create(c) => create(&store, c),
             Manifest::Add(a) => add(&store, &a, false),
             Manifest::Annotate(a) => add(&store, &a, true),
-            Manifest::Inspect(i) => inspect(&store, &i.list),
+            Manifest::Inspect(i) => inspect(&store, &i),
             Manifest::Push(p) => push(&store, p),
             Manifest::Rm(r) => rm(&store, &r.lists),
         }
@@ -169,10 +171,28 @@ fn add(store: &ImageStore, a: &Add, annotate: bool) -> Result<()> {
     Ok(())
 }
 
-fn inspect(store: &ImageStore, list: &str) -> Result<()> {
-    let target = store.resolve(list)?.target;
-    index::entries(store, &target)?; // an index, not an image
-    let bytes = store.content().read_small(&target.digest, oci::manifest::MAX_MANIFEST_SIZE as u64)?;
+/// docker's: an index made here with `manifest create`, else what the registry has under
+/// that name (a manifest or an index), so `manifest inspect IMG >/dev/null` tells whether a
+/// tag exists there.
+fn inspect(store: &ImageStore, i: &Inspect) -> Result<()> {
+    let local = store.resolve(&i.list).ok().filter(|r| oci::media::is_index(&r.target.media_type));
+    let digest = match local {
+        Some(rec) => rec.target.digest,
+        None => {
+            let reference = name(&i.list)?;
+            let client = i.remote.client()?;
+            let fetched =
+                runtime()?.block_on(oci::client::fetch_document(&client, store, &reference, &oci::client::NoProgress));
+            match fetched {
+                Ok((target, _)) => target.digest,
+                Err(oci::Error::Registry { status: 404, .. }) => {
+                    bail!("no such manifest: {}", reference.familiar())
+                }
+                Err(e) => return Err(e).with_context(|| format!("inspect {}", reference.familiar())),
+            }
+        }
+    };
+    let bytes = store.content().read_small(&digest, oci::manifest::MAX_MANIFEST_SIZE as u64)?;
     let doc: serde_json::Value = serde_json::from_slice(&bytes)?;
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, &doc)?;

@@ -139,6 +139,10 @@ pub struct Run {
     /// Publish a container's port to the host: [IP:][HOSTPORT:]CONTAINERPORT[/tcp|udp] (with -d)
     #[arg(short, long, value_name = "[IP:][HOSTPORT:]PORT[/PROTO]")]
     publish: Vec<runner::container::ports::PortSpec>,
+    /// Restart policy when the container exits (with -d): no, always, unless-stopped,
+    /// on-failure[:MAX-RETRIES]
+    #[arg(long, default_value = "no", value_name = "POLICY")]
+    restart: runner::container::restart::Policy,
     /// Expose a port or a range of ports (PORT[/PROTO], FROM-TO[/PROTO]) besides the image's
     /// EXPOSE: listed in the container's config, published by -P
     #[arg(long, value_name = "PORT", value_parser = runner::container::ports::expose)]
@@ -324,6 +328,13 @@ impl Run {
 
     /// Refuses combinations that cannot work, before anything is made.
     fn check_flags(&self) -> Result<()> {
+        let restarts = self.restart != runner::container::restart::Policy::No;
+        if restarts && self.rm {
+            bail!("conflicting options: --restart and --rm");
+        }
+        if restarts && !self.detach && !self.create_only {
+            bail!("--restart restarts detached containers (their supervisor does): add -d");
+        }
         if self.detach {
             if self.runtime != "berth" {
                 bail!("-d works with berth's own runtime only");
@@ -458,6 +469,7 @@ impl Run {
             ports: if self.network == "host" { Vec::new() } else { publish },
             exposed,
             publish_all: self.publish_all,
+            restart: self.restart,
             health,
             stop_signal,
             stop_timeout: self.stop_timeout,

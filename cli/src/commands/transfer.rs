@@ -147,6 +147,9 @@ pub struct Push {
     /// Print only the pushed digests
     #[arg(short, long)]
     quiet: bool,
+    /// Push every tag the store has of each repository named (NAME without a tag)
+    #[arg(short, long)]
+    all_tags: bool,
     /// Progress output: auto, tty, plain or quiet
     #[arg(long, value_enum, default_value = "auto")]
     progress: Mode,
@@ -156,8 +159,11 @@ pub struct Push {
 
 impl Push {
     /// Pushes each named image to its registry.
-    pub fn run(self, root: &Path) -> Result<()> {
+    pub fn run(mut self, root: &Path) -> Result<()> {
         let store = open_store(root)?;
+        if self.all_tags {
+            self.images = self.tags_of_repositories(&store)?;
+        }
         let client = self.remote.client()?;
         let rt = runtime()?;
         let format = if self.format == "docker" { ManifestFormat::Docker } else { ManifestFormat::Oci };
@@ -192,6 +198,32 @@ impl Push {
             }
         }
         Ok(())
+    }
+}
+
+impl Push {
+    /// `--all-tags`: the names of the store's tags of each repository given, in tag order.
+    fn tags_of_repositories(&self, store: &ImageStore) -> Result<Vec<String>> {
+        let records = store.list()?;
+        let mut out = Vec::new();
+        for image in &self.images {
+            let repo: Reference = image.parse()?;
+            if repo.digest().is_some() || image.rsplit('/').next().is_some_and(|last| last.contains(':')) {
+                bail!("tag can't be used with --all-tags/-a");
+            }
+            let mut tags: Vec<String> = records
+                .iter()
+                .filter_map(|r| r.name.as_ref())
+                .filter(|n| n.repository() == repo.repository() && n.tag().is_some())
+                .map(ToString::to_string)
+                .collect();
+            if tags.is_empty() {
+                bail!("An image does not exist locally with the tag: {}", repo.familiar_name());
+            }
+            tags.sort();
+            out.extend(tags);
+        }
+        Ok(out)
     }
 }
 

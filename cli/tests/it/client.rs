@@ -570,3 +570,31 @@ fn an_interrupted_pull_resumes_and_a_failed_one_leaves_nothing() {
     assert!(layers.is_empty(), "no partial layer is stored under a digest");
     assert_eq!(std::fs::read_dir(c.root.path().join("content/ingest")).unwrap().count(), 0, "no ingest left behind");
 }
+
+/// `push -a`: every tag of the repository, none of another; a tag with -a is refused.
+#[test]
+fn push_all_tags_sends_every_tag_of_the_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("reg"), &[]);
+    let repo = format!("{}/team/app", server.addr);
+    let Some(a) = with_busybox(&format!("{repo}:1")) else { return };
+    a.ok(&["tag", "busybox", &format!("{repo}:2")]);
+    a.ok(&["tag", "busybox", &format!("{}/team/other:1", server.addr)]);
+    let out = a.ok(&["push", "-a", "-q", &repo]);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    let (status, _, body) = http(&server.addr, "GET", "/v2/team/app/tags/list", &[], b"");
+    assert_eq!(status, 200);
+    let tags: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(tags["tags"], serde_json::json!(["1", "2"]));
+    let (status, _, _) = http(&server.addr, "GET", "/v2/team/other/tags/list", &[], b"");
+    assert_eq!(status, 404, "another repository is not pushed");
+    assert!(a.fails(&["push", "--all-tags", &format!("{repo}:1")]).contains("tag can't be used with --all-tags/-a"));
+    // docker's `manifest inspect` asks the registry, the idiom for "does this tag exist".
+    let fresh = Berth::new();
+    let doc: serde_json::Value =
+        serde_json::from_str(&fresh.ok(&["manifest", "inspect", &format!("{repo}:2")])).unwrap();
+    assert_eq!(doc["schemaVersion"], 2, "{doc}");
+    assert!(doc["layers"].as_array().is_some_and(|l| !l.is_empty()), "{doc}");
+    let err = fresh.fails(&["manifest", "inspect", &format!("{repo}:3")]);
+    assert!(err.contains(&format!("no such manifest: {repo}:3")), "{err}");
+}

@@ -1342,3 +1342,48 @@ fn expose_and_inspects_exposed_ports_entrypoint_and_cmd() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid range format for --expose: 90-80"));
     b.ok(&["rm", "-f", all.trim(), some.trim()]);
 }
+
+/// `--restart` as docker's: on-failure:N restarts a failing process N times, always restarts
+/// until a user's stop (which also ends a wait between two runs), and RestartCount and the
+/// policy show in inspect.
+#[test]
+fn restart_policies_start_the_process_again_until_stopped() {
+    let Some(b) = setup() else { return };
+    let field = |name: &str, tpl: &str| b.ok(&["inspect", "--format", tpl, name]).trim().to_owned();
+    let until = |name: &str, tpl: &str, want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while field(name, tpl) != want {
+            assert!(Instant::now() < deadline, "{name}: {tpl} is {} not {want}", field(name, tpl));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    b.ok(&["run", "-d", "--name", "fails", "--restart", "on-failure:2", "busybox", "sh", "-c", "echo run; exit 3"]);
+    until("fails", "{{.State.Status}} {{.RestartCount}}", "exited 2");
+    assert_eq!(
+        field("fails", "{{.State.ExitCode}} {{json .HostConfig.RestartPolicy}}"),
+        r#"3 {"MaximumRetryCount":2,"Name":"on-failure"}"#
+    );
+    assert_eq!(b.ok(&["logs", "fails"]), "run\nrun\nrun\n", "the first run and two restarts");
+
+    b.ok(&["run", "-d", "--name", "loops", "--restart", "always", "busybox", "sh", "-c", "sleep 0.3"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while field("loops", "{{.RestartCount}}").parse::<u32>().unwrap() < 2 {
+        assert!(Instant::now() < deadline, "always restarts an exit 0");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    b.ok(&["stop", "loops"]);
+    let stopped = field("loops", "{{.State.Status}} {{.RestartCount}}");
+    assert!(stopped.starts_with("exited "), "{stopped}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(field("loops", "{{.State.Status}} {{.RestartCount}}"), stopped, "a stopped container stays stopped");
+
+    let out = b.output(&["run", "-d", "--rm", "--restart", "always", "busybox", "true"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("conflicting options: --restart and --rm"));
+    let out = b.output(&["run", "--restart", "always", "busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125), "a foreground run has no supervisor to restart it");
+    let out = b.output(&["run", "-d", "--restart", "always:3", "busybox", "true"]);
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("maximum retry count cannot be used with restart policy 'always'"));
+    b.ok(&["run", "-d", "--name", "never", "--restart=no", "busybox", "true"]);
+    b.ok(&["rm", "-f", "fails", "loops", "never"]);
+}

@@ -126,6 +126,11 @@ fn history_shows_the_import_with_its_message() {
     let out = b.ok(&["history", "app"]);
     assert!(out.starts_with("IMAGE"), "{out}");
     assert!(out.contains("berth import") && out.contains("base for CI"), "{out}");
+    // docker's -H=false: bytes and RFC 3339 times.
+    let row = b.ok(&["history", "-H=false", "--format", "{{.CreatedSince}} {{.Size}}", "app"]);
+    let (when, size) = row.trim().split_once(' ').unwrap();
+    assert!(chrono::DateTime::parse_from_rfc3339(when).is_ok() && size.parse::<u64>().unwrap() > 0, "{row}");
+    assert!(b.ok(&["history", "--human=false", "app"]).lines().nth(1).unwrap().contains(&format!(" {size} ")));
 }
 
 #[test]
@@ -380,8 +385,33 @@ fn images_takes_go_templates_filters_and_all_as_docker_scripts_use_them() {
     assert_eq!(table, "REPOSITORY   TAG\nteam/tool    2\n", "docker's titles, tabwriter's columns");
     let history = b.ok(&["history", "--format", "{{if .CreatedBy}}{{.CreatedBy}}{{else}}-{{end}}", "app:1"]);
     assert!(!history.is_empty() && !history.contains("{{"), "{history:?}");
-    let bad = b.output(&["images", "--filter", "label=x"]);
-    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("invalid filter 'label=x'"));
+    let bad = b.output(&["images", "--filter", "nope=x"]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("invalid filter 'nope=x'"));
+}
+
+/// docker's `label=`, `before=` and `since=` filters, over images made at known times.
+#[test]
+fn images_filter_by_label_and_by_creation_before_or_since_an_image() {
+    let b = Berth::new();
+    let dir = tempfile::tempdir().unwrap();
+    for (name, epoch, label) in
+        [("old:1", "1000", "tier=back"), ("mid:1", "2000", "tier=front"), ("new:1", "3000", "other=x")]
+    {
+        let tar = crate::util::tarball(dir.path(), &format!("{name}.txt").replace(':', "-"), name, "");
+        let change = format!("LABEL {label}");
+        let out = b
+            .cmd(&["import", "-c", &change, &tar.to_string_lossy(), name])
+            .env("SOURCE_DATE_EPOCH", epoch)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let names = |filter: &str| b.ok(&["images", "--filter", filter, "--format", "{{.Repository}}"]);
+    assert_eq!(names("label=tier"), "mid\nold\n");
+    assert_eq!(names("label=tier=back"), "old\n");
+    assert_eq!(names("before=mid:1"), "old\n");
+    assert_eq!(names("since=mid:1"), "new\n");
+    assert!(b.fails(&["images", "--filter", "since=nosuch:1"]).contains("nosuch"));
 }
 
 #[test]

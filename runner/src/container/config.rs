@@ -98,6 +98,9 @@ pub struct Config {
     /// `-P`: every exposed port was published.
     #[serde(default)]
     pub publish_all: bool,
+    /// `--restart`: whether the supervisor starts the process again when it exits.
+    #[serde(default)]
+    pub restart: super::restart::Policy,
     /// The health check in force (the image's, or the `--health-*` flags').
     pub health: Option<super::health::HealthConfig>,
     /// The signal `berth stop` sends first (`--stop-signal`, the image's StopSignal, SIGTERM).

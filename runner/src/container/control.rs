@@ -97,12 +97,20 @@ pub fn signal_pidfd(pidfd: &OwnedFd, sig: i32) -> std::io::Result<()> {
 /// returns once it has exited. A container that is not running is left as it is.
 pub fn stop(c: &Container, timeout: Duration) -> Result<State> {
     let sig = parse_signal(&c.config.stop_signal).map_err(Error::Config)?;
-    match kill(c, sig) {
-        Ok(()) => {}
-        Err(Error::State(_)) => return c.state(),
-        Err(e) => return Err(e),
-    }
+    // Marked before the signal: its restart policy must not start it again.
     c.update(|s| s.stopped_by_user = true)?;
+    let between_runs = Instant::now() + Duration::from_secs(5);
+    loop {
+        match kill(c, sig) {
+            Ok(()) => break,
+            // Not running, and no supervisor about to start it again: nothing to stop. One
+            // between two runs of a restart policy sees the mark and ends, or has just
+            // started the process, which is then stopped.
+            Err(Error::State(_)) if !c.supervised()? || Instant::now() >= between_runs => return c.state(),
+            Err(Error::State(_)) => std::thread::sleep(POLL),
+            Err(e) => return Err(e),
+        }
+    }
     if let Some(s) = wait_until(c, Some(Instant::now() + timeout), |s| s.status != Status::Running)? {
         return Ok(s);
     }

@@ -16,7 +16,8 @@
 //! A detached container is run by a small supervisor (berth re-executed, in the role of
 //! podman's conmon; see [`supervisor`]) that holds `supervisor.lock`, owns the process,
 //! writes its output to the log, runs its health checks, serves its published ports and
-//! records its exit. The container dies with its supervisor (a parent-death signal), so
+//! records its exit; under a `--restart` policy it starts the process again ([`restart`]).
+//! The container dies with its supervisor (a parent-death signal), so
 //! "state says running but nobody holds `supervisor.lock`" means the supervisor was killed:
 //! [`Container::state`] then records the exit (137) and removes what was left, whichever
 //! berth command looks first.
@@ -32,6 +33,7 @@ pub mod health;
 pub mod launch;
 pub mod logs;
 pub mod ports;
+pub mod restart;
 pub mod state;
 pub mod supervisor;
 pub mod volumes;

@@ -153,6 +153,14 @@ pub struct State {
     /// lives, the stop does not remove a `--rm` container. Cleared by the next start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restarting: Option<i32>,
+    /// How many times its restart policy started it again since a user last started it
+    /// (docker's `RestartCount`).
+    #[serde(default)]
+    pub restart_count: u32,
+    /// Exited, and its supervisor waits to start it again under its restart policy
+    /// (docker's `restarting` status).
+    #[serde(default)]
+    pub awaiting_restart: bool,
 }
 
 impl State {
@@ -172,6 +180,7 @@ impl State {
         self.health = health.then(|| last.unwrap_or_default());
         self.stopped_by_user = false;
         self.restarting = None;
+        self.awaiting_restart = false;
     }
 
     /// Whether a `berth restart` that is still alive stopped it, to start it again: then a
@@ -223,7 +232,8 @@ impl State {
             }
             Status::Exited => {
                 let when = self.finished_at.as_deref().map(since).unwrap_or_default();
-                format!("Exited ({}) {when}", self.exit_code.unwrap_or(-1))
+                let word = if self.awaiting_restart { "Restarting" } else { "Exited" };
+                format!("{word} ({}) {when}", self.exit_code.unwrap_or(-1))
             }
         }
     }

@@ -51,6 +51,35 @@ pub fn run(root: &Path, id: &str, ready: OwnedFd) -> Result<i32> {
 fn supervise(c: &Container, ready: &mut Option<File>) -> Result<i32> {
     let config = &c.config;
     let snapshotter = crate::snapshot::for_root(c.root())?;
+    // A user's start: the restart policy counts from here.
+    c.update(|s| s.restart_count = 0)?;
+    let mut backoff = super::restart::Backoff::default();
+    let code = loop {
+        let began = Instant::now();
+        let code = run_once(c, ready, snapshotter.as_ref())?;
+        let state = c.state()?;
+        if !config.restart.restarts(code, state.restart_count, state.stopped_by_user)
+            || !wait_to_restart(c, backoff.next(began.elapsed()))?
+        {
+            break code;
+        }
+    };
+    // A restart's stop keeps the container, `--rm` or not: `berth restart` starts it again.
+    if config.auto_remove && !c.state()?.restart_pending() {
+        // A `start -a` reads the exit first (a hung one is not waited for long).
+        c.wait_for_attached(Duration::from_secs(10))?;
+        c.remove(snapshotter.as_ref())?;
+        for w in c.remove_anonymous_volumes() {
+            eprintln!("berth: warning: {w}");
+        }
+    }
+    Ok(code)
+}
+
+/// One run of the process: its rootfs mounted, its cgroups made, then removed again after
+/// it exits (or fails to start).
+fn run_once(c: &Container, ready: &mut Option<File>, snapshotter: &dyn crate::snapshot::Snapshotter) -> Result<i32> {
+    let config = &c.config;
     let rootfs = snapshotter.mounts(&super::snapshot_key(&config.id))?;
     let limits = config.limits();
     let mut cgroup = if limits.is_empty() {
@@ -66,17 +95,28 @@ fn supervise(c: &Container, ready: &mut Option<File>) -> Result<i32> {
     if let Some(cg) = cgroup {
         cg.remove();
     }
-    let code = code?;
-    // A restart's stop keeps the container, `--rm` or not: `berth restart` starts it again.
-    if config.auto_remove && !c.state()?.restart_pending() {
-        // A `start -a` reads the exit first (a hung one is not waited for long).
-        c.wait_for_attached(Duration::from_secs(10))?;
-        c.remove(snapshotter.as_ref())?;
-        for w in c.remove_anonymous_volumes() {
-            eprintln!("berth: warning: {w}");
+    code
+}
+
+/// Waits `delay` before the restart policy starts the process again, the state marked
+/// `restarting` meanwhile; false when a user's `stop`, `kill` or `rm -f` came first.
+fn wait_to_restart(c: &Container, delay: Duration) -> Result<bool> {
+    c.update(|s| s.awaiting_restart = true)?;
+    let deadline = Instant::now() + delay;
+    loop {
+        let now = Instant::now();
+        if c.read_state()?.stopped_by_user || now >= deadline {
+            break;
         }
+        std::thread::sleep((deadline - now).min(Duration::from_millis(50)));
     }
-    Ok(code)
+    let s = c.update(|s| {
+        s.awaiting_restart = false;
+        if !s.stopped_by_user {
+            s.restart_count += 1;
+        }
+    })?;
+    Ok(!s.stopped_by_user)
 }
 
 /// Starts the process on `rootfs` in `cgroups`, watches it to its end (see [`watch`]) and

@@ -198,6 +198,14 @@ impl Exec {
             values.extend(piped);
             return funcs::call(name, values).map_err(at);
         }
+        if let [Arg::Field(chain), args @ ..] = cmd {
+            if chain.last().is_some_and(|f| f == "Label") && (!args.is_empty() || piped.is_some()) {
+                let mut values = args.iter().map(|a| self.arg(a, dot)).collect::<Result<Vec<_>>>()?;
+                values.extend(piped);
+                let row = fields(dot.clone(), &chain[..chain.len() - 1], self.strict).map_err(at)?;
+                return label(&row, &values).map_err(at);
+            }
+        }
         match (cmd, piped) {
             ([arg], None) => self.arg(arg, dot),
             ([Arg::Const(Value::Null)], _) => Err(at(anyhow!("nil is not a command"))),
@@ -223,6 +231,24 @@ impl Exec {
             }
         }
     }
+}
+
+/// The `Label` method of docker's `ps`, `volume ls` and `network ls` rows: `{{.Label "k"}}`
+/// is the value of label `k` (empty when there is none), read from the row's `Labels`: a
+/// map, or docker's `k=v,k2=v2` text.
+fn label(row: &V, args: &[V]) -> Result<V> {
+    let [V::J(Value::String(key))] = args else { bail!("wrong number of args for Label: want 1 got {}", args.len()) };
+    let found = match row {
+        V::J(Value::Object(m)) => match m.get("Labels") {
+            Some(Value::Object(labels)) => labels.get(key).and_then(Value::as_str).map(str::to_owned),
+            Some(Value::String(text)) => {
+                text.split(',').filter_map(|kv| kv.split_once('=')).find(|(k, _)| k == key).map(|(_, v)| v.to_owned())
+            }
+            _ => bail!("can't evaluate field Label"),
+        },
+        _ => bail!("can't evaluate field Label"),
+    };
+    Ok(V::J(Value::String(found.unwrap_or_default())))
 }
 
 /// `.A.B` of a value, as Go walks a map: a missing key is the invalid value (and so is any

@@ -128,3 +128,15 @@ fn table_formats_align_columns_under_docker_titles() {
     assert!(matches!(ListFormat::parse(" table ").unwrap(), ListFormat::Default));
     assert_eq!(ListFormat::parse("json").unwrap().render(&headers, &rows[..1]).unwrap(), format!("{}\n", rows[0]));
 }
+
+#[test]
+fn label_is_the_method_of_dockers_list_rows() {
+    let row = json!({"Names": "web", "Labels": "team=ci,tier=back"});
+    let t = Template::parse(r#"{{.Label "team"}}|{{.Label "nope"}}|{{"tier" | .Label}}"#).unwrap();
+    assert_eq!(t.render_row(&row).unwrap(), "ci||back");
+    // Over a map of labels as well (inspect's Config), one argument only.
+    let t = Template::parse(r#"{{.Config.Label "tier"}}"#).unwrap();
+    assert_eq!(t.render(&data()).unwrap(), "back");
+    assert!(error(r#"{{.Label "a" "b"}}"#).contains("wrong number of args for Label"));
+    assert!(error(r#"{{.Label "a"}}"#).contains("can't evaluate field Label"), "the object has no Labels");
+}
