@@ -343,9 +343,6 @@ impl Run {
                 bail!("--timeout applies to foreground runs: with -d, use berth stop");
             }
         } else {
-            if !self.publish.is_empty() || self.publish_all {
-                bail!("-p and -P publish ports of detached containers: add -d (and berth stop/rm afterwards)");
-            }
             if self.wait {
                 bail!("--wait waits for a detached container: add -d");
             }
@@ -653,6 +650,7 @@ impl Run {
                 }
                 None => (None, None),
             };
+            prepared.publish(&config)?;
             let child = self.spawn(&prepared.spec, &config.limits(), &config.id, console.as_mut(), pipes)?;
             prepared.started(child.id())?;
             let code = supervise(child, self.stop_timeout, self.timeout, console.as_ref());

@@ -1387,3 +1387,68 @@ fn restart_policies_start_the_process_again_until_stopped() {
     b.ok(&["run", "-d", "--name", "never", "--restart=no", "busybox", "true"]);
     b.ok(&["rm", "-f", "fails", "loops", "never"]);
 }
+
+/// `docker run --rm -p ... IMG &` then curl: a foreground run publishes its ports too, on
+/// the bridge and with `--network none` (through the container's loopback), and a port
+/// that is taken fails the run before its process starts.
+#[test]
+fn a_foreground_run_publishes_its_ports() {
+    let Some(b) = setup() else { return };
+    let serve =
+        "mkdir -p /www && echo fg-served > /www/index.html; trap 'exit 0' TERM; httpd -f -p 8080 -h /www & wait";
+    for network in ["bridge", "none"] {
+        let name = format!("fg-{network}");
+        let mut child = b
+            .cmd(&[
+                "run",
+                "--rm",
+                "--name",
+                &name,
+                "--network",
+                network,
+                "-p",
+                "127.0.0.1::8080",
+                "busybox",
+                "sh",
+                "-c",
+                serve,
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let port = loop {
+            let out = b.output(&["port", &name, "8080"]);
+            let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            if let Some(p) = text.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()) {
+                break p;
+            }
+            assert!(Instant::now() < deadline, "{network}: no published port: {text}");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let reply = std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| get(port));
+            if reply.as_deref().is_some_and(|r| r.contains("fg-served")) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{network}: {reply:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // SIGTERM reaches the container, which exits 0; the run ends with it.
+        rustix::process::kill_process(rustix::process::Pid::from_child(&child), rustix::process::Signal::TERM).unwrap();
+        assert!(child.wait().unwrap().success(), "{network}");
+    }
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = format!("127.0.0.1:{}:80", taken.local_addr().unwrap().port());
+    let out = b.output(&["run", "--rm", "-p", &busy, "busybox", "echo", "ran"]);
+    assert!(
+        !out.status.success() && !String::from_utf8_lossy(&out.stdout).contains("ran"),
+        "the process never started"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Address already in use"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

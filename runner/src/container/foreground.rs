@@ -36,6 +36,18 @@ pub struct Prepared {
     volumes: Vec<super::config::VolumeConfig>,
     /// The volumes of a container without a record, held as in use while it runs.
     held: Vec<std::fs::File>,
+    /// `-p`: the thread that serves the published ports, and what it was told.
+    ports: Option<PortThread>,
+}
+
+/// The thread that forwards a foreground container's published ports (a detached one's
+/// supervisor does it for its own): started before the process, since berth may make no
+/// thread once it has made the container's PID namespace; told the process's pid once it
+/// runs (a container without its own address is reached through its loopback), and ended
+/// with the run.
+struct PortThread {
+    published: Vec<super::state::Published>,
+    pid: Option<tokio::sync::oneshot::Sender<i32>>,
 }
 
 /// Prepares `config`'s container on `image`. `keep` records it (a named container: `ps`,
@@ -74,6 +86,7 @@ pub fn prepare(
         root: root.to_owned(),
         volumes: config.volumes.clone(),
         held: Vec::new(),
+        ports: None,
     };
     // From here on, a failure undoes everything made, the record too: nothing ran.
     if let Err(e) = p.make(root, store, image, config, runtime) {
@@ -140,12 +153,68 @@ impl Prepared {
         self.record.as_ref().map(Container::log_path)
     }
 
-    /// Records that the process `pid` runs, with its address (for a named container).
-    pub fn started(&self, pid: u32) -> Result<()> {
+    /// Binds `config`'s published ports on the host and starts the thread that will forward
+    /// them to the container (see [`PortThread`]). Before the process starts: a port that
+    /// is taken fails the run before anything ran.
+    pub fn publish(&mut self, config: &Config) -> Result<()> {
+        if config.ports.is_empty() || config.network == "host" {
+            return Ok(());
+        }
+        let routed = self._net.as_ref().filter(|a| a.routed()).map(|a| a.ip);
+        let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+        let (pid_tx, pid_rx) = tokio::sync::oneshot::channel::<i32>();
+        let ports = config.ports.clone();
+        // Detached: it serves until berth exits at the end of the run. Its runtime has one
+        // thread, this one (no thread may be made once the process is started).
+        std::thread::spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => return drop(bound_tx.send(Err(e))),
+            };
+            rt.block_on(async move {
+                let listeners = match super::ports::Listeners::bind(&ports) {
+                    Ok(l) => l,
+                    Err(e) => return drop(bound_tx.send(Err(e))),
+                };
+                let _ = bound_tx.send(Ok(listeners.published()));
+                // The process's pid, or the end of the run before it started.
+                let Ok(pid) = pid_rx.await else { return };
+                let upstream = match routed {
+                    Some(ip) => super::ports::Upstream::Address(ip),
+                    None => match super::exec::Target::net_ns(pid) {
+                        Ok(ns) => super::ports::Upstream::Loopback(std::sync::Arc::new(ns)),
+                        Err(_) => return, // it ended at once: nothing to forward to
+                    },
+                };
+                listeners.serve(upstream);
+                std::future::pending::<()>().await;
+            });
+        });
+        let published = match bound_rx.recv() {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => return Err(super::Error::Config(e.to_string())),
+            Err(_) => return Err(super::Error::Config("the port forwarder ended before it bound the ports".into())),
+        };
+        self.ports = Some(PortThread { published, pid: Some(pid_tx) });
+        Ok(())
+    }
+
+    /// Records that the process `pid` runs, with its address and published ports (for a
+    /// named container), and has the ports forwarded to it.
+    pub fn started(&mut self, pid: u32) -> Result<()> {
+        let published = match &mut self.ports {
+            Some(t) => {
+                if let Some(tx) = t.pid.take() {
+                    let _ = tx.send(pid as i32);
+                }
+                t.published.clone()
+            }
+            None => Vec::new(),
+        };
         if let Some(c) = &self.record {
             let net = self._net.as_ref();
             c.update(|s| {
-                s.started(pid as i32, std::process::id() as i32, Vec::new(), false);
+                s.started(pid as i32, std::process::id() as i32, published, false);
                 s.ip = net.and_then(|a| a.address()).map(|ip| ip.to_string());
                 s.veth = net.and_then(|a| a.veth().map(str::to_owned));
                 s.subnet = net.filter(|a| a.address().is_some()).map(crate::network::Attachment::subnet);
