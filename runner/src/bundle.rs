@@ -118,18 +118,7 @@ pub fn write(dir: &Path, spec: &Spec, ids: (u32, u32, Vec<u32>)) -> Result<(), B
                 .push(serde_json::json!({"destination": path, "type": "tmpfs", "source": "tmpfs", "options": options}));
         }
         // The /etc files last, as berth's own sandbox binds them (after a volume on /etc).
-        if let Some(files) = &spec.etc {
-            for (name, content) in files.entries() {
-                let staged = dir.join(format!("etc-{name}"));
-                std::fs::write(&staged, content).map_err(io_err("write", &staged))?;
-                let destination = format!("/etc/{name}");
-                let mut options = vec!["rbind", "rprivate"];
-                if spec.read_only {
-                    options.push("ro");
-                }
-                mounts.push(serde_json::json!({"destination": destination, "type": "bind", "source": staged, "options": options}));
-            }
-        }
+        mounts.extend(etc_mounts(dir, spec)?);
     }
     // Round-trip through oci-spec: what runc gets is a spec oci-spec accepts.
     let checked: oci_spec::runtime::Spec = serde_json::from_value(v).map_err(|e| BundleError::Spec(e.to_string()))?;
@@ -137,6 +126,23 @@ pub fn write(dir: &Path, spec: &Spec, ids: (u32, u32, Vec<u32>)) -> Result<(), B
     let config = dir.join("config.json");
     std::fs::write(&config, bytes).map_err(io_err("write", &config))?;
     Ok(())
+}
+
+/// The binds of berth's /etc files (hosts, resolv.conf, hostname), written into the bundle
+/// directory `dir`; read-only with a read-only root, as docker's.
+fn etc_mounts(dir: &Path, spec: &Spec) -> Result<Vec<serde_json::Value>, BundleError> {
+    let Some(files) = &spec.etc else { return Ok(Vec::new()) };
+    let mut mounts = Vec::new();
+    for (name, content) in files.entries() {
+        let staged = dir.join(format!("etc-{name}"));
+        std::fs::write(&staged, content).map_err(io_err("write", &staged))?;
+        let mut options = vec!["rbind", "rprivate"];
+        if spec.read_only {
+            options.push("ro");
+        }
+        mounts.push(serde_json::json!({"destination": format!("/etc/{name}"), "type": "bind", "source": staged, "options": options}));
+    }
+    Ok(mounts)
 }
 
 /// Runs `spec` through the OCI runtime `runtime` (runc or crun): a bundle at `bundle` with

@@ -941,18 +941,7 @@ pub fn inspect_json(c: &Container) -> Result<serde_json::Value> {
             "Log": h.log.iter().map(|p| json!({"Start": p.start, "End": p.end, "ExitCode": p.exit_code, "Output": p.output})).collect::<Vec<_>>(),
         })
     });
-    // docker's: an exposed port that is not published is there, as null.
-    let mut ports: serde_json::Map<String, serde_json::Value> =
-        cfg.exposed.iter().map(|p| (p.clone(), serde_json::Value::Null)).collect();
-    for p in &cfg.ports {
-        ports.insert(format!("{}/{}", p.container_port, p.proto), json!([]));
-    }
-    for p in &s.ports {
-        let list = ports.entry(format!("{}/{}", p.container_port, p.proto)).or_insert(json!([]));
-        if let Some(a) = list.as_array_mut() {
-            a.push(json!({"HostIp": p.host_ip, "HostPort": p.host_port.to_string()}));
-        }
-    }
+    let ports = ports_json(cfg, &s);
     let address = json!({
         "IPAddress": s.ip.clone().unwrap_or_default(),
         "Gateway": s.gateway().map(|g| g.0.to_string()).unwrap_or_default(),
@@ -1033,6 +1022,24 @@ pub fn inspect_json(c: &Container) -> Result<serde_json::Value> {
             "Networks": networks,
         },
     }))
+}
+
+/// docker's `NetworkSettings.Ports`: each published port with the host addresses it is bound
+/// to while it runs (`[]` when it is not), and an exposed port that is not published as null.
+fn ports_json(cfg: &container::Config, s: &container::State) -> serde_json::Map<String, serde_json::Value> {
+    use serde_json::json;
+    let mut ports: serde_json::Map<String, serde_json::Value> =
+        cfg.exposed.iter().map(|p| (p.clone(), serde_json::Value::Null)).collect();
+    for p in &cfg.ports {
+        ports.insert(format!("{}/{}", p.container_port, p.proto), json!([]));
+    }
+    for p in &s.ports {
+        let list = ports.entry(format!("{}/{}", p.container_port, p.proto)).or_insert(json!([]));
+        if let Some(a) = list.as_array_mut() {
+            a.push(json!({"HostIp": p.host_ip, "HostPort": p.host_port.to_string()}));
+        }
+    }
+    ports
 }
 
 /// docker's status word: `restarting` while a restart policy waits to start it again.

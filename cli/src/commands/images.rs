@@ -410,31 +410,8 @@ fn rmi_one(store: &ImageStore, what: &str, force: bool, containers: &[runner::co
         }
         same.clone()
     };
-    // As docker: the last name of an image a container was made from goes only with -f;
-    // an image a running container uses is never deleted: by ID that is refused even with
-    // -f, by name -f only untags.
-    let uses =
-        |c: &&runner::container::Container| same.iter().any(|r| c.config.manifest == r.target.digest.to_string());
-    let user = containers.iter().find(uses);
-    let running = containers
-        .iter()
-        .filter(uses)
-        .find(|c| c.state().is_ok_and(|s| s.status == runner::container::Status::Running));
     let last = to_untag.len() == same.len();
-    if let (Some(c), false, true) = (user, force, last) {
-        bail!(
-            "conflict: unable to remove repository reference {what:?} (must force) - container {} is using its referenced image",
-            c.short_id()
-        );
-    }
-    if let (Some(c), Some(id), true) = (running, &rec_id, last) {
-        bail!(
-            "conflict: unable to delete {} (cannot be forced) - image is being used by running container {}",
-            id.short(),
-            c.short_id()
-        );
-    }
-    let delete = last && running.is_none();
+    let delete = last && !check_users(what, &same, (force, last, rec_id.as_ref()), containers)?;
     // Read before any name goes. An image that cannot be read is still removed, shown by
     // its manifest's digest.
     let shown = match delete {
@@ -471,6 +448,39 @@ fn rmi_one(store: &ImageStore, what: &str, force: bool, containers: &[runner::co
         }
     }
     Ok(())
+}
+
+/// docker's conflicts of `rmi` with the containers of the image's records `same`, for a
+/// removal that takes its `last` name: without -f, any container; by ID (`id`), a running
+/// one even with -f. Returns whether a running container uses it (then, by name with -f,
+/// the image is only untagged and stays).
+fn check_users(
+    what: &str,
+    same: &[&ImageRecord],
+    (force, last, id): (bool, bool, Option<&oci::Digest>),
+    containers: &[runner::container::Container],
+) -> Result<bool> {
+    let uses =
+        |c: &&runner::container::Container| same.iter().any(|r| c.config.manifest == r.target.digest.to_string());
+    let user = containers.iter().find(uses);
+    let running = containers
+        .iter()
+        .filter(uses)
+        .find(|c| c.state().is_ok_and(|s| s.status == runner::container::Status::Running));
+    if let (Some(c), false, true) = (user, force, last) {
+        bail!(
+            "conflict: unable to remove repository reference {what:?} (must force) - container {} is using its referenced image",
+            c.short_id()
+        );
+    }
+    if let (Some(c), Some(id), true) = (running, id, last) {
+        bail!(
+            "conflict: unable to delete {} (cannot be forced) - image is being used by running container {}",
+            id.short(),
+            c.short_id()
+        );
+    }
+    Ok(running.is_some())
 }
 
 /// The IDs `rmi` reports when `target` goes, each with the blobs whose deletion means it

@@ -376,7 +376,7 @@ impl Run {
         rec: &oci::ImageRecord,
         image: &oci::store::Image,
     ) -> Result<runner::container::Config> {
-        use runner::container::{config, health, ports};
+        use runner::container::{config, health};
         let cfg = image.config.config().clone().unwrap_or_default();
         let id = runner::container::new_id();
         let name = match &self.name {
@@ -389,20 +389,7 @@ impl Run {
         };
         // The raw config holds docker's fields the OCI types lack (Healthcheck, StopSignal).
         let raw: serde_json::Value = serde_json::from_slice(&image.config_bytes).context("parse the image config")?;
-        let mut publish = self.publish.clone();
-        let mut exposed: Vec<String> = cfg.exposed_ports().clone().unwrap_or_default();
-        exposed.extend(self.expose.iter().flatten().cloned());
-        if self.publish_all && self.network != "host" {
-            publish.extend(ports::publish_all(&exposed).map_err(anyhow::Error::msg)?);
-        }
-        // docker's ExposedPorts: all of them, the published ones too, each once.
-        exposed.extend(publish.iter().map(|p| format!("{}/{}", p.container_port, p.proto)));
-        let exposed: Vec<String> = exposed
-            .iter()
-            .map(|p| if p.contains('/') { p.clone() } else { format!("{p}/tcp") })
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let (publish, exposed) = self.ports(&cfg)?;
         let health = if self.detach {
             health::HealthConfig::resolve(raw.pointer("/config/Healthcheck"), &self.health_flags()?)
                 .map_err(anyhow::Error::msg)?
@@ -476,6 +463,22 @@ impl Run {
             shm_size: self.shm_size.filter(|&n| n != 0),
             group_add: self.group_add.clone(),
         })
+    }
+
+    /// The ports to publish (`-p`, and with `-P` every exposed one), and docker's
+    /// ExposedPorts: the image's EXPOSE, `--expose` and the published ports, each once.
+    fn ports(&self, cfg: &oci::spec::Config) -> Result<(Vec<runner::container::ports::PortSpec>, Vec<String>)> {
+        use runner::container::ports;
+        let mut publish = self.publish.clone();
+        let mut exposed: Vec<String> = cfg.exposed_ports().clone().unwrap_or_default();
+        exposed.extend(self.expose.iter().flatten().cloned());
+        if self.publish_all && self.network != "host" {
+            publish.extend(ports::publish_all(&exposed).map_err(anyhow::Error::msg)?);
+        }
+        exposed.extend(publish.iter().map(|p| format!("{}/{}", p.container_port, p.proto)));
+        let exposed: std::collections::BTreeSet<String> =
+            exposed.iter().map(|p| if p.contains('/') { p.clone() } else { format!("{p}/tcp") }).collect();
+        Ok((publish, exposed.into_iter().collect()))
     }
 
     /// The container's binds and volumes (`-v`, `--mount`, `--volumes-from`, the image's

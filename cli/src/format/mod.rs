@@ -9,40 +9,29 @@ use chrono::{DateTime, Utc};
 
 /// A size in decimal units with three significant digits: `4.86kB`, `1.23MB`, `812B`.
 pub fn size(bytes: u64) -> String {
-    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
-    let mut v = bytes as f64;
-    let mut i = 0;
-    while v >= 1000.0 && i < UNITS.len() - 1 {
-        v /= 1000.0;
-        i += 1;
-    }
-    let digits = if v >= 100.0 {
-        0
-    } else if v >= 10.0 {
-        1
-    } else {
-        2
-    };
-    let s = format!("{v:.digits$}");
-    let s = if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_owned() } else { s };
-    format!("{s}{}", UNITS[i])
+    scaled(bytes, 1000.0, ["B", "kB", "MB", "GB", "TB", "PB", "EB"], 3)
 }
 
 /// A size in binary units with four significant digits, as docker's `info` writes memory:
 /// `3.832GiB`, `512MiB`, `1023B`.
 pub fn binary_size(bytes: u64) -> String {
-    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    scaled(bytes, 1024.0, ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"], 4)
+}
+
+/// `bytes` in the largest unit (each `step` times the last) that keeps the number at least
+/// 1, with `significant` digits and no trailing zeros, as go-units writes sizes.
+fn scaled(bytes: u64, step: f64, units: [&str; 7], significant: usize) -> String {
     let mut v = bytes as f64;
     let mut i = 0;
-    while v >= 1024.0 && i < UNITS.len() - 1 {
-        v /= 1024.0;
+    while v >= step && i < units.len() - 1 {
+        v /= step;
         i += 1;
     }
     let whole_digits = if v < 1.0 { 1 } else { (v.log10().floor() as usize) + 1 };
-    let digits = 4usize.saturating_sub(whole_digits);
+    let digits = significant.saturating_sub(whole_digits);
     let s = format!("{v:.digits$}");
     let s = if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_owned() } else { s };
-    format!("{s}{}", UNITS[i])
+    format!("{s}{}", units[i])
 }
 
 /// A time as Go prints a `time.Time`, which docker's `ps` and `images` show for
