@@ -27,6 +27,9 @@ pub struct Exec {
     /// Set environment variables
     #[arg(short, long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
+    /// Read environment variables from a file (docker's format), before -e's
+    #[arg(long = "env-file", value_name = "FILE")]
+    env_file: Vec<std::path::PathBuf>,
     /// Username or UID (format: <name|uid>[:<group|gid>])
     #[arg(short, long)]
     user: Option<String>,
@@ -58,7 +61,7 @@ impl Exec {
         let mut console = if self.tty { Some(super::console::Console::start(self.interactive)?) } else { None };
         let process = exec::Process {
             args: self.command.clone(),
-            env: self.env.clone(),
+            env: super::run::given_env(&self.env_file, &self.env)?,
             cwd: self.workdir.clone(),
             user: self.user.clone(),
             console_socket: console.as_ref().and_then(super::console::Console::child_fd),

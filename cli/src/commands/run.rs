@@ -762,13 +762,7 @@ impl Run {
 
     /// The `--env-file` lines, then `-e`, in order (see [`runner::container::config::environment`]).
     fn given_env(&self) -> Result<Vec<String>> {
-        let mut given = Vec::new();
-        for file in &self.env_file {
-            let bytes = std::fs::read(file).with_context(|| format!("read {}", file.display()))?;
-            given.extend(env_file(&file.display().to_string(), &bytes)?);
-        }
-        given.extend(self.env.iter().cloned());
-        Ok(given)
+        given_env(&self.env_file, &self.env)
     }
 
     /// One line per `--ulimit` whose hard limit had to be lowered to berth's own.
@@ -785,6 +779,17 @@ impl Run {
             }
         }
     }
+}
+
+/// The variables of `--env-file`s, then `-e`'s, in order (`run`'s and `exec`'s).
+pub(super) fn given_env(files: &[std::path::PathBuf], env: &[String]) -> Result<Vec<String>> {
+    let mut given = Vec::new();
+    for file in files {
+        let bytes = std::fs::read(file).with_context(|| format!("read {}", file.display()))?;
+        given.extend(env_file(&file.display().to_string(), &bytes)?);
+    }
+    given.extend(env.iter().cloned());
+    Ok(given)
 }
 
 /// The variables of an `--env-file` named `name`, read as docker reads one: a line's leading

@@ -163,6 +163,13 @@ fn exec_joins_the_containers_namespaces_cgroup_and_confinement() {
     assert_eq!(pid1("cmdline"), "sleep\x0060\0");
     assert_eq!(b.ok(&["exec", "box", "cat", "/tmp/marker"]), "made-by-pid1\n");
     assert_eq!(b.ok(&["exec", "box", "hostname"]), "boxhost\n");
+    // docker's --env-file, then -e over it.
+    let dir = tempfile::tempdir().unwrap();
+    let envf = dir.path().join("env");
+    std::fs::write(&envf, "# settings\nMODE=file\nLEVEL=3\n").unwrap();
+    let envf = p(&envf);
+    let shown = b.ok(&["exec", "--env-file", &envf, "-e", "MODE=flag", "box", "sh", "-c", "echo $MODE $LEVEL"]);
+    assert_eq!(shown, "flag 3\n");
     // The same cgroups, capabilities and seccomp filter as the container's own process.
     assert_eq!(own("cgroup"), pid1("cgroup"));
     let caps = |s: &str| {
