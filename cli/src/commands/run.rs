@@ -136,9 +136,10 @@ pub struct Run {
     /// Run the container in the background under a supervisor and print its ID
     #[arg(short, long)]
     detach: bool,
-    /// Publish a container's port to the host: [IP:][HOSTPORT:]CONTAINERPORT[/tcp|udp] (with -d)
-    #[arg(short, long, value_name = "[IP:][HOSTPORT:]PORT[/PROTO]")]
-    publish: Vec<runner::container::ports::PortSpec>,
+    /// Publish a container's port, or a range of them, to the host:
+    /// [IP:][HOSTPORT[-END]:]CONTAINERPORT[-END][/tcp|udp]
+    #[arg(short, long, value_name = "[IP:][HOSTPORT:]PORT[/PROTO]", value_parser = runner::container::ports::publish)]
+    publish: Vec<Vec<runner::container::ports::PortSpec>>,
     /// Restart policy when the container exits (with -d): no, always, unless-stopped,
     /// on-failure[:MAX-RETRIES]
     #[arg(long, default_value = "no", value_name = "POLICY")]
@@ -469,7 +470,7 @@ impl Run {
     /// ExposedPorts: the image's EXPOSE, `--expose` and the published ports, each once.
     fn ports(&self, cfg: &oci::spec::Config) -> Result<(Vec<runner::container::ports::PortSpec>, Vec<String>)> {
         use runner::container::ports;
-        let mut publish = self.publish.clone();
+        let mut publish: Vec<ports::PortSpec> = self.publish.iter().flatten().cloned().collect();
         let mut exposed: Vec<String> = cfg.exposed_ports().clone().unwrap_or_default();
         exposed.extend(self.expose.iter().flatten().cloned());
         if self.publish_all && self.network != "host" {

@@ -1338,7 +1338,24 @@ fn expose_and_inspects_exposed_ports_entrypoint_and_cmd() {
     let published = c["NetworkSettings"]["Ports"]["9000/tcp"][0]["HostPort"].as_str().unwrap();
     assert!(published.parse::<u16>().unwrap() > 0, "-P publishes --expose's ports: {c}");
     assert!(b.ok(&["port", all.trim()]).contains("7001/udp -> 0.0.0.0:"));
-    let some = b.ok(&["run", "-d", "--expose", "9000", "-p", "127.0.0.1::8080", "busybox", "sleep", "60"]);
+    let some = b.ok(&[
+        "run",
+        "-d",
+        "--expose",
+        "9000",
+        "-p",
+        "127.0.0.1::8080",
+        "-p",
+        "127.0.0.1::7100-7101",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    let ranged = b.ok(&["port", some.trim()]);
+    assert!(
+        ranged.contains("7100/tcp -> 127.0.0.1:") && ranged.contains("7101/tcp -> 127.0.0.1:"),
+        "a range: {ranged}"
+    );
     let v: serde_json::Value = serde_json::from_str(&b.ok(&["inspect", some.trim()])).unwrap();
     let ports = &v[0]["NetworkSettings"]["Ports"];
     assert!(ports["9000/tcp"].is_null() && ports["8080/tcp"][0]["HostIp"] == "127.0.0.1", "{ports}");

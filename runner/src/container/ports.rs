@@ -49,7 +49,7 @@ impl std::str::FromStr for PortSpec {
         let host_ip = ip.map(|ip| ip.parse::<IpAddr>().map_err(|_| bad(&format!("{ip:?} is not an IP address"))));
         let port = |p: &str| -> Result<u16, String> {
             if p.contains('-') {
-                return Err(bad("port ranges are not supported"));
+                return Err(bad("a range publishes several ports: see `publish`"));
             }
             p.parse::<u16>().ok().filter(|&n| n > 0).ok_or_else(|| bad(&format!("{p:?} is not a port")))
         };
@@ -60,6 +60,61 @@ impl std::str::FromStr for PortSpec {
         };
         Ok(PortSpec { host_ip: host_ip.transpose()?, host_port, container_port, proto: proto.to_owned() })
     }
+}
+
+/// `-p`'s value as docker takes it: one port, or ranges (`8000-8001:80-81`, `127.0.0.1::80-82`:
+/// the container's range, each on its own host port of the host range, or the kernel's
+/// choice when there is none). A host range for one container port (docker's "any free port
+/// in the range") is refused.
+pub fn publish(s: &str) -> Result<Vec<PortSpec>, String> {
+    let bad = |why: &str| format!("invalid port {s:?}: {why}");
+    let (addr, proto) = s.rsplit_once('/').map_or((s, None), |(a, p)| (a, Some(p)));
+    // The last two `:`-separated fields are the ports (an IPv6 host address has colons).
+    let mut fields = addr.rsplitn(3, ':');
+    let container = fields.next().unwrap_or_default();
+    let (host, ip) = (fields.next(), fields.next());
+    if !container.contains('-') && !host.is_some_and(|h| h.contains('-')) {
+        return Ok(vec![s.parse()?]);
+    }
+    let range = |r: &str| -> Result<(u16, u16), String> {
+        let (a, b) = r.split_once('-').unwrap_or((r, r));
+        let (a, b) = (
+            a.parse::<u16>().map_err(|_| bad("not a port range"))?,
+            b.parse::<u16>().map_err(|_| bad("not a port range"))?,
+        );
+        (a > 0 && a <= b).then_some((a, b)).ok_or_else(|| bad("not a port range"))
+    };
+    let (from, to) = range(container)?;
+    let hosts = match host.filter(|h| !h.is_empty()) {
+        Some(h) => {
+            let (hf, ht) = range(h)?;
+            if ht - hf != to - from {
+                return Err(bad("the host range and the container range differ in length (docker's any-free-port-in-a-range is not supported)"));
+            }
+            (hf..=ht).map(Some).collect()
+        }
+        None => vec![None; usize::from(to - from) + 1],
+    };
+    let one = |host: Option<u16>, port: u16| {
+        let mut spec = String::new();
+        if let Some(ip) = ip {
+            spec.push_str(ip);
+            spec.push(':');
+        }
+        if let Some(h) = host {
+            spec.push_str(&h.to_string());
+        }
+        if ip.is_some() || host.is_some() {
+            spec.push(':');
+        }
+        spec.push_str(&port.to_string());
+        if let Some(p) = proto {
+            spec.push('/');
+            spec.push_str(p);
+        }
+        spec.parse::<PortSpec>()
+    };
+    hosts.into_iter().zip(from..=to).map(|(h, p)| one(h, p)).collect()
 }
 
 /// The image's `EXPOSE`d ports (`80/tcp` keys of ExposedPorts) as `-P` publishes them:
@@ -287,6 +342,28 @@ mod tests {
         assert_eq!(spec("[::1]:9000:90").host_ip, Some("::1".parse().unwrap()));
         for bad in ["", "0", "x:80", "80/sctp", "1.2.3:80:80", "8000-8010:80", "70000:80", "[::1:80:80"] {
             assert!(bad.parse::<PortSpec>().is_err(), "{bad} parsed");
+        }
+    }
+
+    #[test]
+    fn publish_expands_dockers_port_ranges() {
+        let pairs = |s: &str| {
+            publish(s)
+                .unwrap()
+                .iter()
+                .map(|p| (p.host_ip, p.host_port, p.container_port, p.proto.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            pairs("8000-8001:80-81"),
+            [(None, Some(8000), 80, "tcp".into()), (None, Some(8001), 81, "tcp".into())]
+        );
+        let lo = Some("127.0.0.1".parse().unwrap());
+        assert_eq!(pairs("127.0.0.1::80-81/udp"), [(lo, None, 80, "udp".into()), (lo, None, 81, "udp".into())]);
+        assert_eq!(pairs("90-91"), [(None, None, 90, "tcp".into()), (None, None, 91, "tcp".into())]);
+        assert_eq!(pairs("127.0.0.1:8080:80"), [(lo, Some(8080), 80, "tcp".into())], "one port as before");
+        for bad in ["8000-8010:80", "8000-8001:80-82", "81-80", "0-2", "x-y:80-81"] {
+            assert!(publish(bad).is_err(), "{bad} taken");
         }
     }
 
