@@ -67,6 +67,7 @@ enum Command {
     Cp(commands::container::Cp),
     Port(commands::container::Port),
     Export(commands::container::Export),
+    Rename(commands::container::Rename),
     #[command(name = "__supervise", hide = true)]
     Supervise(commands::container::Supervise),
     Network(commands::network::NetworkCmd),
@@ -107,6 +108,7 @@ impl Command {
                 C::Diff(c) => Command::Diff(c),
                 C::Port(c) => Command::Port(c),
                 C::Export(c) => Command::Export(c),
+                C::Rename(c) => Command::Rename(c),
             },
             Command::Image(g) => match g.command {
                 I::Ls(c) => Command::Images(c),
@@ -208,6 +210,7 @@ fn main() -> ExitCode {
         Command::Cp(c) => c.run(&root),
         Command::Port(c) => c.run(&root),
         Command::Export(c) => c.run(&root),
+        Command::Rename(c) => c.run(&root),
         Command::Network(c) => c.run(&root),
         Command::Volume(c) => c.run(&root),
         Command::System(c) => c.run(&root),

@@ -863,6 +863,27 @@ impl Commit {
     }
 }
 
+/// Rename a container
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  berth rename web web-old")]
+pub struct Rename {
+    /// The container: its name or ID
+    container: String,
+    /// Its new name
+    new_name: String,
+}
+
+impl Rename {
+    /// Gives the container its new name, running or not.
+    pub fn run(self, root: &Path) -> Result<()> {
+        let c = container::find(root, &self.container)?;
+        if c.config.name == self.new_name {
+            bail!("Error when allocating new name: Renaming a container with the same name as its current name");
+        }
+        container::rename(root, &c, &self.new_name).with_context(|| format!("rename {}", self.container))
+    }
+}
+
 /// The supervisor of a detached container (started by `run -d` and `start`; not for users)
 #[derive(Debug, Args)]
 pub struct Supervise {

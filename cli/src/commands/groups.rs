@@ -36,6 +36,7 @@ pub enum ContainerSub {
     Diff(container::Diff),
     Port(container::Port),
     Export(container::Export),
+    Rename(container::Rename),
 }
 
 /// Manage images

@@ -293,3 +293,27 @@ fn network_container_joins_a_running_containers_namespace_as_a_sidecar() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no such container: nosuch"));
     b.ok(&["rm", "-f", "side", "web"]);
 }
+
+/// docker's `rename`: the new name is the container's everywhere at once, its network's
+/// resolver included while it runs; the old name is free again, a taken one is refused.
+#[test]
+fn rename_moves_a_running_containers_name_on_its_network() {
+    let Some(b) = setup() else { return };
+    b.ok(&["network", "create", "ren"]);
+    let id = serve(&b, "before", "ren", &[]);
+    let (ok, out) = sh(&b, "ren", &[], "nslookup -type=a before");
+    assert!(ok, "{out}");
+    b.ok(&["rename", "before", "after"]);
+    assert_eq!(b.ok(&["inspect", "--format", "{{.Name}}", &id[..12]]), "/after\n");
+    assert_eq!(b.ok(&["ps", "--format", "{{.Names}}"]), "after\n");
+    let (ok, out) = sh(&b, "ren", &[], "nslookup -type=a after");
+    assert!(ok, "the new name resolves: {out}");
+    let (ok, out) = sh(&b, "ren", &[], "nslookup -type=a before");
+    assert!(!ok, "the old one no longer does: {out}");
+    b.ok(&["run", "--name", "before", "busybox", "true"]);
+    let err = b.fails(&["container", "rename", "before", "after"]);
+    assert!(err.contains("after"), "{err}");
+    assert!(b.fails(&["rename", "after", "after"]).contains("same name as its current name"));
+    b.ok(&["rm", "-f", "after", "before"]);
+    b.ok(&["network", "rm", "ren"]);
+}

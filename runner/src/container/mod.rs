@@ -269,6 +269,28 @@ pub fn create(root: &Path, config: &Config) -> Result<Container> {
     Ok(c)
 }
 
+/// Renames container `c` to `new` (docker's `rename`): the name must be free, under the
+/// same lock as [`create`]'s. A running container on a user-defined network answers to
+/// its new name there at once (its lease is rewritten); its host name stays.
+pub fn rename(root: &Path, c: &Container, new: &str) -> Result<()> {
+    let _names = names_lock(root)?;
+    check_name(new)?;
+    if list(root)?.iter().any(|o| o.config.name == new && o.config.id != c.config.id) {
+        return Err(Error::NameInUse(new.to_owned()));
+    }
+    let mut config = c.config.clone();
+    config.name = new.to_owned();
+    let json = serde_json::to_vec_pretty(&config).map_err(|e| Error::Config(e.to_string()))?;
+    write_atomic(&c.dir.join("config.json"), &json)?;
+    let user_network = !matches!(config.network.as_str(), "none" | "host" | "bridge")
+        && !config.network.starts_with(config::SHARED_PREFIX);
+    if user_network && c.state()?.status == Status::Running {
+        let bridge = config.user_network(root)?.bridge(root);
+        crate::network::rename_member(&bridge, &config.id, &config.dns_names()).map_err(io_err("rename in", &c.dir))?;
+    }
+    Ok(())
+}
+
 /// Every container, newest first.
 pub fn list(root: &Path) -> Result<Vec<Container>> {
     let dir = containers_dir(root);

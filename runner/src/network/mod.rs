@@ -584,6 +584,28 @@ fn allocate(bridge: &Bridge, holder: &str) -> std::io::Result<(Ipv4Addr, File)> 
     Err(err("allocate an address", format!("every address of {subnet} is in use")))
 }
 
+/// Gives container `id` the names `names` (its name, `""` for none, then its aliases and host
+/// name, as [`attach_to`] takes them) in its lease on `bridge`, for the network's resolver:
+/// `berth rename` of a running container. False when it holds no address there. The lease
+/// is rewritten in place (its holder's lock is on the open file).
+pub fn rename_member(bridge: &Bridge, id: &str, names: &[String]) -> std::io::Result<bool> {
+    let dir = bridge.lease_dir()?;
+    for member in members(&dir)? {
+        if member.names.first().map(String::as_str) != Some(id) {
+            continue;
+        }
+        let name = names.first().map(String::as_str).filter(|n| !n.is_empty()).unwrap_or("-");
+        let holder = [id, &id[..12], name].into_iter().chain(names.iter().skip(1).map(String::as_str));
+        let text = holder.collect::<Vec<_>>().join(" ");
+        let mut f = std::fs::OpenOptions::new().write(true).open(dir.join(member.ip.to_string()))?;
+        // Written over the old text, then cut to its length: a reader never sees it empty.
+        f.write_all(text.as_bytes())?;
+        f.set_len(text.len() as u64)?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
 /// A container holding an address on a bridge, as its lease file names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
