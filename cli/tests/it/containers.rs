@@ -1397,6 +1397,20 @@ fn restart_policies_start_the_process_again_until_stopped() {
     }
     b.ok(&["stop", "loops"]);
     let stopped = field("loops", "{{.State.Status}} {{.RestartCount}}");
+    // A supervisor killed while it waits to restart: exited, not restarting for ever.
+    b.ok(&["run", "-d", "--name", "orphan", "--restart", "always", "busybox", "sh", "-c", "sleep 0.1"]);
+    let id = field("orphan", "{{.Id}}");
+    until("orphan", "{{if ge .RestartCount 5}}late{{end}}", "late");
+    until("orphan", "{{.State.Status}}", "restarting");
+    let supervisor = std::fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        (text.contains("__supervise") && text.contains(&id))
+            .then(|| e.file_name().to_string_lossy().parse::<i32>().ok())?
+    });
+    let pid = rustix::process::Pid::from_raw(supervisor.expect("the supervisor")).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+    until("orphan", "{{.State.Status}}", "exited");
     assert!(stopped.starts_with("exited "), "{stopped}");
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(field("loops", "{{.State.Status}} {{.RestartCount}}"), stopped, "a stopped container stays stopped");
@@ -1409,7 +1423,7 @@ fn restart_policies_start_the_process_again_until_stopped() {
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("maximum retry count cannot be used with restart policy 'always'"));
     b.ok(&["run", "-d", "--name", "never", "--restart=no", "busybox", "true"]);
-    b.ok(&["rm", "-f", "fails", "loops", "never"]);
+    b.ok(&["rm", "-f", "fails", "loops", "never", "orphan"]);
 }
 
 /// `docker run --rm -p ... IMG &` then curl: a foreground run publishes its ports too, on

@@ -437,6 +437,14 @@ impl Container {
     /// `lock`, so a supervisor that a concurrent `start` has just begun is never taken for it.
     pub fn state(&self) -> Result<State> {
         let state = self.read_state()?;
+        if state.awaiting_restart && !self.supervised()? {
+            // Its supervisor died waiting to restart it: exited, and nothing will restart it.
+            return self.update(|s| {
+                if !self.supervised().unwrap_or(true) {
+                    s.awaiting_restart = false;
+                }
+            });
+        }
         if state.status != Status::Running || self.supervised()? {
             return Ok(state);
         }

@@ -192,6 +192,7 @@ impl State {
     /// Records the exit.
     pub fn exited(&mut self, code: i32, error: Option<String>) {
         self.status = Status::Exited;
+        self.awaiting_restart = false;
         self.pid = None;
         self.supervisor = None;
         self.finished_at = Some(now());

@@ -110,9 +110,12 @@ fn wait_to_restart(c: &Container, delay: Duration) -> Result<bool> {
         }
         std::thread::sleep((deadline - now).min(Duration::from_millis(50)));
     }
+    // Still `restarting` until the process runs again (`State::started`), so no one reads
+    // a stop into the moment between.
     let s = c.update(|s| {
-        s.awaiting_restart = false;
-        if !s.stopped_by_user {
+        if s.stopped_by_user {
+            s.awaiting_restart = false;
+        } else {
             s.restart_count += 1;
         }
     })?;
