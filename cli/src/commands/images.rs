@@ -635,17 +635,18 @@ fn inspect_image(store: &ImageStore, all: &[ImageRecord], rec: &ImageRecord) -> 
 /// never pushed has none.
 fn repo_digests(store: &ImageStore, all: &[ImageRecord], rec: &ImageRecord) -> Result<Vec<String>> {
     let id = store.own_id(&rec.target);
-    let names: Vec<&Reference> = all
+    // The image's named records, each config read once.
+    let same: Vec<&ImageRecord> = all
         .iter()
-        .filter(|r| r.target.digest == rec.target.digest || store.own_id(&r.target) == id)
-        .filter_map(|r| r.name.as_ref())
+        .filter(|r| r.name.is_some() && (r.target.digest == rec.target.digest || store.own_id(&r.target) == id))
         .collect();
+    let names: Vec<&Reference> = same.iter().filter_map(|r| r.name.as_ref()).collect();
     let mut out: BTreeSet<String> =
         names.iter().filter_map(|n| n.digest().map(|d| format!("{}@{d}", n.familiar_name()))).collect();
     // A tag's own manifest only where no digest pins the repository (a multi-platform
     // image's is its index's).
     let pinned: BTreeSet<String> = names.iter().filter(|n| n.digest().is_some()).map(|n| n.repository()).collect();
-    for r in all.iter().filter(|r| r.target.digest == rec.target.digest || store.own_id(&r.target) == id) {
+    for r in same {
         let Some(name) = r.name.as_ref().filter(|n| n.digest().is_none() && !pinned.contains(&n.repository())) else {
             continue;
         };
