@@ -14,7 +14,7 @@ use super::{archive, mount_all, reuse, unique, LocalWorker, RemoveOnDrop};
 use crate::cache::{CacheStore, MemoryCache};
 use crate::context::{Context, Ignore, Selected};
 use crate::error::{Error, Result};
-use crate::graph::{CopyFrom, CopyOp, CopySrc, Layer, Vertex};
+use crate::graph::{CopyFrom, CopyOp, CopySrc, Layer, Vertex, VertexId};
 use crate::progress::Event;
 use crate::solver::State;
 
@@ -57,18 +57,19 @@ impl LocalWorker<'_> {
     }
 
     /// Runs a COPY, ADD or WORKDIR step on `inputs[0]` (`inputs[1]` is a `--from` source).
-    pub(super) fn copy(&self, v: &Vertex, c: &CopyOp, inputs: &[State]) -> Result<State> {
+    pub(super) fn copy(&self, id: VertexId, v: &Vertex, c: &CopyOp, inputs: &[State]) -> Result<State> {
         if c.link {
             return self.copy_link(v, c, inputs);
         }
         let key = reuse::key(c);
         let plan = key.as_deref().and_then(|k| reuse::Plan::load(self.cache, self.snapshotter, k));
-        let (state, known) = match self.copy_onto(v, c, inputs, key.is_some(), plan.as_ref())? {
+        let (state, known) = match self.copy_onto(id, v, c, inputs, key.is_some(), plan.as_ref())? {
             Ok(done) => done,
             Err(reuse::Failed(why)) => {
                 let text = self.err_at(v, format!("linking the unchanged files failed ({why}); copying them all"));
                 self.progress.event(Event::Warning { text: text.to_string() });
-                self.copy_onto(v, c, inputs, key.is_some(), None)?.map_err(|reuse::Failed(why)| Error::Internal(why))?
+                self.copy_onto(id, v, c, inputs, key.is_some(), None)?
+                    .map_err(|reuse::Failed(why)| Error::Internal(why))?
             }
         };
         if let (Some(key), Some(known)) = (key, known) {
@@ -108,6 +109,7 @@ impl LocalWorker<'_> {
     /// snapshot, and a failure to link is returned as such, with nothing left behind.
     fn copy_onto(
         &self,
+        id: VertexId,
         v: &Vertex,
         c: &CopyOp,
         inputs: &[State],
@@ -116,7 +118,7 @@ impl LocalWorker<'_> {
     ) -> Result<std::result::Result<Copied, reuse::Failed>> {
         let source_layers = inputs.get(1).map(|s| s.layers.as_slice());
         let parent = self.chain(&inputs[0].layers)?;
-        let key = unique("copy", 0);
+        let key = unique("copy", id);
         let mounts = self.snapshotter.prepare(&key, parent.as_deref()).map_err(Error::runner("prepare a snapshot"))?;
         let result = with_rootfs(&mounts, &self.root.join("tmp").join(&key), |root| {
             // `--chown`, or WORKDIR's USER: BuildKit's owner rules, not RUN's (see `owner`).
@@ -139,7 +141,7 @@ impl LocalWorker<'_> {
             }
         });
         match settled {
-            Ok(Ok(known)) => Ok(Ok((self.finish_snapshot(&key, inputs[0].layers.clone())?, known))),
+            Ok(Ok(known)) => Ok(Ok((self.finish_snapshot(id, &key, inputs[0].layers.clone())?, known))),
             Ok(Err(failed)) => {
                 self.snapshotter.remove(&key).map_err(Error::runner("remove a snapshot"))?;
                 Ok(Err(failed))

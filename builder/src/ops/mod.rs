@@ -27,6 +27,7 @@ use runner::exec::Executor;
 use runner::snapshot::{Mount, Snapshotter};
 
 use crate::cache::deferred::Deferred;
+use crate::cache::remote::export::Codec;
 use crate::cache::remote::LazyBlobs;
 use crate::cache::{CacheRecord, CacheStore};
 use crate::context::{Context, Ignore};
@@ -109,6 +110,9 @@ pub struct LocalWorker<'a> {
     pub downloads: std::sync::Mutex<HashMap<String, PathBuf>>,
     /// Layers of imported cache records, fetched only when a step needs their files.
     pub lazy: &'a dyn LazyBlobs,
+    /// By step: the codec of the compressed twin a cache export will want of its layer
+    /// (see [`crate::cache::remote::early`]), made from the same diff as the layer's digest.
+    pub twin_codec: &'a (dyn Fn(VertexId) -> Option<Codec> + Sync),
 }
 
 impl LocalWorker<'_> {
@@ -177,7 +181,7 @@ impl Worker for LocalWorker<'_> {
             Op::Scratch => Ok(State { layers: vec![] }),
             Op::Image { layers, .. } => Ok(State { layers: layers.clone() }),
             Op::Exec(e) => self.in_private_mounts(|| self.exec(id, v, e, inputs)),
-            Op::Copy(c) => self.in_private_mounts(|| self.copy(v, c, inputs)),
+            Op::Copy(c) => self.in_private_mounts(|| self.copy(id, v, c, inputs)),
         }
     }
 
@@ -234,18 +238,19 @@ impl LocalWorker<'_> {
         write_plain_layer(self.store, fill)
     }
 
-    /// Turns the active snapshot `key` on `parent` into the step's result. Where the
+    /// Turns the active snapshot `key` on `parent` into step `id`'s result. Where the
     /// snapshotter can write the layer again later, only its digest is taken now (see
-    /// [`crate::cache::deferred`]).
-    fn finish_snapshot(&self, key: &str, mut layers: Vec<Layer>) -> Result<State> {
+    /// [`crate::cache::deferred`]), and the compressed twin a cache export wants of it is
+    /// made from the same diff.
+    fn finish_snapshot(&self, id: VertexId, key: &str, mut layers: Vec<Layer>) -> Result<State> {
         let deferred = Deferred { cache: self.cache, snapshotter: self.snapshotter };
         let epoch = oci::layer::TarOptions::from_env().source_date_epoch;
         let diff =
             &mut |w: &mut dyn Write| self.snapshotter.diff(key, w).map_err(Error::runner("diff the step's changes"));
-        let layer = if deferred.enabled() {
-            plain_layer(oci::content::discarding(oci::Algorithm::Sha256), diff)
-        } else {
-            self.write_layer(diff)
+        let layer = match (deferred.enabled(), (self.twin_codec)(id)) {
+            (true, Some(codec)) if codec.twin().is_some() => self.layer_with_twin(codec, diff),
+            (true, _) => plain_layer(oci::content::discarding(oci::Algorithm::Sha256), diff),
+            (false, _) => self.write_layer(diff),
         };
         let layer = match layer {
             Ok(l) => l,
@@ -280,6 +285,40 @@ impl LocalWorker<'_> {
             Err(e) => return Err(Error::runner("commit a snapshot")(e)),
         }
         Ok(State { layers })
+    }
+
+    /// The plain layer `fill` writes, hashed and not stored, and its `codec` twin, stored
+    /// and remembered in the cache for the export that sends it: the diff is read, tarred
+    /// and hashed once for both. None when the tar holds no entry.
+    fn layer_with_twin(
+        &self,
+        codec: Codec,
+        fill: &mut dyn FnMut(&mut dyn Write) -> Result<()>,
+    ) -> Result<Option<Layer>> {
+        let Some((name, level)) = codec.twin() else { return Err(Error::Internal("a plain layer has no twin".into())) };
+        let ingest = self.store.content().writer(oci::Algorithm::Sha256).map_err(Error::image("start a layer"))?;
+        let mut w =
+            LayerWriter::into_ingest(ingest, codec.compression, level).map_err(Error::image("start a layer"))?;
+        fill(&mut w)?;
+        let (ingest, info) = w.finish().map_err(Error::image("finish a layer"))?;
+        if info.uncompressed_size <= 1024 {
+            ingest.abort().map_err(Error::image("drop an empty layer"))?;
+            return Ok(None);
+        }
+        ingest.commit(Expected::exactly(&info.digest, info.size)).map_err(Error::image("store a layer"))?;
+        let twin = Layer {
+            digest: info.digest,
+            diff_id: info.diff_id.clone(),
+            size: info.size,
+            media_type: info.compression.oci_media_type().to_owned(),
+        };
+        self.cache.set_compressed(&info.diff_id, &name, &twin)?;
+        Ok(Some(Layer {
+            digest: info.diff_id.clone(),
+            diff_id: info.diff_id,
+            size: info.uncompressed_size,
+            media_type: Compression::None.oci_media_type().to_owned(),
+        }))
     }
 
     /// A read-only mount of a layer chain for reading files (COPY --from).

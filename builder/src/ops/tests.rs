@@ -9,18 +9,22 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use oci::content::ContentStore;
 use runner::exec::Executor;
 use runner::sandbox::{SandboxError, Spec};
-use runner::snapshot::{CopySnapshotter, Mount};
+use runner::snapshot::{CopySnapshotter, Mount, Result as SnapResult, Scaffold, Snapshotter};
+use runner::unpack::Whiteouts;
 
 use super::{LocalWorker, Secret};
-use crate::cache::MemoryCache;
+use crate::cache::remote::export::Codec;
+use crate::cache::{CacheStore, MemoryCache};
 use crate::context::{Context, Ignore};
 use crate::dockerfile::mount::MountSpec;
 use crate::error::Error;
-use crate::graph::{ExecMount, ExecOp, Op, Vertex};
+use crate::graph::{ExecMount, ExecOp, Op, Vertex, VertexId};
 use crate::progress::NoProgress;
 use crate::solver::{State, Worker};
 
@@ -65,6 +69,60 @@ impl Executor for FakeExecutor {
     }
 }
 
+/// What a step runs with beside the fixture's store and secrets.
+struct Step<'a> {
+    snapshotter: &'a dyn Snapshotter,
+    cache: &'a MemoryCache,
+    twin_codec: &'a (dyn Fn(VertexId) -> Option<Codec> + Sync),
+}
+
+/// The copy snapshotter claiming it can write a committed snapshot's layer again, as
+/// overlay can (so a step keeps its layer as a digest only), counting the diffs it writes.
+struct Rediffing<'a> {
+    inner: &'a CopySnapshotter,
+    diffs: AtomicUsize,
+}
+
+impl Snapshotter for Rediffing<'_> {
+    fn prepare(&self, key: &str, parent: Option<&str>) -> SnapResult<Vec<Mount>> {
+        self.inner.prepare(key, parent)
+    }
+    fn mounts(&self, key: &str) -> SnapResult<Vec<Mount>> {
+        self.inner.mounts(key)
+    }
+    fn view(&self, key: &str, parent: Option<&str>) -> SnapResult<Vec<Mount>> {
+        self.inner.view(key, parent)
+    }
+    fn commit(&self, name: &str, key: &str) -> SnapResult<()> {
+        self.inner.commit(name, key)
+    }
+    fn remove(&self, key: &str) -> SnapResult<()> {
+        self.inner.remove(key)
+    }
+    fn diff(&self, key: &str, out: &mut dyn std::io::Write) -> SnapResult<()> {
+        self.diffs.fetch_add(1, Ordering::Relaxed);
+        self.inner.diff(key, out)
+    }
+    fn upper(&self, key: &str) -> SnapResult<PathBuf> {
+        self.inner.upper(key)
+    }
+    fn whiteouts(&self) -> Whiteouts {
+        self.inner.whiteouts()
+    }
+    fn exists(&self, name: &str) -> bool {
+        self.inner.exists(name)
+    }
+    fn scaffold(&self, key: &str, targets: &[String]) -> SnapResult<Scaffold> {
+        self.inner.scaffold(key, targets)
+    }
+    fn remove_scaffold(&self, key: &str, scaffold: &Scaffold) -> SnapResult<()> {
+        self.inner.remove_scaffold(key, scaffold)
+    }
+    fn rediffs(&self) -> bool {
+        true
+    }
+}
+
 /// A worker on temp dirs, with the secret `tok` given as a file.
 struct Fixture {
     root: tempfile::TempDir,
@@ -87,15 +145,27 @@ impl Fixture {
 
     /// Runs `RUN /bin/sh -c make` with `mounts` on `parent` through `executor`.
     fn run(&self, executor: &FakeExecutor, mounts: &[&str], parent: &State) -> crate::error::Result<State> {
+        let step = Step { snapshotter: &self.snapshots, cache: &MemoryCache::default(), twin_codec: &|_| None };
+        self.run_step(executor, mounts, parent, &step)
+    }
+
+    /// [`Fixture::run`] with the snapshotter, cache and twin codecs of `step`.
+    fn run_step(
+        &self,
+        executor: &FakeExecutor,
+        mounts: &[&str],
+        parent: &State,
+        step: &Step<'_>,
+    ) -> crate::error::Result<State> {
         let secrets = HashMap::from([("tok".to_owned(), Secret::File(self.secret_file.clone()))]);
-        let (cache, fetch) = (MemoryCache::default(), |_: &str, _: &Path| Ok(()));
+        let fetch = |_: &str, _: &Path| Ok(());
         let worker = LocalWorker {
             store: &self.store,
-            snapshotter: &self.snapshots,
+            snapshotter: step.snapshotter,
             executor,
             context: self.context.as_ref(),
             named: &std::collections::BTreeMap::new(),
-            cache: &cache,
+            cache: step.cache,
             progress: &NoProgress,
             root: self.root.path().join("berth"),
             secrets,
@@ -104,6 +174,7 @@ impl Fixture {
             fetch: &fetch,
             downloads: Mutex::new(HashMap::new()),
             lazy: &crate::cache::remote::NoLazy,
+            twin_codec: step.twin_codec,
         };
         worker.execute(1, &vertex(mounts), std::slice::from_ref(parent))
     }
@@ -289,6 +360,7 @@ fn a_context_bind_shows_only_what_dockerignore_admits_and_its_key_covers_exactly
             fetch: &fetch,
             downloads: Mutex::new(HashMap::new()),
             lazy: &crate::cache::remote::NoLazy,
+            twin_codec: &|_| None,
         };
         worker.sources_digest(&vertex(&["type=bind,target=/src"]), &[]).unwrap().unwrap()
     };
@@ -298,6 +370,58 @@ fn a_context_bind_shows_only_what_dockerignore_admits_and_its_key_covers_exactly
     assert_eq!(key(), before);
     std::fs::write(ctx_dir.path().join("src/lib.py"), "changed").unwrap();
     assert_ne!(key(), before);
+}
+
+#[test]
+fn a_step_a_cache_export_carries_makes_its_compressed_twin_from_the_one_diff_of_its_layer() {
+    let f = Fixture::new();
+    let parent = base(&f);
+    let snapshots = Rediffing { inner: &f.snapshots, diffs: AtomicUsize::new(0) };
+    let cache = MemoryCache::default();
+    let text: String = (0..20_000).map(|i| format!("line {i}\n")).collect();
+    let written = text.clone();
+    let exec = FakeExecutor::new(move |_, root| {
+        std::fs::create_dir(root.join("out")).unwrap();
+        std::fs::write(root.join("out/data"), &written).unwrap();
+        0
+    });
+    let gzip = Codec::from(oci::layer::Compression::Gzip);
+    let step = Step { snapshotter: &snapshots, cache: &cache, twin_codec: &|id| (id == 1).then_some(gzip) };
+    let state = f.run_step(&exec, &[], &parent, &step).unwrap();
+    let plain = state.layers.last().unwrap().clone();
+    assert_eq!(plain.media_type, oci::layer::Compression::None.oci_media_type());
+    assert_eq!(plain.digest, plain.diff_id);
+    assert_eq!(snapshots.diffs.load(Ordering::Relaxed), 1, "the step's changes are read once");
+    let content = f.store.content();
+    assert!(!content.contains(&plain.digest).unwrap(), "the plain layer is left to its snapshot");
+
+    // The twin: stored, remembered under the codec's name, and the same layer gzipped.
+    let twin = cache.compressed(&plain.diff_id, "gzip-1").unwrap().expect("the twin is remembered");
+    assert_eq!(twin.media_type, oci::layer::Compression::Gzip.oci_media_type());
+    assert_eq!(twin.diff_id, plain.diff_id);
+    let mut gz = Vec::new();
+    content.reader(&twin.digest).unwrap().read_to_end(&mut gz).unwrap();
+    assert_eq!((oci::Digest::of(&gz), gz.len() as u64), (twin.digest.clone(), twin.size));
+    assert!(twin.size < plain.size / 4, "{} of {} bytes", twin.size, plain.size);
+    let mut tar = Vec::new();
+    flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut tar).unwrap();
+    assert_eq!((oci::Digest::of(&tar), tar.len() as u64), (plain.diff_id.clone(), plain.size));
+    let mut entries = tar::Archive::new(&tar[..]);
+    let mut data = entries.entries().unwrap().map(|e| e.unwrap()).find(|e| e.path().unwrap().ends_with("out/data"));
+    let mut got = String::new();
+    data.as_mut().expect("out/data is in the layer").read_to_string(&mut got).unwrap();
+    assert_eq!(got, text);
+
+    // A step no export carries makes no twin.
+    let other = FakeExecutor::new(|_, root| {
+        std::fs::write(root.join("other"), "x".repeat(4096)).unwrap();
+        0
+    });
+    let step = Step { snapshotter: &snapshots, cache: &cache, twin_codec: &|id| (id == 2).then_some(gzip) };
+    let state = f.run_step(&other, &[], &parent, &step).unwrap();
+    let plain = state.layers.last().unwrap();
+    assert_eq!(cache.compressed(&plain.diff_id, "gzip-1").unwrap(), None);
+    assert!(!content.contains(&plain.digest).unwrap(), "the plain layer is left to its snapshot");
 }
 
 fn walk(dir: &Path) -> Vec<String> {

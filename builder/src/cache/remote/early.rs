@@ -1,8 +1,10 @@
 //! Export work done while the build runs (issue 15 item 6): each layer a step writes is
 //! compressed on one thread and sent to the registry caches the build will export to on
 //! another, while the next steps run: a layer's upload overlaps the next one's compression.
-//! The export at the end then finds the compressed twins made and the blobs present
-//! (HEAD-skip), and sends only the rest and the manifest.
+//! A step whose layer stays deferred makes the first carrying export's twin itself, from
+//! the diff that gives the layer its digest ([`Early::codec_of`]); here it is then found
+//! made and only sent. The export at the end finds the compressed twins made and the blobs
+//! present (HEAD-skip), and sends only the rest and the manifest.
 //!
 //! Early work is an optimisation only: a compression or upload that fails here is done
 //! again by the export at the end, which reports its error as the export's.
@@ -120,6 +122,12 @@ impl<'a> Early<'a> {
                 self.pending.fetch_sub(1, Ordering::Relaxed);
             }
         });
+    }
+
+    /// The codec of the twin the first target carrying step `id` wants of its layers, for
+    /// the step to make while it diffs them (the others' twins are made here).
+    pub fn codec_of(&self, id: VertexId) -> Option<Codec> {
+        self.carriers(id).map(|(_, t)| t.codec).next()
     }
 
     /// The targets that carry step `id`'s layers, with their index.

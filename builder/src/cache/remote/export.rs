@@ -38,6 +38,26 @@ pub struct Codec {
     pub level: Option<u32>,
 }
 
+/// The gzip level of the layers a build writes. Measured on a 122 MB apt-install layer here:
+/// level 1 took 1.8 s and gave 54.5 MB, the default level 6 took 4.9 s for 52.2 MB, so a
+/// cold build pays a third of the time for 4% more bytes.
+pub const GZIP_LEVEL: u32 = 1;
+
+impl Codec {
+    /// The name a layer's compressed twin has in the cache under this codec, and the level
+    /// to write it at; None for no compression (a plain layer is its own twin). berth's
+    /// defaults keep the names they always had.
+    pub fn twin(self) -> Option<(String, Option<u32>)> {
+        match (self.compression, self.level) {
+            (Compression::Gzip, None) => Some(("gzip-1".to_owned(), Some(GZIP_LEVEL))),
+            (Compression::Zstd, None) => Some(("zstd".to_owned(), None)),
+            (Compression::Gzip, Some(n)) => Some((format!("gzip-{n}"), Some(n))),
+            (Compression::Zstd, Some(n)) => Some((format!("zstd-{n}"), Some(n))),
+            (Compression::None, _) => None,
+        }
+    }
+}
+
 impl From<Compression> for Codec {
     fn from(compression: Compression) -> Self {
         Codec { compression, level: None }
