@@ -234,6 +234,25 @@ fn a_wrong_secret_key_warns_on_import_and_fails_the_export() {
     assert!(out.status.success(), "ignore-error=true failed: {err}");
     assert!(err.starts_with("WARNING: cache export to s3 ") && err.contains("ignore-error=true"), "{err}");
     assert!(!s3.object("ci/manifests/berth").exists(), "a refused export wrote a manifest");
+
+    // No region anywhere is a mistake in the flag: an error before anything runs.
+    let no_region = s3.spec("").replace("region=us-east-1,", "");
+    let mut cmd = b.cmd(&["build", "-q", "--cache-from", &no_region, &p(&ctx)]);
+    let out = cmd
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_DEFAULT_REGION")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_CONFIG_FILE", "/nonexistent/berth-test/config")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/berth-test/credentials")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    assert!(!out.status.success(), "a bucket with no region was taken: {err}");
+    assert!(err.contains("no region: give region= or set AWS_REGION"), "{err}");
+    assert!(!err.contains("WARNING"), "{err}");
 }
 
 #[test]

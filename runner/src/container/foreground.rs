@@ -182,7 +182,10 @@ impl Prepared {
                 let upstream = match routed {
                     Some(ip) => super::ports::Upstream::Address(ip),
                     None => match super::exec::Target::net_ns(pid) {
-                        Ok(ns) => super::ports::Upstream::Loopback(std::sync::Arc::new(ns)),
+                        Ok(ns) => match super::ports::Upstream::loopback(ns) {
+                            Ok(up) => up,
+                            Err(_) => return, // it ended at once: nothing to forward to
+                        },
                         Err(_) => return, // it ended at once: nothing to forward to
                     },
                 };

@@ -208,31 +208,72 @@ impl Listeners {
 pub enum Upstream {
     /// The container's address on the bridge, from the host's namespace (as docker's proxy).
     Address(Ipv4Addr),
-    /// The loopback of the container's own network namespace (network `none`): each socket
-    /// is made inside it.
-    Loopback(Arc<OwnedFd>),
+    /// The loopback of the container's own network namespace (network `none`, rootless
+    /// networks): each socket is made inside it.
+    Loopback(Arc<InNetns>),
 }
 
 impl Upstream {
+    /// Ports to the loopback of the network namespace `netns`.
+    pub fn loopback(netns: OwnedFd) -> std::io::Result<Upstream> {
+        InNetns::enter(netns).map(|t| Upstream::Loopback(Arc::new(t)))
+    }
+
     /// A socket for the container's side, and the address it connects to.
-    fn socket<T>(&self, port: u16, make: impl FnOnce() -> std::io::Result<T>) -> std::io::Result<(T, SocketAddr)> {
+    fn socket<T: Send + 'static>(
+        &self,
+        port: u16,
+        make: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+    ) -> std::io::Result<(T, SocketAddr)> {
         match self {
             Upstream::Address(ip) => Ok((make()?, SocketAddr::from((*ip, port)))),
-            Upstream::Loopback(netns) => Ok((in_netns(netns, make)?, SocketAddr::from((Ipv4Addr::LOCALHOST, port)))),
+            Upstream::Loopback(inside) => Ok((inside.make(make)?, SocketAddr::from((Ipv4Addr::LOCALHOST, port)))),
         }
     }
 }
 
-/// Runs `make` with the calling thread in the network namespace `netns`, then returns to
-/// the thread's own: a socket made inside stays in the container's namespace.
-fn in_netns<T>(netns: &OwnedFd, make: impl FnOnce() -> std::io::Result<T>) -> std::io::Result<T> {
-    let own = std::fs::File::open("/proc/thread-self/ns/net")?;
-    rustix::thread::move_into_link_name_space(netns.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
-        .map_err(std::io::Error::from)?;
-    let made = make();
-    rustix::thread::move_into_link_name_space(own.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
-        .map_err(std::io::Error::from)?;
-    made
+/// Work for the thread inside a namespace.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A thread that entered a container's network namespace once and stays there, making the
+/// sockets of published ports: a socket belongs to the namespace it was made in. A thread
+/// cannot always leave again: a rootless supervisor, in a user namespace of its own, may
+/// enter the container's namespace but not go back to the host's (EPERM), which once left
+/// a runtime worker stuck inside and reset a connection. The thread ends with the last
+/// [`Upstream`] that holds it.
+#[derive(Debug)]
+pub struct InNetns {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl InNetns {
+    /// Starts the thread in `netns`; an error when it cannot enter.
+    fn enter(netns: OwnedFd) -> std::io::Result<InNetns> {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let (entered_tx, entered) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new().name("berth-netns".into()).spawn(move || {
+            let ns = Some(rustix::thread::LinkNameSpaceType::Network);
+            let joined = rustix::thread::move_into_link_name_space(netns.as_fd(), ns).map_err(std::io::Error::from);
+            let ok = joined.is_ok();
+            let _ = entered_tx.send(joined);
+            if ok {
+                queue.into_iter().for_each(|job| job());
+            }
+        })?;
+        let joined = entered.recv().map_err(|_| std::io::Error::other("the namespace thread ended"))?;
+        joined.map(|()| InNetns { jobs })
+    }
+
+    /// Runs `make` on the thread inside the namespace and returns what it made.
+    fn make<T: Send + 'static>(
+        &self,
+        make: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+    ) -> std::io::Result<T> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let gone = || std::io::Error::other("the namespace thread ended");
+        self.jobs.send(Box::new(move || drop(tx.send(make())))).map_err(|_| gone())?;
+        rx.recv().map_err(|_| gone())?
+    }
 }
 
 async fn serve_tcp(listener: tokio::net::TcpListener, port: u16, to: Upstream) {
@@ -295,7 +336,7 @@ async fn udp_upstream(to: &Upstream, port: u16) -> Option<Arc<tokio::net::UdpSoc
         Upstream::Loopback(_) => Ipv4Addr::LOCALHOST,
     };
     let (s, addr) = to
-        .socket(port, || {
+        .socket(port, move || {
             let s = std::net::UdpSocket::bind((bind_to, 0))?;
             s.set_nonblocking(true)?;
             Ok(s)

@@ -269,7 +269,9 @@ async fn watch(
         (Some(ip), _) => listeners.serve(super::ports::Upstream::Address(ip)),
         (None, "host") => {}
         (None, _) => match super::exec::Target::net_ns(started.pid) {
-            Ok(ns) => listeners.serve(super::ports::Upstream::Loopback(Arc::new(ns))),
+            Ok(ns) => listeners.serve(super::ports::Upstream::loopback(ns).map_err(|e| {
+                Error::Config(format!("enter the container's network namespace for its published ports: {e}"))
+            })?),
             // The process is gone already (it ended at once), its namespace with it: there is
             // nothing to forward to, and its exit code is the container's.
             Err(Error::Io { err, .. }) if err.kind() == std::io::ErrorKind::NotFound => {}
