@@ -277,14 +277,22 @@ async fn mirror_with_auth(
     timeout: Duration,
     auth: Auth,
 ) -> (SocketAddr, tempfile::TempDir, registry::domain::Registry) {
-    let root = tempfile::tempdir().unwrap();
-    let driver = Arc::new(registry::driver::FsDriver::new(root.path()).unwrap());
-    let reg = registry::domain::Registry::new(driver);
     let mut config = MirrorConfig::parse_flag(&format!("hub=http://{}", up.addr)).unwrap();
     config.username = Some("up".into());
     config.password = Some("up-pass".into());
     config.tag_ttl = tag_ttl;
     config.timeout = timeout;
+    mirror_with_config(config, auth).await
+}
+
+/// A mirror of `config`'s upstream with its own `auth`, and the registry under it.
+async fn mirror_with_config(
+    config: MirrorConfig,
+    auth: Auth,
+) -> (SocketAddr, tempfile::TempDir, registry::domain::Registry) {
+    let root = tempfile::tempdir().unwrap();
+    let driver = Arc::new(registry::driver::FsDriver::new(root.path()).unwrap());
+    let reg = registry::domain::Registry::new(driver);
     let m = Mirror::new(vec![config], reg.clone()).await.unwrap();
     let state = AppState {
         registry: reg.clone(),
@@ -458,6 +466,43 @@ async fn an_outage_serves_what_is_stored_and_fails_fast_for_the_rest() {
     let metrics = reqwest::get(format!("http://{m}/metrics")).await.unwrap().text().await.unwrap();
     let stale = metrics.lines().find(|l| l.starts_with("berth_mirror_stale_total")).unwrap();
     assert!(stale.ends_with(" 2"), "{stale}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tag_deleted_upstream_stops_resolving_once_its_ttl_has_passed() {
+    let up = upstream().await;
+    let (layer, digest) = push_image(&up, "1.0", 1000).await;
+    let (m, _root) = mirror(&up, Duration::ZERO, Duration::from_secs(1)).await;
+    assert_eq!(pull(m, "1.0", &digest).await, (200, layer));
+    // Deleted upstream (its tag directory removed from the upstream's storage).
+    let tag = registry::paths::tag_dir("library/app", "1.0");
+    std::fs::remove_dir_all(up._root.path().join(&tag[1..])).unwrap();
+    for _ in 0..2 {
+        let r = reqwest::get(format!("http://{m}/v2/hub/library/app/manifests/1.0")).await.unwrap();
+        assert_eq!(r.status(), 404, "a tag the upstream deleted is not served stale");
+        let body = String::from_utf8_lossy(&r.bytes().await.unwrap()).into_owned();
+        assert!(body.contains("MANIFEST_UNKNOWN"), "{body}");
+    }
+    let tags = reqwest::get(format!("http://{m}/v2/hub/library/app/tags/list")).await.unwrap().text().await.unwrap();
+    assert!(!tags.contains("1.0"), "the tag is dropped from the mirror too: {tags}");
+    // An outage is still not a deletion: a stored tag is served while the upstream hangs.
+    let (layer, digest) = push_image(&up, "2.0", 1000).await;
+    assert_eq!(pull(m, "2.0", &digest).await, (200, layer.clone()));
+    up.set(Fault::Hang);
+    assert_eq!(pull(m, "2.0", &digest).await, (200, layer));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_that_wants_credentials_the_mirror_lacks_is_named_with_the_mirrors_setting() {
+    let up = upstream().await;
+    push_image(&up, "1.0", 1000).await;
+    let config = MirrorConfig::parse_flag(&format!("hub=http://{}", up.addr)).unwrap();
+    let (m, _root, _) = mirror_with_config(config, Auth::none()).await;
+    let r = reqwest::get(format!("http://{m}/v2/hub/library/app/manifests/1.0")).await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("UNAUTHORIZED") && body.contains("[[mirror]] entry"), "{body}");
+    assert!(!body.contains("berth login"), "a CLI's advice from a server: {body}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

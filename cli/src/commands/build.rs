@@ -73,6 +73,10 @@ pub struct Build {
     /// Push the image to its registry after the build
     #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     push: bool,
+    /// Keep the whole image in the local store, runnable here, also with --push (buildx's
+    /// --load; without --push the image is always stored)
+    #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    load: bool,
     /// Also write the image out: type=oci|docker|tar,dest=FILE or type=local,dest=DIR
     #[arg(short = 'o', long = "output")]
     outputs: Vec<String>,
@@ -253,7 +257,7 @@ impl Build {
                 .map(|s| builder::cache::remote::ExportSpec::parse(s))
                 .collect::<builder::Result<_>>()?,
             // A --push-only build leaves layers that came from a cache where they are.
-            load: !self.push || !self.outputs.is_empty(),
+            load: self.load || !self.push || !self.outputs.is_empty(),
             push_registries: match self.push {
                 true => flags::tags(&self.tags)?.iter().map(|t| t.domain().to_owned()).collect(),
                 false => vec![],

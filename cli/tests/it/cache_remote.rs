@@ -351,6 +351,11 @@ fn a_fresh_runner_without_the_base_image_pulls_no_layer_for_an_all_hit_push() {
     let c = Berth::new();
     build(&c, &ctx, &["-t", "app", "--cache-from", &cache]);
     assert_eq!(run_in(&c, "app", &["cat", "/final"]), "libfoo 1.0\ndeps\nv1\nfinal\n");
+    // `--push --load` (buildx's flag): pushed, and whole here too.
+    let e = Berth::new();
+    let pushed = format!("{reg}/app:e");
+    build(&e, &ctx, &["-t", &pushed, "--push", "--load", "--cache-from", &cache]);
+    assert_eq!(run_in(&e, &pushed, &["cat", "/final"]), "libfoo 1.0\ndeps\nv1\nfinal\n");
     // The cache's copy of the base layer is gone: the cache is dropped once and the layer
     // comes from the base's own repository. Before, the build retried without end.
     let base_layer = manifest(reg, "busybox", "1")["layers"][0]["digest"].as_str().unwrap().to_owned();

@@ -28,6 +28,14 @@ pub struct ClientOptions {
     pub retries: u32,
     /// First backoff; doubles per attempt.
     pub backoff: Duration,
+    /// What a 401 without credentials tells the user to do, for a domain (`berth login
+    /// DOMAIN` for the CLI; a server names its own configuration).
+    pub login_hint: fn(&str) -> String,
+}
+
+/// The CLI's advice for a registry that wants credentials it was not given.
+fn berth_login(domain: &str) -> String {
+    format!("run berth login {domain}")
 }
 
 impl Default for ClientOptions {
@@ -39,6 +47,7 @@ impl Default for ClientOptions {
             ca_files: Vec::new(),
             retries: 5,
             backoff: Duration::from_millis(200),
+            login_hint: berth_login,
         }
     }
 }
@@ -273,7 +282,10 @@ impl Client {
             if resp.status() == StatusCode::UNAUTHORIZED {
                 let reason = match self.credential(domain)? {
                     Some(_) => error_message(resp).await,
-                    None => format!("{} (no credentials: run berth login {domain})", error_message(resp).await),
+                    None => {
+                        let hint = (self.opts.login_hint)(domain);
+                        format!("{} (no credentials: {hint})", error_message(resp).await)
+                    }
                 };
                 return Err(Error::Unauthorized { registry: domain.to_owned(), reason });
             }

@@ -11,7 +11,12 @@ use oci::Digest;
 use super::{bump, timed_out, upstream_error, Mirror, Upstream};
 use crate::api::AppState;
 use crate::domain::RepoName;
-use crate::error::{ErrorCode, Result};
+use crate::error::{ErrorCode, RegistryError, Result};
+
+/// Whether the upstream said the reference does not exist (rather than failing).
+fn is_not_found(e: &oci::Error) -> bool {
+    matches!(e, oci::Error::Registry { status: 404, .. })
+}
 
 /// One lock per reference being fetched, so concurrent requests make one upstream fetch:
 /// the others wait, then find it stored.
@@ -74,6 +79,7 @@ impl Mirror {
                     return Ok(d);
                 }
                 Ok(Ok(_)) => {}
+                Ok(Err(e)) if is_not_found(&e) => return Err(self.gone(up, name, repo, reference).await),
                 Ok(Err(e)) => return Ok(self.serve_stale(up, name, reference, stale, &e.to_string())),
                 Err(_) => return Ok(self.serve_stale(up, name, reference, stale, "timed out")),
             }
@@ -83,6 +89,7 @@ impl Mirror {
         let fetched = match (tokio::time::timeout(up.config.timeout, up.remote.manifest(repo, reference)).await, &local)
         {
             (Ok(Ok(m)), _) => m,
+            (Ok(Err(e)), Some(_)) if is_not_found(&e) => return Err(self.gone(up, name, repo, reference).await),
             (Ok(Err(e)), Some(stale)) => return Ok(self.serve_stale(up, name, reference, stale, &e.to_string())),
             (Err(_), Some(stale)) => return Ok(self.serve_stale(up, name, reference, stale, "timed out")),
             (Ok(Err(e)), None) => return Err(upstream_error(up, &what, ErrorCode::ManifestUnknown, &e)),
@@ -114,6 +121,19 @@ impl Mirror {
         let times = self.registry.tags_with_times(name, vec![reference.to_owned()]).await?;
         let age = times.first().and_then(|(_, t)| *t).and_then(|t| SystemTime::now().duration_since(t).ok());
         Ok(Some(Local { digest, fresh: age.is_some_and(|a| a < up.config.tag_ttl) }))
+    }
+
+    /// A tag the upstream answers 404 for: it was deleted there, so it goes here too
+    /// instead of being served stale for ever (a yanked tag must stop resolving).
+    async fn gone(&self, up: &Upstream, name: &RepoName, repo: &str, reference: &str) -> RegistryError {
+        tracing::info!(upstream = %up.config.url, repository = %name, reference, "mirror: the upstream no longer has this tag; dropped");
+        if let Err(e) = self.registry.delete_manifest(name, reference).await {
+            tracing::warn!(repository = %name, reference, error = %e, "mirror: could not drop a tag the upstream deleted");
+        }
+        RegistryError::new(
+            ErrorCode::ManifestUnknown,
+            format!("manifest {repo}:{reference} is not in {} any more", up.config.url),
+        )
     }
 
     fn serve_stale(&self, up: &Upstream, name: &RepoName, reference: &str, stale: &Local, why: &str) -> Digest {

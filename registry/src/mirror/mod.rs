@@ -81,6 +81,7 @@ impl Mirror {
                 ca_files: config.ca_file.iter().cloned().collect(),
                 // Fail fast: a stale copy served now beats a fresh one in a minute.
                 retries: 1,
+                login_hint: |_| "give username and password_file, or credential_helper, in its [[mirror]] entry".into(),
                 ..Default::default()
             };
             let client = Arc::new(oci::client::Client::new(opts).map_err(|e| format!("mirror {}: {e}", config.url))?);
