@@ -86,7 +86,7 @@ pub struct Build {
     /// Write the build result metadata (JSON) to this file
     #[arg(long = "metadata-file")]
     metadata_file: Option<PathBuf>,
-    /// Layer compression: gzip or zstd
+    /// Layer compression: gzip, zstd or uncompressed
     #[arg(long, default_value = "gzip")]
     compression: String,
     /// A secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR

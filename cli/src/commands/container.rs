@@ -127,9 +127,10 @@ pub struct Ps {
     /// Don't truncate output
     #[arg(long)]
     no_trunc: bool,
-    /// Filter: name=REGEXP, id=PREFIX, label=KEY[=VALUE], status=created|running|exited,
-    /// health=starting|healthy|unhealthy|none, ancestor=IMAGE, exited=CODE (the same key again:
-    /// either, but every label must match; other keys: both)
+    /// Filter: name=REGEXP, id=PREFIX, label=KEY[=VALUE], status=created|running|restarting|exited,
+    /// health=starting|healthy|unhealthy|none, ancestor=IMAGE, exited=CODE, network=NAME,
+    /// volume=NAME|/PATH (the same key again: either, but every label must match; other keys:
+    /// both)
     #[arg(short, long, value_name = "KEY=VALUE")]
     filter: Vec<String>,
     /// Show the n last created containers (all states)
@@ -142,7 +143,8 @@ pub struct Ps {
     #[arg(short, long)]
     size: bool,
     /// Print each container with a Go template ({{.ID}}, {{.Names}}, {{.Image}}, {{.Command}},
-    /// {{.CreatedAt}}, {{.RunningFor}}, {{.Status}}, {{.State}}, {{.Ports}}), `table
+    /// {{.CreatedAt}}, {{.RunningFor}}, {{.Status}}, {{.State}}, {{.Ports}}, {{.Labels}},
+    /// {{.Label "KEY"}}, {{.Mounts}}, {{.Networks}}), `table
     /// TEMPLATE` for aligned columns under docker's titles, or `json`
     #[arg(long)]
     format: Option<String>,
@@ -366,7 +368,7 @@ pub struct Logs {
     #[arg(short, long)]
     follow: bool,
     /// Number of lines to show from the end of the logs (default: all)
-    #[arg(short = 'n', long, value_name = "N")]
+    #[arg(short = 'n', long, value_name = "N", allow_negative_numbers = true)]
     tail: Option<String>,
     /// Show timestamps
     #[arg(short, long)]

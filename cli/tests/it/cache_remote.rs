@@ -106,6 +106,12 @@ fn a_fresh_runner_hits_everything_through_berths_registry_and_moves_no_layer() {
     let line = first.log.lines().find(|l| l.contains("exporting cache to registry")).unwrap();
     let present: u32 = line.split("; ").nth(1).and_then(|t| t.split(' ').next()).unwrap().parse().unwrap();
     assert!(present >= 5, "the steps' layers were not sent during the build: {line}");
+    // N blobs (U uploaded, ...; P present): every blob is one or the other.
+    let number_before = |marker: &str| -> u32 {
+        let head = &line[..line.find(marker).unwrap()];
+        head.rsplit(|c: char| !c.is_ascii_digit()).find(|w| !w.is_empty()).unwrap().parse().unwrap()
+    };
+    assert_eq!(number_before(" blobs"), number_before(" uploaded") + present, "{line}");
     // Runner B: another path, files owned by another user, an empty store but for the base.
     let b = build_store().unwrap();
     let ctx_b = checkout(dir.path(), "runner-b/work/checkout", "v1\n");

@@ -84,6 +84,9 @@ fn a_detached_service_is_published_healthy_logged_stopped_and_removed() {
     assert_eq!(inspect(&b, "web", "{{.State.Status}} {{.State.ExitCode}}"), "exited 0");
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the published port is closed");
     assert_eq!(b.ok(&["logs", "--tail", "1", "web"]), "bye\n");
+    let all = b.ok(&["logs", "web"]);
+    assert_eq!(b.ok(&["logs", "--tail", "-1", "web"]), all, "a negative --tail is all of it, as docker's");
+    assert_eq!(b.ok(&["logs", "-n", "-1", "web"]), all);
     let ps = b.ok(&["ps", "-a"]);
     assert!(ps.contains("Exited (0)"), "{ps}");
     assert!(!b.ok(&["ps"]).contains("web\n"), "ps without -a lists running containers only");

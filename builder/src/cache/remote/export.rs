@@ -170,7 +170,7 @@ impl Exporter<'_> {
                 "exporting cache to {}: {} records, {} blobs ({} uploaded, {:.1} MB; {} present) in {:.1}s",
                 backend.describe(),
                 config.records.len(),
-                config.blobs.len(),
+                config.blobs.len() + 1, // the config is a blob too, uploaded or present
                 done.uploaded,
                 done.bytes as f64 / 1e6,
                 done.present,
