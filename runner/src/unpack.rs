@@ -40,12 +40,15 @@ pub enum UnpackError {
     },
     /// A rootless berth's user namespace does not map the entry's owner.
     #[error(
-        "{path:?} is owned by {uid}:{gid}, which this user namespace does not map: rootless berth \
-         needs a subordinate range in /etc/subuid and /etc/subgid for that (see docs/rootless.md)"
+        "{path:?} is owned by {uid}:{gid}, which this user namespace does not map (it maps {mapped}): \
+         rootless berth needs a subordinate range in /etc/subuid and /etc/subgid large enough for \
+         that owner (see docs/rootless.md)"
     )]
     Unmapped {
         /// The entry.
         path: String,
+        /// What the namespace maps ([`crate::userns::mapped_ids`]).
+        mapped: String,
         /// Its owner in the layer.
         uid: u32,
         /// Its group in the layer.
@@ -708,7 +711,8 @@ impl Unpacker {
 fn chown_err(e: rustix::io::Errno, path: &Path, (uid, gid): (rustix::fs::Uid, rustix::fs::Gid)) -> UnpackError {
     let path = path.display().to_string();
     if e == rustix::io::Errno::INVAL && crate::userns::rootless() {
-        return UnpackError::Unmapped { path, uid: uid.as_raw(), gid: gid.as_raw() };
+        let mapped = crate::userns::mapped_ids().unwrap_or_else(|| "no ID".into());
+        return UnpackError::Unmapped { path, mapped, uid: uid.as_raw(), gid: gid.as_raw() };
     }
     UnpackError::Io { op: "chown", path, source: e.into() }
 }

@@ -90,6 +90,23 @@ pub fn rootless() -> bool {
     })
 }
 
+/// The user IDs this process's user namespace maps, as "0 to N" (every ID from 0 up to
+/// the end of its last range): what an owner must fall in. None outside a user namespace.
+pub fn mapped_ids() -> Option<String> {
+    let map = std::fs::read_to_string("/proc/self/uid_map").ok()?;
+    let end = map
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<u64> = l.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+            (f.len() == 3).then(|| f[0] + f[2])
+        })
+        .max()?;
+    Some(match end {
+        1 => "only ID 0, your own".to_owned(),
+        n => format!("IDs 0 to {}", n - 1),
+    })
+}
+
 /// Where overlayfs keeps its markers (opaque directories) on this berth's snapshots:
 /// `user.overlay.*` rootless (mounted with `userxattr`), else `trusted.overlay.*`.
 pub fn overlay_xattrs() -> oci::layer::OverlayXattrs {
@@ -177,11 +194,19 @@ fn new_namespace() -> Result<(), UsernsError> {
     let read = |f| std::fs::read_to_string(f).unwrap_or_default();
     let ranges = match (subordinate(&read("/etc/subuid"), &name, uid), subordinate(&read("/etc/subgid"), &name, gid)) {
         (Some(u), Some(g)) if helpers_present() => Some((u, g)),
+        (Some(_), Some(_)) => {
+            eprintln!(
+                "berth: warning: newuidmap and newgidmap are not on PATH (Debian's uidmap package): \
+                 only your own ID is mapped, so layers with files of other owners cannot be unpacked; \
+                 see docs/rootless.md"
+            );
+            None
+        }
         _ => {
             eprintln!(
-                "berth: warning: no subordinate IDs for {name} in /etc/subuid and /etc/subgid (or no \
-                 newuidmap): only your own ID is mapped, so layers with files of other owners cannot be \
-                 unpacked; see docs/rootless.md"
+                "berth: warning: no subordinate IDs for {name} in /etc/subuid and /etc/subgid: only your \
+                 own ID is mapped, so layers with files of other owners cannot be unpacked; see \
+                 docs/rootless.md"
             );
             None
         }

@@ -58,6 +58,11 @@ impl LocalWorker<'_> {
 
     /// Runs a COPY, ADD or WORKDIR step on `inputs[0]` (`inputs[1]` is a `--from` source).
     pub(super) fn copy(&self, id: VertexId, v: &Vertex, c: &CopyOp, inputs: &[State]) -> Result<State> {
+        self.copy_step(id, v, c, inputs).map_err(|e| self.at(v, e))
+    }
+
+    /// [`LocalWorker::copy`], its errors not yet placed at the step.
+    fn copy_step(&self, id: VertexId, v: &Vertex, c: &CopyOp, inputs: &[State]) -> Result<State> {
         if c.link {
             return self.copy_link(v, c, inputs);
         }

@@ -205,9 +205,14 @@ impl LocalWorker<'_> {
         Error::at(self.dockerfile.0, self.dockerfile.1, v.at, message)
     }
 
+    /// `e` at step `v`'s line, where the user must change something for it: a refused
+    /// source, or a context file berth may not read.
     fn at(&self, v: &Vertex, e: Error) -> Error {
         match e {
             Error::Context { path, reason } => self.err_at(v, format!("{path}: {reason}")),
+            Error::Io { what, source } if source.kind() == std::io::ErrorKind::PermissionDenied => {
+                self.err_at(v, format!("{what}: {source}"))
+            }
             other => other,
         }
     }

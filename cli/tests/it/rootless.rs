@@ -337,6 +337,63 @@ fn a_plain_users_containers_reach_the_network_through_slirp4netns() {
     assert_eq!(String::from_utf8_lossy(&exec.stdout), "0\n1\n", "{}", String::from_utf8_lossy(&exec.stderr));
 }
 
+#[test]
+fn a_plain_users_mistakes_are_named_with_what_fixes_them() {
+    let Some(user) = plain("berth-rl", Some(400000)) else { return };
+    let Some((_root, _shared, base)) = stores(&user) else { return };
+    user.ok(&["load", "-i", &base]);
+    let err = |args: &[&str]| {
+        let out = user.output(args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // A range but no newuidmap on PATH: the warning says which is missing.
+    let out = user.cmd(&["images", "-q"]).env("PATH", user.dir("bare-path")).output().unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("newuidmap and newgidmap are not on PATH") && !e.contains("no subordinate IDs"), "{e}");
+    // Limits need cgroups, which a plain user has none of: said before anything starts.
+    for args in [
+        &["run", "--rm", "--memory", "64m", "busybox", "true"][..],
+        &["run", "-d", "--cpus", "1", "busybox", "sleep", "60"],
+    ] {
+        let e = err(args);
+        assert!(e.contains("need cgroups, which belong to root: rootless berth cannot set them"), "{e}");
+    }
+    assert_eq!(user.ok(&["ps", "-aq"]), "", "nothing was left behind");
+    // A privileged port: the hint names what a plain user can do.
+    let e = err(&["run", "-d", "-p", "127.0.0.1:81:80", "busybox", "sleep", "60"]);
+    assert!(e.contains("a plain user cannot bind ports below 1024"), "{e}");
+    for id in user.ok(&["ps", "-aq"]).lines() {
+        user.ok(&["rm", "-f", id]);
+    }
+    // A context file the user may not read: the error points at the COPY line.
+    let ctx = user.dir("unreadable");
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY secret.txt /\n").unwrap();
+    std::fs::write(ctx.join("secret.txt"), "root's\n").unwrap();
+    std::fs::set_permissions(ctx.join("secret.txt"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let e = err(&["build", "-q", &p(&ctx)]);
+    assert!(e.contains("Dockerfile:2") && e.contains("secret.txt") && e.contains("Permission denied"), "{e}");
+    // An owner beyond the user's range: the error says what the namespace maps.
+    let high = user.dir("high");
+    std::fs::write(high.join("Dockerfile"), "FROM busybox\nRUN true\n").unwrap();
+    let layer = high.join("layer.tar");
+    let mut tar = tar::Builder::new(std::fs::File::create(&layer).unwrap());
+    let mut h = tar::Header::new_gnu();
+    h.set_path("far").unwrap();
+    h.set_size(0);
+    h.set_uid(70000);
+    h.set_gid(70000);
+    h.set_mode(0o644);
+    h.set_cksum();
+    tar.append(&h, std::io::empty()).unwrap();
+    tar.finish().unwrap();
+    drop(tar);
+    std::fs::set_permissions(&layer, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    user.ok(&["import", &p(&layer), "far:1"]);
+    let e = err(&["run", "--rm", "far:1", "true"]);
+    assert!(e.contains("\"far\" is owned by 70000:70000") && e.contains("(it maps IDs 0 to 65536)"), "{e}");
+}
+
 /// A root filesystem holding this berth (as /usr/local/bin/berth), its shared libraries and
 /// busybox.
 fn box_rootfs() -> tempfile::TempDir {

@@ -60,6 +60,7 @@ pub fn prepare(
     config: &Config,
     (keep, runtime): (bool, Runtime),
 ) -> Result<Prepared> {
+    super::check_limits(config)?;
     let snapshotter = crate::snapshot::for_root(root)?;
     let record = if keep { Some(super::create(root, config)?) } else { None };
     // This process is the container's supervisor while it runs.

@@ -235,6 +235,18 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(io_err("rename", path))
 }
 
+/// Refuses limits this berth cannot set: a plain user's has no cgroup of its own.
+pub fn check_limits(config: &Config) -> Result<()> {
+    if crate::userns::entered() && !config.limits().is_empty() {
+        return Err(Error::Config(
+            "--memory, --cpus and --pids-limit need cgroups, which belong to root: rootless berth cannot \
+             set them (see docs/rootless.md)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Records a new container (state `created`): its name must be free (an empty name gets
 /// one made up, under the same lock), and a seccomp profile it names is copied in, so that
 /// exec, health checks and `start` load the filter the container started with.
@@ -246,6 +258,7 @@ pub fn create(root: &Path, config: &Config) -> Result<Container> {
         config.name = new_name(&config.id, |n| taken(n).unwrap_or(true));
     }
     check_name(&config.name)?;
+    check_limits(&config)?;
     if taken(&config.name)? {
         return Err(Error::NameInUse(config.name.clone()));
     }

@@ -163,7 +163,17 @@ impl Listeners {
         for spec in specs {
             let ip = spec.host_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
             let addr = SocketAddr::new(ip, spec.host_port.unwrap_or(0));
-            let err = |e: std::io::Error| std::io::Error::new(e.kind(), format!("publish {addr}/{}: {e}", spec.proto));
+            let err = |e: std::io::Error| {
+                // A plain user's berth may not bind a privileged port (EACCES): say what does.
+                let hint = match (e.kind(), addr.port()) {
+                    (std::io::ErrorKind::PermissionDenied, 1..=1023) if crate::userns::rootless() => {
+                        " (a plain user cannot bind ports below 1024: publish a higher host port, or \
+                         lower net.ipv4.ip_unprivileged_port_start)"
+                    }
+                    _ => "",
+                };
+                std::io::Error::new(e.kind(), format!("publish {addr}/{}: {e}{hint}", spec.proto))
+            };
             let local = if spec.proto == "udp" {
                 let s = std::net::UdpSocket::bind(addr).map_err(err)?;
                 s.set_nonblocking(true)?;
