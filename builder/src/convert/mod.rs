@@ -374,7 +374,8 @@ impl<'a> Converter<'a> {
         let numbered = 1 + steps.filter(|ins| makes_vertex(&ins.kind)).count();
         let mut label = (df.stages.len() > 1).then(|| st.name.clone().unwrap_or_else(|| format!("stage-{i}")));
         if self.named_by_platform {
-            label = Some(label.map_or_else(|| self.current.to_string(), |l| format!("{} {l}", self.current)));
+            let on = self.platform_label();
+            label = Some(label.map_or_else(|| on.clone(), |l| format!("{on} {l}")));
         }
         scope.start_naming(label, numbered);
         let from_name = scope.next_name(&format!("FROM {base_name}"));
@@ -411,6 +412,18 @@ impl<'a> Converter<'a> {
 
     /// A stage's platform: its `FROM --platform=` (global and platform ARGs expanded),
     /// else the target's.
+    /// How a step's name shows the platforms of a multi-platform build, as BuildKit's: the
+    /// stage's platform, then `->` and the target's architecture where the stage is pinned
+    /// to another (`linux/amd64->arm64`), so that its runs for each target differ.
+    fn platform_label(&self) -> String {
+        if self.current == self.target_platform {
+            return self.current.to_string();
+        }
+        let t = &self.target_platform;
+        let target = t.variant.as_ref().map_or_else(|| t.architecture.clone(), |v| format!("{}/{v}", t.architecture));
+        format!("{}->{target}", self.current)
+    }
+
     fn stage_platform(&self, st: &dockerfile::Stage) -> Result<Platform> {
         let Some(p) = &st.platform else { return Ok(self.target_platform.clone()) };
         let text = self.expand_global(p)?;

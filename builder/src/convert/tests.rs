@@ -375,23 +375,17 @@ fn expose_normalises_ports() {
     assert!(expose_ports("http").is_err());
 }
 
-#[test]
-fn several_platforms_share_one_graph_and_each_step_that_does_not_depend_on_the_platform() {
-    let df = crate::dockerfile::parse(
-        "Dockerfile",
-        "FROM --platform=$BUILDPLATFORM img AS build\nRUN make all\nFROM img\nARG TARGETARCH\n\
-         COPY --from=build /out/$TARGETARCH /app\nRUN uname -m\n",
-    )
-    .unwrap();
+/// `text` converted for `platforms`, each platform's base image its own manifest, as in a
+/// real index.
+fn convert_for(text: &str, platforms: &[oci::Platform]) -> Converted {
+    let df = crate::dockerfile::parse("Dockerfile", text).unwrap();
     let build_args = BTreeMap::new();
-    // Each platform's base image is its own manifest, as in a real index.
     let resolve = |_: &str, p: &oci::Platform| {
         Ok(BaseImage { manifest: oci::Digest::of(p.to_string().as_bytes()), ..base(&json!({})) })
     };
-    let platforms: Vec<oci::Platform> = ["linux/amd64", "linux/arm64"].iter().map(|p| p.parse().unwrap()).collect();
     let inputs = Inputs {
         build_args: &build_args,
-        target_platforms: platforms.clone(),
+        target_platforms: platforms.to_vec(),
         no_cache: false,
         no_cache_filter: &[],
         host_network: true,
@@ -400,7 +394,17 @@ fn several_platforms_share_one_graph_and_each_step_that_does_not_depend_on_the_p
         resolve: &resolve,
         named: &BTreeMap::new(),
     };
-    let c = convert(&df, None, &inputs).unwrap();
+    convert(&df, None, &inputs).unwrap()
+}
+
+#[test]
+fn several_platforms_share_one_graph_and_each_step_that_does_not_depend_on_the_platform() {
+    let platforms: Vec<oci::Platform> = ["linux/amd64", "linux/arm64"].iter().map(|p| p.parse().unwrap()).collect();
+    let c = convert_for(
+        "FROM --platform=$BUILDPLATFORM img AS build\nRUN make all\nFROM img\nARG TARGETARCH\n\
+         COPY --from=build /out/$TARGETARCH /app\nRUN uname -m\n",
+        &platforms,
+    );
     assert_eq!(c.images.iter().map(|i| i.platform.clone()).collect::<Vec<_>>(), platforms);
     let makes = runs(&c).iter().filter(|r| r.args.iter().any(|a| a.contains("make all"))).count();
     assert_eq!(makes, 1, "the build stage runs on the host's platform for both targets: one vertex");
@@ -412,6 +416,25 @@ fn several_platforms_share_one_graph_and_each_step_that_does_not_depend_on_the_p
     let names = names(&c);
     assert!(names.contains(&format!("[{host} build 2/2] RUN make all").as_str()), "{names:?}");
     assert!(names.contains(&"[linux/arm64 stage-1 3/3] RUN uname -m"), "{names:?}");
+}
+
+#[test]
+fn a_stage_pinned_to_another_platform_names_the_target_it_runs_for_as_buildkit_does() {
+    let platforms: Vec<oci::Platform> =
+        ["linux/amd64", "linux/arm64", "linux/arm/v7"].iter().map(|p| p.parse().unwrap()).collect();
+    let c = convert_for(
+        "FROM --platform=linux/amd64 img AS fixed\nARG TARGETARCH\nRUN echo $TARGETARCH > /arch\n\
+         FROM img\nCOPY --from=fixed /arch /arch\n",
+        &platforms,
+    );
+    let names = names(&c);
+    for want in [
+        "[linux/amd64 fixed 2/2] RUN echo $TARGETARCH > /arch",
+        "[linux/amd64->arm64 fixed 2/2] RUN echo $TARGETARCH > /arch",
+        "[linux/amd64->arm/v7 fixed 2/2] RUN echo $TARGETARCH > /arch",
+    ] {
+        assert!(names.contains(&want), "{want} not in {names:?}");
+    }
 }
 
 #[test]
