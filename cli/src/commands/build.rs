@@ -425,7 +425,12 @@ impl Session<'_> {
         let opts = oci::client::PullOptions { lazy: true, platform: Some(platform.clone()), ..Default::default() };
         let pulled =
             self.rt.block_on(oci::client::pull(&self.client, &self.store, &r, &opts, &oci::client::NoProgress));
-        let rec = pulled.map_err(builder::Error::image(format!("pull {}", r.familiar())))?.record;
+        let what = match !pull && self.store.resolve(reference).is_ok() {
+            // The name is here for other platforms: that is what the user must know first.
+            true => format!("{} in the local store has no {platform} image, and pulling it failed", r.familiar()),
+            false => format!("pull {}", r.familiar()),
+        };
+        let rec = pulled.map_err(builder::Error::image(what))?.record;
         let base = builder::build::base_of(&self.store, &rec.target, reference, platform)?;
         self.pulled.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((r, rec.target));
         Ok(base)

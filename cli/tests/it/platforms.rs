@@ -276,6 +276,18 @@ fn berth_manifest_assembles_a_base_index_that_a_three_platform_build_uses() {
         assert_eq!(got.trim(), want, "each platform's image was built on that platform's base");
     }
 
+    // A platform the stored index lacks: the error says so before the registry's own error
+    // (nothing listens on port 1).
+    b.ok(&["tag", "busybox:multi", "127.0.0.1:1/library/busybox:multi"]);
+    write(&ctx, "Dockerfile", "FROM 127.0.0.1:1/library/busybox:multi\nCOPY Dockerfile /\n");
+    let out = b.output(&["build", "-q", "--platform", "linux/s390x", &p(&ctx)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("127.0.0.1:1/library/busybox:multi in the local store has no linux/s390x image"),
+        "{err}"
+    );
+
     let base = format!("{}/library/busybox:multi", server.addr);
     b.ok(&["manifest", "push", "busybox:multi", &base]);
     let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{base}")]);
