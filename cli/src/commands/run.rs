@@ -250,16 +250,7 @@ impl Run {
         let store = open_store(root)?;
         let rec = self.image_record(&store)?;
         let platform = self.platform.clone().unwrap_or_else(oci::Platform::host);
-        let (rec, image) = match store.image_for(&rec.target, &platform) {
-            Ok(image) => (rec, image),
-            // An index without this platform's image, stored: its registry may have it.
-            Err(oci::Error::ImageNotFound(_)) if self.platform.is_some() => {
-                let rec = self.pull(&store, true)?;
-                let image = store.image_for(&rec.target, &platform)?;
-                (rec, image)
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let (rec, image) = self.platform_image(&store, rec, &platform)?;
         if !image.config.architecture().to_string().is_empty() {
             let runs_on = oci::Platform::of_config(&image.config);
             // A one-platform image is taken as it is: it must be the platform asked for.
@@ -274,6 +265,40 @@ impl Run {
             return self.run_detached(root, &store, &image, config, cidfile);
         }
         self.run_foreground(root, &store, &image, config, cidfile)
+    }
+
+    /// `rec`'s image for `platform`. With `--platform`, one the store lacks (an index without
+    /// it, or another platform's image under the name) is pulled, as docker 20.10 does,
+    /// unless `--pull never`; a failed pull names the platform that is stored.
+    fn platform_image(
+        &self,
+        store: &oci::ImageStore,
+        rec: oci::ImageRecord,
+        platform: &oci::Platform,
+    ) -> Result<(oci::ImageRecord, oci::store::Image)> {
+        let found = match store.image_for(&rec.target, platform) {
+            Ok(image) => Some(image),
+            Err(oci::Error::ImageNotFound(_)) if self.platform.is_some() => None,
+            Err(e) => return Err(e.into()),
+        };
+        let other = found.as_ref().and_then(|image| {
+            let arch = image.config.architecture().to_string();
+            let on = oci::Platform::of_config(&image.config);
+            (self.platform.is_some() && !arch.is_empty() && !is_platform(&on, platform)).then_some(on)
+        });
+        match (found, &other) {
+            (Some(image), None) => return Ok((rec, image)),
+            (Some(image), Some(_)) if self.pull == "never" => return Ok((rec, image)),
+            _ => {}
+        }
+        let pulled = self.pull(store, true).and_then(|rec| Ok((store.image_for(&rec.target, platform)?, rec)));
+        match (pulled, other) {
+            (Ok((image, rec)), _) => Ok((rec, image)),
+            (Err(e), Some(on)) => {
+                Err(e.context(format!("image {} is for {on}, not for {platform} (--platform)", self.image)))
+            }
+            (Err(e), None) => Err(e),
+        }
     }
 
     /// The image to run, pulled as `--pull` says: when it is not stored (`missing`), every

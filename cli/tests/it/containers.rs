@@ -1043,9 +1043,18 @@ fn wait_and_logs_follow_read_a_removed_containers_end_and_usage_errors_are_125()
         assert_eq!(b.output(args).status.code(), Some(125), "{args:?}");
     }
     assert_eq!(b.output(&["ps", "--help"]).status.code(), Some(0));
-    // --platform names what the image must be; a one-platform image of another is refused.
-    let err = b.fails(&["run", "--rm", "--platform", "linux/s390x", "busybox", "true"]);
+    // --platform names what the image must be: a one-platform image of another is pulled
+    // for it (as docker 20.10), and refused when that cannot be done (nothing listens on
+    // port 1) or is not wanted (--pull never).
+    let err = b.fails(&["run", "--rm", "--pull", "never", "--platform", "linux/s390x", "busybox", "true"]);
     assert!(err.contains("not for linux/s390x"), "{err}");
+    b.ok(&["tag", "busybox", "127.0.0.1:1/busybox"]);
+    let out = b.output(&["run", "--rm", "--platform", "linux/s390x", "127.0.0.1:1/busybox", "true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("not for linux/s390x (--platform): pull 127.0.0.1:1/busybox"),
+        "{err}"
+    );
     let host = b.ok(&["inspect", "--format", "{{.Os}}/{{.Architecture}}", "busybox"]);
     assert_eq!(b.ok(&["run", "--rm", "--platform", host.trim(), "busybox", "echo", "ok"]), "ok\n");
 }

@@ -190,6 +190,13 @@ fn two_platforms_make_one_index_that_is_pushed_whole() {
     assert!(!out.status.success(), "{err}");
     let last = err.trim().lines().last().unwrap_or_default();
     assert!(last.contains("no image for platform linux/s390x"), "a platform the index lacks: {err}");
+    // A store holding another platform's image under the name pulls the one asked for, as
+    // docker 20.10 does.
+    let c = Berth::new();
+    c.ok(&["pull", "-q", "--platform", "linux/arm64", &image]);
+    assert_eq!(c.ok(&["run", "--rm", "--platform", &host.to_string(), &image]), machine);
+    let err = c.fails(&["run", "--rm", "--pull", "never", "--platform", "linux/arm64", &image]);
+    assert!(err.contains("not for linux/arm64"), "the name moved to the platform pulled last: {err}");
 }
 
 #[test]
