@@ -336,7 +336,18 @@ impl SandboxError {
     /// step failed and is berth's own (docker's 125), not the program's.
     pub fn exec_failed(program: &str, e: std::io::Error) -> SandboxError {
         if let Some((stage, errno)) = SetupStage::decode(&e) {
-            return SandboxError::Start { what: stage.what(), source: std::io::Error::from_raw_os_error(errno) };
+            let mut source = std::io::Error::from_raw_os_error(errno);
+            // Rootless, the likely cause is a user or group the namespace does not map.
+            if matches!(stage, SetupStage::Process) && [libc::EPERM, libc::EINVAL].contains(&errno) {
+                if let Some(ids) = crate::userns::mapped_ids().filter(|_| crate::userns::rootless()) {
+                    let hint = format!(
+                        "{source}; this user namespace maps {ids}: a user or group outside them cannot be \
+                         taken (see docs/rootless.md)"
+                    );
+                    source = std::io::Error::new(source.kind(), hint);
+                }
+            }
+            return SandboxError::Start { what: stage.what(), source };
         }
         let source = std::io::Error::new(e.kind(), format!("{program}: {e}"));
         SandboxError::Start { what: "fork and exec", source }

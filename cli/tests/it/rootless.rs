@@ -270,6 +270,9 @@ fn without_subordinate_ids_one_id_is_mapped_and_other_owners_are_refused_clearly
     user.ok(&["import", &p(&tar), "rootonly"]);
     let id = user.ok(&["run", "--rm", "--network", "none", "rootonly", "/bin/busybox", "id", "-u"]);
     assert_eq!(id, "0\n");
+    let out = user.output(&["run", "--rm", "--network", "none", "--user", "1000", "rootonly", "/bin/busybox", "true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("this user namespace maps only ID 0, your own"), "{err}");
     let ctx = user.dir("ctx");
     std::fs::write(ctx.join("Dockerfile"), "FROM rootonly\nRUN [\"/bin/busybox\", \"touch\", \"/x\"]\n").unwrap();
     user.ok(&["build", "-q", "-t", "touched", &p(&ctx)]);
