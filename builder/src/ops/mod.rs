@@ -63,7 +63,18 @@ fn plain_layer(
     ingest: Box<dyn oci::content::BlobWriter>,
     fill: &mut dyn FnMut(&mut dyn Write) -> Result<()>,
 ) -> Result<Option<Layer>> {
-    let mut w = LayerWriter::into_ingest(ingest, Compression::None, None).map_err(Error::image("start a layer"))?;
+    Ok(layer_into(ingest, Compression::None, None, fill)?.map(|(layer, _)| layer))
+}
+
+/// The layer `fill` writes into `ingest`, compressed as asked, committed, with its tar's
+/// size; None (and nothing kept) when the tar holds no entry.
+fn layer_into(
+    ingest: Box<dyn oci::content::BlobWriter>,
+    compression: Compression,
+    level: Option<u32>,
+    fill: &mut dyn FnMut(&mut dyn Write) -> Result<()>,
+) -> Result<Option<(Layer, u64)>> {
+    let mut w = LayerWriter::into_ingest(ingest, compression, level).map_err(Error::image("start a layer"))?;
     fill(&mut w)?;
     let (ingest, info) = w.finish().map_err(Error::image("finish a layer"))?;
     // Two 512-byte end blocks and nothing else: no file changed (an empty cache mount).
@@ -72,12 +83,13 @@ fn plain_layer(
         return Ok(None);
     }
     ingest.commit(Expected::exactly(&info.digest, info.size)).map_err(Error::image("store a layer"))?;
-    Ok(Some(Layer {
+    let layer = Layer {
         digest: info.digest,
         diff_id: info.diff_id,
         size: info.size,
         media_type: info.compression.oci_media_type().to_owned(),
-    }))
+    };
+    Ok(Some((layer, info.uncompressed_size)))
 }
 
 /// Executes ops against the local store, snapshots and sandbox.
@@ -302,26 +314,12 @@ impl LocalWorker<'_> {
     ) -> Result<Option<Layer>> {
         let Some((name, level)) = codec.twin() else { return Err(Error::Internal("a plain layer has no twin".into())) };
         let ingest = self.store.content().writer(oci::Algorithm::Sha256).map_err(Error::image("start a layer"))?;
-        let mut w =
-            LayerWriter::into_ingest(ingest, codec.compression, level).map_err(Error::image("start a layer"))?;
-        fill(&mut w)?;
-        let (ingest, info) = w.finish().map_err(Error::image("finish a layer"))?;
-        if info.uncompressed_size <= 1024 {
-            ingest.abort().map_err(Error::image("drop an empty layer"))?;
-            return Ok(None);
-        }
-        ingest.commit(Expected::exactly(&info.digest, info.size)).map_err(Error::image("store a layer"))?;
-        let twin = Layer {
-            digest: info.digest,
-            diff_id: info.diff_id.clone(),
-            size: info.size,
-            media_type: info.compression.oci_media_type().to_owned(),
-        };
-        self.cache.set_compressed(&info.diff_id, &name, &twin)?;
+        let Some((twin, tar_size)) = layer_into(ingest, codec.compression, level, fill)? else { return Ok(None) };
+        self.cache.set_compressed(&twin.diff_id, &name, &twin)?;
         Ok(Some(Layer {
-            digest: info.diff_id.clone(),
-            diff_id: info.diff_id,
-            size: info.uncompressed_size,
+            digest: twin.diff_id.clone(),
+            diff_id: twin.diff_id,
+            size: tar_size,
             media_type: Compression::None.oci_media_type().to_owned(),
         }))
     }
