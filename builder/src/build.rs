@@ -344,8 +344,6 @@ fn import_caches<'a>(m: &Machine<'a>, specs: &[ImportSpec]) -> Result<Imported<'
         match remote::open(&spec.location, m.net) {
             Ok(Some(b)) => sources.push(b),
             Ok(None) => {}
-            // A mistake in the flag itself (no region for a bucket): the user's to fix, now.
-            Err(e @ Error::Invalid(_)) => return Err(e),
             Err(e) => {
                 let text = format!("cache {} not used: {}", spec.location.describe(), oci::error::chain(&e));
                 m.progress.event(Event::Warning { text });

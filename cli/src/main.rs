@@ -68,6 +68,7 @@ enum Command {
     Port(commands::container::Port),
     Export(commands::container::Export),
     Rename(commands::container::Rename),
+    Top(commands::top::Top),
     #[command(name = "__supervise", hide = true)]
     Supervise(commands::container::Supervise),
     Network(commands::network::NetworkCmd),
@@ -109,6 +110,7 @@ impl Command {
                 C::Port(c) => Command::Port(c),
                 C::Export(c) => Command::Export(c),
                 C::Rename(c) => Command::Rename(c),
+                C::Top(c) => Command::Top(c),
             },
             Command::Image(g) => match g.command {
                 I::Ls(c) => Command::Images(c),
@@ -211,6 +213,7 @@ fn main() -> ExitCode {
         Command::Port(c) => c.run(&root),
         Command::Export(c) => c.run(&root),
         Command::Rename(c) => c.run(&root),
+        Command::Top(c) => c.run(&root),
         Command::Network(c) => c.run(&root),
         Command::Volume(c) => c.run(&root),
         Command::System(c) => c.run(&root),

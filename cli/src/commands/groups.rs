@@ -37,6 +37,7 @@ pub enum ContainerSub {
     Port(container::Port),
     Export(container::Export),
     Rename(container::Rename),
+    Top(super::top::Top),
 }
 
 /// Manage images

@@ -17,6 +17,7 @@ pub mod registry;
 pub mod run;
 pub mod system;
 pub mod system_prune;
+pub mod top;
 pub mod transfer;
 pub mod volume;
 pub mod when;

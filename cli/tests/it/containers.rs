@@ -1502,3 +1502,34 @@ fn a_foreground_run_publishes_its_ports() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn top_lists_a_running_containers_processes_and_no_others() {
+    let Some(b) = setup() else { return };
+    b.ok(&["run", "-d", "--name", "toppy", "busybox", "sh", "-c", "sleep 301 & sleep 302"]);
+    // A process of the host beside it, which must not be listed.
+    let mut outside = std::process::Command::new("sleep").arg("303").spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut out = b.ok(&["top", "toppy"]);
+    while !(out.contains("sleep 301") && out.contains("sleep 302")) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        out = b.ok(&["top", "toppy"]);
+    }
+    let titles: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(titles, ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"], "{out}");
+    let pid = inspect(&b, "toppy", "{{.State.Pid}}");
+    let pids: Vec<&str> = out.lines().skip(1).filter_map(|l| l.split_whitespace().nth(1)).collect();
+    assert!(pids.contains(&pid.as_str()), "the container's first process {pid} is listed: {out}");
+    assert!(out.contains("sleep 301") && out.contains("sleep 302"), "{out}");
+    assert!(!out.contains("sleep 303"), "a host process is not the container's: {out}");
+    let chosen = b.ok(&["container", "top", "toppy", "-o", "pid,args"]);
+    assert!(chosen.starts_with("PID") && chosen.contains("sleep 302") && !chosen.contains("sleep 303"), "{chosen}");
+    let err = b.fails(&["top", "toppy", "-o", "args"]);
+    assert!(err.contains("Couldn't find PID field in ps output"), "{err}");
+    outside.kill().unwrap();
+    let _ = outside.wait();
+    b.ok(&["rm", "-f", "toppy"]);
+    b.ok(&["create", "--name", "idle", "busybox", "true"]);
+    let err = b.fails(&["top", "idle"]);
+    assert!(err.contains("is not running"), "{err}");
+}

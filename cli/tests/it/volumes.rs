@@ -435,8 +435,16 @@ fn a_killed_foreground_runs_anonymous_volume_goes_with_the_next_command() {
     assert_eq!(b.ok(&["volume", "ls", "-q"]), volume);
     run.kill().unwrap();
     run.wait().unwrap();
-    // Before, the volume stayed for good (docker's daemon removes a --rm container's).
-    assert_eq!(b.ok(&["volume", "ls", "-q"]), "", "swept by the next command");
+    // Before, the volume stayed for good (docker's daemon removes a --rm container's). The
+    // run's own processes die of its death a moment after it (their parent-death signal):
+    // the first command after that sweeps it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut left = b.ok(&["volume", "ls", "-q"]);
+    while !left.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        left = b.ok(&["volume", "ls", "-q"]);
+    }
+    assert_eq!(left, "", "swept once the run's processes are gone");
     assert!(std::fs::read_dir(b.root.path().join("volumes"))
         .unwrap()
         .flatten()

@@ -33,6 +33,7 @@ pub mod health;
 pub mod launch;
 pub mod logs;
 pub mod ports;
+pub mod processes;
 pub mod restart;
 pub mod state;
 pub mod supervisor;
