@@ -710,6 +710,14 @@ impl Unpacker {
 /// A failed chown; EINVAL in a rootless user namespace means an owner it does not map.
 fn chown_err(e: rustix::io::Errno, path: &Path, (uid, gid): (rustix::fs::Uid, rustix::fs::Gid)) -> UnpackError {
     let path = path.display().to_string();
+    // EPERM is a missing CAP_CHOWN (an owner a user namespace does not map is EINVAL).
+    if e == rustix::io::Errno::PERM {
+        let source = io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{}: berth needs CAP_CHOWN to give a layer's files their owners", io::Error::from(e)),
+        );
+        return UnpackError::Io { op: "chown", path, source };
+    }
     if e == rustix::io::Errno::INVAL && crate::userns::rootless() {
         let mapped = crate::userns::mapped_ids().unwrap_or_else(|| "no ID".into());
         return UnpackError::Unmapped { path, mapped, uid: uid.as_raw(), gid: gid.as_raw() };

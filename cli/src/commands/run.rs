@@ -239,6 +239,14 @@ impl Run {
         if !rustix::process::geteuid().is_root() {
             bail!("berth run needs root (namespaces and mounts); rootless containers are not supported yet");
         }
+        // Root without CAP_SYS_ADMIN (an unprivileged container) cannot mount a rootfs: say
+        // so first, and what works there.
+        if !runner::security::caps::Capabilities::all().has("SYS_ADMIN") {
+            bail!(
+                "berth run needs CAP_SYS_ADMIN (namespaces and mounts), which this berth does not hold, as in an \
+                 unprivileged container; builds work there: berth build --isolation chroot"
+            );
+        }
         self.check_flags()?;
         (self.network, self.network_id) = self.check_network(root)?;
         if !self.detach {

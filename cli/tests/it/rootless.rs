@@ -470,8 +470,10 @@ fn an_unprivileged_container_builds_with_isolation_chroot_the_image_root_builds(
     let b = Berth::new();
     let Some((shared, root_iid, image)) = unprivileged_setup(&b) else { return };
     let script = "berth load -q -i /in/busybox.tar >/dev/null && berth build -q --isolation chroot -t app /in/ctx; \
-                  berth build -q --no-cache -t again /in/ctx 2>&1 | tail -1";
+                  berth build -q --no-cache -t again /in/ctx 2>&1 | tail -1; berth run --rm app true 2>&1 | tail -1";
     let seen = in_unprivileged_container(&b, &image, shared.path(), script, &[]);
+    let run_refused = seen.lines().nth(2).unwrap_or_default();
+    assert!(run_refused.contains("needs CAP_SYS_ADMIN") && run_refused.ends_with("--isolation chroot"), "{seen}");
     let mut lines = seen.lines();
     assert_eq!(lines.next(), Some(root_iid.as_str()), "the same image ID as root's build with namespaces: {seen}");
     let build_refused = lines.next().unwrap_or_default();
@@ -484,6 +486,9 @@ fn an_unprivileged_container_builds_with_isolation_chroot_the_image_root_builds(
         "berth load -q -i /in/busybox.tar >/dev/null && berth build -q --isolation chroot /in/ctx 2>&1 | tail -1";
     let seen = in_unprivileged_container(&b, &image, shared.path(), script, &["--cap-drop", "SYS_CHROOT"]);
     assert!(seen.trim_end().ends_with("build with --isolation none"), "without chroot, none is named: {seen}");
+    // Without CAP_CHOWN no base image with files of other owners can be unpacked: said so.
+    let seen = in_unprivileged_container(&b, &image, shared.path(), script, &["--cap-drop", "CHOWN"]);
+    assert!(seen.contains("berth needs CAP_CHOWN to give a layer's files their owners"), "{seen}");
 }
 
 #[test]
