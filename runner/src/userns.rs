@@ -90,8 +90,9 @@ pub fn rootless() -> bool {
     })
 }
 
-/// The user IDs this process's user namespace maps, as "0 to N" (every ID from 0 up to
-/// the end of its last range): what an owner must fall in. None outside a user namespace.
+/// The user IDs this process's user namespace maps, as "IDs 0 to N" (every ID from 0 up to
+/// the end of its last range): what an owner must fall in, for errors met rootless. None
+/// where `/proc/self/uid_map` cannot be read.
 pub fn mapped_ids() -> Option<String> {
     let map = std::fs::read_to_string("/proc/self/uid_map").ok()?;
     let end = map
@@ -194,19 +195,14 @@ fn new_namespace() -> Result<(), UsernsError> {
     let read = |f| std::fs::read_to_string(f).unwrap_or_default();
     let ranges = match (subordinate(&read("/etc/subuid"), &name, uid), subordinate(&read("/etc/subgid"), &name, gid)) {
         (Some(u), Some(g)) if helpers_present() => Some((u, g)),
-        (Some(_), Some(_)) => {
+        found => {
+            let missing = match found {
+                (Some(_), Some(_)) => "newuidmap and newgidmap are not on PATH (Debian's uidmap package)".to_owned(),
+                _ => format!("no subordinate IDs for {name} in /etc/subuid and /etc/subgid"),
+            };
             eprintln!(
-                "berth: warning: newuidmap and newgidmap are not on PATH (Debian's uidmap package): \
-                 only your own ID is mapped, so layers with files of other owners cannot be unpacked; \
-                 see docs/rootless.md"
-            );
-            None
-        }
-        _ => {
-            eprintln!(
-                "berth: warning: no subordinate IDs for {name} in /etc/subuid and /etc/subgid: only your \
-                 own ID is mapped, so layers with files of other owners cannot be unpacked; see \
-                 docs/rootless.md"
+                "berth: warning: {missing}: only your own ID is mapped, so layers with files of other owners \
+                 cannot be unpacked; see docs/rootless.md"
             );
             None
         }

@@ -264,9 +264,10 @@ impl LocalWorker<'_> {
         let epoch = oci::layer::TarOptions::from_env().source_date_epoch;
         let diff =
             &mut |w: &mut dyn Write| self.snapshotter.diff(key, w).map_err(Error::runner("diff the step's changes"));
-        let layer = match (deferred.enabled(), (self.twin_codec)(id)) {
-            (true, Some(codec)) if codec.twin().is_some() => self.layer_with_twin(codec, diff),
-            (true, _) => plain_layer(oci::content::discarding(oci::Algorithm::Sha256), diff),
+        let twin = (self.twin_codec)(id).and_then(|c| Some((c.compression, c.twin()?)));
+        let layer = match (deferred.enabled(), twin) {
+            (true, Some((compression, (name, level)))) => self.layer_with_twin(compression, &name, level, diff),
+            (true, None) => plain_layer(oci::content::discarding(oci::Algorithm::Sha256), diff),
             (false, _) => self.write_layer(diff),
         };
         let layer = match layer {
@@ -304,18 +305,19 @@ impl LocalWorker<'_> {
         Ok(State { layers })
     }
 
-    /// The plain layer `fill` writes, hashed and not stored, and its `codec` twin, stored
-    /// and remembered in the cache for the export that sends it: the diff is read, tarred
-    /// and hashed once for both. None when the tar holds no entry.
+    /// The plain layer `fill` writes, hashed and not stored, and its twin compressed at
+    /// `level`, stored and remembered in the cache as `name` for the export that sends it:
+    /// the diff is read, tarred and hashed once for both. None when the tar holds no entry.
     fn layer_with_twin(
         &self,
-        codec: Codec,
+        compression: Compression,
+        name: &str,
+        level: Option<u32>,
         fill: &mut dyn FnMut(&mut dyn Write) -> Result<()>,
     ) -> Result<Option<Layer>> {
-        let Some((name, level)) = codec.twin() else { return Err(Error::Internal("a plain layer has no twin".into())) };
         let ingest = self.store.content().writer(oci::Algorithm::Sha256).map_err(Error::image("start a layer"))?;
-        let Some((twin, tar_size)) = layer_into(ingest, codec.compression, level, fill)? else { return Ok(None) };
-        self.cache.set_compressed(&twin.diff_id, &name, &twin)?;
+        let Some((twin, tar_size)) = layer_into(ingest, compression, level, fill)? else { return Ok(None) };
+        self.cache.set_compressed(&twin.diff_id, name, &twin)?;
         Ok(Some(Layer {
             digest: twin.diff_id.clone(),
             diff_id: twin.diff_id,

@@ -60,9 +60,12 @@ pub fn prepare(
     config: &Config,
     (keep, runtime): (bool, Runtime),
 ) -> Result<Prepared> {
-    super::check_limits(config)?;
     let snapshotter = crate::snapshot::for_root(root)?;
-    let record = if keep { Some(super::create(root, config)?) } else { None };
+    // create checks the limits of a recorded container; one without a record, here.
+    let record = match keep {
+        true => Some(super::create(root, config)?),
+        false => super::check_limits(config).map(|()| None)?,
+    };
     // This process is the container's supervisor while it runs.
     let supervising = record.as_ref().map(Container::supervise_lock).transpose()?.flatten();
     let id = &config.id;
@@ -180,16 +183,9 @@ impl Prepared {
                 let _ = bound_tx.send(Ok(listeners.published()));
                 // The process's pid, or the end of the run before it started.
                 let Ok(pid) = pid_rx.await else { return };
-                let upstream = match routed {
-                    Some(ip) => super::ports::Upstream::Address(ip),
-                    None => match super::exec::Target::net_ns(pid) {
-                        Ok(ns) => match super::ports::Upstream::loopback(ns) {
-                            Ok(up) => up,
-                            Err(_) => return, // it ended at once: nothing to forward to
-                        },
-                        Err(_) => return, // it ended at once: nothing to forward to
-                    },
-                };
+                // Nothing to forward to when it ended at once; an error has no one to tell
+                // once the process runs (its connections are refused).
+                let Ok(Some(upstream)) = super::ports::Upstream::to_container(routed, pid) else { return };
                 listeners.serve(upstream);
                 std::future::pending::<()>().await;
             });

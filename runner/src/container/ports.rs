@@ -224,9 +224,22 @@ pub enum Upstream {
 }
 
 impl Upstream {
-    /// Ports to the loopback of the network namespace `netns`.
-    pub fn loopback(netns: OwnedFd) -> std::io::Result<Upstream> {
-        InNetns::enter(netns).map(|t| Upstream::Loopback(Arc::new(t)))
+    /// Where the ports of the container whose first process is `pid` lead: its address
+    /// where the host routes to it (`routed`), else its namespace's loopback. None when
+    /// the process is gone already (it ended at once): there is nothing to forward to.
+    pub fn to_container(routed: Option<Ipv4Addr>, pid: i32) -> super::Result<Option<Upstream>> {
+        if let Some(ip) = routed {
+            return Ok(Some(Upstream::Address(ip)));
+        }
+        let netns = match super::exec::Target::net_ns(pid) {
+            Ok(ns) => ns,
+            Err(super::Error::Io { err, .. }) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let inside = InNetns::enter(netns).map_err(|e| {
+            super::Error::Config(format!("enter the container's network namespace for its published ports: {e}"))
+        })?;
+        Ok(Some(Upstream::Loopback(Arc::new(inside))))
     }
 
     /// A socket for the container's side, and the address it connects to.

@@ -264,19 +264,12 @@ async fn watch(
         s.veth = net.and_then(|a| a.veth().map(str::to_owned));
         s.subnet = net.filter(|a| a.address().is_some()).map(crate::network::Attachment::subnet);
     })?;
-    match (net.filter(|a| a.routed()).map(|a| a.ip), c.config.network.as_str()) {
-        _ if c.config.ports.is_empty() => {}
-        (Some(ip), _) => listeners.serve(super::ports::Upstream::Address(ip)),
-        (None, "host") => {}
-        (None, _) => match super::exec::Target::net_ns(started.pid) {
-            Ok(ns) => listeners.serve(super::ports::Upstream::loopback(ns).map_err(|e| {
-                Error::Config(format!("enter the container's network namespace for its published ports: {e}"))
-            })?),
-            // The process is gone already (it ended at once), its namespace with it: there is
-            // nothing to forward to, and its exit code is the container's.
-            Err(Error::Io { err, .. }) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        },
+    if !c.config.ports.is_empty() && c.config.network != "host" {
+        // None: the process is gone already, and its exit code is the container's.
+        let routed = net.filter(|a| a.routed()).map(|a| a.ip);
+        if let Some(upstream) = super::ports::Upstream::to_container(routed, started.pid)? {
+            listeners.serve(upstream);
+        }
     }
     if let Some(mut r) = ready.take() {
         // The starting command may be gone (killed): the container runs on regardless.
