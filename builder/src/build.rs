@@ -1,6 +1,6 @@
 //! One build from start to image: convert, solve, and write the image into the store.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 
 use oci::content::ContentStore;
@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use crate::cache::remote::early::{Early, EarlyWorker};
 use crate::cache::remote::export::{Codec, MountLayer};
+use crate::cache::remote::skeleton::ContextFiles;
 use crate::cache::remote::{self, ExportSpec, ImportSpec, Imported, Layered, LazyBlobs, Location};
 use crate::cache::CacheStore;
 use crate::context::Context;
@@ -132,6 +133,10 @@ pub fn build(m: &Machine<'_>, opts: &BuildOptions) -> Result<Built> {
     let mut imported = import_caches(m, &opts.cache_from)?;
     lazy_bases(m, &converted.graph, &mut imported)?;
     imported.defer_to(crate::cache::deferred::Deferred { cache: m.cache, snapshotter: m.snapshotter });
+    let context_files = opts.context.as_ref().map(|c| c.files().clone());
+    if let Some(files) = &context_files {
+        imported.rebuild_from(files.clone());
+    }
     let cache = Layered { local: m.cache, imported: &imported, store: m.store };
     let targets: Vec<VertexId> = converted.images.iter().map(|i| i.stage().vertex).collect();
     // Registry caches get each new layer while the build runs; the export at the end sends
@@ -157,7 +162,9 @@ pub fn build(m: &Machine<'_>, opts: &BuildOptions) -> Result<Built> {
     };
     // The early export's thread and the image's export may want one twin at once: made once.
     let twins = crate::cache::KeyedLocks::default();
-    let compress = |l: &Layer, c: Codec| twins.with((l.diff_id.clone(), c), |()| compress_layer(m, &imported, l, c));
+    let files = context_files.as_deref();
+    let compress =
+        |l: &Layer, c: Codec| twins.with((l.diff_id.clone(), c), |()| compress_layer(m, &imported, files, l, c));
     let exporter = remote::export::Exporter {
         store: m.store,
         cache: m.cache,
@@ -214,10 +221,12 @@ fn export_caches(
     opts: &BuildOptions,
 ) -> Vec<String> {
     let mounts = mount_layers(m, graph, solver, imported, &opts.cache_to);
+    let skeletons = skeleton_layers(graph, solver, targets);
     let mut errors = Vec::new();
     for spec in opts.cache_to.iter().filter(|c| c.location != Location::Inline) {
         let steps = solver.steps(targets, spec.mode);
-        if let Err(e) = export_cache(m, exporter, spec, &steps, &mounts) {
+        let skeletons = if spec.mode == remote::Mode::Max { skeletons.clone() } else { HashSet::new() };
+        if let Err(e) = export_cache(m, exporter, spec, &steps, &mounts, &skeletons) {
             let line = format!("cache export to {} failed: {}", spec.location.describe(), oci::error::chain(&e));
             match spec.ignore_error {
                 true => m.progress.event(Event::Warning { text: format!("{line} (ignore-error=true)") }),
@@ -251,7 +260,7 @@ impl ImageMade<'_, '_> {
         let inline = match opts.cache_to.iter().any(|c| c.location == Location::Inline) {
             true => {
                 let steps = self.solver.steps(&[self.image.stage().vertex], remote::Mode::Min);
-                let config = exporter.config(&steps, &[], opts.compression.into())?;
+                let config = exporter.config(&steps, &[], opts.compression.into(), &HashSet::new())?;
                 Some(remote::export::inline(&config, &layers))
             }
             false => None,
@@ -360,11 +369,31 @@ fn export_cache(
     spec: &ExportSpec,
     steps: &[remote::export::Step],
     mounts: &[MountLayer],
+    skeletons: &HashSet<oci::Digest>,
 ) -> Result<()> {
     let Some(backend) = remote::open(&spec.location, m.net)? else { return Ok(()) };
     let mounts: Vec<MountLayer> = mounts.iter().filter(|l| spec.mounts.includes(&l.id)).cloned().collect();
-    let config = exporter.config(steps, &mounts, spec.codec())?;
+    let config = exporter.config(steps, &mounts, spec.codec(), skeletons)?;
     exporter.publish(backend.as_ref(), &config).map(drop)
+}
+
+/// The layers a `mode=max` export may carry as skeletons: those of the COPY steps from the
+/// build context that are not in a final image (whose layers travel whole, for a push to
+/// mount or skip them).
+fn skeleton_layers(graph: &crate::graph::Graph, solver: &Solver<'_>, targets: &[VertexId]) -> HashSet<oci::Digest> {
+    let chain: HashSet<VertexId> = graph.chains(targets).into_iter().collect();
+    let image: HashSet<oci::Digest> =
+        targets.iter().filter_map(|t| solver.state(*t)).flat_map(|s| s.layers.into_iter().map(|l| l.digest)).collect();
+    let own_layer = |v: VertexId| {
+        let below = graph.vertices[v].inputs.first().and_then(|i| solver.state(*i)).map_or(0, |s| s.layers.len());
+        solver.state(v).filter(|s| s.layers.len() > below).and_then(|mut s| s.layers.pop())
+    };
+    (0..graph.vertices.len())
+        .filter(|v| !chain.contains(v) && remote::skeleton::eligible(&graph.vertices[*v]))
+        .filter_map(own_layer)
+        .map(|l| l.digest)
+        .filter(|d| !image.contains(d))
+        .collect()
 }
 
 /// The cache mounts some `--cache-to` carries (`mounts=`), packed once for all of them: the
@@ -405,7 +434,19 @@ fn mount_layers(
 
 /// One layer as `codec` wants it: a plain tar compressed, once per layer and codec (the
 /// twin is remembered in the cache); a layer that is compressed already, as it is.
-fn compress_layer(m: &Machine<'_>, lazy: &dyn LazyBlobs, l: &Layer, codec: Codec) -> Result<Layer> {
+fn compress_layer(
+    m: &Machine<'_>,
+    lazy: &dyn LazyBlobs,
+    files: Option<&ContextFiles>,
+    l: &Layer,
+    codec: Codec,
+) -> Result<Layer> {
+    if codec.skeleton {
+        if let Some(s) = files.map(|f| skeleton_of(m, lazy, f, l)).transpose()?.flatten() {
+            return Ok(s);
+        }
+        return compress_layer(m, lazy, files, l, codec.whole());
+    }
     let compression = codec.compression;
     let Some((name, level)) = codec.twin() else {
         // A plain layer is its own twin: stored if it was kept as its snapshot alone.
@@ -449,6 +490,38 @@ fn compress_layer(m: &Machine<'_>, lazy: &dyn LazyBlobs, l: &Layer, codec: Codec
     };
     m.cache.set_compressed(&l.diff_id, name, &c)?;
     Ok(c)
+}
+
+/// The skeleton of the plain layer `l` (see [`remote::skeleton`]), made once and
+/// remembered; None when it is not plain or holds a file the build context lacks.
+fn skeleton_of(m: &Machine<'_>, lazy: &dyn LazyBlobs, files: &ContextFiles, l: &Layer) -> Result<Option<Layer>> {
+    if l.media_type != Compression::None.oci_media_type() {
+        return Ok(None);
+    }
+    let known = m
+        .cache
+        .compressed(&l.diff_id, remote::skeleton::TWIN_NAME)?
+        .filter(|c| m.store.content().info(&c.digest).is_ok_and(|i| i.is_some()));
+    if known.is_some() {
+        return Ok(known);
+    }
+    let ingest = m.store.content().writer(oci::Algorithm::Sha256).map_err(Error::image("start a skeleton"))?;
+    let mut skeleton = remote::skeleton::Writer::new(ingest, files).map_err(Error::io("start a skeleton"))?;
+    let mut tar = oci::digest::HashingWriter::new(&mut skeleton, oci::Algorithm::Sha256);
+    let present = m.store.content().contains(&l.digest).map_err(Error::image(format!("look up {}", l.digest)))?;
+    if present || !lazy.write_plain(&l.digest, &mut tar)? {
+        lazy.ensure(m.store, &l.digest)?;
+        let mut blob = m.store.content().reader(&l.digest).map_err(Error::image(format!("read layer {}", l.digest)))?;
+        std::io::copy(&mut blob, &mut tar).map_err(Error::io(format!("read layer {}", l.digest)))?;
+    }
+    let (_, diff_id, tar_size) = tar.finish();
+    // A snapshot that no longer makes the layer is the whole codec's to report.
+    let size = if diff_id == l.diff_id { tar_size } else { 0 };
+    let made = remote::skeleton::commit(skeleton, &l.diff_id, size)?;
+    if let Some(s) = &made {
+        m.cache.set_compressed(&l.diff_id, remote::skeleton::TWIN_NAME, s)?;
+    }
+    Ok(made)
 }
 
 /// The history of a stage: its base's, then one entry per step (empty_layer where the step made no layer).

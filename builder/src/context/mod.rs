@@ -12,6 +12,7 @@ pub mod stdin;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
+use crate::cache::remote::skeleton::ContextFiles;
 use crate::cache::{CacheStore, FileStat};
 use crate::error::{Error, Result};
 
@@ -32,6 +33,9 @@ pub enum NamedContext {
 pub struct Context {
     root: PathBuf,
     ignore: Ignore,
+    /// The files hashed so far, by content (shared by clones): a skeleton layer's
+    /// references are resolved against them.
+    files: std::sync::Arc<ContextFiles>,
 }
 
 /// One file or directory a COPY source selected.
@@ -53,7 +57,7 @@ impl Context {
                 reason: "the build context is not a directory".into(),
             });
         }
-        Ok(Context { root, ignore })
+        Ok(Context { root, ignore, files: Default::default() })
     }
 
     /// A stage's or image's filesystem mounted at `root` (COPY --from), without ignore
@@ -70,6 +74,11 @@ impl Context {
     /// The ignore rules.
     pub fn ignore(&self) -> &Ignore {
         &self.ignore
+    }
+
+    /// The context's files this build has hashed, by content.
+    pub fn files(&self) -> &std::sync::Arc<ContextFiles> {
+        &self.files
     }
 
     /// Expands one COPY source (a path or a glob) into what it selects. A source that
@@ -213,6 +222,7 @@ impl Context {
                         format!("link {}", target.display())
                     } else if kind.is_file() {
                         let known = known_file(path, meta, cache, true)?;
+                        self.files.note(&known.digest, path);
                         match known.xattrs.as_deref().filter(|x| !x.is_empty()) {
                             Some(x) => format!("file {} xattrs {x}", known.digest),
                             None => format!("file {}", known.digest),

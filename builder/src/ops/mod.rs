@@ -28,6 +28,7 @@ use runner::snapshot::{Mount, Snapshotter};
 
 use crate::cache::deferred::Deferred;
 use crate::cache::remote::export::Codec;
+use crate::cache::remote::skeleton::{self, ContextFiles};
 use crate::cache::remote::LazyBlobs;
 use crate::cache::{CacheRecord, CacheStore};
 use crate::context::{Context, Ignore};
@@ -90,6 +91,22 @@ fn layer_into(
         media_type: info.compression.oci_media_type().to_owned(),
     };
     Ok(Some((layer, info.uncompressed_size)))
+}
+
+/// Writes every byte to both: a layer's tar to its digest and to its skeleton.
+struct Tee<A, B>(A, B);
+
+impl<A: Write, B: Write> Write for Tee<A, B> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write_all(buf)?;
+        self.1.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()?;
+        self.1.flush()
+    }
 }
 
 /// Executes ops against the local store, snapshots and sandbox.
@@ -264,11 +281,14 @@ impl LocalWorker<'_> {
         let epoch = oci::layer::TarOptions::from_env().source_date_epoch;
         let diff =
             &mut |w: &mut dyn Write| self.snapshotter.diff(key, w).map_err(Error::runner("diff the step's changes"));
-        let twin = (self.twin_codec)(id).and_then(|c| Some((c.compression, c.twin()?)));
-        let layer = match (deferred.enabled(), twin) {
-            (true, Some((compression, (name, level)))) => self.layer_with_twin(compression, &name, level, diff),
-            (true, None) => plain_layer(oci::content::discarding(oci::Algorithm::Sha256), diff),
-            (false, _) => self.write_layer(diff),
+        let codec = (self.twin_codec)(id);
+        let skeleton = codec.is_some_and(|c| c.skeleton).then_some(self.context).flatten();
+        let twin = codec.and_then(|c| Some((c.compression, c.twin()?)));
+        let layer = match (deferred.enabled(), skeleton, twin) {
+            (true, Some(ctx), _) => self.layer_with_skeleton(ctx.files(), diff),
+            (true, None, Some((compression, (name, level)))) => self.layer_with_twin(compression, &name, level, diff),
+            (true, None, None) => plain_layer(oci::content::discarding(oci::Algorithm::Sha256), diff),
+            (false, ..) => self.write_layer(diff),
         };
         let layer = match layer {
             Ok(l) => l,
@@ -322,6 +342,34 @@ impl LocalWorker<'_> {
             digest: twin.diff_id.clone(),
             diff_id: twin.diff_id,
             size: tar_size,
+            media_type: Compression::None.oci_media_type().to_owned(),
+        }))
+    }
+
+    /// The plain layer `fill` writes, hashed and not stored, and its skeleton (see
+    /// [`crate::cache::remote::skeleton`]), stored and remembered for the export that
+    /// sends it, from the one diff. When a file is not the context's, there is no skeleton
+    /// and the export compresses the layer instead. None when the tar holds no entry.
+    fn layer_with_skeleton(
+        &self,
+        files: &ContextFiles,
+        fill: &mut dyn FnMut(&mut dyn Write) -> Result<()>,
+    ) -> Result<Option<Layer>> {
+        let ingest = self.store.content().writer(oci::Algorithm::Sha256).map_err(Error::image("start a skeleton"))?;
+        let mut skeleton = skeleton::Writer::new(ingest, files).map_err(Error::io("start a skeleton"))?;
+        let plain = LayerWriter::into_ingest(oci::content::discarding(oci::Algorithm::Sha256), Compression::None, None)
+            .map_err(Error::image("start a layer"))?;
+        let mut tee = Tee(plain, &mut skeleton);
+        fill(&mut tee)?;
+        let (ingest, info) = tee.0.finish().map_err(Error::image("finish a layer"))?;
+        ingest.abort().map_err(Error::image("finish a layer"))?;
+        if let Some(s) = skeleton::commit(skeleton, &info.diff_id, info.uncompressed_size)? {
+            self.cache.set_compressed(&info.diff_id, skeleton::TWIN_NAME, &s)?;
+        }
+        Ok((info.uncompressed_size > 1024).then(|| Layer {
+            digest: info.diff_id.clone(),
+            diff_id: info.diff_id,
+            size: info.uncompressed_size,
             media_type: Compression::None.oci_media_type().to_owned(),
         }))
     }

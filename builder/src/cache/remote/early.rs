@@ -30,6 +30,19 @@ struct Target<'a> {
     /// By vertex: whether the export carries that step's layers (all for mode=max; the
     /// final image's chain for mode=min).
     carries: Vec<bool>,
+    /// By vertex: whether its layer may travel as a skeleton (mode=max, a COPY from the
+    /// context outside the final images' chains; see [`super::skeleton`]).
+    skeletons: Vec<bool>,
+}
+
+impl Target<'_> {
+    /// The codec step `id`'s layer is wanted in.
+    fn codec_for(&self, id: VertexId) -> Codec {
+        match self.skeletons.get(id).copied().unwrap_or(false) {
+            true => self.codec.skeleton(),
+            false => self.codec,
+        }
+    }
 }
 
 /// The early part of a build's cache exports: a queue of new layers and where they go.
@@ -77,7 +90,12 @@ impl<'a> Early<'a> {
                     Mode::Max => vec![true; graph.vertices.len()],
                     Mode::Min => (0..graph.vertices.len()).map(|v| chain.contains(&v)).collect(),
                 };
-                Some(Target { backend, codec: s.codec(), carries })
+                let skeletons = (0..graph.vertices.len())
+                    .map(|v| {
+                        s.mode == Mode::Max && !chain.contains(&v) && super::skeleton::eligible(&graph.vertices[v])
+                    })
+                    .collect();
+                Some(Target { backend, codec: s.codec(), carries, skeletons })
             })
             .collect();
         let (tx, rx) = channel();
@@ -110,7 +128,7 @@ impl<'a> Early<'a> {
                 if self.cancelled.load(Ordering::Relaxed) {
                     break;
                 }
-                let twins = self.carriers(id).map(|(i, t)| (i, compress(&layer, t.codec).ok())).collect();
+                let twins = self.carriers(id).map(|(i, t)| (i, compress(&layer, t.codec_for(id)).ok())).collect();
                 let _ = twins_tx.send(twins); // the sender stops only when this one does
             }
         });
@@ -127,7 +145,7 @@ impl<'a> Early<'a> {
     /// The codec of the twin the first target carrying step `id` wants of its layers, for
     /// the step to make while it diffs them (the others' twins are made here).
     pub fn codec_of(&self, id: VertexId) -> Option<Codec> {
-        self.carriers(id).map(|(_, t)| t.codec).next()
+        self.carriers(id).map(|(_, t)| t.codec_for(id)).next()
     }
 
     /// The targets that carry step `id`'s layers, with their index.
@@ -261,6 +279,7 @@ mod tests {
             backend: Box::new(Arc::clone(r)),
             codec: Codec::from(Compression::Gzip),
             carries,
+            skeletons: vec![],
         };
         let (tx, rx) = channel();
         let early = Early {

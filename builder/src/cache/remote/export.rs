@@ -1,14 +1,15 @@
 //! Export: the records of a build's steps into one cache config, its blobs compressed once
 //! (the twin is remembered by diffID, as for images), then handed to a backend.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use oci::content::ContentStore;
 use oci::layer::Compression;
 use oci::ImageStore;
 
-use super::format::{Blob, CacheConfig, MountRecord, Record, VERSION};
+use super::format::{Blob, CacheConfig, MountRecord, Record, VERSION, VERSION_WHOLE};
+use super::skeleton;
 use super::{CacheBackend, Imported, LazyBlobs, Published, Upload};
 use crate::cache::{CacheKey, CacheRecord, CacheStore};
 use crate::error::{Error, Result};
@@ -36,6 +37,9 @@ pub struct Codec {
     pub compression: Compression,
     /// The level; None for the default (gzip 1, zstd 3).
     pub level: Option<u32>,
+    /// A layer of files from the build context travels as its skeleton (see
+    /// [`super::skeleton`]); the codec is for the layers that cannot.
+    pub skeleton: bool,
 }
 
 /// The gzip level of the layers a build writes. Measured on a 122 MB apt-install layer here:
@@ -44,6 +48,16 @@ pub struct Codec {
 pub const GZIP_LEVEL: u32 = 1;
 
 impl Codec {
+    /// This codec for a layer that may travel as a skeleton.
+    pub fn skeleton(self) -> Codec {
+        Codec { skeleton: true, ..self }
+    }
+
+    /// This codec for a layer that travels whole.
+    pub fn whole(self) -> Codec {
+        Codec { skeleton: false, ..self }
+    }
+
     /// The name a layer's compressed twin has in the cache under this codec, and the level
     /// to write it at; None for no compression (a plain layer is its own twin). berth's
     /// defaults keep the names they always had.
@@ -60,7 +74,7 @@ impl Codec {
 
 impl From<Compression> for Codec {
     fn from(compression: Compression) -> Self {
-        Codec { compression, level: None }
+        Codec { compression, level: None, skeleton: false }
     }
 }
 
@@ -88,9 +102,16 @@ pub struct Exporter<'a> {
 }
 
 impl Exporter<'_> {
-    /// The cache config for `steps` and `mounts`, every plain layer compressed as asked.
-    pub fn config(&self, steps: &[Step], mounts: &[MountLayer], codec: Codec) -> Result<CacheConfig> {
-        let mut config = CacheConfig { version: VERSION, ..Default::default() };
+    /// The cache config for `steps` and `mounts`, every plain layer compressed as asked, but
+    /// the layers in `skeletons`, which travel as skeletons where they can (format 2).
+    pub fn config(
+        &self,
+        steps: &[Step],
+        mounts: &[MountLayer],
+        codec: Codec,
+        skeletons: &HashSet<oci::Digest>,
+    ) -> Result<CacheConfig> {
+        let mut config = CacheConfig { version: VERSION_WHOLE, ..Default::default() };
         let mut index = HashMap::new();
         let mut blobs: HashMap<oci::Digest, Blob> = HashMap::new();
         for s in steps {
@@ -99,6 +120,7 @@ impl Exporter<'_> {
                 let b = match blobs.get(&l.digest) {
                     Some(b) => b.clone(),
                     None => {
+                        let codec = if skeletons.contains(&l.digest) { codec.skeleton() } else { codec };
                         let b = self.blob(l, codec)?;
                         blobs.insert(l.digest.clone(), b.clone());
                         b
@@ -120,11 +142,18 @@ impl Exporter<'_> {
             let blob = config.add_blob(b, &mut index);
             config.mounts.push(MountRecord { id: m.id.clone(), blob });
         }
+        if config.blobs.iter().any(|b| b.media_type == skeleton::MEDIA_TYPE) {
+            config.version = VERSION;
+        }
         Ok(config)
     }
 
     /// A layer as the cache carries it: compressed, with its uncompressed size.
     fn blob(&self, l: &Layer, codec: Codec) -> Result<Blob> {
+        // A layer an imported cache carried as a skeleton goes on as that skeleton.
+        if let Some(b) = self.imported.skeleton(&l.digest).filter(|_| codec.skeleton) {
+            return Ok(b.clone());
+        }
         let plain = l.media_type == Compression::None.oci_media_type();
         let uncompressed_size = if plain { l.size } else { self.tar_size(l)? };
         let out = if plain { (self.compress)(l, codec)? } else { l.clone() };
@@ -185,7 +214,7 @@ impl Exporter<'_> {
 /// are all layers of the image (matched by diffID), pointing at the image's own blobs.
 pub fn inline(config: &CacheConfig, image_layers: &[Layer]) -> CacheConfig {
     let by_diff: HashMap<&oci::Digest, &Layer> = image_layers.iter().map(|l| (&l.diff_id, l)).collect();
-    let mut out = CacheConfig { version: VERSION, ..Default::default() };
+    let mut out = CacheConfig { version: VERSION_WHOLE, ..Default::default() };
     let mut index = HashMap::new();
     for r in &config.records {
         let layers: Option<Vec<&Layer>> =

@@ -18,8 +18,12 @@ pub const ARTIFACT_TYPE: &str = "application/vnd.berth.build-cache.v1";
 pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.berth.build-cache.config.v1+json";
 /// The image config field that carries inline cache records (`--cache-to type=inline`).
 pub const INLINE_FIELD: &str = "berth.build-cache.v1";
-/// The format version this berth writes and the newest it reads.
-pub const VERSION: u32 = 1;
+/// The newest format version this berth reads, and the one it writes when a config holds
+/// skeleton layers (see [`super::skeleton`]).
+pub const VERSION: u32 = 2;
+/// The version a config without skeletons is written as, so that a berth that reads only
+/// version 1 still uses it.
+pub const VERSION_WHOLE: u32 = 1;
 /// A config larger than this is refused on import (a hostile or broken source).
 pub const MAX_CONFIG_SIZE: u64 = 64 * 1024 * 1024;
 
@@ -40,8 +44,16 @@ pub struct Blob {
 }
 
 impl Blob {
-    /// The layer this blob is.
+    /// The layer this blob is: for a skeleton, the plain layer it is written back into.
     pub fn layer(&self) -> Layer {
+        if self.media_type == super::skeleton::MEDIA_TYPE {
+            return Layer {
+                digest: self.diff_id.clone(),
+                diff_id: self.diff_id.clone(),
+                size: self.uncompressed_size,
+                media_type: oci::media::OCI_LAYER.to_owned(),
+            };
+        }
         Layer {
             digest: self.digest.clone(),
             diff_id: self.diff_id.clone(),
@@ -156,7 +168,7 @@ impl CacheConfig {
             return Err(Unusable::Newer(u32::try_from(version).unwrap_or(u32::MAX)));
         }
         let mut c: CacheConfig = serde_json::from_value(v).map_err(|e| Unusable::Corrupt(e.to_string()))?;
-        if c.version != VERSION {
+        if c.version < VERSION_WHOLE {
             return Err(Unusable::Corrupt(format!("version {}", c.version)));
         }
         let n = c.blobs.len();
@@ -168,7 +180,9 @@ impl CacheConfig {
         // What a record brings into a built image is checked here: a layer type an image may
         // hold, a chain no longer than a root filesystem can stack (a long one also cost
         // gigabytes of memory to read), and a date that parses (else it is left out).
-        if let Some(b) = c.blobs.iter().find(|b| !LAYER_TYPES.contains(&b.media_type.as_str())) {
+        let skeletons = c.version >= 2;
+        let known = |t: &str| LAYER_TYPES.contains(&t) || (skeletons && t == super::skeleton::MEDIA_TYPE);
+        if let Some(b) = c.blobs.iter().find(|b| !known(&b.media_type)) {
             return Err(Unusable::Corrupt(format!(
                 "blob {} has media type {:?}, not a layer's",
                 b.digest, b.media_type
@@ -295,7 +309,16 @@ mod tests {
 
     #[test]
     fn newer_foreign_and_corrupt_sources_are_told_apart() {
-        assert_eq!(CacheConfig::parse(br#"{"version":2,"blobs":[],"records":[]}"#), Err(Unusable::Newer(2)));
+        assert_eq!(CacheConfig::parse(br#"{"version":3,"blobs":[],"records":[]}"#), Err(Unusable::Newer(3)));
+        // A skeleton layer needs version 2: a version 1 config that names one is corrupt.
+        let skeleton = |version: u32| {
+            let b = Blob { media_type: super::super::skeleton::MEDIA_TYPE.into(), ..blob(1) };
+            CacheConfig { version, blobs: vec![b], ..Default::default() }.to_bytes().unwrap()
+        };
+        assert!(matches!(CacheConfig::parse(&skeleton(1)), Err(Unusable::Corrupt(_))));
+        let two = CacheConfig::parse(&skeleton(2)).unwrap();
+        let plain = two.blobs[0].layer();
+        assert_eq!((plain.digest, plain.size), (blob(1).diff_id, blob(1).uncompressed_size), "read as its plain tar");
         let bad = br#"{"version":1,"blobs":[],"records":[{"key":"sha256:0000000000000000000000000000000000000000000000000000000000000000","layers":[0]}]}"#;
         assert!(matches!(CacheConfig::parse(bad), Err(Unusable::Corrupt(_))));
         assert!(matches!(CacheConfig::parse(b"{"), Err(Unusable::Corrupt(_))));

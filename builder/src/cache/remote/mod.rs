@@ -15,6 +15,7 @@ mod local;
 pub mod mounts;
 mod registry;
 mod s3;
+pub mod skeleton;
 pub mod spec;
 
 use std::collections::HashMap;
@@ -176,6 +177,10 @@ pub struct Imported<'a> {
     unseen: std::sync::atomic::AtomicBool,
     /// Layers this machine built and can make again from their snapshots.
     deferred: Option<crate::cache::deferred::Deferred<'a>>,
+    /// Layers the sources carry as skeletons, by diffID (see [`skeleton`]).
+    skeletons: HashMap<oci::Digest, Vec<(Blob, usize)>>,
+    /// The build context's files a skeleton's references name (none: no context).
+    context: Option<std::sync::Arc<skeleton::ContextFiles>>,
 }
 
 impl std::fmt::Debug for Imported<'_> {
@@ -219,6 +224,9 @@ impl<'a> Imported<'a> {
     fn add(&mut self, source: usize, config: &CacheConfig) {
         for b in &config.blobs {
             self.blobs.entry(b.digest.clone()).or_default().push((b.clone(), source));
+            if b.media_type == skeleton::MEDIA_TYPE {
+                self.skeletons.entry(b.diff_id.clone()).or_default().push((b.clone(), source));
+            }
         }
         for r in &config.records {
             self.records.entry(r.key.clone()).or_default().push((config.record(r), source));
@@ -236,6 +244,17 @@ impl<'a> Imported<'a> {
     /// What the imported caches say of a blob (its uncompressed size, for a re-export).
     pub fn blob(&self, digest: &oci::Digest) -> Option<&Blob> {
         self.live(self.blobs.get(digest)).map(|(b, _)| b)
+    }
+
+    /// The skeleton a source carries of the plain layer `diff_id`, for a re-export.
+    pub fn skeleton(&self, diff_id: &oci::Digest) -> Option<&Blob> {
+        self.live(self.skeletons.get(diff_id)).map(|(b, _)| b)
+    }
+
+    /// Makes skeleton layers usable: their files are read from `files`, the build
+    /// context's files by content.
+    pub fn rebuild_from(&mut self, files: std::sync::Arc<skeleton::ContextFiles>) {
+        self.context = Some(files);
     }
 
     /// The first entry whose source has not failed: several sources may hold one key or
@@ -331,6 +350,7 @@ impl LazyBlobs for Imported<'_> {
     fn has(&self, digest: &oci::Digest) -> bool {
         self.live(self.blobs.get(digest)).is_some()
             || self.bases.contains_key(digest)
+            || (self.context.is_some() && self.live(self.skeletons.get(digest)).is_some())
             || self.deferred.is_some_and(|d| d.has(digest))
     }
 
@@ -359,6 +379,10 @@ impl LazyBlobs for Imported<'_> {
                 Err(e) => return Err(e),
             }
         }
+        // A layer a cache carried as its skeleton, written again from the build context.
+        if let (Some(files), Some((blob, source))) = (&self.context, self.live(self.skeletons.get(digest))) {
+            return self.fetching.with(digest.clone(), |()| self.rebuild(store, files, blob, *source));
+        }
         // A cache's blob, or else a base image's layer (a failure there is the build's).
         // A cache source that failed once is not asked again: its copy of a base layer
         // comes from the base's own repository instead (before, the retry never ended).
@@ -383,6 +407,43 @@ impl LazyBlobs for Imported<'_> {
 }
 
 impl Imported<'_> {
+    /// Stores the plain layer a skeleton stands for (its diffID as digest), its files read
+    /// from the build context. A layer that comes out other than its diffID (a context file
+    /// changed since it was hashed), or a file the context lacks, drops the source: the
+    /// build solves again without it.
+    fn rebuild(&self, store: &ImageStore, files: &skeleton::ContextFiles, blob: &Blob, source: usize) -> Result<()> {
+        let digest = &blob.diff_id;
+        if present(store, digest)? {
+            return Ok(());
+        }
+        self.ensure(store, &blob.digest)?;
+        let what = format!("cache {}: layer {digest} from its skeleton and the build context", self.sources[source].describe());
+        let made = (|| -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
+            let reader = store.content().reader(&blob.digest)?;
+            let mut ingest = store.content().writer(digest.algorithm())?;
+            let written = skeleton::rebuild(reader, files, &mut ingest);
+            let (got, n) = (ingest.digest(), ingest.written());
+            match written {
+                Ok(_) if &got == digest && n == blob.uncompressed_size => {
+                    ingest.commit(oci::content::Expected::exactly(digest, n))?;
+                    Ok(())
+                }
+                Ok(_) => {
+                    ingest.abort()?;
+                    Err(format!("the files make {got} ({n} bytes), not the layer: a context file changed").into())
+                }
+                Err(e) => {
+                    ingest.abort()?;
+                    Err(e.into())
+                }
+            }
+        })();
+        made.map_err(|source_err| {
+            self.fail(source);
+            Error::RemoteCache { what, source: source_err }
+        })
+    }
+
     /// Fetches `digest` from source `source`, unless a thread before this one did; a
     /// failed cache source is dropped (a base image's failure is the build's).
     fn fetch_from(

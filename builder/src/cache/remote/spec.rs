@@ -306,7 +306,7 @@ impl ExportSpec {
 
     /// How its plain layers are compressed.
     pub fn codec(&self) -> super::export::Codec {
-        super::export::Codec { compression: self.compression, level: self.compression_level }
+        super::export::Codec { compression: self.compression, level: self.compression_level, skeleton: false }
     }
 }
 

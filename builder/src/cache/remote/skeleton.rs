@@ -1,0 +1,450 @@
+//! Skeleton layers (cache format 2): the layer of a `COPY` from the build context, carried
+//! by a `mode=max` cache as its tar with the files' contents left out.
+//!
+//! Such a layer is made of files the next runner has in its own checkout: a hit on the
+//! step means the files the COPY selects have the same contents there (their digests are in
+//! the key). So the cache carries the tar's headers and, in place of each file's bytes, the
+//! file's size and sha256; the runner that needs the layer writes the tar again with the
+//! bytes of its own context files of those digests, and checks the result against the
+//! layer's diffID. The headers keep the first runner's times and owners, so the layer is
+//! the same bytes whatever the second checkout's mtimes are. A layer the size of a source
+//! tree travels as a few hundred bytes per file, and is neither compressed nor uploaded.
+//!
+//! The stream, gzip-compressed: the line `berth-skeleton 1\n`, then segments, each a tag
+//! byte: `R` + u32 (little-endian) n + n bytes copied as they are; `F` + u64 size + the 32
+//! bytes of a sha256: a file's contents; `E`: the end.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use oci::digest::{Algorithm, Digest, Hasher};
+
+use oci::content::{BlobWriter, Expected};
+
+use crate::error::{Error, Result};
+use crate::graph::{CopyFrom, CopySrc, Layer, Op, Vertex};
+
+/// The media type of a skeleton blob in a cache manifest.
+pub const MEDIA_TYPE: &str = "application/vnd.berth.build-cache.skeleton.v1+gzip";
+/// The name a layer's skeleton is remembered under, beside its compressed twins.
+pub const TWIN_NAME: &str = "skeleton-1";
+
+const MAGIC: &[u8] = b"berth-skeleton 1\n";
+/// Raw bytes gathered before they are written as one segment.
+const RAW_CHUNK: usize = 64 * 1024;
+/// The largest PAX extended header read for a `size` record; a larger one is copied and
+/// the skeleton given up (berth's own tars never write one).
+const MAX_PAX: u64 = 1 << 20;
+
+/// True for a step whose layer a `mode=max` cache may carry as a skeleton when the final
+/// image does not hold it: a COPY or ADD of paths from the build context (not an archive
+/// ADD unpacks: its files are not the context's).
+pub fn eligible(v: &Vertex) -> bool {
+    matches!(&v.op, Op::Copy(c) if c.from == CopyFrom::Context
+        && !c.unpack_archives
+        && !c.sources.is_empty()
+        && c.sources.iter().all(|s| matches!(s, CopySrc::Path(_))))
+}
+
+/// Files of the build context by content: what a skeleton's references name. Filled as the
+/// context's files are hashed for the steps' keys.
+#[derive(Debug, Default)]
+pub struct ContextFiles {
+    by_digest: Mutex<HashMap<Digest, PathBuf>>,
+}
+
+impl ContextFiles {
+    /// Notes that the context file `path` has the contents `digest`.
+    pub fn note(&self, digest: &Digest, path: &Path) {
+        let mut map = self.by_digest.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.entry(digest.clone()).or_insert_with(|| path.to_owned());
+    }
+
+    /// A context file with the contents `digest`, when this build hashed one.
+    pub fn find(&self, digest: &Digest) -> Option<PathBuf> {
+        self.by_digest.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(digest).cloned()
+    }
+}
+
+/// Where the tar stream is: in a header, or in the data of an entry.
+enum At {
+    /// Gathering a 512-byte header.
+    Header,
+    /// In a regular file's contents: what is left, and their hash so far.
+    File { size: u64, left: u64, hash: Hasher, pad: u64 },
+    /// In a PAX extended header's data (kept to read a `size` record from).
+    Pax { left: u64, data: Vec<u8>, pad: u64 },
+    /// Bytes copied as they are.
+    Raw { left: u64 },
+}
+
+/// Writes the skeleton of the tar written into it. [`Writer::finish`] says whether every
+/// file's contents were found among the context's files; when not, the skeleton is no use.
+pub struct Writer<'f, W: Write> {
+    out: flate2::write::GzEncoder<W>,
+    files: &'f ContextFiles,
+    at: At,
+    header: Vec<u8>,
+    raw: Vec<u8>,
+    /// The size a PAX header set for the next entry.
+    pax_size: Option<u64>,
+    /// A file whose contents are not a context file's (or a tar that cannot be followed).
+    missing: Option<String>,
+}
+
+impl<'f, W: Write> Writer<'f, W> {
+    /// A writer into `out`, naming files by the digests `files` knows.
+    pub fn new(out: W, files: &'f ContextFiles) -> std::io::Result<Self> {
+        let mut out = flate2::write::GzEncoder::new(out, flate2::Compression::new(1));
+        out.write_all(MAGIC)?;
+        Ok(Writer {
+            out,
+            files,
+            at: At::Header,
+            header: Vec::with_capacity(512),
+            raw: Vec::with_capacity(RAW_CHUNK),
+            pax_size: None,
+            missing: None,
+        })
+    }
+
+    /// Ends the stream: the sink, and why the skeleton cannot stand for the tar when it
+    /// cannot (a file whose contents no context file has, or a tar cut short).
+    pub fn finish(mut self) -> std::io::Result<(W, Option<String>)> {
+        if !matches!(self.at, At::Header) || !self.header.is_empty() {
+            self.missing.get_or_insert_with(|| "the tar ends inside an entry".into());
+        }
+        self.flush_raw()?;
+        self.out.write_all(b"E")?;
+        Ok((self.out.finish()?, self.missing))
+    }
+
+    fn flush_raw(&mut self) -> std::io::Result<()> {
+        if self.raw.is_empty() {
+            return Ok(());
+        }
+        self.out.write_all(b"R")?;
+        self.out.write_all(&(self.raw.len() as u32).to_le_bytes())?;
+        self.out.write_all(&self.raw)?;
+        self.raw.clear();
+        Ok(())
+    }
+
+    fn copy(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.raw.extend_from_slice(bytes);
+        if self.raw.len() >= RAW_CHUNK {
+            self.flush_raw()?;
+        }
+        Ok(())
+    }
+
+    /// A whole header: copied, and what follows it decided.
+    fn header_done(&mut self) -> std::io::Result<()> {
+        let h = std::mem::take(&mut self.header);
+        self.copy(&h)?;
+        if h.iter().all(|b| *b == 0) {
+            return Ok(()); // an end-of-archive block
+        }
+        let Some(size) = self.pax_size.take().or_else(|| header_size(&h)) else {
+            self.missing.get_or_insert_with(|| "a tar header whose size does not parse".into());
+            self.at = At::Raw { left: u64::MAX };
+            return Ok(());
+        };
+        let pad = (512 - size % 512) % 512;
+        self.at = match h[156] {
+            b'0' | 0 | b'7' if size > 0 => At::File { size, left: size, hash: Algorithm::Sha256.hasher(), pad },
+            b'x' if size <= MAX_PAX => At::Pax { left: size, data: Vec::new(), pad },
+            _ => At::Raw { left: size + pad },
+        };
+        if let (b'x', At::Raw { .. }) = (h[156], &self.at) {
+            self.missing.get_or_insert_with(|| "a PAX header too large to read".into());
+        }
+        Ok(())
+    }
+
+    /// A file's contents are all seen: a reference in their place.
+    fn file_done(&mut self, size: u64, hash: Hasher, pad: u64) -> std::io::Result<()> {
+        let digest = hash.finish();
+        if self.files.find(&digest).is_none() {
+            self.missing.get_or_insert_with(|| format!("a file of {size} bytes ({digest}) is not in the build context"));
+        }
+        self.flush_raw()?;
+        self.out.write_all(b"F")?;
+        self.out.write_all(&size.to_le_bytes())?;
+        self.out.write_all(&hex_bytes(digest.hex()))?;
+        self.at = At::Raw { left: pad };
+        Ok(())
+    }
+}
+
+impl<W: Write> Write for Writer<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut rest = buf;
+        while !rest.is_empty() {
+            match &mut self.at {
+                At::Header => {
+                    let n = (512 - self.header.len()).min(rest.len());
+                    self.header.extend_from_slice(&rest[..n]);
+                    rest = &rest[n..];
+                    if self.header.len() == 512 {
+                        self.header_done()?;
+                    }
+                }
+                At::File { size, left, hash, pad } => {
+                    let n = (*left).min(rest.len() as u64) as usize;
+                    hash.update(&rest[..n]);
+                    *left -= n as u64;
+                    rest = &rest[n..];
+                    if *left == 0 {
+                        let (size, pad) = (*size, *pad);
+                        let At::File { hash, .. } = std::mem::replace(&mut self.at, At::Header) else { unreachable!() };
+                        self.file_done(size, hash, pad)?;
+                    }
+                }
+                At::Pax { left, data, pad } => {
+                    let n = (*left).min(rest.len() as u64) as usize;
+                    data.extend_from_slice(&rest[..n]);
+                    *left -= n as u64;
+                    let (chunk, done, pad) = (&rest[..n], *left == 0, *pad);
+                    rest = &rest[n..];
+                    if done {
+                        let At::Pax { data, .. } = std::mem::replace(&mut self.at, At::Raw { left: pad }) else {
+                            unreachable!()
+                        };
+                        self.pax_size = pax_size(&data);
+                    }
+                    self.copy(chunk)?;
+                }
+                At::Raw { left } => {
+                    let n = (*left).min(rest.len() as u64) as usize;
+                    *left -= n as u64;
+                    if *left == 0 {
+                        self.at = At::Header;
+                    }
+                    let chunk = &rest[..n];
+                    rest = &rest[n..];
+                    self.copy(chunk)?;
+                }
+            }
+            if let At::Raw { left: 0 } = self.at {
+                self.at = At::Header;
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The size field of a tar header: octal, or GNU's base-256 for large files.
+fn header_size(h: &[u8]) -> Option<u64> {
+    let field = &h[124..136];
+    if field[0] & 0x80 != 0 {
+        return field[4..].iter().try_fold(0u64, |n, b| Some((n << 8) | u64::from(*b))).filter(|_| field[1..4] == [0; 3]);
+    }
+    let text = std::str::from_utf8(field).ok()?.trim_matches(|c| c == '\0' || c == ' ');
+    if text.is_empty() {
+        return Some(0);
+    }
+    u64::from_str_radix(text, 8).ok()
+}
+
+/// The `size` record of a PAX extended header, when it has one.
+fn pax_size(data: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(data).ok()?;
+    text.lines().filter_map(|l| l.split_once(' ')?.1.strip_prefix("size=")).find_map(|v| v.parse().ok())
+}
+
+fn hex_bytes(hex: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or(0);
+    }
+    out
+}
+
+/// Ends a skeleton written into a content store's ingest for the plain layer `diff_id` of
+/// `tar_size` bytes: stored and described, or dropped (None) when it cannot stand for the
+/// layer.
+pub fn commit(w: Writer<'_, Box<dyn BlobWriter>>, diff_id: &Digest, tar_size: u64) -> Result<Option<Layer>> {
+    let (ingest, missing) = w.finish().map_err(Error::io("finish a skeleton"))?;
+    if missing.is_some() || tar_size <= 1024 {
+        ingest.abort().map_err(Error::image("drop a skeleton"))?;
+        return Ok(None);
+    }
+    let (digest, size) = (ingest.digest(), ingest.written());
+    ingest.commit(Expected::exactly(&digest, size)).map_err(Error::image("store a skeleton"))?;
+    Ok(Some(Layer { digest, size, diff_id: diff_id.clone(), media_type: MEDIA_TYPE.to_owned() }))
+}
+
+/// Writes the tar a skeleton stands for into `out`, each file's contents read from the
+/// context file `files` knows by its digest. The caller checks the result against the
+/// layer's diffID: a context file that changed since it was hashed makes another tar.
+pub fn rebuild(skeleton: impl Read, files: &ContextFiles, out: &mut dyn Write) -> std::io::Result<u64> {
+    let mut r = std::io::BufReader::new(flate2::read::GzDecoder::new(skeleton));
+    let mut magic = [0u8; MAGIC.len()];
+    r.read_exact(&mut magic)?;
+    if magic != MAGIC {
+        return Err(invalid("not a berth layer skeleton"));
+    }
+    let mut written = 0u64;
+    loop {
+        let mut tag = [0u8; 1];
+        r.read_exact(&mut tag)?;
+        match tag[0] {
+            b'R' => {
+                let mut n = [0u8; 4];
+                r.read_exact(&mut n)?;
+                let n = u64::from(u32::from_le_bytes(n));
+                written += copy_exactly(&mut (&mut r).take(n), out, n, "a skeleton's segment")?;
+            }
+            b'F' => {
+                let mut size = [0u8; 8];
+                let mut sum = [0u8; 32];
+                r.read_exact(&mut size)?;
+                r.read_exact(&mut sum)?;
+                let size = u64::from_le_bytes(size);
+                let hex: String = sum.iter().map(|b| format!("{b:02x}")).collect();
+                let digest = Digest::new(Algorithm::Sha256, &hex).map_err(|e| invalid(&e.to_string()))?;
+                let path = files
+                    .find(&digest)
+                    .ok_or_else(|| invalid(&format!("no file of the build context has the contents {digest}")))?;
+                let file = std::fs::File::open(&path)?;
+                let what = path.display().to_string();
+                written += copy_exactly(&mut file.take(size + 1), out, size, &what)?;
+            }
+            b'E' => return Ok(written),
+            other => return Err(invalid(&format!("unknown skeleton segment {other:#04x}"))),
+        }
+    }
+}
+
+/// Copies `from` to `out`, which must give exactly `n` bytes.
+fn copy_exactly(from: &mut dyn Read, out: &mut dyn Write, n: u64, what: &str) -> std::io::Result<u64> {
+    let copied = std::io::copy(from, out)?;
+    if copied != n {
+        return Err(invalid(&format!("{what}: {copied} bytes where the skeleton says {n}")));
+    }
+    Ok(copied)
+}
+
+fn invalid(why: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tar as berth's layers hold them: a directory, files (one large enough for several
+    /// writes, one empty), a symlink, and a path long enough for a PAX header.
+    fn tar_of(dir: &Path) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        b.mode(tar::HeaderMode::Complete);
+        b.append_dir_all("src", dir).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    fn context(dir: &Path) -> ContextFiles {
+        let files = ContextFiles::default();
+        for e in walk(dir) {
+            if e.is_file() {
+                files.note(&Digest::of(&std::fs::read(&e).unwrap()), &e);
+            }
+        }
+        files
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut out = vec![];
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            }
+            out.push(p);
+        }
+        out
+    }
+
+    fn skeleton(tar: &[u8], files: &ContextFiles, chunk: usize) -> std::result::Result<Vec<u8>, String> {
+        let mut w = Writer::new(Vec::new(), files).unwrap();
+        for piece in tar.chunks(chunk) {
+            w.write_all(piece).unwrap();
+        }
+        match w.finish().unwrap() {
+            (out, None) => Ok(out),
+            (_, Some(why)) => Err(why),
+        }
+    }
+
+    fn project() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("a".repeat(60)).join("b".repeat(60));
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(deep.join("c".repeat(90)), b"long path\n").unwrap();
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(dir.path().join("big.bin"), &big).unwrap();
+        std::fs::write(dir.path().join("empty"), b"").unwrap();
+        std::fs::write(dir.path().join("main.c"), b"int main() { return 0; }\n").unwrap();
+        std::os::unix::fs::symlink("main.c", dir.path().join("link.c")).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_skeleton_writes_the_same_tar_again_from_the_context_at_a_fraction_of_its_size() {
+        let dir = project();
+        let tar = tar_of(dir.path());
+        let files = context(dir.path());
+        for chunk in [1, 511, 512, 4096, 1 << 20] {
+            let skel = skeleton(&tar, &files, chunk).expect("every file is in the context");
+            assert!(skel.len() < tar.len() / 20, "{} bytes for a tar of {}", skel.len(), tar.len());
+            let mut again = Vec::new();
+            let n = rebuild(skel.as_slice(), &files, &mut again).unwrap();
+            assert_eq!(n, tar.len() as u64);
+            assert!(again == tar, "written in writes of {chunk} bytes, the tar comes back byte for byte");
+        }
+    }
+
+    #[test]
+    fn a_file_the_context_lacks_makes_no_skeleton_and_a_changed_one_fails_or_changes_the_tar() {
+        let dir = project();
+        let tar = tar_of(dir.path());
+        let files = context(dir.path());
+        let partial = ContextFiles::default();
+        let why = skeleton(&tar, &partial, 4096).unwrap_err();
+        assert!(why.contains("not in the build context"), "{why}");
+        // The runner's file changed after it was hashed: a size that differs is an error,
+        // the same size makes another tar (the caller's diffID check refuses it).
+        let skel = skeleton(&tar, &files, 4096).unwrap();
+        std::fs::write(dir.path().join("main.c"), b"int main() { return 1; }\n").unwrap();
+        let mut again = Vec::new();
+        rebuild(skel.as_slice(), &files, &mut again).unwrap();
+        assert!(again != tar && again.len() == tar.len());
+        std::fs::write(dir.path().join("main.c"), b"int main() { return 10; }\n").unwrap();
+        let err = rebuild(skel.as_slice(), &files, &mut Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("bytes where the skeleton says"), "{err}");
+    }
+
+    #[test]
+    fn a_hostile_skeleton_is_an_error_never_a_panic() {
+        let files = ContextFiles::default();
+        let gz = |bytes: &[u8]| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(bytes).unwrap();
+            e.finish().unwrap()
+        };
+        let mut unknown = MAGIC.to_vec();
+        unknown.extend_from_slice(b"F\x05\0\0\0\0\0\0\0");
+        unknown.extend_from_slice(&[7u8; 32]);
+        let mut long = MAGIC.to_vec();
+        long.extend_from_slice(b"R\xff\xff\xff\xffshort");
+        for bad in [b"not gzip".to_vec(), gz(b"berth-skeleton 9\n"), gz(&unknown), gz(&long), gz(MAGIC)] {
+            assert!(rebuild(bad.as_slice(), &files, &mut Vec::new()).is_err());
+        }
+    }
+}
