@@ -161,6 +161,20 @@ pub fn ensure_chain(
     layers: &[(Digest, String)],
     snapshotter: &dyn Snapshotter,
 ) -> Result<Option<String>, RootfsError> {
+    ensure_chain_from(store, layers, snapshotter, &|_| None)
+}
+
+/// A reader of a layer's plain tar that is not in the content store (made as it is read).
+pub type Stream = Box<dyn Read + Send>;
+
+/// [`ensure_chain`], a layer that `stream` gives a reader for unpacked from that reader
+/// (checked against its diffID all the same) instead of from the content store.
+pub fn ensure_chain_from(
+    store: &ImageStore,
+    layers: &[(Digest, String)],
+    snapshotter: &dyn Snapshotter,
+    stream: &dyn Fn(&Digest) -> Option<Stream>,
+) -> Result<Option<String>, RootfsError> {
     let diff_ids: Vec<String> = layers.iter().map(|(_, d)| d.clone()).collect();
     let chains = chain_ids(&diff_ids);
     let mut parent: Option<&str> = None;
@@ -168,7 +182,11 @@ pub fn ensure_chain(
         if !snapshotter.exists(chain) {
             let tmp = format!("extract-{}-{}-{}", std::process::id(), thread_id(), layer.hex());
             snapshotter.prepare(&tmp, parent)?;
-            let result = unpack_one(store, layer, diff_id, snapshotter, &tmp);
+            let blob = match stream(layer) {
+                Some(r) => Ok(r),
+                None => store.content().reader(layer),
+            };
+            let result = blob.map_err(RootfsError::from).and_then(|b| unpack_one(store, b, layer, diff_id, snapshotter, &tmp));
             match result.and_then(|()| Ok(snapshotter.commit(chain, &tmp)?)) {
                 Ok(()) => {}
                 // Another process committed the same chain first: use theirs.
@@ -194,12 +212,12 @@ fn thread_id() -> u64 {
 
 fn unpack_one(
     store: &ImageStore,
+    blob: Stream,
     layer: &Digest,
     diff_id: &str,
     s: &dyn Snapshotter,
     key: &str,
 ) -> Result<(), RootfsError> {
-    let blob = store.content().reader(layer)?;
     let mut reader = oci::layer::LayerReader::new(blob, u64::MAX)?;
     let opts = UnpackOptions {
         whiteouts: s.whiteouts(),

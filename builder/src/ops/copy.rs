@@ -146,7 +146,10 @@ impl LocalWorker<'_> {
             }
         });
         match settled {
-            Ok(Ok(known)) => Ok(Ok((self.finish_snapshot(id, &key, inputs[0].layers.clone())?, known))),
+            Ok(Ok(known)) => {
+                let layers = inputs[0].layers.clone();
+                Ok(Ok((self.finish_snapshot(id, &key, layers, known.as_deref().unwrap_or_default())?, known)))
+            }
             Ok(Err(failed)) => {
                 self.snapshotter.remove(&key).map_err(Error::runner("remove a snapshot"))?;
                 Ok(Err(failed))

@@ -24,7 +24,7 @@ impl LocalWorker<'_> {
         let mounts = self.snapshotter.prepare(&key, parent.as_deref()).map_err(Error::runner("prepare a snapshot"))?;
         let result = self.run_in(id, v, e, inputs, mounts, &key);
         match result {
-            Ok(()) => self.finish_snapshot(id, &key, inputs[0].layers.clone()),
+            Ok(()) => self.finish_snapshot(id, &key, inputs[0].layers.clone(), &[]),
             Err(err) => {
                 let _cleanup = self.snapshotter.remove(&key);
                 Err(err)

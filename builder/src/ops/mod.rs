@@ -255,10 +255,17 @@ impl LocalWorker<'_> {
         let diff_ids: Vec<String> = pairs.iter().map(|(_, d)| d.clone()).collect();
         let chains = runner::rootfs::chain_ids(&diff_ids);
         let unpacked = chains.iter().rposition(|c| self.snapshotter.exists(c)).map_or(0, |i| i + 1);
+        // A layer made as it is read (from a skeleton) is unpacked without being stored.
+        let mut streams = HashMap::new();
         for l in &layers[unpacked..] {
-            self.lazy.ensure(self.store, &l.digest)?;
+            match self.lazy.stream(self.store, &l.digest)? {
+                Some(r) => drop(streams.insert(l.digest.clone(), r)),
+                None => self.lazy.ensure(self.store, &l.digest)?,
+            }
         }
-        runner::rootfs::ensure_chain(self.store, &pairs, self.snapshotter).map_err(|e| {
+        let streams = std::sync::Mutex::new(streams);
+        let stream = |d: &oci::Digest| streams.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(d);
+        runner::rootfs::ensure_chain_from(self.store, &pairs, self.snapshotter, &stream).map_err(|e| {
             // A cache's layer whose diffID is not its record's: that cache is dropped.
             if let runner::rootfs::RootfsError::DiffId { layer, .. } = &e {
                 self.lazy.reject(self.store, layer);
@@ -275,8 +282,8 @@ impl LocalWorker<'_> {
     /// Turns the active snapshot `key` on `parent` into step `id`'s result. Where the
     /// snapshotter can write the layer again later, only its digest is taken now (see
     /// [`crate::cache::deferred`]), and the compressed twin a cache export wants of it is
-    /// made from the same diff.
-    fn finish_snapshot(&self, id: VertexId, key: &str, mut layers: Vec<Layer>) -> Result<State> {
+    /// made from the same diff. `known` are the files a copy wrote, with their digests.
+    fn finish_snapshot(&self, id: VertexId, key: &str, mut layers: Vec<Layer>, known: &[reuse::Known]) -> Result<State> {
         let deferred = Deferred { cache: self.cache, snapshotter: self.snapshotter };
         let epoch = oci::layer::TarOptions::from_env().source_date_epoch;
         let diff =
@@ -285,7 +292,7 @@ impl LocalWorker<'_> {
         let skeleton = codec.is_some_and(|c| c.skeleton).then_some(self.context).flatten();
         let twin = codec.and_then(|c| Some((c.compression, c.twin()?)));
         let layer = match (deferred.enabled(), skeleton, twin) {
-            (true, Some(ctx), _) => self.layer_with_skeleton(ctx.files(), diff),
+            (true, Some(ctx), _) => self.layer_with_skeleton(ctx.files(), known, diff),
             (true, None, Some((compression, (name, level)))) => self.layer_with_twin(compression, &name, level, diff),
             (true, None, None) => plain_layer(oci::content::discarding(oci::Algorithm::Sha256), diff),
             (false, ..) => self.write_layer(diff),
@@ -348,15 +355,18 @@ impl LocalWorker<'_> {
 
     /// The plain layer `fill` writes, hashed and not stored, and its skeleton (see
     /// [`crate::cache::remote::skeleton`]), stored and remembered for the export that
-    /// sends it, from the one diff. When a file is not the context's, there is no skeleton
+    /// sends it, from the one diff (the files `known` to the copy not hashed again). When a
+    /// file is not the context's, there is no skeleton
     /// and the export compresses the layer instead. None when the tar holds no entry.
     fn layer_with_skeleton(
         &self,
         files: &ContextFiles,
+        known: &[reuse::Known],
         fill: &mut dyn FnMut(&mut dyn Write) -> Result<()>,
     ) -> Result<Option<Layer>> {
         let ingest = self.store.content().writer(oci::Algorithm::Sha256).map_err(Error::image("start a skeleton"))?;
-        let mut skeleton = skeleton::Writer::new(ingest, files).map_err(Error::io("start a skeleton"))?;
+        let hints = known.iter().map(reuse::Known::hint);
+        let mut skeleton = skeleton::Writer::new(ingest, files).map_err(Error::io("start a skeleton"))?.with_hints(hints);
         let plain = LayerWriter::into_ingest(oci::content::discarding(oci::Algorithm::Sha256), Compression::None, None)
             .map_err(Error::image("start a layer"))?;
         let mut tee = Tee(plain, &mut skeleton);

@@ -54,6 +54,14 @@ pub(super) struct Known {
     size: u64,
 }
 
+impl Known {
+    /// Where the file is below the snapshot's root, its digest and size: what a skeleton
+    /// needs to name it (see [`crate::cache::remote::skeleton`]).
+    pub(super) fn hint(&self) -> (String, oci::Digest, u64) {
+        (self.path.clone(), self.digest.clone(), self.size)
+    }
+}
+
 /// What is kept under [`key`].
 #[derive(Debug, Serialize, Deserialize)]
 struct Manifest {

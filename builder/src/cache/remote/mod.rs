@@ -131,6 +131,12 @@ pub trait LazyBlobs: Sync {
     fn write_plain(&self, _digest: &oci::Digest, _out: &mut dyn std::io::Write) -> Result<bool> {
         Ok(false)
     }
+    /// A reader of the plain tar of the layer `digest`, made as it is read, for an unpack
+    /// that need not store it (a skeleton's, written from the build context); None when
+    /// the layer is stored or cannot be made so. The unpack checks it against its diffID.
+    fn stream(&self, _store: &ImageStore, _digest: &oci::Digest) -> Result<Option<runner::rootfs::Stream>> {
+        Ok(None)
+    }
     /// A fetched blob that proved not to be what its record says (its diffID): when a cache
     /// source gave it, the blob is deleted and the source dropped (the build then solves
     /// again without it) and the answer is true.
@@ -358,7 +364,27 @@ impl LazyBlobs for Imported<'_> {
         self.deferred.map_or(Ok(false), |d| d.write(digest, out))
     }
 
+    fn stream(&self, store: &ImageStore, digest: &oci::Digest) -> Result<Option<runner::rootfs::Stream>> {
+        let (Some(files), Some((blob, _))) = (&self.context, self.live(self.skeletons.get(digest))) else {
+            return Ok(None);
+        };
+        if present(store, digest)? {
+            return Ok(None);
+        }
+        self.ensure(store, &blob.digest)?;
+        let skeleton = store.content().reader(&blob.digest).map_err(Error::image(format!("read {}", blob.digest)))?;
+        let (reader, mut writer) = std::io::pipe().map_err(Error::io("make a pipe"))?;
+        let files = std::sync::Arc::clone(files);
+        // A failure ends the tar early: the unpack reports it, short of its diffID.
+        std::thread::spawn(move || skeleton::rebuild(skeleton, &files, &mut writer));
+        Ok(Some(Box::new(reader)))
+    }
+
     fn reject(&self, store: &ImageStore, digest: &oci::Digest) -> bool {
+        if let Some((_, source)) = self.live(self.skeletons.get(digest)) {
+            self.fail(*source);
+            return true;
+        }
         let Some((_, source)) = self.live(self.blobs.get(digest)) else { return false };
         let _gone = oci::content::ContentStore::delete(store.content(), digest);
         self.fail(*source);

@@ -74,8 +74,11 @@ enum At {
     Header,
     /// In a regular file's contents: what is left, and their hash so far.
     File { size: u64, left: u64, hash: Hasher, pad: u64 },
-    /// In a PAX extended header's data (kept to read a `size` record from).
-    Pax { left: u64, data: Vec<u8>, pad: u64 },
+    /// In a regular file's contents whose digest the copy that wrote it gave: skipped.
+    Skip { left: u64, pad: u64 },
+    /// In a PAX extended header's or a GNU long name's data (kept to read the next entry's
+    /// size and name from).
+    Meta { kind: u8, left: u64, data: Vec<u8>, pad: u64 },
     /// Bytes copied as they are.
     Raw { left: u64 },
 }
@@ -90,6 +93,11 @@ pub struct Writer<'f, W: Write> {
     raw: Vec<u8>,
     /// The size a PAX header set for the next entry.
     pax_size: Option<u64>,
+    /// The name a PAX header or a GNU long name entry set for the next entry.
+    long_name: Option<String>,
+    /// Digests and sizes of files by their path in the tar, as the copy that wrote them
+    /// knew them: those files are not hashed again.
+    hints: HashMap<String, (Digest, u64)>,
     /// A file whose contents are not a context file's (or a tar that cannot be followed).
     missing: Option<String>,
 }
@@ -106,8 +114,18 @@ impl<'f, W: Write> Writer<'f, W> {
             header: Vec::with_capacity(512),
             raw: Vec::with_capacity(RAW_CHUNK),
             pax_size: None,
+            long_name: None,
+            hints: HashMap::new(),
             missing: None,
         })
+    }
+
+    /// Takes the digest and size of the files at these paths (below the layer's root) as
+    /// known: a COPY hashed them for its key. A wrong one makes a skeleton that writes
+    /// another tar, which the runner that rebuilds it refuses by the layer's diffID.
+    pub fn with_hints(mut self, hints: impl IntoIterator<Item = (String, Digest, u64)>) -> Self {
+        self.hints = hints.into_iter().map(|(p, d, n)| (clean_name(&p), (d, n))).collect();
+        self
     }
 
     /// Ends the stream: the sink, and why the skeleton cannot stand for the tar when it
@@ -152,16 +170,52 @@ impl<'f, W: Write> Writer<'f, W> {
             self.at = At::Raw { left: u64::MAX };
             return Ok(());
         };
+        let name = self.long_name.take().unwrap_or_else(|| header_name(&h));
         let pad = (512 - size % 512) % 512;
         self.at = match h[156] {
-            b'0' | 0 | b'7' if size > 0 => At::File { size, left: size, hash: Algorithm::Sha256.hasher(), pad },
-            b'x' if size <= MAX_PAX => At::Pax { left: size, data: Vec::new(), pad },
+            b'0' | 0 | b'7' if size > 0 => match self.known(&name, size) {
+                Some(digest) => {
+                    self.reference(size, &digest)?;
+                    At::Skip { left: size, pad }
+                }
+                None => At::File { size, left: size, hash: Algorithm::Sha256.hasher(), pad },
+            },
+            kind @ (b'x' | b'L') if size <= MAX_PAX => At::Meta { kind, left: size, data: Vec::new(), pad },
             _ => At::Raw { left: size + pad },
         };
-        if let (b'x', At::Raw { .. }) = (h[156], &self.at) {
-            self.missing.get_or_insert_with(|| "a PAX header too large to read".into());
+        if let (b'x' | b'L', At::Raw { .. }) = (h[156], &self.at) {
+            self.missing.get_or_insert_with(|| "a PAX header or long name too large to read".into());
         }
         Ok(())
+    }
+
+    /// The digest of the file `name` of `size` bytes, when the copy gave it and the context
+    /// has a file of that digest.
+    fn known(&self, name: &str, size: u64) -> Option<Digest> {
+        let (digest, n) = self.hints.get(&clean_name(name))?;
+        (*n == size && self.files.find(digest).is_some()).then(|| digest.clone())
+    }
+
+    /// A file's contents, by reference.
+    fn reference(&mut self, size: u64, digest: &Digest) -> std::io::Result<()> {
+        self.flush_raw()?;
+        self.out.write_all(b"F")?;
+        self.out.write_all(&size.to_le_bytes())?;
+        self.out.write_all(&hex_bytes(digest.hex()))
+    }
+
+    /// A PAX header's or a long name's data, read whole: what it says of the next entry.
+    fn meta_done(&mut self, kind: u8, data: &[u8]) {
+        match kind {
+            b'x' => {
+                self.pax_size = pax_record(data, "size").and_then(|v| v.parse().ok());
+                self.long_name = pax_record(data, "path");
+            }
+            _ => {
+                let end = data.iter().position(|b| *b == 0).unwrap_or(data.len());
+                self.long_name = Some(String::from_utf8_lossy(&data[..end]).into_owned());
+            }
+        }
     }
 
     /// A file's contents are all seen: a reference in their place.
@@ -170,10 +224,7 @@ impl<'f, W: Write> Writer<'f, W> {
         if self.files.find(&digest).is_none() {
             self.missing.get_or_insert_with(|| format!("a file of {size} bytes ({digest}) is not in the build context"));
         }
-        self.flush_raw()?;
-        self.out.write_all(b"F")?;
-        self.out.write_all(&size.to_le_bytes())?;
-        self.out.write_all(&hex_bytes(digest.hex()))?;
+        self.reference(size, &digest)?;
         self.at = At::Raw { left: pad };
         Ok(())
     }
@@ -203,17 +254,25 @@ impl<W: Write> Write for Writer<'_, W> {
                         self.file_done(size, hash, pad)?;
                     }
                 }
-                At::Pax { left, data, pad } => {
+                At::Skip { left, pad } => {
+                    let n = (*left).min(rest.len() as u64) as usize;
+                    *left -= n as u64;
+                    rest = &rest[n..];
+                    if *left == 0 {
+                        self.at = At::Raw { left: *pad };
+                    }
+                }
+                At::Meta { kind, left, data, pad } => {
                     let n = (*left).min(rest.len() as u64) as usize;
                     data.extend_from_slice(&rest[..n]);
                     *left -= n as u64;
-                    let (chunk, done, pad) = (&rest[..n], *left == 0, *pad);
+                    let (chunk, done, kind, pad) = (&rest[..n], *left == 0, *kind, *pad);
                     rest = &rest[n..];
                     if done {
-                        let At::Pax { data, .. } = std::mem::replace(&mut self.at, At::Raw { left: pad }) else {
+                        let At::Meta { data, .. } = std::mem::replace(&mut self.at, At::Raw { left: pad }) else {
                             unreachable!()
                         };
-                        self.pax_size = pax_size(&data);
+                        self.meta_done(kind, &data);
                     }
                     self.copy(chunk)?;
                 }
@@ -253,10 +312,26 @@ fn header_size(h: &[u8]) -> Option<u64> {
     u64::from_str_radix(text, 8).ok()
 }
 
-/// The `size` record of a PAX extended header, when it has one.
-fn pax_size(data: &[u8]) -> Option<u64> {
+/// A record of a PAX extended header (`LEN key=value\n` each), when it has one.
+fn pax_record(data: &[u8], key: &str) -> Option<String> {
     let text = std::str::from_utf8(data).ok()?;
-    text.lines().filter_map(|l| l.split_once(' ')?.1.strip_prefix("size=")).find_map(|v| v.parse().ok())
+    let prefix = format!("{key}=");
+    text.lines().find_map(|l| l.split_once(' ')?.1.strip_prefix(prefix.as_str()).map(str::to_owned))
+}
+
+/// The path of a ustar header: its prefix and name fields.
+fn header_name(h: &[u8]) -> String {
+    let field = |b: &[u8]| String::from_utf8_lossy(&b[..b.iter().position(|c| *c == 0).unwrap_or(b.len())]).into_owned();
+    let (name, prefix) = (field(&h[..100]), field(&h[345..500]));
+    match &h[257..263] == b"ustar\0" && !prefix.is_empty() {
+        true => format!("{prefix}/{name}"),
+        false => name,
+    }
+}
+
+/// A path in a tar as a hint names it: no leading `./` or `/`, no trailing `/`.
+fn clean_name(p: &str) -> String {
+    p.trim_start_matches("./").trim_matches('/').to_owned()
 }
 
 fn hex_bytes(hex: &str) -> [u8; 32] {
