@@ -186,7 +186,8 @@ pub fn ensure_chain_from(
                 Some(r) => Ok(r),
                 None => store.content().reader(layer),
             };
-            let result = blob.map_err(RootfsError::from).and_then(|b| unpack_one(store, b, layer, diff_id, snapshotter, &tmp));
+            let result =
+                blob.map_err(RootfsError::from).and_then(|b| unpack_one(store, b, layer, diff_id, snapshotter, &tmp));
             match result.and_then(|()| Ok(snapshotter.commit(chain, &tmp)?)) {
                 Ok(()) => {}
                 // Another process committed the same chain first: use theirs.

@@ -283,7 +283,13 @@ impl LocalWorker<'_> {
     /// snapshotter can write the layer again later, only its digest is taken now (see
     /// [`crate::cache::deferred`]), and the compressed twin a cache export wants of it is
     /// made from the same diff. `known` are the files a copy wrote, with their digests.
-    fn finish_snapshot(&self, id: VertexId, key: &str, mut layers: Vec<Layer>, known: &[reuse::Known]) -> Result<State> {
+    fn finish_snapshot(
+        &self,
+        id: VertexId,
+        key: &str,
+        mut layers: Vec<Layer>,
+        known: &[reuse::Known],
+    ) -> Result<State> {
         let deferred = Deferred { cache: self.cache, snapshotter: self.snapshotter };
         let epoch = oci::layer::TarOptions::from_env().source_date_epoch;
         let diff =
@@ -366,7 +372,8 @@ impl LocalWorker<'_> {
     ) -> Result<Option<Layer>> {
         let ingest = self.store.content().writer(oci::Algorithm::Sha256).map_err(Error::image("start a skeleton"))?;
         let hints = known.iter().map(reuse::Known::hint);
-        let mut skeleton = skeleton::Writer::new(ingest, files).map_err(Error::io("start a skeleton"))?.with_hints(hints);
+        let mut skeleton =
+            skeleton::Writer::new(ingest, files).map_err(Error::io("start a skeleton"))?.with_hints(hints);
         let plain = LayerWriter::into_ingest(oci::content::discarding(oci::Algorithm::Sha256), Compression::None, None)
             .map_err(Error::image("start a layer"))?;
         let mut tee = Tee(plain, &mut skeleton);

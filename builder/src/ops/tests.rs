@@ -29,6 +29,8 @@ use crate::progress::NoProgress;
 use crate::solver::{State, Worker};
 
 const SECRET: &str = "s3cr3t-value-4f1d";
+/// No `--build-context`s.
+static NAMED: std::collections::BTreeMap<String, crate::context::NamedContext> = std::collections::BTreeMap::new();
 
 /// What the fake process does: it gets the spec and the rootfs directory.
 type Act = dyn Fn(&Spec, &Path) -> i32 + Send + Sync;
@@ -157,26 +159,29 @@ impl Fixture {
         parent: &State,
         step: &Step<'_>,
     ) -> crate::error::Result<State> {
+        self.worker(executor, step).execute(1, &vertex(mounts), std::slice::from_ref(parent))
+    }
+
+    /// The worker a step of this fixture runs on.
+    fn worker<'a>(&'a self, executor: &'a FakeExecutor, step: &Step<'a>) -> LocalWorker<'a> {
         let secrets = HashMap::from([("tok".to_owned(), Secret::File(self.secret_file.clone()))]);
-        let fetch = |_: &str, _: &Path| Ok(());
-        let worker = LocalWorker {
+        LocalWorker {
             store: &self.store,
             snapshotter: step.snapshotter,
             executor,
             context: self.context.as_ref(),
-            named: &std::collections::BTreeMap::new(),
+            named: &NAMED,
             cache: step.cache,
             progress: &NoProgress,
             root: self.root.path().join("berth"),
             secrets,
             ssh: HashMap::new(),
             dockerfile: ("Dockerfile", "FROM scratch\nRUN make\n"),
-            fetch: &fetch,
+            fetch: &|_: &str, _: &Path| Ok(()),
             downloads: Mutex::new(HashMap::new()),
             lazy: &crate::cache::remote::NoLazy,
             twin_codec: step.twin_codec,
-        };
-        worker.execute(1, &vertex(mounts), std::slice::from_ref(parent))
+        }
     }
 
     /// What is left in berth's temp dir (nothing, after any step).
@@ -435,4 +440,53 @@ fn walk(dir: &Path) -> Vec<String> {
         out.push(name);
     }
     out
+}
+
+#[test]
+fn a_context_copy_a_cache_export_carries_as_a_skeleton_is_written_back_from_the_context_byte_for_byte() {
+    use crate::cache::remote::skeleton;
+    use crate::graph::{CopyFrom, CopyOp, CopySrc};
+    let mut f = Fixture::new();
+    let parent = base(&f);
+    let ctx_dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(ctx_dir.path().join("src/lib")).unwrap();
+    let noise: Vec<u8> = (0..400_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(ctx_dir.path().join("src/lib/data.bin"), &noise).unwrap();
+    std::fs::write(ctx_dir.path().join("src/main.py"), "print('hi')\n").unwrap();
+    f.context = Some(Context::new(ctx_dir.path(), Ignore::default()).unwrap());
+    let copy = CopyOp {
+        from: CopyFrom::Context,
+        sources: vec![CopySrc::Path("src/".into())],
+        dest: "/app/".into(),
+        dest_is_dir: true,
+        chown: None,
+        chmod: None,
+        link: false,
+        parents: false,
+        exclude: vec![],
+        unpack_archives: false,
+    };
+    let v =
+        Vertex { op: Op::Copy(copy), inputs: vec![0], name: "[2/2] COPY src/ /app/".into(), at: 13, no_cache: false };
+    assert!(skeleton::eligible(&v));
+    let snapshots = Rediffing { inner: &f.snapshots, diffs: AtomicUsize::new(0) };
+    let cache = MemoryCache::default();
+    let codec = Codec::from(oci::layer::Compression::Gzip).skeleton();
+    let exec = FakeExecutor::new(|_, _| 0);
+    let twin_codec = |_| Some(codec);
+    let worker = f.worker(&exec, &Step { snapshotter: &snapshots, cache: &cache, twin_codec: &twin_codec });
+    worker.sources_digest(&v, std::slice::from_ref(&parent)).unwrap(); // the key hashes the files
+    let state = worker.execute(1, &v, std::slice::from_ref(&parent)).unwrap();
+    let plain = state.layers.last().unwrap().clone();
+    assert_eq!(snapshots.diffs.load(Ordering::Relaxed), 1, "the copy's changes are read once");
+    assert!(!f.store.content().contains(&plain.digest).unwrap(), "the plain layer is left to its snapshot");
+
+    let skel = cache.compressed(&plain.diff_id, skeleton::TWIN_NAME).unwrap().expect("the skeleton is remembered");
+    assert_eq!((skel.media_type.as_str(), &skel.diff_id), (skeleton::MEDIA_TYPE, &plain.diff_id));
+    assert!(skel.size < plain.size / 20, "a skeleton of {} bytes for a layer of {}", skel.size, plain.size);
+    // Another checkout of the same files: the layer comes back the same bytes.
+    let files = f.context.as_ref().unwrap().files();
+    let mut tar = Vec::new();
+    skeleton::rebuild(f.store.content().reader(&skel.digest).unwrap(), files, &mut tar).unwrap();
+    assert_eq!((oci::Digest::of(&tar), tar.len() as u64), (plain.diff_id.clone(), plain.size));
 }

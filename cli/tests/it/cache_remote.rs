@@ -145,6 +145,114 @@ fn a_fresh_runner_hits_everything_through_berths_registry_and_moves_no_layer() {
     assert_eq!(steps_that_ran(&stage.log), Vec::<String>::new(), "{}", stage.log);
 }
 
+/// A stage that copies a large incompressible file from the context and reads it; the
+/// final image takes only its digest. `SALT` changes the RUN without changing the COPY.
+const SKELETON_DOCKERFILE: &str = "FROM busybox AS deps
+COPY big.bin notes.txt /deps/
+ARG SALT=1
+RUN md5sum /deps/big.bin > /deps.sum && cat /deps/notes.txt >> /deps.sum
+FROM busybox
+COPY --from=deps /deps.sum /deps.sum
+RUN cat /deps.sum > /final
+";
+
+/// A checkout for [`SKELETON_DOCKERFILE`] at `dir`, its files dated `stamp` and owned by `owner`.
+fn skeleton_checkout(dir: &Path, stamp: &str, owner: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("Dockerfile"), SKELETON_DOCKERFILE).unwrap();
+    // xorshift64: the same 4 MB everywhere, and gzip cannot shrink them.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let big: Vec<u8> = (0..4_000_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect();
+    std::fs::write(dir.join("big.bin"), big).unwrap();
+    std::fs::write(dir.join("notes.txt"), "pinned deps\n").unwrap();
+    run_tool(Command::new("touch").args(["-d", stamp, &p(&dir.join("big.bin")), &p(&dir.join("notes.txt"))]));
+    run_tool(Command::new("chown").args(["-R", owner, &p(dir)]));
+    dir.to_owned()
+}
+
+#[test]
+fn mode_max_carries_the_context_copies_of_other_stages_as_skeletons_the_next_checkout_fills() {
+    let Some(a) = build_store() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("registry"), &[]);
+    let reg = &server.addr;
+    let cache = format!("type=registry,ref={reg}/app:cache,mode=max");
+    let ctx_a = skeleton_checkout(&dir.path().join("runner-a/src"), "2024-01-02 03:04:05", "0:0");
+    build(&a, &ctx_a, &["-t", "app-a", "--cache-to", &cache]);
+    let want = run_in(&a, "app-a", &["cat", "/final"]);
+    // The 4 MB file does not travel: the COPY's layer is its skeleton, a few hundred bytes.
+    let m = manifest(reg, "app", "cache");
+    let layers = m["layers"].as_array().unwrap();
+    let skeletons: Vec<_> =
+        layers.iter().filter(|l| l["mediaType"] == "application/vnd.berth.build-cache.skeleton.v1+gzip").collect();
+    assert_eq!(skeletons.len(), 1, "{m}");
+    let total: u64 = layers.iter().map(|l| l["size"].as_u64().unwrap()).sum();
+    assert!(total < 1_500_000, "the cache's layers take {total} bytes: the file went whole");
+    let (status, _, config) =
+        http(reg, "GET", &format!("/v2/app/blobs/{}", m["config"]["digest"].as_str().unwrap()), &[], b"");
+    assert_eq!(status, 200);
+    let config: serde_json::Value = serde_json::from_slice(&config).unwrap();
+    assert_eq!(config["version"], 2, "a cache with skeletons is format 2");
+    let skeleton_diff =
+        config["blobs"].as_array().unwrap().iter().find(|b| b["digest"] == skeletons[0]["digest"]).unwrap()["diffId"]
+            .clone();
+
+    // Runner B builds the stage itself from another checkout (other path, times, owner):
+    // every step hits, and the COPY's layer is written again from B's files, the same bytes.
+    let b = build_store().unwrap();
+    let ctx_b = skeleton_checkout(&dir.path().join("runner-b/work"), "2025-06-07 08:09:10", "1234:1234");
+    let before = blob_bytes_sent(reg);
+    let from = format!("type=registry,ref={reg}/app:cache");
+    let stage = build(&b, &ctx_b, &["-t", "deps-b", "--target", "deps", "--cache-from", &from]);
+    assert_eq!(steps_that_ran(&stage.log), Vec::<String>::new(), "{}", stage.log);
+    let read = blob_bytes_sent(reg) - before;
+    assert!(read < 1_000_000, "{read} bytes read from the cache for a 4 MB file that runner B has");
+    let diff_ids = b.ok(&["inspect", "-f", "{{json .RootFS.Layers}}", "deps-b"]);
+    assert!(diff_ids.contains(skeleton_diff.as_str().unwrap()), "{diff_ids} lacks {skeleton_diff}");
+    assert_eq!(run_in(&b, "deps-b", &["cat", "/deps.sum"]), run_in(&a, "app-a", &["cat", "/deps.sum"]));
+
+    // Runner C changes the RUN on top of the copy: the copy hits, and its files come from
+    // C's checkout into the snapshot the RUN reads.
+    let c = build_store().unwrap();
+    let before = blob_bytes_sent(reg);
+    let salted = build(&c, &ctx_b, &["-t", "app-c", "--build-arg", "SALT=2", "--cache-from", &from]);
+    let ran = steps_that_ran(&salted.log);
+    assert!(ran.iter().any(|s| s.contains("RUN md5sum")) && !ran.iter().any(|s| s.contains("COPY big.bin")), "{ran:?}");
+    assert!(blob_bytes_sent(reg) - before < 1_000_000);
+    assert_eq!(run_in(&c, "app-c", &["cat", "/final"]), want);
+}
+
+#[test]
+fn a_skeleton_that_does_not_make_its_layer_drops_that_cache_and_the_build_goes_on() {
+    let Some(a) = build_store() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let ctx = skeleton_checkout(&dir.path().join("src"), "2024-01-02 03:04:05", "0:0");
+    build(&a, &ctx, &["--cache-to", &format!("type=local,dest={},mode=max", p(&cache))]);
+    // The skeleton's record says another diffID: the runner's files cannot make that layer
+    // (as when a context file changed between its hashing and its reading).
+    rewrite_layout_config(&cache, |config| {
+        let blobs = config["blobs"].as_array_mut().unwrap();
+        let skeleton = blobs.iter_mut().find(|b| b["mediaType"].as_str().unwrap().contains("skeleton")).unwrap();
+        skeleton["diffId"] = format!("sha256:{}", "cd".repeat(32)).into();
+    });
+    let b = build_store().unwrap();
+    let out =
+        build(&b, &ctx, &["-t", "deps", "--target", "deps", "--cache-from", &format!("type=local,src={}", p(&cache))]);
+    let w = warnings(&out.log);
+    assert!(w.len() == 1 && w[0].contains("building again without it"), "{}", out.log);
+    assert!(w[0].contains("from its skeleton"), "{}", w[0]);
+    assert!(steps_that_ran(&out.log).iter().any(|s| s.contains("COPY big.bin")), "{}", out.log);
+    assert_eq!(run_in(&b, "deps", &["cat", "/deps/notes.txt"]), "pinned deps\n");
+}
+
 #[test]
 fn mode_min_carries_the_final_images_steps_only() {
     let Some(a) = build_store() else { return };
@@ -463,24 +571,10 @@ fn a_cache_layer_whose_diff_id_is_wrong_drops_that_cache_and_the_build_goes_on()
     build(&a, &checkout(dir.path(), "v1", "v1\n"), &["--cache-to", &format!("type=local,dest={},mode=max", p(&cache))]);
     // The record of `COPY --from=deps` now says another diffID for its layer. A miss on top
     // of it (src.txt changed) unpacks that layer and finds out.
-    let (mut m, mut config, _) = layout_entry(&cache);
-    let i = last_layer(&config, "COPY --from=deps");
-    config["blobs"][i]["diffId"] = format!("sha256:{}", "cd".repeat(32)).into();
-    let bytes = serde_json::to_vec(&config).unwrap();
-    let put = |b: &[u8]| {
-        let d = sha256(b);
-        std::fs::write(cache.join("blobs/sha256").join(&d[7..]), b).unwrap();
-        d
-    };
-    m["config"]["digest"] = put(&bytes).into();
-    m["config"]["size"] = bytes.len().into();
-    let mbytes = serde_json::to_vec(&m).unwrap();
-    let md = put(&mbytes);
-    let mut index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(cache.join("index.json")).unwrap()).unwrap();
-    index["manifests"][0]["digest"] = md.into();
-    index["manifests"][0]["size"] = mbytes.len().into();
-    std::fs::write(cache.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    rewrite_layout_config(&cache, |config| {
+        let i = last_layer(config, "COPY --from=deps");
+        config["blobs"][i]["diffId"] = format!("sha256:{}", "cd".repeat(32)).into();
+    });
     // Before: "unpack the parent layers: layer ... has diffID ..." and the build failed, on
     // every runner, until someone deleted the cache.
     let b = build_store().unwrap();
@@ -526,6 +620,28 @@ fn a_push_build_whose_cache_registry_lost_a_layer_builds_it_again_and_pushes_a_w
 }
 
 /// A layout under `dir` whose `latest` entry is a berth cache manifest with `config`.
+/// Changes the config of the one entry of the cache layout `cache` with `change`, and the
+/// manifest and index with it.
+fn rewrite_layout_config(cache: &Path, change: impl FnOnce(&mut serde_json::Value)) {
+    let (mut m, mut config, _) = layout_entry(cache);
+    change(&mut config);
+    let bytes = serde_json::to_vec(&config).unwrap();
+    let put = |b: &[u8]| {
+        let d = sha256(b);
+        std::fs::write(cache.join("blobs/sha256").join(&d[7..]), b).unwrap();
+        d
+    };
+    m["config"]["digest"] = put(&bytes).into();
+    m["config"]["size"] = bytes.len().into();
+    let mbytes = serde_json::to_vec(&m).unwrap();
+    let md = put(&mbytes);
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cache.join("index.json")).unwrap()).unwrap();
+    index["manifests"][0]["digest"] = md.into();
+    index["manifests"][0]["size"] = mbytes.len().into();
+    std::fs::write(cache.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
 fn layout_with_config(dir: &Path, config: &[u8]) -> PathBuf {
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();

@@ -443,7 +443,10 @@ impl Imported<'_> {
             return Ok(());
         }
         self.ensure(store, &blob.digest)?;
-        let what = format!("cache {}: layer {digest} from its skeleton and the build context", self.sources[source].describe());
+        let what = format!(
+            "cache {}: layer {digest} from its skeleton and the build context",
+            self.sources[source].describe()
+        );
         let made = (|| -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
             let reader = store.content().reader(&blob.digest)?;
             let mut ingest = store.content().writer(digest.algorithm())?;

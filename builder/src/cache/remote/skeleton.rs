@@ -222,7 +222,8 @@ impl<'f, W: Write> Writer<'f, W> {
     fn file_done(&mut self, size: u64, hash: Hasher, pad: u64) -> std::io::Result<()> {
         let digest = hash.finish();
         if self.files.find(&digest).is_none() {
-            self.missing.get_or_insert_with(|| format!("a file of {size} bytes ({digest}) is not in the build context"));
+            self.missing
+                .get_or_insert_with(|| format!("a file of {size} bytes ({digest}) is not in the build context"));
         }
         self.reference(size, &digest)?;
         self.at = At::Raw { left: pad };
@@ -303,7 +304,10 @@ impl<W: Write> Write for Writer<'_, W> {
 fn header_size(h: &[u8]) -> Option<u64> {
     let field = &h[124..136];
     if field[0] & 0x80 != 0 {
-        return field[4..].iter().try_fold(0u64, |n, b| Some((n << 8) | u64::from(*b))).filter(|_| field[1..4] == [0; 3]);
+        return field[4..]
+            .iter()
+            .try_fold(0u64, |n, b| Some((n << 8) | u64::from(*b)))
+            .filter(|_| field[1..4] == [0; 3]);
     }
     let text = std::str::from_utf8(field).ok()?.trim_matches(|c| c == '\0' || c == ' ');
     if text.is_empty() {
@@ -321,7 +325,8 @@ fn pax_record(data: &[u8], key: &str) -> Option<String> {
 
 /// The path of a ustar header: its prefix and name fields.
 fn header_name(h: &[u8]) -> String {
-    let field = |b: &[u8]| String::from_utf8_lossy(&b[..b.iter().position(|c| *c == 0).unwrap_or(b.len())]).into_owned();
+    let field =
+        |b: &[u8]| String::from_utf8_lossy(&b[..b.iter().position(|c| *c == 0).unwrap_or(b.len())]).into_owned();
     let (name, prefix) = (field(&h[..100]), field(&h[345..500]));
     match &h[257..263] == b"ustar\0" && !prefix.is_empty() {
         true => format!("{prefix}/{name}"),
@@ -503,6 +508,31 @@ mod tests {
         std::fs::write(dir.path().join("main.c"), b"int main() { return 10; }\n").unwrap();
         let err = rebuild(skel.as_slice(), &files, &mut Vec::new()).unwrap_err();
         assert!(err.to_string().contains("bytes where the skeleton says"), "{err}");
+    }
+
+    #[test]
+    fn a_copys_hints_are_taken_for_the_files_they_name_and_a_wrong_one_makes_another_tar() {
+        let dir = project();
+        let tar = tar_of(dir.path());
+        let files = context(dir.path());
+        let main = Digest::of(b"int main() { return 0; }\n");
+        let other = Digest::of(b"int main() { return 7; }\n");
+        files.note(&other, &dir.path().join("other.c"));
+        std::fs::write(dir.path().join("other.c"), b"int main() { return 7; }\n").unwrap();
+        let with = |hint: (&str, &Digest, u64)| {
+            let mut w = Writer::new(Vec::new(), &files).unwrap().with_hints([(hint.0.into(), hint.1.clone(), hint.2)]);
+            w.write_all(&tar).unwrap();
+            let (skel, missing) = w.finish().unwrap();
+            assert_eq!(missing, None);
+            let mut again = Vec::new();
+            rebuild(skel.as_slice(), &files, &mut again).unwrap();
+            again
+        };
+        assert!(with(("./src/main.c", &main, 25)) == tar, "a right hint: the same tar");
+        // The copy's digest is taken as it is (the file is not hashed again): a wrong one
+        // of the same size writes the other file's bytes, which the diffID check refuses.
+        assert!(with(("src/main.c", &other, 25)) != tar);
+        assert!(with(("src/main.c", &other, 26)) == tar, "a hint of another size is not used");
     }
 
     #[test]
