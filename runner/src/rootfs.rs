@@ -219,7 +219,9 @@ fn unpack_one(
     s: &dyn Snapshotter,
     key: &str,
 ) -> Result<(), RootfsError> {
-    let mut reader = oci::layer::LayerReader::new(blob, u64::MAX)?;
+    // A layer that cannot even be read is that layer's failure, as a broken tar is.
+    let mut reader = oci::layer::LayerReader::new(blob, u64::MAX)
+        .map_err(|e| RootfsError::Unpack(layer.clone(), UnpackError::Tar(std::io::Error::other(e))))?;
     let opts = UnpackOptions {
         whiteouts: s.whiteouts(),
         lowers: s.lowers(key),

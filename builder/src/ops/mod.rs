@@ -263,11 +263,18 @@ impl LocalWorker<'_> {
                 None => self.lazy.ensure(self.store, &l.digest)?,
             }
         }
+        let streamed: Vec<oci::Digest> = streams.keys().cloned().collect();
         let streams = std::sync::Mutex::new(streams);
         let stream = |d: &oci::Digest| streams.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(d);
         runner::rootfs::ensure_chain_from(self.store, &pairs, self.snapshotter, &stream).map_err(|e| {
-            // A cache's layer whose diffID is not its record's: that cache is dropped.
-            if let runner::rootfs::RootfsError::DiffId { layer, .. } = &e {
+            // A cache's layer whose diffID is not its record's, or that could not be written
+            // from its skeleton: that cache is dropped.
+            let spoilt = match &e {
+                runner::rootfs::RootfsError::DiffId { layer, .. } => Some(layer),
+                runner::rootfs::RootfsError::Unpack(layer, _) => streamed.contains(layer).then_some(layer),
+                _ => None,
+            };
+            if let Some(layer) = spoilt {
                 self.lazy.reject(self.store, layer);
             }
             Error::runner("unpack the parent layers")(e)

@@ -254,6 +254,47 @@ fn a_skeleton_that_does_not_make_its_layer_drops_that_cache_and_the_build_goes_o
 }
 
 #[test]
+fn a_skeleton_naming_files_the_checkout_lacks_drops_that_cache_when_a_step_runs_on_it() {
+    let Some(a) = build_store() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let ctx = skeleton_checkout(&dir.path().join("src"), "2024-01-02 03:04:05", "0:0");
+    build(&a, &ctx, &["--cache-to", &format!("type=local,dest={},mode=max", p(&cache))]);
+    // A skeleton whose one file is one no checkout has.
+    let mut bogus = b"berth-skeleton 1\nF".to_vec();
+    bogus.extend_from_slice(&12u64.to_le_bytes());
+    bogus.extend_from_slice(&[0xab; 32]);
+    bogus.push(b'E');
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &bogus).unwrap();
+    let gz = gz.finish().unwrap();
+    let digest = sha256(&gz);
+    std::fs::write(cache.join("blobs/sha256").join(&digest[7..]), &gz).unwrap();
+    rewrite_layout(&cache, |m, config| {
+        let blobs = config["blobs"].as_array_mut().unwrap();
+        let i = blobs.iter().position(|b| b["mediaType"].as_str().unwrap().contains("skeleton")).unwrap();
+        for d in [&mut blobs[i], &mut m["layers"][i]] {
+            d["digest"] = digest.clone().into();
+            d["size"] = gz.len().into();
+        }
+    });
+    // The RUN misses and runs on the copy's layer, written from the skeleton as it is read.
+    let b = build_store().unwrap();
+    let from = format!("type=local,src={}", p(&cache));
+    let out = build(&b, &ctx, &["-t", "app", "--build-arg", "SALT=2", "--cache-from", &from]);
+    let w = warnings(&out.log);
+    assert!(w.len() == 1 && w[0].contains("building again without it"), "{}", out.log);
+    assert!(w[0].contains("no file of the build context has the contents"), "{}", w[0]);
+    assert_eq!(run_in(&b, "app", &["cat", "/final"]), run_in(&a, &a_image(&a, &ctx), &["cat", "/final"]));
+}
+
+/// The image of a plain build of `ctx` in `b`'s store (all hits there).
+fn a_image(b: &Berth, ctx: &Path) -> String {
+    build(b, ctx, &["-t", "plain", "--build-arg", "SALT=2"]);
+    "plain".into()
+}
+
+#[test]
 fn mode_min_carries_the_final_images_steps_only() {
     let Some(a) = build_store() else { return };
     let dir = tempfile::tempdir().unwrap();
@@ -623,8 +664,14 @@ fn a_push_build_whose_cache_registry_lost_a_layer_builds_it_again_and_pushes_a_w
 /// Changes the config of the one entry of the cache layout `cache` with `change`, and the
 /// manifest and index with it.
 fn rewrite_layout_config(cache: &Path, change: impl FnOnce(&mut serde_json::Value)) {
+    rewrite_layout(cache, |_, config| change(config));
+}
+
+/// Changes the manifest and config of the one entry of the cache layout `cache`, and the
+/// index with them.
+fn rewrite_layout(cache: &Path, change: impl FnOnce(&mut serde_json::Value, &mut serde_json::Value)) {
     let (mut m, mut config, _) = layout_entry(cache);
-    change(&mut config);
+    change(&mut m, &mut config);
     let bytes = serde_json::to_vec(&config).unwrap();
     let put = |b: &[u8]| {
         let d = sha256(b);

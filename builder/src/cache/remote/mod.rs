@@ -373,11 +373,7 @@ impl LazyBlobs for Imported<'_> {
         }
         self.ensure(store, &blob.digest)?;
         let skeleton = store.content().reader(&blob.digest).map_err(Error::image(format!("read {}", blob.digest)))?;
-        let (reader, mut writer) = std::io::pipe().map_err(Error::io("make a pipe"))?;
-        let files = std::sync::Arc::clone(files);
-        // A failure ends the tar early: the unpack reports it, short of its diffID.
-        std::thread::spawn(move || skeleton::rebuild(skeleton, &files, &mut writer));
-        Ok(Some(Box::new(reader)))
+        Ok(Some(Box::new(skeleton::Rebuilt::start(skeleton, std::sync::Arc::clone(files))?)))
     }
 
     fn reject(&self, store: &ImageStore, digest: &oci::Digest) -> bool {

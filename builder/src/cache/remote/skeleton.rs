@@ -403,6 +403,42 @@ pub fn rebuild(skeleton: impl Read, files: &ContextFiles, out: &mut dyn Write) -
     }
 }
 
+/// The tar of a skeleton as it is written again on a thread of its own, read through a
+/// pipe: a layer unpacked from it is never stored whole. When the writing fails, the tar
+/// ends early and the read that finds the end returns the writer's error.
+pub struct Rebuilt {
+    pipe: std::io::PipeReader,
+    failed: std::sync::Arc<Mutex<Option<String>>>,
+}
+
+impl Rebuilt {
+    /// Starts writing the tar of `skeleton` from `files`.
+    pub fn start(skeleton: impl Read + Send + 'static, files: std::sync::Arc<ContextFiles>) -> Result<Rebuilt> {
+        let (pipe, mut writer) = std::io::pipe().map_err(Error::io("make a pipe"))?;
+        let failed = std::sync::Arc::new(Mutex::new(None));
+        let slot = std::sync::Arc::clone(&failed);
+        std::thread::spawn(move || {
+            if let Err(e) = rebuild(skeleton, &files, &mut writer) {
+                // Before the pipe closes (`writer` drops after this): the reader sees it.
+                *slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e.to_string());
+            }
+        });
+        Ok(Rebuilt { pipe, failed })
+    }
+}
+
+impl Read for Rebuilt {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.pipe.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            if let Some(why) = self.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+                return Err(invalid(&format!("writing the layer from its skeleton: {why}")));
+            }
+        }
+        Ok(n)
+    }
+}
+
 /// Copies `from` to `out`, which must give exactly `n` bytes.
 fn copy_exactly(from: &mut dyn Read, out: &mut dyn Write, n: u64, what: &str) -> std::io::Result<u64> {
     let copied = std::io::copy(from, out)?;
@@ -533,6 +569,21 @@ mod tests {
         // of the same size writes the other file's bytes, which the diffID check refuses.
         assert!(with(("src/main.c", &other, 25)) != tar);
         assert!(with(("src/main.c", &other, 26)) == tar, "a hint of another size is not used");
+    }
+
+    #[test]
+    fn a_tar_written_on_its_thread_reads_whole_or_ends_in_the_writers_error() {
+        let dir = project();
+        let tar = tar_of(dir.path());
+        let files = std::sync::Arc::new(context(dir.path()));
+        let skel = skeleton(&tar, &files, 4096).unwrap();
+        let mut again = Vec::new();
+        Rebuilt::start(std::io::Cursor::new(skel.clone()), files).unwrap().read_to_end(&mut again).unwrap();
+        assert!(again == tar);
+        // Another runner's context without those files: the reader gets the reason.
+        let empty = std::sync::Arc::new(ContextFiles::default());
+        let err = Rebuilt::start(std::io::Cursor::new(skel), empty).unwrap().read_to_end(&mut Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("no file of the build context has the contents"), "{err}");
     }
 
     #[test]
