@@ -185,7 +185,8 @@ fn mode_max_carries_the_context_copies_of_other_stages_as_skeletons_the_next_che
     let reg = &server.addr;
     let cache = format!("type=registry,ref={reg}/app:cache,mode=max");
     let ctx_a = skeleton_checkout(&dir.path().join("runner-a/src"), "2024-01-02 03:04:05", "0:0");
-    build(&a, &ctx_a, &["-t", "app-a", "--cache-to", &cache]);
+    let first = build(&a, &ctx_a, &["-t", "app-a", "--cache-to", &cache]);
+    assert!(first.log.contains("present; 1 skeleton) in"), "{}", first.log);
     let want = run_in(&a, "app-a", &["cat", "/final"]);
     // The 4 MB file does not travel: the COPY's layer is its skeleton, a few hundred bytes.
     let m = manifest(reg, "app", "cache");

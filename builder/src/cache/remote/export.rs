@@ -194,15 +194,21 @@ impl Exporter<'_> {
         let upload =
             Upload { manifest: &manifest, config: (&digest, &bytes), blobs: &config.blobs, lazy: self.imported };
         let done = backend.publish(self.store, &upload)?;
+        let skeletons = config.blobs.iter().filter(|b| b.media_type == skeleton::MEDIA_TYPE).count();
         self.progress.event(Event::Note {
             text: format!(
-                "exporting cache to {}: {} records, {} blobs ({} uploaded, {:.1} MB; {} present) in {:.1}s",
+                "exporting cache to {}: {} records, {} blobs ({} uploaded, {:.1} MB; {} present{}) in {:.1}s",
                 backend.describe(),
                 config.records.len(),
                 config.blobs.len() + 1, // the config is a blob too, uploaded or present
                 done.uploaded,
                 done.bytes as f64 / 1e6,
                 done.present,
+                match skeletons {
+                    0 => String::new(),
+                    1 => "; 1 skeleton".into(),
+                    n => format!("; {n} skeletons"),
+                },
                 started.elapsed().as_secs_f64()
             ),
         });
