@@ -132,10 +132,10 @@ pub async fn pull(
     // Remember where these blobs live, so a push to another repository there can mount them,
     // and that the registry has these manifests (the image's repo digests).
     let me = reference.repository();
-    for d in std::iter::once(image.config()).chain(image.layers()) {
-        store.add_source(&descriptor_digest(d)?, &me)?;
-    }
-    store.add_source(&target.digest, &me)?;
+    let mut moved =
+        std::iter::once(image.config()).chain(image.layers()).map(descriptor_digest).collect::<Result<Vec<_>>>()?;
+    moved.push(target.digest.clone());
+    store.add_sources(&moved, &me)?;
     if opts.lazy {
         return Ok(Pulled { record: ImageRecord { name: None, target }, digest: top });
     }
@@ -313,10 +313,7 @@ pub async fn fetch_blobs(
     .buffer_unordered(concurrency.max(1))
     .try_collect::<Vec<()>>()
     .await?;
-    for (d, _) in blobs {
-        store.add_source(d, &reference.repository())?;
-    }
-    Ok(())
+    store.add_sources(blobs.iter().map(|(d, _)| d), &reference.repository())
 }
 
 #[cfg(test)]

@@ -58,7 +58,10 @@ pub async fn push(
     let mut pushed = None;
     for dest in to {
         let repo = Repo::new(client, dest, "pull,push");
-        let (bytes, media_type) = push_manifest_tree(&repo, store, target, opts, progress).await?;
+        let noted = Noted::default();
+        let tree = push_manifest_tree(&repo, store, target, opts, &noted, progress).await;
+        noted.save(store, &repo)?;
+        let (bytes, media_type) = tree?;
         let reference = dest.tag().map(str::to_owned).unwrap_or_else(|| Digest::of(&bytes).to_string());
         let d = put_manifest(&repo, &reference, &bytes, &media_type, progress).await?;
         if let Some(pinned) = dest.digest() {
@@ -86,14 +89,32 @@ pub async fn push_blobs(
     progress: &dyn Progress,
 ) -> Result<()> {
     let repo = Repo::new(client, to, "pull,push");
-    futures_util::stream::iter(blobs.iter().map(|(d, size)| {
-        let repo = &repo;
-        async move { push_blob(repo, store, d, *size, opts, progress).await }
+    let noted = Noted::default();
+    let pushed = futures_util::stream::iter(blobs.iter().map(|(d, size)| {
+        let (repo, noted) = (&repo, &noted);
+        async move { push_blob(repo, store, d, *size, opts, noted, progress).await }
     }))
     .buffer_unordered(opts.concurrency.max(1))
     .try_collect::<Vec<()>>()
-    .await
-    .map(drop)
+    .await;
+    noted.save(store, &repo)?;
+    pushed.map(drop)
+}
+
+/// The blobs a push found in or put into a repository, noted in the store as it ends (also
+/// when it fails), in one write rather than one per blob.
+#[derive(Default)]
+struct Noted(std::sync::Mutex<Vec<Digest>>);
+
+impl Noted {
+    fn add(&self, digest: &Digest) {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(digest.clone());
+    }
+
+    fn save(&self, store: &ImageStore, repo: &Repo<'_>) -> Result<()> {
+        let digests = std::mem::take(&mut *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        store.add_sources(&digests, &format!("{}/{}", repo.domain, repo.path))
+    }
 }
 
 fn push_manifest_tree<'a>(
@@ -101,6 +122,7 @@ fn push_manifest_tree<'a>(
     store: &'a ImageStore,
     target: &'a Target,
     opts: &'a PushOptions,
+    noted: &'a Noted,
     progress: &'a dyn Progress,
 ) -> futures_util::future::BoxFuture<'a, Result<(Vec<u8>, String)>> {
     Box::pin(async move {
@@ -114,7 +136,7 @@ fn push_manifest_tree<'a>(
                 futures_util::stream::iter(
                     blobs
                         .into_iter()
-                        .map(|(d, size)| async move { push_blob(repo, store, &d, size, opts, progress).await }),
+                        .map(|(d, size)| async move { push_blob(repo, store, &d, size, opts, noted, progress).await }),
                 )
                 .buffer_unordered(opts.concurrency.max(1))
                 .try_collect::<Vec<()>>()
@@ -134,7 +156,7 @@ fn push_manifest_tree<'a>(
                         // Platforms that were never pulled cannot be pushed: say which.
                         return Err(Error::BlobNotFound(t.digest));
                     }
-                    let (child_bytes, child_type) = push_manifest_tree(repo, store, &t, opts, progress).await?;
+                    let (child_bytes, child_type) = push_manifest_tree(repo, store, &t, opts, noted, progress).await?;
                     let d =
                         put_manifest(repo, &Digest::of(&child_bytes).to_string(), &child_bytes, &child_type, progress)
                             .await?;
@@ -241,6 +263,7 @@ async fn push_blob(
     digest: &Digest,
     size: u64,
     opts: &PushOptions,
+    noted: &Noted,
     progress: &dyn Progress,
 ) -> Result<()> {
     let blob_path = format!("/v2/{}/blobs/{digest}", repo.path);
@@ -248,7 +271,7 @@ async fn push_blob(
     let me = format!("{}/{}", repo.domain, repo.path);
     if head.status().is_success() {
         progress.event(Event::Skipped { digest: digest.clone(), reason: "already exists".into() });
-        store.add_source(digest, &me)?;
+        noted.add(digest);
         return Ok(());
     }
     let uploads = format!("/v2/{}/blobs/uploads/", repo.path);
@@ -276,7 +299,7 @@ async fn push_blob(
         match resp.status() {
             StatusCode::CREATED => {
                 progress.event(Event::Skipped { digest: digest.clone(), reason: format!("mounted from {from}") });
-                store.add_source(digest, &me)?;
+                noted.add(digest);
                 return Ok(());
             }
             StatusCode::ACCEPTED => {
@@ -319,7 +342,7 @@ async fn push_blob(
         let url = location(&base, &loc, &format!("digest={digest}"));
         check("PUT", repo.send(Method::PUT, &url, &|r| r.header("content-length", "0"), progress).await?).await?;
     }
-    store.add_source(digest, &me)?;
+    noted.add(digest);
     progress.event(Event::Done { digest: digest.clone() });
     Ok(())
 }

@@ -14,13 +14,14 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use oci::content::ContentStore;
 use oci::ImageStore;
 
 use super::export::Codec;
 use super::{CacheBackend, ExportSpec, Location, Mode, Net};
 use crate::cache::CacheRecord;
 use crate::error::Result;
-use crate::graph::{Graph, Layer, Vertex, VertexId};
+use crate::graph::{Graph, Layer, Op, Vertex, VertexId};
 use crate::solver::{State, Worker};
 
 /// One `--cache-to` that takes layers early.
@@ -53,6 +54,9 @@ pub struct Early<'a> {
     cancelled: AtomicBool,
     /// Layers handed over and not yet compressed and sent: what the build's end waits for.
     pending: AtomicUsize,
+    /// The base images' layers, by the vertex that pulls them in: sent first, while the
+    /// first steps run (the export at the end would otherwise wait on the largest blob).
+    bases: Vec<(VertexId, Layer)>,
 }
 
 /// What the early export still had to do when the image was written, for the progress
@@ -98,6 +102,13 @@ impl<'a> Early<'a> {
                 Some(Target { backend, codec: s.codec(), carries, skeletons })
             })
             .collect();
+        let bases = graph
+            .vertices
+            .iter()
+            .enumerate()
+            .filter_map(|(id, v)| if let Op::Image { layers, .. } = &v.op { Some((id, layers)) } else { None })
+            .flat_map(|(id, layers)| layers.iter().map(move |l| (id, l.clone())))
+            .collect();
         let (tx, rx) = channel();
         Early {
             targets,
@@ -105,6 +116,7 @@ impl<'a> Early<'a> {
             work: Mutex::new(Some(rx)),
             cancelled: AtomicBool::new(false),
             pending: AtomicUsize::new(0),
+            bases,
         }
     }
 
@@ -119,6 +131,12 @@ impl<'a> Early<'a> {
         let Some(rx) = self.work.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() else { return };
         if self.targets.is_empty() {
             return;
+        }
+        // Base layers this machine holds go first (a lazy one is not fetched for this).
+        for (id, layer) in &self.bases {
+            if store.content().contains(&layer.digest).unwrap_or(false) {
+                self.push(*id, layer.clone());
+            }
         }
         // Per layer: the twin for each target that carries it (`None` where compression
         // failed, left to the export at the end).
@@ -291,6 +309,7 @@ mod tests {
             work: Mutex::new(Some(rx)),
             cancelled: AtomicBool::new(false),
             pending: AtomicUsize::new(0),
+            bases: vec![],
         };
         let dir = tempfile::tempdir().unwrap();
         let store = ImageStore::open(dir.path().join("store")).unwrap();

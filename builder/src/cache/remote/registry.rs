@@ -102,9 +102,11 @@ impl CacheBackend for RegistryCache<'_> {
         // registry skips it if the repository has it, or mounts it from a repository of
         // the same registry; only a blob from elsewhere is fetched first.
         let me = format!("{}/", self.reference.domain());
-        for b in upload.blobs {
+        let digests: Vec<oci::Digest> = upload.blobs.iter().map(|b| b.digest.clone()).collect();
+        let sources = store.sources_of(&digests).map_err(self.err("export to"))?;
+        for (b, sources) in upload.blobs.iter().zip(sources) {
             let local = store.content().contains(&b.digest).map_err(self.err("export to"))?;
-            let mountable = store.sources(&b.digest).map_err(self.err("export to"))?.iter().any(|s| s.starts_with(&me));
+            let mountable = sources.iter().any(|s| s.starts_with(&me));
             if !local && !mountable {
                 upload.lazy.ensure(store, &b.digest)?;
             }
@@ -149,9 +151,6 @@ impl CacheBackend for RegistryCache<'_> {
 
     fn note_sources(&self, store: &ImageStore, blobs: &[Blob]) -> Result<()> {
         let repo = self.reference.repository();
-        for b in blobs {
-            store.add_source(&b.digest, &repo).map_err(self.err("remember the blobs of"))?;
-        }
-        Ok(())
+        store.add_sources(blobs.iter().map(|b| &b.digest), &repo).map_err(self.err("remember the blobs of"))
     }
 }
