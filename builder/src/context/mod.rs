@@ -210,6 +210,22 @@ impl Context {
     /// checkout), so two CI runners with different users and paths get the same keys.
     /// Contents come from the stat cache when the file is unchanged.
     pub fn digest(&self, sources: &[String], exclude: &Ignore, cache: &dyn CacheStore) -> Result<oci::Digest> {
+        self.digest_noting(sources, exclude, cache, false)
+    }
+
+    /// [`Context::digest`] of what a COPY selects, noting each file in [`Context::files`]:
+    /// the files a skeleton layer may be written from (a RUN's bind mount is not among them).
+    pub fn copy_digest(&self, sources: &[String], exclude: &Ignore, cache: &dyn CacheStore) -> Result<oci::Digest> {
+        self.digest_noting(sources, exclude, cache, true)
+    }
+
+    fn digest_noting(
+        &self,
+        sources: &[String],
+        exclude: &Ignore,
+        cache: &dyn CacheStore,
+        note: bool,
+    ) -> Result<oci::Digest> {
         let mut h = oci::Algorithm::Sha256.hasher();
         for source in sources {
             for sel in self.select(source)? {
@@ -222,7 +238,9 @@ impl Context {
                         format!("link {}", target.display())
                     } else if kind.is_file() {
                         let known = known_file(path, meta, cache, true)?;
-                        self.files.note(&known.digest, path);
+                        if note {
+                            self.files.note(&known.digest, path);
+                        }
                         match known.xattrs.as_deref().filter(|x| !x.is_empty()) {
                             Some(x) => format!("file {} xattrs {x}", known.digest),
                             None => format!("file {}", known.digest),
@@ -472,6 +490,23 @@ mod tests {
         // --exclude changes what is selected.
         let ex = Ignore::parse("b").unwrap();
         assert_ne!(c.digest(&["src".into()], &ex, &cache).unwrap(), c.digest(&["src".into()], &none, &cache).unwrap());
+    }
+
+    #[test]
+    fn only_what_a_copy_selects_is_noted_for_skeletons() {
+        let (d, c) = ctx(&[("src/a", "one"), ("secret.txt", "hunter2"), ("hidden/x", "x")], "hidden\n");
+        let cache = MemoryCache::default();
+        let none = Ignore::default();
+        let of = |s: &str| oci::Digest::of(s.as_bytes());
+        c.digest(&["secret.txt".into()], &none, &cache).unwrap(); // as a RUN's bind mount hashes it
+        c.copy_digest(&["src".into(), "hidden".into()], &none, &cache).unwrap_err(); // ignored: no such source
+        c.copy_digest(&["src".into()], &none, &cache).unwrap();
+        let root = d.path().canonicalize().unwrap();
+        assert_eq!(c.files().find(&of("one")), Some(root.join("src/a")));
+        assert_eq!(c.files().find(&of("hunter2")), None, "a file no COPY selects is never named");
+        assert_eq!(c.files().find(&of("x")), None, "nor one .dockerignore hides");
+        // Clones share what was noted: the build's context and the importer's are one.
+        assert!(c.clone().files().find(&of("one")).is_some());
     }
 
     #[test]

@@ -177,7 +177,10 @@ impl Worker for LocalWorker<'_> {
                     let exclude =
                         Ignore::parse(&c.exclude.join("\n")).map_err(|e| self.err_at(v, format!("--exclude: {e}")))?;
                     h.update(
-                        ctx.digest(&paths, &exclude, self.cache).map_err(|e| self.at(v, e))?.to_string().as_bytes(),
+                        ctx.copy_digest(&paths, &exclude, self.cache)
+                            .map_err(|e| self.at(v, e))?
+                            .to_string()
+                            .as_bytes(),
                     );
                 }
                 for s in &c.sources {
