@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -393,7 +394,11 @@ pub fn rebuild(skeleton: impl Read, files: &ContextFiles, out: &mut dyn Write) -
                 let path = files
                     .find(&digest)
                     .ok_or_else(|| invalid(&format!("no file of the build context has the contents {digest}")))?;
-                let file = std::fs::File::open(&path)?;
+                // The file the key hashed, not one a symlink put in its place since.
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                    .open(&path)?;
                 let what = path.display().to_string();
                 written += copy_exactly(&mut file.take(size + 1), out, size, &what)?;
             }
