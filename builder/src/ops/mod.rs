@@ -277,10 +277,15 @@ impl LocalWorker<'_> {
                 runner::rootfs::RootfsError::Unpack(layer, _) => streamed.contains(layer).then_some(layer),
                 _ => None,
             };
+            // A layer written from its skeleton is named as the cache's, like one stored first.
+            let what = spoilt.filter(|l| streamed.contains(l)).and_then(|l| self.lazy.origin(l));
             if let Some(layer) = spoilt {
                 self.lazy.reject(self.store, layer);
             }
-            Error::runner("unpack the parent layers")(e)
+            match what {
+                Some(what) => Error::RemoteCache { what, source: Box::new(e) },
+                None => Error::runner("unpack the parent layers")(e),
+            }
         })
     }
 

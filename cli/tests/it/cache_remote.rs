@@ -286,6 +286,8 @@ fn a_skeleton_naming_files_the_checkout_lacks_drops_that_cache_when_a_step_runs_
     let w = warnings(&out.log);
     assert!(w.len() == 1 && w[0].contains("building again without it"), "{}", out.log);
     assert!(w[0].contains("no file of the build context has the contents"), "{}", w[0]);
+    assert!(w[0].starts_with(&format!("WARNING: cache local {}: layer sha256:", p(&cache))), "{}", w[0]);
+    assert!(w[0].contains("from its skeleton and the build context"), "{}", w[0]);
     assert_eq!(run_in(&b, "app", &["cat", "/final"]), run_in(&a, &a_image(&a, &ctx), &["cat", "/final"]));
 }
 

@@ -137,6 +137,11 @@ pub trait LazyBlobs: Sync {
     fn stream(&self, _store: &ImageStore, _digest: &oci::Digest) -> Result<Option<runner::rootfs::Stream>> {
         Ok(None)
     }
+    /// How errors name where the layer `digest` came from, when a cache made it (a
+    /// skeleton's: `cache registry R: layer D from its skeleton and the build context`).
+    fn origin(&self, _digest: &oci::Digest) -> Option<String> {
+        None
+    }
     /// A fetched blob that proved not to be what its record says (its diffID): when a cache
     /// source gave it, the blob is deleted and the source dropped (the build then solves
     /// again without it) and the answer is true.
@@ -376,6 +381,11 @@ impl LazyBlobs for Imported<'_> {
         Ok(Some(Box::new(skeleton::Rebuilt::start(skeleton, std::sync::Arc::clone(files))?)))
     }
 
+    fn origin(&self, digest: &oci::Digest) -> Option<String> {
+        let (_, source) = self.live(self.skeletons.get(digest))?;
+        Some(self.skeleton_what(*source, digest))
+    }
+
     fn reject(&self, store: &ImageStore, digest: &oci::Digest) -> bool {
         if let Some((_, source)) = self.live(self.skeletons.get(digest)) {
             self.fail(*source);
@@ -429,6 +439,11 @@ impl LazyBlobs for Imported<'_> {
 }
 
 impl Imported<'_> {
+    /// How errors name the layer `digest` written from a skeleton of `source`.
+    fn skeleton_what(&self, source: usize, digest: &oci::Digest) -> String {
+        format!("cache {}: layer {digest} from its skeleton and the build context", self.sources[source].describe())
+    }
+
     /// Stores the plain layer a skeleton stands for (its diffID as digest), its files read
     /// from the build context. A layer that comes out other than its diffID (a context file
     /// changed since it was hashed), or a file the context lacks, drops the source: the
@@ -439,10 +454,7 @@ impl Imported<'_> {
             return Ok(());
         }
         self.ensure(store, &blob.digest)?;
-        let what = format!(
-            "cache {}: layer {digest} from its skeleton and the build context",
-            self.sources[source].describe()
-        );
+        let what = self.skeleton_what(source, digest);
         let made = (|| -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
             let reader = store.content().reader(&blob.digest)?;
             let mut ingest = store.content().writer(digest.algorithm())?;

@@ -40,8 +40,8 @@ const RAW_CHUNK: usize = 64 * 1024;
 const MAX_PAX: u64 = 1 << 20;
 
 /// True for a step whose layer a `mode=max` cache may carry as a skeleton when the final
-/// image does not hold it: a COPY or ADD of paths from the build context (not an archive
-/// ADD unpacks: its files are not the context's).
+/// image does not hold it: a COPY of paths from the build context (never an ADD, which may
+/// unpack an archive whose files are not the context's).
 pub fn eligible(v: &Vertex) -> bool {
     matches!(&v.op, Op::Copy(c) if c.from == CopyFrom::Context
         && !c.unpack_archives
@@ -166,12 +166,21 @@ impl<'f, W: Write> Writer<'f, W> {
         if h.iter().all(|b| *b == 0) {
             return Ok(()); // an end-of-archive block
         }
-        let Some(size) = self.pax_size.take().or_else(|| header_size(&h)) else {
+        // What a PAX header or a long name says is of the next entry that is not one itself.
+        let meta = matches!(h[156], b'x' | b'g' | b'L' | b'K');
+        let size = match meta {
+            true => header_size(&h),
+            false => self.pax_size.take().or_else(|| header_size(&h)),
+        };
+        let Some(size) = size else {
             self.missing.get_or_insert_with(|| "a tar header whose size does not parse".into());
             self.at = At::Raw { left: u64::MAX };
             return Ok(());
         };
-        let name = self.long_name.take().unwrap_or_else(|| header_name(&h));
+        let name = match meta {
+            true => String::new(),
+            false => self.long_name.take().unwrap_or_else(|| header_name(&h)),
+        };
         let pad = (512 - size % 512) % 512;
         self.at = match h[156] {
             b'0' | 0 | b'7' if size > 0 => match self.known(&name, size) {
@@ -209,8 +218,11 @@ impl<'f, W: Write> Writer<'f, W> {
     fn meta_done(&mut self, kind: u8, data: &[u8]) {
         match kind {
             b'x' => {
-                self.pax_size = pax_record(data, "size").and_then(|v| v.parse().ok());
-                self.long_name = pax_record(data, "path");
+                let size = pax_record(data, b"size").and_then(|v| std::str::from_utf8(v).ok()?.parse().ok());
+                self.pax_size = size.or(self.pax_size);
+                if let Some(path) = pax_record(data, b"path") {
+                    self.long_name = Some(String::from_utf8_lossy(path).into_owned());
+                }
             }
             _ => {
                 let end = data.iter().position(|b| *b == 0).unwrap_or(data.len());
@@ -317,11 +329,20 @@ fn header_size(h: &[u8]) -> Option<u64> {
     u64::from_str_radix(text, 8).ok()
 }
 
-/// A record of a PAX extended header (`LEN key=value\n` each), when it has one.
-fn pax_record(data: &[u8], key: &str) -> Option<String> {
-    let text = std::str::from_utf8(data).ok()?;
-    let prefix = format!("{key}=");
-    text.lines().find_map(|l| l.split_once(' ')?.1.strip_prefix(prefix.as_str()).map(str::to_owned))
+/// The value of a record of a PAX extended header, when it has one. Records are `LEN
+/// key=value\n`, LEN counting the whole record, so a value may hold newlines or any byte.
+fn pax_record<'d>(mut data: &'d [u8], key: &[u8]) -> Option<&'d [u8]> {
+    while !data.is_empty() {
+        let space = data.iter().position(|b| *b == b' ')?;
+        let len: usize = std::str::from_utf8(&data[..space]).ok()?.parse().ok()?;
+        let record = data.get(space + 1..len)?.strip_suffix(b"\n")?;
+        let eq = record.iter().position(|b| *b == b'=')?;
+        if &record[..eq] == key {
+            return Some(&record[eq + 1..]);
+        }
+        data = &data[len..];
+    }
+    None
 }
 
 /// The path of a ustar header: its prefix and name fields.
@@ -373,21 +394,25 @@ pub fn rebuild(skeleton: impl Read, files: &ContextFiles, out: &mut dyn Write) -
         return Err(invalid("not a berth layer skeleton"));
     }
     let mut written = 0u64;
+    let short = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => invalid("the skeleton ends early"),
+        _ => e,
+    };
     loop {
         let mut tag = [0u8; 1];
-        r.read_exact(&mut tag)?;
+        r.read_exact(&mut tag).map_err(short)?;
         match tag[0] {
             b'R' => {
                 let mut n = [0u8; 4];
-                r.read_exact(&mut n)?;
+                r.read_exact(&mut n).map_err(short)?;
                 let n = u64::from(u32::from_le_bytes(n));
                 written += copy_exactly(&mut (&mut r).take(n), out, n, "a skeleton's segment")?;
             }
             b'F' => {
                 let mut size = [0u8; 8];
                 let mut sum = [0u8; 32];
-                r.read_exact(&mut size)?;
-                r.read_exact(&mut sum)?;
+                r.read_exact(&mut size).map_err(short)?;
+                r.read_exact(&mut sum).map_err(short)?;
                 let size = u64::from_le_bytes(size);
                 let hex: String = sum.iter().map(|b| format!("{b:02x}")).collect();
                 let digest = Digest::new(Algorithm::Sha256, &hex).map_err(|e| invalid(&e.to_string()))?;
@@ -473,7 +498,7 @@ mod tests {
     fn context(dir: &Path) -> ContextFiles {
         let files = ContextFiles::default();
         for e in walk(dir) {
-            if e.is_file() {
+            if e.symlink_metadata().unwrap().is_file() {
                 files.note(&Digest::of(&std::fs::read(&e).unwrap()), &e);
             }
         }
@@ -589,6 +614,53 @@ mod tests {
         let empty = std::sync::Arc::new(ContextFiles::default());
         let err = Rebuilt::start(std::io::Cursor::new(skel), empty).unwrap().read_to_end(&mut Vec::new()).unwrap_err();
         assert!(err.to_string().contains("no file of the build context has the contents"), "{err}");
+    }
+
+    #[test]
+    fn pax_records_are_read_by_their_length_and_belong_to_the_next_real_entry() {
+        let record = |k: &str, v: &[u8]| {
+            let body = [k.as_bytes(), b"=", v, b"\n"].concat();
+            let mut n = body.len() + 2;
+            while format!("{n} ").len() + body.len() != n {
+                n += 1;
+            }
+            [format!("{n} ").into_bytes(), body].concat()
+        };
+        // A value holding what looks like another record is one value.
+        let data = [record("SCHILY.xattr.user.x", b"a\n10 size=3\n"), record("path", b"src/\xffname")].concat();
+        assert_eq!(pax_record(&data, b"size"), None);
+        assert_eq!(pax_record(&data, b"path"), Some(&b"src/\xffname"[..]));
+        assert_eq!(pax_record(b"99 path=x\n", b"path"), None, "a length past the end");
+        // A PAX size then a GNU long name: the size is the file's, not the name's.
+        let files = ContextFiles::default();
+        let mut w = Writer::new(Vec::new(), &files).unwrap();
+        let header = |kind: u8, size: u64| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::new(kind));
+            h.set_size(size);
+            h.set_cksum();
+            h.as_bytes().to_vec()
+        };
+        let pax = record("size", b"5");
+        let long = b"very/long/name\0".to_vec();
+        let pad = |n: usize| vec![0u8; (512 - n % 512) % 512];
+        let tar = [
+            header(b'x', pax.len() as u64),
+            pax.clone(),
+            pad(pax.len()),
+            header(b'L', long.len() as u64),
+            long.clone(),
+            pad(long.len()),
+            header(b'0', 0),
+            b"hello".to_vec(),
+            pad(5),
+            vec![0; 1024],
+        ]
+        .concat();
+        w.write_all(&tar).unwrap();
+        let (skel, missing) = w.finish().unwrap();
+        assert!(missing.is_some_and(|m| m.contains("of 5 bytes")), "the file's 5 bytes were followed");
+        let _ = skel;
     }
 
     #[test]
