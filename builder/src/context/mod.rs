@@ -36,6 +36,8 @@ pub struct Context {
     /// The files hashed so far, by content (shared by clones): a skeleton layer's
     /// references are resolved against them.
     files: std::sync::Arc<ContextFiles>,
+    /// How errors name it: the build context, or a stage's filesystem (`COPY --from`).
+    origin: &'static str,
 }
 
 /// One file or directory a COPY source selected.
@@ -57,13 +59,13 @@ impl Context {
                 reason: "the build context is not a directory".into(),
             });
         }
-        Ok(Context { root, ignore, files: Default::default() })
+        Ok(Context { root, ignore, files: Default::default(), origin: "the build context" })
     }
 
     /// A stage's or image's filesystem mounted at `root` (COPY --from), without ignore
     /// rules; symlinks resolve inside it as they would in a container (as in any context).
     pub fn rootfs(root: &Path) -> Result<Context> {
-        Context::new(root, Ignore::default())
+        Ok(Context { origin: "the source stage or image", ..Context::new(root, Ignore::default())? })
     }
 
     /// The context directory (canonical).
@@ -132,7 +134,10 @@ impl Context {
         if out.is_empty() && !clean.split('/').any(has_meta) {
             return Err(Error::Context {
                 path: source.to_owned(),
-                reason: "no such file or directory in the build context (or excluded by .dockerignore)".into(),
+                reason: match self.ignore.is_empty() {
+                    true => format!("no such file or directory in {}", self.origin),
+                    false => format!("no such file or directory in {} (or excluded by .dockerignore)", self.origin),
+                },
             });
         }
         Ok(out)
@@ -183,13 +188,22 @@ impl Context {
             .collect::<std::io::Result<_>>()
             .map_err(Error::io(format!("read {}", dir.display())))?;
         names.sort();
-        for name in names {
-            let name = name.to_string_lossy().into_owned();
-            let path = dir.join(&name);
+        for raw in names {
+            let path = dir.join(&raw);
+            let name = raw.to_string_lossy().into_owned();
             let child_ctx = if ctx_rel.is_empty() { name.clone() } else { format!("{ctx_rel}/{name}") };
             let child_rel = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
             let meta = std::fs::symlink_metadata(&path).map_err(Error::io(format!("stat {}", path.display())))?;
             let ignored = self.ignore.is_excluded(&child_ctx) || exclude.is_excluded(&child_rel);
+            // Its name would be copied as another: refused, unless nothing reads it.
+            if raw.to_str().is_none() && !ignored {
+                return Err(Error::Context {
+                    path: path.display().to_string(),
+                    reason: "its name is not valid UTF-8, and berth copies names as UTF-8: rename it, or leave \
+                             it out with .dockerignore"
+                        .into(),
+                });
+            }
             if ignored {
                 if meta.is_dir() && !(self.ignore.can_skip_dir(&child_ctx) && exclude.can_skip_dir(&child_rel)) {
                     // An exception may re-include something below: look inside, without the dir itself.
@@ -490,6 +504,32 @@ mod tests {
         // --exclude changes what is selected.
         let ex = Ignore::parse("b").unwrap();
         assert_ne!(c.digest(&["src".into()], &ex, &cache).unwrap(), c.digest(&["src".into()], &none, &cache).unwrap());
+    }
+
+    #[test]
+    fn a_missing_source_is_named_where_it_was_looked_for() {
+        let (d, c) = ctx(&[("a", "a")], "");
+        let e = c.select("nope").unwrap_err().to_string();
+        assert!(e.ends_with("no such file or directory in the build context"), "{e}");
+        let ignoring = Context::new(d.path(), Ignore::parse("b").unwrap()).unwrap();
+        assert!(ignoring.select("nope").unwrap_err().to_string().ends_with("(or excluded by .dockerignore)"));
+        // COPY --from: a stage has no .dockerignore. Before: "... in the build context".
+        let e = Context::rootfs(d.path()).unwrap().select("etc/hostname").unwrap_err().to_string();
+        assert!(e.ends_with("no such file or directory in the source stage or image"), "{e}");
+    }
+
+    #[test]
+    fn a_name_that_is_not_utf8_is_refused_by_name_unless_ignored() {
+        use std::os::unix::ffi::OsStrExt;
+        let (d, c) = ctx(&[("src/ok", "1")], "");
+        let bad = d.path().join("src").join(std::ffi::OsStr::from_bytes(b"caf\xe9.txt"));
+        std::fs::write(&bad, "latin-1").unwrap();
+        let cache = MemoryCache::default();
+        // Before: "stat .../caf\u{fffd}.txt: No such file or directory", a file never there.
+        let err = c.digest(&["src".into()], &Ignore::default(), &cache).unwrap_err().to_string();
+        assert!(err.contains("caf") && err.contains("not valid UTF-8") && err.contains(".dockerignore"), "{err}");
+        let (_, ignored) = (d.path(), Context::new(d.path(), Ignore::parse("src/caf*").unwrap()).unwrap());
+        ignored.digest(&["src".into()], &Ignore::default(), &cache).unwrap();
     }
 
     #[test]
