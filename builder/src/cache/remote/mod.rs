@@ -190,6 +190,9 @@ pub struct Imported<'a> {
     deferred: Option<crate::cache::deferred::Deferred<'a>>,
     /// Layers the sources carry as skeletons, by diffID (see [`skeleton`]).
     skeletons: HashMap<oci::Digest, Vec<(Blob, usize)>>,
+    /// Skeletons this checkout could not make their layers from: only the records that use
+    /// them miss; the rest of their source is still used.
+    spoilt: Mutex<std::collections::HashSet<oci::Digest>>,
     /// The build context's files a skeleton's references name (none: no context).
     context: Option<std::sync::Arc<skeleton::ContextFiles>>,
 }
@@ -259,7 +262,23 @@ impl<'a> Imported<'a> {
 
     /// The skeleton a source carries of the plain layer `diff_id`, for a re-export.
     pub fn skeleton(&self, diff_id: &oci::Digest) -> Option<&Blob> {
-        self.live(self.skeletons.get(diff_id)).map(|(b, _)| b)
+        self.skeleton_of(diff_id).map(|(b, _)| b)
+    }
+
+    /// The live skeleton of the plain layer `diff_id`, unless this checkout failed to make
+    /// the layer from it.
+    fn skeleton_of(&self, diff_id: &oci::Digest) -> Option<&(Blob, usize)> {
+        let spoilt = self.spoilt.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(diff_id);
+        self.live(self.skeletons.get(diff_id)).filter(|_| !spoilt)
+    }
+
+    /// Stops using the skeleton of `diff_id` (once) and has the build solve again: the steps
+    /// whose records need that layer run.
+    fn spoil(&self, diff_id: &oci::Digest) {
+        let mut spoilt = self.spoilt.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if spoilt.insert(diff_id.clone()) {
+            self.unseen.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 
     /// Makes skeleton layers usable: their files are read from `files`, the build
@@ -288,8 +307,8 @@ impl<'a> Imported<'a> {
         self.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&source)
     }
 
-    /// True (once) after a source failed a fetch: the build drops that source's records and
-    /// solves again.
+    /// True (once) after a source failed a fetch, or a skeleton failed to make its layer:
+    /// the build solves again without that source's records (or that skeleton's).
     pub fn drop_failed(&self) -> bool {
         self.unseen.swap(false, std::sync::atomic::Ordering::SeqCst)
     }
@@ -361,7 +380,7 @@ impl LazyBlobs for Imported<'_> {
     fn has(&self, digest: &oci::Digest) -> bool {
         self.live(self.blobs.get(digest)).is_some()
             || self.bases.contains_key(digest)
-            || (self.context.is_some() && self.live(self.skeletons.get(digest)).is_some())
+            || (self.context.is_some() && self.skeleton_of(digest).is_some())
             || self.deferred.is_some_and(|d| d.has(digest))
     }
 
@@ -370,7 +389,7 @@ impl LazyBlobs for Imported<'_> {
     }
 
     fn stream(&self, store: &ImageStore, digest: &oci::Digest) -> Result<Option<runner::rootfs::Stream>> {
-        let (Some(files), Some((blob, _))) = (&self.context, self.live(self.skeletons.get(digest))) else {
+        let (Some(files), Some((blob, _))) = (&self.context, self.skeleton_of(digest)) else {
             return Ok(None);
         };
         if present(store, digest)? {
@@ -382,13 +401,13 @@ impl LazyBlobs for Imported<'_> {
     }
 
     fn origin(&self, digest: &oci::Digest) -> Option<String> {
-        let (_, source) = self.live(self.skeletons.get(digest))?;
+        let (_, source) = self.skeleton_of(digest)?;
         Some(self.skeleton_what(*source, digest))
     }
 
     fn reject(&self, store: &ImageStore, digest: &oci::Digest) -> bool {
-        if let Some((_, source)) = self.live(self.skeletons.get(digest)) {
-            self.fail(*source);
+        if self.skeleton_of(digest).is_some() {
+            self.spoil(digest);
             return true;
         }
         let Some((_, source)) = self.live(self.blobs.get(digest)) else { return false };
@@ -412,7 +431,7 @@ impl LazyBlobs for Imported<'_> {
             }
         }
         // A layer a cache carried as its skeleton, written again from the build context.
-        if let (Some(files), Some((blob, source))) = (&self.context, self.live(self.skeletons.get(digest))) {
+        if let (Some(files), Some((blob, source))) = (&self.context, self.skeleton_of(digest)) {
             return self.fetching.with(digest.clone(), |()| self.rebuild(store, files, blob, *source));
         }
         // A cache's blob, or else a base image's layer (a failure there is the build's).
@@ -446,8 +465,8 @@ impl Imported<'_> {
 
     /// Stores the plain layer a skeleton stands for (its diffID as digest), its files read
     /// from the build context. A layer that comes out other than its diffID (a context file
-    /// changed since it was hashed), or a file the context lacks, drops the source: the
-    /// build solves again without it.
+    /// changed since it was hashed), or a file the context lacks, spoils that skeleton: the
+    /// build solves again, and the steps that need the layer run.
     fn rebuild(&self, store: &ImageStore, files: &skeleton::ContextFiles, blob: &Blob, source: usize) -> Result<()> {
         let digest = &blob.diff_id;
         if present(store, digest)? {
@@ -476,7 +495,7 @@ impl Imported<'_> {
             }
         })();
         made.map_err(|source_err| {
-            self.fail(source);
+            self.spoil(digest);
             Error::RemoteCache { what, source: source_err }
         })
     }
