@@ -381,7 +381,7 @@ fn export_cache(
 /// build context that are not in a final image (whose layers travel whole, for a push to
 /// mount or skip them).
 fn skeleton_layers(graph: &crate::graph::Graph, solver: &Solver<'_>, targets: &[VertexId]) -> HashSet<oci::Digest> {
-    let chain: HashSet<VertexId> = graph.chains(targets).into_iter().collect();
+    let candidates = remote::skeleton::candidates(graph, targets);
     let image: HashSet<oci::Digest> =
         targets.iter().filter_map(|t| solver.state(*t)).flat_map(|s| s.layers.into_iter().map(|l| l.digest)).collect();
     let own_layer = |v: VertexId| {
@@ -389,7 +389,7 @@ fn skeleton_layers(graph: &crate::graph::Graph, solver: &Solver<'_>, targets: &[
         solver.state(v).filter(|s| s.layers.len() > below).and_then(|mut s| s.layers.pop())
     };
     (0..graph.vertices.len())
-        .filter(|v| !chain.contains(v) && remote::skeleton::eligible(&graph.vertices[*v]))
+        .filter(|v| candidates[*v])
         .filter_map(own_layer)
         .map(|l| l.digest)
         .filter(|d| !image.contains(d))
@@ -456,22 +456,13 @@ fn compress_layer(
     if l.media_type != Compression::None.oci_media_type() {
         return Ok(l.clone());
     }
-    let known =
-        m.cache.compressed(&l.diff_id, name)?.filter(|c| m.store.content().info(&c.digest).is_ok_and(|i| i.is_some()));
-    if let Some(c) = known {
+    if let Some(c) = remembered_twin(m, l, name)? {
         return Ok(c);
     }
     let ingest = m.store.content().writer(oci::Algorithm::Sha256).map_err(Error::image("start a layer"))?;
     let mut w =
         oci::layer::LayerWriter::into_ingest(ingest, compression, level).map_err(Error::image("start a layer"))?;
-    // A layer kept only as its snapshot is compressed straight from it.
-    let present = m.store.content().contains(&l.digest).map_err(Error::image(format!("look up {}", l.digest)))?;
-    let from_snapshot = !present && lazy.write_plain(&l.digest, &mut w)?;
-    if !from_snapshot {
-        lazy.ensure(m.store, &l.digest)?;
-        let mut blob = m.store.content().reader(&l.digest).map_err(Error::image(format!("read layer {}", l.digest)))?;
-        std::io::copy(&mut blob, &mut w).map_err(Error::io(format!("compress layer {}", l.digest)))?;
-    }
+    let from_snapshot = write_plain_tar(m, lazy, l, &mut w)?;
     let (ingest, info) = w.finish().map_err(Error::image("finish a layer"))?;
     if info.diff_id != l.diff_id && from_snapshot {
         // The snapshot no longer makes the layer: its note goes, so the next build reruns it.
@@ -492,28 +483,38 @@ fn compress_layer(
     Ok(c)
 }
 
+/// The twin of `l` remembered under `name`, when its blob is still stored.
+fn remembered_twin(m: &Machine<'_>, l: &Layer, name: &str) -> Result<Option<Layer>> {
+    let known = m.cache.compressed(&l.diff_id, name)?;
+    Ok(known.filter(|c| m.store.content().info(&c.digest).is_ok_and(|i| i.is_some())))
+}
+
+/// Writes the plain tar of `l` to `out`: from its snapshot when it was kept as that alone
+/// (true), else from its blob, fetched if need be (false).
+fn write_plain_tar(m: &Machine<'_>, lazy: &dyn LazyBlobs, l: &Layer, out: &mut dyn std::io::Write) -> Result<bool> {
+    let present = m.store.content().contains(&l.digest).map_err(Error::image(format!("look up {}", l.digest)))?;
+    if !present && lazy.write_plain(&l.digest, out)? {
+        return Ok(true);
+    }
+    lazy.ensure(m.store, &l.digest)?;
+    let mut blob = m.store.content().reader(&l.digest).map_err(Error::image(format!("read layer {}", l.digest)))?;
+    std::io::copy(&mut blob, out).map_err(Error::io(format!("read layer {}", l.digest)))?;
+    Ok(false)
+}
+
 /// The skeleton of the plain layer `l` (see [`remote::skeleton`]), made once and
 /// remembered; None when it is not plain or holds a file the build context lacks.
 fn skeleton_of(m: &Machine<'_>, lazy: &dyn LazyBlobs, files: &ContextFiles, l: &Layer) -> Result<Option<Layer>> {
     if l.media_type != Compression::None.oci_media_type() {
         return Ok(None);
     }
-    let known = m
-        .cache
-        .compressed(&l.diff_id, remote::skeleton::TWIN_NAME)?
-        .filter(|c| m.store.content().info(&c.digest).is_ok_and(|i| i.is_some()));
-    if known.is_some() {
-        return Ok(known);
+    if let Some(s) = remembered_twin(m, l, remote::skeleton::TWIN_NAME)? {
+        return Ok(Some(s));
     }
     let ingest = m.store.content().writer(oci::Algorithm::Sha256).map_err(Error::image("start a skeleton"))?;
     let mut skeleton = remote::skeleton::Writer::new(ingest, files).map_err(Error::io("start a skeleton"))?;
     let mut tar = oci::digest::HashingWriter::new(&mut skeleton, oci::Algorithm::Sha256);
-    let present = m.store.content().contains(&l.digest).map_err(Error::image(format!("look up {}", l.digest)))?;
-    if present || !lazy.write_plain(&l.digest, &mut tar)? {
-        lazy.ensure(m.store, &l.digest)?;
-        let mut blob = m.store.content().reader(&l.digest).map_err(Error::image(format!("read layer {}", l.digest)))?;
-        std::io::copy(&mut blob, &mut tar).map_err(Error::io(format!("read layer {}", l.digest)))?;
-    }
+    write_plain_tar(m, lazy, l, &mut tar)?;
     let (_, diff_id, tar_size) = tar.finish();
     // A snapshot that no longer makes the layer is the whole codec's to report.
     let size = if diff_id == l.diff_id { tar_size } else { 0 };

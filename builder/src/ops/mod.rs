@@ -270,8 +270,8 @@ impl LocalWorker<'_> {
         let streams = std::sync::Mutex::new(streams);
         let stream = |d: &oci::Digest| streams.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(d);
         runner::rootfs::ensure_chain_from(self.store, &pairs, self.snapshotter, &stream).map_err(|e| {
-            // A cache's layer whose diffID is not its record's, or that could not be written
-            // from its skeleton: that cache is dropped.
+            // A cache's layer whose diffID is not its record's (its cache is dropped), or that
+            // could not be written from its skeleton (that skeleton is no longer used).
             let spoilt = match &e {
                 runner::rootfs::RootfsError::DiffId { layer, .. } => Some(layer),
                 runner::rootfs::RootfsError::Unpack(layer, _) => streamed.contains(layer).then_some(layer),

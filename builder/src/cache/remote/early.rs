@@ -85,6 +85,7 @@ impl<'a> Early<'a> {
     /// cannot be opened is left to the export at the end, which reports why.
     pub fn new(graph: &Graph, targets: &[VertexId], specs: &[ExportSpec], net: Option<Net<'a>>) -> Self {
         let chain = graph.chains(targets);
+        let candidates = super::skeleton::candidates(graph, targets);
         let targets = specs
             .iter()
             .filter(|s| matches!(s.location, Location::Registry { .. }))
@@ -94,11 +95,10 @@ impl<'a> Early<'a> {
                     Mode::Max => vec![true; graph.vertices.len()],
                     Mode::Min => (0..graph.vertices.len()).map(|v| chain.contains(&v)).collect(),
                 };
-                let skeletons = (0..graph.vertices.len())
-                    .map(|v| {
-                        s.mode == Mode::Max && !chain.contains(&v) && super::skeleton::eligible(&graph.vertices[v])
-                    })
-                    .collect();
+                let skeletons = match s.mode {
+                    Mode::Max => candidates.clone(),
+                    Mode::Min => vec![],
+                };
                 Some(Target { backend, codec: s.codec(), carries, skeletons })
             })
             .collect();

@@ -25,7 +25,7 @@ use oci::digest::{Algorithm, Digest, Hasher};
 use oci::content::{BlobWriter, Expected};
 
 use crate::error::{Error, Result};
-use crate::graph::{CopyFrom, CopySrc, Layer, Op, Vertex};
+use crate::graph::{CopyFrom, CopySrc, Graph, Layer, Op, Vertex, VertexId};
 
 /// The media type of a skeleton blob in a cache manifest.
 pub const MEDIA_TYPE: &str = "application/vnd.berth.build-cache.skeleton.v1+gzip";
@@ -47,6 +47,13 @@ pub fn eligible(v: &Vertex) -> bool {
         && !c.unpack_archives
         && !c.sources.is_empty()
         && c.sources.iter().all(|s| matches!(s, CopySrc::Path(_))))
+}
+
+/// By vertex of `graph`: whether a `mode=max` export may carry its layer as a skeleton,
+/// an [`eligible`] step outside the chains of the final images `targets`.
+pub fn candidates(graph: &Graph, targets: &[VertexId]) -> Vec<bool> {
+    let chain: std::collections::HashSet<VertexId> = graph.chains(targets).into_iter().collect();
+    graph.vertices.iter().enumerate().map(|(v, vertex)| !chain.contains(&v) && eligible(vertex)).collect()
 }
 
 /// Files of the build context by content: what a skeleton's references name. Filled as the
@@ -166,11 +173,14 @@ impl<'f, W: Write> Writer<'f, W> {
         if h.iter().all(|b| *b == 0) {
             return Ok(()); // an end-of-archive block
         }
+        let header = tar::Header::from_byte_slice(&h);
+        let kind = header.entry_type().as_byte();
         // What a PAX header or a long name says is of the next entry that is not one itself.
-        let meta = matches!(h[156], b'x' | b'g' | b'L' | b'K');
+        let meta = matches!(kind, b'x' | b'g' | b'L' | b'K');
+        let own_size = header.entry_size().ok();
         let size = match meta {
-            true => header_size(&h),
-            false => self.pax_size.take().or_else(|| header_size(&h)),
+            true => own_size,
+            false => self.pax_size.take().or(own_size),
         };
         let Some(size) = size else {
             self.missing.get_or_insert_with(|| "a tar header whose size does not parse".into());
@@ -179,10 +189,12 @@ impl<'f, W: Write> Writer<'f, W> {
         };
         let name = match meta {
             true => String::new(),
-            false => self.long_name.take().unwrap_or_else(|| header_name(&h)),
+            false => {
+                self.long_name.take().unwrap_or_else(|| String::from_utf8_lossy(&header.path_bytes()).into_owned())
+            }
         };
         let pad = (512 - size % 512) % 512;
-        self.at = match h[156] {
+        self.at = match kind {
             b'0' | 0 | b'7' if size > 0 => match self.known(&name, size) {
                 Some(digest) => {
                     self.reference(size, &digest)?;
@@ -193,7 +205,7 @@ impl<'f, W: Write> Writer<'f, W> {
             kind @ (b'x' | b'L') if size <= MAX_PAX => At::Meta { kind, left: size, data: Vec::new(), pad },
             _ => At::Raw { left: size + pad },
         };
-        if let (b'x' | b'L', At::Raw { .. }) = (h[156], &self.at) {
+        if let (b'x' | b'L', At::Raw { .. }) = (kind, &self.at) {
             self.missing.get_or_insert_with(|| "a PAX header or long name too large to read".into());
         }
         Ok(())
@@ -211,7 +223,9 @@ impl<'f, W: Write> Writer<'f, W> {
         self.flush_raw()?;
         self.out.write_all(b"F")?;
         self.out.write_all(&size.to_le_bytes())?;
-        self.out.write_all(&hex_bytes(digest.hex()))
+        let mut sum = [0u8; 32];
+        hex::decode_to_slice(digest.hex(), &mut sum).map_err(|e| invalid(&format!("{digest}: {e}")))?;
+        self.out.write_all(&sum)
     }
 
     /// A PAX header's or a long name's data, read whole: what it says of the next entry.
@@ -313,22 +327,6 @@ impl<W: Write> Write for Writer<'_, W> {
     }
 }
 
-/// The size field of a tar header: octal, or GNU's base-256 for large files.
-fn header_size(h: &[u8]) -> Option<u64> {
-    let field = &h[124..136];
-    if field[0] & 0x80 != 0 {
-        return field[4..]
-            .iter()
-            .try_fold(0u64, |n, b| Some((n << 8) | u64::from(*b)))
-            .filter(|_| field[1..4] == [0; 3]);
-    }
-    let text = std::str::from_utf8(field).ok()?.trim_matches(|c| c == '\0' || c == ' ');
-    if text.is_empty() {
-        return Some(0);
-    }
-    u64::from_str_radix(text, 8).ok()
-}
-
 /// The value of a record of a PAX extended header, when it has one. Records are `LEN
 /// key=value\n`, LEN counting the whole record, so a value may hold newlines or any byte.
 fn pax_record<'d>(mut data: &'d [u8], key: &[u8]) -> Option<&'d [u8]> {
@@ -345,28 +343,9 @@ fn pax_record<'d>(mut data: &'d [u8], key: &[u8]) -> Option<&'d [u8]> {
     None
 }
 
-/// The path of a ustar header: its prefix and name fields.
-fn header_name(h: &[u8]) -> String {
-    let field =
-        |b: &[u8]| String::from_utf8_lossy(&b[..b.iter().position(|c| *c == 0).unwrap_or(b.len())]).into_owned();
-    let (name, prefix) = (field(&h[..100]), field(&h[345..500]));
-    match &h[257..263] == b"ustar\0" && !prefix.is_empty() {
-        true => format!("{prefix}/{name}"),
-        false => name,
-    }
-}
-
 /// A path in a tar as a hint names it: no leading `./` or `/`, no trailing `/`.
 fn clean_name(p: &str) -> String {
     p.trim_start_matches("./").trim_matches('/').to_owned()
-}
-
-fn hex_bytes(hex: &str) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or(0);
-    }
-    out
 }
 
 /// Ends a skeleton written into a content store's ingest for the plain layer `diff_id` of
@@ -414,8 +393,7 @@ pub fn rebuild(skeleton: impl Read, files: &ContextFiles, out: &mut dyn Write) -
                 r.read_exact(&mut size).map_err(short)?;
                 r.read_exact(&mut sum).map_err(short)?;
                 let size = u64::from_le_bytes(size);
-                let hex: String = sum.iter().map(|b| format!("{b:02x}")).collect();
-                let digest = Digest::new(Algorithm::Sha256, &hex).map_err(|e| invalid(&e.to_string()))?;
+                let digest = Digest::new(Algorithm::Sha256, &hex::encode(sum)).map_err(|e| invalid(&e.to_string()))?;
                 let path = files
                     .find(&digest)
                     .ok_or_else(|| invalid(&format!("no file of the build context has the contents {digest}")))?;
