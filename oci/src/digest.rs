@@ -5,9 +5,12 @@ use std::io::{self, Read, Write};
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use sha2::{Digest as _, Sha256, Sha512};
+use sha2::{Digest as _, Sha512};
 
 use crate::error::{Error, Result};
+
+mod sha256;
+pub use sha256::Sha256;
 
 /// The hash functions berth accepts in digests, as the OCI image spec registers them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -38,7 +41,7 @@ impl Algorithm {
     /// A fresh streaming hasher for this algorithm.
     pub fn hasher(self) -> Hasher {
         match self {
-            Algorithm::Sha256 => Hasher::Sha256(Sha256::new()),
+            Algorithm::Sha256 => Hasher::Sha256(Box::default()),
             Algorithm::Sha512 => Hasher::Sha512(Box::new(Sha512::new())),
         }
     }
@@ -167,7 +170,7 @@ impl TryFrom<&oci_spec::image::Digest> for Digest {
 #[derive(Clone)]
 pub enum Hasher {
     /// SHA-256 state (uses SHA-NI where the CPU has it).
-    Sha256(Sha256),
+    Sha256(Box<Sha256>),
     /// SHA-512 state.
     Sha512(Box<Sha512>),
 }
@@ -181,10 +184,23 @@ impl Hasher {
         }
     }
 
+    /// Feeds `src` and copies it into `dst` (of the same length), reading each byte once
+    /// where the CPU allows (SHA-256 with SHA-NI): the registry's way to hash an upload as it
+    /// moves it into the buffer it writes to disk from.
+    pub fn update_copy(&mut self, src: &[u8], dst: &mut [u8]) {
+        match self {
+            Hasher::Sha256(h) => h.update_copy(src, dst),
+            Hasher::Sha512(h) => {
+                h.update(src);
+                dst.copy_from_slice(src);
+            }
+        }
+    }
+
     /// Finishes and returns the digest.
     pub fn finish(self) -> Digest {
         let (algorithm, hex) = match self {
-            Hasher::Sha256(h) => (Algorithm::Sha256, hex::encode(h.finalize())),
+            Hasher::Sha256(h) => (Algorithm::Sha256, hex::encode(h.finish())),
             Hasher::Sha512(h) => (Algorithm::Sha512, hex::encode(h.finalize())),
         };
         Digest { algorithm, hex }

@@ -234,11 +234,13 @@ async fn write_body(w: &mut Box<dyn FileWriter>, turn: &mut Turn, mut body: Body
     while let Some(chunk) = body.next().await {
         let chunk = chunk
             .map_err(|e| RegistryError::new(ErrorCode::BlobUploadInvalid, format!("upload body interrupted: {e}")))?;
-        if let Some((n, h)) = turn.as_mut() {
-            h.update(&chunk);
-            *n += chunk.len() as u64;
+        match turn.as_mut() {
+            Some((n, h)) => {
+                *n += chunk.len() as u64;
+                w.write_hashing(chunk, h).await?;
+            }
+            None => w.write(chunk).await?,
         }
-        w.write(chunk).await?;
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! The filesystem driver: a path is a file under a root directory.
 
+mod block;
 mod bulk;
 
 use std::io;

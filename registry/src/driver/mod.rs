@@ -129,6 +129,13 @@ pub trait FileWriter: Send {
     /// Appends bytes.
     async fn write(&mut self, data: Bytes) -> Result<()>;
 
+    /// Appends bytes and feeds them to `hash`: an upload's running digest. A driver that
+    /// copies the bytes into a buffer of its own hashes them in the same pass.
+    async fn write_hashing(&mut self, data: Bytes, hash: &mut oci::digest::Hasher) -> Result<()> {
+        hash.update(&data);
+        self.write(data).await
+    }
+
     /// Bytes in the file so far, earlier writers' included.
     fn size(&self) -> u64;
 

@@ -12,7 +12,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use oci::digest::Hasher;
+
 use super::super::{ByteStream, DriverError, FileWriter, Result};
+use super::block::{self, Block, Pool};
 use super::{blocking, io_err};
 
 /// Bytes per body chunk of a read, one mapping each: a blob costs one `mmap`, one hand-off to
@@ -93,47 +96,17 @@ impl Drop for Mapping {
     }
 }
 
-/// File offsets, lengths and buffer addresses of direct writes are multiples of this: the
-/// page size, and no smaller than the logical block size of the disks in use.
+/// File offsets and lengths of direct writes are multiples of this: the page size, and no
+/// smaller than the logical block size of the disks in use.
 const ALIGN: usize = 4096;
-/// Bytes gathered before they are written: one direct write per MiB of an upload.
-const WRITE_CHUNK: usize = 1 << 20;
-
-/// Up to `WRITE_CHUNK` bytes to write, starting at an `ALIGN` address in memory.
-struct Block {
-    vec: Vec<u8>,
-    /// Where the bytes start in `vec`: the padding before it makes them aligned.
-    base: usize,
-}
-
-impl Block {
-    fn new() -> Block {
-        let mut vec = Vec::<u8>::with_capacity(WRITE_CHUNK + ALIGN);
-        // Never reallocated (at most WRITE_CHUNK bytes go in), so the address stays aligned.
-        let base = vec.as_ptr().align_offset(ALIGN).min(ALIGN);
-        vec.resize(base, 0);
-        Block { vec, base }
-    }
-
-    fn bytes(&self) -> &[u8] {
-        &self.vec[self.base..]
-    }
-
-    fn room(&self) -> usize {
-        WRITE_CHUNK - self.bytes().len()
-    }
-
-    fn clear(&mut self) {
-        self.vec.truncate(self.base);
-    }
-}
 
 /// Appends to an upload. Whole blocks go to the disk with `O_DIRECT`: no copy into the page
 /// cache and no writeback by the kernel later, which is most of what buffered writes of a
 /// large upload cost. The end of the file that does not fill a block is written through the
 /// page cache when the writer closes; a later writer reads that partial block back and writes
 /// it whole again with what follows, so its direct writes stay aligned. One write runs on the
-/// blocking pool while the next chunk fills (two buffers of `WRITE_CHUNK` per writer).
+/// blocking pool while the next block fills (two blocks of the pool per writer, or one when
+/// the pool has no second to spare; none, and every write goes through the page cache).
 pub(super) struct BulkWriter {
     /// The file, read-write: the buffered writes, the partial block's bytes, fsync.
     file: Arc<File>,
@@ -141,7 +114,7 @@ pub(super) struct BulkWriter {
     /// goes through the page cache).
     direct: Option<Arc<File>>,
     /// The bytes not written yet; `None` until the first write, so that a writer opened for
-    /// its size alone costs no buffer.
+    /// its size alone costs no buffer (and while the pool has none to spare).
     pending: Option<Block>,
     /// The file offset of `pending`'s first byte, a multiple of `ALIGN` once it is set up.
     start: u64,
@@ -151,6 +124,8 @@ pub(super) struct BulkWriter {
     inflight: Option<tokio::task::JoinHandle<Result<(Block, bool)>>>,
     /// A block to fill next, back from the last write.
     spare: Option<Block>,
+    /// Where blocks come from.
+    pool: &'static Pool,
     path: String,
     full: PathBuf,
 }
@@ -189,6 +164,7 @@ impl BulkWriter {
             size,
             inflight: None,
             spare: None,
+            pool: &block::POOL,
             path: path.to_owned(),
             full,
         })
@@ -196,15 +172,16 @@ impl BulkWriter {
 
     /// The block to append to; on the first write, one holding the bytes of the file's last
     /// partial block (read back), so that the pending bytes start at an aligned offset.
-    async fn pending(&mut self) -> Result<&mut Block> {
+    /// `None` when the pool has no block to spare.
+    async fn pending(&mut self) -> Result<Option<&mut Block>> {
         if self.pending.is_none() {
-            let mut block = Block::new();
+            let Some(mut block) = self.pool.take() else { return Ok(None) };
             let start = self.size - self.size % ALIGN as u64;
             if start < self.size {
-                block.vec.resize(block.base + (self.size - start) as usize, 0);
-                let (file, path) = (Arc::clone(&self.file), self.path.clone());
+                let (file, path, n) = (Arc::clone(&self.file), self.path.clone(), (self.size - start) as usize);
                 block = blocking("read", &self.path, move || {
-                    file.read_exact_at(&mut block.vec[block.base..], start).map_err(io_err("read", &path))?;
+                    let tail = block.extend(n);
+                    file.read_exact_at(tail, start).map_err(io_err("read", &path))?;
                     Ok(block)
                 })
                 .await?;
@@ -212,7 +189,7 @@ impl BulkWriter {
             self.start = start;
             self.pending = Some(block);
         }
-        Ok(self.pending.get_or_insert_with(Block::new))
+        Ok(self.pending.as_mut())
     }
 
     /// Waits for the write under way, if any; its block becomes the spare.
@@ -232,7 +209,8 @@ impl BulkWriter {
     }
 
     /// Starts writing the pending whole blocks (all pending bytes with `all`), after the write
-    /// under way; the rest moves to a fresh block.
+    /// under way; the rest moves to the next block. Without a second block from the pool, the
+    /// write is waited for and its block keeps the rest.
     async fn flush(&mut self, all: bool) -> Result<()> {
         let Some(len) = self.pending.as_ref().map(|b| b.bytes().len()) else { return Ok(()) };
         let n = if all { len } else { len - len % ALIGN };
@@ -240,17 +218,32 @@ impl BulkWriter {
             return Ok(());
         }
         self.wait().await?;
-        let mut next = self.spare.take().unwrap_or_else(Block::new);
-        next.clear();
         let Some(full) = self.pending.take() else { return Ok(()) };
-        next.vec.extend_from_slice(&full.bytes()[n..]);
-        self.pending = Some(next);
+        let next = self.spare.take().or_else(|| self.pool.take()).map(|mut next| {
+            next.clear();
+            next.append(&full.bytes()[n..]);
+            next
+        });
         let (file, direct, path, at) = (Arc::clone(&self.file), self.direct.clone(), self.path.clone(), self.start);
-        self.inflight = Some(tokio::task::spawn_blocking(move || {
+        self.start += n as u64;
+        let write = move || {
             let refused = write_at(&file, direct.as_deref(), &full.bytes()[..n], at, &path)?;
             Ok((full, refused))
-        }));
-        self.start += n as u64;
+        };
+        match next {
+            Some(next) => {
+                self.pending = Some(next);
+                self.inflight = Some(tokio::task::spawn_blocking(write));
+            }
+            None => {
+                let (mut full, refused) = blocking("write", &self.path, write).await?;
+                if refused {
+                    self.direct = None;
+                }
+                full.consume(n);
+                self.pending = Some(full);
+            }
+        }
         Ok(())
     }
 
@@ -259,6 +252,39 @@ impl BulkWriter {
         self.flush(false).await?;
         self.flush(true).await?;
         self.wait().await
+    }
+
+    /// Appends `data`, feeding it to `hash` too when given: in one pass as it is copied into
+    /// a block, or on its way through the page cache when the pool has no block to spare.
+    async fn append(&mut self, data: Bytes, mut hash: Option<&mut Hasher>) -> Result<()> {
+        let mut rest = &data[..];
+        while !rest.is_empty() {
+            let Some(block) = self.pending().await? else {
+                if let Some(h) = hash {
+                    h.update(rest);
+                }
+                return self.write_through(data.slice(data.len() - rest.len()..)).await;
+            };
+            let n = rest.len().min(block.room());
+            match hash.as_deref_mut() {
+                Some(h) => block.append_hashing(&rest[..n], h),
+                None => block.append(&rest[..n]),
+            }
+            let full = block.room() == 0;
+            self.size += n as u64;
+            rest = &rest[n..];
+            if full {
+                self.flush(false).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `data` at the end through the page cache (no block pending, none under way).
+    async fn write_through(&mut self, data: Bytes) -> Result<()> {
+        let (file, path, at) = (Arc::clone(&self.file), self.path.clone(), self.size);
+        self.size += data.len() as u64;
+        blocking("write", &self.path, move || file.write_all_at(&data, at).map_err(io_err("write", &path))).await
     }
 }
 
@@ -287,19 +313,11 @@ fn write_at(file: &File, direct: Option<&File>, data: &[u8], at: u64, path: &str
 #[async_trait::async_trait]
 impl FileWriter for BulkWriter {
     async fn write(&mut self, data: Bytes) -> Result<()> {
-        let mut rest = &data[..];
-        while !rest.is_empty() {
-            let block = self.pending().await?;
-            let n = rest.len().min(block.room());
-            block.vec.extend_from_slice(&rest[..n]);
-            let full = block.room() == 0;
-            self.size += n as u64;
-            rest = &rest[n..];
-            if full {
-                self.flush(false).await?;
-            }
-        }
-        Ok(())
+        self.append(data, None).await
+    }
+
+    async fn write_hashing(&mut self, data: Bytes, hash: &mut Hasher) -> Result<()> {
+        self.append(data, Some(hash)).await
     }
 
     fn size(&self) -> u64 {
@@ -344,18 +362,30 @@ mod tests {
 
     /// Writes `parts` (byte counts) one writer after another, each closing (or, the last,
     /// committing), with odd chunk sizes: aligned blocks, partial blocks read back and
-    /// rewritten, and a buffer filled many times over.
-    async fn write_in_sessions(full: &std::path::Path, parts: &[usize], no_direct: bool) -> usize {
-        let mut at = 0;
+    /// rewritten, and a buffer filled many times over. Every other chunk goes through
+    /// `write_hashing`; returns the byte count and the running digest.
+    async fn write_in_sessions(
+        full: &std::path::Path,
+        parts: &[usize],
+        no_direct: bool,
+        pool: &'static Pool,
+    ) -> (usize, oci::Digest) {
+        let (mut at, mut hash) = (0, oci::digest::Algorithm::Sha256.hasher());
         for (i, &n) in parts.iter().enumerate() {
             let mut w = BulkWriter::open(full.to_path_buf(), "/f", i > 0, true).await.unwrap();
+            w.pool = pool;
             if no_direct {
                 w.direct = None;
             }
             assert_eq!(w.size(), at as u64);
             let data = pattern(at, n);
-            for chunk in data.chunks(123_457) {
-                w.write(Bytes::copy_from_slice(chunk)).await.unwrap();
+            for (j, chunk) in data.chunks(123_457).enumerate() {
+                if j % 2 == 0 {
+                    w.write_hashing(Bytes::copy_from_slice(chunk), &mut hash).await.unwrap();
+                } else {
+                    hash.update(chunk);
+                    w.write(Bytes::copy_from_slice(chunk)).await.unwrap();
+                }
             }
             at += n;
             assert_eq!(w.size(), at as u64);
@@ -366,20 +396,31 @@ mod tests {
                 w.close().await.unwrap();
             }
         }
-        at
+        (at, hash.finish())
     }
 
+    /// With and without direct I/O, with two blocks, one, or none to spare (the page cache
+    /// then takes every write): the file holds exactly what was appended, and the running
+    /// digest is that of its bytes.
     #[tokio::test]
-    async fn sessions_of_any_size_append_exactly_with_and_without_direct_io() {
+    async fn sessions_of_any_size_append_exactly_whatever_the_pool_spares() {
+        static ONE: Pool = Pool::new(1, 1);
+        static NONE: Pool = Pool::new(0, 0);
         let dir = tempfile::tempdir().unwrap();
-        let parts = [10, ALIGN - 10, 3 * WRITE_CHUNK + 5, 1, ALIGN + 1, 0, WRITE_CHUNK - 7];
+        let parts = [10, ALIGN - 10, 3 * block::BLOCK + 5, 1, ALIGN + 1, 0, block::BLOCK - 7];
+        let pools: [(&'static Pool, &str); 3] = [(&block::POOL, "two"), (&ONE, "one"), (&NONE, "none")];
         for no_direct in [false, true] {
-            let full = dir.path().join(format!("data-{no_direct}"));
-            let total = write_in_sessions(&full, &parts, no_direct).await;
-            let back = read_back(&full).await;
-            assert_eq!(back.len(), total);
-            assert!(back == pattern(0, total), "content differs (no_direct: {no_direct})");
+            for (pool, blocks) in pools {
+                let full = dir.path().join(format!("data-{no_direct}-{blocks}"));
+                let (total, digest) = write_in_sessions(&full, &parts, no_direct, pool).await;
+                let back = read_back(&full).await;
+                let case = format!("no_direct: {no_direct}, blocks: {blocks}");
+                assert_eq!(back.len(), total, "{case}");
+                assert!(back == pattern(0, total), "content differs ({case})");
+                assert_eq!(digest, oci::Digest::of(&back), "{case}");
+            }
         }
+        assert_eq!(ONE.in_use(), 0, "every block went back to its pool");
     }
 
     #[tokio::test]
