@@ -41,7 +41,7 @@ impl Algorithm {
     /// A fresh streaming hasher for this algorithm.
     pub fn hasher(self) -> Hasher {
         match self {
-            Algorithm::Sha256 => Hasher::Sha256(Box::default()),
+            Algorithm::Sha256 => Hasher::Sha256(Sha256::default()),
             Algorithm::Sha512 => Hasher::Sha512(Box::new(Sha512::new())),
         }
     }
@@ -170,7 +170,7 @@ impl TryFrom<&oci_spec::image::Digest> for Digest {
 #[derive(Clone)]
 pub enum Hasher {
     /// SHA-256 state (uses SHA-NI where the CPU has it).
-    Sha256(Box<Sha256>),
+    Sha256(Sha256),
     /// SHA-512 state.
     Sha512(Box<Sha512>),
 }
