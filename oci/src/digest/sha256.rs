@@ -276,7 +276,7 @@ mod tests {
 
     use super::*;
 
-    /// Bytes that differ at every offset, from a small generator (no two runs alike in shape).
+    /// Pseudo-random bytes from `seed` (xorshift), the same on every run.
     fn bytes(n: usize, seed: u64) -> Vec<u8> {
         let mut x = seed | 1;
         (0..n)
