@@ -343,6 +343,43 @@ mod tests {
         }
     }
 
+    /// Short inputs in random pieces (sizes around a block's 55, 56 and 64 bytes among them)
+    /// through `update` and `update_copy`, into destinations at any offset: the hash is
+    /// sha2's, the copy exact, and no byte around the destination is touched.
+    #[test]
+    fn short_random_pieces_hash_right_and_copy_within_their_bounds() {
+        let data = bytes(600, 99);
+        let mut rng = 0x1234_5678_9abc_def1u64;
+        let mut next = |m: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % m as u64) as usize
+        };
+        for fast in [false, fused::available()] {
+            for _ in 0..3000 {
+                let (len, off) = (next(600), next(80));
+                let data = &data[..len];
+                let mut out = vec![0xAAu8; len + 160];
+                let (mut h, mut at) = (Sha256::default(), 0);
+                while at < len {
+                    let n = [next(3), next(70), 55 + next(10), 64, 128, next(300)][next(6)].min(len - at);
+                    let (src, dst) = (&data[at..at + n], &mut out[off + at..off + at + n]);
+                    if next(3) == 0 {
+                        h.update(src);
+                        dst.copy_from_slice(src);
+                    } else {
+                        h.update_copy_with(src, dst, fast);
+                    }
+                    at += n;
+                }
+                assert_eq!(&out[off..off + len], data);
+                assert!(out[..off].iter().chain(&out[off + len..]).all(|&b| b == 0xAA), "wrote out of bounds");
+                assert_eq!(h.finish(), reference(data), "length {len}, fused: {fast}");
+            }
+        }
+    }
+
     #[test]
     fn a_clone_hashes_on_independently() {
         let mut a = Sha256::default();

@@ -143,8 +143,13 @@ impl Registry {
             }
         }
         let result = write_body(&mut w, &mut turn, body).await;
-        w.close().await?;
+        let closed = w.close().await;
+        if closed.is_err() {
+            // The file may not hold every byte the running hash saw: finishing re-reads it.
+            *turn = None;
+        }
         result?;
+        closed?;
         self.upload_size(name, id).await
     }
 
@@ -160,10 +165,20 @@ impl Registry {
         let mut turn = self.turn(id).await;
         let mut w = self.open_upload(name, id).await?;
         if let Some(body) = body {
-            write_body(&mut w, &mut turn, body).await?;
+            if let Err(e) = write_body(&mut w, &mut turn, body).await {
+                // As in `append_upload`, what arrived is kept, the writes under way waited for.
+                if let Err(closing) = w.close().await {
+                    *turn = None;
+                    tracing::warn!(upload = %id, error = %closing, "closing an upload after a failed body");
+                }
+                return Err(e);
+            }
         }
         let size = w.size();
-        w.commit().await?;
+        if let Err(e) = w.commit().await {
+            *turn = None;
+            return Err(e.into());
+        }
         let data = paths::upload_data(name.as_str(), id.as_str());
         let cached = turn
             .take()
@@ -225,7 +240,8 @@ impl Registry {
 
 /// Writes `body` to `w`, extending the session's running hash when it covers every byte so
 /// far (else the hash is dropped, and finishing re-reads the upload). A body cut short keeps
-/// what arrived, hash included.
+/// what arrived, hash included; a failed write drops the hash, since the file may not hold
+/// what it saw.
 async fn write_body(w: &mut Box<dyn FileWriter>, turn: &mut Turn, mut body: BodyStream) -> Result<()> {
     let size = w.size();
     if turn.as_ref().is_some_and(|(n, _)| *n != size) {
@@ -237,7 +253,10 @@ async fn write_body(w: &mut Box<dyn FileWriter>, turn: &mut Turn, mut body: Body
         match turn.as_mut() {
             Some((n, h)) => {
                 *n += chunk.len() as u64;
-                w.write_hashing(chunk, h).await?;
+                if let Err(e) = w.write_hashing(chunk, h).await {
+                    **turn = None;
+                    return Err(e.into());
+                }
             }
             None => w.write(chunk).await?,
         }

@@ -120,8 +120,11 @@ pub(super) struct BulkWriter {
     start: u64,
     /// Bytes in the file, the pending ones included.
     size: u64,
-    /// The write under way: gives back its block, and whether direct I/O was refused.
-    inflight: Option<tokio::task::JoinHandle<Result<(Block, bool)>>>,
+    /// The write under way and the file offset it writes at: gives back its block, and
+    /// whether direct I/O was refused.
+    inflight: Option<(u64, tokio::task::JoinHandle<Result<(Block, bool)>>)>,
+    /// A write failed: the file was cut where it started, and this writer writes no more.
+    broken: bool,
     /// A block to fill next, back from the last write.
     spare: Option<Block>,
     /// Where blocks come from.
@@ -163,6 +166,7 @@ impl BulkWriter {
             start: size,
             size,
             inflight: None,
+            broken: false,
             spare: None,
             pool: &block::POOL,
             path: path.to_owned(),
@@ -194,18 +198,47 @@ impl BulkWriter {
 
     /// Waits for the write under way, if any; its block becomes the spare.
     async fn wait(&mut self) -> Result<()> {
-        if let Some(write) = self.inflight.take() {
-            let (block, refused) = write.await.map_err(|e| DriverError::Io {
-                op: "write",
-                path: self.path.clone(),
-                source: io::Error::other(e),
-            })??;
-            if refused {
-                self.direct = None;
+        let Some((at, write)) = self.inflight.take() else { return Ok(()) };
+        let done = write.await.map_err(|e| DriverError::Io {
+            op: "write",
+            path: self.path.clone(),
+            source: io::Error::other(e),
+        });
+        match done.and_then(|written| written) {
+            Ok((block, refused)) => {
+                if refused {
+                    self.direct = None;
+                }
+                self.spare = Some(block);
+                Ok(())
             }
-            self.spare = Some(block);
+            Err(e) => Err(self.fail(at, e).await),
         }
-        Ok(())
+    }
+
+    /// After a write at `at` failed with `error`: cuts the file there, so that its size says
+    /// how much of the upload is stored (the client resumes from it) and no later block
+    /// lands beyond a hole; the writer writes no more. Returns `error`.
+    async fn fail(&mut self, at: u64, error: DriverError) -> DriverError {
+        self.broken = true;
+        self.pending = None;
+        self.size = at;
+        let (file, path) = (Arc::clone(&self.file), self.path.clone());
+        if let Err(e) =
+            blocking("truncate", &self.path, move || file.set_len(at).map_err(io_err("truncate", &path))).await
+        {
+            tracing::error!(path = %self.path, error = %e, "cutting an upload back after a failed write");
+        }
+        error
+    }
+
+    /// The error of a writer used after one of its writes failed.
+    fn broken_error(&self) -> DriverError {
+        DriverError::Io {
+            op: "write",
+            path: self.path.clone(),
+            source: io::Error::other("an earlier write to this file failed"),
+        }
     }
 
     /// Starts writing the pending whole blocks (all pending bytes with `all`), after the write
@@ -233,10 +266,13 @@ impl BulkWriter {
         match next {
             Some(next) => {
                 self.pending = Some(next);
-                self.inflight = Some(tokio::task::spawn_blocking(write));
+                self.inflight = Some((at, tokio::task::spawn_blocking(write)));
             }
             None => {
-                let (mut full, refused) = blocking("write", &self.path, write).await?;
+                let (mut full, refused) = match blocking("write", &self.path, write).await {
+                    Ok(done) => done,
+                    Err(e) => return Err(self.fail(at, e).await),
+                };
                 if refused {
                     self.direct = None;
                 }
@@ -249,6 +285,9 @@ impl BulkWriter {
 
     /// Writes every pending byte (the last partial block through the page cache) and waits.
     async fn finish(&mut self) -> Result<()> {
+        if self.broken {
+            return Err(self.broken_error());
+        }
         self.flush(false).await?;
         self.flush(true).await?;
         self.wait().await
@@ -257,6 +296,9 @@ impl BulkWriter {
     /// Appends `data`, feeding it to `hash` too when given: in one pass as it is copied into
     /// a block, or on its way through the page cache when the pool has no block to spare.
     async fn append(&mut self, data: Bytes, mut hash: Option<&mut Hasher>) -> Result<()> {
+        if self.broken {
+            return Err(self.broken_error());
+        }
         let mut rest = &data[..];
         while !rest.is_empty() {
             let Some(block) = self.pending().await? else {
@@ -282,9 +324,15 @@ impl BulkWriter {
 
     /// Writes `data` at the end through the page cache (no block pending, none under way).
     async fn write_through(&mut self, data: Bytes) -> Result<()> {
-        let (file, path, at) = (Arc::clone(&self.file), self.path.clone(), self.size);
-        self.size += data.len() as u64;
-        blocking("write", &self.path, move || file.write_all_at(&data, at).map_err(io_err("write", &path))).await
+        let (file, path, at, n) = (Arc::clone(&self.file), self.path.clone(), self.size, data.len() as u64);
+        match blocking("write", &self.path, move || file.write_all_at(&data, at).map_err(io_err("write", &path))).await
+        {
+            Ok(()) => {
+                self.size += n;
+                Ok(())
+            }
+            Err(e) => Err(self.fail(at, e).await),
+        }
     }
 }
 
@@ -421,6 +469,42 @@ mod tests {
             }
         }
         assert_eq!(ONE.in_use(), 0, "every block went back to its pool");
+    }
+
+    /// A direct write that fails while the next block fills (as ENOSPC or EIO would), then
+    /// succeeds again: the writer reports it, writes nothing more, and the file is cut where
+    /// the failed write started, so that no later block lands beyond a hole at the size the
+    /// client counted (found by a review: the file came out whole in length, zeros inside).
+    #[tokio::test]
+    async fn a_failed_write_cuts_the_file_where_it_started_and_stops_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let full = dir.path().join("data");
+        let mut w = BulkWriter::open(full.clone(), "/f", false, true).await.unwrap();
+        let Some(good) = w.direct.clone() else {
+            eprintln!("skipped: no O_DIRECT on this filesystem");
+            return;
+        };
+        let data = pattern(0, 3 * block::BLOCK);
+        let mut hash = oci::digest::Algorithm::Sha256.hasher();
+        let mut failed = None;
+        for (i, chunk) in data.chunks(block::BLOCK / 2).enumerate() {
+            // The second block's write fails: a handle open for reading only (EBADF).
+            w.direct = Some(if i == 3 { Arc::new(File::open(&full).unwrap()) } else { good.clone() });
+            if let Err(e) = w.write_hashing(Bytes::copy_from_slice(chunk), &mut hash).await {
+                failed = Some((i, e));
+                break;
+            }
+        }
+        let (i, _) = failed.expect("the failed write is reported");
+        assert!(i >= 4, "reported once the next block is full, at chunk {i}");
+        assert!(w.write(Bytes::from_static(b"more")).await.is_err(), "a broken writer writes no more");
+        let w: Box<dyn FileWriter> = Box::new(w);
+        assert!(w.close().await.is_err(), "closing a broken writer says so");
+        let back = std::fs::read(&full).unwrap();
+        assert_eq!(back.len(), block::BLOCK, "the file ends where the failed write started");
+        assert!(back == data[..block::BLOCK], "what is stored is the upload's first bytes");
+        let w = BulkWriter::open(full.clone(), "/f", true, true).await.unwrap();
+        assert_eq!(w.size(), block::BLOCK as u64, "the client resumes from there");
     }
 
     #[tokio::test]
