@@ -100,6 +100,10 @@ impl Drop for Mapping {
 /// smaller than the logical block size of the disks in use.
 const ALIGN: usize = 4096;
 
+/// A block's write on the blocking pool: gives back the block, and whether the filesystem
+/// refused direct I/O.
+type Write = tokio::task::JoinHandle<Result<(Block, bool)>>;
+
 /// Appends to an upload. Whole blocks go to the disk with `O_DIRECT`: no copy into the page
 /// cache and no writeback by the kernel later, which is most of what buffered writes of a
 /// large upload cost. The end of the file that does not fill a block is written through the
@@ -122,7 +126,7 @@ pub(super) struct BulkWriter {
     size: u64,
     /// The write under way and the file offset it writes at: gives back its block, and
     /// whether direct I/O was refused.
-    inflight: Option<(u64, tokio::task::JoinHandle<Result<(Block, bool)>>)>,
+    inflight: Option<(u64, Write)>,
     /// A write failed: the file was cut where it started, and this writer writes no more.
     broken: bool,
     /// A block to fill next, back from the last write.
