@@ -19,7 +19,7 @@ const BLOCK: usize = 64;
 const INITIAL: [u32; 8] =
     [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19];
 
-/// A streaming SHA-256 state.
+/// A streaming SHA-256 state of our own, so that hashing can also copy ([`Sha256::update_copy`]).
 #[derive(Clone)]
 pub struct Sha256 {
     /// The chaining value after every whole block so far.
