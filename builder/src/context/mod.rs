@@ -528,7 +528,7 @@ mod tests {
         // Before: "stat .../caf\u{fffd}.txt: No such file or directory", a file never there.
         let err = c.digest(&["src".into()], &Ignore::default(), &cache).unwrap_err().to_string();
         assert!(err.contains("caf") && err.contains("not valid UTF-8") && err.contains(".dockerignore"), "{err}");
-        let (_, ignored) = (d.path(), Context::new(d.path(), Ignore::parse("src/caf*").unwrap()).unwrap());
+        let ignored = Context::new(d.path(), Ignore::parse("src/caf*").unwrap()).unwrap();
         ignored.digest(&["src".into()], &Ignore::default(), &cache).unwrap();
     }
 

@@ -56,19 +56,18 @@ impl Sha256 {
     /// [`Sha256::update_copy`], with the fused loop only when `fast` (tests run both ways).
     fn update_copy_with(&mut self, src: &[u8], dst: &mut [u8], fast: bool) {
         assert_eq!(src.len(), dst.len(), "update_copy needs a destination as long as its source");
+        if !fast {
+            dst.copy_from_slice(src);
+            return self.update(src);
+        }
         self.length += src.len() as u64;
         let rest = self.top_up(src);
         let head = src.len() - rest.len();
         dst[..head].copy_from_slice(&src[..head]);
         let whole = rest.len() - rest.len() % BLOCK;
-        let (src_whole, dst_rest) = (&rest[..whole], &mut dst[head..]);
-        if fast {
-            // SAFETY: `fast` only where `fused::available()` said the CPU has the instructions.
-            unsafe { fused::compress_copy(&mut self.state, src_whole, &mut dst_rest[..whole]) };
-        } else {
-            dst_rest[..whole].copy_from_slice(src_whole);
-            compress(&mut self.state, src_whole);
-        }
+        let dst_rest = &mut dst[head..];
+        // SAFETY: `fast` only where `fused::available()` said the CPU has the instructions.
+        unsafe { fused::compress_copy(&mut self.state, &rest[..whole], &mut dst_rest[..whole]) };
         dst_rest[whole..].copy_from_slice(&rest[whole..]);
         self.keep(&rest[whole..]);
     }
@@ -126,7 +125,6 @@ fn compress(state: &mut [u32; 8], blocks: &[u8]) {
 mod fused {
     //! The SHA-NI compression loop that also stores each block it loads.
     use std::arch::x86_64::*;
-    use std::sync::OnceLock;
 
     /// The round constants, FIPS 180-4 section 4.2.2.
     const K: [u32; 64] = [
@@ -140,15 +138,13 @@ mod fused {
         0xc67178f2,
     ];
 
-    /// Whether this CPU has the SHA extensions and the SSE levels the loop uses.
+    /// Whether this CPU has the SHA extensions and the SSE levels the loop uses (std
+    /// detects them once and caches the answer).
     pub(super) fn available() -> bool {
-        static HAS: OnceLock<bool> = OnceLock::new();
-        *HAS.get_or_init(|| {
-            is_x86_feature_detected!("sha")
-                && is_x86_feature_detected!("sse2")
-                && is_x86_feature_detected!("ssse3")
-                && is_x86_feature_detected!("sse4.1")
-        })
+        is_x86_feature_detected!("sha")
+            && is_x86_feature_detected!("sse2")
+            && is_x86_feature_detected!("ssse3")
+            && is_x86_feature_detected!("sse4.1")
     }
 
     /// Hashes the whole blocks of `src` into `state` and copies them to `dst`. Stores bypass

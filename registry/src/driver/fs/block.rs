@@ -2,9 +2,9 @@
 //! asked of the kernel as a transparent huge page: a direct write then pins one page instead
 //! of 512, and the copy into it misses the TLB less (bench/README.md, 2026-12-07). They are
 //! kept in a pool for the next upload (a fresh one costs the kernel a 2 MiB clear), and
-//! counted against a budget: an upload
-//! that finds none to spare writes through the page cache instead, so a flood of slow uploads
-//! cannot make the registry hold gigabytes of buffers.
+//! counted against a budget: an upload that finds none to spare writes through the page
+//! cache instead, so a flood of slow uploads cannot make the registry hold gigabytes of
+//! buffers.
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -153,16 +153,12 @@ impl Block {
 
     /// Appends `src` (at most `room()` bytes).
     pub(super) fn append(&mut self, src: &[u8]) {
-        let at = self.len;
-        self.page_mut()[at..at + src.len()].copy_from_slice(src);
-        self.len += src.len();
+        self.extend(src.len()).copy_from_slice(src);
     }
 
     /// Appends `src` and feeds it to `hash`, in one pass where the CPU allows.
     pub(super) fn append_hashing(&mut self, src: &[u8], hash: &mut Hasher) {
-        let at = self.len;
-        hash.update_copy(src, &mut self.page_mut()[at..at + src.len()]);
-        self.len += src.len();
+        hash.update_copy(src, self.extend(src.len()));
     }
 
     /// The next `n` bytes, to fill in place (as `append` would); they count as held.
