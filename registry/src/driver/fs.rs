@@ -2,6 +2,7 @@
 
 mod block;
 mod bulk;
+mod pair;
 
 use std::io;
 use std::path::{Path, PathBuf};

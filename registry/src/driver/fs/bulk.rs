@@ -12,10 +12,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use oci::digest::Hasher;
+use oci::digest::{Hasher, Sha256};
 
 use super::super::{ByteStream, DriverError, FileWriter, Result};
 use super::block::{self, Block, Pool};
+use super::pair;
 use super::{blocking, io_err};
 
 /// Bytes per body chunk of a read, one mapping each: a blob costs one `mmap`, one hand-off to
@@ -96,6 +97,9 @@ impl Drop for Mapping {
     }
 }
 
+/// The next writer's tag.
+static NEXT_TAG: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+
 /// File offsets and lengths of direct writes are multiples of this: the page size, and no
 /// smaller than the logical block size of the disks in use.
 const ALIGN: usize = 4096;
@@ -133,6 +137,8 @@ pub(super) struct BulkWriter {
     spare: Option<Block>,
     /// Where blocks come from.
     pool: &'static Pool,
+    /// Tells this writer's chunks from other uploads' in the [`pair::PAIRING`].
+    tag: u16,
     path: String,
     full: PathBuf,
 }
@@ -173,6 +179,7 @@ impl BulkWriter {
             broken: false,
             spare: None,
             pool: &block::POOL,
+            tag: NEXT_TAG.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             path: path.to_owned(),
             full,
         })
@@ -298,32 +305,59 @@ impl BulkWriter {
     }
 
     /// Appends `data`, feeding it to `hash` too when given: in one pass as it is copied into
-    /// a block, or on its way through the page cache when the pool has no block to spare.
+    /// a block (sharing the loop with another upload's chunk where one is at hand), or on its
+    /// way through the page cache when the pool has no block to spare.
     async fn append(&mut self, data: Bytes, mut hash: Option<&mut Hasher>) -> Result<()> {
         if self.broken {
             return Err(self.broken_error());
         }
-        let mut rest = &data[..];
-        while !rest.is_empty() {
+        let mut at = 0;
+        while at < data.len() {
             let Some(block) = self.pending().await? else {
                 if let Some(h) = hash {
-                    h.update(rest);
+                    h.update(&data[at..]);
                 }
-                return self.write_through(data.slice(data.len() - rest.len()..)).await;
+                return self.write_through(data.slice(at..)).await;
             };
-            let n = rest.len().min(block.room());
+            let n = (data.len() - at).min(block.room());
             match hash.as_deref_mut() {
-                Some(h) => block.append_hashing(&rest[..n], h),
-                None => block.append(&rest[..n]),
+                Some(Hasher::Sha256(h)) if n >= pair::PAIR_MIN => self.append_paired(data.slice(at..at + n), h).await?,
+                Some(h) => block.append_hashing(&data[at..at + n], h),
+                None => block.append(&data[at..at + n]),
             }
-            let full = block.room() == 0;
             self.size += n as u64;
-            rest = &rest[n..];
-            if full {
+            at += n;
+            if self.pending.as_ref().is_some_and(|b| b.room() == 0) {
                 self.flush(false).await?;
             }
         }
         Ok(())
+    }
+
+    /// Hashes `chunk` into `hash` and copies it into the pending block through the
+    /// [`pair::PAIRING`], where another upload's chunk may share the loop.
+    async fn append_paired(&mut self, chunk: Bytes, hash: &mut Sha256) -> Result<()> {
+        let block = self.pending.take().expect("append_paired runs with a block pending");
+        let job = pair::Job { hash: std::mem::take(hash), src: chunk, block };
+        // Until the job comes back, the file lacks the block's bytes: a writer whose call was
+        // dropped meanwhile must not write again.
+        self.broken = true;
+        match pair::PAIRING.run(job, self.tag).await {
+            Ok(job) => {
+                *hash = job.hash;
+                self.pending = Some(job.block);
+                self.broken = false;
+                Ok(())
+            }
+            Err(pair::Lost) => {
+                let lost = DriverError::Io {
+                    op: "write",
+                    path: self.path.clone(),
+                    source: io::Error::other("hashing the upload's bytes failed"),
+                };
+                Err(self.fail(self.start, lost).await)
+            }
+        }
     }
 
     /// Writes `data` at the end through the page cache (no block pending, none under way).
@@ -509,6 +543,34 @@ mod tests {
         assert!(back == data[..block::BLOCK], "what is stored is the upload's first bytes");
         let w = BulkWriter::open(full.clone(), "/f", true, true).await.unwrap();
         assert_eq!(w.size(), block::BLOCK as u64, "the client resumes from there");
+    }
+
+    /// Uploads written at once hash their chunks in pairs, and each file and running digest
+    /// is still exactly its own upload's.
+    #[tokio::test(start_paused = true)]
+    async fn uploads_written_at_once_hash_in_pairs_and_each_keeps_its_own_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let pairs_before = pair::PAIRING.pairs();
+        let uploads = (0..4).map(|k| {
+            let full = dir.path().join(format!("upload-{k}"));
+            tokio::spawn(async move {
+                let data = pattern(k * 17 + 1, 3 * block::BLOCK + 12_345);
+                let mut w = BulkWriter::open(full.clone(), "/f", false, true).await.unwrap();
+                let mut hash = oci::digest::Algorithm::Sha256.hasher();
+                for chunk in data.chunks(300_001) {
+                    w.write_hashing(Bytes::copy_from_slice(chunk), &mut hash).await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+                Box::new(w).commit().await.unwrap();
+                let back = read_back(&full).await;
+                assert!(back == data, "upload {k}: the file holds its own bytes");
+                assert_eq!(hash.finish(), oci::Digest::of(&data), "upload {k}: the digest is its own");
+            })
+        });
+        for upload in uploads.collect::<Vec<_>>() {
+            upload.await.unwrap();
+        }
+        assert!(pair::PAIRING.pairs() > pairs_before, "no two chunks shared a loop");
     }
 
     #[tokio::test]
