@@ -78,24 +78,56 @@ impl Drop for Page {
 
 /// Blocks handed out at once, process-wide: 256 MiB, double buffering for 64 uploads at once.
 const BUDGET: usize = 128;
-/// Free blocks kept for reuse: 64 MiB, what 16 uploads at once use; more are unmapped.
+/// Free blocks kept for reuse: 64 MiB; more are unmapped.
 const KEEP: usize = 32;
+/// Writes under way beyond which no fresh block is made for a spare: uploads at once share
+/// these and the idle ones, and each spare costs the kernel a fresh 2 MiB to clear (in this
+/// VM up to a tenth of a fresh server's first gigabyte, bench/README.md, 2026-12-07).
+const SPARES: usize = 4;
 
 /// Where blocks come from and go back to.
 pub(super) struct Pool {
     idle: Mutex<Vec<Page>>,
     in_use: AtomicUsize,
+    /// Writes under way from blocks of this pool.
+    writing: AtomicUsize,
     budget: usize,
     keep: usize,
+    spares: usize,
 }
 
 /// The registry's pool.
-pub(super) static POOL: Pool = Pool::new(BUDGET, KEEP);
+pub(super) static POOL: Pool = Pool::new(BUDGET, KEEP, SPARES);
 
 impl Pool {
-    /// A pool that hands out at most `budget` blocks at once and keeps at most `keep` idle.
-    pub(super) const fn new(budget: usize, keep: usize) -> Pool {
-        Pool { idle: Mutex::new(Vec::new()), in_use: AtomicUsize::new(0), budget, keep }
+    /// A pool that hands out at most `budget` blocks at once, keeps at most `keep` idle, and
+    /// makes a fresh spare only while fewer than `spares` writes are under way.
+    pub(super) const fn new(budget: usize, keep: usize, spares: usize) -> Pool {
+        Pool {
+            idle: Mutex::new(Vec::new()),
+            in_use: AtomicUsize::new(0),
+            writing: AtomicUsize::new(0),
+            budget,
+            keep,
+            spares,
+        }
+    }
+
+    /// A block to fill while another is written: an idle one, or a fresh one while fewer
+    /// than `spares` writes are under way; `None` otherwise (the writer then waits for its
+    /// write, and the spares go round the uploads as their writes end).
+    pub(super) fn take_second(&'static self) -> Option<Block> {
+        let idle = !self.idle.lock().unwrap_or_else(|e| e.into_inner()).is_empty();
+        if !idle && self.writing.load(Ordering::Acquire) >= self.spares {
+            return None;
+        }
+        self.take()
+    }
+
+    /// Counts a write under way until the guard is dropped.
+    pub(super) fn writing(&'static self) -> Writing {
+        self.writing.fetch_add(1, Ordering::AcqRel);
+        Writing(self)
     }
 
     /// An empty block, or `None` when the budget is spent.
@@ -119,6 +151,15 @@ impl Pool {
     #[cfg(test)]
     pub(super) fn in_use(&self) -> usize {
         self.in_use.load(Ordering::Acquire)
+    }
+}
+
+/// A write under way, as [`Pool::take_second`] counts them.
+pub(super) struct Writing(&'static Pool);
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        self.0.writing.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -174,11 +215,6 @@ impl Block {
         self.page_mut().copy_within(n..len, 0);
         self.len = len - n;
     }
-
-    /// Holds nothing.
-    pub(super) fn clear(&mut self) {
-        self.len = 0;
-    }
 }
 
 impl Drop for Block {
@@ -199,7 +235,7 @@ mod tests {
 
     #[test]
     fn blocks_are_aligned_and_counted_against_the_budget() {
-        static SMALL: Pool = Pool::new(2, 1);
+        static SMALL: Pool = Pool::new(2, 1, 1);
         let a = SMALL.take().expect("first block");
         let b = SMALL.take().expect("second block");
         assert!(SMALL.take().is_none(), "the budget is two blocks");
@@ -212,5 +248,20 @@ mod tests {
         drop((b, c));
         assert_eq!(SMALL.in_use(), 0);
         assert_eq!(SMALL.idle.lock().unwrap().len(), 1, "at most `keep` idle pages are kept");
+    }
+
+    #[test]
+    fn a_fresh_spare_is_made_only_while_few_writes_are_under_way() {
+        static SPARE: Pool = Pool::new(8, 8, 1);
+        let (first, second) = (SPARE.take().expect("a first block"), SPARE.take().expect("a first block"));
+        let spare = SPARE.take_second().expect("no write under way: a fresh spare");
+        let writing = SPARE.writing();
+        assert!(SPARE.take_second().is_none(), "one write under way and none idle: the writer waits");
+        drop((spare, writing));
+        let again = SPARE.take_second().expect("the written block is idle: any upload may take it");
+        let writing = SPARE.writing();
+        assert!(SPARE.take_second().is_none());
+        drop((first, second, again, writing));
+        assert_eq!(SPARE.in_use(), 0);
     }
 }

@@ -104,17 +104,19 @@ static NEXT_TAG: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::ne
 /// smaller than the logical block size of the disks in use.
 const ALIGN: usize = 4096;
 
-/// A block's write on the blocking pool: gives back the block, and whether the filesystem
-/// refused direct I/O.
-type Write = tokio::task::JoinHandle<Result<(Block, bool)>>;
+/// A block's write on the blocking pool (which gives the block back to the pool once
+/// written): whether the filesystem refused direct I/O.
+type Write = tokio::task::JoinHandle<Result<bool>>;
 
 /// Appends to an upload. Whole blocks go to the disk with `O_DIRECT`: no copy into the page
 /// cache and no writeback by the kernel later, which is most of what buffered writes of a
 /// large upload cost. The end of the file that does not fill a block is written through the
 /// page cache when the writer closes; a later writer reads that partial block back and writes
 /// it whole again with what follows, so its direct writes stay aligned. One write runs on the
-/// blocking pool while the next block fills (two blocks of the pool per writer, or one when
-/// the pool has no second to spare; none, and every write goes through the page cache).
+/// blocking pool while the next block fills, and the written block goes straight back to the
+/// pool: uploads at once hold one block each and share a few spares for the writes under way
+/// ([`Pool::take_second`]). Without a spare, the writer waits for its write and fills the
+/// same block again; with no block at all, every write goes through the page cache.
 pub(super) struct BulkWriter {
     /// The file, read-write: the buffered writes, the partial block's bytes, fsync.
     file: Arc<File>,
@@ -133,8 +135,6 @@ pub(super) struct BulkWriter {
     inflight: Option<(u64, Write)>,
     /// A write failed: the file was cut where it started, and this writer writes no more.
     broken: bool,
-    /// A block to fill next, back from the last write.
-    spare: Option<Block>,
     /// Where blocks come from.
     pool: &'static Pool,
     /// Tells this writer's chunks from other uploads' in the [`pair::PAIRING`].
@@ -177,7 +177,6 @@ impl BulkWriter {
             size,
             inflight: None,
             broken: false,
-            spare: None,
             pool: &block::POOL,
             tag: NEXT_TAG.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             path: path.to_owned(),
@@ -207,7 +206,7 @@ impl BulkWriter {
         Ok(self.pending.as_mut())
     }
 
-    /// Waits for the write under way, if any; its block becomes the spare.
+    /// Waits for the write under way, if any.
     async fn wait(&mut self) -> Result<()> {
         let Some((at, write)) = self.inflight.take() else { return Ok(()) };
         let done = write.await.map_err(|e| DriverError::Io {
@@ -216,11 +215,10 @@ impl BulkWriter {
             source: io::Error::other(e),
         });
         match done.and_then(|written| written) {
-            Ok((block, refused)) => {
+            Ok(refused) => {
                 if refused {
                     self.direct = None;
                 }
-                self.spare = Some(block);
                 Ok(())
             }
             Err(e) => Err(self.fail(at, e).await),
@@ -253,8 +251,8 @@ impl BulkWriter {
     }
 
     /// Starts writing the pending whole blocks (all pending bytes with `all`), after the write
-    /// under way; the rest moves to the next block. Without a second block from the pool, the
-    /// write is waited for and its block keeps the rest.
+    /// under way; the rest moves to a spare from the pool. Without one, the write is waited
+    /// for and its block keeps the rest.
     async fn flush(&mut self, all: bool) -> Result<()> {
         let Some(len) = self.pending.as_ref().map(|b| b.bytes().len()) else { return Ok(()) };
         let n = if all { len } else { len - len % ALIGN };
@@ -263,34 +261,34 @@ impl BulkWriter {
         }
         self.wait().await?;
         let Some(full) = self.pending.take() else { return Ok(()) };
-        let next = self.spare.take().or_else(|| self.pool.take()).map(|mut next| {
-            next.clear();
-            next.append(&full.bytes()[n..]);
-            next
-        });
         let (file, direct, path, at) = (Arc::clone(&self.file), self.direct.clone(), self.path.clone(), self.start);
         self.start += n as u64;
+        if let Some(mut next) = self.pool.take_second() {
+            next.append(&full.bytes()[n..]);
+            self.pending = Some(next);
+            let writing = self.pool.writing();
+            let write = move || {
+                let refused = write_at(&file, direct.as_deref(), &full.bytes()[..n], at, &path);
+                // Back to the pool as soon as written, for whichever upload needs a spare next.
+                drop((full, writing));
+                refused
+            };
+            self.inflight = Some((at, tokio::task::spawn_blocking(write)));
+            return Ok(());
+        }
         let write = move || {
             let refused = write_at(&file, direct.as_deref(), &full.bytes()[..n], at, &path)?;
             Ok((full, refused))
         };
-        match next {
-            Some(next) => {
-                self.pending = Some(next);
-                self.inflight = Some((at, tokio::task::spawn_blocking(write)));
-            }
-            None => {
-                let (mut full, refused) = match blocking("write", &self.path, write).await {
-                    Ok(done) => done,
-                    Err(e) => return Err(self.fail(at, e).await),
-                };
-                if refused {
-                    self.direct = None;
-                }
-                full.consume(n);
-                self.pending = Some(full);
-            }
+        let (mut full, refused) = match blocking("write", &self.path, write).await {
+            Ok(done) => done,
+            Err(e) => return Err(self.fail(at, e).await),
+        };
+        if refused {
+            self.direct = None;
         }
+        full.consume(n);
+        self.pending = Some(full);
         Ok(())
     }
 
@@ -490,8 +488,8 @@ mod tests {
     /// digest is that of its bytes.
     #[tokio::test]
     async fn sessions_of_any_size_append_exactly_whatever_the_pool_spares() {
-        static ONE: Pool = Pool::new(1, 1);
-        static NONE: Pool = Pool::new(0, 0);
+        static ONE: Pool = Pool::new(1, 1, 1);
+        static NONE: Pool = Pool::new(0, 0, 0);
         let dir = tempfile::tempdir().unwrap();
         let parts = [10, ALIGN - 10, 3 * block::BLOCK + 5, 1, ALIGN + 1, 0, block::BLOCK - 7];
         let pools: [(&'static Pool, &str); 3] = [(&block::POOL, "two"), (&ONE, "one"), (&NONE, "none")];

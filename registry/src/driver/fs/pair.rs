@@ -194,7 +194,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_chunk_waiting_while_another_upload_sends_is_hashed_with_the_next_one() {
-        static POOL: Pool = Pool::new(4, 0);
+        static POOL: Pool = Pool::new(4, 0, 1);
         static MEET: Pairing = Pairing::new();
         let (a, b) = (bytes(300_000, 1), bytes(200_003, 2));
         MEET.note_start(2); // upload 2 is sending
@@ -211,7 +211,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_lone_upload_never_waits() {
-        static POOL: Pool = Pool::new(2, 0);
+        static POOL: Pool = Pool::new(2, 0, 1);
         static MEET: Pairing = Pairing::new();
         let (a, started) = (bytes(300_000, 3), tokio::time::Instant::now());
         for _ in 0..2 {
@@ -223,7 +223,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_chunk_that_finds_no_partner_in_time_is_hashed_alone() {
-        static POOL: Pool = Pool::new(2, 0);
+        static POOL: Pool = Pool::new(2, 0, 1);
         static MEET: Pairing = Pairing::new();
         let (a, started) = (bytes(100_000, 4), tokio::time::Instant::now());
         MEET.note_start(9);
@@ -235,7 +235,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_chunk_whose_upload_went_away_while_it_waited_still_frees_its_block() {
-        static POOL: Pool = Pool::new(4, 0);
+        static POOL: Pool = Pool::new(4, 0, 1);
         static MEET: Pairing = Pairing::new();
         let (a, b) = (bytes(100_000, 5), bytes(100_000, 6));
         MEET.note_start(2);
