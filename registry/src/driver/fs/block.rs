@@ -187,6 +187,12 @@ impl Block {
         &self.page()[..self.len]
     }
 
+    /// The bytes held, to fill in place.
+    pub(super) fn bytes_mut(&mut self) -> &mut [u8] {
+        let len = self.len;
+        &mut self.page_mut()[..len]
+    }
+
     /// Bytes that still fit.
     pub(super) fn room(&self) -> usize {
         BLOCK - self.len

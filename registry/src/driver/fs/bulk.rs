@@ -336,14 +336,15 @@ impl BulkWriter {
     /// [`pair::PAIRING`], where another upload's chunk may share the loop.
     async fn append_paired(&mut self, chunk: Bytes, hash: &mut Sha256) -> Result<()> {
         let block = self.pending.take().expect("append_paired runs with a block pending");
-        let job = pair::Job { hash: std::mem::take(hash), src: chunk, block };
+        let job = pair::Job::new(std::mem::take(hash), chunk, block);
         // Until the job comes back, the file lacks the block's bytes: a writer whose call was
         // dropped meanwhile must not write again.
         self.broken = true;
         match pair::PAIRING.run(job, self.tag).await {
             Ok(job) => {
-                *hash = job.hash;
-                self.pending = Some(job.block);
+                let block;
+                (*hash, block) = job.into_parts();
+                self.pending = Some(block);
                 self.broken = false;
                 Ok(())
             }

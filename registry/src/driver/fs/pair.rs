@@ -24,22 +24,53 @@ const RECENT: Duration = Duration::from_millis(1);
 /// a millisecond).
 const WAIT: Duration = Duration::from_micros(500);
 
-/// One upload's chunk to hash and copy into its block, with the running hash.
+/// One upload's chunk to hash and copy into its block, with the running hash; it may go
+/// through the loop in parts, paired with different chunks.
 pub(super) struct Job {
-    pub(super) hash: Sha256,
-    pub(super) src: Bytes,
-    pub(super) block: Block,
+    hash: Sha256,
+    src: Bytes,
+    block: Block,
+    /// Where `src` goes in the block.
+    at: usize,
+    /// Bytes of `src` hashed and copied so far.
+    done: usize,
 }
 
 impl Job {
-    fn run_alone(&mut self) {
-        let Job { hash, src, block } = self;
-        hash.update_copy(src, block.extend(src.len()));
+    /// A job for `src`, which the block takes at its end (it must have room).
+    pub(super) fn new(hash: Sha256, src: Bytes, mut block: Block) -> Job {
+        let at = block.bytes().len();
+        block.extend(src.len());
+        Job { hash, src, block, at, done: 0 }
     }
 
+    /// The running hash and the block, once done.
+    pub(super) fn into_parts(self) -> (Sha256, Block) {
+        debug_assert_eq!(self.done, self.src.len(), "a job is given back done");
+        (self.hash, self.block)
+    }
+
+    /// Bytes still to hash.
+    fn left(&self) -> usize {
+        self.src.len() - self.done
+    }
+
+    /// The next `n` bytes to hash and where they go, and the hash.
+    fn next(&mut self, n: usize) -> (&mut Sha256, &[u8], &mut [u8]) {
+        let (from, to) = (self.done, self.done + n);
+        self.done = to;
+        (&mut self.hash, &self.src[from..to], &mut self.block.bytes_mut()[self.at + from..self.at + to])
+    }
+
+    fn run_alone(&mut self) {
+        let (hash, src, dst) = self.next(self.left());
+        hash.update_copy(src, dst);
+    }
+
+    /// Runs both jobs as far as the shorter one goes, in one loop.
     fn run_pair(a: &mut Job, b: &mut Job) {
-        let (Job { hash: ha, src: sa, block: ba }, Job { hash: hb, src: sb, block: bb }) = (a, b);
-        Sha256::update_copy_pair((ha, sa, ba.extend(sa.len())), (hb, sb, bb.extend(sb.len())));
+        let n = a.left().min(b.left());
+        Sha256::update_copy_pair(a.next(n), b.next(n));
     }
 }
 
@@ -110,27 +141,48 @@ impl Pairing {
         }
     }
 
-    /// Runs `job` with the chunk waiting, or alone, or parks it for a partner.
+    /// Runs `job` with the chunks waiting, one after another, as far as they go; then alone,
+    /// or it parks what is left for a partner.
     fn meet(&self, mut job: Job, upload: u16) -> Meeting {
         let others_busy = self.note_start(upload);
-        let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(mut parked) = slot.take() {
-            drop(slot);
-            Job::run_pair(&mut job, &mut parked.job);
-            self.pairs.fetch_add(1, Ordering::Relaxed);
-            // Its owner gave up waiting and went away: the block goes back to the pool.
-            let _ = parked.done.send(parked.job);
-            return Meeting::Done(job);
+        loop {
+            let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(mut parked) = slot.take() {
+                drop(slot);
+                Job::run_pair(&mut job, &mut parked.job);
+                self.pairs.fetch_add(1, Ordering::Relaxed);
+                self.hand_back(parked);
+                if job.left() == 0 {
+                    return Meeting::Done(job);
+                }
+                continue;
+            }
+            if job.left() < PAIR_MIN || !others_busy {
+                drop(slot);
+                job.run_alone();
+                return Meeting::Done(job);
+            }
+            let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
+            let (done, back) = oneshot::channel();
+            *slot = Some(Parked { job, ticket, done });
+            return Meeting::Parked(ticket, back);
         }
-        if job.src.len() < PAIR_MIN || !others_busy {
+    }
+
+    /// Gives a parked job back to its owner once done; one with bytes left waits on in the
+    /// slot for the next partner, or runs them alone if another job has taken the slot.
+    fn hand_back(&self, mut parked: Parked) {
+        if parked.job.left() > 0 {
+            let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+            if slot.is_none() {
+                *slot = Some(parked);
+                return;
+            }
             drop(slot);
-            job.run_alone();
-            return Meeting::Done(job);
+            parked.job.run_alone();
         }
-        let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
-        let (done, back) = oneshot::channel();
-        *slot = Some(Parked { job, ticket, done });
-        Meeting::Parked(ticket, back)
+        // Its owner gave up waiting and went away: the block goes back to the pool.
+        let _ = parked.done.send(parked.job);
     }
 
     /// Pairs hashed so far.
@@ -183,13 +235,14 @@ mod tests {
     }
 
     fn job(pool: &'static Pool, src: &Bytes) -> Job {
-        Job { hash: Sha256::default(), src: src.clone(), block: pool.take().expect("a block") }
+        Job::new(Sha256::default(), src.clone(), pool.take().expect("a block"))
     }
 
     /// The job's hash and block hold exactly its chunk.
     fn check(job: Job, src: &Bytes) {
-        assert_eq!(job.block.bytes(), &src[..], "the block holds the chunk");
-        assert_eq!(job.hash.finish(), <[u8; 32]>::from(sha2::Sha256::digest(src)), "the hash is the chunk's");
+        let (hash, block) = job.into_parts();
+        assert_eq!(block.bytes(), &src[..], "the block holds the chunk");
+        assert_eq!(hash.finish(), <[u8; 32]>::from(sha2::Sha256::digest(src)), "the hash is the chunk's");
     }
 
     #[tokio::test(start_paused = true)]
@@ -207,6 +260,26 @@ mod tests {
         check(first.await.unwrap().unwrap(), &a);
         check(second, &b);
         assert_eq!(MEET.pairs(), 1, "the two chunks went through one loop");
+    }
+
+    /// A chunk longer than its partner keeps waiting with what is left, and the next
+    /// upload's chunk takes that on.
+    #[tokio::test(start_paused = true)]
+    async fn what_a_longer_chunk_has_left_pairs_with_the_next_partner() {
+        static POOL: Pool = Pool::new(4, 0, 1);
+        static MEET: Pairing = Pairing::new();
+        let (a, b, c) = (bytes(300_000, 7), bytes(100_000, 8), bytes(200_000, 9));
+        MEET.note_start(2);
+        let first = tokio::spawn({
+            let a = a.clone();
+            async move { MEET.run(job(&POOL, &a), 1).await }
+        });
+        parked(&MEET).await;
+        check(MEET.run(job(&POOL, &b), 2).await.unwrap(), &b);
+        assert_eq!(MEET.slot.lock().unwrap().as_ref().map(|p| p.job.left()), Some(200_000), "the rest waits on");
+        check(MEET.run(job(&POOL, &c), 3).await.unwrap(), &c);
+        check(first.await.unwrap().unwrap(), &a);
+        assert_eq!(MEET.pairs(), 2, "the first chunk went through the loop with both others");
     }
 
     #[tokio::test(start_paused = true)]
