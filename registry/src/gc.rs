@@ -42,7 +42,10 @@
 //! (`ui::actions`); a cron `berth registry gc` or another replica's UI must not overlap it.
 //! In one process the same protocol applies. The cost: each linking request makes two more writes and one
 //! read, and only gc removes claims, so a registry that never collects keeps two small
-//! files per such request under `_gc/claims/`.
+//! files per such request under `_gc/claims/`. Claims are written without fsync: they
+//! coordinate processes that are running. A power cut may lose the last ones; then a blob
+//! reused just before it, and still referenced by no manifest, has its grace period counted
+//! from its upload again (its client's push was cut off too, and pushes it again).
 
 mod claims;
 mod mirrored;

@@ -31,6 +31,29 @@ impl FsDriver {
         Ok(FsDriver { root })
     }
 
+    /// Writes `content` to a temporary file beside `path` and renames it over `path`; with
+    /// `durable`, the file and then its directory are fsynced (two waits for the disk each).
+    async fn put_file(&self, path: &str, content: Bytes, durable: bool) -> Result<()> {
+        let full = self.full(path)?;
+        make_parent(&full, path).await?;
+        let owned = path.to_owned();
+        blocking("put", path, move || -> Result<()> {
+            let dir = full.parent().unwrap_or(Path::new("/"));
+            let mut tmp =
+                tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir).map_err(io_err("create temp for", &owned))?;
+            io::Write::write_all(&mut tmp, &content).map_err(io_err("write", &owned))?;
+            if durable {
+                tmp.as_file().sync_all().map_err(io_err("fsync", &owned))?;
+            }
+            tmp.persist(&full).map_err(|e| io_err("rename", &owned)(e.error))?;
+            if durable {
+                sync_parent(&full).map_err(io_err("fsync the directory of", &owned))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     fn full(&self, path: &str) -> Result<PathBuf> {
         check_path(path)?;
         Ok(self.root.join(&path[1..]))
@@ -104,19 +127,11 @@ impl StorageDriver for FsDriver {
     }
 
     async fn put(&self, path: &str, content: Bytes) -> Result<()> {
-        let full = self.full(path)?;
-        make_parent(&full, path).await?;
-        let owned = path.to_owned();
-        blocking("put", path, move || -> Result<()> {
-            let dir = full.parent().unwrap_or(Path::new("/"));
-            let mut tmp =
-                tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir).map_err(io_err("create temp for", &owned))?;
-            io::Write::write_all(&mut tmp, &content).map_err(io_err("write", &owned))?;
-            tmp.as_file().sync_all().map_err(io_err("fsync", &owned))?;
-            tmp.persist(&full).map_err(|e| io_err("rename", &owned)(e.error))?;
-            sync_parent(&full).map_err(io_err("fsync the directory of", &owned))
-        })
-        .await
+        self.put_file(path, content, true).await
+    }
+
+    async fn put_unsynced(&self, path: &str, content: Bytes) -> Result<()> {
+        self.put_file(path, content, false).await
     }
 
     async fn read(&self, path: &str, offset: u64) -> Result<ByteStream> {
@@ -218,5 +233,21 @@ mod tests {
         assert_eq!(seen.last(), Some(&root.join("blobs/sha256/cd")), "the rename's target directory: {seen:?}");
         assert!(seen.contains(&root.join("blobs/sha256")), "cd/ made durable in its parent: {seen:?}");
         assert_eq!(d.get("/blobs/sha256/cd/data").await.unwrap(), Bytes::from_static(b"y"));
+    }
+
+    /// A coordination file is written whole and renamed into place, with no wait for the disk
+    /// once its directory exists (gc's claims: two per linking request).
+    #[tokio::test]
+    async fn put_unsynced_replaces_the_file_whole_without_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let d = FsDriver::new(&root).unwrap();
+        d.put_unsynced("/_gc/claims/a", Bytes::from_static(b"one")).await.unwrap();
+        let made = synced_under(&root).len();
+        d.put_unsynced("/_gc/claims/a", Bytes::from_static(b"two")).await.unwrap();
+        d.put_unsynced("/_gc/claims/b", Bytes::from_static(b"three")).await.unwrap();
+        assert_eq!(synced_under(&root).len(), made, "only the new directories were made durable");
+        assert_eq!(d.get("/_gc/claims/a").await.unwrap(), Bytes::from_static(b"two"));
+        assert_eq!(d.list("/_gc/claims").await.unwrap(), ["a", "b"], "no temporary file is left");
     }
 }

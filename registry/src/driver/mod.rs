@@ -94,6 +94,13 @@ pub trait StorageDriver: Send + Sync + 'static {
     /// Replaces a file's content atomically: readers see the old or the new, never a mix.
     async fn put(&self, path: &str, content: Bytes) -> Result<()>;
 
+    /// [`put`](Self::put) without waiting for the file to be durable: for files that only
+    /// coordinate processes while they run (gc's claims), which a power cut may lose or leave
+    /// empty. Where durability costs nothing extra, this is `put`.
+    async fn put_unsynced(&self, path: &str, content: Bytes) -> Result<()> {
+        self.put(path, content).await
+    }
+
     /// Streams a file from `offset` to its end.
     async fn read(&self, path: &str, offset: u64) -> Result<ByteStream>;
 

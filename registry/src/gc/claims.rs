@@ -47,7 +47,8 @@ fn parse_lines(bytes: &[u8]) -> impl Iterator<Item = Digest> + '_ {
 /// one of them). The caller checks that what it links exists only after this returns.
 pub(crate) async fn claim(driver: &Arc<dyn StorageDriver>, digests: &[Digest]) -> Result<Claim> {
     let id = uuid::Uuid::new_v4().to_string();
-    driver.put(&paths::gc_claim(&id, false), digest_lines(digests)).await?;
+    // A claim matters only while its request runs: no fsync (two waits for the disk each).
+    driver.put_unsynced(&paths::gc_claim(&id, false), digest_lines(digests)).await?;
     let claim = Claim { driver: driver.clone(), id, finished: false };
     let wanted: HashSet<&Digest> = digests.iter().collect();
     let deadline = Instant::now() + WAIT;
@@ -69,7 +70,7 @@ pub(crate) async fn claim(driver: &Arc<dyn StorageDriver>, digests: &[Digest]) -
 }
 
 async fn write_done(driver: &dyn StorageDriver, id: &str) {
-    if let Err(e) = driver.put(&paths::gc_claim(id, true), Bytes::new()).await {
+    if let Err(e) = driver.put_unsynced(&paths::gc_claim(id, true), Bytes::new()).await {
         // The links are written; an unfinished claim only spares its blobs until it is abandoned.
         tracing::warn!(claim = id, error = %e, "could not record a finished claim");
     }
