@@ -97,9 +97,6 @@ impl Drop for Mapping {
     }
 }
 
-/// The next writer's tag.
-static NEXT_TAG: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
-
 /// File offsets and lengths of direct writes are multiples of this: the page size, and no
 /// smaller than the logical block size of the disks in use.
 const ALIGN: usize = 4096;
@@ -137,8 +134,8 @@ pub(super) struct BulkWriter {
     broken: bool,
     /// Where blocks come from.
     pool: &'static Pool,
-    /// Tells this writer's chunks from other uploads' in the [`pair::PAIRING`].
-    tag: u16,
+    /// This upload as the [`pair::PAIRING`] knows it.
+    pairing: pair::Upload,
     path: String,
     full: PathBuf,
 }
@@ -178,7 +175,7 @@ impl BulkWriter {
             inflight: None,
             broken: false,
             pool: &block::POOL,
-            tag: NEXT_TAG.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            pairing: pair::Upload::new(),
             path: path.to_owned(),
             full,
         })
@@ -340,7 +337,7 @@ impl BulkWriter {
         // Until the job comes back, the file lacks the block's bytes: a writer whose call was
         // dropped meanwhile must not write again.
         self.broken = true;
-        match pair::PAIRING.run(job, self.tag).await {
+        match pair::PAIRING.run(job, &mut self.pairing).await {
             Ok(job) => {
                 let block;
                 (*hash, block) = job.into_parts();

@@ -18,7 +18,10 @@ use super::block::Block;
 
 /// Chunks shorter than this hash alone: a wake-up costs more than pairing saves.
 pub(super) const PAIR_MIN: usize = 64 << 10;
-/// A chunk waits for a partner only when another upload's chunk started within this long.
+/// A chunk waits for a partner only when another upload's chunk started within this long,
+/// and its own upload's previous chunk started longer ago: an upload sending faster than a
+/// chunk a millisecond never waits, and one that waits in vain loses at most about as long
+/// as its chunks take to come anyway.
 const RECENT: Duration = Duration::from_millis(1);
 /// The longest a chunk waits for a partner (tokio's timer wheel rounds up to its next tick,
 /// a millisecond).
@@ -74,6 +77,22 @@ impl Job {
     }
 }
 
+/// One upload as the meeting point knows it.
+pub(super) struct Upload {
+    /// Tells its chunks from other uploads'.
+    tag: u16,
+    /// When its previous chunk started, in microseconds since `EPOCH`.
+    last: Option<u64>,
+}
+
+impl Upload {
+    /// A new upload's entry.
+    pub(super) fn new() -> Upload {
+        static NEXT_TAG: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+        Upload { tag: NEXT_TAG.fetch_add(1, Ordering::Relaxed), last: None }
+    }
+}
+
 /// A job waiting for a partner; `ticket` tells its owner whether it is still there.
 struct Parked {
     job: Job,
@@ -120,9 +139,9 @@ impl Pairing {
         }
     }
 
-    /// Hashes and copies `job` (of the upload tagged `upload`), paired with another upload's
-    /// chunk where one is waiting or comes soon; gives the job back done.
-    pub(super) async fn run(&self, job: Job, upload: u16) -> Result<Job, Lost> {
+    /// Hashes and copies `job` (a chunk of `upload`), paired with another upload's chunk
+    /// where one is waiting or comes soon; gives the job back done.
+    pub(super) async fn run(&self, job: Job, upload: &mut Upload) -> Result<Job, Lost> {
         let (ticket, mut back) = match self.meet(job, upload) {
             Meeting::Done(job) => return Ok(job),
             Meeting::Parked(ticket, back) => (ticket, back),
@@ -143,7 +162,7 @@ impl Pairing {
 
     /// Runs `job` with the chunks waiting, one after another, as far as they go; then alone,
     /// or it parks what is left for a partner.
-    fn meet(&self, mut job: Job, upload: u16) -> Meeting {
+    fn meet(&self, mut job: Job, upload: &mut Upload) -> Meeting {
         let others_busy = self.note_start(upload);
         loop {
             let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
@@ -191,14 +210,16 @@ impl Pairing {
         self.pairs.load(Ordering::Relaxed)
     }
 
-    /// Notes that a chunk of `upload` starts; says whether another upload's chunk started
-    /// within `RECENT`.
-    fn note_start(&self, upload: u16) -> bool {
+    /// Notes that a chunk of `upload` starts; says whether it may wait for a partner: another
+    /// upload's chunk started within `RECENT`, and this upload's previous one before that.
+    fn note_start(&self, upload: &mut Upload) -> bool {
         // tokio's clock, so that tests can pause it.
         let now = tokio::time::Instant::now().into_std().saturating_duration_since(*EPOCH).as_micros() as u64;
-        let before = self.last.swap(now << 16 | u64::from(upload), Ordering::Relaxed);
+        let before = self.last.swap(now << 16 | u64::from(upload.tag), Ordering::Relaxed);
         let (at, tag) = (before >> 16, before as u16);
-        tag != upload && now.saturating_sub(at) < RECENT.as_micros() as u64
+        let recent = RECENT.as_micros() as u64;
+        let mine = upload.last.replace(now);
+        tag != upload.tag && now.saturating_sub(at) < recent && mine.is_none_or(|m| now.saturating_sub(m) >= recent)
     }
 }
 
@@ -221,6 +242,11 @@ mod tests {
             })
             .collect();
         Bytes::from(v)
+    }
+
+    /// An upload with this tag that has sent nothing yet.
+    fn up(tag: u16) -> Upload {
+        Upload { tag, last: None }
     }
 
     /// Waits until a chunk is parked at `meet`.
@@ -250,13 +276,13 @@ mod tests {
         static POOL: Pool = Pool::new(4, 0, 1);
         static MEET: Pairing = Pairing::new();
         let (a, b) = (bytes(300_000, 1), bytes(200_003, 2));
-        MEET.note_start(2); // upload 2 is sending
+        MEET.note_start(&mut up(2)); // upload 2 is sending
         let first = tokio::spawn({
             let a = a.clone();
-            async move { MEET.run(job(&POOL, &a), 1).await }
+            async move { MEET.run(job(&POOL, &a), &mut up(1)).await }
         });
         parked(&MEET).await;
-        let second = MEET.run(job(&POOL, &b), 2).await.unwrap();
+        let second = MEET.run(job(&POOL, &b), &mut up(2)).await.unwrap();
         check(first.await.unwrap().unwrap(), &a);
         check(second, &b);
         assert_eq!(MEET.pairs(), 1, "the two chunks went through one loop");
@@ -269,17 +295,40 @@ mod tests {
         static POOL: Pool = Pool::new(4, 0, 1);
         static MEET: Pairing = Pairing::new();
         let (a, b, c) = (bytes(300_000, 7), bytes(100_000, 8), bytes(200_000, 9));
-        MEET.note_start(2);
+        MEET.note_start(&mut up(2));
         let first = tokio::spawn({
             let a = a.clone();
-            async move { MEET.run(job(&POOL, &a), 1).await }
+            async move { MEET.run(job(&POOL, &a), &mut up(1)).await }
         });
         parked(&MEET).await;
-        check(MEET.run(job(&POOL, &b), 2).await.unwrap(), &b);
+        check(MEET.run(job(&POOL, &b), &mut up(2)).await.unwrap(), &b);
         assert_eq!(MEET.slot.lock().unwrap().as_ref().map(|p| p.job.left()), Some(200_000), "the rest waits on");
-        check(MEET.run(job(&POOL, &c), 3).await.unwrap(), &c);
+        check(MEET.run(job(&POOL, &c), &mut up(3)).await.unwrap(), &c);
         check(first.await.unwrap().unwrap(), &a);
         assert_eq!(MEET.pairs(), 2, "the first chunk went through the loop with both others");
+    }
+
+    /// An upload sending chunks less than a millisecond apart does not wait for a partner,
+    /// even just after another upload's chunk; one sending them further apart does.
+    #[tokio::test(start_paused = true)]
+    async fn only_an_upload_with_chunks_a_millisecond_apart_waits() {
+        static POOL: Pool = Pool::new(2, 0, 1);
+        static MEET: Pairing = Pairing::new();
+        let (a, mut fast, mut slow) = (bytes(100_000, 10), up(1), up(2));
+        let step = |us| tokio::time::advance(Duration::from_micros(us));
+        step(10_000).await;
+        check(MEET.run(job(&POOL, &a), &mut fast).await.unwrap(), &a);
+        step(100).await;
+        MEET.note_start(&mut slow);
+        step(100).await;
+        let started = tokio::time::Instant::now();
+        check(MEET.run(job(&POOL, &a), &mut fast).await.unwrap(), &a);
+        assert_eq!(started.elapsed(), Duration::ZERO, "its previous chunk came 200 us before: no wait");
+        step(2_000).await;
+        MEET.note_start(&mut slow);
+        let started = tokio::time::Instant::now();
+        check(MEET.run(job(&POOL, &a), &mut fast).await.unwrap(), &a);
+        assert!(started.elapsed() >= WAIT, "its previous chunk came 2 ms before: it waits for a partner");
     }
 
     #[tokio::test(start_paused = true)]
@@ -288,7 +337,7 @@ mod tests {
         static MEET: Pairing = Pairing::new();
         let (a, started) = (bytes(300_000, 3), tokio::time::Instant::now());
         for _ in 0..2 {
-            let done = MEET.run(job(&POOL, &a), 7).await.unwrap();
+            let done = MEET.run(job(&POOL, &a), &mut up(7)).await.unwrap();
             check(done, &a);
         }
         assert_eq!(started.elapsed(), Duration::ZERO, "a chunk waited with no other upload sending");
@@ -299,8 +348,8 @@ mod tests {
         static POOL: Pool = Pool::new(2, 0, 1);
         static MEET: Pairing = Pairing::new();
         let (a, started) = (bytes(100_000, 4), tokio::time::Instant::now());
-        MEET.note_start(9);
-        check(MEET.run(job(&POOL, &a), 8).await.unwrap(), &a);
+        MEET.note_start(&mut up(9));
+        check(MEET.run(job(&POOL, &a), &mut up(8)).await.unwrap(), &a);
         assert!(started.elapsed() >= WAIT, "it waited for a partner first");
         assert!(MEET.slot.lock().unwrap().is_none(), "and took its chunk back");
         assert_eq!(MEET.pairs(), 0);
@@ -311,12 +360,12 @@ mod tests {
         static POOL: Pool = Pool::new(4, 0, 1);
         static MEET: Pairing = Pairing::new();
         let (a, b) = (bytes(100_000, 5), bytes(100_000, 6));
-        MEET.note_start(2);
-        let gone = tokio::spawn(async move { MEET.run(job(&POOL, &a), 1).await });
+        MEET.note_start(&mut up(2));
+        let gone = tokio::spawn(async move { MEET.run(job(&POOL, &a), &mut up(1)).await });
         parked(&MEET).await;
         gone.abort();
         assert!(matches!(gone.await, Err(e) if e.is_cancelled()));
-        check(MEET.run(job(&POOL, &b), 2).await.unwrap(), &b);
+        check(MEET.run(job(&POOL, &b), &mut up(2)).await.unwrap(), &b);
         assert_eq!(POOL.in_use(), 0, "both blocks are back in the pool");
     }
 }
