@@ -421,6 +421,16 @@ mod tests {
             .collect()
     }
 
+    /// Pseudo-random numbers below the argument (xorshift from `seed`).
+    fn numbers(mut x: u64) -> impl FnMut(usize) -> usize {
+        move |m| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % m as u64) as usize
+        }
+    }
+
     fn reference(data: &[u8]) -> [u8; 32] {
         sha2::Sha256::digest(data).into()
     }
@@ -481,13 +491,7 @@ mod tests {
     #[test]
     fn short_random_pieces_hash_right_and_copy_within_their_bounds() {
         let data = bytes(600, 99);
-        let mut rng = 0x1234_5678_9abc_def1u64;
-        let mut next = |m: usize| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            (rng % m as u64) as usize
-        };
+        let mut next = numbers(0x1234_5678_9abc_def1u64);
         for fast in [false, fused::available()] {
             for _ in 0..3000 {
                 let (len, off) = (next(600), next(80));
@@ -518,13 +522,7 @@ mod tests {
     #[test]
     fn two_streams_through_one_loop_hash_and_copy_like_one_each() {
         let (da, db) = (bytes(200_000, 11), bytes(150_001, 12));
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = |m: usize| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            (rng % m as u64) as usize
-        };
+        let mut next = numbers(0x9e37_79b9_7f4a_7c15u64);
         for fast in [false, fused::available()] {
             for (oa, ob) in [(0, 0), (1, 16), (16, 63), (64, 5)] {
                 let (mut out_a, mut out_b) = (vec![0u8; da.len() + oa], vec![0u8; db.len() + ob]);
