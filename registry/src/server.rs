@@ -167,7 +167,6 @@ pub async fn serve_with_limits(
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    keep_freed_memory();
     let cap = connection_cap(limits.max_connections);
     let permits = Arc::new(Semaphore::new(cap));
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -218,8 +217,10 @@ pub async fn serve_with_limits(
 /// requests come and go; with glibc's sliding thresholds the freed pages went back to the
 /// kernel, and the next buffer faulted fresh ones in and had them cleared: about 6,000 page
 /// faults per gigabyte pushed, 50 with these settings (bench/README.md, 2026-12-07). Up to 64
-/// MiB of free heap is kept, and allocations up to 4 MiB come from the heap.
-fn keep_freed_memory() {
+/// MiB of free heap is kept per glibc arena (one per thread that allocates, up to eight per
+/// core), and allocations up to 4 MiB come from the heap. Process-wide: `berth registry
+/// serve` calls it, a program embedding the server chooses for itself.
+pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     for (param, value, name) in
         [(libc::M_MMAP_THRESHOLD, 4 << 20, "M_MMAP_THRESHOLD"), (libc::M_TRIM_THRESHOLD, 64 << 20, "M_TRIM_THRESHOLD")]

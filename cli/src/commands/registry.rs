@@ -212,6 +212,7 @@ impl Serve {
             );
             // Tests and scripts read the bound address (useful with port 0) from stdout.
             println!("listening on {local}");
+            registry::server::keep_freed_memory();
             let (stop, stopped) = tokio::sync::watch::channel(false);
             let metrics_here = cfg.metrics.addr.is_none();
             if let Some(metrics_addr) = &cfg.metrics.addr {

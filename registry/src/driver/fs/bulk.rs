@@ -134,8 +134,10 @@ pub(super) struct BulkWriter {
     broken: bool,
     /// Where blocks come from.
     pool: &'static Pool,
-    /// This upload as the [`pair::PAIRING`] knows it.
-    pairing: pair::Upload,
+    /// Where its chunks meet other uploads' to hash in pairs.
+    pairing: &'static pair::Pairing,
+    /// This upload as `pairing` knows it.
+    upload: pair::Upload,
     path: String,
     full: PathBuf,
 }
@@ -175,7 +177,8 @@ impl BulkWriter {
             inflight: None,
             broken: false,
             pool: &block::POOL,
-            pairing: pair::Upload::new(),
+            pairing: &pair::PAIRING,
+            upload: pair::Upload::new(),
             path: path.to_owned(),
             full,
         })
@@ -333,11 +336,14 @@ impl BulkWriter {
     /// [`pair::PAIRING`], where another upload's chunk may share the loop.
     async fn append_paired(&mut self, chunk: Bytes, hash: &mut Sha256) -> Result<()> {
         let block = self.pending.take().expect("append_paired runs with a block pending");
+        // The caller's hash is reset until the job comes back. Should the call be dropped
+        // meanwhile, the upload's session has counted the chunk while the file lacks it, so
+        // the next request drops that hash and finishing re-reads the file.
         let job = pair::Job::new(std::mem::take(hash), chunk, block);
         // Until the job comes back, the file lacks the block's bytes: a writer whose call was
         // dropped meanwhile must not write again.
         self.broken = true;
-        match pair::PAIRING.run(job, &mut self.pairing).await {
+        match self.pairing.run(job, &mut self.upload).await {
             Ok(job) => {
                 let block;
                 (*hash, block) = job.into_parts();
@@ -346,6 +352,8 @@ impl BulkWriter {
                 Ok(())
             }
             Err(pair::Lost) => {
+                // The write before the lost block's first: its outcome decides where to cut.
+                self.wait().await?;
                 let lost = DriverError::Io {
                     op: "write",
                     path: self.path.clone(),
@@ -545,13 +553,14 @@ mod tests {
     /// is still exactly its own upload's.
     #[tokio::test(start_paused = true)]
     async fn uploads_written_at_once_hash_in_pairs_and_each_keeps_its_own_bytes() {
+        static MEET: pair::Pairing = pair::Pairing::new();
         let dir = tempfile::tempdir().unwrap();
-        let pairs_before = pair::PAIRING.pairs();
         let uploads = (0..4).map(|k| {
             let full = dir.path().join(format!("upload-{k}"));
             tokio::spawn(async move {
                 let data = pattern(k * 17 + 1, 3 * block::BLOCK + 12_345);
                 let mut w = BulkWriter::open(full.clone(), "/f", false, true).await.unwrap();
+                w.pairing = &MEET;
                 let mut hash = oci::digest::Algorithm::Sha256.hasher();
                 for chunk in data.chunks(300_001) {
                     w.write_hashing(Bytes::copy_from_slice(chunk), &mut hash).await.unwrap();
@@ -566,7 +575,7 @@ mod tests {
         for upload in uploads.collect::<Vec<_>>() {
             upload.await.unwrap();
         }
-        assert!(pair::PAIRING.pairs() > pairs_before, "no two chunks shared a loop");
+        assert!(MEET.pairs() > 0, "no two chunks shared a loop");
     }
 
     #[tokio::test]

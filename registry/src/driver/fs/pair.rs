@@ -7,7 +7,7 @@
 //! while other uploads are sending, so a lone upload never waits.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{LazyLock, Mutex, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -81,7 +81,7 @@ impl Job {
 pub(super) struct Upload {
     /// Tells its chunks from other uploads'.
     tag: u16,
-    /// When its previous chunk started, in microseconds since `EPOCH`.
+    /// When its previous chunk started, in microseconds since the pairing's epoch.
     last: Option<u64>,
 }
 
@@ -103,9 +103,11 @@ struct Parked {
 /// Where chunks meet.
 pub(super) struct Pairing {
     slot: Mutex<Option<Parked>>,
-    /// The last chunk's start: microseconds since `EPOCH` in the high 48 bits, its upload's
-    /// tag in the low 16.
+    /// The last chunk's start: microseconds since `epoch` in the high 48 bits, its upload's
+    /// tag in the low 16; 0 before the first.
     last: AtomicU64,
+    /// When the first chunk came, on tokio's clock (which tests pause).
+    epoch: OnceLock<Instant>,
     tickets: AtomicU64,
     /// Pairs hashed so far: how tests see that chunks met.
     pairs: AtomicU64,
@@ -113,8 +115,6 @@ pub(super) struct Pairing {
 
 /// The registry's meeting point.
 pub(super) static PAIRING: Pairing = Pairing::new();
-
-static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
 /// What [`Pairing::meet`] did with a job.
 enum Meeting {
@@ -134,6 +134,7 @@ impl Pairing {
         Pairing {
             slot: Mutex::new(None),
             last: AtomicU64::new(0),
+            epoch: OnceLock::new(),
             tickets: AtomicU64::new(0),
             pairs: AtomicU64::new(0),
         }
@@ -146,17 +147,18 @@ impl Pairing {
             Meeting::Done(job) => return Ok(job),
             Meeting::Parked(ticket, back) => (ticket, back),
         };
-        if let Ok(paired) = tokio::time::timeout(WAIT, &mut back).await {
-            return paired.map_err(|_| Lost);
-        }
-        let mine = self.slot.lock().unwrap_or_else(PoisonError::into_inner).take_if(|p| p.ticket == ticket);
-        match mine {
-            Some(Parked { mut job, .. }) => {
-                job.run_alone();
-                Ok(job)
+        loop {
+            if let Ok(paired) = tokio::time::timeout(WAIT, &mut back).await {
+                return paired.map_err(|_| Lost);
             }
-            // A partner took it just now and is hashing it.
-            None => back.await.map_err(|_| Lost),
+            let mine = self.slot.lock().unwrap_or_else(PoisonError::into_inner).take_if(|p| p.ticket == ticket);
+            if let Some(Parked { mut job, .. }) = mine {
+                job.run_alone();
+                return Ok(job);
+            }
+            // A partner holds it: it comes back done, or parked again with its rest (found by
+            // a review: waiting without a limit here hung a request whose rest was parked
+            // again after its last partner).
         }
     }
 
@@ -191,6 +193,10 @@ impl Pairing {
     /// Gives a parked job back to its owner once done; one with bytes left waits on in the
     /// slot for the next partner, or runs them alone if another job has taken the slot.
     fn hand_back(&self, mut parked: Parked) {
+        if parked.done.is_closed() {
+            // Its request went away: the block goes back to the pool, the rest is not hashed.
+            return;
+        }
         if parked.job.left() > 0 {
             let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
             if slot.is_none() {
@@ -200,7 +206,7 @@ impl Pairing {
             drop(slot);
             parked.job.run_alone();
         }
-        // Its owner gave up waiting and went away: the block goes back to the pool.
+        // Should its request have gone away meanwhile, the block goes back to the pool.
         let _ = parked.done.send(parked.job);
     }
 
@@ -213,13 +219,17 @@ impl Pairing {
     /// Notes that a chunk of `upload` starts; says whether it may wait for a partner: another
     /// upload's chunk started within `RECENT`, and this upload's previous one before that.
     fn note_start(&self, upload: &mut Upload) -> bool {
-        // tokio's clock, so that tests can pause it.
-        let now = tokio::time::Instant::now().into_std().saturating_duration_since(*EPOCH).as_micros() as u64;
+        let clock = tokio::time::Instant::now().into_std();
+        // Counted from 1, so that 0 in `last` means no chunk yet.
+        let now = clock.saturating_duration_since(*self.epoch.get_or_init(|| clock)).as_micros() as u64 + 1;
         let before = self.last.swap(now << 16 | u64::from(upload.tag), Ordering::Relaxed);
         let (at, tag) = (before >> 16, before as u16);
         let recent = RECENT.as_micros() as u64;
         let mine = upload.last.replace(now);
-        tag != upload.tag && now.saturating_sub(at) < recent && mine.is_none_or(|m| now.saturating_sub(m) >= recent)
+        before != 0
+            && tag != upload.tag
+            && now.saturating_sub(at) < recent
+            && mine.is_none_or(|m| now.saturating_sub(m) >= recent)
     }
 }
 
@@ -329,6 +339,34 @@ mod tests {
         let started = tokio::time::Instant::now();
         check(MEET.run(job(&POOL, &a), &mut fast).await.unwrap(), &a);
         assert!(started.elapsed() >= WAIT, "its previous chunk came 2 ms before: it waits for a partner");
+    }
+
+    /// A chunk whose wait ends while a partner holds it, and whose rest the partner then
+    /// parks again, still comes back (found by a review: its request hung until some other
+    /// upload sent a chunk).
+    #[tokio::test(start_paused = true)]
+    async fn a_chunk_parked_again_after_its_wait_ended_still_comes_back() {
+        static POOL: Pool = Pool::new(4, 0, 1);
+        static MEET: Pairing = Pairing::new();
+        let (a, b) = (bytes(300_000, 11), bytes(100_000, 12));
+        MEET.note_start(&mut up(2));
+        let first = tokio::spawn({
+            let a = a.clone();
+            async move { MEET.run(job(&POOL, &a), &mut up(1)).await }
+        });
+        parked(&MEET).await;
+        // A partner takes it, and is still hashing when the owner's wait ends.
+        let mut taken = MEET.slot.lock().unwrap().take().unwrap();
+        tokio::time::advance(2 * WAIT).await;
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        let mut other = job(&POOL, &b);
+        Job::run_pair(&mut other, &mut taken.job);
+        MEET.hand_back(taken);
+        check(other, &b);
+        let back = tokio::time::timeout(Duration::from_secs(5), first).await;
+        check(back.expect("the first chunk came back").unwrap().unwrap(), &a);
     }
 
     #[tokio::test(start_paused = true)]
