@@ -113,7 +113,7 @@ pub fn prepare(root: &Path, config: &Config, rootfs: &[Mount]) -> Result<Vec<Fil
         let labels =
             if v.anonymous { BTreeMap::from([(volume::ANONYMOUS.to_owned(), String::new())]) } else { BTreeMap::new() };
         held.push(vols.create_held(name, labels)?.1);
-        if !v.nocopy && is_empty(&vols.data_dir(name))? {
+        if !v.nocopy && is_unfilled(&vols, name)? {
             empty.push((v.container.as_str(), name.as_str()));
         }
     }
@@ -158,6 +158,14 @@ pub fn borrow(from: &super::Container, mode: Option<&str>) -> Result<Vec<VolumeC
             ..v.clone()
         })
         .collect())
+}
+
+/// Whether volume `name` is still empty, once any container filling it has finished: seen
+/// while another fills it, it is neither empty nor whole, and this container would start on
+/// part of the image's files (a CI run saw 3 of 4).
+fn is_unfilled(vols: &Volumes, name: &str) -> Result<bool> {
+    let _filling = vols.fill_lock(name)?;
+    is_empty(&vols.data_dir(name))
 }
 
 fn is_empty(dir: &Path) -> Result<bool> {
