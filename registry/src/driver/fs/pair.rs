@@ -1,6 +1,6 @@
 //! Pairs chunks of different uploads so that their hashes share one loop. SHA-256 is a chain:
 //! each step of one stream waits for the step before it, and the CPU's SHA unit idles between
-//! them. Two streams' steps interleaved fill those gaps, hashing two chunks in about 0.82 of
+//! them. Two streams' steps interleaved fill those gaps, hashing two chunks in about 0.8 of
 //! the time of one after the other (bench/README.md, 2026-12-07). A registry taking many
 //! uploads at once always has a second stream to hand: a chunk that finds another upload's
 //! chunk waiting hashes both, and one that finds none waits a moment for a partner, but only
@@ -270,6 +270,19 @@ mod tests {
         panic!("no chunk waited for a partner");
     }
 
+    /// Upload 2 is sending; upload 1's chunk `src` is parked at `meet`, waiting for a partner.
+    async fn park_first(
+        meet: &'static Pairing,
+        pool: &'static Pool,
+        src: &Bytes,
+    ) -> tokio::task::JoinHandle<Result<Job, Lost>> {
+        meet.note_start(&mut up(2));
+        let src = src.clone();
+        let first = tokio::spawn(async move { meet.run(job(pool, &src), &mut up(1)).await });
+        parked(meet).await;
+        first
+    }
+
     fn job(pool: &'static Pool, src: &Bytes) -> Job {
         Job::new(Sha256::default(), src.clone(), pool.take().expect("a block"))
     }
@@ -286,12 +299,7 @@ mod tests {
         static POOL: Pool = Pool::new(4, 0, 1);
         static MEET: Pairing = Pairing::new();
         let (a, b) = (bytes(300_000, 1), bytes(200_003, 2));
-        MEET.note_start(&mut up(2)); // upload 2 is sending
-        let first = tokio::spawn({
-            let a = a.clone();
-            async move { MEET.run(job(&POOL, &a), &mut up(1)).await }
-        });
-        parked(&MEET).await;
+        let first = park_first(&MEET, &POOL, &a).await;
         let second = MEET.run(job(&POOL, &b), &mut up(2)).await.unwrap();
         check(first.await.unwrap().unwrap(), &a);
         check(second, &b);
@@ -305,12 +313,7 @@ mod tests {
         static POOL: Pool = Pool::new(4, 0, 1);
         static MEET: Pairing = Pairing::new();
         let (a, b, c) = (bytes(300_000, 7), bytes(100_000, 8), bytes(200_000, 9));
-        MEET.note_start(&mut up(2));
-        let first = tokio::spawn({
-            let a = a.clone();
-            async move { MEET.run(job(&POOL, &a), &mut up(1)).await }
-        });
-        parked(&MEET).await;
+        let first = park_first(&MEET, &POOL, &a).await;
         check(MEET.run(job(&POOL, &b), &mut up(2)).await.unwrap(), &b);
         assert_eq!(MEET.slot.lock().unwrap().as_ref().map(|p| p.job.left()), Some(200_000), "the rest waits on");
         check(MEET.run(job(&POOL, &c), &mut up(3)).await.unwrap(), &c);
@@ -349,12 +352,7 @@ mod tests {
         static POOL: Pool = Pool::new(4, 0, 1);
         static MEET: Pairing = Pairing::new();
         let (a, b) = (bytes(300_000, 11), bytes(100_000, 12));
-        MEET.note_start(&mut up(2));
-        let first = tokio::spawn({
-            let a = a.clone();
-            async move { MEET.run(job(&POOL, &a), &mut up(1)).await }
-        });
-        parked(&MEET).await;
+        let first = park_first(&MEET, &POOL, &a).await;
         // A partner takes it, and is still hashing when the owner's wait ends.
         let mut taken = MEET.slot.lock().unwrap().take().unwrap();
         tokio::time::advance(2 * WAIT).await;
@@ -398,9 +396,7 @@ mod tests {
         static POOL: Pool = Pool::new(4, 0, 1);
         static MEET: Pairing = Pairing::new();
         let (a, b) = (bytes(100_000, 5), bytes(100_000, 6));
-        MEET.note_start(&mut up(2));
-        let gone = tokio::spawn(async move { MEET.run(job(&POOL, &a), &mut up(1)).await });
-        parked(&MEET).await;
+        let gone = park_first(&MEET, &POOL, &a).await;
         gone.abort();
         assert!(matches!(gone.await, Err(e) if e.is_cancelled()));
         check(MEET.run(job(&POOL, &b), &mut up(2)).await.unwrap(), &b);
