@@ -226,7 +226,7 @@ impl Build {
             Some(Stdin::Dockerfile(text)) => ("Dockerfile".to_owned(), text.clone(), None),
             _ => {
                 let (name, text) = self.dockerfile(stdin.is_some())?;
-                (name, text, Some(Context::new(&self.context, self.ignore_file()?)?))
+                (name, text, Some(Context::new(&self.context, self.ignore_file(stdin.is_some())?)?))
             }
         };
         let dockerfile = builder::dockerfile::parse(&file_name, &text)?;
@@ -318,9 +318,18 @@ impl Build {
         }
     }
 
-    /// `<Dockerfile>.dockerignore` beside the Dockerfile first, else `CONTEXT/.dockerignore`.
-    fn ignore_file(&self) -> Result<Ignore> {
-        let beside = self.file.as_deref().filter(|f| *f != "-").map(|f| PathBuf::from(format!("{f}.dockerignore")));
+    /// `<Dockerfile>.dockerignore` beside the Dockerfile first (BuildKit's per-Dockerfile
+    /// ignore file, `CONTEXT/Dockerfile.dockerignore` without `-f`), else
+    /// `CONTEXT/.dockerignore`. For a context that came as a tar on stdin (`in_context`), `-f`
+    /// names a file inside it, and so does its ignore file: a file of that name in the current
+    /// directory has nothing to do with the build.
+    fn ignore_file(&self, in_context: bool) -> Result<Ignore> {
+        let beside = match self.file.as_deref() {
+            Some("-") => None,
+            Some(f) if in_context => Some(self.context.join(format!("{}.dockerignore", f.trim_start_matches('/')))),
+            Some(f) => Some(PathBuf::from(format!("{f}.dockerignore"))),
+            None => Some(self.context.join("Dockerfile.dockerignore")),
+        };
         for p in beside.into_iter().chain([self.context.join(".dockerignore")]) {
             match std::fs::read_to_string(&p) {
                 Ok(text) => return Ignore::parse(&text).with_context(|| format!("{}", p.display())),

@@ -204,6 +204,47 @@ fn build_dash_reads_a_dockerfile_or_a_tar_context_from_stdin_and_bool_flags_take
 }
 
 #[test]
+fn the_per_dockerfile_ignore_file_is_read_from_the_context_it_belongs_to() {
+    let Some(b) = build_store() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir_all(ctx.join("sub")).unwrap();
+    for f in ["a.txt", "secret.txt", "keep.txt"] {
+        std::fs::write(ctx.join(f), f).unwrap();
+    }
+    std::fs::write(ctx.join(".dockerignore"), "secret.txt\n").unwrap();
+    std::fs::write(ctx.join("sub/Dockerfile"), "FROM busybox:latest\nCOPY . /ctx/\n").unwrap();
+    std::fs::write(ctx.join("sub/Dockerfile.dockerignore"), "a.txt\n").unwrap();
+    let tar = std::process::Command::new("tar").args(["-C", &p(&ctx), "-cf", "-", "."]).output().unwrap();
+    assert!(tar.status.success());
+    // The current directory has an ignore file of the same name that hides everything: it is
+    // not the context's, and must not be read.
+    let cwd = dir.path().join("cwd");
+    std::fs::create_dir_all(cwd.join("sub")).unwrap();
+    std::fs::write(cwd.join("sub/Dockerfile.dockerignore"), "*\n").unwrap();
+    let mut child = b
+        .cmd(&["build", "-q", "-f", "sub/Dockerfile", "-t", "ign:1", "-"])
+        .current_dir(&cwd)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(&tar.stdout).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // sub/Dockerfile.dockerignore from the tar hides a.txt; the tar's .dockerignore is not read.
+    assert_eq!(b.ok(&["run", "--rm", "ign:1", "ls", "-A", "/ctx"]), ".dockerignore\nkeep.txt\nsecret.txt\nsub\n");
+    // Without -f, CONTEXT/Dockerfile.dockerignore wins over CONTEXT/.dockerignore, as in BuildKit.
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox:latest\nCOPY . /ctx/\n").unwrap();
+    std::fs::write(ctx.join("Dockerfile.dockerignore"), "keep.txt\nsub\n").unwrap();
+    let (ok, out) = build(&b, &["-t", "ign:2", &p(&ctx)]);
+    assert!(ok, "{out}");
+    let listed = b.ok(&["run", "--rm", "ign:2", "ls", "-A", "/ctx"]);
+    assert_eq!(listed, ".dockerignore\nDockerfile\nDockerfile.dockerignore\na.txt\nsecret.txt\n");
+}
+
+#[test]
 fn bad_dockerfiles_and_failing_steps_say_where() {
     let Some(b) = build_store() else { return };
     let dir = tempfile::tempdir().unwrap();
