@@ -549,8 +549,12 @@ fn instruction(df: &Dockerfile, ins: &pd::Instruction<'_>, at: usize) -> Result<
         I::Arg(a) => (a.arg.span.start, Kind::Arg(arg_decls(df, &a.arguments)?)),
         I::Onbuild(o) => {
             let inner = instruction(df, &o.instruction, at)?;
-            if let Kind::Onbuild(_) = inner.kind {
-                return Err(df.error(inner.span.start, "ONBUILD ONBUILD is not allowed"));
+            match inner.kind {
+                Kind::Onbuild(_) => return Err(df.error(inner.span.start, "ONBUILD ONBUILD is not allowed")),
+                Kind::Maintainer(_) => {
+                    return Err(df.error(inner.span.start, "MAINTAINER isn't allowed as an ONBUILD trigger"))
+                }
+                _ => {}
             }
             (o.onbuild.span.start, Kind::Onbuild(inner.text))
         }
@@ -1080,6 +1084,16 @@ mod tests {
         }
         // Not JSON at all: the shell form, as BuildKit reads it.
         assert_eq!(only("FROM a\nRUN [ -f x ] && echo y\n").text_command(), "[ -f x ] && echo y");
+    }
+
+    #[test]
+    fn onbuild_refuses_the_triggers_buildkit_refuses() {
+        assert!(err("FROM a\nONBUILD ONBUILD RUN x\n").starts_with("Dockerfile:2:9: ONBUILD ONBUILD is not allowed"));
+        let e = err("FROM a\nONBUILD MAINTAINER me\n");
+        assert!(e.starts_with("Dockerfile:2:9: MAINTAINER isn't allowed as an ONBUILD trigger"), "{e}");
+        let e = err("FROM a\nONBUILD FROM b\n");
+        assert!(e.contains("FROM is not allowed here"), "{e}");
+        assert!(parse("Dockerfile", "FROM a\nONBUILD RUN make\n").is_ok());
     }
 
     #[test]

@@ -149,7 +149,9 @@ impl MountSpec {
                 if m.target.is_empty() {
                     return Err("a cache mount needs target=".into());
                 }
-                m.id.get_or_insert_with(|| m.target.clone());
+                // BuildKit's default id is the target cleaned as Go's `path.Clean` does, so that
+                // `/root/.cache/` and `/root/.cache` share one cache.
+                m.id.get_or_insert_with(|| clean_path(&m.target));
             }
             MountType::Bind | MountType::Tmpfs => {
                 if m.target.is_empty() {
@@ -195,9 +197,49 @@ fn split_csv(s: &str) -> Result<Vec<String>, String> {
     Ok(out.into_iter().filter(|f| !f.is_empty()).collect())
 }
 
+/// `path` cleaned lexically as Go's `path.Clean` does: repeated and trailing slashes, `.`
+/// and `..` resolved (`..` at the root stays there; a relative path keeps leading `..`).
+fn clean_path(path: &str) -> String {
+    let rooted = path.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." if parts.last().is_some_and(|p| *p != "..") => {
+                parts.pop();
+            }
+            ".." if rooted => {}
+            _ => parts.push(part),
+        }
+    }
+    match (rooted, parts.is_empty()) {
+        (true, _) => format!("/{}", parts.join("/")),
+        (false, true) => ".".to_owned(),
+        (false, false) => parts.join("/"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cache_mount_without_id_is_keyed_by_its_cleaned_target() {
+        for (target, id) in [
+            ("/root/.cache/", "/root/.cache"),
+            ("//root//./.cache", "/root/.cache"),
+            ("/a/../b", "/b"),
+            ("/..", "/"),
+            ("cache/", "cache"),
+            ("../up/./x/..", "../up"),
+        ] {
+            let c = MountSpec::parse(&format!("type=cache,target={target}")).unwrap();
+            assert_eq!(c.id.as_deref(), Some(id), "target {target}");
+            assert_eq!(c.target, target, "the target itself stays as written");
+        }
+        let named = MountSpec::parse("type=cache,id=go,target=/root/.cache/").unwrap();
+        assert_eq!(named.id.as_deref(), Some("go"));
+    }
 
     #[test]
     fn every_type_parses_with_defaults() {

@@ -217,8 +217,14 @@ impl LocalWorker<'_> {
             (_, Some(Onto { chown: Some(o), .. })) => *o,
             _ => (0, 0),
         };
-        let rel = c.dest.trim_start_matches('/').to_owned();
         let root = onto.as_ref().map(|o| o.root);
+        // The destination goes where its links point, as BuildKit writes it: a file copied
+        // onto a link replaces the link's target, and a directory reached through a link
+        // (dangling or not) is the link's target, made if missing. `--link` has no root.
+        let rel = match root {
+            Some(r) => through_symlinks(r, &c.dest),
+            None => c.dest.trim_start_matches('/').to_owned(),
+        };
         let exists_dir = root.is_some_and(|r| is_dir_in(r, &rel));
         if c.from == CopyFrom::Nothing && c.sources.is_empty() {
             workdir(tar, root, &rel, owner)?;
@@ -249,11 +255,6 @@ impl LocalWorker<'_> {
             }
         }
         let into_dir = c.dest_is_dir || exists_dir || count > 1;
-        // A file copied onto a symlink goes where the link points, as BuildKit writes it.
-        let rel = match root {
-            Some(r) if !into_dir => through_symlinks(r, &rel),
-            _ => rel,
-        };
         let dest = Dest {
             c,
             rel,
@@ -683,27 +684,40 @@ fn numeric_owner(s: &str) -> Option<(u32, u32)> {
     Some((u.parse().ok()?, g.parse().ok()?))
 }
 
-/// `rel` (inside `root`) with the symlinks at its end followed inside `root`, up to 40
-/// of them; a dangling one gives the path it names. `rel` when it ends in no symlink.
+/// `rel` resolved inside `root` as BuildKit resolves a destination: each component that is a
+/// symlink is followed, with `root` as `/` and `..` stopping at it, and a missing component
+/// is kept as a plain name, so a dangling link leads to where its target would be. After 40
+/// links the rest is kept as written.
 fn through_symlinks(root: &Path, rel: &str) -> String {
-    let (mut next, mut here) = (rel.trim_matches('/').to_owned(), rel.trim_matches('/').to_owned());
-    for _ in 0..40 {
-        let (parent, name) = next.rsplit_once('/').unwrap_or(("", next.as_str()));
-        if matches!(name, "" | "." | "..") {
-            break;
+    let mut todo: std::collections::VecDeque<String> =
+        rel.split('/').filter(|p| !p.is_empty()).map(str::to_owned).collect();
+    let mut done: Vec<String> = Vec::new();
+    let mut links = 0;
+    while let Some(part) = todo.pop_front() {
+        match part.as_str() {
+            "." => continue,
+            ".." => {
+                done.pop();
+                continue;
+            }
+            _ => done.push(part),
         }
-        // The parent resolved in the root (`..` and links in it), the last name kept.
-        let Ok(dir) = crate::context::resolve_in_root(root, parent) else { break };
-        let dir_rel = dir.strip_prefix(root).map(|d| d.to_string_lossy().into_owned()).unwrap_or_default();
-        here = if dir_rel.is_empty() { name.to_owned() } else { format!("{dir_rel}/{name}") };
-        let Ok(target) = std::fs::read_link(dir.join(name)) else { break };
+        if links == 40 {
+            continue;
+        }
+        // Every component before this one is resolved: only this one can be a link.
+        let Ok(target) = std::fs::read_link(root.join(done.join("/"))) else { continue };
+        links += 1;
+        done.pop();
         let target = target.to_string_lossy();
-        next = match target.strip_prefix('/') {
-            Some(abs) => abs.trim_matches('/').to_owned(),
-            None => format!("{dir_rel}/{target}").trim_matches('/').to_owned(),
-        };
+        if target.starts_with('/') {
+            done.clear();
+        }
+        for p in target.split('/').filter(|p| !p.is_empty()).rev() {
+            todo.push_front(p.to_owned());
+        }
     }
-    here
+    done.join("/")
 }
 
 /// True when `rel` is a directory inside `root`, symlinks resolved inside it.
@@ -742,6 +756,12 @@ mod tests {
         assert_eq!(through_symlinks(root, "etc/escape"), "outside", "`..` stops at the root");
         assert_eq!(through_symlinks(root, "chain"), "etc/conf/app.ini");
         assert_eq!(through_symlinks(root, "etc/plain"), "etc/plain");
+        // Links on the way are followed too, dangling ones to where their target would be.
+        assert_eq!(through_symlinks(root, "dangling/sub/f"), "nowhere/sub/f");
+        assert_eq!(through_symlinks(root, "/etc/escape/y"), "outside/y");
+        assert_eq!(through_symlinks(root, "hop/../x"), "etc/conf/x", "`..` after a link is the target's parent");
+        link("loop", "loop");
+        assert_eq!(through_symlinks(root, "loop/a"), "loop/a", "a loop stops after 40 links");
     }
 
     fn file(size: u64) -> Entry {

@@ -792,3 +792,30 @@ fn a_file_copied_onto_a_symlink_goes_where_it_points() {
         "the links stay, their targets change"
     );
 }
+
+#[test]
+fn a_destination_through_a_dangling_symlink_lands_where_the_link_points() {
+    let Some(b) = build_store() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path();
+    write(ctx, "zone", "Europe/Paris\n", 0o644);
+    std::fs::create_dir_all(ctx.join("dir")).unwrap();
+    write(ctx, "dir/f", "in dir\n", 0o644);
+    // Base images ship links to what is not there yet (nginx's logs to /dev/stdout, a
+    // service's data directory): BuildKit copies into the link's target and keeps the link.
+    write(
+        ctx,
+        "Dockerfile",
+        "FROM busybox:latest\n\
+         RUN ln -s /missing /app && ln -s /gone /w\n\
+         COPY zone /app/\n\
+         COPY dir/ /app/sub/\n\
+         WORKDIR /w\n\
+         RUN { cat /missing/zone /missing/sub/f; readlink /app; readlink /w; [ -d /gone ] && echo made; } > /out\n",
+        0o644,
+    );
+    let (ok, log) = build(&b, ctx, &["-t", "dangling:1"], &[]);
+    assert!(ok, "{log}");
+    let out = b.ok(&["run", "--rm", "dangling:1", "cat", "/out"]);
+    assert_eq!(out, "Europe/Paris\nin dir\n/missing\n/gone\nmade\n", "the links stay, their targets are made");
+}
