@@ -146,7 +146,8 @@ fn sandbox_spec(
         init: false,
         console_socket: None,
         console_size: (24, 80),
-        // docker's default capabilities and seccomp filter, as BuildKit gives a RUN step, and
+        // docker's default capabilities (less MKNOD: see `runner::security::caps`, so `RUN
+        // mknod` of a device fails here where BuildKit allows it) and seccomp filter, and
         // no no_new_privs (BuildKit sets none: `USER app` + `RUN sudo ...` works);
         // `--security=insecure` (allowed by `--allow security.insecure`): all and none.
         security: if e.insecure {
