@@ -1426,6 +1426,30 @@ fn restart_policies_start_the_process_again_until_stopped() {
     assert!(stopped.starts_with("exited "), "{stopped}");
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(field("loops", "{{.State.Status}} {{.RestartCount}}"), stopped, "a stopped container stays stopped");
+    // A user's start ends the stop: the policy restarts it again. A stop that lands after the
+    // policy decided to restart it (the count is up, the status still `restarting`) and before
+    // the process runs again is final when `stop` returns (the start used to clear its mark,
+    // and the policy went on restarting the process).
+    for i in 0..3 {
+        b.ok(&["start", "loops"]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut waiting = None;
+        loop {
+            assert!(Instant::now() < deadline, "round {i}: never caught between two runs");
+            let now = field("loops", "{{.State.Status}} {{.RestartCount}}");
+            match (now.split_once(' ').expect("status and count"), &waiting) {
+                (("restarting", n), None) => waiting = Some(n.to_owned()),
+                (("restarting", n), Some(was)) if n != was => break,
+                (("running", _), _) => waiting = None,
+                _ => {}
+            }
+        }
+        b.ok(&["stop", "loops"]);
+        let now = field("loops", "{{.State.Status}} {{.RestartCount}}");
+        assert!(now.starts_with("exited "), "round {i}: {now} right after stop");
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(field("loops", "{{.State.Status}} {{.RestartCount}}"), now, "round {i}: started again after stop");
+    }
 
     let out = b.output(&["run", "-d", "--rm", "--restart", "always", "busybox", "true"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("conflicting options: --restart and --rm"));

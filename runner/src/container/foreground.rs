@@ -214,6 +214,7 @@ impl Prepared {
         if let Some(c) = &self.record {
             let net = self._net.as_ref();
             c.update(|s| {
+                s.stopped_by_user = false;
                 s.started(pid as i32, std::process::id() as i32, published, false);
                 s.ip = net.and_then(|a| a.address()).map(|ip| ip.to_string());
                 s.veth = net.and_then(|a| a.veth().map(str::to_owned));

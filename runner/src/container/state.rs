@@ -143,7 +143,8 @@ pub struct State {
     /// Its network's gateway and prefix length, while it runs (none in older records).
     #[serde(default)]
     pub subnet: Option<(std::net::Ipv4Addr, u8)>,
-    /// Whether `berth stop` or `kill` ended it (for `--restart` one day, and inspect).
+    /// Whether `berth stop` or `kill` ended it: its restart policy does not start it again
+    /// until a user's start clears the mark.
     pub stopped_by_user: bool,
     /// Whether the kernel's OOM killer killed a process of its memory cgroup in its last
     /// run: inspect's `State.OOMKilled`, as docker reports it.
@@ -164,7 +165,9 @@ pub struct State {
 }
 
 impl State {
-    /// Records the start of process `pid`.
+    /// Records the start of process `pid`. A user's stop stays marked (`stopped_by_user`): a
+    /// restart that its policy began before the stop, and that started the process after it,
+    /// must not start it yet again; a user's start clears the mark itself.
     pub fn started(&mut self, pid: i32, supervisor: i32, ports: Vec<Published>, health: bool) {
         self.status = Status::Running;
         self.pid = Some(pid);
@@ -178,7 +181,6 @@ impl State {
         // As docker: a new start is `starting` again with no failures, its probe log kept.
         let last = self.health.take().map(|h| Health { log: h.log, ..Health::default() });
         self.health = health.then(|| last.unwrap_or_default());
-        self.stopped_by_user = false;
         self.restarting = None;
         self.awaiting_restart = false;
     }
@@ -272,6 +274,18 @@ mod tests {
         assert!(!s.restart_pending());
         s.started(1, 2, Vec::new(), false);
         assert_eq!(s.restarting, None, "a start clears it");
+    }
+
+    #[test]
+    fn a_stop_that_came_while_a_restart_was_starting_the_process_is_kept() {
+        // `stop` marked the container while its supervisor was between deciding to restart it
+        // and recording the new process: the mark must survive the start, or the policy starts
+        // the stopped process again and again after `stop` returned.
+        let mut s = State { awaiting_restart: true, stopped_by_user: true, ..State::default() };
+        s.started(1, 2, Vec::new(), false);
+        assert!(s.stopped_by_user && !s.awaiting_restart);
+        s.exited(143, None);
+        assert!(!crate::container::restart::Policy::Always.restarts(143, 1, s.stopped_by_user));
     }
 
     #[test]
