@@ -51,10 +51,12 @@ pub struct KeyRecipe<'a> {
 /// and WORKDIR owners followed BuildKit's rules (`--chown=1001` is 1001:1001 whatever
 /// /etc/passwd gives uid 1001; an unknown name is 0:0), and an archive's `./` entry stopped
 /// changing the destination directory; to 5, and every other op to 3, when layers began to
-/// keep extended attributes (`RUN setcap ...`, a context file's capabilities), as docker's do.
+/// keep extended attributes (`RUN setcap ...`, a context file's capabilities), as docker's do;
+/// COPY to 6 when destinations began to follow symlinks on their whole path (a WORKDIR or a
+/// directory copied through a dangling link had replaced the link with a directory).
 pub fn key_version(op: &crate::graph::Op) -> u32 {
     match op {
-        crate::graph::Op::Copy(_) => 5,
+        crate::graph::Op::Copy(_) => 6,
         _ => 3,
     }
 }

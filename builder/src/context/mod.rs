@@ -279,6 +279,19 @@ impl Context {
 /// `rel` resolved inside `root` as the kernel would with `root` as `/`: absolute symlink
 /// targets start again at `root`, `..` stops at it. The result never leaves `root`.
 pub fn resolve_in_root(root: &Path, rel: &str) -> std::io::Result<PathBuf> {
+    Ok(resolve_parts(root, rel, false)?.iter().fold(root.to_path_buf(), |p, d| p.join(d)))
+}
+
+/// `rel` resolved inside `root` as BuildKit resolves a COPY or WORKDIR destination: as
+/// [`resolve_in_root`], but a missing component is kept as a plain name, so a dangling link
+/// leads to where its target would be. Relative to `root`, without a leading `/`.
+pub fn resolve_dest_in_root(root: &Path, rel: &str) -> std::io::Result<String> {
+    Ok(resolve_parts(root, rel, true)?.join("/"))
+}
+
+/// The components of `rel` resolved inside `root`; a missing one is an error unless
+/// `keep_missing`. More than 40 links, or a link whose target is not UTF-8, is an error.
+fn resolve_parts(root: &Path, rel: &str, keep_missing: bool) -> std::io::Result<Vec<String>> {
     let mut todo: Vec<String> = rel.split('/').filter(|c| !c.is_empty()).rev().map(str::to_owned).collect();
     let mut done: Vec<String> = Vec::new();
     let mut hops = 0;
@@ -291,6 +304,7 @@ pub fn resolve_in_root(root: &Path, rel: &str) -> std::io::Result<PathBuf> {
             }
             _ => {}
         }
+        // Every component in `done` is a directory or missing, never a link.
         let here = done.iter().fold(root.to_path_buf(), |p, d| p.join(d)).join(&c);
         match std::fs::symlink_metadata(&here) {
             Ok(m) if m.file_type().is_symlink() => {
@@ -299,18 +313,23 @@ pub fn resolve_in_root(root: &Path, rel: &str) -> std::io::Result<PathBuf> {
                     return Err(std::io::Error::other(format!("too many symlinks resolving {rel}")));
                 }
                 let target = std::fs::read_link(&here)?;
-                let t = target.to_string_lossy().into_owned();
+                let t = target.to_str().ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("{c}: a link to a name that is not UTF-8"),
+                    )
+                })?;
                 if t.starts_with('/') {
                     done.clear();
                 }
                 todo.extend(t.split('/').filter(|c| !c.is_empty()).rev().map(str::to_owned));
             }
             Ok(_) => done.push(c),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(e),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && keep_missing => done.push(c),
             Err(e) => return Err(e),
         }
     }
-    Ok(done.iter().fold(root.to_path_buf(), |p, d| p.join(d)))
+    Ok(done)
 }
 
 /// A file's sha256, from the stat cache when its (dev, inode, size, mtime, ctime) match.

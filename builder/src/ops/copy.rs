@@ -221,9 +221,14 @@ impl LocalWorker<'_> {
         // The destination goes where its links point, as BuildKit writes it: a file copied
         // onto a link replaces the link's target, and a directory reached through a link
         // (dangling or not) is the link's target, made if missing. `--link` has no root.
-        let rel = match root {
-            Some(r) => through_symlinks(r, &c.dest),
-            None => c.dest.trim_start_matches('/').to_owned(),
+        let as_written = || c.dest.trim_start_matches('/').to_owned();
+        let rel = match root.map(|r| crate::context::resolve_dest_in_root(r, &c.dest)) {
+            None => as_written(),
+            Some(Ok(rel)) => rel,
+            // A link to a name that is not UTF-8: left for the unpacker, which resolves links
+            // on the way inside the root itself.
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => as_written(),
+            Some(Err(e)) => return Err(self.err_at(v, format!("destination {}: {e}", c.dest))),
         };
         let exists_dir = root.is_some_and(|r| is_dir_in(r, &rel));
         if c.from == CopyFrom::Nothing && c.sources.is_empty() {
@@ -684,42 +689,6 @@ fn numeric_owner(s: &str) -> Option<(u32, u32)> {
     Some((u.parse().ok()?, g.parse().ok()?))
 }
 
-/// `rel` resolved inside `root` as BuildKit resolves a destination: each component that is a
-/// symlink is followed, with `root` as `/` and `..` stopping at it, and a missing component
-/// is kept as a plain name, so a dangling link leads to where its target would be. After 40
-/// links the rest is kept as written.
-fn through_symlinks(root: &Path, rel: &str) -> String {
-    let mut todo: std::collections::VecDeque<String> =
-        rel.split('/').filter(|p| !p.is_empty()).map(str::to_owned).collect();
-    let mut done: Vec<String> = Vec::new();
-    let mut links = 0;
-    while let Some(part) = todo.pop_front() {
-        match part.as_str() {
-            "." => continue,
-            ".." => {
-                done.pop();
-                continue;
-            }
-            _ => done.push(part),
-        }
-        if links == 40 {
-            continue;
-        }
-        // Every component before this one is resolved: only this one can be a link.
-        let Ok(target) = std::fs::read_link(root.join(done.join("/"))) else { continue };
-        links += 1;
-        done.pop();
-        let target = target.to_string_lossy();
-        if target.starts_with('/') {
-            done.clear();
-        }
-        for p in target.split('/').filter(|p| !p.is_empty()).rev() {
-            todo.push_front(p.to_owned());
-        }
-    }
-    done.join("/")
-}
-
 /// True when `rel` is a directory inside `root`, symlinks resolved inside it.
 fn is_dir_in(root: &Path, rel: &str) -> bool {
     if rel.is_empty() {
@@ -736,6 +705,12 @@ fn is_dir_in(root: &Path, rel: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::ffi::OsStrExt as _;
+
+    /// The destination `rel` resolves to, or the error's text.
+    fn dest(root: &Path, rel: &str) -> String {
+        crate::context::resolve_dest_in_root(root, rel).unwrap_or_else(|e| format!("error: {e}"))
+    }
 
     #[test]
     fn a_file_destination_follows_symlinks_inside_the_root() {
@@ -750,18 +725,21 @@ mod tests {
         link("../../../../outside", "etc/escape");
         link("/hop", "chain");
         link("etc/app.ini", "hop");
-        assert_eq!(through_symlinks(root, "flink"), "real");
-        assert_eq!(through_symlinks(root, "/dangling"), "nowhere");
-        assert_eq!(through_symlinks(root, "etc/app.ini"), "etc/conf/app.ini");
-        assert_eq!(through_symlinks(root, "etc/escape"), "outside", "`..` stops at the root");
-        assert_eq!(through_symlinks(root, "chain"), "etc/conf/app.ini");
-        assert_eq!(through_symlinks(root, "etc/plain"), "etc/plain");
+        assert_eq!(dest(root, "flink"), "real");
+        assert_eq!(dest(root, "/dangling"), "nowhere");
+        assert_eq!(dest(root, "etc/app.ini"), "etc/conf/app.ini");
+        assert_eq!(dest(root, "etc/escape"), "outside", "`..` stops at the root");
+        assert_eq!(dest(root, "chain"), "etc/conf/app.ini");
+        assert_eq!(dest(root, "etc/plain"), "etc/plain");
         // Links on the way are followed too, dangling ones to where their target would be.
-        assert_eq!(through_symlinks(root, "dangling/sub/f"), "nowhere/sub/f");
-        assert_eq!(through_symlinks(root, "/etc/escape/y"), "outside/y");
-        assert_eq!(through_symlinks(root, "hop/../x"), "etc/conf/x", "`..` after a link is the target's parent");
+        assert_eq!(dest(root, "dangling/sub/f"), "nowhere/sub/f");
+        assert_eq!(dest(root, "/etc/escape/y"), "outside/y");
+        assert_eq!(dest(root, "hop/../x"), "etc/conf/x", "`..` after a link is the target's parent");
         link("loop", "loop");
-        assert_eq!(through_symlinks(root, "loop/a"), "loop/a", "a loop stops after 40 links");
+        assert_eq!(dest(root, "loop/a"), "error: too many symlinks resolving loop/a", "as BuildKit refuses it");
+        let latin1 = std::ffi::OsStr::from_bytes(b"/srv/caf\xe9");
+        std::os::unix::fs::symlink(latin1, root.join("cafe")).unwrap();
+        assert!(dest(root, "cafe/x").contains("not UTF-8"), "left for the unpacker by the caller");
     }
 
     fn file(size: u64) -> Entry {

@@ -296,7 +296,9 @@ impl Build {
     fn dockerfile(&self, in_context: bool) -> Result<(String, String)> {
         match self.file.as_deref() {
             Some(f) if in_context => {
-                let p = self.context.join(f.trim_start_matches('/'));
+                // Resolved inside the unpacked tar: neither `..` nor a link in it leads out.
+                let p = builder::context::resolve_in_root(&self.context, f)
+                    .with_context(|| format!("find Dockerfile {f} in the context"))?;
                 let text =
                     std::fs::read_to_string(&p).with_context(|| format!("read Dockerfile {f} in the context"))?;
                 Ok((f.to_owned(), text))
@@ -320,13 +322,12 @@ impl Build {
 
     /// `<Dockerfile>.dockerignore` beside the Dockerfile first (BuildKit's per-Dockerfile
     /// ignore file, `CONTEXT/Dockerfile.dockerignore` without `-f`), else
-    /// `CONTEXT/.dockerignore`. For a context that came as a tar on stdin (`in_context`), `-f`
-    /// names a file inside it, and so does its ignore file: a file of that name in the current
-    /// directory has nothing to do with the build.
-    fn ignore_file(&self, in_context: bool) -> Result<Ignore> {
+    /// `CONTEXT/.dockerignore`. A context that came as a tar on stdin (`from_tar`) is taken
+    /// whole, as docker and BuildKit take it: ignore files only filter a directory.
+    fn ignore_file(&self, from_tar: bool) -> Result<Ignore> {
         let beside = match self.file.as_deref() {
+            _ if from_tar => return Ok(Ignore::default()),
             Some("-") => None,
-            Some(f) if in_context => Some(self.context.join(format!("{}.dockerignore", f.trim_start_matches('/')))),
             Some(f) => Some(PathBuf::from(format!("{f}.dockerignore"))),
             None => Some(self.context.join("Dockerfile.dockerignore")),
         };

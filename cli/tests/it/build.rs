@@ -204,7 +204,7 @@ fn build_dash_reads_a_dockerfile_or_a_tar_context_from_stdin_and_bool_flags_take
 }
 
 #[test]
-fn the_per_dockerfile_ignore_file_is_read_from_the_context_it_belongs_to() {
+fn ignore_files_filter_a_directory_context_and_never_a_tar_on_stdin() {
     let Some(b) = build_store() else { return };
     let dir = tempfile::tempdir().unwrap();
     let ctx = dir.path().join("ctx");
@@ -217,7 +217,7 @@ fn the_per_dockerfile_ignore_file_is_read_from_the_context_it_belongs_to() {
     std::fs::write(ctx.join("sub/Dockerfile.dockerignore"), "a.txt\n").unwrap();
     let tar = std::process::Command::new("tar").args(["-C", &p(&ctx), "-cf", "-", "."]).output().unwrap();
     assert!(tar.status.success());
-    // The current directory has an ignore file of the same name that hides everything: it is
+    // The current directory has an ignore file of the -f name that hides everything: it is
     // not the context's, and must not be read.
     let cwd = dir.path().join("cwd");
     std::fs::create_dir_all(cwd.join("sub")).unwrap();
@@ -233,8 +233,15 @@ fn the_per_dockerfile_ignore_file_is_read_from_the_context_it_belongs_to() {
     child.stdin.take().unwrap().write_all(&tar.stdout).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    // sub/Dockerfile.dockerignore from the tar hides a.txt; the tar's .dockerignore is not read.
-    assert_eq!(b.ok(&["run", "--rm", "ign:1", "ls", "-A", "/ctx"]), ".dockerignore\nkeep.txt\nsecret.txt\nsub\n");
+    // A tar is the context whole, as docker and BuildKit take it: its ignore files filter nothing.
+    let listed = b.ok(&["run", "--rm", "ign:1", "ls", "-A", "/ctx"]);
+    assert_eq!(listed, ".dockerignore\na.txt\nkeep.txt\nsecret.txt\nsub\n");
+    // -f stays inside the tar: a link in it to a file of the host is not followed out.
+    std::fs::write(cwd.join("host-only"), "FROM busybox:latest\n").unwrap();
+    std::os::unix::fs::symlink(cwd.join("host-only"), ctx.join("sub/Linked")).unwrap();
+    let tar = std::process::Command::new("tar").args(["-C", &p(&ctx), "-cf", "-", "."]).output().unwrap();
+    let (ok, _, err) = with_stdin(&b, &["build", "-q", "-f", "sub/Linked", "-"], &tar.stdout);
+    assert!(!ok && err.contains("sub/Linked"), "{err}");
     // Without -f, CONTEXT/Dockerfile.dockerignore wins over CONTEXT/.dockerignore, as in BuildKit.
     std::fs::write(ctx.join("Dockerfile"), "FROM busybox:latest\nCOPY . /ctx/\n").unwrap();
     std::fs::write(ctx.join("Dockerfile.dockerignore"), "keep.txt\nsub\n").unwrap();
