@@ -1450,6 +1450,15 @@ fn restart_policies_start_the_process_again_until_stopped() {
         std::thread::sleep(Duration::from_millis(500));
         assert_eq!(field("loops", "{{.State.Status}} {{.RestartCount}}"), now, "round {i}: started again after stop");
     }
+    // `kill` of one waiting to be started again ends it, as docker's does (it said "not
+    // running", and the policy went on).
+    b.ok(&["start", "loops"]);
+    until("loops", "{{.State.Status}}", "restarting");
+    b.ok(&["kill", "loops"]);
+    until("loops", "{{.State.Status}}", "exited");
+    let killed = field("loops", "{{.State.Status}} {{.RestartCount}}");
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(field("loops", "{{.State.Status}} {{.RestartCount}}"), killed, "started again after kill");
 
     let out = b.output(&["run", "-d", "--rm", "--restart", "always", "busybox", "true"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("conflicting options: --restart and --rm"));

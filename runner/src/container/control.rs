@@ -27,6 +27,9 @@ pub fn start(c: &Container, mut supervisor: Command) -> Result<State> {
         }
         std::thread::sleep(POLL);
     }
+    // A user's start ends an earlier stop. Cleared here, before the supervisor runs, so that
+    // a stop coming while it starts the process is kept and ends it for good.
+    c.update(|s| s.stopped_by_user = false)?;
     let log = c.dir.join("supervisor.log");
     let log_file =
         std::fs::File::options().create(true).append(true).open(&log).map_err(super::io_err("open", &log))?;

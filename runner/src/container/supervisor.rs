@@ -51,11 +51,8 @@ pub fn run(root: &Path, id: &str, ready: OwnedFd) -> Result<i32> {
 fn supervise(c: &Container, ready: &mut Option<File>) -> Result<i32> {
     let config = &c.config;
     let snapshotter = crate::snapshot::for_root(c.root())?;
-    // A user's start: the restart policy counts from here, and an earlier stop is over.
-    c.update(|s| {
-        s.restart_count = 0;
-        s.stopped_by_user = false;
-    })?;
+    // A user's start (`control::start` cleared a stop's mark): the restart policy counts from here.
+    c.update(|s| s.restart_count = 0)?;
     let mut backoff = super::restart::Backoff::default();
     let code = loop {
         let began = Instant::now();
