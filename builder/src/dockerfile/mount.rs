@@ -127,6 +127,12 @@ impl MountSpec {
                 other => return Err(format!("unknown mount option {other:?}")),
             }
         }
+        m.with_defaults()
+    }
+
+    /// Each type's defaults (ids, targets, read-only) and the options it needs.
+    fn with_defaults(mut self) -> Result<MountSpec, String> {
+        let m = &mut self;
         match m.kind {
             MountType::Secret => {
                 if m.id.is_none() {
@@ -149,8 +155,6 @@ impl MountSpec {
                 if m.target.is_empty() {
                     return Err("a cache mount needs target=".into());
                 }
-                // BuildKit's default id is the target cleaned as Go's `path.Clean` does, so that
-                // `/root/.cache/` and `/root/.cache` share one cache.
                 m.id.get_or_insert_with(|| clean_path(&m.target));
             }
             MountType::Bind | MountType::Tmpfs => {
@@ -162,7 +166,7 @@ impl MountSpec {
                 }
             }
         }
-        Ok(m)
+        Ok(self)
     }
 }
 
@@ -199,6 +203,7 @@ fn split_csv(s: &str) -> Result<Vec<String>, String> {
 
 /// `path` cleaned lexically as Go's `path.Clean` does: repeated and trailing slashes, `.`
 /// and `..` resolved (`..` at the root stays there; a relative path keeps leading `..`).
+/// BuildKit's default id of a cache mount, so that `/root/.cache/` and `/root/.cache` share one.
 fn clean_path(path: &str) -> String {
     let rooted = path.starts_with('/');
     let mut parts: Vec<&str> = Vec::new();

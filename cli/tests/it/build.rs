@@ -162,8 +162,17 @@ fn dockerfile_prod_uses_its_own_dockerignore_and_stdin_works() {
 
 /// Runs `berth ARGS` with `input` on stdin; returns success, stdout and stderr.
 fn with_stdin(b: &Berth, args: &[&str], input: &[u8]) -> (bool, String, String) {
+    with_stdin_in(b, None, args, input)
+}
+
+/// [`with_stdin`] in directory `cwd` (the test's own when `None`).
+fn with_stdin_in(b: &Berth, cwd: Option<&std::path::Path>, args: &[&str], input: &[u8]) -> (bool, String, String) {
     use std::io::Write;
-    let mut child = b.cmd(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut cmd = b.cmd(args);
+    if let Some(dir) = cwd {
+        cmd.current_dir(dir);
+    }
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     child.stdin.take().unwrap().write_all(input).unwrap();
     let out = child.wait_with_output().unwrap();
     let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
@@ -222,17 +231,9 @@ fn ignore_files_filter_a_directory_context_and_never_a_tar_on_stdin() {
     let cwd = dir.path().join("cwd");
     std::fs::create_dir_all(cwd.join("sub")).unwrap();
     std::fs::write(cwd.join("sub/Dockerfile.dockerignore"), "*\n").unwrap();
-    let mut child = b
-        .cmd(&["build", "-q", "-f", "sub/Dockerfile", "-t", "ign:1", "-"])
-        .current_dir(&cwd)
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(&tar.stdout).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (ok, _, err) =
+        with_stdin_in(&b, Some(&cwd), &["build", "-q", "-f", "sub/Dockerfile", "-t", "ign:1", "-"], &tar.stdout);
+    assert!(ok, "{err}");
     // A tar is the context whole, as docker and BuildKit take it: its ignore files filter nothing.
     let listed = b.ok(&["run", "--rm", "ign:1", "ls", "-A", "/ctx"]);
     assert_eq!(listed, ".dockerignore\na.txt\nkeep.txt\nsecret.txt\nsub\n");
