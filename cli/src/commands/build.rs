@@ -325,8 +325,10 @@ impl Build {
     /// `CONTEXT/.dockerignore`. A context that came as a tar on stdin (`from_tar`) is taken
     /// whole, as docker and BuildKit take it: ignore files only filter a directory.
     fn ignore_file(&self, from_tar: bool) -> Result<Ignore> {
+        if from_tar {
+            return Ok(Ignore::default());
+        }
         let beside = match self.file.as_deref() {
-            _ if from_tar => return Ok(Ignore::default()),
             Some("-") => None,
             Some(f) => Some(PathBuf::from(format!("{f}.dockerignore"))),
             None => Some(self.context.join("Dockerfile.dockerignore")),

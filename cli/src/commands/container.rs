@@ -546,21 +546,8 @@ impl Kill {
         let sig = control::parse_signal(&self.signal).map_err(anyhow::Error::msg)?;
         each(&self.containers, |what| {
             let c = container::find(root, what)?;
-            // docker's: SIGKILL or the container's stop signal ends it for good (its restart
-            // policy does not start it again); another signal leaves the policy to decide.
-            let stop_signal = control::parse_signal(&c.config.stop_signal).ok();
-            // One waiting to be started again is ended too, as docker's `kill` ends a
-            // restarting container: its supervisor sees the mark and does not start it.
-            let ends = sig == libc::SIGKILL || Some(sig) == stop_signal;
-            let before = c.update(|s| {
-                if ends && (s.status == Status::Running || s.awaiting_restart) {
-                    s.stopped_by_user = true;
-                }
-            })?;
-            match control::kill(&c, sig) {
-                Err(container::Error::State(_)) if ends && before.awaiting_restart => Ok(true),
-                other => other.map(|()| true).map_err(Into::into),
-            }
+            control::kill_by_user(&c, sig)?;
+            Ok(true)
         })
     }
 }

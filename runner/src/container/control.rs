@@ -83,6 +83,24 @@ pub fn kill(c: &Container, sig: i32) -> Result<()> {
     signal_pidfd(&pidfd, sig).map_err(super::io_err("signal", &c.dir))
 }
 
+/// `berth kill`: sends `sig` to `c`'s process. As docker's, SIGKILL or the container's stop
+/// signal ends it for good (its restart policy does not start it again), also while it waits
+/// to be started again, when nothing is signalled; another signal leaves the policy to decide.
+pub fn kill_by_user(c: &Container, sig: i32) -> Result<()> {
+    let ends = sig == libc::SIGKILL || parse_signal(&c.config.stop_signal).ok() == Some(sig);
+    // Marked before the signal, and only when there is something to end: the supervisor sees
+    // the mark after the exit, or in its back-off.
+    let before = c.update(|s| {
+        if ends && (s.status == Status::Running || s.awaiting_restart) {
+            s.stopped_by_user = true;
+        }
+    })?;
+    match kill(c, sig) {
+        Err(Error::State(_)) if ends && before.awaiting_restart => Ok(()),
+        other => other,
+    }
+}
+
 /// Sends `sig` through a pidfd.
 pub fn signal_pidfd(pidfd: &OwnedFd, sig: i32) -> std::io::Result<()> {
     // SAFETY: pidfd_send_signal on an open pidfd with no siginfo.
