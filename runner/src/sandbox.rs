@@ -590,6 +590,12 @@ fn build_filesystem(sys: &dyn Sys, spec: &Spec) -> std::io::Result<()> {
     let root = &spec.mountpoint;
     let rootfs = spec.rootfs.first().ok_or_else(|| std::io::Error::other("no rootfs to mount"))?;
     sys.mount_rootfs(rootfs, root)?;
+    // Without a device cgroup, a node the container reaches or makes (CAP_MKNOD is docker's
+    // default) would open the host's device: whatever it can write is nodev.
+    let confined = !spec.security.all_devices;
+    if confined {
+        sys.forbid_devices(root)?;
+    }
     let hidden = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
     let proc_dir = mount_in(sys, root, "proc", "proc", hidden, None)?;
     // /sys read-only, as runc mounts it: the container sees its own network devices.
@@ -611,9 +617,10 @@ fn build_filesystem(sys: &dyn Sys, spec: &Spec) -> std::io::Result<()> {
         }
     }
     mount_cgroups(sys, &sys_dir.path().join("fs/cgroup"), &spec.cgroups)?;
-    let dev_dir = mount_in(sys, root, "dev", "tmpfs", MountFlags::NOSUID, Some(c"mode=755,size=65536k"))?;
+    let dev_flags = if confined { MountFlags::NOSUID | MountFlags::NODEV } else { MountFlags::NOSUID };
+    let dev_dir = mount_in(sys, root, "dev", "tmpfs", dev_flags, Some(c"mode=755,size=65536k"))?;
     let (proc_dir, dev) = (proc_dir.path(), dev_dir.path());
-    populate_dev(sys, dev, spec.shm_size)?;
+    populate_dev(sys, dev, spec.shm_size, confined)?;
     // Masked paths: /dev/null over files, an empty read-only tmpfs over directories.
     for m in MASKED {
         let p = proc_dir.join(m);
@@ -634,11 +641,22 @@ fn build_filesystem(sys: &dyn Sys, spec: &Spec) -> std::io::Result<()> {
     // so that `-v a:/x/y -v b:/x` leaves /x/y on a.
     for m in user_mounts(spec) {
         match m {
-            UserMount::Volume(v) => bind_into(sys, root, &v.host, &v.container, v.read_only)?,
+            UserMount::Volume(v) => {
+                bind_into(sys, root, &v.host, &v.container, v.read_only)?;
+                // A directory the container can write could take a node; a file cannot.
+                if confined && !v.read_only && sys.is_dir(&v.host)? == Some(true) {
+                    sys.forbid_devices(sys.resolve(root, &v.container, true)?.path())?;
+                }
+            }
             UserMount::Tmpfs(path, opts) => {
                 let target = sys.resolve(root, path, true)?;
-                let (flags, data) =
+                let (mut flags, data) =
                     tmpfs_options(opts).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+                if confined {
+                    // `dev` in the options asks for nodes that open: only a privileged
+                    // container gets them, as docker's device cgroup has it.
+                    flags |= MountFlags::NODEV;
+                }
                 let data = std::ffi::CString::new(data).map_err(|_| {
                     std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("tmpfs options {opts:?}"))
                 })?;
@@ -700,23 +718,28 @@ pub const DEFAULT_SHM_SIZE: u64 = 64 << 20;
 
 /// The container's /dev, on its fresh tmpfs `dev`: docker's device nodes, the fd links,
 /// /dev/shm (`shm_size` bytes, docker's 64 MiB by default) and a pty instance of its own.
-fn populate_dev(sys: &dyn Sys, dev: &Path, shm_size: Option<u64>) -> std::io::Result<()> {
+/// The nodes are the host's, bound, where /dev is `confined` (nodev); otherwise made.
+fn populate_dev(sys: &dyn Sys, dev: &Path, shm_size: Option<u64>, confined: bool) -> std::io::Result<()> {
     for (node, major, minor) in DEVICES {
         let target = dev.join(node);
-        match sys.mknod_char(&target, major, minor) {
-            Ok(()) => {}
-            // Where device nodes cannot be made (a user namespace, a seccomp filter), the
-            // host's are bound.
-            Err(e)
-                if matches!(
-                    e.raw_os_error().map(rustix::io::Errno::from_raw_os_error),
-                    Some(rustix::io::Errno::PERM | rustix::io::Errno::ACCESS | rustix::io::Errno::NOSYS)
-                ) =>
-            {
-                sys.write(&target, b"")?;
-                sys.bind(&Path::new("/dev").join(node), &target)?;
-            }
-            Err(e) => return Err(e),
+        // Where device nodes would not open (nodev) or cannot be made (a user namespace,
+        // a seccomp filter), the host's are bound.
+        let made = !confined
+            && match sys.mknod_char(&target, major, minor) {
+                Ok(()) => true,
+                Err(e)
+                    if matches!(
+                        e.raw_os_error().map(rustix::io::Errno::from_raw_os_error),
+                        Some(rustix::io::Errno::PERM | rustix::io::Errno::ACCESS | rustix::io::Errno::NOSYS)
+                    ) =>
+                {
+                    false
+                }
+                Err(e) => return Err(e),
+            };
+        if !made {
+            sys.write(&target, b"")?;
+            sys.bind(&Path::new("/dev").join(node), &target)?;
         }
     }
     for (link, target) in [
@@ -1401,14 +1424,18 @@ mod tests {
             flags: MountFlags,
             _: Option<&std::ffi::CStr>,
         ) -> std::io::Result<()> {
+            let nodev = if flags.contains(MountFlags::NODEV) { " nodev" } else { "" };
             let ro = if flags.contains(MountFlags::RDONLY) { " ro" } else { "" };
-            self.log(format!("mount {fstype} {}{ro}", target.display()))
+            self.log(format!("mount {fstype} {}{nodev}{ro}", target.display()))
         }
         fn bind(&self, source: &Path, target: &Path) -> std::io::Result<()> {
             self.log(format!("bind {} {}", source.display(), target.display()))
         }
         fn remount_read_only(&self, target: &Path) -> std::io::Result<()> {
             self.log(format!("remount-ro {}", target.display()))
+        }
+        fn forbid_devices(&self, target: &Path) -> std::io::Result<()> {
+            self.log(format!("nodev {}", target.display()))
         }
         fn resolve(&self, root: &Path, rel: &str, _: bool) -> std::io::Result<Target> {
             Ok(Target::plain(root.join(rel.trim_start_matches('/'))))
@@ -1505,14 +1532,18 @@ mod tests {
         assert_eq!(at("rootfs /c"), 0, "the rootfs comes first");
         let last = sys.calls.borrow().len() - 1;
         assert_eq!(at("pivot_root /c"), last, "pivot_root comes last");
-        assert!(at("mount proc /c/proc") < at("bind /dev/null /c/proc/keys"), "masks go on the new /proc");
-        assert!(at("mount sysfs /c/sys ro") < at("mount tmpfs /c/sys/firmware ro"));
+        assert!(at("mount proc /c/proc nodev") < at("bind /dev/null /c/proc/keys"), "masks go on the new /proc");
+        assert!(at("mount sysfs /c/sys nodev ro") < at("mount tmpfs /c/sys/firmware ro"));
         at("mount tmpfs /c/sys/devices/virtual/powercap ro");
         at("mount tmpfs /c/proc/acpi ro");
         assert!(at("bind /c/proc/sys /c/proc/sys") < at("remount-ro /c/proc/sys"));
-        assert!(at("mount tmpfs /c/dev") < at("mknod /c/dev/null 1:3"));
-        at("mknod /c/dev/urandom 1:9");
-        at("mknod /c/dev/tty 5:0");
+        // No device cgroup: the root, /dev and what the container writes are nodev, and /dev's
+        // nodes are the host's.
+        assert_eq!(at("nodev /c"), 1, "the root is nodev before anything is mounted in it");
+        assert!(at("mount tmpfs /c/dev nodev") < at("write /c/dev/null"));
+        assert!(at("write /c/dev/null") < at("bind /dev/null /c/dev/null"));
+        at("bind /dev/urandom /c/dev/urandom");
+        at("bind /dev/tty /c/dev/tty");
         assert!(at("mkdir /c/dev/pts") < at("mount devpts /c/dev/pts"));
         // /etc files: staged in /dev's tmpfs, bound, then unlinked.
         let (w, b, u) = (
@@ -1522,7 +1553,7 @@ mod tests {
         );
         assert!(w < b && b < u);
         assert!(at("bind /host/data /c/data") < at("remount-ro /c/data"), "a :ro volume is bound, then made read-only");
-        at("mount tmpfs /c/run");
+        at("mount tmpfs /c/run nodev");
         assert_eq!(at("remount-ro /c"), last - 1, "--read-only: the root is made read-only after every mount in it");
     }
 
@@ -1535,10 +1566,10 @@ mod tests {
             .to_vec();
         build_filesystem(&sys, &s).unwrap();
         let at = |line: &str| sys.position(line);
-        assert!(at("mount sysfs /c/sys ro") < at("mount tmpfs /c/sys/fs/cgroup"));
-        assert!(at("mkdir /c/sys/fs/cgroup/memory") < at("mount cgroup /c/sys/fs/cgroup/memory ro"));
-        at("mount cgroup /c/sys/fs/cgroup/pids ro");
-        assert!(at("mount cgroup /c/sys/fs/cgroup/pids ro") < at("remount-ro /c/sys/fs/cgroup"));
+        assert!(at("mount sysfs /c/sys nodev ro") < at("mount tmpfs /c/sys/fs/cgroup nodev"));
+        assert!(at("mkdir /c/sys/fs/cgroup/memory") < at("mount cgroup /c/sys/fs/cgroup/memory nodev ro"));
+        at("mount cgroup /c/sys/fs/cgroup/pids nodev ro");
+        assert!(at("mount cgroup /c/sys/fs/cgroup/pids nodev ro") < at("remount-ro /c/sys/fs/cgroup"));
         // Nothing joined (no limits): no hierarchy, whose namespace root would be berth's.
         let sys = Recorder::default();
         build_filesystem(&sys, &spec(false)).unwrap();
@@ -1559,15 +1590,42 @@ mod tests {
     }
 
     #[test]
-    fn where_device_nodes_cannot_be_made_the_hosts_are_bound() {
+    fn a_privileged_container_makes_its_nodes_and_binds_the_hosts_where_it_cannot() {
+        let mut s = spec(false);
+        s.security.all_devices = true;
+        let sys = Recorder::default();
+        build_filesystem(&sys, &s).unwrap();
+        assert!(sys.position("mount tmpfs /c/dev") < sys.position("mknod /c/dev/null 1:3"));
+        sys.position("mknod /c/dev/tty 5:0");
+        assert!(!sys.calls.borrow().iter().any(|c| c.starts_with("nodev ")), "{:#?}", sys.calls.borrow());
+        // In a user namespace mknod is refused.
         let sys = Recorder { no_mknod: true, ..Recorder::default() };
-        build_filesystem(&sys, &spec(false)).unwrap();
+        build_filesystem(&sys, &s).unwrap();
         for (node, _, _) in DEVICES {
             assert!(
                 sys.position(&format!("write /c/dev/{node}"))
                     < sys.position(&format!("bind /dev/{node} /c/dev/{node}"))
             );
         }
+    }
+
+    #[test]
+    fn a_directory_the_container_can_write_opens_no_device_nodes() {
+        let sys = Recorder::default();
+        let mut s = spec(false);
+        let vol = |host: &str, container: &str, read_only| Volume {
+            host: host.into(),
+            container: container.into(),
+            read_only,
+        };
+        // Sources under /host are directories to the recorder.
+        s.volumes = vec![vol("/host/rw", "/rw", false), vol("/host/ro", "/ro", true)];
+        s.tmpfs = vec!["/t:dev,size=1m".into()];
+        build_filesystem(&sys, &s).unwrap();
+        assert!(sys.position("bind /host/rw /c/rw") < sys.position("nodev /c/rw"));
+        let calls = sys.calls.borrow();
+        assert!(!calls.iter().any(|c| c == "nodev /c/ro"), "read-only: nothing can be made there: {calls:#?}");
+        assert!(calls.iter().any(|c| c == "mount tmpfs /c/t nodev"), "`dev` is refused: {calls:#?}");
     }
 
     #[test]
@@ -1593,8 +1651,8 @@ mod tests {
         build_filesystem(&sys, &s).unwrap();
         let at = |line: &str| sys.position(line);
         assert!(at("bind /host/x /c/x") < at("bind /host/y /c/x/y"));
-        assert!(at("bind /host/x /c/x") < at("mount tmpfs /c/x/t"));
-        assert!(at("bind /host/y /c/x/y") < at("mount tmpfs /c/x/y/z"));
+        assert!(at("bind /host/x /c/x") < at("mount tmpfs /c/x/t nodev"));
+        assert!(at("bind /host/y /c/x/y") < at("mount tmpfs /c/x/y/z nodev"));
         assert!(at("bind /host/etc /c/etc") < at("bind /c/dev/.berth-hosts /c/etc/hosts"));
     }
 

@@ -60,6 +60,9 @@ pub trait Sys {
     fn bind(&self, source: &Path, target: &Path) -> io::Result<()>;
     /// Makes the mount on `target` read-only.
     fn remount_read_only(&self, target: &Path) -> io::Result<()>;
+    /// Makes the mount on `target`, and every mount below it, `nodev`: a device node there
+    /// opens nothing (what docker's device cgroup gives a container that may mknod).
+    fn forbid_devices(&self, target: &Path) -> io::Result<()>;
     /// Opens `rel` inside `root` (creating it, a directory if `dir`, where it is missing),
     /// every component resolved inside the root.
     fn resolve(&self, root: &Path, rel: &str, dir: bool) -> io::Result<Target>;
@@ -102,6 +105,24 @@ pub fn cgroup_mount_in(mountinfo: &str, dir: &Path) -> Option<(String, String)> 
 /// The real calls, through rustix.
 pub struct Linux;
 
+/// Remounts the bind on `target` with `add` besides the nosuid, nodev, noexec and rdonly it
+/// has: in a user namespace, a remount that would clear one the host set is refused.
+fn remount_adding(target: &Path, add: MountFlags) -> io::Result<()> {
+    let have = rustix::fs::statvfs(target).map_err(errno)?.f_flag;
+    let mut flags = MountFlags::BIND | add;
+    for (st, m) in [
+        (rustix::fs::StatVfsMountFlags::NOSUID, MountFlags::NOSUID),
+        (rustix::fs::StatVfsMountFlags::NODEV, MountFlags::NODEV),
+        (rustix::fs::StatVfsMountFlags::NOEXEC, MountFlags::NOEXEC),
+        (rustix::fs::StatVfsMountFlags::RDONLY, MountFlags::RDONLY),
+    ] {
+        if have.contains(st) {
+            flags |= m;
+        }
+    }
+    rustix::mount::mount_remount(target, flags, "").map_err(errno)
+}
+
 fn errno(e: rustix::io::Errno) -> io::Error {
     e.into()
 }
@@ -120,20 +141,43 @@ impl Sys for Linux {
     }
 
     fn remount_read_only(&self, target: &Path) -> io::Result<()> {
-        // The mount's nosuid, nodev and noexec stay: in a user namespace, a remount that
-        // would clear one the host set is refused.
-        let have = rustix::fs::statvfs(target).map_err(errno)?.f_flag;
-        let mut flags = MountFlags::BIND | MountFlags::RDONLY;
-        for (st, m) in [
-            (rustix::fs::StatVfsMountFlags::NOSUID, MountFlags::NOSUID),
-            (rustix::fs::StatVfsMountFlags::NODEV, MountFlags::NODEV),
-            (rustix::fs::StatVfsMountFlags::NOEXEC, MountFlags::NOEXEC),
-        ] {
-            if have.contains(st) {
-                flags |= m;
-            }
+        remount_adding(target, MountFlags::RDONLY)
+    }
+
+    fn forbid_devices(&self, target: &Path) -> io::Result<()> {
+        /// The kernel's `struct mount_attr` (linux/mount.h).
+        #[repr(C)]
+        struct MountAttr {
+            attr_set: u64,
+            attr_clr: u64,
+            propagation: u64,
+            userns_fd: u64,
         }
-        rustix::mount::mount_remount(target, flags, "").map_err(errno)
+        const MOUNT_ATTR_NODEV: u64 = 0x4;
+        let path = std::ffi::CString::new(target.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
+        let attr = MountAttr { attr_set: MOUNT_ATTR_NODEV, attr_clr: 0, propagation: 0, userns_fd: 0 };
+        // SAFETY: a NUL-terminated path and a `mount_attr` of the size given, both alive for
+        // the call; the kernel only reads them.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                libc::AT_FDCWD,
+                path.as_ptr(),
+                libc::AT_RECURSIVE as libc::c_uint,
+                &attr as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if !matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) {
+            return Err(e);
+        }
+        // Before Linux 5.12, or under a seccomp filter that knows no mount_setattr: the top
+        // mount alone.
+        remount_adding(target, MountFlags::NODEV)
     }
 
     fn resolve(&self, root: &Path, rel: &str, dir: bool) -> io::Result<Target> {

@@ -146,16 +146,17 @@ fn sandbox_spec(
         init: false,
         console_socket: None,
         console_size: (24, 80),
-        // docker's default capabilities (less MKNOD: see `runner::security::caps`, so `RUN
-        // mknod` of a device fails here where BuildKit allows it) and seccomp filter, and
-        // no no_new_privs (BuildKit sets none: `USER app` + `RUN sudo ...` works);
-        // `--security=insecure` (allowed by `--allow security.insecure`): all and none.
+        // docker's default capabilities and seccomp filter (`RUN mknod` makes a node, which
+        // opens nothing: see `Security::all_devices`), and no no_new_privs (BuildKit sets
+        // none: `USER app` + `RUN sudo ...` works); `--security=insecure` (allowed by
+        // `--allow security.insecure`): all, none, and every device.
         security: if e.insecure {
             runner::security::Security {
                 capabilities: runner::security::Capabilities::all(),
                 seccomp: runner::security::SeccompMode::Unconfined,
                 no_new_privs: false,
                 filter_cache: None,
+                all_devices: true,
             }
         } else {
             Default::default()

@@ -213,6 +213,35 @@ fn build_dash_reads_a_dockerfile_or_a_tar_context_from_stdin_and_bool_flags_take
 }
 
 #[test]
+fn run_makes_device_nodes_as_buildkit_does_and_they_open_nothing() {
+    let Some(b) = build_store() else { return };
+    // BuildKit's RUN may mknod (its device cgroup keeps the nodes from opening); berth's
+    // mounts are nodev instead. Before, CAP_MKNOD was dropped and the first RUN failed.
+    let disk = crate::util::host_disk();
+    let make = crate::util::make_and_open_nodes(&["/n"], disk);
+    let probe = "(echo x > /n/null2) 2>/dev/null && echo STEP opened || echo STEP refused";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!(
+            "FROM busybox:latest\nRUN mkdir /n && {make}\nRUN {}\nRUN --security=insecure {}\n",
+            probe.replace("STEP", "later"),
+            probe.replace("STEP", "insecure"),
+        ),
+    )
+    .unwrap();
+    let (ok, out) = build(&b, &["--allow", "security.insecure", "-t", "nodes:1", &p(dir.path())]);
+    assert!(ok, "{out}");
+    let said = |what: &str| out.lines().filter(|l| l.ends_with(what)).count();
+    assert!(said("/n made") == 1 && said("/n refused") == 2, "{out}");
+    assert!(out.contains("later refused"), "a node from an earlier step opens nothing either: {out}");
+    assert!(out.contains("insecure opened"), "--security=insecure opens every device: {out}");
+    // The nodes are in the image, as BuildKit's, and open nothing where it runs.
+    let script = "ls -l /n/null2 | cut -c1; (echo x > /n/null2) 2>/dev/null && echo opened || echo refused";
+    assert_eq!(b.ok(&["run", "--rm", "nodes:1", "sh", "-c", script]), "c\nrefused\n");
+}
+
+#[test]
 fn ignore_files_filter_a_directory_context_and_never_a_tar_on_stdin() {
     let Some(b) = build_store() else { return };
     let dir = tempfile::tempdir().unwrap();

@@ -597,17 +597,37 @@ fn open_files_limit_is_dockers_but_never_above_the_hosts_hard_limit() {
 }
 
 #[test]
-fn root_in_the_container_cannot_make_device_nodes_for_the_hosts_disks() {
+fn a_device_node_made_in_the_container_opens_nothing_unless_privileged() {
     let Some(b) = setup() else { return };
-    // Without a device cgroup, a node made in the container would open the host's device.
-    let script = "mknod /tmp/disk b 8 0 2>&1 || echo refused; mknod /dev/disk b 8 0 2>&1 || echo refused; \
-                  grep CapEff /proc/self/status; echo ok > /dev/null && cat /dev/zero | head -c 3 | wc -c";
-    let (code, out, err) = run(&b, &["busybox", "sh", "-c", script]);
+    // CAP_MKNOD is docker's default, and berth has no device cgroup: a node for the host's
+    // disk, made on the root, in /dev, in a writable volume or on a tmpfs asked for `dev`,
+    // would read it. Each is nodev, so the nodes are made and open nothing.
+    let disk = crate::util::host_disk();
+    let vol = tempfile::tempdir().unwrap();
+    let dirs = ["/tmp", "/dev", "/vol", "/tm"];
+    let script = crate::util::make_and_open_nodes(&dirs, disk)
+        + "grep CapEff /proc/self/status; echo ok > /dev/null && head -c 3 /dev/zero | wc -c";
+    let volume = format!("{}:/vol", p(vol.path()));
+    let (code, out, err) = run(&b, &["-v", &volume, "--tmpfs", "/tm:dev", "busybox", "sh", "-c", &script]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out.matches("refused").count(), 2, "{out}");
-    // docker's default set (0xa80425fb) without CAP_MKNOD (bit 27).
-    assert!(out.contains("CapEff:\t00000000a00425fb"), "{out}");
-    assert!(out.ends_with("3\n"), "the sandbox's own /dev nodes still work: {out}");
+    for d in dirs {
+        assert!(out.contains(&format!("{d} made\n{d} refused\n{d} refused\n")), "{d}: {out}");
+    }
+    assert!(!out.contains("opened"), "{out}");
+    // docker's default set (0xa80425fb), CAP_MKNOD (bit 27) with it.
+    assert!(out.contains("CapEff:\t00000000a80425fb"), "{out}");
+    assert!(out.ends_with("3\n"), "the sandbox's own /dev nodes work: {out}");
+    // The same script, privileged (docker's --privileged opens every device): what each
+    // refusal above stopped.
+    let vol = tempfile::tempdir().unwrap();
+    let volume = format!("{}:/vol", p(vol.path()));
+    let script = crate::util::make_and_open_nodes(&dirs, disk);
+    let (code, out, err) =
+        run(&b, &["--privileged", "-v", &volume, "--tmpfs", "/tm:dev", "busybox", "sh", "-c", &script]);
+    assert_eq!(code, 0, "{err}");
+    for d in dirs {
+        assert!(out.contains(&format!("{d} made\n{d} opened\n{d} opened\n")), "{d}: {out}");
+    }
 }
 
 #[test]

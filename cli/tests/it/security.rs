@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use crate::util::{p, require_tool, strict, Berth};
 
-/// Docker's default capability set less MKNOD, as /proc/self/status prints it.
-const DEFAULT_CAPS: &str = "00000000a00425fb";
+/// Docker's default capability set, as /proc/self/status prints it.
+const DEFAULT_CAPS: &str = "00000000a80425fb";
 
 /// An empty capability set, as /proc/self/status prints it.
 const NO_CAPS: &str = "0000000000000000";
@@ -147,7 +147,7 @@ fn cap_add_cap_drop_and_privileged_set_every_capability_set() {
         &["mount", "ptrace", "status"],
     );
     assert_eq!((admin["mount"].as_str(), admin["ptrace"].as_str()), ("ok", "ok"), "{admin:?}");
-    let with = format!("{:016x}", 0xa00425fbu64 | 1 << 21 | 1 << 19);
+    let with = format!("{:016x}", 0xa80425fbu64 | 1 << 21 | 1 << 19);
     for set in ["CapBnd", "CapPrm", "CapEff"] {
         assert_eq!(admin[set], with, "{set}: {admin:?}");
     }

@@ -236,6 +236,34 @@ pub fn build_store() -> Option<Berth> {
     b.busybox("busybox:latest").then_some(b)
 }
 
+/// The host's block device under `/`, as (major, minor), where `/` is on one that this
+/// process can read: what a container that could open a node it made would read the
+/// host's disk through.
+pub fn host_disk() -> Option<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata("/").ok()?.dev();
+    let (major, minor) = (rustix::fs::major(dev), rustix::fs::minor(dev));
+    let readable = std::fs::File::open(format!("/dev/block/{major}:{minor}")).is_ok();
+    if !readable {
+        eprintln!("the host's disk under / ({major}:{minor}) cannot be read here: the null device stands in");
+    }
+    readable.then_some((major, minor))
+}
+
+/// A shell script that makes a char node for the null device and a block node for `disk`
+/// (or the null device again) in each of `dirs`, and prints for each `DIR made`, then
+/// `DIR opened` or `DIR refused` for each node.
+pub fn make_and_open_nodes(dirs: &[&str], disk: Option<(u32, u32)>) -> String {
+    let (kind, major, minor) = disk.map_or(("c", 1, 3), |(a, i)| ("b", a, i));
+    let mut script = String::new();
+    for d in dirs {
+        script.push_str(&format!(
+            "mknod {d}/null2 c 1 3 && mknod {d}/disk {kind} {major} {minor} && echo {d} made;              (echo x > {d}/null2) 2>/dev/null && echo {d} opened || echo {d} refused;              head -c 1 {d}/disk >/dev/null 2>&1 && echo {d} opened || echo {d} refused; "
+        ));
+    }
+    script
+}
+
 /// The names of the steps a plain-progress log shows as executed (`#N DONE`), not cached.
 pub fn steps_that_ran(log: &str) -> Vec<String> {
     let mut names = std::collections::HashMap::new();

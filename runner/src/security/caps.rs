@@ -47,16 +47,17 @@ const NAMES: [&str; 41] = [
     "CHECKPOINT_RESTORE",
 ];
 
-/// Docker's default set less MKNOD. docker keeps MKNOD because its device cgroup refuses
-/// to open any node outside an allow-list; berth sets no device cgroup (it would cost every
-/// run a cgroup), so with MKNOD a root process in the container could make a node for the
-/// host's disk (`mknod /tmp/sda b 8 0`) and read it. The sandbox makes its own /dev nodes
-/// before the capabilities are dropped.
-const DEFAULT: [&str; 13] = [
+/// Docker's default set. docker keeps MKNOD safe with a device cgroup that refuses to open
+/// any node outside an allow-list; berth sets no device cgroup (it would cost every run a
+/// cgroup) and mounts whatever a container can write `nodev` instead (see
+/// `Security::all_devices`), so a node made in the container (`mknod /tmp/sda b 8 0`) opens
+/// nothing, and /dev's own nodes are the host's, bound.
+const DEFAULT: [&str; 14] = [
     "CHOWN",
     "DAC_OVERRIDE",
     "FSETID",
     "FOWNER",
+    "MKNOD",
     "NET_RAW",
     "SETGID",
     "SETUID",
@@ -156,10 +157,10 @@ mod tests {
     }
 
     #[test]
-    fn the_default_is_dockers_set_without_mknod() {
+    fn the_default_is_dockers_set() {
         let d = Capabilities::default();
-        assert_eq!(d.0, 0xa00425fb, "{:?}", d.names());
-        assert!(d.has("CAP_SYS_CHROOT") && d.has("net_raw") && !d.has("MKNOD") && !d.has("SYS_ADMIN"));
+        assert_eq!(d.0, 0xa80425fb, "{:?}", d.names());
+        assert!(d.has("CAP_SYS_CHROOT") && d.has("net_raw") && d.has("MKNOD") && !d.has("SYS_ADMIN"));
     }
 
     #[test]

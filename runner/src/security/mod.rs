@@ -1,6 +1,7 @@
 //! What a container may do inside its namespaces: its capability sets and its seccomp
-//! filter, by default docker's (docker's capability set less MKNOD, docker's default
-//! seccomp profile semantics), for `berth run` and every RUN step alike.
+//! filter, by default docker's (docker's capability set, docker's default seccomp profile
+//! semantics), for `berth run` and every RUN step alike; and which device nodes it may
+//! open, where docker has a device cgroup.
 //!
 //! Lifecycle: the CLI turns docker's flags into a [`Security`] ([`Security::docker`]); the
 //! sandbox calls [`Security::prepare`] before its fork, which resolves the profile for
@@ -63,6 +64,11 @@ pub struct Security {
     /// Where compiled filters are kept between processes (`berth run`: `$BERTH_ROOT/seccomp`);
     /// without it a process compiles each policy once.
     pub filter_cache: Option<std::path::PathBuf>,
+    /// Whether the container may open every device node it reaches (`--privileged`, `RUN
+    /// --security=insecure`). Otherwise the sandbox mounts its rootfs, its /dev and every
+    /// directory it can write `nodev`, with /dev's nodes bound from the host's: a node it
+    /// makes with CAP_MKNOD opens nothing, as under docker's device cgroup.
+    pub all_devices: bool,
 }
 
 impl Security {
@@ -101,7 +107,7 @@ impl Security {
                 }
             }
         }
-        Ok(Security { capabilities, seccomp, no_new_privs, filter_cache: None })
+        Ok(Security { capabilities, seccomp, no_new_privs, filter_cache: None, all_devices: privileged })
     }
 
     /// The seccomp policy for this container's capabilities, `None` when unconfined.
