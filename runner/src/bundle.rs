@@ -97,6 +97,7 @@ pub fn write(dir: &Path, spec: &Spec, ids: (u32, u32, Vec<u32>)) -> Result<(), B
             }
         }
     }
+    add_devices(&mut v, &spec.devices);
     if let Some(mounts) = v["mounts"].as_array_mut() {
         set_shm_size(mounts, spec.shm_size.unwrap_or(crate::sandbox::DEFAULT_SHM_SIZE));
         for vol in &spec.volumes {
@@ -126,6 +127,24 @@ pub fn write(dir: &Path, spec: &Spec, ids: (u32, u32, Vec<u32>)) -> Result<(), B
     let config = dir.join("config.json");
     std::fs::write(&config, bytes).map_err(io_err("write", &config))?;
     Ok(())
+}
+
+/// `--device`s as the runtime makes them: a node in `linux.devices`, and a device cgroup
+/// rule in `linux.resources.devices` that lets the container open it.
+fn add_devices(v: &mut serde_json::Value, devices: &[crate::device::Device]) {
+    for d in devices {
+        let (kind, major, minor) = (d.kind.to_string(), d.major, d.minor);
+        let node = serde_json::json!({"path": d.container, "type": kind, "major": major, "minor": minor, "fileMode": 0o666, "uid": 0, "gid": 0});
+        let rule = serde_json::json!({"allow": true, "type": kind, "major": major, "minor": minor, "access": "rwm"});
+        match v["linux"]["devices"].as_array_mut() {
+            Some(nodes) => nodes.push(node),
+            None => v["linux"]["devices"] = serde_json::json!([node]),
+        }
+        match v["linux"]["resources"]["devices"].as_array_mut() {
+            Some(rules) => rules.push(rule),
+            None => v["linux"]["resources"]["devices"] = serde_json::json!([rule]),
+        }
+    }
 }
 
 /// The binds of berth's /etc files (hosts, resolv.conf, hostname), written into the bundle

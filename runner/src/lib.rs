@@ -30,6 +30,7 @@ pub mod bundle;
 pub mod cgroup;
 pub mod chroot;
 pub mod container;
+pub mod device;
 pub mod emulation;
 pub mod exec;
 pub mod host;

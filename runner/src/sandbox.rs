@@ -91,6 +91,8 @@ pub struct Spec {
     /// A working directory the rootfs lacks is made (`run -w`, as docker makes it); without
     /// it, a missing one fails the start (`exec -w`, as docker's 126).
     pub make_cwd: bool,
+    /// `--device`: host nodes bound where the container sees them.
+    pub devices: Vec<crate::device::Device>,
 }
 
 /// A bind mount from the host into the container: a `-v` bind or volume, or a build mount.
@@ -621,6 +623,10 @@ fn build_filesystem(sys: &dyn Sys, spec: &Spec) -> std::io::Result<()> {
     let dev_dir = mount_in(sys, root, "dev", "tmpfs", dev_flags, Some(c"mode=755,size=65536k"))?;
     let (proc_dir, dev) = (proc_dir.path(), dev_dir.path());
     populate_dev(sys, dev, spec.shm_size, confined)?;
+    // `--device`: each a bind of the host's node, which the nodev mounts do not cover.
+    for d in &spec.devices {
+        bind_into(sys, root, &d.host, &d.container, false)?;
+    }
     // Masked paths: /dev/null over files, an empty read-only tmpfs over directories.
     for m in MASKED {
         let p = proc_dir.join(m);
@@ -1508,6 +1514,7 @@ mod tests {
             shm_size: None,
             group_add: vec![],
             make_cwd: true,
+            devices: vec![],
         }
     }
 

@@ -165,6 +165,7 @@ fn sandbox_spec(
         group_add: vec![],
         // BuildKit makes a WORKDIR the image lacks.
         make_cwd: true,
+        devices: vec![],
     }
 }
 

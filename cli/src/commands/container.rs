@@ -321,6 +321,22 @@ fn container_size(root: &Path, store: &oci::ImageStore, c: &Container) -> String
     format!("{} (virtual {})", format::size(own), format::size(own + image))
 }
 
+/// `--device`s as docker's `HostConfig.Devices` (as given, not expanded), null when none.
+fn devices_json(given: &[String]) -> serde_json::Value {
+    let devices: Vec<serde_json::Value> = given
+        .iter()
+        .filter_map(|d| runner::device::parse(d).ok())
+        .map(|(host, container, perms)| {
+            serde_json::json!({"PathOnHost": host, "PathInContainer": container, "CgroupPermissions": perms})
+        })
+        .collect();
+    if devices.is_empty() {
+        serde_json::Value::Null
+    } else {
+        devices.into()
+    }
+}
+
 /// `--ulimit`s as docker's `HostConfig.Ulimits` (`-1` for unlimited), null when none.
 fn ulimits_json(given: &[String]) -> serde_json::Value {
     let limits: Vec<serde_json::Value> = given
@@ -1019,6 +1035,7 @@ pub fn inspect_json(c: &Container) -> Result<serde_json::Value> {
             "PidsLimit": cfg.pids_limit,
             "ShmSize": cfg.shm_size.unwrap_or(runner::sandbox::DEFAULT_SHM_SIZE),
             "GroupAdd": (!cfg.group_add.is_empty()).then_some(&cfg.group_add),
+            "Devices": devices_json(&cfg.devices),
             "NanoCpus": cfg.cpus.map_or(0, |c| (c * 1e9) as u64),
             "ExtraHosts": cfg.extra_hosts,
             "Ulimits": ulimits_json(&cfg.ulimits),

@@ -189,6 +189,10 @@ pub struct Run {
     /// a number (repeatable)
     #[arg(long, value_name = "GROUP")]
     group_add: Vec<String>,
+    /// Give the container a host device: HOST[:CONTAINER[:PERMS]] (a directory gives every
+    /// node under it; PERMS rw or rwm, the default)
+    #[arg(long, value_name = "HOST[:CONTAINER[:PERMS]]")]
+    device: Vec<String>,
     /// Pull the image before running: missing (only when it is not stored), always, never
     #[arg(long, default_value = "missing", value_parser = ["missing", "always", "never"])]
     pull: String,
@@ -362,6 +366,10 @@ impl Run {
 
     /// Refuses combinations that cannot work, before anything is made.
     fn check_flags(&self) -> Result<()> {
+        // A device that is not there, or a bad --device, fails before anything is made.
+        for d in &self.device {
+            runner::device::resolve(d)?;
+        }
         let restarts = self.restart != runner::container::restart::Policy::No;
         if restarts && self.rm {
             bail!("conflicting options: --restart and --rm");
@@ -496,6 +504,7 @@ impl Run {
             // 0 is docker's "the default".
             shm_size: self.shm_size.filter(|&n| n != 0),
             group_add: self.group_add.clone(),
+            devices: self.device.clone(),
         })
     }
 

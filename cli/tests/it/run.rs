@@ -631,6 +631,55 @@ fn a_device_node_made_in_the_container_opens_nothing_unless_privileged() {
 }
 
 #[test]
+fn device_gives_a_host_node_that_opens_where_a_volume_of_it_does_not() {
+    let Some(b) = setup() else { return };
+    // Made here, as root: a directory of nodes, one of them deeper down.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    for (name, minor) in [("zero", "5"), ("sub/full", "7")] {
+        let node = p(&dir.path().join(name));
+        crate::util::run_tool(std::process::Command::new("mknod").args(["-m", "666", &node, "c", "1", minor]));
+    }
+    std::fs::write(dir.path().join("plain"), "").unwrap();
+    let zero = format!("{}/zero", p(dir.path()));
+    let opens = |path: &str| format!("head -c 3 {path} 2>/dev/null | wc -c");
+    let (code, out, err) = run(&b, &["busybox", "sh", "-c", "test -e /dev/z || echo absent"]);
+    assert_eq!((code, out.as_str()), (0, "absent\n"), "{err}");
+    // One node, at another path; a directory's nodes at their places under the target.
+    let script = format!("ls -l /dev/z | cut -c1; {}; {}", opens("/dev/z"), opens("/dev/d/sub/full"));
+    let devs = format!("{zero}:/dev/z");
+    let tree = format!("{}:/dev/d", p(dir.path()));
+    let (code, out, err) = run(&b, &["--device", &devs, "--device", &tree, "busybox", "sh", "-c", &script]);
+    assert_eq!((code, out.as_str()), (0, "c\n3\n3\n"), "{err}");
+    // The same nodes through a writable volume: nodev, they open nothing.
+    let vol = format!("{}:/vol", p(dir.path()));
+    let (code, out, err) = run(&b, &["-v", &vol, "busybox", "sh", "-c", &opens("/vol/sub/full")]);
+    assert_eq!((code, out.as_str()), (0, "0\n"), "{err}");
+    // runc makes the node and allows it in its device cgroup.
+    if crate::util::require_tool("runc") {
+        let args = ["--runtime", "runc", "--device", &devs, "busybox", "sh", "-c"];
+        let (code, out, err) = run(&b, &[&args[..], &[opens("/dev/z").as_str()]].concat());
+        assert_eq!((code, out.as_str()), (0, "3\n"), "{err}");
+    }
+    // docker's HostConfig.Devices, as given.
+    b.ok(&["create", "--name", "withdev", "--device", &devs, "busybox", "true"]);
+    let inspect: serde_json::Value = serde_json::from_str(&b.ok(&["inspect", "withdev"])).unwrap();
+    let d = &inspect[0]["HostConfig"]["Devices"][0];
+    assert_eq!((d["PathOnHost"].as_str(), d["PathInContainer"].as_str()), (Some(zero.as_str()), Some("/dev/z")));
+    assert_eq!(d["CgroupPermissions"], "rwm");
+    // What cannot be given fails before the start, with docker's 125.
+    for (arg, says) in [
+        (format!("{zero}:/dev/z:r"), "no device cgroup"),
+        ("/no/such/node".to_owned(), "error gathering device information"),
+        (p(&dir.path().join("plain")), "not a device node"),
+    ] {
+        let (code, _, err) = run(&b, &["--device", &arg, "busybox", "true"]);
+        assert_eq!(code, 125, "{arg}: {err}");
+        assert!(err.contains(says), "{arg}: {err}");
+    }
+}
+
+#[test]
 fn ulimits_are_set_and_capped_at_berths_own_hard_limit() {
     let Some(b) = setup() else { return };
     let script = "ulimit -u; ulimit -Hu; ulimit -c; ulimit -n";

@@ -118,6 +118,9 @@ pub struct Config {
     /// `--group-add`: supplementary groups the process gets beside its user's.
     #[serde(default)]
     pub group_add: Vec<String>,
+    /// `--device`, as given: resolved to the host's nodes at each start.
+    #[serde(default)]
+    pub devices: Vec<String>,
 }
 
 fn own_runtime() -> String {
@@ -383,7 +386,17 @@ impl Config {
             shm_size: self.shm_size,
             group_add: self.group_add.clone(),
             make_cwd: true,
+            devices: self.devices()?,
         })
+    }
+
+    /// The host's device nodes `--device` gives, as they are now.
+    pub fn devices(&self) -> Result<Vec<crate::device::Device>, super::Error> {
+        let mut out = Vec::new();
+        for arg in &self.devices {
+            out.extend(crate::device::resolve(arg).map_err(|e| super::Error::Config(e.to_string()))?);
+        }
+        Ok(out)
     }
 
     /// How long `berth stop` waits before SIGKILL.
