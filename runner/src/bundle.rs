@@ -34,7 +34,7 @@ fn io_err(op: &'static str, p: &Path) -> impl FnOnce(std::io::Error) -> BundleEr
 /// capabilities and seccomp policy, and mounts
 /// the rootfs at `dir/rootfs`. Call it inside a private mount namespace: the mount then
 /// disappears with the process.
-pub fn write(dir: &Path, spec: &Spec, ids: (u32, u32, Vec<u32>)) -> Result<(), BundleError> {
+pub fn write(dir: &Path, spec: &Spec, ids: (u32, u32, Vec<u32>), device_cgroup: bool) -> Result<(), BundleError> {
     let rootfs = dir.join("rootfs");
     std::fs::create_dir_all(&rootfs).map_err(io_err("create", &rootfs))?;
     spec.rootfs[0].mount(&rootfs).map_err(|e| BundleError::Io {
@@ -85,7 +85,17 @@ pub fn write(dir: &Path, spec: &Spec, ids: (u32, u32, Vec<u32>)) -> Result<(), B
     v["linux"]["namespaces"] = serde_json::Value::Array(namespaces);
     // The same confinement as berth's own sandbox: capability sets (inheritable and ambient
     // empty, as docker has them since CVE-2022-24769) and the resolved seccomp policy.
-    let caps: Vec<String> = spec.security.capabilities.names().iter().map(|n| format!("CAP_{n}")).collect();
+    // Without a device cgroup (crun as berth runs it) and without berth's nodev mounts, a
+    // node made in the container would open the host's device: no CAP_MKNOD there.
+    let mknod_unsafe = !device_cgroup && !spec.security.all_devices;
+    let caps: Vec<String> = spec
+        .security
+        .capabilities
+        .names()
+        .iter()
+        .filter(|n| !(mknod_unsafe && **n == "MKNOD"))
+        .map(|n| format!("CAP_{n}"))
+        .collect();
     v["process"]["capabilities"] = serde_json::json!({
         "bounding": caps, "permitted": caps, "effective": caps, "inheritable": [], "ambient": []
     });
@@ -97,7 +107,7 @@ pub fn write(dir: &Path, spec: &Spec, ids: (u32, u32, Vec<u32>)) -> Result<(), B
             }
         }
     }
-    add_devices(&mut v, &spec.devices);
+    add_devices(&mut v, &spec.devices, spec.security.all_devices);
     if let Some(mounts) = v["mounts"].as_array_mut() {
         set_shm_size(mounts, spec.shm_size.unwrap_or(crate::sandbox::DEFAULT_SHM_SIZE));
         for vol in &spec.volumes {
@@ -130,8 +140,12 @@ pub fn write(dir: &Path, spec: &Spec, ids: (u32, u32, Vec<u32>)) -> Result<(), B
 }
 
 /// `--device`s as the runtime makes them: a node in `linux.devices`, and a device cgroup
-/// rule in `linux.resources.devices` that lets the container open it.
-fn add_devices(v: &mut serde_json::Value, devices: &[crate::device::Device]) {
+/// rule in `linux.resources.devices` that lets the container open it; with `all`
+/// (`--privileged`), a rule that opens every device, as docker's.
+fn add_devices(v: &mut serde_json::Value, devices: &[crate::device::Device], all: bool) {
+    if all {
+        v["linux"]["resources"]["devices"] = serde_json::json!([{"allow": true, "access": "rwm"}]);
+    }
     for d in devices {
         let (kind, major, minor) = (d.kind.to_string(), d.major, d.minor);
         let node = serde_json::json!({"path": d.container, "type": kind, "major": major, "minor": minor, "fileMode": 0o666, "uid": 0, "gid": 0});
@@ -180,7 +194,8 @@ pub fn spawn(runtime: &str, spec: &Spec, bundle: &Path, id: &str) -> std::io::Re
         None => (0, 0, vec![0]),
     };
     crate::sandbox::add_groups(&spec.rootfs, &spec.group_add, &mut ids.2).map_err(std::io::Error::other)?;
-    write(bundle, spec, ids).map_err(std::io::Error::other)?;
+    // runc always keeps a device cgroup; berth runs crun without its cgroup manager.
+    write(bundle, spec, ids, runtime != "crun").map_err(std::io::Error::other)?;
     let mut cmd = std::process::Command::new(runtime);
     if runtime == "crun" {
         cmd.arg("--cgroup-manager=disabled");

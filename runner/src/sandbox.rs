@@ -593,7 +593,8 @@ fn build_filesystem(sys: &dyn Sys, spec: &Spec) -> std::io::Result<()> {
     let rootfs = spec.rootfs.first().ok_or_else(|| std::io::Error::other("no rootfs to mount"))?;
     sys.mount_rootfs(rootfs, root)?;
     // Without a device cgroup, a node the container reaches or makes (CAP_MKNOD is docker's
-    // default) would open the host's device: whatever it can write is nodev.
+    // default) would open the host's device: every mount it could make one on, or reach
+    // one through, is nodev.
     let confined = !spec.security.all_devices;
     if confined {
         sys.forbid_devices(root)?;
@@ -649,9 +650,12 @@ fn build_filesystem(sys: &dyn Sys, spec: &Spec) -> std::io::Result<()> {
         match m {
             UserMount::Volume(v) => {
                 bind_into(sys, root, &v.host, &v.container, v.read_only)?;
-                // A directory the container can write could take a node; a file cannot.
-                if confined && !v.read_only && sys.is_dir(&v.host)? == Some(true) {
-                    sys.forbid_devices(sys.resolve(root, &v.container, true)?.path())?;
+                // Every volume, read-only ones and files too: a node made through another
+                // path to the same directory (another volume, another container, a
+                // stage) would open here, and a read-only mount does not keep a device
+                // from being written. `--device` is the way to give one.
+                if confined {
+                    sys.forbid_devices(sys.resolve(root, &v.container, false)?.path())?;
                 }
             }
             UserMount::Tmpfs(path, opts) => {
@@ -1617,7 +1621,7 @@ mod tests {
     }
 
     #[test]
-    fn a_directory_the_container_can_write_opens_no_device_nodes() {
+    fn no_volume_opens_device_nodes() {
         let sys = Recorder::default();
         let mut s = spec(false);
         let vol = |host: &str, container: &str, read_only| Volume {
@@ -1630,8 +1634,9 @@ mod tests {
         s.tmpfs = vec!["/t:dev,size=1m".into()];
         build_filesystem(&sys, &s).unwrap();
         assert!(sys.position("bind /host/rw /c/rw") < sys.position("nodev /c/rw"));
+        // Read-only too: the same directory may be written through another path.
+        assert!(sys.position("remount-ro /c/ro") < sys.position("nodev /c/ro"));
         let calls = sys.calls.borrow();
-        assert!(!calls.iter().any(|c| c == "nodev /c/ro"), "read-only: nothing can be made there: {calls:#?}");
         assert!(calls.iter().any(|c| c == "mount tmpfs /c/t nodev"), "`dev` is refused: {calls:#?}");
     }
 

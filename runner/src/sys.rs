@@ -102,6 +102,34 @@ pub fn cgroup_mount_in(mountinfo: &str, dir: &Path) -> Option<(String, String)> 
     })
 }
 
+/// The mount points strictly below `dir` in a /proc/self/mountinfo text, parents first
+/// (mountinfo escapes a space, tab, newline or backslash in a path as `\ooo`).
+pub fn mounts_below(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    let unescape = |field: &str| {
+        let (b, mut out, mut i) = (field.as_bytes(), Vec::new(), 0);
+        while i < b.len() {
+            let octal = b.get(i + 1..i + 4).filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+            match octal {
+                Some(d) => {
+                    out.push(d.iter().fold(0u8, |n, c| n.wrapping_mul(8) + (c - b'0')));
+                    i += 4;
+                }
+                None => {
+                    out.push(b[i]);
+                    i += 1;
+                }
+            }
+        }
+        PathBuf::from(std::ffi::OsString::from_vec(out))
+    };
+    mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4).map(unescape))
+        .filter(|point| point != dir && point.starts_with(dir))
+        .collect()
+}
+
 /// The real calls, through rustix.
 pub struct Linux;
 
@@ -175,9 +203,14 @@ impl Sys for Linux {
         if !matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) {
             return Err(e);
         }
-        // Before Linux 5.12, or under a seccomp filter that knows no mount_setattr: the top
-        // mount alone.
-        remount_adding(target, MountFlags::NODEV)
+        // Before Linux 5.12, or under a seccomp filter that knows no mount_setattr: the
+        // mount, then each mount below it, one remount each.
+        remount_adding(target, MountFlags::NODEV)?;
+        let at = std::fs::canonicalize(target)?;
+        for below in mounts_below(&std::fs::read_to_string("/proc/self/mountinfo")?, &at) {
+            remount_adding(&below, MountFlags::NODEV)?;
+        }
+        Ok(())
     }
 
     fn resolve(&self, root: &Path, rel: &str, dir: bool) -> io::Result<Target> {
@@ -258,4 +291,21 @@ pub fn keeping_times<T>(dir: &OwnedFd, change: impl FnOnce() -> rustix::io::Resu
     };
     let _best_effort = rustix::fs::futimens(&dir, &times);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mounts_below_a_directory_are_read_from_mountinfo() {
+        let info = "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n\
+                    40 22 8:2 / /srv rw - ext4 /dev/sda2 rw\n\
+                    41 40 8:3 / /srv/data rw - ext4 /dev/sda3 rw\n\
+                    42 41 0:40 / /srv/data/my\\040disk rw - tmpfs tmpfs rw\n\
+                    43 22 0:41 / /srvx rw - tmpfs tmpfs rw\n";
+        let below = mounts_below(info, Path::new("/srv"));
+        assert_eq!(below, [PathBuf::from("/srv/data"), PathBuf::from("/srv/data/my disk")]);
+        assert!(mounts_below(info, Path::new("/srv/data/my disk")).is_empty());
+    }
 }

@@ -219,26 +219,55 @@ fn run_makes_device_nodes_as_buildkit_does_and_they_open_nothing() {
     // mounts are nodev instead. Before, CAP_MKNOD was dropped and the first RUN failed.
     let disk = crate::util::host_disk();
     let make = crate::util::make_and_open_nodes(&["/n"], disk);
-    let probe = "(echo x > /n/null2) 2>/dev/null && echo STEP opened || echo STEP refused";
+    let probe =
+        |path: &str, step: &str| format!("(echo x > {path}) 2>/dev/null && echo {step} opened || echo {step} refused");
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("Dockerfile"),
-        format!(
-            "FROM busybox:latest\nRUN mkdir /n && {make}\nRUN {}\nRUN --security=insecure {}\n",
-            probe.replace("STEP", "later"),
-            probe.replace("STEP", "insecure"),
-        ),
-    )
-    .unwrap();
-    let (ok, out) = build(&b, &["--allow", "security.insecure", "-t", "nodes:1", &p(dir.path())]);
+    let dockerfile = [
+        "FROM busybox:latest AS nodes".to_owned(),
+        format!("RUN mkdir /n && {make}"),
+        format!("RUN {}", probe("/n/null2", "later")),
+        format!("RUN --security=insecure {}", probe("/n/null2", "insecure")),
+        // Another stage's node, through a bind mount of the stage and of the node alone.
+        "FROM busybox:latest".to_owned(),
+        format!("RUN --mount=type=bind,from=nodes,target=/a {}", probe("/a/n/null2", "bound")),
+        format!("RUN --mount=type=bind,from=nodes,source=/n/null2,target=/f {}", probe("/f", "file")),
+        // A node made in a cache is left where only root may reach it on the host.
+        format!("RUN --mount=type=cache,target=/c mknod /c/null2 c 1 3 && {}", probe("/c/null2", "cache")),
+    ];
+    std::fs::write(dir.path().join("Dockerfile"), dockerfile.join("\n") + "\n").unwrap();
+    let (ok, out) = build(&b, &["--allow", "security.insecure", "--target", "nodes", "-t", "nodes:1", &p(dir.path())]);
     assert!(ok, "{out}");
-    let said = |what: &str| out.lines().filter(|l| l.ends_with(what)).count();
+    let said = |what: &str| said_in(&out, what);
     assert!(said("/n made") == 1 && said("/n refused") == 2, "{out}");
-    assert!(out.contains("later refused"), "a node from an earlier step opens nothing either: {out}");
-    assert!(out.contains("insecure opened"), "--security=insecure opens every device: {out}");
+    assert!(said("later refused") == 1, "a node from an earlier step opens nothing either: {out}");
+    assert!(said("insecure opened") == 1, "--security=insecure opens every device: {out}");
     // The nodes are in the image, as BuildKit's, and open nothing where it runs.
     let script = "ls -l /n/null2 | cut -c1; (echo x > /n/null2) 2>/dev/null && echo opened || echo refused";
     assert_eq!(b.ok(&["run", "--rm", "nodes:1", "sh", "-c", script]), "c\nrefused\n");
+    let (ok, out) = build(&b, &["--allow", "security.insecure", &p(dir.path())]);
+    assert!(ok, "{out}");
+    for step in ["bound", "file", "cache"] {
+        assert_eq!(said_in(&out, &format!("{step} refused")), 1, "{step}: {out}");
+    }
+    let cache = b.root.path().join("cache-mounts");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&cache).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o700, "{}", p(&cache));
+    // A writable bind of a node would open it on the host to copy it: refused.
+    std::fs::write(
+        dir.path().join("Dockerfile.rw"),
+        "FROM busybox:latest AS nodes\nRUN mknod /null2 c 1 3\nFROM busybox:latest\n\
+         RUN --mount=type=bind,from=nodes,source=/null2,target=/f,rw true\n",
+    )
+    .unwrap();
+    let rw = p(&dir.path().join("Dockerfile.rw"));
+    let (ok, out) = build(&b, &["-f", &rw, &p(dir.path())]);
+    assert!(!ok && out.contains("a writable bind mount's source must be a file or a directory"), "{out}");
+}
+
+/// How many lines a RUN step printed (`#N SECONDS TEXT` in a plain log) end with `what`.
+fn said_in(out: &str, what: &str) -> usize {
+    let printed = |l: &&str| l.split(' ').nth(1).is_some_and(|t| t.parse::<f64>().is_ok());
+    out.lines().filter(printed).filter(|l| l.ends_with(what)).count()
 }
 
 #[test]

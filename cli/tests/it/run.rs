@@ -600,19 +600,38 @@ fn open_files_limit_is_dockers_but_never_above_the_hosts_hard_limit() {
 fn a_device_node_made_in_the_container_opens_nothing_unless_privileged() {
     let Some(b) = setup() else { return };
     // CAP_MKNOD is docker's default, and berth has no device cgroup: a node for the host's
-    // disk, made on the root, in /dev, in a writable volume or on a tmpfs asked for `dev`,
-    // would read it. Each is nodev, so the nodes are made and open nothing.
+    // disk, made on the root, in /dev, in a volume or on a tmpfs asked for `dev`, would
+    // read it. Each is nodev, so the nodes are made and open nothing; nor do they through a
+    // read-only volume of the same directory.
     let disk = crate::util::host_disk();
+    let mut dirs = vec!["/tmp", "/dev", "/tm"];
     let vol = tempfile::tempdir().unwrap();
-    let dirs = ["/tmp", "/dev", "/vol", "/tm"];
+    let host_nodev = rustix::fs::statvfs(vol.path()).unwrap().f_flag.contains(rustix::fs::StatVfsMountFlags::NODEV);
+    if host_nodev {
+        eprintln!("{} is nodev on the host: volumes are left out", p(vol.path()));
+    } else {
+        dirs.push("/vol");
+    }
+    let through_ro = "(echo x > /ro/null2) 2>/dev/null && echo /ro opened || echo /ro refused; ";
+    let volumes = |vol: &Path| {
+        let at = |to: &str| ["-v".to_owned(), format!("{}:{to}", p(vol))];
+        if host_nodev {
+            vec![]
+        } else {
+            [at("/vol"), at("/ro:ro")].concat()
+        }
+    };
     let script = crate::util::make_and_open_nodes(&dirs, disk)
+        + if host_nodev { "" } else { through_ro }
         + "grep CapEff /proc/self/status; echo ok > /dev/null && head -c 3 /dev/zero | wc -c";
-    let volume = format!("{}:/vol", p(vol.path()));
-    let (code, out, err) = run(&b, &["-v", &volume, "--tmpfs", "/tm:dev", "busybox", "sh", "-c", &script]);
+    let args = [volumes(vol.path()), ["--tmpfs", "/tm:dev", "busybox", "sh", "-c", &script].map(String::from).to_vec()];
+    let args: Vec<&str> = args.iter().flatten().map(String::as_str).collect();
+    let (code, out, err) = run(&b, &args);
     assert_eq!(code, 0, "{err}");
-    for d in dirs {
+    for d in &dirs {
         assert!(out.contains(&format!("{d} made\n{d} refused\n{d} refused\n")), "{d}: {out}");
     }
+    assert!(host_nodev || out.contains("/ro refused"), "{out}");
     assert!(!out.contains("opened"), "{out}");
     // docker's default set (0xa80425fb), CAP_MKNOD (bit 27) with it.
     assert!(out.contains("CapEff:\t00000000a80425fb"), "{out}");
@@ -620,13 +639,25 @@ fn a_device_node_made_in_the_container_opens_nothing_unless_privileged() {
     // The same script, privileged (docker's --privileged opens every device): what each
     // refusal above stopped.
     let vol = tempfile::tempdir().unwrap();
-    let volume = format!("{}:/vol", p(vol.path()));
-    let script = crate::util::make_and_open_nodes(&dirs, disk);
-    let (code, out, err) =
-        run(&b, &["--privileged", "-v", &volume, "--tmpfs", "/tm:dev", "busybox", "sh", "-c", &script]);
+    let script = crate::util::make_and_open_nodes(&dirs, disk) + if host_nodev { "" } else { through_ro };
+    let args = [
+        vec!["--privileged".to_owned()],
+        volumes(vol.path()),
+        ["--tmpfs", "/tm:dev", "busybox", "sh", "-c", &script].map(String::from).to_vec(),
+    ];
+    let args: Vec<&str> = args.iter().flatten().map(String::as_str).collect();
+    let (code, out, err) = run(&b, &args);
     assert_eq!(code, 0, "{err}");
-    for d in dirs {
+    for d in &dirs {
         assert!(out.contains(&format!("{d} made\n{d} opened\n{d} opened\n")), "{d}: {out}");
+    }
+    assert!(host_nodev || out.contains("/ro opened"), "{out}");
+    // crun, which berth runs without a cgroup manager, so without a device cgroup: no
+    // CAP_MKNOD there, or the node would open.
+    if crate::util::require_tool("crun") {
+        let script = "mknod /tmp/n c 1 3 2>/dev/null && echo made || echo refused";
+        let (code, out, err) = run(&b, &["--runtime", "crun", "busybox", "sh", "-c", script]);
+        assert_eq!((code, out.as_str()), (0, "refused\n"), "{err}");
     }
 }
 

@@ -49,7 +49,7 @@ const NAMES: [&str; 41] = [
 
 /// Docker's default set. docker keeps MKNOD safe with a device cgroup that refuses to open
 /// any node outside an allow-list; berth sets no device cgroup (it would cost every run a
-/// cgroup) and mounts whatever a container can write `nodev` instead (see
+/// cgroup) and mounts whatever a container can reach nodes on `nodev` instead (see
 /// `Security::all_devices`), so a node made in the container (`mknod /tmp/sda b 8 0`) opens
 /// nothing, and /dev's own nodes are the host's, bound.
 const DEFAULT: [&str; 14] = [

@@ -65,9 +65,9 @@ pub struct Security {
     /// without it a process compiles each policy once.
     pub filter_cache: Option<std::path::PathBuf>,
     /// Whether the container may open every device node it reaches (`--privileged`, `RUN
-    /// --security=insecure`). Otherwise the sandbox mounts its rootfs, its /dev and every
-    /// directory it can write `nodev`, with /dev's nodes bound from the host's: a node it
-    /// makes with CAP_MKNOD opens nothing, as under docker's device cgroup.
+    /// --security=insecure`). Otherwise the sandbox mounts its rootfs, its /dev, its tmpfs
+    /// and every volume `nodev`, with /dev's nodes bound from the host's: a node it makes
+    /// with CAP_MKNOD opens nothing, as under docker's device cgroup.
     pub all_devices: bool,
 }
 

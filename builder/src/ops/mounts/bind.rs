@@ -73,9 +73,17 @@ fn writable_copy(step: &Step<'_, '_>, host: PathBuf, i: usize) -> Result<(PathBu
     let copy = step.work.join(format!("bind-rw-{i}"));
     std::fs::create_dir_all(&copy).map_err(Error::io(format!("create {}", copy.display())))?;
     let guard = RemoveOnDrop(copy.clone());
-    if host.is_dir() {
+    let kind = std::fs::symlink_metadata(&host).map_err(Error::io(format!("stat {}", host.display())))?.file_type();
+    if kind.is_dir() {
         runner::snapshot::copy_dir(&host, &copy).map_err(Error::runner("copy a writable bind mount"))?;
         Ok((copy, Some(guard)))
+    } else if !kind.is_file() {
+        // A device node or a fifo a stage made: opening it to copy would reach the host's
+        // device (as root) or block.
+        Err(Error::Context {
+            path: host.display().to_string(),
+            reason: "a writable bind mount's source must be a file or a directory".into(),
+        })
     } else {
         let file = copy.join("file");
         std::fs::copy(&host, &file).map_err(Error::io(format!("copy {}", host.display())))?;

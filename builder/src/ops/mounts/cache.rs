@@ -33,6 +33,10 @@ impl CacheMount {
         let base = step.worker.root.join("cache-mounts");
         let mut dir = remote::mounts::dir(&step.worker.root, &id);
         std::fs::create_dir_all(&base).map_err(Error::io(format!("create {}", base.display())))?;
+        // Root's alone, as the store's snapshots are: a step may leave set-uid programs or
+        // device nodes in a cache, which other users of the host must not reach.
+        std::fs::set_permissions(&base, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(Error::io(format!("chmod {}", base.display())))?;
         let mut lock = None;
         let mut private = None;
         if spec.sharing != Sharing::Shared {
