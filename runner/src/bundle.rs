@@ -83,30 +83,7 @@ pub fn write(dir: &Path, spec: &Spec, ids: (u32, u32, Vec<u32>), device_cgroup: 
         Network::Host => {}
     }
     v["linux"]["namespaces"] = serde_json::Value::Array(namespaces);
-    // The same confinement as berth's own sandbox: capability sets (inheritable and ambient
-    // empty, as docker has them since CVE-2022-24769) and the resolved seccomp policy.
-    // Without a device cgroup (crun as berth runs it) and without berth's nodev mounts, a
-    // node made in the container would open the host's device: no CAP_MKNOD there.
-    let mknod_unsafe = !device_cgroup && !spec.security.all_devices;
-    let caps: Vec<String> = spec
-        .security
-        .capabilities
-        .names()
-        .iter()
-        .filter(|n| !(mknod_unsafe && **n == "MKNOD"))
-        .map(|n| format!("CAP_{n}"))
-        .collect();
-    v["process"]["capabilities"] = serde_json::json!({
-        "bounding": caps, "permitted": caps, "effective": caps, "inheritable": [], "ambient": []
-    });
-    match spec.security.policy().map_err(|e| BundleError::Spec(e.to_string()))? {
-        Some(policy) => v["linux"]["seccomp"] = policy.to_oci(),
-        None => {
-            if let Some(linux) = v["linux"].as_object_mut() {
-                linux.remove("seccomp");
-            }
-        }
-    }
+    set_confinement(&mut v, spec, device_cgroup)?;
     add_devices(&mut v, &spec.devices, spec.security.all_devices);
     if let Some(mounts) = v["mounts"].as_array_mut() {
         set_shm_size(mounts, spec.shm_size.unwrap_or(crate::sandbox::DEFAULT_SHM_SIZE));
@@ -136,6 +113,34 @@ pub fn write(dir: &Path, spec: &Spec, ids: (u32, u32, Vec<u32>), device_cgroup: 
     let bytes = serde_json::to_vec_pretty(&checked).map_err(|e| BundleError::Spec(e.to_string()))?;
     let config = dir.join("config.json");
     std::fs::write(&config, bytes).map_err(io_err("write", &config))?;
+    Ok(())
+}
+
+/// The same confinement as berth's own sandbox: capability sets (inheritable and ambient
+/// empty, as docker has them since CVE-2022-24769) and the resolved seccomp policy. Without
+/// a device cgroup (crun as berth runs it) and without berth's nodev mounts, a node made in
+/// the container would open the host's device: no CAP_MKNOD there.
+fn set_confinement(v: &mut serde_json::Value, spec: &Spec, device_cgroup: bool) -> Result<(), BundleError> {
+    let mknod_unsafe = !device_cgroup && !spec.security.all_devices;
+    let caps: Vec<String> = spec
+        .security
+        .capabilities
+        .names()
+        .iter()
+        .filter(|n| !(mknod_unsafe && **n == "MKNOD"))
+        .map(|n| format!("CAP_{n}"))
+        .collect();
+    v["process"]["capabilities"] = serde_json::json!({
+        "bounding": caps, "permitted": caps, "effective": caps, "inheritable": [], "ambient": []
+    });
+    match spec.security.policy().map_err(|e| BundleError::Spec(e.to_string()))? {
+        Some(policy) => v["linux"]["seccomp"] = policy.to_oci(),
+        None => {
+            if let Some(linux) = v["linux"].as_object_mut() {
+                linux.remove("seccomp");
+            }
+        }
+    }
     Ok(())
 }
 

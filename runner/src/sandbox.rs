@@ -644,8 +644,31 @@ fn build_filesystem(sys: &dyn Sys, spec: &Spec) -> std::io::Result<()> {
             sys.remount_read_only(&p)?;
         }
     }
-    // Volumes and tmpfs, a parent before what is mounted below it (docker's order: by depth),
-    // so that `-v a:/x/y -v b:/x` leaves /x/y on a.
+    mount_user_mounts(sys, root, spec, confined)?;
+    // The /etc files last, as docker's come after a volume on /etc.
+    if let Some(files) = &spec.etc {
+        for (name, content) in files.entries() {
+            // Written into the container's /dev tmpfs and unlinked once bound: the mount
+            // keeps the file, and nothing is left behind on disk or in /dev.
+            let staged = dev.join(format!(".berth-{name}"));
+            sys.write(&staged, content.as_bytes())?;
+            // Read-only with the root, as docker mounts them under --read-only.
+            bind_into(sys, root, &staged, &format!("etc/{name}"), spec.read_only)?;
+            sys.unlink(&staged)?;
+        }
+    }
+    if spec.read_only {
+        // The working directory is made while the root can still be written, as docker
+        // makes `-w`'s at create; the chdir later reports what is wrong with it.
+        let _made = sys.resolve(root, spec.cwd.trim_start_matches('/'), true);
+        sys.remount_read_only(root)?;
+    }
+    sys.pivot_root(root)
+}
+
+/// The spec's volumes and tmpfs, a parent before what is mounted below it (docker's order:
+/// by depth), so that `-v a:/x/y -v b:/x` leaves /x/y on a; all nodev where `confined`.
+fn mount_user_mounts(sys: &dyn Sys, root: &Path, spec: &Spec, confined: bool) -> std::io::Result<()> {
     for m in user_mounts(spec) {
         match m {
             UserMount::Volume(v) => {
@@ -674,25 +697,7 @@ fn build_filesystem(sys: &dyn Sys, spec: &Spec) -> std::io::Result<()> {
             }
         }
     }
-    // The /etc files last, as docker's come after a volume on /etc.
-    if let Some(files) = &spec.etc {
-        for (name, content) in files.entries() {
-            // Written into the container's /dev tmpfs and unlinked once bound: the mount
-            // keeps the file, and nothing is left behind on disk or in /dev.
-            let staged = dev.join(format!(".berth-{name}"));
-            sys.write(&staged, content.as_bytes())?;
-            // Read-only with the root, as docker mounts them under --read-only.
-            bind_into(sys, root, &staged, &format!("etc/{name}"), spec.read_only)?;
-            sys.unlink(&staged)?;
-        }
-    }
-    if spec.read_only {
-        // The working directory is made while the root can still be written, as docker
-        // makes `-w`'s at create; the chdir later reports what is wrong with it.
-        let _made = sys.resolve(root, spec.cwd.trim_start_matches('/'), true);
-        sys.remount_read_only(root)?;
-    }
-    sys.pivot_root(root)
+    Ok(())
 }
 
 /// A volume or a tmpfs of the spec, in the order they are mounted.

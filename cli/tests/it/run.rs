@@ -605,10 +605,11 @@ fn a_device_node_made_in_the_container_opens_nothing_unless_privileged() {
     // read-only volume of the same directory.
     let disk = crate::util::host_disk();
     let mut dirs = vec!["/tmp", "/dev", "/tm"];
-    let vol = tempfile::tempdir().unwrap();
-    let host_nodev = rustix::fs::statvfs(vol.path()).unwrap().f_flag.contains(rustix::fs::StatVfsMountFlags::NODEV);
+    let probe_dir = tempfile::tempdir().unwrap();
+    let host_nodev =
+        rustix::fs::statvfs(probe_dir.path()).unwrap().f_flag.contains(rustix::fs::StatVfsMountFlags::NODEV);
     if host_nodev {
-        eprintln!("{} is nodev on the host: volumes are left out", p(vol.path()));
+        eprintln!("{} is nodev on the host: volumes are left out", p(probe_dir.path()));
     } else {
         dirs.push("/vol");
     }
@@ -621,13 +622,18 @@ fn a_device_node_made_in_the_container_opens_nothing_unless_privileged() {
             [at("/vol"), at("/ro:ro")].concat()
         }
     };
-    let script = crate::util::make_and_open_nodes(&dirs, disk)
-        + if host_nodev { "" } else { through_ro }
-        + "grep CapEff /proc/self/status; echo ok > /dev/null && head -c 3 /dev/zero | wc -c";
-    let args = [volumes(vol.path()), ["--tmpfs", "/tm:dev", "busybox", "sh", "-c", &script].map(String::from).to_vec()];
-    let args: Vec<&str> = args.iter().flatten().map(String::as_str).collect();
-    let (code, out, err) = run(&b, &args);
-    assert_eq!(code, 0, "{err}");
+    // The nodes made and opened in each place, under `flags`, with fresh volumes; then `tail`.
+    let nodes = |flags: &[&str], tail: &str| {
+        let vol = tempfile::tempdir().unwrap();
+        let script = crate::util::make_and_open_nodes(&dirs, disk) + if host_nodev { "" } else { through_ro } + tail;
+        let mut args: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+        args.extend(volumes(vol.path()));
+        args.extend(["--tmpfs", "/tm:dev", "busybox", "sh", "-c", &script].map(String::from));
+        let (code, out, err) = run(&b, &args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let out = nodes(&[], "grep CapEff /proc/self/status; echo ok > /dev/null && head -c 3 /dev/zero | wc -c");
     for d in &dirs {
         assert!(out.contains(&format!("{d} made\n{d} refused\n{d} refused\n")), "{d}: {out}");
     }
@@ -638,16 +644,7 @@ fn a_device_node_made_in_the_container_opens_nothing_unless_privileged() {
     assert!(out.ends_with("3\n"), "the sandbox's own /dev nodes work: {out}");
     // The same script, privileged (docker's --privileged opens every device): what each
     // refusal above stopped.
-    let vol = tempfile::tempdir().unwrap();
-    let script = crate::util::make_and_open_nodes(&dirs, disk) + if host_nodev { "" } else { through_ro };
-    let args = [
-        vec!["--privileged".to_owned()],
-        volumes(vol.path()),
-        ["--tmpfs", "/tm:dev", "busybox", "sh", "-c", &script].map(String::from).to_vec(),
-    ];
-    let args: Vec<&str> = args.iter().flatten().map(String::as_str).collect();
-    let (code, out, err) = run(&b, &args);
-    assert_eq!(code, 0, "{err}");
+    let out = nodes(&["--privileged"], "");
     for d in &dirs {
         assert!(out.contains(&format!("{d} made\n{d} opened\n{d} opened\n")), "{d}: {out}");
     }
