@@ -85,6 +85,9 @@ pub fn write(dir: &Path, spec: &Spec, ids: (u32, u32, Vec<u32>), device_cgroup: 
     v["linux"]["namespaces"] = serde_json::Value::Array(namespaces);
     set_confinement(&mut v, spec, device_cgroup)?;
     add_devices(&mut v, &spec.devices, spec.security.all_devices);
+    for (key, value) in &spec.sysctls {
+        v["linux"]["sysctl"][key.replace('/', ".")] = value.clone().into();
+    }
     if let Some(mounts) = v["mounts"].as_array_mut() {
         set_shm_size(mounts, spec.shm_size.unwrap_or(crate::sandbox::DEFAULT_SHM_SIZE));
         for vol in &spec.volumes {

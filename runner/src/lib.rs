@@ -45,6 +45,7 @@ pub mod sandbox;
 pub mod security;
 pub mod snapshot;
 pub mod sys;
+pub mod sysctl;
 pub mod treetar;
 pub mod unpack;
 pub mod usernet;

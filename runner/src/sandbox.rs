@@ -93,6 +93,8 @@ pub struct Spec {
     pub make_cwd: bool,
     /// `--device`: host nodes bound where the container sees them.
     pub devices: Vec<crate::device::Device>,
+    /// `--sysctl`: settings of the container's namespaces, checked, in the order given.
+    pub sysctls: Vec<(String, String)>,
 }
 
 /// A bind mount from the host into the container: a `-v` bind or volume, or a build mount.
@@ -882,6 +884,8 @@ fn enter(spec: &Spec, confinement: &crate::security::Confinement) -> std::io::Re
         }
         Network::Host => {}
     }
+    // In the container's network and IPC namespaces now, whose settings these are.
+    crate::sysctl::write_all(&spec.sysctls)?;
     rustix::mount::mount_change(Path::new("/"), MountPropagationFlags::PRIVATE | MountPropagationFlags::REC)
         .map_err(errno)?;
     // Masked files get /dev/null: check that it is the real one (1:3) first.
@@ -1524,6 +1528,7 @@ mod tests {
             group_add: vec![],
             make_cwd: true,
             devices: vec![],
+            sysctls: vec![],
         }
     }
 

@@ -166,6 +166,7 @@ fn sandbox_spec(
         // BuildKit makes a WORKDIR the image lacks.
         make_cwd: true,
         devices: vec![],
+        sysctls: vec![],
     }
 }
 

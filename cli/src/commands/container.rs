@@ -1036,6 +1036,9 @@ pub fn inspect_json(c: &Container) -> Result<serde_json::Value> {
             "ShmSize": cfg.shm_size.unwrap_or(runner::sandbox::DEFAULT_SHM_SIZE),
             "GroupAdd": (!cfg.group_add.is_empty()).then_some(&cfg.group_add),
             "Devices": devices_json(&cfg.devices),
+            "Sysctls": (!cfg.sysctls.is_empty()).then(|| {
+                cfg.sysctls.iter().filter_map(|s| s.split_once('=')).collect::<std::collections::BTreeMap<_, _>>()
+            }),
             "NanoCpus": cfg.cpus.map_or(0, |c| (c * 1e9) as u64),
             "ExtraHosts": cfg.extra_hosts,
             "Ulimits": ulimits_json(&cfg.ulimits),

@@ -193,6 +193,10 @@ pub struct Run {
     /// node under it; PERMS rw or rwm, the default)
     #[arg(long, value_name = "HOST[:CONTAINER[:PERMS]]")]
     device: Vec<String>,
+    /// Set a kernel setting of the container's own namespaces: KEY=VALUE (net.*, kernel.shm*,
+    /// kernel.msg*, kernel.sem, fs.mqueue.*; repeatable)
+    #[arg(long, value_name = "KEY=VALUE")]
+    sysctl: Vec<String>,
     /// Pull the image before running: missing (only when it is not stored), always, never
     #[arg(long, default_value = "missing", value_parser = ["missing", "always", "never"])]
     pull: String,
@@ -370,6 +374,9 @@ impl Run {
         for d in &self.device {
             runner::device::resolve(d)?;
         }
+        for s in &self.sysctl {
+            runner::sysctl::parse(s, self.network == "host").map_err(anyhow::Error::msg)?;
+        }
         let restarts = self.restart != runner::container::restart::Policy::No;
         if restarts && self.rm {
             bail!("conflicting options: --restart and --rm");
@@ -505,6 +512,7 @@ impl Run {
             shm_size: self.shm_size.filter(|&n| n != 0),
             group_add: self.group_add.clone(),
             devices: self.device.clone(),
+            sysctls: self.sysctl.clone(),
         })
     }
 

@@ -708,6 +708,46 @@ fn device_gives_a_host_node_that_opens_where_a_volume_of_it_does_not() {
 }
 
 #[test]
+fn sysctl_sets_the_containers_own_namespaces_and_never_the_hosts() {
+    let Some(b) = setup() else { return };
+    let read = |key: &str| std::fs::read_to_string(format!("/proc/sys/{key}")).unwrap();
+    let host = (read("net/ipv4/ip_forward"), read("kernel/shmmni"), read("net/core/somaxconn"));
+    let script = "cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/shmmni /proc/sys/net/core/somaxconn";
+    let settings =
+        ["--sysctl", "net.ipv4.ip_forward=1", "--sysctl", "kernel.shmmni=1234", "--sysctl", "net/core/somaxconn=77"];
+    for network in ["none", "bridge"] {
+        let args = [&settings[..], &["--network", network, "busybox", "sh", "-c", script]].concat();
+        let (code, out, err) = run(&b, &args);
+        assert_eq!((code, out.as_str()), (0, "1\n1234\n77\n"), "{network}: {err}");
+    }
+    assert_eq!((read("net/ipv4/ip_forward"), read("kernel/shmmni"), read("net/core/somaxconn")), host);
+    // runc writes them too (linux.sysctl).
+    if crate::util::require_tool("runc") {
+        let args = [&settings[..], &["--runtime", "runc", "--network", "none", "busybox", "sh", "-c", script]].concat();
+        let (code, out, err) = run(&b, &args);
+        assert_eq!((code, out.as_str()), (0, "1\n1234\n77\n"), "{err}");
+    }
+    // A detached container keeps them across a restart; inspect shows docker's map.
+    let id = b.ok(&["run", "-d", "--sysctl", "kernel.shmmni=4321", "busybox", "sleep", "60"]).trim().to_owned();
+    b.ok(&["restart", "-t", "0", &id]);
+    assert_eq!(b.ok(&["exec", &id, "cat", "/proc/sys/kernel/shmmni"]), "4321\n");
+    let inspect: serde_json::Value = serde_json::from_str(&b.ok(&["inspect", &id])).unwrap();
+    assert_eq!(inspect[0]["HostConfig"]["Sysctls"]["kernel.shmmni"], "4321");
+    b.ok(&["rm", "-f", &id]);
+    // What would change the host's kernel is refused before the start, with docker's 125.
+    for (args, says) in [
+        (vec!["--sysctl", "vm.swappiness=10"], "is not in a separate kernel namespace"),
+        (vec!["--network", "host", "--sysctl", "net.ipv4.ip_forward=1"], "not allowed in host network namespace"),
+        (vec!["--sysctl", "net.ipv4.ip_forward"], "expected KEY=VALUE"),
+    ] {
+        let (code, _, err) = run(&b, &[&args[..], &["busybox", "true"]].concat());
+        assert_eq!(code, 125, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    assert_eq!(read("net/ipv4/ip_forward"), host.0);
+}
+
+#[test]
 fn ulimits_are_set_and_capped_at_berths_own_hard_limit() {
     let Some(b) = setup() else { return };
     let script = "ulimit -u; ulimit -Hu; ulimit -c; ulimit -n";

@@ -121,6 +121,9 @@ pub struct Config {
     /// `--device`, as given: resolved to the host's nodes at each start.
     #[serde(default)]
     pub devices: Vec<String>,
+    /// `--sysctl`, as given (`KEY=VALUE`), checked when the container was made.
+    #[serde(default)]
+    pub sysctls: Vec<String>,
 }
 
 fn own_runtime() -> String {
@@ -387,7 +390,29 @@ impl Config {
             group_add: self.group_add.clone(),
             make_cwd: true,
             devices: self.devices()?,
+            sysctls: self.sysctls(&network)?,
         })
+    }
+
+    /// The `--sysctl` settings, split and checked against the container's `network`: no
+    /// `net.*` in berth's own network namespace (the host's), joined through another
+    /// container's or not.
+    fn sysctls(&self, network: &Network) -> Result<Vec<(String, String)>, super::Error> {
+        let own = |fd: std::os::fd::RawFd| -> std::io::Result<bool> {
+            use std::os::unix::fs::MetadataExt;
+            let (joined, ours) =
+                (std::fs::metadata(format!("/proc/self/fd/{fd}"))?, std::fs::metadata("/proc/self/ns/net")?);
+            Ok((joined.dev(), joined.ino()) == (ours.dev(), ours.ino()))
+        };
+        let host = match network {
+            Network::Host => true,
+            Network::Join(fd) => {
+                !self.sysctls.is_empty()
+                    && own(*fd).map_err(|e| super::Error::Config(format!("read a network namespace: {e}")))?
+            }
+            Network::None => false,
+        };
+        self.sysctls.iter().map(|s| crate::sysctl::parse(s, host).map_err(super::Error::Config)).collect()
     }
 
     /// The host's device nodes `--device` gives, as they are now.
