@@ -86,7 +86,7 @@ pub fn write(dir: &Path, spec: &Spec, ids: (u32, u32, Vec<u32>), device_cgroup: 
     set_confinement(&mut v, spec, device_cgroup)?;
     add_devices(&mut v, &spec.devices, spec.security.all_devices);
     for (key, value) in &spec.sysctls {
-        v["linux"]["sysctl"][key.replace('/', ".")] = value.clone().into();
+        v["linux"]["sysctl"][key] = value.clone().into();
     }
     if let Some(mounts) = v["mounts"].as_array_mut() {
         set_shm_size(mounts, spec.shm_size.unwrap_or(crate::sandbox::DEFAULT_SHM_SIZE));
@@ -156,8 +156,8 @@ fn add_devices(v: &mut serde_json::Value, devices: &[crate::device::Device], all
     }
     for d in devices {
         let (kind, major, minor) = (d.kind.to_string(), d.major, d.minor);
-        let node = serde_json::json!({"path": d.container, "type": kind, "major": major, "minor": minor, "fileMode": 0o666, "uid": 0, "gid": 0});
-        let rule = serde_json::json!({"allow": true, "type": kind, "major": major, "minor": minor, "access": "rwm"});
+        let node = serde_json::json!({"path": d.container, "type": kind, "major": major, "minor": minor, "fileMode": d.mode, "uid": d.uid, "gid": d.gid});
+        let rule = serde_json::json!({"allow": true, "type": kind, "major": major, "minor": minor, "access": d.access});
         match v["linux"]["devices"].as_array_mut() {
             Some(nodes) => nodes.push(node),
             None => v["linux"]["devices"] = serde_json::json!([node]),

@@ -18,6 +18,14 @@ pub struct Device {
     pub major: u32,
     /// The device numbers.
     pub minor: u32,
+    /// The host node's permission bits, owner and group, as docker copies them.
+    pub mode: u32,
+    /// The host node's owner.
+    pub uid: u32,
+    /// The host node's group.
+    pub gid: u32,
+    /// docker's PERMS (`rwm` by default): a runtime's device cgroup rule.
+    pub access: String,
 }
 
 /// A `--device` that cannot be given.
@@ -73,16 +81,16 @@ pub fn parse(arg: &str) -> Result<(String, String, String), DeviceError> {
 /// directory it names (at the same place under the container path), as docker's daemon
 /// gathers them.
 pub fn resolve(arg: &str) -> Result<Vec<Device>, DeviceError> {
-    let (host, container, _) = parse(arg)?;
+    let (host, container, access) = parse(arg)?;
     let gather = |e: std::io::Error| {
         DeviceError(format!("error gathering device information while adding custom device {host:?}: {e}"))
     };
     let real = std::fs::canonicalize(&host).map_err(gather)?;
     let mut out = Vec::new();
-    if let Some(d) = node(&real, &container).map_err(gather)? {
+    if let Some(d) = node(&real, &container, &access).map_err(gather)? {
         out.push(d);
     } else if real.is_dir() {
-        walk(&real, &real, &container, &mut out).map_err(gather)?;
+        walk(&real, &real, (&container, &access), &mut out).map_err(gather)?;
     } else {
         return Err(gather(std::io::Error::other("not a device node")));
     }
@@ -90,7 +98,7 @@ pub fn resolve(arg: &str) -> Result<Vec<Device>, DeviceError> {
 }
 
 /// The device at `path`, seen at `container`; `None` when `path` is no device node.
-fn node(path: &Path, container: &str) -> std::io::Result<Option<Device>> {
+fn node(path: &Path, container: &str, access: &str) -> std::io::Result<Option<Device>> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let m = std::fs::symlink_metadata(path)?;
     let kind = match m.file_type() {
@@ -99,11 +107,21 @@ fn node(path: &Path, container: &str) -> std::io::Result<Option<Device>> {
         _ => return Ok(None),
     };
     let (major, minor) = (rustix::fs::major(m.rdev()), rustix::fs::minor(m.rdev()));
-    Ok(Some(Device { host: path.to_owned(), container: container.to_owned(), kind, major, minor }))
+    Ok(Some(Device {
+        host: path.to_owned(),
+        container: container.to_owned(),
+        kind,
+        major,
+        minor,
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
+        access: access.to_owned(),
+    }))
 }
 
 /// Every device node under `dir` (not through symlinks), at its place under `container`.
-fn walk(top: &Path, dir: &Path, container: &str, out: &mut Vec<Device>) -> std::io::Result<()> {
+fn walk(top: &Path, dir: &Path, (container, access): (&str, &str), out: &mut Vec<Device>) -> std::io::Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
@@ -111,8 +129,8 @@ fn walk(top: &Path, dir: &Path, container: &str, out: &mut Vec<Device>) -> std::
         let rel = path.strip_prefix(top).map_err(std::io::Error::other)?;
         let at = format!("{}/{}", container.trim_end_matches('/'), rel.display());
         if e.file_type()?.is_dir() {
-            walk(top, &path, container, out)?;
-        } else if let Some(d) = node(&path, &at)? {
+            walk(top, &path, (container, access), out)?;
+        } else if let Some(d) = node(&path, &at, access)? {
             out.push(d);
         }
     }
@@ -147,10 +165,10 @@ mod tests {
         // /dev/null is 1:3 on every Linux host; nodes for a directory can be made only as
         // root.
         let null = resolve("/dev/null:/dev/n").unwrap();
-        assert_eq!(
-            null,
-            vec![Device { host: "/dev/null".into(), container: "/dev/n".into(), kind: 'c', major: 1, minor: 3 }]
-        );
+        assert_eq!(null.len(), 1);
+        let d = &null[0];
+        assert_eq!((d.host.as_path(), d.container.as_str()), (Path::new("/dev/null"), "/dev/n"));
+        assert_eq!((d.kind, d.major, d.minor, d.mode, d.uid, d.access.as_str()), ('c', 1, 3, 0o666, 0, "rwm"));
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("file"), "").unwrap();
         let arg = format!("{}/file", dir.path().display());

@@ -628,7 +628,7 @@ fn build_filesystem(sys: &dyn Sys, spec: &Spec) -> std::io::Result<()> {
     populate_dev(sys, dev, spec.shm_size, confined)?;
     // `--device`: each a bind of the host's node, which the nodev mounts do not cover.
     for d in &spec.devices {
-        bind_into(sys, root, &d.host, &d.container, false)?;
+        sys.bind_device(d, sys.resolve(root, &d.container, false)?.path())?;
     }
     // Masked paths: /dev/null over files, an empty read-only tmpfs over directories.
     for m in MASKED {
@@ -1455,6 +1455,9 @@ mod tests {
         }
         fn forbid_devices(&self, target: &Path) -> std::io::Result<()> {
             self.log(format!("nodev {}", target.display()))
+        }
+        fn bind_device(&self, d: &crate::device::Device, target: &Path) -> std::io::Result<()> {
+            self.log(format!("bind-device {} {}", d.host.display(), target.display()))
         }
         fn resolve(&self, root: &Path, rel: &str, _: bool) -> std::io::Result<Target> {
             Ok(Target::plain(root.join(rel.trim_start_matches('/'))))

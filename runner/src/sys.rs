@@ -60,6 +60,9 @@ pub trait Sys {
     fn bind(&self, source: &Path, target: &Path) -> io::Result<()>;
     /// Makes the mount on `target` read-only.
     fn remount_read_only(&self, target: &Path) -> io::Result<()>;
+    /// Binds the host's node `device` onto `target` (a file), and only that node: opened
+    /// without following a link and checked to be the device it was when resolved.
+    fn bind_device(&self, device: &crate::device::Device, target: &Path) -> io::Result<()>;
     /// Makes the mount on `target`, and every mount below it, `nodev`: a device node there
     /// opens nothing (what docker's device cgroup gives a container that may mknod).
     fn forbid_devices(&self, target: &Path) -> io::Result<()>;
@@ -170,6 +173,24 @@ impl Sys for Linux {
 
     fn remount_read_only(&self, target: &Path) -> io::Result<()> {
         remount_adding(target, MountFlags::RDONLY)
+    }
+
+    fn bind_device(&self, device: &crate::device::Device, target: &Path) -> io::Result<()> {
+        use rustix::fs::{FileType, Mode, OFlags};
+        let fd = rustix::fs::open(&device.host, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+            .map_err(errno)?;
+        let st = rustix::fs::fstat(&fd).map_err(errno)?;
+        let kind = match FileType::from_raw_mode(st.st_mode) {
+            FileType::CharacterDevice => 'c',
+            FileType::BlockDevice => 'b',
+            _ => '-',
+        };
+        let numbers = (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev));
+        if (kind, numbers.0, numbers.1) != (device.kind, device.major, device.minor) {
+            return Err(io::Error::other(format!("{} is no longer the device it was", device.host.display())));
+        }
+        let source = PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)));
+        rustix::mount::mount_bind(&source, target).map_err(errno)
     }
 
     fn forbid_devices(&self, target: &Path) -> io::Result<()> {

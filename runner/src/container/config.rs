@@ -389,7 +389,8 @@ impl Config {
             shm_size: self.shm_size,
             group_add: self.group_add.clone(),
             make_cwd: true,
-            devices: self.devices()?,
+            // Filled at a start ([`Config::devices`]): an exec needs no device.
+            devices: Vec::new(),
             sysctls: self.sysctls(&network)?,
         })
     }
@@ -415,7 +416,7 @@ impl Config {
         self.sysctls.iter().map(|s| crate::sysctl::parse(s, host).map_err(super::Error::Config)).collect()
     }
 
-    /// The host's device nodes `--device` gives, as they are now.
+    /// The host's device nodes `--device` gives, as they are now (at each start).
     pub fn devices(&self) -> Result<Vec<crate::device::Device>, super::Error> {
         let mut out = Vec::new();
         for arg in &self.devices {

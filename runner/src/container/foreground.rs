@@ -148,6 +148,7 @@ impl Prepared {
         self._net = config.attach_network(root)?;
         let mut spec = config.spec(rootfs, self.spec.mountpoint.clone(), cgroups, self._net.as_ref())?;
         spec.security = config.security(Some(&root.join("seccomp")))?;
+        spec.devices = config.devices()?;
         self.spec = spec;
         Ok(())
     }
