@@ -14,11 +14,11 @@ pub struct Device {
     pub container: String,
     /// `c` or `b`.
     pub kind: char,
-    /// The device numbers.
+    /// The major device number.
     pub major: u32,
-    /// The device numbers.
+    /// The minor device number.
     pub minor: u32,
-    /// The host node's permission bits, owner and group, as docker copies them.
+    /// The host node's permission bits, as docker copies them.
     pub mode: u32,
     /// The host node's owner.
     pub uid: u32,

@@ -136,34 +136,7 @@ impl Executor for InPlaceExecutor {
 /// Every mount point but `/`, from this process's mount table.
 fn mount_points() -> std::io::Result<Vec<PathBuf>> {
     let table = std::fs::read_to_string("/proc/self/mountinfo")?;
-    Ok(table
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| *p != "/")
-        .map(|p| PathBuf::from(unescape(p)))
-        .collect())
-}
-
-/// A mountinfo path with its octal escapes (`\040` for a space) decoded.
-fn unescape(field: &str) -> String {
-    let b = field.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let digits = b.get(i + 1..i + 4).filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        let code = digits.map(|d| d.iter().fold(0u8, |n, c| n.wrapping_mul(8).wrapping_add(c - b'0')));
-        match code {
-            Some(c) => {
-                out.push(c);
-                i += 4;
-            }
-            None => {
-                out.push(b[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    Ok(crate::sys::mount_points_in(&table).filter(|p| p != Path::new("/")).collect())
 }
 
 /// `path` made absolute with its symlinks resolved as far as it exists (an output that is
@@ -189,13 +162,6 @@ fn real_path(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mount_points_are_decoded() {
-        assert_eq!(unescape(r"/mnt/with\040space"), "/mnt/with space");
-        assert_eq!(unescape("/plain"), "/plain");
-        assert_eq!(unescape(r"/end\04"), r"/end\04");
-    }
 
     #[test]
     fn paths_not_yet_written_keep_their_real_parent() {

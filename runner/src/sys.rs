@@ -105,32 +105,35 @@ pub fn cgroup_mount_in(mountinfo: &str, dir: &Path) -> Option<(String, String)> 
     })
 }
 
-/// The mount points strictly below `dir` in a /proc/self/mountinfo text, parents first
-/// (mountinfo escapes a space, tab, newline or backslash in a path as `\ooo`).
-pub fn mounts_below(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
+/// The mount points of a /proc/self/mountinfo text, in its order (parents first), their
+/// octal escapes (`\040` for a space; also tab, newline and backslash) decoded.
+pub fn mount_points_in(mountinfo: &str) -> impl Iterator<Item = PathBuf> + '_ {
+    mountinfo.lines().filter_map(|line| line.split(' ').nth(4)).map(unescape_mount_path)
+}
+
+/// A mountinfo path field with its octal escapes decoded, byte for byte.
+fn unescape_mount_path(field: &str) -> PathBuf {
     use std::os::unix::ffi::OsStringExt;
-    let unescape = |field: &str| {
-        let (b, mut out, mut i) = (field.as_bytes(), Vec::new(), 0);
-        while i < b.len() {
-            let octal = b.get(i + 1..i + 4).filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
-            match octal {
-                Some(d) => {
-                    out.push(d.iter().fold(0u8, |n, c| n.wrapping_mul(8) + (c - b'0')));
-                    i += 4;
-                }
-                None => {
-                    out.push(b[i]);
-                    i += 1;
-                }
+    let (b, mut out, mut i) = (field.as_bytes(), Vec::with_capacity(field.len()), 0);
+    while i < b.len() {
+        let octal = b.get(i + 1..i + 4).filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match octal {
+            Some(d) => {
+                out.push(d.iter().fold(0u8, |n, c| n.wrapping_mul(8).wrapping_add(c - b'0')));
+                i += 4;
+            }
+            None => {
+                out.push(b[i]);
+                i += 1;
             }
         }
-        PathBuf::from(std::ffi::OsString::from_vec(out))
-    };
-    mountinfo
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4).map(unescape))
-        .filter(|point| point != dir && point.starts_with(dir))
-        .collect()
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
+/// The mount points strictly below `dir` in a /proc/self/mountinfo text, parents first.
+pub fn mounts_below(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
+    mount_points_in(mountinfo).filter(|point| point != dir && point.starts_with(dir)).collect()
 }
 
 /// The real calls, through rustix.
@@ -317,6 +320,14 @@ pub fn keeping_times<T>(dir: &OwnedFd, change: impl FnOnce() -> rustix::io::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mount_points_are_decoded() {
+        let unescape = |field: &str| unescape_mount_path(field).into_os_string().into_string().unwrap();
+        assert_eq!(unescape(r"/mnt/with\040space"), "/mnt/with space");
+        assert_eq!(unescape("/plain"), "/plain");
+        assert_eq!(unescape(r"/end\04"), r"/end\04");
+    }
 
     #[test]
     fn mounts_below_a_directory_are_read_from_mountinfo() {

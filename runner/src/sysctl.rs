@@ -31,12 +31,11 @@ pub fn parse(arg: &str, host_network: bool) -> Result<(String, String), String> 
     if !well_formed {
         return Err(format!("invalid sysctl name {key:?}: parts between dots, of letters, digits, _ and -"));
     }
-    let dotted = key;
-    if dotted.starts_with("net.") {
+    if key.starts_with("net.") {
         if host_network {
             return Err(format!("sysctl {key:?} not allowed in host network namespace"));
         }
-    } else if !(IPC.contains(&dotted) || dotted.starts_with("fs.mqueue.")) {
+    } else if !(IPC.contains(&key) || key.starts_with("fs.mqueue.")) {
         return Err(format!("sysctl {key:?} is not in a separate kernel namespace"));
     }
     Ok((key.to_owned(), value.to_owned()))

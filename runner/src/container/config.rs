@@ -121,7 +121,8 @@ pub struct Config {
     /// `--device`, as given: resolved to the host's nodes at each start.
     #[serde(default)]
     pub devices: Vec<String>,
-    /// `--sysctl`, as given (`KEY=VALUE`), checked when the container was made.
+    /// `--sysctl`, as given (`KEY=VALUE`), checked when the container is made and at each
+    /// start (against the network it then has).
     #[serde(default)]
     pub sysctls: Vec<String>,
 }
