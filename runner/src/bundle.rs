@@ -91,9 +91,12 @@ pub fn write(dir: &Path, spec: &Spec, ids: (u32, u32, Vec<u32>), device_cgroup: 
     if let Some(mounts) = v["mounts"].as_array_mut() {
         set_shm_size(mounts, spec.shm_size.unwrap_or(crate::sandbox::DEFAULT_SHM_SIZE));
         for vol in &spec.volumes {
-            let mut options = vec!["rbind"];
+            use crate::sandbox::BindRecursive;
+            let mut options = vec![if vol.recursive == BindRecursive::Disabled { "bind" } else { "rbind" }];
             if vol.read_only {
-                options.push("ro");
+                // `rro`: read-only all the way down (runc 1.1 and crun, on Linux 5.12+).
+                let below = matches!(vol.recursive, BindRecursive::Enabled | BindRecursive::Readonly);
+                options.push(if below { "rro" } else { "ro" });
             }
             mounts.push(serde_json::json!({"destination": vol.container, "type": "bind", "source": vol.host, "options": options}));
         }

@@ -106,6 +106,53 @@ pub struct Volume {
     pub container: String,
     /// Mounted read-only.
     pub read_only: bool,
+    /// What becomes of the mounts below the host path (docker's `bind-recursive`).
+    pub recursive: BindRecursive,
+}
+
+/// What a bind does with the mounts below its source: docker's `--mount` key
+/// `bind-recursive` (Docker Engine 25), whose default makes `-v SRC:DEST:ro` read-only all
+/// the way down instead of at its top mount only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BindRecursive {
+    /// The mounts below come along; a read-only bind is read-only in all of them.
+    #[default]
+    Enabled,
+    /// The mounts below are left out: their mount points show what is under them.
+    Disabled,
+    /// The mounts below come along and stay writable under a read-only bind (docker's
+    /// behaviour before 25).
+    Writable,
+    /// As `Enabled`, asked for explicitly (docker's, which fails where the kernel cannot;
+    /// berth then remounts each mount below, so it never has to).
+    Readonly,
+}
+
+impl BindRecursive {
+    /// Whether the default is taken (kept out of stored configs).
+    pub fn is_default(&self) -> bool {
+        *self == BindRecursive::Enabled
+    }
+
+    /// Whether a read-only bind is read-only in every mount below it too.
+    fn read_only_below(self) -> bool {
+        matches!(self, BindRecursive::Enabled | BindRecursive::Readonly)
+    }
+}
+
+impl std::str::FromStr for BindRecursive {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<BindRecursive, String> {
+        match s {
+            "enabled" => Ok(BindRecursive::Enabled),
+            "disabled" => Ok(BindRecursive::Disabled),
+            "writable" => Ok(BindRecursive::Writable),
+            "readonly" => Ok(BindRecursive::Readonly),
+            other => Err(format!("bind-recursive {other:?}: enabled, disabled, writable or readonly")),
+        }
+    }
 }
 
 /// What the sandbox mounts on, `(path, is a directory)`: created in the rootfs where the
@@ -298,17 +345,49 @@ fn mount_in(
     sys.resolve(root, rel, true)
 }
 
-/// Binds `source` onto `rel` inside `root` (read-only if asked).
+/// How [`bind_into`] binds: read-only or not, what becomes of the mounts below the source,
+/// and whether a device node opens in it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct BindOptions {
+    pub(crate) read_only: bool,
+    pub(crate) recursive: BindRecursive,
+    pub(crate) nodev: bool,
+}
+
+impl BindOptions {
+    /// Read-only or not; every mount below comes along (and is read-only with it).
+    pub(crate) fn read_only(read_only: bool) -> BindOptions {
+        BindOptions { read_only, ..BindOptions::default() }
+    }
+}
+
 /// Binds `source` (a host path) onto `rel` inside `root`, resolved in the root (made when
-/// missing), read-only if asked: a volume's mount, in a container or for `cp`.
-pub(crate) fn bind_into(sys: &dyn Sys, root: &Path, source: &Path, rel: &str, read_only: bool) -> std::io::Result<()> {
+/// missing), as `options` ask: a volume's mount, in a container or for `cp`.
+pub(crate) fn bind_into(
+    sys: &dyn Sys,
+    root: &Path,
+    source: &Path,
+    rel: &str,
+    options: BindOptions,
+) -> std::io::Result<()> {
     let is_dir = sys.is_dir(source)?.ok_or_else(|| {
         std::io::Error::new(std::io::ErrorKind::NotFound, format!("{} does not exist", source.display()))
     })?;
-    sys.bind(source, sys.resolve(root, rel, is_dir)?.path())?;
-    if read_only {
-        // The first target names what is under the bind; a fresh walk ends on the bind.
-        sys.remount_read_only(sys.resolve(root, rel, is_dir)?.path())?;
+    let recursive = options.recursive != BindRecursive::Disabled;
+    sys.bind(source, sys.resolve(root, rel, is_dir)?.path(), recursive)?;
+    // The first target names what is under the bind; a fresh walk ends on the bind.
+    let target = sys.resolve(root, rel, is_dir)?;
+    let mut down = MountFlags::empty();
+    if options.nodev {
+        down |= MountFlags::NODEV;
+    }
+    if options.read_only && options.recursive.read_only_below() {
+        down |= MountFlags::RDONLY;
+    } else if options.read_only {
+        sys.remount_read_only(target.path())?;
+    }
+    if !down.is_empty() {
+        sys.remount_tree(target.path(), down)?;
     }
     Ok(())
 }
@@ -599,7 +678,7 @@ fn build_filesystem(sys: &dyn Sys, spec: &Spec) -> std::io::Result<()> {
     // one through, is nodev.
     let confined = !spec.security.all_devices;
     if confined {
-        sys.forbid_devices(root)?;
+        sys.remount_tree(root, MountFlags::NODEV)?;
     }
     let hidden = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
     let proc_dir = mount_in(sys, root, "proc", "proc", hidden, None)?;
@@ -610,7 +689,7 @@ fn build_filesystem(sys: &dyn Sys, spec: &Spec) -> std::io::Result<()> {
         // with the host network it may not mount sysfs: the host's is bound read-only, as
         // rootless podman does.
         Err(e) if e.raw_os_error() == Some(libc::EPERM) && spec.network == Network::Host => {
-            bind_into(sys, root, Path::new("/sys"), "sys", true)?;
+            bind_into(sys, root, Path::new("/sys"), "sys", BindOptions::read_only(true))?;
             sys.resolve(root, "sys", true)?
         }
         Err(e) => return Err(e),
@@ -635,14 +714,14 @@ fn build_filesystem(sys: &dyn Sys, spec: &Spec) -> std::io::Result<()> {
         let p = proc_dir.join(m);
         match sys.is_dir(&p)? {
             Some(true) => sys.mount("tmpfs", &p, MountFlags::RDONLY, Some(c"size=0"))?,
-            Some(false) => sys.bind(Path::new("/dev/null"), &p)?,
+            Some(false) => sys.bind(Path::new("/dev/null"), &p, false)?,
             None => {}
         }
     }
     for r in READ_ONLY {
         let p = proc_dir.join(r);
         if sys.is_dir(&p)?.is_some() {
-            sys.bind(&p, &p)?;
+            sys.bind(&p, &p, true)?;
             sys.remount_read_only(&p)?;
         }
     }
@@ -655,7 +734,7 @@ fn build_filesystem(sys: &dyn Sys, spec: &Spec) -> std::io::Result<()> {
             let staged = dev.join(format!(".berth-{name}"));
             sys.write(&staged, content.as_bytes())?;
             // Read-only with the root, as docker mounts them under --read-only.
-            bind_into(sys, root, &staged, &format!("etc/{name}"), spec.read_only)?;
+            bind_into(sys, root, &staged, &format!("etc/{name}"), BindOptions::read_only(spec.read_only))?;
             sys.unlink(&staged)?;
         }
     }
@@ -674,14 +753,12 @@ fn mount_user_mounts(sys: &dyn Sys, root: &Path, spec: &Spec, confined: bool) ->
     for m in user_mounts(spec) {
         match m {
             UserMount::Volume(v) => {
-                bind_into(sys, root, &v.host, &v.container, v.read_only)?;
-                // Every volume, read-only ones and files too: a node made through another
-                // path to the same directory (another volume, another container, a
+                // Every volume nodev, read-only ones and files too: a node made through
+                // another path to the same directory (another volume, another container, a
                 // stage) would open here, and a read-only mount does not keep a device
                 // from being written. `--device` is the way to give one.
-                if confined {
-                    sys.forbid_devices(sys.resolve(root, &v.container, false)?.path())?;
-                }
+                let options = BindOptions { read_only: v.read_only, recursive: v.recursive, nodev: confined };
+                bind_into(sys, root, &v.host, &v.container, options)?;
             }
             UserMount::Tmpfs(path, opts) => {
                 let target = sys.resolve(root, path, true)?;
@@ -756,7 +833,7 @@ fn populate_dev(sys: &dyn Sys, dev: &Path, shm_size: Option<u64>, confined: bool
             };
         if !made {
             sys.write(&target, b"")?;
-            sys.bind(&Path::new("/dev").join(node), &target)?;
+            sys.bind(&Path::new("/dev").join(node), &target, false)?;
         }
     }
     for (link, target) in [
@@ -1447,14 +1524,17 @@ mod tests {
             let ro = if flags.contains(MountFlags::RDONLY) { " ro" } else { "" };
             self.log(format!("mount {fstype} {}{nodev}{ro}", target.display()))
         }
-        fn bind(&self, source: &Path, target: &Path) -> std::io::Result<()> {
-            self.log(format!("bind {} {}", source.display(), target.display()))
+        fn bind(&self, source: &Path, target: &Path, recursive: bool) -> std::io::Result<()> {
+            let only = if recursive { "" } else { " (one mount)" };
+            self.log(format!("bind {} {}{only}", source.display(), target.display()))
         }
         fn remount_read_only(&self, target: &Path) -> std::io::Result<()> {
             self.log(format!("remount-ro {}", target.display()))
         }
-        fn forbid_devices(&self, target: &Path) -> std::io::Result<()> {
-            self.log(format!("nodev {}", target.display()))
+        fn remount_tree(&self, target: &Path, flags: MountFlags) -> std::io::Result<()> {
+            let nodev = if flags.contains(MountFlags::NODEV) { " nodev" } else { "" };
+            let ro = if flags.contains(MountFlags::RDONLY) { " ro" } else { "" };
+            self.log(format!("tree{nodev}{ro} {}", target.display()))
         }
         fn bind_device(&self, d: &crate::device::Device, target: &Path) -> std::io::Result<()> {
             self.log(format!("bind-device {} {}", d.host.display(), target.display()))
@@ -1517,7 +1597,12 @@ mod tests {
             ids: None,
             hostname: "box".into(),
             network: Network::None,
-            volumes: vec![Volume { host: "/host/data".into(), container: "/data".into(), read_only: true }],
+            volumes: vec![Volume {
+                host: "/host/data".into(),
+                container: "/data".into(),
+                read_only: true,
+                recursive: BindRecursive::Enabled,
+            }],
             tmpfs: vec!["/run:size=1m".into()],
             ulimits: vec![],
             read_only,
@@ -1556,18 +1641,21 @@ mod tests {
         assert_eq!(at("rootfs /c"), 0, "the rootfs comes first");
         let last = sys.calls.borrow().len() - 1;
         assert_eq!(at("pivot_root /c"), last, "pivot_root comes last");
-        assert!(at("mount proc /c/proc nodev") < at("bind /dev/null /c/proc/keys"), "masks go on the new /proc");
+        assert!(
+            at("mount proc /c/proc nodev") < at("bind /dev/null /c/proc/keys (one mount)"),
+            "masks go on the new /proc"
+        );
         assert!(at("mount sysfs /c/sys nodev ro") < at("mount tmpfs /c/sys/firmware ro"));
         at("mount tmpfs /c/sys/devices/virtual/powercap ro");
         at("mount tmpfs /c/proc/acpi ro");
         assert!(at("bind /c/proc/sys /c/proc/sys") < at("remount-ro /c/proc/sys"));
         // No device cgroup: the root, /dev and what the container writes are nodev, and /dev's
         // nodes are the host's.
-        assert_eq!(at("nodev /c"), 1, "the root is nodev before anything is mounted in it");
+        assert_eq!(at("tree nodev /c"), 1, "the root is nodev before anything is mounted in it");
         assert!(at("mount tmpfs /c/dev nodev") < at("write /c/dev/null"));
-        assert!(at("write /c/dev/null") < at("bind /dev/null /c/dev/null"));
-        at("bind /dev/urandom /c/dev/urandom");
-        at("bind /dev/tty /c/dev/tty");
+        assert!(at("write /c/dev/null") < at("bind /dev/null /c/dev/null (one mount)"));
+        at("bind /dev/urandom /c/dev/urandom (one mount)");
+        at("bind /dev/tty /c/dev/tty (one mount)");
         assert!(at("mkdir /c/dev/pts") < at("mount devpts /c/dev/pts"));
         // /etc files: staged in /dev's tmpfs, bound, then unlinked.
         let (w, b, u) = (
@@ -1576,7 +1664,10 @@ mod tests {
             at("unlink /c/dev/.berth-hosts"),
         );
         assert!(w < b && b < u);
-        assert!(at("bind /host/data /c/data") < at("remount-ro /c/data"), "a :ro volume is bound, then made read-only");
+        assert!(
+            at("bind /host/data /c/data") < at("tree nodev ro /c/data"),
+            "a :ro volume is bound, then made read-only and nodev all the way down in one go"
+        );
         at("mount tmpfs /c/run nodev");
         assert_eq!(at("remount-ro /c"), last - 1, "--read-only: the root is made read-only after every mount in it");
     }
@@ -1621,36 +1712,51 @@ mod tests {
         build_filesystem(&sys, &s).unwrap();
         assert!(sys.position("mount tmpfs /c/dev") < sys.position("mknod /c/dev/null 1:3"));
         sys.position("mknod /c/dev/tty 5:0");
-        assert!(!sys.calls.borrow().iter().any(|c| c.starts_with("nodev ")), "{:#?}", sys.calls.borrow());
+        assert!(!sys.calls.borrow().iter().any(|c| c.starts_with("tree nodev")), "{:#?}", sys.calls.borrow());
         // In a user namespace mknod is refused.
         let sys = Recorder { no_mknod: true, ..Recorder::default() };
         build_filesystem(&sys, &s).unwrap();
         for (node, _, _) in DEVICES {
             assert!(
                 sys.position(&format!("write /c/dev/{node}"))
-                    < sys.position(&format!("bind /dev/{node} /c/dev/{node}"))
+                    < sys.position(&format!("bind /dev/{node} /c/dev/{node} (one mount)"))
             );
         }
     }
 
     #[test]
-    fn no_volume_opens_device_nodes() {
+    fn no_volume_opens_device_nodes_and_read_only_reaches_below_as_bind_recursive_asks() {
         let sys = Recorder::default();
         let mut s = spec(false);
-        let vol = |host: &str, container: &str, read_only| Volume {
+        let vol = |host: &str, container: &str, read_only, recursive| Volume {
             host: host.into(),
             container: container.into(),
             read_only,
+            recursive,
         };
         // Sources under /host are directories to the recorder.
-        s.volumes = vec![vol("/host/rw", "/rw", false), vol("/host/ro", "/ro", true)];
+        use BindRecursive::*;
+        s.volumes = vec![
+            vol("/host/rw", "/rw", false, Enabled),
+            vol("/host/ro", "/ro", true, Enabled),
+            vol("/host/forced", "/forced", true, Readonly),
+            vol("/host/w", "/w", true, Writable),
+            vol("/host/d", "/d", true, Disabled),
+        ];
         s.tmpfs = vec!["/t:dev,size=1m".into()];
         build_filesystem(&sys, &s).unwrap();
-        assert!(sys.position("bind /host/rw /c/rw") < sys.position("nodev /c/rw"));
+        let at = |line: &str| sys.position(line);
+        assert!(at("bind /host/rw /c/rw") < at("tree nodev /c/rw"));
         // Read-only too: the same directory may be written through another path.
-        assert!(sys.position("remount-ro /c/ro") < sys.position("nodev /c/ro"));
+        assert!(at("bind /host/ro /c/ro") < at("tree nodev ro /c/ro"));
+        at("tree nodev ro /c/forced");
+        // writable: read-only at the top alone, as docker before 25; disabled: one mount.
+        assert!(at("remount-ro /c/w") < at("tree nodev /c/w"));
+        assert!(at("bind /host/d /c/d (one mount)") < at("remount-ro /c/d"));
+        at("tree nodev /c/d");
         let calls = sys.calls.borrow();
         assert!(calls.iter().any(|c| c == "mount tmpfs /c/t nodev"), "`dev` is refused: {calls:#?}");
+        assert!(!calls.iter().any(|c| c == "remount-ro /c/ro"), "one call makes the tree read-only: {calls:#?}");
     }
 
     #[test]
@@ -1668,8 +1774,12 @@ mod tests {
     fn mounts_go_on_parents_first_and_the_etc_files_after_them() {
         let sys = Recorder::default();
         let mut s = spec(false);
-        let vol =
-            |host: &str, container: &str| Volume { host: host.into(), container: container.into(), read_only: false };
+        let vol = |host: &str, container: &str| Volume {
+            host: host.into(),
+            container: container.into(),
+            read_only: false,
+            recursive: BindRecursive::Enabled,
+        };
         // Given deepest first: before, /x hid the volume at /x/y, and one at /etc hid /etc/hosts.
         s.volumes = vec![vol("/host/y", "/x/y"), vol("/host/x", "/x"), vol("/host/etc", "/etc")];
         s.tmpfs = vec!["/x/y/z:size=1m".into(), "/x/t:size=1m".into()];
@@ -1685,7 +1795,12 @@ mod tests {
     fn a_volume_whose_source_is_missing_is_an_error() {
         let sys = Recorder::default();
         let mut s = spec(false);
-        s.volumes = vec![Volume { host: "/nowhere".into(), container: "/data".into(), read_only: false }];
+        s.volumes = vec![Volume {
+            host: "/nowhere".into(),
+            container: "/data".into(),
+            read_only: false,
+            recursive: BindRecursive::Enabled,
+        }];
         let err = build_filesystem(&sys, &s).unwrap_err();
         assert!(err.to_string().contains("/nowhere does not exist"), "{err}");
     }

@@ -56,16 +56,18 @@ pub trait Sys {
     fn mount_rootfs(&self, rootfs: &Mount, target: &Path) -> io::Result<()>;
     /// Mounts a new filesystem of type `fstype` on `target`.
     fn mount(&self, fstype: &str, target: &Path, flags: MountFlags, data: Option<&CStr>) -> io::Result<()>;
-    /// Binds `source` (recursively) onto `target`.
-    fn bind(&self, source: &Path, target: &Path) -> io::Result<()>;
+    /// Binds `source` onto `target`, with the mounts below it where `recursive`.
+    fn bind(&self, source: &Path, target: &Path, recursive: bool) -> io::Result<()>;
     /// Makes the mount on `target` read-only.
     fn remount_read_only(&self, target: &Path) -> io::Result<()>;
     /// Binds the host's node `device` onto `target` (a file), and only that node: opened
     /// without following a link and checked to be the device it was when resolved.
     fn bind_device(&self, device: &crate::device::Device, target: &Path) -> io::Result<()>;
-    /// Makes the mount on `target`, and every mount below it, `nodev`: a device node there
-    /// opens nothing (what docker's device cgroup gives a container that may mknod).
-    fn forbid_devices(&self, target: &Path) -> io::Result<()>;
+    /// Adds `flags` (`NODEV`, `RDONLY`) to the mount on `target` and every mount below it:
+    /// nodev so that a device node there opens nothing (what docker's device cgroup gives a
+    /// container that may mknod), read-only so that no submount of a read-only volume is
+    /// written.
+    fn remount_tree(&self, target: &Path, flags: MountFlags) -> io::Result<()>;
     /// Opens `rel` inside `root` (creating it, a directory if `dir`, where it is missing),
     /// every component resolved inside the root.
     fn resolve(&self, root: &Path, rel: &str, dir: bool) -> io::Result<Target>;
@@ -170,8 +172,12 @@ impl Sys for Linux {
         rustix::mount::mount(fstype, target, fstype, flags, data).map_err(errno)
     }
 
-    fn bind(&self, source: &Path, target: &Path) -> io::Result<()> {
-        rustix::mount::mount_bind_recursive(source, target).map_err(errno)
+    fn bind(&self, source: &Path, target: &Path, recursive: bool) -> io::Result<()> {
+        if recursive {
+            rustix::mount::mount_bind_recursive(source, target).map_err(errno)
+        } else {
+            rustix::mount::mount_bind(source, target).map_err(errno)
+        }
     }
 
     fn remount_read_only(&self, target: &Path) -> io::Result<()> {
@@ -196,7 +202,7 @@ impl Sys for Linux {
         rustix::mount::mount_bind(&source, target).map_err(errno)
     }
 
-    fn forbid_devices(&self, target: &Path) -> io::Result<()> {
+    fn remount_tree(&self, target: &Path, flags: MountFlags) -> io::Result<()> {
         /// The kernel's `struct mount_attr` (linux/mount.h).
         #[repr(C)]
         struct MountAttr {
@@ -205,9 +211,19 @@ impl Sys for Linux {
             propagation: u64,
             userns_fd: u64,
         }
+        const MOUNT_ATTR_RDONLY: u64 = 0x1;
         const MOUNT_ATTR_NODEV: u64 = 0x4;
+        if !(MountFlags::RDONLY | MountFlags::NODEV).contains(flags) {
+            return Err(io::Error::other(format!("remount_tree takes nodev and rdonly only, not {flags:?}")));
+        }
+        let mut set = 0;
+        for (flag, attr) in [(MountFlags::RDONLY, MOUNT_ATTR_RDONLY), (MountFlags::NODEV, MOUNT_ATTR_NODEV)] {
+            if flags.contains(flag) {
+                set |= attr;
+            }
+        }
         let path = std::ffi::CString::new(target.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
-        let attr = MountAttr { attr_set: MOUNT_ATTR_NODEV, attr_clr: 0, propagation: 0, userns_fd: 0 };
+        let attr = MountAttr { attr_set: set, attr_clr: 0, propagation: 0, userns_fd: 0 };
         // SAFETY: a NUL-terminated path and a `mount_attr` of the size given, both alive for
         // the call; the kernel only reads them.
         let r = unsafe {
@@ -229,10 +245,10 @@ impl Sys for Linux {
         }
         // Before Linux 5.12, or under a seccomp filter that knows no mount_setattr: the
         // mount, then each mount below it, one remount each.
-        remount_adding(target, MountFlags::NODEV)?;
+        remount_adding(target, flags)?;
         let at = std::fs::canonicalize(target)?;
         for below in mounts_below(&std::fs::read_to_string("/proc/self/mountinfo")?, &at) {
-            remount_adding(&below, MountFlags::NODEV)?;
+            remount_adding(&below, flags)?;
         }
         Ok(())
     }

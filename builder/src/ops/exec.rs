@@ -105,7 +105,7 @@ fn script_volume(work: &std::path::Path, e: &ExecOp) -> Result<Option<Volume>> {
         .and_then(|mut f| std::io::Write::write_all(&mut f, script.content.as_bytes()))
         .map_err(Error::io(format!("write {}", path.display())))?;
     let container = crate::dockerfile::RunScript::DIR.to_owned();
-    Ok(Some(Volume { host: dir, container, read_only: true }))
+    Ok(Some(Volume { host: dir, container, read_only: true, recursive: Default::default() }))
 }
 
 /// A RUN step's /etc files, with the `--add-host` lines (checked when the build began,

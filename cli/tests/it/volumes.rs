@@ -450,3 +450,77 @@ fn a_killed_foreground_runs_anonymous_volume_goes_with_the_next_command() {
         .flatten()
         .all(|e| { e.file_name().to_string_lossy().starts_with('.') }));
 }
+
+/// A tmpfs mounted on the host for a test, detached when dropped (a failing test too).
+struct HostMount(PathBuf);
+
+impl HostMount {
+    fn tmpfs(at: &Path) -> HostMount {
+        rustix::mount::mount("tmpfs", at, "tmpfs", rustix::mount::MountFlags::empty(), None).unwrap();
+        HostMount(at.to_owned())
+    }
+}
+
+impl Drop for HostMount {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
+#[test]
+fn a_read_only_bind_is_read_only_in_the_mounts_below_it_as_bind_recursive_asks() {
+    let Some(b) = setup() else { return };
+    // The host directory holds a mount, as a bind of /mnt or of a home directory may.
+    let host = tempfile::tempdir().unwrap();
+    let sub = host.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::write(sub.join("under"), "").unwrap();
+    let _mounted = HostMount::tmpfs(&sub);
+    std::fs::write(sub.join("marker"), "").unwrap();
+    let script = "for d in /v /v/sub; do touch $d/x 2>/dev/null && echo $d rw || echo $d ro; done; ls /v/sub";
+    let src = p(host.path());
+    let mount = |extra: &str| format!("type=bind,src={src},dst=/v{extra}");
+    let cases = [
+        // docker 25's -v ...:ro: read-only all the way down. Before, /v/sub was written.
+        (vec!["-v".to_owned(), format!("{src}:/v:ro")], "/v ro\n/v/sub ro\nmarker\n"),
+        (vec!["--mount".into(), mount(",readonly,bind-recursive=readonly")], "/v ro\n/v/sub ro\nmarker\n"),
+        // writable: read-only at the top alone, as docker before 25.
+        (vec!["--mount".into(), mount(",readonly,bind-recursive=writable")], "/v ro\n/v/sub rw\nmarker\nx\n"),
+        // disabled: the mount below is left out, and its mount point shows what is under it.
+        (vec!["--mount".into(), mount(",bind-recursive=disabled")], "/v rw\n/v/sub rw\nunder\nx\n"),
+        (vec!["-v".to_owned(), format!("{src}:/v")], "/v rw\n/v/sub rw\nmarker\nx\n"),
+    ];
+    let mut runtimes = vec!["berth"];
+    runtimes.extend(["runc", "crun"].into_iter().filter(|r| crate::util::require_tool(r)));
+    for runtime in runtimes {
+        for (args, expected) in &cases {
+            for x in [host.path().join("x"), sub.join("x")] {
+                let _ = std::fs::remove_file(x);
+            }
+            let mut full = vec!["run", "--rm", "--runtime", runtime];
+            full.extend(args.iter().map(String::as_str));
+            full.extend(["busybox", "sh", "-c", script]);
+            assert_eq!(b.ok(&full), *expected, "{runtime} {args:?}");
+        }
+    }
+    // berth cp goes through the container's volumes as the container sees them.
+    let file = host.path().join("file");
+    std::fs::write(&file, "in\n").unwrap();
+    b.ok(&["create", "--name", "ro", "-v", &format!("{src}:/v:ro"), "busybox", "true"]);
+    let err = b.fails(&["cp", &p(&file), "ro:/v/sub/"]);
+    assert!(err.contains("Read-only file system"), "{err}");
+    assert!(!sub.join("file").exists());
+    b.ok(&["create", "--name", "rw-below", "--mount", &mount(",ro,bind-recursive=writable"), "busybox", "true"]);
+    b.ok(&["cp", &p(&file), "rw-below:/v/sub/"]);
+    assert_eq!(std::fs::read_to_string(sub.join("file")).unwrap(), "in\n");
+    // Refused before anything is made, as docker refuses them.
+    for (bad, why) in [
+        (mount(",bind-recursive=writable"), "is for a readonly bind"),
+        (mount(",ro,bind-recursive=sometimes"), "enabled, disabled, writable or readonly"),
+        ("type=volume,src=v1,dst=/v,bind-recursive=disabled".into(), "for type=bind"),
+    ] {
+        let out = b.output(&["run", "--rm", "--mount", &bad, "busybox", "true"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.code() == Some(125) && err.contains(why), "{bad}: {out:?}");
+    }
+}

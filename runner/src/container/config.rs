@@ -140,6 +140,9 @@ pub struct VolumeConfig {
     pub container: String,
     /// Mounted read-only.
     pub read_only: bool,
+    /// What becomes of the mounts below a bind's source (`--mount`'s `bind-recursive`).
+    #[serde(default, skip_serializing_if = "crate::sandbox::BindRecursive::is_default")]
+    pub recursive: crate::sandbox::BindRecursive,
     /// The volume's name; None for a bind of a host path (and in older records).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume: Option<String>,
@@ -376,7 +379,12 @@ impl Config {
             volumes: self
                 .volumes
                 .iter()
-                .map(|v| Volume { host: v.host.clone(), container: v.container.clone(), read_only: v.read_only })
+                .map(|v| Volume {
+                    host: v.host.clone(),
+                    container: v.container.clone(),
+                    read_only: v.read_only,
+                    recursive: v.recursive,
+                })
                 .collect(),
             tmpfs: self.tmpfs.iter().map(|t| crate::sandbox::with_docker_tmpfs_defaults(t)).collect(),
             ulimits: self.ulimits()?,

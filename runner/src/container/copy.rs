@@ -317,7 +317,8 @@ fn with_root<T: Send>(c: &Container, f: impl FnOnce(&OwnedFd) -> Result<T> + Sen
         let mut volumes: Vec<_> = c.config.volumes.iter().filter(|v| v.host.exists()).collect();
         volumes.sort_by_key(|v| crate::sandbox::depth(&v.container));
         for v in volumes {
-            crate::sandbox::bind_into(&crate::sys::Linux, &target, &v.host, &v.container, v.read_only)
+            let options = crate::sandbox::BindOptions { read_only: v.read_only, recursive: v.recursive, nodev: true };
+            crate::sandbox::bind_into(&crate::sys::Linux, &target, &v.host, &v.container, options)
                 .map_err(super::io_err("mount the volume at", Path::new(&v.container)))?;
         }
         let root = rustix::fs::open(&target, flags, rustix::fs::Mode::empty())

@@ -42,6 +42,7 @@ pub fn configs_with(
         host: vols.data_dir(&name),
         container: arg.container.clone(),
         read_only: arg.read_only,
+        recursive: arg.recursive,
         volume: Some(name),
         anonymous,
         nocopy: arg.nocopy,
@@ -64,6 +65,7 @@ pub fn configs_with(
                 host: host.clone(),
                 container: arg.container.clone(),
                 read_only: arg.read_only,
+                recursive: arg.recursive,
                 volume: None,
                 anonymous: false,
                 nocopy: false,
@@ -90,6 +92,7 @@ pub fn configs_with(
                 source: Source::Anonymous,
                 container: path,
                 read_only: false,
+                recursive: Default::default(),
                 nocopy: false,
                 from_mount: false,
             };

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{flock, FlockOperation};
 use serde::{Deserialize, Serialize};
 
-pub use spec::{MountArg, Source, VolumeArg};
+pub use spec::{BindRecursive, MountArg, Source, VolumeArg};
 
 /// The label that marks an anonymous volume, docker's (23 and later): `volume prune`
 /// removes these unless `--all`, and `rm -v` removes a container's.

@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+pub use crate::sandbox::BindRecursive;
+
 /// Where a `-v` or `--mount` mount comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -24,6 +26,8 @@ pub struct VolumeArg {
     pub container: String,
     /// Mounted read-only.
     pub read_only: bool,
+    /// What becomes of the mounts below a bind's source (`--mount`'s `bind-recursive`).
+    pub recursive: BindRecursive,
     /// `nocopy`: an empty volume is not filled with what the image has at the path.
     pub nocopy: bool,
     /// Given with `--mount`: a bind's source must exist at every start, and an anonymous
@@ -86,7 +90,7 @@ impl std::str::FromStr for VolumeArg {
         if read_only && rw {
             return Err(bad("both ro and rw"));
         }
-        Ok(VolumeArg { source, container, read_only, nocopy, from_mount: false })
+        Ok(VolumeArg { source, container, read_only, recursive: BindRecursive::Enabled, nocopy, from_mount: false })
     }
 }
 
@@ -140,12 +144,14 @@ impl std::str::FromStr for MountArg {
     type Err = String;
 
     /// `--mount type=bind|volume|tmpfs,source=...,target=...[,readonly][,volume-nocopy]
-    /// [,tmpfs-size=N][,tmpfs-mode=OCTAL]`, with docker's aliases (`src`, `dst`,
-    /// `destination`, `ro`). A bind's source must exist, as docker's `--mount` insists.
+    /// [,bind-recursive=enabled|disabled|writable|readonly][,tmpfs-size=N][,tmpfs-mode=OCTAL]`,
+    /// with docker's aliases (`src`, `dst`, `destination`, `ro`, `bind-nonrecursive`). A
+    /// bind's source must exist, as docker's `--mount` insists.
     fn from_str(s: &str) -> Result<MountArg, String> {
         let bad = |why: String| format!("invalid --mount {s:?}: {why}");
         let mut kind = "volume";
         let (mut src, mut dest, mut read_only, mut nocopy) = (None, None, false, false);
+        let mut recursive = None;
         let mut tmpfs = Vec::new();
         for field in s.split(',').filter(|f| !f.is_empty()) {
             let (key, value) = field.split_once('=').map_or((field, None), |(k, v)| (k, Some(v)));
@@ -157,6 +163,11 @@ impl std::str::FromStr for MountArg {
                 "target" | "destination" | "dst" => dest = Some(text()?),
                 "readonly" | "ro" => read_only = flag()?,
                 "volume-nocopy" => nocopy = flag()?,
+                "bind-recursive" => recursive = Some(text()?.parse().map_err(bad)?),
+                // docker's older spelling of bind-recursive=disabled.
+                "bind-nonrecursive" => {
+                    recursive = Some(if flag()? { BindRecursive::Disabled } else { BindRecursive::Enabled })
+                }
                 "tmpfs-size" => tmpfs.push(format!("size={}", text()?)),
                 "tmpfs-mode" => tmpfs.push(format!("mode={}", text()?)),
                 "bind-propagation" if matches!(value, Some("rprivate" | "private")) => {}
@@ -170,6 +181,13 @@ impl std::str::FromStr for MountArg {
         let dest = destination(dest.ok_or_else(|| bad("a target is required".into()))?).map_err(bad)?;
         if kind != "tmpfs" && !tmpfs.is_empty() {
             return Err(bad("tmpfs-size and tmpfs-mode are for type=tmpfs".into()));
+        }
+        if kind != "bind" && recursive.is_some() {
+            return Err(bad("bind-recursive is for type=bind".into()));
+        }
+        let recursive = recursive.unwrap_or_default();
+        if matches!(recursive, BindRecursive::Writable | BindRecursive::Readonly) && !read_only {
+            return Err(bad(format!("bind-recursive={recursive:?} is for a readonly bind").to_lowercase()));
         }
         let source = match (kind, src) {
             ("tmpfs", None) => {
@@ -195,7 +213,7 @@ impl std::str::FromStr for MountArg {
             },
             (other, _) => return Err(bad(format!("type {other:?} is not supported (bind, volume or tmpfs)"))),
         };
-        Ok(MountArg::Volume(VolumeArg { source, container: dest, read_only, nocopy, from_mount: true }))
+        Ok(MountArg::Volume(VolumeArg { source, container: dest, read_only, recursive, nocopy, from_mount: true }))
     }
 }
 
@@ -261,10 +279,21 @@ mod tests {
                 source: Source::Named("cache".into()),
                 container: "/cache".into(),
                 read_only: true,
+                recursive: BindRecursive::Enabled,
                 nocopy: true,
                 from_mount: true
             })
         );
+        let recursion = |s: &str| match m(s).unwrap() {
+            MountArg::Volume(v) => (v.read_only, v.recursive),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(recursion("type=bind,src=/tmp,dst=/x,ro"), (true, BindRecursive::Enabled));
+        assert_eq!(recursion("type=bind,src=/tmp,dst=/x,ro,bind-recursive=writable"), (true, BindRecursive::Writable));
+        assert_eq!(recursion("type=bind,src=/tmp,dst=/x,ro,bind-recursive=readonly"), (true, BindRecursive::Readonly));
+        assert_eq!(recursion("type=bind,src=/tmp,dst=/x,bind-recursive=disabled"), (false, BindRecursive::Disabled));
+        assert_eq!(recursion("type=bind,src=/tmp,dst=/x,bind-nonrecursive"), (false, BindRecursive::Disabled));
+        assert_eq!(recursion("type=bind,src=/tmp,dst=/x,bind-nonrecursive=false"), (false, BindRecursive::Enabled));
         let anon = m("target=/scratch").unwrap();
         assert!(matches!(anon, MountArg::Volume(VolumeArg { source: Source::Anonymous, .. })));
         let bind = m("type=bind,source=/tmp,target=/host-tmp,ro=false").unwrap();
@@ -284,6 +313,10 @@ mod tests {
             ("type=volume,src=v1,dst=/x,readonly=maybe", "not a boolean"),
             ("type=volume,src=v1,dst=/x,tmpfs-size=1m", "for type=tmpfs"),
             ("type=bind,src=/tmp,dst=/x,bind-propagation=shared", "propagation"),
+            ("type=bind,src=/tmp,dst=/x,ro,bind-recursive=sometimes", "enabled, disabled, writable or readonly"),
+            ("type=bind,src=/tmp,dst=/x,bind-recursive=writable", "is for a readonly bind"),
+            ("type=bind,src=/tmp,dst=/x,bind-recursive=readonly", "is for a readonly bind"),
+            ("type=volume,src=v1,dst=/x,bind-recursive=disabled", "for type=bind"),
         ] {
             let e = m(bad).unwrap_err();
             assert!(e.contains(why), "{bad}: {e}");

@@ -63,7 +63,8 @@ impl<'s> BindMount<'s> {
             }
         };
         let (host, copy) = if spec.read_only { (host, None) } else { writable_copy(step, host, i)? };
-        let volume = Volume { host, container: spec.target.clone(), read_only: spec.read_only };
+        let volume =
+            Volume { host, container: spec.target.clone(), read_only: spec.read_only, recursive: Default::default() };
         Ok(BindMount { volume, _view: view, _admitted: admitted, _copy: copy })
     }
 }

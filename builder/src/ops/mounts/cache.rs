@@ -63,7 +63,12 @@ impl CacheMount {
         if !(private.is_none() && restore(step, &id, &dir)) && fresh {
             seed(step, m, &dir)?;
         }
-        let volume = Volume { host: dir, container: spec.target.clone(), read_only: spec.read_only };
+        let volume = Volume {
+            host: dir,
+            container: spec.target.clone(),
+            read_only: spec.read_only,
+            recursive: Default::default(),
+        };
         Ok(CacheMount { volume, _lock: lock, _private: private })
     }
 }

@@ -58,7 +58,12 @@ impl SecretMount {
             return Ok(Some(SecretMount { volume: None, env, _file: None }));
         }
         let file = private_copy(step.work, i, &value, spec)?;
-        let volume = Volume { host: file.0.clone(), container: spec.target.clone(), read_only: true };
+        let volume = Volume {
+            host: file.0.clone(),
+            container: spec.target.clone(),
+            read_only: true,
+            recursive: Default::default(),
+        };
         Ok(Some(SecretMount { volume: Some(volume), env, _file: Some(file) }))
     }
 }

@@ -20,7 +20,12 @@ impl SshMount {
         let sid = spec.id.clone().unwrap_or_default();
         match step.worker.ssh.get(&sid) {
             Some(sock) => Ok(Some(SshMount {
-                volume: Volume { host: sock.clone(), container: spec.target.clone(), read_only: true },
+                volume: Volume {
+                    host: sock.clone(),
+                    container: spec.target.clone(),
+                    read_only: true,
+                    recursive: Default::default(),
+                },
                 env: format!("SSH_AUTH_SOCK={}", spec.target),
             })),
             None if spec.required => {
