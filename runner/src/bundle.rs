@@ -84,6 +84,7 @@ pub fn write(dir: &Path, spec: &Spec, ids: (u32, u32, Vec<u32>), device_cgroup: 
     }
     v["linux"]["namespaces"] = serde_json::Value::Array(namespaces);
     set_confinement(&mut v, spec, device_cgroup)?;
+    set_system_paths(&mut v, &spec.security);
     add_devices(&mut v, &spec.devices, spec.security.all_devices);
     for (key, value) in &spec.sysctls {
         v["linux"]["sysctl"][key] = value.clone().into();
@@ -94,9 +95,21 @@ pub fn write(dir: &Path, spec: &Spec, ids: (u32, u32, Vec<u32>), device_cgroup: 
             use crate::sandbox::BindRecursive;
             let mut options = vec![if vol.recursive == BindRecursive::Disabled { "bind" } else { "rbind" }];
             if vol.read_only {
-                // `rro`: read-only all the way down (runc 1.1 and crun, on Linux 5.12+).
+                // `ro` for the top, which a runtime older than `rro` still honours; `rro`
+                // (runc 1.1, crun) for every mount below, where the kernel has mount_setattr
+                // (5.12): without it `enabled` stays top-only, as docker's does, and
+                // `readonly` fails.
+                options.push("ro");
                 let below = matches!(vol.recursive, BindRecursive::Enabled | BindRecursive::Readonly);
-                options.push(if below { "rro" } else { "ro" });
+                if below && crate::sys::has_mount_setattr() {
+                    options.push("rro");
+                } else if vol.recursive == BindRecursive::Readonly {
+                    return Err(BundleError::Spec(format!(
+                        "bind-recursive=readonly for {}: this kernel cannot make a bind read-only \
+                         all the way down for runc or crun (Linux 5.12 can)",
+                        vol.container
+                    )));
+                }
             }
             mounts.push(serde_json::json!({"destination": vol.container, "type": "bind", "source": vol.host, "options": options}));
         }
@@ -120,6 +133,25 @@ pub fn write(dir: &Path, spec: &Spec, ids: (u32, u32, Vec<u32>), device_cgroup: 
     let config = dir.join("config.json");
     std::fs::write(&config, bytes).map_err(io_err("write", &config))?;
     Ok(())
+}
+
+/// docker's `--privileged` and `systempaths=unconfined` as the runtime takes them: no
+/// masked or read-only paths, and /sys with its cgroups writable.
+fn set_system_paths(v: &mut serde_json::Value, security: &crate::security::Security) {
+    if security.unmasked_paths {
+        v["linux"]["maskedPaths"] = serde_json::json!([]);
+        v["linux"]["readonlyPaths"] = serde_json::json!([]);
+    }
+    if !security.writable_sys {
+        return;
+    }
+    for m in v["mounts"].as_array_mut().into_iter().flatten() {
+        if matches!(m["destination"].as_str(), Some("/sys" | "/sys/fs/cgroup")) {
+            if let Some(options) = m["options"].as_array_mut() {
+                options.retain(|o| o != "ro");
+            }
+        }
+    }
 }
 
 /// The same confinement as berth's own sandbox: capability sets (inheritable and ambient

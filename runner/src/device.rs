@@ -120,6 +120,66 @@ fn node(path: &Path, container: &str, access: &str) -> std::io::Result<Option<De
     }))
 }
 
+/// Directories of the host's /dev that hold no device a container is given: its own pty
+/// instance, shared memory and message queues, fd links, and container managers' state.
+const NOT_GIVEN_DIRS: [&str; 7] = ["pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev"];
+
+/// Nodes the sandbox makes itself (its /dev's six, and the pty multiplexer of its own
+/// devpts) or that name the host's console.
+const NOT_GIVEN_NODES: [&str; 8] = ["null", "zero", "full", "random", "urandom", "tty", "ptmx", "console"];
+
+/// Every device node of the host's /dev, at the same path, as docker's `--privileged`
+/// gives them (runc's host devices: the sandbox's own and the console left out). A node
+/// that goes away while it is read is skipped, as is a directory that cannot be read.
+pub fn host_all() -> Vec<Device> {
+    let mut out = Vec::new();
+    host_walk(Path::new("/dev"), &mut out);
+    out
+}
+
+fn host_walk(dir: &Path, out: &mut Vec<Device>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut entries: Vec<_> = entries.flatten().collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let (path, name) = (e.path(), e.file_name());
+        let top = dir == Path::new("/dev");
+        let Some(name) = name.to_str() else { continue };
+        let Ok(kind) = e.file_type() else { continue };
+        if kind.is_dir() {
+            if !(top && NOT_GIVEN_DIRS.contains(&name)) {
+                host_walk(&path, out);
+            }
+        } else if !(top && NOT_GIVEN_NODES.contains(&name)) {
+            let Some(at) = path.to_str() else { continue };
+            if let Ok(Some(d)) = node(&path, at, "rwm") {
+                out.push(d);
+            }
+        }
+    }
+}
+
+/// The nodes BuildKit gives a `RUN --security=insecure` step, those of them the host has:
+/// kmsg, cuse, fuse, kvm, net/tun, loop-control and the loop devices.
+pub fn buildkit_insecure() -> Vec<Device> {
+    const NAMED: [&str; 6] = ["kmsg", "cuse", "fuse", "kvm", "net/tun", "loop-control"];
+    let named = NAMED.iter().map(|n| format!("/dev/{n}"));
+    let mut loops: Vec<(u32, String)> = std::fs::read_dir("/dev")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            Some((name.strip_prefix("loop")?.parse().ok()?, format!("/dev/{name}")))
+        })
+        .collect();
+    loops.sort();
+    named
+        .chain(loops.into_iter().map(|(_, path)| path))
+        .filter_map(|path| node(Path::new(&path), &path, "rwm").ok().flatten())
+        .collect()
+}
+
 /// Every device node under `dir` (not through symlinks), at its place under `container`.
 fn walk(top: &Path, dir: &Path, (container, access): (&str, &str), out: &mut Vec<Device>) -> std::io::Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;

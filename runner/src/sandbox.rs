@@ -636,11 +636,12 @@ const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// so `memory.limit_in_bytes` or `memory.max` is the container's limit where the JVM, Node.js
 /// and Go look for it; on a hybrid or v1 host under a read-only tmpfs. A hierarchy the
 /// container did not join is not mounted: its namespace root would be berth's own group.
-fn mount_cgroups(sys: &dyn Sys, target: &Path, joined: &[PathBuf]) -> std::io::Result<()> {
+/// `ro` is empty for docker's `--privileged`, whose cgroups are writable.
+fn mount_cgroups(sys: &dyn Sys, target: &Path, joined: &[PathBuf], ro: MountFlags) -> std::io::Result<()> {
     if joined.is_empty() || sys.is_dir(target)? != Some(true) {
         return Ok(());
     }
-    let hidden = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC | MountFlags::RDONLY;
+    let hidden = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC | ro;
     if let Some((fstype, _)) = sys.cgroup_mount_at(Path::new(CGROUP_ROOT))? {
         // The unified hierarchy alone (pure v2): it is /sys/fs/cgroup itself.
         return sys.mount(&fstype, target, hidden, None);
@@ -660,12 +661,16 @@ fn mount_cgroups(sys: &dyn Sys, target: &Path, joined: &[PathBuf]) -> std::io::R
         let data = (fstype == "cgroup").then_some(data.as_c_str());
         sys.mount(&fstype, &dir, hidden, data)?;
     }
+    if ro.is_empty() {
+        return Ok(());
+    }
     sys.remount_read_only(target)
 }
 
 /// The child's side, between fork and exec.
 /// Builds the container's filesystem on `spec.mountpoint` and pivots into it: the rootfs,
-/// /proc, /sys (read-only), a small /dev, runc's masked and read-only paths, the /etc
+/// /proc, /sys (read-only but privileged), a small /dev, runc's masked and read-only paths
+/// (none when unmasked), the /etc
 /// files, volumes and tmpfs, in runc's order. Every call goes through `sys`; below each new
 /// mount it works through the mount's own [`Target`](crate::sys::Target), never through
 /// `root` joined with a path the image controls.
@@ -682,8 +687,10 @@ fn build_filesystem(sys: &dyn Sys, spec: &Spec) -> std::io::Result<()> {
     }
     let hidden = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
     let proc_dir = mount_in(sys, root, "proc", "proc", hidden, None)?;
-    // /sys read-only, as runc mounts it: the container sees its own network devices.
-    let sys_dir = match mount_in(sys, root, "sys", "sysfs", hidden | MountFlags::RDONLY, None) {
+    // /sys read-only, as runc mounts it (writable under docker's --privileged): the
+    // container sees its own network devices.
+    let sys_ro = if spec.security.writable_sys { MountFlags::empty() } else { MountFlags::RDONLY };
+    let sys_dir = match mount_in(sys, root, "sys", "sysfs", hidden | sys_ro, None) {
         Ok(d) => d,
         // A rootless berth's user namespace does not own the host's network namespace, so
         // with the host network it may not mount sysfs: the host's is bound read-only, as
@@ -694,13 +701,14 @@ fn build_filesystem(sys: &dyn Sys, spec: &Spec) -> std::io::Result<()> {
         }
         Err(e) => return Err(e),
     };
-    for m in MASKED_SYS {
+    let masked_sys: &[&str] = if spec.security.unmasked_paths { &[] } else { &MASKED_SYS };
+    for m in masked_sys {
         let p = sys_dir.path().join(m);
         if sys.is_dir(&p)? == Some(true) {
             sys.mount("tmpfs", &p, MountFlags::RDONLY, Some(c"size=0"))?;
         }
     }
-    mount_cgroups(sys, &sys_dir.path().join("fs/cgroup"), &spec.cgroups)?;
+    mount_cgroups(sys, &sys_dir.path().join("fs/cgroup"), &spec.cgroups, sys_ro)?;
     let dev_flags = if confined { MountFlags::NOSUID | MountFlags::NODEV } else { MountFlags::NOSUID };
     let dev_dir = mount_in(sys, root, "dev", "tmpfs", dev_flags, Some(c"mode=755,size=65536k"))?;
     let (proc_dir, dev) = (proc_dir.path(), dev_dir.path());
@@ -710,7 +718,9 @@ fn build_filesystem(sys: &dyn Sys, spec: &Spec) -> std::io::Result<()> {
         sys.bind_device(d, sys.resolve(root, &d.container, false)?.path())?;
     }
     // Masked paths: /dev/null over files, an empty read-only tmpfs over directories.
-    for m in MASKED {
+    let (masked, read_only): (&[&str], &[&str]) =
+        if spec.security.unmasked_paths { (&[], &[]) } else { (&MASKED, &READ_ONLY) };
+    for m in masked {
         let p = proc_dir.join(m);
         match sys.is_dir(&p)? {
             Some(true) => sys.mount("tmpfs", &p, MountFlags::RDONLY, Some(c"size=0"))?,
@@ -718,7 +728,7 @@ fn build_filesystem(sys: &dyn Sys, spec: &Spec) -> std::io::Result<()> {
             None => {}
         }
     }
-    for r in READ_ONLY {
+    for r in read_only {
         let p = proc_dir.join(r);
         if sys.is_dir(&p)?.is_some() {
             sys.bind(&p, &p, true)?;
@@ -1713,6 +1723,18 @@ mod tests {
         assert!(sys.position("mount tmpfs /c/dev") < sys.position("mknod /c/dev/null 1:3"));
         sys.position("mknod /c/dev/tty 5:0");
         assert!(!sys.calls.borrow().iter().any(|c| c.starts_with("tree nodev")), "{:#?}", sys.calls.borrow());
+        // The masks stay unless asked away; /sys is writable only when asked.
+        sys.position("bind /dev/null /c/proc/keys (one mount)");
+        sys.position("mount sysfs /c/sys nodev ro");
+        s.security.unmasked_paths = true;
+        s.security.writable_sys = true;
+        let sys = Recorder::default();
+        build_filesystem(&sys, &s).unwrap();
+        let calls = sys.calls.borrow();
+        assert!(!calls.iter().any(|c| c.contains("/c/proc/keys") || c.contains("/c/proc/sys")), "{calls:#?}");
+        assert!(!calls.iter().any(|c| c.contains("/c/sys/firmware")), "{calls:#?}");
+        drop(calls);
+        sys.position("mount sysfs /c/sys nodev");
         // In a user namespace mknod is refused.
         let sys = Recorder { no_mknod: true, ..Recorder::default() };
         build_filesystem(&sys, &s).unwrap();

@@ -141,6 +141,26 @@ pub fn mounts_below(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
 /// The real calls, through rustix.
 pub struct Linux;
 
+/// Whether this kernel has `mount_setattr` (Linux 5.12), which a runtime's `rro` needs.
+pub fn has_mount_setattr() -> bool {
+    // SAFETY: no pointer is passed; the kernel fails the call on the bad fd (EBADF) if it
+    // knows the call at all.
+    let r = unsafe { libc::syscall(libc::SYS_mount_setattr, -1, std::ptr::null::<libc::c_char>(), 0, 0usize, 0usize) };
+    !(r == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS))
+}
+
+/// [`Sys::remount_tree`] without `mount_setattr`: the mount on `target`, then each mount
+/// below it, one remount each. The mount table read is the calling thread's, which may have
+/// a mount namespace of its own (`cp`'s).
+fn remount_each(target: &Path, flags: MountFlags) -> io::Result<()> {
+    remount_adding(target, flags)?;
+    let at = std::fs::canonicalize(target)?;
+    for below in mounts_below(&std::fs::read_to_string("/proc/thread-self/mountinfo")?, &at) {
+        remount_adding(&below, flags)?;
+    }
+    Ok(())
+}
+
 /// Remounts the bind on `target` with `add` besides the nosuid, nodev, noexec and rdonly it
 /// has: in a user namespace, a remount that would clear one the host set is refused.
 fn remount_adding(target: &Path, add: MountFlags) -> io::Result<()> {
@@ -243,14 +263,8 @@ impl Sys for Linux {
         if !matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) {
             return Err(e);
         }
-        // Before Linux 5.12, or under a seccomp filter that knows no mount_setattr: the
-        // mount, then each mount below it, one remount each.
-        remount_adding(target, flags)?;
-        let at = std::fs::canonicalize(target)?;
-        for below in mounts_below(&std::fs::read_to_string("/proc/self/mountinfo")?, &at) {
-            remount_adding(&below, flags)?;
-        }
-        Ok(())
+        // Before Linux 5.12, or under a seccomp filter that knows no mount_setattr.
+        remount_each(target, flags)
     }
 
     fn resolve(&self, root: &Path, rel: &str, dir: bool) -> io::Result<Target> {
@@ -343,6 +357,30 @@ mod tests {
         assert_eq!(unescape(r"/mnt/with\040space"), "/mnt/with space");
         assert_eq!(unescape("/plain"), "/plain");
         assert_eq!(unescape(r"/end\04"), r"/end\04");
+    }
+
+    #[test]
+    fn without_mount_setattr_every_mount_below_is_remounted_in_this_threads_namespace() {
+        if !rustix::process::geteuid().is_root() {
+            return eprintln!("skipping: mounting needs root");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (top, sub) = (dir.path().join("top"), dir.path().join("top/sub/deeper"));
+        std::fs::create_dir(&top).unwrap();
+        // In a thread of its own mount namespace, as `cp` binds volumes: the mounts below are
+        // in this thread's table, not the process's.
+        let written = crate::sandbox::in_private_mounts(|| {
+            rustix::mount::mount("tmpfs", &top, "tmpfs", MountFlags::empty(), None).unwrap();
+            std::fs::create_dir_all(&sub).unwrap();
+            rustix::mount::mount("tmpfs", &sub, "tmpfs", MountFlags::empty(), None).unwrap();
+            remount_each(&top, MountFlags::RDONLY | MountFlags::NODEV).unwrap();
+            let flags = rustix::fs::statvfs(&sub).unwrap().f_flag;
+            let nodev = flags.contains(rustix::fs::StatVfsMountFlags::NODEV);
+            (std::fs::write(top.join("x"), "").is_ok(), std::fs::write(sub.join("x"), "").is_ok(), nodev)
+        })
+        .unwrap();
+        assert_eq!(written, (false, false, true), "(top written, below written, below nodev)");
+        assert!(has_mount_setattr(), "kernel 6.x has mount_setattr");
     }
 
     #[test]

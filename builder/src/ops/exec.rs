@@ -149,7 +149,9 @@ fn sandbox_spec(
         // docker's default capabilities and seccomp filter (`RUN mknod` makes a node, which
         // opens nothing: see `Security::all_devices`), and no no_new_privs (BuildKit sets
         // none: `USER app` + `RUN sudo ...` works); `--security=insecure` (allowed by
-        // `--allow security.insecure`): all, none, and every device.
+        // `--allow security.insecure`), as BuildKit's insecure mode: all, none, every device
+        // opens (`devices` gives the ones it binds), no masked or read-only paths, /sys
+        // read-only still.
         security: if e.insecure {
             runner::security::Security {
                 capabilities: runner::security::Capabilities::all(),
@@ -157,6 +159,8 @@ fn sandbox_spec(
                 no_new_privs: false,
                 filter_cache: None,
                 all_devices: true,
+                unmasked_paths: true,
+                writable_sys: false,
             }
         } else {
             Default::default()
@@ -165,7 +169,7 @@ fn sandbox_spec(
         group_add: vec![],
         // BuildKit makes a WORKDIR the image lacks.
         make_cwd: true,
-        devices: vec![],
+        devices: if e.insecure { runner::device::buildkit_insecure() } else { vec![] },
         sysctls: vec![],
     }
 }

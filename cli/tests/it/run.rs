@@ -1145,3 +1145,47 @@ fn make_with(a: &Berth, file: &Path) -> String {
     a.ok(&["cp", &p(file), "marked:/marker"]);
     "marked".into()
 }
+
+/// What a container sees of docker's system paths: whether the host's loop-control node is
+/// there, whether /proc/keys and /proc/sys are mounted over (masked, read-only), and
+/// whether /sys is read-only.
+const SYSTEM_PATHS: &str = "test -c /dev/loop-control && echo loop || echo no-loop; \
+    grep -c ' /proc/keys ' /proc/self/mountinfo; grep -c ' /proc/sys ' /proc/self/mountinfo; \
+    awk '$2 == \"/sys\" { split($4, o, \",\"); print \"sys \" o[1] }' /proc/self/mounts";
+
+#[test]
+fn privileged_gives_the_hosts_devices_no_masked_paths_and_a_writable_sys_as_dockers() {
+    let Some(b) = setup() else { return };
+    if !Path::new("/dev/loop-control").exists() {
+        assert!(!crate::util::strict(), "this host has no /dev/loop-control");
+        return eprintln!("skipping: this host has no /dev/loop-control");
+    }
+    let confined = "no-loop\n1\n1\nsys ro\n";
+    let privileged = "loop\n0\n0\nsys rw\n";
+    let mut runtimes = vec!["berth"];
+    if crate::util::require_tool("runc") {
+        runtimes.push("runc");
+    }
+    for runtime in runtimes {
+        let cases: [(&[&str], &str); 4] = [
+            (&[], confined),
+            // Before, --privileged kept the masks, a read-only /sys and /dev's six nodes.
+            (&["--privileged"], privileged),
+            (&["--security-opt", "systempaths=unconfined"], "no-loop\n0\n0\nsys ro\n"),
+            // No AppArmor profile and no SELinux label is what berth does anyway.
+            (&["--security-opt", "apparmor=unconfined", "--security-opt", "label=disable"], confined),
+        ];
+        for (flags, expected) in cases {
+            let args = [&["--rm", "--runtime", runtime][..], flags, &["busybox", "sh", "-c", SYSTEM_PATHS]].concat();
+            let (code, out, err) = run(&b, &args);
+            assert_eq!((code, out.as_str()), (0, expected), "{runtime} {flags:?}: {err}");
+        }
+    }
+    // A named privileged container gets the nodes again at each start, as they are then.
+    b.ok(&["create", "--name", "p", "--privileged", "busybox", "sh", "-c", "test -c /dev/loop-control"]);
+    b.ok(&["start", "-a", "p"]);
+    for (opt, why) in [("apparmor=docker-default", "no AppArmor profile"), ("label=type:svirt_t", "SELinux label")] {
+        let (code, _, err) = run(&b, &["--rm", "--security-opt", opt, "busybox", "true"]);
+        assert!(code == 125 && err.contains(why), "{opt}: {code} {err}");
+    }
+}

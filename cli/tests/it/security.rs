@@ -196,7 +196,7 @@ fn a_profile_in_dockers_format_is_applied_and_a_bad_one_refused() {
     std::fs::write(&profile, r#"{"defaultAction":"SCMP_ACT_WHATEVER"}"#).unwrap();
     let err = b.fails(&["run", "--security-opt", &opt, "busybox", "true"]);
     assert!(err.contains("SCMP_ACT_WHATEVER"), "{err}");
-    let err = b.fails(&["run", "--security-opt", "apparmor=unconfined", "busybox", "true"]);
+    let err = b.fails(&["run", "--security-opt", "apparmor=docker-default", "busybox", "true"]);
     assert!(err.contains("unsupported --security-opt"), "{err}");
 }
 
@@ -369,9 +369,20 @@ fn run_security_insecure_needs_the_entitlement() {
     let ctx = dir.path().join("ctx");
     std::fs::create_dir(&ctx).unwrap();
     std::fs::copy(&probe_bin, ctx.join("probe")).unwrap();
+    // What the step sees of the system paths: loop-control, /proc/keys and /proc/sys mounted
+    // over, /sys read-only or not.
+    std::fs::write(
+        ctx.join("paths.sh"),
+        "test -c /dev/loop-control && echo loop || echo no-loop\n\
+         grep -c ' /proc/keys ' /proc/self/mountinfo; grep -c ' /proc/sys ' /proc/self/mountinfo\n\
+         awk '$2 == \"/sys\" { split($4, o, \",\"); print \"sys \" o[1] }' /proc/self/mounts\n",
+    )
+    .unwrap();
     std::fs::write(
         ctx.join("Dockerfile"),
-        "FROM busybox:latest\nCOPY probe /probe\nRUN --security=insecure /probe mount status > /result\n",
+        "FROM busybox:latest\nCOPY probe /probe\nCOPY paths.sh /paths.sh\n\
+         RUN --security=insecure /probe mount status > /result\n\
+         RUN --security=insecure sh /paths.sh > /insecure-paths\nRUN sh /paths.sh > /paths\n",
     )
     .unwrap();
     // Refused where the Dockerfile says it, with a pointer to the line.
@@ -383,6 +394,12 @@ fn run_security_insecure_needs_the_entitlement() {
     let host = parse(&std::fs::read_to_string("/proc/self/status").unwrap());
     assert_eq!((r["Seccomp"].as_str(), r["CapBnd"].as_str()), ("0", host["CapBnd"].as_str()), "{r:?}");
     assert_eq!(r["mount"], "ok", "an insecure step has CAP_SYS_ADMIN");
+    // BuildKit's insecure mode: its devices (loop-control and the loop devices among them),
+    // no masked or read-only paths, /sys read-only still; a plain step keeps them all.
+    if std::path::Path::new("/dev/loop-control").exists() {
+        assert_eq!(b.ok(&["run", "insecure:1", "cat", "/insecure-paths"]), "loop\n0\n0\nsys ro\n");
+    }
+    assert_eq!(b.ok(&["run", "insecure:1", "cat", "/paths"]), "no-loop\n1\n1\nsys ro\n");
 }
 
 /// `berth ARGS` with its stdio on a pseudo-terminal (util-linux `script`), as from a user's

@@ -425,11 +425,18 @@ impl Config {
         self.sysctls.iter().map(|s| crate::sysctl::parse(s, host).map_err(super::Error::Config)).collect()
     }
 
-    /// The host's device nodes `--device` gives, as they are now (at each start).
+    /// The host's device nodes `--device` gives, and with `--privileged` every one of its
+    /// /dev, as they are now (at each start).
     pub fn devices(&self) -> Result<Vec<crate::device::Device>, super::Error> {
         let mut out = Vec::new();
         for arg in &self.devices {
             out.extend(crate::device::resolve(arg).map_err(|e| super::Error::Config(e.to_string()))?);
+        }
+        if self.security.privileged {
+            // docker's `--privileged`: the host's nodes too, where no `--device` put one.
+            let host = crate::device::host_all();
+            let given: Vec<String> = out.iter().map(|d| d.container.clone()).collect();
+            out.extend(host.into_iter().filter(|d| !given.contains(&d.container)));
         }
         Ok(out)
     }

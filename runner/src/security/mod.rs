@@ -69,11 +69,20 @@ pub struct Security {
     /// and every volume `nodev`, with /dev's nodes bound from the host's: a node it makes
     /// with CAP_MKNOD opens nothing, as under docker's device cgroup.
     pub all_devices: bool,
+    /// Whether docker's masked and read-only paths under /proc and /sys are left as the
+    /// kernel shows them (`--privileged`, `--security-opt systempaths=unconfined`, `RUN
+    /// --security=insecure`).
+    pub unmasked_paths: bool,
+    /// Whether /sys and the container's cgroup hierarchies are mounted writable, as
+    /// docker's `--privileged` mounts them.
+    pub writable_sys: bool,
 }
 
 impl Security {
     /// docker's `--cap-add`, `--cap-drop`, `--privileged` and `--security-opt`
-    /// (`seccomp=unconfined|PROFILE.json`, `no-new-privileges[=BOOL]`; the last one given wins).
+    /// (`seccomp=unconfined|PROFILE.json`, `no-new-privileges[=BOOL]`, `systempaths=unconfined`;
+    /// the last one given wins; `apparmor=unconfined` and `label=disable` are what berth does
+    /// anyway, as it loads no AppArmor profile and sets no SELinux label).
     pub fn docker(
         cap_add: &[String],
         cap_drop: &[String],
@@ -83,6 +92,7 @@ impl Security {
         let capabilities = Capabilities::docker(cap_add, cap_drop, privileged)?;
         let mut seccomp = if privileged { SeccompMode::Unconfined } else { SeccompMode::Default };
         let mut no_new_privs = false;
+        let mut unmasked_paths = privileged;
         for opt in security_opts {
             // docker takes `key=value` and the older `key:value`.
             let (key, value) = opt.split_once(['=', ':']).map_or((opt.as_str(), None), |(k, v)| (k, Some(v)));
@@ -100,14 +110,32 @@ impl Security {
                         SecurityError::Option(format!("--security-opt {opt:?}: no-new-privileges takes true or false"))
                     })?;
                 }
+                ("systempaths", Some("unconfined")) => unmasked_paths = true,
+                // No profile and no label is what every berth container gets.
+                ("apparmor", Some("unconfined")) | ("label", Some("disable")) => {}
+                ("apparmor", Some(_)) | ("label", Some(_)) => {
+                    return Err(SecurityError::Option(format!(
+                        "unsupported --security-opt {opt:?}: berth loads no AppArmor profile and sets no \
+                         SELinux label (apparmor=unconfined and label=disable are what it does)"
+                    )))
+                }
                 _ => {
                     return Err(SecurityError::Option(format!(
-                        "unsupported --security-opt {opt:?} (seccomp=unconfined|PROFILE.json, no-new-privileges)"
+                        "unsupported --security-opt {opt:?} (seccomp=unconfined|PROFILE.json, \
+                         no-new-privileges, systempaths=unconfined, apparmor=unconfined, label=disable)"
                     )))
                 }
             }
         }
-        Ok(Security { capabilities, seccomp, no_new_privs, filter_cache: None, all_devices: privileged })
+        Ok(Security {
+            capabilities,
+            seccomp,
+            no_new_privs,
+            filter_cache: None,
+            all_devices: privileged,
+            unmasked_paths,
+            writable_sys: privileged,
+        })
     }
 
     /// The seccomp policy for this container's capabilities, `None` when unconfined.

@@ -151,7 +151,7 @@ impl std::str::FromStr for MountArg {
         let bad = |why: String| format!("invalid --mount {s:?}: {why}");
         let mut kind = "volume";
         let (mut src, mut dest, mut read_only, mut nocopy) = (None, None, false, false);
-        let mut recursive = None;
+        let (mut recursive, mut nonrecursive) = (None, None);
         let mut tmpfs = Vec::new();
         for field in s.split(',').filter(|f| !f.is_empty()) {
             let (key, value) = field.split_once('=').map_or((field, None), |(k, v)| (k, Some(v)));
@@ -164,10 +164,8 @@ impl std::str::FromStr for MountArg {
                 "readonly" | "ro" => read_only = flag()?,
                 "volume-nocopy" => nocopy = flag()?,
                 "bind-recursive" => recursive = Some(text()?.parse().map_err(bad)?),
-                // docker's older spelling of bind-recursive=disabled.
-                "bind-nonrecursive" => {
-                    recursive = Some(if flag()? { BindRecursive::Disabled } else { BindRecursive::Enabled })
-                }
+                // docker's older (deprecated) spelling of bind-recursive=disabled.
+                "bind-nonrecursive" => nonrecursive = Some(flag()?),
                 "tmpfs-size" => tmpfs.push(format!("size={}", text()?)),
                 "tmpfs-mode" => tmpfs.push(format!("mode={}", text()?)),
                 "bind-propagation" if matches!(value, Some("rprivate" | "private")) => {}
@@ -182,9 +180,16 @@ impl std::str::FromStr for MountArg {
         if kind != "tmpfs" && !tmpfs.is_empty() {
             return Err(bad("tmpfs-size and tmpfs-mode are for type=tmpfs".into()));
         }
-        if kind != "bind" && recursive.is_some() {
+        if kind != "bind" && (recursive.is_some() || nonrecursive.is_some()) {
             return Err(bad("bind-recursive is for type=bind".into()));
         }
+        let recursive = match (recursive, nonrecursive) {
+            (Some(_), Some(_)) => {
+                return Err(bad("bind-recursive and bind-nonrecursive: give bind-recursive alone".into()))
+            }
+            (None, Some(true)) => Some(BindRecursive::Disabled),
+            (given, _) => given,
+        };
         let recursive = recursive.unwrap_or_default();
         if matches!(recursive, BindRecursive::Writable | BindRecursive::Readonly) && !read_only {
             return Err(bad(format!("bind-recursive={recursive:?} is for a readonly bind").to_lowercase()));
@@ -317,6 +322,7 @@ mod tests {
             ("type=bind,src=/tmp,dst=/x,bind-recursive=writable", "is for a readonly bind"),
             ("type=bind,src=/tmp,dst=/x,bind-recursive=readonly", "is for a readonly bind"),
             ("type=volume,src=v1,dst=/x,bind-recursive=disabled", "for type=bind"),
+            ("type=bind,src=/tmp,dst=/x,ro,bind-nonrecursive,bind-recursive=writable", "give bind-recursive alone"),
         ] {
             let e = m(bad).unwrap_err();
             assert!(e.contains(why), "{bad}: {e}");
