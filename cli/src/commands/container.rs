@@ -470,6 +470,9 @@ pub struct Stop {
     /// Seconds to wait before killing the container (default: its --stop-timeout, 10)
     #[arg(short, long, value_name = "SECONDS")]
     time: Option<u64>,
+    /// Signal to send first (default: the container's stop signal, SIGTERM unless set)
+    #[arg(short, long)]
+    signal: Option<String>,
 }
 
 impl Stop {
@@ -478,7 +481,7 @@ impl Stop {
         each_at_once(&self.containers, |what| {
             let c = container::find(root, what)?;
             let timeout = self.time.map_or(c.config.stop_timeout(), Duration::from_secs);
-            match control::stop(&c, timeout) {
+            match control::stop(&c, timeout, self.signal.as_deref()) {
                 // A `--rm` container's supervisor removed it as it exited: stopped all the same.
                 Ok(_) | Err(container::Error::NotFound(_)) => Ok(true),
                 Err(e) => Err(e.into()),
@@ -518,6 +521,9 @@ pub struct Restart {
     /// Seconds to wait before killing a running container (default: its --stop-timeout, 10)
     #[arg(short, long, value_name = "SECONDS")]
     time: Option<u64>,
+    /// Signal to stop it with (default: the container's stop signal, SIGTERM unless set)
+    #[arg(short, long)]
+    signal: Option<String>,
 }
 
 impl Restart {
@@ -532,7 +538,7 @@ impl Restart {
             if c.state()?.status == Status::Running {
                 let timeout = self.time.map_or(c.config.stop_timeout(), Duration::from_secs);
                 c.update(|s| s.restarting = Some(std::process::id() as i32))?;
-                if let Err(e) = control::stop(&c, timeout) {
+                if let Err(e) = control::stop(&c, timeout, self.signal.as_deref()) {
                     let _ = c.update(|s| s.restarting = None);
                     return Err(e.into());
                 }
@@ -731,7 +737,7 @@ impl Rm {
             };
             let removed = (|| {
                 if self.force && c.state()?.status == Status::Running {
-                    control::stop(&c, Duration::ZERO)?;
+                    control::stop(&c, Duration::ZERO, None)?;
                 }
                 c.remove(snaps.as_ref())
             })();

@@ -148,16 +148,16 @@ pub struct Run {
     /// EXPOSE: listed in the container's config, published by -P
     #[arg(long, value_name = "PORT", value_parser = runner::container::ports::expose)]
     expose: Vec<Vec<String>>,
-    /// Publish every exposed port to a free host port (with -d)
+    /// Publish every exposed port to a free host port
     #[arg(short = 'P', long)]
     publish_all: bool,
     /// With -d: return only once the container is healthy (or running, without a health check);
     /// fail with its last health output and log lines if it becomes unhealthy or exits
     #[arg(long)]
     wait: bool,
-    /// How long --wait waits (e.g. 60s, 2m)
-    #[arg(long, default_value = "60s", value_name = "DURATION")]
-    wait_timeout: String,
+    /// How long --wait waits (e.g. 60s, 2m; default 60s)
+    #[arg(long, value_name = "DURATION")]
+    wait_timeout: Option<String>,
     /// Command to run to check health (a shell command)
     #[arg(long, value_name = "CMD")]
     health_cmd: Option<String>,
@@ -200,6 +200,9 @@ pub struct Run {
     /// Pull the image before running: missing (only when it is not stored), always, never
     #[arg(long, default_value = "missing", value_parser = ["missing", "always", "never"])]
     pull: String,
+    /// Suppress the pull output
+    #[arg(short, long)]
+    quiet: bool,
     /// Write the container's ID to this file (which must not exist yet)
     #[arg(long, value_name = "FILE")]
     cidfile: Option<String>,
@@ -368,8 +371,20 @@ impl Run {
         Ok((format!("{}{}", runner::container::config::SHARED_PREFIX, c.config.id), String::new()))
     }
 
+    /// How long `--wait` waits: `--wait-timeout`, 60 s by default.
+    fn wait_timeout(&self) -> Result<std::time::Duration> {
+        let Some(given) = &self.wait_timeout else { return Ok(std::time::Duration::from_secs(60)) };
+        runner::container::health::parse_duration(given)
+            .or_else(|_| given.parse::<u64>().map(std::time::Duration::from_secs))
+            .map_err(|_| anyhow::anyhow!("invalid --wait-timeout {given:?} (try 60s)"))
+    }
+
     /// Refuses combinations that cannot work, before anything is made.
     fn check_flags(&self) -> Result<()> {
+        if self.wait_timeout.is_some() && !self.wait {
+            bail!("--wait-timeout says how long --wait waits: add --wait");
+        }
+        self.wait_timeout()?;
         // A device that is not there, or a bad --device, fails before anything is made.
         for d in &self.device {
             runner::device::resolve(d)?;
@@ -394,6 +409,13 @@ impl Run {
         } else {
             if self.wait {
                 bail!("--wait waits for a detached container: add -d");
+            }
+            if self.health_flags()? != runner::container::health::HealthFlags::default() {
+                // docker runs them for every container; berth's foreground run has no one to
+                // run them (a detached container's supervisor does).
+                eprintln!(
+                    "berth: warning: health checks run for detached containers (-d): the --health-* flags are ignored"
+                );
             }
         }
         if self.network.starts_with(runner::container::config::SHARED_PREFIX) {
@@ -662,10 +684,7 @@ impl Run {
         if self.wait {
             use std::io::Write;
             let _ = std::io::stdout().flush();
-            let timeout = runner::container::health::parse_duration(&self.wait_timeout)
-                .or_else(|_| self.wait_timeout.parse::<u64>().map(std::time::Duration::from_secs))
-                .map_err(|_| anyhow::anyhow!("invalid --wait-timeout {:?} (try 60s)", self.wait_timeout))?;
-            super::container::wait_ready(&c, timeout)?;
+            super::container::wait_ready(&c, self.wait_timeout()?)?;
         }
         Ok(())
     }
@@ -921,13 +940,13 @@ impl Run {
     /// unshare(CLONE_NEWPID) no thread may be created, and the fork must be single-threaded.
     fn pull(&self, store: &oci::ImageStore, missing: bool) -> Result<oci::ImageRecord> {
         let reference: oci::Reference = self.image.parse()?;
-        if missing {
+        if missing && !self.quiet {
             eprintln!("Unable to find image '{}' locally", reference.familiar());
         }
         let client = self.remote.client()?;
         let rt =
             tokio::runtime::Builder::new_current_thread().enable_all().build().context("start the async runtime")?;
-        let display = crate::progress::Display::new(crate::progress::Mode::Auto, false, "Downloading");
+        let display = crate::progress::Display::new(crate::progress::Mode::Auto, self.quiet, "Downloading");
         let opts = oci::client::PullOptions { platform: self.platform.clone(), ..Default::default() };
         let pulled = rt.block_on(oci::client::pull(&client, store, &reference, &opts, &display));
         display.finish();

@@ -138,6 +138,22 @@ fn wait_fails_with_the_last_health_output_and_log_lines() {
     // Without a health check, --wait returns once the process runs.
     b.ok(&["run", "-d", "--wait", "--name", "plain", "busybox", "sleep", "30"]);
     assert_eq!(inspect(&b, "plain", "{{.State.Status}}"), "running");
+    // --wait-timeout alone, or one that does not parse, is refused before anything is made
+    // (it was ignored, and a bad one found only once the container ran).
+    for (args, why) in [
+        (&["-d", "--wait-timeout", "5s"][..], "add --wait"),
+        (&["-d", "--wait", "--wait-timeout", "soon"], "invalid --wait-timeout"),
+    ] {
+        let full = [&["run", "--name", "never"][..], args, &["busybox", "true"]].concat();
+        let out = b.output(&full);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.code() == Some(125) && err.contains(why), "{args:?}: {err}");
+    }
+    assert!(b.output(&["inspect", "never"]).status.code() != Some(0), "no container was made");
+    // Health flags on a foreground run: said to be ignored, not silently dropped.
+    let out = b.output(&["run", "--rm", "--health-cmd", "true", "busybox", "true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("health checks run for detached containers"), "{err}");
 }
 
 #[test]
@@ -750,6 +766,24 @@ fn stop_stops_several_containers_at_once_as_docker() {
     // One after the other, `quick` would have stopped only after `slow`'s two seconds.
     assert!(finished("quick") < finished("slow"), "quick waited for slow: the stops ran one by one");
     assert_eq!(inspect(&b, "slow", "{{.State.ExitCode}}"), "137");
+    // `-s`: another signal than the container's (docker 23); restart takes it too.
+    let seen = tempfile::tempdir().unwrap();
+    let trapping = "trap 'echo usr1 >> /seen/log; exit 10' USR1; trap 'echo hup >> /seen/log; exit 20' HUP; \
+                    trap 'echo term >> /seen/log; exit 30' TERM; sleep 300 & wait";
+    let volume = format!("{}:/seen", p(seen.path()));
+    b.ok(&["run", "-d", "--name", "sig", "-v", &volume, "busybox", "sh", "-c", trapping]);
+    std::thread::sleep(Duration::from_millis(500));
+    b.ok(&["stop", "-s", "USR1", "-t", "10", "sig"]);
+    assert_eq!(inspect(&b, "sig", "{{.State.ExitCode}}"), "10", "stopped by SIGUSR1, not SIGTERM or SIGKILL");
+    b.ok(&["start", "sig"]);
+    std::thread::sleep(Duration::from_millis(500));
+    b.ok(&["restart", "--signal", "SIGHUP", "-t", "10", "sig"]);
+    assert_eq!(inspect(&b, "sig", "{{.State.Status}}"), "running");
+    assert_eq!(std::fs::read_to_string(seen.path().join("log")).unwrap(), "usr1\nhup\n");
+    let out = b.output(&["stop", "-s", "NOPE", "sig"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("NOPE"), "{out:?}");
+    assert_eq!(inspect(&b, "sig", "{{.State.Status}}"), "running", "a bad signal stops nothing");
+    b.ok(&["stop", "-t", "0", "sig"]);
 }
 
 #[test]

@@ -1119,6 +1119,9 @@ fn pull_policy_and_the_container_id_file_are_dockers() {
     assert_eq!(out, "stale\n", "--pull missing uses the stored image");
     let (code, out, err) = run(&b, &["--rm", "--pull", "always", &name]);
     assert_eq!((code, out.as_str()), (0, "second\n"), "{err}");
+    // -q: the same pull, not a word of it.
+    let (code, out, err) = run(&b, &["--rm", "-q", "--pull", "always", &name]);
+    assert_eq!((code, out.as_str(), err.as_str()), (0, "second\n", ""));
     // --cidfile: the ID, no newline; a file already there is refused and left as it was;
     // a run that fails before its container exists leaves no file.
     let cid = dir.path().join("cid");

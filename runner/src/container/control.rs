@@ -114,10 +114,11 @@ pub fn signal_pidfd(pidfd: &OwnedFd, sig: i32) -> std::io::Result<()> {
     }
 }
 
-/// Stops `c` as `docker stop` does: its stop signal, then SIGKILL after `timeout`;
-/// returns once it has exited. A container that is not running is left as it is.
-pub fn stop(c: &Container, timeout: Duration) -> Result<State> {
-    let sig = parse_signal(&c.config.stop_signal).map_err(Error::Config)?;
+/// Stops `c` as `docker stop` does: `signal` (`stop -s`; by default its stop signal), then
+/// SIGKILL after `timeout`; returns once it has exited. A container that is not running is
+/// left as it is.
+pub fn stop(c: &Container, timeout: Duration, signal: Option<&str>) -> Result<State> {
+    let sig = parse_signal(signal.unwrap_or(&c.config.stop_signal)).map_err(Error::Config)?;
     // Marked before the signal: its restart policy must not start it again.
     c.update(|s| s.stopped_by_user = true)?;
     let between_runs = Instant::now() + Duration::from_secs(5);

@@ -29,7 +29,7 @@ const START_INTERVAL: Duration = Duration::from_secs(5);
 const RETRIES: u32 = 3;
 
 /// The `--health-*` flags of `berth run`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct HealthFlags {
     /// `--health-cmd` (a shell command).
     pub cmd: Option<String>,
