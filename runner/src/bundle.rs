@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::sandbox::{Network, Spec};
+use crate::sandbox::{Ipc, Network, Spec};
 
 /// Why a bundle could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -66,10 +66,18 @@ pub fn write(dir: &Path, spec: &Spec, ids: (u32, u32, Vec<u32>), device_cgroup: 
     v["hostname"] = spec.hostname.clone().into();
     let mut namespaces = vec![
         serde_json::json!({"type": "pid"}),
-        serde_json::json!({"type": "ipc"}),
         serde_json::json!({"type": "uts"}),
         serde_json::json!({"type": "mount"}),
     ];
+    match &spec.ipc {
+        Ipc::Own { .. } => namespaces.push(serde_json::json!({"type": "ipc"})),
+        // Its /dev/shm is a mount of the other container's namespace, which only berth's
+        // sandbox can copy in.
+        Ipc::Join { .. } => {
+            return Err(BundleError::Spec("--ipc container:NAME works with berth's own runtime only".into()))
+        }
+        Ipc::Host => {}
+    }
     match spec.network {
         Network::None => {
             namespaces.push(serde_json::json!({"type": "network"}));
@@ -89,8 +97,31 @@ pub fn write(dir: &Path, spec: &Spec, ids: (u32, u32, Vec<u32>), device_cgroup: 
     for (key, value) in &spec.sysctls {
         v["linux"]["sysctl"][key] = value.clone().into();
     }
+    add_mounts(&mut v, dir, spec)?;
+    // Round-trip through oci-spec: what runc gets is a spec oci-spec accepts.
+    let checked: oci_spec::runtime::Spec = serde_json::from_value(v).map_err(|e| BundleError::Spec(e.to_string()))?;
+    let bytes = serde_json::to_vec_pretty(&checked).map_err(|e| BundleError::Spec(e.to_string()))?;
+    let config = dir.join("config.json");
+    std::fs::write(&config, bytes).map_err(io_err("write", &config))?;
+    Ok(())
+}
+
+/// The mounts berth adds to the runtime's defaults: /dev/shm as `--shm-size` and `--ipc`
+/// have it, the volumes, the tmpfs and the /etc files.
+fn add_mounts(v: &mut serde_json::Value, dir: &Path, spec: &Spec) -> Result<(), BundleError> {
     if let Some(mounts) = v["mounts"].as_array_mut() {
         set_shm_size(mounts, spec.shm_size.unwrap_or(crate::sandbox::DEFAULT_SHM_SIZE));
+        // `--ipc`'s /dev/shm: none, or the host's bound over the tmpfs.
+        match &spec.ipc {
+            Ipc::Own { shm: false } => mounts.retain(|m| m["destination"] != "/dev/shm"),
+            Ipc::Host => {
+                for m in mounts.iter_mut().filter(|m| m["destination"] == "/dev/shm") {
+                    *m = serde_json::json!({"destination": "/dev/shm", "type": "bind", "source": "/dev/shm",
+                        "options": ["bind", "nosuid", "nodev", "noexec"]});
+                }
+            }
+            Ipc::Own { shm: true } | Ipc::Join { .. } => {}
+        }
         for vol in &spec.volumes {
             use crate::sandbox::BindRecursive;
             let mut options = vec![if vol.recursive == BindRecursive::Disabled { "bind" } else { "rbind" }];
@@ -127,11 +158,6 @@ pub fn write(dir: &Path, spec: &Spec, ids: (u32, u32, Vec<u32>), device_cgroup: 
         // The /etc files last, as berth's own sandbox binds them (after a volume on /etc).
         mounts.extend(etc_mounts(dir, spec)?);
     }
-    // Round-trip through oci-spec: what runc gets is a spec oci-spec accepts.
-    let checked: oci_spec::runtime::Spec = serde_json::from_value(v).map_err(|e| BundleError::Spec(e.to_string()))?;
-    let bytes = serde_json::to_vec_pretty(&checked).map_err(|e| BundleError::Spec(e.to_string()))?;
-    let config = dir.join("config.json");
-    std::fs::write(&config, bytes).map_err(io_err("write", &config))?;
     Ok(())
 }
 

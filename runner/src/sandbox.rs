@@ -14,6 +14,7 @@
 //! lives in the child's mount namespace and vanishes with it, so a killed berth leaves
 //! no mounts behind.
 
+use std::os::fd::AsFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,6 +35,32 @@ pub enum Network {
     /// A network namespace made beforehand (the bridge's, see [`crate::network`]), by an
     /// fd number that stays open in the starting process until the process runs.
     Join(i32),
+}
+
+/// The IPC namespace and /dev/shm a container gets (docker's `--ipc`).
+#[derive(Debug, Clone)]
+pub enum Ipc {
+    /// Its own namespace.
+    Own {
+        /// docker's /dev/shm tmpfs; none for `--ipc none`.
+        shm: bool,
+    },
+    /// The host's namespace and /dev/shm (`--ipc host`).
+    Host,
+    /// Another container's (`--ipc container:X`), by fds opened while it ran, kept open
+    /// until this process runs.
+    Join {
+        /// Its IPC namespace (`/proc/PID/ns/ipc`).
+        ns: std::sync::Arc<std::os::fd::OwnedFd>,
+        /// Its mount namespace (`/proc/PID/ns/mnt`), where its /dev/shm is.
+        mnt: std::sync::Arc<std::os::fd::OwnedFd>,
+    },
+}
+
+impl Default for Ipc {
+    fn default() -> Ipc {
+        Ipc::Own { shm: true }
+    }
 }
 
 /// Who the process runs as, as given: `name`, `uid`, `uid:gid`, `name:group`.
@@ -95,6 +122,8 @@ pub struct Spec {
     pub devices: Vec<crate::device::Device>,
     /// `--sysctl`: settings of the container's namespaces, checked, in the order given.
     pub sysctls: Vec<(String, String)>,
+    /// `--ipc`: its IPC namespace and /dev/shm.
+    pub ipc: Ipc,
 }
 
 /// A bind mount from the host into the container: a `-v` bind or volume, or a build mount.
@@ -712,7 +741,7 @@ fn build_filesystem(sys: &dyn Sys, spec: &Spec) -> std::io::Result<()> {
     let dev_flags = if confined { MountFlags::NOSUID | MountFlags::NODEV } else { MountFlags::NOSUID };
     let dev_dir = mount_in(sys, root, "dev", "tmpfs", dev_flags, Some(c"mode=755,size=65536k"))?;
     let (proc_dir, dev) = (proc_dir.path(), dev_dir.path());
-    populate_dev(sys, dev, spec.shm_size, confined)?;
+    populate_dev(sys, dev, spec, confined)?;
     // `--device`: each a bind of the host's node, which the nodev mounts do not cover.
     for d in &spec.devices {
         sys.bind_device(d, sys.resolve(root, &d.container, false)?.path())?;
@@ -823,7 +852,7 @@ pub const DEFAULT_SHM_SIZE: u64 = 64 << 20;
 /// The container's /dev, on its fresh tmpfs `dev`: docker's device nodes, the fd links,
 /// /dev/shm (`shm_size` bytes, docker's 64 MiB by default) and a pty instance of its own.
 /// The nodes are the host's, bound, where /dev is `confined` (nodev); otherwise made.
-fn populate_dev(sys: &dyn Sys, dev: &Path, shm_size: Option<u64>, confined: bool) -> std::io::Result<()> {
+fn populate_dev(sys: &dyn Sys, dev: &Path, spec: &Spec, confined: bool) -> std::io::Result<()> {
     for (node, major, minor) in DEVICES {
         let target = dev.join(node);
         // Where device nodes would not open (nodev) or cannot be made (a user namespace,
@@ -854,17 +883,40 @@ fn populate_dev(sys: &dyn Sys, dev: &Path, shm_size: Option<u64>, confined: bool
     ] {
         sys.symlink(target, &dev.join(link))?;
     }
-    // docker's /dev/shm: a tmpfs every user may write (POSIX shared memory).
-    let shm = dev.join("shm");
-    sys.mkdir(&shm)?;
-    let data = std::ffi::CString::new(format!("mode=1777,size={}", shm_size.unwrap_or(DEFAULT_SHM_SIZE)))
-        .map_err(std::io::Error::other)?;
-    sys.mount("tmpfs", &shm, MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC, Some(&data))?;
+    mount_shm(sys, &dev.join("shm"), spec, confined)?;
     // The container's own pty instance: /dev/pts and /dev/ptmx, as runc makes them.
     let pts = dev.join("pts");
     sys.mkdir(&pts)?;
     sys.mount("devpts", &pts, MountFlags::NOSUID | MountFlags::NOEXEC, Some(c"newinstance,ptmxmode=0666,mode=0620"))?;
     sys.symlink("pts/ptmx", &dev.join("ptmx"))?;
+    Ok(())
+}
+
+/// docker's /dev/shm at `shm`, as `--ipc` has it: a tmpfs every user may write (POSIX shared
+/// memory) of `--shm-size`; the host's or another container's, bound (nodev where
+/// `confined`); none for `--ipc none`.
+fn mount_shm(sys: &dyn Sys, shm: &Path, spec: &Spec, confined: bool) -> std::io::Result<()> {
+    match &spec.ipc {
+        Ipc::Own { shm: false } => return Ok(()),
+        Ipc::Own { shm: true } => {
+            sys.mkdir(shm)?;
+            let data = std::ffi::CString::new(format!("mode=1777,size={}", spec.shm_size.unwrap_or(DEFAULT_SHM_SIZE)))
+                .map_err(std::io::Error::other)?;
+            return sys.mount("tmpfs", shm, MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC, Some(&data));
+        }
+        Ipc::Host => {
+            sys.mkdir(shm)?;
+            sys.bind(Path::new("/dev/shm"), shm, false)?;
+        }
+        // A mount of another namespace cannot be bound from here: it is copied there.
+        Ipc::Join { mnt, .. } => {
+            sys.mkdir(shm)?;
+            sys.bind_from_namespace(mnt.as_fd(), Path::new("/dev/shm"), shm)?;
+        }
+    }
+    if confined {
+        sys.remount_tree(shm, MountFlags::NODEV)?;
+    }
     Ok(())
 }
 
@@ -952,12 +1004,22 @@ fn enter(spec: &Spec, confinement: &crate::security::Confinement) -> std::io::Re
     // If berth dies, so does the container (and with it every mount of its namespace).
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL)).map_err(errno)?;
     // The cgroup namespace comes after joining the limits: its root is the container's group.
-    let mut flags = UnshareFlags::NEWNS | UnshareFlags::NEWUTS | UnshareFlags::NEWIPC | UnshareFlags::NEWCGROUP;
+    let mut flags = UnshareFlags::NEWNS | UnshareFlags::NEWUTS | UnshareFlags::NEWCGROUP;
     if spec.network == Network::None {
         flags |= UnshareFlags::NEWNET;
     }
+    if matches!(spec.ipc, Ipc::Own { .. }) {
+        flags |= UnshareFlags::NEWIPC;
+    }
     // SAFETY: we are the only thread of the freshly forked child.
     unsafe { rustix::thread::unshare_unsafe(flags) }.map_err(errno)?;
+    if let Ipc::Join { ns, .. } = &spec.ipc {
+        rustix::thread::move_into_link_name_space(
+            ns.as_fd(),
+            Some(rustix::thread::LinkNameSpaceType::InterProcessCommunication),
+        )
+        .map_err(errno)?;
+    }
     match spec.network {
         Network::None => {
             loopback_up()?;
@@ -1549,6 +1611,14 @@ mod tests {
         fn bind_device(&self, d: &crate::device::Device, target: &Path) -> std::io::Result<()> {
             self.log(format!("bind-device {} {}", d.host.display(), target.display()))
         }
+        fn bind_from_namespace(
+            &self,
+            _: std::os::fd::BorrowedFd<'_>,
+            source: &Path,
+            target: &Path,
+        ) -> std::io::Result<()> {
+            self.log(format!("bind-from-namespace {} {}", source.display(), target.display()))
+        }
         fn resolve(&self, root: &Path, rel: &str, _: bool) -> std::io::Result<Target> {
             Ok(Target::plain(root.join(rel.trim_start_matches('/'))))
         }
@@ -1627,6 +1697,7 @@ mod tests {
             make_cwd: true,
             devices: vec![],
             sysctls: vec![],
+            ipc: Default::default(),
         }
     }
 
@@ -1779,6 +1850,25 @@ mod tests {
         let calls = sys.calls.borrow();
         assert!(calls.iter().any(|c| c == "mount tmpfs /c/t nodev"), "`dev` is refused: {calls:#?}");
         assert!(!calls.iter().any(|c| c == "remount-ro /c/ro"), "one call makes the tree read-only: {calls:#?}");
+    }
+
+    #[test]
+    fn dev_shm_is_the_ipc_modes() {
+        let shm_calls = |ipc: Ipc| {
+            let sys = Recorder::default();
+            let mut s = spec(false);
+            s.ipc = ipc;
+            build_filesystem(&sys, &s).unwrap();
+            let calls = sys.calls.borrow();
+            calls.iter().filter(|c| c.contains("/c/dev/shm")).cloned().collect::<Vec<_>>()
+        };
+        assert_eq!(shm_calls(Ipc::Own { shm: true }), ["mkdir /c/dev/shm", "mount tmpfs /c/dev/shm nodev"]);
+        assert!(shm_calls(Ipc::Own { shm: false }).is_empty(), "--ipc none: no /dev/shm");
+        assert_eq!(
+            shm_calls(Ipc::Host),
+            ["mkdir /c/dev/shm", "bind /dev/shm /c/dev/shm (one mount)", "tree nodev /c/dev/shm"],
+            "the host's, nodev as everything the container can write"
+        );
     }
 
     #[test]

@@ -63,6 +63,11 @@ pub trait Sys {
     /// Binds the host's node `device` onto `target` (a file), and only that node: opened
     /// without following a link and checked to be the device it was when resolved.
     fn bind_device(&self, device: &crate::device::Device, target: &Path) -> io::Result<()>;
+    /// Binds `source` as the mount namespace `ns` (another container's) sees it onto
+    /// `target` in this one: a copy of that mount, made inside `ns` and brought back. The
+    /// caller must be single-threaded (a forked child before it pivots), whose root and
+    /// working directory end up at this namespace's `/`.
+    fn bind_from_namespace(&self, ns: std::os::fd::BorrowedFd<'_>, source: &Path, target: &Path) -> io::Result<()>;
     /// Adds `flags` (`NODEV`, `RDONLY`) to the mount on `target` and every mount below it:
     /// nodev so that a device node there opens nothing (what docker's device cgroup gives a
     /// container that may mknod), read-only so that no submount of a read-only volume is
@@ -202,6 +207,25 @@ impl Sys for Linux {
 
     fn remount_read_only(&self, target: &Path) -> io::Result<()> {
         remount_adding(target, MountFlags::RDONLY)
+    }
+
+    fn bind_from_namespace(&self, ns: std::os::fd::BorrowedFd<'_>, source: &Path, target: &Path) -> io::Result<()> {
+        use rustix::mount::{move_mount, open_tree, MoveMountFlags, OpenTreeFlags};
+        use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
+        use std::os::fd::AsFd;
+        let own = rustix::fs::open(
+            "/proc/self/ns/mnt",
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(errno)?;
+        move_into_link_name_space(ns, Some(LinkNameSpaceType::Mount)).map_err(errno)?;
+        let tree =
+            open_tree(rustix::fs::CWD, source, OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC);
+        // Back home before anything else, whatever the copy gave.
+        move_into_link_name_space(own.as_fd(), Some(LinkNameSpaceType::Mount)).map_err(errno)?;
+        let tree = tree.map_err(errno)?;
+        move_mount(tree.as_fd(), "", rustix::fs::CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH).map_err(errno)
     }
 
     fn bind_device(&self, device: &crate::device::Device, target: &Path) -> io::Result<()> {

@@ -171,6 +171,7 @@ fn sandbox_spec(
         make_cwd: true,
         devices: if e.insecure { runner::device::buildkit_insecure() } else { vec![] },
         sysctls: vec![],
+        ipc: Default::default(),
     }
 }
 

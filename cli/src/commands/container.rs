@@ -1029,6 +1029,7 @@ pub fn inspect_json(c: &Container) -> Result<serde_json::Value> {
         },
         "HostConfig": {
             "NetworkMode": cfg.network,
+            "IpcMode": if cfg.ipc.is_empty() { "private" } else { cfg.ipc.as_str() },
             "RestartPolicy": { "Name": cfg.restart.name(), "MaximumRetryCount": cfg.restart.max_retries() },
             "AutoRemove": cfg.auto_remove,
             "Privileged": cfg.security.privileged,

@@ -197,6 +197,9 @@ pub struct Run {
     /// kernel.msg*, kernel.sem, fs.mqueue.*; repeatable)
     #[arg(long, value_name = "KEY=VALUE")]
     sysctl: Vec<String>,
+    /// IPC namespace: private (default), shareable, none (no /dev/shm), host, container:NAME
+    #[arg(long, default_value = "private", value_name = "MODE")]
+    ipc: String,
     /// Pull the image before running: missing (only when it is not stored), always, never
     #[arg(long, default_value = "missing", value_parser = ["missing", "always", "never"])]
     pull: String,
@@ -260,6 +263,7 @@ impl Run {
         }
         self.check_flags()?;
         (self.network, self.network_id) = self.check_network(root)?;
+        self.ipc = self.check_ipc(root)?;
         if !self.detach {
             super::console::check_tty(self.interactive, self.tty);
         }
@@ -369,6 +373,35 @@ impl Run {
             bail!("cannot join network of a non running container: {other}");
         }
         Ok((format!("{}{}", runner::container::config::SHARED_PREFIX, c.config.id), String::new()))
+    }
+
+    /// `--ipc` as recorded: a mode docker knows, another container's by its ID (which must
+    /// be running to run, and made `--ipc shareable`, checked at each start); IPC settings
+    /// (`--sysctl kernel.*`, `fs.mqueue.*`) are refused in the host's namespace, as docker
+    /// refuses them.
+    fn check_ipc(&self, root: &Path) -> Result<String> {
+        if self.ipc.starts_with(runner::container::config::SHARED_PREFIX) && self.runtime != "berth" {
+            bail!("--ipc container:NAME works with berth's own runtime only");
+        }
+        if let Some(other) = self.ipc.strip_prefix(runner::container::config::SHARED_PREFIX) {
+            if other.is_empty() {
+                bail!("--ipc container:NAME: the name or ID of a container is missing");
+            }
+            let c = runner::container::find(root, other)?;
+            if !self.create_only && c.state()?.status != runner::container::Status::Running {
+                bail!("cannot join IPC of a non running container: {other}");
+            }
+            return Ok(format!("{}{}", runner::container::config::SHARED_PREFIX, c.config.id));
+        }
+        if !["private", "shareable", "none", "host"].contains(&self.ipc.as_str()) {
+            bail!("invalid IPC mode {:?}: private, shareable, none, host or container:NAME", self.ipc);
+        }
+        if self.ipc == "host" {
+            if let Some(s) = self.sysctl.iter().find(|s| !s.trim_start().starts_with("net.")) {
+                bail!("sysctl {s:?} is not allowed in the host's IPC namespace (--ipc host)");
+            }
+        }
+        Ok(self.ipc.clone())
     }
 
     /// How long `--wait` waits: `--wait-timeout`, 60 s by default.
@@ -535,6 +568,7 @@ impl Run {
             group_add: self.group_add.clone(),
             devices: self.device.clone(),
             sysctls: self.sysctl.clone(),
+            ipc: self.ipc.clone(),
         })
     }
 

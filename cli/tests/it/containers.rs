@@ -1600,3 +1600,71 @@ fn top_lists_a_running_containers_processes_and_no_others() {
     let err = b.fails(&["top", "idle"]);
     assert!(err.contains("is not running"), "{err}");
 }
+
+#[test]
+fn ipc_host_none_and_another_containers_namespace_as_dockers() {
+    let Some(b) = setup() else { return };
+    let host_ns = std::fs::read_link("/proc/self/ns/ipc").unwrap().display().to_string();
+    let marker = format!("/dev/shm/berth-ipc-test-{}", std::process::id());
+    std::fs::write(&marker, "host\n").unwrap();
+    let script = format!("readlink /proc/self/ns/ipc; cat {marker} 2>/dev/null || echo no-marker; ls -d /dev/shm 2>/dev/null || echo no-shm");
+    let mut runtimes = vec!["berth"];
+    if crate::util::require_tool("runc") {
+        runtimes.push("runc");
+    }
+    for runtime in runtimes {
+        let run =
+            |ipc: &str| b.ok(&["run", "--rm", "--runtime", runtime, "--ipc", ipc, "busybox", "sh", "-c", &script]);
+        assert_eq!(run("host"), format!("{host_ns}\nhost\n/dev/shm\n"), "{runtime}: the host's namespace and /dev/shm");
+        let own = run("private");
+        assert!(!own.starts_with(&host_ns) && own.ends_with("no-marker\n/dev/shm\n"), "{runtime}: {own}");
+        assert!(run("none").ends_with("no-marker\nno-shm\n"), "{runtime}: --ipc none has no /dev/shm");
+    }
+    std::fs::remove_file(&marker).unwrap();
+    // A shareable donor: a joiner has its namespace and its /dev/shm, both ways.
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "donor",
+        "--ipc",
+        "shareable",
+        "busybox",
+        "sh",
+        "-c",
+        "echo from-donor > /dev/shm/d; sleep 60",
+    ]);
+    std::thread::sleep(Duration::from_millis(500));
+    let donor_ns = b.ok(&["exec", "donor", "readlink", "/proc/self/ns/ipc"]);
+    let joined = b.ok(&[
+        "run",
+        "--rm",
+        "--ipc",
+        "container:donor",
+        "busybox",
+        "sh",
+        "-c",
+        "readlink /proc/self/ns/ipc; cat /dev/shm/d; echo from-joiner > /dev/shm/j",
+    ]);
+    assert_eq!(joined, format!("{donor_ns}from-donor\n"));
+    assert_eq!(b.ok(&["exec", "donor", "cat", "/dev/shm/j"]), "from-joiner\n");
+    let id = inspect(&b, "donor", "{{.Id}}");
+    b.ok(&["create", "--name", "joiner", "--ipc", "container:donor", "busybox", "true"]);
+    assert_eq!(inspect(&b, "joiner", "{{.HostConfig.IpcMode}}"), format!("container:{id}"));
+    assert_eq!(inspect(&b, "donor", "{{.HostConfig.IpcMode}}"), "shareable");
+    // Refused as docker refuses them, before anything runs.
+    b.ok(&["run", "-d", "--name", "private", "busybox", "sleep", "60"]);
+    assert_eq!(inspect(&b, "private", "{{.HostConfig.IpcMode}}"), "private");
+    for (args, why) in [
+        (&["--ipc", "container:private"][..], "non-shareable IPC"),
+        (&["--ipc", "bogus"], "invalid IPC mode"),
+        (&["--ipc", "host", "--sysctl", "kernel.shmmax=65536"], "host's IPC namespace"),
+        (&["--ipc", "container:donor", "--runtime", "runc"], "berth's own runtime only"),
+    ] {
+        let full = [&["run", "--rm"][..], args, &["busybox", "true"]].concat();
+        let out = b.output(&full);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.code() == Some(125) && err.contains(why), "{args:?}: {err}");
+    }
+    b.ok(&["rm", "-f", "donor", "private", "joiner"]);
+}

@@ -125,6 +125,10 @@ pub struct Config {
     /// start (against the network it then has).
     #[serde(default)]
     pub sysctls: Vec<String>,
+    /// `--ipc`: `private` (`""` in older records), `shareable`, `none`, `host` or
+    /// `container:ID`.
+    #[serde(default)]
+    pub ipc: String,
 }
 
 fn own_runtime() -> String {
@@ -401,6 +405,8 @@ impl Config {
             // Filled at a start ([`Config::devices`]): an exec needs no device.
             devices: Vec::new(),
             sysctls: self.sysctls(&network)?,
+            // Resolved at a start ([`Config::ipc`]): an exec joins the container's.
+            ipc: Default::default(),
         })
     }
 
@@ -425,6 +431,22 @@ impl Config {
         self.sysctls.iter().map(|s| crate::sysctl::parse(s, host).map_err(super::Error::Config)).collect()
     }
 
+    /// The IPC namespace and /dev/shm of `--ipc`; another container's (which must be
+    /// running, and made `--ipc shareable`, as docker insists) looked up in the store at
+    /// `root`, as it is now (at each start).
+    pub fn ipc(&self, root: &Path) -> Result<crate::sandbox::Ipc, super::Error> {
+        use crate::sandbox::Ipc;
+        Ok(match self.ipc.as_str() {
+            "" | "private" | "shareable" => Ipc::Own { shm: true },
+            "none" => Ipc::Own { shm: false },
+            "host" => Ipc::Host,
+            mode => match mode.strip_prefix(SHARED_PREFIX) {
+                Some(id) => shared_ipc(root, id)?,
+                None => return Err(super::Error::Config(format!("invalid --ipc {mode:?}"))),
+            },
+        })
+    }
+
     /// The host's device nodes `--device` gives, and with `--privileged` every one of its
     /// /dev, as they are now (at each start).
     pub fn devices(&self) -> Result<Vec<crate::device::Device>, super::Error> {
@@ -445,6 +467,41 @@ impl Config {
     pub fn stop_timeout(&self) -> Duration {
         Duration::from_secs(self.stop_timeout)
     }
+}
+
+/// `--ipc container:ID`: that container's IPC and mount namespaces (where its /dev/shm
+/// is), opened through its process, and checked to be that process's still once opened (so
+/// a pid reused in between cannot lend another's).
+fn shared_ipc(root: &Path, id: &str) -> Result<crate::sandbox::Ipc, super::Error> {
+    use rustix::fs::{Mode, OFlags};
+    use std::os::fd::AsRawFd;
+    let other = super::find(root, id)?;
+    if other.config.ipc != "shareable" {
+        return Err(super::Error::Config(format!(
+            "cannot join IPC of container {id}: non-shareable IPC (hint: use --ipc shareable for the donor container)"
+        )));
+    }
+    let state = other.state()?;
+    let Some(pid) = state.pid.filter(|_| state.status == super::Status::Running) else {
+        return Err(super::Error::Config(format!("cannot join IPC of a non running container: {id}")));
+    };
+    let gone = |e: std::io::Error| super::Error::Config(format!("cannot join IPC of container {id}: {e}"));
+    let pid = rustix::process::Pid::from_raw(pid).ok_or_else(|| gone(std::io::Error::other("no process")))?;
+    let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).map_err(|e| gone(e.into()))?;
+    let open = |path: String, flags: OFlags| {
+        rustix::fs::open(path, flags | OFlags::CLOEXEC, Mode::empty()).map_err(|e| gone(e.into()))
+    };
+    let ns = open(format!("/proc/{}/ns/ipc", pid.as_raw_nonzero()), OFlags::RDONLY)?;
+    let mnt = open(format!("/proc/{}/ns/mnt", pid.as_raw_nonzero()), OFlags::RDONLY)?;
+    // Signal 0 through the pidfd: delivered only while that very process lives.
+    // SAFETY: a valid pidfd, signal 0 and no siginfo; the kernel reads nothing else.
+    let alive = unsafe {
+        libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), 0, std::ptr::null::<libc::siginfo_t>(), 0)
+    };
+    if alive != 0 {
+        return Err(gone(std::io::Error::last_os_error()));
+    }
+    Ok(crate::sandbox::Ipc::Join { ns: std::sync::Arc::new(ns), mnt: std::sync::Arc::new(mnt) })
 }
 
 /// The process's working directory: `-w`, else the image's, else `/`.

@@ -149,6 +149,7 @@ impl Prepared {
         let mut spec = config.spec(rootfs, self.spec.mountpoint.clone(), cgroups, self._net.as_ref())?;
         spec.security = config.security(Some(&root.join("seccomp")))?;
         spec.devices = config.devices()?;
+        spec.ipc = config.ipc(root)?;
         self.spec = spec;
         Ok(())
     }

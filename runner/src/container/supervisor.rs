@@ -138,6 +138,7 @@ fn run_process(
     let mut spec = config.spec(rootfs, mountpoint, cgroups, net.as_ref())?;
     spec.security = config.security(Some(&c.root().join("seccomp")))?;
     spec.devices = config.devices()?;
+    spec.ipc = config.ipc(c.root())?;
     let (stdio, io) = Io::new(c, &mut spec)?;
     let (exit_tx, exit_rx) = tokio::sync::oneshot::channel::<i32>();
     let launched = match super::launch::launch(&spec, stdio, move |code| {
