@@ -883,7 +883,7 @@ fn populate_dev(sys: &dyn Sys, dev: &Path, spec: &Spec, confined: bool) -> std::
     ] {
         sys.symlink(target, &dev.join(link))?;
     }
-    mount_shm(sys, &dev.join("shm"), spec, confined)?;
+    mount_shm(sys, &dev.join("shm"), spec)?;
     // The container's own pty instance: /dev/pts and /dev/ptmx, as runc makes them.
     let pts = dev.join("pts");
     sys.mkdir(&pts)?;
@@ -893,31 +893,29 @@ fn populate_dev(sys: &dyn Sys, dev: &Path, spec: &Spec, confined: bool) -> std::
 }
 
 /// docker's /dev/shm at `shm`, as `--ipc` has it: a tmpfs every user may write (POSIX shared
-/// memory) of `--shm-size`; the host's or another container's, bound (nodev where
-/// `confined`); none for `--ipc none`.
-fn mount_shm(sys: &dyn Sys, shm: &Path, spec: &Spec, confined: bool) -> std::io::Result<()> {
+/// memory) of `--shm-size`; the host's or another container's, bound; none for `--ipc none`.
+fn mount_shm(sys: &dyn Sys, shm: &Path, spec: &Spec) -> std::io::Result<()> {
     match &spec.ipc {
-        Ipc::Own { shm: false } => return Ok(()),
+        Ipc::Own { shm: false } => Ok(()),
         Ipc::Own { shm: true } => {
             sys.mkdir(shm)?;
             let data = std::ffi::CString::new(format!("mode=1777,size={}", spec.shm_size.unwrap_or(DEFAULT_SHM_SIZE)))
                 .map_err(std::io::Error::other)?;
-            return sys.mount("tmpfs", shm, MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC, Some(&data));
+            sys.mount("tmpfs", shm, MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC, Some(&data))
         }
+        // nosuid, nodev and noexec, as docker's /dev/shm, whatever the host's is.
         Ipc::Host => {
             sys.mkdir(shm)?;
             sys.bind(Path::new("/dev/shm"), shm, false)?;
+            sys.remount_tree(shm, MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC)
         }
-        // A mount of another namespace cannot be bound from here: it is copied there.
+        // A mount of another namespace cannot be bound from here: it is copied there (and
+        // made private, nosuid, nodev and noexec on the way).
         Ipc::Join { mnt, .. } => {
             sys.mkdir(shm)?;
-            sys.bind_from_namespace(mnt.as_fd(), Path::new("/dev/shm"), shm)?;
+            sys.bind_from_namespace(mnt.as_fd(), Path::new("/dev/shm"), shm)
         }
     }
-    if confined {
-        sys.remount_tree(shm, MountFlags::NODEV)?;
-    }
-    Ok(())
 }
 
 /// A tmpfs's mount flags (`ro`, `noexec`, `exec`, ... as mount(8) spells them; nosuid and
@@ -1604,9 +1602,14 @@ mod tests {
             self.log(format!("remount-ro {}", target.display()))
         }
         fn remount_tree(&self, target: &Path, flags: MountFlags) -> std::io::Result<()> {
-            let nodev = if flags.contains(MountFlags::NODEV) { " nodev" } else { "" };
-            let ro = if flags.contains(MountFlags::RDONLY) { " ro" } else { "" };
-            self.log(format!("tree{nodev}{ro} {}", target.display()))
+            let words = [
+                (MountFlags::NOSUID, " nosuid"),
+                (MountFlags::NODEV, " nodev"),
+                (MountFlags::NOEXEC, " noexec"),
+                (MountFlags::RDONLY, " ro"),
+            ];
+            let said: String = words.iter().filter(|(f, _)| flags.contains(*f)).map(|(_, w)| *w).collect();
+            self.log(format!("tree{said} {}", target.display()))
         }
         fn bind_device(&self, d: &crate::device::Device, target: &Path) -> std::io::Result<()> {
             self.log(format!("bind-device {} {}", d.host.display(), target.display()))
@@ -1866,8 +1869,8 @@ mod tests {
         assert!(shm_calls(Ipc::Own { shm: false }).is_empty(), "--ipc none: no /dev/shm");
         assert_eq!(
             shm_calls(Ipc::Host),
-            ["mkdir /c/dev/shm", "bind /dev/shm /c/dev/shm (one mount)", "tree nodev /c/dev/shm"],
-            "the host's, nodev as everything the container can write"
+            ["mkdir /c/dev/shm", "bind /dev/shm /c/dev/shm (one mount)", "tree nosuid nodev noexec /c/dev/shm"],
+            "the host's, as docker's /dev/shm whatever the host's is"
         );
     }
 

@@ -68,7 +68,8 @@ pub trait Sys {
     /// caller must be single-threaded (a forked child before it pivots), whose root and
     /// working directory end up at this namespace's `/`.
     fn bind_from_namespace(&self, ns: std::os::fd::BorrowedFd<'_>, source: &Path, target: &Path) -> io::Result<()>;
-    /// Adds `flags` (`NODEV`, `RDONLY`) to the mount on `target` and every mount below it:
+    /// Adds `flags` (`NODEV`, `RDONLY`, `NOSUID`, `NOEXEC`) to the mount on `target` and every
+    /// mount below it:
     /// nodev so that a device node there opens nothing (what docker's device cgroup gives a
     /// container that may mknod), read-only so that no submount of a read-only volume is
     /// written.
@@ -146,12 +147,57 @@ pub fn mounts_below(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
 /// The real calls, through rustix.
 pub struct Linux;
 
-/// Whether this kernel has `mount_setattr` (Linux 5.12), which a runtime's `rro` needs.
+/// Whether `mount_setattr` (Linux 5.12), which a runtime's `rro` needs, may be called here:
+/// neither missing nor refused by a seccomp filter.
 pub fn has_mount_setattr() -> bool {
-    // SAFETY: no pointer is passed; the kernel fails the call on the bad fd (EBADF) if it
-    // knows the call at all.
+    // SAFETY: no pointer is passed; a kernel that knows the call refuses these arguments
+    // (EINVAL for the size, or EBADF).
     let r = unsafe { libc::syscall(libc::SYS_mount_setattr, -1, std::ptr::null::<libc::c_char>(), 0, 0usize, 0usize) };
-    !(r == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS))
+    !(r == -1 && matches!(io::Error::last_os_error().raw_os_error(), Some(libc::ENOSYS | libc::EPERM)))
+}
+
+/// The kernel's `struct mount_attr` (linux/mount.h).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// `mount_setattr(2)` adding `set` (`MOUNT_ATTR_*`) and, unless 0, setting `propagation`.
+fn mount_setattr(dirfd: i32, path: &std::ffi::CStr, flags: libc::c_uint, set: u64, propagation: u64) -> io::Result<()> {
+    let attr = MountAttr { attr_set: set, attr_clr: 0, propagation, userns_fd: 0 };
+    // SAFETY: a NUL-terminated path and a `mount_attr` of the size given, both alive for the
+    // call; the kernel only reads them.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            dirfd,
+            path.as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `MOUNT_ATTR_*` bits for mount flags: read-only, nosuid, nodev and noexec only.
+fn mount_attrs(flags: MountFlags) -> io::Result<u64> {
+    const TABLE: [(MountFlags, u64); 4] =
+        [(MountFlags::RDONLY, 0x1), (MountFlags::NOSUID, 0x2), (MountFlags::NODEV, 0x4), (MountFlags::NOEXEC, 0x8)];
+    let known = TABLE.iter().fold(MountFlags::empty(), |all, (f, _)| all | *f);
+    if !known.contains(flags) {
+        return Err(io::Error::other(format!(
+            "only rdonly, nosuid, nodev and noexec are set through a tree, not {flags:?}"
+        )));
+    }
+    Ok(TABLE.iter().filter(|(f, _)| flags.contains(*f)).fold(0, |bits, (_, b)| bits | b))
 }
 
 /// [`Sys::remount_tree`] without `mount_setattr`: the mount on `target`, then each mount
@@ -212,7 +258,7 @@ impl Sys for Linux {
     fn bind_from_namespace(&self, ns: std::os::fd::BorrowedFd<'_>, source: &Path, target: &Path) -> io::Result<()> {
         use rustix::mount::{move_mount, open_tree, MoveMountFlags, OpenTreeFlags};
         use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
-        use std::os::fd::AsFd;
+        use std::os::fd::{AsFd, AsRawFd};
         let own = rustix::fs::open(
             "/proc/self/ns/mnt",
             rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
@@ -225,6 +271,11 @@ impl Sys for Linux {
         // Back home before anything else, whatever the copy gave.
         move_into_link_name_space(own.as_fd(), Some(LinkNameSpaceType::Mount)).map_err(errno)?;
         let tree = tree.map_err(errno)?;
+        // Whatever the other namespace made of it (shared with mounts to come, dev, exec),
+        // the copy here is private, nosuid, nodev and noexec, as docker's /dev/shm.
+        let flags = (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint;
+        let attrs = mount_attrs(MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC)?;
+        mount_setattr(tree.as_raw_fd(), c"", flags, attrs, libc::MS_PRIVATE)?;
         move_mount(tree.as_fd(), "", rustix::fs::CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH).map_err(errno)
     }
 
@@ -247,43 +298,9 @@ impl Sys for Linux {
     }
 
     fn remount_tree(&self, target: &Path, flags: MountFlags) -> io::Result<()> {
-        /// The kernel's `struct mount_attr` (linux/mount.h).
-        #[repr(C)]
-        struct MountAttr {
-            attr_set: u64,
-            attr_clr: u64,
-            propagation: u64,
-            userns_fd: u64,
-        }
-        const MOUNT_ATTR_RDONLY: u64 = 0x1;
-        const MOUNT_ATTR_NODEV: u64 = 0x4;
-        if !(MountFlags::RDONLY | MountFlags::NODEV).contains(flags) {
-            return Err(io::Error::other(format!("remount_tree takes nodev and rdonly only, not {flags:?}")));
-        }
-        let mut set = 0;
-        for (flag, attr) in [(MountFlags::RDONLY, MOUNT_ATTR_RDONLY), (MountFlags::NODEV, MOUNT_ATTR_NODEV)] {
-            if flags.contains(flag) {
-                set |= attr;
-            }
-        }
         let path = std::ffi::CString::new(target.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
-        let attr = MountAttr { attr_set: set, attr_clr: 0, propagation: 0, userns_fd: 0 };
-        // SAFETY: a NUL-terminated path and a `mount_attr` of the size given, both alive for
-        // the call; the kernel only reads them.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_mount_setattr,
-                libc::AT_FDCWD,
-                path.as_ptr(),
-                libc::AT_RECURSIVE as libc::c_uint,
-                &attr as *const MountAttr,
-                std::mem::size_of::<MountAttr>(),
-            )
-        };
-        if r == 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
+        let r = mount_setattr(libc::AT_FDCWD, &path, libc::AT_RECURSIVE as libc::c_uint, mount_attrs(flags)?, 0);
+        let Err(e) = r else { return Ok(()) };
         if !matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) {
             return Err(e);
         }

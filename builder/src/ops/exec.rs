@@ -150,8 +150,8 @@ fn sandbox_spec(
         // opens nothing: see `Security::all_devices`), and no no_new_privs (BuildKit sets
         // none: `USER app` + `RUN sudo ...` works); `--security=insecure` (allowed by
         // `--allow security.insecure`), as BuildKit's insecure mode: all, none, every device
-        // opens (`devices` gives the ones it binds), no masked or read-only paths, /sys
-        // read-only still.
+        // opens (`devices` gives the ones it binds), no masked or read-only paths, /sys and
+        // the cgroups writable.
         security: if e.insecure {
             runner::security::Security {
                 capabilities: runner::security::Capabilities::all(),
@@ -160,7 +160,7 @@ fn sandbox_spec(
                 filter_cache: None,
                 all_devices: true,
                 unmasked_paths: true,
-                writable_sys: false,
+                writable_sys: true,
             }
         } else {
             Default::default()

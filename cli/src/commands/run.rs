@@ -127,10 +127,12 @@ pub struct Run {
     /// Drop Linux capabilities (NET_RAW, ALL)
     #[arg(long, value_name = "CAP")]
     cap_drop: Vec<String>,
-    /// Give the container every capability and no seccomp filter
+    /// Give the container every capability, no seccomp filter, the host's devices, no masked
+    /// paths and a writable /sys
     #[arg(long)]
     privileged: bool,
-    /// Security options: seccomp=unconfined, seccomp=PROFILE.json (docker's format), no-new-privileges[=true|false]
+    /// Security options: seccomp=unconfined, seccomp=PROFILE.json (docker's format),
+    /// no-new-privileges[=true|false], systempaths=unconfined, apparmor=unconfined, label=disable
     #[arg(long, value_name = "OPT")]
     security_opt: Vec<String>,
     /// Run the container in the background under a supervisor and print its ID
@@ -387,6 +389,7 @@ impl Run {
             if other.is_empty() {
                 bail!("--ipc container:NAME: the name or ID of a container is missing");
             }
+            self.check_ipc_sysctls("another container's IPC namespace (--ipc container:NAME)")?;
             let c = runner::container::find(root, other)?;
             if !self.create_only && c.state()?.status != runner::container::Status::Running {
                 bail!("cannot join IPC of a non running container: {other}");
@@ -396,12 +399,18 @@ impl Run {
         if !["private", "shareable", "none", "host"].contains(&self.ipc.as_str()) {
             bail!("invalid IPC mode {:?}: private, shareable, none, host or container:NAME", self.ipc);
         }
-        if self.ipc == "host" {
-            if let Some(s) = self.sysctl.iter().find(|s| !s.trim_start().starts_with("net.")) {
-                bail!("sysctl {s:?} is not allowed in the host's IPC namespace (--ipc host)");
-            }
-        }
+        self.check_ipc_sysctls("the host's IPC namespace (--ipc host)")?;
         Ok(self.ipc.clone())
+    }
+
+    /// IPC settings (`--sysctl kernel.*`, `fs.mqueue.*`) refused where the namespace is not
+    /// the container's own (`where` says whose it is).
+    fn check_ipc_sysctls(&self, whose: &str) -> Result<()> {
+        let own = matches!(self.ipc.as_str(), "private" | "shareable" | "none");
+        match self.sysctl.iter().find(|s| !s.trim_start().starts_with("net.")) {
+            Some(s) if !own => bail!("sysctl {s:?} is not allowed in {whose}"),
+            _ => Ok(()),
+        }
     }
 
     /// How long `--wait` waits: `--wait-timeout`, 60 s by default.

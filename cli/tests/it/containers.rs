@@ -1659,6 +1659,7 @@ fn ipc_host_none_and_another_containers_namespace_as_dockers() {
         (&["--ipc", "container:private"][..], "non-shareable IPC"),
         (&["--ipc", "bogus"], "invalid IPC mode"),
         (&["--ipc", "host", "--sysctl", "kernel.shmmax=65536"], "host's IPC namespace"),
+        (&["--ipc", "container:donor", "--sysctl", "kernel.shmmax=65536"], "another container's IPC namespace"),
         (&["--ipc", "container:donor", "--runtime", "runc"], "berth's own runtime only"),
     ] {
         let full = [&["run", "--rm"][..], args, &["busybox", "true"]].concat();

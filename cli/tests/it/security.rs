@@ -395,9 +395,9 @@ fn run_security_insecure_needs_the_entitlement() {
     assert_eq!((r["Seccomp"].as_str(), r["CapBnd"].as_str()), ("0", host["CapBnd"].as_str()), "{r:?}");
     assert_eq!(r["mount"], "ok", "an insecure step has CAP_SYS_ADMIN");
     // BuildKit's insecure mode: its devices (loop-control and the loop devices among them),
-    // no masked or read-only paths, /sys read-only still; a plain step keeps them all.
+    // no masked or read-only paths, /sys writable; a plain step keeps them all.
     if std::path::Path::new("/dev/loop-control").exists() {
-        assert_eq!(b.ok(&["run", "insecure:1", "cat", "/insecure-paths"]), "loop\n0\n0\nsys ro\n");
+        assert_eq!(b.ok(&["run", "insecure:1", "cat", "/insecure-paths"]), "loop\n0\n0\nsys rw\n");
     }
     assert_eq!(b.ok(&["run", "insecure:1", "cat", "/paths"]), "no-loop\n1\n1\nsys ro\n");
 }

@@ -283,6 +283,13 @@ impl Config {
         let id = &self.network[SHARED_PREFIX.len()..];
         let other =
             super::find(root, id).map_err(|e| std::io::Error::new(std::io::ErrorKind::NotFound, e.to_string()))?;
+        // runc's and crun's recorded process is the runtime's, in the host's namespaces.
+        if other.config.runtime != "berth" {
+            return Err(std::io::Error::other(format!(
+                "cannot join network of container {id}: it runs under {}, and only berth's own runtime's can be joined",
+                other.config.runtime
+            )));
+        }
         let state = other.state().map_err(std::io::Error::other)?;
         match state.pid.filter(|_| state.status == super::Status::Running) {
             Some(pid) => crate::network::Attachment::shared(pid),
@@ -476,6 +483,13 @@ fn shared_ipc(root: &Path, id: &str) -> Result<crate::sandbox::Ipc, super::Error
     use rustix::fs::{Mode, OFlags};
     use std::os::fd::AsRawFd;
     let other = super::find(root, id)?;
+    // runc's and crun's recorded process is the runtime's, in the host's namespaces.
+    if other.config.runtime != "berth" {
+        return Err(super::Error::Config(format!(
+            "cannot join IPC of container {id}: it runs under {}, and only berth's own runtime's can be joined",
+            other.config.runtime
+        )));
+    }
     if other.config.ipc != "shareable" {
         return Err(super::Error::Config(format!(
             "cannot join IPC of container {id}: non-shareable IPC (hint: use --ipc shareable for the donor container)"

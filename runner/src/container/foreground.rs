@@ -204,6 +204,8 @@ impl Prepared {
     /// Records that the process `pid` runs, with its address and published ports (for a
     /// named container), and has the ports forwarded to it.
     pub fn started(&mut self, pid: u32) -> Result<()> {
+        // Another container's namespaces were for the start (see the supervisor's).
+        self.spec.ipc = Default::default();
         let published = match &mut self.ports {
             Some(t) => {
                 if let Some(tx) = t.pid.take() {

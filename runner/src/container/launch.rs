@@ -56,6 +56,9 @@ pub fn launch(
                 .map_err(|e| SandboxError::Start { what: "pidfd", source: e.into() })?;
             Ok((child, pid.as_raw_nonzero().get(), pidfd))
         })();
+        // What it held open for the start (another container's namespaces) goes now, not
+        // with the process.
+        drop(spec);
         match started {
             Err(e) => {
                 let _ = started_tx.send(Err(e));

@@ -153,6 +153,9 @@ fn run_process(
             return Err(e);
         }
     };
+    // Another container's namespaces were for the start: held, they would keep its mount
+    // namespace (its rootfs, its volumes) alive after it stops.
+    spec.ipc = Default::default();
     // Held to the end, with the -i pipe's write end in it.
     let (out_r, err_r, _stdin) = io.started(c)?;
     let rt = tokio::runtime::Builder::new_current_thread()
