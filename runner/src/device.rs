@@ -26,6 +26,9 @@ pub struct Device {
     pub gid: u32,
     /// docker's PERMS (`rwm` by default): a runtime's device cgroup rule.
     pub access: String,
+    /// One of the host's nodes that `--privileged` gives: one gone by the start (a device
+    /// unplugged) is left out, where a `--device` fails the start.
+    pub optional: bool,
 }
 
 /// A `--device` that cannot be given.
@@ -117,6 +120,7 @@ fn node(path: &Path, container: &str, access: &str) -> std::io::Result<Option<De
         uid: m.uid(),
         gid: m.gid(),
         access: access.to_owned(),
+        optional: false,
     }))
 }
 
@@ -153,7 +157,7 @@ fn host_walk(dir: &Path, out: &mut Vec<Device>) {
         } else if !(top && NOT_GIVEN_NODES.contains(&name)) {
             let Some(at) = path.to_str() else { continue };
             if let Ok(Some(d)) = node(&path, at, "rwm") {
-                out.push(d);
+                out.push(Device { optional: true, ..d });
             }
         }
     }

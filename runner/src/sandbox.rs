@@ -744,6 +744,11 @@ fn build_filesystem(sys: &dyn Sys, spec: &Spec) -> std::io::Result<()> {
     populate_dev(sys, dev, spec, confined)?;
     // `--device`: each a bind of the host's node, which the nodev mounts do not cover.
     for d in &spec.devices {
+        // A `--privileged` node the host no longer has is left out (`bind_device` still
+        // checks the one it binds).
+        if d.optional && sys.is_dir(&d.host)?.is_none() {
+            continue;
+        }
         sys.bind_device(d, sys.resolve(root, &d.container, false)?.path())?;
     }
     // Masked paths: /dev/null over files, an empty read-only tmpfs over directories.
@@ -1853,6 +1858,34 @@ mod tests {
         let calls = sys.calls.borrow();
         assert!(calls.iter().any(|c| c == "mount tmpfs /c/t nodev"), "`dev` is refused: {calls:#?}");
         assert!(!calls.iter().any(|c| c == "remount-ro /c/ro"), "one call makes the tree read-only: {calls:#?}");
+    }
+
+    #[test]
+    fn a_privileged_node_the_host_lost_is_left_out_and_a_given_one_is_not() {
+        let device = |host: &str, optional| crate::device::Device {
+            host: host.into(),
+            container: host.trim_start_matches("/host").to_owned(),
+            kind: 'c',
+            major: 10,
+            minor: 200,
+            mode: 0o666,
+            uid: 0,
+            gid: 0,
+            access: "rwm".into(),
+            optional,
+        };
+        let mut s = spec(false);
+        // To the recorder, /host paths exist and /gone ones do not.
+        s.devices =
+            vec![device("/host/dev/net/tun", true), device("/gone/dev/sdz", true), device("/gone/dev/sdy", false)];
+        let sys = Recorder::default();
+        build_filesystem(&sys, &s).unwrap();
+        let calls = sys.calls.borrow();
+        let binds: Vec<&String> = calls.iter().filter(|c| c.starts_with("bind-device")).collect();
+        assert_eq!(
+            binds,
+            ["bind-device /host/dev/net/tun /c/dev/net/tun", "bind-device /gone/dev/sdy /c/gone/dev/sdy"]
+        );
     }
 
     #[test]

@@ -468,7 +468,7 @@ pub struct Stop {
     #[arg(required = true)]
     containers: Vec<String>,
     /// Seconds to wait before killing the container (default: its --stop-timeout, 10)
-    #[arg(short, long, value_name = "SECONDS")]
+    #[arg(short, long, visible_alias = "timeout", value_name = "SECONDS")]
     time: Option<u64>,
     /// Signal to send first (default: the container's stop signal, SIGTERM unless set)
     #[arg(short, long)]
@@ -519,7 +519,7 @@ pub struct Restart {
     #[arg(required = true)]
     containers: Vec<String>,
     /// Seconds to wait before killing a running container (default: its --stop-timeout, 10)
-    #[arg(short, long, value_name = "SECONDS")]
+    #[arg(short, long, visible_alias = "timeout", value_name = "SECONDS")]
     time: Option<u64>,
     /// Signal to stop it with (default: the container's stop signal, SIGTERM unless set)
     #[arg(short, long)]

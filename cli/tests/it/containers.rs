@@ -783,7 +783,9 @@ fn stop_stops_several_containers_at_once_as_docker() {
     let out = b.output(&["stop", "-s", "NOPE", "sig"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("NOPE"), "{out:?}");
     assert_eq!(inspect(&b, "sig", "{{.State.Status}}"), "running", "a bad signal stops nothing");
-    b.ok(&["stop", "-t", "0", "sig"]);
+    // docker's newer name for -t.
+    b.ok(&["stop", "--timeout", "0", "sig"]);
+    assert_eq!(inspect(&b, "sig", "{{.State.Status}}"), "exited");
 }
 
 #[test]
