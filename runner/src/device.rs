@@ -145,9 +145,9 @@ fn host_walk(dir: &Path, out: &mut Vec<Device>) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     let mut entries: Vec<_> = entries.flatten().collect();
     entries.sort_by_key(|e| e.file_name());
+    let top = dir == Path::new("/dev");
     for e in entries {
         let (path, name) = (e.path(), e.file_name());
-        let top = dir == Path::new("/dev");
         let Some(name) = name.to_str() else { continue };
         let Ok(kind) = e.file_type() else { continue };
         if kind.is_dir() {

@@ -900,26 +900,24 @@ fn populate_dev(sys: &dyn Sys, dev: &Path, spec: &Spec, confined: bool) -> std::
 /// docker's /dev/shm at `shm`, as `--ipc` has it: a tmpfs every user may write (POSIX shared
 /// memory) of `--shm-size`; the host's or another container's, bound; none for `--ipc none`.
 fn mount_shm(sys: &dyn Sys, shm: &Path, spec: &Spec) -> std::io::Result<()> {
+    if let Ipc::Own { shm: false } = spec.ipc {
+        return Ok(());
+    }
+    sys.mkdir(shm)?;
     match &spec.ipc {
-        Ipc::Own { shm: false } => Ok(()),
-        Ipc::Own { shm: true } => {
-            sys.mkdir(shm)?;
+        Ipc::Own { .. } => {
             let data = std::ffi::CString::new(format!("mode=1777,size={}", spec.shm_size.unwrap_or(DEFAULT_SHM_SIZE)))
                 .map_err(std::io::Error::other)?;
             sys.mount("tmpfs", shm, MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC, Some(&data))
         }
         // nosuid, nodev and noexec, as docker's /dev/shm, whatever the host's is.
         Ipc::Host => {
-            sys.mkdir(shm)?;
             sys.bind(Path::new("/dev/shm"), shm, false)?;
             sys.remount_tree(shm, MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC)
         }
         // A mount of another namespace cannot be bound from here: it is copied there (and
         // made private, nosuid, nodev and noexec on the way).
-        Ipc::Join { mnt, .. } => {
-            sys.mkdir(shm)?;
-            sys.bind_from_namespace(mnt.as_fd(), Path::new("/dev/shm"), shm)
-        }
+        Ipc::Join { mnt, .. } => sys.bind_from_namespace(mnt.as_fd(), Path::new("/dev/shm"), shm),
     }
 }
 

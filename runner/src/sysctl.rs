@@ -17,6 +17,12 @@ const IPC: [&str; 8] = [
     "kernel.shm_rmid_forced",
 ];
 
+/// Whether the setting `key` is the IPC namespace's (the others allowed are the network
+/// namespace's).
+pub fn in_ipc_namespace(key: &str) -> bool {
+    IPC.contains(&key) || key.starts_with("fs.mqueue.")
+}
+
 /// A `--sysctl KEY=VALUE` split, with KEY checked against the namespaces the container has:
 /// docker's rules, and `host_network` refuses `net.*` (it would change the host's).
 pub fn parse(arg: &str, host_network: bool) -> Result<(String, String), String> {
@@ -35,7 +41,7 @@ pub fn parse(arg: &str, host_network: bool) -> Result<(String, String), String> 
         if host_network {
             return Err(format!("sysctl {key:?} not allowed in host network namespace"));
         }
-    } else if !(IPC.contains(&key) || key.starts_with("fs.mqueue.")) {
+    } else if !in_ipc_namespace(key) {
         return Err(format!("sysctl {key:?} is not in a separate kernel namespace"));
     }
     Ok((key.to_owned(), value.to_owned()))

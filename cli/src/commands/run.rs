@@ -367,14 +367,20 @@ impl Run {
         if !self.network_alias.is_empty() {
             bail!("network-scoped aliases are supported only for containers in user-defined networks");
         }
+        Ok((self.shared_container(root, other, "network")?, String::new()))
+    }
+
+    /// `--network` or `--ipc container:NAME` (`what`) as recorded: `container:ID`; the other
+    /// container must be running to run (`create` checks at `start`, as docker).
+    fn shared_container(&self, root: &Path, other: &str, what: &str) -> Result<String> {
         if other.is_empty() {
-            bail!("--network container:NAME: the name or ID of a container is missing");
+            bail!("--{} container:NAME: the name or ID of a container is missing", what.to_lowercase());
         }
         let c = runner::container::find(root, other)?;
         if !self.create_only && c.state()?.status != runner::container::Status::Running {
-            bail!("cannot join network of a non running container: {other}");
+            bail!("cannot join {what} of a non running container: {other}");
         }
-        Ok((format!("{}{}", runner::container::config::SHARED_PREFIX, c.config.id), String::new()))
+        Ok(format!("{}{}", runner::container::config::SHARED_PREFIX, c.config.id))
     }
 
     /// `--ipc` as recorded: a mode docker knows, another container's by its ID (which must
@@ -386,15 +392,8 @@ impl Run {
             bail!("--ipc container:NAME works with berth's own runtime only");
         }
         if let Some(other) = self.ipc.strip_prefix(runner::container::config::SHARED_PREFIX) {
-            if other.is_empty() {
-                bail!("--ipc container:NAME: the name or ID of a container is missing");
-            }
             self.check_ipc_sysctls("another container's IPC namespace (--ipc container:NAME)")?;
-            let c = runner::container::find(root, other)?;
-            if !self.create_only && c.state()?.status != runner::container::Status::Running {
-                bail!("cannot join IPC of a non running container: {other}");
-            }
-            return Ok(format!("{}{}", runner::container::config::SHARED_PREFIX, c.config.id));
+            return self.shared_container(root, other, "IPC");
         }
         if !["private", "shareable", "none", "host"].contains(&self.ipc.as_str()) {
             bail!("invalid IPC mode {:?}: private, shareable, none, host or container:NAME", self.ipc);
@@ -407,7 +406,8 @@ impl Run {
     /// the container's own (`where` says whose it is).
     fn check_ipc_sysctls(&self, whose: &str) -> Result<()> {
         let own = matches!(self.ipc.as_str(), "private" | "shareable" | "none");
-        match self.sysctl.iter().find(|s| !s.trim_start().starts_with("net.")) {
+        let key = |s: &String| s.split_once('=').map_or(s.as_str(), |(k, _)| k).trim().to_owned();
+        match self.sysctl.iter().find(|s| runner::sysctl::in_ipc_namespace(&key(s))) {
             Some(s) if !own => bail!("sysctl {s:?} is not allowed in {whose}"),
             _ => Ok(()),
         }

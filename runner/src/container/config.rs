@@ -480,8 +480,6 @@ impl Config {
 /// is), opened through its process, and checked to be that process's still once opened (so
 /// a pid reused in between cannot lend another's).
 fn shared_ipc(root: &Path, id: &str) -> Result<crate::sandbox::Ipc, super::Error> {
-    use rustix::fs::{Mode, OFlags};
-    use std::os::fd::AsRawFd;
     let other = super::find(root, id)?;
     // runc's and crun's recorded process is the runtime's, in the host's namespaces.
     if other.config.runtime != "berth" {
@@ -500,21 +498,11 @@ fn shared_ipc(root: &Path, id: &str) -> Result<crate::sandbox::Ipc, super::Error
         return Err(super::Error::Config(format!("cannot join IPC of a non running container: {id}")));
     };
     let gone = |e: std::io::Error| super::Error::Config(format!("cannot join IPC of container {id}: {e}"));
-    let pid = rustix::process::Pid::from_raw(pid).ok_or_else(|| gone(std::io::Error::other("no process")))?;
-    let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).map_err(|e| gone(e.into()))?;
-    let open = |path: String, flags: OFlags| {
-        rustix::fs::open(path, flags | OFlags::CLOEXEC, Mode::empty()).map_err(|e| gone(e.into()))
-    };
-    let ns = open(format!("/proc/{}/ns/ipc", pid.as_raw_nonzero()), OFlags::RDONLY)?;
-    let mnt = open(format!("/proc/{}/ns/mnt", pid.as_raw_nonzero()), OFlags::RDONLY)?;
+    let raw = rustix::process::Pid::from_raw(pid).ok_or_else(|| gone(std::io::Error::other("no process")))?;
+    let pidfd = rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty()).map_err(|e| gone(e.into()))?;
+    let (ns, mnt) = (super::exec::open_ns(pid, "ipc")?, super::exec::open_ns(pid, "mnt")?);
     // Signal 0 through the pidfd: delivered only while that very process lives.
-    // SAFETY: a valid pidfd, signal 0 and no siginfo; the kernel reads nothing else.
-    let alive = unsafe {
-        libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), 0, std::ptr::null::<libc::siginfo_t>(), 0)
-    };
-    if alive != 0 {
-        return Err(gone(std::io::Error::last_os_error()));
-    }
+    super::control::signal_pidfd(&pidfd, 0).map_err(gone)?;
     Ok(crate::sandbox::Ipc::Join { ns: std::sync::Arc::new(ns), mnt: std::sync::Arc::new(mnt) })
 }
 

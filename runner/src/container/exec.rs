@@ -35,7 +35,8 @@ pub struct Target {
     cgroups: Vec<PathBuf>,
 }
 
-fn open_ns(pid: i32, name: &str) -> Result<OwnedFd> {
+/// Opens `/proc/PID/ns/NAME`.
+pub(super) fn open_ns(pid: i32, name: &str) -> Result<OwnedFd> {
     let path = PathBuf::from(format!("/proc/{pid}/ns/{name}"));
     let f = std::fs::File::open(&path).map_err(super::io_err("open", &path))?;
     Ok(f.into())
