@@ -1,9 +1,10 @@
 //! An OCI runtime bundle (config.json + rootfs) for the same process, so that runc or
 //! crun can run exactly what berth's own sandbox runs: the cross-check of `--runtime`.
 
+use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use crate::sandbox::{Ipc, Network, Spec};
+use crate::sandbox::{Ipc, Namespace, Network, Pid, Spec};
 
 /// Why a bundle could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -63,12 +64,22 @@ pub fn write(dir: &Path, spec: &Spec, ids: (u32, u32, Vec<u32>), device_cgroup: 
         .collect();
     v["process"]["rlimits"] = serde_json::Value::Array(rlimits);
     v["root"] = serde_json::json!({"path": "rootfs", "readonly": spec.read_only});
-    v["hostname"] = spec.hostname.clone().into();
-    let mut namespaces = vec![
-        serde_json::json!({"type": "pid"}),
-        serde_json::json!({"type": "uts"}),
-        serde_json::json!({"type": "mount"}),
-    ];
+    let mut namespaces = vec![serde_json::json!({"type": "mount"})];
+    let own_fd = |fd: i32| format!("/proc/{}/fd/{fd}", std::process::id());
+    match &spec.pid {
+        Pid::Own => namespaces.push(serde_json::json!({"type": "pid"})),
+        // The runtime joins another container's through berth's own open fd, as the network's.
+        Pid::Join(ns) => namespaces.push(serde_json::json!({"type": "pid", "path": own_fd(ns.as_raw_fd())})),
+        Pid::Host => {}
+    }
+    // A host name is only set in a namespace of the container's own (runc refuses it else).
+    if spec.uts == Namespace::Own {
+        namespaces.push(serde_json::json!({"type": "uts"}));
+        v["hostname"] = spec.hostname.clone().into();
+    } else if let Some(fields) = v.as_object_mut() {
+        // oci-spec's default names one.
+        fields.remove("hostname");
+    }
     match &spec.ipc {
         Ipc::Own { .. } => namespaces.push(serde_json::json!({"type": "ipc"})),
         // Its /dev/shm is a mount of the other container's namespace, which only berth's
@@ -86,8 +97,7 @@ pub fn write(dir: &Path, spec: &Spec, ids: (u32, u32, Vec<u32>), device_cgroup: 
             v["linux"]["sysctl"] = serde_json::Value::Object(sysctls.collect());
         }
         // The runtime joins the namespace berth made, through berth's own open fd.
-        Network::Join(fd) => namespaces
-            .push(serde_json::json!({"type": "network", "path": format!("/proc/{}/fd/{fd}", std::process::id())})),
+        Network::Join(fd) => namespaces.push(serde_json::json!({"type": "network", "path": own_fd(fd)})),
         Network::Host => {}
     }
     v["linux"]["namespaces"] = serde_json::Value::Array(namespaces);

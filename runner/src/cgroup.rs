@@ -17,12 +17,15 @@ pub struct Limits {
     pub pids: Option<u64>,
     /// `--cpus`: CPU time as a number of CPUs.
     pub cpus: Option<f64>,
+    /// A group even without a limit: a container in a PID namespace not its own (`--pid`),
+    /// whose processes only the group tells from the others, to list them and end them all.
+    pub track: bool,
 }
 
 impl Limits {
-    /// True when no limit is set (no cgroup is needed).
+    /// True when no group is needed: no limit is set and nothing needs tracking.
     pub fn is_empty(&self) -> bool {
-        self.memory.is_none() && self.pids.is_none() && self.cpus.is_none()
+        self.memory.is_none() && self.pids.is_none() && self.cpus.is_none() && !self.track
     }
 }
 
@@ -132,6 +135,11 @@ impl Cgroup {
                 self.make(id, name)?;
             }
         }
+        if limits.track && self.dirs.is_empty() {
+            // Pure v2 with no limit: one group is enough, under the pids controller, which
+            // every hierarchy has (there is no limit to set in it).
+            self.make(id, "pids")?;
+        }
         Ok(())
     }
 
@@ -167,6 +175,16 @@ impl Cgroup {
         // v1's cpu is often cpu,cpuacct: the same directory under two names.
         dirs.dedup_by(|a, b| std::fs::canonicalize(&*a).ok() == std::fs::canonicalize(&*b).ok());
         Cgroup { dirs }
+    }
+
+    /// The processes in the groups (one that is in several is listed once per group).
+    pub fn pids(&self) -> std::io::Result<Vec<i32>> {
+        let mut pids = Vec::new();
+        for procs in self.procs_files() {
+            let text = std::fs::read_to_string(&procs).map_err(|e| io("read", &procs, e))?;
+            pids.extend(text.lines().filter_map(|p| p.trim().parse::<i32>().ok()));
+        }
+        Ok(pids)
     }
 
     /// The `cgroup.procs` files the child writes `0` into to join, before exec.

@@ -63,6 +63,30 @@ impl Default for Ipc {
     }
 }
 
+/// The PID namespace a container's processes get (docker's `--pid`).
+#[derive(Debug, Clone, Default)]
+pub enum Pid {
+    /// Its own: the first process is PID 1, and its end is every process's end.
+    #[default]
+    Own,
+    /// The host's (`--pid host`): the container sees, and may signal, the host's processes.
+    Host,
+    /// Another container's (`--pid container:X`), by an fd of its namespace opened while it
+    /// ran, kept open until this process runs.
+    Join(std::sync::Arc<std::os::fd::OwnedFd>),
+}
+
+/// Whether a container gets a namespace of its own or shares the host's (docker's `--uts`
+/// and `--cgroupns`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Namespace {
+    /// Its own (`private`, docker's default for both here).
+    #[default]
+    Own,
+    /// The host's (`host`).
+    Host,
+}
+
 /// Who the process runs as, as given: `name`, `uid`, `uid:gid`, `name:group`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User(pub String);
@@ -124,6 +148,12 @@ pub struct Spec {
     pub sysctls: Vec<(String, String)>,
     /// `--ipc`: its IPC namespace and /dev/shm.
     pub ipc: Ipc,
+    /// `--pid`: its PID namespace.
+    pub pid: Pid,
+    /// `--uts`: its own UTS namespace (with `hostname`) or the host's (and its name).
+    pub uts: Namespace,
+    /// `--cgroupns`: a cgroup namespace rooted at its group, or the host's.
+    pub cgroupns: Namespace,
 }
 
 /// A bind mount from the host into the container: a `-v` bind or volume, or a build mount.
@@ -1005,7 +1035,13 @@ fn enter(spec: &Spec, confinement: &crate::security::Confinement) -> std::io::Re
     // If berth dies, so does the container (and with it every mount of its namespace).
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL)).map_err(errno)?;
     // The cgroup namespace comes after joining the limits: its root is the container's group.
-    let mut flags = UnshareFlags::NEWNS | UnshareFlags::NEWUTS | UnshareFlags::NEWCGROUP;
+    let mut flags = UnshareFlags::NEWNS;
+    if spec.uts == Namespace::Own {
+        flags |= UnshareFlags::NEWUTS;
+    }
+    if spec.cgroupns == Namespace::Own {
+        flags |= UnshareFlags::NEWCGROUP;
+    }
     if spec.network == Network::None {
         flags |= UnshareFlags::NEWNET;
     }
@@ -1044,7 +1080,9 @@ fn enter(spec: &Spec, confinement: &crate::security::Confinement) -> std::io::Re
         return Err(std::io::Error::other("/dev/null is not the null device"));
     }
     build_filesystem(&crate::sys::Linux, spec).map_err(|e| SetupStage::Filesystem.mark(e))?;
-    rustix::system::sethostname(spec.hostname.as_bytes()).map_err(errno)?;
+    if spec.uts == Namespace::Own {
+        rustix::system::sethostname(spec.hostname.as_bytes()).map_err(errno)?;
+    }
     become_process(spec, confinement).map_err(|e| SetupStage::Process.mark(e))
 }
 
@@ -1252,6 +1290,9 @@ fn init(command: libc::pid_t) -> ! {
         // so the container cannot read it (/proc/1/mem, /proc/1/environ), and berth's
         // environment wiped from it (the container's own is the command's).
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        // Not PID 1 in the host's or another container's PID namespace (`--pid`): the
+        // command's orphans come to it all the same.
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
         wipe_environment();
         // The exec-status pipe of the spawn (and anything else) must not stay open here,
         // or the parent would wait for this process to exec.
@@ -1318,8 +1359,9 @@ pub fn spawn(spec: &Spec) -> Result<std::process::Child, SandboxError> {
 
 /// The command that starts the process, for callers that choose its stdio before spawning.
 ///
-/// The calling thread enters a new PID namespace for its children: it may spawn this one
-/// command and must create no threads afterwards (see [`crate::exec::NamespaceExecutor`]
+/// The calling thread enters the container's PID namespace for its children (a new one,
+/// unless `--pid` shares one): it may spawn this one command and must create no threads
+/// afterwards (see [`crate::exec::NamespaceExecutor`]
 /// for a caller that runs each command on a thread of its own).
 pub fn command(spec: &Spec) -> Result<Command, SandboxError> {
     // Resolve the user first: an error must be reported with its message, which an
@@ -1334,11 +1376,7 @@ pub fn command(spec: &Spec) -> Result<Command, SandboxError> {
     }
     // The filter is compiled here, before the fork: the child only hands it to the kernel.
     let confinement = spec.security.prepare()?;
-    // The PID namespace applies to children: the container's first process is its PID 1.
-    // SAFETY: the caller spawns only this command from this thread and creates no
-    // threads from it afterwards (documented above).
-    unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWPID) }
-        .map_err(|e| SandboxError::Start { what: "new PID namespace", source: e.into() })?;
+    enter_pid_namespace(&spec.pid)?;
     let mut cmd = process_command(spec);
     // SAFETY: `enter` only makes syscalls and small allocations (glibc's fork keeps malloc
     // usable in the child).
@@ -1346,6 +1384,25 @@ pub fn command(spec: &Spec) -> Result<Command, SandboxError> {
         cmd.pre_exec(move || enter(&child_spec, &confinement).map_err(|e| SetupStage::Namespaces.mark(e)));
     }
     Ok(cmd)
+}
+
+/// Makes the calling thread's children start in `pid`'s namespace: a new one, where the
+/// container's first process is PID 1, another container's, or (for the host's) the
+/// thread's own.
+fn enter_pid_namespace(pid: &Pid) -> Result<(), SandboxError> {
+    let failed = |what| move |e: rustix::io::Errno| SandboxError::Start { what, source: e.into() };
+    match pid {
+        // SAFETY: the caller spawns only this command from this thread and creates no
+        // threads from it afterwards (documented on [`command`]).
+        Pid::Own => {
+            unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWPID) }.map_err(failed("new PID namespace"))
+        }
+        Pid::Host => Ok(()),
+        Pid::Join(ns) => {
+            rustix::thread::move_into_link_name_space(ns.as_fd(), Some(rustix::thread::LinkNameSpaceType::ProcessID))
+                .map_err(failed("join the PID namespace"))
+        }
+    }
 }
 
 /// The command for `spec`'s program, arguments and environment (nothing of berth's own). A
@@ -1704,6 +1761,9 @@ mod tests {
             devices: vec![],
             sysctls: vec![],
             ipc: Default::default(),
+            pid: Default::default(),
+            uts: Default::default(),
+            cgroupns: Default::default(),
         }
     }
 

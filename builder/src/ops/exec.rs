@@ -172,6 +172,9 @@ fn sandbox_spec(
         devices: if e.insecure { runner::device::buildkit_insecure() } else { vec![] },
         sysctls: vec![],
         ipc: Default::default(),
+        pid: Default::default(),
+        uts: Default::default(),
+        cgroupns: Default::default(),
     }
 }
 

@@ -1030,6 +1030,10 @@ pub fn inspect_json(c: &Container) -> Result<serde_json::Value> {
         "HostConfig": {
             "NetworkMode": cfg.network,
             "IpcMode": if cfg.ipc.is_empty() { "private" } else { cfg.ipc.as_str() },
+            "PidMode": cfg.pid,
+            "UTSMode": cfg.uts,
+            "CgroupnsMode": if cfg.cgroupns.is_empty() { "private" } else { cfg.cgroupns.as_str() },
+            "UsernsMode": cfg.userns,
             "RestartPolicy": { "Name": cfg.restart.name(), "MaximumRetryCount": cfg.restart.max_retries() },
             "AutoRemove": cfg.auto_remove,
             "Privileged": cfg.security.privileged,

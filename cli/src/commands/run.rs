@@ -202,6 +202,18 @@ pub struct Run {
     /// IPC namespace: private (default), shareable, none (no /dev/shm), host, container:NAME
     #[arg(long, default_value = "private", value_name = "MODE")]
     ipc: String,
+    /// PID namespace: the container's own (default), host, or container:NAME
+    #[arg(long, default_value = "", hide_default_value = true, value_name = "MODE")]
+    pid: String,
+    /// UTS namespace (the host name): the container's own (default) or host
+    #[arg(long, default_value = "", hide_default_value = true, value_name = "MODE")]
+    uts: String,
+    /// Cgroup namespace: private (default) or host
+    #[arg(long, default_value = "private", value_name = "MODE")]
+    cgroupns: String,
+    /// User namespace: host, the only one (berth maps no user namespace)
+    #[arg(long, default_value = "", hide_default_value = true, value_name = "MODE")]
+    userns: String,
     /// Pull the image before running: missing (only when it is not stored), always, never
     #[arg(long, default_value = "missing", value_parser = ["missing", "always", "never"])]
     pull: String,
@@ -266,6 +278,7 @@ impl Run {
         self.check_flags()?;
         (self.network, self.network_id) = self.check_network(root)?;
         self.ipc = self.check_ipc(root)?;
+        self.pid = self.check_namespaces(root)?;
         if !self.detach {
             super::console::check_tty(self.interactive, self.tty);
         }
@@ -400,6 +413,29 @@ impl Run {
         }
         self.check_ipc_sysctls("the host's IPC namespace (--ipc host)")?;
         Ok(self.ipc.clone())
+    }
+
+    /// `--pid` as recorded (another container's by its ID, which must be running to run),
+    /// `--uts`, `--cgroupns` and `--userns` checked, each as docker checks it.
+    fn check_namespaces(&self, root: &Path) -> Result<String> {
+        let valid = [
+            ("UTS", "--uts", ["", "host"].contains(&self.uts.as_str()), "host"),
+            ("CGROUP", "--cgroupns", ["", "private", "host"].contains(&self.cgroupns.as_str()), "private or host"),
+            ("USER", "--userns", ["", "host"].contains(&self.userns.as_str()), "host"),
+        ];
+        if let Some((mode, flag, _, modes)) = valid.iter().find(|(_, _, ok, _)| !ok) {
+            bail!("{flag}: invalid {mode} mode (valid: {modes})");
+        }
+        if self.uts == "host" && self.hostname.is_some() {
+            bail!("conflicting options: hostname and the UTS mode");
+        }
+        match self.pid.as_str() {
+            "" | "host" => Ok(self.pid.clone()),
+            mode => match mode.strip_prefix(runner::container::config::SHARED_PREFIX) {
+                Some(other) => self.shared_container(root, other, "PID"),
+                None => bail!("--pid: invalid PID mode (valid: host or container:NAME)"),
+            },
+        }
     }
 
     /// IPC settings (`--sysctl kernel.*`, `fs.mqueue.*`) refused where the namespace is not
@@ -578,6 +614,10 @@ impl Run {
             devices: self.device.clone(),
             sysctls: self.sysctl.clone(),
             ipc: self.ipc.clone(),
+            pid: self.pid.clone(),
+            uts: self.uts.clone(),
+            cgroupns: if self.cgroupns.is_empty() { "private".into() } else { self.cgroupns.clone() },
+            userns: self.userns.clone(),
         })
     }
 
@@ -858,10 +898,13 @@ impl Run {
     }
 
     /// The host name: `--hostname`, else docker's default, the first 12 digits of the
-    /// container ID (the host's own name with `--network host`).
+    /// container ID (the host's own name with `--network host` or `--uts host`).
     fn hostname_for(&self, root: &Path, id: &str) -> Result<String> {
         if let Some(h) = self.hostname.as_ref().filter(|h| !h.is_empty()) {
             return Ok(h.clone());
+        }
+        if self.uts == "host" {
+            return Ok(rustix::system::uname().nodename().to_string_lossy().into_owned());
         }
         if let Some(other) = self.network.strip_prefix(runner::container::config::SHARED_PREFIX) {
             // In another container's network, its name, as docker gives it.

@@ -29,7 +29,7 @@ impl Top {
             (container::Status::Running, Some(pid)) => pid,
             _ => bail!("Container {} is not running", c.config.id),
         };
-        let pids = container::processes::in_pid_namespace_of(pid)
+        let pids = container::processes::of(&c.config, pid)
             .with_context(|| format!("list the processes of {}", self.container))?;
         let args = match self.ps_args.is_empty() {
             true => vec!["-ef".to_owned()],

@@ -1671,3 +1671,113 @@ fn ipc_host_none_and_another_containers_namespace_as_dockers() {
     }
     b.ok(&["rm", "-f", "donor", "private", "joiner"]);
 }
+
+#[test]
+fn pid_uts_and_cgroup_namespaces_the_hosts_or_another_containers_as_dockers() {
+    let Some(b) = setup() else { return };
+    let link = |n: &str| std::fs::read_link(format!("/proc/self/ns/{n}")).unwrap().display().to_string();
+    let node = rustix::system::uname().nodename().to_string_lossy().into_owned();
+    let host = format!("{}\n{}\n{}\n{node}\n{node}\n", link("pid"), link("uts"), link("cgroup"));
+    let script = "for n in pid uts cgroup; do readlink /proc/self/ns/$n; done; hostname; echo $HOSTNAME";
+    let mut runtimes = vec!["berth"];
+    if crate::util::require_tool("runc") {
+        runtimes.push("runc");
+    }
+    for runtime in runtimes {
+        let run = |modes: &[&str]| {
+            b.ok(&[&["run", "--rm", "--runtime", runtime], modes, &["busybox", "sh", "-c", script]].concat())
+        };
+        let shared = run(&["--pid", "host", "--uts", "host", "--cgroupns", "host", "--userns", "host"]);
+        let lines: Vec<&str> = shared.lines().collect();
+        let want: Vec<&str> = host.lines().collect();
+        // runc gets no cgroup namespace from berth's bundle: the cgroup line is the berth runtime's alone.
+        assert_eq!((lines[0], lines[1], &lines[3..]), (want[0], want[1], &want[3..]), "{runtime}: the host's");
+        let own = run(&[]);
+        let own: Vec<&str> = own.lines().collect();
+        assert!(own[0] != want[0] && own[1] != want[1] && own[3] != node, "{runtime}: its own: {own:?}");
+        if runtime == "berth" {
+            assert_eq!(lines[2], want[2], "the host's cgroup namespace");
+            assert_ne!(own[2], want[2], "a cgroup namespace of its own");
+        }
+    }
+    // Another container's PID namespace: its processes are the joiner's to see.
+    b.ok(&["run", "-d", "--name", "pdonor", "busybox", "sh", "-c", "exec sleep 301"]);
+    let donor_ns = b.ok(&["exec", "pdonor", "readlink", "/proc/self/ns/pid"]);
+    let mut runtimes = vec!["berth"];
+    if crate::util::require_tool("runc") {
+        runtimes.push("runc");
+    }
+    for runtime in runtimes {
+        let joined = b.ok(&[
+            "run",
+            "--rm",
+            "--runtime",
+            runtime,
+            "--pid",
+            "container:pdonor",
+            "busybox",
+            "sh",
+            "-c",
+            "readlink /proc/self/ns/pid; ps -o pid,args",
+        ]);
+        assert!(joined.starts_with(&donor_ns) && joined.contains("    1 sleep 301"), "{runtime}: {joined}");
+    }
+    // In the host's namespace, the container's processes are its cgroup's: `top` lists them
+    // and no other, `stop` ends them all (the orphaned `sleep 302` too), and `--init` reaps
+    // the command's orphans as PID 1 would.
+    b.ok(&["run", "-d", "--name", "hostpid", "--pid", "host", "busybox", "sh", "-c", "sleep 302 & exec sleep 303"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let top = b.ok(&["top", "hostpid", "-o", "pid,args"]);
+    assert!(top.contains("sleep 302") && top.contains("sleep 303"), "{top}");
+    assert!(!top.contains("sleep 301") && top.lines().count() == 3, "only its own: {top}");
+    assert_eq!(inspect(&b, "hostpid", "{{.HostConfig.PidMode}}"), "host");
+    b.ok(&["stop", "-t", "1", "hostpid"]);
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.starts_with("sleep 302"))
+        .collect();
+    assert!(left.is_empty(), "stop ended every process of the container: {left:?}");
+    let reaped = b.ok(&[
+        "run",
+        "--rm",
+        "--init",
+        "--pid",
+        "host",
+        "busybox",
+        "sh",
+        "-c",
+        "(sleep 30 &); sleep 0.3; echo $PPID; ps -o ppid,args | grep '[s]leep 30$'",
+    ]);
+    let (init, orphan) = reaped.split_once('\n').unwrap();
+    assert_eq!(orphan.split_whitespace().next(), Some(init), "the orphan is the init's: {reaped}");
+    // Recorded as docker records them.
+    let id = inspect(&b, "pdonor", "{{.Id}}");
+    b.ok(&["create", "--name", "pjoiner", "--pid", "container:pdonor", "--uts", "host", "busybox", "true"]);
+    let modes =
+        "[{{.HostConfig.PidMode}}|{{.HostConfig.UTSMode}}|{{.HostConfig.CgroupnsMode}}|{{.HostConfig.UsernsMode}}]";
+    assert_eq!(inspect(&b, "pjoiner", modes), format!("[container:{id}|host|private|]"));
+    assert_eq!(inspect(&b, "pdonor", modes), "[||private|]");
+    // Refused as docker refuses them, before anything runs.
+    b.ok(&["create", "--name", "pidle", "busybox", "true"]);
+    for (args, why) in [
+        (&["--pid", "bogus"][..], "--pid: invalid PID mode"),
+        (&["--uts", "bogus"], "--uts: invalid UTS mode"),
+        (&["--cgroupns", "bogus"], "--cgroupns: invalid CGROUP mode"),
+        (&["--userns", "bogus"], "--userns: invalid USER mode"),
+        (&["--uts", "host", "--hostname", "box"], "conflicting options: hostname and the UTS mode"),
+        (&["--pid", "container:pidle"], "cannot join PID of a non running container: pidle"),
+        (&["--pid", "container:"], "the name or ID of a container is missing"),
+    ] {
+        let full = [&["run", "--rm"][..], args, &["busybox", "true"]].concat();
+        let out = b.output(&full);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.code() == Some(125) && err.contains(why), "{args:?}: {err}");
+    }
+    // Made while its donor ran, started after it stopped: refused at the start.
+    b.ok(&["stop", "-t", "0", "pdonor"]);
+    let err = b.fails(&["start", "pjoiner"]);
+    assert!(err.contains("cannot join PID of a non running container"), "{err}");
+    b.ok(&["rm", "-f", "pdonor", "pjoiner", "pidle", "hostpid"]);
+}

@@ -129,6 +129,26 @@ pub struct Config {
     /// `container:ID`.
     #[serde(default)]
     pub ipc: String,
+    /// `--pid`: `""` (its own namespace), `host` or `container:ID`.
+    #[serde(default)]
+    pub pid: String,
+    /// `--uts`: `""` (its own namespace) or `host`.
+    #[serde(default)]
+    pub uts: String,
+    /// `--cgroupns`: `private` (`""` in older records) or `host`.
+    #[serde(default)]
+    pub cgroupns: String,
+    /// `--userns`: `""` or `host`, which is the same here (berth maps no user namespace).
+    #[serde(default)]
+    pub userns: String,
+}
+
+/// A namespace mode as recorded: `host` shares the host's, anything else is the container's own.
+fn namespace(mode: &str) -> crate::sandbox::Namespace {
+    match mode {
+        "host" => crate::sandbox::Namespace::Host,
+        _ => crate::sandbox::Namespace::Own,
+    }
 }
 
 fn own_runtime() -> String {
@@ -239,6 +259,8 @@ impl Config {
             memory: self.memory.filter(|m| *m > 0),
             pids: self.pids_limit.filter(|p| *p > 0),
             cpus: self.cpus.filter(|c| *c > 0.0),
+            // runc and crun put a container in a group of their own, and end it all there.
+            track: self.shares_pid_namespace() && self.runtime == "berth",
         }
     }
 
@@ -414,6 +436,10 @@ impl Config {
             sysctls: self.sysctls(&network)?,
             // Resolved at a start ([`Config::ipc`]): an exec joins the container's.
             ipc: Default::default(),
+            // Resolved at a start ([`Config::pid`]): an exec joins the container's.
+            pid: Default::default(),
+            uts: namespace(&self.uts),
+            cgroupns: namespace(&self.cgroupns),
         })
     }
 
@@ -454,6 +480,29 @@ impl Config {
         })
     }
 
+    /// The PID namespace of `--pid`; another container's (which must be running) looked up
+    /// in the store at `root`, as it is now (at each start).
+    pub fn pid(&self, root: &Path) -> Result<crate::sandbox::Pid, super::Error> {
+        use crate::sandbox::Pid;
+        Ok(match self.pid.as_str() {
+            "" => Pid::Own,
+            "host" => Pid::Host,
+            mode => match mode.strip_prefix(SHARED_PREFIX) {
+                Some(id) => {
+                    let [ns] = donor_namespaces(root, id, "PID", ["pid"], |_| Ok(()))?;
+                    Pid::Join(std::sync::Arc::new(ns))
+                }
+                None => return Err(super::Error::Config(format!("invalid --pid {mode:?}"))),
+            },
+        })
+    }
+
+    /// Whether the container shares a PID namespace (`--pid`): then only a cgroup finds
+    /// its processes, to list them or to end them all.
+    pub fn shares_pid_namespace(&self) -> bool {
+        !self.pid.is_empty()
+    }
+
     /// The host's device nodes `--device` gives, and with `--privileged` every one of its
     /// /dev, as they are now (at each start).
     pub fn devices(&self) -> Result<Vec<crate::device::Device>, super::Error> {
@@ -477,33 +526,49 @@ impl Config {
 }
 
 /// `--ipc container:ID`: that container's IPC and mount namespaces (where its /dev/shm
-/// is), opened through its process, and checked to be that process's still once opened (so
-/// a pid reused in between cannot lend another's).
+/// is); it must have been made `--ipc shareable`, as docker insists.
 fn shared_ipc(root: &Path, id: &str) -> Result<crate::sandbox::Ipc, super::Error> {
+    let shareable = |c: &Config| match c.ipc.as_str() {
+        "shareable" => Ok(()),
+        _ => Err("non-shareable IPC (hint: use --ipc shareable for the donor container)".to_owned()),
+    };
+    let [ns, mnt] = donor_namespaces(root, id, "IPC", ["ipc", "mnt"], shareable)?;
+    Ok(crate::sandbox::Ipc::Join { ns: std::sync::Arc::new(ns), mnt: std::sync::Arc::new(mnt) })
+}
+
+/// The namespaces `names` of running container `id`, which another container joins (`what`
+/// they are, in errors), opened through its process and checked to be that process's still
+/// once opened (so a pid reused in between cannot lend another's); `check` may refuse the
+/// donor first. Only berth's own runtime's containers can lend theirs: runc's and crun's
+/// recorded process is the runtime's, in the host's namespaces.
+fn donor_namespaces<const N: usize>(
+    root: &Path,
+    id: &str,
+    what: &str,
+    names: [&str; N],
+    check: impl FnOnce(&Config) -> Result<(), String>,
+) -> Result<[std::os::fd::OwnedFd; N], super::Error> {
+    let refused = |why: String| super::Error::Config(format!("cannot join {what} of container {id}: {why}"));
     let other = super::find(root, id)?;
-    // runc's and crun's recorded process is the runtime's, in the host's namespaces.
     if other.config.runtime != "berth" {
-        return Err(super::Error::Config(format!(
-            "cannot join IPC of container {id}: it runs under {}, and only berth's own runtime's can be joined",
-            other.config.runtime
-        )));
+        let runtime = &other.config.runtime;
+        return Err(refused(format!("it runs under {runtime}, and only berth's own runtime's can be joined")));
     }
-    if other.config.ipc != "shareable" {
-        return Err(super::Error::Config(format!(
-            "cannot join IPC of container {id}: non-shareable IPC (hint: use --ipc shareable for the donor container)"
-        )));
-    }
+    check(&other.config).map_err(refused)?;
     let state = other.state()?;
     let Some(pid) = state.pid.filter(|_| state.status == super::Status::Running) else {
-        return Err(super::Error::Config(format!("cannot join IPC of a non running container: {id}")));
+        return Err(super::Error::Config(format!("cannot join {what} of a non running container: {id}")));
     };
-    let gone = |e: std::io::Error| super::Error::Config(format!("cannot join IPC of container {id}: {e}"));
+    let gone = |e: std::io::Error| refused(e.to_string());
     let raw = rustix::process::Pid::from_raw(pid).ok_or_else(|| gone(std::io::Error::other("no process")))?;
     let pidfd = rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty()).map_err(|e| gone(e.into()))?;
-    let (ns, mnt) = (super::exec::open_ns(pid, "ipc")?, super::exec::open_ns(pid, "mnt")?);
+    let mut fds = Vec::with_capacity(N);
+    for name in names {
+        fds.push(super::exec::open_ns(pid, name)?);
+    }
     // Signal 0 through the pidfd: delivered only while that very process lives.
     super::control::signal_pidfd(&pidfd, 0).map_err(gone)?;
-    Ok(crate::sandbox::Ipc::Join { ns: std::sync::Arc::new(ns), mnt: std::sync::Arc::new(mnt) })
+    Ok(fds.try_into().unwrap_or_else(|_| unreachable!("one fd per name")))
 }
 
 /// The process's working directory: `-w`, else the image's, else `/`.

@@ -150,6 +150,7 @@ impl Prepared {
         spec.security = config.security(Some(&root.join("seccomp")))?;
         spec.devices = config.devices()?;
         spec.ipc = config.ipc(root)?;
+        spec.pid = config.pid(root)?;
         self.spec = spec;
         Ok(())
     }
@@ -204,8 +205,12 @@ impl Prepared {
     /// Records that the process `pid` runs, with its address and published ports (for a
     /// named container), and has the ports forwarded to it.
     pub fn started(&mut self, pid: u32) -> Result<()> {
-        // Another container's namespaces were for the start (see the supervisor's).
-        self.spec.ipc = Default::default();
+        // Another container's namespaces were for the start (see the supervisor's); an OCI
+        // runtime, started now, opens them later, through berth's fd.
+        if self.bundle.is_none() {
+            self.spec.ipc = Default::default();
+            self.spec.pid = Default::default();
+        }
         let published = match &mut self.ports {
             Some(t) => {
                 if let Some(tx) = t.pid.take() {

@@ -1,8 +1,21 @@
 //! The processes of a running container, as `berth top` lists them: every process in the
 //! PID namespace of its first process (those `exec` started too), found by the namespace
-//! each host process is in.
+//! each host process is in; or, for a container in the host's or another container's PID
+//! namespace (`--pid`), every process in its cgroup.
 
 use std::path::Path;
+
+/// The host PIDs of the processes of the running container `config`, whose first process
+/// is `pid`, in ascending order.
+pub fn of(config: &super::config::Config, pid: i32) -> std::io::Result<Vec<i32>> {
+    if !config.shares_pid_namespace() {
+        return in_pid_namespace_of(pid);
+    }
+    let mut pids = crate::cgroup::Cgroup::existing(&config.id).pids()?;
+    pids.sort_unstable();
+    pids.dedup();
+    Ok(pids)
+}
 
 /// The host PIDs of the processes in the PID namespace of process `pid` (a container's
 /// first process), in ascending order.

@@ -139,6 +139,7 @@ fn run_process(
     spec.security = config.security(Some(&c.root().join("seccomp")))?;
     spec.devices = config.devices()?;
     spec.ipc = config.ipc(c.root())?;
+    spec.pid = config.pid(c.root())?;
     let (stdio, io) = Io::new(c, &mut spec)?;
     let (exit_tx, exit_rx) = tokio::sync::oneshot::channel::<i32>();
     let launched = match super::launch::launch(&spec, stdio, move |code| {
@@ -156,6 +157,7 @@ fn run_process(
     // Another container's namespaces were for the start: held, they would keep its mount
     // namespace (its rootfs, its volumes) alive after it stops.
     spec.ipc = Default::default();
+    spec.pid = Default::default();
     // Held to the end, with the -i pipe's write end in it.
     let (out_r, err_r, _stdin) = io.started(c)?;
     let rt = tokio::runtime::Builder::new_current_thread()
