@@ -17,15 +17,12 @@ pub struct Limits {
     pub pids: Option<u64>,
     /// `--cpus`: CPU time as a number of CPUs.
     pub cpus: Option<f64>,
-    /// A group even without a limit: a container in a PID namespace not its own (`--pid`),
-    /// whose processes only the group tells from the others, to list them and end them all.
-    pub track: bool,
 }
 
 impl Limits {
-    /// True when no group is needed: no limit is set and nothing needs tracking.
+    /// True when no limit is set.
     pub fn is_empty(&self) -> bool {
-        self.memory.is_none() && self.pids.is_none() && self.cpus.is_none() && !self.track
+        self.memory.is_none() && self.pids.is_none() && self.cpus.is_none()
     }
 }
 
@@ -130,15 +127,26 @@ impl Cgroup {
         // On v1, a group in every hierarchy a runtime reads, as docker makes them: the JVM
         // takes its limits from cgroups only when it finds all of memory, cpu, cpuacct and
         // cpuset (else it sizes its heap from the host's memory).
-        for name in V1_ALWAYS {
-            if matches!(controller_dir(name, name), Some((_, false))) {
-                self.make(id, name)?;
+        if !limits.is_empty() {
+            for name in V1_ALWAYS {
+                if matches!(controller_dir(name, name), Some((_, false))) {
+                    self.make(id, name)?;
+                }
             }
         }
-        if limits.track && self.dirs.is_empty() {
-            // Pure v2 with no limit: one group is enough, under the pids controller, which
-            // every hierarchy has (there is no limit to set in it).
-            self.make(id, "pids")?;
+        self.make_core(id)
+    }
+
+    /// Makes the group every container gets, limits or not, as docker's: on the unified
+    /// hierarchy where there is one (a hybrid host's included), with no controller, else
+    /// under v1's freezer. It holds every process of the container, so that they can be
+    /// listed, frozen (`pause`) and killed together, whatever PID namespace they are in.
+    fn make_core(&mut self, id: &str) -> std::io::Result<()> {
+        let base = core_parent().ok_or_else(|| std::io::Error::other("no cgroup hierarchy to put the container in"))?;
+        let dir = Path::new(&base).join(id);
+        std::fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
+        if !self.dirs.contains(&dir) {
+            self.dirs.push(dir);
         }
         Ok(())
     }
@@ -204,29 +212,80 @@ impl Cgroup {
         })
     }
 
-    /// Kills what is left in the groups, waits until they are empty (a second at most),
-    /// and removes them.
-    pub fn remove(self) {
+    /// Freezes every process in the groups (`pause`), or thaws them (`unpause`), and
+    /// returns once the kernel reports them so (v2's `cgroup.events`, v1's `freezer.state`).
+    pub fn freeze(&self, frozen: bool) -> std::io::Result<()> {
+        let freezer = |d: &&PathBuf| d.join("cgroup.freeze").exists() || d.join("freezer.state").exists();
+        let dir = self
+            .dirs
+            .iter()
+            .find(freezer)
+            .ok_or_else(|| std::io::Error::other("the container has no freezer cgroup"))?;
+        // What to write where, and the line of which file says it took effect.
+        let (file, value, report, want) = if dir.join("cgroup.freeze").exists() {
+            let (value, want) = if frozen { ("1", "frozen 1") } else { ("0", "frozen 0") };
+            (dir.join("cgroup.freeze"), value, dir.join("cgroup.events"), want)
+        } else {
+            let state = if frozen { "FROZEN" } else { "THAWED" };
+            (dir.join("freezer.state"), state, dir.join("freezer.state"), state)
+        };
+        write(&file, value)?;
+        let start = Instant::now();
+        loop {
+            let now = std::fs::read_to_string(&report).map_err(|e| io("read", &report, e))?;
+            if now.lines().any(|l| l.trim() == want) {
+                return Ok(());
+            }
+            if start.elapsed() > FREEZE_TIMEOUT {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("{} did not take effect in {} s", file.display(), FREEZE_TIMEOUT.as_secs()),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Kills every process in the groups and waits until they are empty (a second at
+    /// most). Without `cgroup.kill` (v1, kernels before 5.14), each pass kills what the
+    /// group holds then, so that a process forked during one dies in the next. Frozen
+    /// processes are thawed, so that they can die.
+    pub fn kill(&self) {
         for dir in &self.dirs {
+            let procs = dir.join("cgroup.procs");
+            let start = Instant::now();
             if dir.join("cgroup.kill").exists() {
                 let _ = write(&dir.join("cgroup.kill"), "1");
-            } else if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-                for pid in procs.lines().filter_map(|p| p.parse::<i32>().ok()) {
+            }
+            while let Ok(pids) = std::fs::read_to_string(&procs) {
+                if pids.trim().is_empty() || start.elapsed() > Duration::from_secs(1) {
+                    break;
+                }
+                for pid in pids.lines().filter_map(|p| p.parse::<i32>().ok()) {
                     if let Some(pid) = rustix::process::Pid::from_raw(pid) {
                         let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
                     }
                 }
-            }
-            let start = Instant::now();
-            while std::fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty())
-                && start.elapsed() < Duration::from_secs(1)
-            {
+                if dir.join("freezer.state").exists() {
+                    // v1 holds a killed process frozen until it is thawed (v2 lets it die).
+                    let _ = write(&dir.join("freezer.state"), "THAWED");
+                }
                 std::thread::sleep(Duration::from_millis(5));
             }
+        }
+    }
+
+    /// Kills what is left in the groups (see [`Cgroup::kill`]) and removes them.
+    pub fn remove(self) {
+        self.kill();
+        for dir in &self.dirs {
             let _ = std::fs::remove_dir(dir);
         }
     }
 }
+
+/// How long a freeze or a thaw may take to take effect.
+const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The v1 hierarchies a container with any limit gets a group in.
 const V1_ALWAYS: [&str; 5] = ["memory", "cpu", "cpuacct", "cpuset", "pids"];
@@ -249,11 +308,24 @@ fn oom_kills(text: &str) -> u64 {
 }
 
 /// Every place berth's groups may be: `berth/` on the unified hierarchy (either mount
-/// point) and under each v1 controller berth uses.
+/// point), under each v1 controller berth uses, and under v1's freezer.
 fn parents() -> impl Iterator<Item = String> {
-    [format!("{ROOT}/berth"), format!("{ROOT}/unified/berth")]
+    [format!("{ROOT}/berth"), format!("{ROOT}/unified/berth"), format!("{ROOT}/freezer/berth")]
         .into_iter()
         .chain(V1_ALWAYS.map(|c| format!("{ROOT}/{c}/berth")))
+}
+
+/// Where the group every container gets goes (see [`Cgroup::make_core`]): `berth/` on the
+/// unified hierarchy (cgroup2 has `cgroup.controllers` at its root), else under v1's freezer.
+fn core_parent() -> Option<String> {
+    let unified = [ROOT.to_owned(), format!("{ROOT}/unified")]
+        .into_iter()
+        .find(|dir| Path::new(dir).join("cgroup.controllers").exists());
+    let freezer = || {
+        Some(format!("{ROOT}/freezer"))
+            .filter(|dir| Path::new(dir).join("freezer.state").exists() || Path::new(dir).join("cgroup.procs").exists())
+    };
+    unified.or_else(freezer).map(|dir| format!("{dir}/berth"))
 }
 
 /// Removes the groups of container `id` left by a supervisor that died (killing what is left).

@@ -187,7 +187,7 @@ fn ps_matches(filters: &[(String, String)], c: &Container, s: &container::State)
     let one = |k: &str, v: &str| match k {
         "name" => name_matches(v, &c.config.name),
         "id" => c.config.id.starts_with(v),
-        "status" => status_word(s) == v,
+        "status" => s.status_word() == v,
         "health" => s.health.as_ref().map_or("none", |h| h.status.as_str()) == v,
         "ancestor" => c.config.image == v || c.config.image_id.trim_start_matches("sha256:").starts_with(v),
         "exited" => s.status == Status::Exited && s.exit_code.map(|e| e.to_string()).as_deref() == Some(v),
@@ -363,7 +363,7 @@ fn ps_object(row: &[String], state: &container::State, c: &Container) -> serde_j
     let created = chrono::DateTime::parse_from_rfc3339(&c.config.created).ok().map(|t| format::go_time(t.to_utc()));
     serde_json::json!({
         "ID": row[0], "Image": row[1], "Command": row[2], "RunningFor": row[3], "Status": row[4],
-        "Ports": row[5], "Names": row[6], "State": status_word(state),
+        "Ports": row[5], "Names": row[6], "State": state.status_word(),
         "CreatedAt": created.unwrap_or_else(|| c.config.created.clone()), "Labels": labels.join(","),
         // docker's: the volumes' names and the binds' sources, and the network's name.
         "Mounts": c.config.volumes.iter()
@@ -569,6 +569,44 @@ impl Kill {
         each(&self.containers, |what| {
             let c = container::find(root, what)?;
             control::kill_by_user(&c, sig)?;
+            Ok(true)
+        })
+    }
+}
+
+/// Pause all processes within one or more containers
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  berth pause db\n  berth unpause db")]
+pub struct Pause {
+    /// Containers
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+impl Pause {
+    /// Freezes each container's processes (its cgroup), printing its name.
+    pub fn run(self, root: &Path) -> Result<()> {
+        each(&self.containers, |what| {
+            control::pause(&container::find(root, what)?)?;
+            Ok(true)
+        })
+    }
+}
+
+/// Unpause all processes within one or more containers
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  berth unpause db")]
+pub struct Unpause {
+    /// Containers
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+impl Unpause {
+    /// Thaws each container's processes, printing its name.
+    pub fn run(self, root: &Path) -> Result<()> {
+        each(&self.containers, |what| {
+            control::unpause(&container::find(root, what)?)?;
             Ok(true)
         })
     }
@@ -833,8 +871,7 @@ pub struct Commit {
     /// EXPOSE, LABEL, ONBUILD, USER, VOLUME, WORKDIR); repeatable
     #[arg(short, long = "change", value_name = "INSTRUCTION")]
     change: Vec<String>,
-    /// docker's pause during the commit: taken for scripts that pass it, but berth reads a
-    /// running container's files without pausing it (`--pause=false` is what it does)
+    /// Pause the container during the commit (default true)
     #[arg(short, long, value_name = "true|false", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", action = clap::ArgAction::Set,
           value_parser = clap::builder::BoolishValueParser::new())]
@@ -844,11 +881,30 @@ pub struct Commit {
 impl Commit {
     /// Diffs the container's snapshot into a layer and stacks it on the container's image,
     /// with the container's settings as the new image's config (docker's commit).
+    /// A running container (of berth's own runtime) is paused meanwhile, as docker's, so that
+    /// its files do not change while they are read; one already paused stays so.
     pub fn run(self, root: &Path) -> Result<()> {
         let c = container::find(root, &self.container)?;
-        if self.pause == Some(true) && c.state()?.status == Status::Running {
-            eprintln!("WARNING: berth cannot pause a container: {} is committed while it runs", c.config.name);
+        let state = c.state()?;
+        let pause = self.pause.unwrap_or(true)
+            && state.status == Status::Running
+            && !state.paused
+            && c.config.runtime == "berth";
+        if pause {
+            control::pause(&c)?;
         }
+        let id = self.commit(root, &c);
+        if pause {
+            if let Err(e) = control::unpause(&c) {
+                eprintln!("berth: warning: unpause {} after the commit: {e}", c.config.name);
+            }
+        }
+        println!("{}", id?);
+        Ok(())
+    }
+
+    /// Makes the image; returns its ID.
+    fn commit(&self, root: &Path, c: &Container) -> Result<String> {
         let name = self.reference.as_deref().map(str::parse::<oci::Reference>).transpose()?;
         let store = open_store(root)?;
         let snaps = snapshotter(root)?;
@@ -873,8 +929,7 @@ impl Commit {
             config: Some(serde_json::Value::Object(config)),
         };
         let rec = store.commit_layer(&base, &info, &commit, name.as_ref())?;
-        println!("{}", store.image(&rec.target)?.id);
-        Ok(())
+        Ok(store.image(&rec.target)?.id.to_string())
     }
 }
 
@@ -990,9 +1045,9 @@ pub fn inspect_json(c: &Container) -> Result<serde_json::Value> {
         "Path": cfg.args.first(),
         "Args": cfg.args.get(1..).unwrap_or_default(),
         "State": {
-            "Status": status_word(&s),
+            "Status": s.status_word(),
             "Running": s.status == Status::Running,
-            "Paused": false,
+            "Paused": s.paused,
             "Restarting": s.awaiting_restart,
             "OOMKilled": s.oom_killed,
             "Dead": false,
@@ -1085,15 +1140,6 @@ fn ports_json(cfg: &container::Config, s: &container::State) -> serde_json::Map<
         }
     }
     ports
-}
-
-/// docker's status word: `restarting` while a restart policy waits to start it again.
-fn status_word(s: &container::State) -> &'static str {
-    if s.awaiting_restart {
-        "restarting"
-    } else {
-        s.status.as_str()
-    }
 }
 
 /// docker's `HostConfig.Binds`: the `-v` binds and named volumes, as `SOURCE:DEST[:ro]`.

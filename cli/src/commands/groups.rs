@@ -25,6 +25,8 @@ pub enum ContainerSub {
     Stop(container::Stop),
     Restart(container::Restart),
     Kill(container::Kill),
+    Pause(container::Pause),
+    Unpause(container::Unpause),
     Wait(container::Wait),
     Logs(container::Logs),
     Exec(exec::Exec),

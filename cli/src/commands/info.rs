@@ -80,8 +80,10 @@ impl Info {
 fn gather(root: &Path) -> Result<Value> {
     let host = runner::host::facts();
     let containers = runner::container::list(root).context("list containers")?;
-    let running =
-        containers.iter().filter(|c| c.state().is_ok_and(|s| s.status == runner::container::Status::Running)).count();
+    let states: Vec<_> = containers.iter().filter_map(|c| c.state().ok()).collect();
+    let live = states.iter().filter(|s| s.status == runner::container::Status::Running);
+    // docker counts a paused container as paused, not running.
+    let (running, paused) = (live.clone().filter(|s| !s.paused).count(), live.filter(|s| s.paused).count());
     let store = super::open_store(root)?;
     let images: std::collections::HashSet<_> =
         store.list().context("list images")?.iter().map(|r| store.own_id(&r.target)).collect();
@@ -97,8 +99,8 @@ fn gather(root: &Path) -> Result<Value> {
     Ok(json!({
         "Containers": containers.len(),
         "ContainersRunning": running,
-        "ContainersPaused": 0,
-        "ContainersStopped": containers.len() - running,
+        "ContainersPaused": paused,
+        "ContainersStopped": containers.len() - running - paused,
         "Images": images.len(),
         "Driver": host.snapshotter,
         "CgroupDriver": "cgroupfs",

@@ -426,8 +426,12 @@ impl Run {
         if let Some((mode, flag, _, modes)) = valid.iter().find(|(_, _, ok, _)| !ok) {
             bail!("{flag}: invalid {mode} mode (valid: {modes})");
         }
-        if self.uts == "host" && self.hostname.is_some() {
+        if self.uts == "host" && self.hostname.as_ref().is_some_and(|h| !h.is_empty()) {
             bail!("conflicting options: hostname and the UTS mode");
+        }
+        if !self.pid.is_empty() && self.runtime == "crun" {
+            // crun's `run` never returns once such a container's first process has ended.
+            bail!("--pid {}: crun does not end a container without a PID namespace of its own; use berth's own runtime or runc", self.pid);
         }
         match self.pid.as_str() {
             "" | "host" => Ok(self.pid.clone()),
@@ -810,6 +814,8 @@ impl Run {
             let child = self.spawn(&prepared.spec, &config.limits(), &config.id, console.as_mut(), pipes)?;
             prepared.started(child.id())?;
             let code = supervise(child, self.stop_timeout, self.timeout, console.as_ref());
+            // Its output ends with its last process: those left in a shared PID namespace go.
+            prepared.end_processes();
             if let Some(c) = console {
                 c.finish();
             }

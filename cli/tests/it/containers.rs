@@ -1672,6 +1672,16 @@ fn ipc_host_none_and_another_containers_namespace_as_dockers() {
     b.ok(&["rm", "-f", "donor", "private", "joiner"]);
 }
 
+/// The host's processes whose command line starts with `args`.
+fn running(args: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.starts_with(args))
+        .collect()
+}
+
 #[test]
 fn pid_uts_and_cgroup_namespaces_the_hosts_or_another_containers_as_dockers() {
     let Some(b) = setup() else { return };
@@ -1701,7 +1711,7 @@ fn pid_uts_and_cgroup_namespaces_the_hosts_or_another_containers_as_dockers() {
         }
     }
     // Another container's PID namespace: its processes are the joiner's to see.
-    b.ok(&["run", "-d", "--name", "pdonor", "busybox", "sh", "-c", "exec sleep 301"]);
+    b.ok(&["run", "-d", "--name", "pdonor", "busybox", "sh", "-c", "exec sleep 3911"]);
     let donor_ns = b.ok(&["exec", "pdonor", "readlink", "/proc/self/ns/pid"]);
     let mut runtimes = vec!["berth"];
     if crate::util::require_tool("runc") {
@@ -1720,25 +1730,60 @@ fn pid_uts_and_cgroup_namespaces_the_hosts_or_another_containers_as_dockers() {
             "-c",
             "readlink /proc/self/ns/pid; ps -o pid,args",
         ]);
-        assert!(joined.starts_with(&donor_ns) && joined.contains("    1 sleep 301"), "{runtime}: {joined}");
+        assert!(joined.starts_with(&donor_ns) && joined.contains("    1 sleep 3911"), "{runtime}: {joined}");
     }
     // In the host's namespace, the container's processes are its cgroup's: `top` lists them
     // and no other, `stop` ends them all (the orphaned `sleep 302` too), and `--init` reaps
     // the command's orphans as PID 1 would.
-    b.ok(&["run", "-d", "--name", "hostpid", "--pid", "host", "busybox", "sh", "-c", "sleep 302 & exec sleep 303"]);
+    b.ok(&["run", "-d", "--name", "hostpid", "--pid", "host", "busybox", "sh", "-c", "sleep 3912 & exec sleep 3913"]);
     std::thread::sleep(Duration::from_millis(300));
     let top = b.ok(&["top", "hostpid", "-o", "pid,args"]);
-    assert!(top.contains("sleep 302") && top.contains("sleep 303"), "{top}");
-    assert!(!top.contains("sleep 301") && top.lines().count() == 3, "only its own: {top}");
+    assert!(top.contains("sleep 3912") && top.contains("sleep 3913"), "{top}");
+    assert!(!top.contains("sleep 3911") && top.lines().count() == 3, "only its own: {top}");
+    // And the donor's lists its own, not its joiners' (docker lists a container's cgroup).
+    let mut joiner = b.cmd(&["run", "--rm", "--pid", "container:pdonor", "busybox", "sleep", "3914"]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let top = b.ok(&["top", "pdonor", "-o", "pid,args"]);
+    assert!(top.contains("sleep 3911") && !top.contains("sleep 3914"), "{top}");
+    let _ = joiner.kill();
+    let _ = joiner.wait();
     assert_eq!(inspect(&b, "hostpid", "{{.HostConfig.PidMode}}"), "host");
     b.ok(&["stop", "-t", "1", "hostpid"]);
-    let left: Vec<String> = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.starts_with("sleep 302"))
-        .collect();
-    assert!(left.is_empty(), "stop ended every process of the container: {left:?}");
+    assert!(running("sleep 3912").is_empty(), "stop ended every process of the container");
+    // A foreground run returns when its first process ends, its orphans ended with it
+    // (they held its output open: found by a review), under runc too.
+    let mut runtimes = vec!["berth"];
+    if crate::util::require_tool("runc") {
+        runtimes.push("runc");
+    }
+    for runtime in runtimes {
+        let mut run = b
+            .cmd(&[
+                "run",
+                "--name",
+                "fgpid",
+                "--runtime",
+                runtime,
+                "--pid",
+                "host",
+                "busybox",
+                "sh",
+                "-c",
+                "sleep 3915 & echo hi",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while run.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let ended = run.try_wait().unwrap();
+        let _ = run.kill();
+        assert!(ended.is_some_and(|s| s.success()), "{runtime}: the run ended with its first process: {ended:?}");
+        assert!(running("sleep 3915").is_empty(), "{runtime}: its orphan was ended");
+        b.ok(&["rm", "fgpid"]);
+    }
     let reaped = b.ok(&[
         "run",
         "--rm",
@@ -1748,7 +1793,7 @@ fn pid_uts_and_cgroup_namespaces_the_hosts_or_another_containers_as_dockers() {
         "busybox",
         "sh",
         "-c",
-        "(sleep 30 &); sleep 0.3; echo $PPID; ps -o ppid,args | grep '[s]leep 30$'",
+        "(sleep 3916 &); sleep 0.3; echo $PPID; ps -o ppid,args | grep '[s]leep 3916$'",
     ]);
     let (init, orphan) = reaped.split_once('\n').unwrap();
     assert_eq!(orphan.split_whitespace().next(), Some(init), "the orphan is the init's: {reaped}");
@@ -1769,6 +1814,7 @@ fn pid_uts_and_cgroup_namespaces_the_hosts_or_another_containers_as_dockers() {
         (&["--uts", "host", "--hostname", "box"], "conflicting options: hostname and the UTS mode"),
         (&["--pid", "container:pidle"], "cannot join PID of a non running container: pidle"),
         (&["--pid", "container:"], "the name or ID of a container is missing"),
+        (&["--pid", "host", "--runtime", "crun"], "crun does not end a container without a PID namespace"),
     ] {
         let full = [&["run", "--rm"][..], args, &["busybox", "true"]].concat();
         let out = b.output(&full);
@@ -1780,4 +1826,65 @@ fn pid_uts_and_cgroup_namespaces_the_hosts_or_another_containers_as_dockers() {
     let err = b.fails(&["start", "pjoiner"]);
     assert!(err.contains("cannot join PID of a non running container"), "{err}");
     b.ok(&["rm", "-f", "pdonor", "pjoiner", "pidle", "hostpid"]);
+}
+
+#[test]
+fn pause_freezes_every_process_and_unpause_thaws_them_as_dockers() {
+    let Some(b) = setup() else { return };
+    let out = tempfile::tempdir().unwrap();
+    let volume = format!("{}:/out", out.path().display());
+    // Two processes count, the first process and its child; SIGTERM ends it with 3.
+    let script = "trap 'exit 3' TERM; (i=0; while true; do i=$((i+1)); echo $i > /out/child; sleep 0.02; done) & \
+                  i=0; while true; do i=$((i+1)); echo $i > /out/main; sleep 0.02; done";
+    b.ok(&["run", "-d", "--name", "frozen", "-v", &volume, "busybox", "sh", "-c", script]);
+    let count =
+        |f: &str| std::fs::read_to_string(out.path().join(f)).unwrap_or_default().trim().parse::<u64>().unwrap_or(0);
+    let both = || (count("main"), count("child"));
+    while both().0 < 3 || both().1 < 3 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(b.ok(&["pause", "frozen"]), "frozen\n");
+    let at_pause = both();
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(both(), at_pause, "neither process ran while paused");
+    let status = "{{.State.Status}} {{.State.Running}} {{.State.Paused}}";
+    assert_eq!(inspect(&b, "frozen", status), "paused true true");
+    let ps = b.ok(&["ps", "--filter", "status=paused", "--format", "{{.Names}} {{.Status}}"]);
+    assert!(ps.starts_with("frozen Up ") && ps.trim_end().ends_with("(Paused)"), "{ps}");
+    for (args, why) in [
+        (&["pause", "frozen"][..], "is already paused"),
+        (&["exec", "frozen", "true"], "unpause the container before exec"),
+        (&["kill", "-s", "TERM", "frozen"], "unpause the container before stopping or killing"),
+    ] {
+        let err = b.fails(args);
+        assert!(err.contains(why), "{args:?}: {err}");
+    }
+    assert_eq!(b.ok(&["container", "unpause", "frozen"]), "frozen\n");
+    let thawed = both();
+    while both().0 <= thawed.0 + 2 || both().1 <= thawed.1 + 2 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(inspect(&b, "frozen", status), "running true false");
+    let err = b.fails(&["unpause", "frozen"]);
+    assert!(err.contains("is not paused"), "{err}");
+    // `commit` pauses a running container while it reads it, and leaves it as it found it.
+    b.ok(&["commit", "frozen", "frozen-img:1"]);
+    assert_eq!(inspect(&b, "frozen", status), "running true false");
+    b.ok(&["pause", "frozen"]);
+    b.ok(&["commit", "frozen", "frozen-img:2"]);
+    assert_eq!(inspect(&b, "frozen", status), "paused true true");
+    let info = b.ok(&["info", "--format", "{{.ContainersPaused}} {{.ContainersRunning}}"]);
+    assert!(info.starts_with("1 "), "info counts it paused: {info}");
+    b.ok(&["unpause", "frozen"]);
+    b.ok(&["rmi", "frozen-img:1", "frozen-img:2"]);
+    // Stopped while paused, it is killed at once (its TERM trap never runs), as docker's.
+    b.ok(&["pause", "frozen"]);
+    b.ok(&["stop", "frozen"]);
+    assert_eq!(inspect(&b, "frozen", "{{.State.Status}} {{.State.ExitCode}} {{.State.Paused}}"), "exited 137 false");
+    let err = b.fails(&["pause", "frozen"]);
+    assert!(err.contains("is not running"), "{err}");
+    // And `rm -f` of a paused one.
+    b.ok(&["start", "frozen"]);
+    b.ok(&["pause", "frozen"]);
+    b.ok(&["rm", "-f", "frozen"]);
 }

@@ -259,8 +259,6 @@ impl Config {
             memory: self.memory.filter(|m| *m > 0),
             pids: self.pids_limit.filter(|p| *p > 0),
             cpus: self.cpus.filter(|c| *c > 0.0),
-            // runc and crun put a container in a group of their own, and end it all there.
-            track: self.shares_pid_namespace() && self.runtime == "berth",
         }
     }
 
@@ -324,7 +322,8 @@ impl Config {
     pub fn dns_names(&self) -> Vec<String> {
         let mut names = vec![self.name.clone()];
         names.extend(self.network_aliases.iter().cloned());
-        if self.hostname != self.id[..12] {
+        // A host name of its own (`--uts host` gives the host's, which is not the container's).
+        if self.hostname != self.id[..12] && self.uts != "host" {
             names.push(self.hostname.clone());
         }
         names
@@ -497,8 +496,8 @@ impl Config {
         })
     }
 
-    /// Whether the container shares a PID namespace (`--pid`): then only a cgroup finds
-    /// its processes, to list them or to end them all.
+    /// Whether the container shares a PID namespace (`--pid`): then only its cgroup tells
+    /// its processes from others, to list them or to end them all.
     pub fn shares_pid_namespace(&self) -> bool {
         !self.pid.is_empty()
     }
@@ -562,6 +561,12 @@ fn donor_namespaces<const N: usize>(
     let gone = |e: std::io::Error| refused(e.to_string());
     let raw = rustix::process::Pid::from_raw(pid).ok_or_else(|| gone(std::io::Error::other("no process")))?;
     let pidfd = rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty()).map_err(|e| gone(e.into()))?;
+    // Still its process once opened: the supervisor records an exit before it reaps, so a
+    // pid the state names running has not been reused (found by a review).
+    let again = other.state()?;
+    if again.status != super::Status::Running || again.pid != Some(pid) {
+        return Err(super::Error::Config(format!("cannot join {what} of a non running container: {id}")));
+    }
     let mut fds = Vec::with_capacity(N);
     for name in names {
         fds.push(super::exec::open_ns(pid, name)?);

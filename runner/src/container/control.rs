@@ -70,17 +70,72 @@ pub fn start(c: &Container, mut supervisor: Command) -> Result<State> {
 /// Sends signal `sig` to the container's first process. The pid is taken from the state
 /// and checked again after it is opened: the supervisor records an exit before it reaps
 /// the process, so a pid the state still names running is never another process's.
+///
+/// A paused container takes SIGKILL alone, as docker's, and is thawed after it so that it
+/// dies; any other signal would wait, frozen, and is refused.
 pub fn kill(c: &Container, sig: i32) -> Result<()> {
     let not_running = || Error::State(format!("container {} is not running", c.config.name));
     let state = c.state()?;
     let pid = state.pid.filter(|_| state.status == Status::Running).ok_or_else(not_running)?;
+    if state.paused && sig != libc::SIGKILL {
+        return Err(Error::Paused(format!(
+            "container {} is paused: unpause the container before stopping or killing it",
+            c.config.name
+        )));
+    }
     let pid = rustix::process::Pid::from_raw(pid).ok_or_else(not_running)?;
     let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).map_err(|_| not_running())?;
     let again = c.state()?;
     if again.status != Status::Running || again.pid != state.pid {
         return Err(not_running());
     }
-    signal_pidfd(&pidfd, sig).map_err(super::io_err("signal", &c.dir))
+    signal_pidfd(&pidfd, sig).map_err(super::io_err("signal", &c.dir))?;
+    if state.paused {
+        crate::cgroup::Cgroup::existing(&c.config.id).freeze(false).map_err(super::io_err("thaw", &c.dir))?;
+        c.update(|s| s.paused = false)?;
+    }
+    Ok(())
+}
+
+/// `berth pause`: freezes every process of the running container `c` (its cgroup), as
+/// docker's; they stay in memory, and take no CPU and no signal, until [`unpause`].
+pub fn pause(c: &Container) -> Result<()> {
+    let name = &c.config.name;
+    let state = frozen_state(c)?;
+    if state.paused {
+        return Err(Error::Paused(format!("container {name} is already paused")));
+    }
+    crate::cgroup::Cgroup::existing(&c.config.id).freeze(true).map_err(super::io_err("freeze", &c.dir))?;
+    c.update(|s| s.paused = s.status == Status::Running)?;
+    Ok(())
+}
+
+/// `berth unpause`: thaws what [`pause`] froze.
+pub fn unpause(c: &Container) -> Result<()> {
+    let state = frozen_state(c)?;
+    if !state.paused {
+        return Err(Error::State(format!("container {} is not paused", c.config.name)));
+    }
+    crate::cgroup::Cgroup::existing(&c.config.id).freeze(false).map_err(super::io_err("thaw", &c.dir))?;
+    c.update(|s| s.paused = false)?;
+    Ok(())
+}
+
+/// The state of `c` that [`pause`] or [`unpause`] works on: running, under berth's own
+/// runtime (runc and crun keep their processes in groups of their own).
+fn frozen_state(c: &Container) -> Result<State> {
+    let name = &c.config.name;
+    if c.config.runtime != "berth" {
+        let runtime = &c.config.runtime;
+        return Err(Error::State(format!(
+            "container {name} runs under {runtime}: pause works with berth's own runtime only"
+        )));
+    }
+    let state = c.state()?;
+    if state.status != Status::Running {
+        return Err(Error::State(format!("container {name} is not running")));
+    }
+    Ok(state)
 }
 
 /// `berth kill`: sends `sig` to `c`'s process. As docker's, SIGKILL or the container's stop
@@ -118,7 +173,11 @@ pub fn signal_pidfd(pidfd: &OwnedFd, sig: i32) -> std::io::Result<()> {
 /// SIGKILL after `timeout`; returns once it has exited. A container that is not running is
 /// left as it is.
 pub fn stop(c: &Container, timeout: Duration, signal: Option<&str>) -> Result<State> {
-    let sig = parse_signal(signal.unwrap_or(&c.config.stop_signal)).map_err(Error::Config)?;
+    let mut sig = parse_signal(signal.unwrap_or(&c.config.stop_signal)).map_err(Error::Config)?;
+    if c.state()?.paused {
+        // Frozen, it could not act on the signal: docker kills a paused container at once.
+        sig = libc::SIGKILL;
+    }
     // Marked before the signal: its restart policy must not start it again.
     c.update(|s| s.stopped_by_user = true)?;
     let between_runs = Instant::now() + Duration::from_secs(5);

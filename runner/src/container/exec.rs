@@ -58,6 +58,9 @@ impl Target {
             (Status::Running, Some(pid)) => pid,
             _ => return Err(Error::State(format!("container {name} is not running"))),
         };
+        if state.paused {
+            return Err(Error::Paused(format!("container {name} is paused: unpause the container before exec")));
+        }
         // The mount namespace last: after joining it, the host's paths are gone.
         let namespaces =
             ["cgroup", "ipc", "uts", "net", "mnt"].iter().map(|n| open_ns(pid, n)).collect::<Result<_>>()?;

@@ -137,12 +137,10 @@ impl Prepared {
         if self.record.is_none() {
             self.held = held;
         }
-        let limits = config.limits();
-        if !limits.is_empty() {
+        // Every container of berth's own runtime gets a group (see the supervisor's).
+        if runtime == Runtime::Own {
             crate::cgroup::sweep_leftovers();
-            let cg =
-                crate::cgroup::Cgroup::create(&config.id, &limits).map_err(super::io_err("set up the cgroup", root))?;
-            self.cgroup = Some(cg);
+            self.cgroup = super::make_cgroup(config).map_err(super::io_err("set up the cgroup", root))?;
         }
         let cgroups = self.cgroup.as_ref().map(crate::cgroup::Cgroup::procs_files).unwrap_or_default();
         self._net = config.attach_network(root)?;
@@ -153,6 +151,15 @@ impl Prepared {
         spec.pid = config.pid(root)?;
         self.spec = spec;
         Ok(())
+    }
+
+    /// Ends what is left of the container once its first process has exited: in a PID
+    /// namespace not its own (`--pid`), its other processes live on, and may hold its
+    /// output open.
+    pub fn end_processes(&self) {
+        if let Some(cg) = &self.cgroup {
+            cg.kill();
+        }
     }
 
     /// A named container's log, where its output goes as it runs (`berth logs`).

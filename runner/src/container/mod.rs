@@ -69,6 +69,9 @@ pub enum Error {
     /// The container is in the wrong state for the operation.
     #[error("{0}")]
     State(String),
+    /// The container is paused (`berth pause`), and the operation needs it thawed first.
+    #[error("{0}")]
+    Paused(String),
     /// The security settings.
     #[error(transparent)]
     Security(#[from] crate::security::SecurityError),
@@ -234,6 +237,16 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     f.set_len(0).map_err(io_err("truncate", &tmp))?;
     f.write_all(bytes).map_err(io_err("write", &tmp))?;
     std::fs::rename(&tmp, path).map_err(io_err("rename", path))
+}
+
+/// The cgroup a run of `config` gets under berth's own runtime: its limits, and the group
+/// every container gets (see [`crate::cgroup::Cgroup::create`]); none for rootless berth,
+/// which may make none (and takes no limits, see [`check_limits`]).
+pub(crate) fn make_cgroup(config: &Config) -> std::io::Result<Option<crate::cgroup::Cgroup>> {
+    if crate::userns::entered() {
+        return Ok(None);
+    }
+    crate::cgroup::Cgroup::create(&config.id, &config.limits()).map(Some)
 }
 
 /// Refuses limits this berth cannot set: a plain user's has no cgroup of its own.

@@ -1,17 +1,19 @@
-//! The processes of a running container, as `berth top` lists them: every process in the
-//! PID namespace of its first process (those `exec` started too), found by the namespace
-//! each host process is in; or, for a container in the host's or another container's PID
-//! namespace (`--pid`), every process in its cgroup.
+//! The processes of a running container, as `berth top` lists them: every process in its
+//! cgroup (those `exec` started too), whatever PID namespace they are in; for a container
+//! without one of berth's groups (runc's), every process in the PID namespace of its first
+//! process, found by the namespace each host process is in.
 
 use std::path::Path;
 
 /// The host PIDs of the processes of the running container `config`, whose first process
-/// is `pid`, in ascending order.
+/// is `pid`, in ascending order: its cgroup's, as docker lists them (not those of another
+/// container that joined its PID namespace), or where it has none (runc's), its namespace's.
 pub fn of(config: &super::config::Config, pid: i32) -> std::io::Result<Vec<i32>> {
-    if !config.shares_pid_namespace() {
+    let group = crate::cgroup::Cgroup::existing(&config.id);
+    if group.procs_files().is_empty() {
         return in_pid_namespace_of(pid);
     }
-    let mut pids = crate::cgroup::Cgroup::existing(&config.id).pids()?;
+    let mut pids = group.pids()?;
     pids.sort_unstable();
     pids.dedup();
     Ok(pids)

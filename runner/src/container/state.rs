@@ -29,6 +29,18 @@ impl Status {
     }
 }
 
+impl State {
+    /// docker's status word (`State.Status`, `ps --filter status=`): `restarting` while a
+    /// restart policy waits to start it again, `paused` while `berth pause` holds it.
+    pub fn status_word(&self) -> &'static str {
+        match self.status {
+            _ if self.awaiting_restart => "restarting",
+            Status::Running if self.paused => "paused",
+            other => other.as_str(),
+        }
+    }
+}
+
 /// docker's health states.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -162,6 +174,9 @@ pub struct State {
     /// (docker's `restarting` status).
     #[serde(default)]
     pub awaiting_restart: bool,
+    /// Running, with every process frozen by `berth pause` (docker's `paused` status).
+    #[serde(default)]
+    pub paused: bool,
 }
 
 impl State {
@@ -183,6 +198,7 @@ impl State {
         self.health = health.then(|| last.unwrap_or_default());
         self.restarting = None;
         self.awaiting_restart = false;
+        self.paused = false;
     }
 
     /// Whether a `berth restart` that is still alive stopped it, to start it again: then a
@@ -195,6 +211,7 @@ impl State {
     pub fn exited(&mut self, code: i32, error: Option<String>) {
         self.status = Status::Exited;
         self.awaiting_restart = false;
+        self.paused = false;
         self.pid = None;
         self.supervisor = None;
         self.finished_at = Some(now());
@@ -229,6 +246,7 @@ impl State {
                 let up = self.started_at.as_deref().map(&since).unwrap_or_default();
                 let up = up.trim_end_matches(" ago");
                 match &self.health {
+                    _ if self.paused => format!("Up {up} (Paused)"),
                     Some(h) => format!("Up {up} ({})", health_word(h.status)),
                     None => format!("Up {up}"),
                 }

@@ -81,13 +81,9 @@ fn supervise(c: &Container, ready: &mut Option<File>) -> Result<i32> {
 fn run_once(c: &Container, ready: &mut Option<File>, snapshotter: &dyn crate::snapshot::Snapshotter) -> Result<i32> {
     let config = &c.config;
     let rootfs = snapshotter.mounts(&super::snapshot_key(&config.id))?;
-    let limits = config.limits();
-    let mut cgroup = if limits.is_empty() {
-        None
-    } else {
-        let made = crate::cgroup::Cgroup::create(&config.id, &limits);
-        Some(made.map_err(super::io_err("set up the cgroup of", &c.dir))?)
-    };
+    // Every container gets a group, limits or not: `pause`, `top` and the end of a run
+    // find all its processes there.
+    let mut cgroup = super::make_cgroup(config).map_err(super::io_err("set up the cgroup of", &c.dir))?;
     let cgroups = cgroup.as_ref().map(crate::cgroup::Cgroup::procs_files).unwrap_or_default();
     // Whatever happens in between, the cgroups go (a failed start included); once the
     // process runs, before its exit is recorded.
@@ -365,6 +361,10 @@ async fn check_health(c: Container, health: super::health::HealthConfig) {
     let process = super::exec::Process { args: health.command.clone(), ..Default::default() };
     loop {
         tokio::time::sleep(health.next_probe(start.elapsed())).await;
+        if c.read_state().is_ok_and(|s| s.paused) {
+            // As docker's: no probe of a paused container (it would wait, frozen).
+            continue;
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let (probe_c, probe_p, timeout) = (c.clone(), process.clone(), health.timeout);
         let began = super::state::now();
