@@ -349,12 +349,16 @@ pub fn sweep_leftovers() -> usize {
                 .file_name()
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()));
+            if !is_container {
+                // The hierarchy's own files: nothing to read.
+                continue;
+            }
             let old = std::fs::metadata(&dir)
                 .and_then(|m| m.modified())
                 .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > LEFTOVER_AGE));
             let empty = std::fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|p| p.trim().is_empty());
             // rmdir fails on a group that gained a process meanwhile: the kernel decides.
-            if is_container && old && empty && std::fs::remove_dir(&dir).is_ok() {
+            if old && empty && std::fs::remove_dir(&dir).is_ok() {
                 removed += 1;
             }
         }

@@ -137,8 +137,13 @@ impl Prepared {
         if self.record.is_none() {
             self.held = held;
         }
-        // Every container of berth's own runtime gets a group (see the supervisor's).
-        if runtime == Runtime::Own {
+        // A container of berth's own runtime that can be found (a named one, which `pause`
+        // and `top` may be given) gets a group, as the supervisor's do, and so does one whose
+        // processes only a group finds (`--pid`), or with limits. An unnamed run goes
+        // without: moving a process into a cgroup waits for an RCU grace period, about half
+        // of such a run's start on this VM (bench/README.md).
+        let findable = self.record.is_some() || config.shares_pid_namespace() || !config.limits().is_empty();
+        if runtime == Runtime::Own && findable {
             crate::cgroup::sweep_leftovers();
             self.cgroup = super::make_cgroup(config).map_err(super::io_err("set up the cgroup", root))?;
         }
