@@ -158,10 +158,13 @@ impl Cgroup {
         let (base, v2) = controller_dir(name, name)
             .ok_or_else(|| std::io::Error::other(format!("the {name} cgroup controller is not available")))?;
         let parent = base.join("berth");
-        if v2 && !parent.exists() {
-            std::fs::create_dir_all(&parent).map_err(|e| io("create", &parent, e))?;
-            write(&base.join("cgroup.subtree_control"), &format!("+{name}"))?;
-            write(&parent.join("cgroup.subtree_control"), &format!("+{name}"))?;
+        std::fs::create_dir_all(&parent).map_err(|e| io("create", &parent, e))?;
+        if v2 {
+            // Each time, not only when `berth/` is made: the group every container gets
+            // makes it with no controller (found by a review: limits then failed on pure v2).
+            for dir in [&base, &parent] {
+                enable(dir, name)?;
+            }
         }
         let dir = parent.join(id);
         std::fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
@@ -231,19 +234,36 @@ impl Cgroup {
         };
         write(&file, value)?;
         let start = Instant::now();
-        loop {
-            let now = std::fs::read_to_string(&report).map_err(|e| io("read", &report, e))?;
+        let result = loop {
+            let now = match std::fs::read_to_string(&report) {
+                Ok(now) => now,
+                Err(e) => break Err(io("read", &report, e)),
+            };
             if now.lines().any(|l| l.trim() == want) {
                 return Ok(());
             }
             if start.elapsed() > FREEZE_TIMEOUT {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("{} did not take effect in {} s", file.display(), FREEZE_TIMEOUT.as_secs()),
-                ));
+                let late = format!("{} did not take effect in {} s", file.display(), FREEZE_TIMEOUT.as_secs());
+                break Err(std::io::Error::new(std::io::ErrorKind::TimedOut, late));
             }
             std::thread::sleep(Duration::from_millis(2));
+        };
+        if frozen {
+            // Not left half frozen, with nothing recorded to thaw it (found by a review).
+            let thawed = if file.ends_with("cgroup.freeze") { "0" } else { "THAWED" };
+            let _ = write(&file, thawed);
         }
+        result
+    }
+
+    /// Whether the groups are frozen, or freezing: what the kernel says, whatever berth
+    /// recorded (a freeze that a killed berth left behind included).
+    pub fn frozen(&self) -> bool {
+        self.dirs.iter().any(|d| {
+            let v2 = std::fs::read_to_string(d.join("cgroup.freeze")).is_ok_and(|v| v.trim() == "1");
+            let v1 = std::fs::read_to_string(d.join("freezer.state")).is_ok_and(|v| v.trim() != "THAWED");
+            v2 || v1
+        })
     }
 
     /// Kills every process in the groups and waits until they are empty (a second at
@@ -289,6 +309,16 @@ const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The v1 hierarchies a container with any limit gets a group in.
 const V1_ALWAYS: [&str; 5] = ["memory", "cpu", "cpuacct", "cpuset", "pids"];
+
+/// Enables controller `name` for the children of the v2 group `dir`, unless it is already.
+fn enable(dir: &Path, name: &str) -> std::io::Result<()> {
+    let control = dir.join("cgroup.subtree_control");
+    let enabled = std::fs::read_to_string(&control).map_err(|e| io("read", &control, e))?;
+    if enabled.split_whitespace().any(|c| c == name) {
+        return Ok(());
+    }
+    write(&control, &format!("+{name}"))
+}
 
 /// Gives the v1 cpuset group `to` the CPUs and memory nodes of `from` where it has none yet.
 fn inherit_cpuset(from: &Path, to: &Path) -> std::io::Result<()> {

@@ -678,7 +678,11 @@ impl Start {
         }
         each(&self.containers, |what| {
             let c = container::find(root, what)?;
-            if c.state()?.status != Status::Running {
+            let state = c.state()?;
+            if state.paused {
+                bail!("cannot start a paused container {}, try unpause instead", c.config.name);
+            }
+            if state.status != Status::Running {
                 control::start(&c, supervisor_command(root, &c.config.id)?)
                     .with_context(|| format!("start container {}", c.config.name))?;
             }
@@ -886,10 +890,15 @@ impl Commit {
     pub fn run(self, root: &Path) -> Result<()> {
         let c = container::find(root, &self.container)?;
         let state = c.state()?;
-        let pause = self.pause.unwrap_or(true)
+        let frozen_by_us = self.pause.unwrap_or(true)
             && state.status == Status::Running
             && !state.paused
             && c.config.runtime == "berth";
+        let pause = frozen_by_us && !runner::cgroup::Cgroup::existing(&c.config.id).procs_files().is_empty();
+        if frozen_by_us && !pause {
+            // Rootless berth's containers, and those of a host without a cgroup for them.
+            eprintln!("berth: warning: {} has no cgroup to pause: it is committed while it runs", c.config.name);
+        }
         if pause {
             control::pause(&c)?;
         }

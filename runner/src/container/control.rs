@@ -71,18 +71,12 @@ pub fn start(c: &Container, mut supervisor: Command) -> Result<State> {
 /// and checked again after it is opened: the supervisor records an exit before it reaps
 /// the process, so a pid the state still names running is never another process's.
 ///
-/// A paused container takes SIGKILL alone, as docker's, and is thawed after it so that it
-/// dies; any other signal would wait, frozen, and is refused.
+/// A paused container is thawed after SIGKILL or its stop signal, as docker's, so that it
+/// can act on them; another signal waits, pending, until `unpause`.
 pub fn kill(c: &Container, sig: i32) -> Result<()> {
     let not_running = || Error::State(format!("container {} is not running", c.config.name));
     let state = c.state()?;
     let pid = state.pid.filter(|_| state.status == Status::Running).ok_or_else(not_running)?;
-    if state.paused && sig != libc::SIGKILL {
-        return Err(Error::Paused(format!(
-            "container {} is paused: unpause the container before stopping or killing it",
-            c.config.name
-        )));
-    }
     let pid = rustix::process::Pid::from_raw(pid).ok_or_else(not_running)?;
     let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).map_err(|_| not_running())?;
     let again = c.state()?;
@@ -90,8 +84,12 @@ pub fn kill(c: &Container, sig: i32) -> Result<()> {
         return Err(not_running());
     }
     signal_pidfd(&pidfd, sig).map_err(super::io_err("signal", &c.dir))?;
-    if state.paused {
-        crate::cgroup::Cgroup::existing(&c.config.id).freeze(false).map_err(super::io_err("thaw", &c.dir))?;
+    let ends = sig == libc::SIGKILL || parse_signal(&c.config.stop_signal).ok() == Some(sig);
+    let group = crate::cgroup::Cgroup::existing(&c.config.id);
+    if ends && (state.paused || group.frozen()) {
+        // The group may be gone already (a killed process dies frozen on v2, and its
+        // supervisor removes it): then there is nothing to thaw.
+        let _ = group.freeze(false);
         c.update(|s| s.paused = false)?;
     }
     Ok(())
@@ -106,17 +104,20 @@ pub fn pause(c: &Container) -> Result<()> {
         return Err(Error::Paused(format!("container {name} is already paused")));
     }
     crate::cgroup::Cgroup::existing(&c.config.id).freeze(true).map_err(super::io_err("freeze", &c.dir))?;
-    c.update(|s| s.paused = s.status == Status::Running)?;
+    // This run's: one that a restart policy started meanwhile was not frozen.
+    c.update(|s| s.paused = s.status == Status::Running && s.pid == state.pid)?;
     Ok(())
 }
 
 /// `berth unpause`: thaws what [`pause`] froze.
 pub fn unpause(c: &Container) -> Result<()> {
     let state = frozen_state(c)?;
-    if !state.paused {
+    let group = crate::cgroup::Cgroup::existing(&c.config.id);
+    // The kernel's word too: a freeze that a killed berth left unrecorded is thawed.
+    if !state.paused && !group.frozen() {
         return Err(Error::State(format!("container {} is not paused", c.config.name)));
     }
-    crate::cgroup::Cgroup::existing(&c.config.id).freeze(false).map_err(super::io_err("thaw", &c.dir))?;
+    group.freeze(false).map_err(super::io_err("thaw", &c.dir))?;
     c.update(|s| s.paused = false)?;
     Ok(())
 }
@@ -173,11 +174,7 @@ pub fn signal_pidfd(pidfd: &OwnedFd, sig: i32) -> std::io::Result<()> {
 /// SIGKILL after `timeout`; returns once it has exited. A container that is not running is
 /// left as it is.
 pub fn stop(c: &Container, timeout: Duration, signal: Option<&str>) -> Result<State> {
-    let mut sig = parse_signal(signal.unwrap_or(&c.config.stop_signal)).map_err(Error::Config)?;
-    if c.state()?.paused {
-        // Frozen, it could not act on the signal: docker kills a paused container at once.
-        sig = libc::SIGKILL;
-    }
+    let sig = parse_signal(signal.unwrap_or(&c.config.stop_signal)).map_err(Error::Config)?;
     // Marked before the signal: its restart policy must not start it again.
     c.update(|s| s.stopped_by_user = true)?;
     let between_runs = Instant::now() + Duration::from_secs(5);

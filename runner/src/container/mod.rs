@@ -246,7 +246,17 @@ pub(crate) fn make_cgroup(config: &Config) -> std::io::Result<Option<crate::cgro
     if crate::userns::entered() {
         return Ok(None);
     }
-    crate::cgroup::Cgroup::create(&config.id, &config.limits()).map(Some)
+    let needed = !config.limits().is_empty() || config.shares_pid_namespace();
+    match crate::cgroup::Cgroup::create(&config.id, &config.limits()) {
+        Ok(group) => Ok(Some(group)),
+        // Without limits or `--pid`, a host that gives berth no writable cgroup hierarchy
+        // (root in some sandboxes) still runs containers: they cannot be paused.
+        Err(e) if !needed => {
+            eprintln!("berth: warning: no cgroup for container {}: {e}; it cannot be paused", config.name);
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Refuses limits this berth cannot set: a plain user's has no cgroup of its own.
@@ -255,6 +265,13 @@ pub fn check_limits(config: &Config) -> Result<()> {
         return Err(Error::Config(
             "--memory, --cpus and --pids-limit need cgroups, which belong to root: rootless berth cannot \
              set them (see docs/rootless.md)"
+                .into(),
+        ));
+    }
+    if crate::userns::entered() && config.shares_pid_namespace() {
+        // Only a cgroup tells such a container's processes from others (found by a review).
+        return Err(Error::Config(
+            "--pid host|container:NAME needs a cgroup to find the container's processes, and cgroups belong              to root: rootless berth cannot share a PID namespace (see docs/rootless.md)"
                 .into(),
         ));
     }
