@@ -274,14 +274,13 @@ impl Cgroup {
         for dir in &self.dirs {
             let procs = dir.join("cgroup.procs");
             let start = Instant::now();
-            if dir.join("cgroup.kill").exists() {
-                let _ = write(&dir.join("cgroup.kill"), "1");
-            }
+            // The kernel kills them all, those forked meanwhile included: then only wait.
+            let killed = dir.join("cgroup.kill").exists() && write(&dir.join("cgroup.kill"), "1").is_ok();
             while let Ok(pids) = std::fs::read_to_string(&procs) {
                 if pids.trim().is_empty() || start.elapsed() > Duration::from_secs(1) {
                     break;
                 }
-                for pid in pids.lines().filter_map(|p| p.parse::<i32>().ok()) {
+                for pid in pids.lines().filter(|_| !killed).filter_map(|p| p.parse::<i32>().ok()) {
                     if let Some(pid) = rustix::process::Pid::from_raw(pid) {
                         let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
                     }

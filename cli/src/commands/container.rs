@@ -1091,36 +1091,7 @@ pub fn inspect_json(c: &Container) -> Result<serde_json::Value> {
             "Labels": cfg.labels,
             "Healthcheck": cfg.health.as_ref().map(runner::container::health::HealthConfig::docker_json),
         },
-        "HostConfig": {
-            "NetworkMode": cfg.network,
-            "IpcMode": if cfg.ipc.is_empty() { "private" } else { cfg.ipc.as_str() },
-            "PidMode": cfg.pid,
-            "UTSMode": cfg.uts,
-            "CgroupnsMode": if cfg.cgroupns.is_empty() { "private" } else { cfg.cgroupns.as_str() },
-            "UsernsMode": cfg.userns,
-            "RestartPolicy": { "Name": cfg.restart.name(), "MaximumRetryCount": cfg.restart.max_retries() },
-            "AutoRemove": cfg.auto_remove,
-            "Privileged": cfg.security.privileged,
-            "CapAdd": cfg.security.cap_add,
-            "CapDrop": cfg.security.cap_drop,
-            "SecurityOpt": cfg.security.security_opt,
-            "ReadonlyRootfs": cfg.read_only,
-            "Init": cfg.init,
-            "Memory": cfg.memory.unwrap_or(0),
-            "PidsLimit": cfg.pids_limit,
-            "ShmSize": cfg.shm_size.unwrap_or(runner::sandbox::DEFAULT_SHM_SIZE),
-            "GroupAdd": (!cfg.group_add.is_empty()).then_some(&cfg.group_add),
-            "Devices": devices_json(&cfg.devices),
-            "Sysctls": (!cfg.sysctls.is_empty()).then(|| {
-                cfg.sysctls.iter().filter_map(|s| s.split_once('=')).collect::<std::collections::BTreeMap<_, _>>()
-            }),
-            "NanoCpus": cfg.cpus.map_or(0, |c| (c * 1e9) as u64),
-            "ExtraHosts": cfg.extra_hosts,
-            "Ulimits": ulimits_json(&cfg.ulimits),
-            "PortBindings": port_bindings(&cfg.ports),
-            "PublishAllPorts": cfg.publish_all,
-            "Binds": binds(&cfg.volumes),
-        },
+        "HostConfig": host_config_json(cfg),
         "Mounts": mounts_json(&cfg.volumes),
         "NetworkSettings": {
             "Ports": ports,
@@ -1149,6 +1120,40 @@ fn ports_json(cfg: &container::Config, s: &container::State) -> serde_json::Map<
         }
     }
     ports
+}
+
+/// docker's `HostConfig` of a container: how it runs, as `run`'s flags set it.
+fn host_config_json(cfg: &runner::container::config::Config) -> serde_json::Value {
+    serde_json::json!({
+        "NetworkMode": cfg.network,
+        "IpcMode": if cfg.ipc.is_empty() { "private" } else { cfg.ipc.as_str() },
+        "PidMode": cfg.pid,
+        "UTSMode": cfg.uts,
+        "CgroupnsMode": if cfg.cgroupns.is_empty() { "private" } else { cfg.cgroupns.as_str() },
+        "UsernsMode": cfg.userns,
+        "RestartPolicy": { "Name": cfg.restart.name(), "MaximumRetryCount": cfg.restart.max_retries() },
+        "AutoRemove": cfg.auto_remove,
+        "Privileged": cfg.security.privileged,
+        "CapAdd": cfg.security.cap_add,
+        "CapDrop": cfg.security.cap_drop,
+        "SecurityOpt": cfg.security.security_opt,
+        "ReadonlyRootfs": cfg.read_only,
+        "Init": cfg.init,
+        "Memory": cfg.memory.unwrap_or(0),
+        "PidsLimit": cfg.pids_limit,
+        "ShmSize": cfg.shm_size.unwrap_or(runner::sandbox::DEFAULT_SHM_SIZE),
+        "GroupAdd": (!cfg.group_add.is_empty()).then_some(&cfg.group_add),
+        "Devices": devices_json(&cfg.devices),
+        "Sysctls": (!cfg.sysctls.is_empty()).then(|| {
+            cfg.sysctls.iter().filter_map(|s| s.split_once('=')).collect::<std::collections::BTreeMap<_, _>>()
+        }),
+        "NanoCpus": cfg.cpus.map_or(0, |c| (c * 1e9) as u64),
+        "ExtraHosts": cfg.extra_hosts,
+        "Ulimits": ulimits_json(&cfg.ulimits),
+        "PortBindings": port_bindings(&cfg.ports),
+        "PublishAllPorts": cfg.publish_all,
+        "Binds": binds(&cfg.volumes),
+    })
 }
 
 /// docker's `HostConfig.Binds`: the `-v` binds and named volumes, as `SOURCE:DEST[:ro]`.

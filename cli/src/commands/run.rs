@@ -555,14 +555,7 @@ impl Run {
         let stop_signal = stop_signal.unwrap_or_else(|| "SIGTERM".into());
         runner::container::control::parse_signal(&stop_signal).map_err(anyhow::Error::msg)?;
         let (volumes, tmpfs) = self.mounts(root, &cfg)?;
-        let hostname = self.hostname_for(root, &id)?;
-        if hostname.len() > runner::sandbox::HOST_NAME_MAX {
-            bail!(
-                "--hostname: {} bytes, where the kernel takes at most {}",
-                hostname.len(),
-                runner::sandbox::HOST_NAME_MAX
-            );
-        }
+        let hostname = self.checked_hostname(root, &id)?;
         Ok(runner::container::Config {
             id,
             name,
@@ -901,6 +894,16 @@ impl Run {
             Some(e) => vec![e.clone()],
             None => cfg.entrypoint().clone().unwrap_or_default(),
         }
+    }
+
+    /// [`Run::hostname_for`], refused where the kernel would refuse it.
+    fn checked_hostname(&self, root: &Path, id: &str) -> Result<String> {
+        let hostname = self.hostname_for(root, id)?;
+        let max = runner::sandbox::HOST_NAME_MAX;
+        if hostname.len() > max {
+            bail!("--hostname: {} bytes, where the kernel takes at most {max}", hostname.len());
+        }
+        Ok(hostname)
     }
 
     /// The host name: `--hostname`, else docker's default, the first 12 digits of the

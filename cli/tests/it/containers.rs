@@ -1732,6 +1732,14 @@ fn pid_uts_and_cgroup_namespaces_the_hosts_or_another_containers_as_dockers() {
         ]);
         assert!(joined.starts_with(&donor_ns) && joined.contains("    1 sleep 3911"), "{runtime}: {joined}");
     }
+    b.ok(&["rm", "-f", "pdonor"]);
+}
+
+/// Outside a PID namespace of its own, a container is its cgroup, as docker's.
+#[test]
+fn a_container_in_a_shared_pid_namespace_is_its_cgroup_as_dockers() {
+    let Some(b) = setup() else { return };
+    b.ok(&["run", "-d", "--name", "pdonor", "busybox", "sh", "-c", "exec sleep 3911"]);
     // In the host's namespace, the container's processes are its cgroup's: `top` lists them
     // and no other, `stop` ends them all (the orphaned `sleep 302` too), and `--init` reaps
     // the command's orphans as PID 1 would.
