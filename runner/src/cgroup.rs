@@ -224,15 +224,19 @@ impl Cgroup {
             .iter()
             .find(freezer)
             .ok_or_else(|| std::io::Error::other("the container has no freezer cgroup"))?;
-        // What to write where, and the line of which file says it took effect.
-        let (file, value, report, want) = if dir.join("cgroup.freeze").exists() {
-            let (value, want) = if frozen { ("1", "frozen 1") } else { ("0", "frozen 0") };
-            (dir.join("cgroup.freeze"), value, dir.join("cgroup.events"), want)
+        // What to write where (frozen, thawed), and which file's line says it took effect.
+        let (file, [on, off], report, want) = if dir.join("cgroup.freeze").exists() {
+            (
+                dir.join("cgroup.freeze"),
+                ["1", "0"],
+                dir.join("cgroup.events"),
+                if frozen { "frozen 1" } else { "frozen 0" },
+            )
         } else {
-            let state = if frozen { "FROZEN" } else { "THAWED" };
-            (dir.join("freezer.state"), state, dir.join("freezer.state"), state)
+            let states = ["FROZEN", "THAWED"];
+            (dir.join("freezer.state"), states, dir.join("freezer.state"), states[usize::from(!frozen)])
         };
-        write(&file, value)?;
+        write(&file, if frozen { on } else { off })?;
         let start = Instant::now();
         let result = loop {
             let now = match std::fs::read_to_string(&report) {
@@ -250,8 +254,7 @@ impl Cgroup {
         };
         if frozen {
             // Not left half frozen, with nothing recorded to thaw it (found by a review).
-            let thawed = if file.ends_with("cgroup.freeze") { "0" } else { "THAWED" };
-            let _ = write(&file, thawed);
+            let _ = write(&file, off);
         }
         result
     }
@@ -350,10 +353,7 @@ fn core_parent() -> Option<String> {
     let unified = [ROOT.to_owned(), format!("{ROOT}/unified")]
         .into_iter()
         .find(|dir| Path::new(dir).join("cgroup.controllers").exists());
-    let freezer = || {
-        Some(format!("{ROOT}/freezer"))
-            .filter(|dir| Path::new(dir).join("freezer.state").exists() || Path::new(dir).join("cgroup.procs").exists())
-    };
+    let freezer = || controller_dir("freezer", "freezer").map(|(dir, _)| dir.display().to_string());
     unified.or_else(freezer).map(|dir| format!("{dir}/berth"))
 }
 

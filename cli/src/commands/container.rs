@@ -890,12 +890,12 @@ impl Commit {
     pub fn run(self, root: &Path) -> Result<()> {
         let c = container::find(root, &self.container)?;
         let state = c.state()?;
-        let frozen_by_us = self.pause.unwrap_or(true)
+        let wanted = self.pause.unwrap_or(true)
             && state.status == Status::Running
             && !state.paused
             && c.config.runtime == "berth";
-        let pause = frozen_by_us && !runner::cgroup::Cgroup::existing(&c.config.id).procs_files().is_empty();
-        if frozen_by_us && !pause {
+        let pause = wanted && !runner::cgroup::Cgroup::existing(&c.config.id).procs_files().is_empty();
+        if wanted && !pause {
             // Rootless berth's containers, and those of a host without a cgroup for them.
             eprintln!("berth: warning: {} has no cgroup to pause: it is committed while it runs", c.config.name);
         }

@@ -554,25 +554,15 @@ fn donor_namespaces<const N: usize>(
         return Err(refused(format!("it runs under {runtime}, and only berth's own runtime's can be joined")));
     }
     check(&other.config).map_err(refused)?;
-    let state = other.state()?;
-    let Some(pid) = state.pid.filter(|_| state.status == super::Status::Running) else {
-        return Err(super::Error::Config(format!("cannot join {what} of a non running container: {id}")));
-    };
-    let gone = |e: std::io::Error| refused(e.to_string());
-    let raw = rustix::process::Pid::from_raw(pid).ok_or_else(|| gone(std::io::Error::other("no process")))?;
-    let pidfd = rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty()).map_err(|e| gone(e.into()))?;
-    // Still its process once opened: the supervisor records an exit before it reaps, so a
-    // pid the state names running has not been reused (found by a review).
-    let again = other.state()?;
-    if again.status != super::Status::Running || again.pid != Some(pid) {
-        return Err(super::Error::Config(format!("cannot join {what} of a non running container: {id}")));
-    }
+    let not_running = || super::Error::Config(format!("cannot join {what} of a non running container: {id}"));
+    let (state, pidfd) = super::control::open_running(&other)?.ok_or_else(not_running)?;
+    let pid = state.pid.ok_or_else(not_running)?;
     let mut fds = Vec::with_capacity(N);
     for name in names {
         fds.push(super::exec::open_ns(pid, name)?);
     }
     // Signal 0 through the pidfd: delivered only while that very process lives.
-    super::control::signal_pidfd(&pidfd, 0).map_err(gone)?;
+    super::control::signal_pidfd(&pidfd, 0).map_err(|e| refused(e.to_string()))?;
     Ok(fds.try_into().unwrap_or_else(|_| unreachable!("one fd per name")))
 }
 

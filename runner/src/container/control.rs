@@ -75,14 +75,7 @@ pub fn start(c: &Container, mut supervisor: Command) -> Result<State> {
 /// can act on them; another signal waits, pending, until `unpause`.
 pub fn kill(c: &Container, sig: i32) -> Result<()> {
     let not_running = || Error::State(format!("container {} is not running", c.config.name));
-    let state = c.state()?;
-    let pid = state.pid.filter(|_| state.status == Status::Running).ok_or_else(not_running)?;
-    let pid = rustix::process::Pid::from_raw(pid).ok_or_else(not_running)?;
-    let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).map_err(|_| not_running())?;
-    let again = c.state()?;
-    if again.status != Status::Running || again.pid != state.pid {
-        return Err(not_running());
-    }
+    let (state, pidfd) = open_running(c)?.ok_or_else(not_running)?;
     signal_pidfd(&pidfd, sig).map_err(super::io_err("signal", &c.dir))?;
     let ends = sig == libc::SIGKILL || parse_signal(&c.config.stop_signal).ok() == Some(sig);
     let group = crate::cgroup::Cgroup::existing(&c.config.id);
@@ -95,13 +88,28 @@ pub fn kill(c: &Container, sig: i32) -> Result<()> {
     Ok(())
 }
 
+/// The state of running container `c` and a pidfd of its first process, `None` when it is
+/// not running. The pid is taken from the state and checked again after it is opened: the
+/// supervisor records an exit before it reaps the process, so a pid the state still names
+/// running is never another process's.
+pub(super) fn open_running(c: &Container) -> Result<Option<(State, OwnedFd)>> {
+    let state = c.state()?;
+    let Some(pid) = state.pid.filter(|_| state.status == Status::Running).and_then(rustix::process::Pid::from_raw)
+    else {
+        return Ok(None);
+    };
+    let Ok(pidfd) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) else { return Ok(None) };
+    let again = c.state()?;
+    Ok((again.status == Status::Running && again.pid == state.pid).then_some((state, pidfd)))
+}
+
 /// `berth pause`: freezes every process of the running container `c` (its cgroup), as
 /// docker's; they stay in memory, and take no CPU and no signal, until [`unpause`].
 pub fn pause(c: &Container) -> Result<()> {
     let name = &c.config.name;
     let state = frozen_state(c)?;
     if state.paused {
-        return Err(Error::Paused(format!("container {name} is already paused")));
+        return Err(Error::State(format!("container {name} is already paused")));
     }
     crate::cgroup::Cgroup::existing(&c.config.id).freeze(true).map_err(super::io_err("freeze", &c.dir))?;
     // This run's: one that a restart policy started meanwhile was not frozen.

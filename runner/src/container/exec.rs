@@ -59,7 +59,7 @@ impl Target {
             _ => return Err(Error::State(format!("container {name} is not running"))),
         };
         if state.paused {
-            return Err(Error::Paused(format!("container {name} is paused: unpause the container before exec")));
+            return Err(Error::State(format!("container {name} is paused: unpause the container before exec")));
         }
         // The mount namespace last: after joining it, the host's paths are gone.
         let namespaces =

@@ -69,9 +69,6 @@ pub enum Error {
     /// The container is in the wrong state for the operation.
     #[error("{0}")]
     State(String),
-    /// The container is paused (`berth pause`), and the operation needs it thawed first.
-    #[error("{0}")]
-    Paused(String),
     /// The security settings.
     #[error(transparent)]
     Security(#[from] crate::security::SecurityError),
@@ -246,8 +243,9 @@ pub(crate) fn make_cgroup(config: &Config) -> std::io::Result<Option<crate::cgro
     if crate::userns::entered() {
         return Ok(None);
     }
-    let needed = !config.limits().is_empty() || config.shares_pid_namespace();
-    match crate::cgroup::Cgroup::create(&config.id, &config.limits()) {
+    let limits = config.limits();
+    let needed = !limits.is_empty() || config.shares_pid_namespace();
+    match crate::cgroup::Cgroup::create(&config.id, &limits) {
         Ok(group) => Ok(Some(group)),
         // Without limits or `--pid`, a host that gives berth no writable cgroup hierarchy
         // (root in some sandboxes) still runs containers: they cannot be paused.
@@ -271,7 +269,8 @@ pub fn check_limits(config: &Config) -> Result<()> {
     if crate::userns::entered() && config.shares_pid_namespace() {
         // Only a cgroup tells such a container's processes from others (found by a review).
         return Err(Error::Config(
-            "--pid host|container:NAME needs a cgroup to find the container's processes, and cgroups belong              to root: rootless berth cannot share a PID namespace (see docs/rootless.md)"
+            "--pid host|container:NAME needs a cgroup to find the container's processes, and cgroups belong \
+             to root: rootless berth cannot share a PID namespace (see docs/rootless.md)"
                 .into(),
         ));
     }
