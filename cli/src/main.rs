@@ -70,6 +70,7 @@ enum Command {
     Port(commands::container::Port),
     Export(commands::container::Export),
     Rename(commands::container::Rename),
+    Update(commands::resources::Update),
     Top(commands::top::Top),
     #[command(name = "__supervise", hide = true)]
     Supervise(commands::container::Supervise),
@@ -114,6 +115,7 @@ impl Command {
                 C::Port(c) => Command::Port(c),
                 C::Export(c) => Command::Export(c),
                 C::Rename(c) => Command::Rename(c),
+                C::Update(c) => Command::Update(c),
                 C::Top(c) => Command::Top(c),
             },
             Command::Image(g) => match g.command {
@@ -219,6 +221,7 @@ fn main() -> ExitCode {
         Command::Port(c) => c.run(&root),
         Command::Export(c) => c.run(&root),
         Command::Rename(c) => c.run(&root),
+        Command::Update(c) => c.run(&root),
         Command::Top(c) => c.run(&root),
         Command::Network(c) => c.run(&root),
         Command::Volume(c) => c.run(&root),

@@ -8,23 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Limits as `docker run` takes them.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Limits {
-    /// `--memory`: bytes.
-    pub memory: Option<u64>,
-    /// `--pids-limit`: processes.
-    pub pids: Option<u64>,
-    /// `--cpus`: CPU time as a number of CPUs.
-    pub cpus: Option<f64>,
-}
-
-impl Limits {
-    /// True when no limit is set.
-    pub fn is_empty(&self) -> bool {
-        self.memory.is_none() && self.pids.is_none() && self.cpus.is_none()
-    }
-}
+pub use crate::resources::Limits;
 
 /// Parses a size as docker's `RAMInBytes` does (`-m`, `--shm-size`, `--keep-storage`): a
 /// number with a fraction or not, an optional space, then an optional unit k, m, g, t or p
@@ -98,32 +82,7 @@ impl Cgroup {
     }
 
     fn setup(&mut self, id: &str, limits: &Limits) -> std::io::Result<()> {
-        if let Some(m) = limits.memory {
-            let (dir, v2) = self.make(id, "memory")?;
-            if v2 {
-                write(&dir.join("memory.max"), &m.to_string())?;
-                let _ = write(&dir.join("memory.swap.max"), "0");
-            } else {
-                write(&dir.join("memory.limit_in_bytes"), &m.to_string())?;
-                // Without this, a v1 hog swaps instead of being killed where swap accounting is on.
-                let _ = write(&dir.join("memory.memsw.limit_in_bytes"), &m.to_string());
-            }
-        }
-        if let Some(p) = limits.pids {
-            let (dir, _) = self.make(id, "pids")?;
-            write(&dir.join("pids.max"), &p.to_string())?;
-        }
-        if let Some(c) = limits.cpus {
-            let period = 100_000u64;
-            let quota = ((c * period as f64).round() as u64).max(1000);
-            let (dir, v2) = self.make(id, "cpu")?;
-            if v2 {
-                write(&dir.join("cpu.max"), &format!("{quota} {period}"))?;
-            } else {
-                write(&dir.join("cpu.cfs_period_us"), &period.to_string())?;
-                write(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
-            }
-        }
+        self.apply(id, limits)?;
         // On v1, a group in every hierarchy a runtime reads, as docker makes them: the JVM
         // takes its limits from cgroups only when it finds all of memory, cpu, cpuacct and
         // cpuset (else it sizes its heap from the host's memory).
@@ -177,6 +136,50 @@ impl Cgroup {
             self.dirs.push(dir.clone());
         }
         Ok((dir, v2))
+    }
+
+    /// Writes the files `limits` set (see [`Limits::settings`]) into the container's groups,
+    /// making a group under each controller that has none yet; returns the directories
+    /// made, which hold none of its processes yet ([`Cgroup::adopt`]). A setting this host's
+    /// hierarchy has no file for is skipped ([`unsupported`] warns of it beforehand). A
+    /// write the kernel refuses is tried again after the others: v1 takes a memory limit
+    /// above the memory+swap limit only once that has grown (`update`).
+    pub fn apply(&mut self, id: &str, limits: &Limits) -> std::io::Result<Vec<PathBuf>> {
+        let before = self.dirs.clone();
+        let mut refused = Vec::new();
+        for setting in limits.settings() {
+            let (dir, v2) = self.make(id, setting.controller)?;
+            let Some((file, value)) = (if v2 { setting.v2 } else { setting.v1 }) else { continue };
+            let path = dir.join(file);
+            if path.exists() && write(&path, &value).is_err() {
+                refused.push((path, value));
+            }
+        }
+        for (path, value) in refused {
+            write(&path, &value)?;
+        }
+        Ok(self.dirs.iter().filter(|d| !before.contains(d)).cloned().collect())
+    }
+
+    /// Moves processes into the groups `dirs` (made by [`Cgroup::apply`] for a running
+    /// container): each must be in every group of its container for a limit to hold.
+    pub fn adopt(dirs: &[PathBuf], pids: &[i32]) -> std::io::Result<()> {
+        for dir in dirs {
+            for pid in pids {
+                let procs = dir.join("cgroup.procs");
+                match std::fs::write(&procs, pid.to_string()) {
+                    // A process that ended meanwhile has nothing to limit.
+                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                    result => result.map_err(|e| io("write", &procs, e))?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `value` to `file` in each group that has that file.
+    pub fn set(&self, file: &str, value: &str) -> std::io::Result<()> {
+        self.dirs.iter().map(|d| d.join(file)).filter(|f| f.exists()).try_for_each(|f| write(&f, value))
     }
 
     /// The groups of container `id` that exist now, wherever a controller put them: for a
@@ -355,6 +358,52 @@ fn core_parent() -> Option<String> {
         .find(|dir| Path::new(dir).join("cgroup.controllers").exists());
     let freezer = || controller_dir("freezer", "freezer").map(|(dir, _)| dir.display().to_string());
     unified.or_else(freezer).map(|dir| format!("{dir}/berth"))
+}
+
+/// docker's warnings for the limits this host's cgroups cannot take (they are discarded:
+/// cgroup v2 has no swappiness or OOM-killer switch; v1 without swap accounting has no
+/// memory+swap limit), and for an OOM killer disabled without a memory limit.
+pub fn unsupported(limits: &Limits) -> Vec<String> {
+    let mut out = Vec::new();
+    let e = limits.effective();
+    if e.oom_kill_disable && e.memory.is_none() {
+        out.push(
+            "OOM killer is disabled for the container, but no memory limit is set, this can result in the \
+             system running out of resources."
+                .to_owned(),
+        );
+    }
+    for setting in limits.settings() {
+        let Some((base, v2)) = controller_dir(setting.controller, setting.controller) else { continue };
+        let file = if v2 { setting.v2.as_ref() } else { setting.v1.as_ref() }.map(|(f, _)| *f);
+        // Swap accounting is the one a kernel may lack; v1's root group shows whether it
+        // has it (v2's root has no limit files at all).
+        let missing = file.is_none_or(|f| f == "memory.memsw.limit_in_bytes" && !base.join(f).exists());
+        if missing {
+            out.push(discarded(setting.flag));
+        }
+    }
+    out.dedup();
+    out
+}
+
+/// docker's words for a limit the kernel cannot take.
+fn discarded(flag: &str) -> String {
+    match flag {
+        "--memory-swap" => {
+            "Your kernel does not support swap limit capabilities or the cgroup is not mounted. Memory limited \
+             without swap."
+                .into()
+        }
+        "--memory-swappiness" => "Your kernel does not support memory swappiness capabilities or the cgroup is \
+                                  not mounted. Memory swappiness discarded."
+            .into(),
+        "--oom-kill-disable" => "Your kernel does not support OomKillDisable. OomKillDisable discarded.".into(),
+        "--memory-reservation" => "Your kernel does not support memory soft limit capabilities or the cgroup is \
+                                   not mounted. Limitation discarded."
+            .into(),
+        flag => format!("Your kernel does not support {flag} or the cgroup is not mounted. {flag} discarded."),
+    }
 }
 
 /// Removes the groups of container `id` left by a supervisor that died (killing what is left).

@@ -39,6 +39,7 @@ pub mod lease;
 mod merged;
 pub mod netlink;
 pub mod network;
+pub mod resources;
 pub mod rlimit;
 pub mod rootfs;
 pub mod sandbox;

@@ -154,6 +154,8 @@ pub struct Spec {
     pub uts: Namespace,
     /// `--cgroupns`: a cgroup namespace rooted at its group, or the host's.
     pub cgroupns: Namespace,
+    /// `--oom-score-adj`: how readily the OOM killer picks the process (-1000 to 1000).
+    pub oom_score_adj: Option<i32>,
 }
 
 /// A bind mount from the host into the container: a `-v` bind or volume, or a build mount.
@@ -1099,6 +1101,10 @@ pub(crate) fn become_process(spec: &Spec, confinement: &crate::security::Confine
         // over. With a console, `attach_pty` makes the session and gives it the pty.
         rustix::process::setsid().map_err(errno)?;
     }
+    if let Some(adj) = spec.oom_score_adj {
+        // Before the user and the capabilities change: lowering it needs CAP_SYS_RESOURCE.
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string())?;
+    }
     let root = rustix::process::geteuid().is_root();
     if root {
         // Before the user changes: a non-root user keeps the bounding set alone.
@@ -1764,6 +1770,7 @@ mod tests {
             pid: Default::default(),
             uts: Default::default(),
             cgroupns: Default::default(),
+            oom_score_adj: None,
         }
     }
 

@@ -175,6 +175,7 @@ fn sandbox_spec(
         pid: Default::default(),
         uts: Default::default(),
         cgroupns: Default::default(),
+        oom_score_adj: None,
     }
 }
 

@@ -31,7 +31,7 @@ pub fn supervisor_command(root: &Path, id: &str) -> Result<std::process::Command
 /// Runs `f` for each of `names` as docker's commands on several containers do: each done
 /// one is printed; an error is printed and the others still run; the command fails at the
 /// end if any did (with one name, with that name's error).
-fn each(names: &[String], f: impl FnMut(&str) -> Result<bool>) -> Result<()> {
+pub(super) fn each(names: &[String], f: impl FnMut(&str) -> Result<bool>) -> Result<()> {
     report(names, names.iter().map(|n| n.as_str()).map(f).collect())
 }
 
@@ -1124,6 +1124,7 @@ fn ports_json(cfg: &container::Config, s: &container::State) -> serde_json::Map<
 
 /// docker's `HostConfig` of a container: how it runs, as `run`'s flags set it.
 fn host_config_json(cfg: &runner::container::config::Config) -> serde_json::Value {
+    let r = &cfg.resources;
     serde_json::json!({
         "NetworkMode": cfg.network,
         "IpcMode": if cfg.ipc.is_empty() { "private" } else { cfg.ipc.as_str() },
@@ -1139,15 +1140,25 @@ fn host_config_json(cfg: &runner::container::config::Config) -> serde_json::Valu
         "SecurityOpt": cfg.security.security_opt,
         "ReadonlyRootfs": cfg.read_only,
         "Init": cfg.init,
-        "Memory": cfg.memory.unwrap_or(0),
-        "PidsLimit": cfg.pids_limit,
+        "Memory": r.memory.unwrap_or(0),
+        "MemorySwap": r.memory_swap.unwrap_or(0),
+        "MemoryReservation": r.memory_reservation.unwrap_or(0),
+        "MemorySwappiness": r.memory_swappiness,
+        "OomKillDisable": r.oom_kill_disable,
+        "OomScoreAdj": cfg.oom_score_adj.unwrap_or(0),
+        "PidsLimit": r.pids.filter(|p| *p > 0),
+        "CpuShares": r.cpu_shares.unwrap_or(0),
+        "CpuPeriod": r.cpu_period.unwrap_or(0),
+        "CpuQuota": r.cpu_quota.unwrap_or(0),
+        "CpusetCpus": r.cpuset_cpus.as_deref().unwrap_or(""),
+        "CpusetMems": r.cpuset_mems.as_deref().unwrap_or(""),
         "ShmSize": cfg.shm_size.unwrap_or(runner::sandbox::DEFAULT_SHM_SIZE),
         "GroupAdd": (!cfg.group_add.is_empty()).then_some(&cfg.group_add),
         "Devices": devices_json(&cfg.devices),
         "Sysctls": (!cfg.sysctls.is_empty()).then(|| {
             cfg.sysctls.iter().filter_map(|s| s.split_once('=')).collect::<std::collections::BTreeMap<_, _>>()
         }),
-        "NanoCpus": cfg.cpus.map_or(0, |c| (c * 1e9) as u64),
+        "NanoCpus": r.cpus.map_or(0, |c| (c * 1e9) as u64),
         "ExtraHosts": cfg.extra_hosts,
         "Ulimits": ulimits_json(&cfg.ulimits),
         "PortBindings": port_bindings(&cfg.ports),

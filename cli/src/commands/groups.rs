@@ -39,6 +39,7 @@ pub enum ContainerSub {
     Port(container::Port),
     Export(container::Export),
     Rename(container::Rename),
+    Update(super::resources::Update),
     Top(super::top::Top),
 }
 

@@ -14,6 +14,7 @@ pub mod manifest;
 pub mod network;
 pub mod prune_filter;
 pub mod registry;
+pub mod resources;
 pub mod run;
 pub mod system;
 pub mod system_prune;

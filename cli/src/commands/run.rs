@@ -15,11 +15,16 @@ use runner::sandbox::Spec;
 )]
 #[command(trailing_var_arg = true)]
 pub struct Run {
-    /// The image
+    /// The image, then the command and its arguments (default: the image's entrypoint and
+    /// cmd). Everything after the image is the container's, also words that start with `-`
+    /// and berth's own flags (`--entrypoint sh IMAGE -c ...`), as in docker
+    #[arg(required = true, num_args = 1.., trailing_var_arg = true, value_name = "IMAGE [COMMAND [ARG...]]")]
+    words: Vec<String>,
+    /// The image: the first of `words` (see [`Run::split_words`]).
+    #[arg(skip)]
     image: String,
-    /// The command and its arguments (default: the image's entrypoint and cmd); everything
-    /// after the image is the container's, also words that start with `-`, as in docker
-    #[arg(allow_hyphen_values = true)]
+    /// The command: the rest of `words`.
+    #[arg(skip)]
     command: Vec<String>,
     /// Set environment variables
     #[arg(short, long = "env", value_name = "KEY=VALUE")]
@@ -112,15 +117,17 @@ pub struct Run {
     /// Stop the container after this many seconds and exit 124 (a hung smoke test fails)
     #[arg(long, value_name = "SECONDS")]
     timeout: Option<u64>,
-    /// Memory limit (e.g. 64m, 1g; at least 6m; 0 for none)
-    #[arg(short, long, value_parser = memory_limit)]
-    memory: Option<u64>,
-    /// Maximum number of processes (0 for no limit)
-    #[arg(long, value_name = "N")]
-    pids_limit: Option<u64>,
-    /// Number of CPUs (e.g. 0.5; 0 for no limit)
+    #[command(flatten)]
+    resources: super::resources::Resources,
+    /// How readily the kernel swaps the container's memory out, 0 to 100 (cgroup v1 only)
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    memory_swappiness: Option<i64>,
+    /// Never let the OOM killer kill the container's processes (cgroup v1 only; with --memory)
     #[arg(long)]
-    cpus: Option<f64>,
+    oom_kill_disable: bool,
+    /// How readily the OOM killer picks the container's processes, -1000 to 1000
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    oom_score_adj: Option<i32>,
     /// Add Linux capabilities (SYS_PTRACE, CAP_NET_ADMIN, ALL)
     #[arg(long, value_name = "CAP")]
     cap_add: Vec<String>,
@@ -261,9 +268,18 @@ impl Create {
 }
 
 impl Run {
+    /// The image and the command from the words after the options: clap takes them as one
+    /// list, so that nothing after the image is read as berth's option.
+    fn split_words(&mut self) {
+        if let Some((image, command)) = self.words.split_first() {
+            (self.image, self.command) = (image.clone(), command.to_vec());
+        }
+    }
+
     /// Prepares the rootfs and runs the process: in the foreground to its end (exiting with
     /// its code), or detached under a supervisor (printing the container's ID).
     pub fn run(mut self, root: &Path) -> Result<()> {
+        self.split_words();
         if !rustix::process::geteuid().is_root() {
             bail!("berth run needs root (namespaces and mounts); rootless containers are not supported yet");
         }
@@ -592,9 +608,8 @@ impl Run {
                 privileged: self.privileged,
                 security_opt: absolute_profiles(&self.security_opt)?,
             },
-            memory: self.memory,
-            pids_limit: self.pids_limit,
-            cpus: self.cpus,
+            resources: self.limits()?,
+            oom_score_adj: self.oom_score_adj,
             // With the host's network the container's ports are the host's (docker discards -p).
             ports: if self.network == "host" { Vec::new() } else { publish },
             exposed,
@@ -616,6 +631,26 @@ impl Run {
             cgroupns: if self.cgroupns.is_empty() { "private".into() } else { self.cgroupns.clone() },
             userns: self.userns.clone(),
         })
+    }
+
+    /// The resource limits, checked as docker checks them, with docker's default swap
+    /// (twice the memory) written in; docker's warning for each the host cannot take.
+    fn limits(&self) -> Result<runner::cgroup::Limits> {
+        let mut limits = runner::cgroup::Limits {
+            memory_swappiness: self.memory_swappiness,
+            oom_kill_disable: self.oom_kill_disable,
+            ..self.resources.limits()
+        };
+        let (cpus, mems) = runner::resources::host_sets();
+        limits.check(&cpus, &mems).map_err(anyhow::Error::msg)?;
+        if let Some(adj) = self.oom_score_adj.filter(|a| !(-1000..=1000).contains(a)) {
+            bail!("Invalid value {adj}, range for oom score adj is [-1000, 1000]");
+        }
+        limits.memory_swap = limits.swap();
+        for warning in runner::cgroup::unsupported(&limits) {
+            eprintln!("WARNING: {warning}");
+        }
+        Ok(limits)
     }
 
     /// The ports to publish (`-p`, and with `-P` every exposed one), and docker's
@@ -861,7 +896,7 @@ impl Run {
             return Ok(child);
         }
         if !limits.is_empty() {
-            bail!("--memory, --pids-limit and --cpus work with berth's own runtime only");
+            bail!("resource limits (--memory, --cpus, --cpu-shares, ...) work with berth's own runtime only");
         }
         if self.init || self.tty {
             bail!("--init and -t work with berth's own runtime only");
@@ -1193,15 +1228,6 @@ pub(super) fn supervise(
 /// the network at start).
 fn check_add_host(s: &str) -> Result<String, String> {
     s.parse::<runner::sandbox::ExtraHost>().map(|h| h.to_string())
-}
-
-/// `--memory`: a size, 0 for no limit, else at least docker's 6 MiB (less is killed at once).
-fn memory_limit(text: &str) -> Result<u64, String> {
-    let n = runner::cgroup::parse_size(text)?;
-    if n != 0 && n < 6 << 20 {
-        return Err("minimum memory limit allowed is 6MB".into());
-    }
-    Ok(n)
 }
 
 /// `--cidfile`: made empty before anything else (a file already there is refused, as docker

@@ -25,6 +25,7 @@ mod lifecycle;
 mod networks;
 mod platforms;
 mod registry;
+mod resources;
 mod rootless;
 mod run;
 mod security;

@@ -974,7 +974,7 @@ fn what_docker_makes_or_takes_works_a_working_directory_a_volume_source_tmpfs_wo
         run(&b, &["--rm", "-m", "0", "--pids-limit", "0", "--cpus", "0", "busybox", "sh", "-c", "ls / | cat"]);
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = run(&b, &["--rm", "-m", "1k", "busybox", "true"]);
-    assert!(code != 0 && err.contains("minimum memory limit allowed is 6MB"), "{err}");
+    assert!(code != 0 && err.contains("Minimum memory limit allowed is 6MB"), "{err}");
     let (code, _, err) = run(&b, &["--rm", "-v", &format!("{}:/", p(dir.path())), "busybox", "true"]);
     assert!(code != 0 && err.contains("destination can't be '/'"), "{err}");
 }
@@ -1197,4 +1197,18 @@ fn privileged_gives_the_hosts_devices_no_masked_paths_and_a_writable_sys_as_dock
         let (code, _, err) = run(&b, &["--rm", "--security-opt", opt, "busybox", "true"]);
         assert!(code == 125 && err.contains(why), "{opt}: {code} {err}");
     }
+}
+
+#[test]
+fn every_word_after_the_image_is_the_containers_even_one_that_is_a_berth_flag() {
+    let Some(b) = setup() else { return };
+    // `-c` is berth's `--cpu-shares`, `-m` its `--memory`, `-d` its `--detach`: after the
+    // image they are the command's, as docker reads them.
+    let (code, out, err) = run(&b, &["--rm", "--entrypoint", "sh", "busybox", "-c", "echo from sh"]);
+    assert_eq!((code, out.as_str()), (0, "from sh\n"), "{err}");
+    let (code, out, err) = run(&b, &["--rm", "--entrypoint", "echo", "busybox", "-m", "4", "-d", "--rm"]);
+    assert_eq!((code, out.as_str()), (0, "-m 4 -d --rm\n"), "{err}");
+    // Before the image, an unknown option is still refused.
+    let (code, _, err) = run(&b, &["--rm", "--bogus", "busybox", "true"]);
+    assert!(code == 125 && err.contains("unexpected argument '--bogus'"), "{code} {err}");
 }

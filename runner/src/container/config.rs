@@ -83,12 +83,13 @@ pub struct Config {
     pub tty: bool,
     /// Capabilities and seccomp, as docker's flags give them.
     pub security: SecurityConfig,
-    /// Memory limit in bytes.
-    pub memory: Option<u64>,
-    /// Process limit.
-    pub pids_limit: Option<u64>,
-    /// CPU quota in CPUs.
-    pub cpus: Option<f64>,
+    /// The resource limits (`--memory`, `--cpus`, `--cpu-shares`, ...), as given or as
+    /// `update` last set them; their fields sit at the top level of the record.
+    #[serde(flatten)]
+    pub resources: crate::cgroup::Limits,
+    /// `--oom-score-adj`: the process's OOM score adjustment (-1000 to 1000).
+    #[serde(default)]
+    pub oom_score_adj: Option<i32>,
     /// `-p` and `-P`.
     pub ports: Vec<PortSpec>,
     /// docker's `ExposedPorts`: the image's EXPOSE, `--expose` and the published ports, as
@@ -255,11 +256,7 @@ impl DnsConfig {
 impl Config {
     /// The limits for [`crate::cgroup::Cgroup::create`]: 0 is no limit, as docker reads it.
     pub fn limits(&self) -> crate::cgroup::Limits {
-        crate::cgroup::Limits {
-            memory: self.memory.filter(|m| *m > 0),
-            pids: self.pids_limit.filter(|p| *p > 0),
-            cpus: self.cpus.filter(|c| *c > 0.0),
-        }
+        self.resources.effective()
     }
 
     /// The capabilities and seccomp filter, with compiled filters kept under `filter_cache`.
@@ -439,6 +436,7 @@ impl Config {
             pid: Default::default(),
             uts: namespace(&self.uts),
             cgroupns: namespace(&self.cgroupns),
+            oom_score_adj: self.oom_score_adj,
         })
     }
 

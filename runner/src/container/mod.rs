@@ -37,6 +37,7 @@ pub mod processes;
 pub mod restart;
 pub mod state;
 pub mod supervisor;
+pub mod update;
 pub mod volumes;
 
 use std::fs::File;
@@ -261,8 +262,8 @@ pub(crate) fn make_cgroup(config: &Config) -> std::io::Result<Option<crate::cgro
 pub fn check_limits(config: &Config) -> Result<()> {
     if crate::userns::entered() && !config.limits().is_empty() {
         return Err(Error::Config(
-            "--memory, --cpus and --pids-limit need cgroups, which belong to root: rootless berth cannot \
-             set them (see docs/rootless.md)"
+            "resource limits (--memory, --cpus, --pids-limit, --cpu-shares, ...) need cgroups, which belong to \
+             root: rootless berth cannot set them (see docs/rootless.md)"
                 .into(),
         ));
     }

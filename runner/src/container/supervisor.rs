@@ -49,21 +49,27 @@ pub fn run(root: &Path, id: &str, ready: OwnedFd) -> Result<i32> {
 }
 
 fn supervise(c: &Container, ready: &mut Option<File>) -> Result<i32> {
-    let config = &c.config;
     let snapshotter = crate::snapshot::for_root(c.root())?;
     // A user's start (`control::start` cleared a stop's mark): the restart policy counts from here.
     c.update(|s| s.restart_count = 0)?;
     let mut backoff = super::restart::Backoff::default();
+    let mut current = super::find(c.root(), &c.config.id)?;
     let code = loop {
         let began = Instant::now();
-        let code = run_once(c, ready, snapshotter.as_ref())?;
-        let state = c.state()?;
-        if !config.restart.restarts(code, state.restart_count, state.stopped_by_user)
-            || !wait_to_restart(c, backoff.next(began.elapsed()))?
+        let code = run_once(&current, ready, snapshotter.as_ref())?;
+        let state = current.state()?;
+        // `update` may have changed the policy or the limits: read the record again (one
+        // that `rm -f` is taking away keeps the copy in hand).
+        if let Ok(fresh) = super::find(c.root(), &c.config.id) {
+            current = fresh;
+        }
+        if !current.config.restart.restarts(code, state.restart_count, state.stopped_by_user)
+            || !wait_to_restart(&current, backoff.next(began.elapsed()))?
         {
             break code;
         }
     };
+    let config = &current.config;
     // A restart's stop keeps the container, `--rm` or not: `berth restart` starts it again.
     if config.auto_remove && !c.state()?.restart_pending() {
         // A `start -a` reads the exit first (a hung one is not waited for long).

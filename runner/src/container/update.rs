@@ -1,0 +1,80 @@
+//! `berth update`: a container's resource limits and restart policy changed after it was
+//! made, as docker's: recorded for its next start, and taken at once by the groups of a
+//! running container.
+
+use std::path::Path;
+
+use super::restart::Policy;
+use super::{Container, Error, Result, Status};
+use crate::cgroup::{Cgroup, Limits};
+
+/// What `update` changes: the limits given (one not given stays as it is, see
+/// [`Limits::updated`]) and, if given, the restart policy.
+#[derive(Debug, Clone, Default)]
+pub struct Change {
+    /// The resource flags as given.
+    pub limits: Limits,
+    /// `--restart`.
+    pub restart: Option<Policy>,
+}
+
+/// Applies `change` to container `c`, checked as docker checks it: its record is rewritten
+/// (under the names lock, as `rename` rewrites it), and a running container's groups take
+/// the new limits at once, groups under controllers it had none under made and its
+/// processes moved in. The supervisor reads the record again before a restart.
+pub fn update(root: &Path, c: &Container, change: &Change) -> Result<()> {
+    let _names = super::names_lock(root)?;
+    // Read again under the lock: a rename or another update may have rewritten it.
+    let c = super::find(root, &c.config.id)?;
+    let mut config = c.config.clone();
+    config.resources = config.resources.updated(&change.limits).map_err(Error::Config)?;
+    let (cpus, mems) = crate::resources::host_sets();
+    config.resources.check(&cpus, &mems).map_err(Error::Config)?;
+    if let Some(policy) = change.restart {
+        if config.auto_remove && policy != Policy::No {
+            return Err(Error::Config(
+                "Restart policy cannot be updated because AutoRemove is enabled for the container".into(),
+            ));
+        }
+        config.restart = policy;
+    }
+    super::check_limits(&config)?;
+    let limits_given = change.limits != Limits::default();
+    let running = c.state()?.status == Status::Running;
+    if running && limits_given && config.runtime != "berth" {
+        return Err(Error::Config(format!(
+            "cannot update the limits of a running {} container: its groups are {}'s",
+            config.runtime, config.runtime
+        )));
+    }
+    let json = serde_json::to_vec_pretty(&config).map_err(|e| Error::Config(e.to_string()))?;
+    super::write_atomic(&c.dir.join("config.json"), &json)?;
+    if running && limits_given {
+        let result = apply_running(&c, &config.resources, &change.limits);
+        // One that stopped meanwhile has no groups left to update: the record holds.
+        if result.is_err() && c.state()?.status == Status::Running {
+            return result;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `limits` into the groups of running container `c`; `given` says whether its
+/// process limit was removed (`--pids-limit -1`), which `limits` cannot say.
+fn apply_running(c: &Container, limits: &Limits, given: &Limits) -> Result<()> {
+    let id = &c.config.id;
+    let failed = |e| super::io_err("update the cgroups of", &c.dir)(e);
+    let mut group = Cgroup::existing(id);
+    let made = group.apply(id, limits).map_err(&failed)?;
+    // Twice: a process forked while the first pass moved the others is in the second.
+    for _ in 0..2 {
+        let mut pids = Cgroup::existing(id).pids().map_err(&failed)?;
+        pids.sort_unstable();
+        pids.dedup();
+        Cgroup::adopt(&made, &pids).map_err(&failed)?;
+    }
+    if given.pids == Some(0) {
+        group.set("pids.max", "max").map_err(&failed)?;
+    }
+    Ok(())
+}
