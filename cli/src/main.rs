@@ -71,6 +71,7 @@ enum Command {
     Export(commands::container::Export),
     Rename(commands::container::Rename),
     Update(commands::resources::Update),
+    Stats(commands::stats::Stats),
     Top(commands::top::Top),
     #[command(name = "__supervise", hide = true)]
     Supervise(commands::container::Supervise),
@@ -116,6 +117,7 @@ impl Command {
                 C::Export(c) => Command::Export(c),
                 C::Rename(c) => Command::Rename(c),
                 C::Update(c) => Command::Update(c),
+                C::Stats(c) => Command::Stats(c),
                 C::Top(c) => Command::Top(c),
             },
             Command::Image(g) => match g.command {
@@ -222,6 +224,7 @@ fn main() -> ExitCode {
         Command::Export(c) => c.run(&root),
         Command::Rename(c) => c.run(&root),
         Command::Update(c) => c.run(&root),
+        Command::Stats(c) => c.run(&root),
         Command::Top(c) => c.run(&root),
         Command::Network(c) => c.run(&root),
         Command::Volume(c) => c.run(&root),

@@ -63,6 +63,9 @@ pub fn write(dir: &Path, spec: &Spec, ids: (u32, u32, Vec<u32>), device_cgroup: 
         })
         .collect();
     v["process"]["rlimits"] = serde_json::Value::Array(rlimits);
+    if let Some(adj) = spec.oom_score_adj {
+        v["process"]["oomScoreAdj"] = adj.into();
+    }
     v["root"] = serde_json::json!({"path": "rootfs", "readonly": spec.read_only});
     let mut namespaces = vec![serde_json::json!({"type": "mount"})];
     let own_fd = |fd: i32| format!("/proc/{}/fd/{fd}", std::process::id());

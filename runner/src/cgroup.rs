@@ -151,7 +151,19 @@ impl Cgroup {
             let (dir, v2) = self.make(id, setting.controller)?;
             let Some((file, value)) = (if v2 { setting.v2 } else { setting.v1 }) else { continue };
             let path = dir.join(file);
-            if path.exists() && write(&path, &value).is_err() {
+            if !path.exists() {
+                // Swap accounting is the one file a kernel may lack (`unsupported` warned of
+                // v1's before the start; v2's shows only here).
+                if file.starts_with("memory.memsw.") || file == "memory.swap.max" {
+                    eprintln!("berth: warning: {}: {}", setting.flag, discarded(setting.flag));
+                    continue;
+                }
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("{}: the kernel has no {}", setting.flag, path.display()),
+                ));
+            }
+            if write(&path, &value).is_err() {
                 refused.push((path, value));
             }
         }
@@ -165,6 +177,17 @@ impl Cgroup {
     /// container): each must be in every group of its container for a limit to hold.
     pub fn adopt(dirs: &[PathBuf], pids: &[i32]) -> std::io::Result<()> {
         for dir in dirs {
+            // v1 leaves a moved process's memory charged to its old group unless told to
+            // move it. Kernels since 6.8 refuse the switch (EINVAL: charge moving is gone),
+            // and v2 needs none (the group is the same one): the new limit then counts the
+            // memory allocated from now on.
+            let charges = dir.join("memory.move_charge_at_immigrate");
+            match std::fs::write(&charges, "3") {
+                Err(e) if charges.exists() && e.raw_os_error() != Some(libc::EINVAL) => {
+                    return Err(io("write", &charges, e));
+                }
+                _ => {}
+            }
             for pid in pids {
                 let procs = dir.join("cgroup.procs");
                 match std::fs::write(&procs, pid.to_string()) {
@@ -189,6 +212,11 @@ impl Cgroup {
         // v1's cpu is often cpu,cpuacct: the same directory under two names.
         dirs.dedup_by(|a, b| std::fs::canonicalize(&*a).ok() == std::fs::canonicalize(&*b).ok());
         Cgroup { dirs }
+    }
+
+    /// The groups' directories.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
     }
 
     /// The processes in the groups (one that is in several is listed once per group).

@@ -119,19 +119,25 @@ impl Limits {
     /// new memory limit above the memory+swap limit in force needs a new one with it.
     pub fn updated(&self, given: &Limits) -> Result<Limits, String> {
         let g = given.effective();
+        let old = self.effective();
+        let conflict = |what: &str, set: &str| {
+            Err(format!("Conflicting options: {what} cannot be updated as {set} has already been set"))
+        };
+        match () {
+            _ if g.cpu_period.is_some() && old.cpus.is_some() => return conflict("CPU Period", "NanoCPUs"),
+            _ if g.cpu_quota.is_some_and(|q| q > 0) && old.cpus.is_some() => return conflict("CPU Quota", "NanoCPUs"),
+            _ if g.cpus.is_some() && old.cpu_period.is_some() => return conflict("Nano CPUs", "CPU Period"),
+            _ if g.cpus.is_some() && old.cpu_quota.is_some_and(|q| q > 0) => return conflict("Nano CPUs", "CPU Quota"),
+            _ => {}
+        }
         let mut new = self.clone();
         if let Some(m) = g.memory {
-            match self.memory_swap.filter(|s| *s > 0) {
-                Some(swap) if g.memory_swap.is_none() && m as i64 > swap => {
-                    return Err("Memory limit should be smaller than already set memoryswap limit, update the \
-                                memoryswap at the same time"
-                        .into());
-                }
-                // docker's default for a container that had no memory limit.
-                None if g.memory_swap.is_none() && self.memory_swap.is_none() => {
-                    new.memory_swap = Some((m as i64).saturating_mul(2));
-                }
-                _ => {}
+            // docker's rule: without a new memory+swap limit, the memory limit may not pass
+            // the one in force, which a container made without limits has as 0 (or -1).
+            if g.memory_swap.is_none() && m as i64 > self.memory_swap.unwrap_or(0) {
+                return Err("Memory limit should be smaller than already set memoryswap limit, update the \
+                            memoryswap at the same time"
+                    .into());
             }
             new.memory = Some(m);
         }
@@ -155,6 +161,10 @@ impl Limits {
         self.check_memory()?;
         self.check_cpu()?;
         let e = self.effective();
+        let n = cpus.len().max(1);
+        if e.cpus.is_some_and(|c| !(0.01..=n as f64).contains(&c)) {
+            return Err(format!("Range of CPUs is from 0.01 to {n}.00, as there are only {n} CPUs available"));
+        }
         for (given, available, what, kind) in
             [(&e.cpuset_cpus, cpus, "cpuset cpus", "CPUs"), (&e.cpuset_mems, mems, "cpuset mems", "memory nodes")]
         {
@@ -203,7 +213,7 @@ impl Limits {
         if e.cpus.is_some() && e.cpu_period.is_some() {
             return Err("Conflicting options: Nano CPUs and CPU Period cannot both be set".into());
         }
-        if e.cpus.is_some() && e.cpu_quota.is_some() {
+        if e.cpus.is_some() && e.cpu_quota.is_some_and(|q| q > 0) {
             return Err("Conflicting options: Nano CPUs and CPU Quota cannot both be set".into());
         }
         if e.cpu_period.is_some_and(|p| !(1000..=1_000_000).contains(&p)) {
@@ -286,17 +296,27 @@ impl Limits {
             let flag = if self.cpus.is_some() { "--cpus" } else { "--cpu-quota" };
             out.push(Setting::new("cpu", flag, Some(("cpu.cfs_period_us", period.to_string())), Some(("cpu.max", v2))));
             if let Some(q) = quota {
-                out.push(Setting::new("cpu", flag, Some(("cpu.cfs_quota_us", q.to_string())), None));
+                // v2 has the quota in the same line as the period: written again, the same.
+                let v2 = Some(("cpu.max", out[0].v2.clone().map(|(_, v)| v).unwrap_or_default()));
+                out.push(Setting::new("cpu", flag, Some(("cpu.cfs_quota_us", q.to_string())), v2));
             }
         }
         if let Some(shares) = self.cpu_shares {
             let shares = shares.clamp(2, 262_144);
-            let weight = 1 + (shares - 2) * 9999 / 262_142;
+            let weight = weight(shares);
             let v1 = ("cpu.shares", shares.to_string());
             out.push(Setting::new("cpu", "--cpu-shares", Some(v1), Some(("cpu.weight", weight.to_string()))));
         }
         out
     }
+}
+
+/// v2's `cpu.weight` for v1's `cpu.shares`, as runc (1.3.2 and later) and crun convert
+/// them: a curve through 2 -> 1, 1024 -> 100 (each side's default) and 262144 -> 10000.
+fn weight(shares: u64) -> u64 {
+    let l = (shares.clamp(2, 262_144) as f64).log2();
+    let exponent = (l * l + 125.0 * l) / 612.0 - 7.0 / 34.0;
+    (10f64.powf(exponent).ceil() as u64).clamp(1, 10_000)
 }
 
 /// Parses a CPU or memory node list as the kernel writes them (`0-3,5,7-8`).
@@ -328,12 +348,19 @@ pub fn format_list(set: &BTreeSet<u32>) -> String {
 }
 
 /// The host's online CPUs and memory nodes, as [`Limits::check`] wants them.
+/// Those of the root cpuset (v1's or v2's effective sets: berth may run in a narrower
+/// one than the machine's), else the ones online.
 pub fn host_sets() -> (BTreeSet<u32>, BTreeSet<u32>) {
-    let read = |path: &str, fallback: &str| {
-        let text = std::fs::read_to_string(path).unwrap_or_else(|_| fallback.to_owned());
-        parse_list(&text).unwrap_or_default()
+    let read = |paths: &[&str]| {
+        let text = paths.iter().find_map(|p| std::fs::read_to_string(p).ok().filter(|t| !t.trim().is_empty()));
+        parse_list(&text.unwrap_or_else(|| "0".to_owned())).unwrap_or_default()
     };
-    (read("/sys/devices/system/cpu/online", "0"), read("/sys/devices/system/node/online", "0"))
+    let cpus = ["/sys/fs/cgroup/cpuset/cpuset.effective_cpus", "/sys/fs/cgroup/cpuset.cpus.effective"];
+    let mems = ["/sys/fs/cgroup/cpuset/cpuset.effective_mems", "/sys/fs/cgroup/cpuset.mems.effective"];
+    (
+        read(&[cpus[0], cpus[1], "/sys/devices/system/cpu/online"]),
+        read(&[mems[0], mems[1], "/sys/devices/system/node/online"]),
+    )
 }
 
 /// docker's `--memory-swap` value: a size, or -1 for unlimited swap.
@@ -383,11 +410,15 @@ mod tests {
     #[test]
     fn cpu_flags_set_the_period_before_the_quota_and_a_weight_on_v2() {
         let cpus = Limits { cpus: Some(1.5), ..Default::default() };
-        let want = [("cpu.cfs_period_us=100000", "cpu.max=150000 100000"), ("cpu.cfs_quota_us=150000", "-")];
+        let want = [
+            ("cpu.cfs_period_us=100000", "cpu.max=150000 100000"),
+            ("cpu.cfs_quota_us=150000", "cpu.max=150000 100000"),
+        ];
         assert_eq!(files(&cpus), pairs(&want));
         let quota = Limits { cpu_period: Some(50_000), cpu_quota: Some(-1), ..Default::default() };
         assert_eq!(files(&quota)[0].1, "cpu.max=max 50000");
-        for (shares, weight) in [(2, "1"), (1024, "39"), (262_144, "10000"), (1, "1"), (1 << 20, "10000")] {
+        for (shares, weight) in [(2, "1"), (512, "59"), (1024, "100"), (262_144, "10000"), (1, "1"), (1 << 20, "10000")]
+        {
             let l = Limits { cpu_shares: Some(shares), ..Default::default() };
             assert_eq!(files(&l)[0].1, format!("cpu.weight={weight}"), "{shares} shares");
         }
@@ -408,6 +439,10 @@ mod tests {
         assert!(check(Limits { cpuset_cpus: Some("1".into()), ..Default::default() }).is_ok());
         let err = check(Limits { cpuset_cpus: Some("0-2".into()), ..Default::default() }).unwrap_err();
         assert_eq!(err, "Requested CPUs are not available - requested 0-2, available: 0-1");
+        let err = check(Limits { cpus: Some(3.0), ..Default::default() }).unwrap_err();
+        assert_eq!(err, "Range of CPUs is from 0.01 to 2.00, as there are only 2 CPUs available");
+        let no_quota = Limits { cpus: Some(1.0), cpu_quota: Some(-1), ..Default::default() };
+        assert!(check(no_quota).is_ok(), "only a quota above 0 conflicts with --cpus");
     }
 
     #[test]
@@ -424,11 +459,19 @@ mod tests {
         assert!(err.starts_with("Memory limit should be smaller than already set memoryswap limit"), "{err}");
         let both = Limits { memory: Some(300 << 20), memory_swap: Some(600 << 20), ..Default::default() };
         assert_eq!(old.updated(&both).unwrap().memory_swap, Some(600 << 20));
-        // `--pids-limit -1` (0 here) removes the limit; a first memory limit gets docker's swap.
+        // `--pids-limit -1` (0 here) removes the limit.
         let new = old.updated(&Limits { pids: Some(0), ..Default::default() }).unwrap();
         assert_eq!(new.pids, None);
-        let first = Limits::default().updated(&Limits { memory: Some(64 << 20), ..Default::default() }).unwrap();
-        assert_eq!(first.memory_swap, Some(128 << 20));
+        // A container made without limits takes a memory limit only with a memory+swap one.
+        let memory = Limits { memory: Some(64 << 20), ..Default::default() };
+        assert!(Limits::default().updated(&memory).unwrap_err().starts_with("Memory limit should be smaller"));
+        let with_swap = Limits { memory_swap: Some(128 << 20), ..memory };
+        assert_eq!(Limits::default().updated(&with_swap).unwrap().memory_swap, Some(128 << 20));
+        // Period and quota against docker's NanoCPUs, either way.
+        let cpus = Limits { cpus: Some(1.0), ..Default::default() };
+        let period = Limits { cpu_period: Some(50_000), ..Default::default() };
+        assert!(cpus.updated(&period).unwrap_err().contains("CPU Period cannot be updated as NanoCPUs"));
+        assert!(period.updated(&cpus).unwrap_err().contains("Nano CPUs cannot be updated as CPU Period"));
     }
 
     #[test]

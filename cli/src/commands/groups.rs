@@ -40,6 +40,7 @@ pub enum ContainerSub {
     Export(container::Export),
     Rename(container::Rename),
     Update(super::resources::Update),
+    Stats(super::stats::Stats),
     Top(super::top::Top),
 }
 

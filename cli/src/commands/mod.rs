@@ -16,6 +16,7 @@ pub mod prune_filter;
 pub mod registry;
 pub mod resources;
 pub mod run;
+pub mod stats;
 pub mod system;
 pub mod system_prune;
 pub mod top;

@@ -20,12 +20,6 @@ pub struct Run {
     /// and berth's own flags (`--entrypoint sh IMAGE -c ...`), as in docker
     #[arg(required = true, num_args = 1.., trailing_var_arg = true, value_name = "IMAGE [COMMAND [ARG...]]")]
     words: Vec<String>,
-    /// The image: the first of `words` (see [`Run::split_words`]).
-    #[arg(skip)]
-    image: String,
-    /// The command: the rest of `words`.
-    #[arg(skip)]
-    command: Vec<String>,
     /// Set environment variables
     #[arg(short, long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
@@ -268,18 +262,22 @@ impl Create {
 }
 
 impl Run {
-    /// The image and the command from the words after the options: clap takes them as one
-    /// list, so that nothing after the image is read as berth's option.
-    fn split_words(&mut self) {
-        if let Some((image, command)) = self.words.split_first() {
-            (self.image, self.command) = (image.clone(), command.to_vec());
-        }
+    /// The image: the first of the words after the options (clap takes them as one list, so
+    /// that nothing after the image is read as berth's option).
+    fn image(&self) -> &str {
+        self.words.first().map_or("", String::as_str)
+    }
+
+    /// The command: the words after the image, less one `--` right after it (a separator, as
+    /// berth has always read it).
+    fn command(&self) -> &[String] {
+        let rest = self.words.get(1..).unwrap_or_default();
+        rest.strip_prefix(&["--".to_owned()]).unwrap_or(rest)
     }
 
     /// Prepares the rootfs and runs the process: in the foreground to its end (exiting with
     /// its code), or detached under a supervisor (printing the container's ID).
     pub fn run(mut self, root: &Path) -> Result<()> {
-        self.split_words();
         if !rustix::process::geteuid().is_root() {
             bail!("berth run needs root (namespaces and mounts); rootless containers are not supported yet");
         }
@@ -309,7 +307,7 @@ impl Run {
             let runs_on = oci::Platform::of_config(&image.config);
             // A one-platform image is taken as it is: it must be the platform asked for.
             if let Some(asked) = self.platform.as_ref().filter(|a| !is_platform(&runs_on, a)) {
-                bail!("image {} is for {runs_on}, not for {asked} (--platform)", self.image);
+                bail!("image {} is for {runs_on}, not for {asked} (--platform)", self.image());
             }
             runner::emulation::check(&runs_on, &runner::emulation::binfmt_dir()).map_err(anyhow::Error::msg)?;
         }
@@ -349,7 +347,7 @@ impl Run {
         match (pulled, other) {
             (Ok((image, rec)), _) => Ok((rec, image)),
             (Err(e), Some(on)) => {
-                Err(e.context(format!("image {} is for {on}, not for {platform} (--platform)", self.image)))
+                Err(e.context(format!("image {} is for {on}, not for {platform} (--platform)", self.image())))
             }
             (Err(e), None) => Err(e),
         }
@@ -361,10 +359,10 @@ impl Run {
         if self.pull == "always" {
             return self.pull(store, false);
         }
-        match store.resolve(&self.image) {
+        match store.resolve(self.image()) {
             Ok(rec) => Ok(rec),
             Err(oci::Error::ImageNotFound(_)) if self.pull == "never" => {
-                bail!("No such image: {} (--pull never)", self.image)
+                bail!("No such image: {} (--pull never)", self.image())
             }
             Err(oci::Error::ImageNotFound(_)) => self.pull(store, true),
             Err(e) => Err(e.into()),
@@ -575,7 +573,7 @@ impl Run {
         Ok(runner::container::Config {
             id,
             name,
-            image: self.image.clone(),
+            image: self.image().to_owned(),
             image_id: image.id.to_string(),
             manifest: rec.target.digest.to_string(),
             created: runner::container::state::now(),
@@ -764,7 +762,7 @@ impl Run {
         }
         let key = runner::container::snapshot_key(&config.id);
         let prepared = runner::rootfs::prepare(store, image, snapshotter.as_ref(), &key)
-            .with_context(|| format!("prepare the rootfs of {}", self.image))
+            .with_context(|| format!("prepare the rootfs of {}", self.image()))
             .and_then(|rootfs| {
                 // A --group-add name the image lacks fails here, with run's 125, as docker's.
                 runner::sandbox::add_groups(&rootfs, &config.group_add, &mut Vec::new())?;
@@ -909,12 +907,12 @@ impl Run {
     /// after the image, else the image's cmd (not with `--entrypoint`, as docker does).
     fn command_line(&self, cfg: &oci::spec::Config) -> Result<Vec<String>> {
         let mut args = self.entrypoint(cfg);
-        if self.command.is_empty() {
+        if self.command().is_empty() {
             if self.entrypoint.is_none() {
                 args.extend(cfg.cmd().clone().unwrap_or_default());
             }
         } else {
-            args.extend(self.command.iter().cloned());
+            args.extend(self.command().iter().cloned());
         }
         if args.is_empty() {
             bail!("no command specified: the image has no entrypoint or cmd");
@@ -1069,7 +1067,7 @@ impl Run {
     /// shut down (its threads joined) before any namespace is made: after
     /// unshare(CLONE_NEWPID) no thread may be created, and the fork must be single-threaded.
     fn pull(&self, store: &oci::ImageStore, missing: bool) -> Result<oci::ImageRecord> {
-        let reference: oci::Reference = self.image.parse()?;
+        let reference: oci::Reference = self.image().parse()?;
         if missing && !self.quiet {
             eprintln!("Unable to find image '{}' locally", reference.familiar());
         }
@@ -1312,12 +1310,15 @@ mod tests {
         let r = parse(&["--rm", "-e", "A=1", "app", "--port", "9000", "-e", "x", "--rm"]);
         assert!(r.rm);
         assert_eq!(r.env, ["A=1"]);
-        assert_eq!(r.image, "app");
-        assert_eq!(r.command, ["--port", "9000", "-e", "x", "--rm"]);
+        assert_eq!(r.image(), "app");
+        assert_eq!(r.command(), ["--port", "9000", "-e", "x", "--rm"]);
         let r = parse(&["app", "-c", "echo hi"]);
-        assert_eq!((r.image.as_str(), r.command.as_slice()), ("app", ["-c", "echo hi"].map(String::from).as_slice()));
+        assert_eq!((r.image(), r.command()), ("app", ["-c", "echo hi"].map(String::from).as_slice()));
+        // berth's own flags too (`-c` is `--cpu-shares`, `-m` `--memory`).
+        let r = parse(&["--entrypoint", "sh", "app", "-c", "echo hi", "-m", "4"]);
+        assert_eq!(r.command(), ["-c", "echo hi", "-m", "4"]);
         // `--` still works, and is not passed on.
-        assert_eq!(parse(&["--network", "host", "app", "--", "ls", "-l"]).command, ["ls", "-l"]);
-        assert_eq!(parse(&["app"]).command, Vec::<String>::new());
+        assert_eq!(parse(&["--network", "host", "app", "--", "ls", "-l"]).command(), ["ls", "-l"]);
+        assert_eq!(parse(&["app"]).command(), Vec::<String>::new());
     }
 }

@@ -257,6 +257,12 @@ impl Prepared {
             oom_killed = cg.oom_killed();
             cg.remove();
         }
+        if let Some(c) = &self.record {
+            // The groups `update` made while it ran are the record's too.
+            let made_later = crate::cgroup::Cgroup::existing(&c.config.id);
+            oom_killed |= made_later.oom_killed();
+            made_later.remove();
+        }
         match &self.record {
             Some(c) if !remove => {
                 let (code, why) = match result {

@@ -36,6 +36,7 @@ pub mod ports;
 pub mod processes;
 pub mod restart;
 pub mod state;
+pub mod stats;
 pub mod supervisor;
 pub mod update;
 pub mod volumes;
@@ -265,6 +266,12 @@ pub fn check_limits(config: &Config) -> Result<()> {
             "resource limits (--memory, --cpus, --pids-limit, --cpu-shares, ...) need cgroups, which belong to \
              root: rootless berth cannot set them (see docs/rootless.md)"
                 .into(),
+        ));
+    }
+    if crate::userns::entered() && config.oom_score_adj.is_some_and(|a| a < 0) {
+        // Lowering it needs CAP_SYS_RESOURCE in the host's user namespace.
+        return Err(Error::Config(
+            "--oom-score-adj below 0 needs CAP_SYS_RESOURCE on the host: rootless berth can only raise it".into(),
         ));
     }
     if crate::userns::entered() && config.shares_pid_namespace() {

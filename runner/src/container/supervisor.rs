@@ -58,7 +58,8 @@ fn supervise(c: &Container, ready: &mut Option<File>) -> Result<i32> {
         let began = Instant::now();
         let code = run_once(&current, ready, snapshotter.as_ref())?;
         let state = current.state()?;
-        // `update` may have changed the policy or the limits: read the record again (one
+        // `update` may have changed the policy or the limits: read the record again, here
+        // for the policy and the back-off, and after the back-off for the next run (one
         // that `rm -f` is taking away keeps the copy in hand).
         if let Ok(fresh) = super::find(c.root(), &c.config.id) {
             current = fresh;
@@ -67,6 +68,9 @@ fn supervise(c: &Container, ready: &mut Option<File>) -> Result<i32> {
             || !wait_to_restart(&current, backoff.next(began.elapsed()))?
         {
             break code;
+        }
+        if let Ok(fresh) = super::find(c.root(), &c.config.id) {
+            current = fresh;
         }
     };
     let config = &current.config;
@@ -94,6 +98,7 @@ fn run_once(c: &Container, ready: &mut Option<File>, snapshotter: &dyn crate::sn
     // Whatever happens in between, the cgroups go (a failed start included); once the
     // process runs, before its exit is recorded.
     let code = run_process(c, ready, rootfs, (cgroups, &mut cgroup));
+    crate::cgroup::remove_stale(&config.id);
     if let Some(cg) = cgroup {
         cg.remove();
     }
@@ -273,6 +278,12 @@ async fn watch(
         s.veth = net.and_then(|a| a.veth().map(str::to_owned));
         s.subnet = net.filter(|a| a.address().is_some()).map(crate::network::Attachment::subnet);
     })?;
+    // An `update` that came while the process was starting found it not running and only
+    // rewrote the record (before it looked): its limits are taken now.
+    let fresh = super::find(c.root(), &c.config.id)?;
+    if fresh.config.resources != c.config.resources {
+        super::update::apply_running(&fresh, &fresh.config.resources, &Default::default())?;
+    }
     if !c.config.ports.is_empty() && c.config.network != "host" {
         // None: the process is gone already, and its exit code is the container's.
         let routed = net.filter(|a| a.routed()).map(|a| a.ip);
@@ -299,6 +310,8 @@ async fn watch(
     if let Some(cg) = cgroup.take() {
         cg.remove();
     }
+    // And any group `update` made while it ran.
+    crate::cgroup::remove_stale(&c.config.id);
     drop(held_net.take());
     c.update(|s| {
         s.exited(code, log_error);

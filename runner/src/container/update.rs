@@ -40,41 +40,68 @@ pub fn update(root: &Path, c: &Container, change: &Change) -> Result<()> {
     }
     super::check_limits(&config)?;
     let limits_given = change.limits != Limits::default();
-    let running = c.state()?.status == Status::Running;
-    if running && limits_given && config.runtime != "berth" {
+    if limits_given && config.runtime != "berth" {
         return Err(Error::Config(format!(
-            "cannot update the limits of a running {} container: its groups are {}'s",
+            "cannot update the limits of a {} container: its groups are {}'s",
             config.runtime, config.runtime
         )));
     }
-    let json = serde_json::to_vec_pretty(&config).map_err(|e| Error::Config(e.to_string()))?;
-    super::write_atomic(&c.dir.join("config.json"), &json)?;
-    if running && limits_given {
-        let result = apply_running(&c, &config.resources, &change.limits);
-        // One that stopped meanwhile has no groups left to update: the record holds.
-        if result.is_err() && c.state()?.status == Status::Running {
-            return result;
-        }
+    let write = |config: &super::config::Config| -> Result<()> {
+        let json = serde_json::to_vec_pretty(config).map_err(|e| Error::Config(e.to_string()))?;
+        super::write_atomic(&c.dir.join("config.json"), &json)
+    };
+    // Written before the state is read: a start that the state does not show yet reads the
+    // record again once its process runs (the supervisor), so no update falls between.
+    write(&config)?;
+    if !limits_given || c.state()?.status != Status::Running {
+        return Ok(());
     }
-    Ok(())
+    let Err(e) = apply_running(&c, &config.resources, &change.limits) else { return Ok(()) };
+    if c.state()?.status != Status::Running {
+        // It stopped meanwhile: its groups went with it, and the record holds for its next start.
+        return Ok(());
+    }
+    // As docker's: a refused update leaves the container as it was, record and groups.
+    write(&c.config)?;
+    match apply_running(&c, &c.config.resources, &Limits::default()) {
+        Ok(()) => Err(e),
+        Err(undo) => Err(Error::Config(format!("{e}; putting the old limits back failed too: {undo}"))),
+    }
 }
 
 /// Writes `limits` into the groups of running container `c`; `given` says whether its
-/// process limit was removed (`--pids-limit -1`), which `limits` cannot say.
-fn apply_running(c: &Container, limits: &Limits, given: &Limits) -> Result<()> {
+/// process limit was removed (`--pids-limit -1`), which `limits` cannot say. Its processes
+/// are moved into any group this makes, pass after pass until none is missing from one
+/// (a process forked during a pass is moved in the next).
+pub(super) fn apply_running(c: &Container, limits: &Limits, given: &Limits) -> Result<()> {
     let id = &c.config.id;
     let failed = |e| super::io_err("update the cgroups of", &c.dir)(e);
     let mut group = Cgroup::existing(id);
-    let made = group.apply(id, limits).map_err(&failed)?;
-    // Twice: a process forked while the first pass moved the others is in the second.
-    for _ in 0..2 {
-        let mut pids = Cgroup::existing(id).pids().map_err(&failed)?;
+    let made = group.apply(id, limits).map_err(failed)?;
+    for pass in 0.. {
+        let mut pids = Cgroup::existing(id).pids().map_err(failed)?;
         pids.sort_unstable();
         pids.dedup();
-        Cgroup::adopt(&made, &pids).map_err(&failed)?;
+        let mut moved = false;
+        for dir in &made {
+            let procs = dir.join("cgroup.procs");
+            let inside = std::fs::read_to_string(&procs).map_err(super::io_err("read", &procs))?;
+            let inside: Vec<i32> = inside.lines().filter_map(|p| p.trim().parse().ok()).collect();
+            let missing: Vec<i32> = pids.iter().copied().filter(|p| !inside.contains(p)).collect();
+            if !missing.is_empty() {
+                Cgroup::adopt(std::slice::from_ref(dir), &missing).map_err(failed)?;
+                moved = true;
+            }
+        }
+        if !moved {
+            break;
+        }
+        if pass == 20 {
+            return Err(Error::State(format!("the processes of {} kept forking while they were moved", c.config.name)));
+        }
     }
     if given.pids == Some(0) {
-        group.set("pids.max", "max").map_err(&failed)?;
+        group.set("pids.max", "max").map_err(failed)?;
     }
     Ok(())
 }
