@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub use crate::resources::Limits;
+pub use crate::resources::{Limits, Setting};
 
 /// Parses a size as docker's `RAMInBytes` does (`-m`, `--shm-size`, `--keep-storage`): a
 /// number with a fraction or not, an optional space, then an optional unit k, m, g, t or p
@@ -146,8 +146,19 @@ impl Cgroup {
     /// above the memory+swap limit only once that has grown (`update`).
     pub fn apply(&mut self, id: &str, limits: &Limits) -> std::io::Result<Vec<PathBuf>> {
         let before = self.dirs.clone();
+        // Memory first, and alone: the one limit the kernel refuses for what is running (a
+        // limit below the usage), refused before anything else has changed.
+        let (memory, rest): (Vec<Setting>, Vec<Setting>) =
+            limits.settings().into_iter().partition(|s| s.controller == "memory");
+        self.write_settings(id, memory)?;
+        self.write_settings(id, rest)?;
+        Ok(self.dirs.iter().filter(|d| !before.contains(d)).cloned().collect())
+    }
+
+    /// Writes `settings`, each refused one again after the others (see [`Cgroup::apply`]).
+    fn write_settings(&mut self, id: &str, settings: Vec<Setting>) -> std::io::Result<()> {
         let mut refused = Vec::new();
-        for setting in limits.settings() {
+        for setting in settings {
             let (dir, v2) = self.make(id, setting.controller)?;
             let Some((file, value)) = (if v2 { setting.v2 } else { setting.v1 }) else { continue };
             let path = dir.join(file);
@@ -170,12 +181,14 @@ impl Cgroup {
         for (path, value) in refused {
             write(&path, &value)?;
         }
-        Ok(self.dirs.iter().filter(|d| !before.contains(d)).cloned().collect())
+        Ok(())
     }
 
     /// Moves processes into the groups `dirs` (made by [`Cgroup::apply`] for a running
-    /// container): each must be in every group of its container for a limit to hold.
-    pub fn adopt(dirs: &[PathBuf], pids: &[i32]) -> std::io::Result<()> {
+    /// container): each must be in every group of its container for a limit to hold. Returns
+    /// how many writes moved one.
+    pub fn adopt(dirs: &[PathBuf], pids: &[i32]) -> std::io::Result<usize> {
+        let mut moved = 0;
         for dir in dirs {
             // v1 leaves a moved process's memory charged to its old group unless told to
             // move it. Kernels since 6.8 refuse the switch (EINVAL: charge moving is gone),
@@ -193,11 +206,12 @@ impl Cgroup {
                 match std::fs::write(&procs, pid.to_string()) {
                     // A process that ended meanwhile has nothing to limit.
                     Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
-                    result => result.map_err(|e| io("write", &procs, e))?,
+                    Err(e) => return Err(io("write", &procs, e)),
+                    Ok(()) => moved += 1,
                 }
             }
         }
-        Ok(())
+        Ok(moved)
     }
 
     /// Writes `value` to `file` in each group that has that file.
@@ -308,9 +322,13 @@ impl Cgroup {
         for dir in &self.dirs {
             let procs = dir.join("cgroup.procs");
             let start = Instant::now();
-            // The kernel kills them all, those forked meanwhile included: then only wait.
+            // The kernel kills them all, those forked meanwhile and those in groups under it
+            // included: then only wait.
             let killed = dir.join("cgroup.kill").exists() && write(&dir.join("cgroup.kill"), "1").is_ok();
-            while let Ok(pids) = std::fs::read_to_string(&procs) {
+            while procs.exists() {
+                // A `--privileged` container may have made groups of its own under its group.
+                let pids: String =
+                    subtree(dir).iter().filter_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok()).collect();
                 if pids.trim().is_empty() || start.elapsed() > Duration::from_secs(1) {
                     break;
                 }
@@ -332,9 +350,27 @@ impl Cgroup {
     pub fn remove(self) {
         self.kill();
         for dir in &self.dirs {
-            let _ = std::fs::remove_dir(dir);
+            // The groups a `--privileged` container made under its own go first (rmdir takes
+            // empty groups only); one still busy stays, and `sweep_leftovers` finds its parent.
+            for group in subtree(dir) {
+                let _ = std::fs::remove_dir(group);
+            }
         }
     }
+}
+
+/// `dir` and every group under it, the deepest first (the order rmdir needs). Iterative: a
+/// privileged container may nest groups as deep as it likes.
+fn subtree(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let children = std::fs::read_dir(&d).into_iter().flatten().flatten();
+        todo.extend(children.filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()));
+        found.push(d);
+    }
+    found.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    found
 }
 
 /// How long a freeze or a thaw may take to take effect.
@@ -462,9 +498,12 @@ pub fn sweep_leftovers() -> usize {
             let old = std::fs::metadata(&dir)
                 .and_then(|m| m.modified())
                 .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > LEFTOVER_AGE));
-            let empty = std::fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|p| p.trim().is_empty());
+            // With the groups a `--privileged` container made under it.
+            let tree = subtree(&dir);
+            let empty =
+                |d: &PathBuf| std::fs::read_to_string(d.join("cgroup.procs")).is_ok_and(|p| p.trim().is_empty());
             // rmdir fails on a group that gained a process meanwhile: the kernel decides.
-            if old && empty && std::fs::remove_dir(&dir).is_ok() {
+            if old && tree.iter().all(empty) && tree.iter().all(|d| std::fs::remove_dir(d).is_ok()) {
                 removed += 1;
             }
         }

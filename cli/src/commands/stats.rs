@@ -60,18 +60,34 @@ impl Stats {
     pub fn run(self, root: &Path) -> Result<()> {
         let list_format = format::ListFormat::parse(self.format.as_deref().unwrap_or("table"))?;
         let live = !self.no_stream && std::io::stdout().is_terminal();
+        // Named ones are found once (a name that finds none fails now); each reading opens
+        // them again by ID, so a rename or a new container of that name changes nothing.
+        let named: Vec<(String, String)> = self
+            .containers
+            .iter()
+            .map(|w| Ok((w.clone(), container::find(root, w)?.config.id)))
+            .collect::<Result<_>>()?;
         let mut last: HashMap<String, Sample> = HashMap::new();
         loop {
-            let shown = self.containers(root)?;
-            // One removed while it was read (its record gone) shows as stopped, as in docker's
-            // table until the next listing drops it.
-            let now: Vec<Option<Sample>> =
-                shown.iter().map(|(_, c)| container::stats::sample(c).ok().flatten()).collect();
+            let shown = match named.is_empty() {
+                true => self.listed(root)?,
+                false => {
+                    named.iter().map(|(w, id)| Ok((w.clone(), container::open(root, id)?))).collect::<Result<_>>()?
+                }
+            };
+            // One removed while it was read shows as gone.
+            let now: Vec<Option<Sample>> = shown
+                .iter()
+                .map(|(_, c)| c.as_ref().and_then(|c| container::stats::sample(c).ok().flatten()))
+                .collect();
             if !last.is_empty() || shown.is_empty() || now.iter().all(Option::is_none) {
                 let rows: Vec<Value> = shown
                     .iter()
                     .zip(&now)
-                    .map(|((given, c), s)| self.row(given, c, s.as_ref(), last.get(&c.config.id)))
+                    .map(|((given, c), s)| match c {
+                        Some(c) => self.row(given, c, s.as_ref(), last.get(&c.config.id)),
+                        None => gone(given),
+                    })
                     .collect();
                 let mut out = std::io::stdout().lock();
                 if live {
@@ -84,20 +100,23 @@ impl Stats {
                     return Ok(());
                 }
             }
-            last = shown.iter().zip(now).filter_map(|((_, c), s)| Some((c.config.id.clone(), s?))).collect();
+            last = shown.iter().zip(now).filter_map(|((_, c), s)| Some((c.as_ref()?.config.id.clone(), s?))).collect();
             std::thread::sleep(INTERVAL);
         }
     }
 
-    /// The containers to show, each with the name it was asked by (its ID when listed).
-    fn containers(&self, root: &Path) -> Result<Vec<(String, Container)>> {
-        if !self.containers.is_empty() {
-            return self.containers.iter().map(|w| Ok((w.clone(), container::find(root, w)?))).collect();
-        }
+    /// Every running container (every one with `-a`), each with its short ID as its name.
+    fn listed(&self, root: &Path) -> Result<Vec<(String, Option<Container>)>> {
         let mut shown = Vec::new();
         for c in container::list(root)? {
-            if self.all || c.state()?.status == container::Status::Running {
-                shown.push((c.config.id[..12].to_owned(), c));
+            let running = match c.state() {
+                Ok(s) => s.status == container::Status::Running,
+                // Removed between the listing and this read: not shown.
+                Err(container::Error::NotFound(_)) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if self.all || running {
+                shown.push((c.config.id[..12].to_owned(), Some(c)));
             }
         }
         Ok(shown)
@@ -131,6 +150,14 @@ impl Stats {
             "PIDs": pids.to_string(),
         })
     }
+}
+
+/// The row of a named container that is gone: docker's `--` in every figure.
+fn gone(given: &str) -> Value {
+    json!({
+        "Container": given, "ID": given, "Name": "--", "CPUPerc": "--", "MemUsage": "-- / --",
+        "MemPerc": "--", "NetIO": "--", "BlockIO": "--", "PIDs": "--",
+    })
 }
 
 /// The rows as `--format` asks, or docker's default table.

@@ -237,11 +237,15 @@ fn stats_shows_what_containers_use_as_dockers_does() {
     let Some(b) = setup() else { return };
     // A busy one with a memory limit (read from its groups) and an idle one without (read
     // from /proc on a hybrid host, whose unified group accounts no memory).
-    let busy = "x=$(head -c 20m /dev/zero | tr '\\0' a); while true; do :; done";
-    b.ok(&["run", "-d", "--name", "busy", "-m", "64m", "busybox", "sh", "-c", busy]);
+    let busy = "x=$(head -c 20m /dev/zero | tr '\\0' a); echo ready; while true; do :; done";
+    b.ok(&["run", "-d", "--name", "busy", "-m", "64m", "--cpus", "0.5", "busybox", "sh", "-c", busy]);
     b.ok(&["run", "-d", "--name", "idle", "busybox", "sleep", "1000"]);
     b.ok(&["create", "--name", "made", "busybox", "true"]);
-    std::thread::sleep(Duration::from_millis(500));
+    // Once it holds its 20 MB.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !b.ok(&["logs", "busy"]).contains("ready") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let fields = "{{.Name}}|{{.CPUPerc}}|{{.MemUsage}}|{{.MemPerc}}|{{.PIDs}}|{{.NetIO}}|{{.Container}}";
     let out = b.ok(&["stats", "--no-stream", "--format", fields, "busy", "idle"]);
     let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split('|').collect()).collect();
@@ -271,12 +275,50 @@ fn stats_shows_what_containers_use_as_dockers_does() {
     }
     let err = b.fails(&["stats", "--no-stream", "nosuch"]);
     assert!(err.contains("nosuch"), "{err}");
-    // Without --no-stream, and no terminal: a table every second until interrupted.
+    // Without --no-stream, and no terminal: a table every second until interrupted; a named
+    // container removed meanwhile stays, as docker's `--`.
     let mut child = b.cmd(&["stats", "idle"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(3500));
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut text = String::new();
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            text += &line;
+            text.push('\n');
+            if text.contains("idle") && text.contains("--") {
+                break;
+            }
+        }
+        text
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    std::thread::sleep(Duration::from_millis(2500));
+    b.ok(&["rm", "-f", "idle"]);
+    while !reader.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     child.kill().unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let _ = child.wait();
+    let text = reader.join().unwrap();
     assert!(text.matches("CONTAINER ID").count() >= 2, "a new table each second: {text}");
-    b.ok(&["rm", "-f", "busy", "idle", "made"]);
+    assert!(text.lines().any(|l| l.starts_with("idle ") && l.contains("--")), "the removed one as --: {text}");
+    b.ok(&["rm", "-f", "busy", "made"]);
+}
+
+#[test]
+fn a_privileged_containers_own_groups_and_their_processes_go_with_it() {
+    let Some(b) = setup() else { return };
+    // A group of its own under its memory group (v1) or its group (v2), with an orphan in it.
+    let script = "d=/sys/fs/cgroup/memory; [ -d $d ] || d=/sys/fs/cgroup; mkdir -p $d/sub/deeper || exit 1; \
+                  sleep 987654 & echo $! > $d/sub/deeper/cgroup.procs && echo moved";
+    let out = b.ok(&["run", "--name", "nester", "--privileged", "-m", "64m", "busybox", "sh", "-c", script]);
+    assert_eq!(out, "moved\n");
+    let id = b.ok(&["inspect", "--format", "{{.Id}}", "nester"]).trim().to_owned();
+    let left = std::process::Command::new("pgrep").args(["-f", "sleep 987654"]).output().unwrap();
+    assert!(left.stdout.is_empty(), "the orphan in its own group was killed: {left:?}");
+    for base in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified", "/sys/fs/cgroup/memory"] {
+        let group = Path::new(base).join("berth").join(&id);
+        assert!(!group.exists(), "{} is gone with the groups under it", group.display());
+    }
+    b.ok(&["rm", "nester"]);
 }

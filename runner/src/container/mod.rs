@@ -364,7 +364,8 @@ pub fn list(root: &Path) -> Result<Vec<Container>> {
     Ok(out)
 }
 
-fn open(root: &Path, id: &str) -> Result<Option<Container>> {
+/// The container with full ID `id`, `None` when there is none (or it is being removed).
+pub fn open(root: &Path, id: &str) -> Result<Option<Container>> {
     let dir = containers_dir(root).join(id);
     let path = dir.join("config.json");
     let bytes = match std::fs::read(&path) {

@@ -56,10 +56,9 @@ impl Sample {
 pub fn sample(c: &Container) -> Result<Option<Sample>> {
     let state = c.state()?;
     let Some(pid) = state.pid.filter(|_| state.status == Status::Running) else { return Ok(None) };
+    // Its processes, for what the groups do not account: a `--privileged` container may keep
+    // them all in groups of its own under its group (whose files count those too).
     let pids = super::processes::of(&c.config, pid).unwrap_or_default();
-    if pids.is_empty() {
-        return Ok(None);
-    }
     let dirs = Cgroup::existing(&c.config.id).dirs().to_vec();
     let from_group = |file: &str| dirs.iter().map(|d| d.join(file)).find(|f| f.exists());
     let cpu = cpu_time(&from_group, &pids);

@@ -279,10 +279,20 @@ async fn watch(
         s.subnet = net.filter(|a| a.address().is_some()).map(crate::network::Attachment::subnet);
     })?;
     // An `update` that came while the process was starting found it not running and only
-    // rewrote the record (before it looked): its limits are taken now.
-    let fresh = super::find(c.root(), &c.config.id)?;
-    if fresh.config.resources != c.config.resources {
-        super::update::apply_running(&fresh, &fresh.config.resources, &Default::default())?;
+    // rewrote the record (before it looked): its limits are taken now. The container runs
+    // either way: one that cannot take them says so in this supervisor's log.
+    if let Ok(Some(fresh)) = super::open(c.root(), &c.config.id) {
+        let (new, old) = (&fresh.config.resources, &c.config.resources);
+        if new != old {
+            // A process limit removed is written as none (`--pids-limit -1`).
+            let removed = crate::cgroup::Limits {
+                pids: (new.pids.is_none() && old.pids.is_some()).then_some(0),
+                ..Default::default()
+            };
+            if let Err(e) = super::update::apply_running(&fresh, new, &removed) {
+                eprintln!("berth: warning: the limits an update gave {} while it started: {e}", c.config.name);
+            }
+        }
     }
     if !c.config.ports.is_empty() && c.config.network != "host" {
         // None: the process is gone already, and its exit code is the container's.

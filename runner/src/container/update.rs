@@ -78,27 +78,31 @@ pub(super) fn apply_running(c: &Container, limits: &Limits, given: &Limits) -> R
     let failed = |e| super::io_err("update the cgroups of", &c.dir)(e);
     let mut group = Cgroup::existing(id);
     let made = group.apply(id, limits).map_err(failed)?;
+    // Until a pass finds nothing it can move: a process that ended, or a group leader whose
+    // threads have moved while its own pid stays listed (it called pthread_exit), is never
+    // listed in the new group, and is no reason to fail.
+    let mut before: Vec<Vec<i32>> = Vec::new();
     for pass in 0.. {
         let mut pids = Cgroup::existing(id).pids().map_err(failed)?;
         pids.sort_unstable();
         pids.dedup();
-        let mut moved = false;
+        let mut missing_now = Vec::new();
+        let mut moved = 0;
         for dir in &made {
             let procs = dir.join("cgroup.procs");
             let inside = std::fs::read_to_string(&procs).map_err(super::io_err("read", &procs))?;
             let inside: Vec<i32> = inside.lines().filter_map(|p| p.trim().parse().ok()).collect();
             let missing: Vec<i32> = pids.iter().copied().filter(|p| !inside.contains(p)).collect();
-            if !missing.is_empty() {
-                Cgroup::adopt(std::slice::from_ref(dir), &missing).map_err(failed)?;
-                moved = true;
-            }
+            moved += Cgroup::adopt(std::slice::from_ref(dir), &missing).map_err(failed)?;
+            missing_now.push(missing);
         }
-        if !moved {
+        if moved == 0 || missing_now == before {
             break;
         }
         if pass == 20 {
             return Err(Error::State(format!("the processes of {} kept forking while they were moved", c.config.name)));
         }
+        before = missing_now;
     }
     if given.pids == Some(0) {
         group.set("pids.max", "max").map_err(failed)?;
