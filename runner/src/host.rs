@@ -88,7 +88,7 @@ pub fn facts() -> Facts {
         os_version: os_release_field(&release, "VERSION_ID").unwrap_or_default(),
         arch: uname.machine().to_string_lossy().into_owned(),
         cpus: std::thread::available_parallelism().map_or(1, usize::from),
-        mem_total: mem_total(&std::fs::read_to_string("/proc/meminfo").unwrap_or_default()),
+        mem_total: memory(),
         hostname: uname.nodename().to_string_lossy().into_owned(),
         cgroup: CgroupSetup::detect(Path::new("/sys/fs/cgroup")),
         snapshotter: crate::snapshot::kind_name(),
@@ -106,6 +106,12 @@ fn os_release_field(text: &str, key: &str) -> Option<String> {
         let unquoted = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value);
         Some(unquoted.to_owned())
     })
+}
+
+/// The machine's memory in bytes (0 where /proc/meminfo cannot be read): `info`'s
+/// `MemTotal`, and `stats`' limit for a container without one.
+pub fn memory() -> u64 {
+    mem_total(&std::fs::read_to_string("/proc/meminfo").unwrap_or_default())
 }
 
 /// `MemTotal` of `/proc/meminfo`, in bytes.

@@ -87,10 +87,10 @@ fn cpu_time(from_group: &dyn Fn(&str) -> Option<PathBuf>, pids: &[i32]) -> Durat
 }
 
 /// Memory in use and its limit: the group's usage less its inactive file cache (docker's
-/// CLI subtracts it), else the processes' resident sets; the limit from the group, the
-/// record, or the host's memory.
+/// CLI subtracts it), else the processes' resident sets; the limit from the record (never
+/// above the host's memory), else the host's memory.
 fn memory(from_group: &dyn Fn(&str) -> Option<PathBuf>, pids: &[i32], limit: Option<u64>) -> (u64, u64) {
-    let host = host_memory();
+    let host = crate::host::memory();
     let grouped = [("memory.current", "inactive_file"), ("memory.usage_in_bytes", "total_inactive_file")]
         .into_iter()
         .find_map(|(usage, cache)| {
@@ -138,13 +138,6 @@ fn resident(pid: i32) -> Option<u64> {
 /// A process's threads.
 fn threads(pid: i32) -> u64 {
     status_field(pid, "Threads").unwrap_or(1)
-}
-
-/// The host's memory in bytes (`MemTotal`).
-fn host_memory() -> u64 {
-    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let kb = text.lines().find_map(|l| l.strip_prefix("MemTotal:")?.split_whitespace().next()?.parse::<u64>().ok());
-    kb.unwrap_or(0) * 1024
 }
 
 /// Bytes received and sent by the interfaces of `pid`'s network namespace, `lo` left out.
@@ -195,6 +188,5 @@ mod tests {
         assert!(resident(me).is_some_and(|r| r > 0));
         assert!(threads(me) >= 1);
         assert!(process_ticks(me).is_some());
-        assert!(host_memory() > 0);
     }
 }

@@ -53,7 +53,7 @@ fn supervise(c: &Container, ready: &mut Option<File>) -> Result<i32> {
     // A user's start (`control::start` cleared a stop's mark): the restart policy counts from here.
     c.update(|s| s.restart_count = 0)?;
     let mut backoff = super::restart::Backoff::default();
-    let mut current = super::find(c.root(), &c.config.id)?;
+    let mut current = c.clone();
     let code = loop {
         let began = Instant::now();
         let code = run_once(&current, ready, snapshotter.as_ref())?;
@@ -61,7 +61,7 @@ fn supervise(c: &Container, ready: &mut Option<File>) -> Result<i32> {
         // `update` may have changed the policy or the limits: read the record again, here
         // for the policy and the back-off, and after the back-off for the next run (one
         // that `rm -f` is taking away keeps the copy in hand).
-        if let Ok(fresh) = super::find(c.root(), &c.config.id) {
+        if let Ok(Some(fresh)) = super::open(c.root(), &c.config.id) {
             current = fresh;
         }
         if !current.config.restart.restarts(code, state.restart_count, state.stopped_by_user)
@@ -69,7 +69,7 @@ fn supervise(c: &Container, ready: &mut Option<File>) -> Result<i32> {
         {
             break code;
         }
-        if let Ok(fresh) = super::find(c.root(), &c.config.id) {
+        if let Ok(Some(fresh)) = super::open(c.root(), &c.config.id) {
             current = fresh;
         }
     };

@@ -25,7 +25,7 @@ pub struct Change {
 pub fn update(root: &Path, c: &Container, change: &Change) -> Result<()> {
     let _names = super::names_lock(root)?;
     // Read again under the lock: a rename or another update may have rewritten it.
-    let c = super::find(root, &c.config.id)?;
+    let c = super::open(root, &c.config.id)?.ok_or_else(|| Error::NotFound(c.config.name.clone()))?;
     let mut config = c.config.clone();
     config.resources = config.resources.updated(&change.limits).map_err(Error::Config)?;
     let (cpus, mems) = crate::resources::host_sets();
